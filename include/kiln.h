@@ -1,0 +1,207 @@
+/*
+ * kiln — a deep-learning framework in C on OpenCL.
+ *
+ * Public C API. Every fallible call returns a kiln_status; KILN_OK is zero.
+ * On failure, kiln_last_error() returns a message for the calling thread
+ * that names what failed: the OpenCL or CLBlast call and its error by name
+ * ("clBuildProgram: CL_BUILD_PROGRAM_FAILURE" followed by the build log),
+ * or the tensor, shape or file that was wrong. The library never exits or
+ * aborts on bad input.
+ *
+ * A typical program:
+ *
+ *     kiln_ctx *ctx;
+ *     if (kiln_ctx_create(NULL, &ctx) != KILN_OK) {   // KILN_DEVICE or default
+ *         fprintf(stderr, "%s\n", kiln_last_error());
+ *         return 1;
+ *     }
+ *     size_t shape[2] = {128, 784};
+ *     kiln_tensor *x;
+ *     kiln_tensor_create(ctx, 2, shape, &x);
+ *     kiln_tensor_upload(x, host_data, 128 * 784);
+ *     ...
+ *     kiln_tensor_free(x);
+ *     kiln_ctx_free(ctx);
+ *
+ * Handles are opaque. A context and everything made from it belong to one
+ * thread at a time; distinct contexts may be used from distinct threads.
+ */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define KILN_API __declspec(dllexport)
+#else
+#define KILN_API __attribute__((visibility("default")))
+#endif
+
+/* ---- status codes ------------------------------------------------------ */
+
+#define KILN_STATUS_LIST(X)                                                   \
+    X(KILN_OK, "ok")                                                          \
+    X(KILN_ERR_INVALID_ARGUMENT, "invalid argument")                          \
+    X(KILN_ERR_NO_PLATFORM, "no OpenCL platform")                             \
+    X(KILN_ERR_NO_DEVICE, "no such OpenCL device")                            \
+    X(KILN_ERR_OPENCL, "OpenCL error")                                        \
+    X(KILN_ERR_BUILD, "kernel build failed")                                  \
+    X(KILN_ERR_BLAS, "CLBlast error")                                         \
+    X(KILN_ERR_OUT_OF_MEMORY, "out of memory")                                \
+    X(KILN_ERR_TOO_LARGE, "size exceeds a device limit")                      \
+    X(KILN_ERR_SHAPE, "shape mismatch")                                       \
+    X(KILN_ERR_IO, "file error")                                              \
+    X(KILN_ERR_UNSUPPORTED, "not supported")
+
+typedef enum {
+#define KILN_STATUS_ENUM(name, text) name,
+    KILN_STATUS_LIST(KILN_STATUS_ENUM)
+#undef KILN_STATUS_ENUM
+    KILN_STATUS_COUNT
+} kiln_status;
+
+/* A short fixed description of a status code ("invalid argument"). */
+KILN_API const char *kiln_status_str(kiln_status status);
+
+/* The detailed message of the last failure on this thread ("" if none). */
+KILN_API const char *kiln_last_error(void);
+
+/* kiln's version, "MAJOR.MINOR.PATCH". */
+KILN_API const char *kiln_version(void);
+
+/* ---- devices ----------------------------------------------------------- */
+
+typedef enum {
+    KILN_DEVICE_CPU = 1,
+    KILN_DEVICE_GPU = 2,
+    KILN_DEVICE_ACCELERATOR = 4,
+    KILN_DEVICE_OTHER = 8
+} kiln_device_type;
+
+/* What kiln knows of one OpenCL device; every field is read from the driver. */
+typedef struct {
+    unsigned platform_index;  /* position of the platform in the ICD list */
+    unsigned device_index;    /* position of the device in its platform */
+    unsigned global_index;    /* position among all devices ("--device N") */
+    char platform[128];
+    char platform_version[128];
+    char name[128];
+    char vendor[128];
+    char driver_version[128];
+    char device_version[128]; /* "OpenCL 3.0 PoCL ..." */
+    char opencl_c_version[64];
+    kiln_device_type type;
+    unsigned compute_units;
+    uint64_t global_mem_bytes;
+    uint64_t local_mem_bytes;
+    uint64_t max_alloc_bytes;
+    size_t max_work_group_size;
+    unsigned mem_base_align_bits;
+    int fp64;
+    int fp16;
+} kiln_device_info;
+
+/* Lists every device of every platform. On success *out is an array of
+ * *count entries, to be released with kiln_free(). Platforms that expose no
+ * device are skipped; no platform at all is KILN_ERR_NO_PLATFORM with a
+ * message on how to install an OpenCL driver. */
+KILN_API kiln_status kiln_devices(kiln_device_info **out, size_t *count);
+
+/* Picks a device from a selector: NULL or "" means $KILN_DEVICE, and when
+ * that is unset too, the first GPU, else the first CPU, else the first
+ * device. A selector is an index among all devices ("1"), a platform:device
+ * pair ("1:0"), or a case-insensitive substring of the platform, device or
+ * vendor name or of the type ("pocl", "nvidia", "gpu", "cpu"). */
+KILN_API kiln_status kiln_device_select(const char *selector, kiln_device_info *out);
+
+/* "CPU", "GPU", "accelerator" or "other". */
+KILN_API const char *kiln_device_type_str(kiln_device_type type);
+
+/* Releases memory returned by kiln (device lists). */
+KILN_API void kiln_free(void *ptr);
+
+/* ---- context ----------------------------------------------------------- */
+
+typedef struct kiln_ctx kiln_ctx;
+
+/* Opens a context and an in-order queue on the device the selector picks
+ * (see kiln_device_select). */
+KILN_API kiln_status kiln_ctx_create(const char *selector, kiln_ctx **out);
+KILN_API void kiln_ctx_free(kiln_ctx *ctx);
+KILN_API const kiln_device_info *kiln_ctx_device(const kiln_ctx *ctx);
+
+/* Waits for all queued work on the context's queue. */
+KILN_API kiln_status kiln_ctx_finish(kiln_ctx *ctx);
+
+/* Statistics of the kernel-program cache, for tests and `kiln devices -v`. */
+typedef struct {
+    unsigned memory_hits; /* program found in this context's memory cache */
+    unsigned disk_hits;   /* program loaded from a cached binary */
+    unsigned builds;      /* program compiled from source */
+    unsigned disk_rejects; /* cache files found unusable and rebuilt */
+} kiln_cache_stats;
+
+KILN_API kiln_cache_stats kiln_ctx_cache_stats(const kiln_ctx *ctx);
+
+/* Builds (or loads from cache) the program of an embedded kernel source,
+ * e.g. "tensor.cl", with build options such as "-DVEC=4". Exposed so tools
+ * can warm the cache; operators do this on first use by themselves. */
+KILN_API kiln_status kiln_program_prepare(kiln_ctx *ctx, const char *source,
+                                          const char *options);
+
+/* The directory of the on-disk kernel cache: $KILN_CACHE_DIR, else
+ * $XDG_CACHE_HOME/kiln, else ~/.cache/kiln. Writes at most size bytes. */
+KILN_API kiln_status kiln_cache_dir(char *buf, size_t size);
+
+/* ---- tensors ----------------------------------------------------------- */
+
+#define KILN_MAX_DIMS 4
+
+typedef struct kiln_tensor kiln_tensor;
+
+/* A float32 device tensor of ndim (1..4) dimensions, row-major (NCHW).
+ * Contents are undefined until written. Every dimension must be >= 1. */
+KILN_API kiln_status kiln_tensor_create(kiln_ctx *ctx, int ndim, const size_t *shape,
+                                        kiln_tensor **out);
+KILN_API void kiln_tensor_free(kiln_tensor *t);
+
+KILN_API int kiln_tensor_ndim(const kiln_tensor *t);
+KILN_API size_t kiln_tensor_dim(const kiln_tensor *t, int axis);
+KILN_API size_t kiln_tensor_numel(const kiln_tensor *t);
+
+/* Writes "2x3x4" into buf (at most size bytes), for messages. */
+KILN_API const char *kiln_tensor_shape_str(const kiln_tensor *t, char *buf, size_t size);
+
+/* Copies count floats between host memory and the tensor; count must equal
+ * the tensor's element count. Upload returns once the host memory may be
+ * reused; download returns once the data is on the host. */
+KILN_API kiln_status kiln_tensor_upload(kiln_tensor *t, const float *src, size_t count);
+KILN_API kiln_status kiln_tensor_download(const kiln_tensor *t, float *dst, size_t count);
+
+/* Sets every element to value. */
+KILN_API kiln_status kiln_tensor_fill(kiln_tensor *t, float value);
+
+/* Copies src into dst; both must have the same element count. */
+KILN_API kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src);
+
+/* ---- matrix products ---------------------------------------------------- */
+
+typedef enum { KILN_NO_TRANS = 0, KILN_TRANS = 1 } kiln_transpose;
+
+/* C = alpha * op(A) * op(B) + beta * C for 2-d row-major tensors, where
+ * op(X) is X or its transpose. op(A) is m x k, op(B) is k x n, C is m x n;
+ * shapes that disagree are KILN_ERR_SHAPE naming all three. */
+KILN_API kiln_status kiln_gemm(kiln_ctx *ctx, kiln_transpose trans_a, kiln_transpose trans_b,
+                               float alpha, const kiln_tensor *a, const kiln_tensor *b,
+                               float beta, kiln_tensor *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_H */

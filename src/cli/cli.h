@@ -1,0 +1,16 @@
+/* Subcommands of the kiln command and the helpers they share. */
+#ifndef KILN_CLI_H
+#define KILN_CLI_H
+
+#include "kiln.h"
+
+int cli_devices(int argc, char **argv);
+int cli_check(int argc, char **argv);
+
+/* Prints "kiln CMD: <last error>" to stderr and returns the exit code 1. */
+int cli_fail(const char *cmd);
+
+/* Formats a byte count as "1.5 GiB" into buf. */
+const char *cli_bytes(uint64_t bytes, char *buf, size_t size);
+
+#endif

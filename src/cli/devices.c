@@ -1,0 +1,119 @@
+/* kiln devices [--json]: every OpenCL device, one line each. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+int cli_fail(const char *cmd)
+{
+    fprintf(stderr, "kiln %s: %s\n", cmd, kiln_last_error());
+    return 1;
+}
+
+const char *cli_bytes(uint64_t bytes, char *buf, size_t size)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024.0 && u < 4) {
+        v /= 1024.0;
+        u++;
+    }
+    snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+    return buf;
+}
+
+static void json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
+static void print_json(const kiln_device_info *list, size_t n, unsigned chosen)
+{
+    printf("[");
+    for (size_t i = 0; i < n; i++) {
+        const kiln_device_info *d = &list[i];
+        printf("%s\n  {\"index\": %u, \"platform_index\": %u, \"device_index\": %u, "
+               "\"default\": %s, \"platform\": ",
+               i ? "," : "", d->global_index, d->platform_index, d->device_index,
+               d->global_index == chosen ? "true" : "false");
+        json_string(d->platform);
+        printf(", \"name\": ");
+        json_string(d->name);
+        printf(", \"vendor\": ");
+        json_string(d->vendor);
+        printf(", \"type\": ");
+        json_string(kiln_device_type_str(d->type));
+        printf(", \"driver_version\": ");
+        json_string(d->driver_version);
+        printf(", \"device_version\": ");
+        json_string(d->device_version);
+        printf(", \"opencl_c_version\": ");
+        json_string(d->opencl_c_version);
+        printf(", \"compute_units\": %u, \"global_mem_bytes\": %llu, \"local_mem_bytes\": "
+               "%llu, \"max_alloc_bytes\": %llu, \"max_work_group_size\": %zu, "
+               "\"fp64\": %s, \"fp16\": %s}",
+               d->compute_units, (unsigned long long)d->global_mem_bytes,
+               (unsigned long long)d->local_mem_bytes, (unsigned long long)d->max_alloc_bytes,
+               d->max_work_group_size, d->fp64 ? "true" : "false", d->fp16 ? "true" : "false");
+    }
+    printf("\n]\n");
+}
+
+static void print_table(const kiln_device_info *list, size_t n, unsigned chosen)
+{
+    for (size_t i = 0; i < n; i++) {
+        const kiln_device_info *d = &list[i];
+        char g[32], l[32], a[32];
+        printf("%c %u (%u:%u)  %-4s %s / %s\n", d->global_index == chosen ? '*' : ' ',
+               d->global_index, d->platform_index, d->device_index,
+               kiln_device_type_str(d->type), d->platform, d->name);
+        printf("    driver %s, %s, %u compute units, memory %s, local %s, max alloc %s, "
+               "work-group %zu, fp64 %s, fp16 %s\n",
+               d->driver_version, d->opencl_c_version, d->compute_units,
+               cli_bytes(d->global_mem_bytes, g, sizeof g),
+               cli_bytes(d->local_mem_bytes, l, sizeof l),
+               cli_bytes(d->max_alloc_bytes, a, sizeof a), d->max_work_group_size,
+               d->fp64 ? "yes" : "no", d->fp16 ? "yes" : "no");
+    }
+    printf("* the device kiln picks by default (--device or KILN_DEVICE to choose)\n");
+}
+
+int cli_devices(int argc, char **argv)
+{
+    static const struct option options[] = {{"json", no_argument, NULL, 'j'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    int json = 0, opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "jh", options, NULL)) != -1) {
+        if (opt == 'j') {
+            json = 1;
+        } else {
+            fprintf(stderr, "usage: kiln devices [--json]\n");
+            return opt == 'h' ? 0 : 2;
+        }
+    }
+    kiln_device_info *list, chosen;
+    size_t n;
+    if (kiln_devices(&list, &n) != KILN_OK)
+        return cli_fail("devices");
+    unsigned pick = kiln_device_select(NULL, &chosen) == KILN_OK ? chosen.global_index : ~0u;
+    if (json)
+        print_json(list, n, pick);
+    else
+        print_table(list, n, pick);
+    kiln_free(list);
+    return 0;
+}

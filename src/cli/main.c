@@ -1,0 +1,74 @@
+/* The kiln command: one table of subcommands, each a function. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kiln.h"
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *usage;
+    const char *help;
+} command;
+
+static int cmd_help(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
+
+static const command commands[] = {
+    {"devices", cli_devices, "kiln devices [--json]", "list every OpenCL device"},
+    {"check", cli_check, "kiln check [--device SEL] [--size N]",
+     "run a GEMM on the device and compare it with the host"},
+    {"summary", NULL, "kiln summary MODEL.ini", "print the layers of a model"},
+    {"train", NULL, "kiln train MODEL.ini [--data fashion-mnist]", "train a model"},
+    {"eval", NULL, "kiln eval MODEL.ini CHECKPOINT", "evaluate a checkpoint"},
+    {"predict", NULL, "kiln predict MODEL.ini CHECKPOINT INPUT", "predict with a checkpoint"},
+    {"bench", NULL, "kiln bench [--json]", "benchmark the device"},
+    {"tune", NULL, "kiln tune [--budget 60s]", "tune the GEMM kernels for the device"},
+    {"version", cmd_version, "kiln version", "print kiln's version"},
+    {"help", cmd_help, "kiln help", "print this help"},
+};
+
+#define COMMAND_COUNT (sizeof commands / sizeof commands[0])
+
+static int cmd_help(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("kiln %s: train neural networks on any OpenCL device\n\nusage:\n", kiln_version());
+    for (size_t i = 0; i < COMMAND_COUNT; i++)
+        printf("  %-44s %s%s\n", commands[i].usage, commands[i].help,
+               commands[i].run ? "" : " (not in this version)");
+    printf("\nThe device is picked by --device SEL or $KILN_DEVICE: an index (0), a\n"
+           "platform:device pair (1:0), or part of a name or type (pocl, rusticl, nvidia,\n"
+           "gpu, cpu). By default the first GPU, else the first CPU device.\n");
+    return 0;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("kiln %s\n", kiln_version());
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
+        return cmd_help(0, NULL) == 0 && argc >= 2 ? 0 : 2;
+    for (size_t i = 0; i < COMMAND_COUNT; i++) {
+        if (strcmp(argv[1], commands[i].name) != 0)
+            continue;
+        if (!commands[i].run) {
+            fprintf(stderr, "kiln %s: not available in kiln %s yet\n", commands[i].name,
+                    kiln_version());
+            return 2;
+        }
+        return commands[i].run(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "kiln: unknown command \"%s\"; run \"kiln help\" for the list\n", argv[1]);
+    return 2;
+}

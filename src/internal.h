@@ -1,0 +1,96 @@
+/* Internal declarations shared by kiln's modules; not installed. */
+#ifndef KILN_INTERNAL_H
+#define KILN_INTERNAL_H
+
+#include <CL/cl.h>
+
+#include "kiln.h"
+
+/* ---- errors (error.c) --------------------------------------------------- */
+
+/* Sets the thread's last-error message (printf-style) and returns status. */
+kiln_status kiln_fail(kiln_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Fails with KILN_ERR_OPENCL (or KILN_ERR_OUT_OF_MEMORY for allocation
+ * errors) naming the call and the error: "clCreateBuffer: CL_INVALID_VALUE". */
+kiln_status kiln_fail_cl(cl_int err, const char *call);
+
+/* Appends text to the last-error message (e.g. a build log). */
+void kiln_error_append(const char *text);
+
+/* Clears the last-error message. */
+void kiln_error_clear(void);
+
+/* "CL_OUT_OF_RESOURCES" for -5; "unknown OpenCL error -9999" otherwise. */
+const char *kiln_cl_error_name(cl_int err);
+
+/* ---- devices (device.c) ------------------------------------------------ */
+
+/* Finds the cl_device_id of a listed device. */
+kiln_status kiln_device_id(const kiln_device_info *info, cl_device_id *out);
+
+/* ---- kernel programs (program.c) --------------------------------------- */
+
+typedef struct kiln_program_cache kiln_program_cache;
+
+kiln_status kiln_program_cache_create(kiln_ctx *ctx, kiln_program_cache **out);
+void kiln_program_cache_free(kiln_program_cache *cache);
+
+/* Returns a kernel of an embedded source built with options; the kernel is
+ * owned by the context's cache (do not release it). */
+kiln_status kiln_kernel_get(kiln_ctx *ctx, const char *source, const char *options,
+                            const char *kernel, cl_kernel *out);
+
+/* The embedded kernel sources (generated from cl/ at build time). */
+typedef struct {
+    const char *name; /* "tensor.cl" */
+    const char *text; /* starts with #line 1 "cl/tensor.cl" */
+} kiln_cl_source;
+
+extern const kiln_cl_source kiln_cl_sources[];
+extern const size_t kiln_cl_source_count;
+
+/* ---- context ------------------------------------------------------------ */
+
+struct kiln_ctx {
+    kiln_device_info info;
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_context context;
+    cl_command_queue queue;
+    kiln_program_cache *programs;
+    kiln_cache_stats stats;
+};
+
+/* Sets kernel arguments from (size, pointer) pairs and launches a 1-d
+ * range of global items rounded up to a multiple of local (0: driver's
+ * choice). Kernels check their own bounds. */
+kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name,
+                           size_t global, size_t local, int nargs, ...);
+
+/* ---- tensors (tensor.c) ------------------------------------------------ */
+
+struct kiln_tensor {
+    kiln_ctx *ctx;
+    cl_mem buf;
+    int ndim;
+    size_t shape[KILN_MAX_DIMS];
+    size_t numel;
+};
+
+/* ---- CLBlast (blas.c) ---------------------------------------------------- */
+
+/* Row-major C[m,n] = alpha op(A) op(B) + beta C on raw buffers with offsets
+ * and leading dimensions, in elements. Sizes of zero are handled. */
+kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
+                            size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
+                            size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
+                            cl_mem c, size_t c_off, size_t ldc);
+
+/* Counts open contexts, so that CLBlast's cached programs (which hold the
+ * OpenCL contexts they were built for) are released with the last one. */
+void kiln_blas_context_opened(void);
+void kiln_blas_context_closed(void);
+
+#endif /* KILN_INTERNAL_H */

@@ -1,0 +1,188 @@
+/* float32 device tensors: shape, buffer, upload/download, fill, copy. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+const char *kiln_tensor_shape_str(const kiln_tensor *t, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; t && i < t->ndim && used < size; i++) {
+        int n = snprintf(buf + used, size - used, i ? "x%zu" : "%zu", t->shape[i]);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+    return buf;
+}
+
+static void shape_text(int ndim, const size_t *shape, char *buf, size_t size)
+{
+    kiln_tensor t = {.ndim = ndim};
+    for (int i = 0; i < ndim; i++)
+        t.shape[i] = shape[i];
+    kiln_tensor_shape_str(&t, buf, size);
+}
+
+/* Checks the shape and computes the element count without overflow. */
+static kiln_status check_shape(const kiln_ctx *ctx, int ndim, const size_t *shape,
+                               size_t *numel)
+{
+    if (ndim < 1 || ndim > KILN_MAX_DIMS || !shape)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+                         "kiln_tensor_create: %d dimensions; expected 1 to %d", ndim,
+                         KILN_MAX_DIMS);
+    char text[128];
+    shape_text(ndim, shape, text, sizeof text);
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] == 0)
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+                             "kiln_tensor_create: shape %s has a zero dimension (axis %d); "
+                             "every dimension must be at least 1",
+                             text, i);
+        if (n > SIZE_MAX / sizeof(float) / shape[i])
+            return kiln_fail(KILN_ERR_TOO_LARGE,
+                             "kiln_tensor_create: shape %s overflows the address space", text);
+        n *= shape[i];
+    }
+    uint64_t bytes = (uint64_t)n * sizeof(float);
+    if (bytes > ctx->info.max_alloc_bytes)
+        return kiln_fail(KILN_ERR_TOO_LARGE,
+                         "kiln_tensor_create: shape %s needs %llu bytes, but %s allows at most "
+                         "%llu bytes in one buffer (CL_DEVICE_MAX_MEM_ALLOC_SIZE)",
+                         text, (unsigned long long)bytes, ctx->info.name,
+                         (unsigned long long)ctx->info.max_alloc_bytes);
+    *numel = n;
+    return KILN_OK;
+}
+
+kiln_status kiln_tensor_create(kiln_ctx *ctx, int ndim, const size_t *shape, kiln_tensor **out)
+{
+    if (!ctx || !out)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_create: ctx and out are "
+                                                    "required");
+    *out = NULL;
+    size_t numel = 0;
+    kiln_status st = check_shape(ctx, ndim, shape, &numel);
+    if (st != KILN_OK)
+        return st;
+    kiln_tensor *t = calloc(1, sizeof *t);
+    if (!t)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_tensor_create: out of host memory");
+    t->ctx = ctx;
+    t->ndim = ndim;
+    t->numel = numel;
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
+    cl_int err;
+    t->buf = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, numel * sizeof(float), NULL, &err);
+    if (err != CL_SUCCESS) {
+        char text[128];
+        free(t);
+        st = kiln_fail_cl(err, "clCreateBuffer");
+        shape_text(ndim, shape, text, sizeof text);
+        kiln_error_append(" (tensor of shape ");
+        kiln_error_append(text);
+        kiln_error_append(")");
+        return st;
+    }
+    *out = t;
+    return KILN_OK;
+}
+
+void kiln_tensor_free(kiln_tensor *t)
+{
+    if (!t)
+        return;
+    clReleaseMemObject(t->buf);
+    free(t);
+}
+
+int kiln_tensor_ndim(const kiln_tensor *t)
+{
+    return t ? t->ndim : 0;
+}
+
+size_t kiln_tensor_dim(const kiln_tensor *t, int axis)
+{
+    if (!t || axis < 0 || axis >= t->ndim)
+        return 0;
+    return t->shape[axis];
+}
+
+size_t kiln_tensor_numel(const kiln_tensor *t)
+{
+    return t ? t->numel : 0;
+}
+
+static kiln_status check_count(const kiln_tensor *t, const void *host, size_t count,
+                               const char *call)
+{
+    if (!t || !host)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: tensor and host pointer are required",
+                         call);
+    if (count != t->numel) {
+        char text[128];
+        return kiln_fail(KILN_ERR_SHAPE, "%s: %zu values given for a tensor of shape %s (%zu "
+                                         "values)",
+                         call, count, kiln_tensor_shape_str(t, text, sizeof text), t->numel);
+    }
+    return KILN_OK;
+}
+
+kiln_status kiln_tensor_upload(kiln_tensor *t, const float *src, size_t count)
+{
+    kiln_status st = check_count(t, src, count, "kiln_tensor_upload");
+    if (st != KILN_OK)
+        return st;
+    cl_int err = clEnqueueWriteBuffer(t->ctx->queue, t->buf, CL_TRUE, 0, count * sizeof(float),
+                                      src, 0, NULL, NULL);
+    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueWriteBuffer");
+}
+
+kiln_status kiln_tensor_download(const kiln_tensor *t, float *dst, size_t count)
+{
+    kiln_status st = check_count(t, dst, count, "kiln_tensor_download");
+    if (st != KILN_OK)
+        return st;
+    cl_int err = clEnqueueReadBuffer(t->ctx->queue, t->buf, CL_TRUE, 0, count * sizeof(float),
+                                     dst, 0, NULL, NULL);
+    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueReadBuffer");
+}
+
+kiln_status kiln_tensor_fill(kiln_tensor *t, float value)
+{
+    if (!t)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_fill: tensor is NULL");
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(t->ctx, "tensor.cl", "", "fill", &k);
+    if (st != KILN_OK)
+        return st;
+    cl_ulong n = t->numel;
+    return kiln_launch_1d(t->ctx, k, "fill", t->numel, 64, 3, sizeof(cl_mem), &t->buf,
+                          sizeof(float), &value, sizeof n, &n);
+}
+
+kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src)
+{
+    if (!dst || !src)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_copy: tensors are required");
+    if (dst->ctx != src->ctx)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_copy: tensors belong to "
+                                                    "different contexts");
+    if (dst->numel != src->numel) {
+        char a[128], b[128];
+        return kiln_fail(KILN_ERR_SHAPE, "kiln_tensor_copy: source of shape %s (%zu values) "
+                                         "does not fit destination of shape %s (%zu values)",
+                         kiln_tensor_shape_str(src, a, sizeof a), src->numel,
+                         kiln_tensor_shape_str(dst, b, sizeof b), dst->numel);
+    }
+    if (dst == src)
+        return KILN_OK;
+    cl_int err = clEnqueueCopyBuffer(dst->ctx->queue, src->buf, dst->buf, 0, 0,
+                                     src->numel * sizeof(float), 0, NULL, NULL);
+    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueCopyBuffer");
+}

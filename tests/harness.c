@@ -1,0 +1,80 @@
+/* The shared test harness (see harness.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "harness.h"
+
+static kiln_ctx *shared_ctx;
+static ref_rng rng;
+static uint64_t seed;
+static int seeded;
+
+static void close_ctx(void)
+{
+    kiln_ctx_free(shared_ctx);
+    shared_ctx = NULL;
+}
+
+kiln_ctx *test_ctx(void)
+{
+    if (!shared_ctx) {
+        kiln_status st = kiln_ctx_create(NULL, &shared_ctx);
+        ck_assert_msg(st == KILN_OK, "cannot open the test device: %s", kiln_last_error());
+        atexit(close_ctx);
+    }
+    return shared_ctx;
+}
+
+uint64_t test_seed(void)
+{
+    if (!seeded) {
+        const char *env = getenv("KILN_TEST_SEED");
+        seed = env && *env ? strtoull(env, NULL, 0) : 20261126u;
+        ref_rng_seed(&rng, seed);
+        seeded = 1;
+    }
+    return seed;
+}
+
+ref_rng *test_rng(void)
+{
+    test_seed();
+    return &rng;
+}
+
+void *test_alloc(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    ck_assert_msg(p != NULL, "out of host memory for %zu bytes", bytes);
+    return p;
+}
+
+void check_close_at(const char *file, int line, const float *got, const double *want,
+                    size_t n, double atol, double rtol, const char *fmt, ...)
+{
+    ref_compare r = ref_compare_arrays(got, want, n, atol, rtol);
+    if (r.failures == 0)
+        return;
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    ck_abort_msg("%s:%d: %s: %zu of %zu values out of tolerance; worst at index %zu: got "
+                 "%.9g, expected %.9g (|diff| %.3g, tolerance %.3g + %.3g*|expected|); "
+                 "KILN_TEST_SEED=%llu",
+                 file, line, what, r.failures, n, r.index, r.got, r.want, r.abs_err, atol, rtol,
+                 (unsigned long long)test_seed());
+}
+
+int test_run(Suite *suite)
+{
+    SRunner *runner = srunner_create(suite);
+    if (!getenv("CK_FORK"))
+        srunner_set_fork_status(runner, CK_NOFORK);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,43 @@
+/* The shared test harness: one context on the device KILN_DEVICE selects,
+ * one seeded generator, and a checker against float64 references. */
+#ifndef KILN_TEST_HARNESS_H
+#define KILN_TEST_HARNESS_H
+
+#include <check.h>
+
+#include "internal.h"
+#include "ref.h"
+
+/* The context every test shares (opened on first use, closed at exit). */
+kiln_ctx *test_ctx(void);
+
+/* The generator, seeded from $KILN_TEST_SEED or a fixed default, and the
+ * seed itself (printed by every failure of check_close). */
+ref_rng *test_rng(void);
+uint64_t test_seed(void);
+
+/* Fails the test unless got[i] is within atol + rtol |want[i]| of want[i]
+ * for every i; the message names what, the worst index, both values, the
+ * tolerance and the seed. */
+#define check_close(got, want, n, atol, rtol, ...)                                    \
+    check_close_at(__FILE__, __LINE__, got, want, n, atol, rtol, __VA_ARGS__)
+void check_close_at(const char *file, int line, const float *got, const double *want,
+                    size_t n, double atol, double rtol, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
+
+/* Fails unless a kiln call succeeded, printing kiln_last_error(). */
+#define check_ok(call)                                                                 \
+    do {                                                                               \
+        kiln_status check_ok_st = (call);                                              \
+        ck_assert_msg(check_ok_st == KILN_OK, "%s failed: %s: %s", #call,              \
+                      kiln_status_str(check_ok_st), kiln_last_error());                \
+    } while (0)
+
+/* malloc that fails the test when memory runs out. */
+void *test_alloc(size_t bytes);
+
+/* Runs a suite; returns the process exit status. Tests run in-process
+ * (CK_NOFORK) unless $CK_FORK says otherwise, so they share the context. */
+int test_run(Suite *suite);
+
+#endif

@@ -1,0 +1,108 @@
+/* SGEMM through CLBlast against the float64 reference: all four transpose
+ * combinations at awkward sizes, with alpha and beta. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+typedef struct {
+    size_t m, n, k;
+} gemm_size;
+
+static const gemm_size sizes[] = {
+    {1, 1, 1}, {7, 7, 7}, {33, 33, 33}, {129, 129, 129}, {257, 257, 257},
+    {1000, 1000, 1}, {1000, 1, 1000}, {1, 1000, 1000}, {7, 129, 33},
+};
+
+#define SIZE_COUNT (int)(sizeof sizes / sizeof sizes[0])
+
+static kiln_tensor *matrix(size_t rows, size_t cols, const float *data)
+{
+    size_t shape[2] = {rows, cols};
+    kiln_tensor *t;
+    check_ok(kiln_tensor_create(test_ctx(), 2, shape, &t));
+    check_ok(kiln_tensor_upload(t, data, rows * cols));
+    return t;
+}
+
+/* Runs one product and compares it with ref_gemm. */
+static void gemm_case(gemm_size s, int ta, int tb, float alpha, float beta)
+{
+    size_t na = s.m * s.k, nb = s.k * s.n, nc = s.m * s.n;
+    float *a = test_alloc(na * sizeof *a), *b = test_alloc(nb * sizeof *b);
+    float *c = test_alloc(nc * sizeof *c), *got = test_alloc(nc * sizeof *got);
+    double *want = test_alloc(nc * sizeof *want);
+    ref_rng_fill(test_rng(), a, na, -1.0f, 1.0f);
+    ref_rng_fill(test_rng(), b, nb, -1.0f, 1.0f);
+    ref_rng_fill(test_rng(), c, nc, -1.0f, 1.0f);
+    kiln_tensor *da = ta ? matrix(s.k, s.m, a) : matrix(s.m, s.k, a);
+    kiln_tensor *db = tb ? matrix(s.n, s.k, b) : matrix(s.k, s.n, b);
+    kiln_tensor *dc = matrix(s.m, s.n, c);
+    check_ok(kiln_gemm(test_ctx(), ta ? KILN_TRANS : KILN_NO_TRANS,
+                       tb ? KILN_TRANS : KILN_NO_TRANS, alpha, da, db, beta, dc));
+    check_ok(kiln_tensor_download(dc, got, nc));
+    ref_gemm(ta, tb, s.m, s.n, s.k, alpha, a, b, beta, c, want);
+    /* float32 accumulation over k terms of magnitude <= 1 */
+    double atol = 1e-6 * (double)(s.k + 1) * fabs(alpha) + 1e-6;
+    check_close(got, want, nc, atol, 1e-5, "sgemm m=%zu n=%zu k=%zu trans_a=%d trans_b=%d "
+                "alpha=%g beta=%g", s.m, s.n, s.k, ta, tb, alpha, beta);
+    kiln_tensor_free(da);
+    kiln_tensor_free(db);
+    kiln_tensor_free(dc);
+    free(a);
+    free(b);
+    free(c);
+    free(got);
+    free(want);
+}
+
+START_TEST(sgemm_matches_reference)
+{
+    gemm_size s = sizes[_i];
+    for (int t = 0; t < 4; t++)
+        gemm_case(s, t & 1, t >> 1, t == 0 ? 1.0f : 1.5f, t == 0 ? 0.0f : -0.5f);
+}
+END_TEST
+
+START_TEST(sgemm_with_zero_alpha_scales_c)
+{
+    gemm_size s = {5, 7, 3};
+    gemm_case(s, 0, 0, 0.0f, 2.0f);
+    gemm_case(s, 1, 1, 0.0f, 0.0f);
+}
+END_TEST
+
+START_TEST(sgemm_shape_mismatch_names_all_shapes)
+{
+    float zeros[64] = {0};
+    kiln_tensor *a = matrix(2, 3, zeros), *b = matrix(4, 5, zeros), *c = matrix(2, 5, zeros);
+    ck_assert_int_eq(kiln_gemm(test_ctx(), KILN_NO_TRANS, KILN_NO_TRANS, 1, a, b, 0, c),
+                     KILN_ERR_SHAPE);
+    const char *msg = kiln_last_error();
+    ck_assert_msg(strstr(msg, "2x3") && strstr(msg, "4x5") && strstr(msg, "2x5"),
+                  "message: %s", msg);
+    size_t v = 6;
+    kiln_tensor *flat;
+    check_ok(kiln_tensor_create(test_ctx(), 1, &v, &flat));
+    ck_assert_int_eq(kiln_gemm(test_ctx(), KILN_NO_TRANS, KILN_NO_TRANS, 1, flat, b, 0, c),
+                     KILN_ERR_SHAPE);
+    ck_assert_int_eq(kiln_gemm(test_ctx(), KILN_NO_TRANS, KILN_NO_TRANS, 1, NULL, b, 0, c),
+                     KILN_ERR_INVALID_ARGUMENT);
+    kiln_tensor_free(a);
+    kiln_tensor_free(b);
+    kiln_tensor_free(c);
+    kiln_tensor_free(flat);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("blas");
+    TCase *tc = tcase_create("sgemm");
+    tcase_add_loop_test(tc, sgemm_matches_reference, 0, SIZE_COUNT);
+    tcase_add_test(tc, sgemm_with_zero_alpha_scales_c);
+    tcase_add_test(tc, sgemm_shape_mismatch_names_all_shapes);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}

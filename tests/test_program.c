@@ -1,0 +1,197 @@
+/* The kernel program cache: memory hits, disk hits, corrupt and foreign
+ * files rebuilt, build errors with their log, cache directory choice. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static char cache_dir[256];
+
+/* Points KILN_CACHE_DIR at a fresh, empty directory. */
+static void fresh_cache_dir(void)
+{
+    snprintf(cache_dir, sizeof cache_dir, "/tmp/kiln-test-cache-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(cache_dir));
+    setenv("KILN_CACHE_DIR", cache_dir, 1);
+}
+
+/* Number of cache files, and the path of the last one found. */
+static int cache_files(char *path, size_t size)
+{
+    DIR *dir = opendir(cache_dir);
+    ck_assert_ptr_nonnull(dir);
+    int count = 0;
+    for (struct dirent *e; (e = readdir(dir)) != NULL;) {
+        size_t len = strlen(e->d_name);
+        if (len > 4 && strcmp(e->d_name + len - 4, ".bin") == 0) {
+            count++;
+            if (path)
+                snprintf(path, size, "%s/%s", cache_dir, e->d_name);
+        }
+    }
+    closedir(dir);
+    return count;
+}
+
+static kiln_cache_stats prepare_in_new_ctx(const char *options)
+{
+    kiln_ctx *ctx;
+    check_ok(kiln_ctx_create(NULL, &ctx));
+    check_ok(kiln_program_prepare(ctx, "tensor.cl", options));
+    kiln_cache_stats stats = kiln_ctx_cache_stats(ctx);
+    kiln_ctx_free(ctx);
+    return stats;
+}
+
+static void overwrite(const char *path, const void *data, size_t size)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(data, 1, size, f), size);
+    fclose(f);
+}
+
+START_TEST(second_build_hits_memory_then_disk)
+{
+    fresh_cache_dir();
+    kiln_ctx *ctx;
+    check_ok(kiln_ctx_create(NULL, &ctx));
+    check_ok(kiln_program_prepare(ctx, "tensor.cl", "-DKILN_TEST_VARIANT=1"));
+    check_ok(kiln_program_prepare(ctx, "tensor.cl", "-DKILN_TEST_VARIANT=1"));
+    kiln_cache_stats s = kiln_ctx_cache_stats(ctx);
+    ck_assert_uint_eq(s.builds, 1);
+    ck_assert_uint_eq(s.memory_hits, 1);
+    ck_assert_uint_eq(s.disk_hits, 0);
+    kiln_ctx_free(ctx);
+    ck_assert_int_eq(cache_files(NULL, 0), 1);
+
+    s = prepare_in_new_ctx("-DKILN_TEST_VARIANT=1");
+    ck_assert_uint_eq(s.disk_hits, 1);
+    ck_assert_uint_eq(s.builds, 0);
+
+    /* Other options are another variant, in another file. */
+    s = prepare_in_new_ctx("-DKILN_TEST_VARIANT=2");
+    ck_assert_uint_eq(s.builds, 1);
+    ck_assert_int_eq(cache_files(NULL, 0), 2);
+}
+END_TEST
+
+START_TEST(corrupt_or_foreign_cache_files_are_rebuilt)
+{
+    fresh_cache_dir();
+    const char *opts = "-DKILN_TEST_VARIANT=3";
+    prepare_in_new_ctx(opts);
+    char path[512];
+    ck_assert_int_eq(cache_files(path, sizeof path), 1);
+
+    /* One flipped byte near the end (inside the binary): CRC mismatch. */
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    rewind(f);
+    unsigned char *data = test_alloc((size_t)size);
+    ck_assert_uint_eq(fread(data, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    data[size - 2] ^= 0x5a;
+    overwrite(path, data, (size_t)size);
+    kiln_cache_stats s = prepare_in_new_ctx(opts);
+    ck_assert_uint_eq(s.disk_rejects, 1);
+    ck_assert_uint_eq(s.builds, 1);
+
+    /* The rebuilt file is good again. */
+    s = prepare_in_new_ctx(opts);
+    ck_assert_uint_eq(s.disk_hits, 1);
+
+    /* Truncated to half, then a file of another program's bytes. */
+    data[size - 2] ^= 0x5a;
+    overwrite(path, data, (size_t)size / 2);
+    s = prepare_in_new_ctx(opts);
+    ck_assert_uint_eq(s.disk_rejects, 1);
+    ck_assert_uint_eq(s.builds, 1);
+    const char garbage[] = "KILNBIN\0not a kiln cache file at all";
+    overwrite(path, garbage, sizeof garbage);
+    s = prepare_in_new_ctx(opts);
+    ck_assert_uint_eq(s.disk_rejects, 1);
+    ck_assert_uint_eq(s.builds, 1);
+    free(data);
+}
+END_TEST
+
+START_TEST(build_errors_name_the_call_file_and_log)
+{
+    kiln_ctx *ctx = test_ctx();
+    kiln_status st = kiln_program_prepare(ctx, "tensor.cl", "-Dfloat=no_such_type");
+    ck_assert_int_eq(st, KILN_ERR_BUILD);
+    const char *msg = kiln_last_error();
+    ck_assert_msg(strstr(msg, "clBuildProgram: CL_BUILD_PROGRAM_FAILURE") == msg,
+                  "message: %s", msg);
+    ck_assert_msg(strstr(msg, "no_such_type") != NULL, "no build log in: %s", msg);
+    ck_assert_msg(strstr(msg, "tensor.cl") != NULL, "no file name in: %s", msg);
+
+    ck_assert_int_eq(kiln_program_prepare(ctx, "missing.cl", ""), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(kiln_last_error(), "missing.cl"));
+    cl_kernel k;
+    ck_assert_int_eq(kiln_kernel_get(ctx, "tensor.cl", "", "no_such_kernel", &k),
+                     KILN_ERR_OPENCL);
+    ck_assert_ptr_nonnull(strstr(kiln_last_error(), "CL_INVALID_KERNEL_NAME"));
+}
+END_TEST
+
+START_TEST(sources_are_embedded_with_line_markers)
+{
+    ck_assert_uint_ge(kiln_cl_source_count, 1);
+    for (size_t i = 0; i < kiln_cl_source_count; i++) {
+        char marker[128];
+        snprintf(marker, sizeof marker, "#line 1 \"cl/%s\"\n", kiln_cl_sources[i].name);
+        ck_assert_msg(strncmp(kiln_cl_sources[i].text, marker, strlen(marker)) == 0,
+                      "%s does not start with %s", kiln_cl_sources[i].name, marker);
+    }
+}
+END_TEST
+
+START_TEST(cache_directory_follows_the_environment)
+{
+    char buf[512], *saved = strdup(getenv("KILN_CACHE_DIR") ? getenv("KILN_CACHE_DIR") : "");
+    setenv("KILN_CACHE_DIR", "/x/kiln-dir", 1);
+    check_ok(kiln_cache_dir(buf, sizeof buf));
+    ck_assert_str_eq(buf, "/x/kiln-dir");
+    unsetenv("KILN_CACHE_DIR");
+    setenv("XDG_CACHE_HOME", "/x/xdg", 1);
+    check_ok(kiln_cache_dir(buf, sizeof buf));
+    ck_assert_str_eq(buf, "/x/xdg/kiln");
+    unsetenv("XDG_CACHE_HOME");
+    setenv("HOME", "/x/home", 1);
+    check_ok(kiln_cache_dir(buf, sizeof buf));
+    ck_assert_str_eq(buf, "/x/home/.cache/kiln");
+    ck_assert_int_eq(kiln_cache_dir(buf, 8), KILN_ERR_IO);
+    if (*saved)
+        setenv("KILN_CACHE_DIR", saved, 1);
+    free(saved);
+}
+END_TEST
+
+START_TEST(unwritable_cache_still_builds)
+{
+    setenv("KILN_CACHE_DIR", "/proc/kiln-cannot-write-here", 1);
+    kiln_cache_stats s = prepare_in_new_ctx("-DKILN_TEST_VARIANT=4");
+    ck_assert_uint_eq(s.builds, 1);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("program");
+    TCase *tc = tcase_create("program");
+    tcase_add_test(tc, second_build_hits_memory_then_disk);
+    tcase_add_test(tc, corrupt_or_foreign_cache_files_are_rebuilt);
+    tcase_add_test(tc, build_errors_name_the_call_file_and_log);
+    tcase_add_test(tc, sources_are_embedded_with_line_markers);
+    tcase_add_test(tc, cache_directory_follows_the_environment);
+    tcase_add_test(tc, unwritable_cache_still_builds);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}
