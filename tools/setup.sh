@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what kiln needs from Debian's packages (only what is missing;
+# silent when everything is there) and builds kiln into build/.
+# Run as root, or as a user with sudo. Safe to run again and again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  gcc libc6-dev python3 meson ninja-build pkg-config   # build
+  ocl-icd-opencl-dev opencl-headers libclblast-dev      # OpenCL and CLBlast
+  libinih-dev zlib1g-dev check                          # model files, gzip, tests
+  pocl-opencl-icd mesa-opencl-icd clinfo                # CPU OpenCL drivers
+  dataset-fashion-mnist                                 # the demo data
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  sudo=()
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null || { echo "setup: run as root to install: ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  echo "setup: installing ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+build=${KILN_BUILD_DIR:-build}
+if [[ ! -f $build/build.ninja ]]; then
+  meson setup "$build" >"$build.setup.log" 2>&1 || { cat "$build.setup.log" >&2; exit 1; }
+  rm -f "$build.setup.log"
+fi
+log=$build/compile.log
+meson compile -C "$build" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
