@@ -286,11 +286,9 @@ static kiln_status no_match(const char *selector, const char *origin,
               "Devices found:",
               origin, selector);
     for (size_t i = 0; i < n; i++) {
-        char line[512];
-        snprintf(line, sizeof line, "\n  %u (%u:%u)  %s / %s  [%s]", list[i].global_index,
-                 list[i].platform_index, list[i].device_index, list[i].platform, list[i].name,
-                 kiln_device_type_str(list[i].type));
-        kiln_error_append(line);
+        kiln_error_append("\n  %u (%u:%u)  %s / %s  [%s]", list[i].global_index,
+                          list[i].platform_index, list[i].device_index, list[i].platform,
+                          list[i].name, kiln_device_type_str(list[i].type));
     }
     return KILN_ERR_NO_DEVICE;
 }

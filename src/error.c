@@ -43,10 +43,18 @@ kiln_status kiln_fail(kiln_status status, const char *fmt, ...)
     return status;
 }
 
-void kiln_error_append(const char *text)
+static void append_v(const char *fmt, va_list ap)
 {
     size_t used = strlen(last_error);
-    snprintf(last_error + used, sizeof last_error - used, "%s", text);
+    vsnprintf(last_error + used, sizeof last_error - used, fmt, ap);
+}
+
+void kiln_error_append(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    append_v(fmt, ap);
+    va_end(ap);
 }
 
 kiln_status kiln_fail_cl(cl_int err, const char *call)
@@ -57,6 +65,18 @@ kiln_status kiln_fail_cl(cl_int err, const char *call)
     else if (err == CL_BUILD_PROGRAM_FAILURE)
         status = KILN_ERR_BUILD;
     return kiln_fail(status, "%s: %s", call, kiln_cl_error_name(err));
+}
+
+kiln_status kiln_fail_cl_in(cl_int err, const char *call, const char *fmt, ...)
+{
+    kiln_status status = kiln_fail_cl(err, call);
+    va_list ap;
+    va_start(ap, fmt);
+    kiln_error_append(" (");
+    append_v(fmt, ap);
+    kiln_error_append(")");
+    va_end(ap);
+    return status;
 }
 
 #define CL_ERRORS(X)                                                                   \

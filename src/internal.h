@@ -16,8 +16,13 @@ kiln_status kiln_fail(kiln_status status, const char *fmt, ...)
  * errors) naming the call and the error: "clCreateBuffer: CL_INVALID_VALUE". */
 kiln_status kiln_fail_cl(cl_int err, const char *call);
 
-/* Appends text to the last-error message (e.g. a build log). */
-void kiln_error_append(const char *text);
+/* kiln_fail_cl followed by " (context)", the context printf-style:
+ * "clCreateKernel: CL_INVALID_KERNEL_NAME (kernel \"fill\" of tensor.cl)". */
+kiln_status kiln_fail_cl_in(cl_int err, const char *call, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Appends printf-style text to the last-error message (e.g. a build log). */
+void kiln_error_append(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Clears the last-error message. */
 void kiln_error_clear(void);

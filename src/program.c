@@ -267,11 +267,8 @@ static void store_cache_file(const char *path, const char *key, const unsigned c
 static kiln_status build_failed(kiln_ctx *ctx, cl_program program, cl_int err,
                                 const kiln_cl_source *src, const char *options)
 {
-    kiln_status st = kiln_fail_cl(err, "clBuildProgram");
-    char where[512];
-    snprintf(where, sizeof where, " (%s, options \"%s\") on %s", src->name, options,
-             ctx->info.name);
-    kiln_error_append(where);
+    kiln_status st = kiln_fail_cl_in(err, "clBuildProgram", "%s, options \"%s\", on %s",
+                                     src->name, options, ctx->info.name);
     size_t size = 0;
     if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size) ==
             CL_SUCCESS &&
@@ -280,8 +277,7 @@ static kiln_status build_failed(kiln_ctx *ctx, cl_program program, cl_int err,
         if (log && clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, size, log,
                                          NULL) == CL_SUCCESS) {
             log[size] = '\0';
-            kiln_error_append("\n");
-            kiln_error_append(log);
+            kiln_error_append("\n%s", log);
         }
         free(log);
     }
@@ -445,11 +441,7 @@ kiln_status kiln_kernel_get(kiln_ctx *ctx, const char *source, const char *optio
         if (k)
             free(k->name);
         free(k);
-        st = kiln_fail_cl(err, "clCreateKernel");
-        char what[256];
-        snprintf(what, sizeof what, " (kernel \"%s\" of %s)", kernel, source);
-        kiln_error_append(what);
-        return st;
+        return kiln_fail_cl_in(err, "clCreateKernel", "kernel \"%s\" of %s", kernel, source);
     }
     k->next = p->kernels;
     p->kernels = k;
@@ -470,11 +462,7 @@ kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name, si
         cl_int err = clSetKernelArg(kernel, (cl_uint)i, size, value);
         if (err != CL_SUCCESS) {
             va_end(ap);
-            kiln_status st = kiln_fail_cl(err, "clSetKernelArg");
-            char what[160];
-            snprintf(what, sizeof what, " (%s, argument %d)", name, i);
-            kiln_error_append(what);
-            return st;
+            return kiln_fail_cl_in(err, "clSetKernelArg", "%s, argument %d", name, i);
         }
     }
     va_end(ap);
@@ -484,12 +472,7 @@ kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name, si
         global = (global + local - 1) / local * local;
     cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, 1, NULL, &global,
                                         local > 0 ? &local : NULL, 0, NULL, NULL);
-    if (err != CL_SUCCESS) {
-        kiln_status st = kiln_fail_cl(err, "clEnqueueNDRangeKernel");
-        char what[160];
-        snprintf(what, sizeof what, " (%s, %zu items)", name, global);
-        kiln_error_append(what);
-        return st;
-    }
+    if (err != CL_SUCCESS)
+        return kiln_fail_cl_in(err, "clEnqueueNDRangeKernel", "%s, %zu items", name, global);
     return KILN_OK;
 }

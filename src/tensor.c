@@ -82,12 +82,8 @@ kiln_status kiln_tensor_create(kiln_ctx *ctx, int ndim, const size_t *shape, kil
     if (err != CL_SUCCESS) {
         char text[128];
         free(t);
-        st = kiln_fail_cl(err, "clCreateBuffer");
         shape_text(ndim, shape, text, sizeof text);
-        kiln_error_append(" (tensor of shape ");
-        kiln_error_append(text);
-        kiln_error_append(")");
-        return st;
+        return kiln_fail_cl_in(err, "clCreateBuffer", "tensor of shape %s", text);
     }
     *out = t;
     return KILN_OK;
