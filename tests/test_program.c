@@ -10,10 +10,28 @@
 
 static char cache_dir[256];
 
+/* Deletes the files of the current test cache directory, then it. */
+static void remove_cache_dir(void)
+{
+    DIR *dir = cache_dir[0] ? opendir(cache_dir) : NULL;
+    if (!dir)
+        return;
+    for (struct dirent *e; (e = readdir(dir)) != NULL;) {
+        char path[512];
+        if (e->d_name[0] != '.' &&
+            snprintf(path, sizeof path, "%s/%s", cache_dir, e->d_name) < (int)sizeof path)
+            unlink(path);
+    }
+    closedir(dir);
+    rmdir(cache_dir);
+}
+
 /* Points KILN_CACHE_DIR at a fresh, empty directory. */
 static void fresh_cache_dir(void)
 {
-    snprintf(cache_dir, sizeof cache_dir, "/tmp/kiln-test-cache-XXXXXX");
+    remove_cache_dir();
+    snprintf(cache_dir, sizeof cache_dir, "%s/kiln-test-cache-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(cache_dir));
     setenv("KILN_CACHE_DIR", cache_dir, 1);
 }
@@ -153,9 +171,26 @@ START_TEST(sources_are_embedded_with_line_markers)
 }
 END_TEST
 
+/* Saves an environment variable's value (NULL when unset) for restore_env. */
+static char *save_env(const char *name)
+{
+    const char *v = getenv(name);
+    return v ? strdup(v) : NULL;
+}
+
+static void restore_env(const char *name, char *saved)
+{
+    if (saved)
+        setenv(name, saved, 1);
+    else
+        unsetenv(name);
+    free(saved);
+}
+
 START_TEST(cache_directory_follows_the_environment)
 {
-    char buf[512], *saved = strdup(getenv("KILN_CACHE_DIR") ? getenv("KILN_CACHE_DIR") : "");
+    char buf[512], *kiln = save_env("KILN_CACHE_DIR"), *xdg = save_env("XDG_CACHE_HOME");
+    char *home = save_env("HOME");
     setenv("KILN_CACHE_DIR", "/x/kiln-dir", 1);
     check_ok(kiln_cache_dir(buf, sizeof buf));
     ck_assert_str_eq(buf, "/x/kiln-dir");
@@ -168,9 +203,9 @@ START_TEST(cache_directory_follows_the_environment)
     check_ok(kiln_cache_dir(buf, sizeof buf));
     ck_assert_str_eq(buf, "/x/home/.cache/kiln");
     ck_assert_int_eq(kiln_cache_dir(buf, 8), KILN_ERR_IO);
-    if (*saved)
-        setenv("KILN_CACHE_DIR", saved, 1);
-    free(saved);
+    restore_env("KILN_CACHE_DIR", kiln);
+    restore_env("XDG_CACHE_HOME", xdg);
+    restore_env("HOME", home);
 }
 END_TEST
 
@@ -184,6 +219,7 @@ END_TEST
 
 int main(void)
 {
+    atexit(remove_cache_dir);
     Suite *s = suite_create("program");
     TCase *tc = tcase_create("program");
     tcase_add_test(tc, second_build_hits_memory_then_disk);

@@ -1,27 +1,54 @@
 #!/usr/bin/env bash
-# Sets kiln up (tools/setup.sh) and runs the whole test suite on the device
-# that KILN_DEVICE selects (by default the first GPU, else PoCL on the CPU).
-# Extra arguments go to `meson test` (e.g. a suite name, --verbose).
-set -euo pipefail
+# Sets kiln up (tools/setup.sh) and runs the whole test suite:
+#   1. on the device KILN_DEVICE selects (default: the first GPU, else PoCL);
+#   2. when KILN_DEVICE is unset and Mesa's rusticl is installed, again on
+#      rusticl's CPU device, a second, independent OpenCL implementation;
+#   3. under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/).
+# Extra arguments go to every `meson test` (a suite name, --verbose, ...).
+# Ends with one line: "kiln: N passed, N failed, N skipped".
+set -uo pipefail
 cd "$(dirname "$0")/.."
-tools/setup.sh
+tools/setup.sh || exit 1
 build=${KILN_BUILD_DIR:-build}
 
-status=0
-meson test -C "$build" --print-errorlogs "$@" || status=$?
+passed=0 failed=0 skipped=0 status=0
 
-# One closing line that any CI reads: "kiln: N passed, N failed, N skipped".
-python3 - "$build/meson-logs/testlog.json" <<'PY'
+# Runs `meson test` in build dir $1 with the environment in $2..., and adds
+# its results to the totals.
+run_pass() {
+  local dir=$1 label=$2
+  shift 2
+  echo "== tests on $label"
+  env "$@" meson test -C "$dir" --print-errorlogs "${extra[@]}" || status=1
+  read -r p f s < <(python3 - "$dir/meson-logs/testlog.json" <<'PY'
 import json, sys
-passed = failed = skipped = 0
+counts = {"p": 0, "f": 0, "s": 0}
 for line in open(sys.argv[1]):
     result = json.loads(line)["result"]
-    if result in ("OK", "EXPECTEDFAIL"):
-        passed += 1
-    elif result == "SKIP":
-        skipped += 1
-    else:
-        failed += 1
-print(f"kiln: {passed} passed, {failed} failed, {skipped} skipped")
+    counts["p" if result in ("OK", "EXPECTEDFAIL") else "s" if result == "SKIP" else "f"] += 1
+print(counts["p"], counts["f"], counts["s"])
 PY
+  )
+  passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+}
+
+extra=("$@")
+run_pass "$build" "${KILN_DEVICE:-the default device}"
+
+if [[ -z ${KILN_DEVICE:-} ]]; then
+  if RUSTICL_ENABLE=llvmpipe "$build/kiln" devices 2>/dev/null | grep -q rusticl; then
+    run_pass "$build" "rusticl (llvmpipe)" RUSTICL_ENABLE=llvmpipe KILN_DEVICE=rusticl
+  else
+    echo "== rusticl not installed: the second OpenCL implementation is skipped"
+  fi
+fi
+
+asan=${build}-asan
+if [[ ! -f $asan/build.ninja ]]; then
+  meson setup "$asan" -Db_sanitize=address,undefined -Db_lundef=false >/dev/null || exit 1
+fi
+meson compile -C "$asan" >"$asan/compile.log" 2>&1 || { cat "$asan/compile.log"; exit 1; }
+run_pass "$asan" "${KILN_DEVICE:-the default device}, address and undefined-behaviour sanitizers"
+
+echo "kiln: $passed passed, $failed failed, $skipped skipped"
 exit "$status"
