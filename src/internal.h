@@ -68,6 +68,9 @@ struct kiln_ctx {
     kiln_cache_stats stats;
 };
 
+/* A kernel argument for kiln_launch_1d: KARG(x) is sizeof x, &x. */
+#define KARG(v) sizeof(v), (const void *)&(v)
+
 /* Sets kernel arguments from (size, pointer) pairs and launches a 1-d
  * range of global items rounded up to a multiple of local (0: driver's
  * choice). Kernels check their own bounds. */

@@ -73,12 +73,44 @@ void kiln_program_cache_free(kiln_program_cache *cache)
     free(cache);
 }
 
-static const kiln_cl_source *find_source(const char *name)
+static const kiln_cl_source *find_source(const char *name, size_t len)
 {
     for (size_t i = 0; i < kiln_cl_source_count; i++)
-        if (strcmp(kiln_cl_sources[i].name, name) == 0)
+        if (strlen(kiln_cl_sources[i].name) == len &&
+            strncmp(kiln_cl_sources[i].name, name, len) == 0)
             return &kiln_cl_sources[i];
     return NULL;
+}
+
+/* A program's text: one embedded source, or several joined by '+'
+ * ("group.cl+norm.cl"), compiled together in that order. */
+#define MAX_PARTS 4
+
+typedef struct {
+    const char *name;
+    const kiln_cl_source *part[MAX_PARTS];
+    int count;
+} program_text;
+
+static kiln_status resolve(const char *name, program_text *out)
+{
+    out->name = name;
+    out->count = 0;
+    for (const char *p = name;; p++) {
+        const char *end = strchr(p, '+');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const kiln_cl_source *src = find_source(p, len);
+        if (!src)
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "no embedded kernel source \"%.*s\"",
+                             (int)len, p);
+        if (out->count == MAX_PARTS)
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "program \"%s\" joins more than %d "
+                                                        "sources", name, MAX_PARTS);
+        out->part[out->count++] = src;
+        if (!end)
+            return KILN_OK;
+        p = end;
+    }
 }
 
 /* ---- the on-disk cache ------------------------------------------------------ */
@@ -145,17 +177,22 @@ static int make_dirs(const char *dir)
 }
 
 /* The complete cache key of a program variant, as text. */
-static void cache_key(const kiln_ctx *ctx, const kiln_cl_source *src, const char *options,
+static void cache_key(const kiln_ctx *ctx, const program_text *src, const char *options,
                       char *key, size_t size)
 {
-    size_t len = strlen(src->text);
-    snprintf(key, size,
-             "kiln %s\nplatform %s %s\ndevice %s\ndevice-version %s\ndriver %s\n"
-             "source %s %zu %016llx %08x\noptions %s %s\n",
-             KILN_VERSION, ctx->info.platform, ctx->info.platform_version, ctx->info.name,
-             ctx->info.device_version, ctx->info.driver_version, src->name, len,
-             (unsigned long long)fnv1a64(src->text, len), (unsigned)crc(src->text, len),
-             BASE_OPTIONS, options);
+    int used = snprintf(key, size,
+                        "kiln %s\nplatform %s %s\ndevice %s\ndevice-version %s\ndriver %s\n"
+                        "options %s %s\n",
+                        KILN_VERSION, ctx->info.platform, ctx->info.platform_version,
+                        ctx->info.name, ctx->info.device_version, ctx->info.driver_version,
+                        BASE_OPTIONS, options);
+    for (int i = 0; i < src->count && used > 0 && (size_t)used < size; i++) {
+        const char *text = src->part[i]->text;
+        size_t len = strlen(text);
+        used += snprintf(key + used, size - (size_t)used, "source %s %zu %016llx %08x\n",
+                         src->part[i]->name, len, (unsigned long long)fnv1a64(text, len),
+                         (unsigned)crc(text, len));
+    }
 }
 
 static int cache_path(const char *key, char *path, size_t size)
@@ -265,7 +302,7 @@ static void store_cache_file(const char *path, const char *key, const unsigned c
 /* ---- building ----------------------------------------------------------------- */
 
 static kiln_status build_failed(kiln_ctx *ctx, cl_program program, cl_int err,
-                                const kiln_cl_source *src, const char *options)
+                                const program_text *src, const char *options)
 {
     kiln_status st = kiln_fail_cl_in(err, "clBuildProgram", "%s, options \"%s\", on %s",
                                      src->name, options, ctx->info.name);
@@ -332,12 +369,15 @@ static void save_binary(kiln_ctx *ctx, cl_program program, const char *path, con
     (void)ctx;
 }
 
-static kiln_status compile_source(kiln_ctx *ctx, const kiln_cl_source *src,
+static kiln_status compile_source(kiln_ctx *ctx, const program_text *src,
                                   const char *options, const char *full, cl_program *out)
 {
     cl_int err;
-    const char *text = src->text;
-    cl_program program = clCreateProgramWithSource(ctx->context, 1, &text, NULL, &err);
+    const char *texts[MAX_PARTS];
+    for (int i = 0; i < src->count; i++)
+        texts[i] = src->part[i]->text;
+    cl_program program =
+        clCreateProgramWithSource(ctx->context, (cl_uint)src->count, texts, NULL, &err);
     if (err != CL_SUCCESS)
         return kiln_fail_cl(err, "clCreateProgramWithSource");
     err = clBuildProgram(program, 1, &ctx->device, full, NULL, NULL);
@@ -351,10 +391,10 @@ static kiln_status compile_source(kiln_ctx *ctx, const kiln_cl_source *src,
     return KILN_OK;
 }
 
-static kiln_status build_program(kiln_ctx *ctx, const kiln_cl_source *src, const char *options,
+static kiln_status build_program(kiln_ctx *ctx, const program_text *src, const char *options,
                                  cl_program *out)
 {
-    char key[2048], path[PATH_CAP], full[1024];
+    char key[4096], path[PATH_CAP], full[1024];
     full_options(options, full, sizeof full);
     cache_key(ctx, src, options, key, sizeof key);
     int cacheable = cache_path(key, path, sizeof path) == 0;
@@ -385,9 +425,10 @@ static kiln_status get_program(kiln_ctx *ctx, const char *source, const char *op
             return KILN_OK;
         }
     }
-    const kiln_cl_source *src = find_source(source);
-    if (!src)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "no embedded kernel source \"%s\"", source);
+    program_text src;
+    kiln_status st = resolve(source, &src);
+    if (st != KILN_OK)
+        return st;
     if (strlen(options) > 800)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "build options for %s longer than 800 "
                                                     "characters", source);
@@ -396,8 +437,8 @@ static kiln_status get_program(kiln_ctx *ctx, const char *source, const char *op
         return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
     entry->source = dup_string(source);
     entry->options = dup_string(options);
-    kiln_status st = entry->source && entry->options
-                         ? build_program(ctx, src, options, &entry->program)
+    st = entry->source && entry->options
+                         ? build_program(ctx, &src, options, &entry->program)
                          : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
     if (st != KILN_OK) {
         free(entry->source);

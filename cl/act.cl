@@ -1,0 +1,106 @@
+/* Activations, forward and backward, and the bias + activation epilogue of
+ * linear and conv2d. ACT selects the function at compile time:
+ *   0 none, 1 relu, 2 leaky_relu (slope), 3 sigmoid, 4 tanh,
+ *   5 gelu (x Φ(x), erf), 6 gelu with PyTorch's tanh approximation.
+ * Every kernel is one work-item per element and bounds-checked. */
+#ifndef ACT
+#define ACT 0
+#endif
+
+#define SQRT_2_OVER_PI 0.7978845608028654f
+#define INV_SQRT_2 0.7071067811865476f
+#define INV_SQRT_2PI 0.3989422804014327f
+
+static float sigmoid(float x)
+{
+    /* exp of a non-positive number only: no overflow for any x */
+    float e = exp(-fabs(x));
+    return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+
+static float act(float x, float slope)
+{
+#if ACT == 1
+    return fmax(x, 0.0f);
+#elif ACT == 2
+    return x > 0.0f ? x : slope * x;
+#elif ACT == 3
+    return sigmoid(x);
+#elif ACT == 4
+    return tanh(x);
+#elif ACT == 5
+    return 0.5f * x * (1.0f + erf(x * INV_SQRT_2));
+#elif ACT == 6
+    return 0.5f * x * (1.0f + tanh(SQRT_2_OVER_PI * (x + 0.044715f * x * x * x)));
+#else
+    return x;
+#endif
+}
+
+/* dL/dx from dL/dy, the input x and the output y = act(x). */
+static float act_grad(float x, float y, float dy, float slope)
+{
+#if ACT == 1
+    return x > 0.0f ? dy : 0.0f;
+#elif ACT == 2
+    return x > 0.0f ? dy : slope * dy;
+#elif ACT == 3
+    return dy * y * (1.0f - y);
+#elif ACT == 4
+    return dy * (1.0f - y * y);
+#elif ACT == 5
+    float cdf = 0.5f * (1.0f + erf(x * INV_SQRT_2));
+    float pdf = INV_SQRT_2PI * exp(-0.5f * x * x);
+    return dy * (cdf + x * pdf);
+#elif ACT == 6
+    float u = SQRT_2_OVER_PI * (x + 0.044715f * x * x * x);
+    float t = tanh(u);
+    float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
+    return dy * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+#else
+    return dy;
+#endif
+}
+
+/* y = act(x); x, y are (n) */
+__kernel void act_forward(__global const float *x, __global float *y, const ulong n,
+                          const float slope)
+{
+    size_t i = get_global_id(0);
+    if (i < n)
+        y[i] = act(x[i], slope);
+}
+
+/* dx = act'(x) dy; x, y, dy, dx are (n) */
+__kernel void act_backward(__global const float *x, __global const float *y,
+                           __global const float *dy, __global float *dx, const ulong n,
+                           const float slope)
+{
+    size_t i = get_global_id(0);
+    if (i < n)
+        dx[i] = act_grad(x[i], y[i], dy[i], slope);
+}
+
+/* y = act(y + b[c]) in place; y is (rows, cols, inner), b is (cols).
+ * Linear: inner = 1; conv2d: cols = channels, inner = H*W. b may be absent
+ * (has_bias = 0). */
+__kernel void bias_act(__global float *y, __global const float *b, const int has_bias,
+                       const ulong cols, const ulong inner, const ulong n, const float slope)
+{
+    size_t i = get_global_id(0);
+    if (i >= n)
+        return;
+    float v = y[i];
+    if (has_bias)
+        v += b[(i / inner) % cols];
+    y[i] = act(v, slope);
+}
+
+/* y = a + b; all (n) */
+__kernel void add(__global const float *a, __global const float *b, __global float *y,
+                  const ulong n)
+{
+    size_t i = get_global_id(0);
+    if (i < n)
+        y[i] = a[i] + b[i];
+}

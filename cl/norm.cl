@@ -1,0 +1,179 @@
+/* Batch and layer normalization, forward and backward. Built after
+ * group.cl; every per-channel or per-row sum is one work-group's tree sum,
+ * so results do not depend on scheduling.
+ *
+ * batchnorm: x is (N, C, S) with S = H*W (1 for batchnorm1d); per channel
+ *   c over M = N*S values: mean, biased var -> rstd = 1/sqrt(var + eps).
+ * layernorm: x is (R, D); per row over its D values; gamma, beta are (D). */
+
+/* Per channel: mean and rstd of x; with update, running stats too
+ * (running = (1 - momentum) running + momentum stat, unbiased variance). */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void bn_stats(__global const float *x, __global float *mean, __global float *rstd,
+              __global float *run_mean, __global float *run_var, const ulong N,
+              const ulong C, const ulong S, const float eps, const float momentum,
+              const int update)
+{
+    __local float scratch[WG];
+    size_t c = get_group_id(0), lid = get_local_id(0);
+    ulong M = N * S;
+    float acc = 0.0f;
+    for (ulong j = lid; j < M; j += WG)
+        acc += x[((j / S) * C + c) * S + j % S];
+    float mu = group_sum(scratch, acc) / (float)M;
+    acc = 0.0f;
+    for (ulong j = lid; j < M; j += WG) {
+        float d = x[((j / S) * C + c) * S + j % S] - mu;
+        acc += d * d;
+    }
+    float var = group_sum(scratch, acc) / (float)M;
+    if (lid == 0) {
+        mean[c] = mu;
+        rstd[c] = rsqrt(var + eps);
+        if (update) {
+            float unbiased = M > 1 ? var * (float)M / (float)(M - 1) : var;
+            run_mean[c] = (1.0f - momentum) * run_mean[c] + momentum * mu;
+            run_var[c] = (1.0f - momentum) * run_var[c] + momentum * unbiased;
+        }
+    }
+}
+
+/* Eval mode: mean and rstd from the running statistics. */
+__kernel void bn_running(__global const float *run_mean, __global const float *run_var,
+                         __global float *mean, __global float *rstd, const ulong C,
+                         const float eps)
+{
+    size_t c = get_global_id(0);
+    if (c < C) {
+        mean[c] = run_mean[c];
+        rstd[c] = rsqrt(run_var[c] + eps);
+    }
+}
+
+/* y = (x - mean[c]) rstd[c] gamma[c] + beta[c] */
+__kernel void bn_apply(__global const float *x, __global float *y, __global const float *mean,
+                       __global const float *rstd, __global const float *gamma,
+                       __global const float *beta, const ulong C, const ulong S,
+                       const ulong n)
+{
+    size_t i = get_global_id(0);
+    if (i >= n)
+        return;
+    ulong c = (i / S) % C;
+    y[i] = (x[i] - mean[c]) * rstd[c] * gamma[c] + beta[c];
+}
+
+/* Per channel: dbeta = sum dy, dgamma = sum dy xhat. */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void bn_grad_sums(__global const float *x, __global const float *dy,
+                  __global const float *mean, __global const float *rstd,
+                  __global float *dgamma, __global float *dbeta, const ulong N,
+                  const ulong C, const ulong S)
+{
+    __local float scratch[WG];
+    size_t c = get_group_id(0), lid = get_local_id(0);
+    ulong M = N * S;
+    float sum_dy = 0.0f, sum_dy_xhat = 0.0f;
+    for (ulong j = lid; j < M; j += WG) {
+        ulong at = ((j / S) * C + c) * S + j % S;
+        sum_dy += dy[at];
+        sum_dy_xhat += dy[at] * (x[at] - mean[c]) * rstd[c];
+    }
+    float db = group_sum(scratch, sum_dy);
+    float dg = group_sum(scratch, sum_dy_xhat);
+    if (lid == 0) {
+        dbeta[c] = db;
+        dgamma[c] = dg;
+    }
+}
+
+/* Training: dx = gamma rstd / M (M dy - dbeta - xhat dgamma);
+ * eval (batch statistics not used): dx = gamma rstd dy. */
+__kernel void bn_dx(__global const float *x, __global const float *dy,
+                    __global const float *mean, __global const float *rstd,
+                    __global const float *gamma, __global const float *dgamma,
+                    __global const float *dbeta, __global float *dx, const ulong C,
+                    const ulong S, const ulong n, const ulong M, const int training)
+{
+    size_t i = get_global_id(0);
+    if (i >= n)
+        return;
+    ulong c = (i / S) % C;
+    float scale = gamma[c] * rstd[c];
+    if (!training) {
+        dx[i] = scale * dy[i];
+        return;
+    }
+    float xhat = (x[i] - mean[c]) * rstd[c];
+    dx[i] = scale / (float)M * ((float)M * dy[i] - dbeta[c] - xhat * dgamma[c]);
+}
+
+/* Per row r: mean, rstd and y = xhat gamma + beta. */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void ln_forward(__global const float *x, __global float *y, __global const float *gamma,
+                __global const float *beta, __global float *mean, __global float *rstd,
+                const ulong D, const float eps)
+{
+    __local float scratch[WG];
+    size_t r = get_group_id(0), lid = get_local_id(0);
+    __global const float *xr = x + r * D;
+    float acc = 0.0f;
+    for (ulong j = lid; j < D; j += WG)
+        acc += xr[j];
+    float mu = group_sum(scratch, acc) / (float)D;
+    acc = 0.0f;
+    for (ulong j = lid; j < D; j += WG)
+        acc += (xr[j] - mu) * (xr[j] - mu);
+    float rs = rsqrt(group_sum(scratch, acc) / (float)D + eps);
+    for (ulong j = lid; j < D; j += WG)
+        y[r * D + j] = (xr[j] - mu) * rs * gamma[j] + beta[j];
+    if (lid == 0) {
+        mean[r] = mu;
+        rstd[r] = rs;
+    }
+}
+
+/* Per row: g = dy gamma; dx = rstd (g - mean(g) - xhat mean(g xhat)). */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void ln_dx(__global const float *x, __global const float *dy, __global const float *gamma,
+           __global const float *mean, __global const float *rstd, __global float *dx,
+           const ulong D)
+{
+    __local float scratch[WG];
+    size_t r = get_group_id(0), lid = get_local_id(0);
+    float mu = mean[r], rs = rstd[r], sum_g = 0.0f, sum_gx = 0.0f;
+    for (ulong j = lid; j < D; j += WG) {
+        float g = dy[r * D + j] * gamma[j];
+        sum_g += g;
+        sum_gx += g * (x[r * D + j] - mu) * rs;
+    }
+    float mean_g = group_sum(scratch, sum_g) / (float)D;
+    float mean_gx = group_sum(scratch, sum_gx) / (float)D;
+    for (ulong j = lid; j < D; j += WG) {
+        float xhat = (x[r * D + j] - mu) * rs;
+        dx[r * D + j] = rs * (dy[r * D + j] * gamma[j] - mean_g - xhat * mean_gx);
+    }
+}
+
+/* Per column j: dgamma = sum_r dy xhat, dbeta = sum_r dy. */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void ln_param_grads(__global const float *x, __global const float *dy,
+                    __global const float *mean, __global const float *rstd,
+                    __global float *dgamma, __global float *dbeta, const ulong R,
+                    const ulong D)
+{
+    __local float scratch[WG];
+    size_t j = get_group_id(0), lid = get_local_id(0);
+    float sum_dy = 0.0f, sum_dy_xhat = 0.0f;
+    for (ulong r = lid; r < R; r += WG) {
+        float d = dy[r * D + j];
+        sum_dy += d;
+        sum_dy_xhat += d * (x[r * D + j] - mean[r]) * rstd[r];
+    }
+    float db = group_sum(scratch, sum_dy);
+    float dg = group_sum(scratch, sum_dy_xhat);
+    if (lid == 0) {
+        dbeta[j] = db;
+        dgamma[j] = dg;
+    }
+}

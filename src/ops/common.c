@@ -1,0 +1,205 @@
+/* Shapes, checks and the deterministic reductions shared by the ops. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+kiln_shape shape_of(const kiln_tensor *t)
+{
+    kiln_shape s = {.ndim = t->ndim};
+    for (int i = 0; i < t->ndim; i++)
+        s.d[i] = t->shape[i];
+    return s;
+}
+
+kiln_shape shape_make(int ndim, size_t d0, size_t d1, size_t d2, size_t d3)
+{
+    kiln_shape s = {.ndim = ndim, .d = {d0, d1, d2, d3}};
+    for (int i = ndim; i < KILN_MAX_DIMS; i++)
+        s.d[i] = 0;
+    return s;
+}
+
+size_t shape_numel(const kiln_shape *s)
+{
+    size_t n = 1;
+    for (int i = 0; i < s->ndim; i++)
+        n *= s->d[i];
+    return n;
+}
+
+const char *shape_str(const kiln_shape *s, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < s->ndim && used < size; i++) {
+        int n = snprintf(buf + used, size - used, i ? "x%zu" : "%zu", s->d[i]);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+    return buf;
+}
+
+int shape_eq(const kiln_shape *a, const kiln_shape *b)
+{
+    if (a->ndim != b->ndim)
+        return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->d[i] != b->d[i])
+            return 0;
+    return 1;
+}
+
+kiln_status expect_shape(const char *op, const char *what, const kiln_tensor *t,
+                         const kiln_shape *want)
+{
+    char a[64], b[64];
+    if (!t)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %s is missing; expected shape %s", op,
+                         what, shape_str(want, b, sizeof b));
+    kiln_shape got = shape_of(t);
+    if (shape_eq(&got, want))
+        return KILN_OK;
+    return kiln_fail(KILN_ERR_SHAPE, "%s: %s is %s; expected %s", op, what,
+                     shape_str(&got, a, sizeof a), shape_str(want, b, sizeof b));
+}
+
+kiln_status tensor_of(kiln_ctx *ctx, const kiln_shape *s, kiln_tensor **out)
+{
+    return kiln_tensor_create(ctx, s->ndim, s->d, out);
+}
+
+size_t reduce_group_size(const kiln_ctx *ctx)
+{
+    size_t wg = 64;
+    while (wg > 1 && wg > ctx->info.max_work_group_size)
+        wg /= 2;
+    return wg;
+}
+
+const char *act_options(kiln_act act, char *buf, size_t size)
+{
+    snprintf(buf, size, "-DACT=%d", (int)act);
+    return buf;
+}
+
+static const char *reduce_options(const kiln_ctx *ctx, char *buf, size_t size)
+{
+    snprintf(buf, size, "-DWG=%zu", reduce_group_size(ctx));
+    return buf;
+}
+
+kiln_status op_channel_sums(kiln_ctx *ctx, cl_mem x, size_t rows, size_t cols, size_t inner,
+                            cl_mem out)
+{
+    char opts[32];
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl", reduce_options(ctx, opts, sizeof opts),
+                                     "channel_sums", &k);
+    if (st != KILN_OK)
+        return st;
+    size_t wg = reduce_group_size(ctx);
+    cl_ulong r = rows, c = cols, s = inner;
+    return kiln_launch_1d(ctx, k, "channel_sums", cols * wg, wg, 5, KARG(x), KARG(out),
+                          KARG(r), KARG(c), KARG(s));
+}
+
+/* Sums n values (or their squares) of x into partial[first .. first+groups). */
+static kiln_status partial_sums(kiln_ctx *ctx, cl_mem x, size_t n, int square, cl_mem partial,
+                                size_t first, size_t groups)
+{
+    char opts[32];
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl", reduce_options(ctx, opts, sizeof opts),
+                                     "partial_sums", &k);
+    if (st != KILN_OK)
+        return st;
+    cl_buffer_region region = {first * sizeof(float), groups * sizeof(float)};
+    cl_int err;
+    cl_mem view = clCreateSubBuffer(partial, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION,
+                                    &region, &err);
+    if (err != CL_SUCCESS)
+        return kiln_fail_cl(err, "clCreateSubBuffer");
+    size_t wg = reduce_group_size(ctx);
+    cl_ulong count = n, chunk = (n + groups - 1) / groups;
+    cl_int sq = square;
+    st = kiln_launch_1d(ctx, k, "partial_sums", groups * wg, wg, 5, KARG(x), KARG(count),
+                        KARG(chunk), KARG(view), KARG(sq));
+    clReleaseMemObject(view);
+    return st;
+}
+
+static kiln_status sum_partials(kiln_ctx *ctx, cl_mem partial, size_t count, cl_mem out,
+                                float scale)
+{
+    char opts[32];
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl", reduce_options(ctx, opts, sizeof opts),
+                                     "sum_partials", &k);
+    if (st != KILN_OK)
+        return st;
+    size_t wg = reduce_group_size(ctx);
+    cl_ulong c = count;
+    return kiln_launch_1d(ctx, k, "sum_partials", wg, wg, 4, KARG(partial), KARG(c), KARG(out),
+                          KARG(scale));
+}
+
+/* Groups per tensor: enough to fill a device, few enough for one final pass. */
+static size_t groups_for(size_t n)
+{
+    size_t groups = (n + 4095) / 4096;
+    return groups < 1 ? 1 : groups > 256 ? 256 : groups;
+}
+
+kiln_status op_sum_all(kiln_ctx *ctx, cl_mem const *xs, const size_t *ns, size_t count,
+                       int square, float scale, cl_mem out)
+{
+    /* Sub-buffer origins must be aligned: give each tensor an aligned slot. */
+    size_t align = ctx->info.mem_base_align_bits / 8 / sizeof(float);
+    align = align < 1 ? 1 : align;
+    size_t slots = 0;
+    for (size_t i = 0; i < count; i++)
+        slots += (groups_for(ns[i]) + align - 1) / align * align;
+    kiln_shape s = shape_make(1, slots ? slots : 1, 0, 0, 0);
+    kiln_tensor *partial;
+    kiln_status st = tensor_of(ctx, &s, &partial);
+    if (st != KILN_OK)
+        return st;
+    st = kiln_tensor_fill(partial, 0.0f);
+    size_t first = 0;
+    for (size_t i = 0; i < count && st == KILN_OK; i++) {
+        size_t groups = groups_for(ns[i]);
+        st = partial_sums(ctx, xs[i], ns[i], square, partial->buf, first, groups);
+        first += (groups + align - 1) / align * align;
+    }
+    if (st == KILN_OK)
+        st = sum_partials(ctx, partial->buf, slots, out, scale);
+    kiln_tensor_free(partial);
+    return st;
+}
+
+kiln_status op_sum_squares(kiln_ctx *ctx, kiln_tensor *const *tensors, size_t count,
+                           kiln_tensor *out)
+{
+    if (!ctx || !out || (count && !tensors))
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "sum_squares: missing tensors");
+    if (out->numel != 1)
+        return kiln_fail(KILN_ERR_SHAPE, "sum_squares: the result tensor has %zu values; "
+                                         "expected 1", out->numel);
+    cl_mem *xs = malloc((count + 1) * sizeof *xs);
+    size_t *ns = malloc((count + 1) * sizeof *ns);
+    kiln_status st = KILN_OK;
+    if (!xs || !ns)
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "sum_squares: out of host memory");
+    for (size_t i = 0; st == KILN_OK && i < count; i++) {
+        xs[i] = tensors[i]->buf;
+        ns[i] = tensors[i]->numel;
+    }
+    if (st == KILN_OK)
+        st = op_sum_all(ctx, xs, ns, count, 1, 1.0f, out->buf);
+    free(xs);
+    free(ns);
+    return st;
+}

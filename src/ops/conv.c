@@ -1,0 +1,154 @@
+/* conv2d: y = act(conv(x, W) + b); x (N, C, H, W), W (O, C, K, K), b (O),
+ * y (N, O, OH, OW). One im2col over the batch, one CLBlast GEMM, and the
+ * fused bias + activation; backward recomputes the columns rather than
+ * keeping them between passes. */
+#include "ops.h"
+
+kiln_status op_swap01(kiln_ctx *ctx, cl_mem x, cl_mem y, size_t a, size_t b, size_t p);
+
+typedef struct {
+    size_t n, c, h, w, o, oh, ow, k, s, p, d;
+} conv_dims;
+
+/* Stride and dilation, where 0 means the default 1. */
+static size_t one_if_zero(size_t v)
+{
+    return v ? v : 1;
+}
+
+/* One output size: floor((in + 2p - d(k - 1) - 1) / s) + 1, or 0 if none. */
+size_t op_window_count(size_t in, size_t k, size_t s, size_t p, size_t d)
+{
+    size_t span = d * (k - 1) + 1;
+    if (in + 2 * p < span || s == 0)
+        return 0;
+    return (in + 2 * p - span) / s + 1;
+}
+
+static kiln_status conv_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
+{
+    char buf[64];
+    if (in[0].ndim != 4)
+        return kiln_fail(KILN_ERR_SHAPE, "conv2d: input is %s; expected (N, C, H, W)",
+                         shape_str(&in[0], buf, sizeof buf));
+    if (a->out == 0 || a->kernel == 0)
+        return kiln_fail(KILN_ERR_SHAPE, "conv2d: out and size must be at least 1");
+    if (op_check_fusable("conv2d", a->act) != KILN_OK)
+        return KILN_ERR_UNSUPPORTED;
+    size_t stride = one_if_zero(a->stride), dilation = one_if_zero(a->dilation);
+    size_t oh = op_window_count(in[0].d[2], a->kernel, stride, a->pad, dilation);
+    size_t ow = op_window_count(in[0].d[3], a->kernel, stride, a->pad, dilation);
+    if (oh == 0 || ow == 0)
+        return kiln_fail(KILN_ERR_SHAPE, "conv2d: a %zux%zu kernel (dilation %zu, padding %zu) "
+                                         "does not fit the input %s",
+                         a->kernel, a->kernel, dilation, a->pad,
+                         shape_str(&in[0], buf, sizeof buf));
+    s->out = shape_make(4, in[0].d[0], a->out, oh, ow);
+    s->n_params = a->bias ? 2 : 1;
+    s->param[0] = shape_make(4, a->out, in[0].d[1], a->kernel, a->kernel);
+    s->param[1] = shape_make(1, a->out, 0, 0, 0);
+    return KILN_OK;
+}
+
+static conv_dims dims_of(const op_args *c)
+{
+    const kiln_tensor *x = c->in[0];
+    conv_dims d = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], c->attrs->out,
+                   c->out->shape[2], c->out->shape[3], c->attrs->kernel,
+                   one_if_zero(c->attrs->stride), c->attrs->pad,
+                   one_if_zero(c->attrs->dilation)};
+    return d;
+}
+
+/* Runs im2col or col2im (same arguments). */
+static kiln_status columns(kiln_ctx *ctx, const char *name, const conv_dims *d, cl_mem from,
+                           cl_mem to, size_t items)
+{
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(ctx, "conv.cl", "", name, &k);
+    if (st != KILN_OK)
+        return st;
+    cl_ulong v[10] = {d->n, d->c, d->h, d->w, d->oh, d->ow, d->k, d->s, d->p, d->d};
+    return kiln_launch_1d(ctx, k, name, items, 64, 12, KARG(from), KARG(to), KARG(v[0]),
+                          KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]), KARG(v[5]),
+                          KARG(v[6]), KARG(v[7]), KARG(v[8]), KARG(v[9]));
+}
+
+static kiln_status make_columns(kiln_ctx *ctx, const conv_dims *d, cl_mem x, kiln_tensor **col)
+{
+    kiln_shape s = shape_make(2, d->c * d->k * d->k, d->n * d->oh * d->ow, 0, 0);
+    kiln_status st = tensor_of(ctx, &s, col);
+    if (st == KILN_OK)
+        st = columns(ctx, "im2col", d, x, (*col)->buf, (*col)->numel);
+    if (st != KILN_OK) {
+        kiln_tensor_free(*col);
+        *col = NULL;
+    }
+    return st;
+}
+
+static kiln_status conv_forward(const op_args *c)
+{
+    conv_dims d = dims_of(c);
+    size_t ckk = d.c * d.k * d.k, np = d.n * d.oh * d.ow;
+    kiln_tensor *col = NULL, *tmp = NULL;
+    kiln_status st = make_columns(c->ctx, &d, c->in[0]->buf, &col);
+    /* (O, N*P) = W (O, CKK) col (CKK, N*P); with N = 1 that is y itself. */
+    if (st == KILN_OK && d.n > 1) {
+        kiln_shape s = shape_make(2, d.o, np, 0, 0);
+        st = tensor_of(c->ctx, &s, &tmp);
+    }
+    cl_mem product = tmp ? tmp->buf : c->out->buf;
+    if (st == KILN_OK)
+        st = kiln_blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_NO_TRANS, d.o, np, ckk, 1.0f,
+                             c->param[0]->buf, 0, ckk, col->buf, 0, np, 0.0f, product, 0, np);
+    if (st == KILN_OK && tmp)
+        st = op_swap01(c->ctx, tmp->buf, c->out->buf, d.o, d.n, d.oh * d.ow);
+    if (st == KILN_OK)
+        st = op_bias_act(c->ctx, c->attrs->act, c->attrs->slope, c->out,
+                         c->attrs->bias ? c->param[1] : NULL, d.o, d.oh * d.ow);
+    kiln_tensor_free(col);
+    kiln_tensor_free(tmp);
+    return st;
+}
+
+static kiln_status conv_backward(const op_args *c)
+{
+    conv_dims d = dims_of(c);
+    size_t ckk = d.c * d.k * d.k, np = d.n * d.oh * d.ow;
+    kiln_tensor *dz = NULL, *dzt = NULL, *col = NULL, *dcol = NULL;
+    kiln_status st = op_act_grad(c, &dz);
+    cl_mem g = dz ? dz->buf : c->dout->buf; /* (N, O, P) */
+    if (st == KILN_OK && c->attrs->bias && c->dparam[1])
+        st = op_channel_sums(c->ctx, g, d.n, d.o, d.oh * d.ow, c->dparam[1]->buf);
+    /* gt: the gradient as (O, N*P), the GEMM's layout */
+    if (st == KILN_OK && d.n > 1) {
+        kiln_shape s = shape_make(2, d.o, np, 0, 0);
+        st = tensor_of(c->ctx, &s, &dzt);
+        if (st == KILN_OK)
+            st = op_swap01(c->ctx, g, dzt->buf, d.n, d.o, d.oh * d.ow);
+    }
+    cl_mem gt = dzt ? dzt->buf : g;
+    if (st == KILN_OK && c->dparam[0]) { /* dW (O, CKK) = gt colᵀ */
+        st = make_columns(c->ctx, &d, c->in[0]->buf, &col);
+        if (st == KILN_OK)
+            st = kiln_blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_TRANS, d.o, ckk, np, 1.0f, gt, 0,
+                                 np, col->buf, 0, np, 0.0f, c->dparam[0]->buf, 0, ckk);
+    }
+    if (st == KILN_OK && c->din[0]) { /* dcol (CKK, N*P) = Wᵀ gt, then col2im */
+        kiln_shape s = shape_make(2, ckk, np, 0, 0);
+        st = tensor_of(c->ctx, &s, &dcol);
+        if (st == KILN_OK)
+            st = kiln_blas_sgemm(c->ctx, KILN_TRANS, KILN_NO_TRANS, ckk, np, d.o, 1.0f,
+                                 c->param[0]->buf, 0, ckk, gt, 0, np, 0.0f, dcol->buf, 0, np);
+        if (st == KILN_OK)
+            st = columns(c->ctx, "col2im", &d, dcol->buf, c->din[0]->buf, c->din[0]->numel);
+    }
+    kiln_tensor_free(dz);
+    kiln_tensor_free(dzt);
+    kiln_tensor_free(col);
+    kiln_tensor_free(dcol);
+    return st;
+}
+
+const op_desc op_conv2d_desc = {"conv2d", 1, 1, conv_infer, conv_forward, conv_backward};

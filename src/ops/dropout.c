@@ -1,0 +1,42 @@
+/* dropout: inverted dropout in training (kept values scaled by 1/(1-p)),
+ * identity in eval mode. The mask comes from Philox(seed, counter), so
+ * backward regenerates it: call backward with the attrs of the forward. */
+#include "ops.h"
+
+static kiln_status dropout_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
+{
+    if (!(a->p >= 0.0f && a->p < 1.0f))
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "dropout: p = %g; expected 0 <= p < 1",
+                         (double)a->p);
+    s->out = in[0];
+    return KILN_OK;
+}
+
+/* to = mask(seed, counter) * from * scale, or a copy when inactive. */
+static kiln_status apply_mask(const op_args *c, const kiln_tensor *from, kiln_tensor *to)
+{
+    if (!c->training || c->attrs->p == 0.0f)
+        return kiln_tensor_copy(to, from);
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(c->ctx, "dropout.cl", "", "dropout", &k);
+    if (st != KILN_OK)
+        return st;
+    cl_ulong n = from->numel, seed = c->attrs->seed, counter = c->attrs->counter;
+    float p = c->attrs->p, scale = 1.0f / (1.0f - p);
+    return kiln_launch_1d(c->ctx, k, "dropout", (n + 3) / 4, 64, 7, KARG(from->buf),
+                          KARG(to->buf), KARG(n), KARG(p), KARG(scale), KARG(seed),
+                          KARG(counter));
+}
+
+static kiln_status dropout_forward(const op_args *c)
+{
+    return apply_mask(c, c->in[0], c->out);
+}
+
+static kiln_status dropout_backward(const op_args *c)
+{
+    return c->din[0] ? apply_mask(c, c->dout, c->din[0]) : KILN_OK;
+}
+
+const op_desc op_dropout_desc = {"dropout", 1, 0, dropout_infer, dropout_forward,
+                                 dropout_backward};

@@ -1,0 +1,111 @@
+/* linear: y = act(x Wᵀ + b); x (N, in), W (out, in), b (out), y (N, out).
+ * The GEMMs go through CLBlast; bias and activation are one fused pass. */
+#include "ops.h"
+
+static kiln_status linear_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
+{
+    char buf[64];
+    if (in[0].ndim != 2)
+        return kiln_fail(KILN_ERR_SHAPE, "linear: input is %s; expected (batch, features) — "
+                                         "add a flatten before it",
+                         shape_str(&in[0], buf, sizeof buf));
+    if (a->out == 0)
+        return kiln_fail(KILN_ERR_SHAPE, "linear: out must be at least 1");
+    if (op_check_fusable("linear", a->act) != KILN_OK)
+        return KILN_ERR_UNSUPPORTED;
+    s->out = shape_make(2, in[0].d[0], a->out, 0, 0);
+    s->n_params = a->bias ? 2 : 1;
+    s->param[0] = shape_make(2, a->out, in[0].d[1], 0, 0);
+    s->param[1] = shape_make(1, a->out, 0, 0, 0);
+    return KILN_OK;
+}
+
+/* y = act(y + b[c]) over y viewed as (rows, cols, inner), in place. */
+kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y,
+                        const kiln_tensor *b, size_t cols, size_t inner)
+{
+    if (!b && act == KILN_ACT_NONE)
+        return KILN_OK;
+    char opts[32];
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(ctx, "act.cl", act_options(act, opts, sizeof opts),
+                                     "bias_act", &k);
+    if (st != KILN_OK)
+        return st;
+    cl_int has_bias = b != NULL;
+    cl_mem bias = b ? b->buf : y->buf;
+    cl_ulong c = cols, s = inner, n = y->numel;
+    return kiln_launch_1d(ctx, k, "bias_act", y->numel, 64, 7, KARG(y->buf), KARG(bias),
+                          KARG(has_bias), KARG(c), KARG(s), KARG(n), KARG(slope));
+}
+
+static kiln_status linear_forward(const op_args *c)
+{
+    size_t n = c->in[0]->shape[0], in = c->in[0]->shape[1], out = c->attrs->out;
+    kiln_status st = kiln_blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
+                                     c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
+                                     c->out->buf, 0, out);
+    if (st != KILN_OK)
+        return st;
+    return op_bias_act(c->ctx, c->attrs->act, c->attrs->slope, c->out,
+                       c->attrs->bias ? c->param[1] : NULL, out, 1);
+}
+
+kiln_status op_check_fusable(const char *name, kiln_act act)
+{
+    /* act' must follow from y = act(z) alone: true of the relu family (sign
+     * of y is the sign of z), sigmoid and tanh; not of gelu. */
+    if (act == KILN_ACT_GELU || act == KILN_ACT_GELU_TANH)
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: gelu cannot be fused into the epilogue; "
+                                               "apply it as its own layer", name);
+    return KILN_OK;
+}
+
+kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
+{
+    *dz = NULL;
+    if (c->attrs->act == KILN_ACT_NONE)
+        return KILN_OK;
+    kiln_shape s = shape_of(c->out);
+    kiln_status st = tensor_of(c->ctx, &s, dz);
+    if (st != KILN_OK)
+        return st;
+    char opts[32];
+    cl_kernel k;
+    st = kiln_kernel_get(c->ctx, "act.cl", act_options(c->attrs->act, opts, sizeof opts),
+                         "act_backward", &k);
+    if (st == KILN_OK) {
+        /* For relu-family the sign of y equals the sign of z (slope > 0). */
+        cl_ulong n = c->out->numel;
+        st = kiln_launch_1d(c->ctx, k, "act_backward", n, 64, 6, KARG(c->out->buf),
+                            KARG(c->out->buf), KARG(c->dout->buf), KARG((*dz)->buf), KARG(n),
+                            KARG(c->attrs->slope));
+    }
+    if (st != KILN_OK) {
+        kiln_tensor_free(*dz);
+        *dz = NULL;
+    }
+    return st;
+}
+
+static kiln_status linear_backward(const op_args *c)
+{
+    size_t n = c->in[0]->shape[0], in = c->in[0]->shape[1], out = c->attrs->out;
+    kiln_tensor *dz;
+    kiln_status st = op_act_grad(c, &dz);
+    if (st != KILN_OK)
+        return st;
+    cl_mem g = dz ? dz->buf : c->dout->buf;
+    if (c->din[0]) /* dx = dy W: (N, out)(out, in) */
+        st = kiln_blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_NO_TRANS, n, in, out, 1.0f, g, 0, out,
+                             c->param[0]->buf, 0, in, 0.0f, c->din[0]->buf, 0, in);
+    if (st == KILN_OK && c->dparam[0]) /* dW = dyᵀ x: (out, N)(N, in) */
+        st = kiln_blas_sgemm(c->ctx, KILN_TRANS, KILN_NO_TRANS, out, in, n, 1.0f, g, 0, out,
+                             c->in[0]->buf, 0, in, 0.0f, c->dparam[0]->buf, 0, in);
+    if (st == KILN_OK && c->attrs->bias && c->dparam[1])
+        st = op_channel_sums(c->ctx, g, n, out, 1, c->dparam[1]->buf);
+    kiln_tensor_free(dz);
+    return st;
+}
+
+const op_desc op_linear_desc = {"linear", 1, 1, linear_infer, linear_forward, linear_backward};

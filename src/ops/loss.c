@@ -1,0 +1,80 @@
+/* Losses, as the mean over the batch (PyTorch's reduction='mean'):
+ * mse, cross-entropy from logits with class indices (and label
+ * smoothing), binary cross-entropy with logits. */
+#include "ops.h"
+
+static const char *const loss_names[LOSS_COUNT] = {
+    [LOSS_MSE] = "mse",
+    [LOSS_CROSS_ENTROPY] = "cross_entropy",
+    [LOSS_BCE] = "bce",
+};
+
+const char *loss_name(loss_kind kind)
+{
+    return (unsigned)kind < LOSS_COUNT ? loss_names[kind] : "unknown";
+}
+
+static kiln_status check_loss_shapes(loss_kind kind, const kiln_tensor *input,
+                                     const kiln_tensor *target, const kiln_tensor *loss,
+                                     const kiln_tensor *dinput)
+{
+    const char *name = loss_name(kind);
+    kiln_shape in = shape_of(input), want;
+    if (kind == LOSS_CROSS_ENTROPY) {
+        char buf[64];
+        if (in.ndim != 2)
+            return kiln_fail(KILN_ERR_SHAPE, "cross_entropy: logits are %s; expected (batch, "
+                                             "classes)", shape_str(&in, buf, sizeof buf));
+        want = shape_make(1, in.d[0], 0, 0, 0);
+    } else {
+        want = in;
+    }
+    kiln_status st = expect_shape(name, "target", target, &want);
+    kiln_shape one = shape_make(1, 1, 0, 0, 0);
+    if (st == KILN_OK)
+        st = expect_shape(name, "loss", loss, &one);
+    if (st == KILN_OK && dinput)
+        st = expect_shape(name, "input gradient", dinput, &in);
+    return st;
+}
+
+kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
+                    const kiln_tensor *input, const kiln_tensor *target, kiln_tensor *loss,
+                    kiln_tensor *dinput)
+{
+    if (!ctx || !input || (unsigned)kind >= LOSS_COUNT)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "loss: missing input or unknown loss");
+    if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "cross_entropy: label_smoothing = %g; "
+                                                    "expected 0 to 1", (double)label_smoothing);
+    kiln_status st = check_loss_shapes(kind, input, target, loss, dinput);
+    if (st != KILN_OK)
+        return st;
+    int ce = kind == LOSS_CROSS_ENTROPY;
+    size_t count = ce ? input->shape[0] : input->numel;
+    kiln_shape ts = shape_make(1, count, 0, 0, 0);
+    kiln_tensor *terms;
+    if ((st = tensor_of(ctx, &ts, &terms)) != KILN_OK)
+        return st;
+    static const char *const kernels[LOSS_COUNT] = {"mse_terms", "ce_rows", "bce_terms"};
+    cl_kernel k;
+    st = kiln_kernel_get(ctx, "loss.cl", "", kernels[kind], &k);
+    float scale = 1.0f / (float)count;
+    cl_int has_grad = dinput != NULL;
+    cl_mem grad = dinput ? dinput->buf : terms->buf;
+    if (st == KILN_OK && ce) {
+        cl_ulong n = input->shape[0], c = input->shape[1];
+        st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, 9, KARG(input->buf),
+                            KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n), KARG(c),
+                            KARG(label_smoothing), KARG(scale), KARG(has_grad));
+    } else if (st == KILN_OK) {
+        cl_ulong n = count;
+        st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, 7, KARG(input->buf),
+                            KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n),
+                            KARG(scale), KARG(has_grad));
+    }
+    if (st == KILN_OK)
+        st = op_sum_all(ctx, &terms->buf, &count, 1, 0, scale, loss->buf);
+    kiln_tensor_free(terms);
+    return st;
+}

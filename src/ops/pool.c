@@ -1,0 +1,104 @@
+/* maxpool and avgpool: square windows, stride (0: the window size) and
+ * padding, NCHW. maxpool saves the index of each window's winner. */
+#include "ops.h"
+
+size_t op_window_count(size_t in, size_t k, size_t s, size_t p, size_t d);
+
+static size_t pool_stride(const op_attrs *a)
+{
+    return a->stride ? a->stride : a->kernel;
+}
+
+static kiln_status pool_infer(const char *name, const op_attrs *a, const kiln_shape *in,
+                              op_shapes *s)
+{
+    char buf[64];
+    if (in[0].ndim != 4)
+        return kiln_fail(KILN_ERR_SHAPE, "%s: input is %s; expected (N, C, H, W)", name,
+                         shape_str(&in[0], buf, sizeof buf));
+    if (a->kernel == 0)
+        return kiln_fail(KILN_ERR_SHAPE, "%s: size must be at least 1", name);
+    if (2 * a->pad > a->kernel)
+        return kiln_fail(KILN_ERR_SHAPE, "%s: padding %zu is more than half the window %zu",
+                         name, a->pad, a->kernel);
+    size_t oh = op_window_count(in[0].d[2], a->kernel, pool_stride(a), a->pad, 1);
+    size_t ow = op_window_count(in[0].d[3], a->kernel, pool_stride(a), a->pad, 1);
+    if (oh == 0 || ow == 0)
+        return kiln_fail(KILN_ERR_SHAPE, "%s: a %zux%zu window does not fit the input %s", name,
+                         a->kernel, a->kernel, shape_str(&in[0], buf, sizeof buf));
+    s->out = shape_make(4, in[0].d[0], in[0].d[1], oh, ow);
+    return KILN_OK;
+}
+
+static kiln_status maxpool_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
+{
+    kiln_status st = pool_infer("maxpool", a, in, s);
+    if (st == KILN_OK && in[0].d[2] * in[0].d[3] > (1u << 24))
+        return kiln_fail(KILN_ERR_TOO_LARGE, "maxpool: planes of more than 2^24 pixels");
+    s->n_saved = 1;
+    s->saved[0] = s->out;
+    return st;
+}
+
+static kiln_status avgpool_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
+{
+    return pool_infer("avgpool", a, in, s);
+}
+
+/* Launches a pool kernel over items with (tensors..., sizes...) arguments. */
+static kiln_status pool_launch(const op_args *c, const char *name, size_t items, int nbuf,
+                               cl_mem b0, cl_mem b1, cl_mem b2)
+{
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(c->ctx, "pool.cl", "", name, &k);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *x = c->in[0];
+    cl_ulong v[8] = {x->shape[0] * x->shape[1], x->shape[2], x->shape[3], c->out->shape[2],
+                     c->out->shape[3], c->attrs->kernel, pool_stride(c->attrs), c->attrs->pad};
+    cl_mem bufs[3] = {b0, b1, b2};
+    for (int i = 0; i < nbuf; i++) {
+        cl_int err = clSetKernelArg(k, (cl_uint)i, sizeof(cl_mem), &bufs[i]);
+        if (err != CL_SUCCESS)
+            return kiln_fail_cl_in(err, "clSetKernelArg", "%s, argument %d", name, i);
+    }
+    for (int i = 0; i < 8; i++) {
+        cl_int err = clSetKernelArg(k, (cl_uint)(nbuf + i), sizeof v[i], &v[i]);
+        if (err != CL_SUCCESS)
+            return kiln_fail_cl_in(err, "clSetKernelArg", "%s, argument %d", name, nbuf + i);
+    }
+    return kiln_launch_1d(c->ctx, k, name, items, 64, 0);
+}
+
+static kiln_status maxpool_forward(const op_args *c)
+{
+    return pool_launch(c, "maxpool_forward", c->out->numel, 3, c->in[0]->buf, c->out->buf,
+                       c->saved[0]->buf);
+}
+
+static kiln_status maxpool_backward(const op_args *c)
+{
+    if (!c->din[0])
+        return KILN_OK;
+    return pool_launch(c, "maxpool_backward", c->din[0]->numel, 3, c->dout->buf,
+                       c->saved[0]->buf, c->din[0]->buf);
+}
+
+static kiln_status avgpool_forward(const op_args *c)
+{
+    return pool_launch(c, "avgpool_forward", c->out->numel, 2, c->in[0]->buf, c->out->buf,
+                       NULL);
+}
+
+static kiln_status avgpool_backward(const op_args *c)
+{
+    if (!c->din[0])
+        return KILN_OK;
+    return pool_launch(c, "avgpool_backward", c->din[0]->numel, 2, c->dout->buf,
+                       c->din[0]->buf, NULL);
+}
+
+const op_desc op_maxpool_desc = {"maxpool", 1, 0, maxpool_infer, maxpool_forward,
+                                 maxpool_backward};
+const op_desc op_avgpool_desc = {"avgpool", 1, 0, avgpool_infer, avgpool_forward,
+                                 avgpool_backward};

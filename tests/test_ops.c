@@ -1,0 +1,410 @@
+/* Every operator of the table, forward and backward, on the test device
+ * against the float64 reference, at awkward sizes; the reference backward
+ * against central finite differences of the reference forward; and, for
+ * smooth ops, the device backward against finite differences of the
+ * device forward. One table of cases drives it all. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "ref_ops.h"
+
+typedef struct {
+    const char *label;
+    op_kind kind;
+    int training;
+    int n_in;
+    kiln_shape in[OP_MAX_INPUTS];
+    size_t out, kernel, stride, pad, dilation;
+    kiln_act act;
+    int dim, norm_dims, no_bias;
+    double tol; /* relative to the largest magnitude of the compared array */
+} op_case;
+
+#define S1(a) {.ndim = 1, .d = {a}}
+#define S2(a, b) {.ndim = 2, .d = {a, b}}
+#define S4(n, c, h, w) {.ndim = 4, .d = {n, c, h, w}}
+
+static const op_case cases[] = {
+    {"linear 1x1->1", OP_LINEAR, 1, 1, {S2(1, 1)}, .out = 1},
+    {"linear 3x17->5", OP_LINEAR, 1, 1, {S2(3, 17)}, .out = 5},
+    {"linear 129x33->7 relu", OP_LINEAR, 1, 1, {S2(129, 33)}, .out = 7, .act = KILN_ACT_RELU},
+    {"linear 3x7->4 sigmoid no bias", OP_LINEAR, 1, 1, {S2(3, 7)}, .out = 4,
+     .act = KILN_ACT_SIGMOID, .no_bias = 1},
+    {"linear 3x5->3 leaky_relu", OP_LINEAR, 1, 1, {S2(3, 5)}, .out = 3,
+     .act = KILN_ACT_LEAKY_RELU},
+    {"conv 1x1x5x7 k1", OP_CONV2D, 1, 1, {S4(1, 1, 5, 7)}, .out = 1, .kernel = 1},
+    {"conv 3x3x5x7 k3 p1 ->4", OP_CONV2D, 1, 1, {S4(3, 3, 5, 7)}, .out = 4, .kernel = 3,
+     .pad = 1},
+    {"conv 1x3x28x28 k5 s2 p2 ->5 relu", OP_CONV2D, 1, 1, {S4(1, 3, 28, 28)}, .out = 5,
+     .kernel = 5, .stride = 2, .pad = 2, .act = KILN_ACT_RELU},
+    {"conv 3x3x5x7 k3 d2 tanh", OP_CONV2D, 1, 1, {S4(3, 3, 5, 7)}, .out = 2, .kernel = 3,
+     .dilation = 2, .act = KILN_ACT_TANH},
+    {"conv 3x17x5x7 k3 p2 no bias", OP_CONV2D, 1, 1, {S4(3, 17, 5, 7)}, .out = 3,
+     .kernel = 3, .pad = 2, .no_bias = 1},
+    {"conv 129x1x5x7 k3 p1", OP_CONV2D, 1, 1, {S4(129, 1, 5, 7)}, .out = 2, .kernel = 3,
+     .pad = 1},
+    {"conv 3x1x1x1 k1", OP_CONV2D, 1, 1, {S4(3, 1, 1, 1)}, .out = 17, .kernel = 1},
+    {"maxpool 3x3x5x7 k2", OP_MAXPOOL, 1, 1, {S4(3, 3, 5, 7)}, .kernel = 2},
+    {"maxpool 1x1x28x28 k3 s2 p1", OP_MAXPOOL, 1, 1, {S4(1, 1, 28, 28)}, .kernel = 3,
+     .stride = 2, .pad = 1},
+    {"maxpool 129x17x1x1 k1", OP_MAXPOOL, 1, 1, {S4(129, 17, 1, 1)}, .kernel = 1},
+    {"maxpool 3x17x5x7 k5 s1 p2", OP_MAXPOOL, 1, 1, {S4(3, 17, 5, 7)}, .kernel = 5,
+     .stride = 1, .pad = 2},
+    {"avgpool 3x3x5x7 k2", OP_AVGPOOL, 1, 1, {S4(3, 3, 5, 7)}, .kernel = 2},
+    {"avgpool 1x1x28x28 k3 s2 p1", OP_AVGPOOL, 1, 1, {S4(1, 1, 28, 28)}, .kernel = 3,
+     .stride = 2, .pad = 1},
+    {"avgpool 3x17x5x7 k5 s1 p2", OP_AVGPOOL, 1, 1, {S4(3, 17, 5, 7)}, .kernel = 5,
+     .stride = 1, .pad = 2},
+    {"batchnorm1d 3x17", OP_BATCHNORM, 1, 1, {S2(3, 17)}, .tol = 0},
+    {"batchnorm1d 129x5", OP_BATCHNORM, 1, 1, {S2(129, 5)}, .tol = 0},
+    {"batchnorm2d 3x3x5x7", OP_BATCHNORM, 1, 1, {S4(3, 3, 5, 7)}, .tol = 0},
+    {"batchnorm2d 1x1x28x28", OP_BATCHNORM, 1, 1, {S4(1, 1, 28, 28)}, .tol = 0},
+    {"batchnorm2d 3x3x5x7 eval", OP_BATCHNORM, 0, 1, {S4(3, 3, 5, 7)}, .tol = 0},
+    {"batchnorm1d 1x17 eval", OP_BATCHNORM, 0, 1, {S2(1, 17)}, .tol = 0},
+    {"layernorm 3x17", OP_LAYERNORM, 1, 1, {S2(3, 17)}, .norm_dims = 1},
+    {"layernorm 3x3x5x7 over 3", OP_LAYERNORM, 1, 1, {S4(3, 3, 5, 7)}, .norm_dims = 3},
+    {"layernorm 1x257", OP_LAYERNORM, 1, 1, {S2(1, 257)}, .norm_dims = 1},
+    {"layernorm 129x3", OP_LAYERNORM, 1, 1, {S2(129, 3)}, .norm_dims = 1},
+    {"relu 3x17x5x7", OP_ACTIVATION, 1, 1, {S4(3, 17, 5, 7)}, .act = KILN_ACT_RELU},
+    {"leaky_relu 129x33", OP_ACTIVATION, 1, 1, {S2(129, 33)}, .act = KILN_ACT_LEAKY_RELU},
+    {"sigmoid 1", OP_ACTIVATION, 1, 1, {S1(1)}, .act = KILN_ACT_SIGMOID},
+    {"sigmoid 3x17", OP_ACTIVATION, 1, 1, {S2(3, 17)}, .act = KILN_ACT_SIGMOID},
+    {"tanh 3x17", OP_ACTIVATION, 1, 1, {S2(3, 17)}, .act = KILN_ACT_TANH},
+    {"gelu 3x17x5x7", OP_ACTIVATION, 1, 1, {S4(3, 17, 5, 7)}, .act = KILN_ACT_GELU},
+    {"gelu tanh 129x3", OP_ACTIVATION, 1, 1, {S2(129, 3)}, .act = KILN_ACT_GELU_TANH},
+    {"softmax 3x17", OP_SOFTMAX, 1, 1, {S2(3, 17)}, .dim = -1},
+    {"softmax 3x3x5x7 dim 1", OP_SOFTMAX, 1, 1, {S4(3, 3, 5, 7)}, .dim = 1},
+    {"softmax 1x1", OP_SOFTMAX, 1, 1, {S2(1, 1)}, .dim = -1},
+    {"softmax 129x10", OP_SOFTMAX, 1, 1, {S2(129, 10)}, .dim = -1},
+    {"add 3x17", OP_ADD, 1, 2, {S2(3, 17), S2(3, 17)}, .tol = 0},
+    {"add 129x3x5x7", OP_ADD, 1, 2, {S4(129, 3, 5, 7), S4(129, 3, 5, 7)}, .tol = 0},
+    {"concat 3x1x5x7 + 3x17x5x7", OP_CONCAT, 1, 2, {S4(3, 1, 5, 7), S4(3, 17, 5, 7)}, .tol = 0},
+    {"concat 129x3 + 129x17", OP_CONCAT, 1, 2, {S2(129, 3), S2(129, 17)}, .tol = 0},
+    {"flatten 3x3x5x7", OP_FLATTEN, 1, 1, {S4(3, 3, 5, 7)}, .tol = 0},
+    {"dropout eval 3x17", OP_DROPOUT, 0, 1, {S2(3, 17)}, .tol = 0},
+};
+
+#define CASE_COUNT (int)(sizeof cases / sizeof cases[0])
+
+static op_attrs attrs_of(const op_case *tc)
+{
+    op_attrs a = op_attrs_default();
+    a.out = tc->out;
+    a.kernel = tc->kernel;
+    a.stride = tc->stride;
+    a.pad = tc->pad;
+    a.dilation = tc->dilation ? tc->dilation : 1;
+    a.act = tc->act;
+    a.dim = tc->dim;
+    a.norm_dims = tc->norm_dims ? tc->norm_dims : 1;
+    a.bias = !tc->no_bias;
+    a.p = 0.5f;
+    return a;
+}
+
+/* One host array in float (for the device) and double (for the reference). */
+typedef struct {
+    size_t n;
+    float *f;
+    double *d;
+} host;
+
+static host host_make(const kiln_shape *s)
+{
+    host h = {shape_numel(s), NULL, NULL};
+    h.f = test_alloc(h.n * sizeof *h.f);
+    h.d = test_alloc(h.n * sizeof *h.d);
+    return h;
+}
+
+static host host_random(const kiln_shape *s, double lo, double hi)
+{
+    host h = host_make(s);
+    ref_rng_fill(test_rng(), h.f, h.n, (float)lo, (float)hi);
+    for (size_t i = 0; i < h.n; i++)
+        h.d[i] = h.f[i];
+    return h;
+}
+
+static void host_free(host *h)
+{
+    free(h->f);
+    free(h->d);
+    h->f = NULL;
+    h->d = NULL;
+}
+
+static kiln_tensor *device_of(const kiln_shape *s, const host *h)
+{
+    kiln_tensor *t;
+    check_ok(tensor_of(test_ctx(), s, &t));
+    if (h)
+        check_ok(kiln_tensor_upload(t, h->f, h->n));
+    return t;
+}
+
+/* Compares a device tensor with a reference array; returns the error
+ * relative to the array's largest magnitude. */
+static double compare(const char *label, const char *what, kiln_tensor *t, const double *want,
+                      double tol)
+{
+    size_t n = t->numel;
+    float *got = test_alloc(n * sizeof *got);
+    check_ok(kiln_tensor_download(t, got, n));
+    double scale = 1e-30, worst = 0;
+    for (size_t i = 0; i < n; i++)
+        scale = fmax(scale, fabs(want[i]));
+    for (size_t i = 0; i < n; i++)
+        worst = fmax(worst, fabs((double)got[i] - want[i]) / scale);
+    check_close(got, want, n, tol * fmax(scale, 1e-3), tol, "%s: %s", label, what);
+    free(got);
+    return worst;
+}
+
+/* Everything one case allocates. */
+typedef struct {
+    const op_case *tc;
+    op_attrs a;
+    op_shapes s;
+    host in[OP_MAX_INPUTS], param[OP_MAX_PARAMS], buffer[OP_MAX_BUFFERS], dout;
+    kiln_tensor *din_t[OP_MAX_INPUTS], *dparam_t[OP_MAX_PARAMS];
+    op_args args;
+} fixture;
+
+static void random_params(fixture *f)
+{
+    for (int i = 0; i < f->s.n_params; i++) {
+        int norm = f->tc->kind == OP_BATCHNORM || f->tc->kind == OP_LAYERNORM;
+        double lo = norm && i == 0 ? 0.5 : -1, hi = norm && i == 0 ? 1.5 : 1;
+        f->param[i] = host_random(&f->s.param[i], lo, hi);
+    }
+    for (int i = 0; i < f->s.n_buffers; i++) /* running mean, then variance */
+        f->buffer[i] = host_random(&f->s.buffer[i], i ? 0.5 : -0.2, i ? 1.5 : 0.2);
+}
+
+static void fixture_setup(fixture *f, const op_case *tc)
+{
+    memset(f, 0, sizeof *f);
+    f->tc = tc;
+    f->a = attrs_of(tc);
+    check_ok(op_infer(tc->kind, &f->a, tc->in, &f->s));
+    kiln_ctx *ctx = test_ctx();
+    f->args.ctx = ctx;
+    f->args.attrs = &f->a;
+    f->args.training = tc->training;
+    for (int i = 0; i < tc->n_in; i++) {
+        f->in[i] = host_random(&tc->in[i], -1, 1);
+        f->args.in[i] = device_of(&tc->in[i], &f->in[i]);
+    }
+    random_params(f);
+    for (int i = 0; i < f->s.n_params; i++)
+        f->args.param[i] = device_of(&f->s.param[i], &f->param[i]);
+    for (int i = 0; i < f->s.n_buffers; i++)
+        f->args.buffer[i] = device_of(&f->s.buffer[i], &f->buffer[i]);
+    for (int i = 0; i < f->s.n_saved; i++)
+        f->args.saved[i] = device_of(&f->s.saved[i], NULL);
+    f->args.out = device_of(&f->s.out, NULL);
+    f->dout = host_random(&f->s.out, -1, 1);
+    f->args.dout = device_of(&f->s.out, &f->dout);
+}
+
+static void fixture_teardown(fixture *f)
+{
+    for (int i = 0; i < OP_MAX_INPUTS; i++) {
+        kiln_tensor_free((kiln_tensor *)f->args.in[i]);
+        kiln_tensor_free(f->din_t[i]);
+        host_free(&f->in[i]);
+    }
+    for (int i = 0; i < OP_MAX_PARAMS; i++) {
+        kiln_tensor_free(f->args.param[i]);
+        kiln_tensor_free(f->dparam_t[i]);
+        host_free(&f->param[i]);
+    }
+    for (int i = 0; i < OP_MAX_BUFFERS; i++) {
+        kiln_tensor_free(f->args.buffer[i]);
+        host_free(&f->buffer[i]);
+    }
+    for (int i = 0; i < OP_MAX_SAVED; i++)
+        kiln_tensor_free(f->args.saved[i]);
+    kiln_tensor_free(f->args.out);
+    kiln_tensor_free((kiln_tensor *)f->args.dout);
+    host_free(&f->dout);
+}
+
+/* A reference call over the fixture's double arrays; buffers are copies
+ * (the caller frees them) so that repeated forwards start alike. */
+static ref_op ref_call(const fixture *f, double *out, double **buffers)
+{
+    ref_op r = {.a = &f->a, .training = f->tc->training, .out_shape = f->s.out, .out = out};
+    for (int i = 0; i < f->tc->n_in; i++) {
+        r.in_shape[i] = f->tc->in[i];
+        r.in[i] = f->in[i].d;
+    }
+    for (int i = 0; i < f->s.n_params; i++)
+        r.param[i] = f->param[i].d;
+    for (int i = 0; i < f->s.n_buffers; i++) {
+        buffers[i] = test_alloc(f->buffer[i].n * sizeof(double));
+        memcpy(buffers[i], f->buffer[i].d, f->buffer[i].n * sizeof(double));
+        r.buffer[i] = buffers[i];
+    }
+    r.dout = f->dout.d;
+    return r;
+}
+
+/* L = sum dout * forward(current arrays), in double. */
+static double ref_objective(const fixture *f)
+{
+    size_t n = shape_numel(&f->s.out);
+    double *out = test_alloc(n * sizeof *out), *buffers[OP_MAX_BUFFERS] = {0}, l = 0;
+    ref_op r = ref_call(f, out, buffers);
+    ref_forward(f->tc->kind, &r);
+    for (size_t i = 0; i < n; i++)
+        l += f->dout.d[i] * out[i];
+    for (int i = 0; i < OP_MAX_BUFFERS; i++)
+        free(buffers[i]);
+    free(out);
+    return l;
+}
+
+/* Central differences of the reference at a few coordinates of x. */
+static void check_fd_reference(fixture *f, host *x, const double *grad, const char *what)
+{
+    for (int k = 0; k < 6; k++) {
+        size_t i = (size_t)(ref_rng_next(test_rng()) % x->n);
+        double keep = x->d[i], h = 1e-6 * fmax(1.0, fabs(keep));
+        x->d[i] = keep + h;
+        double up = ref_objective(f);
+        x->d[i] = keep - h;
+        double down = ref_objective(f);
+        x->d[i] = keep;
+        double fd = (up - down) / (2 * h);
+        ck_assert_msg(fabs(fd - grad[i]) <= 1e-5 * fmax(1.0, fabs(fd)),
+                      "%s: reference d/d%s[%zu] = %.10g but finite differences give %.10g "
+                      "(KILN_TEST_SEED=%llu)",
+                      f->tc->label, what, i, grad[i], fd, (unsigned long long)test_seed());
+    }
+}
+
+/* Device L = sum dout * forward, computed from a download. */
+static double device_objective(fixture *f)
+{
+    size_t n = shape_numel(&f->s.out);
+    float *out = test_alloc(n * sizeof *out);
+    check_ok(op_forward(f->tc->kind, &f->args));
+    check_ok(kiln_tensor_download(f->args.out, out, n));
+    double l = 0;
+    for (size_t i = 0; i < n; i++)
+        l += f->dout.d[i] * out[i];
+    free(out);
+    return l;
+}
+
+/* Central differences of the device forward (float32, so a coarse step
+ * and a loose bound) against the device's input gradient. */
+static void check_fd_device(fixture *f)
+{
+    host *x = &f->in[0];
+    float *grad = test_alloc(x->n * sizeof *grad);
+    check_ok(kiln_tensor_download(f->din_t[0], grad, x->n));
+    for (int k = 0; k < 3; k++) {
+        size_t i = (size_t)(ref_rng_next(test_rng()) % x->n);
+        float keep = x->f[i], h = 1e-2f;
+        x->f[i] = keep + h;
+        check_ok(kiln_tensor_upload((kiln_tensor *)f->args.in[0], x->f, x->n));
+        double up = device_objective(f);
+        x->f[i] = keep - h;
+        check_ok(kiln_tensor_upload((kiln_tensor *)f->args.in[0], x->f, x->n));
+        double down = device_objective(f);
+        x->f[i] = keep;
+        check_ok(kiln_tensor_upload((kiln_tensor *)f->args.in[0], x->f, x->n));
+        double fd = (up - down) / (2.0 * h);
+        ck_assert_msg(fabs(fd - grad[i]) <= 2e-2 * fmax(1.0, fabs(fd)),
+                      "%s: device dx[%zu] = %.6g but device finite differences give %.6g",
+                      f->tc->label, i, (double)grad[i], fd);
+    }
+    free(grad);
+}
+
+static int smooth(const op_case *tc)
+{
+    kiln_act act = tc->act;
+    return tc->kind != OP_MAXPOOL && act != KILN_ACT_RELU && act != KILN_ACT_LEAKY_RELU;
+}
+
+static void report(const char *label, const char *what, double err)
+{
+    printf("%-36s %-10s worst |error| / max |value| = %.2e\n", label, what, err);
+}
+
+START_TEST(operator_matches_reference)
+{
+    const op_case *tc = &cases[_i];
+    fixture f;
+    fixture_setup(&f, tc);
+    double tol = tc->tol > 0 ? tc->tol : 2e-5;
+    size_t nout = shape_numel(&f.s.out);
+
+    /* forward, and the running statistics it updates */
+    double *want = test_alloc(nout * sizeof *want), *buffers[OP_MAX_BUFFERS] = {0};
+    ref_op r = ref_call(&f, want, buffers);
+    ref_forward(tc->kind, &r);
+    check_ok(op_forward(tc->kind, &f.args));
+    report(tc->label, "forward", compare(tc->label, "forward", f.args.out, want, tol));
+    for (int i = 0; tc->training && i < f.s.n_buffers; i++)
+        compare(tc->label, i ? "running var" : "running mean", f.args.buffer[i], buffers[i],
+                tol);
+
+    /* backward: every input and parameter gradient */
+    double *din[OP_MAX_INPUTS] = {0}, *dparam[OP_MAX_PARAMS] = {0};
+    for (int i = 0; i < tc->n_in; i++) {
+        din[i] = test_alloc(f.in[i].n * sizeof(double));
+        r.din[i] = din[i];
+        f.din_t[i] = device_of(&tc->in[i], NULL);
+        f.args.din[i] = f.din_t[i];
+    }
+    for (int i = 0; i < f.s.n_params; i++) {
+        dparam[i] = test_alloc(f.param[i].n * sizeof(double));
+        r.dparam[i] = dparam[i];
+        f.dparam_t[i] = device_of(&f.s.param[i], NULL);
+        f.args.dparam[i] = f.dparam_t[i];
+    }
+    ref_backward(tc->kind, &r);
+    check_ok(op_backward(tc->kind, &f.args));
+    double worst = 0;
+    for (int i = 0; i < tc->n_in; i++)
+        worst = fmax(worst, compare(tc->label, "input gradient", f.din_t[i], din[i], tol));
+    for (int i = 0; i < f.s.n_params; i++)
+        worst = fmax(worst, compare(tc->label, "parameter gradient", f.dparam_t[i], dparam[i],
+                                    tol));
+    report(tc->label, "backward", worst);
+
+    /* the reference's own backward against its finite differences */
+    for (int i = 0; i < tc->n_in; i++)
+        check_fd_reference(&f, &f.in[i], din[i], "input");
+    for (int i = 0; i < f.s.n_params; i++)
+        check_fd_reference(&f, &f.param[i], dparam[i], "parameter");
+    if (smooth(tc))
+        check_fd_device(&f);
+
+    for (int i = 0; i < OP_MAX_INPUTS; i++)
+        free(din[i]);
+    for (int i = 0; i < OP_MAX_PARAMS; i++)
+        free(dparam[i]);
+    for (int i = 0; i < OP_MAX_BUFFERS; i++)
+        free(buffers[i]);
+    free(want);
+    fixture_teardown(&f);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("ops");
+    TCase *tc = tcase_create("ops");
+    tcase_add_loop_test(tc, operator_matches_reference, 0, CASE_COUNT);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}
