@@ -400,11 +400,153 @@ START_TEST(operator_matches_reference)
 }
 END_TEST
 
+
+/* Running statistics after three training steps follow PyTorch's update
+ * (momentum 0.1, unbiased variance); eval mode then normalizes with them. */
+START_TEST(batchnorm_running_statistics_after_three_steps)
+{
+    kiln_shape xs = shape_make(4, 5, 3, 2, 2), cs = shape_make(1, 3, 0, 0, 0);
+    size_t n = shape_numel(&xs), per = n / 3;
+    op_attrs a = op_attrs_default();
+    host x = host_make(&xs), gamma = host_random(&cs, 0.5, 1.5), beta = host_random(&cs, -1, 1);
+    double run_mean[3] = {0, 0, 0}, run_var[3] = {1, 1, 1};
+    float zeros[3] = {0, 0, 0}, ones[3] = {1, 1, 1};
+    kiln_tensor *tx = device_of(&xs, NULL), *ty = device_of(&xs, NULL);
+    kiln_tensor *rm = device_of(&cs, NULL), *rv = device_of(&cs, NULL);
+    kiln_tensor *g = device_of(&cs, &gamma), *b = device_of(&cs, &beta);
+    kiln_tensor *mean = device_of(&cs, NULL), *rstd = device_of(&cs, NULL);
+    check_ok(kiln_tensor_upload(rm, zeros, 3));
+    check_ok(kiln_tensor_upload(rv, ones, 3));
+    op_args c = {.ctx = test_ctx(), .attrs = &a, .training = 1, .in = {tx}, .out = ty,
+                 .param = {g, b}, .buffer = {rm, rv}, .saved = {mean, rstd}};
+    for (int step = 0; step < 4; step++) {
+        ref_rng_fill(test_rng(), x.f, n, (float)step - 2, (float)step * 2 + 1);
+        check_ok(kiln_tensor_upload(tx, x.f, n));
+        c.training = step < 3;
+        check_ok(op_forward(OP_BATCHNORM, &c));
+        for (size_t ch = 0; ch < 3 && step < 3; ch++) {
+            double sum = 0, sq = 0;
+            for (size_t i = 0; i < n; i++)
+                if ((i / 4) % 3 == ch)
+                    sum += x.f[i];
+            double mu = sum / (double)per;
+            for (size_t i = 0; i < n; i++)
+                if ((i / 4) % 3 == ch)
+                    sq += (x.f[i] - mu) * (x.f[i] - mu);
+            run_mean[ch] = 0.9 * run_mean[ch] + 0.1 * mu;
+            run_var[ch] = 0.9 * run_var[ch] + 0.1 * sq / (double)(per - 1);
+        }
+    }
+    float got[3];
+    check_ok(kiln_tensor_download(rm, got, 3));
+    check_close(got, run_mean, 3, 1e-6, 1e-5, "running mean after three steps");
+    check_ok(kiln_tensor_download(rv, got, 3));
+    check_close(got, run_var, 3, 1e-6, 1e-5, "running var after three steps");
+    double *want = test_alloc(n * sizeof *want);
+    for (size_t i = 0; i < n; i++) {
+        size_t ch = (i / 4) % 3;
+        want[i] = (x.f[i] - run_mean[ch]) / sqrt(run_var[ch] + 1e-5) * gamma.d[ch] + beta.d[ch];
+    }
+    compare("batchnorm eval after training", "output", ty, want, 2e-5);
+    free(want);
+    host_free(&x);
+    host_free(&gamma);
+    host_free(&beta);
+    kiln_tensor *all[] = {tx, ty, rm, rv, g, b, mean, rstd};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        kiln_tensor_free(all[i]);
+}
+END_TEST
+
+/* An error names the op and both shapes. */
+static void expect_infer_error(op_kind kind, op_attrs a, kiln_shape in0, kiln_shape in1,
+                               const char *needle)
+{
+    kiln_shape in[2] = {in0, in1};
+    op_shapes s;
+    ck_assert_int_ne(op_infer(kind, &a, in, &s), KILN_OK);
+    ck_assert_msg(strstr(kiln_last_error(), needle) != NULL, "expected \"%s\" in: %s", needle,
+                  kiln_last_error());
+}
+
+START_TEST(bad_shapes_name_both_shapes)
+{
+    op_attrs a = op_attrs_default();
+    kiln_shape none = {0};
+    a.out = 4;
+    expect_infer_error(OP_LINEAR, a, shape_make(4, 2, 3, 5, 5), none, "input is 2x3x5x5");
+    a.kernel = 3;
+    expect_infer_error(OP_CONV2D, a, shape_make(2, 3, 5, 0, 0), none, "expected (N, C, H, W)");
+    a.kernel = 9;
+    expect_infer_error(OP_CONV2D, a, shape_make(4, 1, 1, 5, 7), none, "does not fit the input "
+                       "1x1x5x7");
+    expect_infer_error(OP_MAXPOOL, a, shape_make(4, 1, 1, 5, 7), none, "1x1x5x7");
+    expect_infer_error(OP_ADD, a, shape_make(2, 3, 4, 0, 0), shape_make(2, 3, 5, 0, 0),
+                       "shapes 3x4 and 3x5 differ");
+    expect_infer_error(OP_CONCAT, a, shape_make(4, 2, 3, 5, 5), shape_make(4, 2, 3, 5, 6),
+                       "2x3x5x5 and 2x3x5x6");
+    a.act = KILN_ACT_GELU;
+    a.kernel = 3;
+    expect_infer_error(OP_LINEAR, a, shape_make(2, 3, 5, 0, 0), none, "gelu cannot be fused");
+
+    /* a call with tensors of the wrong shape says which tensor */
+    op_attrs l = op_attrs_default();
+    l.out = 4;
+    kiln_shape xs = shape_make(2, 3, 5, 0, 0), ws = shape_make(2, 4, 6, 0, 0);
+    kiln_shape bs = shape_make(1, 4, 0, 0, 0), ys = shape_make(2, 3, 4, 0, 0);
+    kiln_tensor *x = device_of(&xs, NULL), *w = device_of(&ws, NULL), *b = device_of(&bs, NULL);
+    kiln_tensor *y = device_of(&ys, NULL);
+    op_args c = {.ctx = test_ctx(), .attrs = &l, .in = {x}, .out = y, .param = {w, b}};
+    ck_assert_int_eq(op_forward(OP_LINEAR, &c), KILN_ERR_SHAPE);
+    ck_assert_msg(strstr(kiln_last_error(), "linear: parameter 0 is 4x6; expected 4x5"),
+                  "message: %s", kiln_last_error());
+    kiln_tensor_free(x);
+    kiln_tensor_free(w);
+    kiln_tensor_free(b);
+    kiln_tensor_free(y);
+}
+END_TEST
+
+/* The global sum of squares (for clipping by norm) against float64, and
+ * bit-for-bit the same on a second run. */
+START_TEST(sum_of_squares_is_accurate_and_deterministic)
+{
+    static const size_t sizes[] = {1, 7, 4097, 1u << 20, 129};
+    kiln_tensor *ts[5];
+    double want = 0;
+    for (int i = 0; i < 5; i++) {
+        kiln_shape s = shape_make(1, sizes[i], 0, 0, 0);
+        host h = host_random(&s, -1, 1);
+        for (size_t j = 0; j < h.n; j++)
+            want += h.d[j] * h.d[j];
+        ts[i] = device_of(&s, &h);
+        host_free(&h);
+    }
+    kiln_shape one = shape_make(1, 1, 0, 0, 0);
+    kiln_tensor *out = device_of(&one, NULL);
+    float first, second;
+    check_ok(op_sum_squares(test_ctx(), ts, 5, out));
+    check_ok(kiln_tensor_download(out, &first, 1));
+    check_ok(op_sum_squares(test_ctx(), ts, 5, out));
+    check_ok(kiln_tensor_download(out, &second, 1));
+    ck_assert_msg(fabs(first - want) <= 1e-5 * want, "sum of squares %.9g, expected %.9g", first,
+                  want);
+    ck_assert_msg(memcmp(&first, &second, sizeof first) == 0, "two runs differ: %.9g %.9g",
+                  first, second);
+    for (int i = 0; i < 5; i++)
+        kiln_tensor_free(ts[i]);
+    kiln_tensor_free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ops");
     TCase *tc = tcase_create("ops");
     tcase_add_loop_test(tc, operator_matches_reference, 0, CASE_COUNT);
+    tcase_add_test(tc, batchnorm_running_statistics_after_three_steps);
+    tcase_add_test(tc, bad_shapes_name_both_shapes);
+    tcase_add_test(tc, sum_of_squares_is_accurate_and_deterministic);
     suite_add_tcase(s, tc);
     return test_run(s);
 }
