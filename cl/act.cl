@@ -63,44 +63,43 @@ static float act_grad(float x, float y, float dy, float slope)
 }
 
 /* y = act(x); x, y are (n) */
-__kernel void act_forward(__global const float *x, __global float *y, const ulong n,
+__kernel void act_forward(__global const float *x, __global float *y, const uint n,
                           const float slope)
 {
-    size_t i = get_global_id(0);
+    uint i = (uint)get_global_id(0);
     if (i < n)
         y[i] = act(x[i], slope);
 }
 
 /* dx = act'(x) dy; x, y, dy, dx are (n) */
 __kernel void act_backward(__global const float *x, __global const float *y,
-                           __global const float *dy, __global float *dx, const ulong n,
+                           __global const float *dy, __global float *dx, const uint n,
                            const float slope)
 {
-    size_t i = get_global_id(0);
+    uint i = (uint)get_global_id(0);
     if (i < n)
         dx[i] = act_grad(x[i], y[i], dy[i], slope);
 }
 
-/* y = act(y + b[c]) in place; y is (rows, cols, inner), b is (cols).
- * Linear: inner = 1; conv2d: cols = channels, inner = H*W. b may be absent
- * (has_bias = 0). */
+/* y = act(y + b[c]) in place over the range (inner, cols, rows) of y
+ * (rows, cols, inner). Linear: inner = 1; conv2d: cols = channels,
+ * inner = H*W. b may be absent (has_bias = 0). */
 __kernel void bias_act(__global float *y, __global const float *b, const int has_bias,
-                       const ulong cols, const ulong inner, const ulong n, const float slope)
+                       const float slope)
 {
-    size_t i = get_global_id(0);
-    if (i >= n)
-        return;
-    float v = y[i];
+    uint s = get_global_id(0), c = get_global_id(1), r = get_global_id(2);
+    uint at = (r * get_global_size(1) + c) * get_global_size(0) + s;
+    float v = y[at];
     if (has_bias)
-        v += b[(i / inner) % cols];
-    y[i] = act(v, slope);
+        v += b[c];
+    y[at] = act(v, slope);
 }
 
 /* y = a + b; all (n) */
 __kernel void add(__global const float *a, __global const float *b, __global float *y,
-                  const ulong n)
+                  const uint n)
 {
-    size_t i = get_global_id(0);
+    uint i = (uint)get_global_id(0);
     if (i < n)
         y[i] = a[i] + b[i];
 }

@@ -1,64 +1,62 @@
 /* im2col and col2im for conv2d over a whole batch, so that one GEMM
  * covers every sample. x is (N, C, H, W); the column matrix is
  * (C*K*K, N*OH*OW): row (c, kh, kw), column (n, oh, ow).
- *   im2col: col[row][col] = x[n, c, oh*S - P + kh*D, ow*S - P + kw*D] or 0
- *   col2im: dx[n, c, ih, iw] = sum over the (kh, kw) whose window covers
- *           (ih, iw) of dcol; a gather, so no atomics and a fixed order. */
+ *   im2col, over (OW, OH, N): for every row,
+ *           col[row][n, oh, ow] = x[n, c, oh*S - P + kh*D, ow*S - P + kw*D] or 0
+ *   col2im, over (W, H, N*C): dx[n, c, ih, iw] = sum over the taps (kh, kw)
+ *           whose window covers (ih, iw) of dcol; a gather, so no atomics
+ *           and a fixed order. */
 
-__kernel void im2col(__global const float *x, __global float *col, const ulong N,
-                     const ulong C, const ulong H, const ulong W, const ulong OH,
-                     const ulong OW, const ulong K, const ulong S, const ulong P,
-                     const ulong D)
+__kernel void im2col(__global const float *x, __global float *col, const uint C,
+                     const uint H, const uint W, const uint K, const uint S, const uint P,
+                     const uint D)
 {
-    size_t id = get_global_id(0);
-    ulong NP = N * OH * OW;
-    if (id >= C * K * K * NP)
-        return;
-    ulong row = id / NP, column = id % NP;
-    ulong n = column / (OH * OW), p = column % (OH * OW);
-    ulong oh = p / OW, ow = p % OW;
-    ulong c = row / (K * K), kh = (row / K) % K, kw = row % K;
-    long ih = (long)(oh * S + kh * D) - (long)P;
-    long iw = (long)(ow * S + kw * D) - (long)P;
-    float v = 0.0f;
-    if (ih >= 0 && ih < (long)H && iw >= 0 && iw < (long)W)
-        v = x[((n * C + c) * H + (ulong)ih) * W + (ulong)iw];
-    col[id] = v;
+    uint ow = get_global_id(0), oh = get_global_id(1), n = get_global_id(2);
+    uint OW = get_global_size(0), OH = get_global_size(1), N = get_global_size(2);
+    uint NP = N * OH * OW, column = (n * OH + oh) * OW + ow, row = 0;
+    for (uint c = 0; c < C; c++) {
+        __global const float *plane = x + (n * C + c) * H * W;
+        for (uint kh = 0; kh < K; kh++) {
+            int ih = (int)(oh * S + kh * D) - (int)P;
+            for (uint kw = 0; kw < K; kw++, row++) {
+                int iw = (int)(ow * S + kw * D) - (int)P;
+                int inside = ih >= 0 && ih < (int)H && iw >= 0 && iw < (int)W;
+                col[row * NP + column] = inside ? plane[ih * (int)W + iw] : 0.0f;
+            }
+        }
+    }
 }
 
 /* The output index along one axis whose window tap k lands on input i, or
  * -1 when none does. */
-static long tap_origin(long i, long k, long S, long P, long D, long O)
+static int tap_origin(int i, int k, int S, int P, int D, int O)
 {
-    long t = i + P - k * D;
+    int t = i + P - k * D;
     if (t < 0 || t % S != 0)
         return -1;
     t /= S;
     return t < O ? t : -1;
 }
 
-__kernel void col2im(__global const float *dcol, __global float *dx, const ulong N,
-                     const ulong C, const ulong H, const ulong W, const ulong OH,
-                     const ulong OW, const ulong K, const ulong S, const ulong P,
-                     const ulong D)
+__kernel void col2im(__global const float *dcol, __global float *dx, const uint N,
+                     const uint C, const uint OH, const uint OW, const uint K, const uint S,
+                     const uint P, const uint D)
 {
-    size_t id = get_global_id(0);
-    if (id >= N * C * H * W)
-        return;
-    ulong iw = id % W, ih = (id / W) % H, c = (id / (W * H)) % C, n = id / (W * H * C);
-    ulong NP = N * OH * OW;
+    uint iw = get_global_id(0), ih = get_global_id(1), nc = get_global_id(2);
+    uint W = get_global_size(0), H = get_global_size(1);
+    uint n = nc / C, c = nc % C, NP = N * OH * OW;
     float acc = 0.0f;
-    for (ulong kh = 0; kh < K; kh++) {
-        long oh = tap_origin((long)ih, (long)kh, (long)S, (long)P, (long)D, (long)OH);
+    for (uint kh = 0; kh < K; kh++) {
+        int oh = tap_origin((int)ih, (int)kh, (int)S, (int)P, (int)D, (int)OH);
         if (oh < 0)
             continue;
-        for (ulong kw = 0; kw < K; kw++) {
-            long ow = tap_origin((long)iw, (long)kw, (long)S, (long)P, (long)D, (long)OW);
+        for (uint kw = 0; kw < K; kw++) {
+            int ow = tap_origin((int)iw, (int)kw, (int)S, (int)P, (int)D, (int)OW);
             if (ow < 0)
                 continue;
-            ulong row = (c * K + kh) * K + kw;
-            acc += dcol[row * NP + (n * OH + (ulong)oh) * OW + (ulong)ow];
+            uint row = (c * K + kh) * K + kw;
+            acc += dcol[row * NP + (n * OH + (uint)oh) * OW + (uint)ow];
         }
     }
-    dx[id] = acc;
+    dx[(nc * H + ih) * W + iw] = acc;
 }

@@ -1,36 +1,29 @@
-/* Moving data between layouts.
- *   swap01: y (B, A, P) from x (A, B, P): y[b, a, p] = x[a, b, p]
- *   concat: y (N, C0 + C1, S) from a (N, C0, S) and b (N, C1, S)
- *   split:  the inverse of concat, for the gradients */
+/* Moving data between layouts. Each kernel runs over an exact 3-d range
+ * (x fastest) and reads its indices from it, so nothing divides.
+ *   swap01 over (P, A, B): y (B, A, P)[b, a, p] = x (A, B, P)[a, b, p]
+ *   concat over (S, C0 + C1, N): y (N, C0 + C1, S) from a (N, C0, S), b (N, C1, S)
+ *   split over (S, Cp, N): part (N, Cp, S) = channels [first, first + Cp) of
+ *                          y (N, C, S), for the gradients of concat */
 
-__kernel void swap01(__global const float *x, __global float *y, const ulong A,
-                     const ulong B, const ulong P)
+__kernel void swap01(__global const float *x, __global float *y)
 {
-    size_t id = get_global_id(0);
-    if (id >= A * B * P)
-        return;
-    ulong p = id % P, a = (id / P) % A, b = id / (P * A);
-    y[id] = x[(a * B + b) * P + p];
+    uint p = get_global_id(0), a = get_global_id(1), b = get_global_id(2);
+    uint P = get_global_size(0), A = get_global_size(1), B = get_global_size(2);
+    y[(b * A + a) * P + p] = x[(a * B + b) * P + p];
 }
 
 __kernel void concat(__global const float *a, __global const float *b, __global float *y,
-                     const ulong N, const ulong C0, const ulong C1, const ulong S)
+                     const uint C0)
 {
-    size_t id = get_global_id(0);
-    ulong C = C0 + C1;
-    if (id >= N * C * S)
-        return;
-    ulong s = id % S, c = (id / S) % C, n = id / (S * C);
-    y[id] = c < C0 ? a[(n * C0 + c) * S + s] : b[(n * C1 + (c - C0)) * S + s];
+    uint s = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
+    uint S = get_global_size(0), C = get_global_size(1), C1 = C - C0;
+    y[(n * C + c) * S + s] = c < C0 ? a[(n * C0 + c) * S + s] : b[(n * C1 + (c - C0)) * S + s];
 }
 
-/* part = the channels [first, first + Cp) of y (N, C, S) */
-__kernel void split(__global const float *y, __global float *part, const ulong N,
-                    const ulong C, const ulong Cp, const ulong first, const ulong S)
+__kernel void split(__global const float *y, __global float *part, const uint C,
+                    const uint first)
 {
-    size_t id = get_global_id(0);
-    if (id >= N * Cp * S)
-        return;
-    ulong s = id % S, c = (id / S) % Cp, n = id / (S * Cp);
-    part[id] = y[(n * C + first + c) * S + s];
+    uint s = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
+    uint S = get_global_size(0), Cp = get_global_size(1);
+    part[(n * Cp + c) * S + s] = y[(n * C + first + c) * S + s];
 }

@@ -10,10 +10,10 @@
  *              an index outside [0, C) gives NaN */
 
 __kernel void mse_terms(__global const float *x, __global const float *t,
-                        __global float *terms, __global float *grad, const ulong n,
+                        __global float *terms, __global float *grad, const uint n,
                         const float grad_scale, const int has_grad)
 {
-    size_t i = get_global_id(0);
+    uint i = (uint)get_global_id(0);
     if (i >= n)
         return;
     float d = x[i] - t[i];
@@ -23,10 +23,10 @@ __kernel void mse_terms(__global const float *x, __global const float *t,
 }
 
 __kernel void bce_terms(__global const float *x, __global const float *t,
-                        __global float *terms, __global float *grad, const ulong n,
+                        __global float *terms, __global float *grad, const uint n,
                         const float grad_scale, const int has_grad)
 {
-    size_t i = get_global_id(0);
+    uint i = (uint)get_global_id(0);
     if (i >= n)
         return;
     float v = x[i], e = exp(-fabs(v));
@@ -38,35 +38,35 @@ __kernel void bce_terms(__global const float *x, __global const float *t,
 }
 
 __kernel void ce_rows(__global const float *x, __global const float *t,
-                      __global float *terms, __global float *grad, const ulong N,
-                      const ulong C, const float smoothing, const float grad_scale,
+                      __global float *terms, __global float *grad, const uint N,
+                      const uint C, const float smoothing, const float grad_scale,
                       const int has_grad)
 {
-    size_t r = get_global_id(0);
+    uint r = (uint)get_global_id(0);
     if (r >= N)
         return;
     __global const float *xr = x + r * C;
     float target = t[r];
-    long cls = (long)target;
-    if (!(target >= 0.0f) || (float)cls != target || cls >= (long)C) {
+    int cls = (int)target;
+    if (!(target >= 0.0f) || (float)cls != target || cls >= (int)C) {
         terms[r] = NAN;
-        for (ulong j = 0; has_grad && j < C; j++)
+        for (uint j = 0; has_grad && j < C; j++)
             grad[r * C + j] = NAN;
         return;
     }
     float m = -INFINITY, sum_x = 0.0f;
-    for (ulong j = 0; j < C; j++) {
+    for (uint j = 0; j < C; j++) {
         m = fmax(m, xr[j]);
         sum_x += xr[j];
     }
     float sum_e = 0.0f;
-    for (ulong j = 0; j < C; j++)
+    for (uint j = 0; j < C; j++)
         sum_e += exp(xr[j] - m);
     float lse = m + log(sum_e);
     float on = 1.0f - smoothing, off = smoothing / (float)C;
     terms[r] = lse - on * xr[cls] - off * sum_x;
-    for (ulong j = 0; has_grad && j < C; j++) {
-        float q = off + (j == (ulong)cls ? on : 0.0f);
+    for (uint j = 0; has_grad && j < C; j++) {
+        float q = off + (j == (uint)cls ? on : 0.0f);
         grad[r * C + j] = (exp(xr[j] - lse) - q) * grad_scale;
     }
 }

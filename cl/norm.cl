@@ -10,19 +10,19 @@
  * (running = (1 - momentum) running + momentum stat, unbiased variance). */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void bn_stats(__global const float *x, __global float *mean, __global float *rstd,
-              __global float *run_mean, __global float *run_var, const ulong N,
-              const ulong C, const ulong S, const float eps, const float momentum,
+              __global float *run_mean, __global float *run_var, const uint N,
+              const uint C, const uint S, const float eps, const float momentum,
               const int update)
 {
     __local float scratch[WG];
-    size_t c = get_group_id(0), lid = get_local_id(0);
-    ulong M = N * S;
+    uint c = (uint)get_group_id(0), lid = (uint)get_local_id(0);
+    uint M = N * S;
     float acc = 0.0f;
-    for (ulong j = lid; j < M; j += WG)
+    for (uint j = lid; j < M; j += WG)
         acc += x[((j / S) * C + c) * S + j % S];
     float mu = group_sum(scratch, acc) / (float)M;
     acc = 0.0f;
-    for (ulong j = lid; j < M; j += WG) {
+    for (uint j = lid; j < M; j += WG) {
         float d = x[((j / S) * C + c) * S + j % S] - mu;
         acc += d * d;
     }
@@ -40,26 +40,27 @@ void bn_stats(__global const float *x, __global float *mean, __global float *rst
 
 /* Eval mode: mean and rstd from the running statistics. */
 __kernel void bn_running(__global const float *run_mean, __global const float *run_var,
-                         __global float *mean, __global float *rstd, const ulong C,
+                         __global float *mean, __global float *rstd, const uint C,
                          const float eps)
 {
-    size_t c = get_global_id(0);
+    uint c = (uint)get_global_id(0);
     if (c < C) {
         mean[c] = run_mean[c];
         rstd[c] = rsqrt(run_var[c] + eps);
     }
 }
 
-/* y = (x - mean[c]) rstd[c] gamma[c] + beta[c] */
+/* Element (n, c, s) of the range (S, C, N). */
+#define BN_ELEMENT                                                             \
+    uint s = get_global_id(0), c = get_global_id(1), nn = get_global_id(2);    \
+    uint i = (nn * get_global_size(1) + c) * get_global_size(0) + s
+
+/* y = (x - mean[c]) rstd[c] gamma[c] + beta[c], over (S, C, N) */
 __kernel void bn_apply(__global const float *x, __global float *y, __global const float *mean,
                        __global const float *rstd, __global const float *gamma,
-                       __global const float *beta, const ulong C, const ulong S,
-                       const ulong n)
+                       __global const float *beta)
 {
-    size_t i = get_global_id(0);
-    if (i >= n)
-        return;
-    ulong c = (i / S) % C;
+    BN_ELEMENT;
     y[i] = (x[i] - mean[c]) * rstd[c] * gamma[c] + beta[c];
 }
 
@@ -67,15 +68,15 @@ __kernel void bn_apply(__global const float *x, __global float *y, __global cons
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void bn_grad_sums(__global const float *x, __global const float *dy,
                   __global const float *mean, __global const float *rstd,
-                  __global float *dgamma, __global float *dbeta, const ulong N,
-                  const ulong C, const ulong S)
+                  __global float *dgamma, __global float *dbeta, const uint N,
+                  const uint C, const uint S)
 {
     __local float scratch[WG];
-    size_t c = get_group_id(0), lid = get_local_id(0);
-    ulong M = N * S;
+    uint c = (uint)get_group_id(0), lid = (uint)get_local_id(0);
+    uint M = N * S;
     float sum_dy = 0.0f, sum_dy_xhat = 0.0f;
-    for (ulong j = lid; j < M; j += WG) {
-        ulong at = ((j / S) * C + c) * S + j % S;
+    for (uint j = lid; j < M; j += WG) {
+        uint at = ((j / S) * C + c) * S + j % S;
         sum_dy += dy[at];
         sum_dy_xhat += dy[at] * (x[at] - mean[c]) * rstd[c];
     }
@@ -88,17 +89,14 @@ void bn_grad_sums(__global const float *x, __global const float *dy,
 }
 
 /* Training: dx = gamma rstd / M (M dy - dbeta - xhat dgamma);
- * eval (batch statistics not used): dx = gamma rstd dy. */
+ * eval (batch statistics not used): dx = gamma rstd dy. Over (S, C, N). */
 __kernel void bn_dx(__global const float *x, __global const float *dy,
                     __global const float *mean, __global const float *rstd,
                     __global const float *gamma, __global const float *dgamma,
-                    __global const float *dbeta, __global float *dx, const ulong C,
-                    const ulong S, const ulong n, const ulong M, const int training)
+                    __global const float *dbeta, __global float *dx, const int training)
 {
-    size_t i = get_global_id(0);
-    if (i >= n)
-        return;
-    ulong c = (i / S) % C;
+    BN_ELEMENT;
+    uint M = get_global_size(0) * get_global_size(2);
     float scale = gamma[c] * rstd[c];
     if (!training) {
         dx[i] = scale * dy[i];
@@ -112,20 +110,20 @@ __kernel void bn_dx(__global const float *x, __global const float *dy,
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void ln_forward(__global const float *x, __global float *y, __global const float *gamma,
                 __global const float *beta, __global float *mean, __global float *rstd,
-                const ulong D, const float eps)
+                const uint D, const float eps)
 {
     __local float scratch[WG];
-    size_t r = get_group_id(0), lid = get_local_id(0);
+    uint r = (uint)get_group_id(0), lid = (uint)get_local_id(0);
     __global const float *xr = x + r * D;
     float acc = 0.0f;
-    for (ulong j = lid; j < D; j += WG)
+    for (uint j = lid; j < D; j += WG)
         acc += xr[j];
     float mu = group_sum(scratch, acc) / (float)D;
     acc = 0.0f;
-    for (ulong j = lid; j < D; j += WG)
+    for (uint j = lid; j < D; j += WG)
         acc += (xr[j] - mu) * (xr[j] - mu);
     float rs = rsqrt(group_sum(scratch, acc) / (float)D + eps);
-    for (ulong j = lid; j < D; j += WG)
+    for (uint j = lid; j < D; j += WG)
         y[r * D + j] = (xr[j] - mu) * rs * gamma[j] + beta[j];
     if (lid == 0) {
         mean[r] = mu;
@@ -137,19 +135,19 @@ void ln_forward(__global const float *x, __global float *y, __global const float
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void ln_dx(__global const float *x, __global const float *dy, __global const float *gamma,
            __global const float *mean, __global const float *rstd, __global float *dx,
-           const ulong D)
+           const uint D)
 {
     __local float scratch[WG];
-    size_t r = get_group_id(0), lid = get_local_id(0);
+    uint r = (uint)get_group_id(0), lid = (uint)get_local_id(0);
     float mu = mean[r], rs = rstd[r], sum_g = 0.0f, sum_gx = 0.0f;
-    for (ulong j = lid; j < D; j += WG) {
+    for (uint j = lid; j < D; j += WG) {
         float g = dy[r * D + j] * gamma[j];
         sum_g += g;
         sum_gx += g * (x[r * D + j] - mu) * rs;
     }
     float mean_g = group_sum(scratch, sum_g) / (float)D;
     float mean_gx = group_sum(scratch, sum_gx) / (float)D;
-    for (ulong j = lid; j < D; j += WG) {
+    for (uint j = lid; j < D; j += WG) {
         float xhat = (x[r * D + j] - mu) * rs;
         dx[r * D + j] = rs * (dy[r * D + j] * gamma[j] - mean_g - xhat * mean_gx);
     }
@@ -159,13 +157,13 @@ void ln_dx(__global const float *x, __global const float *dy, __global const flo
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void ln_param_grads(__global const float *x, __global const float *dy,
                     __global const float *mean, __global const float *rstd,
-                    __global float *dgamma, __global float *dbeta, const ulong R,
-                    const ulong D)
+                    __global float *dgamma, __global float *dbeta, const uint R,
+                    const uint D)
 {
     __local float scratch[WG];
-    size_t j = get_group_id(0), lid = get_local_id(0);
+    uint j = (uint)get_group_id(0), lid = (uint)get_local_id(0);
     float sum_dy = 0.0f, sum_dy_xhat = 0.0f;
-    for (ulong r = lid; r < R; r += WG) {
+    for (uint r = lid; r < R; r += WG) {
         float d = dy[r * D + j];
         sum_dy += d;
         sum_dy_xhat += d * (x[r * D + j] - mean[r]) * rstd[r];

@@ -7,32 +7,31 @@
  *   avgpool_*: the window sum / (K*K), padding counted (PyTorch's default
  *              count_include_pad=True)
  * Backward passes gather over the windows covering each input, so they
- * need no atomics and sum in a fixed order. */
+ * need no atomics and sum in a fixed order. Forward runs over the range
+ * (OW, OH, planes), backward over (W, H, planes). */
 
 __kernel void maxpool_forward(__global const float *x, __global float *y,
-                              __global float *arg, const ulong planes, const ulong H,
-                              const ulong W, const ulong OH, const ulong OW, const ulong K,
-                              const ulong S, const ulong P)
+                              __global float *arg, const uint H, const uint W, const uint K,
+                              const uint S, const uint P)
 {
-    size_t id = get_global_id(0);
-    if (id >= planes * OH * OW)
-        return;
-    ulong ow = id % OW, oh = (id / OW) % OH, plane = id / (OW * OH);
+    uint ow = get_global_id(0), oh = get_global_id(1), plane = get_global_id(2);
+    uint OW = get_global_size(0), OH = get_global_size(1);
+    uint id = (plane * OH + oh) * OW + ow;
     __global const float *xp = x + plane * H * W;
     float best = -INFINITY;
-    long best_at = -1;
-    for (ulong kh = 0; kh < K; kh++) {
-        long ih = (long)(oh * S + kh) - (long)P;
-        if (ih < 0 || ih >= (long)H)
+    int best_at = -1;
+    for (uint kh = 0; kh < K; kh++) {
+        int ih = (int)(oh * S + kh) - (int)P;
+        if (ih < 0 || ih >= (int)H)
             continue;
-        for (ulong kw = 0; kw < K; kw++) {
-            long iw = (long)(ow * S + kw) - (long)P;
-            if (iw < 0 || iw >= (long)W)
+        for (uint kw = 0; kw < K; kw++) {
+            int iw = (int)(ow * S + kw) - (int)P;
+            if (iw < 0 || iw >= (int)W)
                 continue;
-            float v = xp[ih * (long)W + iw];
+            float v = xp[ih * (int)W + iw];
             if (v > best || best_at < 0 || isnan(v)) {
                 best = v;
-                best_at = ih * (long)W + iw;
+                best_at = ih * (int)W + iw;
             }
         }
     }
@@ -41,75 +40,68 @@ __kernel void maxpool_forward(__global const float *x, __global float *y,
 }
 
 /* First and last window index along one axis whose window covers i. */
-static void covering(long i, long K, long S, long P, long O, long *first, long *last)
+static void covering(int i, int K, int S, int P, int O, int *first, int *last)
 {
-    long hi = (i + P) / S;
-    long lo = i + P - K + 1;
+    int hi = (i + P) / S;
+    int lo = i + P - K + 1;
     lo = lo <= 0 ? 0 : (lo + S - 1) / S;
     *first = lo;
     *last = hi < O - 1 ? hi : O - 1;
 }
 
 __kernel void maxpool_backward(__global const float *dy, __global const float *arg,
-                               __global float *dx, const ulong planes, const ulong H,
-                               const ulong W, const ulong OH, const ulong OW, const ulong K,
-                               const ulong S, const ulong P)
+                               __global float *dx, const uint OH, const uint OW, const uint K,
+                               const uint S, const uint P)
 {
-    size_t id = get_global_id(0);
-    if (id >= planes * H * W)
-        return;
-    ulong iw = id % W, ih = (id / W) % H, plane = id / (W * H);
-    long h0, h1, w0, w1;
-    covering((long)ih, (long)K, (long)S, (long)P, (long)OH, &h0, &h1);
-    covering((long)iw, (long)K, (long)S, (long)P, (long)OW, &w0, &w1);
+    uint iw = get_global_id(0), ih = get_global_id(1), plane = get_global_id(2);
+    uint W = get_global_size(0), H = get_global_size(1);
+    uint id = (plane * H + ih) * W + iw;
+    int h0, h1, w0, w1;
+    covering((int)ih, (int)K, (int)S, (int)P, (int)OH, &h0, &h1);
+    covering((int)iw, (int)K, (int)S, (int)P, (int)OW, &w0, &w1);
     float me = (float)(ih * W + iw), acc = 0.0f;
-    for (long oh = h0; oh <= h1; oh++)
-        for (long ow = w0; ow <= w1; ow++) {
-            ulong at = (plane * OH + (ulong)oh) * OW + (ulong)ow;
+    for (int oh = h0; oh <= h1; oh++)
+        for (int ow = w0; ow <= w1; ow++) {
+            uint at = (plane * OH + (uint)oh) * OW + (uint)ow;
             if (arg[at] == me)
                 acc += dy[at];
         }
     dx[id] = acc;
 }
 
-__kernel void avgpool_forward(__global const float *x, __global float *y, const ulong planes,
-                              const ulong H, const ulong W, const ulong OH, const ulong OW,
-                              const ulong K, const ulong S, const ulong P)
+__kernel void avgpool_forward(__global const float *x, __global float *y, const uint H,
+                              const uint W, const uint K, const uint S, const uint P)
 {
-    size_t id = get_global_id(0);
-    if (id >= planes * OH * OW)
-        return;
-    ulong ow = id % OW, oh = (id / OW) % OH, plane = id / (OW * OH);
+    uint ow = get_global_id(0), oh = get_global_id(1), plane = get_global_id(2);
+    uint OW = get_global_size(0), OH = get_global_size(1);
+    uint id = (plane * OH + oh) * OW + ow;
     __global const float *xp = x + plane * H * W;
     float acc = 0.0f;
-    for (ulong kh = 0; kh < K; kh++) {
-        long ih = (long)(oh * S + kh) - (long)P;
-        if (ih < 0 || ih >= (long)H)
+    for (uint kh = 0; kh < K; kh++) {
+        int ih = (int)(oh * S + kh) - (int)P;
+        if (ih < 0 || ih >= (int)H)
             continue;
-        for (ulong kw = 0; kw < K; kw++) {
-            long iw = (long)(ow * S + kw) - (long)P;
-            if (iw >= 0 && iw < (long)W)
-                acc += xp[ih * (long)W + iw];
+        for (uint kw = 0; kw < K; kw++) {
+            int iw = (int)(ow * S + kw) - (int)P;
+            if (iw >= 0 && iw < (int)W)
+                acc += xp[ih * (int)W + iw];
         }
     }
     y[id] = acc / (float)(K * K);
 }
 
-__kernel void avgpool_backward(__global const float *dy, __global float *dx,
-                               const ulong planes, const ulong H, const ulong W,
-                               const ulong OH, const ulong OW, const ulong K, const ulong S,
-                               const ulong P)
+__kernel void avgpool_backward(__global const float *dy, __global float *dx, const uint OH,
+                               const uint OW, const uint K, const uint S, const uint P)
 {
-    size_t id = get_global_id(0);
-    if (id >= planes * H * W)
-        return;
-    ulong iw = id % W, ih = (id / W) % H, plane = id / (W * H);
-    long h0, h1, w0, w1;
-    covering((long)ih, (long)K, (long)S, (long)P, (long)OH, &h0, &h1);
-    covering((long)iw, (long)K, (long)S, (long)P, (long)OW, &w0, &w1);
+    uint iw = get_global_id(0), ih = get_global_id(1), plane = get_global_id(2);
+    uint W = get_global_size(0), H = get_global_size(1);
+    uint id = (plane * H + ih) * W + iw;
+    int h0, h1, w0, w1;
+    covering((int)ih, (int)K, (int)S, (int)P, (int)OH, &h0, &h1);
+    covering((int)iw, (int)K, (int)S, (int)P, (int)OW, &w0, &w1);
     float acc = 0.0f;
-    for (long oh = h0; oh <= h1; oh++)
-        for (long ow = w0; ow <= w1; ow++)
-            acc += dy[(plane * OH + (ulong)oh) * OW + (ulong)ow];
+    for (int oh = h0; oh <= h1; oh++)
+        for (int ow = w0; ow <= w1; ow++)
+            acc += dy[(plane * OH + (uint)oh) * OW + (uint)ow];
     dx[id] = acc / (float)(K * K);
 }

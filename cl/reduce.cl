@@ -8,15 +8,15 @@
  *   sum_partials: out[0] = scale * sum of partial[0..count)   one work-group
  * Built after group.cl (group_sum). */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void channel_sums(__global const float *x, __global float *out, const ulong rows,
-                  const ulong cols, const ulong inner)
+void channel_sums(__global const float *x, __global float *out, const uint rows,
+                  const uint cols, const uint inner)
 {
     __local float scratch[WG];
-    size_t c = get_group_id(0), lid = get_local_id(0);
-    ulong count = rows * inner;
+    uint c = (uint)get_group_id(0), lid = (uint)get_local_id(0);
+    uint count = rows * inner;
     float acc = 0.0f;
-    for (ulong j = lid; j < count; j += WG) {
-        ulong r = j / inner, s = j % inner;
+    for (uint j = lid; j < count; j += WG) {
+        uint r = j / inner, s = j % inner;
         acc += x[(r * cols + c) * inner + s];
     }
     float total = group_sum(scratch, acc);
@@ -25,14 +25,14 @@ void channel_sums(__global const float *x, __global float *out, const ulong rows
 }
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void partial_sums(__global const float *x, const ulong n, const ulong chunk,
+void partial_sums(__global const float *x, const uint n, const uint chunk,
                   __global float *partial, const int square)
 {
     __local float scratch[WG];
-    size_t g = get_group_id(0), lid = get_local_id(0);
-    ulong begin = g * chunk, end = min(n, begin + chunk);
+    uint g = (uint)get_group_id(0), lid = (uint)get_local_id(0);
+    uint begin = g * chunk, end = min(n, begin + chunk);
     float acc = 0.0f;
-    for (ulong i = begin + lid; i < end; i += WG)
+    for (uint i = begin + lid; i < end; i += WG)
         acc += square ? x[i] * x[i] : x[i];
     float total = group_sum(scratch, acc);
     if (lid == 0)
@@ -40,13 +40,13 @@ void partial_sums(__global const float *x, const ulong n, const ulong chunk,
 }
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void sum_partials(__global const float *partial, const ulong count, __global float *out,
+void sum_partials(__global const float *partial, const uint count, __global float *out,
                   const float scale)
 {
     __local float scratch[WG];
-    size_t lid = get_local_id(0);
+    uint lid = (uint)get_local_id(0);
     float acc = 0.0f;
-    for (ulong i = lid; i < count; i += WG)
+    for (uint i = lid; i < count; i += WG)
         acc += partial[i];
     float total = group_sum(scratch, acc);
     if (lid == 0)

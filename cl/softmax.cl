@@ -4,40 +4,40 @@
  *   softmax_forward:  y = exp(x - max) / sum exp(x - max)
  *   softmax_backward: dx = y * (dy - sum(dy * y)) */
 
-__kernel void softmax_forward(__global const float *x, __global float *y, const ulong outer,
-                              const ulong n, const ulong inner)
+__kernel void softmax_forward(__global const float *x, __global float *y, const uint outer,
+                              const uint n, const uint inner)
 {
-    size_t id = get_global_id(0);
+    uint id = (uint)get_global_id(0);
     if (id >= outer * inner)
         return;
-    size_t base = (id / inner) * n * inner + id % inner;
+    uint base = (id / inner) * n * inner + id % inner;
     float m = -INFINITY;
-    for (ulong j = 0; j < n; j++)
+    for (uint j = 0; j < n; j++)
         m = fmax(m, x[base + j * inner]);
     float sum = 0.0f;
-    for (ulong j = 0; j < n; j++) {
+    for (uint j = 0; j < n; j++) {
         float e = exp(x[base + j * inner] - m);
         y[base + j * inner] = e;
         sum += e;
     }
     float inv = 1.0f / sum;
-    for (ulong j = 0; j < n; j++)
+    for (uint j = 0; j < n; j++)
         y[base + j * inner] *= inv;
 }
 
 __kernel void softmax_backward(__global const float *y, __global const float *dy,
-                               __global float *dx, const ulong outer, const ulong n,
-                               const ulong inner)
+                               __global float *dx, const uint outer, const uint n,
+                               const uint inner)
 {
-    size_t id = get_global_id(0);
+    uint id = (uint)get_global_id(0);
     if (id >= outer * inner)
         return;
-    size_t base = (id / inner) * n * inner + id % inner;
+    uint base = (id / inner) * n * inner + id % inner;
     float dot = 0.0f;
-    for (ulong j = 0; j < n; j++)
+    for (uint j = 0; j < n; j++)
         dot += dy[base + j * inner] * y[base + j * inner];
-    for (ulong j = 0; j < n; j++) {
-        size_t at = base + j * inner;
+    for (uint j = 0; j < n; j++) {
+        uint at = base + j * inner;
         dx[at] = y[at] * (dy[at] - dot);
     }
 }

@@ -77,6 +77,11 @@ struct kiln_ctx {
 kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name,
                            size_t global, size_t local, int nargs, ...);
 
+/* The same over an exact x * y * z range, work-group sizes left to the
+ * driver: kernels then read their indices without dividing. */
+kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                           size_t y, size_t z, int nargs, ...);
+
 /* ---- tensors (tensor.c) ------------------------------------------------ */
 
 struct kiln_tensor {

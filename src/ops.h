@@ -159,6 +159,11 @@ kiln_shape shape_make(int ndim, size_t d0, size_t d1, size_t d2, size_t d3);
 kiln_status expect_shape(const char *op, const char *what, const kiln_tensor *t,
                          const kiln_shape *want);
 
+/* Kernels index with 32-bit integers (64-bit division is several times
+ * slower on CPUs): fails with KILN_ERR_TOO_LARGE naming what when n
+ * elements do not fit. */
+kiln_status op_check_count(const char *op, const char *what, size_t n);
+
 /* A device tensor of a given shape for temporaries. */
 kiln_status tensor_of(kiln_ctx *ctx, const kiln_shape *s, kiln_tensor **out);
 

@@ -492,28 +492,53 @@ kiln_status kiln_kernel_get(kiln_ctx *ctx, const char *source, const char *optio
 
 /* ---- launching ---------------------------------------------------------------- */
 
+static kiln_status set_args(cl_kernel kernel, const char *name, int nargs, va_list ap)
+{
+    for (int i = 0; i < nargs; i++) {
+        size_t size = va_arg(ap, size_t);
+        const void *value = va_arg(ap, const void *);
+        cl_int err = clSetKernelArg(kernel, (cl_uint)i, size, value);
+        if (err != CL_SUCCESS)
+            return kiln_fail_cl_in(err, "clSetKernelArg", "%s, argument %d", name, i);
+    }
+    return KILN_OK;
+}
+
+static kiln_status enqueue(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl_uint dims,
+                           const size_t *global, const size_t *local)
+{
+    for (cl_uint i = 0; i < dims; i++)
+        if (global[i] == 0)
+            return KILN_OK;
+    cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, dims, NULL, global, local, 0, NULL,
+                                        NULL);
+    if (err != CL_SUCCESS)
+        return kiln_fail_cl_in(err, "clEnqueueNDRangeKernel", "%s, %zux%zux%zu items", name,
+                               global[0], dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
+    return KILN_OK;
+}
+
 kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t global,
                            size_t local, int nargs, ...)
 {
     va_list ap;
     va_start(ap, nargs);
-    for (int i = 0; i < nargs; i++) {
-        size_t size = va_arg(ap, size_t);
-        const void *value = va_arg(ap, const void *);
-        cl_int err = clSetKernelArg(kernel, (cl_uint)i, size, value);
-        if (err != CL_SUCCESS) {
-            va_end(ap);
-            return kiln_fail_cl_in(err, "clSetKernelArg", "%s, argument %d", name, i);
-        }
-    }
+    kiln_status st = set_args(kernel, name, nargs, ap);
     va_end(ap);
-    if (global == 0)
-        return KILN_OK;
+    if (st != KILN_OK)
+        return st;
     if (local > 0)
         global = (global + local - 1) / local * local;
-    cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, 1, NULL, &global,
-                                        local > 0 ? &local : NULL, 0, NULL, NULL);
-    if (err != CL_SUCCESS)
-        return kiln_fail_cl_in(err, "clEnqueueNDRangeKernel", "%s, %zu items", name, global);
-    return KILN_OK;
+    return enqueue(ctx, kernel, name, 1, &global, local > 0 ? &local : NULL);
+}
+
+kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                           size_t y, size_t z, int nargs, ...)
+{
+    va_list ap;
+    va_start(ap, nargs);
+    kiln_status st = set_args(kernel, name, nargs, ap);
+    va_end(ap);
+    size_t global[3] = {x, y, z};
+    return st == KILN_OK ? enqueue(ctx, kernel, name, 3, global, NULL) : st;
 }

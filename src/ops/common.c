@@ -1,4 +1,5 @@
 /* Shapes, checks and the deterministic reductions shared by the ops. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,14 @@ kiln_status expect_shape(const char *op, const char *what, const kiln_tensor *t,
                      shape_str(&got, a, sizeof a), shape_str(want, b, sizeof b));
 }
 
+kiln_status op_check_count(const char *op, const char *what, size_t n)
+{
+    if (n <= UINT32_MAX)
+        return KILN_OK;
+    return kiln_fail(KILN_ERR_TOO_LARGE, "%s: %s has %zu elements; the operators handle at "
+                                         "most %u", op, what, n, UINT32_MAX);
+}
+
 kiln_status tensor_of(kiln_ctx *ctx, const kiln_shape *s, kiln_tensor **out)
 {
     return kiln_tensor_create(ctx, s->ndim, s->d, out);
@@ -101,7 +110,7 @@ kiln_status op_channel_sums(kiln_ctx *ctx, cl_mem x, size_t rows, size_t cols, s
     if (st != KILN_OK)
         return st;
     size_t wg = reduce_group_size(ctx);
-    cl_ulong r = rows, c = cols, s = inner;
+    cl_uint r = rows, c = cols, s = inner;
     return kiln_launch_1d(ctx, k, "channel_sums", cols * wg, wg, 5, KARG(x), KARG(out),
                           KARG(r), KARG(c), KARG(s));
 }
@@ -123,7 +132,7 @@ static kiln_status partial_sums(kiln_ctx *ctx, cl_mem x, size_t n, int square, c
     if (err != CL_SUCCESS)
         return kiln_fail_cl(err, "clCreateSubBuffer");
     size_t wg = reduce_group_size(ctx);
-    cl_ulong count = n, chunk = (n + groups - 1) / groups;
+    cl_uint count = n, chunk = (n + groups - 1) / groups;
     cl_int sq = square;
     st = kiln_launch_1d(ctx, k, "partial_sums", groups * wg, wg, 5, KARG(x), KARG(count),
                         KARG(chunk), KARG(view), KARG(sq));
@@ -141,7 +150,7 @@ static kiln_status sum_partials(kiln_ctx *ctx, cl_mem partial, size_t count, cl_
     if (st != KILN_OK)
         return st;
     size_t wg = reduce_group_size(ctx);
-    cl_ulong c = count;
+    cl_uint c = count;
     return kiln_launch_1d(ctx, k, "sum_partials", wg, wg, 4, KARG(partial), KARG(c), KARG(out),
                           KARG(scale));
 }
@@ -188,6 +197,11 @@ kiln_status op_sum_squares(kiln_ctx *ctx, kiln_tensor *const *tensors, size_t co
     if (out->numel != 1)
         return kiln_fail(KILN_ERR_SHAPE, "sum_squares: the result tensor has %zu values; "
                                          "expected 1", out->numel);
+    for (size_t i = 0; i < count; i++) {
+        kiln_status st = op_check_count("sum_squares", "a tensor", tensors[i]->numel);
+        if (st != KILN_OK)
+            return st;
+    }
     cl_mem *xs = malloc((count + 1) * sizeof *xs);
     size_t *ns = malloc((count + 1) * sizeof *ns);
     kiln_status st = KILN_OK;

@@ -60,26 +60,41 @@ static conv_dims dims_of(const op_args *c)
     return d;
 }
 
-/* Runs im2col or col2im (same arguments). */
-static kiln_status columns(kiln_ctx *ctx, const char *name, const conv_dims *d, cl_mem from,
-                           cl_mem to, size_t items)
+/* x (N, C, H, W) -> col (C*K*K, N*OH*OW), over (OW, OH, N). */
+static kiln_status im2col(kiln_ctx *ctx, const conv_dims *d, cl_mem x, cl_mem col)
 {
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(ctx, "conv.cl", "", name, &k);
+    kiln_status st = kiln_kernel_get(ctx, "conv.cl", "", "im2col", &k);
     if (st != KILN_OK)
         return st;
-    cl_ulong v[10] = {d->n, d->c, d->h, d->w, d->oh, d->ow, d->k, d->s, d->p, d->d};
-    return kiln_launch_1d(ctx, k, name, items, 64, 12, KARG(from), KARG(to), KARG(v[0]),
-                          KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]), KARG(v[5]),
-                          KARG(v[6]), KARG(v[7]), KARG(v[8]), KARG(v[9]));
+    cl_uint v[7] = {d->c, d->h, d->w, d->k, d->s, d->p, d->d};
+    return kiln_launch_3d(ctx, k, "im2col", d->ow, d->oh, d->n, 9, KARG(x), KARG(col),
+                          KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]),
+                          KARG(v[5]), KARG(v[6]));
+}
+
+/* dcol (C*K*K, N*OH*OW) -> dx (N, C, H, W), over (W, H, N*C). */
+static kiln_status col2im(kiln_ctx *ctx, const conv_dims *d, cl_mem dcol, cl_mem dx)
+{
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(ctx, "conv.cl", "", "col2im", &k);
+    if (st != KILN_OK)
+        return st;
+    cl_uint v[8] = {d->n, d->c, d->oh, d->ow, d->k, d->s, d->p, d->d};
+    return kiln_launch_3d(ctx, k, "col2im", d->w, d->h, d->n * d->c, 10, KARG(dcol), KARG(dx),
+                          KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]),
+                          KARG(v[5]), KARG(v[6]), KARG(v[7]));
 }
 
 static kiln_status make_columns(kiln_ctx *ctx, const conv_dims *d, cl_mem x, kiln_tensor **col)
 {
     kiln_shape s = shape_make(2, d->c * d->k * d->k, d->n * d->oh * d->ow, 0, 0);
-    kiln_status st = tensor_of(ctx, &s, col);
+    *col = NULL;
+    kiln_status st = op_check_count("conv2d", "the column matrix", shape_numel(&s));
     if (st == KILN_OK)
-        st = columns(ctx, "im2col", d, x, (*col)->buf, (*col)->numel);
+        st = tensor_of(ctx, &s, col);
+    if (st == KILN_OK)
+        st = im2col(ctx, d, x, (*col)->buf);
     if (st != KILN_OK) {
         kiln_tensor_free(*col);
         *col = NULL;
@@ -142,7 +157,7 @@ static kiln_status conv_backward(const op_args *c)
             st = kiln_blas_sgemm(c->ctx, KILN_TRANS, KILN_NO_TRANS, ckk, np, d.o, 1.0f,
                                  c->param[0]->buf, 0, ckk, gt, 0, np, 0.0f, dcol->buf, 0, np);
         if (st == KILN_OK)
-            st = columns(c->ctx, "col2im", &d, dcol->buf, c->din[0]->buf, c->din[0]->numel);
+            st = col2im(c->ctx, &d, dcol->buf, c->din[0]->buf);
     }
     kiln_tensor_free(dz);
     kiln_tensor_free(dzt);

@@ -17,15 +17,22 @@ static kiln_status apply_mask(const op_args *c, const kiln_tensor *from, kiln_te
 {
     if (!c->training || c->attrs->p == 0.0f)
         return kiln_tensor_copy(to, from);
-    cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "dropout.cl", "", "dropout", &k);
+    cl_kernel full, tail;
+    kiln_status st = kiln_kernel_get(c->ctx, "dropout.cl", "", "dropout", &full);
+    if (st == KILN_OK)
+        st = kiln_kernel_get(c->ctx, "dropout.cl", "", "dropout_tail", &tail);
     if (st != KILN_OK)
         return st;
-    cl_ulong n = from->numel, seed = c->attrs->seed, counter = c->attrs->counter;
+    cl_ulong seed = c->attrs->seed, counter = c->attrs->counter;
+    cl_uint n = from->numel;
     float p = c->attrs->p, scale = 1.0f / (1.0f - p);
-    return kiln_launch_1d(c->ctx, k, "dropout", (n + 3) / 4, 64, 7, KARG(from->buf),
-                          KARG(to->buf), KARG(n), KARG(p), KARG(scale), KARG(seed),
-                          KARG(counter));
+    st = kiln_launch_3d(c->ctx, full, "dropout", n / 4, 1, 1, 6, KARG(from->buf), KARG(to->buf),
+                        KARG(p), KARG(scale), KARG(seed), KARG(counter));
+    if (st == KILN_OK && n % 4)
+        st = kiln_launch_3d(c->ctx, tail, "dropout_tail", 1, 1, 1, 7, KARG(from->buf),
+                            KARG(to->buf), KARG(n), KARG(p), KARG(scale), KARG(seed),
+                            KARG(counter));
+    return st;
 }
 
 static kiln_status dropout_forward(const op_args *c)

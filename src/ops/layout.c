@@ -7,9 +7,7 @@ kiln_status op_swap01(kiln_ctx *ctx, cl_mem x, cl_mem y, size_t a, size_t b, siz
     kiln_status st = kiln_kernel_get(ctx, "layout.cl", "", "swap01", &k);
     if (st != KILN_OK)
         return st;
-    cl_ulong A = a, B = b, P = p;
-    return kiln_launch_1d(ctx, k, "swap01", a * b * p, 64, 5, KARG(x), KARG(y), KARG(A),
-                          KARG(B), KARG(P));
+    return kiln_launch_3d(ctx, k, "swap01", p, a, b, 2, KARG(x), KARG(y));
 }
 
 /* ---- flatten: (N, ...) -> (N, product of the rest) ------------------------- */
@@ -69,10 +67,9 @@ static kiln_status concat_forward(const op_args *c)
     size_t n, c0, c1, rest;
     ncs(&s0, &n, &c0, &rest);
     ncs(&s1, &n, &c1, &rest);
-    cl_ulong N = n, C0 = c0, C1 = c1, S = rest;
-    return kiln_launch_1d(c->ctx, k, "concat", c->out->numel, 64, 7, KARG(c->in[0]->buf),
-                          KARG(c->in[1]->buf), KARG(c->out->buf), KARG(N), KARG(C0), KARG(C1),
-                          KARG(S));
+    cl_uint C0 = c0;
+    return kiln_launch_3d(c->ctx, k, "concat", rest, c0 + c1, n, 4, KARG(c->in[0]->buf),
+                          KARG(c->in[1]->buf), KARG(c->out->buf), KARG(C0));
 }
 
 static kiln_status concat_backward(const op_args *c)
@@ -84,11 +81,10 @@ static kiln_status concat_backward(const op_args *c)
     ncs(&so, &n, &ch, &rest);
     for (int i = 0; i < 2 && st == KILN_OK; i++) {
         size_t part = c->in[i]->shape[1];
-        cl_ulong N = n, C = ch, Cp = part, F = first, S = rest;
+        cl_uint C = ch, F = first;
         if (c->din[i])
-            st = kiln_launch_1d(c->ctx, k, "split", c->din[i]->numel, 64, 7, KARG(c->dout->buf),
-                                KARG(c->din[i]->buf), KARG(N), KARG(C), KARG(Cp), KARG(F),
-                                KARG(S));
+            st = kiln_launch_3d(c->ctx, k, "split", rest, part, n, 4, KARG(c->dout->buf),
+                                KARG(c->din[i]->buf), KARG(C), KARG(F));
         first += part;
     }
     return st;

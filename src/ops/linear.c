@@ -34,9 +34,8 @@ kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y
         return st;
     cl_int has_bias = b != NULL;
     cl_mem bias = b ? b->buf : y->buf;
-    cl_ulong c = cols, s = inner, n = y->numel;
-    return kiln_launch_1d(ctx, k, "bias_act", y->numel, 64, 7, KARG(y->buf), KARG(bias),
-                          KARG(has_bias), KARG(c), KARG(s), KARG(n), KARG(slope));
+    return kiln_launch_3d(ctx, k, "bias_act", inner, cols, y->numel / (cols * inner), 4,
+                          KARG(y->buf), KARG(bias), KARG(has_bias), KARG(slope));
 }
 
 static kiln_status linear_forward(const op_args *c)
@@ -76,7 +75,7 @@ kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
                          "act_backward", &k);
     if (st == KILN_OK) {
         /* For relu-family the sign of y equals the sign of z (slope > 0). */
-        cl_ulong n = c->out->numel;
+        cl_uint n = c->out->numel;
         st = kiln_launch_1d(c->ctx, k, "act_backward", n, 64, 6, KARG(c->out->buf),
                             KARG(c->out->buf), KARG(c->dout->buf), KARG((*dz)->buf), KARG(n),
                             KARG(c->attrs->slope));

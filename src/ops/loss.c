@@ -48,6 +48,8 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "cross_entropy: label_smoothing = %g; "
                                                     "expected 0 to 1", (double)label_smoothing);
     kiln_status st = check_loss_shapes(kind, input, target, loss, dinput);
+    if (st == KILN_OK)
+        st = op_check_count(loss_name(kind), "the input", input->numel);
     if (st != KILN_OK)
         return st;
     int ce = kind == LOSS_CROSS_ENTROPY;
@@ -63,12 +65,12 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
     cl_int has_grad = dinput != NULL;
     cl_mem grad = dinput ? dinput->buf : terms->buf;
     if (st == KILN_OK && ce) {
-        cl_ulong n = input->shape[0], c = input->shape[1];
+        cl_uint n = input->shape[0], c = input->shape[1];
         st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, 9, KARG(input->buf),
                             KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n), KARG(c),
                             KARG(label_smoothing), KARG(scale), KARG(has_grad));
     } else if (st == KILN_OK) {
-        cl_ulong n = count;
+        cl_uint n = count;
         st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, 7, KARG(input->buf),
                             KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n),
                             KARG(scale), KARG(has_grad));

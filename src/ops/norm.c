@@ -36,7 +36,7 @@ static kiln_status bn_infer(const op_attrs *a, const kiln_shape *in, op_shapes *
 }
 
 typedef struct {
-    cl_ulong n, c, s;
+    cl_uint n, c, s;
 } bn_dims;
 
 static bn_dims bn_dims_of(const kiln_tensor *x)
@@ -85,11 +85,9 @@ static kiln_status bn_forward(const op_args *c)
         st = norm_kernel(c->ctx, "bn_apply", &k);
     if (st != KILN_OK)
         return st;
-    cl_ulong n = c->out->numel;
-    return kiln_launch_1d(c->ctx, k, "bn_apply", n, 64, 9, KARG(c->in[0]->buf),
+    return kiln_launch_3d(c->ctx, k, "bn_apply", d.s, d.c, d.n, 6, KARG(c->in[0]->buf),
                           KARG(c->out->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
-                          KARG(c->param[0]->buf), KARG(c->param[1]->buf), KARG(d.c), KARG(d.s),
-                          KARG(n));
+                          KARG(c->param[0]->buf), KARG(c->param[1]->buf));
 }
 
 static kiln_status bn_backward(const op_args *c)
@@ -115,13 +113,11 @@ static kiln_status bn_backward(const op_args *c)
     if (st == KILN_OK && c->din[0])
         st = norm_kernel(c->ctx, "bn_dx", &k);
     if (st == KILN_OK && c->din[0]) {
-        cl_ulong n = c->in[0]->numel, m = d.n * d.s;
         cl_int training = c->training;
-        st = kiln_launch_1d(c->ctx, k, "bn_dx", n, 64, 13, KARG(c->in[0]->buf),
+        st = kiln_launch_3d(c->ctx, k, "bn_dx", d.s, d.c, d.n, 9, KARG(c->in[0]->buf),
                             KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
                             KARG(c->param[0]->buf), KARG(dg->buf), KARG(db->buf),
-                            KARG(c->din[0]->buf), KARG(d.c), KARG(d.s), KARG(n), KARG(m),
-                            KARG(training));
+                            KARG(c->din[0]->buf), KARG(training));
     }
     kiln_tensor_free(tmp[0]);
     kiln_tensor_free(tmp[1]);
@@ -156,7 +152,7 @@ static kiln_status ln_forward(const op_args *c)
     if (st != KILN_OK)
         return st;
     size_t rows = c->saved[0]->numel, wg = reduce_group_size(c->ctx);
-    cl_ulong dim = c->in[0]->numel / rows;
+    cl_uint dim = c->in[0]->numel / rows;
     return kiln_launch_1d(c->ctx, k, "ln_forward", rows * wg, wg, 8, KARG(c->in[0]->buf),
                           KARG(c->out->buf), KARG(c->param[0]->buf), KARG(c->param[1]->buf),
                           KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(dim),
@@ -166,7 +162,7 @@ static kiln_status ln_forward(const op_args *c)
 static kiln_status ln_backward(const op_args *c)
 {
     size_t rows = c->saved[0]->numel, wg = reduce_group_size(c->ctx);
-    cl_ulong dim = c->in[0]->numel / rows, r = rows;
+    cl_uint dim = c->in[0]->numel / rows, r = rows;
     cl_kernel k;
     kiln_status st = KILN_OK;
     if (c->din[0] && (st = norm_kernel(c->ctx, "ln_dx", &k)) == KILN_OK)

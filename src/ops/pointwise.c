@@ -19,7 +19,7 @@ static kiln_status act_forward(const op_args *c)
                                      "act_forward", &k);
     if (st != KILN_OK)
         return st;
-    cl_ulong n = c->out->numel;
+    cl_uint n = c->out->numel;
     return kiln_launch_1d(c->ctx, k, "act_forward", n, 64, 4, KARG(c->in[0]->buf),
                           KARG(c->out->buf), KARG(n), KARG(c->attrs->slope));
 }
@@ -35,7 +35,7 @@ static kiln_status act_backward(const op_args *c)
                                      "act_backward", &k);
     if (st != KILN_OK)
         return st;
-    cl_ulong n = c->out->numel;
+    cl_uint n = c->out->numel;
     return kiln_launch_1d(c->ctx, k, "act_backward", n, 64, 6, KARG(c->in[0]->buf),
                           KARG(c->out->buf), KARG(c->dout->buf), KARG(c->din[0]->buf), KARG(n),
                           KARG(c->attrs->slope));
@@ -44,8 +44,8 @@ static kiln_status act_backward(const op_args *c)
 /* ---- softmax along attrs->dim -------------------------------------------- */
 
 /* Views a shape as (outer, n, inner) around dimension dim. */
-static void split_at(const kiln_shape *s, int dim, cl_ulong *outer, cl_ulong *n,
-                     cl_ulong *inner)
+static void split_at(const kiln_shape *s, int dim, cl_uint *outer, cl_uint *n,
+                     cl_uint *inner)
 {
     *outer = *inner = 1;
     for (int i = 0; i < dim; i++)
@@ -77,7 +77,7 @@ static kiln_status softmax_launch(const op_args *c, const char *name, int backwa
     if (st != KILN_OK)
         return st;
     kiln_shape s = shape_of(c->out);
-    cl_ulong outer, n, inner;
+    cl_uint outer, n, inner;
     split_at(&s, softmax_dim(c->attrs, s.ndim), &outer, &n, &inner);
     if (backward)
         return kiln_launch_1d(c->ctx, k, name, outer * inner, 64, 6, KARG(c->out->buf),
@@ -117,7 +117,7 @@ static kiln_status add_forward(const op_args *c)
     kiln_status st = kiln_kernel_get(c->ctx, "act.cl", "", "add", &k);
     if (st != KILN_OK)
         return st;
-    cl_ulong n = c->out->numel;
+    cl_uint n = c->out->numel;
     return kiln_launch_1d(c->ctx, k, "add", n, 64, 4, KARG(c->in[0]->buf), KARG(c->in[1]->buf),
                           KARG(c->out->buf), KARG(n));
 }

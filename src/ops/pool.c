@@ -45,34 +45,34 @@ static kiln_status avgpool_infer(const op_attrs *a, const kiln_shape *in, op_sha
     return pool_infer("avgpool", a, in, s);
 }
 
-/* Launches a pool kernel over items with (tensors..., sizes...) arguments. */
-static kiln_status pool_launch(const op_args *c, const char *name, size_t items, int nbuf,
+/* Launches a pool kernel: forward over (OW, OH, planes) with the input's
+ * H, W; backward over (W, H, planes) with the output's OH, OW. The buffers
+ * come first, then those two sizes, then K, S, P. */
+static kiln_status pool_launch(const op_args *c, const char *name, int backward, int nbuf,
                                cl_mem b0, cl_mem b1, cl_mem b2)
 {
     cl_kernel k;
     kiln_status st = kiln_kernel_get(c->ctx, "pool.cl", "", name, &k);
     if (st != KILN_OK)
         return st;
-    const kiln_tensor *x = c->in[0];
-    cl_ulong v[8] = {x->shape[0] * x->shape[1], x->shape[2], x->shape[3], c->out->shape[2],
-                     c->out->shape[3], c->attrs->kernel, pool_stride(c->attrs), c->attrs->pad};
+    const kiln_tensor *x = c->in[0], *y = c->out;
+    const kiln_tensor *range = backward ? x : y, *other = backward ? y : x;
+    cl_uint v[5] = {other->shape[2], other->shape[3], c->attrs->kernel, pool_stride(c->attrs),
+                    c->attrs->pad};
     cl_mem bufs[3] = {b0, b1, b2};
-    for (int i = 0; i < nbuf; i++) {
-        cl_int err = clSetKernelArg(k, (cl_uint)i, sizeof(cl_mem), &bufs[i]);
+    for (int i = 0; i < nbuf + 5; i++) {
+        cl_int err = i < nbuf ? clSetKernelArg(k, (cl_uint)i, sizeof(cl_mem), &bufs[i])
+                              : clSetKernelArg(k, (cl_uint)i, sizeof(cl_uint), &v[i - nbuf]);
         if (err != CL_SUCCESS)
             return kiln_fail_cl_in(err, "clSetKernelArg", "%s, argument %d", name, i);
     }
-    for (int i = 0; i < 8; i++) {
-        cl_int err = clSetKernelArg(k, (cl_uint)(nbuf + i), sizeof v[i], &v[i]);
-        if (err != CL_SUCCESS)
-            return kiln_fail_cl_in(err, "clSetKernelArg", "%s, argument %d", name, nbuf + i);
-    }
-    return kiln_launch_1d(c->ctx, k, name, items, 64, 0);
+    return kiln_launch_3d(c->ctx, k, name, range->shape[3], range->shape[2],
+                          range->shape[0] * range->shape[1], 0);
 }
 
 static kiln_status maxpool_forward(const op_args *c)
 {
-    return pool_launch(c, "maxpool_forward", c->out->numel, 3, c->in[0]->buf, c->out->buf,
+    return pool_launch(c, "maxpool_forward", 0, 3, c->in[0]->buf, c->out->buf,
                        c->saved[0]->buf);
 }
 
@@ -80,22 +80,20 @@ static kiln_status maxpool_backward(const op_args *c)
 {
     if (!c->din[0])
         return KILN_OK;
-    return pool_launch(c, "maxpool_backward", c->din[0]->numel, 3, c->dout->buf,
-                       c->saved[0]->buf, c->din[0]->buf);
+    return pool_launch(c, "maxpool_backward", 1, 3, c->dout->buf, c->saved[0]->buf,
+                       c->din[0]->buf);
 }
 
 static kiln_status avgpool_forward(const op_args *c)
 {
-    return pool_launch(c, "avgpool_forward", c->out->numel, 2, c->in[0]->buf, c->out->buf,
-                       NULL);
+    return pool_launch(c, "avgpool_forward", 0, 2, c->in[0]->buf, c->out->buf, NULL);
 }
 
 static kiln_status avgpool_backward(const op_args *c)
 {
     if (!c->din[0])
         return KILN_OK;
-    return pool_launch(c, "avgpool_backward", c->din[0]->numel, 2, c->dout->buf,
-                       c->din[0]->buf, NULL);
+    return pool_launch(c, "avgpool_backward", 1, 2, c->dout->buf, c->din[0]->buf, NULL);
 }
 
 const op_desc op_maxpool_desc = {"maxpool", 1, 0, maxpool_infer, maxpool_forward,

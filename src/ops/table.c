@@ -59,7 +59,12 @@ static kiln_status call_shapes(op_kind kind, const op_args *c, op_shapes *s)
             return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: input %d is missing", d->name, i);
         in[i] = shape_of(c->in[i]);
     }
-    return op_infer(kind, c->attrs, in, s);
+    kiln_status st = op_infer(kind, c->attrs, in, s);
+    for (int i = 0; i < d->n_inputs && st == KILN_OK; i++)
+        st = op_check_count(d->name, "an input", c->in[i]->numel);
+    if (st == KILN_OK)
+        st = op_check_count(d->name, "the output", shape_numel(&s->out));
+    return st;
 }
 
 static kiln_status check_list(const char *op, const char *what, kiln_tensor *const *ts, int n,
