@@ -26,7 +26,7 @@ typedef struct {
 } bench_case;
 
 static kiln_ctx *ctx;
-static ref_rng rng;
+static kiln_rng rng;
 
 static kiln_tensor *random_tensor(const kiln_shape *s)
 {
@@ -34,7 +34,7 @@ static kiln_tensor *random_tensor(const kiln_shape *s)
     REQUIRE(tensor_of(ctx, s, &t));
     size_t n = shape_numel(s);
     float *h = malloc(n * sizeof *h);
-    ref_rng_fill(&rng, h, n, -1, 1);
+    kiln_rng_fill(&rng, h, n, -1, 1);
     REQUIRE(kiln_tensor_upload(t, h, n));
     free(h);
     return t;
@@ -138,7 +138,7 @@ int main(int argc, char **argv)
             batch = (size_t)strtoul(argv[i + 1], NULL, 10);
     }
     REQUIRE(kiln_ctx_create(device, &ctx));
-    ref_rng_seed(&rng, 1);
+    kiln_rng_seed(&rng, 1);
     printf("device: %s / %s, batch %zu\n", kiln_ctx_device(ctx)->platform,
            kiln_ctx_device(ctx)->name, batch);
     kiln_shape feat = shape_make(2, batch, 256, 0, 0);

@@ -4,51 +4,6 @@
 
 #include "ref.h"
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-void ref_rng_seed(ref_rng *rng, uint64_t seed)
-{
-    for (int i = 0; i < 4; i++)
-        rng->s[i] = splitmix64(&seed);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-uint64_t ref_rng_next(ref_rng *rng)
-{
-    uint64_t *s = rng->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-double ref_rng_uniform(ref_rng *rng, double lo, double hi)
-{
-    double unit = (double)(ref_rng_next(rng) >> 11) * 0x1.0p-53;
-    return lo + (hi - lo) * unit;
-}
-
-void ref_rng_fill(ref_rng *rng, float *x, size_t n, float lo, float hi)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] = (float)ref_rng_uniform(rng, lo, hi);
-}
-
 void ref_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, double alpha,
               const float *a, const float *b, double beta, const float *c_in, double *c_out)
 {

@@ -6,17 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* xoshiro256** seeded through splitmix64: fast, reproducible everywhere. */
-typedef struct {
-    uint64_t s[4];
-} ref_rng;
-
-void ref_rng_seed(ref_rng *rng, uint64_t seed);
-uint64_t ref_rng_next(ref_rng *rng);
-/* Uniform in [lo, hi). */
-double ref_rng_uniform(ref_rng *rng, double lo, double hi);
-/* Fills n floats uniformly in [lo, hi). */
-void ref_rng_fill(ref_rng *rng, float *x, size_t n, float lo, float hi);
+#include "rng.h"
 
 /* Row-major C[m,n] = alpha op(A) op(B) + beta C in float64, where A is
  * stored m x k (or k x m when trans_a), B k x n (or n x k when trans_b). */

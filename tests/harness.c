@@ -6,7 +6,7 @@
 #include "harness.h"
 
 static kiln_ctx *shared_ctx;
-static ref_rng rng;
+static kiln_rng rng;
 static uint64_t seed;
 static int seeded;
 
@@ -31,13 +31,13 @@ uint64_t test_seed(void)
     if (!seeded) {
         const char *env = getenv("KILN_TEST_SEED");
         seed = env && *env ? strtoull(env, NULL, 0) : 20261126u;
-        ref_rng_seed(&rng, seed);
+        kiln_rng_seed(&rng, seed);
         seeded = 1;
     }
     return seed;
 }
 
-ref_rng *test_rng(void)
+kiln_rng *test_rng(void)
 {
     test_seed();
     return &rng;

@@ -13,7 +13,7 @@ kiln_ctx *test_ctx(void);
 
 /* The generator, seeded from $KILN_TEST_SEED or a fixed default, and the
  * seed itself (printed by every failure of check_close). */
-ref_rng *test_rng(void);
+kiln_rng *test_rng(void);
 uint64_t test_seed(void);
 
 /* Fails the test unless got[i] is within atol + rtol |want[i]| of want[i]

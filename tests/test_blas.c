@@ -33,9 +33,9 @@ static void gemm_case(gemm_size s, int ta, int tb, float alpha, float beta)
     float *a = test_alloc(na * sizeof *a), *b = test_alloc(nb * sizeof *b);
     float *c = test_alloc(nc * sizeof *c), *got = test_alloc(nc * sizeof *got);
     double *want = test_alloc(nc * sizeof *want);
-    ref_rng_fill(test_rng(), a, na, -1.0f, 1.0f);
-    ref_rng_fill(test_rng(), b, nb, -1.0f, 1.0f);
-    ref_rng_fill(test_rng(), c, nc, -1.0f, 1.0f);
+    kiln_rng_fill(test_rng(), a, na, -1.0f, 1.0f);
+    kiln_rng_fill(test_rng(), b, nb, -1.0f, 1.0f);
+    kiln_rng_fill(test_rng(), c, nc, -1.0f, 1.0f);
     kiln_tensor *da = ta ? matrix(s.k, s.m, a) : matrix(s.m, s.k, a);
     kiln_tensor *db = tb ? matrix(s.n, s.k, b) : matrix(s.k, s.n, b);
     kiln_tensor *dc = matrix(s.m, s.n, c);

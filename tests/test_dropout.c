@@ -61,7 +61,7 @@ static void drop_setup(drop *d, float p, uint64_t seed, uint64_t counter, int tr
     memset(d, 0, sizeof *d);
     d->host_x = test_alloc(N_BIG * sizeof(float));
     d->host_y = test_alloc(N_BIG * sizeof(float));
-    ref_rng_fill(test_rng(), d->host_x, N_BIG, 0.5f, 2.0f); /* never zero */
+    kiln_rng_fill(test_rng(), d->host_x, N_BIG, 0.5f, 2.0f); /* never zero */
     d->x = make(N_BIG, d->host_x);
     d->y = make(N_BIG, NULL);
     d->a = op_attrs_default();

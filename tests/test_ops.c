@@ -123,7 +123,7 @@ static host host_make(const kiln_shape *s)
 static host host_random(const kiln_shape *s, double lo, double hi)
 {
     host h = host_make(s);
-    ref_rng_fill(test_rng(), h.f, h.n, (float)lo, (float)hi);
+    kiln_rng_fill(test_rng(), h.f, h.n, (float)lo, (float)hi);
     for (size_t i = 0; i < h.n; i++)
         h.d[i] = h.f[i];
     return h;
@@ -273,7 +273,7 @@ static double ref_objective(const fixture *f)
 static void check_fd_reference(fixture *f, host *x, const double *grad, const char *what)
 {
     for (int k = 0; k < 6; k++) {
-        size_t i = (size_t)(ref_rng_next(test_rng()) % x->n);
+        size_t i = (size_t)(kiln_rng_next(test_rng()) % x->n);
         double keep = x->d[i], h = 1e-6 * fmax(1.0, fabs(keep));
         x->d[i] = keep + h;
         double up = ref_objective(f);
@@ -310,7 +310,7 @@ static void check_fd_device(fixture *f)
     float *grad = test_alloc(x->n * sizeof *grad);
     check_ok(kiln_tensor_download(f->din_t[0], grad, x->n));
     for (int k = 0; k < 3; k++) {
-        size_t i = (size_t)(ref_rng_next(test_rng()) % x->n);
+        size_t i = (size_t)(kiln_rng_next(test_rng()) % x->n);
         float keep = x->f[i], h = 1e-2f;
         x->f[i] = keep + h;
         check_ok(kiln_tensor_upload((kiln_tensor *)f->args.in[0], x->f, x->n));
@@ -420,7 +420,7 @@ START_TEST(batchnorm_running_statistics_after_three_steps)
     op_args c = {.ctx = test_ctx(), .attrs = &a, .training = 1, .in = {tx}, .out = ty,
                  .param = {g, b}, .buffer = {rm, rv}, .saved = {mean, rstd}};
     for (int step = 0; step < 4; step++) {
-        ref_rng_fill(test_rng(), x.f, n, (float)step - 2, (float)step * 2 + 1);
+        kiln_rng_fill(test_rng(), x.f, n, (float)step - 2, (float)step * 2 + 1);
         check_ok(kiln_tensor_upload(tx, x.f, n));
         c.training = step < 3;
         check_ok(op_forward(OP_BATCHNORM, &c));
