@@ -31,6 +31,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -56,6 +57,7 @@ extern "C" {
     X(KILN_ERR_TOO_LARGE, "size exceeds a device limit")                      \
     X(KILN_ERR_SHAPE, "shape mismatch")                                       \
     X(KILN_ERR_IO, "file error")                                              \
+    X(KILN_ERR_MODEL, "invalid model")                                        \
     X(KILN_ERR_UNSUPPORTED, "not supported")
 
 typedef enum {
@@ -199,6 +201,46 @@ typedef enum { KILN_NO_TRANS = 0, KILN_TRANS = 1 } kiln_transpose;
 KILN_API kiln_status kiln_gemm(kiln_ctx *ctx, kiln_transpose trans_a, kiln_transpose trans_b,
                                float alpha, const kiln_tensor *a, const kiln_tensor *b,
                                float beta, kiln_tensor *c);
+
+/* ---- models -------------------------------------------------------------- */
+
+/* A model is an ordered list of layers, from a model file or built here.
+ * Both ways go through the same code, so they give the same model. */
+typedef struct kiln_model kiln_model;
+
+/* Reads a model file (INI: [input] shape = ..., then one section per
+ * layer). Every mistake is KILN_ERR_MODEL with a message that names the
+ * file, the line, the key and what was expected. */
+KILN_API kiln_status kiln_model_load(const char *path, kiln_model **out);
+
+/* The same from text in memory; name stands for the file in messages. */
+KILN_API kiln_status kiln_model_parse(const char *text, const char *name, kiln_model **out);
+
+/* An empty model, to be built with kiln_model_add. */
+KILN_API kiln_status kiln_model_create(kiln_model **out);
+
+/* Adds a layer as a model file's section would: layer is "input",
+ * "linear", "relu", ..., or "train"; kv is NULL or a NULL-terminated list
+ * of key, value strings:
+ *     kiln_model_add(m, "input", (const char *[]){"shape", "784", NULL});
+ *     kiln_model_add(m, "linear", (const char *[]){"out", "256", NULL});
+ * The layer's shape is checked at once; errors name "layer N [kind]". */
+KILN_API kiln_status kiln_model_add(kiln_model *m, const char *layer, const char *const *kv);
+
+KILN_API void kiln_model_free(kiln_model *m);
+
+KILN_API size_t kiln_model_layer_count(const kiln_model *m);
+
+/* Trainable parameters and buffer values, as PyTorch counts them. */
+KILN_API uint64_t kiln_model_param_count(const kiln_model *m);
+KILN_API uint64_t kiln_model_buffer_count(const kiln_model *m);
+
+/* A value of the [train] section, or NULL. */
+KILN_API const char *kiln_model_train_setting(const kiln_model *m, const char *key);
+
+/* Prints a table of the layers (name, kind, input, output shape,
+ * parameters) and the totals, like PyTorch's and Keras's summaries. */
+KILN_API kiln_status kiln_model_summary(kiln_model *m, FILE *out);
 
 #ifdef __cplusplus
 }

@@ -21,7 +21,7 @@ static const command commands[] = {
     {"devices", cli_devices, "kiln devices [--json]", "list every OpenCL device"},
     {"check", cli_check, "kiln check [--device SEL] [--size N]",
      "run a GEMM on the device and compare it with the host"},
-    {"summary", NULL, "kiln summary MODEL.ini", "print the layers of a model"},
+    {"summary", cli_summary, "kiln summary MODEL.ini", "print the layers of a model"},
     {"train", NULL, "kiln train MODEL.ini [--data fashion-mnist]", "train a model"},
     {"eval", NULL, "kiln eval MODEL.ini CHECKPOINT", "evaluate a checkpoint"},
     {"predict", NULL, "kiln predict MODEL.ini CHECKPOINT INPUT", "predict with a checkpoint"},
