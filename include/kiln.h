@@ -140,6 +140,10 @@ KILN_API const kiln_device_info *kiln_ctx_device(const kiln_ctx *ctx);
 /* Waits for all queued work on the context's queue. */
 KILN_API kiln_status kiln_ctx_finish(kiln_ctx *ctx);
 
+/* How many kernels, CLBlast calls and device copies the context has
+ * enqueued; differences count the launches of a piece of work. */
+KILN_API uint64_t kiln_ctx_launches(const kiln_ctx *ctx);
+
 /* Statistics of the kernel-program cache, for tests and `kiln devices -v`. */
 typedef struct {
     unsigned memory_hits; /* program found in this context's memory cache */

@@ -91,6 +91,7 @@ kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb,
         lda, b, b_off, ldb, beta, c, c_off, ldc, &ctx->queue, &event);
     if (event)
         clReleaseEvent(event);
+    ctx->launches++;
     return code == CLBlastSuccess ? KILN_OK : fail_blas(code, "CLBlastSgemm", m, n, k);
 }
 

@@ -435,6 +435,11 @@ kiln_status kiln_ctx_finish(kiln_ctx *ctx)
     return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clFinish");
 }
 
+uint64_t kiln_ctx_launches(const kiln_ctx *ctx)
+{
+    return ctx ? ctx->launches : 0;
+}
+
 kiln_cache_stats kiln_ctx_cache_stats(const kiln_ctx *ctx)
 {
     kiln_cache_stats none = {0};

@@ -66,6 +66,7 @@ struct kiln_ctx {
     cl_command_queue queue;
     kiln_program_cache *programs;
     kiln_cache_stats stats;
+    uint64_t launches; /* kernels, CLBlast calls and copies enqueued */
 };
 
 /* A kernel argument for kiln_launch_1d: KARG(x) is sizeof x, &x. */

@@ -515,6 +515,7 @@ static kiln_status enqueue(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl
     if (err != CL_SUCCESS)
         return kiln_fail_cl_in(err, "clEnqueueNDRangeKernel", "%s, %zux%zux%zu items", name,
                                global[0], dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
+    ctx->launches++;
     return KILN_OK;
 }
 

@@ -180,5 +180,6 @@ kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src)
         return KILN_OK;
     cl_int err = clEnqueueCopyBuffer(dst->ctx->queue, src->buf, dst->buf, 0, 0,
                                      src->numel * sizeof(float), 0, NULL, NULL);
+    dst->ctx->launches++;
     return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueCopyBuffer");
 }

@@ -1,0 +1,120 @@
+/* Running a pipeline: forward, loss and backward are enqueued on the
+ * context's in-order queue; nothing waits until a result is read. */
+#include <string.h>
+
+#include "pipeline.h"
+
+static const kiln_tensor *value(const pipeline *p, int step)
+{
+    return step < 0 ? p->input : p->steps[step].out;
+}
+
+static op_args step_args(pipeline *p, pipe_step *s, int training)
+{
+    op_args c = {.ctx = p->ctx, .attrs = &s->attrs, .training = training, .out = s->out};
+    for (int k = 0; k < s->n_inputs; k++)
+        c.in[k] = value(p, s->inputs[k]);
+    for (int k = 0; k < OP_MAX_PARAMS; k++)
+        c.param[k] = s->param[k];
+    for (int k = 0; k < OP_MAX_BUFFERS; k++)
+        c.buffer[k] = s->buffer[k];
+    for (int k = 0; k < OP_MAX_SAVED; k++)
+        c.saved[k] = s->saved[k];
+    return c;
+}
+
+kiln_status pipeline_forward(pipeline *p, int training)
+{
+    if (training)
+        p->counter++;
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
+        pipe_step *s = &p->steps[i];
+        s->attrs.counter = p->counter;
+        op_args c = step_args(p, s, training);
+        st = op_forward(s->op, &c);
+    }
+    return st;
+}
+
+kiln_tensor *pipeline_output(pipeline *p)
+{
+    return p->steps[p->count - 1].out;
+}
+
+kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
+                          const kiln_tensor *target, kiln_tensor *loss)
+{
+    pipe_step *last = &p->steps[p->count - 1];
+    return op_loss(p->ctx, kind, label_smoothing, last->out, target, loss, last->grad);
+}
+
+/* Where input k of step s sends its gradient: straight into the grad of
+ * the value it read if nothing has written it yet in this pass, else into
+ * a partial that is added afterwards. */
+static kiln_status gradient_target(pipeline *p, pipe_step *s, int k, kiln_tensor **out,
+                                   int *accumulate)
+{
+    *out = NULL;
+    *accumulate = 0;
+    int from = s->inputs[k];
+    if (from < 0)
+        return KILN_OK;
+    pipe_step *v = &p->steps[from];
+    int taken = v->grad_ready || (k == 1 && s->inputs[0] == from);
+    if (!taken) {
+        *out = v->grad;
+        return KILN_OK;
+    }
+    *accumulate = 1;
+    if (!v->partial) {
+        kiln_shape shape = shape_of(v->grad);
+        kiln_status st = tensor_of(p->ctx, &shape, &v->partial);
+        if (st != KILN_OK)
+            return st;
+    }
+    *out = v->partial;
+    return KILN_OK;
+}
+
+static kiln_status accumulate_into(pipeline *p, pipe_step *v)
+{
+    op_attrs a = op_attrs_default();
+    op_args c = {.ctx = p->ctx, .attrs = &a, .in = {v->grad, v->partial}, .out = v->grad};
+    return op_forward(OP_ADD, &c);
+}
+
+static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
+{
+    op_args c = step_args(p, s, training);
+    c.dout = s->grad;
+    int accumulate[OP_MAX_INPUTS] = {0};
+    kiln_status st = KILN_OK;
+    for (int k = 0; k < s->n_inputs && st == KILN_OK; k++)
+        st = gradient_target(p, s, k, &c.din[k], &accumulate[k]);
+    for (int k = 0; k < OP_MAX_PARAMS; k++)
+        c.dparam[k] = s->dparam[k];
+    if (st == KILN_OK)
+        st = op_backward(s->op, &c);
+    for (int k = 0; k < s->n_inputs && st == KILN_OK; k++) {
+        if (s->inputs[k] < 0)
+            continue;
+        pipe_step *v = &p->steps[s->inputs[k]];
+        if (accumulate[k])
+            st = accumulate_into(p, v);
+        v->grad_ready = 1;
+    }
+    return st;
+}
+
+kiln_status pipeline_backward(pipeline *p, int training)
+{
+    for (size_t i = 0; i < p->count; i++)
+        p->steps[i].grad_ready = 0;
+    p->steps[p->count - 1].grad_ready = 1;
+    kiln_status st = KILN_OK;
+    for (size_t i = p->count; i-- > 0 && st == KILN_OK;)
+        if (p->steps[i].grad_ready)
+            st = backward_step(p, &p->steps[i], training);
+    return st;
+}

@@ -1,0 +1,232 @@
+/* Whole networks on the device: gradients of three small networks against
+ * central differences of the loss, the fused pipeline against the unfused
+ * one (same numbers, fewer launches), and seeded initialisation. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "pipeline.h"
+
+typedef struct {
+    const char *label;
+    const char *text;
+    loss_kind loss;
+    size_t classes; /* cross-entropy classes, or the output width for mse */
+} net_case;
+
+static const net_case nets[] = {
+    {"mlp with batchnorm and dropout",
+     "[input]\nshape = 7\n[linear]\nout = 16\n[batchnorm]\n[tanh]\n[dropout]\np = 0.25\n"
+     "[linear]\nout = 5\n[sigmoid]\n[linear]\nout = 3\n",
+     LOSS_CROSS_ENTROPY, 3},
+    {"small cnn",
+     "[input]\nshape = 2x7x6\n[conv2d]\nout = 3\nsize = 3\npad = 1\n[tanh]\n[avgpool]\nsize = 2\n"
+     "[conv2d]\nout = 4\nsize = 2\nstride = 1\n[batchnorm]\n[gelu]\n[flatten]\n[linear]\n"
+     "out = 4\n",
+     LOSS_CROSS_ENTROPY, 4},
+    {"residual block",
+     "[input]\nshape = 6\n[linear]\nout = 8\nname = stem\n[tanh]\nname = a\n[linear]\nout = 8\n"
+     "[layernorm]\n[sigmoid]\n[add]\nfrom = a, 4\n[add]\nfrom = 5, a\n[linear]\nout = 8\n"
+     "[tanh]\n[concat]\nfrom = 8, stem\n[linear]\nout = 2\n",
+     LOSS_MSE, 2},
+};
+
+#define NET_COUNT (int)(sizeof nets / sizeof nets[0])
+#define BATCH 5
+
+typedef struct {
+    kiln_model *model;
+    pipeline *p;
+    kiln_tensor *target, *loss;
+} net;
+
+static void net_open(net *n, const net_case *c, int fuse)
+{
+    check_ok(kiln_model_parse(c->text, c->label, &n->model));
+    check_ok(pipeline_create(test_ctx(), n->model, BATCH, fuse, 1234, &n->p));
+    size_t in = kiln_tensor_numel(n->p->input);
+    float *x = test_alloc(in * sizeof *x);
+    kiln_rng rng;
+    kiln_rng_seed(&rng, 99);
+    kiln_rng_fill(&rng, x, in, -1, 1);
+    check_ok(kiln_tensor_upload(n->p->input, x, in));
+    free(x);
+    int ce = c->loss == LOSS_CROSS_ENTROPY;
+    size_t shape[2] = {BATCH, c->classes}, nt = ce ? BATCH : BATCH * c->classes;
+    float t[BATCH * 8];
+    for (size_t i = 0; i < nt; i++)
+        t[i] = ce ? (float)(kiln_rng_next(&rng) % c->classes) : (float)kiln_rng_uniform(&rng, -1, 1);
+    check_ok(kiln_tensor_create(test_ctx(), ce ? 1 : 2, shape, &n->target));
+    check_ok(kiln_tensor_upload(n->target, t, nt));
+    size_t one = 1;
+    check_ok(kiln_tensor_create(test_ctx(), 1, &one, &n->loss));
+}
+
+static void net_close(net *n)
+{
+    pipeline_free(n->p);
+    kiln_model_free(n->model);
+    kiln_tensor_free(n->target);
+    kiln_tensor_free(n->loss);
+}
+
+/* The loss of one training forward with the dropout counter held at 1. */
+static double loss_at(net *n, const net_case *c)
+{
+    n->p->counter = 0;
+    check_ok(pipeline_forward(n->p, 1));
+    check_ok(pipeline_loss(n->p, c->loss, 0, n->target, n->loss));
+    float l;
+    check_ok(kiln_tensor_download(n->loss, &l, 1));
+    return l;
+}
+
+static float *download_all(kiln_tensor *t)
+{
+    float *h = test_alloc(t->numel * sizeof *h);
+    check_ok(kiln_tensor_download(t, h, t->numel));
+    return h;
+}
+
+START_TEST(network_gradients_match_finite_differences)
+{
+    const net_case *c = &nets[_i];
+    net n;
+    net_open(&n, c, 1);
+    loss_at(&n, c);
+    check_ok(pipeline_backward(n.p, 1));
+    int checked = 0;
+    for (size_t s = 0; s < n.p->count; s++) {
+        pipe_step *step = &n.p->steps[s];
+        for (int k = 0; k < step->shapes.n_params; k++) {
+            kiln_tensor *w = step->param[k];
+            float *values = download_all(w), *grads = download_all(step->dparam[k]);
+            for (int probe = 0; probe < 3; probe++) {
+                size_t i = (size_t)(kiln_rng_next(test_rng()) % w->numel);
+                float keep = values[i], h = 1e-2f;
+                values[i] = keep + h;
+                check_ok(kiln_tensor_upload(w, values, w->numel));
+                double up = loss_at(&n, c);
+                values[i] = keep - h;
+                check_ok(kiln_tensor_upload(w, values, w->numel));
+                double down = loss_at(&n, c);
+                values[i] = keep;
+                check_ok(kiln_tensor_upload(w, values, w->numel));
+                double fd = (up - down) / (2.0 * h);
+                ck_assert_msg(fabs(fd - grads[i]) <= 1e-2 * fmax(fabs(fd), 0.05),
+                              "%s: step %zu (%s) parameter %d[%zu]: backward %.6g, finite "
+                              "differences %.6g",
+                              c->label, s, op_get(step->op)->name, k, i, (double)grads[i], fd);
+                checked++;
+            }
+            free(values);
+            free(grads);
+        }
+    }
+    ck_assert_int_gt(checked, 6);
+    net_close(&n);
+}
+END_TEST
+
+static void expect_same(kiln_tensor *a, kiln_tensor *b, const char *what, const char *label)
+{
+    float *x = download_all(a), *y = download_all(b);
+    double *want = test_alloc(a->numel * sizeof *want);
+    for (size_t i = 0; i < a->numel; i++)
+        want[i] = y[i];
+    check_close(x, want, a->numel, 1e-6, 1e-5, "%s: %s, fused against unfused", label, what);
+    free(x);
+    free(y);
+    free(want);
+}
+
+START_TEST(fused_pipeline_matches_unfused_with_fewer_launches)
+{
+    const net_case *c = &nets[_i];
+    net fused, plain;
+    net_open(&fused, c, 1);
+    net_open(&plain, c, 0);
+    kiln_ctx *ctx = test_ctx();
+    uint64_t before = kiln_ctx_launches(ctx);
+    loss_at(&fused, c);
+    check_ok(pipeline_backward(fused.p, 1));
+    uint64_t fused_launches = kiln_ctx_launches(ctx) - before;
+    before = kiln_ctx_launches(ctx);
+    loss_at(&plain, c);
+    check_ok(pipeline_backward(plain.p, 1));
+    uint64_t plain_launches = kiln_ctx_launches(ctx) - before;
+    printf("%s: %llu launches per step fused, %llu unfused\n", c->label,
+           (unsigned long long)fused_launches, (unsigned long long)plain_launches);
+    ck_assert_uint_lt(fused.p->count, plain.p->count);
+    ck_assert_uint_lt(fused_launches, plain_launches);
+    expect_same(fused.loss, plain.loss, "loss", c->label);
+    expect_same(pipeline_output(fused.p), pipeline_output(plain.p), "output", c->label);
+    /* the same parameters, in the same order, with the same gradients */
+    size_t j = 0;
+    for (size_t s = 0; s < fused.p->count; s++) {
+        pipe_step *a = &fused.p->steps[s];
+        for (int k = 0; k < a->shapes.n_params; k++) {
+            while (plain.p->steps[j].shapes.n_params == 0)
+                j++;
+            expect_same(a->param[k], plain.p->steps[j].param[k], "parameter", c->label);
+            expect_same(a->dparam[k], plain.p->steps[j].dparam[k], "gradient", c->label);
+        }
+        if (a->shapes.n_params)
+            j++;
+    }
+    net_close(&fused);
+    net_close(&plain);
+}
+END_TEST
+
+/* kaiming_normal: N(0, 2 / fan_in), within a 5σ bound on the variance. */
+START_TEST(initialisation_follows_the_formula_and_the_seed)
+{
+    kiln_model *m;
+    check_ok(kiln_model_parse("[input]\nshape = 400\n[linear]\nout = 300\n[relu]\n"
+                              "[linear]\nout = 200\ninit = xavier_uniform\n",
+                              "init.ini", &m));
+    pipeline *a, *b;
+    check_ok(pipeline_create(test_ctx(), m, 1, 1, 7, &a));
+    check_ok(pipeline_create(test_ctx(), m, 1, 1, 7, &b));
+    float *w = download_all(a->steps[0].param[0]), *w2 = download_all(b->steps[0].param[0]);
+    size_t n = a->steps[0].param[0]->numel;
+    ck_assert(memcmp(w, w2, n * sizeof *w) == 0);
+    double sum = 0, sq = 0;
+    for (size_t i = 0; i < n; i++) {
+        sum += w[i];
+        sq += (double)w[i] * w[i];
+    }
+    double var = sq / (double)n, want = 2.0 / 400;
+    ck_assert_msg(fabs(var - want) <= 5 * want * sqrt(2.0 / (double)n), "variance %g, expected "
+                  "%g", var, want);
+    ck_assert_msg(fabs(sum / (double)n) <= 5 * sqrt(want / (double)n), "mean %g", sum / n);
+    float *u = download_all(a->steps[1].param[0]), *bias = download_all(a->steps[1].param[1]);
+    double bound = sqrt(6.0 / (300 + 200)), top = 0;
+    for (size_t i = 0; i < 300 * 200; i++)
+        top = fmax(top, fabs(u[i]));
+    ck_assert_msg(top <= bound && top > 0.99 * bound, "xavier_uniform max %g, bound %g", top,
+                  bound);
+    for (int i = 0; i < 200; i++)
+        ck_assert_float_eq(bias[i], 0.0f);
+    free(w);
+    free(w2);
+    free(u);
+    free(bias);
+    pipeline_free(a);
+    pipeline_free(b);
+    kiln_model_free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("pipeline");
+    TCase *tc = tcase_create("pipeline");
+    tcase_add_loop_test(tc, network_gradients_match_finite_differences, 0, NET_COUNT);
+    tcase_add_loop_test(tc, fused_pipeline_matches_unfused_with_fewer_launches, 0, NET_COUNT);
+    tcase_add_test(tc, initialisation_follows_the_formula_and_the_seed);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}
