@@ -33,6 +33,8 @@ kiln_status pipeline_forward(pipeline *p, int training)
         s->attrs.counter = p->counter;
         op_args c = step_args(p, s, training);
         st = op_forward(s->op, &c);
+        if (st == KILN_OK && p->options.poison)
+            st = plan_poison(p, (int)i);
     }
     return st;
 }
@@ -46,7 +48,10 @@ kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
                           const kiln_tensor *target, kiln_tensor *loss)
 {
     pipe_step *last = &p->steps[p->count - 1];
-    return op_loss(p->ctx, kind, label_smoothing, last->out, target, loss, last->grad);
+    kiln_status st = op_loss(p->ctx, kind, label_smoothing, last->out, target, loss, last->grad);
+    if (st == KILN_OK && p->options.poison)
+        st = plan_poison(p, (int)p->count);
+    return st;
 }
 
 /* Where input k of step s sends its gradient: straight into the grad of
@@ -67,13 +72,7 @@ static kiln_status gradient_target(pipeline *p, pipe_step *s, int k, kiln_tensor
         return KILN_OK;
     }
     *accumulate = 1;
-    if (!v->partial) {
-        kiln_shape shape = shape_of(v->grad);
-        kiln_status st = tensor_of(p->ctx, &shape, &v->partial);
-        if (st != KILN_OK)
-            return st;
-    }
-    *out = v->partial;
+    *out = v->partial; /* allocated for every value read more than once */
     return KILN_OK;
 }
 
@@ -113,8 +112,11 @@ kiln_status pipeline_backward(pipeline *p, int training)
         p->steps[i].grad_ready = 0;
     p->steps[p->count - 1].grad_ready = 1;
     kiln_status st = KILN_OK;
-    for (size_t i = p->count; i-- > 0 && st == KILN_OK;)
+    for (size_t i = p->count; i-- > 0 && st == KILN_OK;) {
         if (p->steps[i].grad_ready)
             st = backward_step(p, &p->steps[i], training);
+        if (st == KILN_OK && p->options.poison)
+            st = plan_poison(p, (int)(2 * p->count - i));
+    }
     return st;
 }

@@ -93,6 +93,12 @@ struct kiln_tensor {
     size_t numel;
 };
 
+/* A tensor over bytes [offset, offset + size) of a parent buffer (a view;
+ * freeing it leaves the parent). offset must satisfy the device's
+ * CL_DEVICE_MEM_BASE_ADDR_ALIGN. */
+kiln_status kiln_tensor_view(kiln_ctx *ctx, cl_mem parent, size_t offset, int ndim,
+                             const size_t *shape, kiln_tensor **out);
+
 /* ---- CLBlast (blas.c) ---------------------------------------------------- */
 
 /* Row-major C[m,n] = alpha op(A) op(B) + beta C on raw buffers with offsets

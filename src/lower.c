@@ -1,5 +1,6 @@
-/* Lowering: a finished graph becomes an ordered list of steps on one
- * device for one batch size, each with the tensors it reads and writes. */
+/* Lowering: a finished graph becomes an ordered list of steps for one batch
+ * size, each with the shapes it reads and writes; then the tensors are
+ * allocated on a device, one by one or placed in a planned arena. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,15 +28,7 @@ static int *count_readers(const kiln_model *m)
     return readers;
 }
 
-static kiln_status alloc_list(kiln_ctx *ctx, kiln_tensor **ts, const kiln_shape *shapes, int n)
-{
-    kiln_status st = KILN_OK;
-    for (int i = 0; i < n && st == KILN_OK; i++)
-        st = tensor_of(ctx, &shapes[i], &ts[i]);
-    return st;
-}
-
-/* A new step for graph node i. */
+/* A new step for graph node i, shapes only. */
 static kiln_status add_step(pipeline *p, size_t i)
 {
     const graph_node *n = &p->model->nodes[i];
@@ -44,32 +37,20 @@ static kiln_status add_step(pipeline *p, size_t i)
     s->node = i;
     s->op = n->kind->op;
     s->attrs = n->attrs;
-    s->attrs.seed = p->seed * 0x9e3779b97f4a7c15ull + i; /* a dropout stream per layer */
     s->n_inputs = n->kind->n_inputs;
     kiln_shape in[OP_MAX_INPUTS];
     for (int k = 0; k < s->n_inputs; k++) {
         int from = n->inputs[k];
         s->inputs[k] = from < 0 ? -1 : p->value_of[from];
-        in[k] = from < 0 ? shape_of(p->input) : shape_of(p->steps[s->inputs[k]].out);
+        in[k] = from < 0 ? p->input_shape : p->steps[s->inputs[k]].shapes.out;
+        if (from >= 0)
+            p->steps[s->inputs[k]].uses++;
     }
-    kiln_status st = op_infer(s->op, &s->attrs, in, &s->shapes);
-    if (st == KILN_OK)
-        st = tensor_of(p->ctx, &s->shapes.out, &s->out);
-    if (st == KILN_OK)
-        st = tensor_of(p->ctx, &s->shapes.out, &s->grad);
-    if (st == KILN_OK)
-        st = alloc_list(p->ctx, s->param, s->shapes.param, s->shapes.n_params);
-    if (st == KILN_OK)
-        st = alloc_list(p->ctx, s->dparam, s->shapes.param, s->shapes.n_params);
-    if (st == KILN_OK)
-        st = alloc_list(p->ctx, s->buffer, s->shapes.buffer, s->shapes.n_buffers);
-    if (st == KILN_OK)
-        st = alloc_list(p->ctx, s->saved, s->shapes.saved, s->shapes.n_saved);
     p->value_of[i] = (int)p->count++;
-    return st;
+    return op_infer(s->op, &s->attrs, in, &s->shapes);
 }
 
-static kiln_status lower(pipeline *p, int fuse)
+static kiln_status lower_steps(pipeline *p)
 {
     const kiln_model *m = p->model;
     int *readers = count_readers(m);
@@ -77,7 +58,7 @@ static kiln_status lower(pipeline *p, int fuse)
         return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "lowering: out of memory");
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < m->count && st == KILN_OK; i++) {
-        if (fuse && fuse_activation_into(m, i, readers)) {
+        if (p->options.fuse && fuse_activation_into(m, i, readers)) {
             int step = p->value_of[m->nodes[i].inputs[0]];
             p->steps[step].attrs.act = m->nodes[i].attrs.act;
             p->steps[step].attrs.slope = m->nodes[i].attrs.slope;
@@ -90,32 +71,109 @@ static kiln_status lower(pipeline *p, int fuse)
     return st;
 }
 
-kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch, int fuse,
-                            uint64_t seed, pipeline **out)
+kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options options,
+                           pipeline **out)
 {
-    if (!ctx || !m || !out || batch == 0)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: context, model, batch >= 1 and "
-                                                    "out are required");
+    if (!m || !out || batch == 0)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: model, batch >= 1 and out are "
+                                                    "required");
     if (!m->finished)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: the model is not finished");
     pipeline *p = calloc(1, sizeof *p);
     if (!p)
         return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "pipeline: out of memory");
-    p->ctx = ctx;
     p->model = m;
     p->batch = batch;
-    p->fused = fuse;
-    p->seed = seed;
+    p->options = options;
+    p->input_shape = batched(&m->input, batch);
     p->steps = calloc(m->count, sizeof *p->steps);
     p->value_of = calloc(m->count, sizeof *p->value_of);
     kiln_status st = p->steps && p->value_of
-                         ? KILN_OK
+                         ? lower_steps(p)
                          : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "pipeline: out of memory");
-    kiln_shape in = batched(&m->input, batch);
-    if (st == KILN_OK)
-        st = tensor_of(ctx, &in, &p->input);
-    if (st == KILN_OK)
-        st = lower(p, fuse);
+    if (st == KILN_OK && options.plan)
+        st = plan_pipeline(p, KILN_ARENA_ALIGN);
+    if (st != KILN_OK) {
+        pipeline_free(p);
+        return st;
+    }
+    *out = p;
+    return KILN_OK;
+}
+
+/* ---- allocation ------------------------------------------------------------- */
+
+static kiln_status alloc_one(pipeline *p, kiln_tensor **t, const kiln_shape *s)
+{
+    return *t ? KILN_OK : tensor_of(p->ctx, s, t);
+}
+
+static kiln_status alloc_list(pipeline *p, kiln_tensor **ts, const kiln_shape *shapes, int n)
+{
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < n && st == KILN_OK; i++)
+        st = alloc_one(p, &ts[i], &shapes[i]);
+    return st;
+}
+
+/* Places the planned blocks as views into one arena buffer. */
+static kiln_status alloc_arena(pipeline *p)
+{
+    cl_int err;
+    p->arena = clCreateBuffer(p->ctx->context, CL_MEM_READ_WRITE, p->arena_bytes, NULL, &err);
+    if (err != CL_SUCCESS)
+        return kiln_fail_cl_in(err, "clCreateBuffer", "arena of %zu bytes", p->arena_bytes);
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < p->n_blocks && st == KILN_OK; i++) {
+        plan_block *b = &p->blocks[i];
+        st = kiln_tensor_view(p->ctx, p->arena, b->offset, b->shape.ndim, b->shape.d,
+                              b->tensor);
+    }
+    return st;
+}
+
+/* Every tensor of every step: values, gradients, partials and saved ones
+ * in the arena when planned, else each its own; then persistent ones. */
+static kiln_status allocate(pipeline *p)
+{
+    kiln_status st = tensor_of(p->ctx, &p->input_shape, &p->input);
+    if (st == KILN_OK && p->options.plan)
+        st = alloc_arena(p);
+    for (size_t i = 0; i < p->count && st == KILN_OK && !p->options.plan; i++) {
+        pipe_step *s = &p->steps[i];
+        st = alloc_one(p, &s->out, &s->shapes.out);
+        if (st == KILN_OK)
+            st = alloc_one(p, &s->grad, &s->shapes.out);
+        if (st == KILN_OK && s->uses > 1)
+            st = alloc_one(p, &s->partial, &s->shapes.out);
+        if (st == KILN_OK)
+            st = alloc_list(p, s->saved, s->shapes.saved, s->shapes.n_saved);
+    }
+    for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
+        pipe_step *s = &p->steps[i];
+        st = alloc_list(p, s->param, s->shapes.param, s->shapes.n_params);
+        if (st == KILN_OK)
+            st = alloc_list(p, s->dparam, s->shapes.param, s->shapes.n_params);
+        if (st == KILN_OK)
+            st = alloc_list(p, s->buffer, s->shapes.buffer, s->shapes.n_buffers);
+    }
+    return st;
+}
+
+kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch,
+                            pipe_options options, uint64_t seed, pipeline **out)
+{
+    if (!ctx)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: a context is required");
+    pipeline *p;
+    kiln_status st = pipeline_lower(m, batch, options, &p);
+    if (st != KILN_OK)
+        return st;
+    p->ctx = ctx;
+    p->seed = seed;
+    for (size_t i = 0; i < p->count; i++) /* a dropout stream per layer */
+        p->steps[i].attrs.seed = seed * 0x9e3779b97f4a7c15ull + p->steps[i].node;
+    st = allocate(p);
     if (st == KILN_OK)
         st = pipeline_init_params(p, seed);
     if (st != KILN_OK) {
@@ -144,8 +202,11 @@ void pipeline_free(pipeline *p)
         for (int k = 0; k < OP_MAX_SAVED; k++)
             kiln_tensor_free(s->saved[k]);
     }
+    if (p->arena)
+        clReleaseMemObject(p->arena);
     kiln_tensor_free(p->input);
     free(p->steps);
     free(p->value_of);
+    free(p->blocks);
     free(p);
 }

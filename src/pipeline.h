@@ -19,28 +19,72 @@ typedef struct {
     kiln_tensor *param[OP_MAX_PARAMS], *dparam[OP_MAX_PARAMS];
     kiln_tensor *buffer[OP_MAX_BUFFERS], *saved[OP_MAX_SAVED];
     kiln_tensor *partial;             /* a second contribution to grad, then added */
+    int uses;                         /* how many step inputs read this value */
     int grad_ready;                   /* grad written during this backward */
 } pipe_step;
+
+/* How a pipeline is built. */
+typedef struct {
+    int fuse;      /* merge activations into the GEMM epilogues before them */
+    int plan;      /* place values, gradients and saved tensors in one arena */
+    int poison;    /* debug: fill each arena block with NaN when it dies */
+} pipe_options;
+
+/* Arena offsets are multiples of this: at least any device's
+ * CL_DEVICE_MEM_BASE_ADDR_ALIGN, as sub-buffers require. */
+#define KILN_ARENA_ALIGN 4096
+
+/* Where one arena block lives on the step timeline: forward of step s is
+ * at s, the loss at count, backward of step s at 2 * count - s. */
+typedef struct {
+    kiln_tensor **tensor; /* the tensor placed there */
+    kiln_shape shape;
+    size_t bytes;
+    int start, end;
+    size_t offset;
+} plan_block;
 
 typedef struct {
     kiln_ctx *ctx;
     const kiln_model *model;
     size_t batch;
-    int fused;
+    pipe_options options;
     uint64_t seed;
     uint64_t counter;                 /* advanced by each training forward */
     pipe_step *steps;
     size_t count;
     int *value_of;                    /* graph node -> step holding its value */
-    kiln_tensor *input;               /* (batch, input shape) */
+    kiln_shape input_shape;           /* (batch, input shape) */
+    kiln_tensor *input;
+    plan_block *blocks;               /* with options.plan */
+    size_t n_blocks;
+    size_t arena_bytes;               /* with options.plan: the arena's size */
+    cl_mem arena;
 } pipeline;
 
-/* Lowers a finished model for a batch size; fuse merges activations into
- * the epilogues of the GEMMs before them. Parameters are initialised from
- * seed (init.c). */
-kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch, int fuse,
-                            uint64_t seed, pipeline **out);
+/* Lowers a finished model for a batch size and allocates it on ctx;
+ * parameters are initialised from seed (init.c). */
+kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch,
+                            pipe_options options, uint64_t seed, pipeline **out);
+
+/* The steps and shapes alone, with no device (for kiln summary). */
+kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options options,
+                           pipeline **out);
 void pipeline_free(pipeline *p);
+
+/* ---- memory planning (plan.c) ---- */
+
+/* The blocks of every value, gradient, partial and saved tensor, with
+ * their lifetimes; placed so that blocks alive at once never overlap.
+ * Returns the arena size; align is the offset alignment in bytes. */
+kiln_status plan_pipeline(pipeline *p, size_t align);
+
+/* Bytes of values, gradients and saved tensors: planned (the arena) and
+ * unplanned (each its own buffer); parameters and their gradients apart. */
+void plan_memory(const pipeline *p, size_t *planned, size_t *unplanned, size_t *params);
+
+/* With options.poison: fills with NaN the blocks whose life ends at t. */
+kiln_status plan_poison(pipeline *p, int t);
 
 /* Whether activation node `node` can move into the epilogue of the layer
  * before it, given how many layers read each node (fuse.c). */
@@ -53,7 +97,8 @@ kiln_status pipeline_init_params(pipeline *p, uint64_t seed);
  * dropout, and advances the dropout counter first. */
 kiln_status pipeline_forward(pipeline *p, int training);
 
-/* The last step's output: the model's prediction. */
+/* The last step's output: the model's prediction. With a planned arena it
+ * is valid until the next backward pass reuses its memory. */
 kiln_tensor *pipeline_output(pipeline *p);
 
 /* loss (1 element) of the output against target, and the output gradient

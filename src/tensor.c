@@ -59,7 +59,8 @@ static kiln_status check_shape(const kiln_ctx *ctx, int ndim, const size_t *shap
     return KILN_OK;
 }
 
-kiln_status kiln_tensor_create(kiln_ctx *ctx, int ndim, const size_t *shape, kiln_tensor **out)
+/* A tensor struct for a checked shape, with buf to be set by the caller. */
+static kiln_status tensor_new(kiln_ctx *ctx, int ndim, const size_t *shape, kiln_tensor **out)
 {
     if (!ctx || !out)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_create: ctx and out are "
@@ -77,13 +78,44 @@ kiln_status kiln_tensor_create(kiln_ctx *ctx, int ndim, const size_t *shape, kil
     t->numel = numel;
     for (int i = 0; i < ndim; i++)
         t->shape[i] = shape[i];
+    *out = t;
+    return KILN_OK;
+}
+
+kiln_status kiln_tensor_create(kiln_ctx *ctx, int ndim, const size_t *shape, kiln_tensor **out)
+{
+    kiln_tensor *t;
+    kiln_status st = tensor_new(ctx, ndim, shape, &t);
+    if (st != KILN_OK)
+        return st;
     cl_int err;
-    t->buf = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, numel * sizeof(float), NULL, &err);
+    t->buf = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, t->numel * sizeof(float), NULL,
+                            &err);
     if (err != CL_SUCCESS) {
         char text[128];
+        kiln_tensor_shape_str(t, text, sizeof text);
         free(t);
-        shape_text(ndim, shape, text, sizeof text);
         return kiln_fail_cl_in(err, "clCreateBuffer", "tensor of shape %s", text);
+    }
+    *out = t;
+    return KILN_OK;
+}
+
+kiln_status kiln_tensor_view(kiln_ctx *ctx, cl_mem parent, size_t offset, int ndim,
+                             const size_t *shape, kiln_tensor **out)
+{
+    kiln_tensor *t;
+    kiln_status st = tensor_new(ctx, ndim, shape, &t);
+    if (st != KILN_OK)
+        return st;
+    cl_buffer_region region = {offset, t->numel * sizeof(float)};
+    cl_int err;
+    t->buf = clCreateSubBuffer(parent, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &region,
+                               &err);
+    if (err != CL_SUCCESS) {
+        free(t);
+        return kiln_fail_cl_in(err, "clCreateSubBuffer", "view of %zu bytes at offset %zu",
+                               region.size, offset);
     }
     *out = t;
     return KILN_OK;

@@ -41,10 +41,10 @@ typedef struct {
     kiln_tensor *target, *loss;
 } net;
 
-static void net_open(net *n, const net_case *c, int fuse)
+static void net_open(net *n, const net_case *c, pipe_options options)
 {
     check_ok(kiln_model_parse(c->text, c->label, &n->model));
-    check_ok(pipeline_create(test_ctx(), n->model, BATCH, fuse, 1234, &n->p));
+    check_ok(pipeline_create(test_ctx(), n->model, BATCH, options, 1234, &n->p));
     size_t in = kiln_tensor_numel(n->p->input);
     float *x = test_alloc(in * sizeof *x);
     kiln_rng rng;
@@ -93,7 +93,7 @@ START_TEST(network_gradients_match_finite_differences)
 {
     const net_case *c = &nets[_i];
     net n;
-    net_open(&n, c, 1);
+    net_open(&n, c, (pipe_options){.fuse = 1, .plan = 1});
     loss_at(&n, c);
     check_ok(pipeline_backward(n.p, 1));
     int checked = 0;
@@ -145,8 +145,8 @@ START_TEST(fused_pipeline_matches_unfused_with_fewer_launches)
 {
     const net_case *c = &nets[_i];
     net fused, plain;
-    net_open(&fused, c, 1);
-    net_open(&plain, c, 0);
+    net_open(&fused, c, (pipe_options){.fuse = 1});
+    net_open(&plain, c, (pipe_options){0});
     kiln_ctx *ctx = test_ctx();
     uint64_t before = kiln_ctx_launches(ctx);
     loss_at(&fused, c);
@@ -180,6 +180,40 @@ START_TEST(fused_pipeline_matches_unfused_with_fewer_launches)
 }
 END_TEST
 
+/* With every arena block filled with NaN when its life ends, a planned
+ * pipeline still gives the unplanned one's numbers, step after step: no
+ * value is read after the planner let another take its place. */
+START_TEST(poisoned_planned_pipeline_matches_unplanned)
+{
+    const net_case *c = &nets[_i];
+    net planned, plain;
+    net_open(&planned, c, (pipe_options){.fuse = 1, .plan = 1, .poison = 1});
+    net_open(&plain, c, (pipe_options){.fuse = 1});
+    size_t arena = planned.p->arena_bytes, unplanned, planned_bytes, params;
+    plan_memory(planned.p, &planned_bytes, &unplanned, &params);
+    printf("%s: arena %zu bytes, unplanned %zu\n", c->label, arena, unplanned);
+    ck_assert_uint_le(arena, unplanned + KILN_ARENA_ALIGN * planned.p->n_blocks);
+    for (int step = 0; step < 2; step++) {
+        for (int eval = 0; eval < 2; eval++) {
+            check_ok(pipeline_forward(planned.p, !eval));
+            check_ok(pipeline_forward(plain.p, !eval));
+            expect_same(pipeline_output(planned.p), pipeline_output(plain.p), "output", c->label);
+        }
+        check_ok(pipeline_loss(planned.p, c->loss, 0, planned.target, planned.loss));
+        check_ok(pipeline_loss(plain.p, c->loss, 0, plain.target, plain.loss));
+        expect_same(planned.loss, plain.loss, "loss", c->label);
+        check_ok(pipeline_backward(planned.p, 1));
+        check_ok(pipeline_backward(plain.p, 1));
+        for (size_t s = 0; s < plain.p->count; s++)
+            for (int k = 0; k < plain.p->steps[s].shapes.n_params; k++)
+                expect_same(planned.p->steps[s].dparam[k], plain.p->steps[s].dparam[k],
+                            "gradient", c->label);
+    }
+    net_close(&planned);
+    net_close(&plain);
+}
+END_TEST
+
 /* kaiming_normal: N(0, 2 / fan_in), within a 5σ bound on the variance. */
 START_TEST(initialisation_follows_the_formula_and_the_seed)
 {
@@ -188,8 +222,8 @@ START_TEST(initialisation_follows_the_formula_and_the_seed)
                               "[linear]\nout = 200\ninit = xavier_uniform\n",
                               "init.ini", &m));
     pipeline *a, *b;
-    check_ok(pipeline_create(test_ctx(), m, 1, 1, 7, &a));
-    check_ok(pipeline_create(test_ctx(), m, 1, 1, 7, &b));
+    check_ok(pipeline_create(test_ctx(), m, 1, (pipe_options){.fuse = 1}, 7, &a));
+    check_ok(pipeline_create(test_ctx(), m, 1, (pipe_options){.plan = 1}, 7, &b));
     float *w = download_all(a->steps[0].param[0]), *w2 = download_all(b->steps[0].param[0]);
     size_t n = a->steps[0].param[0]->numel;
     ck_assert(memcmp(w, w2, n * sizeof *w) == 0);
@@ -226,6 +260,7 @@ int main(void)
     TCase *tc = tcase_create("pipeline");
     tcase_add_loop_test(tc, network_gradients_match_finite_differences, 0, NET_COUNT);
     tcase_add_loop_test(tc, fused_pipeline_matches_unfused_with_fewer_launches, 0, NET_COUNT);
+    tcase_add_loop_test(tc, poisoned_planned_pipeline_matches_unplanned, 0, NET_COUNT);
     tcase_add_test(tc, initialisation_follows_the_formula_and_the_seed);
     suite_add_tcase(s, tc);
     return test_run(s);
