@@ -95,6 +95,17 @@ __kernel void bias_act(__global float *y, __global const float *b, const int has
     y[at] = act(v, slope);
 }
 
+/* The same for inner = 1 (linear), over (cols, rows). */
+__kernel void bias_act_rows(__global float *y, __global const float *b, const int has_bias,
+                            const float slope)
+{
+    uint c = get_global_id(0), at = get_global_id(1) * get_global_size(0) + c;
+    float v = y[at];
+    if (has_bias)
+        v += b[c];
+    y[at] = act(v, slope);
+}
+
 /* y = a + b; all (n) */
 __kernel void add(__global const float *a, __global const float *b, __global float *y,
                   const uint n)

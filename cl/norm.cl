@@ -1,6 +1,9 @@
 /* Batch and layer normalization, forward and backward. Built after
- * group.cl; every per-channel or per-row sum is one work-group's tree sum,
- * so results do not depend on scheduling.
+ * group.cl and act.cl; every per-channel or per-row sum is one
+ * work-group's tree sum, so results do not depend on scheduling.
+ * batchnorm can end in an activation (ACT, from act.cl): its backward then
+ * starts from dz = act'(y) dy, computed on the fly from the output y. With
+ * ROWS (batchnorm1d, S = 1) elementwise kernels run over (C, N).
  *
  * batchnorm: x is (N, C, S) with S = H*W (1 for batchnorm1d); per channel
  *   c over M = N*S values: mean, biased var -> rstd = 1/sqrt(var + eps).
@@ -50,26 +53,35 @@ __kernel void bn_running(__global const float *run_mean, __global const float *r
     }
 }
 
-/* Element (n, c, s) of the range (S, C, N). */
+/* Element i = (n, c, s) of the range (S, C, N), or (C, N) with ROWS;
+ * M = N * S, the values per channel. */
+#ifdef ROWS
+#define BN_ELEMENT                                                             \
+    uint c = get_global_id(0), i = get_global_id(1) * get_global_size(0) + c;  \
+    uint M = get_global_size(1)
+#else
 #define BN_ELEMENT                                                             \
     uint s = get_global_id(0), c = get_global_id(1), nn = get_global_id(2);    \
-    uint i = (nn * get_global_size(1) + c) * get_global_size(0) + s
+    uint i = (nn * get_global_size(1) + c) * get_global_size(0) + s;           \
+    uint M = get_global_size(0) * get_global_size(2)
+#endif
 
-/* y = (x - mean[c]) rstd[c] gamma[c] + beta[c], over (S, C, N) */
+/* y = act((x - mean[c]) rstd[c] gamma[c] + beta[c]) */
 __kernel void bn_apply(__global const float *x, __global float *y, __global const float *mean,
                        __global const float *rstd, __global const float *gamma,
-                       __global const float *beta)
+                       __global const float *beta, const float slope)
 {
     BN_ELEMENT;
-    y[i] = (x[i] - mean[c]) * rstd[c] * gamma[c] + beta[c];
+    (void)M;
+    y[i] = act((x[i] - mean[c]) * rstd[c] * gamma[c] + beta[c], slope);
 }
 
-/* Per channel: dbeta = sum dy, dgamma = sum dy xhat. */
+/* Per channel: dbeta = sum dz, dgamma = sum dz xhat. */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void bn_grad_sums(__global const float *x, __global const float *dy,
+void bn_grad_sums(__global const float *x, __global const float *y, __global const float *dy,
                   __global const float *mean, __global const float *rstd,
                   __global float *dgamma, __global float *dbeta, const uint N,
-                  const uint C, const uint S)
+                  const uint C, const uint S, const float slope)
 {
     __local float scratch[WG];
     uint c = (uint)get_group_id(0), lid = (uint)get_local_id(0);
@@ -77,8 +89,9 @@ void bn_grad_sums(__global const float *x, __global const float *dy,
     float sum_dy = 0.0f, sum_dy_xhat = 0.0f;
     for (uint j = lid; j < M; j += WG) {
         uint at = ((j / S) * C + c) * S + j % S;
-        sum_dy += dy[at];
-        sum_dy_xhat += dy[at] * (x[at] - mean[c]) * rstd[c];
+        float dz = act_grad(y[at], y[at], dy[at], slope);
+        sum_dy += dz;
+        sum_dy_xhat += dz * (x[at] - mean[c]) * rstd[c];
     }
     float db = group_sum(scratch, sum_dy);
     float dg = group_sum(scratch, sum_dy_xhat);
@@ -88,22 +101,23 @@ void bn_grad_sums(__global const float *x, __global const float *dy,
     }
 }
 
-/* Training: dx = gamma rstd / M (M dy - dbeta - xhat dgamma);
- * eval (batch statistics not used): dx = gamma rstd dy. Over (S, C, N). */
-__kernel void bn_dx(__global const float *x, __global const float *dy,
+/* Training: dx = gamma rstd / M (M dz - dbeta - xhat dgamma);
+ * eval (batch statistics not used): dx = gamma rstd dz. */
+__kernel void bn_dx(__global const float *x, __global const float *y, __global const float *dy,
                     __global const float *mean, __global const float *rstd,
                     __global const float *gamma, __global const float *dgamma,
-                    __global const float *dbeta, __global float *dx, const int training)
+                    __global const float *dbeta, __global float *dx, const int training,
+                    const float slope)
 {
     BN_ELEMENT;
-    uint M = get_global_size(0) * get_global_size(2);
+    float dz = act_grad(y[i], y[i], dy[i], slope);
     float scale = gamma[c] * rstd[c];
     if (!training) {
-        dx[i] = scale * dy[i];
+        dx[i] = scale * dz;
         return;
     }
     float xhat = (x[i] - mean[c]) * rstd[c];
-    dx[i] = scale / (float)M * ((float)M * dy[i] - dbeta[c] - xhat * dgamma[c]);
+    dx[i] = scale / (float)M * ((float)M * dz - dbeta[c] - xhat * dgamma[c]);
 }
 
 /* Per row r: mean, rstd and y = xhat gamma + beta. */

@@ -144,6 +144,10 @@ KILN_API kiln_status kiln_ctx_finish(kiln_ctx *ctx);
  * enqueued; differences count the launches of a piece of work. */
 KILN_API uint64_t kiln_ctx_launches(const kiln_ctx *ctx);
 
+/* Prints every launch (kernel and its range, CLBlast GEMM and its sizes,
+ * copy) to out as it is enqueued; NULL stops. */
+KILN_API void kiln_ctx_set_trace(kiln_ctx *ctx, FILE *out);
+
 /* Statistics of the kernel-program cache, for tests and `kiln devices -v`. */
 typedef struct {
     unsigned memory_hits; /* program found in this context's memory cache */
@@ -245,6 +249,20 @@ KILN_API const char *kiln_model_train_setting(const kiln_model *m, const char *k
 /* Prints a table of the layers (name, kind, input, output shape,
  * parameters) and the totals, like PyTorch's and Keras's summaries. */
 KILN_API kiln_status kiln_model_summary(kiln_model *m, FILE *out);
+
+/* Device memory of one training step at a batch size: values, gradients
+ * and saved tensors in the planned arena against one buffer each, and the
+ * parameters with their gradients and buffers. Needs no device. */
+KILN_API kiln_status kiln_model_memory(kiln_model *m, size_t batch, FILE *out);
+
+/* The lowered graph, with fused layers merged, in Graphviz's dot. */
+KILN_API kiln_status kiln_model_dot(kiln_model *m, FILE *out);
+
+/* Runs one training step (forward, loss, backward) of a batch of random
+ * data on ctx and prints every launch under the layer it belongs to;
+ * fused selects the fused pipeline. */
+KILN_API kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t batch,
+                                           int fused, FILE *out);
 
 #ifdef __cplusplus
 }

@@ -435,6 +435,12 @@ kiln_status kiln_ctx_finish(kiln_ctx *ctx)
     return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clFinish");
 }
 
+void kiln_ctx_set_trace(kiln_ctx *ctx, FILE *out)
+{
+    if (ctx)
+        ctx->trace = out;
+}
+
 uint64_t kiln_ctx_launches(const kiln_ctx *ctx)
 {
     return ctx ? ctx->launches : 0;

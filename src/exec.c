@@ -1,5 +1,6 @@
 /* Running a pipeline: forward, loss and backward are enqueued on the
  * context's in-order queue; nothing waits until a result is read. */
+#include <stdio.h>
 #include <string.h>
 
 #include "pipeline.h"
@@ -32,6 +33,8 @@ kiln_status pipeline_forward(pipeline *p, int training)
         pipe_step *s = &p->steps[i];
         s->attrs.counter = p->counter;
         op_args c = step_args(p, s, training);
+        if (p->ctx->trace)
+            fprintf(p->ctx->trace, "  forward  %s\n", pipeline_step_name(p, s));
         st = op_forward(s->op, &c);
         if (st == KILN_OK && p->options.poison)
             st = plan_poison(p, (int)i);
@@ -48,6 +51,8 @@ kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
                           const kiln_tensor *target, kiln_tensor *loss)
 {
     pipe_step *last = &p->steps[p->count - 1];
+    if (p->ctx->trace)
+        fprintf(p->ctx->trace, "  loss     %s\n", loss_name(kind));
     kiln_status st = op_loss(p->ctx, kind, label_smoothing, last->out, target, loss, last->grad);
     if (st == KILN_OK && p->options.poison)
         st = plan_poison(p, (int)p->count);
@@ -113,6 +118,8 @@ kiln_status pipeline_backward(pipeline *p, int training)
     p->steps[p->count - 1].grad_ready = 1;
     kiln_status st = KILN_OK;
     for (size_t i = p->count; i-- > 0 && st == KILN_OK;) {
+        if (p->steps[i].grad_ready && p->ctx->trace)
+            fprintf(p->ctx->trace, "  backward %s\n", pipeline_step_name(p, &p->steps[i]));
         if (p->steps[i].grad_ready)
             st = backward_step(p, &p->steps[i], training);
         if (st == KILN_OK && p->options.poison)

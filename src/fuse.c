@@ -1,5 +1,5 @@
-/* Fusion decisions. An activation moves into the epilogue of the linear or
- * conv2d before it when nothing else reads that layer's output (the value
+/* Fusion decisions. An activation moves into the epilogue of the linear,
+ * conv2d or batchnorm before it when nothing else reads that layer's output (the value
  * before the activation is then never needed) and its derivative follows
  * from its output (op_check_fusable). */
 #include "pipeline.h"
@@ -10,7 +10,8 @@ int fuse_activation_into(const kiln_model *m, size_t node, const int *readers)
     if (n->kind->op != OP_ACTIVATION || n->inputs[0] < 0)
         return 0;
     const graph_node *before = &m->nodes[n->inputs[0]];
-    if (before->kind->op != OP_LINEAR && before->kind->op != OP_CONV2D)
+    if (before->kind->op != OP_LINEAR && before->kind->op != OP_CONV2D &&
+        before->kind->op != OP_BATCHNORM)
         return 0;
     if (readers[n->inputs[0]] != 1)
         return 0;

@@ -4,6 +4,8 @@
 
 #include <CL/cl.h>
 
+#include <stdio.h>
+
 #include "kiln.h"
 
 /* ---- errors (error.c) --------------------------------------------------- */
@@ -67,6 +69,7 @@ struct kiln_ctx {
     kiln_program_cache *programs;
     kiln_cache_stats stats;
     uint64_t launches; /* kernels, CLBlast calls and copies enqueued */
+    FILE *trace;       /* when set, every launch is printed there */
 };
 
 /* A kernel argument for kiln_launch_1d: KARG(x) is sizeof x, &x. */

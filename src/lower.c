@@ -1,6 +1,7 @@
 /* Lowering: a finished graph becomes an ordered list of steps for one batch
  * size, each with the shapes it reads and writes; then the tensors are
  * allocated on a device, one by one or placed in a planned arena. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +36,7 @@ static kiln_status add_step(pipeline *p, size_t i)
     pipe_step *s = &p->steps[p->count];
     memset(s, 0, sizeof *s);
     s->node = i;
+    s->fused_node = -1;
     s->op = n->kind->op;
     s->attrs = n->attrs;
     s->n_inputs = n->kind->n_inputs;
@@ -62,6 +64,7 @@ static kiln_status lower_steps(pipeline *p)
             int step = p->value_of[m->nodes[i].inputs[0]];
             p->steps[step].attrs.act = m->nodes[i].attrs.act;
             p->steps[step].attrs.slope = m->nodes[i].attrs.slope;
+            p->steps[step].fused_node = (int)i;
             p->value_of[i] = step;
             continue;
         }
@@ -209,4 +212,14 @@ void pipeline_free(pipeline *p)
     free(p->value_of);
     free(p->blocks);
     free(p);
+}
+
+const char *pipeline_step_name(const pipeline *p, const pipe_step *s)
+{
+    static _Thread_local char name[96];
+    const graph_node *n = &p->model->nodes[s->node];
+    snprintf(name, sizeof name, "%zu %s%s%s", s->node, n->kind->name,
+             s->fused_node >= 0 ? "+" : "",
+             s->fused_node >= 0 ? p->model->nodes[s->fused_node].kind->name : "");
+    return name;
 }

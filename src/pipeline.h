@@ -20,6 +20,7 @@ typedef struct {
     kiln_tensor *buffer[OP_MAX_BUFFERS], *saved[OP_MAX_SAVED];
     kiln_tensor *partial;             /* a second contribution to grad, then added */
     int uses;                         /* how many step inputs read this value */
+    int fused_node;                   /* graph node of a fused activation, or -1 */
     int grad_ready;                   /* grad written during this backward */
 } pipe_step;
 
@@ -71,6 +72,9 @@ kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch,
 kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options options,
                            pipeline **out);
 void pipeline_free(pipeline *p);
+
+/* "3 linear+relu": the step's first layer index and the kinds it merges. */
+const char *pipeline_step_name(const pipeline *p, const pipe_step *s);
 
 /* ---- memory planning (plan.c) ---- */
 

@@ -516,6 +516,9 @@ static kiln_status enqueue(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl
         return kiln_fail_cl_in(err, "clEnqueueNDRangeKernel", "%s, %zux%zux%zu items", name,
                                global[0], dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
     ctx->launches++;
+    if (ctx->trace)
+        fprintf(ctx->trace, "    kernel %-18s %zu x %zu x %zu\n", name, global[0],
+                dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
     return KILN_OK;
 }
 

@@ -1,7 +1,10 @@
 /* `kiln summary`: the layers of a model and their totals. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-#include "graph.h"
+#include "pipeline.h"
+#include "rng.h"
 
 /* 5315 -> "5,315" */
 static const char *grouped(uint64_t v, char *buf, size_t size)
@@ -50,4 +53,138 @@ kiln_status kiln_model_summary(kiln_model *m, FILE *out)
     fprintf(out, "buffer values: %s (batchnorm running statistics and batch counts)\n",
             grouped(kiln_model_buffer_count(m), count, sizeof count));
     return KILN_OK;
+}
+
+static double mib(size_t bytes)
+{
+    return (double)bytes / (1024.0 * 1024.0);
+}
+
+kiln_status kiln_model_memory(kiln_model *m, size_t batch, FILE *out)
+{
+    if (!m || !out || batch == 0)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_memory: model, batch >= 1 and "
+                                                    "stream are required");
+    kiln_status st = graph_finish(m);
+    for (int fuse = 1; fuse >= 0 && st == KILN_OK; fuse--) {
+        pipeline *p;
+        st = pipeline_lower(m, batch, (pipe_options){.fuse = fuse, .plan = 1}, &p);
+        if (st != KILN_OK)
+            break;
+        size_t planned, unplanned, params;
+        plan_memory(p, &planned, &unplanned, &params);
+        fprintf(out, "%s, batch %zu: %zu steps; activations, gradients and saved tensors "
+                     "%.2f MiB planned (%.2f MiB one buffer each); parameters, gradients and "
+                     "buffers %.2f MiB\n",
+                fuse ? "fused" : "unfused", batch, p->count, mib(planned), mib(unplanned),
+                mib(params));
+        pipeline_free(p);
+    }
+    return st;
+}
+
+kiln_status kiln_model_dot(kiln_model *m, FILE *out)
+{
+    if (!m || !out)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_dot: model and stream are "
+                                                    "required");
+    kiln_status st = graph_finish(m);
+    pipeline *p = NULL;
+    if (st == KILN_OK)
+        st = pipeline_lower(m, 1, (pipe_options){.fuse = 1}, &p);
+    if (st != KILN_OK)
+        return st;
+    char shape[64];
+    fprintf(out, "digraph model {\n  rankdir=TB;\n  node [shape=box, fontname=\"sans\"];\n");
+    fprintf(out, "  input [label=\"input\\n%s\", shape=ellipse];\n",
+                 shape_str(&m->input, shape, sizeof shape));
+    for (size_t i = 0; i < p->count; i++) {
+        const pipe_step *s = &p->steps[i];
+        kiln_shape sample = {.ndim = s->shapes.out.ndim - 1};
+        for (int d = 1; d < s->shapes.out.ndim; d++)
+            sample.d[d - 1] = s->shapes.out.d[d];
+        fprintf(out, "  s%zu [label=\"%s\\n%s\"];\n", i, pipeline_step_name(p, s),
+                shape_str(&sample, shape, sizeof shape));
+        for (int k = 0; k < s->n_inputs; k++) {
+            if (s->inputs[k] < 0)
+                fprintf(out, "  input -> s%zu;\n", i);
+            else
+                fprintf(out, "  s%d -> s%zu;\n", s->inputs[k], i);
+        }
+    }
+    fprintf(out, "}\n");
+    pipeline_free(p);
+    return KILN_OK;
+}
+
+/* A random batch for the pipeline's input and a target for its loss. */
+static kiln_status random_batch(pipeline *p, loss_kind loss, kiln_tensor **target)
+{
+    kiln_rng rng;
+    kiln_rng_seed(&rng, 1);
+    kiln_shape out = p->steps[p->count - 1].shapes.out;
+    int ce = loss == LOSS_CROSS_ENTROPY;
+    kiln_shape ts = ce ? shape_make(1, out.d[0], 0, 0, 0) : out;
+    size_t n = kiln_tensor_numel(p->input), nt = shape_numel(&ts);
+    float *x = malloc((n > nt ? n : nt) * sizeof *x);
+    if (!x)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "trace: out of host memory");
+    kiln_rng_fill(&rng, x, n, -1, 1);
+    kiln_status st = kiln_tensor_upload(p->input, x, n);
+    for (size_t i = 0; i < nt; i++)
+        x[i] = ce ? (float)(kiln_rng_next(&rng) % out.d[1]) : (float)kiln_rng_uniform(&rng, 0, 1);
+    if (st == KILN_OK)
+        st = tensor_of(p->ctx, &ts, target);
+    if (st == KILN_OK)
+        st = kiln_tensor_upload(*target, x, nt);
+    free(x);
+    return st;
+}
+
+static loss_kind model_loss(const kiln_model *m, const kiln_shape *out)
+{
+    const char *name = kiln_model_train_setting(m, "loss");
+    for (int k = 0; name && k < LOSS_COUNT; k++)
+        if (strcmp(name, loss_name((loss_kind)k)) == 0)
+            return (loss_kind)k;
+    return out->ndim == 2 ? LOSS_CROSS_ENTROPY : LOSS_MSE;
+}
+
+kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t batch, int fused,
+                                  FILE *out)
+{
+    if (!m || !ctx || !out)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_trace_step: model, context "
+                                                    "and stream are required");
+    kiln_status st = graph_finish(m);
+    pipeline *p = NULL;
+    kiln_tensor *target = NULL, *loss = NULL;
+    kiln_shape one = shape_make(1, 1, 0, 0, 0);
+    if (st == KILN_OK)
+        st = pipeline_create(ctx, m, batch, (pipe_options){.fuse = fused, .plan = 1}, 1, &p);
+    loss_kind kind = p ? model_loss(m, &p->steps[p->count - 1].shapes.out) : LOSS_MSE;
+    if (st == KILN_OK)
+        st = random_batch(p, kind, &target);
+    if (st == KILN_OK)
+        st = tensor_of(ctx, &one, &loss);
+    if (st == KILN_OK)
+        st = kiln_ctx_finish(ctx);
+    uint64_t before = kiln_ctx_launches(ctx);
+    fprintf(out, "one training step, batch %zu, %s:\n", batch, fused ? "fused" : "unfused");
+    kiln_ctx_set_trace(ctx, out);
+    if (st == KILN_OK)
+        st = pipeline_forward(p, 1);
+    if (st == KILN_OK)
+        st = pipeline_loss(p, kind, 0, target, loss);
+    if (st == KILN_OK)
+        st = pipeline_backward(p, 1);
+    kiln_ctx_set_trace(ctx, NULL);
+    if (st == KILN_OK)
+        st = kiln_ctx_finish(ctx);
+    if (st == KILN_OK)
+        fprintf(out, "%llu launches\n", (unsigned long long)(kiln_ctx_launches(ctx) - before));
+    kiln_tensor_free(target);
+    kiln_tensor_free(loss);
+    pipeline_free(p);
+    return st;
 }

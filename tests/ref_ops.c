@@ -304,7 +304,9 @@ static void bn_fwd(ref_op *r)
         for (size_t i = 0; i < n; i++)
             for (size_t j = 0; j < s; j++) {
                 size_t at = (i * ch + c) * s + j;
-                r->out[at] = (r->in[0][at] - mean) * rstd * r->param[0][c] + r->param[1][c];
+                r->out[at] = ref_act(r->a->act,
+                                     (r->in[0][at] - mean) * rstd * r->param[0][c] + r->param[1][c],
+                                     r->a->slope);
             }
     }
 }
@@ -325,8 +327,11 @@ static void bn_bwd(ref_op *r)
         for (size_t i = 0; i < n; i++)
             for (size_t j = 0; j < s; j++) {
                 size_t at = (i * ch + c) * s + j;
-                db += r->dout[at];
-                dg += r->dout[at] * (r->in[0][at] - mean) * rstd;
+                double xhat = (r->in[0][at] - mean) * rstd;
+                double dz = r->dout[at] * act_deriv(r->a->act, xhat * r->param[0][c] + r->param[1][c],
+                                                    r->a->slope);
+                db += dz;
+                dg += dz * xhat;
             }
         if (r->dparam[0])
             r->dparam[0][c] = dg;
@@ -336,9 +341,10 @@ static void bn_bwd(ref_op *r)
             for (size_t j = 0; j < s; j++) {
                 size_t at = (i * ch + c) * s + j;
                 double xhat = (r->in[0][at] - mean) * rstd, g = r->param[0][c] * rstd;
-                r->din[0][at] = r->training
-                                    ? g / (double)m * ((double)m * r->dout[at] - db - xhat * dg)
-                                    : g * r->dout[at];
+                double dz = r->dout[at] * act_deriv(r->a->act, xhat * r->param[0][c] + r->param[1][c],
+                                                    r->a->slope);
+                r->din[0][at] = r->training ? g / (double)m * ((double)m * dz - db - xhat * dg)
+                                            : g * dz;
             }
     }
 }

@@ -1,22 +1,111 @@
-/* kiln summary MODEL.ini: the layers, their shapes and parameter counts. */
+/* kiln summary MODEL.ini: the layers, their shapes and parameter counts,
+ * the memory of a training step; --kernels lists the launches of one step
+ * on the device, --dot writes the fused graph for Graphviz. */
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 
+static const char usage[] =
+    "usage: kiln summary MODEL.ini [--batch N] [--kernels [--unfused] [--device SEL]] "
+    "[--dot FILE]\n";
+
+typedef struct {
+    const char *path, *dot, *device;
+    long batch;
+    int kernels, unfused;
+} summary_args;
+
+/* 0 on success, else the exit code. */
+static int parse_args(int argc, char **argv, summary_args *a)
+{
+    static const struct option options[] = {
+        {"batch", required_argument, NULL, 'b'}, {"kernels", no_argument, NULL, 'k'},
+        {"unfused", no_argument, NULL, 'u'},     {"dot", required_argument, NULL, 'g'},
+        {"device", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "b:kug:d:h", options, NULL)) != -1) {
+        char *end = NULL;
+        if (opt == 'b' && ((a->batch = strtol(optarg, &end, 10)) < 1 || *end || a->batch > 65536)) {
+            fprintf(stderr, "kiln summary: --batch %s: expected a whole number from 1 to 65536\n",
+                    optarg);
+            return 2;
+        }
+        if (opt == 'k')
+            a->kernels = 1;
+        else if (opt == 'u')
+            a->unfused = 1;
+        else if (opt == 'g')
+            a->dot = optarg;
+        else if (opt == 'd')
+            a->device = optarg;
+        else if (opt != 'b') {
+            fputs(usage, opt == 'h' ? stdout : stderr);
+            return opt == 'h' ? -1 : 2;
+        }
+    }
+    if (optind != argc - 1) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    a->path = argv[optind];
+    return 0;
+}
+
+static int write_dot(kiln_model *m, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "kiln summary: %s: cannot write the file\n", path);
+        return 1;
+    }
+    kiln_status st = kiln_model_dot(m, f);
+    if (fclose(f) != 0 && st == KILN_OK) {
+        fprintf(stderr, "kiln summary: %s: cannot write the file\n", path);
+        return 1;
+    }
+    if (st != KILN_OK)
+        return cli_fail("summary");
+    printf("graph written to %s (render with: dot -Tsvg %s -o model.svg)\n", path, path);
+    return 0;
+}
+
+static int trace(kiln_model *m, const summary_args *a)
+{
+    kiln_ctx *ctx;
+    if (kiln_ctx_create(a->device, &ctx) != KILN_OK)
+        return cli_fail("summary");
+    printf("device: %s / %s\n", kiln_ctx_device(ctx)->platform, kiln_ctx_device(ctx)->name);
+    int rc = kiln_model_trace_step(m, ctx, (size_t)a->batch, !a->unfused, stdout) == KILN_OK
+                 ? 0
+                 : cli_fail("summary");
+    kiln_ctx_free(ctx);
+    return rc;
+}
+
 int cli_summary(int argc, char **argv)
 {
-    if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: kiln summary MODEL.ini\n");
-        return argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
-                   ? 0
-                   : 2;
-    }
+    summary_args a = {.batch = 0};
+    int rc = parse_args(argc, argv, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
     kiln_model *m;
-    if (kiln_model_load(argv[1], &m) != KILN_OK)
+    if (kiln_model_load(a.path, &m) != KILN_OK)
         return cli_fail("summary");
-    printf("model %s\n", argv[1]);
-    kiln_status st = kiln_model_summary(m, stdout);
+    const char *train_batch = kiln_model_train_setting(m, "batch");
+    if (!a.batch)
+        a.batch = train_batch && atol(train_batch) > 0 ? atol(train_batch) : 128;
+    printf("model %s\n", a.path);
+    if (kiln_model_summary(m, stdout) != KILN_OK || kiln_model_memory(m, (size_t)a.batch, stdout))
+        rc = cli_fail("summary");
+    if (rc == 0 && a.dot)
+        rc = write_dot(m, a.dot);
+    if (rc == 0 && a.kernels)
+        rc = trace(m, &a);
     kiln_model_free(m);
-    return st == KILN_OK ? 0 : cli_fail("summary");
+    return rc;
 }

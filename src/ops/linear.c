@@ -28,14 +28,18 @@ kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y
         return KILN_OK;
     char opts[32];
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(ctx, "act.cl", act_options(act, opts, sizeof opts),
-                                     "bias_act", &k);
+    const char *name = inner == 1 ? "bias_act_rows" : "bias_act";
+    kiln_status st = kiln_kernel_get(ctx, "act.cl", act_options(act, opts, sizeof opts), name,
+                                     &k);
     if (st != KILN_OK)
         return st;
     cl_int has_bias = b != NULL;
     cl_mem bias = b ? b->buf : y->buf;
-    return kiln_launch_3d(ctx, k, "bias_act", inner, cols, y->numel / (cols * inner), 4,
-                          KARG(y->buf), KARG(bias), KARG(has_bias), KARG(slope));
+    size_t rows = y->numel / (cols * inner);
+    return inner == 1 ? kiln_launch_3d(ctx, k, name, cols, rows, 1, 4, KARG(y->buf), KARG(bias),
+                                       KARG(has_bias), KARG(slope))
+                      : kiln_launch_3d(ctx, k, name, inner, cols, rows, 4, KARG(y->buf),
+                                       KARG(bias), KARG(has_bias), KARG(slope));
 }
 
 static kiln_status linear_forward(const op_args *c)

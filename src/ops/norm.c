@@ -6,17 +6,19 @@
 
 #include "ops.h"
 
-static const char *norm_options(const kiln_ctx *ctx, char *buf, size_t size)
+/* The norm program for an activation epilogue, and ROWS for batchnorm1d. */
+static kiln_status norm_kernel_for(kiln_ctx *ctx, kiln_act act, int rows, const char *name,
+                                   cl_kernel *k)
 {
-    snprintf(buf, size, "-DWG=%zu", reduce_group_size(ctx));
-    return buf;
+    char opts[64];
+    snprintf(opts, sizeof opts, "-DWG=%zu -DACT=%d%s", reduce_group_size(ctx), (int)act,
+             rows ? " -DROWS" : "");
+    return kiln_kernel_get(ctx, "group.cl+act.cl+norm.cl", opts, name, k);
 }
 
 static kiln_status norm_kernel(kiln_ctx *ctx, const char *name, cl_kernel *k)
 {
-    char opts[32];
-    return kiln_kernel_get(ctx, "group.cl+norm.cl", norm_options(ctx, opts, sizeof opts), name,
-                           k);
+    return norm_kernel_for(ctx, KILN_ACT_NONE, 0, name, k);
 }
 
 /* ---- batchnorm: x (N, C) or (N, C, S...) --------------------------------- */
@@ -28,6 +30,8 @@ static kiln_status bn_infer(const op_attrs *a, const kiln_shape *in, op_shapes *
     if (in[0].ndim < 2)
         return kiln_fail(KILN_ERR_SHAPE, "batchnorm: input is %s; expected (N, C) or "
                                          "(N, C, H, W)", shape_str(&in[0], buf, sizeof buf));
+    if (op_check_fusable("batchnorm", a->act) != KILN_OK)
+        return KILN_ERR_UNSUPPORTED;
     kiln_shape c = shape_make(1, in[0].d[1], 0, 0, 0);
     s->out = in[0];
     s->n_params = s->n_buffers = s->n_saved = 2;
@@ -76,18 +80,30 @@ static kiln_status bn_statistics(const op_args *c, bn_dims d)
                           KARG(update));
 }
 
+/* The range of an elementwise batchnorm kernel: (S, C, N), or (C, N, 1)
+ * for batchnorm1d, compiled with ROWS. */
+static void bn_range(bn_dims d, size_t r[3])
+{
+    r[0] = d.s == 1 ? d.c : d.s;
+    r[1] = d.s == 1 ? d.n : d.c;
+    r[2] = d.s == 1 ? 1 : d.n;
+}
+
 static kiln_status bn_forward(const op_args *c)
 {
     bn_dims d = bn_dims_of(c->in[0]);
     kiln_status st = bn_statistics(c, d);
     cl_kernel k;
     if (st == KILN_OK)
-        st = norm_kernel(c->ctx, "bn_apply", &k);
+        st = norm_kernel_for(c->ctx, c->attrs->act, d.s == 1, "bn_apply", &k);
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(c->ctx, k, "bn_apply", d.s, d.c, d.n, 6, KARG(c->in[0]->buf),
+    size_t r[3];
+    bn_range(d, r);
+    return kiln_launch_3d(c->ctx, k, "bn_apply", r[0], r[1], r[2], 7, KARG(c->in[0]->buf),
                           KARG(c->out->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
-                          KARG(c->param[0]->buf), KARG(c->param[1]->buf));
+                          KARG(c->param[0]->buf), KARG(c->param[1]->buf),
+                          KARG(c->attrs->slope));
 }
 
 static kiln_status bn_backward(const op_args *c)
@@ -103,21 +119,25 @@ static kiln_status bn_backward(const op_args *c)
         db = tmp[1];
     cl_kernel k;
     if (st == KILN_OK)
-        st = norm_kernel(c->ctx, "bn_grad_sums", &k);
+        st = norm_kernel_for(c->ctx, c->attrs->act, d.s == 1, "bn_grad_sums", &k);
     if (st == KILN_OK) {
         size_t wg = reduce_group_size(c->ctx);
-        st = kiln_launch_1d(c->ctx, k, "bn_grad_sums", d.c * wg, wg, 9, KARG(c->in[0]->buf),
-                            KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
-                            KARG(dg->buf), KARG(db->buf), KARG(d.n), KARG(d.c), KARG(d.s));
+        st = kiln_launch_1d(c->ctx, k, "bn_grad_sums", d.c * wg, wg, 11, KARG(c->in[0]->buf),
+                            KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
+                            KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf), KARG(d.n),
+                            KARG(d.c), KARG(d.s), KARG(c->attrs->slope));
     }
     if (st == KILN_OK && c->din[0])
-        st = norm_kernel(c->ctx, "bn_dx", &k);
+        st = norm_kernel_for(c->ctx, c->attrs->act, d.s == 1, "bn_dx", &k);
     if (st == KILN_OK && c->din[0]) {
         cl_int training = c->training;
-        st = kiln_launch_3d(c->ctx, k, "bn_dx", d.s, d.c, d.n, 9, KARG(c->in[0]->buf),
-                            KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
-                            KARG(c->param[0]->buf), KARG(dg->buf), KARG(db->buf),
-                            KARG(c->din[0]->buf), KARG(training));
+        size_t r[3];
+        bn_range(d, r);
+        st = kiln_launch_3d(c->ctx, k, "bn_dx", r[0], r[1], r[2], 11, KARG(c->in[0]->buf),
+                            KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
+                            KARG(c->saved[1]->buf), KARG(c->param[0]->buf), KARG(dg->buf),
+                            KARG(db->buf), KARG(c->din[0]->buf), KARG(training),
+                            KARG(c->attrs->slope));
     }
     kiln_tensor_free(tmp[0]);
     kiln_tensor_free(tmp[1]);
