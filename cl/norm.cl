@@ -189,3 +189,19 @@ void ln_param_grads(__global const float *x, __global const float *dy,
         dgamma[j] = dg;
     }
 }
+
+/* Eval-mode batchnorm folded into the linear or conv2d before it, over
+ * (row, out) where a weight row holds row = in (* k * k) values:
+ *   s = gamma / sqrt(running_var + eps)
+ *   wf[o, :] = w[o, :] s[o]      bf[o] = (b[o] - running_mean[o]) s[o] + beta[o] */
+__kernel void bn_fold(__global const float *w, __global const float *b, const int has_bias,
+                      __global const float *gamma, __global const float *beta,
+                      __global const float *run_mean, __global const float *run_var,
+                      const float eps, __global float *wf, __global float *bf)
+{
+    uint j = get_global_id(0), o = get_global_id(1), row = get_global_size(0);
+    float s = gamma[o] * rsqrt(run_var[o] + eps);
+    wf[o * row + j] = w[o * row + j] * s;
+    if (j == 0)
+        bf[o] = ((has_bias ? b[o] : 0.0f) - run_mean[o]) * s + beta[o];
+}

@@ -24,6 +24,43 @@ static op_args step_args(pipeline *p, pipe_step *s, int training)
     return c;
 }
 
+kiln_status pipeline_fold(pipeline *p, pipe_step *s)
+{
+    pipe_step *bn = &p->steps[s->bn_step];
+    cl_kernel k;
+    char opts[32];
+    snprintf(opts, sizeof opts, "-DWG=%zu", reduce_group_size(p->ctx));
+    kiln_status st = kiln_kernel_get(p->ctx, "group.cl+act.cl+norm.cl", opts, "bn_fold", &k);
+    if (st != KILN_OK)
+        return st;
+    size_t out = s->param[0]->shape[0], row = s->param[0]->numel / out;
+    cl_int has_bias = s->attrs.bias;
+    cl_mem bias = has_bias ? s->param[1]->buf : s->param[0]->buf;
+    return kiln_launch_3d(p->ctx, k, "bn_fold", row, out, 1, 10, KARG(s->param[0]->buf),
+                          KARG(bias), KARG(has_bias), KARG(bn->param[0]->buf),
+                          KARG(bn->param[1]->buf), KARG(bn->buffer[0]->buf),
+                          KARG(bn->buffer[1]->buf), KARG(bn->attrs.eps), KARG(s->folded[0]->buf),
+                          KARG(s->folded[1]->buf));
+}
+
+/* Eval mode: the layer with its batchnorm folded in, writing the
+ * batchnorm's output with the batchnorm's activation. */
+static kiln_status forward_folded(pipeline *p, pipe_step *s)
+{
+    pipe_step *bn = &p->steps[s->bn_step];
+    kiln_status st = pipeline_fold(p, s);
+    op_attrs a = s->attrs;
+    a.bias = 1;
+    a.act = bn->attrs.act;
+    a.slope = bn->attrs.slope;
+    op_args c = step_args(p, s, 0);
+    c.attrs = &a;
+    c.out = bn->out;
+    c.param[0] = s->folded[0];
+    c.param[1] = s->folded[1];
+    return st == KILN_OK ? op_forward(s->op, &c) : st;
+}
+
 kiln_status pipeline_forward(pipeline *p, int training)
 {
     if (training)
@@ -32,10 +69,16 @@ kiln_status pipeline_forward(pipeline *p, int training)
     for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
         pipe_step *s = &p->steps[i];
         s->attrs.counter = p->counter;
+        if (!training && s->folded_into >= 0)
+            continue; /* computed inside the layer it folds into */
         op_args c = step_args(p, s, training);
         if (p->ctx->trace)
-            fprintf(p->ctx->trace, "  forward  %s\n", pipeline_step_name(p, s));
-        st = op_forward(s->op, &c);
+            fprintf(p->ctx->trace, "  forward  %s%s\n", pipeline_step_name(p, s),
+                    !training && s->bn_step >= 0 ? " (batchnorm folded in)" : "");
+        if (!training && s->bn_step >= 0)
+            st = forward_folded(p, s);
+        else
+            st = op_forward(s->op, &c);
         if (st == KILN_OK && p->options.poison)
             st = plan_poison(p, (int)i);
     }
@@ -50,10 +93,16 @@ kiln_tensor *pipeline_output(pipeline *p)
 kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
                           const kiln_tensor *target, kiln_tensor *loss)
 {
-    pipe_step *last = &p->steps[p->count - 1];
+    int at = (int)p->count - 1;
+    if (kind == LOSS_CROSS_ENTROPY && pipeline_softmax_head(p))
+        at = p->steps[at].inputs[0];
+    p->loss_step = at;
+    const kiln_tensor *logits = at < 0 ? p->input : p->steps[at].out;
     if (p->ctx->trace)
-        fprintf(p->ctx->trace, "  loss     %s\n", loss_name(kind));
-    kiln_status st = op_loss(p->ctx, kind, label_smoothing, last->out, target, loss, last->grad);
+        fprintf(p->ctx->trace, "  loss     %s%s\n", loss_name(kind),
+                at != (int)p->count - 1 ? " (on the logits before the softmax)" : "");
+    kiln_status st = op_loss(p->ctx, kind, label_smoothing, logits, target, loss,
+                             at < 0 ? NULL : p->steps[at].grad);
     if (st == KILN_OK && p->options.poison)
         st = plan_poison(p, (int)p->count);
     return st;
@@ -115,7 +164,8 @@ kiln_status pipeline_backward(pipeline *p, int training)
 {
     for (size_t i = 0; i < p->count; i++)
         p->steps[i].grad_ready = 0;
-    p->steps[p->count - 1].grad_ready = 1;
+    if (p->loss_step >= 0)
+        p->steps[p->loss_step].grad_ready = 1;
     kiln_status st = KILN_OK;
     for (size_t i = p->count; i-- > 0 && st == KILN_OK;) {
         if (p->steps[i].grad_ready && p->ctx->trace)

@@ -367,8 +367,6 @@ static kiln_act next_activation(const kiln_model *m, size_t i)
             continue;
         if (n->kind->op == OP_ACTIVATION)
             return n->attrs.act;
-        if (n->kind->op == OP_SOFTMAX)
-            return KILN_ACT_SIGMOID; /* treated like the sigmoid family */
         if (n->kind->op == OP_BATCHNORM || n->kind->op == OP_LAYERNORM ||
             n->kind->op == OP_DROPOUT)
             return next_activation(m, j);

@@ -36,7 +36,7 @@ static kiln_status add_step(pipeline *p, size_t i)
     pipe_step *s = &p->steps[p->count];
     memset(s, 0, sizeof *s);
     s->node = i;
-    s->fused_node = -1;
+    s->fused_node = s->bn_step = s->folded_into = -1;
     s->op = n->kind->op;
     s->attrs = n->attrs;
     s->n_inputs = n->kind->n_inputs;
@@ -69,6 +69,11 @@ static kiln_status lower_steps(pipeline *p)
             continue;
         }
         st = add_step(p, i);
+        if (st == KILN_OK && p->options.fuse && fold_batchnorm_into(m, i, readers)) {
+            int before = p->value_of[m->nodes[i].inputs[0]];
+            p->steps[before].bn_step = (int)p->count - 1;
+            p->steps[p->count - 1].folded_into = before;
+        }
     }
     free(readers);
     return st;
@@ -89,6 +94,7 @@ kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options optio
     p->batch = batch;
     p->options = options;
     p->input_shape = batched(&m->input, batch);
+    p->loss_step = (int)m->count - 1; /* set by each loss; the last step until then */
     p->steps = calloc(m->count, sizeof *p->steps);
     p->value_of = calloc(m->count, sizeof *p->value_of);
     kiln_status st = p->steps && p->value_of
@@ -157,6 +163,11 @@ static kiln_status allocate(pipeline *p)
         st = alloc_list(p, s->param, s->shapes.param, s->shapes.n_params);
         if (st == KILN_OK)
             st = alloc_list(p, s->dparam, s->shapes.param, s->shapes.n_params);
+        if (st == KILN_OK && s->bn_step >= 0)
+            st = alloc_one(p, &s->folded[0], &s->shapes.param[0]);
+        /* the folded bias exists even where the layer has none */
+        if (st == KILN_OK && s->bn_step >= 0)
+            st = alloc_one(p, &s->folded[1], &p->steps[s->bn_step].shapes.param[1]);
         if (st == KILN_OK)
             st = alloc_list(p, s->buffer, s->shapes.buffer, s->shapes.n_buffers);
     }
@@ -199,6 +210,7 @@ void pipeline_free(pipeline *p)
         for (int k = 0; k < OP_MAX_PARAMS; k++) {
             kiln_tensor_free(s->param[k]);
             kiln_tensor_free(s->dparam[k]);
+            kiln_tensor_free(s->folded[k]);
         }
         for (int k = 0; k < OP_MAX_BUFFERS; k++)
             kiln_tensor_free(s->buffer[k]);
@@ -222,4 +234,12 @@ const char *pipeline_step_name(const pipeline *p, const pipe_step *s)
              s->fused_node >= 0 ? "+" : "",
              s->fused_node >= 0 ? p->model->nodes[s->fused_node].kind->name : "");
     return name;
+}
+
+int pipeline_softmax_head(const pipeline *p)
+{
+    const pipe_step *last = &p->steps[p->count - 1];
+    int ndim = last->shapes.out.ndim;
+    int dim = last->attrs.dim < 0 ? ndim + last->attrs.dim : last->attrs.dim;
+    return last->op == OP_SOFTMAX && ndim == 2 && dim == 1;
 }

@@ -21,6 +21,9 @@ typedef struct {
     kiln_tensor *partial;             /* a second contribution to grad, then added */
     int uses;                         /* how many step inputs read this value */
     int fused_node;                   /* graph node of a fused activation, or -1 */
+    int bn_step;                      /* eval: the batchnorm step folded into this one */
+    int folded_into;                  /* eval: this batchnorm runs inside that step */
+    kiln_tensor *folded[OP_MAX_PARAMS]; /* eval: weight and bias with the batchnorm in */
     int grad_ready;                   /* grad written during this backward */
 } pipe_step;
 
@@ -57,6 +60,7 @@ typedef struct {
     int *value_of;                    /* graph node -> step holding its value */
     kiln_shape input_shape;           /* (batch, input shape) */
     kiln_tensor *input;
+    int loss_step;                    /* the step whose gradient the loss wrote */
     plan_block *blocks;               /* with options.plan */
     size_t n_blocks;
     size_t arena_bytes;               /* with options.plan: the arena's size */
@@ -72,6 +76,10 @@ kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch,
 kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options options,
                            pipeline **out);
 void pipeline_free(pipeline *p);
+
+/* Whether the model ends in a softmax over the classes of a (batch,
+ * classes) output, its prediction head. */
+int pipeline_softmax_head(const pipeline *p);
 
 /* "3 linear+relu": the step's first layer index and the kinds it merges. */
 const char *pipeline_step_name(const pipeline *p, const pipe_step *s);
@@ -94,6 +102,13 @@ kiln_status plan_poison(pipeline *p, int t);
  * before it, given how many layers read each node (fuse.c). */
 int fuse_activation_into(const kiln_model *m, size_t node, const int *readers);
 
+/* Whether batchnorm node `node` can fold into the linear or conv2d before
+ * it in eval mode (fuse.c). */
+int fold_batchnorm_into(const kiln_model *m, size_t node, const int *readers);
+
+/* Eval mode: computes the folded weight and bias of step s (exec.c). */
+kiln_status pipeline_fold(pipeline *p, pipe_step *s);
+
 /* Fills every parameter and buffer as PyTorch's initialisers would (init.c). */
 kiln_status pipeline_init_params(pipeline *p, uint64_t seed);
 
@@ -106,7 +121,10 @@ kiln_status pipeline_forward(pipeline *p, int training);
 kiln_tensor *pipeline_output(pipeline *p);
 
 /* loss (1 element) of the output against target, and the output gradient
- * that pipeline_backward starts from. */
+ * that pipeline_backward starts from. A model that ends in a softmax over
+ * its classes is trained with cross-entropy on the logits before it (the
+ * softmax is its prediction head): cross_entropy takes logits, as
+ * PyTorch's does, and applying it to probabilities would be a mistake. */
 kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
                           const kiln_tensor *target, kiln_tensor *loss);
 

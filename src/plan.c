@@ -95,6 +95,8 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
     for (int s = 0; s < n; s++)
         first_writer[s] = last_reader_bwd[s] = 2 * n - s;
     first_writer[n - 1] = n;
+    if (pipeline_softmax_head(p) && p->steps[n - 1].inputs[0] >= 0)
+        first_writer[p->steps[n - 1].inputs[0]] = n; /* cross-entropy on the logits */
     for (int r = 0; r < n; r++)
         for (int k = 0; k < p->steps[r].n_inputs; k++) {
             int s = p->steps[r].inputs[k];
@@ -107,7 +109,9 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
         }
     for (int s = 0; s < n; s++) {
         pipe_step *st = &p->steps[s];
-        add_block(p, &st->out, &st->shapes.out, s, 2 * n - s);
+        /* a batchnorm folded into an earlier step is written there in eval */
+        add_block(p, &st->out, &st->shapes.out, st->folded_into >= 0 ? st->folded_into : s,
+                  2 * n - s);
         add_block(p, &st->grad, &st->shapes.out, first_writer[s], 2 * n - s);
         if (st->uses > 1)
             add_block(p, &st->partial, &st->shapes.out, first_writer[s], last_reader_bwd[s]);

@@ -2,6 +2,7 @@
  * central differences of the loss, the fused pipeline against the unfused
  * one (same numbers, fewer launches), and seeded initialisation. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -175,6 +176,17 @@ START_TEST(fused_pipeline_matches_unfused_with_fewer_launches)
         if (a->shapes.n_params)
             j++;
     }
+    /* eval mode, where batchnorm folds into the layer before it */
+    before = kiln_ctx_launches(ctx);
+    check_ok(pipeline_forward(fused.p, 0));
+    fused_launches = kiln_ctx_launches(ctx) - before;
+    before = kiln_ctx_launches(ctx);
+    check_ok(pipeline_forward(plain.p, 0));
+    plain_launches = kiln_ctx_launches(ctx) - before;
+    printf("%s: %llu launches per eval forward fused, %llu unfused\n", c->label,
+           (unsigned long long)fused_launches, (unsigned long long)plain_launches);
+    ck_assert_uint_le(fused_launches, plain_launches);
+    expect_same(pipeline_output(fused.p), pipeline_output(plain.p), "eval output", c->label);
     net_close(&fused);
     net_close(&plain);
 }
@@ -211,6 +223,41 @@ START_TEST(poisoned_planned_pipeline_matches_unplanned)
     }
     net_close(&planned);
     net_close(&plain);
+}
+END_TEST
+
+/* A softmax head is the prediction: cross-entropy trains on the logits
+ * before it, so the loss and gradients equal those of the model without it. */
+START_TEST(softmax_head_trains_on_logits)
+{
+    static const char base[] = "[input]\nshape = 6\n[linear]\nout = 5\n[tanh]\n[linear]\n"
+                               "out = 4\n";
+    char with_head[256];
+    snprintf(with_head, sizeof with_head, "%s[softmax]\n", base);
+    net_case plain_case = {"logits", base, LOSS_CROSS_ENTROPY, 4};
+    net_case head_case = {"softmax head", with_head, LOSS_CROSS_ENTROPY, 4};
+    net a, b;
+    net_open(&a, &plain_case, (pipe_options){.fuse = 1, .plan = 1, .poison = 1});
+    net_open(&b, &head_case, (pipe_options){.fuse = 1, .plan = 1, .poison = 1});
+    loss_at(&a, &plain_case);
+    loss_at(&b, &head_case);
+    expect_same(a.loss, b.loss, "loss", "softmax head");
+    check_ok(pipeline_backward(a.p, 1));
+    check_ok(pipeline_backward(b.p, 1));
+    for (size_t s = 0; s < a.p->count; s++)
+        for (int k = 0; k < a.p->steps[s].shapes.n_params; k++)
+            expect_same(a.p->steps[s].dparam[k], b.p->steps[s].dparam[k], "gradient",
+                        "softmax head");
+    /* and its prediction is the softmax of the logits: rows sum to 1 */
+    check_ok(pipeline_forward(b.p, 0));
+    float *probs = download_all(pipeline_output(b.p));
+    for (int r = 0; r < BATCH; r++)
+        ck_assert_float_eq_tol(probs[4 * r] + probs[4 * r + 1] + probs[4 * r + 2] +
+                                   probs[4 * r + 3],
+                               1.0f, 1e-5f);
+    free(probs);
+    net_close(&a);
+    net_close(&b);
 }
 END_TEST
 
@@ -261,6 +308,7 @@ int main(void)
     tcase_add_loop_test(tc, network_gradients_match_finite_differences, 0, NET_COUNT);
     tcase_add_loop_test(tc, fused_pipeline_matches_unfused_with_fewer_launches, 0, NET_COUNT);
     tcase_add_loop_test(tc, poisoned_planned_pipeline_matches_unplanned, 0, NET_COUNT);
+    tcase_add_test(tc, softmax_head_trains_on_logits);
     tcase_add_test(tc, initialisation_follows_the_formula_and_the_seed);
     suite_add_tcase(s, tc);
     return test_run(s);
