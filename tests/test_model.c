@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
 #include "harness.h"
+#include "pipeline.h"
 
 #ifndef KILN_SOURCE_DIR
 #define KILN_SOURCE_DIR "."
@@ -88,6 +88,48 @@ START_TEST(file_and_api_build_the_same_graph)
     char shape[32];
     ck_assert_str_eq(shape_str(&a->nodes[5].out, shape, sizeof shape), "1568");
     ck_assert_int_eq(a->nodes[0].init, INIT_KAIMING_NORMAL);
+    kiln_model_free(a);
+    kiln_model_free(b);
+}
+END_TEST
+
+/* Both front ends lower to the same steps and give the same bits. */
+START_TEST(file_and_api_compile_to_identical_pipelines)
+{
+    kiln_model *a, *b = cnn_from_api();
+    check_ok(kiln_model_parse(cnn_text, "cnn.ini", &a));
+    check_ok(graph_finish(b));
+    pipeline *pa, *pb;
+    pipe_options o = {.fuse = 1, .plan = 1};
+    check_ok(pipeline_create(test_ctx(), a, 3, o, 5, &pa));
+    check_ok(pipeline_create(test_ctx(), b, 3, o, 5, &pb));
+    ck_assert_uint_eq(pa->count, pb->count);
+    ck_assert_uint_eq(pa->arena_bytes, pb->arena_bytes);
+    size_t n = kiln_tensor_numel(pa->input);
+    float *x = test_alloc(n * sizeof *x);
+    kiln_rng_fill(test_rng(), x, n, -1, 1);
+    check_ok(kiln_tensor_upload(pa->input, x, n));
+    check_ok(kiln_tensor_upload(pb->input, x, n));
+    for (size_t i = 0; i < pa->count; i++) {
+        ck_assert_int_eq(pa->steps[i].op, pb->steps[i].op);
+        ck_assert_int_eq(pa->steps[i].attrs.act, pb->steps[i].attrs.act);
+        ck_assert_int_eq(pa->steps[i].inputs[0], pb->steps[i].inputs[0]);
+    }
+    for (int training = 1; training >= 0; training--) {
+        check_ok(pipeline_forward(pa, training));
+        check_ok(pipeline_forward(pb, training));
+        size_t m = kiln_tensor_numel(pipeline_output(pa));
+        float *ya = test_alloc(m * sizeof *ya), *yb = test_alloc(m * sizeof *yb);
+        check_ok(kiln_tensor_download(pipeline_output(pa), ya, m));
+        check_ok(kiln_tensor_download(pipeline_output(pb), yb, m));
+        ck_assert_msg(memcmp(ya, yb, m * sizeof *ya) == 0, "outputs differ (training %d)",
+                      training);
+        free(ya);
+        free(yb);
+    }
+    free(x);
+    pipeline_free(pa);
+    pipeline_free(pb);
     kiln_model_free(a);
     kiln_model_free(b);
 }
@@ -226,6 +268,7 @@ int main(void)
     TCase *tc = tcase_create("model");
     tcase_add_test(tc, robust_mlp_counts_like_pytorch);
     tcase_add_test(tc, file_and_api_build_the_same_graph);
+    tcase_add_test(tc, file_and_api_compile_to_identical_pipelines);
     tcase_add_test(tc, default_init_follows_the_activation);
     tcase_add_loop_test(tc, malformed_models_name_file_line_and_key, 0, BAD_COUNT);
     tcase_add_test(tc, long_lines_and_binary_garbage);

@@ -176,7 +176,9 @@ kiln_status op_sum_all(kiln_ctx *ctx, cl_mem const *xs, const size_t *ns, size_t
     kiln_status st = tensor_of(ctx, &s, &partial);
     if (st != KILN_OK)
         return st;
-    st = kiln_tensor_fill(partial, 0.0f);
+    /* alignment gaps between tensors' slots are summed too: zero them */
+    if (count > 1)
+        st = kiln_tensor_fill(partial, 0.0f);
     size_t first = 0;
     for (size_t i = 0; i < count && st == KILN_OK; i++) {
         size_t groups = groups_for(ns[i]);
