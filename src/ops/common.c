@@ -165,18 +165,20 @@ static size_t groups_for(size_t n)
 kiln_status op_sum_all(kiln_ctx *ctx, cl_mem const *xs, const size_t *ns, size_t count,
                        int square, float scale, cl_mem out)
 {
-    /* Sub-buffer origins must be aligned: give each tensor an aligned slot. */
+    /* Sub-buffer origins must be aligned: each tensor's slots start aligned,
+     * and only the last needs no padding after it. */
     size_t align = ctx->info.mem_base_align_bits / 8 / sizeof(float);
     align = align < 1 ? 1 : align;
     size_t slots = 0;
     for (size_t i = 0; i < count; i++)
-        slots += (groups_for(ns[i]) + align - 1) / align * align;
+        slots += i + 1 < count ? (groups_for(ns[i]) + align - 1) / align * align
+                               : groups_for(ns[i]);
     kiln_shape s = shape_make(1, slots ? slots : 1, 0, 0, 0);
     kiln_tensor *partial;
     kiln_status st = tensor_of(ctx, &s, &partial);
     if (st != KILN_OK)
         return st;
-    /* alignment gaps between tensors' slots are summed too: zero them */
+    /* the alignment gaps between tensors' slots are summed too: zero them */
     if (count > 1)
         st = kiln_tensor_fill(partial, 0.0f);
     size_t first = 0;
