@@ -141,6 +141,37 @@ static kiln_status alloc_arena(pipeline *p)
     return st;
 }
 
+/* Places every parameter and its gradient in the two flat buffers. */
+static kiln_status alloc_flat(pipeline *p)
+{
+    size_t align = KILN_ARENA_ALIGN / sizeof(float), total = 0;
+    for (size_t i = 0; i < p->count; i++)
+        for (int k = 0; k < p->steps[i].shapes.n_params; k++)
+            total += (shape_numel(&p->steps[i].shapes.param[k]) + align - 1) / align * align;
+    kiln_shape flat = shape_make(1, total ? total : 1, 0, 0, 0);
+    kiln_status st = tensor_of(p->ctx, &flat, &p->params);
+    if (st == KILN_OK)
+        st = tensor_of(p->ctx, &flat, &p->grads);
+    if (st == KILN_OK)
+        st = kiln_tensor_fill(p->grads, 0.0f);
+    if (st == KILN_OK)
+        st = kiln_tensor_fill(p->params, 0.0f);
+    size_t at = 0;
+    for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
+        pipe_step *s = &p->steps[i];
+        for (int k = 0; k < s->shapes.n_params && st == KILN_OK; k++) {
+            const kiln_shape *ps = &s->shapes.param[k];
+            st = kiln_tensor_view(p->ctx, p->params->buf, at * sizeof(float), ps->ndim, ps->d,
+                                  &s->param[k]);
+            if (st == KILN_OK)
+                st = kiln_tensor_view(p->ctx, p->grads->buf, at * sizeof(float), ps->ndim,
+                                      ps->d, &s->dparam[k]);
+            at += (shape_numel(ps) + align - 1) / align * align;
+        }
+    }
+    return st;
+}
+
 /* Every tensor of every step: values, gradients, partials and saved ones
  * in the arena when planned, else each its own; then persistent ones. */
 static kiln_status allocate(pipeline *p)
@@ -158,12 +189,11 @@ static kiln_status allocate(pipeline *p)
         if (st == KILN_OK)
             st = alloc_list(p, s->saved, s->shapes.saved, s->shapes.n_saved);
     }
+    if (st == KILN_OK)
+        st = alloc_flat(p);
     for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
         pipe_step *s = &p->steps[i];
-        st = alloc_list(p, s->param, s->shapes.param, s->shapes.n_params);
-        if (st == KILN_OK)
-            st = alloc_list(p, s->dparam, s->shapes.param, s->shapes.n_params);
-        if (st == KILN_OK && s->bn_step >= 0)
+        if (s->bn_step >= 0)
             st = alloc_one(p, &s->folded[0], &s->shapes.param[0]);
         /* the folded bias exists even where the layer has none */
         if (st == KILN_OK && s->bn_step >= 0)
@@ -219,6 +249,8 @@ void pipeline_free(pipeline *p)
     }
     if (p->arena)
         clReleaseMemObject(p->arena);
+    kiln_tensor_free(p->params);
+    kiln_tensor_free(p->grads);
     kiln_tensor_free(p->input);
     free(p->steps);
     free(p->value_of);

@@ -65,6 +65,10 @@ typedef struct {
     size_t n_blocks;
     size_t arena_bytes;               /* with options.plan: the arena's size */
     cl_mem arena;
+    /* Every parameter and its gradient are views into two flat buffers of
+     * flat_count floats (zero between tensors), so that the optimizer and
+     * gradient clipping are one launch each over all of them. */
+    kiln_tensor *params, *grads;
 } pipeline;
 
 /* Lowers a finished model for a batch size and allocates it on ctx;
