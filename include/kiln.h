@@ -264,6 +264,51 @@ KILN_API kiln_status kiln_model_dot(kiln_model *m, FILE *out);
 KILN_API kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t batch,
                                            int fused, FILE *out);
 
+/* ---- training --------------------------------------------------------------- */
+
+typedef struct {
+    const char *data;      /* "fashion-mnist", "mnist", a directory of IDX files, or a CSV */
+    const char *label;     /* CSV: the label column's name or index (default "label") */
+    const char *out_dir;   /* best.safetensors, final.safetensors, log.csv; NULL: none */
+    int epochs;            /* these override the model's [train] section when > 0 */
+    int batch;
+    double lr;
+    int progress;          /* redraw a progress line (for terminals) */
+    FILE *log;             /* human-readable progress; NULL: quiet */
+} kiln_train_options;
+
+typedef struct {
+    int epochs_run;
+    int best_epoch;        /* from 1 */
+    int stopped_early;
+    int interrupted;       /* kiln_request_stop() ended it */
+    double best_val_loss;
+    double test_loss, test_accuracy; /* on the test split, with the best weights */
+    double seconds;
+    double samples_per_second;       /* training samples per second of training */
+} kiln_train_report;
+
+/* Trains the model as its [train] section says (loss, optimizer, schedule,
+ * clipping, early stopping, seed) on the chosen data, keeps the weights of
+ * the best validation loss, and evaluates them on the test split. */
+KILN_API kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o,
+                                kiln_train_report *report);
+
+/* Asks a running kiln_train to stop after its current batch and save a
+ * checkpoint; safe to call from a signal handler. */
+KILN_API void kiln_request_stop(void);
+
+/* Loss and accuracy of a checkpoint on the test split of data; with
+ * confusion (classes x classes, row = true class), the confusion matrix. */
+typedef struct {
+    size_t samples, classes;
+    double loss, accuracy;
+    size_t *confusion;     /* classes x classes, to kiln_free */
+} kiln_eval_report;
+
+KILN_API kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
+                                   const kiln_train_options *o, kiln_eval_report *report);
+
 #ifdef __cplusplus
 }
 #endif

@@ -295,6 +295,7 @@ static kiln_status add_train(kiln_model *m, const graph_kv *kv, size_t n, int li
                                                                        "long", kv[i].key);
         snprintf(m->train[i].key, sizeof m->train[i].key, "%s", kv[i].key);
         snprintf(m->train[i].value, sizeof m->train[i].value, "%s", kv[i].value);
+        m->train[i].line = kv[i].line ? kv[i].line : line;
     }
     m->train_count = n;
     return KILN_OK;

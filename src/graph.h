@@ -62,6 +62,7 @@ typedef struct graph_node {
 typedef struct {
     char key[32];
     char value[128];
+    int line;
 } graph_setting;
 
 struct kiln_model {

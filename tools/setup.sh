@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(
   gcc libc6-dev python3 meson ninja-build pkg-config   # build
   ocl-icd-opencl-dev opencl-headers libclblast-dev      # OpenCL and CLBlast
-  libinih-dev zlib1g-dev check                          # model files, gzip, tests
+  libinih-dev libcjson-dev zlib1g-dev check             # model files, checkpoints, gzip, tests
   pocl-opencl-icd mesa-opencl-icd clinfo                # CPU OpenCL drivers
   dataset-fashion-mnist                                 # the demo data
 )

@@ -1,0 +1,507 @@
+/* The training loop: epochs of shuffled batches (forward, loss, backward,
+ * optimizer step, all enqueued before the loss is read), validation,
+ * schedules, early stopping with the best weights kept, checkpoints and a
+ * per-epoch log; then the test split with the best weights. */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "checkpoint.h"
+#include "train.h"
+
+static volatile sig_atomic_t stop_requested;
+
+void kiln_request_stop(void)
+{
+    stop_requested = 1;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Everything a run holds. */
+typedef struct {
+    kiln_ctx *ctx;
+    kiln_model *m;
+    const kiln_train_options *o;
+    train_config c;
+    dataset train, val, test;
+    pipeline *p;
+    optimizer *opt;
+    kiln_tensor *target, *loss;
+    float *x, *y, *out;      /* one batch on the host */
+    size_t *order;
+    float *best_params;      /* the best weights: flat parameters and buffers */
+    float **best_buffers;
+    FILE *csv;
+} run;
+
+/* ---- data ------------------------------------------------------------------ */
+
+static kiln_status load(const kiln_train_options *o, const char *split, dataset *d)
+{
+    size_t n = strlen(o->data);
+    if (n > 4 && strcmp(o->data + n - 4, ".csv") == 0)
+        return data_load_csv(o->data, o->label ? o->label : "label", 1, d);
+    return data_load_named(o->data, split, d);
+}
+
+static kiln_status check_fit(const run *r, const dataset *d)
+{
+    size_t in = shape_numel(&r->m->input);
+    const graph_node *last = &r->m->nodes[r->m->count - 1];
+    size_t outputs = shape_numel(&last->out);
+    char shape[64];
+    if (d->features != in)
+        return kiln_fail(KILN_ERR_SHAPE, "%s has %zu values per sample, but the model's input "
+                                         "is %s (%zu values)",
+                         d->name, d->features, shape_str(&r->m->input, shape, sizeof shape), in);
+    if (r->c.loss == LOSS_CROSS_ENTROPY && d->classes > outputs)
+        return kiln_fail(KILN_ERR_SHAPE, "%s has labels up to %zu, but the model's last layer "
+                                         "has %zu outputs", d->name, d->classes - 1, outputs);
+    if (r->c.loss == LOSS_CROSS_ENTROPY && d->classes == 0)
+        return kiln_fail(KILN_ERR_SHAPE, "%s: cross_entropy needs class indices as labels",
+                         d->name);
+    return KILN_OK;
+}
+
+static kiln_status prepare_data(run *r)
+{
+    kiln_status st = load(r->o, "train", &r->train);
+    if (st == KILN_OK && r->c.val > 0)
+        st = data_split(&r->train, r->c.val, r->c.seed, &r->val);
+    size_t n = strlen(r->o->data);
+    int csv = n > 4 && strcmp(r->o->data + n - 4, ".csv") == 0;
+    if (st == KILN_OK && !csv)
+        st = load(r->o, "test", &r->test);
+    if (st == KILN_OK)
+        st = check_fit(r, &r->train);
+    if (st == KILN_OK && r->c.normalize == NORMALIZE_STANDARD) {
+        double mean, std;
+        data_moments(&r->train, &mean, &std);
+        data_normalize(&r->train, mean, std);
+        data_normalize(&r->val, mean, std);
+        data_normalize(&r->test, mean, std);
+    }
+    if (st == KILN_OK && r->train.count < r->c.batch)
+        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %zu training samples is less than one "
+                                                  "batch of %zu", r->train.name, r->train.count,
+                       r->c.batch);
+    return st;
+}
+
+/* ---- one batch ----------------------------------------------------------------- */
+
+static kiln_status upload_batch(run *r, const dataset *d, const size_t *order, size_t first,
+                                size_t n)
+{
+    size_t b = r->c.batch;
+    data_gather(d, order, first, n, r->x, r->y);
+    for (size_t i = n; i < b; i++) { /* pad a short last batch with its first sample */
+        memcpy(r->x + i * d->features, r->x, d->features * sizeof *r->x);
+        memcpy(r->y + i * d->targets, r->y, d->targets * sizeof *r->y);
+    }
+    kiln_status st = kiln_tensor_upload(r->p->input, r->x, b * d->features);
+    if (st == KILN_OK)
+        st = kiln_tensor_upload(r->target, r->y, kiln_tensor_numel(r->target));
+    return st;
+}
+
+/* Loss sum and correct predictions of the first n rows, on the host, from
+ * the logits (the input of a softmax head) in r->out. */
+static void score(const run *r, size_t n, size_t classes, double *loss, size_t *correct,
+                  size_t *confusion)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float *z = r->out + i * classes;
+        if (r->c.loss != LOSS_CROSS_ENTROPY) {
+            for (size_t j = 0; j < classes; j++) {
+                double v = z[j], t = r->y[i * classes + j];
+                *loss += r->c.loss == LOSS_MSE ? (v - t) * (v - t) / (double)classes
+                                               : (fmax(v, 0) - v * t + log1p(exp(-fabs(v)))) /
+                                                     (double)classes;
+            }
+            continue;
+        }
+        size_t best = 0, label = (size_t)r->y[i];
+        double mx = z[0], sum = 0;
+        for (size_t j = 1; j < classes; j++)
+            if (z[j] > z[best])
+                best = j;
+        mx = z[best];
+        for (size_t j = 0; j < classes; j++)
+            sum += exp((double)z[j] - mx);
+        *loss += mx + log(sum) - z[label];
+        *correct += best == label;
+        if (confusion)
+            confusion[label * classes + best]++;
+    }
+}
+
+/* The logits of the last forward into r->out. */
+static kiln_status read_logits(run *r)
+{
+    pipe_step *last = &r->p->steps[r->p->count - 1];
+    const kiln_tensor *z = pipeline_softmax_head(r->p) && last->inputs[0] >= 0
+                               ? r->p->steps[last->inputs[0]].out
+                               : last->out;
+    return kiln_tensor_download(z, r->out, kiln_tensor_numel(z));
+}
+
+/* Mean loss and accuracy of a dataset in eval mode. */
+static kiln_status evaluate(run *r, const dataset *d, double *loss, double *accuracy,
+                            size_t *confusion)
+{
+    size_t b = r->c.batch, classes = kiln_tensor_numel(pipeline_output(r->p)) / b, correct = 0;
+    double total = 0;
+    kiln_status st = KILN_OK;
+    for (size_t first = 0; first < d->count && st == KILN_OK; first += b) {
+        size_t n = d->count - first < b ? d->count - first : b;
+        st = upload_batch(r, d, NULL, first, n);
+        if (st == KILN_OK)
+            st = pipeline_forward(r->p, 0);
+        if (st == KILN_OK)
+            st = read_logits(r);
+        if (st == KILN_OK)
+            score(r, n, classes, &total, &correct, confusion);
+    }
+    *loss = d->count ? total / (double)d->count : NAN;
+    *accuracy = d->count ? (double)correct / (double)d->count : NAN;
+    return st;
+}
+
+/* ---- the best weights ------------------------------------------------------------- */
+
+static kiln_status snapshot(run *r, int restore)
+{
+    pipeline *p = r->p;
+    kiln_status st = restore ? kiln_tensor_upload(p->params, r->best_params, p->params->numel)
+                             : kiln_tensor_download(p->params, r->best_params, p->params->numel);
+    size_t k = 0;
+    for (size_t i = 0; i < p->count && st == KILN_OK; i++)
+        for (int j = 0; j < p->steps[i].shapes.n_buffers && st == KILN_OK; j++, k++) {
+            kiln_tensor *b = p->steps[i].buffer[j];
+            st = restore ? kiln_tensor_upload(b, r->best_buffers[k], b->numel)
+                         : kiln_tensor_download(b, r->best_buffers[k], b->numel);
+        }
+    return st;
+}
+
+static kiln_status alloc_snapshot(run *r)
+{
+    pipeline *p = r->p;
+    size_t nb = 0;
+    for (size_t i = 0; i < p->count; i++)
+        nb += (size_t)p->steps[i].shapes.n_buffers;
+    r->best_params = malloc(p->params->numel * sizeof(float));
+    r->best_buffers = calloc(nb + 1, sizeof *r->best_buffers);
+    if (!r->best_params || !r->best_buffers)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
+    size_t k = 0;
+    for (size_t i = 0; i < p->count; i++)
+        for (int j = 0; j < p->steps[i].shapes.n_buffers; j++, k++)
+            if (!(r->best_buffers[k] = malloc(p->steps[i].buffer[j]->numel * sizeof(float))))
+                return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
+    return KILN_OK;
+}
+
+static void free_snapshot(run *r)
+{
+    size_t k = 0;
+    for (size_t i = 0; r->p && r->best_buffers && i < r->p->count; i++)
+        for (int j = 0; j < r->p->steps[i].shapes.n_buffers; j++, k++)
+            free(r->best_buffers[k]);
+    free(r->best_buffers);
+    free(r->best_params);
+}
+
+static kiln_status save(run *r, const char *file, int epoch, double val_loss)
+{
+    if (!r->o->out_dir)
+        return KILN_OK;
+    char path[4096], text[64];
+    snprintf(path, sizeof path, "%s/%s", r->o->out_dir, file);
+    checkpoint_meta meta = {0};
+    snprintf(text, sizeof text, "%d", epoch);
+    checkpoint_meta_set(&meta, "epoch", text);
+    snprintf(text, sizeof text, "%llu", (unsigned long long)optim_steps(r->opt));
+    checkpoint_meta_set(&meta, "step", text);
+    snprintf(text, sizeof text, "%.9g", val_loss);
+    checkpoint_meta_set(&meta, "val_loss", text);
+    snprintf(text, sizeof text, "%llu", (unsigned long long)r->c.seed);
+    checkpoint_meta_set(&meta, "seed", text);
+    checkpoint_meta_set(&meta, "format", "pt");
+    checkpoint_meta_set(&meta, "kiln", KILN_VERSION);
+    return checkpoint_save(r->p, path, &meta, (int64_t)optim_steps(r->opt));
+}
+
+/* ---- the loop ---------------------------------------------------------------------- */
+
+static void progress(const run *r, int epoch, size_t done, size_t total, double loss,
+                     double started)
+{
+    if (!r->o->log || !r->o->progress)
+        return;
+    double t = now() - started, rate = t > 0 ? (double)(done * r->c.batch) / t : 0;
+    int width = 24, filled = (int)(width * done / total);
+    fprintf(r->o->log, "\r  epoch %d [%.*s%*s] %zu/%zu  loss %.4f  %.0f samples/s  ETA %.0fs ",
+            epoch, filled, "########################", width - filled, "", done, total, loss,
+            rate, rate > 0 ? (double)((total - done) * r->c.batch) / rate : 0);
+    fflush(r->o->log);
+}
+
+/* One epoch of training; returns mean loss and accuracy. */
+static kiln_status train_epoch(run *r, int epoch, float lr, double *loss, double *acc,
+                               double *seconds)
+{
+    size_t b = r->c.batch, batches = r->train.count / b, correct = 0, seen = 0;
+    size_t classes = kiln_tensor_numel(pipeline_output(r->p)) / b;
+    kiln_rng rng;
+    kiln_rng_seed(&rng, r->c.seed * 1000003u + (uint64_t)epoch);
+    data_shuffle(r->order, r->train.count, &rng);
+    double total = 0, started = now();
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < batches && st == KILN_OK && !stop_requested; i++) {
+        st = upload_batch(r, &r->train, r->order, i * b, b);
+        if (st == KILN_OK)
+            st = pipeline_forward(r->p, 1);
+        if (st == KILN_OK)
+            st = pipeline_loss(r->p, r->c.loss, r->c.label_smoothing, r->target, r->loss);
+        if (st == KILN_OK)
+            st = read_logits(r); /* before backward, which reuses the arena */
+        if (st == KILN_OK)
+            st = pipeline_backward(r->p, 1);
+        if (st == KILN_OK)
+            st = optim_step(r->opt, lr);
+        float l = NAN;
+        if (st == KILN_OK)
+            st = kiln_tensor_download(r->loss, &l, 1);
+        if (st == KILN_OK && !isfinite(l))
+            st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "epoch %d, batch %zu: the loss is %g; "
+                                                      "lower the learning rate or clip "
+                                                      "gradients (clip_norm)",
+                           epoch, i + 1, (double)l);
+        double ignored = 0;
+        score(r, b, classes, &ignored, &correct, NULL);
+        total += l;
+        seen++;
+        if (i % 8 == 0 || i + 1 == batches)
+            progress(r, epoch, i + 1, batches, total / (double)seen, started);
+    }
+    if (r->o->log && r->o->progress)
+        fprintf(r->o->log, "\r%*s\r", 100, "");
+    *loss = seen ? total / (double)seen : NAN;
+    *acc = seen ? (double)correct / (double)(seen * b) : NAN;
+    *seconds = now() - started;
+    return st;
+}
+
+static kiln_status open_log(run *r)
+{
+    if (!r->o->out_dir)
+        return KILN_OK;
+    if (mkdir(r->o->out_dir, 0755) != 0 && errno != EEXIST)
+        return kiln_fail(KILN_ERR_IO, "%s: cannot create the output directory", r->o->out_dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/log.csv", r->o->out_dir);
+    if (!(r->csv = fopen(path, "w")))
+        return kiln_fail(KILN_ERR_IO, "%s: cannot write", path);
+    fprintf(r->csv, "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n");
+    return KILN_OK;
+}
+
+static kiln_status setup(run *r)
+{
+    kiln_status st = train_config_read(r->m, &r->c);
+    if (r->o->epochs > 0)
+        r->c.epochs = r->o->epochs;
+    if (r->o->batch > 0)
+        r->c.batch = (size_t)r->o->batch;
+    if (r->o->lr > 0)
+        r->c.optim.lr = (float)r->o->lr;
+    r->c.sched.base_lr = r->c.optim.lr;
+    if (r->c.sched.t_max == 0)
+        r->c.sched.t_max = r->c.epochs;
+    if (st == KILN_OK)
+        st = graph_finish(r->m);
+    if (st == KILN_OK)
+        st = prepare_data(r);
+    if (st == KILN_OK)
+        st = pipeline_create(r->ctx, r->m, r->c.batch, (pipe_options){.fuse = 1, .plan = 1},
+                             r->c.seed, &r->p);
+    if (st == KILN_OK)
+        st = optim_create(r->p, &r->c.optim, &r->opt);
+    kiln_shape one = shape_make(1, 1, 0, 0, 0), out = r->p ? shape_of(pipeline_output(r->p))
+                                                            : one;
+    kiln_shape ts = r->c.loss == LOSS_CROSS_ENTROPY ? shape_make(1, r->c.batch, 0, 0, 0) : out;
+    if (st == KILN_OK)
+        st = tensor_of(r->ctx, &ts, &r->target);
+    if (st == KILN_OK)
+        st = tensor_of(r->ctx, &one, &r->loss);
+    if (st == KILN_OK) {
+        r->x = malloc(r->c.batch * r->train.features * sizeof *r->x);
+        r->y = malloc(shape_numel(&out) * sizeof *r->y);
+        r->out = malloc(shape_numel(&out) * sizeof *r->out);
+        r->order = malloc(r->train.count * sizeof *r->order);
+        if (!r->x || !r->y || !r->out || !r->order)
+            st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
+    }
+    if (st == KILN_OK)
+        st = alloc_snapshot(r);
+    if (st == KILN_OK)
+        st = open_log(r);
+    return st;
+}
+
+static void teardown(run *r)
+{
+    free_snapshot(r);
+    optim_free(r->opt);
+    pipeline_free(r->p);
+    kiln_tensor_free(r->target);
+    kiln_tensor_free(r->loss);
+    data_free(&r->train);
+    data_free(&r->val);
+    data_free(&r->test);
+    free(r->x);
+    free(r->y);
+    free(r->out);
+    free(r->order);
+    if (r->csv)
+        fclose(r->csv);
+}
+
+static void say(const run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void say(const run *r, const char *fmt, ...)
+{
+    if (!r->o->log)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(r->o->log, fmt, ap);
+    va_end(ap);
+    fflush(r->o->log);
+}
+
+/* Runs the epochs; fills the report's training fields. */
+static kiln_status epochs(run *r, kiln_train_report *rep)
+{
+    scheduler sched;
+    sched_init(&sched, &r->c.sched);
+    double best = INFINITY, val_loss = NAN, train_time = 0;
+    int bad = 0;
+    kiln_status st = KILN_OK;
+    for (int e = 0; e < r->c.epochs && st == KILN_OK && !stop_requested; e++) {
+        float lr = (float)sched_advance(&sched, e, val_loss);
+        double loss, acc, val_acc = NAN, secs;
+        st = train_epoch(r, e + 1, lr, &loss, &acc, &secs);
+        train_time += secs;
+        if (st == KILN_OK && r->val.count)
+            st = evaluate(r, &r->val, &val_loss, &val_acc, NULL);
+        else
+            val_loss = loss;
+        if (st != KILN_OK)
+            break;
+        rep->epochs_run = e + 1;
+        say(r, "epoch %d/%d  lr %.3g  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  "
+               "%.1f s, %.0f samples/s\n",
+            e + 1, r->c.epochs, (double)lr, loss, 100 * acc, val_loss, 100 * val_acc, secs,
+            (double)(r->train.count / r->c.batch * r->c.batch) / secs);
+        if (r->csv)
+            fprintf(r->csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.3f\n", e + 1, (double)lr, loss, acc,
+                    val_loss, val_acc, secs), fflush(r->csv);
+        if (val_loss < best - r->c.min_delta) {
+            best = val_loss;
+            bad = 0;
+            rep->best_epoch = e + 1;
+            rep->best_val_loss = val_loss;
+            st = snapshot(r, 0);
+            if (st == KILN_OK)
+                st = save(r, "best.safetensors", e + 1, val_loss);
+        } else if (r->c.patience > 0 && ++bad >= r->c.patience) {
+            say(r, "early stopping: no improvement of the validation loss for %d epochs\n", bad);
+            rep->stopped_early = 1;
+            break;
+        }
+    }
+    rep->samples_per_second =
+        train_time > 0 ? (double)(rep->epochs_run * (r->train.count / r->c.batch) * r->c.batch) /
+                             train_time
+                       : 0;
+    return st;
+}
+
+kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o,
+                       kiln_train_report *rep)
+{
+    if (!ctx || !m || !o || !o->data || !rep)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_train: context, model, options with "
+                                                    "data, and report are required");
+    memset(rep, 0, sizeof *rep);
+    stop_requested = 0;
+    run r = {.ctx = ctx, .m = m, .o = o};
+    double started = now();
+    kiln_status st = setup(&r);
+    if (st == KILN_OK)
+        say(&r, "training on %zu samples (%zu held out for validation), batch %zu, %d epochs, "
+                "%s, %s\n", r.train.count, r.val.count, r.c.batch, r.c.epochs,
+            r.c.optim.kind == OPTIM_SGD ? "sgd" : r.c.optim.kind == OPTIM_ADAM ? "adam" : "adamw",
+            sched_name(r.c.sched.kind));
+    if (st == KILN_OK)
+        st = epochs(&r, rep);
+    if (st == KILN_OK && stop_requested) {
+        rep->interrupted = 1;
+        st = save(&r, "interrupted.safetensors", rep->epochs_run, rep->best_val_loss);
+        say(&r, "stopped on request; the last weights are in %s/interrupted.safetensors\n",
+            o->out_dir ? o->out_dir : "(no output directory)");
+    }
+    if (st == KILN_OK && rep->best_epoch > 0)
+        st = snapshot(&r, 1); /* the best weights are the final ones */
+    if (st == KILN_OK)
+        st = save(&r, "final.safetensors", rep->best_epoch, rep->best_val_loss);
+    rep->test_loss = rep->test_accuracy = NAN;
+    if (st == KILN_OK && r.test.count)
+        st = evaluate(&r, &r.test, &rep->test_loss, &rep->test_accuracy, NULL);
+    rep->seconds = now() - started;
+    teardown(&r);
+    return st;
+}
+
+kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
+                          const kiln_train_options *o, kiln_eval_report *rep)
+{
+    if (!ctx || !m || !checkpoint || !o || !o->data || !rep)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_evaluate: context, model, checkpoint, "
+                                                    "options with data, and report are "
+                                                    "required");
+    memset(rep, 0, sizeof *rep);
+    run r = {.ctx = ctx, .m = m, .o = o};
+    kiln_train_options quiet = *o;
+    quiet.out_dir = NULL;
+    r.o = &quiet;
+    kiln_status st = setup(&r);
+    if (st == KILN_OK)
+        st = checkpoint_load(r.p, checkpoint, NULL);
+    const dataset *d = r.test.count ? &r.test : &r.val;
+    size_t classes = r.p ? kiln_tensor_numel(pipeline_output(r.p)) / r.c.batch : 0;
+    if (st == KILN_OK && r.c.loss == LOSS_CROSS_ENTROPY &&
+        !(rep->confusion = calloc(classes * classes, sizeof *rep->confusion)))
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of memory");
+    if (st == KILN_OK)
+        st = evaluate(&r, d, &rep->loss, &rep->accuracy, rep->confusion);
+    rep->samples = d->count;
+    rep->classes = classes;
+    teardown(&r);
+    return st;
+}
