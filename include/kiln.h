@@ -273,6 +273,7 @@ typedef struct {
     int epochs;            /* these override the model's [train] section when > 0 */
     int batch;
     double lr;
+    size_t limit;          /* > 0: use at most this many samples of each split */
     int progress;          /* redraw a progress line (for terminals) */
     FILE *log;             /* human-readable progress; NULL: quiet */
 } kiln_train_options;

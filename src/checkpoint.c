@@ -147,6 +147,8 @@ kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoin
     if (st == KILN_OK && (fd = mkstemp(tmp)) < 0)
         st = kiln_fail(KILN_ERR_IO, "%s: cannot create a temporary file beside it (%s)", path,
                        strerror(errno));
+    if (st == KILN_OK && fchmod(fd, 0644) != 0)
+        st = kiln_fail(KILN_ERR_IO, "%s: chmod failed (%s)", path, strerror(errno));
     if (st == KILN_OK)
         st = write_body(fd, p, e, n, json, batches);
     if (st == KILN_OK && fsync(fd) != 0)

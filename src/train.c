@@ -84,6 +84,11 @@ static kiln_status prepare_data(run *r)
     int csv = n > 4 && strcmp(r->o->data + n - 4, ".csv") == 0;
     if (st == KILN_OK && !csv)
         st = load(r->o, "test", &r->test);
+    if (r->o->limit) {
+        r->train.count = r->train.count < r->o->limit ? r->train.count : r->o->limit;
+        r->val.count = r->val.count < r->o->limit ? r->val.count : r->o->limit;
+        r->test.count = r->test.count < r->o->limit ? r->test.count : r->o->limit;
+    }
     if (st == KILN_OK)
         st = check_fit(r, &r->train);
     if (st == KILN_OK && r->c.normalize == NORMALIZE_STANDARD) {
@@ -247,6 +252,24 @@ static kiln_status save(run *r, const char *file, int epoch, double val_loss)
 
 /* ---- the loop ---------------------------------------------------------------------- */
 
+void early_stop_init(early_stop *es, int patience, double min_delta)
+{
+    es->patience = patience;
+    es->min_delta = min_delta;
+    es->best = INFINITY;
+    es->bad = 0;
+}
+
+es_verdict early_stop_update(early_stop *es, double val_loss)
+{
+    if (val_loss < es->best - es->min_delta) {
+        es->best = val_loss;
+        es->bad = 0;
+        return ES_IMPROVED;
+    }
+    return es->patience > 0 && ++es->bad >= es->patience ? ES_STOP : ES_CONTINUE;
+}
+
 static void progress(const run *r, int epoch, size_t done, size_t total, double loss,
                      double started)
 {
@@ -399,8 +422,9 @@ static kiln_status epochs(run *r, kiln_train_report *rep)
 {
     scheduler sched;
     sched_init(&sched, &r->c.sched);
-    double best = INFINITY, val_loss = NAN, train_time = 0;
-    int bad = 0;
+    early_stop es;
+    early_stop_init(&es, r->c.patience, r->c.min_delta);
+    double val_loss = NAN, train_time = 0;
     kiln_status st = KILN_OK;
     for (int e = 0; e < r->c.epochs && st == KILN_OK && !stop_requested; e++) {
         float lr = (float)sched_advance(&sched, e, val_loss);
@@ -421,16 +445,16 @@ static kiln_status epochs(run *r, kiln_train_report *rep)
         if (r->csv)
             fprintf(r->csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.3f\n", e + 1, (double)lr, loss, acc,
                     val_loss, val_acc, secs), fflush(r->csv);
-        if (val_loss < best - r->c.min_delta) {
-            best = val_loss;
-            bad = 0;
+        es_verdict v = early_stop_update(&es, val_loss);
+        if (v == ES_IMPROVED) {
             rep->best_epoch = e + 1;
             rep->best_val_loss = val_loss;
             st = snapshot(r, 0);
             if (st == KILN_OK)
                 st = save(r, "best.safetensors", e + 1, val_loss);
-        } else if (r->c.patience > 0 && ++bad >= r->c.patience) {
-            say(r, "early stopping: no improvement of the validation loss for %d epochs\n", bad);
+        } else if (v == ES_STOP) {
+            say(r, "early stopping: no improvement of the validation loss for %d epochs\n",
+                es.bad);
             rep->stopped_early = 1;
             break;
         }

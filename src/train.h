@@ -27,4 +27,19 @@ typedef struct {
  * schedule's t_max is left 0 when not given: the number of epochs. */
 kiln_status train_config_read(const kiln_model *m, train_config *c);
 
+/* Early stopping on the validation loss: an epoch improves when its loss
+ * is below the best by more than min_delta; patience epochs in a row
+ * without improvement stop training (patience 0: never). */
+typedef struct {
+    int patience;
+    double min_delta;
+    double best;
+    int bad;
+} early_stop;
+
+typedef enum { ES_IMPROVED, ES_CONTINUE, ES_STOP } es_verdict;
+
+void early_stop_init(early_stop *es, int patience, double min_delta);
+es_verdict early_stop_update(early_stop *es, double val_loss);
+
 #endif /* KILN_TRAIN_H */

@@ -33,6 +33,10 @@ void check_close_at(const char *file, int line, const float *got, const double *
                       kiln_status_str(check_ok_st), kiln_last_error());                \
     } while (0)
 
+/* A fresh directory for this test program, removed with its contents at
+ * exit. */
+const char *test_tmpdir(void);
+
 /* malloc that fails the test when memory runs out. */
 void *test_alloc(size_t bytes);
 

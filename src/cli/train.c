@@ -11,7 +11,7 @@
 
 static const char train_usage[] =
     "usage: kiln train MODEL.ini [--data fashion-mnist|DIR|FILE.csv] [--label COLUMN] "
-    "[--epochs N] [--batch N] [--lr X] [--out DIR] [--device SEL]\n";
+    "[--epochs N] [--batch N] [--lr X] [--limit N] [--out DIR] [--device SEL]\n";
 static const char eval_usage[] =
     "usage: kiln eval MODEL.ini CHECKPOINT [--data ...] [--label COLUMN] [--batch N] "
     "[--device SEL]\n";
@@ -41,14 +41,14 @@ static int parse(int argc, char **argv, int positional, const char *usage, cli_o
         {"data", required_argument, NULL, 'D'},  {"label", required_argument, NULL, 'L'},
         {"epochs", required_argument, NULL, 'e'}, {"batch", required_argument, NULL, 'b'},
         {"lr", required_argument, NULL, 'l'},    {"out", required_argument, NULL, 'o'},
-        {"device", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        {"device", required_argument, NULL, 'd'}, {"limit", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
     c->o.data = "fashion-mnist";
     c->o.out_dir = "runs/latest";
     int opt;
     double v;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "D:L:e:b:l:o:d:h", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "D:L:e:b:l:o:d:n:h", options, NULL)) != -1) {
         switch (opt) {
         case 'D': c->o.data = optarg; break;
         case 'L': c->o.label = optarg; break;
@@ -68,6 +68,11 @@ static int parse(int argc, char **argv, int positional, const char *usage, cli_o
             if (!number_arg("--lr", optarg, 1e-12, 100, &v))
                 return 2;
             c->o.lr = v;
+            break;
+        case 'n':
+            if (!number_arg("--limit", optarg, 1, 1e9, &v))
+                return 2;
+            c->o.limit = (size_t)v;
             break;
         default:
             fputs(usage, opt == 'h' ? stdout : stderr);

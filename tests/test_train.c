@@ -1,0 +1,394 @@
+/* Datasets (IDX and CSV, good and broken), safetensors checkpoints (round
+ * trip and every kind of bad file), early stopping, and a short training
+ * run on Fashion-MNIST with an accuracy floor. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "checkpoint.h"
+#include "harness.h"
+#include "train.h"
+
+#ifndef KILN_SOURCE_DIR
+#define KILN_SOURCE_DIR "."
+#endif
+
+static const char *tmp_path(const char *name)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", test_tmpdir(), name);
+    return path;
+}
+
+static void write_file(const char *path, const void *data, size_t n, int gz)
+{
+    if (gz) {
+        gzFile f = gzopen(path, "wb");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_int_eq(gzwrite(f, data, (unsigned)n), (int)n);
+        gzclose(f);
+        return;
+    }
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+/* An IDX file of unsigned bytes: header for dims, then n bytes. */
+static size_t idx_bytes(unsigned char *buf, int rank, const uint32_t *dims, size_t n,
+                        unsigned char fill)
+{
+    unsigned char *p = buf;
+    *p++ = 0;
+    *p++ = 0;
+    *p++ = 0x08;
+    *p++ = (unsigned char)rank;
+    for (int i = 0; i < rank; i++) {
+        *p++ = (unsigned char)(dims[i] >> 24);
+        *p++ = (unsigned char)(dims[i] >> 16);
+        *p++ = (unsigned char)(dims[i] >> 8);
+        *p++ = (unsigned char)dims[i];
+    }
+    for (size_t i = 0; i < n; i++)
+        *p++ = (unsigned char)(fill + i);
+    return (size_t)(p - buf);
+}
+
+START_TEST(idx_files_load_plain_or_gzipped)
+{
+    unsigned char img[256], lab[64];
+    uint32_t di[3] = {3, 2, 4}, dl[1] = {3};
+    size_t ni = idx_bytes(img, 3, di, 24, 10), nl = idx_bytes(lab, 1, dl, 3, 0);
+    for (int gz = 0; gz < 2; gz++) {
+        const char *ip = gz ? "img.gz" : "img";
+        char images[512], labels[512];
+        snprintf(images, sizeof images, "%s", tmp_path(ip));
+        snprintf(labels, sizeof labels, "%s", tmp_path(gz ? "lab.gz" : "lab"));
+        write_file(images, img, ni, gz);
+        write_file(labels, lab, nl, gz);
+        dataset d;
+        check_ok(data_load_idx(images, labels, &d));
+        ck_assert_uint_eq(d.count, 3);
+        ck_assert_uint_eq(d.features, 8);
+        ck_assert_uint_eq(d.classes, 3);
+        ck_assert_float_eq_tol(d.x[9], (10 + 9) / 255.0f, 1e-7f);
+        ck_assert_float_eq(d.y[2], 2.0f);
+        data_free(&d);
+    }
+}
+END_TEST
+
+/* Broken IDX files: each a clear error naming the file. */
+START_TEST(broken_idx_files_are_refused)
+{
+    unsigned char img[256], lab[64], bad[256];
+    uint32_t di[2] = {3, 4}, dl[1] = {3}, dl2[1] = {2}, dl2d[2] = {3, 1};
+    size_t ni = idx_bytes(img, 2, di, 12, 0), nl = idx_bytes(lab, 1, dl, 3, 0);
+    char images[512];
+    snprintf(images, sizeof images, "%s", tmp_path("good-img"));
+    write_file(images, img, ni, 0);
+    char labels[512];
+    snprintf(labels, sizeof labels, "%s", tmp_path("bad-lab"));
+    dataset d;
+    /* wrong magic */
+    memcpy(bad, lab, nl);
+    bad[2] = 0x42;
+    write_file(labels, bad, nl, 0);
+    ck_assert_int_eq(data_load_idx(images, labels, &d), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "not an IDX file"), "%s", kiln_last_error());
+    /* labels of rank 2 */
+    size_t n2 = idx_bytes(bad, 2, dl2d, 3, 0);
+    write_file(labels, bad, n2, 0);
+    ck_assert_int_eq(data_load_idx(images, labels, &d), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "rank 1"), "%s", kiln_last_error());
+    /* counts that disagree */
+    n2 = idx_bytes(bad, 1, dl2, 2, 0);
+    write_file(labels, bad, n2, 0);
+    ck_assert_int_eq(data_load_idx(images, labels, &d), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "has 3 samples but"), "%s", kiln_last_error());
+    /* truncated, plain and gzipped */
+    for (int gz = 0; gz < 2; gz++) {
+        write_file(labels, lab, nl - 1, gz);
+        ck_assert_int_eq(data_load_idx(images, labels, &d), KILN_ERR_IO);
+        ck_assert_msg(strstr(kiln_last_error(), "ends inside"), "%s", kiln_last_error());
+    }
+    /* longer than announced */
+    memcpy(bad, lab, nl);
+    bad[nl] = 7;
+    write_file(labels, bad, nl + 1, 0);
+    ck_assert_int_eq(data_load_idx(images, labels, &d), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "longer than its IDX header"), "%s",
+                  kiln_last_error());
+    /* a gzip stream cut short */
+    char cut[512];
+    snprintf(cut, sizeof cut, "%s", tmp_path("cut.gz"));
+    gzFile f = gzopen(cut, "wb");
+    gzwrite(f, img, (unsigned)ni);
+    gzclose(f);
+    FILE *raw = fopen(cut, "rb");
+    unsigned char buf[512];
+    size_t got = fread(buf, 1, sizeof buf, raw);
+    fclose(raw);
+    write_file(cut, buf, got / 2, 0);
+    ck_assert_int_eq(data_load_idx(cut, labels, &d), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "cut.gz"), "%s", kiln_last_error());
+    ck_assert_int_eq(data_load_idx("/nonexistent/images", labels, &d), KILN_ERR_IO);
+}
+END_TEST
+
+static kiln_status csv(const char *text, const char *label, int header, dataset *d)
+{
+    write_file(tmp_path("d.csv"), text, strlen(text), 0);
+    return data_load_csv(tmp_path("d.csv"), label, header, d);
+}
+
+START_TEST(csv_files_load_and_refuse_bad_cells)
+{
+    dataset d;
+    check_ok(csv("a,label,b\n1,0,2\n3.5,2,-4\n\n5,1,6e1\n", "label", 1, &d));
+    ck_assert_uint_eq(d.count, 3);
+    ck_assert_uint_eq(d.features, 2);
+    ck_assert_uint_eq(d.classes, 3);
+    ck_assert_float_eq(d.x[2], 3.5f);
+    ck_assert_float_eq(d.x[5], 60.0f);
+    ck_assert_float_eq(d.y[1], 2.0f);
+    data_free(&d);
+    check_ok(csv("0.5,1\n0.25,2\n", "0", 0, &d));
+    ck_assert_uint_eq(d.classes, 0); /* 0.5 and 0.25 are targets, not classes */
+    data_free(&d);
+    static const struct {
+        const char *text, *label, *message;
+    } bad[] = {
+        {"a,label\n1,0\n2,1,3\n", "label", "d.csv:3: 3 columns; the first row has 2"},
+        {"a,label\n1,0\nx,1\n", "label", "d.csv:3: column 1 is \"x\"; expected a finite"},
+        {"a,label\n1,0\nnan,1\n", "label", "d.csv:3: column 1 is \"nan\""},
+        {"a,label\n1,0\n1e999,1\n", "label", "d.csv:3: column 1 is \"1e999\""},
+        {"", "label", "d.csv: no data rows"},
+        {"a,label\n", "label", "d.csv: no data rows"},
+        {"a,b\n1,0\n", "label", "d.csv: no column named \"label\""},
+        {"a,b\n1,0\n", "5", "d.csv: label column 5 does not exist"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(csv(bad[i].text, bad[i].label, 1, &d), KILN_ERR_IO);
+        ck_assert_msg(strstr(kiln_last_error(), bad[i].message), "case %zu: %s", i,
+                      kiln_last_error());
+    }
+}
+END_TEST
+
+/* ---- checkpoints ---- */
+
+static pipeline *small_pipeline(kiln_model **m, const char *text)
+{
+    check_ok(kiln_model_parse(text, "ckpt.ini", m));
+    pipeline *p;
+    check_ok(pipeline_create(test_ctx(), *m, 2, (pipe_options){.fuse = 1, .plan = 1}, 9, &p));
+    return p;
+}
+
+static const char net_a[] = "[input]\nshape = 4\n[linear]\nout = 3\n[batchnorm]\n[relu]\n"
+                            "[linear]\nout = 2\nname = head\n";
+
+static float *download_flat(pipeline *p)
+{
+    float *v = test_alloc(p->params->numel * sizeof *v);
+    check_ok(kiln_tensor_download(p->params, v, p->params->numel));
+    return v;
+}
+
+START_TEST(checkpoint_round_trip)
+{
+    kiln_model *m;
+    pipeline *a = small_pipeline(&m, net_a), *b;
+    check_ok(pipeline_create(test_ctx(), m, 2, (pipe_options){.fuse = 1}, 77, &b));
+    float stats[3] = {0.5f, -1.0f, 2.0f};
+    check_ok(kiln_tensor_upload(a->steps[1].buffer[0], stats, 3));
+    checkpoint_meta meta = {0};
+    checkpoint_meta_set(&meta, "epoch", "7");
+    char path[512];
+    snprintf(path, sizeof path, "%s", tmp_path("model.safetensors"));
+    check_ok(checkpoint_save(a, path, &meta, 12));
+    checkpoint_meta back = {0};
+    check_ok(checkpoint_load(b, path, &back));
+    ck_assert_str_eq(checkpoint_meta_get(&back, "epoch"), "7");
+    float *x = download_flat(a), *y = download_flat(b);
+    ck_assert(memcmp(x, y, a->params->numel * sizeof *x) == 0);
+    float got[3];
+    check_ok(kiln_tensor_download(b->steps[1].buffer[0], got, 3));
+    ck_assert(memcmp(got, stats, sizeof got) == 0);
+    /* names as PyTorch's state_dict: index, or name = */
+    FILE *f = fopen(path, "rb");
+    char header[2048] = {0};
+    ck_assert_uint_gt(fread(header, 1, sizeof header - 1, f), 8);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(header + 8, "\"0.weight\""));
+    ck_assert_ptr_nonnull(strstr(header + 8, "\"1.running_var\""));
+    ck_assert_ptr_nonnull(strstr(header + 8, "\"1.num_batches_tracked\""));
+    ck_assert_ptr_nonnull(strstr(header + 8, "\"head.bias\""));
+    free(x);
+    free(y);
+    pipeline_free(a);
+    pipeline_free(b);
+    kiln_model_free(m);
+}
+END_TEST
+
+static unsigned char *read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    rewind(f);
+    unsigned char *d = test_alloc(*n);
+    ck_assert_uint_eq(fread(d, 1, *n, f), *n);
+    fclose(f);
+    return d;
+}
+
+START_TEST(bad_checkpoints_are_refused_with_reasons)
+{
+    kiln_model *m, *other;
+    pipeline *p = small_pipeline(&m, net_a);
+    pipeline *q = small_pipeline(&other, "[input]\nshape = 4\n[linear]\nout = 5\n[batchnorm]\n"
+                                         "[relu]\n[linear]\nout = 2\nname = head\n");
+    char good[512], bad[512];
+    snprintf(good, sizeof good, "%s", tmp_path("good.safetensors"));
+    snprintf(bad, sizeof bad, "%s", tmp_path("bad.safetensors"));
+    checkpoint_meta meta = {0};
+    check_ok(checkpoint_save(p, good, &meta, 0));
+    size_t n;
+    unsigned char *d = read_all(good, &n);
+    /* another model: the first tensor whose shape differs is named */
+    ck_assert_int_eq(checkpoint_load(q, good, NULL), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "tensor 0.weight has shape [3,4]; the model expects "
+                                            "5x4"), "%s", kiln_last_error());
+    /* truncated in the data, in the header, before the header */
+    size_t cuts[] = {n - 5, 40, 5};
+    for (int i = 0; i < 3; i++) {
+        write_file(bad, d, cuts[i], 0);
+        ck_assert_int_eq(checkpoint_load(p, bad, NULL), KILN_ERR_IO);
+    }
+    /* header length larger than the file */
+    unsigned char *e = test_alloc(n);
+    memcpy(e, d, n);
+    e[6] = 0x7f;
+    write_file(bad, e, n, 0);
+    ck_assert_int_eq(checkpoint_load(p, bad, NULL), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "runs past the end"), "%s", kiln_last_error());
+    /* invalid JSON */
+    memcpy(e, d, n);
+    e[8] = '[';
+    write_file(bad, e, n, 0);
+    ck_assert_int_eq(checkpoint_load(p, bad, NULL), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "not a JSON object"), "%s", kiln_last_error());
+    /* unknown dtype, out-of-range offsets */
+    static const struct {
+        const char *from, *to, *message;
+    } edits[] = {
+        {"\"F32\"", "\"F64\"", "has dtype F64; expected F32"},
+        {"\"data_offsets\":[0,", "\"data_offsets\":[9,", "data_offsets"},
+    };
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        memcpy(e, d, n);
+        char *at = strstr((char *)e + 8, edits[i].from);
+        ck_assert_ptr_nonnull(at);
+        ck_assert_uint_eq(strlen(edits[i].from), strlen(edits[i].to));
+        memcpy(at, edits[i].to, strlen(edits[i].to));
+        write_file(bad, e, n, 0);
+        ck_assert_int_eq(checkpoint_load(p, bad, NULL), KILN_ERR_IO);
+        ck_assert_msg(strstr(kiln_last_error(), edits[i].message), "edit %zu: %s", i,
+                      kiln_last_error());
+    }
+    /* a name the model does not have */
+    memcpy(e, d, n);
+    char *at = strstr((char *)e + 8, "\"head.bias\"");
+    memcpy(at, "\"head.bian\"", 11);
+    write_file(bad, e, n, 0);
+    ck_assert_int_eq(checkpoint_load(p, bad, NULL), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "tensor head.bias is missing"), "%s",
+                  kiln_last_error());
+    free(d);
+    free(e);
+    pipeline_free(p);
+    pipeline_free(q);
+    kiln_model_free(m);
+    kiln_model_free(other);
+}
+END_TEST
+
+START_TEST(early_stopping_on_a_scripted_sequence)
+{
+    static const double losses[] = {1.0, 0.8, 0.79, 0.81, 0.7, 0.7, 0.71, 0.72, 0.5};
+    early_stop es;
+    early_stop_init(&es, 3, 0.02);
+    /* 0.79 is not 0.02 better than 0.8; 0.7 is; then three epochs without */
+    static const es_verdict want[] = {ES_IMPROVED, ES_IMPROVED, ES_CONTINUE, ES_CONTINUE,
+                                      ES_IMPROVED, ES_CONTINUE, ES_CONTINUE, ES_STOP};
+    for (int i = 0; i < 8; i++)
+        ck_assert_msg(early_stop_update(&es, losses[i]) == want[i], "epoch %d", i + 1);
+    early_stop_init(&es, 0, 0);
+    for (int i = 0; i < 9; i++)
+        ck_assert_int_ne(early_stop_update(&es, 1.0), ES_STOP);
+}
+END_TEST
+
+/* A short run on a Fashion-MNIST subset: the loss falls and the test
+ * accuracy clears a floor; best.safetensors and final.safetensors exist. */
+START_TEST(short_training_run_learns_fashion_mnist)
+{
+    kiln_model *m;
+    check_ok(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_mlp.ini", &m));
+    char out[512];
+    snprintf(out, sizeof out, "%s", tmp_path("run"));
+    kiln_train_options o = {.data = "fashion-mnist", .epochs = 3, .limit = 3000,
+                            .out_dir = out};
+    kiln_train_report r;
+    check_ok(kiln_train(test_ctx(), m, &o, &r));
+    printf("short run: %d epochs, test accuracy %.2f%%, %.0f samples/s\n", r.epochs_run,
+           100 * r.test_accuracy, r.samples_per_second);
+    ck_assert_int_eq(r.epochs_run, 3);
+    ck_assert_msg(r.test_accuracy > 0.70, "test accuracy %.3f", r.test_accuracy);
+    FILE *f = fopen(tmp_path("run/log.csv"), "r");
+    ck_assert_ptr_nonnull(f);
+    char line[256];
+    double first = 0, last = 0;
+    for (int i = 0; fgets(line, sizeof line, f); i++) {
+        double loss;
+        if (i > 0 && sscanf(line, "%*d,%*f,%lf", &loss) == 1) {
+            if (i == 1)
+                first = loss;
+            last = loss;
+        }
+    }
+    fclose(f);
+    ck_assert_msg(last < first, "training loss went from %g to %g", first, last);
+    ck_assert_int_eq(access(tmp_path("run/best.safetensors"), R_OK), 0);
+    ck_assert_int_eq(access(tmp_path("run/final.safetensors"), R_OK), 0);
+    kiln_eval_report e;
+    check_ok(kiln_evaluate(test_ctx(), m, tmp_path("run/final.safetensors"), &o, &e));
+    ck_assert_msg(fabs(e.accuracy - r.test_accuracy) < 1e-9, "eval %.4f, train's test %.4f",
+                  e.accuracy, r.test_accuracy);
+    kiln_free(e.confusion);
+    kiln_model_free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("train");
+    TCase *tc = tcase_create("train");
+    tcase_add_test(tc, idx_files_load_plain_or_gzipped);
+    tcase_add_test(tc, broken_idx_files_are_refused);
+    tcase_add_test(tc, csv_files_load_and_refuse_bad_cells);
+    tcase_add_test(tc, checkpoint_round_trip);
+    tcase_add_test(tc, bad_checkpoints_are_refused_with_reasons);
+    tcase_add_test(tc, early_stopping_on_a_scripted_sequence);
+    tcase_add_test(tc, short_training_run_learns_fashion_mnist);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}
