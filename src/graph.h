@@ -15,6 +15,7 @@ typedef enum {
     INIT_XAVIER_NORMAL,
     INIT_XAVIER_UNIFORM,
     INIT_ZEROS,
+    INIT_PYTORCH, /* nn.Linear's and nn.Conv2d's own: U(±1/sqrt(fan_in)), biases too */
 } init_kind;
 
 typedef struct {

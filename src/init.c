@@ -4,8 +4,10 @@
  *   kaiming_uniform  U(±gain sqrt(3 / fan_in))   a = leaky slope, else 0
  *   xavier_normal    N(0, 2 / (fan_in + fan_out))
  *   xavier_uniform   U(±sqrt(6 / (fan_in + fan_out)))
- * Biases start at zero; batchnorm and layernorm at gamma 1, beta 0, with
- * running mean 0 and running variance 1. */
+ *   pytorch          U(±1/sqrt(fan_in)) for weight and bias, as nn.Linear and
+ *                    nn.Conv2d initialise themselves
+ * Other biases start at zero; batchnorm and layernorm at gamma 1, beta 0,
+ * with running mean 0 and running variance 1. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -46,6 +48,9 @@ static kiln_status init_weight(const kiln_model *m, const pipe_step *s, kiln_rng
         case INIT_ZEROS:
             x = 0;
             break;
+        case INIT_PYTORCH:
+            x = kiln_rng_uniform(rng, -1, 1) / sqrt(fan_in);
+            break;
         default: /* kaiming_normal */
             x = kiln_rng_normal(rng) * gain / sqrt(fan_in);
             break;
@@ -53,6 +58,24 @@ static kiln_status init_weight(const kiln_model *m, const pipe_step *s, kiln_rng
         v[i] = (float)x;
     }
     kiln_status st = kiln_tensor_upload(s->param[0], v, count);
+    free(v);
+    return st;
+}
+
+/* Zero, or U(±1/sqrt(fan_in)) with init = pytorch. */
+static kiln_status init_bias(const kiln_model *m, const pipe_step *s, kiln_rng *rng)
+{
+    if (m->nodes[s->node].init != INIT_PYTORCH)
+        return kiln_tensor_fill(s->param[1], 0.0f);
+    const kiln_shape *w = &s->shapes.param[0];
+    double fan_in = (double)(shape_numel(w) / w->d[0]);
+    size_t n = s->param[1]->numel;
+    float *v = malloc(n * sizeof *v);
+    if (!v)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "initialisation: out of memory");
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)(kiln_rng_uniform(rng, -1, 1) / sqrt(fan_in));
+    kiln_status st = kiln_tensor_upload(s->param[1], v, n);
     free(v);
     return st;
 }
@@ -76,7 +99,7 @@ kiln_status pipeline_init_params(pipeline *p, uint64_t seed)
         case OP_CONV2D:
             st = init_weight(p->model, s, &rng);
             if (st == KILN_OK && s->param[1])
-                st = kiln_tensor_fill(s->param[1], 0.0f);
+                st = init_bias(p->model, s, &rng);
             break;
         case OP_BATCHNORM:
             st = kiln_tensor_fill(s->buffer[0], 0.0f);

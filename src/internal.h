@@ -39,6 +39,9 @@ kiln_status kiln_device_id(const kiln_device_info *info, cl_device_id *out);
 
 /* ---- kernel programs (program.c) --------------------------------------- */
 
+/* Creates a directory and its parents, like mkdir -p; 0 on success. */
+int kiln_make_dirs(const char *dir);
+
 typedef struct kiln_program_cache kiln_program_cache;
 
 kiln_status kiln_program_cache_create(kiln_ctx *ctx, kiln_program_cache **out);

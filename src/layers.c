@@ -139,13 +139,13 @@ static const char *key_bias(graph_node *n, const char *v)
 static const char *key_init(graph_node *n, const char *v)
 {
     static const char *const names[] = {"kaiming_normal", "kaiming_uniform", "xavier_normal",
-                                        "xavier_uniform", "zeros"};
-    for (int i = 0; i < 5; i++)
+                                        "xavier_uniform", "zeros", "pytorch"};
+    for (int i = 0; i < 6; i++)
         if (strcmp(v, names[i]) == 0) {
             n->init = (init_kind)(INIT_KAIMING_NORMAL + i);
             return NULL;
         }
-    return "kaiming_normal, kaiming_uniform, xavier_normal, xavier_uniform or zeros";
+    return "kaiming_normal, kaiming_uniform, xavier_normal, xavier_uniform, zeros or pytorch";
 }
 
 static const char *key_slope(graph_node *n, const char *v)

@@ -159,8 +159,7 @@ kiln_status kiln_cache_dir(char *buf, size_t size)
     return KILN_OK;
 }
 
-/* Creates dir and its parents (like mkdir -p). */
-static int make_dirs(const char *dir)
+int kiln_make_dirs(const char *dir)
 {
     char path[PATH_CAP];
     if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
@@ -284,7 +283,7 @@ static void store_cache_file(const char *path, const char *key, const unsigned c
     if (!slash)
         return;
     *slash = '\0';
-    if (make_dirs(dir) != 0)
+    if (kiln_make_dirs(dir) != 0)
         return;
     int fd = mkstemp(tmp);
     if (fd < 0)

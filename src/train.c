@@ -333,8 +333,9 @@ static kiln_status open_log(run *r)
 {
     if (!r->o->out_dir)
         return KILN_OK;
-    if (mkdir(r->o->out_dir, 0755) != 0 && errno != EEXIST)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot create the output directory", r->o->out_dir);
+    if (kiln_make_dirs(r->o->out_dir) != 0)
+        return kiln_fail(KILN_ERR_IO, "%s: cannot create the output directory (%s)",
+                         r->o->out_dir, strerror(errno));
     char path[4096];
     snprintf(path, sizeof path, "%s/log.csv", r->o->out_dir);
     if (!(r->csv = fopen(path, "w")))
@@ -438,10 +439,14 @@ static kiln_status epochs(run *r, kiln_train_report *rep)
         if (st != KILN_OK)
             break;
         rep->epochs_run = e + 1;
-        say(r, "epoch %d/%d  lr %.3g  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  "
-               "%.1f s, %.0f samples/s\n",
-            e + 1, r->c.epochs, (double)lr, loss, 100 * acc, val_loss, 100 * val_acc, secs,
-            (double)(r->train.count / r->c.batch * r->c.batch) / secs);
+        if (r->c.loss == LOSS_CROSS_ENTROPY)
+            say(r, "epoch %d/%d  lr %.3g  train loss %.4f acc %.2f%%  val loss %.4f acc "
+                   "%.2f%%  %.1f s, %.0f samples/s\n",
+                e + 1, r->c.epochs, (double)lr, loss, 100 * acc, val_loss, 100 * val_acc, secs,
+                (double)(r->train.count / r->c.batch * r->c.batch) / secs);
+        else
+            say(r, "epoch %d/%d  lr %.3g  train loss %.4f  val loss %.4f  %.2f s\n", e + 1,
+                r->c.epochs, (double)lr, loss, val_loss, secs);
         if (r->csv)
             fprintf(r->csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.3f\n", e + 1, (double)lr, loss, acc,
                     val_loss, val_acc, secs), fflush(r->csv);

@@ -12,6 +12,8 @@
 #include "harness.h"
 #include "train.h"
 
+#define SEED_LOOP_DATA_SEED 2
+
 #ifndef KILN_SOURCE_DIR
 #define KILN_SOURCE_DIR "."
 #endif
@@ -378,6 +380,44 @@ START_TEST(short_training_run_learns_fashion_mnist)
 }
 END_TEST
 
+/* The chapter's Example 3 (examples/seed_loop.ini) on random data: it
+ * stops early, and the final weights are those of the best epoch. The
+ * data seed is one for which this data overfits within 50 epochs, as the
+ * chapter's does. */
+START_TEST(seed_loop_stops_early_and_keeps_the_best)
+{
+    char path[512], out[512];
+    snprintf(path, sizeof path, "%s", tmp_path("seed_loop.csv"));
+    snprintf(out, sizeof out, "%s", tmp_path("seed_run"));
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "x0,x1,x2,x3,x4,x5,x6,x7,x8,x9,y\n");
+    kiln_rng rng;
+    kiln_rng_seed(&rng, SEED_LOOP_DATA_SEED);
+    for (int r = 0; r < 250; r++)
+        for (int c = 0; c < 11; c++)
+            fprintf(f, "%.6f%c", kiln_rng_normal(&rng), c == 10 ? '\n' : ',');
+    fclose(f);
+    kiln_model *m;
+    check_ok(kiln_model_load(KILN_SOURCE_DIR "/examples/seed_loop.ini", &m));
+    kiln_train_options o = {.data = path, .label = "y", .out_dir = out};
+    kiln_train_report r;
+    check_ok(kiln_train(test_ctx(), m, &o, &r));
+    printf("seed loop: best epoch %d of %d, validation loss %.4f\n", r.best_epoch,
+           r.epochs_run, r.best_val_loss);
+    ck_assert(r.stopped_early);
+    ck_assert_int_eq(r.epochs_run, r.best_epoch + 5);
+    /* the final checkpoint holds the best epoch's weights */
+    char final[600];
+    snprintf(final, sizeof final, "%s/final.safetensors", out);
+    kiln_eval_report e;
+    check_ok(kiln_evaluate(test_ctx(), m, final, &o, &e));
+    ck_assert_msg(fabs(e.loss - r.best_val_loss) <= 1e-5 * r.best_val_loss,
+                  "final weights give %.6f, the best epoch %.6f", e.loss, r.best_val_loss);
+    kiln_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -389,6 +429,7 @@ int main(void)
     tcase_add_test(tc, bad_checkpoints_are_refused_with_reasons);
     tcase_add_test(tc, early_stopping_on_a_scripted_sequence);
     tcase_add_test(tc, short_training_run_learns_fashion_mnist);
+    tcase_add_test(tc, seed_loop_stops_early_and_keeps_the_best);
     suite_add_tcase(s, tc);
     return test_run(s);
 }
