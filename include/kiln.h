@@ -269,11 +269,13 @@ KILN_API kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t 
 typedef struct {
     const char *data;      /* "fashion-mnist", "mnist", a directory of IDX files, or a CSV */
     const char *label;     /* CSV: the label column's name or index (default "label") */
-    const char *out_dir;   /* best.safetensors, final.safetensors, log.csv; NULL: none */
+    const char *out_dir;   /* best/last/final.safetensors, log.csv; NULL: none */
+    const char *resume;    /* the out_dir of an earlier run to go on from exactly */
     int epochs;            /* these override the model's [train] section when > 0 */
     int batch;
     double lr;
     size_t limit;          /* > 0: use at most this many samples of each split */
+    size_t stop_after;     /* > 0: stop as kiln_request_stop() would after this many batches */
     int progress;          /* redraw a progress line (for terminals) */
     FILE *log;             /* human-readable progress; NULL: quiet */
 } kiln_train_options;

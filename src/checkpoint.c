@@ -99,8 +99,8 @@ static int write_all(int fd, const void *data, size_t n)
 }
 
 /* Header and data into fd. */
-static kiln_status write_body(int fd, const pipeline *p, const entry *e, size_t n,
-                              const char *json, int64_t batches)
+static kiln_status write_body(int fd, const entry *e, size_t n, const char *json,
+                              int64_t batches)
 {
     size_t len = strlen(json), padded = (len + 7) / 8 * 8;
     unsigned char size_le[8];
@@ -127,16 +127,13 @@ static kiln_status write_body(int fd, const pipeline *p, const entry *e, size_t 
             st = kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
         free(host);
     }
-    (void)p;
     return st;
 }
 
-kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoint_meta *meta,
-                            int64_t batches)
+static kiln_status save_entries(const char *path, const entry *e, size_t n,
+                                const checkpoint_meta *meta, int64_t batches)
 {
-    size_t n;
-    entry *e = entries_of(p, &n);
-    cJSON *root = e ? header_json(e, n, meta) : NULL;
+    cJSON *root = header_json(e, n, meta);
     char *json = root ? cJSON_PrintUnformatted(root) : NULL;
     char tmp[4200];
     kiln_status st = json ? KILN_OK : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of "
@@ -150,7 +147,7 @@ kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoin
     if (st == KILN_OK && fchmod(fd, 0644) != 0)
         st = kiln_fail(KILN_ERR_IO, "%s: chmod failed (%s)", path, strerror(errno));
     if (st == KILN_OK)
-        st = write_body(fd, p, e, n, json, batches);
+        st = write_body(fd, e, n, json, batches);
     if (st == KILN_OK && fsync(fd) != 0)
         st = kiln_fail(KILN_ERR_IO, "%s: fsync failed (%s)", path, strerror(errno));
     if (fd >= 0 && close(fd) != 0 && st == KILN_OK)
@@ -161,6 +158,39 @@ kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoin
         unlink(tmp);
     free(json);
     cJSON_Delete(root);
+    return st;
+}
+
+kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoint_meta *meta,
+                            int64_t batches)
+{
+    size_t n;
+    entry *e = entries_of(p, &n);
+    kiln_status st = e ? save_entries(path, e, n, meta, batches)
+                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+    free(e);
+    return st;
+}
+
+/* Entries for named tensors. */
+static entry *named_entries(const char *const *names, kiln_tensor *const *tensors, size_t n)
+{
+    entry *e = calloc(n + 1, sizeof *e);
+    for (size_t i = 0; e && i < n; i++) {
+        snprintf(e[i].name, sizeof e[i].name, "%s", names[i]);
+        e[i].tensor = tensors[i];
+        e[i].bytes = tensors[i]->numel * sizeof(float);
+    }
+    return e;
+}
+
+kiln_status checkpoint_save_tensors(const char *path, const char *const *names,
+                                    kiln_tensor *const *tensors, size_t n,
+                                    const checkpoint_meta *meta)
+{
+    entry *e = named_entries(names, tensors, n);
+    kiln_status st = e ? save_entries(path, e, n, meta, 0)
+                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;
 }
@@ -272,7 +302,7 @@ static kiln_status check_header(const char *path, const cJSON *root, const entry
     return st;
 }
 
-kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta)
+static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint_meta *meta)
 {
     size_t size = 0;
     kiln_status st = KILN_OK;
@@ -289,10 +319,8 @@ kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta
     else if (!(root = cJSON_ParseWithLength((const char *)data + 8, (size_t)hlen)) ||
              !cJSON_IsObject(root))
         st = kiln_fail(KILN_ERR_IO, "%s: the header is not a JSON object", path);
-    size_t n = 0;
-    entry *e = st == KILN_OK ? entries_of(p, &n) : NULL;
-    size_t(*spans)[2] = e ? calloc(n + 1, sizeof *spans) : NULL;
-    size_t *begin = e ? calloc(n + 1, sizeof *begin) : NULL;
+    size_t(*spans)[2] = calloc(n + 1, sizeof *spans);
+    size_t *begin = calloc(n + 1, sizeof *begin);
     if (st == KILN_OK && (!spans || !begin))
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (st == KILN_OK)
@@ -327,9 +355,29 @@ kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta
     }
     free(begin);
     free(spans);
-    free(e);
     cJSON_Delete(root);
     free(data);
+    return st;
+}
+
+kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta)
+{
+    size_t n;
+    entry *e = entries_of(p, &n);
+    kiln_status st = e ? load_entries(path, e, n, meta)
+                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+    free(e);
+    return st;
+}
+
+kiln_status checkpoint_load_tensors(const char *path, const char *const *names,
+                                    kiln_tensor *const *tensors, size_t n,
+                                    checkpoint_meta *meta)
+{
+    entry *e = named_entries(names, tensors, n);
+    kiln_status st = e ? load_entries(path, e, n, meta)
+                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+    free(e);
     return st;
 }
 

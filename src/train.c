@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "train.h"
@@ -41,6 +42,7 @@ typedef struct {
     kiln_tensor *target, *loss;
     float *x, *y, *out;      /* one batch on the host */
     size_t *order;
+    size_t batches_run;      /* in this call, for stop_after */
     float *best_params;      /* the best weights: flat parameters and buffers */
     float **best_buffers;
     FILE *csv;
@@ -283,18 +285,20 @@ static void progress(const run *r, int epoch, size_t done, size_t total, double 
     fflush(r->o->log);
 }
 
-/* One epoch of training; returns mean loss and accuracy. */
-static kiln_status train_epoch(run *r, int epoch, float lr, double *loss, double *acc,
-                               double *seconds)
+/* One epoch of training from batch *next (0: the start); returns mean loss
+ * and accuracy, and in *next the batch to go on from when stopped on
+ * request (else the number of batches). */
+static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double *loss,
+                               double *acc, double *seconds)
 {
-    size_t b = r->c.batch, batches = r->train.count / b, correct = 0, seen = 0;
+    size_t b = r->c.batch, batches = r->train.count / b, correct = 0, seen = 0, i = *next;
     size_t classes = kiln_tensor_numel(pipeline_output(r->p)) / b;
     kiln_rng rng;
     kiln_rng_seed(&rng, r->c.seed * 1000003u + (uint64_t)epoch);
     data_shuffle(r->order, r->train.count, &rng);
     double total = 0, started = now();
     kiln_status st = KILN_OK;
-    for (size_t i = 0; i < batches && st == KILN_OK && !stop_requested; i++) {
+    for (; i < batches && st == KILN_OK && !stop_requested; i++) {
         st = upload_batch(r, &r->train, r->order, i * b, b);
         if (st == KILN_OK)
             st = pipeline_forward(r->p, 1);
@@ -316,6 +320,8 @@ static kiln_status train_epoch(run *r, int epoch, float lr, double *loss, double
                            epoch, i + 1, (double)l);
         double ignored = 0;
         score(r, b, classes, &ignored, &correct, NULL);
+        if (r->o->stop_after && ++r->batches_run >= r->o->stop_after)
+            kiln_request_stop();
         total += l;
         seen++;
         if (i % 8 == 0 || i + 1 == batches)
@@ -323,6 +329,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, double *loss, double
     }
     if (r->o->log && r->o->progress)
         fprintf(r->o->log, "\r%*s\r", 100, "");
+    *next = i;
     *loss = seen ? total / (double)seen : NAN;
     *acc = seen ? (double)correct / (double)(seen * b) : NAN;
     *seconds = now() - started;
@@ -338,9 +345,11 @@ static kiln_status open_log(run *r)
                          r->o->out_dir, strerror(errno));
     char path[4096];
     snprintf(path, sizeof path, "%s/log.csv", r->o->out_dir);
-    if (!(r->csv = fopen(path, "w")))
+    int append = r->o->resume && access(path, F_OK) == 0;
+    if (!(r->csv = fopen(path, append ? "a" : "w")))
         return kiln_fail(KILN_ERR_IO, "%s: cannot write", path);
-    fprintf(r->csv, "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n");
+    if (!append)
+        fprintf(r->csv, "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n");
     return KILN_OK;
 }
 
@@ -418,20 +427,135 @@ static void say(const run *r, const char *fmt, ...)
     fflush(r->o->log);
 }
 
-/* Runs the epochs; fills the report's training fields. */
-static kiln_status epochs(run *r, kiln_train_report *rep)
-{
+/* Where training stands: what a resumed run needs to go on exactly. */
+typedef struct {
     scheduler sched;
-    sched_init(&sched, &r->c.sched);
     early_stop es;
-    early_stop_init(&es, r->c.patience, r->c.min_delta);
-    double val_loss = NAN, train_time = 0;
+    int epoch;        /* epochs completed */
+    size_t batch;     /* next batch of the epoch in progress (0: none in progress) */
+    float lr;         /* the learning rate of the epoch in progress */
+    double val_loss;  /* of the last completed epoch */
+} train_state;
+
+static const char *const state_names[] = {"optimizer.0", "optimizer.1"};
+
+static void meta_number(checkpoint_meta *m, const char *key, double v)
+{
+    char text[64];
+    snprintf(text, sizeof text, "%.17g", v);
+    checkpoint_meta_set(m, key, text);
+}
+
+static double meta_read(const checkpoint_meta *m, const char *key)
+{
+    const char *v = checkpoint_meta_get(m, key);
+    return v ? strtod(v, NULL) : NAN;
+}
+
+/* last.safetensors (the weights) and last.state.safetensors (optimizer
+ * state and where training stands). */
+static kiln_status save_state(run *r, const train_state *t, const kiln_train_report *rep)
+{
+    if (!r->o->out_dir)
+        return KILN_OK;
+    kiln_status st = save(r, "last.safetensors", t->epoch, t->val_loss);
+    checkpoint_meta m = {0};
+    meta_number(&m, "epoch", t->epoch);
+    meta_number(&m, "batch", (double)t->batch);
+    meta_number(&m, "lr", t->lr);
+    meta_number(&m, "val_loss", t->val_loss);
+    meta_number(&m, "step", (double)optim_steps(r->opt));
+    meta_number(&m, "counter", (double)r->p->counter);
+    meta_number(&m, "sched_lr", t->sched.lr);
+    meta_number(&m, "sched_best", t->sched.best);
+    meta_number(&m, "sched_bad", t->sched.bad_epochs);
+    meta_number(&m, "es_best", t->es.best);
+    meta_number(&m, "es_bad", t->es.bad);
+    meta_number(&m, "best_epoch", rep->best_epoch);
+    meta_number(&m, "best_val_loss", rep->best_val_loss);
+    kiln_tensor *tensors[2] = {optim_state(r->opt, 0), optim_state(r->opt, 1)};
+    size_t n = tensors[1] ? 2 : tensors[0] ? 1 : 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/last.state.safetensors", r->o->out_dir);
+    if (st == KILN_OK)
+        st = checkpoint_save_tensors(path, state_names, tensors, n, &m);
+    return st;
+}
+
+/* Loads a run saved by save_state from directory dir. */
+static kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_report *rep)
+{
+    char path[4096];
+    checkpoint_meta m = {0};
+    kiln_tensor *tensors[2] = {optim_state(r->opt, 0), optim_state(r->opt, 1)};
+    size_t n = tensors[1] ? 2 : tensors[0] ? 1 : 0;
+    snprintf(path, sizeof path, "%s/best.safetensors", dir);
     kiln_status st = KILN_OK;
-    for (int e = 0; e < r->c.epochs && st == KILN_OK && !stop_requested; e++) {
-        float lr = (float)sched_advance(&sched, e, val_loss);
-        double loss, acc, val_acc = NAN, secs;
-        st = train_epoch(r, e + 1, lr, &loss, &acc, &secs);
+    if (access(path, R_OK) == 0) { /* the best weights first, kept on the host */
+        st = checkpoint_load(r->p, path, NULL);
+        if (st == KILN_OK)
+            st = snapshot(r, 0);
+    }
+    snprintf(path, sizeof path, "%s/last.safetensors", dir);
+    if (st == KILN_OK)
+        st = checkpoint_load(r->p, path, NULL);
+    snprintf(path, sizeof path, "%s/last.state.safetensors", dir);
+    if (st == KILN_OK)
+        st = checkpoint_load_tensors(path, state_names, tensors, n, &m);
+    if (st != KILN_OK)
+        return st;
+    t->epoch = (int)meta_read(&m, "epoch");
+    t->batch = (size_t)meta_read(&m, "batch");
+    t->lr = (float)meta_read(&m, "lr");
+    t->val_loss = meta_read(&m, "val_loss");
+    t->sched.lr = meta_read(&m, "sched_lr");
+    t->sched.best = meta_read(&m, "sched_best");
+    t->sched.bad_epochs = (int)meta_read(&m, "sched_bad");
+    t->es.best = meta_read(&m, "es_best");
+    t->es.bad = (int)meta_read(&m, "es_bad");
+    optim_set_steps(r->opt, (uint64_t)meta_read(&m, "step"));
+    r->p->counter = (uint64_t)meta_read(&m, "counter");
+    rep->best_epoch = (int)meta_read(&m, "best_epoch");
+    rep->best_val_loss = meta_read(&m, "best_val_loss");
+    rep->epochs_run = t->epoch;
+    if (t->epoch < 0 || isnan(t->lr) || isnan(t->sched.lr))
+        return kiln_fail(KILN_ERR_IO, "%s: not a kiln training state", path);
+    say(r, "resuming after epoch %d%s\n", t->epoch, t->batch ? " (mid-epoch)" : "");
+    return KILN_OK;
+}
+
+static void report_epoch(run *r, int e, float lr, double loss, double acc, double val_loss,
+                         double val_acc, double secs)
+{
+    if (r->c.loss == LOSS_CROSS_ENTROPY)
+        say(r, "epoch %d/%d  lr %.3g  train loss %.4f acc %.2f%%  val loss %.4f acc "
+               "%.2f%%  %.1f s, %.0f samples/s\n",
+            e, r->c.epochs, (double)lr, loss, 100 * acc, val_loss, 100 * val_acc, secs,
+            (double)(r->train.count / r->c.batch * r->c.batch) / secs);
+    else
+        say(r, "epoch %d/%d  lr %.3g  train loss %.4f  val loss %.4f  %.2f s\n", e,
+            r->c.epochs, (double)lr, loss, val_loss, secs);
+    if (r->csv)
+        fprintf(r->csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.3f\n", e, (double)lr, loss, acc,
+                val_loss, val_acc, secs), fflush(r->csv);
+}
+
+/* Runs the epochs from where t stands; fills the report's training fields. */
+static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
+{
+    double train_time = 0;
+    kiln_status st = KILN_OK;
+    for (int e = t->epoch; e < r->c.epochs && st == KILN_OK && !stop_requested; e++) {
+        if (t->batch == 0)
+            t->lr = (float)sched_advance(&t->sched, e, t->val_loss);
+        double loss, acc, val_acc = NAN, secs, val_loss;
+        size_t next = t->batch;
+        st = train_epoch(r, e + 1, t->lr, &next, &loss, &acc, &secs);
         train_time += secs;
+        if (st == KILN_OK && stop_requested) {
+            t->batch = next;
+            break;
+        }
         if (st == KILN_OK && r->val.count)
             st = evaluate(r, &r->val, &val_loss, &val_acc, NULL);
         else
@@ -439,27 +563,23 @@ static kiln_status epochs(run *r, kiln_train_report *rep)
         if (st != KILN_OK)
             break;
         rep->epochs_run = e + 1;
-        if (r->c.loss == LOSS_CROSS_ENTROPY)
-            say(r, "epoch %d/%d  lr %.3g  train loss %.4f acc %.2f%%  val loss %.4f acc "
-                   "%.2f%%  %.1f s, %.0f samples/s\n",
-                e + 1, r->c.epochs, (double)lr, loss, 100 * acc, val_loss, 100 * val_acc, secs,
-                (double)(r->train.count / r->c.batch * r->c.batch) / secs);
-        else
-            say(r, "epoch %d/%d  lr %.3g  train loss %.4f  val loss %.4f  %.2f s\n", e + 1,
-                r->c.epochs, (double)lr, loss, val_loss, secs);
-        if (r->csv)
-            fprintf(r->csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.3f\n", e + 1, (double)lr, loss, acc,
-                    val_loss, val_acc, secs), fflush(r->csv);
-        es_verdict v = early_stop_update(&es, val_loss);
+        t->epoch = e + 1;
+        t->batch = 0;
+        t->val_loss = val_loss;
+        report_epoch(r, e + 1, t->lr, loss, acc, val_loss, val_acc, secs);
+        es_verdict v = early_stop_update(&t->es, val_loss);
         if (v == ES_IMPROVED) {
             rep->best_epoch = e + 1;
             rep->best_val_loss = val_loss;
             st = snapshot(r, 0);
             if (st == KILN_OK)
                 st = save(r, "best.safetensors", e + 1, val_loss);
-        } else if (v == ES_STOP) {
+        }
+        if (st == KILN_OK)
+            st = save_state(r, t, rep);
+        if (v == ES_STOP) {
             say(r, "early stopping: no improvement of the validation loss for %d epochs\n",
-                es.bad);
+                t->es.bad);
             rep->stopped_early = 1;
             break;
         }
@@ -487,13 +607,18 @@ kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o
                 "%s, %s\n", r.train.count, r.val.count, r.c.batch, r.c.epochs,
             r.c.optim.kind == OPTIM_SGD ? "sgd" : r.c.optim.kind == OPTIM_ADAM ? "adam" : "adamw",
             sched_name(r.c.sched.kind));
+    train_state t = {.val_loss = NAN};
+    sched_init(&t.sched, &r.c.sched);
+    early_stop_init(&t.es, r.c.patience, r.c.min_delta);
+    if (st == KILN_OK && o->resume)
+        st = resume(&r, o->resume, &t, rep);
     if (st == KILN_OK)
-        st = epochs(&r, rep);
+        st = epochs(&r, &t, rep);
     if (st == KILN_OK && stop_requested) {
         rep->interrupted = 1;
-        st = save(&r, "interrupted.safetensors", rep->epochs_run, rep->best_val_loss);
-        say(&r, "stopped on request; the last weights are in %s/interrupted.safetensors\n",
-            o->out_dir ? o->out_dir : "(no output directory)");
+        st = save_state(&r, &t, rep);
+        say(&r, "stopped on request; resume with --resume %s\n",
+            o->out_dir ? o->out_dir : "(no output directory: nothing was saved)");
     }
     if (st == KILN_OK && rep->best_epoch > 0)
         st = snapshot(&r, 1); /* the best weights are the final ones */

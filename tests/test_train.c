@@ -418,6 +418,87 @@ START_TEST(seed_loop_stops_early_and_keeps_the_best)
 }
 END_TEST
 
+static float *final_weights(kiln_model *m, const char *dir)
+{
+    pipeline *p;
+    check_ok(pipeline_create(test_ctx(), m, 1, (pipe_options){.fuse = 1}, 0, &p));
+    char path[600];
+    snprintf(path, sizeof path, "%s/final.safetensors", dir);
+    check_ok(checkpoint_load(p, path, NULL));
+    float *w = test_alloc(p->params->numel * sizeof *w);
+    check_ok(kiln_tensor_download(p->params, w, p->params->numel));
+    pipeline_free(p);
+    return w;
+}
+
+/* Stopped in the middle of an epoch and resumed, a run ends with the same
+ * weights, bit for bit, as one that was never stopped. */
+START_TEST(resumed_run_matches_uninterrupted_run)
+{
+    kiln_model *m;
+    check_ok(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_mlp.ini", &m));
+    char whole[512], parts[512];
+    snprintf(whole, sizeof whole, "%s", tmp_path("whole"));
+    snprintf(parts, sizeof parts, "%s", tmp_path("parts"));
+    kiln_train_options o = {.data = "fashion-mnist", .epochs = 3, .limit = 2000, .out_dir = whole};
+    kiln_train_report r;
+    check_ok(kiln_train(test_ctx(), m, &o, &r));
+    ck_assert(!r.interrupted);
+    o.out_dir = parts;
+    o.stop_after = 20; /* 15 batches an epoch: stops inside the second */
+    check_ok(kiln_train(test_ctx(), m, &o, &r));
+    ck_assert(r.interrupted);
+    ck_assert_int_eq(r.epochs_run, 1);
+    o.stop_after = 0;
+    o.resume = parts;
+    check_ok(kiln_train(test_ctx(), m, &o, &r));
+    ck_assert(!r.interrupted);
+    ck_assert_int_eq(r.epochs_run, 3);
+    size_t n = 0;
+    pipeline *probe;
+    check_ok(pipeline_create(test_ctx(), m, 1, (pipe_options){0}, 0, &probe));
+    n = probe->params->numel;
+    pipeline_free(probe);
+    float *a = final_weights(m, whole), *b = final_weights(m, parts);
+    ck_assert_msg(memcmp(a, b, n * sizeof *a) == 0, "resumed weights differ");
+    free(a);
+    free(b);
+    kiln_model_free(m);
+}
+END_TEST
+
+/* Two runs with the same seed give the same loss curve, bit for bit. */
+START_TEST(same_seed_same_curve)
+{
+    kiln_model *m;
+    check_ok(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_mlp.ini", &m));
+    char logs[2][8192];
+    for (int i = 0; i < 2; i++) {
+        char out[512], path[600];
+        snprintf(out, sizeof out, "%s/seeded%d", test_tmpdir(), i);
+        kiln_train_options o = {.data = "fashion-mnist", .epochs = 2, .limit = 1000,
+                                .out_dir = out};
+        kiln_train_report r;
+        check_ok(kiln_train(test_ctx(), m, &o, &r));
+        snprintf(path, sizeof path, "%s/log.csv", out);
+        FILE *f = fopen(path, "r");
+        ck_assert_ptr_nonnull(f);
+        size_t len = fread(logs[i], 1, sizeof logs[i] - 1, f);
+        fclose(f);
+        logs[i][len] = '\0';
+        for (char *line = logs[i]; (line = strchr(line, '\n')) != NULL; line++) {
+            char *comma = line; /* drop the seconds column */
+            while (comma > logs[i] && *comma != ',')
+                comma--;
+            if (*comma == ',')
+                memset(comma, ' ', (size_t)(line - comma));
+        }
+    }
+    ck_assert_str_eq(logs[0], logs[1]);
+    kiln_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -430,6 +511,8 @@ int main(void)
     tcase_add_test(tc, early_stopping_on_a_scripted_sequence);
     tcase_add_test(tc, short_training_run_learns_fashion_mnist);
     tcase_add_test(tc, seed_loop_stops_early_and_keeps_the_best);
+    tcase_add_test(tc, resumed_run_matches_uninterrupted_run);
+    tcase_add_test(tc, same_seed_same_curve);
     suite_add_tcase(s, tc);
     return test_run(s);
 }
