@@ -312,6 +312,13 @@ typedef struct {
 KILN_API kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
                                    const kiln_train_options *o, kiln_eval_report *report);
 
+/* Prints the predictions of a checkpoint for the first count samples of
+ * input (an IDX images file, gzipped or not, or a CSV file with a header
+ * row; label names a column to leave out): the class and the probability
+ * of each class for classifiers, the outputs otherwise. */
+KILN_API kiln_status kiln_predict(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
+                                  const char *input, const char *label, size_t count, FILE *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -159,6 +159,36 @@ static kiln_status read_idx(const char *path, idx_header *h, float **out)
     return st;
 }
 
+/* Pixels of unsigned-byte images are scaled to [0, 1]. */
+static void scale_pixels(const idx_header *h, float *x)
+{
+    if (h->type == 0x08)
+        for (size_t i = 0; i < h->count; i++)
+            x[i] /= 255.0f;
+}
+
+kiln_status data_load_idx_images(const char *images, dataset *out)
+{
+    memset(out, 0, sizeof *out);
+    idx_header h;
+    float *x = NULL;
+    kiln_status st = read_idx(images, &h, &x);
+    if (st != KILN_OK)
+        return st;
+    scale_pixels(&h, x);
+    out->y = calloc(h.dims[0], sizeof *out->y);
+    if (!out->y) {
+        free(x);
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", images);
+    }
+    snprintf(out->name, sizeof out->name, "%s", images);
+    out->count = h.dims[0];
+    out->features = h.count / h.dims[0];
+    out->targets = 1;
+    out->x = x;
+    return KILN_OK;
+}
+
 kiln_status data_load_idx(const char *images, const char *labels, dataset *out)
 {
     memset(out, 0, sizeof *out);
@@ -186,9 +216,7 @@ kiln_status data_load_idx(const char *images, const char *labels, dataset *out)
         free(y);
         return st;
     }
-    if (hx.type == 0x08) /* pixels: scale to [0, 1] */
-        for (size_t i = 0; i < hx.count; i++)
-            x[i] /= 255.0f;
+    scale_pixels(&hx, x);
     snprintf(out->name, sizeof out->name, "%s", images);
     out->count = hx.dims[0];
     out->features = hx.count / hx.dims[0];

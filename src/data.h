@@ -24,6 +24,9 @@ void data_free(dataset *d);
  * unsigned bytes). Both may be gzipped. Pixels are scaled to [0, 1]. */
 kiln_status data_load_idx(const char *images, const char *labels, dataset *out);
 
+/* An IDX images file alone (labels all 0), for predictions. */
+kiln_status data_load_idx_images(const char *images, dataset *out);
+
 /* A dataset by name: "fashion-mnist" or "mnist" (Debian's
  * dataset-fashion-mnist / the same layout under $KILN_DATA_DIR), or a
  * directory holding {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz].

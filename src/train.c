@@ -43,6 +43,7 @@ typedef struct {
     float *x, *y, *out;      /* one batch on the host */
     size_t *order;
     size_t batches_run;      /* in this call, for stop_after */
+    double mean, std;        /* the normalization of the features */
     float *best_params;      /* the best weights: flat parameters and buffers */
     float **best_buffers;
     FILE *csv;
@@ -58,7 +59,7 @@ static kiln_status load(const kiln_train_options *o, const char *split, dataset 
     return data_load_named(o->data, split, d);
 }
 
-static kiln_status check_fit(const run *r, const dataset *d)
+static kiln_status check_fit(const run *r, const dataset *d, int labelled)
 {
     size_t in = shape_numel(&r->m->input);
     const graph_node *last = &r->m->nodes[r->m->count - 1];
@@ -68,6 +69,8 @@ static kiln_status check_fit(const run *r, const dataset *d)
         return kiln_fail(KILN_ERR_SHAPE, "%s has %zu values per sample, but the model's input "
                                          "is %s (%zu values)",
                          d->name, d->features, shape_str(&r->m->input, shape, sizeof shape), in);
+    if (!labelled)
+        return KILN_OK;
     if (r->c.loss == LOSS_CROSS_ENTROPY && d->classes > outputs)
         return kiln_fail(KILN_ERR_SHAPE, "%s has labels up to %zu, but the model's last layer "
                                          "has %zu outputs", d->name, d->classes - 1, outputs);
@@ -92,13 +95,14 @@ static kiln_status prepare_data(run *r)
         r->test.count = r->test.count < r->o->limit ? r->test.count : r->o->limit;
     }
     if (st == KILN_OK)
-        st = check_fit(r, &r->train);
+        st = check_fit(r, &r->train, 1);
+    r->mean = 0;
+    r->std = 1;
     if (st == KILN_OK && r->c.normalize == NORMALIZE_STANDARD) {
-        double mean, std;
-        data_moments(&r->train, &mean, &std);
-        data_normalize(&r->train, mean, std);
-        data_normalize(&r->val, mean, std);
-        data_normalize(&r->test, mean, std);
+        data_moments(&r->train, &r->mean, &r->std);
+        data_normalize(&r->train, r->mean, r->std);
+        data_normalize(&r->val, r->mean, r->std);
+        data_normalize(&r->test, r->mean, r->std);
     }
     if (st == KILN_OK && r->train.count < r->c.batch)
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %zu training samples is less than one "
@@ -247,6 +251,10 @@ static kiln_status save(run *r, const char *file, int epoch, double val_loss)
     checkpoint_meta_set(&meta, "val_loss", text);
     snprintf(text, sizeof text, "%llu", (unsigned long long)r->c.seed);
     checkpoint_meta_set(&meta, "seed", text);
+    snprintf(text, sizeof text, "%.9g", r->mean);
+    checkpoint_meta_set(&meta, "normalize_mean", text);
+    snprintf(text, sizeof text, "%.9g", r->std);
+    checkpoint_meta_set(&meta, "normalize_std", text);
     checkpoint_meta_set(&meta, "format", "pt");
     checkpoint_meta_set(&meta, "kiln", KILN_VERSION);
     return checkpoint_save(r->p, path, &meta, (int64_t)optim_steps(r->opt));
@@ -656,6 +664,102 @@ kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
         st = evaluate(&r, d, &rep->loss, &rep->accuracy, rep->confusion);
     rep->samples = d->count;
     rep->classes = classes;
+    teardown(&r);
+    return st;
+}
+
+/* ---- predictions ------------------------------------------------------------------ */
+
+static kiln_status load_input(const char *input, const char *label, dataset *d)
+{
+    size_t n = strlen(input);
+    if (n > 4 && strcmp(input + n - 4, ".csv") == 0)
+        return data_load_csv(input, label ? label : "label", 1, d);
+    return data_load_idx_images(input, d);
+}
+
+/* Softmax of one row of logits, in double. */
+static void softmax_row(const float *z, size_t n, double *p)
+{
+    double mx = z[0], sum = 0;
+    for (size_t j = 1; j < n; j++)
+        mx = fmax(mx, z[j]);
+    for (size_t j = 0; j < n; j++)
+        sum += p[j] = exp((double)z[j] - mx);
+    for (size_t j = 0; j < n; j++)
+        p[j] /= sum;
+}
+
+static void print_prediction(FILE *out, size_t i, const float *z, size_t classes, int probs)
+{
+    double p[1024] = {0};
+    size_t best = 0;
+    if (probs)
+        softmax_row(z, classes, p);
+    for (size_t j = 0; j < classes; j++)
+        if (z[j] > z[best])
+            best = j;
+    fprintf(out, "sample %zu: class %zu", i, best);
+    if (probs) {
+        fprintf(out, " (%.1f%%) |", 100 * p[best]);
+        for (size_t j = 0; j < classes; j++)
+            fprintf(out, " %.3f", p[j]);
+    } else {
+        for (size_t j = 0; j < classes; j++)
+            fprintf(out, "%s%.5g", j ? " " : " | ", (double)z[j]);
+    }
+    fprintf(out, "\n");
+}
+
+kiln_status kiln_predict(kiln_ctx *ctx, kiln_model *m, const char *checkpoint, const char *input,
+                         const char *label, size_t count, FILE *out)
+{
+    if (!ctx || !m || !checkpoint || !input || !out || count == 0 || count > 4096)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_predict: context, model, checkpoint, "
+                                                    "input, 1 to 4096 samples and a stream are "
+                                                    "required");
+    run r = {.ctx = ctx, .m = m};
+    kiln_status st = train_config_read(m, &r.c);
+    if (st == KILN_OK)
+        st = graph_finish(m);
+    if (st == KILN_OK)
+        st = load_input(input, label, &r.test);
+    if (st == KILN_OK && r.test.count < count)
+        count = r.test.count;
+    r.c.batch = count;
+    if (st == KILN_OK)
+        st = check_fit(&r, &r.test, 0);
+    if (st == KILN_OK)
+        st = pipeline_create(ctx, m, count, (pipe_options){.fuse = 1, .plan = 1}, 0, &r.p);
+    checkpoint_meta meta = {0};
+    if (st == KILN_OK)
+        st = checkpoint_load(r.p, checkpoint, &meta);
+    const char *mean = checkpoint_meta_get(&meta, "normalize_mean");
+    const char *std = checkpoint_meta_get(&meta, "normalize_std");
+    if (st == KILN_OK && mean && std)
+        data_normalize(&r.test, strtod(mean, NULL), strtod(std, NULL));
+    else if (st == KILN_OK && r.c.normalize == NORMALIZE_STANDARD)
+        fprintf(out, "note: %s records no feature normalization; the inputs are used as they "
+                     "are\n", checkpoint);
+    kiln_shape one = shape_make(1, count, 0, 0, 0);
+    size_t outputs = r.p ? kiln_tensor_numel(pipeline_output(r.p)) : 0;
+    r.x = st == KILN_OK ? malloc(count * r.test.features * sizeof *r.x) : NULL;
+    r.y = st == KILN_OK ? malloc(outputs * sizeof *r.y) : NULL;
+    r.out = st == KILN_OK ? malloc(outputs * sizeof *r.out) : NULL;
+    if (st == KILN_OK && (!r.x || !r.y || !r.out))
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "predict: out of host memory");
+    if (st == KILN_OK)
+        st = tensor_of(ctx, &one, &r.target);
+    if (st == KILN_OK)
+        st = upload_batch(&r, &r.test, NULL, 0, count);
+    if (st == KILN_OK)
+        st = pipeline_forward(r.p, 0);
+    if (st == KILN_OK)
+        st = read_logits(&r);
+    size_t classes = count ? outputs / count : 0;
+    for (size_t i = 0; st == KILN_OK && i < count; i++)
+        print_prediction(out, i, r.out + i * classes, classes,
+                         r.c.loss == LOSS_CROSS_ENTROPY && classes <= 1024);
     teardown(&r);
     return st;
 }

@@ -376,6 +376,25 @@ START_TEST(short_training_run_learns_fashion_mnist)
     ck_assert_msg(fabs(e.accuracy - r.test_accuracy) < 1e-9, "eval %.4f, train's test %.4f",
                   e.accuracy, r.test_accuracy);
     kiln_free(e.confusion);
+    /* predictions for three test images: classes with probabilities summing to 1 */
+    char *text = NULL;
+    size_t size = 0;
+    FILE *mem = open_memstream(&text, &size);
+    char final[600];
+    snprintf(final, sizeof final, "%s/final.safetensors", out);
+    check_ok(kiln_predict(test_ctx(), m, final,
+                          "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", NULL, 3,
+                          mem));
+    fclose(mem);
+    double sum = 0, v;
+    const char *bar = strchr(text, '|');
+    ck_assert_msg(bar && strstr(text, "sample 2: class "), "predictions:\n%s", text);
+    char row0[512];
+    snprintf(row0, sizeof row0, "%.*s", (int)strcspn(bar + 1, "\n"), bar + 1);
+    for (char *q = row0; q && sscanf(q, "%lf", &v) == 1; q = strchr(q + 1, ' '))
+        sum += v;
+    ck_assert_msg(fabs(sum - 1) < 0.01, "probabilities sum to %g:\n%s", sum, text);
+    free(text);
     kiln_model_free(m);
 }
 END_TEST

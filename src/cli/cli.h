@@ -9,6 +9,7 @@ int cli_check(int argc, char **argv);
 int cli_summary(int argc, char **argv);
 int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
+int cli_predict(int argc, char **argv);
 
 /* Prints "kiln CMD: <last error>" to stderr and returns the exit code 1. */
 int cli_fail(const char *cmd);

@@ -184,3 +184,48 @@ int cli_eval(int argc, char **argv)
     kiln_ctx_free(ctx);
     return rc;
 }
+
+int cli_predict(int argc, char **argv)
+{
+    static const struct option options[] = {{"count", required_argument, NULL, 'c'},
+                                             {"label", required_argument, NULL, 'L'},
+                                             {"device", required_argument, NULL, 'd'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    static const char usage[] = "usage: kiln predict MODEL.ini CHECKPOINT INPUT "
+                                "[--count N] [--label COLUMN] [--device SEL]\n"
+                                "INPUT is an IDX images file (gzipped or not) or a CSV file\n";
+    cli_options c;
+    memset(&c, 0, sizeof c);
+    double count = 5;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "c:L:d:h", options, NULL)) != -1) {
+        if (opt == 'c' && number_arg("--count", optarg, 1, 4096, &count))
+            continue;
+        if (opt == 'L')
+            c.o.label = optarg;
+        else if (opt == 'd')
+            c.device = optarg;
+        else {
+            fputs(usage, opt == 'h' ? stdout : stderr);
+            return opt == 'h' ? 0 : 2;
+        }
+    }
+    if (argc - optind != 3) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    c.model = argv[optind];
+    kiln_ctx *ctx;
+    kiln_model *m;
+    int rc = open_all(&c, "predict", &ctx, &m);
+    if (rc)
+        return rc;
+    if (kiln_predict(ctx, m, argv[optind + 1], argv[optind + 2], c.o.label, (size_t)count,
+                     stdout) != KILN_OK)
+        rc = cli_fail("predict");
+    kiln_model_free(m);
+    kiln_ctx_free(ctx);
+    return rc;
+}
