@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "optim.h"
 #include "pipeline.h"
 
 typedef struct {
@@ -301,6 +302,73 @@ START_TEST(initialisation_follows_the_formula_and_the_seed)
 }
 END_TEST
 
+/* The same seeded training steps on every device kiln can see give the
+ * same losses within a tolerance (float sums differ in order between
+ * implementations); prints the largest difference. */
+START_TEST(same_training_on_every_device)
+{
+    kiln_device_info *list;
+    size_t n;
+    check_ok(kiln_devices(&list, &n));
+    static const net_case *nets_used[] = {&nets[0], &nets[1]};
+    double worst = 0;
+    for (int k = 0; k < 2; k++) {
+        const net_case *c = nets_used[k];
+        double losses[8][6];
+        for (size_t d = 0; d < n && d < 8; d++) {
+            char sel[16];
+            snprintf(sel, sizeof sel, "%zu", d);
+            kiln_ctx *ctx;
+            check_ok(kiln_ctx_create(sel, &ctx));
+            kiln_model *m;
+            check_ok(kiln_model_parse(c->text, c->label, &m));
+            pipeline *p;
+            check_ok(pipeline_create(ctx, m, BATCH, (pipe_options){.fuse = 1, .plan = 1}, 5, &p));
+            optim_config oc = optim_defaults(OPTIM_ADAM);
+            optimizer *o;
+            check_ok(optim_create(p, &oc, &o));
+            kiln_rng rng;
+            kiln_rng_seed(&rng, 11);
+            size_t in = kiln_tensor_numel(p->input);
+            float *x = test_alloc(in * sizeof *x), t[BATCH];
+            kiln_rng_fill(&rng, x, in, -1, 1);
+            for (int i = 0; i < BATCH; i++)
+                t[i] = (float)(kiln_rng_next(&rng) % c->classes);
+            size_t tshape = BATCH, one = 1;
+            kiln_tensor *target, *loss;
+            check_ok(kiln_tensor_create(ctx, 1, &tshape, &target));
+            check_ok(kiln_tensor_create(ctx, 1, &one, &loss));
+            check_ok(kiln_tensor_upload(target, t, BATCH));
+            check_ok(kiln_tensor_upload(p->input, x, in));
+            for (int step = 0; step < 6; step++) {
+                float l;
+                check_ok(pipeline_forward(p, 1));
+                check_ok(pipeline_loss(p, c->loss, 0, target, loss));
+                check_ok(pipeline_backward(p, 1));
+                check_ok(optim_step(o, 1e-2f));
+                check_ok(kiln_tensor_download(loss, &l, 1));
+                losses[d][step] = l;
+                double diff = fabs(l - losses[0][step]) / fmax(fabs(losses[0][step]), 1e-6);
+                worst = fmax(worst, diff);
+                ck_assert_msg(diff <= 1e-3, "%s on %s, step %d: loss %.7g against %.7g on %s",
+                              c->label, list[d].name, step, l, losses[0][step], list[0].name);
+            }
+            free(x);
+            kiln_tensor_free(target);
+            kiln_tensor_free(loss);
+            optim_free(o);
+            pipeline_free(p);
+            kiln_model_free(m);
+            kiln_ctx_free(ctx);
+        }
+    }
+    printf("same training on %zu device%s: largest relative loss difference %.2e%s\n", n,
+           n == 1 ? "" : "s", worst,
+           n == 1 ? " (one device visible: set RUSTICL_ENABLE=llvmpipe to compare two)" : "");
+    kiln_free(list);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pipeline");
@@ -310,6 +378,7 @@ int main(void)
     tcase_add_loop_test(tc, poisoned_planned_pipeline_matches_unplanned, 0, NET_COUNT);
     tcase_add_test(tc, softmax_head_trains_on_logits);
     tcase_add_test(tc, initialisation_follows_the_formula_and_the_seed);
+    tcase_add_test(tc, same_training_on_every_device);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

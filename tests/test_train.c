@@ -518,6 +518,21 @@ START_TEST(same_seed_same_curve)
 }
 END_TEST
 
+/* examples/fashion_cnn.ini runs: one short epoch, a finite loss. */
+START_TEST(cnn_example_trains_briefly)
+{
+    kiln_model *m;
+    check_ok(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_cnn.ini", &m));
+    kiln_train_options o = {.data = "fashion-mnist", .epochs = 1, .limit = 256, .batch = 64};
+    kiln_train_report r;
+    check_ok(kiln_train(test_ctx(), m, &o, &r));
+    ck_assert_int_eq(r.epochs_run, 1);
+    ck_assert_msg(isfinite(r.best_val_loss) && isfinite(r.test_loss), "losses %g %g",
+                  r.best_val_loss, r.test_loss);
+    kiln_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -532,6 +547,7 @@ int main(void)
     tcase_add_test(tc, seed_loop_stops_early_and_keeps_the_best);
     tcase_add_test(tc, resumed_run_matches_uninterrupted_run);
     tcase_add_test(tc, same_seed_same_curve);
+    tcase_add_test(tc, cnn_example_trains_briefly);
     suite_add_tcase(s, tc);
     return test_run(s);
 }
