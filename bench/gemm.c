@@ -7,16 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench.h"
 #include "kiln.h"
 #include "ref.h"
-
-#define REQUIRE(call)                                                              \
-    do {                                                                           \
-        if ((call) != KILN_OK) {                                                   \
-            fprintf(stderr, "bench_gemm: %s: %s\n", #call, kiln_last_error());     \
-            exit(1);                                                               \
-        }                                                                          \
-    } while (0)
 
 static kiln_tensor *square(kiln_ctx *ctx, size_t n)
 {

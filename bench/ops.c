@@ -6,16 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench.h"
 #include "ops.h"
 #include "ref.h"
-
-#define REQUIRE(call)                                                              \
-    do {                                                                           \
-        if ((call) != KILN_OK) {                                                   \
-            fprintf(stderr, "bench_ops: %s: %s\n", #call, kiln_last_error());      \
-            exit(1);                                                               \
-        }                                                                          \
-    } while (0)
 
 typedef struct {
     const char *label;

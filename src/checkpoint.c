@@ -83,21 +83,6 @@ static cJSON *header_json(const entry *e, size_t n, const checkpoint_meta *meta)
     return root;
 }
 
-static int write_all(int fd, const void *data, size_t n)
-{
-    const char *p = data;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Header and data into fd. */
 static kiln_status write_body(int fd, const entry *e, size_t n, const char *json,
                               int64_t batches)
@@ -106,8 +91,8 @@ static kiln_status write_body(int fd, const entry *e, size_t n, const char *json
     unsigned char size_le[8];
     for (int i = 0; i < 8; i++)
         size_le[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    if (write_all(fd, size_le, 8) || write_all(fd, json, len) ||
-        write_all(fd, "        ", padded - len))
+    if (kiln_write_all(fd, size_le, 8) || kiln_write_all(fd, json, len) ||
+        kiln_write_all(fd, "        ", padded - len))
         return kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < n && st == KILN_OK; i++) {
@@ -115,7 +100,7 @@ static kiln_status write_body(int fd, const entry *e, size_t n, const char *json
             unsigned char v[8];
             for (int b = 0; b < 8; b++)
                 v[b] = (unsigned char)((uint64_t)batches >> (8 * b));
-            if (write_all(fd, v, 8))
+            if (kiln_write_all(fd, v, 8))
                 st = kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
             continue;
         }
@@ -123,7 +108,7 @@ static kiln_status write_body(int fd, const entry *e, size_t n, const char *json
         if (!host)
             return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
         st = kiln_tensor_download(e[i].tensor, host, e[i].tensor->numel);
-        if (st == KILN_OK && write_all(fd, host, e[i].bytes)) /* little-endian hosts */
+        if (st == KILN_OK && kiln_write_all(fd, host, e[i].bytes)) /* little-endian hosts */
             st = kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
         free(host);
     }

@@ -39,8 +39,12 @@ kiln_status kiln_device_id(const kiln_device_info *info, cl_device_id *out);
 
 /* ---- kernel programs (program.c) --------------------------------------- */
 
-/* Creates a directory and its parents, like mkdir -p; 0 on success. */
+/* Creates a directory and its parents, like mkdir -p; 0 on success
+ * (files.c). */
 int kiln_make_dirs(const char *dir);
+
+/* Writes all n bytes to fd, retrying short writes; 0 on success. */
+int kiln_write_all(int fd, const void *data, size_t n);
 
 typedef struct kiln_program_cache kiln_program_cache;
 

@@ -159,22 +159,6 @@ kiln_status kiln_cache_dir(char *buf, size_t size)
     return KILN_OK;
 }
 
-int kiln_make_dirs(const char *dir)
-{
-    char path[PATH_CAP];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-        return -1;
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -1;
-}
-
 /* The complete cache key of a program variant, as text. */
 static void cache_key(const kiln_ctx *ctx, const program_text *src, const char *options,
                       char *key, size_t size)
@@ -256,21 +240,6 @@ static int parse_cache_file(const unsigned char *data, size_t size, const char *
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t n)
-{
-    const char *p = data;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Writes the cache file atomically; failures only cost a rebuild later. */
 static void store_cache_file(const char *path, const char *key, const unsigned char *bin,
                              size_t bin_len)
@@ -290,10 +259,10 @@ static void store_cache_file(const char *path, const char *key, const unsigned c
         return;
     uint32_t format = CACHE_FORMAT, key_len = (uint32_t)strlen(key), sum = crc(bin, bin_len);
     uint64_t len64 = bin_len;
-    int bad = write_all(fd, CACHE_MAGIC, 8) || write_all(fd, &format, 4) ||
-              write_all(fd, &key_len, 4) || write_all(fd, key, key_len) ||
-              write_all(fd, &len64, 8) || write_all(fd, &sum, 4) ||
-              write_all(fd, bin, bin_len) || fsync(fd) != 0;
+    int bad = kiln_write_all(fd, CACHE_MAGIC, 8) || kiln_write_all(fd, &format, 4) ||
+              kiln_write_all(fd, &key_len, 4) || kiln_write_all(fd, key, key_len) ||
+              kiln_write_all(fd, &len64, 8) || kiln_write_all(fd, &sum, 4) ||
+              kiln_write_all(fd, bin, bin_len) || fsync(fd) != 0;
     if (close(fd) != 0 || bad || rename(tmp, path) != 0)
         unlink(tmp);
 }
