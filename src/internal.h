@@ -103,6 +103,12 @@ struct kiln_tensor {
     size_t numel;
 };
 
+/* Upload and download that may return at once (blocking = 0): the host
+ * memory must then stay untouched until the queue has passed the copy,
+ * which any later blocking call on the queue guarantees. */
+kiln_status kiln_tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking);
+kiln_status kiln_tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking);
+
 /* A tensor over bytes [offset, offset + size) of a parent buffer (a view;
  * freeing it leaves the parent). offset must satisfy the device's
  * CL_DEVICE_MEM_BASE_ADDR_ALIGN. */

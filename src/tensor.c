@@ -161,24 +161,34 @@ static kiln_status check_count(const kiln_tensor *t, const void *host, size_t co
     return KILN_OK;
 }
 
-kiln_status kiln_tensor_upload(kiln_tensor *t, const float *src, size_t count)
+kiln_status kiln_tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking)
 {
     kiln_status st = check_count(t, src, count, "kiln_tensor_upload");
     if (st != KILN_OK)
         return st;
-    cl_int err = clEnqueueWriteBuffer(t->ctx->queue, t->buf, CL_TRUE, 0, count * sizeof(float),
-                                      src, 0, NULL, NULL);
+    cl_int err = clEnqueueWriteBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,
+                                      count * sizeof(float), src, 0, NULL, NULL);
     return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueWriteBuffer");
 }
 
-kiln_status kiln_tensor_download(const kiln_tensor *t, float *dst, size_t count)
+kiln_status kiln_tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking)
 {
     kiln_status st = check_count(t, dst, count, "kiln_tensor_download");
     if (st != KILN_OK)
         return st;
-    cl_int err = clEnqueueReadBuffer(t->ctx->queue, t->buf, CL_TRUE, 0, count * sizeof(float),
-                                     dst, 0, NULL, NULL);
+    cl_int err = clEnqueueReadBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,
+                                     count * sizeof(float), dst, 0, NULL, NULL);
     return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueReadBuffer");
+}
+
+kiln_status kiln_tensor_upload(kiln_tensor *t, const float *src, size_t count)
+{
+    return kiln_tensor_write(t, src, count, 1);
+}
+
+kiln_status kiln_tensor_download(const kiln_tensor *t, float *dst, size_t count)
+{
+    return kiln_tensor_read(t, dst, count, 1);
 }
 
 kiln_status kiln_tensor_fill(kiln_tensor *t, float value)

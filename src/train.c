@@ -40,7 +40,8 @@ typedef struct {
     pipeline *p;
     optimizer *opt;
     kiln_tensor *target, *loss;
-    float *x, *y, *out;      /* one batch on the host */
+    float *x[2], *y[2];      /* two staging slots: one batch uploads while one trains */
+    float *out;              /* the logits of one batch */
     size_t *order;
     size_t batches_run;      /* in this call, for stop_after */
     double mean, std;        /* the normalization of the features */
@@ -113,38 +114,45 @@ static kiln_status prepare_data(run *r)
 
 /* ---- one batch ----------------------------------------------------------------- */
 
-static kiln_status upload_batch(run *r, const dataset *d, const size_t *order, size_t first,
-                                size_t n)
+/* Gathers samples into staging slot s and enqueues their upload; with
+ * async it returns at once, and the slot stays untouched until the next
+ * blocking read on the queue (the in-order queue runs the upload after the
+ * work enqueued before it). */
+static kiln_status stage_batch(run *r, const dataset *d, const size_t *order, size_t first,
+                               size_t n, int s, int async)
 {
     size_t b = r->c.batch;
-    data_gather(d, order, first, n, r->x, r->y);
+    float *x = r->x[s], *y = r->y[s];
+    data_gather(d, order, first, n, x, y);
     for (size_t i = n; i < b; i++) { /* pad a short last batch with its first sample */
-        memcpy(r->x + i * d->features, r->x, d->features * sizeof *r->x);
-        memcpy(r->y + i * d->targets, r->y, d->targets * sizeof *r->y);
+        memcpy(x + i * d->features, x, d->features * sizeof *x);
+        memcpy(y + i * d->targets, y, d->targets * sizeof *y);
     }
-    kiln_status st = kiln_tensor_upload(r->p->input, r->x, b * d->features);
+    kiln_status st = kiln_tensor_write(r->p->input, x, b * d->features, !async);
     if (st == KILN_OK)
-        st = kiln_tensor_upload(r->target, r->y, kiln_tensor_numel(r->target));
+        st = kiln_tensor_write(r->target, y, kiln_tensor_numel(r->target), !async);
     return st;
 }
 
 /* Loss sum and correct predictions of the first n rows, on the host, from
- * the logits (the input of a softmax head) in r->out. */
-static void score(const run *r, size_t n, size_t classes, double *loss, size_t *correct,
+ * the logits (the input of a softmax head) in r->out and the targets of
+ * staging slot s. */
+static void score(const run *r, int s, size_t n, size_t classes, double *loss, size_t *correct,
                   size_t *confusion)
 {
+    const float *y = r->y[s];
     for (size_t i = 0; i < n; i++) {
         const float *z = r->out + i * classes;
         if (r->c.loss != LOSS_CROSS_ENTROPY) {
             for (size_t j = 0; j < classes; j++) {
-                double v = z[j], t = r->y[i * classes + j];
+                double v = z[j], t = y[i * classes + j];
                 *loss += r->c.loss == LOSS_MSE ? (v - t) * (v - t) / (double)classes
                                                : (fmax(v, 0) - v * t + log1p(exp(-fabs(v)))) /
                                                      (double)classes;
             }
             continue;
         }
-        size_t best = 0, label = (size_t)r->y[i];
+        size_t best = 0, label = (size_t)y[i];
         double mx = z[0], sum = 0;
         for (size_t j = 1; j < classes; j++)
             if (z[j] > z[best])
@@ -159,14 +167,15 @@ static void score(const run *r, size_t n, size_t classes, double *loss, size_t *
     }
 }
 
-/* The logits of the last forward into r->out. */
-static kiln_status read_logits(run *r)
+/* The logits of the last forward into r->out (async: complete at the next
+ * blocking read). */
+static kiln_status read_logits(run *r, int async)
 {
     pipe_step *last = &r->p->steps[r->p->count - 1];
     const kiln_tensor *z = pipeline_softmax_head(r->p) && last->inputs[0] >= 0
                                ? r->p->steps[last->inputs[0]].out
                                : last->out;
-    return kiln_tensor_download(z, r->out, kiln_tensor_numel(z));
+    return kiln_tensor_read(z, r->out, kiln_tensor_numel(z), !async);
 }
 
 /* Mean loss and accuracy of a dataset in eval mode. */
@@ -178,13 +187,13 @@ static kiln_status evaluate(run *r, const dataset *d, double *loss, double *accu
     kiln_status st = KILN_OK;
     for (size_t first = 0; first < d->count && st == KILN_OK; first += b) {
         size_t n = d->count - first < b ? d->count - first : b;
-        st = upload_batch(r, d, NULL, first, n);
+        st = stage_batch(r, d, NULL, first, n, 0, 0);
         if (st == KILN_OK)
             st = pipeline_forward(r->p, 0);
         if (st == KILN_OK)
-            st = read_logits(r);
+            st = read_logits(r, 0);
         if (st == KILN_OK)
-            score(r, n, classes, &total, &correct, confusion);
+            score(r, 0, n, classes, &total, &correct, confusion);
     }
     *loss = d->count ? total / (double)d->count : NAN;
     *accuracy = d->count ? (double)correct / (double)d->count : NAN;
@@ -305,19 +314,23 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
     kiln_rng_seed(&rng, r->c.seed * 1000003u + (uint64_t)epoch);
     data_shuffle(r->order, r->train.count, &rng);
     double total = 0, started = now();
-    kiln_status st = KILN_OK;
+    kiln_status st = i < batches ? stage_batch(r, &r->train, r->order, i * b, b, i % 2, 1)
+                                 : KILN_OK;
+    /* Each step is enqueued whole, the next batch is gathered and its upload
+     * enqueued behind it while the device works, and the host waits once,
+     * for the loss. */
     for (; i < batches && st == KILN_OK && !stop_requested; i++) {
-        st = upload_batch(r, &r->train, r->order, i * b, b);
-        if (st == KILN_OK)
-            st = pipeline_forward(r->p, 1);
+        st = pipeline_forward(r->p, 1);
         if (st == KILN_OK)
             st = pipeline_loss(r->p, r->c.loss, r->c.label_smoothing, r->target, r->loss);
         if (st == KILN_OK)
-            st = read_logits(r); /* before backward, which reuses the arena */
+            st = read_logits(r, 1); /* before backward, which reuses the arena */
         if (st == KILN_OK)
             st = pipeline_backward(r->p, 1);
         if (st == KILN_OK)
             st = optim_step(r->opt, lr);
+        if (st == KILN_OK && i + 1 < batches)
+            st = stage_batch(r, &r->train, r->order, (i + 1) * b, b, (int)((i + 1) % 2), 1);
         float l = NAN;
         if (st == KILN_OK)
             st = kiln_tensor_download(r->loss, &l, 1);
@@ -327,7 +340,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
                                                       "gradients (clip_norm)",
                            epoch, i + 1, (double)l);
         double ignored = 0;
-        score(r, b, classes, &ignored, &correct, NULL);
+        score(r, (int)(i % 2), b, classes, &ignored, &correct, NULL);
         if (r->o->stop_after && ++r->batches_run >= r->o->stop_after)
             kiln_request_stop();
         total += l;
@@ -390,11 +403,13 @@ static kiln_status setup(run *r)
     if (st == KILN_OK)
         st = tensor_of(r->ctx, &one, &r->loss);
     if (st == KILN_OK) {
-        r->x = malloc(r->c.batch * r->train.features * sizeof *r->x);
-        r->y = malloc(shape_numel(&out) * sizeof *r->y);
+        for (int k = 0; k < 2; k++) {
+            r->x[k] = malloc(r->c.batch * r->train.features * sizeof *r->x[k]);
+            r->y[k] = malloc(shape_numel(&out) * sizeof *r->y[k]);
+        }
         r->out = malloc(shape_numel(&out) * sizeof *r->out);
         r->order = malloc(r->train.count * sizeof *r->order);
-        if (!r->x || !r->y || !r->out || !r->order)
+        if (!r->x[0] || !r->x[1] || !r->y[0] || !r->y[1] || !r->out || !r->order)
             st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
     }
     if (st == KILN_OK)
@@ -414,8 +429,10 @@ static void teardown(run *r)
     data_free(&r->train);
     data_free(&r->val);
     data_free(&r->test);
-    free(r->x);
-    free(r->y);
+    for (int k = 0; k < 2; k++) {
+        free(r->x[k]);
+        free(r->y[k]);
+    }
     free(r->out);
     free(r->order);
     if (r->csv)
@@ -743,19 +760,19 @@ kiln_status kiln_predict(kiln_ctx *ctx, kiln_model *m, const char *checkpoint, c
                      "are\n", checkpoint);
     kiln_shape one = shape_make(1, count, 0, 0, 0);
     size_t outputs = r.p ? kiln_tensor_numel(pipeline_output(r.p)) : 0;
-    r.x = st == KILN_OK ? malloc(count * r.test.features * sizeof *r.x) : NULL;
-    r.y = st == KILN_OK ? malloc(outputs * sizeof *r.y) : NULL;
+    r.x[0] = st == KILN_OK ? malloc(count * r.test.features * sizeof *r.x[0]) : NULL;
+    r.y[0] = st == KILN_OK ? malloc(outputs * sizeof *r.y[0]) : NULL;
     r.out = st == KILN_OK ? malloc(outputs * sizeof *r.out) : NULL;
-    if (st == KILN_OK && (!r.x || !r.y || !r.out))
+    if (st == KILN_OK && (!r.x[0] || !r.y[0] || !r.out))
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "predict: out of host memory");
     if (st == KILN_OK)
         st = tensor_of(ctx, &one, &r.target);
     if (st == KILN_OK)
-        st = upload_batch(&r, &r.test, NULL, 0, count);
+        st = stage_batch(&r, &r.test, NULL, 0, count, 0, 0);
     if (st == KILN_OK)
         st = pipeline_forward(r.p, 0);
     if (st == KILN_OK)
-        st = read_logits(&r);
+        st = read_logits(&r, 0);
     size_t classes = count ? outputs / count : 0;
     for (size_t i = 0; st == KILN_OK && i < count; i++)
         print_prediction(out, i, r.out + i * classes, classes,
