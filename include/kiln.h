@@ -319,6 +319,24 @@ KILN_API kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *che
 KILN_API kiln_status kiln_predict(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
                                   const char *input, const char *label, size_t count, FILE *out);
 
+/* ---- benchmarks ------------------------------------------------------------- */
+
+#define KILN_BENCH_GEMM_SIZES 4
+
+/* One device's numbers; every time is the best of several repetitions. */
+typedef struct {
+    size_t gemm_n[KILN_BENCH_GEMM_SIZES];      /* square sizes */
+    double gemm_gflops[KILN_BENCH_GEMM_SIZES]; /* SGEMM through CLBlast */
+    double copy_gbs;          /* device copy, read + write */
+    double relu_gbs;          /* a fused elementwise kernel, read + write */
+    double launch_us;         /* one small kernel, enqueue to finish */
+    double upload_gbs, download_gbs;
+    double train_samples_per_s; /* the Fashion-MNIST MLP, batch 128, random data */
+} kiln_bench_result;
+
+/* Measures a device; quick uses smaller sizes (for tests). */
+KILN_API kiln_status kiln_bench(kiln_ctx *ctx, int quick, kiln_bench_result *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -24,7 +24,7 @@ const char *cli_bytes(uint64_t bytes, char *buf, size_t size)
     return buf;
 }
 
-static void json_string(const char *s)
+void cli_json_string(const char *s)
 {
     putchar('"');
     for (; *s; s++) {
@@ -48,19 +48,19 @@ static void print_json(const kiln_device_info *list, size_t n, unsigned chosen)
                "\"default\": %s, \"platform\": ",
                i ? "," : "", d->global_index, d->platform_index, d->device_index,
                d->global_index == chosen ? "true" : "false");
-        json_string(d->platform);
+        cli_json_string(d->platform);
         printf(", \"name\": ");
-        json_string(d->name);
+        cli_json_string(d->name);
         printf(", \"vendor\": ");
-        json_string(d->vendor);
+        cli_json_string(d->vendor);
         printf(", \"type\": ");
-        json_string(kiln_device_type_str(d->type));
+        cli_json_string(kiln_device_type_str(d->type));
         printf(", \"driver_version\": ");
-        json_string(d->driver_version);
+        cli_json_string(d->driver_version);
         printf(", \"device_version\": ");
-        json_string(d->device_version);
+        cli_json_string(d->device_version);
         printf(", \"opencl_c_version\": ");
-        json_string(d->opencl_c_version);
+        cli_json_string(d->opencl_c_version);
         printf(", \"compute_units\": %u, \"global_mem_bytes\": %llu, \"local_mem_bytes\": "
                "%llu, \"max_alloc_bytes\": %llu, \"max_work_group_size\": %zu, "
                "\"fp64\": %s, \"fp16\": %s}",
