@@ -125,6 +125,18 @@ static kiln_status alloc_list(pipeline *p, kiln_tensor **ts, const kiln_shape *s
     return st;
 }
 
+/* Sub-buffer offsets are multiples of KILN_ARENA_ALIGN: enough for any
+ * device seen so far, and checked against this one. */
+static kiln_status check_alignment(const pipeline *p)
+{
+    size_t align = p->ctx->info.mem_base_align_bits / 8;
+    if (align <= KILN_ARENA_ALIGN && KILN_ARENA_ALIGN % (align ? align : 1) == 0)
+        return KILN_OK;
+    return kiln_fail(KILN_ERR_UNSUPPORTED, "%s aligns sub-buffers to %zu bytes; kiln places "
+                                           "them at multiples of %d", p->ctx->info.name, align,
+                     KILN_ARENA_ALIGN);
+}
+
 /* Places the planned blocks as views into one arena buffer. */
 static kiln_status alloc_arena(pipeline *p)
 {
@@ -176,7 +188,9 @@ static kiln_status alloc_flat(pipeline *p)
  * in the arena when planned, else each its own; then persistent ones. */
 static kiln_status allocate(pipeline *p)
 {
-    kiln_status st = tensor_of(p->ctx, &p->input_shape, &p->input);
+    kiln_status st = check_alignment(p);
+    if (st == KILN_OK)
+        st = tensor_of(p->ctx, &p->input_shape, &p->input);
     if (st == KILN_OK && p->options.plan)
         st = alloc_arena(p);
     for (size_t i = 0; i < p->count && st == KILN_OK && !p->options.plan; i++) {

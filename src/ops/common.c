@@ -82,8 +82,10 @@ kiln_status tensor_of(kiln_ctx *ctx, const kiln_shape *s, kiln_tensor **out)
 
 size_t reduce_group_size(const kiln_ctx *ctx)
 {
+    /* the tree sum keeps one float per work-item in local memory */
     size_t wg = 64;
-    while (wg > 1 && wg > ctx->info.max_work_group_size)
+    while (wg > 1 && (wg > ctx->info.max_work_group_size ||
+                      wg * sizeof(float) * 2 > ctx->info.local_mem_bytes))
         wg /= 2;
     return wg;
 }
