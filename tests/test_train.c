@@ -4,7 +4,10 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -533,6 +536,55 @@ START_TEST(cnn_example_trains_briefly)
 }
 END_TEST
 
+#ifdef KILN_EXE
+/* Ctrl-C during `kiln train` stops after the current batch, saves the
+ * state and exits with 130; --resume then finishes the run. */
+START_TEST(interrupt_saves_a_resumable_state)
+{
+    char out[512], log[600], state[600];
+    snprintf(out, sizeof out, "%s", tmp_path("sigint"));
+    snprintf(log, sizeof log, "%s/log.csv", out);
+    snprintf(state, sizeof state, "%s/last.state.safetensors", out);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout))
+            _exit(126);
+        execl(KILN_EXE, KILN_EXE, "train", KILN_SOURCE_DIR "/examples/fashion_mlp.ini",
+              "--epochs", "40", "--limit", "3000", "--out", out, (char *)NULL);
+        _exit(127);
+    }
+    /* wait for the first epoch's line, then interrupt the second epoch */
+    for (int i = 0; i < 600; i++) {
+        FILE *f = fopen(log, "r");
+        int lines = 0;
+        for (int c; f && (c = fgetc(f)) != EOF;)
+            lines += c == '\n';
+        if (f)
+            fclose(f);
+        if (lines >= 2)
+            break;
+        struct timespec pause = {0, 100000000};
+        nanosleep(&pause, NULL);
+    }
+    kill(pid, SIGINT);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 130, "exit status %d",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    ck_assert_int_eq(access(state, R_OK), 0);
+    kiln_model *m;
+    check_ok(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_mlp.ini", &m));
+    kiln_train_options o = {.data = "fashion-mnist", .epochs = 2, .limit = 3000,
+                            .out_dir = out, .resume = out};
+    kiln_train_report r;
+    check_ok(kiln_train(test_ctx(), m, &o, &r));
+    ck_assert(!r.interrupted);
+    kiln_model_free(m);
+}
+END_TEST
+#endif
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -548,6 +600,9 @@ int main(void)
     tcase_add_test(tc, resumed_run_matches_uninterrupted_run);
     tcase_add_test(tc, same_seed_same_curve);
     tcase_add_test(tc, cnn_example_trains_briefly);
+#ifdef KILN_EXE
+    tcase_add_test(tc, interrupt_saves_a_resumable_state);
+#endif
     suite_add_tcase(s, tc);
     return test_run(s);
 }
