@@ -58,6 +58,7 @@ extern "C" {
     X(KILN_ERR_SHAPE, "shape mismatch")                                       \
     X(KILN_ERR_IO, "file error")                                              \
     X(KILN_ERR_MODEL, "invalid model")                                        \
+    X(KILN_ERR_NUMERIC, "not a finite number")                                \
     X(KILN_ERR_UNSUPPORTED, "not supported")
 
 typedef enum {
@@ -276,6 +277,7 @@ typedef struct {
     double lr;
     size_t limit;          /* > 0: use at most this many samples of each split */
     size_t stop_after;     /* > 0: stop as kiln_request_stop() would after this many batches */
+    int detect_anomaly;    /* check every value and gradient for NaN/Inf as it is made (slow) */
     int progress;          /* redraw a progress line (for terminals) */
     FILE *log;             /* human-readable progress; NULL: quiet */
 } kiln_train_options;

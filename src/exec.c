@@ -1,9 +1,39 @@
 /* Running a pipeline: forward, loss and backward are enqueued on the
  * context's in-order queue; nothing waits until a result is read. */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pipeline.h"
+
+/* With options.check: fails at a NaN or Inf in t, naming the step. */
+static kiln_status check_finite(pipeline *p, const pipe_step *s, const kiln_tensor *t,
+                                const char *what)
+{
+    if (!p->options.check || !t)
+        return KILN_OK;
+    float *h = malloc(t->numel * sizeof *h);
+    if (!h)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "anomaly check: out of host memory");
+    kiln_status st = kiln_tensor_download(t, h, t->numel);
+    size_t bad = 0;
+    float lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; st == KILN_OK && i < t->numel; i++) {
+        if (!isfinite(h[i]))
+            bad++;
+        else {
+            lo = fminf(lo, h[i]);
+            hi = fmaxf(hi, h[i]);
+        }
+    }
+    free(h);
+    if (st == KILN_OK && bad)
+        st = kiln_fail(KILN_ERR_NUMERIC, "layer %s: the %s has %zu NaN or Inf values of %zu "
+                                         "(finite ones from %g to %g)",
+                       pipeline_step_name(p, s), what, bad, t->numel, (double)lo, (double)hi);
+    return st;
+}
 
 static const kiln_tensor *value(const pipeline *p, int step)
 {
@@ -79,6 +109,10 @@ kiln_status pipeline_forward(pipeline *p, int training)
             st = forward_folded(p, s);
         else
             st = op_forward(s->op, &c);
+        if (st == KILN_OK)
+            st = check_finite(p, s, !training && s->bn_step >= 0 ? p->steps[s->bn_step].out
+                                                                 : s->out,
+                              "forward output");
         if (st == KILN_OK && p->options.poison)
             st = plan_poison(p, (int)i);
     }
@@ -171,7 +205,12 @@ kiln_status pipeline_backward(pipeline *p, int training)
         if (p->steps[i].grad_ready && p->ctx->trace)
             fprintf(p->ctx->trace, "  backward %s\n", pipeline_step_name(p, &p->steps[i]));
         if (p->steps[i].grad_ready)
+            st = check_finite(p, &p->steps[i], p->steps[i].grad, "gradient of its output");
+        if (st == KILN_OK && p->steps[i].grad_ready)
             st = backward_step(p, &p->steps[i], training);
+        for (int k = 0; st == KILN_OK && p->steps[i].grad_ready && k < OP_MAX_PARAMS; k++)
+            st = check_finite(p, &p->steps[i], p->steps[i].dparam[k],
+                              k ? "bias gradient" : "weight gradient");
         if (st == KILN_OK && p->options.poison)
             st = plan_poison(p, (int)(2 * p->count - i));
     }

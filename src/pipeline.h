@@ -32,6 +32,7 @@ typedef struct {
     int fuse;      /* merge activations into the GEMM epilogues before them */
     int plan;      /* place values, gradients and saved tensors in one arena */
     int poison;    /* debug: fill each arena block with NaN when it dies */
+    int check;     /* debug: stop at the first NaN/Inf value or gradient */
 } pipe_options;
 
 /* Arena offsets are multiples of this: at least any device's

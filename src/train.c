@@ -331,13 +331,19 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
             st = optim_step(r->opt, lr);
         if (st == KILN_OK && i + 1 < batches)
             st = stage_batch(r, &r->train, r->order, (i + 1) * b, b, (int)((i + 1) % 2), 1);
+        if (st == KILN_ERR_NUMERIC) {
+            char what[1024];
+            snprintf(what, sizeof what, "%s", kiln_last_error());
+            st = kiln_fail(KILN_ERR_NUMERIC, "epoch %d, batch %zu: %s", epoch, i + 1, what);
+        }
         float l = NAN;
         if (st == KILN_OK)
             st = kiln_tensor_download(r->loss, &l, 1);
         if (st == KILN_OK && !isfinite(l))
-            st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "epoch %d, batch %zu: the loss is %g; "
-                                                      "lower the learning rate or clip "
-                                                      "gradients (clip_norm)",
+            st = kiln_fail(KILN_ERR_NUMERIC, "epoch %d, batch %zu: the loss is %g; lower the "
+                                             "learning rate or clip gradients (clip_norm); "
+                                             "--detect-anomaly finds the first layer that "
+                                             "made a NaN or Inf",
                            epoch, i + 1, (double)l);
         double ignored = 0;
         score(r, (int)(i % 2), b, classes, &ignored, &correct, NULL);
@@ -391,7 +397,8 @@ static kiln_status setup(run *r)
     if (st == KILN_OK)
         st = prepare_data(r);
     if (st == KILN_OK)
-        st = pipeline_create(r->ctx, r->m, r->c.batch, (pipe_options){.fuse = 1, .plan = 1},
+        st = pipeline_create(r->ctx, r->m, r->c.batch,
+                             (pipe_options){.fuse = 1, .plan = 1, .check = r->o->detect_anomaly},
                              r->c.seed, &r->p);
     if (st == KILN_OK)
         st = optim_create(r->p, &r->c.optim, &r->opt);

@@ -585,6 +585,31 @@ START_TEST(interrupt_saves_a_resumable_state)
 END_TEST
 #endif
 
+/* A learning rate of 100 blows the network up: the loss check stops it
+ * with a clear message, and --detect-anomaly names the first layer. */
+START_TEST(anomalies_stop_training_with_the_layer)
+{
+    kiln_model *m;
+    check_ok(kiln_model_parse("[input]\nshape = 784\n[linear]\nout = 32\n[relu]\n[linear]\n"
+                              "out = 10\n[train]\noptimizer = sgd\nlr = 100\nbatch = 64\n",
+                              "explode.ini", &m));
+    kiln_train_options o = {.data = "fashion-mnist", .epochs = 3, .limit = 2000};
+    kiln_train_report r;
+    ck_assert_int_eq(kiln_train(test_ctx(), m, &o, &r), KILN_ERR_NUMERIC);
+    ck_assert_msg(strstr(kiln_last_error(), "the loss is") &&
+                      strstr(kiln_last_error(), "--detect-anomaly"),
+                  "%s", kiln_last_error());
+    o.detect_anomaly = 1;
+    ck_assert_int_eq(kiln_train(test_ctx(), m, &o, &r), KILN_ERR_NUMERIC);
+    ck_assert_msg(strstr(kiln_last_error(), "epoch 1, batch ") &&
+                      strstr(kiln_last_error(), "layer ") &&
+                      strstr(kiln_last_error(), "NaN or Inf"),
+                  "%s", kiln_last_error());
+    printf("anomaly: %s\n", kiln_last_error());
+    kiln_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -600,6 +625,7 @@ int main(void)
     tcase_add_test(tc, resumed_run_matches_uninterrupted_run);
     tcase_add_test(tc, same_seed_same_curve);
     tcase_add_test(tc, cnn_example_trains_briefly);
+    tcase_add_test(tc, anomalies_stop_training_with_the_layer);
 #ifdef KILN_EXE
     tcase_add_test(tc, interrupt_saves_a_resumable_state);
 #endif
