@@ -175,6 +175,10 @@ size_t reduce_group_size(const kiln_ctx *ctx);
 kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y,
                         const kiln_tensor *b, size_t cols, size_t inner);
 
+/* dx = act'(x) dy over n values, y = act(x) (pointwise.c). */
+kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
+                            cl_mem dy, cl_mem dx, size_t n);
+
 /* For an op with a fused activation: *dz = act'(z) dout computed from the
  * output (a new tensor, to be freed), or NULL when there is no activation. */
 kiln_status op_act_grad(const op_args *c, kiln_tensor **dz);

@@ -73,17 +73,10 @@ kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
     kiln_status st = tensor_of(c->ctx, &s, dz);
     if (st != KILN_OK)
         return st;
-    char opts[32];
-    cl_kernel k;
-    st = kiln_kernel_get(c->ctx, "act.cl", act_options(c->attrs->act, opts, sizeof opts),
-                         "act_backward", &k);
-    if (st == KILN_OK) {
-        /* For relu-family the sign of y equals the sign of z (slope > 0). */
-        cl_uint n = c->out->numel;
-        st = kiln_launch_1d(c->ctx, k, "act_backward", n, 64, 6, KARG(c->out->buf),
-                            KARG(c->out->buf), KARG(c->dout->buf), KARG((*dz)->buf), KARG(n),
-                            KARG(c->attrs->slope));
-    }
+    /* y stands in for z: for the relu family the sign of y is the sign of z
+     * (slope > 0), and sigmoid and tanh need only y */
+    st = op_act_backward(c->ctx, c->attrs->act, c->attrs->slope, c->out->buf, c->out->buf,
+                         c->dout->buf, (*dz)->buf, c->out->numel);
     if (st != KILN_OK) {
         kiln_tensor_free(*dz);
         *dz = NULL;

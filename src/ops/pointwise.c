@@ -24,21 +24,26 @@ static kiln_status act_forward(const op_args *c)
                           KARG(c->out->buf), KARG(n), KARG(c->attrs->slope));
 }
 
+kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
+                            cl_mem dy, cl_mem dx, size_t n)
+{
+    char opts[32];
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(ctx, "act.cl", act_options(act, opts, sizeof opts),
+                                     "act_backward", &k);
+    if (st != KILN_OK)
+        return st;
+    cl_uint count = n;
+    return kiln_launch_1d(ctx, k, "act_backward", n, 64, 6, KARG(x), KARG(y), KARG(dy),
+                          KARG(dx), KARG(count), KARG(slope));
+}
+
 static kiln_status act_backward(const op_args *c)
 {
     if (!c->din[0])
         return KILN_OK;
-    char opts[32];
-    cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "act.cl",
-                                     act_options(c->attrs->act, opts, sizeof opts),
-                                     "act_backward", &k);
-    if (st != KILN_OK)
-        return st;
-    cl_uint n = c->out->numel;
-    return kiln_launch_1d(c->ctx, k, "act_backward", n, 64, 6, KARG(c->in[0]->buf),
-                          KARG(c->out->buf), KARG(c->dout->buf), KARG(c->din[0]->buf), KARG(n),
-                          KARG(c->attrs->slope));
+    return op_act_backward(c->ctx, c->attrs->act, c->attrs->slope, c->in[0]->buf,
+                           c->out->buf, c->dout->buf, c->din[0]->buf, c->out->numel);
 }
 
 /* ---- softmax along attrs->dim -------------------------------------------- */
