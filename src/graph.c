@@ -51,28 +51,6 @@ static kiln_status fail_at(const kiln_model *m, int line, const char *kind, cons
                      graph_where(m, line, m->count, kind, where, sizeof where), text);
 }
 
-/* Per-sample shape text: "32x14x14". */
-static const char *sample_str(const kiln_shape *s, char *buf, size_t size)
-{
-    return shape_str(s, buf, size);
-}
-
-static kiln_shape with_batch(const kiln_shape *s, size_t batch)
-{
-    kiln_shape b = {.ndim = s->ndim + 1, .d = {batch}};
-    for (int i = 0; i < s->ndim; i++)
-        b.d[i + 1] = s->d[i];
-    return b;
-}
-
-static kiln_shape without_batch(const kiln_shape *s)
-{
-    kiln_shape b = {.ndim = s->ndim - 1};
-    for (int i = 1; i < s->ndim; i++)
-        b.d[i - 1] = s->d[i];
-    return b;
-}
-
 /* ---- names and `from` ---------------------------------------------------- */
 
 static int valid_name(const char *v)
@@ -211,29 +189,29 @@ static kiln_status infer(kiln_model *m, graph_node *n)
     kiln_shape in[OP_MAX_INPUTS];
     char buf[64];
     for (int i = 0; i < n->kind->n_inputs; i++)
-        in[i] = with_batch(input_shape(m, n->inputs[i]), 1);
+        in[i] = shape_with_batch(input_shape(m, n->inputs[i]), 1);
     if (n->kind->op == OP_LINEAR && in[0].ndim != 2)
         return fail_at(m, n->line, kind, "input is %s; add [flatten] before it",
-                       sample_str(input_shape(m, n->inputs[0]), buf, sizeof buf));
+                       shape_str(input_shape(m, n->inputs[0]), buf, sizeof buf));
     if ((n->kind->op == OP_CONV2D || n->kind->op == OP_MAXPOOL || n->kind->op == OP_AVGPOOL) &&
         in[0].ndim != 4)
         return fail_at(m, n->line, kind, "input is %s; expected channels x height x width "
                                          "(e.g. [input] shape = 1x28x28)",
-                       sample_str(input_shape(m, n->inputs[0]), buf, sizeof buf));
+                       shape_str(input_shape(m, n->inputs[0]), buf, sizeof buf));
     if (n->kind->op == OP_BATCHNORM && in[0].ndim != 2 && in[0].ndim != 4)
         return fail_at(m, n->line, kind, "input is %s; batchnorm takes features (1d) or "
                                          "channels x height x width (2d)",
-                       sample_str(input_shape(m, n->inputs[0]), buf, sizeof buf));
+                       shape_str(input_shape(m, n->inputs[0]), buf, sizeof buf));
     if (op_infer(n->kind->op, &n->attrs, in, &n->shapes) != KILN_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", kiln_last_error());
         return fail_at(m, n->line, kind, "%s", msg);
     }
-    n->out = without_batch(&n->shapes.out);
+    n->out = shape_without_batch(&n->shapes.out);
     if (graph_node_params(n) > (1ull << 32) || shape_numel(&n->out) > (1ull << 31))
         return fail_at(m, n->line, kind, "the layer is too large (%llu parameters, output %s)",
                        (unsigned long long)graph_node_params(n),
-                       sample_str(&n->out, buf, sizeof buf));
+                       shape_str(&n->out, buf, sizeof buf));
     return KILN_OK;
 }
 

@@ -93,7 +93,21 @@ kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name,
 kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
                            size_t y, size_t z, int nargs, ...);
 
-/* ---- tensors (tensor.c) ------------------------------------------------ */
+/* ---- tensors and shapes (tensor.c) ------------------------------------ */
+
+typedef struct {
+    int ndim;
+    size_t d[KILN_MAX_DIMS];
+} kiln_shape;
+
+size_t shape_numel(const kiln_shape *s);
+/* "2x3x4" into buf (at most size bytes). */
+const char *shape_str(const kiln_shape *s, char *buf, size_t size);
+int shape_eq(const kiln_shape *a, const kiln_shape *b);
+kiln_shape shape_make(int ndim, size_t d0, size_t d1, size_t d2, size_t d3);
+/* A per-sample shape with a batch dimension in front, and back. */
+kiln_shape shape_with_batch(const kiln_shape *sample, size_t batch);
+kiln_shape shape_without_batch(const kiln_shape *batched);
 
 struct kiln_tensor {
     kiln_ctx *ctx;
@@ -102,6 +116,8 @@ struct kiln_tensor {
     size_t shape[KILN_MAX_DIMS];
     size_t numel;
 };
+
+kiln_shape shape_of(const kiln_tensor *t);
 
 /* Upload and download that may return at once (blocking = 0): the host
  * memory must then stay untouched until the queue has passed the copy,

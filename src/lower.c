@@ -7,14 +7,6 @@
 
 #include "pipeline.h"
 
-static kiln_shape batched(const kiln_shape *s, size_t batch)
-{
-    kiln_shape b = {.ndim = s->ndim + 1, .d = {batch}};
-    for (int i = 0; i < s->ndim; i++)
-        b.d[i + 1] = s->d[i];
-    return b;
-}
-
 /* How many layers read each node; the last node is also read by the loss. */
 static int *count_readers(const kiln_model *m)
 {
@@ -93,7 +85,7 @@ kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options optio
     p->model = m;
     p->batch = batch;
     p->options = options;
-    p->input_shape = batched(&m->input, batch);
+    p->input_shape = shape_with_batch(&m->input, batch);
     p->loss_step = (int)m->count - 1; /* set by each loss; the last step until then */
     p->steps = calloc(m->count, sizeof *p->steps);
     p->value_of = calloc(m->count, sizeof *p->value_of);

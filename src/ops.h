@@ -11,10 +11,6 @@
 
 #include "internal.h"
 
-typedef struct {
-    int ndim;
-    size_t d[KILN_MAX_DIMS];
-} kiln_shape;
 
 /* Activations, also the epilogues that linear and conv2d can absorb. The
  * numbers are the ACT values the kernels are compiled with. */
@@ -148,11 +144,6 @@ kiln_status op_channel_sums(kiln_ctx *ctx, cl_mem x, size_t rows, size_t cols, s
 
 /* ---- helpers shared by the op files ------------------------------------- */
 
-kiln_shape shape_of(const kiln_tensor *t);
-size_t shape_numel(const kiln_shape *s);
-const char *shape_str(const kiln_shape *s, char *buf, size_t size);
-int shape_eq(const kiln_shape *a, const kiln_shape *b);
-kiln_shape shape_make(int ndim, size_t d0, size_t d1, size_t d2, size_t d3);
 
 /* Fails with KILN_ERR_SHAPE unless t has shape want: "<op>: <what> is 3x4;
  * expected 3x5". */

@@ -100,9 +100,7 @@ kiln_status kiln_model_dot(kiln_model *m, FILE *out)
                  shape_str(&m->input, shape, sizeof shape));
     for (size_t i = 0; i < p->count; i++) {
         const pipe_step *s = &p->steps[i];
-        kiln_shape sample = {.ndim = s->shapes.out.ndim - 1};
-        for (int d = 1; d < s->shapes.out.ndim; d++)
-            sample.d[d - 1] = s->shapes.out.d[d];
+        kiln_shape sample = shape_without_batch(&s->shapes.out);
         fprintf(out, "  s%zu [label=\"%s\\n%s\"];\n", i, pipeline_step_name(p, s),
                 shape_str(&sample, shape, sizeof shape));
         for (int k = 0; k < s->n_inputs; k++) {

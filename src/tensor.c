@@ -5,12 +5,36 @@
 
 #include "internal.h"
 
-const char *kiln_tensor_shape_str(const kiln_tensor *t, char *buf, size_t size)
+kiln_shape shape_of(const kiln_tensor *t)
+{
+    kiln_shape s = {.ndim = t->ndim};
+    for (int i = 0; i < t->ndim; i++)
+        s.d[i] = t->shape[i];
+    return s;
+}
+
+kiln_shape shape_make(int ndim, size_t d0, size_t d1, size_t d2, size_t d3)
+{
+    kiln_shape s = {.ndim = ndim, .d = {d0, d1, d2, d3}};
+    for (int i = ndim; i < KILN_MAX_DIMS; i++)
+        s.d[i] = 0;
+    return s;
+}
+
+size_t shape_numel(const kiln_shape *s)
+{
+    size_t n = 1;
+    for (int i = 0; i < s->ndim; i++)
+        n *= s->d[i];
+    return n;
+}
+
+const char *shape_str(const kiln_shape *s, char *buf, size_t size)
 {
     size_t used = 0;
     buf[0] = '\0';
-    for (int i = 0; t && i < t->ndim && used < size; i++) {
-        int n = snprintf(buf + used, size - used, i ? "x%zu" : "%zu", t->shape[i]);
+    for (int i = 0; i < s->ndim && used < size; i++) {
+        int n = snprintf(buf + used, size - used, i ? "x%zu" : "%zu", s->d[i]);
         if (n < 0)
             break;
         used += (size_t)n;
@@ -18,12 +42,44 @@ const char *kiln_tensor_shape_str(const kiln_tensor *t, char *buf, size_t size)
     return buf;
 }
 
+int shape_eq(const kiln_shape *a, const kiln_shape *b)
+{
+    if (a->ndim != b->ndim)
+        return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->d[i] != b->d[i])
+            return 0;
+    return 1;
+}
+
+kiln_shape shape_with_batch(const kiln_shape *sample, size_t batch)
+{
+    kiln_shape b = {.ndim = sample->ndim + 1, .d = {batch}};
+    for (int i = 0; i < sample->ndim; i++)
+        b.d[i + 1] = sample->d[i];
+    return b;
+}
+
+kiln_shape shape_without_batch(const kiln_shape *batched)
+{
+    kiln_shape s = {.ndim = batched->ndim - 1};
+    for (int i = 1; i < batched->ndim; i++)
+        s.d[i - 1] = batched->d[i];
+    return s;
+}
+
+const char *kiln_tensor_shape_str(const kiln_tensor *t, char *buf, size_t size)
+{
+    kiln_shape s = t ? shape_of(t) : (kiln_shape){0};
+    return shape_str(&s, buf, size);
+}
+
 static void shape_text(int ndim, const size_t *shape, char *buf, size_t size)
 {
-    kiln_tensor t = {.ndim = ndim};
+    kiln_shape s = {.ndim = ndim};
     for (int i = 0; i < ndim; i++)
-        t.shape[i] = shape[i];
-    kiln_tensor_shape_str(&t, buf, size);
+        s.d[i] = shape[i];
+    shape_str(&s, buf, size);
 }
 
 /* Checks the shape and computes the element count without overflow. */

@@ -6,53 +6,6 @@
 
 #include "ops.h"
 
-kiln_shape shape_of(const kiln_tensor *t)
-{
-    kiln_shape s = {.ndim = t->ndim};
-    for (int i = 0; i < t->ndim; i++)
-        s.d[i] = t->shape[i];
-    return s;
-}
-
-kiln_shape shape_make(int ndim, size_t d0, size_t d1, size_t d2, size_t d3)
-{
-    kiln_shape s = {.ndim = ndim, .d = {d0, d1, d2, d3}};
-    for (int i = ndim; i < KILN_MAX_DIMS; i++)
-        s.d[i] = 0;
-    return s;
-}
-
-size_t shape_numel(const kiln_shape *s)
-{
-    size_t n = 1;
-    for (int i = 0; i < s->ndim; i++)
-        n *= s->d[i];
-    return n;
-}
-
-const char *shape_str(const kiln_shape *s, char *buf, size_t size)
-{
-    size_t used = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < s->ndim && used < size; i++) {
-        int n = snprintf(buf + used, size - used, i ? "x%zu" : "%zu", s->d[i]);
-        if (n < 0)
-            break;
-        used += (size_t)n;
-    }
-    return buf;
-}
-
-int shape_eq(const kiln_shape *a, const kiln_shape *b)
-{
-    if (a->ndim != b->ndim)
-        return 0;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->d[i] != b->d[i])
-            return 0;
-    return 1;
-}
-
 kiln_status expect_shape(const char *op, const char *what, const kiln_tensor *t,
                          const kiln_shape *want)
 {
