@@ -9,13 +9,6 @@
 #include "pipeline.h"
 #include "optim.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 typedef kiln_status (*bench_fn)(void *user);
 
 /* Best seconds per call of fn over `reps` calls, five times. */
@@ -26,12 +19,12 @@ static kiln_status best_time(kiln_ctx *ctx, bench_fn fn, void *user, int reps, d
         st = kiln_ctx_finish(ctx);
     *out = INFINITY;
     for (int t = 0; t < 5 && st == KILN_OK; t++) {
-        double t0 = now();
+        double t0 = kiln_seconds();
         for (int i = 0; i < reps && st == KILN_OK; i++)
             st = fn(user);
         if (st == KILN_OK)
             st = kiln_ctx_finish(ctx);
-        *out = fmin(*out, (now() - t0) / reps);
+        *out = fmin(*out, (kiln_seconds() - t0) / reps);
     }
     return st;
 }

@@ -254,7 +254,7 @@ static int by_begin(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Checks the header against the model; fills begin[i] for each entry. */
+/* Checks the header against the model and that no two tensors overlap. */
 static kiln_status check_header(const char *path, const cJSON *root, const entry *e, size_t n,
                                 size_t data_size, size_t (*spans)[2])
 {
@@ -305,8 +305,7 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
              !cJSON_IsObject(root))
         st = kiln_fail(KILN_ERR_IO, "%s: the header is not a JSON object", path);
     size_t(*spans)[2] = calloc(n + 1, sizeof *spans);
-    size_t *begin = calloc(n + 1, sizeof *begin);
-    if (st == KILN_OK && (!spans || !begin))
+    if (st == KILN_OK && !spans)
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (st == KILN_OK)
         st = check_header(path, root, e, n, size - 8 - (size_t)hlen, spans);
@@ -338,7 +337,6 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
             meta->count++;
         }
     }
-    free(begin);
     free(spans);
     cJSON_Delete(root);
     free(data);

@@ -1,7 +1,9 @@
-/* Small file-system helpers shared by the kernel cache and checkpoints. */
+/* Small system helpers: directories and full writes for the kernel cache and
+ * checkpoints, and the clock for training and benchmarks. */
 #include <errno.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -35,4 +37,11 @@ int kiln_write_all(int fd, const void *data, size_t n)
         n -= (size_t)w;
     }
     return 0;
+}
+
+double kiln_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

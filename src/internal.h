@@ -46,6 +46,9 @@ int kiln_make_dirs(const char *dir);
 /* Writes all n bytes to fd, retrying short writes; 0 on success. */
 int kiln_write_all(int fd, const void *data, size_t n);
 
+/* Monotonic wall-clock seconds. */
+double kiln_seconds(void);
+
 typedef struct kiln_program_cache kiln_program_cache;
 
 kiln_status kiln_program_cache_create(kiln_ctx *ctx, kiln_program_cache **out);

@@ -23,13 +23,6 @@ void kiln_request_stop(void)
     stop_requested = 1;
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Everything a run holds. */
 typedef struct {
     kiln_ctx *ctx;
@@ -245,25 +238,28 @@ static void free_snapshot(run *r)
     free(r->best_params);
 }
 
+static void meta_number(checkpoint_meta *m, const char *key, double v)
+{
+    char text[64];
+    snprintf(text, sizeof text, "%.17g", v);
+    checkpoint_meta_set(m, key, text);
+}
+
 static kiln_status save(run *r, const char *file, int epoch, double val_loss)
 {
     if (!r->o->out_dir)
         return KILN_OK;
-    char path[4096], text[64];
+    char path[4096];
     snprintf(path, sizeof path, "%s/%s", r->o->out_dir, file);
     checkpoint_meta meta = {0};
-    snprintf(text, sizeof text, "%d", epoch);
-    checkpoint_meta_set(&meta, "epoch", text);
-    snprintf(text, sizeof text, "%llu", (unsigned long long)optim_steps(r->opt));
-    checkpoint_meta_set(&meta, "step", text);
-    snprintf(text, sizeof text, "%.9g", val_loss);
-    checkpoint_meta_set(&meta, "val_loss", text);
-    snprintf(text, sizeof text, "%llu", (unsigned long long)r->c.seed);
-    checkpoint_meta_set(&meta, "seed", text);
-    snprintf(text, sizeof text, "%.9g", r->mean);
-    checkpoint_meta_set(&meta, "normalize_mean", text);
-    snprintf(text, sizeof text, "%.9g", r->std);
-    checkpoint_meta_set(&meta, "normalize_std", text);
+    meta_number(&meta, "epoch", epoch);
+    meta_number(&meta, "step", (double)optim_steps(r->opt));
+    meta_number(&meta, "val_loss", val_loss);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->c.seed); /* all 64 bits */
+    checkpoint_meta_set(&meta, "seed", seed);
+    meta_number(&meta, "normalize_mean", r->mean);
+    meta_number(&meta, "normalize_std", r->std);
     checkpoint_meta_set(&meta, "format", "pt");
     checkpoint_meta_set(&meta, "kiln", KILN_VERSION);
     return checkpoint_save(r->p, path, &meta, (int64_t)optim_steps(r->opt));
@@ -294,7 +290,7 @@ static void progress(const run *r, int epoch, size_t done, size_t total, double 
 {
     if (!r->o->log || !r->o->progress)
         return;
-    double t = now() - started, rate = t > 0 ? (double)(done * r->c.batch) / t : 0;
+    double t = kiln_seconds() - started, rate = t > 0 ? (double)(done * r->c.batch) / t : 0;
     int width = 24, filled = (int)(width * done / total);
     fprintf(r->o->log, "\r  epoch %d [%.*s%*s] %zu/%zu  loss %.4f  %.0f samples/s  ETA %.0fs ",
             epoch, filled, "########################", width - filled, "", done, total, loss,
@@ -313,7 +309,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
     kiln_rng rng;
     kiln_rng_seed(&rng, r->c.seed * 1000003u + (uint64_t)epoch);
     data_shuffle(r->order, r->train.count, &rng);
-    double total = 0, started = now();
+    double total = 0, started = kiln_seconds();
     kiln_status st = i < batches ? stage_batch(r, &r->train, r->order, i * b, b, i % 2, 1)
                                  : KILN_OK;
     /* Each step is enqueued whole, the next batch is gathered and its upload
@@ -359,7 +355,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
     *next = i;
     *loss = seen ? total / (double)seen : NAN;
     *acc = seen ? (double)correct / (double)(seen * b) : NAN;
-    *seconds = now() - started;
+    *seconds = kiln_seconds() - started;
     return st;
 }
 
@@ -470,13 +466,6 @@ typedef struct {
 } train_state;
 
 static const char *const state_names[] = {"optimizer.0", "optimizer.1"};
-
-static void meta_number(checkpoint_meta *m, const char *key, double v)
-{
-    char text[64];
-    snprintf(text, sizeof text, "%.17g", v);
-    checkpoint_meta_set(m, key, text);
-}
 
 static double meta_read(const checkpoint_meta *m, const char *key)
 {
@@ -632,7 +621,7 @@ kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o
     memset(rep, 0, sizeof *rep);
     stop_requested = 0;
     run r = {.ctx = ctx, .m = m, .o = o};
-    double started = now();
+    double started = kiln_seconds();
     kiln_status st = setup(&r);
     if (st == KILN_OK)
         say(&r, "training on %zu samples (%zu held out for validation), batch %zu, %d epochs, "
@@ -659,7 +648,7 @@ kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o
     rep->test_loss = rep->test_accuracy = NAN;
     if (st == KILN_OK && r.test.count)
         st = evaluate(&r, &r.test, &rep->test_loss, &rep->test_accuracy, NULL);
-    rep->seconds = now() - started;
+    rep->seconds = kiln_seconds() - started;
     teardown(&r);
     return st;
 }
