@@ -59,15 +59,12 @@ static kiln_status pool_launch(const op_args *c, const char *name, int backward,
     const kiln_tensor *range = backward ? x : y, *other = backward ? y : x;
     cl_uint v[5] = {other->shape[2], other->shape[3], c->attrs->kernel, pool_stride(c->attrs),
                     c->attrs->pad};
-    cl_mem bufs[3] = {b0, b1, b2};
-    for (int i = 0; i < nbuf + 5; i++) {
-        cl_int err = i < nbuf ? clSetKernelArg(k, (cl_uint)i, sizeof(cl_mem), &bufs[i])
-                              : clSetKernelArg(k, (cl_uint)i, sizeof(cl_uint), &v[i - nbuf]);
-        if (err != CL_SUCCESS)
-            return kiln_fail_cl_in(err, "clSetKernelArg", "%s, argument %d", name, i);
-    }
-    return kiln_launch_3d(c->ctx, k, name, range->shape[3], range->shape[2],
-                          range->shape[0] * range->shape[1], 0);
+    size_t w = range->shape[3], h = range->shape[2], planes = range->shape[0] * range->shape[1];
+    if (nbuf == 3)
+        return kiln_launch_3d(c->ctx, k, name, w, h, planes, 8, KARG(b0), KARG(b1), KARG(b2),
+                              KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]));
+    return kiln_launch_3d(c->ctx, k, name, w, h, planes, 7, KARG(b0), KARG(b1), KARG(v[0]),
+                          KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]));
 }
 
 static kiln_status maxpool_forward(const op_args *c)
