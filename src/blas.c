@@ -1,9 +1,12 @@
 /* The one place that calls CLBlast. Every matrix product in kiln goes
- * through kiln_blas_sgemm, on the context's queue, with CLBlast's status
- * codes turned into named errors. */
+ * through kiln_blas_sgemm, on the context's queue: to kiln's own GEMM
+ * (gemm.c) when the context's engine says so, else to CLBlast, with its
+ * status codes turned into named errors. */
 #include <clblast_c.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -35,6 +38,51 @@ void kiln_blas_context_closed(void)
     X(CLBlastNoHalfPrecision) X(CLBlastNoDoublePrecision) X(CLBlastInvalidVectorScalar)   \
     X(CLBlastInsufficientMemoryScalar) X(CLBlastDatabaseError) X(CLBlastUnknownError)     \
     X(CLBlastUnexpectedError)
+
+const char *kiln_gemm_engine_str(kiln_gemm_engine engine)
+{
+    switch (engine) {
+    case KILN_GEMM_CLBLAST:
+        return "clblast";
+    case KILN_GEMM_KILN:
+        return "kiln";
+    default:
+        return "auto";
+    }
+}
+
+kiln_status kiln_gemm_engine_parse(const char *text, const char *what, kiln_gemm_engine *out)
+{
+    for (int e = KILN_GEMM_AUTO; e <= KILN_GEMM_KILN; e++)
+        if (strcmp(text, kiln_gemm_engine_str((kiln_gemm_engine)e)) == 0) {
+            *out = (kiln_gemm_engine)e;
+            return KILN_OK;
+        }
+    return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+                     "%s is \"%s\"; expected auto, clblast or kiln", what, text);
+}
+
+void kiln_ctx_set_gemm(kiln_ctx *ctx, kiln_gemm_engine engine)
+{
+    if (engine == KILN_GEMM_AUTO)
+        engine = ctx->info.type == KILN_DEVICE_CPU ? KILN_GEMM_KILN : KILN_GEMM_CLBLAST;
+    ctx->gemm = engine;
+}
+
+kiln_gemm_engine kiln_ctx_gemm(const kiln_ctx *ctx)
+{
+    return ctx->gemm;
+}
+
+/* The engine a new context starts with: $KILN_GEMM, else AUTO. */
+kiln_status kiln_gemm_engine_init(kiln_ctx *ctx)
+{
+    const char *env = getenv("KILN_GEMM");
+    kiln_gemm_engine engine = KILN_GEMM_AUTO;
+    kiln_status st = env && *env ? kiln_gemm_engine_parse(env, "KILN_GEMM", &engine) : KILN_OK;
+    kiln_ctx_set_gemm(ctx, engine);
+    return st;
+}
 
 /* CLBlast's own codes by name; the rest are OpenCL's codes. */
 static const char *clblast_error_name(CLBlastStatusCode code)
@@ -84,6 +132,9 @@ kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb,
         return KILN_OK;
     if (k == 0 || alpha == 0.0f)
         return beta == 1.0f ? KILN_OK : scale_matrix(ctx, beta, c, c_off, ldc, m, n);
+    if (ctx->gemm == KILN_GEMM_KILN)
+        return kiln_cpu_sgemm(ctx, ta, tb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c,
+                              c_off, ldc);
     cl_event event = NULL;
     CLBlastStatusCode code = CLBlastSgemm(
         CLBlastLayoutRowMajor, ta == KILN_TRANS ? CLBlastTransposeYes : CLBlastTransposeNo,

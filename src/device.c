@@ -398,6 +398,8 @@ kiln_status kiln_ctx_create(const char *selector, kiln_ctx **out)
         st = open_queue(ctx);
     if (st == KILN_OK)
         st = kiln_program_cache_create(ctx, &ctx->programs);
+    if (st == KILN_OK)
+        st = kiln_gemm_engine_init(ctx);
     if (st != KILN_OK) {
         kiln_ctx_free(ctx);
         return st;
@@ -413,6 +415,7 @@ void kiln_ctx_free(kiln_ctx *ctx)
     if (ctx->queue)
         clFinish(ctx->queue);
     kiln_program_cache_free(ctx->programs);
+    kiln_gemm_scratch_free(ctx);
     if (ctx->queue)
         clReleaseCommandQueue(ctx->queue);
     if (ctx->context) {

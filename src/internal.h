@@ -80,6 +80,9 @@ struct kiln_ctx {
     kiln_cache_stats stats;
     uint64_t launches; /* kernels, CLBlast calls and copies enqueued */
     FILE *trace;       /* when set, every launch is printed there */
+    kiln_gemm_engine gemm;   /* which GEMM kiln_blas_sgemm runs */
+    cl_mem scratch[2];       /* packing buffers of kiln's GEMM (gemm.c) */
+    size_t scratch_bytes[2];
 };
 
 /* A kernel argument for kiln_launch_1d: KARG(x) is sizeof x, &x. */
@@ -95,6 +98,11 @@ kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name,
  * driver: kernels then read their indices without dividing. */
 kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
                            size_t y, size_t z, int nargs, ...);
+
+/* An x * y range of work-groups of one item each, for kernels written for
+ * CPUs (one item runs a whole tile in vector registers). */
+kiln_status kiln_launch_tiles(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                              size_t y, int nargs, ...);
 
 /* ---- tensors and shapes (tensor.c) ------------------------------------ */
 
@@ -146,6 +154,18 @@ kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb,
 /* Counts open contexts, so that CLBlast's cached programs (which hold the
  * OpenCL contexts they were built for) are released with the last one. */
 void kiln_blas_context_opened(void);
+
+/* kiln's GEMM (gemm.c), with kiln_blas_sgemm's arguments; sizes are > 0. */
+kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
+                           size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
+                           cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
+                           size_t c_off, size_t ldc);
+void kiln_gemm_scratch_free(kiln_ctx *ctx);
+/* Sets the context's engine from $KILN_GEMM (AUTO when unset); an unknown
+ * name is an error naming it. */
+kiln_status kiln_gemm_engine_init(kiln_ctx *ctx);
+/* "auto", "clblast" or "kiln" into *out; what names the source in errors. */
+kiln_status kiln_gemm_engine_parse(const char *text, const char *what, kiln_gemm_engine *out);
 void kiln_blas_context_closed(void);
 
 #endif /* KILN_INTERNAL_H */

@@ -514,3 +514,14 @@ kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, si
     size_t global[3] = {x, y, z};
     return st == KILN_OK ? enqueue(ctx, kernel, name, 3, global, NULL) : st;
 }
+
+kiln_status kiln_launch_tiles(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                              size_t y, int nargs, ...)
+{
+    va_list ap;
+    va_start(ap, nargs);
+    kiln_status st = set_args(kernel, name, nargs, ap);
+    va_end(ap);
+    size_t global[2] = {x, y}, local[2] = {1, 1};
+    return st == KILN_OK ? enqueue(ctx, kernel, name, 2, global, local) : st;
+}

@@ -1,5 +1,7 @@
-/* SGEMM through CLBlast against the float64 reference: all four transpose
- * combinations at awkward sizes, with alpha and beta. */
+/* SGEMM through both engines, CLBlast and kiln's own, against the float64
+ * reference: all four transpose combinations at awkward sizes (edges that
+ * are not multiples of kiln's 8 x 32 tile, powers of two), with alpha and
+ * beta, and on sub-matrices at offsets with padded leading dimensions. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +14,11 @@ typedef struct {
 
 static const gemm_size sizes[] = {
     {1, 1, 1}, {7, 7, 7}, {33, 33, 33}, {129, 129, 129}, {257, 257, 257},
-    {1000, 1000, 1}, {1000, 1, 1000}, {1, 1000, 1000}, {7, 129, 33},
+    {1000, 1000, 1}, {1000, 1, 1000}, {1, 1000, 1000}, {7, 129, 33}, {8, 32, 64},
+    {16, 31, 2}, {9, 33, 65}, {256, 256, 256}, {3, 100, 513},
 };
+
+static const kiln_gemm_engine engines[] = {KILN_GEMM_CLBLAST, KILN_GEMM_KILN};
 
 #define SIZE_COUNT (int)(sizeof sizes / sizeof sizes[0])
 
@@ -59,17 +64,86 @@ static void gemm_case(gemm_size s, int ta, int tb, float alpha, float beta)
 
 START_TEST(sgemm_matches_reference)
 {
-    gemm_size s = sizes[_i];
+    gemm_size s = sizes[_i % SIZE_COUNT];
+    kiln_ctx_set_gemm(test_ctx(), engines[_i / SIZE_COUNT]);
     for (int t = 0; t < 4; t++)
         gemm_case(s, t & 1, t >> 1, t == 0 ? 1.0f : 1.5f, t == 0 ? 0.0f : -0.5f);
+    kiln_ctx_set_gemm(test_ctx(), KILN_GEMM_AUTO);
 }
 END_TEST
 
 START_TEST(sgemm_with_zero_alpha_scales_c)
 {
     gemm_size s = {5, 7, 3};
+    kiln_ctx_set_gemm(test_ctx(), engines[_i]);
     gemm_case(s, 0, 0, 0.0f, 2.0f);
     gemm_case(s, 1, 1, 0.0f, 0.0f);
+    kiln_ctx_set_gemm(test_ctx(), KILN_GEMM_AUTO);
+}
+END_TEST
+
+/* A product of sub-matrices: each operand starts at an offset inside a
+ * larger buffer and has a leading dimension wider than its columns, as the
+ * convolution's per-sample products and views use them. */
+START_TEST(sgemm_on_submatrices_at_offsets)
+{
+    kiln_ctx *ctx = test_ctx();
+    kiln_ctx_set_gemm(ctx, engines[_i / 4]);
+    int ta = _i & 1, tb = (_i >> 1) & 1;
+    size_t m = 19, n = 45, k = 37, pad = 3, off = 11;
+    size_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+    size_t na = off + (ta ? k : m) * lda, nb = off + (tb ? n : k) * ldb, nc = off + m * ldc;
+    float *a = test_alloc(na * sizeof *a), *b = test_alloc(nb * sizeof *b);
+    float *c = test_alloc(nc * sizeof *c), *got = test_alloc(nc * sizeof *got);
+    kiln_rng_fill(test_rng(), a, na, -1.0f, 1.0f);
+    kiln_rng_fill(test_rng(), b, nb, -1.0f, 1.0f);
+    kiln_rng_fill(test_rng(), c, nc, -1.0f, 1.0f);
+    kiln_tensor *da = matrix(1, na, a), *db = matrix(1, nb, b), *dc = matrix(1, nc, c);
+    check_ok(kiln_blas_sgemm(ctx, ta ? KILN_TRANS : KILN_NO_TRANS, tb ? KILN_TRANS : KILN_NO_TRANS,
+                             m, n, k, 0.75f, da->buf, off, lda, db->buf, off, ldb, 0.25f, dc->buf,
+                             off, ldc));
+    check_ok(kiln_tensor_download(dc, got, nc));
+    double worst = 0;
+    for (size_t i = 0; i < nc; i++) {
+        size_t r = i < off ? 0 : (i - off) / ldc, col = i < off ? 0 : (i - off) % ldc;
+        double want = c[i];
+        if (i >= off && col < n) {
+            double sum = 0;
+            for (size_t l = 0; l < k; l++)
+                sum += (double)a[off + (ta ? l * lda + r : r * lda + l)] *
+                       b[off + (tb ? col * ldb + l : l * ldb + col)];
+            want = 0.75 * sum + 0.25 * c[i];
+        }
+        worst = fmax(worst, fabs(got[i] - want));
+    }
+    ck_assert_msg(worst < 1e-4, "%s trans_a=%d trans_b=%d: worst error %g (padding must stay "
+                  "untouched)", kiln_gemm_engine_str(engines[_i / 4]), ta, tb, worst);
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
+    kiln_tensor_free(da);
+    kiln_tensor_free(db);
+    kiln_tensor_free(dc);
+    free(a);
+    free(b);
+    free(c);
+    free(got);
+}
+END_TEST
+
+START_TEST(gemm_engine_names_round_trip)
+{
+    kiln_gemm_engine e;
+    for (int i = KILN_GEMM_AUTO; i <= KILN_GEMM_KILN; i++) {
+        check_ok(kiln_gemm_engine_parse(kiln_gemm_engine_str((kiln_gemm_engine)i), "test", &e));
+        ck_assert_int_eq(e, i);
+    }
+    ck_assert_int_eq(kiln_gemm_engine_parse("openblas", "KILN_GEMM", &e),
+                     KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "KILN_GEMM") && strstr(kiln_last_error(), "openblas"),
+                  "message: %s", kiln_last_error());
+    kiln_ctx_set_gemm(test_ctx(), KILN_GEMM_AUTO);
+    ck_assert_int_eq(kiln_ctx_gemm(test_ctx()), kiln_ctx_device(test_ctx())->type == KILN_DEVICE_CPU
+                                                    ? KILN_GEMM_KILN
+                                                    : KILN_GEMM_CLBLAST);
 }
 END_TEST
 
@@ -100,8 +174,10 @@ int main(void)
 {
     Suite *s = suite_create("blas");
     TCase *tc = tcase_create("sgemm");
-    tcase_add_loop_test(tc, sgemm_matches_reference, 0, SIZE_COUNT);
-    tcase_add_test(tc, sgemm_with_zero_alpha_scales_c);
+    tcase_add_loop_test(tc, sgemm_matches_reference, 0, 2 * SIZE_COUNT);
+    tcase_add_loop_test(tc, sgemm_with_zero_alpha_scales_c, 0, 2);
+    tcase_add_loop_test(tc, sgemm_on_submatrices_at_offsets, 0, 8);
+    tcase_add_test(tc, gemm_engine_names_round_trip);
     tcase_add_test(tc, sgemm_shape_mismatch_names_all_shapes);
     suite_add_tcase(s, tc);
     return test_run(s);

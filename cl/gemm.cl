@@ -1,0 +1,105 @@
+/* kiln's GEMM for CPU-class devices: row-major C = alpha op(A) op(B) + beta C.
+ *
+ * One work-item per work-group computes an MR x NR tile of C in sixteen
+ * float16 accumulators (registers on a CPU with 512-bit vectors), reading
+ * a column of 8 values of op(A) and a row of 32 of op(B) per step of k.
+ * op(B) is always packed into panels of NR columns, so that every step
+ * reads 128 contiguous bytes whatever the transpose and the leading
+ * dimension (a power-of-two stride would otherwise alias in the caches).
+ * op(A) is read in place when it is not transposed (8 rows streamed side
+ * by side) and packed into panels of MR rows when it is (A_PACKED).
+ * Panels are padded by repeating the last row or column: padded results
+ * are computed and never stored.
+ *
+ *   pack_panels: dst[p][kk][j] = along_k ? src[(p*w + j) * ld + kk]
+ *                                        : src[kk * ld + p*w + j]
+ *   gemm_tile:   tile (p, q) of C, rows p*MR.., columns q*NR..
+ */
+#define MR 8
+#define NR 32
+#define PACK_K 64 /* k values per packing work-item */
+
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+pack_panels(__global float *dst, __global const float *src, const ulong off, const ulong ld,
+            const uint along_k, const ulong extent, const ulong k, const uint w)
+{
+    size_t k0 = get_global_id(0) * PACK_K, p = get_global_id(1);
+    size_t k1 = min(k0 + PACK_K, (size_t)k), j0 = p * w, last = extent - 1;
+    dst += p * k * w;
+    src += off;
+    if (along_k) {
+        for (uint j = 0; j < w; j++) {
+            __global const float *s = src + min(j0 + j, last) * ld;
+            for (size_t kk = k0; kk < k1; kk++)
+                dst[kk * w + j] = s[kk];
+        }
+    } else if (j0 + w <= extent) {
+        for (size_t kk = k0; kk < k1; kk++)
+            for (uint j = 0; j < w; j++)
+                dst[kk * w + j] = src[kk * ld + j0 + j];
+    } else {
+        for (size_t kk = k0; kk < k1; kk++)
+            for (uint j = 0; j < w; j++)
+                dst[kk * w + j] = src[kk * ld + min(j0 + j, last)];
+    }
+}
+
+#if A_PACKED
+#define A_ROW(r) __global const float *a##r = a + row0 * k + r;
+#define A_STEP MR
+#else
+#define A_ROW(r) __global const float *a##r = a + a_off + min(row0 + r, (size_t)m - 1) * lda;
+#define A_STEP 1
+#endif
+
+#define ACC(r) float16 c##r##0 = 0.0f, c##r##1 = 0.0f;
+#define FMA(r)                                  \
+    {                                           \
+        float16 s = *a##r;                      \
+        a##r += A_STEP;                         \
+        c##r##0 = fma(s, b0, c##r##0);          \
+        c##r##1 = fma(s, b1, c##r##1);          \
+    }
+#define STORE(r) \
+    if (row0 + r < m) \
+        store_row(c + c_off + (row0 + r) * ldc + col0, c##r##0, c##r##1, width, alpha, beta);
+
+/* Writes the first `width` of 32 results; beta == 0 never reads C. */
+static void store_row(__global float *o, float16 x0, float16 x1, size_t width, float alpha,
+                      float beta)
+{
+    if (width == NR) {
+        x0 *= alpha;
+        x1 *= alpha;
+        if (beta != 0.0f) {
+            x0 += beta * vload16(0, o);
+            x1 += beta * vload16(1, o);
+        }
+        vstore16(x0, 0, o);
+        vstore16(x1, 1, o);
+        return;
+    }
+    float t[NR];
+    vstore16(x0, 0, t);
+    vstore16(x1, 1, t);
+    for (size_t j = 0; j < width; j++)
+        o[j] = alpha * t[j] + (beta != 0.0f ? beta * o[j] : 0.0f);
+}
+
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global const float *b,
+          __global float *c, const ulong c_off, const ulong ldc, const ulong m, const ulong n,
+          const ulong k, const float alpha, const float beta)
+{
+    size_t row0 = get_global_id(0) * MR, col0 = get_global_id(1) * NR;
+    size_t width = min((size_t)NR, (size_t)n - col0);
+    A_ROW(0) A_ROW(1) A_ROW(2) A_ROW(3) A_ROW(4) A_ROW(5) A_ROW(6) A_ROW(7)
+    b += col0 * k;
+    ACC(0) ACC(1) ACC(2) ACC(3) ACC(4) ACC(5) ACC(6) ACC(7)
+    for (size_t kk = 0; kk < k; kk++) {
+        float16 b0 = vload16(0, b), b1 = vload16(1, b);
+        FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5) FMA(6) FMA(7)
+        b += NR;
+    }
+    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
+}
