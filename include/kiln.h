@@ -211,6 +211,14 @@ KILN_API kiln_status kiln_gemm(kiln_ctx *ctx, kiln_transpose trans_a, kiln_trans
                                float alpha, const kiln_tensor *a, const kiln_tensor *b,
                                float beta, kiln_tensor *c);
 
+/* Profiles: between begin and end every launch on ctx is recorded with the
+ * layer that made it; end waits for the queue, then writes a Chrome trace
+ * (chrome://tracing, Perfetto) to trace_path when given, and device time
+ * per layer, divided by steps, to totals when given. */
+KILN_API kiln_status kiln_ctx_profile_begin(kiln_ctx *ctx);
+KILN_API kiln_status kiln_ctx_profile_end(kiln_ctx *ctx, const char *trace_path, size_t steps,
+                                          FILE *totals);
+
 /* Which implementation runs matrix products on a context. AUTO (the
  * default) is kiln's own GEMM on CPU devices, where it measures several
  * times faster than CLBlast's untuned kernels, and CLBlast elsewhere; the
@@ -289,6 +297,8 @@ typedef struct {
     size_t limit;          /* > 0: use at most this many samples of each split */
     size_t stop_after;     /* > 0: stop as kiln_request_stop() would after this many batches */
     int detect_anomaly;    /* check every value and gradient for NaN/Inf as it is made (slow) */
+    const char *profile;   /* write a Chrome trace of training steps 2 to 6 here, and print
+                              device time per layer to log */
     int progress;          /* redraw a progress line (for terminals) */
     FILE *log;             /* human-readable progress; NULL: quiet */
 } kiln_train_options;

@@ -140,7 +140,9 @@ kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb,
         CLBlastLayoutRowMajor, ta == KILN_TRANS ? CLBlastTransposeYes : CLBlastTransposeNo,
         tb == KILN_TRANS ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, alpha, a, a_off,
         lda, b, b_off, ldb, beta, c, c_off, ldc, &ctx->queue, &event);
-    if (event)
+    if (ctx->profile)
+        kiln_profile_add(ctx, event, "CLBlastSgemm");
+    else if (event)
         clReleaseEvent(event);
     ctx->launches++;
     if (ctx->trace)

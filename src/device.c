@@ -416,6 +416,7 @@ void kiln_ctx_free(kiln_ctx *ctx)
         clFinish(ctx->queue);
     kiln_program_cache_free(ctx->programs);
     kiln_gemm_scratch_free(ctx);
+    kiln_profile_discard(ctx);
     if (ctx->queue)
         clReleaseCommandQueue(ctx->queue);
     if (ctx->context) {

@@ -102,6 +102,7 @@ kiln_status pipeline_forward(pipeline *p, int training)
         if (!training && s->folded_into >= 0)
             continue; /* computed inside the layer it folds into */
         op_args c = step_args(p, s, training);
+        kiln_ctx_set_label(p->ctx, "forward %s", pipeline_step_name(p, s));
         if (p->ctx->trace)
             fprintf(p->ctx->trace, "  forward  %s%s\n", pipeline_step_name(p, s),
                     !training && s->bn_step >= 0 ? " (batchnorm folded in)" : "");
@@ -132,6 +133,7 @@ kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
         at = p->steps[at].inputs[0];
     p->loss_step = at;
     const kiln_tensor *logits = at < 0 ? p->input : p->steps[at].out;
+    kiln_ctx_set_label(p->ctx, "loss %s", loss_name(kind));
     if (p->ctx->trace)
         fprintf(p->ctx->trace, "  loss     %s%s\n", loss_name(kind),
                 at != (int)p->count - 1 ? " (on the logits before the softmax)" : "");
@@ -206,6 +208,7 @@ kiln_status pipeline_backward(pipeline *p, int training)
             fprintf(p->ctx->trace, "  backward %s\n", pipeline_step_name(p, &p->steps[i]));
         if (p->steps[i].grad_ready)
             st = check_finite(p, &p->steps[i], p->steps[i].grad, "gradient of its output");
+        kiln_ctx_set_label(p->ctx, "backward %s", pipeline_step_name(p, &p->steps[i]));
         if (st == KILN_OK && p->steps[i].grad_ready)
             st = backward_step(p, &p->steps[i], training);
         for (int k = 0; st == KILN_OK && p->steps[i].grad_ready && k < OP_MAX_PARAMS; k++)

@@ -70,6 +70,8 @@ extern const size_t kiln_cl_source_count;
 
 /* ---- context ------------------------------------------------------------ */
 
+typedef struct kiln_profile kiln_profile;
+
 struct kiln_ctx {
     kiln_device_info info;
     cl_platform_id platform;
@@ -80,10 +82,23 @@ struct kiln_ctx {
     kiln_cache_stats stats;
     uint64_t launches; /* kernels, CLBlast calls and copies enqueued */
     FILE *trace;       /* when set, every launch is printed there */
+    kiln_profile *profile;   /* recording launches when set (profile.c) */
+    char label[64];          /* the layer being enqueued, for profiles and traces */
     kiln_gemm_engine gemm;   /* which GEMM kiln_blas_sgemm runs */
     cl_mem scratch[2];       /* packing buffers of kiln's GEMM (gemm.c) */
     size_t scratch_bytes[2];
 };
+
+/* ---- profiles (profile.c) ----------------------------------------------- */
+
+/* Names the layer whose launches follow (only kept while profiling or
+ * tracing). */
+void kiln_ctx_set_label(kiln_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The event pointer to pass to an enqueue: slot while profiling, else NULL. */
+cl_event *kiln_profile_slot(kiln_ctx *ctx, cl_event *slot);
+/* Records the event of a launch named kernel under the current label. */
+void kiln_profile_add(kiln_ctx *ctx, cl_event event, const char *kernel);
+void kiln_profile_discard(kiln_ctx *ctx);
 
 /* A kernel argument for kiln_launch_1d: KARG(x) is sizeof x, &x. */
 #define KARG(v) sizeof(v), (const void *)&(v)

@@ -37,6 +37,7 @@ typedef struct {
     float *out;              /* the logits of one batch */
     size_t *order;
     size_t batches_run;      /* in this call, for stop_after */
+    size_t steps_run;        /* in this call, for profile */
     double mean, std;        /* the normalization of the features */
     float *best_params;      /* the best weights: flat parameters and buffers */
     float **best_buffers;
@@ -298,6 +299,26 @@ static void progress(const run *r, int epoch, size_t done, size_t total, double 
     fflush(r->o->log);
 }
 
+/* With --profile: records steps 2 to 6 (the first builds kernels), then
+ * writes the trace and prints the per-layer table. */
+#define PROFILE_FIRST 1
+#define PROFILE_STEPS 5
+static kiln_status profile_steps(run *r)
+{
+    size_t step = r->steps_run++;
+    if (!r->o->profile)
+        return KILN_OK;
+    if (step == PROFILE_FIRST)
+        return kiln_ctx_profile_begin(r->ctx);
+    if (step != PROFILE_FIRST + PROFILE_STEPS)
+        return KILN_OK;
+    FILE *log = r->o->log;
+    if (log)
+        fprintf(log, "%sprofile of %d training steps written to %s\n",
+                r->o->progress ? "\r" : "", PROFILE_STEPS, r->o->profile);
+    return kiln_ctx_profile_end(r->ctx, r->o->profile, PROFILE_STEPS, log);
+}
+
 /* One epoch of training from batch *next (0: the start); returns mean loss
  * and accuracy, and in *next the batch to go on from when stopped on
  * request (else the number of batches). */
@@ -316,7 +337,9 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
      * enqueued behind it while the device works, and the host waits once,
      * for the loss. */
     for (; i < batches && st == KILN_OK && !stop_requested; i++) {
-        st = pipeline_forward(r->p, 1);
+        st = profile_steps(r);
+        if (st == KILN_OK)
+            st = pipeline_forward(r->p, 1);
         if (st == KILN_OK)
             st = pipeline_loss(r->p, r->c.loss, r->c.label_smoothing, r->target, r->loss);
         if (st == KILN_OK)
@@ -635,6 +658,10 @@ kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o
         st = resume(&r, o->resume, &t, rep);
     if (st == KILN_OK)
         st = epochs(&r, &t, rep);
+    if (st == KILN_OK && ctx->profile) /* fewer steps than a profile's */
+        st = kiln_ctx_profile_end(ctx, o->profile,
+                                  r.steps_run > PROFILE_FIRST ? r.steps_run - PROFILE_FIRST : 1,
+                                  o->log);
     if (st == KILN_OK && stop_requested) {
         rep->interrupted = 1;
         st = save_state(&r, &t, rep);
@@ -649,6 +676,7 @@ kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o
     if (st == KILN_OK && r.test.count)
         st = evaluate(&r, &r.test, &rep->test_loss, &rep->test_accuracy, NULL);
     rep->seconds = kiln_seconds() - started;
+    kiln_profile_discard(ctx);
     teardown(&r);
     return st;
 }

@@ -12,7 +12,7 @@
 static const char train_usage[] =
     "usage: kiln train MODEL.ini [--data fashion-mnist|DIR|FILE.csv] [--label COLUMN] "
     "[--epochs N] [--batch N] [--lr X] [--limit N] [--out DIR] [--resume DIR] "
-    "[--detect-anomaly] [--device SEL]\n";
+    "[--detect-anomaly] [--profile TRACE.json] [--device SEL]\n";
 static const char eval_usage[] =
     "usage: kiln eval MODEL.ini CHECKPOINT [--data ...] [--label COLUMN] [--batch N] "
     "[--device SEL]\n";
@@ -44,14 +44,14 @@ static int parse(int argc, char **argv, int positional, const char *usage, cli_o
         {"lr", required_argument, NULL, 'l'},    {"out", required_argument, NULL, 'o'},
         {"device", required_argument, NULL, 'd'}, {"limit", required_argument, NULL, 'n'},
         {"resume", required_argument, NULL, 'r'},
-        {"detect-anomaly", no_argument, NULL, 'A'},
+        {"detect-anomaly", no_argument, NULL, 'A'}, {"profile", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
     c->o.data = "fashion-mnist";
     c->o.out_dir = "runs/latest";
     int opt;
     double v;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "D:L:e:b:l:o:d:n:r:Ah", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "D:L:e:b:l:o:d:n:r:AP:h", options, NULL)) != -1) {
         switch (opt) {
         case 'D': c->o.data = optarg; break;
         case 'L': c->o.label = optarg; break;
@@ -59,6 +59,7 @@ static int parse(int argc, char **argv, int positional, const char *usage, cli_o
         case 'd': c->device = optarg; break;
         case 'r': c->o.resume = optarg; break;
         case 'A': c->o.detect_anomaly = 1; break;
+        case 'P': c->o.profile = optarg; break;
         case 'e':
             if (!number_arg("--epochs", optarg, 1, 100000, &v))
                 return 2;
