@@ -110,7 +110,7 @@ static kiln_status bench_gemm(bench_state *s, int quick, kiln_bench_result *r)
     kiln_status st = KILN_OK;
     for (int i = 0; i < KILN_BENCH_GEMM_SIZES && st == KILN_OK; i++) {
         size_t n = quick ? small[i] : full[i];
-        double t;
+        double t = INFINITY;
         st = square(s, n);
         if (st == KILN_OK)
             st = best_time(s->ctx, run_gemm, s, 2, &t);

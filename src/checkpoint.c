@@ -17,11 +17,14 @@
 
 #define MAX_CHECKPOINT (4ull << 30)
 
-typedef struct {
-    char name[GRAPH_NAME_MAX + 32];
-    kiln_tensor *tensor; /* NULL for num_batches_tracked (an int64 scalar) */
-    size_t bytes;
-} entry;
+typedef checkpoint_entry entry;
+
+static void set_tensor(entry *e, kiln_tensor *t)
+{
+    e->tensor = t;
+    e->shape = shape_of(t);
+    e->bytes = t->numel * sizeof(float);
+}
 
 static const char *const param_names[OP_MAX_PARAMS] = {"weight", "bias"};
 static const char *const buffer_names[OP_MAX_BUFFERS] = {"running_mean", "running_var"};
@@ -35,19 +38,19 @@ static size_t list_entries(const pipeline *p, entry *out)
         const char *layer = p->model->nodes[s->node].name;
         for (int k = 0; k < s->shapes.n_params; k++) {
             snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, param_names[k]);
-            out[n].tensor = s->param[k];
-            out[n].bytes = s->param[k]->numel * sizeof(float);
+            set_tensor(&out[n], s->param[k]);
             n++;
         }
         for (int k = 0; k < s->shapes.n_buffers; k++) {
             snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, buffer_names[k]);
-            out[n].tensor = s->buffer[k];
-            out[n].bytes = s->buffer[k]->numel * sizeof(float);
+            set_tensor(&out[n], s->buffer[k]);
             n++;
         }
         if (s->op == OP_BATCHNORM) {
             snprintf(out[n].name, sizeof out[n].name, "%s.num_batches_tracked", layer);
             out[n].tensor = NULL;
+            out[n].is_int64 = 1;
+            out[n].shape.ndim = 0;
             out[n].bytes = 8;
             n++;
         }
@@ -68,10 +71,10 @@ static cJSON *header_json(const entry *e, size_t n, const checkpoint_meta *meta)
     size_t offset = 0;
     for (size_t i = 0; root && i < n; i++) {
         cJSON *t = cJSON_AddObjectToObject(root, e[i].name);
-        cJSON_AddStringToObject(t, "dtype", e[i].tensor ? "F32" : "I64");
+        cJSON_AddStringToObject(t, "dtype", e[i].is_int64 ? "I64" : "F32");
         cJSON *shape = cJSON_AddArrayToObject(t, "shape");
-        for (int d = 0; e[i].tensor && d < e[i].tensor->ndim; d++)
-            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e[i].tensor->shape[d]));
+        for (int d = 0; d < e[i].shape.ndim; d++)
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e[i].shape.d[d]));
         cJSON *offsets = cJSON_AddArrayToObject(t, "data_offsets");
         cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)offset));
         cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)(offset + e[i].bytes)));
@@ -163,8 +166,7 @@ static entry *named_entries(const char *const *names, kiln_tensor *const *tensor
     entry *e = calloc(n + 1, sizeof *e);
     for (size_t i = 0; e && i < n; i++) {
         snprintf(e[i].name, sizeof e[i].name, "%s", names[i]);
-        e[i].tensor = tensors[i];
-        e[i].bytes = tensors[i]->numel * sizeof(float);
+        set_tensor(&e[i], tensors[i]);
     }
     return e;
 }
@@ -213,24 +215,24 @@ static kiln_status check_entry(const char *path, const cJSON *t, const entry *wa
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(t, "dtype");
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
-    const char *want_dtype = want->tensor ? "F32" : "I64";
+    const char *want_dtype = want->is_int64 ? "I64" : "F32";
     if (!cJSON_IsString(dtype) || strcmp(dtype->valuestring, want_dtype) != 0)
         return kiln_fail(KILN_ERR_IO, "%s: tensor %s has dtype %s; expected %s", path,
                          want->name, cJSON_IsString(dtype) ? dtype->valuestring : "(none)",
                          want_dtype);
     int ndim = cJSON_IsArray(shape) ? cJSON_GetArraySize(shape) : -1;
-    int fits = ndim == (want->tensor ? want->tensor->ndim : 0);
+    int fits = ndim == want->shape.ndim;
     for (int d = 0; fits && d < ndim; d++) {
         const cJSON *v = cJSON_GetArrayItem(shape, d);
-        fits = cJSON_IsNumber(v) && v->valuedouble == (double)want->tensor->shape[d];
+        fits = cJSON_IsNumber(v) && v->valuedouble == (double)want->shape.d[d];
     }
     if (!fits) {
         char got[256], expected[64];
         char *printed = shape ? cJSON_PrintUnformatted(shape) : NULL;
         snprintf(got, sizeof got, "%s", printed ? printed : "(none)");
         free(printed);
-        if (want->tensor)
-            kiln_tensor_shape_str(want->tensor, expected, sizeof expected);
+        if (want->shape.ndim)
+            shape_str(&want->shape, expected, sizeof expected);
         else
             snprintf(expected, sizeof expected, "a scalar");
         return kiln_fail(KILN_ERR_IO, "%s: tensor %s has shape %s; the model expects %s", path,
@@ -287,17 +289,17 @@ static kiln_status check_header(const char *path, const cJSON *root, const entry
     return st;
 }
 
-static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint_meta *meta)
+kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t size,
+                             const checkpoint_entry *e, size_t n, size_t *begins,
+                             checkpoint_meta *meta)
 {
-    size_t size = 0;
-    kiln_status st = KILN_OK;
-    unsigned char *data = read_whole(path, &size, &st);
-    if (!data)
-        return st;
+    if (size < 8)
+        return kiln_fail(KILN_ERR_IO, "%s: %zu bytes is not a safetensors file", path, size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | data[i];
     cJSON *root = NULL;
+    kiln_status st = KILN_OK;
     if (hlen > size - 8)
         st = kiln_fail(KILN_ERR_IO, "%s: the header length %llu runs past the end of the file "
                                     "(%zu bytes)", path, (unsigned long long)hlen, size);
@@ -309,21 +311,10 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (st == KILN_OK)
         st = check_header(path, root, e, n, size - 8 - (size_t)hlen, spans);
-    const unsigned char *body = data + 8 + hlen;
     for (size_t i = 0; i < n && st == KILN_OK; i++) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, e[i].name);
-        size_t at = (size_t)cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(
-                                                   t, "data_offsets"), 0)->valuedouble;
-        if (e[i].tensor) {
-            float *host = malloc(e[i].bytes);
-            if (!host) {
-                st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-                break;
-            }
-            memcpy(host, body + at, e[i].bytes);
-            st = kiln_tensor_upload(e[i].tensor, host, e[i].tensor->numel);
-            free(host);
-        }
+        const cJSON *offs = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
+        begins[i] = 8 + (size_t)hlen + (size_t)cJSON_GetArrayItem(offs, 0)->valuedouble;
     }
     const cJSON *m = root ? cJSON_GetObjectItemCaseSensitive(root, "__metadata__") : NULL;
     const cJSON *item;
@@ -339,6 +330,32 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
     }
     free(spans);
     cJSON_Delete(root);
+    return st;
+}
+
+static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint_meta *meta)
+{
+    size_t size = 0;
+    kiln_status st = KILN_OK;
+    unsigned char *data = read_whole(path, &size, &st);
+    size_t *begins = data ? calloc(n + 1, sizeof *begins) : NULL;
+    if (data && !begins)
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    if (begins)
+        st = checkpoint_parse(path, data, size, e, n, begins, meta);
+    for (size_t i = 0; i < n && st == KILN_OK; i++) {
+        if (!e[i].tensor)
+            continue;
+        float *host = malloc(e[i].bytes); /* the body need not be aligned for floats */
+        if (!host) {
+            st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+            break;
+        }
+        memcpy(host, data + begins[i], e[i].bytes);
+        st = kiln_tensor_upload(e[i].tensor, host, e[i].tensor->numel);
+        free(host);
+    }
+    free(begins);
     free(data);
     return st;
 }

@@ -126,25 +126,69 @@ static float idx_value(const unsigned char *p, int type)
     }
 }
 
+/* Reads the rest of f, but at most limit bytes, into a buffer grown as data
+ * arrives (so a header that announces more than the file holds allocates
+ * only what is there); *got is the count read. */
+static kiln_status read_rest(gzFile f, size_t limit, const char *path, unsigned char **out,
+                             size_t *got)
+{
+    size_t cap = limit < (1u << 20) ? limit : (1u << 20);
+    unsigned char *buf = malloc(cap ? cap : 1);
+    *got = 0;
+    while (buf) {
+        if (*got == cap) {
+            if (cap == limit)
+                break;
+            cap = cap > limit / 2 ? limit : 2 * cap;
+            unsigned char *grown = realloc(buf, cap);
+            if (!grown) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = grown;
+        }
+        size_t want = cap - *got;
+        int n = gzread(f, buf + *got, want > (1u << 30) ? (1u << 30) : (unsigned)want);
+        if (n < 0) {
+            int zerr = Z_OK;
+            kiln_status st = kiln_fail(KILN_ERR_IO, "%s: %s", path, gzerror(f, &zerr));
+            free(buf);
+            return st;
+        }
+        if (n == 0)
+            break;
+        *got += (size_t)n;
+    }
+    if (!buf)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory after %zu bytes", path, *got);
+    *out = buf;
+    return KILN_OK;
+}
+
 /* Reads a whole IDX file into floats. */
 static kiln_status read_idx(const char *path, idx_header *h, float **out)
 {
     gzFile f = gzopen(path, "rb");
     if (!f)
         return kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    *out = NULL;
     kiln_status st = read_idx_header(f, path, h);
-    size_t size = st == KILN_OK ? idx_type_size(h->type) : 0;
-    unsigned char *raw = st == KILN_OK ? malloc(h->count * size) : NULL;
-    *out = st == KILN_OK ? malloc(h->count * sizeof **out) : NULL;
-    if (st == KILN_OK && (!raw || !*out))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu values", path,
-                       h->count);
+    size_t size = st == KILN_OK ? idx_type_size(h->type) : 0, got = 0;
+    unsigned char *raw = NULL;
+    /* one byte more than announced tells a file that is too long */
     if (st == KILN_OK)
-        st = read_exact(f, raw, h->count * size, path, "data the header announces");
-    unsigned char extra;
-    if (st == KILN_OK && gzread(f, &extra, 1) != 0)
+        st = read_rest(f, h->count * size + 1, path, &raw, &got);
+    if (st == KILN_OK && got < h->count * size)
+        st = kiln_fail(KILN_ERR_IO, "%s: the file ends inside the data the header announces "
+                                    "(%zu values of %zu bytes, but %zu bytes follow the "
+                                    "header)", path, h->count, size, got);
+    else if (st == KILN_OK && got > h->count * size)
         st = kiln_fail(KILN_ERR_IO, "%s: the file is longer than its IDX header says (%zu "
                                     "values)", path, h->count);
+    if (st == KILN_OK && !(*out = malloc(h->count * sizeof **out)))
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu values", path,
+                       h->count);
     for (size_t i = 0; st == KILN_OK && i < h->count; i++) {
         (*out)[i] = idx_value(raw + i * size, h->type);
         if (!isfinite((*out)[i]))

@@ -56,6 +56,8 @@ const char *layer_names(char *buf, size_t size)
 int layer_takes_key(const layer_kind *k, const char *key)
 {
     size_t n = strlen(key);
+    if (n == 0)
+        return 0;
     for (const char *p = strstr(k->keys, key); p; p = strstr(p + 1, key))
         if ((p == k->keys || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
             return 1;

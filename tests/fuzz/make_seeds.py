@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of each fuzz harness into tests/fuzz/corpus/.
+Run from the repository root; the seeds are small valid and near-valid
+inputs, the fuzzers' starting points."""
+import gzip
+import json
+import os
+import shutil
+import struct
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+
+
+def write(target, name, data):
+    os.makedirs(os.path.join(ROOT, target), exist_ok=True)
+    with open(os.path.join(ROOT, target, name), "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+
+def idx(dtype, dims, payload):
+    return struct.pack(">HBB", 0, dtype, len(dims)) + b"".join(struct.pack(">I", d) for d in dims) + payload
+
+
+def idx_pair(images, labels):
+    return struct.pack(">H", len(images)) + images + labels
+
+
+def models():
+    for name in ("robust_mlp.ini", "fashion_mlp.ini", "fashion_cnn.ini", "seed_loop.ini"):
+        shutil.copy(os.path.join("examples", name), os.path.join(ROOT, "model", name))
+    write("model", "residual.ini", "[input]\nshape = 8\n[linear]\nname = a\nout = 8\n[relu]\n"
+          "[add]\nfrom = a, input\n[concat]\nfrom = a, input\n[layernorm]\n[gelu]\n[softmax]\n")
+    write("model", "pools.ini", "[input]\nshape = 3x9x9\n[conv2d]\nout = 4\nsize = 3\nstride = 2\n"
+          "pad = 1\n[avgpool]\nsize = 2\n[batchnorm]\n[leaky_relu]\nslope = 0.1\n[maxpool]\n"
+          "size = 2\n[flatten]\n[dropout]\np = 0.5\n[linear]\nout = 3\n[sigmoid]\n")
+
+
+def idx_seeds():
+    pixels = bytes(range(2 * 3 * 3))
+    images = idx(0x08, [2, 3, 3], pixels)
+    labels = idx(0x08, [2], bytes([1, 7]))
+    write("idx", "pair", idx_pair(images, labels))
+    write("idx", "pair-gz", idx_pair(gzip.compress(images, mtime=0), gzip.compress(labels, mtime=0)))
+    write("idx", "float", idx_pair(idx(0x0D, [1, 2], struct.pack(">ff", 0.5, -1.0)),
+                                   idx(0x08, [1], b"\x00")))
+    write("idx", "truncated", idx_pair(images[:-3], labels))
+
+
+def csv_seeds():
+    write("csv", "header", b"\x01a,b,label\n1,2,0\n3.5,-4e2,1\n")
+    write("csv", "index", b"\x020.1,0.2,3\n0.4,0.5,6\n")
+    write("csv", "regression", b"\x01x,y\n1,0.5\n2,1.5\n")
+    write("csv", "quoted", b"\x01\"a\",b,label\n1,,0\n\n")
+
+
+def safetensors_seed():
+    shapes = [("0.weight", [4, 3]), ("0.bias", [4]), ("1.weight", [4]), ("1.bias", [4]),
+              ("1.running_mean", [4]), ("1.running_var", [4])]
+    header, body = {}, b""
+    for name, shape in shapes:
+        n = 1
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(body), len(body) + 4 * n]}
+        body += struct.pack("<%df" % n, *([0.25] * n))
+    header["1.num_batches_tracked"] = {"dtype": "I64", "shape": [], "data_offsets": [len(body), len(body) + 8]}
+    body += struct.pack("<q", 3)
+    header["__metadata__"] = {"epoch": "1"}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    write("safetensors", "small", struct.pack("<Q", len(text)) + text + body)
+    write("safetensors", "short", struct.pack("<Q", 1 << 40) + b"{}")
+
+
+if __name__ == "__main__":
+    models()
+    idx_seeds()
+    csv_seeds()
+    safetensors_seed()
