@@ -118,6 +118,24 @@ static kiln_status write_body(int fd, const entry *e, size_t n, const char *json
     return st;
 }
 
+/* Makes a rename durable: fsync of the directory that holds path (best
+ * effort; some file systems refuse it). */
+static void sync_directory_of(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
 static kiln_status save_entries(const char *path, const entry *e, size_t n,
                                 const checkpoint_meta *meta, int64_t batches)
 {
@@ -142,6 +160,8 @@ static kiln_status save_entries(const char *path, const entry *e, size_t n,
         st = kiln_fail(KILN_ERR_IO, "%s: close failed (%s)", path, strerror(errno));
     if (st == KILN_OK && rename(tmp, path) != 0)
         st = kiln_fail(KILN_ERR_IO, "%s: rename failed (%s)", path, strerror(errno));
+    if (st == KILN_OK)
+        sync_directory_of(path);
     if (st != KILN_OK && fd >= 0)
         unlink(tmp);
     free(json);
@@ -160,23 +180,32 @@ kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoin
     return st;
 }
 
-/* Entries for named tensors. */
-static entry *named_entries(const char *const *names, kiln_tensor *const *tensors, size_t n)
+/* The pipeline's entries under "model." names, then the named extras. */
+static entry *state_entries(const pipeline *p, const char *const *names,
+                            kiln_tensor *const *tensors, size_t extra, size_t *n)
 {
-    entry *e = calloc(n + 1, sizeof *e);
-    for (size_t i = 0; e && i < n; i++) {
-        snprintf(e[i].name, sizeof e[i].name, "%s", names[i]);
-        set_tensor(&e[i], tensors[i]);
+    entry *e = entries_of(p, n);
+    entry *all = e ? calloc(*n + extra + 1, sizeof *all) : NULL;
+    for (size_t i = 0; all && i < *n; i++) {
+        all[i] = e[i];
+        snprintf(all[i].name, sizeof all[i].name, "model.%s", e[i].name);
     }
-    return e;
+    for (size_t i = 0; all && i < extra; i++) {
+        snprintf(all[*n + i].name, sizeof all[*n + i].name, "%s", names[i]);
+        set_tensor(&all[*n + i], tensors[i]);
+    }
+    *n += extra;
+    free(e);
+    return all;
 }
 
-kiln_status checkpoint_save_tensors(const char *path, const char *const *names,
-                                    kiln_tensor *const *tensors, size_t n,
-                                    const checkpoint_meta *meta)
+kiln_status checkpoint_save_state(const pipeline *p, const char *path, const char *const *names,
+                                  kiln_tensor *const *tensors, size_t n,
+                                  const checkpoint_meta *meta, int64_t batches)
 {
-    entry *e = named_entries(names, tensors, n);
-    kiln_status st = e ? save_entries(path, e, n, meta, 0)
+    size_t count;
+    entry *e = state_entries(p, names, tensors, n, &count);
+    kiln_status st = e ? save_entries(path, e, count, meta, batches)
                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;
@@ -370,12 +399,12 @@ kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta
     return st;
 }
 
-kiln_status checkpoint_load_tensors(const char *path, const char *const *names,
-                                    kiln_tensor *const *tensors, size_t n,
-                                    checkpoint_meta *meta)
+kiln_status checkpoint_load_state(pipeline *p, const char *path, const char *const *names,
+                                  kiln_tensor *const *tensors, size_t n, checkpoint_meta *meta)
 {
-    entry *e = named_entries(names, tensors, n);
-    kiln_status st = e ? load_entries(path, e, n, meta)
+    size_t count;
+    entry *e = state_entries(p, names, tensors, n, &count);
+    kiln_status st = e ? load_entries(path, e, count, meta)
                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;

@@ -40,12 +40,13 @@ kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoin
 /* Reads path into the pipeline after checking every tensor; meta may be NULL. */
 kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta);
 
-/* The same for any named tensors (training state beside a checkpoint). */
-kiln_status checkpoint_save_tensors(const char *path, const char *const *names,
-                                    kiln_tensor *const *tensors, size_t n,
-                                    const checkpoint_meta *meta);
-kiln_status checkpoint_load_tensors(const char *path, const char *const *names,
-                                    kiln_tensor *const *tensors, size_t n,
-                                    checkpoint_meta *meta);
+/* The whole training state in one file: the pipeline's tensors under
+ * "model." names and the named extras (optimizer state), so that weights
+ * and optimizer state always come from the same step. */
+kiln_status checkpoint_save_state(const pipeline *p, const char *path, const char *const *names,
+                                  kiln_tensor *const *tensors, size_t n,
+                                  const checkpoint_meta *meta, int64_t batches);
+kiln_status checkpoint_load_state(pipeline *p, const char *path, const char *const *names,
+                                  kiln_tensor *const *tensors, size_t n, checkpoint_meta *meta);
 
 #endif /* KILN_CHECKPOINT_H */

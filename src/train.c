@@ -496,8 +496,9 @@ static double meta_read(const checkpoint_meta *m, const char *key)
     return v ? strtod(v, NULL) : NAN;
 }
 
-/* last.safetensors (the weights) and last.state.safetensors (optimizer
- * state and where training stands). */
+/* last.safetensors (the weights, for users) and last.state.safetensors
+ * (weights, optimizer state and where training stands, in one file: a
+ * kill between the two writes leaves a state that is whole). */
 static kiln_status save_state(run *r, const train_state *t, const kiln_train_report *rep)
 {
     if (!r->o->out_dir)
@@ -522,7 +523,8 @@ static kiln_status save_state(run *r, const train_state *t, const kiln_train_rep
     char path[4096];
     snprintf(path, sizeof path, "%s/last.state.safetensors", r->o->out_dir);
     if (st == KILN_OK)
-        st = checkpoint_save_tensors(path, state_names, tensors, n, &m);
+        st = checkpoint_save_state(r->p, path, state_names, tensors, n, &m,
+                                   (int64_t)optim_steps(r->opt));
     return st;
 }
 
@@ -540,12 +542,9 @@ static kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_re
         if (st == KILN_OK)
             st = snapshot(r, 0);
     }
-    snprintf(path, sizeof path, "%s/last.safetensors", dir);
-    if (st == KILN_OK)
-        st = checkpoint_load(r->p, path, NULL);
     snprintf(path, sizeof path, "%s/last.state.safetensors", dir);
     if (st == KILN_OK)
-        st = checkpoint_load_tensors(path, state_names, tensors, n, &m);
+        st = checkpoint_load_state(r->p, path, state_names, tensors, n, &m);
     if (st != KILN_OK)
         return st;
     t->epoch = (int)meta_read(&m, "epoch");

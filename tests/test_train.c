@@ -583,6 +583,85 @@ START_TEST(interrupt_saves_a_resumable_state)
     kiln_model_free(m);
 }
 END_TEST
+/* Starts `kiln train` on the fashion MLP into out (resuming when resume),
+ * output discarded. */
+static pid_t start_training(const char *out, int resume)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr))
+            _exit(126);
+        execl(KILN_EXE, KILN_EXE, "train", KILN_SOURCE_DIR "/examples/fashion_mlp.ini",
+              "--epochs", "12", "--limit", "400", "--batch", "64", "--out", out,
+              resume ? "--resume" : (char *)NULL, out, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Every checkpoint in dir that exists loads whole. */
+static void check_loadable(kiln_model *m, const char *dir)
+{
+    static const char *const files[] = {"best", "last", "final"};
+    pipeline *p;
+    check_ok(pipeline_create(test_ctx(), m, 1, (pipe_options){.fuse = 1}, 0, &p));
+    char path[700];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s.safetensors", dir, files[i]);
+        if (access(path, F_OK) == 0)
+            ck_assert_msg(checkpoint_load(p, path, NULL) == KILN_OK, "torn checkpoint: %s",
+                          kiln_last_error());
+    }
+    pipeline_free(p);
+}
+
+/* SIGKILL at random moments, many times, while `kiln train` writes a
+ * checkpoint every few batches: every file left is whole, and resuming
+ * from whatever state survived ends with the weights, bit for bit, of a
+ * run that was never killed. */
+START_TEST(killed_training_resumes_to_the_same_weights)
+{
+    char ref[512], out[512], state[700];
+    snprintf(ref, sizeof ref, "%s", tmp_path("kill-reference"));
+    snprintf(out, sizeof out, "%s", tmp_path("kill-victim"));
+    snprintf(state, sizeof state, "%s/last.state.safetensors", out);
+    int status;
+    pid_t pid = start_training(ref, 0);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "reference run failed");
+    kiln_model *m;
+    check_ok(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_mlp.ini", &m));
+    int kills = 0, finished = 0;
+    for (int attempt = 0; attempt < 60 && !finished; attempt++) {
+        pid = start_training(out, access(state, R_OK) == 0);
+        /* the last attempts run to the end */
+        long ms = kills < 20 ? (long)kiln_rng_uniform(test_rng(), 100.0, 1000.0) : 0;
+        struct timespec pause = {ms / 1000, (ms % 1000) * 1000000};
+        if (ms > 0) {
+            nanosleep(&pause, NULL);
+            kills += kill(pid, SIGKILL) == 0;
+        }
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        finished = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        ck_assert_msg(finished || WIFSIGNALED(status), "kiln train exited with %d",
+                      WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        check_loadable(m, out);
+    }
+    ck_assert(finished);
+    pipeline *probe;
+    check_ok(pipeline_create(test_ctx(), m, 1, (pipe_options){0}, 0, &probe));
+    size_t n = probe->params->numel;
+    pipeline_free(probe);
+    float *a = final_weights(m, ref), *b = final_weights(m, out);
+    ck_assert_msg(memcmp(a, b, n * sizeof *a) == 0, "weights after %d kills differ", kills);
+    printf("kill test: %d kills survived; the resumed run ends with the reference weights\n",
+           kills);
+    free(a);
+    free(b);
+    kiln_model_free(m);
+}
+END_TEST
 #endif
 
 /* A learning rate of 100 blows the network up: the loss check stops it
@@ -628,6 +707,7 @@ int main(void)
     tcase_add_test(tc, anomalies_stop_training_with_the_layer);
 #ifdef KILN_EXE
     tcase_add_test(tc, interrupt_saves_a_resumable_state);
+    tcase_add_test(tc, killed_training_resumes_to_the_same_weights);
 #endif
     suite_add_tcase(s, tc);
     return test_run(s);
