@@ -11,6 +11,8 @@ packages=(
   libinih-dev libcjson-dev zlib1g-dev check             # model files, checkpoints, gzip, tests
   pocl-opencl-icd mesa-opencl-icd clinfo                # CPU OpenCL drivers
   dataset-fashion-mnist                                 # the demo data
+  valgrind clang libclang-rt-14-dev                     # leak checks and fuzzing (tools/test.sh)
+  libopenblas0                                          # the host baseline of kiln bench
 )
 
 missing=()

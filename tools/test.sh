@@ -3,7 +3,12 @@
 #   1. on the device KILN_DEVICE selects (default: the first GPU, else PoCL);
 #   2. when KILN_DEVICE is unset and Mesa's rusticl is installed, again on
 #      rusticl's CPU device, a second, independent OpenCL implementation;
-#   3. under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/).
+#   3. under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/);
+#   4. the host-only suite (model files, shape inference, IDX, CSV and
+#      safetensors readers over the fuzz corpora) under valgrind memcheck;
+#   5. each libFuzzer harness for KILN_FUZZ_SECONDS (default 60) from its
+#      corpus (build-fuzz/, clang); a crash fails the run and leaves its
+#      input in build-fuzz/findings/.
 # Extra arguments go to every `meson test` (a suite name, --verbose, ...).
 # Ends with one line: "kiln: N passed, N failed, N skipped".
 set -uo pipefail
@@ -49,6 +54,36 @@ if [[ ! -f $asan/build.ninja ]]; then
 fi
 meson compile -C "$asan" >"$asan/compile.log" 2>&1 || { cat "$asan/compile.log"; exit 1; }
 run_pass "$asan" "${KILN_DEVICE:-the default device}, address and undefined-behaviour sanitizers"
+
+if command -v valgrind >/dev/null; then
+  run_pass "$build" "the host-only suite under valgrind memcheck" --setup=valgrind --suite=host
+else
+  echo "== valgrind not installed: the leak check is skipped"
+fi
+
+fuzz=${build}-fuzz
+seconds=${KILN_FUZZ_SECONDS:-60}
+if [[ ! -f $fuzz/build.ninja ]]; then
+  CC=clang meson setup "$fuzz" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
+    >"$fuzz.setup.log" 2>&1 || { cat "$fuzz.setup.log"; exit 1; }
+  rm -f "$fuzz.setup.log"
+fi
+meson compile -C "$fuzz" >"$fuzz/compile.log" 2>&1 || { cat "$fuzz/compile.log"; exit 1; }
+mkdir -p "$fuzz/findings"
+for target in model idx csv safetensors; do
+  echo "== fuzzing $target for ${seconds} s"
+  mkdir -p "$fuzz/corpus/$target"
+  if LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0 \
+     "$fuzz/tests/fuzz/fuzz_$target" -max_total_time="$seconds" -print_final_stats=1 \
+       -artifact_prefix="$fuzz/findings/$target-" "$fuzz/corpus/$target" \
+       "tests/fuzz/corpus/$target" >"$fuzz/$target.log" 2>&1; then
+    passed=$((passed + 1))
+    grep -E '^stat::number_of_executed_units' "$fuzz/$target.log" | sed 's/^/   /'
+  else
+    failed=$((failed + 1)) status=1
+    tail -40 "$fuzz/$target.log"
+  fi
+done
 
 echo "kiln: $passed passed, $failed failed, $skipped skipped"
 exit "$status"
