@@ -219,6 +219,32 @@ KILN_API kiln_status kiln_ctx_profile_begin(kiln_ctx *ctx);
 KILN_API kiln_status kiln_ctx_profile_end(kiln_ctx *ctx, const char *trace_path, size_t steps,
                                           FILE *totals);
 
+/* Tuning: what `kiln tune` found best for a device, kept as one record per
+ * device (name, driver, platform and CLBlast version) in kiln's cache
+ * directory and applied by kiln_ctx_create unless $KILN_TUNE is "off". A
+ * stale or corrupt record is ignored with a warning. */
+#define KILN_XGEMM_PARAMS 16
+typedef struct {
+    int has_xgemm;
+    size_t xgemm[KILN_XGEMM_PARAMS]; /* CLBlast's Xgemm parameters, named below */
+    int has_min_indirect;
+    size_t min_indirect;             /* CLBlast's XGEMM_MIN_INDIRECT_SIZE */
+    int engine;                      /* a kiln_gemm_engine; AUTO leaves the default */
+} kiln_tuning;
+
+/* "GEMMK", "KREG", "KWG", ...: the names of kiln_tuning.xgemm, in order. */
+KILN_API const char *kiln_xgemm_param_name(int i);
+/* Hands a tuning to CLBlast for ctx's device and picks its engine. */
+KILN_API kiln_status kiln_tuning_apply(kiln_ctx *ctx, const kiln_tuning *t);
+/* 1 and *t if device d has a valid record, else 0. */
+KILN_API int kiln_tuning_load(const kiln_device_info *d, kiln_tuning *t);
+/* Writes d's record atomically, with measured (JSON text, may be NULL)
+ * kept beside it; the file's path goes to path. */
+KILN_API kiln_status kiln_tuning_save(const kiln_device_info *d, const kiln_tuning *t,
+                                      const char *measured, char *path, size_t size);
+/* Where the record of device d is (or would be) kept. */
+KILN_API kiln_status kiln_tuning_path(const kiln_device_info *d, char *path, size_t size);
+
 /* Which implementation runs matrix products on a context. AUTO (the
  * default) is kiln's own GEMM on CPU devices, where it measures several
  * times faster than CLBlast's untuned kernels, and CLBlast elsewhere; the
@@ -283,6 +309,22 @@ KILN_API kiln_status kiln_model_dot(kiln_model *m, FILE *out);
  * fused selects the fused pipeline. */
 KILN_API kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t batch,
                                            int fused, FILE *out);
+
+/* Runs `steps` training steps of random data (after a warm-up step) and
+ * prints the device time of each layer per step, largest first. */
+KILN_API kiln_status kiln_model_profile_steps(kiln_model *m, kiln_ctx *ctx, size_t batch,
+                                              int steps, FILE *out);
+
+/* A matrix product: C (m x n) = op(A) (m x k) op(B) (k x n). */
+typedef struct {
+    kiln_transpose ta, tb;
+    size_t m, n, k;
+} kiln_gemm_shape;
+
+/* The distinct matrix products of one training step of m at this batch
+ * size (at most cap of them) into out. */
+KILN_API kiln_status kiln_model_gemm_shapes(kiln_model *m, kiln_ctx *ctx, size_t batch,
+                                            kiln_gemm_shape *out, size_t cap, size_t *count);
 
 /* ---- training --------------------------------------------------------------- */
 

@@ -123,6 +123,17 @@ static kiln_status scale_matrix(kiln_ctx *ctx, float alpha, cl_mem c, size_t c_o
                           &rows, sizeof cols, &cols);
 }
 
+static void log_shape(gemm_log *log, kiln_transpose ta, kiln_transpose tb, size_t m, size_t n,
+                      size_t k)
+{
+    gemm_shape s = {ta == KILN_TRANS, tb == KILN_TRANS, m, n, k};
+    for (size_t i = 0; i < log->count; i++)
+        if (memcmp(&log->shapes[i], &s, sizeof s) == 0)
+            return;
+    if (log->count < GEMM_LOG_MAX)
+        log->shapes[log->count++] = s;
+}
+
 kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
                             size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
                             size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
@@ -132,6 +143,8 @@ kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb,
         return KILN_OK;
     if (k == 0 || alpha == 0.0f)
         return beta == 1.0f ? KILN_OK : scale_matrix(ctx, beta, c, c_off, ldc, m, n);
+    if (ctx->gemms)
+        log_shape(ctx->gemms, ta, tb, m, n, k);
     if (ctx->gemm == KILN_GEMM_KILN)
         return kiln_cpu_sgemm(ctx, ta, tb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c,
                               c_off, ldc);

@@ -385,6 +385,12 @@ static kiln_status open_queue(kiln_ctx *ctx)
 
 kiln_status kiln_ctx_create(const char *selector, kiln_ctx **out)
 {
+    const char *env = getenv("KILN_TUNE");
+    return kiln_ctx_open(selector, !(env && strcmp(env, "off") == 0), out);
+}
+
+kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out)
+{
     if (!out)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_create: out is required");
     *out = NULL;
@@ -400,6 +406,9 @@ kiln_status kiln_ctx_create(const char *selector, kiln_ctx **out)
         st = kiln_program_cache_create(ctx, &ctx->programs);
     if (st == KILN_OK)
         st = kiln_gemm_engine_init(ctx);
+    kiln_tuning record;
+    if (st == KILN_OK && tuned && kiln_tuning_load(&ctx->info, &record))
+        st = kiln_tuning_apply(ctx, &record);
     if (st != KILN_OK) {
         kiln_ctx_free(ctx);
         return st;

@@ -46,6 +46,9 @@ int kiln_make_dirs(const char *dir);
 /* Writes all n bytes to fd, retrying short writes; 0 on success. */
 int kiln_write_all(int fd, const void *data, size_t n);
 
+/* FNV-1a, 64 bits, for cache file names (program.c). */
+uint64_t kiln_fnv1a64(const void *data, size_t n);
+
 /* Monotonic wall-clock seconds. */
 double kiln_seconds(void);
 
@@ -72,6 +75,17 @@ extern const size_t kiln_cl_source_count;
 
 typedef struct kiln_profile kiln_profile;
 
+/* The distinct matrix products a context ran while a log was attached. */
+#define GEMM_LOG_MAX 64
+typedef struct {
+    int ta, tb;
+    size_t m, n, k;
+} gemm_shape;
+typedef struct {
+    gemm_shape shapes[GEMM_LOG_MAX];
+    size_t count;
+} gemm_log;
+
 struct kiln_ctx {
     kiln_device_info info;
     cl_platform_id platform;
@@ -83,6 +97,7 @@ struct kiln_ctx {
     uint64_t launches; /* kernels, CLBlast calls and copies enqueued */
     FILE *trace;       /* when set, every launch is printed there */
     kiln_profile *profile;   /* recording launches when set (profile.c) */
+    gemm_log *gemms;         /* when set, kiln_blas_sgemm records its shapes */
     char label[64];          /* the layer being enqueued, for profiles and traces */
     kiln_gemm_engine gemm;   /* which GEMM kiln_blas_sgemm runs */
     cl_mem scratch[2];       /* packing buffers of kiln's GEMM (gemm.c) */
@@ -113,6 +128,10 @@ kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name,
  * driver: kernels then read their indices without dividing. */
 kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
                            size_t y, size_t z, int nargs, ...);
+
+/* kiln_ctx_create, with the device's tuning record applied or not
+ * (kiln_ctx_create applies it unless $KILN_TUNE is "off"). */
+kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out);
 
 /* An x * y range of work-groups of one item each, for kernels written for
  * CPUs (one item runs a whole tile in vector registers). */

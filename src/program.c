@@ -115,7 +115,7 @@ static kiln_status resolve(const char *name, program_text *out)
 
 /* ---- the on-disk cache ------------------------------------------------------ */
 
-static uint64_t fnv1a64(const void *data, size_t n)
+uint64_t kiln_fnv1a64(const void *data, size_t n)
 {
     const unsigned char *p = data;
     uint64_t h = 14695981039346656037ull;
@@ -173,7 +173,7 @@ static void cache_key(const kiln_ctx *ctx, const program_text *src, const char *
         const char *text = src->part[i]->text;
         size_t len = strlen(text);
         used += snprintf(key + used, size - (size_t)used, "source %s %zu %016llx %08x\n",
-                         src->part[i]->name, len, (unsigned long long)fnv1a64(text, len),
+                         src->part[i]->name, len, (unsigned long long)kiln_fnv1a64(text, len),
                          (unsigned)crc(text, len));
     }
 }
@@ -186,7 +186,7 @@ static int cache_path(const char *key, char *path, size_t size)
         return -1;
     }
     int n = snprintf(path, size, "%s/%016llx.bin", dir,
-                     (unsigned long long)fnv1a64(key, strlen(key)));
+                     (unsigned long long)kiln_fnv1a64(key, strlen(key)));
     return n > 0 && (size_t)n < size ? 0 : -1;
 }
 

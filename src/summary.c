@@ -148,12 +148,21 @@ static loss_kind model_loss(const kiln_model *m, const kiln_shape *out)
     return out->ndim == 2 ? LOSS_CROSS_ENTROPY : LOSS_MSE;
 }
 
-kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t batch, int fused,
-                                  FILE *out)
+/* What one_step records: launches printed to trace, GEMM shapes into
+ * gemms, a profile of `steps` steps into totals; any may be NULL. */
+typedef struct {
+    FILE *trace;
+    gemm_log *gemms;
+    FILE *totals;
+    int steps;
+    uint64_t launches;
+} step_watch;
+
+/* Training steps (forward, loss, backward) of random data through model m,
+ * after one unwatched warm-up step. */
+static kiln_status watched_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int fused,
+                                 step_watch *w)
 {
-    if (!m || !ctx || !out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_trace_step: model, context "
-                                                    "and stream are required");
     kiln_status st = graph_finish(m);
     pipeline *p = NULL;
     kiln_tensor *target = NULL, *loss = NULL;
@@ -165,24 +174,77 @@ kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t batch, in
         st = random_batch(p, kind, &target);
     if (st == KILN_OK)
         st = tensor_of(ctx, &one, &loss);
-    if (st == KILN_OK)
+    int steps = w->steps > 0 ? w->steps : 1;
+    for (int i = -1; i < steps && st == KILN_OK; i++) {
         st = kiln_ctx_finish(ctx);
-    uint64_t before = kiln_ctx_launches(ctx);
-    fprintf(out, "one training step, batch %zu, %s:\n", batch, fused ? "fused" : "unfused");
-    kiln_ctx_set_trace(ctx, out);
-    if (st == KILN_OK)
-        st = pipeline_forward(p, 1);
-    if (st == KILN_OK)
-        st = pipeline_loss(p, kind, 0, target, loss);
-    if (st == KILN_OK)
-        st = pipeline_backward(p, 1);
+        uint64_t before = kiln_ctx_launches(ctx);
+        if (st == KILN_OK && i == 0) {
+            kiln_ctx_set_trace(ctx, w->trace);
+            ctx->gemms = w->gemms;
+            if (w->totals)
+                st = kiln_ctx_profile_begin(ctx);
+        }
+        if (st == KILN_OK)
+            st = pipeline_forward(p, 1);
+        if (st == KILN_OK)
+            st = pipeline_loss(p, kind, 0, target, loss);
+        if (st == KILN_OK)
+            st = pipeline_backward(p, 1);
+        if (i == 0)
+            w->launches = kiln_ctx_launches(ctx) - before;
+    }
     kiln_ctx_set_trace(ctx, NULL);
+    ctx->gemms = NULL;
+    if (st == KILN_OK && w->totals)
+        st = kiln_ctx_profile_end(ctx, NULL, (size_t)steps, w->totals);
     if (st == KILN_OK)
         st = kiln_ctx_finish(ctx);
-    if (st == KILN_OK)
-        fprintf(out, "%llu launches\n", (unsigned long long)(kiln_ctx_launches(ctx) - before));
+    kiln_profile_discard(ctx);
     kiln_tensor_free(target);
     kiln_tensor_free(loss);
     pipeline_free(p);
+    return st;
+}
+
+kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t batch, int fused,
+                                  FILE *out)
+{
+    if (!m || !ctx || !out)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_trace_step: model, context "
+                                                    "and stream are required");
+    fprintf(out, "one training step, batch %zu, %s:\n", batch, fused ? "fused" : "unfused");
+    step_watch w = {.trace = out};
+    kiln_status st = watched_steps(m, ctx, batch, fused, &w);
+    if (st == KILN_OK)
+        fprintf(out, "%llu launches\n", (unsigned long long)w.launches);
+    return st;
+}
+
+kiln_status kiln_model_profile_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int steps,
+                                     FILE *out)
+{
+    if (!m || !ctx || !out || steps < 1)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_profile_steps: model, "
+                                                    "context, stream and steps >= 1 are "
+                                                    "required");
+    step_watch w = {.totals = out, .steps = steps};
+    return watched_steps(m, ctx, batch, 1, &w);
+}
+
+kiln_status kiln_model_gemm_shapes(kiln_model *m, kiln_ctx *ctx, size_t batch,
+                                   kiln_gemm_shape *out, size_t cap, size_t *count)
+{
+    if (!m || !ctx || !out || !count)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_gemm_shapes: model, context "
+                                                    "and outputs are required");
+    gemm_log log = {.count = 0};
+    step_watch w = {.gemms = &log};
+    kiln_status st = watched_steps(m, ctx, batch, 1, &w);
+    *count = 0;
+    for (size_t i = 0; st == KILN_OK && i < log.count && *count < cap; i++, (*count)++) {
+        const gemm_shape *g = &log.shapes[i];
+        out[i] = (kiln_gemm_shape){g->ta ? KILN_TRANS : KILN_NO_TRANS,
+                                   g->tb ? KILN_TRANS : KILN_NO_TRANS, g->m, g->n, g->k};
+    }
     return st;
 }

@@ -170,6 +170,74 @@ START_TEST(sgemm_shape_mismatch_names_all_shapes)
 }
 END_TEST
 
+static int same_tuning(const kiln_tuning *a, const kiln_tuning *b)
+{
+    return a->has_xgemm == b->has_xgemm && a->has_min_indirect == b->has_min_indirect &&
+           a->min_indirect == b->min_indirect && a->engine == b->engine &&
+           memcmp(a->xgemm, b->xgemm, sizeof a->xgemm) == 0;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A tuning record survives a save and load; a corrupt one, or one of
+ * another device or driver, is ignored. */
+START_TEST(tuning_records_round_trip_and_bad_ones_are_ignored)
+{
+    char dir[600], path[4096];
+    snprintf(dir, sizeof dir, "%s/tuning", test_tmpdir());
+    setenv("KILN_CACHE_DIR", dir, 1);
+    const kiln_device_info *d = kiln_ctx_device(test_ctx());
+    kiln_tuning t = {.has_xgemm = 1,
+                     .xgemm = {0, 1, 16, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8},
+                     .has_min_indirect = 1,
+                     .min_indirect = 384,
+                     .engine = KILN_GEMM_KILN},
+                back;
+    check_ok(kiln_tuning_save(d, &t, "{\"note\": 1}", path, sizeof path));
+    ck_assert_int_eq(kiln_tuning_load(d, &back), 1);
+    ck_assert(same_tuning(&t, &back));
+    kiln_device_info other = *d;
+    snprintf(other.driver_version, sizeof other.driver_version, "another driver");
+    ck_assert_int_eq(kiln_tuning_load(&other, &back), 0);
+    FILE *f = fopen(path, "r");
+    char text[8192];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *id = strstr(text, d->driver_version);
+    ck_assert_ptr_nonnull(id);
+    id[0] ^= 1; /* a record whose device line names another driver */
+    write_text(path, text);
+    ck_assert_int_eq(kiln_tuning_load(d, &back), 0);
+    write_text(path, "{\"device\": 3, ");
+    ck_assert_int_eq(kiln_tuning_load(d, &back), 0);
+    unsetenv("KILN_CACHE_DIR");
+}
+END_TEST
+
+/* CLBlast with parameters handed over by a tuning record (a CPU-shaped
+ * set) still computes the right products. */
+START_TEST(tuned_clblast_parameters_give_correct_products)
+{
+    kiln_tuning t = {.has_xgemm = 1,
+                     .xgemm = {0, 1, 16, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 4, 4},
+                     .has_min_indirect = 1,
+                     .min_indirect = 0, /* always the indirect kernel, the tuned one */
+                     .engine = KILN_GEMM_CLBLAST};
+    check_ok(kiln_tuning_apply(test_ctx(), &t));
+    gemm_size s = {67, 45, 33};
+    for (int tr = 0; tr < 4; tr++)
+        gemm_case(s, tr & 1, tr >> 1, 1.25f, 0.5f);
+    kiln_ctx_set_gemm(test_ctx(), KILN_GEMM_AUTO);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("blas");
@@ -178,6 +246,8 @@ int main(void)
     tcase_add_loop_test(tc, sgemm_with_zero_alpha_scales_c, 0, 2);
     tcase_add_loop_test(tc, sgemm_on_submatrices_at_offsets, 0, 8);
     tcase_add_test(tc, gemm_engine_names_round_trip);
+    tcase_add_test(tc, tuning_records_round_trip_and_bad_ones_are_ignored);
+    tcase_add_test(tc, tuned_clblast_parameters_give_correct_products);
     tcase_add_test(tc, sgemm_shape_mismatch_names_all_shapes);
     suite_add_tcase(s, tc);
     return test_run(s);

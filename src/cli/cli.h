@@ -11,6 +11,7 @@ int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_predict(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_tune(int argc, char **argv);
 
 /* Prints "kiln CMD: <last error>" to stderr and returns the exit code 1. */
 int cli_fail(const char *cmd);

@@ -29,7 +29,8 @@ static const command commands[] = {
      "class probabilities for a few samples"},
     {"bench", cli_bench, "kiln bench [--all-devices] [--json]",
      "GEMM, bandwidth, latency and training speed of devices"},
-    {"tune", NULL, "kiln tune [--budget 60s]", "tune the GEMM kernels for the device"},
+    {"tune", cli_tune, "kiln tune [MODEL.ini ...] [--budget 3m] [--show]",
+     "tune the GEMM for the device and keep the result"},
     {"version", cmd_version, "kiln version", "print kiln's version"},
     {"help", cmd_help, "kiln help", "print this help"},
 };

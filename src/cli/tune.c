@@ -1,0 +1,700 @@
+/* kiln tune: searches CLBlast's Xgemm parameters for one device, finds the
+ * size from which CLBlast's indirect GEMM beats its direct one, picks the
+ * faster engine (kiln's own GEMM or CLBlast) on CPU devices, and stores the
+ * result as the device's tuning record, applied whenever kiln opens it.
+ *
+ * Every candidate runs in a worker process (this program, re-executed with
+ * --worker): a kernel that takes too long to compile, crashes the driver
+ * or computes wrong results costs that worker only. Workers check the
+ * product against a float64 reference at awkward sizes and all transposes
+ * before they time the shapes; the parent kills one that outlives its
+ * share of the budget. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "ref.h"
+#include "rng.h"
+
+extern char **environ;
+
+#define MAX_SHAPES 40
+#define MAX_LINE 4096
+#define DIRECT_ALWAYS 1000000 /* XGEMM_MIN_INDIRECT_SIZE that never goes indirect */
+
+typedef struct {
+    kiln_gemm_shape s[MAX_SHAPES];
+    size_t count;
+} shape_set;
+
+typedef struct {
+    const char *device;
+    double budget;
+    int show, worker, batch;
+    const char *engine, *xgemm, *min_indirect, *shapes;
+} tune_args;
+
+static const char usage[] =
+    "usage: kiln tune [MODEL.ini ...] [--budget 3m] [--batch N] [--device SEL]\n"
+    "       kiln tune --show [--device SEL]\n";
+
+/* ---- shapes as text: "NT:128x256x784,NN:..." ---------------------------- */
+
+static void shape_text(const kiln_gemm_shape *g, char *buf, size_t size)
+{
+    snprintf(buf, size, "%c%c:%zux%zux%zu", g->ta == KILN_TRANS ? 'T' : 'N',
+             g->tb == KILN_TRANS ? 'T' : 'N', g->m, g->n, g->k);
+}
+
+static int parse_shapes(const char *text, shape_set *set)
+{
+    set->count = 0;
+    for (const char *p = text; *p && set->count < MAX_SHAPES;) {
+        char a, b;
+        size_t m, n, k;
+        int used = 0;
+        if (sscanf(p, "%c%c:%zux%zux%zu%n", &a, &b, &m, &n, &k, &used) != 5 || !m || !n || !k)
+            return 0;
+        set->s[set->count++] = (kiln_gemm_shape){a == 'T' ? KILN_TRANS : KILN_NO_TRANS,
+                                                 b == 'T' ? KILN_TRANS : KILN_NO_TRANS, m, n, k};
+        p += used;
+        p += *p == ',';
+    }
+    return set->count > 0;
+}
+
+static void add_shape(shape_set *set, kiln_gemm_shape g)
+{
+    for (size_t i = 0; i < set->count; i++)
+        if (memcmp(&set->s[i], &g, sizeof g) == 0)
+            return;
+    if (set->count < MAX_SHAPES)
+        set->s[set->count++] = g;
+}
+
+/* ---- the worker ------------------------------------------------------------ */
+
+static kiln_tensor *random_matrix(kiln_ctx *ctx, size_t rows, size_t cols, kiln_rng *rng,
+                                  float *host)
+{
+    size_t shape[2] = {rows, cols};
+    kiln_tensor *t = NULL;
+    kiln_rng_fill(rng, host, rows * cols, -1.0f, 1.0f);
+    if (kiln_tensor_create(ctx, 2, shape, &t) != KILN_OK ||
+        kiln_tensor_upload(t, host, rows * cols) != KILN_OK) {
+        kiln_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Runs one product; with check, compares it with the float64 reference
+ * and returns its worst error in *err. */
+static kiln_status one_product(kiln_ctx *ctx, const kiln_gemm_shape *g, int check, int reps,
+                               double *seconds, double *err)
+{
+    kiln_rng rng;
+    kiln_rng_seed(&rng, 7);
+    size_t na = g->m * g->k, nb = g->k * g->n, nc = g->m * g->n;
+    float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = calloc(nc, sizeof *c);
+    double *want = check ? malloc(nc * sizeof *want) : NULL;
+    kiln_tensor *ta = NULL, *tb = NULL, *tc = NULL;
+    kiln_status st = a && b && c && (!check || want) ? KILN_OK : KILN_ERR_OUT_OF_MEMORY;
+    if (st == KILN_OK) {
+        ta = g->ta == KILN_TRANS ? random_matrix(ctx, g->k, g->m, &rng, a)
+                                 : random_matrix(ctx, g->m, g->k, &rng, a);
+        tb = g->tb == KILN_TRANS ? random_matrix(ctx, g->n, g->k, &rng, b)
+                                 : random_matrix(ctx, g->k, g->n, &rng, b);
+        tc = random_matrix(ctx, g->m, g->n, &rng, c);
+        st = ta && tb && tc ? KILN_OK : KILN_ERR_OPENCL;
+    }
+    /* a warm-up that also builds the kernels, then the best of three */
+    *seconds = INFINITY;
+    for (int t = -1; t < (check ? 0 : 3) && st == KILN_OK; t++) {
+        double t0 = ref_seconds();
+        for (int r = 0; r < (t < 0 ? 1 : reps) && st == KILN_OK; r++)
+            st = kiln_gemm(ctx, g->ta, g->tb, 1.0f, ta, tb, 0.0f, tc);
+        if (st == KILN_OK)
+            st = kiln_ctx_finish(ctx);
+        if (t >= 0)
+            *seconds = fmin(*seconds, (ref_seconds() - t0) / reps);
+    }
+    if (st == KILN_OK && check) {
+        st = kiln_tensor_download(tc, c, nc);
+        ref_gemm(g->ta == KILN_TRANS, g->tb == KILN_TRANS, g->m, g->n, g->k, 1.0, a, b, 0.0, c,
+                 want);
+        *err = 0;
+        for (size_t i = 0; st == KILN_OK && i < nc; i++)
+            *err = fmax(*err, fabs(c[i] - want[i]));
+    }
+    kiln_tensor_free(ta);
+    kiln_tensor_free(tb);
+    kiln_tensor_free(tc);
+    free(a);
+    free(b);
+    free(c);
+    free(want);
+    return st;
+}
+
+static int parse_list(const char *text, size_t *out, int count)
+{
+    for (int i = 0; i < count; i++) {
+        char *end;
+        out[i] = strtoul(text, &end, 10);
+        if (end == text || (i + 1 < count && *end != ','))
+            return 0;
+        text = end + 1;
+    }
+    return 1;
+}
+
+/* Prints "ok SECONDS..." (one per shape) or "fail REASON". */
+static int worker(const tune_args *a)
+{
+    shape_set set;
+    kiln_tuning t = {.engine = KILN_GEMM_CLBLAST};
+    kiln_ctx *ctx = NULL;
+    if (!parse_shapes(a->shapes, &set) ||
+        (a->xgemm && !(t.has_xgemm = parse_list(a->xgemm, t.xgemm, KILN_XGEMM_PARAMS))) ||
+        (a->min_indirect && !(t.has_min_indirect = parse_list(a->min_indirect, &t.min_indirect, 1)))) {
+        printf("fail bad worker arguments\n");
+        return 2;
+    }
+    if (strcmp(a->engine, "kiln") == 0)
+        t.engine = KILN_GEMM_KILN;
+    kiln_status st = kiln_ctx_create(a->device, &ctx);
+    if (st == KILN_OK)
+        st = kiln_tuning_apply(ctx, &t);
+    static const kiln_gemm_shape checks[] = {{KILN_NO_TRANS, KILN_NO_TRANS, 67, 45, 33},
+                                             {KILN_TRANS, KILN_NO_TRANS, 33, 67, 45},
+                                             {KILN_NO_TRANS, KILN_TRANS, 45, 33, 67},
+                                             {KILN_TRANS, KILN_TRANS, 129, 31, 70}};
+    double seconds, err = 0;
+    for (size_t i = 0; st == KILN_OK && i < sizeof checks / sizeof checks[0]; i++) {
+        st = one_product(ctx, &checks[i], 1, 1, &seconds, &err);
+        if (st == KILN_OK && !(err < 1e-3)) {
+            char s[64];
+            shape_text(&checks[i], s, sizeof s);
+            printf("fail wrong results: %s differs from the reference by %g\n", s, err);
+            kiln_ctx_free(ctx);
+            return 1;
+        }
+    }
+    double times[MAX_SHAPES];
+    for (size_t i = 0; st == KILN_OK && i < set.count; i++) {
+        const kiln_gemm_shape *g = &set.s[i];
+        double flops = 2.0 * (double)g->m * (double)g->n * (double)g->k;
+        int reps = (int)fmax(1.0, fmin(50.0, 2e9 / flops)); /* ~20 ms at 100 GFLOPS */
+        st = one_product(ctx, g, 0, reps, &times[i], &err);
+    }
+    if (st != KILN_OK) {
+        printf("fail %s\n", kiln_last_error());
+        kiln_ctx_free(ctx);
+        return 1;
+    }
+    printf("ok");
+    for (size_t i = 0; i < set.count; i++)
+        printf(" %.9g", times[i]);
+    printf("\n");
+    kiln_ctx_free(ctx);
+    return 0;
+}
+
+/* ---- running workers ------------------------------------------------------- */
+
+typedef struct {
+    int ok;
+    double times[MAX_SHAPES];
+    double total;
+    char why[256];
+} outcome;
+
+/* Reads the worker's output until it exits or the deadline passes. */
+static void collect(int fd, pid_t pid, double deadline, char *line, size_t size, int *killed)
+{
+    size_t used = 0;
+    *killed = 0;
+    for (;;) {
+        double left = deadline - ref_seconds();
+        if (left <= 0) {
+            kill(pid, SIGKILL);
+            *killed = 1;
+            break;
+        }
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, (int)fmin(left * 1000.0, 1000.0) + 1);
+        if (r < 0 && errno != EINTR)
+            break;
+        if (r <= 0)
+            continue;
+        ssize_t n = read(fd, line + used, size - 1 - used);
+        if (n <= 0)
+            break;
+        used += (size_t)n;
+    }
+    line[used] = '\0';
+}
+
+static void run_worker(const char *device, const char *engine, const kiln_tuning *t,
+                       const char *shapes, size_t count, double timeout, outcome *o)
+{
+    char xgemm[256] = "", indirect[32] = "";
+    for (int i = 0; t && t->has_xgemm && i < KILN_XGEMM_PARAMS; i++)
+        snprintf(xgemm + strlen(xgemm), sizeof xgemm - strlen(xgemm), "%s%zu", i ? "," : "",
+                 t->xgemm[i]);
+    if (t && t->has_min_indirect)
+        snprintf(indirect, sizeof indirect, "%zu", t->min_indirect);
+    char *argv[16];
+    int n = 0;
+    argv[n++] = "kiln";
+    argv[n++] = "tune";
+    argv[n++] = "--worker";
+    argv[n++] = "--engine";
+    argv[n++] = (char *)engine;
+    argv[n++] = "--shapes";
+    argv[n++] = (char *)shapes;
+    argv[n++] = "--device";
+    argv[n++] = (char *)device;
+    if (xgemm[0]) {
+        argv[n++] = "--xgemm";
+        argv[n++] = xgemm;
+    }
+    if (indirect[0]) {
+        argv[n++] = "--min-indirect";
+        argv[n++] = indirect;
+    }
+    argv[n] = NULL;
+    memset(o, 0, sizeof *o);
+    int pipefd[2];
+    if (pipe(pipefd) != 0) {
+        snprintf(o->why, sizeof o->why, "pipe: %s", strerror(errno));
+        return;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+    pid_t pid;
+    int err = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipefd[1]);
+    if (err != 0) {
+        close(pipefd[0]);
+        snprintf(o->why, sizeof o->why, "cannot start a worker: %s", strerror(err));
+        return;
+    }
+    char line[MAX_LINE];
+    int killed;
+    collect(pipefd[0], pid, ref_seconds() + timeout, line, sizeof line, &killed);
+    close(pipefd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (killed) {
+        snprintf(o->why, sizeof o->why, "no result within %.0f s (compile or run too slow)",
+                 timeout);
+        return;
+    }
+    if (strncmp(line, "ok", 2) != 0) {
+        line[strcspn(line, "\n")] = '\0';
+        const char *why = line[0] ? line + (strncmp(line, "fail ", 5) == 0 ? 5 : 0)
+                                  : WIFSIGNALED(status) ? "the worker crashed" : "no output";
+        snprintf(o->why, sizeof o->why, "%.200s", why);
+        return;
+    }
+    char *p = line + 2;
+    for (size_t i = 0; i < count; i++) {
+        char *end;
+        o->times[i] = strtod(p, &end);
+        if (end == p || !(o->times[i] > 0)) {
+            snprintf(o->why, sizeof o->why, "unreadable worker output");
+            return;
+        }
+        o->total += o->times[i];
+        p = end;
+    }
+    o->ok = 1;
+}
+
+/* ---- the search space ------------------------------------------------------ */
+
+enum { GEMMK, KREG, KWG, KWI, MDIMA, MDIMC, MWG, NDIMB, NDIMC, NWG, SA, SB, STRM, STRN, VWM, VWN };
+
+/* CLBlast's constraints for Xgemm kernel 0, and the device's limits. */
+static int valid(const size_t *x, const kiln_device_info *d)
+{
+    size_t threads = x[MDIMC] * x[NDIMC];
+    size_t local = (x[SA] * x[KWG] * x[MWG] + x[SB] * x[KWG] * x[NWG]) * sizeof(float);
+    return x[GEMMK] == 0 && x[KREG] == 1 && x[KWG] % x[KWI] == 0 &&
+           x[MWG] % (x[MDIMC] * x[VWM]) == 0 && x[NWG] % (x[NDIMC] * x[VWN]) == 0 &&
+           x[MWG] % (x[MDIMA] * x[VWM]) == 0 && x[NWG] % (x[NDIMB] * x[VWN]) == 0 &&
+           threads % x[MDIMA] == 0 && threads % x[NDIMB] == 0 &&
+           x[KWG] % (threads / x[MDIMA]) == 0 && x[KWG] % (threads / x[NDIMB]) == 0 &&
+           threads <= d->max_work_group_size && local <= d->local_mem_bytes;
+}
+
+static size_t pick(kiln_rng *rng, const size_t *values, size_t n)
+{
+    return values[kiln_rng_next(rng) % n];
+}
+
+/* A random valid candidate; CPUs like wide vectors, big tiles and no
+ * local memory, GPUs more threads and local memory: the space holds both. */
+static int sample(kiln_rng *rng, const kiln_device_info *d, size_t *x)
+{
+    static const size_t wg[] = {16, 32, 64, 128}, kwg[] = {16, 32}, dim[] = {4, 8, 16, 32},
+                        kwi[] = {2, 8}, vw[] = {1, 2, 4, 8}, bit[] = {0, 1};
+    for (int tries = 0; tries < 100000; tries++) {
+        x[GEMMK] = 0;
+        x[KREG] = 1;
+        x[MWG] = pick(rng, wg, 4);
+        x[NWG] = pick(rng, wg, 4);
+        x[KWG] = pick(rng, kwg, 2);
+        x[MDIMC] = pick(rng, dim, 4);
+        x[NDIMC] = pick(rng, dim, 4);
+        x[MDIMA] = pick(rng, dim, 4);
+        x[NDIMB] = pick(rng, dim, 4);
+        x[KWI] = pick(rng, kwi, 2);
+        x[VWM] = pick(rng, vw, 4);
+        x[VWN] = pick(rng, vw, 4);
+        x[SA] = pick(rng, bit, 2);
+        x[SB] = pick(rng, bit, 2);
+        x[STRM] = pick(rng, bit, 2);
+        x[STRN] = pick(rng, bit, 2);
+        if (valid(x, d))
+            return 1;
+    }
+    return 0;
+}
+
+/* Starting points: a CPU-shaped set (wide vectors, 8x8 threads, no local
+ * memory) and a GPU-shaped one. */
+static const size_t seeds[2][KILN_XGEMM_PARAMS] = {
+    {0, 1, 16, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8},
+    {0, 1, 32, 2, 16, 16, 64, 16, 16, 64, 1, 1, 0, 0, 2, 2},
+};
+
+/* ---- the search ------------------------------------------------------------ */
+
+static void describe(const size_t *x, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    for (int i = 0; i < KILN_XGEMM_PARAMS; i++)
+        snprintf(buf + strlen(buf), size - strlen(buf), "%s%s=%zu", i ? " " : "",
+                 kiln_xgemm_param_name(i), x[i]);
+}
+
+static double gflops(const shape_set *set, const double *times, size_t i)
+{
+    const kiln_gemm_shape *g = &set->s[i];
+    return 2.0 * (double)g->m * (double)g->n * (double)g->k / times[i] * 1e-9;
+}
+
+static double total_gflops(const shape_set *set, const outcome *o)
+{
+    double flops = 0;
+    for (size_t i = 0; i < set->count; i++)
+        flops += 2.0 * (double)set->s[i].m * (double)set->s[i].n * (double)set->s[i].k;
+    return flops / o->total * 1e-9;
+}
+
+typedef struct {
+    const char *device;
+    const kiln_device_info *info;
+    shape_set set;
+    char shapes[MAX_LINE];
+    double started, budget;
+    outcome clblast_default, kiln, best;
+    kiln_tuning tuning;
+    int tried;
+} search;
+
+static double left(const search *s)
+{
+    return s->budget - (ref_seconds() - s->started);
+}
+
+/* The time a worker may take: what is left, but at least 30 s. */
+static double allowance(const search *s)
+{
+    return fmax(30.0, left(s));
+}
+
+static void candidates(search *s)
+{
+    kiln_rng rng;
+    kiln_rng_seed(&rng, 2024);
+    size_t x[KILN_XGEMM_PARAMS];
+    for (int i = 0; left(s) > 0; i++) {
+        if (i < 2)
+            memcpy(x, seeds[i], sizeof x);
+        else if (!sample(&rng, s->info, x))
+            break;
+        if (!valid(x, s->info))
+            continue;
+        kiln_tuning t = {.has_xgemm = 1};
+        memcpy(t.xgemm, x, sizeof x);
+        outcome o;
+        run_worker(s->device, "clblast", &t, s->shapes, s->set.count, allowance(s), &o);
+        s->tried++;
+        char text[400];
+        describe(x, text, sizeof text);
+        if (!o.ok) {
+            printf("  candidate %d: %s\n    skipped: %s\n", s->tried, text, o.why);
+            continue;
+        }
+        int better = !s->best.ok || o.total < s->best.total;
+        printf("  candidate %d: %s\n    %.1f GFLOPS over the shapes%s\n", s->tried, text,
+               total_gflops(&s->set, &o), better ? " (best so far)" : "");
+        fflush(stdout);
+        if (better) {
+            s->best = o;
+            s->tuning.has_xgemm = 1;
+            memcpy(s->tuning.xgemm, x, sizeof x);
+        }
+    }
+}
+
+/* The smallest square size from which the indirect GEMM (with the tuned
+ * parameters) beats the direct one. */
+static void direct_threshold(search *s)
+{
+    static const size_t sizes[] = {64, 128, 256, 512};
+    char shapes[256] = "";
+    for (int i = 0; i < 4; i++)
+        snprintf(shapes + strlen(shapes), sizeof shapes - strlen(shapes), "%sNN:%zux%zux%zu",
+                 i ? "," : "", sizes[i], sizes[i], sizes[i]);
+    kiln_tuning direct = s->tuning, indirect = s->tuning;
+    direct.has_min_indirect = indirect.has_min_indirect = 1;
+    direct.min_indirect = DIRECT_ALWAYS;
+    indirect.min_indirect = 0;
+    outcome od, oi;
+    run_worker(s->device, "clblast", &direct, shapes, 4, allowance(s), &od);
+    run_worker(s->device, "clblast", &indirect, shapes, 4, allowance(s), &oi);
+    if (!od.ok || !oi.ok) {
+        printf("  direct vs indirect: not measured (%s)\n", od.ok ? oi.why : od.why);
+        return;
+    }
+    s->tuning.has_min_indirect = 1;
+    s->tuning.min_indirect = DIRECT_ALWAYS;
+    for (int i = 3; i >= 0 && oi.times[i] < od.times[i]; i--)
+        s->tuning.min_indirect = sizes[i];
+    for (int i = 0; i < 4; i++)
+        printf("  n=%-4zu direct %.2f ms, indirect %.2f ms\n", sizes[i], od.times[i] * 1e3,
+               oi.times[i] * 1e3);
+    printf("  CLBlast's indirect GEMM from size %zu on\n", s->tuning.min_indirect);
+}
+
+/* The record's "measured" part, as JSON text. */
+static char *measured_json(const search *s)
+{
+    size_t size = 16384;
+    char *j = malloc(size);
+    if (!j)
+        return NULL;
+    int used = snprintf(j, size, "{\"budget_s\": %.0f, \"candidates\": %d, \"shapes\": [",
+                        s->budget, s->tried);
+    for (size_t i = 0; i < s->set.count; i++) {
+        char t[64];
+        shape_text(&s->set.s[i], t, sizeof t);
+        used += snprintf(j + used, size - (size_t)used, "%s{\"shape\": \"%s\"", i ? ", " : "",
+                         t);
+        const outcome *os[3] = {&s->clblast_default, &s->best, &s->kiln};
+        const char *names[3] = {"clblast_default", "clblast_tuned", "kiln"};
+        for (int k = 0; k < 3; k++)
+            if (os[k]->ok)
+                used += snprintf(j + used, size - (size_t)used, ", \"%s_gflops\": %.2f",
+                                 names[k], gflops(&s->set, os[k]->times, i));
+        used += snprintf(j + used, size - (size_t)used, "}");
+    }
+    snprintf(j + used, size - (size_t)used, "]}");
+    return j;
+}
+
+static void report(const search *s)
+{
+    printf("\n%-22s %16s %16s %16s\n", "GFLOPS", "CLBlast default", "CLBlast tuned", "kiln");
+    for (size_t i = 0; i < s->set.count; i++) {
+        char t[64];
+        shape_text(&s->set.s[i], t, sizeof t);
+        printf("%-22s", t);
+        const outcome *os[3] = {&s->clblast_default, &s->best, &s->kiln};
+        for (int k = 0; k < 3; k++)
+            os[k]->ok ? printf(" %16.1f", gflops(&s->set, os[k]->times, i))
+                      : printf(" %16s", "-");
+        printf("\n");
+    }
+}
+
+/* ---- the command ------------------------------------------------------------ */
+
+static int parse_budget(const char *v, double *out)
+{
+    char *end;
+    double x = strtod(v, &end);
+    double unit = strcmp(end, "m") == 0 ? 60 : strcmp(end, "h") == 0 ? 3600 : 1;
+    if (end == v || !(strcmp(end, "") == 0 || strcmp(end, "s") == 0 || unit > 1) || !(x > 0)) {
+        fprintf(stderr, "kiln tune: --budget %s: expected a duration such as 90s, 5m or 1h\n", v);
+        return 0;
+    }
+    *out = x * unit;
+    return 1;
+}
+
+static int show(const char *device)
+{
+    kiln_device_info info;
+    char path[4096];
+    if (kiln_device_select(device, &info) != KILN_OK ||
+        kiln_tuning_path(&info, path, sizeof path) != KILN_OK)
+        return cli_fail("tune");
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        printf("no tuning record for %s / %s (would be %s); run kiln tune\n", info.platform,
+               info.name, path);
+        return 0;
+    }
+    printf("tuning record for %s / %s: %s\n", info.platform, info.name, path);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        fwrite(buf, 1, n, stdout);
+    fclose(f);
+    printf("\n");
+    return 0;
+}
+
+/* The GEMMs of the given models (or of the examples, when run from kiln's
+ * source tree) and square sizes. */
+static int collect_shapes(const tune_args *a, char **models, int n_models, search *s)
+{
+    static const char *const examples[] = {"examples/fashion_mlp.ini", "examples/fashion_cnn.ini"};
+    static const size_t squares[] = {256, 512, 1024};
+    kiln_ctx *ctx;
+    if (kiln_ctx_create(a->device, &ctx) != KILN_OK)
+        return 0;
+    int use_examples = n_models == 0;
+    int count = use_examples ? 2 : n_models;
+    for (int i = 0; i < count; i++) {
+        const char *path = use_examples ? examples[i] : models[i];
+        if (use_examples && access(path, R_OK) != 0)
+            continue;
+        kiln_model *m;
+        kiln_gemm_shape g[MAX_SHAPES];
+        size_t n = 0;
+        if (kiln_model_load(path, &m) != KILN_OK ||
+            kiln_model_gemm_shapes(m, ctx, (size_t)a->batch, g, MAX_SHAPES, &n) != KILN_OK) {
+            kiln_ctx_free(ctx);
+            return 0;
+        }
+        kiln_model_free(m);
+        printf("  %s: %zu matrix products a step at batch %d\n", path, n, a->batch);
+        for (size_t k = 0; k < n; k++)
+            add_shape(&s->set, g[k]);
+    }
+    for (int i = 0; i < 3; i++)
+        add_shape(&s->set, (kiln_gemm_shape){KILN_NO_TRANS, KILN_NO_TRANS, squares[i],
+                                             squares[i], squares[i]});
+    kiln_ctx_free(ctx);
+    s->shapes[0] = '\0';
+    for (size_t i = 0; i < s->set.count; i++) {
+        char t[64];
+        shape_text(&s->set.s[i], t, sizeof t);
+        snprintf(s->shapes + strlen(s->shapes), sizeof s->shapes - strlen(s->shapes), "%s%s",
+                 i ? "," : "", t);
+    }
+    return 1;
+}
+
+static int tune(const tune_args *a, char **models, int n_models)
+{
+    kiln_device_info info;
+    if (kiln_device_select(a->device, &info) != KILN_OK)
+        return cli_fail("tune");
+    search s = {.info = &info, .budget = a->budget};
+    char device[32];
+    snprintf(device, sizeof device, "%u", info.global_index);
+    s.device = device;
+    printf("tuning the GEMM for %s / %s, budget %.0f s\n", info.platform, info.name, a->budget);
+    if (!collect_shapes(a, models, n_models, &s))
+        return cli_fail("tune");
+    s.started = ref_seconds();
+    setenv("KILN_TUNE", "off", 1); /* workers measure from CLBlast's defaults */
+    run_worker(device, "clblast", NULL, s.shapes, s.set.count, allowance(&s), &s.clblast_default);
+    printf("  CLBlast default: %s%.1f GFLOPS over the shapes\n",
+           s.clblast_default.ok ? "" : "failed; ", s.clblast_default.ok ? total_gflops(&s.set, &s.clblast_default) : 0.0);
+    if (info.type == KILN_DEVICE_CPU) {
+        run_worker(device, "kiln", NULL, s.shapes, s.set.count, allowance(&s), &s.kiln);
+        if (s.kiln.ok)
+            printf("  kiln's GEMM: %.1f GFLOPS over the shapes\n", total_gflops(&s.set, &s.kiln));
+    }
+    candidates(&s);
+    if (s.best.ok && left(&s) > 0)
+        direct_threshold(&s);
+    const outcome *clblast = s.best.ok ? &s.best : &s.clblast_default;
+    s.tuning.engine = s.kiln.ok && (!clblast->ok || s.kiln.total < clblast->total)
+                          ? KILN_GEMM_KILN
+                          : KILN_GEMM_CLBLAST;
+    report(&s);
+    char *measured = measured_json(&s), path[4096];
+    kiln_status st = kiln_tuning_save(&info, &s.tuning, measured, path, sizeof path);
+    free(measured);
+    if (st != KILN_OK)
+        return cli_fail("tune");
+    printf("\n%d candidates in %.0f s; GEMM engine: %s; record written to %s\n", s.tried,
+           ref_seconds() - s.started, kiln_gemm_engine_str((kiln_gemm_engine)s.tuning.engine),
+           path);
+    return 0;
+}
+
+int cli_tune(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"budget", required_argument, NULL, 'B'}, {"device", required_argument, NULL, 'd'},
+        {"show", no_argument, NULL, 's'},         {"batch", required_argument, NULL, 'b'},
+        {"worker", no_argument, NULL, 'W'},       {"engine", required_argument, NULL, 'E'},
+        {"xgemm", required_argument, NULL, 'X'},  {"min-indirect", required_argument, NULL, 'I'},
+        {"shapes", required_argument, NULL, 'S'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    tune_args a = {.budget = 180, .batch = 128, .engine = "clblast"};
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "B:d:sb:WE:X:I:S:h", options, NULL)) != -1) {
+        switch (opt) {
+        case 'B':
+            if (!parse_budget(optarg, &a.budget))
+                return 2;
+            break;
+        case 'd': a.device = optarg; break;
+        case 's': a.show = 1; break;
+        case 'b': a.batch = atoi(optarg); break;
+        case 'W': a.worker = 1; break;
+        case 'E': a.engine = optarg; break;
+        case 'X': a.xgemm = optarg; break;
+        case 'I': a.min_indirect = optarg; break;
+        case 'S': a.shapes = optarg; break;
+        default:
+            fputs(usage, opt == 'h' ? stdout : stderr);
+            return opt == 'h' ? 0 : 2;
+        }
+    }
+    if (a.batch < 1 || a.batch > 65536) {
+        fprintf(stderr, "kiln tune: --batch: expected 1 to 65536\n");
+        return 2;
+    }
+    if (a.worker)
+        return a.shapes ? worker(&a) : 2;
+    if (a.show)
+        return show(a.device);
+    return tune(&a, argv + optind, argc - optind);
+}
