@@ -22,3 +22,12 @@ __kernel void scale_matrix(__global float *x, const float alpha, const ulong off
     size_t at = offset + (i / cols) * ld + i % cols;
     x[at] = alpha == 0.0f ? 0.0f : alpha * x[at];
 }
+
+/* The bandwidth yardstick of kiln bench: y[i] = x[i], one item an element
+ * as kiln's elementwise kernels are written. */
+__kernel void copy(__global const float *x, __global float *y, const ulong n)
+{
+    size_t i = get_global_id(0);
+    if (i < n)
+        y[i] = x[i];
+}

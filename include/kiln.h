@@ -386,21 +386,34 @@ KILN_API kiln_status kiln_predict(kiln_ctx *ctx, kiln_model *m, const char *chec
 
 /* ---- benchmarks ------------------------------------------------------------- */
 
-#define KILN_BENCH_GEMM_SIZES 4
+#define KILN_BENCH_GEMMS 12
+#define KILN_BENCH_KERNELS 8
 
-/* One device's numbers; every time is the best of several repetitions. */
+/* One device's numbers; every time is the best of several repetitions, and
+ * every ratio is taken within one run. A rate of 0 was not measured. */
 typedef struct {
-    size_t gemm_n[KILN_BENCH_GEMM_SIZES];      /* square sizes */
-    double gemm_gflops[KILN_BENCH_GEMM_SIZES]; /* SGEMM through CLBlast */
-    double copy_gbs;          /* device copy, read + write */
-    double relu_gbs;          /* a fused elementwise kernel, read + write */
-    double launch_us;         /* one small kernel, enqueue to finish */
+    size_t gemm_count;
+    kiln_gemm_shape gemm[KILN_BENCH_GEMMS]; /* squares, then the examples' shapes */
+    double gemm_default[KILN_BENCH_GEMMS];  /* GFLOPS: CLBlast with its own parameters */
+    double gemm_tuned[KILN_BENCH_GEMMS];    /* CLBlast with the device's tuning record */
+    double gemm_kiln[KILN_BENCH_GEMMS];     /* kiln's GEMM (CPU devices) */
+    double gemm_host[KILN_BENCH_GEMMS];     /* the host's BLAS, filled in by the caller */
+    double copy_gbs;                        /* a plain copy kernel, bytes read + written */
+    size_t kernel_count;
+    const char *kernel_name[KILN_BENCH_KERNELS];
+    double kernel_gbs[KILN_BENCH_KERNELS];  /* the bytes each must move, per second */
+    double launch_us;                       /* one small kernel, enqueue to finish */
     double upload_gbs, download_gbs;
-    double train_samples_per_s; /* the Fashion-MNIST MLP, batch 128, random data */
 } kiln_bench_result;
 
-/* Measures a device; quick uses smaller sizes (for tests). */
-KILN_API kiln_status kiln_bench(kiln_ctx *ctx, int quick, kiln_bench_result *out);
+/* Measures a device (opened without its tuning record, which is applied
+ * halfway); quick uses small sizes (for tests). */
+KILN_API kiln_status kiln_bench(const char *selector, int quick, kiln_bench_result *out);
+
+/* Training throughput of model m (random data, batch from its [train]
+ * section unless batch > 0): samples per second over a few steps. */
+KILN_API kiln_status kiln_bench_training(kiln_ctx *ctx, kiln_model *m, size_t batch,
+                                         double *samples_per_s);
 
 #ifdef __cplusplus
 }

@@ -1,100 +1,242 @@
-/* kiln bench: one device, or every device side by side (--all-devices);
- * a table, or JSON (--json). */
+/* kiln bench: one device (or each of them, --all-devices) as a table or
+ * JSON (--json): GEMM GFLOPS through every engine beside the host's
+ * OpenBLAS, fused kernels against a copy kernel, latency, transfers,
+ * training throughput of models and, for models named on the command
+ * line, the device time of each layer. */
+#include <dlfcn.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "ref.h"
 
-#define MAX_BENCH_DEVICES 16
+#define MAX_MODELS 8
+
+typedef struct {
+    const char *device;
+    int all, quick, json, layers;
+    const char *models[MAX_MODELS];
+    int n_models;
+} bench_args;
 
 typedef struct {
     kiln_device_info info;
     kiln_bench_result r;
+    double train[MAX_MODELS];
 } measured;
 
-static void print_json(const measured *m, size_t n)
+/* ---- the host's BLAS, loaded at run time ----------------------------------------- */
+
+typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *,
+                         int, float, float *, int);
+typedef char *(*corename_fn)(void);
+
+enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
+
+/* OpenBLAS from Debian's libopenblas0 when installed. Its run-time CPU
+ * detection predates some CPUs and then falls back to generic kernels;
+ * unless OPENBLAS_CORETYPE says otherwise, the core is named from the
+ * CPU's vector extensions so that kiln is measured against OpenBLAS at its
+ * best. */
+static sgemm_fn load_openblas(char *core, size_t size)
+{
+    if (!getenv("OPENBLAS_CORETYPE")) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f"))
+            setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+        else if (__builtin_cpu_supports("avx2"))
+            setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    }
+    void *lib = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
+    if (!lib)
+        return NULL;
+    corename_fn corename = (corename_fn)(uintptr_t)dlsym(lib, "openblas_get_corename");
+    snprintf(core, size, "OpenBLAS %s", corename ? corename() : "");
+    return (sgemm_fn)(uintptr_t)dlsym(lib, "cblas_sgemm");
+}
+
+static double host_gflops(sgemm_fn sgemm, const kiln_gemm_shape *g)
+{
+    int ta = g->ta == KILN_TRANS, tb = g->tb == KILN_TRANS;
+    size_t na = g->m * g->k, nb = g->k * g->n, nc = g->m * g->n;
+    float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = calloc(nc, sizeof *c);
+    double best = INFINITY, flops = 2.0 * (double)g->m * (double)g->n * (double)g->k;
+    int reps = (int)fmax(1.0, fmin(20.0, 1e9 / flops));
+    for (size_t i = 0; a && b && i < na; i++)
+        a[i] = 0.5f;
+    for (size_t i = 0; a && b && i < nb; i++)
+        b[i] = 0.5f;
+    for (int t = -1; a && b && c && t < 5; t++) {
+        double t0 = ref_seconds();
+        for (int r = 0; r < (t < 0 ? 1 : reps); r++)
+            sgemm(CBLAS_ROW_MAJOR, ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
+                  tb ? CBLAS_TRANS : CBLAS_NO_TRANS, (int)g->m, (int)g->n, (int)g->k, 1.0f, a,
+                  ta ? (int)g->m : (int)g->k, b, tb ? (int)g->k : (int)g->n, 0.0f, c, (int)g->n);
+        if (t >= 0)
+            best = fmin(best, (ref_seconds() - t0) / reps);
+    }
+    free(a);
+    free(b);
+    free(c);
+    return isfinite(best) ? flops / best * 1e-9 : 0;
+}
+
+/* ---- printing ---------------------------------------------------------------------- */
+
+static void shape_label(const kiln_gemm_shape *g, char *buf, size_t size)
+{
+    if (g->m == g->n && g->n == g->k && g->ta == KILN_NO_TRANS && g->tb == KILN_NO_TRANS)
+        snprintf(buf, size, "n=%zu", g->m);
+    else
+        snprintf(buf, size, "%c%c %zux%zux%zu", g->ta == KILN_TRANS ? 'T' : 'N',
+                 g->tb == KILN_TRANS ? 'T' : 'N', g->m, g->n, g->k);
+}
+
+static void cell(double v, const char *fmt)
+{
+    if (v > 0)
+        printf(fmt, v);
+    else
+        printf("%10s", "-");
+}
+
+static void print_table(const measured *m, const bench_args *a, const char *host)
+{
+    const kiln_bench_result *r = &m->r;
+    printf("%s / %s\n\n", m->info.platform, m->info.name);
+    printf("SGEMM, GFLOPS           %10s %10s %10s %10s %10s\n", "CLBlast", "tuned", "kiln",
+           "host", "best/host");
+    for (size_t i = 0; i < r->gemm_count; i++) {
+        char label[64];
+        shape_label(&r->gemm[i], label, sizeof label);
+        double best = fmax(fmax(r->gemm_default[i], r->gemm_tuned[i]), r->gemm_kiln[i]);
+        printf("  %-21s", label);
+        cell(r->gemm_default[i], " %10.1f");
+        cell(r->gemm_tuned[i], " %10.1f");
+        cell(r->gemm_kiln[i], " %10.1f");
+        cell(r->gemm_host[i], " %10.1f");
+        cell(r->gemm_host[i] > 0 ? best / r->gemm_host[i] : 0, " %10.2f");
+        printf("\n");
+    }
+    printf("  (tuned: the device's kiln tune record; host: %s)\n\n", host[0] ? host : "none");
+    printf("memory-bound kernels    %10s %10s\n", "GB/s", "of copy");
+    printf("  %-21s %10.2f %10.2f\n", "copy", r->copy_gbs, 1.0);
+    for (size_t i = 0; i < r->kernel_count; i++)
+        printf("  %-21s %10.2f %10.2f\n", r->kernel_name[i], r->kernel_gbs[i],
+               r->kernel_gbs[i] / r->copy_gbs);
+    printf("\nlaunch latency          %10.1f us\n", r->launch_us);
+    printf("host to device          %10.2f GB/s\n", r->upload_gbs);
+    printf("device to host          %10.2f GB/s\n", r->download_gbs);
+    for (int i = 0; i < a->n_models; i++)
+        printf("training %-34s %10.0f samples/s\n", a->models[i], m->train[i]);
+}
+
+static void json_column(const char *key, const double *v, size_t n)
+{
+    printf(", \"%s\": [", key);
+    for (size_t i = 0; i < n; i++)
+        printf("%s%.3f", i ? ", " : "", v[i]);
+    printf("]");
+}
+
+static void print_json(const measured *m, size_t n, const bench_args *a, const char *host)
 {
     printf("[");
-    for (size_t i = 0; i < n; i++) {
-        const kiln_bench_result *r = &m[i].r;
+    for (size_t d = 0; d < n; d++) {
+        const kiln_bench_result *r = &m[d].r;
         char name[300];
-        snprintf(name, sizeof name, "%s / %s", m[i].info.platform, m[i].info.name);
-        printf("%s\n  {\"device\": ", i ? "," : "");
+        snprintf(name, sizeof name, "%s / %s", m[d].info.platform, m[d].info.name);
+        printf("%s\n  {\"device\": ", d ? "," : "");
         cli_json_string(name);
-        printf(", \"sgemm_gflops\": {");
-        for (int k = 0; k < KILN_BENCH_GEMM_SIZES; k++)
-            printf("%s\"%zu\": %.3f", k ? ", " : "", r->gemm_n[k], r->gemm_gflops[k]);
-        printf("}, \"copy_gbs\": %.3f, \"relu_gbs\": %.3f, \"relu_over_copy\": %.3f, "
-               "\"launch_us\": %.2f, \"upload_gbs\": %.3f, \"download_gbs\": %.3f, "
-               "\"train_samples_per_s\": %.1f}",
-               r->copy_gbs, r->relu_gbs, r->relu_gbs / r->copy_gbs, r->launch_us,
-               r->upload_gbs, r->download_gbs, r->train_samples_per_s);
+        printf(", \"host_blas\": ");
+        cli_json_string(host);
+        printf(", \"gemm_shapes\": [");
+        for (size_t i = 0; i < r->gemm_count; i++) {
+            char label[64];
+            shape_label(&r->gemm[i], label, sizeof label);
+            printf("%s", i ? ", " : "");
+            cli_json_string(label);
+        }
+        printf("]");
+        json_column("gemm_clblast_gflops", r->gemm_default, r->gemm_count);
+        json_column("gemm_tuned_gflops", r->gemm_tuned, r->gemm_count);
+        json_column("gemm_kiln_gflops", r->gemm_kiln, r->gemm_count);
+        json_column("gemm_host_gflops", r->gemm_host, r->gemm_count);
+        printf(", \"copy_gbs\": %.3f, \"kernels\": {", r->copy_gbs);
+        for (size_t i = 0; i < r->kernel_count; i++) {
+            printf("%s", i ? ", " : "");
+            cli_json_string(r->kernel_name[i]);
+            printf(": {\"gbs\": %.3f, \"of_copy\": %.3f}", r->kernel_gbs[i],
+                   r->kernel_gbs[i] / r->copy_gbs);
+        }
+        printf("}, \"launch_us\": %.2f, \"upload_gbs\": %.3f, \"download_gbs\": %.3f, "
+               "\"train_samples_per_s\": {",
+               r->launch_us, r->upload_gbs, r->download_gbs);
+        for (int i = 0; i < a->n_models; i++) {
+            printf("%s", i ? ", " : "");
+            cli_json_string(a->models[i]);
+            printf(": %.1f", m[d].train[i]);
+        }
+        printf("}}");
     }
     printf("\n]\n");
 }
 
-static void row(const char *label, const measured *m, size_t n, double (*get)(const measured *),
-                const char *format)
-{
-    printf("%-34s", label);
-    for (size_t i = 0; i < n; i++)
-        printf(format, get(&m[i]));
-    printf("\n");
-}
+/* ---- measuring --------------------------------------------------------------------- */
 
-#define GETTER(name, expr)                                                     \
-    static double name(const measured *m)                                      \
-    {                                                                          \
-        return (expr);                                                         \
-    }
-GETTER(g0, m->r.gemm_gflops[0])
-GETTER(g1, m->r.gemm_gflops[1])
-GETTER(g2, m->r.gemm_gflops[2])
-GETTER(g3, m->r.gemm_gflops[3])
-GETTER(copy, m->r.copy_gbs)
-GETTER(relu, m->r.relu_gbs)
-GETTER(relu_ratio, m->r.relu_gbs / m->r.copy_gbs)
-GETTER(launch, m->r.launch_us)
-GETTER(up, m->r.upload_gbs)
-GETTER(down, m->r.download_gbs)
-GETTER(train, m->r.train_samples_per_s)
-
-static void print_table(const measured *m, size_t n)
-{
-    printf("%-34s", "");
-    for (size_t i = 0; i < n; i++)
-        printf(" %22.22s", m[i].info.name);
-    printf("\n");
-    double (*const gemm[])(const measured *) = {g0, g1, g2, g3};
-    for (int k = 0; k < KILN_BENCH_GEMM_SIZES; k++) {
-        char label[64];
-        snprintf(label, sizeof label, "sgemm n=%zu (GFLOPS)", m[0].r.gemm_n[k]);
-        row(label, m, n, gemm[k], " %22.1f");
-    }
-    row("device copy (GB/s)", m, n, copy, " %22.2f");
-    row("relu (GB/s)", m, n, relu, " %22.2f");
-    row("relu / copy", m, n, relu_ratio, " %22.2f");
-    row("launch latency (us)", m, n, launch, " %22.1f");
-    row("host to device (GB/s)", m, n, up, " %22.2f");
-    row("device to host (GB/s)", m, n, down, " %22.2f");
-    row("training, Fashion MLP (samples/s)", m, n, train, " %22.0f");
-}
-
-static int measure(const char *selector, measured *out, int quick)
+/* Training throughput of each model (profile 0), or its per-layer device
+ * time (profile 1), on the device as kiln_ctx_create opens it (tuned). */
+static int models(const char *selector, const bench_args *a, int profile, measured *out)
 {
     kiln_ctx *ctx;
+    if (a->n_models == 0)
+        return 0;
     if (kiln_ctx_create(selector, &ctx) != KILN_OK)
         return cli_fail("bench");
-    out->info = *kiln_ctx_device(ctx);
-    fprintf(stderr, "measuring %s / %s ...\n", out->info.platform, out->info.name);
-    int rc = kiln_bench(ctx, quick, &out->r) == KILN_OK ? 0 : cli_fail("bench");
+    int rc = 0;
+    for (int i = 0; i < a->n_models && rc == 0; i++) {
+        kiln_model *m;
+        if (kiln_model_load(a->models[i], &m) != KILN_OK) {
+            rc = cli_fail("bench");
+            break;
+        }
+        size_t batch = a->quick ? 16 : 0;
+        if (!profile && kiln_bench_training(ctx, m, batch, &out->train[i]) != KILN_OK)
+            rc = cli_fail("bench");
+        if (profile) {
+            batch = batch ? batch : 128;
+            printf("\n%s: device time of one training step by layer, batch %zu\n",
+                   a->models[i], batch);
+            if (kiln_model_profile_steps(m, ctx, batch, 5, stdout) != KILN_OK)
+                rc = cli_fail("bench");
+        }
+        kiln_model_free(m);
+    }
     kiln_ctx_free(ctx);
     return rc;
 }
 
-int cli_bench(int argc, char **argv)
+static int measure(const char *selector, const bench_args *a, sgemm_fn host, measured *out)
+{
+    kiln_device_info info;
+    if (kiln_device_select(selector, &info) != KILN_OK)
+        return cli_fail("bench");
+    out->info = info;
+    fprintf(stderr, "measuring %s / %s ...\n", info.platform, info.name);
+    char sel[16];
+    snprintf(sel, sizeof sel, "%u", info.global_index);
+    if (kiln_bench(sel, a->quick, &out->r) != KILN_OK)
+        return cli_fail("bench");
+    for (size_t i = 0; host && i < out->r.gemm_count; i++)
+        out->r.gemm_host[i] = host_gflops(host, &out->r.gemm[i]);
+    return models(sel, a, 0, out);
+}
+
+static int parse(int argc, char **argv, bench_args *a)
 {
     static const struct option options[] = {{"device", required_argument, NULL, 'd'},
                                              {"all-devices", no_argument, NULL, 'a'},
@@ -102,46 +244,74 @@ int cli_bench(int argc, char **argv)
                                              {"json", no_argument, NULL, 'j'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    const char *device = NULL;
-    int all = 0, quick = 0, json = 0, opt;
+    int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "d:aqjh", options, NULL)) != -1) {
         if (opt == 'd')
-            device = optarg;
+            a->device = optarg;
         else if (opt == 'a')
-            all = 1;
+            a->all = 1;
         else if (opt == 'q')
-            quick = 1;
+            a->quick = 1;
         else if (opt == 'j')
-            json = 1;
+            a->json = 1;
         else {
             fprintf(opt == 'h' ? stdout : stderr,
-                    "usage: kiln bench [--device SEL | --all-devices] [--quick] [--json]\n");
-            return opt == 'h' ? 0 : 2;
+                    "usage: kiln bench [MODEL.ini ...] [--device SEL | --all-devices] "
+                    "[--quick] [--json]\n"
+                    "Without models, the examples' Fashion-MNIST models are measured when "
+                    "run from kiln's source tree.\n");
+            return opt == 'h' ? -1 : 2;
         }
     }
-    measured m[MAX_BENCH_DEVICES];
+    for (int i = optind; i < argc && a->n_models < MAX_MODELS; i++)
+        a->models[a->n_models++] = argv[i];
+    a->layers = a->n_models > 0;
+    static const char *const examples[] = {"examples/fashion_mlp.ini", "examples/fashion_cnn.ini"};
+    for (int i = 0; a->n_models == 0 && !a->quick && i < 2; i++)
+        if (access(examples[i], R_OK) == 0)
+            a->models[a->n_models++] = examples[i];
+    if (a->n_models == 0 && access(examples[0], R_OK) == 0)
+        a->models[a->n_models++] = examples[0];
+    return 0;
+}
+
+int cli_bench(int argc, char **argv)
+{
+    bench_args a = {0};
+    int rc = parse(argc, argv, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    char core[128] = "";
+    sgemm_fn host = load_openblas(core, sizeof core);
+    static measured m[16];
     size_t n = 0;
-    int rc = 0;
-    if (all) {
+    if (a.all) {
         kiln_device_info *list;
         size_t count;
         if (kiln_devices(&list, &count) != KILN_OK)
             return cli_fail("bench");
-        for (size_t i = 0; i < count && i < MAX_BENCH_DEVICES && rc == 0; i++) {
+        for (size_t i = 0; i < count && i < 16 && rc == 0; i++) {
             char sel[16];
             snprintf(sel, sizeof sel, "%u", list[i].global_index);
-            rc = measure(sel, &m[n++], quick);
+            rc = measure(sel, &a, host, &m[n++]);
         }
         kiln_free(list);
     } else {
-        rc = measure(device, &m[n++], quick);
+        rc = measure(a.device, &a, host, &m[n++]);
     }
     if (rc)
         return rc;
-    if (json)
-        print_json(m, n);
-    else
-        print_table(m, n);
-    return 0;
+    if (a.json)
+        print_json(m, n, &a, core);
+    for (size_t i = 0; !a.json && i < n && rc == 0; i++) {
+        printf("%s", i ? "\n" : "");
+        print_table(&m[i], &a, core);
+        if (a.layers) {
+            char sel[16];
+            snprintf(sel, sizeof sel, "%u", m[i].info.global_index);
+            rc = models(sel, &a, 1, &m[i]);
+        }
+    }
+    return rc;
 }
