@@ -60,3 +60,33 @@ __kernel void col2im(__global const float *dcol, __global float *dx, const uint 
     }
     dx[(nc * H + ih) * W + iw] = acc;
 }
+
+/* col2im for CPUs, one item per plane (n, c) of dx: the plane is zeroed,
+ * then every tap adds its rows of dcol, contiguous in ow. The taps are
+ * added in the same order as col2im's, so the sums are the same bit for
+ * bit; with few, long items the loops stay sequential in memory. */
+__kernel void col2im_planes(__global const float *dcol, __global float *dx, const uint N,
+                            const uint C, const uint H, const uint W, const uint OH,
+                            const uint OW, const uint K, const uint S, const uint P,
+                            const uint D)
+{
+    uint nc = get_global_id(0), n = nc / C, c = nc % C;
+    size_t NP = (size_t)N * OH * OW;
+    __global float *plane = dx + (size_t)nc * H * W;
+    for (uint i = 0; i < H * W; i++)
+        plane[i] = 0.0f;
+    for (uint kh = 0; kh < K; kh++)
+        for (uint kw = 0; kw < K; kw++) {
+            __global const float *row = dcol + ((c * K + kh) * K + kw) * NP + (size_t)n * OH * OW;
+            for (uint oh = 0; oh < OH; oh++) {
+                int ih = (int)(oh * S + kh * D) - (int)P;
+                if (ih < 0 || ih >= (int)H)
+                    continue;
+                for (uint ow = 0; ow < OW; ow++) {
+                    int iw = (int)(ow * S + kw * D) - (int)P;
+                    if (iw >= 0 && iw < (int)W)
+                        plane[ih * (int)W + iw] += row[oh * OW + ow];
+                }
+            }
+        }
+}

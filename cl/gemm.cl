@@ -103,3 +103,68 @@ gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global 
     }
     STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
 }
+
+/* Panels of NR of the im2col matrix of x (N, C, H, W) for a convolution:
+ * row r = (c, kh, kw), column q = (n, oh, ow), the value
+ * x[n, c, oh*S - P + kh*D, ow*S - P + kw*D] or 0 outside. The product's
+ * op(B) is that matrix (by_rows = 0: panels of columns, k runs over rows;
+ * the forward pass) or its transpose (by_rows = 1: panels of rows, k runs
+ * over columns; the weight gradient). Packing from the image directly
+ * writes the panels once instead of writing, reading and rewriting a
+ * column matrix. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+im2col_panels(__global float *dst, __global const float *x, const uint C, const uint H,
+              const uint W, const uint K, const uint S, const uint P, const uint D,
+              const uint OH, const uint OW, const uint by_rows, const ulong k,
+              const ulong extent)
+{
+    size_t k0 = get_global_id(0) * PACK_K, j0 = get_global_id(1) * NR;
+    size_t k1 = min(k0 + PACK_K, (size_t)k);
+    uint KK = K * K, P2 = OH * OW;
+    dst += j0 * k;
+    if (!by_rows) {
+        /* along a row of the matrix, runs of columns share (n, oh) */
+        for (size_t kk = k0; kk < k1; kk++) {
+            uint c = (uint)kk / KK, kh = (uint)kk / K % K, kw = (uint)kk % K;
+            size_t n = j0 / P2;
+            uint oh = (uint)(j0 % P2) / OW, ow = (uint)(j0 % P2) % OW;
+            __global float *out = dst + kk * NR;
+            for (uint j = 0; j < NR;) {
+                uint run = min(min(OW - ow, NR - j), (uint)max((long)extent - (long)(j0 + j), 1L));
+                int ih = (int)(oh * S + kh * D) - (int)P;
+                int live = j0 + j < extent && ih >= 0 && ih < (int)H;
+                __global const float *src = x + ((n * C + c) * H + (uint)max(ih, 0)) * W;
+                for (uint t = 0; t < run; t++) {
+                    int iw = (int)((ow + t) * S + kw * D) - (int)P;
+                    out[j + t] = live && iw >= 0 && iw < (int)W ? src[iw] : 0.0f;
+                }
+                j += run;
+                ow += run;
+                if (ow == OW) {
+                    ow = 0;
+                    if (++oh == OH) {
+                        oh = 0;
+                        n++;
+                    }
+                }
+            }
+        }
+        return;
+    }
+    uint cs[NR], khs[NR], kws[NR];
+    for (uint j = 0; j < NR; j++) {
+        uint r = (uint)min(j0 + j, (size_t)extent - 1);
+        cs[j] = r / KK;
+        khs[j] = r / K % K;
+        kws[j] = r % K;
+    }
+    for (size_t kk = k0; kk < k1; kk++) {
+        size_t n = kk / P2;
+        uint oh = (uint)(kk % P2) / OW, ow = (uint)(kk % P2) % OW;
+        for (uint j = 0; j < NR; j++) {
+            int ih = (int)(oh * S + khs[j] * D) - (int)P, iw = (int)(ow * S + kws[j] * D) - (int)P;
+            int inside = ih >= 0 && ih < (int)H && iw >= 0 && iw < (int)W;
+            dst[kk * NR + j] = inside ? x[((n * C + cs[j]) * H + (uint)ih) * W + (uint)iw] : 0.0f;
+        }
+    }
+}

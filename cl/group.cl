@@ -21,3 +21,74 @@ static float group_sum(__local float *scratch, float v)
     return total;
 }
 
+
+/* The indices of [0, n) work-item lid of WG visits: begin, begin + step,
+ * ... < end. On GPUs every WG-th from lid, so that neighbouring items read
+ * neighbouring values; with CHUNKED (CPUs, which run a group's items one
+ * after another) one contiguous chunk each, so that every item streams
+ * through memory. */
+typedef struct {
+    uint begin, end, step;
+} lane_span;
+
+static lane_span span_of(uint lid, uint n)
+{
+#ifdef CHUNKED
+    uint chunk = (n + WG - 1) / WG, begin = min(n, lid * chunk);
+    lane_span l = {begin, min(n, begin + chunk), 1};
+#else
+    lane_span l = {lid, n, WG};
+#endif
+    return l;
+}
+
+/* The same walk through (rows, inner) as (r, s) = (j / inner, j % inner),
+ * stepping without dividing: the per-channel reductions visit
+ * x[(r * cols + c) * inner + s] this way. */
+typedef struct {
+    uint r, s, dr, ds;
+} strided_walk;
+
+static strided_walk walk_start(lane_span l, uint inner)
+{
+    strided_walk w = {l.begin / inner, l.begin % inner, l.step / inner, l.step % inner};
+    return w;
+}
+
+static void walk_next(strided_walk *w, uint inner)
+{
+    w->r += w->dr;
+    w->s += w->ds;
+    if (w->s >= inner) {
+        w->s -= inner;
+        w->r++;
+    }
+}
+
+/* The next four indices (r * cols + c) * inner + s of a walk, for loops
+ * that keep four partial sums: independent additions keep a CPU's adders
+ * busy where one running sum would wait on each addition. */
+static uint4 walk_take4(strided_walk *w, uint cols, uint c, uint inner)
+{
+    uint4 at;
+    at.s0 = (w->r * cols + c) * inner + w->s;
+    walk_next(w, inner);
+    at.s1 = (w->r * cols + c) * inner + w->s;
+    walk_next(w, inner);
+    at.s2 = (w->r * cols + c) * inner + w->s;
+    walk_next(w, inner);
+    at.s3 = (w->r * cols + c) * inner + w->s;
+    walk_next(w, inner);
+    return at;
+}
+
+static float sum4(float4 v)
+{
+    return (v.s0 + v.s1) + (v.s2 + v.s3);
+}
+
+/* Whether four more steps of span l from j stay inside it. */
+static int four_more(lane_span l, uint j)
+{
+    return j + 3 * l.step < l.end;
+}

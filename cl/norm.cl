@@ -20,13 +20,28 @@ void bn_stats(__global const float *x, __global float *mean, __global float *rst
     __local float scratch[WG];
     uint c = (uint)get_group_id(0), lid = (uint)get_local_id(0);
     uint M = N * S;
-    float acc = 0.0f;
-    for (uint j = lid; j < M; j += WG)
-        acc += x[((j / S) * C + c) * S + j % S];
+    lane_span l = span_of(lid, M);
+    strided_walk w = walk_start(l, S);
+    float4 acc4 = 0.0f;
+    uint j = l.begin;
+    for (; four_more(l, j); j += 4 * l.step) {
+        uint4 at = walk_take4(&w, C, c, S);
+        acc4 += (float4)(x[at.s0], x[at.s1], x[at.s2], x[at.s3]);
+    }
+    float acc = sum4(acc4);
+    for (; j < l.end; j += l.step, walk_next(&w, S))
+        acc += x[(w.r * C + c) * S + w.s];
     float mu = group_sum(scratch, acc) / (float)M;
-    acc = 0.0f;
-    for (uint j = lid; j < M; j += WG) {
-        float d = x[((j / S) * C + c) * S + j % S] - mu;
+    w = walk_start(l, S);
+    acc4 = 0.0f;
+    for (j = l.begin; four_more(l, j); j += 4 * l.step) {
+        uint4 at = walk_take4(&w, C, c, S);
+        float4 d = (float4)(x[at.s0], x[at.s1], x[at.s2], x[at.s3]) - mu;
+        acc4 += d * d;
+    }
+    acc = sum4(acc4);
+    for (; j < l.end; j += l.step, walk_next(&w, S)) {
+        float d = x[(w.r * C + c) * S + w.s] - mu;
         acc += d * d;
     }
     float var = group_sum(scratch, acc) / (float)M;
@@ -86,12 +101,27 @@ void bn_grad_sums(__global const float *x, __global const float *y, __global con
     __local float scratch[WG];
     uint c = (uint)get_group_id(0), lid = (uint)get_local_id(0);
     uint M = N * S;
-    float sum_dy = 0.0f, sum_dy_xhat = 0.0f;
-    for (uint j = lid; j < M; j += WG) {
-        uint at = ((j / S) * C + c) * S + j % S;
+    float mu = mean[c], rs = rstd[c];
+    lane_span l = span_of(lid, M);
+    strided_walk w = walk_start(l, S);
+    float4 dz4 = 0.0f, dzx4 = 0.0f;
+    uint j = l.begin;
+    for (; four_more(l, j); j += 4 * l.step) {
+        uint4 at = walk_take4(&w, C, c, S);
+        float4 yv = (float4)(y[at.s0], y[at.s1], y[at.s2], y[at.s3]);
+        float4 g = (float4)(dy[at.s0], dy[at.s1], dy[at.s2], dy[at.s3]);
+        float4 xv = (float4)(x[at.s0], x[at.s1], x[at.s2], x[at.s3]);
+        float4 dz = (float4)(act_grad(yv.s0, yv.s0, g.s0, slope), act_grad(yv.s1, yv.s1, g.s1, slope),
+                             act_grad(yv.s2, yv.s2, g.s2, slope), act_grad(yv.s3, yv.s3, g.s3, slope));
+        dz4 += dz;
+        dzx4 += dz * (xv - mu) * rs;
+    }
+    float sum_dy = sum4(dz4), sum_dy_xhat = sum4(dzx4);
+    for (; j < l.end; j += l.step, walk_next(&w, S)) {
+        uint at = (w.r * C + c) * S + w.s;
         float dz = act_grad(y[at], y[at], dy[at], slope);
         sum_dy += dz;
-        sum_dy_xhat += dz * (x[at] - mean[c]) * rstd[c];
+        sum_dy_xhat += dz * (x[at] - mu) * rs;
     }
     float db = group_sum(scratch, sum_dy);
     float dg = group_sum(scratch, sum_dy_xhat);
@@ -128,16 +158,17 @@ void ln_forward(__global const float *x, __global float *y, __global const float
 {
     __local float scratch[WG];
     uint r = (uint)get_group_id(0), lid = (uint)get_local_id(0);
+    lane_span l = span_of(lid, D);
     __global const float *xr = x + r * D;
     float acc = 0.0f;
-    for (uint j = lid; j < D; j += WG)
+    for (uint j = l.begin; j < l.end; j += l.step)
         acc += xr[j];
     float mu = group_sum(scratch, acc) / (float)D;
     acc = 0.0f;
-    for (uint j = lid; j < D; j += WG)
+    for (uint j = l.begin; j < l.end; j += l.step)
         acc += (xr[j] - mu) * (xr[j] - mu);
     float rs = rsqrt(group_sum(scratch, acc) / (float)D + eps);
-    for (uint j = lid; j < D; j += WG)
+    for (uint j = l.begin; j < l.end; j += l.step)
         y[r * D + j] = (xr[j] - mu) * rs * gamma[j] + beta[j];
     if (lid == 0) {
         mean[r] = mu;
@@ -153,15 +184,16 @@ void ln_dx(__global const float *x, __global const float *dy, __global const flo
 {
     __local float scratch[WG];
     uint r = (uint)get_group_id(0), lid = (uint)get_local_id(0);
+    lane_span l = span_of(lid, D);
     float mu = mean[r], rs = rstd[r], sum_g = 0.0f, sum_gx = 0.0f;
-    for (uint j = lid; j < D; j += WG) {
+    for (uint j = l.begin; j < l.end; j += l.step) {
         float g = dy[r * D + j] * gamma[j];
         sum_g += g;
         sum_gx += g * (x[r * D + j] - mu) * rs;
     }
     float mean_g = group_sum(scratch, sum_g) / (float)D;
     float mean_gx = group_sum(scratch, sum_gx) / (float)D;
-    for (uint j = lid; j < D; j += WG) {
+    for (uint j = l.begin; j < l.end; j += l.step) {
         float xhat = (x[r * D + j] - mu) * rs;
         dx[r * D + j] = rs * (dy[r * D + j] * gamma[j] - mean_g - xhat * mean_gx);
     }
@@ -176,8 +208,9 @@ void ln_param_grads(__global const float *x, __global const float *dy,
 {
     __local float scratch[WG];
     uint j = (uint)get_group_id(0), lid = (uint)get_local_id(0);
+    lane_span l = span_of(lid, R);
     float sum_dy = 0.0f, sum_dy_xhat = 0.0f;
-    for (uint r = lid; r < R; r += WG) {
+    for (uint r = l.begin; r < l.end; r += l.step) {
         float d = dy[r * D + j];
         sum_dy += d;
         sum_dy_xhat += d * (x[r * D + j] - mean[r]) * rstd[r];

@@ -69,6 +69,32 @@ __kernel void maxpool_backward(__global const float *dy, __global const float *a
     dx[id] = acc;
 }
 
+/* maxpool_backward when windows do not overlap (stride >= size), over the
+ * output range (OW, OH, planes): each window writes its own inputs, dy to
+ * the winner and 0 to the rest, so every input is written once and the
+ * pass reads only dy and arg. Inputs no window covers are zeroed before. */
+__kernel void maxpool_backward_disjoint(__global const float *dy, __global const float *arg,
+                                        __global float *dx, const uint H, const uint W,
+                                        const uint K, const uint S, const uint P)
+{
+    uint ow = get_global_id(0), oh = get_global_id(1), plane = get_global_id(2);
+    uint OW = get_global_size(0), OH = get_global_size(1);
+    uint id = (plane * OH + oh) * OW + ow;
+    int winner = (int)arg[id];
+    float g = dy[id];
+    __global float *dxp = dx + plane * H * W;
+    for (uint kh = 0; kh < K; kh++) {
+        int ih = (int)(oh * S + kh) - (int)P;
+        if (ih < 0 || ih >= (int)H)
+            continue;
+        for (uint kw = 0; kw < K; kw++) {
+            int iw = (int)(ow * S + kw) - (int)P;
+            if (iw >= 0 && iw < (int)W)
+                dxp[ih * (int)W + iw] = ih * (int)W + iw == winner ? g : 0.0f;
+        }
+    }
+}
+
 __kernel void avgpool_forward(__global const float *x, __global float *y, const uint H,
                               const uint W, const uint K, const uint S, const uint P)
 {

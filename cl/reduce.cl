@@ -15,10 +15,17 @@ void channel_sums(__global const float *x, __global float *out, const uint rows,
     uint c = (uint)get_group_id(0), lid = (uint)get_local_id(0);
     uint count = rows * inner;
     float acc = 0.0f;
-    for (uint j = lid; j < count; j += WG) {
-        uint r = j / inner, s = j % inner;
-        acc += x[(r * cols + c) * inner + s];
+    lane_span l = span_of(lid, count);
+    strided_walk w = walk_start(l, inner);
+    float4 acc4 = 0.0f;
+    uint j = l.begin;
+    for (; four_more(l, j); j += 4 * l.step) {
+        uint4 at = walk_take4(&w, cols, c, inner);
+        acc4 += (float4)(x[at.s0], x[at.s1], x[at.s2], x[at.s3]);
     }
+    acc += sum4(acc4);
+    for (; j < l.end; j += l.step, walk_next(&w, inner))
+        acc += x[(w.r * cols + c) * inner + w.s];
     float total = group_sum(scratch, acc);
     if (lid == 0)
         out[c] = total;
@@ -32,7 +39,8 @@ void partial_sums(__global const float *x, const uint n, const uint chunk,
     uint g = (uint)get_group_id(0), lid = (uint)get_local_id(0);
     uint begin = g * chunk, end = min(n, begin + chunk);
     float acc = 0.0f;
-    for (uint i = begin + lid; i < end; i += WG)
+    lane_span l = span_of(lid, end > begin ? end - begin : 0);
+    for (uint i = begin + l.begin; i < begin + l.end; i += l.step)
         acc += square ? x[i] * x[i] : x[i];
     float total = group_sum(scratch, acc);
     if (lid == 0)
@@ -46,7 +54,8 @@ void sum_partials(__global const float *partial, const uint count, __global floa
     __local float scratch[WG];
     uint lid = (uint)get_local_id(0);
     float acc = 0.0f;
-    for (uint i = lid; i < count; i += WG)
+    lane_span l = span_of(lid, count);
+    for (uint i = l.begin; i < l.end; i += l.step)
         acc += partial[i];
     float total = group_sum(scratch, acc);
     if (lid == 0)

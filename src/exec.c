@@ -58,8 +58,8 @@ kiln_status pipeline_fold(pipeline *p, pipe_step *s)
 {
     pipe_step *bn = &p->steps[s->bn_step];
     cl_kernel k;
-    char opts[32];
-    snprintf(opts, sizeof opts, "-DWG=%zu", reduce_group_size(p->ctx));
+    char opts[48];
+    reduce_options(p->ctx, opts, sizeof opts);
     kiln_status st = kiln_kernel_get(p->ctx, "group.cl+act.cl+norm.cl", opts, "bn_fold", &k);
     if (st != KILN_OK)
         return st;

@@ -53,15 +53,17 @@ static kiln_status pack(kiln_ctx *ctx, int which, cl_mem src, size_t off, size_t
                              KARG(e), KARG(kk), KARG(w));
 }
 
-kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
-                           size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
-                           cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
-                           size_t c_off, size_t ldc)
+/* C = alpha op(A) B + beta C with B in panels bp (op(A) packed when ta). */
+static kiln_status tiles(kiln_ctx *ctx, kiln_transpose ta, size_t m, size_t n, size_t k,
+                         float alpha, cl_mem a, size_t a_off, size_t lda, cl_mem bp, float beta,
+                         cl_mem c, size_t c_off, size_t ldc)
 {
-    cl_mem bp, ap = a;
-    kiln_status st = pack(ctx, 1, b, b_off, ldb, tb == KILN_TRANS, n, k, GEMM_NR, &bp);
-    if (st == KILN_OK && ta == KILN_TRANS)
+    cl_mem ap = a;
+    kiln_status st = KILN_OK;
+    if (ta == KILN_TRANS) {
         st = pack(ctx, 0, a, a_off, lda, 0, m, k, GEMM_MR, &ap);
+        a_off = 0;
+    }
     cl_kernel kernel;
     if (st == KILN_OK)
         st = kiln_kernel_get(ctx, "gemm.cl", ta == KILN_TRANS ? "-DA_PACKED=1" : "-DA_PACKED=0",
@@ -73,4 +75,42 @@ kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
                              (n + GEMM_NR - 1) / GEMM_NR, 12, KARG(ap), KARG(ao), KARG(la),
                              KARG(bp), KARG(c), KARG(co), KARG(lc), KARG(mm), KARG(nn),
                              KARG(kk), KARG(alpha), KARG(beta));
+}
+
+kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
+                           size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
+                           cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
+                           size_t c_off, size_t ldc)
+{
+    cl_mem bp;
+    kiln_status st = pack(ctx, 1, b, b_off, ldb, tb == KILN_TRANS, n, k, GEMM_NR, &bp);
+    return st == KILN_OK ? tiles(ctx, ta, m, n, k, alpha, a, a_off, lda, bp, beta, c, c_off, ldc)
+                         : st;
+}
+
+kiln_status kiln_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a, size_t lda,
+                                  const gemm_im2col *x, int transposed, float beta, cl_mem c,
+                                  size_t ldc)
+{
+    size_t rows = x->c * x->k * x->k, cols = x->n * x->oh * x->ow;
+    size_t n = transposed ? rows : cols, k = transposed ? cols : rows;
+    size_t panels = (n + GEMM_NR - 1) / GEMM_NR;
+    cl_mem bp;
+    cl_kernel kernel;
+    kiln_status st = scratch(ctx, 1, panels * GEMM_NR * k * sizeof(float), &bp);
+    if (st == KILN_OK)
+        st = kiln_kernel_get(ctx, "gemm.cl", "", "im2col_panels", &kernel);
+    if (st != KILN_OK)
+        return st;
+    cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,
+            S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
+            OW = (cl_uint)x->ow, by_rows = (cl_uint)transposed;
+    cl_ulong kk = k, extent = n;
+    st = kiln_launch_tiles(ctx, kernel, "im2col_panels", (k + GEMM_PACK_K - 1) / GEMM_PACK_K,
+                           panels, 14, KARG(bp), KARG(x->x), KARG(C), KARG(H), KARG(W), KARG(K),
+                           KARG(S), KARG(P), KARG(D), KARG(OH), KARG(OW), KARG(by_rows),
+                           KARG(kk), KARG(extent));
+    return st == KILN_OK
+               ? tiles(ctx, KILN_NO_TRANS, m, n, k, alpha, a, 0, lda, bp, beta, c, 0, ldc)
+               : st;
 }

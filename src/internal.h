@@ -195,6 +195,20 @@ kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
                            cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
                            size_t c_off, size_t ldc);
 void kiln_gemm_scratch_free(kiln_ctx *ctx);
+
+/* The image of a convolution whose im2col matrix (rows (c, kh, kw),
+ * columns (n, oh, ow)) is a GEMM operand. */
+typedef struct {
+    cl_mem x; /* (N, C, H, W) */
+    size_t n, c, h, w, k, s, p, d, oh, ow;
+} gemm_im2col;
+
+/* kiln's GEMM with op(B) the im2col matrix of x (transposed = 0) or its
+ * transpose (1), packed straight from the image: C (m x n) = alpha A
+ * op(B) + beta C, A row-major with leading dimension lda. */
+kiln_status kiln_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a, size_t lda,
+                                  const gemm_im2col *x, int transposed, float beta, cl_mem c,
+                                  size_t ldc);
 /* Sets the context's engine from $KILN_GEMM (AUTO when unset); an unknown
  * name is an error naming it. */
 kiln_status kiln_gemm_engine_init(kiln_ctx *ctx);

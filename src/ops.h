@@ -160,6 +160,8 @@ kiln_status tensor_of(kiln_ctx *ctx, const kiln_shape *s, kiln_tensor **out);
 
 /* A work-group size for reductions: a power of two <= 64 the device allows. */
 size_t reduce_group_size(const kiln_ctx *ctx);
+/* The build options of programs that include group.cl (WG, CHUNKED). */
+const char *reduce_options(const kiln_ctx *ctx, char *buf, size_t size);
 
 /* y = act(y + b[c]) in place over y viewed as (rows, cols, inner); b may be
  * NULL. The fused epilogue of linear and conv2d. */

@@ -73,10 +73,21 @@ static kiln_status im2col(kiln_ctx *ctx, const conv_dims *d, cl_mem x, cl_mem co
                           KARG(v[5]), KARG(v[6]));
 }
 
-/* dcol (C*K*K, N*OH*OW) -> dx (N, C, H, W), over (W, H, N*C). */
+/* dcol (C*K*K, N*OH*OW) -> dx (N, C, H, W): over (W, H, N*C), or with
+ * kiln's CPU GEMM one item per plane (col2im_planes). */
 static kiln_status col2im(kiln_ctx *ctx, const conv_dims *d, cl_mem dcol, cl_mem dx)
 {
     cl_kernel k;
+    if (ctx->gemm == KILN_GEMM_KILN) {
+        cl_uint v[10] = {d->n, d->c, d->h, d->w, d->oh, d->ow, d->k, d->s, d->p, d->d};
+        kiln_status st = kiln_kernel_get(ctx, "conv.cl", "", "col2im_planes", &k);
+        return st == KILN_OK
+                   ? kiln_launch_1d(ctx, k, "col2im_planes", d->n * d->c, 1, 12, KARG(dcol),
+                                    KARG(dx), KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]),
+                                    KARG(v[4]), KARG(v[5]), KARG(v[6]), KARG(v[7]), KARG(v[8]),
+                                    KARG(v[9]))
+                   : st;
+    }
     kiln_status st = kiln_kernel_get(ctx, "conv.cl", "", "col2im", &k);
     if (st != KILN_OK)
         return st;
@@ -102,27 +113,48 @@ static kiln_status make_columns(kiln_ctx *ctx, const conv_dims *d, cl_mem x, kil
     return st;
 }
 
+/* out = a (O rows) times the column matrix of x (transposed = 0: col,
+ * CKK x N*P, giving O x N*P) or its transpose (1: colᵀ, N*P x CKK, giving
+ * O x CKK). kiln's GEMM packs the columns straight from the image; CLBlast
+ * gets the column matrix written out. */
+static kiln_status times_columns(const op_args *c, const conv_dims *d, cl_mem a, cl_mem out,
+                                 int transposed)
+{
+    size_t ckk = d->c * d->k * d->k, np = d->n * d->oh * d->ow;
+    size_t n = transposed ? ckk : np, k = transposed ? np : ckk;
+    if (c->ctx->gemm == KILN_GEMM_KILN) {
+        gemm_im2col x = {c->in[0]->buf, d->n, d->c, d->h, d->w, d->k, d->s, d->p, d->d,
+                         d->oh, d->ow};
+        return kiln_cpu_sgemm_im2col(c->ctx, d->o, 1.0f, a, k, &x, transposed, 0.0f, out, n);
+    }
+    kiln_tensor *col = NULL;
+    kiln_status st = make_columns(c->ctx, d, c->in[0]->buf, &col);
+    if (st == KILN_OK)
+        st = kiln_blas_sgemm(c->ctx, KILN_NO_TRANS, transposed ? KILN_TRANS : KILN_NO_TRANS, d->o,
+                             n, k, 1.0f, a, 0, k, col->buf, 0, np, 0.0f, out, 0, n);
+    kiln_tensor_free(col);
+    return st;
+}
+
 static kiln_status conv_forward(const op_args *c)
 {
     conv_dims d = dims_of(c);
-    size_t ckk = d.c * d.k * d.k, np = d.n * d.oh * d.ow;
-    kiln_tensor *col = NULL, *tmp = NULL;
-    kiln_status st = make_columns(c->ctx, &d, c->in[0]->buf, &col);
+    size_t np = d.n * d.oh * d.ow;
+    kiln_tensor *tmp = NULL;
+    kiln_status st = KILN_OK;
     /* (O, N*P) = W (O, CKK) col (CKK, N*P); with N = 1 that is y itself. */
-    if (st == KILN_OK && d.n > 1) {
+    if (d.n > 1) {
         kiln_shape s = shape_make(2, d.o, np, 0, 0);
         st = tensor_of(c->ctx, &s, &tmp);
     }
     cl_mem product = tmp ? tmp->buf : c->out->buf;
     if (st == KILN_OK)
-        st = kiln_blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_NO_TRANS, d.o, np, ckk, 1.0f,
-                             c->param[0]->buf, 0, ckk, col->buf, 0, np, 0.0f, product, 0, np);
+        st = times_columns(c, &d, c->param[0]->buf, product, 0);
     if (st == KILN_OK && tmp)
         st = op_swap01(c->ctx, tmp->buf, c->out->buf, d.o, d.n, d.oh * d.ow);
     if (st == KILN_OK)
         st = op_bias_act(c->ctx, c->attrs->act, c->attrs->slope, c->out,
                          c->attrs->bias ? c->param[1] : NULL, d.o, d.oh * d.ow);
-    kiln_tensor_free(col);
     kiln_tensor_free(tmp);
     return st;
 }
@@ -131,7 +163,7 @@ static kiln_status conv_backward(const op_args *c)
 {
     conv_dims d = dims_of(c);
     size_t ckk = d.c * d.k * d.k, np = d.n * d.oh * d.ow;
-    kiln_tensor *dz = NULL, *dzt = NULL, *col = NULL, *dcol = NULL;
+    kiln_tensor *dz = NULL, *dzt = NULL, *dcol = NULL;
     kiln_status st = op_act_grad(c, &dz);
     cl_mem g = dz ? dz->buf : c->dout->buf; /* (N, O, P) */
     if (st == KILN_OK && c->attrs->bias && c->dparam[1])
@@ -144,12 +176,8 @@ static kiln_status conv_backward(const op_args *c)
             st = op_swap01(c->ctx, g, dzt->buf, d.n, d.o, d.oh * d.ow);
     }
     cl_mem gt = dzt ? dzt->buf : g;
-    if (st == KILN_OK && c->dparam[0]) { /* dW (O, CKK) = gt colᵀ */
-        st = make_columns(c->ctx, &d, c->in[0]->buf, &col);
-        if (st == KILN_OK)
-            st = kiln_blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_TRANS, d.o, ckk, np, 1.0f, gt, 0,
-                                 np, col->buf, 0, np, 0.0f, c->dparam[0]->buf, 0, ckk);
-    }
+    if (st == KILN_OK && c->dparam[0]) /* dW (O, CKK) = gt colᵀ */
+        st = times_columns(c, &d, gt, c->dparam[0]->buf, 1);
     if (st == KILN_OK && c->din[0]) { /* dcol (CKK, N*P) = Wᵀ gt, then col2im */
         kiln_shape s = shape_make(2, ckk, np, 0, 0);
         st = tensor_of(c->ctx, &s, &dcol);
@@ -161,7 +189,6 @@ static kiln_status conv_backward(const op_args *c)
     }
     kiln_tensor_free(dz);
     kiln_tensor_free(dzt);
-    kiln_tensor_free(col);
     kiln_tensor_free(dcol);
     return st;
 }

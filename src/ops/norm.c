@@ -10,9 +10,9 @@
 static kiln_status norm_kernel_for(kiln_ctx *ctx, kiln_act act, int rows, const char *name,
                                    cl_kernel *k)
 {
-    char opts[64];
-    snprintf(opts, sizeof opts, "-DWG=%zu -DACT=%d%s", reduce_group_size(ctx), (int)act,
-             rows ? " -DROWS" : "");
+    char opts[96], reduce[48];
+    snprintf(opts, sizeof opts, "%s -DACT=%d%s", reduce_options(ctx, reduce, sizeof reduce),
+             (int)act, rows ? " -DROWS" : "");
     return kiln_kernel_get(ctx, "group.cl+act.cl+norm.cl", opts, name, k);
 }
 

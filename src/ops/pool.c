@@ -73,12 +73,23 @@ static kiln_status maxpool_forward(const op_args *c)
                        c->saved[0]->buf);
 }
 
+/* Windows that do not overlap scatter to their own inputs (after zeroing
+ * the inputs no window covers); overlapping ones gather per input. */
 static kiln_status maxpool_backward(const op_args *c)
 {
     if (!c->din[0])
         return KILN_OK;
-    return pool_launch(c, "maxpool_backward", 1, 3, c->dout->buf, c->saved[0]->buf,
-                       c->din[0]->buf);
+    const op_attrs *a = c->attrs;
+    const kiln_tensor *x = c->in[0], *y = c->out;
+    if (pool_stride(a) < a->kernel)
+        return pool_launch(c, "maxpool_backward", 1, 3, c->dout->buf, c->saved[0]->buf,
+                           c->din[0]->buf);
+    int covered = pool_stride(a) == a->kernel && a->pad == 0 &&
+                  y->shape[2] * a->kernel == x->shape[2] && y->shape[3] * a->kernel == x->shape[3];
+    kiln_status st = covered ? KILN_OK : kiln_tensor_fill(c->din[0], 0.0f);
+    return st == KILN_OK ? pool_launch(c, "maxpool_backward_disjoint", 0, 3, c->dout->buf,
+                                       c->saved[0]->buf, c->din[0]->buf)
+                         : st;
 }
 
 static kiln_status avgpool_forward(const op_args *c)
