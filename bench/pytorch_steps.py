@@ -20,7 +20,7 @@ def fashion_mlp():
                          nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)), (784,), 0.0
 
 
-def fashion_cnn(width=(16, 32)):
+def fashion_cnn(width=(32, 64)):
     a, b = width
     return nn.Sequential(
         nn.Conv2d(1, a, 3, padding=1), nn.BatchNorm2d(a), nn.ReLU(), nn.MaxPool2d(2),

@@ -10,6 +10,21 @@
  * need no atomics and sum in a fixed order. Forward runs over the range
  * (OW, OH, planes), backward over (W, H, planes). */
 
+/* Runs BODY for every input (ih, iw) of window (oh, ow) that lies inside
+ * the H x W plane, in row-major order. */
+#define FOR_EACH_IN_WINDOW(BODY)                                  \
+    for (uint kh = 0; kh < K; kh++) {                             \
+        int ih = (int)(oh * S + kh) - (int)P;                     \
+        if (ih < 0 || ih >= (int)H)                               \
+            continue;                                             \
+        for (uint kw = 0; kw < K; kw++) {                         \
+            int iw = (int)(ow * S + kw) - (int)P;                 \
+            if (iw >= 0 && iw < (int)W) {                         \
+                BODY                                              \
+            }                                                     \
+        }                                                         \
+    }
+
 __kernel void maxpool_forward(__global const float *x, __global float *y,
                               __global float *arg, const uint H, const uint W, const uint K,
                               const uint S, const uint P)
@@ -20,21 +35,11 @@ __kernel void maxpool_forward(__global const float *x, __global float *y,
     __global const float *xp = x + plane * H * W;
     float best = -INFINITY;
     int best_at = -1;
-    for (uint kh = 0; kh < K; kh++) {
-        int ih = (int)(oh * S + kh) - (int)P;
-        if (ih < 0 || ih >= (int)H)
-            continue;
-        for (uint kw = 0; kw < K; kw++) {
-            int iw = (int)(ow * S + kw) - (int)P;
-            if (iw < 0 || iw >= (int)W)
-                continue;
-            float v = xp[ih * (int)W + iw];
-            if (v > best || best_at < 0 || isnan(v)) {
-                best = v;
-                best_at = ih * (int)W + iw;
-            }
-        }
-    }
+    FOR_EACH_IN_WINDOW(float v = xp[ih * (int)W + iw];
+                       if (v > best || best_at < 0 || isnan(v)) {
+                           best = v;
+                           best_at = ih * (int)W + iw;
+                       })
     y[id] = best;
     arg[id] = (float)best_at;
 }
@@ -83,16 +88,7 @@ __kernel void maxpool_backward_disjoint(__global const float *dy, __global const
     int winner = (int)arg[id];
     float g = dy[id];
     __global float *dxp = dx + plane * H * W;
-    for (uint kh = 0; kh < K; kh++) {
-        int ih = (int)(oh * S + kh) - (int)P;
-        if (ih < 0 || ih >= (int)H)
-            continue;
-        for (uint kw = 0; kw < K; kw++) {
-            int iw = (int)(ow * S + kw) - (int)P;
-            if (iw >= 0 && iw < (int)W)
-                dxp[ih * (int)W + iw] = ih * (int)W + iw == winner ? g : 0.0f;
-        }
-    }
+    FOR_EACH_IN_WINDOW(dxp[ih * (int)W + iw] = ih * (int)W + iw == winner ? g : 0.0f;)
 }
 
 __kernel void avgpool_forward(__global const float *x, __global float *y, const uint H,
@@ -103,16 +99,7 @@ __kernel void avgpool_forward(__global const float *x, __global float *y, const 
     uint id = (plane * OH + oh) * OW + ow;
     __global const float *xp = x + plane * H * W;
     float acc = 0.0f;
-    for (uint kh = 0; kh < K; kh++) {
-        int ih = (int)(oh * S + kh) - (int)P;
-        if (ih < 0 || ih >= (int)H)
-            continue;
-        for (uint kw = 0; kw < K; kw++) {
-            int iw = (int)(ow * S + kw) - (int)P;
-            if (iw >= 0 && iw < (int)W)
-                acc += xp[ih * (int)W + iw];
-        }
-    }
+    FOR_EACH_IN_WINDOW(acc += xp[ih * (int)W + iw];)
     y[id] = acc / (float)(K * K);
 }
 

@@ -80,8 +80,8 @@ static void gemm_shapes(int quick, kiln_bench_result *r)
     static const size_t full[] = {128, 256, 512, 1024, 2048}, small[] = {64, 96};
     static const kiln_gemm_shape models[] = {
         {KILN_NO_TRANS, KILN_TRANS, 128, 256, 784},    {KILN_TRANS, KILN_NO_TRANS, 256, 784, 128},
-        {KILN_NO_TRANS, KILN_NO_TRANS, 32, 25088, 144}, {KILN_NO_TRANS, KILN_TRANS, 32, 144, 25088},
-        {KILN_TRANS, KILN_NO_TRANS, 144, 25088, 32},
+        {KILN_NO_TRANS, KILN_NO_TRANS, 64, 25088, 288}, {KILN_NO_TRANS, KILN_TRANS, 64, 288, 25088},
+        {KILN_TRANS, KILN_NO_TRANS, 288, 25088, 64},
     };
     size_t nsq = quick ? 2 : 5;
     r->gemm_count = 0;

@@ -492,38 +492,43 @@ static kiln_status enqueue(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl
     return KILN_OK;
 }
 
+static kiln_status launch(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl_uint dims,
+                          const size_t *global, const size_t *local, int nargs, va_list ap)
+{
+    kiln_status st = set_args(kernel, name, nargs, ap);
+    return st == KILN_OK ? enqueue(ctx, kernel, name, dims, global, local) : st;
+}
+
 kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t global,
                            size_t local, int nargs, ...)
 {
-    va_list ap;
-    va_start(ap, nargs);
-    kiln_status st = set_args(kernel, name, nargs, ap);
-    va_end(ap);
-    if (st != KILN_OK)
-        return st;
     if (local > 0)
         global = (global + local - 1) / local * local;
-    return enqueue(ctx, kernel, name, 1, &global, local > 0 ? &local : NULL);
+    va_list ap;
+    va_start(ap, nargs);
+    kiln_status st = launch(ctx, kernel, name, 1, &global, local > 0 ? &local : NULL, nargs, ap);
+    va_end(ap);
+    return st;
 }
 
 kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
                            size_t y, size_t z, int nargs, ...)
 {
+    size_t global[3] = {x, y, z};
     va_list ap;
     va_start(ap, nargs);
-    kiln_status st = set_args(kernel, name, nargs, ap);
+    kiln_status st = launch(ctx, kernel, name, 3, global, NULL, nargs, ap);
     va_end(ap);
-    size_t global[3] = {x, y, z};
-    return st == KILN_OK ? enqueue(ctx, kernel, name, 3, global, NULL) : st;
+    return st;
 }
 
 kiln_status kiln_launch_tiles(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
                               size_t y, int nargs, ...)
 {
+    size_t global[2] = {x, y}, local[2] = {1, 1};
     va_list ap;
     va_start(ap, nargs);
-    kiln_status st = set_args(kernel, name, nargs, ap);
+    kiln_status st = launch(ctx, kernel, name, 2, global, local, nargs, ap);
     va_end(ap);
-    size_t global[2] = {x, y}, local[2] = {1, 1};
-    return st == KILN_OK ? enqueue(ctx, kernel, name, 2, global, local) : st;
+    return st;
 }

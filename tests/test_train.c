@@ -255,6 +255,24 @@ static unsigned char *read_all(const char *path, size_t *n)
     return d;
 }
 
+/* Two tensors whose bytes overlap are refused, whatever their names. */
+START_TEST(overlapping_tensors_are_refused)
+{
+    static const char header[] = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}";
+    unsigned char file[8 + sizeof header + 16] = {0};
+    size_t hlen = sizeof header - 1;
+    file[0] = (unsigned char)hlen;
+    memcpy(file + 8, header, hlen);
+    checkpoint_entry e[2] = {{.name = "a", .shape = shape_make(1, 2, 0, 0, 0), .bytes = 8},
+                             {.name = "b", .shape = shape_make(1, 2, 0, 0, 0), .bytes = 8}};
+    size_t begins[2];
+    ck_assert_int_eq(checkpoint_parse("o.safetensors", file, 8 + hlen + 16, e, 2, begins, NULL),
+                     KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "overlap"), "%s", kiln_last_error());
+}
+END_TEST
+
 START_TEST(bad_checkpoints_are_refused_with_reasons)
 {
     kiln_model *m, *other;
@@ -698,6 +716,7 @@ int main(void)
     tcase_add_test(tc, csv_files_load_and_refuse_bad_cells);
     tcase_add_test(tc, checkpoint_round_trip);
     tcase_add_test(tc, bad_checkpoints_are_refused_with_reasons);
+    tcase_add_test(tc, overlapping_tensors_are_refused);
     tcase_add_test(tc, early_stopping_on_a_scripted_sequence);
     tcase_add_test(tc, short_training_run_learns_fashion_mnist);
     tcase_add_test(tc, seed_loop_stops_early_and_keeps_the_best);

@@ -3,6 +3,8 @@
 #   1. on the device KILN_DEVICE selects (default: the first GPU, else PoCL);
 #   2. when KILN_DEVICE is unset and Mesa's rusticl is installed, again on
 #      rusticl's CPU device, a second, independent OpenCL implementation;
+#   2b. the operator and pipeline suites with KILN_GEMM=clblast: CLBlast and
+#      the GPU-shaped kernels, which kiln does not pick on a CPU by itself;
 #   3. under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/);
 #   4. the host-only suite (model files, shape inference, IDX, CSV and
 #      safetensors readers over the fuzz corpora) under valgrind memcheck;
@@ -46,6 +48,13 @@ if [[ -z ${KILN_DEVICE:-} ]]; then
   else
     echo "== rusticl not installed: the second OpenCL implementation is skipped"
   fi
+fi
+
+if [[ -z ${KILN_GEMM:-} ]]; then
+  extra_saved=("${extra[@]}")
+  extra=(ops pipeline blas)
+  run_pass "$build" "${KILN_DEVICE:-the default device}, GEMM through CLBlast" KILN_GEMM=clblast
+  extra=("${extra_saved[@]}")
 fi
 
 asan=${build}-asan
