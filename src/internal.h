@@ -98,6 +98,8 @@ struct kiln_ctx {
     FILE *trace;       /* when set, every launch is printed there */
     kiln_profile *profile;   /* recording launches when set (profile.c) */
     gemm_log *gemms;         /* when set, kiln_blas_sgemm records its shapes */
+    uint64_t fail_launch;    /* tests: the launch (counted from 1) that fails as a lost
+                                device would, with CL_OUT_OF_RESOURCES; 0: none */
     char label[64];          /* the layer being enqueued, for profiles and traces */
     kiln_gemm_engine gemm;   /* which GEMM kiln_blas_sgemm runs */
     cl_mem scratch[2];       /* packing buffers of kiln's GEMM (gemm.c) */

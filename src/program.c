@@ -478,9 +478,11 @@ static kiln_status enqueue(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl
     for (cl_uint i = 0; i < dims; i++)
         if (global[i] == 0)
             return KILN_OK;
-    cl_event event;
-    cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, dims, NULL, global, local, 0, NULL,
-                                        kiln_profile_slot(ctx, &event));
+    cl_event event = NULL;
+    cl_int err = ctx->fail_launch && ctx->launches + 1 >= ctx->fail_launch
+                     ? CL_OUT_OF_RESOURCES
+                     : clEnqueueNDRangeKernel(ctx->queue, kernel, dims, NULL, global, local, 0,
+                                              NULL, kiln_profile_slot(ctx, &event));
     if (err != CL_SUCCESS)
         return kiln_fail_cl_in(err, "clEnqueueNDRangeKernel", "%s, %zux%zux%zu items", name,
                                global[0], dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);

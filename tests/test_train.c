@@ -601,6 +601,39 @@ START_TEST(interrupt_saves_a_resumable_state)
     kiln_model_free(m);
 }
 END_TEST
+/* A device that stops answering in the middle of the second epoch: training
+ * fails with the OpenCL error named, the state saved after the first epoch
+ * stays whole, and a resumed run on a working device finishes from it. */
+START_TEST(lost_device_keeps_the_last_good_state)
+{
+    kiln_model *m;
+    check_ok(kiln_model_load(KILN_SOURCE_DIR "/examples/fashion_mlp.ini", &m));
+    char out[512];
+    snprintf(out, sizeof out, "%s", tmp_path("lost-device"));
+    kiln_ctx *ctx;
+    check_ok(kiln_ctx_create(NULL, &ctx));
+    kiln_train_options o = {.data = "fashion-mnist", .epochs = 3, .limit = 1000, .out_dir = out};
+    kiln_train_report r;
+    check_ok(kiln_train(ctx, m, &o, &r)); /* counts the launches of three epochs */
+    uint64_t per_run = kiln_ctx_launches(ctx);
+    kiln_ctx_free(ctx);
+    check_ok(kiln_ctx_create(NULL, &ctx));
+    ctx->fail_launch = per_run / 2; /* inside the second of three epochs */
+    char fresh[600];
+    snprintf(fresh, sizeof fresh, "%s-2", out);
+    o.out_dir = fresh;
+    ck_assert_int_eq(kiln_train(ctx, m, &o, &r), KILN_ERR_OPENCL);
+    ck_assert_msg(strstr(kiln_last_error(), "CL_OUT_OF_RESOURCES") &&
+                      strstr(kiln_last_error(), "clEnqueueNDRangeKernel"),
+                  "%s", kiln_last_error());
+    kiln_ctx_free(ctx);
+    o.resume = fresh;
+    check_ok(kiln_train(test_ctx(), m, &o, &r));
+    ck_assert_int_eq(r.epochs_run, 3);
+    kiln_model_free(m);
+}
+END_TEST
+
 /* Starts `kiln train` on the fashion MLP into out (resuming when resume),
  * output discarded. */
 static pid_t start_training(const char *out, int resume)
@@ -727,6 +760,7 @@ int main(void)
 #ifdef KILN_EXE
     tcase_add_test(tc, interrupt_saves_a_resumable_state);
     tcase_add_test(tc, killed_training_resumes_to_the_same_weights);
+    tcase_add_test(tc, lost_device_keeps_the_last_good_state);
 #endif
     suite_add_tcase(s, tc);
     return test_run(s);

@@ -583,6 +583,7 @@ static int collect_shapes(const tune_args *a, char **models, int n_models, searc
     kiln_ctx *ctx;
     if (kiln_ctx_create(a->device, &ctx) != KILN_OK)
         return 0;
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_CLBLAST); /* the products CLBlast would be given */
     int use_examples = n_models == 0;
     int count = use_examples ? 2 : n_models;
     for (int i = 0; i < count; i++) {
