@@ -246,9 +246,11 @@ KILN_API kiln_status kiln_tuning_save(const kiln_device_info *d, const kiln_tuni
 KILN_API kiln_status kiln_tuning_path(const kiln_device_info *d, char *path, size_t size);
 
 /* Which implementation runs matrix products on a context. AUTO (the
- * default) is kiln's own GEMM on CPU devices, where it measures several
- * times faster than CLBlast's untuned kernels, and CLBlast elsewhere; the
- * environment variable KILN_GEMM=clblast|kiln overrides AUTO. */
+ * default) is kiln's own GEMM on CPU devices whose driver runs a
+ * work-group as a loop on one core (PoCL), where it measures ten times
+ * faster than CLBlast's kernels, and CLBlast elsewhere (GPUs, Mesa's
+ * rusticl); the environment variable KILN_GEMM=clblast|kiln and a tuning
+ * record override AUTO. */
 typedef enum { KILN_GEMM_AUTO = 0, KILN_GEMM_CLBLAST = 1, KILN_GEMM_KILN = 2 } kiln_gemm_engine;
 
 KILN_API void kiln_ctx_set_gemm(kiln_ctx *ctx, kiln_gemm_engine engine);

@@ -65,7 +65,7 @@ kiln_status kiln_gemm_engine_parse(const char *text, const char *what, kiln_gemm
 void kiln_ctx_set_gemm(kiln_ctx *ctx, kiln_gemm_engine engine)
 {
     if (engine == KILN_GEMM_AUTO)
-        engine = ctx->info.type == KILN_DEVICE_CPU ? KILN_GEMM_KILN : KILN_GEMM_CLBLAST;
+        engine = kiln_device_loops_work_groups(&ctx->info) ? KILN_GEMM_KILN : KILN_GEMM_CLBLAST;
     ctx->gemm = engine;
 }
 

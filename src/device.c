@@ -383,6 +383,11 @@ static kiln_status open_queue(kiln_ctx *ctx)
     return KILN_OK;
 }
 
+int kiln_device_loops_work_groups(const kiln_device_info *d)
+{
+    return d->type == KILN_DEVICE_CPU && !strstr(d->platform, "rusticl");
+}
+
 kiln_status kiln_ctx_create(const char *selector, kiln_ctx **out)
 {
     const char *env = getenv("KILN_TUNE");

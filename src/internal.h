@@ -131,6 +131,14 @@ kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name,
 kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
                            size_t y, size_t z, int nargs, ...);
 
+/* Whether a device runs each work-group as a loop on one core, as PoCL's
+ * CPU driver does: kiln's GEMM and the CPU-shaped kernels are written for
+ * that. Mesa's rusticl (llvmpipe) runs work-items side by side in SIMD
+ * lanes like a GPU and launches every work-group separately, so it gets
+ * the GPU-shaped path (measured: kiln's GEMM 10x slower than CLBlast
+ * there). */
+int kiln_device_loops_work_groups(const kiln_device_info *d);
+
 /* kiln_ctx_create, with the device's tuning record applied or not
  * (kiln_ctx_create applies it unless $KILN_TUNE is "off"). */
 kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out);

@@ -447,6 +447,10 @@ static kiln_status setup(run *r)
 
 static void teardown(run *r)
 {
+    /* uploads from the staging buffers and reads into r->out may still be
+     * queued when a step failed: the host memory must outlive them */
+    if (r->ctx && r->ctx->queue)
+        clFinish(r->ctx->queue);
     free_snapshot(r);
     optim_free(r->opt);
     pipeline_free(r->p);

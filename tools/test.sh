@@ -65,7 +65,10 @@ meson compile -C "$asan" >"$asan/compile.log" 2>&1 || { cat "$asan/compile.log";
 run_pass "$asan" "${KILN_DEVICE:-the default device}, address and undefined-behaviour sanitizers"
 
 if command -v valgrind >/dev/null; then
-  run_pass "$build" "the host-only suite under valgrind memcheck" --setup=valgrind --suite=host
+  extra_saved=("${extra[@]}")
+  extra=(--setup=valgrind --suite=host)
+  run_pass "$build" "the host-only suite under valgrind memcheck"
+  extra=("${extra_saved[@]}")
 else
   echo "== valgrind not installed: the leak check is skipped"
 fi

@@ -49,12 +49,12 @@ const char *act_options(kiln_act act, char *buf, size_t size)
     return buf;
 }
 
-/* WG, and CHUNKED on CPUs: each work-item then sums a contiguous chunk
- * (group.cl's span_of), as CPUs run a group's items one after another. */
+/* WG, and CHUNKED where work-groups run as loops (PoCL): each work-item
+ * then sums a contiguous chunk (group.cl's span_of). */
 const char *reduce_options(const kiln_ctx *ctx, char *buf, size_t size)
 {
     snprintf(buf, size, "-DWG=%zu%s", reduce_group_size(ctx),
-             ctx->info.type == KILN_DEVICE_CPU ? " -DCHUNKED" : "");
+             kiln_device_loops_work_groups(&ctx->info) ? " -DCHUNKED" : "");
     return buf;
 }
 
