@@ -92,3 +92,26 @@ static int four_more(lane_span l, uint j)
 {
     return j + 3 * l.step < l.end;
 }
+
+/* This work-item's part of the sum over channel c of x (rows, cols, inner)
+ * of (x - shift), or of its square: four partial sums along its span,
+ * then the rest one by one. */
+static float lane_channel_sum(__global const float *x, float shift, int square, uint rows,
+                              uint cols, uint c, uint inner)
+{
+    lane_span l = span_of((uint)get_local_id(0), rows * inner);
+    strided_walk w = walk_start(l, inner);
+    float4 acc4 = 0.0f;
+    uint j = l.begin;
+    for (; four_more(l, j); j += 4 * l.step) {
+        uint4 at = walk_take4(&w, cols, c, inner);
+        float4 d = (float4)(x[at.s0], x[at.s1], x[at.s2], x[at.s3]) - shift;
+        acc4 += square ? d * d : d;
+    }
+    float acc = sum4(acc4);
+    for (; j < l.end; j += l.step, walk_next(&w, inner)) {
+        float d = x[(w.r * cols + c) * inner + w.s] - shift;
+        acc += square ? d * d : d;
+    }
+    return acc;
+}

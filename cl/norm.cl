@@ -20,31 +20,8 @@ void bn_stats(__global const float *x, __global float *mean, __global float *rst
     __local float scratch[WG];
     uint c = (uint)get_group_id(0), lid = (uint)get_local_id(0);
     uint M = N * S;
-    lane_span l = span_of(lid, M);
-    strided_walk w = walk_start(l, S);
-    float4 acc4 = 0.0f;
-    uint j = l.begin;
-    for (; four_more(l, j); j += 4 * l.step) {
-        uint4 at = walk_take4(&w, C, c, S);
-        acc4 += (float4)(x[at.s0], x[at.s1], x[at.s2], x[at.s3]);
-    }
-    float acc = sum4(acc4);
-    for (; j < l.end; j += l.step, walk_next(&w, S))
-        acc += x[(w.r * C + c) * S + w.s];
-    float mu = group_sum(scratch, acc) / (float)M;
-    w = walk_start(l, S);
-    acc4 = 0.0f;
-    for (j = l.begin; four_more(l, j); j += 4 * l.step) {
-        uint4 at = walk_take4(&w, C, c, S);
-        float4 d = (float4)(x[at.s0], x[at.s1], x[at.s2], x[at.s3]) - mu;
-        acc4 += d * d;
-    }
-    acc = sum4(acc4);
-    for (; j < l.end; j += l.step, walk_next(&w, S)) {
-        float d = x[(w.r * C + c) * S + w.s] - mu;
-        acc += d * d;
-    }
-    float var = group_sum(scratch, acc) / (float)M;
+    float mu = group_sum(scratch, lane_channel_sum(x, 0.0f, 0, N, C, c, S)) / (float)M;
+    float var = group_sum(scratch, lane_channel_sum(x, mu, 1, N, C, c, S)) / (float)M;
     if (lid == 0) {
         mean[c] = mu;
         rstd[c] = rsqrt(var + eps);

@@ -13,19 +13,7 @@ void channel_sums(__global const float *x, __global float *out, const uint rows,
 {
     __local float scratch[WG];
     uint c = (uint)get_group_id(0), lid = (uint)get_local_id(0);
-    uint count = rows * inner;
-    float acc = 0.0f;
-    lane_span l = span_of(lid, count);
-    strided_walk w = walk_start(l, inner);
-    float4 acc4 = 0.0f;
-    uint j = l.begin;
-    for (; four_more(l, j); j += 4 * l.step) {
-        uint4 at = walk_take4(&w, cols, c, inner);
-        acc4 += (float4)(x[at.s0], x[at.s1], x[at.s2], x[at.s3]);
-    }
-    acc += sum4(acc4);
-    for (; j < l.end; j += l.step, walk_next(&w, inner))
-        acc += x[(w.r * cols + c) * inner + w.s];
+    float acc = lane_channel_sum(x, 0.0f, 0, rows, cols, c, inner);
     float total = group_sum(scratch, acc);
     if (lid == 0)
         out[c] = total;
