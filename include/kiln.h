@@ -412,6 +412,10 @@ typedef struct {
  * halfway); quick uses small sizes (for tests). */
 KILN_API kiln_status kiln_bench(const char *selector, int quick, kiln_bench_result *out);
 
+/* GFLOPS of one product on ctx's engine: the best of five timed runs after
+ * a warm-up that builds the kernels. */
+KILN_API kiln_status kiln_bench_gemm(kiln_ctx *ctx, const kiln_gemm_shape *g, double *gflops);
+
 /* Training throughput of model m (random data, batch from its [train]
  * section unless batch > 0): samples per second over a few steps. */
 KILN_API kiln_status kiln_bench_training(kiln_ctx *ctx, kiln_model *m, size_t batch,

@@ -52,7 +52,7 @@ static kiln_status matrix(kiln_ctx *ctx, size_t rows, size_t cols, kiln_tensor *
     return st == KILN_OK ? kiln_tensor_fill(*out, 0.5f) : st;
 }
 
-static kiln_status gemm_gflops(kiln_ctx *ctx, const kiln_gemm_shape *g, double *gflops)
+kiln_status kiln_bench_gemm(kiln_ctx *ctx, const kiln_gemm_shape *g, double *gflops)
 {
     gemm_state s = {.ctx = ctx, .g = *g};
     int ta = g->ta == KILN_TRANS, tb = g->tb == KILN_TRANS;
@@ -99,7 +99,7 @@ static kiln_status gemm_column(kiln_ctx *ctx, kiln_gemm_engine engine, kiln_benc
     kiln_ctx_set_gemm(ctx, engine);
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < r->gemm_count && st == KILN_OK; i++)
-        st = gemm_gflops(ctx, &r->gemm[i], &column[i]);
+        st = kiln_bench_gemm(ctx, &r->gemm[i], &column[i]);
     kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
     return st;
 }

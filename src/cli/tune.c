@@ -98,18 +98,17 @@ static kiln_tensor *random_matrix(kiln_ctx *ctx, size_t rows, size_t cols, kiln_
     return t;
 }
 
-/* Runs one product; with check, compares it with the float64 reference
- * and returns its worst error in *err. */
-static kiln_status one_product(kiln_ctx *ctx, const kiln_gemm_shape *g, int check, int reps,
-                               double *seconds, double *err)
+/* Runs one product and compares it with the float64 reference: *err is
+ * its largest difference. */
+static kiln_status check_product(kiln_ctx *ctx, const kiln_gemm_shape *g, double *err)
 {
     kiln_rng rng;
     kiln_rng_seed(&rng, 7);
     size_t na = g->m * g->k, nb = g->k * g->n, nc = g->m * g->n;
     float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = calloc(nc, sizeof *c);
-    double *want = check ? malloc(nc * sizeof *want) : NULL;
+    double *want = malloc(nc * sizeof *want);
     kiln_tensor *ta = NULL, *tb = NULL, *tc = NULL;
-    kiln_status st = a && b && c && (!check || want) ? KILN_OK : KILN_ERR_OUT_OF_MEMORY;
+    kiln_status st = a && b && c && want ? KILN_OK : KILN_ERR_OUT_OF_MEMORY;
     if (st == KILN_OK) {
         ta = g->ta == KILN_TRANS ? random_matrix(ctx, g->k, g->m, &rng, a)
                                  : random_matrix(ctx, g->m, g->k, &rng, a);
@@ -118,24 +117,16 @@ static kiln_status one_product(kiln_ctx *ctx, const kiln_gemm_shape *g, int chec
         tc = random_matrix(ctx, g->m, g->n, &rng, c);
         st = ta && tb && tc ? KILN_OK : KILN_ERR_OPENCL;
     }
-    /* a warm-up that also builds the kernels, then the best of three */
-    *seconds = INFINITY;
-    for (int t = -1; t < (check ? 0 : 3) && st == KILN_OK; t++) {
-        double t0 = ref_seconds();
-        for (int r = 0; r < (t < 0 ? 1 : reps) && st == KILN_OK; r++)
-            st = kiln_gemm(ctx, g->ta, g->tb, 1.0f, ta, tb, 0.0f, tc);
-        if (st == KILN_OK)
-            st = kiln_ctx_finish(ctx);
-        if (t >= 0)
-            *seconds = fmin(*seconds, (ref_seconds() - t0) / reps);
-    }
-    if (st == KILN_OK && check) {
+    if (st == KILN_OK)
+        st = kiln_gemm(ctx, g->ta, g->tb, 1.0f, ta, tb, 0.0f, tc);
+    if (st == KILN_OK)
         st = kiln_tensor_download(tc, c, nc);
+    if (st == KILN_OK) {
         ref_gemm(g->ta == KILN_TRANS, g->tb == KILN_TRANS, g->m, g->n, g->k, 1.0, a, b, 0.0, c,
                  want);
         *err = 0;
-        for (size_t i = 0; st == KILN_OK && i < nc; i++)
-            *err = fmax(*err, fabs(c[i] - want[i]));
+        for (size_t i = 0; i < nc && !isnan(*err); i++) /* a NaN stays: it fails the check */
+            *err = isnan(c[i]) ? NAN : fmax(*err, fabs(c[i] - want[i]));
     }
     kiln_tensor_free(ta);
     kiln_tensor_free(tb);
@@ -180,9 +171,9 @@ static int worker(const tune_args *a)
                                              {KILN_TRANS, KILN_NO_TRANS, 33, 67, 45},
                                              {KILN_NO_TRANS, KILN_TRANS, 45, 33, 67},
                                              {KILN_TRANS, KILN_TRANS, 129, 31, 70}};
-    double seconds, err = 0;
+    double err = 0;
     for (size_t i = 0; st == KILN_OK && i < sizeof checks / sizeof checks[0]; i++) {
-        st = one_product(ctx, &checks[i], 1, 1, &seconds, &err);
+        st = check_product(ctx, &checks[i], &err);
         if (st == KILN_OK && !(err < 1e-3)) {
             char s[64];
             shape_text(&checks[i], s, sizeof s);
@@ -194,9 +185,9 @@ static int worker(const tune_args *a)
     double times[MAX_SHAPES];
     for (size_t i = 0; st == KILN_OK && i < set.count; i++) {
         const kiln_gemm_shape *g = &set.s[i];
-        double flops = 2.0 * (double)g->m * (double)g->n * (double)g->k;
-        int reps = (int)fmax(1.0, fmin(50.0, 2e9 / flops)); /* ~20 ms at 100 GFLOPS */
-        st = one_product(ctx, g, 0, reps, &times[i], &err);
+        double gflops = 0;
+        st = kiln_bench_gemm(ctx, g, &gflops);
+        times[i] = 2.0 * (double)g->m * (double)g->n * (double)g->k / (gflops * 1e9);
     }
     if (st != KILN_OK) {
         printf("fail %s\n", kiln_last_error());
