@@ -54,6 +54,18 @@ static void covering(int i, int K, int S, int P, int O, int *first, int *last)
     *last = hi < O - 1 ? hi : O - 1;
 }
 
+/* Runs BODY for every window (oh, ow) that covers input (ih, iw), with at
+ * its index in the output (OH x OW planes), in row-major order. */
+#define FOR_EACH_COVERING_WINDOW(BODY)                                  \
+    int h0, h1, w0, w1;                                                 \
+    covering((int)ih, (int)K, (int)S, (int)P, (int)OH, &h0, &h1);       \
+    covering((int)iw, (int)K, (int)S, (int)P, (int)OW, &w0, &w1);       \
+    for (int oh = h0; oh <= h1; oh++)                                   \
+        for (int ow = w0; ow <= w1; ow++) {                             \
+            uint at = (plane * OH + (uint)oh) * OW + (uint)ow;          \
+            BODY                                                        \
+        }
+
 __kernel void maxpool_backward(__global const float *dy, __global const float *arg,
                                __global float *dx, const uint OH, const uint OW, const uint K,
                                const uint S, const uint P)
@@ -61,16 +73,8 @@ __kernel void maxpool_backward(__global const float *dy, __global const float *a
     uint iw = get_global_id(0), ih = get_global_id(1), plane = get_global_id(2);
     uint W = get_global_size(0), H = get_global_size(1);
     uint id = (plane * H + ih) * W + iw;
-    int h0, h1, w0, w1;
-    covering((int)ih, (int)K, (int)S, (int)P, (int)OH, &h0, &h1);
-    covering((int)iw, (int)K, (int)S, (int)P, (int)OW, &w0, &w1);
     float me = (float)(ih * W + iw), acc = 0.0f;
-    for (int oh = h0; oh <= h1; oh++)
-        for (int ow = w0; ow <= w1; ow++) {
-            uint at = (plane * OH + (uint)oh) * OW + (uint)ow;
-            if (arg[at] == me)
-                acc += dy[at];
-        }
+    FOR_EACH_COVERING_WINDOW(if (arg[at] == me) acc += dy[at];)
     dx[id] = acc;
 }
 
@@ -109,12 +113,7 @@ __kernel void avgpool_backward(__global const float *dy, __global float *dx, con
     uint iw = get_global_id(0), ih = get_global_id(1), plane = get_global_id(2);
     uint W = get_global_size(0), H = get_global_size(1);
     uint id = (plane * H + ih) * W + iw;
-    int h0, h1, w0, w1;
-    covering((int)ih, (int)K, (int)S, (int)P, (int)OH, &h0, &h1);
-    covering((int)iw, (int)K, (int)S, (int)P, (int)OW, &w0, &w1);
     float acc = 0.0f;
-    for (int oh = h0; oh <= h1; oh++)
-        for (int ow = w0; ow <= w1; ow++)
-            acc += dy[(plane * OH + (uint)oh) * OW + (uint)ow];
+    FOR_EACH_COVERING_WINDOW(acc += dy[at];)
     dx[id] = acc / (float)(K * K);
 }
