@@ -106,12 +106,18 @@ static float lane_channel_sum(__global const float *x, float shift, int square, 
     for (; four_more(l, j); j += 4 * l.step) {
         uint4 at = walk_take4(&w, cols, c, inner);
         float4 d = (float4)(x[at.s0], x[at.s1], x[at.s2], x[at.s3]) - shift;
-        acc4 += square ? d * d : d;
+        if (square) /* as separate statements, d * d may contract into an fma */
+            acc4 += d * d;
+        else
+            acc4 += d;
     }
     float acc = sum4(acc4);
     for (; j < l.end; j += l.step, walk_next(&w, inner)) {
         float d = x[(w.r * cols + c) * inner + w.s] - shift;
-        acc += square ? d * d : d;
+        if (square)
+            acc += d * d;
+        else
+            acc += d;
     }
     return acc;
 }
