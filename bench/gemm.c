@@ -9,7 +9,7 @@
 
 #include "bench.h"
 #include "kiln.h"
-#include "ref.h"
+#include "ref/ref.h"
 
 static kiln_tensor *square(kiln_ctx *ctx, size_t n)
 {

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "bench.h"
-#include "ops.h"
-#include "ref.h"
+#include "ops/ops.h"
+#include "ref/ref.h"
 
 typedef struct {
     const char *label;

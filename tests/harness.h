@@ -5,8 +5,8 @@
 
 #include <check.h>
 
-#include "internal.h"
-#include "ref.h"
+#include "runtime/runtime.h"
+#include "ref/ref.h"
 
 /* The context every test shares (opened on first use, closed at exit). */
 kiln_ctx *test_ctx(void);

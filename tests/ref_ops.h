@@ -3,7 +3,7 @@
 #ifndef KILN_REF_OPS_H
 #define KILN_REF_OPS_H
 
-#include "ops.h"
+#include "ops/ops.h"
 
 typedef struct {
     const op_attrs *a;

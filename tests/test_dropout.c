@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "ops.h"
+#include "ops/ops.h"
 
 #define N_BIG (1u << 20)
 

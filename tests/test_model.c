@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "pipeline.h"
+#include "compiler/pipeline.h"
 
 #ifndef KILN_SOURCE_DIR
 #define KILN_SOURCE_DIR "."

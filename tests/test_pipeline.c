@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "harness.h"
-#include "optim.h"
-#include "pipeline.h"
+#include "train/optim.h"
+#include "compiler/pipeline.h"
 
 typedef struct {
     const char *label;

@@ -11,9 +11,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "checkpoint.h"
+#include "train/checkpoint.h"
 #include "harness.h"
-#include "train.h"
+#include "train/train.h"
 
 #define SEED_LOOP_DATA_SEED 2
 

@@ -11,8 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "ref.h"
+#include "cli/cli.h"
+#include "ref/ref.h"
 
 #define MAX_MODELS 8
 

@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "cli.h"
-#include "ref.h"
+#include "cli/cli.h"
+#include "ref/ref.h"
 
 /* Runs C = A·B on the device (n x n); returns 0 when it matches the host. */
 static int gemm_check(kiln_ctx *ctx, size_t n)

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "kiln.h"
-#include "cli.h"
+#include "cli/cli.h"
 
 typedef struct {
     const char *name;

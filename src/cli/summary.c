@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 
 static const char usage[] =
     "usage: kiln summary MODEL.ini [--batch N] [--kernels [--unfused] [--device SEL]] "

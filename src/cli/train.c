@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 
 static const char train_usage[] =
     "usage: kiln train MODEL.ini [--data fashion-mnist|DIR|FILE.csv] [--label COLUMN] "

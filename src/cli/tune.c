@@ -22,9 +22,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "ref.h"
-#include "rng.h"
+#include "cli/cli.h"
+#include "ref/ref.h"
+#include "runtime/rng.h"
 
 extern char **environ;
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops.h"
+#include "ops/ops.h"
 
 kiln_status expect_shape(const char *op, const char *what, const kiln_tensor *t,
                          const kiln_shape *want)

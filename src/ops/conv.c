@@ -2,7 +2,7 @@
  * y (N, O, OH, OW). One im2col over the batch, one CLBlast GEMM, and the
  * fused bias + activation; backward recomputes the columns rather than
  * keeping them between passes. */
-#include "ops.h"
+#include "ops/ops.h"
 
 kiln_status op_swap01(kiln_ctx *ctx, cl_mem x, cl_mem y, size_t a, size_t b, size_t p);
 

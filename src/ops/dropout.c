@@ -1,7 +1,7 @@
 /* dropout: inverted dropout in training (kept values scaled by 1/(1-p)),
  * identity in eval mode. The mask comes from Philox(seed, counter), so
  * backward regenerates it: call backward with the attrs of the forward. */
-#include "ops.h"
+#include "ops/ops.h"
 
 static kiln_status dropout_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
 {

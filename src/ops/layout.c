@@ -1,5 +1,5 @@
 /* flatten and concat (along channels), and the layout helpers conv2d uses. */
-#include "ops.h"
+#include "ops/ops.h"
 
 kiln_status op_swap01(kiln_ctx *ctx, cl_mem x, cl_mem y, size_t a, size_t b, size_t p)
 {

@@ -1,6 +1,6 @@
 /* linear: y = act(x Wᵀ + b); x (N, in), W (out, in), b (out), y (N, out).
  * The GEMMs go through CLBlast; bias and activation are one fused pass. */
-#include "ops.h"
+#include "ops/ops.h"
 
 static kiln_status linear_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
 {

@@ -1,7 +1,7 @@
 /* Losses, as the mean over the batch (PyTorch's reduction='mean'):
  * mse, cross-entropy from logits with class indices (and label
  * smoothing), binary cross-entropy with logits. */
-#include "ops.h"
+#include "ops/ops.h"
 
 static const char *const loss_names[LOSS_COUNT] = {
     [LOSS_MSE] = "mse",

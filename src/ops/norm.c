@@ -4,7 +4,7 @@
  * uses the running statistics. */
 #include <stdio.h>
 
-#include "ops.h"
+#include "ops/ops.h"
 
 /* The norm program for an activation epilogue, and ROWS for batchnorm1d. */
 static kiln_status norm_kernel_for(kiln_ctx *ctx, kiln_act act, int rows, const char *name,

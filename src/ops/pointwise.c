@@ -1,5 +1,5 @@
 /* Activations, softmax and residual add. */
-#include "ops.h"
+#include "ops/ops.h"
 
 /* ---- activation: y = act(x) -------------------------------------------- */
 

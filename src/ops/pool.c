@@ -1,6 +1,6 @@
 /* maxpool and avgpool: square windows, stride (0: the window size) and
  * padding, NCHW. maxpool saves the index of each window's winner. */
-#include "ops.h"
+#include "ops/ops.h"
 
 size_t op_window_count(size_t in, size_t k, size_t s, size_t p, size_t d);
 

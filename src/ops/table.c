@@ -1,7 +1,7 @@
 /* The operator table, and the shape checks every call goes through. */
 #include <stdio.h>
 
-#include "ops.h"
+#include "ops/ops.h"
 
 extern const op_desc op_linear_desc, op_conv2d_desc, op_maxpool_desc, op_avgpool_desc,
     op_flatten_desc, op_batchnorm_desc, op_layernorm_desc, op_dropout_desc,

@@ -1,0 +1,221 @@
+/* Running a pipeline: forward, loss and backward are enqueued on the
+ * context's in-order queue; nothing waits until a result is read. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler/pipeline.h"
+
+/* With options.check: fails at a NaN or Inf in t, naming the step. */
+static kiln_status check_finite(pipeline *p, const pipe_step *s, const kiln_tensor *t,
+                                const char *what)
+{
+    if (!p->options.check || !t)
+        return KILN_OK;
+    float *h = malloc(t->numel * sizeof *h);
+    if (!h)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "anomaly check: out of host memory");
+    kiln_status st = kiln_tensor_download(t, h, t->numel);
+    size_t bad = 0;
+    float lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; st == KILN_OK && i < t->numel; i++) {
+        if (!isfinite(h[i]))
+            bad++;
+        else {
+            lo = fminf(lo, h[i]);
+            hi = fmaxf(hi, h[i]);
+        }
+    }
+    free(h);
+    if (st == KILN_OK && bad)
+        st = kiln_fail(KILN_ERR_NUMERIC, "layer %s: the %s has %zu NaN or Inf values of %zu "
+                                         "(finite ones from %g to %g)",
+                       pipeline_step_name(p, s), what, bad, t->numel, (double)lo, (double)hi);
+    return st;
+}
+
+static const kiln_tensor *value(const pipeline *p, int step)
+{
+    return step < 0 ? p->input : p->steps[step].out;
+}
+
+static op_args step_args(pipeline *p, pipe_step *s, int training)
+{
+    op_args c = {.ctx = p->ctx, .attrs = &s->attrs, .training = training, .out = s->out};
+    for (int k = 0; k < s->n_inputs; k++)
+        c.in[k] = value(p, s->inputs[k]);
+    for (int k = 0; k < OP_MAX_PARAMS; k++)
+        c.param[k] = s->param[k];
+    for (int k = 0; k < OP_MAX_BUFFERS; k++)
+        c.buffer[k] = s->buffer[k];
+    for (int k = 0; k < OP_MAX_SAVED; k++)
+        c.saved[k] = s->saved[k];
+    return c;
+}
+
+kiln_status pipeline_fold(pipeline *p, pipe_step *s)
+{
+    pipe_step *bn = &p->steps[s->bn_step];
+    cl_kernel k;
+    char opts[48];
+    reduce_options(p->ctx, opts, sizeof opts);
+    kiln_status st = kiln_kernel_get(p->ctx, "group.cl+act.cl+norm.cl", opts, "bn_fold", &k);
+    if (st != KILN_OK)
+        return st;
+    size_t out = s->param[0]->shape[0], row = s->param[0]->numel / out;
+    cl_int has_bias = s->attrs.bias;
+    cl_mem bias = has_bias ? s->param[1]->buf : s->param[0]->buf;
+    return kiln_launch_3d(p->ctx, k, "bn_fold", row, out, 1, 10, KARG(s->param[0]->buf),
+                          KARG(bias), KARG(has_bias), KARG(bn->param[0]->buf),
+                          KARG(bn->param[1]->buf), KARG(bn->buffer[0]->buf),
+                          KARG(bn->buffer[1]->buf), KARG(bn->attrs.eps), KARG(s->folded[0]->buf),
+                          KARG(s->folded[1]->buf));
+}
+
+/* Eval mode: the layer with its batchnorm folded in, writing the
+ * batchnorm's output with the batchnorm's activation. */
+static kiln_status forward_folded(pipeline *p, pipe_step *s)
+{
+    pipe_step *bn = &p->steps[s->bn_step];
+    kiln_status st = pipeline_fold(p, s);
+    op_attrs a = s->attrs;
+    a.bias = 1;
+    a.act = bn->attrs.act;
+    a.slope = bn->attrs.slope;
+    op_args c = step_args(p, s, 0);
+    c.attrs = &a;
+    c.out = bn->out;
+    c.param[0] = s->folded[0];
+    c.param[1] = s->folded[1];
+    return st == KILN_OK ? op_forward(s->op, &c) : st;
+}
+
+kiln_status pipeline_forward(pipeline *p, int training)
+{
+    if (training)
+        p->counter++;
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
+        pipe_step *s = &p->steps[i];
+        s->attrs.counter = p->counter;
+        if (!training && s->folded_into >= 0)
+            continue; /* computed inside the layer it folds into */
+        op_args c = step_args(p, s, training);
+        kiln_ctx_set_label(p->ctx, "forward %s", pipeline_step_name(p, s));
+        if (p->ctx->trace)
+            fprintf(p->ctx->trace, "  forward  %s%s\n", pipeline_step_name(p, s),
+                    !training && s->bn_step >= 0 ? " (batchnorm folded in)" : "");
+        if (!training && s->bn_step >= 0)
+            st = forward_folded(p, s);
+        else
+            st = op_forward(s->op, &c);
+        if (st == KILN_OK)
+            st = check_finite(p, s, !training && s->bn_step >= 0 ? p->steps[s->bn_step].out
+                                                                 : s->out,
+                              "forward output");
+        if (st == KILN_OK && p->options.poison)
+            st = plan_poison(p, (int)i);
+    }
+    return st;
+}
+
+kiln_tensor *pipeline_output(pipeline *p)
+{
+    return p->steps[p->count - 1].out;
+}
+
+kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
+                          const kiln_tensor *target, kiln_tensor *loss)
+{
+    int at = (int)p->count - 1;
+    if (kind == LOSS_CROSS_ENTROPY && pipeline_softmax_head(p))
+        at = p->steps[at].inputs[0];
+    p->loss_step = at;
+    const kiln_tensor *logits = at < 0 ? p->input : p->steps[at].out;
+    kiln_ctx_set_label(p->ctx, "loss %s", loss_name(kind));
+    if (p->ctx->trace)
+        fprintf(p->ctx->trace, "  loss     %s%s\n", loss_name(kind),
+                at != (int)p->count - 1 ? " (on the logits before the softmax)" : "");
+    kiln_status st = op_loss(p->ctx, kind, label_smoothing, logits, target, loss,
+                             at < 0 ? NULL : p->steps[at].grad);
+    if (st == KILN_OK && p->options.poison)
+        st = plan_poison(p, (int)p->count);
+    return st;
+}
+
+/* Where input k of step s sends its gradient: straight into the grad of
+ * the value it read if nothing has written it yet in this pass, else into
+ * a partial that is added afterwards. */
+static kiln_status gradient_target(pipeline *p, pipe_step *s, int k, kiln_tensor **out,
+                                   int *accumulate)
+{
+    *out = NULL;
+    *accumulate = 0;
+    int from = s->inputs[k];
+    if (from < 0)
+        return KILN_OK;
+    pipe_step *v = &p->steps[from];
+    int taken = v->grad_ready || (k == 1 && s->inputs[0] == from);
+    if (!taken) {
+        *out = v->grad;
+        return KILN_OK;
+    }
+    *accumulate = 1;
+    *out = v->partial; /* allocated for every value read more than once */
+    return KILN_OK;
+}
+
+static kiln_status accumulate_into(pipeline *p, pipe_step *v)
+{
+    op_attrs a = op_attrs_default();
+    op_args c = {.ctx = p->ctx, .attrs = &a, .in = {v->grad, v->partial}, .out = v->grad};
+    return op_forward(OP_ADD, &c);
+}
+
+static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
+{
+    op_args c = step_args(p, s, training);
+    c.dout = s->grad;
+    int accumulate[OP_MAX_INPUTS] = {0};
+    kiln_status st = KILN_OK;
+    for (int k = 0; k < s->n_inputs && st == KILN_OK; k++)
+        st = gradient_target(p, s, k, &c.din[k], &accumulate[k]);
+    for (int k = 0; k < OP_MAX_PARAMS; k++)
+        c.dparam[k] = s->dparam[k];
+    if (st == KILN_OK)
+        st = op_backward(s->op, &c);
+    for (int k = 0; k < s->n_inputs && st == KILN_OK; k++) {
+        if (s->inputs[k] < 0)
+            continue;
+        pipe_step *v = &p->steps[s->inputs[k]];
+        if (accumulate[k])
+            st = accumulate_into(p, v);
+        v->grad_ready = 1;
+    }
+    return st;
+}
+
+kiln_status pipeline_backward(pipeline *p, int training)
+{
+    for (size_t i = 0; i < p->count; i++)
+        p->steps[i].grad_ready = 0;
+    if (p->loss_step >= 0)
+        p->steps[p->loss_step].grad_ready = 1;
+    kiln_status st = KILN_OK;
+    for (size_t i = p->count; i-- > 0 && st == KILN_OK;) {
+        if (p->steps[i].grad_ready && p->ctx->trace)
+            fprintf(p->ctx->trace, "  backward %s\n", pipeline_step_name(p, &p->steps[i]));
+        if (p->steps[i].grad_ready)
+            st = check_finite(p, &p->steps[i], p->steps[i].grad, "gradient of its output");
+        kiln_ctx_set_label(p->ctx, "backward %s", pipeline_step_name(p, &p->steps[i]));
+        if (st == KILN_OK && p->steps[i].grad_ready)
+            st = backward_step(p, &p->steps[i], training);
+        for (int k = 0; st == KILN_OK && p->steps[i].grad_ready && k < OP_MAX_PARAMS; k++)
+            st = check_finite(p, &p->steps[i], p->steps[i].dparam[k],
+                              k ? "bias gradient" : "weight gradient");
+        if (st == KILN_OK && p->options.poison)
+            st = plan_poison(p, (int)(2 * p->count - i));
+    }
+    return st;
+}

@@ -1,0 +1,283 @@
+/* Lowering: a finished graph becomes an ordered list of steps for one batch
+ * size, each with the shapes it reads and writes; then the tensors are
+ * allocated on a device, one by one or placed in a planned arena. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler/pipeline.h"
+
+/* How many layers read each node; the last node is also read by the loss. */
+static int *count_readers(const kiln_model *m)
+{
+    int *readers = calloc(m->count, sizeof *readers);
+    if (!readers)
+        return NULL;
+    for (size_t i = 0; i < m->count; i++)
+        for (int k = 0; k < m->nodes[i].kind->n_inputs; k++)
+            if (m->nodes[i].inputs[k] >= 0)
+                readers[m->nodes[i].inputs[k]]++;
+    readers[m->count - 1]++;
+    return readers;
+}
+
+/* A new step for graph node i, shapes only. */
+static kiln_status add_step(pipeline *p, size_t i)
+{
+    const graph_node *n = &p->model->nodes[i];
+    pipe_step *s = &p->steps[p->count];
+    memset(s, 0, sizeof *s);
+    s->node = i;
+    s->fused_node = s->bn_step = s->folded_into = -1;
+    s->op = n->kind->op;
+    s->attrs = n->attrs;
+    s->n_inputs = n->kind->n_inputs;
+    kiln_shape in[OP_MAX_INPUTS];
+    for (int k = 0; k < s->n_inputs; k++) {
+        int from = n->inputs[k];
+        s->inputs[k] = from < 0 ? -1 : p->value_of[from];
+        in[k] = from < 0 ? p->input_shape : p->steps[s->inputs[k]].shapes.out;
+        if (from >= 0)
+            p->steps[s->inputs[k]].uses++;
+    }
+    p->value_of[i] = (int)p->count++;
+    return op_infer(s->op, &s->attrs, in, &s->shapes);
+}
+
+static kiln_status lower_steps(pipeline *p)
+{
+    const kiln_model *m = p->model;
+    int *readers = count_readers(m);
+    if (!readers)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "lowering: out of memory");
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < m->count && st == KILN_OK; i++) {
+        if (p->options.fuse && fuse_activation_into(m, i, readers)) {
+            int step = p->value_of[m->nodes[i].inputs[0]];
+            p->steps[step].attrs.act = m->nodes[i].attrs.act;
+            p->steps[step].attrs.slope = m->nodes[i].attrs.slope;
+            p->steps[step].fused_node = (int)i;
+            p->value_of[i] = step;
+            continue;
+        }
+        st = add_step(p, i);
+        if (st == KILN_OK && p->options.fuse && fold_batchnorm_into(m, i, readers)) {
+            int before = p->value_of[m->nodes[i].inputs[0]];
+            p->steps[before].bn_step = (int)p->count - 1;
+            p->steps[p->count - 1].folded_into = before;
+        }
+    }
+    free(readers);
+    return st;
+}
+
+kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options options,
+                           pipeline **out)
+{
+    if (!m || !out || batch == 0)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: model, batch >= 1 and out are "
+                                                    "required");
+    if (!m->finished)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: the model is not finished");
+    pipeline *p = calloc(1, sizeof *p);
+    if (!p)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "pipeline: out of memory");
+    p->model = m;
+    p->batch = batch;
+    p->options = options;
+    p->input_shape = shape_with_batch(&m->input, batch);
+    p->loss_step = (int)m->count - 1; /* set by each loss; the last step until then */
+    p->steps = calloc(m->count, sizeof *p->steps);
+    p->value_of = calloc(m->count, sizeof *p->value_of);
+    kiln_status st = p->steps && p->value_of
+                         ? lower_steps(p)
+                         : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "pipeline: out of memory");
+    if (st == KILN_OK && options.plan)
+        st = plan_pipeline(p, KILN_ARENA_ALIGN);
+    if (st != KILN_OK) {
+        pipeline_free(p);
+        return st;
+    }
+    *out = p;
+    return KILN_OK;
+}
+
+/* ---- allocation ------------------------------------------------------------- */
+
+static kiln_status alloc_one(pipeline *p, kiln_tensor **t, const kiln_shape *s)
+{
+    return *t ? KILN_OK : tensor_of(p->ctx, s, t);
+}
+
+static kiln_status alloc_list(pipeline *p, kiln_tensor **ts, const kiln_shape *shapes, int n)
+{
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < n && st == KILN_OK; i++)
+        st = alloc_one(p, &ts[i], &shapes[i]);
+    return st;
+}
+
+/* Sub-buffer offsets are multiples of KILN_ARENA_ALIGN: enough for any
+ * device seen so far, and checked against this one. */
+static kiln_status check_alignment(const pipeline *p)
+{
+    size_t align = p->ctx->info.mem_base_align_bits / 8;
+    if (align <= KILN_ARENA_ALIGN && KILN_ARENA_ALIGN % (align ? align : 1) == 0)
+        return KILN_OK;
+    return kiln_fail(KILN_ERR_UNSUPPORTED, "%s aligns sub-buffers to %zu bytes; kiln places "
+                                           "them at multiples of %d", p->ctx->info.name, align,
+                     KILN_ARENA_ALIGN);
+}
+
+/* Places the planned blocks as views into one arena buffer. */
+static kiln_status alloc_arena(pipeline *p)
+{
+    cl_int err;
+    p->arena = clCreateBuffer(p->ctx->context, CL_MEM_READ_WRITE, p->arena_bytes, NULL, &err);
+    if (err != CL_SUCCESS)
+        return kiln_fail_cl_in(err, "clCreateBuffer", "arena of %zu bytes", p->arena_bytes);
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < p->n_blocks && st == KILN_OK; i++) {
+        plan_block *b = &p->blocks[i];
+        st = kiln_tensor_view(p->ctx, p->arena, b->offset, b->shape.ndim, b->shape.d,
+                              b->tensor);
+    }
+    return st;
+}
+
+/* Places every parameter and its gradient in the two flat buffers. */
+static kiln_status alloc_flat(pipeline *p)
+{
+    size_t align = KILN_ARENA_ALIGN / sizeof(float), total = 0;
+    for (size_t i = 0; i < p->count; i++)
+        for (int k = 0; k < p->steps[i].shapes.n_params; k++)
+            total += (shape_numel(&p->steps[i].shapes.param[k]) + align - 1) / align * align;
+    kiln_shape flat = shape_make(1, total ? total : 1, 0, 0, 0);
+    kiln_status st = tensor_of(p->ctx, &flat, &p->params);
+    if (st == KILN_OK)
+        st = tensor_of(p->ctx, &flat, &p->grads);
+    if (st == KILN_OK)
+        st = kiln_tensor_fill(p->grads, 0.0f);
+    if (st == KILN_OK)
+        st = kiln_tensor_fill(p->params, 0.0f);
+    size_t at = 0;
+    for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
+        pipe_step *s = &p->steps[i];
+        for (int k = 0; k < s->shapes.n_params && st == KILN_OK; k++) {
+            const kiln_shape *ps = &s->shapes.param[k];
+            st = kiln_tensor_view(p->ctx, p->params->buf, at * sizeof(float), ps->ndim, ps->d,
+                                  &s->param[k]);
+            if (st == KILN_OK)
+                st = kiln_tensor_view(p->ctx, p->grads->buf, at * sizeof(float), ps->ndim,
+                                      ps->d, &s->dparam[k]);
+            at += (shape_numel(ps) + align - 1) / align * align;
+        }
+    }
+    return st;
+}
+
+/* Every tensor of every step: values, gradients, partials and saved ones
+ * in the arena when planned, else each its own; then persistent ones. */
+static kiln_status allocate(pipeline *p)
+{
+    kiln_status st = check_alignment(p);
+    if (st == KILN_OK)
+        st = tensor_of(p->ctx, &p->input_shape, &p->input);
+    if (st == KILN_OK && p->options.plan)
+        st = alloc_arena(p);
+    for (size_t i = 0; i < p->count && st == KILN_OK && !p->options.plan; i++) {
+        pipe_step *s = &p->steps[i];
+        st = alloc_one(p, &s->out, &s->shapes.out);
+        if (st == KILN_OK)
+            st = alloc_one(p, &s->grad, &s->shapes.out);
+        if (st == KILN_OK && s->uses > 1)
+            st = alloc_one(p, &s->partial, &s->shapes.out);
+        if (st == KILN_OK)
+            st = alloc_list(p, s->saved, s->shapes.saved, s->shapes.n_saved);
+    }
+    if (st == KILN_OK)
+        st = alloc_flat(p);
+    for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
+        pipe_step *s = &p->steps[i];
+        if (s->bn_step >= 0)
+            st = alloc_one(p, &s->folded[0], &s->shapes.param[0]);
+        /* the folded bias exists even where the layer has none */
+        if (st == KILN_OK && s->bn_step >= 0)
+            st = alloc_one(p, &s->folded[1], &p->steps[s->bn_step].shapes.param[1]);
+        if (st == KILN_OK)
+            st = alloc_list(p, s->buffer, s->shapes.buffer, s->shapes.n_buffers);
+    }
+    return st;
+}
+
+kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch,
+                            pipe_options options, uint64_t seed, pipeline **out)
+{
+    if (!ctx)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: a context is required");
+    pipeline *p;
+    kiln_status st = pipeline_lower(m, batch, options, &p);
+    if (st != KILN_OK)
+        return st;
+    p->ctx = ctx;
+    p->seed = seed;
+    for (size_t i = 0; i < p->count; i++) /* a dropout stream per layer */
+        p->steps[i].attrs.seed = seed * 0x9e3779b97f4a7c15ull + p->steps[i].node;
+    st = allocate(p);
+    if (st == KILN_OK)
+        st = pipeline_init_params(p, seed);
+    if (st != KILN_OK) {
+        pipeline_free(p);
+        return st;
+    }
+    *out = p;
+    return KILN_OK;
+}
+
+void pipeline_free(pipeline *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->count; i++) {
+        pipe_step *s = &p->steps[i];
+        kiln_tensor_free(s->out);
+        kiln_tensor_free(s->grad);
+        kiln_tensor_free(s->partial);
+        for (int k = 0; k < OP_MAX_PARAMS; k++) {
+            kiln_tensor_free(s->param[k]);
+            kiln_tensor_free(s->dparam[k]);
+            kiln_tensor_free(s->folded[k]);
+        }
+        for (int k = 0; k < OP_MAX_BUFFERS; k++)
+            kiln_tensor_free(s->buffer[k]);
+        for (int k = 0; k < OP_MAX_SAVED; k++)
+            kiln_tensor_free(s->saved[k]);
+    }
+    if (p->arena)
+        clReleaseMemObject(p->arena);
+    kiln_tensor_free(p->params);
+    kiln_tensor_free(p->grads);
+    kiln_tensor_free(p->input);
+    free(p->steps);
+    free(p->value_of);
+    free(p->blocks);
+    free(p);
+}
+
+const char *pipeline_step_name(const pipeline *p, const pipe_step *s)
+{
+    static _Thread_local char name[96];
+    const graph_node *n = &p->model->nodes[s->node];
+    snprintf(name, sizeof name, "%zu %s%s%s", s->node, n->kind->name,
+             s->fused_node >= 0 ? "+" : "",
+             s->fused_node >= 0 ? p->model->nodes[s->fused_node].kind->name : "");
+    return name;
+}
+
+int pipeline_softmax_head(const pipeline *p)
+{
+    const pipe_step *last = &p->steps[p->count - 1];
+    int ndim = last->shapes.out.ndim;
+    int dim = last->attrs.dim < 0 ? ndim + last->attrs.dim : last->attrs.dim;
+    return last->op == OP_SOFTMAX && ndim == 2 && dim == 1;
+}

@@ -1,0 +1,140 @@
+/* A model lowered onto a device for one batch size: an ordered list of
+ * steps (one operator launch group each) with their tensors. lower.c
+ * builds it from the graph (fuse.c decides what merges), init.c fills the
+ * parameters, exec.c runs forward, loss and backward on one in-order
+ * queue without waiting. */
+#ifndef KILN_PIPELINE_H
+#define KILN_PIPELINE_H
+
+#include "graph/graph.h"
+
+typedef struct {
+    size_t node;                      /* graph node the step computes */
+    op_kind op;
+    op_attrs attrs;                   /* node attrs, plus a fused activation */
+    int inputs[OP_MAX_INPUTS];        /* step indices; -1: the pipeline input */
+    int n_inputs;
+    op_shapes shapes;                 /* with the batch dimension */
+    kiln_tensor *out, *grad;          /* value and dL/dvalue */
+    kiln_tensor *param[OP_MAX_PARAMS], *dparam[OP_MAX_PARAMS];
+    kiln_tensor *buffer[OP_MAX_BUFFERS], *saved[OP_MAX_SAVED];
+    kiln_tensor *partial;             /* a second contribution to grad, then added */
+    int uses;                         /* how many step inputs read this value */
+    int fused_node;                   /* graph node of a fused activation, or -1 */
+    int bn_step;                      /* eval: the batchnorm step folded into this one */
+    int folded_into;                  /* eval: this batchnorm runs inside that step */
+    kiln_tensor *folded[OP_MAX_PARAMS]; /* eval: weight and bias with the batchnorm in */
+    int grad_ready;                   /* grad written during this backward */
+} pipe_step;
+
+/* How a pipeline is built. */
+typedef struct {
+    int fuse;      /* merge activations into the GEMM epilogues before them */
+    int plan;      /* place values, gradients and saved tensors in one arena */
+    int poison;    /* debug: fill each arena block with NaN when it dies */
+    int check;     /* debug: stop at the first NaN/Inf value or gradient */
+} pipe_options;
+
+/* Arena offsets are multiples of this: at least any device's
+ * CL_DEVICE_MEM_BASE_ADDR_ALIGN, as sub-buffers require. */
+#define KILN_ARENA_ALIGN 4096
+
+/* Where one arena block lives on the step timeline: forward of step s is
+ * at s, the loss at count, backward of step s at 2 * count - s. */
+typedef struct {
+    kiln_tensor **tensor; /* the tensor placed there */
+    kiln_shape shape;
+    size_t bytes;
+    int start, end;
+    size_t offset;
+} plan_block;
+
+typedef struct {
+    kiln_ctx *ctx;
+    const kiln_model *model;
+    size_t batch;
+    pipe_options options;
+    uint64_t seed;
+    uint64_t counter;                 /* advanced by each training forward */
+    pipe_step *steps;
+    size_t count;
+    int *value_of;                    /* graph node -> step holding its value */
+    kiln_shape input_shape;           /* (batch, input shape) */
+    kiln_tensor *input;
+    int loss_step;                    /* the step whose gradient the loss wrote */
+    plan_block *blocks;               /* with options.plan */
+    size_t n_blocks;
+    size_t arena_bytes;               /* with options.plan: the arena's size */
+    cl_mem arena;
+    /* Every parameter and its gradient are views into two flat buffers of
+     * flat_count floats (zero between tensors), so that the optimizer and
+     * gradient clipping are one launch each over all of them. */
+    kiln_tensor *params, *grads;
+} pipeline;
+
+/* Lowers a finished model for a batch size and allocates it on ctx;
+ * parameters are initialised from seed (init.c). */
+kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch,
+                            pipe_options options, uint64_t seed, pipeline **out);
+
+/* The steps and shapes alone, with no device (for kiln summary). */
+kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options options,
+                           pipeline **out);
+void pipeline_free(pipeline *p);
+
+/* Whether the model ends in a softmax over the classes of a (batch,
+ * classes) output, its prediction head. */
+int pipeline_softmax_head(const pipeline *p);
+
+/* "3 linear+relu": the step's first layer index and the kinds it merges. */
+const char *pipeline_step_name(const pipeline *p, const pipe_step *s);
+
+/* ---- memory planning (plan.c) ---- */
+
+/* The blocks of every value, gradient, partial and saved tensor, with
+ * their lifetimes; placed so that blocks alive at once never overlap.
+ * Returns the arena size; align is the offset alignment in bytes. */
+kiln_status plan_pipeline(pipeline *p, size_t align);
+
+/* Bytes of values, gradients and saved tensors: planned (the arena) and
+ * unplanned (each its own buffer); parameters and their gradients apart. */
+void plan_memory(const pipeline *p, size_t *planned, size_t *unplanned, size_t *params);
+
+/* With options.poison: fills with NaN the blocks whose life ends at t. */
+kiln_status plan_poison(pipeline *p, int t);
+
+/* Whether activation node `node` can move into the epilogue of the layer
+ * before it, given how many layers read each node (fuse.c). */
+int fuse_activation_into(const kiln_model *m, size_t node, const int *readers);
+
+/* Whether batchnorm node `node` can fold into the linear or conv2d before
+ * it in eval mode (fuse.c). */
+int fold_batchnorm_into(const kiln_model *m, size_t node, const int *readers);
+
+/* Eval mode: computes the folded weight and bias of step s (exec.c). */
+kiln_status pipeline_fold(pipeline *p, pipe_step *s);
+
+/* Fills every parameter and buffer as PyTorch's initialisers would (init.c). */
+kiln_status pipeline_init_params(pipeline *p, uint64_t seed);
+
+/* Runs the forward pass on p->input; training selects batch statistics and
+ * dropout, and advances the dropout counter first. */
+kiln_status pipeline_forward(pipeline *p, int training);
+
+/* The last step's output: the model's prediction. With a planned arena it
+ * is valid until the next backward pass reuses its memory. */
+kiln_tensor *pipeline_output(pipeline *p);
+
+/* loss (1 element) of the output against target, and the output gradient
+ * that pipeline_backward starts from. A model that ends in a softmax over
+ * its classes is trained with cross-entropy on the logits before it (the
+ * softmax is its prediction head): cross_entropy takes logits, as
+ * PyTorch's does, and applying it to probabilities would be a mistake. */
+kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
+                          const kiln_tensor *target, kiln_tensor *loss);
+
+/* Backward from the output gradient left by pipeline_loss, through every
+ * step, accumulating where a value feeds several steps; writes dparam. */
+kiln_status pipeline_backward(pipeline *p, int training);
+
+#endif /* KILN_PIPELINE_H */

@@ -1,0 +1,150 @@
+/* Memory planning. Every value, gradient, gradient partial and saved
+ * tensor of a training step gets a lifetime on the step timeline (forward
+ * of step s at s, the loss at n, backward of step s at 2n - s) and a place
+ * in one arena, such that blocks alive at the same time never overlap:
+ * greedy, largest first, each at the lowest offset that fits between the
+ * blocks it must not touch.
+ *
+ *   value of s      [s, 2n - s]      read by s's readers and by its backward
+ *   saved of s      [s, 2n - s]
+ *   gradient of s   [first writer, 2n - s]: its last reader's backward
+ *                   (or the loss, for the last step)
+ *   partial of s    [last reader's backward, first reader's backward] */
+#include <math.h>
+#include <stdlib.h>
+
+#include "compiler/pipeline.h"
+
+static void add_block(pipeline *p, kiln_tensor **t, const kiln_shape *s, int start, int end)
+{
+    plan_block *b = &p->blocks[p->n_blocks++];
+    b->tensor = t;
+    b->shape = *s;
+    b->bytes = shape_numel(s) * sizeof(float);
+    b->start = start;
+    b->end = end;
+    b->offset = 0;
+}
+
+static int overlaps_in_time(const plan_block *a, const plan_block *b)
+{
+    return a->start <= b->end && b->start <= a->end;
+}
+
+static int by_size_desc(const void *x, const void *y)
+{
+    const plan_block *a = *(const plan_block *const *)x, *b = *(const plan_block *const *)y;
+    return a->bytes < b->bytes ? 1 : a->bytes > b->bytes ? -1 : 0;
+}
+
+static size_t round_up(size_t v, size_t align)
+{
+    return (v + align - 1) / align * align;
+}
+
+/* The lowest aligned offset where b fits beside the placed blocks it
+ * shares time with. */
+static size_t first_fit(plan_block *const *placed, size_t n, const plan_block *b, size_t align)
+{
+    size_t offset = 0;
+    for (int moved = 1; moved;) {
+        moved = 0;
+        for (size_t i = 0; i < n; i++) {
+            const plan_block *o = placed[i];
+            if (!overlaps_in_time(o, b))
+                continue;
+            if (offset < o->offset + o->bytes && o->offset < offset + b->bytes) {
+                offset = round_up(o->offset + o->bytes, align);
+                moved = 1;
+            }
+        }
+    }
+    return offset;
+}
+
+static kiln_status place(pipeline *p, size_t align)
+{
+    plan_block **order = malloc(p->n_blocks * sizeof *order);
+    if (!order)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "memory planning: out of memory");
+    for (size_t i = 0; i < p->n_blocks; i++)
+        order[i] = &p->blocks[i];
+    qsort(order, p->n_blocks, sizeof *order, by_size_desc);
+    p->arena_bytes = align;
+    for (size_t i = 0; i < p->n_blocks; i++) {
+        order[i]->offset = first_fit(order, i, order[i], align);
+        if (order[i]->offset + order[i]->bytes > p->arena_bytes)
+            p->arena_bytes = round_up(order[i]->offset + order[i]->bytes, align);
+    }
+    free(order);
+    return KILN_OK;
+}
+
+kiln_status plan_pipeline(pipeline *p, size_t align)
+{
+    int n = (int)p->count;
+    p->blocks = calloc(4 * p->count + 1, sizeof *p->blocks);
+    int *first_writer = malloc(p->count * sizeof *first_writer);
+    int *last_reader_bwd = malloc(p->count * sizeof *last_reader_bwd);
+    if (!p->blocks || !first_writer || !last_reader_bwd) {
+        free(first_writer);
+        free(last_reader_bwd);
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "memory planning: out of memory");
+    }
+    /* readers run backward from the last: the largest reader writes first */
+    for (int s = 0; s < n; s++)
+        first_writer[s] = last_reader_bwd[s] = 2 * n - s;
+    first_writer[n - 1] = n;
+    if (pipeline_softmax_head(p) && p->steps[n - 1].inputs[0] >= 0)
+        first_writer[p->steps[n - 1].inputs[0]] = n; /* cross-entropy on the logits */
+    for (int r = 0; r < n; r++)
+        for (int k = 0; k < p->steps[r].n_inputs; k++) {
+            int s = p->steps[r].inputs[k];
+            if (s < 0)
+                continue;
+            if (2 * n - r < first_writer[s])
+                first_writer[s] = 2 * n - r;
+            if (last_reader_bwd[s] == 2 * n - s || 2 * n - r > last_reader_bwd[s])
+                last_reader_bwd[s] = 2 * n - r;
+        }
+    for (int s = 0; s < n; s++) {
+        pipe_step *st = &p->steps[s];
+        /* a batchnorm folded into an earlier step is written there in eval */
+        add_block(p, &st->out, &st->shapes.out, st->folded_into >= 0 ? st->folded_into : s,
+                  2 * n - s);
+        add_block(p, &st->grad, &st->shapes.out, first_writer[s], 2 * n - s);
+        if (st->uses > 1)
+            add_block(p, &st->partial, &st->shapes.out, first_writer[s], last_reader_bwd[s]);
+        for (int k = 0; k < st->shapes.n_saved; k++)
+            add_block(p, &st->saved[k], &st->shapes.saved[k], s, 2 * n - s);
+    }
+    free(first_writer);
+    free(last_reader_bwd);
+    return place(p, align);
+}
+
+void plan_memory(const pipeline *p, size_t *planned, size_t *unplanned, size_t *params)
+{
+    *planned = p->arena_bytes;
+    *unplanned = *params = 0;
+    for (size_t i = 0; i < p->count; i++) {
+        const pipe_step *s = &p->steps[i];
+        size_t out = shape_numel(&s->shapes.out) * sizeof(float);
+        *unplanned += 2 * out + (s->uses > 1 ? out : 0);
+        for (int k = 0; k < s->shapes.n_saved; k++)
+            *unplanned += shape_numel(&s->shapes.saved[k]) * sizeof(float);
+        for (int k = 0; k < s->shapes.n_params; k++)
+            *params += 2 * shape_numel(&s->shapes.param[k]) * sizeof(float);
+        for (int k = 0; k < s->shapes.n_buffers; k++)
+            *params += shape_numel(&s->shapes.buffer[k]) * sizeof(float);
+    }
+}
+
+kiln_status plan_poison(pipeline *p, int t)
+{
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < p->n_blocks && st == KILN_OK; i++)
+        if (p->blocks[i].end == t)
+            st = kiln_tensor_fill(*p->blocks[i].tensor, NAN);
+    return st;
+}

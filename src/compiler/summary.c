@@ -1,0 +1,250 @@
+/* `kiln summary`: the layers of a model and their totals. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler/pipeline.h"
+#include "runtime/rng.h"
+
+/* 5315 -> "5,315" */
+static const char *grouped(uint64_t v, char *buf, size_t size)
+{
+    char digits[32];
+    int n = snprintf(digits, sizeof digits, "%llu", (unsigned long long)v), used = 0;
+    for (int i = 0; i < n && used + 2 < (int)size; i++) {
+        if (i > 0 && (n - i) % 3 == 0)
+            buf[used++] = ',';
+        buf[used++] = digits[i];
+    }
+    buf[used] = '\0';
+    return buf;
+}
+
+static const char *input_name(const kiln_model *m, int index)
+{
+    return index < 0 ? "input" : m->nodes[index].name;
+}
+
+kiln_status kiln_model_summary(kiln_model *m, FILE *out)
+{
+    if (!m || !out)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_summary: model and stream are "
+                                                    "required");
+    kiln_status st = graph_finish(m);
+    if (st != KILN_OK)
+        return st;
+    char shape[64], count[32];
+    fprintf(out, "%-4s %-12s %-14s %-16s %-14s %12s\n", "#", "layer", "name", "from",
+            "output", "parameters");
+    fprintf(out, "%-4s %-12s %-14s %-16s %-14s %12s\n", "", "input", "", "",
+            shape_str(&m->input, shape, sizeof shape), "");
+    for (size_t i = 0; i < m->count; i++) {
+        const graph_node *n = &m->nodes[i];
+        char from[2 * GRAPH_NAME_MAX + 4];
+        snprintf(from, sizeof from, "%s%s%s", input_name(m, n->inputs[0]),
+                 n->kind->n_inputs > 1 ? ", " : "",
+                 n->kind->n_inputs > 1 ? input_name(m, n->inputs[1]) : "");
+        fprintf(out, "%-4zu %-12s %-14s %-16s %-14s %12s\n", i, n->kind->name,
+                n->has_name ? n->name : "", from, shape_str(&n->out, shape, sizeof shape),
+                grouped(graph_node_params(n), count, sizeof count));
+    }
+    fprintf(out, "trainable parameters: %s\n",
+            grouped(kiln_model_param_count(m), count, sizeof count));
+    fprintf(out, "buffer values: %s (batchnorm running statistics and batch counts)\n",
+            grouped(kiln_model_buffer_count(m), count, sizeof count));
+    return KILN_OK;
+}
+
+static double mib(size_t bytes)
+{
+    return (double)bytes / (1024.0 * 1024.0);
+}
+
+kiln_status kiln_model_memory(kiln_model *m, size_t batch, FILE *out)
+{
+    if (!m || !out || batch == 0)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_memory: model, batch >= 1 and "
+                                                    "stream are required");
+    kiln_status st = graph_finish(m);
+    for (int fuse = 1; fuse >= 0 && st == KILN_OK; fuse--) {
+        pipeline *p;
+        st = pipeline_lower(m, batch, (pipe_options){.fuse = fuse, .plan = 1}, &p);
+        if (st != KILN_OK)
+            break;
+        size_t planned, unplanned, params;
+        plan_memory(p, &planned, &unplanned, &params);
+        fprintf(out, "%s, batch %zu: %zu steps; activations, gradients and saved tensors "
+                     "%.2f MiB planned (%.2f MiB one buffer each); parameters, gradients and "
+                     "buffers %.2f MiB\n",
+                fuse ? "fused" : "unfused", batch, p->count, mib(planned), mib(unplanned),
+                mib(params));
+        pipeline_free(p);
+    }
+    return st;
+}
+
+kiln_status kiln_model_dot(kiln_model *m, FILE *out)
+{
+    if (!m || !out)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_dot: model and stream are "
+                                                    "required");
+    kiln_status st = graph_finish(m);
+    pipeline *p = NULL;
+    if (st == KILN_OK)
+        st = pipeline_lower(m, 1, (pipe_options){.fuse = 1}, &p);
+    if (st != KILN_OK)
+        return st;
+    char shape[64];
+    fprintf(out, "digraph model {\n  rankdir=TB;\n  node [shape=box, fontname=\"sans\"];\n");
+    fprintf(out, "  input [label=\"input\\n%s\", shape=ellipse];\n",
+                 shape_str(&m->input, shape, sizeof shape));
+    for (size_t i = 0; i < p->count; i++) {
+        const pipe_step *s = &p->steps[i];
+        kiln_shape sample = shape_without_batch(&s->shapes.out);
+        fprintf(out, "  s%zu [label=\"%s\\n%s\"];\n", i, pipeline_step_name(p, s),
+                shape_str(&sample, shape, sizeof shape));
+        for (int k = 0; k < s->n_inputs; k++) {
+            if (s->inputs[k] < 0)
+                fprintf(out, "  input -> s%zu;\n", i);
+            else
+                fprintf(out, "  s%d -> s%zu;\n", s->inputs[k], i);
+        }
+    }
+    fprintf(out, "}\n");
+    pipeline_free(p);
+    return KILN_OK;
+}
+
+/* A random batch for the pipeline's input and a target for its loss. */
+static kiln_status random_batch(pipeline *p, loss_kind loss, kiln_tensor **target)
+{
+    kiln_rng rng;
+    kiln_rng_seed(&rng, 1);
+    kiln_shape out = p->steps[p->count - 1].shapes.out;
+    int ce = loss == LOSS_CROSS_ENTROPY;
+    kiln_shape ts = ce ? shape_make(1, out.d[0], 0, 0, 0) : out;
+    size_t n = kiln_tensor_numel(p->input), nt = shape_numel(&ts);
+    float *x = malloc((n > nt ? n : nt) * sizeof *x);
+    if (!x)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "trace: out of host memory");
+    kiln_rng_fill(&rng, x, n, -1, 1);
+    kiln_status st = kiln_tensor_upload(p->input, x, n);
+    for (size_t i = 0; i < nt; i++)
+        x[i] = ce ? (float)(kiln_rng_next(&rng) % out.d[1]) : (float)kiln_rng_uniform(&rng, 0, 1);
+    if (st == KILN_OK)
+        st = tensor_of(p->ctx, &ts, target);
+    if (st == KILN_OK)
+        st = kiln_tensor_upload(*target, x, nt);
+    free(x);
+    return st;
+}
+
+static loss_kind model_loss(const kiln_model *m, const kiln_shape *out)
+{
+    const char *name = kiln_model_train_setting(m, "loss");
+    for (int k = 0; name && k < LOSS_COUNT; k++)
+        if (strcmp(name, loss_name((loss_kind)k)) == 0)
+            return (loss_kind)k;
+    return out->ndim == 2 ? LOSS_CROSS_ENTROPY : LOSS_MSE;
+}
+
+/* What one_step records: launches printed to trace, GEMM shapes into
+ * gemms, a profile of `steps` steps into totals; any may be NULL. */
+typedef struct {
+    FILE *trace;
+    gemm_log *gemms;
+    FILE *totals;
+    int steps;
+    uint64_t launches;
+} step_watch;
+
+/* Training steps (forward, loss, backward) of random data through model m,
+ * after one unwatched warm-up step. */
+static kiln_status watched_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int fused,
+                                 step_watch *w)
+{
+    kiln_status st = graph_finish(m);
+    pipeline *p = NULL;
+    kiln_tensor *target = NULL, *loss = NULL;
+    kiln_shape one = shape_make(1, 1, 0, 0, 0);
+    if (st == KILN_OK)
+        st = pipeline_create(ctx, m, batch, (pipe_options){.fuse = fused, .plan = 1}, 1, &p);
+    loss_kind kind = p ? model_loss(m, &p->steps[p->count - 1].shapes.out) : LOSS_MSE;
+    if (st == KILN_OK)
+        st = random_batch(p, kind, &target);
+    if (st == KILN_OK)
+        st = tensor_of(ctx, &one, &loss);
+    int steps = w->steps > 0 ? w->steps : 1;
+    for (int i = -1; i < steps && st == KILN_OK; i++) {
+        st = kiln_ctx_finish(ctx);
+        uint64_t before = kiln_ctx_launches(ctx);
+        if (st == KILN_OK && i == 0) {
+            kiln_ctx_set_trace(ctx, w->trace);
+            ctx->gemms = w->gemms;
+            if (w->totals)
+                st = kiln_ctx_profile_begin(ctx);
+        }
+        if (st == KILN_OK)
+            st = pipeline_forward(p, 1);
+        if (st == KILN_OK)
+            st = pipeline_loss(p, kind, 0, target, loss);
+        if (st == KILN_OK)
+            st = pipeline_backward(p, 1);
+        if (i == 0)
+            w->launches = kiln_ctx_launches(ctx) - before;
+    }
+    kiln_ctx_set_trace(ctx, NULL);
+    ctx->gemms = NULL;
+    if (st == KILN_OK && w->totals)
+        st = kiln_ctx_profile_end(ctx, NULL, (size_t)steps, w->totals);
+    if (st == KILN_OK)
+        st = kiln_ctx_finish(ctx);
+    kiln_profile_discard(ctx);
+    kiln_tensor_free(target);
+    kiln_tensor_free(loss);
+    pipeline_free(p);
+    return st;
+}
+
+kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t batch, int fused,
+                                  FILE *out)
+{
+    if (!m || !ctx || !out)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_trace_step: model, context "
+                                                    "and stream are required");
+    fprintf(out, "one training step, batch %zu, %s:\n", batch, fused ? "fused" : "unfused");
+    step_watch w = {.trace = out};
+    kiln_status st = watched_steps(m, ctx, batch, fused, &w);
+    if (st == KILN_OK)
+        fprintf(out, "%llu launches\n", (unsigned long long)w.launches);
+    return st;
+}
+
+kiln_status kiln_model_profile_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int steps,
+                                     FILE *out)
+{
+    if (!m || !ctx || !out || steps < 1)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_profile_steps: model, "
+                                                    "context, stream and steps >= 1 are "
+                                                    "required");
+    step_watch w = {.totals = out, .steps = steps};
+    return watched_steps(m, ctx, batch, 1, &w);
+}
+
+kiln_status kiln_model_gemm_shapes(kiln_model *m, kiln_ctx *ctx, size_t batch,
+                                   kiln_gemm_shape *out, size_t cap, size_t *count)
+{
+    if (!m || !ctx || !out || !count)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_gemm_shapes: model, context "
+                                                    "and outputs are required");
+    gemm_log log = {.count = 0};
+    step_watch w = {.gemms = &log};
+    kiln_status st = watched_steps(m, ctx, batch, 1, &w);
+    *count = 0;
+    for (size_t i = 0; st == KILN_OK && i < log.count && *count < cap; i++, (*count)++) {
+        const gemm_shape *g = &log.shapes[i];
+        out[i] = (kiln_gemm_shape){g->ta ? KILN_TRANS : KILN_NO_TRANS,
+                                   g->tb ? KILN_TRANS : KILN_NO_TRANS, g->m, g->n, g->k};
+    }
+    return st;
+}

@@ -1,0 +1,471 @@
+/* Platforms and devices through the ICD loader, device selection, and the
+ * context (OpenCL context + in-order queue + kernel cache) on one device. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/runtime.h"
+
+#define MAX_PLATFORMS 16
+#define MAX_DEVICES_PER_PLATFORM 64
+
+const char *kiln_version(void)
+{
+    return KILN_VERSION;
+}
+
+void kiln_free(void *ptr)
+{
+    free(ptr);
+}
+
+const char *kiln_device_type_str(kiln_device_type type)
+{
+    switch (type) {
+    case KILN_DEVICE_CPU:
+        return "CPU";
+    case KILN_DEVICE_GPU:
+        return "GPU";
+    case KILN_DEVICE_ACCELERATOR:
+        return "accelerator";
+    default:
+        return "other";
+    }
+}
+
+static const char no_driver_help[] =
+    "no OpenCL driver is installed: the ICD loader found no platform with a device "
+    "(drivers are listed in /etc/OpenCL/vendors). To run on the CPU, install PoCL: "
+    "apt-get install pocl-opencl-icd (or Mesa's rusticl: apt-get install mesa-opencl-icd "
+    "and set RUSTICL_ENABLE=llvmpipe). For a GPU, install its vendor's OpenCL driver.";
+
+static kiln_status list_platforms(cl_platform_id *ids, cl_uint *count)
+{
+    cl_int err = clGetPlatformIDs(MAX_PLATFORMS, ids, count);
+    if (err == -1001 /* CL_PLATFORM_NOT_FOUND_KHR */ || (err == CL_SUCCESS && *count == 0))
+        return kiln_fail(KILN_ERR_NO_PLATFORM, "%s", no_driver_help);
+    if (err != CL_SUCCESS)
+        return kiln_fail_cl(err, "clGetPlatformIDs");
+    if (*count > MAX_PLATFORMS)
+        *count = MAX_PLATFORMS;
+    return KILN_OK;
+}
+
+static void platform_string(cl_platform_id p, cl_platform_info what, char *buf, size_t size)
+{
+    if (clGetPlatformInfo(p, what, size, buf, NULL) != CL_SUCCESS)
+        snprintf(buf, size, "?");
+    buf[size - 1] = '\0';
+}
+
+static void device_string(cl_device_id d, cl_device_info what, char *buf, size_t size)
+{
+    if (clGetDeviceInfo(d, what, size, buf, NULL) != CL_SUCCESS)
+        snprintf(buf, size, "?");
+    buf[size - 1] = '\0';
+}
+
+static uint64_t device_u64(cl_device_id d, cl_device_info what)
+{
+    cl_ulong v = 0;
+    clGetDeviceInfo(d, what, sizeof v, &v, NULL);
+    return v;
+}
+
+static unsigned device_uint(cl_device_id d, cl_device_info what)
+{
+    cl_uint v = 0;
+    clGetDeviceInfo(d, what, sizeof v, &v, NULL);
+    return v;
+}
+
+static kiln_device_type device_type(cl_device_id d)
+{
+    cl_device_type t = 0;
+    clGetDeviceInfo(d, CL_DEVICE_TYPE, sizeof t, &t, NULL);
+    if (t & CL_DEVICE_TYPE_GPU)
+        return KILN_DEVICE_GPU;
+    if (t & CL_DEVICE_TYPE_CPU)
+        return KILN_DEVICE_CPU;
+    if (t & CL_DEVICE_TYPE_ACCELERATOR)
+        return KILN_DEVICE_ACCELERATOR;
+    return KILN_DEVICE_OTHER;
+}
+
+static int has_extension(cl_device_id d, const char *ext)
+{
+    size_t size = 0;
+    if (clGetDeviceInfo(d, CL_DEVICE_EXTENSIONS, 0, NULL, &size) != CL_SUCCESS || size == 0)
+        return 0;
+    char *all = malloc(size + 1);
+    if (!all)
+        return 0;
+    int found = 0;
+    if (clGetDeviceInfo(d, CL_DEVICE_EXTENSIONS, size, all, NULL) == CL_SUCCESS) {
+        all[size] = '\0';
+        size_t n = strlen(ext);
+        for (const char *p = strstr(all, ext); p && !found; p = strstr(p + 1, ext))
+            found = (p[n] == ' ' || p[n] == '\0') && (p == all || p[-1] == ' ');
+    }
+    free(all);
+    return found;
+}
+
+static void describe(cl_platform_id p, cl_device_id d, kiln_device_info *info)
+{
+    platform_string(p, CL_PLATFORM_NAME, info->platform, sizeof info->platform);
+    platform_string(p, CL_PLATFORM_VERSION, info->platform_version,
+                    sizeof info->platform_version);
+    device_string(d, CL_DEVICE_NAME, info->name, sizeof info->name);
+    device_string(d, CL_DEVICE_VENDOR, info->vendor, sizeof info->vendor);
+    device_string(d, CL_DRIVER_VERSION, info->driver_version, sizeof info->driver_version);
+    device_string(d, CL_DEVICE_VERSION, info->device_version, sizeof info->device_version);
+    device_string(d, CL_DEVICE_OPENCL_C_VERSION, info->opencl_c_version,
+                  sizeof info->opencl_c_version);
+    info->type = device_type(d);
+    info->compute_units = device_uint(d, CL_DEVICE_MAX_COMPUTE_UNITS);
+    info->global_mem_bytes = device_u64(d, CL_DEVICE_GLOBAL_MEM_SIZE);
+    info->local_mem_bytes = device_u64(d, CL_DEVICE_LOCAL_MEM_SIZE);
+    info->max_alloc_bytes = device_u64(d, CL_DEVICE_MAX_MEM_ALLOC_SIZE);
+    info->mem_base_align_bits = device_uint(d, CL_DEVICE_MEM_BASE_ADDR_ALIGN);
+    size_t wg = 0;
+    clGetDeviceInfo(d, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
+    info->max_work_group_size = wg;
+    cl_device_fp_config fp64 = 0;
+    clGetDeviceInfo(d, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof fp64, &fp64, NULL);
+    info->fp64 = fp64 != 0;
+    info->fp16 = has_extension(d, "cl_khr_fp16");
+}
+
+/* Calls visit(platform, device, info) for each device until it returns
+ * nonzero; fills the indices of info. */
+typedef int (*device_visitor)(cl_platform_id, cl_device_id, const kiln_device_info *, void *);
+
+static kiln_status each_device(device_visitor visit, void *user, int *stopped)
+{
+    cl_platform_id platforms[MAX_PLATFORMS];
+    cl_uint np = 0;
+    kiln_status st = list_platforms(platforms, &np);
+    if (st != KILN_OK)
+        return st;
+    unsigned global = 0;
+    *stopped = 0;
+    for (cl_uint pi = 0; pi < np && !*stopped; pi++) {
+        cl_device_id devices[MAX_DEVICES_PER_PLATFORM];
+        cl_uint nd = 0;
+        cl_int err = clGetDeviceIDs(platforms[pi], CL_DEVICE_TYPE_ALL,
+                                    MAX_DEVICES_PER_PLATFORM, devices, &nd);
+        if (err == CL_DEVICE_NOT_FOUND)
+            continue; /* e.g. rusticl without RUSTICL_ENABLE */
+        if (err != CL_SUCCESS)
+            return kiln_fail_cl(err, "clGetDeviceIDs");
+        if (nd > MAX_DEVICES_PER_PLATFORM)
+            nd = MAX_DEVICES_PER_PLATFORM;
+        for (cl_uint di = 0; di < nd && !*stopped; di++) {
+            kiln_device_info info;
+            memset(&info, 0, sizeof info);
+            describe(platforms[pi], devices[di], &info);
+            info.platform_index = pi;
+            info.device_index = di;
+            info.global_index = global++;
+            *stopped = visit(platforms[pi], devices[di], &info, user);
+        }
+    }
+    return KILN_OK;
+}
+
+typedef struct {
+    kiln_device_info *items;
+    size_t count, capacity;
+    int failed;
+} device_list;
+
+static int collect(cl_platform_id p, cl_device_id d, const kiln_device_info *info, void *user)
+{
+    (void)p;
+    (void)d;
+    device_list *list = user;
+    if (list->count == list->capacity) {
+        size_t cap = list->capacity ? 2 * list->capacity : 8;
+        kiln_device_info *grown = realloc(list->items, cap * sizeof *grown);
+        if (!grown) {
+            list->failed = 1;
+            return 1;
+        }
+        list->items = grown;
+        list->capacity = cap;
+    }
+    list->items[list->count++] = *info;
+    return 0;
+}
+
+kiln_status kiln_devices(kiln_device_info **out, size_t *count)
+{
+    if (!out || !count)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_devices: out and count are required");
+    device_list list = {0};
+    int stopped;
+    kiln_status st = each_device(collect, &list, &stopped);
+    if (st == KILN_OK && list.failed)
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_devices: out of host memory");
+    if (st == KILN_OK && list.count == 0)
+        st = kiln_fail(KILN_ERR_NO_PLATFORM, "%s", no_driver_help);
+    if (st != KILN_OK) {
+        free(list.items);
+        return st;
+    }
+    *out = list.items;
+    *count = list.count;
+    return KILN_OK;
+}
+
+/* ---- selection ------------------------------------------------------------ */
+
+static int contains_nocase(const char *haystack, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *haystack; haystack++) {
+        size_t i = 0;
+        while (i < n && haystack[i] &&
+               tolower((unsigned char)haystack[i]) == tolower((unsigned char)needle[i]))
+            i++;
+        if (i == n)
+            return 1;
+    }
+    return n == 0;
+}
+
+/* Parses "12" into *a (returns 1) or "1:0" into *a, *b (returns 2). */
+static int parse_index(const char *s, unsigned long *a, unsigned long *b)
+{
+    char *end;
+    if (!isdigit((unsigned char)s[0]))
+        return 0;
+    *a = strtoul(s, &end, 10);
+    if (*end == '\0')
+        return 1;
+    if (*end != ':' || !isdigit((unsigned char)end[1]))
+        return 0;
+    *b = strtoul(end + 1, &end, 10);
+    return *end == '\0' ? 2 : 0;
+}
+
+static int matches(const kiln_device_info *d, const char *selector)
+{
+    unsigned long a = 0, b = 0;
+    switch (parse_index(selector, &a, &b)) {
+    case 1:
+        return d->global_index == a;
+    case 2:
+        return d->platform_index == a && d->device_index == b;
+    default:
+        return contains_nocase(d->platform, selector) || contains_nocase(d->name, selector) ||
+               contains_nocase(d->vendor, selector) ||
+               contains_nocase(kiln_device_type_str(d->type), selector);
+    }
+}
+
+static const kiln_device_info *default_device(const kiln_device_info *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (list[i].type == KILN_DEVICE_GPU)
+            return &list[i];
+    for (size_t i = 0; i < n; i++)
+        if (list[i].type == KILN_DEVICE_CPU)
+            return &list[i];
+    return &list[0];
+}
+
+static kiln_status no_match(const char *selector, const char *origin,
+                            const kiln_device_info *list, size_t n)
+{
+    kiln_fail(KILN_ERR_NO_DEVICE,
+              "no OpenCL device matches %s \"%s\" (an index such as 0, a platform:device "
+              "pair such as 1:0, or part of a platform, device or vendor name, or gpu/cpu). "
+              "Devices found:",
+              origin, selector);
+    for (size_t i = 0; i < n; i++) {
+        kiln_error_append("\n  %u (%u:%u)  %s / %s  [%s]", list[i].global_index,
+                          list[i].platform_index, list[i].device_index, list[i].platform,
+                          list[i].name, kiln_device_type_str(list[i].type));
+    }
+    return KILN_ERR_NO_DEVICE;
+}
+
+kiln_status kiln_device_select(const char *selector, kiln_device_info *out)
+{
+    if (!out)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_device_select: out is required");
+    const char *origin = "--device";
+    if (!selector || !*selector) {
+        selector = getenv("KILN_DEVICE");
+        origin = "KILN_DEVICE";
+    }
+    kiln_device_info *list;
+    size_t n;
+    kiln_status st = kiln_devices(&list, &n);
+    if (st != KILN_OK)
+        return st;
+    const kiln_device_info *pick = NULL;
+    if (!selector || !*selector) {
+        pick = default_device(list, n);
+    } else {
+        for (size_t i = 0; i < n && !pick; i++)
+            if (matches(&list[i], selector))
+                pick = &list[i];
+    }
+    if (!pick) {
+        st = no_match(selector, origin, list, n);
+        free(list);
+        return st;
+    }
+    *out = *pick;
+    free(list);
+    return KILN_OK;
+}
+
+typedef struct {
+    const kiln_device_info *want;
+    cl_platform_id platform;
+    cl_device_id device;
+    int found;
+} id_query;
+
+static int find_id(cl_platform_id p, cl_device_id d, const kiln_device_info *info, void *user)
+{
+    id_query *q = user;
+    if (info->platform_index != q->want->platform_index ||
+        info->device_index != q->want->device_index)
+        return 0;
+    q->platform = p;
+    q->device = d;
+    q->found = 1;
+    return 1;
+}
+
+static kiln_status lookup(const kiln_device_info *info, cl_platform_id *platform,
+                          cl_device_id *device)
+{
+    id_query q = {.want = info};
+    int stopped;
+    kiln_status st = each_device(find_id, &q, &stopped);
+    if (st != KILN_OK)
+        return st;
+    if (!q.found)
+        return kiln_fail(KILN_ERR_NO_DEVICE, "device %u:%u (%s) is no longer listed",
+                         info->platform_index, info->device_index, info->name);
+    *platform = q.platform;
+    *device = q.device;
+    return KILN_OK;
+}
+
+kiln_status kiln_device_id(const kiln_device_info *info, cl_device_id *out)
+{
+    cl_platform_id p;
+    return lookup(info, &p, out);
+}
+
+/* ---- context ---------------------------------------------------------------- */
+
+static kiln_status open_queue(kiln_ctx *ctx)
+{
+    cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)ctx->platform,
+                                     0};
+    cl_int err;
+    ctx->context = clCreateContext(props, 1, &ctx->device, NULL, NULL, &err);
+    if (err != CL_SUCCESS)
+        return kiln_fail_cl(err, "clCreateContext");
+    kiln_blas_context_opened();
+    ctx->queue = clCreateCommandQueue(ctx->context, ctx->device, CL_QUEUE_PROFILING_ENABLE, &err);
+    if (err != CL_SUCCESS)
+        return kiln_fail_cl(err, "clCreateCommandQueue");
+    return KILN_OK;
+}
+
+int kiln_device_loops_work_groups(const kiln_device_info *d)
+{
+    return d->type == KILN_DEVICE_CPU && !strstr(d->platform, "rusticl");
+}
+
+kiln_status kiln_ctx_create(const char *selector, kiln_ctx **out)
+{
+    const char *env = getenv("KILN_TUNE");
+    return kiln_ctx_open(selector, !(env && strcmp(env, "off") == 0), out);
+}
+
+kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out)
+{
+    if (!out)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_create: out is required");
+    *out = NULL;
+    kiln_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_ctx_create: out of host memory");
+    kiln_status st = kiln_device_select(selector, &ctx->info);
+    if (st == KILN_OK)
+        st = lookup(&ctx->info, &ctx->platform, &ctx->device);
+    if (st == KILN_OK)
+        st = open_queue(ctx);
+    if (st == KILN_OK)
+        st = kiln_program_cache_create(ctx, &ctx->programs);
+    if (st == KILN_OK)
+        st = kiln_gemm_engine_init(ctx);
+    kiln_tuning record;
+    if (st == KILN_OK && tuned && kiln_tuning_load(&ctx->info, &record))
+        st = kiln_tuning_apply(ctx, &record);
+    if (st != KILN_OK) {
+        kiln_ctx_free(ctx);
+        return st;
+    }
+    *out = ctx;
+    return KILN_OK;
+}
+
+void kiln_ctx_free(kiln_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    if (ctx->queue)
+        clFinish(ctx->queue);
+    kiln_program_cache_free(ctx->programs);
+    kiln_gemm_scratch_free(ctx);
+    kiln_profile_discard(ctx);
+    if (ctx->queue)
+        clReleaseCommandQueue(ctx->queue);
+    if (ctx->context) {
+        kiln_blas_context_closed();
+        clReleaseContext(ctx->context);
+    }
+    free(ctx);
+}
+
+const kiln_device_info *kiln_ctx_device(const kiln_ctx *ctx)
+{
+    return ctx ? &ctx->info : NULL;
+}
+
+kiln_status kiln_ctx_finish(kiln_ctx *ctx)
+{
+    if (!ctx)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_finish: ctx is NULL");
+    cl_int err = clFinish(ctx->queue);
+    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clFinish");
+}
+
+void kiln_ctx_set_trace(kiln_ctx *ctx, FILE *out)
+{
+    if (ctx)
+        ctx->trace = out;
+}
+
+uint64_t kiln_ctx_launches(const kiln_ctx *ctx)
+{
+    return ctx ? ctx->launches : 0;
+}
+
+kiln_cache_stats kiln_ctx_cache_stats(const kiln_ctx *ctx)
+{
+    kiln_cache_stats none = {0};
+    return ctx ? ctx->stats : none;
+}

@@ -1,0 +1,536 @@
+/* Kernel programs: embedded cl/ sources built per (source, options), kept in
+ * a per-context memory cache and as device binaries in an on-disk cache.
+ *
+ * A disk cache file is trusted only when its magic, format version, full
+ * key (device, driver, platform, kiln version, source hash, options),
+ * length and CRC all match; anything else is ignored and rebuilt. Files are
+ * written to a temporary name, fsync'd and renamed, so a reader never sees
+ * half a file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "runtime/runtime.h"
+
+#define CACHE_MAGIC "KILNBIN"
+#define CACHE_FORMAT 1u
+#define CACHE_MAX_FILE (256u << 20)
+#define BASE_OPTIONS "-cl-std=CL1.2"
+#define PATH_CAP 4096
+
+typedef struct kernel_entry {
+    char *name;
+    cl_kernel kernel;
+    struct kernel_entry *next;
+} kernel_entry;
+
+typedef struct program_entry {
+    char *source;
+    char *options;
+    cl_program program;
+    kernel_entry *kernels;
+    struct program_entry *next;
+} program_entry;
+
+struct kiln_program_cache {
+    program_entry *programs;
+};
+
+kiln_status kiln_program_cache_create(kiln_ctx *ctx, kiln_program_cache **out)
+{
+    (void)ctx;
+    *out = calloc(1, sizeof **out);
+    return *out ? KILN_OK : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
+}
+
+void kiln_program_cache_free(kiln_program_cache *cache)
+{
+    if (!cache)
+        return;
+    program_entry *p = cache->programs;
+    while (p) {
+        kernel_entry *k = p->kernels;
+        while (k) {
+            kernel_entry *next = k->next;
+            clReleaseKernel(k->kernel);
+            free(k->name);
+            free(k);
+            k = next;
+        }
+        program_entry *next = p->next;
+        clReleaseProgram(p->program);
+        free(p->source);
+        free(p->options);
+        free(p);
+        p = next;
+    }
+    free(cache);
+}
+
+static const kiln_cl_source *find_source(const char *name, size_t len)
+{
+    for (size_t i = 0; i < kiln_cl_source_count; i++)
+        if (strlen(kiln_cl_sources[i].name) == len &&
+            strncmp(kiln_cl_sources[i].name, name, len) == 0)
+            return &kiln_cl_sources[i];
+    return NULL;
+}
+
+/* A program's text: one embedded source, or several joined by '+'
+ * ("group.cl+norm.cl"), compiled together in that order. */
+#define MAX_PARTS 4
+
+typedef struct {
+    const char *name;
+    const kiln_cl_source *part[MAX_PARTS];
+    int count;
+} program_text;
+
+static kiln_status resolve(const char *name, program_text *out)
+{
+    out->name = name;
+    out->count = 0;
+    for (const char *p = name;; p++) {
+        const char *end = strchr(p, '+');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const kiln_cl_source *src = find_source(p, len);
+        if (!src)
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "no embedded kernel source \"%.*s\"",
+                             (int)len, p);
+        if (out->count == MAX_PARTS)
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "program \"%s\" joins more than %d "
+                                                        "sources", name, MAX_PARTS);
+        out->part[out->count++] = src;
+        if (!end)
+            return KILN_OK;
+        p = end;
+    }
+}
+
+/* ---- the on-disk cache ------------------------------------------------------ */
+
+uint64_t kiln_fnv1a64(const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static uint32_t crc(const void *data, size_t n)
+{
+    uLong c = crc32(0L, Z_NULL, 0);
+    const unsigned char *p = data;
+    while (n > 0) {
+        uInt chunk = n > (1u << 30) ? (1u << 30) : (uInt)n;
+        c = crc32(c, p, chunk);
+        p += chunk;
+        n -= chunk;
+    }
+    return (uint32_t)c;
+}
+
+kiln_status kiln_cache_dir(char *buf, size_t size)
+{
+    const char *dir = getenv("KILN_CACHE_DIR");
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    int n;
+    if (dir && *dir)
+        n = snprintf(buf, size, "%s", dir);
+    else if (xdg && *xdg)
+        n = snprintf(buf, size, "%s/kiln", xdg);
+    else if (home && *home)
+        n = snprintf(buf, size, "%s/.cache/kiln", home);
+    else
+        return kiln_fail(KILN_ERR_IO, "kernel cache: neither KILN_CACHE_DIR, XDG_CACHE_HOME "
+                                      "nor HOME is set");
+    if (n < 0 || (size_t)n >= size)
+        return kiln_fail(KILN_ERR_IO, "kernel cache: directory name too long");
+    return KILN_OK;
+}
+
+/* The complete cache key of a program variant, as text. */
+static void cache_key(const kiln_ctx *ctx, const program_text *src, const char *options,
+                      char *key, size_t size)
+{
+    int used = snprintf(key, size,
+                        "kiln %s\nplatform %s %s\ndevice %s\ndevice-version %s\ndriver %s\n"
+                        "options %s %s\n",
+                        KILN_VERSION, ctx->info.platform, ctx->info.platform_version,
+                        ctx->info.name, ctx->info.device_version, ctx->info.driver_version,
+                        BASE_OPTIONS, options);
+    for (int i = 0; i < src->count && used > 0 && (size_t)used < size; i++) {
+        const char *text = src->part[i]->text;
+        size_t len = strlen(text);
+        used += snprintf(key + used, size - (size_t)used, "source %s %zu %016llx %08x\n",
+                         src->part[i]->name, len, (unsigned long long)kiln_fnv1a64(text, len),
+                         (unsigned)crc(text, len));
+    }
+}
+
+static int cache_path(const char *key, char *path, size_t size)
+{
+    char dir[PATH_CAP];
+    if (kiln_cache_dir(dir, sizeof dir) != KILN_OK) {
+        kiln_error_clear();
+        return -1;
+    }
+    int n = snprintf(path, size, "%s/%016llx.bin", dir,
+                     (unsigned long long)kiln_fnv1a64(key, strlen(key)));
+    return n > 0 && (size_t)n < size ? 0 : -1;
+}
+
+/* Reads the whole file (at most CACHE_MAX_FILE bytes); NULL if unreadable. */
+static unsigned char *read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    unsigned char *data = NULL;
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && st.st_size > 0 && st.st_size <= CACHE_MAX_FILE) {
+        *size = (size_t)st.st_size;
+        data = malloc(*size);
+        if (data && fread(data, 1, *size, f) != *size) {
+            free(data);
+            data = NULL;
+        }
+    }
+    fclose(f);
+    return data;
+}
+
+/* Checks a cache file image against key; on success points *bin at the
+ * binary inside data. Layout: magic[8] u32 format u32 keylen key
+ * u64 binlen u32 crc binary. */
+static int parse_cache_file(const unsigned char *data, size_t size, const char *key,
+                            const unsigned char **bin, size_t *bin_len)
+{
+    size_t key_len = strlen(key);
+    size_t head = 8 + 4 + 4;
+    uint32_t format, stored_key_len, stored_crc;
+    uint64_t stored_bin_len;
+    if (size < head || memcmp(data, CACHE_MAGIC, 8) != 0)
+        return -1;
+    memcpy(&format, data + 8, 4);
+    memcpy(&stored_key_len, data + 12, 4);
+    if (format != CACHE_FORMAT || stored_key_len != key_len || size < head + key_len + 12)
+        return -1;
+    if (memcmp(data + head, key, key_len) != 0)
+        return -1;
+    memcpy(&stored_bin_len, data + head + key_len, 8);
+    memcpy(&stored_crc, data + head + key_len + 8, 4);
+    size_t offset = head + key_len + 12;
+    if (stored_bin_len == 0 || stored_bin_len != size - offset)
+        return -1;
+    if (crc(data + offset, (size_t)stored_bin_len) != stored_crc)
+        return -1;
+    *bin = data + offset;
+    *bin_len = (size_t)stored_bin_len;
+    return 0;
+}
+
+/* Writes the cache file atomically; failures only cost a rebuild later. */
+static void store_cache_file(const char *path, const char *key, const unsigned char *bin,
+                             size_t bin_len)
+{
+    char dir[PATH_CAP], tmp[PATH_CAP];
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir ||
+        snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
+        return;
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return;
+    *slash = '\0';
+    if (kiln_make_dirs(dir) != 0)
+        return;
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return;
+    uint32_t format = CACHE_FORMAT, key_len = (uint32_t)strlen(key), sum = crc(bin, bin_len);
+    uint64_t len64 = bin_len;
+    int bad = kiln_write_all(fd, CACHE_MAGIC, 8) || kiln_write_all(fd, &format, 4) ||
+              kiln_write_all(fd, &key_len, 4) || kiln_write_all(fd, key, key_len) ||
+              kiln_write_all(fd, &len64, 8) || kiln_write_all(fd, &sum, 4) ||
+              kiln_write_all(fd, bin, bin_len) || fsync(fd) != 0;
+    if (close(fd) != 0 || bad || rename(tmp, path) != 0)
+        unlink(tmp);
+}
+
+/* ---- building ----------------------------------------------------------------- */
+
+static kiln_status build_failed(kiln_ctx *ctx, cl_program program, cl_int err,
+                                const program_text *src, const char *options)
+{
+    kiln_status st = kiln_fail_cl_in(err, "clBuildProgram", "%s, options \"%s\", on %s",
+                                     src->name, options, ctx->info.name);
+    size_t size = 0;
+    if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size) ==
+            CL_SUCCESS &&
+        size > 1) {
+        char *log = malloc(size + 1);
+        if (log && clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, size, log,
+                                         NULL) == CL_SUCCESS) {
+            log[size] = '\0';
+            kiln_error_append("\n%s", log);
+        }
+        free(log);
+    }
+    return st;
+}
+
+static void full_options(const char *options, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s %s", BASE_OPTIONS, options);
+}
+
+static cl_program load_binary(kiln_ctx *ctx, const char *path, const char *key,
+                              const char *options)
+{
+    size_t size = 0;
+    unsigned char *data = read_file(path, &size);
+    if (!data)
+        return NULL;
+    const unsigned char *bin;
+    size_t bin_len;
+    cl_program program = NULL;
+    if (parse_cache_file(data, size, key, &bin, &bin_len) == 0) {
+        cl_int status, err;
+        program = clCreateProgramWithBinary(ctx->context, 1, &ctx->device, &bin_len, &bin,
+                                            &status, &err);
+        if (err != CL_SUCCESS || status != CL_SUCCESS) {
+            program = NULL;
+        } else if (clBuildProgram(program, 1, &ctx->device, options, NULL, NULL) !=
+                   CL_SUCCESS) {
+            clReleaseProgram(program);
+            program = NULL;
+        }
+    }
+    free(data);
+    if (!program)
+        ctx->stats.disk_rejects++;
+    return program;
+}
+
+static void save_binary(kiln_ctx *ctx, cl_program program, const char *path, const char *key)
+{
+    size_t bin_len = 0;
+    if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof bin_len, &bin_len, NULL) !=
+            CL_SUCCESS ||
+        bin_len == 0 || bin_len > CACHE_MAX_FILE)
+        return;
+    unsigned char *bin = malloc(bin_len);
+    if (bin && clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) ==
+                   CL_SUCCESS)
+        store_cache_file(path, key, bin, bin_len);
+    free(bin);
+    (void)ctx;
+}
+
+static kiln_status compile_source(kiln_ctx *ctx, const program_text *src,
+                                  const char *options, const char *full, cl_program *out)
+{
+    cl_int err;
+    const char *texts[MAX_PARTS];
+    for (int i = 0; i < src->count; i++)
+        texts[i] = src->part[i]->text;
+    cl_program program =
+        clCreateProgramWithSource(ctx->context, (cl_uint)src->count, texts, NULL, &err);
+    if (err != CL_SUCCESS)
+        return kiln_fail_cl(err, "clCreateProgramWithSource");
+    err = clBuildProgram(program, 1, &ctx->device, full, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        kiln_status st = build_failed(ctx, program, err, src, options);
+        clReleaseProgram(program);
+        return st;
+    }
+    ctx->stats.builds++;
+    *out = program;
+    return KILN_OK;
+}
+
+static kiln_status build_program(kiln_ctx *ctx, const program_text *src, const char *options,
+                                 cl_program *out)
+{
+    char key[4096], path[PATH_CAP], full[1024];
+    full_options(options, full, sizeof full);
+    cache_key(ctx, src, options, key, sizeof key);
+    int cacheable = cache_path(key, path, sizeof path) == 0;
+    if (cacheable && (*out = load_binary(ctx, path, key, full)) != NULL) {
+        ctx->stats.disk_hits++;
+        return KILN_OK;
+    }
+    kiln_status st = compile_source(ctx, src, options, full, out);
+    if (st == KILN_OK && cacheable)
+        save_binary(ctx, *out, path, key);
+    return st;
+}
+
+static char *dup_string(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    return d ? memcpy(d, s, n) : NULL;
+}
+
+static kiln_status get_program(kiln_ctx *ctx, const char *source, const char *options,
+                               program_entry **out)
+{
+    for (program_entry *p = ctx->programs->programs; p; p = p->next) {
+        if (strcmp(p->source, source) == 0 && strcmp(p->options, options) == 0) {
+            ctx->stats.memory_hits++;
+            *out = p;
+            return KILN_OK;
+        }
+    }
+    program_text src;
+    kiln_status st = resolve(source, &src);
+    if (st != KILN_OK)
+        return st;
+    if (strlen(options) > 800)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "build options for %s longer than 800 "
+                                                    "characters", source);
+    program_entry *entry = calloc(1, sizeof *entry);
+    if (!entry)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
+    entry->source = dup_string(source);
+    entry->options = dup_string(options);
+    st = entry->source && entry->options
+                         ? build_program(ctx, &src, options, &entry->program)
+                         : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
+    if (st != KILN_OK) {
+        free(entry->source);
+        free(entry->options);
+        free(entry);
+        return st;
+    }
+    entry->next = ctx->programs->programs;
+    ctx->programs->programs = entry;
+    *out = entry;
+    return KILN_OK;
+}
+
+kiln_status kiln_program_prepare(kiln_ctx *ctx, const char *source, const char *options)
+{
+    if (!ctx || !source)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_program_prepare: ctx and source "
+                                                    "are required");
+    program_entry *entry;
+    return get_program(ctx, source, options ? options : "", &entry);
+}
+
+kiln_status kiln_kernel_get(kiln_ctx *ctx, const char *source, const char *options,
+                            const char *kernel, cl_kernel *out)
+{
+    program_entry *p;
+    kiln_status st = get_program(ctx, source, options ? options : "", &p);
+    if (st != KILN_OK)
+        return st;
+    for (kernel_entry *k = p->kernels; k; k = k->next) {
+        if (strcmp(k->name, kernel) == 0) {
+            *out = k->kernel;
+            return KILN_OK;
+        }
+    }
+    kernel_entry *k = calloc(1, sizeof *k);
+    cl_int err = CL_OUT_OF_HOST_MEMORY;
+    if (k && (k->name = dup_string(kernel)) != NULL)
+        k->kernel = clCreateKernel(p->program, kernel, &err);
+    if (err != CL_SUCCESS) {
+        if (k)
+            free(k->name);
+        free(k);
+        return kiln_fail_cl_in(err, "clCreateKernel", "kernel \"%s\" of %s", kernel, source);
+    }
+    k->next = p->kernels;
+    p->kernels = k;
+    *out = k->kernel;
+    return KILN_OK;
+}
+
+/* ---- launching ---------------------------------------------------------------- */
+
+static kiln_status set_args(cl_kernel kernel, const char *name, int nargs, va_list ap)
+{
+    for (int i = 0; i < nargs; i++) {
+        size_t size = va_arg(ap, size_t);
+        const void *value = va_arg(ap, const void *);
+        cl_int err = clSetKernelArg(kernel, (cl_uint)i, size, value);
+        if (err != CL_SUCCESS)
+            return kiln_fail_cl_in(err, "clSetKernelArg", "%s, argument %d", name, i);
+    }
+    return KILN_OK;
+}
+
+static kiln_status enqueue(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl_uint dims,
+                           const size_t *global, const size_t *local)
+{
+    for (cl_uint i = 0; i < dims; i++)
+        if (global[i] == 0)
+            return KILN_OK;
+    cl_event event = NULL;
+    cl_int err = ctx->fail_launch && ctx->launches + 1 >= ctx->fail_launch
+                     ? CL_OUT_OF_RESOURCES
+                     : clEnqueueNDRangeKernel(ctx->queue, kernel, dims, NULL, global, local, 0,
+                                              NULL, kiln_profile_slot(ctx, &event));
+    if (err != CL_SUCCESS)
+        return kiln_fail_cl_in(err, "clEnqueueNDRangeKernel", "%s, %zux%zux%zu items", name,
+                               global[0], dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
+    ctx->launches++;
+    kiln_profile_add(ctx, event, name);
+    if (ctx->trace)
+        fprintf(ctx->trace, "    kernel %-18s %zu x %zu x %zu\n", name, global[0],
+                dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
+    return KILN_OK;
+}
+
+static kiln_status launch(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl_uint dims,
+                          const size_t *global, const size_t *local, int nargs, va_list ap)
+{
+    kiln_status st = set_args(kernel, name, nargs, ap);
+    return st == KILN_OK ? enqueue(ctx, kernel, name, dims, global, local) : st;
+}
+
+kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t global,
+                           size_t local, int nargs, ...)
+{
+    if (local > 0)
+        global = (global + local - 1) / local * local;
+    va_list ap;
+    va_start(ap, nargs);
+    kiln_status st = launch(ctx, kernel, name, 1, &global, local > 0 ? &local : NULL, nargs, ap);
+    va_end(ap);
+    return st;
+}
+
+kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                           size_t y, size_t z, int nargs, ...)
+{
+    size_t global[3] = {x, y, z};
+    va_list ap;
+    va_start(ap, nargs);
+    kiln_status st = launch(ctx, kernel, name, 3, global, NULL, nargs, ap);
+    va_end(ap);
+    return st;
+}
+
+kiln_status kiln_launch_tiles(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                              size_t y, int nargs, ...)
+{
+    size_t global[2] = {x, y}, local[2] = {1, 1};
+    va_list ap;
+    va_start(ap, nargs);
+    kiln_status st = launch(ctx, kernel, name, 2, global, local, nargs, ap);
+    va_end(ap);
+    return st;
+}

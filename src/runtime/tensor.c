@@ -1,0 +1,285 @@
+/* float32 device tensors: shape, buffer, upload/download, fill, copy. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "runtime/runtime.h"
+
+kiln_shape shape_of(const kiln_tensor *t)
+{
+    kiln_shape s = {.ndim = t->ndim};
+    for (int i = 0; i < t->ndim; i++)
+        s.d[i] = t->shape[i];
+    return s;
+}
+
+kiln_shape shape_make(int ndim, size_t d0, size_t d1, size_t d2, size_t d3)
+{
+    kiln_shape s = {.ndim = ndim, .d = {d0, d1, d2, d3}};
+    for (int i = ndim; i < KILN_MAX_DIMS; i++)
+        s.d[i] = 0;
+    return s;
+}
+
+size_t shape_numel(const kiln_shape *s)
+{
+    size_t n = 1;
+    for (int i = 0; i < s->ndim; i++)
+        n *= s->d[i];
+    return n;
+}
+
+const char *shape_str(const kiln_shape *s, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < s->ndim && used < size; i++) {
+        int n = snprintf(buf + used, size - used, i ? "x%zu" : "%zu", s->d[i]);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+    return buf;
+}
+
+int shape_eq(const kiln_shape *a, const kiln_shape *b)
+{
+    if (a->ndim != b->ndim)
+        return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->d[i] != b->d[i])
+            return 0;
+    return 1;
+}
+
+kiln_shape shape_with_batch(const kiln_shape *sample, size_t batch)
+{
+    kiln_shape b = {.ndim = sample->ndim + 1, .d = {batch}};
+    for (int i = 0; i < sample->ndim; i++)
+        b.d[i + 1] = sample->d[i];
+    return b;
+}
+
+kiln_shape shape_without_batch(const kiln_shape *batched)
+{
+    kiln_shape s = {.ndim = batched->ndim - 1};
+    for (int i = 1; i < batched->ndim; i++)
+        s.d[i - 1] = batched->d[i];
+    return s;
+}
+
+const char *kiln_tensor_shape_str(const kiln_tensor *t, char *buf, size_t size)
+{
+    kiln_shape s = t ? shape_of(t) : (kiln_shape){0};
+    return shape_str(&s, buf, size);
+}
+
+static void shape_text(int ndim, const size_t *shape, char *buf, size_t size)
+{
+    kiln_shape s = {.ndim = ndim};
+    for (int i = 0; i < ndim; i++)
+        s.d[i] = shape[i];
+    shape_str(&s, buf, size);
+}
+
+/* Checks the shape and computes the element count without overflow. */
+static kiln_status check_shape(const kiln_ctx *ctx, int ndim, const size_t *shape,
+                               size_t *numel)
+{
+    if (ndim < 1 || ndim > KILN_MAX_DIMS || !shape)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+                         "kiln_tensor_create: %d dimensions; expected 1 to %d", ndim,
+                         KILN_MAX_DIMS);
+    char text[128];
+    shape_text(ndim, shape, text, sizeof text);
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] == 0)
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+                             "kiln_tensor_create: shape %s has a zero dimension (axis %d); "
+                             "every dimension must be at least 1",
+                             text, i);
+        if (n > SIZE_MAX / sizeof(float) / shape[i])
+            return kiln_fail(KILN_ERR_TOO_LARGE,
+                             "kiln_tensor_create: shape %s overflows the address space", text);
+        n *= shape[i];
+    }
+    uint64_t bytes = (uint64_t)n * sizeof(float);
+    if (bytes > ctx->info.max_alloc_bytes)
+        return kiln_fail(KILN_ERR_TOO_LARGE,
+                         "kiln_tensor_create: shape %s needs %llu bytes, but %s allows at most "
+                         "%llu bytes in one buffer (CL_DEVICE_MAX_MEM_ALLOC_SIZE)",
+                         text, (unsigned long long)bytes, ctx->info.name,
+                         (unsigned long long)ctx->info.max_alloc_bytes);
+    *numel = n;
+    return KILN_OK;
+}
+
+/* A tensor struct for a checked shape, with buf to be set by the caller. */
+static kiln_status tensor_new(kiln_ctx *ctx, int ndim, const size_t *shape, kiln_tensor **out)
+{
+    if (!ctx || !out)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_create: ctx and out are "
+                                                    "required");
+    *out = NULL;
+    size_t numel = 0;
+    kiln_status st = check_shape(ctx, ndim, shape, &numel);
+    if (st != KILN_OK)
+        return st;
+    kiln_tensor *t = calloc(1, sizeof *t);
+    if (!t)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_tensor_create: out of host memory");
+    t->ctx = ctx;
+    t->ndim = ndim;
+    t->numel = numel;
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
+    *out = t;
+    return KILN_OK;
+}
+
+kiln_status kiln_tensor_create(kiln_ctx *ctx, int ndim, const size_t *shape, kiln_tensor **out)
+{
+    kiln_tensor *t;
+    kiln_status st = tensor_new(ctx, ndim, shape, &t);
+    if (st != KILN_OK)
+        return st;
+    cl_int err;
+    t->buf = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, t->numel * sizeof(float), NULL,
+                            &err);
+    if (err != CL_SUCCESS) {
+        char text[128];
+        kiln_tensor_shape_str(t, text, sizeof text);
+        free(t);
+        return kiln_fail_cl_in(err, "clCreateBuffer", "tensor of shape %s", text);
+    }
+    *out = t;
+    return KILN_OK;
+}
+
+kiln_status kiln_tensor_view(kiln_ctx *ctx, cl_mem parent, size_t offset, int ndim,
+                             const size_t *shape, kiln_tensor **out)
+{
+    kiln_tensor *t;
+    kiln_status st = tensor_new(ctx, ndim, shape, &t);
+    if (st != KILN_OK)
+        return st;
+    cl_buffer_region region = {offset, t->numel * sizeof(float)};
+    cl_int err;
+    t->buf = clCreateSubBuffer(parent, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &region,
+                               &err);
+    if (err != CL_SUCCESS) {
+        free(t);
+        return kiln_fail_cl_in(err, "clCreateSubBuffer", "view of %zu bytes at offset %zu",
+                               region.size, offset);
+    }
+    *out = t;
+    return KILN_OK;
+}
+
+void kiln_tensor_free(kiln_tensor *t)
+{
+    if (!t)
+        return;
+    clReleaseMemObject(t->buf);
+    free(t);
+}
+
+int kiln_tensor_ndim(const kiln_tensor *t)
+{
+    return t ? t->ndim : 0;
+}
+
+size_t kiln_tensor_dim(const kiln_tensor *t, int axis)
+{
+    if (!t || axis < 0 || axis >= t->ndim)
+        return 0;
+    return t->shape[axis];
+}
+
+size_t kiln_tensor_numel(const kiln_tensor *t)
+{
+    return t ? t->numel : 0;
+}
+
+static kiln_status check_count(const kiln_tensor *t, const void *host, size_t count,
+                               const char *call)
+{
+    if (!t || !host)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: tensor and host pointer are required",
+                         call);
+    if (count != t->numel) {
+        char text[128];
+        return kiln_fail(KILN_ERR_SHAPE, "%s: %zu values given for a tensor of shape %s (%zu "
+                                         "values)",
+                         call, count, kiln_tensor_shape_str(t, text, sizeof text), t->numel);
+    }
+    return KILN_OK;
+}
+
+kiln_status kiln_tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking)
+{
+    kiln_status st = check_count(t, src, count, "kiln_tensor_upload");
+    if (st != KILN_OK)
+        return st;
+    cl_int err = clEnqueueWriteBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,
+                                      count * sizeof(float), src, 0, NULL, NULL);
+    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueWriteBuffer");
+}
+
+kiln_status kiln_tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking)
+{
+    kiln_status st = check_count(t, dst, count, "kiln_tensor_download");
+    if (st != KILN_OK)
+        return st;
+    cl_int err = clEnqueueReadBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,
+                                     count * sizeof(float), dst, 0, NULL, NULL);
+    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueReadBuffer");
+}
+
+kiln_status kiln_tensor_upload(kiln_tensor *t, const float *src, size_t count)
+{
+    return kiln_tensor_write(t, src, count, 1);
+}
+
+kiln_status kiln_tensor_download(const kiln_tensor *t, float *dst, size_t count)
+{
+    return kiln_tensor_read(t, dst, count, 1);
+}
+
+kiln_status kiln_tensor_fill(kiln_tensor *t, float value)
+{
+    if (!t)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_fill: tensor is NULL");
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(t->ctx, "tensor.cl", "", "fill", &k);
+    if (st != KILN_OK)
+        return st;
+    cl_ulong n = t->numel;
+    return kiln_launch_1d(t->ctx, k, "fill", t->numel, 64, 3, sizeof(cl_mem), &t->buf,
+                          sizeof(float), &value, sizeof n, &n);
+}
+
+kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src)
+{
+    if (!dst || !src)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_copy: tensors are required");
+    if (dst->ctx != src->ctx)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_copy: tensors belong to "
+                                                    "different contexts");
+    if (dst->numel != src->numel) {
+        char a[128], b[128];
+        return kiln_fail(KILN_ERR_SHAPE, "kiln_tensor_copy: source of shape %s (%zu values) "
+                                         "does not fit destination of shape %s (%zu values)",
+                         kiln_tensor_shape_str(src, a, sizeof a), src->numel,
+                         kiln_tensor_shape_str(dst, b, sizeof b), dst->numel);
+    }
+    if (dst == src)
+        return KILN_OK;
+    cl_int err = clEnqueueCopyBuffer(dst->ctx->queue, src->buf, dst->buf, 0, 0,
+                                     src->numel * sizeof(float), 0, NULL, NULL);
+    dst->ctx->launches++;
+    if (dst->ctx->trace)
+        fprintf(dst->ctx->trace, "    copy   %zu bytes\n", src->numel * sizeof(float));
+    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueCopyBuffer");
+}

@@ -1,0 +1,433 @@
+/* Checkpoints as safetensors files: an 8-byte little-endian header length,
+ * a JSON header (cJSON) padded with spaces to a multiple of 8, then the
+ * tensors' bytes. Names follow PyTorch's state_dict for the same model
+ * ("0.weight", "1.running_mean", or the layer's name =), so that
+ * safetensors.torch.load_file + load_state_dict read them. Files are written
+ * to a temporary name, fsync'd and renamed: never half a file. Loading
+ * checks every name, dtype, shape and offset and says which one is wrong. */
+#include <cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "train/checkpoint.h"
+
+#define MAX_CHECKPOINT (4ull << 30)
+
+typedef checkpoint_entry entry;
+
+static void set_tensor(entry *e, kiln_tensor *t)
+{
+    e->tensor = t;
+    e->shape = shape_of(t);
+    e->bytes = t->numel * sizeof(float);
+}
+
+static const char *const param_names[OP_MAX_PARAMS] = {"weight", "bias"};
+static const char *const buffer_names[OP_MAX_BUFFERS] = {"running_mean", "running_var"};
+
+/* The state_dict of a pipeline, in layer order. */
+static size_t list_entries(const pipeline *p, entry *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->count; i++) {
+        const pipe_step *s = &p->steps[i];
+        const char *layer = p->model->nodes[s->node].name;
+        for (int k = 0; k < s->shapes.n_params; k++) {
+            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, param_names[k]);
+            set_tensor(&out[n], s->param[k]);
+            n++;
+        }
+        for (int k = 0; k < s->shapes.n_buffers; k++) {
+            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, buffer_names[k]);
+            set_tensor(&out[n], s->buffer[k]);
+            n++;
+        }
+        if (s->op == OP_BATCHNORM) {
+            snprintf(out[n].name, sizeof out[n].name, "%s.num_batches_tracked", layer);
+            out[n].tensor = NULL;
+            out[n].is_int64 = 1;
+            out[n].shape.ndim = 0;
+            out[n].bytes = 8;
+            n++;
+        }
+    }
+    return n;
+}
+
+static entry *entries_of(const pipeline *p, size_t *n)
+{
+    entry *e = calloc(3 * p->count * (OP_MAX_PARAMS + OP_MAX_BUFFERS) + 1, sizeof *e);
+    *n = e ? list_entries(p, e) : 0;
+    return e;
+}
+
+static cJSON *header_json(const entry *e, size_t n, const checkpoint_meta *meta)
+{
+    cJSON *root = cJSON_CreateObject();
+    size_t offset = 0;
+    for (size_t i = 0; root && i < n; i++) {
+        cJSON *t = cJSON_AddObjectToObject(root, e[i].name);
+        cJSON_AddStringToObject(t, "dtype", e[i].is_int64 ? "I64" : "F32");
+        cJSON *shape = cJSON_AddArrayToObject(t, "shape");
+        for (int d = 0; d < e[i].shape.ndim; d++)
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e[i].shape.d[d]));
+        cJSON *offsets = cJSON_AddArrayToObject(t, "data_offsets");
+        cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)offset));
+        cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)(offset + e[i].bytes)));
+        offset += e[i].bytes;
+    }
+    cJSON *m = root ? cJSON_AddObjectToObject(root, "__metadata__") : NULL;
+    for (size_t i = 0; m && i < meta->count; i++)
+        cJSON_AddStringToObject(m, meta->keys[i], meta->values[i]);
+    return root;
+}
+
+/* Header and data into fd. */
+static kiln_status write_body(int fd, const entry *e, size_t n, const char *json,
+                              int64_t batches)
+{
+    size_t len = strlen(json), padded = (len + 7) / 8 * 8;
+    unsigned char size_le[8];
+    for (int i = 0; i < 8; i++)
+        size_le[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    if (kiln_write_all(fd, size_le, 8) || kiln_write_all(fd, json, len) ||
+        kiln_write_all(fd, "        ", padded - len))
+        return kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < n && st == KILN_OK; i++) {
+        if (!e[i].tensor) {
+            unsigned char v[8];
+            for (int b = 0; b < 8; b++)
+                v[b] = (unsigned char)((uint64_t)batches >> (8 * b));
+            if (kiln_write_all(fd, v, 8))
+                st = kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
+            continue;
+        }
+        float *host = malloc(e[i].bytes);
+        if (!host)
+            return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+        st = kiln_tensor_download(e[i].tensor, host, e[i].tensor->numel);
+        if (st == KILN_OK && kiln_write_all(fd, host, e[i].bytes)) /* little-endian hosts */
+            st = kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
+        free(host);
+    }
+    return st;
+}
+
+/* Makes a rename durable: fsync of the directory that holds path (best
+ * effort; some file systems refuse it). */
+static void sync_directory_of(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+static kiln_status save_entries(const char *path, const entry *e, size_t n,
+                                const checkpoint_meta *meta, int64_t batches)
+{
+    cJSON *root = header_json(e, n, meta);
+    char *json = root ? cJSON_PrintUnformatted(root) : NULL;
+    char tmp[4200];
+    kiln_status st = json ? KILN_OK : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of "
+                                                                        "memory");
+    int fd = -1;
+    if (st == KILN_OK && snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
+        st = kiln_fail(KILN_ERR_IO, "%s: path too long", path);
+    if (st == KILN_OK && (fd = mkstemp(tmp)) < 0)
+        st = kiln_fail(KILN_ERR_IO, "%s: cannot create a temporary file beside it (%s)", path,
+                       strerror(errno));
+    if (st == KILN_OK && fchmod(fd, 0644) != 0)
+        st = kiln_fail(KILN_ERR_IO, "%s: chmod failed (%s)", path, strerror(errno));
+    if (st == KILN_OK)
+        st = write_body(fd, e, n, json, batches);
+    if (st == KILN_OK && fsync(fd) != 0)
+        st = kiln_fail(KILN_ERR_IO, "%s: fsync failed (%s)", path, strerror(errno));
+    if (fd >= 0 && close(fd) != 0 && st == KILN_OK)
+        st = kiln_fail(KILN_ERR_IO, "%s: close failed (%s)", path, strerror(errno));
+    if (st == KILN_OK && rename(tmp, path) != 0)
+        st = kiln_fail(KILN_ERR_IO, "%s: rename failed (%s)", path, strerror(errno));
+    if (st == KILN_OK)
+        sync_directory_of(path);
+    if (st != KILN_OK && fd >= 0)
+        unlink(tmp);
+    free(json);
+    cJSON_Delete(root);
+    return st;
+}
+
+kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoint_meta *meta,
+                            int64_t batches)
+{
+    size_t n;
+    entry *e = entries_of(p, &n);
+    kiln_status st = e ? save_entries(path, e, n, meta, batches)
+                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+    free(e);
+    return st;
+}
+
+/* The pipeline's entries under "model." names, then the named extras. */
+static entry *state_entries(const pipeline *p, const char *const *names,
+                            kiln_tensor *const *tensors, size_t extra, size_t *n)
+{
+    entry *e = entries_of(p, n);
+    entry *all = e ? calloc(*n + extra + 1, sizeof *all) : NULL;
+    for (size_t i = 0; all && i < *n; i++) {
+        all[i] = e[i];
+        snprintf(all[i].name, sizeof all[i].name, "model.%s", e[i].name);
+    }
+    for (size_t i = 0; all && i < extra; i++) {
+        snprintf(all[*n + i].name, sizeof all[*n + i].name, "%s", names[i]);
+        set_tensor(&all[*n + i], tensors[i]);
+    }
+    *n += extra;
+    free(e);
+    return all;
+}
+
+kiln_status checkpoint_save_state(const pipeline *p, const char *path, const char *const *names,
+                                  kiln_tensor *const *tensors, size_t n,
+                                  const checkpoint_meta *meta, int64_t batches)
+{
+    size_t count;
+    entry *e = state_entries(p, names, tensors, n, &count);
+    kiln_status st = e ? save_entries(path, e, count, meta, batches)
+                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+    free(e);
+    return st;
+}
+
+/* ---- loading ------------------------------------------------------------------- */
+
+static unsigned char *read_whole(const char *path, size_t *size, kiln_status *st)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *st = kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+        return NULL;
+    }
+    struct stat sb;
+    unsigned char *data = NULL;
+    if (fstat(fileno(f), &sb) != 0 || sb.st_size < 8 || (uint64_t)sb.st_size > MAX_CHECKPOINT)
+        *st = kiln_fail(KILN_ERR_IO, "%s: %lld bytes is not a safetensors file", path,
+                        (long long)sb.st_size);
+    else if (!(data = malloc((size_t)sb.st_size)))
+        *st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    else if (fread(data, 1, (size_t)sb.st_size, f) != (size_t)sb.st_size) {
+        *st = kiln_fail(KILN_ERR_IO, "%s: read failed", path);
+        free(data);
+        data = NULL;
+    }
+    *size = (size_t)sb.st_size;
+    fclose(f);
+    return data;
+}
+
+/* Checks one header entry against what the model expects. */
+static kiln_status check_entry(const char *path, const cJSON *t, const entry *want,
+                               size_t data_size, size_t *begin)
+{
+    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(t, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
+    const cJSON *offs = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
+    const char *want_dtype = want->is_int64 ? "I64" : "F32";
+    if (!cJSON_IsString(dtype) || strcmp(dtype->valuestring, want_dtype) != 0)
+        return kiln_fail(KILN_ERR_IO, "%s: tensor %s has dtype %s; expected %s", path,
+                         want->name, cJSON_IsString(dtype) ? dtype->valuestring : "(none)",
+                         want_dtype);
+    int ndim = cJSON_IsArray(shape) ? cJSON_GetArraySize(shape) : -1;
+    int fits = ndim == want->shape.ndim;
+    for (int d = 0; fits && d < ndim; d++) {
+        const cJSON *v = cJSON_GetArrayItem(shape, d);
+        fits = cJSON_IsNumber(v) && v->valuedouble == (double)want->shape.d[d];
+    }
+    if (!fits) {
+        char got[256], expected[64];
+        char *printed = shape ? cJSON_PrintUnformatted(shape) : NULL;
+        snprintf(got, sizeof got, "%s", printed ? printed : "(none)");
+        free(printed);
+        if (want->shape.ndim)
+            shape_str(&want->shape, expected, sizeof expected);
+        else
+            snprintf(expected, sizeof expected, "a scalar");
+        return kiln_fail(KILN_ERR_IO, "%s: tensor %s has shape %s; the model expects %s", path,
+                         want->name, got, expected);
+    }
+    const cJSON *b = cJSON_IsArray(offs) ? cJSON_GetArrayItem(offs, 0) : NULL;
+    const cJSON *e = cJSON_IsArray(offs) ? cJSON_GetArrayItem(offs, 1) : NULL;
+    if (!cJSON_IsNumber(b) || !cJSON_IsNumber(e) || cJSON_GetArraySize(offs) != 2 ||
+        b->valuedouble < 0 || e->valuedouble > (double)data_size ||
+        e->valuedouble - b->valuedouble != (double)want->bytes)
+        return kiln_fail(KILN_ERR_IO, "%s: tensor %s has data_offsets outside the file or of "
+                                      "the wrong length (%zu bytes expected)",
+                         path, want->name, want->bytes);
+    *begin = (size_t)b->valuedouble;
+    return KILN_OK;
+}
+
+static int by_begin(const void *a, const void *b)
+{
+    size_t x = ((const size_t *)a)[0], y = ((const size_t *)b)[0];
+    return x < y ? -1 : x > y;
+}
+
+/* Checks the header against the model and that no two tensors overlap. */
+static kiln_status check_header(const char *path, const cJSON *root, const entry *e, size_t n,
+                                size_t data_size, size_t (*spans)[2])
+{
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < n && st == KILN_OK; i++) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, e[i].name);
+        if (!cJSON_IsObject(t))
+            st = kiln_fail(KILN_ERR_IO, "%s: tensor %s is missing (is it the checkpoint of "
+                                        "another model?)", path, e[i].name);
+        else
+            st = check_entry(path, t, &e[i], data_size, &spans[i][0]);
+        spans[i][1] = spans[i][0] + e[i].bytes;
+    }
+    const cJSON *item;
+    cJSON_ArrayForEach(item, root)
+    {
+        if (st != KILN_OK || strcmp(item->string, "__metadata__") == 0)
+            continue;
+        int known = 0;
+        for (size_t i = 0; i < n && !known; i++)
+            known = strcmp(e[i].name, item->string) == 0;
+        if (!known)
+            st = kiln_fail(KILN_ERR_IO, "%s: tensor %s is not in the model", path,
+                           item->string);
+    }
+    qsort(spans, n, sizeof *spans, by_begin);
+    for (size_t i = 1; i < n && st == KILN_OK; i++)
+        if (spans[i][0] < spans[i - 1][1])
+            st = kiln_fail(KILN_ERR_IO, "%s: tensors overlap in the data section", path);
+    return st;
+}
+
+kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t size,
+                             const checkpoint_entry *e, size_t n, size_t *begins,
+                             checkpoint_meta *meta)
+{
+    if (size < 8)
+        return kiln_fail(KILN_ERR_IO, "%s: %zu bytes is not a safetensors file", path, size);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | data[i];
+    cJSON *root = NULL;
+    kiln_status st = KILN_OK;
+    if (hlen > size - 8)
+        st = kiln_fail(KILN_ERR_IO, "%s: the header length %llu runs past the end of the file "
+                                    "(%zu bytes)", path, (unsigned long long)hlen, size);
+    else if (!(root = cJSON_ParseWithLength((const char *)data + 8, (size_t)hlen)) ||
+             !cJSON_IsObject(root))
+        st = kiln_fail(KILN_ERR_IO, "%s: the header is not a JSON object", path);
+    size_t(*spans)[2] = calloc(n + 1, sizeof *spans);
+    if (st == KILN_OK && !spans)
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    if (st == KILN_OK)
+        st = check_header(path, root, e, n, size - 8 - (size_t)hlen, spans);
+    for (size_t i = 0; i < n && st == KILN_OK; i++) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, e[i].name);
+        const cJSON *offs = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
+        begins[i] = 8 + (size_t)hlen + (size_t)cJSON_GetArrayItem(offs, 0)->valuedouble;
+    }
+    const cJSON *m = root ? cJSON_GetObjectItemCaseSensitive(root, "__metadata__") : NULL;
+    const cJSON *item;
+    if (meta)
+        meta->count = 0;
+    cJSON_ArrayForEach(item, m)
+    {
+        if (st == KILN_OK && meta && cJSON_IsString(item) && meta->count < CHECKPOINT_META_MAX) {
+            snprintf(meta->keys[meta->count], sizeof meta->keys[0], "%s", item->string);
+            snprintf(meta->values[meta->count], sizeof meta->values[0], "%s", item->valuestring);
+            meta->count++;
+        }
+    }
+    free(spans);
+    cJSON_Delete(root);
+    return st;
+}
+
+static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint_meta *meta)
+{
+    size_t size = 0;
+    kiln_status st = KILN_OK;
+    unsigned char *data = read_whole(path, &size, &st);
+    size_t *begins = data ? calloc(n + 1, sizeof *begins) : NULL;
+    if (data && !begins)
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    if (begins)
+        st = checkpoint_parse(path, data, size, e, n, begins, meta);
+    for (size_t i = 0; i < n && st == KILN_OK; i++) {
+        if (!e[i].tensor)
+            continue;
+        float *host = malloc(e[i].bytes); /* the body need not be aligned for floats */
+        if (!host) {
+            st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+            break;
+        }
+        memcpy(host, data + begins[i], e[i].bytes);
+        st = kiln_tensor_upload(e[i].tensor, host, e[i].tensor->numel);
+        free(host);
+    }
+    free(begins);
+    free(data);
+    return st;
+}
+
+kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta)
+{
+    size_t n;
+    entry *e = entries_of(p, &n);
+    kiln_status st = e ? load_entries(path, e, n, meta)
+                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+    free(e);
+    return st;
+}
+
+kiln_status checkpoint_load_state(pipeline *p, const char *path, const char *const *names,
+                                  kiln_tensor *const *tensors, size_t n, checkpoint_meta *meta)
+{
+    size_t count;
+    entry *e = state_entries(p, names, tensors, n, &count);
+    kiln_status st = e ? load_entries(path, e, count, meta)
+                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+    free(e);
+    return st;
+}
+
+void checkpoint_meta_set(checkpoint_meta *m, const char *key, const char *value)
+{
+    for (size_t i = 0; i < m->count; i++)
+        if (strcmp(m->keys[i], key) == 0) {
+            snprintf(m->values[i], sizeof m->values[i], "%s", value);
+            return;
+        }
+    if (m->count == CHECKPOINT_META_MAX)
+        return;
+    snprintf(m->keys[m->count], sizeof m->keys[0], "%s", key);
+    snprintf(m->values[m->count], sizeof m->values[0], "%s", value);
+    m->count++;
+}
+
+const char *checkpoint_meta_get(const checkpoint_meta *m, const char *key)
+{
+    for (size_t i = 0; i < m->count; i++)
+        if (strcmp(m->keys[i], key) == 0)
+            return m->values[i];
+    return NULL;
+}

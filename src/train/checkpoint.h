@@ -1,0 +1,52 @@
+/* safetensors checkpoints of a pipeline's parameters and buffers. */
+#ifndef KILN_CHECKPOINT_H
+#define KILN_CHECKPOINT_H
+
+#include "compiler/pipeline.h"
+
+#define CHECKPOINT_META_MAX 32
+
+/* String metadata stored in the header's __metadata__ (epoch, step, ...). */
+typedef struct {
+    size_t count;
+    char keys[CHECKPOINT_META_MAX][32];
+    char values[CHECKPOINT_META_MAX][128];
+} checkpoint_meta;
+
+void checkpoint_meta_set(checkpoint_meta *m, const char *key, const char *value);
+const char *checkpoint_meta_get(const checkpoint_meta *m, const char *key);
+
+/* One tensor a checkpoint must hold, with what it must be. */
+typedef struct {
+    char name[GRAPH_NAME_MAX + 32];
+    kiln_shape shape;
+    int is_int64;        /* num_batches_tracked: an int64 scalar */
+    size_t bytes;
+    kiln_tensor *tensor; /* where it loads to; NULL for the int64 scalars */
+} checkpoint_entry;
+
+/* Checks size bytes of a safetensors file (path names it in errors) against
+ * the n entries: every name, dtype, shape and offset, no tensor missing,
+ * extra or overlapping; begins[i] is where entry i's bytes start in data.
+ * Reads no device; the file loaders and the fuzz harness use it. */
+kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t size,
+                             const checkpoint_entry *e, size_t n, size_t *begins,
+                             checkpoint_meta *meta);
+
+/* Writes path atomically; batches is each batchnorm's num_batches_tracked. */
+kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoint_meta *meta,
+                            int64_t batches);
+
+/* Reads path into the pipeline after checking every tensor; meta may be NULL. */
+kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta);
+
+/* The whole training state in one file: the pipeline's tensors under
+ * "model." names and the named extras (optimizer state), so that weights
+ * and optimizer state always come from the same step. */
+kiln_status checkpoint_save_state(const pipeline *p, const char *path, const char *const *names,
+                                  kiln_tensor *const *tensors, size_t n,
+                                  const checkpoint_meta *meta, int64_t batches);
+kiln_status checkpoint_load_state(pipeline *p, const char *path, const char *const *names,
+                                  kiln_tensor *const *tensors, size_t n, checkpoint_meta *meta);
+
+#endif /* KILN_CHECKPOINT_H */

@@ -1,0 +1,58 @@
+/* Datasets in host memory: IDX files (MNIST, Fashion-MNIST; gzipped or
+ * not) and CSV files, normalization, seeded splits and shuffles, and
+ * batches gathered for upload. */
+#ifndef KILN_DATA_H
+#define KILN_DATA_H
+
+#include "runtime/runtime.h"
+#include "runtime/rng.h"
+
+typedef struct {
+    char name[256];   /* where it came from, for messages */
+    size_t count;     /* samples */
+    size_t features;  /* values per sample */
+    size_t targets;   /* values per target: 1 for class indices */
+    size_t classes;   /* for class indices: 1 + the largest label; else 0 */
+    float *x;         /* count x features */
+    float *y;         /* count x targets */
+} dataset;
+
+void data_free(dataset *d);
+
+/* Reads an IDX images file (any unsigned-byte or float IDX of rank >= 1,
+ * one sample per first-dimension entry) and its labels file (IDX rank 1,
+ * unsigned bytes). Both may be gzipped. Pixels are scaled to [0, 1]. */
+kiln_status data_load_idx(const char *images, const char *labels, dataset *out);
+
+/* An IDX images file alone (labels all 0), for predictions. */
+kiln_status data_load_idx_images(const char *images, dataset *out);
+
+/* A dataset by name: "fashion-mnist" or "mnist" (Debian's
+ * dataset-fashion-mnist / the same layout under $KILN_DATA_DIR), or a
+ * directory holding {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz].
+ * split is "train" or "test". */
+kiln_status data_load_named(const char *name, const char *split, dataset *out);
+
+/* Reads a CSV file of numbers: label is the name (with a header row) or
+ * the 0-based index of the label column; header says whether the first
+ * row names the columns. Every other column is a feature. Labels that are
+ * all whole numbers from 0 are class indices; otherwise targets. */
+kiln_status data_load_csv(const char *path, const char *label, int header, dataset *out);
+
+/* Moves the last fraction of a shuffled copy of d into val (seeded). */
+kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val);
+
+/* The mean and standard deviation over every feature of every sample
+ * (1 where it is 0), and x = (x - mean) / std with them: compute them on
+ * the training set and apply them to every split. */
+void data_moments(const dataset *d, double *mean, double *std);
+void data_normalize(dataset *d, double mean, double std);
+
+/* The order of an epoch: a seeded permutation of 0 .. count-1. */
+void data_shuffle(size_t *order, size_t count, kiln_rng *rng);
+
+/* Copies the samples order[first .. first + n) into x and y. */
+void data_gather(const dataset *d, const size_t *order, size_t first, size_t n, float *x,
+                 float *y);
+
+#endif /* KILN_DATA_H */

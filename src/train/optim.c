@@ -1,0 +1,135 @@
+/* Optimizers on the device over the flat parameter and gradient buffers of
+ * a pipeline: one launch updates every parameter (see cl/optim.cl). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "train/optim.h"
+
+struct optimizer {
+    pipeline *p;
+    optim_config cfg;
+    kiln_tensor *state[2];           /* momentum, or first and second moments */
+    kiln_tensor *scale, *norm, *sumsq;
+    uint64_t t;
+};
+
+optim_config optim_defaults(optim_kind kind)
+{
+    optim_config c = {.kind = kind, .lr = kind == OPTIM_SGD ? 0.01f : 1e-3f, .beta1 = 0.9f,
+                      .beta2 = 0.999f, .eps = 1e-8f};
+    if (kind == OPTIM_ADAMW)
+        c.weight_decay = 0.01f;
+    return c;
+}
+
+kiln_status optim_create(pipeline *p, const optim_config *cfg, optimizer **out)
+{
+    optimizer *o = calloc(1, sizeof *o);
+    if (!o)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "optimizer: out of memory");
+    o->p = p;
+    o->cfg = *cfg;
+    kiln_shape flat = shape_of(p->params), one = shape_make(1, 1, 0, 0, 0);
+    int states = cfg->kind == OPTIM_SGD ? (cfg->momentum != 0.0f) : 2;
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < states && st == KILN_OK; i++) {
+        st = tensor_of(p->ctx, &flat, &o->state[i]);
+        if (st == KILN_OK)
+            st = kiln_tensor_fill(o->state[i], 0.0f);
+    }
+    if (st == KILN_OK)
+        st = tensor_of(p->ctx, &one, &o->scale);
+    if (st == KILN_OK)
+        st = kiln_tensor_fill(o->scale, 1.0f);
+    if (st == KILN_OK)
+        st = tensor_of(p->ctx, &one, &o->norm);
+    if (st == KILN_OK)
+        st = kiln_tensor_fill(o->norm, 0.0f);
+    if (st == KILN_OK)
+        st = tensor_of(p->ctx, &one, &o->sumsq);
+    if (st != KILN_OK) {
+        optim_free(o);
+        return st;
+    }
+    *out = o;
+    return KILN_OK;
+}
+
+void optim_free(optimizer *o)
+{
+    if (!o)
+        return;
+    kiln_tensor_free(o->state[0]);
+    kiln_tensor_free(o->state[1]);
+    kiln_tensor_free(o->scale);
+    kiln_tensor_free(o->norm);
+    kiln_tensor_free(o->sumsq);
+    free(o);
+}
+
+uint64_t optim_steps(const optimizer *o)
+{
+    return o->t;
+}
+
+void optim_set_steps(optimizer *o, uint64_t t)
+{
+    o->t = t;
+}
+
+kiln_tensor *optim_state(optimizer *o, int which)
+{
+    return which >= 0 && which < 2 ? o->state[which] : NULL;
+}
+
+kiln_tensor *optim_grad_norm(optimizer *o)
+{
+    return o->norm;
+}
+
+/* scale = min(1, clip_norm / (||g|| + 1e-6)) on the device. */
+static kiln_status clip_norm_scale(optimizer *o)
+{
+    kiln_ctx *ctx = o->p->ctx;
+    kiln_tensor *grads = o->p->grads;
+    kiln_status st = op_sum_squares(ctx, &grads, 1, o->sumsq);
+    cl_kernel k;
+    if (st == KILN_OK)
+        st = kiln_kernel_get(ctx, "optim.cl", "", "clip_scale", &k);
+    if (st != KILN_OK)
+        return st;
+    return kiln_launch_3d(ctx, k, "clip_scale", 1, 1, 1, 4, KARG(o->sumsq->buf),
+                          KARG(o->scale->buf), KARG(o->norm->buf), KARG(o->cfg.clip_norm));
+}
+
+kiln_status optim_step(optimizer *o, float lr)
+{
+    kiln_ctx *ctx = o->p->ctx;
+    const optim_config *c = &o->cfg;
+    o->t++;
+    kiln_ctx_set_label(ctx, "optimizer");
+    kiln_status st = c->clip_norm > 0 ? clip_norm_scale(o) : KILN_OK;
+    cl_kernel k;
+    const char *name = c->kind == OPTIM_SGD ? "sgd_step" : "adam_step";
+    if (st == KILN_OK)
+        st = kiln_kernel_get(ctx, "optim.cl", "", name, &k);
+    if (st != KILN_OK)
+        return st;
+    size_t n = o->p->params->numel;
+    cl_mem p = o->p->params->buf, g = o->p->grads->buf;
+    cl_mem s0 = o->state[0] ? o->state[0]->buf : p, s1 = o->state[1] ? o->state[1]->buf : p;
+    if (c->kind == OPTIM_SGD) {
+        cl_int nesterov = c->nesterov, first = o->t == 1;
+        return kiln_launch_3d(ctx, k, name, n, 1, 1, 11, KARG(p), KARG(g), KARG(s0),
+                              KARG(o->scale->buf), KARG(lr), KARG(c->momentum),
+                              KARG(c->dampening), KARG(c->weight_decay), KARG(nesterov),
+                              KARG(first), KARG(c->clip_value));
+    }
+    cl_int decoupled = c->kind == OPTIM_ADAMW;
+    float bc1 = (float)(1.0 - pow(c->beta1, (double)o->t));
+    float bc2 = (float)(1.0 - pow(c->beta2, (double)o->t));
+    return kiln_launch_3d(ctx, k, name, n, 1, 1, 14, KARG(p), KARG(g), KARG(s0), KARG(s1),
+                          KARG(o->scale->buf), KARG(lr), KARG(c->beta1), KARG(c->beta2),
+                          KARG(c->eps), KARG(c->weight_decay), KARG(decoupled), KARG(bc1),
+                          KARG(bc2), KARG(c->clip_value));
+}

@@ -1,0 +1,264 @@
+/* The [train] section: one table of keys, each with how it is read. */
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/train.h"
+
+typedef struct {
+    const kiln_model *m;
+    const graph_setting *s;
+    train_config *c;
+} key_ctx;
+
+static kiln_status bad(const key_ctx *k, const char *expected)
+{
+    const char *file = k->m->file[0] ? k->m->file : "model";
+    if (k->s->line > 0)
+        return kiln_fail(KILN_ERR_MODEL, "%s:%d [train]: %s = %s: expected %s", file,
+                         k->s->line, k->s->key, k->s->value, expected);
+    return kiln_fail(KILN_ERR_MODEL, "%s [train]: %s = %s: expected %s", file, k->s->key,
+                     k->s->value, expected);
+}
+
+static int number(const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !isfinite(x) || x < lo || x > hi)
+        return 0;
+    *out = x;
+    return 1;
+}
+
+static int whole(const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi)
+        return 0;
+    *out = x;
+    return 1;
+}
+
+/* Matches v against names; returns the index or -1. */
+static int choice(const char *v, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(v, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static kiln_status key_loss(const key_ctx *k)
+{
+    for (int i = 0; i < LOSS_COUNT; i++)
+        if (strcmp(k->s->value, loss_name((loss_kind)i)) == 0) {
+            k->c->loss = (loss_kind)i;
+            return KILN_OK;
+        }
+    return bad(k, "mse, cross_entropy or bce");
+}
+
+static kiln_status key_optimizer(const key_ctx *k)
+{
+    static const char *const names[] = {"sgd", "adam", "adamw"};
+    int i = choice(k->s->value, names, 3);
+    if (i < 0)
+        return bad(k, "sgd, adam or adamw");
+    k->c->optim = optim_defaults((optim_kind)i); /* read first; other keys override */
+    return KILN_OK;
+}
+
+static kiln_status key_schedule(const key_ctx *k)
+{
+    static const char *const names[] = {"constant", "step",          "multistep", "exponential",
+                                        "cosine",   "warmup_cosine", "plateau"};
+    int i = choice(k->s->value, names, 7);
+    if (i < 0)
+        return bad(k, "constant, step, multistep, exponential, cosine, warmup_cosine or "
+                      "plateau");
+    k->c->sched.kind = (sched_kind)i;
+    return KILN_OK;
+}
+
+static kiln_status key_normalize(const key_ctx *k)
+{
+    static const char *const names[] = {"standard", "scale", "none"};
+    int i = choice(k->s->value, names, 3);
+    if (i < 0)
+        return bad(k, "standard (mean 0, deviation 1), scale ([0, 1] for images) or none");
+    k->c->normalize = (normalize_kind)i;
+    return KILN_OK;
+}
+
+static kiln_status key_betas(const key_ctx *k)
+{
+    double b1, b2;
+    char a[64], b[64];
+    if (sscanf(k->s->value, "%63[^,],%63s", a, b) != 2 || !number(a, 0, 0.999999, &b1) ||
+        !number(b, 0, 0.999999999, &b2))
+        return bad(k, "two numbers from 0 to 1 (not included), such as 0.9, 0.999");
+    k->c->optim.beta1 = (float)b1;
+    k->c->optim.beta2 = (float)b2;
+    return KILN_OK;
+}
+
+static kiln_status key_milestones(const key_ctx *k)
+{
+    char copy[128];
+    snprintf(copy, sizeof copy, "%s", k->s->value);
+    sched_config *s = &k->c->sched;
+    s->n_milestones = 0;
+    long prev = -1, v;
+    for (char *save = NULL, *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (s->n_milestones == SCHED_MAX_MILESTONES || !whole(t, prev + 1, 1000000, &v))
+            return bad(k, "increasing epochs separated by commas (at most 16)");
+        s->milestones[s->n_milestones++] = (int)v;
+        prev = v;
+    }
+    return s->n_milestones ? KILN_OK : bad(k, "increasing epochs separated by commas");
+}
+
+/* Keys that are one number into a field. */
+typedef enum { F_FLOAT, F_DOUBLE, F_INT, F_SIZE, F_U64, F_BOOL } field_type;
+
+typedef struct {
+    const char *key;
+    kiln_status (*read)(const key_ctx *k); /* or NULL: a number into a field */
+    field_type type;
+    size_t offset;
+    double lo, hi;
+    const char *expected;
+} key_def;
+
+#define FIELD(name, type, member, lo, hi, what)                                      \
+    {name, NULL, type, offsetof(train_config, member), lo, hi, what}
+
+static const key_def keys[] = {
+    {"loss", key_loss, 0, 0, 0, 0, NULL},
+    {"optimizer", key_optimizer, 0, 0, 0, 0, NULL},
+    {"schedule", key_schedule, 0, 0, 0, 0, NULL},
+    {"normalize", key_normalize, 0, 0, 0, 0, NULL},
+    {"betas", key_betas, 0, 0, 0, 0, NULL},
+    {"milestones", key_milestones, 0, 0, 0, 0, NULL},
+    FIELD("lr", F_FLOAT, optim.lr, 1e-12, 100, "a learning rate above 0"),
+    FIELD("momentum", F_FLOAT, optim.momentum, 0, 1, "a number from 0 to 1"),
+    FIELD("dampening", F_FLOAT, optim.dampening, 0, 1, "a number from 0 to 1"),
+    FIELD("nesterov", F_BOOL, optim.nesterov, 0, 1, "true or false"),
+    FIELD("eps", F_FLOAT, optim.eps, 1e-30, 1, "a small number above 0"),
+    FIELD("weight_decay", F_FLOAT, optim.weight_decay, 0, 10, "a number from 0 to 10"),
+    FIELD("clip_norm", F_FLOAT, optim.clip_norm, 1e-12, 1e12, "a norm above 0"),
+    FIELD("clip_value", F_FLOAT, optim.clip_value, 1e-12, 1e12, "a value above 0"),
+    FIELD("label_smoothing", F_FLOAT, label_smoothing, 0, 1, "a number from 0 to 1"),
+    FIELD("epochs", F_INT, epochs, 1, 100000, "a whole number of epochs from 1"),
+    FIELD("batch", F_SIZE, batch, 1, 65536, "a batch size from 1 to 65536"),
+    FIELD("patience", F_INT, patience, 0, 100000, "a whole number of epochs (0: off)"),
+    FIELD("min_delta", F_DOUBLE, min_delta, 0, 1e12, "a number from 0"),
+    FIELD("seed", F_U64, seed, 0, 1.8e19, "a whole number"),
+    FIELD("val", F_DOUBLE, val, 0, 0.9, "a fraction from 0 to 0.9"),
+    FIELD("step", F_INT, sched.step_size, 1, 1000000, "a whole number of epochs from 1"),
+    FIELD("gamma", F_DOUBLE, sched.gamma, 1e-12, 1, "a factor above 0, at most 1"),
+    FIELD("t_max", F_INT, sched.t_max, 1, 1000000, "a whole number of epochs from 1"),
+    FIELD("eta_min", F_DOUBLE, sched.eta_min, 0, 100, "a learning rate from 0"),
+    FIELD("warmup", F_INT, sched.warmup, 0, 1000000, "a whole number of epochs"),
+    FIELD("factor", F_DOUBLE, sched.factor, 1e-12, 0.999999, "a factor between 0 and 1"),
+    FIELD("plateau_patience", F_INT, sched.patience, 0, 100000, "a whole number of epochs"),
+    FIELD("min_lr", F_DOUBLE, sched.min_lr, 0, 100, "a learning rate from 0"),
+};
+
+static kiln_status read_field(const key_ctx *k, const key_def *d)
+{
+    char *at = (char *)k->c + d->offset;
+    double x;
+    if (d->type == F_BOOL) {
+        int v = strcmp(k->s->value, "true") == 0 || strcmp(k->s->value, "1") == 0;
+        if (!v && strcmp(k->s->value, "false") != 0 && strcmp(k->s->value, "0") != 0)
+            return bad(k, d->expected);
+        *(int *)at = v;
+        return KILN_OK;
+    }
+    if (!number(k->s->value, d->lo, d->hi, &x))
+        return bad(k, d->expected);
+    if (d->type != F_FLOAT && d->type != F_DOUBLE && x != floor(x))
+        return bad(k, d->expected);
+    switch (d->type) {
+    case F_FLOAT:
+        *(float *)at = (float)x;
+        break;
+    case F_DOUBLE:
+        *(double *)at = x;
+        break;
+    case F_INT:
+        *(int *)at = (int)x;
+        break;
+    case F_SIZE:
+        *(size_t *)at = (size_t)x;
+        break;
+    default:
+        *(uint64_t *)at = (uint64_t)x;
+        break;
+    }
+    return KILN_OK;
+}
+
+static kiln_status unknown_key(const key_ctx *k)
+{
+    char names[1024];
+    size_t used = 0;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
+                                 keys[i].key);
+    const char *file = k->m->file[0] ? k->m->file : "model";
+    return kiln_fail(KILN_ERR_MODEL, "%s:%d [train]: unknown key %s; [train] takes: %s", file,
+                     k->s->line, k->s->key, names);
+}
+
+static const key_def *find_key(const char *key)
+{
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (strcmp(keys[i].key, key) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/* Reads one pass of keys: first the optimizer (it sets its defaults), then
+ * the rest, so the order in the file does not matter. */
+static kiln_status read_pass(const kiln_model *m, train_config *c, int resetting)
+{
+    for (size_t i = 0; i < m->train_count; i++) {
+        key_ctx k = {m, &m->train[i], c};
+        const key_def *d = find_key(m->train[i].key);
+        if (!d)
+            return unknown_key(&k);
+        if ((d->read == key_optimizer) != resetting)
+            continue;
+        kiln_status st = d->read ? d->read(&k) : read_field(&k, d);
+        if (st != KILN_OK)
+            return st;
+    }
+    return KILN_OK;
+}
+
+kiln_status train_config_read(const kiln_model *m, train_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->loss = LOSS_CROSS_ENTROPY;
+    c->optim = optim_defaults(OPTIM_ADAM);
+    c->sched = (sched_config){.kind = SCHED_CONSTANT, .step_size = 10, .gamma = 0.1,
+                              .factor = 0.1, .patience = 10, .threshold = 1e-4};
+    c->epochs = 10;
+    c->batch = 64;
+    c->seed = 42;
+    c->val = 0.1;
+    kiln_status st = read_pass(m, c, 1);
+    if (st == KILN_OK)
+        st = read_pass(m, c, 0);
+    c->sched.base_lr = c->optim.lr; /* t_max 0: the number of epochs, once known */
+    return st;
+}
