@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas/blas.h"
 #include "harness.h"
 
 typedef struct {

@@ -2,11 +2,17 @@
  * timed repetitions after a warm-up: SGEMM GFLOPS through every engine
  * (CLBlast untuned, CLBlast tuned, kiln's own), fused kernels against a
  * plain copy kernel of the same bytes, launch latency, host transfers and
- * training throughput. */
+ * training throughput.
+ *
+ * src/bench/ holds the library's entry points that sit above training:
+ * kiln_bench and kiln_bench_* (the `kiln bench` command's library side,
+ * also used by `kiln tune`'s workers). It may call every layer below it
+ * (train/, compiler/, graph/, ops/, blas/, runtime/). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas/blas.h"
 #include "compiler/pipeline.h"
 #include "train/optim.h"
 #include "train/train.h"

@@ -1,29 +1,20 @@
 /* The one place that calls CLBlast. Every matrix product in kiln goes
  * through kiln_blas_sgemm, on the context's queue: to kiln's own GEMM
  * (gemm.c) when the context's engine says so, else to CLBlast, with its
- * status codes turned into named errors. */
+ * status codes turned into named errors. The engine and the rest of the
+ * layer's per-context state are created here on first use. */
 #include <clblast_c.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/runtime.h"
+#include "blas/blas.h"
 
+/* Contexts with a blas state, so that CLBlast's cached programs (which
+ * hold the OpenCL contexts they were built for) are released with the last
+ * one. */
 static atomic_int open_contexts;
-
-void kiln_blas_context_opened(void)
-{
-    atomic_fetch_add(&open_contexts, 1);
-}
-
-void kiln_blas_context_closed(void)
-{
-    /* CLBlast caches programs per context and never lets go of them; drop
-     * its caches when no kiln context is left that could reuse them. */
-    if (atomic_fetch_sub(&open_contexts, 1) == 1)
-        CLBlastClearCache();
-}
 
 #define CLBLAST_ERRORS(X)                                                                 \
     X(CLBlastNotImplemented) X(CLBlastInvalidMatrixA) X(CLBlastInvalidMatrixB)            \
@@ -62,26 +53,92 @@ kiln_status kiln_gemm_engine_parse(const char *text, const char *what, kiln_gemm
                      "%s is \"%s\"; expected auto, clblast or kiln", what, text);
 }
 
-void kiln_ctx_set_gemm(kiln_ctx *ctx, kiln_gemm_engine engine)
+kiln_gemm_engine kiln_gemm_engine_resolve(const kiln_ctx *ctx, kiln_gemm_engine engine)
 {
     if (engine == KILN_GEMM_AUTO)
         engine = kiln_device_loops_work_groups(&ctx->info) ? KILN_GEMM_KILN : KILN_GEMM_CLBLAST;
-    ctx->gemm = engine;
+    return engine;
+}
+
+/* The context's free function for its state (kiln_ctx_attach). */
+static void state_free(void *state)
+{
+    blas_state *s = state;
+    kiln_gemm_scratch_free(s);
+    free(s);
+    /* CLBlast caches programs per context and never lets go of them; drop
+     * its caches when no kiln context is left that could reuse them. */
+    if (atomic_fetch_sub(&open_contexts, 1) == 1)
+        CLBlastClearCache();
+}
+
+/* A new state for ctx: the engine from $KILN_GEMM (AUTO when unset; an
+ * unknown name is an error naming it), then the tuning record when tuned.
+ * Attached only when all of it succeeded. */
+static kiln_status state_create(kiln_ctx *ctx, int tuned, blas_state **out)
+{
+    blas_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_blas: out of host memory");
+    atomic_fetch_add(&open_contexts, 1);
+    const char *env = getenv("KILN_GEMM");
+    kiln_gemm_engine engine = KILN_GEMM_AUTO;
+    kiln_status st = env && *env ? kiln_gemm_engine_parse(env, "KILN_GEMM", &engine) : KILN_OK;
+    s->engine = kiln_gemm_engine_resolve(ctx, engine);
+    kiln_tuning record;
+    if (st == KILN_OK && tuned && kiln_tuning_load(&ctx->info, &record))
+        st = kiln_tuning_apply_state(ctx, s, &record);
+    if (st != KILN_OK) {
+        state_free(s);
+        return st;
+    }
+    kiln_ctx_attach(ctx, KILN_SLOT_BLAS, s, state_free);
+    *out = s;
+    return KILN_OK;
+}
+
+kiln_status blas_state_get(kiln_ctx *ctx, blas_state **out)
+{
+    *out = kiln_ctx_attached(ctx, KILN_SLOT_BLAS);
+    if (*out)
+        return KILN_OK;
+    const char *env = getenv("KILN_TUNE");
+    return state_create(ctx, !(env && strcmp(env, "off") == 0), out);
+}
+
+kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out)
+{
+    kiln_status st = kiln_ctx_create(selector, out);
+    blas_state *s;
+    if (st == KILN_OK && (st = state_create(*out, tuned, &s)) != KILN_OK) {
+        kiln_ctx_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+void kiln_ctx_set_gemm(kiln_ctx *ctx, kiln_gemm_engine engine)
+{
+    blas_state *s;
+    if (blas_state_get(ctx, &s) == KILN_OK)
+        s->engine = kiln_gemm_engine_resolve(ctx, engine);
 }
 
 kiln_gemm_engine kiln_ctx_gemm(const kiln_ctx *ctx)
 {
-    return ctx->gemm;
+    /* The state is created on first use, also by a query: the context is
+     * never a const object, only this view of it. */
+    blas_state *s;
+    return blas_state_get((kiln_ctx *)ctx, &s) == KILN_OK
+               ? s->engine
+               : kiln_gemm_engine_resolve(ctx, KILN_GEMM_AUTO);
 }
 
-/* The engine a new context starts with: $KILN_GEMM, else AUTO. */
-kiln_status kiln_gemm_engine_init(kiln_ctx *ctx)
+void kiln_blas_set_log(kiln_ctx *ctx, gemm_log *log)
 {
-    const char *env = getenv("KILN_GEMM");
-    kiln_gemm_engine engine = KILN_GEMM_AUTO;
-    kiln_status st = env && *env ? kiln_gemm_engine_parse(env, "KILN_GEMM", &engine) : KILN_OK;
-    kiln_ctx_set_gemm(ctx, engine);
-    return st;
+    blas_state *s;
+    if (blas_state_get(ctx, &s) == KILN_OK)
+        s->log = log;
 }
 
 /* CLBlast's own codes by name; the rest are OpenCL's codes. */
@@ -143,9 +200,13 @@ kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb,
         return KILN_OK;
     if (k == 0 || alpha == 0.0f)
         return beta == 1.0f ? KILN_OK : scale_matrix(ctx, beta, c, c_off, ldc, m, n);
-    if (ctx->gemms)
-        log_shape(ctx->gemms, ta, tb, m, n, k);
-    if (ctx->gemm == KILN_GEMM_KILN)
+    blas_state *s;
+    kiln_status st = blas_state_get(ctx, &s);
+    if (st != KILN_OK)
+        return st;
+    if (s->log)
+        log_shape(s->log, ta, tb, m, n, k);
+    if (s->engine == KILN_GEMM_KILN)
         return kiln_cpu_sgemm(ctx, ta, tb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c,
                               c_off, ldc);
     cl_event event = NULL;

@@ -1,8 +1,8 @@
 /* kiln's own GEMM for CPU-class devices (cl/gemm.cl): op(B) and, when
- * transposed, op(A) are packed into panels in scratch buffers the context
- * keeps, then one launch computes C tile by tile. The scratch buffers grow
+ * transposed, op(A) are packed into panels in scratch buffers the
+ * context's blas state keeps, then one launch computes C tile by tile. The scratch buffers grow
  * to the largest product seen; the in-order queue makes reuse safe. */
-#include "runtime/runtime.h"
+#include "blas/blas.h"
 
 #define GEMM_MR 8
 #define GEMM_NR 32
@@ -10,28 +10,32 @@
 
 static kiln_status scratch(kiln_ctx *ctx, int which, size_t bytes, cl_mem *out)
 {
-    if (ctx->scratch_bytes[which] < bytes) {
-        if (ctx->scratch[which])
-            clReleaseMemObject(ctx->scratch[which]);
-        ctx->scratch_bytes[which] = 0;
+    blas_state *s;
+    kiln_status st = blas_state_get(ctx, &s);
+    if (st != KILN_OK)
+        return st;
+    if (s->scratch_bytes[which] < bytes) {
+        if (s->scratch[which])
+            clReleaseMemObject(s->scratch[which]);
+        s->scratch_bytes[which] = 0;
         cl_int err;
-        ctx->scratch[which] = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+        s->scratch[which] = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
         if (err != CL_SUCCESS) {
-            ctx->scratch[which] = NULL;
+            s->scratch[which] = NULL;
             return kiln_fail_cl_in(err, "clCreateBuffer", "GEMM packing buffer of %zu bytes",
                                    bytes);
         }
-        ctx->scratch_bytes[which] = bytes;
+        s->scratch_bytes[which] = bytes;
     }
-    *out = ctx->scratch[which];
+    *out = s->scratch[which];
     return KILN_OK;
 }
 
-void kiln_gemm_scratch_free(kiln_ctx *ctx)
+void kiln_gemm_scratch_free(blas_state *s)
 {
     for (int i = 0; i < 2; i++)
-        if (ctx->scratch[i])
-            clReleaseMemObject(ctx->scratch[i]);
+        if (s->scratch[i])
+            clReleaseMemObject(s->scratch[i]);
 }
 
 /* Packs a k-long operand with `extent` rows (along_k: rows run along k in

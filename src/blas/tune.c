@@ -4,7 +4,8 @@
  * kiln's cache directory, applied whenever a context opens that device.
  * A record names the device, driver, platform and CLBlast version it was
  * measured with; a record for anything else, or one that does not parse,
- * is ignored with a warning. */
+ * is ignored with a warning. A context's record is applied when its blas
+ * state is created (blas.c), on first use. */
 #include <clblast_c.h>
 #include <cJSON.h>
 #include <errno.h>
@@ -15,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime/runtime.h"
+#include "blas/blas.h"
 
 static const char *const xgemm_names[KILN_XGEMM_PARAMS] = {
     "GEMMK", "KREG", "KWG", "KWI", "MDIMA", "MDIMC", "MWG", "NDIMB",
@@ -187,7 +188,7 @@ static kiln_status override(kiln_ctx *ctx, const char *kernel, size_t n, const c
     return KILN_OK;
 }
 
-kiln_status kiln_tuning_apply(kiln_ctx *ctx, const kiln_tuning *t)
+kiln_status kiln_tuning_apply_state(kiln_ctx *ctx, blas_state *s, const kiln_tuning *t)
 {
     kiln_status st = KILN_OK;
     if (t->has_xgemm)
@@ -199,6 +200,15 @@ kiln_status kiln_tuning_apply(kiln_ctx *ctx, const kiln_tuning *t)
     }
     const char *env = getenv("KILN_GEMM");
     if (st == KILN_OK && !(env && *env) && t->engine != KILN_GEMM_AUTO)
-        kiln_ctx_set_gemm(ctx, (kiln_gemm_engine)t->engine);
+        s->engine = kiln_gemm_engine_resolve(ctx, (kiln_gemm_engine)t->engine);
     return st;
+}
+
+kiln_status kiln_tuning_apply(kiln_ctx *ctx, const kiln_tuning *t)
+{
+    /* the state first, so that the context's own record (applied when the
+     * state is created) cannot come after this one */
+    blas_state *s;
+    kiln_status st = blas_state_get(ctx, &s);
+    return st == KILN_OK ? kiln_tuning_apply_state(ctx, s, t) : st;
 }

@@ -273,11 +273,3 @@ const char *pipeline_step_name(const pipeline *p, const pipe_step *s)
              s->fused_node >= 0 ? p->model->nodes[s->fused_node].kind->name : "");
     return name;
 }
-
-int pipeline_softmax_head(const pipeline *p)
-{
-    const pipe_step *last = &p->steps[p->count - 1];
-    int ndim = last->shapes.out.ndim;
-    int dim = last->attrs.dim < 0 ? ndim + last->attrs.dim : last->attrs.dim;
-    return last->op == OP_SOFTMAX && ndim == 2 && dim == 1;
-}

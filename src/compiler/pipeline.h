@@ -1,8 +1,13 @@
 /* A model lowered onto a device for one batch size: an ordered list of
  * steps (one operator launch group each) with their tensors. lower.c
- * builds it from the graph (fuse.c decides what merges), init.c fills the
- * parameters, exec.c runs forward, loss and backward on one in-order
- * queue without waiting. */
+ * builds it from the graph (fuse.c decides what merges, plan.c places the
+ * tensors), init.c fills the parameters, exec.c runs forward, loss and
+ * backward on one in-order queue without waiting; summary.c describes it
+ * for `kiln summary`.
+ *
+ * src/compiler/ owns the passes from a finished graph to running steps. It
+ * may call graph/, ops/, blas/ and runtime/, nothing above. Within it,
+ * calls go one way: exec.c -> lower.c -> fuse.c, plan.c, init.c. */
 #ifndef KILN_PIPELINE_H
 #define KILN_PIPELINE_H
 
@@ -83,8 +88,15 @@ kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options optio
 void pipeline_free(pipeline *p);
 
 /* Whether the model ends in a softmax over the classes of a (batch,
- * classes) output, its prediction head. */
-int pipeline_softmax_head(const pipeline *p);
+ * classes) output, its prediction head. Here, not in lower.c, so that
+ * plan.c (which lower.c calls) reads it without calling back. */
+static inline int pipeline_softmax_head(const pipeline *p)
+{
+    const pipe_step *last = &p->steps[p->count - 1];
+    int ndim = last->shapes.out.ndim;
+    int dim = last->attrs.dim < 0 ? ndim + last->attrs.dim : last->attrs.dim;
+    return last->op == OP_SOFTMAX && ndim == 2 && dim == 1;
+}
 
 /* "3 linear+relu": the step's first layer index and the kinds it merges. */
 const char *pipeline_step_name(const pipeline *p, const pipe_step *s);

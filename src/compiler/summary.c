@@ -180,7 +180,7 @@ static kiln_status watched_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int
         uint64_t before = kiln_ctx_launches(ctx);
         if (st == KILN_OK && i == 0) {
             kiln_ctx_set_trace(ctx, w->trace);
-            ctx->gemms = w->gemms;
+            kiln_blas_set_log(ctx, w->gemms);
             if (w->totals)
                 st = kiln_ctx_profile_begin(ctx);
         }
@@ -194,7 +194,7 @@ static kiln_status watched_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int
             w->launches = kiln_ctx_launches(ctx) - before;
     }
     kiln_ctx_set_trace(ctx, NULL);
-    ctx->gemms = NULL;
+    kiln_blas_set_log(ctx, NULL);
     if (st == KILN_OK && w->totals)
         st = kiln_ctx_profile_end(ctx, NULL, (size_t)steps, w->totals);
     if (st == KILN_OK)

@@ -78,7 +78,7 @@ static kiln_status im2col(kiln_ctx *ctx, const conv_dims *d, cl_mem x, cl_mem co
 static kiln_status col2im(kiln_ctx *ctx, const conv_dims *d, cl_mem dcol, cl_mem dx)
 {
     cl_kernel k;
-    if (ctx->gemm == KILN_GEMM_KILN) {
+    if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN) {
         cl_uint v[10] = {d->n, d->c, d->h, d->w, d->oh, d->ow, d->k, d->s, d->p, d->d};
         kiln_status st = kiln_kernel_get(ctx, "conv.cl", "", "col2im_planes", &k);
         return st == KILN_OK
@@ -122,7 +122,7 @@ static kiln_status times_columns(const op_args *c, const conv_dims *d, cl_mem a,
 {
     size_t ckk = d->c * d->k * d->k, np = d->n * d->oh * d->ow;
     size_t n = transposed ? ckk : np, k = transposed ? np : ckk;
-    if (c->ctx->gemm == KILN_GEMM_KILN) {
+    if (kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN) {
         gemm_im2col x = {c->in[0]->buf, d->n, d->c, d->h, d->w, d->k, d->s, d->p, d->d,
                          d->oh, d->ow};
         return kiln_cpu_sgemm_im2col(c->ctx, d->o, 1.0f, a, k, &x, transposed, 0.0f, out, n);

@@ -5,12 +5,15 @@
  *
  * Layouts are PyTorch's: activations NCHW or (N, F); linear weight
  * [out, in]; conv weight [out, in, kh, kw]. Backward writes (does not
- * accumulate) every gradient it is given; a NULL gradient is not computed. */
+ * accumulate) every gradient it is given; a NULL gradient is not computed.
+ *
+ * src/ops/ owns the operators and their table; it may call blas/ (every
+ * matrix product) and runtime/, nothing above. */
 #ifndef KILN_OPS_H
 #define KILN_OPS_H
 
 #include "runtime/runtime.h"
-
+#include "blas/blas.h"
 
 /* Activations, also the epilogues that linear and conv2d can absorb. The
  * numbers are the ACT values the kernels are compiled with. */

@@ -376,7 +376,6 @@ static kiln_status open_queue(kiln_ctx *ctx)
     ctx->context = clCreateContext(props, 1, &ctx->device, NULL, NULL, &err);
     if (err != CL_SUCCESS)
         return kiln_fail_cl(err, "clCreateContext");
-    kiln_blas_context_opened();
     ctx->queue = clCreateCommandQueue(ctx->context, ctx->device, CL_QUEUE_PROFILING_ENABLE, &err);
     if (err != CL_SUCCESS)
         return kiln_fail_cl(err, "clCreateCommandQueue");
@@ -389,12 +388,6 @@ int kiln_device_loops_work_groups(const kiln_device_info *d)
 }
 
 kiln_status kiln_ctx_create(const char *selector, kiln_ctx **out)
-{
-    const char *env = getenv("KILN_TUNE");
-    return kiln_ctx_open(selector, !(env && strcmp(env, "off") == 0), out);
-}
-
-kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out)
 {
     if (!out)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_create: out is required");
@@ -409,17 +402,26 @@ kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out)
         st = open_queue(ctx);
     if (st == KILN_OK)
         st = kiln_program_cache_create(ctx, &ctx->programs);
-    if (st == KILN_OK)
-        st = kiln_gemm_engine_init(ctx);
-    kiln_tuning record;
-    if (st == KILN_OK && tuned && kiln_tuning_load(&ctx->info, &record))
-        st = kiln_tuning_apply(ctx, &record);
     if (st != KILN_OK) {
         kiln_ctx_free(ctx);
         return st;
     }
     *out = ctx;
     return KILN_OK;
+}
+
+void kiln_ctx_attach(kiln_ctx *ctx, int slot, void *state, void (*free_fn)(void *state))
+{
+    kiln_ctx_slot *s = &ctx->slots[slot];
+    if (s->state && s->free_fn)
+        s->free_fn(s->state);
+    s->state = state;
+    s->free_fn = free_fn;
+}
+
+void *kiln_ctx_attached(const kiln_ctx *ctx, int slot)
+{
+    return ctx->slots[slot].state;
 }
 
 void kiln_ctx_free(kiln_ctx *ctx)
@@ -429,14 +431,13 @@ void kiln_ctx_free(kiln_ctx *ctx)
     if (ctx->queue)
         clFinish(ctx->queue);
     kiln_program_cache_free(ctx->programs);
-    kiln_gemm_scratch_free(ctx);
+    for (int i = KILN_CTX_SLOTS - 1; i >= 0; i--)
+        kiln_ctx_attach(ctx, i, NULL, NULL);
     kiln_profile_discard(ctx);
     if (ctx->queue)
         clReleaseCommandQueue(ctx->queue);
-    if (ctx->context) {
-        kiln_blas_context_closed();
+    if (ctx->context)
         clReleaseContext(ctx->context);
-    }
     free(ctx);
 }
 

@@ -1,6 +1,13 @@
-/* Internal declarations shared by kiln's modules; not installed. */
-#ifndef KILN_INTERNAL_H
-#define KILN_INTERNAL_H
+/* The runtime (src/runtime/): errors, devices, contexts (OpenCL context,
+ * in-order queue, kernel cache), kernel programs and launches, tensors and
+ * shapes, launch profiles, and the host helpers (files.c, rng.c).
+ *
+ * It is kiln's bottom layer: it may call OpenCL and the C library, and
+ * nothing else of kiln. It knows nothing of GEMM engines, tuning, layers or
+ * training; the layers above keep their per-context state in the context's
+ * attachment slots (kiln_ctx_attach). Not installed. */
+#ifndef KILN_RUNTIME_H
+#define KILN_RUNTIME_H
 
 #include <CL/cl.h>
 
@@ -75,16 +82,14 @@ extern const size_t kiln_cl_source_count;
 
 typedef struct kiln_profile kiln_profile;
 
-/* The distinct matrix products a context ran while a log was attached. */
-#define GEMM_LOG_MAX 64
+/* Per-context state of a layer above the runtime, freed with the context
+ * by its free function. Each layer owns one slot (blas/blas.h:
+ * KILN_SLOT_BLAS). */
+#define KILN_CTX_SLOTS 4
 typedef struct {
-    int ta, tb;
-    size_t m, n, k;
-} gemm_shape;
-typedef struct {
-    gemm_shape shapes[GEMM_LOG_MAX];
-    size_t count;
-} gemm_log;
+    void *state;
+    void (*free_fn)(void *state);
+} kiln_ctx_slot;
 
 struct kiln_ctx {
     kiln_device_info info;
@@ -97,14 +102,18 @@ struct kiln_ctx {
     uint64_t launches; /* kernels, CLBlast calls and copies enqueued */
     FILE *trace;       /* when set, every launch is printed there */
     kiln_profile *profile;   /* recording launches when set (profile.c) */
-    gemm_log *gemms;         /* when set, kiln_blas_sgemm records its shapes */
     uint64_t fail_launch;    /* tests: the launch (counted from 1) that fails as a lost
                                 device would, with CL_OUT_OF_RESOURCES; 0: none */
     char label[64];          /* the layer being enqueued, for profiles and traces */
-    kiln_gemm_engine gemm;   /* which GEMM kiln_blas_sgemm runs */
-    cl_mem scratch[2];       /* packing buffers of kiln's GEMM (gemm.c) */
-    size_t scratch_bytes[2];
+    kiln_ctx_slot slots[KILN_CTX_SLOTS]; /* upper layers' state (kiln_ctx_attach) */
 };
+
+/* Attaches state to slot of ctx (freeing what was there); kiln_ctx_free
+ * calls free_fn(state) after the queue has finished and before the OpenCL
+ * context is released. */
+void kiln_ctx_attach(kiln_ctx *ctx, int slot, void *state, void (*free_fn)(void *state));
+/* What slot holds, or NULL. */
+void *kiln_ctx_attached(const kiln_ctx *ctx, int slot);
 
 /* ---- profiles (profile.c) ----------------------------------------------- */
 
@@ -138,10 +147,6 @@ kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, si
  * the GPU-shaped path (measured: kiln's GEMM 10x slower than CLBlast
  * there). */
 int kiln_device_loops_work_groups(const kiln_device_info *d);
-
-/* kiln_ctx_create, with the device's tuning record applied or not
- * (kiln_ctx_create applies it unless $KILN_TUNE is "off"). */
-kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out);
 
 /* An x * y range of work-groups of one item each, for kernels written for
  * CPUs (one item runs a whole tile in vector registers). */
@@ -186,44 +191,4 @@ kiln_status kiln_tensor_read(const kiln_tensor *t, float *dst, size_t count, int
 kiln_status kiln_tensor_view(kiln_ctx *ctx, cl_mem parent, size_t offset, int ndim,
                              const size_t *shape, kiln_tensor **out);
 
-/* ---- CLBlast (blas.c) ---------------------------------------------------- */
-
-/* Row-major C[m,n] = alpha op(A) op(B) + beta C on raw buffers with offsets
- * and leading dimensions, in elements. Sizes of zero are handled. */
-kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
-                            size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
-                            size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
-                            cl_mem c, size_t c_off, size_t ldc);
-
-/* Counts open contexts, so that CLBlast's cached programs (which hold the
- * OpenCL contexts they were built for) are released with the last one. */
-void kiln_blas_context_opened(void);
-
-/* kiln's GEMM (gemm.c), with kiln_blas_sgemm's arguments; sizes are > 0. */
-kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
-                           size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
-                           cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
-                           size_t c_off, size_t ldc);
-void kiln_gemm_scratch_free(kiln_ctx *ctx);
-
-/* The image of a convolution whose im2col matrix (rows (c, kh, kw),
- * columns (n, oh, ow)) is a GEMM operand. */
-typedef struct {
-    cl_mem x; /* (N, C, H, W) */
-    size_t n, c, h, w, k, s, p, d, oh, ow;
-} gemm_im2col;
-
-/* kiln's GEMM with op(B) the im2col matrix of x (transposed = 0) or its
- * transpose (1), packed straight from the image: C (m x n) = alpha A
- * op(B) + beta C, A row-major with leading dimension lda. */
-kiln_status kiln_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a, size_t lda,
-                                  const gemm_im2col *x, int transposed, float beta, cl_mem c,
-                                  size_t ldc);
-/* Sets the context's engine from $KILN_GEMM (AUTO when unset); an unknown
- * name is an error naming it. */
-kiln_status kiln_gemm_engine_init(kiln_ctx *ctx);
-/* "auto", "clblast" or "kiln" into *out; what names the source in errors. */
-kiln_status kiln_gemm_engine_parse(const char *text, const char *what, kiln_gemm_engine *out);
-void kiln_blas_context_closed(void);
-
-#endif /* KILN_INTERNAL_H */
+#endif /* KILN_RUNTIME_H */

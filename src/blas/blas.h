@@ -1,0 +1,89 @@
+/* Matrix products (src/blas/): every product kiln runs goes through
+ * kiln_blas_sgemm, to CLBlast (blas.c) or to kiln's own GEMM for CPU
+ * devices (gemm.c); the GEMM engine of a context, the log of the shapes it
+ * ran, and the per-device tuning records of `kiln tune` (tune.c).
+ *
+ * It may call the runtime (runtime/), OpenCL, CLBlast and cJSON; nothing
+ * above it. Its per-context state (engine, packing buffers, shape log)
+ * lives in the context's KILN_SLOT_BLAS slot, created on first use. Not
+ * installed. */
+#ifndef KILN_BLAS_H
+#define KILN_BLAS_H
+
+#include "runtime/runtime.h"
+
+/* The context slot (runtime.h: kiln_ctx_attach) that holds blas_state. */
+#define KILN_SLOT_BLAS 0
+
+/* The distinct matrix products a context ran while a log was attached. */
+#define GEMM_LOG_MAX 64
+typedef struct {
+    int ta, tb;
+    size_t m, n, k;
+} gemm_shape;
+typedef struct {
+    gemm_shape shapes[GEMM_LOG_MAX];
+    size_t count;
+} gemm_log;
+
+/* What the blas layer keeps per context. */
+typedef struct {
+    kiln_gemm_engine engine; /* which GEMM kiln_blas_sgemm runs (never AUTO) */
+    cl_mem scratch[2];       /* packing buffers of kiln's GEMM (gemm.c) */
+    size_t scratch_bytes[2];
+    gemm_log *log;           /* when set, kiln_blas_sgemm records its shapes */
+} blas_state;
+
+/* The context's blas state. The first call creates it: the engine from
+ * $KILN_GEMM (else the device's default), then the device's tuning record
+ * unless $KILN_TUNE is "off" or the context was opened untuned
+ * (kiln_ctx_open). On failure (an unknown $KILN_GEMM, a record CLBlast
+ * refuses) nothing is attached, and the next call tries again. */
+kiln_status blas_state_get(kiln_ctx *ctx, blas_state **out);
+
+/* kiln_ctx_create, with the device's tuning record applied or not
+ * (kiln_ctx_create applies it, on first use, unless $KILN_TUNE is "off"). */
+kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out);
+
+/* Row-major C[m,n] = alpha op(A) op(B) + beta C on raw buffers with offsets
+ * and leading dimensions, in elements. Sizes of zero are handled. */
+kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
+                            size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
+                            size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
+                            cl_mem c, size_t c_off, size_t ldc);
+
+/* Starts (log) or stops (NULL) recording the shapes kiln_blas_sgemm runs. */
+void kiln_blas_set_log(kiln_ctx *ctx, gemm_log *log);
+
+/* kiln's GEMM (gemm.c), with kiln_blas_sgemm's arguments; sizes are > 0. */
+kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
+                           size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
+                           cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
+                           size_t c_off, size_t ldc);
+/* Releases the packing buffers of a context's state. */
+void kiln_gemm_scratch_free(blas_state *s);
+
+/* The image of a convolution whose im2col matrix (rows (c, kh, kw),
+ * columns (n, oh, ow)) is a GEMM operand. */
+typedef struct {
+    cl_mem x; /* (N, C, H, W) */
+    size_t n, c, h, w, k, s, p, d, oh, ow;
+} gemm_im2col;
+
+/* kiln's GEMM with op(B) the im2col matrix of x (transposed = 0) or its
+ * transpose (1), packed straight from the image: C (m x n) = alpha A
+ * op(B) + beta C, A row-major with leading dimension lda. */
+kiln_status kiln_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a, size_t lda,
+                                  const gemm_im2col *x, int transposed, float beta, cl_mem c,
+                                  size_t ldc);
+
+/* "auto", "clblast" or "kiln" into *out; what names the source in errors. */
+kiln_status kiln_gemm_engine_parse(const char *text, const char *what, kiln_gemm_engine *out);
+/* AUTO made concrete for the context's device: kiln's GEMM where the
+ * driver runs a work-group as a loop on one core, else CLBlast. */
+kiln_gemm_engine kiln_gemm_engine_resolve(const kiln_ctx *ctx, kiln_gemm_engine engine);
+
+/* kiln_tuning_apply onto a state not yet attached (tune.c). */
+kiln_status kiln_tuning_apply_state(kiln_ctx *ctx, blas_state *s, const kiln_tuning *t);
+
+#endif /* KILN_BLAS_H */
