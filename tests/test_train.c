@@ -678,10 +678,16 @@ START_TEST(killed_training_resumes_to_the_same_weights)
     snprintf(out, sizeof out, "%s", tmp_path("kill-victim"));
     snprintf(state, sizeof state, "%s/last.state.safetensors", out);
     int status;
-    double started = ref_seconds();
-    pid_t pid = start_training(ref, 0);
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "reference run failed");
+    /* the first run compiles what the caches lack; the span of a run is
+     * timed on a second one, into the same directory, with warm caches */
+    double started = 0;
+    for (int run = 0; run < 2; run++) {
+        started = ref_seconds();
+        pid_t first = start_training(ref, 0);
+        ck_assert_int_eq(waitpid(first, &status, 0), first);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "reference run failed");
+    }
+    pid_t pid;
     /* kills land anywhere in a run's span; a slow device (rusticl takes ten
      * times PoCL's time) gets fewer of them */
     double span = ref_seconds() - started;

@@ -19,6 +19,14 @@ tools/setup.sh || exit 1
 build=${KILN_BUILD_DIR:-build}
 
 passed=0 failed=0 skipped=0 status=0
+timings=()
+
+# One kernel cache for every suite of every pass, inside the build
+# directory: suites reuse each other's compiled programs, a run never
+# depends on or writes to the user's own cache, and the second run of this
+# script starts warm. Tests of the cache itself point KILN_CACHE_DIR at
+# directories of their own.
+export KILN_CACHE_DIR=${KILN_CACHE_DIR:-$PWD/$build/test-kernel-cache}
 
 # Runs `meson test` in build dir $1 with the environment in $2..., and adds
 # its results to the totals.
@@ -26,7 +34,9 @@ run_pass() {
   local dir=$1 label=$2
   shift 2
   echo "== tests on $label"
+  local started=$SECONDS
   env "$@" meson test -C "$dir" --print-errorlogs "${extra[@]}" || status=1
+  timings+=("$(printf '%5d s  %s' $((SECONDS - started)) "$label")")
   read -r p f s < <(python3 - "$dir/meson-logs/testlog.json" <<'PY'
 import json, sys
 counts = {"p": 0, "f": 0, "s": 0}
@@ -82,6 +92,7 @@ if [[ ! -f $fuzz/build.ninja ]]; then
 fi
 meson compile -C "$fuzz" >"$fuzz/compile.log" 2>&1 || { cat "$fuzz/compile.log"; exit 1; }
 mkdir -p "$fuzz/findings"
+fuzz_started=$SECONDS
 for target in model idx csv safetensors; do
   echo "== fuzzing $target for ${seconds} s"
   mkdir -p "$fuzz/corpus/$target"
@@ -97,5 +108,9 @@ for target in model idx csv safetensors; do
   fi
 done
 
+timings+=("$(printf '%5d s  %s' $((SECONDS - fuzz_started)) "fuzzing (4 harnesses)")")
+
+echo "== time per pass"
+printf '%s\n' "${timings[@]}"
 echo "kiln: $passed passed, $failed failed, $skipped skipped"
 exit "$status"
