@@ -7,6 +7,11 @@
 #define GEMM_MR 8
 #define GEMM_NR 32
 #define GEMM_PACK_K 64
+/* The options of gemm.cl's program for an op(A) read in place; the packing
+ * kernels are taken from the same program, so that gemm.cl compiles twice
+ * (plain and packed A), not three times: its tile kernel is the slowest
+ * source of kiln to compile, 40-70 s on rusticl's llvmpipe. */
+#define GEMM_PLAIN_A "-DA_PACKED=0"
 
 static kiln_status scratch(kiln_ctx *ctx, int which, size_t bytes, cl_mem *out)
 {
@@ -47,7 +52,7 @@ static kiln_status pack(kiln_ctx *ctx, int which, cl_mem src, size_t off, size_t
     kiln_status st = scratch(ctx, which, panels * w * k * sizeof(float), out);
     cl_kernel kernel;
     if (st == KILN_OK)
-        st = kiln_kernel_get(ctx, "gemm.cl", "", "pack_panels", &kernel);
+        st = kiln_kernel_get(ctx, "gemm.cl", GEMM_PLAIN_A, "pack_panels", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong o = off, l = ld, e = extent, kk = k;
@@ -70,7 +75,7 @@ static kiln_status tiles(kiln_ctx *ctx, kiln_transpose ta, size_t m, size_t n, s
     }
     cl_kernel kernel;
     if (st == KILN_OK)
-        st = kiln_kernel_get(ctx, "gemm.cl", ta == KILN_TRANS ? "-DA_PACKED=1" : "-DA_PACKED=0",
+        st = kiln_kernel_get(ctx, "gemm.cl", ta == KILN_TRANS ? "-DA_PACKED=1" : GEMM_PLAIN_A,
                              "gemm_tile", &kernel);
     if (st != KILN_OK)
         return st;
@@ -103,7 +108,7 @@ kiln_status kiln_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a
     cl_kernel kernel;
     kiln_status st = scratch(ctx, 1, panels * GEMM_NR * k * sizeof(float), &bp);
     if (st == KILN_OK)
-        st = kiln_kernel_get(ctx, "gemm.cl", "", "im2col_panels", &kernel);
+        st = kiln_kernel_get(ctx, "gemm.cl", GEMM_PLAIN_A, "im2col_panels", &kernel);
     if (st != KILN_OK)
         return st;
     cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,
