@@ -106,9 +106,17 @@ kiln_status blas_state_get(kiln_ctx *ctx, blas_state **out)
     return state_create(ctx, !(env && strcmp(env, "off") == 0), out);
 }
 
+/* ---- contexts: the runtime's, with the blas state attached ---------------- */
+
+kiln_status kiln_ctx_create(const char *selector, kiln_ctx **out)
+{
+    const char *env = getenv("KILN_TUNE");
+    return kiln_ctx_open(selector, !(env && strcmp(env, "off") == 0), out);
+}
+
 kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out)
 {
-    kiln_status st = kiln_ctx_create(selector, out);
+    kiln_status st = kiln_ctx_open_device(selector, out);
     blas_state *s;
     if (st == KILN_OK && (st = state_create(*out, tuned, &s)) != KILN_OK) {
         kiln_ctx_free(*out);

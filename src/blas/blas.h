@@ -5,8 +5,10 @@
  *
  * It may call the runtime (runtime/), OpenCL, CLBlast and cJSON; nothing
  * above it. Its per-context state (engine, packing buffers, shape log)
- * lives in the context's KILN_SLOT_BLAS slot, created on first use. Not
- * installed. */
+ * lives in the context's KILN_SLOT_BLAS slot. kiln_ctx_create is defined
+ * here: the runtime opens the context, this layer attaches its state, as
+ * opening a context has always chosen the GEMM engine and applied the
+ * tuning record. Not installed. */
 #ifndef KILN_BLAS_H
 #define KILN_BLAS_H
 
@@ -34,15 +36,18 @@ typedef struct {
     gemm_log *log;           /* when set, kiln_blas_sgemm records its shapes */
 } blas_state;
 
-/* The context's blas state. The first call creates it: the engine from
- * $KILN_GEMM (else the device's default), then the device's tuning record
- * unless $KILN_TUNE is "off" or the context was opened untuned
- * (kiln_ctx_open). On failure (an unknown $KILN_GEMM, a record CLBlast
- * refuses) nothing is attached, and the next call tries again. */
+/* The context's blas state: the engine from $KILN_GEMM (else the device's
+ * default), then the device's tuning record unless the context was opened
+ * untuned. kiln_ctx_create and kiln_ctx_open attach it as they open the
+ * context, so that a bad $KILN_GEMM or tuning record fails there; for a
+ * context the runtime opened alone (kiln_ctx_open_device) the first call
+ * creates it, tuned unless $KILN_TUNE is "off". On failure nothing is
+ * attached. */
 kiln_status blas_state_get(kiln_ctx *ctx, blas_state **out);
 
-/* kiln_ctx_create, with the device's tuning record applied or not
- * (kiln_ctx_create applies it, on first use, unless $KILN_TUNE is "off"). */
+/* kiln_ctx_create (here, in blas.c: the runtime opens the context, and this
+ * layer attaches its state), with the device's tuning record applied or not
+ * (kiln_ctx_create applies it unless $KILN_TUNE is "off"). */
 kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out);
 
 /* Row-major C[m,n] = alpha op(A) op(B) + beta C on raw buffers with offsets

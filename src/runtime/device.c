@@ -387,7 +387,7 @@ int kiln_device_loops_work_groups(const kiln_device_info *d)
     return d->type == KILN_DEVICE_CPU && !strstr(d->platform, "rusticl");
 }
 
-kiln_status kiln_ctx_create(const char *selector, kiln_ctx **out)
+kiln_status kiln_ctx_open_device(const char *selector, kiln_ctx **out)
 {
     if (!out)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_create: out is required");

@@ -108,6 +108,11 @@ struct kiln_ctx {
     kiln_ctx_slot slots[KILN_CTX_SLOTS]; /* upper layers' state (kiln_ctx_attach) */
 };
 
+/* The runtime's part of kiln_ctx_create (which blas/ completes): the
+ * device, its OpenCL context, in-order queue and kernel cache, with every
+ * slot empty. Errors name kiln_ctx_create, the call users make. */
+kiln_status kiln_ctx_open_device(const char *selector, kiln_ctx **out);
+
 /* Attaches state to slot of ctx (freeing what was there); kiln_ctx_free
  * calls free_fn(state) after the queue has finished and before the OpenCL
  * context is released. */
