@@ -31,14 +31,16 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
+#include <signal.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#if defined(_WIN32)
+#if defined(_WIN32) && defined(KILN_BUILDING_LIBRARY)
 #define KILN_API __declspec(dllexport)
+#elif defined(_WIN32)
+#define KILN_API __declspec(dllimport)
 #else
 #define KILN_API __attribute__((visibility("default")))
 #endif
@@ -74,8 +76,17 @@ KILN_API const char *kiln_status_str(kiln_status status);
 /* The detailed message of the last failure on this thread ("" if none). */
 KILN_API const char *kiln_last_error(void);
 
-/* kiln's version, "MAJOR.MINOR.PATCH". */
+/* kiln's version: the macros are the header's, kiln_version() the
+ * library's ("MAJOR.MINOR.PATCH"); a program can compare the two. */
+#define KILN_VERSION_MAJOR 0
+#define KILN_VERSION_MINOR 2
+#define KILN_VERSION_PATCH 0
 KILN_API const char *kiln_version(void);
+
+/* Where kiln's printing calls write: fn gets each piece of text, in order,
+ * with user passed back (a FILE *, a string builder, a Python callback).
+ * A NULL fn writes nothing. */
+typedef void (*kiln_write_fn)(void *user, const char *text);
 
 /* ---- devices ----------------------------------------------------------- */
 
@@ -145,9 +156,9 @@ KILN_API kiln_status kiln_ctx_finish(kiln_ctx *ctx);
  * enqueued; differences count the launches of a piece of work. */
 KILN_API uint64_t kiln_ctx_launches(const kiln_ctx *ctx);
 
-/* Prints every launch (kernel and its range, CLBlast GEMM and its sizes,
- * copy) to out as it is enqueued; NULL stops. */
-KILN_API void kiln_ctx_set_trace(kiln_ctx *ctx, FILE *out);
+/* Writes every launch (kernel and its range, CLBlast GEMM and its sizes,
+ * copy) to fn as it is enqueued; a NULL fn stops. */
+KILN_API void kiln_ctx_set_trace(kiln_ctx *ctx, kiln_write_fn fn, void *user);
 
 /* Statistics of the kernel-program cache, for tests and `kiln devices -v`. */
 typedef struct {
@@ -217,7 +228,7 @@ KILN_API kiln_status kiln_gemm(kiln_ctx *ctx, kiln_transpose trans_a, kiln_trans
  * per layer, divided by steps, to totals when given. */
 KILN_API kiln_status kiln_ctx_profile_begin(kiln_ctx *ctx);
 KILN_API kiln_status kiln_ctx_profile_end(kiln_ctx *ctx, const char *trace_path, size_t steps,
-                                          FILE *totals);
+                                          kiln_write_fn totals, void *user);
 
 /* Tuning: what `kiln tune` found best for a device, kept as one record per
  * device (name, driver, platform and CLBlast version) in kiln's cache
@@ -278,8 +289,10 @@ KILN_API kiln_status kiln_model_create(kiln_model **out);
 /* Adds a layer as a model file's section would: layer is "input",
  * "linear", "relu", ..., or "train"; kv is NULL or a NULL-terminated list
  * of key, value strings:
- *     kiln_model_add(m, "input", (const char *[]){"shape", "784", NULL});
- *     kiln_model_add(m, "linear", (const char *[]){"out", "256", NULL});
+ *     const char *input[] = {"shape", "784", NULL};
+ *     const char *hidden[] = {"out", "256", NULL};
+ *     kiln_model_add(m, "input", input);
+ *     kiln_model_add(m, "linear", hidden);
  * The layer's shape is checked at once; errors name "layer N [kind]". */
 KILN_API kiln_status kiln_model_add(kiln_model *m, const char *layer, const char *const *kv);
 
@@ -296,26 +309,27 @@ KILN_API const char *kiln_model_train_setting(const kiln_model *m, const char *k
 
 /* Prints a table of the layers (name, kind, input, output shape,
  * parameters) and the totals, like PyTorch's and Keras's summaries. */
-KILN_API kiln_status kiln_model_summary(kiln_model *m, FILE *out);
+KILN_API kiln_status kiln_model_summary(kiln_model *m, kiln_write_fn fn, void *user);
 
 /* Device memory of one training step at a batch size: values, gradients
  * and saved tensors in the planned arena against one buffer each, and the
  * parameters with their gradients and buffers. Needs no device. */
-KILN_API kiln_status kiln_model_memory(kiln_model *m, size_t batch, FILE *out);
+KILN_API kiln_status kiln_model_memory(kiln_model *m, size_t batch, kiln_write_fn fn,
+                                       void *user);
 
 /* The lowered graph, with fused layers merged, in Graphviz's dot. */
-KILN_API kiln_status kiln_model_dot(kiln_model *m, FILE *out);
+KILN_API kiln_status kiln_model_dot(kiln_model *m, kiln_write_fn fn, void *user);
 
 /* Runs one training step (forward, loss, backward) of a batch of random
  * data on ctx and prints every launch under the layer it belongs to;
  * fused selects the fused pipeline. */
 KILN_API kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t batch,
-                                           int fused, FILE *out);
+                                           int fused, kiln_write_fn fn, void *user);
 
 /* Runs `steps` training steps of random data (after a warm-up step) and
  * prints the device time of each layer per step, largest first. */
 KILN_API kiln_status kiln_model_profile_steps(kiln_model *m, kiln_ctx *ctx, size_t batch,
-                                              int steps, FILE *out);
+                                              int steps, kiln_write_fn fn, void *user);
 
 /* A matrix product: C (m x n) = op(A) (m x k) op(B) (k x n). */
 typedef struct {
@@ -328,45 +342,237 @@ typedef struct {
 KILN_API kiln_status kiln_model_gemm_shapes(kiln_model *m, kiln_ctx *ctx, size_t batch,
                                             kiln_gemm_shape *out, size_t cap, size_t *count);
 
+/* ---- networks in memory ------------------------------------------------------ */
+
+/* A network is a model compiled onto a context: its pipeline, parameters,
+ * buffers, optimizer state and mode, working on host arrays. Any batch of
+ * 1 to max_batch samples works: a batch smaller than the largest runs on a
+ * pipeline of its own size that shares the same weights, so a short batch
+ * means what it means in PyTorch (its own batch statistics, a mean loss
+ * over its samples).
+ *
+ * Threads: a network belongs to one thread at a time, as does its context;
+ * networks on distinct contexts may train in distinct threads at once.
+ * The model must outlive the network. */
+typedef struct kiln_net kiln_net;
+
+/* Compiles m for batches of up to max_batch samples (0: the batch of the
+ * model's [train] section), with parameters initialised from its seed and
+ * the optimizer and schedule of its [train] section. */
+KILN_API kiln_status kiln_net_create(kiln_ctx *ctx, kiln_model *m, size_t max_batch,
+                                     kiln_net **out);
+/* Frees the network and its device memory; NULL is ignored. */
+KILN_API void kiln_net_free(kiln_net *net);
+
+KILN_API size_t kiln_net_input_size(const kiln_net *net);  /* floats per sample */
+KILN_API size_t kiln_net_output_size(const kiln_net *net); /* floats per sample */
+KILN_API size_t kiln_net_max_batch(const kiln_net *net);
+
+/* The mode kiln_net_forward runs in: 0, eval (the default: running
+ * batchnorm statistics, no dropout), or 1, training (batch statistics,
+ * dropout; running statistics are updated as PyTorch's train() does). */
+KILN_API kiln_status kiln_net_set_training(kiln_net *net, int training);
+
+/* The network's outputs for n samples (x: n * input_size floats) into y
+ * (n * output_size floats): probabilities when the model ends in a
+ * softmax, or in a sigmoid trained with bce; the last layer's values
+ * otherwise. Any n from 1 works; more than max_batch runs in pieces.
+ * Inputs are normalized as the network's normalization says. */
+KILN_API kiln_status kiln_net_forward(kiln_net *net, const float *x, size_t n, float *y);
+
+/* One optimizer step on n samples (1 <= n <= max_batch) in training mode.
+ * y holds n class indices (as floats) for cross_entropy, and
+ * n * output_size targets for mse and bce. *loss (may be NULL) gets the
+ * batch's mean loss. The learning rate is the current one (see
+ * kiln_net_set_lr); schedules advance only in kiln_net_fit. */
+KILN_API kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, size_t n,
+                                         float *loss);
+
+/* Loss and accuracy of n samples in eval mode, without training (y as in
+ * kiln_net_train_step). accuracy is NaN for mse. Either output may be NULL. */
+KILN_API kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, size_t n,
+                                       double *loss, double *accuracy);
+
+/* The weights and buffers as a safetensors file with PyTorch's state_dict
+ * names (written to a temporary file, synced and renamed), and back.
+ * kiln_net_load reads the weights and buffers only (a file written by
+ * PyTorch's safetensors works); a file of another model is refused with
+ * every missing or extra tensor and every shape mismatch named. The
+ * input normalization kiln stored in the file is restored with it. */
+KILN_API kiln_status kiln_net_save(kiln_net *net, const char *path);
+KILN_API kiln_status kiln_net_load(kiln_net *net, const char *path);
+
+/* What the network's last layer is as a prediction head. */
+typedef enum {
+    KILN_HEAD_NONE = 0,    /* outputs are the last layer's values */
+    KILN_HEAD_SOFTMAX = 1  /* a trailing softmax: outputs are class probabilities, and
+                              cross_entropy trains on the logits before it */
+} kiln_head;
+KILN_API kiln_head kiln_net_head(const kiln_net *net);
+
+/* ---- weights by name (state_dict) ---- */
+
+/* One named tensor of a network, as PyTorch's state_dict lists it. */
+typedef struct {
+    const char *name;            /* "0.weight", "3.running_mean", "fc.bias" */
+    int ndim;
+    size_t shape[KILN_MAX_DIMS];
+    size_t numel;
+    int trainable;               /* 1: a parameter; 0: a buffer */
+    int is_int64;                /* num_batches_tracked: an int64 scalar in PyTorch */
+} kiln_param_info;
+
+/* How many named tensors the network has, and the i-th of them (in
+ * state_dict order); the name stays valid while the network lives. */
+KILN_API size_t kiln_net_param_count(const kiln_net *net);
+KILN_API kiln_status kiln_net_param_info(const kiln_net *net, size_t i, kiln_param_info *out);
+
+/* Reads or writes the named tensor; count must be its element count
+ * (an int64 scalar moves as one float). Unknown names are
+ * KILN_ERR_INVALID_ARGUMENT naming the tensors there are; non-finite
+ * values are refused. */
+KILN_API kiln_status kiln_net_get(kiln_net *net, const char *name, float *dst, size_t count);
+KILN_API kiln_status kiln_net_set(kiln_net *net, const char *name, const float *src,
+                                  size_t count);
+
+/* ---- training settings ---- */
+
+/* Sets a [train] key of the network as the model file would ("lr",
+ * "optimizer", "momentum", "loss", "clip_norm", "epochs", ...): the value
+ * is checked at once. Changing the optimizer resets its state. */
+KILN_API kiln_status kiln_net_configure(kiln_net *net, const char *key, const char *value);
+
+/* The learning rate of the next kiln_net_train_step, and the number of
+ * optimizer steps taken. */
+KILN_API double kiln_net_lr(const kiln_net *net);
+KILN_API kiln_status kiln_net_set_lr(kiln_net *net, double lr);
+KILN_API uint64_t kiln_net_steps(const kiln_net *net);
+
+/* The input normalization forward and train_step apply, x = (x - mean) /
+ * std: count is 1 (one value for every feature) or input_size (one per
+ * feature); std values must be above 0. kiln_net_fit sets it from the
+ * training data when [train] normalize says so; none is mean 0, std 1. */
+KILN_API kiln_status kiln_net_set_normalization(kiln_net *net, const float *mean,
+                                                const float *std, size_t count);
+
+/* With on, every input is checked for NaN and Inf before it is uploaded,
+ * and every value and gradient on the device as it is made (slow), naming
+ * the first layer that made one (kiln train --detect-anomaly). */
+KILN_API kiln_status kiln_net_set_detect_anomaly(kiln_net *net, int on);
+
+/* Sets a [train] key of a model before it is compiled; the value is
+ * checked at once, naming the key and what was expected. */
+KILN_API kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *value);
+
+/* ---- datasets ---- */
+
+/* A dataset in host memory: samples of features floats, each with targets
+ * floats (1 for class indices). */
+typedef struct kiln_data kiln_data;
+
+/* Copies n samples from arrays: x is n * features floats, y is n * targets
+ * floats (class indices 0, 1, ... as floats when targets is 1 and every
+ * value is a whole number from 0; NULL for unlabelled data). Non-finite
+ * values are refused, naming the sample and feature. */
+KILN_API kiln_status kiln_data_from_arrays(const float *x, const float *y, size_t n,
+                                           size_t features, size_t targets, kiln_data **out);
+/* Reads a dataset: "fashion-mnist", "mnist", a directory of IDX files (split
+ * "train" or "test"), an IDX images file alone (unlabelled), or a CSV file
+ * with a header row (label: the label column's name or index, NULL for
+ * "label"; split is ignored). */
+KILN_API kiln_status kiln_data_load(const char *source, const char *split, const char *label,
+                                    kiln_data **out);
+KILN_API void kiln_data_free(kiln_data *d);
+KILN_API size_t kiln_data_count(const kiln_data *d);
+KILN_API size_t kiln_data_features(const kiln_data *d);
+KILN_API size_t kiln_data_targets(const kiln_data *d);
+/* 1 + the largest class index for class labels; 0 otherwise. */
+KILN_API size_t kiln_data_classes(const kiln_data *d);
+/* Copies the features (count * features floats) or the targets (count *
+ * targets floats) of samples first .. first + count - 1 into dst. */
+KILN_API kiln_status kiln_data_copy_features(const kiln_data *d, size_t first, size_t count,
+                                             float *dst);
+KILN_API kiln_status kiln_data_copy_targets(const kiln_data *d, size_t first, size_t count,
+                                            float *dst);
+
 /* ---- training --------------------------------------------------------------- */
 
+/* What a training run reports as it goes, to kiln_train_options' on_step
+ * (after each batch) and on_epoch (after each epoch's validation). */
 typedef struct {
+    int epoch, epochs;      /* from 1 */
+    size_t batch, batches;  /* batches done in this epoch (from 1), and in all */
+    uint64_t step;          /* optimizer steps taken */
+    double loss;            /* on_step: the batch's loss; on_epoch: the epoch's mean */
+    double accuracy;        /* the same for accuracy; NaN for mse */
+    double val_loss;        /* on_epoch; NaN without validation data */
+    double val_accuracy;
+    double lr;
+    double seconds;         /* on_epoch: the epoch's time */
+    int best;               /* on_epoch: 1 when its validation loss is the best so far */
+} kiln_progress;
+
+/* Returns 0 to go on; anything else stops training after this batch, as a
+ * stop request does (the state is saved and the run reports interrupted). */
+typedef int (*kiln_progress_fn)(void *user, const kiln_progress *p);
+
+/* Options of a training run. Initialise with kiln_train_options_init, then
+ * set fields: fields added in later versions keep their defaults for
+ * programs built against this header. */
+typedef struct {
+    size_t size;           /* set by kiln_train_options_init */
     const char *data;      /* "fashion-mnist", "mnist", a directory of IDX files, or a CSV */
     const char *label;     /* CSV: the label column's name or index (default "label") */
+    const kiln_data *train_data; /* in-memory data instead of data (val_data, test_data */
+    const kiln_data *val_data;   /* optional; without val_data the [train] val share of */
+    const kiln_data *test_data;  /* train_data is held out) */
     const char *out_dir;   /* best/last/final.safetensors, log.csv; NULL: none */
     const char *resume;    /* the out_dir of an earlier run to go on from exactly */
     int epochs;            /* these override the model's [train] section when > 0 */
     int batch;
     double lr;
     size_t limit;          /* > 0: use at most this many samples of each split */
-    size_t stop_after;     /* > 0: stop as kiln_request_stop() would after this many batches */
+    size_t stop_after;     /* > 0: stop as a stop request would after this many batches */
     int detect_anomaly;    /* check every value and gradient for NaN/Inf as it is made (slow) */
     const char *profile;   /* write a Chrome trace of training steps 2 to 6 here, and print
                               device time per layer to log */
     int progress;          /* redraw a progress line (for terminals) */
-    FILE *log;             /* human-readable progress; NULL: quiet */
+    kiln_write_fn log;     /* human-readable progress; NULL: quiet */
+    void *log_user;
+    kiln_progress_fn on_step, on_epoch; /* NULL: none */
+    void *user;                         /* handed to on_step and on_epoch */
+    volatile sig_atomic_t *stop; /* when it becomes nonzero, training stops after the current
+                                    batch and saves its state (set it from a signal handler
+                                    or another thread); NULL: none */
 } kiln_train_options;
+
+KILN_API void kiln_train_options_init(kiln_train_options *o);
 
 typedef struct {
     int epochs_run;
     int best_epoch;        /* from 1 */
     int stopped_early;
-    int interrupted;       /* kiln_request_stop() ended it */
+    int interrupted;       /* a stop request or a callback ended it */
     double best_val_loss;
-    double test_loss, test_accuracy; /* on the test split, with the best weights */
+    double test_loss, test_accuracy; /* on the test split, with the best weights; NaN
+                                        without test data */
     double seconds;
     double samples_per_second;       /* training samples per second of training */
 } kiln_train_report;
 
-/* Trains the model as its [train] section says (loss, optimizer, schedule,
- * clipping, early stopping, seed) on the chosen data, keeps the weights of
- * the best validation loss, and evaluates them on the test split. */
+/* Trains the network in place as its [train] settings say (loss,
+ * optimizer, schedule, clipping, early stopping, seed) on the chosen data,
+ * keeps the weights of the best validation loss, and evaluates them on
+ * the test data. Every batch trains, the last short one included. The
+ * batch is the options', else [train]'s, but at most the network's
+ * max_batch. */
+KILN_API kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *o,
+                                  kiln_train_report *report);
+
+/* kiln_net_fit on a network made for the model's [train] batch and freed
+ * afterwards: what `kiln train` runs. */
 KILN_API kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o,
                                 kiln_train_report *report);
-
-/* Asks a running kiln_train to stop after its current batch and save a
- * checkpoint; safe to call from a signal handler. */
-KILN_API void kiln_request_stop(void);
 
 /* Loss and accuracy of a checkpoint on the test split of data; with
  * confusion (classes x classes, row = true class), the confusion matrix. */
@@ -379,12 +585,6 @@ typedef struct {
 KILN_API kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
                                    const kiln_train_options *o, kiln_eval_report *report);
 
-/* Prints the predictions of a checkpoint for the first count samples of
- * input (an IDX images file, gzipped or not, or a CSV file with a header
- * row; label names a column to leave out): the class and the probability
- * of each class for classifiers, the outputs otherwise. */
-KILN_API kiln_status kiln_predict(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
-                                  const char *input, const char *label, size_t count, FILE *out);
 
 /* ---- benchmarks ------------------------------------------------------------- */
 

@@ -22,7 +22,7 @@ START_TEST(robust_mlp_counts_like_pytorch)
     char *text = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&text, &size);
-    check_ok(kiln_model_summary(m, f));
+    check_ok(kiln_model_summary(m, kiln_write_to_file, f));
     fclose(f);
     ck_assert_msg(strstr(text, "trainable parameters: 5,315"), "summary:\n%s", text);
     ck_assert_msg(strstr(text, "4,160"), "summary:\n%s", text);

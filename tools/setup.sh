@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  gcc libc6-dev python3 meson ninja-build pkg-config   # build
+  gcc g++ libc6-dev python3 meson ninja-build pkg-config   # build (g++: the C++ header test)
   ocl-icd-opencl-dev opencl-headers libclblast-dev      # OpenCL and CLBlast
   libinih-dev libcjson-dev zlib1g-dev check             # model files, checkpoints, gzip, tests
   pocl-opencl-icd mesa-opencl-icd clinfo                # CPU OpenCL drivers

@@ -227,8 +227,8 @@ kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb,
     else if (event)
         clReleaseEvent(event);
     ctx->launches++;
-    if (ctx->trace)
-        fprintf(ctx->trace, "    gemm   CLBlastSgemm%-6s m=%zu n=%zu k=%zu\n",
+    if (ctx->trace.fn)
+        kiln_writef(&ctx->trace, "    gemm   CLBlastSgemm%-6s m=%zu n=%zu k=%zu\n",
                 ta == KILN_TRANS ? (tb == KILN_TRANS ? " TT" : " TN") : (tb == KILN_TRANS ? " NT" : " NN"),
                 m, n, k);
     return code == CLBlastSuccess ? KILN_OK : fail_blas(code, "CLBlastSgemm", m, n, k);

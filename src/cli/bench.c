@@ -211,7 +211,7 @@ static int models(const char *selector, const bench_args *a, int profile, measur
             batch = batch ? batch : 128;
             printf("\n%s: device time of one training step by layer, batch %zu\n",
                    a->models[i], batch);
-            if (kiln_model_profile_steps(m, ctx, batch, 5, stdout) != KILN_OK)
+            if (kiln_model_profile_steps(m, ctx, batch, 5, cli_write, stdout) != KILN_OK)
                 rc = cli_fail("bench");
         }
         kiln_model_free(m);

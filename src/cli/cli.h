@@ -2,6 +2,8 @@
 #ifndef KILN_CLI_H
 #define KILN_CLI_H
 
+#include <stdio.h>
+
 #include "kiln.h"
 
 int cli_devices(int argc, char **argv);
@@ -12,6 +14,12 @@ int cli_eval(int argc, char **argv);
 int cli_predict(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_tune(int argc, char **argv);
+
+/* A kiln_write_fn that writes to the FILE * given as user. */
+static inline void cli_write(void *file, const char *text)
+{
+    fputs(text, (FILE *)file);
+}
 
 /* Prints "kiln CMD: <last error>" to stderr and returns the exit code 1. */
 int cli_fail(const char *cmd);

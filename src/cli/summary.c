@@ -63,7 +63,7 @@ static int write_dot(kiln_model *m, const char *path)
         fprintf(stderr, "kiln summary: %s: cannot write the file\n", path);
         return 1;
     }
-    kiln_status st = kiln_model_dot(m, f);
+    kiln_status st = kiln_model_dot(m, cli_write, f);
     if (fclose(f) != 0 && st == KILN_OK) {
         fprintf(stderr, "kiln summary: %s: cannot write the file\n", path);
         return 1;
@@ -80,7 +80,7 @@ static int trace(kiln_model *m, const summary_args *a)
     if (kiln_ctx_create(a->device, &ctx) != KILN_OK)
         return cli_fail("summary");
     printf("device: %s / %s\n", kiln_ctx_device(ctx)->platform, kiln_ctx_device(ctx)->name);
-    int rc = kiln_model_trace_step(m, ctx, (size_t)a->batch, !a->unfused, stdout) == KILN_OK
+    int rc = kiln_model_trace_step(m, ctx, (size_t)a->batch, !a->unfused, cli_write, stdout) == KILN_OK
                  ? 0
                  : cli_fail("summary");
     kiln_ctx_free(ctx);
@@ -100,7 +100,8 @@ int cli_summary(int argc, char **argv)
     if (!a.batch)
         a.batch = train_batch && atol(train_batch) > 0 ? atol(train_batch) : 128;
     printf("model %s\n", a.path);
-    if (kiln_model_summary(m, stdout) != KILN_OK || kiln_model_memory(m, (size_t)a.batch, stdout))
+    if (kiln_model_summary(m, cli_write, stdout) != KILN_OK ||
+        kiln_model_memory(m, (size_t)a.batch, cli_write, stdout))
         rc = cli_fail("summary");
     if (rc == 0 && a.dot)
         rc = write_dot(m, a.dot);

@@ -94,10 +94,38 @@ static int parse(int argc, char **argv, int positional, const char *usage, cli_o
     return 0;
 }
 
+static volatile sig_atomic_t stop_requested;
+
+/* Ctrl-C (or SIGTERM, SIGHUP) asks training to stop after the current
+ * batch and save its state; the handler resets itself, so a second one
+ * ends the process at once without saving. */
 static void on_interrupt(int sig)
 {
     (void)sig;
-    kiln_request_stop();
+    stop_requested = 1;
+    static const char note[] = "\nkiln: stopping after this batch and saving the state; "
+                               "press Ctrl-C again to abort without saving\n";
+    ssize_t ignored = write(STDERR_FILENO, note, sizeof note - 1);
+    (void)ignored;
+}
+
+static void catch_stops(int on)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on ? on_interrupt : SIG_DFL;
+    sa.sa_flags = on ? SA_RESETHAND : 0;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+static void write_stdout(void *user, const char *text)
+{
+    (void)user;
+    fputs(text, stdout);
+    fflush(stdout);
 }
 
 /* Opens the device and the model; prints which device. */
@@ -117,6 +145,7 @@ int cli_train(int argc, char **argv)
 {
     cli_options c;
     memset(&c, 0, sizeof c);
+    kiln_train_options_init(&c.o);
     int rc = parse(argc, argv, 1, train_usage, &c);
     if (rc)
         return rc < 0 ? 0 : rc;
@@ -124,12 +153,13 @@ int cli_train(int argc, char **argv)
     kiln_model *m;
     if ((rc = open_all(&c, "train", &ctx, &m)) != 0)
         return rc;
-    c.o.log = stdout;
+    c.o.log = write_stdout;
     c.o.progress = isatty(STDOUT_FILENO);
-    signal(SIGINT, on_interrupt);
+    c.o.stop = &stop_requested;
+    catch_stops(1);
     kiln_train_report r;
     kiln_status st = kiln_train(ctx, m, &c.o, &r);
-    signal(SIGINT, SIG_DFL);
+    catch_stops(0);
     if (st != KILN_OK) {
         rc = cli_fail("train");
     } else {
@@ -167,6 +197,7 @@ int cli_eval(int argc, char **argv)
 {
     cli_options c;
     memset(&c, 0, sizeof c);
+    kiln_train_options_init(&c.o);
     int rc = parse(argc, argv, 2, eval_usage, &c);
     if (rc)
         return rc < 0 ? 0 : rc;
@@ -188,6 +219,66 @@ int cli_eval(int argc, char **argv)
     return rc;
 }
 
+/* One prediction as text: the class and its probabilities for a
+ * classifier, the outputs otherwise. */
+static void print_prediction(size_t i, const float *y, size_t outputs, int softmax)
+{
+    if (!softmax) {
+        printf("sample %zu:", i);
+        for (size_t j = 0; j < outputs; j++)
+            printf("%s%.5g", j ? " " : " ", (double)y[j]);
+        printf("\n");
+        return;
+    }
+    size_t best = 0;
+    for (size_t j = 1; j < outputs; j++)
+        if (y[j] > y[best])
+            best = j;
+    printf("sample %zu: class %zu (%.1f%%) |", i, best, 100.0 * y[best]);
+    for (size_t j = 0; j < outputs; j++)
+        printf(" %.3f", (double)y[j]);
+    printf("\n");
+}
+
+/* Predictions of the first count samples of input with a checkpoint,
+ * through the library's network API. */
+static int predict(kiln_ctx *ctx, kiln_model *m, const char *checkpoint, const char *input,
+                   const char *label, size_t count)
+{
+    kiln_data *d = NULL;
+    kiln_net *net = NULL;
+    float *x = NULL, *y = NULL;
+    kiln_status st = kiln_data_load(input, "test", label, &d);
+    size_t n = d && kiln_data_count(d) < count ? kiln_data_count(d) : count;
+    if (st == KILN_OK)
+        st = kiln_net_create(ctx, m, n < 256 ? n : 256, &net);
+    if (st == KILN_OK)
+        st = kiln_net_load(net, checkpoint);
+    size_t in = kiln_net_input_size(net), outs = kiln_net_output_size(net);
+    if (st == KILN_OK && kiln_data_features(d) != in)
+        return kiln_data_free(d), kiln_net_free(net),
+               fprintf(stderr, "kiln predict: %s has %zu values per sample; the model takes "
+                               "%zu\n", input, kiln_data_features(d), in), 1;
+    if (st == KILN_OK) {
+        x = malloc(n * in * sizeof *x);
+        y = malloc(n * outs * sizeof *y);
+        if (!x || !y)
+            st = KILN_ERR_OUT_OF_MEMORY;
+    }
+    if (st == KILN_OK)
+        st = kiln_data_copy_features(d, 0, n, x);
+    if (st == KILN_OK)
+        st = kiln_net_forward(net, x, n, y);
+    int softmax = net && kiln_net_head(net) == KILN_HEAD_SOFTMAX;
+    for (size_t i = 0; st == KILN_OK && i < n; i++)
+        print_prediction(i, y + i * outs, outs, softmax);
+    free(x);
+    free(y);
+    kiln_net_free(net);
+    kiln_data_free(d);
+    return st == KILN_OK ? 0 : cli_fail("predict");
+}
+
 int cli_predict(int argc, char **argv)
 {
     static const struct option options[] = {{"count", required_argument, NULL, 'c'},
@@ -204,7 +295,7 @@ int cli_predict(int argc, char **argv)
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "c:L:d:h", options, NULL)) != -1) {
-        if (opt == 'c' && number_arg("--count", optarg, 1, 4096, &count))
+        if (opt == 'c' && number_arg("--count", optarg, 1, 1e12, &count))
             continue;
         if (opt == 'L')
             c.o.label = optarg;
@@ -225,9 +316,7 @@ int cli_predict(int argc, char **argv)
     int rc = open_all(&c, "predict", &ctx, &m);
     if (rc)
         return rc;
-    if (kiln_predict(ctx, m, argv[optind + 1], argv[optind + 2], c.o.label, (size_t)count,
-                     stdout) != KILN_OK)
-        rc = cli_fail("predict");
+    rc = predict(ctx, m, argv[optind + 1], argv[optind + 2], c.o.label, (size_t)count);
     kiln_model_free(m);
     kiln_ctx_free(ctx);
     return rc;

@@ -103,8 +103,8 @@ kiln_status pipeline_forward(pipeline *p, int training)
             continue; /* computed inside the layer it folds into */
         op_args c = step_args(p, s, training);
         kiln_ctx_set_label(p->ctx, "forward %s", pipeline_step_name(p, s));
-        if (p->ctx->trace)
-            fprintf(p->ctx->trace, "  forward  %s%s\n", pipeline_step_name(p, s),
+        if (p->ctx->trace.fn)
+            kiln_writef(&p->ctx->trace, "  forward  %s%s\n", pipeline_step_name(p, s),
                     !training && s->bn_step >= 0 ? " (batchnorm folded in)" : "");
         if (!training && s->bn_step >= 0)
             st = forward_folded(p, s);
@@ -134,8 +134,8 @@ kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
     p->loss_step = at;
     const kiln_tensor *logits = at < 0 ? p->input : p->steps[at].out;
     kiln_ctx_set_label(p->ctx, "loss %s", loss_name(kind));
-    if (p->ctx->trace)
-        fprintf(p->ctx->trace, "  loss     %s%s\n", loss_name(kind),
+    if (p->ctx->trace.fn)
+        kiln_writef(&p->ctx->trace, "  loss     %s%s\n", loss_name(kind),
                 at != (int)p->count - 1 ? " (on the logits before the softmax)" : "");
     kiln_status st = op_loss(p->ctx, kind, label_smoothing, logits, target, loss,
                              at < 0 ? NULL : p->steps[at].grad);
@@ -204,8 +204,8 @@ kiln_status pipeline_backward(pipeline *p, int training)
         p->steps[p->loss_step].grad_ready = 1;
     kiln_status st = KILN_OK;
     for (size_t i = p->count; i-- > 0 && st == KILN_OK;) {
-        if (p->steps[i].grad_ready && p->ctx->trace)
-            fprintf(p->ctx->trace, "  backward %s\n", pipeline_step_name(p, &p->steps[i]));
+        if (p->steps[i].grad_ready && p->ctx->trace.fn)
+            kiln_writef(&p->ctx->trace, "  backward %s\n", pipeline_step_name(p, &p->steps[i]));
         if (p->steps[i].grad_ready)
             st = check_finite(p, &p->steps[i], p->steps[i].grad, "gradient of its output");
         kiln_ctx_set_label(p->ctx, "backward %s", pipeline_step_name(p, &p->steps[i]));

@@ -195,7 +195,7 @@ static kiln_status allocate(pipeline *p)
         if (st == KILN_OK)
             st = alloc_list(p, s->saved, s->shapes.saved, s->shapes.n_saved);
     }
-    if (st == KILN_OK)
+    if (st == KILN_OK && !p->owner)
         st = alloc_flat(p);
     for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
         pipe_step *s = &p->steps[i];
@@ -204,10 +204,24 @@ static kiln_status allocate(pipeline *p)
         /* the folded bias exists even where the layer has none */
         if (st == KILN_OK && s->bn_step >= 0)
             st = alloc_one(p, &s->folded[1], &p->steps[s->bn_step].shapes.param[1]);
-        if (st == KILN_OK)
+        if (st == KILN_OK && !p->owner)
             st = alloc_list(p, s->buffer, s->shapes.buffer, s->shapes.n_buffers);
     }
     return st;
+}
+
+/* A pipeline made by pipeline_create_shared takes its owner's parameters,
+ * gradients and buffers: the same tensors, freed by the owner alone. */
+static void share_owner_tensors(pipeline *p)
+{
+    const pipeline *o = p->owner;
+    p->params = o->params;
+    p->grads = o->grads;
+    for (size_t i = 0; i < p->count; i++) {
+        memcpy(p->steps[i].param, o->steps[i].param, sizeof p->steps[i].param);
+        memcpy(p->steps[i].dparam, o->steps[i].dparam, sizeof p->steps[i].dparam);
+        memcpy(p->steps[i].buffer, o->steps[i].buffer, sizeof p->steps[i].buffer);
+    }
 }
 
 kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch,
@@ -234,10 +248,45 @@ kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch,
     return KILN_OK;
 }
 
+kiln_status pipeline_create_shared(const pipeline *owner, size_t batch, pipeline **out)
+{
+    pipeline *p;
+    kiln_status st = pipeline_lower(owner->model, batch, owner->options, &p);
+    if (st != KILN_OK)
+        return st;
+    if (p->count != owner->count) { /* lowering does not depend on the batch */
+        pipeline_free(p);
+        return kiln_fail(KILN_ERR_MODEL, "pipeline at batch %zu has %zu steps, at batch %zu "
+                                         "%zu", batch, p->count, owner->batch, owner->count);
+    }
+    p->ctx = owner->ctx;
+    p->seed = owner->seed;
+    p->counter = owner->counter;
+    p->owner = owner;
+    for (size_t i = 0; i < p->count; i++)
+        p->steps[i].attrs.seed = owner->steps[i].attrs.seed;
+    share_owner_tensors(p);
+    st = allocate(p);
+    if (st != KILN_OK) {
+        pipeline_free(p);
+        return st;
+    }
+    *out = p;
+    return KILN_OK;
+}
+
 void pipeline_free(pipeline *p)
 {
     if (!p)
         return;
+    if (p->owner) { /* the owner's tensors stay with the owner */
+        for (size_t i = 0; i < p->count; i++) {
+            memset(p->steps[i].param, 0, sizeof p->steps[i].param);
+            memset(p->steps[i].dparam, 0, sizeof p->steps[i].dparam);
+            memset(p->steps[i].buffer, 0, sizeof p->steps[i].buffer);
+        }
+        p->params = p->grads = NULL;
+    }
     for (size_t i = 0; i < p->count; i++) {
         pipe_step *s = &p->steps[i];
         kiln_tensor_free(s->out);

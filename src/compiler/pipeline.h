@@ -54,7 +54,7 @@ typedef struct {
     size_t offset;
 } plan_block;
 
-typedef struct {
+typedef struct pipeline {
     kiln_ctx *ctx;
     const kiln_model *model;
     size_t batch;
@@ -75,6 +75,7 @@ typedef struct {
      * flat_count floats (zero between tensors), so that the optimizer and
      * gradient clipping are one launch each over all of them. */
     kiln_tensor *params, *grads;
+    const struct pipeline *owner;   /* pipeline_create_shared: whose parameters these are */
 } pipeline;
 
 /* Lowers a finished model for a batch size and allocates it on ctx;
@@ -86,6 +87,12 @@ kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch,
 kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options options,
                            pipeline **out);
 void pipeline_free(pipeline *p);
+
+/* The same model at another batch size, sharing owner's parameters,
+ * gradients and buffers (running statistics): a step on either trains the
+ * same weights, and owner's optimizer updates them. owner must outlive it;
+ * nothing is initialised. */
+kiln_status pipeline_create_shared(const pipeline *owner, size_t batch, pipeline **out);
 
 /* Whether the model ends in a softmax over the classes of a (batch,
  * classes) output, its prediction head. Here, not in lower.c, so that

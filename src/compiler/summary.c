@@ -25,18 +25,19 @@ static const char *input_name(const kiln_model *m, int index)
     return index < 0 ? "input" : m->nodes[index].name;
 }
 
-kiln_status kiln_model_summary(kiln_model *m, FILE *out)
+kiln_status kiln_model_summary(kiln_model *m, kiln_write_fn fn, void *user)
 {
-    if (!m || !out)
+    const kiln_writer w = {fn, user}, *out = &w;
+    if (!m)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_summary: model and stream are "
                                                     "required");
     kiln_status st = graph_finish(m);
     if (st != KILN_OK)
         return st;
     char shape[64], count[32];
-    fprintf(out, "%-4s %-12s %-14s %-16s %-14s %12s\n", "#", "layer", "name", "from",
+    kiln_writef(out, "%-4s %-12s %-14s %-16s %-14s %12s\n", "#", "layer", "name", "from",
             "output", "parameters");
-    fprintf(out, "%-4s %-12s %-14s %-16s %-14s %12s\n", "", "input", "", "",
+    kiln_writef(out, "%-4s %-12s %-14s %-16s %-14s %12s\n", "", "input", "", "",
             shape_str(&m->input, shape, sizeof shape), "");
     for (size_t i = 0; i < m->count; i++) {
         const graph_node *n = &m->nodes[i];
@@ -44,13 +45,13 @@ kiln_status kiln_model_summary(kiln_model *m, FILE *out)
         snprintf(from, sizeof from, "%s%s%s", input_name(m, n->inputs[0]),
                  n->kind->n_inputs > 1 ? ", " : "",
                  n->kind->n_inputs > 1 ? input_name(m, n->inputs[1]) : "");
-        fprintf(out, "%-4zu %-12s %-14s %-16s %-14s %12s\n", i, n->kind->name,
+        kiln_writef(out, "%-4zu %-12s %-14s %-16s %-14s %12s\n", i, n->kind->name,
                 n->has_name ? n->name : "", from, shape_str(&n->out, shape, sizeof shape),
                 grouped(graph_node_params(n), count, sizeof count));
     }
-    fprintf(out, "trainable parameters: %s\n",
+    kiln_writef(out, "trainable parameters: %s\n",
             grouped(kiln_model_param_count(m), count, sizeof count));
-    fprintf(out, "buffer values: %s (batchnorm running statistics and batch counts)\n",
+    kiln_writef(out, "buffer values: %s (batchnorm running statistics and batch counts)\n",
             grouped(kiln_model_buffer_count(m), count, sizeof count));
     return KILN_OK;
 }
@@ -60,9 +61,10 @@ static double mib(size_t bytes)
     return (double)bytes / (1024.0 * 1024.0);
 }
 
-kiln_status kiln_model_memory(kiln_model *m, size_t batch, FILE *out)
+kiln_status kiln_model_memory(kiln_model *m, size_t batch, kiln_write_fn fn, void *user)
 {
-    if (!m || !out || batch == 0)
+    const kiln_writer w = {fn, user}, *out = &w;
+    if (!m || batch == 0)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_memory: model, batch >= 1 and "
                                                     "stream are required");
     kiln_status st = graph_finish(m);
@@ -73,7 +75,7 @@ kiln_status kiln_model_memory(kiln_model *m, size_t batch, FILE *out)
             break;
         size_t planned, unplanned, params;
         plan_memory(p, &planned, &unplanned, &params);
-        fprintf(out, "%s, batch %zu: %zu steps; activations, gradients and saved tensors "
+        kiln_writef(out, "%s, batch %zu: %zu steps; activations, gradients and saved tensors "
                      "%.2f MiB planned (%.2f MiB one buffer each); parameters, gradients and "
                      "buffers %.2f MiB\n",
                 fuse ? "fused" : "unfused", batch, p->count, mib(planned), mib(unplanned),
@@ -83,9 +85,10 @@ kiln_status kiln_model_memory(kiln_model *m, size_t batch, FILE *out)
     return st;
 }
 
-kiln_status kiln_model_dot(kiln_model *m, FILE *out)
+kiln_status kiln_model_dot(kiln_model *m, kiln_write_fn fn, void *user)
 {
-    if (!m || !out)
+    const kiln_writer w = {fn, user}, *out = &w;
+    if (!m)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_dot: model and stream are "
                                                     "required");
     kiln_status st = graph_finish(m);
@@ -95,22 +98,22 @@ kiln_status kiln_model_dot(kiln_model *m, FILE *out)
     if (st != KILN_OK)
         return st;
     char shape[64];
-    fprintf(out, "digraph model {\n  rankdir=TB;\n  node [shape=box, fontname=\"sans\"];\n");
-    fprintf(out, "  input [label=\"input\\n%s\", shape=ellipse];\n",
+    kiln_writef(out, "digraph model {\n  rankdir=TB;\n  node [shape=box, fontname=\"sans\"];\n");
+    kiln_writef(out, "  input [label=\"input\\n%s\", shape=ellipse];\n",
                  shape_str(&m->input, shape, sizeof shape));
     for (size_t i = 0; i < p->count; i++) {
         const pipe_step *s = &p->steps[i];
         kiln_shape sample = shape_without_batch(&s->shapes.out);
-        fprintf(out, "  s%zu [label=\"%s\\n%s\"];\n", i, pipeline_step_name(p, s),
+        kiln_writef(out, "  s%zu [label=\"%s\\n%s\"];\n", i, pipeline_step_name(p, s),
                 shape_str(&sample, shape, sizeof shape));
         for (int k = 0; k < s->n_inputs; k++) {
             if (s->inputs[k] < 0)
-                fprintf(out, "  input -> s%zu;\n", i);
+                kiln_writef(out, "  input -> s%zu;\n", i);
             else
-                fprintf(out, "  s%d -> s%zu;\n", s->inputs[k], i);
+                kiln_writef(out, "  s%d -> s%zu;\n", s->inputs[k], i);
         }
     }
-    fprintf(out, "}\n");
+    kiln_writef(out, "}\n");
     pipeline_free(p);
     return KILN_OK;
 }
@@ -151,9 +154,9 @@ static loss_kind model_loss(const kiln_model *m, const kiln_shape *out)
 /* What one_step records: launches printed to trace, GEMM shapes into
  * gemms, a profile of `steps` steps into totals; any may be NULL. */
 typedef struct {
-    FILE *trace;
+    kiln_writer trace;
     gemm_log *gemms;
-    FILE *totals;
+    kiln_writer totals;
     int steps;
     uint64_t launches;
 } step_watch;
@@ -179,9 +182,9 @@ static kiln_status watched_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int
         st = kiln_ctx_finish(ctx);
         uint64_t before = kiln_ctx_launches(ctx);
         if (st == KILN_OK && i == 0) {
-            kiln_ctx_set_trace(ctx, w->trace);
+            kiln_ctx_set_trace(ctx, w->trace.fn, w->trace.user);
             kiln_blas_set_log(ctx, w->gemms);
-            if (w->totals)
+            if (w->totals.fn)
                 st = kiln_ctx_profile_begin(ctx);
         }
         if (st == KILN_OK)
@@ -193,10 +196,10 @@ static kiln_status watched_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int
         if (i == 0)
             w->launches = kiln_ctx_launches(ctx) - before;
     }
-    kiln_ctx_set_trace(ctx, NULL);
+    kiln_ctx_set_trace(ctx, NULL, NULL);
     kiln_blas_set_log(ctx, NULL);
-    if (st == KILN_OK && w->totals)
-        st = kiln_ctx_profile_end(ctx, NULL, (size_t)steps, w->totals);
+    if (st == KILN_OK && w->totals.fn)
+        st = kiln_ctx_profile_end(ctx, NULL, (size_t)steps, w->totals.fn, w->totals.user);
     if (st == KILN_OK)
         st = kiln_ctx_finish(ctx);
     kiln_profile_discard(ctx);
@@ -207,23 +210,25 @@ static kiln_status watched_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int
 }
 
 kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t batch, int fused,
-                                  FILE *out)
+                                  kiln_write_fn fn, void *user)
 {
-    if (!m || !ctx || !out)
+    const kiln_writer out = {fn, user};
+    if (!m || !ctx)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_trace_step: model, context "
                                                     "and stream are required");
-    fprintf(out, "one training step, batch %zu, %s:\n", batch, fused ? "fused" : "unfused");
+    kiln_writef(&out, "one training step, batch %zu, %s:\n", batch, fused ? "fused" : "unfused");
     step_watch w = {.trace = out};
     kiln_status st = watched_steps(m, ctx, batch, fused, &w);
     if (st == KILN_OK)
-        fprintf(out, "%llu launches\n", (unsigned long long)w.launches);
+        kiln_writef(&out, "%llu launches\n", (unsigned long long)w.launches);
     return st;
 }
 
 kiln_status kiln_model_profile_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int steps,
-                                     FILE *out)
+                                     kiln_write_fn fn, void *user)
 {
-    if (!m || !ctx || !out || steps < 1)
+    const kiln_writer out = {fn, user};
+    if (!m || !ctx || !fn || steps < 1)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_profile_steps: model, "
                                                     "context, stream and steps >= 1 are "
                                                     "required");

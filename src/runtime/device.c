@@ -454,10 +454,10 @@ kiln_status kiln_ctx_finish(kiln_ctx *ctx)
     return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clFinish");
 }
 
-void kiln_ctx_set_trace(kiln_ctx *ctx, FILE *out)
+void kiln_ctx_set_trace(kiln_ctx *ctx, kiln_write_fn fn, void *user)
 {
     if (ctx)
-        ctx->trace = out;
+        ctx->trace = (kiln_writer){fn, user};
 }
 
 uint64_t kiln_ctx_launches(const kiln_ctx *ctx)

@@ -1,5 +1,6 @@
 /* Status codes, the thread-local last-error message, OpenCL error names. */
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -119,4 +120,30 @@ const char *kiln_cl_error_name(cl_int err)
         snprintf(unknown, sizeof unknown, "unknown OpenCL error %d", (int)err);
         return unknown;
     }
+}
+
+void kiln_writef(const kiln_writer *w, const char *fmt, ...)
+{
+    if (!w || !w->fn)
+        return;
+    char small[1024], *text = small;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof small && (text = malloc((size_t)n + 1)) != NULL) {
+        va_start(ap, fmt);
+        vsnprintf(text, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    w->fn(w->user, text ? text : small);
+    if (text != small)
+        free(text);
+}
+
+void kiln_write_to_file(void *file, const char *text)
+{
+    fputs(text, (FILE *)file);
 }

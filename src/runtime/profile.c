@@ -24,7 +24,7 @@ struct kiln_profile {
 
 void kiln_ctx_set_label(kiln_ctx *ctx, const char *fmt, ...)
 {
-    if (!ctx->profile && !ctx->trace)
+    if (!ctx->profile && !ctx->trace.fn)
         return;
     va_list ap;
     va_start(ap, fmt);
@@ -169,7 +169,7 @@ static int by_time(const void *a, const void *b)
 }
 
 /* Device time per layer label, largest first, with its share. */
-static kiln_status write_totals(const kiln_ctx *ctx, size_t steps, FILE *out)
+static kiln_status write_totals(const kiln_ctx *ctx, size_t steps, const kiln_writer *out)
 {
     const kiln_profile *p = ctx->profile;
     layer_total *t = calloc(p->count + 1, sizeof *t);
@@ -192,19 +192,19 @@ static kiln_status write_totals(const kiln_ctx *ctx, size_t steps, FILE *out)
     }
     qsort(t, n, sizeof *t, by_time);
     steps = steps ? steps : 1;
-    fprintf(out, "%-36s %10s %9s %7s\n", "layer", "ms/step", "launches", "share");
+    kiln_writef(out, "%-36s %10s %9s %7s\n", "layer", "ms/step", "launches", "share");
     for (size_t j = 0; j < n && st == KILN_OK; j++)
-        fprintf(out, "%-36s %10.3f %9zu %6.1f%%\n", t[j].layer[0] ? t[j].layer : "(other)",
+        kiln_writef(out, "%-36s %10.3f %9zu %6.1f%%\n", t[j].layer[0] ? t[j].layer : "(other)",
                 t[j].ms / (double)steps, t[j].launches / steps, 100.0 * t[j].ms / all);
     if (st == KILN_OK)
-        fprintf(out, "%-36s %10.3f %9zu\n", "total (device time)", all / (double)steps,
+        kiln_writef(out, "%-36s %10.3f %9zu\n", "total (device time)", all / (double)steps,
                 p->count / steps);
     free(t);
     return st;
 }
 
 kiln_status kiln_ctx_profile_end(kiln_ctx *ctx, const char *trace_path, size_t steps,
-                                 FILE *totals)
+                                 kiln_write_fn totals, void *user)
 {
     if (!ctx || !ctx->profile)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
@@ -212,8 +212,9 @@ kiln_status kiln_ctx_profile_end(kiln_ctx *ctx, const char *trace_path, size_t s
     kiln_status st = kiln_ctx_finish(ctx);
     if (st == KILN_OK && trace_path)
         st = write_trace(ctx, trace_path);
+    kiln_writer out = {totals, user};
     if (st == KILN_OK && totals)
-        st = write_totals(ctx, steps, totals);
+        st = write_totals(ctx, steps, &out);
     kiln_profile_discard(ctx);
     return st;
 }

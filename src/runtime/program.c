@@ -488,8 +488,8 @@ static kiln_status enqueue(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl
                                global[0], dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
     ctx->launches++;
     kiln_profile_add(ctx, event, name);
-    if (ctx->trace)
-        fprintf(ctx->trace, "    kernel %-18s %zu x %zu x %zu\n", name, global[0],
+    if (ctx->trace.fn)
+        kiln_writef(&ctx->trace, "    kernel %-18s %zu x %zu x %zu\n", name, global[0],
                 dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
     return KILN_OK;
 }

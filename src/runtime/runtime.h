@@ -91,6 +91,18 @@ typedef struct {
     void (*free_fn)(void *state);
 } kiln_ctx_slot;
 
+/* Where a printing call writes (kiln_write_fn and its user pointer). */
+typedef struct {
+    kiln_write_fn fn;
+    void *user;
+} kiln_writer;
+
+/* printf-style text to w; nothing when w or its fn is NULL (error.c). */
+void kiln_writef(const kiln_writer *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A kiln_write_fn that writes to the FILE * given as user. */
+void kiln_write_to_file(void *file, const char *text);
+
 struct kiln_ctx {
     kiln_device_info info;
     cl_platform_id platform;
@@ -100,7 +112,7 @@ struct kiln_ctx {
     kiln_program_cache *programs;
     kiln_cache_stats stats;
     uint64_t launches; /* kernels, CLBlast calls and copies enqueued */
-    FILE *trace;       /* when set, every launch is printed there */
+    kiln_writer trace; /* when its fn is set, every launch is written there */
     kiln_profile *profile;   /* recording launches when set (profile.c) */
     uint64_t fail_launch;    /* tests: the launch (counted from 1) that fails as a lost
                                 device would, with CL_OUT_OF_RESOURCES; 0: none */

@@ -279,7 +279,7 @@ kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src)
     cl_int err = clEnqueueCopyBuffer(dst->ctx->queue, src->buf, dst->buf, 0, 0,
                                      src->numel * sizeof(float), 0, NULL, NULL);
     dst->ctx->launches++;
-    if (dst->ctx->trace)
-        fprintf(dst->ctx->trace, "    copy   %zu bytes\n", src->numel * sizeof(float));
+    if (dst->ctx->trace.fn)
+        kiln_writef(&dst->ctx->trace, "    copy   %zu bytes\n", src->numel * sizeof(float));
     return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueCopyBuffer");
 }

@@ -65,6 +65,11 @@ static entry *entries_of(const pipeline *p, size_t *n)
     return e;
 }
 
+checkpoint_entry *checkpoint_entries(const pipeline *p, size_t *n)
+{
+    return entries_of(p, n);
+}
+
 static cJSON *header_json(const entry *e, size_t n, const checkpoint_meta *meta)
 {
     cJSON *root = cJSON_CreateObject();
@@ -285,32 +290,50 @@ static int by_begin(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Checks the header against the model and that no two tensors overlap. */
+/* Checks the header against the model and that no two tensors overlap;
+ * names every missing, extra or mismatched tensor, not just the first. */
 static kiln_status check_header(const char *path, const cJSON *root, const entry *e, size_t n,
                                 size_t data_size, size_t (*spans)[2])
 {
+    char problems[2048] = "";
+    size_t used = 0, count = 0;
+#define PROBLEM(...)                                                                      \
+    do {                                                                                  \
+        if (used < sizeof problems)                                                       \
+            used += (size_t)snprintf(problems + used, sizeof problems - used, "%s",       \
+                                     count ? "; " : "");                                  \
+        if (used < sizeof problems)                                                       \
+            used += (size_t)snprintf(problems + used, sizeof problems - used, __VA_ARGS__); \
+        count++;                                                                          \
+    } while (0)
     kiln_status st = KILN_OK;
-    for (size_t i = 0; i < n && st == KILN_OK; i++) {
+    for (size_t i = 0; i < n; i++) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, e[i].name);
-        if (!cJSON_IsObject(t))
-            st = kiln_fail(KILN_ERR_IO, "%s: tensor %s is missing (is it the checkpoint of "
-                                        "another model?)", path, e[i].name);
-        else
-            st = check_entry(path, t, &e[i], data_size, &spans[i][0]);
+        spans[i][0] = 0;
+        if (!cJSON_IsObject(t)) {
+            PROBLEM("tensor %s is missing", e[i].name);
+        } else if ((st = check_entry(path, t, &e[i], data_size, &spans[i][0])) != KILN_OK) {
+            const char *msg = kiln_last_error(), *skip = strstr(msg, ": ");
+            PROBLEM("%s", skip && strncmp(msg, path, strlen(path)) == 0 ? skip + 2 : msg);
+        }
         spans[i][1] = spans[i][0] + e[i].bytes;
     }
     const cJSON *item;
     cJSON_ArrayForEach(item, root)
     {
-        if (st != KILN_OK || strcmp(item->string, "__metadata__") == 0)
+        if (strcmp(item->string, "__metadata__") == 0)
             continue;
         int known = 0;
         for (size_t i = 0; i < n && !known; i++)
             known = strcmp(e[i].name, item->string) == 0;
         if (!known)
-            st = kiln_fail(KILN_ERR_IO, "%s: tensor %s is not in the model", path,
-                           item->string);
+            PROBLEM("tensor %s is not in the model", item->string);
     }
+#undef PROBLEM
+    if (count)
+        return kiln_fail(KILN_ERR_IO, "%s: %zu problem%s%s: %s", path, count,
+                         count == 1 ? "" : "s",
+                         count > 1 ? " (is it the checkpoint of another model?)" : "", problems);
     qsort(spans, n, sizeof *spans, by_begin);
     for (size_t i = 1; i < n && st == KILN_OK; i++)
         if (spans[i][0] < spans[i - 1][1])

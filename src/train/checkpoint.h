@@ -33,6 +33,9 @@ kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t
                              const checkpoint_entry *e, size_t n, size_t *begins,
                              checkpoint_meta *meta);
 
+/* The state_dict entries of a pipeline, in layer order (to free). */
+checkpoint_entry *checkpoint_entries(const pipeline *p, size_t *n);
+
 /* Writes path atomically; batches is each batchnorm's num_batches_tracked. */
 kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoint_meta *meta,
                             int64_t batches);

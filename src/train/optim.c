@@ -55,6 +55,11 @@ kiln_status optim_create(pipeline *p, const optim_config *cfg, optimizer **out)
     return KILN_OK;
 }
 
+void optim_set_config(optimizer *o, const optim_config *cfg)
+{
+    o->cfg = *cfg;
+}
+
 void optim_free(optimizer *o)
 {
     if (!o)

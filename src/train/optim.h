@@ -28,6 +28,10 @@ typedef struct optimizer optimizer;
 kiln_status optim_create(pipeline *p, const optim_config *cfg, optimizer **out);
 void optim_free(optimizer *o);
 
+/* New hyperparameters for an optimizer of the same kind and state (same
+ * kind, and for sgd momentum staying zero or nonzero), keeping its state. */
+void optim_set_config(optimizer *o, const optim_config *cfg);
+
 /* One update of every parameter from the gradients of the last backward,
  * at learning rate lr; one launch (three more with clip_norm). */
 kiln_status optim_step(optimizer *o, float lr);

@@ -13,36 +13,43 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "train/checkpoint.h"
-#include "train/train.h"
-
-static volatile sig_atomic_t stop_requested;
-
-void kiln_request_stop(void)
-{
-    stop_requested = 1;
-}
+#include "train/net.h"
 
 /* Everything a run holds. */
 typedef struct {
+    kiln_net *net;
     kiln_ctx *ctx;
     kiln_model *m;
     const kiln_train_options *o;
-    train_config c;
+    train_config c;          /* the network's settings with the options' overrides */
     dataset train, val, test;
-    pipeline *p;
+    pipeline *p;             /* the network's pipeline at its largest batch */
     optimizer *opt;
-    kiln_tensor *target, *loss;
     float *x[2], *y[2];      /* two staging slots: one batch uploads while one trains */
     float *out;              /* the logits of one batch */
     size_t *order;
     size_t batches_run;      /* in this call, for stop_after */
     size_t steps_run;        /* in this call, for profile */
+    int stop;                /* a callback or stop_after asked to stop */
     double mean, std;        /* the normalization of the features */
     float *best_params;      /* the best weights: flat parameters and buffers */
     float **best_buffers;
     FILE *csv;
 } run;
+
+/* Whether training should stop after the current batch. */
+static int stopping(const run *r)
+{
+    return r->stop || (r->o->stop && *r->o->stop);
+}
+
+void kiln_train_options_init(kiln_train_options *o)
+{
+    if (o) {
+        memset(o, 0, sizeof *o);
+        o->size = sizeof *o;
+    }
+}
 
 /* ---- data ------------------------------------------------------------------ */
 
@@ -54,43 +61,77 @@ static kiln_status load(const kiln_train_options *o, const char *split, dataset 
     return data_load_named(o->data, split, d);
 }
 
+/* A copy of an in-memory dataset (training normalizes and splits its own). */
+static kiln_status copy_data(const kiln_data *from, dataset *d)
+{
+    if (!from)
+        return KILN_OK;
+    *d = from->d;
+    d->x = malloc(d->count * d->features * sizeof *d->x);
+    d->y = malloc(d->count * d->targets * sizeof *d->y);
+    if (!d->x || !d->y) {
+        data_free(d);
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory for %s",
+                         from->d.name);
+    }
+    memcpy(d->x, from->d.x, d->count * d->features * sizeof *d->x);
+    memcpy(d->y, from->d.y, d->count * d->targets * sizeof *d->y);
+    return KILN_OK;
+}
+
+/* Every split kiln reads must fit the model: features, and targets for the
+ * loss (class indices within the outputs, or one target per output). */
 static kiln_status check_fit(const run *r, const dataset *d, int labelled)
 {
-    size_t in = shape_numel(&r->m->input);
-    const graph_node *last = &r->m->nodes[r->m->count - 1];
-    size_t outputs = shape_numel(&last->out);
+    size_t in = shape_numel(&r->m->input), outputs = kiln_net_output_size(r->net);
     char shape[64];
+    if (d->count == 0)
+        return KILN_OK;
     if (d->features != in)
         return kiln_fail(KILN_ERR_SHAPE, "%s has %zu values per sample, but the model's input "
                                          "is %s (%zu values)",
                          d->name, d->features, shape_str(&r->m->input, shape, sizeof shape), in);
     if (!labelled)
         return KILN_OK;
-    if (r->c.loss == LOSS_CROSS_ENTROPY && d->classes > outputs)
-        return kiln_fail(KILN_ERR_SHAPE, "%s has labels up to %zu, but the model's last layer "
-                                         "has %zu outputs", d->name, d->classes - 1, outputs);
-    if (r->c.loss == LOSS_CROSS_ENTROPY && d->classes == 0)
-        return kiln_fail(KILN_ERR_SHAPE, "%s: cross_entropy needs class indices as labels",
-                         d->name);
-    return KILN_OK;
+    if (r->c.loss == LOSS_CROSS_ENTROPY && d->targets != 1)
+        return kiln_fail(KILN_ERR_SHAPE, "%s: cross_entropy needs one class index per sample, "
+                                         "not %zu targets", d->name, d->targets);
+    if (r->c.loss != LOSS_CROSS_ENTROPY && d->targets != outputs)
+        return kiln_fail(KILN_ERR_SHAPE, "%s has %zu target%s per sample, but %s compares "
+                                         "them with the model's %zu outputs",
+                         d->name, d->targets, d->targets == 1 ? "" : "s",
+                         loss_name(r->c.loss), outputs);
+    return net_check_targets(r->net, d->y, d->count, d->name);
 }
 
 static kiln_status prepare_data(run *r)
 {
-    kiln_status st = load(r->o, "train", &r->train);
-    if (st == KILN_OK && r->c.val > 0)
+    const kiln_train_options *o = r->o;
+    int memory = o->train_data != NULL;
+    kiln_status st = memory ? copy_data(o->train_data, &r->train) : load(o, "train", &r->train);
+    if (st == KILN_OK && memory && o->val_data)
+        st = copy_data(o->val_data, &r->val);
+    else if (st == KILN_OK && r->c.val > 0)
         st = data_split(&r->train, r->c.val, r->c.seed, &r->val);
-    size_t n = strlen(r->o->data);
-    int csv = n > 4 && strcmp(r->o->data + n - 4, ".csv") == 0;
-    if (st == KILN_OK && !csv)
-        st = load(r->o, "test", &r->test);
-    if (r->o->limit) {
-        r->train.count = r->train.count < r->o->limit ? r->train.count : r->o->limit;
-        r->val.count = r->val.count < r->o->limit ? r->val.count : r->o->limit;
-        r->test.count = r->test.count < r->o->limit ? r->test.count : r->o->limit;
+    size_t n = memory ? 0 : strlen(o->data);
+    int csv = n > 4 && strcmp(o->data + n - 4, ".csv") == 0;
+    if (st == KILN_OK && memory)
+        st = copy_data(o->test_data, &r->test);
+    else if (st == KILN_OK && !csv)
+        st = load(o, "test", &r->test);
+    if (o->limit) {
+        r->train.count = r->train.count < o->limit ? r->train.count : o->limit;
+        r->val.count = r->val.count < o->limit ? r->val.count : o->limit;
+        r->test.count = r->test.count < o->limit ? r->test.count : o->limit;
     }
+    if (st == KILN_OK && r->train.count == 0)
+        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: no training samples", r->train.name);
     if (st == KILN_OK)
         st = check_fit(r, &r->train, 1);
+    if (st == KILN_OK)
+        st = check_fit(r, &r->val, 1);
+    if (st == KILN_OK)
+        st = check_fit(r, &r->test, 1);
     r->mean = 0;
     r->std = 1;
     if (st == KILN_OK && r->c.normalize == NORMALIZE_STANDARD) {
@@ -99,98 +140,66 @@ static kiln_status prepare_data(run *r)
         data_normalize(&r->val, r->mean, r->std);
         data_normalize(&r->test, r->mean, r->std);
     }
-    if (st == KILN_OK && r->train.count < r->c.batch)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %zu training samples is less than one "
-                                                  "batch of %zu", r->train.name, r->train.count,
-                       r->c.batch);
+    float mean = (float)r->mean, std = (float)r->std;
+    if (st == KILN_OK)
+        st = kiln_net_set_normalization(r->net, &mean, &std, 1);
     return st;
 }
 
 /* ---- one batch ----------------------------------------------------------------- */
 
-/* Gathers samples into staging slot s and enqueues their upload; with
- * async it returns at once, and the slot stays untouched until the next
- * blocking read on the queue (the in-order queue runs the upload after the
- * work enqueued before it). */
-static kiln_status stage_batch(run *r, const dataset *d, const size_t *order, size_t first,
-                               size_t n, int s, int async)
+/* Gathers n samples into staging slot s and enqueues their upload into
+ * pipe q; with async it returns at once, and the slot stays untouched
+ * until the next blocking read on the queue (the in-order queue runs the
+ * upload after the work enqueued before it). */
+static kiln_status stage_batch(run *r, net_pipe *q, const dataset *d, const size_t *order,
+                               size_t first, size_t n, int s, int async)
 {
-    size_t b = r->c.batch;
     float *x = r->x[s], *y = r->y[s];
     data_gather(d, order, first, n, x, y);
-    for (size_t i = n; i < b; i++) { /* pad a short last batch with its first sample */
-        memcpy(x + i * d->features, x, d->features * sizeof *x);
-        memcpy(y + i * d->targets, y, d->targets * sizeof *y);
-    }
-    kiln_status st = kiln_tensor_write(r->p->input, x, b * d->features, !async);
+    kiln_status st = kiln_tensor_write(q->p->input, x, n * d->features, !async);
     if (st == KILN_OK)
-        st = kiln_tensor_write(r->target, y, kiln_tensor_numel(r->target), !async);
+        st = kiln_tensor_write(q->target, y, kiln_tensor_numel(q->target), !async);
     return st;
 }
 
-/* Loss sum and correct predictions of the first n rows, on the host, from
- * the logits (the input of a softmax head) in r->out and the targets of
- * staging slot s. */
-static void score(const run *r, int s, size_t n, size_t classes, double *loss, size_t *correct,
-                  size_t *confusion)
+/* The logits of the last forward of q into r->out (async: complete at the
+ * next blocking read). */
+static kiln_status read_logits(run *r, const net_pipe *q, int async)
 {
-    const float *y = r->y[s];
-    for (size_t i = 0; i < n; i++) {
-        const float *z = r->out + i * classes;
-        if (r->c.loss != LOSS_CROSS_ENTROPY) {
-            for (size_t j = 0; j < classes; j++) {
-                double v = z[j], t = y[i * classes + j];
-                *loss += r->c.loss == LOSS_MSE ? (v - t) * (v - t) / (double)classes
-                                               : (fmax(v, 0) - v * t + log1p(exp(-fabs(v)))) /
-                                                     (double)classes;
-            }
-            continue;
-        }
-        size_t best = 0, label = (size_t)y[i];
-        double mx = z[0], sum = 0;
-        for (size_t j = 1; j < classes; j++)
-            if (z[j] > z[best])
-                best = j;
-        mx = z[best];
-        for (size_t j = 0; j < classes; j++)
-            sum += exp((double)z[j] - mx);
-        *loss += mx + log(sum) - z[label];
-        *correct += best == label;
-        if (confusion)
-            confusion[label * classes + best]++;
-    }
+    const kiln_tensor *z = net_logits(q->p);
+    return kiln_tensor_read(z, r->out, kiln_tensor_numel(z), !async);
 }
 
-/* The logits of the last forward into r->out (async: complete at the next
- * blocking read). */
-static kiln_status read_logits(run *r, int async)
+/* The pipe for a batch of n samples. */
+static kiln_status pipe_for(run *r, size_t n, net_pipe **q)
 {
-    pipe_step *last = &r->p->steps[r->p->count - 1];
-    const kiln_tensor *z = pipeline_softmax_head(r->p) && last->inputs[0] >= 0
-                               ? r->p->steps[last->inputs[0]].out
-                               : last->out;
-    return kiln_tensor_read(z, r->out, kiln_tensor_numel(z), !async);
+    return net_pipe_for(r->net, n, q);
 }
 
 /* Mean loss and accuracy of a dataset in eval mode. */
 static kiln_status evaluate(run *r, const dataset *d, double *loss, double *accuracy,
                             size_t *confusion)
 {
-    size_t b = r->c.batch, classes = kiln_tensor_numel(pipeline_output(r->p)) / b, correct = 0;
+    size_t b = r->c.batch, correct = 0;
     double total = 0;
     kiln_status st = KILN_OK;
     for (size_t first = 0; first < d->count && st == KILN_OK; first += b) {
         size_t n = d->count - first < b ? d->count - first : b;
-        st = stage_batch(r, d, NULL, first, n, 0, 0);
+        net_pipe *q;
+        st = pipe_for(r, n, &q);
         if (st == KILN_OK)
-            st = pipeline_forward(r->p, 0);
+            st = stage_batch(r, q, d, NULL, first, n, 0, 0);
         if (st == KILN_OK)
-            st = read_logits(r, 0);
+            st = pipeline_forward(q->p, 0);
         if (st == KILN_OK)
-            score(r, 0, n, classes, &total, &correct, confusion);
+            st = read_logits(r, q, 0);
+        if (st == KILN_OK)
+            net_score(r->net, r->out, r->y[0], n, &total, &correct, confusion);
     }
     *loss = d->count ? total / (double)d->count : NAN;
-    *accuracy = d->count ? (double)correct / (double)d->count : NAN;
+    *accuracy = d->count && r->c.loss == LOSS_CROSS_ENTROPY ? (double)correct / (double)d->count
+                                                            : NAN;
     return st;
 }
 
@@ -239,13 +248,6 @@ static void free_snapshot(run *r)
     free(r->best_params);
 }
 
-static void meta_number(checkpoint_meta *m, const char *key, double v)
-{
-    char text[64];
-    snprintf(text, sizeof text, "%.17g", v);
-    checkpoint_meta_set(m, key, text);
-}
-
 static kiln_status save(run *r, const char *file, int epoch, double val_loss)
 {
     if (!r->o->out_dir)
@@ -259,10 +261,7 @@ static kiln_status save(run *r, const char *file, int epoch, double val_loss)
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->c.seed); /* all 64 bits */
     checkpoint_meta_set(&meta, "seed", seed);
-    meta_number(&meta, "normalize_mean", r->mean);
-    meta_number(&meta, "normalize_std", r->std);
-    checkpoint_meta_set(&meta, "format", "pt");
-    checkpoint_meta_set(&meta, "kiln", KILN_VERSION);
+    net_meta(r->net, &meta);
     return checkpoint_save(r->p, path, &meta, (int64_t)optim_steps(r->opt));
 }
 
@@ -286,17 +285,36 @@ es_verdict early_stop_update(early_stop *es, double val_loss)
     return es->patience > 0 && ++es->bad >= es->patience ? ES_STOP : ES_CONTINUE;
 }
 
+static void say(const run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void say(const run *r, const char *fmt, ...)
+{
+    if (!r->o->log)
+        return;
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    r->o->log(r->o->log_user, text);
+}
+
 static void progress(const run *r, int epoch, size_t done, size_t total, double loss,
-                     double started)
+                     size_t samples, double started)
 {
     if (!r->o->log || !r->o->progress)
         return;
-    double t = kiln_seconds() - started, rate = t > 0 ? (double)(done * r->c.batch) / t : 0;
+    double t = kiln_seconds() - started, rate = t > 0 ? (double)samples / t : 0;
     int width = 24, filled = (int)(width * done / total);
-    fprintf(r->o->log, "\r  epoch %d [%.*s%*s] %zu/%zu  loss %.4f  %.0f samples/s  ETA %.0fs ",
-            epoch, filled, "########################", width - filled, "", done, total, loss,
-            rate, rate > 0 ? (double)((total - done) * r->c.batch) / rate : 0);
-    fflush(r->o->log);
+    say(r, "\r  epoch %d [%.*s%*s] %zu/%zu  loss %.4f  %.0f samples/s  ETA %.0fs ", epoch,
+        filled, "########################", width - filled, "", done, total, loss, rate,
+        rate > 0 ? (double)(r->train.count - samples) / rate : 0);
+}
+
+static void write_to_log(void *run_, const char *text)
+{
+    const run *r = run_;
+    say(r, "%s", text);
 }
 
 /* With --profile: records steps 2 to 6 (the first builds kernels), then
@@ -312,44 +330,76 @@ static kiln_status profile_steps(run *r)
         return kiln_ctx_profile_begin(r->ctx);
     if (step != PROFILE_FIRST + PROFILE_STEPS)
         return KILN_OK;
-    FILE *log = r->o->log;
-    if (log)
-        fprintf(log, "%sprofile of %d training steps written to %s\n",
-                r->o->progress ? "\r" : "", PROFILE_STEPS, r->o->profile);
-    return kiln_ctx_profile_end(r->ctx, r->o->profile, PROFILE_STEPS, log);
+    say(r, "%sprofile of %d training steps written to %s\n", r->o->progress ? "\r" : "",
+        PROFILE_STEPS, r->o->profile);
+    return kiln_ctx_profile_end(r->ctx, r->o->profile, PROFILE_STEPS, write_to_log, r);
+}
+
+/* Samples in batch i of an epoch: the last one may be short. */
+static size_t batch_size(const run *r, size_t i)
+{
+    size_t b = r->c.batch, left = r->train.count - i * b;
+    return left < b ? left : b;
+}
+
+/* Tells on_step about a batch; a nonzero answer stops training. */
+static void report_step(run *r, int epoch, size_t i, size_t batches, double loss, size_t correct,
+                        size_t n, float lr)
+{
+    if (!r->o->on_step)
+        return;
+    kiln_progress p = {.epoch = epoch, .epochs = r->c.epochs, .batch = i + 1,
+                       .batches = batches, .step = optim_steps(r->opt), .loss = loss,
+                       .accuracy = r->c.loss == LOSS_CROSS_ENTROPY ? (double)correct / (double)n
+                                                                   : NAN,
+                       .val_loss = NAN, .val_accuracy = NAN, .lr = lr};
+    if (r->o->on_step(r->o->user, &p))
+        r->stop = 1;
 }
 
 /* One epoch of training from batch *next (0: the start); returns mean loss
  * and accuracy, and in *next the batch to go on from when stopped on
- * request (else the number of batches). */
+ * request (else the number of batches). Every sample trains once: the
+ * last batch may be short, and runs on a pipeline of its size. */
 static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double *loss,
                                double *acc, double *seconds)
 {
-    size_t b = r->c.batch, batches = r->train.count / b, correct = 0, seen = 0, i = *next;
-    size_t classes = kiln_tensor_numel(pipeline_output(r->p)) / b;
+    size_t b = r->c.batch, batches = (r->train.count + b - 1) / b, correct = 0, seen = 0;
+    size_t samples = 0, i = *next;
     kiln_rng rng;
     kiln_rng_seed(&rng, r->c.seed * 1000003u + (uint64_t)epoch);
     data_shuffle(r->order, r->train.count, &rng);
     double total = 0, started = kiln_seconds();
-    kiln_status st = i < batches ? stage_batch(r, &r->train, r->order, i * b, b, i % 2, 1)
-                                 : KILN_OK;
+    net_pipe *q = NULL, *after = NULL;
+    kiln_status st = i < batches ? pipe_for(r, batch_size(r, i), &q) : KILN_OK;
+    if (st == KILN_OK && i < batches)
+        st = stage_batch(r, q, &r->train, r->order, i * b, batch_size(r, i), i % 2, 1);
     /* Each step is enqueued whole, the next batch is gathered and its upload
      * enqueued behind it while the device works, and the host waits once,
      * for the loss. */
-    for (; i < batches && st == KILN_OK && !stop_requested; i++) {
+    for (; i < batches && st == KILN_OK && !stopping(r); i++, q = after) {
+        size_t n = batch_size(r, i);
         st = profile_steps(r);
         if (st == KILN_OK)
-            st = pipeline_forward(r->p, 1);
+            st = pipeline_forward(q->p, 1);
         if (st == KILN_OK)
-            st = pipeline_loss(r->p, r->c.loss, r->c.label_smoothing, r->target, r->loss);
+            st = pipeline_loss(q->p, r->c.loss, r->c.label_smoothing, q->target, q->loss);
         if (st == KILN_OK)
-            st = read_logits(r, 1); /* before backward, which reuses the arena */
+            st = read_logits(r, q, 1); /* before backward, which reuses the arena */
         if (st == KILN_OK)
-            st = pipeline_backward(r->p, 1);
+            st = pipeline_backward(q->p, 1);
         if (st == KILN_OK)
             st = optim_step(r->opt, lr);
+        if (q->p != r->p) /* a short batch ran on its own pipeline */
+            r->p->counter = q->p->counter;
+        after = q;
         if (st == KILN_OK && i + 1 < batches)
-            st = stage_batch(r, &r->train, r->order, (i + 1) * b, b, (int)((i + 1) % 2), 1);
+            st = pipe_for(r, batch_size(r, i + 1), &after);
+        if (st == KILN_OK && after->p != r->p)
+            after->p->counter = r->p->counter;
+        if (st == KILN_OK && i + 1 < batches)
+            st = stage_batch(r, after, &r->train, r->order, (i + 1) * b, batch_size(r, i + 1),
+                             (int)((i + 1) % 2), 1);
         if (st == KILN_ERR_NUMERIC) {
             char what[1024];
             snprintf(what, sizeof what, "%s", kiln_last_error());
@@ -357,7 +407,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
         }
         float l = NAN;
         if (st == KILN_OK)
-            st = kiln_tensor_download(r->loss, &l, 1);
+            st = kiln_tensor_download(q->loss, &l, 1);
         if (st == KILN_OK && !isfinite(l))
             st = kiln_fail(KILN_ERR_NUMERIC, "epoch %d, batch %zu: the loss is %g; lower the "
                                              "learning rate or clip gradients (clip_norm); "
@@ -365,19 +415,25 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
                                              "made a NaN or Inf",
                            epoch, i + 1, (double)l);
         double ignored = 0;
-        score(r, (int)(i % 2), b, classes, &ignored, &correct, NULL);
+        size_t right = 0;
+        if (st == KILN_OK)
+            net_score(r->net, r->out, r->y[i % 2], n, &ignored, &right, NULL);
+        correct += right;
         if (r->o->stop_after && ++r->batches_run >= r->o->stop_after)
-            kiln_request_stop();
-        total += l;
+            r->stop = 1;
+        total += (double)l * (double)n; /* the epoch's loss is a mean over samples */
+        samples += n;
         seen++;
+        if (st == KILN_OK)
+            report_step(r, epoch, i, batches, l, right, n, lr);
         if (i % 8 == 0 || i + 1 == batches)
-            progress(r, epoch, i + 1, batches, total / (double)seen, started);
+            progress(r, epoch, i + 1, batches, total / (double)samples, samples, started);
     }
     if (r->o->log && r->o->progress)
-        fprintf(r->o->log, "\r%*s\r", 100, "");
+        say(r, "\r%*s\r", 100, "");
     *next = i;
-    *loss = seen ? total / (double)seen : NAN;
-    *acc = seen ? (double)correct / (double)(seen * b) : NAN;
+    *loss = samples ? total / (double)samples : NAN;
+    *acc = samples && r->c.loss == LOSS_CROSS_ENTROPY ? (double)correct / (double)samples : NAN;
     *seconds = kiln_seconds() - started;
     return st;
 }
@@ -399,9 +455,10 @@ static kiln_status open_log(run *r)
     return KILN_OK;
 }
 
-static kiln_status setup(run *r)
+/* The run's settings: the network's, with the options' overrides. */
+static kiln_status configure(run *r)
 {
-    kiln_status st = train_config_read(r->m, &r->c);
+    r->c = r->net->c;
     if (r->o->epochs > 0)
         r->c.epochs = r->o->epochs;
     if (r->o->batch > 0)
@@ -411,29 +468,33 @@ static kiln_status setup(run *r)
     r->c.sched.base_lr = r->c.optim.lr;
     if (r->c.sched.t_max == 0)
         r->c.sched.t_max = r->c.epochs;
+    if (r->o->batch <= 0 && r->c.batch > r->net->max_batch)
+        r->c.batch = r->net->max_batch; /* the network was made for smaller batches */
+    if (r->c.batch > r->net->max_batch)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "training: batch %zu is larger than the "
+                                                    "network's max_batch %zu",
+                         r->c.batch, r->net->max_batch);
+    return KILN_OK;
+}
+
+static kiln_status setup(run *r)
+{
+    r->ctx = r->net->ctx;
+    r->m = r->net->m;
+    r->p = r->net->main.p;
+    r->opt = r->net->opt;
+    kiln_status st = configure(r);
     if (st == KILN_OK)
-        st = graph_finish(r->m);
+        st = kiln_net_set_detect_anomaly(r->net, r->o->detect_anomaly);
     if (st == KILN_OK)
         st = prepare_data(r);
-    if (st == KILN_OK)
-        st = pipeline_create(r->ctx, r->m, r->c.batch,
-                             (pipe_options){.fuse = 1, .plan = 1, .check = r->o->detect_anomaly},
-                             r->c.seed, &r->p);
-    if (st == KILN_OK)
-        st = optim_create(r->p, &r->c.optim, &r->opt);
-    kiln_shape one = shape_make(1, 1, 0, 0, 0), out = r->p ? shape_of(pipeline_output(r->p))
-                                                            : one;
-    kiln_shape ts = r->c.loss == LOSS_CROSS_ENTROPY ? shape_make(1, r->c.batch, 0, 0, 0) : out;
-    if (st == KILN_OK)
-        st = tensor_of(r->ctx, &ts, &r->target);
-    if (st == KILN_OK)
-        st = tensor_of(r->ctx, &one, &r->loss);
+    size_t outs = kiln_net_output_size(r->net), b = r->c.batch;
     if (st == KILN_OK) {
         for (int k = 0; k < 2; k++) {
-            r->x[k] = malloc(r->c.batch * r->train.features * sizeof *r->x[k]);
-            r->y[k] = malloc(shape_numel(&out) * sizeof *r->y[k]);
+            r->x[k] = malloc(b * r->train.features * sizeof *r->x[k]);
+            r->y[k] = malloc(b * outs * sizeof *r->y[k]);
         }
-        r->out = malloc(shape_numel(&out) * sizeof *r->out);
+        r->out = malloc(b * outs * sizeof *r->out);
         r->order = malloc(r->train.count * sizeof *r->order);
         if (!r->x[0] || !r->x[1] || !r->y[0] || !r->y[1] || !r->out || !r->order)
             st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
@@ -449,13 +510,9 @@ static void teardown(run *r)
 {
     /* uploads from the staging buffers and reads into r->out may still be
      * queued when a step failed: the host memory must outlive them */
-    if (r->ctx && r->ctx->queue)
-        clFinish(r->ctx->queue);
+    if (r->ctx)
+        kiln_ctx_finish(r->ctx);
     free_snapshot(r);
-    optim_free(r->opt);
-    pipeline_free(r->p);
-    kiln_tensor_free(r->target);
-    kiln_tensor_free(r->loss);
     data_free(&r->train);
     data_free(&r->val);
     data_free(&r->test);
@@ -467,19 +524,6 @@ static void teardown(run *r)
     free(r->order);
     if (r->csv)
         fclose(r->csv);
-}
-
-static void say(const run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void say(const run *r, const char *fmt, ...)
-{
-    if (!r->o->log)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(r->o->log, fmt, ap);
-    va_end(ap);
-    fflush(r->o->log);
 }
 
 /* Where training stands: what a resumed run needs to go on exactly. */
@@ -572,19 +616,25 @@ static kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_re
 }
 
 static void report_epoch(run *r, int e, float lr, double loss, double acc, double val_loss,
-                         double val_acc, double secs)
+                         double val_acc, double secs, int best)
 {
     if (r->c.loss == LOSS_CROSS_ENTROPY)
         say(r, "epoch %d/%d  lr %.3g  train loss %.4f acc %.2f%%  val loss %.4f acc "
                "%.2f%%  %.1f s, %.0f samples/s\n",
             e, r->c.epochs, (double)lr, loss, 100 * acc, val_loss, 100 * val_acc, secs,
-            (double)(r->train.count / r->c.batch * r->c.batch) / secs);
+            (double)r->train.count / secs);
     else
         say(r, "epoch %d/%d  lr %.3g  train loss %.4f  val loss %.4f  %.2f s\n", e,
             r->c.epochs, (double)lr, loss, val_loss, secs);
     if (r->csv)
         fprintf(r->csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.3f\n", e, (double)lr, loss, acc,
                 val_loss, val_acc, secs), fflush(r->csv);
+    kiln_progress p = {.epoch = e, .epochs = r->c.epochs, .step = optim_steps(r->opt),
+                       .loss = loss, .accuracy = acc, .val_loss = r->val.count ? val_loss : NAN,
+                       .val_accuracy = r->val.count ? val_acc : NAN, .lr = lr,
+                       .seconds = secs, .best = best};
+    if (r->o->on_epoch && r->o->on_epoch(r->o->user, &p))
+        r->stop = 1;
 }
 
 /* Runs the epochs from where t stands; fills the report's training fields. */
@@ -592,15 +642,15 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
 {
     double train_time = 0;
     kiln_status st = KILN_OK;
-    for (int e = t->epoch; e < r->c.epochs && st == KILN_OK && !stop_requested; e++) {
+    for (int e = t->epoch; e < r->c.epochs && st == KILN_OK && !stopping(r); e++) {
         if (t->batch == 0)
             t->lr = (float)sched_advance(&t->sched, e, t->val_loss);
         double loss, acc, val_acc = NAN, secs, val_loss;
         size_t next = t->batch;
         st = train_epoch(r, e + 1, t->lr, &next, &loss, &acc, &secs);
         train_time += secs;
-        if (st == KILN_OK && stop_requested) {
-            t->batch = next;
+        if (st == KILN_OK && next < (r->train.count + r->c.batch - 1) / r->c.batch) {
+            t->batch = next; /* stopped mid-epoch */
             break;
         }
         if (st == KILN_OK && r->val.count)
@@ -613,8 +663,8 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
         t->epoch = e + 1;
         t->batch = 0;
         t->val_loss = val_loss;
-        report_epoch(r, e + 1, t->lr, loss, acc, val_loss, val_acc, secs);
         es_verdict v = early_stop_update(&t->es, val_loss);
+        report_epoch(r, e + 1, t->lr, loss, acc, val_loss, val_acc, secs, v == ES_IMPROVED);
         if (v == ES_IMPROVED) {
             rep->best_epoch = e + 1;
             rep->best_val_loss = val_loss;
@@ -632,23 +682,42 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
         }
     }
     rep->samples_per_second =
-        train_time > 0 ? (double)(rep->epochs_run * (r->train.count / r->c.batch) * r->c.batch) /
-                             train_time
-                       : 0;
+        train_time > 0 ? (double)rep->epochs_run * (double)r->train.count / train_time : 0;
     return st;
 }
 
-kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o,
-                       kiln_train_report *rep)
+/* The caller's options as this library knows them: fields of a newer
+ * header are ignored, fields an older caller lacks keep their defaults. */
+static kiln_status read_options(const kiln_train_options *o, kiln_train_options *out,
+                                const char *call)
 {
-    if (!ctx || !m || !o || !o->data || !rep)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_train: context, model, options with "
-                                                    "data, and report are required");
+    kiln_train_options_init(out);
+    if (!o || o->size < offsetof(kiln_train_options, train_data))
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: options are required, initialised "
+                                                    "with kiln_train_options_init", call);
+    memcpy(out, o, o->size < sizeof *out ? o->size : sizeof *out);
+    out->size = sizeof *out;
+    if (!out->data && !out->train_data)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: options name no data (data or "
+                                                    "train_data)", call);
+    return KILN_OK;
+}
+
+kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
+                         kiln_train_report *rep)
+{
+    kiln_train_options o;
+    kiln_status st = net_check(net, "kiln_net_fit");
+    if (st == KILN_OK)
+        st = read_options(options, &o, "kiln_net_fit");
+    if (st == KILN_OK && !rep)
+        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_fit: a report is required");
+    if (st != KILN_OK)
+        return st;
     memset(rep, 0, sizeof *rep);
-    stop_requested = 0;
-    run r = {.ctx = ctx, .m = m, .o = o};
+    run r = {.net = net, .o = &o};
     double started = kiln_seconds();
-    kiln_status st = setup(&r);
+    st = setup(&r);
     if (st == KILN_OK)
         say(&r, "training on %zu samples (%zu held out for validation), batch %zu, %d epochs, "
                 "%s, %s\n", r.train.count, r.val.count, r.c.batch, r.c.epochs,
@@ -657,19 +726,19 @@ kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o
     train_state t = {.val_loss = NAN};
     sched_init(&t.sched, &r.c.sched);
     early_stop_init(&t.es, r.c.patience, r.c.min_delta);
-    if (st == KILN_OK && o->resume)
-        st = resume(&r, o->resume, &t, rep);
+    if (st == KILN_OK && o.resume)
+        st = resume(&r, o.resume, &t, rep);
     if (st == KILN_OK)
         st = epochs(&r, &t, rep);
-    if (st == KILN_OK && ctx->profile) /* fewer steps than a profile's */
-        st = kiln_ctx_profile_end(ctx, o->profile,
+    if (st == KILN_OK && r.ctx->profile) /* fewer steps than a profile's */
+        st = kiln_ctx_profile_end(r.ctx, o.profile,
                                   r.steps_run > PROFILE_FIRST ? r.steps_run - PROFILE_FIRST : 1,
-                                  o->log);
-    if (st == KILN_OK && stop_requested) {
+                                  o.log ? write_to_log : NULL, &r);
+    if (st == KILN_OK && stopping(&r)) {
         rep->interrupted = 1;
         st = save_state(&r, &t, rep);
         say(&r, "stopped on request; resume with --resume %s\n",
-            o->out_dir ? o->out_dir : "(no output directory: nothing was saved)");
+            o.out_dir ? o.out_dir : "(no output directory: nothing was saved)");
     }
     if (st == KILN_OK && rep->best_epoch > 0)
         st = snapshot(&r, 1); /* the best weights are the final ones */
@@ -678,29 +747,68 @@ kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o
     rep->test_loss = rep->test_accuracy = NAN;
     if (st == KILN_OK && r.test.count)
         st = evaluate(&r, &r.test, &rep->test_loss, &rep->test_accuracy, NULL);
+    if (t.lr > 0)
+        net->lr = t.lr;
     rep->seconds = kiln_seconds() - started;
-    kiln_profile_discard(ctx);
+    if (r.ctx)
+        kiln_profile_discard(r.ctx);
     teardown(&r);
     return st;
 }
 
-kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
-                          const kiln_train_options *o, kiln_eval_report *rep)
+/* The batch a run of the model trains with: the options', else [train]'s. */
+static kiln_status run_batch(kiln_model *m, const kiln_train_options *o, size_t *batch)
 {
-    if (!ctx || !m || !checkpoint || !o || !o->data || !rep)
+    train_config c;
+    kiln_status st = train_config_read(m, &c);
+    *batch = o && o->size > offsetof(kiln_train_options, batch) && o->batch > 0
+                 ? (size_t)o->batch
+                 : c.batch;
+    return st;
+}
+
+kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o,
+                       kiln_train_report *rep)
+{
+    if (!ctx || !m || !rep)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_train: context, model, options and "
+                                                    "report are required");
+    size_t batch;
+    kiln_net *net = NULL;
+    kiln_status st = run_batch(m, o, &batch);
+    if (st == KILN_OK)
+        st = kiln_net_create(ctx, m, batch, &net);
+    if (st == KILN_OK)
+        st = kiln_net_fit(net, o, rep);
+    kiln_net_free(net);
+    return st;
+}
+
+kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
+                          const kiln_train_options *options, kiln_eval_report *rep)
+{
+    kiln_train_options o;
+    if (!ctx || !m || !checkpoint || !rep)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_evaluate: context, model, checkpoint, "
                                                     "options with data, and report are "
                                                     "required");
+    kiln_status st = read_options(options, &o, "kiln_evaluate");
+    if (st != KILN_OK)
+        return st;
     memset(rep, 0, sizeof *rep);
-    run r = {.ctx = ctx, .m = m, .o = o};
-    kiln_train_options quiet = *o;
-    quiet.out_dir = NULL;
-    r.o = &quiet;
-    kiln_status st = setup(&r);
+    o.out_dir = NULL;
+    size_t batch;
+    kiln_net *net = NULL;
+    st = run_batch(m, &o, &batch);
     if (st == KILN_OK)
-        st = checkpoint_load(r.p, checkpoint, NULL);
+        st = kiln_net_create(ctx, m, batch, &net);
+    run r = {.net = net, .o = &o};
+    if (st == KILN_OK)
+        st = setup(&r);
+    if (st == KILN_OK)
+        st = kiln_net_load(net, checkpoint);
     const dataset *d = r.test.count ? &r.test : &r.val;
-    size_t classes = r.p ? kiln_tensor_numel(pipeline_output(r.p)) / r.c.batch : 0;
+    size_t classes = net ? kiln_net_output_size(net) : 0;
     if (st == KILN_OK && r.c.loss == LOSS_CROSS_ENTROPY &&
         !(rep->confusion = calloc(classes * classes, sizeof *rep->confusion)))
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of memory");
@@ -709,101 +817,6 @@ kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
     rep->samples = d->count;
     rep->classes = classes;
     teardown(&r);
-    return st;
-}
-
-/* ---- predictions ------------------------------------------------------------------ */
-
-static kiln_status load_input(const char *input, const char *label, dataset *d)
-{
-    size_t n = strlen(input);
-    if (n > 4 && strcmp(input + n - 4, ".csv") == 0)
-        return data_load_csv(input, label ? label : "label", 1, d);
-    return data_load_idx_images(input, d);
-}
-
-/* Softmax of one row of logits, in double. */
-static void softmax_row(const float *z, size_t n, double *p)
-{
-    double mx = z[0], sum = 0;
-    for (size_t j = 1; j < n; j++)
-        mx = fmax(mx, z[j]);
-    for (size_t j = 0; j < n; j++)
-        sum += p[j] = exp((double)z[j] - mx);
-    for (size_t j = 0; j < n; j++)
-        p[j] /= sum;
-}
-
-static void print_prediction(FILE *out, size_t i, const float *z, size_t classes, int probs)
-{
-    double p[1024] = {0};
-    size_t best = 0;
-    if (probs)
-        softmax_row(z, classes, p);
-    for (size_t j = 0; j < classes; j++)
-        if (z[j] > z[best])
-            best = j;
-    fprintf(out, "sample %zu: class %zu", i, best);
-    if (probs) {
-        fprintf(out, " (%.1f%%) |", 100 * p[best]);
-        for (size_t j = 0; j < classes; j++)
-            fprintf(out, " %.3f", p[j]);
-    } else {
-        for (size_t j = 0; j < classes; j++)
-            fprintf(out, "%s%.5g", j ? " " : " | ", (double)z[j]);
-    }
-    fprintf(out, "\n");
-}
-
-kiln_status kiln_predict(kiln_ctx *ctx, kiln_model *m, const char *checkpoint, const char *input,
-                         const char *label, size_t count, FILE *out)
-{
-    if (!ctx || !m || !checkpoint || !input || !out || count == 0 || count > 4096)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_predict: context, model, checkpoint, "
-                                                    "input, 1 to 4096 samples and a stream are "
-                                                    "required");
-    run r = {.ctx = ctx, .m = m};
-    kiln_status st = train_config_read(m, &r.c);
-    if (st == KILN_OK)
-        st = graph_finish(m);
-    if (st == KILN_OK)
-        st = load_input(input, label, &r.test);
-    if (st == KILN_OK && r.test.count < count)
-        count = r.test.count;
-    r.c.batch = count;
-    if (st == KILN_OK)
-        st = check_fit(&r, &r.test, 0);
-    if (st == KILN_OK)
-        st = pipeline_create(ctx, m, count, (pipe_options){.fuse = 1, .plan = 1}, 0, &r.p);
-    checkpoint_meta meta = {0};
-    if (st == KILN_OK)
-        st = checkpoint_load(r.p, checkpoint, &meta);
-    const char *mean = checkpoint_meta_get(&meta, "normalize_mean");
-    const char *std = checkpoint_meta_get(&meta, "normalize_std");
-    if (st == KILN_OK && mean && std)
-        data_normalize(&r.test, strtod(mean, NULL), strtod(std, NULL));
-    else if (st == KILN_OK && r.c.normalize == NORMALIZE_STANDARD)
-        fprintf(out, "note: %s records no feature normalization; the inputs are used as they "
-                     "are\n", checkpoint);
-    kiln_shape one = shape_make(1, count, 0, 0, 0);
-    size_t outputs = r.p ? kiln_tensor_numel(pipeline_output(r.p)) : 0;
-    r.x[0] = st == KILN_OK ? malloc(count * r.test.features * sizeof *r.x[0]) : NULL;
-    r.y[0] = st == KILN_OK ? malloc(outputs * sizeof *r.y[0]) : NULL;
-    r.out = st == KILN_OK ? malloc(outputs * sizeof *r.out) : NULL;
-    if (st == KILN_OK && (!r.x[0] || !r.y[0] || !r.out))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "predict: out of host memory");
-    if (st == KILN_OK)
-        st = tensor_of(ctx, &one, &r.target);
-    if (st == KILN_OK)
-        st = stage_batch(&r, &r.test, NULL, 0, count, 0, 0);
-    if (st == KILN_OK)
-        st = pipeline_forward(r.p, 0);
-    if (st == KILN_OK)
-        st = read_logits(&r, 0);
-    size_t classes = count ? outputs / count : 0;
-    for (size_t i = 0; st == KILN_OK && i < count; i++)
-        print_prediction(out, i, r.out + i * classes, classes,
-                         r.c.loss == LOSS_CROSS_ENTROPY && classes <= 1024);
-    teardown(&r);
+    kiln_net_free(net);
     return st;
 }

@@ -262,3 +262,38 @@ kiln_status train_config_read(const kiln_model *m, train_config *c)
     c->sched.base_lr = c->optim.lr; /* t_max 0: the number of epochs, once known */
     return st;
 }
+
+kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *value)
+{
+    if (!m || !key || !value)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_set_train: a model, a key and a "
+                                                    "value are required");
+    graph_setting s = {0};
+    if (strlen(key) >= sizeof s.key || strlen(value) >= sizeof s.value)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_set_train: %s: key or value "
+                                                    "too long", key);
+    snprintf(s.key, sizeof s.key, "%s", key);
+    snprintf(s.value, sizeof s.value, "%s", value);
+    train_config c;
+    key_ctx k = {m, &s, &c};
+    const key_def *d = find_key(key);
+    if (!d)
+        return unknown_key(&k);
+    kiln_status st = train_config_read(m, &c); /* the value is checked on what is there */
+    if (st == KILN_OK)
+        st = d->read ? d->read(&k) : read_field(&k, d);
+    if (st != KILN_OK)
+        return st;
+    size_t i = 0;
+    while (i < m->train_count && strcmp(m->train[i].key, key) != 0)
+        i++;
+    if (i == m->train_count) {
+        graph_setting *grown = realloc(m->train, (m->train_count + 1) * sizeof *grown);
+        if (!grown)
+            return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_model_set_train: out of memory");
+        m->train = grown;
+        m->train_count++;
+    }
+    m->train[i] = s;
+    return KILN_OK;
+}

@@ -1,0 +1,77 @@
+/* Networks (kiln_net, net.c): a model compiled onto a context with its
+ * optimizer, training settings, input normalization and mode, working on
+ * host arrays. kiln_net_fit (train.c) runs whole trainings on one. */
+#ifndef KILN_NET_H
+#define KILN_NET_H
+
+#include "train/checkpoint.h"
+#include "train/train.h"
+
+/* A pipeline at one batch size with its loss target and value. */
+typedef struct {
+    pipeline *p;
+    kiln_tensor *target, *loss;
+    uint64_t used; /* when it last ran, for replacing the least recent */
+} net_pipe;
+
+#define NET_EXTRA_PIPES 2
+
+struct kiln_net {
+    uint32_t magic;          /* NET_MAGIC while alive: calls on a freed net are refused */
+    kiln_ctx *ctx;
+    kiln_model *m;
+    train_config c;          /* the [train] settings, with kiln_net_configure's */
+    size_t max_batch;
+    net_pipe main;           /* at max_batch: owns the parameters */
+    net_pipe extra[NET_EXTRA_PIPES]; /* smaller batches, sharing main's parameters */
+    uint64_t clock;
+    optimizer *opt;
+    float lr;
+    int training;            /* the mode of kiln_net_forward */
+    int check;               /* detect anomalies */
+    float *mean, *std;       /* normalization, norm_count values each (1 or the inputs) */
+    size_t norm_count;
+    float *x, *y;            /* host staging for max_batch samples */
+    checkpoint_entry *entries; /* the state_dict, for weights by name */
+    size_t n_entries;
+};
+
+#define NET_MAGIC 0x6b6e6574u /* "knet" */
+
+/* Refuses NULL and freed networks, naming the call. */
+kiln_status net_check(const kiln_net *net, const char *call);
+
+/* The pipeline for a batch of n (1 <= n <= max_batch), made on first use. */
+kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out);
+
+/* Normalizes n samples of x into dst with the network's normalization. */
+void net_normalize(const kiln_net *net, const float *x, size_t n, float *dst);
+
+/* Checks n targets for the loss: class indices within the outputs for
+ * cross_entropy, finite values otherwise; what names the data. */
+kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what);
+
+/* Loss sum (and correct predictions) of n rows of logits z against
+ * targets y on the host, in double; confusion may be NULL. */
+void net_score(const kiln_net *net, const float *z, const float *y, size_t n, double *loss,
+               size_t *correct, size_t *confusion);
+
+/* The tensor a loss reads: the logits before a softmax head, else the output. */
+kiln_tensor *net_logits(const pipeline *p);
+
+/* Rebuilds the optimizer for the current settings (state reset). */
+kiln_status net_reset_optimizer(kiln_net *net);
+
+/* The checkpoint metadata kiln writes beside the weights. */
+void net_meta(const kiln_net *net, checkpoint_meta *meta);
+/* Applies a checkpoint's stored normalization, if any. */
+kiln_status net_apply_meta(kiln_net *net, const checkpoint_meta *meta);
+
+void meta_number(checkpoint_meta *m, const char *key, double v);
+
+/* In-memory datasets behind kiln_data. */
+struct kiln_data {
+    dataset d;
+};
+
+#endif /* KILN_NET_H */
