@@ -621,6 +621,13 @@ KILN_API kiln_status kiln_bench_gemm(kiln_ctx *ctx, const kiln_gemm_shape *g, do
 KILN_API kiln_status kiln_bench_training(kiln_ctx *ctx, kiln_model *m, size_t batch,
                                          double *samples_per_s);
 
+/* The library API's own costs for model m at a batch size (0: [train]'s):
+ * the time of kiln_net_forward on one sample, warm, and the samples per
+ * second of a loop of kiln_net_train_step on full batches from host arrays
+ * (to compare with kiln_bench_training, which runs the pipeline alone). */
+KILN_API kiln_status kiln_bench_net(kiln_ctx *ctx, kiln_model *m, size_t batch,
+                                    double *forward_ms, double *step_samples_per_s);
+
 #ifdef __cplusplus
 }
 #endif

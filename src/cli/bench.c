@@ -27,6 +27,8 @@ typedef struct {
     kiln_device_info info;
     kiln_bench_result r;
     double train[MAX_MODELS];
+    double api_step[MAX_MODELS];    /* kiln_net_train_step loop, samples/s */
+    double api_forward[MAX_MODELS]; /* kiln_net_forward of one sample, ms */
 } measured;
 
 /* ---- the host's BLAS, loaded at run time ----------------------------------------- */
@@ -132,7 +134,11 @@ static void print_table(const measured *m, const bench_args *a, const char *host
     printf("host to device          %10.2f GB/s\n", r->upload_gbs);
     printf("device to host          %10.2f GB/s\n", r->download_gbs);
     for (int i = 0; i < a->n_models; i++)
-        printf("training %-34s %10.0f samples/s\n", a->models[i], m->train[i]);
+        printf("training %-34s %10.0f samples/s\n"
+               "  through kiln_net_train_step   %10.0f samples/s (%.2f of the pipeline's)\n"
+               "  kiln_net_forward of 1 sample  %10.3f ms\n",
+               a->models[i], m->train[i], m->api_step[i],
+               m->train[i] > 0 ? m->api_step[i] / m->train[i] : 0, m->api_forward[i]);
 }
 
 static void json_column(const char *key, const double *v, size_t n)
@@ -181,6 +187,18 @@ static void print_json(const measured *m, size_t n, const bench_args *a, const c
             cli_json_string(a->models[i]);
             printf(": %.1f", m[d].train[i]);
         }
+        printf("}, \"api_step_samples_per_s\": {");
+        for (int i = 0; i < a->n_models; i++) {
+            printf("%s", i ? ", " : "");
+            cli_json_string(a->models[i]);
+            printf(": %.1f", m[d].api_step[i]);
+        }
+        printf("}, \"api_forward_one_ms\": {");
+        for (int i = 0; i < a->n_models; i++) {
+            printf("%s", i ? ", " : "");
+            cli_json_string(a->models[i]);
+            printf(": %.4f", m[d].api_forward[i]);
+        }
         printf("}}");
     }
     printf("\n]\n");
@@ -205,7 +223,9 @@ static int models(const char *selector, const bench_args *a, int profile, measur
             break;
         }
         size_t batch = a->quick ? 16 : 0;
-        if (!profile && kiln_bench_training(ctx, m, batch, &out->train[i]) != KILN_OK)
+        if (!profile && (kiln_bench_training(ctx, m, batch, &out->train[i]) != KILN_OK ||
+                         kiln_bench_net(ctx, m, batch, &out->api_forward[i],
+                                        &out->api_step[i]) != KILN_OK))
             rc = cli_fail("bench");
         if (profile) {
             batch = batch ? batch : 128;

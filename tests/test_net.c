@@ -1,0 +1,312 @@
+/* The network API (kiln_net_*): training steps on host arrays, short
+ * batches, weights by name, files of other models, bad input, and
+ * networks training in separate threads. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static const char mlp[] = "[input]\nshape = 7\n[linear]\nout = 13\n[batchnorm]\n[relu]\n"
+                          "[linear]\nout = 3\n[train]\noptimizer = sgd\nlr = 0.1\n"
+                          "momentum = 0.9\nseed = 5\n";
+
+static kiln_model *model(const char *text)
+{
+    kiln_model *m;
+    check_ok(kiln_model_parse(text, "net.ini", &m));
+    return m;
+}
+
+/* n samples of 7 features and labels 0..2. */
+static void data(float *x, float *y, size_t n)
+{
+    kiln_rng_fill(test_rng(), x, n * 7, -1.0f, 1.0f);
+    for (size_t i = 0; i < n; i++)
+        y[i] = (float)(i % 3);
+}
+
+/* Every weight and buffer of a network, concatenated. */
+static float *weights(kiln_net *net, size_t *count)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
+        kiln_param_info p;
+        check_ok(kiln_net_param_info(net, i, &p));
+        total += p.numel;
+    }
+    float *w = test_alloc(total * sizeof *w);
+    size_t at = 0;
+    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
+        kiln_param_info p;
+        check_ok(kiln_net_param_info(net, i, &p));
+        check_ok(kiln_net_get(net, p.name, w + at, p.numel));
+        at += p.numel;
+    }
+    *count = total;
+    return w;
+}
+
+/* A step on 5 samples through a network made for 16 (a short batch on a
+ * pipeline that shares its weights) gives exactly the weights of a
+ * network made for 5: batch statistics and the mean loss are the short
+ * batch's own. */
+START_TEST(short_batches_train_as_their_own_batch)
+{
+    kiln_model *m = model(mlp);
+    kiln_net *big, *small;
+    check_ok(kiln_net_create(test_ctx(), m, 16, &big));
+    check_ok(kiln_net_create(test_ctx(), m, 5, &small));
+    float x[16 * 7], y[16], lb, ls;
+    data(x, y, 16);
+    for (int step = 0; step < 3; step++) {
+        check_ok(kiln_net_train_step(big, x, y, 5, &lb));
+        check_ok(kiln_net_train_step(small, x, y, 5, &ls));
+        ck_assert_msg(lb == ls, "step %d: loss %g against %g", step, lb, ls);
+    }
+    size_t nb, ns;
+    float *wb = weights(big, &nb), *ws = weights(small, &ns);
+    ck_assert_uint_eq(nb, ns);
+    ck_assert_msg(memcmp(wb, ws, nb * sizeof *wb) == 0, "short batches changed other weights");
+    check_ok(kiln_net_train_step(big, x, y, 16, &lb)); /* and the full batch still works */
+    ck_assert(isfinite(lb));
+    kiln_net_free(big);
+    kiln_net_free(small);
+    free(wb);
+    free(ws);
+    kiln_model_free(m);
+}
+END_TEST
+
+/* Weights by name: a set value reads back, and forward uses it. */
+START_TEST(weights_by_name_round_trip)
+{
+    kiln_model *m = model(mlp);
+    kiln_net *net;
+    check_ok(kiln_net_create(test_ctx(), m, 4, &net));
+    ck_assert_uint_eq(kiln_net_input_size(net), 7);
+    ck_assert_uint_eq(kiln_net_output_size(net), 3);
+    ck_assert_uint_eq(kiln_net_param_count(net), 9); /* 2 linear x 2, batchnorm 5 */
+    kiln_param_info p;
+    check_ok(kiln_net_param_info(net, 0, &p));
+    ck_assert_str_eq(p.name, "0.weight");
+    ck_assert_uint_eq(p.shape[0], 13);
+    ck_assert_uint_eq(p.shape[1], 7);
+    ck_assert(p.trainable);
+    check_ok(kiln_net_param_info(net, 6, &p));
+    ck_assert_str_eq(p.name, "1.num_batches_tracked");
+    ck_assert(p.is_int64 && !p.trainable);
+    float w[39], back[39];
+    kiln_rng_fill(test_rng(), w, 39, -1.0f, 1.0f);
+    check_ok(kiln_net_set(net, "3.weight", w, 39));
+    check_ok(kiln_net_get(net, "3.weight", back, 39));
+    ck_assert(memcmp(w, back, sizeof w) == 0);
+    float zero[3] = {0, 0, 0}, x[7] = {0}, y[3];
+    check_ok(kiln_net_set(net, "3.bias", zero, 3));
+    memset(w, 0, sizeof w);
+    check_ok(kiln_net_set(net, "3.weight", w, 39));
+    check_ok(kiln_net_forward(net, x, 1, y));
+    ck_assert(y[0] == 0 && y[1] == 0 && y[2] == 0);
+    ck_assert_int_eq(kiln_net_get(net, "3.weight", back, 38), KILN_ERR_SHAPE);
+    ck_assert_int_eq(kiln_net_get(net, "fc.weight", back, 39), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "it has 0.weight, 0.bias"), "%s",
+                  kiln_last_error());
+    w[3] = NAN;
+    ck_assert_int_eq(kiln_net_set(net, "3.weight", w, 39), KILN_ERR_NUMERIC);
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
+/* Bad input is refused with a message, never a crash. */
+START_TEST(bad_input_is_refused_with_a_message)
+{
+    kiln_model *m = model(mlp);
+    kiln_net *net;
+    check_ok(kiln_net_create(test_ctx(), m, 4, &net));
+    float x[8 * 7], y[8];
+    data(x, y, 8);
+    ck_assert_int_eq(kiln_net_train_step(net, x, y, 5, NULL), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "1 to 4"), "%s", kiln_last_error());
+    ck_assert_int_eq(kiln_net_train_step(net, x, y, 0, NULL), KILN_ERR_INVALID_ARGUMENT);
+    y[2] = 3;
+    ck_assert_int_eq(kiln_net_train_step(net, x, y, 4, NULL), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "label of sample 2 is 3"), "%s", kiln_last_error());
+    y[2] = 0.5f;
+    ck_assert_int_eq(kiln_net_train_step(net, x, y, 4, NULL), KILN_ERR_INVALID_ARGUMENT);
+    y[2] = 2;
+    x[9] = NAN;
+    check_ok(kiln_net_set_detect_anomaly(net, 1));
+    ck_assert_int_eq(kiln_net_forward(net, x, 4, y), KILN_ERR_NUMERIC);
+    ck_assert_msg(strstr(kiln_last_error(), "input 2 of sample 1 is nan"), "%s",
+                  kiln_last_error());
+    ck_assert_int_eq(kiln_net_forward(NULL, x, 1, y), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(kiln_net_configure(net, "optimizer", "lbfgs"), KILN_ERR_MODEL);
+    ck_assert_int_eq(kiln_net_configure(net, "lr", "-1"), KILN_ERR_MODEL);
+    ck_assert_int_eq(kiln_net_configure(net, "no_such_key", "1"), KILN_ERR_MODEL);
+    check_ok(kiln_net_configure(net, "lr", "0.05"));
+    ck_assert(fabs(kiln_net_lr(net) - 0.05) < 1e-7);
+    float bad_std = 0, mean = 0;
+    ck_assert_int_eq(kiln_net_set_normalization(net, &mean, &bad_std, 1),
+                     KILN_ERR_INVALID_ARGUMENT);
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
+/* A checkpoint of another model is refused, naming every difference. */
+START_TEST(another_models_checkpoint_names_every_difference)
+{
+    kiln_model *a = model(mlp);
+    kiln_model *b = model("[input]\nshape = 7\n[linear]\nout = 12\n[relu]\n[linear]\nout = 3\n"
+                          "name = head\n");
+    kiln_net *na, *nb;
+    check_ok(kiln_net_create(test_ctx(), a, 2, &na));
+    check_ok(kiln_net_create(test_ctx(), b, 2, &nb));
+    char path[512];
+    snprintf(path, sizeof path, "%s/other.safetensors", test_tmpdir());
+    check_ok(kiln_net_save(nb, path));
+    ck_assert_int_eq(kiln_net_load(na, path), KILN_ERR_IO);
+    const char *e = kiln_last_error();
+    ck_assert_msg(strstr(e, "0.weight has shape [12,7]; the model expects 13x7") &&
+                      strstr(e, "1.running_mean is missing") && strstr(e, "3.bias is missing") &&
+                      strstr(e, "head.weight is not in the model"),
+                  "%s", e);
+    check_ok(kiln_net_save(na, path)); /* and its own loads back */
+    check_ok(kiln_net_load(na, path));
+    kiln_net_free(na);
+    kiln_net_free(nb);
+    kiln_model_free(a);
+    kiln_model_free(b);
+}
+END_TEST
+
+typedef struct {
+    kiln_model *m;
+    float *w;
+    size_t n;
+    kiln_status st;
+} thread_job;
+
+/* Opens a context of its own, trains 20 steps and keeps the weights. */
+static void *train_alone(void *arg)
+{
+    thread_job *j = arg;
+    kiln_ctx *ctx = NULL;
+    kiln_net *net = NULL;
+    float x[32 * 7], y[32], loss;
+    kiln_rng rng;
+    kiln_rng_seed(&rng, 99);
+    kiln_rng_fill(&rng, x, 32 * 7, -1.0f, 1.0f);
+    for (int i = 0; i < 32; i++)
+        y[i] = (float)(i % 3);
+    j->st = kiln_ctx_create(NULL, &ctx);
+    if (j->st == KILN_OK)
+        j->st = kiln_net_create(ctx, j->m, 32, &net);
+    for (int s = 0; s < 20 && j->st == KILN_OK; s++)
+        j->st = kiln_net_train_step(net, x, y, s % 2 ? 32 : 19, &loss);
+    if (j->st == KILN_OK) {
+        j->n = 13 * 7;
+        j->w = malloc(j->n * sizeof *j->w);
+        j->st = kiln_net_get(net, "0.weight", j->w, j->n);
+    }
+    kiln_net_free(net);
+    kiln_ctx_free(ctx);
+    return NULL;
+}
+
+/* Networks on separate contexts train in separate threads at once, and
+ * each ends with the weights it has when trained alone. */
+START_TEST(networks_train_in_separate_threads)
+{
+    kiln_model *m1 = model(mlp), *m2 = model(mlp);
+    thread_job alone = {.m = m1}, jobs[2] = {{.m = m1}, {.m = m2}};
+    train_alone(&alone);
+    check_ok(alone.st);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, train_alone, &jobs[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_msg(jobs[i].st == KILN_OK, "thread %d failed", i);
+        ck_assert_msg(memcmp(jobs[i].w, alone.w, alone.n * sizeof *alone.w) == 0,
+                      "thread %d ends with other weights than a run alone", i);
+        free(jobs[i].w);
+    }
+    free(alone.w);
+    kiln_model_free(m1);
+    kiln_model_free(m2);
+}
+END_TEST
+
+/* kiln_net_fit on arrays: a separable problem is learnt, callbacks see
+ * every epoch and step (the last batch short), and a callback stops. */
+static int count_calls(void *user, const kiln_progress *p)
+{
+    int *calls = user;
+    calls[p->batch ? 0 : 1]++;
+    return 0;
+}
+
+static int stop_at_epoch_2(void *user, const kiln_progress *p)
+{
+    (void)user;
+    return p->epoch == 2;
+}
+
+START_TEST(fit_on_arrays_with_callbacks)
+{
+    kiln_model *m = model(mlp);
+    kiln_net *net;
+    check_ok(kiln_net_create(test_ctx(), m, 32, &net));
+    enum { N = 300 };
+    float *x = test_alloc(N * 7 * sizeof *x), y[N];
+    kiln_rng_fill(test_rng(), x, N * 7, -1.0f, 1.0f);
+    for (int i = 0; i < N; i++)
+        y[i] = x[i * 7] > 0.3f ? 2.0f : x[i * 7] > -0.3f ? 1.0f : 0.0f;
+    kiln_data *train;
+    check_ok(kiln_data_from_arrays(x, y, N, 7, 1, &train));
+    ck_assert_uint_eq(kiln_data_classes(train), 3);
+    int calls[2] = {0, 0};
+    kiln_train_options o;
+    kiln_train_options_init(&o);
+    o.train_data = train;
+    o.test_data = train;
+    o.epochs = 8;
+    o.on_step = count_calls;
+    o.on_epoch = count_calls;
+    o.user = calls;
+    kiln_train_report r;
+    check_ok(kiln_net_fit(net, &o, &r));
+    /* 270 training samples after the 10 % validation share: 8 full batches and one of 14 */
+    ck_assert_int_eq(calls[0], 8 * 9);
+    ck_assert_int_eq(calls[1], 8);
+    ck_assert_msg(r.test_accuracy > 0.9, "accuracy %g", r.test_accuracy);
+    o.on_step = NULL;
+    o.on_epoch = stop_at_epoch_2;
+    check_ok(kiln_net_fit(net, &o, &r));
+    ck_assert(r.interrupted && r.epochs_run == 2);
+    kiln_train_options unset = {0};
+    ck_assert_int_eq(kiln_net_fit(net, &unset, &r), KILN_ERR_INVALID_ARGUMENT);
+    kiln_data_free(train);
+    free(x);
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("net");
+    TCase *tc = tcase_create("net");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, short_batches_train_as_their_own_batch);
+    tcase_add_test(tc, weights_by_name_round_trip);
+    tcase_add_test(tc, bad_input_is_refused_with_a_message);
+    tcase_add_test(tc, another_models_checkpoint_names_every_difference);
+    tcase_add_test(tc, networks_train_in_separate_threads);
+    tcase_add_test(tc, fit_on_arrays_with_callbacks);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}
