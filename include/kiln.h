@@ -405,8 +405,10 @@ KILN_API kiln_status kiln_net_load(kiln_net *net, const char *path);
 /* What the network's last layer is as a prediction head. */
 typedef enum {
     KILN_HEAD_NONE = 0,    /* outputs are the last layer's values */
-    KILN_HEAD_SOFTMAX = 1  /* a trailing softmax: outputs are class probabilities, and
+    KILN_HEAD_SOFTMAX = 1, /* a trailing softmax: outputs are class probabilities, and
                               cross_entropy trains on the logits before it */
+    KILN_HEAD_SIGMOID = 2  /* a trailing sigmoid: outputs are probabilities per label, and
+                              bce trains on the logits before it (BCEWithLogitsLoss) */
 } kiln_head;
 KILN_API kiln_head kiln_net_head(const kiln_net *net);
 

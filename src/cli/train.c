@@ -219,11 +219,26 @@ int cli_eval(int argc, char **argv)
     return rc;
 }
 
-/* One prediction as text: the class and its probabilities for a
- * classifier, the outputs otherwise. */
-static void print_prediction(size_t i, const float *y, size_t outputs, int softmax)
+/* One prediction as text: the class and its probabilities for a softmax
+ * head, each label's decision (p >= 0.5) for a sigmoid head, the outputs
+ * otherwise. */
+static void print_prediction(size_t i, const float *y, size_t outputs, kiln_head head)
 {
-    if (!softmax) {
+    if (head == KILN_HEAD_SIGMOID && outputs == 1) {
+        printf("sample %zu: class %d (p = %.3f)\n", i, y[0] >= 0.5f, (double)y[0]);
+        return;
+    }
+    if (head == KILN_HEAD_SIGMOID) {
+        printf("sample %zu: labels", i);
+        for (size_t j = 0; j < outputs; j++)
+            printf(" %d", y[j] >= 0.5f);
+        printf(" |");
+        for (size_t j = 0; j < outputs; j++)
+            printf(" %.3f", (double)y[j]);
+        printf("\n");
+        return;
+    }
+    if (head != KILN_HEAD_SOFTMAX) {
         printf("sample %zu:", i);
         for (size_t j = 0; j < outputs; j++)
             printf("%s%.5g", j ? " " : " ", (double)y[j]);
@@ -269,9 +284,9 @@ static int predict(kiln_ctx *ctx, kiln_model *m, const char *checkpoint, const c
         st = kiln_data_copy_features(d, 0, n, x);
     if (st == KILN_OK)
         st = kiln_net_forward(net, x, n, y);
-    int softmax = net && kiln_net_head(net) == KILN_HEAD_SOFTMAX;
+    kiln_head head = kiln_net_head(net);
     for (size_t i = 0; st == KILN_OK && i < n; i++)
-        print_prediction(i, y + i * outs, outs, softmax);
+        print_prediction(i, y + i * outs, outs, head);
     free(x);
     free(y);
     kiln_net_free(net);

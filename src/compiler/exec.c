@@ -128,15 +128,13 @@ kiln_tensor *pipeline_output(pipeline *p)
 kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
                           const kiln_tensor *target, kiln_tensor *loss)
 {
-    int at = (int)p->count - 1;
-    if (kind == LOSS_CROSS_ENTROPY && pipeline_softmax_head(p))
-        at = p->steps[at].inputs[0];
+    int at = pipeline_loss_step(p, kind);
     p->loss_step = at;
     const kiln_tensor *logits = at < 0 ? p->input : p->steps[at].out;
     kiln_ctx_set_label(p->ctx, "loss %s", loss_name(kind));
     if (p->ctx->trace.fn)
         kiln_writef(&p->ctx->trace, "  loss     %s%s\n", loss_name(kind),
-                at != (int)p->count - 1 ? " (on the logits before the softmax)" : "");
+                at != (int)p->count - 1 ? " (on the logits before the prediction head)" : "");
     kiln_status st = op_loss(p->ctx, kind, label_smoothing, logits, target, loss,
                              at < 0 ? NULL : p->steps[at].grad);
     if (st == KILN_OK && p->options.poison)

@@ -105,6 +105,28 @@ static inline int pipeline_softmax_head(const pipeline *p)
     return last->op == OP_SOFTMAX && ndim == 2 && dim == 1;
 }
 
+/* Whether the model ends in a sigmoid (not fused into the layer before
+ * it), its prediction head for bce: the loss then takes the logits before
+ * it, as BCEWithLogitsLoss does, which is Sigmoid + BCELoss made stable. */
+static inline int pipeline_sigmoid_head(const pipeline *p)
+{
+    const pipe_step *last = &p->steps[p->count - 1];
+    return last->op == OP_ACTIVATION && last->attrs.act == KILN_ACT_SIGMOID &&
+           last->fused_node < 0 && last->inputs[0] >= 0;
+}
+
+/* The step whose output a loss of this kind reads: the logits before a
+ * softmax head for cross_entropy, before a sigmoid head for bce, else the
+ * last step. -1 is the pipeline's input. */
+static inline int pipeline_loss_step(const pipeline *p, loss_kind kind)
+{
+    int last = (int)p->count - 1;
+    if ((kind == LOSS_CROSS_ENTROPY && pipeline_softmax_head(p)) ||
+        (kind == LOSS_BCE && pipeline_sigmoid_head(p)))
+        return p->steps[last].inputs[0];
+    return last;
+}
+
 /* "3 linear+relu": the step's first layer index and the kinds it merges. */
 const char *pipeline_step_name(const pipeline *p, const pipe_step *s);
 

@@ -95,8 +95,8 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
     for (int s = 0; s < n; s++)
         first_writer[s] = last_reader_bwd[s] = 2 * n - s;
     first_writer[n - 1] = n;
-    if (pipeline_softmax_head(p) && p->steps[n - 1].inputs[0] >= 0)
-        first_writer[p->steps[n - 1].inputs[0]] = n; /* cross-entropy on the logits */
+    if ((pipeline_softmax_head(p) || pipeline_sigmoid_head(p)) && p->steps[n - 1].inputs[0] >= 0)
+        first_writer[p->steps[n - 1].inputs[0]] = n; /* a loss on the logits */
     for (int r = 0; r < n; r++)
         for (int k = 0; k < p->steps[r].n_inputs; k++) {
             int s = p->steps[r].inputs[k];

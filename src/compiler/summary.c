@@ -53,6 +53,17 @@ kiln_status kiln_model_summary(kiln_model *m, kiln_write_fn fn, void *user)
             grouped(kiln_model_param_count(m), count, sizeof count));
     kiln_writef(out, "buffer values: %s (batchnorm running statistics and batch counts)\n",
             grouped(kiln_model_buffer_count(m), count, sizeof count));
+    const char *loss = kiln_model_train_setting(m, "loss");
+    const graph_node *last = m->count ? &m->nodes[m->count - 1] : NULL;
+    loss = loss ? loss : "cross_entropy";
+    if (last && strcmp(last->kind->name, "softmax") == 0 && last->out.ndim == 1 &&
+        strcmp(loss, "cross_entropy") == 0)
+        kiln_writef(out, "prediction head: layer %zu softmax; cross_entropy trains on the "
+                         "logits before it, predictions are probabilities\n", m->count - 1);
+    else if (last && strcmp(last->kind->name, "sigmoid") == 0 && strcmp(loss, "bce") == 0)
+        kiln_writef(out, "prediction head: layer %zu sigmoid; bce trains on the logits before "
+                         "it (as BCEWithLogitsLoss), predictions are probabilities\n",
+                    m->count - 1);
     return KILN_OK;
 }
 

@@ -74,11 +74,10 @@ kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out)
     return KILN_OK;
 }
 
-kiln_tensor *net_logits(const pipeline *p)
+kiln_tensor *net_logits(const kiln_net *net, const pipeline *p)
 {
-    const pipe_step *last = &p->steps[p->count - 1];
-    return pipeline_softmax_head(p) && last->inputs[0] >= 0 ? p->steps[last->inputs[0]].out
-                                                            : last->out;
+    int at = pipeline_loss_step(p, net->c.loss);
+    return at >= 0 ? p->steps[at].out : p->input;
 }
 
 void net_normalize(const kiln_net *net, const float *x, size_t n, float *dst)
@@ -96,6 +95,14 @@ void net_normalize(const kiln_net *net, const float *x, size_t n, float *dst)
 kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what)
 {
     size_t outputs = kiln_net_output_size(net);
+    if (net->c.loss == LOSS_BCE) {
+        for (size_t i = 0; i < n * outputs; i++)
+            if (!(y[i] >= 0 && y[i] <= 1))
+                return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: target %zu of sample %zu is "
+                                                            "%g; bce needs targets from 0 to 1",
+                                 what, i % outputs, i / outputs, (double)y[i]);
+        return KILN_OK;
+    }
     if (net->c.loss != LOSS_CROSS_ENTROPY) {
         for (size_t i = 0; i < n * outputs; i++)
             if (!isfinite(y[i]))
@@ -118,12 +125,15 @@ void net_score(const kiln_net *net, const float *z, const float *y, size_t n, do
     size_t classes = kiln_net_output_size(net);
     for (size_t i = 0; i < n; i++, z += classes) {
         if (net->c.loss != LOSS_CROSS_ENTROPY) {
+            int all_right = 1; /* bce: every label's decision (logit >= 0) is right */
             for (size_t j = 0; j < classes; j++) {
                 double v = z[j], t = y[i * classes + j];
                 *loss += net->c.loss == LOSS_MSE ? (v - t) * (v - t) / (double)classes
                                                  : (fmax(v, 0) - v * t + log1p(exp(-fabs(v)))) /
                                                        (double)classes;
+                all_right &= (v >= 0) == (t >= 0.5);
             }
+            *correct += net->c.loss == LOSS_BCE && all_right;
             continue;
         }
         double label_f = y[i];
@@ -300,7 +310,7 @@ static kiln_status forward_chunk(kiln_net *net, const float *x, size_t n, int tr
         net->main.p->counter = q->p->counter;
     }
     if (st == KILN_OK) {
-        const kiln_tensor *t = logits ? net_logits(q->p) : pipeline_output(q->p);
+        const kiln_tensor *t = logits ? net_logits(net, q->p) : pipeline_output(q->p);
         st = kiln_tensor_read(t, y, kiln_tensor_numel(t), 1);
     }
     if (used)
@@ -396,7 +406,7 @@ kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, siz
     if (loss)
         *loss = st == KILN_OK ? total / (double)n : NAN;
     if (accuracy)
-        *accuracy = st == KILN_OK && net->c.loss == LOSS_CROSS_ENTROPY
+        *accuracy = st == KILN_OK && net->c.loss != LOSS_MSE
                         ? (double)correct / (double)n
                         : NAN;
     return st;
@@ -741,5 +751,7 @@ kiln_head kiln_net_head(const kiln_net *net)
 {
     if (!net || net->magic != NET_MAGIC)
         return KILN_HEAD_NONE;
-    return pipeline_softmax_head(net->main.p) ? KILN_HEAD_SOFTMAX : KILN_HEAD_NONE;
+    if (pipeline_softmax_head(net->main.p))
+        return KILN_HEAD_SOFTMAX;
+    return pipeline_sigmoid_head(net->main.p) ? KILN_HEAD_SIGMOID : KILN_HEAD_NONE;
 }

@@ -52,12 +52,16 @@ void net_normalize(const kiln_net *net, const float *x, size_t n, float *dst);
 kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what);
 
 /* Loss sum (and correct predictions) of n rows of logits z against
- * targets y on the host, in double; confusion may be NULL. */
+ * targets y on the host, in double; confusion may be NULL. A bce sample
+ * is correct when every label's decision (logit >= 0, probability >= 0.5)
+ * matches its target: binary accuracy for one output, exact-match
+ * accuracy for several. */
 void net_score(const kiln_net *net, const float *z, const float *y, size_t n, double *loss,
                size_t *correct, size_t *confusion);
 
-/* The tensor a loss reads: the logits before a softmax head, else the output. */
-kiln_tensor *net_logits(const pipeline *p);
+/* The tensor the loss reads: the logits before a prediction head (softmax
+ * for cross_entropy, sigmoid for bce), else the output. */
+kiln_tensor *net_logits(const kiln_net *net, const pipeline *p);
 
 /* Rebuilds the optimizer for the current settings (state reset). */
 kiln_status net_reset_optimizer(kiln_net *net);

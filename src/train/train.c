@@ -167,7 +167,7 @@ static kiln_status stage_batch(run *r, net_pipe *q, const dataset *d, const size
  * next blocking read). */
 static kiln_status read_logits(run *r, const net_pipe *q, int async)
 {
-    const kiln_tensor *z = net_logits(q->p);
+    const kiln_tensor *z = net_logits(r->net, q->p);
     return kiln_tensor_read(z, r->out, kiln_tensor_numel(z), !async);
 }
 
@@ -198,7 +198,7 @@ static kiln_status evaluate(run *r, const dataset *d, double *loss, double *accu
             net_score(r->net, r->out, r->y[0], n, &total, &correct, confusion);
     }
     *loss = d->count ? total / (double)d->count : NAN;
-    *accuracy = d->count && r->c.loss == LOSS_CROSS_ENTROPY ? (double)correct / (double)d->count
+    *accuracy = d->count && r->c.loss != LOSS_MSE ? (double)correct / (double)d->count
                                                             : NAN;
     return st;
 }
@@ -350,7 +350,7 @@ static void report_step(run *r, int epoch, size_t i, size_t batches, double loss
         return;
     kiln_progress p = {.epoch = epoch, .epochs = r->c.epochs, .batch = i + 1,
                        .batches = batches, .step = optim_steps(r->opt), .loss = loss,
-                       .accuracy = r->c.loss == LOSS_CROSS_ENTROPY ? (double)correct / (double)n
+                       .accuracy = r->c.loss != LOSS_MSE ? (double)correct / (double)n
                                                                    : NAN,
                        .val_loss = NAN, .val_accuracy = NAN, .lr = lr};
     if (r->o->on_step(r->o->user, &p))
@@ -433,7 +433,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
         say(r, "\r%*s\r", 100, "");
     *next = i;
     *loss = samples ? total / (double)samples : NAN;
-    *acc = samples && r->c.loss == LOSS_CROSS_ENTROPY ? (double)correct / (double)samples : NAN;
+    *acc = samples && r->c.loss != LOSS_MSE ? (double)correct / (double)samples : NAN;
     *seconds = kiln_seconds() - started;
     return st;
 }
@@ -618,7 +618,7 @@ static kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_re
 static void report_epoch(run *r, int e, float lr, double loss, double acc, double val_loss,
                          double val_acc, double secs, int best)
 {
-    if (r->c.loss == LOSS_CROSS_ENTROPY)
+    if (r->c.loss != LOSS_MSE)
         say(r, "epoch %d/%d  lr %.3g  train loss %.4f acc %.2f%%  val loss %.4f acc "
                "%.2f%%  %.1f s, %.0f samples/s\n",
             e, r->c.epochs, (double)lr, loss, 100 * acc, val_loss, 100 * val_acc, secs,
