@@ -1,4 +1,5 @@
 /* The kiln command: one table of subcommands, each a function. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,19 @@ static int cmd_version(int argc, char **argv)
     return 0;
 }
 
+/* Every byte written must have reached its file: a full disk or a closed
+ * pipe is an error (exit 1), not a silently truncated result. */
+static int finish_output(const char *cmd, int rc)
+{
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "kiln %s: writing the output failed (%s)\n", cmd,
+                errno ? strerror(errno) : "write error");
+        return rc ? rc : 1;
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
@@ -71,7 +85,8 @@ int main(int argc, char **argv)
                     kiln_version());
             return 2;
         }
-        return commands[i].run(argc - 1, argv + 1);
+        int rc = commands[i].run(argc - 1, argv + 1);
+        return finish_output(commands[i].name, rc);
     }
     fprintf(stderr, "kiln: unknown command \"%s\"; run \"kiln help\" for the list\n", argv[1]);
     return 2;

@@ -35,6 +35,19 @@ static int number_arg(const char *flag, const char *v, double lo, double hi, dou
     return 1;
 }
 
+/* number_arg for counts: a whole number (--epochs 1.9 is refused). */
+static int whole_arg(const char *flag, const char *v, double lo, double hi, double *out)
+{
+    if (!number_arg(flag, v, lo, hi, out))
+        return 0;
+    if (*out != floor(*out)) {
+        fprintf(stderr, "kiln: %s %s: expected a whole number from %g to %g\n", flag, v, lo,
+                hi);
+        return 0;
+    }
+    return 1;
+}
+
 /* 0, or the exit code. positional: how many file arguments to expect. */
 static int parse(int argc, char **argv, int positional, const char *usage, cli_options *c)
 {
@@ -61,12 +74,12 @@ static int parse(int argc, char **argv, int positional, const char *usage, cli_o
         case 'A': c->o.detect_anomaly = 1; break;
         case 'P': c->o.profile = optarg; break;
         case 'e':
-            if (!number_arg("--epochs", optarg, 1, 100000, &v))
+            if (!whole_arg("--epochs", optarg, 1, 100000, &v))
                 return 2;
             c->o.epochs = (int)v;
             break;
         case 'b':
-            if (!number_arg("--batch", optarg, 1, 65536, &v))
+            if (!whole_arg("--batch", optarg, 1, 65536, &v))
                 return 2;
             c->o.batch = (int)v;
             break;
@@ -76,7 +89,7 @@ static int parse(int argc, char **argv, int positional, const char *usage, cli_o
             c->o.lr = v;
             break;
         case 'n':
-            if (!number_arg("--limit", optarg, 1, 1e9, &v))
+            if (!whole_arg("--limit", optarg, 1, 1e9, &v))
                 return 2;
             c->o.limit = (size_t)v;
             break;
@@ -121,11 +134,20 @@ static void catch_stops(int on)
     sigaction(SIGHUP, &sa, NULL);
 }
 
+/* Training output to stdout; once stdout is gone (a closed pipe, as with
+ * `kiln train | head -1`), training goes on quietly and saves as usual. */
+static int console_lost;
+
 static void write_stdout(void *user, const char *text)
 {
     (void)user;
-    fputs(text, stdout);
-    fflush(stdout);
+    if (console_lost)
+        return;
+    if (fputs(text, stdout) < 0 || fflush(stdout) != 0) {
+        console_lost = 1;
+        fprintf(stderr, "kiln train: standard output is closed; training goes on without "
+                        "console output\n");
+    }
 }
 
 /* Opens the device and the model; prints which device. */
@@ -156,6 +178,7 @@ int cli_train(int argc, char **argv)
     c.o.log = write_stdout;
     c.o.progress = isatty(STDOUT_FILENO);
     c.o.stop = &stop_requested;
+    signal(SIGPIPE, SIG_IGN); /* a closed stdout is an error to report, not a death */
     catch_stops(1);
     kiln_train_report r;
     kiln_status st = kiln_train(ctx, m, &c.o, &r);
@@ -163,10 +186,14 @@ int cli_train(int argc, char **argv)
     if (st != KILN_OK) {
         rc = cli_fail("train");
     } else {
-        printf("best epoch %d of %d (validation loss %.4f)%s; %.1f s in all, %.0f samples/s "
-               "in training\n",
-               r.best_epoch, r.epochs_run, r.best_val_loss,
-               r.stopped_early ? ", stopped early" : "", r.seconds, r.samples_per_second);
+        if (r.epochs_run == 0)
+            printf("stopped before the first epoch ended; no best or final weights were "
+                   "written\n");
+        else
+            printf("best epoch %d of %d (validation loss %.4f)%s; %.1f s in all, %.0f "
+                   "samples/s in training\n",
+                   r.best_epoch, r.epochs_run, r.best_val_loss,
+                   r.stopped_early ? ", stopped early" : "", r.seconds, r.samples_per_second);
         if (!isnan(r.test_accuracy))
             printf("test accuracy %.2f%% (loss %.4f) with the best weights\n",
                    100 * r.test_accuracy, r.test_loss);
@@ -310,7 +337,7 @@ int cli_predict(int argc, char **argv)
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "c:L:d:h", options, NULL)) != -1) {
-        if (opt == 'c' && number_arg("--count", optarg, 1, 1e12, &count))
+        if (opt == 'c' && whole_arg("--count", optarg, 1, 1e12, &count))
             continue;
         if (opt == 'L')
             c.o.label = optarg;

@@ -2,6 +2,7 @@
  * data.h). Every malformed input is an error naming the file and what was
  * wrong with it. */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -380,12 +381,26 @@ static kiln_status label_column(const char *path, const char *label, char **name
                      header ? "" : " (the file has no header row; give the column's index)");
 }
 
+/* CSV files kiln reads: regular files (a device such as /dev/zero or a
+ * pipe never ends) of at most this many bytes. */
+#define CSV_MAX_BYTES (8ull << 30)
+
 kiln_status data_load_csv(const char *path, const char *label, int header, dataset *out)
 {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "r");
     if (!f)
         return kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    struct stat info;
+    int regular = fstat(fileno(f), &info) == 0 && S_ISREG(info.st_mode);
+    if (!regular || (unsigned long long)info.st_size > CSV_MAX_BYTES) {
+        fclose(f);
+        if (!regular)
+            return kiln_fail(KILN_ERR_IO, "%s: not a regular file (kiln reads a CSV file to its "
+                                          "end; copy a stream to a file first)", path);
+        return kiln_fail(KILN_ERR_IO, "%s: %llu bytes; kiln reads CSV files of at most 8 GiB",
+                         path, (unsigned long long)info.st_size);
+    }
     char **cells = malloc(CSV_MAX_COLUMNS * sizeof *cells);
     char *line = NULL;
     size_t line_cap = 0, columns = 0, label_at = 0, rows = 0, xcap = 0, ycap = 0;
@@ -400,6 +415,8 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
             st = kiln_fail(KILN_ERR_IO, "%s:%ld: binary data (a zero byte)", path, lineno);
             break;
         }
+        if (lineno == 1 && strncmp(line, "\xEF\xBB\xBF", 3) == 0) /* a UTF-8 byte order mark */
+            memmove(line, line + 3, (size_t)len - 2);
         if (line[strspn(line, " \t\r\n")] == '\0')
             continue;
         size_t n = split_row(line, cells, CSV_MAX_COLUMNS);
@@ -429,6 +446,10 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
             if (!*cells[c] || *end || errno == ERANGE || !isfinite(v))
                 st = kiln_fail(KILN_ERR_IO, "%s:%ld: column %zu is \"%s\"; expected a finite "
                                             "number", path, lineno, c + 1, cells[c]);
+            else if (fabs(v) > FLT_MAX)
+                st = kiln_fail(KILN_ERR_IO, "%s:%ld: column %zu is %s, beyond the range of "
+                                            "float32 (about 3.4e38); rescale the column",
+                               path, lineno, c + 1, cells[c]);
             else if (c == label_at) {
                 y[rows] = (float)v;
                 integral &= v >= 0 && v == floor(v) && v < 65536;

@@ -2,7 +2,10 @@
  * optimizer step, all enqueued before the loss is read), validation,
  * schedules, early stopping with the best weights kept, checkpoints and a
  * per-epoch log; then the test split with the best weights. */
+#include <dirent.h>
 #include <errno.h>
+#include <sys/file.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -31,10 +34,12 @@ typedef struct {
     size_t batches_run;      /* in this call, for stop_after */
     size_t steps_run;        /* in this call, for profile */
     int stop;                /* a callback or stop_after asked to stop */
+    int evaluating;          /* kiln_evaluate: no training split, the network's normalization */
     double mean, std;        /* the normalization of the features */
     float *best_params;      /* the best weights: flat parameters and buffers */
     float **best_buffers;
     FILE *csv;
+    int lock;                /* the output directory's lock file, held for the run (or -1) */
 } run;
 
 /* Whether training should stop after the current batch. */
@@ -104,10 +109,35 @@ static kiln_status check_fit(const run *r, const dataset *d, int labelled)
     return net_check_targets(r->net, d->y, d->count, d->name);
 }
 
+/* What kiln_evaluate scores: the test split of a dataset directory, or the
+ * whole CSV file (or the in-memory test data, else train data), normalized
+ * as the network's checkpoint says, never by the data's own statistics. */
+static kiln_status prepare_eval_data(run *r)
+{
+    const kiln_train_options *o = r->o;
+    const kiln_data *given = o->test_data ? o->test_data : o->train_data;
+    size_t n = o->data ? strlen(o->data) : 0;
+    int csv = n > 4 && strcmp(o->data + n - 4, ".csv") == 0;
+    kiln_status st = given ? copy_data(given, &r->test) : load(o, csv ? "train" : "test", &r->test);
+    if (st == KILN_OK && o->limit && r->test.count > o->limit)
+        r->test.count = o->limit;
+    if (st == KILN_OK && r->test.count == 0)
+        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: no samples to evaluate", r->test.name);
+    if (st == KILN_OK)
+        st = check_fit(r, &r->test, 1);
+    if (st == KILN_OK)
+        data_normalize(&r->test, r->net->mean[0], r->net->std[0]);
+    r->train.features = r->test.features; /* staging is sized from it */
+    r->train.count = r->test.count;
+    return st;
+}
+
 static kiln_status prepare_data(run *r)
 {
     const kiln_train_options *o = r->o;
     int memory = o->train_data != NULL;
+    if (r->evaluating)
+        return prepare_eval_data(r);
     kiln_status st = memory ? copy_data(o->train_data, &r->train) : load(o, "train", &r->train);
     if (st == KILN_OK && memory && o->val_data)
         st = copy_data(o->val_data, &r->val);
@@ -438,6 +468,53 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
     return st;
 }
 
+/* Files a killed run left half-written (kiln writes NAME.tmp.XXXXXX and
+ * renames it): removed once the directory is ours. */
+static void remove_stale_temporaries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        const char *tmp = strstr(e->d_name, ".tmp.");
+        if (!tmp || strlen(tmp) != 11 ||
+            (strncmp(e->d_name, "log.csv", 7) != 0 && !strstr(e->d_name, ".safetensors.tmp.")))
+            continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* One run at a time writes into an output directory: an exclusive flock
+ * on DIR/.lock, held until the run ends (and released by the kernel if it
+ * dies), holding the owner's pid for the message. */
+static kiln_status lock_out_dir(run *r)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/.lock", r->o->out_dir);
+    r->lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (r->lock < 0)
+        return kiln_fail(KILN_ERR_IO, "%s: cannot create (%s)", path, strerror(errno));
+    if (flock(r->lock, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(r->lock, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        close(r->lock);
+        r->lock = -1;
+        return kiln_fail(KILN_ERR_IO, "%s is in use by another training run (process %s); "
+                                      "give this one another --out", r->o->out_dir,
+                         pid[0] ? pid : "unknown");
+    }
+    remove_stale_temporaries(r->o->out_dir);
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(r->lock, 0) != 0 || pwrite(r->lock, pid, (size_t)n, 0) != n)
+        return kiln_fail(KILN_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
+    return KILN_OK;
+}
+
 static kiln_status open_log(run *r)
 {
     if (!r->o->out_dir)
@@ -445,6 +522,9 @@ static kiln_status open_log(run *r)
     if (kiln_make_dirs(r->o->out_dir) != 0)
         return kiln_fail(KILN_ERR_IO, "%s: cannot create the output directory (%s)",
                          r->o->out_dir, strerror(errno));
+    kiln_status st = lock_out_dir(r);
+    if (st != KILN_OK)
+        return st;
     char path[4096];
     snprintf(path, sizeof path, "%s/log.csv", r->o->out_dir);
     int append = r->o->resume && access(path, F_OK) == 0;
@@ -452,6 +532,26 @@ static kiln_status open_log(run *r)
         return kiln_fail(KILN_ERR_IO, "%s: cannot write", path);
     if (!append)
         fprintf(r->csv, "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n");
+    return KILN_OK;
+}
+
+/* A file that will be written later in the run can be: its directory
+ * exists and is writable (checked before training, not after it). */
+static kiln_status check_writable(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    struct stat info;
+    if (stat(path, &info) == 0 && S_ISDIR(info.st_mode))
+        return kiln_fail(KILN_ERR_IO, "%s: is a directory; give a file name", path);
+    if (access(dir, W_OK) != 0)
+        return kiln_fail(KILN_ERR_IO, "%s: cannot be written (%s: %s)", path, dir,
+                         strerror(errno));
     return KILN_OK;
 }
 
@@ -484,6 +584,8 @@ static kiln_status setup(run *r)
     r->p = r->net->main.p;
     r->opt = r->net->opt;
     kiln_status st = configure(r);
+    if (st == KILN_OK && r->o->profile)
+        st = check_writable(r->o->profile);
     if (st == KILN_OK)
         st = kiln_net_set_detect_anomaly(r->net, r->o->detect_anomaly);
     if (st == KILN_OK)
@@ -524,6 +626,8 @@ static void teardown(run *r)
     free(r->order);
     if (r->csv)
         fclose(r->csv);
+    if (r->lock >= 0)
+        close(r->lock);
 }
 
 /* Where training stands: what a resumed run needs to go on exactly. */
@@ -576,6 +680,39 @@ static kiln_status save_state(run *r, const train_state *t, const kiln_train_rep
     return st;
 }
 
+/* A run that died after logging an epoch but before saving its state
+ * repeats that epoch when resumed: log.csv keeps only the epochs the
+ * state holds, so no epoch appears twice. */
+static kiln_status trim_log(run *r, int epoch)
+{
+    if (!r->csv)
+        return KILN_OK;
+    char path[4096], tmp[4200], *line = NULL;
+    size_t cap = 0;
+    snprintf(path, sizeof path, "%s/log.csv", r->o->out_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
+    fclose(r->csv);
+    r->csv = NULL;
+    int fd = mkstemp(tmp);
+    FILE *in = fopen(path, "r"), *out = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (fd >= 0 && !out)
+        close(fd);
+    int ok = in && out;
+    for (long n = 0; ok && getline(&line, &cap, in) != -1; n++)
+        if (n == 0 || atol(line) <= epoch)
+            ok = fputs(line, out) >= 0;
+    free(line);
+    if (in)
+        fclose(in);
+    ok = out && fclose(out) == 0 && ok && rename(tmp, path) == 0;
+    if (!ok) {
+        unlink(tmp);
+        return kiln_fail(KILN_ERR_IO, "%s: cannot rewrite (%s)", path, strerror(errno));
+    }
+    return (r->csv = fopen(path, "a")) ? KILN_OK
+                                       : kiln_fail(KILN_ERR_IO, "%s: cannot write", path);
+}
+
 /* Loads a run saved by save_state from directory dir. */
 static kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_report *rep)
 {
@@ -611,6 +748,9 @@ static kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_re
     rep->epochs_run = t->epoch;
     if (t->epoch < 0 || isnan(t->lr) || isnan(t->sched.lr))
         return kiln_fail(KILN_ERR_IO, "%s: not a kiln training state", path);
+    kiln_status trimmed = trim_log(r, t->epoch);
+    if (trimmed != KILN_OK)
+        return trimmed;
     say(r, "resuming after epoch %d%s\n", t->epoch, t->batch ? " (mid-epoch)" : "");
     return KILN_OK;
 }
@@ -665,6 +805,11 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
         t->val_loss = val_loss;
         es_verdict v = early_stop_update(&t->es, val_loss);
         report_epoch(r, e + 1, t->lr, loss, acc, val_loss, val_acc, secs, v == ES_IMPROVED);
+        if (r->csv && ferror(r->csv)) {
+            st = kiln_fail(KILN_ERR_IO, "%s/log.csv: cannot write (%s)", r->o->out_dir,
+                           strerror(errno));
+            break;
+        }
         if (v == ES_IMPROVED) {
             rep->best_epoch = e + 1;
             rep->best_val_loss = val_loss;
@@ -715,7 +860,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (st != KILN_OK)
         return st;
     memset(rep, 0, sizeof *rep);
-    run r = {.net = net, .o = &o};
+    run r = {.net = net, .o = &o, .lock = -1};
     double started = kiln_seconds();
     st = setup(&r);
     if (st == KILN_OK)
@@ -742,7 +887,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     }
     if (st == KILN_OK && rep->best_epoch > 0)
         st = snapshot(&r, 1); /* the best weights are the final ones */
-    if (st == KILN_OK)
+    if (st == KILN_OK && rep->best_epoch > 0) /* never untrained weights over a run's */
         st = save(&r, "final.safetensors", rep->best_epoch, rep->best_val_loss);
     rep->test_loss = rep->test_accuracy = NAN;
     if (st == KILN_OK && r.test.count)
@@ -802,12 +947,12 @@ kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
     st = run_batch(m, &o, &batch);
     if (st == KILN_OK)
         st = kiln_net_create(ctx, m, batch, &net);
-    run r = {.net = net, .o = &o};
+    run r = {.net = net, .o = &o, .evaluating = 1, .lock = -1};
+    if (st == KILN_OK) /* first: the checkpoint holds the normalization of the inputs */
+        st = kiln_net_load(net, checkpoint);
     if (st == KILN_OK)
         st = setup(&r);
-    if (st == KILN_OK)
-        st = kiln_net_load(net, checkpoint);
-    const dataset *d = r.test.count ? &r.test : &r.val;
+    const dataset *d = &r.test;
     size_t classes = net ? kiln_net_output_size(net) : 0;
     if (st == KILN_OK && r.c.loss == LOSS_CROSS_ENTROPY &&
         !(rep->confusion = calloc(classes * classes, sizeof *rep->confusion)))

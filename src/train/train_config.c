@@ -147,7 +147,7 @@ static const key_def keys[] = {
     {"normalize", key_normalize, 0, 0, 0, 0, NULL},
     {"betas", key_betas, 0, 0, 0, 0, NULL},
     {"milestones", key_milestones, 0, 0, 0, 0, NULL},
-    FIELD("lr", F_FLOAT, optim.lr, 1e-12, 100, "a learning rate above 0"),
+    FIELD("lr", F_FLOAT, optim.lr, 1e-12, 100, "a learning rate above 0, at most 100"),
     FIELD("momentum", F_FLOAT, optim.momentum, 0, 1, "a number from 0 to 1"),
     FIELD("dampening", F_FLOAT, optim.dampening, 0, 1, "a number from 0 to 1"),
     FIELD("nesterov", F_BOOL, optim.nesterov, 0, 1, "true or false"),
