@@ -140,6 +140,25 @@ with tempfile.TemporaryDirectory() as tmp:
     check("/dev/zero as a CSV is refused at once", r.returncode == 1 and
           "not a regular file" in r.stderr, r.stderr)
 
+    # 8. a batch too large for the device names the sizes and a batch that fits
+    r = run("train", os.path.join(SOURCE, "examples", "fashion_cnn.ini"), "--batch", "60000",
+            "--limit", "100", "--out", os.path.join(tmp, "r8"))
+    check("a batch larger than the device can hold suggests one that fits",
+          r.returncode == 1 and "try --batch" in r.stderr, r.stderr)
+
+    # 9b. a FIFO where a kernel cache file belongs does not hang
+    cache = os.path.join(tmp, "cache")
+    env = dict(os.environ, KILN_CACHE_DIR=cache)
+    run("check", "--size", "33", env=env)
+    for name in os.listdir(cache):
+        path = os.path.join(cache, name)
+        if os.path.isfile(path) and name.endswith(".bin"):
+            os.unlink(path)
+            os.mkfifo(path)
+    r = run("check", "--size", "33", env=env, timeout=300)
+    check("FIFOs in the kernel cache are skipped, not waited on", r.returncode == 0,
+          r.stdout + r.stderr)
+
     # 10. smaller ones
     r = run("train", PERCEPTRON, "--data", good, "--epochs", "1.9")
     check("--epochs 1.9 is refused", r.returncode == 2 and "whole number" in r.stderr, r.stderr)

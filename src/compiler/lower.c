@@ -132,6 +132,19 @@ static kiln_status check_alignment(const pipeline *p)
 /* Places the planned blocks as views into one arena buffer. */
 static kiln_status alloc_arena(pipeline *p)
 {
+    const kiln_device_info *d = &p->ctx->info;
+    if (p->arena_bytes > d->max_alloc_bytes || p->arena_bytes > d->global_mem_bytes / 2) {
+        uint64_t limit = d->max_alloc_bytes < d->global_mem_bytes / 2 ? d->max_alloc_bytes
+                                                                       : d->global_mem_bytes / 2;
+        size_t fits = (size_t)((double)p->batch * (double)limit / (double)p->arena_bytes);
+        return kiln_fail(KILN_ERR_TOO_LARGE, "batch %zu needs %.1f MiB of activations, "
+                                             "gradients and saved tensors in one buffer; %s "
+                                             "allows %.1f MiB per buffer and has %.1f MiB in "
+                                             "all; try --batch %zu or less",
+                         p->batch, (double)p->arena_bytes / 1048576.0, d->name,
+                         (double)d->max_alloc_bytes / 1048576.0,
+                         (double)d->global_mem_bytes / 1048576.0, fits ? fits : 1);
+    }
     cl_int err;
     p->arena = clCreateBuffer(p->ctx->context, CL_MEM_READ_WRITE, p->arena_bytes, NULL, &err);
     if (err != CL_SUCCESS)

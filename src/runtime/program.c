@@ -193,12 +193,19 @@ static int cache_path(const char *key, char *path, size_t size)
 /* Reads the whole file (at most CACHE_MAX_FILE bytes); NULL if unreadable. */
 static unsigned char *read_file(const char *path, size_t *size)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    /* O_NONBLOCK: a FIFO or device put where a cache file belongs must not
+     * block the open; only regular files are read */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        if (fd >= 0)
+            close(fd);
         return NULL;
+    }
     unsigned char *data = NULL;
     struct stat st;
-    if (fstat(fileno(f), &st) == 0 && st.st_size > 0 && st.st_size <= CACHE_MAX_FILE) {
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+        st.st_size <= CACHE_MAX_FILE) {
         *size = (size_t)st.st_size;
         data = malloc(*size);
         if (data && fread(data, 1, *size, f) != *size) {
