@@ -64,6 +64,36 @@ START_TEST(selects_by_index_pair_and_name)
 }
 END_TEST
 
+/* The names users type: "pocl" matches PoCL's platform vendor ("The pocl
+ * project") and ICD suffix, though its platform is "Portable Computing
+ * Language" and its device carries the CPU's vendor; "rusticl" and "mesa"
+ * match Mesa's. Checked against whatever drivers this machine has. */
+START_TEST(selects_by_the_names_users_type)
+{
+    kiln_device_info *list;
+    size_t n;
+    check_ok(kiln_devices(&list, &n));
+    for (size_t i = 0; i < n; i++) {
+        kiln_device_info got;
+        if (strstr(list[i].platform, "Portable Computing Language")) {
+            check_ok(kiln_device_select("pocl", &got));
+            ck_assert_str_eq(got.platform, "Portable Computing Language");
+            check_ok(kiln_device_select("POCL", &got));
+            ck_assert_str_eq(got.platform, "Portable Computing Language");
+        }
+        if (strcmp(list[i].platform, "rusticl") == 0) {
+            check_ok(kiln_device_select("mesa", &got));
+            ck_assert_str_eq(got.platform, "rusticl");
+        }
+        if (list[i].type == KILN_DEVICE_CPU) {
+            check_ok(kiln_device_select("cpu", &got));
+            ck_assert_int_eq(got.type, KILN_DEVICE_CPU);
+        }
+    }
+    kiln_free(list);
+}
+END_TEST
+
 START_TEST(unknown_device_lists_what_exists)
 {
     size_t n;
@@ -162,6 +192,7 @@ int main(void)
     TCase *tc = tcase_create("device");
     tcase_add_test(tc, lists_devices_with_sane_limits);
     tcase_add_test(tc, selects_by_index_pair_and_name);
+    tcase_add_test(tc, selects_by_the_names_users_type);
     tcase_add_test(tc, unknown_device_lists_what_exists);
     tcase_add_test(tc, default_prefers_gpu_then_cpu_and_honours_env);
     tcase_add_test(tc, context_opens_on_the_selected_device);

@@ -251,6 +251,21 @@ static int parse_index(const char *s, unsigned long *a, unsigned long *b)
     return *end == '\0' ? 2 : 0;
 }
 
+/* The platform's vendor ("The pocl project") and ICD suffix ("POCL"),
+ * which selectors match too: PoCL's platform is called "Portable Computing
+ * Language" and its devices carry the CPU's vendor. */
+static int platform_alias_matches(unsigned index, const char *selector)
+{
+    cl_platform_id ids[MAX_PLATFORMS];
+    cl_uint count = 0;
+    if (clGetPlatformIDs(MAX_PLATFORMS, ids, &count) != CL_SUCCESS || index >= count)
+        return 0;
+    char vendor[256], suffix[64];
+    platform_string(ids[index], CL_PLATFORM_VENDOR, vendor, sizeof vendor);
+    platform_string(ids[index], 0x0920 /* CL_PLATFORM_ICD_SUFFIX_KHR */, suffix, sizeof suffix);
+    return contains_nocase(vendor, selector) || (suffix[0] && contains_nocase(suffix, selector));
+}
+
 static int matches(const kiln_device_info *d, const char *selector)
 {
     unsigned long a = 0, b = 0;
@@ -262,7 +277,8 @@ static int matches(const kiln_device_info *d, const char *selector)
     default:
         return contains_nocase(d->platform, selector) || contains_nocase(d->name, selector) ||
                contains_nocase(d->vendor, selector) ||
-               contains_nocase(kiln_device_type_str(d->type), selector);
+               contains_nocase(kiln_device_type_str(d->type), selector) ||
+               platform_alias_matches(d->platform_index, selector);
     }
 }
 
