@@ -1,12 +1,17 @@
 /* kiln's GEMM for CPU-class devices: row-major C = alpha op(A) op(B) + beta C.
  *
- * One work-item per work-group computes an MR x NR tile of C in sixteen
- * float16 accumulators (registers on a CPU with 512-bit vectors), reading
- * a column of 8 values of op(A) and a row of 32 of op(B) per step of k.
+ * One work-item per work-group computes an MR x NR tile of C, NR = 2 V, in
+ * 2 MR accumulators of type floatV (two vectors per row), reading a column
+ * of MR values of op(A) and a row of NR of op(B) per step of k. The tile
+ * is a build option (-DMR=1..8 -DV=4|8|16), chosen per context by gemm.c
+ * so that the accumulators, the two vectors of B and a broadcast of A fit
+ * the registers: 8 x 32 (sixteen float16) for 32 zmm registers of
+ * AVX-512, 6 x 16 (twelve float8) for 16 ymm registers of AVX2, 4 x 8 for
+ * 128-bit vectors.
  * op(B) is always packed into panels of NR columns, so that every step
- * reads 128 contiguous bytes whatever the transpose and the leading
+ * reads NR contiguous floats whatever the transpose and the leading
  * dimension (a power-of-two stride would otherwise alias in the caches).
- * op(A) is read in place when it is not transposed (8 rows streamed side
+ * op(A) is read in place when it is not transposed (MR rows streamed side
  * by side) and packed into panels of MR rows when it is (A_PACKED).
  * Panels are padded by repeating the last row or column: padded results
  * are computed and never stored.
@@ -15,9 +20,33 @@
  *                                        : src[kk * ld + p*w + j]
  *   gemm_tile:   tile (p, q) of C, rows p*MR.., columns q*NR..
  */
+#ifndef MR
 #define MR 8
-#define NR 32
+#endif
+#ifndef V
+#define V 16
+#endif
+#if MR < 1 || MR > 8 || (V != 4 && V != 8 && V != 16)
+#error "gemm.cl: MR must be 1..8 and V 4, 8 or 16"
+#endif
+#define NR (2 * V)
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define floatV CAT(float, V)
+#define vloadV CAT(vload, V)
+#define vstoreV CAT(vstore, V)
 #define PACK_K 64 /* k values per packing work-item */
+
+/* ROWS(X): X(0) X(1) ... X(MR - 1) */
+#define ROWS1(X) X(0)
+#define ROWS2(X) ROWS1(X) X(1)
+#define ROWS3(X) ROWS2(X) X(2)
+#define ROWS4(X) ROWS3(X) X(3)
+#define ROWS5(X) ROWS4(X) X(4)
+#define ROWS6(X) ROWS5(X) X(5)
+#define ROWS7(X) ROWS6(X) X(6)
+#define ROWS8(X) ROWS7(X) X(7)
+#define ROWS(X) CAT(ROWS, MR)(X)
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 pack_panels(__global float *dst, __global const float *src, const ulong off, const ulong ld,
@@ -52,10 +81,10 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
 #define A_STEP 1
 #endif
 
-#define ACC(r) float16 c##r##0 = 0.0f, c##r##1 = 0.0f;
+#define ACC(r) floatV c##r##0 = 0.0f, c##r##1 = 0.0f;
 #define FMA(r)                                  \
     {                                           \
-        float16 s = *a##r;                      \
+        floatV s = *a##r;                       \
         a##r += A_STEP;                         \
         c##r##0 = fma(s, b0, c##r##0);          \
         c##r##1 = fma(s, b1, c##r##1);          \
@@ -64,24 +93,24 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
     if (row0 + r < m) \
         store_row(c + c_off + (row0 + r) * ldc + col0, c##r##0, c##r##1, width, alpha, beta);
 
-/* Writes the first `width` of 32 results; beta == 0 never reads C. */
-static void store_row(__global float *o, float16 x0, float16 x1, size_t width, float alpha,
+/* Writes the first `width` of NR results; beta == 0 never reads C. */
+static void store_row(__global float *o, floatV x0, floatV x1, size_t width, float alpha,
                       float beta)
 {
     if (width == NR) {
         x0 *= alpha;
         x1 *= alpha;
         if (beta != 0.0f) {
-            x0 += beta * vload16(0, o);
-            x1 += beta * vload16(1, o);
+            x0 += beta * vloadV(0, o);
+            x1 += beta * vloadV(1, o);
         }
-        vstore16(x0, 0, o);
-        vstore16(x1, 1, o);
+        vstoreV(x0, 0, o);
+        vstoreV(x1, 1, o);
         return;
     }
     float t[NR];
-    vstore16(x0, 0, t);
-    vstore16(x1, 1, t);
+    vstoreV(x0, 0, t);
+    vstoreV(x1, 1, t);
     for (size_t j = 0; j < width; j++)
         o[j] = alpha * t[j] + (beta != 0.0f ? beta * o[j] : 0.0f);
 }
@@ -93,15 +122,15 @@ gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global 
 {
     size_t row0 = get_global_id(0) * MR, col0 = get_global_id(1) * NR;
     size_t width = min((size_t)NR, (size_t)n - col0);
-    A_ROW(0) A_ROW(1) A_ROW(2) A_ROW(3) A_ROW(4) A_ROW(5) A_ROW(6) A_ROW(7)
+    ROWS(A_ROW)
     b += col0 * k;
-    ACC(0) ACC(1) ACC(2) ACC(3) ACC(4) ACC(5) ACC(6) ACC(7)
+    ROWS(ACC)
     for (size_t kk = 0; kk < k; kk++) {
-        float16 b0 = vload16(0, b), b1 = vload16(1, b);
-        FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5) FMA(6) FMA(7)
+        floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
+        ROWS(FMA)
         b += NR;
     }
-    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
+    ROWS(STORE)
 }
 
 /* Panels of NR of the im2col matrix of x (N, C, H, W) for a convolution:

@@ -1,7 +1,9 @@
 /* SGEMM through both engines, CLBlast and kiln's own, against the float64
  * reference: all four transpose combinations at awkward sizes (edges that
- * are not multiples of kiln's 8 x 32 tile, powers of two), with alpha and
- * beta, and on sub-matrices at offsets with padded leading dimensions. */
+ * are not multiples of kiln's tiles, powers of two), with alpha and beta,
+ * and on sub-matrices at offsets with padded leading dimensions; kiln's
+ * GEMM with each of its tiles (8 x 32, 6 x 16, 4 x 8), the convolution's
+ * packing from the image included. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +241,105 @@ START_TEST(tuned_clblast_parameters_give_correct_products)
 }
 END_TEST
 
+/* The tiles of kiln's GEMM forced in turn: a few sizes at edges of each. */
+static const gemm_tile forced[] = {{8, 16}, {6, 8}, {4, 4}};
+
+START_TEST(sgemm_with_each_tile)
+{
+    static const gemm_size few[] = {{1, 1, 1}, {13, 45, 37}, {25, 17, 3}, {6, 16, 9}};
+    kiln_ctx *ctx = test_ctx();
+    gemm_tile t;
+    check_ok(kiln_gemm_tile_set(ctx, forced[_i]));
+    check_ok(kiln_gemm_tile_get(ctx, &t));
+    ck_assert(t.mr == forced[_i].mr && t.v == forced[_i].v);
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
+    for (size_t i = 0; i < sizeof few / sizeof few[0]; i++)
+        for (int tr = 0; tr < 4; tr++)
+            gemm_case(few[i], tr & 1, tr >> 1, tr == 0 ? 1.0f : 1.5f, tr == 0 ? 0.0f : -0.5f);
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
+    check_ok(kiln_gemm_tile_set(ctx, (gemm_tile){0, 0}));
+}
+END_TEST
+
+/* The convolution's operand packed straight from the image into panels as
+ * wide as the tile's NR, both ways (the forward product and the weight
+ * gradient's), against a host im2col. */
+START_TEST(im2col_panels_follow_the_tile)
+{
+    kiln_ctx *ctx = test_ctx();
+    check_ok(kiln_gemm_tile_set(ctx, forced[_i]));
+    enum { N = 2, C = 3, H = 7, W = 6, K = 3, S = 1, P = 1, D = 1, OH = 7, OW = 6, M = 5 };
+    size_t rows = C * K * K, cols = N * OH * OW, nx = N * C * H * W;
+    float *x = test_alloc(nx * sizeof *x), *col = test_alloc(rows * cols * sizeof *col);
+    kiln_rng_fill(test_rng(), x, nx, -1.0f, 1.0f);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t q = 0; q < cols; q++) {
+            size_t c = r / (K * K), kh = r / K % K, kw = r % K;
+            size_t n = q / (OH * OW), oh = q / OW % OH, ow = q % OW;
+            long ih = (long)(oh * S + kh * D) - P, iw = (long)(ow * S + kw * D) - P;
+            col[r * cols + q] = ih >= 0 && ih < H && iw >= 0 && iw < W
+                                    ? x[((n * C + c) * H + (size_t)ih) * W + (size_t)iw]
+                                    : 0.0f;
+        }
+    kiln_tensor *dx = matrix(1, nx, x);
+    gemm_im2col im = {dx->buf, N, C, H, W, K, S, P, D, OH, OW};
+    for (int transposed = 0; transposed < 2; transposed++) {
+        size_t n = transposed ? rows : cols, k = transposed ? cols : rows;
+        float *a = test_alloc(M * k * sizeof *a), *got = test_alloc(M * n * sizeof *got);
+        double *want = test_alloc(M * n * sizeof *want);
+        kiln_rng_fill(test_rng(), a, M * k, -1.0f, 1.0f);
+        kiln_rng_fill(test_rng(), got, M * n, -1.0f, 1.0f); /* beta 0: never read */
+        kiln_tensor *da = matrix(M, k, a), *dc = matrix(M, n, got);
+        check_ok(kiln_cpu_sgemm_im2col(ctx, M, 1.0f, da->buf, k, &im, transposed, 0.0f,
+                                       dc->buf, n));
+        check_ok(kiln_tensor_download(dc, got, M * n));
+        ref_gemm(0, transposed, M, n, k, 1.0, a, col, 0.0, got, want);
+        check_close(got, want, M * n, 1e-6 * (double)(k + 1) + 1e-6, 1e-5,
+                    "im2col tile %dx%d transposed=%d", forced[_i].mr, 2 * forced[_i].v,
+                    transposed);
+        kiln_tensor_free(da);
+        kiln_tensor_free(dc);
+        free(a);
+        free(got);
+        free(want);
+    }
+    check_ok(kiln_gemm_tile_set(ctx, (gemm_tile){0, 0}));
+    kiln_tensor_free(dx);
+    free(x);
+    free(col);
+}
+END_TEST
+
+/* Tiles by name: KILN_GEMM_TILE's syntax, the device's default, the setter. */
+START_TEST(gemm_tiles_parse_and_default)
+{
+    gemm_tile t;
+    check_ok(kiln_gemm_tile_parse("6x16", "test", &t));
+    ck_assert(t.mr == 6 && t.v == 8);
+    check_ok(kiln_gemm_tile_parse("8x32", "test", &t));
+    ck_assert(t.mr == 8 && t.v == 16);
+    check_ok(kiln_gemm_tile_parse("1x8", "test", &t));
+    ck_assert(t.mr == 1 && t.v == 4);
+    static const char *const bad[] = {"9x32", "0x8", "6x12", "6x64", "6x16x", "6", "", "ax16"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_int_eq(kiln_gemm_tile_parse(bad[i], "KILN_GEMM_TILE", &t),
+                         KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "KILN_GEMM_TILE"), "message: %s", kiln_last_error());
+    ck_assert_int_eq(kiln_gemm_tile_set(test_ctx(), (gemm_tile){3, 5}),
+                     KILN_ERR_INVALID_ARGUMENT);
+    t = kiln_gemm_tile_default(test_ctx());
+    ck_assert(t.mr >= 1 && t.mr <= 8 && (t.v == 4 || t.v == 8 || t.v == 16));
+    /* without the override, the context's tile is the device's default */
+    const char *env = getenv("KILN_GEMM_TILE");
+    if (!(env && *env)) {
+        gemm_tile now;
+        check_ok(kiln_gemm_tile_set(test_ctx(), (gemm_tile){0, 0}));
+        check_ok(kiln_gemm_tile_get(test_ctx(), &now));
+        ck_assert(now.mr == t.mr && now.v == t.v);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("blas");
@@ -250,6 +351,9 @@ int main(void)
     tcase_add_test(tc, tuning_records_round_trip_and_bad_ones_are_ignored);
     tcase_add_test(tc, tuned_clblast_parameters_give_correct_products);
     tcase_add_test(tc, sgemm_shape_mismatch_names_all_shapes);
+    tcase_add_loop_test(tc, sgemm_with_each_tile, 0, 3);
+    tcase_add_loop_test(tc, im2col_panels_follow_the_tile, 0, 3);
+    tcase_add_test(tc, gemm_tiles_parse_and_default);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -28,12 +28,20 @@ typedef struct {
     size_t count;
 } gemm_log;
 
+/* The register tile of kiln's GEMM (cl/gemm.cl): mr rows by 2 v columns,
+ * in 2 mr accumulators of floatv; mr 1..8, v 4, 8 or 16. */
+typedef struct {
+    int mr, v;
+} gemm_tile;
+
 /* What the blas layer keeps per context. */
 typedef struct {
     kiln_gemm_engine engine; /* which GEMM kiln_blas_sgemm runs (never AUTO) */
     cl_mem scratch[2];       /* packing buffers of kiln's GEMM (gemm.c) */
     size_t scratch_bytes[2];
     gemm_log *log;           /* when set, kiln_blas_sgemm records its shapes */
+    gemm_tile tile;          /* kiln's GEMM tile; mr 0 until the first product chooses */
+    char tile_options[2][48]; /* gemm.cl's options for that tile: A in place, A packed */
 } blas_state;
 
 /* The context's blas state: the engine from $KILN_GEMM (else the device's
@@ -67,6 +75,21 @@ kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
                            size_t c_off, size_t ldc);
 /* Releases the packing buffers of a context's state. */
 void kiln_gemm_scratch_free(blas_state *s);
+
+/* The tile kiln's GEMM uses by default on ctx's device: from PoCL's device
+ * name, which names LLVM's CPU ("skylake-avx512", "znver4", "avx512":
+ * 8 x 32; "haswell", "znver", "avx2": 6 x 16), else from the native (else
+ * preferred) float vector width (16 lanes: 8 x 32, 8 lanes: 6 x 16), else
+ * 4 x 8 (128-bit vectors, or a driver that reports 1, as rusticl does). */
+gemm_tile kiln_gemm_tile_default(const kiln_ctx *ctx);
+/* "MRxNR" (6x16) into *out; what names the source in errors. */
+kiln_status kiln_gemm_tile_parse(const char *text, const char *what, gemm_tile *out);
+/* The tile of ctx's kiln GEMM: $KILN_GEMM_TILE (a bad value is an error
+ * naming it), else the device's default, unless set. */
+kiln_status kiln_gemm_tile_get(kiln_ctx *ctx, gemm_tile *out);
+/* Sets ctx's tile (tests, benchmarks); mr 0 goes back to the environment's
+ * or the device's. A tile out of range is KILN_ERR_INVALID_ARGUMENT. */
+kiln_status kiln_gemm_tile_set(kiln_ctx *ctx, gemm_tile tile);
 
 /* The image of a convolution whose im2col matrix (rows (c, kh, kw),
  * columns (n, oh, ow)) is a GEMM operand. */
