@@ -287,11 +287,14 @@ static kiln_status check_inputs(const kiln_net *net, const float *x, size_t n, c
     return KILN_OK;
 }
 
-/* Uploads n normalized samples into q's input (blocking). */
+/* Enqueues the upload of n normalized samples into q's input. It returns
+ * at once: every caller ends with a blocking read on the same in-order
+ * queue before it returns, so the staging memory (and the caller's
+ * arrays) outlive the copy, and the host does not wait twice per step. */
 static kiln_status stage_inputs(kiln_net *net, net_pipe *q, const float *x, size_t n)
 {
     net_normalize(net, x, n, net->x);
-    return kiln_tensor_write(q->p->input, net->x, n * kiln_net_input_size(net), 1);
+    return kiln_tensor_write(q->p->input, net->x, n * kiln_net_input_size(net), 0);
 }
 
 /* One chunk of at most max_batch samples forward; what: "outputs" reads
@@ -355,7 +358,7 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
     if (st == KILN_OK)
         st = stage_inputs(net, q, x, n);
     if (st == KILN_OK)
-        st = kiln_tensor_write(q->target, y, kiln_tensor_numel(q->target), 1);
+        st = kiln_tensor_write(q->target, y, kiln_tensor_numel(q->target), 0);
     if (st == KILN_OK) {
         q->p->counter = net->main.p->counter;
         st = pipeline_forward(q->p, 1);
@@ -374,6 +377,8 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
         st = kiln_fail(KILN_ERR_NUMERIC, "kiln_net_train_step: the loss is %g; lower the "
                                          "learning rate or clip gradients (clip_norm)",
                        (double)l);
+    if (st != KILN_OK) /* the target upload may still read the caller's array */
+        kiln_ctx_finish(net->ctx);
     if (loss)
         *loss = l;
     return st;
