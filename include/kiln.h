@@ -576,12 +576,17 @@ KILN_API kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *o,
 KILN_API kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o,
                                 kiln_train_report *report);
 
-/* Loss and accuracy of a checkpoint on the test split of data; with
- * confusion (classes x classes, row = true class), the confusion matrix. */
+/* Loss and accuracy of a checkpoint on the test split of a dataset
+ * directory, or on every row of a CSV file (or the options' test_data),
+ * with the normalization stored in the checkpoint; with confusion (classes
+ * x classes, row = true class), the confusion matrix. Accuracy is NaN for
+ * mse, which reports the mean absolute error and R² (per output, averaged)
+ * instead. */
 typedef struct {
     size_t samples, classes;
     double loss, accuracy;
     size_t *confusion;     /* classes x classes, to kiln_free */
+    double mae, r2;        /* mse; NaN otherwise */
 } kiln_eval_report;
 
 KILN_API kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,

@@ -405,6 +405,62 @@ START_TEST(multi_label_sigmoid_outputs_train_on_three_targets)
 }
 END_TEST
 
+/* kiln_evaluate of an mse model reports the mean absolute error and R²
+ * of every row of the file, as computed here in float64 from the
+ * network's own predictions with the checkpoint's normalization. */
+START_TEST(regression_metrics_match_a_float64_reference)
+{
+    char csv[512], out[512], final[600];
+    snprintf(csv, sizeof csv, "%s/regression.csv", test_tmpdir());
+    snprintf(out, sizeof out, "%s/regression-run", test_tmpdir());
+    snprintf(final, sizeof final, "%s/final.safetensors", out);
+    enum { N = 211 };
+    float x[N * 3], y[N];
+    kiln_rng_fill(test_rng(), x, N * 3, -2.0f, 2.0f);
+    FILE *f = fopen(csv, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "a,b,c,y\n");
+    for (int i = 0; i < N; i++) {
+        y[i] = 3 * x[i * 3] - x[i * 3 + 1] * x[i * 3 + 2] + 1;
+        fprintf(f, "%.9g,%.9g,%.9g,%.9g\n", x[i * 3], x[i * 3 + 1], x[i * 3 + 2], y[i]);
+    }
+    fclose(f);
+    kiln_model *m = model("[input]\nshape = 3\n[linear]\nout = 16\n[relu]\n[linear]\nout = 1\n"
+                          "[train]\nloss = mse\nlr = 0.01\nepochs = 5\nbatch = 32\n");
+    kiln_train_options o;
+    kiln_train_options_init(&o);
+    o.data = csv;
+    o.label = "y";
+    o.out_dir = out;
+    kiln_train_report r;
+    check_ok(kiln_train(test_ctx(), m, &o, &r));
+    kiln_eval_report e;
+    check_ok(kiln_evaluate(test_ctx(), m, final, &o, &e));
+    ck_assert_uint_eq(e.samples, N);
+    ck_assert(isnan(e.accuracy));
+    kiln_net *net;
+    check_ok(kiln_net_create(test_ctx(), m, 64, &net));
+    check_ok(kiln_net_load(net, final));
+    float p[N];
+    check_ok(kiln_net_forward(net, x, N, p));
+    double abs = 0, sse = 0, mean = 0, sst = 0;
+    for (int i = 0; i < N; i++)
+        mean += y[i] / (double)N;
+    for (int i = 0; i < N; i++) {
+        abs += fabs((double)p[i] - y[i]) / N;
+        sse += ((double)p[i] - y[i]) * ((double)p[i] - y[i]);
+        sst += (y[i] - mean) * (y[i] - mean);
+    }
+    ck_assert_msg(fabs(e.mae - abs) < 1e-5 * (1 + abs), "MAE %g, float64 %g", e.mae, abs);
+    ck_assert_msg(fabs(e.r2 - (1 - sse / sst)) < 1e-5, "R² %g, float64 %g", e.r2,
+                  1 - sse / sst);
+    ck_assert_msg(fabs(e.loss - sse / N) < 1e-5 * (1 + sse / N), "loss %g, float64 %g", e.loss,
+                  sse / N);
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("net");
@@ -418,6 +474,7 @@ int main(void)
     tcase_add_test(tc, fit_on_arrays_with_callbacks);
     tcase_add_test(tc, sigmoid_head_trains_as_bce_with_logits);
     tcase_add_test(tc, multi_label_sigmoid_outputs_train_on_three_targets);
+    tcase_add_test(tc, regression_metrics_match_a_float64_reference);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -236,7 +236,12 @@ int cli_eval(int argc, char **argv)
     if (kiln_evaluate(ctx, m, c.checkpoint, &c.o, &r) != KILN_OK) {
         rc = cli_fail("eval");
     } else {
-        printf("%zu samples: loss %.4f, accuracy %.2f%%\n", r.samples, r.loss, 100 * r.accuracy);
+        if (isnan(r.accuracy))
+            printf("%zu samples: loss %.4f, mean absolute error %.4f, R² %.4f\n", r.samples,
+                   r.loss, r.mae, r.r2);
+        else
+            printf("%zu samples: loss %.4f, accuracy %.2f%%\n", r.samples, r.loss,
+                   100 * r.accuracy);
         if (r.confusion)
             print_confusion(&r);
     }

@@ -207,13 +207,51 @@ static kiln_status pipe_for(run *r, size_t n, net_pipe **q)
     return net_pipe_for(r->net, n, q);
 }
 
-/* Mean loss and accuracy of a dataset in eval mode. */
-static kiln_status evaluate(run *r, const dataset *d, double *loss, double *accuracy,
-                            size_t *confusion)
+/* Regression metrics of mse models: mean absolute error over every
+ * output, and R² per output averaged (as scikit-learn's r2_score). */
+typedef struct {
+    size_t outputs, count;
+    double abs_sum, *sum, *sum2, *sse;
+} regression;
+
+static void regression_add(regression *g, const float *z, const float *y, size_t n)
 {
-    size_t b = r->c.batch, correct = 0;
+    for (size_t i = 0; i < n * g->outputs; i++) {
+        size_t j = i % g->outputs;
+        double e = (double)z[i] - y[i];
+        g->abs_sum += fabs(e);
+        g->sum[j] += y[i];
+        g->sum2[j] += (double)y[i] * y[i];
+        g->sse[j] += e * e;
+    }
+    g->count += n;
+}
+
+static void regression_result(const regression *g, double *mae, double *r2)
+{
     double total = 0;
-    kiln_status st = KILN_OK;
+    for (size_t j = 0; j < g->outputs; j++) {
+        double sst = g->sum2[j] - g->sum[j] * g->sum[j] / (double)g->count;
+        total += sst > 0 ? 1 - g->sse[j] / sst : NAN;
+    }
+    *mae = g->abs_sum / (double)(g->count * g->outputs);
+    *r2 = total / (double)g->outputs;
+}
+
+/* Mean loss and accuracy (for mse: MAE and R² in mae and r2, which may be
+ * NULL) of a dataset in eval mode. */
+static kiln_status evaluate(run *r, const dataset *d, double *loss, double *accuracy,
+                            size_t *confusion, double *mae, double *r2)
+{
+    size_t b = r->c.batch, correct = 0, outs = kiln_net_output_size(r->net);
+    double total = 0;
+    regression g = {.outputs = outs};
+    double *stats = r->c.loss == LOSS_MSE ? calloc(3 * outs, sizeof *stats) : NULL;
+    kiln_status st = r->c.loss == LOSS_MSE && !stats
+                         ? kiln_fail(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of host memory")
+                         : KILN_OK;
+    if (stats)
+        g.sum = stats, g.sum2 = stats + outs, g.sse = stats + 2 * outs;
     for (size_t first = 0; first < d->count && st == KILN_OK; first += b) {
         size_t n = d->count - first < b ? d->count - first : b;
         net_pipe *q;
@@ -226,10 +264,20 @@ static kiln_status evaluate(run *r, const dataset *d, double *loss, double *accu
             st = read_logits(r, q, 0);
         if (st == KILN_OK)
             net_score(r->net, r->out, r->y[0], n, &total, &correct, confusion);
+        if (st == KILN_OK && stats)
+            regression_add(&g, r->out, r->y[0], n);
     }
     *loss = d->count ? total / (double)d->count : NAN;
     *accuracy = d->count && r->c.loss != LOSS_MSE ? (double)correct / (double)d->count
                                                             : NAN;
+    double m = NAN, q2 = NAN;
+    if (stats && g.count)
+        regression_result(&g, &m, &q2);
+    if (mae)
+        *mae = m;
+    if (r2)
+        *r2 = q2;
+    free(stats);
     return st;
 }
 
@@ -531,7 +579,8 @@ static kiln_status open_log(run *r)
     if (!(r->csv = fopen(path, append ? "a" : "w")))
         return kiln_fail(KILN_ERR_IO, "%s: cannot write", path);
     if (!append)
-        fprintf(r->csv, "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n");
+        fprintf(r->csv, "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,val_mae,"
+                        "val_r2,seconds\n");
     return KILN_OK;
 }
 
@@ -755,24 +804,32 @@ static kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_re
     return KILN_OK;
 }
 
-static void report_epoch(run *r, int e, float lr, double loss, double acc, double val_loss,
-                         double val_acc, double secs, int best)
+/* What one epoch measured. */
+typedef struct {
+    double loss, acc, seconds;             /* training */
+    double val_loss, val_acc, val_mae, val_r2; /* validation (mae, r2: mse only) */
+} epoch_result;
+
+static void report_epoch(run *r, int e, float lr, const epoch_result *m, int best)
 {
     if (r->c.loss != LOSS_MSE)
         say(r, "epoch %d/%d  lr %.3g  train loss %.4f acc %.2f%%  val loss %.4f acc "
                "%.2f%%  %.1f s, %.0f samples/s\n",
-            e, r->c.epochs, (double)lr, loss, 100 * acc, val_loss, 100 * val_acc, secs,
-            (double)r->train.count / secs);
+            e, r->c.epochs, (double)lr, m->loss, 100 * m->acc, m->val_loss, 100 * m->val_acc,
+            m->seconds, (double)r->train.count / m->seconds);
     else
-        say(r, "epoch %d/%d  lr %.3g  train loss %.4f  val loss %.4f  %.2f s\n", e,
-            r->c.epochs, (double)lr, loss, val_loss, secs);
+        say(r, "epoch %d/%d  lr %.3g  train loss %.4f  val loss %.4f  MAE %.4f  R² %.4f  "
+               "%.2f s\n", e, r->c.epochs, (double)lr, m->loss, m->val_loss, m->val_mae,
+            m->val_r2, m->seconds);
     if (r->csv)
-        fprintf(r->csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.3f\n", e, (double)lr, loss, acc,
-                val_loss, val_acc, secs), fflush(r->csv);
+        fprintf(r->csv, "%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.3f\n", e, (double)lr,
+                m->loss, m->acc, m->val_loss, m->val_acc, m->val_mae, m->val_r2, m->seconds),
+            fflush(r->csv);
     kiln_progress p = {.epoch = e, .epochs = r->c.epochs, .step = optim_steps(r->opt),
-                       .loss = loss, .accuracy = acc, .val_loss = r->val.count ? val_loss : NAN,
-                       .val_accuracy = r->val.count ? val_acc : NAN, .lr = lr,
-                       .seconds = secs, .best = best};
+                       .loss = m->loss, .accuracy = m->acc,
+                       .val_loss = r->val.count ? m->val_loss : NAN,
+                       .val_accuracy = r->val.count ? m->val_acc : NAN, .lr = lr,
+                       .seconds = m->seconds, .best = best};
     if (r->o->on_epoch && r->o->on_epoch(r->o->user, &p))
         r->stop = 1;
 }
@@ -785,18 +842,19 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
     for (int e = t->epoch; e < r->c.epochs && st == KILN_OK && !stopping(r); e++) {
         if (t->batch == 0)
             t->lr = (float)sched_advance(&t->sched, e, t->val_loss);
-        double loss, acc, val_acc = NAN, secs, val_loss;
+        epoch_result m = {.val_acc = NAN, .val_mae = NAN, .val_r2 = NAN};
         size_t next = t->batch;
-        st = train_epoch(r, e + 1, t->lr, &next, &loss, &acc, &secs);
-        train_time += secs;
+        st = train_epoch(r, e + 1, t->lr, &next, &m.loss, &m.acc, &m.seconds);
+        train_time += m.seconds;
         if (st == KILN_OK && next < (r->train.count + r->c.batch - 1) / r->c.batch) {
             t->batch = next; /* stopped mid-epoch */
             break;
         }
         if (st == KILN_OK && r->val.count)
-            st = evaluate(r, &r->val, &val_loss, &val_acc, NULL);
+            st = evaluate(r, &r->val, &m.val_loss, &m.val_acc, NULL, &m.val_mae, &m.val_r2);
         else
-            val_loss = loss;
+            m.val_loss = m.loss;
+        double val_loss = m.val_loss;
         if (st != KILN_OK)
             break;
         rep->epochs_run = e + 1;
@@ -804,7 +862,7 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
         t->batch = 0;
         t->val_loss = val_loss;
         es_verdict v = early_stop_update(&t->es, val_loss);
-        report_epoch(r, e + 1, t->lr, loss, acc, val_loss, val_acc, secs, v == ES_IMPROVED);
+        report_epoch(r, e + 1, t->lr, &m, v == ES_IMPROVED);
         if (r->csv && ferror(r->csv)) {
             st = kiln_fail(KILN_ERR_IO, "%s/log.csv: cannot write (%s)", r->o->out_dir,
                            strerror(errno));
@@ -891,7 +949,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
         st = save(&r, "final.safetensors", rep->best_epoch, rep->best_val_loss);
     rep->test_loss = rep->test_accuracy = NAN;
     if (st == KILN_OK && r.test.count)
-        st = evaluate(&r, &r.test, &rep->test_loss, &rep->test_accuracy, NULL);
+        st = evaluate(&r, &r.test, &rep->test_loss, &rep->test_accuracy, NULL, NULL, NULL);
     if (t.lr > 0)
         net->lr = t.lr;
     rep->seconds = kiln_seconds() - started;
@@ -958,7 +1016,7 @@ kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
         !(rep->confusion = calloc(classes * classes, sizeof *rep->confusion)))
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of memory");
     if (st == KILN_OK)
-        st = evaluate(&r, d, &rep->loss, &rep->accuracy, rep->confusion);
+        st = evaluate(&r, d, &rep->loss, &rep->accuracy, rep->confusion, &rep->mae, &rep->r2);
     rep->samples = d->count;
     rep->classes = classes;
     teardown(&r);
