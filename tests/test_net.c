@@ -461,6 +461,62 @@ START_TEST(regression_metrics_match_a_float64_reference)
 }
 END_TEST
 
+/* Tabular features of very different scales: normalize = standard scales
+ * each feature (as StandardScaler), stores the vectors in the checkpoint,
+ * and a network loaded from it predicts exactly as the trained one; an
+ * older checkpoint's single mean and deviation still load. */
+START_TEST(per_feature_normalization_is_learnt_stored_and_applied)
+{
+    enum { N = 400 };
+    static const float scale[4] = {1000.0f, 0.001f, 1.0f, 50.0f};
+    float *x = test_alloc(N * 4 * sizeof *x), y[N];
+    kiln_rng_fill(test_rng(), x, N * 4, -1.0f, 1.0f);
+    for (int i = 0; i < N; i++) {
+        y[i] = x[i * 4] + x[i * 4 + 1] > 0 ? 1.0f : 0.0f;
+        for (int j = 0; j < 4; j++)
+            x[i * 4 + j] = x[i * 4 + j] * scale[j] + 3 * scale[j];
+    }
+    kiln_model *m = model("[input]\nshape = 4\n[linear]\nout = 16\n[relu]\n[linear]\nout = 2\n"
+                          "[train]\nepochs = 20\nbatch = 32\nlr = 0.01\n");
+    kiln_net *net;
+    check_ok(kiln_net_create(test_ctx(), m, 32, &net));
+    kiln_data *d;
+    check_ok(kiln_data_from_arrays(x, y, N, 4, 1, &d));
+    kiln_train_options o;
+    kiln_train_options_init(&o);
+    o.train_data = d;
+    o.test_data = d;
+    kiln_train_report r;
+    check_ok(kiln_net_fit(net, &o, &r));
+    ck_assert_msg(r.test_accuracy > 0.93, "per-feature scaling reached %g", r.test_accuracy);
+    char path[512];
+    snprintf(path, sizeof path, "%s/scaled.safetensors", test_tmpdir());
+    check_ok(kiln_net_save(net, path));
+    kiln_net *back;
+    check_ok(kiln_net_create(test_ctx(), m, 7, &back));
+    check_ok(kiln_net_load(back, path));
+    float *p1 = test_alloc(N * 2 * sizeof *p1), *p2 = test_alloc(N * 2 * sizeof *p2);
+    check_ok(kiln_net_forward(net, x, N, p1));
+    check_ok(kiln_net_forward(back, x, N, p2));
+    for (int i = 0; i < N * 2; i++)
+        ck_assert_msg(fabsf(p1[i] - p2[i]) < 1e-5f, "output %d: %g after loading, %g before", i,
+                      p2[i], p1[i]);
+    float mean = 2, std = 4; /* one pair, as older checkpoints hold */
+    check_ok(kiln_net_set_normalization(back, &mean, &std, 1));
+    check_ok(kiln_net_save(back, path));
+    check_ok(kiln_net_load(net, path));
+    float three[3] = {0, 0, 0};
+    ck_assert_int_eq(kiln_net_set_normalization(net, three, three, 3), KILN_ERR_INVALID_ARGUMENT);
+    kiln_net_free(back);
+    kiln_net_free(net);
+    kiln_data_free(d);
+    free(x);
+    free(p1);
+    free(p2);
+    kiln_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("net");
@@ -475,6 +531,7 @@ int main(void)
     tcase_add_test(tc, sigmoid_head_trains_as_bce_with_logits);
     tcase_add_test(tc, multi_label_sigmoid_outputs_train_on_three_targets);
     tcase_add_test(tc, regression_metrics_match_a_float64_reference);
+    tcase_add_test(tc, per_feature_normalization_is_learnt_stored_and_applied);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

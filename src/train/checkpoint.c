@@ -87,7 +87,7 @@ static cJSON *header_json(const entry *e, size_t n, const checkpoint_meta *meta)
     }
     cJSON *m = root ? cJSON_AddObjectToObject(root, "__metadata__") : NULL;
     for (size_t i = 0; m && i < meta->count; i++)
-        cJSON_AddStringToObject(m, meta->keys[i], meta->values[i]);
+        cJSON_AddStringToObject(m, meta->keys[i], checkpoint_meta_get(meta, meta->keys[i]));
     return root;
 }
 
@@ -345,6 +345,8 @@ kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t
                              const checkpoint_entry *e, size_t n, size_t *begins,
                              checkpoint_meta *meta)
 {
+    if (meta)
+        memset(meta, 0, sizeof *meta);
     if (size < 8)
         return kiln_fail(KILN_ERR_IO, "%s: %zu bytes is not a safetensors file", path, size);
     uint64_t hlen = 0;
@@ -370,14 +372,11 @@ kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t
     }
     const cJSON *m = root ? cJSON_GetObjectItemCaseSensitive(root, "__metadata__") : NULL;
     const cJSON *item;
-    if (meta)
-        meta->count = 0;
     cJSON_ArrayForEach(item, m)
     {
-        if (st == KILN_OK && meta && cJSON_IsString(item) && meta->count < CHECKPOINT_META_MAX) {
-            snprintf(meta->keys[meta->count], sizeof meta->keys[0], "%s", item->string);
-            snprintf(meta->values[meta->count], sizeof meta->values[0], "%s", item->valuestring);
-            meta->count++;
+        if (st == KILN_OK && meta && cJSON_IsString(item) && meta->count < CHECKPOINT_META_MAX &&
+            strlen(item->string) < sizeof meta->keys[0]) {
+            checkpoint_meta_set(meta, item->string, item->valuestring);
         }
     }
     free(spans);
@@ -433,17 +432,30 @@ kiln_status checkpoint_load_state(pipeline *p, const char *path, const char *con
     return st;
 }
 
+/* Stores value in slot i: in place when short, on the heap when long. */
+static void meta_store(checkpoint_meta *m, size_t i, const char *value)
+{
+    free(m->long_values[i]);
+    m->long_values[i] = NULL;
+    m->values[i][0] = '\0';
+    if (strlen(value) < sizeof m->values[i])
+        snprintf(m->values[i], sizeof m->values[i], "%s", value);
+    else
+        m->long_values[i] = strdup(value); /* NULL when out of memory: the value is "" */
+}
+
 void checkpoint_meta_set(checkpoint_meta *m, const char *key, const char *value)
 {
     for (size_t i = 0; i < m->count; i++)
         if (strcmp(m->keys[i], key) == 0) {
-            snprintf(m->values[i], sizeof m->values[i], "%s", value);
+            meta_store(m, i, value);
             return;
         }
     if (m->count == CHECKPOINT_META_MAX)
         return;
     snprintf(m->keys[m->count], sizeof m->keys[0], "%s", key);
-    snprintf(m->values[m->count], sizeof m->values[0], "%s", value);
+    m->long_values[m->count] = NULL;
+    meta_store(m, m->count, value);
     m->count++;
 }
 
@@ -451,6 +463,14 @@ const char *checkpoint_meta_get(const checkpoint_meta *m, const char *key)
 {
     for (size_t i = 0; i < m->count; i++)
         if (strcmp(m->keys[i], key) == 0)
-            return m->values[i];
+            return m->long_values[i] ? m->long_values[i] : m->values[i];
     return NULL;
+}
+
+void checkpoint_meta_free(checkpoint_meta *m)
+{
+    for (size_t i = 0; m && i < CHECKPOINT_META_MAX; i++) {
+        free(m->long_values[i]);
+        m->long_values[i] = NULL;
+    }
 }

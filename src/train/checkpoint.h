@@ -6,14 +6,18 @@
 
 #define CHECKPOINT_META_MAX 32
 
-/* String metadata stored in the header's __metadata__ (epoch, step, ...). */
+/* String metadata stored in the header's __metadata__ (epoch, step, ...).
+ * Values of 128 characters or more (per-feature normalization vectors)
+ * live on the heap: checkpoint_meta_free releases them. */
 typedef struct {
     size_t count;
     char keys[CHECKPOINT_META_MAX][32];
     char values[CHECKPOINT_META_MAX][128];
+    char *long_values[CHECKPOINT_META_MAX];
 } checkpoint_meta;
 
 void checkpoint_meta_set(checkpoint_meta *m, const char *key, const char *value);
+void checkpoint_meta_free(checkpoint_meta *m);
 const char *checkpoint_meta_get(const checkpoint_meta *m, const char *key);
 
 /* One tensor a checkpoint must hold, with what it must be. */

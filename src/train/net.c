@@ -82,14 +82,25 @@ kiln_tensor *net_logits(const kiln_net *net, const pipeline *p)
 
 void net_normalize(const kiln_net *net, const float *x, size_t n, float *dst)
 {
-    size_t in = shape_numel(&net->m->input);
-    float mean = net->mean[0], std = net->std[0];
-    if (mean == 0.0f && std == 1.0f) {
-        memcpy(dst, x, n * in * sizeof *dst);
+    size_t in = shape_numel(&net->m->input), group = in / net->norm_count;
+    if (net->norm_count == 1 && net->mean[0] == 0.0f && net->std[0] == 1.0f) {
+        if (dst != x)
+            memcpy(dst, x, n * in * sizeof *dst);
         return;
     }
-    for (size_t i = 0; i < n * in; i++)
-        dst[i] = (x[i] - mean) / std;
+    for (size_t s = 0; s < n; s++)
+        for (size_t i = 0; i < in; i++) {
+            size_t g = i / group;
+            dst[s * in + i] = (x[s * in + i] - net->mean[g]) / net->std[g];
+        }
+}
+
+size_t net_norm_groups(const kiln_net *net, int per_feature)
+{
+    const kiln_shape *s = &net->m->input;
+    if (!per_feature)
+        return 1;
+    return s->ndim == 3 ? s->d[0] : shape_numel(s);
 }
 
 kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what)
@@ -477,19 +488,30 @@ kiln_status kiln_net_set_normalization(kiln_net *net, const float *mean, const f
     kiln_status st = net_check(net, "kiln_net_set_normalization");
     if (st != KILN_OK)
         return st;
-    if (!mean || !std || count != 1)
-        return kiln_fail(count > 1 ? KILN_ERR_UNSUPPORTED : KILN_ERR_INVALID_ARGUMENT,
-                         "kiln_net_set_normalization: %s",
-                         count > 1 ? "one mean and deviation for all features is supported; "
-                                     "per-feature values are not yet"
-                                   : "mean, std and a count of 1 are required");
-    if (!isfinite(mean[0]) || !(std[0] > 0) || !isfinite(std[0]))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_normalization: mean %g, std "
-                                                    "%g; the mean must be finite and the "
-                                                    "deviation above 0",
-                         (double)mean[0], (double)std[0]);
-    net->mean[0] = mean[0];
-    net->std[0] = std[0];
+    size_t in = kiln_net_input_size(net), channels = net_norm_groups(net, 1);
+    if (!mean || !std || (count != 1 && count != in && count != channels))
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_normalization: mean and std "
+                                                    "of %zu values; expected 1, %zu (one per "
+                                                    "input value)%s",
+                         count, in, channels != in ? " or one per channel" : "");
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(mean[i]) || !(std[i] > 0) || !isfinite(std[i]))
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_normalization: value %zu: "
+                                                        "mean %g, std %g; the mean must be "
+                                                        "finite and the deviation above 0",
+                             i, (double)mean[i], (double)std[i]);
+    float *m = malloc(count * sizeof *m), *s = malloc(count * sizeof *s);
+    if (!m || !s) {
+        free(m), free(s);
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_normalization: out of memory");
+    }
+    memcpy(m, mean, count * sizeof *m);
+    memcpy(s, std, count * sizeof *s);
+    free(net->mean);
+    free(net->std);
+    net->mean = m;
+    net->std = s;
+    net->norm_count = count;
     return KILN_OK;
 }
 
@@ -583,10 +605,39 @@ void meta_number(checkpoint_meta *m, const char *key, double v)
     checkpoint_meta_set(m, key, text);
 }
 
+/* A list of floats as "a,b,c" (%.9g: float32 exactly); NULL when out of
+ * memory. */
+static char *float_list(const float *v, size_t n)
+{
+    char *text = malloc(n * 18 + 1), *at = text;
+    for (size_t i = 0; text && i < n; i++)
+        at += sprintf(at, "%s%.9g", i ? "," : "", (double)v[i]);
+    return text;
+}
+
+/* Parses "a,b,c" into at most cap floats; the count, or 0 if malformed. */
+static size_t parse_floats(const char *text, float *out, size_t cap)
+{
+    size_t n = 0;
+    for (const char *p = text; *p;) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || n == cap || (*end && *end != ','))
+            return 0;
+        out[n++] = (float)v;
+        p = *end ? end + 1 : end;
+    }
+    return n;
+}
+
 void net_meta(const kiln_net *net, checkpoint_meta *meta)
 {
-    meta_number(meta, "normalize_mean", net->mean[0]);
-    meta_number(meta, "normalize_std", net->std[0]);
+    char *mean = float_list(net->mean, net->norm_count), *std = float_list(net->std,
+                                                                        net->norm_count);
+    checkpoint_meta_set(meta, "normalize_mean", mean ? mean : "0");
+    checkpoint_meta_set(meta, "normalize_std", std ? std : "1");
+    free(mean);
+    free(std);
     checkpoint_meta_set(meta, "format", "pt");
     checkpoint_meta_set(meta, "kiln", KILN_VERSION);
 }
@@ -597,8 +648,21 @@ kiln_status net_apply_meta(kiln_net *net, const checkpoint_meta *meta)
     const char *std = checkpoint_meta_get(meta, "normalize_std");
     if (!mean || !std)
         return KILN_OK;
-    float m = strtof(mean, NULL), s = strtof(std, NULL);
-    return kiln_net_set_normalization(net, &m, &s, 1);
+    size_t in = kiln_net_input_size(net);
+    float *m = malloc(in * sizeof *m), *s = malloc(in * sizeof *s);
+    kiln_status st = m && s ? KILN_OK
+                            : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "loading a checkpoint: out of "
+                                                                "memory");
+    size_t nm = st == KILN_OK ? parse_floats(mean, m, in) : 0;
+    size_t ns = st == KILN_OK ? parse_floats(std, s, in) : 0;
+    if (st == KILN_OK && (nm == 0 || nm != ns))
+        st = kiln_fail(KILN_ERR_IO, "the checkpoint's normalize_mean and normalize_std are not "
+                                    "two lists of the same length of numbers");
+    if (st == KILN_OK) /* one scalar pair (older checkpoints), or vectors */
+        st = kiln_net_set_normalization(net, m, s, nm);
+    free(m);
+    free(s);
+    return st;
 }
 
 kiln_status kiln_net_save(kiln_net *net, const char *path)
@@ -611,7 +675,9 @@ kiln_status kiln_net_save(kiln_net *net, const char *path)
     checkpoint_meta meta = {0};
     meta_number(&meta, "step", (double)optim_steps(net->opt));
     net_meta(net, &meta);
-    return checkpoint_save(net->main.p, path, &meta, (int64_t)optim_steps(net->opt));
+    st = checkpoint_save(net->main.p, path, &meta, (int64_t)optim_steps(net->opt));
+    checkpoint_meta_free(&meta);
+    return st;
 }
 
 kiln_status kiln_net_load(kiln_net *net, const char *path)
@@ -624,6 +690,7 @@ kiln_status kiln_net_load(kiln_net *net, const char *path)
         st = checkpoint_load(net->main.p, path, &meta);
     if (st == KILN_OK)
         st = net_apply_meta(net, &meta);
+    checkpoint_meta_free(&meta);
     return st;
 }
 

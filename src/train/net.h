@@ -29,7 +29,8 @@ struct kiln_net {
     float lr;
     int training;            /* the mode of kiln_net_forward */
     int check;               /* detect anomalies */
-    float *mean, *std;       /* normalization, norm_count values each (1 or the inputs) */
+    float *mean, *std;       /* normalization, norm_count values each: 1, one per channel of
+                                an image input, or one per input value */
     size_t norm_count;
     float *x, *y;            /* host staging for max_batch samples */
     checkpoint_entry *entries; /* the state_dict, for weights by name */
@@ -46,6 +47,10 @@ kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out);
 
 /* Normalizes n samples of x into dst with the network's normalization. */
 void net_normalize(const kiln_net *net, const float *x, size_t n, float *dst);
+
+/* How many normalization groups an input takes for a kind of
+ * normalization: 1 (global), the channels of an image, or every value. */
+size_t net_norm_groups(const kiln_net *net, int per_feature);
 
 /* Checks n targets for the loss: class indices within the outputs for
  * cross_entropy, finite values otherwise; what names the data. */

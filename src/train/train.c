@@ -35,7 +35,6 @@ typedef struct {
     size_t steps_run;        /* in this call, for profile */
     int stop;                /* a callback or stop_after asked to stop */
     int evaluating;          /* kiln_evaluate: no training split, the network's normalization */
-    double mean, std;        /* the normalization of the features */
     float *best_params;      /* the best weights: flat parameters and buffers */
     float **best_buffers;
     FILE *csv;
@@ -109,6 +108,49 @@ static kiln_status check_fit(const run *r, const dataset *d, int labelled)
     return net_check_targets(r->net, d->y, d->count, d->name);
 }
 
+/* The training split's mean and deviation per normalization group (every
+ * feature, every channel of an image, or all values together), in double,
+ * with a deviation of 0 taken as 1; set as the network's normalization. */
+static kiln_status fit_normalization(run *r)
+{
+    int standard = r->c.normalize == NORMALIZE_STANDARD;
+    size_t groups = standard || r->c.normalize == NORMALIZE_GLOBAL
+                        ? net_norm_groups(r->net, standard)
+                        : 1;
+    size_t in = r->train.features, per = in / groups;
+    double *sum = calloc(2 * groups, sizeof *sum);
+    float *mean = calloc(groups, sizeof *mean), *std = malloc(groups * sizeof *std);
+    kiln_status st = sum && mean && std ? KILN_OK
+                                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "normalization: "
+                                                                            "out of memory");
+    int fit = st == KILN_OK && (standard || r->c.normalize == NORMALIZE_GLOBAL);
+    for (size_t s = 0; fit && s < r->train.count; s++)
+        for (size_t i = 0; i < in; i++) {
+            double v = r->train.x[s * in + i];
+            sum[i / per] += v;
+            sum[groups + i / per] += v * v;
+        }
+    for (size_t g = 0; st == KILN_OK && g < groups; g++) {
+        double n = (double)r->train.count * (double)per, m = fit ? sum[g] / n : 0;
+        double var = fit ? sum[groups + g] / n - m * m : 1;
+        mean[g] = (float)m;
+        std[g] = var > 1e-12 ? (float)sqrt(var) : 1.0f;
+    }
+    if (st == KILN_OK)
+        st = kiln_net_set_normalization(r->net, mean, std, groups);
+    free(sum);
+    free(mean);
+    free(std);
+    return st;
+}
+
+/* Applies the network's normalization to a split in place. */
+static void normalize_split(const run *r, dataset *d)
+{
+    if (d->count)
+        net_normalize(r->net, d->x, d->count, d->x);
+}
+
 /* What kiln_evaluate scores: the test split of a dataset directory, or the
  * whole CSV file (or the in-memory test data, else train data), normalized
  * as the network's checkpoint says, never by the data's own statistics. */
@@ -126,7 +168,7 @@ static kiln_status prepare_eval_data(run *r)
     if (st == KILN_OK)
         st = check_fit(r, &r->test, 1);
     if (st == KILN_OK)
-        data_normalize(&r->test, r->net->mean[0], r->net->std[0]);
+        normalize_split(r, &r->test);
     r->train.features = r->test.features; /* staging is sized from it */
     r->train.count = r->test.count;
     return st;
@@ -162,17 +204,13 @@ static kiln_status prepare_data(run *r)
         st = check_fit(r, &r->val, 1);
     if (st == KILN_OK)
         st = check_fit(r, &r->test, 1);
-    r->mean = 0;
-    r->std = 1;
-    if (st == KILN_OK && r->c.normalize == NORMALIZE_STANDARD) {
-        data_moments(&r->train, &r->mean, &r->std);
-        data_normalize(&r->train, r->mean, r->std);
-        data_normalize(&r->val, r->mean, r->std);
-        data_normalize(&r->test, r->mean, r->std);
-    }
-    float mean = (float)r->mean, std = (float)r->std;
     if (st == KILN_OK)
-        st = kiln_net_set_normalization(r->net, &mean, &std, 1);
+        st = fit_normalization(r);
+    if (st == KILN_OK) {
+        normalize_split(r, &r->train);
+        normalize_split(r, &r->val);
+        normalize_split(r, &r->test);
+    }
     return st;
 }
 
@@ -340,7 +378,9 @@ static kiln_status save(run *r, const char *file, int epoch, double val_loss)
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->c.seed); /* all 64 bits */
     checkpoint_meta_set(&meta, "seed", seed);
     net_meta(r->net, &meta);
-    return checkpoint_save(r->p, path, &meta, (int64_t)optim_steps(r->opt));
+    kiln_status st = checkpoint_save(r->p, path, &meta, (int64_t)optim_steps(r->opt));
+    checkpoint_meta_free(&meta);
+    return st;
 }
 
 /* ---- the loop ---------------------------------------------------------------------- */

@@ -6,7 +6,15 @@
 #include "train/data.h"
 #include "train/optim.h"
 
-typedef enum { NORMALIZE_STANDARD, NORMALIZE_SCALE, NORMALIZE_NONE } normalize_kind;
+/* standard: mean 0 and deviation 1 per feature of vector inputs (as
+ * scikit-learn's StandardScaler) and per channel of images; global: one
+ * mean and deviation over all values; scale and none leave the data. */
+typedef enum {
+    NORMALIZE_STANDARD,
+    NORMALIZE_SCALE,
+    NORMALIZE_NONE,
+    NORMALIZE_GLOBAL
+} normalize_kind;
 
 typedef struct {
     loss_kind loss;

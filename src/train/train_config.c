@@ -89,10 +89,11 @@ static kiln_status key_schedule(const key_ctx *k)
 
 static kiln_status key_normalize(const key_ctx *k)
 {
-    static const char *const names[] = {"standard", "scale", "none"};
-    int i = choice(k->s->value, names, 3);
+    static const char *const names[] = {"standard", "scale", "none", "global"};
+    int i = choice(k->s->value, names, 4);
     if (i < 0)
-        return bad(k, "standard (mean 0, deviation 1), scale ([0, 1] for images) or none");
+        return bad(k, "standard (mean 0, deviation 1 per feature, or per channel of images), "
+                      "global (one mean and deviation), scale ([0, 1] for images) or none");
     k->c->normalize = (normalize_kind)i;
     return KILN_OK;
 }

@@ -31,5 +31,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 sink += data[begins[i] + b];
         (void)sink;
     }
+    checkpoint_meta_free(&meta);
     return 0;
 }
