@@ -2,11 +2,22 @@
  * checkpoints, and the clock for training and benchmarks. */
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "runtime/runtime.h"
+
+void kiln_dir_of(const char *path, char *dir, size_t size)
+{
+    snprintf(dir, size, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    else
+        snprintf(dir, size, ".");
+}
 
 int kiln_make_dirs(const char *dir)
 {

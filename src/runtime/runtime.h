@@ -50,6 +50,10 @@ kiln_status kiln_device_id(const kiln_device_info *info, cl_device_id *out);
  * (files.c). */
 int kiln_make_dirs(const char *dir);
 
+/* The directory part of path into dir ("." for a bare name, "/" for a
+ * file at the root). */
+void kiln_dir_of(const char *path, char *dir, size_t size);
+
 /* Writes all n bytes to fd, retrying short writes; 0 on success. */
 int kiln_write_all(int fd, const void *data, size_t n);
 

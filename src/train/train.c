@@ -629,12 +629,7 @@ static kiln_status open_log(run *r)
 static kiln_status check_writable(const char *path)
 {
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *(slash == dir ? slash + 1 : slash) = '\0';
-    else
-        snprintf(dir, sizeof dir, ".");
+    kiln_dir_of(path, dir, sizeof dir);
     struct stat info;
     if (stat(path, &info) == 0 && S_ISDIR(info.st_mode))
         return kiln_fail(KILN_ERR_IO, "%s: is a directory; give a file name", path);
