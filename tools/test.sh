@@ -6,6 +6,7 @@
 #   2b. the operator and pipeline suites with KILN_GEMM=clblast: CLBlast and
 #      the GPU-shaped kernels, which kiln does not pick on a CPU by itself;
 #   3. under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/);
+#   3b. the Python package's pytest suite against build/libkiln.so;
 #   4. the host-only suite (model files, shape inference, IDX, CSV and
 #      safetensors readers over the fuzz corpora) under valgrind memcheck;
 #   5. each libFuzzer harness for KILN_FUZZ_SECONDS (default 60) from its
@@ -73,6 +74,28 @@ if [[ ! -f $asan/build.ninja ]]; then
 fi
 meson compile -C "$asan" >"$asan/compile.log" 2>&1 || { cat "$asan/compile.log"; exit 1; }
 run_pass "$asan" "${KILN_DEVICE:-the default device}, address and undefined-behaviour sanitizers"
+
+# The Python package (python/) against this build's libkiln, with Debian's
+# numpy and pytest (/usr/bin/python3: not a virtual environment's).
+echo "== the Python package (pytest)"
+py_started=$SECONDS
+if KILN_LIBRARY=$(realpath "$build")/libkiln.so /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+     python/tests >"$build/pytest.log" 2>&1; then
+  py_status=0
+else
+  py_status=1 status=1
+fi
+tail -15 "$build/pytest.log"
+read -r p f s < <(python3 - "$build/pytest.log" <<'PY'
+import re, sys
+last = open(sys.argv[1]).read().strip().splitlines()[-1:] or [""]
+count = lambda word: sum(int(n) for n in re.findall(r"(\d+) " + word, last[0]))
+print(count("passed"), count("failed") + count("error"), count("skipped"))
+PY
+)
+((py_status && f == 0)) && f=1
+passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+timings+=("$(printf '%5d s  %s' $((SECONDS - py_started)) "the Python package (pytest)")")
 
 if command -v valgrind >/dev/null; then
   extra_saved=("${extra[@]}")

@@ -1,0 +1,375 @@
+"""kiln: train neural networks on any OpenCL device, numpy in, numpy out.
+
+    import kiln
+    m = kiln.Model.from_file("examples/fashion_mlp.ini")
+    history = m.fit(X, y, epochs=3, validation_data=(Xv, yv))
+    p = m.predict(X_test)          # (n, outputs) float32
+    m.save("w.safetensors")        # PyTorch's state_dict names
+
+Every failure raises kiln.KilnError with libkiln's own message.
+"""
+import ctypes
+
+import numpy as np
+
+from . import _capi
+
+_lib, library_path = _capi.load()
+
+__version__ = _lib.kiln_version().decode()
+__all__ = ["Model", "Device", "KilnError", "devices", "__version__", "library_path"]
+
+
+class KilnError(RuntimeError):
+    """A failure reported by libkiln: the message names what was wrong."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+def _check(status, what=""):
+    if status != 0:
+        message = _lib.kiln_last_error().decode(errors="replace")
+        if not message:
+            message = _lib.kiln_status_str(status).decode()
+        raise KilnError(status, f"{what}: {message}" if what and not message.startswith(what)
+                        else message)
+
+
+class Device:
+    """One OpenCL device as kiln lists it."""
+
+    def __init__(self, info):
+        self.index = info.global_index
+        self.platform = info.platform.decode(errors="replace")
+        self.name = info.name.decode(errors="replace")
+        self.type = _lib.kiln_device_type_str(info.type).decode()
+        self.driver = info.driver_version.decode(errors="replace")
+        self.compute_units = info.compute_units
+        self.memory = info.global_mem_bytes
+
+    def __repr__(self):
+        return f"Device({self.index}: {self.platform} / {self.name}, {self.type})"
+
+
+def devices():
+    """Every OpenCL device of every platform."""
+    arr = ctypes.POINTER(_capi.DeviceInfo)()
+    count = ctypes.c_size_t()
+    _check(_lib.kiln_devices(ctypes.byref(arr), ctypes.byref(count)), "devices")
+    try:
+        return [Device(arr[i]) for i in range(count.value)]
+    finally:
+        _lib.kiln_free(arr)
+
+
+def _floats(a):
+    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+
+
+def _as_float32(a, what):
+    a = np.asarray(a)
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise TypeError(f"{what}: expected numbers, got an array of {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+class Model:
+    """A model file (or text) compiled onto a device, with its weights,
+    optimizer state and training settings. Use from one thread at a time;
+    separate models train in separate threads (the GIL is released)."""
+
+    def __init__(self, model_ptr, device=None, max_batch=None):
+        self._ctx = ctypes.c_void_p()
+        self._model = model_ptr
+        self._net = ctypes.c_void_p()
+        status = _lib.kiln_ctx_create(device.encode() if device else None,
+                                      ctypes.byref(self._ctx))
+        if status:
+            _lib.kiln_model_free(self._model)
+            self._model = None
+            _check(status, "device")
+        self._make_net(max_batch or 0)
+
+    @classmethod
+    def from_file(cls, path, device=None):
+        m = ctypes.c_void_p()
+        _check(_lib.kiln_model_load(str(path).encode(), ctypes.byref(m)))
+        return cls(m, device)
+
+    @classmethod
+    def from_string(cls, text, device=None, name="model"):
+        m = ctypes.c_void_p()
+        _check(_lib.kiln_model_parse(text.encode(), name.encode(), ctypes.byref(m)))
+        return cls(m, device)
+
+    # ---- lifetime ----
+
+    def _make_net(self, max_batch):
+        net = ctypes.c_void_p()
+        _check(_lib.kiln_net_create(self._ctx, self._model, max_batch, ctypes.byref(net)))
+        self._net = net
+
+    def close(self):
+        """Frees the device memory now (also done when the object goes)."""
+        if getattr(self, "_net", None):
+            _lib.kiln_net_free(self._net)
+            self._net = None
+        if getattr(self, "_model", None):
+            _lib.kiln_model_free(self._model)
+            self._model = None
+        if getattr(self, "_ctx", None):
+            _lib.kiln_ctx_free(self._ctx)
+            self._ctx = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _live(self):
+        if not self._net:
+            raise KilnError(1, "the model is closed")
+        return self._net
+
+    # ---- shapes ----
+
+    @property
+    def input_size(self):
+        return _lib.kiln_net_input_size(self._live())
+
+    @property
+    def output_size(self):
+        return _lib.kiln_net_output_size(self._live())
+
+    @property
+    def device(self):
+        return Device(_lib.kiln_ctx_device(self._ctx).contents)
+
+    @property
+    def loss(self):
+        v = _lib.kiln_model_train_setting(self._model, b"loss")
+        return v.decode() if v else "cross_entropy"
+
+    def _inputs(self, x, what="X"):
+        x = _as_float32(x, what)
+        n_in = self.input_size
+        if x.size == n_in and not (x.ndim >= 2 and int(np.prod(x.shape[1:])) == n_in):
+            x = x.reshape(1, n_in)  # one sample, flat or in its input shape
+        if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
+            raise ValueError(f"{what} has shape {x.shape}; the model takes {n_in} values per "
+                             f"sample: (n, {n_in}) or (n, *input shape)")
+        return np.ascontiguousarray(x.reshape(x.shape[0], n_in))
+
+    def _targets(self, y, n, what="y"):
+        y = np.asarray(y)
+        outs = self.output_size
+        if self.loss == "cross_entropy":
+            if y.ndim != 1 or y.shape[0] != n:
+                raise ValueError(f"{what} has shape {y.shape}; cross_entropy takes one class "
+                                 f"index per sample: ({n},)")
+            if np.issubdtype(y.dtype, np.floating) and not np.all(np.mod(y, 1) == 0):
+                raise ValueError(f"{what}: class indices must be whole numbers")
+            return _as_float32(y, what), 1
+        y = _as_float32(y, what)
+        if y.ndim == 1 and outs == 1:
+            y = y.reshape(n, 1)
+        if y.shape != (n, outs):
+            raise ValueError(f"{what} has shape {y.shape}; {self.loss} takes {outs} target(s) "
+                             f"per sample: ({n}, {outs})")
+        return np.ascontiguousarray(y), outs
+
+    # ---- running ----
+
+    def predict(self, x):
+        """Outputs for every sample: (n, output_size) float32 (probabilities
+        for a softmax or sigmoid head)."""
+        x = self._inputs(x)
+        out = np.empty((x.shape[0], self.output_size), dtype=np.float32)
+        if x.shape[0]:
+            _check(_lib.kiln_net_forward(self._live(), _floats(x), x.shape[0], _floats(out)),
+                   "predict")
+        return out
+
+    def train_step(self, x, y):
+        """One optimizer step on a batch; returns its loss."""
+        x = self._inputs(x)
+        y, _ = self._targets(y, x.shape[0])
+        if x.shape[0] > _lib.kiln_net_max_batch(self._live()):
+            self._grow(x.shape[0])
+        loss = ctypes.c_float()
+        _check(_lib.kiln_net_train_step(self._live(), _floats(x), _floats(y), x.shape[0],
+                                        ctypes.byref(loss)), "train_step")
+        return float(loss.value)
+
+    def evaluate(self, x, y):
+        """(loss, accuracy) without training; accuracy is nan for mse."""
+        x = self._inputs(x)
+        y, _ = self._targets(y, x.shape[0])
+        loss, acc = ctypes.c_double(), ctypes.c_double()
+        _check(_lib.kiln_net_evaluate(self._live(), _floats(x), _floats(y), x.shape[0],
+                                      ctypes.byref(loss), ctypes.byref(acc)), "evaluate")
+        return loss.value, acc.value
+
+    def _grow(self, batch):
+        """A network for larger batches with the same weights (the
+        optimizer's state starts anew)."""
+        state = self.state_dict()
+        _lib.kiln_net_free(self._net)
+        self._net = None
+        self._make_net(batch)
+        self.load_state_dict(state)
+
+    def _dataset(self, x, y, what):
+        x = self._inputs(x, what + " X")
+        y, targets = self._targets(y, x.shape[0], what + " y")
+        d = ctypes.c_void_p()
+        _check(_lib.kiln_data_from_arrays(_floats(x), _floats(y), x.shape[0], x.shape[1],
+                                          targets, ctypes.byref(d)), what)
+        return d
+
+    def fit(self, x, y, epochs=None, batch=None, validation_data=None, callback=None,
+            verbose=True, **settings):
+        """Trains as the model's [train] section says; keyword arguments
+        override its keys (lr=0.01, optimizer="sgd", momentum=0.9, ...).
+        Returns the history: lists per epoch of train_loss, val_loss,
+        train_acc, val_acc and lr. callback(epoch_dict) may return True to
+        stop. Ctrl-C stops after the current batch and raises
+        KeyboardInterrupt; the model stays usable."""
+        net = self._live()
+        for key, value in settings.items():
+            text = str(value).lower() if isinstance(value, bool) else (
+                ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
+            _check(_lib.kiln_net_configure(net, key.encode(), text.encode()), "fit")
+        if batch and batch > _lib.kiln_net_max_batch(net):
+            self._grow(batch)
+            net = self._live()
+        datasets = [self._dataset(x, y, "training data")]
+        if validation_data is not None:
+            datasets.append(self._dataset(validation_data[0], validation_data[1],
+                                          "validation data"))
+        history = {"train_loss": [], "val_loss": [], "train_acc": [], "val_acc": [], "lr": []}
+        interrupted = []
+
+        def on_epoch(_user, p):
+            try:
+                e = p.contents
+                row = {"epoch": e.epoch, "train_loss": e.loss, "val_loss": e.val_loss,
+                       "train_acc": e.accuracy, "val_acc": e.val_accuracy, "lr": e.lr,
+                       "seconds": e.seconds}
+                for k in history:
+                    history[k].append(row[k])
+                return 1 if callback is not None and callback(row) else 0
+            except BaseException as exc:  # KeyboardInterrupt lands in whichever callback runs
+                interrupted.append(exc)
+                return 1
+
+        def on_step(_user, _p):
+            try:
+                return 0
+            except BaseException as exc:
+                interrupted.append(exc)
+                return 1
+
+        def log(_user, text):
+            try:
+                print(text.decode(errors="replace"), end="", flush=True)
+            except BaseException as exc:
+                interrupted.append(exc)
+
+        o = _capi.TrainOptions()
+        _lib.kiln_train_options_init(ctypes.byref(o))
+        o.train_data = datasets[0]
+        o.val_data = datasets[1] if len(datasets) > 1 else None
+        o.epochs = int(epochs or 0)
+        o.batch = int(batch or 0)
+        keep = [_capi.PROGRESS_FN(on_epoch), _capi.PROGRESS_FN(on_step), _capi.WRITE_FN(log)]
+        o.on_epoch, o.on_step = keep[0], keep[1]
+        if verbose:
+            o.log = keep[2]
+        report = _capi.TrainReport()
+        try:
+            status = _lib.kiln_net_fit(net, ctypes.byref(o), ctypes.byref(report))
+        finally:
+            for d in datasets:
+                _lib.kiln_data_free(d)
+        if interrupted:
+            raise interrupted[0]
+        _check(status, "fit")
+        return history
+
+    # ---- weights ----
+
+    def _params(self):
+        net = self._live()
+        info = _capi.ParamInfo()
+        for i in range(_lib.kiln_net_param_count(net)):
+            _check(_lib.kiln_net_param_info(net, i, ctypes.byref(info)))
+            yield (info.name.decode(), tuple(info.shape[d] for d in range(info.ndim)),
+                   info.numel, bool(info.is_int64))
+
+    def state_dict(self):
+        """Every parameter and buffer by its PyTorch name (copies)."""
+        out = {}
+        for name, shape, numel, is_int64 in self._params():
+            buf = np.empty(numel, dtype=np.float32)
+            _check(_lib.kiln_net_get(self._net, name.encode(), _floats(buf), numel))
+            out[name] = (np.array(int(buf[0]), dtype=np.int64) if is_int64
+                         else buf.reshape(shape))
+        return out
+
+    def load_state_dict(self, state, strict=True):
+        """Sets weights and buffers from name -> array, as PyTorch's
+        load_state_dict: with strict, missing and unexpected names are an
+        error naming all of them."""
+        params = list(self._params())
+        names = {p[0] for p in params}
+        if strict:
+            missing = sorted(names - set(state))
+            extra = sorted(set(state) - names)
+            if missing or extra:
+                raise KilnError(1, "load_state_dict: " + "; ".join(
+                    ([f"missing: {', '.join(missing)}"] if missing else []) +
+                    ([f"unexpected: {', '.join(extra)}"] if extra else [])))
+        for name, shape, numel, is_int64 in params:
+            if name not in state or is_int64:
+                continue
+            v = np.asarray(state[name])
+            if hasattr(state[name], "detach"):  # a torch tensor
+                v = state[name].detach().cpu().numpy()
+            v = _as_float32(v, name)
+            if v.shape != shape:
+                raise ValueError(f"load_state_dict: {name} has shape {v.shape}; the model "
+                                 f"expects {shape}")
+            _check(_lib.kiln_net_set(self._net, name.encode(), _floats(v), numel))
+
+    def save(self, path):
+        """A safetensors file with PyTorch's names (written atomically)."""
+        _check(_lib.kiln_net_save(self._live(), str(path).encode()), "save")
+
+    def load(self, path):
+        """Weights, buffers and input normalization from a safetensors file."""
+        _check(_lib.kiln_net_load(self._live(), str(path).encode()), "load")
+
+    @property
+    def lr(self):
+        return _lib.kiln_net_lr(self._live())
+
+    @lr.setter
+    def lr(self, value):
+        _check(_lib.kiln_net_set_lr(self._live(), float(value)))
+
+    def summary(self):
+        """The layers, their output shapes and parameters, as text."""
+        parts = []
+        fn = _capi.WRITE_FN(lambda _u, text: parts.append(text.decode()))
+        _check(_lib.kiln_model_summary(self._model, fn, None))
+        return "".join(parts)
+
+    def __repr__(self):
+        return f"<kiln.Model {self.input_size} -> {self.output_size} on {self.device.name}>"

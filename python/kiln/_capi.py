@@ -1,0 +1,159 @@
+"""ctypes declarations of libkiln's C API (include/kiln.h), in one place.
+
+The library is looked for in this order: $KILN_LIBRARY, the copy that
+`pip install` bundled into the package, the build/ directory of the kiln
+source tree the package sits in, then the system's libkiln.
+"""
+import ctypes
+import ctypes.util
+import os
+
+c_size = ctypes.c_size_t
+c_status = ctypes.c_int
+MAX_DIMS = 4
+
+
+class DeviceInfo(ctypes.Structure):
+    _fields_ = [("platform_index", ctypes.c_uint), ("device_index", ctypes.c_uint),
+                ("global_index", ctypes.c_uint), ("platform", ctypes.c_char * 128),
+                ("platform_version", ctypes.c_char * 128), ("name", ctypes.c_char * 128),
+                ("vendor", ctypes.c_char * 128), ("driver_version", ctypes.c_char * 128),
+                ("device_version", ctypes.c_char * 128),
+                ("opencl_c_version", ctypes.c_char * 64), ("type", ctypes.c_int),
+                ("compute_units", ctypes.c_uint), ("global_mem_bytes", ctypes.c_uint64),
+                ("local_mem_bytes", ctypes.c_uint64), ("max_alloc_bytes", ctypes.c_uint64),
+                ("max_work_group_size", c_size), ("mem_base_align_bits", ctypes.c_uint),
+                ("fp64", ctypes.c_int), ("fp16", ctypes.c_int)]
+
+
+class Progress(ctypes.Structure):
+    _fields_ = [("epoch", ctypes.c_int), ("epochs", ctypes.c_int), ("batch", c_size),
+                ("batches", c_size), ("step", ctypes.c_uint64), ("loss", ctypes.c_double),
+                ("accuracy", ctypes.c_double), ("val_loss", ctypes.c_double),
+                ("val_accuracy", ctypes.c_double), ("lr", ctypes.c_double),
+                ("seconds", ctypes.c_double), ("best", ctypes.c_int)]
+
+
+WRITE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
+PROGRESS_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(Progress))
+
+
+class TrainOptions(ctypes.Structure):
+    _fields_ = [("size", c_size), ("data", ctypes.c_char_p), ("label", ctypes.c_char_p),
+                ("train_data", ctypes.c_void_p), ("val_data", ctypes.c_void_p),
+                ("test_data", ctypes.c_void_p), ("out_dir", ctypes.c_char_p),
+                ("resume", ctypes.c_char_p), ("epochs", ctypes.c_int), ("batch", ctypes.c_int),
+                ("lr", ctypes.c_double), ("limit", c_size), ("stop_after", c_size),
+                ("detect_anomaly", ctypes.c_int), ("profile", ctypes.c_char_p),
+                ("progress", ctypes.c_int), ("log", WRITE_FN), ("log_user", ctypes.c_void_p),
+                ("on_step", PROGRESS_FN), ("on_epoch", PROGRESS_FN), ("user", ctypes.c_void_p),
+                ("stop", ctypes.POINTER(ctypes.c_int))]
+
+
+class TrainReport(ctypes.Structure):
+    _fields_ = [("epochs_run", ctypes.c_int), ("best_epoch", ctypes.c_int),
+                ("stopped_early", ctypes.c_int), ("interrupted", ctypes.c_int),
+                ("best_val_loss", ctypes.c_double), ("test_loss", ctypes.c_double),
+                ("test_accuracy", ctypes.c_double), ("seconds", ctypes.c_double),
+                ("samples_per_second", ctypes.c_double)]
+
+
+class ParamInfo(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("ndim", ctypes.c_int), ("shape", c_size * MAX_DIMS),
+                ("numel", c_size), ("trainable", ctypes.c_int), ("is_int64", ctypes.c_int)]
+
+
+P = ctypes.c_void_p
+F = ctypes.POINTER(ctypes.c_float)
+
+# name: (result type, argument types)
+SIGNATURES = {
+    "kiln_version": (ctypes.c_char_p, []),
+    "kiln_last_error": (ctypes.c_char_p, []),
+    "kiln_status_str": (ctypes.c_char_p, [c_status]),
+    "kiln_devices": (c_status, [ctypes.POINTER(ctypes.POINTER(DeviceInfo)), ctypes.POINTER(c_size)]),
+    "kiln_device_type_str": (ctypes.c_char_p, [ctypes.c_int]),
+    "kiln_free": (None, [P]),
+    "kiln_ctx_create": (c_status, [ctypes.c_char_p, ctypes.POINTER(P)]),
+    "kiln_ctx_free": (None, [P]),
+    "kiln_ctx_device": (ctypes.POINTER(DeviceInfo), [P]),
+    "kiln_model_load": (c_status, [ctypes.c_char_p, ctypes.POINTER(P)]),
+    "kiln_model_parse": (c_status, [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(P)]),
+    "kiln_model_free": (None, [P]),
+    "kiln_model_train_setting": (ctypes.c_char_p, [P, ctypes.c_char_p]),
+    "kiln_model_set_train": (c_status, [P, ctypes.c_char_p, ctypes.c_char_p]),
+    "kiln_model_summary": (c_status, [P, WRITE_FN, P]),
+    "kiln_net_create": (c_status, [P, P, c_size, ctypes.POINTER(P)]),
+    "kiln_net_free": (None, [P]),
+    "kiln_net_input_size": (c_size, [P]),
+    "kiln_net_output_size": (c_size, [P]),
+    "kiln_net_max_batch": (c_size, [P]),
+    "kiln_net_head": (ctypes.c_int, [P]),
+    "kiln_net_set_training": (c_status, [P, ctypes.c_int]),
+    "kiln_net_forward": (c_status, [P, F, c_size, F]),
+    "kiln_net_train_step": (c_status, [P, F, F, c_size, F]),
+    "kiln_net_evaluate": (c_status, [P, F, F, c_size, ctypes.POINTER(ctypes.c_double),
+                                     ctypes.POINTER(ctypes.c_double)]),
+    "kiln_net_save": (c_status, [P, ctypes.c_char_p]),
+    "kiln_net_load": (c_status, [P, ctypes.c_char_p]),
+    "kiln_net_param_count": (c_size, [P]),
+    "kiln_net_param_info": (c_status, [P, c_size, ctypes.POINTER(ParamInfo)]),
+    "kiln_net_get": (c_status, [P, ctypes.c_char_p, F, c_size]),
+    "kiln_net_set": (c_status, [P, ctypes.c_char_p, F, c_size]),
+    "kiln_net_configure": (c_status, [P, ctypes.c_char_p, ctypes.c_char_p]),
+    "kiln_net_lr": (ctypes.c_double, [P]),
+    "kiln_net_set_lr": (c_status, [P, ctypes.c_double]),
+    "kiln_net_steps": (ctypes.c_uint64, [P]),
+    "kiln_net_fit": (c_status, [P, ctypes.POINTER(TrainOptions), ctypes.POINTER(TrainReport)]),
+    "kiln_data_from_arrays": (c_status, [F, F, c_size, c_size, c_size, ctypes.POINTER(P)]),
+    "kiln_data_free": (None, [P]),
+    "kiln_train_options_init": (None, [ctypes.POINTER(TrainOptions)]),
+}
+
+
+def _candidates():
+    env = os.environ.get("KILN_LIBRARY")
+    if env:
+        yield env
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(os.path.join(here, "_lib"))) if os.path.isdir(
+            os.path.join(here, "_lib")) else []:
+        if name.startswith("libkiln.so"):
+            yield os.path.join(here, "_lib", name)
+    tree = os.path.dirname(os.path.dirname(here))  # python/kiln -> the source tree
+    for build in ("build", "build-python"):
+        path = os.path.join(tree, build, "libkiln.so")
+        if os.path.exists(path):
+            yield path
+    found = ctypes.util.find_library("kiln")
+    if found:
+        yield found
+
+
+def load():
+    tried = []
+    for path in _candidates():
+        try:
+            lib = ctypes.CDLL(path)  # CDLL releases the GIL during every call
+        except OSError as e:
+            tried.append(f"{path} ({e})")
+            continue
+        for name, (res, args) in SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        check_layout(lib)
+        return lib, path
+    raise ImportError("kiln: libkiln not found; tried " + (", ".join(tried) or "nothing") +
+                      ". Set KILN_LIBRARY to libkiln.so, build kiln with tools/setup.sh, or "
+                      "install it (meson install)")
+
+
+def check_layout(lib):
+    """The options struct must be the library's: kiln_train_options_init
+    writes sizeof(kiln_train_options) into its first field."""
+    buf = (ctypes.c_char * 4096)()
+    lib.kiln_train_options_init(ctypes.cast(buf, ctypes.POINTER(TrainOptions)))
+    size = c_size.from_buffer(buf).value
+    if size != ctypes.sizeof(TrainOptions):
+        raise ImportError(f"kiln: this libkiln's kiln_train_options has {size} bytes, the "
+                          f"bindings expect {ctypes.sizeof(TrainOptions)}; versions differ")
