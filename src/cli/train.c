@@ -287,6 +287,19 @@ static void print_prediction(size_t i, const float *y, size_t outputs, kiln_head
     printf("\n");
 }
 
+/* Logits to probabilities in place (a classifier without a softmax layer,
+ * trained with cross_entropy as PyTorch's models are). */
+static void softmax_row(float *z, size_t n)
+{
+    double mx = z[0], sum = 0;
+    for (size_t j = 1; j < n; j++)
+        mx = z[j] > mx ? z[j] : mx;
+    for (size_t j = 0; j < n; j++)
+        sum += exp((double)z[j] - mx);
+    for (size_t j = 0; j < n; j++)
+        z[j] = (float)(exp((double)z[j] - mx) / sum);
+}
+
 /* Predictions of the first count samples of input with a checkpoint,
  * through the library's network API. */
 static int predict(kiln_ctx *ctx, kiln_model *m, const char *checkpoint, const char *input,
@@ -317,6 +330,12 @@ static int predict(kiln_ctx *ctx, kiln_model *m, const char *checkpoint, const c
     if (st == KILN_OK)
         st = kiln_net_forward(net, x, n, y);
     kiln_head head = kiln_net_head(net);
+    const char *loss = kiln_model_train_setting(m, "loss");
+    if (head == KILN_HEAD_NONE && outs > 1 && (!loss || strcmp(loss, "cross_entropy") == 0)) {
+        for (size_t i = 0; st == KILN_OK && i < n; i++) /* logits of a classifier */
+            softmax_row(y + i * outs, outs);
+        head = KILN_HEAD_SOFTMAX;
+    }
     for (size_t i = 0; st == KILN_OK && i < n; i++)
         print_prediction(i, y + i * outs, outs, head);
     free(x);
