@@ -86,8 +86,12 @@ static kiln_status state_create(kiln_ctx *ctx, int tuned, blas_state **out)
     kiln_status st = env && *env ? kiln_gemm_engine_parse(env, "KILN_GEMM", &engine) : KILN_OK;
     s->engine = kiln_gemm_engine_resolve(ctx, engine);
     kiln_tuning record;
-    if (st == KILN_OK && tuned && kiln_tuning_load(&ctx->info, &record))
+    if (st == KILN_OK && tuned && kiln_tuning_load(&ctx->info, &record)) {
         st = kiln_tuning_apply_state(ctx, s, &record);
+        if (st == KILN_OK && record.has_xgemm &&
+            kiln_tuning_path(&ctx->info, s->record, sizeof s->record) != KILN_OK)
+            kiln_error_clear();
+    }
     if (st != KILN_OK) {
         state_free(s);
         return st;
@@ -231,7 +235,13 @@ kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb,
         kiln_writef(&ctx->trace, "    gemm   CLBlastSgemm%-6s m=%zu n=%zu k=%zu\n",
                 ta == KILN_TRANS ? (tb == KILN_TRANS ? " TT" : " TN") : (tb == KILN_TRANS ? " NT" : " NN"),
                 m, n, k);
-    return code == CLBlastSuccess ? KILN_OK : fail_blas(code, "CLBlastSgemm", m, n, k);
+    if (code == CLBlastSuccess)
+        return KILN_OK;
+    st = fail_blas(code, "CLBlastSgemm", m, n, k);
+    if (s->record[0])
+        kiln_error_append("; CLBlast ran with the parameters of the tuning record %s "
+                          "(KILN_TUNE=off ignores it; kiln tune writes a new one)", s->record);
+    return st;
 }
 
 static kiln_status gemm_shapes_differ(const kiln_tensor *a, const kiln_tensor *b,

@@ -42,6 +42,7 @@ typedef struct {
     gemm_log *log;           /* when set, kiln_blas_sgemm records its shapes */
     gemm_tile tile;          /* kiln's GEMM tile; mr 0 until the first product chooses */
     char tile_options[2][48]; /* gemm.cl's options for that tile: A in place, A packed */
+    char record[512];        /* the tuning record applied when the context opened, or "" */
 } blas_state;
 
 /* The context's blas state: the engine from $KILN_GEMM (else the device's
