@@ -146,6 +146,19 @@ with tempfile.TemporaryDirectory() as tmp:
     check("a batch larger than the device can hold suggests one that fits",
           r.returncode == 1 and "try --batch" in r.stderr, r.stderr)
 
+    # 8b. "no driver" and "the drivers failed to start" are told apart
+    empty, broken = os.path.join(tmp, "no-icd"), os.path.join(tmp, "bad-icd")
+    os.mkdir(empty)
+    os.mkdir(broken)
+    with open(os.path.join(broken, "gone.icd"), "w") as f:
+        f.write("/nonexistent/libOpenCL-driver.so\n")
+    r1 = run("devices", env=dict(os.environ, OCL_ICD_VENDORS=empty))
+    r2 = run("devices", env=dict(os.environ, OCL_ICD_VENDORS=broken))
+    check("no driver and a driver that fails to start get different messages",
+          r1.returncode == 1 and "no OpenCL driver is installed" in r1.stderr and
+          r2.returncode == 1 and "installed (gone.icd) but none of them started" in r2.stderr,
+          r1.stderr + r2.stderr)
+
     # 9b. a FIFO where a kernel cache file belongs does not hang
     cache = os.path.join(tmp, "cache")
     env = dict(os.environ, KILN_CACHE_DIR=cache)

@@ -1,6 +1,7 @@
 /* Platforms and devices through the ICD loader, device selection, and the
  * context (OpenCL context + in-order queue + kernel cache) on one device. */
 #include <ctype.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,9 +41,38 @@ static const char no_driver_help[] =
     "apt-get install pocl-opencl-icd (or Mesa's rusticl: apt-get install mesa-opencl-icd "
     "and set RUSTICL_ENABLE=llvmpipe). For a GPU, install its vendor's OpenCL driver.";
 
+/* The ICD files the loader reads ($OCL_ICD_VENDORS, else
+ * /etc/OpenCL/vendors), listed into buf; how many there are. */
+static int installed_drivers(char *buf, size_t size)
+{
+    const char *dir = getenv("OCL_ICD_VENDORS");
+    DIR *d = opendir(dir && *dir ? dir : "/etc/OpenCL/vendors");
+    int n = 0;
+    size_t used = 0;
+    buf[0] = '\0';
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        size_t len = strlen(e->d_name);
+        if (len < 4 || strcmp(e->d_name + len - 4, ".icd") != 0)
+            continue;
+        if (used < size)
+            used += (size_t)snprintf(buf + used, size - used, "%s%s", n ? ", " : "", e->d_name);
+        n++;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
 static kiln_status list_platforms(cl_platform_id *ids, cl_uint *count)
 {
     cl_int err = clGetPlatformIDs(MAX_PLATFORMS, ids, count);
+    char drivers[512];
+    if ((err == -1001 /* CL_PLATFORM_NOT_FOUND_KHR */ || (err == CL_SUCCESS && *count == 0)) &&
+        installed_drivers(drivers, sizeof drivers) > 0)
+        return kiln_fail(KILN_ERR_NO_PLATFORM, "OpenCL drivers are installed (%s) but none of "
+                                               "them started: the ICD loader found no "
+                                               "platform. Out of memory (ulimit -v)? "
+                                               "`clinfo` shows what the drivers say", drivers);
     if (err == -1001 /* CL_PLATFORM_NOT_FOUND_KHR */ || (err == CL_SUCCESS && *count == 0))
         return kiln_fail(KILN_ERR_NO_PLATFORM, "%s", no_driver_help);
     if (err != CL_SUCCESS)
