@@ -14,6 +14,7 @@ packages=(
   valgrind clang libclang-rt-14-dev                     # leak checks and fuzzing (tools/test.sh)
   libopenblas0                                          # the host baseline of kiln bench
   python3-numpy python3-pytest                          # the Python package's tests
+  openmpi-bin libopenmpi-dev                            # data-parallel training (mpirun)
 )
 
 missing=()

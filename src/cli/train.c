@@ -151,15 +151,55 @@ static void write_stdout(void *user, const char *text)
 }
 
 /* Opens the device and the model; prints which device. */
+/* Under mpirun: this process's rank and local rank, and the job's size
+ * (0, 0, 1 otherwise). */
+static void mpi_place(int *rank, int *local, int *size)
+{
+    const char *r = getenv("OMPI_COMM_WORLD_RANK"), *l = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    const char *n = getenv("OMPI_COMM_WORLD_SIZE");
+    *rank = r ? atoi(r) : 0;
+    *local = l ? atoi(l) : *rank;
+    *size = n ? atoi(n) : 1;
+}
+
+/* A device selector for this rank: one selector for every rank, or a
+ * comma-separated list from which local rank r takes entry r (mod its
+ * length). */
+static const char *rank_selector(const char *selector, int local, char *buf, size_t size)
+{
+    if (!selector || !*selector)
+        selector = getenv("KILN_DEVICE");
+    if (!selector || !strchr(selector, ','))
+        return selector;
+    int entries = 1;
+    for (const char *p = selector; *p; p++)
+        entries += *p == ',';
+    const char *p = selector;
+    for (int k = local % entries; k > 0; k--)
+        p = strchr(p, ',') + 1;
+    snprintf(buf, size, "%.*s", (int)strcspn(p, ","), p);
+    return buf;
+}
+
 static int open_all(const cli_options *c, const char *cmd, kiln_ctx **ctx, kiln_model **m)
 {
+    int rank, local, size;
+    mpi_place(&rank, &local, &size);
+    char chosen[256];
+    const char *selector = rank_selector(c->device, local, chosen, sizeof chosen);
     if (kiln_model_load(c->model, m) != KILN_OK)
         return cli_fail(cmd);
-    if (kiln_ctx_create(c->device, ctx) != KILN_OK) {
+    if (kiln_ctx_create(selector, ctx) != KILN_OK) {
         kiln_model_free(*m);
         return cli_fail(cmd);
     }
-    printf("device: %s / %s\n", kiln_ctx_device(*ctx)->platform, kiln_ctx_device(*ctx)->name);
+    const kiln_device_info *d = kiln_ctx_device(*ctx);
+    if (size > 1) { /* every rank says where it runs; rank 0 alone prints the rest */
+        fprintf(stderr, "rank %d of %d: device %s / %s\n", rank, size, d->platform, d->name);
+        if (rank > 0 && !freopen("/dev/null", "w", stdout))
+            return cli_fail(cmd);
+    }
+    printf("device: %s / %s\n", d->platform, d->name);
     return 0;
 }
 

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "train/dist.h"
 #include "train/net.h"
 
 /* Everything a run holds. */
@@ -35,6 +36,7 @@ typedef struct {
     size_t steps_run;        /* in this call, for profile */
     int stop;                /* a callback or stop_after asked to stop */
     int evaluating;          /* kiln_evaluate: no training split, the network's normalization */
+    float *grads;            /* under mpirun: host staging of the flat gradients */
     float *best_params;      /* the best weights: flat parameters and buffers */
     float **best_buffers;
     FILE *csv;
@@ -475,6 +477,44 @@ static void report_step(run *r, int epoch, size_t i, size_t batches, double loss
         r->stop = 1;
 }
 
+/* This rank's samples of batch i: the whole batch, or under mpirun its
+ * share of it (*count may be 0 for a short batch and many ranks). */
+static void batch_slice(const run *r, size_t i, size_t *first, size_t *count)
+{
+    dist_slice(i * r->c.batch, batch_size(r, i), first, count);
+}
+
+/* Enqueues the upload of this rank's samples of batch i into slot s and
+ * returns the pipe that runs them (NULL when this rank has none). */
+static kiln_status stage_step(run *r, size_t i, int s, net_pipe **q)
+{
+    size_t first, n;
+    batch_slice(r, i, &first, &n);
+    *q = NULL;
+    if (n == 0)
+        return KILN_OK;
+    kiln_status st = pipe_for(r, n, q);
+    if (st == KILN_OK && (*q)->p != r->p)
+        (*q)->p->counter = r->p->counter;
+    return st == KILN_OK ? stage_batch(r, *q, &r->train, r->order, first, n, s, 1) : st;
+}
+
+/* Under mpirun: the mean gradient of the global batch of n samples on
+ * every rank, from this rank's mean over its own part of them. */
+static kiln_status reduce_gradients(run *r, size_t mine, size_t n)
+{
+    if (dist_size() == 1)
+        return KILN_OK;
+    size_t count = r->p->grads->numel;
+    kiln_status st = mine ? kiln_tensor_download(r->p->grads, r->grads, count) : KILN_OK;
+    float share = (float)mine / (float)n;
+    for (size_t k = 0; k < count; k++)
+        r->grads[k] = mine ? r->grads[k] * share : 0.0f;
+    if (st == KILN_OK)
+        st = dist_sum_floats(r->grads, count);
+    return st == KILN_OK ? kiln_tensor_upload(r->p->grads, r->grads, count) : st;
+}
+
 /* One epoch of training from batch *next (0: the start); returns mean loss
  * and accuracy, and in *next the batch to go on from when stopped on
  * request (else the number of batches). Every sample trains once: the
@@ -489,64 +529,69 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
     data_shuffle(r->order, r->train.count, &rng);
     double total = 0, started = kiln_seconds();
     net_pipe *q = NULL, *after = NULL;
-    kiln_status st = i < batches ? pipe_for(r, batch_size(r, i), &q) : KILN_OK;
-    if (st == KILN_OK && i < batches)
-        st = stage_batch(r, q, &r->train, r->order, i * b, batch_size(r, i), i % 2, 1);
+    kiln_status st = i < batches ? stage_step(r, i, (int)(i % 2), &q) : KILN_OK;
+    int stop = 0;
     /* Each step is enqueued whole, the next batch is gathered and its upload
      * enqueued behind it while the device works, and the host waits once,
      * for the loss. */
-    for (; i < batches && st == KILN_OK && !stopping(r); i++, q = after) {
-        size_t n = batch_size(r, i);
+    for (; i < batches && st == KILN_OK && !stop; i++, q = after) {
+        size_t n = batch_size(r, i), first, mine;
+        batch_slice(r, i, &first, &mine);
         st = profile_steps(r);
-        if (st == KILN_OK)
+        if (st == KILN_OK && q)
             st = pipeline_forward(q->p, 1);
-        if (st == KILN_OK)
+        if (st == KILN_OK && q)
             st = pipeline_loss(q->p, r->c.loss, r->c.label_smoothing, q->target, q->loss);
-        if (st == KILN_OK)
+        if (st == KILN_OK && q)
             st = read_logits(r, q, 1); /* before backward, which reuses the arena */
-        if (st == KILN_OK)
+        if (st == KILN_OK && q)
             st = pipeline_backward(q->p, 1);
         if (st == KILN_OK)
+            st = reduce_gradients(r, mine, n);
+        if (st == KILN_OK)
             st = optim_step(r->opt, lr);
-        if (q->p != r->p) /* a short batch ran on its own pipeline */
+        if (q && q->p != r->p) /* a short batch ran on its own pipeline */
             r->p->counter = q->p->counter;
-        after = q;
+        after = NULL;
         if (st == KILN_OK && i + 1 < batches)
-            st = pipe_for(r, batch_size(r, i + 1), &after);
-        if (st == KILN_OK && after->p != r->p)
-            after->p->counter = r->p->counter;
-        if (st == KILN_OK && i + 1 < batches)
-            st = stage_batch(r, after, &r->train, r->order, (i + 1) * b, batch_size(r, i + 1),
-                             (int)((i + 1) % 2), 1);
+            st = stage_step(r, i + 1, (int)((i + 1) % 2), &after);
         if (st == KILN_ERR_NUMERIC) {
             char what[1024];
             snprintf(what, sizeof what, "%s", kiln_last_error());
             st = kiln_fail(KILN_ERR_NUMERIC, "epoch %d, batch %zu: %s", epoch, i + 1, what);
         }
-        float l = NAN;
-        if (st == KILN_OK)
+        float l = 0;
+        if (st == KILN_OK && q)
             st = kiln_tensor_download(q->loss, &l, 1);
-        if (st == KILN_OK && !isfinite(l))
+        double ignored = 0;
+        size_t right = 0;
+        if (st == KILN_OK && q)
+            net_score(r->net, r->out, r->y[i % 2], mine, &ignored, &right, NULL);
+        if (r->o->stop_after && ++r->batches_run >= r->o->stop_after)
+            r->stop = 1;
+        /* the global batch's loss, correct answers and stop, the same on every rank */
+        double shared[3] = {(double)l * (double)mine, (double)right, stopping(r)};
+        if (st == KILN_OK)
+            st = dist_sum_doubles(shared, 3);
+        double batch_loss = shared[0] / (double)n;
+        stop = shared[2] > 0;
+        if (st == KILN_OK && !isfinite(batch_loss))
             st = kiln_fail(KILN_ERR_NUMERIC, "epoch %d, batch %zu: the loss is %g; lower the "
                                              "learning rate or clip gradients (clip_norm); "
                                              "--detect-anomaly finds the first layer that "
                                              "made a NaN or Inf",
-                           epoch, i + 1, (double)l);
-        double ignored = 0;
-        size_t right = 0;
-        if (st == KILN_OK)
-            net_score(r->net, r->out, r->y[i % 2], n, &ignored, &right, NULL);
-        correct += right;
-        if (r->o->stop_after && ++r->batches_run >= r->o->stop_after)
-            r->stop = 1;
-        total += (double)l * (double)n; /* the epoch's loss is a mean over samples */
+                           epoch, i + 1, batch_loss);
+        correct += (size_t)shared[1];
+        total += shared[0]; /* the epoch's loss is a mean over samples */
         samples += n;
         seen++;
         if (st == KILN_OK)
-            report_step(r, epoch, i, batches, l, right, n, lr);
+            report_step(r, epoch, i, batches, batch_loss, (size_t)shared[1], n, lr);
         if (i % 8 == 0 || i + 1 == batches)
             progress(r, epoch, i + 1, batches, total / (double)samples, samples, started);
     }
+    if (stop)
+        r->stop = 1;
     if (r->o->log && r->o->progress)
         say(r, "\r%*s\r", 100, "");
     *next = i;
@@ -685,6 +730,9 @@ static kiln_status setup(run *r)
         if (!r->x[0] || !r->x[1] || !r->y[0] || !r->y[1] || !r->out || !r->order)
             st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
     }
+    if (st == KILN_OK && dist_size() > 1 &&
+        !(r->grads = malloc(r->p->grads->numel * sizeof *r->grads)))
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
     if (st == KILN_OK)
         st = alloc_snapshot(r);
     if (st == KILN_OK)
@@ -708,6 +756,7 @@ static void teardown(run *r)
     }
     free(r->out);
     free(r->order);
+    free(r->grads);
     if (r->csv)
         fclose(r->csv);
     if (r->lock >= 0)
@@ -950,8 +999,15 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
         st = read_options(options, &o, "kiln_net_fit");
     if (st == KILN_OK && !rep)
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_fit: a report is required");
+    if (st == KILN_OK)
+        st = dist_start();
     if (st != KILN_OK)
         return st;
+    if (dist_rank() > 0) { /* rank 0 alone writes files and the console */
+        o.out_dir = NULL;
+        o.log = NULL;
+        o.profile = NULL;
+    }
     memset(rep, 0, sizeof *rep);
     run r = {.net = net, .o = &o, .lock = -1};
     double started = kiln_seconds();
