@@ -2,7 +2,9 @@
 """Data-parallel training under mpirun gives the weights of one process:
 2 ranks (an even split of each global batch) and 3 ranks (an uneven one,
 and a short last batch of 4 samples) against 1 rank on the same data, after
-3 epochs of SGD with momentum (24 steps); within 1e-5 relative.
+3 epochs of SGD with momentum (24 steps); within 1e-5 relative. Then a
+rank that fails (rank 0 cannot create its output directory; rank 1 names a
+device that does not exist) ends the job quickly, naming the rank.
 
 usage: check_dist.py KILN MPIRUN"""
 import json
@@ -42,8 +44,8 @@ def train(tmp, ranks):
                        env=dict(os.environ, POCL_MAX_PTHREAD_COUNT="1"))
     if r.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    if ranks > 1 and f"rank {ranks - 1} of {ranks}: device" not in r.stderr:
-        sys.exit(f"{ranks} ranks were asked for, but the run did not say so:\n{r.stderr}")
+    if ranks > 1 and f"rank {ranks - 1} of {ranks}: device" not in r.stdout:
+        sys.exit(f"{ranks} ranks were asked for, but rank 0 did not list them:\n{r.stdout}")
     return weights(os.path.join(out, "final.safetensors"))
 
 
@@ -67,4 +69,25 @@ with tempfile.TemporaryDirectory() as tmp:
         failed |= not ok
         print(f"{'ok  ' if ok else 'FAIL'} {ranks} ranks against 1: worst relative difference "
               f"{worst:.3g}")
+    for what, extra, expect in (
+            ("rank 0 fails after MPI_Init", ["--out", os.path.join(tmp, "d.csv", "sub")],
+             "rank 0 of 2 failed"),
+            ("rank 1 fails to open its device", ["--out", os.path.join(tmp, "dev"),
+                                                 "--device", "0,no-such-device"],
+             "rank 1 of 2 failed")):
+        cmd = [MPIRUN, "--oversubscribe", "-np", "2", KILN, "train", os.path.join(tmp, "m.ini"),
+               "--data", os.path.join(tmp, "d.csv")] + extra
+        if os.geteuid() == 0:
+            cmd.insert(1, "--allow-run-as-root")
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                               env=dict(os.environ, POCL_MAX_PTHREAD_COUNT="1"))
+            ok = r.returncode != 0 and expect in r.stdout + r.stderr
+            why = f"exit status {r.returncode}"
+        except subprocess.TimeoutExpired:
+            ok, why = False, "hung for 120 s"
+        failed |= not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {what}: {why}")
+        if not ok and why != "hung for 120 s":
+            print(r.stdout, r.stderr)
     sys.exit(1 if failed else 0)

@@ -181,6 +181,15 @@ static const char *rank_selector(const char *selector, int local, char *buf, siz
     return buf;
 }
 
+/* cli_fail, naming the rank under mpirun (mpirun then ends the others). */
+static int rank_fail(const char *cmd, int rank, int size)
+{
+    if (size == 1)
+        return cli_fail(cmd);
+    fprintf(stderr, "kiln %s: rank %d of %d failed: %s\n", cmd, rank, size, kiln_last_error());
+    return 1;
+}
+
 static int open_all(const cli_options *c, const char *cmd, kiln_ctx **ctx, kiln_model **m)
 {
     int rank, local, size;
@@ -188,17 +197,15 @@ static int open_all(const cli_options *c, const char *cmd, kiln_ctx **ctx, kiln_
     char chosen[256];
     const char *selector = rank_selector(c->device, local, chosen, sizeof chosen);
     if (kiln_model_load(c->model, m) != KILN_OK)
-        return cli_fail(cmd);
+        return rank_fail(cmd, rank, size);
     if (kiln_ctx_create(selector, ctx) != KILN_OK) {
         kiln_model_free(*m);
-        return cli_fail(cmd);
+        return rank_fail(cmd, rank, size);
     }
     const kiln_device_info *d = kiln_ctx_device(*ctx);
-    if (size > 1) { /* every rank says where it runs; rank 0 alone prints the rest */
-        fprintf(stderr, "rank %d of %d: device %s / %s\n", rank, size, d->platform, d->name);
-        if (rank > 0 && !freopen("/dev/null", "w", stdout))
-            return cli_fail(cmd);
-    }
+    /* rank 0 alone prints; it lists every rank's device when training starts */
+    if (size > 1 && rank > 0 && !freopen("/dev/null", "w", stdout))
+        return rank_fail(cmd, rank, size);
     printf("device: %s / %s\n", d->platform, d->name);
     return 0;
 }

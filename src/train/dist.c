@@ -1,7 +1,10 @@
 /* Data parallelism over MPI; see dist.h. Ranks find each other through
  * Open MPI's environment (OMPI_COMM_WORLD_SIZE); collectives return errors
  * instead of aborting, and kiln names the call that failed. */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "train/dist.h"
 
@@ -68,6 +71,23 @@ kiln_status dist_start(void)
 #endif
 }
 
+kiln_status dist_check(kiln_status st)
+{
+    if (st == KILN_OK || size == 1)
+        return st;
+#ifdef KILN_MPI
+    /* MPI_Finalize (at exit) would wait for ranks that wait for this one,
+     * and MPI_Abort makes Open MPI 4.1's mpirun crash now and then; a rank
+     * that exits with an error without finalizing makes mpirun end the job. */
+    fprintf(stderr, "kiln: rank %d of %d failed: %s\nkiln: stopping every rank\n", rank, size,
+            kiln_last_error());
+    fflush(stdout);
+    fflush(stderr);
+    _exit(1);
+#endif
+    return st;
+}
+
 int dist_rank(void)
 {
     return rank;
@@ -76,6 +96,42 @@ int dist_rank(void)
 int dist_size(void)
 {
     return size;
+}
+
+kiln_status dist_devices(const kiln_device_info *mine, char **text)
+{
+    *text = NULL;
+    if (size == 1)
+        return KILN_OK;
+#ifdef KILN_MPI
+    enum { LINE = 400 };
+    char line[LINE], host[MPI_MAX_PROCESSOR_NAME] = "";
+    int len = 0;
+    MPI_Get_processor_name(host, &len);
+    snprintf(line, sizeof line, "rank %d of %d: device %s / %s on %s\n", rank, size,
+             mine->platform, mine->name, host);
+    char *all = rank == 0 ? calloc((size_t)size, LINE) : NULL;
+    if (rank == 0 && !all)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
+    kiln_status st = mpi_check(MPI_Gather(line, LINE, MPI_CHAR, all, LINE, MPI_CHAR, 0,
+                                          MPI_COMM_WORLD),
+                               "MPI_Gather of the ranks' devices");
+    if (st == KILN_OK && all) { /* one text from the fixed-size lines */
+        char *to = all;
+        for (int k = 0; k < size; k++) {
+            size_t n = strnlen(all + (size_t)k * LINE, LINE - 1);
+            memmove(to, all + (size_t)k * LINE, n);
+            to += n;
+        }
+        *to = 0;
+        *text = all;
+    } else
+        free(all);
+    return st;
+#else
+    (void)mine;
+    return KILN_OK;
+#endif
 }
 
 kiln_status dist_sum_floats(float *v, size_t n)

@@ -1011,7 +1011,13 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     memset(rep, 0, sizeof *rep);
     run r = {.net = net, .o = &o, .lock = -1};
     double started = kiln_seconds();
-    st = setup(&r);
+    char *ranks = NULL; /* MPI: rank 0 lists every rank's device */
+    st = dist_check(dist_devices(kiln_ctx_device(net->ctx), &ranks));
+    if (ranks)
+        say(&r, "%s", ranks);
+    free(ranks);
+    if (st == KILN_OK)
+        st = setup(&r);
     if (st == KILN_OK)
         say(&r, "training on %zu samples (%zu held out for validation), batch %zu, %d epochs, "
                 "%s, %s\n", r.train.count, r.val.count, r.c.batch, r.c.epochs,
@@ -1047,7 +1053,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (r.ctx)
         kiln_profile_discard(r.ctx);
     teardown(&r);
-    return st;
+    return dist_check(st); /* MPI: a rank that fails stops every rank, never a hang */
 }
 
 /* The batch a run of the model trains with: the options', else [train]'s. */
