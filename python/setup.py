@@ -3,7 +3,6 @@ tools/setup.sh does) and ships the shared library inside the package, so
 `pip install ./python` works whether or not kiln is installed system-wide.
 Outside a kiln source tree nothing is built: the package then loads the
 libkiln that KILN_LIBRARY names or the system's."""
-import glob
 import os
 import shutil
 import subprocess
@@ -27,9 +26,10 @@ class build_with_libkiln(build_py):
         subprocess.check_call(["meson", "compile", "-C", build, "kiln:shared_library"])
         target = os.path.join(self.build_lib, "kiln", "_lib")
         os.makedirs(target, exist_ok=True)
-        for lib in glob.glob(os.path.join(build, "libkiln.so*")):
-            if os.path.isfile(lib):  # the library and its links, not meson's .p folder
-                shutil.copy2(lib, target, follow_symlinks=True)
+        # one file, under its soname's full version (libkiln.so.0.2.0): not
+        # the links beside it, which a wheel would store as three copies
+        lib = os.path.realpath(os.path.join(build, "libkiln.so"))
+        shutil.copy2(lib, os.path.join(target, os.path.basename(lib)))
 
 
 setup(cmdclass={"build_py": build_with_libkiln})

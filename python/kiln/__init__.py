@@ -9,6 +9,10 @@
 Every failure raises kiln.KilnError with libkiln's own message.
 """
 import ctypes
+import os
+import signal
+import tempfile
+import threading
 
 import numpy as np
 
@@ -75,6 +79,20 @@ def _as_float32(a, what):
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def _finite(a, what):
+    """libkiln checks inputs for NaN and Inf only in kiln_data_from_arrays
+    (kiln_net_forward and kiln_net_train_step take them silently, and one
+    such training step turns weights into NaN), so every array is checked
+    here, which costs a few microseconds per thousand values."""
+    if a.size and not np.isfinite(a).all():
+        where = np.argwhere(~np.isfinite(a.reshape(a.shape[0], -1) if a.ndim > 1 else a))[0]
+        value = a.reshape(a.shape[0], -1)[tuple(where)] if a.ndim > 1 else a[where[0]]
+        place = (f"feature {where[1]} of sample {where[0]}" if a.ndim > 1
+                 else f"sample {where[0]}")
+        raise ValueError(f"{what}: {place} is {value}; kiln takes finite values only")
+    return a
+
+
 class Model:
     """A model file (or text) compiled onto a device, with its weights,
     optimizer state and training settings. Use from one thread at a time;
@@ -84,6 +102,7 @@ class Model:
         self._ctx = ctypes.c_void_p()
         self._model = model_ptr
         self._net = ctypes.c_void_p()
+        self._settings = {}  # [train] keys set through fit, replayed on a grown network
         status = _lib.kiln_ctx_create(device.encode() if device else None,
                                       ctypes.byref(self._ctx))
         if status:
@@ -112,7 +131,10 @@ class Model:
         self._net = net
 
     def close(self):
-        """Frees the device memory now (also done when the object goes)."""
+        """Frees the device memory now (also done when the object goes):
+        the network, then the model, then the context."""
+        if _lib is None:  # interpreter shutdown
+            return
         if getattr(self, "_net", None):
             _lib.kiln_net_free(self._net)
             self._net = None
@@ -164,7 +186,7 @@ class Model:
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
             raise ValueError(f"{what} has shape {x.shape}; the model takes {n_in} values per "
                              f"sample: (n, {n_in}) or (n, *input shape)")
-        return np.ascontiguousarray(x.reshape(x.shape[0], n_in))
+        return _finite(np.ascontiguousarray(x.reshape(x.shape[0], n_in)), what)
 
     def _targets(self, y, n, what="y"):
         y = np.asarray(y)
@@ -173,7 +195,7 @@ class Model:
             if y.ndim != 1 or y.shape[0] != n:
                 raise ValueError(f"{what} has shape {y.shape}; cross_entropy takes one class "
                                  f"index per sample: ({n},)")
-            if np.issubdtype(y.dtype, np.floating) and not np.all(np.mod(y, 1) == 0):
+            if np.issubdtype(y.dtype, np.floating) and not np.all(np.mod(_finite(y, what), 1) == 0):
                 raise ValueError(f"{what}: class indices must be whole numbers")
             return _as_float32(y, what), 1
         y = _as_float32(y, what)
@@ -182,7 +204,7 @@ class Model:
         if y.shape != (n, outs):
             raise ValueError(f"{what} has shape {y.shape}; {self.loss} takes {outs} target(s) "
                              f"per sample: ({n}, {outs})")
-        return np.ascontiguousarray(y), outs
+        return _finite(np.ascontiguousarray(y), what), outs
 
     # ---- running ----
 
@@ -217,13 +239,24 @@ class Model:
         return loss.value, acc.value
 
     def _grow(self, batch):
-        """A network for larger batches with the same weights (the
+        """A network for larger batches with the same weights, buffers,
+        input normalization, [train] settings and learning rate (the
         optimizer's state starts anew)."""
-        state = self.state_dict()
-        _lib.kiln_net_free(self._net)
-        self._net = None
-        self._make_net(batch)
-        self.load_state_dict(state)
+        lr = _lib.kiln_net_lr(self._live())
+        with tempfile.TemporaryDirectory(prefix="kiln-") as tmp:
+            path = os.path.join(tmp, "grow.safetensors").encode()
+            _check(_lib.kiln_net_save(self._net, path), "resizing the network")
+            old, self._net = self._net, None
+            try:
+                self._make_net(batch)
+            except BaseException:
+                self._net = old
+                raise
+            _lib.kiln_net_free(old)
+            _check(_lib.kiln_net_load(self._net, path), "resizing the network")
+        for key, value in self._settings.items():
+            _check(_lib.kiln_net_configure(self._net, key, value), "resizing the network")
+        _check(_lib.kiln_net_set_lr(self._net, lr), "resizing the network")
 
     def _dataset(self, x, y, what):
         x = self._inputs(x, what + " X")
@@ -236,25 +269,56 @@ class Model:
     def fit(self, x, y, epochs=None, batch=None, validation_data=None, callback=None,
             verbose=True, **settings):
         """Trains as the model's [train] section says; keyword arguments
-        override its keys (lr=0.01, optimizer="sgd", momentum=0.9, ...).
+        override its keys (lr=0.01, optimizer="sgd", momentum=0.9, ...) and
+        stay set for later calls, as kiln_net_configure does; epochs and
+        batch hold for this call only.
         Returns the history: lists per epoch of train_loss, val_loss,
         train_acc, val_acc and lr. callback(epoch_dict) may return True to
         stop. Ctrl-C stops after the current batch and raises
         KeyboardInterrupt; the model stays usable."""
         net = self._live()
+        for name, v in (("epochs", epochs), ("batch", batch)):
+            if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
+                raise ValueError(f"fit: {name} = {v!r}; expected a whole number from 1")
+        if batch and batch > _lib.kiln_net_max_batch(net):
+            self._grow(int(batch))
+            net = self._live()
         for key, value in settings.items():
             text = str(value).lower() if isinstance(value, bool) else (
                 ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
             _check(_lib.kiln_net_configure(net, key.encode(), text.encode()), "fit")
-        if batch and batch > _lib.kiln_net_max_batch(net):
-            self._grow(batch)
-            net = self._live()
+            self._settings[key.encode()] = text.encode()
         datasets = [self._dataset(x, y, "training data")]
         if validation_data is not None:
-            datasets.append(self._dataset(validation_data[0], validation_data[1],
-                                          "validation data"))
+            try:
+                xv, yv = validation_data
+                datasets.append(self._dataset(xv, yv, "validation data"))
+            except BaseException:
+                _lib.kiln_data_free(datasets[0])
+                raise
         history = {"train_loss": [], "val_loss": [], "train_acc": [], "val_acc": [], "lr": []}
         interrupted = []
+        stop = ctypes.c_int(0)  # sig_atomic_t
+
+        # Ctrl-C: Python runs its SIGINT handler at the next bytecode, which
+        # is the start of a callback from libkiln; a KeyboardInterrupt
+        # raised there, before any try, would be printed and lost by
+        # ctypes. So during fit the handler only records it and asks kiln
+        # to stop after the batch; fit raises it once kiln_net_fit returns.
+        def on_sigint(signum, frame):
+            try:
+                if previous is signal.default_int_handler:
+                    raise KeyboardInterrupt
+                previous(signum, frame)
+            except BaseException as exc:
+                interrupted.append(exc)
+                stop.value = 1
+
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            handler = signal.getsignal(signal.SIGINT)
+            if callable(handler):
+                previous = handler
 
         def on_epoch(_user, p):
             try:
@@ -271,7 +335,7 @@ class Model:
 
         def on_step(_user, _p):
             try:
-                return 0
+                return 1 if interrupted else 0
             except BaseException as exc:
                 interrupted.append(exc)
                 return 1
@@ -290,12 +354,17 @@ class Model:
         o.batch = int(batch or 0)
         keep = [_capi.PROGRESS_FN(on_epoch), _capi.PROGRESS_FN(on_step), _capi.WRITE_FN(log)]
         o.on_epoch, o.on_step = keep[0], keep[1]
+        o.stop = ctypes.pointer(stop)
         if verbose:
             o.log = keep[2]
         report = _capi.TrainReport()
         try:
+            if previous is not None:
+                signal.signal(signal.SIGINT, on_sigint)
             status = _lib.kiln_net_fit(net, ctypes.byref(o), ctypes.byref(report))
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             for d in datasets:
                 _lib.kiln_data_free(d)
         if interrupted:

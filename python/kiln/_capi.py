@@ -1,8 +1,9 @@
 """ctypes declarations of libkiln's C API (include/kiln.h), in one place.
 
 The library is looked for in this order: $KILN_LIBRARY, the copy that
-`pip install` bundled into the package, the build/ directory of the kiln
-source tree the package sits in, then the system's libkiln.
+`pip install` bundled into the package, build/ and build-python/ of the
+kiln source tree when the package is imported from one (python/kiln),
+then the system's libkiln (ctypes.util.find_library).
 """
 import ctypes
 import ctypes.util
@@ -112,40 +113,44 @@ SIGNATURES = {
 
 
 def _candidates():
-    env = os.environ.get("KILN_LIBRARY")
-    if env:
-        yield env
+    """(path or None, what it is), in the order they are tried."""
+    yield os.environ.get("KILN_LIBRARY") or None, "$KILN_LIBRARY"
     here = os.path.dirname(os.path.abspath(__file__))
-    for name in sorted(os.listdir(os.path.join(here, "_lib"))) if os.path.isdir(
-            os.path.join(here, "_lib")) else []:
-        if name.startswith("libkiln.so"):
-            yield os.path.join(here, "_lib", name)
-    tree = os.path.dirname(os.path.dirname(here))  # python/kiln -> the source tree
-    for build in ("build", "build-python"):
-        path = os.path.join(tree, build, "libkiln.so")
-        if os.path.exists(path):
-            yield path
-    found = ctypes.util.find_library("kiln")
-    if found:
-        yield found
+    bundled = os.path.join(here, "_lib")
+    names = sorted(n for n in os.listdir(bundled) if n.startswith("libkiln.so")) if \
+        os.path.isdir(bundled) else []
+    yield (os.path.join(bundled, names[0]) if names else None), f"the bundled {bundled}/libkiln.so*"
+    tree = os.path.dirname(os.path.dirname(here))  # python/kiln -> a kiln source tree?
+    if os.path.exists(os.path.join(tree, "meson.build")) and os.path.exists(
+            os.path.join(tree, "include", "kiln.h")):
+        for build in ("build", "build-python"):  # tools/setup.sh's, setup.py's
+            path = os.path.join(tree, build, "libkiln.so")
+            yield (path if os.path.exists(path) else None), path
+    yield ctypes.util.find_library("kiln"), 'ctypes.util.find_library("kiln")'
 
 
 def load():
     tried = []
-    for path in _candidates():
+    for path, what in _candidates():
+        if path is None:
+            tried.append(f"{what} (not there)")
+            continue
         try:
             lib = ctypes.CDLL(path)  # CDLL releases the GIL during every call
-        except OSError as e:
-            tried.append(f"{path} ({e})")
+            for name, (res, args) in SIGNATURES.items():
+                fn = getattr(lib, name)
+                fn.restype, fn.argtypes = res, args
+            check_layout(lib)
+        except (OSError, AttributeError, ImportError) as e:
+            if what == "$KILN_LIBRARY":  # asked for by name: no other library instead
+                raise ImportError(f"kiln: KILN_LIBRARY={path} cannot be used: {e}") from None
+            tried.append(f"{what} = {path} ({e})")
             continue
-        for name, (res, args) in SIGNATURES.items():
-            fn = getattr(lib, name)
-            fn.restype, fn.argtypes = res, args
-        check_layout(lib)
         return lib, path
-    raise ImportError("kiln: libkiln not found; tried " + (", ".join(tried) or "nothing") +
-                      ". Set KILN_LIBRARY to libkiln.so, build kiln with tools/setup.sh, or "
-                      "install it (meson install)")
+    raise ImportError("kiln: no usable libkiln; tried " + "; ".join(tried) +
+                      ". Install the package with pip install ./python from a kiln clone "
+                      "(which builds and bundles libkiln), set KILN_LIBRARY to a libkiln.so, "
+                      "or install libkiln (meson install)")
 
 
 def check_layout(lib):

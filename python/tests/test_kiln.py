@@ -2,8 +2,10 @@
 import gzip
 import json
 import os
+import signal
 import struct
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -99,6 +101,38 @@ def test_arrays_are_converted_or_refused_clearly():
         m.train_step(x[:4], y[:3])
     with pytest.raises(kiln.KilnError, match="label of sample 1 is 5"):
         m.train_step(x[:4], np.array([0, 5, 1, 2]))
+    bad = x.copy()
+    bad[5, 2] = np.nan
+    with pytest.raises(ValueError, match="feature 2 of sample 5 is nan"):
+        m.predict(bad)
+    with pytest.raises(ValueError, match="feature 2 of sample 5 is nan"):
+        m.train_step(bad[:8], y[:8])
+    bad[5, 2] = np.inf
+    with pytest.raises(ValueError, match="is inf"):
+        m.evaluate(bad, y)
+    with pytest.raises(ValueError, match="is inf"):
+        m.fit(bad, y, epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="whole numbers"):
+        m.train_step(x[:2], np.array([0.5, 1.0]))
+    with pytest.raises(ValueError, match="validation data y has shape"):
+        m.fit(x, y, epochs=1, validation_data=(x[:10], y[:9]), verbose=False)
+    for wrong in ({"epochs": 0}, {"batch": -3}, {"batch": 2.5}):
+        with pytest.raises(ValueError, match="expected a whole number from 1"):
+            m.fit(x, y, verbose=False, **wrong)
+    with pytest.raises(kiln.KilnError, match="training data: .*at least one sample"):
+        m.fit(x[:0], y[:0], epochs=1, verbose=False)
+    with pytest.raises(kiln.KilnError, match="lr = -1"):
+        m.fit(x, y, epochs=1, lr=-1, verbose=False)
+    with pytest.raises(kiln.KilnError, match="unknown section"):
+        kiln.Model.from_string(MLP.replace("[relu]", "[rleu]"))
+    with pytest.raises(kiln.KilnError, match="cannot open"):
+        kiln.Model.from_file(os.path.join(SOURCE, "no-such-model.ini"))
+    with pytest.raises(kiln.KilnError, match="no OpenCL device matches"):
+        kiln.Model.from_string(MLP, device="no-such-device")
+    with pytest.raises(kiln.KilnError, match="cannot open"):
+        m.load(os.path.join(SOURCE, "no-such-file.safetensors"))
+    assert m.predict(x[:0]).shape == (0, 3)
+    assert np.all(np.isfinite(m.state_dict()["0.weight"]))  # nothing above reached the weights
     with pytest.raises(kiln.KilnError, match="unknown key"):
         m.fit(x, y, epochs=1, no_such_setting=3, verbose=False)
     with pytest.raises(kiln.KilnError, match="expected"):
@@ -150,14 +184,30 @@ def test_state_dict_is_pytorchs_and_round_trips(tmp_path):
         third.load_state_dict({**sd, "0.weight": np.zeros((7, 16))})
 
 
+def test_a_larger_batch_keeps_weights_normalization_and_settings():
+    x, y = separable(300)
+    x = x * 5 + 2  # the normalization fit sets matters
+    m = kiln.Model.from_string(MLP.replace("batch = 32", "batch = 16"))
+    m.fit(x, y, epochs=3, lr=0.02, verbose=False)
+    before = m.predict(x)
+    m._grow(100)  # what train_step and fit do for a batch above the network's
+    assert np.allclose(m.predict(x), before, atol=1e-6)
+    assert m.lr == pytest.approx(0.02)
+    assert np.isfinite(m.train_step(x[:100], y[:100]))
+    h = m.fit(x, y, epochs=2, batch=128, verbose=False)  # lr=0.02 still holds
+    assert h["lr"][0] == pytest.approx(0.02)
+    assert np.mean(m.predict(x).argmax(1) == y) > 0.7
+
+
 def test_two_models_train_in_two_threads():
-    x, y = separable(256)
+    x, y = separable(2000)
 
     def train(out, i):
         m = kiln.Model.from_string(MLP)
-        for _ in range(10):
+        m.fit(x, y, epochs=4, verbose=False)
+        for _ in range(5):
             m.train_step(x[:32], y[:32])
-        out[i] = m.state_dict()["0.weight"]
+        out[i] = m.state_dict()
 
     alone = {}
     train(alone, 0)
@@ -167,7 +217,9 @@ def test_two_models_train_in_two_threads():
         t.start()
     for t in threads:
         t.join()
-    assert np.array_equal(together[0], alone[0]) and np.array_equal(together[1], alone[0])
+    for i in range(2):
+        for name, v in alone[0].items():
+            assert np.array_equal(together[i][name], v), name
 
 
 def test_keyboard_interrupt_stops_fit_and_the_model_stays_usable():
@@ -183,3 +235,22 @@ def test_keyboard_interrupt_stops_fit_and_the_model_stays_usable():
     assert m.predict(x).shape == (256, 3)
     h = m.fit(x, y, epochs=1, verbose=False)
     assert len(h["train_loss"]) == 1
+
+
+def test_ctrl_c_during_fit_raises_keyboard_interrupt_after_the_batch():
+    """A real SIGINT, as Ctrl-C sends, while kiln_net_fit runs."""
+    x, y = separable(256)
+    m = kiln.Model.from_string(MLP)
+    m.fit(x, y, epochs=1, verbose=False)  # kernels compiled
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            m.fit(x, y, epochs=100000, verbose=False)  # minutes, were it not stopped
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - started < 10
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert np.isfinite(m.train_step(x[:32], y[:32]))
+    assert m.predict(x).shape == (256, 3)
