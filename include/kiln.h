@@ -457,9 +457,10 @@ KILN_API uint64_t kiln_net_steps(const kiln_net *net);
 KILN_API kiln_status kiln_net_set_normalization(kiln_net *net, const float *mean,
                                                 const float *std, size_t count);
 
-/* With on, every input is checked for NaN and Inf before it is uploaded,
- * and every value and gradient on the device as it is made (slow), naming
- * the first layer that made one (kiln train --detect-anomaly). */
+/* Inputs of forward, train_step and evaluate are always checked for NaN
+ * and Inf (KILN_ERR_NUMERIC naming the sample and value). With on, every
+ * value and gradient on the device is checked too as it is made (slow),
+ * naming the first layer that made one (kiln train --detect-anomaly). */
 KILN_API kiln_status kiln_net_set_detect_anomaly(kiln_net *net, int on);
 
 /* Sets a [train] key of a model before it is compiled; the value is
