@@ -307,6 +307,10 @@ KILN_API uint64_t kiln_model_buffer_count(const kiln_model *m);
 /* A value of the [train] section, or NULL. */
 KILN_API const char *kiln_model_train_setting(const kiln_model *m, const char *key);
 
+/* Checks every key and value of the [train] section as training would
+ * read them; an error names the file, the line and what was expected. */
+KILN_API kiln_status kiln_model_check_train(const kiln_model *m);
+
 /* Prints a table of the layers (name, kind, input, output shape,
  * parameters) and the totals, like PyTorch's and Keras's summaries. */
 KILN_API kiln_status kiln_model_summary(kiln_model *m, kiln_write_fn fn, void *user);

@@ -256,17 +256,30 @@ static int measure(const char *selector, const bench_args *a, sgemm_fn host, mea
     return models(sel, a, 0, out);
 }
 
+static const cli_flag flags[] = {
+    {"device", 'd', "SEL", "$KILN_DEVICE, else the first GPU, else the first CPU",
+     "the device to measure"},
+    {"all-devices", 'a', NULL, NULL, "measure every OpenCL device in turn"},
+    {"quick", 'q', NULL, NULL, "small sizes and few repetitions (a smoke test, not figures)"},
+    {"json", 'j', NULL, NULL, "print the results as one JSON document"},
+    {NULL, 0, NULL, NULL, NULL}};
+
+const cli_command cli_bench_cmd = {
+    "bench", cli_bench, "[MODEL.ini ...]",
+    "GEMM, bandwidth, latency and training speed of devices",
+    "Measures a device: GEMM GFLOPS with CLBlast (untuned and tuned) and kiln's GEMM beside "
+    "the host's OpenBLAS in the same run, the bandwidth of kiln's kernels against a plain "
+    "copy, launch latency, transfers, and the training throughput of models (the examples' "
+    "Fashion-MNIST models when run from kiln's source tree, or the given model files, with "
+    "device time per layer). Every ratio is taken within one run.",
+    flags};
+
 static int parse(int argc, char **argv, bench_args *a)
 {
-    static const struct option options[] = {{"device", required_argument, NULL, 'd'},
-                                             {"all-devices", no_argument, NULL, 'a'},
-                                             {"quick", no_argument, NULL, 'q'},
-                                             {"json", no_argument, NULL, 'j'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "d:aqjh", options, NULL)) != -1) {
+    while ((opt = cli_next_flag(argc, argv, &cli_bench_cmd)) != CLI_DONE) {
+        if (opt < 0)
+            return opt == CLI_HELP ? -1 : 2;
         if (opt == 'd')
             a->device = optarg;
         else if (opt == 'a')
@@ -275,14 +288,6 @@ static int parse(int argc, char **argv, bench_args *a)
             a->quick = 1;
         else if (opt == 'j')
             a->json = 1;
-        else {
-            fprintf(opt == 'h' ? stdout : stderr,
-                    "usage: kiln bench [MODEL.ini ...] [--device SEL | --all-devices] "
-                    "[--quick] [--json]\n"
-                    "Without models, the examples' Fashion-MNIST models are measured when "
-                    "run from kiln's source tree.\n");
-            return opt == 'h' ? -1 : 2;
-        }
     }
     for (int i = optind; i < argc && a->n_models < MAX_MODELS; i++)
         a->models[a->n_models++] = argv[i];

@@ -77,30 +77,37 @@ done:
     return rc;
 }
 
+static const cli_flag flags[] = {
+    {"device", 'd', "SEL", "KILN_DEVICE, else the first GPU, else the first CPU",
+     "the device: an index, platform:device, or part of a name or type"},
+    {"size", 'n', "N", "257", "the matrices' size, 1 to 8192"},
+    {NULL, 0, NULL, NULL, NULL}};
+
+const cli_command cli_check_cmd = {
+    "check", cli_check, NULL, "run a GEMM on the device and compare it with the host",
+    "Multiplies two random N x N matrices on the device with the engine kiln picks for it "
+    "and compares the result with a float64 product on the host.",
+    flags};
+
 int cli_check(int argc, char **argv)
 {
-    static const struct option options[] = {{"device", required_argument, NULL, 'd'},
-                                             {"size", required_argument, NULL, 'n'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
     const char *device = NULL;
     long n = 257;
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "d:n:h", options, NULL)) != -1) {
+    while ((opt = cli_next_flag(argc, argv, &cli_check_cmd)) != CLI_DONE) {
         char *end = NULL;
+        if (opt < 0)
+            return CLI_EXIT(opt);
         if (opt == 'd') {
             device = optarg;
-        } else if (opt == 'n' && (n = strtol(optarg, &end, 10)) >= 1 && n <= 8192 && !*end) {
-            continue;
-        } else {
-            if (opt == 'n')
-                fprintf(stderr, "kiln check: --size %s: expected a whole number from 1 to "
-                                "8192\n", optarg);
-            fprintf(stderr, "usage: kiln check [--device SEL] [--size N]\n");
-            return opt == 'h' ? 0 : 2;
+        } else if ((n = strtol(optarg, &end, 10)) < 1 || n > 8192 || *end) {
+            fprintf(stderr, "kiln check: --size %s: expected a whole number from 1 to 8192\n",
+                    optarg);
+            return 2;
         }
     }
+    if (optind != argc)
+        return cli_usage_error(&cli_check_cmd);
     kiln_ctx *ctx;
     if (kiln_ctx_create(device, &ctx) != KILN_OK)
         return cli_fail("check");

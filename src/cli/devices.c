@@ -90,21 +90,27 @@ static void print_table(const kiln_device_info *list, size_t n, unsigned chosen)
     printf("* the device kiln picks by default (--device or KILN_DEVICE to choose)\n");
 }
 
+static const cli_flag flags[] = {
+    {"json", 'j', NULL, NULL, "print the devices as a JSON array"},
+    {NULL, 0, NULL, NULL, NULL}};
+
+const cli_command cli_devices_cmd = {
+    "devices", cli_devices, NULL, "list every OpenCL device",
+    "Lists every OpenCL platform and device with its memory, work-group size and "
+    "precisions, and marks the one kiln picks by default (--device or KILN_DEVICE "
+    "choose another).",
+    flags};
+
 int cli_devices(int argc, char **argv)
 {
-    static const struct option options[] = {{"json", no_argument, NULL, 'j'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
     int json = 0, opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "jh", options, NULL)) != -1) {
-        if (opt == 'j') {
-            json = 1;
-        } else {
-            fprintf(stderr, "usage: kiln devices [--json]\n");
-            return opt == 'h' ? 0 : 2;
-        }
+    while ((opt = cli_next_flag(argc, argv, &cli_devices_cmd)) != CLI_DONE) {
+        if (opt < 0)
+            return CLI_EXIT(opt);
+        json = 1;
     }
+    if (optind != argc)
+        return cli_usage_error(&cli_devices_cmd);
     kiln_device_info *list, chosen;
     size_t n;
     if (kiln_devices(&list, &n) != KILN_OK)

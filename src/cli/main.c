@@ -1,4 +1,4 @@
-/* The kiln command: one table of subcommands, each a function. */
+/* The kiln command: one table of subcommands, each with its flags (cli_command). */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -8,54 +8,104 @@
 #include "kiln.h"
 #include "cli/cli.h"
 
-typedef struct {
-    const char *name;
-    int (*run)(int argc, char **argv);
-    const char *usage;
-    const char *help;
-} command;
+/* The man page's date: that of the version, not of the build. */
+#define KILN_RELEASE_DATE "December 2026"
 
 static int cmd_help(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 
-static const command commands[] = {
-    {"devices", cli_devices, "kiln devices [--json]", "list every OpenCL device"},
-    {"check", cli_check, "kiln check [--device SEL] [--size N]",
-     "run a GEMM on the device and compare it with the host"},
-    {"summary", cli_summary, "kiln summary MODEL.ini [--kernels] [--dot F]",
-     "print the layers, memory and launches of a model"},
-    {"train", cli_train, "kiln train MODEL.ini [--data fashion-mnist]", "train a model"},
-    {"eval", cli_eval, "kiln eval MODEL.ini CHECKPOINT", "evaluate a checkpoint"},
-    {"predict", cli_predict, "kiln predict MODEL.ini CHECKPOINT INPUT",
-     "class probabilities for a few samples"},
-    {"bench", cli_bench, "kiln bench [--all-devices] [--json]",
-     "GEMM, bandwidth, latency and training speed of devices"},
-    {"tune", cli_tune, "kiln tune [MODEL.ini ...] [--budget 3m] [--show]",
-     "tune the GEMM for the device and keep the result"},
-    {"version", cmd_version, "kiln version", "print kiln's version"},
-    {"help", cmd_help, "kiln help", "print this help"},
+static const cli_flag help_flags[] = {
+    {"man", 'm', NULL, NULL, "print the kiln(1) manual page in roff instead"},
+    {NULL, 0, NULL, NULL, NULL}};
+static const cli_command help_cmd = {
+    "help", cmd_help, "[COMMAND]", "print the commands, or one command's flags",
+    "Without a command: the list of commands and the environment variables kiln reads. "
+    "With one: its usage, what it does, and every flag with its meaning and default (the "
+    "same as \"kiln COMMAND --help\").",
+    help_flags};
+static const cli_command version_cmd = {"version", cmd_version, NULL, "print kiln's version",
+                                        NULL, NULL};
+
+static const cli_command *const commands[] = {
+    &cli_devices_cmd, &cli_check_cmd, &cli_summary_cmd, &cli_train_cmd, &cli_eval_cmd,
+    &cli_predict_cmd, &cli_bench_cmd, &cli_tune_cmd,    &version_cmd,   &help_cmd,
 };
 
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])
 
+static const cli_env environment[] = {
+    {"KILN_DEVICE", "The device, as --device takes it: an index (0), a platform:device pair "
+                    "(1:0), or part of a platform, vendor, ICD suffix, device name or type "
+                    "(pocl, rusticl, nvidia, gpu, cpu); under mpirun a comma-separated list "
+                    "from which each local rank takes its entry. By default the first GPU, "
+                    "else the first CPU device."},
+    {"KILN_CACHE_DIR", "Where compiled kernels and tuning records are kept (default: "
+                       "$XDG_CACHE_HOME/kiln, else ~/.cache/kiln)."},
+    {"KILN_DATA_DIR", "Where the named datasets (fashion-mnist, mnist) are looked for first."},
+    {"KILN_GEMM", "The matrix-product engine: kiln (kiln's GEMM for CPUs), clblast, or auto "
+                  "(default: the faster one for the device)."},
+    {"KILN_GEMM_TILE", "Register tile of kiln's GEMM as ROWSxCOLUMNS (default: by the "
+                       "device's vector ISA, or its tuning record)."},
+    {"KILN_TUNE", "off: ignore the device's tuning record."},
+    {"KILN_VERBOSE", "1: also print each kernel build and the OpenCL compiler's warnings."},
+    {"OPENBLAS_CORETYPE", "The host BLAS core that kiln bench compares against."},
+    {NULL, NULL}};
+
+static const cli_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < COMMAND_COUNT; i++)
+        if (strcmp(name, commands[i]->name) == 0)
+            return commands[i];
+    return NULL;
+}
+
+static void print_overview(void)
+{
+    printf("kiln %s: train neural networks on any OpenCL device\n\nusage: kiln COMMAND "
+           "[ARGUMENTS] [flags]\n\ncommands:\n", kiln_version());
+    for (size_t i = 0; i < COMMAND_COUNT; i++)
+        printf("  %-10s %s\n", commands[i]->name, commands[i]->summary);
+    printf("\n\"kiln help COMMAND\" or \"kiln COMMAND --help\" prints a command's flags.\n\n"
+           "environment:\n");
+    for (const cli_env *e = environment; e->name; e++)
+        printf("  %s\n", e->name);
+    printf("(\"kiln help --man | man -l -\" describes each.)\n");
+}
+
 static int cmd_help(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    printf("kiln %s: train neural networks on any OpenCL device\n\nusage:\n", kiln_version());
-    for (size_t i = 0; i < COMMAND_COUNT; i++)
-        printf("  %-44s %s%s\n", commands[i].usage, commands[i].help,
-               commands[i].run ? "" : " (not in this version)");
-    printf("\nThe device is picked by --device SEL or $KILN_DEVICE: an index (0), a\n"
-           "platform:device pair (1:0), or part of a name or type (pocl, rusticl, nvidia,\n"
-           "gpu, cpu). By default the first GPU, else the first CPU device.\n");
+    int opt, man = 0;
+    while ((opt = cli_next_flag(argc, argv, &help_cmd)) != CLI_DONE) {
+        if (opt < 0)
+            return CLI_EXIT(opt);
+        man = 1;
+    }
+    if (man) {
+        /* the date of the release rather than of the build, so that builds repeat */
+        cli_print_man(stdout, commands, COMMAND_COUNT, environment, KILN_RELEASE_DATE);
+        return 0;
+    }
+    if (optind == argc) {
+        print_overview();
+        return 0;
+    }
+    const cli_command *c = argc - optind == 1 ? find_command(argv[optind]) : NULL;
+    if (!c) {
+        fprintf(stderr, "kiln help: %s is not a command; run \"kiln help\" for the list\n",
+                argv[optind]);
+        return 2;
+    }
+    cli_print_help(c, stdout);
     return 0;
 }
 
 static int cmd_version(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    int opt = cli_next_flag(argc, argv, &version_cmd);
+    if (opt != CLI_DONE)
+        return CLI_EXIT(opt);
+    if (optind != argc)
+        return cli_usage_error(&version_cmd);
     printf("kiln %s\n", kiln_version());
     return 0;
 }
@@ -75,19 +125,13 @@ static int finish_output(const char *cmd, int rc)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
-        return cmd_help(0, NULL) == 0 && argc >= 2 ? 0 : 2;
-    for (size_t i = 0; i < COMMAND_COUNT; i++) {
-        if (strcmp(argv[1], commands[i].name) != 0)
-            continue;
-        if (!commands[i].run) {
-            fprintf(stderr, "kiln %s: not available in kiln %s yet\n", commands[i].name,
-                    kiln_version());
-            return 2;
-        }
-        int rc = commands[i].run(argc - 1, argv + 1);
-        return finish_output(commands[i].name, rc);
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        print_overview();
+        return argc < 2 ? 2 : 0;
     }
+    const cli_command *c = find_command(argv[1]);
+    if (c)
+        return finish_output(c->name, c->run(argc - 1, argv + 1));
     fprintf(stderr, "kiln: unknown command \"%s\"; run \"kiln help\" for the list\n", argv[1]);
     return 2;
 }

@@ -8,9 +8,22 @@
 
 #include "cli/cli.h"
 
-static const char usage[] =
-    "usage: kiln summary MODEL.ini [--batch N] [--kernels [--unfused] [--device SEL]] "
-    "[--dot FILE]\n";
+static const cli_flag flags[] = {
+    {"batch", 'b', "N", "the [train] batch, else 128", "the batch size for the memory figures"},
+    {"kernels", 'k', NULL, NULL,
+     "also run one training step on the device and list its kernel launches"},
+    {"unfused", 'u', NULL, NULL, "with --kernels: list the launches without fusion"},
+    {"dot", 'g', "FILE", NULL, "write the fused graph for Graphviz (dot -Tsvg FILE)"},
+    {"device", 'd', "SEL", "KILN_DEVICE, else the first GPU, else the first CPU",
+     "the device for --kernels"},
+    {NULL, 0, NULL, NULL, NULL}};
+
+const cli_command cli_summary_cmd = {
+    "summary", cli_summary, "MODEL.ini", "check a model file and print its layers and memory",
+    "Reads a model file and checks every layer and the [train] section (an error names the "
+    "file and line), then prints each layer with its output shape and parameters, and the "
+    "device memory of a training step.",
+    flags};
 
 typedef struct {
     const char *path, *dot, *device;
@@ -21,15 +34,11 @@ typedef struct {
 /* 0 on success, else the exit code. */
 static int parse_args(int argc, char **argv, summary_args *a)
 {
-    static const struct option options[] = {
-        {"batch", required_argument, NULL, 'b'}, {"kernels", no_argument, NULL, 'k'},
-        {"unfused", no_argument, NULL, 'u'},     {"dot", required_argument, NULL, 'g'},
-        {"device", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "b:kug:d:h", options, NULL)) != -1) {
+    while ((opt = cli_next_flag(argc, argv, &cli_summary_cmd)) != CLI_DONE) {
         char *end = NULL;
+        if (opt < 0)
+            return opt == CLI_HELP ? -1 : 2;
         if (opt == 'b' && ((a->batch = strtol(optarg, &end, 10)) < 1 || *end || a->batch > 65536)) {
             fprintf(stderr, "kiln summary: --batch %s: expected a whole number from 1 to 65536\n",
                     optarg);
@@ -43,15 +52,9 @@ static int parse_args(int argc, char **argv, summary_args *a)
             a->dot = optarg;
         else if (opt == 'd')
             a->device = optarg;
-        else if (opt != 'b') {
-            fputs(usage, opt == 'h' ? stdout : stderr);
-            return opt == 'h' ? -1 : 2;
-        }
     }
-    if (optind != argc - 1) {
-        fputs(usage, stderr);
-        return 2;
-    }
+    if (optind != argc - 1)
+        return cli_usage_error(&cli_summary_cmd);
     a->path = argv[optind];
     return 0;
 }
@@ -96,6 +99,10 @@ int cli_summary(int argc, char **argv)
     kiln_model *m;
     if (kiln_model_load(a.path, &m) != KILN_OK)
         return cli_fail("summary");
+    if (kiln_model_check_train(m) != KILN_OK) {
+        kiln_model_free(m);
+        return cli_fail("summary");
+    }
     const char *train_batch = kiln_model_train_setting(m, "batch");
     if (!a.batch)
         a.batch = train_batch && atol(train_batch) > 0 ? atol(train_batch) : 128;

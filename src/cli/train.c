@@ -7,23 +7,79 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cJSON.h>
+
 #include "cli/cli.h"
 
-static const char train_usage[] =
-    "usage: kiln train MODEL.ini [--data fashion-mnist|DIR|FILE.csv] [--label COLUMN] "
-    "[--epochs N] [--batch N] [--lr X] [--limit N] [--out DIR] [--resume DIR] "
-    "[--detect-anomaly] [--profile TRACE.json] [--device SEL]\n";
-static const char eval_usage[] =
-    "usage: kiln eval MODEL.ini CHECKPOINT [--data ...] [--label COLUMN] [--batch N] "
-    "[--device SEL]\n";
+#define DATA_FLAG                                                                         \
+    {"data", 'D', "SOURCE", "fashion-mnist",                                              \
+     "the data: fashion-mnist or mnist (Debian's dataset packages, or $KILN_DATA_DIR), a " \
+     "directory of IDX files, or a CSV file with a header row"}
+#define LABEL_FLAG                                                                        \
+    {"label", 'L', "COLUMN", "label",                                                     \
+     "the CSV column holding the labels or targets, by name or index from 0"}
+#define DEVICE_FLAG                                                                       \
+    {"device", 'd', "SEL", "$KILN_DEVICE, else the first GPU, else the first CPU",         \
+     "the OpenCL device: an index, platform:device, or part of a platform, vendor or "    \
+     "device name or type (pocl, rusticl, nvidia, gpu, cpu); under mpirun a comma-separated " \
+     "list, one entry per local rank"}
+#define END_FLAGS {NULL, 0, NULL, NULL, NULL}
+
+static const cli_flag train_flags[] = {
+    DATA_FLAG,
+    LABEL_FLAG,
+    {"epochs", 'e', "N", "the model's [train] epochs, else 10", "epochs to train"},
+    {"batch", 'b', "N", "the model's [train] batch, else 64", "samples per optimizer step"},
+    {"lr", 'l', "X", "the model's [train] lr", "the learning rate"},
+    {"limit", 'n', "N", "all", "use at most N samples of each split (for quick runs)"},
+    {"out", 'o', "DIR", "runs/latest",
+     "where checkpoints (best, last and final .safetensors), log.csv and curves.svg go"},
+    {"resume", 'r', "DIR", NULL,
+     "go on exactly from the last state saved in DIR, an earlier run's --out"},
+    {"json", 'j', NULL, NULL,
+     "print one JSON object per epoch and one for the result on stdout (and the other "
+     "lines on stderr), for scripts and notebooks"},
+    {"detect-anomaly", 'A', NULL, NULL,
+     "check every value and gradient for NaN and Inf as it is made and name the first "
+     "layer that makes one (slow)"},
+    {"profile", 'P', "TRACE.json", NULL,
+     "write a Chrome trace of training steps 2 to 6 and print device time per layer"},
+    DEVICE_FLAG,
+    END_FLAGS};
+
+static const cli_flag eval_flags[] = {
+    DATA_FLAG,
+    LABEL_FLAG,
+    {"batch", 'b', "N", "the model's [train] batch, else 64", "samples per forward pass"},
+    {"limit", 'n', "N", "all", "use at most N samples"},
+    DEVICE_FLAG,
+    END_FLAGS};
+
+const cli_command cli_train_cmd = {
+    "train", cli_train, "MODEL.ini", "train a model",
+    "Trains the model as its [train] section says (loss, optimizer, schedule, clipping, "
+    "early stopping, seed) on the data, keeps the weights of the best validation loss and "
+    "reports their test accuracy. Each epoch appends to log.csv and redraws curves.svg in "
+    "the --out directory. Ctrl-C stops after the current batch and saves the state for "
+    "--resume. Under mpirun -np N, the N ranks train one model, each on its share of every "
+    "global batch.",
+    train_flags};
+
+const cli_command cli_eval_cmd = {
+    "eval", cli_eval, "MODEL.ini CHECKPOINT", "evaluate a checkpoint",
+    "Loss and accuracy (or mean absolute error and R² for mse) of a checkpoint on the test "
+    "split of a dataset, or on every row of a CSV file, with the normalization stored in the "
+    "checkpoint, and the confusion matrix of a classifier.",
+    eval_flags};
 
 typedef struct {
     kiln_train_options o;
     const char *device;
     const char *model, *checkpoint;
+    int json;
 } cli_options;
 
-static int number_arg(const char *flag, const char *v, double lo, double hi, double *out)
+int cli_number_arg(const char *flag, const char *v, double lo, double hi, double *out)
 {
     char *end;
     double x = strtod(v, &end);
@@ -35,10 +91,10 @@ static int number_arg(const char *flag, const char *v, double lo, double hi, dou
     return 1;
 }
 
-/* number_arg for counts: a whole number (--epochs 1.9 is refused). */
-static int whole_arg(const char *flag, const char *v, double lo, double hi, double *out)
+/* cli_number_arg for counts: a whole number (--epochs 1.9 is refused). */
+int cli_whole_arg(const char *flag, const char *v, double lo, double hi, double *out)
 {
-    if (!number_arg(flag, v, lo, hi, out))
+    if (!cli_number_arg(flag, v, lo, hi, out))
         return 0;
     if (*out != floor(*out)) {
         fprintf(stderr, "kiln: %s %s: expected a whole number from %g to %g\n", flag, v, lo,
@@ -48,24 +104,19 @@ static int whole_arg(const char *flag, const char *v, double lo, double hi, doub
     return 1;
 }
 
-/* 0, or the exit code. positional: how many file arguments to expect. */
-static int parse(int argc, char **argv, int positional, const char *usage, cli_options *c)
+/* 0, or the exit code (-1: help was printed). positional: how many file
+ * arguments to expect. */
+static int parse(int argc, char **argv, int positional, const cli_command *cmd, cli_options *c)
 {
-    static const struct option options[] = {
-        {"data", required_argument, NULL, 'D'},  {"label", required_argument, NULL, 'L'},
-        {"epochs", required_argument, NULL, 'e'}, {"batch", required_argument, NULL, 'b'},
-        {"lr", required_argument, NULL, 'l'},    {"out", required_argument, NULL, 'o'},
-        {"device", required_argument, NULL, 'd'}, {"limit", required_argument, NULL, 'n'},
-        {"resume", required_argument, NULL, 'r'},
-        {"detect-anomaly", no_argument, NULL, 'A'}, {"profile", required_argument, NULL, 'P'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
     c->o.data = "fashion-mnist";
     c->o.out_dir = "runs/latest";
     int opt;
     double v;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "D:L:e:b:l:o:d:n:r:AP:h", options, NULL)) != -1) {
+    while ((opt = cli_next_flag(argc, argv, cmd)) != CLI_DONE) {
         switch (opt) {
+        case CLI_HELP: return -1;
+        case CLI_BAD: return 2;
+        case 'j': c->json = 1; break;
         case 'D': c->o.data = optarg; break;
         case 'L': c->o.label = optarg; break;
         case 'o': c->o.out_dir = optarg; break;
@@ -74,34 +125,29 @@ static int parse(int argc, char **argv, int positional, const char *usage, cli_o
         case 'A': c->o.detect_anomaly = 1; break;
         case 'P': c->o.profile = optarg; break;
         case 'e':
-            if (!whole_arg("--epochs", optarg, 1, 100000, &v))
+            if (!cli_whole_arg("--epochs", optarg, 1, 100000, &v))
                 return 2;
             c->o.epochs = (int)v;
             break;
         case 'b':
-            if (!whole_arg("--batch", optarg, 1, 65536, &v))
+            if (!cli_whole_arg("--batch", optarg, 1, 65536, &v))
                 return 2;
             c->o.batch = (int)v;
             break;
         case 'l':
-            if (!number_arg("--lr", optarg, 1e-12, 100, &v))
+            if (!cli_number_arg("--lr", optarg, 1e-12, 100, &v))
                 return 2;
             c->o.lr = v;
             break;
         case 'n':
-            if (!whole_arg("--limit", optarg, 1, 1e9, &v))
+            if (!cli_whole_arg("--limit", optarg, 1, 1e9, &v))
                 return 2;
             c->o.limit = (size_t)v;
             break;
-        default:
-            fputs(usage, opt == 'h' ? stdout : stderr);
-            return opt == 'h' ? -1 : 2;
         }
     }
-    if (argc - optind != positional) {
-        fputs(usage, stderr);
-        return 2;
-    }
+    if (argc - optind != positional)
+        return cli_usage_error(cmd);
     c->model = argv[optind];
     c->checkpoint = positional > 1 ? argv[optind + 1] : NULL;
     return 0;
@@ -150,7 +196,6 @@ static void write_stdout(void *user, const char *text)
     }
 }
 
-/* Opens the device and the model; prints which device. */
 /* Under mpirun: this process's rank and local rank, and the job's size
  * (0, 0, 1 otherwise). */
 static void mpi_place(int *rank, int *local, int *size)
@@ -190,14 +235,19 @@ static int rank_fail(const char *cmd, int rank, int size)
     return 1;
 }
 
-static int open_all(const cli_options *c, const char *cmd, kiln_ctx **ctx, kiln_model **m)
+int cli_open(const char *model, const char *device, const char *cmd, FILE *out,
+             kiln_ctx **ctx, kiln_model **m)
 {
     int rank, local, size;
     mpi_place(&rank, &local, &size);
     char chosen[256];
-    const char *selector = rank_selector(c->device, local, chosen, sizeof chosen);
-    if (kiln_model_load(c->model, m) != KILN_OK)
+    const char *selector = rank_selector(device, local, chosen, sizeof chosen);
+    if (kiln_model_load(model, m) != KILN_OK)
         return rank_fail(cmd, rank, size);
+    if (kiln_model_check_train(*m) != KILN_OK) { /* before the device, which takes seconds */
+        kiln_model_free(*m);
+        return rank_fail(cmd, rank, size);
+    }
     if (kiln_ctx_create(selector, ctx) != KILN_OK) {
         kiln_model_free(*m);
         return rank_fail(cmd, rank, size);
@@ -206,8 +256,80 @@ static int open_all(const cli_options *c, const char *cmd, kiln_ctx **ctx, kiln_
     /* rank 0 alone prints; it lists every rank's device when training starts */
     if (size > 1 && rank > 0 && !freopen("/dev/null", "w", stdout))
         return rank_fail(cmd, rank, size);
-    printf("device: %s / %s\n", d->platform, d->name);
+    if (rank == 0)
+        fprintf(out, "device: %s / %s\n", d->platform, d->name);
     return 0;
+}
+
+/* --json: training's text goes to stderr, and stdout holds one JSON object
+ * per line (cJSON prints NaN as null). */
+static void write_stderr(void *user, const char *text)
+{
+    (void)user;
+    fputs(text, stderr);
+}
+
+static void json_line(cJSON *o)
+{
+    char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+    if (text) {
+        write_stdout(NULL, text);
+        write_stdout(NULL, "\n");
+    }
+    cJSON_free(text);
+    cJSON_Delete(o);
+}
+
+static int json_epoch(void *user, const kiln_progress *p)
+{
+    (void)user;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "event", "epoch");
+    cJSON_AddNumberToObject(o, "epoch", p->epoch);
+    cJSON_AddNumberToObject(o, "epochs", p->epochs);
+    cJSON_AddNumberToObject(o, "step", (double)p->step);
+    cJSON_AddNumberToObject(o, "lr", p->lr);
+    cJSON_AddNumberToObject(o, "loss", p->loss);
+    cJSON_AddNumberToObject(o, "accuracy", p->accuracy);
+    cJSON_AddNumberToObject(o, "val_loss", p->val_loss);
+    cJSON_AddNumberToObject(o, "val_accuracy", p->val_accuracy);
+    cJSON_AddNumberToObject(o, "seconds", p->seconds);
+    cJSON_AddBoolToObject(o, "best", p->best);
+    json_line(o);
+    return 0;
+}
+
+static void json_result(const kiln_train_report *r, const char *out_dir)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "event", "result");
+    cJSON_AddNumberToObject(o, "epochs_run", r->epochs_run);
+    cJSON_AddNumberToObject(o, "best_epoch", r->best_epoch);
+    cJSON_AddNumberToObject(o, "best_val_loss", r->best_val_loss);
+    cJSON_AddNumberToObject(o, "test_loss", r->test_loss);
+    cJSON_AddNumberToObject(o, "test_accuracy", r->test_accuracy);
+    cJSON_AddBoolToObject(o, "stopped_early", r->stopped_early);
+    cJSON_AddBoolToObject(o, "interrupted", r->interrupted);
+    cJSON_AddNumberToObject(o, "seconds", r->seconds);
+    cJSON_AddNumberToObject(o, "samples_per_second", r->samples_per_second);
+    cJSON_AddStringToObject(o, "out", out_dir);
+    json_line(o);
+}
+
+static void print_result(FILE *f, const kiln_train_report *r, const char *out_dir)
+{
+    if (r->epochs_run == 0)
+        fprintf(f, "stopped before the first epoch ended; no best or final weights were "
+                   "written\n");
+    else
+        fprintf(f, "best epoch %d of %d (validation loss %.4f)%s; %.1f s in all, %.0f "
+                   "samples/s in training\n",
+                r->best_epoch, r->epochs_run, r->best_val_loss,
+                r->stopped_early ? ", stopped early" : "", r->seconds, r->samples_per_second);
+    if (!isnan(r->test_accuracy))
+        fprintf(f, "test accuracy %.2f%% (loss %.4f) with the best weights\n",
+                100 * r->test_accuracy, r->test_loss);
+    fprintf(f, "checkpoints, log.csv and curves.svg in %s\n", out_dir);
 }
 
 int cli_train(int argc, char **argv)
@@ -215,15 +337,18 @@ int cli_train(int argc, char **argv)
     cli_options c;
     memset(&c, 0, sizeof c);
     kiln_train_options_init(&c.o);
-    int rc = parse(argc, argv, 1, train_usage, &c);
+    int rc = parse(argc, argv, 1, &cli_train_cmd, &c);
     if (rc)
         return rc < 0 ? 0 : rc;
     kiln_ctx *ctx;
     kiln_model *m;
-    if ((rc = open_all(&c, "train", &ctx, &m)) != 0)
+    FILE *text = c.json ? stderr : stdout;
+    if ((rc = cli_open(c.model, c.device, "train", text, &ctx, &m)) != 0)
         return rc;
-    c.o.log = write_stdout;
-    c.o.progress = isatty(STDOUT_FILENO);
+    c.o.log = c.json ? write_stderr : write_stdout;
+    c.o.progress = isatty(fileno(text));
+    if (c.json)
+        c.o.on_epoch = json_epoch;
     c.o.stop = &stop_requested;
     signal(SIGPIPE, SIG_IGN); /* a closed stdout is an error to report, not a death */
     catch_stops(1);
@@ -233,18 +358,9 @@ int cli_train(int argc, char **argv)
     if (st != KILN_OK) {
         rc = cli_fail("train");
     } else {
-        if (r.epochs_run == 0)
-            printf("stopped before the first epoch ended; no best or final weights were "
-                   "written\n");
-        else
-            printf("best epoch %d of %d (validation loss %.4f)%s; %.1f s in all, %.0f "
-                   "samples/s in training\n",
-                   r.best_epoch, r.epochs_run, r.best_val_loss,
-                   r.stopped_early ? ", stopped early" : "", r.seconds, r.samples_per_second);
-        if (!isnan(r.test_accuracy))
-            printf("test accuracy %.2f%% (loss %.4f) with the best weights\n",
-                   100 * r.test_accuracy, r.test_loss);
-        printf("checkpoints and log.csv in %s\n", c.o.out_dir);
+        print_result(text, &r, c.o.out_dir);
+        if (c.json)
+            json_result(&r, c.o.out_dir);
         rc = r.interrupted ? 130 : 0;
     }
     kiln_model_free(m);
@@ -272,12 +388,12 @@ int cli_eval(int argc, char **argv)
     cli_options c;
     memset(&c, 0, sizeof c);
     kiln_train_options_init(&c.o);
-    int rc = parse(argc, argv, 2, eval_usage, &c);
+    int rc = parse(argc, argv, 2, &cli_eval_cmd, &c);
     if (rc)
         return rc < 0 ? 0 : rc;
     kiln_ctx *ctx;
     kiln_model *m;
-    if ((rc = open_all(&c, "eval", &ctx, &m)) != 0)
+    if ((rc = cli_open(c.model, c.device, "eval", stdout, &ctx, &m)) != 0)
         return rc;
     kiln_eval_report r;
     if (kiln_evaluate(ctx, m, c.checkpoint, &c.o, &r) != KILN_OK) {
@@ -293,143 +409,6 @@ int cli_eval(int argc, char **argv)
             print_confusion(&r);
     }
     kiln_free(r.confusion);
-    kiln_model_free(m);
-    kiln_ctx_free(ctx);
-    return rc;
-}
-
-/* One prediction as text: the class and its probabilities for a softmax
- * head, each label's decision (p >= 0.5) for a sigmoid head, the outputs
- * otherwise. */
-static void print_prediction(size_t i, const float *y, size_t outputs, kiln_head head)
-{
-    if (head == KILN_HEAD_SIGMOID && outputs == 1) {
-        printf("sample %zu: class %d (p = %.3f)\n", i, y[0] >= 0.5f, (double)y[0]);
-        return;
-    }
-    if (head == KILN_HEAD_SIGMOID) {
-        printf("sample %zu: labels", i);
-        for (size_t j = 0; j < outputs; j++)
-            printf(" %d", y[j] >= 0.5f);
-        printf(" |");
-        for (size_t j = 0; j < outputs; j++)
-            printf(" %.3f", (double)y[j]);
-        printf("\n");
-        return;
-    }
-    if (head != KILN_HEAD_SOFTMAX) {
-        printf("sample %zu:", i);
-        for (size_t j = 0; j < outputs; j++)
-            printf("%s%.5g", j ? " " : " ", (double)y[j]);
-        printf("\n");
-        return;
-    }
-    size_t best = 0;
-    for (size_t j = 1; j < outputs; j++)
-        if (y[j] > y[best])
-            best = j;
-    printf("sample %zu: class %zu (%.1f%%) |", i, best, 100.0 * y[best]);
-    for (size_t j = 0; j < outputs; j++)
-        printf(" %.3f", (double)y[j]);
-    printf("\n");
-}
-
-/* Logits to probabilities in place (a classifier without a softmax layer,
- * trained with cross_entropy as PyTorch's models are). */
-static void softmax_row(float *z, size_t n)
-{
-    double mx = z[0], sum = 0;
-    for (size_t j = 1; j < n; j++)
-        mx = z[j] > mx ? z[j] : mx;
-    for (size_t j = 0; j < n; j++)
-        sum += exp((double)z[j] - mx);
-    for (size_t j = 0; j < n; j++)
-        z[j] = (float)(exp((double)z[j] - mx) / sum);
-}
-
-/* Predictions of the first count samples of input with a checkpoint,
- * through the library's network API. */
-static int predict(kiln_ctx *ctx, kiln_model *m, const char *checkpoint, const char *input,
-                   const char *label, size_t count)
-{
-    kiln_data *d = NULL;
-    kiln_net *net = NULL;
-    float *x = NULL, *y = NULL;
-    kiln_status st = kiln_data_load(input, "test", label, &d);
-    size_t n = d && kiln_data_count(d) < count ? kiln_data_count(d) : count;
-    if (st == KILN_OK)
-        st = kiln_net_create(ctx, m, n < 256 ? n : 256, &net);
-    if (st == KILN_OK)
-        st = kiln_net_load(net, checkpoint);
-    size_t in = kiln_net_input_size(net), outs = kiln_net_output_size(net);
-    if (st == KILN_OK && kiln_data_features(d) != in)
-        return kiln_data_free(d), kiln_net_free(net),
-               fprintf(stderr, "kiln predict: %s has %zu values per sample; the model takes "
-                               "%zu\n", input, kiln_data_features(d), in), 1;
-    if (st == KILN_OK) {
-        x = malloc(n * in * sizeof *x);
-        y = malloc(n * outs * sizeof *y);
-        if (!x || !y)
-            st = KILN_ERR_OUT_OF_MEMORY;
-    }
-    if (st == KILN_OK)
-        st = kiln_data_copy_features(d, 0, n, x);
-    if (st == KILN_OK)
-        st = kiln_net_forward(net, x, n, y);
-    kiln_head head = kiln_net_head(net);
-    const char *loss = kiln_model_train_setting(m, "loss");
-    if (head == KILN_HEAD_NONE && outs > 1 && (!loss || strcmp(loss, "cross_entropy") == 0)) {
-        for (size_t i = 0; st == KILN_OK && i < n; i++) /* logits of a classifier */
-            softmax_row(y + i * outs, outs);
-        head = KILN_HEAD_SOFTMAX;
-    }
-    for (size_t i = 0; st == KILN_OK && i < n; i++)
-        print_prediction(i, y + i * outs, outs, head);
-    free(x);
-    free(y);
-    kiln_net_free(net);
-    kiln_data_free(d);
-    return st == KILN_OK ? 0 : cli_fail("predict");
-}
-
-int cli_predict(int argc, char **argv)
-{
-    static const struct option options[] = {{"count", required_argument, NULL, 'c'},
-                                             {"label", required_argument, NULL, 'L'},
-                                             {"device", required_argument, NULL, 'd'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
-    static const char usage[] = "usage: kiln predict MODEL.ini CHECKPOINT INPUT "
-                                "[--count N] [--label COLUMN] [--device SEL]\n"
-                                "INPUT is an IDX images file (gzipped or not) or a CSV file\n";
-    cli_options c;
-    memset(&c, 0, sizeof c);
-    double count = 5;
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "c:L:d:h", options, NULL)) != -1) {
-        if (opt == 'c' && whole_arg("--count", optarg, 1, 1e12, &count))
-            continue;
-        if (opt == 'L')
-            c.o.label = optarg;
-        else if (opt == 'd')
-            c.device = optarg;
-        else {
-            fputs(usage, opt == 'h' ? stdout : stderr);
-            return opt == 'h' ? 0 : 2;
-        }
-    }
-    if (argc - optind != 3) {
-        fputs(usage, stderr);
-        return 2;
-    }
-    c.model = argv[optind];
-    kiln_ctx *ctx;
-    kiln_model *m;
-    int rc = open_all(&c, "predict", &ctx, &m);
-    if (rc)
-        return rc;
-    rc = predict(ctx, m, argv[optind + 1], argv[optind + 2], c.o.label, (size_t)count);
     kiln_model_free(m);
     kiln_ctx_free(ctx);
     return rc;

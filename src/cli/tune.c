@@ -44,9 +44,27 @@ typedef struct {
     const char *engine, *xgemm, *min_indirect, *shapes;
 } tune_args;
 
-static const char usage[] =
-    "usage: kiln tune [MODEL.ini ...] [--budget 3m] [--batch N] [--device SEL]\n"
-    "       kiln tune --show [--device SEL]\n";
+static const cli_flag flags[] = {
+    {"budget", 'B', "TIME", "3m", "how long to search, in seconds or as 90s, 3m or 1h"},
+    {"batch", 'b', "N", "128", "the batch of the models' GEMM shapes"},
+    {"show", 's', NULL, NULL, "print the device's tuning record instead of tuning"},
+    {"device", 'd', "SEL", "$KILN_DEVICE, else the first GPU, else the first CPU",
+     "the device to tune"},
+    /* internal: a candidate run in a worker process */
+    {"worker", 'W', NULL, NULL, NULL},
+    {"engine", 'E', "ENGINE", NULL, NULL},
+    {"xgemm", 'X', "PARAMS", NULL, NULL},
+    {"min-indirect", 'I', "N", NULL, NULL},
+    {"shapes", 'S', "SHAPES", NULL, NULL},
+    {NULL, 0, NULL, NULL, NULL}};
+
+const cli_command cli_tune_cmd = {
+    "tune", cli_tune, "[MODEL.ini ...]", "tune the GEMM for the device and keep the result",
+    "Searches the GEMM parameters for the device on the models' GEMM shapes (the examples' "
+    "when none are given) and on squares, checks every candidate against a float64 "
+    "reference before timing it, and keeps the best in the device's tuning record, which "
+    "every later run on the device applies (KILN_TUNE=off ignores it).",
+    flags};
 
 /* ---- shapes as text: "NT:128x256x784,NN:..." ---------------------------- */
 
@@ -651,18 +669,12 @@ static int tune(const tune_args *a, char **models, int n_models)
 
 int cli_tune(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"budget", required_argument, NULL, 'B'}, {"device", required_argument, NULL, 'd'},
-        {"show", no_argument, NULL, 's'},         {"batch", required_argument, NULL, 'b'},
-        {"worker", no_argument, NULL, 'W'},       {"engine", required_argument, NULL, 'E'},
-        {"xgemm", required_argument, NULL, 'X'},  {"min-indirect", required_argument, NULL, 'I'},
-        {"shapes", required_argument, NULL, 'S'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
     tune_args a = {.budget = 180, .batch = 128, .engine = "clblast"};
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "B:d:sb:WE:X:I:S:h", options, NULL)) != -1) {
+    while ((opt = cli_next_flag(argc, argv, &cli_tune_cmd)) != CLI_DONE) {
         switch (opt) {
+        case CLI_HELP:
+        case CLI_BAD: return CLI_EXIT(opt);
         case 'B':
             if (!parse_budget(optarg, &a.budget))
                 return 2;
@@ -675,9 +687,6 @@ int cli_tune(int argc, char **argv)
         case 'X': a.xgemm = optarg; break;
         case 'I': a.min_indirect = optarg; break;
         case 'S': a.shapes = optarg; break;
-        default:
-            fputs(usage, opt == 'h' ? stdout : stderr);
-            return opt == 'h' ? 0 : 2;
         }
     }
     if (a.batch < 1 || a.batch > 65536) {

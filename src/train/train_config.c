@@ -264,6 +264,14 @@ kiln_status train_config_read(const kiln_model *m, train_config *c)
     return st;
 }
 
+kiln_status kiln_model_check_train(const kiln_model *m)
+{
+    if (!m)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_check_train: no model");
+    train_config c;
+    return train_config_read(m, &c);
+}
+
 kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *value)
 {
     if (!m || !key || !value)

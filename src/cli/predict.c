@@ -1,0 +1,376 @@
+/* kiln predict MODEL.ini CHECKPOINT INPUT: the network's outputs for every
+ * sample of INPUT, streamed batch by batch as text, CSV or JSON. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+static const cli_flag flags[] = {
+    {"format", 'f', "text|csv|json",
+     "text on a terminal, else csv; json or csv when --out ends in .json or .csv",
+     "text: a line per sample for people; csv: a header row and a row per sample; json: an "
+     "array of one object per sample. csv and json give every value in full float "
+     "precision (%.9g)"},
+    {"out", 'o', "FILE", "standard output",
+     "write the predictions to FILE (written whole or not at all)"},
+    {"count", 'c', "N", "every sample", "predict only the first N samples"},
+    {"batch", 'b', "N", "256", "samples per forward pass"},
+    {"label", 'L', "COLUMN", "label when the CSV has a column more than the model's inputs",
+     "the CSV's label column, which is left out of the inputs; a CSV with exactly as many "
+     "columns as the model has inputs needs none"},
+    {"device", 'd', "SEL", "$KILN_DEVICE, else the first GPU, else the first CPU",
+     "the OpenCL device"},
+    {NULL, 0, NULL, NULL, NULL}};
+
+const cli_command cli_predict_cmd = {
+    "predict", cli_predict, "MODEL.ini CHECKPOINT INPUT", "predict the outputs of every sample",
+    "Runs the network with a checkpoint's weights (and its stored normalization) on every "
+    "sample of INPUT, an IDX images file (gzipped or not), a CSV file with a header row "
+    "(with or without a label column) or a NumPy .npy file, in batches, and writes each "
+    "sample's prediction: for a softmax classifier (or logits trained with cross_entropy) "
+    "the class and its probabilities, for a sigmoid head each label's decision and "
+    "probability, otherwise the outputs.",
+    flags};
+
+typedef enum { FORMAT_TEXT, FORMAT_CSV, FORMAT_JSON } format;
+
+typedef struct {
+    const char *model, *checkpoint, *input, *label, *device, *out;
+    format fmt;
+    int fmt_given;
+    size_t count, batch;
+} predict_args;
+
+/* ---- one sample's prediction in each format -------------------------------- */
+
+/* What the outputs are: probabilities of one class (softmax), of labels
+ * (sigmoid), or plain values. */
+typedef struct {
+    kiln_head head;
+    size_t outputs;
+    FILE *f;
+    format fmt;
+    size_t written;
+} writer;
+
+static size_t argmax(const float *y, size_t n)
+{
+    size_t best = 0;
+    for (size_t j = 1; j < n; j++)
+        if (y[j] > y[best])
+            best = j;
+    return best;
+}
+
+static void text_row(const writer *w, size_t i, const float *y)
+{
+    size_t n = w->outputs;
+    if (w->head == KILN_HEAD_SOFTMAX) {
+        size_t c = argmax(y, n);
+        fprintf(w->f, "sample %zu: class %zu (%.1f%%) |", i, c, 100.0 * y[c]);
+    } else if (w->head == KILN_HEAD_SIGMOID) {
+        fprintf(w->f, "sample %zu: %s", i, n == 1 ? "class" : "labels");
+        for (size_t j = 0; j < n; j++)
+            fprintf(w->f, " %d", y[j] >= 0.5f);
+        fprintf(w->f, " |");
+    } else {
+        fprintf(w->f, "sample %zu:", i);
+    }
+    for (size_t j = 0; j < n; j++)
+        fprintf(w->f, w->head == KILN_HEAD_NONE ? " %.5g" : " %.3f", (double)y[j]);
+    fputc('\n', w->f);
+}
+
+static void csv_header(const writer *w)
+{
+    fprintf(w->f, "sample");
+    if (w->head == KILN_HEAD_SOFTMAX)
+        fprintf(w->f, ",class");
+    for (size_t j = 0; w->head == KILN_HEAD_SIGMOID && j < w->outputs; j++)
+        fprintf(w->f, w->outputs == 1 ? ",class" : ",label_%zu", j);
+    for (size_t j = 0; j < w->outputs; j++)
+        fprintf(w->f, w->head == KILN_HEAD_NONE ? ",output_%zu" : ",p_%zu", j);
+    fputc('\n', w->f);
+}
+
+static void csv_row(const writer *w, size_t i, const float *y)
+{
+    fprintf(w->f, "%zu", i);
+    if (w->head == KILN_HEAD_SOFTMAX)
+        fprintf(w->f, ",%zu", argmax(y, w->outputs));
+    for (size_t j = 0; w->head == KILN_HEAD_SIGMOID && j < w->outputs; j++)
+        fprintf(w->f, ",%d", y[j] >= 0.5f);
+    for (size_t j = 0; j < w->outputs; j++)
+        fprintf(w->f, ",%.9g", (double)y[j]);
+    fputc('\n', w->f);
+}
+
+static void json_values(FILE *f, const char *key, const float *y, size_t n)
+{
+    fprintf(f, ", \"%s\": [", key);
+    for (size_t j = 0; j < n; j++) {
+        if (isfinite(y[j]))
+            fprintf(f, "%s%.9g", j ? ", " : "", (double)y[j]);
+        else
+            fprintf(f, "%snull", j ? ", " : "");
+    }
+    fputc(']', f);
+}
+
+static void json_row(const writer *w, size_t i, const float *y)
+{
+    fprintf(w->f, "%s{\"sample\": %zu", w->written ? ",\n" : "[\n", i);
+    if (w->head == KILN_HEAD_SOFTMAX)
+        fprintf(w->f, ", \"class\": %zu", argmax(y, w->outputs));
+    if (w->head == KILN_HEAD_SIGMOID) {
+        fprintf(w->f, ", \"labels\": [");
+        for (size_t j = 0; j < w->outputs; j++)
+            fprintf(w->f, "%s%d", j ? ", " : "", y[j] >= 0.5f);
+        fputc(']', w->f);
+    }
+    json_values(w->f, w->head == KILN_HEAD_NONE ? "outputs" : "probabilities", y, w->outputs);
+    fputc('}', w->f);
+}
+
+static void write_row(writer *w, size_t i, const float *y)
+{
+    if (w->fmt == FORMAT_TEXT)
+        text_row(w, i, y);
+    else if (w->fmt == FORMAT_CSV)
+        csv_row(w, i, y);
+    else
+        json_row(w, i, y);
+    w->written++;
+}
+
+static void write_end(const writer *w)
+{
+    if (w->fmt == FORMAT_JSON)
+        fprintf(w->f, w->written ? "\n]\n" : "[]\n");
+}
+
+/* ---- the network over the input ----------------------------------------- */
+
+/* Logits to probabilities in place (a classifier without a softmax layer,
+ * trained with cross_entropy as PyTorch's models are). */
+static void softmax_row(float *z, size_t n)
+{
+    double mx = z[0], sum = 0;
+    for (size_t j = 1; j < n; j++)
+        mx = z[j] > mx ? z[j] : mx;
+    for (size_t j = 0; j < n; j++)
+        sum += exp((double)z[j] - mx);
+    for (size_t j = 0; j < n; j++)
+        z[j] = (float)(exp((double)z[j] - mx) / sum);
+}
+
+/* The head as predictions show it: logits of a cross_entropy classifier
+ * are turned into probabilities. */
+static kiln_head shown_head(const kiln_net *net, const kiln_model *m, int *logits)
+{
+    kiln_head head = kiln_net_head(net);
+    const char *loss = kiln_model_train_setting(m, "loss");
+    *logits = head == KILN_HEAD_NONE && kiln_net_output_size(net) > 1 &&
+              (!loss || strcmp(loss, "cross_entropy") == 0);
+    return *logits ? KILN_HEAD_SOFTMAX : head;
+}
+
+/* INPUT with its label column left out: a CSV may carry one column more
+ * than the model's inputs (the label), or exactly as many. */
+static kiln_status load_input(const predict_args *a, size_t inputs, kiln_data **d)
+{
+    if (a->label)
+        return kiln_data_load(a->input, "test", a->label, d);
+    kiln_status st = kiln_data_load(a->input, "test", "none", d);
+    if (st != KILN_OK || kiln_data_features(*d) != inputs + 1)
+        return st;
+    kiln_data_free(*d);
+    *d = NULL;
+    return kiln_data_load(a->input, "test", NULL, d);
+}
+
+static kiln_status check_input(const predict_args *a, const kiln_data *d, size_t inputs)
+{
+    if (kiln_data_features(d) == inputs)
+        return KILN_OK;
+    fprintf(stderr, "kiln predict: %s has %zu values per sample; the model takes %zu%s\n",
+            a->input, kiln_data_features(d), inputs,
+            a->label ? "" : " (a CSV may have one column more, its label)");
+    return KILN_ERR_INVALID_ARGUMENT;
+}
+
+/* Every sample through the network, a batch at a time, into w. */
+static kiln_status run_batches(kiln_net *net, const kiln_data *d, size_t count, int logits,
+                               writer *w)
+{
+    size_t batch = kiln_net_max_batch(net), in = kiln_net_input_size(net);
+    float *x = malloc(batch * in * sizeof *x), *y = malloc(batch * w->outputs * sizeof *y);
+    kiln_status st = x && y ? KILN_OK : KILN_ERR_OUT_OF_MEMORY;
+    for (size_t first = 0; st == KILN_OK && first < count; first += batch) {
+        size_t n = count - first < batch ? count - first : batch;
+        st = kiln_data_copy_features(d, first, n, x);
+        if (st == KILN_OK)
+            st = kiln_net_forward(net, x, n, y);
+        for (size_t i = 0; st == KILN_OK && i < n; i++) {
+            if (logits)
+                softmax_row(y + i * w->outputs, w->outputs);
+            write_row(w, first + i, y + i * w->outputs);
+        }
+        if (st == KILN_OK && ferror(w->f))
+            st = KILN_ERR_IO;
+    }
+    free(x);
+    free(y);
+    return st;
+}
+
+/* --out FILE is written to FILE.tmp, flushed to disk and renamed, so that
+ * a failed run never leaves half a file. */
+static FILE *open_out(const char *path, char *tmp, size_t size)
+{
+    if (!path)
+        return stdout;
+    snprintf(tmp, size, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        fprintf(stderr, "kiln predict: %s: cannot write the file (%s)\n", tmp, strerror(errno));
+    return f;
+}
+
+static int close_out(FILE *f, const char *path, const char *tmp, int ok)
+{
+    if (f == stdout)
+        return ok;
+    ok = ok && fflush(f) == 0 && !ferror(f) && fsync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    if (ok && rename(tmp, path) != 0) {
+        fprintf(stderr, "kiln predict: %s: cannot rename %s to it (%s)\n", path, tmp,
+                strerror(errno));
+        ok = 0;
+    } else if (!ok) {
+        fprintf(stderr, "kiln predict: %s: writing failed; nothing was written\n", path);
+    }
+    if (!ok)
+        remove(tmp);
+    return ok;
+}
+
+static int predict(kiln_ctx *ctx, kiln_model *m, const predict_args *a)
+{
+    kiln_data *d = NULL;
+    kiln_net *net = NULL;
+    kiln_status st = kiln_net_create(ctx, m, a->batch, &net);
+    if (st == KILN_OK)
+        st = kiln_net_load(net, a->checkpoint);
+    if (st == KILN_OK)
+        st = load_input(a, kiln_net_input_size(net), &d);
+    if (st != KILN_OK) {
+        kiln_net_free(net);
+        kiln_data_free(d);
+        return cli_fail("predict");
+    }
+    int ok = check_input(a, d, kiln_net_input_size(net)) == KILN_OK, logits = 0;
+    size_t count = kiln_data_count(d) < a->count ? kiln_data_count(d) : a->count;
+    char tmp[4096];
+    writer w = {shown_head(net, m, &logits), kiln_net_output_size(net), NULL, a->fmt, 0};
+    if (ok && (w.f = open_out(a->out, tmp, sizeof tmp)) != NULL) {
+        if (w.fmt == FORMAT_CSV)
+            csv_header(&w);
+        st = run_batches(net, d, count, logits, &w);
+        if (st == KILN_OK)
+            write_end(&w);
+        ok = close_out(w.f, a->out, tmp, st == KILN_OK);
+    } else {
+        ok = 0;
+    }
+    kiln_net_free(net);
+    kiln_data_free(d);
+    if (st != KILN_OK)
+        return cli_fail("predict");
+    return ok ? 0 : 1;
+}
+
+/* ---- flags --------------------------------------------------------------- */
+
+static int parse_format(const char *v, format *f)
+{
+    static const char *const names[] = {"text", "csv", "json"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(v, names[i]) == 0) {
+            *f = (format)i;
+            return 1;
+        }
+    fprintf(stderr, "kiln predict: --format %s: expected text, csv or json\n", v);
+    return 0;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* The format when --format is not given: from --out's extension, else text
+ * for a terminal and csv for a pipe or file. */
+static format default_format(const char *out)
+{
+    if (out)
+        return ends_with(out, ".json") ? FORMAT_JSON : FORMAT_CSV;
+    return isatty(STDOUT_FILENO) ? FORMAT_TEXT : FORMAT_CSV;
+}
+
+static int parse(int argc, char **argv, predict_args *a)
+{
+    int opt;
+    double v;
+    while ((opt = cli_next_flag(argc, argv, &cli_predict_cmd)) != CLI_DONE) {
+        if (opt < 0)
+            return opt == CLI_HELP ? -1 : 2;
+        if (opt == 'f' && !parse_format(optarg, &a->fmt))
+            return 2;
+        a->fmt_given |= opt == 'f';
+        if ((opt == 'c' && !cli_whole_arg("--count", optarg, 1, 1e15, &v)) ||
+            (opt == 'b' && !cli_whole_arg("--batch", optarg, 1, 65536, &v)))
+            return 2;
+        if (opt == 'c')
+            a->count = (size_t)v;
+        else if (opt == 'b')
+            a->batch = (size_t)v;
+        else if (opt == 'o')
+            a->out = optarg;
+        else if (opt == 'L')
+            a->label = optarg;
+        else if (opt == 'd')
+            a->device = optarg;
+    }
+    if (argc - optind != 3)
+        return cli_usage_error(&cli_predict_cmd);
+    a->model = argv[optind];
+    a->checkpoint = argv[optind + 1];
+    a->input = argv[optind + 2];
+    if (!a->fmt_given)
+        a->fmt = default_format(a->out);
+    return 0;
+}
+
+int cli_predict(int argc, char **argv)
+{
+    predict_args a = {.count = (size_t)-1, .batch = 256};
+    int rc = parse(argc, argv, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    kiln_ctx *ctx;
+    kiln_model *m;
+    /* the device line goes to stderr: stdout holds the predictions alone */
+    if ((rc = cli_open(a.model, a.device, "predict", stderr, &ctx, &m)) != 0)
+        return rc;
+    rc = predict(ctx, m, &a);
+    kiln_model_free(m);
+    kiln_ctx_free(ctx);
+    return rc;
+}
