@@ -22,3 +22,7 @@ for example in robust_mlp custom_loop; do
 done
 g++ -std=c++17 -Wall -Wextra -Werror "$source/tests/cxx_header.cpp" $flags -o cxx_header
 ./cxx_header
+man=$(find "$root" -path '*/man1/kiln.1' | head -1)
+[[ -n $man ]] || { echo "kiln.1 was not installed under $root"; exit 1; }
+grep -q "^.SS \"kiln predict" "$man" || { echo "$man does not describe kiln predict"; exit 1; }
+echo "== kiln(1) installed as ${man#"$root"/}"
