@@ -346,7 +346,8 @@ int cli_train(int argc, char **argv)
     if ((rc = cli_open(c.model, c.device, "train", text, &ctx, &m)) != 0)
         return rc;
     c.o.log = c.json ? write_stderr : write_stdout;
-    c.o.progress = isatty(fileno(text));
+    /* mpirun hands every rank a pseudo-terminal, whatever its own output is */
+    c.o.progress = isatty(fileno(text)) && !getenv("OMPI_COMM_WORLD_SIZE");
     if (c.json)
         c.o.on_epoch = json_epoch;
     c.o.stop = &stop_requested;
