@@ -581,6 +581,16 @@ KILN_API kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *o,
 KILN_API kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o,
                                 kiln_train_report *report);
 
+/* Draws a run's per-epoch log as an SVG image: loss, accuracy (for mse,
+ * validation MAE and R²) and learning rate against epoch, the best epoch
+ * (lowest validation loss) marked. run is a run directory holding log.csv,
+ * or a log.csv path; svg_path NULL writes curves.svg beside the log. The
+ * file is replaced atomically, so it can be viewed while a run writes it
+ * (kiln_net_fit redraws OUT_DIR/curves.svg after each epoch). A malformed
+ * or empty log is KILN_ERR_IO naming the file and line. Needs no context;
+ * any thread. */
+KILN_API kiln_status kiln_plot(const char *run, const char *svg_path);
+
 /* Loss and accuracy of a checkpoint on the test split of a dataset
  * directory, or on every row of a CSV file (or the options' test_data),
  * with the normalization stored in the checkpoint; with confusion (classes

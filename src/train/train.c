@@ -40,6 +40,7 @@ typedef struct {
     float *best_params;      /* the best weights: flat parameters and buffers */
     float **best_buffers;
     FILE *csv;
+    int plot_failed;         /* curves.svg could not be drawn: warned once, not retried */
     int lock;                /* the output directory's lock file, held for the run (or -1) */
 } run;
 
@@ -609,7 +610,8 @@ static void remove_stale_temporaries(const char *dir)
     for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
         const char *tmp = strstr(e->d_name, ".tmp.");
         if (!tmp || strlen(tmp) != 11 ||
-            (strncmp(e->d_name, "log.csv", 7) != 0 && !strstr(e->d_name, ".safetensors.tmp.")))
+            (strncmp(e->d_name, "log.csv", 7) != 0 && strncmp(e->d_name, "curves.svg", 10) != 0 &&
+             !strstr(e->d_name, ".safetensors.tmp.")))
             continue;
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
@@ -951,6 +953,10 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
             st = kiln_fail(KILN_ERR_IO, "%s/log.csv: cannot write (%s)", r->o->out_dir,
                            strerror(errno));
             break;
+        }
+        if (r->csv && !r->plot_failed && kiln_plot(r->o->out_dir, NULL) != KILN_OK) {
+            r->plot_failed = 1; /* the curves are a view of log.csv: training goes on */
+            say(r, "warning: no training curves: %s\n", kiln_last_error());
         }
         if (v == ES_IMPROVED) {
             rep->best_epoch = e + 1;
