@@ -574,7 +574,10 @@ kiln_status kiln_plot(const char *run, const char *svg_path)
                                                     "directory or a log.csv path");
     char log_path[4096], dir[4096], default_svg[4200];
     struct stat info;
-    int is_dir = stat(run, &info) == 0 && S_ISDIR(info.st_mode);
+    if (stat(run, &info) != 0)
+        return kiln_fail(KILN_ERR_IO, "%s: no such run directory or log.csv (%s)", run,
+                         strerror(errno));
+    int is_dir = S_ISDIR(info.st_mode);
     if (snprintf(log_path, sizeof log_path, is_dir ? "%s/log.csv" : "%s", run) >=
         (int)sizeof log_path)
         return kiln_fail(KILN_ERR_IO, "%s: path too long", run);
