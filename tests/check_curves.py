@@ -259,6 +259,15 @@ with tempfile.TemporaryDirectory() as tmp:
     r = plot(cls, "-o", os.path.join(tmp, "no", "such", "dir.svg"))
     check("an unwritable -o: exit 1 naming it",
           r.returncode == 1 and b"no/such/dir.svg" in r.stderr, r.stderr)
+    r = plot(cls, "-o", tmp)
+    check("-o a directory: exit 1 naming it", r.returncode == 1 and b"is a directory" in r.stderr,
+          r.stderr)
+    r = plot(cls, "-o", "/dev/stdout")  # a pipe here: written in place, never renamed over
+    try:
+        ok = r.returncode == 0 and ET.fromstring(r.stdout).tag == "{%s}svg" % NS["s"]
+    except ET.ParseError as e:
+        ok, r = False, e
+    check("-o /dev/stdout: the image alone on stdout", ok and os.path.islink("/dev/stdout"), r)
     for args in ([], [cls, cls], ["--frobnicate", cls]):
         r = plot(*args)
         check(f"usage {args[:1]}: exit 2", r.returncode == 2 and b"usage: kiln plot" in r.stderr, r)

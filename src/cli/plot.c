@@ -34,6 +34,8 @@ int cli_plot(int argc, char **argv)
     if (kiln_plot(run, svg) != KILN_OK)
         return cli_fail("plot");
     struct stat info;
+    if (svg && stat(svg, &info) == 0 && !S_ISREG(info.st_mode))
+        return 0; /* -o /dev/stdout: the image alone */
     if (svg)
         printf("training curves written to %s\n", svg);
     else if (stat(run, &info) == 0 && S_ISDIR(info.st_mode))

@@ -9,6 +9,7 @@
  * elements are small, readable by any browser, and checked by
  * tests/check_curves.py with an XML parser. */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -182,26 +183,24 @@ static void put(svg_text *b, const char *fmt, ...) __attribute__((format(printf,
 
 static void put(svg_text *b, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (b->failed || n < 0)
-        return;
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = 2 * (b->len + (size_t)n + 1);
-        char *s = realloc(b->s, cap);
-        if (!s) {
+    for (int tries = 0; !b->failed && tries < 2; tries++) { /* formats once if it fits */
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0)
             b->failed = 1;
+        else if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
             return;
+        } else {
+            size_t cap = 2 * (b->len + (size_t)n + 1);
+            char *s = realloc(b->s, cap);
+            b->failed = !s;
+            b->s = s ? s : b->s;
+            b->cap = s ? cap : b->cap;
         }
-        b->s = s;
-        b->cap = cap;
     }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
 }
 
 /* The length of the well-formed UTF-8 sequence at s, or 0. */
@@ -567,6 +566,23 @@ static kiln_status write_atomic(const char *path, const char *data, size_t n)
     return kiln_fail(KILN_ERR_IO, "%s: cannot write (%s)", path, strerror(err));
 }
 
+/* A path that is not a regular file (/dev/stdout, a pipe) is written in
+ * place: a rename would replace it. */
+static kiln_status write_svg(const char *path, const char *data, size_t n)
+{
+    struct stat info;
+    if (stat(path, &info) != 0 || S_ISREG(info.st_mode))
+        return write_atomic(path, data, n);
+    if (S_ISDIR(info.st_mode))
+        return kiln_fail(KILN_ERR_IO, "%s: is a directory; expected a file name", path);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    int ok = fd >= 0 && kiln_write_all(fd, data, n) == 0;
+    int err = errno;
+    if (fd >= 0)
+        ok = close(fd) == 0 && ok;
+    return ok ? KILN_OK : kiln_fail(KILN_ERR_IO, "%s: cannot write (%s)", path, strerror(err));
+}
+
 kiln_status kiln_plot(const char *run, const char *svg_path)
 {
     if (!run)
@@ -591,7 +607,7 @@ kiln_status kiln_plot(const char *run, const char *svg_path)
     if (st == KILN_OK && b.failed)
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for the SVG", log_path);
     if (st == KILN_OK)
-        st = write_atomic(svg_path ? svg_path : default_svg, b.s, b.len);
+        st = write_svg(svg_path ? svg_path : default_svg, b.s, b.len);
     free(b.s);
     table_free(&t);
     return st;
