@@ -244,14 +244,14 @@ static void put_text(svg_text *b, const char *attrs, const char *text)
     put(b, "</text>\n");
 }
 
-/* The width of a label at the 12 px font, in pixels, roughly: what the
+/* The width of a label at the 13 px font, in pixels, roughly: what the
  * layout needs to keep labels apart. */
 static double text_width(const char *s)
 {
     size_t chars = 0;
     for (; *s; s++)
         chars += ((unsigned char)*s & 0xC0) != 0x80; /* UTF-8: count characters */
-    return 7.2 * (double)chars;
+    return 7.8 * (double)chars;
 }
 
 /* ---- axes -------------------------------------------------------------------- */
@@ -495,7 +495,7 @@ static void draw_panel(svg_text *b, const log_table *t, const panel_def *p, doub
     frame f = panel_frame(t, p, left, x);
     put(b, "<g class=\"panel\" id=\"%s\">\n", p->id);
     char attrs[96];
-    snprintf(attrs, sizeof attrs, "class=\"title\" x=\"%.1f\" y=\"22\" font-size=\"14\" "
+    snprintf(attrs, sizeof attrs, "class=\"title\" x=\"%.1f\" y=\"22\" font-size=\"15\" "
                                   "font-weight=\"bold\"", f.x0);
     put_text(b, attrs, p->title);
     draw_axes(b, &f, p);
@@ -525,7 +525,7 @@ static void draw(svg_text *b, const log_table *t, const char *log_path)
     put(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%zu\" height=\"%d\" "
            "viewBox=\"0 0 %zu %d\" font-family=\"DejaVu Sans, Verdana, sans-serif\" "
-           "font-size=\"12\" fill=\"#222222\">\n<title>",
+           "font-size=\"13\" fill=\"#222222\">\n<title>",
         drawn * PANEL_W, PANEL_H, drawn * PANEL_W, PANEL_H);
     put_escaped(b, "training curves of ");
     put_escaped(b, log_path);
