@@ -42,9 +42,9 @@ def write_log(path, rows, header=HEADER):
 
 
 def number(cell):
-    """A cell as kiln_plot reads it: empty, nan and inf are not drawn."""
+    """A cell as kiln_plot reads it: empty, nan, inf and beyond 1e100 are not drawn."""
     v = float(cell) if cell.strip() else math.nan
-    return v if math.isfinite(v) else None
+    return v if math.isfinite(v) and abs(v) <= 1e100 else None
 
 
 def one_two_five(step):
@@ -58,8 +58,8 @@ def tick_map(pairs, what):
     if len(pairs) < 2:
         return None, f"{what}: {len(pairs)} ticks; expected at least 2"
     values = [v for v, _ in pairs]
-    steps = {round(b - a, 9) for a, b in zip(values, values[1:])}
-    if len(steps) != 1 or not one_two_five(abs(steps.pop())):
+    steps = [b - a for a, b in zip(values, values[1:])]
+    if any(abs(d - steps[0]) > 1e-6 * abs(steps[0]) for d in steps) or not one_two_five(abs(steps[0])):
         return None, f"{what}: ticks {values} are not evenly spaced on a 1-2-5 step"
     (v0, p0), (v1, p1) = pairs[0], pairs[-1]
     return (lambda v: p0 + (v - v0) * (p1 - p0) / (v1 - v0)), None
@@ -205,6 +205,16 @@ with tempfile.TemporaryDirectory() as tmp:
     check("NaN cells: exit 0", r.returncode == 0, r.stderr)
     check_svg("NaN cells", os.path.join(gaps, "curves.svg"), os.path.join(gaps, "log.csv"))
 
+    # A diverging run (3.4e38, the largest float) and tiny learning rates:
+    # ticks in exponent form that still parse and map; 1e300 is not drawn.
+    huge = os.path.join(tmp, "huge")
+    write_log(os.path.join(huge, "log.csv"),
+              [(1, 1e-9, 0.5, "", 1e300, "", "", "", 1), (2, 2e-9, 3e7, "", 3.4e38, "", "", "", 1),
+               (3, 3e-9, 1.5e8, "", 0.3, "", "", "", 1), (4, 4e-9, 0.2, "", 0.25, "", "", "", 1)])
+    r = plot(huge)
+    check("huge values: exit 0", r.returncode == 0, r.stderr)
+    check_svg("huge values", os.path.join(huge, "curves.svg"), os.path.join(huge, "log.csv"))
+
     # Text that XML must escape, and a name that is not UTF-8, in the title.
     odd = os.path.join(tmp, "a&b<c>\"d'")
     write_log(os.path.join(odd, "log.csv"), [(1, 0.1, 0.5, 0.5, 0.5, 0.5, "", "", 1)])
@@ -232,6 +242,7 @@ with tempfile.TemporaryDirectory() as tmp:
          r"log\.csv:4: 4 fields; the header has 9"),
         ("a long row", HEADER + "\n1,0.1,0.5,0.5,0.5,0.5,,,1,7\n", r"log\.csv:2: 10 fields"),
         ("no epoch", HEADER + "\n,0.1,0.5,0.5,0.5,0.5,,,1\n", r"log\.csv:2: the epoch is missing"),
+        ("a huge epoch", HEADER + "\n1e10,0.1,0.5,0.5,0.5,0.5,,,1\n", r"log\.csv:2: the epoch is missing or beyond 1e9"),
         ("no epoch column", "lr,train_loss\n0.1,0.5\n", r"log\.csv:1: the header has no epoch column"),
         ("an empty file", "", r"log\.csv: the file is empty"),
         ("a header alone", HEADER + "\n", r"log\.csv: no epoch is logged yet"),

@@ -107,11 +107,15 @@ static kiln_status read_header(char *line, const char *path, long lineno, int **
     return KILN_OK;
 }
 
-/* A cell's number: NaN when empty; "nan" and "inf" are read as such. */
+/* A cell's number: NaN when empty, or when beyond what an axis can span
+ * (kiln logs floats, at most 3.4e38; inf and nan are read as such and
+ * not drawn either). */
 static int parse_cell(const char *cell, double *out)
 {
     char *end;
     *out = *cell ? strtod(cell, &end) : NAN;
+    if (fabs(*out) > 1e100)
+        *out = NAN;
     return !*cell || (end != cell && *end == '\0');
 }
 
@@ -135,8 +139,9 @@ static kiln_status read_row(char *line, const char *path, long lineno, const int
     if (found != fields)
         return kiln_fail(KILN_ERR_IO, "%s:%ld: %zu fields; the header has %zu", path, lineno,
                          found, fields);
-    if (!isfinite(t->v[C_EPOCH][r]))
-        return kiln_fail(KILN_ERR_IO, "%s:%ld: the epoch is missing", path, lineno);
+    if (!(fabs(t->v[C_EPOCH][r]) <= 1e9))
+        return kiln_fail(KILN_ERR_IO, "%s:%ld: the epoch is missing or beyond 1e9", path,
+                         lineno);
     t->rows++;
     return KILN_OK;
 }
@@ -284,21 +289,20 @@ static axis make_axis(double min, double max, double pad, int from_zero, double 
     return a;
 }
 
-/* Decimals that tell ticks step apart; 0.05 needs 2. */
-static int tick_decimals(double step)
+/* A tick's label with the decimals that tell the axis's ticks apart
+ * (0.05 needs 2); an axis of large values, or of steps below 1e-8, in
+ * exponent form, with the digits that do the same. */
+static void format_tick(double v, const axis *a, char *buf, size_t size)
 {
-    return step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
-}
-
-static void format_tick(double v, double step, char *buf, size_t size)
-{
-    int decimals = tick_decimals(step);
-    if (fabs(v) < 1e-9 * step)
-        v = 0; /* never "-0.0" */
-    if (decimals <= 6)
+    double largest = fmax(fabs(a->lo), fabs(a->hi));
+    int decimals = a->step >= 1 ? 0 : (int)ceil(-log10(a->step) - 1e-9);
+    int digits = (int)(floor(log10(largest)) - floor(log10(a->step) + 1e-9));
+    if (fabs(v) < 1e-9 * a->step)
+        snprintf(buf, size, "0"); /* never "-0.0" */
+    else if (largest < 1e6 && decimals <= 8)
         snprintf(buf, size, "%.*f", decimals, v);
     else
-        snprintf(buf, size, "%.2g", v);
+        snprintf(buf, size, "%.*e", digits < 0 ? 0 : digits > 12 ? 12 : digits, v);
 }
 
 /* Tick k runs from first_tick(a) to last_tick(a); its value is k * step. */
@@ -403,7 +407,7 @@ static frame panel_frame(const log_table *t, const panel_def *p, double left, ax
     double widest = 0;
     for (long k = first_tick(&f.y); k <= last_tick(&f.y); k++) {
         char label[32];
-        format_tick((double)k * f.y.step, f.y.step, label, sizeof label);
+        format_tick((double)k * f.y.step, &f.y, label, sizeof label);
         widest = fmax(widest, text_width(label));
     }
     f.x0 = left + 30 + widest;
@@ -420,7 +424,7 @@ static void draw_axes(svg_text *b, const frame *f, const panel_def *p)
         double v = (double)k * f->y.step, y = py(f, v);
         put(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
                "stroke=\"#e4e4e4\"/>\n", f->x0, y, f->x1, y);
-        format_tick(v, f->y.step, label, sizeof label);
+        format_tick(v, &f->y, label, sizeof label);
         snprintf(attrs, sizeof attrs, "class=\"ytick\" x=\"%.1f\" y=\"%.1f\" "
                                       "text-anchor=\"end\"", f->x0 - 6, y + 4);
         put_text(b, attrs, label);
@@ -429,7 +433,7 @@ static void draw_axes(svg_text *b, const frame *f, const panel_def *p)
         double v = (double)k * f->x.step, x = px(f, v);
         put(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
                "stroke=\"#e4e4e4\"/>\n", x, f->y0, x, f->y1);
-        format_tick(v, f->x.step, label, sizeof label);
+        format_tick(v, &f->x, label, sizeof label);
         snprintf(attrs, sizeof attrs, "class=\"xtick\" x=\"%.1f\" y=\"%.1f\" "
                                       "text-anchor=\"middle\"", x, f->y1 + 16);
         put_text(b, attrs, label);
