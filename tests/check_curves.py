@@ -59,7 +59,8 @@ def tick_map(pairs, what):
         return None, f"{what}: {len(pairs)} ticks; expected at least 2"
     values = [v for v, _ in pairs]
     steps = [b - a for a, b in zip(values, values[1:])]
-    if any(abs(d - steps[0]) > 1e-6 * abs(steps[0]) for d in steps) or not one_two_five(abs(steps[0])):
+    even = all(abs(d - steps[0]) <= 1e-6 * abs(steps[0]) for d in steps)
+    if not even or not one_two_five(abs(steps[0])):
         return None, f"{what}: ticks {values} are not evenly spaced on a 1-2-5 step"
     (v0, p0), (v1, p1) = pairs[0], pairs[-1]
     return (lambda v: p0 + (v - v0) * (p1 - p0) / (v1 - v0)), None
@@ -102,7 +103,8 @@ def expected_panels(log):
                 series.append((c, pts))
         if series:
             panels.append((pid, series))
-    val = [(number(r["val_loss"]), float(r["epoch"])) for r in rows if number(r["val_loss"]) is not None]
+    val = [(number(r["val_loss"]), float(r["epoch"])) for r in rows
+           if number(r["val_loss"]) is not None]
     best = min(val, key=lambda p: p[0])[1] if val else None  # the first of equal losses
     return panels, best
 
@@ -119,8 +121,8 @@ def check_svg(name, svg_path, log):
     width, height = float(view[2]), float(view[3])
     panels, best = expected_panels(log)
     groups = root.findall("s:g[@class='panel']", NS)
-    ok = check(f"{name}: panels {[p for p, _ in panels]}",
-               [g.get("id") for g in groups] == [p for p, _ in panels], [g.get("id") for g in groups])
+    drawn = [g.get("id") for g in groups]
+    ok = check(f"{name}: panels {[p for p, _ in panels]}", drawn == [p for p, _ in panels], drawn)
     for (pid, series), g in zip(panels, groups):
         box, fx, fy, err = panel_geometry(g)
         if not check(f"{name}/{pid}: axes", err is None, err):
@@ -130,7 +132,8 @@ def check_svg(name, svg_path, log):
         ok &= check(f"{name}/{pid}: plot area inside the image",
                     0 <= x0 and x0 + w <= width and 0 <= y0 and y0 + h <= height, box)
         legend = [t.text for t in g.findall("s:text[@class='legend']", NS)]
-        want = [LEGEND[c] for c, _ in series] + ([f"best epoch {best:g}"] if best is not None else [])
+        want = [LEGEND[c] for c, _ in series]
+        want += [f"best epoch {best:g}"] if best is not None else []
         ok &= check(f"{name}/{pid}: legend {want}", legend == want, legend)
         lines = g.findall("s:polyline[@class='series']", NS)
         ok &= check(f"{name}/{pid}: a line per series", len(lines) == len(series), len(lines))
@@ -169,9 +172,10 @@ with tempfile.TemporaryDirectory() as tmp:
     # A classification run of 17 epochs whose validation loss is lowest at 12.
     cls = os.path.join(tmp, "cls")
     write_log(os.path.join(cls, "log.csv"),
-              [(e, f"{cosine(e, 17):.9g}", 0.6 * math.exp(-e / 5) + 0.2, 0.8 + 0.1 * (1 - math.exp(-e / 4)),
-                0.5 * math.exp(-e / 5) + 0.28 + 0.003 * (e - 12) ** 2, 0.82 + 0.07 * (1 - math.exp(-e / 4)),
-                "nan", "nan", 1.5) for e in range(1, 18)])
+              [(e, f"{cosine(e, 17):.9g}", 0.6 * math.exp(-e / 5) + 0.2,
+                0.8 + 0.1 * (1 - math.exp(-e / 4)),
+                0.5 * math.exp(-e / 5) + 0.28 + 0.003 * (e - 12) ** 2,
+                0.82 + 0.07 * (1 - math.exp(-e / 4)), "nan", "nan", 1.5) for e in range(1, 18)])
     r = plot(cls)
     check("classification: exit 0", r.returncode == 0, r.stderr)
     check_svg("classification", os.path.join(cls, "curves.svg"), os.path.join(cls, "log.csv"))
@@ -199,8 +203,10 @@ with tempfile.TemporaryDirectory() as tmp:
     # NaN, inf and empty cells are skipped; no validation loss at all: no marker.
     gaps = os.path.join(tmp, "gaps")
     write_log(os.path.join(gaps, "log.csv"),
-              [(1, 0.1, 0.69, 0.5, "", "", "nan", "nan", 0.2), (2, 0.1, "nan", 0.6, "", 0.6, "", "", 0.2),
-               (3, 0.1, 0.5, " 0.7 ", "", 0.65, "nan", "nan", 0.2), (4, 0.1, "inf", "-nan", "", "nan", "", "", 0.2)])
+              [(1, 0.1, 0.69, 0.5, "", "", "nan", "nan", 0.2),
+               (2, 0.1, "nan", 0.6, "", 0.6, "", "", 0.2),
+               (3, 0.1, 0.5, " 0.7 ", "", 0.65, "nan", "nan", 0.2),
+               (4, 0.1, "inf", "-nan", "", "nan", "", "", 0.2)])
     r = plot(gaps)
     check("NaN cells: exit 0", r.returncode == 0, r.stderr)
     check_svg("NaN cells", os.path.join(gaps, "curves.svg"), os.path.join(gaps, "log.csv"))
@@ -236,14 +242,17 @@ with tempfile.TemporaryDirectory() as tmp:
 
     # Malformed logs: exit 1, naming the file and the line, and no SVG.
     bad_cases = [
-        ("a word in a number column", HEADER + "\n1,0.1,0.5,0.5,0.5,0.5,,,1\n2,0.1,lots,0.5,0.5,0.5,,,1\n",
+        ("a word in a number column",
+         HEADER + "\n1,0.1,0.5,0.5,0.5,0.5,,,1\n2,0.1,lots,0.5,0.5,0.5,,,1\n",
          r"log\.csv:3: train_loss is \"lots\"; expected a number"),
         ("a short row", HEADER + "\n1,0.1,0.5,0.5,0.5,0.5,,,1\n\n2,0.1,0.5,0.5\n",
          r"log\.csv:4: 4 fields; the header has 9"),
         ("a long row", HEADER + "\n1,0.1,0.5,0.5,0.5,0.5,,,1,7\n", r"log\.csv:2: 10 fields"),
         ("no epoch", HEADER + "\n,0.1,0.5,0.5,0.5,0.5,,,1\n", r"log\.csv:2: the epoch is missing"),
-        ("a huge epoch", HEADER + "\n1e10,0.1,0.5,0.5,0.5,0.5,,,1\n", r"log\.csv:2: the epoch is missing or beyond 1e9"),
-        ("no epoch column", "lr,train_loss\n0.1,0.5\n", r"log\.csv:1: the header has no epoch column"),
+        ("a huge epoch", HEADER + "\n1e10,0.1,0.5,0.5,0.5,0.5,,,1\n",
+         r"log\.csv:2: the epoch is missing or beyond 1e9"),
+        ("no epoch column", "lr,train_loss\n0.1,0.5\n",
+         r"log\.csv:1: the header has no epoch column"),
         ("an empty file", "", r"log\.csv: the file is empty"),
         ("a header alone", HEADER + "\n", r"log\.csv: no epoch is logged yet"),
     ]
@@ -255,7 +264,8 @@ with tempfile.TemporaryDirectory() as tmp:
         r = plot(d)
         err = r.stderr.decode()
         check(f"malformed, {what}: exit 1 naming the file and line",
-              r.returncode == 1 and re.search(re.escape(d) + "/" + message, err), (r.returncode, err))
+              r.returncode == 1 and re.search(re.escape(d) + "/" + message, err),
+              (r.returncode, err))
         check(f"malformed, {what}: no SVG", not os.path.exists(os.path.join(d, "curves.svg")),
               os.listdir(d))
         no_temporaries(f"malformed, {what}", d)

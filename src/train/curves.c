@@ -103,7 +103,8 @@ static kiln_status read_header(char *line, const char *path, long lineno, int **
     *fields = n;
     if (!seen[C_EPOCH])
         return kiln_fail(KILN_ERR_IO, "%s:%ld: the header has no epoch column (expected "
-                                      "epoch,lr,train_loss,... as kiln train writes)", path, lineno);
+                                      "epoch,lr,train_loss,... as kiln train writes)",
+                         path, lineno);
     return KILN_OK;
 }
 
@@ -342,7 +343,8 @@ static const panel_def panels[] = {
      {{C_TRAIN_ACC, "train", "#1f77b4"}, {C_VAL_ACC, "validation", "#ff7f0e"}}},
     {"mae", "validation MAE", "mean absolute error", 1, 0,
      {{C_VAL_MAE, "validation MAE", "#2ca02c"}, {-1, NULL, NULL}}},
-    {"r2", "validation R²", "R²", 1, 0, {{C_VAL_R2, "validation R²", "#9467bd"}, {-1, NULL, NULL}}},
+    {"r2", "validation R²", "R²", 1, 0,
+     {{C_VAL_R2, "validation R²", "#9467bd"}, {-1, NULL, NULL}}},
     {"lr", "learning rate", "learning rate", 1, 1,
      {{C_LR, "learning rate", "#8c564b"}, {-1, NULL, NULL}}},
 };
@@ -403,7 +405,9 @@ static frame panel_frame(const log_table *t, const panel_def *p, double left, ax
                 max = fmax(max, v);
             }
         }
-    frame f = {.left = left, .x = x, .y = make_axis(min, max, 0.05, p->from_zero, fmax(fabs(max) / 10, 1e-3))};
+    /* a single value gets a tenth of itself on each side */
+    axis y = make_axis(min, max, 0.05, p->from_zero, fmax(fabs(max) / 10, 1e-3));
+    frame f = {.left = left, .x = x, .y = y};
     double widest = 0;
     for (long k = first_tick(&f.y); k <= last_tick(&f.y); k++) {
         char label[32];
