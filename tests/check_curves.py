@@ -129,6 +129,9 @@ def check_svg(name, svg_path, log):
             ok = False
             continue
         x0, y0, w, h = box
+        ticks = [t.text for t in g.findall("s:text", NS) if t.get("class") in ("xtick", "ytick")]
+        ok &= check(f"{name}/{pid}: no tick reads -0", not any(
+            re.fullmatch(r"-0(\.0*)?(e[+-]?0+)?", t) for t in ticks), ticks)
         ok &= check(f"{name}/{pid}: plot area inside the image",
                     0 <= x0 and x0 + w <= width and 0 <= y0 and y0 + h <= height, box)
         legend = [t.text for t in g.findall("s:text[@class='legend']", NS)]

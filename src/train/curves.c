@@ -298,10 +298,11 @@ static void format_tick(double v, const axis *a, char *buf, size_t size)
     double largest = fmax(fabs(a->lo), fabs(a->hi));
     int decimals = a->step >= 1 ? 0 : (int)ceil(-log10(a->step) - 1e-9);
     int digits = (int)(floor(log10(largest)) - floor(log10(a->step) + 1e-9));
-    if (fabs(v) < 1e-9 * a->step)
-        snprintf(buf, size, "0"); /* never "-0.0" */
-    else if (largest < 1e6 && decimals <= 8)
-        snprintf(buf, size, "%.*f", decimals, v);
+    int fixed = largest < 1e6 && decimals <= 8, zero = fabs(v) < 1e-9 * a->step;
+    if (fixed)
+        snprintf(buf, size, "%.*f", decimals, zero ? 0.0 : v); /* never "-0.0" */
+    else if (zero)
+        snprintf(buf, size, "0");
     else
         snprintf(buf, size, "%.*e", digits < 0 ? 0 : digits > 12 ? 12 : digits, v);
 }
