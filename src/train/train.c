@@ -106,17 +106,17 @@ static kiln_status check_fit(const run *r, const dataset *d, int labelled)
     char shape[64];
     if (d->count == 0)
         return KILN_OK;
+    if (labelled && d->unlabelled)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s has no labels; training needs a label "
+                                                    "column (CSV: the label column's name; "
+                                                    ".npy: a labels .npy file as label; .npz: "
+                                                    "a labels array)", d->name);
     if (d->features != in)
         return kiln_fail(KILN_ERR_SHAPE, "%s has %zu values per sample, but the model's input "
                                          "is %s (%zu values)",
                          d->name, d->features, shape_str(&r->m->input, shape, sizeof shape), in);
     if (!labelled)
         return KILN_OK;
-    if (d->unlabelled)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s has no labels; training needs a label "
-                                                    "column (CSV: the label column's name; "
-                                                    ".npy: a labels .npy file as label; .npz: "
-                                                    "a labels array)", d->name);
     if (r->c.loss == LOSS_CROSS_ENTROPY && d->targets != 1)
         return kiln_fail(KILN_ERR_SHAPE, "%s: cross_entropy needs one class index per sample, "
                                          "not %zu targets", d->name, d->targets);
