@@ -508,6 +508,8 @@ KILN_API size_t kiln_data_features(const kiln_data *d);
 KILN_API size_t kiln_data_targets(const kiln_data *d);
 /* 1 + the largest class index for class labels; 0 otherwise. */
 KILN_API size_t kiln_data_classes(const kiln_data *d);
+/* 0 for data without labels (features only; its targets read as 0), else 1. */
+KILN_API int kiln_data_labelled(const kiln_data *d);
 /* Copies the features (count * features floats) or the targets (count *
  * targets floats) of samples first .. first + count - 1 into dst. */
 KILN_API kiln_status kiln_data_copy_features(const kiln_data *d, size_t first, size_t count,

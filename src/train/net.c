@@ -833,6 +833,11 @@ size_t kiln_data_classes(const kiln_data *d)
     return d ? d->d.classes : 0;
 }
 
+int kiln_data_labelled(const kiln_data *d)
+{
+    return d && !d->d.unlabelled;
+}
+
 static kiln_status copy_rows(const kiln_data *d, size_t first, size_t count, float *dst,
                              int targets, const char *call)
 {
