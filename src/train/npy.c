@@ -278,15 +278,24 @@ static double npy_value(const npy_array *a, size_t i)
     return d;
 }
 
-/* Every value as a float: finite and within float32's range. */
+/* Every value as a float: finite and within float32's range. uint8 and
+ * (on little-endian hosts) float32 arrays take a direct path. */
 static kiln_status npy_floats(const npy_array *a, const char *name, float **out)
 {
     float *v = malloc(a->count * sizeof *v);
     if (!v)
         return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu values", name,
                          a->count);
+    int bytes = a->kind == 'u', floats = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    floats = a->kind == 'f' && a->size == 4;
+#endif
+    for (size_t i = 0; bytes && i < a->count; i++)
+        v[i] = a->data[i];
+    if (floats)
+        memcpy(v, a->data, a->count * sizeof *v);
     for (size_t i = 0; i < a->count; i++) {
-        double d = npy_value(a, i);
+        double d = bytes || floats ? v[i] : npy_value(a, i);
         if (!isfinite(d) || fabs(d) > FLT_MAX) {
             free(v);
             return kiln_fail(KILN_ERR_IO, "%s: value %zu is %g; expected a finite number "
