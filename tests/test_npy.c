@@ -576,6 +576,43 @@ START_TEST(npz_trains_as_csv_does)
 }
 END_TEST
 
+/* kiln_evaluate scores an .npz's test arrays when it has them, else all of
+ * it, and all of a .npy file. */
+START_TEST(evaluate_scores_test_arrays_else_every_sample)
+{
+    static const char *const no_test[4] = {"x", "y", "other_x", "other_y"};
+    const char *with = tmp_path("eval.npz");
+    write_train_npz(with, 1, keras_names);
+    char without[512], out[512], final[600];
+    snprintf(without, sizeof without, "%s", tmp_path("eval_all.npz"));
+    write_train_npz(without, 0, no_test);
+    snprintf(out, sizeof out, "%s", tmp_path("eval_run"));
+    snprintf(final, sizeof final, "%s/final.safetensors", out);
+    kiln_model *m;
+    check_ok(kiln_model_parse(model_text, "npy.ini", &m));
+    kiln_train_options o;
+    kiln_train_options_init(&o);
+    o.data = with;
+    o.out_dir = out;
+    kiln_train_report r;
+    check_ok(kiln_train(test_ctx(), m, &o, &r));
+    ck_assert_msg(isfinite(r.test_loss), "test loss %g", r.test_loss);
+    kiln_eval_report e;
+    check_ok(kiln_evaluate(test_ctx(), m, final, &o, &e));
+    ck_assert_uint_eq(e.samples, 2);
+    kiln_free(e.confusion);
+    o.data = without;
+    check_ok(kiln_evaluate(test_ctx(), m, final, &o, &e));
+    ck_assert_uint_eq(e.samples, NZ);
+    kiln_free(e.confusion);
+    o.npz_keys = "x,y,other_x,other_y";
+    check_ok(kiln_evaluate(test_ctx(), m, final, &o, &e));
+    ck_assert_uint_eq(e.samples, 2);
+    kiln_free(e.confusion);
+    kiln_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("npy");
@@ -589,6 +626,7 @@ int main(void)
     tcase_add_test(tc, csv_without_labels);
     tcase_add_test(tc, data_load_recognises_numpy_files);
     tcase_add_test(tc, npz_trains_as_csv_does);
+    tcase_add_test(tc, evaluate_scores_test_arrays_else_every_sample);
     suite_add_tcase(s, tc);
     return test_run(s);
 }
