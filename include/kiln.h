@@ -484,17 +484,32 @@ typedef struct kiln_data kiln_data;
 KILN_API kiln_status kiln_data_from_arrays(const float *x, const float *y, size_t n,
                                            size_t features, size_t targets, kiln_data **out);
 /* Reads a dataset: "fashion-mnist", "mnist", a directory of IDX files (split
- * "train" or "test"), an IDX images file alone (unlabelled), or a CSV file
+ * "train" or "test"), an IDX images file alone (unlabelled), a CSV file
  * with a header row (label: the label column's name or index, NULL for
- * "label"; split is ignored). */
+ * "label", "" or "none" for a file without labels; split is ignored), a
+ * NumPy .npy features file (label: the labels .npy file, NULL for none;
+ * split is ignored), or an .npz archive with its arrays x and y (else
+ * x_train and y_train; x_test and y_test for split "test"; label is
+ * ignored). NumPy files: float32, float64, uint8, int32 or int64, little-
+ * endian, C order; features (n, ...) flattened per sample, uint8 features
+ * scaled to [0, 1] as IDX pixels are; labels (n,) of whole numbers from 0
+ * are class indices, other labels (n,) or (n, k) targets. */
 KILN_API kiln_status kiln_data_load(const char *source, const char *split, const char *label,
                                     kiln_data **out);
+/* An .npz archive's arrays by name: keys is "FEATURES", "FEATURES,LABELS"
+ * or "FEATURES,LABELS,TEST_FEATURES,TEST_LABELS" (NULL: as kiln_data_load);
+ * split "train" (NULL) or "test". A missing array is an error that lists
+ * the arrays the file has. */
+KILN_API kiln_status kiln_data_load_npz(const char *path, const char *keys, const char *split,
+                                        kiln_data **out);
 KILN_API void kiln_data_free(kiln_data *d);
 KILN_API size_t kiln_data_count(const kiln_data *d);
 KILN_API size_t kiln_data_features(const kiln_data *d);
 KILN_API size_t kiln_data_targets(const kiln_data *d);
 /* 1 + the largest class index for class labels; 0 otherwise. */
 KILN_API size_t kiln_data_classes(const kiln_data *d);
+/* 0 for data without labels (features only; its targets read as 0), else 1. */
+KILN_API int kiln_data_labelled(const kiln_data *d);
 /* Copies the features (count * features floats) or the targets (count *
  * targets floats) of samples first .. first + count - 1 into dst. */
 KILN_API kiln_status kiln_data_copy_features(const kiln_data *d, size_t first, size_t count,
@@ -528,8 +543,10 @@ typedef int (*kiln_progress_fn)(void *user, const kiln_progress *p);
  * programs built against this header. */
 typedef struct {
     size_t size;           /* set by kiln_train_options_init */
-    const char *data;      /* "fashion-mnist", "mnist", a directory of IDX files, or a CSV */
-    const char *label;     /* CSV: the label column's name or index (default "label") */
+    const char *data;      /* "fashion-mnist", "mnist", a directory of IDX files, a CSV, a
+                              .npy features file or an .npz (see kiln_data_load) */
+    const char *label;     /* CSV: the label column's name or index (default "label");
+                              .npy: the labels .npy file */
     const kiln_data *train_data; /* in-memory data instead of data (val_data, test_data */
     const kiln_data *val_data;   /* optional; without val_data the [train] val share of */
     const kiln_data *test_data;  /* train_data is held out) */
@@ -551,6 +568,9 @@ typedef struct {
     volatile sig_atomic_t *stop; /* when it becomes nonzero, training stops after the current
                                     batch and saves its state (set it from a signal handler
                                     or another thread); NULL: none */
+    const char *npz_keys;  /* .npz: the arrays, as kiln_data_load_npz's keys; NULL: x and y
+                              (else x_train and y_train), with x_test and y_test as the
+                              test split when the file has them */
 } kiln_train_options;
 
 KILN_API void kiln_train_options_init(kiln_train_options *o);

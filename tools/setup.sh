@@ -9,6 +9,7 @@ packages=(
   gcc g++ libc6-dev python3 meson ninja-build pkg-config   # build (g++: the C++ header test)
   ocl-icd-opencl-dev opencl-headers libclblast-dev      # OpenCL and CLBlast
   libinih-dev libcjson-dev zlib1g-dev check             # model files, checkpoints, gzip, tests
+  libzip-dev                                            # NumPy .npz archives
   pocl-opencl-icd mesa-opencl-icd clinfo                # CPU OpenCL drivers
   dataset-fashion-mnist                                 # the demo data
   valgrind clang libclang-rt-14-dev                     # leak checks and fuzzing (tools/test.sh)

@@ -21,7 +21,8 @@ from . import _capi
 _lib, library_path = _capi.load()
 
 __version__ = _lib.kiln_version().decode()
-__all__ = ["Model", "Device", "KilnError", "devices", "__version__", "library_path"]
+__all__ = ["Model", "Device", "KilnError", "devices", "load_data", "__version__",
+           "library_path"]
 
 
 class KilnError(RuntimeError):
@@ -66,6 +67,54 @@ def devices():
         return [Device(arr[i]) for i in range(count.value)]
     finally:
         _lib.kiln_free(arr)
+
+
+def _path(p, what):
+    p = os.fsencode(p) if isinstance(p, (str, bytes, os.PathLike)) else None
+    if p is None:
+        raise TypeError(f"load_data: {what} must be a path")
+    return p
+
+
+def load_data(path, keys=None, split="train", label=None):
+    """Reads a dataset file as `kiln train` does and returns (x, y): x of
+    shape (n, features) float32, y of shape (n,) (class indices or one
+    target) or (n, targets) float32, or None for data without labels.
+
+    path is a NumPy .npy features file (label: its labels .npy file), an
+    .npz archive (keys: the names of its features and labels arrays, as a
+    pair or "x,y"; by default x and y, else x_train and y_train, and
+    x_test and y_test for split="test"), a CSV file with a header row
+    (label: the label column's name or index, default "label"; "" or
+    "none": no label column), an IDX images file, or a dataset name or
+    directory of IDX files (split "train" or "test"). uint8 features are
+    scaled to [0, 1] as IDX pixels are."""
+    source = _path(path, "path")
+    if keys is not None and not source.endswith(b".npz"):
+        raise ValueError(f"load_data: keys name the arrays of an .npz file, not of {path}")
+    if keys is not None and not isinstance(keys, str):
+        keys = ",".join(keys)
+    d = ctypes.c_void_p()
+    split_b = split.encode() if split is not None else None
+    if keys is not None:
+        _check(_lib.kiln_data_load_npz(source, keys.encode(), split_b, ctypes.byref(d)),
+               "load_data")
+    else:
+        label_b = None if label is None else (
+            _path(label, "label") if source.endswith(b".npy") else str(label).encode())
+        _check(_lib.kiln_data_load(source, split_b, label_b, ctypes.byref(d)), "load_data")
+    try:
+        n, features = _lib.kiln_data_count(d), _lib.kiln_data_features(d)
+        x = np.empty((n, features), dtype=np.float32)
+        _check(_lib.kiln_data_copy_features(d, 0, n, _floats(x)), "load_data")
+        if not _lib.kiln_data_labelled(d):
+            return x, None
+        targets = _lib.kiln_data_targets(d)
+        y = np.empty((n, targets) if targets > 1 else (n,), dtype=np.float32)
+        _check(_lib.kiln_data_copy_targets(d, 0, n, _floats(y)), "load_data")
+        return x, y
+    finally:
+        _lib.kiln_data_free(d)
 
 
 def _floats(a):

@@ -48,7 +48,7 @@ class TrainOptions(ctypes.Structure):
                 ("detect_anomaly", ctypes.c_int), ("profile", ctypes.c_char_p),
                 ("progress", ctypes.c_int), ("log", WRITE_FN), ("log_user", ctypes.c_void_p),
                 ("on_step", PROGRESS_FN), ("on_epoch", PROGRESS_FN), ("user", ctypes.c_void_p),
-                ("stop", ctypes.POINTER(ctypes.c_int))]
+                ("stop", ctypes.POINTER(ctypes.c_int)), ("npz_keys", ctypes.c_char_p)]
 
 
 class TrainReport(ctypes.Structure):
@@ -108,6 +108,16 @@ SIGNATURES = {
     "kiln_net_fit": (c_status, [P, ctypes.POINTER(TrainOptions), ctypes.POINTER(TrainReport)]),
     "kiln_data_from_arrays": (c_status, [F, F, c_size, c_size, c_size, ctypes.POINTER(P)]),
     "kiln_data_free": (None, [P]),
+    "kiln_data_load": (c_status, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                                  ctypes.POINTER(P)]),
+    "kiln_data_load_npz": (c_status, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                                      ctypes.POINTER(P)]),
+    "kiln_data_count": (c_size, [P]),
+    "kiln_data_features": (c_size, [P]),
+    "kiln_data_targets": (c_size, [P]),
+    "kiln_data_labelled": (ctypes.c_int, [P]),
+    "kiln_data_copy_features": (c_status, [P, c_size, c_size, F]),
+    "kiln_data_copy_targets": (c_status, [P, c_size, c_size, F]),
     "kiln_train_options_init": (None, [ctypes.POINTER(TrainOptions)]),
 }
 

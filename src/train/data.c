@@ -230,6 +230,7 @@ kiln_status data_load_idx_images(const char *images, dataset *out)
     out->count = h.dims[0];
     out->features = h.count / h.dims[0];
     out->targets = 1;
+    out->unlabelled = 1;
     out->x = x;
     return KILN_OK;
 }
@@ -381,6 +382,12 @@ static kiln_status label_column(const char *path, const char *label, char **name
                      header ? "" : " (the file has no header row; give the column's index)");
 }
 
+/* A label of "" or "none": the file has no label column. */
+static int no_label(const char *label)
+{
+    return !*label || strcmp(label, "none") == 0;
+}
+
 /* CSV files kiln reads: regular files (a device such as /dev/zero or a
  * pipe never ends) of at most this many bytes. */
 #define CSV_MAX_BYTES (8ull << 30)
@@ -403,7 +410,9 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
     }
     char **cells = malloc(CSV_MAX_COLUMNS * sizeof *cells);
     char *line = NULL;
-    size_t line_cap = 0, columns = 0, label_at = 0, rows = 0, xcap = 0, ycap = 0;
+    int unlabelled = no_label(label);
+    size_t line_cap = 0, columns = 0, label_at = SIZE_MAX, rows = 0, xcap = 0, ycap = 0;
+    size_t least = unlabelled ? 1 : 2, features = 0;
     long lineno = 0;
     int integral = 1;
     float *x = NULL, *y = NULL;
@@ -420,14 +429,16 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
         if (line[strspn(line, " \t\r\n")] == '\0')
             continue;
         size_t n = split_row(line, cells, CSV_MAX_COLUMNS);
-        if (n > CSV_MAX_COLUMNS || n < 2) {
-            st = kiln_fail(KILN_ERR_IO, "%s:%ld: %zu columns; expected 2 to %d", path, lineno, n,
-                           CSV_MAX_COLUMNS);
+        if (n > CSV_MAX_COLUMNS || n < least) {
+            st = kiln_fail(KILN_ERR_IO, "%s:%ld: %zu columns; expected %zu to %d", path, lineno,
+                           n, least, CSV_MAX_COLUMNS);
             break;
         }
         if (columns == 0) {
             columns = n;
-            st = label_column(path, label, cells, n, header, &label_at);
+            features = n - (unlabelled ? 0 : 1);
+            if (!unlabelled)
+                st = label_column(path, label, cells, n, header, &label_at);
             if (header || st != KILN_OK)
                 continue;
         }
@@ -436,7 +447,7 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
                            lineno, n, columns);
             break;
         }
-        st = grow_floats(&x, &xcap, (rows + 1) * (columns - 1), path);
+        st = grow_floats(&x, &xcap, (rows + 1) * features, path);
         if (st == KILN_OK)
             st = grow_floats(&y, &ycap, rows + 1, path);
         for (size_t c = 0, k = 0; st == KILN_OK && c < n; c++) {
@@ -454,8 +465,10 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
                 y[rows] = (float)v;
                 integral &= v >= 0 && v == floor(v) && v < 65536;
             } else
-                x[rows * (columns - 1) + k++] = (float)v;
+                x[rows * features + k++] = (float)v;
         }
+        if (st == KILN_OK && unlabelled)
+            y[rows] = 0;
         rows++;
     }
     if (st == KILN_OK && rows == 0)
@@ -470,11 +483,12 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
     }
     snprintf(out->name, sizeof out->name, "%s", path);
     out->count = rows;
-    out->features = columns - 1;
+    out->features = features;
     out->targets = 1;
+    out->unlabelled = unlabelled;
     out->x = x;
     out->y = y;
-    for (size_t i = 0; integral && i < rows; i++)
+    for (size_t i = 0; integral && !unlabelled && i < rows; i++)
         if ((size_t)y[i] + 1 > out->classes)
             out->classes = (size_t)y[i] + 1;
     return KILN_OK;

@@ -1,5 +1,5 @@
 /* Datasets in host memory: IDX files (MNIST, Fashion-MNIST; gzipped or
- * not) and CSV files, normalization, seeded splits and shuffles, and
+ * not), CSV files, NumPy .npy and .npz files, normalization, seeded splits and shuffles, and
  * batches gathered for upload. */
 #ifndef KILN_DATA_H
 #define KILN_DATA_H
@@ -15,6 +15,7 @@ typedef struct {
     size_t classes;   /* for class indices: 1 + the largest label; else 0 */
     float *x;         /* count x features */
     float *y;         /* count x targets */
+    int unlabelled;   /* features only (y all 0): fit to predict, not to train */
 } dataset;
 
 void data_free(dataset *d);
@@ -36,8 +37,28 @@ kiln_status data_load_named(const char *name, const char *split, dataset *out);
 /* Reads a CSV file of numbers: label is the name (with a header row) or
  * the 0-based index of the label column; header says whether the first
  * row names the columns. Every other column is a feature. Labels that are
- * all whole numbers from 0 are class indices; otherwise targets. */
+ * all whole numbers from 0 are class indices; otherwise targets. A label
+ * of "" or "none": the file has no label column (unlabelled). */
 kiln_status data_load_csv(const char *path, const char *label, int header, dataset *out);
+
+/* Reads NumPy arrays (src/train/npy.c): .npy format 1.0, 2.0 or 3.0,
+ * little-endian float32, float64, uint8, int32 or int64 in C order. The
+ * features, of shape (n, ...), are flattened per sample; uint8 features
+ * are scaled to [0, 1] as IDX pixels are. Labels of shape (n,) or (n, 1)
+ * that are all whole numbers from 0 are class indices (as CSV labels);
+ * other labels, and (n, k), are targets. labels NULL: unlabelled. */
+kiln_status data_load_npy(const char *features, const char *labels, dataset *out);
+
+/* Reads an .npz archive (np.savez, stored, or np.savez_compressed,
+ * deflated). keys is "FEATURES[,LABELS[,TEST_FEATURES,TEST_LABELS]]" (a
+ * ".npy" suffix may be given or not); NULL or "": x and y, else x_train
+ * and y_train (Keras' layout), and x_test and y_test for split "test",
+ * with labels optional. split is "train" or "test"; a test split the file
+ * lacks is an empty dataset (count 0), not an error. */
+kiln_status data_load_npz(const char *path, const char *keys, const char *split, dataset *out);
+
+/* Whether path ends with ext (".csv", ".npy", ".npz") and has a name. */
+int data_has_ext(const char *path, const char *ext);
 
 /* Moves the last fraction of a shuffled copy of d into val (seeded). */
 kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val);

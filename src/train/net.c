@@ -729,15 +729,47 @@ kiln_status kiln_data_from_arrays(const float *x, const float *y, size_t n, size
     d->d.count = n;
     d->d.features = features;
     d->d.targets = t;
+    d->d.unlabelled = !y;
     d->d.x = dx;
     d->d.y = dy;
-    int classes = t == 1;
+    int classes = y && t == 1;
     float top = 0;
     for (size_t i = 0; classes && i < n; i++) {
         classes = dy[i] >= 0 && dy[i] == floorf(dy[i]) && dy[i] < 16777216.0f;
         top = dy[i] > top ? dy[i] : top;
     }
     d->d.classes = classes ? (size_t)top + 1 : 0;
+    *out = d;
+    return KILN_OK;
+}
+
+/* The split of an .npz: one the file lacks is an error here. */
+static kiln_status npz_split(const char *path, const char *keys, const char *split, dataset *d)
+{
+    split = split ? split : "train";
+    kiln_status st = data_load_npz(path, keys, split, d);
+    if (st == KILN_OK && d->count == 0)
+        st = kiln_fail(KILN_ERR_IO, "%s: no %s split (the arrays x_test and y_test, or the "
+                                    "third and fourth of the keys)", path, split);
+    return st;
+}
+
+kiln_status kiln_data_load_npz(const char *path, const char *keys, const char *split,
+                               kiln_data **out)
+{
+    if (!path || !out)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_data_load_npz: a path and an output "
+                                                    "pointer are required");
+    *out = NULL;
+    kiln_data *d = calloc(1, sizeof *d);
+    if (!d)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_data_load_npz: out of host memory");
+    kiln_status st = npz_split(path, keys, split, &d->d);
+    if (st != KILN_OK) {
+        data_free(&d->d);
+        free(d);
+        return st;
+    }
     *out = d;
     return KILN_OK;
 }
@@ -752,11 +784,14 @@ kiln_status kiln_data_load(const char *source, const char *split, const char *la
     kiln_data *d = calloc(1, sizeof *d);
     if (!d)
         return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_data_load: out of host memory");
-    size_t n = strlen(source);
     kiln_status st;
     struct stat info;
-    if (n > 4 && strcmp(source + n - 4, ".csv") == 0)
+    if (data_has_ext(source, ".csv"))
         st = data_load_csv(source, label ? label : "label", 1, &d->d);
+    else if (data_has_ext(source, ".npy"))
+        st = data_load_npy(source, label, &d->d);
+    else if (data_has_ext(source, ".npz"))
+        st = npz_split(source, NULL, split, &d->d);
     else if (stat(source, &info) == 0 && S_ISREG(info.st_mode))
         st = data_load_idx_images(source, &d->d);
     else
@@ -796,6 +831,11 @@ size_t kiln_data_targets(const kiln_data *d)
 size_t kiln_data_classes(const kiln_data *d)
 {
     return d ? d->d.classes : 0;
+}
+
+int kiln_data_labelled(const kiln_data *d)
+{
+    return d && !d->d.unlabelled;
 }
 
 static kiln_status copy_rows(const kiln_data *d, size_t first, size_t count, float *dst,

@@ -60,12 +60,25 @@ void kiln_train_options_init(kiln_train_options *o)
 
 /* ---- data ------------------------------------------------------------------ */
 
+/* The split of o->data: a CSV file (label: its label column), a .npy
+ * features file (label: the labels .npy), an .npz archive (npz_keys), or
+ * a dataset by name. */
 static kiln_status load(const kiln_train_options *o, const char *split, dataset *d)
 {
-    size_t n = strlen(o->data);
-    if (n > 4 && strcmp(o->data + n - 4, ".csv") == 0)
+    if (data_has_ext(o->data, ".csv"))
         return data_load_csv(o->data, o->label ? o->label : "label", 1, d);
+    if (data_has_ext(o->data, ".npy"))
+        return data_load_npy(o->data, o->label, d);
+    if (data_has_ext(o->data, ".npz"))
+        return data_load_npz(o->data, o->npz_keys, split, d);
     return data_load_named(o->data, split, d);
+}
+
+/* CSV and .npy files hold one split: training holds out its validation
+ * share and has no test split; evaluation scores every sample. */
+static int one_split(const kiln_train_options *o)
+{
+    return o->data && (data_has_ext(o->data, ".csv") || data_has_ext(o->data, ".npy"));
 }
 
 /* A copy of an in-memory dataset (training normalizes and splits its own). */
@@ -94,6 +107,11 @@ static kiln_status check_fit(const run *r, const dataset *d, int labelled)
     char shape[64];
     if (d->count == 0)
         return KILN_OK;
+    if (labelled && d->unlabelled)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s has no labels; training needs a label "
+                                                    "column (CSV: the label column's name; "
+                                                    ".npy: a labels .npy file as label; .npz: "
+                                                    "a labels array)", d->name);
     if (d->features != in)
         return kiln_fail(KILN_ERR_SHAPE, "%s has %zu values per sample, but the model's input "
                                          "is %s (%zu values)",
@@ -161,9 +179,10 @@ static kiln_status prepare_eval_data(run *r)
 {
     const kiln_train_options *o = r->o;
     const kiln_data *given = o->test_data ? o->test_data : o->train_data;
-    size_t n = o->data ? strlen(o->data) : 0;
-    int csv = n > 4 && strcmp(o->data + n - 4, ".csv") == 0;
-    kiln_status st = given ? copy_data(given, &r->test) : load(o, csv ? "train" : "test", &r->test);
+    kiln_status st = given ? copy_data(given, &r->test)
+                           : load(o, one_split(o) ? "train" : "test", &r->test);
+    if (st == KILN_OK && !given && r->test.count == 0 && data_has_ext(o->data, ".npz"))
+        st = load(o, "train", &r->test); /* an .npz without test arrays: all of it */
     if (st == KILN_OK && o->limit && r->test.count > o->limit)
         r->test.count = o->limit;
     if (st == KILN_OK && r->test.count == 0)
@@ -188,11 +207,9 @@ static kiln_status prepare_data(run *r)
         st = copy_data(o->val_data, &r->val);
     else if (st == KILN_OK && r->c.val > 0)
         st = data_split(&r->train, r->c.val, r->c.seed, &r->val);
-    size_t n = memory ? 0 : strlen(o->data);
-    int csv = n > 4 && strcmp(o->data + n - 4, ".csv") == 0;
     if (st == KILN_OK && memory)
         st = copy_data(o->test_data, &r->test);
-    else if (st == KILN_OK && !csv)
+    else if (st == KILN_OK && !one_split(o))
         st = load(o, "test", &r->test);
     if (o->limit) {
         r->train.count = r->train.count < o->limit ? r->train.count : o->limit;

@@ -3,10 +3,12 @@
 Run from the repository root; the seeds are small valid and near-valid
 inputs, the fuzzers' starting points."""
 import gzip
+import io
 import json
 import os
 import shutil
 import struct
+import zipfile
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 
@@ -53,6 +55,30 @@ def csv_seeds():
     write("csv", "quoted", b"\x01\"a\",b,label\n1,,0\n\n")
 
 
+def npy(descr, shape, payload, version=1):
+    text = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape)
+    start = 10 if version == 1 else 12
+    text += " " * (-(start + len(text) + 1) % 64) + "\n"
+    size = struct.pack("<H" if version == 1 else "<I", len(text))
+    return b"\x93NUMPY" + bytes([version, 0]) + size + text.encode() + payload
+
+
+def npy_seeds():
+    x = npy("<f4", "(2, 3)", struct.pack("<6f", 0.5, -1, 2, 3, 4, 5))
+    y = npy("<i8", "(2,)", struct.pack("<2q", 1, 0))
+    write("npy", "pair", struct.pack(">H", len(x)) + x + y)
+    write("npy", "v2-u1", struct.pack(">H", 0) + npy("|u1", "(2, 2)", bytes(4), 2) +
+          npy("<f8", "(2, 2)", struct.pack("<4d", 0.5, 1, 2, 3), 3))
+    write("npy", "truncated", struct.pack(">H", len(x)) + x[:-5] + y)
+    members = io.BytesIO()
+    with zipfile.ZipFile(members, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in (("x", x), ("y", y), ("x_test", x), ("y_test", y)):
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            z.writestr(info, data, zipfile.ZIP_DEFLATED if name[0] == "x" else zipfile.ZIP_STORED)
+    write("npy", "npz", members.getvalue())
+    write("csv", "unlabelled", b"\x09a,b\n1,2\n3,4\n")
+
+
 def safetensors_seed():
     shapes = [("0.weight", [4, 3]), ("0.bias", [4]), ("1.weight", [4]), ("1.bias", [4]),
               ("1.running_mean", [4]), ("1.running_var", [4])]
@@ -76,4 +102,5 @@ if __name__ == "__main__":
     models()
     idx_seeds()
     csv_seeds()
+    npy_seeds()
     safetensors_seed()
