@@ -159,6 +159,35 @@ def read_csv(text):
     return list(csv.DictReader(io.StringIO(text)))
 
 
+def write_npy(path, rows, dtype="<f4"):
+    """A C-order .npy file of rows (version 1.0), written without numpy."""
+    import struct
+    shape = f"({len(rows)}, {len(rows[0])})" if isinstance(rows[0], list) else f"({len(rows)},)"
+    header = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    flat = [v for r in rows for v in r] if isinstance(rows[0], list) else rows
+    code = {"<f4": "f", "<i8": "q"}[dtype]
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+        f.write(struct.pack(f"<{len(flat)}{code}", *flat))
+
+
+def check_numpy(tmp, model, labelled, ckpt, csv_text):
+    rows = read_csv(open(labelled, encoding="ascii").read())
+    x = [[float(r["a"]), float(r["b"])] for r in rows]
+    y = [int(r["label"]) for r in rows]
+    xs, ys = os.path.join(tmp, "x.npy"), os.path.join(tmp, "y.npy")
+    write_npy(xs, x)
+    write_npy(ys, y, "<i8")
+    r = run("predict", model, ckpt, xs, "--format", "csv")
+    check("predict on a .npy gives what it gives on the CSV", r.returncode == 0
+          and r.stdout == csv_text, r.stderr)
+    r = run("train", model, "--data", xs, "--label", ys, "--epochs", "1", "--out",
+            os.path.join(tmp, "npy-run"), "--json")
+    lines = [json.loads(line) for line in r.stdout.splitlines()] if r.returncode == 0 else []
+    check("train --data x.npy --label y.npy", lines and lines[-1]["event"] == "result", r.stderr)
+
+
 def check_predict(tmp, model, data, ckpt):
     n = 61
     labelled = os.path.join(tmp, "labelled.csv")
@@ -179,6 +208,7 @@ def check_predict(tmp, model, data, ckpt):
               rows[0])
         right = sum(int(x["class"]) == i % 3 for i, x in enumerate(rows))
         check("the predictions are right on separable data", right >= 0.9 * n, right)
+    check_numpy(tmp, model, labelled, ckpt, r.stdout)
     u = run("predict", model, ckpt, unlabelled, "--format", "csv")
     check("a CSV without a label column predicts the same", u.returncode == 0
           and u.stdout == r.stdout, u.stderr)

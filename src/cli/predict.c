@@ -23,6 +23,7 @@ static const cli_flag flags[] = {
     {"label", 'L', "COLUMN", "label when the CSV has a column more than the model's inputs",
      "the CSV's label column, which is left out of the inputs; a CSV with exactly as many "
      "columns as the model has inputs needs none"},
+    {"npz-keys", 'K', "FEATURES", "x, else x_train", "the .npz array holding the features"},
     {"device", 'd', "SEL", "$KILN_DEVICE, else the first GPU, else the first CPU",
      "the OpenCL device"},
     {NULL, 0, NULL, NULL, NULL}};
@@ -31,7 +32,7 @@ const cli_command cli_predict_cmd = {
     "predict", cli_predict, "MODEL.ini CHECKPOINT INPUT", "predict the outputs of every sample",
     "Runs the network with a checkpoint's weights (and its stored normalization) on every "
     "sample of INPUT, an IDX images file (gzipped or not), a CSV file with a header row "
-    "(with or without a label column) or a NumPy .npy file, in batches, and writes each "
+    "(with or without a label column), a NumPy .npy file or an .npz archive, in batches, and writes each "
     "sample's prediction: for a softmax classifier (or logits trained with cross_entropy) "
     "the class and its probabilities, for a sigmoid head each label's decision and "
     "probability, otherwise the outputs.",
@@ -40,7 +41,7 @@ const cli_command cli_predict_cmd = {
 typedef enum { FORMAT_TEXT, FORMAT_CSV, FORMAT_JSON } format;
 
 typedef struct {
-    const char *model, *checkpoint, *input, *label, *device, *out;
+    const char *model, *checkpoint, *input, *label, *device, *out, *npz_keys;
     format fmt;
     int fmt_given;
     size_t count, batch;
@@ -180,10 +181,21 @@ static kiln_head shown_head(const kiln_net *net, const kiln_model *m, int *logit
     return *logits ? KILN_HEAD_SOFTMAX : head;
 }
 
-/* INPUT with its label column left out: a CSV may carry one column more
- * than the model's inputs (the label), or exactly as many. */
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* INPUT's features: an .npz's features array, a .npy file, or a CSV with
+ * its label column left out (a CSV may carry one column more than the
+ * model's inputs, the label, or exactly as many). */
 static kiln_status load_input(const predict_args *a, size_t inputs, kiln_data **d)
 {
+    if (ends_with(a->input, ".npz"))
+        return kiln_data_load_npz(a->input, a->npz_keys, NULL, d);
+    if (ends_with(a->input, ".npy"))
+        return kiln_data_load(a->input, NULL, NULL, d);
     if (a->label)
         return kiln_data_load(a->input, "test", a->label, d);
     kiln_status st = kiln_data_load(a->input, "test", "none", d);
@@ -309,12 +321,6 @@ static int parse_format(const char *v, format *f)
     return 0;
 }
 
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 /* The format when --format is not given: from --out's extension, else text
  * for a terminal and csv for a pipe or file. */
 static format default_format(const char *out)
@@ -345,6 +351,8 @@ static int parse(int argc, char **argv, predict_args *a)
             a->out = optarg;
         else if (opt == 'L')
             a->label = optarg;
+        else if (opt == 'K')
+            a->npz_keys = optarg;
         else if (opt == 'd')
             a->device = optarg;
     }

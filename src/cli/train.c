@@ -14,10 +14,16 @@
 #define DATA_FLAG                                                                         \
     {"data", 'D', "SOURCE", "fashion-mnist",                                              \
      "the data: fashion-mnist or mnist (Debian's dataset packages, or $KILN_DATA_DIR), a " \
-     "directory of IDX files, or a CSV file with a header row"}
+     "directory of IDX files, a CSV file with a header row, a NumPy .npy file of "        \
+     "features (its labels in --label FILE.npy) or an .npz archive (x and y, else "       \
+     "x_train and y_train, with x_test and y_test as the test split)"}
 #define LABEL_FLAG                                                                        \
     {"label", 'L', "COLUMN", "label",                                                     \
-     "the CSV column holding the labels or targets, by name or index from 0"}
+     "the CSV column holding the labels or targets, by name or index from 0; for a .npy " \
+     "--data, the .npy file of labels or targets"}
+#define NPZ_FLAG                                                                          \
+    {"npz-keys", 'K', "X,Y[,XTEST,YTEST]", "x,y (else x_train,y_train)",                  \
+     "the .npz arrays of features and labels, and of the test split"}
 #define DEVICE_FLAG                                                                       \
     {"device", 'd', "SEL", "$KILN_DEVICE, else the first GPU, else the first CPU",         \
      "the OpenCL device: an index, platform:device, or part of a platform, vendor or "    \
@@ -28,6 +34,7 @@
 static const cli_flag train_flags[] = {
     DATA_FLAG,
     LABEL_FLAG,
+    NPZ_FLAG,
     {"epochs", 'e', "N", "the model's [train] epochs, else 10", "epochs to train"},
     {"batch", 'b', "N", "the model's [train] batch, else 64", "samples per optimizer step"},
     {"lr", 'l', "X", "the model's [train] lr", "the learning rate"},
@@ -50,6 +57,7 @@ static const cli_flag train_flags[] = {
 static const cli_flag eval_flags[] = {
     DATA_FLAG,
     LABEL_FLAG,
+    NPZ_FLAG,
     {"batch", 'b', "N", "the model's [train] batch, else 64", "samples per forward pass"},
     {"limit", 'n', "N", "all", "use at most N samples"},
     DEVICE_FLAG,
@@ -119,6 +127,7 @@ static int parse(int argc, char **argv, int positional, const cli_command *cmd, 
         case 'j': c->json = 1; break;
         case 'D': c->o.data = optarg; break;
         case 'L': c->o.label = optarg; break;
+        case 'K': c->o.npz_keys = optarg; break;
         case 'o': c->o.out_dir = optarg; break;
         case 'd': c->device = optarg; break;
         case 'r': c->o.resume = optarg; break;
