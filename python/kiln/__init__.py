@@ -21,7 +21,7 @@ from . import _capi
 _lib, library_path = _capi.load()
 
 __version__ = _lib.kiln_version().decode()
-__all__ = ["Model", "Device", "KilnError", "devices", "load_data", "__version__",
+__all__ = ["Model", "Device", "KilnError", "devices", "load_data", "plot", "__version__",
            "library_path"]
 
 
@@ -69,10 +69,10 @@ def devices():
         _lib.kiln_free(arr)
 
 
-def _path(p, what):
+def _path(p, what, caller="load_data"):
     p = os.fsencode(p) if isinstance(p, (str, bytes, os.PathLike)) else None
     if p is None:
-        raise TypeError(f"load_data: {what} must be a path")
+        raise TypeError(f"{caller}: {what} must be a path")
     return p
 
 
@@ -115,6 +115,20 @@ def load_data(path, keys=None, split="train", label=None):
         return x, y
     finally:
         _lib.kiln_data_free(d)
+
+
+def plot(run, svg=None):
+    """Draws a run's training curves (its log.csv: loss, accuracy or MAE
+    and R², learning rate per epoch, the best epoch marked) as an SVG
+    image, as `kiln plot` does. run is a run directory or a log.csv; svg
+    defaults to curves.svg in the run directory. Returns the SVG's path."""
+    run_b = _path(run, "run", "plot")
+    svg_b = None if svg is None else _path(svg, "svg", "plot")
+    _check(_lib.kiln_plot(run_b, svg_b), "plot")
+    if svg is not None:
+        return os.fsdecode(svg_b)
+    base = run_b if os.path.isdir(run_b) else os.path.dirname(run_b)
+    return os.fsdecode(os.path.join(base, b"curves.svg"))
 
 
 def _floats(a):

@@ -119,6 +119,7 @@ SIGNATURES = {
     "kiln_data_copy_features": (c_status, [P, c_size, c_size, F]),
     "kiln_data_copy_targets": (c_status, [P, c_size, c_size, F]),
     "kiln_train_options_init": (None, [ctypes.POINTER(TrainOptions)]),
+    "kiln_plot": (c_status, [ctypes.c_char_p, ctypes.c_char_p]),
 }
 
 

@@ -116,3 +116,22 @@ def test_csv_without_labels(tmp_path):
     x, y = kiln.load_data(path, label="c")
     np.testing.assert_array_equal(y, [3, 6])
     assert x.shape == (2, 2)
+
+
+def test_plot_draws_a_run_and_names_a_bad_log(tmp_path):
+    import xml.etree.ElementTree as ET
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy\n"
+                   "1,0.1,1.0,0.5,0.9,0.55\n2,0.1,0.7,0.7,0.6,0.72\n3,0.05,0.5,0.8,0.65,0.7\n")
+    out = kiln.plot(tmp_path)
+    assert out == str(tmp_path / "curves.svg")
+    root = ET.parse(out).getroot()
+    assert root.tag.endswith("svg")
+    assert "best epoch 2" in "".join(root.itertext())
+    other = kiln.plot(log, tmp_path / "other.svg")
+    assert ET.parse(other).getroot().tag.endswith("svg")
+    log.write_text("epoch,lr,train_loss\n1,0.1,lots\n")
+    with pytest.raises(kiln.KilnError, match="log.csv:2"):
+        kiln.plot(tmp_path)
+    with pytest.raises(TypeError, match="plot"):
+        kiln.plot(3)
