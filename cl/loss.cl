@@ -7,7 +7,11 @@
  *   ce_rows:   one work-item per row of x (N, C); t holds class indices;
  *              with label smoothing e, q = (1 - e) onehot(t) + e / C:
  *              term = logsumexp(x) - sum q x, grad = (softmax(x) - q) / N;
- *              an index outside [0, C) gives NaN */
+ *              an index outside [0, C) gives NaN
+ * The logarithms are taken before any branch: libclc's log reads a table
+ * that rusticl passes as a hidden kernel argument, and llvmpipe warns on
+ * stderr when a kernel argument is read inside control flow. Out-of-range
+ * items compute on the last row and store nothing. */
 
 __kernel void mse_terms(__global const float *x, __global const float *t,
                         __global float *terms, __global float *grad, const uint n,
@@ -26,15 +30,15 @@ __kernel void bce_terms(__global const float *x, __global const float *t,
                         __global float *terms, __global float *grad, const uint n,
                         const float grad_scale, const int has_grad)
 {
-    uint i = (uint)get_global_id(0);
+    uint i = (uint)get_global_id(0), at = min(i, n - 1);
+    float v = x[at], target = t[at], e = exp(-fabs(v));
+    float term = fmax(v, 0.0f) - v * target + log1p(e);
+    float s = v >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
     if (i >= n)
         return;
-    float v = x[i], e = exp(-fabs(v));
-    terms[i] = fmax(v, 0.0f) - v * t[i] + log1p(e);
-    if (has_grad) {
-        float s = v >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-        grad[i] = (s - t[i]) * grad_scale;
-    }
+    terms[i] = term;
+    if (has_grad)
+        grad[i] = (s - target) * grad_scale;
 }
 
 __kernel void ce_rows(__global const float *x, __global const float *t,
@@ -42,18 +46,11 @@ __kernel void ce_rows(__global const float *x, __global const float *t,
                       const uint C, const float smoothing, const float grad_scale,
                       const int has_grad)
 {
-    uint r = (uint)get_global_id(0);
-    if (r >= N)
-        return;
-    __global const float *xr = x + r * C;
-    float target = t[r];
+    uint r = (uint)get_global_id(0), row = min(r, N - 1);
+    __global const float *xr = x + row * C;
+    float target = t[row];
     int cls = (int)target;
-    if (!(target >= 0.0f) || (float)cls != target || cls >= (int)C) {
-        terms[r] = NAN;
-        for (uint j = 0; has_grad && j < C; j++)
-            grad[r * C + j] = NAN;
-        return;
-    }
+    int valid = target >= 0.0f && (float)cls == target && cls < (int)C;
     float m = -INFINITY, sum_x = 0.0f;
     for (uint j = 0; j < C; j++) {
         m = fmax(m, xr[j]);
@@ -63,6 +60,14 @@ __kernel void ce_rows(__global const float *x, __global const float *t,
     for (uint j = 0; j < C; j++)
         sum_e += exp(xr[j] - m);
     float lse = m + log(sum_e);
+    if (r >= N)
+        return;
+    if (!valid) {
+        terms[r] = NAN;
+        for (uint j = 0; has_grad && j < C; j++)
+            grad[r * C + j] = NAN;
+        return;
+    }
     float on = 1.0f - smoothing, off = smoothing / (float)C;
     terms[r] = lse - on * xr[cls] - off * sum_x;
     for (uint j = 0; has_grad && j < C; j++) {
