@@ -1,5 +1,6 @@
 /* Kernel programs: embedded cl/ sources built per (source, options), kept in
- * a per-context memory cache and as device binaries in an on-disk cache.
+ * a per-context memory cache and as device binaries in an on-disk cache
+ * (written when the context is freed; see save_unsaved).
  *
  * A disk cache file is trusted only when its magic, format version, full
  * key (device, driver, platform, kiln version, source hash, options),
@@ -33,26 +34,34 @@ typedef struct kernel_entry {
 typedef struct program_entry {
     char *source;
     char *options;
+    char *unsaved; /* "path\0key" of a binary to write when the cache is freed */
     cl_program program;
     kernel_entry *kernels;
     struct program_entry *next;
 } program_entry;
 
 struct kiln_program_cache {
+    kiln_ctx *ctx;
     program_entry *programs;
 };
 
 kiln_status kiln_program_cache_create(kiln_ctx *ctx, kiln_program_cache **out)
 {
-    (void)ctx;
     *out = calloc(1, sizeof **out);
-    return *out ? KILN_OK : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
+    if (!*out)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
+    (*out)->ctx = ctx;
+    return KILN_OK;
 }
+
+static void save_unsaved(kiln_ctx *ctx, program_entry *p);
 
 void kiln_program_cache_free(kiln_program_cache *cache)
 {
     if (!cache)
         return;
+    for (program_entry *p = cache->programs; p; p = p->next)
+        save_unsaved(cache->ctx, p);
     program_entry *p = cache->programs;
     while (p) {
         kernel_entry *k = p->kernels;
@@ -67,6 +76,7 @@ void kiln_program_cache_free(kiln_program_cache *cache)
         clReleaseProgram(p->program);
         free(p->source);
         free(p->options);
+        free(p->unsaved);
         free(p);
         p = next;
     }
@@ -366,20 +376,71 @@ static kiln_status compile_source(kiln_ctx *ctx, const program_text *src,
     return KILN_OK;
 }
 
+/* KILN_VERBOSE=1 (any value but "" and "0"): one line per program on
+ * stderr, with where it came from and how long it took. */
+int kiln_verbose(void)
+{
+    const char *v = getenv("KILN_VERBOSE");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+static void report_build(const program_text *src, const char *options, const char *how,
+                         double seconds)
+{
+    if (kiln_verbose())
+        fprintf(stderr, "kiln: %s %s%s%s in %.3f s\n", how, src->name, *options ? " " : "",
+                options, seconds);
+}
+
+/* "path\0key" in one allocation, or NULL. */
+static char *path_and_key(const char *path, const char *key)
+{
+    size_t np = strlen(path) + 1, nk = strlen(key) + 1;
+    char *s = malloc(np + nk);
+    if (s) {
+        memcpy(s, path, np);
+        memcpy(s + np, key, nk);
+    }
+    return s;
+}
+
+/* A program compiled from source goes to the disk cache when its context
+ * is freed, not at once: asking PoCL for a binary compiles every kernel of
+ * the program for every work-group size, which at once would cost a cold
+ * start seconds before the first launch. Saved last, the binary also holds
+ * the work-group sizes that ran. */
+static void save_unsaved(kiln_ctx *ctx, program_entry *p)
+{
+    if (!p->unsaved)
+        return;
+    const char *path = p->unsaved, *key = path + strlen(path) + 1;
+    double start = kiln_seconds();
+    save_binary(ctx, p->program, path, key);
+    if (kiln_verbose())
+        fprintf(stderr, "kiln: cached %s%s%s in %.3f s\n", p->source, *p->options ? " " : "",
+                p->options, kiln_seconds() - start);
+    free(p->unsaved);
+    p->unsaved = NULL;
+}
+
 static kiln_status build_program(kiln_ctx *ctx, const program_text *src, const char *options,
-                                 cl_program *out)
+                                 cl_program *out, char **unsaved)
 {
     char key[4096], path[PATH_CAP], full[1024];
+    double start = kiln_seconds();
     full_options(options, full, sizeof full);
     cache_key(ctx, src, options, key, sizeof key);
     int cacheable = cache_path(key, path, sizeof path) == 0;
     if (cacheable && (*out = load_binary(ctx, path, key, full)) != NULL) {
         ctx->stats.disk_hits++;
+        report_build(src, options, "loaded", kiln_seconds() - start);
         return KILN_OK;
     }
     kiln_status st = compile_source(ctx, src, options, full, out);
+    if (st == KILN_OK)
+        report_build(src, options, "compiled", kiln_seconds() - start);
     if (st == KILN_OK && cacheable)
-        save_binary(ctx, *out, path, key);
+        *unsaved = path_and_key(path, key);
     return st;
 }
 
@@ -413,7 +474,7 @@ static kiln_status get_program(kiln_ctx *ctx, const char *source, const char *op
     entry->source = dup_string(source);
     entry->options = dup_string(options);
     st = entry->source && entry->options
-                         ? build_program(ctx, &src, options, &entry->program)
+                         ? build_program(ctx, &src, options, &entry->program, &entry->unsaved)
                          : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
     if (st != KILN_OK) {
         free(entry->source);

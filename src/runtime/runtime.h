@@ -60,6 +60,9 @@ int kiln_write_all(int fd, const void *data, size_t n);
 /* FNV-1a, 64 bits, for cache file names (program.c). */
 uint64_t kiln_fnv1a64(const void *data, size_t n);
 
+/* Whether KILN_VERBOSE asks for a line per program build (program.c). */
+int kiln_verbose(void);
+
 /* Monotonic wall-clock seconds. */
 double kiln_seconds(void);
 
