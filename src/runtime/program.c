@@ -34,6 +34,7 @@ typedef struct kernel_entry {
 typedef struct program_entry {
     char *source;
     char *options;
+    char *kernel;  /* the one kernel it holds; "" for all of the source's */
     char *unsaved; /* "path\0key" of a binary to write when the cache is freed */
     cl_program program;
     kernel_entry *kernels;
@@ -76,6 +77,7 @@ void kiln_program_cache_free(kiln_program_cache *cache)
         clReleaseProgram(p->program);
         free(p->source);
         free(p->options);
+        free(p->kernel);
         free(p->unsaved);
         free(p);
         p = next;
@@ -93,18 +95,21 @@ static const kiln_cl_source *find_source(const char *name, size_t len)
 }
 
 /* A program's text: one embedded source, or several joined by '+'
- * ("group.cl+norm.cl"), compiled together in that order. */
+ * ("group.cl+norm.cl"), compiled together in that order; with `only`, the
+ * program holds that kernel alone (keep_one_kernel). */
 #define MAX_PARTS 4
 
 typedef struct {
     const char *name;
+    const char *only; /* NULL: every kernel */
     const kiln_cl_source *part[MAX_PARTS];
     int count;
 } program_text;
 
-static kiln_status resolve(const char *name, program_text *out)
+static kiln_status resolve(const char *name, const char *only, program_text *out)
 {
     out->name = name;
+    out->only = only;
     out->count = 0;
     for (const char *p = name;; p++) {
         const char *end = strchr(p, '+');
@@ -121,6 +126,80 @@ static kiln_status resolve(const char *name, program_text *out)
             return KILN_OK;
         p = end;
     }
+}
+
+#define KERNEL_MARK "\n__kernel"
+
+/* The length of the identifier at s. */
+static size_t ident_len(const char *s)
+{
+    size_t n = 0;
+    while (s[n] == '_' || (s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+           (s[n] >= '0' && s[n] <= '9'))
+        n++;
+    return n;
+}
+
+/* Just past the brace that closes the first '{' at or after s, skipping
+ * comments; NULL when there is none. */
+static const char *body_end(const char *s)
+{
+    int depth = 0;
+    for (const char *c = s; *c; c++) {
+        if (c[0] == '/' && c[1] == '*') {
+            const char *close = strstr(c + 2, "*/");
+            if (!close)
+                return NULL;
+            c = close + 1;
+        } else if (c[0] == '/' && c[1] == '/') {
+            c += strcspn(c, "\n");
+            if (!*c)
+                return NULL;
+        } else if (*c == '{') {
+            depth++;
+        } else if (*c == '}' && --depth == 0) {
+            return c + 1;
+        } else if (*c == '}' && depth < 0) {
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* text without the kernels other than `keep` (NULL when out of memory). A
+ * program of one kernel pays for that kernel only: PoCL compiles every
+ * kernel of a program to machine code when its binary is asked for.
+ * Kernels are declared at the start of a line, "__kernel [attributes]
+ * void name(...) {...}"; a dropped kernel leaves its line breaks, so #line
+ * markers and build logs still name the right lines of cl/. */
+static char *keep_one_kernel(const char *text, const char *keep)
+{
+    char *out = malloc(strlen(text) + 1);
+    if (!out)
+        return NULL;
+    char *o = out;
+    const char *p = text, *mark;
+    while ((mark = strstr(p, KERNEL_MARK)) != NULL) {
+        const char *ret = strstr(mark, "void"), *name = ret ? ret + 4 : NULL;
+        while (name && (*name == ' ' || *name == '\n'))
+            name++;
+        size_t len = name ? ident_len(name) : 0;
+        const char *end = name ? body_end(name) : NULL;
+        int drop = end && !(strlen(keep) == len && strncmp(name, keep, len) == 0);
+        const char *next = drop ? end : mark + 1;
+        memcpy(o, p, (size_t)(mark + 1 - p));
+        o += mark + 1 - p;
+        for (const char *c = mark + 1; drop && c < end; c++)
+            if (*c == '\n')
+                *o++ = '\n';
+        if (!drop) {
+            memcpy(o, mark + 1, (size_t)(next - mark - 1));
+            o += next - mark - 1;
+        }
+        p = next;
+    }
+    strcpy(o, p);
+    return out;
 }
 
 /* ---- the on-disk cache ------------------------------------------------------ */
@@ -179,6 +258,8 @@ static void cache_key(const kiln_ctx *ctx, const program_text *src, const char *
                         KILN_VERSION, ctx->info.platform, ctx->info.platform_version,
                         ctx->info.name, ctx->info.device_version, ctx->info.driver_version,
                         BASE_OPTIONS, options);
+    if (src->only && used > 0 && (size_t)used < size)
+        used += snprintf(key + used, size - (size_t)used, "kernel %s\n", src->only);
     for (int i = 0; i < src->count && used > 0 && (size_t)used < size; i++) {
         const char *text = src->part[i]->text;
         size_t len = strlen(text);
@@ -357,14 +438,21 @@ static void save_binary(kiln_ctx *ctx, cl_program program, const char *path, con
 static kiln_status compile_source(kiln_ctx *ctx, const program_text *src,
                                   const char *options, const char *full, cl_program *out)
 {
-    cl_int err;
+    cl_int err = CL_SUCCESS;
     const char *texts[MAX_PARTS];
-    for (int i = 0; i < src->count; i++)
+    char *own[MAX_PARTS] = {NULL};
+    for (int i = 0; i < src->count; i++) {
         texts[i] = src->part[i]->text;
-    cl_program program =
-        clCreateProgramWithSource(ctx->context, (cl_uint)src->count, texts, NULL, &err);
+        if (src->only && (texts[i] = own[i] = keep_one_kernel(texts[i], src->only)) == NULL)
+            err = CL_OUT_OF_HOST_MEMORY;
+    }
+    cl_program program = err == CL_SUCCESS ? clCreateProgramWithSource(
+                                                 ctx->context, (cl_uint)src->count, texts, NULL, &err)
+                                           : NULL;
+    for (int i = 0; i < src->count; i++)
+        free(own[i]);
     if (err != CL_SUCCESS)
-        return kiln_fail_cl(err, "clCreateProgramWithSource");
+        return kiln_fail_cl_in(err, "clCreateProgramWithSource", "%s", src->name);
     err = clBuildProgram(program, 1, &ctx->device, full, NULL, NULL);
     if (err != CL_SUCCESS) {
         kiln_status st = build_failed(ctx, program, err, src, options);
@@ -388,8 +476,9 @@ static void report_build(const program_text *src, const char *options, const cha
                          double seconds)
 {
     if (kiln_verbose())
-        fprintf(stderr, "kiln: %s %s%s%s in %.3f s\n", how, src->name, *options ? " " : "",
-                options, seconds);
+        fprintf(stderr, "kiln: %s %s%s%s%s%s in %.3f s\n", how, src->name,
+                src->only ? ":" : "", src->only ? src->only : "", *options ? " " : "", options,
+                seconds);
 }
 
 /* "path\0key" in one allocation, or NULL. */
@@ -417,8 +506,8 @@ static void save_unsaved(kiln_ctx *ctx, program_entry *p)
     double start = kiln_seconds();
     save_binary(ctx, p->program, path, key);
     if (kiln_verbose())
-        fprintf(stderr, "kiln: cached %s%s%s in %.3f s\n", p->source, *p->options ? " " : "",
-                p->options, kiln_seconds() - start);
+        fprintf(stderr, "kiln: cached %s%s%s%s%s in %.3f s\n", p->source, *p->kernel ? ":" : "",
+                p->kernel, *p->options ? " " : "", p->options, kiln_seconds() - start);
     free(p->unsaved);
     p->unsaved = NULL;
 }
@@ -451,18 +540,21 @@ static char *dup_string(const char *s)
     return d ? memcpy(d, s, n) : NULL;
 }
 
+/* The program of source and options holding kernel alone, or every kernel
+ * of the source when kernel is "". */
 static kiln_status get_program(kiln_ctx *ctx, const char *source, const char *options,
-                               program_entry **out)
+                               const char *kernel, program_entry **out)
 {
     for (program_entry *p = ctx->programs->programs; p; p = p->next) {
-        if (strcmp(p->source, source) == 0 && strcmp(p->options, options) == 0) {
+        if (strcmp(p->source, source) == 0 && strcmp(p->options, options) == 0 &&
+            strcmp(p->kernel, kernel) == 0) {
             ctx->stats.memory_hits++;
             *out = p;
             return KILN_OK;
         }
     }
     program_text src;
-    kiln_status st = resolve(source, &src);
+    kiln_status st = resolve(source, *kernel ? kernel : NULL, &src);
     if (st != KILN_OK)
         return st;
     if (strlen(options) > 800)
@@ -473,12 +565,14 @@ static kiln_status get_program(kiln_ctx *ctx, const char *source, const char *op
         return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
     entry->source = dup_string(source);
     entry->options = dup_string(options);
-    st = entry->source && entry->options
-                         ? build_program(ctx, &src, options, &entry->program, &entry->unsaved)
-                         : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
+    entry->kernel = dup_string(kernel);
+    st = entry->source && entry->options && entry->kernel
+             ? build_program(ctx, &src, options, &entry->program, &entry->unsaved)
+             : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
     if (st != KILN_OK) {
         free(entry->source);
         free(entry->options);
+        free(entry->kernel);
         free(entry);
         return st;
     }
@@ -494,14 +588,17 @@ kiln_status kiln_program_prepare(kiln_ctx *ctx, const char *source, const char *
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_program_prepare: ctx and source "
                                                     "are required");
     program_entry *entry;
-    return get_program(ctx, source, options ? options : "", &entry);
+    return get_program(ctx, source, options ? options : "", "", &entry);
 }
 
 kiln_status kiln_kernel_get(kiln_ctx *ctx, const char *source, const char *options,
                             const char *kernel, cl_kernel *out)
 {
+    if (!ctx || !source || !kernel)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_kernel_get: ctx, source and kernel "
+                                                    "are required");
     program_entry *p;
-    kiln_status st = get_program(ctx, source, options ? options : "", &p);
+    kiln_status st = get_program(ctx, source, options ? options : "", kernel, &p);
     if (st != KILN_OK)
         return st;
     for (kernel_entry *k = p->kernels; k; k = k->next) {

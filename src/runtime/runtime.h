@@ -71,8 +71,9 @@ typedef struct kiln_program_cache kiln_program_cache;
 kiln_status kiln_program_cache_create(kiln_ctx *ctx, kiln_program_cache **out);
 void kiln_program_cache_free(kiln_program_cache *cache);
 
-/* Returns a kernel of an embedded source built with options; the kernel is
- * owned by the context's cache (do not release it). */
+/* Returns a kernel of an embedded source built with options, in a program
+ * that holds that kernel alone; the kernel is owned by the context's cache
+ * (do not release it). */
 kiln_status kiln_kernel_get(kiln_ctx *ctx, const char *source, const char *options,
                             const char *kernel, cl_kernel *out);
 
