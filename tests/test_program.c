@@ -1,6 +1,9 @@
 /* The kernel program cache: memory hits, disk hits, corrupt and foreign
- * files rebuilt, build errors with their log, cache directory choice. */
+ * files rebuilt, build errors with their log, cache directory choice,
+ * programs of one kernel, and builds that keep the driver's chatter off
+ * stderr unless KILN_VERBOSE is set. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +220,96 @@ START_TEST(unwritable_cache_still_builds)
 }
 END_TEST
 
+/* Each kernel asked for is a program of its own, cached on disk on its
+ * own, and computes as before. */
+START_TEST(kernels_are_programs_of_their_own)
+{
+    fresh_cache_dir();
+    const char *opts = "-DKILN_TEST_VARIANT=5";
+    kiln_ctx *ctx;
+    check_ok(kiln_ctx_create(NULL, &ctx));
+    cl_kernel fill, copy, again;
+    check_ok(kiln_kernel_get(ctx, "tensor.cl", opts, "fill", &fill));
+    check_ok(kiln_kernel_get(ctx, "tensor.cl", opts, "copy", &copy));
+    check_ok(kiln_kernel_get(ctx, "tensor.cl", opts, "fill", &again));
+    ck_assert_ptr_eq(fill, again);
+    kiln_cache_stats s = kiln_ctx_cache_stats(ctx);
+    ck_assert_uint_eq(s.builds, 2);
+    ck_assert_uint_eq(s.memory_hits, 1);
+    size_t shape[1] = {1031}; /* a prime, more than a work-group */
+    kiln_tensor *t;
+    check_ok(kiln_tensor_create(ctx, 1, shape, &t));
+    check_ok(kiln_tensor_fill(t, 2.5f));
+    float *host = test_alloc(shape[0] * sizeof *host);
+    check_ok(kiln_tensor_read(t, host, shape[0], 1));
+    for (size_t i = 0; i < shape[0]; i++)
+        ck_assert_float_eq(host[i], 2.5f);
+    free(host);
+    kiln_tensor_free(t);
+    kiln_ctx_free(ctx);
+    ck_assert_int_eq(cache_files(NULL, 0), 3); /* fill and copy here, fill of kiln_tensor_fill */
+
+    check_ok(kiln_ctx_create(NULL, &ctx));
+    check_ok(kiln_kernel_get(ctx, "tensor.cl", opts, "copy", &copy));
+    s = kiln_ctx_cache_stats(ctx);
+    ck_assert_uint_eq(s.disk_hits, 1);
+    ck_assert_uint_eq(s.builds, 0);
+    ck_assert_int_eq(kiln_kernel_get(ctx, "tensor.cl", "-Dfloat=no_such_type", "fill", &fill),
+                     KILN_ERR_BUILD);
+    ck_assert_msg(strstr(kiln_last_error(), "tensor.cl, kernel fill") != NULL, "message: %s",
+                  kiln_last_error());
+    kiln_ctx_free(ctx);
+}
+END_TEST
+
+/* Runs kiln_program_prepare of tensor.cl with options in a new context
+ * while the test's stderr goes to a file; returns what reached it. */
+static char *stderr_of_prepare(const char *options)
+{
+    char path[] = "/tmp/kiln-test-stderr-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    ck_assert_int_ge(dup2(fd, STDERR_FILENO), 0);
+    kiln_ctx *ctx;
+    kiln_status st = kiln_ctx_create(NULL, &ctx);
+    if (st == KILN_OK)
+        st = kiln_program_prepare(ctx, "tensor.cl", options);
+    kiln_ctx_free(ctx);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    check_ok(st);
+    char *text = test_alloc(65537);
+    ssize_t n = pread(fd, text, 65536, 0);
+    close(fd);
+    text[n > 0 ? n : 0] = '\0';
+    return text;
+}
+
+/* Redefining a predefined macro draws a clang warning; PoCL prints "N
+ * warnings generated." to stderr itself. Quiet unless KILN_VERBOSE. */
+START_TEST(builds_are_quiet_unless_verbose)
+{
+    fresh_cache_dir();
+    unsetenv("KILN_VERBOSE");
+    char *text = stderr_of_prepare("-DCL_VERSION_1_2=3");
+    ck_assert_msg(text[0] == '\0', "stderr of a quiet build: %s", text);
+    free(text);
+
+    setenv("KILN_VERBOSE", "1", 1);
+    text = stderr_of_prepare("-DCL_VERSION_1_2=4");
+    unsetenv("KILN_VERBOSE");
+    ck_assert_msg(strstr(text, "kiln: compiled tensor.cl -DCL_VERSION_1_2=4 in ") != NULL,
+                  "stderr of a verbose build: %s", text);
+    ck_assert_msg(strstr(text, "kiln: cached tensor.cl -DCL_VERSION_1_2=4 in ") != NULL,
+                  "stderr of a verbose build: %s", text);
+    free(text);
+}
+END_TEST
+
 int main(void)
 {
     atexit(remove_cache_dir);
@@ -228,6 +321,8 @@ int main(void)
     tcase_add_test(tc, sources_are_embedded_with_line_markers);
     tcase_add_test(tc, cache_directory_follows_the_environment);
     tcase_add_test(tc, unwritable_cache_still_builds);
+    tcase_add_test(tc, kernels_are_programs_of_their_own);
+    tcase_add_test(tc, builds_are_quiet_unless_verbose);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

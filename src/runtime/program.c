@@ -367,24 +367,55 @@ static void store_cache_file(const char *path, const char *key, const unsigned c
 
 /* ---- building ----------------------------------------------------------------- */
 
-static kiln_status build_failed(kiln_ctx *ctx, cl_program program, cl_int err,
-                                const program_text *src, const char *options)
+/* The build log when it holds more than white space (malloc'd), or NULL. */
+static char *build_log(kiln_ctx *ctx, cl_program program)
 {
-    kiln_status st = kiln_fail_cl_in(err, "clBuildProgram", "%s, options \"%s\", on %s",
-                                     src->name, options, ctx->info.name);
     size_t size = 0;
-    if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size) ==
-            CL_SUCCESS &&
-        size > 1) {
-        char *log = malloc(size + 1);
-        if (log && clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, size, log,
-                                         NULL) == CL_SUCCESS) {
-            log[size] = '\0';
-            kiln_error_append("\n%s", log);
-        }
-        free(log);
+    if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size) !=
+            CL_SUCCESS ||
+        size <= 1)
+        return NULL;
+    char *log = malloc(size + 1);
+    if (log && clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, size, log,
+                                     NULL) == CL_SUCCESS) {
+        log[size] = '\0';
+        if (log[strspn(log, " \t\r\n")] != '\0')
+            return log;
     }
+    free(log);
+    return NULL;
+}
+
+/* A failed build's error names the program, its kernel, options and
+ * device, followed by the build log and what the driver printed. */
+static kiln_status build_failed(kiln_ctx *ctx, cl_program program, cl_int err,
+                                const program_text *src, const char *options,
+                                const char *printed)
+{
+    kiln_status st = kiln_fail_cl_in(err, "clBuildProgram", "%s%s%s, options \"%s\", on %s",
+                                     src->name, src->only ? ", kernel " : "",
+                                     src->only ? src->only : "", options, ctx->info.name);
+    char *log = build_log(ctx, program);
+    if (log)
+        kiln_error_append("\n%s", log);
+    if (printed)
+        kiln_error_append("\n%s", printed);
+    free(log);
     return st;
+}
+
+/* After a good build: its log (warnings) with KILN_VERBOSE, and whatever
+ * else reached stderr meanwhile. */
+static void build_succeeded(kiln_ctx *ctx, cl_program program, const program_text *src,
+                            const char *printed)
+{
+    char *log = kiln_verbose() ? build_log(ctx, program) : NULL;
+    if (log)
+        fprintf(stderr, "kiln: build log of %s%s%s:\n%s\n", src->name, src->only ? ":" : "",
+                src->only ? src->only : "", log);
+    if (printed)
+        fputs(printed, stderr);
+    free(log);
 }
 
 static void full_options(const char *options, char *buf, size_t size)
@@ -453,12 +484,18 @@ static kiln_status compile_source(kiln_ctx *ctx, const program_text *src,
         free(own[i]);
     if (err != CL_SUCCESS)
         return kiln_fail_cl_in(err, "clCreateProgramWithSource", "%s", src->name);
+    kiln_quiet quiet;
+    kiln_quiet_begin(&quiet);
     err = clBuildProgram(program, 1, &ctx->device, full, NULL, NULL);
+    char *printed = kiln_quiet_end(&quiet);
     if (err != CL_SUCCESS) {
-        kiln_status st = build_failed(ctx, program, err, src, options);
+        kiln_status st = build_failed(ctx, program, err, src, options, printed);
+        free(printed);
         clReleaseProgram(program);
         return st;
     }
+    build_succeeded(ctx, program, src, printed);
+    free(printed);
     ctx->stats.builds++;
     *out = program;
     return KILN_OK;

@@ -63,6 +63,18 @@ uint64_t kiln_fnv1a64(const void *data, size_t n);
 /* Whether KILN_VERBOSE asks for a line per program build (program.c). */
 int kiln_verbose(void);
 
+/* Keeps what an OpenCL driver prints to stderr during a build (quiet.c):
+ * kiln_quiet_begin points stderr at a temporary file (not when verbose),
+ * kiln_quiet_end restores it and returns what was written there, less
+ * clang's "N warnings generated." lines (malloc'd; NULL: nothing). */
+typedef struct {
+    int saved;  /* the original stderr, or -1 when not capturing */
+    FILE *file;
+} kiln_quiet;
+
+void kiln_quiet_begin(kiln_quiet *q);
+char *kiln_quiet_end(kiln_quiet *q);
+
 /* Monotonic wall-clock seconds. */
 double kiln_seconds(void);
 
