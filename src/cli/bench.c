@@ -18,7 +18,7 @@
 
 typedef struct {
     const char *device;
-    int all, quick, json, layers;
+    int all, quick, json, layers, worker;
     const char *models[MAX_MODELS];
     int n_models;
 } bench_args;
@@ -29,6 +29,8 @@ typedef struct {
     double train[MAX_MODELS];
     double api_step[MAX_MODELS];    /* kiln_net_train_step loop, samples/s */
     double api_forward[MAX_MODELS]; /* kiln_net_forward of one sample, ms */
+    double first_cold[MAX_MODELS];  /* seconds to the first trained batch, empty caches */
+    double first_warm[MAX_MODELS];  /* the same with the caches the cold run left */
 } measured;
 
 /* ---- the host's BLAS, loaded at run time ----------------------------------------- */
@@ -139,6 +141,12 @@ static void print_table(const measured *m, const bench_args *a, const char *host
                "  kiln_net_forward of 1 sample  %10.3f ms\n",
                a->models[i], m->train[i], m->api_step[i],
                m->train[i] > 0 ? m->api_step[i] / m->train[i] : 0, m->api_forward[i]);
+    if (a->n_models > 0)
+        printf("\nfirst trained batch of a new process  %10s %10s\n", "cold", "warm");
+    for (int i = 0; i < a->n_models; i++)
+        printf("  %-36s %8.2f s %8.2f s\n", a->models[i], m->first_cold[i], m->first_warm[i]);
+    if (a->n_models > 0)
+        printf("  (cold: empty kernel caches; warm: the caches the cold run left)\n");
 }
 
 static void json_column(const char *key, const double *v, size_t n)
@@ -199,6 +207,12 @@ static void print_json(const measured *m, size_t n, const bench_args *a, const c
             cli_json_string(a->models[i]);
             printf(": %.4f", m[d].api_forward[i]);
         }
+        printf("}, \"first_batch_s\": {");
+        for (int i = 0; i < a->n_models; i++) {
+            printf("%s", i ? ", " : "");
+            cli_json_string(a->models[i]);
+            printf(": {\"cold\": %.3f, \"warm\": %.3f}", m[d].first_cold[i], m[d].first_warm[i]);
+        }
         printf("}}");
     }
     printf("\n]\n");
@@ -253,7 +267,10 @@ static int measure(const char *selector, const bench_args *a, sgemm_fn host, mea
         return cli_fail("bench");
     for (size_t i = 0; host && i < out->r.gemm_count; i++)
         out->r.gemm_host[i] = host_gflops(host, &out->r.gemm[i]);
-    return models(sel, a, 0, out);
+    int rc = models(sel, a, 0, out);
+    for (int i = 0; i < a->n_models && rc == 0; i++)
+        rc = cli_first_batch(a->models[i], sel, &out->first_cold[i], &out->first_warm[i]);
+    return rc;
 }
 
 static const cli_flag flags[] = {
@@ -262,6 +279,7 @@ static const cli_flag flags[] = {
     {"all-devices", 'a', NULL, NULL, "measure every OpenCL device in turn"},
     {"quick", 'q', NULL, NULL, "small sizes and few repetitions (a smoke test, not figures)"},
     {"json", 'j', NULL, NULL, "print the results as one JSON document"},
+    {"first-batch-worker", 'W', NULL, NULL, NULL},
     {NULL, 0, NULL, NULL, NULL}};
 
 const cli_command cli_bench_cmd = {
@@ -271,7 +289,8 @@ const cli_command cli_bench_cmd = {
     "the host's OpenBLAS in the same run, the bandwidth of kiln's kernels against a plain "
     "copy, launch latency, transfers, and the training throughput of models (the examples' "
     "Fashion-MNIST models when run from kiln's source tree, or the given model files, with "
-    "device time per layer). Every ratio is taken within one run.",
+    "device time per layer) and the time a new process takes to its first trained batch, with "
+    "empty kernel caches and with warm ones. Every ratio is taken within one run.",
     flags};
 
 static int parse(int argc, char **argv, bench_args *a)
@@ -288,6 +307,8 @@ static int parse(int argc, char **argv, bench_args *a)
             a->quick = 1;
         else if (opt == 'j')
             a->json = 1;
+        else if (opt == 'W')
+            a->worker = 1;
     }
     for (int i = optind; i < argc && a->n_models < MAX_MODELS; i++)
         a->models[a->n_models++] = argv[i];
@@ -307,6 +328,9 @@ int cli_bench(int argc, char **argv)
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
+    if (a.worker)
+        return a.n_models == 1 ? cli_first_batch_worker(a.models[0], a.device)
+                               : cli_usage_error(&cli_bench_cmd);
     char core[128] = "";
     sgemm_fn host = load_openblas(core, sizeof core);
     static measured m[16];

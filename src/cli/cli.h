@@ -83,6 +83,14 @@ int cli_whole_arg(const char *flag, const char *v, double lo, double hi, double 
 int cli_open(const char *model, const char *device, const char *cmd, FILE *out,
              kiln_ctx **ctx, kiln_model **m);
 
+/* kiln bench's start-up figures (startup.c): the seconds from a fresh
+ * process to its first trained batch of model, with empty kernel caches
+ * (cold) and then with the caches that run left (warm); 0 or 1 after
+ * printing why a run failed. The worker is `kiln bench
+ * --first-batch-worker MODEL`. */
+int cli_first_batch(const char *model, const char *device, double *cold, double *warm);
+int cli_first_batch_worker(const char *model, const char *device);
+
 /* Prints "kiln CMD: <last error>" to stderr and returns the exit code 1. */
 int cli_fail(const char *cmd);
 
