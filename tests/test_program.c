@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runtime/runtime.h"
 
 static char cache_dir[256];
 
@@ -262,6 +263,29 @@ START_TEST(kernels_are_programs_of_their_own)
 }
 END_TEST
 
+/* While the cache is held (as a network holds it), binaries wait for the
+ * last release; without a hold they are written at once. */
+START_TEST(held_binaries_wait_for_the_release)
+{
+    fresh_cache_dir();
+    kiln_ctx *ctx;
+    check_ok(kiln_ctx_create(NULL, &ctx));
+    check_ok(kiln_program_prepare(ctx, "tensor.cl", "-DKILN_TEST_VARIANT=6"));
+    ck_assert_int_eq(cache_files(NULL, 0), 1);
+    kiln_programs_hold(ctx);
+    kiln_programs_hold(ctx);
+    check_ok(kiln_program_prepare(ctx, "tensor.cl", "-DKILN_TEST_VARIANT=7"));
+    kiln_programs_release(ctx);
+    ck_assert_int_eq(cache_files(NULL, 0), 1);
+    kiln_programs_release(ctx);
+    ck_assert_int_eq(cache_files(NULL, 0), 2);
+    kiln_programs_release(ctx); /* one too many: ignored */
+    check_ok(kiln_program_prepare(ctx, "tensor.cl", "-DKILN_TEST_VARIANT=8"));
+    ck_assert_int_eq(cache_files(NULL, 0), 3);
+    kiln_ctx_free(ctx);
+}
+END_TEST
+
 /* Runs kiln_program_prepare of tensor.cl with options in a new context
  * while the test's stderr goes to a file; returns what reached it. */
 static char *stderr_of_prepare(const char *options)
@@ -323,6 +347,7 @@ int main(void)
     tcase_add_test(tc, unwritable_cache_still_builds);
     tcase_add_test(tc, kernels_are_programs_of_their_own);
     tcase_add_test(tc, builds_are_quiet_unless_verbose);
+    tcase_add_test(tc, held_binaries_wait_for_the_release);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -1,6 +1,6 @@
 /* Kernel programs: embedded cl/ sources built per (source, options), kept in
  * a per-context memory cache and as device binaries in an on-disk cache
- * (written when the context is freed; see save_unsaved).
+ * (written at once, or later while held; see save_unsaved).
  *
  * A disk cache file is trusted only when its magic, format version, full
  * key (device, driver, platform, kiln version, source hash, options),
@@ -44,6 +44,7 @@ typedef struct program_entry {
 struct kiln_program_cache {
     kiln_ctx *ctx;
     program_entry *programs;
+    int holds; /* kiln_programs_hold calls not yet released */
 };
 
 kiln_status kiln_program_cache_create(kiln_ctx *ctx, kiln_program_cache **out)
@@ -530,11 +531,11 @@ static char *path_and_key(const char *path, const char *key)
     return s;
 }
 
-/* A program compiled from source goes to the disk cache when its context
- * is freed, not at once: asking PoCL for a binary compiles every kernel of
- * the program for every work-group size, which at once would cost a cold
- * start seconds before the first launch. Saved last, the binary also holds
- * the work-group sizes that ran. */
+/* Writes the binary of a program compiled from source to the disk cache:
+ * at once, or while the cache is held, at the last release. Asking PoCL for
+ * a binary compiles the program's kernel for any work-group size, which at
+ * once would cost a network's cold start seconds before its first batch;
+ * saved later, the binary also holds the work-group sizes that ran. */
 static void save_unsaved(kiln_ctx *ctx, program_entry *p)
 {
     if (!p->unsaved)
@@ -615,8 +616,22 @@ static kiln_status get_program(kiln_ctx *ctx, const char *source, const char *op
     }
     entry->next = ctx->programs->programs;
     ctx->programs->programs = entry;
+    if (ctx->programs->holds == 0)
+        save_unsaved(ctx, entry);
     *out = entry;
     return KILN_OK;
+}
+
+void kiln_programs_hold(kiln_ctx *ctx)
+{
+    ctx->programs->holds++;
+}
+
+void kiln_programs_release(kiln_ctx *ctx)
+{
+    if (ctx->programs->holds > 0 && --ctx->programs->holds == 0)
+        for (program_entry *p = ctx->programs->programs; p; p = p->next)
+            save_unsaved(ctx, p);
 }
 
 kiln_status kiln_program_prepare(kiln_ctx *ctx, const char *source, const char *options)

@@ -89,6 +89,13 @@ void kiln_program_cache_free(kiln_program_cache *cache);
 kiln_status kiln_kernel_get(kiln_ctx *ctx, const char *source, const char *options,
                             const char *kernel, cl_kernel *out);
 
+/* While held, binaries of newly compiled programs wait for the last
+ * release (or the context's end) to be written to the disk cache, so that
+ * a network's first batch does not wait for them (see save_unsaved in
+ * program.c). Holds nest. */
+void kiln_programs_hold(kiln_ctx *ctx);
+void kiln_programs_release(kiln_ctx *ctx);
+
 /* The embedded kernel sources (generated from cl/ at build time). */
 typedef struct {
     const char *name; /* "tensor.cl" */

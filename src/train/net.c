@@ -187,6 +187,7 @@ kiln_status kiln_net_create(kiln_ctx *ctx, kiln_model *m, size_t max_batch, kiln
         return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_create: out of host memory");
     net->magic = NET_MAGIC;
     net->ctx = ctx;
+    kiln_programs_hold(ctx); /* released by kiln_net_free */
     net->m = m;
     kiln_status st = train_config_read(m, &net->c);
     if (st == KILN_OK)
@@ -240,6 +241,8 @@ void kiln_net_free(kiln_net *net)
     free(net->x);
     free(net->y);
     free(net->entries);
+    if (net->ctx)
+        kiln_programs_release(net->ctx);
     net->magic = 0;
     free(net);
 }
