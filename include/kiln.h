@@ -171,8 +171,9 @@ typedef struct {
 KILN_API kiln_cache_stats kiln_ctx_cache_stats(const kiln_ctx *ctx);
 
 /* Builds (or loads from cache) the program of an embedded kernel source,
- * e.g. "tensor.cl", with build options such as "-DVEC=4". Exposed so tools
- * can warm the cache; operators do this on first use by themselves. */
+ * e.g. "tensor.cl", with build options such as "-DVEC=4" and all of its
+ * kernels, to check that it builds. Operators build each kernel they use
+ * on first use, as a program of its own. */
 KILN_API kiln_status kiln_program_prepare(kiln_ctx *ctx, const char *source,
                                           const char *options);
 
