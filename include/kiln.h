@@ -241,6 +241,9 @@ typedef struct {
     int has_min_indirect;
     size_t min_indirect;             /* CLBlast's XGEMM_MIN_INDIRECT_SIZE */
     int engine;                      /* a kiln_gemm_engine; AUTO leaves the default */
+    int has_kiln_tile;               /* kiln's own GEMM (CPU devices): */
+    int kiln_mr, kiln_nr;            /* its register tile, MR rows x NR columns */
+    size_t kiln_kc;                  /* and its k block */
 } kiln_tuning;
 
 /* "GEMMK", "KREG", "KWG", ...: the names of kiln_tuning.xgemm, in order. */
