@@ -4,7 +4,8 @@
  * from round to round) back to back, and the ratios are taken within the
  * round, since the machine may be shared; the medians and the best of the
  * rounds are printed.
- * Usage: bench_kiln_gemm [--device SEL] [--rounds N] [MRxNR[/KC] ...]
+ * Usage: bench_kiln_gemm [--device SEL] [--rounds N] [--only I,J...] [MRxNR[/KC] ...]
+ * (--only: the shapes at those positions of the list below, from 0)
  * (KC "max": no blocking; no configuration: the device's default) */
 #include <dlfcn.h>
 #include <math.h>
@@ -93,6 +94,16 @@ static gemm_tile parse_config(const char *text)
     return t;
 }
 
+/* Whether the comma-separated list holds item. */
+static int listed(const char *list, const char *item)
+{
+    size_t n = strlen(item);
+    for (const char *p = list; p; p = strchr(p, ','), p = p ? p + 1 : NULL)
+        if (strncmp(p, item, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+            return 1;
+    return 0;
+}
+
 static int by_value(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -101,13 +112,15 @@ static int by_value(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    const char *device = NULL;
+    const char *device = NULL, *only = NULL;
     int rounds = 3, n_configs = 0;
     gemm_tile configs[MAX_CONFIGS];
     char names[MAX_CONFIGS][32];
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--device") == 0 && i + 1 < argc)
             device = argv[++i];
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            only = argv[++i];
         else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
             rounds = atoi(argv[++i]);
         else if (n_configs < MAX_CONFIGS) {
@@ -126,7 +139,8 @@ int main(int argc, char **argv)
                  configs[0].kc);
         n_configs = 1;
     }
-    printf("%s / %s, %d rounds; GFLOPS best of the rounds, ratio to OpenBLAS median (best)\n",
+    printf("%s / %s, %d rounds; GFLOPS best of the rounds, ratio of bests to OpenBLAS's, "
+           "[median ratio within a round]\n",
            kiln_ctx_device(ctx)->platform, kiln_ctx_device(ctx)->name, rounds);
     printf("%-20s %8s", "shape", "OpenBLAS");
     for (int c = 0; c < n_configs; c++)
@@ -134,6 +148,10 @@ int main(int argc, char **argv)
     printf("\n");
     for (size_t i = 0; i < SHAPES; i++) {
         const kiln_gemm_shape *g = &shapes[i];
+        char at[8];
+        snprintf(at, sizeof at, "%zu", i);
+        if (only && !listed(only, at))
+            continue;
         double host_best = 0, best[MAX_CONFIGS] = {0}, ratio[MAX_CONFIGS][MAX_ROUNDS];
         for (int r = 0; r < rounds; r++) {
             double h = host_gflops(host, g);
@@ -151,8 +169,7 @@ int main(int argc, char **argv)
                g->tb == KILN_TRANS ? 'T' : 'N', g->m, g->n, g->k, host_best);
         for (int c = 0; c < n_configs; c++) {
             qsort(ratio[c], (size_t)rounds, sizeof(double), by_value);
-            printf("  %6.1f %5.2f (%4.2f)", best[c], ratio[c][rounds / 2],
-                   ratio[c][rounds - 1]);
+            printf("  %6.1f %5.2f [%4.2f]", best[c], best[c] / host_best, ratio[c][rounds / 2]);
         }
         printf("\n");
         fflush(stdout);

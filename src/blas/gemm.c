@@ -12,6 +12,14 @@
 #include "blas/blas.h"
 
 #define GEMM_PACK_K 64
+/* The k block: one packed panel of B (k x NR floats) is kept to 128 KiB,
+ * and to an eighth of the device's cache per compute unit where that is
+ * less (1 MiB where the driver does not say). PoCL reports the last-level
+ * cache, 32 MiB for 2 cores here, whose L2 holds 1 MiB per core: panels of
+ * 128 KiB (k 1024 for 8 x 32) measured best on long products and cost
+ * little at 2048^3 (docs/gemm.md). kiln tune measures the k block. */
+#define GEMM_PANEL_BYTES (128u << 10)
+#define GEMM_CACHE_GUESS (1u << 20)
 /* gemm.cl compiles twice per tile (A in place, A packed): the packing
  * kernels are taken from the program for an op(A) read in place, not from
  * a third one; its tile kernel is the slowest source of kiln to compile,
@@ -51,9 +59,15 @@ gemm_tile kiln_gemm_tile_default(const kiln_ctx *ctx)
 
 size_t kiln_gemm_kc_default(const kiln_ctx *ctx, gemm_tile t)
 {
-    (void)ctx;
-    (void)t;
-    return 256;
+    cl_ulong cache = 0;
+    if (clGetDeviceInfo(ctx->device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof cache, &cache,
+                        NULL) != CL_SUCCESS || cache == 0)
+        cache = GEMM_CACHE_GUESS;
+    size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
+    size_t panel = (size_t)cache / units / 8;
+    panel = panel < GEMM_PANEL_BYTES ? panel : GEMM_PANEL_BYTES;
+    size_t kc = panel / (2 * (size_t)t.v * sizeof(float)) / 64 * 64;
+    return kc < 256 ? 256 : kc > 4096 ? 4096 : kc;
 }
 
 kiln_status kiln_gemm_tile_parse(const char *text, const char *what, gemm_tile *out)
