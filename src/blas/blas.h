@@ -99,9 +99,9 @@ kiln_status kiln_gemm_kc_parse(const char *text, const char *what, size_t *out);
  * value is an error naming it), else the tuning record's, else the
  * device's default, unless set. */
 kiln_status kiln_gemm_tile_get(kiln_ctx *ctx, gemm_tile *out);
-/* Sets ctx's tile (tests, benchmarks, kiln tune); mr 0 goes back to the
- * environment's or the device's, kc 0 to the device's k block for the
- * tile. A tile out of range is KILN_ERR_INVALID_ARGUMENT. */
+/* Sets ctx's tile (tests, benchmarks); mr 0 goes back to the
+ * environment's or the device's, kc 0 to $KILN_GEMM_KC or the device's k
+ * block for the tile. A tile out of range is KILN_ERR_INVALID_ARGUMENT. */
 kiln_status kiln_gemm_tile_set(kiln_ctx *ctx, gemm_tile tile);
 /* Makes t (valid, kc > 0) the tile of state s. */
 void kiln_gemm_tile_put(blas_state *s, gemm_tile t);

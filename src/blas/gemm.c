@@ -106,18 +106,26 @@ void kiln_gemm_tile_put(blas_state *s, gemm_tile t)
                  "-DA_PACKED=%d -DMR=%d -DV=%d", packed, t.mr, t.v);
 }
 
-/* The tile from $KILN_GEMM_TILE, else the device's; the k block from
- * $KILN_GEMM_KC, else kc when set, else the device's for that tile. */
+/* t's k block: $KILN_GEMM_KC, else kc when set, else the device's. */
+static kiln_status chosen_kc(const kiln_ctx *ctx, size_t kc, gemm_tile *t)
+{
+    const char *env = getenv("KILN_GEMM_KC");
+    if (env && *env)
+        return kiln_gemm_kc_parse(env, "KILN_GEMM_KC", &t->kc);
+    t->kc = kc ? kc : kiln_gemm_kc_default(ctx, *t);
+    return KILN_OK;
+}
+
+/* The tile from $KILN_GEMM_TILE, else the device's; its k block. */
 static kiln_status chosen_tile(kiln_ctx *ctx, size_t kc, gemm_tile *out)
 {
-    const char *env = getenv("KILN_GEMM_TILE"), *env_kc = getenv("KILN_GEMM_KC");
+    const char *env = getenv("KILN_GEMM_TILE");
     gemm_tile t = kiln_gemm_tile_default(ctx);
     kiln_status st = KILN_OK;
     if (env && *env)
         st = kiln_gemm_tile_parse(env, "KILN_GEMM_TILE", &t);
-    t.kc = kc ? kc : kiln_gemm_kc_default(ctx, t);
-    if (st == KILN_OK && env_kc && *env_kc)
-        st = kiln_gemm_kc_parse(env_kc, "KILN_GEMM_KC", &t.kc);
+    if (st == KILN_OK)
+        st = chosen_kc(ctx, kc, &t);
     if (st == KILN_OK)
         *out = t;
     return st;
@@ -131,11 +139,7 @@ kiln_status kiln_gemm_tile_tuned(kiln_ctx *ctx, blas_state *s, int mr, int nr, s
                          "kiln_tuning: kiln's GEMM tile %d x %d, k block %zu: expected MR 1 to "
                          "8, NR 8, 16 or 32, k block 1 to %d", mr, nr, kc, GEMM_KC_MAX);
     const char *env = getenv("KILN_GEMM_TILE");
-    kiln_status st = env && *env ? chosen_tile(ctx, 0, &t) : chosen_tile(ctx, kc, &t);
-    if (st == KILN_OK && !(env && *env)) {
-        t.mr = mr;
-        t.v = nr / 2;
-    }
+    kiln_status st = env && *env ? chosen_tile(ctx, 0, &t) : chosen_kc(ctx, kc, &t);
     if (st == KILN_OK)
         kiln_gemm_tile_put(s, t);
     return st;
@@ -178,8 +182,8 @@ kiln_status kiln_gemm_tile_set(kiln_ctx *ctx, gemm_tile tile)
         s->tile.mr = 0;
         return tiled_state(ctx, &s);
     }
-    if (tile.kc == 0)
-        tile.kc = kiln_gemm_kc_default(ctx, tile);
+    if (tile.kc == 0 && (st = chosen_kc(ctx, 0, &tile)) != KILN_OK)
+        return st;
     kiln_gemm_tile_put(s, tile);
     return KILN_OK;
 }
