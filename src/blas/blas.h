@@ -88,8 +88,8 @@ void kiln_gemm_scratch_free(blas_state *s);
  * 4 x 8 (128-bit vectors, or a driver that reports 1, as rusticl does). */
 gemm_tile kiln_gemm_tile_default(const kiln_ctx *ctx);
 /* The k block for tile t on ctx's device: one packed panel of B within
- * 128 KiB and an eighth of the device's cache per compute unit, k 256 to
- * 4096 (1024 for 8 x 32 on PoCL here). */
+ * 256 KiB and an eighth of the device's cache per compute unit, k 256 to
+ * 4096 (2048 for 8 x 32 on PoCL here). */
 size_t kiln_gemm_kc_default(const kiln_ctx *ctx, gemm_tile t);
 /* "MRxNR" (6x16) into *out, kc 0; what names the source in errors. */
 kiln_status kiln_gemm_tile_parse(const char *text, const char *what, gemm_tile *out);

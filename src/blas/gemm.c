@@ -4,7 +4,9 @@
  * to the largest product seen; the in-order queue makes reuse safe. The
  * register tile (MR x NR, NR = 2 V) is a build option of gemm.cl, chosen
  * once per context (kiln_gemm_tile_get); packing widths and grids here use
- * the same values. */
+ * the same values. A product whose k exceeds the tile's k block runs as
+ * blocks of k, packed and launched in turn, each after the first adding to
+ * C (beta = 1), so that a panel of B stays in the cache. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,13 +14,13 @@
 #include "blas/blas.h"
 
 #define GEMM_PACK_K 64
-/* The k block: one packed panel of B (k x NR floats) is kept to 128 KiB,
+/* The k block: one packed panel of B (k x NR floats) is kept to 256 KiB,
  * and to an eighth of the device's cache per compute unit where that is
  * less (1 MiB where the driver does not say). PoCL reports the last-level
  * cache, 32 MiB for 2 cores here, whose L2 holds 1 MiB per core: panels of
- * 128 KiB (k 1024 for 8 x 32) measured best on long products and cost
- * little at 2048^3 (docs/gemm.md). kiln tune measures the k block. */
-#define GEMM_PANEL_BYTES (128u << 10)
+ * 256 KiB (k 2048 for 8 x 32) measured best on long products and leave
+ * 2048^3 in one block (docs/gemm.md). kiln tune measures the k block. */
+#define GEMM_PANEL_BYTES (256u << 10)
 #define GEMM_CACHE_GUESS (1u << 20)
 /* gemm.cl compiles twice per tile (A in place, A packed): the packing
  * kernels are taken from the program for an op(A) read in place, not from
@@ -94,7 +96,7 @@ kiln_status kiln_gemm_kc_parse(const char *text, const char *what, size_t *out)
         return KILN_OK;
     }
     return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
-                     "%s is \"%s\"; expected a k block of 1 to %d (256)", what, text,
+                     "%s is \"%s\"; expected a k block of 1 to %d (2048)", what, text,
                      GEMM_KC_MAX);
 }
 

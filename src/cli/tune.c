@@ -33,7 +33,7 @@ extern char **environ;
 #define MAX_LINE 4096
 #define DIRECT_ALWAYS 1000000 /* XGEMM_MIN_INDIRECT_SIZE that never goes indirect */
 #define KILN_SEARCH_S 60.0     /* kiln's GEMM: the most seconds of its search */
-#define KILN_FIRST_KC 256      /* the k block the tiles are compared at */
+#define KILN_FIRST_KC 1024     /* the k block the tiles are compared at */
 
 typedef struct {
     kiln_gemm_shape s[MAX_SHAPES];
@@ -585,7 +585,7 @@ static void kiln_add(kiln_config *c, int *n, int mr, int nr, size_t kc)
  * second) and runs the shapes. */
 static void kiln_search(search *s)
 {
-    static const size_t blocks[] = {128, 512, 1024};
+    static const size_t blocks[] = {512, 2048, 4096};
     kiln_config c[16];
     int mr[8], v[8], tiles = kiln_tiles(mr, v), n = 0, runs = 0;
     double started = ref_seconds(), until = started + fmin(KILN_SEARCH_S, s->budget / 3);
