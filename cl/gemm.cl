@@ -199,7 +199,8 @@ im2col_panels(__global float *dst, __global const float *x, const uint C, const 
         for (uint j = 0; j < NR; j++) {
             int ih = (int)(oh * S + khs[j] * D) - (int)P, iw = (int)(ow * S + kws[j] * D) - (int)P;
             int inside = ih >= 0 && ih < (int)H && iw >= 0 && iw < (int)W;
-            dst[(kk - kbase) * NR + j] = inside ? x[((n * C + cs[j]) * H + (uint)ih) * W + (uint)iw] : 0.0f;
+            dst[(kk - kbase) * NR + j] =
+                inside ? x[((n * C + cs[j]) * H + (uint)ih) * W + (uint)iw] : 0.0f;
         }
     }
 }

@@ -248,7 +248,8 @@ typedef struct {
 
 /* "GEMMK", "KREG", "KWG", ...: the names of kiln_tuning.xgemm, in order. */
 KILN_API const char *kiln_xgemm_param_name(int i);
-/* Hands a tuning to CLBlast for ctx's device and picks its engine. */
+/* Hands a tuning to CLBlast for ctx's device, picks its engine and sets the
+ * tile of kiln's GEMM. */
 KILN_API kiln_status kiln_tuning_apply(kiln_ctx *ctx, const kiln_tuning *t);
 /* 1 and *t if device d has a valid record, else 0. */
 KILN_API int kiln_tuning_load(const kiln_device_info *d, kiln_tuning *t);

@@ -80,7 +80,7 @@ static int whole_number(const cJSON *o, const char *key, double lo, double hi, s
     return 1;
 }
 
-/* The record's "kiln_gemm": {"tile": "8x32", "kc": 256} into t, when
+/* The record's "kiln_gemm": {"tile": "8x32", "kc": 2048} into t, when
  * there; 0 with *why set when it is there and not a tile kiln's GEMM can
  * compile (records written before it was measured have none). */
 static int kiln_tile_from_json(const cJSON *root, kiln_tuning *t, const char **why)

@@ -210,8 +210,9 @@ static int worker(const tune_args *a)
                                  {KILN_TRANS, KILN_TRANS, 129, 31, 70}};
     size_t n_checks = 4;
     if (t.has_kiln_tile) { /* k past one block and not a multiple of it */
-        checks[n_checks++] = (kiln_gemm_shape){KILN_NO_TRANS, KILN_TRANS, 19, 37, 2 * t.kiln_kc + 5};
-        checks[n_checks++] = (kiln_gemm_shape){KILN_TRANS, KILN_NO_TRANS, 23, 41, t.kiln_kc + 1};
+        size_t kc = t.kiln_kc;
+        checks[n_checks++] = (kiln_gemm_shape){KILN_NO_TRANS, KILN_TRANS, 19, 37, 2 * kc + 5};
+        checks[n_checks++] = (kiln_gemm_shape){KILN_TRANS, KILN_NO_TRANS, 23, 41, kc + 1};
     }
     double err = 0;
     for (size_t i = 0; st == KILN_OK && i < n_checks; i++) {
