@@ -16,6 +16,11 @@
  * Panels are padded by repeating the last row or column: padded results
  * are computed and never stored.
  *
+ * Long products run as blocks of k (gemm.c launches one product per
+ * block, the first with the caller's beta and the rest accumulating with
+ * beta = 1), so that a panel of B, k x NR, stays in the cache while the
+ * rows of A stream past it; every kernel here sees one block.
+ *
  *   pack_panels: dst[p][kk][j] = along_k ? src[(p*w + j) * ld + kk]
  *                                        : src[kk * ld + p*w + j]
  *   gemm_tile:   tile (p, q) of C, rows p*MR.., columns q*NR..
@@ -133,7 +138,8 @@ gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global 
     ROWS(STORE)
 }
 
-/* Panels of NR of the im2col matrix of x (N, C, H, W) for a convolution:
+/* Panels of NR of the im2col matrix of x (N, C, H, W) for a convolution,
+ * for the k block kbase.. kbase + k - 1:
  * row r = (c, kh, kw), column q = (n, oh, ow), the value
  * x[n, c, oh*S - P + kh*D, ow*S - P + kw*D] or 0 outside. The product's
  * op(B) is that matrix (by_rows = 0: panels of columns, k runs over rows;
@@ -144,11 +150,11 @@ gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 im2col_panels(__global float *dst, __global const float *x, const uint C, const uint H,
               const uint W, const uint K, const uint S, const uint P, const uint D,
-              const uint OH, const uint OW, const uint by_rows, const ulong k,
-              const ulong extent)
+              const uint OH, const uint OW, const uint by_rows, const ulong kbase,
+              const ulong k, const ulong extent)
 {
-    size_t k0 = get_global_id(0) * PACK_K, j0 = get_global_id(1) * NR;
-    size_t k1 = min(k0 + PACK_K, (size_t)k);
+    size_t k0 = kbase + get_global_id(0) * PACK_K, j0 = get_global_id(1) * NR;
+    size_t k1 = min(k0 + PACK_K, (size_t)(kbase + k));
     uint KK = K * K, P2 = OH * OW;
     dst += j0 * k;
     if (!by_rows) {
@@ -157,7 +163,7 @@ im2col_panels(__global float *dst, __global const float *x, const uint C, const 
             uint c = (uint)kk / KK, kh = (uint)kk / K % K, kw = (uint)kk % K;
             size_t n = j0 / P2;
             uint oh = (uint)(j0 % P2) / OW, ow = (uint)(j0 % P2) % OW;
-            __global float *out = dst + kk * NR;
+            __global float *out = dst + (kk - kbase) * NR;
             for (uint j = 0; j < NR;) {
                 uint run = min(min(OW - ow, NR - j), (uint)max((long)extent - (long)(j0 + j), 1L));
                 int ih = (int)(oh * S + kh * D) - (int)P;
@@ -193,7 +199,8 @@ im2col_panels(__global float *dst, __global const float *x, const uint C, const 
         for (uint j = 0; j < NR; j++) {
             int ih = (int)(oh * S + khs[j] * D) - (int)P, iw = (int)(ow * S + kws[j] * D) - (int)P;
             int inside = ih >= 0 && ih < (int)H && iw >= 0 && iw < (int)W;
-            dst[kk * NR + j] = inside ? x[((n * C + cs[j]) * H + (uint)ih) * W + (uint)iw] : 0.0f;
+            dst[(kk - kbase) * NR + j] =
+                inside ? x[((n * C + cs[j]) * H + (uint)ih) * W + (uint)iw] : 0.0f;
         }
     }
 }

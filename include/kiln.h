@@ -242,11 +242,15 @@ typedef struct {
     int has_min_indirect;
     size_t min_indirect;             /* CLBlast's XGEMM_MIN_INDIRECT_SIZE */
     int engine;                      /* a kiln_gemm_engine; AUTO leaves the default */
+    int has_kiln_tile;               /* kiln's own GEMM (CPU devices): */
+    int kiln_mr, kiln_nr;            /* its register tile, MR rows x NR columns */
+    size_t kiln_kc;                  /* and its k block */
 } kiln_tuning;
 
 /* "GEMMK", "KREG", "KWG", ...: the names of kiln_tuning.xgemm, in order. */
 KILN_API const char *kiln_xgemm_param_name(int i);
-/* Hands a tuning to CLBlast for ctx's device and picks its engine. */
+/* Hands a tuning to CLBlast for ctx's device, picks its engine and sets the
+ * tile of kiln's GEMM. */
 KILN_API kiln_status kiln_tuning_apply(kiln_ctx *ctx, const kiln_tuning *t);
 /* 1 and *t if device d has a valid record, else 0. */
 KILN_API int kiln_tuning_load(const kiln_device_info *d, kiln_tuning *t);

@@ -2,11 +2,14 @@
  * reference: all four transpose combinations at awkward sizes (edges that
  * are not multiples of kiln's tiles, powers of two), with alpha and beta,
  * and on sub-matrices at offsets with padded leading dimensions; kiln's
- * GEMM with each of its tiles (8 x 32, 6 x 16, 4 x 8), the convolution's
- * packing from the image included. */
+ * GEMM with each tile `kiln tune` may pick and in blocks of k (k past a
+ * block, not a multiple of it, 1), the convolution's packing from the
+ * image included; tuning records, kiln's tile in them included. */
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blas/blas.h"
 #include "harness.h"
@@ -177,7 +180,9 @@ static int same_tuning(const kiln_tuning *a, const kiln_tuning *b)
 {
     return a->has_xgemm == b->has_xgemm && a->has_min_indirect == b->has_min_indirect &&
            a->min_indirect == b->min_indirect && a->engine == b->engine &&
-           memcmp(a->xgemm, b->xgemm, sizeof a->xgemm) == 0;
+           memcmp(a->xgemm, b->xgemm, sizeof a->xgemm) == 0 &&
+           a->has_kiln_tile == b->has_kiln_tile && a->kiln_mr == b->kiln_mr &&
+           a->kiln_nr == b->kiln_nr && a->kiln_kc == b->kiln_kc;
 }
 
 static void write_text(const char *path, const char *text)
@@ -202,7 +207,15 @@ START_TEST(tuning_records_round_trip_and_bad_ones_are_ignored)
                      .min_indirect = 384,
                      .engine = KILN_GEMM_KILN},
                 back;
+    /* a record without kiln's tile, as written before it was tuned */
     check_ok(kiln_tuning_save(d, &t, "{\"note\": 1}", path, sizeof path));
+    ck_assert_int_eq(kiln_tuning_load(d, &back), 1);
+    ck_assert(same_tuning(&t, &back) && !back.has_kiln_tile);
+    t.has_kiln_tile = 1;
+    t.kiln_mr = 6;
+    t.kiln_nr = 16;
+    t.kiln_kc = 192;
+    check_ok(kiln_tuning_save(d, &t, NULL, path, sizeof path));
     ck_assert_int_eq(kiln_tuning_load(d, &back), 1);
     ck_assert(same_tuning(&t, &back));
     kiln_device_info other = *d;
@@ -224,6 +237,67 @@ START_TEST(tuning_records_round_trip_and_bad_ones_are_ignored)
 }
 END_TEST
 
+/* What kiln_tuning_load writes to stderr, in buf. */
+static int load_quoting_stderr(const kiln_device_info *d, kiln_tuning *t, char *buf, size_t size)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/stderr.txt", test_tmpdir());
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO), fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ck_assert(saved >= 0 && fd >= 0);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    int loaded = kiln_tuning_load(d, t);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
+    buf[n] = '\0';
+    if (f)
+        fclose(f);
+    return loaded;
+}
+
+/* A record's kiln tile is applied when a context opens, and a record whose
+ * tile kiln's GEMM cannot compile is refused with a warning naming it. */
+START_TEST(tuning_record_sets_kiln_tile)
+{
+    char dir[600], path[4096], text[8192], said[2048];
+    snprintf(dir, sizeof dir, "%s/tuning-tile", test_tmpdir());
+    setenv("KILN_CACHE_DIR", dir, 1);
+    const kiln_device_info *d = kiln_ctx_device(test_ctx());
+    kiln_tuning t = {.engine = KILN_GEMM_AUTO, .has_kiln_tile = 1, .kiln_mr = 3, .kiln_nr = 16,
+                     .kiln_kc = 77},
+                back;
+    check_ok(kiln_tuning_save(d, &t, NULL, path, sizeof path));
+    const char *env = getenv("KILN_GEMM_TILE"), *env_kc = getenv("KILN_GEMM_KC");
+    if (!(env && *env) && !(env_kc && *env_kc)) {
+        kiln_ctx *ctx;
+        gemm_tile got;
+        check_ok(kiln_ctx_open(NULL, 1, &ctx));
+        check_ok(kiln_gemm_tile_get(ctx, &got));
+        ck_assert_msg(got.mr == 3 && got.v == 8 && got.kc == 77, "tile %dx%d/%zu", got.mr,
+                      2 * got.v, got.kc);
+        kiln_ctx_free(ctx);
+    }
+    FILE *f = fopen(path, "r");
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *tile = strstr(text, "\"3x16\"");
+    ck_assert_ptr_nonnull(tile);
+    memcpy(tile, "\"9x16\"", 6); /* MR 9 does not fit any register file */
+    write_text(path, text);
+    ck_assert_int_eq(load_quoting_stderr(d, &back, said, sizeof said), 0);
+    ck_assert_msg(strstr(said, path) && strstr(said, "kiln_gemm"), "warning: %s", said);
+    t.kiln_nr = 12;
+    ck_assert_int_eq(kiln_tuning_apply(test_ctx(), &t), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "12"), "message: %s", kiln_last_error());
+    unsetenv("KILN_CACHE_DIR");
+}
+END_TEST
+
 /* CLBlast with parameters handed over by a tuning record (a CPU-shaped
  * set) still computes the right products. */
 START_TEST(tuned_clblast_parameters_give_correct_products)
@@ -241,10 +315,13 @@ START_TEST(tuned_clblast_parameters_give_correct_products)
 }
 END_TEST
 
-/* The tiles of kiln's GEMM forced in turn: a few sizes at edges of each.
- * Where kiln's GEMM is not the device's engine (rusticl, whose llvmpipe
- * takes a minute to compile a tile) only the default tile runs. */
-static const gemm_tile forced[] = {{8, 16}, {6, 8}, {4, 4}};
+/* The tiles of kiln's GEMM forced in turn, each that `kiln tune` may pick
+ * on AVX-512, AVX2, NEON or SSE (tune.c: kiln_tiles): a few sizes at edges
+ * of each. Where kiln's GEMM is not the device's engine (rusticl, whose
+ * llvmpipe takes a minute to compile a tile) only the default tile runs. */
+static const gemm_tile forced[] = {{8, 16, 0}, {6, 16, 0}, {8, 8, 0}, {6, 8, 0},
+                                   {4, 8, 0},  {8, 4, 0},  {6, 4, 0}, {4, 4, 0}};
+#define FORCED (int)(sizeof forced / sizeof forced[0])
 
 static int tile_skipped(int i)
 {
@@ -268,7 +345,29 @@ START_TEST(sgemm_with_each_tile)
         for (int tr = 0; tr < 4; tr++)
             gemm_case(few[i], tr & 1, tr >> 1, tr == 0 ? 1.0f : 1.5f, tr == 0 ? 0.0f : -0.5f);
     kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
-    check_ok(kiln_gemm_tile_set(ctx, (gemm_tile){0, 0}));
+    check_ok(kiln_gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+}
+END_TEST
+
+/* Products in blocks of k: k past the block and not a multiple of it, k a
+ * multiple, one more than the block, shorter than it, 1; beta must scale
+ * C once, not once per block. */
+START_TEST(sgemm_in_blocks_of_k)
+{
+    static const gemm_size few[] = {{13, 45, 37}, {9, 33, 32}, {7, 17, 17},
+                                    {25, 40, 5},  {6, 16, 1},  {17, 70, 300}};
+    static const size_t blocks[] = {16, 1, 7};
+    kiln_ctx *ctx = test_ctx();
+    gemm_tile t = kiln_gemm_tile_default(ctx);
+    t.kc = blocks[_i];
+    check_ok(kiln_gemm_tile_set(ctx, t));
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
+    for (size_t i = 0; i < sizeof few / sizeof few[0]; i++)
+        if (t.kc > 1 || few[i].k < 64) /* a block of 1: one launch per k */
+            for (int tr = 0; tr < 4; tr++)
+                gemm_case(few[i], tr & 1, tr >> 1, tr == 0 ? 1.0f : 1.5f, tr == 0 ? 0.0f : -0.5f);
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
+    check_ok(kiln_gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
 }
 END_TEST
 
@@ -278,9 +377,12 @@ END_TEST
 START_TEST(im2col_panels_follow_the_tile)
 {
     kiln_ctx *ctx = test_ctx();
-    if (tile_skipped(_i))
+    int which = _i % FORCED;
+    if (tile_skipped(which))
         return;
-    check_ok(kiln_gemm_tile_set(ctx, forced[_i]));
+    gemm_tile tile = forced[which];
+    tile.kc = _i < FORCED ? 0 : 16; /* the device's k block (one here), or blocks of 16 */
+    check_ok(kiln_gemm_tile_set(ctx, tile));
     enum { N = 2, C = 3, H = 7, W = 6, K = 3, S = 1, P = 1, D = 1, OH = 7, OW = 6, M = 5 };
     size_t rows = C * K * K, cols = N * OH * OW, nx = N * C * H * W;
     float *x = test_alloc(nx * sizeof *x), *col = test_alloc(rows * cols * sizeof *col);
@@ -308,15 +410,15 @@ START_TEST(im2col_panels_follow_the_tile)
         check_ok(kiln_tensor_download(dc, got, M * n));
         ref_gemm(0, transposed, M, n, k, 1.0, a, col, 0.0, got, want);
         check_close(got, want, M * n, 1e-6 * (double)(k + 1) + 1e-6, 1e-5,
-                    "im2col tile %dx%d transposed=%d", forced[_i].mr, 2 * forced[_i].v,
-                    transposed);
+                    "im2col tile %dx%d k block %zu transposed=%d", tile.mr, 2 * tile.v,
+                    tile.kc, transposed);
         kiln_tensor_free(da);
         kiln_tensor_free(dc);
         free(a);
         free(got);
         free(want);
     }
-    check_ok(kiln_gemm_tile_set(ctx, (gemm_tile){0, 0}));
+    check_ok(kiln_gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
     kiln_tensor_free(dx);
     free(x);
     free(col);
@@ -338,17 +440,30 @@ START_TEST(gemm_tiles_parse_and_default)
         ck_assert_int_eq(kiln_gemm_tile_parse(bad[i], "KILN_GEMM_TILE", &t),
                          KILN_ERR_INVALID_ARGUMENT);
     ck_assert_msg(strstr(kiln_last_error(), "KILN_GEMM_TILE"), "message: %s", kiln_last_error());
-    ck_assert_int_eq(kiln_gemm_tile_set(test_ctx(), (gemm_tile){3, 5}),
+    ck_assert_int_eq(kiln_gemm_tile_set(test_ctx(), (gemm_tile){3, 5, 0}),
                      KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(kiln_gemm_tile_set(test_ctx(), (gemm_tile){4, 4, GEMM_KC_MAX + 1}),
+                     KILN_ERR_INVALID_ARGUMENT);
+    size_t kc;
+    check_ok(kiln_gemm_kc_parse("192", "test", &kc));
+    ck_assert_uint_eq(kc, 192);
+    static const char *const bad_kc[] = {"0", "-5", "65537", "12x", "", "k"};
+    for (size_t i = 0; i < sizeof bad_kc / sizeof bad_kc[0]; i++)
+        ck_assert_int_eq(kiln_gemm_kc_parse(bad_kc[i], "KILN_GEMM_KC", &kc),
+                         KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "KILN_GEMM_KC"), "message: %s", kiln_last_error());
     t = kiln_gemm_tile_default(test_ctx());
     ck_assert(t.mr >= 1 && t.mr <= 8 && (t.v == 4 || t.v == 8 || t.v == 16));
+    ck_assert(t.kc >= 1 && t.kc <= GEMM_KC_MAX);
     /* without the override, the context's tile is the device's default */
     const char *env = getenv("KILN_GEMM_TILE");
     if (!(env && *env)) {
         gemm_tile now;
-        check_ok(kiln_gemm_tile_set(test_ctx(), (gemm_tile){0, 0}));
+        check_ok(kiln_gemm_tile_set(test_ctx(), (gemm_tile){0, 0, 0}));
         check_ok(kiln_gemm_tile_get(test_ctx(), &now));
         ck_assert(now.mr == t.mr && now.v == t.v);
+        if (!getenv("KILN_GEMM_KC"))
+            ck_assert(now.kc == t.kc);
     }
 }
 END_TEST
@@ -364,8 +479,10 @@ int main(void)
     tcase_add_test(tc, tuning_records_round_trip_and_bad_ones_are_ignored);
     tcase_add_test(tc, tuned_clblast_parameters_give_correct_products);
     tcase_add_test(tc, sgemm_shape_mismatch_names_all_shapes);
-    tcase_add_loop_test(tc, sgemm_with_each_tile, 0, 3);
-    tcase_add_loop_test(tc, im2col_panels_follow_the_tile, 0, 3);
+    tcase_add_test(tc, tuning_record_sets_kiln_tile);
+    tcase_add_loop_test(tc, sgemm_with_each_tile, 0, FORCED);
+    tcase_add_loop_test(tc, sgemm_in_blocks_of_k, 0, 3);
+    tcase_add_loop_test(tc, im2col_panels_follow_the_tile, 0, 2 * FORCED);
     tcase_add_test(tc, gemm_tiles_parse_and_default);
     suite_add_tcase(s, tc);
     return test_run(s);

@@ -29,9 +29,13 @@ typedef struct {
 } gemm_log;
 
 /* The register tile of kiln's GEMM (cl/gemm.cl): mr rows by 2 v columns,
- * in 2 mr accumulators of floatv; mr 1..8, v 4, 8 or 16. */
+ * in 2 mr accumulators of floatv; mr 1..8, v 4, 8 or 16; and its k block:
+ * a product runs as blocks of at most kc values of k (1 to GEMM_KC_MAX;
+ * 0 where the default is meant). */
+#define GEMM_KC_MAX 65536
 typedef struct {
     int mr, v;
+    size_t kc;
 } gemm_tile;
 
 /* What the blas layer keeps per context. */
@@ -83,14 +87,28 @@ void kiln_gemm_scratch_free(blas_state *s);
  * preferred) float vector width (16 lanes: 8 x 32, 8 lanes: 6 x 16), else
  * 4 x 8 (128-bit vectors, or a driver that reports 1, as rusticl does). */
 gemm_tile kiln_gemm_tile_default(const kiln_ctx *ctx);
-/* "MRxNR" (6x16) into *out; what names the source in errors. */
+/* The k block for tile t on ctx's device: one packed panel of B within
+ * 256 KiB and an eighth of the device's cache per compute unit, k 256 to
+ * 4096 (2048 for 8 x 32 on PoCL here). */
+size_t kiln_gemm_kc_default(const kiln_ctx *ctx, gemm_tile t);
+/* "MRxNR" (6x16) into *out, kc 0; what names the source in errors. */
 kiln_status kiln_gemm_tile_parse(const char *text, const char *what, gemm_tile *out);
-/* The tile of ctx's kiln GEMM: $KILN_GEMM_TILE (a bad value is an error
- * naming it), else the device's default, unless set. */
+/* A k block, "1" to GEMM_KC_MAX, into *out; what names the source. */
+kiln_status kiln_gemm_kc_parse(const char *text, const char *what, size_t *out);
+/* The tile of ctx's kiln GEMM: $KILN_GEMM_TILE and $KILN_GEMM_KC (a bad
+ * value is an error naming it), else the tuning record's, else the
+ * device's default, unless set. */
 kiln_status kiln_gemm_tile_get(kiln_ctx *ctx, gemm_tile *out);
-/* Sets ctx's tile (tests, benchmarks); mr 0 goes back to the environment's
- * or the device's. A tile out of range is KILN_ERR_INVALID_ARGUMENT. */
+/* Sets ctx's tile (tests, benchmarks); mr 0 goes back to the
+ * environment's or the device's, kc 0 to $KILN_GEMM_KC or the device's k
+ * block for the tile. A tile out of range is KILN_ERR_INVALID_ARGUMENT. */
 kiln_status kiln_gemm_tile_set(kiln_ctx *ctx, gemm_tile tile);
+/* Makes t (valid, kc > 0) the tile of state s. */
+void kiln_gemm_tile_put(blas_state *s, gemm_tile t);
+/* A tuning record's tile, MR x NR with k block kc, onto state s, unless
+ * $KILN_GEMM_TILE chooses another (then $KILN_GEMM_KC or the device's k
+ * block); a tile out of range is KILN_ERR_INVALID_ARGUMENT. */
+kiln_status kiln_gemm_tile_tuned(kiln_ctx *ctx, blas_state *s, int mr, int nr, size_t kc);
 
 /* The image of a convolution whose im2col matrix (rows (c, kh, kw),
  * columns (n, oh, ow)) is a GEMM operand. */

@@ -4,7 +4,9 @@
  * to the largest product seen; the in-order queue makes reuse safe. The
  * register tile (MR x NR, NR = 2 V) is a build option of gemm.cl, chosen
  * once per context (kiln_gemm_tile_get); packing widths and grids here use
- * the same values. */
+ * the same values. A product whose k exceeds the tile's k block runs as
+ * blocks of k, packed and launched in turn, each after the first adding to
+ * C (beta = 1), so that a panel of B stays in the cache. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,14 @@
 #include "blas/blas.h"
 
 #define GEMM_PACK_K 64
+/* The k block: one packed panel of B (k x NR floats) is kept to 256 KiB,
+ * and to an eighth of the device's cache per compute unit where that is
+ * less (1 MiB where the driver does not say). PoCL reports the last-level
+ * cache, 32 MiB for 2 cores here, whose L2 holds 1 MiB per core: panels of
+ * 256 KiB (k 2048 for 8 x 32) measured best on long products and leave
+ * 2048^3 in one block (docs/gemm.md). kiln tune measures the k block. */
+#define GEMM_PANEL_BYTES (256u << 10)
+#define GEMM_CACHE_GUESS (1u << 20)
 /* gemm.cl compiles twice per tile (A in place, A packed): the packing
  * kernels are taken from the program for an op(A) read in place, not from
  * a third one; its tile kernel is the slowest source of kiln to compile,
@@ -20,35 +30,53 @@ enum { PLAIN_A = 0, PACKED_A = 1 };
 
 static int tile_valid(gemm_tile t)
 {
-    return t.mr >= 1 && t.mr <= 8 && (t.v == 4 || t.v == 8 || t.v == 16);
+    return t.mr >= 1 && t.mr <= 8 && (t.v == 4 || t.v == 8 || t.v == 16) &&
+           t.kc <= GEMM_KC_MAX;
 }
 
 gemm_tile kiln_gemm_tile_default(const kiln_ctx *ctx)
 {
     /* PoCL names its CPU device after LLVM's CPU ("pthread-znver3-...") */
     const char *name = ctx->info.name;
+    gemm_tile t = {4, 4, 0};
     if (strstr(name, "avx512") || strstr(name, "znver4") || strstr(name, "znver5"))
-        return (gemm_tile){8, 16};
-    if (strstr(name, "haswell") || strstr(name, "znver") || strstr(name, "avx2"))
-        return (gemm_tile){6, 8};
-    cl_uint native = 0, preferred = 0;
-    clGetDeviceInfo(ctx->device, CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT, sizeof native, &native,
-                    NULL);
-    clGetDeviceInfo(ctx->device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof preferred,
-                    &preferred, NULL);
-    cl_uint lanes = native > 1 ? native : preferred;
-    if (lanes >= 16)
-        return (gemm_tile){8, 16};
-    if (lanes == 8)
-        return (gemm_tile){6, 8};
-    return (gemm_tile){4, 4};
+        t = (gemm_tile){8, 16, 0};
+    else if (strstr(name, "haswell") || strstr(name, "znver") || strstr(name, "avx2"))
+        t = (gemm_tile){6, 8, 0};
+    else {
+        cl_uint native = 0, preferred = 0;
+        clGetDeviceInfo(ctx->device, CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT, sizeof native, &native,
+                        NULL);
+        clGetDeviceInfo(ctx->device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof preferred,
+                        &preferred, NULL);
+        cl_uint lanes = native > 1 ? native : preferred;
+        if (lanes >= 16)
+            t = (gemm_tile){8, 16, 0};
+        else if (lanes == 8)
+            t = (gemm_tile){6, 8, 0};
+    }
+    t.kc = kiln_gemm_kc_default(ctx, t);
+    return t;
+}
+
+size_t kiln_gemm_kc_default(const kiln_ctx *ctx, gemm_tile t)
+{
+    cl_ulong cache = 0;
+    if (clGetDeviceInfo(ctx->device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof cache, &cache,
+                        NULL) != CL_SUCCESS || cache == 0)
+        cache = GEMM_CACHE_GUESS;
+    size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
+    size_t panel = (size_t)cache / units / 8;
+    panel = panel < GEMM_PANEL_BYTES ? panel : GEMM_PANEL_BYTES;
+    size_t kc = panel / (2 * (size_t)t.v * sizeof(float)) / 64 * 64;
+    return kc < 256 ? 256 : kc > 4096 ? 4096 : kc;
 }
 
 kiln_status kiln_gemm_tile_parse(const char *text, const char *what, gemm_tile *out)
 {
     int mr, nr, used = 0;
     if (sscanf(text, "%dx%d%n", &mr, &nr, &used) == 2 && text[used] == '\0' && nr % 2 == 0) {
-        gemm_tile t = {mr, nr / 2};
+        gemm_tile t = {mr, nr / 2, 0};
         if (tile_valid(t)) {
             *out = t;
             return KILN_OK;
@@ -59,7 +87,20 @@ kiln_status kiln_gemm_tile_parse(const char *text, const char *what, gemm_tile *
                      what, text);
 }
 
-static void tile_options(blas_state *s, gemm_tile t)
+kiln_status kiln_gemm_kc_parse(const char *text, const char *what, size_t *out)
+{
+    char *end;
+    unsigned long long kc = strtoull(text, &end, 10);
+    if (end != text && *end == '\0' && text[0] != '-' && kc >= 1 && kc <= GEMM_KC_MAX) {
+        *out = (size_t)kc;
+        return KILN_OK;
+    }
+    return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+                     "%s is \"%s\"; expected a k block of 1 to %d (2048)", what, text,
+                     GEMM_KC_MAX);
+}
+
+void kiln_gemm_tile_put(blas_state *s, gemm_tile t)
 {
     s->tile = t;
     for (int packed = 0; packed < 2; packed++)
@@ -67,18 +108,56 @@ static void tile_options(blas_state *s, gemm_tile t)
                  "-DA_PACKED=%d -DMR=%d -DV=%d", packed, t.mr, t.v);
 }
 
+/* t's k block: $KILN_GEMM_KC, else kc when set, else the device's. */
+static kiln_status chosen_kc(const kiln_ctx *ctx, size_t kc, gemm_tile *t)
+{
+    const char *env = getenv("KILN_GEMM_KC");
+    if (env && *env)
+        return kiln_gemm_kc_parse(env, "KILN_GEMM_KC", &t->kc);
+    t->kc = kc ? kc : kiln_gemm_kc_default(ctx, *t);
+    return KILN_OK;
+}
+
+/* The tile from $KILN_GEMM_TILE, else the device's; its k block. */
+static kiln_status chosen_tile(kiln_ctx *ctx, size_t kc, gemm_tile *out)
+{
+    const char *env = getenv("KILN_GEMM_TILE");
+    gemm_tile t = kiln_gemm_tile_default(ctx);
+    kiln_status st = KILN_OK;
+    if (env && *env)
+        st = kiln_gemm_tile_parse(env, "KILN_GEMM_TILE", &t);
+    if (st == KILN_OK)
+        st = chosen_kc(ctx, kc, &t);
+    if (st == KILN_OK)
+        *out = t;
+    return st;
+}
+
+kiln_status kiln_gemm_tile_tuned(kiln_ctx *ctx, blas_state *s, int mr, int nr, size_t kc)
+{
+    gemm_tile t = {mr, nr / 2, kc};
+    if (nr % 2 != 0 || kc == 0 || !tile_valid(t))
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+                         "kiln_tuning: kiln's GEMM tile %d x %d, k block %zu: expected MR 1 to "
+                         "8, NR 8, 16 or 32, k block 1 to %d", mr, nr, kc, GEMM_KC_MAX);
+    const char *env = getenv("KILN_GEMM_TILE");
+    kiln_status st = env && *env ? chosen_tile(ctx, 0, &t) : chosen_kc(ctx, kc, &t);
+    if (st == KILN_OK)
+        kiln_gemm_tile_put(s, t);
+    return st;
+}
+
 /* The context's state with its tile chosen. */
 static kiln_status tiled_state(kiln_ctx *ctx, blas_state **out)
 {
     kiln_status st = blas_state_get(ctx, out);
+    gemm_tile t;
     if (st != KILN_OK || (*out)->tile.mr)
         return st;
-    const char *env = getenv("KILN_GEMM_TILE");
-    gemm_tile t = kiln_gemm_tile_default(ctx);
-    if (env && *env && (st = kiln_gemm_tile_parse(env, "KILN_GEMM_TILE", &t)) != KILN_OK)
-        return st;
-    tile_options(*out, t);
-    return KILN_OK;
+    st = chosen_tile(ctx, 0, &t);
+    if (st == KILN_OK)
+        kiln_gemm_tile_put(*out, t);
+    return st;
 }
 
 kiln_status kiln_gemm_tile_get(kiln_ctx *ctx, gemm_tile *out)
@@ -94,8 +173,9 @@ kiln_status kiln_gemm_tile_set(kiln_ctx *ctx, gemm_tile tile)
 {
     if (tile.mr != 0 && !tile_valid(tile))
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
-                         "kiln_gemm_tile_set: %d x %d is not a tile (MR 1 to 8, NR 8, 16 or 32)",
-                         tile.mr, 2 * tile.v);
+                         "kiln_gemm_tile_set: %d x %d, k block %zu is not a tile (MR 1 to 8, "
+                         "NR 8, 16 or 32, k block up to %d)",
+                         tile.mr, 2 * tile.v, tile.kc, GEMM_KC_MAX);
     blas_state *s;
     kiln_status st = blas_state_get(ctx, &s);
     if (st != KILN_OK)
@@ -104,7 +184,9 @@ kiln_status kiln_gemm_tile_set(kiln_ctx *ctx, gemm_tile tile)
         s->tile.mr = 0;
         return tiled_state(ctx, &s);
     }
-    tile_options(s, tile);
+    if (tile.kc == 0 && (st = chosen_kc(ctx, 0, &tile)) != KILN_OK)
+        return st;
+    kiln_gemm_tile_put(s, tile);
     return KILN_OK;
 }
 
@@ -181,6 +263,15 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
                              KARG(kk), KARG(alpha), KARG(beta));
 }
 
+/* k split into blocks of at most the tile's kc, of equal length but for
+ * the last (no short block of a few values that would cost a whole pass
+ * over C): the length of each. */
+static size_t block_length(const blas_state *s, size_t k)
+{
+    size_t kc = s->tile.kc ? s->tile.kc : k, blocks = (k + kc - 1) / kc;
+    return (k + blocks - 1) / blocks;
+}
+
 kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
                            size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
                            cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
@@ -189,11 +280,41 @@ kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
     cl_mem bp;
     blas_state *s;
     kiln_status st = tiled_state(ctx, &s);
+    size_t kb = st == KILN_OK ? block_length(s, k) : 0;
+    for (size_t k0 = 0; st == KILN_OK && k0 < k; k0 += kb) {
+        size_t len = k - k0 < kb ? k - k0 : kb;
+        /* op(B) rows k0.. and op(A) columns k0..; later blocks add to C */
+        size_t b_at = b_off + (tb == KILN_TRANS ? k0 : k0 * ldb);
+        size_t a_at = a_off + (ta == KILN_TRANS ? k0 * lda : k0);
+        st = pack(ctx, s, 1, b, b_at, ldb, tb == KILN_TRANS, n, len, 2 * (cl_uint)s->tile.v,
+                  &bp);
+        if (st == KILN_OK)
+            st = tiles(ctx, s, ta, m, n, len, alpha, a, a_at, lda, bp, k0 ? 1.0f : beta, c,
+                       c_off, ldc);
+    }
+    return st;
+}
+
+/* The panels of one k block of the im2col operand, k0.. k0 + len - 1. */
+static kiln_status im2col_block(kiln_ctx *ctx, const blas_state *s, const gemm_im2col *x,
+                                int transposed, size_t n, size_t k0, size_t len, cl_mem *bp)
+{
+    /* the panels are as wide as the tile kernel's NR, the same -DV */
+    size_t nr = 2 * (size_t)s->tile.v, panels = (n + nr - 1) / nr;
+    cl_kernel kernel;
+    kiln_status st = scratch(ctx, 1, panels * nr * len * sizeof(float), bp);
     if (st == KILN_OK)
-        st = pack(ctx, s, 1, b, b_off, ldb, tb == KILN_TRANS, n, k, 2 * (cl_uint)s->tile.v, &bp);
-    return st == KILN_OK
-               ? tiles(ctx, s, ta, m, n, k, alpha, a, a_off, lda, bp, beta, c, c_off, ldc)
-               : st;
+        st = kiln_kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "im2col_panels", &kernel);
+    if (st != KILN_OK)
+        return st;
+    cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,
+            S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
+            OW = (cl_uint)x->ow, by_rows = (cl_uint)transposed;
+    cl_ulong kbase = k0, kk = len, extent = n;
+    return kiln_launch_tiles(ctx, kernel, "im2col_panels", (len + GEMM_PACK_K - 1) / GEMM_PACK_K,
+                             panels, 15, KARG(*bp), KARG(x->x), KARG(C), KARG(H), KARG(W),
+                             KARG(K), KARG(S), KARG(P), KARG(D), KARG(OH), KARG(OW),
+                             KARG(by_rows), KARG(kbase), KARG(kk), KARG(extent));
 }
 
 kiln_status kiln_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a, size_t lda,
@@ -203,27 +324,15 @@ kiln_status kiln_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a
     size_t rows = x->c * x->k * x->k, cols = x->n * x->oh * x->ow;
     size_t n = transposed ? rows : cols, k = transposed ? cols : rows;
     blas_state *s;
-    kiln_status st = tiled_state(ctx, &s);
-    if (st != KILN_OK)
-        return st;
-    /* the panels are as wide as the tile kernel's NR, the same -DV */
-    size_t nr = 2 * (size_t)s->tile.v, panels = (n + nr - 1) / nr;
     cl_mem bp;
-    cl_kernel kernel;
-    st = scratch(ctx, 1, panels * nr * k * sizeof(float), &bp);
-    if (st == KILN_OK)
-        st = kiln_kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "im2col_panels", &kernel);
-    if (st != KILN_OK)
-        return st;
-    cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,
-            S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
-            OW = (cl_uint)x->ow, by_rows = (cl_uint)transposed;
-    cl_ulong kk = k, extent = n;
-    st = kiln_launch_tiles(ctx, kernel, "im2col_panels", (k + GEMM_PACK_K - 1) / GEMM_PACK_K,
-                           panels, 14, KARG(bp), KARG(x->x), KARG(C), KARG(H), KARG(W), KARG(K),
-                           KARG(S), KARG(P), KARG(D), KARG(OH), KARG(OW), KARG(by_rows),
-                           KARG(kk), KARG(extent));
-    return st == KILN_OK
-               ? tiles(ctx, s, KILN_NO_TRANS, m, n, k, alpha, a, 0, lda, bp, beta, c, 0, ldc)
-               : st;
+    kiln_status st = tiled_state(ctx, &s);
+    size_t kb = st == KILN_OK ? block_length(s, k) : 0;
+    for (size_t k0 = 0; st == KILN_OK && k0 < k; k0 += kb) {
+        size_t len = k - k0 < kb ? k - k0 : kb;
+        st = im2col_block(ctx, s, x, transposed, n, k0, len, &bp);
+        if (st == KILN_OK)
+            st = tiles(ctx, s, KILN_NO_TRANS, m, n, len, alpha, a, k0, lda, bp,
+                       k0 ? 1.0f : beta, c, 0, ldc);
+    }
+    return st;
 }

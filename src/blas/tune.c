@@ -1,6 +1,7 @@
 /* Tuning records: what `kiln tune` measured best for one device (CLBlast's
  * Xgemm parameters, the size from which CLBlast's indirect GEMM beats its
- * direct one, and which GEMM engine to use), one JSON file per device in
+ * direct one, which GEMM engine to use, and the tile and k block of kiln's
+ * own GEMM), one JSON file per device in
  * kiln's cache directory, applied whenever a context opens that device.
  * A record names the device, driver, platform and CLBlast version it was
  * measured with; a record for anything else, or one that does not parse,
@@ -79,6 +80,31 @@ static int whole_number(const cJSON *o, const char *key, double lo, double hi, s
     return 1;
 }
 
+/* The record's "kiln_gemm": {"tile": "8x32", "kc": 2048} into t, when
+ * there; 0 with *why set when it is there and not a tile kiln's GEMM can
+ * compile (records written before it was measured have none). */
+static int kiln_tile_from_json(const cJSON *root, kiln_tuning *t, const char **why)
+{
+    const cJSON *kiln = cJSON_GetObjectItemCaseSensitive(root, "kiln_gemm");
+    if (!kiln)
+        return 1;
+    const cJSON *tile = cJSON_GetObjectItemCaseSensitive(kiln, "tile");
+    gemm_tile g = {0, 0, 0};
+    *why = "its kiln_gemm is not {\"tile\": \"MRxNR\" (MR 1 to 8, NR 8, 16 or 32), "
+           "\"kc\": 1 to 65536}";
+    if (!cJSON_IsString(tile) ||
+        kiln_gemm_tile_parse(tile->valuestring, "kiln_gemm.tile", &g) != KILN_OK ||
+        !whole_number(kiln, "kc", 1, GEMM_KC_MAX, &g.kc)) {
+        kiln_error_clear();
+        return 0;
+    }
+    t->has_kiln_tile = 1;
+    t->kiln_mr = g.mr;
+    t->kiln_nr = 2 * g.v;
+    t->kiln_kc = g.kc;
+    return 1;
+}
+
 /* Fills t from a parsed record; 0 with *why set if it is not one. */
 static int from_json(const cJSON *root, const kiln_device_info *d, kiln_tuning *t,
                      const char **why)
@@ -109,7 +135,7 @@ static int from_json(const cJSON *root, const kiln_device_info *d, kiln_tuning *
         t->has_xgemm = 1;
     }
     t->has_min_indirect = whole_number(root, "xgemm_min_indirect_size", 0, 1e9, &t->min_indirect);
-    return 1;
+    return kiln_tile_from_json(root, t, why);
 }
 
 int kiln_tuning_load(const kiln_device_info *d, kiln_tuning *t)
@@ -157,6 +183,13 @@ kiln_status kiln_tuning_save(const kiln_device_info *d, const kiln_tuning *t,
     }
     if (t->has_min_indirect)
         cJSON_AddNumberToObject(root, "xgemm_min_indirect_size", (double)t->min_indirect);
+    if (t->has_kiln_tile) {
+        char tile[32];
+        snprintf(tile, sizeof tile, "%dx%d", t->kiln_mr, t->kiln_nr);
+        cJSON *k = cJSON_AddObjectToObject(root, "kiln_gemm");
+        cJSON_AddStringToObject(k, "tile", tile);
+        cJSON_AddNumberToObject(k, "kc", (double)t->kiln_kc);
+    }
     cJSON *m = measured ? cJSON_Parse(measured) : NULL;
     if (m)
         cJSON_AddItemToObject(root, "measured", m);
@@ -201,6 +234,8 @@ kiln_status kiln_tuning_apply_state(kiln_ctx *ctx, blas_state *s, const kiln_tun
     const char *env = getenv("KILN_GEMM");
     if (st == KILN_OK && !(env && *env) && t->engine != KILN_GEMM_AUTO)
         s->engine = kiln_gemm_engine_resolve(ctx, (kiln_gemm_engine)t->engine);
+    if (st == KILN_OK && t->has_kiln_tile)
+        st = kiln_gemm_tile_tuned(ctx, s, t->kiln_mr, t->kiln_nr, t->kiln_kc);
     return st;
 }
 

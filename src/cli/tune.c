@@ -1,7 +1,8 @@
 /* kiln tune: searches CLBlast's Xgemm parameters for one device, finds the
- * size from which CLBlast's indirect GEMM beats its direct one, picks the
- * faster engine (kiln's own GEMM or CLBlast) on CPU devices, and stores the
- * result as the device's tuning record, applied whenever kiln opens it.
+ * size from which CLBlast's indirect GEMM beats its direct one, on CPU
+ * devices searches the tile and k block of kiln's own GEMM and picks the
+ * faster engine, and stores the result as the device's tuning record,
+ * applied whenever kiln opens it.
  *
  * Every candidate runs in a worker process (this program, re-executed with
  * --worker): a kernel that takes too long to compile, crashes the driver
@@ -31,6 +32,8 @@ extern char **environ;
 #define MAX_SHAPES 40
 #define MAX_LINE 4096
 #define DIRECT_ALWAYS 1000000 /* XGEMM_MIN_INDIRECT_SIZE that never goes indirect */
+#define KILN_SEARCH_S 60.0     /* kiln's GEMM: the most seconds of its search */
+#define KILN_FIRST_KC 1024     /* the k block the tiles are compared at */
 
 typedef struct {
     kiln_gemm_shape s[MAX_SHAPES];
@@ -41,7 +44,7 @@ typedef struct {
     const char *device;
     double budget;
     int show, worker, batch;
-    const char *engine, *xgemm, *min_indirect, *shapes;
+    const char *engine, *xgemm, *min_indirect, *shapes, *kiln_tile;
 } tune_args;
 
 static const cli_flag flags[] = {
@@ -56,6 +59,7 @@ static const cli_flag flags[] = {
     {"xgemm", 'X', "PARAMS", NULL, NULL},
     {"min-indirect", 'I', "N", NULL, NULL},
     {"shapes", 'S', "SHAPES", NULL, NULL},
+    {"kiln-tile", 'K', "MRxNR/KC", NULL, NULL},
     {NULL, 0, NULL, NULL, NULL}};
 
 const cli_command cli_tune_cmd = {
@@ -168,6 +172,17 @@ static int parse_list(const char *text, size_t *out, int count)
     return 1;
 }
 
+/* "MRxNR/KC" (8x32/256), kiln's GEMM tile and k block, into t. */
+static int parse_kiln_tile(const char *text, kiln_tuning *t)
+{
+    int used = 0;
+    if (sscanf(text, "%dx%d/%zu%n", &t->kiln_mr, &t->kiln_nr, &t->kiln_kc, &used) != 3 ||
+        text[used] != '\0')
+        return 0;
+    t->has_kiln_tile = 1;
+    return 1;
+}
+
 /* Prints "ok SECONDS..." (one per shape) or "fail REASON". */
 static int worker(const tune_args *a)
 {
@@ -182,17 +197,28 @@ static int worker(const tune_args *a)
     }
     if (strcmp(a->engine, "kiln") == 0)
         t.engine = KILN_GEMM_KILN;
+    if (a->kiln_tile && !parse_kiln_tile(a->kiln_tile, &t)) {
+        printf("fail bad worker arguments\n");
+        return 2;
+    }
     kiln_status st = kiln_ctx_create(a->device, &ctx);
     if (st == KILN_OK)
         st = kiln_tuning_apply(ctx, &t);
-    static const kiln_gemm_shape checks[] = {{KILN_NO_TRANS, KILN_NO_TRANS, 67, 45, 33},
-                                             {KILN_TRANS, KILN_NO_TRANS, 33, 67, 45},
-                                             {KILN_NO_TRANS, KILN_TRANS, 45, 33, 67},
-                                             {KILN_TRANS, KILN_TRANS, 129, 31, 70}};
+    kiln_gemm_shape checks[6] = {{KILN_NO_TRANS, KILN_NO_TRANS, 67, 45, 33},
+                                 {KILN_TRANS, KILN_NO_TRANS, 33, 67, 45},
+                                 {KILN_NO_TRANS, KILN_TRANS, 45, 33, 67},
+                                 {KILN_TRANS, KILN_TRANS, 129, 31, 70}};
+    size_t n_checks = 4;
+    if (t.has_kiln_tile) { /* k past one block and not a multiple of it */
+        size_t kc = t.kiln_kc;
+        checks[n_checks++] = (kiln_gemm_shape){KILN_NO_TRANS, KILN_TRANS, 19, 37, 2 * kc + 5};
+        checks[n_checks++] = (kiln_gemm_shape){KILN_TRANS, KILN_NO_TRANS, 23, 41, kc + 1};
+    }
     double err = 0;
-    for (size_t i = 0; st == KILN_OK && i < sizeof checks / sizeof checks[0]; i++) {
+    for (size_t i = 0; st == KILN_OK && i < n_checks; i++) {
         st = check_product(ctx, &checks[i], &err);
-        if (st == KILN_OK && !(err < 1e-3)) {
+        /* float32 sums of k products of values up to 1 */
+        if (st == KILN_OK && !(err < 1e-3 * fmax(1.0, (double)checks[i].k / 64.0))) {
             char s[64];
             shape_text(&checks[i], s, sizeof s);
             printf("fail wrong results: %s differs from the reference by %g\n", s, err);
@@ -258,7 +284,9 @@ static void collect(int fd, pid_t pid, double deadline, char *line, size_t size,
 static void run_worker(const char *device, const char *engine, const kiln_tuning *t,
                        const char *shapes, size_t count, double timeout, outcome *o)
 {
-    char xgemm[256] = "", indirect[32] = "";
+    char xgemm[256] = "", indirect[32] = "", tile[64] = "";
+    if (t && t->has_kiln_tile)
+        snprintf(tile, sizeof tile, "%dx%d/%zu", t->kiln_mr, t->kiln_nr, t->kiln_kc);
     for (int i = 0; t && t->has_xgemm && i < KILN_XGEMM_PARAMS; i++)
         snprintf(xgemm + strlen(xgemm), sizeof xgemm - strlen(xgemm), "%s%zu", i ? "," : "",
                  t->xgemm[i]);
@@ -282,6 +310,10 @@ static void run_worker(const char *device, const char *engine, const kiln_tuning
     if (indirect[0]) {
         argv[n++] = "--min-indirect";
         argv[n++] = indirect;
+    }
+    if (tile[0]) {
+        argv[n++] = "--kiln-tile";
+        argv[n++] = tile;
     }
     argv[n] = NULL;
     memset(o, 0, sizeof *o);
@@ -474,6 +506,121 @@ static void candidates(search *s)
     }
 }
 
+/* ---- kiln's own GEMM: tiles and k blocks ------------------------------------ */
+
+/* The tiles worth timing: MR x 2V with V the CPU's vector width or half of
+ * it, and the 2 MR accumulators, two vectors of B and a broadcast within
+ * its vector registers (32 of 16 floats with AVX-512, 16 of 8 with AVX2,
+ * 16 of 4 otherwise); the largest MR that fits and two fewer. */
+static int kiln_tiles(int *mr, int *v)
+{
+    int lanes = 4, registers = 16, n = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        lanes = 16, registers = 32;
+    else if (__builtin_cpu_supports("avx2"))
+        lanes = 8;
+#elif defined(__aarch64__)
+    registers = 32;
+#endif
+    for (int w = lanes; w >= 4 && w >= lanes / 2; w /= 2) {
+        int most = ((registers - 1) - 2) / 2;
+        most = most > 8 ? 8 : most;
+        for (int m = most; m >= most - 2 && m >= 1; m -= 2) {
+            mr[n] = m;
+            v[n++] = w;
+        }
+    }
+    return n;
+}
+
+/* One configuration of kiln's GEMM and its best time per shape so far. */
+typedef struct {
+    kiln_tuning t;
+    outcome o;
+} kiln_config;
+
+/* Times kiln's GEMM with c's tile and k block once more; each shape keeps
+ * its best time of the runs, as a busy machine only ever slows one down. */
+static void kiln_time(search *s, kiln_config *c, double until)
+{
+    outcome o;
+    run_worker(s->device, "kiln", &c->t, s->shapes, s->set.count,
+               fmax(10.0, until - ref_seconds()), &o);
+    printf("  kiln's GEMM %dx%d, k block %zu: ", c->t.kiln_mr, c->t.kiln_nr, c->t.kiln_kc);
+    if (!o.ok) {
+        printf("skipped: %s\n", o.why);
+        if (!c->o.ok)
+            c->o = o;
+        return;
+    }
+    if (c->o.ok) {
+        o.total = 0;
+        for (size_t i = 0; i < s->set.count; i++)
+            o.total += o.times[i] = fmin(o.times[i], c->o.times[i]);
+    }
+    c->o = o;
+    printf("%.1f GFLOPS over the shapes\n", total_gflops(&s->set, &o));
+    fflush(stdout);
+}
+
+static kiln_config *kiln_fastest(kiln_config *c, int n, const kiln_config *but)
+{
+    kiln_config *best = NULL;
+    for (int i = 0; i < n; i++)
+        if (c[i].o.ok && &c[i] != but && (!best || c[i].o.total < best->o.total))
+            best = &c[i];
+    return best;
+}
+
+static void kiln_add(kiln_config *c, int *n, int mr, int nr, size_t kc)
+{
+    c[(*n)++] = (kiln_config){{.engine = KILN_GEMM_KILN, .has_kiln_tile = 1, .kiln_mr = mr,
+                               .kiln_nr = nr, .kiln_kc = kc}, {0}};
+}
+
+/* The tiles at the first k block, then other k blocks with the fastest
+ * tile, then the two fastest once more, within a minute (a third of the
+ * budget when that is less): each candidate compiles kiln's GEMM (about a
+ * second) and runs the shapes. */
+static void kiln_search(search *s)
+{
+    static const size_t blocks[] = {512, 2048, 4096};
+    kiln_config c[16];
+    int mr[8], v[8], tiles = kiln_tiles(mr, v), n = 0, runs = 0;
+    double started = ref_seconds(), until = started + fmin(KILN_SEARCH_S, s->budget / 3);
+    for (int i = 0; i < tiles && ref_seconds() < until; i++) {
+        kiln_add(c, &n, mr[i], 2 * v[i], KILN_FIRST_KC);
+        kiln_time(s, &c[n - 1], until);
+        runs++;
+    }
+    kiln_config *best = kiln_fastest(c, n, NULL);
+    for (int i = 0; i < 3 && best && ref_seconds() < until; i++) {
+        kiln_add(c, &n, best->t.kiln_mr, best->t.kiln_nr, blocks[i]);
+        kiln_time(s, &c[n - 1], until);
+        runs++;
+    }
+    best = kiln_fastest(c, n, NULL);
+    kiln_config *second = kiln_fastest(c, n, best);
+    for (int i = 0; i < 2; i++)
+        if ((i ? second : best) && ref_seconds() < until) {
+            kiln_time(s, i ? second : best, until);
+            runs++;
+        }
+    best = kiln_fastest(c, n, NULL);
+    if (!best)
+        return;
+    s->kiln = best->o;
+    s->tuning.has_kiln_tile = 1;
+    s->tuning.kiln_mr = best->t.kiln_mr;
+    s->tuning.kiln_nr = best->t.kiln_nr;
+    s->tuning.kiln_kc = best->t.kiln_kc;
+    printf("  kiln's GEMM: %dx%d, k block %zu, %.1f GFLOPS over the shapes (%d runs in %.0f s)\n",
+           best->t.kiln_mr, best->t.kiln_nr, best->t.kiln_kc, total_gflops(&s->set, &best->o),
+           runs, ref_seconds() - started);
+}
+
 /* The smallest square size from which the indirect GEMM (with the tuned
  * parameters) beats the direct one. */
 static void direct_threshold(search *s)
@@ -643,11 +790,8 @@ static int tune(const tune_args *a, char **models, int n_models)
     run_worker(device, "clblast", NULL, s.shapes, s.set.count, allowance(&s), &s.clblast_default);
     printf("  CLBlast default: %s%.1f GFLOPS over the shapes\n",
            s.clblast_default.ok ? "" : "failed; ", s.clblast_default.ok ? total_gflops(&s.set, &s.clblast_default) : 0.0);
-    if (info.type == KILN_DEVICE_CPU) {
-        run_worker(device, "kiln", NULL, s.shapes, s.set.count, allowance(&s), &s.kiln);
-        if (s.kiln.ok)
-            printf("  kiln's GEMM: %.1f GFLOPS over the shapes\n", total_gflops(&s.set, &s.kiln));
-    }
+    if (info.type == KILN_DEVICE_CPU)
+        kiln_search(&s);
     candidates(&s);
     if (s.best.ok && left(&s) > 0)
         direct_threshold(&s);
@@ -687,6 +831,7 @@ int cli_tune(int argc, char **argv)
         case 'X': a.xgemm = optarg; break;
         case 'I': a.min_indirect = optarg; break;
         case 'S': a.shapes = optarg; break;
+        case 'K': a.kiln_tile = optarg; break;
         }
     }
     if (a.batch < 1 || a.batch > 65536) {

@@ -1,0 +1,179 @@
+/* kiln's own GEMM against the host's OpenBLAS, tile by tile and k block by
+ * k block, at the squares and the example models' training shapes. Every
+ * round times OpenBLAS and then each configuration (in an order rotated
+ * from round to round) back to back, and the ratios are taken within the
+ * round, since the machine may be shared; the medians and the best of the
+ * rounds are printed.
+ * Usage: bench_kiln_gemm [--device SEL] [--rounds N] [--only I,J...] [MRxNR[/KC] ...]
+ * (--only: the shapes at those positions of the list below, from 0)
+ * (KC "max": no blocking; no configuration: the device's default) */
+#include <dlfcn.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "blas/blas.h"
+
+#define MAX_CONFIGS 12
+#define MAX_ROUNDS 32
+
+typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *,
+                         int, float, float *, int);
+
+static const kiln_gemm_shape shapes[] = {
+    {KILN_NO_TRANS, KILN_NO_TRANS, 1024, 1024, 1024},
+    {KILN_NO_TRANS, KILN_NO_TRANS, 2048, 2048, 2048},
+    {KILN_NO_TRANS, KILN_TRANS, 128, 256, 784},
+    {KILN_TRANS, KILN_NO_TRANS, 256, 784, 128},
+    {KILN_NO_TRANS, KILN_NO_TRANS, 64, 25088, 288},
+    {KILN_NO_TRANS, KILN_TRANS, 64, 288, 25088},
+    {KILN_TRANS, KILN_NO_TRANS, 288, 25088, 64},
+};
+#define SHAPES (sizeof shapes / sizeof shapes[0])
+
+/* OpenBLAS at its best on this CPU, as kiln bench loads it. */
+static sgemm_fn load_openblas(void)
+{
+    if (!getenv("OPENBLAS_CORETYPE")) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f"))
+            setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+        else if (__builtin_cpu_supports("avx2"))
+            setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    }
+    void *lib = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
+    sgemm_fn f = lib ? (sgemm_fn)(uintptr_t)dlsym(lib, "cblas_sgemm") : NULL;
+    if (!f) {
+        fprintf(stderr, "bench_kiln_gemm: libopenblas.so.0 not found\n");
+        exit(1);
+    }
+    return f;
+}
+
+static double host_gflops(sgemm_fn sgemm, const kiln_gemm_shape *g)
+{
+    int ta = g->ta == KILN_TRANS, tb = g->tb == KILN_TRANS;
+    size_t na = g->m * g->k, nb = g->k * g->n, nc = g->m * g->n;
+    float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = calloc(nc, sizeof *c);
+    double best = INFINITY, flops = 2.0 * (double)g->m * (double)g->n * (double)g->k;
+    int reps = (int)fmax(1.0, fmin(20.0, 1e9 / flops));
+    for (size_t i = 0; i < na; i++)
+        a[i] = 0.5f;
+    for (size_t i = 0; i < nb; i++)
+        b[i] = 0.5f;
+    for (int t = -1; t < 5; t++) {
+        double t0 = kiln_seconds();
+        for (int r = 0; r < (t < 0 ? 1 : reps); r++)
+            sgemm(101, ta ? 112 : 111, tb ? 112 : 111, (int)g->m, (int)g->n, (int)g->k, 1.0f, a,
+                  ta ? (int)g->m : (int)g->k, b, tb ? (int)g->k : (int)g->n, 0.0f, c, (int)g->n);
+        if (t >= 0)
+            best = fmin(best, (kiln_seconds() - t0) / reps);
+    }
+    free(a);
+    free(b);
+    free(c);
+    return flops / best * 1e-9;
+}
+
+static gemm_tile parse_config(const char *text)
+{
+    char tile[32];
+    gemm_tile t = {0, 0, 0};
+    snprintf(tile, sizeof tile, "%s", text);
+    char *slash = strchr(tile, '/');
+    if (slash)
+        *slash = '\0';
+    REQUIRE(kiln_gemm_tile_parse(tile, "tile", &t));
+    if (slash && strcmp(slash + 1, "max") == 0)
+        t.kc = GEMM_KC_MAX;
+    else if (slash)
+        REQUIRE(kiln_gemm_kc_parse(slash + 1, "k block", &t.kc));
+    return t;
+}
+
+/* Whether the comma-separated list holds item. */
+static int listed(const char *list, const char *item)
+{
+    size_t n = strlen(item);
+    for (const char *p = list; p; p = strchr(p, ','), p = p ? p + 1 : NULL)
+        if (strncmp(p, item, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+            return 1;
+    return 0;
+}
+
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv)
+{
+    const char *device = NULL, *only = NULL;
+    int rounds = 3, n_configs = 0;
+    gemm_tile configs[MAX_CONFIGS];
+    char names[MAX_CONFIGS][32];
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--device") == 0 && i + 1 < argc)
+            device = argv[++i];
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            only = argv[++i];
+        else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (n_configs < MAX_CONFIGS) {
+            configs[n_configs] = parse_config(argv[i]);
+            snprintf(names[n_configs++], sizeof names[0], "%.31s", argv[i]);
+        }
+    }
+    rounds = rounds < 1 ? 1 : rounds > MAX_ROUNDS ? MAX_ROUNDS : rounds;
+    sgemm_fn host = load_openblas();
+    kiln_ctx *ctx;
+    REQUIRE(kiln_ctx_create(device, &ctx));
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
+    if (n_configs == 0) {
+        REQUIRE(kiln_gemm_tile_get(ctx, &configs[0]));
+        snprintf(names[0], sizeof names[0], "%dx%d/%zu", configs[0].mr, 2 * configs[0].v,
+                 configs[0].kc);
+        n_configs = 1;
+    }
+    printf("%s / %s, %d rounds; GFLOPS best of the rounds, ratio of bests to OpenBLAS's, "
+           "[median ratio within a round]\n",
+           kiln_ctx_device(ctx)->platform, kiln_ctx_device(ctx)->name, rounds);
+    printf("%-20s %8s", "shape", "OpenBLAS");
+    for (int c = 0; c < n_configs; c++)
+        printf(" %20s", names[c]);
+    printf("\n");
+    for (size_t i = 0; i < SHAPES; i++) {
+        const kiln_gemm_shape *g = &shapes[i];
+        char at[8];
+        snprintf(at, sizeof at, "%zu", i);
+        if (only && !listed(only, at))
+            continue;
+        double host_best = 0, best[MAX_CONFIGS] = {0}, ratio[MAX_CONFIGS][MAX_ROUNDS];
+        for (int r = 0; r < rounds; r++) {
+            double h = host_gflops(host, g);
+            host_best = fmax(host_best, h);
+            for (int j = 0; j < n_configs; j++) {
+                int c = (j + r) % n_configs;
+                double k;
+                REQUIRE(kiln_gemm_tile_set(ctx, configs[c]));
+                REQUIRE(kiln_bench_gemm(ctx, g, &k));
+                best[c] = fmax(best[c], k);
+                ratio[c][r] = k / h;
+            }
+        }
+        printf("%c%c %5zux%5zux%5zu %8.1f", g->ta == KILN_TRANS ? 'T' : 'N',
+               g->tb == KILN_TRANS ? 'T' : 'N', g->m, g->n, g->k, host_best);
+        for (int c = 0; c < n_configs; c++) {
+            qsort(ratio[c], (size_t)rounds, sizeof(double), by_value);
+            printf("  %6.1f %5.2f [%4.2f]", best[c], best[c] / host_best, ratio[c][rounds / 2]);
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    kiln_ctx_free(ctx);
+    return 0;
+}
