@@ -8,8 +8,10 @@
  * that word's top 24 bits, as u in [0, 1), reach p; kept values are scaled
  * by scale = 1 / (1 - p).
  *   dropout: y = keep ? x * scale : 0   (also dx from dy in backward)
- * Sixteen blocks side by side make the generator plain uint16 arithmetic
- * and every load and store a contiguous float16, on any vector width. */
+ * Sixteen blocks side by side make the generator sixteen-lane vector
+ * arithmetic and every load and store a contiguous float16, whatever the
+ * device's vector width; the mapping is fixed, so masks are the same on
+ * every device. */
 
 #define LANES 16
 #define CHUNK (4 * LANES)
