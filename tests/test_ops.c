@@ -83,8 +83,9 @@ static const op_case cases[] = {
     {"tanh 3x17", OP_ACTIVATION, 1, 1, {S2(3, 17)}, .act = KILN_ACT_TANH},
     {"gelu 3x17x5x7", OP_ACTIVATION, 1, 1, {S4(3, 17, 5, 7)}, .act = KILN_ACT_GELU},
     {"gelu tanh 129x3", OP_ACTIVATION, 1, 1, {S2(129, 3)}, .act = KILN_ACT_GELU_TANH},
-    /* past erf's clamp (|x| > 4 sqrt 2), the pdf's exp flushing (|x| > 13.2)
-     * and tanh's (|u| > 43.5), over more than one work-group */
+    /* past erf's clamp (|x| > 4 sqrt 2), tanh's (|u| > 7.9, x > 3.6) and
+     * the flushing of the pdf's exp (|x| > 13.2), over more than one
+     * work-group */
     {"gelu 1", OP_ACTIVATION, 1, 1, {S1(1)}, .act = KILN_ACT_GELU},
     {"gelu 4099 in +-16", OP_ACTIVATION, 1, 1, {S1(4099)}, .act = KILN_ACT_GELU, .range = 16},
     {"gelu tanh 1", OP_ACTIVATION, 1, 1, {S1(1)}, .act = KILN_ACT_GELU_TANH},
