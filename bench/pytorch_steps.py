@@ -5,7 +5,9 @@ CPU beside kiln's on the same machine: the same layers, batch, loss
 clip_grad_norm_, on random data. PyTorch: best of five timed runs of 20
 steps; kiln: kiln_bench_training, what `kiln bench`'s training lines print.
 The two alternate, --rounds times per model, and the best of each gives the
-ratio, so that a shared machine's drift falls on both.
+ratio, so that a shared machine's drift falls on both. kiln runs in a child
+process each time: PoCL's worker threads, left in this one, slowed
+PyTorch's steps several times over.
 
 PyTorch is a measuring stick only, never a dependency of kiln. From a kiln
 tree built with tools/setup.sh (libkiln in build/), with a virtual
@@ -20,6 +22,7 @@ import ctypes
 import datetime
 import os
 import platform
+import subprocess
 import sys
 import time
 
@@ -84,7 +87,8 @@ class Kiln:
                                                  ctypes.POINTER(ctypes.c_double)]
         self.ctx = ctypes.c_void_p()
         self.check(self.lib.kiln_ctx_create(None, ctypes.byref(self.ctx)))
-        self.device = self.lib.kiln_ctx_device(self.ctx).contents.name.decode()
+        self.device = (f"kiln {self.lib.kiln_version().decode()} on "
+                       f"{self.lib.kiln_ctx_device(self.ctx).contents.name.decode()}")
 
     def check(self, status):
         if status != 0:
@@ -98,6 +102,14 @@ class Kiln:
         finally:
             self.lib.kiln_model_free(model)
         return rate.value
+
+
+def kiln_in_child(path, batch):
+    """kiln's samples/s for one model, and its device, from a child process."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--kiln-child", path,
+                          "--batch", str(batch)], check=True, capture_output=True, text=True)
+    rate, device = out.stdout.strip().split(" ", 1)
+    return float(rate), device
 
 
 def cpu_name():
@@ -117,29 +129,34 @@ def main():
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3, help="alternations of kiln and PyTorch")
     p.add_argument("--no-kiln", action="store_true", help="measure PyTorch alone")
+    p.add_argument("--kiln-child", metavar="MODEL", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.kiln_child:
+        kiln = Kiln()
+        print(kiln.samples_per_second(args.kiln_child, args.batch), kiln.device)
+        kiln.lib.kiln_ctx_free(kiln.ctx)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
-    kiln = None if args.no_kiln else Kiln()
     print(f"{datetime.date.today()}, {cpu_name()}, {os.cpu_count()} cores")
     print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}, batch {args.batch}")
-    if kiln:
-        print(f"kiln {kiln.lib.kiln_version().decode()} on {kiln.device}")
     print(f"training {'':34s} {'kiln':>10s} {'PyTorch':>10s} {'kiln/PyTorch':>12s}  (samples/s)")
+    device = None
     for name, build in (("examples/fashion_mlp.ini", fashion_mlp),
                         ("examples/fashion_cnn.ini", fashion_cnn)):
         model, shape, smoothing = build()
         ours = theirs = 0.0
         for _ in range(max(args.rounds, 1)):
-            if kiln:
-                ours = max(ours, kiln.samples_per_second(name, args.batch))
+            if not args.no_kiln:
+                rate, device = kiln_in_child(name, args.batch)
+                ours = max(ours, rate)
             theirs = max(theirs, samples_per_second(model, shape, smoothing, args.batch))
-        ours_text = f"{ours:10.0f}" if kiln else f"{'-':>10s}"
-        ratio = f"{ours / theirs:12.2f}" if kiln else f"{'-':>12s}"
+        ours_text = f"{'-':>10s}" if args.no_kiln else f"{ours:10.0f}"
+        ratio = f"{'-':>12s}" if args.no_kiln else f"{ours / theirs:12.2f}"
         print(f"training {name:34s} {ours_text} {theirs:10.0f} {ratio}", flush=True)
-    if kiln:
-        kiln.lib.kiln_ctx_free(kiln.ctx)
+    if device:
+        print(device)
 
 
 if __name__ == "__main__":
