@@ -16,7 +16,7 @@
 /* e^x for x <= 0 (larger x are not asked for), to 2 ulp: Cody and Waite's
  * reduction by k ln 2, Cephes' polynomial, and 2^k built in the exponent
  * bits. Plain arithmetic, unlike PoCL's exp, so that the work-group loop
- * vectorizes; below -87 it returns 2^-126 e^r instead of flushing to 0. */
+ * vectorizes; arguments below -87 give e^-87 (1.6e-38), never a denormal. */
 static float exp_nonpositive(float x)
 {
     x = fmax(x, -87.0f);
