@@ -1,6 +1,8 @@
 /* Dropout: Philox known answers, the kept fraction within a binomial 5σ
  * bound, exact scaling, identity in eval mode, the same mask for the same
- * (seed, counter), and backward applying the forward's mask. */
+ * (seed, counter), backward applying the forward's mask, and forward and
+ * backward against a host reference of the stream at sizes around the
+ * kernel's chunk of 64. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +21,39 @@ static kiln_tensor *make(size_t n, const float *data)
     return t;
 }
 
-/* Known-answer vectors of Philox4x32-10 from the Random123 distribution. */
+/* Philox4x32-10 on the host: the reference of cl/dropout.cl's. */
+static void philox_host(const uint32_t counter[4], uint64_t key, uint32_t out[4])
+{
+    uint32_t c[4] = {counter[0], counter[1], counter[2], counter[3]};
+    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+    for (int r = 0; r < 10; r++) {
+        if (r > 0) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        uint64_t p0 = (uint64_t)0xD2511F53u * c[0], p1 = (uint64_t)0xCD9E8D57u * c[2];
+        uint32_t c1 = c[1], c3 = c[3];
+        c[0] = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
+        c[1] = (uint32_t)p1;
+        c[2] = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+        c[3] = (uint32_t)p0;
+    }
+    memcpy(out, c, sizeof c);
+}
+
+/* Whether element i is kept: word (i % 64) / 16 of block 16 (i / 64) +
+ * i % 16, its top 24 bits as u in [0, 1), against p. */
+static int host_kept(size_t i, float p, uint64_t seed, uint64_t counter)
+{
+    uint32_t c[4] = {(uint32_t)(16 * (i / 64) + i % 16), 0, (uint32_t)counter,
+                     (uint32_t)(counter >> 32)},
+             w[4];
+    philox_host(c, seed, w);
+    return (double)(w[i % 64 / 16] >> 8) / 16777216.0 >= (double)p;
+}
+
+/* Known-answer vectors of Philox4x32-10 from the Random123 distribution,
+ * on the device and on the host. */
 START_TEST(philox_known_answers)
 {
     static const uint32_t kat[3][10] = {
@@ -39,11 +73,15 @@ START_TEST(philox_known_answers)
             a[i] = kat[v][i];
         check_ok(kiln_launch_1d(ctx, k, "philox_words", 1, 1, 7, KARG(out->buf), KARG(a[0]),
                                 KARG(a[1]), KARG(a[2]), KARG(a[3]), KARG(a[4]), KARG(a[5])));
-        uint32_t got[4];
+        uint32_t got[4], host[4];
         check_ok(kiln_tensor_download(out, (float *)got, 4));
-        for (int i = 0; i < 4; i++)
+        philox_host(kat[v], (uint64_t)kat[v][5] << 32 | kat[v][4], host);
+        for (int i = 0; i < 4; i++) {
             ck_assert_msg(got[i] == kat[v][6 + i], "vector %d word %d: %08x, expected %08x", v,
                           i, got[i], kat[v][6 + i]);
+            ck_assert_msg(host[i] == kat[v][6 + i], "host vector %d word %d: %08x, expected "
+                          "%08x", v, i, host[i], kat[v][6 + i]);
+        }
     }
     kiln_tensor_free(out);
 }
@@ -164,6 +202,50 @@ START_TEST(backward_uses_the_forward_mask)
 }
 END_TEST
 
+/* Forward and backward, element by element, against the host's stream, at
+ * sizes below, at and around the chunk of 64 (the tail kernel alone, the
+ * full kernel alone, both), with both halves of seed and counter used. */
+START_TEST(masks_match_the_host_stream)
+{
+    static const size_t sizes[] = {1, 7, 63, 64, 65, 127, 4099};
+    size_t n = sizes[_i];
+    const float p = 0.3f, scale = 1.0f / (1.0f - p);
+    const uint64_t seed = 0x0123456789ABCDEFull, counter = 0x500000007ull;
+    float *x = test_alloc(n * sizeof *x), *dy = test_alloc(n * sizeof *dy);
+    float *y = test_alloc(n * sizeof *y), *dx = test_alloc(n * sizeof *dx);
+    kiln_rng_fill(test_rng(), x, n, 0.5f, 2.0f);
+    kiln_rng_fill(test_rng(), dy, n, -2.0f, -0.5f);
+    kiln_tensor *xt = make(n, x), *yt = make(n, NULL), *dyt = make(n, dy), *dxt = make(n, NULL);
+    op_attrs a = op_attrs_default();
+    a.p = p;
+    a.seed = seed;
+    a.counter = counter;
+    op_args c = {.ctx = test_ctx(), .attrs = &a, .training = 1, .in = {xt}, .out = yt,
+                 .dout = dyt, .din = {dxt}};
+    check_ok(op_forward(OP_DROPOUT, &c));
+    check_ok(op_backward(OP_DROPOUT, &c));
+    check_ok(kiln_tensor_download(yt, y, n));
+    check_ok(kiln_tensor_download(dxt, dx, n));
+    for (size_t i = 0; i < n; i++) {
+        int keep = host_kept(i, p, seed, counter);
+        ck_assert_msg(y[i] == (keep ? x[i] * scale : 0.0f),
+                      "n = %zu, element %zu: %.9g, expected %s", n, i, y[i],
+                      keep ? "kept" : "dropped");
+        ck_assert_msg(dx[i] == (keep ? dy[i] * scale : 0.0f),
+                      "n = %zu, element %zu: gradient %.9g, expected %s", n, i, dx[i],
+                      keep ? "kept" : "dropped");
+    }
+    kiln_tensor_free(xt);
+    kiln_tensor_free(yt);
+    kiln_tensor_free(dyt);
+    kiln_tensor_free(dxt);
+    free(x);
+    free(dy);
+    free(y);
+    free(dx);
+}
+END_TEST
+
 START_TEST(p_outside_range_is_an_error)
 {
     op_attrs a = op_attrs_default();
@@ -187,6 +269,7 @@ int main(void)
     tcase_add_test(tc, eval_mode_and_p_zero_are_identity);
     tcase_add_test(tc, masks_follow_seed_and_counter);
     tcase_add_test(tc, backward_uses_the_forward_mask);
+    tcase_add_loop_test(tc, masks_match_the_host_stream, 0, 7);
     tcase_add_test(tc, p_outside_range_is_an_error);
     suite_add_tcase(s, tc);
     return test_run(s);

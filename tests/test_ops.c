@@ -20,7 +20,8 @@ typedef struct {
     size_t out, kernel, stride, pad, dilation;
     kiln_act act;
     int dim, norm_dims, no_bias;
-    double tol; /* relative to the largest magnitude of the compared array */
+    double tol;   /* relative to the largest magnitude of the compared array */
+    double range; /* inputs are uniform in [-range, range]; 0: [-1, 1] */
 } op_case;
 
 #define S1(a) {.ndim = 1, .d = {a}}
@@ -82,6 +83,14 @@ static const op_case cases[] = {
     {"tanh 3x17", OP_ACTIVATION, 1, 1, {S2(3, 17)}, .act = KILN_ACT_TANH},
     {"gelu 3x17x5x7", OP_ACTIVATION, 1, 1, {S4(3, 17, 5, 7)}, .act = KILN_ACT_GELU},
     {"gelu tanh 129x3", OP_ACTIVATION, 1, 1, {S2(129, 3)}, .act = KILN_ACT_GELU_TANH},
+    /* past erf's clamp (|x| > 4 sqrt 2), tanh's (|u| > 7.9, x > 3.6) and
+     * the flushing of the pdf's exp (|x| > 13.2), over more than one
+     * work-group */
+    {"gelu 1", OP_ACTIVATION, 1, 1, {S1(1)}, .act = KILN_ACT_GELU},
+    {"gelu 4099 in +-16", OP_ACTIVATION, 1, 1, {S1(4099)}, .act = KILN_ACT_GELU, .range = 16},
+    {"gelu tanh 1", OP_ACTIVATION, 1, 1, {S1(1)}, .act = KILN_ACT_GELU_TANH},
+    {"gelu tanh 4099 in +-16", OP_ACTIVATION, 1, 1, {S1(4099)}, .act = KILN_ACT_GELU_TANH,
+     .range = 16},
     {"softmax 3x17", OP_SOFTMAX, 1, 1, {S2(3, 17)}, .dim = -1},
     {"softmax 3x3x5x7 dim 1", OP_SOFTMAX, 1, 1, {S4(3, 3, 5, 7)}, .dim = 1},
     {"softmax 1x1", OP_SOFTMAX, 1, 1, {S2(1, 1)}, .dim = -1},
@@ -203,7 +212,8 @@ static void fixture_setup(fixture *f, const op_case *tc)
     f->args.attrs = &f->a;
     f->args.training = tc->training;
     for (int i = 0; i < tc->n_in; i++) {
-        f->in[i] = host_random(&tc->in[i], -1, 1);
+        double range = tc->range > 0 ? tc->range : 1;
+        f->in[i] = host_random(&tc->in[i], -range, range);
         f->args.in[i] = device_of(&tc->in[i], &f->in[i]);
     }
     random_params(f);

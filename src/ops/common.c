@@ -49,6 +49,14 @@ const char *act_options(kiln_act act, char *buf, size_t size)
     return buf;
 }
 
+size_t pointwise_group_size(const kiln_ctx *ctx)
+{
+    size_t wg = kiln_device_loops_work_groups(&ctx->info) ? 1024 : 64;
+    while (wg > 1 && wg > ctx->info.max_work_group_size)
+        wg /= 2;
+    return wg;
+}
+
 /* WG, and CHUNKED where work-groups run as loops (PoCL): each work-item
  * then sums a contiguous chunk (group.cl's span_of). */
 const char *reduce_options(const kiln_ctx *ctx, char *buf, size_t size)

@@ -3,6 +3,9 @@
  * backward regenerates it: call backward with the attrs of the forward. */
 #include "ops/ops.h"
 
+/* elements per work-item of cl/dropout.cl's kernel: its CHUNK */
+#define DROPOUT_CHUNK 64
+
 static kiln_status dropout_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
 {
     if (!(a->p >= 0.0f && a->p < 1.0f))
@@ -26,9 +29,9 @@ static kiln_status apply_mask(const op_args *c, const kiln_tensor *from, kiln_te
     cl_ulong seed = c->attrs->seed, counter = c->attrs->counter;
     cl_uint n = from->numel;
     float p = c->attrs->p, scale = 1.0f / (1.0f - p);
-    st = kiln_launch_3d(c->ctx, full, "dropout", n / 4, 1, 1, 6, KARG(from->buf), KARG(to->buf),
-                        KARG(p), KARG(scale), KARG(seed), KARG(counter));
-    if (st == KILN_OK && n % 4)
+    st = kiln_launch_3d(c->ctx, full, "dropout", n / DROPOUT_CHUNK, 1, 1, 6, KARG(from->buf),
+                        KARG(to->buf), KARG(p), KARG(scale), KARG(seed), KARG(counter));
+    if (st == KILN_OK && n % DROPOUT_CHUNK)
         st = kiln_launch_3d(c->ctx, tail, "dropout_tail", 1, 1, 1, 7, KARG(from->buf),
                             KARG(to->buf), KARG(n), KARG(p), KARG(scale), KARG(seed),
                             KARG(counter));

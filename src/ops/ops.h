@@ -163,6 +163,9 @@ kiln_status tensor_of(kiln_ctx *ctx, const kiln_shape *s, kiln_tensor **out);
 
 /* A work-group size for reductions: a power of two <= 64 the device allows. */
 size_t reduce_group_size(const kiln_ctx *ctx);
+/* A work-group size for one-item-per-element kernels: large where a
+ * work-group runs as a loop (PoCL), whose vectorized body it then feeds. */
+size_t pointwise_group_size(const kiln_ctx *ctx);
 /* The build options of programs that include group.cl (WG, CHUNKED). */
 const char *reduce_options(const kiln_ctx *ctx, char *buf, size_t size);
 

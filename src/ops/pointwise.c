@@ -20,7 +20,7 @@ static kiln_status act_forward(const op_args *c)
     if (st != KILN_OK)
         return st;
     cl_uint n = c->out->numel;
-    return kiln_launch_1d(c->ctx, k, "act_forward", n, 64, 4, KARG(c->in[0]->buf),
+    return kiln_launch_1d(c->ctx, k, "act_forward", n, pointwise_group_size(c->ctx), 4, KARG(c->in[0]->buf),
                           KARG(c->out->buf), KARG(n), KARG(c->attrs->slope));
 }
 
@@ -34,7 +34,7 @@ kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, 
     if (st != KILN_OK)
         return st;
     cl_uint count = n;
-    return kiln_launch_1d(ctx, k, "act_backward", n, 64, 6, KARG(x), KARG(y), KARG(dy),
+    return kiln_launch_1d(ctx, k, "act_backward", n, pointwise_group_size(ctx), 6, KARG(x), KARG(y), KARG(dy),
                           KARG(dx), KARG(count), KARG(slope));
 }
 
