@@ -76,6 +76,7 @@ typedef struct pipeline {
      * gradient clipping are one launch each over all of them. */
     kiln_tensor *params, *grads;
     const struct pipeline *owner;   /* pipeline_create_shared: whose parameters these are */
+    const op_sync *sync;            /* sync_batchnorm across processes, or NULL */
 } pipeline;
 
 /* Lowers a finished model for a batch size and allocates it on ctx;
@@ -177,5 +178,12 @@ kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
 /* Backward from the output gradient left by pipeline_loss, through every
  * step, accumulating where a value feeds several steps; writes dparam. */
 kiln_status pipeline_backward(pipeline *p, int training);
+
+/* With p->sync, on a process that has no samples in a training step: the
+ * sums its batchnorm layers would take part in during forward and
+ * backward (with a loss of this kind), made with nothing of its own, in
+ * the order the other processes make them; the running statistics are
+ * updated as theirs are. */
+kiln_status pipeline_sync_idle(pipeline *p, loss_kind kind);
 
 #endif /* KILN_PIPELINE_H */

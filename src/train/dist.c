@@ -14,6 +14,16 @@
 
 static int rank, size = 1;
 
+struct dist_comm {
+#ifdef KILN_MPI
+    MPI_Comm comm;
+#endif
+    int rank, size;
+    int owned; /* made by dist_comm_open: freed with the network */
+};
+
+static dist_comm world;
+
 /* The size of the job mpirun started, from its environment (1 if none). */
 static int launched_size(void)
 {
@@ -32,7 +42,7 @@ static void finish(void)
         MPI_Finalize();
 }
 
-static kiln_status mpi_check(int err, const char *call)
+static kiln_status comm_check(const dist_comm *c, int err, const char *call)
 {
     if (err == MPI_SUCCESS)
         return KILN_OK;
@@ -40,7 +50,12 @@ static kiln_status mpi_check(int err, const char *call)
     int len = 0;
     MPI_Error_string(err, text, &len);
     return kiln_fail(KILN_ERR_IO, "%s on rank %d of %d: %s (a rank stopped or failed)", call,
-                     rank, size, text);
+                     c->rank, c->size, text);
+}
+
+static kiln_status mpi_check(int err, const char *call)
+{
+    return comm_check(&world, err, call);
 }
 #endif
 
@@ -60,6 +75,7 @@ kiln_status dist_start(void)
         MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
         MPI_Comm_rank(MPI_COMM_WORLD, &rank);
         MPI_Comm_size(MPI_COMM_WORLD, &size);
+        world = (dist_comm){.comm = MPI_COMM_WORLD, .rank = rank, .size = size};
     }
     return KILN_OK;
 #else
@@ -134,36 +150,101 @@ kiln_status dist_devices(const kiln_device_info *mine, char **text)
 #endif
 }
 
-kiln_status dist_sum_floats(float *v, size_t n)
+dist_comm *dist_world(void)
 {
-    if (size == 1)
+    return size > 1 ? &world : NULL;
+}
+
+kiln_status dist_comm_open(const void *mpi_comm, dist_comm **out)
+{
+    *out = NULL;
+#ifdef KILN_MPI
+    int started = 0, finished = 0;
+    MPI_Initialized(&started);
+    MPI_Finalized(&finished);
+    if (!started || finished)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_comm: MPI is %s; call "
+                                                    "MPI_Init first",
+                         finished ? "finalized" : "not initialized");
+    dist_comm *c = calloc(1, sizeof *c);
+    if (!c)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_comm: out of host memory");
+    c->owned = 1;
+    int err = MPI_Comm_dup(*(const MPI_Comm *)mpi_comm, &c->comm);
+    if (err != MPI_SUCCESS) {
+        free(c);
+        return comm_check(&world, err, "kiln_net_set_comm: MPI_Comm_dup");
+    }
+    MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(c->comm, &c->rank);
+    MPI_Comm_size(c->comm, &c->size);
+    *out = c;
+    return KILN_OK;
+#else
+    (void)mpi_comm;
+    return kiln_fail(KILN_ERR_UNSUPPORTED, "kiln_net_set_comm: this kiln was built without MPI "
+                                           "(install libopenmpi-dev and rebuild with "
+                                           "-Dmpi=enabled)");
+#endif
+}
+
+void dist_comm_free(dist_comm *c)
+{
+    if (!c || !c->owned)
+        return;
+#ifdef KILN_MPI
+    int finished = 0;
+    MPI_Finalized(&finished);
+    if (!finished)
+        MPI_Comm_free(&c->comm);
+#endif
+    free(c);
+}
+
+int dist_comm_rank(const dist_comm *c)
+{
+    return c ? c->rank : 0;
+}
+
+int dist_comm_size(const dist_comm *c)
+{
+    return c ? c->size : 1;
+}
+
+kiln_status dist_sum_floats(dist_comm *c, float *v, size_t n, const char *what)
+{
+    if (dist_comm_size(c) == 1)
         return KILN_OK;
 #ifdef KILN_MPI
-    return mpi_check(MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
-                     "MPI_Allreduce of the gradients");
+    char call[160];
+    snprintf(call, sizeof call, "MPI_Allreduce of %s", what);
+    return comm_check(c, MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_FLOAT, MPI_SUM, c->comm),
+                      call);
 #else
-    (void)v, (void)n;
+    (void)v, (void)n, (void)what;
     return KILN_OK;
 #endif
 }
 
-kiln_status dist_sum_doubles(double *v, size_t n)
+kiln_status dist_sum_doubles(dist_comm *c, double *v, size_t n, const char *what)
 {
-    if (size == 1)
+    if (dist_comm_size(c) == 1)
         return KILN_OK;
 #ifdef KILN_MPI
-    return mpi_check(MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_DOUBLE, MPI_SUM,
-                                   MPI_COMM_WORLD),
-                     "MPI_Allreduce of the step's loss");
+    char call[160];
+    snprintf(call, sizeof call, "MPI_Allreduce of %s", what);
+    return comm_check(c, MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_DOUBLE, MPI_SUM, c->comm),
+                      call);
 #else
-    (void)v, (void)n;
+    (void)v, (void)n, (void)what;
     return KILN_OK;
 #endif
 }
 
-void dist_slice(size_t begin, size_t n, size_t *first, size_t *count)
+void dist_slice(const dist_comm *c, size_t begin, size_t n, size_t *first, size_t *count)
 {
-    size_t lo = n * (size_t)rank / (size_t)size, hi = n * (size_t)(rank + 1) / (size_t)size;
+    size_t r = (size_t)dist_comm_rank(c), k = (size_t)dist_comm_size(c);
+    size_t lo = n * r / k, hi = n * (r + 1) / k;
     *first = begin + lo;
     *count = hi - lo;
 }

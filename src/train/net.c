@@ -41,7 +41,52 @@ static kiln_status alloc_targets(kiln_net *net, net_pipe *q)
     return st;
 }
 
-kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out)
+/* The batchnorm statistics a training step shares: through the
+ * communicator with sync_batchnorm, else none. */
+static const op_sync *net_sync(const kiln_net *net)
+{
+    return net->c.sync_batchnorm && dist_comm_size(net->comm) > 1 ? &net->sync : NULL;
+}
+
+static kiln_status sync_sum(void *user, double *v, size_t n, int weighted)
+{
+    kiln_net *net = user;
+    for (size_t k = 0; weighted && k < n; k++)
+        v[k] *= net->share;
+    return dist_sum_doubles(net->comm, v, n, weighted ? "batchnorm gradient sums"
+                                                      : "batchnorm statistics");
+}
+
+void net_dist_step(kiln_net *net, size_t mine, size_t n)
+{
+    net->share = n ? (double)mine / (double)n : 0;
+}
+
+kiln_status net_reduce_gradients(kiln_net *net, size_t mine)
+{
+    if (dist_comm_size(net->comm) == 1)
+        return KILN_OK;
+    kiln_tensor *g = net->main.p->grads;
+    size_t count = g->numel;
+    if (!net->grads && !(net->grads = malloc(count * sizeof *net->grads)))
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory for the "
+                                                 "gradients");
+    kiln_status st = mine ? kiln_tensor_download(g, net->grads, count) : KILN_OK;
+    float share = (float)net->share;
+    for (size_t k = 0; k < count; k++)
+        net->grads[k] = mine ? net->grads[k] * share : 0.0f;
+    if (st == KILN_OK)
+        st = dist_sum_floats(net->comm, net->grads, count, "the gradients");
+    return st == KILN_OK ? kiln_tensor_upload(g, net->grads, count) : st;
+}
+
+kiln_status net_idle_step(kiln_net *net)
+{
+    net->main.p->sync = net_sync(net);
+    return net->main.p->sync ? pipeline_sync_idle(net->main.p, net->c.loss) : KILN_OK;
+}
+
+static kiln_status pick_pipe(kiln_net *net, size_t n, net_pipe **out)
 {
     net->clock++;
     if (n == net->max_batch) {
@@ -72,6 +117,14 @@ kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out)
     oldest->used = net->clock;
     *out = oldest;
     return KILN_OK;
+}
+
+kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out)
+{
+    kiln_status st = pick_pipe(net, n, out);
+    if (st == KILN_OK)
+        (*out)->p->sync = net_sync(net);
+    return st;
 }
 
 kiln_tensor *net_logits(const kiln_net *net, const pipeline *p)
@@ -188,6 +241,7 @@ kiln_status kiln_net_create(kiln_ctx *ctx, kiln_model *m, size_t max_batch, kiln
     net->magic = NET_MAGIC;
     net->ctx = ctx;
     net->m = m;
+    net->sync = (op_sync){sync_sum, net};
     kiln_status st = train_config_read(m, &net->c);
     if (st == KILN_OK)
         st = graph_finish(m);
@@ -240,6 +294,8 @@ void kiln_net_free(kiln_net *net)
     free(net->x);
     free(net->y);
     free(net->entries);
+    free(net->grads);
+    dist_comm_free(net->comm);
     net->magic = 0;
     free(net);
 }
