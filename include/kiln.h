@@ -392,6 +392,18 @@ KILN_API kiln_status kiln_net_forward(kiln_net *net, const float *x, size_t n, f
 KILN_API kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, size_t n,
                                          float *loss);
 
+/* Data parallelism over MPI: mpi_comm points to an MPI_Comm (const void *
+ * keeps mpi.h out of this header). Every rank of it calls this together,
+ * each with a network of the same model; the network takes rank 0's
+ * weights and buffers. Then kiln_net_train_step, called by every rank with
+ * its own part of the global batch (any n up to max_batch, 0 included),
+ * takes the step of the whole batch on each, gradients averaged across
+ * the ranks, and *loss is the whole batch's; with [train] sync_batchnorm,
+ * batchnorm normalizes with the whole batch's statistics. kiln_net_fit
+ * splits each batch among the ranks, and rank 0 writes the files. NULL:
+ * alone again. KILN_ERR_UNSUPPORTED from a kiln built without MPI. */
+KILN_API kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm);
+
 /* Loss and accuracy of n samples in eval mode, without training (y as in
  * kiln_net_train_step). accuracy is NaN for mse. Either output may be NULL. */
 KILN_API kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, size_t n,

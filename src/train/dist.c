@@ -241,6 +241,20 @@ kiln_status dist_sum_doubles(dist_comm *c, double *v, size_t n, const char *what
 #endif
 }
 
+kiln_status dist_broadcast_floats(dist_comm *c, float *v, size_t n, const char *what)
+{
+    if (dist_comm_size(c) == 1)
+        return KILN_OK;
+#ifdef KILN_MPI
+    char call[160];
+    snprintf(call, sizeof call, "MPI_Bcast of %s", what);
+    return comm_check(c, MPI_Bcast(v, (int)n, MPI_FLOAT, 0, c->comm), call);
+#else
+    (void)v, (void)n, (void)what;
+    return KILN_OK;
+#endif
+}
+
 void dist_slice(const dist_comm *c, size_t begin, size_t n, size_t *first, size_t *count)
 {
     size_t r = (size_t)dist_comm_rank(c), k = (size_t)dist_comm_size(c);

@@ -48,6 +48,9 @@ int dist_comm_size(const dist_comm *c);
 kiln_status dist_sum_floats(dist_comm *c, float *v, size_t n, const char *what);
 kiln_status dist_sum_doubles(dist_comm *c, double *v, size_t n, const char *what);
 
+/* Rank 0's n values into v on every rank of c. */
+kiln_status dist_broadcast_floats(dist_comm *c, float *v, size_t n, const char *what);
+
 /* Samples [first, first + count) of a global batch of n samples that
  * start at begin: each rank of c takes its share, the shares differing by
  * at most one sample. */
