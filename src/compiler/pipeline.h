@@ -54,6 +54,14 @@ typedef struct {
     size_t offset;
 } plan_block;
 
+/* Told by pipeline_backward after each step's launches are enqueued (in
+ * reverse step order), so that gradients can leave the device while the
+ * rest of backward runs. */
+typedef struct {
+    kiln_status (*enqueued)(void *user, size_t step);
+    void *user;
+} pipe_backward_hook;
+
 typedef struct pipeline {
     kiln_ctx *ctx;
     const kiln_model *model;
@@ -77,6 +85,7 @@ typedef struct pipeline {
     kiln_tensor *params, *grads;
     const struct pipeline *owner;   /* pipeline_create_shared: whose parameters these are */
     const op_sync *sync;            /* sync_batchnorm across processes, or NULL */
+    const pipe_backward_hook *on_backward; /* or NULL */
 } pipeline;
 
 /* Lowers a finished model for a batch size and allocates it on ctx;

@@ -241,6 +241,77 @@ kiln_status dist_sum_doubles(dist_comm *c, double *v, size_t n, const char *what
 #endif
 }
 
+struct dist_batch {
+    size_t cap, count;
+#ifdef KILN_MPI
+    MPI_Request *requests;
+#endif
+};
+
+kiln_status dist_batch_open(size_t cap, dist_batch **out)
+{
+    dist_batch *b = calloc(1, sizeof *b);
+#ifdef KILN_MPI
+    if (b && !(b->requests = calloc(cap, sizeof *b->requests))) {
+        free(b);
+        b = NULL;
+    }
+#endif
+    if (!b)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory for the gradient buckets");
+    b->cap = cap;
+    *out = b;
+    return KILN_OK;
+}
+
+void dist_batch_free(dist_batch *b)
+{
+    if (!b)
+        return;
+#ifdef KILN_MPI
+    free(b->requests);
+#endif
+    free(b);
+}
+
+kiln_status dist_batch_start(dist_batch *b, dist_comm *c, float *v, size_t n)
+{
+    if (dist_comm_size(c) == 1)
+        return KILN_OK;
+    if (b->count == b->cap)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "more than %zu gradient buckets in flight",
+                         b->cap);
+#ifdef KILN_MPI
+    kiln_status st = comm_check(c, MPI_Iallreduce(MPI_IN_PLACE, v, (int)n, MPI_FLOAT, MPI_SUM,
+                                                  c->comm, &b->requests[b->count]),
+                                "MPI_Iallreduce of a gradient bucket");
+    if (st != KILN_OK)
+        return st;
+    b->count++;
+    int done = 0; /* Open MPI moves messages along inside MPI calls */
+    return comm_check(c, MPI_Testall((int)b->count, b->requests, &done, MPI_STATUSES_IGNORE),
+                      "MPI_Testall of the gradient buckets");
+#else
+    (void)v, (void)n;
+    return KILN_OK;
+#endif
+}
+
+kiln_status dist_batch_wait(dist_batch *b, dist_comm *c)
+{
+    size_t n = b->count;
+    b->count = 0;
+    if (n == 0)
+        return KILN_OK;
+#ifdef KILN_MPI
+    return comm_check(c, MPI_Waitall((int)n, b->requests, MPI_STATUSES_IGNORE),
+                      "MPI_Waitall of the gradient buckets");
+#else
+    (void)c;
+    return KILN_OK;
+#endif
+}
+
 kiln_status dist_broadcast_floats(dist_comm *c, float *v, size_t n, const char *what)
 {
     if (dist_comm_size(c) == 1)

@@ -48,6 +48,17 @@ int dist_comm_size(const dist_comm *c);
 kiln_status dist_sum_floats(dist_comm *c, float *v, size_t n, const char *what);
 kiln_status dist_sum_doubles(dist_comm *c, double *v, size_t n, const char *what);
 
+/* Sums in flight: non-blocking allreduces (MPI_Iallreduce), started in
+ * the same order on every rank, finished together by dist_batch_wait. */
+typedef struct dist_batch dist_batch;
+kiln_status dist_batch_open(size_t cap, dist_batch **out);
+void dist_batch_free(dist_batch *b);
+/* Starts summing n floats of v across the ranks of c, in place; v must
+ * stay untouched until dist_batch_wait. At most cap at once. */
+kiln_status dist_batch_start(dist_batch *b, dist_comm *c, float *v, size_t n);
+/* Waits for every sum started. */
+kiln_status dist_batch_wait(dist_batch *b, dist_comm *c);
+
 /* Rank 0's n values into v on every rank of c. */
 kiln_status dist_broadcast_floats(dist_comm *c, float *v, size_t n, const char *what);
 

@@ -66,18 +66,8 @@ kiln_status net_reduce_gradients(kiln_net *net, size_t mine)
 {
     if (dist_comm_size(net->comm) == 1)
         return KILN_OK;
-    kiln_tensor *g = net->main.p->grads;
-    size_t count = g->numel;
-    if (!net->grads && !(net->grads = malloc(count * sizeof *net->grads)))
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory for the "
-                                                 "gradients");
-    kiln_status st = mine ? kiln_tensor_download(g, net->grads, count) : KILN_OK;
-    float share = (float)net->share;
-    for (size_t k = 0; k < count; k++)
-        net->grads[k] = mine ? net->grads[k] * share : 0.0f;
-    if (st == KILN_OK)
-        st = dist_sum_floats(net->comm, net->grads, count, "the gradients");
-    return st == KILN_OK ? kiln_tensor_upload(g, net->grads, count) : st;
+    kiln_status st = net->buckets ? KILN_OK : buckets_create(net->main.p, &net->buckets);
+    return st == KILN_OK ? buckets_reduce(net->buckets, net->comm, mine, net->share) : st;
 }
 
 kiln_status net_idle_step(kiln_net *net)
@@ -123,9 +113,14 @@ static kiln_status pick_pipe(kiln_net *net, size_t n, net_pipe **out)
 kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out)
 {
     kiln_status st = pick_pipe(net, n, out);
-    if (st == KILN_OK)
-        (*out)->p->sync = net_sync(net);
-    return st;
+    int shared = dist_comm_size(net->comm) > 1;
+    if (st == KILN_OK && shared && !net->buckets)
+        st = buckets_create(net->main.p, &net->buckets);
+    if (st != KILN_OK)
+        return st;
+    (*out)->p->sync = net_sync(net);
+    (*out)->p->on_backward = shared ? buckets_hook(net->buckets) : NULL;
+    return KILN_OK;
 }
 
 kiln_tensor *net_logits(const kiln_net *net, const pipeline *p)
@@ -295,7 +290,7 @@ void kiln_net_free(kiln_net *net)
     free(net->x);
     free(net->y);
     free(net->entries);
-    free(net->grads);
+    buckets_free(net->buckets);
     dist_comm_free(net->comm);
     net->magic = 0;
     free(net);

@@ -17,6 +17,20 @@ typedef struct {
 
 #define NET_EXTRA_PIPES 2
 
+/* Gradient buckets (buckets.c): with several ranks, the flat gradients
+ * leave the device in ranges of whole layers, last layers first, each
+ * read back as soon as backward has enqueued its layers and summed
+ * across the ranks without waiting for the rest of backward. */
+typedef struct grad_buckets grad_buckets;
+kiln_status buckets_create(const pipeline *p, grad_buckets **out);
+void buckets_free(grad_buckets *g);
+/* The hook for the next backward (reads of an earlier, failed step are
+ * forgotten). */
+const pipe_backward_hook *buckets_hook(grad_buckets *g);
+/* The global batch's mean gradient on the device of every rank, from this
+ * rank's mean over its mine samples (0: none), weighted by share. */
+kiln_status buckets_reduce(grad_buckets *g, dist_comm *comm, size_t mine, double share);
+
 struct kiln_net {
     uint32_t magic;          /* NET_MAGIC while alive: calls on a freed net are refused */
     kiln_ctx *ctx;
@@ -38,7 +52,7 @@ struct kiln_net {
     size_t n_entries;
     dist_comm *comm;         /* the ranks that train this network together (NULL: alone) */
     double share;            /* this rank's part of the global batch of the step running */
-    float *grads;            /* host staging of the flat gradients, with a comm */
+    grad_buckets *buckets;   /* the flat gradients' way across the ranks, with a comm */
     op_sync sync;            /* sync_batchnorm through comm */
 };
 
