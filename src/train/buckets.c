@@ -9,6 +9,7 @@
  * are summed and uploaded. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "train/net.h"
 
@@ -143,13 +144,31 @@ const pipe_backward_hook *buckets_hook(grad_buckets *g)
     return &g->hook;
 }
 
+/* Waits for a bucket's read while the buckets before it travel: MPI
+ * moves them only inside its calls, so it is called every POLL_US. */
+#define POLL_US 50
+static cl_int wait_travelling(grad_buckets *g, cl_event ready, dist_comm *comm)
+{
+    while (dist_batch_pending(g->pending)) {
+        cl_int status = CL_COMPLETE;
+        cl_int err = clGetEventInfo(ready, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status,
+                                    &status, NULL);
+        if (err != CL_SUCCESS || status == CL_COMPLETE || status < 0)
+            break;
+        if (dist_batch_progress(g->pending, comm) != KILN_OK)
+            break; /* dist_batch_wait reports it */
+        nanosleep(&(struct timespec){0, POLL_US * 1000}, NULL);
+    }
+    return clWaitForEvents(1, &ready);
+}
+
 /* Bucket b of this rank's gradients on the host, times share: read back
  * during backward (or now, if backward did not reach the hook). */
-static kiln_status arrived(grad_buckets *g, bucket *b, float share)
+static kiln_status arrived(grad_buckets *g, bucket *b, float share, dist_comm *comm)
 {
     kiln_status st = KILN_OK;
     if (b->ready) {
-        cl_int err = clWaitForEvents(1, &b->ready);
+        cl_int err = wait_travelling(g, b->ready, comm);
         clReleaseEvent(b->ready);
         b->ready = NULL;
         if (err != CL_SUCCESS)
@@ -174,7 +193,7 @@ kiln_status buckets_reduce(grad_buckets *g, dist_comm *comm, size_t mine, double
     for (size_t k = 0; k < g->count && st == KILN_OK; k++) {
         bucket *b = &g->b[k];
         if (mine)
-            st = arrived(g, b, (float)share);
+            st = arrived(g, b, (float)share, comm);
         if (st == KILN_OK)
             st = dist_batch_start(g->pending, comm, g->host + b->lo, b->hi - b->lo);
     }

@@ -288,11 +288,28 @@ kiln_status dist_batch_start(dist_batch *b, dist_comm *c, float *v, size_t n)
     if (st != KILN_OK)
         return st;
     b->count++;
-    int done = 0; /* Open MPI moves messages along inside MPI calls */
+    return dist_batch_progress(b, c);
+#else
+    (void)v, (void)n;
+    return KILN_OK;
+#endif
+}
+
+int dist_batch_pending(const dist_batch *b)
+{
+    return b->count > 0;
+}
+
+kiln_status dist_batch_progress(dist_batch *b, dist_comm *c)
+{
+    if (b->count == 0)
+        return KILN_OK;
+#ifdef KILN_MPI
+    int done = 0; /* finished requests stay in the list, as MPI_REQUEST_NULL */
     return comm_check(c, MPI_Testall((int)b->count, b->requests, &done, MPI_STATUSES_IGNORE),
                       "MPI_Testall of the gradient buckets");
 #else
-    (void)v, (void)n;
+    (void)c;
     return KILN_OK;
 #endif
 }

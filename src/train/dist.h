@@ -56,6 +56,10 @@ void dist_batch_free(dist_batch *b);
 /* Starts summing n floats of v across the ranks of c, in place; v must
  * stay untouched until dist_batch_wait. At most cap at once. */
 kiln_status dist_batch_start(dist_batch *b, dist_comm *c, float *v, size_t n);
+/* Whether any sum is in flight; dist_batch_progress moves them along
+ * (Open MPI advances messages only inside MPI calls). */
+int dist_batch_pending(const dist_batch *b);
+kiln_status dist_batch_progress(dist_batch *b, dist_comm *c);
 /* Waits for every sum started. */
 kiln_status dist_batch_wait(dist_batch *b, dist_comm *c);
 
