@@ -682,6 +682,14 @@ KILN_API kiln_status kiln_bench_training(kiln_ctx *ctx, kiln_model *m, size_t ba
 KILN_API kiln_status kiln_bench_net(kiln_ctx *ctx, kiln_model *m, size_t batch,
                                     double *forward_ms, double *step_samples_per_s);
 
+/* Under mpirun with 2 or more ranks (*ranks gets their number; 1
+ * otherwise, and nothing is measured), every rank calling it: allreduce
+ * times and bandwidth, and for each model file a training step of its
+ * batch split across the ranks and its gradient exchange alone, written
+ * by rank 0 through fn. */
+KILN_API kiln_status kiln_bench_dist(const char *selector, const char *const *models,
+                                     size_t n_models, kiln_write_fn fn, void *user, int *ranks);
+
 #ifdef __cplusplus
 }
 #endif

@@ -307,6 +307,11 @@ int cli_bench(int argc, char **argv)
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
+    int ranks = 1; /* under mpirun: what data parallelism costs, and nothing else */
+    if (kiln_bench_dist(a.device, a.models, (size_t)a.n_models, cli_write, stdout, &ranks))
+        return cli_fail("bench");
+    if (ranks > 1)
+        return 0;
     char core[128] = "";
     sgemm_fn host = load_openblas(core, sizeof core);
     static measured m[16];
