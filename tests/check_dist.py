@@ -7,8 +7,8 @@ sync_batchnorm, an MLP with batchnorm trained by 2 ranks (an even split)
 and 3 ranks (42, 43 and 43 samples, and a last batch of 2 samples in
 which one rank has none) gives one process's weights and running
 statistics after 20 steps; without it, 2 ranks differ from 1 (each rank
-normalizes with its own statistics, as PyTorch's DDP). Then a rank that
-fails (rank 0 cannot create its output directory; rank 1 names a
+normalizes with its own statistics, as PyTorch's DDP). `kiln bench` under
+mpirun prints the distributed lines once. Then a rank that fails (rank 0 cannot create its output directory; rank 1 names a
 device that does not exist) ends the job quickly, naming the rank.
 
 usage: check_dist.py KILN MPIRUN"""
@@ -111,6 +111,21 @@ with tempfile.TemporaryDirectory() as tmp:
     failed |= not ok
     print(f"{'ok  ' if ok else 'FAIL'} without sync_batchnorm, 2 ranks differ from 1: worst "
           f"relative difference {worst:.3g}")
+    # kiln bench under mpirun: the distributed lines alone, from rank 0
+    cmd = [MPIRUN, "--oversubscribe", "-np", "2", KILN, "bench", os.path.join(tmp, "m.ini")]
+    if os.geteuid() == 0:
+        cmd.insert(1, "--allow-run-as-root")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, POCL_MAX_PTHREAD_COUNT="1"))
+    lines = [line.strip() for line in r.stdout.splitlines() if line.strip()]
+    ok = (r.returncode == 0 and lines.count("data parallelism over MPI, 2 ranks") == 1 and
+          sum(line.startswith("allreduce ") for line in lines) == 5 and
+          sum("of gradients alone" in line for line in lines) == 1 and "SGEMM" not in r.stdout)
+    failed |= not ok
+    print(f"{'ok  ' if ok else 'FAIL'} kiln bench under mpirun: {len(lines)} lines from rank 0, "
+          f"exit status {r.returncode}")
+    if not ok:
+        print(r.stdout, r.stderr)
     for what, extra, expect in (
             ("rank 0 fails after MPI_Init", ["--out", os.path.join(tmp, "d.csv", "sub")],
              "rank 0 of 2 failed"),
