@@ -119,7 +119,7 @@ static kiln_status bn_sync_statistics(const op_args *c, bn_dims d, int idle)
         st = kiln_tensor_upload(c->saved[1], h + d.c, d.c);
     if (st == KILN_OK)
         st = norm_kernel(c->ctx, "bn_finish", &k);
-    cl_uint total = (cl_uint)v[0];
+    cl_uint total = st == KILN_OK ? (cl_uint)v[0] : 0;
     if (st == KILN_OK)
         st = kiln_launch_1d(c->ctx, k, "bn_finish", d.c, 64, 8, KARG(c->saved[0]->buf),
                             KARG(c->saved[1]->buf), KARG(c->buffer[0]->buf),
