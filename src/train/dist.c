@@ -104,16 +104,6 @@ kiln_status dist_check(kiln_status st)
     return st;
 }
 
-int dist_rank(void)
-{
-    return rank;
-}
-
-int dist_size(void)
-{
-    return size;
-}
-
 kiln_status dist_devices(const kiln_device_info *mine, char **text)
 {
     *text = NULL;

@@ -13,13 +13,10 @@
  * is an error saying so. */
 kiln_status dist_start(void);
 
-int dist_rank(void);
 /* st, or under mpirun with more than one rank, when st is an error: prints
  * it with this rank's number and ends the whole job (MPI_Abort), as the
  * other ranks would wait for this one in the next collective forever. */
 kiln_status dist_check(kiln_status st);
-
-int dist_size(void);
 
 /* Under mpirun, every rank's device and host in one text, gathered on
  * rank 0 (*text, free() it; NULL on the other ranks and with one rank). */
