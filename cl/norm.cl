@@ -33,6 +33,40 @@ void bn_stats(__global const float *x, __global float *mean, __global float *rst
     }
 }
 
+/* sync_batchnorm, before the processes combine their sums: this batch
+ * part's mean and biased variance per channel. */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void bn_moments(__global const float *x, __global float *mean, __global float *var,
+                const uint N, const uint C, const uint S)
+{
+    __local float scratch[WG];
+    uint c = (uint)get_group_id(0), lid = (uint)get_local_id(0);
+    uint M = N * S;
+    float mu = group_sum(scratch, lane_channel_sum(x, 0.0f, 0, N, C, c, S)) / (float)M;
+    float v = group_sum(scratch, lane_channel_sum(x, mu, 1, N, C, c, S)) / (float)M;
+    if (lid == 0) {
+        mean[c] = mu;
+        var[c] = v;
+    }
+}
+
+/* sync_batchnorm, after: rstd from the whole batch's biased variance (in
+ * place of it), and the running statistics over its M values per channel,
+ * as bn_stats updates them. */
+__kernel void bn_finish(__global const float *mean, __global float *rstd,
+                        __global float *run_mean, __global float *run_var, const uint C,
+                        const uint M, const float eps, const float momentum)
+{
+    uint c = (uint)get_global_id(0);
+    if (c >= C)
+        return;
+    float var = rstd[c];
+    float unbiased = M > 1 ? var * (float)M / (float)(M - 1) : var;
+    run_mean[c] = (1.0f - momentum) * run_mean[c] + momentum * mean[c];
+    run_var[c] = (1.0f - momentum) * run_var[c] + momentum * unbiased;
+    rstd[c] = rsqrt(var + eps);
+}
+
 /* Eval mode: mean and rstd from the running statistics. */
 __kernel void bn_running(__global const float *run_mean, __global const float *run_var,
                          __global float *mean, __global float *rstd, const uint C,

@@ -397,6 +397,18 @@ KILN_API kiln_status kiln_net_forward(kiln_net *net, const float *x, size_t n, f
 KILN_API kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, size_t n,
                                          float *loss);
 
+/* Data parallelism over MPI: mpi_comm points to an MPI_Comm (const void *
+ * keeps mpi.h out of this header). Every rank of it calls this together,
+ * each with a network of the same model; the network takes rank 0's
+ * weights and buffers. Then kiln_net_train_step, called by every rank with
+ * its own part of the global batch (any n up to max_batch, 0 included),
+ * takes the step of the whole batch on each, gradients averaged across
+ * the ranks, and *loss is the whole batch's; with [train] sync_batchnorm,
+ * batchnorm normalizes with the whole batch's statistics. kiln_net_fit
+ * splits each batch among the ranks, and rank 0 writes the files. NULL:
+ * alone again. KILN_ERR_UNSUPPORTED from a kiln built without MPI. */
+KILN_API kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm);
+
 /* Loss and accuracy of n samples in eval mode, without training (y as in
  * kiln_net_train_step). accuracy is NaN for mse. Either output may be NULL. */
 KILN_API kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, size_t n,
@@ -674,6 +686,14 @@ KILN_API kiln_status kiln_bench_training(kiln_ctx *ctx, kiln_model *m, size_t ba
  * (to compare with kiln_bench_training, which runs the pipeline alone). */
 KILN_API kiln_status kiln_bench_net(kiln_ctx *ctx, kiln_model *m, size_t batch,
                                     double *forward_ms, double *step_samples_per_s);
+
+/* Under mpirun with 2 or more ranks (*ranks gets their number; 1
+ * otherwise, and nothing is measured), every rank calling it: allreduce
+ * times and bandwidth, and for each model file a training step of its
+ * batch split across the ranks and its gradient exchange alone, written
+ * by rank 0 through fn. */
+KILN_API kiln_status kiln_bench_dist(const char *selector, const char *const *models,
+                                     size_t n_models, kiln_write_fn fn, void *user, int *ranks);
 
 #ifdef __cplusplus
 }

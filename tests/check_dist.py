@@ -2,8 +2,13 @@
 """Data-parallel training under mpirun gives the weights of one process:
 2 ranks (an even split of each global batch) and 3 ranks (an uneven one,
 and a short last batch of 4 samples) against 1 rank on the same data, after
-3 epochs of SGD with momentum (24 steps); within 1e-5 relative. Then a
-rank that fails (rank 0 cannot create its output directory; rank 1 names a
+3 epochs of SGD with momentum (24 steps); within 1e-5 relative. With
+sync_batchnorm, an MLP with batchnorm trained by 2 ranks (an even split)
+and 3 ranks (42, 43 and 43 samples, and a last batch of 2 samples in
+which one rank has none) gives one process's weights and running
+statistics after 20 steps; without it, 2 ranks differ from 1 (each rank
+normalizes with its own statistics, as PyTorch's DDP). `kiln bench` under
+mpirun prints the distributed lines once. Then a rank that fails (rank 0 cannot create its output directory; rank 1 names a
 device that does not exist) ends the job quickly, naming the rank.
 
 usage: check_dist.py KILN MPIRUN"""
@@ -18,6 +23,10 @@ import tempfile
 KILN, MPIRUN = sys.argv[1], sys.argv[2]
 MODEL = ("[input]\nshape = 8\n[linear]\nout = 32\n[relu]\n[linear]\nout = 3\n[train]\n"
          "optimizer = sgd\nlr = 0.1\nmomentum = 0.9\nbatch = 128\nepochs = 3\nval = 0.1\n")
+BN_MODEL = ("[input]\nshape = 8\n[linear]\nout = 32\n[batchnorm]\n[relu]\n[linear]\nout = 3\n"
+            "[train]\noptimizer = sgd\nlr = 0.1\nmomentum = 0.9\nbatch = 128\nepochs = 1\n"
+            "val = 0\nsync_batchnorm = {}\n")
+BN_SAMPLES = 19 * 128 + 2  # 20 steps, the last of 2 samples
 
 
 def weights(path):
@@ -32,10 +41,10 @@ def weights(path):
     return out
 
 
-def train(tmp, ranks):
-    out = os.path.join(tmp, f"ranks{ranks}")
-    cmd = [KILN, "train", os.path.join(tmp, "m.ini"), "--data", os.path.join(tmp, "d.csv"),
-           "--out", out]
+def train(tmp, ranks, model="m.ini", data="d.csv", extra=()):
+    out = os.path.join(tmp, f"{model}-{ranks}-{len(extra)}")
+    cmd = [KILN, "train", os.path.join(tmp, model), "--data", os.path.join(tmp, data),
+           "--out", out] + list(extra)
     if ranks > 1:
         cmd = [MPIRUN, "--oversubscribe", "-np", str(ranks)] + cmd
         if os.geteuid() == 0:
@@ -49,26 +58,74 @@ def train(tmp, ranks):
     return weights(os.path.join(out, "final.safetensors"))
 
 
-with tempfile.TemporaryDirectory() as tmp:
-    rng = random.Random(5)
-    with open(os.path.join(tmp, "d.csv"), "w") as f:
+def write_data(path, count, rng):
+    with open(path, "w") as f:
         f.write(",".join(f"x{i}" for i in range(8)) + ",label\n")
-        for _ in range(1000):
+        for _ in range(count):
             x = [rng.gauss(0, 1) for _ in range(8)]
             s = x[0] + x[1]
             f.write(",".join(f"{v:.6f}" for v in x) + f",{0 if s < -0.5 else 1 if s < 0.5 else 2}\n")
+
+
+def worst_difference(one, got):
+    """The largest difference of any value, relative to its tensor's largest
+    value or to 0.01 if that is smaller: the bias of a linear layer before a
+    batchnorm has a gradient of zero but for rounding, and stays near 1e-9."""
+    if set(got) != set(one):
+        return float("inf")
+    return max(abs(a - b) / max(max(abs(v) for v in one[k]), 0.01)
+               for k in one for a, b in zip(one[k], got[k]))
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    rng = random.Random(5)
+    write_data(os.path.join(tmp, "d.csv"), 1000, rng)
+    write_data(os.path.join(tmp, "bn.csv"), BN_SAMPLES, rng)
     with open(os.path.join(tmp, "m.ini"), "w") as f:
         f.write(MODEL)
+    for sync in ("true", "false"):
+        with open(os.path.join(tmp, f"bn-{sync}.ini"), "w") as f:
+            f.write(BN_MODEL.format(sync))
     one = train(tmp, 1)
     failed = False
     for ranks in (2, 3):
-        got = train(tmp, ranks)
-        worst = max(abs(a - b) / (max(abs(v) for v in one[k]) or 1)
-                    for k in one for a, b in zip(one[k], got[k]))
-        ok = worst < 1e-5 and set(got) == set(one)
+        worst = worst_difference(one, train(tmp, ranks))
+        ok = worst < 1e-5
         failed |= not ok
         print(f"{'ok  ' if ok else 'FAIL'} {ranks} ranks against 1: worst relative difference "
               f"{worst:.3g}")
+    one = train(tmp, 1, "bn-true.ini", "bn.csv")
+    if not any(k.endswith("running_var") for k in one):
+        sys.exit(f"the batchnorm model's checkpoint has no running statistics: {sorted(one)}")
+    for ranks in (2, 3):
+        worst = worst_difference(one, train(tmp, ranks, "bn-true.ini", "bn.csv"))
+        ok = worst < 1e-5
+        failed |= not ok
+        print(f"{'ok  ' if ok else 'FAIL'} sync_batchnorm, {ranks} ranks against 1 (weights and "
+              f"running statistics): worst relative difference {worst:.3g}")
+    # per-rank statistics (one sample per rank in the short batch would be refused)
+    limit = ["--limit", str(BN_SAMPLES - 2)]
+    worst = worst_difference(train(tmp, 1, "bn-false.ini", "bn.csv", limit),
+                             train(tmp, 2, "bn-false.ini", "bn.csv", limit))
+    ok = worst > 1e-3
+    failed |= not ok
+    print(f"{'ok  ' if ok else 'FAIL'} without sync_batchnorm, 2 ranks differ from 1: worst "
+          f"relative difference {worst:.3g}")
+    # kiln bench under mpirun: the distributed lines alone, from rank 0
+    cmd = [MPIRUN, "--oversubscribe", "-np", "2", KILN, "bench", os.path.join(tmp, "m.ini")]
+    if os.geteuid() == 0:
+        cmd.insert(1, "--allow-run-as-root")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, POCL_MAX_PTHREAD_COUNT="1"))
+    lines = [line.strip() for line in r.stdout.splitlines() if line.strip()]
+    ok = (r.returncode == 0 and lines.count("data parallelism over MPI, 2 ranks") == 1 and
+          sum(line.startswith("allreduce ") for line in lines) == 5 and
+          sum("of gradients alone" in line for line in lines) == 1 and "SGEMM" not in r.stdout)
+    failed |= not ok
+    print(f"{'ok  ' if ok else 'FAIL'} kiln bench under mpirun: {len(lines)} lines from rank 0, "
+          f"exit status {r.returncode}")
+    if not ok:
+        print(r.stdout, r.stderr)
     for what, extra, expect in (
             ("rank 0 fails after MPI_Init", ["--out", os.path.join(tmp, "d.csv", "sub")],
              "rank 0 of 2 failed"),

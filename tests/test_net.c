@@ -156,6 +156,40 @@ START_TEST(bad_input_is_refused_with_a_message)
 }
 END_TEST
 
+/* Without a communicator (NULL) a network is alone, and sync_batchnorm
+ * changes nothing; a kiln built without MPI refuses a communicator. */
+START_TEST(a_communicator_needs_mpi_and_alone_is_the_default)
+{
+    kiln_model *m = model(mlp);
+    kiln_net *a, *b;
+    check_ok(kiln_net_create(test_ctx(), m, 6, &a));
+    check_ok(kiln_net_create(test_ctx(), m, 6, &b));
+    check_ok(kiln_net_set_comm(a, NULL));
+    ck_assert_int_eq(kiln_net_configure(a, "sync_batchnorm", "maybe"), KILN_ERR_MODEL);
+    ck_assert_msg(strstr(kiln_last_error(), "true or false"), "%s", kiln_last_error());
+    check_ok(kiln_net_configure(a, "sync_batchnorm", "true"));
+    float x[6 * 7], y[6];
+    data(x, y, 6);
+    ck_assert_int_eq(kiln_net_train_step(a, x, y, 0, NULL), KILN_ERR_INVALID_ARGUMENT);
+    check_ok(kiln_net_train_step(a, x, y, 6, NULL));
+    check_ok(kiln_net_train_step(b, x, y, 6, NULL));
+    size_t na, nb;
+    float *wa = weights(a, &na), *wb = weights(b, &nb);
+    ck_assert(na == nb && memcmp(wa, wb, na * sizeof *wa) == 0);
+#ifndef KILN_MPI
+    int comm = 0; /* stands for an MPI_Comm */
+    ck_assert_int_eq(kiln_net_set_comm(a, &comm), KILN_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(kiln_last_error(), "without MPI"), "%s", kiln_last_error());
+#endif
+    ck_assert_int_eq(kiln_net_set_comm(NULL, NULL), KILN_ERR_INVALID_ARGUMENT);
+    free(wa);
+    free(wb);
+    kiln_net_free(a);
+    kiln_net_free(b);
+    kiln_model_free(m);
+}
+END_TEST
+
 /* A checkpoint of another model is refused, naming every difference. */
 START_TEST(another_models_checkpoint_names_every_difference)
 {
@@ -527,6 +561,7 @@ int main(void)
     tcase_add_test(tc, weights_by_name_round_trip);
     tcase_add_test(tc, bad_input_is_refused_with_a_message);
     tcase_add_test(tc, another_models_checkpoint_names_every_difference);
+    tcase_add_test(tc, a_communicator_needs_mpi_and_alone_is_the_default);
     tcase_add_test(tc, networks_train_in_separate_threads);
     tcase_add_test(tc, fit_on_arrays_with_callbacks);
     tcase_add_test(tc, sigmoid_head_trains_as_bce_with_logits);

@@ -331,6 +331,11 @@ int cli_bench(int argc, char **argv)
     if (a.worker)
         return a.n_models == 1 ? cli_first_batch_worker(a.models[0], a.device)
                                : cli_usage_error(&cli_bench_cmd);
+    int ranks = 1; /* under mpirun: what data parallelism costs, and nothing else */
+    if (kiln_bench_dist(a.device, a.models, (size_t)a.n_models, cli_write, stdout, &ranks))
+        return cli_fail("bench");
+    if (ranks > 1)
+        return 0;
     char core[128] = "";
     sgemm_fn host = load_openblas(core, sizeof core);
     static measured m[16];

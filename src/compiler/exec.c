@@ -42,7 +42,8 @@ static const kiln_tensor *value(const pipeline *p, int step)
 
 static op_args step_args(pipeline *p, pipe_step *s, int training)
 {
-    op_args c = {.ctx = p->ctx, .attrs = &s->attrs, .training = training, .out = s->out};
+    op_args c = {.ctx = p->ctx, .attrs = &s->attrs, .training = training, .out = s->out,
+                 .sync = training ? p->sync : NULL};
     for (int k = 0; k < s->n_inputs; k++)
         c.in[k] = value(p, s->inputs[k]);
     for (int k = 0; k < OP_MAX_PARAMS; k++)
@@ -214,6 +215,45 @@ kiln_status pipeline_backward(pipeline *p, int training)
                               k ? "bias gradient" : "weight gradient");
         if (st == KILN_OK && p->options.poison)
             st = plan_poison(p, (int)(2 * p->count - i));
+        if (st == KILN_OK && p->on_backward)
+            st = p->on_backward->enqueued(p->on_backward->user, i);
     }
+    return st;
+}
+
+static kiln_status idle_batchnorm(pipeline *p, pipe_step *s, int backward)
+{
+    op_args c = step_args(p, s, 1);
+    kiln_ctx_set_label(p->ctx, "%s %s (no samples here)", backward ? "backward" : "forward",
+                       pipeline_step_name(p, s));
+    return op_batchnorm_sync_idle(&c, backward);
+}
+
+/* The batchnorm steps of a training step, forward in order, then those
+ * whose backward computes an input gradient (the ones that reach the
+ * loss's gradient and read another step), in reverse order. */
+kiln_status pipeline_sync_idle(pipeline *p, loss_kind kind)
+{
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < p->count && st == KILN_OK; i++)
+        if (p->steps[i].op == OP_BATCHNORM)
+            st = idle_batchnorm(p, &p->steps[i], 0);
+    char *ready = calloc(p->count, 1);
+    if (st == KILN_OK && !ready)
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
+    int at = pipeline_loss_step(p, kind);
+    if (ready && at >= 0)
+        ready[at] = 1;
+    for (size_t i = p->count; i-- > 0 && st == KILN_OK;) {
+        const pipe_step *s = &p->steps[i];
+        if (!ready[i])
+            continue;
+        for (int k = 0; k < s->n_inputs; k++)
+            if (s->inputs[k] >= 0)
+                ready[s->inputs[k]] = 1;
+        if (s->op == OP_BATCHNORM && s->inputs[0] >= 0)
+            st = idle_batchnorm(p, &p->steps[i], 1);
+    }
+    free(ready);
     return st;
 }

@@ -54,6 +54,14 @@ typedef struct {
     size_t offset;
 } plan_block;
 
+/* Told by pipeline_backward after each step's launches are enqueued (in
+ * reverse step order), so that gradients can leave the device while the
+ * rest of backward runs. */
+typedef struct {
+    kiln_status (*enqueued)(void *user, size_t step);
+    void *user;
+} pipe_backward_hook;
+
 typedef struct pipeline {
     kiln_ctx *ctx;
     const kiln_model *model;
@@ -76,6 +84,8 @@ typedef struct pipeline {
      * gradient clipping are one launch each over all of them. */
     kiln_tensor *params, *grads;
     const struct pipeline *owner;   /* pipeline_create_shared: whose parameters these are */
+    const op_sync *sync;            /* sync_batchnorm across processes, or NULL */
+    const pipe_backward_hook *on_backward; /* or NULL */
 } pipeline;
 
 /* Lowers a finished model for a batch size and allocates it on ctx;
@@ -177,5 +187,12 @@ kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
 /* Backward from the output gradient left by pipeline_loss, through every
  * step, accumulating where a value feeds several steps; writes dparam. */
 kiln_status pipeline_backward(pipeline *p, int training);
+
+/* With p->sync, on a process that has no samples in a training step: the
+ * sums its batchnorm layers would take part in during forward and
+ * backward (with a loss of this kind), made with nothing of its own, in
+ * the order the other processes make them; the running statistics are
+ * updated as theirs are. */
+kiln_status pipeline_sync_idle(pipeline *p, loss_kind kind);
 
 #endif /* KILN_PIPELINE_H */

@@ -3,6 +3,7 @@
  * and updates running statistics with the unbiased variance; eval mode
  * uses the running statistics. */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "ops/ops.h"
 
@@ -49,10 +50,137 @@ static bn_dims bn_dims_of(const kiln_tensor *x)
     return d;
 }
 
+/* ---- sync_batchnorm: statistics and gradient sums of the whole batch ---- */
+
+/* Every process must reach the same verdict, so the check of the values
+ * per channel is made on the totals. */
+static kiln_status bn_check_count(double m)
+{
+    if (m >= 2)
+        return KILN_OK;
+    return kiln_fail(KILN_ERR_SHAPE, "batchnorm: expected more than 1 value per channel when "
+                                     "training, got %.0f across the processes (sync_batchnorm)",
+                     m);
+}
+
+/* The whole batch's mean and biased variance from the parts' counts,
+ * sums and sums of squares per channel (v: count, C sums, C sums of
+ * squares). In double, the sum of squares loses nothing to the mean. */
+static void bn_combine(const double *v, size_t channels, float *mean, float *var)
+{
+    for (size_t k = 0; k < channels; k++) {
+        double mu = v[1 + k] / v[0], sq = v[1 + channels + k] / v[0] - mu * mu;
+        mean[k] = (float)mu;
+        var[k] = sq > 0 ? (float)sq : 0.0f;
+    }
+}
+
+/* This process's mean and variance per channel go to the host, become
+ * count, sum and sum of squares, are summed across the processes, and
+ * come back as the whole batch's mean and rstd; the running statistics
+ * are updated with them. idle: this process has no samples, and adds
+ * nothing. */
+static kiln_status bn_sync_statistics(const op_args *c, bn_dims d, int idle)
+{
+    size_t n = 1 + 2 * (size_t)d.c;
+    double *v = calloc(n, sizeof *v);
+    float *h = malloc(2 * (size_t)d.c * sizeof *h);
+    kiln_status st = v && h ? KILN_OK
+                            : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "batchnorm: out of host memory");
+    size_t wg = reduce_group_size(c->ctx);
+    cl_kernel k;
+    if (st == KILN_OK && !idle)
+        st = norm_kernel(c->ctx, "bn_moments", &k);
+    if (st == KILN_OK && !idle)
+        st = kiln_launch_1d(c->ctx, k, "bn_moments", d.c * wg, wg, 6, KARG(c->in[0]->buf),
+                            KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(d.n),
+                            KARG(d.c), KARG(d.s));
+    if (st == KILN_OK && !idle)
+        st = kiln_tensor_download(c->saved[0], h, d.c);
+    if (st == KILN_OK && !idle)
+        st = kiln_tensor_download(c->saved[1], h + d.c, d.c);
+    double m = (double)d.n * (double)d.s;
+    if (st == KILN_OK && !idle)
+        v[0] = m;
+    for (size_t j = 0; st == KILN_OK && !idle && j < d.c; j++) {
+        double mu = h[j];
+        v[1 + j] = m * mu;
+        v[1 + d.c + j] = m * ((double)h[d.c + j] + mu * mu);
+    }
+    if (st == KILN_OK)
+        st = c->sync->sum(c->sync->user, v, n, 0);
+    if (st == KILN_OK)
+        st = bn_check_count(v[0]);
+    if (st == KILN_OK) {
+        bn_combine(v, d.c, h, h + d.c);
+        st = kiln_tensor_upload(c->saved[0], h, d.c);
+    }
+    if (st == KILN_OK)
+        st = kiln_tensor_upload(c->saved[1], h + d.c, d.c);
+    if (st == KILN_OK)
+        st = norm_kernel(c->ctx, "bn_finish", &k);
+    cl_uint total = st == KILN_OK ? (cl_uint)v[0] : 0;
+    if (st == KILN_OK)
+        st = kiln_launch_1d(c->ctx, k, "bn_finish", d.c, 64, 8, KARG(c->saved[0]->buf),
+                            KARG(c->saved[1]->buf), KARG(c->buffer[0]->buf),
+                            KARG(c->buffer[1]->buf), KARG(d.c), KARG(total),
+                            KARG(c->attrs->eps), KARG(c->attrs->momentum));
+    free(v);
+    free(h);
+    return st;
+}
+
+/* dbeta and dgamma of the whole batch for bn_dx, into sums[0] (dgamma)
+ * and sums[1] (dbeta): this process's, weighted by its share of the batch
+ * and summed across the processes. With those, bn_dx over this process's
+ * M values gives its part of dx (its gradients being those of a mean over
+ * its own samples). dg and db keep this process's own sums: they are
+ * parameter gradients, averaged with the others later. */
+static kiln_status bn_sync_sums(const op_args *c, const kiln_tensor *dg, const kiln_tensor *db,
+                                kiln_tensor **sums)
+{
+    size_t n = dg->numel;
+    kiln_shape cs = shape_make(1, n, 0, 0, 0);
+    double *v = malloc(2 * n * sizeof *v);
+    float *h = malloc(2 * n * sizeof *h);
+    kiln_status st = v && h ? KILN_OK
+                            : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "batchnorm: out of host memory");
+    if (st == KILN_OK)
+        st = kiln_tensor_download(dg, h, n);
+    if (st == KILN_OK)
+        st = kiln_tensor_download(db, h + n, n);
+    for (size_t j = 0; st == KILN_OK && j < 2 * n; j++)
+        v[j] = h[j];
+    if (st == KILN_OK)
+        st = c->sync->sum(c->sync->user, v, 2 * n, 1);
+    for (size_t j = 0; st == KILN_OK && j < 2 * n; j++)
+        h[j] = (float)v[j];
+    for (int t = 0; t < 2 && st == KILN_OK; t++)
+        if ((st = tensor_of(c->ctx, &cs, &sums[t])) == KILN_OK)
+            st = kiln_tensor_upload(sums[t], h + (size_t)t * n, n);
+    free(v);
+    free(h);
+    return st;
+}
+
+kiln_status op_batchnorm_sync_idle(const op_args *c, int backward)
+{
+    if (!backward)
+        return bn_sync_statistics(c, bn_dims_of(c->in[0]), 1);
+    size_t n = 2 * c->param[0]->numel;
+    double *v = calloc(n, sizeof *v);
+    kiln_status st = v ? c->sync->sum(c->sync->user, v, n, 1)
+                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "batchnorm: out of host memory");
+    free(v);
+    return st;
+}
+
 static kiln_status bn_statistics(const op_args *c, bn_dims d)
 {
     cl_kernel k;
     kiln_status st;
+    if (c->training && c->sync)
+        return bn_sync_statistics(c, d, 0);
     if (!c->training) {
         st = norm_kernel(c->ctx, "bn_running", &k);
         return st != KILN_OK ? st
@@ -127,6 +255,12 @@ static kiln_status bn_backward(const op_args *c)
                             KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf), KARG(d.n),
                             KARG(d.c), KARG(d.s), KARG(c->attrs->slope));
     }
+    kiln_tensor *sums[2] = {dg, db}, *whole[2] = {NULL, NULL};
+    if (st == KILN_OK && c->din[0] && c->training && c->sync) {
+        st = bn_sync_sums(c, dg, db, whole);
+        sums[0] = whole[0];
+        sums[1] = whole[1];
+    }
     if (st == KILN_OK && c->din[0])
         st = norm_kernel_for(c->ctx, c->attrs->act, d.s == 1, "bn_dx", &k);
     if (st == KILN_OK && c->din[0]) {
@@ -135,12 +269,14 @@ static kiln_status bn_backward(const op_args *c)
         bn_range(d, r);
         st = kiln_launch_3d(c->ctx, k, "bn_dx", r[0], r[1], r[2], 11, KARG(c->in[0]->buf),
                             KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
-                            KARG(c->saved[1]->buf), KARG(c->param[0]->buf), KARG(dg->buf),
-                            KARG(db->buf), KARG(c->din[0]->buf), KARG(training),
-                            KARG(c->attrs->slope));
+                            KARG(c->saved[1]->buf), KARG(c->param[0]->buf),
+                            KARG(sums[0]->buf), KARG(sums[1]->buf), KARG(c->din[0]->buf),
+                            KARG(training), KARG(c->attrs->slope));
     }
-    kiln_tensor_free(tmp[0]);
-    kiln_tensor_free(tmp[1]);
+    for (int t = 0; t < 2; t++) {
+        kiln_tensor_free(tmp[t]);
+        kiln_tensor_free(whole[t]);
+    }
     return st;
 }
 

@@ -80,13 +80,26 @@ typedef struct {
     kiln_shape saved[OP_MAX_SAVED];    /* forward -> backward (argmax, mean, rstd) */
 } op_shapes;
 
+/* sync_batchnorm: how a training batchnorm combines its per-channel sums
+ * with those of the other processes that train the same network on other
+ * parts of the batch. sum adds n doubles across the processes, in place,
+ * giving every process the same totals; with weighted, each process's
+ * values count by its share of the global batch first (its gradients are
+ * those of a mean over its own samples). */
+typedef struct {
+    kiln_status (*sum)(void *user, double *v, size_t n, int weighted);
+    void *user;
+} op_sync;
+
 /* The tensors of one call. Forward reads in, param, buffer (writes buffer
  * in training mode) and writes out and saved; backward reads in, out,
- * param, saved and dout, and writes din and dparam where not NULL. */
+ * param, saved and dout, and writes din and dparam where not NULL. sync
+ * (NULL: this process's batch alone) is read by a training batchnorm. */
 typedef struct {
     kiln_ctx *ctx;
     const op_attrs *attrs;
     int training;
+    const op_sync *sync;
     const kiln_tensor *in[OP_MAX_INPUTS];
     kiln_tensor *out;
     kiln_tensor *param[OP_MAX_PARAMS];
@@ -128,6 +141,13 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
                     kiln_tensor *dinput);
 
 const char *loss_name(loss_kind kind);
+
+/* sync_batchnorm on a process with no samples in a training step: the
+ * batchnorm call c (of a pipeline at any batch size, with c->sync) takes
+ * part in the sums of its forward (backward: of its backward) with nothing
+ * of its own, as the other processes wait for it, and updates its running
+ * statistics as they do. */
+kiln_status op_batchnorm_sync_idle(const op_args *c, int backward);
 
 /* ---- reductions --------------------------------------------------------- */
 

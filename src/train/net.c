@@ -41,7 +41,43 @@ static kiln_status alloc_targets(kiln_net *net, net_pipe *q)
     return st;
 }
 
-kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out)
+/* The batchnorm statistics a training step shares: through the
+ * communicator with sync_batchnorm, else none. */
+static const op_sync *net_sync(const kiln_net *net)
+{
+    return net->c.sync_batchnorm && dist_comm_size(net->comm) > 1 ? &net->sync : NULL;
+}
+
+static kiln_status sync_sum(void *user, double *v, size_t n, int weighted)
+{
+    kiln_net *net = user;
+    for (size_t k = 0; weighted && k < n; k++)
+        v[k] *= net->share;
+    return dist_sum_doubles(net->comm, v, n, weighted ? "batchnorm gradient sums"
+                                                      : "batchnorm statistics");
+}
+
+void net_dist_step(kiln_net *net, size_t mine, size_t n)
+{
+    net->share = n ? (double)mine / (double)n : 0;
+}
+
+kiln_status net_reduce_gradients(kiln_net *net, size_t mine)
+{
+    if (dist_comm_size(net->comm) == 1)
+        return KILN_OK;
+    kiln_status st = net->buckets ? KILN_OK : buckets_create(net->main.p, &net->buckets);
+    return st == KILN_OK ? buckets_reduce(net->buckets, net->comm, mine, net->share) : st;
+}
+
+kiln_status net_idle_step(kiln_net *net)
+{
+    net->main.p->counter++; /* as a forward would: dropout masks stay in step */
+    net->main.p->sync = net_sync(net);
+    return net->main.p->sync ? pipeline_sync_idle(net->main.p, net->c.loss) : KILN_OK;
+}
+
+static kiln_status pick_pipe(kiln_net *net, size_t n, net_pipe **out)
 {
     net->clock++;
     if (n == net->max_batch) {
@@ -71,6 +107,19 @@ kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out)
     }
     oldest->used = net->clock;
     *out = oldest;
+    return KILN_OK;
+}
+
+kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out)
+{
+    kiln_status st = pick_pipe(net, n, out);
+    int shared = dist_comm_size(net->comm) > 1;
+    if (st == KILN_OK && shared && !net->buckets)
+        st = buckets_create(net->main.p, &net->buckets);
+    if (st != KILN_OK)
+        return st;
+    (*out)->p->sync = net_sync(net);
+    (*out)->p->on_backward = shared ? buckets_hook(net->buckets) : NULL;
     return KILN_OK;
 }
 
@@ -189,6 +238,7 @@ kiln_status kiln_net_create(kiln_ctx *ctx, kiln_model *m, size_t max_batch, kiln
     net->ctx = ctx;
     kiln_programs_hold(ctx); /* released by kiln_net_free */
     net->m = m;
+    net->sync = (op_sync){sync_sum, net};
     kiln_status st = train_config_read(m, &net->c);
     if (st == KILN_OK)
         st = graph_finish(m);
@@ -241,6 +291,8 @@ void kiln_net_free(kiln_net *net)
     free(net->x);
     free(net->y);
     free(net->entries);
+    buckets_free(net->buckets);
+    dist_comm_free(net->comm);
     if (net->ctx)
         kiln_programs_release(net->ctx);
     net->magic = 0;
@@ -351,24 +403,55 @@ kiln_status kiln_net_forward(kiln_net *net, const float *x, size_t n, float *y)
     return st;
 }
 
-kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, size_t n,
-                                float *loss)
+/* With a communicator: every rank learns the size of the global batch,
+ * and whether any rank refused its part (then every rank fails, instead
+ * of waiting for it). st is this rank's verdict on its own part. */
+static kiln_status agree_on_step(kiln_net *net, kiln_status st, size_t n, size_t *total)
 {
-    kiln_status st = net_check(net, "kiln_net_train_step");
-    if (st == KILN_OK && (n == 0 || n > net->max_batch))
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: %zu samples; a step "
-                                                  "takes 1 to %zu (the network's max_batch)",
-                       n, net->max_batch);
-    if (st == KILN_OK && !y)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: the target array is "
-                                                  "NULL");
-    if (st == KILN_OK)
-        st = check_inputs(net, x, n, "kiln_net_train_step");
-    if (st == KILN_OK)
-        st = net_check_targets(net, y, n, "kiln_net_train_step");
+    *total = n;
+    if (dist_comm_size(net->comm) == 1)
+        return st;
+    double v[2] = {st == KILN_OK ? (double)n : 0, st == KILN_OK ? 0 : 1};
+    kiln_status summed = dist_sum_doubles(net->comm, v, 2, "the step's batch sizes");
+    if (st != KILN_OK || summed != KILN_OK)
+        return st != KILN_OK ? st : summed;
+    if (v[1] > 0)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: %.0f other rank%s "
+                                                    "refused %s part of the batch; no rank "
+                                                    "trained",
+                         v[1], v[1] > 1 ? "s" : "", v[1] > 1 ? "their" : "its");
+    if (v[0] == 0)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: no rank has samples "
+                                                    "in this step");
+    *total = (size_t)v[0];
+    net_dist_step(net, n, *total);
+    return KILN_OK;
+}
+
+/* This rank's checks of its part of a step: n samples (0 only with other
+ * ranks) and their targets. */
+static kiln_status check_step(const kiln_net *net, const float *x, const float *y, size_t n)
+{
+    int shared = dist_comm_size(net->comm) > 1;
+    if ((n == 0 && !shared) || n > net->max_batch)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: %zu samples; a step "
+                                                    "takes %d to %zu (the network's max_batch)",
+                         n, shared ? 0 : 1, net->max_batch);
+    if (n == 0)
+        return KILN_OK;
+    if (!y)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: the target array is "
+                                                    "NULL");
+    kiln_status st = check_inputs(net, x, n, "kiln_net_train_step");
+    return st == KILN_OK ? net_check_targets(net, y, n, "kiln_net_train_step") : st;
+}
+
+/* Forward, loss and backward of n samples (n >= 1) in training mode. */
+static kiln_status run_step(kiln_net *net, const float *x, const float *y, size_t n,
+                            net_pipe **used)
+{
     net_pipe *q = NULL;
-    if (st == KILN_OK)
-        st = net_pipe_for(net, n, &q);
+    kiln_status st = net_pipe_for(net, n, &q);
     if (st == KILN_OK)
         st = stage_inputs(net, q, x, n);
     if (st == KILN_OK)
@@ -382,11 +465,34 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
         st = pipeline_loss(q->p, net->c.loss, net->c.label_smoothing, q->target, q->loss);
     if (st == KILN_OK)
         st = pipeline_backward(q->p, 1);
+    *used = q;
+    return st;
+}
+
+kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, size_t n,
+                                float *loss)
+{
+    kiln_status st = net_check(net, "kiln_net_train_step");
+    if (st != KILN_OK)
+        return st;
+    size_t total;
+    st = agree_on_step(net, check_step(net, x, y, n), n, &total);
+    net_pipe *q = NULL;
+    if (st == KILN_OK && n)
+        st = run_step(net, x, y, n, &q);
+    else if (st == KILN_OK) /* no samples here: the other ranks' sync_batchnorm waits */
+        st = net_idle_step(net);
+    if (st == KILN_OK)
+        st = net_reduce_gradients(net, n);
     if (st == KILN_OK)
         st = optim_step(net->opt, net->lr);
-    float l = NAN;
-    if (st == KILN_OK)
+    float l = 0;
+    if (st == KILN_OK && n)
         st = kiln_tensor_download(q->loss, &l, 1);
+    double sum = (double)l * (double)n; /* the whole batch's mean loss */
+    if (st == KILN_OK && dist_comm_size(net->comm) > 1)
+        st = dist_sum_doubles(net->comm, &sum, 1, "the step's loss");
+    l = st == KILN_OK ? (float)(sum / (double)total) : NAN;
     if (st == KILN_OK && !isfinite(l))
         st = kiln_fail(KILN_ERR_NUMERIC, "kiln_net_train_step: the loss is %g; lower the "
                                          "learning rate or clip gradients (clip_norm)",
@@ -396,6 +502,50 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
     if (loss)
         *loss = l;
     return st;
+}
+
+/* Rank 0's copy of t on every rank of the network's communicator. */
+static kiln_status broadcast_tensor(kiln_net *net, kiln_tensor *t, float *h)
+{
+    kiln_status st = kiln_tensor_download(t, h, t->numel);
+    if (st == KILN_OK)
+        st = dist_broadcast_floats(net->comm, h, t->numel, "rank 0's weights");
+    return st == KILN_OK ? kiln_tensor_upload(t, h, t->numel) : st;
+}
+
+/* Every rank starts from rank 0's parameters and buffers, as PyTorch's
+ * DistributedDataParallel does. */
+static kiln_status take_rank0_weights(kiln_net *net)
+{
+    pipeline *p = net->main.p;
+    float *h = malloc(p->params->numel * sizeof *h);
+    kiln_status st = h ? broadcast_tensor(net, p->params, h)
+                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_comm: out of host "
+                                                           "memory");
+    for (size_t i = 0; i < p->count && st == KILN_OK; i++)
+        for (int j = 0; j < p->steps[i].shapes.n_buffers && st == KILN_OK; j++) {
+            kiln_tensor *b = p->steps[i].buffer[j];
+            float *grown = b->numel > p->params->numel ? realloc(h, b->numel * sizeof *h) : h;
+            if (!grown)
+                st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_comm: out of host memory");
+            else
+                st = broadcast_tensor(net, b, h = grown);
+        }
+    free(h);
+    return st;
+}
+
+kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm)
+{
+    kiln_status st = net_check(net, "kiln_net_set_comm");
+    dist_comm *c = NULL;
+    if (st == KILN_OK && mpi_comm)
+        st = dist_comm_open(mpi_comm, &c);
+    if (st != KILN_OK)
+        return st;
+    dist_comm_free(net->comm);
+    net->comm = c;
+    return c ? take_rank0_weights(net) : KILN_OK;
 }
 
 kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, size_t n,

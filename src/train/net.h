@@ -5,6 +5,7 @@
 #define KILN_NET_H
 
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/train.h"
 
 /* A pipeline at one batch size with its loss target and value. */
@@ -15,6 +16,20 @@ typedef struct {
 } net_pipe;
 
 #define NET_EXTRA_PIPES 2
+
+/* Gradient buckets (buckets.c): with several ranks, the flat gradients
+ * leave the device in ranges of whole layers, last layers first, each
+ * read back as soon as backward has enqueued its layers and summed
+ * across the ranks without waiting for the rest of backward. */
+typedef struct grad_buckets grad_buckets;
+kiln_status buckets_create(const pipeline *p, grad_buckets **out);
+void buckets_free(grad_buckets *g);
+/* The hook for the next backward (reads of an earlier, failed step are
+ * forgotten). */
+const pipe_backward_hook *buckets_hook(grad_buckets *g);
+/* The global batch's mean gradient on the device of every rank, from this
+ * rank's mean over its mine samples (0: none), weighted by share. */
+kiln_status buckets_reduce(grad_buckets *g, dist_comm *comm, size_t mine, double share);
 
 struct kiln_net {
     uint32_t magic;          /* NET_MAGIC while alive: calls on a freed net are refused */
@@ -35,6 +50,10 @@ struct kiln_net {
     float *x, *y;            /* host staging for max_batch samples */
     checkpoint_entry *entries; /* the state_dict, for weights by name */
     size_t n_entries;
+    dist_comm *comm;         /* the ranks that train this network together (NULL: alone) */
+    double share;            /* this rank's part of the global batch of the step running */
+    grad_buckets *buckets;   /* the flat gradients' way across the ranks, with a comm */
+    op_sync sync;            /* sync_batchnorm through comm */
 };
 
 #define NET_MAGIC 0x6b6e6574u /* "knet" */
@@ -44,6 +63,20 @@ kiln_status net_check(const kiln_net *net, const char *call);
 
 /* The pipeline for a batch of n (1 <= n <= max_batch), made on first use. */
 kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out);
+
+/* With a communicator of several ranks, for a training step whose global
+ * batch has n samples, mine of them on this rank: this rank's share of
+ * its gradients (what sync_batchnorm and net_reduce_gradients weight by). */
+void net_dist_step(kiln_net *net, size_t mine, size_t n);
+
+/* With a communicator of several ranks: the mean gradient of the step's
+ * global batch on every rank, from this rank's mean over its own samples
+ * (mine of them; 0: none, and its gradients are not read). */
+kiln_status net_reduce_gradients(kiln_net *net, size_t mine);
+
+/* A training step in which this rank has no samples: the sync_batchnorm
+ * sums that the other ranks' forward and backward wait for. */
+kiln_status net_idle_step(kiln_net *net);
 
 /* Normalizes n samples of x into dst with the network's normalization. */
 void net_normalize(const kiln_net *net, const float *x, size_t n, float *dst);

@@ -36,7 +36,6 @@ typedef struct {
     size_t steps_run;        /* in this call, for profile */
     int stop;                /* a callback or stop_after asked to stop */
     int evaluating;          /* kiln_evaluate: no training split, the network's normalization */
-    float *grads;            /* under mpirun: host staging of the flat gradients */
     float *best_params;      /* the best weights: flat parameters and buffers */
     float **best_buffers;
     FILE *csv;
@@ -499,7 +498,7 @@ static void report_step(run *r, int epoch, size_t i, size_t batches, double loss
  * share of it (*count may be 0 for a short batch and many ranks). */
 static void batch_slice(const run *r, size_t i, size_t *first, size_t *count)
 {
-    dist_slice(i * r->c.batch, batch_size(r, i), first, count);
+    dist_slice(r->net->comm, i * r->c.batch, batch_size(r, i), first, count);
 }
 
 /* Enqueues the upload of this rank's samples of batch i into slot s and
@@ -515,22 +514,6 @@ static kiln_status stage_step(run *r, size_t i, int s, net_pipe **q)
     if (st == KILN_OK && (*q)->p != r->p)
         (*q)->p->counter = r->p->counter;
     return st == KILN_OK ? stage_batch(r, *q, &r->train, r->order, first, n, s, 1) : st;
-}
-
-/* Under mpirun: the mean gradient of the global batch of n samples on
- * every rank, from this rank's mean over its own part of them. */
-static kiln_status reduce_gradients(run *r, size_t mine, size_t n)
-{
-    if (dist_size() == 1)
-        return KILN_OK;
-    size_t count = r->p->grads->numel;
-    kiln_status st = mine ? kiln_tensor_download(r->p->grads, r->grads, count) : KILN_OK;
-    float share = (float)mine / (float)n;
-    for (size_t k = 0; k < count; k++)
-        r->grads[k] = mine ? r->grads[k] * share : 0.0f;
-    if (st == KILN_OK)
-        st = dist_sum_floats(r->grads, count);
-    return st == KILN_OK ? kiln_tensor_upload(r->p->grads, r->grads, count) : st;
 }
 
 /* One epoch of training from batch *next (0: the start); returns mean loss
@@ -556,6 +539,9 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
         size_t n = batch_size(r, i), first, mine;
         batch_slice(r, i, &first, &mine);
         st = profile_steps(r);
+        net_dist_step(r->net, mine, n);
+        if (st == KILN_OK && !q) /* no samples here: the others' sync_batchnorm waits */
+            st = net_idle_step(r->net);
         if (st == KILN_OK && q)
             st = pipeline_forward(q->p, 1);
         if (st == KILN_OK && q)
@@ -565,7 +551,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
         if (st == KILN_OK && q)
             st = pipeline_backward(q->p, 1);
         if (st == KILN_OK)
-            st = reduce_gradients(r, mine, n);
+            st = net_reduce_gradients(r->net, mine);
         if (st == KILN_OK)
             st = optim_step(r->opt, lr);
         if (q && q->p != r->p) /* a short batch ran on its own pipeline */
@@ -590,7 +576,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
         /* the global batch's loss, correct answers and stop, the same on every rank */
         double shared[3] = {(double)l * (double)mine, (double)right, stopping(r)};
         if (st == KILN_OK)
-            st = dist_sum_doubles(shared, 3);
+            st = dist_sum_doubles(r->net->comm, shared, 3, "the step's loss");
         double batch_loss = shared[0] / (double)n;
         stop = shared[2] > 0;
         if (st == KILN_OK && !isfinite(batch_loss))
@@ -749,9 +735,6 @@ static kiln_status setup(run *r)
         if (!r->x[0] || !r->x[1] || !r->y[0] || !r->y[1] || !r->out || !r->order)
             st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
     }
-    if (st == KILN_OK && dist_size() > 1 &&
-        !(r->grads = malloc(r->p->grads->numel * sizeof *r->grads)))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
     if (st == KILN_OK)
         st = alloc_snapshot(r);
     if (st == KILN_OK)
@@ -775,7 +758,6 @@ static void teardown(run *r)
     }
     free(r->out);
     free(r->order);
-    free(r->grads);
     if (r->csv)
         fclose(r->csv);
     if (r->lock >= 0)
@@ -1026,7 +1008,10 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
         st = dist_start();
     if (st != KILN_OK)
         return st;
-    if (dist_rank() > 0) { /* rank 0 alone writes files and the console */
+    int borrowed = !net->comm && dist_world(); /* under mpirun: the job's ranks */
+    if (borrowed)
+        net->comm = dist_world();
+    if (dist_comm_rank(net->comm) > 0) { /* rank 0 alone writes files and the console */
         o.out_dir = NULL;
         o.log = NULL;
         o.profile = NULL;
@@ -1076,6 +1061,8 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (r.ctx)
         kiln_profile_discard(r.ctx);
     teardown(&r);
+    if (borrowed)
+        net->comm = NULL;
     return dist_check(st); /* MPI: a rank that fails stops every rank, never a hang */
 }
 

@@ -28,6 +28,7 @@ typedef struct {
     uint64_t seed;
     double val;         /* fraction of the training data held out */
     normalize_kind normalize;
+    int sync_batchnorm; /* batchnorm statistics of the global batch across ranks */
 } train_config;
 
 /* Reads the model's [train] section over PyTorch-like defaults; every bad

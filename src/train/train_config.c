@@ -171,6 +171,7 @@ static const key_def keys[] = {
     FIELD("factor", F_DOUBLE, sched.factor, 1e-12, 0.999999, "a factor between 0 and 1"),
     FIELD("plateau_patience", F_INT, sched.patience, 0, 100000, "a whole number of epochs"),
     FIELD("min_lr", F_DOUBLE, sched.min_lr, 0, 100, "a learning rate from 0"),
+    FIELD("sync_batchnorm", F_BOOL, sync_batchnorm, 0, 1, "true or false"),
 };
 
 static kiln_status read_field(const key_ctx *k, const key_def *d)
