@@ -14,8 +14,9 @@
 kiln_status dist_start(void);
 
 /* st, or under mpirun with more than one rank, when st is an error: prints
- * it with this rank's number and ends the whole job (MPI_Abort), as the
- * other ranks would wait for this one in the next collective forever. */
+ * it with this rank's number and ends this rank (_exit), which mpirun turns
+ * into the end of the whole job, as the other ranks would wait for this one
+ * in the next collective forever. */
 kiln_status dist_check(kiln_status st);
 
 /* Under mpirun, every rank's device and host in one text, gathered on
