@@ -10,9 +10,10 @@
 
 #ifdef KILN_MPI
 #include <mpi.h>
+static int rank;
 #endif
 
-static int rank, size = 1;
+static int size = 1;
 
 struct dist_comm {
 #ifdef KILN_MPI
@@ -201,15 +202,23 @@ int dist_comm_size(const dist_comm *c)
     return c ? c->size : 1;
 }
 
+#ifdef KILN_MPI
+/* Sums n values of an MPI type across the communicator, in place. */
+static kiln_status sum_in_place(dist_comm *c, void *v, size_t n, MPI_Datatype type,
+                                const char *what)
+{
+    char call[160];
+    snprintf(call, sizeof call, "MPI_Allreduce of %s", what);
+    return comm_check(c, MPI_Allreduce(MPI_IN_PLACE, v, (int)n, type, MPI_SUM, c->comm), call);
+}
+#endif
+
 kiln_status dist_sum_floats(dist_comm *c, float *v, size_t n, const char *what)
 {
     if (dist_comm_size(c) == 1)
         return KILN_OK;
 #ifdef KILN_MPI
-    char call[160];
-    snprintf(call, sizeof call, "MPI_Allreduce of %s", what);
-    return comm_check(c, MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_FLOAT, MPI_SUM, c->comm),
-                      call);
+    return sum_in_place(c, v, n, MPI_FLOAT, what);
 #else
     (void)v, (void)n, (void)what;
     return KILN_OK;
@@ -221,10 +230,7 @@ kiln_status dist_sum_doubles(dist_comm *c, double *v, size_t n, const char *what
     if (dist_comm_size(c) == 1)
         return KILN_OK;
 #ifdef KILN_MPI
-    char call[160];
-    snprintf(call, sizeof call, "MPI_Allreduce of %s", what);
-    return comm_check(c, MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_DOUBLE, MPI_SUM, c->comm),
-                      call);
+    return sum_in_place(c, v, n, MPI_DOUBLE, what);
 #else
     (void)v, (void)n, (void)what;
     return KILN_OK;
