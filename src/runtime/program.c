@@ -180,6 +180,7 @@ static char *keep_one_kernel(const char *text, const char *keep)
         return NULL;
     char *o = out;
     const char *p = text, *mark;
+    int found = 0;
     while ((mark = strstr(p, KERNEL_MARK)) != NULL) {
         const char *ret = strstr(mark, "void"), *name = ret ? ret + 4 : NULL;
         while (name && (*name == ' ' || *name == '\n'))
@@ -187,6 +188,7 @@ static char *keep_one_kernel(const char *text, const char *keep)
         size_t len = name ? ident_len(name) : 0;
         const char *end = name ? body_end(name) : NULL;
         int drop = end && !(strlen(keep) == len && strncmp(name, keep, len) == 0);
+        found |= end && !drop;
         const char *next = drop ? end : mark + 1;
         memcpy(o, p, (size_t)(mark + 1 - p));
         o += mark + 1 - p;
@@ -199,7 +201,10 @@ static char *keep_one_kernel(const char *text, const char *keep)
         }
         p = next;
     }
-    strcpy(o, p);
+    /* a kernel the source lacks: the whole source, so that clCreateKernel
+     * says CL_INVALID_KERNEL_NAME (a program without kernels fails on
+     * rusticl as CL_INVALID_PROGRAM_EXECUTABLE instead) */
+    strcpy(found ? o : out, found ? p : text);
     return out;
 }
 
