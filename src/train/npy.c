@@ -102,8 +102,8 @@ static kiln_status parse_header(const char *text, const char *name, char *descr,
                                 int *fortran, npy_array *a)
 {
     static const char *const keys[] = {"descr", "fortran_order", "shape"};
-    static const char *const bad[] = {"has a descr that is not a type string such as '<f4' "
-                                      "(structured dtypes are not supported)",
+    static const char *const bad[] = {("has a descr that is not a type string such as '<f4' "
+                                       "(structured dtypes are not supported)"),
                                       "has a fortran_order that is not True or False",
                                       "has a shape that is not a tuple of whole numbers"};
     const char *p = skip_space(text);
