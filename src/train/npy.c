@@ -427,6 +427,39 @@ static void npz_members(zip_t *z, char *buf, size_t size)
         snprintf(buf, size, "no members");
 }
 
+/* Reads the `want` bytes an entry claims, growing the buffer as they
+ * arrive, so a damaged entry that claims gigabytes costs only what it holds. */
+static kiln_status read_stream(zip_file_t *f, zip_uint64_t want, const char *label,
+                               unsigned char **buf, size_t *size)
+{
+    size_t cap = 0, used = 0;
+    zip_int64_t got = 1;
+    while (used < want && got > 0) {
+        if (used == cap) {
+            size_t next = cap ? cap * 2 : (size_t)1 << 20;
+            next = next < want ? next : (size_t)want;
+            unsigned char *grown = realloc(*buf, next);
+            if (!grown)
+                return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes",
+                                 label, next);
+            *buf = grown;
+            cap = next;
+        }
+        got = zip_fread(f, *buf + used, cap - used);
+        used += got > 0 ? (size_t)got : 0;
+    }
+    *size = used;
+    if (got < 0)
+        return kiln_fail(KILN_ERR_IO, "%s: the member is damaged (%s)", label,
+                         zip_file_strerror(f));
+    if (used != want)
+        return kiln_fail(KILN_ERR_IO, "%s: the member is damaged (shorter than its entry says)",
+                         label);
+    if (!*buf)
+        *buf = malloc(1);
+    return *buf ? KILN_OK : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
+}
+
 /* Reads member key.npy whole; label names it in messages. */
 static kiln_status read_member(zip_t *z, const char *path, const char *key, const char *label,
                                unsigned char **buf, size_t *size)
@@ -452,15 +485,7 @@ static kiln_status read_member(zip_t *z, const char *path, const char *key, cons
     zip_file_t *f = zip_fopen_index(z, (zip_uint64_t)i, 0);
     if (!f)
         return kiln_fail(KILN_ERR_IO, "%s: cannot open the member (%s)", label, zip_strerror(z));
-    *size = (size_t)s.size;
-    *buf = malloc(*size ? *size : 1);
-    zip_int64_t got = *buf ? zip_fread(f, *buf, s.size) : 0;
-    kiln_status st = KILN_OK;
-    if (!*buf)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", label, *size);
-    else if (got < 0 || (zip_uint64_t)got != s.size)
-        st = kiln_fail(KILN_ERR_IO, "%s: the member is damaged (%s)", label,
-                       got < 0 ? zip_file_strerror(f) : "shorter than its entry says");
+    kiln_status st = read_stream(f, s.size, label, buf, size);
     zip_fclose(f);
     if (st != KILN_OK) {
         free(*buf);
