@@ -121,3 +121,38 @@ static float lane_channel_sum(__global const float *x, float shift, int square, 
     }
     return acc;
 }
+
+/* ---- Sums over planes, for drivers that run a work-group as a loop ----
+ * Gathering one channel's values across a work-group is slow on a CPU:
+ * every item walks indices and loads one float at a time. There one
+ * work-item instead sums whole planes, contiguous runs of S values (one
+ * (n, c) of an (N, C, S) tensor), sixteen lanes at a time, and a small
+ * second kernel adds each channel's planes in the order n = 0, 1, ...
+ * Both orders are fixed, so the sums do not depend on scheduling. Items
+ * take planes gid, gid + items, ... */
+#define FOR_EACH_PLANE(p, planes) \
+    for (uint p = (uint)get_global_id(0); p < (planes); p += (uint)get_global_size(0))
+
+static float lanes_total(float16 v)
+{
+    float8 a = v.lo + v.hi;
+    float4 b = a.lo + a.hi;
+    return (b.s0 + b.s1) + (b.s2 + b.s3);
+}
+
+/* The sum over a plane of (x - shift), or of its square. */
+static float plane_sum(__global const float *x, uint S, float shift, int square)
+{
+    float16 acc = 0.0f;
+    uint j = 0;
+    for (; j + 16 <= S; j += 16) {
+        float16 d = vload16(0, x + j) - shift;
+        acc += square ? d * d : d;
+    }
+    float tail = 0.0f;
+    for (; j < S; j++) {
+        float d = x[j] - shift;
+        tail += square ? d * d : d;
+    }
+    return lanes_total(acc) + tail;
+}

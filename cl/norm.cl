@@ -9,6 +9,21 @@
  *   c over M = N*S values: mean, biased var -> rstd = 1/sqrt(var + eps).
  * layernorm: x is (R, D); per row over its D values; gamma, beta are (D). */
 
+/* Channel c's mean and rstd from its mean and biased variance over M
+ * values; with update, the running statistics too. */
+static void store_stats(uint c, float mu, float var, uint M, __global float *mean,
+                        __global float *rstd, __global float *run_mean,
+                        __global float *run_var, float eps, float momentum, int update)
+{
+    mean[c] = mu;
+    rstd[c] = rsqrt(var + eps);
+    if (update) {
+        float unbiased = M > 1 ? var * (float)M / (float)(M - 1) : var;
+        run_mean[c] = (1.0f - momentum) * run_mean[c] + momentum * mu;
+        run_var[c] = (1.0f - momentum) * run_var[c] + momentum * unbiased;
+    }
+}
+
 /* Per channel: mean and rstd of x; with update, running stats too
  * (running = (1 - momentum) running + momentum stat, unbiased variance). */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
@@ -22,15 +37,45 @@ void bn_stats(__global const float *x, __global float *mean, __global float *rst
     uint M = N * S;
     float mu = group_sum(scratch, lane_channel_sum(x, 0.0f, 0, N, C, c, S)) / (float)M;
     float var = group_sum(scratch, lane_channel_sum(x, mu, 1, N, C, c, S)) / (float)M;
-    if (lid == 0) {
-        mean[c] = mu;
-        rstd[c] = rsqrt(var + eps);
-        if (update) {
-            float unbiased = M > 1 ? var * (float)M / (float)(M - 1) : var;
-            run_mean[c] = (1.0f - momentum) * run_mean[c] + momentum * mu;
-            run_var[c] = (1.0f - momentum) * run_var[c] + momentum * unbiased;
-        }
+    if (lid == 0)
+        store_stats(c, mu, var, M, mean, rstd, run_mean, run_var, eps, momentum, update);
+}
+
+/* bn_stats where work-groups run as loops, in two passes. Per plane p =
+ * (n, c): its mean and the sum of squared deviations from it, part[2p] and
+ * part[2p + 1] (the second pass over a plane reads it from cache). */
+__kernel void bn_plane_moments(__global const float *x, __global float *part,
+                               const uint planes, const uint S)
+{
+    FOR_EACH_PLANE(p, planes) {
+        __global const float *xp = x + (size_t)p * S;
+        float m = plane_sum(xp, S, 0.0f, 0) / (float)S;
+        part[2 * p] = m;
+        part[2 * p + 1] = plane_sum(xp, S, m, 1);
     }
+}
+
+/* Per channel, its N planes combined in order (Chan et al.: the squared
+ * deviations within the planes plus S times those of the plane means). */
+__kernel void bn_stats_planes(__global const float *part, __global float *mean,
+                              __global float *rstd, __global float *run_mean,
+                              __global float *run_var, const uint N, const uint C,
+                              const uint S, const float eps, const float momentum,
+                              const int update)
+{
+    uint c = (uint)get_global_id(0);
+    if (c >= C)
+        return;
+    float mu = 0.0f, m2 = 0.0f;
+    for (uint n = 0; n < N; n++)
+        mu += part[2 * (n * C + c)];
+    mu /= (float)N;
+    for (uint n = 0; n < N; n++) {
+        float d = part[2 * (n * C + c)] - mu;
+        m2 += part[2 * (n * C + c) + 1] + (float)S * d * d;
+    }
+    store_stats(c, mu, m2 / (float)(N * S), N * S, mean, rstd, run_mean, run_var, eps,
+                momentum, update);
 }
 
 /* sync_batchnorm, before the processes combine their sums: this batch
@@ -141,6 +186,71 @@ void bn_grad_sums(__global const float *x, __global const float *y, __global con
         dgamma[c] = dg;
     }
 }
+
+#if ACT <= 4
+/* act_grad(y, y, dy) sixteen at a time, for the activations whose
+ * gradient follows from y alone (none, relu, leaky_relu, sigmoid, tanh). */
+static float16 act_grad16(float16 y, float16 dy, float slope)
+{
+#if ACT == 1
+    return select((float16)0.0f, dy, y > 0.0f);
+#elif ACT == 2
+    return select(slope * dy, dy, y > 0.0f);
+#elif ACT == 3
+    return dy * y * (1.0f - y);
+#elif ACT == 4
+    return dy * (1.0f - y * y);
+#else
+    return dy;
+#endif
+}
+
+/* bn_grad_sums where work-groups run as loops: per plane p = (n, c), the
+ * sums of dz and of dz (x - mean), part[2p] and part[2p + 1]. */
+__kernel void bn_plane_grads(__global const float *x, __global const float *y,
+                             __global const float *dy, __global const float *mean,
+                             __global float *part, const uint C, const uint planes,
+                             const uint S, const float slope)
+{
+    FOR_EACH_PLANE(p, planes) {
+        size_t at = (size_t)p * S;
+        float mu = mean[p % C];
+        float16 dz16 = 0.0f, dzx16 = 0.0f;
+        uint j = 0;
+        for (; j + 16 <= S; j += 16) {
+            float16 dz = act_grad16(vload16(0, y + at + j), vload16(0, dy + at + j), slope);
+            dz16 += dz;
+            dzx16 += dz * (vload16(0, x + at + j) - mu);
+        }
+        float sum_dz = 0.0f, sum_dzx = 0.0f;
+        for (; j < S; j++) {
+            float dz = act_grad(y[at + j], y[at + j], dy[at + j], slope);
+            sum_dz += dz;
+            sum_dzx += dz * (x[at + j] - mu);
+        }
+        part[2 * p] = lanes_total(dz16) + sum_dz;
+        part[2 * p + 1] = lanes_total(dzx16) + sum_dzx;
+    }
+}
+
+/* Per channel, its planes' sums in order: dbeta, and dgamma = rstd times
+ * the sum of dz (x - mean). */
+__kernel void bn_grads_planes(__global const float *part, __global const float *rstd,
+                              __global float *dgamma, __global float *dbeta, const uint N,
+                              const uint C)
+{
+    uint c = (uint)get_global_id(0);
+    if (c >= C)
+        return;
+    float db = 0.0f, dg = 0.0f;
+    for (uint n = 0; n < N; n++) {
+        db += part[2 * (n * C + c)];
+        dg += part[2 * (n * C + c) + 1];
+    }
+    dbeta[c] = db;
+    dgamma[c] = dg * rstd[c];
+}
+#endif
 
 /* Training: dx = gamma rstd / M (M dz - dbeta - xhat dgamma);
  * eval (batch statistics not used): dx = gamma rstd dz. */

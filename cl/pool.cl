@@ -117,3 +117,148 @@ __kernel void avgpool_backward(__global const float *dy, __global float *dx, con
     FOR_EACH_COVERING_WINDOW(acc += dy[at];)
     dx[id] = acc / (float)(K * K);
 }
+
+/* ---- 2x2 windows of stride 2 without padding, for drivers that run a
+ * work-group as a loop: one item per plane at a time (planes p, p + items,
+ * ...), eight windows in a step from two rows of sixteen inputs, whose even
+ * and odd lanes are the windows' left and right columns. The taps are
+ * taken in the same row-major order as above, so the results are the same
+ * bit for bit. A row's last step overlaps the one before where OW is not a
+ * multiple of eight (writing the same values twice); rows of fewer than
+ * eight windows go one window at a time. An odd last row or column belongs
+ * to no window. */
+
+/* For maxpool: tap v at offset o of the windows replaces the best so far
+ * where it is larger or NaN, as maxpool_forward does. */
+#define MAX2_TAKE(v, o)                                  \
+    {                                                    \
+        int8 take = (v) > best | (v) != (v);             \
+        best = select(best, (v), take);                  \
+        off = select(off, (int8)(o), take);              \
+    }
+
+__kernel void maxpool2_planes(__global const float *x, __global float *y,
+                              __global float *arg, const uint planes, const uint H,
+                              const uint W)
+{
+    uint OH = H / 2, OW = W / 2;
+    FOR_EACH_PLANE(p, planes) {
+        __global const float *xp = x + (size_t)p * H * W;
+        size_t out = (size_t)p * OH * OW;
+        for (uint oh = 0; oh < OH; oh++) {
+            __global const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+            uint ow = 0;
+            for (uint i = 0; OW >= 8 && i < OW; i += 8) {
+                ow = min(i, OW - 8);
+                float16 a = vload16(0, r0 + 2 * ow), b = vload16(0, r1 + 2 * ow);
+                float8 best = a.even;
+                int8 off = 0;
+                MAX2_TAKE(a.odd, 1)
+                MAX2_TAKE(b.even, (int)W)
+                MAX2_TAKE(b.odd, (int)W + 1)
+                int8 at = (int)(2 * oh * W + 2 * ow) + 2 * (int8)(0, 1, 2, 3, 4, 5, 6, 7) + off;
+                vstore8(best, 0, y + out + oh * OW + ow);
+                vstore8(convert_float8(at), 0, arg + out + oh * OW + ow);
+            }
+            for (ow = OW >= 8 ? OW : 0; ow < OW; ow++) {
+                float tap[4] = {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};
+                int offs[4] = {0, 1, (int)W, (int)W + 1}, best_at = 0;
+                float best = tap[0];
+                for (int t = 1; t < 4; t++)
+                    if (tap[t] > best || tap[t] != tap[t]) {
+                        best = tap[t];
+                        best_at = offs[t];
+                    }
+                y[out + oh * OW + ow] = best;
+                arg[out + oh * OW + ow] = (float)((int)(2 * oh * W + 2 * ow) + best_at);
+            }
+        }
+    }
+}
+
+/* dx of the covered inputs: dy to each window's winner, 0 to the rest. */
+__kernel void maxpool2_backward_planes(__global const float *dy, __global const float *arg,
+                                       __global float *dx, const uint planes, const uint H,
+                                       const uint W)
+{
+    uint OH = H / 2, OW = W / 2;
+    FOR_EACH_PLANE(p, planes) {
+        __global float *dxp = dx + (size_t)p * H * W;
+        size_t out = (size_t)p * OH * OW;
+        for (uint oh = 0; oh < OH; oh++) {
+            __global float *r0 = dxp + 2 * oh * W, *r1 = r0 + W;
+            uint ow = 0;
+            for (uint i = 0; OW >= 8 && i < OW; i += 8) {
+                ow = min(i, OW - 8);
+                float8 g = vload8(0, dy + out + oh * OW + ow);
+                int8 base = (int)(2 * oh * W + 2 * ow) + 2 * (int8)(0, 1, 2, 3, 4, 5, 6, 7);
+                int8 off = convert_int8(vload8(0, arg + out + oh * OW + ow)) - base;
+                float16 top, bottom;
+                top.even = select((float8)0.0f, g, off == 0);
+                top.odd = select((float8)0.0f, g, off == 1);
+                bottom.even = select((float8)0.0f, g, off == (int)W);
+                bottom.odd = select((float8)0.0f, g, off == (int)W + 1);
+                vstore16(top, 0, r0 + 2 * ow);
+                vstore16(bottom, 0, r1 + 2 * ow);
+            }
+            for (ow = OW >= 8 ? OW : 0; ow < OW; ow++) {
+                float g = dy[out + oh * OW + ow];
+                int off = (int)arg[out + oh * OW + ow] - (int)(2 * oh * W + 2 * ow);
+                r0[2 * ow] = off == 0 ? g : 0.0f;
+                r0[2 * ow + 1] = off == 1 ? g : 0.0f;
+                r1[2 * ow] = off == (int)W ? g : 0.0f;
+                r1[2 * ow + 1] = off == (int)W + 1 ? g : 0.0f;
+            }
+        }
+    }
+}
+
+__kernel void avgpool2_planes(__global const float *x, __global float *y, const uint planes,
+                              const uint H, const uint W)
+{
+    uint OH = H / 2, OW = W / 2;
+    FOR_EACH_PLANE(p, planes) {
+        __global const float *xp = x + (size_t)p * H * W;
+        __global float *yp = y + (size_t)p * OH * OW;
+        for (uint oh = 0; oh < OH; oh++) {
+            __global const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+            uint ow = 0;
+            for (uint i = 0; OW >= 8 && i < OW; i += 8) {
+                ow = min(i, OW - 8);
+                float16 a = vload16(0, r0 + 2 * ow), b = vload16(0, r1 + 2 * ow);
+                vstore8((((a.even + a.odd) + b.even) + b.odd) / 4.0f, 0, yp + oh * OW + ow);
+            }
+            for (ow = OW >= 8 ? OW : 0; ow < OW; ow++)
+                yp[oh * OW + ow] =
+                    (((r0[2 * ow] + r0[2 * ow + 1]) + r1[2 * ow]) + r1[2 * ow + 1]) / 4.0f;
+        }
+    }
+}
+
+/* dx of the covered inputs: dy / 4 each. */
+__kernel void avgpool2_backward_planes(__global const float *dy, __global float *dx,
+                                       const uint planes, const uint H, const uint W)
+{
+    uint OH = H / 2, OW = W / 2;
+    FOR_EACH_PLANE(p, planes) {
+        __global float *dxp = dx + (size_t)p * H * W;
+        __global const float *dyp = dy + (size_t)p * OH * OW;
+        for (uint oh = 0; oh < OH; oh++) {
+            __global float *r0 = dxp + 2 * oh * W, *r1 = r0 + W;
+            uint ow = 0;
+            for (uint i = 0; OW >= 8 && i < OW; i += 8) {
+                ow = min(i, OW - 8);
+                float8 g = vload8(0, dyp + oh * OW + ow) / 4.0f;
+                float16 both;
+                both.even = g;
+                both.odd = g;
+                vstore16(both, 0, r0 + 2 * ow);
+                vstore16(both, 0, r1 + 2 * ow);
+            }
+            for (ow = OW >= 8 ? OW : 0; ow < OW; ow++) {
+                float g = dyp[oh * OW + ow] / 4.0f;
+                r0[2 * ow] = r0[2 * ow + 1] = r1[2 * ow] = r1[2 * ow + 1] = g;
+            }
+        }
+    }
+}

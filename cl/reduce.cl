@@ -6,6 +6,8 @@
  *                 one work-group per channel c
  *   partial_sums: partial[g] = sum of x[i] (or x[i]^2) over chunk g of (n)
  *   sum_partials: out[0] = scale * sum of partial[0..count)   one work-group
+ *   plane_sums, channel_totals: channel_sums where work-groups run as
+ *                 loops (group.cl's sums over planes)
  * Built after group.cl (group_sum). */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void channel_sums(__global const float *x, __global float *out, const uint rows,
@@ -48,4 +50,25 @@ void sum_partials(__global const float *partial, const uint count, __global floa
     float total = group_sum(scratch, acc);
     if (lid == 0)
         out[0] = total * scale;
+}
+
+/* part[p] = the sum of plane p of x (planes, S) */
+__kernel void plane_sums(__global const float *x, __global float *part, const uint planes,
+                         const uint S)
+{
+    FOR_EACH_PLANE(p, planes)
+        part[p] = plane_sum(x + (size_t)p * S, S, 0.0f, 0);
+}
+
+/* out[c] = sum over n of part[n * C + c], in order */
+__kernel void channel_totals(__global const float *part, __global float *out, const uint N,
+                             const uint C)
+{
+    uint c = (uint)get_global_id(0);
+    if (c >= C)
+        return;
+    float acc = 0.0f;
+    for (uint n = 0; n < N; n++)
+        acc += part[n * C + c];
+    out[c] = acc;
 }

@@ -66,9 +66,48 @@ const char *reduce_options(const kiln_ctx *ctx, char *buf, size_t size)
     return buf;
 }
 
+int op_sums_by_plane(const kiln_ctx *ctx, size_t s)
+{
+    return kiln_device_loops_work_groups(&ctx->info) && s >= 16;
+}
+
+size_t op_plane_items(const kiln_ctx *ctx, size_t planes)
+{
+    size_t items = 32 * (ctx->info.compute_units ? ctx->info.compute_units : 1);
+    return planes < items ? planes : items;
+}
+
+/* channel_sums as sums over planes (group.cl): part (rows * cols), then the
+ * totals of each channel. */
+static kiln_status channel_sums_by_plane(kiln_ctx *ctx, cl_mem x, cl_uint rows, cl_uint cols,
+                                         cl_uint inner, cl_mem out)
+{
+    char opts[32];
+    cl_kernel k, total;
+    kiln_tensor *part = NULL;
+    kiln_shape s = shape_make(1, (size_t)rows * cols, 0, 0, 0);
+    cl_uint planes = rows * cols;
+    const char *src = "group.cl+reduce.cl", *o = reduce_options(ctx, opts, sizeof opts);
+    kiln_status st = kiln_kernel_get(ctx, src, o, "plane_sums", &k);
+    if (st == KILN_OK)
+        st = kiln_kernel_get(ctx, src, o, "channel_totals", &total);
+    if (st == KILN_OK)
+        st = tensor_of(ctx, &s, &part);
+    if (st == KILN_OK)
+        st = kiln_launch_1d(ctx, k, "plane_sums", op_plane_items(ctx, planes), 1, 4, KARG(x),
+                            KARG(part->buf), KARG(planes), KARG(inner));
+    if (st == KILN_OK)
+        st = kiln_launch_1d(ctx, total, "channel_totals", cols, 64, 4, KARG(part->buf),
+                            KARG(out), KARG(rows), KARG(cols));
+    kiln_tensor_free(part);
+    return st;
+}
+
 kiln_status op_channel_sums(kiln_ctx *ctx, cl_mem x, size_t rows, size_t cols, size_t inner,
                             cl_mem out)
 {
+    if (op_sums_by_plane(ctx, inner))
+        return channel_sums_by_plane(ctx, x, rows, cols, inner, out);
     char opts[32];
     cl_kernel k;
     kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl", reduce_options(ctx, opts, sizeof opts),

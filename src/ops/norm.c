@@ -175,6 +175,38 @@ kiln_status op_batchnorm_sync_idle(const op_args *c, int backward)
     return st;
 }
 
+/* Per plane (n, c), two values, for the sums over planes (group.cl). */
+static kiln_status plane_parts(const op_args *c, bn_dims d, kiln_tensor **part)
+{
+    kiln_shape s = shape_make(1, 2 * (size_t)d.n * d.c, 0, 0, 0);
+    return tensor_of(c->ctx, &s, part);
+}
+
+/* bn_stats as sums over planes: bn_plane_moments, then bn_stats_planes. */
+static kiln_status bn_stats_by_plane(const op_args *c, bn_dims d)
+{
+    cl_kernel moments, stats;
+    kiln_tensor *part = NULL;
+    cl_uint planes = d.n * d.c;
+    cl_int update = 1;
+    kiln_status st = norm_kernel(c->ctx, "bn_plane_moments", &moments);
+    if (st == KILN_OK)
+        st = norm_kernel(c->ctx, "bn_stats_planes", &stats);
+    if (st == KILN_OK)
+        st = plane_parts(c, d, &part);
+    if (st == KILN_OK)
+        st = kiln_launch_1d(c->ctx, moments, "bn_plane_moments", op_plane_items(c->ctx, planes),
+                            1, 4, KARG(c->in[0]->buf), KARG(part->buf), KARG(planes), KARG(d.s));
+    if (st == KILN_OK)
+        st = kiln_launch_1d(c->ctx, stats, "bn_stats_planes", d.c, 64, 11, KARG(part->buf),
+                            KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
+                            KARG(c->buffer[0]->buf), KARG(c->buffer[1]->buf), KARG(d.n),
+                            KARG(d.c), KARG(d.s), KARG(c->attrs->eps),
+                            KARG(c->attrs->momentum), KARG(update));
+    kiln_tensor_free(part);
+    return st;
+}
+
 static kiln_status bn_statistics(const op_args *c, bn_dims d)
 {
     cl_kernel k;
@@ -196,11 +228,13 @@ static kiln_status bn_statistics(const op_args *c, bn_dims d)
                                          "when training, got input of shape %s",
                          shape_str(&s, buf, sizeof buf));
     }
+    cl_int update = 1;
+    if (op_sums_by_plane(c->ctx, d.s))
+        return bn_stats_by_plane(c, d);
     st = norm_kernel(c->ctx, "bn_stats", &k);
     if (st != KILN_OK)
         return st;
     size_t wg = reduce_group_size(c->ctx);
-    cl_int update = 1;
     return kiln_launch_1d(c->ctx, k, "bn_stats", d.c * wg, wg, 11, KARG(c->in[0]->buf),
                           KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
                           KARG(c->buffer[0]->buf), KARG(c->buffer[1]->buf), KARG(d.n),
@@ -234,6 +268,31 @@ static kiln_status bn_forward(const op_args *c)
                           KARG(c->attrs->slope));
 }
 
+/* bn_grad_sums as sums over planes: bn_plane_grads, then bn_grads_planes. */
+static kiln_status bn_grad_sums_by_plane(const op_args *c, bn_dims d, kiln_tensor *dg,
+                                         kiln_tensor *db)
+{
+    cl_kernel grads, sums;
+    kiln_tensor *part = NULL;
+    cl_uint planes = d.n * d.c;
+    kiln_status st = norm_kernel_for(c->ctx, c->attrs->act, 0, "bn_plane_grads", &grads);
+    if (st == KILN_OK)
+        st = norm_kernel_for(c->ctx, c->attrs->act, 0, "bn_grads_planes", &sums);
+    if (st == KILN_OK)
+        st = plane_parts(c, d, &part);
+    if (st == KILN_OK)
+        st = kiln_launch_1d(c->ctx, grads, "bn_plane_grads", op_plane_items(c->ctx, planes), 1,
+                            9, KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->dout->buf),
+                            KARG(c->saved[0]->buf), KARG(part->buf), KARG(d.c), KARG(planes),
+                            KARG(d.s), KARG(c->attrs->slope));
+    if (st == KILN_OK)
+        st = kiln_launch_1d(c->ctx, sums, "bn_grads_planes", d.c, 64, 6, KARG(part->buf),
+                            KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf), KARG(d.n),
+                            KARG(d.c));
+    kiln_tensor_free(part);
+    return st;
+}
+
 static kiln_status bn_backward(const op_args *c)
 {
     bn_dims d = bn_dims_of(c->in[0]);
@@ -246,9 +305,12 @@ static kiln_status bn_backward(const op_args *c)
     if (st == KILN_OK && !db && (st = tensor_of(c->ctx, &cs, &tmp[1])) == KILN_OK)
         db = tmp[1];
     cl_kernel k;
-    if (st == KILN_OK)
+    int by_plane = op_sums_by_plane(c->ctx, d.s);
+    if (st == KILN_OK && by_plane)
+        st = bn_grad_sums_by_plane(c, d, dg, db);
+    else if (st == KILN_OK)
         st = norm_kernel_for(c->ctx, c->attrs->act, d.s == 1, "bn_grad_sums", &k);
-    if (st == KILN_OK) {
+    if (st == KILN_OK && !by_plane) {
         size_t wg = reduce_group_size(c->ctx);
         st = kiln_launch_1d(c->ctx, k, "bn_grad_sums", d.c * wg, wg, 11, KARG(c->in[0]->buf),
                             KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),

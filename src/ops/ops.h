@@ -188,6 +188,13 @@ size_t reduce_group_size(const kiln_ctx *ctx);
 size_t pointwise_group_size(const kiln_ctx *ctx);
 /* The build options of programs that include group.cl (WG, CHUNKED). */
 const char *reduce_options(const kiln_ctx *ctx, char *buf, size_t size);
+/* Whether per-channel sums over (N, C, S) run as group.cl's sums over
+ * planes: where work-groups run as loops, for planes of 16 values or more. */
+int op_sums_by_plane(const kiln_ctx *ctx, size_t s);
+/* How many items a kernel that takes planes with FOR_EACH_PLANE (group.cl)
+ * gets: launched in single-item work-groups, a few per compute unit for
+ * balance. */
+size_t op_plane_items(const kiln_ctx *ctx, size_t planes);
 
 /* y = act(y + b[c]) in place over y viewed as (rows, cols, inner); b may be
  * NULL. The fused epilogue of linear and conv2d. */

@@ -45,6 +45,37 @@ static kiln_status avgpool_infer(const op_attrs *a, const kiln_shape *in, op_sha
     return pool_infer("avgpool", a, in, s);
 }
 
+/* pool.cl's 2x2 kernels take their planes as group.cl's sums over planes do. */
+#define POOL_SOURCES "group.cl+pool.cl"
+
+/* Whether the pool is 2x2 windows of stride 2 without padding on a device
+ * that runs work-groups as loops, for pool.cl's *2_planes kernels. */
+static int pool_by_plane(const op_args *c)
+{
+    const op_attrs *a = c->attrs;
+    return kiln_device_loops_work_groups(&c->ctx->info) && a->kernel == 2 &&
+           pool_stride(a) == 2 && a->pad == 0;
+}
+
+/* Launches a *2_planes kernel: the buffers, then the planes and the input's
+ * H and W. */
+static kiln_status pool_launch_planes(const op_args *c, const char *name, int nbuf, cl_mem b0,
+                                      cl_mem b1, cl_mem b2)
+{
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(c->ctx, POOL_SOURCES, "", name, &k);
+    if (st != KILN_OK)
+        return st;
+    const kiln_tensor *x = c->in[0];
+    cl_uint planes = x->shape[0] * x->shape[1], h = x->shape[2], w = x->shape[3];
+    size_t items = op_plane_items(c->ctx, planes);
+    if (nbuf == 3)
+        return kiln_launch_1d(c->ctx, k, name, items, 1, 6, KARG(b0), KARG(b1), KARG(b2),
+                              KARG(planes), KARG(h), KARG(w));
+    return kiln_launch_1d(c->ctx, k, name, items, 1, 5, KARG(b0), KARG(b1), KARG(planes),
+                          KARG(h), KARG(w));
+}
+
 /* Launches a pool kernel: forward over (OW, OH, planes) with the input's
  * H, W; backward over (W, H, planes) with the output's OH, OW. The buffers
  * come first, then those two sizes, then K, S, P. */
@@ -52,7 +83,7 @@ static kiln_status pool_launch(const op_args *c, const char *name, int backward,
                                cl_mem b0, cl_mem b1, cl_mem b2)
 {
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "pool.cl", "", name, &k);
+    kiln_status st = kiln_kernel_get(c->ctx, POOL_SOURCES, "", name, &k);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0], *y = c->out;
@@ -69,6 +100,9 @@ static kiln_status pool_launch(const op_args *c, const char *name, int backward,
 
 static kiln_status maxpool_forward(const op_args *c)
 {
+    if (pool_by_plane(c))
+        return pool_launch_planes(c, "maxpool2_planes", 3, c->in[0]->buf, c->out->buf,
+                                  c->saved[0]->buf);
     return pool_launch(c, "maxpool_forward", 0, 3, c->in[0]->buf, c->out->buf,
                        c->saved[0]->buf);
 }
@@ -87,6 +121,9 @@ static kiln_status maxpool_backward(const op_args *c)
     int covered = pool_stride(a) == a->kernel && a->pad == 0 &&
                   y->shape[2] * a->kernel == x->shape[2] && y->shape[3] * a->kernel == x->shape[3];
     kiln_status st = covered ? KILN_OK : kiln_tensor_fill(c->din[0], 0.0f);
+    if (st == KILN_OK && pool_by_plane(c))
+        return pool_launch_planes(c, "maxpool2_backward_planes", 3, c->dout->buf,
+                                  c->saved[0]->buf, c->din[0]->buf);
     return st == KILN_OK ? pool_launch(c, "maxpool_backward_disjoint", 0, 3, c->dout->buf,
                                        c->saved[0]->buf, c->din[0]->buf)
                          : st;
@@ -94,6 +131,8 @@ static kiln_status maxpool_backward(const op_args *c)
 
 static kiln_status avgpool_forward(const op_args *c)
 {
+    if (pool_by_plane(c))
+        return pool_launch_planes(c, "avgpool2_planes", 2, c->in[0]->buf, c->out->buf, NULL);
     return pool_launch(c, "avgpool_forward", 0, 2, c->in[0]->buf, c->out->buf, NULL);
 }
 
@@ -101,6 +140,14 @@ static kiln_status avgpool_backward(const op_args *c)
 {
     if (!c->din[0])
         return KILN_OK;
+    if (pool_by_plane(c)) {
+        const kiln_tensor *x = c->in[0], *y = c->out;
+        int covered = y->shape[2] * 2 == x->shape[2] && y->shape[3] * 2 == x->shape[3];
+        kiln_status st = covered ? KILN_OK : kiln_tensor_fill(c->din[0], 0.0f);
+        return st == KILN_OK ? pool_launch_planes(c, "avgpool2_backward_planes", 2,
+                                                  c->dout->buf, c->din[0]->buf, NULL)
+                             : st;
+    }
     return pool_launch(c, "avgpool_backward", 1, 2, c->dout->buf, c->din[0]->buf, NULL);
 }
 

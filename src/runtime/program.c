@@ -735,13 +735,33 @@ kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name, si
     return st;
 }
 
+/* The largest divisor of n that is at most cap. */
+static size_t divisor_upto(size_t n, size_t cap)
+{
+    for (size_t d = n < cap ? n : cap; d > 1; d--)
+        if (n % d == 0)
+            return d;
+    return 1;
+}
+
 kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
                            size_t y, size_t z, int nargs, ...)
 {
-    size_t global[3] = {x, y, z};
+    size_t global[3] = {x, y, z}, local[3] = {1, 1, 1};
+    /* Where a work-group runs as a loop (PoCL), the driver's own choice of
+     * work-group for an odd range such as (14, 14, 8192) is small, and each
+     * group costs a dispatch: up to 1024 items a group, as many as will
+     * divide the range, fastest axis first (the one the loop vectorizes). */
+    int loops = kiln_device_loops_work_groups(&ctx->info);
+    if (loops) {
+        size_t cap = ctx->info.max_work_group_size < 1024 ? ctx->info.max_work_group_size : 1024;
+        local[0] = divisor_upto(x, cap);
+        local[1] = divisor_upto(y, cap / local[0]);
+        local[2] = divisor_upto(z, cap / (local[0] * local[1]));
+    }
     va_list ap;
     va_start(ap, nargs);
-    kiln_status st = launch(ctx, kernel, name, 3, global, NULL, nargs, ap);
+    kiln_status st = launch(ctx, kernel, name, 3, global, loops ? local : NULL, nargs, ap);
     va_end(ap);
     return st;
 }
