@@ -136,10 +136,12 @@ int main(int argc, char **argv)
            kiln_ctx_device(ctx)->name, batch);
     kiln_shape feat = shape_make(2, batch, 256, 0, 0);
     kiln_shape img32 = shape_make(4, batch, 32, 28, 28), img64 = shape_make(4, batch, 64, 28, 28);
+    kiln_shape img64s = shape_make(4, batch, 64, 14, 14);
     const bench_case cases[] = {
         {"linear 256->256 relu", OP_LINEAR, feat, 256, 0, 0, 0, KILN_ACT_RELU},
         {"conv2d 32->64 3x3 pad 1 relu", OP_CONV2D, img32, 64, 3, 1, 1, KILN_ACT_RELU},
         {"maxpool 2x2 (64 channels)", OP_MAXPOOL, img64, 0, 2, 0, 0, KILN_ACT_NONE},
+        {"maxpool 2x2 (64x14x14)", OP_MAXPOOL, img64s, 0, 2, 0, 0, KILN_ACT_NONE},
         {"avgpool 2x2 (64 channels)", OP_AVGPOOL, img64, 0, 2, 0, 0, KILN_ACT_NONE},
         {"batchnorm1d 256", OP_BATCHNORM, feat, 0, 0, 0, 0, KILN_ACT_NONE},
         {"batchnorm2d 64x28x28", OP_BATCHNORM, img64, 0, 0, 0, 0, KILN_ACT_NONE},

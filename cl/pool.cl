@@ -120,21 +120,80 @@ __kernel void avgpool_backward(__global const float *dy, __global float *dx, con
 
 /* ---- 2x2 windows of stride 2 without padding, for drivers that run a
  * work-group as a loop: one item per plane at a time (planes p, p + items,
- * ...), eight windows in a step from two rows of sixteen inputs, whose even
- * and odd lanes are the windows' left and right columns. The taps are
+ * ...), N = 8 (or 4) windows in a step from two rows of 2N inputs, whose
+ * even and odd lanes are the windows' left and right columns. The taps are
  * taken in the same row-major order as above, so the results are the same
  * bit for bit. A row's last step overlaps the one before where OW is not a
- * multiple of eight (writing the same values twice); rows of fewer than
- * eight windows go one window at a time. An odd last row or column belongs
- * to no window. */
+ * multiple of N (writing the same values twice); rows of fewer than four
+ * windows go one window at a time. An odd last row or column belongs to no
+ * window. */
+
+#define LANES8 (int8)(0, 1, 2, 3, 4, 5, 6, 7)
+#define LANES4 (int4)(0, 1, 2, 3)
+
+/* Windows per step for rows of OW windows. */
+static uint pool2_step(uint OW)
+{
+    return OW >= 8 ? 8 : OW >= 4 ? 4 : 1;
+}
+
+/* Runs STEP(N, 2N) for the windows ow .. ow + N of every row (oh) of a
+ * plane, then STEP1 for those of short rows, one at a time. */
+#define FOR_EACH_POOL2_STEP(STEP, STEP1)                 \
+    for (uint oh = 0; oh < OH; oh++) {                   \
+        uint step = pool2_step(OW);                      \
+        for (uint i = 0; i < OW; i += step) {            \
+            uint ow = min(i, OW - step);                 \
+            if (step == 8)                               \
+                STEP(8, 16)                              \
+            else if (step == 4)                          \
+                STEP(4, 8)                               \
+            else                                         \
+                STEP1                                    \
+        }                                                \
+    }
 
 /* For maxpool: tap v at offset o of the windows replaces the best so far
  * where it is larger or NaN, as maxpool_forward does. */
-#define MAX2_TAKE(v, o)                                  \
+#define MAX2_TAKE(N, v, o)                               \
     {                                                    \
-        int8 take = (v) > best | (v) != (v);             \
+        int##N take = (v) > best | (v) != (v);           \
         best = select(best, (v), take);                  \
-        off = select(off, (int8)(o), take);              \
+        off = select(off, (int##N)(o), take);            \
+    }
+
+#define MAX2_WINDOWS(N, N2)                                                     \
+    {                                                                           \
+        float##N2 a = vload##N2(0, xp + 2 * oh * W + 2 * ow);                   \
+        float##N2 b = vload##N2(0, xp + (2 * oh + 1) * W + 2 * ow);             \
+        float##N best = a.even;                                                 \
+        int##N off = 0;                                                         \
+        MAX2_TAKE(N, a.odd, 1)                                                  \
+        MAX2_TAKE(N, b.even, (int)W)                                            \
+        MAX2_TAKE(N, b.odd, (int)W + 1)                                         \
+        vstore##N(best, 0, yp + oh * OW + ow);                                  \
+        off += (int)(2 * oh * W + 2 * ow) + 2 * LANES##N;                       \
+        vstore##N(convert_float##N(off), 0, ap + oh * OW + ow);                 \
+    }
+
+#define MAX1_TAKE(v, o)                                  \
+    {                                                    \
+        float t = (v);                                   \
+        int take = t > best || t != t;                   \
+        best = take ? t : best;                          \
+        off = take ? (o) : off;                          \
+    }
+
+#define MAX1_WINDOW                                                             \
+    {                                                                           \
+        __global const float *r0 = xp + 2 * oh * W + 2 * ow, *r1 = r0 + W;      \
+        float best = r0[0];                                                     \
+        int off = 0;                                                            \
+        MAX1_TAKE(r0[1], 1)                                                     \
+        MAX1_TAKE(r1[0], (int)W)                                                \
+        MAX1_TAKE(r1[1], (int)W + 1)                                            \
+        yp[oh * OW + ow] = best;                                                \
+        ap[oh * OW + ow] = (float)((int)(2 * oh * W + 2 * ow) + off);           \
     }
 
 __kernel void maxpool2_planes(__global const float *x, __global float *y,
@@ -144,39 +203,37 @@ __kernel void maxpool2_planes(__global const float *x, __global float *y,
     uint OH = H / 2, OW = W / 2;
     FOR_EACH_PLANE(p, planes) {
         __global const float *xp = x + (size_t)p * H * W;
-        size_t out = (size_t)p * OH * OW;
-        for (uint oh = 0; oh < OH; oh++) {
-            __global const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
-            uint ow = 0;
-            for (uint i = 0; OW >= 8 && i < OW; i += 8) {
-                ow = min(i, OW - 8);
-                float16 a = vload16(0, r0 + 2 * ow), b = vload16(0, r1 + 2 * ow);
-                float8 best = a.even;
-                int8 off = 0;
-                MAX2_TAKE(a.odd, 1)
-                MAX2_TAKE(b.even, (int)W)
-                MAX2_TAKE(b.odd, (int)W + 1)
-                int8 at = (int)(2 * oh * W + 2 * ow) + 2 * (int8)(0, 1, 2, 3, 4, 5, 6, 7) + off;
-                vstore8(best, 0, y + out + oh * OW + ow);
-                vstore8(convert_float8(at), 0, arg + out + oh * OW + ow);
-            }
-            for (ow = OW >= 8 ? OW : 0; ow < OW; ow++) {
-                float tap[4] = {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};
-                int offs[4] = {0, 1, (int)W, (int)W + 1}, best_at = 0;
-                float best = tap[0];
-                for (int t = 1; t < 4; t++)
-                    if (tap[t] > best || tap[t] != tap[t]) {
-                        best = tap[t];
-                        best_at = offs[t];
-                    }
-                y[out + oh * OW + ow] = best;
-                arg[out + oh * OW + ow] = (float)((int)(2 * oh * W + 2 * ow) + best_at);
-            }
-        }
+        __global float *yp = y + (size_t)p * OH * OW, *ap = arg + (size_t)p * OH * OW;
+        FOR_EACH_POOL2_STEP(MAX2_WINDOWS, MAX1_WINDOW)
     }
 }
 
-/* dx of the covered inputs: dy to each window's winner, 0 to the rest. */
+/* maxpool backward: dy to each window's winner, 0 to its other inputs. */
+#define MAX2_SCATTER(N, N2)                                                     \
+    {                                                                           \
+        float##N g = vload##N(0, dyp + oh * OW + ow), zero = 0.0f;              \
+        int##N off = convert_int##N(vload##N(0, ap + oh * OW + ow)) -           \
+                     ((int)(2 * oh * W + 2 * ow) + 2 * LANES##N);               \
+        float##N2 top, bottom;                                                  \
+        top.even = select(zero, g, off == 0);                                   \
+        top.odd = select(zero, g, off == 1);                                    \
+        bottom.even = select(zero, g, off == (int)W);                           \
+        bottom.odd = select(zero, g, off == (int)W + 1);                        \
+        vstore##N2(top, 0, dxp + 2 * oh * W + 2 * ow);                          \
+        vstore##N2(bottom, 0, dxp + (2 * oh + 1) * W + 2 * ow);                 \
+    }
+
+#define MAX1_SCATTER                                                            \
+    {                                                                           \
+        __global float *r0 = dxp + 2 * oh * W + 2 * ow, *r1 = r0 + W;           \
+        float g = dyp[oh * OW + ow];                                            \
+        int off = (int)ap[oh * OW + ow] - (int)(2 * oh * W + 2 * ow);           \
+        r0[0] = off == 0 ? g : 0.0f;                                            \
+        r0[1] = off == 1 ? g : 0.0f;                                            \
+        r1[0] = off == (int)W ? g : 0.0f;                                       \
+        r1[1] = off == (int)W + 1 ? g : 0.0f;                                   \
+    }
+
 __kernel void maxpool2_backward_planes(__global const float *dy, __global const float *arg,
                                        __global float *dx, const uint planes, const uint H,
                                        const uint W)
@@ -184,34 +241,24 @@ __kernel void maxpool2_backward_planes(__global const float *dy, __global const 
     uint OH = H / 2, OW = W / 2;
     FOR_EACH_PLANE(p, planes) {
         __global float *dxp = dx + (size_t)p * H * W;
-        size_t out = (size_t)p * OH * OW;
-        for (uint oh = 0; oh < OH; oh++) {
-            __global float *r0 = dxp + 2 * oh * W, *r1 = r0 + W;
-            uint ow = 0;
-            for (uint i = 0; OW >= 8 && i < OW; i += 8) {
-                ow = min(i, OW - 8);
-                float8 g = vload8(0, dy + out + oh * OW + ow);
-                int8 base = (int)(2 * oh * W + 2 * ow) + 2 * (int8)(0, 1, 2, 3, 4, 5, 6, 7);
-                int8 off = convert_int8(vload8(0, arg + out + oh * OW + ow)) - base;
-                float16 top, bottom;
-                top.even = select((float8)0.0f, g, off == 0);
-                top.odd = select((float8)0.0f, g, off == 1);
-                bottom.even = select((float8)0.0f, g, off == (int)W);
-                bottom.odd = select((float8)0.0f, g, off == (int)W + 1);
-                vstore16(top, 0, r0 + 2 * ow);
-                vstore16(bottom, 0, r1 + 2 * ow);
-            }
-            for (ow = OW >= 8 ? OW : 0; ow < OW; ow++) {
-                float g = dy[out + oh * OW + ow];
-                int off = (int)arg[out + oh * OW + ow] - (int)(2 * oh * W + 2 * ow);
-                r0[2 * ow] = off == 0 ? g : 0.0f;
-                r0[2 * ow + 1] = off == 1 ? g : 0.0f;
-                r1[2 * ow] = off == (int)W ? g : 0.0f;
-                r1[2 * ow + 1] = off == (int)W + 1 ? g : 0.0f;
-            }
-        }
+        __global const float *dyp = dy + (size_t)p * OH * OW, *ap = arg + (size_t)p * OH * OW;
+        FOR_EACH_POOL2_STEP(MAX2_SCATTER, MAX1_SCATTER)
     }
 }
+
+/* avgpool: the four taps summed in row-major order, then / 4. */
+#define AVG2_WINDOWS(N, N2)                                                     \
+    {                                                                           \
+        float##N2 a = vload##N2(0, xp + 2 * oh * W + 2 * ow);                   \
+        float##N2 b = vload##N2(0, xp + (2 * oh + 1) * W + 2 * ow);             \
+        vstore##N((((a.even + a.odd) + b.even) + b.odd) / 4.0f, 0, yp + oh * OW + ow); \
+    }
+
+#define AVG1_WINDOW                                                             \
+    {                                                                           \
+        __global const float *r0 = xp + 2 * oh * W + 2 * ow, *r1 = r0 + W;      \
+        yp[oh * OW + ow] = (((r0[0] + r0[1]) + r1[0]) + r1[1]) / 4.0f;          \
+    }
 
 __kernel void avgpool2_planes(__global const float *x, __global float *y, const uint planes,
                               const uint H, const uint W)
@@ -220,22 +267,27 @@ __kernel void avgpool2_planes(__global const float *x, __global float *y, const 
     FOR_EACH_PLANE(p, planes) {
         __global const float *xp = x + (size_t)p * H * W;
         __global float *yp = y + (size_t)p * OH * OW;
-        for (uint oh = 0; oh < OH; oh++) {
-            __global const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
-            uint ow = 0;
-            for (uint i = 0; OW >= 8 && i < OW; i += 8) {
-                ow = min(i, OW - 8);
-                float16 a = vload16(0, r0 + 2 * ow), b = vload16(0, r1 + 2 * ow);
-                vstore8((((a.even + a.odd) + b.even) + b.odd) / 4.0f, 0, yp + oh * OW + ow);
-            }
-            for (ow = OW >= 8 ? OW : 0; ow < OW; ow++)
-                yp[oh * OW + ow] =
-                    (((r0[2 * ow] + r0[2 * ow + 1]) + r1[2 * ow]) + r1[2 * ow + 1]) / 4.0f;
-        }
+        FOR_EACH_POOL2_STEP(AVG2_WINDOWS, AVG1_WINDOW)
     }
 }
 
-/* dx of the covered inputs: dy / 4 each. */
+/* avgpool backward: dy / 4 to each of a window's inputs. */
+#define AVG2_SPREAD(N, N2)                                                      \
+    {                                                                           \
+        float##N g = vload##N(0, dyp + oh * OW + ow) / 4.0f;                    \
+        float##N2 both;                                                         \
+        both.even = g;                                                          \
+        both.odd = g;                                                           \
+        vstore##N2(both, 0, dxp + 2 * oh * W + 2 * ow);                         \
+        vstore##N2(both, 0, dxp + (2 * oh + 1) * W + 2 * ow);                   \
+    }
+
+#define AVG1_SPREAD                                                             \
+    {                                                                           \
+        __global float *r0 = dxp + 2 * oh * W + 2 * ow, *r1 = r0 + W;           \
+        r0[0] = r0[1] = r1[0] = r1[1] = dyp[oh * OW + ow] / 4.0f;               \
+    }
+
 __kernel void avgpool2_backward_planes(__global const float *dy, __global float *dx,
                                        const uint planes, const uint H, const uint W)
 {
@@ -243,22 +295,6 @@ __kernel void avgpool2_backward_planes(__global const float *dy, __global float 
     FOR_EACH_PLANE(p, planes) {
         __global float *dxp = dx + (size_t)p * H * W;
         __global const float *dyp = dy + (size_t)p * OH * OW;
-        for (uint oh = 0; oh < OH; oh++) {
-            __global float *r0 = dxp + 2 * oh * W, *r1 = r0 + W;
-            uint ow = 0;
-            for (uint i = 0; OW >= 8 && i < OW; i += 8) {
-                ow = min(i, OW - 8);
-                float8 g = vload8(0, dyp + oh * OW + ow) / 4.0f;
-                float16 both;
-                both.even = g;
-                both.odd = g;
-                vstore16(both, 0, r0 + 2 * ow);
-                vstore16(both, 0, r1 + 2 * ow);
-            }
-            for (ow = OW >= 8 ? OW : 0; ow < OW; ow++) {
-                float g = dyp[oh * OW + ow] / 4.0f;
-                r0[2 * ow] = r0[2 * ow + 1] = r1[2 * ow] = r1[2 * ow + 1] = g;
-            }
-        }
+        FOR_EACH_POOL2_STEP(AVG2_SPREAD, AVG1_SPREAD)
     }
 }
