@@ -156,3 +156,35 @@ static float plane_sum(__global const float *x, uint S, float shift, int square)
     }
     return lanes_total(acc) + tail;
 }
+
+/* ---- Sums down columns, for (N, C) tensors where work-groups run as loops ----
+ * One work-item takes sixteen neighbouring columns c0 .. c0 + 15 and walks
+ * the rows in order, sixteen lanes at a time; where C is not a multiple of
+ * sixteen, the last item takes its columns one at a time (COLUMN_TAIL).
+ * Every column's sum runs over n = 0, 1, ... either way. */
+#define COLUMNS_OF_ITEM(c0) uint c0 = 16 * (uint)get_global_id(0)
+#define COLUMN_TAIL(c, c0, C) for (uint c = (c0); c < (C); c++)
+
+/* The sums over the rows of columns c0 .. c0 + 15 of x (N, C), with x at
+ * c0, of (x - shift) or its square. */
+static float16 column_sums16(__global const float *x, uint N, uint C, float16 shift,
+                             int square)
+{
+    float16 acc = 0.0f;
+    for (uint n = 0; n < N; n++) {
+        float16 d = vload16(0, x + (size_t)n * C) - shift;
+        acc += square ? d * d : d;
+    }
+    return acc;
+}
+
+/* The same for one column, x at it. */
+static float column_sum(__global const float *x, uint N, uint C, float shift, int square)
+{
+    float acc = 0.0f;
+    for (uint n = 0; n < N; n++) {
+        float d = x[(size_t)n * C] - shift;
+        acc += square ? d * d : d;
+    }
+    return acc;
+}

@@ -78,6 +78,33 @@ __kernel void bn_stats_planes(__global const float *part, __global float *mean,
                 momentum, update);
 }
 
+/* bn_stats of batchnorm1d (S = 1) where work-groups run as loops, down
+ * columns (group.cl): per channel the mean, then the squared deviations
+ * from it. */
+__kernel void bn_stats_columns(__global const float *x, __global float *mean,
+                               __global float *rstd, __global float *run_mean,
+                               __global float *run_var, const uint N, const uint C,
+                               const float eps, const float momentum, const int update)
+{
+    COLUMNS_OF_ITEM(c0);
+    if (c0 + 16 <= C) {
+        float16 mu = column_sums16(x + c0, N, C, 0.0f, 0) / (float)N;
+        float16 var = column_sums16(x + c0, N, C, mu, 1) / (float)N;
+        float m[16], v[16];
+        vstore16(mu, 0, m);
+        vstore16(var, 0, v);
+        for (uint j = 0; j < 16; j++)
+            store_stats(c0 + j, m[j], v[j], N, mean, rstd, run_mean, run_var, eps, momentum,
+                        update);
+        return;
+    }
+    COLUMN_TAIL(c, c0, C) {
+        float mu = column_sum(x + c, N, C, 0.0f, 0) / (float)N;
+        float var = column_sum(x + c, N, C, mu, 1) / (float)N;
+        store_stats(c, mu, var, N, mean, rstd, run_mean, run_var, eps, momentum, update);
+    }
+}
+
 /* sync_batchnorm, before the processes combine their sums: this batch
  * part's mean and biased variance per channel. */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
@@ -249,6 +276,40 @@ __kernel void bn_grads_planes(__global const float *part, __global const float *
     }
     dbeta[c] = db;
     dgamma[c] = dg * rstd[c];
+}
+
+/* bn_grad_sums of batchnorm1d (S = 1) where work-groups run as loops, down
+ * columns (group.cl). */
+__kernel void bn_grads_columns(__global const float *x, __global const float *y,
+                               __global const float *dy, __global const float *mean,
+                               __global const float *rstd, __global float *dgamma,
+                               __global float *dbeta, const uint N, const uint C,
+                               const float slope)
+{
+    COLUMNS_OF_ITEM(c0);
+    if (c0 + 16 <= C) {
+        float16 mu = vload16(0, mean + c0), dz16 = 0.0f, dzx16 = 0.0f;
+        for (uint n = 0; n < N; n++) {
+            size_t at = (size_t)n * C + c0;
+            float16 dz = act_grad16(vload16(0, y + at), vload16(0, dy + at), slope);
+            dz16 += dz;
+            dzx16 += dz * (vload16(0, x + at) - mu);
+        }
+        vstore16(dz16, 0, dbeta + c0);
+        vstore16(dzx16 * vload16(0, rstd + c0), 0, dgamma + c0);
+        return;
+    }
+    COLUMN_TAIL(c, c0, C) {
+        float mu = mean[c], db = 0.0f, dg = 0.0f;
+        for (uint n = 0; n < N; n++) {
+            size_t at = (size_t)n * C + c;
+            float dz = act_grad(y[at], y[at], dy[at], slope);
+            db += dz;
+            dg += dz * (x[at] - mu);
+        }
+        dbeta[c] = db;
+        dgamma[c] = dg * rstd[c];
+    }
 }
 #endif
 

@@ -8,6 +8,9 @@
  *   sum_partials: out[0] = scale * sum of partial[0..count)   one work-group
  *   plane_sums, channel_totals: channel_sums where work-groups run as
  *                 loops (group.cl's sums over planes)
+ *   column_totals: the same where inner = 1, down columns (group.cl)
+ *   chunk_sums:   partial_sums where work-groups run as loops, one
+ *                 work-item per chunk in sixteen lanes
  * Built after group.cl (group_sum). */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void channel_sums(__global const float *x, __global float *out, const uint rows,
@@ -71,4 +74,25 @@ __kernel void channel_totals(__global const float *part, __global float *out, co
     for (uint n = 0; n < N; n++)
         acc += part[n * C + c];
     out[c] = acc;
+}
+
+/* partial[g] = the sum of chunk g of x (n), or of its squares */
+__kernel void chunk_sums(__global const float *x, const uint n, const uint chunk,
+                         __global float *partial, const int square)
+{
+    uint g = (uint)get_global_id(0), begin = g * chunk;
+    partial[g] = begin < n ? plane_sum(x + begin, min(chunk, n - begin), 0.0f, square) : 0.0f;
+}
+
+/* out[c] = sum over n of x[n * C + c], sixteen columns an item */
+__kernel void column_totals(__global const float *x, __global float *out, const uint N,
+                            const uint C)
+{
+    COLUMNS_OF_ITEM(c0);
+    if (c0 + 16 <= C) {
+        vstore16(column_sums16(x + c0, N, C, 0.0f, 0), 0, out + c0);
+        return;
+    }
+    COLUMN_TAIL(c, c0, C)
+        out[c] = column_sum(x + c, N, C, 0.0f, 0);
 }

@@ -32,6 +32,7 @@ static const op_case cases[] = {
     {"linear 1x1->1", OP_LINEAR, 1, 1, {S2(1, 1)}, .out = 1},
     {"linear 3x17->5", OP_LINEAR, 1, 1, {S2(3, 17)}, .out = 5},
     {"linear 129x33->7 relu", OP_LINEAR, 1, 1, {S2(129, 33)}, .out = 7, .act = KILN_ACT_RELU},
+    {"linear 5x3->131", OP_LINEAR, 1, 1, {S2(5, 3)}, .out = 131},
     {"linear 3x7->4 sigmoid no bias", OP_LINEAR, 1, 1, {S2(3, 7)}, .out = 4,
      .act = KILN_ACT_SIGMOID, .no_bias = 1},
     {"linear 3x5->3 leaky_relu", OP_LINEAR, 1, 1, {S2(3, 5)}, .out = 3,
@@ -82,6 +83,9 @@ static const op_case cases[] = {
     {"batchnorm1d 1x17 eval", OP_BATCHNORM, 0, 1, {S2(1, 17)}, .tol = 0},
     {"batchnorm2d 3x3x5x7 relu", OP_BATCHNORM, 1, 1, {S4(3, 3, 5, 7)}, .act = KILN_ACT_RELU},
     {"batchnorm1d 129x5 tanh", OP_BATCHNORM, 1, 1, {S2(129, 5)}, .act = KILN_ACT_TANH},
+    {"batchnorm1d 7x131 relu", OP_BATCHNORM, 1, 1, {S2(7, 131)}, .act = KILN_ACT_RELU},
+    {"batchnorm1d 2x67 leaky_relu", OP_BATCHNORM, 1, 1, {S2(2, 67)},
+     .act = KILN_ACT_LEAKY_RELU},
     {"batchnorm1d 3x17 sigmoid eval", OP_BATCHNORM, 0, 1, {S2(3, 17)},
      .act = KILN_ACT_SIGMOID},
     {"layernorm 3x17", OP_LAYERNORM, 1, 1, {S2(3, 17)}, .norm_dims = 1},
@@ -540,7 +544,7 @@ END_TEST
  * bit-for-bit the same on a second run. */
 START_TEST(sum_of_squares_is_accurate_and_deterministic)
 {
-    static const size_t sizes[] = {1, 7, 4097, 1u << 20, 129};
+    static const size_t sizes[] = {1, 7, 4097, (1u << 20) + 3, 129};
     kiln_tensor *ts[5];
     double want = 0;
     for (int i = 0; i < 5; i++) {

@@ -71,6 +71,16 @@ int op_sums_by_plane(const kiln_ctx *ctx, size_t s)
     return kiln_device_loops_work_groups(&ctx->info) && s >= 16;
 }
 
+int op_sums_by_column(const kiln_ctx *ctx, size_t s)
+{
+    return kiln_device_loops_work_groups(&ctx->info) && s == 1;
+}
+
+size_t op_column_items(size_t columns)
+{
+    return (columns + 15) / 16;
+}
+
 size_t op_plane_items(const kiln_ctx *ctx, size_t planes)
 {
     size_t items = 32 * (ctx->info.compute_units ? ctx->info.compute_units : 1);
@@ -110,6 +120,15 @@ kiln_status op_channel_sums(kiln_ctx *ctx, cl_mem x, size_t rows, size_t cols, s
         return channel_sums_by_plane(ctx, x, rows, cols, inner, out);
     char opts[32];
     cl_kernel k;
+    if (op_sums_by_column(ctx, inner)) {
+        cl_uint r = rows, c = cols;
+        kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl",
+                                         reduce_options(ctx, opts, sizeof opts),
+                                         "column_totals", &k);
+        return st != KILN_OK ? st
+                             : kiln_launch_1d(ctx, k, "column_totals", op_column_items(cols),
+                                              1, 4, KARG(x), KARG(out), KARG(r), KARG(c));
+    }
     kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl", reduce_options(ctx, opts, sizeof opts),
                                      "channel_sums", &k);
     if (st != KILN_OK)
@@ -126,8 +145,10 @@ static kiln_status partial_sums(kiln_ctx *ctx, cl_mem x, size_t n, int square, c
 {
     char opts[32];
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl", reduce_options(ctx, opts, sizeof opts),
-                                     "partial_sums", &k);
+    int chunked = kiln_device_loops_work_groups(&ctx->info);
+    const char *name = chunked ? "chunk_sums" : "partial_sums";
+    kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl",
+                                     reduce_options(ctx, opts, sizeof opts), name, &k);
     if (st != KILN_OK)
         return st;
     cl_buffer_region region = {first * sizeof(float), groups * sizeof(float)};
@@ -136,10 +157,10 @@ static kiln_status partial_sums(kiln_ctx *ctx, cl_mem x, size_t n, int square, c
                                     &region, &err);
     if (err != CL_SUCCESS)
         return kiln_fail_cl(err, "clCreateSubBuffer");
-    size_t wg = reduce_group_size(ctx);
+    size_t wg = chunked ? 1 : reduce_group_size(ctx);
     cl_uint count = n, chunk = (n + groups - 1) / groups;
     cl_int sq = square;
-    st = kiln_launch_1d(ctx, k, "partial_sums", groups * wg, wg, 5, KARG(x), KARG(count),
+    st = kiln_launch_1d(ctx, k, name, groups * wg, wg, 5, KARG(x), KARG(count),
                         KARG(chunk), KARG(view), KARG(sq));
     clReleaseMemObject(view);
     return st;

@@ -231,6 +231,17 @@ static kiln_status bn_statistics(const op_args *c, bn_dims d)
     cl_int update = 1;
     if (op_sums_by_plane(c->ctx, d.s))
         return bn_stats_by_plane(c, d);
+    if (op_sums_by_column(c->ctx, d.s)) {
+        st = norm_kernel(c->ctx, "bn_stats_columns", &k);
+        return st != KILN_OK ? st
+                             : kiln_launch_1d(c->ctx, k, "bn_stats_columns",
+                                              op_column_items(d.c), 1, 10,
+                                              KARG(c->in[0]->buf), KARG(c->saved[0]->buf),
+                                              KARG(c->saved[1]->buf), KARG(c->buffer[0]->buf),
+                                              KARG(c->buffer[1]->buf), KARG(d.n), KARG(d.c),
+                                              KARG(c->attrs->eps), KARG(c->attrs->momentum),
+                                              KARG(update));
+    }
     st = norm_kernel(c->ctx, "bn_stats", &k);
     if (st != KILN_OK)
         return st;
@@ -293,6 +304,39 @@ static kiln_status bn_grad_sums_by_plane(const op_args *c, bn_dims d, kiln_tenso
     return st;
 }
 
+/* bn_grad_sums of batchnorm1d down columns: bn_grads_columns. */
+static kiln_status bn_grad_sums_by_column(const op_args *c, bn_dims d, kiln_tensor *dg,
+                                          kiln_tensor *db)
+{
+    cl_kernel k;
+    kiln_status st = norm_kernel_for(c->ctx, c->attrs->act, 1, "bn_grads_columns", &k);
+    return st != KILN_OK ? st
+                         : kiln_launch_1d(c->ctx, k, "bn_grads_columns",
+                                          op_column_items(d.c), 1, 10,
+                                          KARG(c->in[0]->buf), KARG(c->out->buf),
+                                          KARG(c->dout->buf), KARG(c->saved[0]->buf),
+                                          KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf),
+                                          KARG(d.n), KARG(d.c), KARG(c->attrs->slope));
+}
+
+/* Per channel: dgamma and dbeta, in the shape that suits the device. */
+static kiln_status bn_grad_sums(const op_args *c, bn_dims d, kiln_tensor *dg, kiln_tensor *db)
+{
+    if (op_sums_by_plane(c->ctx, d.s))
+        return bn_grad_sums_by_plane(c, d, dg, db);
+    if (op_sums_by_column(c->ctx, d.s))
+        return bn_grad_sums_by_column(c, d, dg, db);
+    cl_kernel k;
+    kiln_status st = norm_kernel_for(c->ctx, c->attrs->act, d.s == 1, "bn_grad_sums", &k);
+    if (st != KILN_OK)
+        return st;
+    size_t wg = reduce_group_size(c->ctx);
+    return kiln_launch_1d(c->ctx, k, "bn_grad_sums", d.c * wg, wg, 11, KARG(c->in[0]->buf),
+                          KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
+                          KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf), KARG(d.n),
+                          KARG(d.c), KARG(d.s), KARG(c->attrs->slope));
+}
+
 static kiln_status bn_backward(const op_args *c)
 {
     bn_dims d = bn_dims_of(c->in[0]);
@@ -304,19 +348,9 @@ static kiln_status bn_backward(const op_args *c)
         dg = tmp[0];
     if (st == KILN_OK && !db && (st = tensor_of(c->ctx, &cs, &tmp[1])) == KILN_OK)
         db = tmp[1];
+    if (st == KILN_OK)
+        st = bn_grad_sums(c, d, dg, db);
     cl_kernel k;
-    int by_plane = op_sums_by_plane(c->ctx, d.s);
-    if (st == KILN_OK && by_plane)
-        st = bn_grad_sums_by_plane(c, d, dg, db);
-    else if (st == KILN_OK)
-        st = norm_kernel_for(c->ctx, c->attrs->act, d.s == 1, "bn_grad_sums", &k);
-    if (st == KILN_OK && !by_plane) {
-        size_t wg = reduce_group_size(c->ctx);
-        st = kiln_launch_1d(c->ctx, k, "bn_grad_sums", d.c * wg, wg, 11, KARG(c->in[0]->buf),
-                            KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
-                            KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf), KARG(d.n),
-                            KARG(d.c), KARG(d.s), KARG(c->attrs->slope));
-    }
     kiln_tensor *sums[2] = {dg, db}, *whole[2] = {NULL, NULL};
     if (st == KILN_OK && c->din[0] && c->training && c->sync) {
         st = bn_sync_sums(c, dg, db, whole);

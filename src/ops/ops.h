@@ -191,6 +191,12 @@ const char *reduce_options(const kiln_ctx *ctx, char *buf, size_t size);
 /* Whether per-channel sums over (N, C, S) run as group.cl's sums over
  * planes: where work-groups run as loops, for planes of 16 values or more. */
 int op_sums_by_plane(const kiln_ctx *ctx, size_t s);
+/* Whether they run down columns instead, one work-item per channel: where
+ * work-groups run as loops and s = 1 (the (N, C) of linear layers). */
+int op_sums_by_column(const kiln_ctx *ctx, size_t s);
+/* The items of a kernel that sums down columns (group.cl's
+ * COLUMNS_OF_ITEM): sixteen columns each. */
+size_t op_column_items(size_t columns);
 /* How many items a kernel that takes planes with FOR_EACH_PLANE (group.cl)
  * gets: launched in single-item work-groups, a few per compute unit for
  * balance. */
