@@ -1,7 +1,8 @@
 /* Forward and backward time of every operator at a typical size (batch
  * 128, 256 features; conv 32 -> 64 channels on 28x28), with the bytes each
  * moves against a plain device copy of the same bytes, measured in the
- * same run. Usage: bench_ops [--device SEL] [--batch N] */
+ * same run. Usage: bench_ops [--device SEL] [--batch N] [--only TEXT] (the
+ * cases whose label holds TEXT) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,13 +123,15 @@ static void run_case(const bench_case *bc, double copy_gbs)
 
 int main(int argc, char **argv)
 {
-    const char *device = NULL;
+    const char *device = NULL, *only = "";
     size_t batch = 128;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--device") == 0)
             device = argv[i + 1];
         else if (strcmp(argv[i], "--batch") == 0)
             batch = (size_t)strtoul(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--only") == 0)
+            only = argv[i + 1];
     }
     REQUIRE(kiln_ctx_create(device, &ctx));
     kiln_rng_seed(&rng, 1);
@@ -136,9 +139,10 @@ int main(int argc, char **argv)
            kiln_ctx_device(ctx)->name, batch);
     kiln_shape feat = shape_make(2, batch, 256, 0, 0);
     kiln_shape img32 = shape_make(4, batch, 32, 28, 28), img64 = shape_make(4, batch, 64, 28, 28);
-    kiln_shape img64s = shape_make(4, batch, 64, 14, 14);
+    kiln_shape img64s = shape_make(4, batch, 64, 14, 14), pixels = shape_make(2, batch, 784, 0, 0);
     const bench_case cases[] = {
         {"linear 256->256 relu", OP_LINEAR, feat, 256, 0, 0, 0, KILN_ACT_RELU},
+        {"linear 784->256", OP_LINEAR, pixels, 256, 0, 0, 0, KILN_ACT_NONE},
         {"conv2d 32->64 3x3 pad 1 relu", OP_CONV2D, img32, 64, 3, 1, 1, KILN_ACT_RELU},
         {"maxpool 2x2 (64 channels)", OP_MAXPOOL, img64, 0, 2, 0, 0, KILN_ACT_NONE},
         {"maxpool 2x2 (64x14x14)", OP_MAXPOOL, img64s, 0, 2, 0, 0, KILN_ACT_NONE},
@@ -157,7 +161,8 @@ int main(int argc, char **argv)
     printf("plain device copy of %zu MB: %.2f GB/s (read + write)\n",
            shape_numel(&img64) * sizeof(float) >> 20, copy_gbs);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        run_case(&cases[i], copy_gbs);
+        if (strstr(cases[i].label, only))
+            run_case(&cases[i], copy_gbs);
     kiln_ctx_free(ctx);
     return 0;
 }

@@ -61,6 +61,12 @@ __kernel void col2im(__global const float *dcol, __global float *dx, const uint 
     dx[(nc * H + ih) * W + iw] = acc;
 }
 
+/* The first ow >= 0 with ow S + shift >= 0. */
+static uint first_inside(int shift, uint S)
+{
+    return shift >= 0 ? 0u : (uint)(-shift + (int)S - 1) / S;
+}
+
 /* col2im for CPUs, one item per plane (n, c) of dx: the plane is zeroed,
  * then every tap adds its rows of dcol, contiguous in ow. The taps are
  * added in the same order as col2im's, so the sums are the same bit for
@@ -78,15 +84,20 @@ __kernel void col2im_planes(__global const float *dcol, __global float *dx, cons
     for (uint kh = 0; kh < K; kh++)
         for (uint kw = 0; kw < K; kw++) {
             __global const float *row = dcol + ((c * K + kh) * K + kw) * NP + (size_t)n * OH * OW;
+            int shift = (int)(kw * D) - (int)P; /* iw = ow S + shift */
+            uint lo = first_inside(shift, S), hi = min(OW, first_inside(shift - (int)W, S));
             for (uint oh = 0; oh < OH; oh++) {
                 int ih = (int)(oh * S + kh * D) - (int)P;
                 if (ih < 0 || ih >= (int)H)
                     continue;
-                for (uint ow = 0; ow < OW; ow++) {
-                    int iw = (int)(ow * S + kw * D) - (int)P;
-                    if (iw >= 0 && iw < (int)W)
-                        plane[ih * (int)W + iw] += row[oh * OW + ow];
-                }
+                int at = ih * (int)W + shift; /* + ow S */
+                __global const float *from = row + oh * OW;
+                if (S == 1)
+                    for (uint ow = lo; ow < hi; ow++)
+                        plane[at + (int)ow] += from[ow];
+                else
+                    for (uint ow = lo; ow < hi; ow++)
+                        plane[at + (int)(ow * S)] += from[ow];
             }
         }
 }

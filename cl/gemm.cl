@@ -147,6 +147,68 @@ gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global 
  * over columns; the weight gradient). Packing from the image directly
  * writes the panels once instead of writing, reading and rewriting a
  * column matrix. */
+/* The first t >= 0 with t S + base >= 0. */
+static uint first_inside(int base, uint S)
+{
+    return base >= 0 ? 0u : (uint)(-base + (int)S - 1) / S;
+}
+
+/* out[t * step] for t < run: row[t S + base], or 0 where that falls outside
+ * [0, W) or the whole row does (live = 0). The copy between the zeros
+ * runs without a test per value. */
+static void window_run(__global float *out, uint step, __global const float *row, int live,
+                       uint run, uint S, int base, uint W)
+{
+    uint lo = live ? min(run, first_inside(base, S)) : run;
+    uint hi = live ? min(run, first_inside(base - (int)W, S)) : run;
+    uint t = 0;
+    for (; t < lo; t++)
+        out[t * step] = 0.0f;
+    if (S == 1)
+        for (; t < hi; t++)
+            out[t * step] = row[base + (int)t];
+    else
+        for (; t < hi; t++)
+            out[t * step] = row[base + (int)(t * S)];
+    for (; t < run; t++)
+        out[t * step] = 0.0f;
+}
+
+/* The (n, oh, ow) of column q of the im2col matrix, stepped along it. */
+typedef struct {
+    size_t n;
+    uint oh, ow;
+} im2col_at;
+
+static im2col_at im2col_start(size_t q, uint OH, uint OW)
+{
+    size_t p2 = (size_t)OH * OW;
+    im2col_at at = {q / p2, (uint)(q % p2) / OW, (uint)(q % p2) % OW};
+    return at;
+}
+
+static void im2col_advance(im2col_at *at, uint run, uint OH, uint OW)
+{
+    at->ow += run;
+    if (at->ow == OW) {
+        at->ow = 0;
+        if (++at->oh == OH) {
+            at->oh = 0;
+            at->n++;
+        }
+    }
+}
+
+/* Panels of NR of the im2col matrix of x (N, C, H, W) for a convolution,
+ * for the k block kbase.. kbase + k - 1:
+ * row r = (c, kh, kw), column q = (n, oh, ow), the value
+ * x[n, c, oh*S - P + kh*D, ow*S - P + kw*D] or 0 outside. The product's
+ * op(B) is that matrix (by_rows = 0: panels of columns, k runs over rows;
+ * the forward pass) or its transpose (by_rows = 1: panels of rows, k runs
+ * over columns; the weight gradient). Packing from the image directly
+ * writes the panels once instead of writing, reading and rewriting a
+ * column matrix. Along a row of the matrix, runs of columns share (n, oh)
+ * and read one row of x. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 im2col_panels(__global float *dst, __global const float *x, const uint C, const uint H,
               const uint W, const uint K, const uint S, const uint P, const uint D,
@@ -155,52 +217,40 @@ im2col_panels(__global float *dst, __global const float *x, const uint C, const 
 {
     size_t k0 = kbase + get_global_id(0) * PACK_K, j0 = get_global_id(1) * NR;
     size_t k1 = min(k0 + PACK_K, (size_t)(kbase + k));
-    uint KK = K * K, P2 = OH * OW;
+    uint KK = K * K;
     dst += j0 * k;
     if (!by_rows) {
-        /* along a row of the matrix, runs of columns share (n, oh) */
         for (size_t kk = k0; kk < k1; kk++) {
             uint c = (uint)kk / KK, kh = (uint)kk / K % K, kw = (uint)kk % K;
-            size_t n = j0 / P2;
-            uint oh = (uint)(j0 % P2) / OW, ow = (uint)(j0 % P2) % OW;
+            im2col_at at = im2col_start(j0, OH, OW);
             __global float *out = dst + (kk - kbase) * NR;
             for (uint j = 0; j < NR;) {
-                uint run = min(min(OW - ow, NR - j), (uint)max((long)extent - (long)(j0 + j), 1L));
-                int ih = (int)(oh * S + kh * D) - (int)P;
+                uint run = min(min(OW - at.ow, NR - j),
+                               (uint)max((long)extent - (long)(j0 + j), 1L));
+                int ih = (int)(at.oh * S + kh * D) - (int)P;
                 int live = j0 + j < extent && ih >= 0 && ih < (int)H;
-                __global const float *src = x + ((n * C + c) * H + (uint)max(ih, 0)) * W;
-                for (uint t = 0; t < run; t++) {
-                    int iw = (int)((ow + t) * S + kw * D) - (int)P;
-                    out[j + t] = live && iw >= 0 && iw < (int)W ? src[iw] : 0.0f;
-                }
+                __global const float *row = x + ((at.n * C + c) * H + (uint)max(ih, 0)) * W;
+                window_run(out + j, 1, row, live, run, S,
+                           (int)(at.ow * S + kw * D) - (int)P, W);
                 j += run;
-                ow += run;
-                if (ow == OW) {
-                    ow = 0;
-                    if (++oh == OH) {
-                        oh = 0;
-                        n++;
-                    }
-                }
+                im2col_advance(&at, run, OH, OW);
             }
         }
         return;
     }
-    uint cs[NR], khs[NR], kws[NR];
     for (uint j = 0; j < NR; j++) {
         uint r = (uint)min(j0 + j, (size_t)extent - 1);
-        cs[j] = r / KK;
-        khs[j] = r / K % K;
-        kws[j] = r % K;
-    }
-    for (size_t kk = k0; kk < k1; kk++) {
-        size_t n = kk / P2;
-        uint oh = (uint)(kk % P2) / OW, ow = (uint)(kk % P2) % OW;
-        for (uint j = 0; j < NR; j++) {
-            int ih = (int)(oh * S + khs[j] * D) - (int)P, iw = (int)(ow * S + kws[j] * D) - (int)P;
-            int inside = ih >= 0 && ih < (int)H && iw >= 0 && iw < (int)W;
-            dst[(kk - kbase) * NR + j] =
-                inside ? x[((n * C + cs[j]) * H + (uint)ih) * W + (uint)iw] : 0.0f;
+        uint c = r / KK, kh = r / K % K, kw = r % K;
+        im2col_at at = im2col_start(k0, OH, OW);
+        for (size_t kk = k0; kk < k1;) {
+            uint run = (uint)min((size_t)(OW - at.ow), k1 - kk);
+            int ih = (int)(at.oh * S + kh * D) - (int)P;
+            int live = ih >= 0 && ih < (int)H;
+            __global const float *row = x + ((at.n * C + c) * H + (uint)max(ih, 0)) * W;
+            window_run(dst + (kk - kbase) * NR + j, NR, row, live, run, S,
+                       (int)(at.ow * S + kw * D) - (int)P, W);
+            kk += run;
+            im2col_advance(&at, run, OH, OW);
         }
     }
 }

@@ -10,16 +10,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blas/blas.h"
 
 #define GEMM_PACK_K 64
-/* The k block: one packed panel of B (k x NR floats) is kept to 256 KiB,
- * and to an eighth of the device's cache per compute unit where that is
- * less (1 MiB where the driver does not say). PoCL reports the last-level
- * cache, 32 MiB for 2 cores here, whose L2 holds 1 MiB per core: panels of
- * 256 KiB (k 2048 for 8 x 32) measured best on long products and leave
- * 2048^3 in one block (docs/gemm.md). kiln tune measures the k block. */
+/* The k block: one packed panel of B (k x NR floats) is kept to a quarter
+ * of the core's L2 where the device is the host's CPU (PoCL) and the C
+ * library knows the L2 (1 MiB per core on a Zen 4 EPYC: 256 KiB, k 2048
+ * for 8 x 32; 2 MiB on an Emerald Rapids Xeon: k 4096, which took the
+ * long weight gradient from 0.69 to 0.78 of OpenBLAS there), else to
+ * 256 KiB; and to an eighth of the device's cache per compute unit where
+ * that is less (1 MiB where the driver does not say; PoCL reports the
+ * last-level cache). docs/gemm.md has the measurements; kiln tune
+ * measures the k block. */
 #define GEMM_PANEL_BYTES (256u << 10)
 #define GEMM_CACHE_GUESS (1u << 20)
 /* gemm.cl compiles twice per tile (A in place, A packed): the packing
@@ -59,6 +63,20 @@ gemm_tile kiln_gemm_tile_default(const kiln_ctx *ctx)
     return t;
 }
 
+/* The L2 per core of the host, where the device is the host's CPU (a
+ * driver that runs work-groups as loops) and the C library knows it; else 0. */
+static size_t host_l2_bytes(const kiln_ctx *ctx)
+{
+    if (!kiln_device_loops_work_groups(&ctx->info))
+        return 0;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return bytes > 0 ? (size_t)bytes : 0;
+#else
+    return 0;
+#endif
+}
+
 size_t kiln_gemm_kc_default(const kiln_ctx *ctx, gemm_tile t)
 {
     cl_ulong cache = 0;
@@ -66,8 +84,9 @@ size_t kiln_gemm_kc_default(const kiln_ctx *ctx, gemm_tile t)
                         NULL) != CL_SUCCESS || cache == 0)
         cache = GEMM_CACHE_GUESS;
     size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
-    size_t panel = (size_t)cache / units / 8;
-    panel = panel < GEMM_PANEL_BYTES ? panel : GEMM_PANEL_BYTES;
+    size_t panel = (size_t)cache / units / 8, l2 = host_l2_bytes(ctx);
+    size_t limit = l2 ? l2 / 4 : GEMM_PANEL_BYTES;
+    panel = panel < limit ? panel : limit;
     size_t kc = panel / (2 * (size_t)t.v * sizeof(float)) / 64 * 64;
     return kc < 256 ? 256 : kc > 4096 ? 4096 : kc;
 }
