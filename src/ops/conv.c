@@ -10,6 +10,9 @@ typedef struct {
     size_t n, c, h, w, o, oh, ow, k, s, p, d;
 } conv_dims;
 
+/* Weight rows (C K K) below this take weight_grads_direct on CPUs. */
+#define CONV_DIRECT_ROWS 32
+
 /* Stride and dilation, where 0 means the default 1. */
 static size_t one_if_zero(size_t v)
 {
@@ -136,6 +139,30 @@ static kiln_status times_columns(const op_args *c, const conv_dims *d, cl_mem a,
     return st;
 }
 
+/* Whether the weight gradient runs as weight_grads_direct (conv.cl): on
+ * CPUs, with stride 1, where a weight row (C K K) is narrower than a panel
+ * of kiln's GEMM, which would mostly multiply padding. */
+static int weight_grads_direct(const op_args *c, const conv_dims *d)
+{
+    return kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
+           kiln_device_loops_work_groups(&c->ctx->info) && d->s == 1 &&
+           d->c * d->k * d->k < CONV_DIRECT_ROWS;
+}
+
+static kiln_status direct_weight_grads(const op_args *c, const conv_dims *d, cl_mem g)
+{
+    cl_kernel k;
+    kiln_status st = kiln_kernel_get(c->ctx, "conv.cl", "", "weight_grads_direct", &k);
+    cl_uint v[10] = {d->n, d->c, d->h, d->w, d->o, d->oh, d->ow, d->k, d->p, d->d};
+    return st != KILN_OK ? st
+                         : kiln_launch_1d(c->ctx, k, "weight_grads_direct",
+                                          d->o * d->c * d->k * d->k, 1, 13, KARG(g),
+                                          KARG(c->in[0]->buf), KARG(c->dparam[0]->buf),
+                                          KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]),
+                                          KARG(v[4]), KARG(v[5]), KARG(v[6]), KARG(v[7]),
+                                          KARG(v[8]), KARG(v[9]));
+}
+
 static kiln_status conv_forward(const op_args *c)
 {
     conv_dims d = dims_of(c);
@@ -168,15 +195,18 @@ static kiln_status conv_backward(const op_args *c)
     cl_mem g = dz ? dz->buf : c->dout->buf; /* (N, O, P) */
     if (st == KILN_OK && c->attrs->bias && c->dparam[1])
         st = op_channel_sums(c->ctx, g, d.n, d.o, d.oh * d.ow, c->dparam[1]->buf);
+    int direct = c->dparam[0] && weight_grads_direct(c, &d);
     /* gt: the gradient as (O, N*P), the GEMM's layout */
-    if (st == KILN_OK && d.n > 1) {
+    if (st == KILN_OK && d.n > 1 && (!direct || c->din[0])) {
         kiln_shape s = shape_make(2, d.o, np, 0, 0);
         st = tensor_of(c->ctx, &s, &dzt);
         if (st == KILN_OK)
             st = op_swap01(c->ctx, g, dzt->buf, d.n, d.o, d.oh * d.ow);
     }
     cl_mem gt = dzt ? dzt->buf : g;
-    if (st == KILN_OK && c->dparam[0]) /* dW (O, CKK) = gt colᵀ */
+    if (st == KILN_OK && direct)
+        st = direct_weight_grads(c, &d, g);
+    else if (st == KILN_OK && c->dparam[0]) /* dW (O, CKK) = gt colᵀ */
         st = times_columns(c, &d, gt, c->dparam[0]->buf, 1);
     if (st == KILN_OK && c->din[0]) { /* dcol (CKK, N*P) = Wᵀ gt, then col2im */
         kiln_shape s = shape_make(2, ckk, np, 0, 0);

@@ -4,9 +4,15 @@
 kiln_status op_swap01(kiln_ctx *ctx, cl_mem x, cl_mem y, size_t a, size_t b, size_t p)
 {
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(ctx, "layout.cl", "", "swap01", &k);
+    int planes = op_sums_by_plane(ctx, p); /* long planes, work-groups as loops */
+    kiln_status st = kiln_kernel_get(ctx, "layout.cl", "", planes ? "swap01_planes" : "swap01",
+                                     &k);
     if (st != KILN_OK)
         return st;
+    cl_uint A = a, B = b, P = p;
+    if (planes)
+        return kiln_launch_1d(ctx, k, "swap01_planes", op_plane_items(ctx, a * b), 1, 5,
+                              KARG(x), KARG(y), KARG(A), KARG(B), KARG(P));
     return kiln_launch_3d(ctx, k, "swap01", p, a, b, 2, KARG(x), KARG(y));
 }
 
