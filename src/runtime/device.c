@@ -480,6 +480,7 @@ void kiln_ctx_free(kiln_ctx *ctx)
     for (int i = KILN_CTX_SLOTS - 1; i >= 0; i--)
         kiln_ctx_attach(ctx, i, NULL, NULL);
     kiln_profile_discard(ctx);
+    kiln_spares_free(ctx);
     if (ctx->queue)
         clReleaseCommandQueue(ctx->queue);
     if (ctx->context)

@@ -2,6 +2,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "runtime/runtime.h"
 
@@ -138,15 +139,75 @@ static kiln_status tensor_new(kiln_ctx *ctx, int ndim, const size_t *shape, kiln
     return KILN_OK;
 }
 
+/* ---- spare buffers (runtime.h's kiln_spares) ---------------------------- */
+
+#define SPARE_MIN_BYTES (64u << 10) /* smaller buffers are cheap to make */
+
+/* At most an eighth of the device's memory, and 1 GiB, is kept spare. */
+static size_t spare_limit(const kiln_ctx *ctx)
+{
+    uint64_t limit = ctx->info.global_mem_bytes / 8;
+    return limit < (1u << 30) ? (size_t)limit : (size_t)1 << 30;
+}
+
+static void spare_remove(kiln_spares *s, int i)
+{
+    s->total -= s->bytes[i];
+    s->count--;
+    memmove(&s->buf[i], &s->buf[i + 1], (size_t)(s->count - i) * sizeof s->buf[0]);
+    memmove(&s->bytes[i], &s->bytes[i + 1], (size_t)(s->count - i) * sizeof s->bytes[0]);
+}
+
+/* A spare buffer of exactly bytes, the newest, or NULL. */
+static cl_mem spare_take(kiln_ctx *ctx, size_t bytes)
+{
+    kiln_spares *s = &ctx->spares;
+    for (int i = s->count - 1; i >= 0; i--)
+        if (s->bytes[i] == bytes) {
+            cl_mem buf = s->buf[i];
+            spare_remove(s, i);
+            return buf;
+        }
+    return NULL;
+}
+
+/* Keeps buf for reuse, making room by releasing the oldest, or releases it. */
+static void spare_put(kiln_ctx *ctx, cl_mem buf, size_t bytes)
+{
+    kiln_spares *s = &ctx->spares;
+    size_t limit = spare_limit(ctx);
+    if (bytes < SPARE_MIN_BYTES || bytes > limit) {
+        clReleaseMemObject(buf);
+        return;
+    }
+    while (s->count == KILN_SPARE_BUFFERS || s->total + bytes > limit) {
+        clReleaseMemObject(s->buf[0]);
+        spare_remove(s, 0);
+    }
+    s->buf[s->count] = buf;
+    s->bytes[s->count++] = bytes;
+    s->total += bytes;
+}
+
+void kiln_spares_free(kiln_ctx *ctx)
+{
+    while (ctx->spares.count > 0) {
+        clReleaseMemObject(ctx->spares.buf[0]);
+        spare_remove(&ctx->spares, 0);
+    }
+}
+
 kiln_status kiln_tensor_create(kiln_ctx *ctx, int ndim, const size_t *shape, kiln_tensor **out)
 {
     kiln_tensor *t;
     kiln_status st = tensor_new(ctx, ndim, shape, &t);
     if (st != KILN_OK)
         return st;
-    cl_int err;
-    t->buf = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, t->numel * sizeof(float), NULL,
-                            &err);
+    cl_int err = CL_SUCCESS;
+    t->buf = spare_take(ctx, t->numel * sizeof(float));
+    if (!t->buf)
+        t->buf = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, t->numel * sizeof(float), NULL,
+                                &err);
     if (err != CL_SUCCESS) {
         char text[128];
         kiln_tensor_shape_str(t, text, sizeof text);
@@ -166,6 +227,7 @@ kiln_status kiln_tensor_view(kiln_ctx *ctx, cl_mem parent, size_t offset, int nd
         return st;
     cl_buffer_region region = {offset, t->numel * sizeof(float)};
     cl_int err;
+    t->view = 1;
     t->buf = clCreateSubBuffer(parent, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &region,
                                &err);
     if (err != CL_SUCCESS) {
@@ -181,7 +243,10 @@ void kiln_tensor_free(kiln_tensor *t)
 {
     if (!t)
         return;
-    clReleaseMemObject(t->buf);
+    if (t->view)
+        clReleaseMemObject(t->buf);
+    else
+        spare_put(t->ctx, t->buf, t->numel * sizeof(float));
     free(t);
 }
 
