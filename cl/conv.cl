@@ -7,7 +7,9 @@
  *           whose window covers (ih, iw) of dcol; a gather, so no atomics
  *           and a fixed order.
  *   weight_grads_direct: the weight gradient of a convolution with few
- *           weights per output channel, straight from x and the gradient. */
+ *           weights per output channel, straight from x and the gradient.
+ *   flip_weights: the weights of the convolution that gives a stride-1
+ *           convolution's input gradient. */
 
 __kernel void im2col(__global const float *x, __global float *col, const uint C,
                      const uint H, const uint W, const uint K, const uint S, const uint P,
@@ -152,4 +154,17 @@ __kernel void weight_grads_direct(__global const float *g, __global const float 
     float8 a8 = acc16.lo + acc16.hi + acc8;
     float4 a4 = a8.lo + a8.hi + acc4;
     dw[id] = (a4.s0 + a4.s1) + (a4.s2 + a4.s3) + acc;
+}
+
+/* wf (C, O, K, K) from w (O, C, K, K), every kernel turned by half a turn:
+ * the input gradient of a stride-1 convolution is the convolution of its
+ * output gradient with wf (padding D (K - 1) - P). One item per weight. */
+__kernel void flip_weights(__global const float *w, __global float *wf, const uint O,
+                           const uint C, const uint K)
+{
+    uint i = get_global_id(0);
+    if (i >= O * C * K * K)
+        return;
+    uint kw = i % K, kh = i / K % K, c = i / (K * K) % C, o = i / (K * K * C);
+    wf[((c * O + o) * K + (K - 1 - kh)) * K + (K - 1 - kw)] = w[i];
 }

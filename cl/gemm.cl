@@ -24,6 +24,8 @@
  *   pack_panels: dst[p][kk][j] = along_k ? src[(p*w + j) * ld + kk]
  *                                        : src[kk * ld + p*w + j]
  *   gemm_tile:   tile (p, q) of C, rows p*MR.., columns q*NR..
+ *   im2col_panels: op(B) packed straight from a convolution's input
+ *   conv_tiles:  a whole convolution, packing and tiles in one launch
  */
 #ifndef MR
 #define MR 8
@@ -138,15 +140,6 @@ gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global 
     ROWS(STORE)
 }
 
-/* Panels of NR of the im2col matrix of x (N, C, H, W) for a convolution,
- * for the k block kbase.. kbase + k - 1:
- * row r = (c, kh, kw), column q = (n, oh, ow), the value
- * x[n, c, oh*S - P + kh*D, ow*S - P + kw*D] or 0 outside. The product's
- * op(B) is that matrix (by_rows = 0: panels of columns, k runs over rows;
- * the forward pass) or its transpose (by_rows = 1: panels of rows, k runs
- * over columns; the weight gradient). Packing from the image directly
- * writes the panels once instead of writing, reading and rewriting a
- * column matrix. */
 /* The first t >= 0 with t S + base >= 0. */
 static uint first_inside(int base, uint S)
 {
@@ -199,6 +192,100 @@ static void im2col_advance(im2col_at *at, uint run, uint OH, uint OW)
     }
 }
 
+/* Rows k0 .. k1 - 1 of the panel of NR im2col columns from j0 (of extent),
+ * into dst[(kk - kbase) * NR + j]; columns past the extent are zero. */
+static void pack_columns_runs(__global float *dst, __global const float *x, uint C, uint H,
+                              uint W, uint K, uint S, uint P, uint D, uint OH, uint OW,
+                              size_t j0, size_t kbase, size_t k0, size_t k1, size_t extent)
+{
+    uint KK = K * K;
+    for (size_t kk = k0; kk < k1; kk++) {
+        uint c = (uint)kk / KK, kh = (uint)kk / K % K, kw = (uint)kk % K;
+        im2col_at at = im2col_start(j0, OH, OW);
+        __global float *out = dst + (kk - kbase) * NR;
+        for (uint j = 0; j < NR;) {
+            uint run = min(min(OW - at.ow, NR - j),
+                           (uint)max((long)extent - (long)(j0 + j), 1L));
+            int ih = (int)(at.oh * S + kh * D) - (int)P;
+            int live = j0 + j < extent && ih >= 0 && ih < (int)H;
+            __global const float *row = x + ((at.n * C + c) * H + (uint)max(ih, 0)) * W;
+            window_run(out + j, 1, row, live, run, S, (int)(at.ow * S + kw * D) - (int)P, W);
+            j += run;
+            im2col_advance(&at, run, OH, OW);
+        }
+    }
+}
+
+#define intV CAT(int, V)
+#if V == 16
+#define LANES_V (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#elif V == 8
+#define LANES_V (int8)(0, 1, 2, 3, 4, 5, 6, 7)
+#else
+#define LANES_V (int4)(0, 1, 2, 3)
+#endif
+
+/* Which of the lanes at rows oh, columns ow fall inside x's plane when
+ * shifted by (sh, sw). */
+static intV inside_lanes(intV oh, intV ow, int sh, int sw, int H, int W)
+{
+    return (oh + sh >= 0) & (oh + sh < H) & (ow + sw >= 0) & (ow + sw < W);
+}
+
+/* pack_columns where the convolution keeps the size (stride 1, OW = W)
+ * and the panel lies in one sample: row kk = (c, kh, kw) of the panel is
+ * then NR neighbouring values of x's plane c, shifted by (kh D - P) W +
+ * kw D - P from the panel's own positions, with the lanes that fall
+ * outside the plane set to 0. Two vector loads a row, where the loads stay
+ * inside x (at its first and last values they might not: pack_columns_runs
+ * takes those panels). */
+static void pack_columns_shifted(__global float *dst, __global const float *x, uint C, uint H,
+                                 uint W, uint K, uint P, uint D, size_t n, uint q,
+                                 size_t kbase, size_t k0, size_t k1)
+{
+    intV at0 = (int)q + LANES_V, at1 = at0 + V;
+    intV oh0 = at0 / (int)W, ow0 = at0 - oh0 * (int)W, oh1 = at1 / (int)W,
+         ow1 = at1 - oh1 * (int)W;
+    __global const float *xn = x + n * C * H * W + q;
+    uint KK = K * K, c = (uint)k0 / KK, kh = (uint)k0 / K % K, kw = (uint)k0 % K;
+    for (size_t kk = k0; kk < k1; kk++) {
+        int sh = (int)(kh * D) - (int)P, sw = (int)(kw * D) - (int)P;
+        __global const float *from = xn + (long)c * H * W + (long)sh * (int)W + sw;
+        __global float *out = dst + (kk - kbase) * NR;
+        intV in0 = inside_lanes(oh0, ow0, sh, sw, (int)H, (int)W);
+        intV in1 = inside_lanes(oh1, ow1, sh, sw, (int)H, (int)W);
+        vstoreV(select((floatV)0.0f, vloadV(0, from), in0), 0, out);
+        vstoreV(select((floatV)0.0f, vloadV(1, from), in1), 1, out);
+        if (++kw == K) {
+            kw = 0;
+            if (++kh == K) {
+                kh = 0;
+                c++;
+            }
+        }
+    }
+}
+
+/* Rows k0 .. k1 - 1 of the panel of NR im2col columns from j0 (of extent),
+ * into dst[(kk - kbase) * NR + j]; columns past the extent are zero. */
+static void pack_columns(__global float *dst, __global const float *x, uint C, uint H, uint W,
+                         uint K, uint S, uint P, uint D, uint OH, uint OW, size_t j0,
+                         size_t kbase, size_t k0, size_t k1, size_t extent)
+{
+    size_t p2 = (size_t)OH * OW, n = j0 / p2;
+    uint q = (uint)(j0 % p2);
+    /* the loads of the shifted rows reach (D (K - 1) - P)(W + 1) values
+     * past the panel on either side: they must stay inside x */
+    long reach = (long)(D * (K - 1) + P) * (W + 1);
+    long first = (long)(n * C * H * W + q) - reach;
+    long last = (long)((n * C + C - 1) * H * W + q + NR) + reach;
+    if (S == 1 && OW == W && OH == H && q + NR <= p2 && j0 + NR <= extent && first >= 0 &&
+        last <= (long)(extent / p2 * C * H * W))
+        pack_columns_shifted(dst, x, C, H, W, K, P, D, n, q, kbase, k0, k1);
+    else
+        pack_columns_runs(dst, x, C, H, W, K, S, P, D, OH, OW, j0, kbase, k0, k1, extent);
+}
+
 /* Panels of NR of the im2col matrix of x (N, C, H, W) for a convolution,
  * for the k block kbase.. kbase + k - 1:
  * row r = (c, kh, kw), column q = (n, oh, ow), the value
@@ -220,22 +307,7 @@ im2col_panels(__global float *dst, __global const float *x, const uint C, const 
     uint KK = K * K;
     dst += j0 * k;
     if (!by_rows) {
-        for (size_t kk = k0; kk < k1; kk++) {
-            uint c = (uint)kk / KK, kh = (uint)kk / K % K, kw = (uint)kk % K;
-            im2col_at at = im2col_start(j0, OH, OW);
-            __global float *out = dst + (kk - kbase) * NR;
-            for (uint j = 0; j < NR;) {
-                uint run = min(min(OW - at.ow, NR - j),
-                               (uint)max((long)extent - (long)(j0 + j), 1L));
-                int ih = (int)(at.oh * S + kh * D) - (int)P;
-                int live = j0 + j < extent && ih >= 0 && ih < (int)H;
-                __global const float *row = x + ((at.n * C + c) * H + (uint)max(ih, 0)) * W;
-                window_run(out + j, 1, row, live, run, S,
-                           (int)(at.ow * S + kw * D) - (int)P, W);
-                j += run;
-                im2col_advance(&at, run, OH, OW);
-            }
-        }
+        pack_columns(dst, x, C, H, W, K, S, P, D, OH, OW, j0, kbase, k0, k1, extent);
         return;
     }
     for (uint j = 0; j < NR; j++) {
@@ -254,3 +326,66 @@ im2col_panels(__global float *dst, __global const float *x, const uint C, const 
         }
     }
 }
+
+#if !A_PACKED
+/* Row `row` of m of a tile's NR results, columns q0 .. q0 + width - 1 of
+ * (N * P2) that start at plane position p of sample n, into y (N, m, P2). */
+static void store_planes(__global float *y, floatV x0, floatV x1, size_t n, uint p,
+                         size_t width, size_t row, size_t m, uint P2)
+{
+    __global float *o = y + (n * m + row) * P2;
+    if (width == NR && p + NR <= P2) {
+        vstoreV(x0, 0, o + p);
+        vstoreV(x1, 1, o + p);
+        return;
+    }
+    float t[NR];
+    vstoreV(x0, 0, t);
+    vstoreV(x1, 1, t);
+    for (size_t j = 0; j < width; j++) {
+        o[p] = t[j];
+        if (++p == P2) {
+            p = 0;
+            o += m * P2; /* the next sample's row */
+        }
+    }
+}
+
+#define STORE_PLANES(r) \
+    if (row0 + r < m) \
+        store_planes(y, c##r##0, c##r##1, n0, p0, width, row0 + r, m, OH * OW);
+
+/* A whole convolution, y (N, m, OH, OW) = a (m x k, k = C K K) times the
+ * im2col matrix of x (N, C, H, W), for CPUs: item g takes the panels of NR
+ * columns g, g + items, ..., packs each into its own slot of scratch (k x
+ * NR floats, which stays in its core's cache), then computes every MR-row
+ * tile of those columns from it, storing straight into y's planes. The
+ * column matrix never reaches memory, and y needs no change of layout. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+conv_tiles(__global const float *a, __global const float *x, __global float *y,
+           __global float *scratch, const uint C, const uint H, const uint W, const uint K,
+           const uint S, const uint P, const uint D, const uint OH, const uint OW,
+           const ulong m, const ulong n, const ulong k)
+{
+    const ulong a_off = 0, lda = k;
+    __global float *panel = scratch + get_global_id(0) * k * NR;
+    size_t panels = (n + NR - 1) / NR;
+    for (size_t q = get_global_id(0); q < panels; q += get_global_size(0)) {
+        size_t col0 = q * NR, width = min((size_t)NR, (size_t)n - col0);
+        size_t n0 = col0 / (OH * OW);
+        uint p0 = (uint)(col0 % (OH * OW));
+        pack_columns(panel, x, C, H, W, K, S, P, D, OH, OW, col0, 0, 0, k, n);
+        for (size_t row0 = 0; row0 < m; row0 += MR) {
+            __global const float *b = panel;
+            ROWS(A_ROW)
+            ROWS(ACC)
+            for (size_t kk = 0; kk < k; kk++) {
+                floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
+                ROWS(FMA)
+                b += NR;
+            }
+            ROWS(STORE_PLANES)
+        }
+    }
+}
+#endif

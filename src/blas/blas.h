@@ -124,6 +124,13 @@ kiln_status kiln_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a
                                   const gemm_im2col *x, int transposed, float beta, cl_mem c,
                                   size_t ldc);
 
+/* A whole convolution with kiln's GEMM where a panel of its columns (C K K
+ * of them) fits the k block: y (N, m, OH, OW) = a (m x C K K) times the
+ * im2col matrix of x, packed and multiplied panel by panel in one launch
+ * (gemm.cl's conv_tiles). kiln_cpu_conv_fits says whether it applies. */
+int kiln_cpu_conv_fits(kiln_ctx *ctx, size_t k);
+kiln_status kiln_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y);
+
 /* "auto", "clblast" or "kiln" into *out; what names the source in errors. */
 kiln_status kiln_gemm_engine_parse(const char *text, const char *what, kiln_gemm_engine *out);
 /* AUTO made concrete for the context's device: kiln's GEMM where the

@@ -25,6 +25,9 @@
  * last-level cache). docs/gemm.md has the measurements; kiln tune
  * measures the k block. */
 #define GEMM_PANEL_BYTES (256u << 10)
+/* kiln_cpu_conv's items per compute unit, each with a panel slot of its
+ * own: enough for the cores to share the panels out evenly. */
+#define CONV_ITEMS_PER_UNIT 16
 #define GEMM_CACHE_GUESS (1u << 20)
 /* gemm.cl compiles twice per tile (A in place, A packed): the packing
  * kernels are taken from the program for an op(A) read in place, not from
@@ -354,4 +357,35 @@ kiln_status kiln_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a
                        k0 ? 1.0f : beta, c, 0, ldc);
     }
     return st;
+}
+
+int kiln_cpu_conv_fits(kiln_ctx *ctx, size_t k)
+{
+    blas_state *s;
+    return tiled_state(ctx, &s) == KILN_OK && k <= s->tile.kc;
+}
+
+kiln_status kiln_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y)
+{
+    size_t k = x->c * x->k * x->k, n = x->n * x->oh * x->ow;
+    blas_state *s;
+    cl_mem slots;
+    cl_kernel kernel;
+    kiln_status st = tiled_state(ctx, &s);
+    size_t nr = st == KILN_OK ? 2 * (size_t)s->tile.v : 1, panels = (n + nr - 1) / nr;
+    size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
+    size_t items = panels < CONV_ITEMS_PER_UNIT * units ? panels : CONV_ITEMS_PER_UNIT * units;
+    if (st == KILN_OK)
+        st = scratch(ctx, 1, items * k * nr * sizeof(float), &slots);
+    if (st == KILN_OK)
+        st = kiln_kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_tiles", &kernel);
+    if (st != KILN_OK)
+        return st;
+    cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,
+            S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
+            OW = (cl_uint)x->ow;
+    cl_ulong mm = m, nn = n, kk = k;
+    return kiln_launch_1d(ctx, kernel, "conv_tiles", items, 1, 16, KARG(a), KARG(x->x), KARG(y),
+                          KARG(slots), KARG(C), KARG(H), KARG(W), KARG(K), KARG(S), KARG(P),
+                          KARG(D), KARG(OH), KARG(OW), KARG(mm), KARG(nn), KARG(kk));
 }

@@ -163,12 +163,56 @@ static kiln_status direct_weight_grads(const op_args *c, const conv_dims *d, cl_
                                           KARG(v[8]), KARG(v[9]));
 }
 
+/* Whether a convolution over C channels runs as kiln_cpu_conv: on CPUs
+ * with kiln's GEMM, where a panel of its C K K rows fits the k block. */
+static int fused_fits(const op_args *c, const conv_dims *d, size_t channels)
+{
+    return kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
+           kiln_device_loops_work_groups(&c->ctx->info) &&
+           kiln_cpu_conv_fits(c->ctx, channels * d->k * d->k);
+}
+
+/* The input gradient as a convolution of g (N, O, OH, OW) with the
+ * flipped weights, for stride 1 and padding up to the kernel's span. */
+static int input_grads_fused(const op_args *c, const conv_dims *d)
+{
+    return d->s == 1 && d->d * (d->k - 1) >= d->p && fused_fits(c, d, d->o);
+}
+
+static kiln_status fused_input_grads(const op_args *c, const conv_dims *d, cl_mem g)
+{
+    kiln_shape s = shape_make(2, d->c, d->o * d->k * d->k, 0, 0);
+    kiln_tensor *wf = NULL;
+    cl_kernel k;
+    cl_uint O = d->o, C = d->c, K = d->k;
+    kiln_status st = kiln_kernel_get(c->ctx, "conv.cl", "", "flip_weights", &k);
+    if (st == KILN_OK)
+        st = tensor_of(c->ctx, &s, &wf);
+    if (st == KILN_OK)
+        st = kiln_launch_1d(c->ctx, k, "flip_weights", wf->numel, 64, 5,
+                            KARG(c->param[0]->buf), KARG(wf->buf), KARG(O), KARG(C), KARG(K));
+    gemm_im2col x = {g, d->n, d->o, d->oh, d->ow, d->k, 1, d->d * (d->k - 1) - d->p, d->d,
+                     d->h, d->w};
+    if (st == KILN_OK)
+        st = kiln_cpu_conv(c->ctx, d->c, wf->buf, &x, c->din[0]->buf);
+    kiln_tensor_free(wf);
+    return st;
+}
+
 static kiln_status conv_forward(const op_args *c)
 {
     conv_dims d = dims_of(c);
     size_t np = d.n * d.oh * d.ow;
     kiln_tensor *tmp = NULL;
     kiln_status st = KILN_OK;
+    if (fused_fits(c, &d, d.c)) {
+        gemm_im2col x = {c->in[0]->buf, d.n, d.c, d.h, d.w, d.k, d.s, d.p, d.d, d.oh, d.ow};
+        st = kiln_cpu_conv(c->ctx, d.o, c->param[0]->buf, &x, c->out->buf);
+        return st != KILN_OK ? st
+                             : op_bias_act(c->ctx, c->attrs->act, c->attrs->slope, c->out,
+                                           c->attrs->bias ? c->param[1] : NULL, d.o,
+                                           d.oh * d.ow);
+    }
     /* (O, N*P) = W (O, CKK) col (CKK, N*P); with N = 1 that is y itself. */
     if (d.n > 1) {
         kiln_shape s = shape_make(2, d.o, np, 0, 0);
@@ -196,8 +240,9 @@ static kiln_status conv_backward(const op_args *c)
     if (st == KILN_OK && c->attrs->bias && c->dparam[1])
         st = op_channel_sums(c->ctx, g, d.n, d.o, d.oh * d.ow, c->dparam[1]->buf);
     int direct = c->dparam[0] && weight_grads_direct(c, &d);
+    int fused = c->din[0] && input_grads_fused(c, &d);
     /* gt: the gradient as (O, N*P), the GEMM's layout */
-    if (st == KILN_OK && d.n > 1 && (!direct || c->din[0])) {
+    if (st == KILN_OK && d.n > 1 && ((c->dparam[0] && !direct) || (c->din[0] && !fused))) {
         kiln_shape s = shape_make(2, d.o, np, 0, 0);
         st = tensor_of(c->ctx, &s, &dzt);
         if (st == KILN_OK)
@@ -208,7 +253,9 @@ static kiln_status conv_backward(const op_args *c)
         st = direct_weight_grads(c, &d, g);
     else if (st == KILN_OK && c->dparam[0]) /* dW (O, CKK) = gt colᵀ */
         st = times_columns(c, &d, gt, c->dparam[0]->buf, 1);
-    if (st == KILN_OK && c->din[0]) { /* dcol (CKK, N*P) = Wᵀ gt, then col2im */
+    if (st == KILN_OK && fused)
+        st = fused_input_grads(c, &d, g);
+    else if (st == KILN_OK && c->din[0]) { /* dcol (CKK, N*P) = Wᵀ gt, then col2im */
         kiln_shape s = shape_make(2, ckk, np, 0, 0);
         st = tensor_of(c->ctx, &s, &dcol);
         if (st == KILN_OK)
