@@ -380,9 +380,10 @@ static void report(const char *label, const char *what, double err)
     printf("%-36s %-10s worst |error| / max |value| = %.2e\n", label, what, err);
 }
 
-START_TEST(operator_matches_reference)
+/* One case forward and backward against the float64 reference, and the
+ * reference against finite differences. */
+static void check_case(const op_case *tc)
 {
-    const op_case *tc = &cases[_i];
     fixture f;
     fixture_setup(&f, tc);
     double tol = tc->tol > 0 ? tc->tol : 2e-5;
@@ -438,6 +439,29 @@ START_TEST(operator_matches_reference)
         free(buffers[i]);
     free(want);
     fixture_teardown(&f);
+}
+
+START_TEST(operator_matches_reference)
+{
+    check_case(&cases[_i]);
+}
+END_TEST
+
+/* Where kiln's GEMM runs the convolutions (PoCL), they also at the tiles
+ * of AVX2 (6 x 16) and of 128-bit vectors (4 x 8), whose panels of 16 and
+ * 8 columns take other paths through the packing. */
+START_TEST(convolution_at_other_tiles)
+{
+    const op_case *tc = &cases[_i];
+    kiln_ctx *ctx = test_ctx();
+    if (tc->kind != OP_CONV2D || kiln_ctx_gemm(ctx) != KILN_GEMM_KILN)
+        return;
+    const gemm_tile tiles[] = {{6, 8, 0}, {4, 4, 0}};
+    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+        check_ok(kiln_gemm_tile_set(ctx, tiles[i]));
+        check_case(tc);
+    }
+    check_ok(kiln_gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
 }
 END_TEST
 
@@ -585,6 +609,7 @@ int main(void)
     Suite *s = suite_create("ops");
     TCase *tc = tcase_create("ops");
     tcase_add_loop_test(tc, operator_matches_reference, 0, CASE_COUNT);
+    tcase_add_loop_test(tc, convolution_at_other_tiles, 0, CASE_COUNT);
     tcase_add_test(tc, batchnorm_running_statistics_after_three_steps);
     tcase_add_test(tc, bad_shapes_name_both_shapes);
     tcase_add_test(tc, sum_of_squares_is_accurate_and_deterministic);
