@@ -55,6 +55,33 @@
 #define ROWS8(X) ROWS7(X) X(7)
 #define ROWS(X) CAT(ROWS, MR)(X)
 
+/* Row t of the transpose of an 8 x 8 block held as rows r0 .. r7. */
+#define COLUMN8(t) \
+    (float8)(r0.s##t, r1.s##t, r2.s##t, r3.s##t, r4.s##t, r5.s##t, r6.s##t, r7.s##t)
+#define LOAD_ROW8(i) float8 r##i = vload8(0, s + (i) * ld);
+#define STORE_COLUMN8(t) vstore8(COLUMN8(t), 0, d + (t) * w);
+
+/* dst[kk][j] = src[j * ld + kk] for kk in [k0, k1) and j < w (a multiple
+ * of 8): 8 x 8 blocks, loaded as rows and stored as columns, then the
+ * last k one value at a time. */
+static void pack_transposed(__global float *dst, __global const float *src, ulong ld,
+                            size_t k0, size_t k1, uint w)
+{
+    size_t kk = k0;
+    for (; kk + 8 <= k1; kk += 8)
+        for (uint j = 0; j < w; j += 8) {
+            __global const float *s = src + j * ld + kk;
+            __global float *d = dst + kk * w + j;
+            LOAD_ROW8(0) LOAD_ROW8(1) LOAD_ROW8(2) LOAD_ROW8(3)
+            LOAD_ROW8(4) LOAD_ROW8(5) LOAD_ROW8(6) LOAD_ROW8(7)
+            STORE_COLUMN8(0) STORE_COLUMN8(1) STORE_COLUMN8(2) STORE_COLUMN8(3)
+            STORE_COLUMN8(4) STORE_COLUMN8(5) STORE_COLUMN8(6) STORE_COLUMN8(7)
+        }
+    for (; kk < k1; kk++)
+        for (uint j = 0; j < w; j++)
+            dst[kk * w + j] = src[j * ld + kk];
+}
+
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 pack_panels(__global float *dst, __global const float *src, const ulong off, const ulong ld,
             const uint along_k, const ulong extent, const ulong k, const uint w)
@@ -63,7 +90,9 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
     size_t k1 = min(k0 + PACK_K, (size_t)k), j0 = p * w, last = extent - 1;
     dst += p * k * w;
     src += off;
-    if (along_k) {
+    if (along_k && j0 + w <= extent) {
+        pack_transposed(dst, src + j0 * ld, ld, k0, k1, w);
+    } else if (along_k) {
         for (uint j = 0; j < w; j++) {
             __global const float *s = src + min(j0 + j, last) * ld;
             for (size_t kk = k0; kk < k1; kk++)
