@@ -26,6 +26,8 @@
  *   gemm_tile:   tile (p, q) of C, rows p*MR.., columns q*NR..
  *   im2col_panels: op(B) packed straight from a convolution's input
  *   conv_tiles:  a whole convolution, packing and tiles in one launch
+ *   gemm_slots:  a product with few rows of A, packing and tiles in one
+ *                launch
  */
 #ifndef MR
 #define MR 8
@@ -82,14 +84,12 @@ static void pack_transposed(__global float *dst, __global const float *src, ulon
             dst[kk * w + j] = src[j * ld + kk];
 }
 
-__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-pack_panels(__global float *dst, __global const float *src, const ulong off, const ulong ld,
-            const uint along_k, const ulong extent, const ulong k, const uint w)
+/* Rows k0 .. k1 - 1 of panel j0 .. j0 + w - 1 of src (extent columns),
+ * padded by repeating the last column, into dst (the panel's start). */
+static void pack_panel(__global float *dst, __global const float *src, ulong ld, uint along_k,
+                       size_t extent, size_t j0, size_t k0, size_t k1, uint w)
 {
-    size_t k0 = get_global_id(0) * PACK_K, p = get_global_id(1);
-    size_t k1 = min(k0 + PACK_K, (size_t)k), j0 = p * w, last = extent - 1;
-    dst += p * k * w;
-    src += off;
+    size_t last = extent - 1;
     if (along_k && j0 + w <= extent) {
         pack_transposed(dst, src + j0 * ld, ld, k0, k1, w);
     } else if (along_k) {
@@ -107,6 +107,15 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
             for (uint j = 0; j < w; j++)
                 dst[kk * w + j] = src[kk * ld + min(j0 + j, last)];
     }
+}
+
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+pack_panels(__global float *dst, __global const float *src, const ulong off, const ulong ld,
+            const uint along_k, const ulong extent, const ulong k, const uint w)
+{
+    size_t k0 = get_global_id(0) * PACK_K, p = get_global_id(1);
+    pack_panel(dst + p * k * w, src + off, ld, along_k, extent, p * w, k0,
+               min(k0 + PACK_K, (size_t)k), w);
 }
 
 #if A_PACKED
@@ -380,6 +389,21 @@ static void store_planes(__global float *y, floatV x0, floatV x1, size_t n, uint
     }
 }
 
+/* Every MR-row tile of the columns col0 .. col0 + NR - 1 of C from
+ * `panel`, their k x NR values of op(B), each row stored by STORE_ONE. */
+#define FOR_EACH_ROW_TILE(STORE_ONE)                         \
+    for (size_t row0 = 0; row0 < m; row0 += MR) {           \
+        __global const float *b = panel;                    \
+        ROWS(A_ROW)                                         \
+        ROWS(ACC)                                           \
+        for (size_t kk = 0; kk < k; kk++) {                 \
+            floatV b0 = vloadV(0, b), b1 = vloadV(1, b);    \
+            ROWS(FMA)                                       \
+            b += NR;                                        \
+        }                                                   \
+        ROWS(STORE_ONE)                                     \
+    }
+
 #define STORE_PLANES(r) \
     if (row0 + r < m) \
         store_planes(y, c##r##0, c##r##1, n0, p0, width, row0 + r, m, OH * OW);
@@ -404,17 +428,29 @@ conv_tiles(__global const float *a, __global const float *x, __global float *y,
         size_t n0 = col0 / (OH * OW);
         uint p0 = (uint)(col0 % (OH * OW));
         pack_columns(panel, x, C, H, W, K, S, P, D, OH, OW, col0, 0, 0, k, n);
-        for (size_t row0 = 0; row0 < m; row0 += MR) {
-            __global const float *b = panel;
-            ROWS(A_ROW)
-            ROWS(ACC)
-            for (size_t kk = 0; kk < k; kk++) {
-                floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
-                ROWS(FMA)
-                b += NR;
-            }
-            ROWS(STORE_PLANES)
-        }
+        FOR_EACH_ROW_TILE(STORE_PLANES)
+    }
+}
+#endif
+
+#if !A_PACKED
+/* C = alpha A op(B) + beta C for few rows of A (m) and long rows of C:
+ * item g takes the panels of NR columns g, g + items, ..., packs each into
+ * its own slot of scratch (k x NR floats, which stays in its core's cache)
+ * and computes every MR-row tile of those columns from it, so that the
+ * packed B never goes to memory and back. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global const float *bsrc,
+           const ulong b_off, const ulong ldb, const uint along_k, __global float *c,
+           const ulong c_off, const ulong ldc, const ulong m, const ulong n, const ulong k,
+           const float alpha, const float beta, __global float *scratch)
+{
+    __global float *panel = scratch + get_global_id(0) * k * NR;
+    size_t panels = (n + NR - 1) / NR;
+    for (size_t q = get_global_id(0); q < panels; q += get_global_size(0)) {
+        size_t col0 = q * NR, width = min((size_t)NR, (size_t)n - col0);
+        pack_panel(panel, bsrc + b_off, ldb, along_k, n, col0, 0, k, NR);
+        FOR_EACH_ROW_TILE(STORE)
     }
 }
 #endif

@@ -22,6 +22,7 @@ static const gemm_size sizes[] = {
     {1, 1, 1}, {7, 7, 7}, {33, 33, 33}, {129, 129, 129}, {257, 257, 257},
     {1000, 1000, 1}, {1000, 1, 1000}, {1, 1000, 1000}, {7, 129, 33}, {8, 32, 64},
     {16, 31, 2}, {9, 33, 65}, {256, 256, 256}, {3, 100, 513},
+    {37, 301, 67}, {128, 263, 5}, /* few rows, many panels: gemm_slots on CPUs */
 };
 
 static const kiln_gemm_engine engines[] = {KILN_GEMM_CLBLAST, KILN_GEMM_KILN};
@@ -96,7 +97,7 @@ START_TEST(sgemm_on_submatrices_at_offsets)
     kiln_ctx *ctx = test_ctx();
     kiln_ctx_set_gemm(ctx, engines[_i / 4]);
     int ta = _i & 1, tb = (_i >> 1) & 1;
-    size_t m = 19, n = 45, k = 37, pad = 3, off = 11;
+    size_t m = 19, n = 301, k = 37, pad = 3, off = 11; /* n: gemm_slots on CPUs */
     size_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
     size_t na = off + (ta ? k : m) * lda, nb = off + (tb ? n : k) * ldb, nc = off + m * ldc;
     float *a = test_alloc(na * sizeof *a), *b = test_alloc(nb * sizeof *b);

@@ -28,6 +28,8 @@
 /* kiln_cpu_conv's items per compute unit, each with a panel slot of its
  * own: enough for the cores to share the panels out evenly. */
 #define CONV_ITEMS_PER_UNIT 16
+/* gemm_slots takes products with at most this many rows of A. */
+#define SLOT_MAX_ROWS 128
 #define GEMM_CACHE_GUESS (1u << 20)
 /* gemm.cl compiles twice per tile (A in place, A packed): the packing
  * kernels are taken from the program for an op(A) read in place, not from
@@ -294,6 +296,48 @@ static size_t block_length(const blas_state *s, size_t k)
     return (k + blocks - 1) / blocks;
 }
 
+/* Items of a launch whose items each keep a panel slot of their own
+ * (gemm_slots, conv_tiles): at most CONV_ITEMS_PER_UNIT per compute unit. */
+static size_t slot_items(const kiln_ctx *ctx, size_t panels)
+{
+    size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
+    return panels < CONV_ITEMS_PER_UNIT * units ? panels : CONV_ITEMS_PER_UNIT * units;
+}
+
+/* Whether C = op(A) op(B) runs as gemm_slots: A read in place, k within
+ * one block, few rows of A (each panel of B then serves only a few tiles,
+ * and packing B whole would send it to memory and back) and enough panels
+ * for every compute unit. */
+static int slots_pay(const kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, size_t m,
+                     size_t n, size_t k)
+{
+    size_t nr = 2 * (size_t)s->tile.v, units = ctx->info.compute_units ? ctx->info.compute_units : 1;
+    return ta == KILN_NO_TRANS && k <= s->tile.kc && m <= SLOT_MAX_ROWS &&
+           (n + nr - 1) / nr >= 4 * units;
+}
+
+static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, size_t m,
+                         size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
+                         cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
+                         size_t c_off, size_t ldc)
+{
+    size_t nr = 2 * (size_t)s->tile.v, items = slot_items(ctx, (n + nr - 1) / nr);
+    cl_mem scratch_slots;
+    cl_kernel kernel;
+    kiln_status st = scratch(ctx, 1, items * k * nr * sizeof(float), &scratch_slots);
+    if (st == KILN_OK)
+        st = kiln_kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "gemm_slots", &kernel);
+    if (st != KILN_OK)
+        return st;
+    cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
+             kk = k;
+    cl_uint along = tb == KILN_TRANS;
+    return kiln_launch_1d(ctx, kernel, "gemm_slots", items, 1, 16, KARG(a), KARG(ao), KARG(la),
+                          KARG(b), KARG(bo), KARG(lb), KARG(along), KARG(c), KARG(co), KARG(lc),
+                          KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta),
+                          KARG(scratch_slots));
+}
+
 kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
                            size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
                            cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
@@ -302,6 +346,9 @@ kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
     cl_mem bp;
     blas_state *s;
     kiln_status st = tiled_state(ctx, &s);
+    if (st == KILN_OK && slots_pay(ctx, s, ta, m, n, k))
+        return slots(ctx, s, tb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off,
+                     ldc);
     size_t kb = st == KILN_OK ? block_length(s, k) : 0;
     for (size_t k0 = 0; st == KILN_OK && k0 < k; k0 += kb) {
         size_t len = k - k0 < kb ? k - k0 : kb;
@@ -372,9 +419,8 @@ kiln_status kiln_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
     cl_mem slots;
     cl_kernel kernel;
     kiln_status st = tiled_state(ctx, &s);
-    size_t nr = st == KILN_OK ? 2 * (size_t)s->tile.v : 1, panels = (n + nr - 1) / nr;
-    size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
-    size_t items = panels < CONV_ITEMS_PER_UNIT * units ? panels : CONV_ITEMS_PER_UNIT * units;
+    size_t nr = st == KILN_OK ? 2 * (size_t)s->tile.v : 1;
+    size_t items = slot_items(ctx, (n + nr - 1) / nr);
     if (st == KILN_OK)
         st = scratch(ctx, 1, items * k * nr * sizeof(float), &slots);
     if (st == KILN_OK)
