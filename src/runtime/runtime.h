@@ -132,9 +132,8 @@ void kiln_write_to_file(void *file, const char *text);
 
 /* Buffers of freed tensors, kept for the next tensor of the same size
  * (tensor.c): a training step creates and frees the same temporaries every
- * step, and a new buffer's first use costs the driver fresh pages (on a
- * CPU, a page fault for every 4 KiB: 7 ms for a convolution's 29 MB
- * column gradient). The context's one in-order queue makes reuse safe. */
+ * step, and a new buffer costs the driver an allocation and fresh pages at
+ * its first use. The context's one in-order queue makes reuse safe. */
 #define KILN_SPARE_BUFFERS 32
 typedef struct {
     cl_mem buf[KILN_SPARE_BUFFERS]; /* oldest first */
