@@ -2,7 +2,8 @@
 """Data-parallel training under mpirun gives the weights of one process:
 2 ranks (an even split of each global batch) and 3 ranks (an uneven one,
 and a short last batch of 4 samples) against 1 rank on the same data, after
-3 epochs of SGD with momentum (24 steps); within 1e-5 relative. With
+3 epochs of SGD with momentum (24 steps); within 1e-5 relative, and so
+are the validation loss and accuracy, of which each rank scores its share. With
 sync_batchnorm, an MLP with batchnorm trained by 2 ranks (an even split)
 and 3 ranks (42, 43 and 43 samples, and a last batch of 2 samples in
 which one rank has none) gives one process's weights and running
@@ -12,6 +13,7 @@ mpirun prints the distributed lines once. Then a rank that fails (rank 0 cannot 
 device that does not exist) ends the job quickly, naming the rank.
 
 usage: check_dist.py KILN MPIRUN"""
+import csv
 import json
 import os
 import random
@@ -58,6 +60,13 @@ def train(tmp, ranks, model="m.ini", data="d.csv", extra=()):
     return weights(os.path.join(out, "final.safetensors"))
 
 
+def last_validation(tmp, ranks):
+    """The last epoch's validation loss and accuracy in log.csv of train(tmp, ranks)."""
+    with open(os.path.join(tmp, f"m.ini-{ranks}-0", "log.csv")) as f:
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["val_loss"]), float(rows[-1]["val_accuracy"])
+
+
 def write_data(path, count, rng):
     with open(path, "w") as f:
         f.write(",".join(f"x{i}" for i in range(8)) + ",label\n")
@@ -94,6 +103,12 @@ with tempfile.TemporaryDirectory() as tmp:
         failed |= not ok
         print(f"{'ok  ' if ok else 'FAIL'} {ranks} ranks against 1: worst relative difference "
               f"{worst:.3g}")
+        # each rank scored its share of the validation split; the sums are one process's
+        mine, single = last_validation(tmp, ranks), last_validation(tmp, 1)
+        ok = (mine[1] == single[1] and abs(mine[0] - single[0]) <= 1e-5 * abs(single[0]))
+        failed |= not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {ranks} ranks against 1, validation loss and "
+              f"accuracy: {mine} against {single}")
     one = train(tmp, 1, "bn-true.ini", "bn.csv")
     if not any(k.endswith("running_var") for k in one):
         sys.exit(f"the batchnorm model's checkpoint has no running statistics: {sorted(one)}")

@@ -513,26 +513,38 @@ static kiln_status broadcast_tensor(kiln_net *net, kiln_tensor *t, float *h)
     return st == KILN_OK ? kiln_tensor_upload(t, h, t->numel) : st;
 }
 
-/* Every rank starts from rank 0's parameters and buffers, as PyTorch's
- * DistributedDataParallel does. */
-static kiln_status take_rank0_weights(kiln_net *net)
+/* Rank 0's parameters (with params) and buffers on every rank. */
+static kiln_status take_rank0(kiln_net *net, int params)
 {
     pipeline *p = net->main.p;
     float *h = malloc(p->params->numel * sizeof *h);
-    kiln_status st = h ? broadcast_tensor(net, p->params, h)
-                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_comm: out of host "
-                                                           "memory");
+    kiln_status st = !h ? kiln_fail(KILN_ERR_OUT_OF_MEMORY, "rank 0's weights: out of host "
+                                                            "memory")
+                     : params ? broadcast_tensor(net, p->params, h)
+                              : KILN_OK;
     for (size_t i = 0; i < p->count && st == KILN_OK; i++)
         for (int j = 0; j < p->steps[i].shapes.n_buffers && st == KILN_OK; j++) {
             kiln_tensor *b = p->steps[i].buffer[j];
             float *grown = b->numel > p->params->numel ? realloc(h, b->numel * sizeof *h) : h;
             if (!grown)
-                st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_comm: out of host memory");
+                st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "rank 0's weights: out of host memory");
             else
                 st = broadcast_tensor(net, b, h = grown);
         }
     free(h);
     return st;
+}
+
+/* Every rank starts from rank 0's parameters and buffers, as PyTorch's
+ * DistributedDataParallel does. */
+static kiln_status take_rank0_weights(kiln_net *net)
+{
+    return take_rank0(net, 1);
+}
+
+kiln_status net_take_rank0_buffers(kiln_net *net)
+{
+    return take_rank0(net, 0);
 }
 
 kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm)

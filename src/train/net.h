@@ -73,6 +73,9 @@ void net_dist_step(kiln_net *net, size_t mine, size_t n);
  * global batch on every rank, from this rank's mean over its own samples
  * (mine of them; 0: none, and its gradients are not read). */
 kiln_status net_reduce_gradients(kiln_net *net, size_t mine);
+/* Under mpirun: rank 0's buffers (batchnorm's running statistics) on every
+ * rank, as DistributedDataParallel's broadcast of buffers; collective. */
+kiln_status net_take_rank0_buffers(kiln_net *net);
 
 /* A training step in which this rank has no samples: the sync_batchnorm
  * sums that the other ranks' forward and backward wait for. */

@@ -295,8 +295,30 @@ static void regression_result(const regression *g, double *mae, double *r2)
     *r2 = total / (double)g->outputs;
 }
 
+/* Under mpirun, where each rank scored its share of every batch: the sums
+ * of all ranks (loss, correct answers and the regression sums). */
+static kiln_status evaluate_sum(run *r, double *total, size_t *correct, regression *g,
+                                int regressing)
+{
+    size_t outs = regressing ? g->outputs : 0, n = 4 + 3 * outs;
+    double *v = calloc(n, sizeof *v);
+    if (!v)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of host memory");
+    v[0] = *total, v[1] = (double)*correct, v[2] = g->abs_sum, v[3] = (double)g->count;
+    for (size_t j = 0; j < outs; j++)
+        v[4 + j] = g->sum[j], v[4 + outs + j] = g->sum2[j], v[4 + 2 * outs + j] = g->sse[j];
+    kiln_status st = dist_sum_doubles(r->net->comm, v, n, "the evaluation's sums");
+    *total = v[0], *correct = (size_t)v[1], g->abs_sum = v[2], g->count = (size_t)v[3];
+    for (size_t j = 0; j < outs; j++)
+        g->sum[j] = v[4 + j], g->sum2[j] = v[4 + outs + j], g->sse[j] = v[4 + 2 * outs + j];
+    free(v);
+    return st;
+}
+
 /* Mean loss and accuracy (for mse: MAE and R² in mae and r2, which may be
- * NULL) of a dataset in eval mode. */
+ * NULL) of a dataset in eval mode. Under mpirun (without a confusion
+ * matrix) every rank scores its share of each batch with rank 0's running
+ * statistics, and the sums are added up. */
 static kiln_status evaluate(run *r, const dataset *d, double *loss, double *accuracy,
                             size_t *confusion, double *mae, double *r2)
 {
@@ -309,12 +331,19 @@ static kiln_status evaluate(run *r, const dataset *d, double *loss, double *accu
                          : KILN_OK;
     if (stats)
         g.sum = stats, g.sum2 = stats + outs, g.sse = stats + 2 * outs;
+    int split = !confusion && dist_comm_size(r->net->comm) > 1;
+    if (st == KILN_OK && split)
+        st = net_take_rank0_buffers(r->net);
     for (size_t first = 0; first < d->count && st == KILN_OK; first += b) {
-        size_t n = d->count - first < b ? d->count - first : b;
+        size_t at = first, n = d->count - first < b ? d->count - first : b;
+        if (split)
+            dist_slice(r->net->comm, first, n, &at, &n);
         net_pipe *q;
+        if (n == 0)
+            continue;
         st = pipe_for(r, n, &q);
         if (st == KILN_OK)
-            st = stage_batch(r, q, d, NULL, first, n, 0, 0);
+            st = stage_batch(r, q, d, NULL, at, n, 0, 0);
         if (st == KILN_OK)
             st = pipeline_forward(q->p, 0);
         if (st == KILN_OK)
@@ -324,6 +353,8 @@ static kiln_status evaluate(run *r, const dataset *d, double *loss, double *accu
         if (st == KILN_OK && stats)
             regression_add(&g, r->out, r->y[0], n);
     }
+    if (st == KILN_OK && split)
+        st = evaluate_sum(r, &total, &correct, &g, stats != NULL);
     *loss = d->count ? total / (double)d->count : NAN;
     *accuracy = d->count && r->c.loss != LOSS_MSE ? (double)correct / (double)d->count
                                                             : NAN;
