@@ -25,9 +25,9 @@
  * last-level cache). docs/gemm.md has the measurements; kiln tune
  * measures the k block. */
 #define GEMM_PANEL_BYTES (256u << 10)
-/* kiln_cpu_conv's items per compute unit, each with a panel slot of its
- * own: enough for the cores to share the panels out evenly. */
-#define CONV_ITEMS_PER_UNIT 16
+/* Items per compute unit of gemm_slots and conv_tiles, each with a panel
+ * slot of its own: enough for the cores to share the panels out evenly. */
+#define SLOT_ITEMS_PER_UNIT 16
 /* gemm_slots takes products with at most this many rows of A. */
 #define SLOT_MAX_ROWS 128
 #define GEMM_CACHE_GUESS (1u << 20)
@@ -88,8 +88,7 @@ size_t kiln_gemm_kc_default(const kiln_ctx *ctx, gemm_tile t)
     if (clGetDeviceInfo(ctx->device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof cache, &cache,
                         NULL) != CL_SUCCESS || cache == 0)
         cache = GEMM_CACHE_GUESS;
-    size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
-    size_t panel = (size_t)cache / units / 8, l2 = host_l2_bytes(ctx);
+    size_t panel = (size_t)cache / kiln_device_units(&ctx->info) / 8, l2 = host_l2_bytes(ctx);
     size_t limit = l2 ? l2 / 4 : GEMM_PANEL_BYTES;
     panel = panel < limit ? panel : limit;
     size_t kc = panel / (2 * (size_t)t.v * sizeof(float)) / 64 * 64;
@@ -297,11 +296,11 @@ static size_t block_length(const blas_state *s, size_t k)
 }
 
 /* Items of a launch whose items each keep a panel slot of their own
- * (gemm_slots, conv_tiles): at most CONV_ITEMS_PER_UNIT per compute unit. */
+ * (gemm_slots, conv_tiles): at most SLOT_ITEMS_PER_UNIT per compute unit. */
 static size_t slot_items(const kiln_ctx *ctx, size_t panels)
 {
-    size_t units = ctx->info.compute_units ? ctx->info.compute_units : 1;
-    return panels < CONV_ITEMS_PER_UNIT * units ? panels : CONV_ITEMS_PER_UNIT * units;
+    size_t most = SLOT_ITEMS_PER_UNIT * kiln_device_units(&ctx->info);
+    return panels < most ? panels : most;
 }
 
 /* Whether C = op(A) op(B) runs as gemm_slots: A read in place, k within
@@ -311,9 +310,9 @@ static size_t slot_items(const kiln_ctx *ctx, size_t panels)
 static int slots_pay(const kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, size_t m,
                      size_t n, size_t k)
 {
-    size_t nr = 2 * (size_t)s->tile.v, units = ctx->info.compute_units ? ctx->info.compute_units : 1;
+    size_t nr = 2 * (size_t)s->tile.v;
     return ta == KILN_NO_TRANS && k <= s->tile.kc && m <= SLOT_MAX_ROWS &&
-           (n + nr - 1) / nr >= 4 * units;
+           (n + nr - 1) / nr >= 4 * kiln_device_units(&ctx->info);
 }
 
 static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, size_t m,

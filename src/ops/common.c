@@ -83,7 +83,7 @@ size_t op_column_items(size_t columns)
 
 size_t op_plane_items(const kiln_ctx *ctx, size_t planes)
 {
-    size_t items = 32 * (ctx->info.compute_units ? ctx->info.compute_units : 1);
+    size_t items = 32 * kiln_device_units(&ctx->info);
     return planes < items ? planes : items;
 }
 

@@ -139,14 +139,20 @@ static kiln_status times_columns(const op_args *c, const conv_dims *d, cl_mem a,
     return st;
 }
 
+/* Whether the CPU-shaped convolution kernels apply: kiln's GEMM on a
+ * device that runs work-groups as loops (PoCL). */
+static int cpu_shaped(const op_args *c)
+{
+    return kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
+           kiln_device_loops_work_groups(&c->ctx->info);
+}
+
 /* Whether the weight gradient runs as weight_grads_direct (conv.cl): on
  * CPUs, with stride 1, where a weight row (C K K) is narrower than a panel
  * of kiln's GEMM, which would mostly multiply padding. */
 static int weight_grads_direct(const op_args *c, const conv_dims *d)
 {
-    return kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
-           kiln_device_loops_work_groups(&c->ctx->info) && d->s == 1 &&
-           d->c * d->k * d->k < CONV_DIRECT_ROWS;
+    return cpu_shaped(c) && d->s == 1 && d->c * d->k * d->k < CONV_DIRECT_ROWS;
 }
 
 static kiln_status direct_weight_grads(const op_args *c, const conv_dims *d, cl_mem g)
@@ -167,9 +173,7 @@ static kiln_status direct_weight_grads(const op_args *c, const conv_dims *d, cl_
  * with kiln's GEMM, where a panel of its C K K rows fits the k block. */
 static int fused_fits(const op_args *c, const conv_dims *d, size_t channels)
 {
-    return kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
-           kiln_device_loops_work_groups(&c->ctx->info) &&
-           kiln_cpu_conv_fits(c->ctx, channels * d->k * d->k);
+    return cpu_shaped(c) && kiln_cpu_conv_fits(c->ctx, channels * d->k * d->k);
 }
 
 /* The input gradient as a convolution of g (N, O, OH, OW) with the

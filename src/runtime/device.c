@@ -433,6 +433,11 @@ int kiln_device_loops_work_groups(const kiln_device_info *d)
     return d->type == KILN_DEVICE_CPU && !strstr(d->platform, "rusticl");
 }
 
+size_t kiln_device_units(const kiln_device_info *d)
+{
+    return d->compute_units ? d->compute_units : 1;
+}
+
 kiln_status kiln_ctx_open_device(const char *selector, kiln_ctx **out)
 {
     if (!out)

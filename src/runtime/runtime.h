@@ -207,6 +207,8 @@ kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, si
  * the GPU-shaped path (measured: kiln's GEMM 10x slower than CLBlast
  * there). */
 int kiln_device_loops_work_groups(const kiln_device_info *d);
+/* The device's compute units, 1 where the driver does not say. */
+size_t kiln_device_units(const kiln_device_info *d);
 
 /* An x * y range of work-groups of one item each, for kernels written for
  * CPUs (one item runs a whole tile in vector registers). */
