@@ -10,7 +10,7 @@
 #include <zip.h>
 
 #include "harness.h"
-#include "train/data.h"
+#include "data/data.h"
 
 static const char *tmp_path(const char *name)
 {

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "train/optim.h"
+#include "optim/optim.h"
 
 typedef struct {
     kiln_model *m;

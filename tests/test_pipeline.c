@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "train/optim.h"
+#include "optim/optim.h"
 #include "compiler/pipeline.h"
 
 typedef struct {

@@ -11,9 +11,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "train/checkpoint.h"
+#include "net/checkpoint.h"
 #include "harness.h"
-#include "train/train.h"
+#include "net/config.h"
 
 #define SEED_LOOP_DATA_SEED 2
 

@@ -16,12 +16,19 @@ import sys
 
 # What each folder of src/ may include besides its own headers and the
 # public kiln.h: a folder name allows all of its headers, a path one header.
-# The chain runtime <- blas <- ops <- graph <- compiler <- train <- bench
-# <- cli; ref/ (float64 references) sits beside it on runtime's generator;
-# cli/ sees only the public API, the references and the generator, as the
-# `kiln` command links nothing else.
-BELOW = ["runtime", "blas", "ops", "graph", "compiler", "train", "bench"]
-ALLOWED = {folder: BELOW[:i] for i, folder in enumerate(BELOW)}
+# The chain runtime <- blas <- ops <- graph <- compiler <- optim <- net
+# <- fit <- bench <- cli. Beside it, data/ (file readers), report/ (curves)
+# and dist/ (MPI) stand on runtime/ alone, and net/ and fit/ above may use
+# them; ref/ (float64 references) sits on runtime's generator; cli/ sees
+# only the public API, the references and the generator, as the `kiln`
+# command links nothing else.
+CHAIN = ["runtime", "blas", "ops", "graph", "compiler", "optim", "net", "fit", "bench"]
+SIDE = ["data", "report", "dist"]
+ALLOWED = {folder: CHAIN[:i] for i, folder in enumerate(CHAIN)}
+for folder in SIDE:
+    ALLOWED[folder] = ["runtime"]
+for folder in CHAIN[CHAIN.index("net"):]:
+    ALLOWED[folder] = ALLOWED[folder] + SIDE
 ALLOWED["ref"] = ["runtime/rng.h"]
 ALLOWED["cli"] = ["ref", "runtime/rng.h"]
 

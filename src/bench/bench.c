@@ -14,8 +14,8 @@
 
 #include "blas/blas.h"
 #include "compiler/pipeline.h"
-#include "train/optim.h"
-#include "train/train.h"
+#include "optim/optim.h"
+#include "net/config.h"
 
 typedef kiln_status (*bench_fn)(void *user);
 

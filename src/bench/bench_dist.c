@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "train/net.h"
+#include "net/net.h"
 
 #define REPS 10
 

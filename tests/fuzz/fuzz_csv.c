@@ -1,6 +1,6 @@
 /* The CSV reader: the first byte chooses the header flag and the label
  * column (by name or index, or none with bit 3); the rest is the file. */
-#include "train/data.h"
+#include "data/data.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

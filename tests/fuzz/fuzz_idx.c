@@ -1,6 +1,6 @@
 /* The IDX reader (plain or gzipped): the input is split into an images
  * and a labels file at the point its first two bytes name. */
-#include "train/data.h"
+#include "data/data.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,7 +1,7 @@
 /* The NumPy readers: an input whose first byte is 'P' (as a zip archive's
  * is) is an .npz, read for its train and test splits; any other is split
  * into a features and a labels .npy at the point its first two bytes name. */
-#include "train/data.h"
+#include "data/data.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -2,7 +2,7 @@
  * state_dict of a small model: linear(3 -> 4) + batchnorm(4). */
 #include <string.h>
 
-#include "train/checkpoint.h"
+#include "net/checkpoint.h"
 #include "fuzz.h"
 
 static checkpoint_entry entry(const char *name, int ndim, size_t d0, size_t d1, int is_int64)

@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "train/checkpoint.h"
+#include "net/checkpoint.h"
 
 #define MAX_CHECKPOINT (4ull << 30)
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/train.h"
+#include "net/config.h"
 
 typedef struct {
     const kiln_model *m;

@@ -16,8 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "train/dist.h"
-#include "train/net.h"
+#include "dist/dist.h"
+#include "net/net.h"
 
 /* Everything a run holds. */
 typedef struct {

@@ -3,7 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "train/optim.h"
+#include "optim/optim.h"
 
 struct optimizer {
     pipeline *p;

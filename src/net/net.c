@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "train/net.h"
+#include "net/net.h"
 
 kiln_status net_check(const kiln_net *net, const char *call)
 {

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "train/data.h"
+#include "data/data.h"
 
 void data_free(dataset *d)
 {

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <zip.h>
 
-#include "train/data.h"
+#include "data/data.h"
 
 #define NPY_MAX_RANK 8
 #define NPY_MAX_BYTES (8ull << 30) /* per array, as for CSV files */

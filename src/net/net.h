@@ -4,9 +4,9 @@
 #ifndef KILN_NET_H
 #define KILN_NET_H
 
-#include "train/checkpoint.h"
-#include "train/dist.h"
-#include "train/train.h"
+#include "net/checkpoint.h"
+#include "dist/dist.h"
+#include "net/config.h"
 
 /* A pipeline at one batch size with its loss target and value. */
 typedef struct {

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "train/net.h"
+#include "net/net.h"
 
 /* A bucket closes before a layer that would take it past this many KiB
  * ($KILN_BUCKET_KB overrides it). */

@@ -2,7 +2,7 @@
  * stepped once per epoch (t = the epoch, from 0). */
 #include <math.h>
 
-#include "train/optim.h"
+#include "optim/optim.h"
 
 const char *sched_name(sched_kind kind)
 {

@@ -3,8 +3,8 @@
 #ifndef KILN_TRAIN_H
 #define KILN_TRAIN_H
 
-#include "train/data.h"
-#include "train/optim.h"
+#include "data/data.h"
+#include "optim/optim.h"
 
 /* standard: mean 0 and deviation 1 per feature of vector inputs (as
  * scikit-learn's StandardScaler) and per channel of images; global: one

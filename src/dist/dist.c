@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "train/dist.h"
+#include "dist/dist.h"
 
 #ifdef KILN_MPI
 #include <mpi.h>
