@@ -47,6 +47,9 @@ kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoin
 /* Reads path into the pipeline after checking every tensor; meta may be NULL. */
 kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta);
 
+/* The __metadata__ of a safetensors file alone, without its tensors. */
+kiln_status checkpoint_read_meta(const char *path, checkpoint_meta *meta);
+
 /* The whole training state in one file: the pipeline's tensors under
  * "model." names and the named extras (optimizer state), so that weights
  * and optimizer state always come from the same step. */

@@ -29,6 +29,9 @@ typedef struct {
     double val;         /* fraction of the training data held out */
     normalize_kind normalize;
     int sync_batchnorm; /* batchnorm statistics of the global batch across ranks */
+    int steps;          /* token models train by steps (src/fit/steps.c), not epochs: */
+    int eval_every;     /* an evaluation, a log row and checkpoints every eval_every steps, */
+    int eval_batches;   /* each on eval_batches random batches of either split */
 } train_config;
 
 /* Reads the model's [train] section over PyTorch-like defaults; every bad

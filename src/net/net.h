@@ -54,6 +54,7 @@ struct kiln_net {
     double share;            /* this rank's part of the global batch of the step running */
     grad_buckets *buckets;   /* the flat gradients' way across the ranks, with a comm */
     op_sync sync;            /* sync_batchnorm through comm */
+    char *vocab;             /* a text's characters (kiln_net_vocab), or NULL */
 };
 
 #define NET_MAGIC 0x6b6e6574u /* "knet" */
@@ -113,5 +114,10 @@ void net_meta(const kiln_net *net, checkpoint_meta *meta);
 kiln_status net_apply_meta(kiln_net *net, const checkpoint_meta *meta);
 
 void meta_number(checkpoint_meta *m, const char *key, double v);
+
+/* A checkpoint's vocabulary against the network's: another one is an
+ * error naming path (what the network's came from: what). */
+kiln_status net_check_vocab(const kiln_net *net, const checkpoint_meta *meta, const char *path,
+                            const char *what);
 
 #endif /* KILN_NET_H */

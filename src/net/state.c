@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "data/text.h"
 #include "net/net.h"
 
 /* ---- weights by name and files ------------------------------------------------ */
@@ -130,6 +131,8 @@ void net_meta(const kiln_net *net, checkpoint_meta *meta)
     checkpoint_meta_set(meta, "normalize_std", std ? std : "1");
     free(mean);
     free(std);
+    if (net->vocab)
+        checkpoint_meta_set(meta, "vocab", net->vocab);
     checkpoint_meta_set(meta, "format", "pt");
     checkpoint_meta_set(meta, "kiln", KILN_VERSION);
 }
@@ -178,11 +181,82 @@ kiln_status kiln_net_load(kiln_net *net, const char *path)
     if (st == KILN_OK && !path)
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_load: the path is NULL");
     checkpoint_meta meta = {0};
+    if (st == KILN_OK && net->vocab) /* before any weight changes */
+        st = checkpoint_read_meta(path, &meta);
+    if (st == KILN_OK && net->vocab)
+        st = net_check_vocab(net, &meta, path, "the network's");
+    checkpoint_meta_free(&meta);
     if (st == KILN_OK)
         st = checkpoint_load(net->main.p, path, &meta);
+    const char *vocab = st == KILN_OK ? checkpoint_meta_get(&meta, "vocab") : NULL;
+    if (st == KILN_OK && vocab && !net->vocab) /* a network without one takes the file's */
+        st = kiln_net_set_vocab(net, vocab);
     if (st == KILN_OK)
         st = net_apply_meta(net, &meta);
     checkpoint_meta_free(&meta);
     return st;
 }
 
+
+/* ---- the vocabulary of a text ---------------------------------------------------- */
+
+const char *kiln_net_vocab(const kiln_net *net)
+{
+    return net && net->magic == NET_MAGIC ? net->vocab : NULL;
+}
+
+kiln_status kiln_net_set_vocab(kiln_net *net, const char *vocab)
+{
+    kiln_status st = net_check(net, "kiln_net_set_vocab");
+    uint32_t *chars = NULL;
+    size_t n = 0, v = kiln_model_vocab(net ? net->m : NULL);
+    if (st == KILN_OK && vocab)
+        st = vocab_chars(vocab, "kiln_net_set_vocab", &chars, &n);
+    free(chars);
+    if (st == KILN_OK && vocab && n > v)
+        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_vocab: %zu characters, more "
+                                                  "than the model's vocabulary of %zu ([input] "
+                                                  "tokens)", n, v);
+    char *copy = st == KILN_OK && vocab ? strdup(vocab) : NULL;
+    if (st == KILN_OK && vocab && !copy)
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_vocab: out of memory");
+    if (st != KILN_OK)
+        return st;
+    free(net->vocab);
+    net->vocab = copy;
+    return KILN_OK;
+}
+
+/* The first characters of a vocabulary, for messages. */
+static const char *vocab_head(const char *v, char *buf, size_t size)
+{
+    size_t n = strlen(v), cut = n < size - 4 ? n : size - 4;
+    while (cut > 0 && cut < n && ((unsigned char)v[cut] & 0xC0) == 0x80)
+        cut--; /* not inside a character */
+    snprintf(buf, size, "%.*s%s", (int)cut, v, cut < n ? "..." : "");
+    for (char *p = buf; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    return buf;
+}
+
+kiln_status net_check_vocab(const kiln_net *net, const checkpoint_meta *meta, const char *path,
+                            const char *what)
+{
+    const char *theirs = checkpoint_meta_get(meta, "vocab");
+    if (!net->vocab || !theirs || strcmp(theirs, net->vocab) == 0)
+        return KILN_OK;
+    uint32_t *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    char ha[80], hb[80];
+    vocab_chars(theirs, path, &a, &na);
+    vocab_chars(net->vocab, what, &b, &nb);
+    free(a);
+    free(b);
+    return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s holds the weights of another vocabulary: "
+                                                "%zu characters (\"%s\") where %s has %zu "
+                                                "(\"%s\"); token ids would mean other "
+                                                "characters", path, na,
+                     vocab_head(theirs, ha, sizeof ha), what, nb,
+                     vocab_head(net->vocab, hb, sizeof hb));
+}
