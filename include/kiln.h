@@ -421,6 +421,15 @@ KILN_API kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm);
 KILN_API kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, size_t n,
                                        double *loss, double *accuracy);
 
+/* The character vocabulary of a network trained on a text: UTF-8, its
+ * characters in code-point order, each once (token i is the i-th); NULL
+ * for none. kiln_net_fit sets it from a text corpus, checkpoints keep it
+ * (metadata "vocab"), and kiln_net_load takes it from a file when the
+ * network has none, or refuses a file of another vocabulary. At most
+ * [input] tokens characters; NULL clears it. */
+KILN_API const char *kiln_net_vocab(const kiln_net *net);
+KILN_API kiln_status kiln_net_set_vocab(kiln_net *net, const char *vocab);
+
 /* The weights and buffers as a safetensors file with PyTorch's state_dict
  * names (written to a temporary file, synced and renamed), and back.
  * kiln_net_load reads the weights and buffers only (a file written by
@@ -595,6 +604,7 @@ typedef struct {
     const char *npz_keys;  /* .npz: the arrays, as kiln_data_load_npz's keys; NULL: x and y
                               (else x_train and y_train), with x_test and y_test as the
                               test split when the file has them */
+    int steps;             /* > 0: overrides [train] steps (token models train by steps) */
 } kiln_train_options;
 
 KILN_API void kiln_train_options_init(kiln_train_options *o);
@@ -609,6 +619,10 @@ typedef struct {
                                         without test data */
     double seconds;
     double samples_per_second;       /* training samples per second of training */
+    /* token models, trained by steps: */
+    uint64_t steps_run;              /* optimizer steps taken in all (a resumed run's too) */
+    uint64_t best_step;              /* the evaluation with the lowest validation loss */
+    double tokens_per_second;        /* training tokens (batch x block) per second */
 } kiln_train_report;
 
 /* Trains the network in place as its [train] settings say (loss,

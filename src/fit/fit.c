@@ -236,7 +236,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
 }
 
 /* The run's settings: the network's, with the options' overrides. */
-static kiln_status configure(run *r)
+kiln_status configure(run *r)
 {
     r->c = r->net->c;
     if (r->o->epochs > 0)
@@ -288,7 +288,7 @@ static kiln_status setup(run *r)
     return st;
 }
 
-static void teardown(run *r)
+void teardown(run *r)
 {
     /* uploads from the staging buffers and reads into r->out may still be
      * queued when a step failed: the host memory must outlive them */
@@ -445,6 +445,13 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (ranks)
         say(&r, "%s", ranks);
     free(ranks);
+    if (st == KILN_OK && kiln_model_vocab(net->m) > 0) { /* token models: steps.c */
+        st = fit_steps(&r, rep);
+        rep->seconds = kiln_seconds() - started;
+        if (borrowed)
+            net->comm = NULL;
+        return dist_check(st);
+    }
     if (st == KILN_OK)
         st = setup(&r);
     if (st == KILN_OK)

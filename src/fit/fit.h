@@ -31,6 +31,7 @@ typedef struct {
     FILE *csv;
     int plot_failed;         /* curves.svg could not be drawn: warned once, not retried */
     int lock;                /* the output directory's lock file, held for the run (or -1) */
+    int by_steps;            /* a token model's run (steps.c): log rows and files by step */
 } run;
 
 
@@ -47,6 +48,8 @@ typedef struct {
 
 /* fit.c */
 int stopping(const run *r);
+kiln_status configure(run *r);
+void teardown(run *r);
 void say(const run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* data.c: the splits, evaluation, the best weights */
@@ -71,5 +74,8 @@ kiln_status check_writable(const char *path);
 kiln_status save_state(run *r, const train_state *t, const kiln_train_report *rep);
 kiln_status trim_log(run *r, int epoch);
 kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_report *rep);
+
+/* steps.c: token models train by steps on a corpus */
+kiln_status fit_steps(run *r, kiln_train_report *rep);
 
 #endif

@@ -253,10 +253,10 @@ kiln_status net_check_vocab(const kiln_net *net, const checkpoint_meta *meta, co
     vocab_chars(net->vocab, what, &b, &nb);
     free(a);
     free(b);
-    return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s holds the weights of another vocabulary: "
-                                                "%zu characters (\"%s\") where %s has %zu "
-                                                "(\"%s\"); token ids would mean other "
-                                                "characters", path, na,
+    return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: another vocabulary: %zu characters "
+                                                "(\"%s\") where %s has %zu (\"%s\"); "
+                                                "token ids would mean other characters", path,
+                     na,
                      vocab_head(theirs, ha, sizeof ha), what, nb,
                      vocab_head(net->vocab, hb, sizeof hb));
 }
