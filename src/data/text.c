@@ -349,6 +349,7 @@ kiln_status corpus_load(const char *source, corpus *out)
     memset(out, 0, sizeof *out);
     if (!source || !*source)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "no corpus named");
+    snprintf(out->name, sizeof out->name, "%s", source);
     kiln_status st = load_any(source, out);
     if (st == KILN_OK && !out->vocab) {
         size_t t = largest(&out->train), v = largest(&out->val);
@@ -391,7 +392,7 @@ kiln_status corpus_check(const corpus *c, size_t vocab, size_t block)
     if (c->vocab && c->vocab_size > vocab)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %zu distinct characters, more than the "
                                                     "model's vocabulary of %zu ([input] tokens "
-                                                    "= %zu would fit them)", c->train.name,
+                                                    "= %zu would fit them)", c->name,
                          c->vocab_size, vocab, c->vocab_size);
     kiln_status st = check_split(&c->train, vocab, block);
     return st == KILN_OK ? check_split(&c->val, vocab, block) : st;

@@ -19,6 +19,7 @@ typedef struct {
  * character vocabulary as UTF-8 (the characters in code-point order, each
  * once; token i is the i-th). Token files have none (vocab NULL). */
 typedef struct {
+    char name[256];     /* where it came from */
     token_stream train, val;
     char *vocab;
     size_t vocab_size;  /* characters of vocab, or 1 + the largest id of a token file */

@@ -540,6 +540,11 @@ kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
     st = run_batch(m, &o, &batch);
     if (st == KILN_OK)
         st = kiln_net_create(ctx, m, batch, &net);
+    if (st == KILN_OK && kiln_model_vocab(m) > 0) { /* token models: steps.c */
+        st = evaluate_tokens(net, &o, checkpoint, rep);
+        kiln_net_free(net);
+        return st;
+    }
     run r = {.net = net, .o = &o, .evaluating = 1, .lock = -1};
     if (st == KILN_OK) /* first: the checkpoint holds the normalization of the inputs */
         st = kiln_net_load(net, checkpoint);

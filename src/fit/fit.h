@@ -77,5 +77,7 @@ kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_report *r
 
 /* steps.c: token models train by steps on a corpus */
 kiln_status fit_steps(run *r, kiln_train_report *rep);
+kiln_status evaluate_tokens(kiln_net *net, const kiln_train_options *o, const char *checkpoint,
+                            kiln_eval_report *rep);
 
 #endif

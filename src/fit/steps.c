@@ -379,3 +379,49 @@ kiln_status fit_steps(run *r, kiln_train_report *rep)
     teardown(r);
     return st;
 }
+
+/* kiln_evaluate of a token model: the checkpoint's loss and accuracy per
+ * token over the whole validation split, in consecutive windows (starts
+ * 0, T, 2T, ... while a window of T + 1 tokens fits). */
+kiln_status evaluate_tokens(kiln_net *net, const kiln_train_options *o, const char *checkpoint,
+                            kiln_eval_report *rep)
+{
+    corpus c;
+    size_t block = kiln_model_block(net->m), b = kiln_net_max_batch(net);
+    kiln_status st = corpus_load(o->data, &c);
+    if (st == KILN_OK)
+        st = corpus_check(&c, kiln_model_vocab(net->m), block);
+    if (st == KILN_OK && c.vocab) /* a checkpoint of another vocabulary is refused */
+        st = kiln_net_set_vocab(net, c.vocab);
+    if (st == KILN_OK)
+        st = kiln_net_load(net, checkpoint);
+    size_t windows = st == KILN_OK ? (c.val.count - 1) / block : 0;
+    if (o->limit && windows > o->limit)
+        windows = o->limit;
+    float *x = st == KILN_OK ? malloc(b * block * sizeof *x) : NULL;
+    float *y = st == KILN_OK ? malloc(b * block * sizeof *y) : NULL;
+    if (st == KILN_OK && (!x || !y))
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of host memory");
+    double loss = 0, right = 0;
+    for (size_t first = 0; first < windows && st == KILN_OK; first += b) {
+        size_t n = windows - first < b ? windows - first : b;
+        for (size_t i = 0; i < n * block; i++) {
+            size_t at = (first + i / block) * block + i % block;
+            x[i] = (float)c.val.ids[at];
+            y[i] = (float)c.val.ids[at + 1];
+        }
+        double l = 0, a = 0;
+        st = kiln_net_evaluate(net, x, y, n, &l, &a);
+        loss += l * (double)n;
+        right += a * (double)n;
+    }
+    rep->samples = windows;
+    rep->classes = kiln_model_vocab(net->m);
+    rep->loss = windows ? loss / (double)windows : NAN;
+    rep->accuracy = windows ? right / (double)windows : NAN;
+    rep->mae = rep->r2 = NAN;
+    free(x);
+    free(y);
+    corpus_free(&c);
+    return st;
+}

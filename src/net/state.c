@@ -184,7 +184,7 @@ kiln_status kiln_net_load(kiln_net *net, const char *path)
     if (st == KILN_OK && net->vocab) /* before any weight changes */
         st = checkpoint_read_meta(path, &meta);
     if (st == KILN_OK && net->vocab)
-        st = net_check_vocab(net, &meta, path, "the network's");
+        st = net_check_vocab(net, &meta, path, "this network");
     checkpoint_meta_free(&meta);
     if (st == KILN_OK)
         st = checkpoint_load(net->main.p, path, &meta);
