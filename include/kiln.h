@@ -430,6 +430,18 @@ KILN_API kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const floa
 KILN_API const char *kiln_net_vocab(const kiln_net *net);
 KILN_API kiln_status kiln_net_set_vocab(kiln_net *net, const char *vocab);
 
+/* Text from a token model with a vocabulary: prompt (UTF-8; a character
+ * outside the vocabulary is an error naming it) cropped to its last block
+ * of tokens, then `tokens` characters, each written to out as it is
+ * sampled from the last position's distribution: temperature 0 is greedy,
+ * above 0 divides the logits; top_k keeps the k likeliest (0: all, at
+ * most the vocabulary). The same seed gives the same text on the same
+ * device. Beyond the block the window slides. Each token runs the whole
+ * window again (no KV cache yet). An empty prompt starts from a newline. */
+KILN_API kiln_status kiln_net_generate(kiln_net *net, const char *prompt, size_t tokens,
+                                       double temperature, size_t top_k, uint64_t seed,
+                                       kiln_write_fn out, void *user);
+
 /* The weights and buffers as a safetensors file with PyTorch's state_dict
  * names (written to a temporary file, synced and renamed), and back.
  * kiln_net_load reads the weights and buffers only (a file written by

@@ -286,14 +286,14 @@ START_TEST(prompts_encode_with_a_vocabulary)
     size_t n, count;
     check_ok(vocab_chars("\n abc\xC3\xA9", "vocab", &chars, &n));
     ck_assert_uint_eq(n, 6);
-    check_ok(vocab_encode(chars, n, "ab\xC3\xA9 c\n", 7, &ids, &count));
+    check_ok(vocab_encode(chars, n, "ab\xC3\xA9 c\n", 7, "prompt", &ids, &count));
     ck_assert_uint_eq(count, 6);
     const uint32_t want[] = {2, 3, 5, 1, 4, 0};
     for (size_t i = 0; i < 6; i++)
         ck_assert_uint_eq(ids[i], want[i]);
     free(ids);
-    expect_error(vocab_encode(chars, n, "abz", 3, &ids, &count), KILN_ERR_INVALID_ARGUMENT,
-                 "the character 'z' (U+007A) at byte offset 2 is not in the vocabulary of 6");
+    expect_error(vocab_encode(chars, n, "abz", 3, "prompt", &ids, &count),
+                 KILN_ERR_INVALID_ARGUMENT, "prompt: the character 'z' (U+007A) at byte offset 2 is not in the vocabulary of 6");
     free(chars);
     expect_error(vocab_chars("ba", "ckpt", &chars, &n), KILN_ERR_IO,
                  "ckpt: the vocabulary is not distinct characters in order");

@@ -276,6 +276,28 @@ class Model:
         _check(_lib.kiln_net_set_vocab(self._live(), text.encode("utf-8") if text else None),
                "vocab")
 
+    def generate(self, prompt="", tokens=500, temperature=0.8, top_k=None, seed=1337,
+                 stream=None):
+        """Text from a token model with a vocabulary (as `kiln generate`):
+        `tokens` characters after the prompt, temperature 0 greedy, top_k
+        the k likeliest only; stream(text) gets each character as it comes.
+        Returns the characters written (without the prompt). Each character
+        runs the whole window again (no KV cache yet)."""
+        if top_k is not None and (int(top_k) != top_k or top_k < 1):
+            raise ValueError(f"top_k {top_k}: expected a whole number from 1 (None: all)")
+        pieces = []
+
+        def write(_user, text):
+            piece = text.decode("utf-8")
+            pieces.append(piece)
+            if stream:
+                stream(piece)
+        fn = _capi.WRITE_FN(write)
+        _check(_lib.kiln_net_generate(self._live(), prompt.encode("utf-8"), int(tokens),
+                                      float(temperature), int(top_k or 0), int(seed), fn, None),
+               "generate")
+        return "".join(pieces)
+
     def _targets(self, y, n, what="y"):
         y = np.asarray(y)
         outs = self.output_size

@@ -90,6 +90,8 @@ SIGNATURES = {
     "kiln_model_block": (c_size, [P]),
     "kiln_net_vocab": (ctypes.c_char_p, [P]),
     "kiln_net_set_vocab": (c_status, [P, ctypes.c_char_p]),
+    "kiln_net_generate": (c_status, [P, ctypes.c_char_p, c_size, ctypes.c_double, c_size,
+                                     ctypes.c_uint64, WRITE_FN, P]),
     "kiln_net_create": (c_status, [P, P, c_size, ctypes.POINTER(P)]),
     "kiln_net_free": (None, [P]),
     "kiln_net_input_size": (c_size, [P]),

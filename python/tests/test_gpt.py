@@ -87,3 +87,36 @@ def test_a_checkpoint_keeps_the_text_vocabulary(corpus, tmp_path):
         with pytest.raises(kiln.KilnError, match="another vocabulary"):
             other.load(str(out / "final.safetensors"))
         other.close()
+
+
+@pytest.mark.skipif(not os.path.exists(KILN), reason="the kiln command is not built")
+def test_generate_writes_text_of_the_vocabulary(tmp_path):
+    out = tmp_path / "gen"
+    subprocess.run([KILN, "train", MODEL, "--data", TEXT, "--steps", "20", "--out", str(out)],
+                   check=True, capture_output=True)
+    with kiln.Model.from_file(MODEL) as m:
+        m.load(str(out / "final.safetensors"))
+        streamed = []
+        a = m.generate("Thy", tokens=40, seed=4, stream=streamed.append)
+        assert len(a) == 40 and "".join(streamed) == a
+        assert set(a) <= set(m.vocab)
+        assert m.generate("Thy", tokens=40, seed=4) == a  # the same seed, the same text
+        greedy = m.generate("Thy", tokens=20, temperature=0)
+        assert greedy == m.generate("Thy", tokens=20, temperature=0, seed=9)
+        # a prompt longer than the block is cropped to its last block
+        long = "Thy beauty " * 5
+        assert m.generate(long, tokens=10, temperature=0) == \
+            m.generate(long[-16:], tokens=10, temperature=0)
+        with pytest.raises(kiln.KilnError, match=r"the character 'Z' \(U\+005A\)"):
+            m.generate("Zeal")
+        with pytest.raises(kiln.KilnError, match="temperature"):
+            m.generate("Thy", temperature=-1)
+        with pytest.raises(kiln.KilnError, match="larger than the vocabulary of 56"):
+            m.generate("Thy", top_k=57)
+        with pytest.raises(ValueError):
+            m.generate("Thy", top_k=0)
+    # the command writes what the library writes
+    cli = subprocess.run([KILN, "generate", MODEL, str(out / "final.safetensors"), "--prompt",
+                          "Thy", "--tokens", "40", "--seed", "4"], check=True,
+                         capture_output=True, text=True).stdout
+    assert cli == "Thy" + a + "\n"

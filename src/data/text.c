@@ -126,7 +126,7 @@ kiln_status vocab_chars(const char *vocab, const char *what, uint32_t **chars, s
 }
 
 kiln_status vocab_encode(const uint32_t *chars, size_t n, const char *text, size_t len,
-                         uint32_t **ids, size_t *count)
+                         const char *what, uint32_t **ids, size_t *count)
 {
     const unsigned char *s = (const unsigned char *)text;
     uint32_t *out = malloc((len ? len : 1) * sizeof *out);
@@ -141,12 +141,11 @@ kiln_status vocab_encode(const uint32_t *chars, size_t n, const char *text, size
             char name[48];
             free(out);
             if (!step)
-                return not_utf8("text", s, len, at);
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "text: the character %s at byte offset "
+                return not_utf8(what, s, len, at);
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: the character %s at byte offset "
                                                         "%zu is not in the vocabulary of %zu "
-                                                        "characters", char_name(cp, name,
-                                                                                sizeof name),
-                             at, n);
+                                                        "characters", what,
+                             char_name(cp, name, sizeof name), at, n);
         }
         out[k++] = (uint32_t)(hit - chars);
     }
@@ -234,7 +233,7 @@ static kiln_status load_text(const char *path, corpus *c)
         st = vocab_chars(vocab, path, &chars, &c->vocab_size);
     }
     if (st == KILN_OK)
-        st = vocab_encode(chars, c->vocab_size, (const char *)s, n, &ids, &count);
+        st = vocab_encode(chars, c->vocab_size, (const char *)s, n, path, &ids, &count);
     if (st == KILN_OK)
         st = split_ids(path, ids, count, c);
     if (st == KILN_OK)

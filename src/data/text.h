@@ -66,6 +66,6 @@ kiln_status vocab_chars(const char *vocab, const char *what, uint32_t **chars, s
 /* Encodes UTF-8 text with a vocabulary's characters into ids (to free); a
  * character outside it is an error naming the character and its offset. */
 kiln_status vocab_encode(const uint32_t *chars, size_t n, const char *text, size_t len,
-                         uint32_t **ids, size_t *count);
+                         const char *what, uint32_t **ids, size_t *count);
 
 #endif /* KILN_TEXT_H */
