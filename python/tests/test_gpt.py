@@ -120,3 +120,11 @@ def test_generate_writes_text_of_the_vocabulary(tmp_path):
                           "Thy", "--tokens", "40", "--seed", "4"], check=True,
                          capture_output=True, text=True).stdout
     assert cli == "Thy" + a + "\n"
+
+
+def test_fit_on_arrays_says_what_a_token_model_trains_on(corpus):
+    _, ids = corpus
+    with kiln.Model.from_file(MODEL) as m:
+        x, y = windows(ids, 8, 16, np.random.default_rng(3))
+        with pytest.raises(kiln.KilnError, match="a token model trains on a corpus"):
+            m.fit(x, y, epochs=1)

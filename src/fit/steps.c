@@ -335,7 +335,12 @@ kiln_status fit_steps(run *r, kiln_train_report *rep)
     r->m = r->net->m;
     r->p = r->net->main.p;
     r->opt = r->net->opt;
-    kiln_status st = configure_steps(r);
+    kiln_status st = r->o->data ? configure_steps(r)
+                                : kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+                                            "a token model trains on a corpus named by data (a "
+                                            "UTF-8 text, nanoGPT's train.bin and val.bin, or a "
+                                            ".npy of token ids); on arrays in memory, call "
+                                            "train_step on windows of them");
     if (st == KILN_OK)
         st = prepare_tokens(r, &k);
     if (st == KILN_OK)
