@@ -229,6 +229,74 @@ START_TEST(names_and_counts_are_nanogpts)
 }
 END_TEST
 
+/* The reference's initial weights as PyTorch's save_model writes a
+ * nanoGPT state_dict: plain names, one of the tied pair left out. */
+static void write_state_dict(const tensors *ref, const char *path, const char *left_out)
+{
+    cJSON *h = cJSON_CreateObject();
+    size_t offset = 0, count = 0, n;
+    float *body[64];
+    size_t sizes[64];
+    for (cJSON *e = ref->json->child; e; e = e->next) {
+        if (strncmp(e->string, "w.", 2) != 0 || strcmp(e->string + 2, left_out) == 0)
+            continue;
+        body[count] = tensor_get(ref, e->string, &n);
+        sizes[count] = n * sizeof(float);
+        cJSON *t = cJSON_AddObjectToObject(h, e->string + 2);
+        cJSON_AddStringToObject(t, "dtype", "F32");
+        cJSON_AddItemToObject(t, "shape", cJSON_Duplicate(cJSON_GetObjectItem(e, "shape"), 1));
+        cJSON *o = cJSON_AddArrayToObject(t, "data_offsets");
+        cJSON_AddItemToArray(o, cJSON_CreateNumber((double)offset));
+        cJSON_AddItemToArray(o, cJSON_CreateNumber((double)(offset + sizes[count])));
+        offset += sizes[count++];
+    }
+    char *json = cJSON_PrintUnformatted(h);
+    uint64_t len = strlen(json);
+    FILE *f = fopen(path, "wb");
+    ck_assert(f != NULL);
+    fwrite(&len, 8, 1, f); /* little-endian hosts */
+    fwrite(json, 1, len, f);
+    for (size_t i = 0; i < count; i++) {
+        fwrite(body[i], 1, sizes[i], f);
+        free(body[i]);
+    }
+    fclose(f);
+    free(json);
+    cJSON_Delete(h);
+}
+
+/* A nanoGPT state_dict loads, whichever name of the tied weight it keeps;
+ * kiln's checkpoint holds both, as nanoGPT's state_dict() does. */
+START_TEST(nanogpt_state_dicts_load)
+{
+    tensors ref = tensors_read(REFERENCE);
+    const char *left_out[] = {"lm_head.weight", "transformer.wte.weight"};
+    char path[512];
+    snprintf(path, sizeof path, "%s/nanogpt.safetensors", test_tmpdir());
+    size_t nx, nz;
+    float *x = tensor_get(&ref, "x", &nx), *logits = tensor_get(&ref, "logits", &nz);
+    float *z = test_alloc(nz * sizeof *z);
+    for (int i = 0; i < 2; i++) {
+        write_state_dict(&ref, path, left_out[i]);
+        kiln_net *net = tiny_net(4);
+        check_ok(kiln_net_load(net, path));
+        check_ok(kiln_net_forward(net, x, 4, z));
+        double e = rel_error(z, logits, nz);
+        ck_assert_msg(e <= 1e-5, "without %s: logits off by %.3g", left_out[i], e);
+        check_ok(kiln_net_save(net, path));
+        tensors back = tensors_read(path);
+        ck_assert(cJSON_GetObjectItem(back.json, "lm_head.weight") &&
+                  cJSON_GetObjectItem(back.json, "transformer.wte.weight"));
+        tensors_free(&back);
+        kiln_net_free(net);
+    }
+    free(x);
+    free(z);
+    free(logits);
+    tensors_free(&ref);
+}
+END_TEST
+
 START_TEST(bad_token_ids_are_refused)
 {
     kiln_net *net = tiny_net(2);
@@ -261,6 +329,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, tiny_gpt_trains_as_pytorch);
     tcase_add_test(tc, names_and_counts_are_nanogpts);
+    tcase_add_test(tc, nanogpt_state_dicts_load);
     tcase_add_test(tc, bad_token_ids_are_refused);
     suite_add_tcase(s, tc);
     return test_run(s);
