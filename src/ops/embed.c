@@ -42,7 +42,8 @@ static kiln_status embed_backward(const op_args *c)
     cl_uint N = c->in[0]->numel, V = c->attrs->rows, C = c->attrs->out;
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(c->ctx, k, "embed_backward", C, V, 1, 6, KARG(c->in[0]->buf),
+    size_t runs = (C + 15) / 16; /* EMBED_RUN channels an item */
+    return kiln_launch_3d(c->ctx, k, "embed_backward", runs, V, 1, 6, KARG(c->in[0]->buf),
                           KARG(c->dout->buf), KARG(c->dparam[0]->buf), KARG(N), KARG(V),
                           KARG(C));
 }
