@@ -322,6 +322,39 @@ START_TEST(bad_token_ids_are_refused)
 }
 END_TEST
 
+/* Mistakes in a GPT's model file name the file, the line and the layer. */
+START_TEST(model_file_mistakes_are_named)
+{
+    static const struct {
+        const char *text, *expect;
+    } cases[] = {
+        {"[input]\ntokens = 13\n[embedding]\nout = 8\n", "needs both tokens"},
+        {"[input]\nshape = 4\ntokens = 13\nblock = 4\n", "shape cannot be given"},
+        {"[input]\nshape = 4\n[embedding]\nout = 8\n", "t.ini:3 [embedding]: the vocabulary"},
+        {"[input]\ntokens = 13\nblock = 4\n[embedding]\nout = 8\n[transformer_block]\n",
+         "t.ini:6 [transformer_block]: the key heads is required"},
+        {"[input]\ntokens = 13\nblock = 4\n[embedding]\nout = 8\n[transformer_block]\n"
+         "heads = 3\n",
+         "do not split into q, k and v of 3 heads"},
+        {"[input]\ntokens = 13\nblock = 4\n[embedding]\nout = 8\n[transformer_block]\n"
+         "heads = 2\ncount = 0\n",
+         "count = 0: expected a whole number from 1 to 1000"},
+        {"[input]\ntokens = 13\nblock = 4\n[embedding]\nname = e\nout = 8\n[linear]\n"
+         "out = 12\ntie = e\n",
+         "tie = e: its weight is 13x8; this layer's is 12x8"},
+        {"[input]\ntokens = 13\nblock = 4\n[embedding]\nout = 8\n[linear]\nout = 13\n"
+         "tie = nothing\n",
+         "tie = nothing names no layer above"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kiln_model *m = NULL;
+        ck_assert_int_eq(kiln_model_parse(cases[i].text, "t.ini", &m), KILN_ERR_MODEL);
+        ck_assert_msg(strstr(kiln_last_error(), cases[i].expect), "case %zu: %s", i,
+                      kiln_last_error());
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gpt_model");
@@ -331,6 +364,7 @@ int main(void)
     tcase_add_test(tc, names_and_counts_are_nanogpts);
     tcase_add_test(tc, nanogpt_state_dicts_load);
     tcase_add_test(tc, bad_token_ids_are_refused);
+    tcase_add_test(tc, model_file_mistakes_are_named);
     suite_add_tcase(s, tc);
     return test_run(s);
 }
