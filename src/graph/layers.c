@@ -13,7 +13,6 @@
 
 static const layer_kind layers[] = {
     {"input", OP_COUNT, KILN_ACT_NONE, 0, "shape tokens block", ""},
-    {"transformer_block", OP_COUNT, KILN_ACT_NONE, 1, "count heads bias dropout", "heads"},
     {"linear", OP_LINEAR, KILN_ACT_NONE, 1, "out bias init std tie " COMMON, "out"},
     {"conv2d", OP_CONV2D, KILN_ACT_NONE, 1, "out size stride pad dilation bias init " COMMON,
      "out size"},
@@ -34,6 +33,7 @@ static const layer_kind layers[] = {
     {"embedding", OP_EMBEDDING, KILN_ACT_NONE, 1, "out tokens init std " COMMON, "out"},
     {"position", OP_POSITION, KILN_ACT_NONE, 1, "positions init std " COMMON, ""},
     {"attention", OP_ATTENTION, KILN_ACT_NONE, 1, "heads " COMMON, "heads"},
+    {"transformer_block", OP_COUNT, KILN_ACT_NONE, 1, "count heads bias dropout", "heads"},
 };
 
 #define LAYER_COUNT (sizeof layers / sizeof layers[0])
