@@ -13,6 +13,18 @@ struct optimizer {
     uint64_t t;
 };
 
+static const char *const names[] = {
+#define OPTIM_NAME(id, name) name,
+    OPTIM_LIST(OPTIM_NAME)
+#undef OPTIM_NAME
+};
+_Static_assert(sizeof names / sizeof names[0] == OPTIM_COUNT, "one name per optim_kind");
+
+const char *optim_name(optim_kind kind)
+{
+    return (unsigned)kind < OPTIM_COUNT ? names[kind] : NULL;
+}
+
 optim_config optim_defaults(optim_kind kind)
 {
     optim_config c = {.kind = kind, .lr = kind == OPTIM_SGD ? 0.01f : 1e-3f, .beta1 = 0.9f,
@@ -103,7 +115,7 @@ static kiln_status clip_norm_scale(optimizer *o)
         st = kiln_kernel_get(ctx, "optim.cl", "", "clip_scale", &k);
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(ctx, k, "clip_scale", 1, 1, 1, 4, KARG(o->sumsq->buf),
+    return kiln_launch_3d(ctx, k, "clip_scale", 1, 1, 1, KARG(o->sumsq->buf),
                           KARG(o->scale->buf), KARG(o->norm->buf), KARG(o->cfg.clip_norm));
 }
 
@@ -125,7 +137,7 @@ kiln_status optim_step(optimizer *o, float lr)
     cl_mem s0 = o->state[0] ? o->state[0]->buf : p, s1 = o->state[1] ? o->state[1]->buf : p;
     if (c->kind == OPTIM_SGD) {
         cl_int nesterov = c->nesterov, first = o->t == 1;
-        return kiln_launch_3d(ctx, k, name, n, 1, 1, 11, KARG(p), KARG(g), KARG(s0),
+        return kiln_launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0),
                               KARG(o->scale->buf), KARG(lr), KARG(c->momentum),
                               KARG(c->dampening), KARG(c->weight_decay), KARG(nesterov),
                               KARG(first), KARG(c->clip_value));
@@ -133,7 +145,7 @@ kiln_status optim_step(optimizer *o, float lr)
     cl_int decoupled = c->kind == OPTIM_ADAMW;
     float bc1 = (float)(1.0 - pow(c->beta1, (double)o->t));
     float bc2 = (float)(1.0 - pow(c->beta2, (double)o->t));
-    return kiln_launch_3d(ctx, k, name, n, 1, 1, 14, KARG(p), KARG(g), KARG(s0), KARG(s1),
+    return kiln_launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0), KARG(s1),
                           KARG(o->scale->buf), KARG(lr), KARG(c->beta1), KARG(c->beta2),
                           KARG(c->eps), KARG(c->weight_decay), KARG(decoupled), KARG(bc1),
                           KARG(bc2), KARG(c->clip_value));
