@@ -76,4 +76,9 @@ void data_shuffle(size_t *order, size_t count, kiln_rng *rng);
 void data_gather(const dataset *d, const size_t *order, size_t first, size_t n, float *x,
                  float *y);
 
+/* In-memory datasets behind kiln_data (api.c). */
+struct kiln_data {
+    dataset d;
+};
+
 #endif /* KILN_DATA_H */

@@ -122,9 +122,4 @@ kiln_status net_apply_meta(kiln_net *net, const checkpoint_meta *meta);
 
 void meta_number(checkpoint_meta *m, const char *key, double v);
 
-/* In-memory datasets behind kiln_data. */
-struct kiln_data {
-    dataset d;
-};
-
 #endif /* KILN_NET_H */
