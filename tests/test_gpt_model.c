@@ -310,6 +310,9 @@ START_TEST(bad_token_ids_are_refused)
     ck_assert_int_eq(kiln_net_train_step(net, x, y, 2, &loss), KILN_ERR_INVALID_ARGUMENT);
     ck_assert_msg(strstr(kiln_last_error(), "target token 3 of sample 0 is 2.5"), "%s",
                   kiln_last_error());
+    float mean = 3, std = 2;
+    ck_assert_int_eq(kiln_net_set_normalization(net, &mean, &std, 1), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "token ids"), "%s", kiln_last_error());
     kiln_net_free(net);
 
     kiln_model *m;
