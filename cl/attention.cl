@@ -14,7 +14,8 @@
  * attn_backward_kv: one item per key row j, over queries i = j..T-1 in order:
  *   dv_j = sum_i p_ij dy_i, dk_j = scale sum_i ds_ij q_i.
  * Every sum runs in a fixed order (no atomics), so results are the same
- * bits on every run. HD is the head dimension (-DHD=...). Items past T
+ * bits on every run. HD is the head dimension (-DHD=...); rows move in
+ * vectors of 8 or 4 lanes where HD allows. Items past T
  * compute on row T-1 and store nothing (libclc's exp and log read a table
  * that rusticl passes as a hidden argument; they stay outside branches). */
 
@@ -22,36 +23,66 @@
 #define HD 16
 #endif
 
+/* Rows of a head are HD floats, handled in vectors of VW lanes: the
+ * widest of 8, 4 and 1 that divides HD (NV vectors a row). */
+#if HD % 8 == 0
+#define VW 8
+typedef float8 vec;
+#define LOADV(u, p) vload8((u), (p))
+#define STOREV(v, u, p) vstore8((v), (u), (p))
+#define HSUM(v) ((v).s0 + (v).s1 + (v).s2 + (v).s3 + (v).s4 + (v).s5 + (v).s6 + (v).s7)
+#elif HD % 4 == 0
+#define VW 4
+typedef float4 vec;
+#define LOADV(u, p) vload4((u), (p))
+#define STOREV(v, u, p) vstore4((v), (u), (p))
+#define HSUM(v) ((v).x + (v).y + (v).z + (v).w)
+#else
+#define VW 1
+typedef float vec;
+#define LOADV(u, p) ((p)[u])
+#define STOREV(v, u, p) ((p)[u] = (v))
+#define HSUM(v) (v)
+#endif
+#define NV (HD / VW)
+
+/* a . p[0..HD) for a held in NV vectors. */
+static float dot_row(const vec *a, __global const float *p)
+{
+    vec s = 0.0f;
+    for (uint u = 0; u < NV; u++)
+        s += a[u] * LOADV(u, p);
+    return HSUM(s);
+}
+
 __kernel void attn_forward(__global const float *qkv, __global float *y, __global float *lse,
                            const uint T, const uint H, const float scale)
 {
     uint i0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
     uint i = min(i0, T - 1), C = H * HD, row = 3 * C;
     __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
-    float qs[HD], acc[HD];
-    for (uint d = 0; d < HD; d++) {
-        qs[d] = q[d] * scale;
-        acc[d] = 0.0f;
+    vec qs[NV], acc[NV];
+    for (uint u = 0; u < NV; u++) {
+        qs[u] = LOADV(u, q) * scale;
+        acc[u] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
     for (uint j = 0; j <= i; j++) {
         __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
         __global const float *v = k + C;
-        float s = 0.0f;
-        for (uint d = 0; d < HD; d++)
-            s += qs[d] * k[d];
+        float s = dot_row(qs, k);
         float mn = fmax(m, s), corr = exp(m - mn), p = exp(s - mn);
         l = l * corr + p;
-        for (uint d = 0; d < HD; d++)
-            acc[d] = acc[d] * corr + p * v[d];
+        for (uint u = 0; u < NV; u++)
+            acc[u] = acc[u] * corr + p * LOADV(u, v);
         m = mn;
     }
     float inv = 1.0f / l, stat = m + log(l);
     if (i0 >= T)
         return;
     __global float *out = y + (size_t)(b * T + i) * C + h * HD;
-    for (uint d = 0; d < HD; d++)
-        out[d] = acc[d] * inv;
+    for (uint u = 0; u < NV; u++)
+        STOREV(acc[u] * inv, u, out);
     lse[(b * H + h) * T + i] = stat;
 }
 
@@ -65,31 +96,25 @@ __kernel void attn_backward_q(__global const float *qkv, __global const float *y
     __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
     __global const float *yi = y + (size_t)(b * T + i) * C + h * HD;
     __global const float *gi = dy + (size_t)(b * T + i) * C + h * HD;
-    float qs[HD], g[HD], dq[HD], dl = 0.0f;
-    for (uint d = 0; d < HD; d++) {
-        qs[d] = q[d] * scale;
-        g[d] = gi[d];
-        dq[d] = 0.0f;
-        dl += g[d] * yi[d];
+    vec qs[NV], g[NV], dq[NV];
+    for (uint u = 0; u < NV; u++) {
+        qs[u] = LOADV(u, q) * scale;
+        g[u] = LOADV(u, gi);
+        dq[u] = 0.0f;
     }
-    float stat = lse[(b * H + h) * T + i];
+    float dl = dot_row(g, yi), stat = lse[(b * H + h) * T + i];
     for (uint j = 0; j <= i; j++) {
         __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
         __global const float *v = k + C;
-        float s = 0.0f, dp = 0.0f;
-        for (uint d = 0; d < HD; d++) {
-            s += qs[d] * k[d];
-            dp += g[d] * v[d];
-        }
-        float ds = exp(s - stat) * (dp - dl);
-        for (uint d = 0; d < HD; d++)
-            dq[d] += ds * k[d];
+        float ds = exp(dot_row(qs, k) - stat) * (dot_row(g, v) - dl);
+        for (uint u = 0; u < NV; u++)
+            dq[u] += ds * LOADV(u, k);
     }
     if (i0 >= T)
         return;
     __global float *out = dqkv + (size_t)(b * T + i) * row + h * HD;
-    for (uint d = 0; d < HD; d++)
-        out[d] = dq[d] * scale;
+    for (uint u = 0; u < NV; u++)
+        STOREV(dq[u] * scale, u, out);
     delta[(b * H + h) * T + i] = dl;
 }
 
@@ -102,33 +127,28 @@ __kernel void attn_backward_kv(__global const float *qkv, __global const float *
     uint j = min(j0, T - 1), C = H * HD, row = 3 * C;
     __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
     __global const float *v = k + C;
-    float kr[HD], vr[HD], dk[HD], dv[HD];
-    for (uint d = 0; d < HD; d++) {
-        kr[d] = k[d];
-        vr[d] = v[d];
-        dk[d] = 0.0f;
-        dv[d] = 0.0f;
+    vec ks[NV], vr[NV], dk[NV], dv[NV];
+    for (uint u = 0; u < NV; u++) {
+        ks[u] = LOADV(u, k) * scale; /* q . (k scale) = (q scale) . k up to rounding */
+        vr[u] = LOADV(u, v);
+        dk[u] = 0.0f;
+        dv[u] = 0.0f;
     }
     for (uint i = j; i < T; i++) {
         __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
         __global const float *g = dy + (size_t)(b * T + i) * C + h * HD;
-        float s = 0.0f, dp = 0.0f;
-        for (uint d = 0; d < HD; d++) {
-            s += q[d] * scale * kr[d];
-            dp += g[d] * vr[d];
-        }
-        float p = exp(s - lse[(b * H + h) * T + i]);
-        float ds = p * (dp - delta[(b * H + h) * T + i]);
-        for (uint d = 0; d < HD; d++) {
-            dv[d] += p * g[d];
-            dk[d] += ds * q[d];
+        float p = exp(dot_row(ks, q) - lse[(b * H + h) * T + i]);
+        float ds = p * (dot_row(vr, g) - delta[(b * H + h) * T + i]);
+        for (uint u = 0; u < NV; u++) {
+            dv[u] += p * LOADV(u, g);
+            dk[u] += ds * LOADV(u, q);
         }
     }
     if (j0 >= T)
         return;
     __global float *out = dqkv + (size_t)(b * T + j) * row + C + h * HD;
-    for (uint d = 0; d < HD; d++) {
-        out[d] = dk[d] * scale;
-        out[C + d] = dv[d];
+    for (uint u = 0; u < NV; u++) {
+        STOREV(dk[u] * scale, u, out);
+        STOREV(dv[u], u, out + C);
     }
 }

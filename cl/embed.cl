@@ -3,7 +3,9 @@
  *                   out[n] = W[ids[n]]; an id that is not a whole number in
  *                   [0, V) gives a row of NaN (the host checks ids first).
  *   embed_backward: dW[v, c] = sum over n = 0..N-1 in order of dy[n, c] where
- *                   ids[n] = v: one item per weight, a fixed order, no atomics.
+ *                   ids[n] = v: one item per row v and run of EMBED_RUN
+ *                   channels, which it owns (a fixed order, no atomics); the
+ *                   ids are read once per run, not once per weight.
  *   pos_forward:    x (B, T, C), P (P_rows, C), T <= P_rows: out = x + P[t].
  *   pos_backward:   dP[t, c] = sum over b in order of dy[b, t, c] for t < T,
  *                   0 for the rows past T. */
@@ -21,15 +23,25 @@ __kernel void embed_forward(__global const float *ids, __global const float *W,
     out[(size_t)n * C + c] = id >= 0 ? W[(size_t)id * C + c] : NAN;
 }
 
+#define EMBED_RUN 16
+
 __kernel void embed_backward(__global const float *ids, __global const float *dy,
                              __global float *dW, const uint N, const uint V, const uint C)
 {
-    uint c = (uint)get_global_id(0), v = (uint)get_global_id(1);
-    float sum = 0.0f;
-    for (uint n = 0; n < N; n++)
-        if (token_of(ids[n], V) == (int)v)
-            sum += dy[(size_t)n * C + c];
-    dW[(size_t)v * C + c] = sum;
+    uint first = (uint)get_global_id(0) * EMBED_RUN, v = (uint)get_global_id(1);
+    uint run = min((uint)EMBED_RUN, C - first);
+    float sum[EMBED_RUN];
+    for (uint k = 0; k < EMBED_RUN; k++)
+        sum[k] = 0.0f;
+    for (uint n = 0; n < N; n++) {
+        if (token_of(ids[n], V) != (int)v)
+            continue;
+        __global const float *row = dy + (size_t)n * C + first;
+        for (uint k = 0; k < run; k++)
+            sum[k] += row[k];
+    }
+    for (uint k = 0; k < run; k++)
+        dW[(size_t)v * C + first + k] = sum[k];
 }
 
 __kernel void pos_forward(__global const float *x, __global const float *P,

@@ -81,7 +81,8 @@ typedef struct {
 } attn_case;
 
 static const attn_case attn_cases[] = {
-    {1, 1, 1, 1}, {2, 17, 2, 5}, {1, 17, 1, 16}, {3, 13, 3, 7}, {2, 67, 2, 12}, {1, 257, 1, 3},
+    {1, 1, 1, 1},  {2, 17, 2, 5},  {1, 17, 1, 16},  {3, 13, 3, 7},
+    {2, 67, 2, 12}, {1, 257, 1, 3}, {2, 64, 4, 32},
 };
 
 static op_attrs attn_attrs(const attn_case *c)
