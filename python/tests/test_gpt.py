@@ -103,6 +103,7 @@ def test_generate_writes_text_of_the_vocabulary(tmp_path):
         assert m.generate("Thy", tokens=40, seed=4) == a  # the same seed, the same text
         greedy = m.generate("Thy", tokens=20, temperature=0)
         assert greedy == m.generate("Thy", tokens=20, temperature=0, seed=9)
+        assert greedy == m.generate("Thy", tokens=20, top_k=1, seed=3)  # one left to sample
         # a prompt longer than the block is cropped to its last block
         long = "Thy beauty " * 5
         assert m.generate(long, tokens=10, temperature=0) == \

@@ -54,9 +54,11 @@ static size_t sample(double *p, size_t V, size_t top_k, kiln_rng *rng)
                         sorted[i] = sorted[j], sorted[j] = t;
                     }
             double kth = sorted[top_k - 1], kept = 0;
-            size_t ties = 0;
-            for (size_t v = 0; v < V; v++) { /* as torch.topk: k of them, ties by index */
-                int keep = p[v] > kth || (p[v] == kth && ties++ < top_k);
+            size_t above = 0, ties = 0;
+            for (size_t v = 0; v < V; v++)
+                above += p[v] > kth;
+            for (size_t v = 0; v < V; v++) { /* k of them, ties by index */
+                int keep = p[v] > kth || (p[v] == kth && ties++ < top_k - above);
                 p[v] = keep ? p[v] : 0;
                 kept += p[v];
             }
