@@ -382,6 +382,9 @@ START_TEST(model_file_mistakes_are_named)
         {"[input]\ntokens = 13\nblock = 4\n[embedding]\nout = 8\n[transformer_block]\n"
          "heads = 2\ncount = 0\n",
          "count = 0: expected a whole number from 1 to 1000"},
+        {"[input]\ntokens = 13\nblock = 4\n[embedding]\nout = 8\n[transformer_block]\n"
+         "heads = 2\ndropout = 1\n",
+         "t.ini:8 [transformer_block]: dropout = 1: expected a probability"},
         {"[input]\ntokens = 13\nblock = 4\n[embedding]\nname = e\nout = 8\n[linear]\n"
          "out = 12\ntie = e\n",
          "tie = e: its weight is 13x8; this layer's is 12x8"},
