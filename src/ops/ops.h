@@ -58,7 +58,8 @@ const char *init_name(init_kind kind);
     X(SIGMOID, "sigmoid", 1, 1, 1, XAVIER_UNIFORM, "")                                    \
     X(TANH, "tanh", 1, 1, 1, XAVIER_UNIFORM, "")                                          \
     X(GELU, "gelu", 1, 0, 1, KAIMING_NORMAL, "approx") /* x Φ(x), with erf */             \
-    X(GELU_TANH, "gelu_tanh", 0, 0, 1, KAIMING_NORMAL, "") /* gelu approx = tanh */
+    X(GELU_TANH, "gelu_tanh", 0, 0, 1, KAIMING_NORMAL, "") /* gelu approx = tanh */     \
+    X(SILU, "silu", 1, 0, 1, KAIMING_NORMAL, "") /* x σ(x), nn.SiLU */
 
 typedef enum {
 #define KILN_ACT_ENUM(id, ...) KILN_ACT_##id,
