@@ -292,7 +292,19 @@ kiln_status op_backward(op_kind kind, const op_args *c);
 
 /* ---- losses: the mean over the batch, as PyTorch's default ------------- */
 
-typedef enum { LOSS_MSE, LOSS_CROSS_ENTROPY, LOSS_BCE, LOSS_COUNT } loss_kind;
+/* X(ID, name, kernel): LOSS_<ID>, its name in [train] loss =, and the
+ * kernel of loss.cl that computes its terms. */
+#define LOSS_LIST(X)                                                                      \
+    X(MSE, "mse", mse_terms)                                                              \
+    X(CROSS_ENTROPY, "cross_entropy", ce_rows)                                            \
+    X(BCE, "bce", bce_terms)
+
+typedef enum {
+#define LOSS_ENUM(id, name, kernel) LOSS_##id,
+    LOSS_LIST(LOSS_ENUM)
+#undef LOSS_ENUM
+    LOSS_COUNT
+} loss_kind;
 
 /* loss (1 element) = L(input, target) and dinput = dL/dinput (may be NULL).
  * mse, bce: target has input's shape; bce takes logits. cross_entropy:
