@@ -20,8 +20,7 @@ typedef struct {
     size_t out, kernel, stride, pad, dilation;
     kiln_act act;
     int dim, norm_dims, no_bias;
-    size_t rows, heads; /* embedding, position; attention */
-    int tokens;         /* input 0 holds token ids in [0, rows) */
+    size_t rows, heads; int tokens; /* embedding, position; attention; ids in [0, rows) */
     double tol;   /* relative to the largest magnitude of the compared array */
     double range; /* inputs are uniform in [-range, range]; 0: [-1, 1] */
 } op_case;
