@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "compiler/pipeline.h"
 #include "net/net.h"
 
 #define REFERENCE KILN_SOURCE_DIR "/tests/data/gpt_tiny.safetensors"
@@ -365,6 +366,31 @@ START_TEST(bad_token_ids_are_refused)
 }
 END_TEST
 
+/* Attention keeps one value per query row, not the T x T scores: the
+ * planned memory of a training step grows linearly with the block. */
+START_TEST(memory_grows_linearly_with_the_block)
+{
+    size_t bytes[2];
+    for (int i = 0; i < 2; i++) {
+        char text[512];
+        snprintf(text, sizeof text, "[input]\ntokens = 65\nblock = %d\n[embedding]\nout = 64\n"
+                 "[position]\n[transformer_block]\ncount = 2\nheads = 4\n[layernorm]\n"
+                 "[linear]\nout = 65\n", i ? 1024 : 512);
+        kiln_model *m;
+        check_ok(kiln_model_parse(text, "long.ini", &m));
+        check_ok(graph_finish(m));
+        pipeline *p;
+        check_ok(pipeline_lower(m, 4, (pipe_options){.fuse = 1, .plan = 1}, &p));
+        bytes[i] = p->arena_bytes;
+        pipeline_free(p);
+        kiln_model_free(m);
+    }
+    double ratio = (double)bytes[1] / (double)bytes[0];
+    printf("planned memory at block 1024 / block 512: %.3f\n", ratio);
+    ck_assert_msg(ratio <= 2.1, "block 1024 plans %.3f x the memory of block 512", ratio);
+}
+END_TEST
+
 /* Mistakes in a GPT's model file name the file, the line and the layer. */
 START_TEST(model_file_mistakes_are_named)
 {
@@ -382,6 +408,9 @@ START_TEST(model_file_mistakes_are_named)
         {"[input]\ntokens = 13\nblock = 4\n[embedding]\nout = 8\n[transformer_block]\n"
          "heads = 2\ncount = 0\n",
          "count = 0: expected a whole number from 1 to 1000"},
+        {"[input]\ntokens = 13\nblock = 4\n[embedding]\nout = 8\n[transformer_block]\n"
+         "heads = 2\ndropout = 1\n",
+         "t.ini:8 [transformer_block]: dropout = 1: expected a probability"},
         {"[input]\ntokens = 13\nblock = 4\n[embedding]\nname = e\nout = 8\n[linear]\n"
          "out = 12\ntie = e\n",
          "tie = e: its weight is 13x8; this layer's is 12x8"},
@@ -409,6 +438,7 @@ int main(void)
     tcase_add_test(tc, nanogpt_state_dicts_load);
     tcase_add_test(tc, bad_token_ids_are_refused);
     tcase_add_test(tc, model_file_mistakes_are_named);
+    tcase_add_test(tc, memory_grows_linearly_with_the_block);
     suite_add_tcase(s, tc);
     return test_run(s);
 }
