@@ -423,6 +423,21 @@ KILN_API kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const floa
 KILN_API kiln_status kiln_net_save(kiln_net *net, const char *path);
 KILN_API kiln_status kiln_net_load(kiln_net *net, const char *path);
 
+/* Writes the network as an ONNX model (opset 17, standard operators, its
+ * weights inside) that ONNX Runtime and other ONNX readers run: the graph
+ * in eval mode (dropout removed, batchnorm with its running statistics),
+ * the input normalization as a first Sub and Div, so that it takes raw
+ * inputs as kiln_net_forward does, and a symbolic batch dimension. Its
+ * output "output" is what `kiln predict` gives: probabilities for a
+ * softmax or sigmoid head, and also for a classifier trained with
+ * cross_entropy on logits (a Softmax is added); the last layer's values
+ * otherwise. The input is "input", of the model's per-sample shape
+ * (batch, 1, 28, 28 for shape = 1x28x28). The file is written to a
+ * temporary file beside path, synced and renamed: never half a file. A
+ * layer with no ONNX form is KILN_ERR_UNSUPPORTED naming it, and nothing
+ * is written. */
+KILN_API kiln_status kiln_net_export_onnx(kiln_net *net, const char *path);
+
 /* What the network's last layer is as a prediction head. */
 typedef enum {
     KILN_HEAD_NONE = 0,    /* outputs are the last layer's values */
