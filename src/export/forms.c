@@ -1,6 +1,7 @@
 /* The ONNX form of every operator: one function per op_kind, in a table
- * that must have a row for each (a new operator breaks the build until it
- * has a form here, or NULL for none: such layers are then refused, named).
+ * that must have a row for each (an operator appended to op_kind breaks
+ * the build until it has a row here; NULL for none, and such layers are
+ * then refused, named).
  * Each writes standard opset-17 nodes of the layer in eval mode, with the
  * state_dict's tensors as initializers under their own names. */
 #include <math.h>
