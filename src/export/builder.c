@@ -180,17 +180,23 @@ void export_attr_float(export_model *x, Onnx__NodeProto *n, const char *key, flo
     }
 }
 
-void export_attr_ints(export_model *x, Onnx__NodeProto *n, const char *key, int64_t v,
+void export_attr_list(export_model *x, Onnx__NodeProto *n, const char *key, const int64_t *v,
                       int count)
 {
     Onnx__AttributeProto *a = add_attr(x, n, key, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
     int64_t *ints = a ? arena(x, (size_t)count * sizeof *ints) : NULL;
     if (!ints)
         return;
-    for (int i = 0; i < count; i++)
-        ints[i] = v;
+    memcpy(ints, v, (size_t)count * sizeof *ints);
     a->n_ints = (size_t)count;
     a->ints = ints;
+}
+
+void export_attr_ints(export_model *x, Onnx__NodeProto *n, const char *key, int64_t v,
+                      int count)
+{
+    int64_t same[4] = {v, v, v, v};
+    export_attr_list(x, n, key, same, count);
 }
 
 /* ---- initializers -------------------------------------------------------------- */
@@ -244,7 +250,7 @@ static const checkpoint_entry *find_entry(const kiln_net *net, const char *name)
 /* The state_dict tensor n.what as an initializer; NULL when absent (then
  * a failure of the model with required). */
 static const char *state_tensor(export_model *x, const graph_node *n, const char *what,
-                                int transpose, int required)
+                                int required)
 {
     const char *name = export_name(x, "%s.%s", n->name, what);
     const checkpoint_entry *e = name ? find_entry(x->net, name) : NULL;
@@ -254,40 +260,28 @@ static const char *state_tensor(export_model *x, const graph_node *n, const char
                                               "tensor %s", name);
         return NULL;
     }
-    const kiln_shape *s = &e->shape;
     int64_t dims[KILN_MAX_DIMS];
-    for (int i = 0; i < s->ndim; i++)
-        dims[i] = (int64_t)s->d[i];
-    transpose = transpose && s->ndim == 2;
-    if (transpose) {
-        dims[0] = (int64_t)s->d[1];
-        dims[1] = (int64_t)s->d[0];
-    }
-    float *data, *rows = NULL;
-    size_t count = shape_numel(s);
-    name = add_tensor(x, name, s->ndim, dims, count, &data);
-    if (name && transpose && !(rows = arena(x, count * sizeof *rows)))
-        return NULL;
-    kiln_status st = name ? kiln_tensor_download(e->tensor, rows ? rows : data, count) : x->st;
+    for (int i = 0; i < e->shape.ndim; i++)
+        dims[i] = (int64_t)e->shape.d[i];
+    float *data;
+    size_t count = shape_numel(&e->shape);
+    name = add_tensor(x, name, e->shape.ndim, dims, count, &data);
+    kiln_status st = name ? kiln_tensor_download(e->tensor, data, count) : x->st;
     if (st != KILN_OK) {
         x->st = x->st == KILN_OK ? st : x->st;
         return NULL;
     }
-    for (size_t i = 0; rows && i < s->d[0]; i++) /* [out, in] -> [in, out] */
-        for (size_t j = 0; j < s->d[1]; j++)
-            data[j * s->d[0] + i] = rows[i * s->d[1] + j];
     return name;
 }
 
-const char *export_weight(export_model *x, const graph_node *n, const char *what,
-                          int transpose)
+const char *export_weight(export_model *x, const graph_node *n, const char *what)
 {
-    return state_tensor(x, n, what, transpose, 1);
+    return state_tensor(x, n, what, 1);
 }
 
 const char *export_optional(export_model *x, const graph_node *n, const char *what)
 {
-    return state_tensor(x, n, what, 0, 0);
+    return state_tensor(x, n, what, 0);
 }
 
 /* ---- the model and its file ------------------------------------------------------ */

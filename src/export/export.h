@@ -39,16 +39,18 @@ Onnx__NodeProto *export_node(export_model *x, const char *op, const char *out, i
 
 void export_attr_int(export_model *x, Onnx__NodeProto *n, const char *key, int64_t v);
 void export_attr_float(export_model *x, Onnx__NodeProto *n, const char *key, float v);
-/* The same value twice (both spatial dimensions), or four times (pads). */
+void export_attr_list(export_model *x, Onnx__NodeProto *n, const char *key, const int64_t *v,
+                      int count);
+/* The same value count times (at most 4): both spatial dimensions, or
+ * the four pads. */
 void export_attr_ints(export_model *x, Onnx__NodeProto *n, const char *key, int64_t v,
                       int count);
 
 /* The state_dict tensor "<layer>.<what>" (kiln_net_get's names) as an
- * initializer of that name, transposed with transpose (a 2-d weight); a
- * missing one fails the model. export_optional: NULL when the network has
- * no such tensor (a layer without bias). */
-const char *export_weight(export_model *x, const graph_node *n, const char *what,
-                          int transpose);
+ * initializer of that name and shape; a missing one fails the model.
+ * export_optional: NULL when the network has no such tensor (a layer
+ * without bias). */
+const char *export_weight(export_model *x, const graph_node *n, const char *what);
 const char *export_optional(export_model *x, const graph_node *n, const char *what);
 
 /* A float32 initializer: count values of shape dims (ndim 0: a scalar). */

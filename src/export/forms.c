@@ -39,29 +39,29 @@ static const char *inner(export_model *x, const export_layer *l, const char *wha
 
 /* ---- linear, conv2d, pools, flatten -------------------------------------------- */
 
-/* y = x W^T + b: Gemm on (N, F); MatMul and Add on (N, ..., F). */
+/* y = x W^T + b: Gemm on (N, F); on (N, ..., F) MatMul by the transposed
+ * weight (a Transpose that runtimes fold), then Add. */
 static kiln_status linear_form(export_model *x, const export_layer *l, const char **value)
 {
-    int gemm = l->in_shape[0].ndim == 1;
-    const char *w = export_weight(x, l->node, "weight", !gemm),
-               *b = export_optional(x, l->node, "bias");
-    if (gemm) {
+    const char *w = export_weight(x, l->node, "weight"), *b = export_optional(x, l->node, "bias");
+    if (l->in_shape[0].ndim == 1) {
         Onnx__NodeProto *n = export_node(x, "Gemm", l->out, b ? 3 : 2, l->in[0], w, b);
         export_attr_int(x, n, "transB", 1);
-    } else if (b) {
-        const char *product = inner(x, l, "matmul");
-        export_node(x, "MatMul", product, 2, l->in[0], w);
-        export_node(x, "Add", l->out, 2, product, b);
-    } else {
-        export_node(x, "MatMul", l->out, 2, l->in[0], w);
+        return done(x, l, value);
     }
+    const char *wt = inner(x, l, "weight_t"), *product = b ? inner(x, l, "matmul") : l->out;
+    Onnx__NodeProto *t = export_node(x, "Transpose", wt, 1, w);
+    export_attr_list(x, t, "perm", (const int64_t[]){1, 0}, 2);
+    export_node(x, "MatMul", product, 2, l->in[0], wt);
+    if (b)
+        export_node(x, "Add", l->out, 2, product, b);
     return done(x, l, value);
 }
 
 static kiln_status conv2d_form(export_model *x, const export_layer *l, const char **value)
 {
     const op_attrs *a = &l->node->attrs;
-    const char *w = export_weight(x, l->node, "weight", 0),
+    const char *w = export_weight(x, l->node, "weight"),
                *b = export_optional(x, l->node, "bias");
     Onnx__NodeProto *n = export_node(x, "Conv", l->out, b ? 3 : 2, l->in[0], w, b);
     export_attr_ints(x, n, "kernel_shape", (int64_t)a->kernel, 2);
@@ -107,10 +107,10 @@ static kiln_status flatten_form(export_model *x, const export_layer *l, const ch
 /* Eval mode: the running statistics, as BatchNormalization's inference. */
 static kiln_status batchnorm_form(export_model *x, const export_layer *l, const char **value)
 {
-    const char *w = export_weight(x, l->node, "weight", 0),
-               *b = export_weight(x, l->node, "bias", 0);
-    const char *mean = export_weight(x, l->node, "running_mean", 0),
-               *var = export_weight(x, l->node, "running_var", 0);
+    const char *w = export_weight(x, l->node, "weight"),
+               *b = export_weight(x, l->node, "bias");
+    const char *mean = export_weight(x, l->node, "running_mean"),
+               *var = export_weight(x, l->node, "running_var");
     Onnx__NodeProto *n = export_node(x, "BatchNormalization", l->out, 5, l->in[0], w, b, mean,
                                      var);
     export_attr_float(x, n, "epsilon", l->node->attrs.eps);
@@ -124,7 +124,7 @@ static kiln_status layernorm_form(export_model *x, const export_layer *l, const 
         return export_refuse(l, "dims = %d normalizes across the samples of a batch (the input "
                                 "has %d dimension%s per sample)",
                              dims, l->in_shape[0].ndim, l->in_shape[0].ndim == 1 ? "" : "s");
-    const char *w = export_weight(x, l->node, "weight", 0),
+    const char *w = export_weight(x, l->node, "weight"),
                *b = export_optional(x, l->node, "bias");
     Onnx__NodeProto *n = export_node(x, "LayerNormalization", l->out, b ? 3 : 2, l->in[0], w,
                                      b);
