@@ -309,6 +309,13 @@ KILN_API size_t kiln_model_layer_count(const kiln_model *m);
 KILN_API uint64_t kiln_model_param_count(const kiln_model *m);
 KILN_API uint64_t kiln_model_buffer_count(const kiln_model *m);
 
+/* A sequence model ([input] tokens = V, block = T) takes samples of T
+ * token ids, each a whole number in [0, V) stored as a float: inputs and
+ * targets are (n, T) arrays, outputs (n, T, V). These give V and T, and 0
+ * for a model of another input. */
+KILN_API size_t kiln_model_vocab(const kiln_model *m);
+KILN_API size_t kiln_model_block(const kiln_model *m);
+
 /* A value of the [train] section, or NULL. */
 KILN_API const char *kiln_model_train_setting(const kiln_model *m, const char *key);
 

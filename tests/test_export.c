@@ -4,6 +4,7 @@
  * normalization as kiln_net_get gives them, the heads, and what is
  * refused. ONNX Runtime's numbers are checked by python/tests/test_onnx.py. */
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,10 +38,25 @@ static const char every_op[] =
     "[softmax]\n"
     "[train]\nloss = mse\n";
 
+/* The sequence operators: token and position embeddings, a transformer
+ * block, a plain attention on its own projection, a head tied to the
+ * token embedding. */
+static const char every_sequence_op[] =
+    "[input]\ntokens = 11\nblock = 6\n"
+    "[embedding]\nout = 8\nname = wte\n"
+    "[position]\npositions = 9\n"
+    "[dropout]\np = 0.1\n"
+    "[transformer_block]\ncount = 1\nheads = 2\nbias = false\ndropout = 0.1\n"
+    "[layernorm]\n"
+    "[linear]\nout = 24\n"
+    "[attention]\nheads = 4\n"
+    "[linear]\nout = 11\nbias = false\ntie = wte\n";
+
 static const char *const standard_ops[] = {
     "Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", "BatchNormalization",
     "LayerNormalization", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Softmax", "Add",
-    "Concat", "Flatten", "Sub", "Div", "Mul", "Identity", NULL};
+    "Concat", "Flatten", "Sub", "Div", "Mul", "Identity", "Transpose", "Reshape", "Slice",
+    "Cast", "Gather", NULL};
 
 static kiln_net *net_of(const char *text, kiln_model **m)
 {
@@ -141,7 +157,8 @@ static void check_dims(const Onnx__ValueInfoProto *v, const char *name, int ndim
         ck_assert_int_eq(s->dim[i + 1]->dim_value, dims[i]);
 }
 
-/* Every state_dict tensor is an initializer of its name, shape and values. */
+/* Every state_dict tensor is an initializer of its name, shape and values
+ * (a tied weight once, under its twin's name if that came first). */
 static void check_weights(kiln_net *net, const Onnx__GraphProto *g)
 {
     for (size_t i = 0; i < kiln_net_param_count(net); i++) {
@@ -150,6 +167,9 @@ static void check_weights(kiln_net *net, const Onnx__GraphProto *g)
         if (p.is_int64)
             continue;
         const Onnx__TensorProto *t = initializer(g, p.name);
+        int tied = net->entries[i].tied;
+        if (!t && tied)
+            t = initializer(g, net->entries[tied - 1].name);
         ck_assert_msg(t != NULL, "no initializer %s", p.name);
         ck_assert_uint_eq(t->n_dims, (size_t)p.ndim);
         for (int d = 0; d < p.ndim; d++)
@@ -163,15 +183,27 @@ static void check_weights(kiln_net *net, const Onnx__GraphProto *g)
     }
 }
 
+/* The two models hold every operator kind between them. */
+START_TEST(the_models_hold_every_operator)
+{
+    int seen[OP_COUNT] = {0};
+    const char *texts[] = {every_op, every_sequence_op};
+    for (int k = 0; k < 2; k++) {
+        kiln_model *m;
+        check_ok(kiln_model_parse(texts[k], "export.ini", &m));
+        for (size_t i = 0; i < m->count; i++)
+            seen[m->nodes[i].kind->op] = 1;
+        kiln_model_free(m);
+    }
+    for (int op = 0; op < OP_COUNT; op++)
+        ck_assert_msg(seen[op], "no test model has a %s layer", op_get((op_kind)op)->name);
+}
+END_TEST
+
 START_TEST(every_operator_exports_as_standard_onnx)
 {
     kiln_model *m;
     kiln_net *net = net_of(every_op, &m);
-    int seen[OP_COUNT] = {0};
-    for (size_t i = 0; i < m->count; i++)
-        seen[m->nodes[i].kind->op] = 1;
-    for (int op = 0; op < OP_COUNT; op++)
-        ck_assert_msg(seen[op], "the model has no %s layer", op_get((op_kind)op)->name);
     float mean[2] = {0.5f, -2}, std[2] = {3, 0.25f};
     check_ok(kiln_net_set_normalization(net, mean, std, 2));
     check_ok(kiln_net_set_training(net, 1)); /* the export is of eval mode all the same */
@@ -193,6 +225,40 @@ START_TEST(every_operator_exports_as_standard_onnx)
         ck_assert_str_ne(g->node[i]->op_type, "Dropout");
     ck_assert_str_eq(last_op(model), "Softmax"); /* the model's own, no second one */
     ck_assert_str_eq(g->node[g->n_node - 2]->op_type, "Relu");
+    onnx__model_proto__free_unpacked(model, NULL);
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
+/* Tokens in, through Cast and Gather; positions sliced to the block; the
+ * tied head's weight written once; a Softmax per token after the logits. */
+START_TEST(sequence_operators_export_as_standard_onnx)
+{
+    kiln_model *m;
+    kiln_net *net = net_of(every_sequence_op, &m);
+    const char *path = path_in_tmp("sequence.onnx");
+    check_ok(kiln_net_export_onnx(net, path));
+    Onnx__ModelProto *model = read_model(path);
+    check_graph(model);
+    const Onnx__GraphProto *g = model->graph;
+    check_dims(g->input[0], "input", 1, (const int64_t[]){6});
+    check_dims(g->output[0], "output", 2, (const int64_t[]){6, 11});
+    check_weights(net, g);
+    ck_assert_ptr_null(initializer(g, "lm_head.weight"));
+    ck_assert_str_eq(g->node[0]->op_type, "Cast");
+    ck_assert_str_eq(last_op(model), "Softmax");
+    int slices = 0, softmaxes = 0;
+    for (size_t i = 0; i < g->n_node; i++) {
+        slices += strcmp(g->node[i]->op_type, "Slice") == 0;
+        softmaxes += strcmp(g->node[i]->op_type, "Softmax") == 0;
+    }
+    ck_assert_int_eq(slices, 1 + 3 * 2); /* the position table; q, k, v of two attentions */
+    ck_assert_int_eq(softmaxes, 3);
+    const Onnx__TensorProto *mask = initializer(g, "17/causal_mask");
+    ck_assert_msg(mask && mask->n_dims == 2 && mask->dims[0] == 6, "no 6x6 mask");
+    const float *v = (const float *)mask->raw_data.data;
+    ck_assert(v[0] == 0 && isinf(v[1]) && v[1] < 0 && v[6 + 1] == 0 && v[35] == 0);
     onnx__model_proto__free_unpacked(model, NULL);
     kiln_net_free(net);
     kiln_model_free(m);
@@ -293,7 +359,9 @@ int main(void)
     Suite *s = suite_create("export");
     TCase *tc = tcase_create("export");
     tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, the_models_hold_every_operator);
     tcase_add_test(tc, every_operator_exports_as_standard_onnx);
+    tcase_add_test(tc, sequence_operators_export_as_standard_onnx);
     tcase_add_test(tc, heads_and_names);
     tcase_add_test(tc, refusals_leave_nothing_behind);
     suite_add_tcase(s, tc);

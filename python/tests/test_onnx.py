@@ -1,6 +1,7 @@
 """ONNX export against ONNX Runtime: every example model through `kiln
-export` and `kiln predict`, and random graphs with residuals and
-concatenations through Model.export_onnx and Model.predict. onnx.checker
+export` and `kiln predict`, random graphs with residuals and
+concatenations, and GPT-style sequence models through Model.export_onnx
+and Model.predict. onnx.checker
 must accept each file, and ONNX Runtime's outputs must equal kiln's within
 1e-5. Needs the onnx and onnxruntime packages (tools/test.sh installs them
 into build/venv-onnx with pip when it can); without them every test here
@@ -28,7 +29,8 @@ SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 EXAMPLES = sorted(glob.glob(os.path.join(SOURCE, "examples", "*.ini")))
 STANDARD = {"Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", "BatchNormalization",
             "LayerNormalization", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Softmax",
-            "Add", "Concat", "Flatten", "Sub", "Div", "Mul", "Identity"}
+            "Add", "Concat", "Flatten", "Sub", "Div", "Mul", "Identity", "Transpose", "Reshape",
+            "Slice", "Cast", "Gather"}
 TOLERANCE = 1e-5
 
 
@@ -272,6 +274,55 @@ def test_every_layer_kind_matches_predict(tmp_path):
     np.testing.assert_allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE)
     assert {"Conv", "MaxPool", "AveragePool", "LayerNormalization", "BatchNormalization",
             "Erf", "Tanh", "Gemm", "Concat", "Add", "Flatten", "Softmax"} <= ops
+
+
+SEQUENCE = """[input]
+tokens = {vocab}
+block = {block}
+[embedding]
+name = transformer.wte
+out = {width}
+[position]
+name = transformer.wpe
+positions = {positions}
+[transformer_block]
+count = 2
+heads = {heads}
+bias = {bias}
+dropout = 0.1
+[layernorm]
+name = transformer.ln_f
+[linear]
+name = lm_head
+out = {vocab}
+bias = false
+tie = transformer.wte
+"""
+
+
+@pytest.mark.parametrize("vocab,block,width,positions,heads,bias",
+                         [(13, 16, 32, 16, 2, "true"), (7, 5, 12, 9, 3, "false")])
+def test_sequence_models_match_predict(vocab, block, width, positions, heads, bias, tmp_path):
+    """nanoGPT's architecture: token ids in (as floats), attention as
+    MatMul and Softmax under a causal mask, a Softmax per token after the
+    tied head's logits."""
+    rng = np.random.default_rng(vocab)
+    path = str(tmp_path / "gpt.onnx")
+    text = SEQUENCE.format(vocab=vocab, block=block, width=width, positions=positions,
+                           heads=heads, bias=bias)
+    with kiln.Model.from_string(text) as m:
+        state = {k: (rng.normal(0, 0.3, v.shape) + (".ln_" in k and k.endswith("weight")))
+                 .astype(np.float32) for k, v in m.state_dict().items()}
+        m.load_state_dict(state)  # weights far from nanoGPT's N(0, 0.02²): outputs not flat
+        m.export_onnx(path)
+        x = rng.integers(0, vocab, (7, block)).astype(np.float32)
+        z = m.predict(x).reshape(7, block, vocab).astype(np.float64)
+    want = np.exp(z - z.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    got, ops = run_onnx(path, x)
+    np.testing.assert_allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE)
+    assert {"Gather", "MatMul", "Softmax", "LayerNormalization", "Erf"} <= ops
+    assert onnx.load(path).graph.output[0].type.tensor_type.shape.dim[2].dim_value == vocab
 
 
 def test_refusals_name_the_layer_and_write_nothing(tmp_path):

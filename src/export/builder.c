@@ -201,13 +201,14 @@ void export_attr_ints(export_model *x, Onnx__NodeProto *n, const char *key, int6
 
 /* ---- initializers -------------------------------------------------------------- */
 
-/* A float32 initializer of shape dims, its values to fill in *data. */
-static const char *add_tensor(export_model *x, const char *name, int ndim, const int64_t *dims,
-                              size_t count, float **data)
+/* An initializer of shape dims and a data type of size bytes per value,
+ * its values to fill in *data. */
+static const char *add_tensor(export_model *x, const char *name, int32_t type, size_t size,
+                              int ndim, const int64_t *dims, size_t count, void **data)
 {
     Onnx__TensorProto *t = arena(x, sizeof *t);
     int64_t *d = arena(x, (size_t)ndim * sizeof *d + 1);
-    *data = count <= SIZE_MAX / sizeof **data ? arena(x, count * sizeof **data) : NULL;
+    *data = count <= SIZE_MAX / size ? arena(x, count * size) : NULL;
     if (!t || !d || !*data || !name)
         return NULL;
     onnx__tensor_proto__init(t);
@@ -217,26 +218,38 @@ static const char *add_tensor(export_model *x, const char *name, int ndim, const
     t->n_dims = (size_t)ndim;
     t->dims = d;
     t->has_data_type = 1;
-    t->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
-    t->has_raw_data = 1; /* little-endian floats, as the hosts kiln runs on hold them */
-    t->raw_data.len = count * sizeof **data;
-    t->raw_data.data = (uint8_t *)*data;
+    t->data_type = type;
+    t->has_raw_data = 1; /* little-endian values, as the hosts kiln runs on hold them */
+    t->raw_data.len = count * size;
+    t->raw_data.data = *data;
     return append(x, (void ***)&x->inits, &x->n_inits, &x->cap_inits, t) ? name : NULL;
 }
 
 const char *export_constant(export_model *x, const char *name, const float *v, size_t count,
                             int ndim, const int64_t *dims)
 {
-    float *data;
-    name = add_tensor(x, name, ndim, dims, count, &data);
+    void *data;
+    name = add_tensor(x, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, sizeof *v, ndim, dims,
+                      count, &data);
     if (name)
-        memcpy(data, v, count * sizeof *data);
+        memcpy(data, v, count * sizeof *v);
     return name;
 }
 
 const char *export_scalar(export_model *x, const char *name, float v)
 {
     return export_constant(x, name, &v, 1, 0, NULL);
+}
+
+const char *export_ints(export_model *x, const char *name, const int64_t *v, size_t count)
+{
+    void *data;
+    int64_t dims[1] = {(int64_t)count};
+    name = add_tensor(x, name, ONNX__TENSOR_PROTO__DATA_TYPE__INT64, sizeof *v, 1, dims, count,
+                      &data);
+    if (name)
+        memcpy(data, v, count * sizeof *v);
+    return name;
 }
 
 static const checkpoint_entry *find_entry(const kiln_net *net, const char *name)
@@ -247,8 +260,18 @@ static const checkpoint_entry *find_entry(const kiln_net *net, const char *name)
     return NULL;
 }
 
+/* The initializer of that name already written, or NULL. */
+static const char *written(const export_model *x, const char *name)
+{
+    for (size_t i = 0; i < x->n_inits; i++)
+        if (strcmp(x->inits[i]->name, name) == 0)
+            return x->inits[i]->name;
+    return NULL;
+}
+
 /* The state_dict tensor n.what as an initializer; NULL when absent (then
- * a failure of the model with required). */
+ * a failure of the model with required). A weight tied to another layer's
+ * (tie =) is written once, under the name it is first read by. */
 static const char *state_tensor(export_model *x, const graph_node *n, const char *what,
                                 int required)
 {
@@ -260,12 +283,16 @@ static const char *state_tensor(export_model *x, const graph_node *n, const char
                                               "tensor %s", name);
         return NULL;
     }
+    const char *twin = e->tied ? written(x, x->net->entries[e->tied - 1].name) : NULL;
+    if (twin || (twin = written(x, name)))
+        return twin;
     int64_t dims[KILN_MAX_DIMS];
     for (int i = 0; i < e->shape.ndim; i++)
         dims[i] = (int64_t)e->shape.d[i];
-    float *data;
+    void *data;
     size_t count = shape_numel(&e->shape);
-    name = add_tensor(x, name, e->shape.ndim, dims, count, &data);
+    name = add_tensor(x, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, sizeof(float),
+                      e->shape.ndim, dims, count, &data);
     kiln_status st = name ? kiln_tensor_download(e->tensor, data, count) : x->st;
     if (st != KILN_OK) {
         x->st = x->st == KILN_OK ? st : x->st;

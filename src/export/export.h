@@ -57,6 +57,8 @@ const char *export_optional(export_model *x, const graph_node *n, const char *wh
 const char *export_constant(export_model *x, const char *name, const float *v, size_t count,
                             int ndim, const int64_t *dims);
 const char *export_scalar(export_model *x, const char *name, float v);
+/* A 1-d int64 initializer (shapes, Slice's starts and ends). */
+const char *export_ints(export_model *x, const char *name, const int64_t *v, size_t count);
 
 /* The whole model: the graph input "input" and output "output" of
  * per-sample shapes in and out behind a symbolic batch dimension, the

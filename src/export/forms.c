@@ -6,7 +6,9 @@
  * state_dict's tensors as initializers under their own names. */
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "export/export.h"
 
@@ -216,6 +218,105 @@ static kiln_status concat_form(export_model *x, const export_layer *l, const cha
     return done(x, l, value);
 }
 
+/* ---- sequences ------------------------------------------------------------------------ */
+
+/* Token ids (floats, as kiln takes them) -> Gather's int64 indices into
+ * the (V, C) table: (N, T) -> (N, T, C). */
+static kiln_status embedding_form(export_model *x, const export_layer *l, const char **value)
+{
+    const char *w = export_weight(x, l->node, "weight"), *ids = inner(x, l, "ids");
+    export_attr_int(x, export_node(x, "Cast", ids, 1, l->in[0]), "to",
+                    ONNX__TENSOR_PROTO__DATA_TYPE__INT64);
+    export_attr_int(x, export_node(x, "Gather", l->out, 2, w, ids), "axis", 0);
+    return done(x, l, value);
+}
+
+/* x (N, T, C) + the first T rows of the (P, C) position table. */
+static kiln_status position_form(export_model *x, const export_layer *l, const char **value)
+{
+    const char *w = export_weight(x, l->node, "weight"), *rows = w;
+    int64_t t = (int64_t)l->in_shape[0].d[0], zero = 0;
+    if ((size_t)t != l->node->attrs.rows) {
+        rows = inner(x, l, "rows");
+        export_node(x, "Slice", rows, 4, w, export_ints(x, inner(x, l, "start"), &zero, 1),
+                    export_ints(x, inner(x, l, "end"), &t, 1),
+                    export_ints(x, inner(x, l, "axis"), &zero, 1));
+    }
+    export_node(x, "Add", l->out, 2, l->in[0], rows);
+    return done(x, l, value);
+}
+
+/* Columns [from, from + width) of qkv (N, T, 3C) as heads: (N, H, T, D),
+ * or (N, H, D, T) with key_order (k, ready for q kᵀ). */
+static const char *head_split(export_model *x, const export_layer *l, const char *what,
+                              int64_t from, int64_t width, int key_order)
+{
+    int64_t t = (int64_t)l->in_shape[0].d[0], h = (int64_t)l->node->attrs.heads;
+    int64_t to = from + width, axis = 2, shape[4] = {0, t, h, width / h};
+    const char *layer = l->node->name;
+    const char *part = export_name(x, "%s/%s", layer, what);
+    const char *split = export_name(x, "%s/%s_heads", layer, what);
+    const char *heads = export_name(x, "%s/%s_t", layer, what);
+    export_node(x, "Slice", part, 4, l->in[0],
+                export_ints(x, export_name(x, "%s/%s_start", layer, what), &from, 1),
+                export_ints(x, export_name(x, "%s/%s_end", layer, what), &to, 1),
+                export_ints(x, export_name(x, "%s/%s_axis", layer, what), &axis, 1));
+    export_node(x, "Reshape", split, 2, part,
+                export_ints(x, export_name(x, "%s/%s_shape", layer, what), shape, 4));
+    export_attr_list(x, export_node(x, "Transpose", heads, 1, split), "perm",
+                     key_order ? (const int64_t[]){0, 2, 3, 1} : (const int64_t[]){0, 2, 1, 3},
+                     4);
+    return heads;
+}
+
+/* The causal mask of t positions: 0 where a query may see a key (j <= i),
+ * -inf after it. NULL after a failure. */
+static const char *causal_mask(export_model *x, const export_layer *l, size_t t)
+{
+    float *mask = t <= SIZE_MAX / sizeof *mask / t ? malloc(t * t * sizeof *mask) : NULL;
+    if (!mask) {
+        kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_export_onnx: out of host memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < t; i++)
+        for (size_t j = 0; j < t; j++)
+            mask[i * t + j] = j <= i ? 0.0f : -INFINITY;
+    const char *name = export_constant(x, inner(x, l, "causal_mask"), mask, t * t, 2,
+                                       (const int64_t[]){(int64_t)t, (int64_t)t});
+    free(mask);
+    return name;
+}
+
+/* Causal self-attention on a fused projection, as MatMul and Softmax (the
+ * Attention operator arrives in opset 23): qkv (N, T, 3C) -> (N, T, C),
+ * softmax(q kᵀ / √D + mask) v per head of D = C / H channels. */
+static kiln_status attention_form(export_model *x, const export_layer *l, const char **value)
+{
+    size_t t = l->in_shape[0].d[0], c = l->in_shape[0].d[1] / 3;
+    size_t d = c / l->node->attrs.heads;
+    const char *q = head_split(x, l, "q", 0, (int64_t)c, 0);
+    const char *k = head_split(x, l, "k", (int64_t)c, (int64_t)c, 1);
+    const char *v = head_split(x, l, "v", 2 * (int64_t)c, (int64_t)c, 0);
+    const char *mask = causal_mask(x, l, t);
+    if (!mask && export_status(x) == KILN_OK)
+        return KILN_ERR_OUT_OF_MEMORY;
+    const char *scores = inner(x, l, "scores"), *scaled = inner(x, l, "scaled"),
+               *masked = inner(x, l, "masked"), *probs = inner(x, l, "probs"),
+               *mixed = inner(x, l, "mixed"), *merged = inner(x, l, "merged");
+    export_node(x, "MatMul", scores, 2, q, k);
+    export_node(x, "Mul", scaled, 2, scores,
+                export_scalar(x, inner(x, l, "scale"), (float)(1.0 / sqrt((double)d))));
+    export_node(x, "Add", masked, 2, scaled, mask);
+    export_attr_int(x, export_node(x, "Softmax", probs, 1, masked), "axis", -1);
+    export_node(x, "MatMul", mixed, 2, probs, v);
+    export_attr_list(x, export_node(x, "Transpose", merged, 1, mixed), "perm",
+                     (const int64_t[]){0, 2, 1, 3}, 4);
+    export_node(x, "Reshape", l->out, 2, merged,
+                export_ints(x, inner(x, l, "shape"),
+                            (const int64_t[]){0, (int64_t)t, (int64_t)c}, 3));
+    return done(x, l, value);
+}
+
 /* ---- the table ---------------------------------------------------------------------- */
 
 static const export_form forms[] = {
@@ -225,6 +326,8 @@ static const export_form forms[] = {
     [OP_LAYERNORM] = layernorm_form,   [OP_DROPOUT] = dropout_form,
     [OP_ACTIVATION] = activation_form, [OP_SOFTMAX] = softmax_form,
     [OP_ADD] = add_form,               [OP_CONCAT] = concat_form,
+    [OP_EMBEDDING] = embedding_form,   [OP_POSITION] = position_form,
+    [OP_ATTENTION] = attention_form,
 };
 
 _Static_assert(sizeof forms / sizeof forms[0] == OP_COUNT,
