@@ -1,12 +1,11 @@
 """ONNX export against ONNX Runtime: every example model through `kiln
 export` and `kiln predict`, random graphs with residuals and
 concatenations, and GPT-style sequence models through Model.export_onnx
-and Model.predict. onnx.checker
-must accept each file, and ONNX Runtime's outputs must equal kiln's within
-1e-5. Needs the onnx and onnxruntime packages (tools/test.sh installs them
-into build/venv-onnx with pip when it can); without them the tests that
-run ONNX files are skipped, and the refusals and the command's errors are
-still checked."""
+and Model.predict. onnx.checker must accept each file, and ONNX Runtime's
+outputs must equal kiln's within 1e-5. Needs the onnx and onnxruntime
+packages (tools/test.sh installs them into build/venv-onnx with pip when
+it can); without them the tests that run ONNX files are skipped, and the
+refusals and the command's errors are still checked."""
 import csv
 import glob
 import os
