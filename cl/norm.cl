@@ -332,11 +332,11 @@ __kernel void bn_dx(__global const float *x, __global const float *y, __global c
     dx[i] = scale / (float)M * ((float)M * dz - dbeta[c] - xhat * dgamma[c]);
 }
 
-/* Per row r: mean, rstd and y = xhat gamma + beta. */
+/* Per row r: mean, rstd and y = xhat gamma + beta (+ 0 without beta). */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void ln_forward(__global const float *x, __global float *y, __global const float *gamma,
                 __global const float *beta, __global float *mean, __global float *rstd,
-                const uint D, const float eps)
+                const uint D, const float eps, const int has_beta)
 {
     __local float scratch[WG];
     uint r = (uint)get_group_id(0), lid = (uint)get_local_id(0);
@@ -351,7 +351,7 @@ void ln_forward(__global const float *x, __global float *y, __global const float
         acc += (xr[j] - mu) * (xr[j] - mu);
     float rs = rsqrt(group_sum(scratch, acc) / (float)D + eps);
     for (uint j = l.begin; j < l.end; j += l.step)
-        y[r * D + j] = (xr[j] - mu) * rs * gamma[j] + beta[j];
+        y[r * D + j] = (xr[j] - mu) * rs * gamma[j] + (has_beta ? beta[j] : 0.0f);
     if (lid == 0) {
         mean[r] = mu;
         rstd[r] = rs;
@@ -381,12 +381,12 @@ void ln_dx(__global const float *x, __global const float *dy, __global const flo
     }
 }
 
-/* Per column j: dgamma = sum_r dy xhat, dbeta = sum_r dy. */
+/* Per column j: dgamma = sum_r dy xhat, dbeta = sum_r dy (if has_beta). */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void ln_param_grads(__global const float *x, __global const float *dy,
                     __global const float *mean, __global const float *rstd,
                     __global float *dgamma, __global float *dbeta, const uint R,
-                    const uint D)
+                    const uint D, const int has_beta)
 {
     __local float scratch[WG];
     uint j = (uint)get_group_id(0), lid = (uint)get_local_id(0);
@@ -400,7 +400,8 @@ void ln_param_grads(__global const float *x, __global const float *dy,
     float db = group_sum(scratch, sum_dy);
     float dg = group_sum(scratch, sum_dy_xhat);
     if (lid == 0) {
-        dbeta[j] = db;
+        if (has_beta)
+            dbeta[j] = db;
         dgamma[j] = dg;
     }
 }

@@ -61,9 +61,16 @@ static size_t numel(const kiln_shape *s)
 
 /* ---- linear ------------------------------------------------------------ */
 
+/* x viewed as (n, in): a sequence (B, T, in) is B T rows. */
+static size_t linear_rows(const ref_op *r, size_t *in)
+{
+    *in = r->in_shape[0].d[r->in_shape[0].ndim - 1];
+    return numel(&r->in_shape[0]) / *in;
+}
+
 static void linear_fwd(ref_op *r)
 {
-    size_t n = r->in_shape[0].d[0], in = r->in_shape[0].d[1], out = r->a->out;
+    size_t in, n = linear_rows(r, &in), out = r->a->out;
     for (size_t i = 0; i < n; i++)
         for (size_t o = 0; o < out; o++) {
             double z = r->a->bias ? r->param[1][o] : 0;
@@ -76,7 +83,7 @@ static void linear_fwd(ref_op *r)
 /* dz = act'(z) dy where z is recovered by recomputing the pre-activation. */
 static void linear_bwd(ref_op *r)
 {
-    size_t n = r->in_shape[0].d[0], in = r->in_shape[0].d[1], out = r->a->out;
+    size_t in, n = linear_rows(r, &in), out = r->a->out;
     double *dz = malloc(n * out * sizeof *dz);
     for (size_t i = 0; i < n; i++)
         for (size_t o = 0; o < out; o++) {
@@ -378,7 +385,8 @@ static void ln_fwd(ref_op *r)
         ln_row(r, i, dim, &mean, &rstd);
         for (size_t j = 0; j < dim; j++)
             r->out[i * dim + j] =
-                (r->in[0][i * dim + j] - mean) * rstd * r->param[0][j] + r->param[1][j];
+                (r->in[0][i * dim + j] - mean) * rstd * r->param[0][j] +
+                (r->a->bias ? r->param[1][j] : 0);
     }
 }
 
@@ -388,7 +396,7 @@ static void ln_bwd(ref_op *r)
     for (size_t j = 0; j < dim; j++) {
         if (r->dparam[0])
             r->dparam[0][j] = 0;
-        if (r->dparam[1])
+        if (r->a->bias && r->dparam[1])
             r->dparam[1][j] = 0;
     }
     for (size_t i = 0; i < rows; i++) {
@@ -400,7 +408,7 @@ static void ln_bwd(ref_op *r)
             mgx += dy * r->param[0][j] * xhat / (double)dim;
             if (r->dparam[0])
                 r->dparam[0][j] += dy * xhat;
-            if (r->dparam[1])
+            if (r->a->bias && r->dparam[1])
                 r->dparam[1][j] += dy;
         }
         for (size_t j = 0; r->din[0] && j < dim; j++) {

@@ -26,6 +26,7 @@ typedef struct {
 
 #define S1(a) {.ndim = 1, .d = {a}}
 #define S2(a, b) {.ndim = 2, .d = {a, b}}
+#define S3(a, b, c) {.ndim = 3, .d = {a, b, c}}
 #define S4(n, c, h, w) {.ndim = 4, .d = {n, c, h, w}}
 
 static const op_case cases[] = {
@@ -37,6 +38,8 @@ static const op_case cases[] = {
      .act = KILN_ACT_SIGMOID, .no_bias = 1},
     {"linear 3x5->3 leaky_relu", OP_LINEAR, 1, 1, {S2(3, 5)}, .out = 3,
      .act = KILN_ACT_LEAKY_RELU},
+    {"linear 2x17x33->7 (batch, time, features)", OP_LINEAR, 1, 1, {S3(2, 17, 33)}, .out = 7},
+    {"linear 3x1x5->131 no bias", OP_LINEAR, 1, 1, {S3(3, 1, 5)}, .out = 131, .no_bias = 1},
     {"conv 1x1x5x7 k1", OP_CONV2D, 1, 1, {S4(1, 1, 5, 7)}, .out = 1, .kernel = 1},
     {"conv 3x3x5x7 k3 p1 ->4", OP_CONV2D, 1, 1, {S4(3, 3, 5, 7)}, .out = 4, .kernel = 3,
      .pad = 1},
@@ -100,6 +103,12 @@ static const op_case cases[] = {
     {"layernorm 3x3x5x7 over 3", OP_LAYERNORM, 1, 1, {S4(3, 3, 5, 7)}, .norm_dims = 3},
     {"layernorm 1x257", OP_LAYERNORM, 1, 1, {S2(1, 257)}, .norm_dims = 1},
     {"layernorm 129x3", OP_LAYERNORM, 1, 1, {S2(129, 3)}, .norm_dims = 1},
+    {"layernorm 2x17x32 no bias", OP_LAYERNORM, 1, 1, {S3(2, 17, 32)}, .norm_dims = 1,
+     .no_bias = 1},
+    {"layernorm 3x1x67", OP_LAYERNORM, 1, 1, {S3(3, 1, 67)}, .norm_dims = 1},
+    {"gelu 2x17x128", OP_ACTIVATION, 1, 1, {S3(2, 17, 128)}, .act = KILN_ACT_GELU},
+    {"add 2x17x32", OP_ADD, 1, 2, {S3(2, 17, 32), S3(2, 17, 32)}, .tol = 0},
+    {"softmax 2x17x13 over the vocabulary", OP_SOFTMAX, 1, 1, {S3(2, 17, 13)}, .dim = -1},
     {"relu 3x17x5x7", OP_ACTIVATION, 1, 1, {S4(3, 17, 5, 7)}, .act = KILN_ACT_RELU},
     {"leaky_relu 129x33", OP_ACTIVATION, 1, 1, {S2(129, 33)}, .act = KILN_ACT_LEAKY_RELU},
     {"sigmoid 1", OP_ACTIVATION, 1, 1, {S1(1)}, .act = KILN_ACT_SIGMOID},

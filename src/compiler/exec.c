@@ -184,6 +184,12 @@ static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
         c.dparam[k] = s->dparam[k];
     if (st == KILN_OK)
         st = op_backward(s->op, &c);
+    if (st == KILN_OK && s->tie_from >= 0 && s->dparam[0]) { /* a tied weight's gradients add */
+        op_attrs a = op_attrs_default();
+        op_args sum = {.ctx = p->ctx, .attrs = &a, .out = s->dparam[0],
+                       .in = {s->dparam[0], p->steps[s->tie_from].dparam[0]}};
+        st = op_forward(OP_ADD, &sum);
+    }
     for (int k = 0; k < s->n_inputs && st == KILN_OK; k++) {
         if (s->inputs[k] < 0)
             continue;

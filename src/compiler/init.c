@@ -6,6 +6,7 @@
  *   xavier_uniform   U(±sqrt(6 / (fan_in + fan_out)))
  *   pytorch          U(±1/sqrt(fan_in)) for weight and bias, as nn.Linear and
  *                    nn.Conv2d initialise themselves
+ *   normal           N(0, std²): nanoGPT's, and embeddings' default (0.02)
  * Other biases start at zero; batchnorm and layernorm at gamma 1, beta 0,
  * with running mean 0 and running variance 1. */
 #include <math.h>
@@ -51,6 +52,9 @@ static kiln_status init_weight(const kiln_model *m, const pipe_step *s, kiln_rng
         case INIT_PYTORCH:
             x = kiln_rng_uniform(rng, -1, 1) / sqrt(fan_in);
             break;
+        case INIT_NORMAL:
+            x = kiln_rng_normal(rng) * n->std;
+            break;
         default: /* kaiming_normal */
             x = kiln_rng_normal(rng) * gain / sqrt(fan_in);
             break;
@@ -84,7 +88,7 @@ static kiln_status init_bias(const kiln_model *m, const pipe_step *s, kiln_rng *
 static kiln_status init_affine(pipe_step *s)
 {
     kiln_status st = kiln_tensor_fill(s->param[0], 1.0f);
-    return st == KILN_OK ? kiln_tensor_fill(s->param[1], 0.0f) : st;
+    return st == KILN_OK && s->param[1] ? kiln_tensor_fill(s->param[1], 0.0f) : st;
 }
 
 kiln_status pipeline_init_params(pipeline *p, uint64_t seed)
@@ -95,9 +99,14 @@ kiln_status pipeline_init_params(pipeline *p, uint64_t seed)
     for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
         pipe_step *s = &p->steps[i];
         switch (s->op) {
+        case OP_EMBEDDING:
+        case OP_POSITION:
+            st = init_weight(p->model, s, &rng);
+            break;
         case OP_LINEAR:
         case OP_CONV2D:
-            st = init_weight(p->model, s, &rng);
+            if (s->tied_to < 0) /* a tied weight is its owner's */
+                st = init_weight(p->model, s, &rng);
             if (st == KILN_OK && s->param[1])
                 st = init_bias(p->model, s, &rng);
             break;

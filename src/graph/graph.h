@@ -16,6 +16,7 @@ typedef enum {
     INIT_XAVIER_UNIFORM,
     INIT_ZEROS,
     INIT_PYTORCH, /* nn.Linear's and nn.Conv2d's own: U(±1/sqrt(fan_in)), biases too */
+    INIT_NORMAL,  /* N(0, std²), biases zero: nanoGPT's (std = 0.02) */
 } init_kind;
 
 typedef struct {
@@ -55,6 +56,8 @@ typedef struct graph_node {
     int inputs[OP_MAX_INPUTS]; /* indices of earlier layers; -1 is the model input */
     op_attrs attrs;
     init_kind init;
+    float std;                 /* init = normal: the standard deviation */
+    int tie;                   /* linear: the node whose weight it uses (tie =), or -1 */
     kiln_shape out;            /* per-sample shape (no batch dimension) */
     op_shapes shapes;          /* with a batch of 1 */
     int has_name;
@@ -69,6 +72,8 @@ typedef struct {
 struct kiln_model {
     char file[256];            /* model file, or "" for the C API */
     kiln_shape input;          /* per-sample input shape; ndim 0 until [input] */
+    size_t vocab;              /* [input] tokens = V: token ids of a V-word vocabulary */
+    size_t blocks;             /* transformer blocks added so far (transformer.h.N) */
     int input_line;
     graph_node *nodes;
     size_t count, capacity;
@@ -99,8 +104,18 @@ kiln_status graph_finish(kiln_model *m);
 const char *graph_where(const kiln_model *m, int line, size_t index, const char *kind,
                         char *buf, size_t size);
 
+/* Adds count transformer blocks (nanoGPT's Block: pre-LN causal
+ * self-attention and a GELU MLP, with residuals), as the layers they are
+ * made of, named transformer.h.N.ln_1 ... (block.c). */
+kiln_status graph_add_blocks(kiln_model *m, const graph_kv *kv, size_t n, int line);
+
+/* Fails with KILN_ERR_MODEL: "<where>: <message>" (graph.c). */
+kiln_status graph_fail_at(const kiln_model *m, int line, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Parameter and buffer counts as PyTorch counts them (batchnorm has a
- * num_batches_tracked buffer of one value). */
+ * num_batches_tracked buffer of one value; a tied weight counts once, with
+ * the layer it belongs to). */
 uint64_t graph_node_params(const graph_node *n);
 uint64_t graph_node_buffers(const graph_node *n);
 

@@ -12,15 +12,15 @@
 #define COMMON "name from"
 
 static const layer_kind layers[] = {
-    {"input", OP_COUNT, KILN_ACT_NONE, 0, "shape", "shape"},
-    {"linear", OP_LINEAR, KILN_ACT_NONE, 1, "out bias init " COMMON, "out"},
+    {"input", OP_COUNT, KILN_ACT_NONE, 0, "shape tokens block", ""},
+    {"linear", OP_LINEAR, KILN_ACT_NONE, 1, "out bias init std tie " COMMON, "out"},
     {"conv2d", OP_CONV2D, KILN_ACT_NONE, 1, "out size stride pad dilation bias init " COMMON,
      "out size"},
     {"maxpool", OP_MAXPOOL, KILN_ACT_NONE, 1, "size stride pad " COMMON, "size"},
     {"avgpool", OP_AVGPOOL, KILN_ACT_NONE, 1, "size stride pad " COMMON, "size"},
     {"flatten", OP_FLATTEN, KILN_ACT_NONE, 1, COMMON, ""},
     {"batchnorm", OP_BATCHNORM, KILN_ACT_NONE, 1, "momentum eps " COMMON, ""},
-    {"layernorm", OP_LAYERNORM, KILN_ACT_NONE, 1, "eps dims " COMMON, ""},
+    {"layernorm", OP_LAYERNORM, KILN_ACT_NONE, 1, "eps dims bias " COMMON, ""},
     {"dropout", OP_DROPOUT, KILN_ACT_NONE, 1, "p " COMMON, ""},
     {"relu", OP_ACTIVATION, KILN_ACT_RELU, 1, COMMON, ""},
     {"leaky_relu", OP_ACTIVATION, KILN_ACT_LEAKY_RELU, 1, "slope " COMMON, ""},
@@ -30,6 +30,10 @@ static const layer_kind layers[] = {
     {"softmax", OP_SOFTMAX, KILN_ACT_NONE, 1, "dim " COMMON, ""},
     {"add", OP_ADD, KILN_ACT_NONE, 2, COMMON, "from"},
     {"concat", OP_CONCAT, KILN_ACT_NONE, 2, COMMON, "from"},
+    {"embedding", OP_EMBEDDING, KILN_ACT_NONE, 1, "out tokens init std " COMMON, "out"},
+    {"position", OP_POSITION, KILN_ACT_NONE, 1, "positions init std " COMMON, ""},
+    {"attention", OP_ATTENTION, KILN_ACT_NONE, 1, "heads " COMMON, "heads"},
+    {"transformer_block", OP_COUNT, KILN_ACT_NONE, 1, "count heads bias dropout", "heads"},
 };
 
 #define LAYER_COUNT (sizeof layers / sizeof layers[0])
@@ -141,13 +145,14 @@ static const char *key_bias(graph_node *n, const char *v)
 static const char *key_init(graph_node *n, const char *v)
 {
     static const char *const names[] = {"kaiming_normal", "kaiming_uniform", "xavier_normal",
-                                        "xavier_uniform", "zeros", "pytorch"};
-    for (int i = 0; i < 6; i++)
+                                        "xavier_uniform", "zeros", "pytorch", "normal"};
+    for (int i = 0; i < 7; i++)
         if (strcmp(v, names[i]) == 0) {
             n->init = (init_kind)(INIT_KAIMING_NORMAL + i);
             return NULL;
         }
-    return "kaiming_normal, kaiming_uniform, xavier_normal, xavier_uniform, zeros or pytorch";
+    return "kaiming_normal, kaiming_uniform, xavier_normal, xavier_uniform, zeros, pytorch or "
+           "normal";
 }
 
 static const char *key_slope(graph_node *n, const char *v)
@@ -193,6 +198,25 @@ static const char *key_dim(graph_node *n, const char *v)
     return NULL;
 }
 
+static const char *key_rows(graph_node *n, const char *v)
+{
+    return read_size(v, 1, SIZE_MAX_KEY, &n->attrs.rows) ? NULL
+                                                         : "a whole number from 1 to 1000000";
+}
+
+static const char *key_heads(graph_node *n, const char *v)
+{
+    return read_size(v, 1, 4096, &n->attrs.heads) ? NULL : "a whole number from 1 to 4096";
+}
+
+static const char *key_std(graph_node *n, const char *v)
+{
+    if (!read_float(v, 0, 1e6, 0, &n->std))
+        return "a number >= 0";
+    n->init = INIT_NORMAL;
+    return NULL;
+}
+
 static const struct {
     const char *key;
     const char *(*read)(graph_node *n, const char *value);
@@ -201,7 +225,8 @@ static const struct {
     {"pad", key_pad},         {"dilation", key_dilation}, {"dims", key_dims},
     {"bias", key_bias},       {"init", key_init},     {"slope", key_slope},
     {"p", key_p},             {"momentum", key_momentum}, {"eps", key_eps},
-    {"approx", key_approx},   {"dim", key_dim},
+    {"approx", key_approx},   {"dim", key_dim},       {"tokens", key_rows},
+    {"positions", key_rows},  {"heads", key_heads},   {"std", key_std},
 };
 
 const char *layer_read_key(graph_node *n, const char *key, const char *value)

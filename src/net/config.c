@@ -110,6 +110,20 @@ static kiln_status key_betas(const key_ctx *k)
     return KILN_OK;
 }
 
+/* decay = matrices: weight decay on weights of two or more dimensions
+ * only, as nanoGPT groups its parameters; all (the default): on every one. */
+static kiln_status key_decay(const key_ctx *k)
+{
+    static const char *const names[] = {"all", "matrices"};
+    int i = choice(k->s->value, names, 2);
+    if (i < 0)
+        return bad(k, "all or matrices");
+    if (i == 1 && k->c->optim.kind == OPTIM_SGD)
+        return bad(k, "all (sgd decays every parameter; matrices is for adam and adamw)");
+    k->c->optim.decay_matrices = i;
+    return KILN_OK;
+}
+
 static kiln_status key_milestones(const key_ctx *k)
 {
     char copy[128];
@@ -148,6 +162,7 @@ static const key_def keys[] = {
     {"normalize", key_normalize, 0, 0, 0, 0, NULL},
     {"betas", key_betas, 0, 0, 0, 0, NULL},
     {"milestones", key_milestones, 0, 0, 0, 0, NULL},
+    {"decay", key_decay, 0, 0, 0, 0, NULL},
     FIELD("lr", F_FLOAT, optim.lr, 1e-12, 100, "a learning rate above 0, at most 100"),
     FIELD("momentum", F_FLOAT, optim.momentum, 0, 1, "a number from 0 to 1"),
     FIELD("dampening", F_FLOAT, optim.dampening, 0, 1, "a number from 0 to 1"),

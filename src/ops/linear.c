@@ -1,21 +1,25 @@
 /* linear: y = act(x Wᵀ + b); x (N, in), W (out, in), b (out), y (N, out).
- * The GEMMs go through CLBlast; bias and activation are one fused pass. */
+ * On a sequence x (B, T, in) it acts on the last dimension, as PyTorch's:
+ * y (B, T, out), computed as N = B T rows. The GEMMs go through
+ * kiln_blas_sgemm; bias and activation are one fused pass. */
 #include "ops/ops.h"
 
 static kiln_status linear_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
 {
     char buf[64];
-    if (in[0].ndim != 2)
-        return kiln_fail(KILN_ERR_SHAPE, "linear: input is %s; expected (batch, features) — "
-                                         "add a flatten before it",
+    if (in[0].ndim != 2 && in[0].ndim != 3)
+        return kiln_fail(KILN_ERR_SHAPE, "linear: input is %s; expected (batch, features) or "
+                                         "(batch, time, features) — add a flatten before it",
                          shape_str(&in[0], buf, sizeof buf));
+    size_t features = in[0].d[in[0].ndim - 1];
     if (a->out == 0)
         return kiln_fail(KILN_ERR_SHAPE, "linear: out must be at least 1");
     if (op_check_fusable("linear", a->act) != KILN_OK)
         return KILN_ERR_UNSUPPORTED;
-    s->out = shape_make(2, in[0].d[0], a->out, 0, 0);
+    s->out = in[0];
+    s->out.d[in[0].ndim - 1] = a->out;
     s->n_params = a->bias ? 2 : 1;
-    s->param[0] = shape_make(2, a->out, in[0].d[1], 0, 0);
+    s->param[0] = shape_make(2, a->out, features, 0, 0);
     s->param[1] = shape_make(1, a->out, 0, 0, 0);
     return KILN_OK;
 }
@@ -42,9 +46,16 @@ kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y
                                        KARG(bias), KARG(has_bias), KARG(slope));
 }
 
+/* Rows and features of x viewed as (N, in). */
+static size_t linear_rows(const op_args *c, size_t *in)
+{
+    *in = c->param[0]->shape[1];
+    return c->in[0]->numel / *in;
+}
+
 static kiln_status linear_forward(const op_args *c)
 {
-    size_t n = c->in[0]->shape[0], in = c->in[0]->shape[1], out = c->attrs->out;
+    size_t in, n = linear_rows(c, &in), out = c->attrs->out;
     kiln_status st = kiln_blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
                                      c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
                                      c->out->buf, 0, out);
@@ -86,7 +97,7 @@ kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
 
 static kiln_status linear_backward(const op_args *c)
 {
-    size_t n = c->in[0]->shape[0], in = c->in[0]->shape[1], out = c->attrs->out;
+    size_t in, n = linear_rows(c, &in), out = c->attrs->out;
     kiln_tensor *dz;
     kiln_status st = op_act_grad(c, &dz);
     if (st != KILN_OK)

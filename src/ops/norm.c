@@ -391,7 +391,8 @@ static kiln_status ln_infer(const op_attrs *a, const kiln_shape *in, op_shapes *
         norm.d[i] = in[0].d[lead + i];
     size_t rows = shape_numel(&in[0]) / shape_numel(&norm);
     s->out = in[0];
-    s->n_params = s->n_saved = 2;
+    s->n_params = a->bias ? 2 : 1; /* nanoGPT's LayerNorm(bias=False) has a weight only */
+    s->n_saved = 2;
     s->param[0] = s->param[1] = norm;
     s->saved[0] = s->saved[1] = shape_make(1, rows, 0, 0, 0);
     return KILN_OK;
@@ -405,10 +406,12 @@ static kiln_status ln_forward(const op_args *c)
         return st;
     size_t rows = c->saved[0]->numel, wg = reduce_group_size(c->ctx);
     cl_uint dim = c->in[0]->numel / rows;
-    return kiln_launch_1d(c->ctx, k, "ln_forward", rows * wg, wg, 8, KARG(c->in[0]->buf),
-                          KARG(c->out->buf), KARG(c->param[0]->buf), KARG(c->param[1]->buf),
+    cl_int has_beta = c->attrs->bias;
+    cl_mem beta = has_beta ? c->param[1]->buf : c->param[0]->buf;
+    return kiln_launch_1d(c->ctx, k, "ln_forward", rows * wg, wg, 9, KARG(c->in[0]->buf),
+                          KARG(c->out->buf), KARG(c->param[0]->buf), KARG(beta),
                           KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(dim),
-                          KARG(c->attrs->eps));
+                          KARG(c->attrs->eps), KARG(has_beta));
 }
 
 static kiln_status ln_backward(const op_args *c)
@@ -421,15 +424,17 @@ static kiln_status ln_backward(const op_args *c)
         st = kiln_launch_1d(c->ctx, k, "ln_dx", rows * wg, wg, 7, KARG(c->in[0]->buf),
                             KARG(c->dout->buf), KARG(c->param[0]->buf), KARG(c->saved[0]->buf),
                             KARG(c->saved[1]->buf), KARG(c->din[0]->buf), KARG(dim));
-    if (st != KILN_OK || !c->dparam[0] || !c->dparam[1])
+    cl_int has_beta = c->attrs->bias;
+    if (st != KILN_OK || !c->dparam[0] || (has_beta && !c->dparam[1]))
         return st;
     st = norm_kernel(c->ctx, "ln_param_grads", &k);
     if (st != KILN_OK)
         return st;
-    return kiln_launch_1d(c->ctx, k, "ln_param_grads", dim * wg, wg, 8, KARG(c->in[0]->buf),
+    cl_mem dbeta = has_beta ? c->dparam[1]->buf : c->dparam[0]->buf;
+    return kiln_launch_1d(c->ctx, k, "ln_param_grads", dim * wg, wg, 9, KARG(c->in[0]->buf),
                           KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
-                          KARG(c->dparam[0]->buf), KARG(c->dparam[1]->buf), KARG(r),
-                          KARG(dim));
+                          KARG(c->dparam[0]->buf), KARG(dbeta), KARG(r), KARG(dim),
+                          KARG(has_beta));
 }
 
 const op_desc op_batchnorm_desc = {"batchnorm", 1, 0, bn_infer, bn_forward, bn_backward};

@@ -3,7 +3,8 @@
  * parameters, saved tensors and the epilogue it can absorb), so that the
  * graph compiler, `kiln summary` and the tests read one table.
  *
- * Layouts are PyTorch's: activations NCHW or (N, F); linear weight
+ * Layouts are PyTorch's: activations NCHW, (N, F) or (B, T, C) for
+ * sequences (linear, layernorm, pointwise ops act on the last dim); linear weight
  * [out, in]; conv weight [out, in, kh, kw]. Backward writes (does not
  * accumulate) every gradient it is given; a NULL gradient is not computed.
  *
@@ -40,6 +41,9 @@ typedef enum {
     OP_SOFTMAX,
     OP_ADD,
     OP_CONCAT,
+    OP_EMBEDDING,
+    OP_POSITION,
+    OP_ATTENTION,
     OP_COUNT
 } op_kind;
 
@@ -60,6 +64,8 @@ typedef struct {
     float momentum;       /* batchnorm running-statistics momentum */
     float eps;            /* batchnorm, layernorm */
     int norm_dims;        /* layernorm: number of trailing dims normalized */
+    size_t rows;          /* embedding: vocabulary; position: positions in the table */
+    size_t heads;         /* attention: heads */
 } op_attrs;
 
 /* Defaults as PyTorch's: slope 0.01, momentum 0.1, eps 1e-5, stride 1,
@@ -135,7 +141,8 @@ typedef enum { LOSS_MSE, LOSS_CROSS_ENTROPY, LOSS_BCE, LOSS_COUNT } loss_kind;
 /* loss (1 element) = L(input, target) and dinput = dL/dinput (may be NULL).
  * mse, bce: target has input's shape; bce takes logits. cross_entropy:
  * input (N, C) logits, target (N) class indices stored as floats; an index
- * outside [0, C) makes the loss NaN. */
+ * outside [0, C) makes the loss NaN. Per token: input (B, T, V), target
+ * (B, T), the mean over B T positions (PyTorch's on the (B T, V) view). */
 kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
                     const kiln_tensor *input, const kiln_tensor *target, kiln_tensor *loss,
                     kiln_tensor *dinput);

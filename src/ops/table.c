@@ -5,7 +5,8 @@
 
 extern const op_desc op_linear_desc, op_conv2d_desc, op_maxpool_desc, op_avgpool_desc,
     op_flatten_desc, op_batchnorm_desc, op_layernorm_desc, op_dropout_desc,
-    op_activation_desc, op_softmax_desc, op_add_desc, op_concat_desc;
+    op_activation_desc, op_softmax_desc, op_add_desc, op_concat_desc, op_embedding_desc,
+    op_position_desc, op_attention_desc;
 
 static const op_desc *const table[] = {
     [OP_LINEAR] = &op_linear_desc,         [OP_CONV2D] = &op_conv2d_desc,
@@ -14,6 +15,8 @@ static const op_desc *const table[] = {
     [OP_LAYERNORM] = &op_layernorm_desc,   [OP_DROPOUT] = &op_dropout_desc,
     [OP_ACTIVATION] = &op_activation_desc, [OP_SOFTMAX] = &op_softmax_desc,
     [OP_ADD] = &op_add_desc,               [OP_CONCAT] = &op_concat_desc,
+    [OP_EMBEDDING] = &op_embedding_desc,   [OP_POSITION] = &op_position_desc,
+    [OP_ATTENTION] = &op_attention_desc,
 };
 
 _Static_assert(sizeof table / sizeof table[0] == OP_COUNT, "one table row per op_kind");
@@ -29,6 +32,7 @@ op_attrs op_attrs_default(void)
         .momentum = 0.1f,
         .eps = 1e-5f,
         .norm_dims = 1,
+        .heads = 1,
     };
     return a;
 }

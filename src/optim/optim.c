@@ -10,8 +10,34 @@ struct optimizer {
     optim_config cfg;
     kiln_tensor *state[2];           /* momentum, or first and second moments */
     kiln_tensor *scale, *norm, *sumsq;
+    kiln_tensor *decay; /* with decay_matrices: 1 over matrices, 0 elsewhere */
     uint64_t t;
 };
+
+/* The mask of decay_matrices over the flat parameters: 1 for tensors of
+ * two or more dimensions (linear and conv weights, embeddings), 0 for
+ * biases and normalization weights, as nanoGPT groups them. */
+static kiln_status make_decay_mask(optimizer *o)
+{
+    const pipeline *p = o->p;
+    size_t n = p->params->numel;
+    float *mask = calloc(n, sizeof *mask);
+    if (!mask)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "optimizer: out of memory");
+    for (size_t i = 0; i < p->count; i++) {
+        const pipe_step *s = &p->steps[i];
+        for (int k = 0; k < s->shapes.n_params; k++)
+            if (s->shapes.param[k].ndim >= 2 && !(k == 0 && s->tied_to >= 0))
+                for (size_t j = 0; j < shape_numel(&s->shapes.param[k]); j++)
+                    mask[s->flat_at[k] + j] = 1.0f;
+    }
+    kiln_shape flat = shape_of(p->params);
+    kiln_status st = tensor_of(p->ctx, &flat, &o->decay);
+    if (st == KILN_OK)
+        st = kiln_tensor_upload(o->decay, mask, n);
+    free(mask);
+    return st;
+}
 
 optim_config optim_defaults(optim_kind kind)
 {
@@ -47,6 +73,8 @@ kiln_status optim_create(pipeline *p, const optim_config *cfg, optimizer **out)
         st = kiln_tensor_fill(o->norm, 0.0f);
     if (st == KILN_OK)
         st = tensor_of(p->ctx, &one, &o->sumsq);
+    if (st == KILN_OK && cfg->decay_matrices)
+        st = make_decay_mask(o);
     if (st != KILN_OK) {
         optim_free(o);
         return st;
@@ -55,9 +83,11 @@ kiln_status optim_create(pipeline *p, const optim_config *cfg, optimizer **out)
     return KILN_OK;
 }
 
-void optim_set_config(optimizer *o, const optim_config *cfg)
+kiln_status optim_set_config(optimizer *o, const optim_config *cfg)
 {
+    int mask = cfg->decay_matrices && !o->decay;
     o->cfg = *cfg;
+    return mask ? make_decay_mask(o) : KILN_OK;
 }
 
 void optim_free(optimizer *o)
@@ -69,6 +99,7 @@ void optim_free(optimizer *o)
     kiln_tensor_free(o->scale);
     kiln_tensor_free(o->norm);
     kiln_tensor_free(o->sumsq);
+    kiln_tensor_free(o->decay);
     free(o);
 }
 
@@ -133,8 +164,10 @@ kiln_status optim_step(optimizer *o, float lr)
     cl_int decoupled = c->kind == OPTIM_ADAMW;
     float bc1 = (float)(1.0 - pow(c->beta1, (double)o->t));
     float bc2 = (float)(1.0 - pow(c->beta2, (double)o->t));
-    return kiln_launch_3d(ctx, k, name, n, 1, 1, 14, KARG(p), KARG(g), KARG(s0), KARG(s1),
+    cl_int has_decay = c->decay_matrices && o->decay;
+    cl_mem decay = has_decay ? o->decay->buf : p;
+    return kiln_launch_3d(ctx, k, name, n, 1, 1, 16, KARG(p), KARG(g), KARG(s0), KARG(s1),
                           KARG(o->scale->buf), KARG(lr), KARG(c->beta1), KARG(c->beta2),
                           KARG(c->eps), KARG(c->weight_decay), KARG(decoupled), KARG(bc1),
-                          KARG(bc2), KARG(c->clip_value));
+                          KARG(bc2), KARG(c->clip_value), KARG(decay), KARG(has_decay));
 }

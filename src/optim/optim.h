@@ -15,6 +15,8 @@ typedef struct {
     int nesterov;              /* sgd */
     float beta1, beta2, eps;   /* adam, adamw */
     float weight_decay;        /* L2 for sgd and adam, decoupled for adamw */
+    int decay_matrices;        /* adam, adamw: decay only weights of 2 or more dimensions
+                                  (nanoGPT's parameter groups); else every parameter */
     float clip_norm;           /* > 0: clip the global L2 norm of all gradients */
     float clip_value;          /* > 0: clamp each gradient to [-v, v] */
 } optim_config;
@@ -30,7 +32,7 @@ void optim_free(optimizer *o);
 
 /* New hyperparameters for an optimizer of the same kind and state (same
  * kind, and for sgd momentum staying zero or nonzero), keeping its state. */
-void optim_set_config(optimizer *o, const optim_config *cfg);
+kiln_status optim_set_config(optimizer *o, const optim_config *cfg);
 
 /* One update of every parameter from the gradients of the last backward,
  * at learning rate lr; one launch (three more with clip_norm). */
