@@ -235,7 +235,17 @@ KILN_API kiln_status kiln_ctx_profile_end(kiln_ctx *ctx, const char *trace_path,
  * device (name, driver, platform and CLBlast version) in kiln's cache
  * directory and applied by kiln_ctx_create unless $KILN_TUNE is "off". A
  * stale or corrupt record is ignored with a warning. */
-#define KILN_XGEMM_PARAMS 16
+/* CLBlast's Xgemm parameters, in the order CLBlast's OverrideParameters
+ * takes them: KILN_XGEMM_<NAME> indexes kiln_tuning.xgemm. */
+#define KILN_XGEMM_PARAM_LIST(X)                                                          \
+    X(GEMMK) X(KREG) X(KWG) X(KWI) X(MDIMA) X(MDIMC) X(MWG) X(NDIMB) X(NDIMC) X(NWG) X(SA)  \
+    X(SB) X(STRM) X(STRN) X(VWM) X(VWN)
+enum {
+#define KILN_XGEMM_ENUM(name) KILN_XGEMM_##name,
+    KILN_XGEMM_PARAM_LIST(KILN_XGEMM_ENUM)
+#undef KILN_XGEMM_ENUM
+    KILN_XGEMM_PARAMS
+};
 typedef struct {
     int has_xgemm;
     size_t xgemm[KILN_XGEMM_PARAMS]; /* CLBlast's Xgemm parameters, named below */

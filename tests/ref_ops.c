@@ -1,6 +1,7 @@
 /* Float64 references of the operators (see ref_ops.h). Plain loops, as
  * close to the textbook definitions as possible. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,9 +10,19 @@
 static const double inv_sqrt2 = 0.70710678118654752440;
 static const double sqrt_2_over_pi = 0.79788456080286535588;
 
+/* A row of KILN_ACT_LIST without its reference here stops the tests. */
+static double no_reference(kiln_act act)
+{
+    fprintf(stderr, "ref_ops.c: no float64 reference for activation %s\n",
+            act_get(act) ? act_get(act)->name : "(outside the list)");
+    abort();
+}
+
 double ref_act(kiln_act act, double x, double slope)
 {
     switch (act) {
+    case KILN_ACT_NONE:
+        return x;
     case KILN_ACT_RELU:
         return x > 0 ? x : 0;
     case KILN_ACT_LEAKY_RELU:
@@ -25,13 +36,15 @@ double ref_act(kiln_act act, double x, double slope)
     case KILN_ACT_GELU_TANH:
         return 0.5 * x * (1.0 + tanh(sqrt_2_over_pi * (x + 0.044715 * x * x * x)));
     default:
-        return x;
+        return no_reference(act);
     }
 }
 
 static double act_deriv(kiln_act act, double x, double slope)
 {
     switch (act) {
+    case KILN_ACT_NONE:
+        return 1;
     case KILN_ACT_RELU:
         return x > 0 ? 1 : 0;
     case KILN_ACT_LEAKY_RELU:
@@ -50,7 +63,7 @@ static double act_deriv(kiln_act act, double x, double slope)
         return 0.5 * (1 + tanh(u)) + 0.5 * x * (1 - tanh(u) * tanh(u)) * du;
     }
     default:
-        return 1;
+        return no_reference(act);
     }
 }
 

@@ -26,9 +26,6 @@ static void set_tensor(entry *e, kiln_tensor *t)
     e->bytes = t->numel * sizeof(float);
 }
 
-static const char *const param_names[OP_MAX_PARAMS] = {"weight", "bias"};
-static const char *const buffer_names[OP_MAX_BUFFERS] = {"running_mean", "running_var"};
-
 /* The state_dict of a pipeline, in layer order. */
 static size_t list_entries(const pipeline *p, entry *out)
 {
@@ -36,10 +33,11 @@ static size_t list_entries(const pipeline *p, entry *out)
     for (size_t i = 0; i < p->count; i++) {
         const pipe_step *s = &p->steps[i];
         const char *layer = p->model->nodes[s->node].name;
+        const op_desc *d = op_get(s->op);
         if (first)
             first[i] = n;
         for (int k = 0; k < s->shapes.n_params; k++) {
-            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, param_names[k]);
+            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, d->param_names[k]);
             set_tensor(&out[n], s->param[k]);
             if (k == 0 && s->tied_to >= 0 && first) { /* a weight with two names */
                 out[n].tied = (int)first[s->tied_to] + 1;
@@ -48,12 +46,13 @@ static size_t list_entries(const pipeline *p, entry *out)
             n++;
         }
         for (int k = 0; k < s->shapes.n_buffers; k++) {
-            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, buffer_names[k]);
+            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, d->buffer_names[k]);
             set_tensor(&out[n], s->buffer[k]);
+            out[n].is_buffer = 1;
             n++;
         }
-        if (s->op == OP_BATCHNORM) {
-            snprintf(out[n].name, sizeof out[n].name, "%s.num_batches_tracked", layer);
+        if (d->counter) {
+            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, d->counter);
             out[n].tensor = NULL;
             out[n].is_int64 = 1;
             out[n].shape.ndim = 0;

@@ -65,24 +65,47 @@ static kiln_status key_loss(const key_ctx *k)
     return bad(k, "mse, cross_entropy or bce");
 }
 
+/* The entry of a list that v names (name_of: the list's names), or -1
+ * with "a, b or c" in buf. */
+static int listed(const char *v, const char *(*name_of)(int), int n, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (strcmp(v, name_of(i)) == 0)
+            return i;
+        size_t used = strlen(buf);
+        snprintf(buf + used, size - used, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ",
+                 name_of(i));
+    }
+    return -1;
+}
+
+static const char *optim_name_at(int i)
+{
+    return optim_name((optim_kind)i);
+}
+
+static const char *sched_name_at(int i)
+{
+    return sched_name((sched_kind)i);
+}
+
 static kiln_status key_optimizer(const key_ctx *k)
 {
-    static const char *const names[] = {"sgd", "adam", "adamw"};
-    int i = choice(k->s->value, names, 3);
+    char names[256];
+    int i = listed(k->s->value, optim_name_at, OPTIM_COUNT, names, sizeof names);
     if (i < 0)
-        return bad(k, "sgd, adam or adamw");
+        return bad(k, names);
     k->c->optim = optim_defaults((optim_kind)i); /* read first; other keys override */
     return KILN_OK;
 }
 
 static kiln_status key_schedule(const key_ctx *k)
 {
-    static const char *const names[] = {"constant", "step",          "multistep", "exponential",
-                                        "cosine",   "warmup_cosine", "plateau"};
-    int i = choice(k->s->value, names, 7);
+    char names[256];
+    int i = listed(k->s->value, sched_name_at, SCHED_COUNT, names, sizeof names);
     if (i < 0)
-        return bad(k, "constant, step, multistep, exponential, cosine, warmup_cosine or "
-                      "plateau");
+        return bad(k, names);
     k->c->sched.kind = (sched_kind)i;
     return KILN_OK;
 }

@@ -712,6 +712,11 @@ kiln_status kiln_net_set_normalization(kiln_net *net, const float *mean, const f
                                                     "of %zu values; expected 1, %zu (one per "
                                                     "input value)%s",
                          count, in, channels != in ? " or one per channel" : "");
+    for (size_t i = 0; net->m->vocab && i < count; i++)
+        if (mean[i] != 0.0f || std[i] != 1.0f)
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_normalization: the "
+                                                        "inputs are token ids, which are not "
+                                                        "normalized (mean 0 and std 1 only)");
     for (size_t i = 0; i < count; i++)
         if (!isfinite(mean[i]) || !(std[i] > 0) || !isfinite(std[i]))
             return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_normalization: value %zu: "

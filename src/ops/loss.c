@@ -69,12 +69,12 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
     cl_mem grad = dinput ? dinput->buf : terms->buf;
     if (st == KILN_OK && ce) {
         cl_uint n = count, c = classes;
-        st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, 9, KARG(input->buf),
+        st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, KARG(input->buf),
                             KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n), KARG(c),
                             KARG(label_smoothing), KARG(scale), KARG(has_grad));
     } else if (st == KILN_OK) {
         cl_uint n = count;
-        st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, 7, KARG(input->buf),
+        st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, KARG(input->buf),
                             KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n),
                             KARG(scale), KARG(has_grad));
     }
