@@ -101,6 +101,8 @@ static float act(float x, float slope)
 #elif ACT == ACT_GELU_TANH
     float x_half = 0.5f * x;
     return fma(x_half, tanh_fast(SQRT_2_OVER_PI * fma(0.044715f * x, x * x, x)), x_half);
+#elif ACT == ACT_SILU
+    return x * sigmoid(x);
 #else
 #error "act.cl: no forward for this activation"
 #endif
@@ -130,6 +132,9 @@ static float act_grad(float x, float y, float dy, float slope)
     float t = tanh_fast(u);
     float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
     return dy * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+#elif ACT == ACT_SILU
+    float s = sigmoid(x); /* (x s)' = s (1 + x (1 - s)) */
+    return dy * s * fma(x, 1.0f - s, 1.0f);
 #else
 #error "act.cl: no gradient for this activation"
 #endif

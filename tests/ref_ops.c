@@ -35,6 +35,8 @@ double ref_act(kiln_act act, double x, double slope)
         return 0.5 * x * (1.0 + erf(x * inv_sqrt2));
     case KILN_ACT_GELU_TANH:
         return 0.5 * x * (1.0 + tanh(sqrt_2_over_pi * (x + 0.044715 * x * x * x)));
+    case KILN_ACT_SILU:
+        return x / (1.0 + exp(-x));
     default:
         return no_reference(act);
     }
@@ -61,6 +63,10 @@ static double act_deriv(kiln_act act, double x, double slope)
         double u = sqrt_2_over_pi * (x + 0.044715 * x * x * x);
         double du = sqrt_2_over_pi * (1 + 3 * 0.044715 * x * x);
         return 0.5 * (1 + tanh(u)) + 0.5 * x * (1 - tanh(u) * tanh(u)) * du;
+    }
+    case KILN_ACT_SILU: {
+        double s = 1.0 / (1.0 + exp(-x));
+        return s * (1 + x * (1 - s));
     }
     default:
         return no_reference(act);

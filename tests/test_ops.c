@@ -555,6 +555,65 @@ START_TEST(epilogues_refuse_what_they_cannot_absorb)
 }
 END_TEST
 
+/* Every op that the cases give parameters or buffers names them for the
+ * state_dict and has an initialiser; every op of the table has a case. */
+START_TEST(rows_name_their_state_and_initialiser)
+{
+    int covered[OP_COUNT] = {0};
+    for (int i = 0; i < CASE_COUNT; i++) {
+        const op_case *tc = &cases[i];
+        const op_desc *d = op_get(tc->kind);
+        op_attrs a = attrs_of(tc);
+        op_shapes s;
+        check_ok(op_infer(tc->kind, &a, tc->in, &s));
+        covered[tc->kind] = 1;
+        for (int k = 0; k < s.n_params; k++)
+            ck_assert_msg(d->param_names[k], "%s: parameter %d has no name", d->name, k);
+        for (int k = 0; k < s.n_buffers; k++)
+            ck_assert_msg(d->buffer_names[k], "%s: buffer %d has no name", d->name, k);
+        ck_assert_msg(d->init || s.n_params + s.n_buffers == 0,
+                      "%s: parameters but no initialiser", d->name);
+    }
+    for (int k = 0; k < OP_COUNT; k++)
+        ck_assert_msg(covered[k], "%s: no case in cases[]", op_get((op_kind)k)->name);
+}
+END_TEST
+
+/* Every initialiser of INIT_LIST fills a weight with finite values that
+ * spread (zeros: none), and none is left to a default formula. */
+START_TEST(every_initialiser_has_a_formula)
+{
+    kiln_shape ws = shape_make(2, 64, 48, 0, 0), bs = shape_make(1, 64, 0, 0, 0);
+    op_shapes shapes = {.n_params = 2, .param = {ws, bs}};
+    kiln_tensor *w = device_of(&ws, NULL), *b = device_of(&bs, NULL);
+    size_t n = shape_numel(&ws);
+    float *v = test_alloc(n * sizeof *v);
+    for (int kind = 1; kind < INIT_COUNT; kind++) {
+        kiln_rng rng;
+        kiln_rng_seed(&rng, 5);
+        op_init c = {.init = (init_kind)kind, .rng = &rng, .shapes = &shapes, .param = {w, b}};
+        check_ok(op_init_weight_bias(&c));
+        check_ok(kiln_tensor_download(w, v, n));
+        double sq = 0;
+        for (size_t i = 0; i < n; i++) {
+            ck_assert_msg(isfinite(v[i]), "init = %s: weight %zu is %g",
+                          init_name((init_kind)kind), i, (double)v[i]);
+            sq += (double)v[i] * v[i];
+        }
+        double sd = sqrt(sq / (double)n);
+        printf("init = %-16s weight deviation %.4f\n", init_name((init_kind)kind), sd);
+        if (kind == INIT_ZEROS)
+            ck_assert(sd == 0);
+        else
+            ck_assert_msg(sd > 1e-3 && sd < 1, "init = %s: deviation %g for fan-in 48",
+                          init_name((init_kind)kind), sd);
+    }
+    free(v);
+    kiln_tensor_free(w);
+    kiln_tensor_free(b);
+}
+END_TEST
+
 /* Where kiln's GEMM runs the convolutions (PoCL), they also at the tiles
  * of AVX2 (6 x 16) and of 128-bit vectors (4 x 8), whose panels of 16 and
  * 8 columns take other paths through the packing. */
@@ -723,6 +782,8 @@ int main(void)
     tcase_add_loop_test(tc, activation_matches_reference, 0, act_case_count);
     tcase_add_test(tc, fusing_ops_have_samples);
     tcase_add_test(tc, epilogues_refuse_what_they_cannot_absorb);
+    tcase_add_test(tc, rows_name_their_state_and_initialiser);
+    tcase_add_test(tc, every_initialiser_has_a_formula);
     tcase_add_test(tc, batchnorm_running_statistics_after_three_steps);
     tcase_add_test(tc, bad_shapes_name_both_shapes);
     tcase_add_test(tc, sum_of_squares_is_accurate_and_deterministic);

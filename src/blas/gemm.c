@@ -281,9 +281,9 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
         return st;
     cl_ulong ao = a_off, la = lda, co = c_off, lc = ldc, mm = m, nn = n, kk = k;
     size_t mr = (size_t)s->tile.mr, nr = 2 * (size_t)s->tile.v;
-    return kiln_launch_tiles(ctx, kernel, "gemm_tile", (m + mr - 1) / mr, (n + nr - 1) / nr, KARG(ap), KARG(ao), KARG(la),
-                             KARG(bp), KARG(c), KARG(co), KARG(lc), KARG(mm), KARG(nn),
-                             KARG(kk), KARG(alpha), KARG(beta));
+    return kiln_launch_tiles(ctx, kernel, "gemm_tile", (m + mr - 1) / mr, (n + nr - 1) / nr,
+                             KARG(ap), KARG(ao), KARG(la), KARG(bp), KARG(c), KARG(co),
+                             KARG(lc), KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta));
 }
 
 /* k split into blocks of at most the tile's kc, of equal length but for

@@ -55,16 +55,6 @@ static int choice(const char *v, const char *const *names, int n)
     return -1;
 }
 
-static kiln_status key_loss(const key_ctx *k)
-{
-    for (int i = 0; i < LOSS_COUNT; i++)
-        if (strcmp(k->s->value, loss_name((loss_kind)i)) == 0) {
-            k->c->loss = (loss_kind)i;
-            return KILN_OK;
-        }
-    return bad(k, "mse, cross_entropy or bce");
-}
-
 /* The entry of a list that v names (name_of: the list's names), or -1
  * with "a, b or c" in buf. */
 static int listed(const char *v, const char *(*name_of)(int), int n, char *buf, size_t size)
@@ -78,6 +68,21 @@ static int listed(const char *v, const char *(*name_of)(int), int n, char *buf, 
                  name_of(i));
     }
     return -1;
+}
+
+static const char *loss_name_at(int i)
+{
+    return loss_name((loss_kind)i);
+}
+
+static kiln_status key_loss(const key_ctx *k)
+{
+    char names[256];
+    int i = listed(k->s->value, loss_name_at, LOSS_COUNT, names, sizeof names);
+    if (i < 0)
+        return bad(k, names);
+    k->c->loss = (loss_kind)i;
+    return KILN_OK;
 }
 
 static const char *optim_name_at(int i)

@@ -93,8 +93,8 @@ static const char *choice_list(const op_key *k, char *buf, size_t size)
         if (!k->choices[i].name)
             continue;
         size_t used = strlen(buf);
-        snprintf(buf + used, size - used, "%s%s", seen == 0 ? "" : seen + 1 == total ? " or " : ", ",
-                 k->choices[i].name);
+        const char *sep = seen == 0 ? "" : seen + 1 == total ? " or " : ", ";
+        snprintf(buf + used, size - used, "%s%s", sep, k->choices[i].name);
         seen++;
     }
     return buf;

@@ -3,10 +3,17 @@
  * smoothing), binary cross-entropy with logits. */
 #include "ops/ops.h"
 
-static const char *const loss_names[LOSS_COUNT] = {
-    [LOSS_MSE] = "mse",
-    [LOSS_CROSS_ENTROPY] = "cross_entropy",
-    [LOSS_BCE] = "bce",
+static const char *const loss_names[] = {
+#define LOSS_NAME(id, name, kernel) name,
+    LOSS_LIST(LOSS_NAME)
+#undef LOSS_NAME
+};
+_Static_assert(sizeof loss_names / sizeof loss_names[0] == LOSS_COUNT, "one name per loss");
+
+static const char *const loss_kernels[] = {
+#define LOSS_KERNEL(id, name, kernel) #kernel,
+    LOSS_LIST(LOSS_KERNEL)
+#undef LOSS_KERNEL
 };
 
 const char *loss_name(loss_kind kind)
@@ -61,20 +68,19 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
     kiln_tensor *terms;
     if ((st = tensor_of(ctx, &ts, &terms)) != KILN_OK)
         return st;
-    static const char *const kernels[LOSS_COUNT] = {"mse_terms", "ce_rows", "bce_terms"};
     cl_kernel k;
-    st = kiln_kernel_get(ctx, "loss.cl", "", kernels[kind], &k);
+    st = kiln_kernel_get(ctx, "loss.cl", "", loss_kernels[kind], &k);
     float scale = 1.0f / (float)count;
     cl_int has_grad = dinput != NULL;
     cl_mem grad = dinput ? dinput->buf : terms->buf;
     if (st == KILN_OK && ce) {
         cl_uint n = count, c = classes;
-        st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, KARG(input->buf),
+        st = kiln_launch_1d(ctx, k, loss_kernels[kind], count, 64, KARG(input->buf),
                             KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n), KARG(c),
                             KARG(label_smoothing), KARG(scale), KARG(has_grad));
     } else if (st == KILN_OK) {
         cl_uint n = count;
-        st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, KARG(input->buf),
+        st = kiln_launch_1d(ctx, k, loss_kernels[kind], count, 64, KARG(input->buf),
                             KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n),
                             KARG(scale), KARG(has_grad));
     }

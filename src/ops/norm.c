@@ -290,7 +290,8 @@ static kiln_status bn_grad_sums_by_plane(const op_args *c, bn_dims d, kiln_tenso
     if (st == KILN_OK)
         st = plane_parts(c, d, &part);
     if (st == KILN_OK)
-        st = kiln_launch_1d(c->ctx, grads, "bn_plane_grads", op_plane_items(c->ctx, planes), 1, KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->dout->buf),
+        st = kiln_launch_1d(c->ctx, grads, "bn_plane_grads", op_plane_items(c->ctx, planes), 1,
+                            KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->dout->buf),
                             KARG(c->saved[0]->buf), KARG(part->buf), KARG(d.c), KARG(planes),
                             KARG(d.s), KARG(c->attrs->slope));
     if (st == KILN_OK)

@@ -60,7 +60,8 @@ const char *init_name(init_kind kind);
     X(SIGMOID, "sigmoid", 1, 1, 1, XAVIER_UNIFORM, "")                                    \
     X(TANH, "tanh", 1, 1, 1, XAVIER_UNIFORM, "")                                          \
     X(GELU, "gelu", 1, 0, 1, KAIMING_NORMAL, "approx") /* x Φ(x), with erf */             \
-    X(GELU_TANH, "gelu_tanh", 0, 0, 1, KAIMING_NORMAL, "") /* gelu approx = tanh */
+    X(GELU_TANH, "gelu_tanh", 0, 0, 1, KAIMING_NORMAL, "") /* gelu approx = tanh */     \
+    X(SILU, "silu", 1, 0, 1, KAIMING_NORMAL, "") /* x σ(x), nn.SiLU */
 
 typedef enum {
 #define KILN_ACT_ENUM(id, ...) KILN_ACT_##id,
@@ -304,7 +305,19 @@ kiln_status op_backward(op_kind kind, const op_args *c);
 
 /* ---- losses: the mean over the batch, as PyTorch's default ------------- */
 
-typedef enum { LOSS_MSE, LOSS_CROSS_ENTROPY, LOSS_BCE, LOSS_COUNT } loss_kind;
+/* X(ID, name, kernel): LOSS_<ID>, its name in [train] loss =, and the
+ * kernel of loss.cl that computes its terms. */
+#define LOSS_LIST(X)                                                                      \
+    X(MSE, "mse", mse_terms)                                                              \
+    X(CROSS_ENTROPY, "cross_entropy", ce_rows)                                            \
+    X(BCE, "bce", bce_terms)
+
+typedef enum {
+#define LOSS_ENUM(id, name, kernel) LOSS_##id,
+    LOSS_LIST(LOSS_ENUM)
+#undef LOSS_ENUM
+    LOSS_COUNT
+} loss_kind;
 
 /* loss (1 element) = L(input, target) and dinput = dL/dinput (may be NULL).
  * mse, bce: target has input's shape; bce takes logits. cross_entropy:

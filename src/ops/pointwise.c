@@ -64,8 +64,9 @@ static kiln_status act_forward(const op_args *c)
     if (st != KILN_OK)
         return st;
     cl_uint n = c->out->numel;
-    return kiln_launch_1d(c->ctx, k, "act_forward", n, pointwise_group_size(c->ctx), KARG(c->in[0]->buf),
-                          KARG(c->out->buf), KARG(n), KARG(c->attrs->slope));
+    return kiln_launch_1d(c->ctx, k, "act_forward", n, pointwise_group_size(c->ctx),
+                          KARG(c->in[0]->buf), KARG(c->out->buf), KARG(n),
+                          KARG(c->attrs->slope));
 }
 
 kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
@@ -78,8 +79,8 @@ kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, 
     if (st != KILN_OK)
         return st;
     cl_uint count = n;
-    return kiln_launch_1d(ctx, k, "act_backward", n, pointwise_group_size(ctx), KARG(x), KARG(y), KARG(dy),
-                          KARG(dx), KARG(count), KARG(slope));
+    return kiln_launch_1d(ctx, k, "act_backward", n, pointwise_group_size(ctx), KARG(x),
+                          KARG(y), KARG(dy), KARG(dx), KARG(count), KARG(slope));
 }
 
 static kiln_status act_backward(const op_args *c)
