@@ -2,10 +2,12 @@
  * training states, quoted and unusual CSV, full disks and NULL outputs.
  * Each test checks that the call fails with a message naming what the
  * user must know, and that a failed call changes nothing. */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "harness.h"
 
@@ -151,6 +153,80 @@ START_TEST(a_failed_fit_step_changes_no_weight)
 }
 END_TEST
 
+/* ---- files written whole --------------------------------------------------- */
+
+static kiln_status half_then_fail(void *user, FILE *f)
+{
+    (void)user;
+    fputs("half a fi", f);
+    return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "given up");
+}
+
+static kiln_status write_text(void *user, FILE *f)
+{
+    fputs(user, f);
+    return KILN_OK;
+}
+
+static int temporaries_in(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int found = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;)
+        found |= strstr(e->d_name, ".tmp.") != NULL;
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* A writer that gives up leaves the old file and no temporary; one that
+ * succeeds replaces it. */
+START_TEST(a_file_is_written_whole_or_not_at_all)
+{
+    char dir[512], path[600], text[64] = "";
+    snprintf(dir, sizeof dir, "%s/whole", test_tmpdir());
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/out.txt", dir);
+    check_ok(kiln_write_file_atomic(path, write_text, "old\n"));
+    ck_assert_int_eq(kiln_write_file_atomic(path, half_then_fail, NULL),
+                     KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_str_eq(kiln_last_error(), "given up");
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(fgets(text, sizeof text, f));
+    fclose(f);
+    ck_assert_str_eq(text, "old\n");
+    ck_assert_msg(!temporaries_in(dir), "a temporary file was left in %s", dir);
+    check_ok(kiln_write_file_atomic(path, write_text, "new\n"));
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(fgets(text, sizeof text, f));
+    fclose(f);
+    ck_assert_str_eq(text, "new\n");
+    ck_assert_int_eq(kiln_write_file_atomic(dir, write_text, "x"), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "is a directory"), "%s", kiln_last_error());
+    ck_assert_int_eq(kiln_write_file_atomic(NULL, write_text, "x"), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "path is NULL"), "%s", kiln_last_error());
+}
+END_TEST
+
+/* A device that is full (/dev/full takes no byte): the error names the
+ * path and the system's reason. */
+START_TEST(a_full_disk_names_the_path_and_the_reason)
+{
+    kiln_model *m = model(plain);
+    kiln_net *net = net_of(m, 4);
+    ck_assert_int_eq(kiln_net_save(net, "/dev/full"), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "/dev/full") &&
+                      strstr(kiln_last_error(), "No space left on device"),
+                  "%s", kiln_last_error());
+    ck_assert_int_eq(kiln_write_file_atomic("/dev/full", write_text, "x"), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "/dev/full: cannot write (No space left on device)"),
+                  "%s", kiln_last_error());
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -158,6 +234,8 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, a_failed_train_step_changes_no_weight);
     tcase_add_test(tc, a_failed_fit_step_changes_no_weight);
+    tcase_add_test(tc, a_file_is_written_whole_or_not_at_all);
+    tcase_add_test(tc, a_full_disk_names_the_path_and_the_reason);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -150,30 +150,28 @@ kiln_status trim_log(run *r, int epoch)
 {
     if (!r->csv)
         return KILN_OK;
-    char path[4096], tmp[4200], *line = NULL;
-    size_t cap = 0;
+    char path[4096], *line = NULL, *kept = NULL;
+    size_t cap = 0, size = 0;
     snprintf(path, sizeof path, "%s/log.csv", r->o->out_dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
     fclose(r->csv);
     r->csv = NULL;
-    int fd = mkstemp(tmp);
-    FILE *in = fopen(path, "r"), *out = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (fd >= 0 && !out)
-        close(fd);
-    int ok = in && out;
+    FILE *in = fopen(path, "r"), *out = open_memstream(&kept, &size);
+    int ok = in && out, err = errno;
     for (long n = 0; ok && getline(&line, &cap, in) != -1; n++)
         if (n == 0 || atol(line) <= epoch)
             ok = fputs(line, out) >= 0;
+    ok = ok && !ferror(in);
+    err = ok ? 0 : errno;
     free(line);
     if (in)
         fclose(in);
-    ok = out && fclose(out) == 0 && ok && rename(tmp, path) == 0;
-    if (!ok) {
-        unlink(tmp);
-        return kiln_fail(KILN_ERR_IO, "%s: cannot rewrite (%s)", path, strerror(errno));
-    }
-    return (r->csv = fopen(path, "a")) ? KILN_OK
-                                       : kiln_fail(KILN_ERR_IO, "%s: cannot write", path);
+    ok = out && fclose(out) == 0 && ok;
+    kiln_status st = ok ? write_bytes_atomic(path, kept, size)
+                        : kiln_fail(KILN_ERR_IO, "%s: cannot read (%s)", path, strerror(err));
+    free(kept);
+    if (st == KILN_OK && !(r->csv = fopen(path, "a")))
+        st = fail_write(path, errno);
+    return st;
 }
 
 /* Loads a run saved by save_state from directory dir. */
