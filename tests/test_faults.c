@@ -227,6 +227,139 @@ START_TEST(a_full_disk_names_the_path_and_the_reason)
 }
 END_TEST
 
+/* ---- loading is all or nothing ------------------------------------------- */
+
+static unsigned char *read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *data = test_alloc(*size + 1);
+    ck_assert_uint_eq(fread(data, 1, *size, f), *size);
+    fclose(f);
+    return data;
+}
+
+/* Writes a copy of the safetensors file src to dst with its JSON header
+ * changed by edit (which returns a new, malloc'd header). */
+static void edit_header(const char *src, const char *dst, char *(*edit)(const char *header))
+{
+    size_t size;
+    unsigned char *data = read_file(src, &size);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | data[i];
+    char *header = test_alloc(hlen + 1);
+    memcpy(header, data + 8, hlen);
+    header[hlen] = '\0';
+    char *changed = edit(header);
+    size_t len = strlen(changed), padded = (len + 7) / 8 * 8;
+    FILE *f = fopen(dst, "wb");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < 8; i++)
+        fputc((int)((padded >> (8 * i)) & 0xff), f);
+    fputs(changed, f);
+    for (size_t i = len; i < padded; i++)
+        fputc(' ', f);
+    fwrite(data + 8 + hlen, 1, size - 8 - hlen, f);
+    fclose(f);
+    free(changed);
+    free(header);
+    free(data);
+}
+
+/* header with the value of a __metadata__ key (a JSON string) replaced by raw. */
+static char *with_meta(const char *header, const char *key, const char *raw)
+{
+    char quoted[64];
+    snprintf(quoted, sizeof quoted, "\"%s\":\"", key);
+    const char *at = strstr(header, quoted);
+    ck_assert_msg(at, "no %s in %s", key, header);
+    const char *value = at + strlen(quoted) - 1, *end = strchr(value + 1, '"') + 1;
+    char *out = test_alloc(strlen(header) + strlen(raw) + 1);
+    sprintf(out, "%.*s%s%s", (int)(value - header), header, raw, end);
+    return out;
+}
+
+static char *zero_std(const char *h) { return with_meta(h, "normalize_std", "\"0\""); }
+static char *number_mean(const char *h) { return with_meta(h, "normalize_mean", "5"); }
+static char *array_mean(const char *h) { return with_meta(h, "normalize_mean", "[0.5]"); }
+
+/* The first tensor's entry again, before __metadata__. */
+static char *first_twice(const char *h)
+{
+    const char *end = strstr(h, "},") + 1, *meta = strstr(h, "\"__metadata__\"");
+    size_t entry = (size_t)(end - (h + 1));
+    char *out = test_alloc(strlen(h) + entry + 2);
+    sprintf(out, "%.*s%.*s,%s", (int)(meta - h), h, (int)entry, h + 1, meta);
+    return out;
+}
+
+/* A checkpoint whose stored normalization is invalid, whose header names a
+ * tensor twice or whose __metadata__ holds a number or an array is refused
+ * before anything loads: the network keeps its weights and its scaling. */
+START_TEST(a_bad_checkpoint_changes_nothing)
+{
+    kiln_model *m = model(plain);
+    kiln_net *saved = net_of(m, 4), *net = net_of(m, 4);
+    float mean = 0.25f, std = 2.0f, x[4 * 7], y[4], before[4 * 3], after[4 * 3], l;
+    data(x, y, 4);
+    check_ok(kiln_net_set_normalization(saved, &mean, &std, 1));
+    check_ok(kiln_net_train_step(net, x, y, 4, &l)); /* weights other than saved's */
+    char good[512], bad[540];
+    snprintf(good, sizeof good, "%s/good.safetensors", test_tmpdir());
+    snprintf(bad, sizeof bad, "%s.bad", good);
+    check_ok(kiln_net_save(saved, good));
+    check_ok(kiln_net_forward(net, x, 4, before));
+    static const struct {
+        char *(*edit)(const char *);
+        const char *says;
+    } cases[] = {{zero_std, "the stored normalization: value 0: mean 0.25, std 0"},
+                 {first_twice, "the header names 0.weight twice"},
+                 {number_mean, "__metadata__ value normalize_mean is not a string"},
+                 {array_mean, "__metadata__ value normalize_mean is not a string"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        edit_header(good, bad, cases[i].edit);
+        ck_assert_int_eq(kiln_net_load(net, bad), KILN_ERR_IO);
+        ck_assert_msg(strstr(kiln_last_error(), bad) && strstr(kiln_last_error(), cases[i].says),
+                      "case %zu: %s", i, kiln_last_error());
+        check_ok(kiln_net_forward(net, x, 4, after));
+        ck_assert_msg(memcmp(before, after, sizeof after) == 0,
+                      "case %zu: a refused checkpoint changed the network", i);
+    }
+    check_ok(kiln_net_load(net, good));
+    ck_assert_msg(same_weights(net, saved), "the good checkpoint did not load");
+    kiln_net_free(saved);
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
+/* A checkpoint cut short is named as one, not as another model's. */
+START_TEST(a_truncated_checkpoint_says_so)
+{
+    kiln_model *m = model(plain);
+    kiln_net *net = net_of(m, 4);
+    char path[512];
+    snprintf(path, sizeof path, "%s/cut.safetensors", test_tmpdir());
+    check_ok(kiln_net_save(net, path));
+    size_t size;
+    unsigned char *data = read_file(path, &size);
+    FILE *f = fopen(path, "wb");
+    fwrite(data, 1, size - 100, f);
+    fclose(f);
+    ck_assert_int_eq(kiln_net_load(net, path), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "cut short") &&
+                      !strstr(kiln_last_error(), "another model"),
+                  "%s", kiln_last_error());
+    free(data);
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -236,6 +369,8 @@ int main(void)
     tcase_add_test(tc, a_failed_fit_step_changes_no_weight);
     tcase_add_test(tc, a_file_is_written_whole_or_not_at_all);
     tcase_add_test(tc, a_full_disk_names_the_path_and_the_reason);
+    tcase_add_test(tc, a_bad_checkpoint_changes_nothing);
+    tcase_add_test(tc, a_truncated_checkpoint_says_so);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -311,6 +311,54 @@ static kiln_status check_header(const char *path, const cJSON *root, const entry
     return st;
 }
 
+/* A name that appears twice in one object (the format disallows it;
+ * cJSON keeps both). */
+static const char *repeated_name(const cJSON *object)
+{
+    for (const cJSON *a = object ? object->child : NULL; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (a->string && b->string && strcmp(a->string, b->string) == 0)
+                return a->string;
+    return NULL;
+}
+
+/* The header's own shape, before its tensors are compared with the model:
+ * no name twice, __metadata__ an object of strings, and a data section as
+ * long as the offsets say (a truncated file is named as one). */
+static kiln_status check_layout(const char *path, const cJSON *root, size_t data_size)
+{
+    const char *twice = repeated_name(root);
+    if (twice)
+        return kiln_fail(KILN_ERR_IO, "%s: the header names %s twice", path, twice);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "__metadata__"), *item;
+    if (m && !cJSON_IsObject(m))
+        return kiln_fail(KILN_ERR_IO, "%s: the header's __metadata__ is not an object of "
+                                      "strings", path);
+    if ((twice = repeated_name(m)) != NULL)
+        return kiln_fail(KILN_ERR_IO, "%s: the header's __metadata__ names %s twice", path,
+                         twice);
+    cJSON_ArrayForEach(item, m)
+    {
+        if (!cJSON_IsString(item))
+            return kiln_fail(KILN_ERR_IO, "%s: the header's __metadata__ value %s is not a "
+                                          "string",
+                             path, item->string);
+    }
+    double end = 0;
+    cJSON_ArrayForEach(item, root)
+    {
+        const cJSON *offs = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
+        const cJSON *e = cJSON_IsArray(offs) ? cJSON_GetArrayItem(offs, 1) : NULL;
+        if (item != m && cJSON_IsNumber(e) && e->valuedouble > end)
+            end = e->valuedouble;
+    }
+    if (end > (double)data_size)
+        return kiln_fail(KILN_ERR_IO, "%s: the file is cut short: its header describes %.0f "
+                                      "bytes of tensors, it holds %zu (an interrupted copy?)",
+                         path, end, data_size);
+    return KILN_OK;
+}
+
 kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t size,
                              const checkpoint_entry *e, size_t n, size_t *begins,
                              checkpoint_meta *meta)
@@ -334,6 +382,8 @@ kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t
     if (st == KILN_OK && !spans)
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (st == KILN_OK)
+        st = check_layout(path, root, size - 8 - (size_t)hlen);
+    if (st == KILN_OK)
         st = check_header(path, root, e, n, size - 8 - (size_t)hlen, spans);
     for (size_t i = 0; i < n && st == KILN_OK; i++) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, e[i].name);
@@ -354,7 +404,8 @@ kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t
     return st;
 }
 
-static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint_meta *meta)
+static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint_meta *meta,
+                                const checkpoint_check *check)
 {
     size_t size = 0;
     kiln_status st = KILN_OK;
@@ -364,6 +415,8 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (begins)
         st = checkpoint_parse(path, data, size, e, n, begins, meta);
+    if (st == KILN_OK && check) /* before any tensor is replaced */
+        st = check->fn(check->user, path, meta);
     for (size_t i = 0; i < n && st == KILN_OK; i++) {
         if (!e[i].tensor)
             continue;
@@ -383,9 +436,15 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
 
 kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta)
 {
+    return checkpoint_load_checked(p, path, meta, NULL);
+}
+
+kiln_status checkpoint_load_checked(pipeline *p, const char *path, checkpoint_meta *meta,
+                                    const checkpoint_check *check)
+{
     size_t n;
     entry *e = entries_of(p, &n);
-    kiln_status st = e ? load_entries(path, e, n, meta)
+    kiln_status st = e ? load_entries(path, e, n, meta, check)
                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;
@@ -396,7 +455,7 @@ kiln_status checkpoint_load_state(pipeline *p, const char *path, const char *con
 {
     size_t count;
     entry *e = state_entries(p, names, tensors, n, &count);
-    kiln_status st = e ? load_entries(path, e, count, meta)
+    kiln_status st = e ? load_entries(path, e, count, meta, NULL)
                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;

@@ -653,24 +653,31 @@ uint64_t kiln_net_steps(const kiln_net *net)
     return net && net->magic == NET_MAGIC ? optim_steps(net->opt) : 0;
 }
 
+kiln_status net_check_normalization(const kiln_net *net, const float *mean, const float *std,
+                                    size_t count, const char *what)
+{
+    size_t in = kiln_net_input_size(net), channels = net_norm_groups(net, 1);
+    if (!mean || !std || (count != 1 && count != in && count != channels))
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: mean and std of %zu values; expected "
+                                                    "1, %zu (one per input value)%s",
+                         what, count, in, channels != in ? " or one per channel" : "");
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(mean[i]) || !(std[i] > 0) || !isfinite(std[i]))
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: value %zu: mean %g, std %g; the "
+                                                        "mean must be finite and the deviation "
+                                                        "above 0",
+                             what, i, (double)mean[i], (double)std[i]);
+    return KILN_OK;
+}
+
 kiln_status kiln_net_set_normalization(kiln_net *net, const float *mean, const float *std,
                                        size_t count)
 {
     kiln_status st = net_check(net, "kiln_net_set_normalization");
+    if (st == KILN_OK)
+        st = net_check_normalization(net, mean, std, count, "kiln_net_set_normalization");
     if (st != KILN_OK)
         return st;
-    size_t in = kiln_net_input_size(net), channels = net_norm_groups(net, 1);
-    if (!mean || !std || (count != 1 && count != in && count != channels))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_normalization: mean and std "
-                                                    "of %zu values; expected 1, %zu (one per "
-                                                    "input value)%s",
-                         count, in, channels != in ? " or one per channel" : "");
-    for (size_t i = 0; i < count; i++)
-        if (!isfinite(mean[i]) || !(std[i] > 0) || !isfinite(std[i]))
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_normalization: value %zu: "
-                                                        "mean %g, std %g; the mean must be "
-                                                        "finite and the deviation above 0",
-                             i, (double)mean[i], (double)std[i]);
     float *m = malloc(count * sizeof *m), *s = malloc(count * sizeof *s);
     if (!m || !s) {
         free(m), free(s);

@@ -109,8 +109,10 @@ kiln_status net_reset_optimizer(kiln_net *net);
 
 /* The checkpoint metadata kiln writes beside the weights. */
 void net_meta(const kiln_net *net, checkpoint_meta *meta);
-/* Applies a checkpoint's stored normalization, if any. */
-kiln_status net_apply_meta(kiln_net *net, const checkpoint_meta *meta);
+/* Refuses a normalization kiln_net_set_normalization would refuse; what
+ * names it in the message. */
+kiln_status net_check_normalization(const kiln_net *net, const float *mean, const float *std,
+                                    size_t count, const char *what);
 
 void meta_number(checkpoint_meta *m, const char *key, double v);
 
