@@ -360,6 +360,178 @@ START_TEST(a_truncated_checkpoint_says_so)
 }
 END_TEST
 
+/* ---- resume trusts nothing ------------------------------------------------ */
+
+enum { RN = 64 };
+static const char resumable[] = "[input]\nshape = 7\n[linear]\nout = 13\n[relu]\n[linear]\n"
+                                "out = 3\n[train]\noptimizer = adam\nlr = 0.01\nseed = 5\n"
+                                "val = 0\nbatch = 8\nepochs = 2\n";
+
+typedef struct {
+    char text[8192];
+    double seconds; /* of the epochs on_epoch saw */
+    int bad_loss;   /* an epoch's loss was not finite */
+} run_log;
+
+static void log_text(void *user, const char *text)
+{
+    run_log *l = user;
+    size_t used = strlen(l->text);
+    snprintf(l->text + used, sizeof l->text - used, "%s", text);
+}
+
+static int on_epoch(void *user, const kiln_progress *p)
+{
+    run_log *l = user;
+    l->seconds += p->seconds;
+    l->bad_loss |= !isfinite(p->loss);
+    return 0;
+}
+
+/* A run of the resumable model on data d into dir, resumed from resume
+ * (or not), with batch, limit and stop_after as given (0: the defaults). */
+static kiln_status fit_run(kiln_data *d, const char *dir, const char *resume, int batch,
+                           size_t limit, size_t stop_after, int epochs, run_log *log,
+                           kiln_train_report *r)
+{
+    kiln_model *m = model(resumable);
+    kiln_net *net = net_of(m, 16);
+    kiln_train_options o;
+    kiln_train_options_init(&o);
+    o.train_data = d;
+    o.out_dir = dir;
+    o.resume = resume;
+    o.batch = batch;
+    o.limit = limit;
+    o.stop_after = stop_after;
+    o.epochs = epochs;
+    o.log = log_text;
+    o.log_user = log;
+    o.on_epoch = on_epoch;
+    o.user = log;
+    memset(log, 0, sizeof *log);
+    kiln_status st = kiln_net_fit(net, &o, r);
+    kiln_net_free(net);
+    kiln_model_free(m);
+    return st;
+}
+
+static kiln_data *resume_data(int seed)
+{
+    float x[RN * 7], y[RN];
+    kiln_rng rng;
+    kiln_rng_seed(&rng, (uint64_t)seed);
+    kiln_rng_fill(&rng, x, RN * 7, -1.0f, 1.0f);
+    for (int i = 0; i < RN; i++)
+        y[i] = (float)(i % 3);
+    kiln_data *d;
+    check_ok(kiln_data_from_arrays(x, y, RN, 7, 1, &d));
+    return d;
+}
+
+/* A state saved after 3 of an epoch's 8 batches goes on from batch 4 with
+ * the same settings; with another batch size, --limit or data it says so
+ * and trains the epoch from its first batch, and no epoch's loss is NaN. */
+START_TEST(a_mid_epoch_state_of_other_settings_restarts_the_epoch)
+{
+    kiln_data *d = resume_data(1), *other = resume_data(2);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/mid", test_tmpdir());
+    run_log log;
+    kiln_train_report r;
+    static const struct {
+        int batch;
+        size_t limit;
+        int other_data;
+        const char *says;
+    } cases[] = {{0, 0, 0, "resuming after epoch 0 (mid-epoch)"},
+                 {16, 0, 0, "its batch size was 8, now 16"},
+                 {0, 40, 0, "number of training samples (--limit, val) was 64, now 40"},
+                 {0, 0, 1, "the training data differ"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_ok(fit_run(d, dir, NULL, 0, 0, 3, 0, &log, &r));
+        ck_assert_msg(r.interrupted && r.epochs_run == 0, "case %zu: not stopped mid-epoch", i);
+        check_ok(fit_run(cases[i].other_data ? other : d, dir, dir, cases[i].batch,
+                         cases[i].limit, 0, 0, &log, &r));
+        ck_assert_msg(strstr(log.text, cases[i].says), "case %zu: %s", i, log.text);
+        ck_assert_msg(i == 0 || strstr(log.text, "epoch 1 starts again from its first batch"),
+                      "case %zu: %s", i, log.text);
+        ck_assert_msg(r.epochs_run == 2 && !log.bad_loss, "case %zu: %d epochs, %s", i,
+                      r.epochs_run, log.text);
+    }
+    kiln_data_free(d);
+    kiln_data_free(other);
+}
+END_TEST
+
+static char *step_minus_one(const char *h) { return with_meta(h, "step", "\"-1\""); }
+static char *batch_minus_one(const char *h) { return with_meta(h, "batch", "\"-1\""); }
+static char *lr_nan(const char *h) { return with_meta(h, "lr", "\"nan\""); }
+static char *counter_half(const char *h) { return with_meta(h, "counter", "\"2.5\""); }
+static char *epoch_text(const char *h) { return with_meta(h, "epoch", "\"one\""); }
+static char *batch_far(const char *h) { return with_meta(h, "batch", "\"8\""); }
+
+/* Every number of last.state is range-checked: a damaged one is refused,
+ * naming the key, before training starts; a truncated file says so. */
+START_TEST(a_damaged_training_state_is_refused)
+{
+    kiln_data *d = resume_data(1);
+    char dir[512], state[600], saved[620];
+    snprintf(dir, sizeof dir, "%s/damaged", test_tmpdir());
+    snprintf(state, sizeof state, "%s/last.state.safetensors", dir);
+    snprintf(saved, sizeof saved, "%s.good", state);
+    run_log log;
+    kiln_train_report r;
+    check_ok(fit_run(d, dir, NULL, 0, 0, 3, 0, &log, &r));
+    ck_assert_int_eq(rename(state, saved), 0);
+    static const struct {
+        char *(*edit)(const char *);
+        const char *says;
+    } cases[] = {{step_minus_one, "step is \"-1\"; expected a whole number from 0"},
+                 {batch_minus_one, "batch is \"-1\"; expected a whole number from 0"},
+                 {lr_nan, "lr is \"nan\"; expected a number from 0"},
+                 {counter_half, "counter is \"2.5\"; expected a whole number"},
+                 {epoch_text, "epoch is \"one\""},
+                 {batch_far, "batch 8 is past the epoch's 8 batches"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        edit_header(saved, state, cases[i].edit);
+        ck_assert_int_eq(fit_run(d, dir, dir, 0, 0, 0, 0, &log, &r), KILN_ERR_IO);
+        ck_assert_msg(strstr(kiln_last_error(), state) && strstr(kiln_last_error(), cases[i].says),
+                      "case %zu: %s", i, kiln_last_error());
+    }
+    size_t size;
+    unsigned char *data = read_file(saved, &size);
+    FILE *f = fopen(state, "wb");
+    fwrite(data, 1, size - 50, f);
+    fclose(f);
+    ck_assert_int_eq(fit_run(d, dir, dir, 0, 0, 0, 0, &log, &r), KILN_ERR_IO);
+    ck_assert_msg(strstr(kiln_last_error(), "cut short") &&
+                      !strstr(kiln_last_error(), "another model"),
+                  "%s", kiln_last_error());
+    free(data);
+    kiln_data_free(d);
+}
+END_TEST
+
+/* After --resume the report's samples/s counts the samples trained in
+ * this call over the time of its epochs, not the epochs before it. */
+START_TEST(samples_per_second_after_resume_counts_this_run)
+{
+    kiln_data *d = resume_data(1);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/speed", test_tmpdir());
+    run_log log;
+    kiln_train_report r;
+    check_ok(fit_run(d, dir, NULL, 0, 0, 0, 2, &log, &r));
+    check_ok(fit_run(d, dir, dir, 0, 0, 0, 3, &log, &r));
+    ck_assert_int_eq(r.epochs_run, 3);
+    double samples = r.samples_per_second * log.seconds;
+    ck_assert_msg(fabs(samples - RN) < 1e-6 * RN, "samples/s x the epoch's time = %g; %d trained",
+                  samples, RN);
+    kiln_data_free(d);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -371,6 +543,9 @@ int main(void)
     tcase_add_test(tc, a_full_disk_names_the_path_and_the_reason);
     tcase_add_test(tc, a_bad_checkpoint_changes_nothing);
     tcase_add_test(tc, a_truncated_checkpoint_says_so);
+    tcase_add_test(tc, a_mid_epoch_state_of_other_settings_restarts_the_epoch);
+    tcase_add_test(tc, a_damaged_training_state_is_refused);
+    tcase_add_test(tc, samples_per_second_after_resume_counts_this_run);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -219,6 +219,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
         correct += (size_t)shared[1];
         total += shared[0]; /* the epoch's loss is a mean over samples */
         samples += n;
+        r->samples_trained += n;
         seen++;
         if (st == KILN_OK)
             report_step(r, epoch, i, batches, batch_loss, (size_t)shared[1], n, lr);
@@ -347,8 +348,9 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
     double train_time = 0;
     kiln_status st = KILN_OK;
     for (int e = t->epoch; e < r->c.epochs && st == KILN_OK && !stopping(r); e++) {
-        if (t->batch == 0)
+        if (t->batch == 0 && !t->lr_set)
             t->lr = (float)sched_advance(&t->sched, e, t->val_loss);
+        t->lr_set = 0;
         epoch_result m = {.val_acc = NAN, .val_mae = NAN, .val_r2 = NAN};
         size_t next = t->batch;
         st = train_epoch(r, e + 1, t->lr, &next, &m.loss, &m.acc, &m.seconds);
@@ -395,8 +397,7 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
             break;
         }
     }
-    rep->samples_per_second =
-        train_time > 0 ? (double)rep->epochs_run * (double)r->train.count / train_time : 0;
+    rep->samples_per_second = train_time > 0 ? (double)r->samples_trained / train_time : 0;
     return st;
 }
 
