@@ -532,6 +532,35 @@ START_TEST(samples_per_second_after_resume_counts_this_run)
 }
 END_TEST
 
+/* ---- data ------------------------------------------------------------------ */
+
+/* A bad label in the validation data names the validation split, not the
+ * training data (both are "arrays of N samples"). */
+START_TEST(a_bad_validation_label_names_the_split)
+{
+    kiln_data *d = resume_data(1), *val;
+    float x[10 * 7], y[10];
+    data(x, y, 10);
+    y[4] = 7;
+    check_ok(kiln_data_from_arrays(x, y, 10, 7, 1, &val));
+    kiln_model *m = model(resumable);
+    kiln_net *net = net_of(m, 16);
+    kiln_train_options o;
+    kiln_train_options_init(&o);
+    o.train_data = d;
+    o.val_data = val;
+    kiln_train_report r;
+    ck_assert_int_eq(kiln_net_fit(net, &o, &r), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "arrays of 10 samples (validation): label of sample "
+                                            "4 is 7"),
+                  "%s", kiln_last_error());
+    kiln_net_free(net);
+    kiln_model_free(m);
+    kiln_data_free(d);
+    kiln_data_free(val);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -546,6 +575,7 @@ int main(void)
     tcase_add_test(tc, a_mid_epoch_state_of_other_settings_restarts_the_epoch);
     tcase_add_test(tc, a_damaged_training_state_is_refused);
     tcase_add_test(tc, samples_per_second_after_resume_counts_this_run);
+    tcase_add_test(tc, a_bad_validation_label_names_the_split);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

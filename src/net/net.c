@@ -152,31 +152,40 @@ size_t net_norm_groups(const kiln_net *net, int per_feature)
     return s->ndim == 3 ? s->d[0] : shape_numel(s);
 }
 
-kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what)
+/* Whether target j of a sample is one the loss takes. */
+static int target_ok(const kiln_net *net, float v)
+{
+    if (net->c.loss == LOSS_BCE)
+        return v >= 0 && v <= 1;
+    if (net->c.loss != LOSS_CROSS_ENTROPY)
+        return isfinite(v);
+    return v >= 0 && v < (float)kiln_net_output_size(net) && v == floorf(v);
+}
+
+kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what,
+                              const size_t *lines)
 {
     size_t outputs = kiln_net_output_size(net);
-    if (net->c.loss == LOSS_BCE) {
-        for (size_t i = 0; i < n * outputs; i++)
-            if (!(y[i] >= 0 && y[i] <= 1))
-                return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: target %zu of sample %zu is "
-                                                            "%g; bce needs targets from 0 to 1",
-                                 what, i % outputs, i / outputs, (double)y[i]);
+    size_t width = net->c.loss == LOSS_CROSS_ENTROPY ? 1 : outputs, i = 0;
+    while (i < n * width && target_ok(net, y[i]))
+        i++;
+    if (i == n * width)
         return KILN_OK;
-    }
-    if (net->c.loss != LOSS_CROSS_ENTROPY) {
-        for (size_t i = 0; i < n * outputs; i++)
-            if (!isfinite(y[i]))
-                return kiln_fail(KILN_ERR_NUMERIC, "%s: target %zu of sample %zu is %g",
-                                 what, i % outputs, i / outputs, (double)y[i]);
-        return KILN_OK;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (!(y[i] >= 0 && y[i] < (float)outputs) || y[i] != floorf(y[i]))
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: label of sample %zu is %g; "
-                                                        "cross_entropy needs class indices "
-                                                        "0 to %zu (the model's outputs)",
-                             what, i, (double)y[i], outputs - 1);
-    return KILN_OK;
+    size_t sample = i / width, j = i % width;
+    char at[600], of[64] = ""; /* "FILE:LINE", or "DATA" and " of sample N" */
+    if (lines)
+        snprintf(at, sizeof at, "%s:%zu", what, lines[sample]);
+    else
+        snprintf(at, sizeof at, "%s", what), snprintf(of, sizeof of, " of sample %zu", sample);
+    if (net->c.loss == LOSS_BCE)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: target %zu%s is %g; bce needs targets "
+                                                    "from 0 to 1",
+                         at, j, of, (double)y[i]);
+    if (net->c.loss != LOSS_CROSS_ENTROPY)
+        return kiln_fail(KILN_ERR_NUMERIC, "%s: target %zu%s is %g", at, j, of, (double)y[i]);
+    return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: label%s is %g; cross_entropy needs class "
+                                                "indices 0 to %zu (the model's outputs)",
+                     at, of, (double)y[i], outputs - 1);
 }
 
 void net_score(const kiln_net *net, const float *z, const float *y, size_t n, double *loss,
@@ -443,7 +452,7 @@ static kiln_status check_step(const kiln_net *net, const float *x, const float *
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: the target array is "
                                                     "NULL");
     kiln_status st = check_inputs(net, x, n, "kiln_net_train_step");
-    return st == KILN_OK ? net_check_targets(net, y, n, "kiln_net_train_step") : st;
+    return st == KILN_OK ? net_check_targets(net, y, n, "kiln_net_train_step", NULL) : st;
 }
 
 /* Forward, loss and backward of n samples (n >= 1) in training mode. */
@@ -576,7 +585,7 @@ kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, siz
     if (st == KILN_OK)
         st = check_inputs(net, x, n, "kiln_net_evaluate");
     if (st == KILN_OK)
-        st = net_check_targets(net, y, n, "kiln_net_evaluate");
+        st = net_check_targets(net, y, n, "kiln_net_evaluate", NULL);
     size_t in = kiln_net_input_size(net), outs = kiln_net_output_size(net), correct = 0;
     size_t per_target = net->c.loss == LOSS_CROSS_ENTROPY ? 1 : outs;
     float *z = st == KILN_OK ? malloc(net->max_batch * outs * sizeof *z) : NULL;

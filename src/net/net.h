@@ -89,8 +89,10 @@ void net_normalize(const kiln_net *net, const float *x, size_t n, float *dst);
 size_t net_norm_groups(const kiln_net *net, int per_feature);
 
 /* Checks n targets for the loss: class indices within the outputs for
- * cross_entropy, finite values otherwise; what names the data. */
-kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what);
+ * cross_entropy, from 0 to 1 for bce, finite values otherwise; what names
+ * the data, and lines (NULL: none) each sample's line in that file. */
+kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what,
+                              const size_t *lines);
 
 /* Loss sum (and correct predictions) of n rows of logits z against
  * targets y on the host, in double; confusion may be NULL. A bce sample
