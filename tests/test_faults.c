@@ -561,6 +561,39 @@ START_TEST(a_bad_validation_label_names_the_split)
 }
 END_TEST
 
+/* A last batch of one sample cannot train batchnorm: the run is refused
+ * before its first step, naming the batch and the fixes, which work. */
+START_TEST(a_last_batch_of_one_with_batchnorm_names_the_fix)
+{
+    float x[17 * 7], y[17];
+    data(x, y, 17);
+    kiln_data *d;
+    check_ok(kiln_data_from_arrays(x, y, 17, 7, 1, &d));
+    kiln_model *m = model("[input]\nshape = 7\n[linear]\nout = 5\n[batchnorm]\n[relu]\n"
+                          "[linear]\nout = 3\n[train]\nbatch = 16\nval = 0\nepochs = 1\n");
+    kiln_net *net = net_of(m, 16);
+    kiln_train_options o;
+    kiln_train_options_init(&o);
+    o.train_data = d;
+    kiln_train_report r;
+    ck_assert_int_eq(kiln_net_fit(net, &o, &r), KILN_ERR_SHAPE);
+    ck_assert_msg(strstr(kiln_last_error(), "the last batch of each epoch holds 1 sample (17 "
+                                            "samples in batches of 16)") &&
+                      strstr(kiln_last_error(), "batch 15") &&
+                      strstr(kiln_last_error(), "limit 16"),
+                  "%s", kiln_last_error());
+    ck_assert_uint_eq(kiln_net_steps(net), 0);
+    o.batch = 15;
+    check_ok(kiln_net_fit(net, &o, &r));
+    o.batch = 0;
+    o.limit = 16;
+    check_ok(kiln_net_fit(net, &o, &r));
+    kiln_net_free(net);
+    kiln_model_free(m);
+    kiln_data_free(d);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -576,6 +609,7 @@ int main(void)
     tcase_add_test(tc, a_damaged_training_state_is_refused);
     tcase_add_test(tc, samples_per_second_after_resume_counts_this_run);
     tcase_add_test(tc, a_bad_validation_label_names_the_split);
+    tcase_add_test(tc, a_last_batch_of_one_with_batchnorm_names_the_fix);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

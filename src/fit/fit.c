@@ -259,6 +259,32 @@ static kiln_status configure(run *r)
     return KILN_OK;
 }
 
+/* A last batch too small for batchnorm in training (fewer than two values
+ * per channel) is refused before the first epoch, naming the fixes, as
+ * PyTorch's DataLoader(drop_last=True) or another batch size would. */
+static kiln_status check_last_batch(const run *r)
+{
+    size_t last = r->train.count % r->c.batch;
+    for (size_t i = 0; last && i < r->p->count; i++) {
+        const pipe_step *s = &r->p->steps[i];
+        kiln_shape shape = shape_of(s->out);
+        if (s->op != OP_BATCHNORM || shape.ndim < 2 ||
+            last * (shape_numel(&shape) / ((size_t)shape.d[0] * (size_t)shape.d[1])) >= 2)
+            continue;
+        size_t other = r->c.batch - 1;
+        while (other > 2 && r->train.count % other == 1)
+            other--;
+        return kiln_fail(KILN_ERR_SHAPE, "training: the last batch of each epoch holds %zu "
+                                         "sample (%zu samples in batches of %zu), but batchnorm "
+                                         "(layer %s) needs more than 1 value per channel in "
+                                         "training; use another batch size (batch %zu) or one "
+                                         "sample fewer (limit %zu)",
+                         last, r->train.count, r->c.batch, pipeline_step_name(r->p, s), other,
+                         r->train.count - 1);
+    }
+    return KILN_OK;
+}
+
 static kiln_status setup(run *r)
 {
     r->ctx = r->net->ctx;
@@ -272,6 +298,8 @@ static kiln_status setup(run *r)
         st = kiln_net_set_detect_anomaly(r->net, r->o->detect_anomaly);
     if (st == KILN_OK)
         st = prepare_data(r);
+    if (st == KILN_OK && !r->evaluating)
+        st = check_last_batch(r);
     size_t outs = kiln_net_output_size(r->net), b = r->c.batch;
     if (st == KILN_OK) {
         for (int k = 0; k < 2; k++) {
