@@ -594,6 +594,61 @@ START_TEST(a_last_batch_of_one_with_batchnorm_names_the_fix)
 }
 END_TEST
 
+/* ---- NULL outputs ---------------------------------------------------------- */
+
+#define CHECK_NULL(call, says)                                                              \
+    do {                                                                                    \
+        ck_assert_int_eq((call), KILN_ERR_INVALID_ARGUMENT);                                \
+        ck_assert_msg(strcmp(kiln_last_error(), says) == 0, "%s: %s", #call,                \
+                      kiln_last_error());                                                   \
+    } while (0)
+
+/* A NULL output pointer is named as the header names it, never taken for
+ * a bad index or written through. */
+START_TEST(null_outputs_are_named)
+{
+    kiln_model *m = model(plain);
+    kiln_net *net = net_of(m, 4);
+    kiln_device_info *devices;
+    size_t count;
+    float x[7] = {0}, y[1] = {0};
+    kiln_data *d;
+    check_ok(kiln_data_from_arrays(x, y, 1, 7, 1, &d));
+    kiln_tensor *t;
+    check_ok(kiln_tensor_create(test_ctx(), 1, (size_t[]){3}, &t));
+    kiln_train_options o;
+    kiln_train_options_init(&o);
+    o.train_data = d;
+    CHECK_NULL(kiln_devices(NULL, &count), "kiln_devices: out is NULL");
+    CHECK_NULL(kiln_devices(&devices, NULL), "kiln_devices: count is NULL");
+    CHECK_NULL(kiln_tensor_create(test_ctx(), 1, (size_t[]){3}, NULL),
+               "kiln_tensor_create: out is NULL");
+    CHECK_NULL(kiln_tensor_download(t, NULL, 3), "kiln_tensor_download: dst is NULL");
+    CHECK_NULL(kiln_tensor_upload(t, NULL, 3), "kiln_tensor_upload: src is NULL");
+    CHECK_NULL(kiln_model_parse(plain, "net.ini", NULL), "kiln_model_parse: out is NULL");
+    CHECK_NULL(kiln_model_load("net.ini", NULL), "kiln_model_load: out is NULL");
+    CHECK_NULL(kiln_net_create(test_ctx(), m, 4, NULL), "kiln_net_create: out is NULL");
+    CHECK_NULL(kiln_net_param_info(net, 0, NULL), "kiln_net_param_info: out is NULL");
+    CHECK_NULL(kiln_net_get(net, "0.bias", NULL, 13), "kiln_net_get: dst is NULL");
+    CHECK_NULL(kiln_net_set(net, "0.bias", NULL, 13), "kiln_net_set: src is NULL");
+    CHECK_NULL(kiln_net_forward(net, x, 1, NULL), "kiln_net_forward: y is NULL");
+    CHECK_NULL(kiln_net_forward(net, NULL, 1, y), "kiln_net_forward: x is NULL");
+    CHECK_NULL(kiln_data_from_arrays(x, y, 1, 7, 1, NULL), "kiln_data_from_arrays: out is NULL");
+    CHECK_NULL(kiln_data_load("x.csv", NULL, NULL, NULL), "kiln_data_load: out is NULL");
+    CHECK_NULL(kiln_data_load_npz("x.npz", NULL, NULL, NULL), "kiln_data_load_npz: out is NULL");
+    CHECK_NULL(kiln_data_copy_features(d, 0, 1, NULL), "kiln_data_copy_features: dst is NULL");
+    CHECK_NULL(kiln_data_copy_targets(d, 0, 1, NULL), "kiln_data_copy_targets: dst is NULL");
+    CHECK_NULL(kiln_train(test_ctx(), m, &o, NULL), "kiln_train: report is NULL");
+    CHECK_NULL(kiln_net_fit(net, &o, NULL), "kiln_net_fit: report is NULL");
+    CHECK_NULL(kiln_evaluate(test_ctx(), m, "c.safetensors", &o, NULL),
+               "kiln_evaluate: report is NULL");
+    kiln_tensor_free(t);
+    kiln_data_free(d);
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -610,6 +665,7 @@ int main(void)
     tcase_add_test(tc, samples_per_second_after_resume_counts_this_run);
     tcase_add_test(tc, a_bad_validation_label_names_the_split);
     tcase_add_test(tc, a_last_batch_of_one_with_batchnorm_names_the_fix);
+    tcase_add_test(tc, null_outputs_are_named);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

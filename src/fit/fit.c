@@ -454,7 +454,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (st == KILN_OK)
         st = read_options(options, &o, "kiln_net_fit");
     if (st == KILN_OK && !rep)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_fit: a report is required");
+        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_fit: report is NULL");
     if (st == KILN_OK)
         st = dist_start();
     if (st != KILN_OK)
@@ -531,9 +531,10 @@ static kiln_status run_batch(kiln_model *m, const kiln_train_options *o, size_t 
 kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o,
                        kiln_train_report *rep)
 {
-    if (!ctx || !m || !rep)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_train: context, model, options and "
-                                                    "report are required");
+    kiln_status required = require_args("kiln_train", ARG(ctx), ARG(m), ARG(o), "report",
+                                        (const void *)rep, NULL);
+    if (required != KILN_OK)
+        return required;
     size_t batch;
     kiln_net *net = NULL;
     kiln_status st = run_batch(m, o, &batch);
@@ -549,11 +550,10 @@ kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
                           const kiln_train_options *options, kiln_eval_report *rep)
 {
     kiln_train_options o;
-    if (!ctx || !m || !checkpoint || !rep)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_evaluate: context, model, checkpoint, "
-                                                    "options with data, and report are "
-                                                    "required");
-    kiln_status st = read_options(options, &o, "kiln_evaluate");
+    kiln_status st = require_args("kiln_evaluate", ARG(ctx), ARG(m), ARG(checkpoint), "report",
+                                  (const void *)rep, NULL);
+    if (st == KILN_OK)
+        st = read_options(options, &o, "kiln_evaluate");
     if (st != KILN_OK)
         return st;
     memset(rep, 0, sizeof *rep);

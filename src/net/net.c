@@ -236,9 +236,9 @@ kiln_status net_reset_optimizer(kiln_net *net)
 
 kiln_status kiln_net_create(kiln_ctx *ctx, kiln_model *m, size_t max_batch, kiln_net **out)
 {
-    if (!ctx || !m || !out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_create: a context, a model and "
-                                                    "an output pointer are required");
+    kiln_status required = require_args("kiln_net_create", ARG(ctx), ARG(m), ARG(out), NULL);
+    if (required != KILN_OK)
+        return required;
     *out = NULL;
     kiln_net *net = calloc(1, sizeof *net);
     if (!net)
@@ -352,7 +352,7 @@ static kiln_status check_inputs(const kiln_net *net, const float *x, size_t n, c
 {
     size_t in = kiln_net_input_size(net);
     if (!x)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: the input array is NULL", call);
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: x is NULL", call);
     /* always: one NaN in a training step turns every weight into NaN while
      * ReLU hides it from the loss (a pass over the host array is cheap) */
     for (size_t i = 0; i < n * in; i++)
@@ -401,7 +401,7 @@ kiln_status kiln_net_forward(kiln_net *net, const float *x, size_t n, float *y)
     kiln_status st = net_check(net, "kiln_net_forward");
     if (st == KILN_OK && (!y || n == 0))
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_forward: %s",
-                       y ? "n is 0; at least one sample is needed" : "the output array is NULL");
+                       y ? "n is 0; at least one sample is needed" : "y is NULL");
     if (st == KILN_OK)
         st = check_inputs(net, x, n, "kiln_net_forward");
     size_t in = kiln_net_input_size(net), outs = kiln_net_output_size(net);
@@ -581,7 +581,7 @@ kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, siz
     kiln_status st = net_check(net, "kiln_net_evaluate");
     if (st == KILN_OK && (n == 0 || !y))
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_evaluate: %s",
-                       y ? "n is 0; at least one sample is needed" : "the target array is NULL");
+                       y ? "n is 0; at least one sample is needed" : "y is NULL");
     if (st == KILN_OK)
         st = check_inputs(net, x, n, "kiln_net_evaluate");
     if (st == KILN_OK)

@@ -17,7 +17,9 @@ size_t kiln_net_param_count(const kiln_net *net)
 kiln_status kiln_net_param_info(const kiln_net *net, size_t i, kiln_param_info *out)
 {
     kiln_status st = net_check(net, "kiln_net_param_info");
-    if (st == KILN_OK && (!out || i >= net->n_entries))
+    if (st == KILN_OK)
+        st = require_args("kiln_net_param_info", ARG(out), NULL);
+    if (st == KILN_OK && i >= net->n_entries)
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_param_info: index %zu of %zu "
                                                   "tensors", i, net->n_entries);
     if (st != KILN_OK)
@@ -64,8 +66,8 @@ kiln_status kiln_net_get(kiln_net *net, const char *name, float *dst, size_t cou
 {
     checkpoint_entry *e;
     kiln_status st = find_entry(net, "kiln_net_get", name, count, &e);
-    if (st == KILN_OK && !dst)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_get: the array is NULL");
+    if (st == KILN_OK)
+        st = require_args("kiln_net_get", ARG(dst), NULL);
     if (st != KILN_OK)
         return st;
     if (e->is_int64) {
@@ -79,8 +81,8 @@ kiln_status kiln_net_set(kiln_net *net, const char *name, const float *src, size
 {
     checkpoint_entry *e;
     kiln_status st = find_entry(net, "kiln_net_set", name, count, &e);
-    if (st == KILN_OK && !src)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set: the array is NULL");
+    if (st == KILN_OK)
+        st = require_args("kiln_net_set", ARG(src), NULL);
     for (size_t i = 0; st == KILN_OK && i < count; i++)
         if (!isfinite(src[i]))
             st = kiln_fail(KILN_ERR_NUMERIC, "kiln_net_set: %s[%zu] is %g", name, i,

@@ -78,6 +78,12 @@ kiln_status write_output(const char *path, file_fill fill, void *user);
 kiln_status write_bytes_atomic(const char *path, const void *data, size_t n);
 kiln_status write_bytes_output(const char *path, const void *data, size_t n);
 
+/* KILN_ERR_INVALID_ARGUMENT "CALL: NAME is NULL" for the first NULL of
+ * the arguments, else KILN_OK: require_args(call, ARG(out), ARG(count),
+ * NULL) names them as the header does (error.c). */
+#define ARG(p) #p, (const void *)(p)
+kiln_status require_args(const char *call, ...);
+
 /* KILN_ERR_IO: "PATH: cannot write (REASON)", the reason from errno err. */
 kiln_status fail_write(const char *path, int err);
 
