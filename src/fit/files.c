@@ -106,20 +106,25 @@ kiln_status check_writable(const char *path)
 
 static const char *const state_names[] = {"optimizer.0", "optimizer.1"};
 
+/* zlib's crc32 over n bytes (it takes at most 4 GiB a call). */
+static uLong crc_of(uLong c, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    for (size_t step; n > 0; p += step, n -= step) {
+        step = n < (1u << 30) ? n : 1u << 30;
+        c = crc32(c, p, (uInt)step);
+    }
+    return c;
+}
+
 /* The training split's fingerprint (CRC-32 of its features and targets):
  * a state saved mid-epoch goes on only over the same samples. */
 static uint32_t train_crc(run *r)
 {
+    const dataset *d = &r->train;
     if (!r->has_crc) {
-        const dataset *d = &r->train;
-        uLong c = crc32(0L, Z_NULL, 0);
-        const unsigned char *x = (const unsigned char *)d->x, *y = (const unsigned char *)d->y;
-        size_t nx = d->count * d->features * sizeof *d->x, ny = d->count * d->targets * sizeof *d->y;
-        for (size_t at = 0; x && at < nx; at += 1u << 30)
-            c = crc32(c, x + at, (uInt)(nx - at < (1u << 30) ? nx - at : 1u << 30));
-        for (size_t at = 0; y && at < ny; at += 1u << 30)
-            c = crc32(c, y + at, (uInt)(ny - at < (1u << 30) ? ny - at : 1u << 30));
-        r->train_crc = (uint32_t)c;
+        uLong c = crc_of(crc32(0L, Z_NULL, 0), d->x, d->count * d->features * sizeof *d->x);
+        r->train_crc = (uint32_t)crc_of(c, d->y, d->count * d->targets * sizeof *d->y);
         r->has_crc = 1;
     }
     return r->train_crc;
