@@ -523,7 +523,7 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
         for (size_t c = 0, k = 0; st == KILN_OK && c < n; c++) {
             char *end;
             double v = strtod(cells[c], &end); /* an underflow reads as 0 or a denormal */
-            if (!*cells[c] || *end || isnan(v))
+            if (!*cells[c] || *end || !isfinite(v))
                 st = kiln_fail(KILN_ERR_IO, "%s:%ld: column %zu is \"%s\"; expected a finite "
                                             "number", path, first_line, c + 1, cells[c]);
             else if (fabs(v) > FLT_MAX)
