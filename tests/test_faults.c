@@ -649,6 +649,36 @@ START_TEST(null_outputs_are_named)
 }
 END_TEST
 
+/* A bad training label is named by its place in the caller's data, not
+ * by its place after the validation split's shuffle (which the seed
+ * changes). */
+START_TEST(a_bad_training_label_is_named_by_its_place_in_the_data)
+{
+    float x[RN * 7], y[RN];
+    data(x, y, RN);
+    y[37] = 7;
+    kiln_data *d;
+    check_ok(kiln_data_from_arrays(x, y, RN, 7, 1, &d));
+    for (int seed = 1; seed <= 2; seed++) {
+        char text[512];
+        snprintf(text, sizeof text, "%.*sval = 0.25\nseed = %d\n", (int)strlen(plain) - 9, plain,
+                 seed);
+        kiln_model *m = model(text);
+        kiln_net *net = net_of(m, 16);
+        kiln_train_options o;
+        kiln_train_options_init(&o);
+        o.train_data = d;
+        kiln_train_report r;
+        ck_assert_int_eq(kiln_net_fit(net, &o, &r), KILN_ERR_INVALID_ARGUMENT);
+        ck_assert_msg(strstr(kiln_last_error(), "arrays of 64 samples: label of sample 37 is 7"),
+                      "seed %d: %s", seed, kiln_last_error());
+        kiln_net_free(net);
+        kiln_model_free(m);
+    }
+    kiln_data_free(d);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -664,6 +694,7 @@ int main(void)
     tcase_add_test(tc, a_damaged_training_state_is_refused);
     tcase_add_test(tc, samples_per_second_after_resume_counts_this_run);
     tcase_add_test(tc, a_bad_validation_label_names_the_split);
+    tcase_add_test(tc, a_bad_training_label_is_named_by_its_place_in_the_data);
     tcase_add_test(tc, a_last_batch_of_one_with_batchnorm_names_the_fix);
     tcase_add_test(tc, null_outputs_are_named);
     suite_add_tcase(s, tc);

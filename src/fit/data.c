@@ -170,6 +170,8 @@ kiln_status prepare_data(run *r)
         return prepare_eval_data(r);
     kiln_status st = memory ? copy_data(o->train_data, &r->train, NULL)
                             : load(o, "train", &r->train);
+    if (st == KILN_OK) /* in the file's order: a bad label's sample is the file's */
+        st = check_fit(r, &r->train, 1);
     if (st == KILN_OK && memory && o->val_data)
         st = copy_data(o->val_data, &r->val, "validation");
     else if (st == KILN_OK && r->c.val > 0)
