@@ -608,14 +608,11 @@ kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
     kiln_rng_seed(&rng, seed ^ 0x5eedull);
     data_shuffle(order, d->count, &rng);
     data_gather(d, order, 0, d->count, x, y);
-    size_t *lines = d->lines ? malloc(d->count * sizeof *lines) : NULL;
-    for (size_t i = 0; lines && i < d->count; i++)
-        lines[i] = d->lines[order[i]];
-    free(d->lines);
-    d->lines = lines; /* NULL when out of memory: messages give positions instead */
+    free(d->lines); /* the samples leave the file's order */
+    d->lines = NULL;
     free(order);
     *val = *d;
-    val->lines = NULL;
+
     snprintf(val->name, sizeof val->name, "%.200s (validation)", d->name);
     val->count = nv;
     val->x = malloc(nv * d->features * sizeof *x);
@@ -628,8 +625,6 @@ kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
     }
     memcpy(val->x, x + nt * d->features, nv * d->features * sizeof *x);
     memcpy(val->y, y + nt * d->targets, nv * d->targets * sizeof *y);
-    if (d->lines && (val->lines = malloc(nv * sizeof *val->lines)) != NULL)
-        memcpy(val->lines, d->lines + nt, nv * sizeof *val->lines);
     free(d->x);
     free(d->y);
     d->x = x;
