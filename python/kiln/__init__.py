@@ -488,6 +488,14 @@ class Model:
         """Weights, buffers and input normalization from a safetensors file."""
         _check(_lib.kiln_net_load(self._live(), str(path).encode()), "load")
 
+    def export_onnx(self, path):
+        """An ONNX model (opset 17, written atomically) for ONNX Runtime:
+        input "input" of shape (batch, *input shape), raw as predict takes
+        it (the normalization is inside); output "output" as `kiln predict`
+        gives it (probabilities for a classifier, also one trained on
+        logits). A layer with no ONNX form raises KilnError naming it."""
+        _check(_lib.kiln_net_export_onnx(self._live(), os.fsencode(path)), "export_onnx")
+
     @property
     def lr(self):
         return _lib.kiln_net_lr(self._live())

@@ -480,7 +480,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (st == KILN_OK)
         say(&r, "training on %zu samples (%zu held out for validation), batch %zu, %d epochs, "
                 "%s, %s\n", r.train.count, r.val.count, r.c.batch, r.c.epochs,
-            r.c.optim.kind == OPTIM_SGD ? "sgd" : r.c.optim.kind == OPTIM_ADAM ? "adam" : "adamw",
+            optim_name(r.c.optim.kind),
             sched_name(r.c.sched.kind));
     train_state t = {.val_loss = NAN};
     sched_init(&t.sched, &r.c.sched);
