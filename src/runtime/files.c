@@ -89,8 +89,8 @@ kiln_status write_file_atomic(const char *path, file_fill fill, void *user)
         return kiln_fail(KILN_ERR_IO, "%s: path too long", path);
     int fd = mkstemp(tmp);
     if (fd < 0)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot create a temporary file beside it (%s)", path,
-                         strerror(errno));
+        return kiln_fail(KILN_ERR_IO, "%s: cannot write there (no temporary file could be made "
+                                      "beside it: %s)", path, strerror(errno));
     kiln_status st = fchmod(fd, 0644) == 0 ? KILN_OK : fail_write(path, errno);
     if (st == KILN_OK)
         st = fill(fd, path, user);
