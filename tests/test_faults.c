@@ -88,6 +88,11 @@ START_TEST(a_failed_train_step_changes_no_weight)
     ck_assert(!isfinite(l));
     ck_assert_uint_eq(kiln_net_steps(a), 1);
     ck_assert_msg(same_weights(a, b), "the failed step changed the weights");
+    check_ok(kiln_net_set_detect_anomaly(a, 1)); /* fails in forward, before any update */
+    ck_assert_int_eq(kiln_net_train_step(a, bad, y, 8, &l), KILN_ERR_NUMERIC);
+    ck_assert_msg(strstr(kiln_last_error(), "NaN or Inf"), "%s", kiln_last_error());
+    check_ok(kiln_net_set_detect_anomaly(a, 0));
+    ck_assert_msg(same_weights(a, b), "the step failed by anomaly detection changed the weights");
     check_ok(kiln_net_train_step(a, x, y, 8, &l));
     check_ok(kiln_net_train_step(b, x, y, 8, &l));
     ck_assert_msg(same_weights(a, b), "the failed step changed the optimizer's state");
