@@ -31,6 +31,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <signal.h>
 
 #ifdef __cplusplus
@@ -410,7 +411,11 @@ KILN_API kiln_status kiln_net_forward(kiln_net *net, const float *x, size_t n, f
  * y holds n class indices (as floats) for cross_entropy, and
  * n * output_size targets for mse and bce. *loss (may be NULL) gets the
  * batch's mean loss. The learning rate is the current one (see
- * kiln_net_set_lr); schedules advance only in kiln_net_fit. */
+ * kiln_net_set_lr); schedules advance only in kiln_net_fit. The update
+ * is made only when the loss is finite (and, with anomaly detection, every
+ * gradient): a step that fails (KILN_ERR_NUMERIC) leaves the weights and
+ * the optimizer's state as they were; batchnorm's running statistics have
+ * seen the batch, as in PyTorch. */
 KILN_API kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, size_t n,
                                          float *loss);
 
@@ -659,6 +664,17 @@ KILN_API kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_o
  * or empty log is KILN_ERR_IO naming the file and line. Needs no context;
  * any thread. */
 KILN_API kiln_status kiln_plot(const char *run, const char *svg_path);
+
+/* Writes the file path whole or not at all, as kiln writes its own files:
+ * fill writes the contents to f, a temporary file beside path, which is
+ * then flushed to disk, renamed over path, and its directory synced. A
+ * path that exists and is not a regular file (/dev/stdout, a pipe) is
+ * written in place. fill returns KILN_OK, or a status (with
+ * kiln_last_error's text) to give up; path is then as it was. A write that
+ * fails is KILN_ERR_IO naming path and the system's reason (a full disk:
+ * "No space left on device"). Any thread. */
+typedef kiln_status (*kiln_fill_fn)(void *user, FILE *f);
+KILN_API kiln_status kiln_write_file_atomic(const char *path, kiln_fill_fn fill, void *user);
 
 /* Loss and accuracy of a checkpoint on the test split of a dataset
  * directory, or on every row of a CSV file (or the options' test_data),

@@ -216,13 +216,16 @@ static kiln_status check_input(const predict_args *a, const kiln_data *d, size_t
     return KILN_ERR_INVALID_ARGUMENT;
 }
 
-/* Every sample through the network, a batch at a time, into w. */
+/* Every sample through the network, a batch at a time, into w; why gets
+ * the reason of a failure that is not kiln's (it has no last error). */
 static kiln_status run_batches(kiln_net *net, const kiln_data *d, size_t count, int logits,
-                               writer *w)
+                               writer *w, char *why, size_t why_size)
 {
     size_t batch = kiln_net_max_batch(net), in = kiln_net_input_size(net);
     float *x = malloc(batch * in * sizeof *x), *y = malloc(batch * w->outputs * sizeof *y);
     kiln_status st = x && y ? KILN_OK : KILN_ERR_OUT_OF_MEMORY;
+    if (st != KILN_OK)
+        snprintf(why, why_size, "out of host memory for a batch of %zu", batch);
     for (size_t first = 0; st == KILN_OK && first < count; first += batch) {
         size_t n = count - first < batch ? count - first : batch;
         st = kiln_data_copy_features(d, first, n, x);
@@ -233,7 +236,7 @@ static kiln_status run_batches(kiln_net *net, const kiln_data *d, size_t count, 
                 softmax_row(y + i * w->outputs, w->outputs);
             write_row(w, first + i, y + i * w->outputs);
         }
-        if (st == KILN_OK && ferror(w->f))
+        if (st == KILN_OK && ferror(w->f)) /* kiln, or for stdout main, says why */
             st = KILN_ERR_IO;
     }
     free(x);
@@ -241,35 +244,27 @@ static kiln_status run_batches(kiln_net *net, const kiln_data *d, size_t count, 
     return st;
 }
 
-/* --out FILE is written to FILE.tmp, flushed to disk and renamed, so that
- * a failed run never leaves half a file. */
-static FILE *open_out(const char *path, char *tmp, size_t size)
-{
-    if (!path)
-        return stdout;
-    snprintf(tmp, size, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        fprintf(stderr, "kiln predict: %s: cannot write the file (%s)\n", tmp, strerror(errno));
-    return f;
-}
+/* What run_batches needs to write the predictions. */
+typedef struct {
+    kiln_net *net;
+    const kiln_data *d;
+    size_t count;
+    int logits;
+    writer w;
+    char why[256]; /* a failure of this command's own */
+} job;
 
-static int close_out(FILE *f, const char *path, const char *tmp, int ok)
+static kiln_status write_predictions(void *user, FILE *f)
 {
-    if (f == stdout)
-        return ok;
-    ok = ok && fflush(f) == 0 && !ferror(f) && fsync(fileno(f)) == 0;
-    ok = fclose(f) == 0 && ok;
-    if (ok && rename(tmp, path) != 0) {
-        fprintf(stderr, "kiln predict: %s: cannot rename %s to it (%s)\n", path, tmp,
-                strerror(errno));
-        ok = 0;
-    } else if (!ok) {
-        fprintf(stderr, "kiln predict: %s: writing failed; nothing was written\n", path);
-    }
-    if (!ok)
-        remove(tmp);
-    return ok;
+    job *j = user;
+    j->w.f = f;
+    if (j->w.fmt == FORMAT_CSV)
+        csv_header(&j->w);
+    kiln_status st = run_batches(j->net, j->d, j->count, j->logits, &j->w, j->why,
+                                 sizeof j->why);
+    if (st == KILN_OK)
+        write_end(&j->w);
+    return st;
 }
 
 static int predict(kiln_ctx *ctx, kiln_model *m, const predict_args *a)
@@ -288,23 +283,22 @@ static int predict(kiln_ctx *ctx, kiln_model *m, const predict_args *a)
     }
     int ok = check_input(a, d, kiln_net_input_size(net)) == KILN_OK, logits = 0;
     size_t count = kiln_data_count(d) < a->count ? kiln_data_count(d) : a->count;
-    char tmp[4096];
-    writer w = {shown_head(net, m, &logits), kiln_net_output_size(net), NULL, a->fmt, 0};
-    if (ok && (w.f = open_out(a->out, tmp, sizeof tmp)) != NULL) {
-        if (w.fmt == FORMAT_CSV)
-            csv_header(&w);
-        st = run_batches(net, d, count, logits, &w);
-        if (st == KILN_OK)
-            write_end(&w);
-        ok = close_out(w.f, a->out, tmp, st == KILN_OK);
-    } else {
-        ok = 0;
-    }
+    job j = {net, d, count, 0, {shown_head(net, m, &logits), kiln_net_output_size(net), NULL,
+                                a->fmt, 0}, ""};
+    j.logits = logits;
+    if (ok && a->out) /* written whole or not at all */
+        st = kiln_write_file_atomic(a->out, write_predictions, &j);
+    else if (ok)
+        st = write_predictions(&j, stdout);
     kiln_net_free(net);
     kiln_data_free(d);
-    if (st != KILN_OK)
+    if (st == KILN_ERR_IO && !a->out)
+        return 1; /* standard output failed: main says why */
+    if (st != KILN_OK && j.why[0])
+        fprintf(stderr, "kiln predict: %s\n", j.why);
+    else if (st != KILN_OK)
         return cli_fail("predict");
-    return ok ? 0 : 1;
+    return ok && st == KILN_OK ? 0 : 1;
 }
 
 /* ---- flags --------------------------------------------------------------- */

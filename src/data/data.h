@@ -16,6 +16,7 @@ typedef struct {
     float *x;         /* count x features */
     float *y;         /* count x targets */
     int unlabelled;   /* features only (y all 0): fit to predict, not to train */
+    size_t *lines;    /* CSV: each sample's file line, for messages (NULL after a split) */
 } dataset;
 
 void data_free(dataset *d);

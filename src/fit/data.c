@@ -41,15 +41,21 @@ static int one_split(const kiln_train_options *o)
     return o->data && (data_has_ext(o->data, ".csv") || data_has_ext(o->data, ".npy"));
 }
 
-/* A copy of an in-memory dataset (training normalizes and splits its own). */
-static kiln_status copy_data(const kiln_data *from, dataset *d)
+/* A copy of an in-memory dataset (training normalizes and splits its own);
+ * role ("validation", "test", or NULL for training) joins its name. */
+static kiln_status copy_data(const kiln_data *from, dataset *d, const char *role)
 {
     if (!from)
         return KILN_OK;
     *d = from->d;
+    if (role)
+        snprintf(d->name, sizeof d->name, "%.200s (%s)", from->d.name, role);
     d->x = malloc(d->count * d->features * sizeof *d->x);
     d->y = malloc(d->count * d->targets * sizeof *d->y);
-    if (!d->x || !d->y) {
+    d->lines = from->d.lines ? malloc(d->count * sizeof *d->lines) : NULL;
+    if (d->lines)
+        memcpy(d->lines, from->d.lines, d->count * sizeof *d->lines);
+    if (!d->x || !d->y || (from->d.lines && !d->lines)) {
         data_free(d);
         return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory for %s",
                          from->d.name);
@@ -86,7 +92,7 @@ static kiln_status check_fit(const run *r, const dataset *d, int labelled)
                                          "them with the model's %zu outputs",
                          d->name, d->targets, d->targets == 1 ? "" : "s",
                          loss_name(r->c.loss), outputs);
-    return net_check_targets(r->net, d->y, d->count, d->name);
+    return net_check_targets(r->net, d->y, d->count, d->name, d->lines);
 }
 
 /* The training split's mean and deviation per normalization group (every
@@ -139,7 +145,7 @@ kiln_status prepare_eval_data(run *r)
 {
     const kiln_train_options *o = r->o;
     const kiln_data *given = o->test_data ? o->test_data : o->train_data;
-    kiln_status st = given ? copy_data(given, &r->test)
+    kiln_status st = given ? copy_data(given, &r->test, NULL)
                            : load(o, one_split(o) ? "train" : "test", &r->test);
     if (st == KILN_OK && !given && r->test.count == 0 && data_has_ext(o->data, ".npz"))
         st = load(o, "train", &r->test); /* an .npz without test arrays: all of it */
@@ -162,13 +168,16 @@ kiln_status prepare_data(run *r)
     int memory = o->train_data != NULL;
     if (r->evaluating)
         return prepare_eval_data(r);
-    kiln_status st = memory ? copy_data(o->train_data, &r->train) : load(o, "train", &r->train);
+    kiln_status st = memory ? copy_data(o->train_data, &r->train, NULL)
+                            : load(o, "train", &r->train);
+    if (st == KILN_OK) /* in the file's order: a bad label's sample is the file's */
+        st = check_fit(r, &r->train, 1);
     if (st == KILN_OK && memory && o->val_data)
-        st = copy_data(o->val_data, &r->val);
+        st = copy_data(o->val_data, &r->val, "validation");
     else if (st == KILN_OK && r->c.val > 0)
         st = data_split(&r->train, r->c.val, r->c.seed, &r->val);
     if (st == KILN_OK && memory)
-        st = copy_data(o->test_data, &r->test);
+        st = copy_data(o->test_data, &r->test, "test");
     else if (st == KILN_OK && !one_split(o))
         st = load(o, "test", &r->test);
     if (o->limit) {

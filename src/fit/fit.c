@@ -162,9 +162,10 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
     net_pipe *q = NULL, *after = NULL;
     kiln_status st = i < batches ? stage_step(r, i, (int)(i % 2), &q) : KILN_OK;
     int stop = 0;
-    /* Each step is enqueued whole, the next batch is gathered and its upload
-     * enqueued behind it while the device works, and the host waits once,
-     * for the loss. */
+    /* Forward, loss and backward are enqueued, the next batch is gathered
+     * and its upload enqueued behind them while the device works, and the
+     * host waits once, for the loss; the update is enqueued only when the
+     * loss is finite, ahead of the next batch's forward. */
     for (; i < batches && st == KILN_OK && !stop; i++, q = after) {
         size_t n = batch_size(r, i), first, mine;
         batch_slice(r, i, &first, &mine);
@@ -182,8 +183,6 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
             st = pipeline_backward(q->p, 1);
         if (st == KILN_OK)
             st = net_reduce_gradients(r->net, mine);
-        if (st == KILN_OK)
-            st = optim_step(r->opt, lr);
         if (q && q->p != r->p) /* a short batch ran on its own pipeline */
             r->p->counter = q->p->counter;
         after = NULL;
@@ -215,9 +214,12 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
                                              "--detect-anomaly finds the first layer that "
                                              "made a NaN or Inf",
                            epoch, i + 1, batch_loss);
+        if (st == KILN_OK) /* after the loss is known: a failed step changes no weight */
+            st = optim_step(r->opt, lr);
         correct += (size_t)shared[1];
         total += shared[0]; /* the epoch's loss is a mean over samples */
         samples += n;
+        r->samples_trained += n;
         seen++;
         if (st == KILN_OK)
             report_step(r, epoch, i, batches, batch_loss, (size_t)shared[1], n, lr);
@@ -257,6 +259,32 @@ static kiln_status configure(run *r)
     return KILN_OK;
 }
 
+/* A last batch too small for batchnorm in training (fewer than two values
+ * per channel) is refused before the first epoch, naming the fixes, as
+ * PyTorch's DataLoader(drop_last=True) or another batch size would. */
+static kiln_status check_last_batch(const run *r)
+{
+    size_t last = r->train.count % r->c.batch;
+    for (size_t i = 0; last && i < r->p->count; i++) {
+        const pipe_step *s = &r->p->steps[i];
+        kiln_shape shape = shape_of(s->out);
+        if (s->op != OP_BATCHNORM || shape.ndim < 2 ||
+            last * (shape_numel(&shape) / ((size_t)shape.d[0] * (size_t)shape.d[1])) >= 2)
+            continue;
+        size_t other = r->c.batch - 1;
+        while (other > 2 && r->train.count % other == 1)
+            other--;
+        return kiln_fail(KILN_ERR_SHAPE, "training: the last batch of each epoch holds %zu "
+                                         "sample (%zu samples in batches of %zu), but batchnorm "
+                                         "(layer %s) needs more than 1 value per channel in "
+                                         "training; use another batch size (batch %zu) or one "
+                                         "sample fewer (limit %zu)",
+                         last, r->train.count, r->c.batch, pipeline_step_name(r->p, s), other,
+                         r->train.count - 1);
+    }
+    return KILN_OK;
+}
+
 static kiln_status setup(run *r)
 {
     r->ctx = r->net->ctx;
@@ -270,6 +298,8 @@ static kiln_status setup(run *r)
         st = kiln_net_set_detect_anomaly(r->net, r->o->detect_anomaly);
     if (st == KILN_OK)
         st = prepare_data(r);
+    if (st == KILN_OK && !r->evaluating)
+        st = check_last_batch(r);
     size_t outs = kiln_net_output_size(r->net), b = r->c.batch;
     if (st == KILN_OK) {
         for (int k = 0; k < 2; k++) {
@@ -346,8 +376,9 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
     double train_time = 0;
     kiln_status st = KILN_OK;
     for (int e = t->epoch; e < r->c.epochs && st == KILN_OK && !stopping(r); e++) {
-        if (t->batch == 0)
+        if (t->batch == 0 && !t->lr_set)
             t->lr = (float)sched_advance(&t->sched, e, t->val_loss);
+        t->lr_set = 0;
         epoch_result m = {.val_acc = NAN, .val_mae = NAN, .val_r2 = NAN};
         size_t next = t->batch;
         st = train_epoch(r, e + 1, t->lr, &next, &m.loss, &m.acc, &m.seconds);
@@ -394,8 +425,7 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
             break;
         }
     }
-    rep->samples_per_second =
-        train_time > 0 ? (double)rep->epochs_run * (double)r->train.count / train_time : 0;
+    rep->samples_per_second = train_time > 0 ? (double)r->samples_trained / train_time : 0;
     return st;
 }
 
@@ -424,7 +454,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (st == KILN_OK)
         st = read_options(options, &o, "kiln_net_fit");
     if (st == KILN_OK && !rep)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_fit: a report is required");
+        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_fit: report is NULL");
     if (st == KILN_OK)
         st = dist_start();
     if (st != KILN_OK)
@@ -501,9 +531,10 @@ static kiln_status run_batch(kiln_model *m, const kiln_train_options *o, size_t 
 kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o,
                        kiln_train_report *rep)
 {
-    if (!ctx || !m || !rep)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_train: context, model, options and "
-                                                    "report are required");
+    kiln_status required = require_args("kiln_train", ARG(ctx), ARG(m), ARG(o), "report",
+                                        (const void *)rep, NULL);
+    if (required != KILN_OK)
+        return required;
     size_t batch;
     kiln_net *net = NULL;
     kiln_status st = run_batch(m, o, &batch);
@@ -519,11 +550,10 @@ kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
                           const kiln_train_options *options, kiln_eval_report *rep)
 {
     kiln_train_options o;
-    if (!ctx || !m || !checkpoint || !rep)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_evaluate: context, model, checkpoint, "
-                                                    "options with data, and report are "
-                                                    "required");
-    kiln_status st = read_options(options, &o, "kiln_evaluate");
+    kiln_status st = require_args("kiln_evaluate", ARG(ctx), ARG(m), ARG(checkpoint), "report",
+                                  (const void *)rep, NULL);
+    if (st == KILN_OK)
+        st = read_options(options, &o, "kiln_evaluate");
     if (st != KILN_OK)
         return st;
     memset(rep, 0, sizeof *rep);

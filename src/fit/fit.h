@@ -31,6 +31,9 @@ typedef struct {
     FILE *csv;
     int plot_failed;         /* curves.svg could not be drawn: warned once, not retried */
     int lock;                /* the output directory's lock file, held for the run (or -1) */
+    size_t samples_trained;  /* in this call, for samples/s */
+    uint32_t train_crc;      /* the training split's fingerprint, once has_crc */
+    int has_crc;
 } run;
 
 
@@ -43,6 +46,7 @@ typedef struct {
     size_t batch;     /* next batch of the epoch in progress (0: none in progress) */
     float lr;         /* the learning rate of the epoch in progress */
     double val_loss;  /* of the last completed epoch */
+    int lr_set;       /* the epoch in progress restarts from its first batch with lr */
 } train_state;
 
 /* fit.c */

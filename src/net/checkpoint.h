@@ -51,6 +51,15 @@ kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoin
 /* Reads path into the pipeline after checking every tensor; meta may be NULL. */
 kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta);
 
+/* A check of the metadata that runs after the file is checked and before
+ * any tensor is replaced: a file it refuses changes nothing. */
+typedef struct {
+    kiln_status (*fn)(void *user, const char *path, const checkpoint_meta *meta);
+    void *user;
+} checkpoint_check;
+kiln_status checkpoint_load_checked(pipeline *p, const char *path, checkpoint_meta *meta,
+                                    const checkpoint_check *check);
+
 /* The whole training state in one file: the pipeline's tensors under
  * "model." names and the named extras (optimizer state), so that weights
  * and optimizer state always come from the same step. */

@@ -95,8 +95,11 @@ size_t net_classes(const kiln_net *net);
 size_t net_positions(const kiln_net *net);
 
 /* Checks n samples' targets for the loss: class indices within the outputs
- * for cross_entropy, finite values otherwise; what names the data. */
-kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what);
+ * for cross_entropy (token ids for a sequence model), from 0 to 1 for bce,
+ * finite values otherwise; what names the data, and lines (NULL: none)
+ * each sample's line in that file. */
+kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what,
+                              const size_t *lines);
 
 /* Loss sum (and correct predictions) of n rows of logits z against
  * targets y on the host, in double; confusion may be NULL. For a sequence
@@ -117,8 +120,10 @@ kiln_status net_reset_optimizer(kiln_net *net);
 
 /* The checkpoint metadata kiln writes beside the weights. */
 void net_meta(const kiln_net *net, checkpoint_meta *meta);
-/* Applies a checkpoint's stored normalization, if any. */
-kiln_status net_apply_meta(kiln_net *net, const checkpoint_meta *meta);
+/* Refuses a normalization kiln_net_set_normalization would refuse; what
+ * names it in the message. */
+kiln_status net_check_normalization(const kiln_net *net, const float *mean, const float *std,
+                                    size_t count, const char *what);
 
 void meta_number(checkpoint_meta *m, const char *key, double v);
 

@@ -17,7 +17,9 @@ size_t kiln_net_param_count(const kiln_net *net)
 kiln_status kiln_net_param_info(const kiln_net *net, size_t i, kiln_param_info *out)
 {
     kiln_status st = net_check(net, "kiln_net_param_info");
-    if (st == KILN_OK && (!out || i >= net->n_entries))
+    if (st == KILN_OK)
+        st = require_args("kiln_net_param_info", ARG(out), NULL);
+    if (st == KILN_OK && i >= net->n_entries)
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_param_info: index %zu of %zu "
                                                   "tensors", i, net->n_entries);
     if (st != KILN_OK)
@@ -64,8 +66,8 @@ kiln_status kiln_net_get(kiln_net *net, const char *name, float *dst, size_t cou
 {
     checkpoint_entry *e;
     kiln_status st = find_entry(net, "kiln_net_get", name, count, &e);
-    if (st == KILN_OK && !dst)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_get: the array is NULL");
+    if (st == KILN_OK)
+        st = require_args("kiln_net_get", ARG(dst), NULL);
     if (st != KILN_OK)
         return st;
     if (e->is_int64) {
@@ -79,8 +81,8 @@ kiln_status kiln_net_set(kiln_net *net, const char *name, const float *src, size
 {
     checkpoint_entry *e;
     kiln_status st = find_entry(net, "kiln_net_set", name, count, &e);
-    if (st == KILN_OK && !src)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set: the array is NULL");
+    if (st == KILN_OK)
+        st = require_args("kiln_net_set", ARG(src), NULL);
     for (size_t i = 0; st == KILN_OK && i < count; i++)
         if (!isfinite(src[i]))
             st = kiln_fail(KILN_ERR_NUMERIC, "kiln_net_set: %s[%zu] is %g", name, i,
@@ -134,26 +136,47 @@ void net_meta(const kiln_net *net, checkpoint_meta *meta)
     checkpoint_meta_set(meta, "kiln", KILN_VERSION);
 }
 
-kiln_status net_apply_meta(kiln_net *net, const checkpoint_meta *meta)
+/* A checkpoint's stored normalization, read and checked before any of its
+ * tensors is loaded. */
+typedef struct {
+    kiln_net *net;
+    float *mean, *std;
+    size_t count; /* 0: the file stores none */
+} stored_norm;
+
+static kiln_status read_norm(void *user, const char *path, const checkpoint_meta *meta)
 {
+    stored_norm *n = user;
     const char *mean = checkpoint_meta_get(meta, "normalize_mean");
     const char *std = checkpoint_meta_get(meta, "normalize_std");
-    if (!mean || !std)
+    if (!mean && !std)
         return KILN_OK;
-    size_t in = kiln_net_input_size(net);
-    float *m = malloc(in * sizeof *m), *s = malloc(in * sizeof *s);
-    kiln_status st = m && s ? KILN_OK
-                            : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "loading a checkpoint: out of "
-                                                                "memory");
-    size_t nm = st == KILN_OK ? parse_floats(mean, m, in) : 0;
-    size_t ns = st == KILN_OK ? parse_floats(std, s, in) : 0;
-    if (st == KILN_OK && (nm == 0 || nm != ns))
-        st = kiln_fail(KILN_ERR_IO, "the checkpoint's normalize_mean and normalize_std are not "
-                                    "two lists of the same length of numbers");
-    if (st == KILN_OK) /* one scalar pair (older checkpoints), or vectors */
-        st = kiln_net_set_normalization(net, m, s, nm);
-    free(m);
-    free(s);
+    size_t in = kiln_net_input_size(n->net);
+    n->mean = malloc(in * sizeof *n->mean);
+    n->std = malloc(in * sizeof *n->std);
+    if (!n->mean || !n->std)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
+    size_t nm = mean ? parse_floats(mean, n->mean, in) : 0;
+    size_t ns = std ? parse_floats(std, n->std, in) : 0;
+    if (nm == 0 || nm != ns)
+        return kiln_fail(KILN_ERR_IO, "%s: the stored normalize_mean and normalize_std are not "
+                                      "two lists of the same length of numbers", path);
+    if (net_check_normalization(n->net, n->mean, n->std, nm, "normalization") != KILN_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", kiln_last_error());
+        return kiln_fail(KILN_ERR_IO, "%s: the stored %s", path, why);
+    }
+    n->count = nm;
+    return KILN_OK;
+}
+
+/* One scalar pair (older checkpoints), or vectors. */
+static kiln_status apply_norm(stored_norm *n, kiln_status st)
+{
+    if (st == KILN_OK && n->count)
+        st = kiln_net_set_normalization(n->net, n->mean, n->std, n->count);
+    free(n->mean);
+    free(n->std);
     return st;
 }
 
@@ -178,10 +201,11 @@ kiln_status kiln_net_load(kiln_net *net, const char *path)
     if (st == KILN_OK && !path)
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_load: the path is NULL");
     checkpoint_meta meta = {0};
-    if (st == KILN_OK)
-        st = checkpoint_load(net->main.p, path, &meta);
-    if (st == KILN_OK)
-        st = net_apply_meta(net, &meta);
+    stored_norm n = {net, NULL, NULL, 0};
+    checkpoint_check check = {read_norm, &n};
+    if (st == KILN_OK) /* all or nothing: the metadata is checked before any tensor loads */
+        st = checkpoint_load_checked(net->main.p, path, &meta, &check);
+    st = apply_norm(&n, st);
     checkpoint_meta_free(&meta);
     return st;
 }
