@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ref_gpt.h"
 #include "ref_ops.h"
 
 static const double inv_sqrt2 = 0.70710678118654752440;
@@ -520,10 +521,46 @@ static void concat_bwd(ref_op *r)
     }
 }
 
+/* The sequence ops through ref_gpt.c: embedding, position, attention. */
+static void sequence_fwd(op_kind kind, ref_op *r)
+{
+    const size_t *d = r->in_shape[0].d, n = numel(&r->in_shape[0]);
+    if (kind == OP_EMBEDDING)
+        ref_embedding(r->in[0], n, r->param[0], r->a->out, r->out);
+    else if (kind == OP_POSITION)
+        ref_position(r->in[0], d[0], d[1], d[2], r->param[0], r->out);
+    else
+        ref_attention(r->in[0], d[0], d[1], d[2] / 3, r->a->heads, r->out);
+}
+
+static void sequence_bwd(op_kind kind, ref_op *r)
+{
+    const size_t *d = r->in_shape[0].d, n = numel(&r->in_shape[0]);
+    if (kind == OP_EMBEDDING) { /* token ids have no gradient */
+        if (r->din[0])
+            memset(r->din[0], 0, n * sizeof(double));
+        if (r->dparam[0])
+            ref_embedding_backward(r->in[0], n, r->dout, r->a->rows, r->a->out, r->dparam[0]);
+    } else if (kind == OP_POSITION) {
+        if (r->din[0])
+            memcpy(r->din[0], r->dout, n * sizeof(double));
+        if (r->dparam[0])
+            ref_position_backward(r->dout, d[0], d[1], d[2], r->a->rows, r->dparam[0]);
+    } else if (r->din[0]) {
+        ref_attention_backward(r->in[0], r->dout, d[0], d[1], d[2] / 3, r->a->heads,
+                               r->din[0]);
+    }
+}
+
 void ref_forward(op_kind kind, ref_op *r)
 {
     size_t n = numel(&r->in_shape[0]);
     switch (kind) {
+    case OP_EMBEDDING:
+    case OP_POSITION:
+    case OP_ATTENTION:
+        sequence_fwd(kind, r);
+        break;
     case OP_LINEAR:
         linear_fwd(r);
         break;
@@ -564,6 +601,11 @@ void ref_backward(op_kind kind, ref_op *r)
 {
     size_t n = numel(&r->in_shape[0]);
     switch (kind) {
+    case OP_EMBEDDING:
+    case OP_POSITION:
+    case OP_ATTENTION:
+        sequence_bwd(kind, r);
+        break;
     case OP_LINEAR:
         linear_bwd(r);
         break;

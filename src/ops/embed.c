@@ -35,10 +35,11 @@ static kiln_status embed_forward(const op_args *c)
 
 static kiln_status embed_backward(const op_args *c)
 {
-    if (!c->dparam[0]) /* token ids have no gradient */
-        return KILN_OK;
+    kiln_status st = c->din[0] ? kiln_tensor_fill(c->din[0], 0.0f) : KILN_OK; /* ids: none */
+    if (st != KILN_OK || !c->dparam[0])
+        return st;
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "embed.cl", "", "embed_backward", &k);
+    st = kiln_kernel_get(c->ctx, "embed.cl", "", "embed_backward", &k);
     cl_uint N = c->in[0]->numel, V = c->attrs->rows, C = c->attrs->out;
     if (st != KILN_OK)
         return st;
