@@ -534,6 +534,17 @@ KILN_API kiln_status kiln_data_copy_features(const kiln_data *d, size_t first, s
 KILN_API kiln_status kiln_data_copy_targets(const kiln_data *d, size_t first, size_t count,
                                             float *dst);
 
+/* Images for a network (kiln predict): an image folder (its val/ or test/
+ * folder if it has one, else every class), a folder of PNG and JPEG files
+ * or one such file (unlabelled), each converted to the network's input
+ * channels and resized and center-cropped to its height and width as its
+ * [train] resize says. Needs an input of shape CxHxW, C 1 or 3. */
+KILN_API kiln_status kiln_net_load_images(const kiln_net *net, const char *path,
+                                          kiln_data **out);
+/* The name of class i when the network was trained on (or loaded from a
+ * checkpoint of) an image folder: its class folder's name; else NULL. */
+KILN_API const char *kiln_net_class_name(const kiln_net *net, size_t i);
+
 /* ---- training --------------------------------------------------------------- */
 
 /* What a training run reports as it goes, to kiln_train_options' on_step

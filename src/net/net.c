@@ -291,6 +291,7 @@ void kiln_net_free(kiln_net *net)
     free(net->x);
     free(net->y);
     free(net->entries);
+    net_free_classes(net);
     buckets_free(net->buckets);
     dist_comm_free(net->comm);
     if (net->ctx)
@@ -803,6 +804,8 @@ void net_meta(const kiln_net *net, checkpoint_meta *meta)
     checkpoint_meta_set(meta, "normalize_std", std ? std : "1");
     free(mean);
     free(std);
+    if (net->classes)
+        checkpoint_meta_set(meta, "classes", net->classes);
     checkpoint_meta_set(meta, "format", "pt");
     checkpoint_meta_set(meta, "kiln", KILN_VERSION);
 }
@@ -811,8 +814,9 @@ kiln_status net_apply_meta(kiln_net *net, const checkpoint_meta *meta)
 {
     const char *mean = checkpoint_meta_get(meta, "normalize_mean");
     const char *std = checkpoint_meta_get(meta, "normalize_std");
-    if (!mean || !std)
-        return KILN_OK;
+    kiln_status named = net_set_classes(net, checkpoint_meta_get(meta, "classes"));
+    if (named != KILN_OK || !mean || !std)
+        return named;
     size_t in = kiln_net_input_size(net);
     float *m = malloc(in * sizeof *m), *s = malloc(in * sizeof *s);
     kiln_status st = m && s ? KILN_OK
@@ -957,6 +961,8 @@ kiln_status kiln_data_load(const char *source, const char *split, const char *la
         st = data_load_npy(source, label, &d->d);
     else if (data_has_ext(source, ".npz"))
         st = npz_split(source, NULL, split, &d->d);
+    else if (data_is_folder(source))
+        st = net_load_images(NULL, source, split, &d->d);
     else if (stat(source, &info) == 0 && S_ISREG(info.st_mode))
         st = data_load_idx_images(source, &d->d);
     else

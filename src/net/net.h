@@ -54,6 +54,9 @@ struct kiln_net {
     double share;            /* this rank's part of the global batch of the step running */
     grad_buckets *buckets;   /* the flat gradients' way across the ranks, with a comm */
     op_sync sync;            /* sync_batchnorm through comm */
+    char *classes;           /* class names as a JSON array (image folders), or NULL */
+    char **class_names;      /* the same, parsed: class_count names */
+    size_t class_count;
 };
 
 #define NET_MAGIC 0x6b6e6574u /* "knet" */
@@ -113,6 +116,22 @@ void net_meta(const kiln_net *net, checkpoint_meta *meta);
 kiln_status net_apply_meta(kiln_net *net, const checkpoint_meta *meta);
 
 void meta_number(checkpoint_meta *m, const char *key, double v);
+
+/* Class names (images.c): json is a JSON array of strings (NULL: none);
+ * they go into checkpoints as the metadata "classes". */
+kiln_status net_set_classes(kiln_net *net, const char *json);
+void net_free_classes(kiln_net *net);
+
+/* A split of an image folder shaped for the network's input, with c's
+ * resize, augmentation and threads, decoded batch by batch (training). */
+kiln_status net_load_folder(const kiln_net *net, const train_config *c, const char *path,
+                            const char *split, dataset *out);
+
+/* Images in memory: an image folder's split, a folder of images or one
+ * image file (unlabelled); shaped for net, or as the first image is
+ * without a net. */
+kiln_status net_load_images(const kiln_net *net, const char *path, const char *split,
+                            dataset *out);
 
 /* In-memory datasets behind kiln_data. */
 struct kiln_data {
