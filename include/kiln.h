@@ -698,6 +698,13 @@ KILN_API kiln_status kiln_bench_training(kiln_ctx *ctx, kiln_model *m, size_t ba
 KILN_API kiln_status kiln_bench_net(kiln_ctx *ctx, kiln_model *m, size_t batch,
                                     double *forward_ms, double *step_samples_per_s);
 
+/* Images per second that an image folder's training split decodes on
+ * *workers threads (the model's [train] workers), each converted and
+ * resized to model m's input: the pass kiln_net_fit makes before training
+ * (images: how many files it read). */
+KILN_API kiln_status kiln_bench_images(kiln_model *m, const char *dir, double *images_per_s,
+                                       size_t *images, int *workers);
+
 /* Under mpirun with 2 or more ranks (*ranks gets their number; 1
  * otherwise, and nothing is measured), every rank calling it: allreduce
  * times and bandwidth, and for each model file a training step of its

@@ -557,7 +557,7 @@ kiln_status data_load_images(const char *path, const char *split, const folder_s
         s->count = l.count;
     }
     if (st == KILN_OK && l.count == 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: an empty folder (no images)", path);
+        st = kiln_fail(KILN_ERR_IO, "%s: an empty folder (no class folders, no images)", path);
     if (st == KILN_OK)
         st = load_files(path, NULL, 1, s, out);
     return finish_source(st, s, 1, out);
