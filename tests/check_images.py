@@ -120,6 +120,16 @@ def check_training(tmp):
           and one.stdout.startswith("sample 0: class 2 rows"), one.stdout + one.stderr)
     e = run("eval", model, ckpt, "--data", data)
     check("eval scores val/", e.returncode == 0 and "30" in e.stdout, e.stdout + e.stderr)
+    cached = os.path.join(tmp, "cache.ini")
+    with open(cached, "w", encoding="ascii") as f:
+        f.write(MODEL + "cache = true\n")
+    runs = [run("train", cached, "--data", data, "--out", os.path.join(tmp, "rc"), "--epochs", "1")
+            for _ in range(2)]
+    check("cache = true writes the decoded images beside the run and reads them back",
+          all(x.returncode == 0 for x in runs)
+          and os.path.exists(os.path.join(tmp, "rc", "images-train.cache"))
+          and os.path.exists(os.path.join(tmp, "rc", "images-test.cache")),
+          runs[-1].stderr + str(os.listdir(os.path.join(tmp, "rc"))))
     b = run("bench", "--help")
     check("bench offers --images", "--images DIR" in b.stdout, b.stdout)
     return data, model

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <utime.h>
 
 #include <jpeglib.h>
 #include <png.h>
@@ -594,6 +595,54 @@ START_TEST(training_batches_are_augmented_reproducibly_and_validation_is_not)
 }
 END_TEST
 
+START_TEST(the_cache_file_holds_the_decoded_images)
+{
+    static const char *const classes[] = {"a", "b"};
+    make_folder(tmp_path("f5"), classes, 2, 3);
+    folder_spec s = spec8();
+    char cache[600], file[600];
+    snprintf(cache, sizeof cache, "%s/run/images-train.cache", test_tmpdir());
+    s.cache = cache;
+    dataset d;
+    float first[6 * 64], again[6 * 64], y[6];
+    unsigned char px[64];
+    memset(px, 100, sizeof px); /* a flat image: another flat one has the same size */
+    snprintf(file, sizeof file, "%s/a/00.png", tmp_path("f5"));
+    write_gray(file, 8, 8, px);
+    check_ok(data_load_folder(tmp_path("f5"), "train", &s, 0, &d));
+    check_ok(data_gather(&d, NULL, 0, 6, first, y));
+    data_free(&d);
+    struct stat info;
+    ck_assert_int_eq(stat(cache, &info), 0);
+    /* the same size and time, other pixels: the cache is taken for the file */
+    ck_assert_int_eq(stat(file, &info), 0);
+    memset(px, 250, sizeof px);
+    write_gray(file, 8, 8, px);
+    struct stat now;
+    ck_assert_int_eq(stat(file, &now), 0);
+    ck_assert_int_eq(now.st_size, info.st_size);
+    struct utimbuf times = {info.st_atime, info.st_mtime};
+    ck_assert_int_eq(utime(file, &times), 0);
+    check_ok(data_load_folder(tmp_path("f5"), "train", &s, 0, &d));
+    check_ok(data_gather(&d, NULL, 0, 6, again, y));
+    ck_assert_mem_eq(first, again, sizeof first);
+    ck_assert_float_eq_tol(again[0], 100 / 255.0f, 1e-6f);
+    data_free(&d);
+    /* another time: stale, decoded anew (and written anew) */
+    struct utimbuf later = {info.st_atime + 10, info.st_mtime + 10};
+    ck_assert_int_eq(utime(file, &later), 0);
+    check_ok(data_load_folder(tmp_path("f5"), "train", &s, 0, &d));
+    check_ok(data_gather(&d, NULL, 0, 6, again, y));
+    ck_assert_float_eq_tol(again[0], 250 / 255.0f, 1e-6f);
+    ck_assert_mem_eq(first + 64, again + 64, 5 * 64 * sizeof *first);
+    data_free(&d);
+    check_ok(data_load_folder(tmp_path("f5"), "train", &s, 0, &d)); /* from the new cache */
+    check_ok(data_gather(&d, NULL, 0, 6, first, y));
+    ck_assert_mem_eq(first, again, sizeof first);
+    data_free(&d);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("image");
@@ -609,6 +658,7 @@ int main(void)
     tcase_add_test(tc, train_and_val_folders_share_the_classes);
     tcase_add_test(tc, folder_errors_name_the_folder_or_file);
     tcase_add_test(tc, training_batches_are_augmented_reproducibly_and_validation_is_not);
+    tcase_add_test(tc, the_cache_file_holds_the_decoded_images);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

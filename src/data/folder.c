@@ -98,12 +98,13 @@ int image_config_key(image_config *c, const char *key, const char *value, const 
         *expected = "a number of decoding threads from 1 to 256, or 0 for one per core";
         return n == 1 && whole_in(v[0], 0, 256) ? (c->workers = (int)v[0], 0) : 1;
     }
-    if (strcmp(key, "skip_bad") == 0) {
+    if (strcmp(key, "skip_bad") == 0 || strcmp(key, "cache") == 0) {
         *expected = "true or false";
         int yes = strcmp(value, "true") == 0 || strcmp(value, "1") == 0;
-        return yes || strcmp(value, "false") == 0 || strcmp(value, "0") == 0
-                   ? (c->skip_bad = yes, 0)
-                   : 1;
+        if (!yes && strcmp(value, "false") != 0 && strcmp(value, "0") != 0)
+            return 1;
+        *(key[0] == 's' ? &c->skip_bad : &c->cache) = yes;
+        return 0;
     }
     return -1;
 }
@@ -286,25 +287,46 @@ static kiln_status list_files(const char *dir, const names *classes, int trainin
 
 /* ---- decoding pass ------------------------------------------------------------ */
 
+/* File i's image in the model's channels: from the cache (not to free:
+ * *owned 0), else decoded. */
+static kiln_status get_image(const image_source *s, size_t i, image *im, int *owned)
+{
+    const folder_file *f = &s->files[i];
+    *owned = !(s->cache && f->w);
+    if (!*owned) {
+        *im = (image){f->w, f->h, s->channels, (unsigned char *)cache_pixels(s->cache, f->at)};
+        return KILN_OK;
+    }
+    kiln_status st = image_read(f->path, im);
+    return st == KILN_OK ? image_to_channels(im, s->channels) : st;
+}
+
+static kiln_status render(const image_source *s, size_t i, const image *im, int augment,
+                          uint64_t epoch, size_t pos, float *x)
+{
+    kiln_rng rng;
+    /* the draw depends on the sample and its place in the epoch, not on threads */
+    kiln_rng_seed(&rng, s->seed ^ (epoch * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)pos << 32) ^ i);
+    return image_render(im, &s->cfg.t, augment, &rng, s->height, s->width, x);
+}
+
 kiln_status folder_render(const image_source *s, size_t i, int augment, uint64_t epoch,
                           size_t pos, float *x)
 {
     image im;
-    kiln_status st = image_read(s->files[i].path, &im);
+    int owned;
+    kiln_status st = get_image(s, i, &im, &owned);
     if (st == KILN_OK)
-        st = image_to_channels(&im, s->channels);
-    kiln_rng rng;
-    /* the draw depends on the sample and its place in the epoch, not on threads */
-    kiln_rng_seed(&rng, s->seed ^ (epoch * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)pos << 32) ^ i);
-    if (st == KILN_OK)
-        st = image_render(&im, &s->cfg.t, augment, &rng, s->height, s->width, x);
-    image_free(&im);
+        st = render(s, i, &im, augment, epoch, pos, x);
+    if (owned)
+        image_free(&im);
     return st;
 }
 
 typedef struct {
     image_source *s;
-    float *keep; /* in memory: every sample's features; else NULL */
+    float *keep;     /* in memory: every sample's features; else NULL */
+    cache_writer *w; /* the cache being written, or NULL */
 } scan;
 
 static kiln_status scan_one(void *user, job *j, size_t i)
@@ -317,7 +339,15 @@ static kiln_status scan_one(void *user, job *j, size_t i)
     if (!x)
         return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", s->files[i].path);
     folder_file *f = &s->files[i];
-    kiln_status st = folder_render(s, i, 0, 0, 0, x);
+    image im;
+    int owned;
+    kiln_status st = get_image(s, i, &im, &owned);
+    if (st == KILN_OK && sc->w)
+        cache_put(sc->w, f, &im); /* a failure fails the cache, not the file */
+    if (st == KILN_OK)
+        st = render(s, i, &im, 0, 0, 0, x);
+    if (owned)
+        image_free(&im);
     f->bad = st != KILN_OK;
     for (int c = 0; st == KILN_OK && c < s->channels; c++)
         for (size_t k = 0; k < plane; k++) {
@@ -348,27 +378,42 @@ static size_t drop_bad(image_source *s, float *keep)
     return dropped;
 }
 
-/* Decodes every file once on the source's threads. */
-static kiln_status scan_all(image_source *s, float *keep, size_t *skipped)
+/* Decodes every file once on the source's threads (writing the cache
+ * file when one is asked for and is missing or stale). */
+static kiln_status scan_all(image_source *s, float *keep, const char *cache, size_t *skipped)
 {
-    pool *p;
     int workers = s->cfg.workers ? s->cfg.workers : pool_cores();
+    uint64_t key = cache ? cache_key(s) : 0;
+    int cached = cache && cache_open(cache, s, key);
+    size_t bad = 0;
+    for (size_t i = 0; cached && i < s->count; i++)
+        bad += s->files[i].bad;
+    if (cached && (!bad || s->cfg.skip_bad)) {
+        *skipped = drop_bad(s, keep);
+        return KILN_OK;
+    }
+    pool *p = NULL;
     kiln_status st = pool_start(workers, &p);
-    scan sc = {s, keep};
+    scan sc = {s, keep, NULL};
+    if (st == KILN_OK && cache)
+        st = cache_begin(cache, s->count, &sc.w);
     job j = {.fn = scan_one, .user = &sc, .n = s->count};
     if (st == KILN_OK)
         st = pool_submit(p, &j);
     if (st == KILN_OK)
         pool_wait(p, &j);
     pool_stop(p);
-    if (st != KILN_OK)
-        return st;
-    if (j.failures && !s->cfg.skip_bad)
-        return kiln_fail(j.st, "%s%s", j.error,
-                         j.failures > 1 ? " (and more bad files; skip_bad = true skips them)"
-                                        : " (skip_bad = true skips bad files)");
-    *skipped = drop_bad(s, keep);
-    return KILN_OK;
+    if (st == KILN_OK && j.failures && !s->cfg.skip_bad)
+        st = kiln_fail(j.st, "%s%s", j.error,
+                       j.failures > 1 ? " (and more bad files; skip_bad = true skips them)"
+                                      : " (skip_bad = true skips bad files)");
+    if (st == KILN_OK && sc.w)
+        st = cache_finish(sc.w, s, key);
+    else
+        cache_abort(sc.w);
+    if (st == KILN_OK)
+        *skipped = drop_bad(s, keep);
+    return st;
 }
 
 /* ---- loading ------------------------------------------------------------------ */
@@ -455,7 +500,7 @@ static kiln_status make_dataset(const char *dir, const names *classes, image_sou
 
 /* The source's files decoded once (into out->x with in_memory). */
 static kiln_status load_files(const char *dir, const names *classes, int in_memory,
-                              image_source *s, dataset *out)
+                              const char *cache, image_source *s, dataset *out)
 {
     kiln_status st = first_shape(s);
     size_t features = (size_t)s->channels * (size_t)s->height * (size_t)s->width;
@@ -463,7 +508,7 @@ static kiln_status load_files(const char *dir, const names *classes, int in_memo
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu images of %zu values",
                        dir, s->count, features);
     if (st == KILN_OK)
-        st = scan_all(s, out->x, &out->skipped);
+        st = scan_all(s, out->x, in_memory ? NULL : cache, &out->skipped);
     if (st == KILN_OK)
         st = make_dataset(dir, classes, s, out);
     if (st == KILN_OK && s->count == 0)
@@ -515,7 +560,7 @@ kiln_status data_load_folder(const char *path, const char *split, const folder_s
     s->files = l.files;
     s->count = l.count;
     if (st == KILN_OK)
-        st = load_files(dir, &classes, in_memory, s, out);
+        st = load_files(dir, &classes, in_memory, sp->cache, s, out);
     names_free(&classes);
     return finish_source(st, s, in_memory, out);
 }
@@ -559,7 +604,7 @@ kiln_status data_load_images(const char *path, const char *split, const folder_s
     if (st == KILN_OK && l.count == 0)
         st = kiln_fail(KILN_ERR_IO, "%s: an empty folder (no class folders, no images)", path);
     if (st == KILN_OK)
-        st = load_files(path, NULL, 1, s, out);
+        st = load_files(path, NULL, 1, NULL, s, out);
     return finish_source(st, s, 1, out);
 }
 
@@ -583,6 +628,7 @@ kiln_status folder_split(dataset *d, const size_t *order, size_t nt, dataset *va
         free(s->files[i].path); /* beyond a limit */
     *v = *s;
     v->ahead = NULL;
+    v->cache = cache_share(s->cache);
     v->augment = 0;
     v->files = malloc((nv ? nv : 1) * sizeof *v->files);
     *val = *d;
@@ -627,6 +673,7 @@ void folder_free(image_source *s)
         return;
     batches_free(s->ahead);
     files_free(s->files, s->count);
+    cache_release(s->cache);
     free(s);
 }
 

@@ -14,6 +14,7 @@ typedef struct {
     image_transform t;
     int workers;   /* decoding threads; 0: one per core */
     int skip_bad;  /* bad files are skipped and counted instead of failing */
+    int cache;     /* keep decoded images in a cache file beside the run (cache.c) */
 } image_config;
 
 void image_config_defaults(image_config *c);
@@ -28,6 +29,7 @@ typedef struct {
     int channels, height, width; /* the model's sample shape; 0: the first image's */
     image_config cfg;
     uint64_t seed;               /* augmentation draws */
+    const char *cache;           /* the cache file of cfg.cache (NULL: none) */
 } folder_spec;
 
 /* Whether path is a directory that is not a directory of IDX files. */
@@ -55,7 +57,12 @@ typedef struct {
     int label;
     int bad;
     double sum[3], squares[3]; /* of the deterministic render, per channel */
+    uint64_t at;               /* where its pixels are in the cache, when w > 0 */
+    int w, h;
 } folder_file;
+
+typedef struct image_cache image_cache;
+typedef struct cache_writer cache_writer;
 
 struct image_source {
     folder_file *files;  /* sample i is files[i] */
@@ -65,6 +72,7 @@ struct image_source {
     uint64_t seed;
     int augment;         /* the training split */
     struct batches *ahead; /* batches.c: the threads and batches decoded ahead */
+    image_cache *cache;  /* cache.c: decoded images, or NULL */
 };
 
 /* Sample i's pixels rendered into x (features floats); augment with the
@@ -78,6 +86,21 @@ kiln_status folder_split(dataset *d, const size_t *order, size_t nt, dataset *va
 void folder_sums(const dataset *d, size_t groups, double *sum);
 void folder_free(image_source *s);
 void batches_free(struct batches *b);
+
+/* The cache file (cache.c): the key of a source's files and shape; open
+ * fills each file's place, size and statistics from a cache of that key
+ * (returns 0, changing nothing, for a missing or stale one); a writer
+ * takes each decoded image from the first pass (any thread) and, once
+ * every file is done, writes the index and maps the file as s's cache. */
+uint64_t cache_key(const image_source *s);
+int cache_open(const char *path, image_source *s, uint64_t key);
+kiln_status cache_begin(const char *path, size_t count, cache_writer **w);
+kiln_status cache_put(cache_writer *w, folder_file *f, const image *im);
+kiln_status cache_finish(cache_writer *w, image_source *s, uint64_t key);
+void cache_abort(cache_writer *w);
+const unsigned char *cache_pixels(const image_cache *c, uint64_t at);
+image_cache *cache_share(image_cache *c);
+void cache_release(image_cache *c);
 
 /* Images per second of data_load_folder's decoding pass over a folder
  * (every thread decoding), for kiln bench. */

@@ -66,7 +66,7 @@ static kiln_status load(const run *r, const char *split, dataset *d)
 {
     const kiln_train_options *o = r->o;
     if (data_is_folder(o->data))
-        return net_load_folder(r->net, &r->c, o->data, split, d);
+        return net_load_folder(r->net, &r->c, o->data, split, o->out_dir, d);
     if (data_has_ext(o->data, ".csv"))
         return data_load_csv(o->data, o->label ? o->label : "label", 1, d);
     if (data_has_ext(o->data, ".npy"))

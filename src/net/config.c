@@ -163,6 +163,7 @@ static const key_def keys[] = {
     {"color_jitter", key_image, 0, 0, 0, 0, NULL},
     {"workers", key_image, 0, 0, 0, 0, NULL},
     {"skip_bad", key_image, 0, 0, 0, 0, NULL},
+    {"cache", key_image, 0, 0, 0, 0, NULL},
     FIELD("lr", F_FLOAT, optim.lr, 1e-12, 100, "a learning rate above 0, at most 100"),
     FIELD("momentum", F_FLOAT, optim.momentum, 0, 1, "a number from 0 to 1"),
     FIELD("dampening", F_FLOAT, optim.dampening, 0, 1, "a number from 0 to 1"),

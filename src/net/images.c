@@ -76,11 +76,16 @@ static kiln_status image_spec(const kiln_net *net, const train_config *c, const 
 }
 
 kiln_status net_load_folder(const kiln_net *net, const train_config *c, const char *path,
-                            const char *split, dataset *out)
+                            const char *split, const char *run_dir, dataset *out)
 {
     folder_spec s;
+    char cache[4096];
     memset(out, 0, sizeof *out);
     kiln_status st = image_spec(net, c, path, &s);
+    if (c->images.cache && run_dir) { /* beside the run's checkpoints */
+        snprintf(cache, sizeof cache, "%s/images-%s.cache", run_dir, split ? split : "train");
+        s.cache = cache;
+    }
     return st == KILN_OK ? data_load_folder(path, split, &s, 0, out) : st;
 }
 

@@ -123,9 +123,11 @@ kiln_status net_set_classes(kiln_net *net, const char *json);
 void net_free_classes(kiln_net *net);
 
 /* A split of an image folder shaped for the network's input, with c's
- * resize, augmentation and threads, decoded batch by batch (training). */
+ * resize, augmentation and threads, decoded batch by batch (training);
+ * with c's cache, decoded images are kept in run_dir/images-SPLIT.cache
+ * (run_dir NULL: no cache). */
 kiln_status net_load_folder(const kiln_net *net, const train_config *c, const char *path,
-                            const char *split, dataset *out);
+                            const char *split, const char *run_dir, dataset *out);
 
 /* Images in memory: an image folder's split, a folder of images or one
  * image file (unlabelled); shaped for net, or as the first image is
