@@ -544,6 +544,9 @@ KILN_API kiln_status kiln_net_load_images(const kiln_net *net, const char *path,
 /* The name of class i when the network was trained on (or loaded from a
  * checkpoint of) an image folder: its class folder's name; else NULL. */
 KILN_API const char *kiln_net_class_name(const kiln_net *net, size_t i);
+/* The file sample i of images in memory came from (kiln_net_load_images,
+ * kiln_data_load of an image folder); NULL for other data. */
+KILN_API const char *kiln_data_file(const kiln_data *d, size_t i);
 
 /* ---- training --------------------------------------------------------------- */
 

@@ -109,15 +109,17 @@ def check_training(tmp):
     ckpt = os.path.join(out, "final.safetensors")
     p = run("predict", model, ckpt, os.path.join(data, "val"), "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(p.stdout)))
-    check("predict on a folder: a row per image with its class name", p.returncode == 0
-          and len(rows) == 30 and all(x["class_name"] in ("columns", "diagonal", "rows")
-                                      for x in rows), p.stdout[:300] + p.stderr)
+    check("predict on a folder: a row per image with its file and class name",
+          p.returncode == 0 and len(rows) == 30
+          and all(x["class_name"] in ("columns", "diagonal", "rows") for x in rows)
+          and rows[0]["file"].endswith("val/columns/000.png"), p.stdout[:300] + p.stderr)
     right = sum(x["class_name"] == ["columns", "diagonal", "rows"][i // 10]
                 for i, x in enumerate(rows))
     check("predicted names match the folders", right >= 24, right)
     one = run("predict", model, ckpt, os.path.join(data, "val", "rows", "000.png"), "-f", "text")
-    check("predict on one PNG prints the name", one.returncode == 0
-          and one.stdout.startswith("sample 0: class 2 rows"), one.stdout + one.stderr)
+    check("predict on one PNG prints its file and class name", one.returncode == 0
+          and one.stdout.startswith("sample 0 (" + os.path.join(data, "val", "rows", "000.png")
+                                    + "): class 2 rows"), one.stdout + one.stderr)
     e = run("eval", model, ckpt, "--data", data)
     check("eval scores val/", e.returncode == 0 and "30" in e.stdout, e.stdout + e.stderr)
     cached = os.path.join(tmp, "cache.ini")

@@ -62,6 +62,7 @@ typedef struct {
     format fmt;
     size_t written;
     const kiln_net *net; /* class names, when trained on an image folder */
+    const kiln_data *d;  /* file names, for images */
 } writer;
 
 /* Class c's name, or NULL. */
@@ -101,8 +102,10 @@ static void text_row(const writer *w, size_t i, const float *y)
     if (w->head == KILN_HEAD_SOFTMAX) {
         size_t c = argmax(y, n);
         const char *name = class_name(w, c);
-        fprintf(w->f, "sample %zu: class %zu%s%s (%.1f%%) |", i, c, name ? " " : "",
-                name ? name : "", 100.0 * y[c]);
+        const char *file = kiln_data_file(w->d, i);
+        fprintf(w->f, "sample %zu%s%s%s: class %zu%s%s (%.1f%%) |", i, file ? " (" : "",
+                file ? file : "", file ? ")" : "", c, name ? " " : "", name ? name : "",
+                100.0 * y[c]);
     } else if (w->head == KILN_HEAD_SIGMOID) {
         fprintf(w->f, "sample %zu: %s", i, n == 1 ? "class" : "labels");
         for (size_t j = 0; j < n; j++)
@@ -116,9 +119,18 @@ static void text_row(const writer *w, size_t i, const float *y)
     fputc('\n', w->f);
 }
 
+/* s as a CSV field, quoted as RFC 4180 says. */
+static void csv_text(FILE *f, const char *s)
+{
+    fputs(",\"", f);
+    for (; *s; s++)
+        fprintf(f, *s == '"' ? "\"\"" : "%c", *s);
+    fputc('"', f);
+}
+
 static void csv_header(const writer *w)
 {
-    fprintf(w->f, "sample");
+    fprintf(w->f, kiln_data_file(w->d, 0) ? "sample,file" : "sample");
     if (w->head == KILN_HEAD_SOFTMAX)
         fprintf(w->f, class_name(w, 0) ? ",class,class_name" : ",class");
     for (size_t j = 0; w->head == KILN_HEAD_SIGMOID && j < w->outputs; j++)
@@ -132,14 +144,12 @@ static void csv_row(const writer *w, size_t i, const float *y)
 {
     fprintf(w->f, "%zu", i);
     size_t c = argmax(y, w->outputs);
+    if (kiln_data_file(w->d, i))
+        csv_text(w->f, kiln_data_file(w->d, i));
     if (w->head == KILN_HEAD_SOFTMAX)
         fprintf(w->f, ",%zu", c);
-    if (w->head == KILN_HEAD_SOFTMAX && class_name(w, 0)) { /* quoted as RFC 4180 says */
-        fputs(",\"", w->f);
-        for (const char *p = class_name(w, c) ? class_name(w, c) : ""; *p; p++)
-            fprintf(w->f, *p == '"' ? "\"\"" : "%c", *p);
-        fputc('"', w->f);
-    }
+    if (w->head == KILN_HEAD_SOFTMAX && class_name(w, 0))
+        csv_text(w->f, class_name(w, c) ? class_name(w, c) : "");
     for (size_t j = 0; w->head == KILN_HEAD_SIGMOID && j < w->outputs; j++)
         fprintf(w->f, ",%d", y[j] >= 0.5f);
     for (size_t j = 0; j < w->outputs; j++)
@@ -162,6 +172,10 @@ static void json_values(FILE *f, const char *key, const float *y, size_t n)
 static void json_row(const writer *w, size_t i, const float *y)
 {
     fprintf(w->f, "%s{\"sample\": %zu", w->written ? ",\n" : "[\n", i);
+    if (kiln_data_file(w->d, i)) {
+        fprintf(w->f, ", \"file\": ");
+        json_string(w->f, kiln_data_file(w->d, i));
+    }
     size_t c = argmax(y, w->outputs);
     if (w->head == KILN_HEAD_SOFTMAX)
         fprintf(w->f, ", \"class\": %zu", c);
@@ -348,7 +362,7 @@ static int predict(kiln_ctx *ctx, kiln_model *m, const predict_args *a)
     int ok = check_input(a, d, kiln_net_input_size(net)) == KILN_OK, logits = 0;
     size_t count = kiln_data_count(d) < a->count ? kiln_data_count(d) : a->count;
     char tmp[4096];
-    writer w = {shown_head(net, m, &logits), kiln_net_output_size(net), NULL, a->fmt, 0, net};
+    writer w = {shown_head(net, m, &logits), kiln_net_output_size(net), NULL, a->fmt, 0, net, d};
     if (ok && (w.f = open_out(a->out, tmp, sizeof tmp)) != NULL) {
         if (w.fmt == FORMAT_CSV)
             csv_header(&w);

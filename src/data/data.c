@@ -20,6 +20,11 @@ void data_free(dataset *d)
     free(d->y);
     folder_free(d->images);
     free(d->class_names);
+    for (size_t i = 0; d->files && i < d->file_count; i++)
+        free(d->files[i]);
+    free(d->files);
+    d->files = NULL;
+    d->file_count = 0;
     d->x = d->y = NULL;
     d->images = NULL;
     d->class_names = NULL;
@@ -570,6 +575,8 @@ kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
     free(order);
     *val = *d;
     val->class_names = NULL;
+    val->files = NULL; /* names are for predictions, which split nothing */
+    val->file_count = 0;
     snprintf(val->name, sizeof val->name, "%.200s (validation)", d->name);
     val->count = nv;
     val->x = malloc(nv * d->features * sizeof *x);

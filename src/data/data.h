@@ -21,6 +21,8 @@ typedef struct {
     image_source *images; /* image folders: x is NULL and batches decode their samples */
     char *class_names; /* image folders: the class names as a JSON array (else NULL) */
     size_t skipped;   /* image folders: bad files skipped (skip_bad) */
+    char **files;     /* images in memory: each sample's file (file_count of them), or NULL */
+    size_t file_count;
 } dataset;
 
 void data_free(dataset *d);

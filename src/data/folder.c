@@ -526,9 +526,19 @@ static image_source *new_source(const folder_spec *sp, const char *split)
     return s;
 }
 
-/* Hands s to out (streaming) or frees it; out is emptied on failure. */
+/* Hands s to out (streaming; in memory, its files' names) or frees it;
+ * out is emptied on failure. */
 static kiln_status finish_source(kiln_status st, image_source *s, int in_memory, dataset *out)
 {
+    if (st == KILN_OK && in_memory && s->count) {
+        if (!(out->files = malloc(s->count * sizeof *out->files)))
+            st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", out->name);
+        for (size_t i = 0; out->files && i < s->count; i++) { /* the names move */
+            out->files[i] = s->files[i].path;
+            s->files[i].path = NULL;
+        }
+        out->file_count = out->files ? s->count : 0;
+    }
     if (st == KILN_OK && !in_memory)
         out->images = s;
     else

@@ -99,6 +99,7 @@ static kiln_status copy_data(const kiln_data *from, dataset *d)
     memcpy(d->x, from->d.x, d->count * d->features * sizeof *d->x);
     memcpy(d->y, from->d.y, d->count * d->targets * sizeof *d->y);
     d->class_names = NULL;
+    d->files = NULL, d->file_count = 0;
     return KILN_OK;
 }
 

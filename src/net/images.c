@@ -100,6 +100,11 @@ kiln_status net_load_images(const kiln_net *net, const char *path, const char *s
     return st == KILN_OK ? data_load_images(path, split, &s, out) : st;
 }
 
+const char *kiln_data_file(const kiln_data *d, size_t i)
+{
+    return d && d->d.files && i < d->d.file_count ? d->d.files[i] : NULL;
+}
+
 kiln_status kiln_net_load_images(const kiln_net *net, const char *path, kiln_data **out)
 {
     kiln_status st = net_check(net, "kiln_net_load_images");
