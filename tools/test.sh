@@ -3,6 +3,7 @@
 #   1. on the device KILN_DEVICE selects (default: the first GPU, else PoCL);
 #   2. when KILN_DEVICE is unset and Mesa's rusticl is installed, again on
 #      rusticl's CPU device, a second, independent OpenCL implementation;
+#   2a. tools/device-check.sh --dry-run on rusticl (the GPU day's script);
 #   2b. the operator and pipeline suites with KILN_GEMM=clblast: CLBlast and
 #      the GPU-shaped kernels, which kiln does not pick on a CPU by itself;
 #   3. under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/);
@@ -59,6 +60,19 @@ if [[ -z ${KILN_DEVICE:-} ]]; then
   else
     echo "== rusticl not installed: the second OpenCL implementation is skipped"
   fi
+fi
+
+# tools/device-check.sh, the script for a day with a GPU, as a dry run on
+# rusticl: every step, shortened, within a time limit.
+if [[ -z ${KILN_DEVICE:-} ]] && RUSTICL_ENABLE=llvmpipe "$build/kiln" devices 2>/dev/null | grep -q rusticl; then
+  echo "== tools/device-check.sh --dry-run on rusticl"
+  dc_started=$SECONDS
+  if OUT=$build/device-check KILN_BUILD_DIR=$build timeout 900 tools/device-check.sh --dry-run; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)) status=1
+  fi
+  timings+=("$(printf '%5d s  %s' $((SECONDS - dc_started)) "tools/device-check.sh --dry-run")")
 fi
 
 if [[ -z ${KILN_GEMM:-} ]]; then

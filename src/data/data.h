@@ -88,4 +88,9 @@ kiln_status data_gather(const dataset *d, const size_t *order, size_t first, siz
  * is 1, or divides them): sum[g] and, at sum[groups + g], their squares. */
 void data_sums(const dataset *d, size_t groups, double *sum);
 
+/* In-memory datasets behind kiln_data (api.c). */
+struct kiln_data {
+    dataset d;
+};
+
 #endif /* KILN_DATA_H */

@@ -594,6 +594,9 @@ static int has_folders(const char *dir)
 kiln_status data_load_images(const char *path, const char *split, const folder_spec *sp,
                              dataset *out)
 {
+    folder_spec defaults = {0};
+    image_config_defaults(&defaults.cfg);
+    sp = sp ? sp : &defaults;
     split = split ? split : "train";
     if (is_dir(path) && has_folders(path)) {
         kiln_status st = data_load_folder(path, split, sp, 1, out);

@@ -45,7 +45,8 @@ kiln_status data_load_folder(const char *path, const char *split, const folder_s
 
 /* Images in memory: a split of an image folder (its "test" split, where
  * the folder has none, is all of it), a folder of image files or one
- * image file (both unlabelled), decoded without augmentation. */
+ * image file (both unlabelled), decoded without augmentation; s NULL:
+ * the first image's shape and channels, default settings. */
 kiln_status data_load_images(const char *path, const char *split, const folder_spec *s,
                              dataset *out);
 

@@ -92,17 +92,11 @@ kiln_status net_load_folder(const kiln_net *net, const train_config *c, const ch
 kiln_status net_load_images(const kiln_net *net, const char *path, const char *split,
                             dataset *out)
 {
-    folder_spec s = {0};
+    folder_spec s;
     memset(out, 0, sizeof *out);
-    image_config_defaults(&s.cfg);
-    kiln_status st = net ? image_spec(net, &net->c, path, &s) : KILN_OK;
+    kiln_status st = image_spec(net, &net->c, path, &s);
     s.cfg.t.crop_size = 0; /* augmentation is for training */
     return st == KILN_OK ? data_load_images(path, split, &s, out) : st;
-}
-
-const char *kiln_data_file(const kiln_data *d, size_t i)
-{
-    return d && d->d.files && i < d->d.file_count ? d->d.files[i] : NULL;
 }
 
 kiln_status kiln_net_load_images(const kiln_net *net, const char *path, kiln_data **out)

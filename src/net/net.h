@@ -129,15 +129,9 @@ void net_free_classes(kiln_net *net);
 kiln_status net_load_folder(const kiln_net *net, const train_config *c, const char *path,
                             const char *split, const char *run_dir, dataset *out);
 
-/* Images in memory: an image folder's split, a folder of images or one
- * image file (unlabelled); shaped for net, or as the first image is
- * without a net. */
+/* Images in memory for net: an image folder's split, a folder of images
+ * or one image file (unlabelled), shaped for its input. */
 kiln_status net_load_images(const kiln_net *net, const char *path, const char *split,
                             dataset *out);
-
-/* In-memory datasets behind kiln_data. */
-struct kiln_data {
-    dataset d;
-};
 
 #endif /* KILN_NET_H */

@@ -1,0 +1,75 @@
+/* The training loop's shared state (src/fit/): fit.c runs the epochs,
+ * data.c prepares the splits and evaluates them, files.c keeps the run's
+ * directory (lock, log, checkpoints, resume state). */
+#ifndef KILN_FIT_H
+#define KILN_FIT_H
+
+#include <stdio.h>
+
+#include "dist/dist.h"
+#include "net/net.h"
+
+/* Everything a run holds. */
+typedef struct {
+    kiln_net *net;
+    kiln_ctx *ctx;
+    kiln_model *m;
+    const kiln_train_options *o;
+    train_config c;          /* the network's settings with the options' overrides */
+    dataset train, val, test;
+    pipeline *p;             /* the network's pipeline at its largest batch */
+    optimizer *opt;
+    float *x[2], *y[2];      /* two staging slots: one batch uploads while one trains */
+    float *out;              /* the logits of one batch */
+    size_t *order;
+    size_t batches_run;      /* in this call, for stop_after */
+    size_t steps_run;        /* in this call, for profile */
+    int stop;                /* a callback or stop_after asked to stop */
+    int evaluating;          /* kiln_evaluate: no training split, the network's normalization */
+    float *best_params;      /* the best weights: flat parameters and buffers */
+    float **best_buffers;
+    FILE *csv;
+    int plot_failed;         /* curves.svg could not be drawn: warned once, not retried */
+    int lock;                /* the output directory's lock file, held for the run (or -1) */
+} run;
+
+
+
+/* Where training stands: what a resumed run needs to go on exactly. */
+typedef struct {
+    scheduler sched;
+    early_stop es;
+    int epoch;        /* epochs completed */
+    size_t batch;     /* next batch of the epoch in progress (0: none in progress) */
+    float lr;         /* the learning rate of the epoch in progress */
+    double val_loss;  /* of the last completed epoch */
+} train_state;
+
+/* fit.c */
+int stopping(const run *r);
+void say(const run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* data.c: the splits, evaluation, the best weights */
+kiln_status prepare_data(run *r);
+kiln_status prepare_eval_data(run *r);
+kiln_status stage_batch(run *r, net_pipe *q, const dataset *d, const size_t *order,
+                        size_t first, size_t n, int s, int async);
+kiln_status read_logits(run *r, const net_pipe *q, int async);
+kiln_status pipe_for(run *r, size_t n, net_pipe **q);
+kiln_status evaluate(run *r, const dataset *d, double *loss, double *accuracy,
+                     size_t *confusion, double *mae, double *r2);
+kiln_status snapshot(run *r, int restore);
+kiln_status alloc_snapshot(run *r);
+void free_snapshot(run *r);
+kiln_status save(run *r, const char *file, int epoch, double val_loss);
+
+/* files.c: the run's directory */
+void remove_stale_temporaries(const char *dir);
+kiln_status lock_out_dir(run *r);
+kiln_status open_log(run *r);
+kiln_status check_writable(const char *path);
+kiln_status save_state(run *r, const train_state *t, const kiln_train_report *rep);
+kiln_status trim_log(run *r, int epoch);
+kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_report *rep);
+
+#endif
