@@ -307,7 +307,13 @@ static kiln_status render(const image_source *s, size_t i, const image *im, int 
     kiln_rng rng;
     /* the draw depends on the sample and its place in the epoch, not on threads */
     kiln_rng_seed(&rng, s->seed ^ (epoch * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)pos << 32) ^ i);
-    return image_render(im, &s->cfg.t, augment, &rng, s->height, s->width, x);
+    kiln_status st = image_render(im, &s->cfg.t, augment, &rng, s->height, s->width, x);
+    if (st != KILN_OK) { /* name the file */
+        char why[512];
+        snprintf(why, sizeof why, "%s", kiln_last_error());
+        st = kiln_fail(st, "%s: %s", s->files[i].path, why);
+    }
+    return st;
 }
 
 kiln_status folder_render(const image_source *s, size_t i, int augment, uint64_t epoch,

@@ -506,8 +506,12 @@ kiln_status image_render(const image *im, const image_transform *t, int augment,
         sw = ow, sh = oh;
     } else { /* Resize(S): the shorter side to S, the longer scaled and truncated */
         int s = t->resize ? t->resize : (oh > ow ? oh : ow);
-        sw = W <= H ? s : (int)((double)s * W / H);
-        sh = W <= H ? (int)((double)s * H / W) : s;
+        double lw = W <= H ? s : (double)s * W / H, lh = W <= H ? (double)s * H / W : s;
+        if (lw * lh > (double)IMAGE_MAX_PIXELS)
+            return kiln_fail(KILN_ERR_SHAPE, "resizing an image of %d x %d to a shorter side of "
+                                             "%d makes more than %llu pixels",
+                             W, H, s, (unsigned long long)IMAGE_MAX_PIXELS);
+        sw = (int)lw, sh = (int)lh;
         sw = sw < 1 ? 1 : sw, sh = sh < 1 ? 1 : sh;
     }
     float *resized = malloc((size_t)sw * (size_t)sh * (size_t)ch * sizeof *resized);
