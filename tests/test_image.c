@@ -495,6 +495,37 @@ START_TEST(folders_number_classes_as_imagefolder_does)
 }
 END_TEST
 
+START_TEST(folders_mix_png_and_jpeg_gray_and_colour)
+{
+    static const char *const classes[] = {"a", "b"};
+    make_folder(tmp_path("f6"), classes, 2, 2);
+    unsigned char rgb[16 * 16 * 3];
+    for (int i = 0; i < 16 * 16; i++)
+        rgb[3 * i] = 200, rgb[3 * i + 1] = 100, rgb[3 * i + 2] = 50;
+    char path[600];
+    snprintf(path, sizeof path, "%s/b/photo.jpg", tmp_path("f6")); /* colour, 16 x 16 */
+    write_jpeg(path, 16, 16, 3, rgb);
+    folder_spec s = spec8();
+    dataset d;
+    check_ok(data_load_images(tmp_path("f6"), "train", &s, &d));
+    ck_assert_uint_eq(d.count, 5);
+    ck_assert_float_eq(d.y[4], 1);
+    ck_assert_str_eq(d.files[4] + strlen(d.files[4]) - 9, "photo.jpg");
+    /* luminance of (200, 100, 50): 124.2, flat, so any resize keeps it */
+    for (int i = 0; i < 64; i++)
+        ck_assert_float_eq_tol(d.x[4 * 64 + i], 124 / 255.0f, 2.5f / 255);
+    data_free(&d);
+    s.channels = 3; /* the gray PNGs replicated into three planes */
+    check_ok(data_load_images(tmp_path("f6"), "train", &s, &d));
+    ck_assert_uint_eq(d.features, 3 * 64);
+    ck_assert_float_eq(d.x[0], d.x[64]);
+    ck_assert_float_eq(d.x[0], d.x[128]);
+    ck_assert_float_eq_tol(d.x[4 * 192], 200 / 255.0f, 3.0f / 255);
+    ck_assert_float_eq_tol(d.x[4 * 192 + 128], 50 / 255.0f, 3.0f / 255);
+    data_free(&d);
+}
+END_TEST
+
 START_TEST(train_and_val_folders_share_the_classes)
 {
     static const char *const classes[] = {"a", "b", "c"};
@@ -655,6 +686,7 @@ int main(void)
     tcase_add_test(tc, augmentations_are_seeded_and_stay_in_range);
     tcase_add_test(tc, bad_files_are_refused_with_their_names);
     tcase_add_test(tc, folders_number_classes_as_imagefolder_does);
+    tcase_add_test(tc, folders_mix_png_and_jpeg_gray_and_colour);
     tcase_add_test(tc, train_and_val_folders_share_the_classes);
     tcase_add_test(tc, folder_errors_name_the_folder_or_file);
     tcase_add_test(tc, training_batches_are_augmented_reproducibly_and_validation_is_not);
