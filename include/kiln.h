@@ -510,7 +510,10 @@ KILN_API kiln_status kiln_data_from_arrays(const float *x, const float *y, size_
  * ignored). NumPy files: float32, float64, uint8, int32 or int64, little-
  * endian, C order; features (n, ...) flattened per sample, uint8 features
  * scaled to [0, 1] as IDX pixels are; labels (n,) of whole numbers from 0
- * are class indices, other labels (n,) or (n, k) targets. */
+ * are class indices, other labels (n,) or (n, k) targets. An image folder
+ * (one folder per class, or train/ and val/ holding them; split "test"
+ * reads val/ or test/): PNG and JPEG files at the first image's size and
+ * channels, values in [0, 1], labels the classes in sorted folder order. */
 KILN_API kiln_status kiln_data_load(const char *source, const char *split, const char *label,
                                     kiln_data **out);
 /* An .npz archive's arrays by name: keys is "FEATURES", "FEATURES,LABELS"
