@@ -547,7 +547,10 @@ KILN_API kiln_status kiln_data_from_arrays(const float *x, const float *y, size_
  * ignored). NumPy files: float32, float64, uint8, int32 or int64, little-
  * endian, C order; features (n, ...) flattened per sample, uint8 features
  * scaled to [0, 1] as IDX pixels are; labels (n,) of whole numbers from 0
- * are class indices, other labels (n,) or (n, k) targets. */
+ * are class indices, other labels (n,) or (n, k) targets. An image folder
+ * (one folder per class, or train/ and val/ holding them; split "test"
+ * reads val/ or test/): PNG and JPEG files at the first image's size and
+ * channels, values in [0, 1], labels the classes in sorted folder order. */
 KILN_API kiln_status kiln_data_load(const char *source, const char *split, const char *label,
                                     kiln_data **out);
 /* An .npz archive's arrays by name: keys is "FEATURES", "FEATURES,LABELS"
@@ -570,6 +573,20 @@ KILN_API kiln_status kiln_data_copy_features(const kiln_data *d, size_t first, s
                                              float *dst);
 KILN_API kiln_status kiln_data_copy_targets(const kiln_data *d, size_t first, size_t count,
                                             float *dst);
+
+/* Images for a network (kiln predict): an image folder (its val/ or test/
+ * folder if it has one, else every class), a folder of PNG and JPEG files
+ * or one such file (unlabelled), each converted to the network's input
+ * channels and resized and center-cropped to its height and width as its
+ * [train] resize says. Needs an input of shape CxHxW, C 1 or 3. */
+KILN_API kiln_status kiln_net_load_images(const kiln_net *net, const char *path,
+                                          kiln_data **out);
+/* The name of class i when the network was trained on (or loaded from a
+ * checkpoint of) an image folder: its class folder's name; else NULL. */
+KILN_API const char *kiln_net_class_name(const kiln_net *net, size_t i);
+/* The file sample i of images in memory came from (kiln_net_load_images,
+ * kiln_data_load of an image folder); NULL for other data. */
+KILN_API const char *kiln_data_file(const kiln_data *d, size_t i);
 
 /* ---- training --------------------------------------------------------------- */
 
@@ -734,6 +751,13 @@ KILN_API kiln_status kiln_bench_training(kiln_ctx *ctx, kiln_model *m, size_t ba
  * (to compare with kiln_bench_training, which runs the pipeline alone). */
 KILN_API kiln_status kiln_bench_net(kiln_ctx *ctx, kiln_model *m, size_t batch,
                                     double *forward_ms, double *step_samples_per_s);
+
+/* Images per second that an image folder's training split decodes on
+ * *workers threads (the model's [train] workers), each converted and
+ * resized to model m's input: the pass kiln_net_fit makes before training
+ * (images: how many files it read). */
+KILN_API kiln_status kiln_bench_images(kiln_model *m, const char *dir, double *images_per_s,
+                                       size_t *images, int *workers);
 
 /* Under mpirun with 2 or more ranks (*ranks gets their number; 1
  * otherwise, and nothing is measured), every rank calling it: allreduce

@@ -10,6 +10,7 @@ packages=(
   ocl-icd-opencl-dev opencl-headers libclblast-dev      # OpenCL and CLBlast
   libinih-dev libcjson-dev zlib1g-dev check             # model files, checkpoints, gzip, tests
   libzip-dev                                            # NumPy .npz archives
+  libpng-dev libjpeg62-turbo-dev                        # image folders (PNG, JPEG)
   pocl-opencl-icd mesa-opencl-icd clinfo                # CPU OpenCL drivers
   dataset-fashion-mnist                                 # the demo data
   valgrind clang libclang-rt-14-dev                     # leak checks and fuzzing (tools/test.sh)

@@ -86,9 +86,13 @@ def load_data(path, keys=None, split="train", label=None):
     pair or "x,y"; by default x and y, else x_train and y_train, and
     x_test and y_test for split="test"), a CSV file with a header row
     (label: the label column's name or index, default "label"; "" or
-    "none": no label column), an IDX images file, or a dataset name or
-    directory of IDX files (split "train" or "test"). uint8 features are
-    scaled to [0, 1] as IDX pixels are."""
+    "none": no label column), an IDX images file, a dataset name or
+    directory of IDX files (split "train" or "test"), or an image folder
+    (one folder per class, or train/ and val/ holding them; split "test"
+    reads val/): PNG and JPEG files decoded to the first image's size and
+    channels (others resized and center-cropped to it), x of shape
+    (n, C * H * W) in [0, 1], y the class indices in sorted folder order.
+    uint8 features are scaled to [0, 1] as IDX pixels are."""
     source = _path(path, "path")
     if keys is not None and not source.endswith(b".npz"):
         raise ValueError(f"load_data: keys name the arrays of an .npz file, not of {path}")
@@ -329,9 +333,12 @@ class Model:
                                           targets, ctypes.byref(d)), what)
         return d
 
-    def fit(self, x, y, epochs=None, batch=None, validation_data=None, callback=None,
+    def fit(self, x, y=None, epochs=None, batch=None, validation_data=None, callback=None,
             verbose=True, **settings):
-        """Trains as the model's [train] section says; keyword arguments
+        """Trains as the model's [train] section says, on arrays x and y or,
+        with x a path and no y, on what `kiln train --data` reads (an image
+        folder: one folder per class, or train/ and val/ holding them,
+        decoded and augmented batch by batch). Keyword arguments
         override its keys (lr=0.01, optimizer="sgd", momentum=0.9, ...) and
         stay set for later calls, as kiln_net_configure does; epochs and
         batch hold for this call only.
@@ -351,7 +358,15 @@ class Model:
                 ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
             _check(_lib.kiln_net_configure(net, key.encode(), text.encode()), "fit")
             self._settings[key.encode()] = text.encode()
-        datasets = [self._dataset(x, y, "training data")]
+        path = None
+        if y is None and isinstance(x, (str, bytes, os.PathLike)):
+            path = _path(x, "x", "fit")
+            datasets = []
+        else:
+            datasets = [self._dataset(x, y, "training data")]
+        if validation_data is not None and path is not None:
+            raise ValueError("fit: validation_data goes with arrays; a folder holds its own "
+                             "(val/, else the [train] val share)")
         if validation_data is not None:
             try:
                 xv, yv = validation_data
@@ -411,7 +426,8 @@ class Model:
 
         o = _capi.TrainOptions()
         _lib.kiln_train_options_init(ctypes.byref(o))
-        o.train_data = datasets[0]
+        o.data = path
+        o.train_data = datasets[0] if datasets else None
         o.val_data = datasets[1] if len(datasets) > 1 else None
         o.epochs = int(epochs or 0)
         o.batch = int(batch or 0)
@@ -434,6 +450,16 @@ class Model:
             raise interrupted[0]
         _check(status, "fit")
         return history
+
+    @property
+    def classes(self):
+        """The class names of an image folder the model was trained on (or
+        of the checkpoint it loaded), in class-index order; None otherwise."""
+        net = self._live()
+        names = []
+        while (name := _lib.kiln_net_class_name(net, len(names))) is not None:
+            names.append(name.decode(errors="replace"))
+        return names or None
 
     # ---- weights ----
 

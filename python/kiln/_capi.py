@@ -89,6 +89,7 @@ SIGNATURES = {
     "kiln_net_input_size": (c_size, [P]),
     "kiln_net_output_size": (c_size, [P]),
     "kiln_net_max_batch": (c_size, [P]),
+    "kiln_net_class_name": (ctypes.c_char_p, [P, c_size]),
     "kiln_net_head": (ctypes.c_int, [P]),
     "kiln_net_set_training": (c_status, [P, ctypes.c_int]),
     "kiln_net_forward": (c_status, [P, F, c_size, F]),

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -32,9 +33,12 @@ const cli_command cli_predict_cmd = {
     "predict", cli_predict, "MODEL.ini CHECKPOINT INPUT", "predict the outputs of every sample",
     "Runs the network with a checkpoint's weights (and its stored normalization) on every "
     "sample of INPUT, an IDX images file (gzipped or not), a CSV file with a header row "
-    "(with or without a label column), a NumPy .npy file or an .npz archive, in batches, and writes each "
+    "(with or without a label column), a NumPy .npy file, an .npz archive, a PNG or JPEG "
+    "image, or a folder of them (or an image folder: its val/ images), in batches, and "
+    "writes each "
     "sample's prediction: for a softmax classifier (or logits trained with cross_entropy) "
-    "the class and its probabilities, for a sigmoid head each label's decision and "
+    "the class (and its name when trained on an image folder) and its probabilities, for a "
+    "sigmoid head each label's decision and "
     "probability, otherwise the outputs.",
     flags};
 
@@ -57,7 +61,31 @@ typedef struct {
     FILE *f;
     format fmt;
     size_t written;
+    const kiln_net *net; /* class names, when trained on an image folder */
+    const kiln_data *d;  /* file names, for images */
 } writer;
+
+/* Class c's name, or NULL. */
+static const char *class_name(const writer *w, size_t c)
+{
+    return kiln_net_class_name(w->net, c);
+}
+
+/* Writes s as a JSON string (names of class folders may hold anything). */
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
 
 static size_t argmax(const float *y, size_t n)
 {
@@ -73,7 +101,11 @@ static void text_row(const writer *w, size_t i, const float *y)
     size_t n = w->outputs;
     if (w->head == KILN_HEAD_SOFTMAX) {
         size_t c = argmax(y, n);
-        fprintf(w->f, "sample %zu: class %zu (%.1f%%) |", i, c, 100.0 * y[c]);
+        const char *name = class_name(w, c);
+        const char *file = kiln_data_file(w->d, i);
+        fprintf(w->f, "sample %zu%s%s%s: class %zu%s%s (%.1f%%) |", i, file ? " (" : "",
+                file ? file : "", file ? ")" : "", c, name ? " " : "", name ? name : "",
+                100.0 * y[c]);
     } else if (w->head == KILN_HEAD_SIGMOID) {
         fprintf(w->f, "sample %zu: %s", i, n == 1 ? "class" : "labels");
         for (size_t j = 0; j < n; j++)
@@ -87,11 +119,20 @@ static void text_row(const writer *w, size_t i, const float *y)
     fputc('\n', w->f);
 }
 
+/* s as a CSV field, quoted as RFC 4180 says. */
+static void csv_text(FILE *f, const char *s)
+{
+    fputs(",\"", f);
+    for (; *s; s++)
+        fprintf(f, *s == '"' ? "\"\"" : "%c", *s);
+    fputc('"', f);
+}
+
 static void csv_header(const writer *w)
 {
-    fprintf(w->f, "sample");
+    fprintf(w->f, kiln_data_file(w->d, 0) ? "sample,file" : "sample");
     if (w->head == KILN_HEAD_SOFTMAX)
-        fprintf(w->f, ",class");
+        fprintf(w->f, class_name(w, 0) ? ",class,class_name" : ",class");
     for (size_t j = 0; w->head == KILN_HEAD_SIGMOID && j < w->outputs; j++)
         fprintf(w->f, w->outputs == 1 ? ",class" : ",label_%zu", j);
     for (size_t j = 0; j < w->outputs; j++)
@@ -102,8 +143,13 @@ static void csv_header(const writer *w)
 static void csv_row(const writer *w, size_t i, const float *y)
 {
     fprintf(w->f, "%zu", i);
+    size_t c = argmax(y, w->outputs);
+    if (kiln_data_file(w->d, i))
+        csv_text(w->f, kiln_data_file(w->d, i));
     if (w->head == KILN_HEAD_SOFTMAX)
-        fprintf(w->f, ",%zu", argmax(y, w->outputs));
+        fprintf(w->f, ",%zu", c);
+    if (w->head == KILN_HEAD_SOFTMAX && class_name(w, 0))
+        csv_text(w->f, class_name(w, c) ? class_name(w, c) : "");
     for (size_t j = 0; w->head == KILN_HEAD_SIGMOID && j < w->outputs; j++)
         fprintf(w->f, ",%d", y[j] >= 0.5f);
     for (size_t j = 0; j < w->outputs; j++)
@@ -126,8 +172,17 @@ static void json_values(FILE *f, const char *key, const float *y, size_t n)
 static void json_row(const writer *w, size_t i, const float *y)
 {
     fprintf(w->f, "%s{\"sample\": %zu", w->written ? ",\n" : "[\n", i);
+    if (kiln_data_file(w->d, i)) {
+        fprintf(w->f, ", \"file\": ");
+        json_string(w->f, kiln_data_file(w->d, i));
+    }
+    size_t c = argmax(y, w->outputs);
     if (w->head == KILN_HEAD_SOFTMAX)
-        fprintf(w->f, ", \"class\": %zu", argmax(y, w->outputs));
+        fprintf(w->f, ", \"class\": %zu", c);
+    if (w->head == KILN_HEAD_SOFTMAX && class_name(w, c)) {
+        fprintf(w->f, ", \"class_name\": ");
+        json_string(w->f, class_name(w, c));
+    }
     if (w->head == KILN_HEAD_SIGMOID) {
         fprintf(w->f, ", \"labels\": [");
         for (size_t j = 0; j < w->outputs; j++)
@@ -187,11 +242,29 @@ static int ends_with(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
+/* Whether dir holds IDX files (a dataset directory, not images). */
+static int idx_dir(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte.gz", dir);
+    if (access(path, F_OK) == 0)
+        return 1;
+    snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte", dir);
+    return access(path, F_OK) == 0;
+}
+
 /* INPUT's features: an .npz's features array, a .npy file, or a CSV with
  * its label column left out (a CSV may carry one column more than the
  * model's inputs, the label, or exactly as many). */
-static kiln_status load_input(const predict_args *a, size_t inputs, kiln_data **d)
+static kiln_status load_input(const predict_args *a, const kiln_net *net, kiln_data **d)
 {
+    size_t inputs = kiln_net_input_size(net);
+    struct stat info;
+    if (ends_with(a->input, ".png") || ends_with(a->input, ".jpg") ||
+        ends_with(a->input, ".jpeg") || ends_with(a->input, ".PNG") ||
+        ends_with(a->input, ".JPG") || ends_with(a->input, ".JPEG") ||
+        (stat(a->input, &info) == 0 && S_ISDIR(info.st_mode) && !idx_dir(a->input)))
+        return kiln_net_load_images(net, a->input, d);
     if (ends_with(a->input, ".npz"))
         return kiln_data_load_npz(a->input, a->npz_keys, NULL, d);
     if (ends_with(a->input, ".npy"))
@@ -275,7 +348,7 @@ static int predict(kiln_ctx *ctx, kiln_model *m, const predict_args *a)
     if (st == KILN_OK)
         st = kiln_net_load(net, a->checkpoint);
     if (st == KILN_OK)
-        st = load_input(a, kiln_net_input_size(net), &d);
+        st = load_input(a, net, &d);
     if (st != KILN_OK) {
         kiln_net_free(net);
         kiln_data_free(d);
@@ -284,7 +357,7 @@ static int predict(kiln_ctx *ctx, kiln_model *m, const predict_args *a)
     int ok = check_input(a, d, kiln_net_input_size(net)) == KILN_OK, logits = 0;
     size_t count = kiln_data_count(d) < a->count ? kiln_data_count(d) : a->count;
     job j = {net, d, count, 0, {shown_head(net, m, &logits), kiln_net_output_size(net), NULL,
-                                a->fmt, 0}, ""};
+                                a->fmt, 0, net, d}, ""};
     j.logits = logits;
     if (ok && a->out) /* written whole or not at all */
         st = kiln_write_file_atomic(a->out, write_predictions, &j);

@@ -15,8 +15,10 @@
     {"data", 'D', "SOURCE", "fashion-mnist",                                              \
      "the data: fashion-mnist or mnist (Debian's dataset packages, or $KILN_DATA_DIR), a " \
      "directory of IDX files, a CSV file with a header row, a NumPy .npy file of "        \
-     "features (its labels in --label FILE.npy) or an .npz archive (x and y, else "       \
-     "x_train and y_train, with x_test and y_test as the test split)"}
+     "features (its labels in --label FILE.npy), an .npz archive (x and y, else "        \
+     "x_train and y_train, with x_test and y_test as the test split), or an image "       \
+     "folder of PNG and JPEG files: one folder per class, or train/ and val/ holding "    \
+     "them (val/ is the test split)"}
 #define LABEL_FLAG                                                                        \
     {"label", 'L', "COLUMN", "label",                                                     \
      "the CSV column holding the labels or targets, by name or index from 0; for a .npy " \

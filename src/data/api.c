@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "data/data.h"
+#include "data/folder.h"
 
 /* ---- datasets ------------------------------------------------------------------ */
 
@@ -109,6 +110,8 @@ kiln_status kiln_data_load(const char *source, const char *split, const char *la
         st = data_load_npy(source, label, &d->d);
     else if (data_has_ext(source, ".npz"))
         st = npz_split(source, NULL, split, &d->d);
+    else if (data_is_folder(source))
+        st = data_load_images(source, split, NULL, &d->d);
     else if (stat(source, &info) == 0 && S_ISREG(info.st_mode))
         st = data_load_idx_images(source, &d->d);
     else
@@ -179,3 +182,8 @@ kiln_status kiln_data_copy_targets(const kiln_data *d, size_t first, size_t coun
     return copy_rows(d, first, count, dst, 1, "kiln_data_copy_targets");
 }
 
+
+const char *kiln_data_file(const kiln_data *d, size_t i)
+{
+    return d && d->d.files && i < d->d.file_count ? d->d.files[i] : NULL;
+}

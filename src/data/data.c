@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "data/data.h"
+#include "data/folder.h"
 
 void data_free(dataset *d)
 {
@@ -18,8 +19,17 @@ void data_free(dataset *d)
     free(d->x);
     free(d->y);
     free(d->lines);
-    d->x = d->y = NULL;
     d->lines = NULL;
+    folder_free(d->images);
+    free(d->class_names);
+    for (size_t i = 0; d->files && i < d->file_count; i++)
+        free(d->files[i]);
+    free(d->files);
+    d->files = NULL;
+    d->file_count = 0;
+    d->x = d->y = NULL;
+    d->images = NULL;
+    d->class_names = NULL;
     d->count = 0;
 }
 
@@ -578,14 +588,31 @@ void data_shuffle(size_t *order, size_t count, kiln_rng *rng)
     }
 }
 
-void data_gather(const dataset *d, const size_t *order, size_t first, size_t n, float *x,
-                 float *y)
+kiln_status data_gather(const dataset *d, const size_t *order, size_t first, size_t n, float *x,
+                        float *y)
 {
     for (size_t i = 0; i < n; i++) {
         size_t s = order ? order[first + i] : first + i;
-        memcpy(x + i * d->features, d->x + s * d->features, d->features * sizeof *x);
+        if (!d->images)
+            memcpy(x + i * d->features, d->x + s * d->features, d->features * sizeof *x);
         memcpy(y + i * d->targets, d->y + s * d->targets, d->targets * sizeof *y);
     }
+    return d->images ? folder_gather(d, order, first, n, x) : KILN_OK;
+}
+
+void data_sums(const dataset *d, size_t groups, double *sum)
+{
+    size_t in = d->features, per = in / groups;
+    if (d->images) {
+        folder_sums(d, groups, sum);
+        return;
+    }
+    for (size_t s = 0; s < d->count; s++)
+        for (size_t i = 0; i < in; i++) {
+            double v = d->x[s * in + i];
+            sum[i / per] += v;
+            sum[groups + i / per] += v * v;
+        }
 }
 
 kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
@@ -596,6 +623,14 @@ kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: a validation split of %g leaves no "
                                                     "samples on one side", d->name, fraction);
     size_t *order = malloc(d->count * sizeof *order);
+    if (order && d->images) {
+        kiln_rng rng;
+        kiln_rng_seed(&rng, seed ^ 0x5eedull);
+        data_shuffle(order, d->count, &rng);
+        kiln_status st = folder_split(d, order, nt, val);
+        free(order);
+        return st;
+    }
     float *x = malloc(d->count * d->features * sizeof *x);
     float *y = malloc(d->count * d->targets * sizeof *y);
     if (!order || !x || !y) {
@@ -612,7 +647,9 @@ kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
     d->lines = NULL;
     free(order);
     *val = *d;
-
+    val->class_names = NULL;
+    val->files = NULL; /* names are for predictions, which split nothing */
+    val->file_count = 0;
     snprintf(val->name, sizeof val->name, "%.200s (validation)", d->name);
     val->count = nv;
     val->x = malloc(nv * d->features * sizeof *x);

@@ -482,6 +482,8 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
                 "%s, %s\n", r.train.count, r.val.count, r.c.batch, r.c.epochs,
             optim_name(r.c.optim.kind),
             sched_name(r.c.sched.kind));
+    if (st == KILN_OK && r.train.skipped + r.test.skipped)
+        say(&r, "skipped %zu bad image files (skip_bad)\n", r.train.skipped + r.test.skipped);
     train_state t = {.val_loss = NAN};
     sched_init(&t.sched, &r.c.sched);
     early_stop_init(&t.es, r.c.patience, r.c.min_delta);

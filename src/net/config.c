@@ -168,6 +168,14 @@ static kiln_status key_milestones(const key_ctx *k)
     return s->n_milestones ? KILN_OK : bad(k, "increasing epochs separated by commas");
 }
 
+/* The keys of image folders, read where they are defined (data/folder.c). */
+static kiln_status key_image(const key_ctx *k)
+{
+    const char *expected = "";
+    return image_config_key(&k->c->images, k->s->key, k->s->value, &expected) ? bad(k, expected)
+                                                                              : KILN_OK;
+}
+
 /* Keys that are one number into a field. */
 typedef enum { F_FLOAT, F_DOUBLE, F_INT, F_SIZE, F_U64, F_BOOL } field_type;
 
@@ -191,6 +199,14 @@ static const key_def keys[] = {
     {"betas", key_betas, 0, 0, 0, 0, NULL},
     {"milestones", key_milestones, 0, 0, 0, 0, NULL},
     {"decay", key_decay, 0, 0, 0, 0, NULL},
+    {"resize", key_image, 0, 0, 0, 0, NULL},
+    {"random_crop", key_image, 0, 0, 0, 0, NULL},
+    {"flip", key_image, 0, 0, 0, 0, NULL},
+    {"random_resized_crop", key_image, 0, 0, 0, 0, NULL},
+    {"color_jitter", key_image, 0, 0, 0, 0, NULL},
+    {"workers", key_image, 0, 0, 0, 0, NULL},
+    {"skip_bad", key_image, 0, 0, 0, 0, NULL},
+    {"cache", key_image, 0, 0, 0, 0, NULL},
     FIELD("lr", F_FLOAT, optim.lr, 1e-12, 100, "a learning rate above 0, at most 100"),
     FIELD("momentum", F_FLOAT, optim.momentum, 0, 1, "a number from 0 to 1"),
     FIELD("dampening", F_FLOAT, optim.dampening, 0, 1, "a number from 0 to 1"),
@@ -301,6 +317,7 @@ kiln_status train_config_read(const kiln_model *m, train_config *c)
     c->batch = 64;
     c->seed = 42;
     c->val = 0.1;
+    image_config_defaults(&c->images);
     kiln_status st = read_pass(m, c, 1);
     if (st == KILN_OK)
         st = read_pass(m, c, 0);

@@ -4,6 +4,7 @@
 #define KILN_TRAIN_H
 
 #include "data/data.h"
+#include "data/folder.h"
 #include "optim/optim.h"
 
 /* standard: mean 0 and deviation 1 per feature of vector inputs (as
@@ -29,6 +30,7 @@ typedef struct {
     double val;         /* fraction of the training data held out */
     normalize_kind normalize;
     int sync_batchnorm; /* batchnorm statistics of the global batch across ranks */
+    image_config images; /* image folders: resize, augmentation, threads, skip_bad */
 } train_config;
 
 /* Reads the model's [train] section over PyTorch-like defaults; every bad

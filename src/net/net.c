@@ -351,6 +351,7 @@ void kiln_net_free(kiln_net *net)
     free(net->x);
     free(net->y);
     free(net->entries);
+    net_free_classes(net);
     buckets_free(net->buckets);
     dist_comm_free(net->comm);
     if (net->ctx)

@@ -54,6 +54,9 @@ struct kiln_net {
     double share;            /* this rank's part of the global batch of the step running */
     grad_buckets *buckets;   /* the flat gradients' way across the ranks, with a comm */
     op_sync sync;            /* sync_batchnorm through comm */
+    char *classes;           /* class names as a JSON array (image folders), or NULL */
+    char **class_names;      /* the same, parsed: class_count names */
+    size_t class_count;
 };
 
 #define NET_MAGIC 0x6b6e6574u /* "knet" */
@@ -126,5 +129,22 @@ kiln_status net_check_normalization(const kiln_net *net, const float *mean, cons
                                     size_t count, const char *what);
 
 void meta_number(checkpoint_meta *m, const char *key, double v);
+
+/* Class names (images.c): json is a JSON array of strings (NULL: none);
+ * they go into checkpoints as the metadata "classes". */
+kiln_status net_set_classes(kiln_net *net, const char *json);
+void net_free_classes(kiln_net *net);
+
+/* A split of an image folder shaped for the network's input, with c's
+ * resize, augmentation and threads, decoded batch by batch (training);
+ * with c's cache, decoded images are kept in run_dir/images-SPLIT.cache
+ * (run_dir NULL: no cache). */
+kiln_status net_load_folder(const kiln_net *net, const train_config *c, const char *path,
+                            const char *split, const char *run_dir, dataset *out);
+
+/* Images in memory for net: an image folder's split, a folder of images
+ * or one image file (unlabelled), shaped for its input. */
+kiln_status net_load_images(const kiln_net *net, const char *path, const char *split,
+                            dataset *out);
 
 #endif /* KILN_NET_H */

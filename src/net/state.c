@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <cjson/cJSON.h>
+
 #include "net/net.h"
 
 /* ---- weights by name and files ------------------------------------------------ */
@@ -132,6 +134,8 @@ void net_meta(const kiln_net *net, checkpoint_meta *meta)
     checkpoint_meta_set(meta, "normalize_std", std ? std : "1");
     free(mean);
     free(std);
+    if (net->classes)
+        checkpoint_meta_set(meta, "classes", net->classes);
     checkpoint_meta_set(meta, "format", "pt");
     checkpoint_meta_set(meta, "kiln", KILN_VERSION);
 }
@@ -141,12 +145,28 @@ void net_meta(const kiln_net *net, checkpoint_meta *meta)
 typedef struct {
     kiln_net *net;
     float *mean, *std;
-    size_t count; /* 0: the file stores none */
+    size_t count;        /* 0: the file stores none */
+    const char *classes; /* image folders' class names (a JSON array), or NULL */
 } stored_norm;
+
+/* Whether text is a JSON array of strings. */
+static int names_array(const char *text)
+{
+    cJSON *a = cJSON_Parse(text);
+    int ok = cJSON_IsArray(a);
+    for (const cJSON *e = ok ? a->child : NULL; e; e = e->next)
+        ok = ok && cJSON_IsString(e);
+    cJSON_Delete(a);
+    return ok;
+}
 
 static kiln_status read_norm(void *user, const char *path, const checkpoint_meta *meta)
 {
     stored_norm *n = user;
+    n->classes = checkpoint_meta_get(meta, "classes");
+    if (n->classes && !names_array(n->classes))
+        return kiln_fail(KILN_ERR_IO, "%s: the stored classes are not a JSON array of names",
+                         path);
     const char *mean = checkpoint_meta_get(meta, "normalize_mean");
     const char *std = checkpoint_meta_get(meta, "normalize_std");
     if (!mean && !std)
@@ -175,6 +195,8 @@ static kiln_status apply_norm(stored_norm *n, kiln_status st)
 {
     if (st == KILN_OK && n->count)
         st = kiln_net_set_normalization(n->net, n->mean, n->std, n->count);
+    if (st == KILN_OK)
+        st = net_set_classes(n->net, n->classes);
     free(n->mean);
     free(n->std);
     return st;
@@ -201,7 +223,7 @@ kiln_status kiln_net_load(kiln_net *net, const char *path)
     if (st == KILN_OK && !path)
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_load: the path is NULL");
     checkpoint_meta meta = {0};
-    stored_norm n = {net, NULL, NULL, 0};
+    stored_norm n = {net, NULL, NULL, 0, NULL};
     checkpoint_check check = {read_norm, &n};
     if (st == KILN_OK) /* all or nothing: the metadata is checked before any tensor loads */
         st = checkpoint_load_checked(net->main.p, path, &meta, &check);
