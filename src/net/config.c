@@ -217,6 +217,9 @@ static kiln_status unknown_key(const key_ctx *k)
         used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
                                  keys[i].key);
     const char *file = k->m->file[0] ? k->m->file : "model";
+    if (k->s->line <= 0) /* set through the API: no line to name */
+        return kiln_fail(KILN_ERR_MODEL, "%s [train]: unknown key %s; [train] takes: %s", file,
+                         k->s->key, names);
     return kiln_fail(KILN_ERR_MODEL, "%s:%d [train]: unknown key %s; [train] takes: %s", file,
                      k->s->line, k->s->key, names);
 }
@@ -306,4 +309,55 @@ kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *val
     }
     m->train[i] = s;
     return KILN_OK;
+}
+
+/* One key's value as training reads it, into text. */
+static void setting_text(const train_config *c, const key_def *d, char *text, size_t size)
+{
+    static const char *const optimizers[] = {"sgd", "adam", "adamw"};
+    static const char *const normalizers[] = {"standard", "scale", "none", "global"};
+    const char *at = (const char *)c + d->offset;
+    if (d->read == key_loss)
+        snprintf(text, size, "%s", loss_name(c->loss));
+    else if (d->read == key_optimizer)
+        snprintf(text, size, "%s", optimizers[c->optim.kind]);
+    else if (d->read == key_schedule)
+        snprintf(text, size, "%s", sched_name(c->sched.kind));
+    else if (d->read == key_normalize)
+        snprintf(text, size, "%s", normalizers[c->normalize]);
+    else if (d->read == key_betas)
+        snprintf(text, size, "%g, %g", (double)c->optim.beta1, (double)c->optim.beta2);
+    else if (d->read == key_milestones) {
+        size_t used = (size_t)snprintf(text, size, "%s", c->sched.n_milestones ? "" : "none");
+        for (int i = 0; i < c->sched.n_milestones && used < size; i++)
+            used += (size_t)snprintf(text + used, size - used, "%s%d", i ? ", " : "",
+                                     c->sched.milestones[i]);
+    } else if (d->type == F_BOOL)
+        snprintf(text, size, "%s", *(const int *)at ? "true" : "false");
+    else if (d->type == F_FLOAT)
+        snprintf(text, size, "%g", (double)*(const float *)at);
+    else if (d->type == F_DOUBLE)
+        snprintf(text, size, "%g", *(const double *)at);
+    else if (d->type == F_INT)
+        snprintf(text, size, "%d", *(const int *)at);
+    else if (d->type == F_SIZE)
+        snprintf(text, size, "%zu", *(const size_t *)at);
+    else
+        snprintf(text, size, "%llu", (unsigned long long)*(const uint64_t *)at);
+}
+
+kiln_status kiln_model_train_settings(const kiln_model *m, kiln_write_fn fn, void *user)
+{
+    if (!m || !fn)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_train_settings: a model and a "
+                                                    "write function are required");
+    train_config c;
+    kiln_status st = train_config_read(m, &c);
+    for (size_t i = 0; st == KILN_OK && i < sizeof keys / sizeof keys[0]; i++) {
+        char line[256], value[160];
+        setting_text(&c, &keys[i], value, sizeof value);
+        snprintf(line, sizeof line, "%s = %s\n", keys[i].key, value);
+        fn(user, line);
+    }
+    return st;
 }

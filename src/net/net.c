@@ -290,6 +290,7 @@ void kiln_net_free(kiln_net *net)
     free(net->std);
     free(net->x);
     free(net->y);
+    net_free_frozen(net);
     free(net->entries);
     buckets_free(net->buckets);
     dist_comm_free(net->comm);
@@ -485,7 +486,7 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
     if (st == KILN_OK)
         st = net_reduce_gradients(net, n);
     if (st == KILN_OK)
-        st = optim_step(net->opt, net->lr);
+        st = net_optim_step(net, net->lr);
     float l = 0;
     if (st == KILN_OK && n)
         st = kiln_tensor_download(q->loss, &l, 1);

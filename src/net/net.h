@@ -54,6 +54,7 @@ struct kiln_net {
     double share;            /* this rank's part of the global batch of the step running */
     grad_buckets *buckets;   /* the flat gradients' way across the ranks, with a comm */
     op_sync sync;            /* sync_batchnorm through comm */
+    kiln_tensor **frozen;    /* per entry: a frozen parameter's copy (params.c); NULL: none */
 };
 
 #define NET_MAGIC 0x6b6e6574u /* "knet" */
@@ -103,6 +104,11 @@ void net_score(const kiln_net *net, const float *z, const float *y, size_t n, do
 /* The tensor the loss reads: the logits before a prediction head (softmax
  * for cross_entropy, sigmoid for bce), else the output. */
 kiln_tensor *net_logits(const kiln_net *net, const pipeline *p);
+
+/* The optimizer's step at lr, frozen parameters left as they are
+ * (params.c); net_free_frozen releases what freezing holds. */
+kiln_status net_optim_step(kiln_net *net, float lr);
+void net_free_frozen(kiln_net *net);
 
 /* Rebuilds the optimizer for the current settings (state reset). */
 kiln_status net_reset_optimizer(kiln_net *net);

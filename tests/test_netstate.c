@@ -1,0 +1,205 @@
+/* What a network carries beyond its weights: the model's own text (in
+ * checkpoints too, so the file alone gives back the model), resolved
+ * [train] settings, the last step's gradients, frozen parameters and the
+ * normalization read back. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static const char mlp[] = "[input]\nshape = 5\n[linear]\nname = fc1\nout = 6\n[relu]\n"
+                          "[linear]\nname = head\nout = 3\n[train]\noptimizer = adamw\n"
+                          "lr = 0.05\nweight_decay = 0.1\nseed = 9\n";
+
+static void append(void *user, const char *text)
+{
+    char *buf = user;
+    strncat(buf, text, 8191 - strlen(buf));
+}
+
+static kiln_net *net_of(kiln_model *m, size_t batch)
+{
+    kiln_net *net;
+    check_ok(kiln_net_create(test_ctx(), m, batch, &net));
+    return net;
+}
+
+/* The text of a model read from a file, and of the same model built with
+ * kiln_model_add, parse back into the same model; [train] keys set later
+ * are in it. */
+START_TEST(model_text_round_trips_from_files_and_the_api)
+{
+    kiln_model *m, *built, *back;
+    check_ok(kiln_model_parse(mlp, "m.ini", &m));
+    check_ok(kiln_model_set_train(m, "batch", "17"));
+    char *text = test_alloc(8192);
+    text[0] = '\0';
+    check_ok(kiln_model_text(m, append, text));
+    ck_assert_msg(strstr(text, "[linear]\nname = fc1\nout = 6\n"), "text: %s", text);
+    ck_assert_msg(strstr(text, "batch = 17\n") && strstr(text, "optimizer = adamw\n"),
+                  "text: %s", text);
+    check_ok(kiln_model_parse(text, "again", &back));
+    ck_assert_uint_eq(kiln_model_layer_count(back), kiln_model_layer_count(m));
+    ck_assert_uint_eq(kiln_model_param_count(back), kiln_model_param_count(m));
+    ck_assert_str_eq(kiln_model_train_setting(back, "batch"), "17");
+
+    check_ok(kiln_model_create(&built));
+    const char *input[] = {"shape", "5", NULL}, *fc[] = {"name", "fc1", "out", "6", NULL};
+    const char *head[] = {"out", "3", "from", "fc1", NULL}, *bad[] = {"out", "3\n[x]", NULL};
+    check_ok(kiln_model_add(built, "input", input));
+    check_ok(kiln_model_add(built, "linear", fc));
+    ck_assert_int_eq(kiln_model_add(built, "linear", bad), KILN_ERR_MODEL);
+    check_ok(kiln_model_add(built, "linear", head));
+    char *text2 = test_alloc(8192);
+    text2[0] = '\0';
+    check_ok(kiln_model_text(built, append, text2));
+    ck_assert_msg(!strstr(text2, "[x]"), "a refused layer left text: %s", text2);
+    ck_assert_msg(strstr(text2, "from = fc1"), "text: %s", text2);
+    kiln_model_free(built);
+    kiln_model_free(back);
+    kiln_model_free(m);
+    free(text);
+    free(text2);
+}
+END_TEST
+
+START_TEST(train_settings_list_every_key_with_defaults)
+{
+    kiln_model *m;
+    check_ok(kiln_model_parse(mlp, "m.ini", &m));
+    char *text = test_alloc(8192);
+    text[0] = '\0';
+    check_ok(kiln_model_train_settings(m, append, text));
+    static const char *const want[] = {"loss = cross_entropy\n", "optimizer = adamw\n",
+                                       "lr = 0.05\n", "batch = 64\n", "epochs = 10\n",
+                                       "normalize = standard\n", "betas = 0.9, 0.999\n"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        ck_assert_msg(strstr(text, want[i]), "no %s in %s", want[i], text);
+    ck_assert_int_eq(kiln_model_set_train(m, "frobnicate", "1"), KILN_ERR_MODEL);
+    ck_assert_msg(strstr(kiln_last_error(), "m.ini [train]: unknown key frobnicate"),
+                  "message: %s", kiln_last_error());
+    kiln_model_free(m);
+    free(text);
+}
+END_TEST
+
+/* A checkpoint alone gives back the model, its weights and its
+ * normalization, which the metadata keeps as a JSON array; the older
+ * comma-separated form still reads. */
+START_TEST(a_checkpoint_carries_its_model)
+{
+    kiln_model *m, *back;
+    check_ok(kiln_model_parse(mlp, "m.ini", &m));
+    kiln_net *net = net_of(m, 8);
+    float mean[5] = {1, 2, 3, 4, 5}, std[5] = {2, 2, 2, 0.5f, 1};
+    check_ok(kiln_net_set_normalization(net, mean, std, 5));
+    char path[512];
+    snprintf(path, sizeof path, "%s/carries.safetensors", test_tmpdir());
+    check_ok(kiln_net_save(net, path));
+    check_ok(kiln_model_from_checkpoint(path, &back));
+    kiln_net *again = net_of(back, 4);
+    check_ok(kiln_net_load(again, path));
+    float x[10], y1[6], y2[6];
+    kiln_rng_fill(test_rng(), x, 10, -3.0f, 3.0f);
+    check_ok(kiln_net_forward(net, x, 2, y1));
+    check_ok(kiln_net_forward(again, x, 2, y2));
+    for (int i = 0; i < 6; i++)
+        ck_assert_float_eq_tol(y1[i], y2[i], 1e-6f);
+    size_t count;
+    float got_mean[5], got_std[5];
+    check_ok(kiln_net_normalization(again, got_mean, got_std, 5, &count));
+    ck_assert_uint_eq(count, 5);
+    ck_assert_float_eq(got_std[3], 0.5f);
+    ck_assert_float_eq(got_mean[4], 5.0f);
+    ck_assert_int_eq(kiln_net_normalization(again, got_mean, got_std, 2, &count),
+                     KILN_ERR_INVALID_ARGUMENT);
+    /* the metadata as JSON: "[1, 2, 3, 4, 5]" */
+    FILE *f = fopen(path, "rb");
+    char *head = test_alloc(65536);
+    size_t got = fread(head, 1, 65535, f);
+    head[got] = '\0';
+    fclose(f);
+    ck_assert_msg(got > 8 && strstr(head + 8, "\"normalize_mean\":\"[1, 2, 3, 4, 5]\""),
+                  "no JSON array for normalize_mean");
+    kiln_net_free(again);
+    kiln_model_free(back);
+    char other[512];
+    snprintf(other, sizeof other, "%s/no-such.safetensors", test_tmpdir());
+    ck_assert_int_eq(kiln_model_from_checkpoint(other, &back), KILN_ERR_IO);
+    ck_assert_int_eq(kiln_model_from_checkpoint(KILN_SOURCE_DIR "/examples/fashion_mlp.ini",
+                                                &back), KILN_ERR_IO);
+    kiln_net_free(net);
+    kiln_model_free(m);
+    free(head);
+}
+END_TEST
+
+/* A frozen parameter keeps its values through steps of adamw with
+ * weight decay while the others move; its gradient reads as zeros, an
+ * unfrozen one's as the float64 gradient of the head. */
+START_TEST(frozen_parameters_stay_and_gradients_read_back)
+{
+    kiln_model *m;
+    check_ok(kiln_model_parse(mlp, "m.ini", &m));
+    kiln_net *net = net_of(m, 8);
+    float x[40], y[8], before[30], after[30], head_before[18], head_after[18], g[18];
+    kiln_rng_fill(test_rng(), x, 40, -1.0f, 1.0f);
+    for (int i = 0; i < 8; i++)
+        y[i] = (float)(i % 3);
+    check_ok(kiln_net_set_frozen(net, "fc1.weight", 1));
+    ck_assert_int_eq(kiln_net_frozen(net, "fc1.weight"), 1);
+    ck_assert_int_eq(kiln_net_frozen(net, "fc1.bias"), 0);
+    ck_assert_int_eq(kiln_net_frozen(net, "nope"), -1);
+    ck_assert_int_eq(kiln_net_set_frozen(net, "nope", 1), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "nope"), "message: %s", kiln_last_error());
+    check_ok(kiln_net_get(net, "fc1.weight", before, 30));
+    check_ok(kiln_net_get(net, "head.weight", head_before, 18));
+    for (int s = 0; s < 3; s++)
+        check_ok(kiln_net_train_step(net, x, y, 8, NULL));
+    check_ok(kiln_net_get(net, "fc1.weight", after, 30));
+    check_ok(kiln_net_get(net, "head.weight", head_after, 18));
+    ck_assert_int_eq(memcmp(before, after, sizeof before), 0);
+    ck_assert_int_ne(memcmp(head_before, head_after, sizeof head_before), 0);
+    check_ok(kiln_net_grad(net, "fc1.weight", after, 30));
+    for (int i = 0; i < 30; i++)
+        ck_assert_float_eq(after[i], 0.0f);
+    /* the head's bias gradient: the batch mean of softmax(z) - onehot(y),
+     * from the logits before the step, in double */
+    float z[24];
+    check_ok(kiln_net_forward(net, x, 8, z));
+    check_ok(kiln_net_train_step(net, x, y, 8, NULL));
+    check_ok(kiln_net_grad(net, "head.bias", g, 3));
+    double want[3] = {0, 0, 0};
+    for (int i = 0; i < 8; i++) {
+        double mx = fmax(z[i * 3], fmax(z[i * 3 + 1], z[i * 3 + 2])), sum = 0;
+        for (int j = 0; j < 3; j++)
+            sum += exp(z[i * 3 + j] - mx);
+        for (int j = 0; j < 3; j++)
+            want[j] += (exp(z[i * 3 + j] - mx) / sum - (j == (int)y[i])) / 8;
+    }
+    for (int j = 0; j < 3; j++)
+        ck_assert_msg(fabs(g[j] - want[j]) < 1e-5, "head.bias gradient %d: %g, expected %g", j,
+                      (double)g[j], want[j]);
+    ck_assert_int_eq(kiln_net_grad(net, "head.weight", g, 5), KILN_ERR_INVALID_ARGUMENT);
+    check_ok(kiln_net_set_frozen(net, "fc1.weight", 0));
+    check_ok(kiln_net_train_step(net, x, y, 8, NULL));
+    check_ok(kiln_net_get(net, "fc1.weight", after, 30));
+    ck_assert_int_ne(memcmp(before, after, sizeof before), 0);
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("netstate");
+    TCase *tc = tcase_create("netstate");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, model_text_round_trips_from_files_and_the_api);
+    tcase_add_test(tc, train_settings_list_every_key_with_defaults);
+    tcase_add_test(tc, a_checkpoint_carries_its_model);
+    tcase_add_test(tc, frozen_parameters_stay_and_gradients_read_back);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}
