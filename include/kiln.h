@@ -490,6 +490,17 @@ KILN_API kiln_status kiln_net_grad(kiln_net *net, const char *name, float *dst, 
 KILN_API kiln_status kiln_net_set_frozen(kiln_net *net, const char *name, int frozen);
 KILN_API int kiln_net_frozen(const kiln_net *net, const char *name);
 
+/* The optimizer's state, to carry a network to another device or
+ * process: how many slots it keeps (sgd with momentum 1, adam and adamw
+ * 2, plain sgd 0), each of *count floats in the order of the parameters;
+ * a slot read, and written back with the step count (Adam's bias
+ * correction follows it). */
+KILN_API size_t kiln_net_optimizer_slots(const kiln_net *net, size_t *count);
+KILN_API kiln_status kiln_net_get_optimizer_state(kiln_net *net, int slot, float *dst,
+                                                  size_t count);
+KILN_API kiln_status kiln_net_set_optimizer_state(kiln_net *net, int slot, const float *src,
+                                                  size_t count, uint64_t steps);
+
 /* ---- training settings ---- */
 
 /* Sets a [train] key of the network as the model file would ("lr",

@@ -191,6 +191,50 @@ START_TEST(frozen_parameters_stay_and_gradients_read_back)
 }
 END_TEST
 
+/* A network rebuilt elsewhere from weights and optimizer state takes the
+ * same next step as the original. */
+START_TEST(optimizer_state_moves_with_the_weights)
+{
+    kiln_model *m;
+    check_ok(kiln_model_parse(mlp, "m.ini", &m));
+    kiln_net *a = net_of(m, 8), *b = net_of(m, 8);
+    float x[40], y[8], wa[18], wb[18];
+    kiln_rng_fill(test_rng(), x, 40, -1.0f, 1.0f);
+    for (int i = 0; i < 8; i++)
+        y[i] = (float)(i % 3);
+    for (int s = 0; s < 3; s++)
+        check_ok(kiln_net_train_step(a, x, y, 8, NULL));
+    size_t count, slots = kiln_net_optimizer_slots(a, &count);
+    ck_assert_uint_eq(slots, 2); /* adamw */
+    float *state = test_alloc(count * sizeof *state);
+    for (size_t i = 0; i < kiln_net_param_count(a); i++) {
+        kiln_param_info p;
+        check_ok(kiln_net_param_info(a, i, &p));
+        float *w = test_alloc(p.numel * sizeof *w);
+        check_ok(kiln_net_get(a, p.name, w, p.numel));
+        check_ok(kiln_net_set(b, p.name, w, p.numel));
+        free(w);
+    }
+    for (int k = 0; k < 2; k++) {
+        check_ok(kiln_net_get_optimizer_state(a, k, state, count));
+        check_ok(kiln_net_set_optimizer_state(b, k, state, count, kiln_net_steps(a)));
+    }
+    ck_assert_int_eq(kiln_net_get_optimizer_state(a, 2, state, count), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(kiln_net_set_optimizer_state(a, 0, state, count - 1, 1),
+                     KILN_ERR_INVALID_ARGUMENT);
+    check_ok(kiln_net_train_step(a, x, y, 8, NULL));
+    check_ok(kiln_net_train_step(b, x, y, 8, NULL));
+    check_ok(kiln_net_get(a, "head.weight", wa, 18));
+    check_ok(kiln_net_get(b, "head.weight", wb, 18));
+    for (int i = 0; i < 18; i++)
+        ck_assert_float_eq_tol(wa[i], wb[i], 1e-6f);
+    free(state);
+    kiln_net_free(a);
+    kiln_net_free(b);
+    kiln_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("netstate");
@@ -200,6 +244,7 @@ int main(void)
     tcase_add_test(tc, train_settings_list_every_key_with_defaults);
     tcase_add_test(tc, a_checkpoint_carries_its_model);
     tcase_add_test(tc, frozen_parameters_stay_and_gradients_read_back);
+    tcase_add_test(tc, optimizer_state_moves_with_the_weights);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -121,3 +121,48 @@ kiln_status kiln_net_normalization(const kiln_net *net, float *mean, float *std,
     memcpy(std, net->std, net->norm_count * sizeof *std);
     return KILN_OK;
 }
+
+/* ---- the optimizer's state, to move a network with it ----------------------- */
+
+size_t kiln_net_optimizer_slots(const kiln_net *net, size_t *count)
+{
+    if (net_check(net, "kiln_net_optimizer_slots") != KILN_OK)
+        return 0;
+    optimizer *o = net->opt;
+    if (count)
+        *count = net->main.p->params->numel;
+    return optim_state(o, 1) ? 2 : optim_state(o, 0) ? 1 : 0;
+}
+
+/* Slot `slot`'s tensor, checked against count; NULL with an error. */
+static kiln_tensor *slot_of(kiln_net *net, const char *call, int slot, const void *array,
+                            size_t count)
+{
+    if (net_check(net, call) != KILN_OK)
+        return NULL;
+    size_t slots = kiln_net_optimizer_slots(net, NULL);
+    kiln_tensor *t = slot >= 0 && (size_t)slot < slots ? optim_state(net->opt, slot) : NULL;
+    if (!t)
+        kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: slot %d; the optimizer keeps %zu", call, slot,
+                  slots);
+    else if (!array || count != t->numel)
+        kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: slot %d has %zu values; %s", call, slot,
+                  t->numel, array ? "another count was given" : "the array is NULL");
+    return t && array && count == t->numel ? t : NULL;
+}
+
+kiln_status kiln_net_get_optimizer_state(kiln_net *net, int slot, float *dst, size_t count)
+{
+    kiln_tensor *t = slot_of(net, "kiln_net_get_optimizer_state", slot, dst, count);
+    return t ? kiln_tensor_download(t, dst, count) : KILN_ERR_INVALID_ARGUMENT;
+}
+
+kiln_status kiln_net_set_optimizer_state(kiln_net *net, int slot, const float *src, size_t count,
+                                         uint64_t steps)
+{
+    kiln_tensor *t = slot_of(net, "kiln_net_set_optimizer_state", slot, src, count);
+    kiln_status st = t ? kiln_tensor_upload(t, src, count) : KILN_ERR_INVALID_ARGUMENT;
+    if (st == KILN_OK)
+        optim_set_steps(net->opt, steps);
+    return st;
+}
