@@ -1,9 +1,10 @@
 """ctypes declarations of libkiln's C API (include/kiln.h), in one place.
 
 The library is looked for in this order: $KILN_LIBRARY, the copy that
-`pip install` bundled into the package, build/ and build-python/ of the
-kiln source tree when the package is imported from one (python/kiln),
-then the system's libkiln (ctypes.util.find_library).
+`pip install` bundled into the package (kiln/_lib/libkiln.so, built by
+meson-python), build/ of the kiln source tree when the package is
+imported from one (python/kiln), then the system's libkiln
+(ctypes.util.find_library).
 """
 import ctypes
 import ctypes.util
@@ -151,7 +152,7 @@ def _candidates():
     tree = os.path.dirname(os.path.dirname(here))  # python/kiln -> a kiln source tree?
     if os.path.exists(os.path.join(tree, "meson.build")) and os.path.exists(
             os.path.join(tree, "include", "kiln.h")):
-        for build in ("build", "build-python"):  # tools/setup.sh's, setup.py's
+        for build in ("build",):  # tools/setup.sh's
             path = os.path.join(tree, build, "libkiln.so")
             yield (path if os.path.exists(path) else None), path
     yield ctypes.util.find_library("kiln"), 'ctypes.util.find_library("kiln")'
