@@ -63,8 +63,9 @@ def fit(model, x, y, epochs, batch, validation_data, lr, callback, on_step, verb
         model.configure(**settings)
     if lr is not None:
         model.configure(lr=lr)
-    if batch and batch > _lib.kiln_net_max_batch(model._net):
-        model._rebuild(max_batch=batch)
+    want = batch or int(model.settings["batch"])  # never a smaller batch than asked for
+    if want > _lib.kiln_net_max_batch(model._net):
+        model._rebuild(max_batch=want)
     mse = model.loss == "mse"
     datasets = [_dataset(model, x, y, "training data")]
     try:

@@ -338,6 +338,10 @@ def test_restore_best_weights_and_fit_at_m_lr():
     assert ends[True][0] == pytest.approx(min(ends[True][1]), rel=1e-4)
     assert ends[False][0] == pytest.approx(ends[False][1][-1], rel=1e-4)
     m = kiln.Model.from_string(MLP)
+    m.configure(batch=64)  # above the network's 32: fit makes a larger one, as asked
+    seen = []
+    m.fit(x, y, epochs=1, on_step=lambda row: seen.append(row["batches"]), verbose=False)
+    assert seen[-1] == 5  # 270 training samples (10% held out) in batches of 64
     m.lr = 0.05
     assert m.fit(x, y, epochs=1, verbose=False)["lr"][0] == pytest.approx(0.05)
     assert m.fit(x, y, epochs=1, lr=0.002, verbose=False)["lr"][0] == pytest.approx(0.002)
