@@ -235,6 +235,43 @@ START_TEST(optimizer_state_moves_with_the_weights)
 }
 END_TEST
 
+/* kiln_net_fit says when it trains with smaller batches than [train]
+ * asks (the network was made for fewer), and that validation samples
+ * came as data rather than held out. */
+START_TEST(fit_says_what_it_changed)
+{
+    kiln_model *m;
+    check_ok(kiln_model_parse(mlp, "m.ini", &m)); /* [train] batch: the default 64 */
+    kiln_net *net = net_of(m, 8);
+    enum { N = 40 };
+    float x[N * 5], y[N];
+    kiln_rng_fill(test_rng(), x, N * 5, -1.0f, 1.0f);
+    for (int i = 0; i < N; i++)
+        y[i] = (float)(i % 3);
+    kiln_data *d;
+    check_ok(kiln_data_from_arrays(x, y, N, 5, 1, &d));
+    kiln_train_options o;
+    kiln_train_options_init(&o);
+    ck_assert_int_eq(o.restore_best, 1);
+    o.train_data = d;
+    o.val_data = d;
+    o.epochs = 1;
+    char *log = test_alloc(8192);
+    log[0] = '\0';
+    o.log = append;
+    o.log_user = log;
+    kiln_train_report r;
+    check_ok(kiln_net_fit(net, &o, &r));
+    ck_assert_msg(strstr(log, "note: the [train] batch 64 is above the network's max_batch; "
+                              "training with batches of 8"), "log: %s", log);
+    ck_assert_msg(strstr(log, "(40 in the validation data)"), "log: %s", log);
+    kiln_data_free(d);
+    kiln_net_free(net);
+    kiln_model_free(m);
+    free(log);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("netstate");
@@ -245,6 +282,7 @@ int main(void)
     tcase_add_test(tc, a_checkpoint_carries_its_model);
     tcase_add_test(tc, frozen_parameters_stay_and_gradients_read_back);
     tcase_add_test(tc, optimizer_state_moves_with_the_weights);
+    tcase_add_test(tc, fit_says_what_it_changed);
     suite_add_tcase(s, tc);
     return test_run(s);
 }
