@@ -428,3 +428,24 @@ def test_help_shows_arguments_and_defaults():
     assert inspect.signature(kiln.Conv2d).parameters["stride"].default == 1
     assert "index" in kiln.Device.__doc__ and "memory" in kiln.Device.__doc__
     assert "serialized" in kiln.Model.__doc__
+
+
+def test_pytorch_given_folded_weights_predicts_as_kiln():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    rng = np.random.default_rng(3)
+    x = (rng.normal(0, 1, (20, 2, 6, 6)) * np.array([2.0, 0.5]).reshape(1, 2, 1, 1) + 4)
+    x = x.astype(np.float32)
+    m = kiln.Sequential([kiln.Conv2d(3, size=3, name="conv"), kiln.ReLU(), kiln.Flatten(),
+                         kiln.Linear(4, name="fc")], input_shape=(2, 6, 6))
+    m.normalization = m.fit_normalization(x)
+    assert m.normalization[0].shape == (2,)  # one pair per channel
+    net = torch.nn.Sequential()
+    net.add_module("conv", torch.nn.Conv2d(2, 3, 3))
+    net.add_module("1", torch.nn.ReLU())
+    net.add_module("2", torch.nn.Flatten())
+    net.add_module("fc", torch.nn.Linear(48, 4))
+    net.load_state_dict({k: torch.from_numpy(v)
+                         for k, v in m.state_dict(fold_normalization=True).items()})
+    with torch.no_grad():
+        out = net(torch.from_numpy(x)).numpy()
+    assert np.allclose(out, m.predict(x), atol=1e-4)
