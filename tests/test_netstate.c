@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "ops/ops.h"
 
 static const char mlp[] = "[input]\nshape = 5\n[linear]\nname = fc1\nout = 6\n[relu]\n"
                           "[linear]\nname = head\nout = 3\n[train]\noptimizer = adamw\n"
@@ -272,6 +273,119 @@ START_TEST(fit_says_what_it_changed)
 }
 END_TEST
 
+/* Weighted cross-entropy in float64: sum w[t] l / sum w[t]. */
+static double weighted_ce(const double *x, const float *t, const float *w, size_t n, size_t c,
+                          double *grad)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++)
+        den += w[(int)t[i]];
+    for (size_t i = 0; i < n; i++) {
+        const double *r = x + i * c;
+        double m = r[0], s = 0;
+        for (size_t j = 1; j < c; j++)
+            m = fmax(m, r[j]);
+        for (size_t j = 0; j < c; j++)
+            s += exp(r[j] - m);
+        int k = (int)t[i];
+        num += w[k] * (m + log(s) - r[k]);
+        for (size_t j = 0; grad && j < c; j++)
+            grad[i * c + j] = w[k] * (exp(r[j] - m) / s - (j == (size_t)k)) / den;
+    }
+    return num / den;
+}
+
+/* op_loss_weighted against the float64 reference at awkward sizes (one
+ * row, a prime, more rows than a work-group), with a class of weight 0;
+ * the reference's gradient against finite differences. */
+START_TEST(class_weighted_cross_entropy_matches_the_reference)
+{
+    static const size_t sizes[][2] = {{1, 1}, {67, 13}, {129, 3}};
+    for (int s = 0; s < 3; s++) {
+        size_t n = sizes[s][0], c = sizes[s][1];
+        float *x = test_alloc(n * c * sizeof *x), *t = test_alloc(n * sizeof *t);
+        float *w = test_alloc(c * sizeof *w), *g = test_alloc(n * c * sizeof *g), loss;
+        double *xd = test_alloc(n * c * sizeof *xd), *gd = test_alloc(n * c * sizeof *gd);
+        kiln_rng_fill(test_rng(), x, n * c, -4.0f, 4.0f);
+        for (size_t j = 0; j < c; j++)
+            w[j] = j == 1 ? 0.0f : 0.5f + (float)j;
+        for (size_t i = 0; i < n; i++)
+            t[i] = (float)((i * 7) % c);
+        for (size_t i = 0; i < n * c; i++)
+            xd[i] = x[i];
+        double want = weighted_ce(xd, t, w, n, c, gd);
+        for (size_t i = 0; i < n * c; i += 1 + n * c / 7) { /* the reference's own gradient */
+            double h = 1e-6, keep = xd[i];
+            xd[i] = keep + h;
+            double up = weighted_ce(xd, t, w, n, c, NULL);
+            xd[i] = keep - h;
+            double down = weighted_ce(xd, t, w, n, c, NULL);
+            xd[i] = keep;
+            ck_assert_msg(fabs((up - down) / (2 * h) - gd[i]) < 1e-6, "finite difference %zu",
+                          i);
+        }
+        size_t xs[2] = {n, c}, ns[1] = {n}, cs[1] = {c}, one[1] = {1};
+        kiln_tensor *dx, *dt, *dw, *dl, *dg;
+        check_ok(kiln_tensor_create(test_ctx(), 2, xs, &dx));
+        check_ok(kiln_tensor_create(test_ctx(), 2, xs, &dg));
+        check_ok(kiln_tensor_create(test_ctx(), 1, ns, &dt));
+        check_ok(kiln_tensor_create(test_ctx(), 1, cs, &dw));
+        check_ok(kiln_tensor_create(test_ctx(), 1, one, &dl));
+        check_ok(kiln_tensor_upload(dx, x, n * c));
+        check_ok(kiln_tensor_upload(dt, t, n));
+        check_ok(kiln_tensor_upload(dw, w, c));
+        check_ok(op_loss_weighted(test_ctx(), dx, dt, dw, dl, dg));
+        check_ok(kiln_tensor_download(dl, &loss, 1));
+        check_ok(kiln_tensor_download(dg, g, n * c));
+        if (w[(int)t[0]] > 0 || n > 1) {
+            ck_assert_msg(fabs(loss - want) < 1e-5 * (1 + fabs(want)), "%zux%zu: loss %g, "
+                          "expected %g", n, c, (double)loss, want);
+            for (size_t i = 0; i < n * c; i++)
+                ck_assert_msg(fabs(g[i] - gd[i]) < 1e-6, "%zux%zu: gradient %zu is %g, "
+                              "expected %g", n, c, i, (double)g[i], gd[i]);
+        }
+        kiln_tensor_free(dx), kiln_tensor_free(dg), kiln_tensor_free(dt);
+        kiln_tensor_free(dw), kiln_tensor_free(dl);
+        free(x), free(t), free(w), free(g), free(xd), free(gd);
+    }
+}
+END_TEST
+
+/* [train] class_weight trains through kiln_net_train_step as the loss
+ * says: a step's loss is the weighted mean, and a count that is not the
+ * model's classes is refused, leaving the settings as they were. */
+START_TEST(class_weight_setting_reaches_the_step)
+{
+    kiln_model *m;
+    check_ok(kiln_model_parse(mlp, "m.ini", &m));
+    kiln_net *net = net_of(m, 8);
+    float x[40], y[8], z[24], loss;
+    kiln_rng_fill(test_rng(), x, 40, -1.0f, 1.0f);
+    for (int i = 0; i < 8; i++)
+        y[i] = (float)(i % 3);
+    ck_assert_int_eq(kiln_net_configure(net, "class_weight", "1, 2"), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "class_weight has 2 values; the model has 3"),
+                  "message: %s", kiln_last_error());
+    const char *cw = kiln_model_train_setting(m, "class_weight"); /* as it was: none */
+    ck_assert_msg(!cw || strcmp(cw, "none") == 0, "class_weight = %s", cw);
+    check_ok(kiln_net_configure(net, "class_weight", "1, 4, 0.5"));
+    check_ok(kiln_net_forward(net, x, 8, z));
+    check_ok(kiln_net_train_step(net, x, y, 8, &loss));
+    double xd[24];
+    for (int i = 0; i < 24; i++)
+        xd[i] = z[i];
+    const float w[3] = {1, 4, 0.5f};
+    double want = weighted_ce(xd, y, w, 8, 3, NULL);
+    ck_assert_msg(fabs(loss - want) < 1e-5, "weighted step loss %g, expected %g", (double)loss,
+                  want);
+    ck_assert_int_eq(kiln_net_configure(net, "label_smoothing", "0.1"), KILN_ERR_MODEL);
+    check_ok(kiln_net_configure(net, "class_weight", "none"));
+    check_ok(kiln_net_train_step(net, x, y, 8, &loss));
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("netstate");
@@ -283,6 +397,8 @@ int main(void)
     tcase_add_test(tc, frozen_parameters_stay_and_gradients_read_back);
     tcase_add_test(tc, optimizer_state_moves_with_the_weights);
     tcase_add_test(tc, fit_says_what_it_changed);
+    tcase_add_test(tc, class_weighted_cross_entropy_matches_the_reference);
+    tcase_add_test(tc, class_weight_setting_reaches_the_step);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -5,11 +5,13 @@ import signal
 import sys
 import threading
 
+import numpy as np
+
 from . import _capi
 from ._core import _lib, check, whole
 
 FIT_ARGS = ("x", "y", "epochs", "batch", "validation_data", "lr", "callback", "on_step",
-            "verbose", "progress", "restore_best_weights")
+            "verbose", "progress", "restore_best_weights", "class_weight")
 
 
 def _interactive():
@@ -55,12 +57,64 @@ def _check_args(model, epochs, batch, validation_data, lr, callback, on_step, se
     return epochs, batch
 
 
+def _class_weights(model, class_weight, y):
+    """[train] class_weight as text from a dict {class: weight}, a sequence
+    of one weight per class, or "balanced" (n / (classes * count), as
+    scikit-learn's)."""
+    classes = model.output_size
+    if model.loss != "cross_entropy":
+        raise ValueError(f"fit: class_weight weighs the classes of cross_entropy; this model's "
+                         f"loss is {model.loss}")
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"fit: class_weight = {class_weight!r}; expected 'balanced', a "
+                             f"dict {{class: weight}} or one weight per class")
+        counts = np.bincount(np.asarray(y).astype(np.int64).ravel(), minlength=classes)
+        w = np.where(counts > 0, len(np.asarray(y)) / (classes * np.maximum(counts, 1)), 0)
+    elif isinstance(class_weight, dict):
+        w = np.ones(classes)
+        for k, v in class_weight.items():
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < classes:
+                raise ValueError(f"fit: class_weight names class {k!r}; the model's classes are "
+                                 f"0 to {classes - 1}")
+            w[k] = v
+    elif isinstance(class_weight, (list, tuple, np.ndarray)):
+        w = np.asarray(class_weight, dtype=np.float64)
+        if w.shape != (classes,):
+            raise ValueError(f"fit: class_weight has {w.size} values; the model has {classes} "
+                             f"classes")
+    else:
+        raise TypeError(f"fit: class_weight must be 'balanced', a dict or a sequence, not "
+                        f"{type(class_weight).__name__}")
+    w = np.asarray(w, dtype=np.float64)
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
+        raise ValueError("fit: class weights are numbers from 0, not all 0")
+    return ",".join(f"{v:.4g}" for v in w)
+
+
 def fit(model, x, y, epochs, batch, validation_data, lr, callback, on_step, verbose, progress,
-        restore_best_weights, settings):
+        restore_best_weights, class_weight, settings):
     epochs, batch = _check_args(model, epochs, batch, validation_data, lr, callback, on_step,
                                 settings)
+    if "class_weight" in settings:
+        raise TypeError("fit: give class_weight as fit's own argument (for this call), not "
+                        "as a [train] setting")
+    weights = None if class_weight is None else _class_weights(model, class_weight, y)
     if settings:
         model.configure(**settings)
+    before = model.settings["class_weight"]
+    if weights is not None:
+        model.configure(class_weight=weights)
+    try:
+        return _fit(model, x, y, epochs, batch, validation_data, lr, callback, on_step,
+                    verbose, progress, restore_best_weights)
+    finally:
+        if weights is not None:
+            model.configure(class_weight=before)
+
+
+def _fit(model, x, y, epochs, batch, validation_data, lr, callback, on_step, verbose, progress,
+         restore_best_weights):
     if lr is not None:
         model.configure(lr=lr)
     want = batch or int(model.settings["batch"])  # never a smaller batch than asked for

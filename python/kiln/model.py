@@ -412,7 +412,7 @@ class Model:
 
     def fit(self, x, y, epochs=None, batch=None, validation_data=None, *, lr=None,
             callback=None, on_step=None, verbose=True, progress=None,
-            restore_best_weights=True, **settings):
+            restore_best_weights=True, class_weight=None, **settings):
         """Trains as the model's [train] section says.
 
         Parameters
@@ -443,6 +443,12 @@ class Model:
         restore_best_weights : bool, default True
             End on the weights of the epoch with the best validation loss
             (also without patience); False keeps the last epoch's.
+        class_weight : dict, sequence or "balanced", optional
+            cross_entropy only, for this call: a weight per class
+            ({class: weight}, others 1; or one per class; or "balanced":
+            n / (classes * count of the class)). The training loss is the
+            weighted mean, as PyTorch's CrossEntropyLoss(weight=); the
+            validation loss and accuracy stay unweighted, as Keras's.
         **settings
             [train] keys (optimizer="sgd", momentum=0.9, patience=3, ...);
             they stay set for later calls.
@@ -460,7 +466,7 @@ class Model:
         with self._lock:
             self._live()
             return fit(self, x, y, epochs, batch, validation_data, lr, callback, on_step,
-                       verbose, progress, restore_best_weights, settings)
+                       verbose, progress, restore_best_weights, class_weight, settings)
 
     # ---- settings ----
 

@@ -449,3 +449,35 @@ def test_pytorch_given_folded_weights_predicts_as_kiln():
     with torch.no_grad():
         out = net(torch.from_numpy(x)).numpy()
     assert np.allclose(out, m.predict(x), atol=1e-4)
+
+
+def test_class_weight_weighs_the_training_loss_for_this_call():
+    rng = np.random.default_rng(8)
+    x = rng.normal(0, 1, (200, 6)).astype(np.float32)
+    y = (x[:, 0] > 1.2).astype(np.int64)  # about 12 % of class 1
+    m = kiln.Sequential([kiln.Linear(2)], input_shape=6, normalize="none", batch=200)
+    z = m.predict(x).astype(np.float64)
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    terms = lse - z[np.arange(200), y]
+    w = np.array([1.0, 9.0])[y]
+    first = []
+    m.fit(x, y, epochs=1, validation_data=(x, y), class_weight={1: 9}, verbose=False,
+          on_step=lambda row: first.append(row["loss"]))
+    assert first[0] == pytest.approx((w * terms).sum() / w.sum(), rel=1e-5)
+    assert m.settings["class_weight"] == "none"  # for that call only
+    plain, balanced = (kiln.Sequential([kiln.Linear(8), kiln.ReLU(), kiln.Linear(2)],
+                                       input_shape=6, lr=0.01, seed=2) for _ in range(2))
+    plain.fit(x, y, epochs=15, validation_data=(x, y), verbose=False)
+    balanced.fit(x, y, epochs=15, validation_data=(x, y), class_weight="balanced",
+                 verbose=False)
+    recall = [np.mean(mm.predict(x)[y == 1].argmax(1) == 1) for mm in (plain, balanced)]
+    assert recall[1] >= recall[0]
+    with pytest.raises(ValueError, match="names class 5"):
+        m.fit(x, y, epochs=1, class_weight={5: 2.0}, verbose=False)
+    with pytest.raises(ValueError, match="'bal'"):
+        m.fit(x, y, epochs=1, class_weight="bal", verbose=False)
+    with pytest.raises(ValueError, match="has 3 values"):
+        m.fit(x, y, epochs=1, class_weight=[1, 2, 3], verbose=False)
+    reg = kiln.Sequential([kiln.Linear(1)], input_shape=6, loss="mse")
+    with pytest.raises(ValueError, match="loss is mse"):
+        reg.fit(x, y.astype(np.float32), epochs=1, class_weight="balanced", verbose=False)

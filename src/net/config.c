@@ -126,6 +126,26 @@ static kiln_status key_milestones(const key_ctx *k)
     return s->n_milestones ? KILN_OK : bad(k, "increasing epochs separated by commas");
 }
 
+static kiln_status key_class_weight(const key_ctx *k)
+{
+    train_config *c = k->c;
+    c->n_class_weight = 0;
+    if (strcmp(k->s->value, "none") == 0)
+        return KILN_OK;
+    char copy[128];
+    snprintf(copy, sizeof copy, "%s", k->s->value);
+    double v, total = 0;
+    for (char *save = NULL, *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (c->n_class_weight == TRAIN_MAX_CLASS_WEIGHTS || !number(t, 0, 1e6, &v))
+            return bad(k, "a weight from 0 per class, separated by commas (at most 64), or "
+                          "none");
+        c->class_weight[c->n_class_weight++] = (float)v;
+        total += v;
+    }
+    return c->n_class_weight && total > 0 ? KILN_OK
+                                          : bad(k, "a weight per class, not all 0, or none");
+}
+
 /* Keys that are one number into a field. */
 typedef enum { F_FLOAT, F_DOUBLE, F_INT, F_SIZE, F_U64, F_BOOL } field_type;
 
@@ -148,6 +168,7 @@ static const key_def keys[] = {
     {"normalize", key_normalize, 0, 0, 0, 0, NULL},
     {"betas", key_betas, 0, 0, 0, 0, NULL},
     {"milestones", key_milestones, 0, 0, 0, 0, NULL},
+    {"class_weight", key_class_weight, 0, 0, 0, 0, NULL},
     FIELD("lr", F_FLOAT, optim.lr, 1e-12, 100, "a learning rate above 0, at most 100"),
     FIELD("momentum", F_FLOAT, optim.momentum, 0, 1, "a number from 0 to 1"),
     FIELD("dampening", F_FLOAT, optim.dampening, 0, 1, "a number from 0 to 1"),
@@ -264,6 +285,10 @@ kiln_status train_config_read(const kiln_model *m, train_config *c)
     kiln_status st = read_pass(m, c, 1);
     if (st == KILN_OK)
         st = read_pass(m, c, 0);
+    if (st == KILN_OK && c->n_class_weight && c->label_smoothing > 0)
+        st = kiln_fail(KILN_ERR_MODEL, "%s [train]: class_weight and label_smoothing together "
+                                       "are not supported; use one of them",
+                       m->file[0] ? m->file : "model");
     c->sched.base_lr = c->optim.lr; /* t_max 0: the number of epochs, once known */
     return st;
 }
@@ -300,7 +325,9 @@ kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *val
     size_t i = 0;
     while (i < m->train_count && strcmp(m->train[i].key, key) != 0)
         i++;
-    if (i == m->train_count) {
+    int added = i == m->train_count;
+    graph_setting was = added ? s : m->train[i];
+    if (added) {
         graph_setting *grown = realloc(m->train, (m->train_count + 1) * sizeof *grown);
         if (!grown)
             return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_model_set_train: out of memory");
@@ -308,7 +335,12 @@ kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *val
         m->train_count++;
     }
     m->train[i] = s;
-    return KILN_OK;
+    st = train_config_read(m, &c); /* keys that exclude each other: the model stays whole */
+    if (st != KILN_OK && added)
+        m->train_count--;
+    else if (st != KILN_OK)
+        m->train[i] = was;
+    return st;
 }
 
 /* One key's value as training reads it, into text. */
@@ -332,6 +364,11 @@ static void setting_text(const train_config *c, const key_def *d, char *text, si
         for (int i = 0; i < c->sched.n_milestones && used < size; i++)
             used += (size_t)snprintf(text + used, size - used, "%s%d", i ? ", " : "",
                                      c->sched.milestones[i]);
+    } else if (d->read == key_class_weight) {
+        size_t used = (size_t)snprintf(text, size, "%s", c->n_class_weight ? "" : "none");
+        for (int i = 0; i < c->n_class_weight && used < size; i++)
+            used += (size_t)snprintf(text + used, size - used, "%s%g", i ? ", " : "",
+                                     (double)c->class_weight[i]);
     } else if (d->type == F_BOOL)
         snprintf(text, size, "%s", *(const int *)at ? "true" : "false");
     else if (d->type == F_FLOAT)

@@ -16,6 +16,8 @@ typedef enum {
     NORMALIZE_GLOBAL
 } normalize_kind;
 
+#define TRAIN_MAX_CLASS_WEIGHTS 64
+
 typedef struct {
     loss_kind loss;
     float label_smoothing;
@@ -29,6 +31,8 @@ typedef struct {
     double val;         /* fraction of the training data held out */
     normalize_kind normalize;
     int sync_batchnorm; /* batchnorm statistics of the global batch across ranks */
+    int n_class_weight; /* cross_entropy's weight per class (0: none) */
+    float class_weight[TRAIN_MAX_CLASS_WEIGHTS];
 } train_config;
 
 /* Reads the model's [train] section over PyTorch-like defaults; every bad

@@ -55,6 +55,7 @@ struct kiln_net {
     grad_buckets *buckets;   /* the flat gradients' way across the ranks, with a comm */
     op_sync sync;            /* sync_batchnorm through comm */
     kiln_tensor **frozen;    /* per entry: a frozen parameter's copy (params.c); NULL: none */
+    kiln_tensor *class_weight; /* [train] class_weight on the device, or NULL (params.c) */
 };
 
 #define NET_MAGIC 0x6b6e6574u /* "knet" */
@@ -109,6 +110,10 @@ kiln_tensor *net_logits(const kiln_net *net, const pipeline *p);
  * (params.c); net_free_frozen releases what freezing holds. */
 kiln_status net_optim_step(kiln_net *net, float lr);
 void net_free_frozen(kiln_net *net);
+
+/* The class weights of the settings on the device (or none), checked
+ * against the model's outputs. */
+kiln_status net_class_weights(kiln_net *net);
 
 /* Rebuilds the optimizer for the current settings (state reset). */
 kiln_status net_reset_optimizer(kiln_net *net);

@@ -74,12 +74,33 @@ int kiln_net_frozen(const kiln_net *net, const char *name)
     return i < 0 ? -1 : net->frozen && net->frozen[i] != NULL;
 }
 
+kiln_status net_class_weights(kiln_net *net)
+{
+    const train_config *c = &net->c;
+    size_t classes = kiln_net_output_size(net);
+    kiln_tensor_free(net->class_weight);
+    net->class_weight = NULL;
+    if (!c->n_class_weight || c->loss != LOSS_CROSS_ENTROPY)
+        return KILN_OK;
+    if ((size_t)c->n_class_weight != classes)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "[train] class_weight has %d values; the "
+                                                    "model has %zu classes",
+                         c->n_class_weight, classes);
+    size_t shape[1] = {classes};
+    kiln_status st = kiln_tensor_create(net->ctx, 1, shape, &net->class_weight);
+    if (st == KILN_OK)
+        st = kiln_tensor_upload(net->class_weight, c->class_weight, classes);
+    return st;
+}
+
 void net_free_frozen(kiln_net *net)
 {
     for (size_t i = 0; net->frozen && i < net->n_entries; i++)
         kiln_tensor_free(net->frozen[i]);
     free(net->frozen);
     net->frozen = NULL;
+    kiln_tensor_free(net->class_weight);
+    net->class_weight = NULL;
 }
 
 /* The optimizer's step over every parameter at once leaves a frozen one
