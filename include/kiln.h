@@ -637,8 +637,8 @@ typedef struct {
     const char *npz_keys;  /* .npz: the arrays, as kiln_data_load_npz's keys; NULL: x and y
                               (else x_train and y_train), with x_test and y_test as the
                               test split when the file has them */
-    int restore_best;      /* 1 (the default): end on the weights of the epoch with the best
-                              validation loss; 0: keep the last epoch's */
+    int keep_last;         /* 0 (the default): end on the weights of the epoch with the best
+                              validation loss; 1: keep the last epoch's */
 } kiln_train_options;
 
 KILN_API void kiln_train_options_init(kiln_train_options *o);
@@ -657,8 +657,8 @@ typedef struct {
 
 /* Trains the network in place as its [train] settings say (loss,
  * optimizer, schedule, clipping, early stopping, seed) on the chosen data,
- * keeps the weights of the best validation loss (unless restore_best is
- * 0), and evaluates them on the test data. Every batch trains, the last
+ * keeps the weights of the best validation loss (unless keep_last is
+ * set), and evaluates them on the test data. Every batch trains, the last
  * short one included. The batch is the options', else [train]'s; a
  * [train] batch above the network's max_batch trains at max_batch and the
  * log says so, an options' batch above it is an error. */

@@ -253,7 +253,7 @@ START_TEST(fit_says_what_it_changed)
     check_ok(kiln_data_from_arrays(x, y, N, 5, 1, &d));
     kiln_train_options o;
     kiln_train_options_init(&o);
-    ck_assert_int_eq(o.restore_best, 1);
+    ck_assert_int_eq(o.keep_last, 0);
     o.train_data = d;
     o.val_data = d;
     o.epochs = 1;

@@ -51,7 +51,7 @@ class TrainOptions(ctypes.Structure):
                 ("progress", ctypes.c_int), ("log", WRITE_FN), ("log_user", ctypes.c_void_p),
                 ("on_step", PROGRESS_FN), ("on_epoch", PROGRESS_FN), ("user", ctypes.c_void_p),
                 ("stop", ctypes.POINTER(ctypes.c_int)), ("npz_keys", ctypes.c_char_p),
-                ("restore_best", ctypes.c_int)]
+                ("keep_last", ctypes.c_int)]
 
 
 class TrainReport(ctypes.Structure):

@@ -202,7 +202,7 @@ def _run(model, datasets, epochs, batch, callback, on_step, verbose, progress, m
     o.val_data = datasets[1] if len(datasets) > 1 else None
     o.epochs = epochs or 0
     o.batch = batch or 0
-    o.restore_best = 1 if restore_best else 0
+    o.keep_last = 0 if restore_best else 1
     keep = [_capi.PROGRESS_FN(epoch_done), _capi.PROGRESS_FN(step_done), _capi.WRITE_FN(log)]
     o.on_epoch, o.on_step = keep[0], keep[1]
     o.stop = ctypes.pointer(stop)

@@ -31,7 +31,6 @@ void kiln_train_options_init(kiln_train_options *o)
     if (o) {
         memset(o, 0, sizeof *o);
         o->size = sizeof *o;
-        o->restore_best = 1;
     }
 }
 
@@ -477,7 +476,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
         say(&r, "stopped on request; resume with --resume %s\n",
             o.out_dir ? o.out_dir : "(no output directory: nothing was saved)");
     }
-    if (st == KILN_OK && rep->best_epoch > 0 && o.restore_best)
+    if (st == KILN_OK && rep->best_epoch > 0 && !o.keep_last)
         st = snapshot(&r, 1); /* the best weights are the final ones */
     if (st == KILN_OK && rep->best_epoch > 0) /* never untrained weights over a run's */
         st = save(&r, "final.safetensors", rep->best_epoch, rep->best_val_loss);
