@@ -3,6 +3,7 @@ state, training settings and input normalization."""
 import ctypes
 import functools
 import threading
+import types
 import warnings
 
 import numpy as np
@@ -32,8 +33,8 @@ class _either:
 
     def __get__(self, obj, cls):
         if obj is None:
-            return functools.partial(self.on_class, cls)
-        return functools.partial(self.on_instance, obj)
+            return types.MethodType(self.on_class, cls)
+        return types.MethodType(self.on_instance, obj)
 
 
 def _is_checkpoint(path):
@@ -163,7 +164,11 @@ class Model:
         model._load_weights(source)
         return model
 
+    @_locked
     def _load_into(self, path):
+        """m.load(path): weights, buffers and input normalization from a
+        safetensors file into this model (a file of another model is
+        refused, naming every difference)."""
         self._load_weights(path_arg(path, "path", "load"))
 
     load = _either(_load_from, _load_into)
