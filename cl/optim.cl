@@ -33,12 +33,15 @@ __kernel void sgd_step(__global float *p, __global const float *g, __global floa
 
 __kernel void adam_step(__global float *p, __global const float *g, __global float *m,
                         __global float *v, __global const float *scale, const float lr,
-                        const float b1, const float b2, const float eps, const float wd,
+                        const float b1, const float b2, const float eps, float wd,
                         const int decoupled, const float bc1, const float bc2,
-                        const float clip_value)
+                        const float clip_value, __global const float *decay,
+                        const int has_decay)
 {
     uint i = get_global_id(0);
     float grad = clipped(g, i, scale, clip_value), w = p[i];
+    if (has_decay) /* 1 where weight decay applies (matrices), 0 elsewhere */
+        wd *= decay[i];
     if (decoupled)
         w *= 1.0f - lr * wd;
     else

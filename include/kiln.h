@@ -235,7 +235,17 @@ KILN_API kiln_status kiln_ctx_profile_end(kiln_ctx *ctx, const char *trace_path,
  * device (name, driver, platform and CLBlast version) in kiln's cache
  * directory and applied by kiln_ctx_create unless $KILN_TUNE is "off". A
  * stale or corrupt record is ignored with a warning. */
-#define KILN_XGEMM_PARAMS 16
+/* CLBlast's Xgemm parameters, in the order CLBlast's OverrideParameters
+ * takes them: KILN_XGEMM_<NAME> indexes kiln_tuning.xgemm. */
+#define KILN_XGEMM_PARAM_LIST(X)                                                          \
+    X(GEMMK) X(KREG) X(KWG) X(KWI) X(MDIMA) X(MDIMC) X(MWG) X(NDIMB) X(NDIMC) X(NWG) X(SA)  \
+    X(SB) X(STRM) X(STRN) X(VWM) X(VWN)
+enum {
+#define KILN_XGEMM_ENUM(name) KILN_XGEMM_##name,
+    KILN_XGEMM_PARAM_LIST(KILN_XGEMM_ENUM)
+#undef KILN_XGEMM_ENUM
+    KILN_XGEMM_PARAMS
+};
 typedef struct {
     int has_xgemm;
     size_t xgemm[KILN_XGEMM_PARAMS]; /* CLBlast's Xgemm parameters, named below */
@@ -321,6 +331,13 @@ KILN_API size_t kiln_model_layer_count(const kiln_model *m);
 /* Trainable parameters and buffer values, as PyTorch counts them. */
 KILN_API uint64_t kiln_model_param_count(const kiln_model *m);
 KILN_API uint64_t kiln_model_buffer_count(const kiln_model *m);
+
+/* A sequence model ([input] tokens = V, block = T) takes samples of T
+ * token ids, each a whole number in [0, V) stored as a float: inputs and
+ * targets are (n, T) arrays, outputs (n, T, V). These give V and T, and 0
+ * for a model of another input. */
+KILN_API size_t kiln_model_vocab(const kiln_model *m);
+KILN_API size_t kiln_model_block(const kiln_model *m);
 
 /* A value of the [train] section, or NULL. */
 KILN_API const char *kiln_model_train_setting(const kiln_model *m, const char *key);
@@ -441,6 +458,21 @@ KILN_API kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const floa
  * input normalization kiln stored in the file is restored with it. */
 KILN_API kiln_status kiln_net_save(kiln_net *net, const char *path);
 KILN_API kiln_status kiln_net_load(kiln_net *net, const char *path);
+
+/* Writes the network as an ONNX model (opset 17, standard operators, its
+ * weights inside) that ONNX Runtime and other ONNX readers run: the graph
+ * in eval mode (dropout removed, batchnorm with its running statistics),
+ * the input normalization as a first Sub and Div, so that it takes raw
+ * inputs as kiln_net_forward does, and a symbolic batch dimension. Its
+ * output "output" is what `kiln predict` gives: probabilities for a
+ * softmax or sigmoid head, and also for a classifier trained with
+ * cross_entropy on logits (a Softmax is added); the last layer's values
+ * otherwise. The input is "input", of the model's per-sample shape
+ * (batch, 1, 28, 28 for shape = 1x28x28). The file is written to a
+ * temporary file beside path, synced and renamed: never half a file. A
+ * layer with no ONNX form is KILN_ERR_UNSUPPORTED naming it, and nothing
+ * is written. */
+KILN_API kiln_status kiln_net_export_onnx(kiln_net *net, const char *path);
 
 /* What the network's last layer is as a prediction head. */
 typedef enum {

@@ -1,6 +1,7 @@
 /* Float64 references of the operators (see ref_ops.h). Plain loops, as
  * close to the textbook definitions as possible. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,9 +10,19 @@
 static const double inv_sqrt2 = 0.70710678118654752440;
 static const double sqrt_2_over_pi = 0.79788456080286535588;
 
+/* A row of KILN_ACT_LIST without its reference here stops the tests. */
+static double no_reference(kiln_act act)
+{
+    fprintf(stderr, "ref_ops.c: no float64 reference for activation %s\n",
+            act_get(act) ? act_get(act)->name : "(outside the list)");
+    abort();
+}
+
 double ref_act(kiln_act act, double x, double slope)
 {
     switch (act) {
+    case KILN_ACT_NONE:
+        return x;
     case KILN_ACT_RELU:
         return x > 0 ? x : 0;
     case KILN_ACT_LEAKY_RELU:
@@ -24,14 +35,18 @@ double ref_act(kiln_act act, double x, double slope)
         return 0.5 * x * (1.0 + erf(x * inv_sqrt2));
     case KILN_ACT_GELU_TANH:
         return 0.5 * x * (1.0 + tanh(sqrt_2_over_pi * (x + 0.044715 * x * x * x)));
+    case KILN_ACT_SILU:
+        return x / (1.0 + exp(-x));
     default:
-        return x;
+        return no_reference(act);
     }
 }
 
 static double act_deriv(kiln_act act, double x, double slope)
 {
     switch (act) {
+    case KILN_ACT_NONE:
+        return 1;
     case KILN_ACT_RELU:
         return x > 0 ? 1 : 0;
     case KILN_ACT_LEAKY_RELU:
@@ -49,8 +64,12 @@ static double act_deriv(kiln_act act, double x, double slope)
         double du = sqrt_2_over_pi * (1 + 3 * 0.044715 * x * x);
         return 0.5 * (1 + tanh(u)) + 0.5 * x * (1 - tanh(u) * tanh(u)) * du;
     }
+    case KILN_ACT_SILU: {
+        double s = 1.0 / (1.0 + exp(-x));
+        return s * (1 + x * (1 - s));
+    }
     default:
-        return 1;
+        return no_reference(act);
     }
 }
 
@@ -61,9 +80,16 @@ static size_t numel(const kiln_shape *s)
 
 /* ---- linear ------------------------------------------------------------ */
 
+/* x viewed as (n, in): a sequence (B, T, in) is B T rows. */
+static size_t linear_rows(const ref_op *r, size_t *in)
+{
+    *in = r->in_shape[0].d[r->in_shape[0].ndim - 1];
+    return numel(&r->in_shape[0]) / *in;
+}
+
 static void linear_fwd(ref_op *r)
 {
-    size_t n = r->in_shape[0].d[0], in = r->in_shape[0].d[1], out = r->a->out;
+    size_t in, n = linear_rows(r, &in), out = r->a->out;
     for (size_t i = 0; i < n; i++)
         for (size_t o = 0; o < out; o++) {
             double z = r->a->bias ? r->param[1][o] : 0;
@@ -76,7 +102,7 @@ static void linear_fwd(ref_op *r)
 /* dz = act'(z) dy where z is recovered by recomputing the pre-activation. */
 static void linear_bwd(ref_op *r)
 {
-    size_t n = r->in_shape[0].d[0], in = r->in_shape[0].d[1], out = r->a->out;
+    size_t in, n = linear_rows(r, &in), out = r->a->out;
     double *dz = malloc(n * out * sizeof *dz);
     for (size_t i = 0; i < n; i++)
         for (size_t o = 0; o < out; o++) {
@@ -378,7 +404,8 @@ static void ln_fwd(ref_op *r)
         ln_row(r, i, dim, &mean, &rstd);
         for (size_t j = 0; j < dim; j++)
             r->out[i * dim + j] =
-                (r->in[0][i * dim + j] - mean) * rstd * r->param[0][j] + r->param[1][j];
+                (r->in[0][i * dim + j] - mean) * rstd * r->param[0][j] +
+                (r->a->bias ? r->param[1][j] : 0);
     }
 }
 
@@ -388,7 +415,7 @@ static void ln_bwd(ref_op *r)
     for (size_t j = 0; j < dim; j++) {
         if (r->dparam[0])
             r->dparam[0][j] = 0;
-        if (r->dparam[1])
+        if (r->a->bias && r->dparam[1])
             r->dparam[1][j] = 0;
     }
     for (size_t i = 0; i < rows; i++) {
@@ -400,7 +427,7 @@ static void ln_bwd(ref_op *r)
             mgx += dy * r->param[0][j] * xhat / (double)dim;
             if (r->dparam[0])
                 r->dparam[0][j] += dy * xhat;
-            if (r->dparam[1])
+            if (r->a->bias && r->dparam[1])
                 r->dparam[1][j] += dy;
         }
         for (size_t j = 0; r->din[0] && j < dim; j++) {

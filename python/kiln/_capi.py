@@ -106,6 +106,7 @@ SIGNATURES = {
                                      ctypes.POINTER(ctypes.c_double)]),
     "kiln_net_save": (c_status, [P, ctypes.c_char_p]),
     "kiln_net_load": (c_status, [P, ctypes.c_char_p]),
+    "kiln_net_export_onnx": (c_status, [P, ctypes.c_char_p]),
     "kiln_net_param_count": (c_size, [P]),
     "kiln_net_param_info": (c_status, [P, c_size, ctypes.POINTER(ParamInfo)]),
     "kiln_net_get": (c_status, [P, ctypes.c_char_p, F, c_size]),

@@ -690,6 +690,16 @@ class Model:
         else."""
         check(_lib.kiln_net_save(self._net, path_arg(path, "path", "save")), "save")
 
+    @_locked
+    def export_onnx(self, path):
+        """An ONNX model (opset 17, written atomically) for ONNX Runtime:
+        input "input" of shape (batch, *input shape), raw as predict takes
+        it (the normalization is inside); output "output" as `kiln predict`
+        gives it (probabilities for a classifier, also one trained on
+        logits). A layer with no ONNX form raises KilnError naming it."""
+        check(_lib.kiln_net_export_onnx(self._net, path_arg(path, "path", "export_onnx")),
+              "export_onnx")
+
     # ---- moving and copying ----
 
     def _snapshot(self):

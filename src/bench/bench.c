@@ -125,7 +125,7 @@ static kiln_status run_copy(void *u)
 {
     kernel_state *s = u;
     cl_ulong n = s->a->numel;
-    return kiln_launch_1d(s->ctx, s->copy, "copy", n, 0, 3, KARG(s->a->buf), KARG(s->b->buf),
+    return kiln_launch_1d(s->ctx, s->copy, "copy", n, 0, KARG(s->a->buf), KARG(s->b->buf),
                           KARG(n));
 }
 

@@ -19,9 +19,13 @@
 
 #include "blas/blas.h"
 
-static const char *const xgemm_names[KILN_XGEMM_PARAMS] = {
-    "GEMMK", "KREG", "KWG", "KWI", "MDIMA", "MDIMC", "MWG", "NDIMB",
-    "NDIMC", "NWG",  "SA",  "SB",  "STRM",  "STRN",  "VWM", "VWN"};
+static const char *const xgemm_names[] = {
+#define XGEMM_NAME(name) #name,
+    KILN_XGEMM_PARAM_LIST(XGEMM_NAME)
+#undef XGEMM_NAME
+};
+_Static_assert(sizeof xgemm_names / sizeof xgemm_names[0] == KILN_XGEMM_PARAMS,
+               "one name per Xgemm parameter");
 
 const char *kiln_xgemm_param_name(int i)
 {

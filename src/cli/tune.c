@@ -369,7 +369,8 @@ static void run_worker(const char *device, const char *engine, const kiln_tuning
 
 /* ---- the search space ------------------------------------------------------ */
 
-enum { GEMMK, KREG, KWG, KWI, MDIMA, MDIMC, MWG, NDIMB, NDIMC, NWG, SA, SB, STRM, STRN, VWM, VWN };
+#define XGEMM_SHORT(name) name = KILN_XGEMM_##name,
+enum { KILN_XGEMM_PARAM_LIST(XGEMM_SHORT) }; /* the parameters by their own names */
 
 /* CLBlast's constraints for Xgemm kernel 0, and the device's limits. */
 static int valid(const size_t *x, const kiln_device_info *d)

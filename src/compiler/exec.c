@@ -59,15 +59,16 @@ kiln_status pipeline_fold(pipeline *p, pipe_step *s)
 {
     pipe_step *bn = &p->steps[s->bn_step];
     cl_kernel k;
-    char opts[48];
-    reduce_options(p->ctx, opts, sizeof opts);
+    char opts[ACT_OPTIONS_MAX + 64], reduce[48], acts[ACT_OPTIONS_MAX];
+    snprintf(opts, sizeof opts, "%s %s", reduce_options(p->ctx, reduce, sizeof reduce),
+             act_options(KILN_ACT_NONE, acts, sizeof acts));
     kiln_status st = kiln_kernel_get(p->ctx, "group.cl+act.cl+norm.cl", opts, "bn_fold", &k);
     if (st != KILN_OK)
         return st;
     size_t out = s->param[0]->shape[0], row = s->param[0]->numel / out;
     cl_int has_bias = s->attrs.bias;
     cl_mem bias = has_bias ? s->param[1]->buf : s->param[0]->buf;
-    return kiln_launch_3d(p->ctx, k, "bn_fold", row, out, 1, 10, KARG(s->param[0]->buf),
+    return kiln_launch_3d(p->ctx, k, "bn_fold", row, out, 1, KARG(s->param[0]->buf),
                           KARG(bias), KARG(has_bias), KARG(bn->param[0]->buf),
                           KARG(bn->param[1]->buf), KARG(bn->buffer[0]->buf),
                           KARG(bn->buffer[1]->buf), KARG(bn->attrs.eps), KARG(s->folded[0]->buf),
@@ -186,6 +187,12 @@ static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
         c.dparam[k] = s->dparam[k];
     if (st == KILN_OK)
         st = op_backward(s->op, &c);
+    if (st == KILN_OK && s->tie_from >= 0 && s->dparam[0]) { /* a tied weight's gradients add */
+        op_attrs a = op_attrs_default();
+        op_args sum = {.ctx = p->ctx, .attrs = &a, .out = s->dparam[0],
+                       .in = {s->dparam[0], p->steps[s->tie_from].dparam[0]}};
+        st = op_forward(OP_ADD, &sum);
+    }
     for (int k = 0; k < s->n_inputs && st == KILN_OK; k++) {
         if (s->inputs[k] < 0)
             continue;

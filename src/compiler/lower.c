@@ -28,7 +28,7 @@ static kiln_status add_step(pipeline *p, size_t i)
     pipe_step *s = &p->steps[p->count];
     memset(s, 0, sizeof *s);
     s->node = i;
-    s->fused_node = s->bn_step = s->folded_into = -1;
+    s->fused_node = s->bn_step = s->folded_into = s->tied_to = s->tie_from = -1;
     s->op = n->kind->op;
     s->attrs = n->attrs;
     s->n_inputs = n->kind->n_inputs;
@@ -39,6 +39,10 @@ static kiln_status add_step(pipeline *p, size_t i)
         in[k] = from < 0 ? p->input_shape : p->steps[s->inputs[k]].shapes.out;
         if (from >= 0)
             p->steps[s->inputs[k]].uses++;
+    }
+    if (n->tie >= 0) {
+        s->tied_to = p->value_of[n->tie];
+        p->steps[s->tied_to].tie_from = (int)p->count;
     }
     p->value_of[i] = (int)p->count++;
     return op_infer(s->op, &s->attrs, in, &s->shapes);
@@ -158,13 +162,32 @@ static kiln_status alloc_arena(pipeline *p)
     return st;
 }
 
+/* A tied weight (tie =) is a view of its owner's place in the flat
+ * parameters; its gradient is a tensor of its own, added to the owner's
+ * after the owner's backward (exec.c). */
+static kiln_status alloc_tied(pipeline *p, pipe_step *s)
+{
+    const kiln_shape *ps = &s->shapes.param[0];
+    size_t at = p->steps[s->tied_to].flat_at[0];
+    s->flat_at[0] = at;
+    kiln_status st = kiln_tensor_view(p->ctx, p->params->buf, at * sizeof(float), ps->ndim,
+                                      ps->d, &s->param[0]);
+    return st == KILN_OK ? tensor_of(p->ctx, ps, &s->dparam[0]) : st;
+}
+
+static int is_tied(const pipe_step *s, int k)
+{
+    return k == 0 && s->tied_to >= 0;
+}
+
 /* Places every parameter and its gradient in the two flat buffers. */
 static kiln_status alloc_flat(pipeline *p)
 {
     size_t align = KILN_ARENA_ALIGN / sizeof(float), total = 0;
     for (size_t i = 0; i < p->count; i++)
         for (int k = 0; k < p->steps[i].shapes.n_params; k++)
-            total += (shape_numel(&p->steps[i].shapes.param[k]) + align - 1) / align * align;
+            if (!is_tied(&p->steps[i], k))
+                total += (shape_numel(&p->steps[i].shapes.param[k]) + align - 1) / align * align;
     kiln_shape flat = shape_make(1, total ? total : 1, 0, 0, 0);
     kiln_status st = tensor_of(p->ctx, &flat, &p->params);
     if (st == KILN_OK)
@@ -178,6 +201,11 @@ static kiln_status alloc_flat(pipeline *p)
         pipe_step *s = &p->steps[i];
         for (int k = 0; k < s->shapes.n_params && st == KILN_OK; k++) {
             const kiln_shape *ps = &s->shapes.param[k];
+            if (is_tied(s, k)) {
+                st = alloc_tied(p, s);
+                continue;
+            }
+            s->flat_at[k] = at;
             st = kiln_tensor_view(p->ctx, p->params->buf, at * sizeof(float), ps->ndim, ps->d,
                                   &s->param[k]);
             if (st == KILN_OK)

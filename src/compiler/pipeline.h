@@ -30,6 +30,10 @@ typedef struct {
     int folded_into;                  /* eval: this batchnorm runs inside that step */
     kiln_tensor *folded[OP_MAX_PARAMS]; /* eval: weight and bias with the batchnorm in */
     int grad_ready;                   /* grad written during this backward */
+    int tied_to;                      /* step whose weight param[0] is (tie =), or -1 */
+    int tie_from;                     /* the step tied to this one's weight, or -1: its
+                                         weight gradient is added to this one's */
+    size_t flat_at[OP_MAX_PARAMS];    /* where each parameter sits in the flat buffers */
 } pipe_step;
 
 /* How a pipeline is built. */
@@ -106,14 +110,15 @@ void pipeline_free(pipeline *p);
 kiln_status pipeline_create_shared(const pipeline *owner, size_t batch, pipeline **out);
 
 /* Whether the model ends in a softmax over the classes of a (batch,
- * classes) output, its prediction head. Here, not in lower.c, so that
+ * classes) output, or the vocabulary of a (batch, time, vocabulary) one:
+ * its prediction head. Here, not in lower.c, so that
  * plan.c (which lower.c calls) reads it without calling back. */
 static inline int pipeline_softmax_head(const pipeline *p)
 {
     const pipe_step *last = &p->steps[p->count - 1];
     int ndim = last->shapes.out.ndim;
     int dim = last->attrs.dim < 0 ? ndim + last->attrs.dim : last->attrs.dim;
-    return last->op == OP_SOFTMAX && ndim == 2 && dim == 1;
+    return last->op == OP_SOFTMAX && (ndim == 2 || ndim == 3) && dim == ndim - 1;
 }
 
 /* Whether the model ends in a sigmoid (not fused into the layer before

@@ -35,9 +35,18 @@ kiln_status kiln_model_summary(kiln_model *m, kiln_write_fn fn, void *user)
     if (st != KILN_OK)
         return st;
     char shape[64], count[32];
-    kiln_writef(out, "%-4s %-12s %-14s %-16s %-14s %12s\n", "#", "layer", "name", "from",
-            "output", "parameters");
-    kiln_writef(out, "%-4s %-12s %-14s %-16s %-14s %12s\n", "", "input", "", "",
+    int wname = 14, wfrom = 16; /* wider for long names (transformer.h.0.attn.c_attn) */
+    for (size_t i = 0; i < m->count; i++) {
+        const graph_node *n = &m->nodes[i];
+        int len = n->has_name ? (int)strlen(n->name) : 0, from = 0;
+        for (int k = 0; k < n->kind->n_inputs; k++)
+            from += (int)strlen(input_name(m, n->inputs[k])) + 2 * k;
+        wname = len > wname ? len : wname;
+        wfrom = from > wfrom ? from : wfrom;
+    }
+    kiln_writef(out, "%-4s %-12s %-*s %-*s %-14s %12s\n", "#", "layer", wname, "name", wfrom,
+            "from", "output", "parameters");
+    kiln_writef(out, "%-4s %-12s %-*s %-*s %-14s %12s\n", "", "input", wname, "", wfrom, "",
             shape_str(&m->input, shape, sizeof shape), "");
     for (size_t i = 0; i < m->count; i++) {
         const graph_node *n = &m->nodes[i];
@@ -45,9 +54,10 @@ kiln_status kiln_model_summary(kiln_model *m, kiln_write_fn fn, void *user)
         snprintf(from, sizeof from, "%s%s%s", input_name(m, n->inputs[0]),
                  n->kind->n_inputs > 1 ? ", " : "",
                  n->kind->n_inputs > 1 ? input_name(m, n->inputs[1]) : "");
-        kiln_writef(out, "%-4zu %-12s %-14s %-16s %-14s %12s\n", i, n->kind->name,
-                n->has_name ? n->name : "", from, shape_str(&n->out, shape, sizeof shape),
-                grouped(graph_node_params(n), count, sizeof count));
+        kiln_writef(out, "%-4zu %-12s %-*s %-*s %-14s %12s%s\n", i, n->kind->name, wname,
+                n->has_name ? n->name : "", wfrom, from, shape_str(&n->out, shape, sizeof shape),
+                grouped(graph_node_params(n), count, sizeof count),
+                n->tie >= 0 ? " (weight tied)" : "");
     }
     kiln_writef(out, "trainable parameters: %s\n",
             grouped(kiln_model_param_count(m), count, sizeof count));

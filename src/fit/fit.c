@@ -457,7 +457,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
             r.train.count, r.val.count, o.val_data ? "in the validation data"
                                                    : "held out for validation",
             r.c.batch, r.c.epochs,
-            r.c.optim.kind == OPTIM_SGD ? "sgd" : r.c.optim.kind == OPTIM_ADAM ? "adam" : "adamw",
+            optim_name(r.c.optim.kind),
             sched_name(r.c.sched.kind));
     train_state t = {.val_loss = NAN};
     sched_init(&t.sched, &r.c.sched);

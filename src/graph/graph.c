@@ -36,12 +36,9 @@ const char *graph_where(const kiln_model *m, int line, size_t index, const char 
     return buf;
 }
 
-/* Fails with KILN_ERR_MODEL: "<where>: <message>". */
-static kiln_status fail_at(const kiln_model *m, int line, const char *kind, const char *fmt,
-                           ...) __attribute__((format(printf, 4, 5)));
+#define fail_at graph_fail_at
 
-static kiln_status fail_at(const kiln_model *m, int line, const char *kind, const char *fmt,
-                           ...)
+kiln_status graph_fail_at(const kiln_model *m, int line, const char *kind, const char *fmt, ...)
 {
     char where[320], text[1024];
     va_list ap;
@@ -124,6 +121,14 @@ static kiln_status read_from(const kiln_model *m, graph_node *n, int line, const
 
 /* ---- keys ----------------------------------------------------------------- */
 
+static int given(const graph_kv *kv, size_t count, const char *key)
+{
+    for (size_t i = 0; i < count; i++)
+        if (strcmp(kv[i].key, key) == 0)
+            return 1;
+    return 0;
+}
+
 static kiln_status read_keys(kiln_model *m, graph_node *n, const graph_kv *kv, size_t count,
                              const char *const *later, size_t n_later)
 {
@@ -133,9 +138,12 @@ static kiln_status read_keys(kiln_model *m, graph_node *n, const graph_kv *kv, s
         for (size_t j = 0; j < i; j++)
             if (strcmp(kv[j].key, kv[i].key) == 0)
                 return fail_at(m, line, kind, "key %s is given twice", kv[i].key);
-        if (!layer_takes_key(n->kind, kv[i].key))
+        int common = strcmp(kv[i].key, "name") == 0 || strcmp(kv[i].key, "from") == 0 ||
+                     (strcmp(kv[i].key, "tie") == 0 && op_get(n->kind->op)->tieable);
+        const op_key *key = common ? NULL : layer_key(n->kind, kv[i].key);
+        if (!common && !key)
             return fail_at(m, line, kind, "unknown key %s; [%s] takes: %s", kv[i].key, kind,
-                           n->kind->keys[0] ? n->kind->keys : "no keys");
+                           n->kind->keys);
         if (!kv[i].value || !*kv[i].value)
             return fail_at(m, line, kind, "key %s has no value", kv[i].key);
         kiln_status st = KILN_OK;
@@ -149,8 +157,14 @@ static kiln_status read_keys(kiln_model *m, graph_node *n, const graph_kv *kv, s
             n->has_name = 1;
         } else if (strcmp(kv[i].key, "from") == 0) {
             st = read_from(m, n, line, kv[i].value, later, n_later);
+        } else if (strcmp(kv[i].key, "tie") == 0) {
+            n->tie = find_node(m, kv[i].value);
+            if (n->tie < 0)
+                st = fail_at(m, line, kind, "tie = %s names no layer above this one",
+                             kv[i].value);
         } else {
-            const char *expected = layer_read_key(n, kv[i].key, kv[i].value);
+            char buf[256];
+            const char *expected = op_key_read(key, &n->attrs, kv[i].value, buf, sizeof buf);
             if (expected)
                 st = fail_at(m, line, kind, "%s = %s: expected %s", kv[i].key, kv[i].value,
                              expected);
@@ -158,22 +172,26 @@ static kiln_status read_keys(kiln_model *m, graph_node *n, const graph_kv *kv, s
         if (st != KILN_OK)
             return st;
     }
+    if (given(kv, count, "std") && n->attrs.init == INIT_DEFAULT) /* std = implies normal */
+        n->attrs.init = INIT_NORMAL;
+    if (given(kv, count, "std") && n->attrs.init != INIT_NORMAL)
+        return fail_at(m, n->line, kind, "std = is the deviation of init = normal, not of "
+                                         "init = %s", init_name(n->attrs.init));
     return KILN_OK;
 }
 
+/* The keys the op's row marks required, and from where it reads two layers. */
 static kiln_status check_required(const kiln_model *m, const graph_node *n, const graph_kv *kv,
                                   size_t count)
 {
-    char needs[64];
-    snprintf(needs, sizeof needs, "%s", n->kind->needs);
-    for (char *save = NULL, *key = strtok_r(needs, " ", &save); key;
-         key = strtok_r(NULL, " ", &save)) {
-        int found = 0;
-        for (size_t i = 0; i < count && !found; i++)
-            found = strcmp(kv[i].key, key) == 0;
-        if (!found)
-            return fail_at(m, n->line, n->kind->name, "the key %s is required", key);
-    }
+    const op_desc *d = op_get(n->kind->op);
+    for (int i = 0; i < d->n_keys; i++)
+        if (d->keys[i].required && layer_key(n->kind, d->keys[i].name) &&
+            !given(kv, count, d->keys[i].name))
+            return fail_at(m, n->line, n->kind->name, "the key %s is required",
+                           d->keys[i].name);
+    if (n->kind->n_inputs > 1 && !given(kv, count, "from"))
+        return fail_at(m, n->line, n->kind->name, "the key from is required");
     return KILN_OK;
 }
 
@@ -191,24 +209,26 @@ static kiln_status infer(kiln_model *m, graph_node *n)
     char buf[64];
     for (int i = 0; i < n->kind->n_inputs; i++)
         in[i] = shape_with_batch(input_shape(m, n->inputs[i]), 1);
-    if (n->kind->op == OP_LINEAR && in[0].ndim != 2)
-        return fail_at(m, n->line, kind, "input is %s; add [flatten] before it",
-                       shape_str(input_shape(m, n->inputs[0]), buf, sizeof buf));
-    if ((n->kind->op == OP_CONV2D || n->kind->op == OP_MAXPOOL || n->kind->op == OP_AVGPOOL) &&
-        in[0].ndim != 4)
-        return fail_at(m, n->line, kind, "input is %s; expected channels x height x width "
-                                         "(e.g. [input] shape = 1x28x28)",
-                       shape_str(input_shape(m, n->inputs[0]), buf, sizeof buf));
-    if (n->kind->op == OP_BATCHNORM && in[0].ndim != 2 && in[0].ndim != 4)
-        return fail_at(m, n->line, kind, "input is %s; batchnorm takes features (1d) or "
-                                         "channels x height x width (2d)",
-                       shape_str(input_shape(m, n->inputs[0]), buf, sizeof buf));
+    const op_desc *d = op_get(n->kind->op);
+    if (d->in_ranks && !(d->in_ranks >> in[0].ndim & 1u))
+        return fail_at(m, n->line, kind, "input is %s; %s",
+                       shape_str(input_shape(m, n->inputs[0]), buf, sizeof buf), d->in_hint);
     if (op_infer(n->kind->op, &n->attrs, in, &n->shapes) != KILN_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", kiln_last_error());
         return fail_at(m, n->line, kind, "%s", msg);
     }
     n->out = shape_without_batch(&n->shapes.out);
+    if (n->tie >= 0) {
+        const graph_node *t = &m->nodes[n->tie];
+        char want[64];
+        if (t->shapes.n_params < 1 || !shape_eq(&t->shapes.param[0], &n->shapes.param[0]))
+            return fail_at(m, n->line, kind, "tie = %s: its weight is %s; this layer's is %s",
+                           t->name,
+                           t->shapes.n_params ? shape_str(&t->shapes.param[0], want, sizeof want)
+                                              : "missing",
+                           shape_str(&n->shapes.param[0], buf, sizeof buf));
+    }
     if (graph_node_params(n) > (1ull << 32) || shape_numel(&n->out) > (1ull << 31))
         return fail_at(m, n->line, kind, "the layer is too large (%llu parameters, output %s)",
                        (unsigned long long)graph_node_params(n),
@@ -219,20 +239,43 @@ static kiln_status infer(kiln_model *m, graph_node *n)
 uint64_t graph_node_params(const graph_node *n)
 {
     uint64_t total = 0;
-    for (int i = 0; i < n->shapes.n_params; i++)
+    for (int i = n->tie >= 0 ? 1 : 0; i < n->shapes.n_params; i++)
         total += shape_numel(&n->shapes.param[i]);
     return total;
 }
 
 uint64_t graph_node_buffers(const graph_node *n)
 {
-    uint64_t total = n->kind->op == OP_BATCHNORM ? 1 : 0; /* num_batches_tracked */
+    uint64_t total = op_get(n->kind->op)->counter ? 1 : 0; /* num_batches_tracked */
     for (int i = 0; i < n->shapes.n_buffers; i++)
         total += shape_numel(&n->shapes.buffer[i]);
     return total;
 }
 
 /* ---- adding layers ------------------------------------------------------------- */
+
+/* [input] tokens = V, block = T: each sample is T token ids. */
+static kiln_status add_token_input(kiln_model *m, const graph_kv *shape, const graph_kv *tokens,
+                                   const graph_kv *block, int line)
+{
+    if (shape || !tokens || !block)
+        return fail_at(m, line, "input", shape ? "shape cannot be given with tokens and block"
+                                               : "a token input needs both tokens = (the "
+                                                 "vocabulary size) and block = (tokens per "
+                                                 "sample)");
+    kiln_shape v, t;
+    if (!layer_read_shape(tokens->value, &v) || v.ndim != 1 || v.d[0] > (1u << 24))
+        return fail_at(m, tokens->line ? tokens->line : line, "input",
+                       "tokens = %s: expected a vocabulary size from 1 to 16777216",
+                       tokens->value);
+    if (!layer_read_shape(block->value, &t) || t.ndim != 1)
+        return fail_at(m, block->line ? block->line : line, "input",
+                       "block = %s: expected a whole number from 1 to 1000000", block->value);
+    m->vocab = v.d[0];
+    m->input = t;
+    m->input_line = line;
+    return KILN_OK;
+}
 
 static kiln_status add_input(kiln_model *m, const graph_kv *kv, size_t n, int line)
 {
@@ -241,17 +284,24 @@ static kiln_status add_input(kiln_model *m, const graph_kv *kv, size_t n, int li
                        m->input_line);
     if (m->count)
         return fail_at(m, line, "input", "[input] must come before every layer");
-    const graph_kv *shape = NULL;
+    const graph_kv *shape = NULL, *tokens = NULL, *block = NULL;
     for (size_t i = 0; i < n; i++) {
-        if (strcmp(kv[i].key, "shape") != 0 || shape)
+        const graph_kv **slot = strcmp(kv[i].key, "shape") == 0    ? &shape
+                                : strcmp(kv[i].key, "tokens") == 0 ? &tokens
+                                : strcmp(kv[i].key, "block") == 0  ? &block
+                                                                   : NULL;
+        if (!slot || *slot)
             return fail_at(m, kv[i].line ? kv[i].line : line, "input",
-                           shape ? "key %s is given twice" : "unknown key %s; [input] takes: "
-                                                             "shape",
+                           slot ? "key %s is given twice" : "unknown key %s; [input] takes: "
+                                                            "shape, or tokens and block",
                            kv[i].key);
-        shape = &kv[i];
+        *slot = &kv[i];
     }
+    if (tokens || block)
+        return add_token_input(m, shape, tokens, block, line);
     if (!shape)
-        return fail_at(m, line, "input", "the key shape is required");
+        return fail_at(m, line, "input", "the key shape is required (or tokens and block for "
+                                         "a sequence model)");
     if (!layer_read_shape(shape->value, &m->input))
         return fail_at(m, shape->line ? shape->line : line, "input",
                        "shape = %s: expected a per-sample shape such as 784 or 1x28x28 (1 to 3 "
@@ -313,13 +363,19 @@ kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_
                        layer_names(names, sizeof names));
     }
     kiln_status st;
-    if (k->op == OP_COUNT) {
+    if (k->op == OP_COUNT && strcmp(kind, "input") == 0) {
         st = add_input(m, kv, n, line);
         return st == KILN_OK ? graph_record(m, kind, kv, n) : st;
     }
     if (!m->input.ndim)
         return fail_at(m, line, kind, "the model needs an [input] section (shape = ...) "
                                       "before its first layer");
+    if (k->op == OP_COUNT) { /* the text keeps the section, not the layers it makes */
+        m->quiet_text++;
+        st = graph_add_blocks(m, kv, n, line);
+        m->quiet_text--;
+        return st == KILN_OK ? graph_record(m, kind, kv, n) : st;
+    }
     st = grow(m);
     if (st != KILN_OK)
         return st;
@@ -327,17 +383,26 @@ kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_
     memset(node, 0, sizeof *node);
     node->kind = k;
     node->line = line;
-    node->attrs = op_attrs_default();
-    node->attrs.act = k->act;
-    node->attrs.p = 0.5f; /* PyTorch's Dropout default */
+    node->attrs = op_attrs_for(k->op, k->act);
     node->inputs[0] = (int)m->count - 1;
+    node->tie = -1;
+    if (k->op == OP_EMBEDDING) /* the vocabulary and block of a token input */
+        node->attrs.rows = m->vocab;
+    if (k->op == OP_POSITION)
+        node->attrs.rows = m->vocab ? m->input.d[0] : 0;
     snprintf(node->name, sizeof node->name, "%zu", m->count);
     st = read_keys(m, node, kv, n, later, n_later);
+    if (st == KILN_OK && (k->op == OP_EMBEDDING || k->op == OP_POSITION) && !node->attrs.rows)
+        st = fail_at(m, line, kind, k->op == OP_EMBEDDING
+                                        ? "the vocabulary size is unknown: give tokens = here "
+                                          "or in [input]"
+                                        : "the table size is unknown: give positions = here "
+                                          "or block = in [input]");
     if (st == KILN_OK)
         st = check_required(m, node, kv, n);
     if (st == KILN_OK)
         st = infer(m, node);
-    if (st == KILN_OK)
+    if (st == KILN_OK && !m->quiet_text)
         st = graph_record(m, kind, kv, n);
     if (st == KILN_OK)
         m->count++;
@@ -346,8 +411,9 @@ kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_
 
 /* ---- finishing ----------------------------------------------------------------- */
 
-/* The first activation the output of node i reaches, looking through
- * normalization and dropout; KILN_ACT_NONE when there is none. */
+/* The first activation the output of node i reaches, looking through the
+ * ops whose rows say see_through (normalization, dropout);
+ * KILN_ACT_NONE when there is none. */
 static kiln_act next_activation(const kiln_model *m, size_t i)
 {
     for (size_t j = i + 1; j < m->count; j++) {
@@ -356,8 +422,7 @@ static kiln_act next_activation(const kiln_model *m, size_t i)
             continue;
         if (n->kind->op == OP_ACTIVATION)
             return n->attrs.act;
-        if (n->kind->op == OP_BATCHNORM || n->kind->op == OP_LAYERNORM ||
-            n->kind->op == OP_DROPOUT)
+        if (op_get(n->kind->op)->see_through)
             return next_activation(m, j);
         return KILN_ACT_NONE;
     }
@@ -376,11 +441,8 @@ kiln_status graph_finish(kiln_model *m)
                          m->file[0] ? m->file : "model");
     for (size_t i = 0; i < m->count; i++) {
         graph_node *n = &m->nodes[i];
-        if (n->init != INIT_DEFAULT || (n->kind->op != OP_LINEAR && n->kind->op != OP_CONV2D))
-            continue;
-        kiln_act act = next_activation(m, i);
-        n->init = act == KILN_ACT_SIGMOID || act == KILN_ACT_TANH ? INIT_XAVIER_UNIFORM
-                                                                   : INIT_KAIMING_NORMAL;
+        if (n->attrs.init == INIT_DEFAULT) /* from the activation it feeds */
+            n->attrs.init = act_get(next_activation(m, i))->init;
     }
     m->finished = 1;
     return KILN_OK;
@@ -430,4 +492,14 @@ const char *kiln_model_train_setting(const kiln_model *m, const char *key)
         if (strcmp(m->train[i].key, key) == 0)
             return m->train[i].value;
     return NULL;
+}
+
+size_t kiln_model_vocab(const kiln_model *m)
+{
+    return m ? m->vocab : 0;
+}
+
+size_t kiln_model_block(const kiln_model *m)
+{
+    return m && m->vocab ? m->input.d[0] : 0;
 }

@@ -6,25 +6,18 @@
 
 #include "ops/ops.h"
 
-/* ---- the layer table (layers.c) ------------------------------------------ */
+/* ---- the layers a model file can name (layers.c) ----------------------- */
 
-typedef enum {
-    INIT_DEFAULT, /* decided by graph_finish from the activation that follows */
-    INIT_KAIMING_NORMAL,
-    INIT_KAIMING_UNIFORM,
-    INIT_XAVIER_NORMAL,
-    INIT_XAVIER_UNIFORM,
-    INIT_ZEROS,
-    INIT_PYTORCH, /* nn.Linear's and nn.Conv2d's own: U(±1/sqrt(fan_in)), biases too */
-} init_kind;
-
+/* One section name: [input], an op of the table, an activation of
+ * KILN_ACT_LIST with a layer of its own, or [transformer_block] (the
+ * layers of a block, graph/block.c; op OP_COUNT as [input]). Everything else about it is in
+ * the op's row. */
 typedef struct {
     const char *name;   /* section name in model files: "linear" */
     op_kind op;         /* the operator; OP_COUNT for [input] */
     kiln_act act;       /* for activation layers */
     int n_inputs;       /* 2 for add and concat (from = a, b) */
-    const char *keys;   /* the keys it takes besides name and from, space-separated */
-    const char *needs;  /* keys it requires */
+    char keys[160];     /* the keys it takes, space-separated, for messages */
 } layer_kind;
 
 /* NULL when there is no such layer. */
@@ -33,13 +26,9 @@ const layer_kind *layer_find(const char *name);
 /* "input, linear, ..." into buf, for messages. */
 const char *layer_names(char *buf, size_t size);
 
-/* Whether a layer takes a key (name and from included where they apply). */
-int layer_takes_key(const layer_kind *k, const char *key);
-
-/* Reads key = value into the node's attributes; NULL when it was good,
- * else what the value should have been ("a whole number from 1 to ..."). */
-struct graph_node;
-const char *layer_read_key(struct graph_node *n, const char *key, const char *value);
+/* The declaration of a key the layer takes (besides name and from), or
+ * NULL. */
+const op_key *layer_key(const layer_kind *k, const char *key);
 
 /* Reads a per-sample shape "784" or "1x28x28" (1 to 3 dimensions). */
 int layer_read_shape(const char *value, kiln_shape *out);
@@ -53,8 +42,8 @@ typedef struct graph_node {
     char name[GRAPH_NAME_MAX]; /* name = ..., or the layer's index */
     int line;                  /* line in the model file; 0 from the C API */
     int inputs[OP_MAX_INPUTS]; /* indices of earlier layers; -1 is the model input */
-    op_attrs attrs;
-    init_kind init;
+    op_attrs attrs;            /* attrs.init: INIT_DEFAULT until graph_finish */
+    int tie;                   /* the node whose weight it uses (tie =), or -1 */
     kiln_shape out;            /* per-sample shape (no batch dimension) */
     op_shapes shapes;          /* with a batch of 1 */
     int has_name;
@@ -69,6 +58,8 @@ typedef struct {
 struct kiln_model {
     char file[256];            /* model file, or "" for the C API */
     kiln_shape input;          /* per-sample input shape; ndim 0 until [input] */
+    size_t vocab;              /* [input] tokens = V: token ids of a V-word vocabulary */
+    size_t blocks;             /* transformer blocks added so far (transformer.h.N) */
     int input_line;
     graph_node *nodes;
     size_t count, capacity;
@@ -77,6 +68,7 @@ struct kiln_model {
     int finished;
     char *text;                /* the sections added, as model-file text (text.c) */
     size_t text_len, text_cap;
+    int quiet_text;            /* inside a section that adds layers of its own */
 };
 
 /* A key = value of one layer, with its line (0 from the C API). */
@@ -107,8 +99,18 @@ kiln_status graph_finish(kiln_model *m);
 const char *graph_where(const kiln_model *m, int line, size_t index, const char *kind,
                         char *buf, size_t size);
 
+/* Adds count transformer blocks (nanoGPT's Block: pre-LN causal
+ * self-attention and a GELU MLP, with residuals), as the layers they are
+ * made of, named transformer.h.N.ln_1 ... (block.c). */
+kiln_status graph_add_blocks(kiln_model *m, const graph_kv *kv, size_t n, int line);
+
+/* Fails with KILN_ERR_MODEL: "<where>: <message>" (graph.c). */
+kiln_status graph_fail_at(const kiln_model *m, int line, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Parameter and buffer counts as PyTorch counts them (batchnorm has a
- * num_batches_tracked buffer of one value). */
+ * num_batches_tracked buffer of one value; a tied weight counts once, with
+ * the layer it belongs to). */
 uint64_t graph_node_params(const graph_node *n);
 uint64_t graph_node_buffers(const graph_node *n);
 

@@ -26,28 +26,33 @@ static void set_tensor(entry *e, kiln_tensor *t)
     e->bytes = t->numel * sizeof(float);
 }
 
-static const char *const param_names[OP_MAX_PARAMS] = {"weight", "bias"};
-static const char *const buffer_names[OP_MAX_BUFFERS] = {"running_mean", "running_var"};
-
 /* The state_dict of a pipeline, in layer order. */
 static size_t list_entries(const pipeline *p, entry *out)
 {
-    size_t n = 0;
+    size_t n = 0, *first = calloc(p->count + 1, sizeof *first); /* a step's first entry */
     for (size_t i = 0; i < p->count; i++) {
         const pipe_step *s = &p->steps[i];
         const char *layer = p->model->nodes[s->node].name;
+        const op_desc *d = op_get(s->op);
+        if (first)
+            first[i] = n;
         for (int k = 0; k < s->shapes.n_params; k++) {
-            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, param_names[k]);
+            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, d->param_names[k]);
             set_tensor(&out[n], s->param[k]);
+            if (k == 0 && s->tied_to >= 0 && first) { /* a weight with two names */
+                out[n].tied = (int)first[s->tied_to] + 1;
+                out[first[s->tied_to]].tied = (int)n + 1;
+            }
             n++;
         }
         for (int k = 0; k < s->shapes.n_buffers; k++) {
-            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, buffer_names[k]);
+            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, d->buffer_names[k]);
             set_tensor(&out[n], s->buffer[k]);
+            out[n].is_buffer = 1;
             n++;
         }
-        if (s->op == OP_BATCHNORM) {
-            snprintf(out[n].name, sizeof out[n].name, "%s.num_batches_tracked", layer);
+        if (d->counter) {
+            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, d->counter);
             out[n].tensor = NULL;
             out[n].is_int64 = 1;
             out[n].shape.ndim = 0;
@@ -55,6 +60,7 @@ static size_t list_entries(const pipeline *p, entry *out)
             n++;
         }
     }
+    free(first);
     return n;
 }
 
@@ -279,10 +285,12 @@ static kiln_status check_entry(const char *path, const cJSON *t, const entry *wa
     return KILN_OK;
 }
 
+/* By start, then end: the empty span of a tied weight read under its
+ * twin's name sorts before any span it starts with. */
 static int by_begin(const void *a, const void *b)
 {
-    size_t x = ((const size_t *)a)[0], y = ((const size_t *)b)[0];
-    return x < y ? -1 : x > y;
+    const size_t *x = a, *y = b;
+    return x[0] != y[0] ? (x[0] < y[0] ? -1 : 1) : (x[1] < y[1] ? -1 : x[1] > y[1]);
 }
 
 /* Checks the header against the model and that no two tensors overlap;
@@ -304,7 +312,10 @@ static kiln_status check_header(const char *path, const cJSON *root, const entry
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < n; i++) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, e[i].name);
-        spans[i][0] = 0;
+        spans[i][0] = spans[i][1] = 0;
+        if (!cJSON_IsObject(t) && e[i].tied &&
+            cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, e[e[i].tied - 1].name)))
+            continue; /* the file holds its tied twin */
         if (!cJSON_IsObject(t)) {
             PROBLEM("tensor %s is missing", e[i].name);
         } else if ((st = check_entry(path, t, &e[i], data_size, &spans[i][0])) != KILN_OK) {
@@ -362,6 +373,8 @@ kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t
         st = check_header(path, root, e, n, size - 8 - (size_t)hlen, spans);
     for (size_t i = 0; i < n && st == KILN_OK; i++) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, e[i].name);
+        if (!t) /* a tied weight the file holds under its twin's name */
+            t = cJSON_GetObjectItemCaseSensitive(root, e[e[i].tied - 1].name);
         const cJSON *offs = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
         begins[i] = 8 + (size_t)hlen + (size_t)cJSON_GetArrayItem(offs, 0)->valuedouble;
     }

@@ -25,8 +25,12 @@ typedef struct {
     char name[GRAPH_NAME_MAX + 32];
     kiln_shape shape;
     int is_int64;        /* num_batches_tracked: an int64 scalar */
+    int is_buffer;       /* a buffer (running statistics), not trained */
     size_t bytes;
     kiln_tensor *tensor; /* where it loads to; NULL for the int64 scalars */
+    int tied;            /* 1 + the index of the entry sharing its values (tie =), or 0:
+                            a file may hold either of the two (PyTorch's save_model
+                            keeps one of a tied pair) */
 } checkpoint_entry;
 
 /* Checks size bytes of a safetensors file (path names it in errors) against

@@ -55,34 +55,62 @@ static int choice(const char *v, const char *const *names, int n)
     return -1;
 }
 
+/* The entry of a list that v names (name_of: the list's names), or -1
+ * with "a, b or c" in buf. */
+static int listed(const char *v, const char *(*name_of)(int), int n, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (strcmp(v, name_of(i)) == 0)
+            return i;
+        size_t used = strlen(buf);
+        snprintf(buf + used, size - used, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ",
+                 name_of(i));
+    }
+    return -1;
+}
+
+static const char *loss_name_at(int i)
+{
+    return loss_name((loss_kind)i);
+}
+
 static kiln_status key_loss(const key_ctx *k)
 {
-    for (int i = 0; i < LOSS_COUNT; i++)
-        if (strcmp(k->s->value, loss_name((loss_kind)i)) == 0) {
-            k->c->loss = (loss_kind)i;
-            return KILN_OK;
-        }
-    return bad(k, "mse, cross_entropy or bce");
+    char names[256];
+    int i = listed(k->s->value, loss_name_at, LOSS_COUNT, names, sizeof names);
+    if (i < 0)
+        return bad(k, names);
+    k->c->loss = (loss_kind)i;
+    return KILN_OK;
+}
+
+static const char *optim_name_at(int i)
+{
+    return optim_name((optim_kind)i);
+}
+
+static const char *sched_name_at(int i)
+{
+    return sched_name((sched_kind)i);
 }
 
 static kiln_status key_optimizer(const key_ctx *k)
 {
-    static const char *const names[] = {"sgd", "adam", "adamw"};
-    int i = choice(k->s->value, names, 3);
+    char names[256];
+    int i = listed(k->s->value, optim_name_at, OPTIM_COUNT, names, sizeof names);
     if (i < 0)
-        return bad(k, "sgd, adam or adamw");
+        return bad(k, names);
     k->c->optim = optim_defaults((optim_kind)i); /* read first; other keys override */
     return KILN_OK;
 }
 
 static kiln_status key_schedule(const key_ctx *k)
 {
-    static const char *const names[] = {"constant", "step",          "multistep", "exponential",
-                                        "cosine",   "warmup_cosine", "plateau"};
-    int i = choice(k->s->value, names, 7);
+    char names[256];
+    int i = listed(k->s->value, sched_name_at, SCHED_COUNT, names, sizeof names);
     if (i < 0)
-        return bad(k, "constant, step, multistep, exponential, cosine, warmup_cosine or "
-                      "plateau");
+        return bad(k, names);
     k->c->sched.kind = (sched_kind)i;
     return KILN_OK;
 }
@@ -107,6 +135,20 @@ static kiln_status key_betas(const key_ctx *k)
         return bad(k, "two numbers from 0 to 1 (not included), such as 0.9, 0.999");
     k->c->optim.beta1 = (float)b1;
     k->c->optim.beta2 = (float)b2;
+    return KILN_OK;
+}
+
+/* decay = matrices: weight decay on weights of two or more dimensions
+ * only, as nanoGPT groups its parameters; all (the default): on every one. */
+static kiln_status key_decay(const key_ctx *k)
+{
+    static const char *const names[] = {"all", "matrices"};
+    int i = choice(k->s->value, names, 2);
+    if (i < 0)
+        return bad(k, "all or matrices");
+    if (i == 1 && k->c->optim.kind == OPTIM_SGD)
+        return bad(k, "all (sgd decays every parameter; matrices is for adam and adamw)");
+    k->c->optim.decay_matrices = i;
     return KILN_OK;
 }
 
@@ -169,6 +211,7 @@ static const key_def keys[] = {
     {"betas", key_betas, 0, 0, 0, 0, NULL},
     {"milestones", key_milestones, 0, 0, 0, 0, NULL},
     {"class_weight", key_class_weight, 0, 0, 0, 0, NULL},
+    {"decay", key_decay, 0, 0, 0, 0, NULL},
     FIELD("lr", F_FLOAT, optim.lr, 1e-12, 100, "a learning rate above 0, at most 100"),
     FIELD("momentum", F_FLOAT, optim.momentum, 0, 1, "a number from 0 to 1"),
     FIELD("dampening", F_FLOAT, optim.dampening, 0, 1, "a number from 0 to 1"),
@@ -346,17 +389,18 @@ kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *val
 /* One key's value as training reads it, into text. */
 static void setting_text(const train_config *c, const key_def *d, char *text, size_t size)
 {
-    static const char *const optimizers[] = {"sgd", "adam", "adamw"};
     static const char *const normalizers[] = {"standard", "scale", "none", "global"};
     const char *at = (const char *)c + d->offset;
     if (d->read == key_loss)
         snprintf(text, size, "%s", loss_name(c->loss));
     else if (d->read == key_optimizer)
-        snprintf(text, size, "%s", optimizers[c->optim.kind]);
+        snprintf(text, size, "%s", optim_name(c->optim.kind));
     else if (d->read == key_schedule)
         snprintf(text, size, "%s", sched_name(c->sched.kind));
     else if (d->read == key_normalize)
         snprintf(text, size, "%s", normalizers[c->normalize]);
+    else if (d->read == key_decay)
+        snprintf(text, size, "%s", c->optim.decay_matrices ? "matrices" : "all");
     else if (d->read == key_betas)
         snprintf(text, size, "%g, %g", (double)c->optim.beta1, (double)c->optim.beta2);
     else if (d->read == key_milestones) {

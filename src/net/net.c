@@ -31,8 +31,11 @@ static void free_pipe(net_pipe *q)
 static kiln_status alloc_targets(kiln_net *net, net_pipe *q)
 {
     kiln_shape out = shape_of(pipeline_output(q->p)), one = shape_make(1, 1, 0, 0, 0);
-    kiln_shape ts = net->c.loss == LOSS_CROSS_ENTROPY ? shape_make(1, q->p->batch, 0, 0, 0)
-                                                      : out;
+    kiln_shape ts = out;
+    if (net->c.loss == LOSS_CROSS_ENTROPY) { /* a class per row: the logits less their last dim */
+        ts = shape_of(net_logits(net, q->p));
+        ts.ndim--;
+    }
     kiln_tensor_free(q->target);
     q->target = NULL;
     kiln_status st = tensor_of(net->ctx, &ts, &q->target);
@@ -153,8 +156,38 @@ size_t net_norm_groups(const kiln_net *net, int per_feature)
     return s->ndim == 3 ? s->d[0] : shape_numel(s);
 }
 
+size_t net_classes(const kiln_net *net)
+{
+    const kiln_tensor *z = net_logits(net, net->main.p);
+    return z->shape[z->ndim - 1];
+}
+
+size_t net_positions(const kiln_net *net)
+{
+    size_t classes = net_classes(net);
+    return net->c.loss == LOSS_CROSS_ENTROPY && classes
+               ? kiln_tensor_numel(net_logits(net, net->main.p)) / net->max_batch / classes
+               : 1;
+}
+
+/* Token ids of a sequence model: whole numbers in [0, V). */
+static kiln_status check_tokens(const kiln_net *net, const float *y, size_t n, const char *what,
+                                const char *role)
+{
+    size_t T = net_positions(net), V = net->m->vocab ? net->m->vocab : net_classes(net);
+    for (size_t i = 0; i < n * T; i++)
+        if (!(y[i] >= 0 && y[i] < (float)V) || y[i] != floorf(y[i]))
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %s %zu of sample %zu is %g; token "
+                                                        "ids are whole numbers from 0 to %zu "
+                                                        "(a vocabulary of %zu)",
+                             what, role, i % T, i / T, (double)y[i], V - 1, V);
+    return KILN_OK;
+}
+
 kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what)
 {
+    if (net->c.loss == LOSS_CROSS_ENTROPY && net->m->vocab)
+        return check_tokens(net, y, n, what, "target token");
     size_t outputs = kiln_net_output_size(net);
     if (net->c.loss == LOSS_BCE) {
         for (size_t i = 0; i < n * outputs; i++)
@@ -180,10 +213,45 @@ kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, con
     return KILN_OK;
 }
 
+/* Cross-entropy of each of the positions (rows of z) against its label. */
+static void score_positions(const float *z, const float *y, size_t positions, size_t classes,
+                            double *loss, size_t *correct, size_t *confusion)
+{
+    double sum = 0;
+    for (size_t t = 0; t < positions; t++, z += classes) {
+        double label_f = y[t];
+        size_t best = 0;
+        for (size_t j = 1; j < classes; j++)
+            if (z[j] > z[best])
+                best = j;
+        if (!(label_f >= 0 && label_f < (double)classes)) { /* never indexes out of range */
+            *loss = NAN;
+            return;
+        }
+        size_t label = (size_t)label_f;
+        double mx = z[best], e = 0;
+        for (size_t j = 0; j < classes; j++)
+            e += exp((double)z[j] - mx);
+        sum += mx + log(e) - z[label];
+        *correct += best == label;
+        if (confusion)
+            confusion[label * classes + best]++;
+    }
+    *loss += sum / (double)positions;
+}
+
 void net_score(const kiln_net *net, const float *z, const float *y, size_t n, double *loss,
                size_t *correct, size_t *confusion)
 {
     size_t classes = kiln_net_output_size(net);
+    if (net->c.loss == LOSS_CROSS_ENTROPY) {
+        size_t positions = net_positions(net);
+        classes = net_classes(net);
+        for (size_t i = 0; i < n; i++)
+            score_positions(z + i * positions * classes, y + i * positions, positions, classes,
+                            loss, correct, confusion);
+        return;
+    }
     for (size_t i = 0; i < n; i++, z += classes) {
         if (net->c.loss != LOSS_CROSS_ENTROPY) {
             int all_right = 1; /* bce: every label's decision (logit >= 0) is right */
@@ -197,23 +265,6 @@ void net_score(const kiln_net *net, const float *z, const float *y, size_t n, do
             *correct += net->c.loss == LOSS_BCE && all_right;
             continue;
         }
-        double label_f = y[i];
-        size_t best = 0;
-        for (size_t j = 1; j < classes; j++)
-            if (z[j] > z[best])
-                best = j;
-        if (!(label_f >= 0 && label_f < (double)classes)) { /* never indexes out of range */
-            *loss = NAN;
-            continue;
-        }
-        size_t label = (size_t)label_f;
-        double mx = z[best], sum = 0;
-        for (size_t j = 0; j < classes; j++)
-            sum += exp((double)z[j] - mx);
-        *loss += mx + log(sum) - z[label];
-        *correct += best == label;
-        if (confusion)
-            confusion[label * classes + best]++;
     }
 }
 
@@ -348,6 +399,8 @@ static kiln_status check_inputs(const kiln_net *net, const float *x, size_t n, c
     size_t in = kiln_net_input_size(net);
     if (!x)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: the input array is NULL", call);
+    if (net->m->vocab)
+        return check_tokens(net, x, n, call, "input token");
     /* always: one NaN in a training step turns every weight into NaN while
      * ReLU hides it from the loss (a pass over the host array is cheap) */
     for (size_t i = 0; i < n * in; i++)
@@ -576,7 +629,7 @@ kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, siz
     if (st == KILN_OK)
         st = net_check_targets(net, y, n, "kiln_net_evaluate");
     size_t in = kiln_net_input_size(net), outs = kiln_net_output_size(net), correct = 0;
-    size_t per_target = net->c.loss == LOSS_CROSS_ENTROPY ? 1 : outs;
+    size_t per_target = net->c.loss == LOSS_CROSS_ENTROPY ? net_positions(net) : outs;
     float *z = st == KILN_OK ? malloc(net->max_batch * outs * sizeof *z) : NULL;
     if (st == KILN_OK && !z)
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_evaluate: out of host memory");
@@ -592,7 +645,7 @@ kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, siz
         *loss = st == KILN_OK ? total / (double)n : NAN;
     if (accuracy)
         *accuracy = st == KILN_OK && net->c.loss != LOSS_MSE
-                        ? (double)correct / (double)n
+                        ? (double)correct / (double)(n * (per_target == outs ? 1 : per_target))
                         : NAN;
     return st;
 }
@@ -640,7 +693,7 @@ kiln_status kiln_net_configure(kiln_net *net, const char *key, const char *value
             (net->c.optim.momentum != 0) != (before.optim.momentum != 0))
             st = net_reset_optimizer(net);
         else
-            optim_set_config(net->opt, &net->c.optim);
+            st = optim_set_config(net->opt, &net->c.optim);
     }
     return st;
 }
@@ -678,6 +731,11 @@ kiln_status kiln_net_set_normalization(kiln_net *net, const float *mean, const f
                                                     "of %zu values; expected 1, %zu (one per "
                                                     "input value)%s",
                          count, in, channels != in ? " or one per channel" : "");
+    for (size_t i = 0; net->m->vocab && i < count; i++)
+        if (mean[i] != 0.0f || std[i] != 1.0f)
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_normalization: the "
+                                                        "inputs are token ids, which are not "
+                                                        "normalized (mean 0 and std 1 only)");
     for (size_t i = 0; i < count; i++)
         if (!isfinite(mean[i]) || !(std[i] > 0) || !isfinite(std[i]))
             return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_normalization: value %zu: "

@@ -90,12 +90,20 @@ void net_normalize(const kiln_net *net, const float *x, size_t n, float *dst);
  * normalization: 1 (global), the channels of an image, or every value. */
 size_t net_norm_groups(const kiln_net *net, int per_feature);
 
-/* Checks n targets for the loss: class indices within the outputs for
- * cross_entropy, finite values otherwise; what names the data. */
+/* For cross_entropy: the classes of a prediction (the last dimension of
+ * the logits: the vocabulary of a sequence model) and the predictions per
+ * sample (1, or T for a sequence model, whose targets are (n, T) token ids). */
+size_t net_classes(const kiln_net *net);
+size_t net_positions(const kiln_net *net);
+
+/* Checks n samples' targets for the loss: class indices within the outputs
+ * for cross_entropy, finite values otherwise; what names the data. */
 kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what);
 
 /* Loss sum (and correct predictions) of n rows of logits z against
- * targets y on the host, in double; confusion may be NULL. A bce sample
+ * targets y on the host, in double; confusion may be NULL. For a sequence
+ * model, a sample's loss is the mean over its positions, and correct
+ * counts right tokens (net_positions per sample). A bce sample
  * is correct when every label's decision (logit >= 0, probability >= 0.5)
  * matches its target: binary accuracy for one output, exact-match
  * accuracy for several. */

@@ -30,7 +30,7 @@ kiln_status kiln_net_param_info(const kiln_net *net, size_t i, kiln_param_info *
         out->shape[d] = e->shape.d[d];
     out->numel = e->is_int64 ? 1 : shape_numel(&e->shape);
     out->is_int64 = e->is_int64;
-    out->trainable = !e->is_int64 && !strstr(e->name, ".running_");
+    out->trainable = !e->is_int64 && !e->is_buffer;
     return KILN_OK;
 }
 

@@ -3,10 +3,17 @@
  * smoothing), binary cross-entropy with logits. */
 #include "ops/ops.h"
 
-static const char *const loss_names[LOSS_COUNT] = {
-    [LOSS_MSE] = "mse",
-    [LOSS_CROSS_ENTROPY] = "cross_entropy",
-    [LOSS_BCE] = "bce",
+static const char *const loss_names[] = {
+#define LOSS_NAME(id, name, kernel) name,
+    LOSS_LIST(LOSS_NAME)
+#undef LOSS_NAME
+};
+_Static_assert(sizeof loss_names / sizeof loss_names[0] == LOSS_COUNT, "one name per loss");
+
+static const char *const loss_kernels[] = {
+#define LOSS_KERNEL(id, name, kernel) #kernel,
+    LOSS_LIST(LOSS_KERNEL)
+#undef LOSS_KERNEL
 };
 
 const char *loss_name(loss_kind kind)
@@ -22,10 +29,12 @@ static kiln_status check_loss_shapes(loss_kind kind, const kiln_tensor *input,
     kiln_shape in = shape_of(input), want;
     if (kind == LOSS_CROSS_ENTROPY) {
         char buf[64];
-        if (in.ndim != 2)
+        if (in.ndim != 2 && in.ndim != 3)
             return kiln_fail(KILN_ERR_SHAPE, "cross_entropy: logits are %s; expected (batch, "
-                                             "classes)", shape_str(&in, buf, sizeof buf));
-        want = shape_make(1, in.d[0], 0, 0, 0);
+                                             "classes) or (batch, time, vocabulary)",
+                             shape_str(&in, buf, sizeof buf));
+        want = in; /* a class per row: (batch), or a token per position: (batch, time) */
+        want.ndim--;
     } else {
         want = in;
     }
@@ -53,25 +62,25 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
     if (st != KILN_OK)
         return st;
     int ce = kind == LOSS_CROSS_ENTROPY;
-    size_t count = ce ? input->shape[0] : input->numel;
+    size_t classes = input->shape[input->ndim - 1];
+    size_t count = ce ? input->numel / classes : input->numel;
     kiln_shape ts = shape_make(1, count, 0, 0, 0);
     kiln_tensor *terms;
     if ((st = tensor_of(ctx, &ts, &terms)) != KILN_OK)
         return st;
-    static const char *const kernels[LOSS_COUNT] = {"mse_terms", "ce_rows", "bce_terms"};
     cl_kernel k;
-    st = kiln_kernel_get(ctx, "loss.cl", "", kernels[kind], &k);
+    st = kiln_kernel_get(ctx, "loss.cl", "", loss_kernels[kind], &k);
     float scale = 1.0f / (float)count;
     cl_int has_grad = dinput != NULL;
     cl_mem grad = dinput ? dinput->buf : terms->buf;
     if (st == KILN_OK && ce) {
-        cl_uint n = input->shape[0], c = input->shape[1];
-        st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, 9, KARG(input->buf),
+        cl_uint n = count, c = classes;
+        st = kiln_launch_1d(ctx, k, loss_kernels[kind], count, 64, KARG(input->buf),
                             KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n), KARG(c),
                             KARG(label_smoothing), KARG(scale), KARG(has_grad));
     } else if (st == KILN_OK) {
         cl_uint n = count;
-        st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, 7, KARG(input->buf),
+        st = kiln_launch_1d(ctx, k, loss_kernels[kind], count, 64, KARG(input->buf),
                             KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n),
                             KARG(scale), KARG(has_grad));
     }
@@ -94,7 +103,7 @@ kiln_status op_loss_weighted(kiln_ctx *ctx, const kiln_tensor *input, const kiln
         st = op_check_count("cross_entropy", "the input", input->numel);
     if (st != KILN_OK)
         return st;
-    size_t count = input->shape[0];
+    size_t count = input->numel / classes.d[0]; /* rows: (N, C) or (B, T, C) */
     kiln_shape ts = shape_make(1, count, 0, 0, 0);
     kiln_tensor *terms;
     if ((st = tensor_of(ctx, &ts, &terms)) != KILN_OK)
@@ -103,9 +112,9 @@ kiln_status op_loss_weighted(kiln_ctx *ctx, const kiln_tensor *input, const kiln
     st = kiln_kernel_get(ctx, "loss.cl", "", "ce_rows_weighted", &k);
     cl_int has_grad = dinput != NULL;
     cl_mem grad = dinput ? dinput->buf : terms->buf;
-    cl_uint n = input->shape[0], c = input->shape[1];
+    cl_uint n = (cl_uint)count, c = (cl_uint)classes.d[0];
     if (st == KILN_OK)
-        st = kiln_launch_1d(ctx, k, "ce_rows_weighted", count, 64, 8, KARG(input->buf),
+        st = kiln_launch_1d(ctx, k, "ce_rows_weighted", count, 64, KARG(input->buf),
                             KARG(target->buf), KARG(weight->buf), KARG(terms->buf), KARG(grad),
                             KARG(n), KARG(c), KARG(has_grad));
     if (st == KILN_OK)

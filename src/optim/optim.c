@@ -10,8 +10,46 @@ struct optimizer {
     optim_config cfg;
     kiln_tensor *state[2];           /* momentum, or first and second moments */
     kiln_tensor *scale, *norm, *sumsq;
+    kiln_tensor *decay; /* with decay_matrices: 1 over matrices, 0 elsewhere */
     uint64_t t;
 };
+
+/* The mask of decay_matrices over the flat parameters: 1 for tensors of
+ * two or more dimensions (linear and conv weights, embeddings), 0 for
+ * biases and normalization weights, as nanoGPT groups them. */
+static kiln_status make_decay_mask(optimizer *o)
+{
+    const pipeline *p = o->p;
+    size_t n = p->params->numel;
+    float *mask = calloc(n, sizeof *mask);
+    if (!mask)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "optimizer: out of memory");
+    for (size_t i = 0; i < p->count; i++) {
+        const pipe_step *s = &p->steps[i];
+        for (int k = 0; k < s->shapes.n_params; k++)
+            if (s->shapes.param[k].ndim >= 2 && !(k == 0 && s->tied_to >= 0))
+                for (size_t j = 0; j < shape_numel(&s->shapes.param[k]); j++)
+                    mask[s->flat_at[k] + j] = 1.0f;
+    }
+    kiln_shape flat = shape_of(p->params);
+    kiln_status st = tensor_of(p->ctx, &flat, &o->decay);
+    if (st == KILN_OK)
+        st = kiln_tensor_upload(o->decay, mask, n);
+    free(mask);
+    return st;
+}
+
+static const char *const names[] = {
+#define OPTIM_NAME(id, name) name,
+    OPTIM_LIST(OPTIM_NAME)
+#undef OPTIM_NAME
+};
+_Static_assert(sizeof names / sizeof names[0] == OPTIM_COUNT, "one name per optim_kind");
+
+const char *optim_name(optim_kind kind)
+{
+    return (unsigned)kind < OPTIM_COUNT ? names[kind] : NULL;
+}
 
 optim_config optim_defaults(optim_kind kind)
 {
@@ -47,6 +85,8 @@ kiln_status optim_create(pipeline *p, const optim_config *cfg, optimizer **out)
         st = kiln_tensor_fill(o->norm, 0.0f);
     if (st == KILN_OK)
         st = tensor_of(p->ctx, &one, &o->sumsq);
+    if (st == KILN_OK && cfg->decay_matrices)
+        st = make_decay_mask(o);
     if (st != KILN_OK) {
         optim_free(o);
         return st;
@@ -55,9 +95,11 @@ kiln_status optim_create(pipeline *p, const optim_config *cfg, optimizer **out)
     return KILN_OK;
 }
 
-void optim_set_config(optimizer *o, const optim_config *cfg)
+kiln_status optim_set_config(optimizer *o, const optim_config *cfg)
 {
+    int mask = cfg->decay_matrices && !o->decay;
     o->cfg = *cfg;
+    return mask ? make_decay_mask(o) : KILN_OK;
 }
 
 void optim_free(optimizer *o)
@@ -69,6 +111,7 @@ void optim_free(optimizer *o)
     kiln_tensor_free(o->scale);
     kiln_tensor_free(o->norm);
     kiln_tensor_free(o->sumsq);
+    kiln_tensor_free(o->decay);
     free(o);
 }
 
@@ -103,7 +146,7 @@ static kiln_status clip_norm_scale(optimizer *o)
         st = kiln_kernel_get(ctx, "optim.cl", "", "clip_scale", &k);
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(ctx, k, "clip_scale", 1, 1, 1, 4, KARG(o->sumsq->buf),
+    return kiln_launch_3d(ctx, k, "clip_scale", 1, 1, 1, KARG(o->sumsq->buf),
                           KARG(o->scale->buf), KARG(o->norm->buf), KARG(o->cfg.clip_norm));
 }
 
@@ -125,7 +168,7 @@ kiln_status optim_step(optimizer *o, float lr)
     cl_mem s0 = o->state[0] ? o->state[0]->buf : p, s1 = o->state[1] ? o->state[1]->buf : p;
     if (c->kind == OPTIM_SGD) {
         cl_int nesterov = c->nesterov, first = o->t == 1;
-        return kiln_launch_3d(ctx, k, name, n, 1, 1, 11, KARG(p), KARG(g), KARG(s0),
+        return kiln_launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0),
                               KARG(o->scale->buf), KARG(lr), KARG(c->momentum),
                               KARG(c->dampening), KARG(c->weight_decay), KARG(nesterov),
                               KARG(first), KARG(c->clip_value));
@@ -133,8 +176,10 @@ kiln_status optim_step(optimizer *o, float lr)
     cl_int decoupled = c->kind == OPTIM_ADAMW;
     float bc1 = (float)(1.0 - pow(c->beta1, (double)o->t));
     float bc2 = (float)(1.0 - pow(c->beta2, (double)o->t));
-    return kiln_launch_3d(ctx, k, name, n, 1, 1, 14, KARG(p), KARG(g), KARG(s0), KARG(s1),
+    cl_int has_decay = c->decay_matrices && o->decay;
+    cl_mem decay = has_decay ? o->decay->buf : p;
+    return kiln_launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0), KARG(s1),
                           KARG(o->scale->buf), KARG(lr), KARG(c->beta1), KARG(c->beta2),
                           KARG(c->eps), KARG(c->weight_decay), KARG(decoupled), KARG(bc1),
-                          KARG(bc2), KARG(c->clip_value));
+                          KARG(bc2), KARG(c->clip_value), KARG(decay), KARG(has_decay));
 }

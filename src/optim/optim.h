@@ -6,7 +6,18 @@
 
 #include "compiler/pipeline.h"
 
-typedef enum { OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW } optim_kind;
+/* The optimizers, as [train] optimizer = names them. */
+#define OPTIM_LIST(X) X(SGD, "sgd") X(ADAM, "adam") X(ADAMW, "adamw")
+
+typedef enum {
+#define OPTIM_ENUM(id, name) OPTIM_##id,
+    OPTIM_LIST(OPTIM_ENUM)
+#undef OPTIM_ENUM
+    OPTIM_COUNT
+} optim_kind;
+
+/* "sgd", ...; NULL outside the list. */
+const char *optim_name(optim_kind kind);
 
 typedef struct {
     optim_kind kind;
@@ -15,6 +26,8 @@ typedef struct {
     int nesterov;              /* sgd */
     float beta1, beta2, eps;   /* adam, adamw */
     float weight_decay;        /* L2 for sgd and adam, decoupled for adamw */
+    int decay_matrices;        /* adam, adamw: decay only weights of 2 or more dimensions
+                                  (nanoGPT's parameter groups); else every parameter */
     float clip_norm;           /* > 0: clip the global L2 norm of all gradients */
     float clip_value;          /* > 0: clamp each gradient to [-v, v] */
 } optim_config;
@@ -30,7 +43,7 @@ void optim_free(optimizer *o);
 
 /* New hyperparameters for an optimizer of the same kind and state (same
  * kind, and for sgd momentum staying zero or nonzero), keeping its state. */
-void optim_set_config(optimizer *o, const optim_config *cfg);
+kiln_status optim_set_config(optimizer *o, const optim_config *cfg);
 
 /* One update of every parameter from the gradients of the last backward,
  * at learning rate lr; one launch (three more with clip_norm). */
@@ -49,14 +62,21 @@ kiln_tensor *optim_grad_norm(optimizer *o);
 
 /* ---- schedules ------------------------------------------------------------ */
 
+/* The schedules, as [train] schedule = names them. */
+#define SCHED_LIST(X)                                                                     \
+    X(CONSTANT, "constant")                                                               \
+    X(STEP, "step")                                                                       \
+    X(MULTISTEP, "multistep")                                                             \
+    X(EXPONENTIAL, "exponential")                                                         \
+    X(COSINE, "cosine")                                                                   \
+    X(WARMUP_COSINE, "warmup_cosine")                                                     \
+    X(PLATEAU, "plateau")
+
 typedef enum {
-    SCHED_CONSTANT,
-    SCHED_STEP,
-    SCHED_MULTISTEP,
-    SCHED_EXPONENTIAL,
-    SCHED_COSINE,
-    SCHED_WARMUP_COSINE,
-    SCHED_PLATEAU,
+#define SCHED_ENUM(id, name) SCHED_##id,
+    SCHED_LIST(SCHED_ENUM)
+#undef SCHED_ENUM
+    SCHED_COUNT
 } sched_kind;
 
 #define SCHED_MAX_MILESTONES 16
@@ -94,6 +114,7 @@ double sched_lr_at(const sched_config *c, int t);
  * returns the learning rate for epoch t. */
 double sched_advance(scheduler *s, int t, double val_loss);
 
+/* "constant", ...; NULL outside the list. */
 const char *sched_name(sched_kind kind);
 
 #endif /* KILN_OPTIM_H */

@@ -682,12 +682,11 @@ kiln_status kiln_kernel_get(kiln_ctx *ctx, const char *source, const char *optio
 
 /* ---- launching ---------------------------------------------------------------- */
 
-static kiln_status set_args(cl_kernel kernel, const char *name, int nargs, va_list ap)
+static kiln_status set_args(cl_kernel kernel, const char *name, const kiln_karg *args,
+                            int nargs)
 {
     for (int i = 0; i < nargs; i++) {
-        size_t size = va_arg(ap, size_t);
-        const void *value = va_arg(ap, const void *);
-        cl_int err = clSetKernelArg(kernel, (cl_uint)i, size, value);
+        cl_int err = clSetKernelArg(kernel, (cl_uint)i, args[i].size, args[i].value);
         if (err != CL_SUCCESS)
             return kiln_fail_cl_in(err, "clSetKernelArg", "%s, argument %d", name, i);
     }
@@ -717,22 +716,19 @@ static kiln_status enqueue(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl
 }
 
 static kiln_status launch(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl_uint dims,
-                          const size_t *global, const size_t *local, int nargs, va_list ap)
+                          const size_t *global, const size_t *local, const kiln_karg *args,
+                          int nargs)
 {
-    kiln_status st = set_args(kernel, name, nargs, ap);
+    kiln_status st = set_args(kernel, name, args, nargs);
     return st == KILN_OK ? enqueue(ctx, kernel, name, dims, global, local) : st;
 }
 
-kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t global,
-                           size_t local, int nargs, ...)
+kiln_status kiln_launch_1d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name,
+                                size_t global, size_t local, const kiln_karg *args, int nargs)
 {
     if (local > 0)
         global = (global + local - 1) / local * local;
-    va_list ap;
-    va_start(ap, nargs);
-    kiln_status st = launch(ctx, kernel, name, 1, &global, local > 0 ? &local : NULL, nargs, ap);
-    va_end(ap);
-    return st;
+    return launch(ctx, kernel, name, 1, &global, local > 0 ? &local : NULL, args, nargs);
 }
 
 /* The largest divisor of n that is at most cap. */
@@ -744,8 +740,8 @@ static size_t divisor_upto(size_t n, size_t cap)
     return 1;
 }
 
-kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
-                           size_t y, size_t z, int nargs, ...)
+kiln_status kiln_launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                                size_t y, size_t z, const kiln_karg *args, int nargs)
 {
     size_t global[3] = {x, y, z}, local[3] = {1, 1, 1};
     /* Where a work-group runs as a loop (PoCL), the driver's own choice of
@@ -759,20 +755,12 @@ kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, si
         local[1] = divisor_upto(y, cap / local[0]);
         local[2] = divisor_upto(z, cap / (local[0] * local[1]));
     }
-    va_list ap;
-    va_start(ap, nargs);
-    kiln_status st = launch(ctx, kernel, name, 3, global, loops ? local : NULL, nargs, ap);
-    va_end(ap);
-    return st;
+    return launch(ctx, kernel, name, 3, global, loops ? local : NULL, args, nargs);
 }
 
-kiln_status kiln_launch_tiles(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
-                              size_t y, int nargs, ...)
+kiln_status kiln_launch_tiles_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                                   size_t y, const kiln_karg *args, int nargs)
 {
     size_t global[2] = {x, y}, local[2] = {1, 1};
-    va_list ap;
-    va_start(ap, nargs);
-    kiln_status st = launch(ctx, kernel, name, 2, global, local, nargs, ap);
-    va_end(ap);
-    return st;
+    return launch(ctx, kernel, name, 2, global, local, args, nargs);
 }

@@ -186,19 +186,32 @@ cl_event *kiln_profile_slot(kiln_ctx *ctx, cl_event *slot);
 void kiln_profile_add(kiln_ctx *ctx, cl_event event, const char *kernel);
 void kiln_profile_discard(kiln_ctx *ctx);
 
-/* A kernel argument for kiln_launch_1d: KARG(x) is sizeof x, &x. */
-#define KARG(v) sizeof(v), (const void *)&(v)
+/* A kernel argument: KARG(x) is sizeof x and &x. The launches below take
+ * their arguments as a list of KARG(...) and count it themselves. */
+typedef struct {
+    size_t size;
+    const void *value;
+} kiln_karg;
+#define KARG(v) ((kiln_karg){sizeof(v), (const void *)&(v)})
+/* The arguments of a launch as an array and its length. */
+#define KARGS(...)                                                                        \
+    (const kiln_karg[]){__VA_ARGS__},                                                     \
+        (int)(sizeof((const kiln_karg[]){__VA_ARGS__}) / sizeof(kiln_karg))
 
-/* Sets kernel arguments from (size, pointer) pairs and launches a 1-d
+/* Sets the kernel's arguments, KARG(a), KARG(b), ..., and launches a 1-d
  * range of global items rounded up to a multiple of local (0: driver's
  * choice). Kernels check their own bounds. */
-kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name,
-                           size_t global, size_t local, int nargs, ...);
+#define kiln_launch_1d(ctx, kernel, name, global, local, ...)                             \
+    kiln_launch_1d_args(ctx, kernel, name, global, local, KARGS(__VA_ARGS__))
+kiln_status kiln_launch_1d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name,
+                                size_t global, size_t local, const kiln_karg *args, int nargs);
 
 /* The same over an exact x * y * z range, work-group sizes left to the
  * driver: kernels then read their indices without dividing. */
-kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
-                           size_t y, size_t z, int nargs, ...);
+#define kiln_launch_3d(ctx, kernel, name, x, y, z, ...)                                   \
+    kiln_launch_3d_args(ctx, kernel, name, x, y, z, KARGS(__VA_ARGS__))
+kiln_status kiln_launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                                size_t y, size_t z, const kiln_karg *args, int nargs);
 
 /* Whether a device runs each work-group as a loop on one core, as PoCL's
  * CPU driver does: kiln's GEMM and the CPU-shaped kernels are written for
@@ -212,8 +225,10 @@ size_t kiln_device_units(const kiln_device_info *d);
 
 /* An x * y range of work-groups of one item each, for kernels written for
  * CPUs (one item runs a whole tile in vector registers). */
-kiln_status kiln_launch_tiles(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
-                              size_t y, int nargs, ...);
+#define kiln_launch_tiles(ctx, kernel, name, x, y, ...)                                   \
+    kiln_launch_tiles_args(ctx, kernel, name, x, y, KARGS(__VA_ARGS__))
+kiln_status kiln_launch_tiles_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                                   size_t y, const kiln_karg *args, int nargs);
 
 /* ---- tensors and shapes (tensor.c) ------------------------------------ */
 

@@ -321,8 +321,8 @@ kiln_status kiln_tensor_fill(kiln_tensor *t, float value)
     if (st != KILN_OK)
         return st;
     cl_ulong n = t->numel;
-    return kiln_launch_1d(t->ctx, k, "fill", t->numel, 64, 3, sizeof(cl_mem), &t->buf,
-                          sizeof(float), &value, sizeof n, &n);
+    return kiln_launch_1d(t->ctx, k, "fill", t->numel, 64, KARG(t->buf), KARG(value),
+                          KARG(n));
 }
 
 kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src)

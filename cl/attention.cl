@@ -1,0 +1,154 @@
+/* Causal multi-head self-attention on a fused QKV tensor, without ever
+ * storing the T x T scores (memory linear in T, as FlashAttention):
+ *   qkv (B, T, 3C): q, k, v side by side, head h at channels h*HD of each
+ *   y   (B, T, C):  head h at channels h*HD (nanoGPT's transpose + view)
+ *   lse (B, H, T):  log-sum-exp of each query row's scaled scores
+ * scale = 1/sqrt(HD). Query row i sees keys 0..i: the loops stop at the
+ * diagonal, so nothing above it is computed.
+ *
+ * attn_forward: one item per (query i, head, batch), an online softmax over
+ * the keys in order (running max m, sum l, output acc rescaled when m grows).
+ * attn_backward_q: one item per query row; delta_i = dy_i . y_i, then
+ *   p_ij = exp(s_ij - lse_i), ds_ij = p_ij (dy_i . v_j - delta_i),
+ *   dq_i = scale sum_j ds_ij k_j over j = 0..i in order.
+ * attn_backward_kv: one item per key row j, over queries i = j..T-1 in order:
+ *   dv_j = sum_i p_ij dy_i, dk_j = scale sum_i ds_ij q_i.
+ * Every sum runs in a fixed order (no atomics), so results are the same
+ * bits on every run. HD is the head dimension (-DHD=...); rows move in
+ * vectors of 8 or 4 lanes where HD allows. Items past T
+ * compute on row T-1 and store nothing (libclc's exp and log read a table
+ * that rusticl passes as a hidden argument; they stay outside branches). */
+
+#ifndef HD
+#define HD 16
+#endif
+
+/* Rows of a head are HD floats, handled in vectors of VW lanes: the
+ * widest of 8, 4 and 1 that divides HD (NV vectors a row). */
+#if HD % 8 == 0
+#define VW 8
+typedef float8 vec;
+#define LOADV(u, p) vload8((u), (p))
+#define STOREV(v, u, p) vstore8((v), (u), (p))
+#define HSUM(v) ((v).s0 + (v).s1 + (v).s2 + (v).s3 + (v).s4 + (v).s5 + (v).s6 + (v).s7)
+#elif HD % 4 == 0
+#define VW 4
+typedef float4 vec;
+#define LOADV(u, p) vload4((u), (p))
+#define STOREV(v, u, p) vstore4((v), (u), (p))
+#define HSUM(v) ((v).x + (v).y + (v).z + (v).w)
+#else
+#define VW 1
+typedef float vec;
+#define LOADV(u, p) ((p)[u])
+#define STOREV(v, u, p) ((p)[u] = (v))
+#define HSUM(v) (v)
+#endif
+#define NV (HD / VW)
+
+/* a . p[0..HD) for a held in NV vectors. */
+static float dot_row(const vec *a, __global const float *p)
+{
+    vec s = 0.0f;
+    for (uint u = 0; u < NV; u++)
+        s += a[u] * LOADV(u, p);
+    return HSUM(s);
+}
+
+__kernel void attn_forward(__global const float *qkv, __global float *y, __global float *lse,
+                           const uint T, const uint H, const float scale)
+{
+    uint i0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint i = min(i0, T - 1), C = H * HD, row = 3 * C;
+    __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
+    vec qs[NV], acc[NV];
+    for (uint u = 0; u < NV; u++) {
+        qs[u] = LOADV(u, q) * scale;
+        acc[u] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (uint j = 0; j <= i; j++) {
+        __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
+        __global const float *v = k + C;
+        float s = dot_row(qs, k);
+        float mn = fmax(m, s), corr = exp(m - mn), p = exp(s - mn);
+        l = l * corr + p;
+        for (uint u = 0; u < NV; u++)
+            acc[u] = acc[u] * corr + p * LOADV(u, v);
+        m = mn;
+    }
+    float inv = 1.0f / l, stat = m + log(l);
+    if (i0 >= T)
+        return;
+    __global float *out = y + (size_t)(b * T + i) * C + h * HD;
+    for (uint u = 0; u < NV; u++)
+        STOREV(acc[u] * inv, u, out);
+    lse[(b * H + h) * T + i] = stat;
+}
+
+__kernel void attn_backward_q(__global const float *qkv, __global const float *y,
+                              __global const float *dy, __global const float *lse,
+                              __global float *delta, __global float *dqkv, const uint T,
+                              const uint H, const float scale)
+{
+    uint i0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint i = min(i0, T - 1), C = H * HD, row = 3 * C;
+    __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
+    __global const float *yi = y + (size_t)(b * T + i) * C + h * HD;
+    __global const float *gi = dy + (size_t)(b * T + i) * C + h * HD;
+    vec qs[NV], g[NV], dq[NV];
+    for (uint u = 0; u < NV; u++) {
+        qs[u] = LOADV(u, q) * scale;
+        g[u] = LOADV(u, gi);
+        dq[u] = 0.0f;
+    }
+    float dl = dot_row(g, yi), stat = lse[(b * H + h) * T + i];
+    for (uint j = 0; j <= i; j++) {
+        __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
+        __global const float *v = k + C;
+        float ds = exp(dot_row(qs, k) - stat) * (dot_row(g, v) - dl);
+        for (uint u = 0; u < NV; u++)
+            dq[u] += ds * LOADV(u, k);
+    }
+    if (i0 >= T)
+        return;
+    __global float *out = dqkv + (size_t)(b * T + i) * row + h * HD;
+    for (uint u = 0; u < NV; u++)
+        STOREV(dq[u] * scale, u, out);
+    delta[(b * H + h) * T + i] = dl;
+}
+
+__kernel void attn_backward_kv(__global const float *qkv, __global const float *dy,
+                               __global const float *lse, __global const float *delta,
+                               __global float *dqkv, const uint T, const uint H,
+                               const float scale)
+{
+    uint j0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint j = min(j0, T - 1), C = H * HD, row = 3 * C;
+    __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
+    __global const float *v = k + C;
+    vec ks[NV], vr[NV], dk[NV], dv[NV];
+    for (uint u = 0; u < NV; u++) {
+        ks[u] = LOADV(u, k) * scale; /* q . (k scale) = (q scale) . k up to rounding */
+        vr[u] = LOADV(u, v);
+        dk[u] = 0.0f;
+        dv[u] = 0.0f;
+    }
+    for (uint i = j; i < T; i++) {
+        __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
+        __global const float *g = dy + (size_t)(b * T + i) * C + h * HD;
+        float p = exp(dot_row(ks, q) - lse[(b * H + h) * T + i]);
+        float ds = p * (dot_row(vr, g) - delta[(b * H + h) * T + i]);
+        for (uint u = 0; u < NV; u++) {
+            dv[u] += p * LOADV(u, g);
+            dk[u] += ds * LOADV(u, q);
+        }
+    }
+    if (j0 >= T)
+        return;
+    __global float *out = dqkv + (size_t)(b * T + j) * row + C + h * HD;
+    for (uint u = 0; u < NV; u++) {
+        STOREV(dk[u] * scale, u, out);
+        STOREV(dv[u], u, out + C);
+    }
+}

@@ -1,0 +1,107 @@
+/* Causal multi-head self-attention on the output of a fused QKV projection
+ * (nanoGPT's c_attn), before the output projection (c_proj):
+ *   qkv (B, T, 3C) -> y (B, T, C), saved lse (B, H, T)
+ * y = softmax(q kᵀ / sqrt(D) + causal mask) v per head of D = C / H
+ * channels. The kernels (cl/attention.cl) never store the T x T scores:
+ * the forward keeps one log-sum-exp per query row and the backward
+ * recomputes each score from it, so memory grows linearly with T. This
+ * file is the interface; the kernels can change beneath it. */
+#include <math.h>
+#include <stdio.h>
+
+#include "ops/ops.h"
+
+#define ATTN_MAX_HEAD_DIM 256 /* per-item arrays of the kernels */
+
+static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
+{
+    char buf[64];
+    if (in[0].ndim != 3)
+        return kiln_fail(KILN_ERR_SHAPE, "attention: input is %s; expected (batch, time, "
+                                         "3 x channels) from a fused q, k, v projection",
+                         shape_str(&in[0], buf, sizeof buf));
+    size_t heads = a->heads, width = in[0].d[2];
+    if (heads == 0 || width % (3 * heads) != 0)
+        return kiln_fail(KILN_ERR_SHAPE, "attention: %zu input channels do not split into "
+                                         "q, k and v of %zu heads each",
+                         width, heads);
+    size_t C = width / 3, D = C / heads;
+    if (D > ATTN_MAX_HEAD_DIM)
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "attention: a head of %zu channels; at most %d",
+                         D, ATTN_MAX_HEAD_DIM);
+    s->out = shape_make(3, in[0].d[0], in[0].d[1], C, 0);
+    s->n_saved = 1;
+    s->saved[0] = shape_make(3, in[0].d[0], heads, in[0].d[1], 0);
+    return KILN_OK;
+}
+
+static kiln_status attn_kernel(const op_args *c, const char *name, cl_kernel *k)
+{
+    char opts[32];
+    size_t D = c->out->shape[2] / c->attrs->heads;
+    snprintf(opts, sizeof opts, "-DHD=%zu", D);
+    return kiln_kernel_get(c->ctx, "attention.cl", opts, name, k);
+}
+
+static float attn_scale(const op_args *c)
+{
+    return (float)(1.0 / sqrt((double)(c->out->shape[2] / c->attrs->heads)));
+}
+
+static kiln_status attn_forward(const op_args *c)
+{
+    cl_kernel k;
+    kiln_status st = attn_kernel(c, "attn_forward", &k);
+    cl_uint T = c->out->shape[1], H = c->attrs->heads;
+    float scale = attn_scale(c);
+    if (st != KILN_OK)
+        return st;
+    return kiln_launch_3d(c->ctx, k, "attn_forward", T, H, c->out->shape[0],
+                          KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->saved[0]->buf),
+                          KARG(T), KARG(H), KARG(scale));
+}
+
+static kiln_status attn_backward(const op_args *c)
+{
+    if (!c->din[0])
+        return KILN_OK;
+    cl_kernel kq, kkv;
+    kiln_status st = attn_kernel(c, "attn_backward_q", &kq);
+    if (st == KILN_OK)
+        st = attn_kernel(c, "attn_backward_kv", &kkv);
+    kiln_shape ds = shape_of(c->saved[0]);
+    kiln_tensor *delta = NULL;
+    if (st == KILN_OK)
+        st = tensor_of(c->ctx, &ds, &delta);
+    cl_uint T = c->out->shape[1], H = c->attrs->heads;
+    size_t B = c->out->shape[0];
+    float scale = attn_scale(c);
+    if (st == KILN_OK)
+        st = kiln_launch_3d(c->ctx, kq, "attn_backward_q", T, H, B, KARG(c->in[0]->buf),
+                            KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
+                            KARG(delta->buf), KARG(c->din[0]->buf), KARG(T), KARG(H),
+                            KARG(scale));
+    if (st == KILN_OK)
+        st = kiln_launch_3d(c->ctx, kkv, "attn_backward_kv", T, H, B, KARG(c->in[0]->buf),
+                            KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(delta->buf),
+                            KARG(c->din[0]->buf), KARG(T), KARG(H), KARG(scale));
+    kiln_tensor_free(delta);
+    return st;
+}
+
+/* the heads of nanoGPT's CausalSelfAttention (n_head) */
+static const op_key attn_keys[] = {
+    OP_KEY_NEEDED("heads", heads, 1, 4096),
+};
+
+const op_desc op_attention_desc = {
+    .name = "attention",
+    .n_inputs = 1,
+    .in_ranks = 1u << 3,
+    .in_hint = "expected (time, 3 x channels) from a fused q, k, v projection",
+    .keys = attn_keys,
+    .n_keys = sizeof attn_keys / sizeof attn_keys[0],
+    .infer = attn_infer,
+    .forward = attn_forward,
+    .backward = attn_backward,
+};
