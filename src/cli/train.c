@@ -76,10 +76,11 @@ const cli_command cli_train_cmd = {
     train_flags};
 
 const cli_command cli_eval_cmd = {
-    "eval", cli_eval, "MODEL.ini CHECKPOINT", "evaluate a checkpoint",
+    "eval", cli_eval, "[MODEL.ini] CHECKPOINT", "evaluate a checkpoint",
     "Loss and accuracy (or mean absolute error and R² for mse) of a checkpoint on the test "
     "split of a dataset, or on every row of a CSV file, with the normalization stored in the "
-    "checkpoint, and the confusion matrix of a classifier.",
+    "checkpoint, and the confusion matrix of a classifier. Without MODEL.ini, the model is "
+    "the one the checkpoint carries (kiln writes it into every checkpoint).",
     eval_flags};
 
 typedef struct {
@@ -157,10 +158,11 @@ static int parse(int argc, char **argv, int positional, const cli_command *cmd, 
             break;
         }
     }
-    if (argc - optind != positional)
+    int given = argc - optind; /* eval: the model may be left to the checkpoint */
+    if (given != positional && !(positional == 2 && given == 1))
         return cli_usage_error(cmd);
     c->model = argv[optind];
-    c->checkpoint = positional > 1 ? argv[optind + 1] : NULL;
+    c->checkpoint = positional > 1 ? argv[optind + given - 1] : NULL;
     return 0;
 }
 
@@ -246,6 +248,16 @@ static int rank_fail(const char *cmd, int rank, int size)
     return 1;
 }
 
+int cli_is_checkpoint(const char *path)
+{
+    unsigned char head[9];
+    FILE *f = fopen(path, "rb");
+    int yes = f && fread(head, 1, 9, f) == 9 && head[8] == '{'; /* length, then JSON */
+    if (f)
+        fclose(f);
+    return yes;
+}
+
 int cli_open(const char *model, const char *device, const char *cmd, FILE *out,
              kiln_ctx **ctx, kiln_model **m)
 {
@@ -253,7 +265,8 @@ int cli_open(const char *model, const char *device, const char *cmd, FILE *out,
     mpi_place(&rank, &local, &size);
     char chosen[256];
     const char *selector = rank_selector(device, local, chosen, sizeof chosen);
-    if (kiln_model_load(model, m) != KILN_OK)
+    if ((cli_is_checkpoint(model) ? kiln_model_from_checkpoint(model, m)
+                                  : kiln_model_load(model, m)) != KILN_OK)
         return rank_fail(cmd, rank, size);
     if (kiln_model_check_train(*m) != KILN_OK) { /* before the device, which takes seconds */
         kiln_model_free(*m);

@@ -215,7 +215,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
                                              "made a NaN or Inf",
                            epoch, i + 1, batch_loss);
         if (st == KILN_OK) /* after the loss is known: a failed step changes no weight */
-            st = optim_step(r->opt, lr);
+            st = net_optim_step(r->net, lr);
         correct += (size_t)shared[1];
         total += shared[0]; /* the epoch's loss is a mean over samples */
         samples += n;
@@ -250,8 +250,11 @@ static kiln_status configure(run *r)
     r->c.sched.base_lr = r->c.optim.lr;
     if (r->c.sched.t_max == 0)
         r->c.sched.t_max = r->c.epochs;
-    if (r->o->batch <= 0 && r->c.batch > r->net->max_batch)
-        r->c.batch = r->net->max_batch; /* the network was made for smaller batches */
+    if (r->o->batch <= 0 && r->c.batch > r->net->max_batch) { /* made for smaller batches */
+        say(r, "note: the [train] batch %zu is above the network's max_batch; training with "
+               "batches of %zu\n", r->c.batch, r->net->max_batch);
+        r->c.batch = r->net->max_batch;
+    }
     if (r->c.batch > r->net->max_batch)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "training: batch %zu is larger than the "
                                                     "network's max_batch %zu",
@@ -365,7 +368,9 @@ static void report_epoch(run *r, int e, float lr, const epoch_result *m, int bes
                        .loss = m->loss, .accuracy = m->acc,
                        .val_loss = r->val.count ? m->val_loss : NAN,
                        .val_accuracy = r->val.count ? m->val_acc : NAN, .lr = lr,
-                       .seconds = m->seconds, .best = best};
+                       .seconds = m->seconds, .best = best,
+                       .val_mae = r->val.count ? m->val_mae : NAN,
+                       .val_r2 = r->val.count ? m->val_r2 : NAN};
     if (r->o->on_epoch && r->o->on_epoch(r->o->user, &p))
         r->stop = 1;
 }
@@ -478,8 +483,10 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (st == KILN_OK)
         st = setup(&r);
     if (st == KILN_OK)
-        say(&r, "training on %zu samples (%zu held out for validation), batch %zu, %d epochs, "
-                "%s, %s\n", r.train.count, r.val.count, r.c.batch, r.c.epochs,
+        say(&r, "training on %zu samples (%zu %s), batch %zu, %d epochs, %s, %s\n",
+            r.train.count, r.val.count, o.val_data ? "in the validation data"
+                                                   : "held out for validation",
+            r.c.batch, r.c.epochs,
             optim_name(r.c.optim.kind),
             sched_name(r.c.sched.kind));
     if (st == KILN_OK && r.train.skipped + r.test.skipped)
@@ -501,7 +508,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
         say(&r, "stopped on request; resume with --resume %s\n",
             o.out_dir ? o.out_dir : "(no output directory: nothing was saved)");
     }
-    if (st == KILN_OK && rep->best_epoch > 0)
+    if (st == KILN_OK && rep->best_epoch > 0 && !o.keep_last)
         st = snapshot(&r, 1); /* the best weights are the final ones */
     if (st == KILN_OK && rep->best_epoch > 0) /* never untrained weights over a run's */
         st = save(&r, "final.safetensors", rep->best_epoch, rep->best_val_loss);

@@ -17,6 +17,8 @@ typedef enum {
     NORMALIZE_GLOBAL
 } normalize_kind;
 
+#define TRAIN_MAX_CLASS_WEIGHTS 64
+
 typedef struct {
     loss_kind loss;
     float label_smoothing;
@@ -31,6 +33,8 @@ typedef struct {
     normalize_kind normalize;
     int sync_batchnorm; /* batchnorm statistics of the global batch across ranks */
     image_config images; /* image folders: resize, augmentation, threads, skip_bad */
+    int n_class_weight; /* cross_entropy's weight per class (0: none) */
+    float class_weight[TRAIN_MAX_CLASS_WEIGHTS];
 } train_config;
 
 /* Reads the model's [train] section over PyTorch-like defaults; every bad

@@ -122,6 +122,7 @@ kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out)
     if (st != KILN_OK)
         return st;
     (*out)->p->sync = net_sync(net);
+    (*out)->p->class_weight = net->class_weight;
     (*out)->p->on_backward = shared ? buckets_hook(net->buckets) : NULL;
     return KILN_OK;
 }
@@ -316,6 +317,8 @@ kiln_status kiln_net_create(kiln_ctx *ctx, kiln_model *m, size_t max_batch, kiln
         st = alloc_targets(net, &net->main);
     if (st == KILN_OK)
         st = net_reset_optimizer(net);
+    if (st == KILN_OK)
+        st = net_class_weights(net);
     size_t in = shape_numel(&m->input), outs = net->main.p ? kiln_net_output_size(net) : 0;
     net->norm_count = 1;
     net->mean = calloc(1, sizeof *net->mean);
@@ -350,6 +353,7 @@ void kiln_net_free(kiln_net *net)
     free(net->std);
     free(net->x);
     free(net->y);
+    net_free_frozen(net);
     free(net->entries);
     net_free_classes(net);
     buckets_free(net->buckets);
@@ -563,7 +567,7 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
                                          "gradients (clip_norm)",
                        (double)l);
     if (st == KILN_OK)
-        st = optim_step(net->opt, net->lr);
+        st = net_optim_step(net, net->lr);
     if (st != KILN_OK) { /* the target upload may still read the caller's array */
         kiln_ctx_finish(net->ctx);
         net->main.p->counter = counter;
@@ -670,13 +674,28 @@ kiln_status kiln_net_configure(kiln_net *net, const char *key, const char *value
     if (st != KILN_OK)
         return st;
     train_config before = net->c;
+    const char *old = kiln_model_train_setting(net->m, key);
+    char was[128];
+    snprintf(was, sizeof was, "%s", old ? old : "");
     st = kiln_model_set_train(net->m, key, value);
     if (st == KILN_OK)
         st = train_config_read(net->m, &net->c);
+    if (st == KILN_OK && strcmp(key, "class_weight") == 0)
+        st = net_class_weights(net);
     if (st != KILN_OK) {
+        if (strcmp(key, "class_weight") == 0 && net->c.n_class_weight) { /* as it was */
+            char why[512];
+            snprintf(why, sizeof why, "%s", kiln_last_error());
+            kiln_model_set_train(net->m, key, old ? was : "none");
+            net->c = before;
+            net_class_weights(net);
+            kiln_fail(st, "%s", why);
+        }
         net->c = before;
         return st;
     }
+    if (net->c.loss != before.loss && st == KILN_OK)
+        st = net_class_weights(net);
     if (net->c.loss != before.loss) {
         st = alloc_targets(net, &net->main);
         for (int i = 0; i < NET_EXTRA_PIPES && st == KILN_OK; i++)

@@ -57,6 +57,8 @@ struct kiln_net {
     char *classes;           /* class names as a JSON array (image folders), or NULL */
     char **class_names;      /* the same, parsed: class_count names */
     size_t class_count;
+    kiln_tensor **frozen;    /* per entry: a frozen parameter's copy (params.c); NULL: none */
+    kiln_tensor *class_weight; /* [train] class_weight on the device, or NULL (params.c) */
 };
 
 #define NET_MAGIC 0x6b6e6574u /* "knet" */
@@ -117,6 +119,15 @@ void net_score(const kiln_net *net, const float *z, const float *y, size_t n, do
 /* The tensor the loss reads: the logits before a prediction head (softmax
  * for cross_entropy, sigmoid for bce), else the output. */
 kiln_tensor *net_logits(const kiln_net *net, const pipeline *p);
+
+/* The optimizer's step at lr, frozen parameters left as they are
+ * (params.c); net_free_frozen releases what freezing holds. */
+kiln_status net_optim_step(kiln_net *net, float lr);
+void net_free_frozen(kiln_net *net);
+
+/* The class weights of the settings on the device (or none), checked
+ * against the model's outputs. */
+kiln_status net_class_weights(kiln_net *net);
 
 /* Rebuilds the optimizer for the current settings (state reset). */
 kiln_status net_reset_optimizer(kiln_net *net);

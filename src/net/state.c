@@ -101,29 +101,66 @@ void meta_number(checkpoint_meta *m, const char *key, double v)
     checkpoint_meta_set(m, key, text);
 }
 
-/* A list of floats as "a,b,c" (%.9g: float32 exactly); NULL when out of
- * memory. */
+/* A list of floats as a JSON array "[a, b, c]" (%.9g: float32 exactly);
+ * NULL when out of memory. */
 static char *float_list(const float *v, size_t n)
 {
-    char *text = malloc(n * 18 + 1), *at = text;
+    char *text = malloc(n * 18 + 3), *at = text;
+    if (text)
+        at += sprintf(at, "[");
     for (size_t i = 0; text && i < n; i++)
-        at += sprintf(at, "%s%.9g", i ? "," : "", (double)v[i]);
+        at += sprintf(at, "%s%.9g", i ? ", " : "", (double)v[i]);
+    if (text)
+        sprintf(at, "]");
     return text;
 }
 
-/* Parses "a,b,c" into at most cap floats; the count, or 0 if malformed. */
+/* Parses a JSON array of numbers "[a, b]", or "a,b,c" as older
+ * checkpoints wrote it, into at most cap floats; the count, or 0 if
+ * malformed. */
 static size_t parse_floats(const char *text, float *out, size_t cap)
 {
     size_t n = 0;
-    for (const char *p = text; *p;) {
+    while (*text == ' ')
+        text++;
+    int bracketed = *text == '[';
+    const char *p = text + bracketed;
+    for (;;) {
         char *end;
         double v = strtod(p, &end);
-        if (end == p || n == cap || (*end && *end != ','))
+        if (end == p || n == cap)
             return 0;
         out[n++] = (float)v;
-        p = *end ? end + 1 : end;
+        while (*end == ' ')
+            end++;
+        if (*end == ',') {
+            p = end + 1;
+            continue;
+        }
+        if (bracketed && *end == ']')
+            end++;
+        else if (bracketed)
+            return 0;
+        while (*end == ' ')
+            end++;
+        return *end ? 0 : n;
     }
-    return n;
+}
+
+static void write_text(void *user, const char *text)
+{
+    char **buf = user;
+    if (!*buf)
+        return;
+    size_t have = strlen(*buf), add = strlen(text);
+    char *grown = realloc(*buf, have + add + 1);
+    if (!grown) {
+        free(*buf);
+        *buf = NULL;
+        return;
+    }
+    memcpy(grown + have, text, add + 1);
+    *buf = grown;
 }
 
 void net_meta(const kiln_net *net, checkpoint_meta *meta)
@@ -138,6 +175,11 @@ void net_meta(const kiln_net *net, checkpoint_meta *meta)
         checkpoint_meta_set(meta, "classes", net->classes);
     checkpoint_meta_set(meta, "format", "pt");
     checkpoint_meta_set(meta, "kiln", KILN_VERSION);
+    char *model = calloc(1, 1); /* the model itself: the file alone gives it back */
+    kiln_model_text(net->m, write_text, &model);
+    if (model)
+        checkpoint_meta_set(meta, "model", model);
+    free(model);
 }
 
 /* A checkpoint's stored normalization, read and checked before any of its
