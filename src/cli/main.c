@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kiln.h"
 #include "cli/cli.h"
@@ -123,6 +124,23 @@ static int finish_output(const char *cmd, int rc)
     return rc;
 }
 
+/* A rank of an MPI job that failed ends the whole job: it exits at once,
+ * without MPI_Finalize (which would wait for the other ranks), and mpirun
+ * or srun end the others, which would otherwise wait for it. The library
+ * only returns errors; ending the job is the command's decision. (An
+ * interrupted run, 130, stops on every rank together and finalizes.) */
+static int end_job_on_failure(int rc)
+{
+    kiln_job job;
+    kiln_job_place(NULL, &job);
+    if (rc == 0 || rc == 130 || job.size == 1)
+        return rc;
+    fprintf(stderr, "kiln: rank %d of %d failed; ending the job\n", job.rank, job.size);
+    fflush(stdout);
+    fflush(stderr);
+    _exit(rc);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -131,7 +149,7 @@ int main(int argc, char **argv)
     }
     const cli_command *c = find_command(argv[1]);
     if (c)
-        return finish_output(c->name, c->run(argc - 1, argv + 1));
+        return end_job_on_failure(finish_output(c->name, c->run(argc - 1, argv + 1)));
     fprintf(stderr, "kiln: unknown command \"%s\"; run \"kiln help\" for the list\n", argv[1]);
     return 2;
 }

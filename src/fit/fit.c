@@ -441,7 +441,8 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     run r = {.net = net, .o = &o, .lock = -1};
     double started = kiln_seconds();
     char *ranks = NULL; /* MPI: rank 0 lists every rank's device */
-    st = dist_check(dist_devices(kiln_ctx_device(net->ctx), &ranks));
+    st = dist_devices(kiln_ctx_device(net->ctx), &ranks);
+    int talking = st == KILN_OK; /* the ranks reach each other: they can agree */
     if (ranks)
         say(&r, "%s", ranks);
     free(ranks);
@@ -457,6 +458,8 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     early_stop_init(&t.es, r.c.patience, r.c.min_delta);
     if (st == KILN_OK && o.resume)
         st = resume(&r, o.resume, &t, rep);
+    if (talking) /* MPI: the same model, settings and data everywhere, or no rank starts */
+        st = agree_on_run(&r, &t, st);
     if (st == KILN_OK)
         st = epochs(&r, &t, rep);
     if (st == KILN_OK && r.ctx->profile) /* fewer steps than a profile's */
@@ -482,9 +485,10 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (r.ctx)
         kiln_profile_discard(r.ctx);
     teardown(&r);
+    dist_comm_watch(net->comm, NULL);
     if (borrowed)
         net->comm = NULL;
-    return dist_check(st); /* MPI: a rank that fails stops every rank, never a hang */
+    return st; /* MPI: `kiln train` ends the job when a rank fails */
 }
 
 /* The batch a run of the model trains with: the options', else [train]'s. */

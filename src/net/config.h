@@ -29,6 +29,8 @@ typedef struct {
     double val;         /* fraction of the training data held out */
     normalize_kind normalize;
     int sync_batchnorm; /* batchnorm statistics of the global batch across ranks */
+    double dist_timeout; /* seconds a collective may wait under MPI (0: the default) */
+    int accumulate;     /* micro-batches whose gradients are summed into one step */
 } train_config;
 
 /* Reads the model's [train] section over PyTorch-like defaults; every bad

@@ -550,13 +550,22 @@ kiln_status net_take_rank0_buffers(kiln_net *net)
 kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm)
 {
     kiln_status st = net_check(net, "kiln_net_set_comm");
-    dist_comm *c = NULL;
+    dist_comm *c = NULL, *old = st == KILN_OK ? net->comm : NULL;
     if (st == KILN_OK && mpi_comm)
         st = dist_comm_open(mpi_comm, &c);
     if (st != KILN_OK)
         return st;
-    dist_comm_free(net->comm);
     net->comm = c;
+    if (c) { /* every rank must hold the same model before weights are shared */
+        dist_comm_set_timeout(c, net->c.dist_timeout);
+        st = net_agree_on_layout(net, KILN_OK);
+    }
+    if (st != KILN_OK) {
+        net->comm = old;
+        dist_comm_free(c);
+        return st;
+    }
+    dist_comm_free(old);
     return c ? take_rank0_weights(net) : KILN_OK;
 }
 

@@ -4,6 +4,8 @@
 #ifndef KILN_NET_H
 #define KILN_NET_H
 
+#include <stdio.h>
+
 #include "net/checkpoint.h"
 #include "dist/dist.h"
 #include "net/config.h"
@@ -76,6 +78,13 @@ kiln_status net_reduce_gradients(kiln_net *net, size_t mine);
 /* Under mpirun: rank 0's buffers (batchnorm's running statistics) on every
  * rank, as DistributedDataParallel's broadcast of buffers; collective. */
 kiln_status net_take_rank0_buffers(kiln_net *net);
+
+/* The parameter layout (every tensor's name and shape) as lines of
+ * "key = value", for dist_agree. */
+void net_write_layout(const kiln_net *net, FILE *f);
+/* With a communicator: every rank checks its layout against rank 0's
+ * (dist_agree); mine is this rank's status so far. Collective. */
+kiln_status net_agree_on_layout(kiln_net *net, kiln_status mine);
 
 /* A training step in which this rank has no samples: the sync_batchnorm
  * sums that the other ranks' forward and backward wait for. */
