@@ -39,6 +39,9 @@ static const cli_flag train_flags[] = {
     {"batch", 'b', "N", "the model's [train] batch, else 64", "samples per optimizer step"},
     {"lr", 'l', "X", "the model's [train] lr", "the learning rate"},
     {"limit", 'n', "N", "all", "use at most N samples of each split (for quick runs)"},
+    {"accumulate", 'k', "K", "the model's [train] accumulate, else 1",
+     "sum the gradients of K batches into each optimizer step: a step of batch × K samples "
+     "with the memory of one batch"},
     {"out", 'o', "DIR", "runs/latest",
      "where checkpoints (best, last and final .safetensors), log.csv and curves.svg go"},
     {"resume", 'r', "DIR", NULL,
@@ -84,6 +87,7 @@ typedef struct {
     kiln_train_options o;
     const char *device;
     const char *model, *checkpoint;
+    const char *accumulate; /* --accumulate, set into the model's [train] */
     int json;
 } cli_options;
 
@@ -152,6 +156,11 @@ static int parse(int argc, char **argv, int positional, const cli_command *cmd, 
             if (!cli_whole_arg("--limit", optarg, 1, 1e9, &v))
                 return 2;
             c->o.limit = (size_t)v;
+            break;
+        case 'k':
+            if (!cli_whole_arg("--accumulate", optarg, 1, 1e6, &v))
+                return 2;
+            c->accumulate = optarg;
             break;
         }
     }
@@ -355,6 +364,11 @@ int cli_train(int argc, char **argv)
     FILE *text = c.json ? stderr : stdout;
     if ((rc = cli_open(c.model, c.device, "train", text, &ctx, &m)) != 0)
         return rc;
+    if (c.accumulate && kiln_model_set_train(m, "accumulate", c.accumulate) != KILN_OK) {
+        kiln_model_free(m);
+        kiln_ctx_free(ctx);
+        return cli_fail("train");
+    }
     c.o.log = c.json ? write_stderr : write_stdout;
     /* mpirun hands every rank a pseudo-terminal, whatever its own output is */
     kiln_job job;

@@ -56,6 +56,9 @@ struct kiln_net {
     double share;            /* this rank's part of the global batch of the step running */
     grad_buckets *buckets;   /* the flat gradients' way across the ranks, with a comm */
     op_sync sync;            /* sync_batchnorm through comm */
+    int accumulating;        /* kiln_net_fit with accumulate > 1: steps of several batches */
+    float *acc, *acc_read;   /* the step's gradients so far, and one batch's, on the host */
+    int acc_filled;          /* acc holds a batch's gradients not yet applied */
 };
 
 #define NET_MAGIC 0x6b6e6574u /* "knet" */
@@ -75,6 +78,12 @@ void net_dist_step(kiln_net *net, size_t mine, size_t n);
  * global batch on every rank, from this rank's mean over its own samples
  * (mine of them; 0: none, and its gradients are not read). */
 kiln_status net_reduce_gradients(kiln_net *net, size_t mine);
+/* Gradient accumulation: adds part times this rank's share (net_dist_step)
+ * of the gradients of its last backward (none when mine is 0) to the
+ * step's sum on the host; net_reduce_gradients then sums that across the
+ * ranks and hands it to the optimizer. part is the batch's samples over
+ * the step's. */
+kiln_status net_accumulate(kiln_net *net, size_t mine, double part);
 /* Under mpirun: rank 0's buffers (batchnorm's running statistics) on every
  * rank, as DistributedDataParallel's broadcast of buffers; collective. */
 kiln_status net_take_rank0_buffers(kiln_net *net);
