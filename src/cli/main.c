@@ -37,9 +37,13 @@ static const cli_command *const commands[] = {
 static const cli_env environment[] = {
     {"KILN_DEVICE", "The device, as --device takes it: an index (0), a platform:device pair "
                     "(1:0), or part of a platform, vendor, ICD suffix, device name or type "
-                    "(pocl, rusticl, nvidia, gpu, cpu); under mpirun a comma-separated list "
-                    "from which each local rank takes its entry. By default the first GPU, "
-                    "else the first CPU device."},
+                    "(pocl, rusticl, nvidia, gpu, cpu); under mpirun or srun a "
+                    "comma-separated list from which each local rank takes its entry. By "
+                    "default the first GPU (under mpirun or srun, local rank r takes GPU r "
+                    "of a node's GPUs), else the first CPU device."},
+    {"KILN_DIST_TIMEOUT", "Under mpirun or srun: the seconds one collective may wait for the "
+                          "other ranks before the job ends, naming the ranks that did not "
+                          "answer (overrides [train] dist_timeout; default 300)."},
     {"KILN_CACHE_DIR", "Where compiled kernels and tuning records are kept (default: "
                        "$XDG_CACHE_HOME/kiln, else ~/.cache/kiln)."},
     {"KILN_DATA_DIR", "Where the named datasets (fashion-mnist, mnist) are looked for first."},
