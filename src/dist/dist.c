@@ -7,6 +7,7 @@
  * waiting in a collective too: the ranks that do not answer are the ones
  * named. */
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +233,7 @@ static kiln_status wait_for(dist_comm *c, int n, MPI_Request *req, const char *c
         int slow = waited > SPIN_SECONDS;
         if (spin % 64 && !slow)
             continue;
+        sched_yield(); /* now and then: the kernel's network work may wait for this core */
         answer_questions(c);
         waited = seconds_now() - start;
         if (stopped < 0 && c->stop && *c->stop)
