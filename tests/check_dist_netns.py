@@ -7,7 +7,8 @@ command inside the namespace named by the host; MPI uses TCP alone (no
 shared memory), so every message crosses a network stack.
 
 Checked: 2 ranks, one per host, end with the weights of one process
-(within 1e-5 relative); a host whose link goes down mid-run makes the
+(within 1e-5 relative); a hostfile naming a host the agent cannot reach
+fails at once with Open MPI's message; a host whose link goes down mid-run makes the
 other rank give up after dist_timeout (3 s here), naming the collective
 and the rank on the lost host, and the job ends. The namespaces'
 TCP gives up after a few seconds (net.ipv4.tcp_retries2 = 4 and short
@@ -98,9 +99,9 @@ def make_hosts(tmp):
     return agent
 
 
-def mpirun(tmp, agent, *args):
+def mpirun(tmp, agent, *args, ranks=2):
     """mpirun inside the first namespace, under its host name, over TCP only."""
-    inner = [MPIRUN, "--hostfile", os.path.join(tmp, "hosts"), "-np", "2",
+    inner = [MPIRUN, "--hostfile", os.path.join(tmp, "hosts"), "-np", str(ranks),
              "--mca", "plm_rsh_agent", agent, "--mca", "btl", "tcp,self",
              "--mca", "btl_tcp_if_include", f"{SUBNET}.0/24",
              "--mca", "oob_tcp_if_include", f"{SUBNET}.0/24",
@@ -153,6 +154,27 @@ def same_weights(tmp, agent, train):
                 for k in a for x, y in zip(a[k], b[k])) if set(a) == set(b) else float("inf")
     report(worst < 1e-5, f"their weights against one process's: worst relative difference "
            f"{worst:.3g}")
+
+
+def unreachable_host(tmp, agent, train):
+    """A hostfile naming a third host that the agent cannot reach (as ssh
+    would fail to connect): mpirun fails at once with Open MPI's message."""
+    hosts = os.path.join(tmp, "hosts")
+    with open(hosts, encoding="ascii") as f:
+        kept = f.read()
+    with open(hosts, "a", encoding="ascii") as f:
+        f.write(f"{SUBNET}.3 slots=1\n")
+    cmd = mpirun(tmp, agent, *train, "--out", os.path.join(tmp, "three"), ranks=3)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV)
+        text = r.stdout + r.stderr
+        report(r.returncode != 0 and f"no host {SUBNET}.3" in text and "ORTE" in text,
+               f"a hostfile naming an unreachable host: mpirun fails (exit {r.returncode}) "
+               "with Open MPI's message", text)
+    except subprocess.TimeoutExpired:
+        report(False, "a hostfile naming an unreachable host: mpirun hung for 120 s")
+    with open(hosts, "w", encoding="ascii") as f:
+        f.write(kept)
 
 
 def link_down(tmp, agent, train):
@@ -209,6 +231,7 @@ def main():
                 f.write(MODEL)
             train = [os.path.join(tmp, "m.ini"), "--data", os.path.join(tmp, "d.csv")]
             same_weights(tmp, agent, train)
+            unreachable_host(tmp, agent, train)
             link_down(tmp, agent, train)
         finally:
             cleanup()
