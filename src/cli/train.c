@@ -40,7 +40,7 @@ static const cli_flag train_flags[] = {
     {"lr", 'l', "X", "the model's [train] lr", "the learning rate"},
     {"limit", 'n', "N", "all", "use at most N samples of each split (for quick runs)"},
     {"accumulate", 'k', "K", "the model's [train] accumulate, else 1",
-     "sum the gradients of K batches into each optimizer step: a step of batch × K samples "
+     "sum the gradients of K batches into each optimizer step: a step of batch times K samples "
      "with the memory of one batch"},
     {"out", 'o', "DIR", "runs/latest",
      "where checkpoints (best, last and final .safetensors), log.csv and curves.svg go"},

@@ -322,6 +322,10 @@ kiln_status dist_start(void)
         atexit(finish);
         started = 1;
     }
+    static int broken; /* the world could not be prepared: no rank may train alone */
+    if (broken)
+        return kiln_fail(KILN_ERR_IO, "MPI: the job's ranks could not reach each other "
+                                      "earlier in this process");
     if (!started || world.size > 1)
         return KILN_OK;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -329,8 +333,10 @@ kiln_status dist_start(void)
         return KILN_OK;
     world = (dist_comm){.comm = MPI_COMM_WORLD};
     kiln_status st = prepare(&world);
-    if (st != KILN_OK)
+    if (st != KILN_OK) {
         size = 1; /* dist_world stays NULL: nothing waits on a broken world */
+        broken = 1;
+    }
     return st;
 #else
     if (job.size > 1)
