@@ -85,13 +85,6 @@ void kiln_job_place(const char *(*lookup)(const char *name), kiln_job *out)
         dist_place(lookup, out);
 }
 
-static double seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 void dist_comm_set_timeout(dist_comm *c, double seconds)
 {
     if (!c)
@@ -114,6 +107,13 @@ void dist_comm_watch(dist_comm *c, volatile sig_atomic_t *stop)
 
 #ifdef KILN_MPI
 enum { TAG_ASK = 1, TAG_ANSWER = 2 };
+
+static double seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 static void finish(void)
 {
