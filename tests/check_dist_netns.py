@@ -83,7 +83,7 @@ def make_hosts(tmp):
         sh("ip", "-n", ns, "link", "set", link, "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
         # give up on a lost peer within seconds (this namespace's TCP only)
-        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_retries2=4")
+        sh("ip", "netns", "exec", ns, "sh", "-c", "echo 4 > /proc/sys/net/ipv4/tcp_retries2")
     agent = os.path.join(tmp, "agent")
     with open(agent, "w", encoding="ascii") as f:
         f.write("#!/bin/sh\n# mpirun's rsh agent: runs a command inside the host's namespace\n"

@@ -16,6 +16,7 @@ packages=(
   libopenblas0                                          # the host baseline of kiln bench
   python3-numpy python3-pytest                          # the Python package's tests
   openmpi-bin libopenmpi-dev                            # data-parallel training (mpirun)
+  iproute2                                              # the two-host test's namespaces (ip netns)
 )
 
 missing=()
