@@ -450,6 +450,21 @@ KILN_API kiln_status kiln_net_train_step(kiln_net *net, const float *x, const fl
  * alone again. KILN_ERR_UNSUPPORTED from a kiln built without MPI. */
 KILN_API kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm);
 
+/* Where this process stands in a job started by a launcher: Open MPI's
+ * mpirun (OMPI_COMM_WORLD_RANK, _LOCAL_RANK, _SIZE), else Slurm's srun
+ * (SLURM_PROCID, SLURM_LOCALID, SLURM_STEP_NUM_TASKS, else SLURM_NTASKS
+ * where SLURM_STEP_ID is set: a batch script itself is one process),
+ * else PMI (PMI_RANK, PMI_SIZE). lookup is getenv's signature (NULL:
+ * the process's environment), so a program or test can hand it another. */
+typedef struct {
+    int rank;             /* 0 to size - 1 */
+    int local_rank;       /* among the job's processes on this node: picks the device */
+    int size;             /* 1 when not started by a launcher */
+    const char *launcher; /* "mpirun", "slurm", "pmi" or "none" */
+} kiln_job;
+
+KILN_API void kiln_job_place(const char *(*lookup)(const char *name), kiln_job *out);
+
 /* Loss and accuracy of n samples in eval mode, without training (y as in
  * kiln_net_train_step). accuracy is NaN for mse. Either output may be NULL. */
 KILN_API kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, size_t n,

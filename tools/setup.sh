@@ -19,6 +19,7 @@ packages=(
   openmpi-bin libopenmpi-dev                            # data-parallel training (mpirun)
   libprotobuf-c-dev protobuf-c-compiler                 # ONNX export (onnx.proto)
   python3-venv                                          # the ONNX tests' venv (tools/test.sh)
+  iproute2                                              # the two-host test's namespaces (ip netns)
 )
 
 missing=()

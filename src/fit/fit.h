@@ -67,6 +67,10 @@ kiln_status alloc_snapshot(run *r);
 void free_snapshot(run *r);
 kiln_status save(run *r, const char *file, int epoch, double val_loss);
 
+/* agree.c: under MPI, the same model, settings and data on every rank
+ * (collective; mine is this rank's status so far) */
+kiln_status agree_on_run(run *r, const train_state *t, kiln_status mine);
+
 /* files.c: the run's directory */
 void remove_stale_temporaries(const char *dir);
 kiln_status lock_out_dir(run *r);

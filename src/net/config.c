@@ -252,6 +252,10 @@ static const key_def keys[] = {
     FIELD("plateau_patience", F_INT, sched.patience, 0, 100000, "a whole number of epochs"),
     FIELD("min_lr", F_DOUBLE, sched.min_lr, 0, 100, "a learning rate from 0"),
     FIELD("sync_batchnorm", F_BOOL, sync_batchnorm, 0, 1, "true or false"),
+    FIELD("dist_timeout", F_DOUBLE, dist_timeout, 0.1, 1e7,
+          "seconds a collective may wait for the other ranks, above 0"),
+    FIELD("accumulate", F_INT, accumulate, 1, 1000000,
+          "a whole number of micro-batches from 1 (the step's batch is batch times it)"),
 };
 
 static kiln_status read_field(const key_ctx *k, const key_def *d)
@@ -342,6 +346,7 @@ kiln_status train_config_read(const kiln_model *m, train_config *c)
     c->seed = 42;
     c->val = 0.1;
     image_config_defaults(&c->images);
+    c->accumulate = 1;
     kiln_status st = read_pass(m, c, 1);
     if (st == KILN_OK)
         st = read_pass(m, c, 0);

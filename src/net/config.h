@@ -35,6 +35,8 @@ typedef struct {
     image_config images; /* image folders: resize, augmentation, threads, skip_bad */
     int n_class_weight; /* cross_entropy's weight per class (0: none) */
     float class_weight[TRAIN_MAX_CLASS_WEIGHTS];
+    double dist_timeout; /* seconds a collective may wait under MPI (0: the default) */
+    int accumulate;     /* micro-batches whose gradients are summed into one step */
 } train_config;
 
 /* Reads the model's [train] section over PyTorch-like defaults; every bad

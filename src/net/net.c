@@ -65,8 +65,36 @@ void net_dist_step(kiln_net *net, size_t mine, size_t n)
     net->share = n ? (double)mine / (double)n : 0;
 }
 
+kiln_status net_accumulate(kiln_net *net, size_t mine, double part)
+{
+    kiln_tensor *g = net->main.p->grads;
+    if (!net->acc && !(net->acc = calloc(g->numel, sizeof *net->acc)))
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "gradient accumulation: out of host memory");
+    if (!net->acc_read && !(net->acc_read = malloc(g->numel * sizeof *net->acc_read)))
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "gradient accumulation: out of host memory");
+    if (!net->acc_filled)
+        memset(net->acc, 0, g->numel * sizeof *net->acc);
+    net->acc_filled = 1;
+    float w = (float)(part * (dist_comm_size(net->comm) > 1 ? net->share : 1.0));
+    kiln_status st = mine ? kiln_tensor_download(g, net->acc_read, g->numel) : KILN_OK;
+    for (size_t k = 0; mine && st == KILN_OK && k < g->numel; k++)
+        net->acc[k] += w * net->acc_read[k];
+    return st;
+}
+
+/* The accumulated step's gradients, summed across the ranks, on the device. */
+static kiln_status apply_accumulated(kiln_net *net)
+{
+    kiln_tensor *g = net->main.p->grads;
+    net->acc_filled = 0;
+    kiln_status st = dist_sum_floats(net->comm, net->acc, g->numel, "the accumulated gradients");
+    return st == KILN_OK ? kiln_tensor_upload(g, net->acc, g->numel) : st;
+}
+
 kiln_status net_reduce_gradients(kiln_net *net, size_t mine)
 {
+    if (net->acc_filled)
+        return apply_accumulated(net);
     if (dist_comm_size(net->comm) == 1)
         return KILN_OK;
     kiln_status st = net->buckets ? KILN_OK : buckets_create(net->main.p, &net->buckets);
@@ -123,7 +151,7 @@ kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out)
         return st;
     (*out)->p->sync = net_sync(net);
     (*out)->p->class_weight = net->class_weight;
-    (*out)->p->on_backward = shared ? buckets_hook(net->buckets) : NULL;
+    (*out)->p->on_backward = shared && !net->accumulating ? buckets_hook(net->buckets) : NULL;
     return KILN_OK;
 }
 
@@ -357,6 +385,8 @@ void kiln_net_free(kiln_net *net)
     free(net->entries);
     net_free_classes(net);
     buckets_free(net->buckets);
+    free(net->acc);
+    free(net->acc_read);
     dist_comm_free(net->comm);
     if (net->ctx)
         kiln_programs_release(net->ctx);
@@ -623,13 +653,22 @@ kiln_status net_take_rank0_buffers(kiln_net *net)
 kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm)
 {
     kiln_status st = net_check(net, "kiln_net_set_comm");
-    dist_comm *c = NULL;
+    dist_comm *c = NULL, *old = st == KILN_OK ? net->comm : NULL;
     if (st == KILN_OK && mpi_comm)
         st = dist_comm_open(mpi_comm, &c);
     if (st != KILN_OK)
         return st;
-    dist_comm_free(net->comm);
     net->comm = c;
+    if (c) { /* every rank must hold the same model before weights are shared */
+        dist_comm_set_timeout(c, net->c.dist_timeout);
+        st = net_agree_on_layout(net, KILN_OK);
+    }
+    if (st != KILN_OK) {
+        net->comm = old;
+        dist_comm_free(c);
+        return st;
+    }
+    dist_comm_free(old);
     return c ? take_rank0_weights(net) : KILN_OK;
 }
 

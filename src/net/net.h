@@ -4,6 +4,8 @@
 #ifndef KILN_NET_H
 #define KILN_NET_H
 
+#include <stdio.h>
+
 #include "net/checkpoint.h"
 #include "dist/dist.h"
 #include "net/config.h"
@@ -59,6 +61,9 @@ struct kiln_net {
     size_t class_count;
     kiln_tensor **frozen;    /* per entry: a frozen parameter's copy (params.c); NULL: none */
     kiln_tensor *class_weight; /* [train] class_weight on the device, or NULL (params.c) */
+    int accumulating;        /* kiln_net_fit with accumulate > 1: steps of several batches */
+    float *acc, *acc_read;   /* the step's gradients so far, and one batch's, on the host */
+    int acc_filled;          /* acc holds a batch's gradients not yet applied */
 };
 
 #define NET_MAGIC 0x6b6e6574u /* "knet" */
@@ -78,9 +83,22 @@ void net_dist_step(kiln_net *net, size_t mine, size_t n);
  * global batch on every rank, from this rank's mean over its own samples
  * (mine of them; 0: none, and its gradients are not read). */
 kiln_status net_reduce_gradients(kiln_net *net, size_t mine);
+/* Gradient accumulation: adds part times this rank's share (net_dist_step)
+ * of the gradients of its last backward (none when mine is 0) to the
+ * step's sum on the host; net_reduce_gradients then sums that across the
+ * ranks and hands it to the optimizer. part is the batch's samples over
+ * the step's. */
+kiln_status net_accumulate(kiln_net *net, size_t mine, double part);
 /* Under mpirun: rank 0's buffers (batchnorm's running statistics) on every
  * rank, as DistributedDataParallel's broadcast of buffers; collective. */
 kiln_status net_take_rank0_buffers(kiln_net *net);
+
+/* The parameter layout (every tensor's name and shape) as lines of
+ * "key = value", for dist_agree. */
+void net_write_layout(const kiln_net *net, FILE *f);
+/* With a communicator: every rank checks its layout against rank 0's
+ * (dist_agree); mine is this rank's status so far. Collective. */
+kiln_status net_agree_on_layout(kiln_net *net, kiln_status mine);
 
 /* A training step in which this rank has no samples: the sync_batchnorm
  * sums that the other ranks' forward and backward wait for. */

@@ -274,3 +274,30 @@ kiln_status kiln_net_load(kiln_net *net, const char *path)
     return st;
 }
 
+
+void net_write_layout(const kiln_net *net, FILE *f)
+{
+    fprintf(f, "tensors = %zu\n", net->n_entries);
+    for (size_t i = 0; i < net->n_entries; i++) {
+        char shape[64];
+        fprintf(f, "tensor %s = %s\n", net->entries[i].name,
+                shape_str(&net->entries[i].shape, shape, sizeof shape));
+    }
+}
+
+kiln_status net_agree_on_layout(kiln_net *net, kiln_status mine)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f) {
+        net_write_layout(net, f);
+        fclose(f);
+    }
+    if (!text && mine == KILN_OK)
+        mine = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
+    kiln_status st = dist_agree(net->comm, "the ranks' models differ (checked against rank 0)",
+                                text, mine);
+    free(text);
+    return st;
+}
