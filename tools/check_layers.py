@@ -29,6 +29,8 @@ for folder in SIDE:
     ALLOWED[folder] = ["runtime"]
 for folder in CHAIN[CHAIN.index("net"):]:
     ALLOWED[folder] = ALLOWED[folder] + SIDE
+# export/ (ONNX files) reads a network: net/ and everything below it.
+ALLOWED["export"] = CHAIN[:CHAIN.index("net") + 1] + SIDE
 ALLOWED["ref"] = ["runtime/rng.h"]
 ALLOWED["cli"] = ["ref", "runtime/rng.h"]
 
@@ -41,6 +43,13 @@ def allowed(folder, header):
         return True
     return any(header == rule or header.startswith(rule + "/")
                for rule in ALLOWED.get(folder, []))
+
+
+def generated(src, header):
+    """protoc-c's header of a schema beside it: export/onnx.pb-c.h from
+    export/onnx.proto, made in the build directory."""
+    return header.endswith(".pb-c.h") and os.path.isfile(
+        os.path.join(src, header[:-len(".pb-c.h")] + ".proto"))
 
 
 def check(src):
@@ -71,7 +80,8 @@ def check(src):
                         errors.append('%s: "%s" is not qualified by its folder '
                                       '("folder/%s", from src/)' % (where, header, header))
                     elif not (os.path.isfile(os.path.join(src, header)) or
-                              os.path.isfile(os.path.join(include_dir, header))):
+                              os.path.isfile(os.path.join(include_dir, header)) or
+                              generated(src, header)):
                         errors.append('%s: "%s" is not a header under src/ or include/'
                                       % (where, header))
                     elif not allowed(folder, header):

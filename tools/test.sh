@@ -7,7 +7,9 @@
 #   2b. the operator and pipeline suites with KILN_GEMM=clblast: CLBlast and
 #      the GPU-shaped kernels, which kiln does not pick on a CPU by itself;
 #   3. under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/);
-#   3b. the Python package's pytest suite against build/libkiln.so;
+#   3b. the Python package's pytest suite against build/libkiln.so, and
+#       the ONNX export against ONNX Runtime (onnx and onnxruntime from PyPI
+#       in build/venv-onnx; skipped where pip cannot install them);
 #   4. the host-only suite (model files, shape inference, IDX, CSV and
 #      safetensors readers over the fuzz corpora) under valgrind memcheck;
 #   5. each libFuzzer harness for KILN_FUZZ_SECONDS (default 60) from its
@@ -89,27 +91,51 @@ fi
 meson compile -C "$asan" >"$asan/compile.log" 2>&1 || { cat "$asan/compile.log"; exit 1; }
 run_pass "$asan" "${KILN_DEVICE:-the default device}, address and undefined-behaviour sanitizers"
 
-# The Python package (python/) against this build's libkiln, with Debian's
-# numpy and pytest (/usr/bin/python3: not a virtual environment's).
-echo "== the Python package (pytest)"
-py_started=$SECONDS
-if KILN_LIBRARY=$(realpath "$build")/libkiln.so /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-     python/tests >"$build/pytest.log" 2>&1; then
-  py_status=0
-else
-  py_status=1 status=1
-fi
-tail -15 "$build/pytest.log"
-read -r p f s < <(python3 - "$build/pytest.log" <<'PY'
+# Runs pytest under python $2 with the remaining arguments, against this
+# build's libkiln, its output in $3, and adds its results to the totals.
+run_pytest() {
+  local label=$1 py=$2 log=$3 py_status=0
+  shift 3
+  echo "== $label"
+  local started=$SECONDS
+  KILN_LIBRARY=$(realpath "$build")/libkiln.so "$py" -m pytest -q -p no:cacheprovider "$@" \
+    >"$log" 2>&1 || py_status=1
+  ((py_status)) && status=1
+  tail -15 "$log"
+  read -r p f s < <(python3 - "$log" <<'PY'
 import re, sys
 last = open(sys.argv[1]).read().strip().splitlines()[-1:] or [""]
 count = lambda word: sum(int(n) for n in re.findall(r"(\d+) " + word, last[0]))
 print(count("passed"), count("failed") + count("error"), count("skipped"))
 PY
-)
-((py_status && f == 0)) && f=1
-passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
-timings+=("$(printf '%5d s  %s' $((SECONDS - py_started)) "the Python package (pytest)")")
+  )
+  ((py_status && f == 0)) && f=1
+  passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+  timings+=("$(printf '%5d s  %s' $((SECONDS - started)) "$label")")
+}
+
+# The Python package (python/) with Debian's numpy and pytest
+# (/usr/bin/python3: not a virtual environment's).
+run_pytest "the Python package (pytest)" /usr/bin/python3 "$build/pytest.log" python/tests \
+  --ignore=python/tests/test_onnx.py
+
+# ONNX export against ONNX Runtime: onnx and onnxruntime from PyPI in a
+# virtual environment of its own over Debian's Python (whose numpy and
+# pytest it sees), made once; where pip cannot install them, the tests of
+# test_onnx.py are skipped and say why.
+venv=$build/venv-onnx
+onnx_python=/usr/bin/python3
+if [[ -x $venv/bin/python ]] ||
+   /usr/bin/python3 -m venv --system-site-packages "$venv" >"$build/venv-onnx.log" 2>&1; then
+  onnx_python=$venv/bin/python
+  if ! "$onnx_python" -c 'import onnx, onnxruntime' 2>/dev/null &&
+     ! timeout 900 "$venv/bin/pip" install -q --disable-pip-version-check onnx onnxruntime \
+       >>"$build/venv-onnx.log" 2>&1; then
+    echo "== pip could not install onnx and onnxruntime (see $build/venv-onnx.log)"
+  fi
+fi
+run_pytest "ONNX export against ONNX Runtime (pytest)" "$onnx_python" "$build/pytest-onnx.log" \
+  python/tests/test_onnx.py
 
 if command -v valgrind >/dev/null; then
   extra_saved=("${extra[@]}")
@@ -130,7 +156,7 @@ fi
 meson compile -C "$fuzz" >"$fuzz/compile.log" 2>&1 || { cat "$fuzz/compile.log"; exit 1; }
 mkdir -p "$fuzz/findings"
 fuzz_started=$SECONDS
-for target in model idx csv safetensors npy; do
+for target in model idx csv safetensors npy png jpeg; do
   echo "== fuzzing $target for ${seconds} s"
   mkdir -p "$fuzz/corpus/$target"
   if LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0 \
@@ -145,7 +171,7 @@ for target in model idx csv safetensors npy; do
   fi
 done
 
-timings+=("$(printf '%5d s  %s' $((SECONDS - fuzz_started)) "fuzzing (5 harnesses)")")
+timings+=("$(printf '%5d s  %s' $((SECONDS - fuzz_started)) "fuzzing (7 harnesses)")")
 
 echo "== time per pass"
 printf '%s\n' "${timings[@]}"

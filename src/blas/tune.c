@@ -199,16 +199,10 @@ kiln_status kiln_tuning_save(const kiln_device_info *d, const kiln_tuning *t,
         cJSON_AddItemToObject(root, "measured", m);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
-    int fd = text ? mkstemp(tmp) : -1;
-    int ok = fd >= 0 && kiln_write_all(fd, text, strlen(text)) == 0 && fsync(fd) == 0;
-    ok = fd >= 0 && close(fd) == 0 && ok;
-    ok = ok && rename(tmp, path) == 0;
-    if (!ok && fd >= 0)
-        unlink(tmp);
+    st = text ? write_bytes_atomic(path, text, strlen(text))
+               : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
     free(text);
-    return ok ? KILN_OK : kiln_fail(KILN_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
+    return st;
 }
 
 /* CLBlast keeps compiled kernels per routine; after an override they must

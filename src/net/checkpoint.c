@@ -3,7 +3,7 @@
  * tensors' bytes. Names follow PyTorch's state_dict for the same model
  * ("0.weight", "1.running_mean", or the layer's name =), so that
  * safetensors.torch.load_file + load_state_dict read them. Files are written
- * to a temporary name, fsync'd and renamed: never half a file. Loading
+ * whole or not at all (write_file_atomic). Loading
  * checks every name, dtype, shape and offset and says which one is wrong. */
 #include <cJSON.h>
 #include <errno.h>
@@ -97,49 +97,44 @@ static cJSON *header_json(const entry *e, size_t n, const checkpoint_meta *meta)
     return root;
 }
 
-/* Header and data into fd. */
-static kiln_status write_body(int fd, const entry *e, size_t n, const char *json,
-                              int64_t batches)
+/* A checkpoint's header and tensors, for write_file_atomic. */
+typedef struct {
+    const entry *e;
+    size_t n;
+    const char *json;
+    int64_t batches;
+} body;
+
+static kiln_status write_body(int fd, const char *path, void *user)
 {
-    size_t len = strlen(json), padded = (len + 7) / 8 * 8;
+    const body *b = user;
+    const entry *e = b->e;
+    size_t len = strlen(b->json), padded = (len + 7) / 8 * 8;
     unsigned char size_le[8];
     for (int i = 0; i < 8; i++)
         size_le[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    if (kiln_write_all(fd, size_le, 8) || kiln_write_all(fd, json, len) ||
+    if (kiln_write_all(fd, size_le, 8) || kiln_write_all(fd, b->json, len) ||
         kiln_write_all(fd, "        ", padded - len))
-        return kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
+        return fail_write(path, errno);
     kiln_status st = KILN_OK;
-    for (size_t i = 0; i < n && st == KILN_OK; i++) {
+    for (size_t i = 0; i < b->n && st == KILN_OK; i++) {
         if (!e[i].tensor) {
             unsigned char v[8];
-            for (int b = 0; b < 8; b++)
-                v[b] = (unsigned char)((uint64_t)batches >> (8 * b));
+            for (int k = 0; k < 8; k++)
+                v[k] = (unsigned char)((uint64_t)b->batches >> (8 * k));
             if (kiln_write_all(fd, v, 8))
-                st = kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
+                st = fail_write(path, errno);
             continue;
         }
         float *host = malloc(e[i].bytes);
         if (!host)
-            return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+            return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
         st = kiln_tensor_download(e[i].tensor, host, e[i].tensor->numel);
         if (st == KILN_OK && kiln_write_all(fd, host, e[i].bytes)) /* little-endian hosts */
-            st = kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
+            st = fail_write(path, errno);
         free(host);
     }
     return st;
-}
-
-/* Makes a rename durable: fsync of the directory that holds path (best
- * effort; some file systems refuse it). */
-static void sync_directory_of(const char *path)
-{
-    char dir[4096];
-    kiln_dir_of(path, dir, sizeof dir);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
 }
 
 static kiln_status save_entries(const char *path, const entry *e, size_t n,
@@ -147,29 +142,9 @@ static kiln_status save_entries(const char *path, const entry *e, size_t n,
 {
     cJSON *root = header_json(e, n, meta);
     char *json = root ? cJSON_PrintUnformatted(root) : NULL;
-    char tmp[4200];
-    kiln_status st = json ? KILN_OK : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of "
-                                                                        "memory");
-    int fd = -1;
-    if (st == KILN_OK && snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
-        st = kiln_fail(KILN_ERR_IO, "%s: path too long", path);
-    if (st == KILN_OK && (fd = mkstemp(tmp)) < 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: cannot create a temporary file beside it (%s)", path,
-                       strerror(errno));
-    if (st == KILN_OK && fchmod(fd, 0644) != 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: chmod failed (%s)", path, strerror(errno));
-    if (st == KILN_OK)
-        st = write_body(fd, e, n, json, batches);
-    if (st == KILN_OK && fsync(fd) != 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: fsync failed (%s)", path, strerror(errno));
-    if (fd >= 0 && close(fd) != 0 && st == KILN_OK)
-        st = kiln_fail(KILN_ERR_IO, "%s: close failed (%s)", path, strerror(errno));
-    if (st == KILN_OK && rename(tmp, path) != 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: rename failed (%s)", path, strerror(errno));
-    if (st == KILN_OK)
-        sync_directory_of(path);
-    if (st != KILN_OK && fd >= 0)
-        unlink(tmp);
+    body b = {e, n, json, batches};
+    kiln_status st = json ? write_output(path, write_body, &b)
+                          : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
     free(json);
     cJSON_Delete(root);
     return st;
@@ -347,6 +322,54 @@ static kiln_status check_header(const char *path, const cJSON *root, const entry
     return st;
 }
 
+/* A name that appears twice in one object (the format disallows it;
+ * cJSON keeps both). */
+static const char *repeated_name(const cJSON *object)
+{
+    for (const cJSON *a = object ? object->child : NULL; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (a->string && b->string && strcmp(a->string, b->string) == 0)
+                return a->string;
+    return NULL;
+}
+
+/* The header's own shape, before its tensors are compared with the model:
+ * no name twice, __metadata__ an object of strings, and a data section as
+ * long as the offsets say (a truncated file is named as one). */
+static kiln_status check_layout(const char *path, const cJSON *root, size_t data_size)
+{
+    const char *twice = repeated_name(root);
+    if (twice)
+        return kiln_fail(KILN_ERR_IO, "%s: the header names %s twice", path, twice);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "__metadata__"), *item;
+    if (m && !cJSON_IsObject(m))
+        return kiln_fail(KILN_ERR_IO, "%s: the header's __metadata__ is not an object of "
+                                      "strings", path);
+    if ((twice = repeated_name(m)) != NULL)
+        return kiln_fail(KILN_ERR_IO, "%s: the header's __metadata__ names %s twice", path,
+                         twice);
+    cJSON_ArrayForEach(item, m)
+    {
+        if (!cJSON_IsString(item))
+            return kiln_fail(KILN_ERR_IO, "%s: the header's __metadata__ value %s is not a "
+                                          "string",
+                             path, item->string);
+    }
+    double end = 0;
+    cJSON_ArrayForEach(item, root)
+    {
+        const cJSON *offs = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
+        const cJSON *e = cJSON_IsArray(offs) ? cJSON_GetArrayItem(offs, 1) : NULL;
+        if (item != m && cJSON_IsNumber(e) && e->valuedouble > end)
+            end = e->valuedouble;
+    }
+    if (end > (double)data_size)
+        return kiln_fail(KILN_ERR_IO, "%s: the file is cut short: its header describes %.0f "
+                                      "bytes of tensors, it holds %zu (an interrupted copy?)",
+                         path, end, data_size);
+    return KILN_OK;
+}
+
 kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t size,
                              const checkpoint_entry *e, size_t n, size_t *begins,
                              checkpoint_meta *meta)
@@ -370,6 +393,8 @@ kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t
     if (st == KILN_OK && !spans)
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (st == KILN_OK)
+        st = check_layout(path, root, size - 8 - (size_t)hlen);
+    if (st == KILN_OK)
         st = check_header(path, root, e, n, size - 8 - (size_t)hlen, spans);
     for (size_t i = 0; i < n && st == KILN_OK; i++) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, e[i].name);
@@ -392,7 +417,8 @@ kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t
     return st;
 }
 
-static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint_meta *meta)
+static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint_meta *meta,
+                                const checkpoint_check *check)
 {
     size_t size = 0;
     kiln_status st = KILN_OK;
@@ -402,6 +428,8 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (begins)
         st = checkpoint_parse(path, data, size, e, n, begins, meta);
+    if (st == KILN_OK && check) /* before any tensor is replaced */
+        st = check->fn(check->user, path, meta);
     for (size_t i = 0; i < n && st == KILN_OK; i++) {
         if (!e[i].tensor)
             continue;
@@ -421,9 +449,15 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
 
 kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta)
 {
+    return checkpoint_load_checked(p, path, meta, NULL);
+}
+
+kiln_status checkpoint_load_checked(pipeline *p, const char *path, checkpoint_meta *meta,
+                                    const checkpoint_check *check)
+{
     size_t n;
     entry *e = entries_of(p, &n);
-    kiln_status st = e ? load_entries(path, e, n, meta)
+    kiln_status st = e ? load_entries(path, e, n, meta, check)
                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;
@@ -434,7 +468,7 @@ kiln_status checkpoint_load_state(pipeline *p, const char *path, const char *con
 {
     size_t count;
     entry *e = state_entries(p, names, tensors, n, &count);
-    kiln_status st = e ? load_entries(path, e, count, meta)
+    kiln_status st = e ? load_entries(path, e, count, meta, NULL)
                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;

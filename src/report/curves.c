@@ -557,46 +557,6 @@ static void draw(svg_text *b, const log_table *t, const char *log_path)
 
 /* ---- files ------------------------------------------------------------------- */
 
-/* Writes data to path through a temporary file beside it, fsync'd and
- * renamed: a reader (a browser refreshing the image during training)
- * never sees half a file. */
-static kiln_status write_atomic(const char *path, const char *data, size_t n)
-{
-    char tmp[4200];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
-        return kiln_fail(KILN_ERR_IO, "%s: path too long", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot create a temporary file beside it (%s)", path,
-                         strerror(errno));
-    int ok = fchmod(fd, 0644) == 0 && kiln_write_all(fd, data, n) == 0 && fsync(fd) == 0;
-    int err = errno;
-    ok = close(fd) == 0 && ok;
-    err = ok ? errno : err;
-    if (ok && rename(tmp, path) == 0)
-        return KILN_OK;
-    err = ok ? errno : err;
-    unlink(tmp);
-    return kiln_fail(KILN_ERR_IO, "%s: cannot write (%s)", path, strerror(err));
-}
-
-/* A path that is not a regular file (/dev/stdout, a pipe) is written in
- * place: a rename would replace it. */
-static kiln_status write_svg(const char *path, const char *data, size_t n)
-{
-    struct stat info;
-    if (stat(path, &info) != 0 || S_ISREG(info.st_mode))
-        return write_atomic(path, data, n);
-    if (S_ISDIR(info.st_mode))
-        return kiln_fail(KILN_ERR_IO, "%s: is a directory; expected a file name", path);
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    int ok = fd >= 0 && kiln_write_all(fd, data, n) == 0;
-    int err = errno;
-    if (fd >= 0)
-        ok = close(fd) == 0 && ok;
-    return ok ? KILN_OK : kiln_fail(KILN_ERR_IO, "%s: cannot write (%s)", path, strerror(err));
-}
-
 kiln_status kiln_plot(const char *run, const char *svg_path)
 {
     if (!run)
@@ -621,7 +581,7 @@ kiln_status kiln_plot(const char *run, const char *svg_path)
     if (st == KILN_OK && b.failed)
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for the SVG", log_path);
     if (st == KILN_OK)
-        st = write_svg(svg_path ? svg_path : default_svg, b.s, b.len);
+        st = write_bytes_output(svg_path ? svg_path : default_svg, b.s, b.len);
     free(b.s);
     table_free(&t);
     return st;

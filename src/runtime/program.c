@@ -5,8 +5,7 @@
  * A disk cache file is trusted only when its magic, format version, full
  * key (device, driver, platform, kiln version, source hash, options),
  * length and CRC all match; anything else is ignored and rebuilt. Files are
- * written to a temporary name, fsync'd and renamed, so a reader never sees
- * half a file. */
+ * written whole (write_file_atomic), so a reader never sees half a file. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -344,31 +343,35 @@ static int parse_cache_file(const unsigned char *data, size_t size, const char *
     return 0;
 }
 
-/* Writes the cache file atomically; failures only cost a rebuild later. */
+typedef struct {
+    const char *key;
+    const unsigned char *bin;
+    size_t bin_len;
+} cache_entry;
+
+static kiln_status fill_cache(int fd, const char *path, void *user)
+{
+    const cache_entry *c = user;
+    uint32_t format = CACHE_FORMAT, key_len = (uint32_t)strlen(c->key);
+    uint32_t sum = crc(c->bin, c->bin_len);
+    uint64_t len64 = c->bin_len;
+    int bad = kiln_write_all(fd, CACHE_MAGIC, 8) || kiln_write_all(fd, &format, 4) ||
+              kiln_write_all(fd, &key_len, 4) || kiln_write_all(fd, c->key, key_len) ||
+              kiln_write_all(fd, &len64, 8) || kiln_write_all(fd, &sum, 4) ||
+              kiln_write_all(fd, c->bin, c->bin_len);
+    return bad ? fail_write(path, errno) : KILN_OK;
+}
+
+/* Writes the cache file whole; failures only cost a rebuild later. */
 static void store_cache_file(const char *path, const char *key, const unsigned char *bin,
                              size_t bin_len)
 {
-    char dir[PATH_CAP], tmp[PATH_CAP];
-    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir ||
-        snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
-        return;
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        return;
-    *slash = '\0';
+    char dir[PATH_CAP];
+    kiln_dir_of(path, dir, sizeof dir);
     if (kiln_make_dirs(dir) != 0)
         return;
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        return;
-    uint32_t format = CACHE_FORMAT, key_len = (uint32_t)strlen(key), sum = crc(bin, bin_len);
-    uint64_t len64 = bin_len;
-    int bad = kiln_write_all(fd, CACHE_MAGIC, 8) || kiln_write_all(fd, &format, 4) ||
-              kiln_write_all(fd, &key_len, 4) || kiln_write_all(fd, key, key_len) ||
-              kiln_write_all(fd, &len64, 8) || kiln_write_all(fd, &sum, 4) ||
-              kiln_write_all(fd, bin, bin_len) || fsync(fd) != 0;
-    if (close(fd) != 0 || bad || rename(tmp, path) != 0)
-        unlink(tmp);
+    cache_entry c = {key, bin, bin_len};
+    write_file_atomic(path, fill_cache, &c);
 }
 
 /* ---- building ----------------------------------------------------------------- */

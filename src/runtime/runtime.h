@@ -57,6 +57,36 @@ void kiln_dir_of(const char *path, char *dir, size_t size);
 /* Writes all n bytes to fd, retrying short writes; 0 on success. */
 int kiln_write_all(int fd, const void *data, size_t n);
 
+/* What a file written whole holds: fill writes it to fd and returns
+ * KILN_OK, or a status with its own message (fail_write for a write that
+ * failed). path is the file's final name, for messages. */
+typedef kiln_status (*file_fill)(int fd, const char *path, void *user);
+
+/* Writes path whole or not at all: fill writes a temporary file beside it
+ * (mode 0644), which is fsync'd, renamed over path (whatever stood
+ * there), and the directory fsync'd; on failure path is as it was and the
+ * temporary file is gone. Errors are KILN_ERR_IO naming path and the
+ * system's reason (files.c). */
+kiln_status write_file_atomic(const char *path, file_fill fill, void *user);
+
+/* write_file_atomic for a file the user named: a directory there is an
+ * error, and a path that exists and is not a regular file (/dev/stdout, a
+ * pipe, /dev/full) is written in place, as a rename would replace it. */
+kiln_status write_output(const char *path, file_fill fill, void *user);
+
+/* write_file_atomic and write_output of n bytes. */
+kiln_status write_bytes_atomic(const char *path, const void *data, size_t n);
+kiln_status write_bytes_output(const char *path, const void *data, size_t n);
+
+/* KILN_ERR_INVALID_ARGUMENT "CALL: NAME is NULL" for the first NULL of
+ * the arguments, else KILN_OK: require_args(call, ARG(out), ARG(count),
+ * NULL) names them as the header does (error.c). */
+#define ARG(p) #p, (const void *)(p)
+kiln_status require_args(const char *call, ...);
+
+/* KILN_ERR_IO: "PATH: cannot write (REASON)", the reason from errno err. */
+kiln_status fail_write(const char *path, int err);
+
 /* FNV-1a, 64 bits, for cache file names (program.c). */
 uint64_t kiln_fnv1a64(const void *data, size_t n);
 
