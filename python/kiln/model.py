@@ -792,7 +792,8 @@ class Model:
             state.append(buf)
         return {"weights": weights, "optimizer": state, "steps": _lib.kiln_net_steps(self._net),
                 "lr": _lib.kiln_net_lr(self._net), "normalization": self.normalization,
-                "training": self._training_mode, "frozen": sorted(self._frozen)}
+                "training": self._training_mode, "frozen": sorted(self._frozen),
+                "vocab": _lib.kiln_net_vocab(self._net)}
 
     def _restore(self, snap):
         for name, buf in snap["weights"].items():
@@ -803,6 +804,8 @@ class Model:
         check(_lib.kiln_net_set_lr(self._net, snap["lr"]))
         self.normalization = snap["normalization"]
         self.train(snap["training"])
+        if snap.get("vocab") is not None:
+            check(_lib.kiln_net_set_vocab(self._net, snap["vocab"]), "vocab")
         self._frozen = set()
         if snap["frozen"]:
             self.freeze(snap["frozen"])
