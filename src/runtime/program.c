@@ -419,9 +419,14 @@ static void build_succeeded(kiln_ctx *ctx, cl_program program, const program_tex
                             const char *printed)
 {
     char *log = kiln_verbose() ? build_log(ctx, program) : NULL;
-    if (log)
-        fprintf(stderr, "kiln: build log of %s%s%s:\n%s\n", src->name, src->only ? ":" : "",
-                src->only ? src->only : "", log);
+    if (log) { /* every line marked as kiln's, so that nothing reads as driver chatter */
+        fprintf(stderr, "kiln: build log of %s%s%s:\n", src->name, src->only ? ":" : "",
+                src->only ? src->only : "");
+        for (char *line = log, *end; *line; line = *end ? end + 1 : end) {
+            end = line + strcspn(line, "\n");
+            fprintf(stderr, "kiln:   %.*s\n", (int)(end - line), line);
+        }
+    }
     if (printed)
         fputs(printed, stderr);
     free(log);
