@@ -93,6 +93,7 @@ static kiln_status init_affine(pipe_step *s)
 
 kiln_status pipeline_init_params(pipeline *p, uint64_t seed)
 {
+    pipeline_params_changed(p);
     kiln_rng rng;
     kiln_rng_seed(&rng, seed);
     kiln_status st = KILN_OK;

@@ -423,6 +423,7 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
 kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta)
 {
     size_t n;
+    pipeline_params_changed(p);
     entry *e = entries_of(p, &n);
     kiln_status st = e ? load_entries(path, e, n, meta)
                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
@@ -434,6 +435,7 @@ kiln_status checkpoint_load_state(pipeline *p, const char *path, const char *con
                                   kiln_tensor *const *tensors, size_t n, checkpoint_meta *meta)
 {
     size_t count;
+    pipeline_params_changed(p);
     entry *e = state_entries(p, names, tensors, n, &count);
     kiln_status st = e ? load_entries(path, e, count, meta)
                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");

@@ -570,6 +570,7 @@ static kiln_status broadcast_tensor(kiln_net *net, kiln_tensor *t, float *h)
 static kiln_status take_rank0(kiln_net *net, int params)
 {
     pipeline *p = net->main.p;
+    pipeline_params_changed(p);
     float *h = malloc(p->params->numel * sizeof *h);
     kiln_status st = !h ? kiln_fail(KILN_ERR_OUT_OF_MEMORY, "rank 0's weights: out of host "
                                                             "memory")
