@@ -242,8 +242,11 @@ class Model:
         return v.decode() if v else "cross_entropy"
 
     def _inputs(self, x, what="X"):
-        x = _as_float32(x, what)
         n_in = self.input_size
+        if (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2
+                and x.shape[1] == n_in and x.flags.c_contiguous):
+            return _finite(x, what)  # already what the library reads: no copies, no checks
+        x = _as_float32(x, what)
         if x.size == n_in and not (x.ndim >= 2 and int(np.prod(x.shape[1:])) == n_in):
             x = x.reshape(1, n_in)  # one sample, flat or in its input shape
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
