@@ -132,10 +132,15 @@ kiln_tensor *net_logits(const kiln_net *net, const pipeline *p)
     return at >= 0 ? p->steps[at].out : p->input;
 }
 
+static int normalization_is_identity(const kiln_net *net)
+{
+    return net->norm_count == 1 && net->mean[0] == 0.0f && net->std[0] == 1.0f;
+}
+
 void net_normalize(const kiln_net *net, const float *x, size_t n, float *dst)
 {
     size_t in = shape_numel(&net->m->input), group = in / net->norm_count;
-    if (net->norm_count == 1 && net->mean[0] == 0.0f && net->std[0] == 1.0f) {
+    if (normalization_is_identity(net)) {
         if (dst != x)
             memcpy(dst, x, n * in * sizeof *dst);
         return;
@@ -409,11 +414,16 @@ static kiln_status check_inputs(const kiln_net *net, const float *x, size_t n, c
 /* Enqueues the upload of n normalized samples into q's input. It returns
  * at once: every caller ends with a blocking read on the same in-order
  * queue before it returns, so the staging memory (and the caller's
- * arrays) outlive the copy, and the host does not wait twice per step. */
+ * arrays) outlive the copy, and the host does not wait twice per step.
+ * Without a normalization the caller's array is uploaded as it is. */
 static kiln_status stage_inputs(kiln_net *net, net_pipe *q, const float *x, size_t n)
 {
-    net_normalize(net, x, n, net->x);
-    return kiln_tensor_write(q->p->input, net->x, n * kiln_net_input_size(net), 0);
+    const float *src = x;
+    if (!normalization_is_identity(net)) {
+        net_normalize(net, x, n, net->x);
+        src = net->x;
+    }
+    return kiln_tensor_write(q->p->input, src, n * kiln_net_input_size(net), 0);
 }
 
 /* One chunk of at most max_batch samples forward; what: "outputs" reads
@@ -435,6 +445,8 @@ static kiln_status forward_chunk(kiln_net *net, const float *x, size_t n, int tr
         const kiln_tensor *t = logits ? net_logits(net, q->p) : pipeline_output(q->p);
         st = kiln_tensor_read(t, y, kiln_tensor_numel(t), 1);
     }
+    if (st != KILN_OK && q)
+        kiln_ctx_finish(q->p->ctx); /* the upload may read x yet: not past this call */
     if (used)
         *used = q;
     return st;
