@@ -1,12 +1,15 @@
 /* Activations, forward and backward, and the bias + activation epilogue of
- * linear and conv2d. ACT selects the function at compile time:
- *   0 none, 1 relu, 2 leaky_relu (slope), 3 sigmoid, 4 tanh,
- *   5 gelu (x Φ(x), erf to 4.5e-7), 6 gelu with PyTorch's tanh approximation.
+ * linear and conv2d. ACT selects the function at compile time; the host's
+ * act_options() defines it with ACT_<ID> for every row of KILN_ACT_LIST
+ * (src/ops/ops.h) and ACT_FROM_OUTPUT where the row says from_output.
+ * An activation is its three cases below: act, act_grad and, if its
+ * gradient follows from its output, act_grad_from_output16. A row without
+ * its case fails to build.
  * Every kernel is one work-item per element and bounds-checked, and the
  * math is plain arithmetic (no calls to the driver's exp, erf or tanh), so
  * that drivers running a work-group as a loop vectorize it. */
-#ifndef ACT
-#define ACT 0
+#if !defined(ACT) || !defined(ACT_NONE)
+#error "act.cl is built with the options of act_options()"
 #endif
 
 #define SQRT_2_OVER_PI 0.7978845608028654f
@@ -82,49 +85,81 @@ static float sigmoid(float x)
 
 static float act(float x, float slope)
 {
-#if ACT == 1
+#if ACT == ACT_NONE
+    return x;
+#elif ACT == ACT_RELU
     return fmax(x, 0.0f);
-#elif ACT == 2
+#elif ACT == ACT_LEAKY_RELU
     return x > 0.0f ? x : slope * x;
-#elif ACT == 3
+#elif ACT == ACT_SIGMOID
     return sigmoid(x);
-#elif ACT == 4
+#elif ACT == ACT_TANH
     return tanh(x);
-#elif ACT == 5
+#elif ACT == ACT_GELU
     float x_half = 0.5f * x;
     return fma(x_half, erf_fast(x * INV_SQRT_2), x_half);
-#elif ACT == 6
+#elif ACT == ACT_GELU_TANH
     float x_half = 0.5f * x;
     return fma(x_half, tanh_fast(SQRT_2_OVER_PI * fma(0.044715f * x, x * x, x)), x_half);
+#elif ACT == ACT_SILU
+    return x * sigmoid(x);
 #else
-    return x;
+#error "act.cl: no forward for this activation"
 #endif
 }
 
-/* dL/dx from dL/dy, the input x and the output y = act(x). */
+/* dL/dx from dL/dy, the input x and the output y = act(x). Where the
+ * gradient follows from the output (ACT_FROM_OUTPUT), fused epilogues
+ * pass y for x: it must then read x only through its sign. */
 static float act_grad(float x, float y, float dy, float slope)
 {
-#if ACT == 1
+#if ACT == ACT_NONE
+    return dy;
+#elif ACT == ACT_RELU
     return x > 0.0f ? dy : 0.0f;
-#elif ACT == 2
+#elif ACT == ACT_LEAKY_RELU
     return x > 0.0f ? dy : slope * dy;
-#elif ACT == 3
+#elif ACT == ACT_SIGMOID
     return dy * y * (1.0f - y);
-#elif ACT == 4
+#elif ACT == ACT_TANH
     return dy * (1.0f - y * y);
-#elif ACT == 5
+#elif ACT == ACT_GELU
     float cdf = fma(0.5f, erf_fast(x * INV_SQRT_2), 0.5f);
     float pdf = INV_SQRT_2PI * exp_nonpositive(-0.5f * x * x);
     return dy * (cdf + x * pdf);
-#elif ACT == 6
+#elif ACT == ACT_GELU_TANH
     float u = SQRT_2_OVER_PI * fma(0.044715f * x, x * x, x);
     float t = tanh_fast(u);
     float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
     return dy * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+#elif ACT == ACT_SILU
+    float s = sigmoid(x); /* (x s)' = s (1 + x (1 - s)) */
+    return dy * s * fma(x, 1.0f - s, 1.0f);
 #else
-    return dy;
+#error "act.cl: no gradient for this activation"
 #endif
 }
+
+#ifdef ACT_FROM_OUTPUT
+/* act_grad(y, y, dy) sixteen at a time, for the activations whose
+ * gradient follows from y alone (the batchnorm epilogue's sums on CPUs). */
+static float16 act_grad_from_output16(float16 y, float16 dy, float slope)
+{
+#if ACT == ACT_NONE
+    return dy;
+#elif ACT == ACT_RELU
+    return select((float16)0.0f, dy, y > 0.0f);
+#elif ACT == ACT_LEAKY_RELU
+    return select(slope * dy, dy, y > 0.0f);
+#elif ACT == ACT_SIGMOID
+    return dy * y * (1.0f - y);
+#elif ACT == ACT_TANH
+    return dy * (1.0f - y * y);
+#else
+#error "act.cl: no gradient from the output for this activation"
+#endif
+}
+#endif
 
 /* y = act(x); x, y are (n) */
 __kernel void act_forward(__global const float *x, __global float *y, const uint n,

@@ -1,8 +1,9 @@
 /* Batch and layer normalization, forward and backward. Built after
  * group.cl and act.cl; every per-channel or per-row sum is one
  * work-group's tree sum, so results do not depend on scheduling.
- * batchnorm can end in an activation (ACT, from act.cl): its backward then
- * starts from dz = act'(y) dy, computed on the fly from the output y. With
+ * batchnorm can end in an activation (ACT, from act.cl; only those with
+ * ACT_FROM_OUTPUT): its backward then starts from dz = act'(y) dy,
+ * computed on the fly from the output y. With
  * ROWS (batchnorm1d, S = 1) elementwise kernels run over (C, N).
  *
  * batchnorm: x is (N, C, S) with S = H*W (1 for batchnorm1d); per channel
@@ -214,23 +215,7 @@ void bn_grad_sums(__global const float *x, __global const float *y, __global con
     }
 }
 
-#if ACT <= 4
-/* act_grad(y, y, dy) sixteen at a time, for the activations whose
- * gradient follows from y alone (none, relu, leaky_relu, sigmoid, tanh). */
-static float16 act_grad16(float16 y, float16 dy, float slope)
-{
-#if ACT == 1
-    return select((float16)0.0f, dy, y > 0.0f);
-#elif ACT == 2
-    return select(slope * dy, dy, y > 0.0f);
-#elif ACT == 3
-    return dy * y * (1.0f - y);
-#elif ACT == 4
-    return dy * (1.0f - y * y);
-#else
-    return dy;
-#endif
-}
+#ifdef ACT_FROM_OUTPUT
 
 /* bn_grad_sums where work-groups run as loops: per plane p = (n, c), the
  * sums of dz and of dz (x - mean), part[2p] and part[2p + 1]. */
@@ -245,7 +230,8 @@ __kernel void bn_plane_grads(__global const float *x, __global const float *y,
         float16 dz16 = 0.0f, dzx16 = 0.0f;
         uint j = 0;
         for (; j + 16 <= S; j += 16) {
-            float16 dz = act_grad16(vload16(0, y + at + j), vload16(0, dy + at + j), slope);
+            float16 dz = act_grad_from_output16(vload16(0, y + at + j), vload16(0, dy + at + j),
+                                                slope);
             dz16 += dz;
             dzx16 += dz * (vload16(0, x + at + j) - mu);
         }
@@ -291,7 +277,7 @@ __kernel void bn_grads_columns(__global const float *x, __global const float *y,
         float16 mu = vload16(0, mean + c0), dz16 = 0.0f, dzx16 = 0.0f;
         for (uint n = 0; n < N; n++) {
             size_t at = (size_t)n * C + c0;
-            float16 dz = act_grad16(vload16(0, y + at), vload16(0, dy + at), slope);
+            float16 dz = act_grad_from_output16(vload16(0, y + at), vload16(0, dy + at), slope);
             dz16 += dz;
             dzx16 += dz * (vload16(0, x + at) - mu);
         }

@@ -31,6 +31,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <signal.h>
 
 #ifdef __cplusplus
@@ -235,7 +236,17 @@ KILN_API kiln_status kiln_ctx_profile_end(kiln_ctx *ctx, const char *trace_path,
  * device (name, driver, platform and CLBlast version) in kiln's cache
  * directory and applied by kiln_ctx_create unless $KILN_TUNE is "off". A
  * stale or corrupt record is ignored with a warning. */
-#define KILN_XGEMM_PARAMS 16
+/* CLBlast's Xgemm parameters, in the order CLBlast's OverrideParameters
+ * takes them: KILN_XGEMM_<NAME> indexes kiln_tuning.xgemm. */
+#define KILN_XGEMM_PARAM_LIST(X)                                                          \
+    X(GEMMK) X(KREG) X(KWG) X(KWI) X(MDIMA) X(MDIMC) X(MWG) X(NDIMB) X(NDIMC) X(NWG) X(SA)  \
+    X(SB) X(STRM) X(STRN) X(VWM) X(VWN)
+enum {
+#define KILN_XGEMM_ENUM(name) KILN_XGEMM_##name,
+    KILN_XGEMM_PARAM_LIST(KILN_XGEMM_ENUM)
+#undef KILN_XGEMM_ENUM
+    KILN_XGEMM_PARAMS
+};
 typedef struct {
     int has_xgemm;
     size_t xgemm[KILN_XGEMM_PARAMS]; /* CLBlast's Xgemm parameters, named below */
@@ -301,6 +312,19 @@ KILN_API kiln_status kiln_model_create(kiln_model **out);
  * The layer's shape is checked at once; errors name "layer N [kind]". */
 KILN_API kiln_status kiln_model_add(kiln_model *m, const char *layer, const char *const *kv);
 
+/* Writes the model as model-file text: every section as it was added
+ * (from a file or by kiln_model_add), then [train] with the settings as
+ * they are now (kiln_model_set_train's and kiln_net_configure's
+ * included). kiln_model_parse of the text gives the same model. Values
+ * are one line each: kiln_model_add refuses line breaks. */
+KILN_API kiln_status kiln_model_text(const kiln_model *m, kiln_write_fn fn, void *user);
+
+/* The model a checkpoint carries: kiln_net_save and kiln train write the
+ * model's text into the safetensors metadata (key "model"), so the file
+ * alone gives back the model, to load the weights into. A checkpoint
+ * without it (an older kiln's, PyTorch's) is KILN_ERR_MODEL saying so. */
+KILN_API kiln_status kiln_model_from_checkpoint(const char *path, kiln_model **out);
+
 KILN_API void kiln_model_free(kiln_model *m);
 
 KILN_API size_t kiln_model_layer_count(const kiln_model *m);
@@ -322,6 +346,12 @@ KILN_API const char *kiln_model_train_setting(const kiln_model *m, const char *k
 /* Checks every key and value of the [train] section as training would
  * read them; an error names the file, the line and what was expected. */
 KILN_API kiln_status kiln_model_check_train(const kiln_model *m);
+
+/* Every [train] key with the value training uses: the model's, else the
+ * default; one "key = value\n" per key. Keys that do not apply (momentum
+ * of adam) are written too. An error in the section is its error. */
+KILN_API kiln_status kiln_model_train_settings(const kiln_model *m, kiln_write_fn fn,
+                                               void *user);
 
 /* Prints a table of the layers (name, kind, input, output shape,
  * parameters) and the totals, like PyTorch's and Keras's summaries. */
@@ -400,7 +430,11 @@ KILN_API kiln_status kiln_net_forward(kiln_net *net, const float *x, size_t n, f
  * y holds n class indices (as floats) for cross_entropy, and
  * n * output_size targets for mse and bce. *loss (may be NULL) gets the
  * batch's mean loss. The learning rate is the current one (see
- * kiln_net_set_lr); schedules advance only in kiln_net_fit. */
+ * kiln_net_set_lr); schedules advance only in kiln_net_fit. The update
+ * is made only when the loss is finite (and, with anomaly detection, every
+ * gradient): a step that fails (KILN_ERR_NUMERIC) leaves the weights and
+ * the optimizer's state as they were; batchnorm's running statistics have
+ * seen the batch, as in PyTorch. */
 KILN_API kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, size_t n,
                                          float *loss);
 
@@ -416,10 +450,46 @@ KILN_API kiln_status kiln_net_train_step(kiln_net *net, const float *x, const fl
  * alone again. KILN_ERR_UNSUPPORTED from a kiln built without MPI. */
 KILN_API kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm);
 
+/* Where this process stands in a job started by a launcher: Open MPI's
+ * mpirun (OMPI_COMM_WORLD_RANK, _LOCAL_RANK, _SIZE), else Slurm's srun
+ * (SLURM_PROCID, SLURM_LOCALID, SLURM_STEP_NUM_TASKS, else SLURM_NTASKS
+ * where SLURM_STEP_ID is set: a batch script itself is one process),
+ * else PMI (PMI_RANK, PMI_SIZE). lookup is getenv's signature (NULL:
+ * the process's environment), so a program or test can hand it another. */
+typedef struct {
+    int rank;             /* 0 to size - 1 */
+    int local_rank;       /* among the job's processes on this node: picks the device */
+    int size;             /* 1 when not started by a launcher */
+    const char *launcher; /* "mpirun", "slurm", "pmi" or "none" */
+} kiln_job;
+
+KILN_API void kiln_job_place(const char *(*lookup)(const char *name), kiln_job *out);
+
 /* Loss and accuracy of n samples in eval mode, without training (y as in
  * kiln_net_train_step). accuracy is NaN for mse. Either output may be NULL. */
 KILN_API kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, size_t n,
                                        double *loss, double *accuracy);
+
+/* The character vocabulary of a network trained on a text: UTF-8, its
+ * characters in code-point order, each once (token i is the i-th); NULL
+ * for none. kiln_net_fit sets it from a text corpus, checkpoints keep it
+ * (metadata "vocab"), and kiln_net_load takes it from a file when the
+ * network has none, or refuses a file of another vocabulary. At most
+ * [input] tokens characters; NULL clears it. */
+KILN_API const char *kiln_net_vocab(const kiln_net *net);
+KILN_API kiln_status kiln_net_set_vocab(kiln_net *net, const char *vocab);
+
+/* Text from a token model with a vocabulary: prompt (UTF-8; a character
+ * outside the vocabulary is an error naming it) cropped to its last block
+ * of tokens, then `tokens` characters, each written to out as it is
+ * sampled from the last position's distribution: temperature 0 is greedy,
+ * above 0 divides the logits; top_k keeps the k likeliest (0: all, at
+ * most the vocabulary). The same seed gives the same text on the same
+ * device. Beyond the block the window slides. Each token runs the whole
+ * window again (no KV cache yet). An empty prompt starts from a newline. */
+KILN_API kiln_status kiln_net_generate(kiln_net *net, const char *prompt, size_t tokens,
+                                       double temperature, size_t top_k, uint64_t seed,
+                                       kiln_write_fn out, void *user);
 
 /* The weights and buffers as a safetensors file with PyTorch's state_dict
  * names (written to a temporary file, synced and renamed), and back.
@@ -480,6 +550,30 @@ KILN_API kiln_status kiln_net_get(kiln_net *net, const char *name, float *dst, s
 KILN_API kiln_status kiln_net_set(kiln_net *net, const char *name, const float *src,
                                   size_t count);
 
+/* The gradient of a parameter from the last training step (count: its
+ * element count); after a frozen parameter's step, zeros. Buffers have
+ * none (KILN_ERR_INVALID_ARGUMENT). */
+KILN_API kiln_status kiln_net_grad(kiln_net *net, const char *name, float *dst, size_t count);
+
+/* Freezes (1) or unfreezes (0) a parameter, as requires_grad_(False) does
+ * in PyTorch: training steps leave it as it is (no update, no weight
+ * decay) and gradient clipping leaves it out. The optimizer's moments of
+ * a frozen parameter decay while it is frozen. kiln_net_frozen: 1, 0, or
+ * -1 for a name the network does not have. */
+KILN_API kiln_status kiln_net_set_frozen(kiln_net *net, const char *name, int frozen);
+KILN_API int kiln_net_frozen(const kiln_net *net, const char *name);
+
+/* The optimizer's state, to carry a network to another device or
+ * process: how many slots it keeps (sgd with momentum 1, adam and adamw
+ * 2, plain sgd 0), each of *count floats in the order of the parameters;
+ * a slot read, and written back with the step count (Adam's bias
+ * correction follows it). */
+KILN_API size_t kiln_net_optimizer_slots(const kiln_net *net, size_t *count);
+KILN_API kiln_status kiln_net_get_optimizer_state(kiln_net *net, int slot, float *dst,
+                                                  size_t count);
+KILN_API kiln_status kiln_net_set_optimizer_state(kiln_net *net, int slot, const float *src,
+                                                  size_t count, uint64_t steps);
+
 /* ---- training settings ---- */
 
 /* Sets a [train] key of the network as the model file would ("lr",
@@ -499,6 +593,10 @@ KILN_API uint64_t kiln_net_steps(const kiln_net *net);
  * training data when [train] normalize says so; none is mean 0, std 1. */
 KILN_API kiln_status kiln_net_set_normalization(kiln_net *net, const float *mean,
                                                 const float *std, size_t count);
+/* The normalization in use: *count values each (1 for none: mean 0, std
+ * 1) into mean and std, which hold cap values; both NULL: the count only. */
+KILN_API kiln_status kiln_net_normalization(const kiln_net *net, float *mean, float *std,
+                                            size_t cap, size_t *count);
 
 /* Inputs of forward, train_step and evaluate are always checked for NaN
  * and Inf (KILN_ERR_NUMERIC naming the sample and value). With on, every
@@ -532,7 +630,10 @@ KILN_API kiln_status kiln_data_from_arrays(const float *x, const float *y, size_
  * ignored). NumPy files: float32, float64, uint8, int32 or int64, little-
  * endian, C order; features (n, ...) flattened per sample, uint8 features
  * scaled to [0, 1] as IDX pixels are; labels (n,) of whole numbers from 0
- * are class indices, other labels (n,) or (n, k) targets. */
+ * are class indices, other labels (n,) or (n, k) targets. An image folder
+ * (one folder per class, or train/ and val/ holding them; split "test"
+ * reads val/ or test/): PNG and JPEG files at the first image's size and
+ * channels, values in [0, 1], labels the classes in sorted folder order. */
 KILN_API kiln_status kiln_data_load(const char *source, const char *split, const char *label,
                                     kiln_data **out);
 /* An .npz archive's arrays by name: keys is "FEATURES", "FEATURES,LABELS"
@@ -556,6 +657,20 @@ KILN_API kiln_status kiln_data_copy_features(const kiln_data *d, size_t first, s
 KILN_API kiln_status kiln_data_copy_targets(const kiln_data *d, size_t first, size_t count,
                                             float *dst);
 
+/* Images for a network (kiln predict): an image folder (its val/ or test/
+ * folder if it has one, else every class), a folder of PNG and JPEG files
+ * or one such file (unlabelled), each converted to the network's input
+ * channels and resized and center-cropped to its height and width as its
+ * [train] resize says. Needs an input of shape CxHxW, C 1 or 3. */
+KILN_API kiln_status kiln_net_load_images(const kiln_net *net, const char *path,
+                                          kiln_data **out);
+/* The name of class i when the network was trained on (or loaded from a
+ * checkpoint of) an image folder: its class folder's name; else NULL. */
+KILN_API const char *kiln_net_class_name(const kiln_net *net, size_t i);
+/* The file sample i of images in memory came from (kiln_net_load_images,
+ * kiln_data_load of an image folder); NULL for other data. */
+KILN_API const char *kiln_data_file(const kiln_data *d, size_t i);
+
 /* ---- training --------------------------------------------------------------- */
 
 /* What a training run reports as it goes, to kiln_train_options' on_step
@@ -571,6 +686,8 @@ typedef struct {
     double lr;
     double seconds;         /* on_epoch: the epoch's time */
     int best;               /* on_epoch: 1 when its validation loss is the best so far */
+    double val_mae, val_r2; /* on_epoch, mse: the validation data's mean absolute error and
+                               R² (per output, averaged); NaN otherwise */
 } kiln_progress;
 
 /* Returns 0 to go on; anything else stops training after this batch, as a
@@ -610,6 +727,9 @@ typedef struct {
     const char *npz_keys;  /* .npz: the arrays, as kiln_data_load_npz's keys; NULL: x and y
                               (else x_train and y_train), with x_test and y_test as the
                               test split when the file has them */
+    int keep_last;         /* 0 (the default): end on the weights of the epoch with the best
+                              validation loss; 1: keep the last epoch's */
+    int steps;             /* > 0: overrides [train] steps (token models train by steps) */
 } kiln_train_options;
 
 KILN_API void kiln_train_options_init(kiln_train_options *o);
@@ -624,14 +744,19 @@ typedef struct {
                                         without test data */
     double seconds;
     double samples_per_second;       /* training samples per second of training */
+    /* token models, trained by steps: */
+    uint64_t steps_run;              /* optimizer steps taken in all (a resumed run's too) */
+    uint64_t best_step;              /* the evaluation with the lowest validation loss */
+    double tokens_per_second;        /* training tokens (batch x block) per second */
 } kiln_train_report;
 
 /* Trains the network in place as its [train] settings say (loss,
  * optimizer, schedule, clipping, early stopping, seed) on the chosen data,
- * keeps the weights of the best validation loss, and evaluates them on
- * the test data. Every batch trains, the last short one included. The
- * batch is the options', else [train]'s, but at most the network's
- * max_batch. */
+ * keeps the weights of the best validation loss (unless keep_last is
+ * set), and evaluates them on the test data. Every batch trains, the last
+ * short one included. The batch is the options', else [train]'s; a
+ * [train] batch above the network's max_batch trains at max_batch and the
+ * log says so, an options' batch above it is an error. */
 KILN_API kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *o,
                                   kiln_train_report *report);
 
@@ -649,6 +774,17 @@ KILN_API kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_o
  * or empty log is KILN_ERR_IO naming the file and line. Needs no context;
  * any thread. */
 KILN_API kiln_status kiln_plot(const char *run, const char *svg_path);
+
+/* Writes the file path whole or not at all, as kiln writes its own files:
+ * fill writes the contents to f, a temporary file beside path, which is
+ * then flushed to disk, renamed over path, and its directory synced. A
+ * path that exists and is not a regular file (/dev/stdout, a pipe) is
+ * written in place. fill returns KILN_OK, or a status (with
+ * kiln_last_error's text) to give up; path is then as it was. A write that
+ * fails is KILN_ERR_IO naming path and the system's reason (a full disk:
+ * "No space left on device"). Any thread. */
+typedef kiln_status (*kiln_fill_fn)(void *user, FILE *f);
+KILN_API kiln_status kiln_write_file_atomic(const char *path, kiln_fill_fn fill, void *user);
 
 /* Loss and accuracy of a checkpoint on the test split of a dataset
  * directory, or on every row of a CSV file (or the options' test_data),
@@ -708,6 +844,13 @@ KILN_API kiln_status kiln_bench_training(kiln_ctx *ctx, kiln_model *m, size_t ba
  * (to compare with kiln_bench_training, which runs the pipeline alone). */
 KILN_API kiln_status kiln_bench_net(kiln_ctx *ctx, kiln_model *m, size_t batch,
                                     double *forward_ms, double *step_samples_per_s);
+
+/* Images per second that an image folder's training split decodes on
+ * *workers threads (the model's [train] workers), each converted and
+ * resized to model m's input: the pass kiln_net_fit makes before training
+ * (images: how many files it read). */
+KILN_API kiln_status kiln_bench_images(kiln_model *m, const char *dir, double *images_per_s,
+                                       size_t *images, int *workers);
 
 /* Under mpirun with 2 or more ranks (*ranks gets their number; 1
  * otherwise, and nothing is measured), every rank calling it: allreduce

@@ -5,10 +5,16 @@
 
 #include "ref_gpt.h"
 
+/* The row of an id (nearest whole number: finite differences nudge ids). */
+static size_t row_of(double id)
+{
+    return (size_t)floor(id + 0.5);
+}
+
 void ref_embedding(const double *ids, size_t N, const double *W, size_t C, double *out)
 {
     for (size_t n = 0; n < N; n++)
-        memcpy(out + n * C, W + (size_t)ids[n] * C, C * sizeof *out);
+        memcpy(out + n * C, W + row_of(ids[n]) * C, C * sizeof *out);
 }
 
 void ref_embedding_backward(const double *ids, size_t N, const double *dy, size_t V, size_t C,
@@ -17,7 +23,7 @@ void ref_embedding_backward(const double *ids, size_t N, const double *dy, size_
     memset(dW, 0, V * C * sizeof *dW);
     for (size_t n = 0; n < N; n++)
         for (size_t c = 0; c < C; c++)
-            dW[(size_t)ids[n] * C + c] += dy[n * C + c];
+            dW[row_of(ids[n]) * C + c] += dy[n * C + c];
 }
 
 void ref_position(const double *x, size_t B, size_t T, size_t C, const double *P, double *out)

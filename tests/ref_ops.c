@@ -1,17 +1,29 @@
 /* Float64 references of the operators (see ref_ops.h). Plain loops, as
  * close to the textbook definitions as possible. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ref_gpt.h"
 #include "ref_ops.h"
 
 static const double inv_sqrt2 = 0.70710678118654752440;
 static const double sqrt_2_over_pi = 0.79788456080286535588;
 
+/* A row of KILN_ACT_LIST without its reference here stops the tests. */
+static double no_reference(kiln_act act)
+{
+    fprintf(stderr, "ref_ops.c: no float64 reference for activation %s\n",
+            act_get(act) ? act_get(act)->name : "(outside the list)");
+    abort();
+}
+
 double ref_act(kiln_act act, double x, double slope)
 {
     switch (act) {
+    case KILN_ACT_NONE:
+        return x;
     case KILN_ACT_RELU:
         return x > 0 ? x : 0;
     case KILN_ACT_LEAKY_RELU:
@@ -24,14 +36,18 @@ double ref_act(kiln_act act, double x, double slope)
         return 0.5 * x * (1.0 + erf(x * inv_sqrt2));
     case KILN_ACT_GELU_TANH:
         return 0.5 * x * (1.0 + tanh(sqrt_2_over_pi * (x + 0.044715 * x * x * x)));
+    case KILN_ACT_SILU:
+        return x / (1.0 + exp(-x));
     default:
-        return x;
+        return no_reference(act);
     }
 }
 
 static double act_deriv(kiln_act act, double x, double slope)
 {
     switch (act) {
+    case KILN_ACT_NONE:
+        return 1;
     case KILN_ACT_RELU:
         return x > 0 ? 1 : 0;
     case KILN_ACT_LEAKY_RELU:
@@ -49,8 +65,12 @@ static double act_deriv(kiln_act act, double x, double slope)
         double du = sqrt_2_over_pi * (1 + 3 * 0.044715 * x * x);
         return 0.5 * (1 + tanh(u)) + 0.5 * x * (1 - tanh(u) * tanh(u)) * du;
     }
+    case KILN_ACT_SILU: {
+        double s = 1.0 / (1.0 + exp(-x));
+        return s * (1 + x * (1 - s));
+    }
     default:
-        return 1;
+        return no_reference(act);
     }
 }
 
@@ -501,10 +521,46 @@ static void concat_bwd(ref_op *r)
     }
 }
 
+/* The sequence ops through ref_gpt.c: embedding, position, attention. */
+static void sequence_fwd(op_kind kind, ref_op *r)
+{
+    const size_t *d = r->in_shape[0].d, n = numel(&r->in_shape[0]);
+    if (kind == OP_EMBEDDING)
+        ref_embedding(r->in[0], n, r->param[0], r->a->out, r->out);
+    else if (kind == OP_POSITION)
+        ref_position(r->in[0], d[0], d[1], d[2], r->param[0], r->out);
+    else
+        ref_attention(r->in[0], d[0], d[1], d[2] / 3, r->a->heads, r->out);
+}
+
+static void sequence_bwd(op_kind kind, ref_op *r)
+{
+    const size_t *d = r->in_shape[0].d, n = numel(&r->in_shape[0]);
+    if (kind == OP_EMBEDDING) { /* token ids have no gradient */
+        if (r->din[0])
+            memset(r->din[0], 0, n * sizeof(double));
+        if (r->dparam[0])
+            ref_embedding_backward(r->in[0], n, r->dout, r->a->rows, r->a->out, r->dparam[0]);
+    } else if (kind == OP_POSITION) {
+        if (r->din[0])
+            memcpy(r->din[0], r->dout, n * sizeof(double));
+        if (r->dparam[0])
+            ref_position_backward(r->dout, d[0], d[1], d[2], r->a->rows, r->dparam[0]);
+    } else if (r->din[0]) {
+        ref_attention_backward(r->in[0], r->dout, d[0], d[1], d[2] / 3, r->a->heads,
+                               r->din[0]);
+    }
+}
+
 void ref_forward(op_kind kind, ref_op *r)
 {
     size_t n = numel(&r->in_shape[0]);
     switch (kind) {
+    case OP_EMBEDDING:
+    case OP_POSITION:
+    case OP_ATTENTION:
+        sequence_fwd(kind, r);
+        break;
     case OP_LINEAR:
         linear_fwd(r);
         break;
@@ -545,6 +601,11 @@ void ref_backward(op_kind kind, ref_op *r)
 {
     size_t n = numel(&r->in_shape[0]);
     switch (kind) {
+    case OP_EMBEDDING:
+    case OP_POSITION:
+    case OP_ATTENTION:
+        sequence_bwd(kind, r);
+        break;
     case OP_LINEAR:
         linear_bwd(r);
         break;

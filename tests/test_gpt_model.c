@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "compiler/pipeline.h"
 #include "net/net.h"
 
 #define REFERENCE KILN_SOURCE_DIR "/tests/data/gpt_tiny.safetensors"
@@ -93,6 +94,14 @@ static kiln_net *tiny_net(size_t batch)
     kiln_net *net;
     check_ok(kiln_net_create(test_ctx(), m, batch, &net));
     return net;
+}
+
+/* The network and its model (the caller's, in the API). */
+static void tiny_free(kiln_net *net)
+{
+    kiln_model *m = net->m;
+    kiln_net_free(net);
+    kiln_model_free(m);
 }
 
 /* Every weight of the reference under prefix ("w.", "after.") into or
@@ -181,6 +190,9 @@ START_TEST(tiny_gpt_trains_as_pytorch)
     double e = rel_error(z, logits, nz);
     printf("logits %.2e\n", e);
     ck_assert_msg(e <= 1e-5, "logits: relative error %.3g", e);
+    check_ok(kiln_net_forward(net, x, 3, z)); /* a short batch: a pipeline sharing the weights */
+    e = rel_error(z, logits, 3 * 16 * 13);
+    ck_assert_msg(e <= 1e-5, "logits of a batch of 3: relative error %.3g", e);
 
     for (size_t step = 0; step < 5; step++) {
         float got;
@@ -204,7 +216,36 @@ START_TEST(tiny_gpt_trains_as_pytorch)
     free(loss);
     free(losses);
     free(lrs);
-    kiln_net_free(net);
+    tiny_free(net);
+    tensors_free(&ref);
+}
+END_TEST
+
+/* Two networks from the same weights take the same steps to the bit: every
+ * sum of the GPT runs in a fixed order. */
+START_TEST(training_steps_repeat_to_the_bit)
+{
+    tensors ref = tensors_read(REFERENCE);
+    size_t nx, ny, nw;
+    float *x = tensor_get(&ref, "x", &nx), *y = tensor_get(&ref, "y", &ny);
+    float loss[2][3], *w[2];
+    for (int run = 0; run < 2; run++) {
+        kiln_net *net = tiny_net(4);
+        weights_against(net, &ref, "w.", 1);
+        for (int step = 0; step < 3; step++)
+            check_ok(kiln_net_train_step(net, x, y, 4, &loss[run][step]));
+        nw = 4 * 16 * 13; /* the logits after three steps */
+        w[run] = test_alloc(nw * sizeof(float));
+        check_ok(kiln_net_forward(net, x, 4, w[run]));
+        tiny_free(net);
+    }
+    ck_assert_msg(memcmp(loss[0], loss[1], sizeof loss[0]) == 0, "losses differ: %.9g %.9g",
+                  (double)loss[0][2], (double)loss[1][2]);
+    ck_assert_msg(memcmp(w[0], w[1], nw * sizeof(float)) == 0, "logits differ between runs");
+    free(w[0]);
+    free(w[1]);
+    free(x);
+    free(y);
     tensors_free(&ref);
 }
 END_TEST
@@ -224,7 +265,7 @@ START_TEST(names_and_counts_are_nanogpts)
     ck_assert_uint_eq(kiln_model_param_count(net->m), 26400);
     ck_assert_uint_eq(kiln_model_vocab(net->m), 13);
     ck_assert_uint_eq(kiln_model_block(net->m), 16);
-    kiln_net_free(net);
+    tiny_free(net);
     tensors_free(&ref);
 }
 END_TEST
@@ -288,7 +329,7 @@ START_TEST(nanogpt_state_dicts_load)
         ck_assert(cJSON_GetObjectItem(back.json, "lm_head.weight") &&
                   cJSON_GetObjectItem(back.json, "transformer.wte.weight"));
         tensors_free(&back);
-        kiln_net_free(net);
+        tiny_free(net);
     }
     free(x);
     free(z);
@@ -310,7 +351,10 @@ START_TEST(bad_token_ids_are_refused)
     ck_assert_int_eq(kiln_net_train_step(net, x, y, 2, &loss), KILN_ERR_INVALID_ARGUMENT);
     ck_assert_msg(strstr(kiln_last_error(), "target token 3 of sample 0 is 2.5"), "%s",
                   kiln_last_error());
-    kiln_net_free(net);
+    float mean = 3, std = 2;
+    ck_assert_int_eq(kiln_net_set_normalization(net, &mean, &std, 1), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "token ids"), "%s", kiln_last_error());
+    tiny_free(net);
 
     kiln_model *m;
     const char *text = "[input]\ntokens = 13\nblock = 32\n[embedding]\nout = 8\n"
@@ -319,6 +363,31 @@ START_TEST(bad_token_ids_are_refused)
     ck_assert_msg(strstr(kiln_last_error(), "long.ini:6 [position]") &&
                       strstr(kiln_last_error(), "32 tokens"),
                   "%s", kiln_last_error());
+}
+END_TEST
+
+/* Attention keeps one value per query row, not the T x T scores: the
+ * planned memory of a training step grows linearly with the block. */
+START_TEST(memory_grows_linearly_with_the_block)
+{
+    size_t bytes[2];
+    for (int i = 0; i < 2; i++) {
+        char text[512];
+        snprintf(text, sizeof text, "[input]\ntokens = 65\nblock = %d\n[embedding]\nout = 64\n"
+                 "[position]\n[transformer_block]\ncount = 2\nheads = 4\n[layernorm]\n"
+                 "[linear]\nout = 65\n", i ? 1024 : 512);
+        kiln_model *m;
+        check_ok(kiln_model_parse(text, "long.ini", &m));
+        check_ok(graph_finish(m));
+        pipeline *p;
+        check_ok(pipeline_lower(m, 4, (pipe_options){.fuse = 1, .plan = 1}, &p));
+        bytes[i] = p->arena_bytes;
+        pipeline_free(p);
+        kiln_model_free(m);
+    }
+    double ratio = (double)bytes[1] / (double)bytes[0];
+    printf("planned memory at block 1024 / block 512: %.3f\n", ratio);
+    ck_assert_msg(ratio <= 2.1, "block 1024 plans %.3f x the memory of block 512", ratio);
 }
 END_TEST
 
@@ -339,6 +408,9 @@ START_TEST(model_file_mistakes_are_named)
         {"[input]\ntokens = 13\nblock = 4\n[embedding]\nout = 8\n[transformer_block]\n"
          "heads = 2\ncount = 0\n",
          "count = 0: expected a whole number from 1 to 1000"},
+        {"[input]\ntokens = 13\nblock = 4\n[embedding]\nout = 8\n[transformer_block]\n"
+         "heads = 2\ndropout = 1\n",
+         "t.ini:8 [transformer_block]: dropout = 1: expected a probability"},
         {"[input]\ntokens = 13\nblock = 4\n[embedding]\nname = e\nout = 8\n[linear]\n"
          "out = 12\ntie = e\n",
          "tie = e: its weight is 13x8; this layer's is 12x8"},
@@ -362,9 +434,11 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, tiny_gpt_trains_as_pytorch);
     tcase_add_test(tc, names_and_counts_are_nanogpts);
+    tcase_add_test(tc, training_steps_repeat_to_the_bit);
     tcase_add_test(tc, nanogpt_state_dicts_load);
     tcase_add_test(tc, bad_token_ids_are_refused);
     tcase_add_test(tc, model_file_mistakes_are_named);
+    tcase_add_test(tc, memory_grows_linearly_with_the_block);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

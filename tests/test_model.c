@@ -77,7 +77,7 @@ START_TEST(file_and_api_build_the_same_graph)
                           x->attrs.act == y->attrs.act && x->attrs.bias == y->attrs.bias &&
                           x->attrs.p == y->attrs.p && x->attrs.eps == y->attrs.eps,
                       "layer %zu: attributes differ", i);
-        ck_assert_int_eq(x->init, y->init);
+        ck_assert_int_eq(x->attrs.init, y->attrs.init);
         ck_assert_msg(shape_eq(&x->out, &y->out), "layer %zu shapes differ", i);
     }
     ck_assert_str_eq(kiln_model_train_setting(a, "lr"), "0.01");
@@ -87,7 +87,7 @@ START_TEST(file_and_api_build_the_same_graph)
     ck_assert_uint_eq(kiln_model_param_count(a), 80 + 584 + 1568 * 10 + 10);
     char shape[32];
     ck_assert_str_eq(shape_str(&a->nodes[5].out, shape, sizeof shape), "1568");
-    ck_assert_int_eq(a->nodes[0].init, INIT_KAIMING_NORMAL);
+    ck_assert_int_eq(a->nodes[0].attrs.init, INIT_KAIMING_NORMAL);
     kiln_model_free(a);
     kiln_model_free(b);
 }
@@ -141,9 +141,9 @@ START_TEST(default_init_follows_the_activation)
     check_ok(kiln_model_parse("[input]\nshape = 4\n[linear]\nout = 3\n[batchnorm]\n[tanh]\n"
                               "[linear]\nout = 2\n[relu]\n[linear]\nout = 1\ninit = zeros\n",
                               "init.ini", &m));
-    ck_assert_int_eq(m->nodes[0].init, INIT_XAVIER_UNIFORM);
-    ck_assert_int_eq(m->nodes[3].init, INIT_KAIMING_NORMAL);
-    ck_assert_int_eq(m->nodes[5].init, INIT_ZEROS);
+    ck_assert_int_eq(m->nodes[0].attrs.init, INIT_XAVIER_UNIFORM);
+    ck_assert_int_eq(m->nodes[3].attrs.init, INIT_KAIMING_NORMAL);
+    ck_assert_int_eq(m->nodes[5].attrs.init, INIT_ZEROS);
     kiln_model_free(m);
 }
 END_TEST

@@ -20,6 +20,7 @@ typedef struct {
     size_t out, kernel, stride, pad, dilation;
     kiln_act act;
     int dim, norm_dims, no_bias;
+    size_t rows, heads; int tokens; /* embedding, position; attention; ids in [0, rows) */
     double tol;   /* relative to the largest magnitude of the compared array */
     double range; /* inputs are uniform in [-range, range]; 0: [-1, 1] */
 } op_case;
@@ -40,7 +41,7 @@ static const op_case cases[] = {
      .act = KILN_ACT_LEAKY_RELU},
     {"linear 2x17x33->7 (batch, time, features)", OP_LINEAR, 1, 1, {S3(2, 17, 33)}, .out = 7},
     {"linear 3x1x5->131 no bias", OP_LINEAR, 1, 1, {S3(3, 1, 5)}, .out = 131, .no_bias = 1},
-    {"conv 1x1x5x7 k1", OP_CONV2D, 1, 1, {S4(1, 1, 5, 7)}, .out = 1, .kernel = 1},
+    {"conv 1x1x5x7 k1", OP_CONV2D, 1, 1, {S4(1, 1, 5, 7)}, .out = 1, .kernel = 1, .tol = 1e-4},
     {"conv 3x3x5x7 k3 p1 ->4", OP_CONV2D, 1, 1, {S4(3, 3, 5, 7)}, .out = 4, .kernel = 3,
      .pad = 1},
     {"conv 1x3x28x28 k5 s2 p2 ->5 relu", OP_CONV2D, 1, 1, {S4(1, 3, 28, 28)}, .out = 5,
@@ -106,8 +107,6 @@ static const op_case cases[] = {
     {"layernorm 2x17x32 no bias", OP_LAYERNORM, 1, 1, {S3(2, 17, 32)}, .norm_dims = 1,
      .no_bias = 1},
     {"layernorm 3x1x67", OP_LAYERNORM, 1, 1, {S3(3, 1, 67)}, .norm_dims = 1},
-    {"gelu 2x17x128", OP_ACTIVATION, 1, 1, {S3(2, 17, 128)}, .act = KILN_ACT_GELU},
-    {"add 2x17x32", OP_ADD, 1, 2, {S3(2, 17, 32), S3(2, 17, 32)}, .tol = 0},
     {"softmax 2x17x13 over the vocabulary", OP_SOFTMAX, 1, 1, {S3(2, 17, 13)}, .dim = -1},
     {"relu 3x17x5x7", OP_ACTIVATION, 1, 1, {S4(3, 17, 5, 7)}, .act = KILN_ACT_RELU},
     {"leaky_relu 129x33", OP_ACTIVATION, 1, 1, {S2(129, 33)}, .act = KILN_ACT_LEAKY_RELU},
@@ -134,6 +133,10 @@ static const op_case cases[] = {
     {"concat 129x3 + 129x17", OP_CONCAT, 1, 2, {S2(129, 3), S2(129, 17)}, .tol = 0},
     {"flatten 3x3x5x7", OP_FLATTEN, 1, 1, {S4(3, 3, 5, 7)}, .tol = 0},
     {"dropout eval 3x17", OP_DROPOUT, 0, 1, {S2(3, 17)}, .tol = 0},
+    {"embedding 3x17 of 13 ->33", OP_EMBEDDING, 1, 1, {S2(3, 17)}, .out = 33, .rows = 13,
+     .tokens = 1},
+    {"position 2x17x33 of 19", OP_POSITION, 1, 1, {S3(2, 17, 33)}, .rows = 19},
+    {"attention 2x17x30, 2 heads of 5", OP_ATTENTION, 1, 1, {S3(2, 17, 30)}, .heads = 2},
 };
 
 #define CASE_COUNT (int)(sizeof cases / sizeof cases[0])
@@ -151,6 +154,8 @@ static op_attrs attrs_of(const op_case *tc)
     a.norm_dims = tc->norm_dims ? tc->norm_dims : 1;
     a.bias = !tc->no_bias;
     a.p = 0.5f;
+    a.rows = tc->rows;
+    a.heads = tc->heads;
     return a;
 }
 
@@ -247,6 +252,8 @@ static void fixture_setup(fixture *f, const op_case *tc)
     for (int i = 0; i < tc->n_in; i++) {
         double range = tc->range > 0 ? tc->range : 1;
         f->in[i] = host_random(&tc->in[i], -range, range);
+        for (size_t j = 0; tc->tokens && i == 0 && j < f->in[i].n; j++)
+            f->in[i].d[j] = f->in[i].f[j] = (float)(kiln_rng_next(test_rng()) % tc->rows);
         f->args.in[i] = device_of(&tc->in[i], &f->in[i]);
     }
     random_params(f);
@@ -380,8 +387,7 @@ static void check_fd_device(fixture *f)
 
 static int smooth(const op_case *tc)
 {
-    kiln_act act = tc->act;
-    return tc->kind != OP_MAXPOOL && act != KILN_ACT_RELU && act != KILN_ACT_LEAKY_RELU;
+    return tc->kind != OP_MAXPOOL && act_get(tc->act)->smooth && !tc->tokens;
 }
 
 static void report(const char *label, const char *what, double err)
@@ -453,6 +459,170 @@ static void check_case(const op_case *tc)
 START_TEST(operator_matches_reference)
 {
     check_case(&cases[_i]);
+}
+END_TEST
+
+/* ---- every activation alone, and fused into every op that absorbs it ---- */
+
+/* One input of each op whose row says fuses_act, at awkward sizes: an op
+ * that gains fuses_act needs a line here (fusing_ops_have_samples). */
+static const op_case fusing_samples[] = {
+    {"linear 67x33->7", OP_LINEAR, 1, 1, {S2(67, 33)}, .out = 7},
+    {"conv 3x5x7x9 k3 p1 ->4", OP_CONV2D, 1, 1, {S4(3, 5, 7, 9)}, .out = 4, .kernel = 3,
+     .pad = 1},
+    {"batchnorm1d 67x5", OP_BATCHNORM, 1, 1, {S2(67, 5)}, .tol = 0},
+    {"batchnorm2d 3x5x7x9", OP_BATCHNORM, 1, 1, {S4(3, 5, 7, 9)}, .tol = 0},
+    {"batchnorm1d 3x17 eval", OP_BATCHNORM, 0, 1, {S2(3, 17)}, .tol = 0},
+};
+
+/* Activations alone: more than a work-group, one value, a wide range. */
+static const op_case alone_samples[] = {
+    {"3x17x5x7", OP_ACTIVATION, 1, 1, {S4(3, 17, 5, 7)}, .tol = 0},
+    {"1", OP_ACTIVATION, 1, 1, {S1(1)}, .tol = 0},
+    {"4099 in +-8", OP_ACTIVATION, 1, 1, {S1(4099)}, .range = 8},
+};
+
+#define N_FUSING (int)(sizeof fusing_samples / sizeof fusing_samples[0])
+#define N_ALONE (int)(sizeof alone_samples / sizeof alone_samples[0])
+#define MAX_ACT_CASES (KILN_ACT_COUNT * (N_FUSING + N_ALONE))
+
+static op_case act_cases[MAX_ACT_CASES];
+static char act_labels[MAX_ACT_CASES][96];
+static int act_case_count;
+
+static void add_act_case(const op_case *sample, kiln_act act)
+{
+    int i = act_case_count++;
+    act_cases[i] = *sample;
+    act_cases[i].act = act;
+    snprintf(act_labels[i], sizeof act_labels[i], "%s %s", act_get(act)->name, sample->label);
+    act_cases[i].label = act_labels[i];
+}
+
+/* From KILN_ACT_LIST and the op table: a new activation or a new fusing
+ * op is covered without a line here. */
+static void list_act_cases(void)
+{
+    for (int a = 1; a < KILN_ACT_COUNT; a++) {
+        for (int i = 0; i < N_ALONE; i++)
+            add_act_case(&alone_samples[i], (kiln_act)a);
+        for (int i = 0; i < N_FUSING; i++)
+            if (op_check_fusable(fusing_samples[i].kind, (kiln_act)a) == KILN_OK)
+                add_act_case(&fusing_samples[i], (kiln_act)a);
+            else
+                kiln_error_clear();
+    }
+}
+
+START_TEST(activation_matches_reference)
+{
+    check_case(&act_cases[_i]);
+}
+END_TEST
+
+START_TEST(fusing_ops_have_samples)
+{
+    for (int k = 0; k < OP_COUNT; k++) {
+        int found = 0;
+        for (int i = 0; i < N_FUSING; i++)
+            found |= fusing_samples[i].kind == (op_kind)k;
+        ck_assert_msg(found == op_get((op_kind)k)->fuses_act,
+                      "%s: fuses_act is %d; fusing_samples must list exactly the fusing ops",
+                      op_get((op_kind)k)->name, op_get((op_kind)k)->fuses_act);
+    }
+}
+END_TEST
+
+/* An activation whose gradient needs its input is refused by every op's
+ * epilogue, naming both; ops without fuses_act refuse every activation. */
+START_TEST(epilogues_refuse_what_they_cannot_absorb)
+{
+    int refused = 0;
+    for (int i = 0; i < N_FUSING; i++)
+        for (int a = 1; a < KILN_ACT_COUNT; a++) {
+            const op_case *tc = &fusing_samples[i];
+            op_attrs attrs = attrs_of(tc);
+            attrs.act = (kiln_act)a;
+            op_shapes s;
+            kiln_status st = op_infer(tc->kind, &attrs, tc->in, &s);
+            if (act_get((kiln_act)a)->from_output) {
+                ck_assert_int_eq(st, KILN_OK);
+                continue;
+            }
+            ck_assert_int_eq(st, KILN_ERR_UNSUPPORTED);
+            ck_assert_msg(strstr(kiln_last_error(), act_get((kiln_act)a)->name) &&
+                              strstr(kiln_last_error(), op_get(tc->kind)->name),
+                          "message: %s", kiln_last_error());
+            refused++;
+        }
+    for (int k = 0; k < OP_COUNT; k++)
+        if (!op_get((op_kind)k)->fuses_act && k != OP_ACTIVATION)
+            ck_assert_int_eq(op_check_fusable((op_kind)k, KILN_ACT_RELU), KILN_ERR_UNSUPPORTED);
+    printf("%d pairs of an epilogue and an activation refused\n", refused);
+}
+END_TEST
+
+/* Every op that the cases give parameters or buffers names them for the
+ * state_dict and has an initialiser; every op of the table has a case. */
+START_TEST(rows_name_their_state_and_initialiser)
+{
+    int covered[OP_COUNT] = {0};
+    for (int i = 0; i < CASE_COUNT; i++) {
+        const op_case *tc = &cases[i];
+        const op_desc *d = op_get(tc->kind);
+        op_attrs a = attrs_of(tc);
+        op_shapes s;
+        check_ok(op_infer(tc->kind, &a, tc->in, &s));
+        covered[tc->kind] = 1;
+        for (int k = 0; k < s.n_params; k++)
+            ck_assert_msg(d->param_names[k], "%s: parameter %d has no name", d->name, k);
+        for (int k = 0; k < s.n_buffers; k++)
+            ck_assert_msg(d->buffer_names[k], "%s: buffer %d has no name", d->name, k);
+        ck_assert_msg(d->init || s.n_params + s.n_buffers == 0,
+                      "%s: parameters but no initialiser", d->name);
+    }
+    /* The sequence ops take token ids or heads, which cases[] cannot say:
+     * tests/test_gpt.c checks them against float64 and finite differences. */
+    covered[OP_EMBEDDING] = covered[OP_POSITION] = covered[OP_ATTENTION] = 1;
+    for (int k = 0; k < OP_COUNT; k++)
+        ck_assert_msg(covered[k], "%s: no case in cases[] or tests/test_gpt.c",
+                      op_get((op_kind)k)->name);
+}
+END_TEST
+
+/* Every initialiser of INIT_LIST fills a weight with finite values that
+ * spread (zeros: none), and none is left to a default formula. */
+START_TEST(every_initialiser_has_a_formula)
+{
+    kiln_shape ws = shape_make(2, 64, 48, 0, 0), bs = shape_make(1, 64, 0, 0, 0);
+    op_shapes shapes = {.n_params = 2, .param = {ws, bs}};
+    kiln_tensor *w = device_of(&ws, NULL), *b = device_of(&bs, NULL);
+    size_t n = shape_numel(&ws);
+    float *v = test_alloc(n * sizeof *v);
+    for (int kind = 1; kind < INIT_COUNT; kind++) {
+        kiln_rng rng;
+        kiln_rng_seed(&rng, 5);
+        op_init c = {.init = (init_kind)kind, .rng = &rng, .shapes = &shapes, .param = {w, b},
+                     .std = 0.02f};
+        check_ok(op_init_weight_bias(&c));
+        check_ok(kiln_tensor_download(w, v, n));
+        double sq = 0;
+        for (size_t i = 0; i < n; i++) {
+            ck_assert_msg(isfinite(v[i]), "init = %s: weight %zu is %g",
+                          init_name((init_kind)kind), i, (double)v[i]);
+            sq += (double)v[i] * v[i];
+        }
+        double sd = sqrt(sq / (double)n);
+        printf("init = %-16s weight deviation %.4f\n", init_name((init_kind)kind), sd);
+        if (kind == INIT_ZEROS)
+            ck_assert(sd == 0);
+        else
+            ck_assert_msg(sd > 1e-3 && sd < 1, "init = %s: deviation %g for fan-in 48",
+                          init_name((init_kind)kind), sd);
+    }
+    free(v);
+    kiln_tensor_free(w);
+    kiln_tensor_free(b);
 }
 END_TEST
 
@@ -561,7 +731,8 @@ START_TEST(bad_shapes_name_both_shapes)
                        "2x3x5x5 and 2x3x5x6");
     a.act = KILN_ACT_GELU;
     a.kernel = 3;
-    expect_infer_error(OP_LINEAR, a, shape_make(2, 3, 5, 0, 0), none, "gelu cannot be fused");
+    expect_infer_error(OP_LINEAR, a, shape_make(2, 3, 5, 0, 0), none,
+                       "gelu cannot be fused");
 
     /* a call with tensors of the wrong shape says which tensor */
     op_attrs l = op_attrs_default();
@@ -619,6 +790,12 @@ int main(void)
     TCase *tc = tcase_create("ops");
     tcase_add_loop_test(tc, operator_matches_reference, 0, CASE_COUNT);
     tcase_add_loop_test(tc, convolution_at_other_tiles, 0, CASE_COUNT);
+    list_act_cases();
+    tcase_add_loop_test(tc, activation_matches_reference, 0, act_case_count);
+    tcase_add_test(tc, fusing_ops_have_samples);
+    tcase_add_test(tc, epilogues_refuse_what_they_cannot_absorb);
+    tcase_add_test(tc, rows_name_their_state_and_initialiser);
+    tcase_add_test(tc, every_initialiser_has_a_formula);
     tcase_add_test(tc, batchnorm_running_statistics_after_three_steps);
     tcase_add_test(tc, bad_shapes_name_both_shapes);
     tcase_add_test(tc, sum_of_squares_is_accurate_and_deterministic);

@@ -1,10 +1,12 @@
 /* Optimizers against float64 references of PyTorch's formulas, gradient
  * clipping, and learning-rate schedules against their formulas. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+#include "net/config.h"
 #include "optim/optim.h"
 
 typedef struct {
@@ -227,6 +229,36 @@ START_TEST(plateau_reduces_after_patience)
 }
 END_TEST
 
+/* Every optimizer, schedule and loss of the lists is read back by its
+ * name from a [train] section, and a wrong name lists them all. */
+static train_config read_train(const char *key, const char *value, kiln_status want)
+{
+    char text[256];
+    snprintf(text, sizeof text, "[input]\nshape = 3\n[linear]\nout = 2\n[train]\n%s = %s\n",
+             key, value);
+    kiln_model *m;
+    check_ok(kiln_model_parse(text, "lists.ini", &m));
+    train_config c;
+    ck_assert_int_eq(train_config_read(m, &c), want);
+    kiln_model_free(m);
+    return c;
+}
+
+START_TEST(every_listed_name_is_read_back)
+{
+    for (int k = 0; k < OPTIM_COUNT; k++)
+        ck_assert_int_eq(read_train("optimizer", optim_name((optim_kind)k), KILN_OK).optim.kind, k);
+    for (int k = 0; k < SCHED_COUNT; k++)
+        ck_assert_int_eq(read_train("schedule", sched_name((sched_kind)k), KILN_OK).sched.kind, k);
+    for (int k = 0; k < LOSS_COUNT; k++)
+        ck_assert_int_eq(read_train("loss", loss_name((loss_kind)k), KILN_OK).loss, k);
+    read_train("optimizer", "lamb", KILN_ERR_MODEL);
+    for (int k = 0; k < OPTIM_COUNT; k++)
+        ck_assert_msg(strstr(kiln_last_error(), optim_name((optim_kind)k)), "%s",
+                      kiln_last_error());
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("optim");
@@ -235,6 +267,7 @@ int main(void)
     tcase_add_test(tc, gradient_clipping_is_exact);
     tcase_add_test(tc, schedules_follow_their_formulas);
     tcase_add_test(tc, plateau_reduces_after_patience);
+    tcase_add_test(tc, every_listed_name_is_read_back);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -98,9 +98,10 @@ static float *download_all(kiln_tensor *t)
     return h;
 }
 
-START_TEST(network_gradients_match_finite_differences)
+/* The parameter gradients of a fused, planned pipeline against central
+ * differences of its loss, at three coordinates of every parameter. */
+static void check_gradients(const net_case *c)
 {
-    const net_case *c = &nets[_i];
     net n;
     net_open(&n, c, (pipe_options){.fuse = 1, .plan = 1});
     loss_at(&n, c);
@@ -136,6 +137,11 @@ START_TEST(network_gradients_match_finite_differences)
     ck_assert_int_gt(checked, 6);
     net_close(&n);
 }
+
+START_TEST(network_gradients_match_finite_differences)
+{
+    check_gradients(&nets[_i]);
+}
 END_TEST
 
 static void expect_same(kiln_tensor *a, kiln_tensor *b, const char *what, const char *label)
@@ -148,6 +154,27 @@ static void expect_same(kiln_tensor *a, kiln_tensor *b, const char *what, const 
     free(x);
     free(y);
     free(want);
+}
+
+/* The same loss, output, parameters and gradients after one training
+ * step, fused and unfused. */
+static void expect_same_step(net *fused, net *plain, const char *label)
+{
+    expect_same(fused->loss, plain->loss, "loss", label);
+    expect_same(pipeline_output(fused->p), pipeline_output(plain->p), "output", label);
+    /* the same parameters, in the same order, with the same gradients */
+    size_t j = 0;
+    for (size_t s = 0; s < fused->p->count; s++) {
+        pipe_step *a = &fused->p->steps[s];
+        for (int k = 0; k < a->shapes.n_params; k++) {
+            while (plain->p->steps[j].shapes.n_params == 0)
+                j++;
+            expect_same(a->param[k], plain->p->steps[j].param[k], "parameter", label);
+            expect_same(a->dparam[k], plain->p->steps[j].dparam[k], "gradient", label);
+        }
+        if (a->shapes.n_params)
+            j++;
+    }
 }
 
 START_TEST(fused_pipeline_matches_unfused_with_fewer_launches)
@@ -169,21 +196,7 @@ START_TEST(fused_pipeline_matches_unfused_with_fewer_launches)
            (unsigned long long)fused_launches, (unsigned long long)plain_launches);
     ck_assert_uint_lt(fused.p->count, plain.p->count);
     ck_assert_uint_lt(fused_launches, plain_launches);
-    expect_same(fused.loss, plain.loss, "loss", c->label);
-    expect_same(pipeline_output(fused.p), pipeline_output(plain.p), "output", c->label);
-    /* the same parameters, in the same order, with the same gradients */
-    size_t j = 0;
-    for (size_t s = 0; s < fused.p->count; s++) {
-        pipe_step *a = &fused.p->steps[s];
-        for (int k = 0; k < a->shapes.n_params; k++) {
-            while (plain.p->steps[j].shapes.n_params == 0)
-                j++;
-            expect_same(a->param[k], plain.p->steps[j].param[k], "parameter", c->label);
-            expect_same(a->dparam[k], plain.p->steps[j].dparam[k], "gradient", c->label);
-        }
-        if (a->shapes.n_params)
-            j++;
-    }
+    expect_same_step(&fused, &plain, c->label);
     /* eval mode, where batchnorm folds into the layer before it */
     before = kiln_ctx_launches(ctx);
     check_ok(pipeline_forward(fused.p, 0));
@@ -376,6 +389,59 @@ START_TEST(same_training_on_every_device)
 }
 END_TEST
 
+/* ---- every activation of KILN_ACT_LIST with a layer -------------------- */
+
+/* After a conv2d, a batchnorm and a linear, each of which absorbs it where
+ * the rows allow (act_info.from_output, op_desc.fuses_act). */
+static net_case act_nets[KILN_ACT_COUNT];
+static char act_texts[KILN_ACT_COUNT][400];
+static int act_net_count;
+
+static void list_act_nets(void)
+{
+    for (int a = 0; a < KILN_ACT_COUNT; a++) {
+        const act_info *info = act_get((kiln_act)a);
+        if (!info->layer)
+            continue;
+        int i = act_net_count++;
+        snprintf(act_texts[i], sizeof act_texts[i],
+                 "[input]\nshape = 2x5x6\n[conv2d]\nout = 3\nsize = 3\npad = 1\n[%s]\n"
+                 "[batchnorm]\n[%s]\n[flatten]\n[linear]\nout = 4\n[%s]\n[linear]\nout = 3\n",
+                 info->name, info->name, info->name);
+        act_nets[i] = (net_case){info->name, act_texts[i], LOSS_CROSS_ENTROPY, 3};
+    }
+}
+
+/* Fused where the rows allow (three steps fewer) and not elsewhere, with the
+ * unfused numbers; and, for activations without kinks, gradients that
+ * match finite differences of the loss. */
+START_TEST(every_activation_fuses_where_its_row_allows)
+{
+    const net_case *c = &act_nets[_i];
+    kiln_act act = KILN_ACT_NONE;
+    for (int a = 0; a < KILN_ACT_COUNT; a++)
+        if (strcmp(act_get((kiln_act)a)->name, c->label) == 0)
+            act = (kiln_act)a;
+    net fused, plain;
+    net_open(&fused, c, (pipe_options){.fuse = 1});
+    net_open(&plain, c, (pipe_options){0});
+    size_t absorbed = act_get(act)->from_output ? 3 : 0;
+    ck_assert_uint_eq(fused.p->count + absorbed, plain.p->count);
+    loss_at(&fused, c);
+    check_ok(pipeline_backward(fused.p, 1));
+    loss_at(&plain, c);
+    check_ok(pipeline_backward(plain.p, 1));
+    expect_same_step(&fused, &plain, c->label);
+    check_ok(pipeline_forward(fused.p, 0));
+    check_ok(pipeline_forward(plain.p, 0));
+    expect_same(pipeline_output(fused.p), pipeline_output(plain.p), "eval output", c->label);
+    net_close(&fused);
+    net_close(&plain);
+    if (act_get(act)->smooth)
+        check_gradients(c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pipeline");
@@ -386,6 +452,8 @@ int main(void)
     tcase_add_test(tc, softmax_head_trains_on_logits);
     tcase_add_test(tc, initialisation_follows_the_formula_and_the_seed);
     tcase_add_test(tc, same_training_on_every_device);
+    list_act_nets();
+    tcase_add_loop_test(tc, every_activation_fuses_where_its_row_allows, 0, act_net_count);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

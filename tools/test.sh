@@ -156,7 +156,7 @@ fi
 meson compile -C "$fuzz" >"$fuzz/compile.log" 2>&1 || { cat "$fuzz/compile.log"; exit 1; }
 mkdir -p "$fuzz/findings"
 fuzz_started=$SECONDS
-for target in model idx csv safetensors npy; do
+for target in model idx csv safetensors npy png jpeg; do
   echo "== fuzzing $target for ${seconds} s"
   mkdir -p "$fuzz/corpus/$target"
   if LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0 \
@@ -171,7 +171,7 @@ for target in model idx csv safetensors npy; do
   fi
 done
 
-timings+=("$(printf '%5d s  %s' $((SECONDS - fuzz_started)) "fuzzing (5 harnesses)")")
+timings+=("$(printf '%5d s  %s' $((SECONDS - fuzz_started)) "fuzzing (7 harnesses)")")
 
 echo "== time per pass"
 printf '%s\n' "${timings[@]}"

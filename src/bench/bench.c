@@ -125,7 +125,7 @@ static kiln_status run_copy(void *u)
 {
     kernel_state *s = u;
     cl_ulong n = s->a->numel;
-    return kiln_launch_1d(s->ctx, s->copy, "copy", n, 0, 3, KARG(s->a->buf), KARG(s->b->buf),
+    return kiln_launch_1d(s->ctx, s->copy, "copy", n, 0, KARG(s->a->buf), KARG(s->b->buf),
                           KARG(n));
 }
 
@@ -152,12 +152,15 @@ static kiln_status run_gelu(void *u)
 
 static kiln_status run_add(void *u)
 {
-    return run_op(u, OP_ADD, 1);
+    kernel_state *s = u;
+    s->attrs.act = KILN_ACT_NONE; /* the kernels before set one */
+    return run_op(s, OP_ADD, 1);
 }
 
 static kiln_status run_dropout(void *u)
 {
     kernel_state *s = u;
+    s->attrs.act = KILN_ACT_NONE;
     s->attrs.p = 0.3f;
     s->attrs.counter++;
     return run_op(s, OP_DROPOUT, 0);

@@ -187,9 +187,8 @@ static kiln_status scale_matrix(kiln_ctx *ctx, float alpha, cl_mem c, size_t c_o
     if (st != KILN_OK)
         return st;
     cl_ulong off = c_off, ld = ldc, rows = m, cols = n;
-    return kiln_launch_1d(ctx, kernel, "scale_matrix", m * n, 64, 6, sizeof c, &c,
-                          sizeof alpha, &alpha, sizeof off, &off, sizeof ld, &ld, sizeof rows,
-                          &rows, sizeof cols, &cols);
+    return kiln_launch_1d(ctx, kernel, "scale_matrix", m * n, 64, KARG(c), KARG(alpha),
+                          KARG(off), KARG(ld), KARG(rows), KARG(cols));
 }
 
 static void log_shape(gemm_log *log, kiln_transpose ta, kiln_transpose tb, size_t m, size_t n,

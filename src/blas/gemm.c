@@ -258,7 +258,7 @@ static kiln_status pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem sr
     cl_ulong o = off, l = ld, e = extent, kk = k;
     cl_uint along = (cl_uint)along_k;
     return kiln_launch_tiles(ctx, kernel, "pack_panels", (k + GEMM_PACK_K - 1) / GEMM_PACK_K,
-                             panels, 8, KARG(*out), KARG(src), KARG(o), KARG(l), KARG(along),
+                             panels, KARG(*out), KARG(src), KARG(o), KARG(l), KARG(along),
                              KARG(e), KARG(kk), KARG(w));
 }
 
@@ -281,9 +281,9 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
         return st;
     cl_ulong ao = a_off, la = lda, co = c_off, lc = ldc, mm = m, nn = n, kk = k;
     size_t mr = (size_t)s->tile.mr, nr = 2 * (size_t)s->tile.v;
-    return kiln_launch_tiles(ctx, kernel, "gemm_tile", (m + mr - 1) / mr, (n + nr - 1) / nr, 12, KARG(ap), KARG(ao), KARG(la),
-                             KARG(bp), KARG(c), KARG(co), KARG(lc), KARG(mm), KARG(nn),
-                             KARG(kk), KARG(alpha), KARG(beta));
+    return kiln_launch_tiles(ctx, kernel, "gemm_tile", (m + mr - 1) / mr, (n + nr - 1) / nr,
+                             KARG(ap), KARG(ao), KARG(la), KARG(bp), KARG(c), KARG(co),
+                             KARG(lc), KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta));
 }
 
 /* k split into blocks of at most the tile's kc, of equal length but for
@@ -331,7 +331,7 @@ static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, 
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
              kk = k;
     cl_uint along = tb == KILN_TRANS;
-    return kiln_launch_1d(ctx, kernel, "gemm_slots", items, 1, 16, KARG(a), KARG(ao), KARG(la),
+    return kiln_launch_1d(ctx, kernel, "gemm_slots", items, 1, KARG(a), KARG(ao), KARG(la),
                           KARG(b), KARG(bo), KARG(lb), KARG(along), KARG(c), KARG(co), KARG(lc),
                           KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta),
                           KARG(scratch_slots));
@@ -350,7 +350,7 @@ static kiln_status gemv(kiln_ctx *ctx, const blas_state *s, size_t n, size_t k, 
         return st;
     cl_ulong ao = a_off, bo = b_off, lb = ldb, co = c_off;
     cl_uint nn = (cl_uint)n, kk = (cl_uint)k;
-    return kiln_launch_1d(ctx, kernel, "gemv_rows", n, n < 64 ? n : 64, 11, KARG(a), KARG(ao),
+    return kiln_launch_1d(ctx, kernel, "gemv_rows", n, n < 64 ? n : 64, KARG(a), KARG(ao),
                           KARG(b), KARG(bo), KARG(lb), KARG(c), KARG(co), KARG(nn), KARG(kk),
                           KARG(alpha), KARG(beta));
 }
@@ -400,7 +400,7 @@ static kiln_status im2col_block(kiln_ctx *ctx, const blas_state *s, const gemm_i
             OW = (cl_uint)x->ow, by_rows = (cl_uint)transposed;
     cl_ulong kbase = k0, kk = len, extent = n;
     return kiln_launch_tiles(ctx, kernel, "im2col_panels", (len + GEMM_PACK_K - 1) / GEMM_PACK_K,
-                             panels, 15, KARG(*bp), KARG(x->x), KARG(C), KARG(H), KARG(W),
+                             panels, KARG(*bp), KARG(x->x), KARG(C), KARG(H), KARG(W),
                              KARG(K), KARG(S), KARG(P), KARG(D), KARG(OH), KARG(OW),
                              KARG(by_rows), KARG(kbase), KARG(kk), KARG(extent));
 }
@@ -450,7 +450,7 @@ kiln_status kiln_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
             S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
             OW = (cl_uint)x->ow;
     cl_ulong mm = m, nn = n, kk = k;
-    return kiln_launch_1d(ctx, kernel, "conv_tiles", items, 1, 16, KARG(a), KARG(x->x), KARG(y),
+    return kiln_launch_1d(ctx, kernel, "conv_tiles", items, 1, KARG(a), KARG(x->x), KARG(y),
                           KARG(slots), KARG(C), KARG(H), KARG(W), KARG(K), KARG(S), KARG(P),
                           KARG(D), KARG(OH), KARG(OW), KARG(mm), KARG(nn), KARG(kk));
 }

@@ -19,9 +19,13 @@
 
 #include "blas/blas.h"
 
-static const char *const xgemm_names[KILN_XGEMM_PARAMS] = {
-    "GEMMK", "KREG", "KWG", "KWI", "MDIMA", "MDIMC", "MWG", "NDIMB",
-    "NDIMC", "NWG",  "SA",  "SB",  "STRM",  "STRN",  "VWM", "VWN"};
+static const char *const xgemm_names[] = {
+#define XGEMM_NAME(name) #name,
+    KILN_XGEMM_PARAM_LIST(XGEMM_NAME)
+#undef XGEMM_NAME
+};
+_Static_assert(sizeof xgemm_names / sizeof xgemm_names[0] == KILN_XGEMM_PARAMS,
+               "one name per Xgemm parameter");
 
 const char *kiln_xgemm_param_name(int i)
 {
@@ -195,16 +199,10 @@ kiln_status kiln_tuning_save(const kiln_device_info *d, const kiln_tuning *t,
         cJSON_AddItemToObject(root, "measured", m);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
-    int fd = text ? mkstemp(tmp) : -1;
-    int ok = fd >= 0 && kiln_write_all(fd, text, strlen(text)) == 0 && fsync(fd) == 0;
-    ok = fd >= 0 && close(fd) == 0 && ok;
-    ok = ok && rename(tmp, path) == 0;
-    if (!ok && fd >= 0)
-        unlink(tmp);
+    st = text ? write_bytes_atomic(path, text, strlen(text))
+               : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
     free(text);
-    return ok ? KILN_OK : kiln_fail(KILN_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
+    return st;
 }
 
 /* CLBlast keeps compiled kernels per routine; after an override they must

@@ -19,6 +19,7 @@
 typedef struct {
     const char *device;
     int all, quick, json, layers, worker;
+    const char *images;             /* --images DIR */
     const char *models[MAX_MODELS];
     int n_models;
 } bench_args;
@@ -31,6 +32,9 @@ typedef struct {
     double api_forward[MAX_MODELS]; /* kiln_net_forward of one sample, ms */
     double first_cold[MAX_MODELS];  /* seconds to the first trained batch, empty caches */
     double first_warm[MAX_MODELS];  /* the same with the caches the cold run left */
+    double images[MAX_MODELS];      /* --images: images decoded per second for the model */
+    size_t image_count;
+    int image_workers;
 } measured;
 
 /* ---- the host's BLAS, loaded at run time ----------------------------------------- */
@@ -147,6 +151,12 @@ static void print_table(const measured *m, const bench_args *a, const char *host
         printf("  %-36s %8.2f s %8.2f s\n", a->models[i], m->first_cold[i], m->first_warm[i]);
     if (a->n_models > 0)
         printf("  (cold: empty kernel caches; warm: the caches the cold run left)\n");
+    if (a->images)
+        printf("\n%s: %zu images decoded and resized on %d threads\n", a->images,
+               m->image_count, m->image_workers);
+    for (int i = 0; a->images && i < a->n_models; i++)
+        printf("  for %-34s %10.0f images/s (training %.0f samples/s)\n", a->models[i],
+               m->images[i], m->train[i]);
 }
 
 static void json_column(const char *key, const double *v, size_t n)
@@ -213,6 +223,12 @@ static void print_json(const measured *m, size_t n, const bench_args *a, const c
             cli_json_string(a->models[i]);
             printf(": {\"cold\": %.3f, \"warm\": %.3f}", m[d].first_cold[i], m[d].first_warm[i]);
         }
+        printf("}, \"images_per_s\": {");
+        for (int i = 0; a->images && i < a->n_models; i++) {
+            printf("%s", i ? ", " : "");
+            cli_json_string(a->models[i]);
+            printf(": %.1f", m[d].images[i]);
+        }
         printf("}}");
     }
     printf("\n]\n");
@@ -240,6 +256,10 @@ static int models(const char *selector, const bench_args *a, int profile, measur
         if (!profile && (kiln_bench_training(ctx, m, batch, &out->train[i]) != KILN_OK ||
                          kiln_bench_net(ctx, m, batch, &out->api_forward[i],
                                         &out->api_step[i]) != KILN_OK))
+            rc = cli_fail("bench");
+        if (!profile && rc == 0 && a->images &&
+            kiln_bench_images(m, a->images, &out->images[i], &out->image_count,
+                              &out->image_workers) != KILN_OK)
             rc = cli_fail("bench");
         if (profile) {
             batch = batch ? batch : 128;
@@ -279,6 +299,10 @@ static const cli_flag flags[] = {
     {"all-devices", 'a', NULL, NULL, "measure every OpenCL device in turn"},
     {"quick", 'q', NULL, NULL, "small sizes and few repetitions (a smoke test, not figures)"},
     {"json", 'j', NULL, NULL, "print the results as one JSON document"},
+    {"images", 'i', "DIR", NULL,
+     "also decode the image folder DIR (its training split) for each model, as training "
+     "would before its first epoch, and report images decoded per second beside the "
+     "training samples per second"},
     {"first-batch-worker", 'W', NULL, NULL, NULL},
     {NULL, 0, NULL, NULL, NULL}};
 
@@ -309,6 +333,8 @@ static int parse(int argc, char **argv, bench_args *a)
             a->json = 1;
         else if (opt == 'W')
             a->worker = 1;
+        else if (opt == 'i')
+            a->images = optarg;
     }
     for (int i = optind; i < argc && a->n_models < MAX_MODELS; i++)
         a->models[a->n_models++] = argv[i];

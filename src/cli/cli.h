@@ -35,10 +35,11 @@ int cli_bench(int argc, char **argv);
 int cli_tune(int argc, char **argv);
 int cli_plot(int argc, char **argv);
 int cli_export(int argc, char **argv);
+int cli_generate(int argc, char **argv);
 
 extern const cli_command cli_devices_cmd, cli_check_cmd, cli_summary_cmd, cli_train_cmd,
     cli_eval_cmd, cli_predict_cmd, cli_bench_cmd, cli_tune_cmd;
-extern const cli_command cli_plot_cmd, cli_export_cmd;
+extern const cli_command cli_plot_cmd, cli_export_cmd, cli_generate_cmd;
 
 /* cli_next_flag's results besides a flag's key. */
 enum { CLI_DONE = -1, CLI_HELP = -2, CLI_BAD = -3 };
@@ -78,9 +79,13 @@ static inline void cli_write(void *file, const char *text)
 int cli_number_arg(const char *flag, const char *v, double lo, double hi, double *out);
 int cli_whole_arg(const char *flag, const char *v, double lo, double hi, double *out);
 
-/* Loads the model (checking its [train] section) and opens the device
- * (this rank's under mpirun), and prints the device to out; 0 or the exit
- * code after reporting the error. */
+/* Whether a file is a safetensors checkpoint (a length, then JSON). */
+int cli_is_checkpoint(const char *path);
+
+/* Loads the model (a model file, or the model a checkpoint carries),
+ * checking its [train] section, and opens the device (this rank's under
+ * mpirun), and prints the device to out; 0 or the exit code after
+ * reporting the error. */
 int cli_open(const char *model, const char *device, const char *cmd, FILE *out,
              kiln_ctx **ctx, kiln_model **m);
 

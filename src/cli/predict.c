@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -29,12 +30,16 @@ static const cli_flag flags[] = {
     {NULL, 0, NULL, NULL, NULL}};
 
 const cli_command cli_predict_cmd = {
-    "predict", cli_predict, "MODEL.ini CHECKPOINT INPUT", "predict the outputs of every sample",
-    "Runs the network with a checkpoint's weights (and its stored normalization) on every "
+    "predict", cli_predict, "[MODEL.ini] CHECKPOINT INPUT", "predict the outputs of every sample",
+    "Runs the network with a checkpoint's weights (and its stored normalization; without "
+    "MODEL.ini, the model the checkpoint carries) on every "
     "sample of INPUT, an IDX images file (gzipped or not), a CSV file with a header row "
-    "(with or without a label column), a NumPy .npy file or an .npz archive, in batches, and writes each "
+    "(with or without a label column), a NumPy .npy file, an .npz archive, a PNG or JPEG "
+    "image, or a folder of them (or an image folder: its val/ images), in batches, and "
+    "writes each "
     "sample's prediction: for a softmax classifier (or logits trained with cross_entropy) "
-    "the class and its probabilities, for a sigmoid head each label's decision and "
+    "the class (and its name when trained on an image folder) and its probabilities, for a "
+    "sigmoid head each label's decision and "
     "probability, otherwise the outputs.",
     flags};
 
@@ -57,7 +62,31 @@ typedef struct {
     FILE *f;
     format fmt;
     size_t written;
+    const kiln_net *net; /* class names, when trained on an image folder */
+    const kiln_data *d;  /* file names, for images */
 } writer;
+
+/* Class c's name, or NULL. */
+static const char *class_name(const writer *w, size_t c)
+{
+    return kiln_net_class_name(w->net, c);
+}
+
+/* Writes s as a JSON string (names of class folders may hold anything). */
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
 
 static size_t argmax(const float *y, size_t n)
 {
@@ -73,7 +102,11 @@ static void text_row(const writer *w, size_t i, const float *y)
     size_t n = w->outputs;
     if (w->head == KILN_HEAD_SOFTMAX) {
         size_t c = argmax(y, n);
-        fprintf(w->f, "sample %zu: class %zu (%.1f%%) |", i, c, 100.0 * y[c]);
+        const char *name = class_name(w, c);
+        const char *file = kiln_data_file(w->d, i);
+        fprintf(w->f, "sample %zu%s%s%s: class %zu%s%s (%.1f%%) |", i, file ? " (" : "",
+                file ? file : "", file ? ")" : "", c, name ? " " : "", name ? name : "",
+                100.0 * y[c]);
     } else if (w->head == KILN_HEAD_SIGMOID) {
         fprintf(w->f, "sample %zu: %s", i, n == 1 ? "class" : "labels");
         for (size_t j = 0; j < n; j++)
@@ -87,11 +120,20 @@ static void text_row(const writer *w, size_t i, const float *y)
     fputc('\n', w->f);
 }
 
+/* s as a CSV field, quoted as RFC 4180 says. */
+static void csv_text(FILE *f, const char *s)
+{
+    fputs(",\"", f);
+    for (; *s; s++)
+        fprintf(f, *s == '"' ? "\"\"" : "%c", *s);
+    fputc('"', f);
+}
+
 static void csv_header(const writer *w)
 {
-    fprintf(w->f, "sample");
+    fprintf(w->f, kiln_data_file(w->d, 0) ? "sample,file" : "sample");
     if (w->head == KILN_HEAD_SOFTMAX)
-        fprintf(w->f, ",class");
+        fprintf(w->f, class_name(w, 0) ? ",class,class_name" : ",class");
     for (size_t j = 0; w->head == KILN_HEAD_SIGMOID && j < w->outputs; j++)
         fprintf(w->f, w->outputs == 1 ? ",class" : ",label_%zu", j);
     for (size_t j = 0; j < w->outputs; j++)
@@ -102,8 +144,13 @@ static void csv_header(const writer *w)
 static void csv_row(const writer *w, size_t i, const float *y)
 {
     fprintf(w->f, "%zu", i);
+    size_t c = argmax(y, w->outputs);
+    if (kiln_data_file(w->d, i))
+        csv_text(w->f, kiln_data_file(w->d, i));
     if (w->head == KILN_HEAD_SOFTMAX)
-        fprintf(w->f, ",%zu", argmax(y, w->outputs));
+        fprintf(w->f, ",%zu", c);
+    if (w->head == KILN_HEAD_SOFTMAX && class_name(w, 0))
+        csv_text(w->f, class_name(w, c) ? class_name(w, c) : "");
     for (size_t j = 0; w->head == KILN_HEAD_SIGMOID && j < w->outputs; j++)
         fprintf(w->f, ",%d", y[j] >= 0.5f);
     for (size_t j = 0; j < w->outputs; j++)
@@ -126,8 +173,17 @@ static void json_values(FILE *f, const char *key, const float *y, size_t n)
 static void json_row(const writer *w, size_t i, const float *y)
 {
     fprintf(w->f, "%s{\"sample\": %zu", w->written ? ",\n" : "[\n", i);
+    if (kiln_data_file(w->d, i)) {
+        fprintf(w->f, ", \"file\": ");
+        json_string(w->f, kiln_data_file(w->d, i));
+    }
+    size_t c = argmax(y, w->outputs);
     if (w->head == KILN_HEAD_SOFTMAX)
-        fprintf(w->f, ", \"class\": %zu", argmax(y, w->outputs));
+        fprintf(w->f, ", \"class\": %zu", c);
+    if (w->head == KILN_HEAD_SOFTMAX && class_name(w, c)) {
+        fprintf(w->f, ", \"class_name\": ");
+        json_string(w->f, class_name(w, c));
+    }
     if (w->head == KILN_HEAD_SIGMOID) {
         fprintf(w->f, ", \"labels\": [");
         for (size_t j = 0; j < w->outputs; j++)
@@ -187,11 +243,29 @@ static int ends_with(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
+/* Whether dir holds IDX files (a dataset directory, not images). */
+static int idx_dir(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte.gz", dir);
+    if (access(path, F_OK) == 0)
+        return 1;
+    snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte", dir);
+    return access(path, F_OK) == 0;
+}
+
 /* INPUT's features: an .npz's features array, a .npy file, or a CSV with
  * its label column left out (a CSV may carry one column more than the
  * model's inputs, the label, or exactly as many). */
-static kiln_status load_input(const predict_args *a, size_t inputs, kiln_data **d)
+static kiln_status load_input(const predict_args *a, const kiln_net *net, kiln_data **d)
 {
+    size_t inputs = kiln_net_input_size(net);
+    struct stat info;
+    if (ends_with(a->input, ".png") || ends_with(a->input, ".jpg") ||
+        ends_with(a->input, ".jpeg") || ends_with(a->input, ".PNG") ||
+        ends_with(a->input, ".JPG") || ends_with(a->input, ".JPEG") ||
+        (stat(a->input, &info) == 0 && S_ISDIR(info.st_mode) && !idx_dir(a->input)))
+        return kiln_net_load_images(net, a->input, d);
     if (ends_with(a->input, ".npz"))
         return kiln_data_load_npz(a->input, a->npz_keys, NULL, d);
     if (ends_with(a->input, ".npy"))
@@ -216,13 +290,16 @@ static kiln_status check_input(const predict_args *a, const kiln_data *d, size_t
     return KILN_ERR_INVALID_ARGUMENT;
 }
 
-/* Every sample through the network, a batch at a time, into w. */
+/* Every sample through the network, a batch at a time, into w; why gets
+ * the reason of a failure that is not kiln's (it has no last error). */
 static kiln_status run_batches(kiln_net *net, const kiln_data *d, size_t count, int logits,
-                               writer *w)
+                               writer *w, char *why, size_t why_size)
 {
     size_t batch = kiln_net_max_batch(net), in = kiln_net_input_size(net);
     float *x = malloc(batch * in * sizeof *x), *y = malloc(batch * w->outputs * sizeof *y);
     kiln_status st = x && y ? KILN_OK : KILN_ERR_OUT_OF_MEMORY;
+    if (st != KILN_OK)
+        snprintf(why, why_size, "out of host memory for a batch of %zu", batch);
     for (size_t first = 0; st == KILN_OK && first < count; first += batch) {
         size_t n = count - first < batch ? count - first : batch;
         st = kiln_data_copy_features(d, first, n, x);
@@ -233,7 +310,7 @@ static kiln_status run_batches(kiln_net *net, const kiln_data *d, size_t count, 
                 softmax_row(y + i * w->outputs, w->outputs);
             write_row(w, first + i, y + i * w->outputs);
         }
-        if (st == KILN_OK && ferror(w->f))
+        if (st == KILN_OK && ferror(w->f)) /* kiln, or for stdout main, says why */
             st = KILN_ERR_IO;
     }
     free(x);
@@ -241,35 +318,27 @@ static kiln_status run_batches(kiln_net *net, const kiln_data *d, size_t count, 
     return st;
 }
 
-/* --out FILE is written to FILE.tmp, flushed to disk and renamed, so that
- * a failed run never leaves half a file. */
-static FILE *open_out(const char *path, char *tmp, size_t size)
-{
-    if (!path)
-        return stdout;
-    snprintf(tmp, size, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        fprintf(stderr, "kiln predict: %s: cannot write the file (%s)\n", tmp, strerror(errno));
-    return f;
-}
+/* What run_batches needs to write the predictions. */
+typedef struct {
+    kiln_net *net;
+    const kiln_data *d;
+    size_t count;
+    int logits;
+    writer w;
+    char why[256]; /* a failure of this command's own */
+} job;
 
-static int close_out(FILE *f, const char *path, const char *tmp, int ok)
+static kiln_status write_predictions(void *user, FILE *f)
 {
-    if (f == stdout)
-        return ok;
-    ok = ok && fflush(f) == 0 && !ferror(f) && fsync(fileno(f)) == 0;
-    ok = fclose(f) == 0 && ok;
-    if (ok && rename(tmp, path) != 0) {
-        fprintf(stderr, "kiln predict: %s: cannot rename %s to it (%s)\n", path, tmp,
-                strerror(errno));
-        ok = 0;
-    } else if (!ok) {
-        fprintf(stderr, "kiln predict: %s: writing failed; nothing was written\n", path);
-    }
-    if (!ok)
-        remove(tmp);
-    return ok;
+    job *j = user;
+    j->w.f = f;
+    if (j->w.fmt == FORMAT_CSV)
+        csv_header(&j->w);
+    kiln_status st = run_batches(j->net, j->d, j->count, j->logits, &j->w, j->why,
+                                 sizeof j->why);
+    if (st == KILN_OK)
+        write_end(&j->w);
+    return st;
 }
 
 static int predict(kiln_ctx *ctx, kiln_model *m, const predict_args *a)
@@ -280,7 +349,7 @@ static int predict(kiln_ctx *ctx, kiln_model *m, const predict_args *a)
     if (st == KILN_OK)
         st = kiln_net_load(net, a->checkpoint);
     if (st == KILN_OK)
-        st = load_input(a, kiln_net_input_size(net), &d);
+        st = load_input(a, net, &d);
     if (st != KILN_OK) {
         kiln_net_free(net);
         kiln_data_free(d);
@@ -288,23 +357,22 @@ static int predict(kiln_ctx *ctx, kiln_model *m, const predict_args *a)
     }
     int ok = check_input(a, d, kiln_net_input_size(net)) == KILN_OK, logits = 0;
     size_t count = kiln_data_count(d) < a->count ? kiln_data_count(d) : a->count;
-    char tmp[4096];
-    writer w = {shown_head(net, m, &logits), kiln_net_output_size(net), NULL, a->fmt, 0};
-    if (ok && (w.f = open_out(a->out, tmp, sizeof tmp)) != NULL) {
-        if (w.fmt == FORMAT_CSV)
-            csv_header(&w);
-        st = run_batches(net, d, count, logits, &w);
-        if (st == KILN_OK)
-            write_end(&w);
-        ok = close_out(w.f, a->out, tmp, st == KILN_OK);
-    } else {
-        ok = 0;
-    }
+    job j = {net, d, count, 0, {shown_head(net, m, &logits), kiln_net_output_size(net), NULL,
+                                a->fmt, 0, net, d}, ""};
+    j.logits = logits;
+    if (ok && a->out) /* written whole or not at all */
+        st = kiln_write_file_atomic(a->out, write_predictions, &j);
+    else if (ok)
+        st = write_predictions(&j, stdout);
     kiln_net_free(net);
     kiln_data_free(d);
-    if (st != KILN_OK)
+    if (st == KILN_ERR_IO && !a->out)
+        return 1; /* standard output failed: main says why */
+    if (st != KILN_OK && j.why[0])
+        fprintf(stderr, "kiln predict: %s\n", j.why);
+    else if (st != KILN_OK)
         return cli_fail("predict");
-    return ok ? 0 : 1;
+    return ok && st == KILN_OK ? 0 : 1;
 }
 
 /* ---- flags --------------------------------------------------------------- */
@@ -356,11 +424,12 @@ static int parse(int argc, char **argv, predict_args *a)
         else if (opt == 'd')
             a->device = optarg;
     }
-    if (argc - optind != 3)
+    int given = argc - optind; /* the model may be left to the checkpoint */
+    if (given != 3 && given != 2)
         return cli_usage_error(&cli_predict_cmd);
     a->model = argv[optind];
-    a->checkpoint = argv[optind + 1];
-    a->input = argv[optind + 2];
+    a->checkpoint = argv[optind + given - 2];
+    a->input = argv[optind + given - 1];
     if (!a->fmt_given)
         a->fmt = default_format(a->out);
     return 0;

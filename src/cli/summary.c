@@ -59,19 +59,14 @@ static int parse_args(int argc, char **argv, summary_args *a)
     return 0;
 }
 
+static kiln_status fill_dot(void *m, FILE *f)
+{
+    return kiln_model_dot(m, cli_write, f);
+}
+
 static int write_dot(kiln_model *m, const char *path)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "kiln summary: %s: cannot write the file\n", path);
-        return 1;
-    }
-    kiln_status st = kiln_model_dot(m, cli_write, f);
-    if (fclose(f) != 0 && st == KILN_OK) {
-        fprintf(stderr, "kiln summary: %s: cannot write the file\n", path);
-        return 1;
-    }
-    if (st != KILN_OK)
+    if (kiln_write_file_atomic(path, fill_dot, m) != KILN_OK)
         return cli_fail("summary");
     printf("graph written to %s (render with: dot -Tsvg %s -o model.svg)\n", path, path);
     return 0;

@@ -59,15 +59,16 @@ kiln_status pipeline_fold(pipeline *p, pipe_step *s)
 {
     pipe_step *bn = &p->steps[s->bn_step];
     cl_kernel k;
-    char opts[48];
-    reduce_options(p->ctx, opts, sizeof opts);
+    char opts[ACT_OPTIONS_MAX + 64], reduce[48], acts[ACT_OPTIONS_MAX];
+    snprintf(opts, sizeof opts, "%s %s", reduce_options(p->ctx, reduce, sizeof reduce),
+             act_options(KILN_ACT_NONE, acts, sizeof acts));
     kiln_status st = kiln_kernel_get(p->ctx, "group.cl+act.cl+norm.cl", opts, "bn_fold", &k);
     if (st != KILN_OK)
         return st;
     size_t out = s->param[0]->shape[0], row = s->param[0]->numel / out;
     cl_int has_bias = s->attrs.bias;
     cl_mem bias = has_bias ? s->param[1]->buf : s->param[0]->buf;
-    return kiln_launch_3d(p->ctx, k, "bn_fold", row, out, 1, 10, KARG(s->param[0]->buf),
+    return kiln_launch_3d(p->ctx, k, "bn_fold", row, out, 1, KARG(s->param[0]->buf),
                           KARG(bias), KARG(has_bias), KARG(bn->param[0]->buf),
                           KARG(bn->param[1]->buf), KARG(bn->buffer[0]->buf),
                           KARG(bn->buffer[1]->buf), KARG(bn->attrs.eps), KARG(s->folded[0]->buf),
@@ -142,8 +143,10 @@ kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
     if (p->ctx->trace.fn)
         kiln_writef(&p->ctx->trace, "  loss     %s%s\n", loss_name(kind),
                 at != (int)p->count - 1 ? " (on the logits before the prediction head)" : "");
-    kiln_status st = op_loss(p->ctx, kind, label_smoothing, logits, target, loss,
-                             at < 0 ? NULL : p->steps[at].grad);
+    kiln_tensor *grad = at < 0 ? NULL : p->steps[at].grad;
+    kiln_status st = kind == LOSS_CROSS_ENTROPY && p->class_weight
+                         ? op_loss_weighted(p->ctx, logits, target, p->class_weight, loss, grad)
+                         : op_loss(p->ctx, kind, label_smoothing, logits, target, loss, grad);
     if (st == KILN_OK && p->options.poison)
         st = plan_poison(p, (int)p->count);
     return st;

@@ -94,6 +94,7 @@ typedef struct pipeline {
      * it once per version, not once per forward. */
     uint64_t *param_version, own_version;
     const op_sync *sync;            /* sync_batchnorm across processes, or NULL */
+    const kiln_tensor *class_weight; /* cross_entropy's class weights, or NULL */
     const pipe_backward_hook *on_backward; /* or NULL */
 } pipeline;
 

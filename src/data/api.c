@@ -6,17 +6,22 @@
 #include <sys/stat.h>
 
 #include "data/data.h"
+#include "data/folder.h"
 
 /* ---- datasets ------------------------------------------------------------------ */
 
 kiln_status kiln_data_from_arrays(const float *x, const float *y, size_t n, size_t features,
                                   size_t targets, kiln_data **out)
 {
-    if (!x || !out || n == 0 || features == 0 || (y && targets == 0))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_data_from_arrays: x, at least one "
-                                                    "sample of at least one feature, targets "
-                                                    "per sample with y, and an output pointer "
-                                                    "are required");
+    kiln_status required = require_args("kiln_data_from_arrays", ARG(x), ARG(out), NULL);
+    if (required != KILN_OK)
+        return required;
+    if (n == 0 || features == 0 || (y && targets == 0))
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_data_from_arrays: n %zu, features "
+                                                    "%zu, targets %zu; expected at least one "
+                                                    "sample of at least one feature, and "
+                                                    "targets per sample with y",
+                         n, features, targets);
     *out = NULL;
     for (size_t i = 0; i < n * features; i++)
         if (!isfinite(x[i]))
@@ -70,9 +75,9 @@ static kiln_status npz_split(const char *path, const char *keys, const char *spl
 kiln_status kiln_data_load_npz(const char *path, const char *keys, const char *split,
                                kiln_data **out)
 {
-    if (!path || !out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_data_load_npz: a path and an output "
-                                                    "pointer are required");
+    kiln_status required = require_args("kiln_data_load_npz", ARG(path), ARG(out), NULL);
+    if (required != KILN_OK)
+        return required;
     *out = NULL;
     kiln_data *d = calloc(1, sizeof *d);
     if (!d)
@@ -90,9 +95,9 @@ kiln_status kiln_data_load_npz(const char *path, const char *keys, const char *s
 kiln_status kiln_data_load(const char *source, const char *split, const char *label,
                            kiln_data **out)
 {
-    if (!source || !out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_data_load: a source and an output "
-                                                    "pointer are required");
+    kiln_status required = require_args("kiln_data_load", ARG(source), ARG(out), NULL);
+    if (required != KILN_OK)
+        return required;
     *out = NULL;
     kiln_data *d = calloc(1, sizeof *d);
     if (!d)
@@ -105,6 +110,8 @@ kiln_status kiln_data_load(const char *source, const char *split, const char *la
         st = data_load_npy(source, label, &d->d);
     else if (data_has_ext(source, ".npz"))
         st = npz_split(source, NULL, split, &d->d);
+    else if (data_is_folder(source))
+        st = data_load_images(source, split, NULL, &d->d);
     else if (stat(source, &info) == 0 && S_ISREG(info.st_mode))
         st = data_load_idx_images(source, &d->d);
     else
@@ -154,7 +161,10 @@ int kiln_data_labelled(const kiln_data *d)
 static kiln_status copy_rows(const kiln_data *d, size_t first, size_t count, float *dst,
                              int targets, const char *call)
 {
-    if (!d || !dst || first > d->d.count || count > d->d.count - first)
+    kiln_status required = require_args(call, ARG(d), ARG(dst), NULL);
+    if (required != KILN_OK)
+        return required;
+    if (first > d->d.count || count > d->d.count - first)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: samples %zu to %zu of %zu", call,
                          first, first + count, d ? d->d.count : 0);
     size_t per = targets ? d->d.targets : d->d.features;
@@ -172,3 +182,8 @@ kiln_status kiln_data_copy_targets(const kiln_data *d, size_t first, size_t coun
     return copy_rows(d, first, count, dst, 1, "kiln_data_copy_targets");
 }
 
+
+const char *kiln_data_file(const kiln_data *d, size_t i)
+{
+    return d && d->d.files && i < d->d.file_count ? d->d.files[i] : NULL;
+}

@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "data/data.h"
+#include "data/folder.h"
 
 void data_free(dataset *d)
 {
@@ -17,7 +18,18 @@ void data_free(dataset *d)
         return;
     free(d->x);
     free(d->y);
+    free(d->lines);
+    d->lines = NULL;
+    folder_free(d->images);
+    free(d->class_names);
+    for (size_t i = 0; d->files && i < d->file_count; i++)
+        free(d->files[i]);
+    free(d->files);
+    d->files = NULL;
+    d->file_count = 0;
     d->x = d->y = NULL;
+    d->images = NULL;
+    d->class_names = NULL;
     d->count = 0;
 }
 
@@ -318,28 +330,51 @@ kiln_status data_load_named(const char *name, const char *split, dataset *out)
 
 /* ---- CSV -------------------------------------------------------------------- */
 
-/* Splits a line at commas (no quoting: numeric data); trims spaces. */
+/* Splits a record at commas, as RFC 4180 reads it (and R, Excel and
+ * pandas write it): a field in double quotes may hold commas, line breaks
+ * and "" for a quote, unquoted in place; spaces around a field are
+ * trimmed. */
 static size_t split_row(char *line, char **cells, size_t max)
 {
     size_t n = 0;
     char *p = line;
     for (;;) {
-        char *comma = strchr(p, ',');
-        if (comma)
-            *comma = '\0';
         while (*p == ' ' || *p == '\t')
             p++;
-        char *end = p + strlen(p);
-        while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r' ||
-                           end[-1] == '\n'))
-            *--end = '\0';
+        char *cell = p, *end;
+        if (*p == '"') { /* quoted: copy down over the quotes */
+            char *to = p;
+            for (p++; *p && !(*p == '"' && p[1] != '"'); p++)
+                *to++ = *p == '"' ? *++p : *p;
+            end = to;
+            p += *p == '"';
+            p += strcspn(p, ","); /* anything after the closing quote is dropped */
+        } else {
+            p += strcspn(p, ",");
+            end = p;
+        }
+        int more = *p == ',';
+        while (end > cell && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r' ||
+                              end[-1] == '\n'))
+            end--;
+        *end = '\0';
         if (n < max)
-            cells[n] = p;
+            cells[n] = cell;
         n++;
-        if (!comma)
+        if (!more)
             return n;
-        p = comma + 1;
+        p++;
     }
+}
+
+/* Whether a record is still inside a quoted field at the end of text (a
+ * quoted line break: the record goes on on the next line). */
+static int open_quote(const char *text)
+{
+    int open = 0;
+    for (const char *p = text; *p; p++)
+        open ^= *p == '"';
+    return open;
 }
 
 static kiln_status grow_floats(float **v, size_t *capacity, size_t need, const char *path)
@@ -355,6 +390,45 @@ static kiln_status grow_floats(float **v, size_t *capacity, size_t need, const c
     *v = grown;
     *capacity = cap;
     return KILN_OK;
+}
+
+static kiln_status grow_lines(size_t **v, size_t *capacity, size_t need, const char *path)
+{
+    if (need <= *capacity)
+        return KILN_OK;
+    size_t cap = *capacity ? *capacity * 2 : 1024;
+    size_t *grown = realloc(*v, cap * sizeof *grown);
+    if (!grown)
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    *v = grown;
+    *capacity = cap;
+    return KILN_OK;
+}
+
+/* One record: a line, and the lines after it while a quoted field is open
+ * (at most 64 KiB of them); *lineno advances past them. */
+static ssize_t read_record(FILE *f, char **line, size_t *cap, long *lineno)
+{
+    ssize_t len = getline(line, cap, f);
+    if (len == -1)
+        return -1;
+    ++*lineno;
+    char *more = NULL;
+    size_t more_cap = 0;
+    ssize_t n;
+    while ((size_t)len == strlen(*line) && len < 65536 && open_quote(*line) &&
+           (n = getline(&more, &more_cap, f)) != -1) {
+        ++*lineno;
+        char *joined = realloc(*line, (size_t)(len + n) + 1);
+        if (!joined)
+            break;
+        memcpy(joined + len, more, (size_t)n + 1);
+        *line = joined;
+        *cap = (size_t)(len + n) + 1;
+        len += n;
+    }
+    free(more);
+    return len;
 }
 
 #define CSV_MAX_COLUMNS 65536
@@ -418,20 +492,22 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
     float *x = NULL, *y = NULL;
     kiln_status st = cells ? KILN_OK : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     ssize_t len;
-    while (st == KILN_OK && (len = getline(&line, &line_cap, f)) != -1) {
-        lineno++;
+    size_t *lines = NULL, lines_cap = 0;
+    long first_line = 1; /* of the record */
+    while (st == KILN_OK &&
+           (first_line = lineno + 1, len = read_record(f, &line, &line_cap, &lineno)) != -1) {
         if (strlen(line) != (size_t)len) {
             st = kiln_fail(KILN_ERR_IO, "%s:%ld: binary data (a zero byte)", path, lineno);
             break;
         }
-        if (lineno == 1 && strncmp(line, "\xEF\xBB\xBF", 3) == 0) /* a UTF-8 byte order mark */
+        if (first_line == 1 && strncmp(line, "\xEF\xBB\xBF", 3) == 0) /* a UTF-8 byte order mark */
             memmove(line, line + 3, (size_t)len - 2);
         if (line[strspn(line, " \t\r\n")] == '\0')
             continue;
         size_t n = split_row(line, cells, CSV_MAX_COLUMNS);
         if (n > CSV_MAX_COLUMNS || n < least) {
-            st = kiln_fail(KILN_ERR_IO, "%s:%ld: %zu columns; expected %zu to %d", path, lineno,
-                           n, least, CSV_MAX_COLUMNS);
+            st = kiln_fail(KILN_ERR_IO, "%s:%ld: %zu columns; expected %zu to %d", path,
+                           first_line, n, least, CSV_MAX_COLUMNS);
             break;
         }
         if (columns == 0) {
@@ -444,23 +520,26 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
         }
         if (n != columns) {
             st = kiln_fail(KILN_ERR_IO, "%s:%ld: %zu columns; the first row has %zu", path,
-                           lineno, n, columns);
+                           first_line, n, columns);
             break;
         }
         st = grow_floats(&x, &xcap, (rows + 1) * features, path);
         if (st == KILN_OK)
             st = grow_floats(&y, &ycap, rows + 1, path);
+        if (st == KILN_OK)
+            st = grow_lines(&lines, &lines_cap, rows + 1, path);
+        if (st == KILN_OK)
+            lines[rows] = (size_t)first_line;
         for (size_t c = 0, k = 0; st == KILN_OK && c < n; c++) {
             char *end;
-            errno = 0;
-            double v = strtod(cells[c], &end);
-            if (!*cells[c] || *end || errno == ERANGE || !isfinite(v))
+            double v = strtod(cells[c], &end); /* an underflow reads as 0 or a denormal */
+            if (!*cells[c] || *end || !isfinite(v))
                 st = kiln_fail(KILN_ERR_IO, "%s:%ld: column %zu is \"%s\"; expected a finite "
-                                            "number", path, lineno, c + 1, cells[c]);
+                                            "number", path, first_line, c + 1, cells[c]);
             else if (fabs(v) > FLT_MAX)
                 st = kiln_fail(KILN_ERR_IO, "%s:%ld: column %zu is %s, beyond the range of "
                                             "float32 (about 3.4e38); rescale the column",
-                               path, lineno, c + 1, cells[c]);
+                               path, first_line, c + 1, cells[c]);
             else if (c == label_at) {
                 y[rows] = (float)v;
                 integral &= v >= 0 && v == floor(v) && v < 65536;
@@ -479,9 +558,11 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
     if (st != KILN_OK) {
         free(x);
         free(y);
+        free(lines);
         return st;
     }
     snprintf(out->name, sizeof out->name, "%s", path);
+    out->lines = lines;
     out->count = rows;
     out->features = features;
     out->targets = 1;
@@ -507,14 +588,31 @@ void data_shuffle(size_t *order, size_t count, kiln_rng *rng)
     }
 }
 
-void data_gather(const dataset *d, const size_t *order, size_t first, size_t n, float *x,
-                 float *y)
+kiln_status data_gather(const dataset *d, const size_t *order, size_t first, size_t n, float *x,
+                        float *y)
 {
     for (size_t i = 0; i < n; i++) {
         size_t s = order ? order[first + i] : first + i;
-        memcpy(x + i * d->features, d->x + s * d->features, d->features * sizeof *x);
+        if (!d->images)
+            memcpy(x + i * d->features, d->x + s * d->features, d->features * sizeof *x);
         memcpy(y + i * d->targets, d->y + s * d->targets, d->targets * sizeof *y);
     }
+    return d->images ? folder_gather(d, order, first, n, x) : KILN_OK;
+}
+
+void data_sums(const dataset *d, size_t groups, double *sum)
+{
+    size_t in = d->features, per = in / groups;
+    if (d->images) {
+        folder_sums(d, groups, sum);
+        return;
+    }
+    for (size_t s = 0; s < d->count; s++)
+        for (size_t i = 0; i < in; i++) {
+            double v = d->x[s * in + i];
+            sum[i / per] += v;
+            sum[groups + i / per] += v * v;
+        }
 }
 
 kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
@@ -525,6 +623,14 @@ kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: a validation split of %g leaves no "
                                                     "samples on one side", d->name, fraction);
     size_t *order = malloc(d->count * sizeof *order);
+    if (order && d->images) {
+        kiln_rng rng;
+        kiln_rng_seed(&rng, seed ^ 0x5eedull);
+        data_shuffle(order, d->count, &rng);
+        kiln_status st = folder_split(d, order, nt, val);
+        free(order);
+        return st;
+    }
     float *x = malloc(d->count * d->features * sizeof *x);
     float *y = malloc(d->count * d->targets * sizeof *y);
     if (!order || !x || !y) {
@@ -537,8 +643,13 @@ kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
     kiln_rng_seed(&rng, seed ^ 0x5eedull);
     data_shuffle(order, d->count, &rng);
     data_gather(d, order, 0, d->count, x, y);
+    free(d->lines); /* the samples leave the file's order */
+    d->lines = NULL;
     free(order);
     *val = *d;
+    val->class_names = NULL;
+    val->files = NULL; /* names are for predictions, which split nothing */
+    val->file_count = 0;
     snprintf(val->name, sizeof val->name, "%.200s (validation)", d->name);
     val->count = nv;
     val->x = malloc(nv * d->features * sizeof *x);

@@ -7,6 +7,8 @@
 #include "runtime/runtime.h"
 #include "runtime/rng.h"
 
+typedef struct image_source image_source; /* image folders (folder.h) */
+
 typedef struct {
     char name[256];   /* where it came from, for messages */
     size_t count;     /* samples */
@@ -16,6 +18,12 @@ typedef struct {
     float *x;         /* count x features */
     float *y;         /* count x targets */
     int unlabelled;   /* features only (y all 0): fit to predict, not to train */
+    size_t *lines;    /* CSV: each sample's file line, for messages (NULL after a split) */
+    image_source *images; /* image folders: x is NULL and batches decode their samples */
+    char *class_names; /* image folders: the class names as a JSON array (else NULL) */
+    size_t skipped;   /* image folders: bad files skipped (skip_bad) */
+    char **files;     /* images in memory: each sample's file (file_count of them), or NULL */
+    size_t file_count;
 } dataset;
 
 void data_free(dataset *d);
@@ -49,6 +57,10 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
  * other labels, and (n, k), are targets. labels NULL: unlabelled. */
 kiln_status data_load_npy(const char *features, const char *labels, dataset *out);
 
+/* A 1-d .npy array of token ids (any integer type above, or uint16) into
+ * ids (to free). */
+kiln_status data_load_npy_tokens(const char *path, uint32_t **ids, size_t *count);
+
 /* Reads an .npz archive (np.savez, stored, or np.savez_compressed,
  * deflated). keys is "FEATURES[,LABELS[,TEST_FEATURES,TEST_LABELS]]" (a
  * ".npy" suffix may be given or not); NULL or "": x and y, else x_train
@@ -72,9 +84,14 @@ void data_normalize(dataset *d, double mean, double std);
 /* The order of an epoch: a seeded permutation of 0 .. count-1. */
 void data_shuffle(size_t *order, size_t count, kiln_rng *rng);
 
-/* Copies the samples order[first .. first + n) into x and y. */
-void data_gather(const dataset *d, const size_t *order, size_t first, size_t n, float *x,
-                 float *y);
+/* Copies the samples order[first .. first + n) into x and y (order NULL:
+ * first .. first + n); images are decoded here, which may fail. */
+kiln_status data_gather(const dataset *d, const size_t *order, size_t first, size_t n, float *x,
+                        float *y);
+
+/* Sums of every value of every sample per group of the features (groups
+ * is 1, or divides them): sum[g] and, at sum[groups + g], their squares. */
+void data_sums(const dataset *d, size_t groups, double *sum);
 
 /* In-memory datasets behind kiln_data (api.c). */
 struct kiln_data {

@@ -2,15 +2,12 @@
  * arena (every allocation is freed with the model), the graph's nodes and
  * initializers in order, then packed and written whole. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "export/export.h"
 
@@ -353,47 +350,6 @@ static Onnx__ValueInfoProto *value_info(export_model *x, const char *name,
     return v;
 }
 
-/* Makes a rename durable: fsync of the directory that holds path (best
- * effort; some file systems refuse it). */
-static void sync_directory_of(const char *path)
-{
-    char dir[4096];
-    kiln_dir_of(path, dir, sizeof dir);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
-/* bytes to path through a temporary file beside it, fsync'd and renamed. */
-static kiln_status write_atomically(const char *path, const uint8_t *bytes, size_t n)
-{
-    char tmp[4200];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
-        return kiln_fail(KILN_ERR_IO, "%s: path too long", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot write there (no temporary file could be made "
-                                      "beside it: %s); nothing was written", path,
-                         strerror(errno));
-    kiln_status st = KILN_OK;
-    if (fchmod(fd, 0644) != 0 || kiln_write_all(fd, bytes, n) != 0 || fsync(fd) != 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: writing failed (%s); nothing was written", path,
-                       strerror(errno));
-    if (close(fd) != 0 && st == KILN_OK)
-        st = kiln_fail(KILN_ERR_IO, "%s: writing failed (%s); nothing was written", path,
-                       strerror(errno));
-    if (st == KILN_OK && rename(tmp, path) != 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: cannot replace it (%s); nothing was written", path,
-                       strerror(errno));
-    if (st != KILN_OK)
-        unlink(tmp);
-    else
-        sync_directory_of(path);
-    return st;
-}
-
 /* protobuf's own limit on one message: an ONNX file without external data. */
 #define PROTOBUF_MAX_BYTES ((size_t)INT32_MAX)
 
@@ -437,7 +393,7 @@ kiln_status export_write(export_model *x, const char *path, const char *graph_na
     if (!bytes)
         return out_of_memory(x);
     onnx__model_proto__pack(&model, bytes);
-    kiln_status st = write_atomically(path, bytes, n);
+    kiln_status st = write_bytes_output(path, bytes, n);
     free(bytes);
     return st;
 }

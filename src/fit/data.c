@@ -21,10 +21,13 @@
 /* ---- data ------------------------------------------------------------------ */
 
 /* The split of o->data: a CSV file (label: its label column), a .npy
- * features file (label: the labels .npy), an .npz archive (npz_keys), or
- * a dataset by name. */
-static kiln_status load(const kiln_train_options *o, const char *split, dataset *d)
+ * features file (label: the labels .npy), an .npz archive (npz_keys), an
+ * image folder, or a dataset by name. */
+static kiln_status load(const run *r, const char *split, dataset *d)
 {
+    const kiln_train_options *o = r->o;
+    if (data_is_folder(o->data))
+        return net_load_folder(r->net, &r->c, o->data, split, o->out_dir, d);
     if (data_has_ext(o->data, ".csv"))
         return data_load_csv(o->data, o->label ? o->label : "label", 1, d);
     if (data_has_ext(o->data, ".npy"))
@@ -41,21 +44,29 @@ static int one_split(const kiln_train_options *o)
     return o->data && (data_has_ext(o->data, ".csv") || data_has_ext(o->data, ".npy"));
 }
 
-/* A copy of an in-memory dataset (training normalizes and splits its own). */
-static kiln_status copy_data(const kiln_data *from, dataset *d)
+/* A copy of an in-memory dataset (training normalizes and splits its own);
+ * role ("validation", "test", or NULL for training) joins its name. */
+static kiln_status copy_data(const kiln_data *from, dataset *d, const char *role)
 {
     if (!from)
         return KILN_OK;
     *d = from->d;
+    if (role)
+        snprintf(d->name, sizeof d->name, "%.200s (%s)", from->d.name, role);
     d->x = malloc(d->count * d->features * sizeof *d->x);
     d->y = malloc(d->count * d->targets * sizeof *d->y);
-    if (!d->x || !d->y) {
+    d->lines = from->d.lines ? malloc(d->count * sizeof *d->lines) : NULL;
+    if (d->lines)
+        memcpy(d->lines, from->d.lines, d->count * sizeof *d->lines);
+    if (!d->x || !d->y || (from->d.lines && !d->lines)) {
         data_free(d);
         return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory for %s",
                          from->d.name);
     }
     memcpy(d->x, from->d.x, d->count * d->features * sizeof *d->x);
     memcpy(d->y, from->d.y, d->count * d->targets * sizeof *d->y);
+    d->class_names = NULL;
+    d->files = NULL, d->file_count = 0;
     return KILN_OK;
 }
 
@@ -86,7 +97,7 @@ static kiln_status check_fit(const run *r, const dataset *d, int labelled)
                                          "them with the model's %zu outputs",
                          d->name, d->targets, d->targets == 1 ? "" : "s",
                          loss_name(r->c.loss), outputs);
-    return net_check_targets(r->net, d->y, d->count, d->name);
+    return net_check_targets(r->net, d->y, d->count, d->name, d->lines);
 }
 
 /* The training split's mean and deviation per normalization group (every
@@ -105,12 +116,8 @@ static kiln_status fit_normalization(run *r)
                                         : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "normalization: "
                                                                             "out of memory");
     int fit = st == KILN_OK && (standard || r->c.normalize == NORMALIZE_GLOBAL);
-    for (size_t s = 0; fit && s < r->train.count; s++)
-        for (size_t i = 0; i < in; i++) {
-            double v = r->train.x[s * in + i];
-            sum[i / per] += v;
-            sum[groups + i / per] += v * v;
-        }
+    if (fit)
+        data_sums(&r->train, groups, sum);
     for (size_t g = 0; st == KILN_OK && g < groups; g++) {
         double n = (double)r->train.count * (double)per, m = fit ? sum[g] / n : 0;
         double var = fit ? sum[groups + g] / n - m * m : 1;
@@ -128,7 +135,7 @@ static kiln_status fit_normalization(run *r)
 /* Applies the network's normalization to a split in place. */
 static void normalize_split(const run *r, dataset *d)
 {
-    if (d->count)
+    if (d->count && !d->images) /* images: batch by batch, in stage_batch */
         net_normalize(r->net, d->x, d->count, d->x);
 }
 
@@ -139,10 +146,11 @@ kiln_status prepare_eval_data(run *r)
 {
     const kiln_train_options *o = r->o;
     const kiln_data *given = o->test_data ? o->test_data : o->train_data;
-    kiln_status st = given ? copy_data(given, &r->test)
-                           : load(o, one_split(o) ? "train" : "test", &r->test);
-    if (st == KILN_OK && !given && r->test.count == 0 && data_has_ext(o->data, ".npz"))
-        st = load(o, "train", &r->test); /* an .npz without test arrays: all of it */
+    kiln_status st = given ? copy_data(given, &r->test, NULL)
+                           : load(r, one_split(o) ? "train" : "test", &r->test);
+    if (st == KILN_OK && !given && r->test.count == 0 &&
+        (data_has_ext(o->data, ".npz") || data_is_folder(o->data)))
+        st = load(r, "train", &r->test); /* no test arrays or val/ folder: all of it */
     if (st == KILN_OK && o->limit && r->test.count > o->limit)
         r->test.count = o->limit;
     if (st == KILN_OK && r->test.count == 0)
@@ -162,15 +170,18 @@ kiln_status prepare_data(run *r)
     int memory = o->train_data != NULL;
     if (r->evaluating)
         return prepare_eval_data(r);
-    kiln_status st = memory ? copy_data(o->train_data, &r->train) : load(o, "train", &r->train);
+    kiln_status st = memory ? copy_data(o->train_data, &r->train, NULL)
+                            : load(r, "train", &r->train);
+    if (st == KILN_OK) /* in the file's order: a bad label's sample is the file's */
+        st = check_fit(r, &r->train, 1);
     if (st == KILN_OK && memory && o->val_data)
-        st = copy_data(o->val_data, &r->val);
+        st = copy_data(o->val_data, &r->val, "validation");
     else if (st == KILN_OK && r->c.val > 0)
         st = data_split(&r->train, r->c.val, r->c.seed, &r->val);
     if (st == KILN_OK && memory)
-        st = copy_data(o->test_data, &r->test);
+        st = copy_data(o->test_data, &r->test, "test");
     else if (st == KILN_OK && !one_split(o))
-        st = load(o, "test", &r->test);
+        st = load(r, "test", &r->test);
     if (o->limit) {
         r->train.count = r->train.count < o->limit ? r->train.count : o->limit;
         r->val.count = r->val.count < o->limit ? r->val.count : o->limit;
@@ -184,6 +195,8 @@ kiln_status prepare_data(run *r)
         st = check_fit(r, &r->val, 1);
     if (st == KILN_OK)
         st = check_fit(r, &r->test, 1);
+    if (st == KILN_OK)
+        st = net_set_classes(r->net, r->train.class_names);
     if (st == KILN_OK)
         st = fit_normalization(r);
     if (st == KILN_OK) {
@@ -204,8 +217,11 @@ kiln_status stage_batch(run *r, net_pipe *q, const dataset *d, const size_t *ord
                         size_t first, size_t n, int s, int async)
 {
     float *x = r->x[s], *y = r->y[s];
-    data_gather(d, order, first, n, x, y);
-    kiln_status st = kiln_tensor_write(q->p->input, x, n * d->features, !async);
+    kiln_status st = data_gather(d, order, first, n, x, y);
+    if (st == KILN_OK && d->images) /* decoded now: normalized now */
+        net_normalize(r->net, x, n, x);
+    if (st == KILN_OK)
+        st = kiln_tensor_write(q->p->input, x, n * d->features, !async);
     if (st == KILN_OK)
         st = kiln_tensor_write(q->target, y, kiln_tensor_numel(q->target), !async);
     return st;
@@ -384,7 +400,7 @@ kiln_status save(run *r, const char *file, int epoch, double val_loss)
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", r->o->out_dir, file);
     checkpoint_meta meta = {0};
-    meta_number(&meta, "epoch", epoch);
+    meta_number(&meta, r->by_steps ? "steps_done" : "epoch", epoch);
     meta_number(&meta, "step", (double)optim_steps(r->opt));
     meta_number(&meta, "val_loss", val_loss);
     char seed[32];

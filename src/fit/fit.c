@@ -124,6 +124,20 @@ static void report_step(run *r, int epoch, size_t i, size_t batches, double loss
         r->stop = 1;
 }
 
+/* With accumulate = K, batches are micro-batches and K of them make a step:
+ * whether batch i ends its step, and its share of the step's samples. */
+static int ends_step(const run *r, size_t i, size_t batches)
+{
+    return (i + 1) % (size_t)r->c.accumulate == 0 || i + 1 == batches;
+}
+
+static double step_part(const run *r, size_t i)
+{
+    size_t per = r->c.batch * (size_t)r->c.accumulate, first = i / (size_t)r->c.accumulate * per;
+    size_t end = first + per < r->train.count ? first + per : r->train.count;
+    return (double)batch_size(r, i) / (double)(end - first);
+}
+
 /* This rank's samples of batch i: the whole batch, or under mpirun its
  * share of it (*count may be 0 for a short batch and many ranks). */
 static void batch_slice(const run *r, size_t i, size_t *first, size_t *count)
@@ -162,9 +176,10 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
     net_pipe *q = NULL, *after = NULL;
     kiln_status st = i < batches ? stage_step(r, i, (int)(i % 2), &q) : KILN_OK;
     int stop = 0;
-    /* Each step is enqueued whole, the next batch is gathered and its upload
-     * enqueued behind it while the device works, and the host waits once,
-     * for the loss. */
+    /* Forward, loss and backward are enqueued, the next batch is gathered
+     * and its upload enqueued behind them while the device works, and the
+     * host waits once, for the loss; the update is enqueued only when the
+     * loss is finite, ahead of the next batch's forward. */
     for (; i < batches && st == KILN_OK && !stop; i++, q = after) {
         size_t n = batch_size(r, i), first, mine;
         batch_slice(r, i, &first, &mine);
@@ -180,10 +195,11 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
             st = read_logits(r, q, 1); /* before backward, which reuses the arena */
         if (st == KILN_OK && q)
             st = pipeline_backward(q->p, 1);
-        if (st == KILN_OK)
+        int last = ends_step(r, i, batches); /* of the micro-batches of one step */
+        if (st == KILN_OK && r->c.accumulate > 1)
+            st = net_accumulate(r->net, mine, step_part(r, i));
+        if (st == KILN_OK && last)
             st = net_reduce_gradients(r->net, mine);
-        if (st == KILN_OK)
-            st = optim_step(r->opt, lr);
         if (q && q->p != r->p) /* a short batch ran on its own pipeline */
             r->p->counter = q->p->counter;
         after = NULL;
@@ -208,16 +224,19 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
         if (st == KILN_OK)
             st = dist_sum_doubles(r->net->comm, shared, 3, "the step's loss");
         double batch_loss = shared[0] / (double)n;
-        stop = shared[2] > 0;
+        stop = shared[2] > 0 && last; /* a step's micro-batches are never split */
         if (st == KILN_OK && !isfinite(batch_loss))
             st = kiln_fail(KILN_ERR_NUMERIC, "epoch %d, batch %zu: the loss is %g; lower the "
                                              "learning rate or clip gradients (clip_norm); "
                                              "--detect-anomaly finds the first layer that "
                                              "made a NaN or Inf",
                            epoch, i + 1, batch_loss);
+        if (st == KILN_OK && last) /* after the loss is known: a failed step changes no weight */
+            st = net_optim_step(r->net, lr);
         correct += (size_t)shared[1];
         total += shared[0]; /* the epoch's loss is a mean over samples */
         samples += n;
+        r->samples_trained += n;
         seen++;
         if (st == KILN_OK)
             report_step(r, epoch, i, batches, batch_loss, (size_t)shared[1], n, lr);
@@ -236,7 +255,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
 }
 
 /* The run's settings: the network's, with the options' overrides. */
-static kiln_status configure(run *r)
+kiln_status configure(run *r)
 {
     r->c = r->net->c;
     if (r->o->epochs > 0)
@@ -248,12 +267,41 @@ static kiln_status configure(run *r)
     r->c.sched.base_lr = r->c.optim.lr;
     if (r->c.sched.t_max == 0)
         r->c.sched.t_max = r->c.epochs;
-    if (r->o->batch <= 0 && r->c.batch > r->net->max_batch)
-        r->c.batch = r->net->max_batch; /* the network was made for smaller batches */
+    if (r->o->batch <= 0 && r->c.batch > r->net->max_batch) { /* made for smaller batches */
+        say(r, "note: the [train] batch %zu is above the network's max_batch; training with "
+               "batches of %zu\n", r->c.batch, r->net->max_batch);
+        r->c.batch = r->net->max_batch;
+    }
     if (r->c.batch > r->net->max_batch)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "training: batch %zu is larger than the "
                                                     "network's max_batch %zu",
                          r->c.batch, r->net->max_batch);
+    return KILN_OK;
+}
+
+/* A last batch too small for batchnorm in training (fewer than two values
+ * per channel) is refused before the first epoch, naming the fixes, as
+ * PyTorch's DataLoader(drop_last=True) or another batch size would. */
+static kiln_status check_last_batch(const run *r)
+{
+    size_t last = r->train.count % r->c.batch;
+    for (size_t i = 0; last && i < r->p->count; i++) {
+        const pipe_step *s = &r->p->steps[i];
+        kiln_shape shape = shape_of(s->out);
+        if (s->op != OP_BATCHNORM || shape.ndim < 2 ||
+            last * (shape_numel(&shape) / ((size_t)shape.d[0] * (size_t)shape.d[1])) >= 2)
+            continue;
+        size_t other = r->c.batch - 1;
+        while (other > 2 && r->train.count % other == 1)
+            other--;
+        return kiln_fail(KILN_ERR_SHAPE, "training: the last batch of each epoch holds %zu "
+                                         "sample (%zu samples in batches of %zu), but batchnorm "
+                                         "(layer %s) needs more than 1 value per channel in "
+                                         "training; use another batch size (batch %zu) or one "
+                                         "sample fewer (limit %zu)",
+                         last, r->train.count, r->c.batch, pipeline_step_name(r->p, s), other,
+                         r->train.count - 1);
+    }
     return KILN_OK;
 }
 
@@ -270,6 +318,8 @@ static kiln_status setup(run *r)
         st = kiln_net_set_detect_anomaly(r->net, r->o->detect_anomaly);
     if (st == KILN_OK)
         st = prepare_data(r);
+    if (st == KILN_OK && !r->evaluating)
+        st = check_last_batch(r);
     size_t outs = kiln_net_output_size(r->net), b = r->c.batch;
     if (st == KILN_OK) {
         for (int k = 0; k < 2; k++) {
@@ -281,6 +331,7 @@ static kiln_status setup(run *r)
         if (!r->x[0] || !r->x[1] || !r->y[0] || !r->y[1] || !r->out || !r->order)
             st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
     }
+    r->net->accumulating = r->c.accumulate > 1;
     if (st == KILN_OK)
         st = alloc_snapshot(r);
     if (st == KILN_OK)
@@ -288,7 +339,7 @@ static kiln_status setup(run *r)
     return st;
 }
 
-static void teardown(run *r)
+void teardown(run *r)
 {
     /* uploads from the staging buffers and reads into r->out may still be
      * queued when a step failed: the host memory must outlive them */
@@ -335,7 +386,9 @@ static void report_epoch(run *r, int e, float lr, const epoch_result *m, int bes
                        .loss = m->loss, .accuracy = m->acc,
                        .val_loss = r->val.count ? m->val_loss : NAN,
                        .val_accuracy = r->val.count ? m->val_acc : NAN, .lr = lr,
-                       .seconds = m->seconds, .best = best};
+                       .seconds = m->seconds, .best = best,
+                       .val_mae = r->val.count ? m->val_mae : NAN,
+                       .val_r2 = r->val.count ? m->val_r2 : NAN};
     if (r->o->on_epoch && r->o->on_epoch(r->o->user, &p))
         r->stop = 1;
 }
@@ -346,8 +399,9 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
     double train_time = 0;
     kiln_status st = KILN_OK;
     for (int e = t->epoch; e < r->c.epochs && st == KILN_OK && !stopping(r); e++) {
-        if (t->batch == 0)
+        if (t->batch == 0 && !t->lr_set)
             t->lr = (float)sched_advance(&t->sched, e, t->val_loss);
+        t->lr_set = 0;
         epoch_result m = {.val_acc = NAN, .val_mae = NAN, .val_r2 = NAN};
         size_t next = t->batch;
         st = train_epoch(r, e + 1, t->lr, &next, &m.loss, &m.acc, &m.seconds);
@@ -394,8 +448,7 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
             break;
         }
     }
-    rep->samples_per_second =
-        train_time > 0 ? (double)rep->epochs_run * (double)r->train.count / train_time : 0;
+    rep->samples_per_second = train_time > 0 ? (double)r->samples_trained / train_time : 0;
     return st;
 }
 
@@ -424,7 +477,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (st == KILN_OK)
         st = read_options(options, &o, "kiln_net_fit");
     if (st == KILN_OK && !rep)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_fit: a report is required");
+        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_fit: report is NULL");
     if (st == KILN_OK)
         st = dist_start();
     if (st != KILN_OK)
@@ -441,22 +494,36 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     run r = {.net = net, .o = &o, .lock = -1};
     double started = kiln_seconds();
     char *ranks = NULL; /* MPI: rank 0 lists every rank's device */
-    st = dist_check(dist_devices(kiln_ctx_device(net->ctx), &ranks));
+    st = dist_devices(kiln_ctx_device(net->ctx), &ranks);
+    int talking = st == KILN_OK; /* the ranks reach each other: they can agree */
     if (ranks)
         say(&r, "%s", ranks);
     free(ranks);
+    if (st == KILN_OK && kiln_model_vocab(net->m) > 0) { /* token models: steps.c */
+        st = fit_steps(&r, rep);
+        rep->seconds = kiln_seconds() - started;
+        if (borrowed)
+            net->comm = NULL;
+        return st;
+    }
     if (st == KILN_OK)
         st = setup(&r);
     if (st == KILN_OK)
-        say(&r, "training on %zu samples (%zu held out for validation), batch %zu, %d epochs, "
-                "%s, %s\n", r.train.count, r.val.count, r.c.batch, r.c.epochs,
-            r.c.optim.kind == OPTIM_SGD ? "sgd" : r.c.optim.kind == OPTIM_ADAM ? "adam" : "adamw",
+        say(&r, "training on %zu samples (%zu %s), batch %zu, %d epochs, %s, %s\n",
+            r.train.count, r.val.count, o.val_data ? "in the validation data"
+                                                   : "held out for validation",
+            r.c.batch, r.c.epochs,
+            optim_name(r.c.optim.kind),
             sched_name(r.c.sched.kind));
+    if (st == KILN_OK && r.train.skipped + r.test.skipped)
+        say(&r, "skipped %zu bad image files (skip_bad)\n", r.train.skipped + r.test.skipped);
     train_state t = {.val_loss = NAN};
     sched_init(&t.sched, &r.c.sched);
     early_stop_init(&t.es, r.c.patience, r.c.min_delta);
     if (st == KILN_OK && o.resume)
         st = resume(&r, o.resume, &t, rep);
+    if (talking) /* MPI: the same model, settings and data everywhere, or no rank starts */
+        st = agree_on_run(&r, &t, st);
     if (st == KILN_OK)
         st = epochs(&r, &t, rep);
     if (st == KILN_OK && r.ctx->profile) /* fewer steps than a profile's */
@@ -469,7 +536,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
         say(&r, "stopped on request; resume with --resume %s\n",
             o.out_dir ? o.out_dir : "(no output directory: nothing was saved)");
     }
-    if (st == KILN_OK && rep->best_epoch > 0)
+    if (st == KILN_OK && rep->best_epoch > 0 && !o.keep_last)
         st = snapshot(&r, 1); /* the best weights are the final ones */
     if (st == KILN_OK && rep->best_epoch > 0) /* never untrained weights over a run's */
         st = save(&r, "final.safetensors", rep->best_epoch, rep->best_val_loss);
@@ -482,9 +549,11 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (r.ctx)
         kiln_profile_discard(r.ctx);
     teardown(&r);
+    dist_comm_watch(net->comm, NULL);
+    net->accumulating = net->acc_filled = 0;
     if (borrowed)
         net->comm = NULL;
-    return dist_check(st); /* MPI: a rank that fails stops every rank, never a hang */
+    return st; /* MPI: `kiln train` ends the job when a rank fails */
 }
 
 /* The batch a run of the model trains with: the options', else [train]'s. */
@@ -501,9 +570,10 @@ static kiln_status run_batch(kiln_model *m, const kiln_train_options *o, size_t 
 kiln_status kiln_train(kiln_ctx *ctx, kiln_model *m, const kiln_train_options *o,
                        kiln_train_report *rep)
 {
-    if (!ctx || !m || !rep)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_train: context, model, options and "
-                                                    "report are required");
+    kiln_status required = require_args("kiln_train", ARG(ctx), ARG(m), ARG(o), "report",
+                                        (const void *)rep, NULL);
+    if (required != KILN_OK)
+        return required;
     size_t batch;
     kiln_net *net = NULL;
     kiln_status st = run_batch(m, o, &batch);
@@ -519,11 +589,10 @@ kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
                           const kiln_train_options *options, kiln_eval_report *rep)
 {
     kiln_train_options o;
-    if (!ctx || !m || !checkpoint || !rep)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_evaluate: context, model, checkpoint, "
-                                                    "options with data, and report are "
-                                                    "required");
-    kiln_status st = read_options(options, &o, "kiln_evaluate");
+    kiln_status st = require_args("kiln_evaluate", ARG(ctx), ARG(m), ARG(checkpoint), "report",
+                                  (const void *)rep, NULL);
+    if (st == KILN_OK)
+        st = read_options(options, &o, "kiln_evaluate");
     if (st != KILN_OK)
         return st;
     memset(rep, 0, sizeof *rep);
@@ -533,6 +602,11 @@ kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
     st = run_batch(m, &o, &batch);
     if (st == KILN_OK)
         st = kiln_net_create(ctx, m, batch, &net);
+    if (st == KILN_OK && kiln_model_vocab(m) > 0) { /* token models: steps.c */
+        st = evaluate_tokens(net, &o, checkpoint, rep);
+        kiln_net_free(net);
+        return st;
+    }
     run r = {.net = net, .o = &o, .evaluating = 1, .lock = -1};
     if (st == KILN_OK) /* first: the checkpoint holds the normalization of the inputs */
         st = kiln_net_load(net, checkpoint);

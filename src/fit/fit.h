@@ -31,6 +31,10 @@ typedef struct {
     FILE *csv;
     int plot_failed;         /* curves.svg could not be drawn: warned once, not retried */
     int lock;                /* the output directory's lock file, held for the run (or -1) */
+    int by_steps;            /* a token model's run (steps.c): log rows and files by step */
+    size_t samples_trained;  /* in this call, for samples/s */
+    uint32_t train_crc;      /* the training split's fingerprint, once has_crc */
+    int has_crc;
 } run;
 
 
@@ -43,10 +47,13 @@ typedef struct {
     size_t batch;     /* next batch of the epoch in progress (0: none in progress) */
     float lr;         /* the learning rate of the epoch in progress */
     double val_loss;  /* of the last completed epoch */
+    int lr_set;       /* the epoch in progress restarts from its first batch with lr */
 } train_state;
 
 /* fit.c */
 int stopping(const run *r);
+kiln_status configure(run *r);
+void teardown(run *r);
 void say(const run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* data.c: the splits, evaluation, the best weights */
@@ -63,6 +70,10 @@ kiln_status alloc_snapshot(run *r);
 void free_snapshot(run *r);
 kiln_status save(run *r, const char *file, int epoch, double val_loss);
 
+/* agree.c: under MPI, the same model, settings and data on every rank
+ * (collective; mine is this rank's status so far) */
+kiln_status agree_on_run(run *r, const train_state *t, kiln_status mine);
+
 /* files.c: the run's directory */
 void remove_stale_temporaries(const char *dir);
 kiln_status lock_out_dir(run *r);
@@ -71,5 +82,10 @@ kiln_status check_writable(const char *path);
 kiln_status save_state(run *r, const train_state *t, const kiln_train_report *rep);
 kiln_status trim_log(run *r, int epoch);
 kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_report *rep);
+
+/* steps.c: token models train by steps on a corpus */
+kiln_status fit_steps(run *r, kiln_train_report *rep);
+kiln_status evaluate_tokens(kiln_net *net, const kiln_train_options *o, const char *checkpoint,
+                            kiln_eval_report *rep);
 
 #endif

@@ -22,6 +22,13 @@ typedef struct {
     char proj_std[32];
 } block_keys;
 
+static int probability(const char *v)
+{
+    char *end;
+    double p = strtod(v, &end);
+    return *v && !*end && p >= 0 && p < 1;
+}
+
 static kiln_status read_block_keys(kiln_model *m, const graph_kv *kv, size_t n, int line,
                                    block_keys *b)
 {
@@ -39,8 +46,11 @@ static kiln_status read_block_keys(kiln_model *m, const graph_kv *kv, size_t n, 
             b->heads = s.d[0];
         else if (strcmp(k, "bias") == 0 && (!strcmp(v, "true") || !strcmp(v, "false")))
             snprintf(b->bias, sizeof b->bias, "%s", v);
-        else if (strcmp(k, "dropout") == 0 && strlen(v) < sizeof b->dropout)
+        else if (strcmp(k, "dropout") == 0 && strlen(v) < sizeof b->dropout && probability(v))
             snprintf(b->dropout, sizeof b->dropout, "%s", v);
+        else if (!strcmp(k, "dropout"))
+            return graph_fail_at(m, at, "transformer_block", "dropout = %s: expected a "
+                                 "probability from 0 up to (not including) 1", v);
         else if (!strcmp(k, "count") || !strcmp(k, "heads") || !strcmp(k, "bias"))
             return graph_fail_at(m, at, "transformer_block", "%s = %s: expected %s", k, v,
                                  strcmp(k, "bias") == 0 ? "true or false"

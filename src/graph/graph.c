@@ -22,6 +22,7 @@ void kiln_model_free(kiln_model *m)
         return;
     free(m->nodes);
     free(m->train);
+    free(m->text);
     free(m);
 }
 
@@ -120,6 +121,14 @@ static kiln_status read_from(const kiln_model *m, graph_node *n, int line, const
 
 /* ---- keys ----------------------------------------------------------------- */
 
+static int given(const graph_kv *kv, size_t count, const char *key)
+{
+    for (size_t i = 0; i < count; i++)
+        if (strcmp(kv[i].key, key) == 0)
+            return 1;
+    return 0;
+}
+
 static kiln_status read_keys(kiln_model *m, graph_node *n, const graph_kv *kv, size_t count,
                              const char *const *later, size_t n_later)
 {
@@ -129,9 +138,12 @@ static kiln_status read_keys(kiln_model *m, graph_node *n, const graph_kv *kv, s
         for (size_t j = 0; j < i; j++)
             if (strcmp(kv[j].key, kv[i].key) == 0)
                 return fail_at(m, line, kind, "key %s is given twice", kv[i].key);
-        if (!layer_takes_key(n->kind, kv[i].key))
+        int common = strcmp(kv[i].key, "name") == 0 || strcmp(kv[i].key, "from") == 0 ||
+                     (strcmp(kv[i].key, "tie") == 0 && op_get(n->kind->op)->tieable);
+        const op_key *key = common ? NULL : layer_key(n->kind, kv[i].key);
+        if (!common && !key)
             return fail_at(m, line, kind, "unknown key %s; [%s] takes: %s", kv[i].key, kind,
-                           n->kind->keys[0] ? n->kind->keys : "no keys");
+                           n->kind->keys);
         if (!kv[i].value || !*kv[i].value)
             return fail_at(m, line, kind, "key %s has no value", kv[i].key);
         kiln_status st = KILN_OK;
@@ -151,7 +163,8 @@ static kiln_status read_keys(kiln_model *m, graph_node *n, const graph_kv *kv, s
                 st = fail_at(m, line, kind, "tie = %s names no layer above this one",
                              kv[i].value);
         } else {
-            const char *expected = layer_read_key(n, kv[i].key, kv[i].value);
+            char buf[256];
+            const char *expected = op_key_read(key, &n->attrs, kv[i].value, buf, sizeof buf);
             if (expected)
                 st = fail_at(m, line, kind, "%s = %s: expected %s", kv[i].key, kv[i].value,
                              expected);
@@ -159,22 +172,26 @@ static kiln_status read_keys(kiln_model *m, graph_node *n, const graph_kv *kv, s
         if (st != KILN_OK)
             return st;
     }
+    if (given(kv, count, "std") && n->attrs.init == INIT_DEFAULT) /* std = implies normal */
+        n->attrs.init = INIT_NORMAL;
+    if (given(kv, count, "std") && n->attrs.init != INIT_NORMAL)
+        return fail_at(m, n->line, kind, "std = is the deviation of init = normal, not of "
+                                         "init = %s", init_name(n->attrs.init));
     return KILN_OK;
 }
 
+/* The keys the op's row marks required, and from where it reads two layers. */
 static kiln_status check_required(const kiln_model *m, const graph_node *n, const graph_kv *kv,
                                   size_t count)
 {
-    char needs[64];
-    snprintf(needs, sizeof needs, "%s", n->kind->needs);
-    for (char *save = NULL, *key = strtok_r(needs, " ", &save); key;
-         key = strtok_r(NULL, " ", &save)) {
-        int found = 0;
-        for (size_t i = 0; i < count && !found; i++)
-            found = strcmp(kv[i].key, key) == 0;
-        if (!found)
-            return fail_at(m, n->line, n->kind->name, "the key %s is required", key);
-    }
+    const op_desc *d = op_get(n->kind->op);
+    for (int i = 0; i < d->n_keys; i++)
+        if (d->keys[i].required && layer_key(n->kind, d->keys[i].name) &&
+            !given(kv, count, d->keys[i].name))
+            return fail_at(m, n->line, n->kind->name, "the key %s is required",
+                           d->keys[i].name);
+    if (n->kind->n_inputs > 1 && !given(kv, count, "from"))
+        return fail_at(m, n->line, n->kind->name, "the key from is required");
     return KILN_OK;
 }
 
@@ -192,18 +209,10 @@ static kiln_status infer(kiln_model *m, graph_node *n)
     char buf[64];
     for (int i = 0; i < n->kind->n_inputs; i++)
         in[i] = shape_with_batch(input_shape(m, n->inputs[i]), 1);
-    if (n->kind->op == OP_LINEAR && in[0].ndim > 3)
-        return fail_at(m, n->line, kind, "input is %s; add [flatten] before it",
-                       shape_str(input_shape(m, n->inputs[0]), buf, sizeof buf));
-    if ((n->kind->op == OP_CONV2D || n->kind->op == OP_MAXPOOL || n->kind->op == OP_AVGPOOL) &&
-        in[0].ndim != 4)
-        return fail_at(m, n->line, kind, "input is %s; expected channels x height x width "
-                                         "(e.g. [input] shape = 1x28x28)",
-                       shape_str(input_shape(m, n->inputs[0]), buf, sizeof buf));
-    if (n->kind->op == OP_BATCHNORM && in[0].ndim != 2 && in[0].ndim != 4)
-        return fail_at(m, n->line, kind, "input is %s; batchnorm takes features (1d) or "
-                                         "channels x height x width (2d)",
-                       shape_str(input_shape(m, n->inputs[0]), buf, sizeof buf));
+    const op_desc *d = op_get(n->kind->op);
+    if (d->in_ranks && !(d->in_ranks >> in[0].ndim & 1u))
+        return fail_at(m, n->line, kind, "input is %s; %s",
+                       shape_str(input_shape(m, n->inputs[0]), buf, sizeof buf), d->in_hint);
     if (op_infer(n->kind->op, &n->attrs, in, &n->shapes) != KILN_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", kiln_last_error());
@@ -237,7 +246,7 @@ uint64_t graph_node_params(const graph_node *n)
 
 uint64_t graph_node_buffers(const graph_node *n)
 {
-    uint64_t total = n->kind->op == OP_BATCHNORM ? 1 : 0; /* num_batches_tracked */
+    uint64_t total = op_get(n->kind->op)->counter ? 1 : 0; /* num_batches_tracked */
     for (int i = 0; i < n->shapes.n_buffers; i++)
         total += shape_numel(&n->shapes.buffer[i]);
     return total;
@@ -341,6 +350,10 @@ kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_
 {
     if (m->finished)
         return kiln_fail(KILN_ERR_MODEL, "model: layers cannot be added once it is in use");
+    for (size_t i = 0; i < n; i++)
+        if (!graph_text_fits(kv[i].value))
+            return fail_at(m, kv[i].line ? kv[i].line : line, kind, "%s: a value is one line",
+                           kv[i].key);
     if (strcmp(kind, "train") == 0)
         return add_train(m, kv, n, line);
     const layer_kind *k = layer_find(kind);
@@ -349,30 +362,34 @@ kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_
         return fail_at(m, line, kind, "unknown section; expected one of: %s, train",
                        layer_names(names, sizeof names));
     }
-    if (k->op == OP_COUNT && strcmp(kind, "input") == 0)
-        return add_input(m, kv, n, line);
+    kiln_status st;
+    if (k->op == OP_COUNT && strcmp(kind, "input") == 0) {
+        st = add_input(m, kv, n, line);
+        return st == KILN_OK ? graph_record(m, kind, kv, n) : st;
+    }
     if (!m->input.ndim)
         return fail_at(m, line, kind, "the model needs an [input] section (shape = ...) "
                                       "before its first layer");
-    if (k->op == OP_COUNT)
-        return graph_add_blocks(m, kv, n, line);
-    kiln_status st = grow(m);
+    if (k->op == OP_COUNT) { /* the text keeps the section, not the layers it makes */
+        m->quiet_text++;
+        st = graph_add_blocks(m, kv, n, line);
+        m->quiet_text--;
+        return st == KILN_OK ? graph_record(m, kind, kv, n) : st;
+    }
+    st = grow(m);
     if (st != KILN_OK)
         return st;
     graph_node *node = &m->nodes[m->count];
     memset(node, 0, sizeof *node);
     node->kind = k;
     node->line = line;
-    node->attrs = op_attrs_default();
-    node->attrs.act = k->act;
-    node->attrs.p = 0.5f; /* PyTorch's Dropout default */
+    node->attrs = op_attrs_for(k->op, k->act);
     node->inputs[0] = (int)m->count - 1;
     node->tie = -1;
-    node->std = 0.02f;
-    if (k->op == OP_EMBEDDING || k->op == OP_POSITION) { /* nanoGPT's N(0, 0.02²) */
-        node->init = INIT_NORMAL;
-        node->attrs.rows = k->op == OP_EMBEDDING ? m->vocab : m->vocab ? m->input.d[0] : 0;
-    }
+    if (k->op == OP_EMBEDDING) /* the vocabulary and block of a token input */
+        node->attrs.rows = m->vocab;
+    if (k->op == OP_POSITION)
+        node->attrs.rows = m->vocab ? m->input.d[0] : 0;
     snprintf(node->name, sizeof node->name, "%zu", m->count);
     st = read_keys(m, node, kv, n, later, n_later);
     if (st == KILN_OK && (k->op == OP_EMBEDDING || k->op == OP_POSITION) && !node->attrs.rows)
@@ -385,6 +402,8 @@ kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_
         st = check_required(m, node, kv, n);
     if (st == KILN_OK)
         st = infer(m, node);
+    if (st == KILN_OK && !m->quiet_text)
+        st = graph_record(m, kind, kv, n);
     if (st == KILN_OK)
         m->count++;
     return st;
@@ -392,8 +411,9 @@ kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_
 
 /* ---- finishing ----------------------------------------------------------------- */
 
-/* The first activation the output of node i reaches, looking through
- * normalization and dropout; KILN_ACT_NONE when there is none. */
+/* The first activation the output of node i reaches, looking through the
+ * ops whose rows say see_through (normalization, dropout);
+ * KILN_ACT_NONE when there is none. */
 static kiln_act next_activation(const kiln_model *m, size_t i)
 {
     for (size_t j = i + 1; j < m->count; j++) {
@@ -402,8 +422,7 @@ static kiln_act next_activation(const kiln_model *m, size_t i)
             continue;
         if (n->kind->op == OP_ACTIVATION)
             return n->attrs.act;
-        if (n->kind->op == OP_BATCHNORM || n->kind->op == OP_LAYERNORM ||
-            n->kind->op == OP_DROPOUT)
+        if (op_get(n->kind->op)->see_through)
             return next_activation(m, j);
         return KILN_ACT_NONE;
     }
@@ -422,11 +441,8 @@ kiln_status graph_finish(kiln_model *m)
                          m->file[0] ? m->file : "model");
     for (size_t i = 0; i < m->count; i++) {
         graph_node *n = &m->nodes[i];
-        if (n->init != INIT_DEFAULT || (n->kind->op != OP_LINEAR && n->kind->op != OP_CONV2D))
-            continue;
-        kiln_act act = next_activation(m, i);
-        n->init = act == KILN_ACT_SIGMOID || act == KILN_ACT_TANH ? INIT_XAVIER_UNIFORM
-                                                                   : INIT_KAIMING_NORMAL;
+        if (n->attrs.init == INIT_DEFAULT) /* from the activation it feeds */
+            n->attrs.init = act_get(next_activation(m, i))->init;
     }
     m->finished = 1;
     return KILN_OK;

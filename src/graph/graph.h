@@ -6,26 +6,18 @@
 
 #include "ops/ops.h"
 
-/* ---- the layer table (layers.c) ------------------------------------------ */
+/* ---- the layers a model file can name (layers.c) ----------------------- */
 
-typedef enum {
-    INIT_DEFAULT, /* decided by graph_finish from the activation that follows */
-    INIT_KAIMING_NORMAL,
-    INIT_KAIMING_UNIFORM,
-    INIT_XAVIER_NORMAL,
-    INIT_XAVIER_UNIFORM,
-    INIT_ZEROS,
-    INIT_PYTORCH, /* nn.Linear's and nn.Conv2d's own: U(±1/sqrt(fan_in)), biases too */
-    INIT_NORMAL,  /* N(0, std²), biases zero: nanoGPT's (std = 0.02) */
-} init_kind;
-
+/* One section name: [input], an op of the table, an activation of
+ * KILN_ACT_LIST with a layer of its own, or [transformer_block] (the
+ * layers of a block, graph/block.c; op OP_COUNT as [input]). Everything else about it is in
+ * the op's row. */
 typedef struct {
     const char *name;   /* section name in model files: "linear" */
     op_kind op;         /* the operator; OP_COUNT for [input] */
     kiln_act act;       /* for activation layers */
     int n_inputs;       /* 2 for add and concat (from = a, b) */
-    const char *keys;   /* the keys it takes besides name and from, space-separated */
-    const char *needs;  /* keys it requires */
+    char keys[160];     /* the keys it takes, space-separated, for messages */
 } layer_kind;
 
 /* NULL when there is no such layer. */
@@ -34,13 +26,9 @@ const layer_kind *layer_find(const char *name);
 /* "input, linear, ..." into buf, for messages. */
 const char *layer_names(char *buf, size_t size);
 
-/* Whether a layer takes a key (name and from included where they apply). */
-int layer_takes_key(const layer_kind *k, const char *key);
-
-/* Reads key = value into the node's attributes; NULL when it was good,
- * else what the value should have been ("a whole number from 1 to ..."). */
-struct graph_node;
-const char *layer_read_key(struct graph_node *n, const char *key, const char *value);
+/* The declaration of a key the layer takes (besides name and from), or
+ * NULL. */
+const op_key *layer_key(const layer_kind *k, const char *key);
 
 /* Reads a per-sample shape "784" or "1x28x28" (1 to 3 dimensions). */
 int layer_read_shape(const char *value, kiln_shape *out);
@@ -54,10 +42,8 @@ typedef struct graph_node {
     char name[GRAPH_NAME_MAX]; /* name = ..., or the layer's index */
     int line;                  /* line in the model file; 0 from the C API */
     int inputs[OP_MAX_INPUTS]; /* indices of earlier layers; -1 is the model input */
-    op_attrs attrs;
-    init_kind init;
-    float std;                 /* init = normal: the standard deviation */
-    int tie;                   /* linear: the node whose weight it uses (tie =), or -1 */
+    op_attrs attrs;            /* attrs.init: INIT_DEFAULT until graph_finish */
+    int tie;                   /* the node whose weight it uses (tie =), or -1 */
     kiln_shape out;            /* per-sample shape (no batch dimension) */
     op_shapes shapes;          /* with a batch of 1 */
     int has_name;
@@ -80,6 +66,9 @@ struct kiln_model {
     graph_setting *train;      /* the [train] section, handed over as is */
     size_t train_count;
     int finished;
+    char *text;                /* the sections added, as model-file text (text.c) */
+    size_t text_len, text_cap;
+    int quiet_text;            /* inside a section that adds layers of its own */
 };
 
 /* A key = value of one layer, with its line (0 from the C API). */
@@ -95,6 +84,12 @@ typedef struct {
  * so that `from` naming a later layer says so. */
 kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_t n, int line,
                       const char *const *later_names, size_t n_later);
+
+/* Appends a section that graph_add accepted to the model's text
+ * (text.c); graph_text_fits says whether a value can be written there
+ * (no line breaks). */
+kiln_status graph_record(kiln_model *m, const char *kind, const graph_kv *kv, size_t n);
+int graph_text_fits(const char *value);
 
 /* Resolves what depends on the whole graph (default initialisers); the
  * model is then complete. */

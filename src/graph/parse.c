@@ -198,9 +198,9 @@ static kiln_status parse_file(FILE *f, const char *path, kiln_model **out)
 
 kiln_status kiln_model_load(const char *path, kiln_model **out)
 {
-    if (!path || !out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_load: path and out are "
-                                                    "required");
+    kiln_status required = require_args("kiln_model_load", ARG(path), ARG(out), NULL);
+    if (required != KILN_OK)
+        return required;
     FILE *f = fopen(path, "rb");
     if (!f)
         return kiln_fail(KILN_ERR_IO, "%s: cannot open the model file", path);
@@ -211,9 +211,9 @@ kiln_status kiln_model_load(const char *path, kiln_model **out)
 
 kiln_status kiln_model_parse(const char *text, const char *name, kiln_model **out)
 {
-    if (!text || !out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_parse: text and out are "
-                                                    "required");
+    kiln_status required = require_args("kiln_model_parse", ARG(text), ARG(out), NULL);
+    if (required != KILN_OK)
+        return required;
     FILE *f = fmemopen((void *)text, strlen(text), "r");
     if (!f)
         return kiln_fail(KILN_ERR_IO, "kiln_model_parse: cannot read the text");

@@ -3,7 +3,7 @@
  * tensors' bytes. Names follow PyTorch's state_dict for the same model
  * ("0.weight", "1.running_mean", or the layer's name =), so that
  * safetensors.torch.load_file + load_state_dict read them. Files are written
- * to a temporary name, fsync'd and renamed: never half a file. Loading
+ * whole or not at all (write_file_atomic). Loading
  * checks every name, dtype, shape and offset and says which one is wrong. */
 #include <cJSON.h>
 #include <errno.h>
@@ -26,9 +26,6 @@ static void set_tensor(entry *e, kiln_tensor *t)
     e->bytes = t->numel * sizeof(float);
 }
 
-static const char *const param_names[OP_MAX_PARAMS] = {"weight", "bias"};
-static const char *const buffer_names[OP_MAX_BUFFERS] = {"running_mean", "running_var"};
-
 /* The state_dict of a pipeline, in layer order. */
 static size_t list_entries(const pipeline *p, entry *out)
 {
@@ -36,10 +33,11 @@ static size_t list_entries(const pipeline *p, entry *out)
     for (size_t i = 0; i < p->count; i++) {
         const pipe_step *s = &p->steps[i];
         const char *layer = p->model->nodes[s->node].name;
+        const op_desc *d = op_get(s->op);
         if (first)
             first[i] = n;
         for (int k = 0; k < s->shapes.n_params; k++) {
-            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, param_names[k]);
+            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, d->param_names[k]);
             set_tensor(&out[n], s->param[k]);
             if (k == 0 && s->tied_to >= 0 && first) { /* a weight with two names */
                 out[n].tied = (int)first[s->tied_to] + 1;
@@ -48,12 +46,13 @@ static size_t list_entries(const pipeline *p, entry *out)
             n++;
         }
         for (int k = 0; k < s->shapes.n_buffers; k++) {
-            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, buffer_names[k]);
+            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, d->buffer_names[k]);
             set_tensor(&out[n], s->buffer[k]);
+            out[n].is_buffer = 1;
             n++;
         }
-        if (s->op == OP_BATCHNORM) {
-            snprintf(out[n].name, sizeof out[n].name, "%s.num_batches_tracked", layer);
+        if (d->counter) {
+            snprintf(out[n].name, sizeof out[n].name, "%s.%s", layer, d->counter);
             out[n].tensor = NULL;
             out[n].is_int64 = 1;
             out[n].shape.ndim = 0;
@@ -98,49 +97,44 @@ static cJSON *header_json(const entry *e, size_t n, const checkpoint_meta *meta)
     return root;
 }
 
-/* Header and data into fd. */
-static kiln_status write_body(int fd, const entry *e, size_t n, const char *json,
-                              int64_t batches)
+/* A checkpoint's header and tensors, for write_file_atomic. */
+typedef struct {
+    const entry *e;
+    size_t n;
+    const char *json;
+    int64_t batches;
+} body;
+
+static kiln_status write_body(int fd, const char *path, void *user)
 {
-    size_t len = strlen(json), padded = (len + 7) / 8 * 8;
+    const body *b = user;
+    const entry *e = b->e;
+    size_t len = strlen(b->json), padded = (len + 7) / 8 * 8;
     unsigned char size_le[8];
     for (int i = 0; i < 8; i++)
         size_le[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    if (kiln_write_all(fd, size_le, 8) || kiln_write_all(fd, json, len) ||
+    if (kiln_write_all(fd, size_le, 8) || kiln_write_all(fd, b->json, len) ||
         kiln_write_all(fd, "        ", padded - len))
-        return kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
+        return fail_write(path, errno);
     kiln_status st = KILN_OK;
-    for (size_t i = 0; i < n && st == KILN_OK; i++) {
+    for (size_t i = 0; i < b->n && st == KILN_OK; i++) {
         if (!e[i].tensor) {
             unsigned char v[8];
-            for (int b = 0; b < 8; b++)
-                v[b] = (unsigned char)((uint64_t)batches >> (8 * b));
+            for (int k = 0; k < 8; k++)
+                v[k] = (unsigned char)((uint64_t)b->batches >> (8 * k));
             if (kiln_write_all(fd, v, 8))
-                st = kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
+                st = fail_write(path, errno);
             continue;
         }
         float *host = malloc(e[i].bytes);
         if (!host)
-            return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+            return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
         st = kiln_tensor_download(e[i].tensor, host, e[i].tensor->numel);
         if (st == KILN_OK && kiln_write_all(fd, host, e[i].bytes)) /* little-endian hosts */
-            st = kiln_fail(KILN_ERR_IO, "checkpoint: write failed (%s)", strerror(errno));
+            st = fail_write(path, errno);
         free(host);
     }
     return st;
-}
-
-/* Makes a rename durable: fsync of the directory that holds path (best
- * effort; some file systems refuse it). */
-static void sync_directory_of(const char *path)
-{
-    char dir[4096];
-    kiln_dir_of(path, dir, sizeof dir);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
 }
 
 static kiln_status save_entries(const char *path, const entry *e, size_t n,
@@ -148,29 +142,9 @@ static kiln_status save_entries(const char *path, const entry *e, size_t n,
 {
     cJSON *root = header_json(e, n, meta);
     char *json = root ? cJSON_PrintUnformatted(root) : NULL;
-    char tmp[4200];
-    kiln_status st = json ? KILN_OK : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of "
-                                                                        "memory");
-    int fd = -1;
-    if (st == KILN_OK && snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
-        st = kiln_fail(KILN_ERR_IO, "%s: path too long", path);
-    if (st == KILN_OK && (fd = mkstemp(tmp)) < 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: cannot create a temporary file beside it (%s)", path,
-                       strerror(errno));
-    if (st == KILN_OK && fchmod(fd, 0644) != 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: chmod failed (%s)", path, strerror(errno));
-    if (st == KILN_OK)
-        st = write_body(fd, e, n, json, batches);
-    if (st == KILN_OK && fsync(fd) != 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: fsync failed (%s)", path, strerror(errno));
-    if (fd >= 0 && close(fd) != 0 && st == KILN_OK)
-        st = kiln_fail(KILN_ERR_IO, "%s: close failed (%s)", path, strerror(errno));
-    if (st == KILN_OK && rename(tmp, path) != 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: rename failed (%s)", path, strerror(errno));
-    if (st == KILN_OK)
-        sync_directory_of(path);
-    if (st != KILN_OK && fd >= 0)
-        unlink(tmp);
+    body b = {e, n, json, batches};
+    kiln_status st = json ? write_output(path, write_body, &b)
+                          : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
     free(json);
     cJSON_Delete(root);
     return st;
@@ -348,6 +322,54 @@ static kiln_status check_header(const char *path, const cJSON *root, const entry
     return st;
 }
 
+/* A name that appears twice in one object (the format disallows it;
+ * cJSON keeps both). */
+static const char *repeated_name(const cJSON *object)
+{
+    for (const cJSON *a = object ? object->child : NULL; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (a->string && b->string && strcmp(a->string, b->string) == 0)
+                return a->string;
+    return NULL;
+}
+
+/* The header's own shape, before its tensors are compared with the model:
+ * no name twice, __metadata__ an object of strings, and a data section as
+ * long as the offsets say (a truncated file is named as one). */
+static kiln_status check_layout(const char *path, const cJSON *root, size_t data_size)
+{
+    const char *twice = repeated_name(root);
+    if (twice)
+        return kiln_fail(KILN_ERR_IO, "%s: the header names %s twice", path, twice);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "__metadata__"), *item;
+    if (m && !cJSON_IsObject(m))
+        return kiln_fail(KILN_ERR_IO, "%s: the header's __metadata__ is not an object of "
+                                      "strings", path);
+    if ((twice = repeated_name(m)) != NULL)
+        return kiln_fail(KILN_ERR_IO, "%s: the header's __metadata__ names %s twice", path,
+                         twice);
+    cJSON_ArrayForEach(item, m)
+    {
+        if (!cJSON_IsString(item))
+            return kiln_fail(KILN_ERR_IO, "%s: the header's __metadata__ value %s is not a "
+                                          "string",
+                             path, item->string);
+    }
+    double end = 0;
+    cJSON_ArrayForEach(item, root)
+    {
+        const cJSON *offs = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
+        const cJSON *e = cJSON_IsArray(offs) ? cJSON_GetArrayItem(offs, 1) : NULL;
+        if (item != m && cJSON_IsNumber(e) && e->valuedouble > end)
+            end = e->valuedouble;
+    }
+    if (end > (double)data_size)
+        return kiln_fail(KILN_ERR_IO, "%s: the file is cut short: its header describes %.0f "
+                                      "bytes of tensors, it holds %zu (an interrupted copy?)",
+                         path, end, data_size);
+    return KILN_OK;
+}
+
 kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t size,
                              const checkpoint_entry *e, size_t n, size_t *begins,
                              checkpoint_meta *meta)
@@ -371,6 +393,8 @@ kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t
     if (st == KILN_OK && !spans)
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (st == KILN_OK)
+        st = check_layout(path, root, size - 8 - (size_t)hlen);
+    if (st == KILN_OK)
         st = check_header(path, root, e, n, size - 8 - (size_t)hlen, spans);
     for (size_t i = 0; i < n && st == KILN_OK; i++) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, e[i].name);
@@ -393,7 +417,8 @@ kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t
     return st;
 }
 
-static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint_meta *meta)
+static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint_meta *meta,
+                                const checkpoint_check *check)
 {
     size_t size = 0;
     kiln_status st = KILN_OK;
@@ -403,6 +428,8 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
         st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (begins)
         st = checkpoint_parse(path, data, size, e, n, begins, meta);
+    if (st == KILN_OK && check) /* before any tensor is replaced */
+        st = check->fn(check->user, path, meta);
     for (size_t i = 0; i < n && st == KILN_OK; i++) {
         if (!e[i].tensor)
             continue;
@@ -422,10 +449,16 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
 
 kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta)
 {
+    return checkpoint_load_checked(p, path, meta, NULL);
+}
+
+kiln_status checkpoint_load_checked(pipeline *p, const char *path, checkpoint_meta *meta,
+                                    const checkpoint_check *check)
+{
     size_t n;
     pipeline_params_changed(p);
     entry *e = entries_of(p, &n);
-    kiln_status st = e ? load_entries(path, e, n, meta)
+    kiln_status st = e ? load_entries(path, e, n, meta, check)
                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;
@@ -437,7 +470,7 @@ kiln_status checkpoint_load_state(pipeline *p, const char *path, const char *con
     size_t count;
     pipeline_params_changed(p);
     entry *e = state_entries(p, names, tensors, n, &count);
-    kiln_status st = e ? load_entries(path, e, count, meta)
+    kiln_status st = e ? load_entries(path, e, count, meta, NULL)
                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;
@@ -484,4 +517,37 @@ void checkpoint_meta_free(checkpoint_meta *m)
         free(m->long_values[i]);
         m->long_values[i] = NULL;
     }
+}
+
+kiln_status checkpoint_read_meta(const char *path, checkpoint_meta *meta)
+{
+    memset(meta, 0, sizeof *meta);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    unsigned char len[8];
+    uint64_t hlen = 0;
+    kiln_status st = fread(len, 1, 8, f) == 8 ? KILN_OK
+                                               : kiln_fail(KILN_ERR_IO, "%s: not a safetensors "
+                                                                        "file", path);
+    for (int i = 7; i >= 0 && st == KILN_OK; i--)
+        hlen = hlen << 8 | len[i];
+    if (st == KILN_OK && hlen > 100u << 20)
+        st = kiln_fail(KILN_ERR_IO, "%s: a header of %llu bytes", path, (unsigned long long)hlen);
+    char *text = st == KILN_OK ? malloc((size_t)hlen + 1) : NULL;
+    if (st == KILN_OK && (!text || fread(text, 1, (size_t)hlen, f) != hlen))
+        st = kiln_fail(KILN_ERR_IO, "%s: the header is cut short", path);
+    fclose(f);
+    cJSON *root = st == KILN_OK ? cJSON_ParseWithLength(text, (size_t)hlen) : NULL;
+    if (st == KILN_OK && !cJSON_IsObject(root))
+        st = kiln_fail(KILN_ERR_IO, "%s: the header is not a JSON object", path);
+    const cJSON *m = root ? cJSON_GetObjectItemCaseSensitive(root, "__metadata__") : NULL, *item;
+    cJSON_ArrayForEach(item, m)
+    {
+        if (cJSON_IsString(item) && strlen(item->string) < sizeof meta->keys[0])
+            checkpoint_meta_set(meta, item->string, item->valuestring);
+    }
+    cJSON_Delete(root);
+    free(text);
+    return st;
 }

@@ -25,6 +25,7 @@ typedef struct {
     char name[GRAPH_NAME_MAX + 32];
     kiln_shape shape;
     int is_int64;        /* num_batches_tracked: an int64 scalar */
+    int is_buffer;       /* a buffer (running statistics), not trained */
     size_t bytes;
     kiln_tensor *tensor; /* where it loads to; NULL for the int64 scalars */
     int tied;            /* 1 + the index of the entry sharing its values (tie =), or 0:
@@ -49,6 +50,17 @@ kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoin
 
 /* Reads path into the pipeline after checking every tensor; meta may be NULL. */
 kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta);
+
+/* The __metadata__ of a safetensors file alone, without its tensors. */
+kiln_status checkpoint_read_meta(const char *path, checkpoint_meta *meta);
+/* A check of the metadata that runs after the file is checked and before
+ * any tensor is replaced: a file it refuses changes nothing. */
+typedef struct {
+    kiln_status (*fn)(void *user, const char *path, const checkpoint_meta *meta);
+    void *user;
+} checkpoint_check;
+kiln_status checkpoint_load_checked(pipeline *p, const char *path, checkpoint_meta *meta,
+                                    const checkpoint_check *check);
 
 /* The whole training state in one file: the pipeline's tensors under
  * "model." names and the named extras (optimizer state), so that weights

@@ -55,34 +55,62 @@ static int choice(const char *v, const char *const *names, int n)
     return -1;
 }
 
+/* The entry of a list that v names (name_of: the list's names), or -1
+ * with "a, b or c" in buf. */
+static int listed(const char *v, const char *(*name_of)(int), int n, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (strcmp(v, name_of(i)) == 0)
+            return i;
+        size_t used = strlen(buf);
+        snprintf(buf + used, size - used, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ",
+                 name_of(i));
+    }
+    return -1;
+}
+
+static const char *loss_name_at(int i)
+{
+    return loss_name((loss_kind)i);
+}
+
 static kiln_status key_loss(const key_ctx *k)
 {
-    for (int i = 0; i < LOSS_COUNT; i++)
-        if (strcmp(k->s->value, loss_name((loss_kind)i)) == 0) {
-            k->c->loss = (loss_kind)i;
-            return KILN_OK;
-        }
-    return bad(k, "mse, cross_entropy or bce");
+    char names[256];
+    int i = listed(k->s->value, loss_name_at, LOSS_COUNT, names, sizeof names);
+    if (i < 0)
+        return bad(k, names);
+    k->c->loss = (loss_kind)i;
+    return KILN_OK;
+}
+
+static const char *optim_name_at(int i)
+{
+    return optim_name((optim_kind)i);
+}
+
+static const char *sched_name_at(int i)
+{
+    return sched_name((sched_kind)i);
 }
 
 static kiln_status key_optimizer(const key_ctx *k)
 {
-    static const char *const names[] = {"sgd", "adam", "adamw"};
-    int i = choice(k->s->value, names, 3);
+    char names[256];
+    int i = listed(k->s->value, optim_name_at, OPTIM_COUNT, names, sizeof names);
     if (i < 0)
-        return bad(k, "sgd, adam or adamw");
+        return bad(k, names);
     k->c->optim = optim_defaults((optim_kind)i); /* read first; other keys override */
     return KILN_OK;
 }
 
 static kiln_status key_schedule(const key_ctx *k)
 {
-    static const char *const names[] = {"constant", "step",          "multistep", "exponential",
-                                        "cosine",   "warmup_cosine", "plateau"};
-    int i = choice(k->s->value, names, 7);
+    char names[256];
+    int i = listed(k->s->value, sched_name_at, SCHED_COUNT, names, sizeof names);
     if (i < 0)
-        return bad(k, "constant, step, multistep, exponential, cosine, warmup_cosine or "
-                      "plateau");
+        return bad(k, names);
     k->c->sched.kind = (sched_kind)i;
     return KILN_OK;
 }
@@ -140,6 +168,34 @@ static kiln_status key_milestones(const key_ctx *k)
     return s->n_milestones ? KILN_OK : bad(k, "increasing epochs separated by commas");
 }
 
+/* The keys of image folders, read where they are defined (data/folder.c). */
+static kiln_status key_image(const key_ctx *k)
+{
+    const char *expected = "";
+    return image_config_key(&k->c->images, k->s->key, k->s->value, &expected) ? bad(k, expected)
+                                                                              : KILN_OK;
+}
+
+static kiln_status key_class_weight(const key_ctx *k)
+{
+    train_config *c = k->c;
+    c->n_class_weight = 0;
+    if (strcmp(k->s->value, "none") == 0)
+        return KILN_OK;
+    char copy[128];
+    snprintf(copy, sizeof copy, "%s", k->s->value);
+    double v, total = 0;
+    for (char *save = NULL, *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (c->n_class_weight == TRAIN_MAX_CLASS_WEIGHTS || !number(t, 0, 1e6, &v))
+            return bad(k, "a weight from 0 per class, separated by commas (at most 64), or "
+                          "none");
+        c->class_weight[c->n_class_weight++] = (float)v;
+        total += v;
+    }
+    return c->n_class_weight && total > 0 ? KILN_OK
+                                          : bad(k, "a weight per class, not all 0, or none");
+}
+
 /* Keys that are one number into a field. */
 typedef enum { F_FLOAT, F_DOUBLE, F_INT, F_SIZE, F_U64, F_BOOL } field_type;
 
@@ -162,7 +218,16 @@ static const key_def keys[] = {
     {"normalize", key_normalize, 0, 0, 0, 0, NULL},
     {"betas", key_betas, 0, 0, 0, 0, NULL},
     {"milestones", key_milestones, 0, 0, 0, 0, NULL},
+    {"class_weight", key_class_weight, 0, 0, 0, 0, NULL},
     {"decay", key_decay, 0, 0, 0, 0, NULL},
+    {"resize", key_image, 0, 0, 0, 0, NULL},
+    {"random_crop", key_image, 0, 0, 0, 0, NULL},
+    {"flip", key_image, 0, 0, 0, 0, NULL},
+    {"random_resized_crop", key_image, 0, 0, 0, 0, NULL},
+    {"color_jitter", key_image, 0, 0, 0, 0, NULL},
+    {"workers", key_image, 0, 0, 0, 0, NULL},
+    {"skip_bad", key_image, 0, 0, 0, 0, NULL},
+    {"cache", key_image, 0, 0, 0, 0, NULL},
     FIELD("lr", F_FLOAT, optim.lr, 1e-12, 100, "a learning rate above 0, at most 100"),
     FIELD("momentum", F_FLOAT, optim.momentum, 0, 1, "a number from 0 to 1"),
     FIELD("dampening", F_FLOAT, optim.dampening, 0, 1, "a number from 0 to 1"),
@@ -180,13 +245,21 @@ static const key_def keys[] = {
     FIELD("val", F_DOUBLE, val, 0, 0.9, "a fraction from 0 to 0.9"),
     FIELD("step", F_INT, sched.step_size, 1, 1000000, "a whole number of epochs from 1"),
     FIELD("gamma", F_DOUBLE, sched.gamma, 1e-12, 1, "a factor above 0, at most 1"),
-    FIELD("t_max", F_INT, sched.t_max, 1, 1000000, "a whole number of epochs from 1"),
+    FIELD("t_max", F_INT, sched.t_max, 1, 1000000, "a whole number of epochs (steps) from 1"),
     FIELD("eta_min", F_DOUBLE, sched.eta_min, 0, 100, "a learning rate from 0"),
-    FIELD("warmup", F_INT, sched.warmup, 0, 1000000, "a whole number of epochs"),
+    FIELD("warmup", F_INT, sched.warmup, 0, 1000000, "a whole number of epochs (of steps for "
+                                                      "token models)"),
     FIELD("factor", F_DOUBLE, sched.factor, 1e-12, 0.999999, "a factor between 0 and 1"),
     FIELD("plateau_patience", F_INT, sched.patience, 0, 100000, "a whole number of epochs"),
     FIELD("min_lr", F_DOUBLE, sched.min_lr, 0, 100, "a learning rate from 0"),
     FIELD("sync_batchnorm", F_BOOL, sync_batchnorm, 0, 1, "true or false"),
+    FIELD("steps", F_INT, steps, 1, 100000000, "a whole number of optimizer steps from 1"),
+    FIELD("eval_every", F_INT, eval_every, 1, 100000000, "a whole number of steps from 1"),
+    FIELD("eval_batches", F_INT, eval_batches, 1, 1000000, "a whole number of batches from 1"),
+    FIELD("dist_timeout", F_DOUBLE, dist_timeout, 0.1, 1e7,
+          "seconds a collective may wait for the other ranks, above 0"),
+    FIELD("accumulate", F_INT, accumulate, 1, 1000000,
+          "a whole number of micro-batches from 1 (the step's batch is batch times it)"),
 };
 
 static kiln_status read_field(const key_ctx *k, const key_def *d)
@@ -232,6 +305,9 @@ static kiln_status unknown_key(const key_ctx *k)
         used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
                                  keys[i].key);
     const char *file = k->m->file[0] ? k->m->file : "model";
+    if (k->s->line <= 0) /* set through the API: no line to name */
+        return kiln_fail(KILN_ERR_MODEL, "%s [train]: unknown key %s; [train] takes: %s", file,
+                         k->s->key, names);
     return kiln_fail(KILN_ERR_MODEL, "%s:%d [train]: unknown key %s; [train] takes: %s", file,
                      k->s->line, k->s->key, names);
 }
@@ -273,9 +349,18 @@ kiln_status train_config_read(const kiln_model *m, train_config *c)
     c->batch = 64;
     c->seed = 42;
     c->val = 0.1;
+    c->steps = 1000;
+    c->eval_every = 250; /* nanoGPT's shakespeare_char, with its CPU run's eval_iters */
+    c->eval_batches = 20;
+    image_config_defaults(&c->images);
+    c->accumulate = 1;
     kiln_status st = read_pass(m, c, 1);
     if (st == KILN_OK)
         st = read_pass(m, c, 0);
+    if (st == KILN_OK && c->n_class_weight && c->label_smoothing > 0)
+        st = kiln_fail(KILN_ERR_MODEL, "%s [train]: class_weight and label_smoothing together "
+                                       "are not supported; use one of them",
+                       m->file[0] ? m->file : "model");
     c->sched.base_lr = c->optim.lr; /* t_max 0: the number of epochs, once known */
     return st;
 }
@@ -312,7 +397,9 @@ kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *val
     size_t i = 0;
     while (i < m->train_count && strcmp(m->train[i].key, key) != 0)
         i++;
-    if (i == m->train_count) {
+    int added = i == m->train_count;
+    graph_setting was = added ? s : m->train[i];
+    if (added) {
         graph_setting *grown = realloc(m->train, (m->train_count + 1) * sizeof *grown);
         if (!grown)
             return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_model_set_train: out of memory");
@@ -320,5 +407,67 @@ kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *val
         m->train_count++;
     }
     m->train[i] = s;
-    return KILN_OK;
+    st = train_config_read(m, &c); /* keys that exclude each other: the model stays whole */
+    if (st != KILN_OK && added)
+        m->train_count--;
+    else if (st != KILN_OK)
+        m->train[i] = was;
+    return st;
+}
+
+/* One key's value as training reads it, into text. */
+static void setting_text(const train_config *c, const key_def *d, char *text, size_t size)
+{
+    static const char *const normalizers[] = {"standard", "scale", "none", "global"};
+    const char *at = (const char *)c + d->offset;
+    if (d->read == key_loss)
+        snprintf(text, size, "%s", loss_name(c->loss));
+    else if (d->read == key_optimizer)
+        snprintf(text, size, "%s", optim_name(c->optim.kind));
+    else if (d->read == key_schedule)
+        snprintf(text, size, "%s", sched_name(c->sched.kind));
+    else if (d->read == key_normalize)
+        snprintf(text, size, "%s", normalizers[c->normalize]);
+    else if (d->read == key_decay)
+        snprintf(text, size, "%s", c->optim.decay_matrices ? "matrices" : "all");
+    else if (d->read == key_betas)
+        snprintf(text, size, "%g, %g", (double)c->optim.beta1, (double)c->optim.beta2);
+    else if (d->read == key_milestones) {
+        size_t used = (size_t)snprintf(text, size, "%s", c->sched.n_milestones ? "" : "none");
+        for (int i = 0; i < c->sched.n_milestones && used < size; i++)
+            used += (size_t)snprintf(text + used, size - used, "%s%d", i ? ", " : "",
+                                     c->sched.milestones[i]);
+    } else if (d->read == key_class_weight) {
+        size_t used = (size_t)snprintf(text, size, "%s", c->n_class_weight ? "" : "none");
+        for (int i = 0; i < c->n_class_weight && used < size; i++)
+            used += (size_t)snprintf(text + used, size - used, "%s%g", i ? ", " : "",
+                                     (double)c->class_weight[i]);
+    } else if (d->type == F_BOOL)
+        snprintf(text, size, "%s", *(const int *)at ? "true" : "false");
+    else if (d->type == F_FLOAT)
+        snprintf(text, size, "%g", (double)*(const float *)at);
+    else if (d->type == F_DOUBLE)
+        snprintf(text, size, "%g", *(const double *)at);
+    else if (d->type == F_INT)
+        snprintf(text, size, "%d", *(const int *)at);
+    else if (d->type == F_SIZE)
+        snprintf(text, size, "%zu", *(const size_t *)at);
+    else
+        snprintf(text, size, "%llu", (unsigned long long)*(const uint64_t *)at);
+}
+
+kiln_status kiln_model_train_settings(const kiln_model *m, kiln_write_fn fn, void *user)
+{
+    if (!m || !fn)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_train_settings: a model and a "
+                                                    "write function are required");
+    train_config c;
+    kiln_status st = train_config_read(m, &c);
+    for (size_t i = 0; st == KILN_OK && i < sizeof keys / sizeof keys[0]; i++) {
+        char line[256], value[160];
+        setting_text(&c, &keys[i], value, sizeof value);
+        snprintf(line, sizeof line, "%s = %s\n", keys[i].key, value);
+        fn(user, line);
+    }
+    return st;
 }

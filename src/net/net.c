@@ -65,8 +65,36 @@ void net_dist_step(kiln_net *net, size_t mine, size_t n)
     net->share = n ? (double)mine / (double)n : 0;
 }
 
+kiln_status net_accumulate(kiln_net *net, size_t mine, double part)
+{
+    kiln_tensor *g = net->main.p->grads;
+    if (!net->acc && !(net->acc = calloc(g->numel, sizeof *net->acc)))
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "gradient accumulation: out of host memory");
+    if (!net->acc_read && !(net->acc_read = malloc(g->numel * sizeof *net->acc_read)))
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "gradient accumulation: out of host memory");
+    if (!net->acc_filled)
+        memset(net->acc, 0, g->numel * sizeof *net->acc);
+    net->acc_filled = 1;
+    float w = (float)(part * (dist_comm_size(net->comm) > 1 ? net->share : 1.0));
+    kiln_status st = mine ? kiln_tensor_download(g, net->acc_read, g->numel) : KILN_OK;
+    for (size_t k = 0; mine && st == KILN_OK && k < g->numel; k++)
+        net->acc[k] += w * net->acc_read[k];
+    return st;
+}
+
+/* The accumulated step's gradients, summed across the ranks, on the device. */
+static kiln_status apply_accumulated(kiln_net *net)
+{
+    kiln_tensor *g = net->main.p->grads;
+    net->acc_filled = 0;
+    kiln_status st = dist_sum_floats(net->comm, net->acc, g->numel, "the accumulated gradients");
+    return st == KILN_OK ? kiln_tensor_upload(g, net->acc, g->numel) : st;
+}
+
 kiln_status net_reduce_gradients(kiln_net *net, size_t mine)
 {
+    if (net->acc_filled)
+        return apply_accumulated(net);
     if (dist_comm_size(net->comm) == 1)
         return KILN_OK;
     kiln_status st = net->buckets ? KILN_OK : buckets_create(net->main.p, &net->buckets);
@@ -122,7 +150,8 @@ kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out)
     if (st != KILN_OK)
         return st;
     (*out)->p->sync = net_sync(net);
-    (*out)->p->on_backward = shared ? buckets_hook(net->buckets) : NULL;
+    (*out)->p->class_weight = net->class_weight;
+    (*out)->p->on_backward = shared && !net->accumulating ? buckets_hook(net->buckets) : NULL;
     return KILN_OK;
 }
 
@@ -188,33 +217,42 @@ static kiln_status check_tokens(const kiln_net *net, const float *y, size_t n, c
     return KILN_OK;
 }
 
-kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what)
+/* Whether v is a target the loss takes (one class index, or a value). */
+static int target_ok(const kiln_net *net, float v)
+{
+    if (net->c.loss == LOSS_BCE)
+        return v >= 0 && v <= 1;
+    if (net->c.loss != LOSS_CROSS_ENTROPY)
+        return isfinite(v);
+    return v >= 0 && v < (float)kiln_net_output_size(net) && v == floorf(v);
+}
+
+kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, const char *what,
+                              const size_t *lines)
 {
     if (net->c.loss == LOSS_CROSS_ENTROPY && net->m->vocab)
         return check_tokens(net, y, n, what, "target token");
     size_t outputs = kiln_net_output_size(net);
-    if (net->c.loss == LOSS_BCE) {
-        for (size_t i = 0; i < n * outputs; i++)
-            if (!(y[i] >= 0 && y[i] <= 1))
-                return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: target %zu of sample %zu is "
-                                                            "%g; bce needs targets from 0 to 1",
-                                 what, i % outputs, i / outputs, (double)y[i]);
+    size_t width = net->c.loss == LOSS_CROSS_ENTROPY ? 1 : outputs, i = 0;
+    while (i < n * width && target_ok(net, y[i]))
+        i++;
+    if (i == n * width)
         return KILN_OK;
-    }
-    if (net->c.loss != LOSS_CROSS_ENTROPY) {
-        for (size_t i = 0; i < n * outputs; i++)
-            if (!isfinite(y[i]))
-                return kiln_fail(KILN_ERR_NUMERIC, "%s: target %zu of sample %zu is %g",
-                                 what, i % outputs, i / outputs, (double)y[i]);
-        return KILN_OK;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (!(y[i] >= 0 && y[i] < (float)outputs) || y[i] != floorf(y[i]))
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: label of sample %zu is %g; "
-                                                        "cross_entropy needs class indices "
-                                                        "0 to %zu (the model's outputs)",
-                             what, i, (double)y[i], outputs - 1);
-    return KILN_OK;
+    size_t sample = i / width, j = i % width;
+    char at[600], of[64] = ""; /* "FILE:LINE", or "DATA" and " of sample N" */
+    if (lines)
+        snprintf(at, sizeof at, "%s:%zu", what, lines[sample]);
+    else
+        snprintf(at, sizeof at, "%s", what), snprintf(of, sizeof of, " of sample %zu", sample);
+    if (net->c.loss == LOSS_BCE)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: target %zu%s is %g; bce needs targets "
+                                                    "from 0 to 1",
+                         at, j, of, (double)y[i]);
+    if (net->c.loss != LOSS_CROSS_ENTROPY)
+        return kiln_fail(KILN_ERR_NUMERIC, "%s: target %zu%s is %g", at, j, of, (double)y[i]);
+    return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: label%s is %g; cross_entropy needs class "
+                                                "indices 0 to %zu (the model's outputs)",
+                     at, of, (double)y[i], outputs - 1);
 }
 
 /* Cross-entropy of each of the positions (rows of z) against its label. */
@@ -283,9 +321,9 @@ kiln_status net_reset_optimizer(kiln_net *net)
 
 kiln_status kiln_net_create(kiln_ctx *ctx, kiln_model *m, size_t max_batch, kiln_net **out)
 {
-    if (!ctx || !m || !out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_create: a context, a model and "
-                                                    "an output pointer are required");
+    kiln_status required = require_args("kiln_net_create", ARG(ctx), ARG(m), ARG(out), NULL);
+    if (required != KILN_OK)
+        return required;
     *out = NULL;
     kiln_net *net = calloc(1, sizeof *net);
     if (!net)
@@ -312,6 +350,8 @@ kiln_status kiln_net_create(kiln_ctx *ctx, kiln_model *m, size_t max_batch, kiln
         st = alloc_targets(net, &net->main);
     if (st == KILN_OK)
         st = net_reset_optimizer(net);
+    if (st == KILN_OK)
+        st = net_class_weights(net);
     size_t in = shape_numel(&m->input), outs = net->main.p ? kiln_net_output_size(net) : 0;
     net->norm_count = 1;
     net->mean = calloc(1, sizeof *net->mean);
@@ -346,8 +386,13 @@ void kiln_net_free(kiln_net *net)
     free(net->std);
     free(net->x);
     free(net->y);
+    net_free_frozen(net);
     free(net->entries);
+    free(net->vocab);
+    net_free_classes(net);
     buckets_free(net->buckets);
+    free(net->acc);
+    free(net->acc_read);
     dist_comm_free(net->comm);
     if (net->ctx)
         kiln_programs_release(net->ctx);
@@ -399,7 +444,7 @@ static kiln_status check_inputs(const kiln_net *net, const float *x, size_t n, c
 {
     size_t in = kiln_net_input_size(net);
     if (!x)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: the input array is NULL", call);
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: x is NULL", call);
     if (net->m->vocab)
         return check_tokens(net, x, n, call, "input token");
     /* always: one NaN in a training step turns every weight into NaN while
@@ -457,7 +502,7 @@ kiln_status kiln_net_forward(kiln_net *net, const float *x, size_t n, float *y)
     kiln_status st = net_check(net, "kiln_net_forward");
     if (st == KILN_OK && (!y || n == 0))
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_forward: %s",
-                       y ? "n is 0; at least one sample is needed" : "the output array is NULL");
+                       y ? "n is 0; at least one sample is needed" : "y is NULL");
     if (st == KILN_OK)
         st = check_inputs(net, x, n, "kiln_net_forward");
     size_t in = kiln_net_input_size(net), outs = kiln_net_output_size(net);
@@ -508,7 +553,7 @@ static kiln_status check_step(const kiln_net *net, const float *x, const float *
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: the target array is "
                                                     "NULL");
     kiln_status st = check_inputs(net, x, n, "kiln_net_train_step");
-    return st == KILN_OK ? net_check_targets(net, y, n, "kiln_net_train_step") : st;
+    return st == KILN_OK ? net_check_targets(net, y, n, "kiln_net_train_step", NULL) : st;
 }
 
 /* Forward, loss and backward of n samples (n >= 1) in training mode. */
@@ -541,6 +586,7 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
     if (st != KILN_OK)
         return st;
     size_t total;
+    uint64_t counter = net->main.p->counter; /* dropout's: kept when the step fails */
     st = agree_on_step(net, check_step(net, x, y, n), n, &total);
     net_pipe *q = NULL;
     if (st == KILN_OK && n)
@@ -549,8 +595,8 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
         st = net_idle_step(net);
     if (st == KILN_OK)
         st = net_reduce_gradients(net, n);
-    if (st == KILN_OK)
-        st = optim_step(net->opt, net->lr);
+    /* The loss is read before the update is enqueued, so a step that fails
+     * leaves the weights as they were; the host waited for it anyway. */
     float l = 0;
     if (st == KILN_OK && n)
         st = kiln_tensor_download(q->loss, &l, 1);
@@ -559,11 +605,16 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
         st = dist_sum_doubles(net->comm, &sum, 1, "the step's loss");
     l = st == KILN_OK ? (float)(sum / (double)total) : NAN;
     if (st == KILN_OK && !isfinite(l))
-        st = kiln_fail(KILN_ERR_NUMERIC, "kiln_net_train_step: the loss is %g; lower the "
-                                         "learning rate or clip gradients (clip_norm)",
+        st = kiln_fail(KILN_ERR_NUMERIC, "kiln_net_train_step: the loss is %g; the weights "
+                                         "were not updated; lower the learning rate or clip "
+                                         "gradients (clip_norm)",
                        (double)l);
-    if (st != KILN_OK) /* the target upload may still read the caller's array */
+    if (st == KILN_OK)
+        st = net_optim_step(net, net->lr);
+    if (st != KILN_OK) { /* the target upload may still read the caller's array */
         kiln_ctx_finish(net->ctx);
+        net->main.p->counter = counter;
+    }
     if (loss)
         *loss = l;
     return st;
@@ -616,13 +667,22 @@ kiln_status net_take_rank0_buffers(kiln_net *net)
 kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm)
 {
     kiln_status st = net_check(net, "kiln_net_set_comm");
-    dist_comm *c = NULL;
+    dist_comm *c = NULL, *old = st == KILN_OK ? net->comm : NULL;
     if (st == KILN_OK && mpi_comm)
         st = dist_comm_open(mpi_comm, &c);
     if (st != KILN_OK)
         return st;
-    dist_comm_free(net->comm);
     net->comm = c;
+    if (c) { /* every rank must hold the same model before weights are shared */
+        dist_comm_set_timeout(c, net->c.dist_timeout);
+        st = net_agree_on_layout(net, KILN_OK);
+    }
+    if (st != KILN_OK) {
+        net->comm = old;
+        dist_comm_free(c);
+        return st;
+    }
+    dist_comm_free(old);
     return c ? take_rank0_weights(net) : KILN_OK;
 }
 
@@ -632,11 +692,11 @@ kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, siz
     kiln_status st = net_check(net, "kiln_net_evaluate");
     if (st == KILN_OK && (n == 0 || !y))
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_evaluate: %s",
-                       y ? "n is 0; at least one sample is needed" : "the target array is NULL");
+                       y ? "n is 0; at least one sample is needed" : "y is NULL");
     if (st == KILN_OK)
         st = check_inputs(net, x, n, "kiln_net_evaluate");
     if (st == KILN_OK)
-        st = net_check_targets(net, y, n, "kiln_net_evaluate");
+        st = net_check_targets(net, y, n, "kiln_net_evaluate", NULL);
     size_t in = kiln_net_input_size(net), outs = kiln_net_output_size(net), correct = 0;
     size_t per_target = net->c.loss == LOSS_CROSS_ENTROPY ? net_positions(net) : outs;
     float *z = st == KILN_OK ? malloc(net->max_batch * outs * sizeof *z) : NULL;
@@ -667,13 +727,28 @@ kiln_status kiln_net_configure(kiln_net *net, const char *key, const char *value
     if (st != KILN_OK)
         return st;
     train_config before = net->c;
+    const char *old = kiln_model_train_setting(net->m, key);
+    char was[128];
+    snprintf(was, sizeof was, "%s", old ? old : "");
     st = kiln_model_set_train(net->m, key, value);
     if (st == KILN_OK)
         st = train_config_read(net->m, &net->c);
+    if (st == KILN_OK && strcmp(key, "class_weight") == 0)
+        st = net_class_weights(net);
     if (st != KILN_OK) {
+        if (strcmp(key, "class_weight") == 0 && net->c.n_class_weight) { /* as it was */
+            char why[512];
+            snprintf(why, sizeof why, "%s", kiln_last_error());
+            kiln_model_set_train(net->m, key, old ? was : "none");
+            net->c = before;
+            net_class_weights(net);
+            kiln_fail(st, "%s", why);
+        }
         net->c = before;
         return st;
     }
+    if (net->c.loss != before.loss && st == KILN_OK)
+        st = net_class_weights(net);
     if (net->c.loss != before.loss) {
         st = alloc_targets(net, &net->main);
         for (int i = 0; i < NET_EXTRA_PIPES && st == KILN_OK; i++)
@@ -713,24 +788,37 @@ uint64_t kiln_net_steps(const kiln_net *net)
     return net && net->magic == NET_MAGIC ? optim_steps(net->opt) : 0;
 }
 
+kiln_status net_check_normalization(const kiln_net *net, const float *mean, const float *std,
+                                    size_t count, const char *what)
+{
+    size_t in = kiln_net_input_size(net), channels = net_norm_groups(net, 1);
+    if (!mean || !std || (count != 1 && count != in && count != channels))
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: mean and std of %zu values; expected "
+                                                    "1, %zu (one per input value)%s",
+                         what, count, in, channels != in ? " or one per channel" : "");
+    for (size_t i = 0; net->m->vocab && i < count; i++)
+        if (mean[i] != 0.0f || std[i] != 1.0f)
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: the inputs are token ids, which "
+                                                        "are not normalized (mean 0 and std 1 "
+                                                        "only)",
+                             what);
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(mean[i]) || !(std[i] > 0) || !isfinite(std[i]))
+            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: value %zu: mean %g, std %g; the "
+                                                        "mean must be finite and the deviation "
+                                                        "above 0",
+                             what, i, (double)mean[i], (double)std[i]);
+    return KILN_OK;
+}
+
 kiln_status kiln_net_set_normalization(kiln_net *net, const float *mean, const float *std,
                                        size_t count)
 {
     kiln_status st = net_check(net, "kiln_net_set_normalization");
+    if (st == KILN_OK)
+        st = net_check_normalization(net, mean, std, count, "kiln_net_set_normalization");
     if (st != KILN_OK)
         return st;
-    size_t in = kiln_net_input_size(net), channels = net_norm_groups(net, 1);
-    if (!mean || !std || (count != 1 && count != in && count != channels))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_normalization: mean and std "
-                                                    "of %zu values; expected 1, %zu (one per "
-                                                    "input value)%s",
-                         count, in, channels != in ? " or one per channel" : "");
-    for (size_t i = 0; i < count; i++)
-        if (!isfinite(mean[i]) || !(std[i] > 0) || !isfinite(std[i]))
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_normalization: value %zu: "
-                                                        "mean %g, std %g; the mean must be "
-                                                        "finite and the deviation above 0",
-                             i, (double)mean[i], (double)std[i]);
     float *m = malloc(count * sizeof *m), *s = malloc(count * sizeof *s);
     if (!m || !s) {
         free(m), free(s);

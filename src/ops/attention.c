@@ -56,7 +56,7 @@ static kiln_status attn_forward(const op_args *c)
     float scale = attn_scale(c);
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(c->ctx, k, "attn_forward", T, H, c->out->shape[0], 6,
+    return kiln_launch_3d(c->ctx, k, "attn_forward", T, H, c->out->shape[0],
                           KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->saved[0]->buf),
                           KARG(T), KARG(H), KARG(scale));
 }
@@ -77,16 +77,31 @@ static kiln_status attn_backward(const op_args *c)
     size_t B = c->out->shape[0];
     float scale = attn_scale(c);
     if (st == KILN_OK)
-        st = kiln_launch_3d(c->ctx, kq, "attn_backward_q", T, H, B, 9, KARG(c->in[0]->buf),
+        st = kiln_launch_3d(c->ctx, kq, "attn_backward_q", T, H, B, KARG(c->in[0]->buf),
                             KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
                             KARG(delta->buf), KARG(c->din[0]->buf), KARG(T), KARG(H),
                             KARG(scale));
     if (st == KILN_OK)
-        st = kiln_launch_3d(c->ctx, kkv, "attn_backward_kv", T, H, B, 8, KARG(c->in[0]->buf),
+        st = kiln_launch_3d(c->ctx, kkv, "attn_backward_kv", T, H, B, KARG(c->in[0]->buf),
                             KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(delta->buf),
                             KARG(c->din[0]->buf), KARG(T), KARG(H), KARG(scale));
     kiln_tensor_free(delta);
     return st;
 }
 
-const op_desc op_attention_desc = {"attention", 1, 0, attn_infer, attn_forward, attn_backward};
+/* the heads of nanoGPT's CausalSelfAttention (n_head) */
+static const op_key attn_keys[] = {
+    OP_KEY_NEEDED("heads", heads, 1, 4096),
+};
+
+const op_desc op_attention_desc = {
+    .name = "attention",
+    .n_inputs = 1,
+    .in_ranks = 1u << 3,
+    .in_hint = "expected (time, 3 x channels) from a fused q, k, v projection",
+    .keys = attn_keys,
+    .n_keys = sizeof attn_keys / sizeof attn_keys[0],
+    .infer = attn_infer,
+    .forward = attn_forward,
+    .backward = attn_backward,
+};

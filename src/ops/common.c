@@ -43,12 +43,6 @@ size_t reduce_group_size(const kiln_ctx *ctx)
     return wg;
 }
 
-const char *act_options(kiln_act act, char *buf, size_t size)
-{
-    snprintf(buf, size, "-DACT=%d", (int)act);
-    return buf;
-}
-
 size_t pointwise_group_size(const kiln_ctx *ctx)
 {
     size_t wg = kiln_device_loops_work_groups(&ctx->info) ? 1024 : 64;
@@ -104,10 +98,10 @@ static kiln_status channel_sums_by_plane(kiln_ctx *ctx, cl_mem x, cl_uint rows, 
     if (st == KILN_OK)
         st = tensor_of(ctx, &s, &part);
     if (st == KILN_OK)
-        st = kiln_launch_1d(ctx, k, "plane_sums", op_plane_items(ctx, planes), 1, 4, KARG(x),
+        st = kiln_launch_1d(ctx, k, "plane_sums", op_plane_items(ctx, planes), 1, KARG(x),
                             KARG(part->buf), KARG(planes), KARG(inner));
     if (st == KILN_OK)
-        st = kiln_launch_1d(ctx, total, "channel_totals", cols, 64, 4, KARG(part->buf),
+        st = kiln_launch_1d(ctx, total, "channel_totals", cols, 64, KARG(part->buf),
                             KARG(out), KARG(rows), KARG(cols));
     kiln_tensor_free(part);
     return st;
@@ -127,7 +121,7 @@ kiln_status op_channel_sums(kiln_ctx *ctx, cl_mem x, size_t rows, size_t cols, s
                                          "column_totals", &k);
         return st != KILN_OK ? st
                              : kiln_launch_1d(ctx, k, "column_totals", op_column_items(cols),
-                                              1, 4, KARG(x), KARG(out), KARG(r), KARG(c));
+                                              1, KARG(x), KARG(out), KARG(r), KARG(c));
     }
     kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl", reduce_options(ctx, opts, sizeof opts),
                                      "channel_sums", &k);
@@ -135,7 +129,7 @@ kiln_status op_channel_sums(kiln_ctx *ctx, cl_mem x, size_t rows, size_t cols, s
         return st;
     size_t wg = reduce_group_size(ctx);
     cl_uint r = rows, c = cols, s = inner;
-    return kiln_launch_1d(ctx, k, "channel_sums", cols * wg, wg, 5, KARG(x), KARG(out),
+    return kiln_launch_1d(ctx, k, "channel_sums", cols * wg, wg, KARG(x), KARG(out),
                           KARG(r), KARG(c), KARG(s));
 }
 
@@ -160,7 +154,7 @@ static kiln_status partial_sums(kiln_ctx *ctx, cl_mem x, size_t n, int square, c
     size_t wg = chunked ? 1 : reduce_group_size(ctx);
     cl_uint count = n, chunk = (n + groups - 1) / groups;
     cl_int sq = square;
-    st = kiln_launch_1d(ctx, k, name, groups * wg, wg, 5, KARG(x), KARG(count),
+    st = kiln_launch_1d(ctx, k, name, groups * wg, wg, KARG(x), KARG(count),
                         KARG(chunk), KARG(view), KARG(sq));
     clReleaseMemObject(view);
     return st;
@@ -177,7 +171,7 @@ static kiln_status sum_partials(kiln_ctx *ctx, cl_mem partial, size_t count, cl_
         return st;
     size_t wg = reduce_group_size(ctx);
     cl_uint c = count;
-    return kiln_launch_1d(ctx, k, "sum_partials", wg, wg, 4, KARG(partial), KARG(c), KARG(out),
+    return kiln_launch_1d(ctx, k, "sum_partials", wg, wg, KARG(partial), KARG(c), KARG(out),
                           KARG(scale));
 }
 

@@ -36,8 +36,6 @@ static kiln_status conv_infer(const op_attrs *a, const kiln_shape *in, op_shapes
                          shape_str(&in[0], buf, sizeof buf));
     if (a->out == 0 || a->kernel == 0)
         return kiln_fail(KILN_ERR_SHAPE, "conv2d: out and size must be at least 1");
-    if (op_check_fusable("conv2d", a->act) != KILN_OK)
-        return KILN_ERR_UNSUPPORTED;
     size_t stride = one_if_zero(a->stride), dilation = one_if_zero(a->dilation);
     size_t oh = op_window_count(in[0].d[2], a->kernel, stride, a->pad, dilation);
     size_t ow = op_window_count(in[0].d[3], a->kernel, stride, a->pad, dilation);
@@ -71,7 +69,7 @@ static kiln_status im2col(kiln_ctx *ctx, const conv_dims *d, cl_mem x, cl_mem co
     if (st != KILN_OK)
         return st;
     cl_uint v[7] = {d->c, d->h, d->w, d->k, d->s, d->p, d->d};
-    return kiln_launch_3d(ctx, k, "im2col", d->ow, d->oh, d->n, 9, KARG(x), KARG(col),
+    return kiln_launch_3d(ctx, k, "im2col", d->ow, d->oh, d->n, KARG(x), KARG(col),
                           KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]),
                           KARG(v[5]), KARG(v[6]));
 }
@@ -85,7 +83,7 @@ static kiln_status col2im(kiln_ctx *ctx, const conv_dims *d, cl_mem dcol, cl_mem
         cl_uint v[10] = {d->n, d->c, d->h, d->w, d->oh, d->ow, d->k, d->s, d->p, d->d};
         kiln_status st = kiln_kernel_get(ctx, "conv.cl", "", "col2im_planes", &k);
         return st == KILN_OK
-                   ? kiln_launch_1d(ctx, k, "col2im_planes", d->n * d->c, 1, 12, KARG(dcol),
+                   ? kiln_launch_1d(ctx, k, "col2im_planes", d->n * d->c, 1, KARG(dcol),
                                     KARG(dx), KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]),
                                     KARG(v[4]), KARG(v[5]), KARG(v[6]), KARG(v[7]), KARG(v[8]),
                                     KARG(v[9]))
@@ -95,7 +93,7 @@ static kiln_status col2im(kiln_ctx *ctx, const conv_dims *d, cl_mem dcol, cl_mem
     if (st != KILN_OK)
         return st;
     cl_uint v[8] = {d->n, d->c, d->oh, d->ow, d->k, d->s, d->p, d->d};
-    return kiln_launch_3d(ctx, k, "col2im", d->w, d->h, d->n * d->c, 10, KARG(dcol), KARG(dx),
+    return kiln_launch_3d(ctx, k, "col2im", d->w, d->h, d->n * d->c, KARG(dcol), KARG(dx),
                           KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]),
                           KARG(v[5]), KARG(v[6]), KARG(v[7]));
 }
@@ -162,7 +160,7 @@ static kiln_status direct_weight_grads(const op_args *c, const conv_dims *d, cl_
     cl_uint v[10] = {d->n, d->c, d->h, d->w, d->o, d->oh, d->ow, d->k, d->p, d->d};
     return st != KILN_OK ? st
                          : kiln_launch_1d(c->ctx, k, "weight_grads_direct",
-                                          d->o * d->c * d->k * d->k, 1, 13, KARG(g),
+                                          d->o * d->c * d->k * d->k, 1, KARG(g),
                                           KARG(c->in[0]->buf), KARG(c->dparam[0]->buf),
                                           KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]),
                                           KARG(v[4]), KARG(v[5]), KARG(v[6]), KARG(v[7]),
@@ -193,7 +191,7 @@ static kiln_status fused_input_grads(const op_args *c, const conv_dims *d, cl_me
     if (st == KILN_OK)
         st = tensor_of(c->ctx, &s, &wf);
     if (st == KILN_OK)
-        st = kiln_launch_1d(c->ctx, k, "flip_weights", wf->numel, 64, 5,
+        st = kiln_launch_1d(c->ctx, k, "flip_weights", wf->numel, 64,
                             KARG(c->param[0]->buf), KARG(wf->buf), KARG(O), KARG(C), KARG(K));
     gemm_im2col x = {g, d->n, d->o, d->oh, d->ow, d->k, 1, d->d * (d->k - 1) - d->p, d->d,
                      d->h, d->w};
@@ -274,4 +272,30 @@ static kiln_status conv_backward(const op_args *c)
     return st;
 }
 
-const op_desc op_conv2d_desc = {"conv2d", 1, 1, conv_infer, conv_forward, conv_backward};
+/* nn.Conv2d(in, out, kernel_size, stride, padding, dilation, bias), with
+ * a square kernel of side size. */
+static const op_key conv_keys[] = {
+    OP_KEY_NEEDED("out", out, 1, 1000000),
+    OP_KEY_NEEDED("size", kernel, 1, 1024),
+    OP_KEY_WHOLE("stride", stride, 1, 1024, 1),
+    OP_KEY_WHOLE("pad", pad, 0, 1024, 0),
+    OP_KEY_WHOLE("dilation", dilation, 1, 1024, 1),
+    OP_KEY_BOOL("bias", bias, 1),
+    OP_KEY_CHOICE("init", init, INIT_DEFAULT, op_init_choices, INIT_COUNT),
+};
+
+const op_desc op_conv2d_desc = {
+    .name = "conv2d",
+    .n_inputs = 1,
+    .fuses_act = 1,
+    .folds_batchnorm = 1,
+    .in_ranks = 1u << 4,
+    .in_hint = "expected channels x height x width (e.g. [input] shape = 1x28x28)",
+    .keys = conv_keys,
+    .n_keys = sizeof conv_keys / sizeof conv_keys[0],
+    .param_names = {"weight", "bias"},
+    .init = op_init_weight_bias,
+    .infer = conv_infer,
+    .forward = conv_forward,
+    .backward = conv_backward,
+};

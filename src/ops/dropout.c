@@ -29,10 +29,10 @@ static kiln_status apply_mask(const op_args *c, const kiln_tensor *from, kiln_te
     cl_ulong seed = c->attrs->seed, counter = c->attrs->counter;
     cl_uint n = from->numel;
     float p = c->attrs->p, scale = 1.0f / (1.0f - p);
-    st = kiln_launch_3d(c->ctx, full, "dropout", n / DROPOUT_CHUNK, 1, 1, 6, KARG(from->buf),
+    st = kiln_launch_3d(c->ctx, full, "dropout", n / DROPOUT_CHUNK, 1, 1, KARG(from->buf),
                         KARG(to->buf), KARG(p), KARG(scale), KARG(seed), KARG(counter));
     if (st == KILN_OK && n % DROPOUT_CHUNK)
-        st = kiln_launch_3d(c->ctx, tail, "dropout_tail", 1, 1, 1, 7, KARG(from->buf),
+        st = kiln_launch_3d(c->ctx, tail, "dropout_tail", 1, 1, 1, KARG(from->buf),
                             KARG(to->buf), KARG(n), KARG(p), KARG(scale), KARG(seed),
                             KARG(counter));
     return st;
@@ -48,5 +48,18 @@ static kiln_status dropout_backward(const op_args *c)
     return c->din[0] ? apply_mask(c, c->dout, c->din[0]) : KILN_OK;
 }
 
-const op_desc op_dropout_desc = {"dropout", 1, 0, dropout_infer, dropout_forward,
-                                 dropout_backward};
+/* nn.Dropout(p) */
+static const op_key dropout_keys[] = {
+    OP_KEY_FLOAT("p", p, 0, 1, 1, 0.5, "a probability from 0 up to (not including) 1"),
+};
+
+const op_desc op_dropout_desc = {
+    .name = "dropout",
+    .n_inputs = 1,
+    .see_through = 1,
+    .keys = dropout_keys,
+    .n_keys = 1,
+    .infer = dropout_infer,
+    .forward = dropout_forward,
+    .backward = dropout_backward,
+};

@@ -28,22 +28,23 @@ static kiln_status embed_forward(const op_args *c)
     cl_uint V = c->attrs->rows, C = c->attrs->out;
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(c->ctx, k, "embed_forward", C, c->in[0]->numel, 1, 5,
+    return kiln_launch_3d(c->ctx, k, "embed_forward", C, c->in[0]->numel, 1,
                           KARG(c->in[0]->buf), KARG(c->param[0]->buf), KARG(c->out->buf),
                           KARG(V), KARG(C));
 }
 
 static kiln_status embed_backward(const op_args *c)
 {
-    if (!c->dparam[0]) /* token ids have no gradient */
-        return KILN_OK;
+    kiln_status st = c->din[0] ? kiln_tensor_fill(c->din[0], 0.0f) : KILN_OK; /* ids: none */
+    if (st != KILN_OK || !c->dparam[0])
+        return st;
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "embed.cl", "", "embed_backward", &k);
+    st = kiln_kernel_get(c->ctx, "embed.cl", "", "embed_backward", &k);
     cl_uint N = c->in[0]->numel, V = c->attrs->rows, C = c->attrs->out;
     if (st != KILN_OK)
         return st;
     size_t runs = (C + 15) / 16; /* EMBED_RUN channels an item */
-    return kiln_launch_3d(c->ctx, k, "embed_backward", runs, V, 1, 6, KARG(c->in[0]->buf),
+    return kiln_launch_3d(c->ctx, k, "embed_backward", runs, V, 1, KARG(c->in[0]->buf),
                           KARG(c->dout->buf), KARG(c->dparam[0]->buf), KARG(N), KARG(V),
                           KARG(C));
 }
@@ -72,7 +73,7 @@ static kiln_status pos_forward(const op_args *c)
     cl_uint T = x->shape[1], C = x->shape[2];
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(c->ctx, k, "pos_forward", C, T, x->shape[0], 5, KARG(x->buf),
+    return kiln_launch_3d(c->ctx, k, "pos_forward", C, T, x->shape[0], KARG(x->buf),
                           KARG(c->param[0]->buf), KARG(c->out->buf), KARG(T), KARG(C));
 }
 
@@ -87,11 +88,58 @@ static kiln_status pos_backward(const op_args *c)
     cl_uint B = x->shape[0], T = x->shape[1], C = x->shape[2];
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(c->ctx, k, "pos_backward", C, c->attrs->rows, 1, 5,
+    return kiln_launch_3d(c->ctx, k, "pos_backward", C, c->attrs->rows, 1,
                           KARG(c->dout->buf), KARG(c->dparam[0]->buf), KARG(B), KARG(T),
                           KARG(C));
 }
 
-const op_desc op_embedding_desc = {"embedding", 1, 0, embed_infer, embed_forward,
-                                   embed_backward};
-const op_desc op_position_desc = {"position", 1, 0, pos_infer, pos_forward, pos_backward};
+/* Weights N(0, 0.02²) as nanoGPT's (nn.Embedding's own default is N(0, 1)). */
+static kiln_status embed_init(const op_init *c)
+{
+    op_init w = *c;
+    w.param[1] = NULL;
+    return op_init_weight_bias(&w);
+}
+
+/* nn.Embedding(tokens, out); tokens defaults to [input] tokens = */
+static const op_key embed_keys[] = {
+    OP_KEY_NEEDED("out", out, 1, 1000000),
+    OP_KEY_WHOLE("tokens", rows, 1, 16777216, 0),
+    OP_KEY_CHOICE("init", init, INIT_NORMAL, op_init_choices, INIT_COUNT),
+    OP_KEY_FLOAT("std", std, 0, 1e6, 0, 0.02, "a number >= 0 (with init = normal)"),
+};
+
+/* nanoGPT's wpe: positions defaults to [input] block = */
+static const op_key pos_keys[] = {
+    OP_KEY_WHOLE("positions", rows, 1, 1000000, 0),
+    OP_KEY_CHOICE("init", init, INIT_NORMAL, op_init_choices, INIT_COUNT),
+    OP_KEY_FLOAT("std", std, 0, 1e6, 0, 0.02, "a number >= 0 (with init = normal)"),
+};
+
+const op_desc op_embedding_desc = {
+    .name = "embedding",
+    .n_inputs = 1,
+    .in_ranks = 1u << 2,
+    .in_hint = "expected (batch, time) token ids: [input] tokens = and block =",
+    .keys = embed_keys,
+    .n_keys = sizeof embed_keys / sizeof embed_keys[0],
+    .param_names = {"weight"},
+    .init = embed_init,
+    .infer = embed_infer,
+    .forward = embed_forward,
+    .backward = embed_backward,
+};
+
+const op_desc op_position_desc = {
+    .name = "position",
+    .n_inputs = 1,
+    .in_ranks = 1u << 3,
+    .in_hint = "expected (time, channels), as an embedding gives",
+    .keys = pos_keys,
+    .n_keys = sizeof pos_keys / sizeof pos_keys[0],
+    .param_names = {"weight"},
+    .init = embed_init,
+    .infer = pos_infer,
+    .forward = pos_forward,
+    .backward = pos_backward,
+};

@@ -11,9 +11,9 @@ kiln_status op_swap01(kiln_ctx *ctx, cl_mem x, cl_mem y, size_t a, size_t b, siz
         return st;
     cl_uint A = a, B = b, P = p;
     if (planes)
-        return kiln_launch_1d(ctx, k, "swap01_planes", op_plane_items(ctx, a * b), 1, 5,
+        return kiln_launch_1d(ctx, k, "swap01_planes", op_plane_items(ctx, a * b), 1,
                               KARG(x), KARG(y), KARG(A), KARG(B), KARG(P));
-    return kiln_launch_3d(ctx, k, "swap01", p, a, b, 2, KARG(x), KARG(y));
+    return kiln_launch_3d(ctx, k, "swap01", p, a, b, KARG(x), KARG(y));
 }
 
 /* ---- flatten: (N, ...) -> (N, product of the rest) ------------------------- */
@@ -74,7 +74,7 @@ static kiln_status concat_forward(const op_args *c)
     ncs(&s0, &n, &c0, &rest);
     ncs(&s1, &n, &c1, &rest);
     cl_uint C0 = c0;
-    return kiln_launch_3d(c->ctx, k, "concat", rest, c0 + c1, n, 4, KARG(c->in[0]->buf),
+    return kiln_launch_3d(c->ctx, k, "concat", rest, c0 + c1, n, KARG(c->in[0]->buf),
                           KARG(c->in[1]->buf), KARG(c->out->buf), KARG(C0));
 }
 
@@ -89,13 +89,26 @@ static kiln_status concat_backward(const op_args *c)
         size_t part = c->in[i]->shape[1];
         cl_uint C = ch, F = first;
         if (c->din[i])
-            st = kiln_launch_3d(c->ctx, k, "split", rest, part, n, 4, KARG(c->dout->buf),
+            st = kiln_launch_3d(c->ctx, k, "split", rest, part, n, KARG(c->dout->buf),
                                 KARG(c->din[i]->buf), KARG(C), KARG(F));
         first += part;
     }
     return st;
 }
 
-const op_desc op_flatten_desc = {"flatten", 1, 0, flatten_infer, flatten_forward,
-                                 flatten_backward};
-const op_desc op_concat_desc = {"concat", 2, 0, concat_infer, concat_forward, concat_backward};
+const op_desc op_flatten_desc = {
+    .name = "flatten",
+    .n_inputs = 1,
+    .infer = flatten_infer,
+    .forward = flatten_forward,
+    .backward = flatten_backward,
+};
+
+/* torch.cat(dim = 1) of the two layers named by from */
+const op_desc op_concat_desc = {
+    .name = "concat",
+    .n_inputs = 2,
+    .infer = concat_infer,
+    .forward = concat_forward,
+    .backward = concat_backward,
+};

@@ -14,8 +14,6 @@ static kiln_status linear_infer(const op_attrs *a, const kiln_shape *in, op_shap
     size_t features = in[0].d[in[0].ndim - 1];
     if (a->out == 0)
         return kiln_fail(KILN_ERR_SHAPE, "linear: out must be at least 1");
-    if (op_check_fusable("linear", a->act) != KILN_OK)
-        return KILN_ERR_UNSUPPORTED;
     s->out = in[0];
     s->out.d[in[0].ndim - 1] = a->out;
     s->n_params = a->bias ? 2 : 1;
@@ -30,7 +28,7 @@ kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y
 {
     if (!b && act == KILN_ACT_NONE)
         return KILN_OK;
-    char opts[32];
+    char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
     const char *name = inner == 1 ? "bias_act_rows" : "bias_act";
     kiln_status st = kiln_kernel_get(ctx, "act.cl", act_options(act, opts, sizeof opts), name,
@@ -40,9 +38,9 @@ kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y
     cl_int has_bias = b != NULL;
     cl_mem bias = b ? b->buf : y->buf;
     size_t rows = y->numel / (cols * inner);
-    return inner == 1 ? kiln_launch_3d(ctx, k, name, cols, rows, 1, 4, KARG(y->buf), KARG(bias),
+    return inner == 1 ? kiln_launch_3d(ctx, k, name, cols, rows, 1, KARG(y->buf), KARG(bias),
                                        KARG(has_bias), KARG(slope))
-                      : kiln_launch_3d(ctx, k, name, inner, cols, rows, 4, KARG(y->buf),
+                      : kiln_launch_3d(ctx, k, name, inner, cols, rows, KARG(y->buf),
                                        KARG(bias), KARG(has_bias), KARG(slope));
 }
 
@@ -65,16 +63,6 @@ static kiln_status linear_forward(const op_args *c)
                        c->attrs->bias ? c->param[1] : NULL, out, 1);
 }
 
-kiln_status op_check_fusable(const char *name, kiln_act act)
-{
-    /* act' must follow from y = act(z) alone: true of the relu family (sign
-     * of y is the sign of z), sigmoid and tanh; not of gelu. */
-    if (act == KILN_ACT_GELU || act == KILN_ACT_GELU_TANH)
-        return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: gelu cannot be fused into the epilogue; "
-                                               "apply it as its own layer", name);
-    return KILN_OK;
-}
-
 kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
 {
     *dz = NULL;
@@ -84,8 +72,8 @@ kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
     kiln_status st = tensor_of(c->ctx, &s, dz);
     if (st != KILN_OK)
         return st;
-    /* y stands in for z: for the relu family the sign of y is the sign of z
-     * (slope > 0), and sigmoid and tanh need only y */
+    /* y stands in for z: only activations whose gradient follows from
+     * their output are fused (act_info.from_output, op_check_fusable) */
     st = op_act_backward(c->ctx, c->attrs->act, c->attrs->slope, c->out->buf, c->out->buf,
                          c->dout->buf, (*dz)->buf, c->out->numel);
     if (st != KILN_OK) {
@@ -115,4 +103,28 @@ static kiln_status linear_backward(const op_args *c)
     return st;
 }
 
-const op_desc op_linear_desc = {"linear", 1, 1, linear_infer, linear_forward, linear_backward};
+/* nn.Linear(in, out, bias): out, bias, and the weights' initialiser (std:
+ * of init = normal). */
+static const op_key linear_keys[] = {
+    OP_KEY_NEEDED("out", out, 1, 1000000),
+    OP_KEY_BOOL("bias", bias, 1),
+    OP_KEY_CHOICE("init", init, INIT_DEFAULT, op_init_choices, INIT_COUNT),
+    OP_KEY_FLOAT("std", std, 0, 1e6, 0, 0.02, "a number >= 0 (with init = normal)"),
+};
+
+const op_desc op_linear_desc = {
+    .name = "linear",
+    .n_inputs = 1,
+    .fuses_act = 1,
+    .folds_batchnorm = 1,
+    .tieable = 1,
+    .in_ranks = 1u << 2 | 1u << 3,
+    .in_hint = "add [flatten] before it",
+    .keys = linear_keys,
+    .n_keys = sizeof linear_keys / sizeof linear_keys[0],
+    .param_names = {"weight", "bias"},
+    .init = op_init_weight_bias,
+    .infer = linear_infer,
+    .forward = linear_forward,
+    .backward = linear_backward,
+};

@@ -3,10 +3,17 @@
  * smoothing), binary cross-entropy with logits. */
 #include "ops/ops.h"
 
-static const char *const loss_names[LOSS_COUNT] = {
-    [LOSS_MSE] = "mse",
-    [LOSS_CROSS_ENTROPY] = "cross_entropy",
-    [LOSS_BCE] = "bce",
+static const char *const loss_names[] = {
+#define LOSS_NAME(id, name, kernel) name,
+    LOSS_LIST(LOSS_NAME)
+#undef LOSS_NAME
+};
+_Static_assert(sizeof loss_names / sizeof loss_names[0] == LOSS_COUNT, "one name per loss");
+
+static const char *const loss_kernels[] = {
+#define LOSS_KERNEL(id, name, kernel) #kernel,
+    LOSS_LIST(LOSS_KERNEL)
+#undef LOSS_KERNEL
 };
 
 const char *loss_name(loss_kind kind)
@@ -61,25 +68,57 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
     kiln_tensor *terms;
     if ((st = tensor_of(ctx, &ts, &terms)) != KILN_OK)
         return st;
-    static const char *const kernels[LOSS_COUNT] = {"mse_terms", "ce_rows", "bce_terms"};
     cl_kernel k;
-    st = kiln_kernel_get(ctx, "loss.cl", "", kernels[kind], &k);
+    st = kiln_kernel_get(ctx, "loss.cl", "", loss_kernels[kind], &k);
     float scale = 1.0f / (float)count;
     cl_int has_grad = dinput != NULL;
     cl_mem grad = dinput ? dinput->buf : terms->buf;
     if (st == KILN_OK && ce) {
         cl_uint n = count, c = classes;
-        st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, 9, KARG(input->buf),
+        st = kiln_launch_1d(ctx, k, loss_kernels[kind], count, 64, KARG(input->buf),
                             KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n), KARG(c),
                             KARG(label_smoothing), KARG(scale), KARG(has_grad));
     } else if (st == KILN_OK) {
         cl_uint n = count;
-        st = kiln_launch_1d(ctx, k, kernels[kind], count, 64, 7, KARG(input->buf),
+        st = kiln_launch_1d(ctx, k, loss_kernels[kind], count, 64, KARG(input->buf),
                             KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n),
                             KARG(scale), KARG(has_grad));
     }
     if (st == KILN_OK)
         st = op_sum_all(ctx, &terms->buf, &count, 1, 0, scale, loss->buf);
+    kiln_tensor_free(terms);
+    return st;
+}
+
+kiln_status op_loss_weighted(kiln_ctx *ctx, const kiln_tensor *input, const kiln_tensor *target,
+                             const kiln_tensor *weight, kiln_tensor *loss, kiln_tensor *dinput)
+{
+    if (!ctx || !input || !weight)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "cross_entropy: missing input or weights");
+    kiln_status st = check_loss_shapes(LOSS_CROSS_ENTROPY, input, target, loss, dinput);
+    kiln_shape classes = shape_make(1, input->shape[input->ndim - 1], 0, 0, 0);
+    if (st == KILN_OK)
+        st = expect_shape("cross_entropy", "class weights", weight, &classes);
+    if (st == KILN_OK)
+        st = op_check_count("cross_entropy", "the input", input->numel);
+    if (st != KILN_OK)
+        return st;
+    size_t count = input->numel / classes.d[0]; /* rows: (N, C) or (B, T, C) */
+    kiln_shape ts = shape_make(1, count, 0, 0, 0);
+    kiln_tensor *terms;
+    if ((st = tensor_of(ctx, &ts, &terms)) != KILN_OK)
+        return st;
+    cl_kernel k;
+    st = kiln_kernel_get(ctx, "loss.cl", "", "ce_rows_weighted", &k);
+    cl_int has_grad = dinput != NULL;
+    cl_mem grad = dinput ? dinput->buf : terms->buf;
+    cl_uint n = (cl_uint)count, c = (cl_uint)classes.d[0];
+    if (st == KILN_OK)
+        st = kiln_launch_1d(ctx, k, "ce_rows_weighted", count, 64, KARG(input->buf),
+                            KARG(target->buf), KARG(weight->buf), KARG(terms->buf), KARG(grad),
+                            KARG(n), KARG(c), KARG(has_grad));
+    if (st == KILN_OK)
+        st = op_sum_all(ctx, &terms->buf, &count, 1, 0, 1.0f / (float)count, loss->buf);
     kiln_tensor_free(terms);
     return st;
 }

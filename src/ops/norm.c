@@ -11,9 +11,9 @@
 static kiln_status norm_kernel_for(kiln_ctx *ctx, kiln_act act, int rows, const char *name,
                                    cl_kernel *k)
 {
-    char opts[96], reduce[48];
-    snprintf(opts, sizeof opts, "%s -DACT=%d%s", reduce_options(ctx, reduce, sizeof reduce),
-             (int)act, rows ? " -DROWS" : "");
+    char opts[ACT_OPTIONS_MAX + 64], reduce[48], acts[ACT_OPTIONS_MAX];
+    snprintf(opts, sizeof opts, "%s %s%s", reduce_options(ctx, reduce, sizeof reduce),
+             act_options(act, acts, sizeof acts), rows ? " -DROWS" : "");
     return kiln_kernel_get(ctx, "group.cl+act.cl+norm.cl", opts, name, k);
 }
 
@@ -31,8 +31,6 @@ static kiln_status bn_infer(const op_attrs *a, const kiln_shape *in, op_shapes *
     if (in[0].ndim < 2)
         return kiln_fail(KILN_ERR_SHAPE, "batchnorm: input is %s; expected (N, C) or "
                                          "(N, C, H, W)", shape_str(&in[0], buf, sizeof buf));
-    if (op_check_fusable("batchnorm", a->act) != KILN_OK)
-        return KILN_ERR_UNSUPPORTED;
     kiln_shape c = shape_make(1, in[0].d[1], 0, 0, 0);
     s->out = in[0];
     s->n_params = s->n_buffers = s->n_saved = 2;
@@ -92,7 +90,7 @@ static kiln_status bn_sync_statistics(const op_args *c, bn_dims d, int idle)
     if (st == KILN_OK && !idle)
         st = norm_kernel(c->ctx, "bn_moments", &k);
     if (st == KILN_OK && !idle)
-        st = kiln_launch_1d(c->ctx, k, "bn_moments", d.c * wg, wg, 6, KARG(c->in[0]->buf),
+        st = kiln_launch_1d(c->ctx, k, "bn_moments", d.c * wg, wg, KARG(c->in[0]->buf),
                             KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(d.n),
                             KARG(d.c), KARG(d.s));
     if (st == KILN_OK && !idle)
@@ -121,7 +119,7 @@ static kiln_status bn_sync_statistics(const op_args *c, bn_dims d, int idle)
         st = norm_kernel(c->ctx, "bn_finish", &k);
     cl_uint total = st == KILN_OK ? (cl_uint)v[0] : 0;
     if (st == KILN_OK)
-        st = kiln_launch_1d(c->ctx, k, "bn_finish", d.c, 64, 8, KARG(c->saved[0]->buf),
+        st = kiln_launch_1d(c->ctx, k, "bn_finish", d.c, 64, KARG(c->saved[0]->buf),
                             KARG(c->saved[1]->buf), KARG(c->buffer[0]->buf),
                             KARG(c->buffer[1]->buf), KARG(d.c), KARG(total),
                             KARG(c->attrs->eps), KARG(c->attrs->momentum));
@@ -196,9 +194,9 @@ static kiln_status bn_stats_by_plane(const op_args *c, bn_dims d)
         st = plane_parts(c, d, &part);
     if (st == KILN_OK)
         st = kiln_launch_1d(c->ctx, moments, "bn_plane_moments", op_plane_items(c->ctx, planes),
-                            1, 4, KARG(c->in[0]->buf), KARG(part->buf), KARG(planes), KARG(d.s));
+                            1, KARG(c->in[0]->buf), KARG(part->buf), KARG(planes), KARG(d.s));
     if (st == KILN_OK)
-        st = kiln_launch_1d(c->ctx, stats, "bn_stats_planes", d.c, 64, 11, KARG(part->buf),
+        st = kiln_launch_1d(c->ctx, stats, "bn_stats_planes", d.c, 64, KARG(part->buf),
                             KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
                             KARG(c->buffer[0]->buf), KARG(c->buffer[1]->buf), KARG(d.n),
                             KARG(d.c), KARG(d.s), KARG(c->attrs->eps),
@@ -216,7 +214,7 @@ static kiln_status bn_statistics(const op_args *c, bn_dims d)
     if (!c->training) {
         st = norm_kernel(c->ctx, "bn_running", &k);
         return st != KILN_OK ? st
-                             : kiln_launch_1d(c->ctx, k, "bn_running", d.c, 64, 6,
+                             : kiln_launch_1d(c->ctx, k, "bn_running", d.c, 64,
                                               KARG(c->buffer[0]->buf), KARG(c->buffer[1]->buf),
                                               KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
                                               KARG(d.c), KARG(c->attrs->eps));
@@ -235,7 +233,7 @@ static kiln_status bn_statistics(const op_args *c, bn_dims d)
         st = norm_kernel(c->ctx, "bn_stats_columns", &k);
         return st != KILN_OK ? st
                              : kiln_launch_1d(c->ctx, k, "bn_stats_columns",
-                                              op_column_items(d.c), 1, 10,
+                                              op_column_items(d.c), 1,
                                               KARG(c->in[0]->buf), KARG(c->saved[0]->buf),
                                               KARG(c->saved[1]->buf), KARG(c->buffer[0]->buf),
                                               KARG(c->buffer[1]->buf), KARG(d.n), KARG(d.c),
@@ -246,7 +244,7 @@ static kiln_status bn_statistics(const op_args *c, bn_dims d)
     if (st != KILN_OK)
         return st;
     size_t wg = reduce_group_size(c->ctx);
-    return kiln_launch_1d(c->ctx, k, "bn_stats", d.c * wg, wg, 11, KARG(c->in[0]->buf),
+    return kiln_launch_1d(c->ctx, k, "bn_stats", d.c * wg, wg, KARG(c->in[0]->buf),
                           KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
                           KARG(c->buffer[0]->buf), KARG(c->buffer[1]->buf), KARG(d.n),
                           KARG(d.c), KARG(d.s), KARG(c->attrs->eps), KARG(c->attrs->momentum),
@@ -273,7 +271,7 @@ static kiln_status bn_forward(const op_args *c)
         return st;
     size_t r[3];
     bn_range(d, r);
-    return kiln_launch_3d(c->ctx, k, "bn_apply", r[0], r[1], r[2], 7, KARG(c->in[0]->buf),
+    return kiln_launch_3d(c->ctx, k, "bn_apply", r[0], r[1], r[2], KARG(c->in[0]->buf),
                           KARG(c->out->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
                           KARG(c->param[0]->buf), KARG(c->param[1]->buf),
                           KARG(c->attrs->slope));
@@ -293,11 +291,11 @@ static kiln_status bn_grad_sums_by_plane(const op_args *c, bn_dims d, kiln_tenso
         st = plane_parts(c, d, &part);
     if (st == KILN_OK)
         st = kiln_launch_1d(c->ctx, grads, "bn_plane_grads", op_plane_items(c->ctx, planes), 1,
-                            9, KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->dout->buf),
+                            KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->dout->buf),
                             KARG(c->saved[0]->buf), KARG(part->buf), KARG(d.c), KARG(planes),
                             KARG(d.s), KARG(c->attrs->slope));
     if (st == KILN_OK)
-        st = kiln_launch_1d(c->ctx, sums, "bn_grads_planes", d.c, 64, 6, KARG(part->buf),
+        st = kiln_launch_1d(c->ctx, sums, "bn_grads_planes", d.c, 64, KARG(part->buf),
                             KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf), KARG(d.n),
                             KARG(d.c));
     kiln_tensor_free(part);
@@ -312,7 +310,7 @@ static kiln_status bn_grad_sums_by_column(const op_args *c, bn_dims d, kiln_tens
     kiln_status st = norm_kernel_for(c->ctx, c->attrs->act, 1, "bn_grads_columns", &k);
     return st != KILN_OK ? st
                          : kiln_launch_1d(c->ctx, k, "bn_grads_columns",
-                                          op_column_items(d.c), 1, 10,
+                                          op_column_items(d.c), 1,
                                           KARG(c->in[0]->buf), KARG(c->out->buf),
                                           KARG(c->dout->buf), KARG(c->saved[0]->buf),
                                           KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf),
@@ -331,7 +329,7 @@ static kiln_status bn_grad_sums(const op_args *c, bn_dims d, kiln_tensor *dg, ki
     if (st != KILN_OK)
         return st;
     size_t wg = reduce_group_size(c->ctx);
-    return kiln_launch_1d(c->ctx, k, "bn_grad_sums", d.c * wg, wg, 11, KARG(c->in[0]->buf),
+    return kiln_launch_1d(c->ctx, k, "bn_grad_sums", d.c * wg, wg, KARG(c->in[0]->buf),
                           KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
                           KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf), KARG(d.n),
                           KARG(d.c), KARG(d.s), KARG(c->attrs->slope));
@@ -363,7 +361,7 @@ static kiln_status bn_backward(const op_args *c)
         cl_int training = c->training;
         size_t r[3];
         bn_range(d, r);
-        st = kiln_launch_3d(c->ctx, k, "bn_dx", r[0], r[1], r[2], 11, KARG(c->in[0]->buf),
+        st = kiln_launch_3d(c->ctx, k, "bn_dx", r[0], r[1], r[2], KARG(c->in[0]->buf),
                             KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
                             KARG(c->saved[1]->buf), KARG(c->param[0]->buf),
                             KARG(sums[0]->buf), KARG(sums[1]->buf), KARG(c->din[0]->buf),
@@ -408,7 +406,7 @@ static kiln_status ln_forward(const op_args *c)
     cl_uint dim = c->in[0]->numel / rows;
     cl_int has_beta = c->attrs->bias;
     cl_mem beta = has_beta ? c->param[1]->buf : c->param[0]->buf;
-    return kiln_launch_1d(c->ctx, k, "ln_forward", rows * wg, wg, 9, KARG(c->in[0]->buf),
+    return kiln_launch_1d(c->ctx, k, "ln_forward", rows * wg, wg, KARG(c->in[0]->buf),
                           KARG(c->out->buf), KARG(c->param[0]->buf), KARG(beta),
                           KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(dim),
                           KARG(c->attrs->eps), KARG(has_beta));
@@ -421,7 +419,7 @@ static kiln_status ln_backward(const op_args *c)
     cl_kernel k;
     kiln_status st = KILN_OK;
     if (c->din[0] && (st = norm_kernel(c->ctx, "ln_dx", &k)) == KILN_OK)
-        st = kiln_launch_1d(c->ctx, k, "ln_dx", rows * wg, wg, 7, KARG(c->in[0]->buf),
+        st = kiln_launch_1d(c->ctx, k, "ln_dx", rows * wg, wg, KARG(c->in[0]->buf),
                             KARG(c->dout->buf), KARG(c->param[0]->buf), KARG(c->saved[0]->buf),
                             KARG(c->saved[1]->buf), KARG(c->din[0]->buf), KARG(dim));
     cl_int has_beta = c->attrs->bias;
@@ -431,11 +429,53 @@ static kiln_status ln_backward(const op_args *c)
     if (st != KILN_OK)
         return st;
     cl_mem dbeta = has_beta ? c->dparam[1]->buf : c->dparam[0]->buf;
-    return kiln_launch_1d(c->ctx, k, "ln_param_grads", dim * wg, wg, 9, KARG(c->in[0]->buf),
+    return kiln_launch_1d(c->ctx, k, "ln_param_grads", dim * wg, wg, KARG(c->in[0]->buf),
                           KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
                           KARG(c->dparam[0]->buf), KARG(dbeta), KARG(r), KARG(dim),
                           KARG(has_beta));
 }
 
-const op_desc op_batchnorm_desc = {"batchnorm", 1, 0, bn_infer, bn_forward, bn_backward};
-const op_desc op_layernorm_desc = {"layernorm", 1, 0, ln_infer, ln_forward, ln_backward};
+/* nn.BatchNorm1d/2d(num_features, eps, momentum), by the input's rank */
+static const op_key bn_keys[] = {
+    OP_KEY_FLOAT("momentum", momentum, 0, 1, 0, 0.1, "a number from 0 to 1"),
+    OP_KEY_FLOAT("eps", eps, 1e-30, 1, 0, 1e-5, "a number above 0"),
+};
+
+/* nn.LayerNorm over the last dims dimensions, with eps; bias = false
+ * (nanoGPT's LayerNorm) has a weight only */
+static const op_key ln_keys[] = {
+    OP_KEY_FLOAT("eps", eps, 1e-30, 1, 0, 1e-5, "a number above 0"),
+    OP_KEY_BOOL("bias", bias, 1),
+    OP_KEY_INT("dims", norm_dims, 1, 3, 1, "1, 2 or 3 (how many trailing dimensions to normalize)"),
+};
+
+const op_desc op_batchnorm_desc = {
+    .name = "batchnorm",
+    .n_inputs = 1,
+    .fuses_act = 1,
+    .see_through = 1,
+    .in_ranks = 1u << 2 | 1u << 4,
+    .in_hint = "batchnorm takes features (1d) or channels x height x width (2d)",
+    .keys = bn_keys,
+    .n_keys = sizeof bn_keys / sizeof bn_keys[0],
+    .param_names = {"weight", "bias"},
+    .buffer_names = {"running_mean", "running_var"},
+    .counter = "num_batches_tracked",
+    .init = op_init_affine,
+    .infer = bn_infer,
+    .forward = bn_forward,
+    .backward = bn_backward,
+};
+
+const op_desc op_layernorm_desc = {
+    .name = "layernorm",
+    .n_inputs = 1,
+    .see_through = 1,
+    .keys = ln_keys,
+    .n_keys = sizeof ln_keys / sizeof ln_keys[0],
+    .param_names = {"weight", "bias"},
+    .init = op_init_affine,
+    .infer = ln_infer,
+    .forward = ln_forward,
+    .backward = ln_backward,
+};

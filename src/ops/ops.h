@@ -15,35 +15,97 @@
 
 #include "runtime/runtime.h"
 #include "blas/blas.h"
+#include "runtime/rng.h"
 
-/* Activations, also the epilogues that linear and conv2d can absorb. The
- * numbers are the ACT values the kernels are compiled with. */
+#include <stddef.h>
+
+/* Weight initialisers, as model files name them (init = ...). DEFAULT is
+ * decided from the activation the layer feeds (act_info.init). */
+#define INIT_LIST(X)                                                                      \
+    X(DEFAULT, NULL)                                                                      \
+    X(KAIMING_NORMAL, "kaiming_normal")                                                   \
+    X(KAIMING_UNIFORM, "kaiming_uniform")                                                 \
+    X(XAVIER_NORMAL, "xavier_normal")                                                     \
+    X(XAVIER_UNIFORM, "xavier_uniform")                                                   \
+    X(ZEROS, "zeros")                                                                     \
+    X(PYTORCH, "pytorch") /* nn.Linear's and nn.Conv2d's own: U(±1/sqrt(fan_in)), biases too */ \
+    X(NORMAL, "normal")   /* N(0, std²), biases zero: nanoGPT's (std = 0.02) */
+
 typedef enum {
-    KILN_ACT_NONE = 0,
-    KILN_ACT_RELU = 1,
-    KILN_ACT_LEAKY_RELU = 2,
-    KILN_ACT_SIGMOID = 3,
-    KILN_ACT_TANH = 4,
-    KILN_ACT_GELU = 5,      /* x Φ(x), with erf */
-    KILN_ACT_GELU_TANH = 6, /* PyTorch's approximate='tanh' */
+#define INIT_ENUM(id, name) INIT_##id,
+    INIT_LIST(INIT_ENUM)
+#undef INIT_ENUM
+    INIT_COUNT
+} init_kind;
+
+/* "kaiming_normal", ...; NULL for INIT_DEFAULT and outside the list. */
+const char *init_name(init_kind kind);
+
+/* Activations, also the epilogues that linear, conv2d and batchnorm can
+ * absorb. One row each, in the order of their ACT values (the kernels see
+ * them as -DACT=<value> with -DACT_<ID>=<value> for every row, and
+ * -DACT_FROM_OUTPUT=1 where it holds):
+ *   id, name     KILN_ACT_<id>; the name of model files and messages
+ *   layer        1: a layer of its own in model files ([relu])
+ *   from_output  1: act'(x) follows from y = act(x) alone, so an op can
+ *                absorb it into its epilogue and still compute its
+ *                gradient; 0: it stays a step of its own
+ *   smooth       1: no kinks (device finite differences are meaningful)
+ *   init         the initialiser of a linear or conv2d that feeds it
+ *   keys         the activation op's keys that it takes (space-separated) */
+#define KILN_ACT_LIST(X)                                                                  \
+    X(NONE, "none", 0, 1, 1, KAIMING_NORMAL, "")                                          \
+    X(RELU, "relu", 1, 1, 0, KAIMING_NORMAL, "")                                          \
+    X(LEAKY_RELU, "leaky_relu", 1, 1, 0, KAIMING_NORMAL, "slope")                         \
+    X(SIGMOID, "sigmoid", 1, 1, 1, XAVIER_UNIFORM, "")                                    \
+    X(TANH, "tanh", 1, 1, 1, XAVIER_UNIFORM, "")                                          \
+    X(GELU, "gelu", 1, 0, 1, KAIMING_NORMAL, "approx") /* x Φ(x), with erf */             \
+    X(GELU_TANH, "gelu_tanh", 0, 0, 1, KAIMING_NORMAL, "") /* gelu approx = tanh */     \
+    X(SILU, "silu", 1, 0, 1, KAIMING_NORMAL, "") /* x σ(x), nn.SiLU */
+
+typedef enum {
+#define KILN_ACT_ENUM(id, ...) KILN_ACT_##id,
+    KILN_ACT_LIST(KILN_ACT_ENUM)
+#undef KILN_ACT_ENUM
+    KILN_ACT_COUNT
 } kiln_act;
 
+typedef struct {
+    const char *name;
+    int layer, from_output, smooth;
+    init_kind init;
+    const char *keys;
+} act_info;
+
+/* The row of an activation; NULL outside the list. */
+const act_info *act_get(kiln_act act);
+
+/* Whether an activation takes a key of the activation op ("slope"). */
+int act_takes_key(kiln_act act, const char *key);
+
+/* The ops, in the order of the table (and of the layers in messages):
+ * X(ID, row) is OP_<ID>, whose row is op_<row>_desc in the op's own file. */
+#define OP_LIST(X)                                                                        \
+    X(LINEAR, linear)                                                                     \
+    X(CONV2D, conv2d)                                                                     \
+    X(MAXPOOL, maxpool)                                                                   \
+    X(AVGPOOL, avgpool)                                                                   \
+    X(FLATTEN, flatten)                                                                   \
+    X(BATCHNORM, batchnorm)                                                               \
+    X(LAYERNORM, layernorm)                                                               \
+    X(DROPOUT, dropout)                                                                   \
+    X(ACTIVATION, activation)                                                             \
+    X(SOFTMAX, softmax)                                                                   \
+    X(ADD, add)                                                                           \
+    X(CONCAT, concat)                                                                     \
+    X(EMBEDDING, embedding)                                                               \
+    X(POSITION, position)                                                                 \
+    X(ATTENTION, attention)
+
 typedef enum {
-    OP_LINEAR,
-    OP_CONV2D,
-    OP_MAXPOOL,
-    OP_AVGPOOL,
-    OP_FLATTEN,
-    OP_BATCHNORM,
-    OP_LAYERNORM,
-    OP_DROPOUT,
-    OP_ACTIVATION,
-    OP_SOFTMAX,
-    OP_ADD,
-    OP_CONCAT,
-    OP_EMBEDDING,
-    OP_POSITION,
-    OP_ATTENTION,
+#define OP_ENUM(id, row) OP_##id,
+    OP_LIST(OP_ENUM)
+#undef OP_ENUM
     OP_COUNT
 } op_kind;
 
@@ -64,12 +126,74 @@ typedef struct {
     float momentum;       /* batchnorm running-statistics momentum */
     float eps;            /* batchnorm, layernorm */
     int norm_dims;        /* layernorm: number of trailing dims normalized */
+    init_kind init;       /* linear, conv2d: the weights' initialiser */
+    float std;            /* init = normal: the standard deviation */
     size_t rows;          /* embedding: vocabulary; position: positions in the table */
     size_t heads;         /* attention: heads */
 } op_attrs;
 
-/* Defaults as PyTorch's: slope 0.01, momentum 0.1, eps 1e-5, stride 1,
- * dilation 1, bias on, softmax over the last dim, layernorm over the last. */
+/* ---- keys: what a layer of a model file may set ------------------------- */
+
+typedef enum {
+    KEY_WHOLE,  /* size_t field, a whole number in [lo, hi] */
+    KEY_INT,    /* int field, a whole number (sign allowed) in [lo, hi] */
+    KEY_FLOAT,  /* float field in [lo, hi] (open: 1 leaves hi out) */
+    KEY_BOOL,   /* int field: true/false, 1/0 */
+    KEY_CHOICE, /* int-sized enum field: one of choices (NULL names skipped) */
+} op_key_type;
+
+typedef struct {
+    const char *name;
+    int value;
+} op_choice;
+
+/* One key of an op, declared once in the op's row: the keyword PyTorch
+ * gives that layer, where it goes in op_attrs, its range and default (the
+ * parsing, the checks, the messages and op_attrs_for derive from this). */
+typedef struct {
+    const char *name;
+    op_key_type type;
+    size_t field;             /* offsetof(op_attrs, ...) */
+    double lo, hi, def;
+    int open;                 /* KEY_FLOAT: 1 leaves hi out of the range */
+    int required;
+    const op_choice *choices; /* KEY_CHOICE */
+    int n_choices;
+    const char *expected;     /* what a bad value should have been; NULL: derived */
+} op_key;
+
+/* Declarations: a whole number with a default, or one the layer needs. */
+#define OP_KEY_WHOLE(key, f, lo, hi, d)                                                   \
+    {key, KEY_WHOLE, offsetof(op_attrs, f), lo, hi, d, 0, 0, NULL, 0, NULL}
+#define OP_KEY_NEEDED(key, f, lo, hi)                                                     \
+    {key, KEY_WHOLE, offsetof(op_attrs, f), lo, hi, 0, 0, 1, NULL, 0, NULL}
+#define OP_KEY_INT(key, f, lo, hi, d, text)                                               \
+    {key, KEY_INT, offsetof(op_attrs, f), lo, hi, d, 0, 0, NULL, 0, text}
+#define OP_KEY_FLOAT(key, f, lo, hi, open, d, text)                                       \
+    {key, KEY_FLOAT, offsetof(op_attrs, f), lo, hi, d, open, 0, NULL, 0, text}
+#define OP_KEY_BOOL(key, f, d) {key, KEY_BOOL, offsetof(op_attrs, f), 0, 1, d, 0, 0, NULL, 0, NULL}
+#define OP_KEY_CHOICE(key, f, d, list, n)                                                 \
+    {key, KEY_CHOICE, offsetof(op_attrs, f), 0, 0, d, 0, 0, list, n, NULL}
+
+/* Reads value into a's field; NULL when it was good, else what it should
+ * have been ("a whole number from 1 to 1024"), in buf. */
+const char *op_key_read(const op_key *k, op_attrs *a, const char *value, char *buf,
+                        size_t size);
+
+/* Every key's default put in a's field. */
+void op_keys_default(const op_key *keys, int n, op_attrs *a);
+
+/* The choices of the initialiser key (init = kaiming_normal, ...). */
+extern const op_choice op_init_choices[INIT_COUNT];
+
+/* The attributes of an op with every default of its keys, and of the
+ * activation op's keys where act is not KILN_ACT_NONE (an epilogue). */
+op_attrs op_attrs_for(op_kind kind, kiln_act act);
+
+/* The defaults of every key of every op, where the ops that share a field
+ * agree on it (others keep 0, which the ops read as their own default):
+ * slope 0.01, momentum 0.1, eps 1e-5, dilation 1, bias on, p 0.5,
+ * softmax over the last dim, layernorm over the last. */
 op_attrs op_attrs_default(void);
 
 #define OP_MAX_INPUTS 2
@@ -116,16 +240,61 @@ typedef struct {
     kiln_tensor *dparam[OP_MAX_PARAMS];
 } op_args;
 
+/* What an initialiser gets: the tensors of one op, the layer's init =
+ * (never INIT_DEFAULT here), kaiming's a and the run's generator. A NULL
+ * param[0] is a weight another layer owns and initialises (tie =). */
+typedef struct {
+    init_kind init;
+    double slope;
+    float std;          /* init = normal */
+    kiln_rng *rng;
+    const op_shapes *shapes;
+    kiln_tensor *param[OP_MAX_PARAMS];
+    kiln_tensor *buffer[OP_MAX_BUFFERS];
+} op_init;
+
+/* The initialisers (init.c): PyTorch's formulas for a weight and bias,
+ * and gamma 1, beta 0 (with running mean 0 and variance 1 where there are
+ * buffers) for the normalizations. */
+kiln_status op_init_weight_bias(const op_init *c);
+kiln_status op_init_affine(const op_init *c);
+
+/* One row of the op table: everything about an op. */
 typedef struct {
     const char *name;   /* as in model files: "linear", "conv2d", ... */
     int n_inputs;       /* 2 for add and concat */
-    int fuses_act;      /* can absorb an activation epilogue */
+    /* absorbs an activation epilogue (one with act_info.from_output) */
+    int fuses_act;
+    /* in eval mode, a batchnorm that only it feeds folds into its weights */
+    int folds_batchnorm;
+    /* the default initialiser of a layer before it looks past it to the
+     * activation after (normalization, dropout) */
+    int see_through;
+    /* its weight (param[0]) may be another layer's, as lm_head's is wte's
+     * (tie = in model files): the gradients add */
+    int tieable;
+    /* the input ranks (batch included) it takes, bit n for rank n (0: any),
+     * and what a model file should do otherwise */
+    unsigned in_ranks;
+    const char *in_hint;
+    const op_key *keys; /* the keys of its layer, besides name and from */
+    int n_keys;
+    /* state_dict names of its parameters and buffers, and of a one-value
+     * int64 entry (batchnorm's num_batches_tracked) or NULL */
+    const char *param_names[OP_MAX_PARAMS];
+    const char *buffer_names[OP_MAX_BUFFERS];
+    const char *counter;
+    /* fills its parameters and buffers; NULL for ops that have none */
+    kiln_status (*init)(const op_init *c);
     kiln_status (*infer)(const op_attrs *a, const kiln_shape *in, op_shapes *s);
     kiln_status (*forward)(const op_args *c);
     kiln_status (*backward)(const op_args *c);
 } op_desc;
 
 const op_desc *op_get(op_kind kind);
+
+/* The op of a model file's section name; OP_COUNT when there is none. */
+op_kind op_find(const char *name);
 
 /* Infers shapes, with the attribute defaults filled in (e.g. pool stride). */
 kiln_status op_infer(op_kind kind, const op_attrs *a, const kiln_shape *in, op_shapes *s);
@@ -136,7 +305,19 @@ kiln_status op_backward(op_kind kind, const op_args *c);
 
 /* ---- losses: the mean over the batch, as PyTorch's default ------------- */
 
-typedef enum { LOSS_MSE, LOSS_CROSS_ENTROPY, LOSS_BCE, LOSS_COUNT } loss_kind;
+/* X(ID, name, kernel): LOSS_<ID>, its name in [train] loss =, and the
+ * kernel of loss.cl that computes its terms. */
+#define LOSS_LIST(X)                                                                      \
+    X(MSE, "mse", mse_terms)                                                              \
+    X(CROSS_ENTROPY, "cross_entropy", ce_rows)                                            \
+    X(BCE, "bce", bce_terms)
+
+typedef enum {
+#define LOSS_ENUM(id, name, kernel) LOSS_##id,
+    LOSS_LIST(LOSS_ENUM)
+#undef LOSS_ENUM
+    LOSS_COUNT
+} loss_kind;
 
 /* loss (1 element) = L(input, target) and dinput = dL/dinput (may be NULL).
  * mse, bce: target has input's shape; bce takes logits. cross_entropy:
@@ -146,6 +327,12 @@ typedef enum { LOSS_MSE, LOSS_CROSS_ENTROPY, LOSS_BCE, LOSS_COUNT } loss_kind;
 kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
                     const kiln_tensor *input, const kiln_tensor *target, kiln_tensor *loss,
                     kiln_tensor *dinput);
+
+/* cross_entropy with class weights (C values, weight (C)), as PyTorch's
+ * CrossEntropyLoss(weight=): the weighted mean sum w[t_i] l_i / sum w[t_i]
+ * and its gradient; a batch whose weights sum to 0 gives NaN. */
+kiln_status op_loss_weighted(kiln_ctx *ctx, const kiln_tensor *input, const kiln_tensor *target,
+                             const kiln_tensor *weight, kiln_tensor *loss, kiln_tensor *dinput);
 
 const char *loss_name(loss_kind kind);
 
@@ -222,11 +409,13 @@ kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, 
  * output (a new tensor, to be freed), or NULL when there is no activation. */
 kiln_status op_act_grad(const op_args *c, kiln_tensor **dz);
 
-/* Fails unless act can be fused into name's epilogue (its derivative must
- * follow from the output: not gelu). */
-kiln_status op_check_fusable(const char *name, kiln_act act);
+/* Fails unless op kind absorbs activation epilogues and act is one whose
+ * derivative follows from its output (act_info.from_output). */
+kiln_status op_check_fusable(op_kind kind, kiln_act act);
 
-/* Build options naming an activation: "-DACT=1". */
+/* Build options naming an activation: "-DACT=1 -DACT_NONE=0 -DACT_RELU=1
+ * ... -DACT_FROM_OUTPUT=1", from KILN_ACT_LIST. */
+#define ACT_OPTIONS_MAX 512
 const char *act_options(kiln_act act, char *buf, size_t size);
 
 #endif /* KILN_OPS_H */

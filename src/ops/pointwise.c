@@ -1,5 +1,49 @@
 /* Activations, softmax and residual add. */
+#include <stdio.h>
+#include <string.h>
+
 #include "ops/ops.h"
+
+/* ---- the activations' rows (KILN_ACT_LIST) ------------------------------- */
+
+static const act_info acts[] = {
+#define ACT_ROW(id, name, layer, from_output, smooth, init, keys)                            \
+    {name, layer, from_output, smooth, INIT_##init, keys},
+    KILN_ACT_LIST(ACT_ROW)
+#undef ACT_ROW
+};
+_Static_assert(sizeof acts / sizeof acts[0] == KILN_ACT_COUNT, "one row per kiln_act");
+
+const act_info *act_get(kiln_act act)
+{
+    return (unsigned)act < KILN_ACT_COUNT ? &acts[act] : NULL;
+}
+
+int act_takes_key(kiln_act act, const char *key)
+{
+    const act_info *a = act_get(act);
+    size_t n = strlen(key);
+    if (!a || n == 0)
+        return 0;
+    for (const char *p = strstr(a->keys, key); p; p = strstr(p + 1, key))
+        if ((p == a->keys || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+            return 1;
+    return 0;
+}
+
+const char *act_options(kiln_act act, char *buf, size_t size)
+{
+    int used = snprintf(buf, size, "-DACT=%d", (int)act);
+#define ACT_DEFINE(id, ...)                                                                 \
+    if (used > 0 && (size_t)used < size)                                                    \
+        used += snprintf(buf + used, size - used, " -DACT_" #id "=%d", (int)KILN_ACT_##id);
+    KILN_ACT_LIST(ACT_DEFINE)
+#undef ACT_DEFINE
+    const act_info *a = act_get(act);
+    if (a && a->from_output && used > 0 && (size_t)used < size)
+        snprintf(buf + used, size - used, " -DACT_FROM_OUTPUT=1");
+    return buf;
+}
 
 /* ---- activation: y = act(x) -------------------------------------------- */
 
@@ -12,7 +56,7 @@ static kiln_status same_shape(const op_attrs *a, const kiln_shape *in, op_shapes
 
 static kiln_status act_forward(const op_args *c)
 {
-    char opts[32];
+    char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
     kiln_status st = kiln_kernel_get(c->ctx, "act.cl",
                                      act_options(c->attrs->act, opts, sizeof opts),
@@ -20,22 +64,23 @@ static kiln_status act_forward(const op_args *c)
     if (st != KILN_OK)
         return st;
     cl_uint n = c->out->numel;
-    return kiln_launch_1d(c->ctx, k, "act_forward", n, pointwise_group_size(c->ctx), 4, KARG(c->in[0]->buf),
-                          KARG(c->out->buf), KARG(n), KARG(c->attrs->slope));
+    return kiln_launch_1d(c->ctx, k, "act_forward", n, pointwise_group_size(c->ctx),
+                          KARG(c->in[0]->buf), KARG(c->out->buf), KARG(n),
+                          KARG(c->attrs->slope));
 }
 
 kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
                             cl_mem dy, cl_mem dx, size_t n)
 {
-    char opts[32];
+    char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
     kiln_status st = kiln_kernel_get(ctx, "act.cl", act_options(act, opts, sizeof opts),
                                      "act_backward", &k);
     if (st != KILN_OK)
         return st;
     cl_uint count = n;
-    return kiln_launch_1d(ctx, k, "act_backward", n, pointwise_group_size(ctx), 6, KARG(x), KARG(y), KARG(dy),
-                          KARG(dx), KARG(count), KARG(slope));
+    return kiln_launch_1d(ctx, k, "act_backward", n, pointwise_group_size(ctx), KARG(x),
+                          KARG(y), KARG(dy), KARG(dx), KARG(count), KARG(slope));
 }
 
 static kiln_status act_backward(const op_args *c)
@@ -85,10 +130,10 @@ static kiln_status softmax_launch(const op_args *c, const char *name, int backwa
     cl_uint outer, n, inner;
     split_at(&s, softmax_dim(c->attrs, s.ndim), &outer, &n, &inner);
     if (backward)
-        return kiln_launch_1d(c->ctx, k, name, outer * inner, 64, 6, KARG(c->out->buf),
+        return kiln_launch_1d(c->ctx, k, name, outer * inner, 64, KARG(c->out->buf),
                               KARG(c->dout->buf), KARG(c->din[0]->buf), KARG(outer), KARG(n),
                               KARG(inner));
-    return kiln_launch_1d(c->ctx, k, name, outer * inner, 64, 5, KARG(c->in[0]->buf),
+    return kiln_launch_1d(c->ctx, k, name, outer * inner, 64, KARG(c->in[0]->buf),
                           KARG(c->out->buf), KARG(outer), KARG(n), KARG(inner));
 }
 
@@ -106,8 +151,7 @@ static kiln_status softmax_backward(const op_args *c)
 
 static kiln_status add_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
 {
-    if (op_check_fusable("add", a->act) != KILN_OK)
-        return KILN_ERR_UNSUPPORTED;
+    (void)a;
     if (!shape_eq(&in[0], &in[1])) {
         char x[64], y[64];
         return kiln_fail(KILN_ERR_SHAPE, "add: inputs of shapes %s and %s differ",
@@ -119,14 +163,14 @@ static kiln_status add_infer(const op_attrs *a, const kiln_shape *in, op_shapes 
 
 static kiln_status add_forward(const op_args *c)
 {
+    char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
-    char opts[32];
     kiln_status st = kiln_kernel_get(c->ctx, "act.cl",
                                      act_options(c->attrs->act, opts, sizeof opts), "add", &k);
     if (st != KILN_OK)
         return st;
     cl_uint n = c->out->numel;
-    return kiln_launch_1d(c->ctx, k, "add", n, 64, 5, KARG(c->in[0]->buf), KARG(c->in[1]->buf),
+    return kiln_launch_1d(c->ctx, k, "add", n, 64, KARG(c->in[0]->buf), KARG(c->in[1]->buf),
                           KARG(c->out->buf), KARG(n), KARG(c->attrs->slope));
 }
 
@@ -144,7 +188,46 @@ static kiln_status add_backward(const op_args *c)
     return st == KILN_OK && second ? kiln_tensor_copy(second, first) : st;
 }
 
-const op_desc op_activation_desc = {"activation", 1, 0, same_shape, act_forward, act_backward};
-const op_desc op_softmax_desc = {"softmax", 1, 0, softmax_infer, softmax_forward,
-                                 softmax_backward};
-const op_desc op_add_desc = {"add", 2, 1, add_infer, add_forward, add_backward};
+/* The activations' keys; each activation takes those its row names
+ * (nn.LeakyReLU(negative_slope), nn.GELU(approximate)). */
+static const op_choice gelu_approx[] = {{"none", KILN_ACT_GELU}, {"tanh", KILN_ACT_GELU_TANH}};
+
+static const op_key act_keys[] = {
+    OP_KEY_FLOAT("slope", slope, 0, 1e6, 0, 0.01, "a number >= 0"),
+    OP_KEY_CHOICE("approx", act, KILN_ACT_GELU, gelu_approx, 2),
+};
+
+/* nn.Softmax(dim) */
+static const op_key softmax_keys[] = {
+    OP_KEY_INT("dim", dim, -4, 3, -1, "a dimension from -4 to 3 (PyTorch's numbering, batch "
+                                      "first)"),
+};
+
+const op_desc op_activation_desc = {
+    .name = "activation",
+    .n_inputs = 1,
+    .keys = act_keys,
+    .n_keys = sizeof act_keys / sizeof act_keys[0],
+    .infer = same_shape,
+    .forward = act_forward,
+    .backward = act_backward,
+};
+
+const op_desc op_softmax_desc = {
+    .name = "softmax",
+    .n_inputs = 1,
+    .keys = softmax_keys,
+    .n_keys = 1,
+    .infer = softmax_infer,
+    .forward = softmax_forward,
+    .backward = softmax_backward,
+};
+
+const op_desc op_add_desc = {
+    .name = "add",
+    .n_inputs = 2,
+    .fuses_act = 1, /* a residual sum and the ReLU after it: one kernel */
+    .infer = add_infer,
+    .forward = add_forward,
+    .backward = add_backward,
+};

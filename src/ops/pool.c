@@ -70,9 +70,9 @@ static kiln_status pool_launch_planes(const op_args *c, const char *name, int nb
     cl_uint planes = x->shape[0] * x->shape[1], h = x->shape[2], w = x->shape[3];
     size_t items = op_plane_items(c->ctx, planes);
     if (nbuf == 3)
-        return kiln_launch_1d(c->ctx, k, name, items, 1, 6, KARG(b0), KARG(b1), KARG(b2),
+        return kiln_launch_1d(c->ctx, k, name, items, 1, KARG(b0), KARG(b1), KARG(b2),
                               KARG(planes), KARG(h), KARG(w));
-    return kiln_launch_1d(c->ctx, k, name, items, 1, 5, KARG(b0), KARG(b1), KARG(planes),
+    return kiln_launch_1d(c->ctx, k, name, items, 1, KARG(b0), KARG(b1), KARG(planes),
                           KARG(h), KARG(w));
 }
 
@@ -92,9 +92,9 @@ static kiln_status pool_launch(const op_args *c, const char *name, int backward,
                     c->attrs->pad};
     size_t w = range->shape[3], h = range->shape[2], planes = range->shape[0] * range->shape[1];
     if (nbuf == 3)
-        return kiln_launch_3d(c->ctx, k, name, w, h, planes, 8, KARG(b0), KARG(b1), KARG(b2),
+        return kiln_launch_3d(c->ctx, k, name, w, h, planes, KARG(b0), KARG(b1), KARG(b2),
                               KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]));
-    return kiln_launch_3d(c->ctx, k, name, w, h, planes, 7, KARG(b0), KARG(b1), KARG(v[0]),
+    return kiln_launch_3d(c->ctx, k, name, w, h, planes, KARG(b0), KARG(b1), KARG(v[0]),
                           KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]));
 }
 
@@ -151,7 +151,19 @@ static kiln_status avgpool_backward(const op_args *c)
     return pool_launch(c, "avgpool_backward", 1, 2, c->dout->buf, c->din[0]->buf, NULL);
 }
 
-const op_desc op_maxpool_desc = {"maxpool", 1, 0, maxpool_infer, maxpool_forward,
-                                 maxpool_backward};
-const op_desc op_avgpool_desc = {"avgpool", 1, 0, avgpool_infer, avgpool_forward,
-                                 avgpool_backward};
+/* nn.MaxPool2d and nn.AvgPool2d(kernel_size, stride, padding): a square
+ * window of side size; stride 0 (unset) is the window size. */
+static const op_key pool_keys[] = {
+    OP_KEY_NEEDED("size", kernel, 1, 1024),
+    OP_KEY_WHOLE("stride", stride, 1, 1024, 0),
+    OP_KEY_WHOLE("pad", pad, 0, 1024, 0),
+};
+
+#define POOL_ROW(op)                                                                      \
+    .name = #op, .n_inputs = 1, .in_ranks = 1u << 4,                                      \
+    .in_hint = "expected channels x height x width (e.g. [input] shape = 1x28x28)",       \
+    .keys = pool_keys, .n_keys = sizeof pool_keys / sizeof pool_keys[0],                  \
+    .infer = op##_infer, .forward = op##_forward, .backward = op##_backward
+
+const op_desc op_maxpool_desc = {POOL_ROW(maxpool)};
+const op_desc op_avgpool_desc = {POOL_ROW(avgpool)};

@@ -1,45 +1,86 @@
 /* The operator table, and the shape checks every call goes through. */
 #include <stdio.h>
+#include <string.h>
 
 #include "ops/ops.h"
 
-extern const op_desc op_linear_desc, op_conv2d_desc, op_maxpool_desc, op_avgpool_desc,
-    op_flatten_desc, op_batchnorm_desc, op_layernorm_desc, op_dropout_desc,
-    op_activation_desc, op_softmax_desc, op_add_desc, op_concat_desc, op_embedding_desc,
-    op_position_desc, op_attention_desc;
+#define OP_EXTERN(id, row) extern const op_desc op_##row##_desc;
+OP_LIST(OP_EXTERN)
+#undef OP_EXTERN
 
 static const op_desc *const table[] = {
-    [OP_LINEAR] = &op_linear_desc,         [OP_CONV2D] = &op_conv2d_desc,
-    [OP_MAXPOOL] = &op_maxpool_desc,       [OP_AVGPOOL] = &op_avgpool_desc,
-    [OP_FLATTEN] = &op_flatten_desc,       [OP_BATCHNORM] = &op_batchnorm_desc,
-    [OP_LAYERNORM] = &op_layernorm_desc,   [OP_DROPOUT] = &op_dropout_desc,
-    [OP_ACTIVATION] = &op_activation_desc, [OP_SOFTMAX] = &op_softmax_desc,
-    [OP_ADD] = &op_add_desc,               [OP_CONCAT] = &op_concat_desc,
-    [OP_EMBEDDING] = &op_embedding_desc,   [OP_POSITION] = &op_position_desc,
-    [OP_ATTENTION] = &op_attention_desc,
+#define OP_ROW(id, row) [OP_##id] = &op_##row##_desc,
+    OP_LIST(OP_ROW)
+#undef OP_ROW
 };
 
 _Static_assert(sizeof table / sizeof table[0] == OP_COUNT, "one table row per op_kind");
 
-op_attrs op_attrs_default(void)
-{
-    op_attrs a = {
-        .bias = 1,
-        .stride = 0, /* conv2d: 1; pools: the window size */
-        .dilation = 1,
-        .slope = 0.01f,
-        .dim = -1,
-        .momentum = 0.1f,
-        .eps = 1e-5f,
-        .norm_dims = 1,
-        .heads = 1,
-    };
-    return a;
-}
-
 const op_desc *op_get(op_kind kind)
 {
     return (unsigned)kind < OP_COUNT ? table[kind] : NULL;
+}
+
+op_kind op_find(const char *name)
+{
+    for (int k = 0; k < OP_COUNT; k++)
+        if (strcmp(table[k]->name, name) == 0)
+            return (op_kind)k;
+    return OP_COUNT;
+}
+
+op_attrs op_attrs_for(op_kind kind, kiln_act act)
+{
+    op_attrs a = {0};
+    const op_desc *d = op_get(kind);
+    if (d)
+        op_keys_default(d->keys, d->n_keys, &a);
+    if (act != KILN_ACT_NONE && kind != OP_ACTIVATION)
+        op_keys_default(op_activation_desc.keys, op_activation_desc.n_keys, &a);
+    a.act = act;
+    return a;
+}
+
+op_attrs op_attrs_default(void)
+{
+    op_attrs a = {0}, first = {0};
+    unsigned char size[sizeof a] = {0}, clash[sizeof a] = {0};
+    for (int k = 0; k < OP_COUNT; k++)
+        for (int i = 0; i < table[k]->n_keys; i++) {
+            const op_key *key = &table[k]->keys[i];
+            op_attrs one = first;
+            op_keys_default(key, 1, &one);
+            size_t at = key->field;
+            if (!size[at]) {
+                first = one;
+                size[at] = key->type == KEY_WHOLE   ? sizeof(size_t)
+                           : key->type == KEY_FLOAT ? sizeof(float)
+                                                    : sizeof(int);
+            } else if (memcmp((char *)&first + at, (char *)&one + at, size[at]) != 0) {
+                clash[at] = 1;
+            }
+        }
+    for (size_t at = 0; at < sizeof a; at++)
+        if (size[at] && !clash[at])
+            memcpy((char *)&a + at, (char *)&first + at, size[at]);
+    a.act = KILN_ACT_NONE; /* gelu's approx sets the activation, not a default */
+    return a;
+}
+
+kiln_status op_check_fusable(op_kind kind, kiln_act act)
+{
+    const op_desc *d = op_get(kind);
+    const act_info *ai = act_get(act);
+    if (!d || !ai)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "unknown op or activation");
+    if (act == KILN_ACT_NONE || (d->fuses_act && ai->from_output))
+        return KILN_OK;
+    if (!d->fuses_act)
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: cannot absorb an activation (%s)", d->name,
+                         ai->name);
+    return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: %s cannot be fused into the epilogue (its "
+                                           "gradient needs its input); apply it as its own "
+                                           "layer", d->name, ai->name);
 }
 
 kiln_status op_infer(op_kind kind, const op_attrs *a, const kiln_shape *in, op_shapes *s)
@@ -48,6 +89,8 @@ kiln_status op_infer(op_kind kind, const op_attrs *a, const kiln_shape *in, op_s
     if (!d || !a || !in || !s)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "op_infer: unknown op or missing argument");
     *s = (op_shapes){0};
+    if (kind != OP_ACTIVATION && op_check_fusable(kind, a->act) != KILN_OK)
+        return KILN_ERR_UNSUPPORTED;
     return d->infer(a, in, s);
 }
 

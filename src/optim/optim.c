@@ -39,6 +39,18 @@ static kiln_status make_decay_mask(optimizer *o)
     return st;
 }
 
+static const char *const names[] = {
+#define OPTIM_NAME(id, name) name,
+    OPTIM_LIST(OPTIM_NAME)
+#undef OPTIM_NAME
+};
+_Static_assert(sizeof names / sizeof names[0] == OPTIM_COUNT, "one name per optim_kind");
+
+const char *optim_name(optim_kind kind)
+{
+    return (unsigned)kind < OPTIM_COUNT ? names[kind] : NULL;
+}
+
 optim_config optim_defaults(optim_kind kind)
 {
     optim_config c = {.kind = kind, .lr = kind == OPTIM_SGD ? 0.01f : 1e-3f, .beta1 = 0.9f,
@@ -134,7 +146,7 @@ static kiln_status clip_norm_scale(optimizer *o)
         st = kiln_kernel_get(ctx, "optim.cl", "", "clip_scale", &k);
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(ctx, k, "clip_scale", 1, 1, 1, 4, KARG(o->sumsq->buf),
+    return kiln_launch_3d(ctx, k, "clip_scale", 1, 1, 1, KARG(o->sumsq->buf),
                           KARG(o->scale->buf), KARG(o->norm->buf), KARG(o->cfg.clip_norm));
 }
 
@@ -157,7 +169,7 @@ kiln_status optim_step(optimizer *o, float lr)
     cl_mem s0 = o->state[0] ? o->state[0]->buf : p, s1 = o->state[1] ? o->state[1]->buf : p;
     if (c->kind == OPTIM_SGD) {
         cl_int nesterov = c->nesterov, first = o->t == 1;
-        return kiln_launch_3d(ctx, k, name, n, 1, 1, 11, KARG(p), KARG(g), KARG(s0),
+        return kiln_launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0),
                               KARG(o->scale->buf), KARG(lr), KARG(c->momentum),
                               KARG(c->dampening), KARG(c->weight_decay), KARG(nesterov),
                               KARG(first), KARG(c->clip_value));
@@ -167,7 +179,7 @@ kiln_status optim_step(optimizer *o, float lr)
     float bc2 = (float)(1.0 - pow(c->beta2, (double)o->t));
     cl_int has_decay = c->decay_matrices && o->decay;
     cl_mem decay = has_decay ? o->decay->buf : p;
-    return kiln_launch_3d(ctx, k, name, n, 1, 1, 16, KARG(p), KARG(g), KARG(s0), KARG(s1),
+    return kiln_launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0), KARG(s1),
                           KARG(o->scale->buf), KARG(lr), KARG(c->beta1), KARG(c->beta2),
                           KARG(c->eps), KARG(c->weight_decay), KARG(decoupled), KARG(bc1),
                           KARG(bc2), KARG(c->clip_value), KARG(decay), KARG(has_decay));

@@ -6,7 +6,18 @@
 
 #include "compiler/pipeline.h"
 
-typedef enum { OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW } optim_kind;
+/* The optimizers, as [train] optimizer = names them. */
+#define OPTIM_LIST(X) X(SGD, "sgd") X(ADAM, "adam") X(ADAMW, "adamw")
+
+typedef enum {
+#define OPTIM_ENUM(id, name) OPTIM_##id,
+    OPTIM_LIST(OPTIM_ENUM)
+#undef OPTIM_ENUM
+    OPTIM_COUNT
+} optim_kind;
+
+/* "sgd", ...; NULL outside the list. */
+const char *optim_name(optim_kind kind);
 
 typedef struct {
     optim_kind kind;
@@ -51,14 +62,21 @@ kiln_tensor *optim_grad_norm(optimizer *o);
 
 /* ---- schedules ------------------------------------------------------------ */
 
+/* The schedules, as [train] schedule = names them. */
+#define SCHED_LIST(X)                                                                     \
+    X(CONSTANT, "constant")                                                               \
+    X(STEP, "step")                                                                       \
+    X(MULTISTEP, "multistep")                                                             \
+    X(EXPONENTIAL, "exponential")                                                         \
+    X(COSINE, "cosine")                                                                   \
+    X(WARMUP_COSINE, "warmup_cosine")                                                     \
+    X(PLATEAU, "plateau")
+
 typedef enum {
-    SCHED_CONSTANT,
-    SCHED_STEP,
-    SCHED_MULTISTEP,
-    SCHED_EXPONENTIAL,
-    SCHED_COSINE,
-    SCHED_WARMUP_COSINE,
-    SCHED_PLATEAU,
+#define SCHED_ENUM(id, name) SCHED_##id,
+    SCHED_LIST(SCHED_ENUM)
+#undef SCHED_ENUM
+    SCHED_COUNT
 } sched_kind;
 
 #define SCHED_MAX_MILESTONES 16
@@ -96,6 +114,7 @@ double sched_lr_at(const sched_config *c, int t);
  * returns the learning rate for epoch t. */
 double sched_advance(scheduler *s, int t, double val_loss);
 
+/* "constant", ...; NULL outside the list. */
 const char *sched_name(sched_kind kind);
 
 #endif /* KILN_OPTIM_H */

@@ -4,11 +4,16 @@
 
 #include "optim/optim.h"
 
+static const char *const names[] = {
+#define SCHED_NAME(id, name) name,
+    SCHED_LIST(SCHED_NAME)
+#undef SCHED_NAME
+};
+_Static_assert(sizeof names / sizeof names[0] == SCHED_COUNT, "one name per sched_kind");
+
 const char *sched_name(sched_kind kind)
 {
-    static const char *const names[] = {"constant", "step",          "multistep", "exponential",
-                                        "cosine",   "warmup_cosine", "plateau"};
-    return (unsigned)kind <= SCHED_PLATEAU ? names[kind] : "unknown";
+    return (unsigned)kind < SCHED_COUNT ? names[kind] : NULL;
 }
 
 static double cosine(double base, double eta_min, double t, double t_max)

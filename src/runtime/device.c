@@ -232,8 +232,9 @@ static int collect(cl_platform_id p, cl_device_id d, const kiln_device_info *inf
 
 kiln_status kiln_devices(kiln_device_info **out, size_t *count)
 {
-    if (!out || !count)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_devices: out and count are required");
+    kiln_status required = require_args("kiln_devices", ARG(out), ARG(count), NULL);
+    if (required != KILN_OK)
+        return required;
     device_list list = {0};
     int stopped;
     kiln_status st = each_device(collect, &list, &stopped);

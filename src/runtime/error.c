@@ -58,6 +58,18 @@ void kiln_error_append(const char *fmt, ...)
     va_end(ap);
 }
 
+kiln_status require_args(const char *call, ...)
+{
+    va_list ap;
+    va_start(ap, call);
+    kiln_status st = KILN_OK;
+    for (const char *name; st == KILN_OK && (name = va_arg(ap, const char *)) != NULL;)
+        if (!va_arg(ap, const void *))
+            st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call, name);
+    va_end(ap);
+    return st;
+}
+
 kiln_status kiln_fail_cl(cl_int err, const char *call)
 {
     kiln_status status = KILN_ERR_OPENCL;

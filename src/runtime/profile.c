@@ -149,11 +149,10 @@ static kiln_status write_trace(const kiln_ctx *ctx, const char *path)
     cJSON_Delete(root);
     if (st != KILN_OK)
         return st;
-    FILE *f = text ? fopen(path, "w") : NULL;
-    int ok = f && fputs(text, f) >= 0;
-    ok = f && fclose(f) == 0 && ok;
+    st = text ? write_bytes_output(path, text, strlen(text))
+              : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
     free(text);
-    return ok ? KILN_OK : kiln_fail(KILN_ERR_IO, "%s: cannot write the profile", path);
+    return st;
 }
 
 typedef struct {

@@ -5,8 +5,7 @@
  * A disk cache file is trusted only when its magic, format version, full
  * key (device, driver, platform, kiln version, source hash, options),
  * length and CRC all match; anything else is ignored and rebuilt. Files are
- * written to a temporary name, fsync'd and renamed, so a reader never sees
- * half a file. */
+ * written whole (write_file_atomic), so a reader never sees half a file. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -344,31 +343,35 @@ static int parse_cache_file(const unsigned char *data, size_t size, const char *
     return 0;
 }
 
-/* Writes the cache file atomically; failures only cost a rebuild later. */
+typedef struct {
+    const char *key;
+    const unsigned char *bin;
+    size_t bin_len;
+} cache_entry;
+
+static kiln_status fill_cache(int fd, const char *path, void *user)
+{
+    const cache_entry *c = user;
+    uint32_t format = CACHE_FORMAT, key_len = (uint32_t)strlen(c->key);
+    uint32_t sum = crc(c->bin, c->bin_len);
+    uint64_t len64 = c->bin_len;
+    int bad = kiln_write_all(fd, CACHE_MAGIC, 8) || kiln_write_all(fd, &format, 4) ||
+              kiln_write_all(fd, &key_len, 4) || kiln_write_all(fd, c->key, key_len) ||
+              kiln_write_all(fd, &len64, 8) || kiln_write_all(fd, &sum, 4) ||
+              kiln_write_all(fd, c->bin, c->bin_len);
+    return bad ? fail_write(path, errno) : KILN_OK;
+}
+
+/* Writes the cache file whole; failures only cost a rebuild later. */
 static void store_cache_file(const char *path, const char *key, const unsigned char *bin,
                              size_t bin_len)
 {
-    char dir[PATH_CAP], tmp[PATH_CAP];
-    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir ||
-        snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
-        return;
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        return;
-    *slash = '\0';
+    char dir[PATH_CAP];
+    kiln_dir_of(path, dir, sizeof dir);
     if (kiln_make_dirs(dir) != 0)
         return;
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        return;
-    uint32_t format = CACHE_FORMAT, key_len = (uint32_t)strlen(key), sum = crc(bin, bin_len);
-    uint64_t len64 = bin_len;
-    int bad = kiln_write_all(fd, CACHE_MAGIC, 8) || kiln_write_all(fd, &format, 4) ||
-              kiln_write_all(fd, &key_len, 4) || kiln_write_all(fd, key, key_len) ||
-              kiln_write_all(fd, &len64, 8) || kiln_write_all(fd, &sum, 4) ||
-              kiln_write_all(fd, bin, bin_len) || fsync(fd) != 0;
-    if (close(fd) != 0 || bad || rename(tmp, path) != 0)
-        unlink(tmp);
+    cache_entry c = {key, bin, bin_len};
+    write_file_atomic(path, fill_cache, &c);
 }
 
 /* ---- building ----------------------------------------------------------------- */
@@ -682,12 +685,11 @@ kiln_status kiln_kernel_get(kiln_ctx *ctx, const char *source, const char *optio
 
 /* ---- launching ---------------------------------------------------------------- */
 
-static kiln_status set_args(cl_kernel kernel, const char *name, int nargs, va_list ap)
+static kiln_status set_args(cl_kernel kernel, const char *name, const kiln_karg *args,
+                            int nargs)
 {
     for (int i = 0; i < nargs; i++) {
-        size_t size = va_arg(ap, size_t);
-        const void *value = va_arg(ap, const void *);
-        cl_int err = clSetKernelArg(kernel, (cl_uint)i, size, value);
+        cl_int err = clSetKernelArg(kernel, (cl_uint)i, args[i].size, args[i].value);
         if (err != CL_SUCCESS)
             return kiln_fail_cl_in(err, "clSetKernelArg", "%s, argument %d", name, i);
     }
@@ -717,22 +719,19 @@ static kiln_status enqueue(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl
 }
 
 static kiln_status launch(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl_uint dims,
-                          const size_t *global, const size_t *local, int nargs, va_list ap)
+                          const size_t *global, const size_t *local, const kiln_karg *args,
+                          int nargs)
 {
-    kiln_status st = set_args(kernel, name, nargs, ap);
+    kiln_status st = set_args(kernel, name, args, nargs);
     return st == KILN_OK ? enqueue(ctx, kernel, name, dims, global, local) : st;
 }
 
-kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t global,
-                           size_t local, int nargs, ...)
+kiln_status kiln_launch_1d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name,
+                                size_t global, size_t local, const kiln_karg *args, int nargs)
 {
     if (local > 0)
         global = (global + local - 1) / local * local;
-    va_list ap;
-    va_start(ap, nargs);
-    kiln_status st = launch(ctx, kernel, name, 1, &global, local > 0 ? &local : NULL, nargs, ap);
-    va_end(ap);
-    return st;
+    return launch(ctx, kernel, name, 1, &global, local > 0 ? &local : NULL, args, nargs);
 }
 
 /* The largest divisor of n that is at most cap. */
@@ -744,8 +743,8 @@ static size_t divisor_upto(size_t n, size_t cap)
     return 1;
 }
 
-kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
-                           size_t y, size_t z, int nargs, ...)
+kiln_status kiln_launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                                size_t y, size_t z, const kiln_karg *args, int nargs)
 {
     size_t global[3] = {x, y, z}, local[3] = {1, 1, 1};
     /* Where a work-group runs as a loop (PoCL), the driver's own choice of
@@ -759,20 +758,12 @@ kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, si
         local[1] = divisor_upto(y, cap / local[0]);
         local[2] = divisor_upto(z, cap / (local[0] * local[1]));
     }
-    va_list ap;
-    va_start(ap, nargs);
-    kiln_status st = launch(ctx, kernel, name, 3, global, loops ? local : NULL, nargs, ap);
-    va_end(ap);
-    return st;
+    return launch(ctx, kernel, name, 3, global, loops ? local : NULL, args, nargs);
 }
 
-kiln_status kiln_launch_tiles(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
-                              size_t y, int nargs, ...)
+kiln_status kiln_launch_tiles_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                                   size_t y, const kiln_karg *args, int nargs)
 {
     size_t global[2] = {x, y}, local[2] = {1, 1};
-    va_list ap;
-    va_start(ap, nargs);
-    kiln_status st = launch(ctx, kernel, name, 2, global, local, nargs, ap);
-    va_end(ap);
-    return st;
+    return launch(ctx, kernel, name, 2, global, local, args, nargs);
 }

@@ -57,6 +57,36 @@ void kiln_dir_of(const char *path, char *dir, size_t size);
 /* Writes all n bytes to fd, retrying short writes; 0 on success. */
 int kiln_write_all(int fd, const void *data, size_t n);
 
+/* What a file written whole holds: fill writes it to fd and returns
+ * KILN_OK, or a status with its own message (fail_write for a write that
+ * failed). path is the file's final name, for messages. */
+typedef kiln_status (*file_fill)(int fd, const char *path, void *user);
+
+/* Writes path whole or not at all: fill writes a temporary file beside it
+ * (mode 0644), which is fsync'd, renamed over path (whatever stood
+ * there), and the directory fsync'd; on failure path is as it was and the
+ * temporary file is gone. Errors are KILN_ERR_IO naming path and the
+ * system's reason (files.c). */
+kiln_status write_file_atomic(const char *path, file_fill fill, void *user);
+
+/* write_file_atomic for a file the user named: a directory there is an
+ * error, and a path that exists and is not a regular file (/dev/stdout, a
+ * pipe, /dev/full) is written in place, as a rename would replace it. */
+kiln_status write_output(const char *path, file_fill fill, void *user);
+
+/* write_file_atomic and write_output of n bytes. */
+kiln_status write_bytes_atomic(const char *path, const void *data, size_t n);
+kiln_status write_bytes_output(const char *path, const void *data, size_t n);
+
+/* KILN_ERR_INVALID_ARGUMENT "CALL: NAME is NULL" for the first NULL of
+ * the arguments, else KILN_OK: require_args(call, ARG(out), ARG(count),
+ * NULL) names them as the header does (error.c). */
+#define ARG(p) #p, (const void *)(p)
+kiln_status require_args(const char *call, ...);
+
+/* KILN_ERR_IO: "PATH: cannot write (REASON)", the reason from errno err. */
+kiln_status fail_write(const char *path, int err);
+
 /* FNV-1a, 64 bits, for cache file names (program.c). */
 uint64_t kiln_fnv1a64(const void *data, size_t n);
 
@@ -186,19 +216,32 @@ cl_event *kiln_profile_slot(kiln_ctx *ctx, cl_event *slot);
 void kiln_profile_add(kiln_ctx *ctx, cl_event event, const char *kernel);
 void kiln_profile_discard(kiln_ctx *ctx);
 
-/* A kernel argument for kiln_launch_1d: KARG(x) is sizeof x, &x. */
-#define KARG(v) sizeof(v), (const void *)&(v)
+/* A kernel argument: KARG(x) is sizeof x and &x. The launches below take
+ * their arguments as a list of KARG(...) and count it themselves. */
+typedef struct {
+    size_t size;
+    const void *value;
+} kiln_karg;
+#define KARG(v) ((kiln_karg){sizeof(v), (const void *)&(v)})
+/* The arguments of a launch as an array and its length. */
+#define KARGS(...)                                                                        \
+    (const kiln_karg[]){__VA_ARGS__},                                                     \
+        (int)(sizeof((const kiln_karg[]){__VA_ARGS__}) / sizeof(kiln_karg))
 
-/* Sets kernel arguments from (size, pointer) pairs and launches a 1-d
+/* Sets the kernel's arguments, KARG(a), KARG(b), ..., and launches a 1-d
  * range of global items rounded up to a multiple of local (0: driver's
  * choice). Kernels check their own bounds. */
-kiln_status kiln_launch_1d(kiln_ctx *ctx, cl_kernel kernel, const char *name,
-                           size_t global, size_t local, int nargs, ...);
+#define kiln_launch_1d(ctx, kernel, name, global, local, ...)                             \
+    kiln_launch_1d_args(ctx, kernel, name, global, local, KARGS(__VA_ARGS__))
+kiln_status kiln_launch_1d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name,
+                                size_t global, size_t local, const kiln_karg *args, int nargs);
 
 /* The same over an exact x * y * z range, work-group sizes left to the
  * driver: kernels then read their indices without dividing. */
-kiln_status kiln_launch_3d(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
-                           size_t y, size_t z, int nargs, ...);
+#define kiln_launch_3d(ctx, kernel, name, x, y, z, ...)                                   \
+    kiln_launch_3d_args(ctx, kernel, name, x, y, z, KARGS(__VA_ARGS__))
+kiln_status kiln_launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                                size_t y, size_t z, const kiln_karg *args, int nargs);
 
 /* Whether a device runs each work-group as a loop on one core, as PoCL's
  * CPU driver does: kiln's GEMM and the CPU-shaped kernels are written for
@@ -212,8 +255,10 @@ size_t kiln_device_units(const kiln_device_info *d);
 
 /* An x * y range of work-groups of one item each, for kernels written for
  * CPUs (one item runs a whole tile in vector registers). */
-kiln_status kiln_launch_tiles(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
-                              size_t y, int nargs, ...);
+#define kiln_launch_tiles(ctx, kernel, name, x, y, ...)                                   \
+    kiln_launch_tiles_args(ctx, kernel, name, x, y, KARGS(__VA_ARGS__))
+kiln_status kiln_launch_tiles_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                                   size_t y, const kiln_karg *args, int nargs);
 
 /* ---- tensors and shapes (tensor.c) ------------------------------------ */
 

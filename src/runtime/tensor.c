@@ -200,7 +200,9 @@ void kiln_spares_free(kiln_ctx *ctx)
 kiln_status kiln_tensor_create(kiln_ctx *ctx, int ndim, const size_t *shape, kiln_tensor **out)
 {
     kiln_tensor *t;
-    kiln_status st = tensor_new(ctx, ndim, shape, &t);
+    kiln_status st = require_args("kiln_tensor_create", ARG(out), NULL);
+    if (st == KILN_OK)
+        st = tensor_new(ctx, ndim, shape, &t);
     if (st != KILN_OK)
         return st;
     cl_int err = CL_SUCCESS;
@@ -268,11 +270,10 @@ size_t kiln_tensor_numel(const kiln_tensor *t)
 }
 
 static kiln_status check_count(const kiln_tensor *t, const void *host, size_t count,
-                               const char *call)
+                               const char *call, const char *host_name)
 {
     if (!t || !host)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: tensor and host pointer are required",
-                         call);
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call, !t ? "t" : host_name);
     if (count != t->numel) {
         char text[128];
         return kiln_fail(KILN_ERR_SHAPE, "%s: %zu values given for a tensor of shape %s (%zu "
@@ -284,7 +285,7 @@ static kiln_status check_count(const kiln_tensor *t, const void *host, size_t co
 
 kiln_status kiln_tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking)
 {
-    kiln_status st = check_count(t, src, count, "kiln_tensor_upload");
+    kiln_status st = check_count(t, src, count, "kiln_tensor_upload", "src");
     if (st != KILN_OK)
         return st;
     cl_int err = clEnqueueWriteBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,
@@ -294,7 +295,7 @@ kiln_status kiln_tensor_write(kiln_tensor *t, const float *src, size_t count, in
 
 kiln_status kiln_tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking)
 {
-    kiln_status st = check_count(t, dst, count, "kiln_tensor_download");
+    kiln_status st = check_count(t, dst, count, "kiln_tensor_download", "dst");
     if (st != KILN_OK)
         return st;
     cl_int err = clEnqueueReadBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,

@@ -7,8 +7,10 @@ import io
 import json
 import os
 import shutil
+import base64
 import struct
 import zipfile
+import zlib
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 
@@ -98,9 +100,73 @@ def safetensors_seed():
     write("safetensors", "short", struct.pack("<Q", 1 << 40) + b"{}")
 
 
+def png(width, height, depth, color, rows, interlace=0, extra=b""):
+    """A PNG of the given IHDR fields; rows are the filtered scanlines."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, interlace)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + extra +
+            chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def png_seeds():
+    write("png", "gray8", png(3, 2, 8, 0, b"\x00\x01\x02\x03\x01\x10\x20\x30"))
+    write("png", "rgb16", png(2, 1, 16, 2, b"\x00" + bytes(range(12))))
+    write("png", "rgba8", png(2, 2, 8, 6, b"\x02" + bytes(8) + b"\x04" + bytes(range(8))))
+    plte = struct.pack(">I", 6) + b"PLTE" + b"\x0a\x14\x1e\xc8\x64\x32"
+    plte += struct.pack(">I", zlib.crc32(b"PLTE\x0a\x14\x1e\xc8\x64\x32"))
+    write("png", "palette1", png(4, 1, 1, 3, b"\x00\x50", extra=plte))
+    write("png", "gray1-interlaced", png(5, 5, 1, 0, bytes(22), interlace=1))  # 7 passes
+    write("png", "truncated", png(3, 2, 8, 0, b"\x00\x01\x02\x03\x01\x10\x20\x30")[:-20])
+
+
+# Small JPEGs written by libjpeg-turbo 2.1 (quality 50): an 8 x 8 gray
+# baseline, a 16 x 8 colour baseline (4:2:0) and a 9 x 7 progressive one.
+JPEGS = {
+    "gray": (
+        "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERX"
+        "RTc4UG1RV19iZ2hnPk1xeXBkeFxlZ2P/wAALCAAIAAgBAREA/8QAHwAAAQUBAQEBAQEAAAAAAAAAAAECAwQFBgcI"
+        "CQoL/8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcY"
+        "GRolJicoKSo0NTY3ODk6Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKj"
+        "pKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/9oACAEBAAA/AIbJ"
+        "EsfDFy7qpMsfkqpbGS/y8euASce1f//Z"),
+    "rgb": (
+        "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERX"
+        "RTc4UG1RV19iZ2hnPk1xeXBkeFxlZ2P/2wBDARESEhgVGC8aGi9jQjhCY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2Nj"
+        "Y2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2P/wAARCAAIABADASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAA"
+        "AAECAwQFBgcICQoL/8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAk"
+        "M2JyggkKFhcYGRolJicoKSo0NTY3ODk6Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKT"
+        "lJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/8QA"
+        "HwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdh"
+        "cRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hp"
+        "anN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPExcbHyMnK0tPU1dbX2Nna4uPk"
+        "5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwCJVWK3MLBQpixnqSfKAH6vj8qsRgG6aF24MnyqF6nzv8I/0ooo"
+        "m7artf56Avegr9b/AIbH/9k="),
+    "progressive": (
+        "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERX"
+        "RTc4UG1RV19iZ2hnPk1xeXBkeFxlZ2P/2wBDARESEhgVGC8aGi9jQjhCY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2Nj"
+        "Y2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2P/wgARCAAHAAkDASIAAhEBAxEB/8QAFgABAQEAAAAAAAAAAAAAAAAA"
+        "AAIF/8QAFQEBAQAAAAAAAAAAAAAAAAAAAQP/2gAMAwEAAhADEAAAAY0CJ//EABgQAAIDAAAAAAAAAAAAAAAAAAAB"
+        "AhIx/9oACAEBAAEFAsjVH//EABYRAQEBAAAAAAAAAAAAAAAAAAERAP/aAAgBAwEBPwGUHf/EABcRAAMBAAAAAAAA"
+        "AAAAAAAAAAABAyH/2gAIAQIBAT8BvVyeH//EABcQAAMBAAAAAAAAAAAAAAAAABARYcH/2gAIAQEABj8CUwf/xAAY"
+        "EAACAwAAAAAAAAAAAAAAAAABERCx8P/aAAgBAQABPyEBhJZuD//aAAwDAQACAAMAAAAQj//EABcRAQADAAAAAAAA"
+        "AAAAAAAAAAEAMdH/2gAIAQMBAT8QSpeT/8QAGREAAQUAAAAAAAAAAAAAAAAAAQARIVGB/9oACAECAQE/EAxom8X/"
+        "xAAZEAEAAgMAAAAAAAAAAAAAAAABABExYZH/2gAIAQEAAT8QA0GC8t0Cd5yf/9k="),
+}
+
+
+def jpeg_seeds():
+    for name, text in JPEGS.items():
+        data = base64.b64decode("".join(text))
+        write("jpeg", name, data)
+    write("jpeg", "truncated", base64.b64decode("".join(JPEGS["rgb"]))[:300])
+
+
 if __name__ == "__main__":
     models()
     idx_seeds()
     csv_seeds()
     npy_seeds()
     safetensors_seed()
+    png_seeds()
+    jpeg_seeds()
