@@ -205,11 +205,11 @@ __kernel void bias_act_rows(__global float *y, __global const float *b, const in
     y[at] = act(v, slope);
 }
 
-/* y = a + b; all (n) */
+/* y = act(a + b); all (n): a residual sum with the activation after it */
 __kernel void add(__global const float *a, __global const float *b, __global float *y,
-                  const uint n)
+                  const uint n, const float slope)
 {
     uint i = (uint)get_global_id(0);
     if (i < n)
-        y[i] = a[i] + b[i];
+        y[i] = act(a[i] + b[i], slope);
 }

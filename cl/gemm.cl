@@ -28,6 +28,8 @@
  *   conv_tiles:  a whole convolution, packing and tiles in one launch
  *   gemm_slots:  a product with few rows of A, packing and tiles in one
  *                launch
+ *   gemv_rows:   one row of A times Bᵀ (a linear layer on one sample),
+ *                B read in place
  */
 #ifndef MR
 #define MR 8
@@ -454,3 +456,29 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
     }
 }
 #endif
+
+/* c[j] = alpha sum_i a[i] b[j ldb + i] + beta c[j], j < n: a (1, k) times
+ * Bᵀ, B (n, k) row-major, one work-item per j. B's rows are contiguous, so
+ * they are read once and in place, with no packing: a linear layer on one
+ * sample. Sixteen lanes, summed in a fixed order, then the tail of k. */
+__kernel void gemv_rows(__global const float *a, const ulong a_off, __global const float *b,
+                        const ulong b_off, const ulong ldb, __global float *c, const ulong c_off,
+                        const uint n, const uint k, const float alpha, const float beta)
+{
+    uint j = get_global_id(0);
+    if (j >= n)
+        return;
+    __global const float *x = a + a_off, *row = b + b_off + j * ldb;
+    float16 acc = 0.0f;
+    uint i = 0;
+    for (; i + 16 <= k; i += 16)
+        acc = fma(vload16(0, row + i), vload16(0, x + i), acc);
+    float8 h8 = acc.lo + acc.hi;
+    float4 h4 = h8.lo + h8.hi;
+    float2 h2 = h4.lo + h4.hi;
+    float sum = h2.x + h2.y;
+    for (; i < k; i++)
+        sum = fma(row[i], x[i], sum);
+    float v = alpha * sum;
+    c[c_off + j] = beta == 0.0f ? v : v + beta * c[c_off + j];
+}

@@ -587,9 +587,9 @@ void ref_forward(op_kind kind, ref_op *r)
         for (size_t i = 0; i < n; i++)
             r->out[i] = ref_act(r->a->act, r->in[0][i], r->a->slope);
         break;
-    case OP_ADD:
+    case OP_ADD: /* with the activation it absorbs */
         for (size_t i = 0; i < n; i++)
-            r->out[i] = r->in[0][i] + r->in[1][i];
+            r->out[i] = ref_act(r->a->act, r->in[0][i] + r->in[1][i], r->a->slope);
         break;
     default: /* flatten; dropout in eval mode */
         memcpy(r->out, r->in[0], n * sizeof(double));
@@ -634,8 +634,9 @@ void ref_backward(op_kind kind, ref_op *r)
         break;
     case OP_ADD:
         for (int k = 0; k < 2; k++)
-            if (r->din[k])
-                memcpy(r->din[k], r->dout, n * sizeof(double));
+            for (size_t i = 0; r->din[k] && i < n; i++)
+                r->din[k][i] = r->dout[i] * act_deriv(r->a->act, r->in[0][i] + r->in[1][i],
+                                                      r->a->slope);
         break;
     default:
         if (r->din[0])

@@ -119,6 +119,70 @@ START_TEST(weights_by_name_round_trip)
 }
 END_TEST
 
+/* A fresh network with every weight and buffer of net, set by name. */
+static kiln_net *copy_of(kiln_net *net, kiln_model *m, size_t batch)
+{
+    kiln_net *copy;
+    check_ok(kiln_net_create(test_ctx(), m, batch, &copy));
+    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
+        kiln_param_info p;
+        check_ok(kiln_net_param_info(net, i, &p));
+        float *w = test_alloc(p.numel * sizeof *w);
+        check_ok(kiln_net_get(net, p.name, w, p.numel));
+        check_ok(kiln_net_set(copy, p.name, w, p.numel));
+        free(w);
+    }
+    return copy;
+}
+
+/* net's eval-mode outputs at n = batch and n = 3 (a second pipeline) are
+ * those of a fresh copy that never ran: the batchnorm folded into the
+ * linear layer before it is recomputed after every change of the weights. */
+static void expect_eval_as_fresh(kiln_net *net, kiln_model *m, const float *x, const char *after)
+{
+    kiln_net *copy = copy_of(net, m, 16);
+    check_ok(kiln_net_set_training(net, 0));
+    check_ok(kiln_net_set_training(copy, 0));
+    float y[16 * 3], want[16 * 3];
+    for (size_t n = 16; n > 0; n = n == 16 ? 3 : 0) {
+        check_ok(kiln_net_forward(net, x, n, y));
+        check_ok(kiln_net_forward(copy, x, n, want));
+        ck_assert_msg(memcmp(y, want, n * 3 * sizeof *y) == 0,
+                      "eval output at batch %zu after %s differs from a fresh network's", n,
+                      after);
+    }
+    kiln_net_free(copy);
+}
+
+START_TEST(eval_forward_follows_every_change_of_the_weights)
+{
+    kiln_model *m = model(mlp);
+    kiln_net *net;
+    check_ok(kiln_net_create(test_ctx(), m, 16, &net));
+    float x[16 * 7], y[16];
+    data(x, y, 16);
+    expect_eval_as_fresh(net, m, x, "creation");
+    check_ok(kiln_net_set_training(net, 1));
+    check_ok(kiln_net_train_step(net, x, y, 16, NULL));
+    expect_eval_as_fresh(net, m, x, "a training step");
+    check_ok(kiln_net_set_training(net, 1));
+    check_ok(kiln_net_train_step(net, x, y, 3, NULL));
+    expect_eval_as_fresh(net, m, x, "a short training step");
+    char path[512];
+    snprintf(path, sizeof path, "%s/eval_fold.safetensors", test_tmpdir());
+    check_ok(kiln_net_save(net, path));
+    float var[13];
+    for (int i = 0; i < 13; i++)
+        var[i] = 0.25f + (float)i;
+    check_ok(kiln_net_set(net, "1.running_var", var, 13));
+    expect_eval_as_fresh(net, m, x, "kiln_net_set");
+    check_ok(kiln_net_load(net, path));
+    expect_eval_as_fresh(net, m, x, "kiln_net_load");
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
 /* Bad input is refused with a message, never a crash. */
 START_TEST(bad_input_is_refused_with_a_message)
 {
@@ -559,6 +623,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, short_batches_train_as_their_own_batch);
     tcase_add_test(tc, weights_by_name_round_trip);
+    tcase_add_test(tc, eval_forward_follows_every_change_of_the_weights);
     tcase_add_test(tc, bad_input_is_refused_with_a_message);
     tcase_add_test(tc, another_models_checkpoint_names_every_difference);
     tcase_add_test(tc, a_communicator_needs_mpi_and_alone_is_the_default);

@@ -473,6 +473,7 @@ static const op_case fusing_samples[] = {
     {"batchnorm1d 67x5", OP_BATCHNORM, 1, 1, {S2(67, 5)}, .tol = 0},
     {"batchnorm2d 3x5x7x9", OP_BATCHNORM, 1, 1, {S4(3, 5, 7, 9)}, .tol = 0},
     {"batchnorm1d 3x17 eval", OP_BATCHNORM, 0, 1, {S2(3, 17)}, .tol = 0},
+    {"add 3x5x7x9", OP_ADD, 1, 2, {S4(3, 5, 7, 9), S4(3, 5, 7, 9)}, .tol = 0},
 };
 
 /* Activations alone: more than a work-group, one value, a wide range. */

@@ -1,4 +1,4 @@
-/* Whole networks on the device: gradients of three small networks against
+/* Whole networks on the device: gradients of four small networks against
  * central differences of the loss, the fused pipeline against the unfused
  * one (same numbers, fewer launches), and seeded initialisation. */
 #include <math.h>
@@ -32,6 +32,13 @@ static const net_case nets[] = {
      "[layernorm]\n[sigmoid]\n[add]\nfrom = a, 4\n[add]\nfrom = 5, a\n[linear]\nout = 8\n"
      "[tanh]\n[concat]\nfrom = 8, stem\n[linear]\nout = 2\n",
      LOSS_MSE, 2},
+    {"residual blocks with the activation after the sum",
+     "[input]\nshape = 3x5x7\n[conv2d]\nout = 4\nsize = 3\npad = 1\nname = stem\n[conv2d]\n"
+     "out = 4\nsize = 3\npad = 1\nbias = false\n[batchnorm]\n[tanh]\n[conv2d]\nout = 4\n"
+     "size = 3\npad = 1\nbias = false\n[batchnorm]\nname = main\n[add]\nfrom = main, stem\n"
+     "[tanh]\nname = block\n[conv2d]\nout = 4\nsize = 1\n[add]\nfrom = block, 8\n[sigmoid]\n"
+     "[flatten]\n[linear]\nout = 3\n",
+     LOSS_CROSS_ENTROPY, 3},
 };
 
 #define NET_COUNT (int)(sizeof nets / sizeof nets[0])

@@ -327,8 +327,11 @@ class Model:
     # ---- arrays in ----
 
     def _inputs(self, x, what="X"):
-        x = as_float32(x, what)
         n_in = _lib.kiln_net_input_size(self._net)
+        if (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2
+                and x.shape[1] == n_in and x.flags.c_contiguous):
+            return finite(x, what)  # already what the library reads: no copy
+        x = as_float32(x, what)
         if x.size == n_in and not (x.ndim >= 2 and int(np.prod(x.shape[1:])) == n_in):
             x = x.reshape(1, n_in)  # one sample, flat or in its input shape
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:

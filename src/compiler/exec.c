@@ -80,7 +80,11 @@ kiln_status pipeline_fold(pipeline *p, pipe_step *s)
 static kiln_status forward_folded(pipeline *p, pipe_step *s)
 {
     pipe_step *bn = &p->steps[s->bn_step];
-    kiln_status st = pipeline_fold(p, s);
+    kiln_status st = KILN_OK;
+    if (s->folded_at != *p->param_version) {
+        st = pipeline_fold(p, s);
+        s->folded_at = st == KILN_OK ? *p->param_version : 0;
+    }
     op_attrs a = s->attrs;
     a.bias = 1;
     a.act = bn->attrs.act;
@@ -95,8 +99,10 @@ static kiln_status forward_folded(pipeline *p, pipe_step *s)
 
 kiln_status pipeline_forward(pipeline *p, int training)
 {
-    if (training)
+    if (training) {
         p->counter++;
+        pipeline_params_changed(p); /* batchnorm's running statistics */
+    }
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
         pipe_step *s = &p->steps[i];

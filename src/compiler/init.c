@@ -18,6 +18,7 @@ static double leaky_slope(const kiln_model *m, size_t node)
 
 kiln_status pipeline_init_params(pipeline *p, uint64_t seed)
 {
+    pipeline_params_changed(p);
     kiln_rng rng;
     kiln_rng_seed(&rng, seed);
     kiln_status st = KILN_OK;

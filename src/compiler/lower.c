@@ -276,6 +276,8 @@ kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch,
         return st;
     p->ctx = ctx;
     p->seed = seed;
+    p->own_version = 1;
+    p->param_version = &p->own_version;
     for (size_t i = 0; i < p->count; i++) /* a dropout stream per layer */
         p->steps[i].attrs.seed = seed * 0x9e3779b97f4a7c15ull + p->steps[i].node;
     st = allocate(p);
@@ -304,6 +306,7 @@ kiln_status pipeline_create_shared(const pipeline *owner, size_t batch, pipeline
     p->seed = owner->seed;
     p->counter = owner->counter;
     p->owner = owner;
+    p->param_version = owner->param_version;
     for (size_t i = 0; i < p->count; i++)
         p->steps[i].attrs.seed = owner->steps[i].attrs.seed;
     share_owner_tensors(p);

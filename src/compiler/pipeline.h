@@ -29,6 +29,7 @@ typedef struct {
     int bn_step;                      /* eval: the batchnorm step folded into this one */
     int folded_into;                  /* eval: this batchnorm runs inside that step */
     kiln_tensor *folded[OP_MAX_PARAMS]; /* eval: weight and bias with the batchnorm in */
+    uint64_t folded_at;               /* the *param_version folded[] was computed at */
     int grad_ready;                   /* grad written during this backward */
     int tied_to;                      /* step whose weight param[0] is (tie =), or -1 */
     int tie_from;                     /* the step tied to this one's weight, or -1: its
@@ -88,6 +89,10 @@ typedef struct pipeline {
      * gradient clipping are one launch each over all of them. */
     kiln_tensor *params, *grads;
     const struct pipeline *owner;   /* pipeline_create_shared: whose parameters these are */
+    /* Moves at every write of the parameters or buffers (the owner's
+     * counter, shared): eval mode folds a batchnorm into the layer before
+     * it once per version, not once per forward. */
+    uint64_t *param_version, own_version;
     const op_sync *sync;            /* sync_batchnorm across processes, or NULL */
     const kiln_tensor *class_weight; /* cross_entropy's class weights, or NULL */
     const pipe_backward_hook *on_backward; /* or NULL */
@@ -108,6 +113,14 @@ void pipeline_free(pipeline *p);
  * same weights, and owner's optimizer updates them. owner must outlive it;
  * nothing is initialised. */
 kiln_status pipeline_create_shared(const pipeline *owner, size_t batch, pipeline **out);
+
+/* Called after anything writes p's parameters or buffers (an optimizer
+ * step, a training forward's running statistics, weights loaded or set). */
+static inline void pipeline_params_changed(pipeline *p)
+{
+    if (p->param_version)
+        ++*p->param_version;
+}
 
 /* Whether the model ends in a softmax over the classes of a (batch,
  * classes) output, or the vocabulary of a (batch, time, vocabulary) one:

@@ -351,6 +351,8 @@ kiln_status evaluate(run *r, const dataset *d, double *loss, double *accuracy,
 kiln_status snapshot(run *r, int restore)
 {
     pipeline *p = r->p;
+    if (restore)
+        pipeline_params_changed(p);
     kiln_status st = restore ? kiln_tensor_upload(p->params, r->best_params, p->params->numel)
                              : kiln_tensor_download(p->params, r->best_params, p->params->numel);
     size_t k = 0;

@@ -456,6 +456,7 @@ kiln_status checkpoint_load_checked(pipeline *p, const char *path, checkpoint_me
                                     const checkpoint_check *check)
 {
     size_t n;
+    pipeline_params_changed(p);
     entry *e = entries_of(p, &n);
     kiln_status st = e ? load_entries(path, e, n, meta, check)
                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
@@ -467,6 +468,7 @@ kiln_status checkpoint_load_state(pipeline *p, const char *path, const char *con
                                   kiln_tensor *const *tensors, size_t n, checkpoint_meta *meta)
 {
     size_t count;
+    pipeline_params_changed(p);
     entry *e = state_entries(p, names, tensors, n, &count);
     kiln_status st = e ? load_entries(path, e, count, meta, NULL)
                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");

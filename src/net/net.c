@@ -161,10 +161,15 @@ kiln_tensor *net_logits(const kiln_net *net, const pipeline *p)
     return at >= 0 ? p->steps[at].out : p->input;
 }
 
+static int normalization_is_identity(const kiln_net *net)
+{
+    return net->norm_count == 1 && net->mean[0] == 0.0f && net->std[0] == 1.0f;
+}
+
 void net_normalize(const kiln_net *net, const float *x, size_t n, float *dst)
 {
     size_t in = shape_numel(&net->m->input), group = in / net->norm_count;
-    if (net->norm_count == 1 && net->mean[0] == 0.0f && net->std[0] == 1.0f) {
+    if (normalization_is_identity(net)) {
         if (dst != x)
             memcpy(dst, x, n * in * sizeof *dst);
         return;
@@ -454,11 +459,16 @@ static kiln_status check_inputs(const kiln_net *net, const float *x, size_t n, c
 /* Enqueues the upload of n normalized samples into q's input. It returns
  * at once: every caller ends with a blocking read on the same in-order
  * queue before it returns, so the staging memory (and the caller's
- * arrays) outlive the copy, and the host does not wait twice per step. */
+ * arrays) outlive the copy, and the host does not wait twice per step.
+ * Without a normalization the caller's array is uploaded as it is. */
 static kiln_status stage_inputs(kiln_net *net, net_pipe *q, const float *x, size_t n)
 {
-    net_normalize(net, x, n, net->x);
-    return kiln_tensor_write(q->p->input, net->x, n * kiln_net_input_size(net), 0);
+    const float *src = x;
+    if (!normalization_is_identity(net)) {
+        net_normalize(net, x, n, net->x);
+        src = net->x;
+    }
+    return kiln_tensor_write(q->p->input, src, n * kiln_net_input_size(net), 0);
 }
 
 /* One chunk of at most max_batch samples forward; what: "outputs" reads
@@ -480,6 +490,8 @@ static kiln_status forward_chunk(kiln_net *net, const float *x, size_t n, int tr
         const kiln_tensor *t = logits ? net_logits(net, q->p) : pipeline_output(q->p);
         st = kiln_tensor_read(t, y, kiln_tensor_numel(t), 1);
     }
+    if (st != KILN_OK && q)
+        kiln_ctx_finish(q->p->ctx); /* the upload may read x yet: not past this call */
     if (used)
         *used = q;
     return st;
@@ -621,6 +633,7 @@ static kiln_status broadcast_tensor(kiln_net *net, kiln_tensor *t, float *h)
 static kiln_status take_rank0(kiln_net *net, int params)
 {
     pipeline *p = net->main.p;
+    pipeline_params_changed(p);
     float *h = malloc(p->params->numel * sizeof *h);
     kiln_status st = !h ? kiln_fail(KILN_ERR_OUT_OF_MEMORY, "rank 0's weights: out of host "
                                                             "memory")

@@ -92,6 +92,7 @@ kiln_status kiln_net_set(kiln_net *net, const char *name, const float *src, size
                            (double)src[i]);
     if (st != KILN_OK || e->is_int64) /* num_batches_tracked follows the step count */
         return st;
+    pipeline_params_changed(net->main.p);
     return kiln_tensor_upload(e->tensor, src, count);
 }
 

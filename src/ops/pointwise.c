@@ -147,7 +147,7 @@ static kiln_status softmax_backward(const op_args *c)
     return c->din[0] ? softmax_launch(c, "softmax_backward", 1) : KILN_OK;
 }
 
-/* ---- add: y = a + b -------------------------------------------------------- */
+/* ---- add: y = act(a + b) -------------------------------------------------- */
 
 static kiln_status add_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
 {
@@ -166,22 +166,26 @@ static kiln_status add_forward(const op_args *c)
     char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
     kiln_status st = kiln_kernel_get(c->ctx, "act.cl",
-                                     act_options(KILN_ACT_NONE, opts, sizeof opts), "add", &k);
+                                     act_options(c->attrs->act, opts, sizeof opts), "add", &k);
     if (st != KILN_OK)
         return st;
     cl_uint n = c->out->numel;
     return kiln_launch_1d(c->ctx, k, "add", n, 64, KARG(c->in[0]->buf), KARG(c->in[1]->buf),
-                          KARG(c->out->buf), KARG(n));
+                          KARG(c->out->buf), KARG(n), KARG(c->attrs->slope));
 }
 
-/* The gradient flows unchanged to both inputs. */
+/* The gradient flows to both inputs: dout, or act'(z) dout (from the
+ * output) with a fused activation, written into the first and copied. */
 static kiln_status add_backward(const op_args *c)
 {
-    kiln_status st = KILN_OK;
-    for (int i = 0; i < 2 && st == KILN_OK; i++)
-        if (c->din[i])
-            st = kiln_tensor_copy(c->din[i], c->dout);
-    return st;
+    kiln_tensor *first = c->din[0] ? c->din[0] : c->din[1], *second = c->din[0] ? c->din[1] : NULL;
+    if (!first)
+        return KILN_OK;
+    kiln_status st = c->attrs->act == KILN_ACT_NONE
+                         ? kiln_tensor_copy(first, c->dout)
+                         : op_act_backward(c->ctx, c->attrs->act, c->attrs->slope, c->out->buf,
+                                           c->out->buf, c->dout->buf, first->buf, first->numel);
+    return st == KILN_OK && second ? kiln_tensor_copy(second, first) : st;
 }
 
 /* The activations' keys; each activation takes those its row names
@@ -222,6 +226,7 @@ const op_desc op_softmax_desc = {
 const op_desc op_add_desc = {
     .name = "add",
     .n_inputs = 2,
+    .fuses_act = 1, /* a residual sum and the ReLU after it: one kernel */
     .infer = add_infer,
     .forward = add_forward,
     .backward = add_backward,

@@ -155,6 +155,7 @@ kiln_status optim_step(optimizer *o, float lr)
     kiln_ctx *ctx = o->p->ctx;
     const optim_config *c = &o->cfg;
     o->t++;
+    pipeline_params_changed(o->p);
     kiln_ctx_set_label(ctx, "optimizer");
     kiln_status st = c->clip_norm > 0 ? clip_norm_scale(o) : KILN_OK;
     cl_kernel k;

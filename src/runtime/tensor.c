@@ -317,13 +317,16 @@ kiln_status kiln_tensor_fill(kiln_tensor *t, float value)
 {
     if (!t)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_fill: tensor is NULL");
-    cl_kernel k;
-    kiln_status st = kiln_kernel_get(t->ctx, "tensor.cl", "", "fill", &k);
-    if (st != KILN_OK)
-        return st;
-    cl_ulong n = t->numel;
-    return kiln_launch_1d(t->ctx, k, "fill", t->numel, 64, KARG(t->buf), KARG(value),
-                          KARG(n));
+    if (t->numel == 0)
+        return KILN_OK;
+    /* the driver's fill, not a kernel: nothing to compile before a
+     * network's first batch (a cold start built tensor.cl for it) */
+    cl_int err = clEnqueueFillBuffer(t->ctx->queue, t->buf, &value, sizeof value, 0,
+                                     t->numel * sizeof(float), 0, NULL, NULL);
+    t->ctx->launches++;
+    if (t->ctx->trace.fn)
+        kiln_writef(&t->ctx->trace, "    fill   %zu values\n", t->numel);
+    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueFillBuffer");
 }
 
 kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src)
