@@ -436,6 +436,27 @@ KILN_API kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm);
 KILN_API kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, size_t n,
                                        double *loss, double *accuracy);
 
+/* The character vocabulary of a network trained on a text: UTF-8, its
+ * characters in code-point order, each once (token i is the i-th); NULL
+ * for none. kiln_net_fit sets it from a text corpus, checkpoints keep it
+ * (metadata "vocab"), and kiln_net_load takes it from a file when the
+ * network has none, or refuses a file of another vocabulary. At most
+ * [input] tokens characters; NULL clears it. */
+KILN_API const char *kiln_net_vocab(const kiln_net *net);
+KILN_API kiln_status kiln_net_set_vocab(kiln_net *net, const char *vocab);
+
+/* Text from a token model with a vocabulary: prompt (UTF-8; a character
+ * outside the vocabulary is an error naming it) cropped to its last block
+ * of tokens, then `tokens` characters, each written to out as it is
+ * sampled from the last position's distribution: temperature 0 is greedy,
+ * above 0 divides the logits; top_k keeps the k likeliest (0: all, at
+ * most the vocabulary). The same seed gives the same text on the same
+ * device. Beyond the block the window slides. Each token runs the whole
+ * window again (no KV cache yet). An empty prompt starts from a newline. */
+KILN_API kiln_status kiln_net_generate(kiln_net *net, const char *prompt, size_t tokens,
+                                       double temperature, size_t top_k, uint64_t seed,
+                                       kiln_write_fn out, void *user);
+
 /* The weights and buffers as a safetensors file with PyTorch's state_dict
  * names (written to a temporary file, synced and renamed), and back.
  * kiln_net_load reads the weights and buffers only (a file written by
@@ -642,6 +663,7 @@ typedef struct {
     const char *npz_keys;  /* .npz: the arrays, as kiln_data_load_npz's keys; NULL: x and y
                               (else x_train and y_train), with x_test and y_test as the
                               test split when the file has them */
+    int steps;             /* > 0: overrides [train] steps (token models train by steps) */
 } kiln_train_options;
 
 KILN_API void kiln_train_options_init(kiln_train_options *o);
@@ -656,6 +678,10 @@ typedef struct {
                                         without test data */
     double seconds;
     double samples_per_second;       /* training samples per second of training */
+    /* token models, trained by steps: */
+    uint64_t steps_run;              /* optimizer steps taken in all (a resumed run's too) */
+    uint64_t best_step;              /* the evaluation with the lowest validation loss */
+    double tokens_per_second;        /* training tokens (batch x block) per second */
 } kiln_train_report;
 
 /* Trains the network in place as its [train] settings say (loss,

@@ -255,7 +255,7 @@ with tempfile.TemporaryDirectory() as tmp:
         ("a huge epoch", HEADER + "\n1e10,0.1,0.5,0.5,0.5,0.5,,,1\n",
          r"log\.csv:2: the epoch is missing or beyond 1e9"),
         ("no epoch column", "lr,train_loss\n0.1,0.5\n",
-         r"log\.csv:1: the header has no epoch column"),
+         r"log\.csv:1: the header has no epoch \(or step\) column"),
         ("an empty file", "", r"log\.csv: the file is empty"),
         ("a header alone", HEADER + "\n", r"log\.csv: no epoch is logged yet"),
     ]

@@ -255,9 +255,61 @@ class Model:
                              f"sample: (n, {n_in}) or (n, *input shape)")
         return _finite(np.ascontiguousarray(x.reshape(x.shape[0], n_in)), what)
 
+    @property
+    def vocab_size(self):
+        """V of a token model ([input] tokens), else 0."""
+        return _lib.kiln_model_vocab(self._model)
+
+    @property
+    def block(self):
+        """T of a token model ([input] block), else 0."""
+        return _lib.kiln_model_block(self._model)
+
+    @property
+    def vocab(self):
+        """The characters of a model trained on a text (token i is vocab[i]),
+        from kiln train's checkpoints; None if unknown. Settable."""
+        v = _lib.kiln_net_vocab(self._live())
+        return v.decode("utf-8") if v is not None else None
+
+    @vocab.setter
+    def vocab(self, chars):
+        text = "".join(sorted(set(chars))) if chars is not None else None
+        if chars is not None and len(text) != len(chars):
+            raise ValueError("vocab: the characters must be distinct")
+        _check(_lib.kiln_net_set_vocab(self._live(), text.encode("utf-8") if text else None),
+               "vocab")
+
+    def generate(self, prompt="", tokens=500, temperature=0.8, top_k=None, seed=1337,
+                 stream=None):
+        """Text from a token model with a vocabulary (as `kiln generate`):
+        `tokens` characters after the prompt, temperature 0 greedy, top_k
+        the k likeliest only; stream(text) gets each character as it comes.
+        Returns the characters written (without the prompt). Each character
+        runs the whole window again (no KV cache yet)."""
+        if top_k is not None and (int(top_k) != top_k or top_k < 1):
+            raise ValueError(f"top_k {top_k}: expected a whole number from 1 (None: all)")
+        pieces = []
+
+        def write(_user, text):
+            piece = text.decode("utf-8")
+            pieces.append(piece)
+            if stream:
+                stream(piece)
+        fn = _capi.WRITE_FN(write)
+        _check(_lib.kiln_net_generate(self._live(), prompt.encode("utf-8"), int(tokens),
+                                      float(temperature), int(top_k or 0), int(seed), fn, None),
+               "generate")
+        return "".join(pieces)
+
     def _targets(self, y, n, what="y"):
         y = np.asarray(y)
         outs = self.output_size
+        if self.block:  # a token model: (n, T) next-token ids
+            if y.shape != (n, self.block):
+                raise ValueError(f"{what} has shape {y.shape}; a token model takes ({n}, "
+                                 f"{self.block}) next-token ids")
+            return np.ascontiguousarray(_as_float32(y, what)), self.block
         if self.loss == "cross_entropy":
             if y.ndim != 1 or y.shape[0] != n:
                 raise ValueError(f"{what} has shape {y.shape}; cross_entropy takes one class "
@@ -283,6 +335,8 @@ class Model:
         if x.shape[0]:
             _check(_lib.kiln_net_forward(self._live(), _floats(x), x.shape[0], _floats(out)),
                    "predict")
+        if self.block:  # a token model: (n, T) ids give (n, T, V)
+            return out.reshape(x.shape[0], self.block, self.output_size // self.block)
         return out
 
     def train_step(self, x, y):

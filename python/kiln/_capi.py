@@ -48,7 +48,8 @@ class TrainOptions(ctypes.Structure):
                 ("detect_anomaly", ctypes.c_int), ("profile", ctypes.c_char_p),
                 ("progress", ctypes.c_int), ("log", WRITE_FN), ("log_user", ctypes.c_void_p),
                 ("on_step", PROGRESS_FN), ("on_epoch", PROGRESS_FN), ("user", ctypes.c_void_p),
-                ("stop", ctypes.POINTER(ctypes.c_int)), ("npz_keys", ctypes.c_char_p)]
+                ("stop", ctypes.POINTER(ctypes.c_int)), ("npz_keys", ctypes.c_char_p),
+                ("steps", ctypes.c_int)]
 
 
 class TrainReport(ctypes.Structure):
@@ -56,7 +57,8 @@ class TrainReport(ctypes.Structure):
                 ("stopped_early", ctypes.c_int), ("interrupted", ctypes.c_int),
                 ("best_val_loss", ctypes.c_double), ("test_loss", ctypes.c_double),
                 ("test_accuracy", ctypes.c_double), ("seconds", ctypes.c_double),
-                ("samples_per_second", ctypes.c_double)]
+                ("samples_per_second", ctypes.c_double), ("steps_run", ctypes.c_uint64),
+                ("best_step", ctypes.c_uint64), ("tokens_per_second", ctypes.c_double)]
 
 
 class ParamInfo(ctypes.Structure):
@@ -84,6 +86,12 @@ SIGNATURES = {
     "kiln_model_train_setting": (ctypes.c_char_p, [P, ctypes.c_char_p]),
     "kiln_model_set_train": (c_status, [P, ctypes.c_char_p, ctypes.c_char_p]),
     "kiln_model_summary": (c_status, [P, WRITE_FN, P]),
+    "kiln_model_vocab": (c_size, [P]),
+    "kiln_model_block": (c_size, [P]),
+    "kiln_net_vocab": (ctypes.c_char_p, [P]),
+    "kiln_net_set_vocab": (c_status, [P, ctypes.c_char_p]),
+    "kiln_net_generate": (c_status, [P, ctypes.c_char_p, c_size, ctypes.c_double, c_size,
+                                     ctypes.c_uint64, WRITE_FN, P]),
     "kiln_net_create": (c_status, [P, P, c_size, ctypes.POINTER(P)]),
     "kiln_net_free": (None, [P]),
     "kiln_net_input_size": (c_size, [P]),

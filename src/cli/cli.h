@@ -35,10 +35,11 @@ int cli_bench(int argc, char **argv);
 int cli_tune(int argc, char **argv);
 int cli_plot(int argc, char **argv);
 int cli_export(int argc, char **argv);
+int cli_generate(int argc, char **argv);
 
 extern const cli_command cli_devices_cmd, cli_check_cmd, cli_summary_cmd, cli_train_cmd,
     cli_eval_cmd, cli_predict_cmd, cli_bench_cmd, cli_tune_cmd;
-extern const cli_command cli_plot_cmd, cli_export_cmd;
+extern const cli_command cli_plot_cmd, cli_export_cmd, cli_generate_cmd;
 
 /* cli_next_flag's results besides a flag's key. */
 enum { CLI_DONE = -1, CLI_HELP = -2, CLI_BAD = -3 };

@@ -29,7 +29,7 @@ static const cli_command version_cmd = {"version", cmd_version, NULL, "print kil
 static const cli_command *const commands[] = {
     &cli_devices_cmd, &cli_check_cmd, &cli_summary_cmd, &cli_train_cmd, &cli_eval_cmd,
     &cli_predict_cmd, &cli_export_cmd, &cli_bench_cmd, &cli_tune_cmd, &cli_plot_cmd,
-    &version_cmd, &help_cmd,
+    &cli_generate_cmd, &version_cmd, &help_cmd,
 };
 
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])

@@ -16,9 +16,11 @@
      "the data: fashion-mnist or mnist (Debian's dataset packages, or $KILN_DATA_DIR), a " \
      "directory of IDX files, a CSV file with a header row, a NumPy .npy file of "        \
      "features (its labels in --label FILE.npy), an .npz archive (x and y, else "        \
-     "x_train and y_train, with x_test and y_test as the test split), or an image "       \
-     "folder of PNG and JPEG files: one folder per class, or train/ and val/ holding "    \
-     "them (val/ is the test split)"}
+     "x_train and y_train, with x_test and y_test as the test split), an image "         \
+     "folder of PNG and JPEG files (one folder per class, or train/ and val/ holding "    \
+     "them: val/ is the test split); for token models, a UTF-8 text (characters are "     \
+     "the tokens), nanoGPT's train.bin and val.bin (their directory, or train.bin), a "   \
+     ".npy of token ids, or shakespeare (the corpus tools/shakespeare.sh downloads)"}
 #define LABEL_FLAG                                                                        \
     {"label", 'L', "COLUMN", "label",                                                     \
      "the CSV column holding the labels or targets, by name or index from 0; for a .npy " \
@@ -39,6 +41,8 @@ static const cli_flag train_flags[] = {
     NPZ_FLAG,
     {"epochs", 'e', "N", "the model's [train] epochs, else 10", "epochs to train"},
     {"batch", 'b', "N", "the model's [train] batch, else 64", "samples per optimizer step"},
+    {"steps", 's', "N", "the model's [train] steps, else 1000",
+     "optimizer steps (token models train by steps, evaluating every [train] eval_every)"},
     {"lr", 'l', "X", "the model's [train] lr", "the learning rate"},
     {"limit", 'n', "N", "all", "use at most N samples of each split (for quick runs)"},
     {"out", 'o', "DIR", "runs/latest",
@@ -144,6 +148,11 @@ static int parse(int argc, char **argv, int positional, const cli_command *cmd, 
             if (!cli_whole_arg("--batch", optarg, 1, 65536, &v))
                 return 2;
             c->o.batch = (int)v;
+            break;
+        case 's':
+            if (!cli_whole_arg("--steps", optarg, 1, 1e8, &v))
+                return 2;
+            c->o.steps = (int)v;
             break;
         case 'l':
             if (!cli_number_arg("--lr", optarg, 1e-12, 100, &v))
@@ -323,13 +332,26 @@ static void json_result(const kiln_train_report *r, const char *out_dir)
     cJSON_AddBoolToObject(o, "interrupted", r->interrupted);
     cJSON_AddNumberToObject(o, "seconds", r->seconds);
     cJSON_AddNumberToObject(o, "samples_per_second", r->samples_per_second);
+    if (r->steps_run) {
+        cJSON_AddNumberToObject(o, "steps_run", (double)r->steps_run);
+        cJSON_AddNumberToObject(o, "best_step", (double)r->best_step);
+        cJSON_AddNumberToObject(o, "tokens_per_second", r->tokens_per_second);
+    }
     cJSON_AddStringToObject(o, "out", out_dir);
     json_line(o);
 }
 
 static void print_result(FILE *f, const kiln_train_report *r, const char *out_dir)
 {
-    if (r->epochs_run == 0)
+    if (r->steps_run && r->best_step == 0)
+        fprintf(f, "stopped after %llu steps, before the first evaluation; no best or final "
+                   "weights were written\n", (unsigned long long)r->steps_run);
+    else if (r->steps_run)
+        fprintf(f, "best at step %llu of %llu (validation loss %.4f)%s; %.1f s in all, %.0f "
+                   "tokens/s in training\n", (unsigned long long)r->best_step,
+                (unsigned long long)r->steps_run, r->best_val_loss,
+                r->stopped_early ? ", stopped early" : "", r->seconds, r->tokens_per_second);
+    else if (r->epochs_run == 0)
         fprintf(f, "stopped before the first epoch ended; no best or final weights were "
                    "written\n");
     else

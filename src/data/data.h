@@ -57,6 +57,10 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
  * other labels, and (n, k), are targets. labels NULL: unlabelled. */
 kiln_status data_load_npy(const char *features, const char *labels, dataset *out);
 
+/* A 1-d .npy array of token ids (any integer type above, or uint16) into
+ * ids (to free). */
+kiln_status data_load_npy_tokens(const char *path, uint32_t **ids, size_t *count);
+
 /* Reads an .npz archive (np.savez, stored, or np.savez_compressed,
  * deflated). keys is "FEATURES[,LABELS[,TEST_FEATURES,TEST_LABELS]]" (a
  * ".npy" suffix may be given or not); NULL or "": x and y, else x_train

@@ -155,7 +155,7 @@ static kiln_status parse_dtype(const char *descr, const char *name, npy_array *a
         size_t size;
     } types[] = {
         {"<f4", 'f', 4}, {"<f8", 'f', 8}, {"|u1", 'u', 1},
-        {"<u1", 'u', 1}, {"<i8", 'i', 8}, {"<i4", 'i', 4},
+        {"<u1", 'u', 1}, {"<i8", 'i', 8}, {"<i4", 'i', 4}, {"<u2", 'u', 2},
     };
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         if (strcmp(descr, types[i].descr) == 0) {
@@ -168,8 +168,8 @@ static kiln_status parse_dtype(const char *descr, const char *name, npy_array *a
                                       "arrays (in NumPy: a.astype(a.dtype.newbyteorder('<')))",
                          name, descr);
     return kiln_fail(KILN_ERR_IO, "%s: dtype '%s' is not supported; expected float32 ('<f4'), "
-                                  "float64 ('<f8'), uint8 ('|u1'), int64 ('<i8') or int32 "
-                                  "('<i4')", name, descr);
+                                  "float64 ('<f8'), uint8 ('|u1'), uint16 ('<u2', token "
+                                  "ids), int64 ('<i8') or int32 ('<i4')", name, descr);
 }
 
 static const char *shape_text(const npy_array *a, char *buf, size_t size)
@@ -286,7 +286,7 @@ static kiln_status npy_floats(const npy_array *a, const char *name, float **out)
     if (!v)
         return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu values", name,
                          a->count);
-    int bytes = a->kind == 'u', floats = 0;
+    int bytes = a->kind == 'u' && a->size == 1, floats = 0;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     floats = a->kind == 'f' && a->size == 4;
 #endif
@@ -341,7 +341,7 @@ static kiln_status npy_dataset(const npy_array *x, const char *xname, const npy_
     kiln_status st = npy_floats(x, xname, &d->x);
     d->count = x->dims[0];
     d->features = x->count / x->dims[0];
-    for (size_t i = 0; st == KILN_OK && x->kind == 'u' && i < x->count; i++)
+    for (size_t i = 0; st == KILN_OK && x->kind == 'u' && x->size == 1 && i < x->count; i++)
         d->x[i] /= 255.0f;
     if (st == KILN_OK && y)
         st = npy_labels(y, yname, d->count, xname, d);
@@ -405,6 +405,40 @@ kiln_status data_load_npy(const char *features, const char *labels, dataset *out
     free(bx);
     free(by);
     return st;
+}
+
+kiln_status data_load_npy_tokens(const char *path, uint32_t **ids, size_t *count)
+{
+    unsigned char *b = NULL;
+    size_t n = 0;
+    npy_array a;
+    char shape[128];
+    kiln_status st = read_file(path, &b, &n);
+    if (st == KILN_OK)
+        st = npy_parse(b, n, path, &a);
+    if (st == KILN_OK && (a.rank != 1 || a.kind == 'f'))
+        st = kiln_fail(KILN_ERR_IO, "%s: %s of shape %s; token ids are a 1-d integer array "
+                                    "(uint16, int32 or int64)", path,
+                       a.kind == 'f' ? "floats" : "integers", shape_text(&a, shape, sizeof shape));
+    uint32_t *v = st == KILN_OK ? malloc(a.count * sizeof *v) : NULL;
+    if (st == KILN_OK && !v)
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    for (size_t i = 0; st == KILN_OK && i < a.count; i++) {
+        double d = npy_value(&a, i);
+        if (d < 0 || d > 4294967295.0)
+            st = kiln_fail(KILN_ERR_IO, "%s: token %zu is %.0f; token ids are from 0", path, i,
+                           d);
+        else
+            v[i] = (uint32_t)d;
+    }
+    free(b);
+    if (st != KILN_OK) {
+        free(v);
+        return st;
+    }
+    *ids = v;
+    *count = a.count;
+    return KILN_OK;
 }
 
 /* ---- .npz archives ------------------------------------------------------------ */

@@ -398,7 +398,7 @@ kiln_status save(run *r, const char *file, int epoch, double val_loss)
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", r->o->out_dir, file);
     checkpoint_meta meta = {0};
-    meta_number(&meta, "epoch", epoch);
+    meta_number(&meta, r->by_steps ? "steps_done" : "epoch", epoch);
     meta_number(&meta, "step", (double)optim_steps(r->opt));
     meta_number(&meta, "val_loss", val_loss);
     char seed[32];

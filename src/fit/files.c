@@ -84,7 +84,9 @@ kiln_status open_log(run *r)
     if (!(r->csv = fopen(path, append ? "a" : "w")))
         return kiln_fail(KILN_ERR_IO, "%s: cannot write", path);
     if (!append)
-        fprintf(r->csv, "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,val_mae,"
+        fprintf(r->csv, "%s,lr,", r->by_steps ? "step" : "epoch");
+    if (!append)
+        fprintf(r->csv, "train_loss,train_accuracy,val_loss,val_accuracy,val_mae,"
                         "val_r2,seconds\n");
     return KILN_OK;
 }

@@ -238,7 +238,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
 }
 
 /* The run's settings: the network's, with the options' overrides. */
-static kiln_status configure(run *r)
+kiln_status configure(run *r)
 {
     r->c = r->net->c;
     if (r->o->epochs > 0)
@@ -318,7 +318,7 @@ static kiln_status setup(run *r)
     return st;
 }
 
-static void teardown(run *r)
+void teardown(run *r)
 {
     /* uploads from the staging buffers and reads into r->out may still be
      * queued when a step failed: the host memory must outlive them */
@@ -475,6 +475,13 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (ranks)
         say(&r, "%s", ranks);
     free(ranks);
+    if (st == KILN_OK && kiln_model_vocab(net->m) > 0) { /* token models: steps.c */
+        st = fit_steps(&r, rep);
+        rep->seconds = kiln_seconds() - started;
+        if (borrowed)
+            net->comm = NULL;
+        return dist_check(st);
+    }
     if (st == KILN_OK)
         st = setup(&r);
     if (st == KILN_OK)
@@ -565,6 +572,11 @@ kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
     st = run_batch(m, &o, &batch);
     if (st == KILN_OK)
         st = kiln_net_create(ctx, m, batch, &net);
+    if (st == KILN_OK && kiln_model_vocab(m) > 0) { /* token models: steps.c */
+        st = evaluate_tokens(net, &o, checkpoint, rep);
+        kiln_net_free(net);
+        return st;
+    }
     run r = {.net = net, .o = &o, .evaluating = 1, .lock = -1};
     if (st == KILN_OK) /* first: the checkpoint holds the normalization of the inputs */
         st = kiln_net_load(net, checkpoint);

@@ -34,6 +34,7 @@ typedef struct {
     size_t samples_trained;  /* in this call, for samples/s */
     uint32_t train_crc;      /* the training split's fingerprint, once has_crc */
     int has_crc;
+    int by_steps;            /* a token model's run (steps.c): log rows and files by step */
 } run;
 
 
@@ -51,6 +52,8 @@ typedef struct {
 
 /* fit.c */
 int stopping(const run *r);
+kiln_status configure(run *r);
+void teardown(run *r);
 void say(const run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* data.c: the splits, evaluation, the best weights */
@@ -75,5 +78,10 @@ kiln_status check_writable(const char *path);
 kiln_status save_state(run *r, const train_state *t, const kiln_train_report *rep);
 kiln_status trim_log(run *r, int epoch);
 kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_report *rep);
+
+/* steps.c: token models train by steps on a corpus */
+kiln_status fit_steps(run *r, kiln_train_report *rep);
+kiln_status evaluate_tokens(kiln_net *net, const kiln_train_options *o, const char *checkpoint,
+                            kiln_eval_report *rep);
 
 #endif

@@ -516,3 +516,36 @@ void checkpoint_meta_free(checkpoint_meta *m)
         m->long_values[i] = NULL;
     }
 }
+
+kiln_status checkpoint_read_meta(const char *path, checkpoint_meta *meta)
+{
+    memset(meta, 0, sizeof *meta);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    unsigned char len[8];
+    uint64_t hlen = 0;
+    kiln_status st = fread(len, 1, 8, f) == 8 ? KILN_OK
+                                               : kiln_fail(KILN_ERR_IO, "%s: not a safetensors "
+                                                                        "file", path);
+    for (int i = 7; i >= 0 && st == KILN_OK; i--)
+        hlen = hlen << 8 | len[i];
+    if (st == KILN_OK && hlen > 100u << 20)
+        st = kiln_fail(KILN_ERR_IO, "%s: a header of %llu bytes", path, (unsigned long long)hlen);
+    char *text = st == KILN_OK ? malloc((size_t)hlen + 1) : NULL;
+    if (st == KILN_OK && (!text || fread(text, 1, (size_t)hlen, f) != hlen))
+        st = kiln_fail(KILN_ERR_IO, "%s: the header is cut short", path);
+    fclose(f);
+    cJSON *root = st == KILN_OK ? cJSON_ParseWithLength(text, (size_t)hlen) : NULL;
+    if (st == KILN_OK && !cJSON_IsObject(root))
+        st = kiln_fail(KILN_ERR_IO, "%s: the header is not a JSON object", path);
+    const cJSON *m = root ? cJSON_GetObjectItemCaseSensitive(root, "__metadata__") : NULL, *item;
+    cJSON_ArrayForEach(item, m)
+    {
+        if (cJSON_IsString(item) && strlen(item->string) < sizeof meta->keys[0])
+            checkpoint_meta_set(meta, item->string, item->valuestring);
+    }
+    cJSON_Delete(root);
+    free(text);
+    return st;
+}

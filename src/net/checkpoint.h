@@ -59,6 +59,8 @@ typedef struct {
 } checkpoint_check;
 kiln_status checkpoint_load_checked(pipeline *p, const char *path, checkpoint_meta *meta,
                                     const checkpoint_check *check);
+/* The __metadata__ of a safetensors file alone, without its tensors. */
+kiln_status checkpoint_read_meta(const char *path, checkpoint_meta *meta);
 
 /* The whole training state in one file: the pipeline's tensors under
  * "model." names and the named extras (optimizer state), so that weights

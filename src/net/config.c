@@ -224,13 +224,17 @@ static const key_def keys[] = {
     FIELD("val", F_DOUBLE, val, 0, 0.9, "a fraction from 0 to 0.9"),
     FIELD("step", F_INT, sched.step_size, 1, 1000000, "a whole number of epochs from 1"),
     FIELD("gamma", F_DOUBLE, sched.gamma, 1e-12, 1, "a factor above 0, at most 1"),
-    FIELD("t_max", F_INT, sched.t_max, 1, 1000000, "a whole number of epochs from 1"),
+    FIELD("t_max", F_INT, sched.t_max, 1, 1000000, "a whole number of epochs (steps) from 1"),
     FIELD("eta_min", F_DOUBLE, sched.eta_min, 0, 100, "a learning rate from 0"),
-    FIELD("warmup", F_INT, sched.warmup, 0, 1000000, "a whole number of epochs"),
+    FIELD("warmup", F_INT, sched.warmup, 0, 1000000, "a whole number of epochs (of steps for "
+                                                      "token models)"),
     FIELD("factor", F_DOUBLE, sched.factor, 1e-12, 0.999999, "a factor between 0 and 1"),
     FIELD("plateau_patience", F_INT, sched.patience, 0, 100000, "a whole number of epochs"),
     FIELD("min_lr", F_DOUBLE, sched.min_lr, 0, 100, "a learning rate from 0"),
     FIELD("sync_batchnorm", F_BOOL, sync_batchnorm, 0, 1, "true or false"),
+    FIELD("steps", F_INT, steps, 1, 100000000, "a whole number of optimizer steps from 1"),
+    FIELD("eval_every", F_INT, eval_every, 1, 100000000, "a whole number of steps from 1"),
+    FIELD("eval_batches", F_INT, eval_batches, 1, 1000000, "a whole number of batches from 1"),
 };
 
 static kiln_status read_field(const key_ctx *k, const key_def *d)
@@ -318,6 +322,9 @@ kiln_status train_config_read(const kiln_model *m, train_config *c)
     c->seed = 42;
     c->val = 0.1;
     image_config_defaults(&c->images);
+    c->steps = 1000;
+    c->eval_every = 250; /* nanoGPT's shakespeare_char, with its CPU run's eval_iters */
+    c->eval_batches = 20;
     kiln_status st = read_pass(m, c, 1);
     if (st == KILN_OK)
         st = read_pass(m, c, 0);

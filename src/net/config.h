@@ -31,6 +31,9 @@ typedef struct {
     normalize_kind normalize;
     int sync_batchnorm; /* batchnorm statistics of the global batch across ranks */
     image_config images; /* image folders: resize, augmentation, threads, skip_bad */
+    int steps;          /* token models train by steps (src/fit/steps.c), not epochs: */
+    int eval_every;     /* an evaluation, a log row and checkpoints every eval_every steps, */
+    int eval_batches;   /* each on eval_batches random batches of either split */
 } train_config;
 
 /* Reads the model's [train] section over PyTorch-like defaults; every bad

@@ -352,6 +352,7 @@ void kiln_net_free(kiln_net *net)
     free(net->y);
     free(net->entries);
     net_free_classes(net);
+    free(net->vocab);
     buckets_free(net->buckets);
     dist_comm_free(net->comm);
     if (net->ctx)

@@ -57,6 +57,7 @@ struct kiln_net {
     char *classes;           /* class names as a JSON array (image folders), or NULL */
     char **class_names;      /* the same, parsed: class_count names */
     size_t class_count;
+    char *vocab;             /* a text's characters (kiln_net_vocab), or NULL */
 };
 
 #define NET_MAGIC 0x6b6e6574u /* "knet" */
@@ -146,5 +147,9 @@ kiln_status net_load_folder(const kiln_net *net, const train_config *c, const ch
  * or one image file (unlabelled), shaped for its input. */
 kiln_status net_load_images(const kiln_net *net, const char *path, const char *split,
                             dataset *out);
+/* A checkpoint's vocabulary against the network's: another one is an
+ * error naming path (what the network's came from: what). */
+kiln_status net_check_vocab(const kiln_net *net, const checkpoint_meta *meta, const char *path,
+                            const char *what);
 
 #endif /* KILN_NET_H */

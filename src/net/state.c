@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "data/text.h"
 #include "net/net.h"
 
 /* ---- weights by name and files ------------------------------------------------ */
@@ -136,6 +137,8 @@ void net_meta(const kiln_net *net, checkpoint_meta *meta)
     free(std);
     if (net->classes)
         checkpoint_meta_set(meta, "classes", net->classes);
+    if (net->vocab)
+        checkpoint_meta_set(meta, "vocab", net->vocab);
     checkpoint_meta_set(meta, "format", "pt");
     checkpoint_meta_set(meta, "kiln", KILN_VERSION);
 }
@@ -147,6 +150,7 @@ typedef struct {
     float *mean, *std;
     size_t count;        /* 0: the file stores none */
     const char *classes; /* image folders' class names (a JSON array), or NULL */
+    const char *vocab;   /* a text's characters, or NULL */
 } stored_norm;
 
 /* Whether text is a JSON array of strings. */
@@ -163,6 +167,12 @@ static int names_array(const char *text)
 static kiln_status read_norm(void *user, const char *path, const checkpoint_meta *meta)
 {
     stored_norm *n = user;
+    n->vocab = checkpoint_meta_get(meta, "vocab");
+    if (n->net->vocab) {
+        kiln_status st = net_check_vocab(n->net, meta, path, "this network");
+        if (st != KILN_OK)
+            return st;
+    }
     n->classes = checkpoint_meta_get(meta, "classes");
     if (n->classes && !names_array(n->classes))
         return kiln_fail(KILN_ERR_IO, "%s: the stored classes are not a JSON array of names",
@@ -197,6 +207,8 @@ static kiln_status apply_norm(stored_norm *n, kiln_status st)
         st = kiln_net_set_normalization(n->net, n->mean, n->std, n->count);
     if (st == KILN_OK)
         st = net_set_classes(n->net, n->classes);
+    if (st == KILN_OK && n->vocab && !n->net->vocab) /* a network without one takes the file's */
+        st = kiln_net_set_vocab(n->net, n->vocab);
     free(n->mean);
     free(n->std);
     return st;
@@ -223,7 +235,7 @@ kiln_status kiln_net_load(kiln_net *net, const char *path)
     if (st == KILN_OK && !path)
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_load: the path is NULL");
     checkpoint_meta meta = {0};
-    stored_norm n = {net, NULL, NULL, 0, NULL};
+    stored_norm n = {net, NULL, NULL, 0, NULL, NULL};
     checkpoint_check check = {read_norm, &n};
     if (st == KILN_OK) /* all or nothing: the metadata is checked before any tensor loads */
         st = checkpoint_load_checked(net->main.p, path, &meta, &check);
@@ -232,3 +244,66 @@ kiln_status kiln_net_load(kiln_net *net, const char *path)
     return st;
 }
 
+
+/* ---- the vocabulary of a text ---------------------------------------------------- */
+
+const char *kiln_net_vocab(const kiln_net *net)
+{
+    return net && net->magic == NET_MAGIC ? net->vocab : NULL;
+}
+
+kiln_status kiln_net_set_vocab(kiln_net *net, const char *vocab)
+{
+    kiln_status st = net_check(net, "kiln_net_set_vocab");
+    uint32_t *chars = NULL;
+    size_t n = 0, v = kiln_model_vocab(net ? net->m : NULL);
+    if (st == KILN_OK && vocab)
+        st = vocab_chars(vocab, "kiln_net_set_vocab", &chars, &n);
+    free(chars);
+    if (st == KILN_OK && vocab && n > v)
+        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_vocab: %zu characters, more "
+                                                  "than the model's vocabulary of %zu ([input] "
+                                                  "tokens)", n, v);
+    char *copy = st == KILN_OK && vocab ? strdup(vocab) : NULL;
+    if (st == KILN_OK && vocab && !copy)
+        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_vocab: out of memory");
+    if (st != KILN_OK)
+        return st;
+    free(net->vocab);
+    net->vocab = copy;
+    return KILN_OK;
+}
+
+/* The first characters of a vocabulary, for messages. */
+static const char *vocab_head(const char *v, char *buf, size_t size)
+{
+    size_t n = strlen(v), cut = n < size - 4 ? n : size - 4;
+    while (cut > 0 && cut < n && ((unsigned char)v[cut] & 0xC0) == 0x80)
+        cut--; /* not inside a character */
+    snprintf(buf, size, "%.*s%s", (int)cut, v, cut < n ? "..." : "");
+    for (char *p = buf; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    return buf;
+}
+
+kiln_status net_check_vocab(const kiln_net *net, const checkpoint_meta *meta, const char *path,
+                            const char *what)
+{
+    const char *theirs = checkpoint_meta_get(meta, "vocab");
+    if (!net->vocab || !theirs || strcmp(theirs, net->vocab) == 0)
+        return KILN_OK;
+    uint32_t *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    char ha[80], hb[80];
+    vocab_chars(theirs, path, &a, &na);
+    vocab_chars(net->vocab, what, &b, &nb);
+    free(a);
+    free(b);
+    return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: another vocabulary: %zu characters "
+                                                "(\"%s\") where %s has %zu (\"%s\"); "
+                                                "token ids would mean other characters", path,
+                     na,
+                     vocab_head(theirs, ha, sizeof ha), what, nb,
+                     vocab_head(net->vocab, hb, sizeof hb));
+}

@@ -33,6 +33,7 @@ static const char *const column_names[C_COUNT] = {
 typedef struct {
     double *v[C_COUNT];
     size_t rows, cap;
+    const char *x_name; /* "epoch", or "step" for runs by steps (token models) */
 } log_table;
 
 static void table_free(log_table *t)
@@ -80,7 +81,7 @@ static char *next_field(char **cursor)
 
 /* Maps each field of the header to a column (or -1); *fields is their count. */
 static kiln_status read_header(char *line, const char *path, long lineno, int **map,
-                               size_t *fields)
+                               size_t *fields, log_table *t)
 {
     size_t n = 1;
     for (const char *p = line; *p; p++)
@@ -92,8 +93,11 @@ static kiln_status read_header(char *line, const char *path, long lineno, int **
     for (size_t i = 0; i < n; i++) {
         const char *name = next_field(&cursor);
         (*map)[i] = -1;
+        int step = strcmp(name, "step") == 0; /* the x column of a run by steps */
+        if (step)
+            t->x_name = "step";
         for (int c = 0; c < C_COUNT; c++)
-            if (strcmp(name, column_names[c]) == 0) {
+            if (strcmp(name, column_names[c]) == 0 || (step && c == C_EPOCH)) {
                 if (seen[c]++)
                     return kiln_fail(KILN_ERR_IO, "%s:%ld: column %s appears twice", path,
                                      lineno, name);
@@ -102,8 +106,8 @@ static kiln_status read_header(char *line, const char *path, long lineno, int **
     }
     *fields = n;
     if (!seen[C_EPOCH])
-        return kiln_fail(KILN_ERR_IO, "%s:%ld: the header has no epoch column (expected "
-                                      "epoch,lr,train_loss,... as kiln train writes)",
+        return kiln_fail(KILN_ERR_IO, "%s:%ld: the header has no epoch (or step) column "
+                                      "(expected epoch,lr,train_loss,... as kiln train writes)",
                          path, lineno);
     return KILN_OK;
 }
@@ -162,7 +166,7 @@ static kiln_status read_log(const char *path, log_table *t)
         if (!chomp(line))
             continue;
         st = map ? read_row(line, path, lineno, map, fields, t)
-                 : read_header(line, path, lineno, &map, &fields);
+                 : read_header(line, path, lineno, &map, &fields, t);
     }
     if (st == KILN_OK && ferror(f))
         st = kiln_fail(KILN_ERR_IO, "%s: cannot read (%s)", path, strerror(errno));
@@ -356,6 +360,7 @@ typedef struct {
     double left;           /* the panel's left edge */
     double x0, x1, y0, y1; /* its plot area */
     axis x, y;
+    const char *x_name;    /* the x axis: epoch or step */
 } frame;
 
 static double px(const frame *f, double v)
@@ -408,7 +413,7 @@ static frame panel_frame(const log_table *t, const panel_def *p, double left, ax
         }
     /* a single value gets a tenth of itself on each side */
     axis y = make_axis(min, max, 0.05, p->from_zero, fmax(fabs(max) / 10, 1e-3));
-    frame f = {.left = left, .x = x, .y = y};
+    frame f = {.left = left, .x = x, .y = y, .x_name = t->x_name ? t->x_name : "epoch"};
     double widest = 0;
     for (long k = first_tick(&f.y); k <= last_tick(&f.y); k++) {
         char label[32];
@@ -447,7 +452,7 @@ static void draw_axes(svg_text *b, const frame *f, const panel_def *p)
            "fill=\"none\" stroke=\"#888888\"/>\n", f->x0, f->y0, f->x1 - f->x0, f->y1 - f->y0);
     snprintf(attrs, sizeof attrs, "class=\"xlabel\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\"",
              (f->x0 + f->x1) / 2, f->y1 + 36);
-    put_text(b, attrs, "epoch");
+    put_text(b, attrs, f->x_name);
     double x = f->left + 16, y = (f->y0 + f->y1) / 2;
     snprintf(attrs, sizeof attrs, "class=\"ylabel\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" "
                                   "transform=\"rotate(-90 %.1f %.1f)\"", x, y, x, y);
@@ -520,7 +525,7 @@ static void draw_panel(svg_text *b, const log_table *t, const panel_def *p, doub
         put(b, "<line class=\"best\" x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\" "
                "stroke=\"#555555\" stroke-dasharray=\"4 3\"/>\n", bx, f.y0, bx, f.y1);
         char label[64];
-        snprintf(label, sizeof label, "best epoch %.0f", t->v[C_EPOCH][best]);
+        snprintf(label, sizeof label, "best %s %.0f", f.x_name, t->v[C_EPOCH][best]);
         legend_entry(b, legend_x, f.y0 - 14, "#555555", 1, label);
     }
     put(b, "</g>\n");

@@ -1,0 +1,317 @@
+/* Corpora for language models: UTF-8 decoding against every code point,
+ * character vocabularies and nanoGPT's 90/10 split, nanoGPT's uint16
+ * .bin files and .npy token arrays, random windows, and every bad input
+ * (non-UTF-8 bytes with their offset, empty and short corpora, ids beyond
+ * the vocabulary) refused with a message that says so. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "harness.h"
+#include "data/data.h"
+#include "data/text.h"
+
+static const char *tmp_path(const char *name)
+{
+    static char path[4][512];
+    static int next;
+    next = (next + 1) % 4;
+    snprintf(path[next], sizeof path[next], "%s/%s", test_tmpdir(), name);
+    return path[next];
+}
+
+static void write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+static void write_u16(const char *path, const unsigned *ids, size_t n)
+{
+    unsigned char *b = test_alloc(2 * n + 1);
+    for (size_t i = 0; i < n; i++)
+        b[2 * i] = (unsigned char)(ids[i] & 0xFF), b[2 * i + 1] = (unsigned char)(ids[i] >> 8);
+    write_file(path, b, 2 * n);
+    free(b);
+}
+
+static void expect_error(kiln_status st, kiln_status want, const char *needle)
+{
+    ck_assert_msg(st == want, "expected %s, got %s: %s", kiln_status_str(want),
+                  kiln_status_str(st), kiln_last_error());
+    ck_assert_msg(strstr(kiln_last_error(), needle), "\"%s\" not in: %s", needle,
+                  kiln_last_error());
+}
+
+START_TEST(utf8_round_trips_every_code_point)
+{
+    /* every code point below U+1000, then a prime stride and each length's ends */
+    for (uint32_t cp = 0; cp < 0x110000; cp += cp < 0x1000 ? 1 : 61) {
+        if (cp >= 0xD800 && cp <= 0xDFFF)
+            continue;
+        char buf[4];
+        uint32_t back = 0xFFFFFFFF;
+        size_t n = utf8_encode(cp, buf);
+        ck_assert_uint_eq(n, cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4);
+        ck_assert_uint_eq(utf8_decode((const unsigned char *)buf, n, &back), n);
+        ck_assert_uint_eq(back, cp);
+        ck_assert_uint_eq(utf8_decode((const unsigned char *)buf, n - 1, &back), 0);
+    }
+    static const uint32_t ends[] = {0x7F, 0x80, 0x7FF, 0x800, 0xD7FF, 0xE000, 0xFFFF, 0x10000,
+                                    0x10FFFF};
+    for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+        char buf[4];
+        uint32_t back = 0;
+        size_t n = utf8_encode(ends[i], buf);
+        ck_assert_uint_eq(utf8_decode((const unsigned char *)buf, n, &back), n);
+        ck_assert_uint_eq(back, ends[i]);
+    }
+    /* overlong, surrogate, beyond U+10FFFF, lone continuation, cut short, bad lead */
+    static const char *const bad[] = {"\xC0\x80", "\xC1\xBF", "\xE0\x80\x80", "\xED\xA0\x80",
+                                      "\xF4\x90\x80\x80", "\x80", "\xE2\x82", "\xF8\x88\x80\x80",
+                                      "\xE2\x28\xA1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint32_t cp;
+        ck_assert_msg(utf8_decode((const unsigned char *)bad[i], strlen(bad[i]), &cp) == 0,
+                      "sequence %zu decoded", i);
+    }
+}
+END_TEST
+
+START_TEST(text_becomes_sorted_characters_split_as_nanogpt)
+{
+    /* multi-byte characters of every length, in no order */
+    const char *text = "h\xC3\xA9llo w\xC3\xB6rld \xE2\x82\xAC\xF0\x9D\x84\x9E\nzebra \xC3\xA9t\xC3\xA9";
+    const char *path = tmp_path("mixed.txt");
+    write_file(path, text, strlen(text));
+    corpus c;
+    check_ok(corpus_load(path, &c));
+    /* the reference: code points of the text, sorted and made distinct */
+    uint32_t cps[64], sorted[64];
+    size_t n = 0, distinct = 0;
+    for (size_t at = 0, step; at < strlen(text); at += step)
+        step = utf8_decode((const unsigned char *)text + at, strlen(text) - at, &cps[n++]);
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < distinct && sorted[j] != cps[i])
+            j++;
+        if (j == distinct)
+            sorted[distinct++] = cps[i];
+    }
+    for (size_t i = 1; i < distinct; i++)
+        for (size_t j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+            uint32_t t = sorted[j];
+            sorted[j] = sorted[j - 1], sorted[j - 1] = t;
+        }
+    ck_assert_uint_eq(c.vocab_size, distinct);
+    uint32_t *chars;
+    size_t nv;
+    check_ok(vocab_chars(c.vocab, "vocab", &chars, &nv));
+    ck_assert_uint_eq(nv, distinct);
+    for (size_t i = 0; i < distinct; i++)
+        ck_assert_uint_eq(chars[i], sorted[i]);
+    /* nanoGPT: train = data[:int(n * 0.9)], val = the rest; ids map back to the text */
+    ck_assert_uint_eq(c.train.count, (size_t)((double)n * 0.9));
+    ck_assert_uint_eq(c.train.count + c.val.count, n);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t id = i < c.train.count ? c.train.ids[i] : c.val.ids[i - c.train.count];
+        ck_assert_uint_eq(chars[id], cps[i]);
+    }
+    ck_assert_ptr_nonnull(strstr(c.train.name, "training split"));
+    free(chars);
+    corpus_free(&c);
+}
+END_TEST
+
+START_TEST(repository_sonnets_load)
+{
+    corpus c;
+    check_ok(corpus_load(KILN_SOURCE_DIR "/tests/data/sonnets.txt", &c));
+    ck_assert_uint_eq(c.vocab_size, 56);
+    ck_assert_uint_eq(c.train.count + c.val.count, 5604);
+    ck_assert_uint_eq(c.val.count, 5604 - (size_t)(5604 * 0.9));
+    ck_assert_str_eq(c.vocab, "\n !',-.:;?ABCDFHILMNOPRSTUVWXYabcdefghijklmnopqrstuvwxyz");
+    check_ok(corpus_check(&c, 56, 64));
+    expect_error(corpus_check(&c, 50, 64), KILN_ERR_INVALID_ARGUMENT,
+                 "56 distinct characters, more than the model's vocabulary of 50");
+    corpus_free(&c);
+}
+END_TEST
+
+START_TEST(bad_text_is_refused_with_what_and_where)
+{
+    corpus c;
+    const char *path = tmp_path("latin1.txt");
+    write_file(path, "caf\xC3\xA9 and na\xEFve", 15);
+    expect_error(corpus_load(path, &c), KILN_ERR_IO, "byte offset 12 is not UTF-8 (bytes 0xEF 0x76");
+    ck_assert_ptr_null(c.vocab); /* nothing is left behind */
+    path = tmp_path("empty.txt");
+    write_file(path, "", 0);
+    expect_error(corpus_load(path, &c), KILN_ERR_IO, "the corpus is empty");
+    expect_error(corpus_load(tmp_path("missing.txt"), &c), KILN_ERR_IO, "cannot open");
+    /* 100 characters: the validation split (10) is shorter than a window */
+    char text[101];
+    for (int i = 0; i < 100; i++)
+        text[i] = (char)('a' + i % 7);
+    path = tmp_path("short.txt");
+    write_file(path, text, 100);
+    check_ok(corpus_load(path, &c));
+    check_ok(corpus_check(&c, 7, 8));
+    expect_error(corpus_check(&c, 7, 16), KILN_ERR_INVALID_ARGUMENT,
+                 "(validation split): 10 tokens, shorter than one window of block + 1 = 17");
+    corpus_free(&c);
+}
+END_TEST
+
+START_TEST(nanogpt_bin_files_load)
+{
+    unsigned train[300], val[40];
+    for (size_t i = 0; i < 300; i++)
+        train[i] = (unsigned)(i * 7 % 65);
+    for (size_t i = 0; i < 40; i++)
+        val[i] = (unsigned)(i * 3 % 60);
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/nano", test_tmpdir());
+    mkdir(dir, 0755);
+    write_u16(tmp_path("nano/train.bin"), train, 300);
+    write_u16(tmp_path("nano/val.bin"), val, 40);
+    corpus c;
+    for (int by_file = 0; by_file < 2; by_file++) { /* the directory, or train.bin itself */
+        check_ok(corpus_load(by_file ? tmp_path("nano/train.bin") : dir, &c));
+        ck_assert_ptr_null(c.vocab);
+        ck_assert_uint_eq(c.vocab_size, 65);
+        ck_assert_uint_eq(c.train.count, 300);
+        ck_assert_uint_eq(c.val.count, 40);
+        for (size_t i = 0; i < 300; i++)
+            ck_assert_uint_eq(c.train.ids[i], train[i]);
+        for (size_t i = 0; i < 40; i++)
+            ck_assert_uint_eq(c.val.ids[i], val[i]);
+        check_ok(corpus_check(&c, 65, 32));
+        expect_error(corpus_check(&c, 64, 32), KILN_ERR_INVALID_ARGUMENT,
+                     "token 37 is 64, at or beyond the model's vocabulary of 64");
+        corpus_free(&c);
+    }
+    write_file(tmp_path("nano/val.bin"), "abc", 3);
+    expect_error(corpus_load(dir, &c), KILN_ERR_IO, "3 bytes is not a whole number of uint16");
+    remove(tmp_path("nano/val.bin"));
+    expect_error(corpus_load(dir, &c), KILN_ERR_IO, "no val.bin beside it");
+}
+END_TEST
+
+/* A 1-d .npy of n ids as dtype descr. */
+static void write_npy_ids(const char *path, const char *descr, const unsigned *ids, size_t n)
+{
+    size_t size = (size_t)(descr[2] - '0');
+    char dict[128];
+    int len = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (%zu,), }",
+                       descr, n);
+    size_t header = 10 + (size_t)len + 1, pad = (64 - header % 64) % 64;
+    size_t total = header + pad + n * size;
+    unsigned char *b = test_alloc(total);
+    memcpy(b, "\x93NUMPY\x01\x00", 8);
+    b[8] = (unsigned char)((len + 1 + pad) & 0xFF), b[9] = (unsigned char)((len + 1 + pad) >> 8);
+    memcpy(b + 10, dict, (size_t)len);
+    memset(b + 10 + len, ' ', pad);
+    b[header + pad - 1] = '\n';
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < size; k++)
+            b[header + pad + i * size + k] = (unsigned char)((uint64_t)ids[i] >> (8 * k));
+    write_file(path, b, total);
+    free(b);
+}
+
+START_TEST(npy_token_arrays_load_and_split)
+{
+    unsigned ids[200];
+    for (size_t i = 0; i < 200; i++)
+        ids[i] = (unsigned)(i * 11 % 300);
+    static const char *const types[] = {"<u2", "<i4", "<i8"};
+    for (int k = 0; k < 3; k++) {
+        const char *path = tmp_path("ids.npy");
+        write_npy_ids(path, types[k], ids, 200);
+        corpus c;
+        check_ok(corpus_load(path, &c));
+        ck_assert_uint_eq(c.train.count, 180);
+        ck_assert_uint_eq(c.val.count, 20);
+        ck_assert_uint_eq(c.vocab_size, 300);
+        for (size_t i = 0; i < 200; i++)
+            ck_assert_uint_eq(i < 180 ? c.train.ids[i] : c.val.ids[i - 180], ids[i]);
+        corpus_free(&c);
+    }
+    corpus c;
+    write_npy_ids(tmp_path("floats.npy"), "<f4", ids, 200);
+    expect_error(corpus_load(tmp_path("floats.npy"), &c), KILN_ERR_IO,
+                 "token ids are a 1-d integer array");
+}
+END_TEST
+
+START_TEST(windows_are_seeded_slices_with_shifted_targets)
+{
+    token_stream s = {.count = 50};
+    s.ids = test_alloc(50 * sizeof *s.ids);
+    for (uint32_t i = 0; i < 50; i++)
+        s.ids[i] = 1000 + i;
+    size_t block = 8, n = 400;
+    float *x = test_alloc(n * block * sizeof *x), *y = test_alloc(n * block * sizeof *y);
+    float *x2 = test_alloc(n * block * sizeof *x2), *y2 = test_alloc(n * block * sizeof *y2);
+    kiln_rng a, b;
+    kiln_rng_seed(&a, 7);
+    kiln_rng_seed(&b, 7);
+    token_windows(&s, block, n, &a, x, y);
+    token_windows(&s, block, n, &b, x2, y2);
+    ck_assert_int_eq(memcmp(x, x2, n * block * sizeof *x), 0);
+    ck_assert_int_eq(memcmp(y, y2, n * block * sizeof *y), 0);
+    int seen[50] = {0};
+    for (size_t i = 0; i < n; i++) {
+        size_t start = (size_t)x[i * block] - 1000;
+        ck_assert_uint_lt(start, 50 - block); /* the last window ends at the last token */
+        seen[start] = 1;
+        for (size_t t = 0; t < block; t++) {
+            ck_assert_float_eq(x[i * block + t], (float)(1000 + start + t));
+            ck_assert_float_eq(y[i * block + t], (float)(1000 + start + t + 1));
+        }
+    }
+    for (size_t k = 0; k < 50 - block; k++) /* every start is drawn */
+        ck_assert_msg(seen[k], "start %zu never drawn in %zu windows", k, n);
+    free(s.ids), free(x), free(y), free(x2), free(y2);
+}
+END_TEST
+
+START_TEST(prompts_encode_with_a_vocabulary)
+{
+    uint32_t *chars, *ids;
+    size_t n, count;
+    check_ok(vocab_chars("\n abc\xC3\xA9", "vocab", &chars, &n));
+    ck_assert_uint_eq(n, 6);
+    check_ok(vocab_encode(chars, n, "ab\xC3\xA9 c\n", 7, "prompt", &ids, &count));
+    ck_assert_uint_eq(count, 6);
+    const uint32_t want[] = {2, 3, 5, 1, 4, 0};
+    for (size_t i = 0; i < 6; i++)
+        ck_assert_uint_eq(ids[i], want[i]);
+    free(ids);
+    expect_error(vocab_encode(chars, n, "abz", 3, "prompt", &ids, &count),
+                 KILN_ERR_INVALID_ARGUMENT, "prompt: the character 'z' (U+007A) at byte offset 2 is not in the vocabulary of 6");
+    free(chars);
+    expect_error(vocab_chars("ba", "ckpt", &chars, &n), KILN_ERR_IO,
+                 "ckpt: the vocabulary is not distinct characters in order");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("text");
+    TCase *tc = tcase_create("text");
+    tcase_add_test(tc, utf8_round_trips_every_code_point);
+    tcase_add_test(tc, text_becomes_sorted_characters_split_as_nanogpt);
+    tcase_add_test(tc, repository_sonnets_load);
+    tcase_add_test(tc, bad_text_is_refused_with_what_and_where);
+    tcase_add_test(tc, nanogpt_bin_files_load);
+    tcase_add_test(tc, npy_token_arrays_load_and_split);
+    tcase_add_test(tc, windows_are_seeded_slices_with_shifted_targets);
+    tcase_add_test(tc, prompts_encode_with_a_vocabulary);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}
