@@ -152,3 +152,43 @@ __kernel void attn_backward_kv(__global const float *qkv, __global const float *
         STOREV(dv[u], u, out + C);
     }
 }
+
+/* Decoding (batch 1) with a cache of keys and values, (positions, 2C): row
+ * p holds position p's k (channels h*HD of the first C) and v (of the
+ * second C). attn_cache_store writes the T new rows' k and v at rows
+ * at .. at+T-1; attn_decode then runs the forward's online softmax for new
+ * row r (position at + r) over cache rows 0 .. at + r, in the same order
+ * and with the same operations as attn_forward. */
+__kernel void attn_cache_store(__global const float *qkv, __global float *cache, const uint at,
+                               const uint C)
+{
+    uint c = (uint)get_global_id(0), r = (uint)get_global_id(1);
+    cache[(size_t)(at + r) * 2 * C + c] = qkv[(size_t)r * 3 * C + C + c];
+}
+
+__kernel void attn_decode(__global const float *qkv, __global const float *cache,
+                          __global float *y, const uint at, const uint H, const float scale)
+{
+    uint r = (uint)get_global_id(0), h = (uint)get_global_id(1), C = H * HD;
+    __global const float *q = qkv + (size_t)r * 3 * C + h * HD;
+    vec qs[NV], acc[NV];
+    for (uint u = 0; u < NV; u++) {
+        qs[u] = LOADV(u, q) * scale;
+        acc[u] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (uint j = 0; j <= at + r; j++) {
+        __global const float *k = cache + (size_t)j * 2 * C + h * HD;
+        __global const float *v = k + C;
+        float s = dot_row(qs, k);
+        float mn = fmax(m, s), corr = exp(m - mn), p = exp(s - mn);
+        l = l * corr + p;
+        for (uint u = 0; u < NV; u++)
+            acc[u] = acc[u] * corr + p * LOADV(u, v);
+        m = mn;
+    }
+    float inv = 1.0f / l;
+    __global float *out = y + (size_t)r * C + h * HD;
+    for (uint u = 0; u < NV; u++)
+        STOREV(acc[u] * inv, u, out);
+}

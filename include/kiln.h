@@ -451,8 +451,10 @@ KILN_API kiln_status kiln_net_set_vocab(kiln_net *net, const char *vocab);
  * sampled from the last position's distribution: temperature 0 is greedy,
  * above 0 divides the logits; top_k keeps the k likeliest (0: all, at
  * most the vocabulary). The same seed gives the same text on the same
- * device. Beyond the block the window slides. Each token runs the whole
- * window again (no KV cache yet). An empty prompt starts from a newline. */
+ * device. Beyond the block the window slides. It runs in eval mode with a
+ * KV cache: until the context fills the block, each token costs one
+ * position's work; once the window slides, each token runs the whole
+ * window (every position moves). An empty prompt starts from a newline. */
 KILN_API kiln_status kiln_net_generate(kiln_net *net, const char *prompt, size_t tokens,
                                        double temperature, size_t top_k, uint64_t seed,
                                        kiln_write_fn out, void *user);

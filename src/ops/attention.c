@@ -48,8 +48,38 @@ static float attn_scale(const op_args *c)
     return (float)(1.0 / sqrt((double)(c->out->shape[2] / c->attrs->heads)));
 }
 
+/* Decoding: the new rows' keys and values into the cache, then each new
+ * row attends to every cached position up to its own. */
+static kiln_status attn_decode(const op_args *c)
+{
+    cl_uint T = c->out->shape[1], H = c->attrs->heads, C = c->out->shape[2];
+    cl_uint at = (cl_uint)c->at;
+    const kiln_tensor *kv = c->cache;
+    if (c->out->shape[0] != 1 || kv->ndim != 2 || kv->shape[1] != 2 * (size_t)C ||
+        c->at + T > kv->shape[0])
+        return kiln_fail(KILN_ERR_SHAPE, "attention: decoding %u rows of batch %zu at position "
+                                         "%zu with a cache of %zu x %zu; expected batch 1, %u "
+                                         "channels and room for them",
+                         T, c->out->shape[0], c->at, kv->shape[0],
+                         kv->ndim == 2 ? kv->shape[1] : 0, 2 * C);
+    cl_kernel store, k;
+    kiln_status st = attn_kernel(c, "attn_cache_store", &store);
+    if (st == KILN_OK)
+        st = attn_kernel(c, "attn_decode", &k);
+    float scale = attn_scale(c);
+    if (st == KILN_OK)
+        st = kiln_launch_3d(c->ctx, store, "attn_cache_store", 2 * C, T, 1,
+                            KARG(c->in[0]->buf), KARG(kv->buf), KARG(at), KARG(C));
+    if (st == KILN_OK)
+        st = kiln_launch_3d(c->ctx, k, "attn_decode", T, H, 1, KARG(c->in[0]->buf),
+                            KARG(kv->buf), KARG(c->out->buf), KARG(at), KARG(H), KARG(scale));
+    return st;
+}
+
 static kiln_status attn_forward(const op_args *c)
 {
+    if (c->cache)
+        return attn_decode(c);
     cl_kernel k;
     kiln_status st = attn_kernel(c, "attn_forward", &k);
     cl_uint T = c->out->shape[1], H = c->attrs->heads;

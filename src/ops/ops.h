@@ -238,6 +238,13 @@ typedef struct {
     const kiln_tensor *dout;
     kiln_tensor *din[OP_MAX_INPUTS];
     kiln_tensor *dparam[OP_MAX_PARAMS];
+    /* Decoding (forward only): the input's first row is position `at` of
+     * the sequence (position adds that row of its table), and attention
+     * keeps the keys and values of every position in cache, (positions,
+     * 2 x channels): it writes the new rows' there and reads the earlier
+     * ones. cache NULL: a whole window from position 0. */
+    size_t at;
+    kiln_tensor *cache;
 } op_args;
 
 /* What an initialiser gets: the tensors of one op, the layer's init =
