@@ -55,35 +55,62 @@ static float dot_row(const vec *a, __global const float *p)
     return HSUM(s);
 }
 
+/* RQ query rows per item (-DRQ=..., a register tile): rows base .. base +
+ * RQ - 1 share each load of a key and value row; row r takes key j only
+ * where j <= base + r (past it, its update is by exp(0) = 1 and p = 0:
+ * the same bits), so each row's results are those of RQ = 1. */
+#ifndef RQ
+#define RQ 1
+#endif
+
 __kernel void attn_forward(__global const float *qkv, __global float *y, __global float *lse,
                            const uint T, const uint H, const float scale)
 {
-    uint i0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
-    uint i = min(i0, T - 1), C = H * HD, row = 3 * C;
-    __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
-    vec qs[NV], acc[NV];
-    for (uint u = 0; u < NV; u++) {
-        qs[u] = LOADV(u, q) * scale;
-        acc[u] = 0.0f;
+    uint g = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint base = g * RQ, C = H * HD, row = 3 * C, last = min(base + RQ - 1, T - 1);
+    vec qs[RQ][NV], acc[RQ][NV];
+    float m[RQ], l[RQ];
+    for (uint r = 0; r < RQ; r++) {
+        __global const float *q = qkv + (size_t)(b * T + min(base + r, T - 1)) * row + h * HD;
+        for (uint u = 0; u < NV; u++) {
+            qs[r][u] = LOADV(u, q) * scale;
+            acc[r][u] = 0.0f;
+        }
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
     }
-    float m = -INFINITY, l = 0.0f;
-    for (uint j = 0; j <= i; j++) {
+    for (uint j = 0; j <= last; j++) {
         __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
         __global const float *v = k + C;
-        float s = dot_row(qs, k);
-        float mn = fmax(m, s), corr = exp(m - mn), p = exp(s - mn);
-        l = l * corr + p;
-        for (uint u = 0; u < NV; u++)
-            acc[u] = acc[u] * corr + p * LOADV(u, v);
-        m = mn;
+        vec kr[NV], vr[NV];
+        for (uint u = 0; u < NV; u++) {
+            kr[u] = LOADV(u, k);
+            vr[u] = LOADV(u, v);
+        }
+        for (uint r = 0; r < RQ; r++) {
+            int keep = j <= base + r; /* else corr = 1, p = 0: the row is unchanged */
+            vec d = 0.0f;
+            for (uint u = 0; u < NV; u++)
+                d += qs[r][u] * kr[u];
+            float s = HSUM(d);
+            float mn = keep ? fmax(m[r], s) : m[r], corr = exp(m[r] - mn);
+            float e = exp(s - mn), p = keep ? e : 0.0f;
+            l[r] = l[r] * corr + p;
+            for (uint u = 0; u < NV; u++)
+                acc[r][u] = acc[r][u] * corr + p * vr[u];
+            m[r] = mn;
+        }
     }
-    float inv = 1.0f / l, stat = m + log(l);
-    if (i0 >= T)
-        return;
-    __global float *out = y + (size_t)(b * T + i) * C + h * HD;
-    for (uint u = 0; u < NV; u++)
-        STOREV(acc[u] * inv, u, out);
-    lse[(b * H + h) * T + i] = stat;
+    for (uint r = 0; r < RQ; r++) {
+        float inv = 1.0f / l[r], stat = m[r] + log(l[r]);
+        uint i = base + r;
+        if (i >= T)
+            continue;
+        __global float *out = y + (size_t)(b * T + i) * C + h * HD;
+        for (uint u = 0; u < NV; u++)
+            STOREV(acc[r][u] * inv, u, out);
+        lse[(b * H + h) * T + i] = stat;
+    }
 }
 
 __kernel void attn_backward_q(__global const float *qkv, __global const float *y,

@@ -780,6 +780,21 @@ KILN_API kiln_status kiln_bench_training(kiln_ctx *ctx, kiln_model *m, size_t ba
 KILN_API kiln_status kiln_bench_net(kiln_ctx *ctx, kiln_model *m, size_t batch,
                                     double *forward_ms, double *step_samples_per_s);
 
+/* A token model (GPT) at a batch size (0: [train]'s), random weights and
+ * tokens: training tokens per second through kiln_net_train_step (the
+ * best of three steps), the share of a step the attention kernels take
+ * (each attention layer's forward and backward timed alone at the step's
+ * shapes), and kiln_net_generate's tokens per second for block - 1 tokens
+ * from an empty prompt, with its KV cache and with every token running
+ * the whole window. */
+typedef struct {
+    size_t batch, block, generated;
+    double step_ms, train_tokens_per_s, attention_share;
+    double generate_tokens_per_s, window_tokens_per_s;
+} kiln_bench_gpt_result;
+KILN_API kiln_status kiln_bench_gpt(kiln_ctx *ctx, kiln_model *m, size_t batch,
+                                    kiln_bench_gpt_result *r);
+
 /* Images per second that an image folder's training split decodes on
  * *workers threads (the model's [train] workers), each converted and
  * resized to model m's input: the pass kiln_net_fit makes before training

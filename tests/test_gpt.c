@@ -191,6 +191,49 @@ START_TEST(attention_matches_reference)
 }
 END_TEST
 
+/* Every register tile of the forward (query rows per work-item) gives the
+ * bits of one row per item, at every case's size. */
+START_TEST(attention_tiles_give_the_same_bits)
+{
+    const attn_case *c = &attn_cases[_i];
+    size_t C = c->H * c->D, nin = c->B * c->T * 3 * C;
+    op_attrs a = attn_attrs(c);
+    kiln_shape in = shape_make(3, c->B, c->T, 3 * C, 0);
+    op_shapes s;
+    check_ok(op_infer(OP_ATTENTION, &a, &in, &s));
+    host x = host_random(nin, -3, 3);
+    op_args args = {.ctx = test_ctx(), .attrs = &a, .training = 1};
+    args.in[0] = device(&in, &x);
+    args.out = device(&s.out, NULL);
+    args.saved[0] = device(&s.saved[0], NULL);
+    float *one[2] = {NULL, NULL};
+    static const size_t rows[] = {1, 2, 3, 4, 8};
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        attention_set_rows(rows[r]);
+        check_ok(op_forward(OP_ATTENTION, &args));
+        float *got[2] = {download(args.out), download(args.saved[0])};
+        for (int k = 0; k < 2; k++) {
+            if (r == 0) {
+                one[k] = got[k];
+                continue;
+            }
+            size_t n = k ? args.saved[0]->numel : args.out->numel;
+            ck_assert_msg(memcmp(one[k], got[k], n * sizeof *got[k]) == 0,
+                          "B%zu T%zu H%zu D%zu: %zu rows per item change the %s", c->B, c->T,
+                          c->H, c->D, rows[r], k ? "log-sum-exp" : "output");
+            free(got[k]);
+        }
+    }
+    attention_set_rows(0);
+    free(one[0]);
+    free(one[1]);
+    host_free(&x);
+    kiln_tensor_free((kiln_tensor *)args.in[0]);
+    kiln_tensor_free(args.out);
+    kiln_tensor_free(args.saved[0]);
+}
+END_TEST
+
 /* ---- embeddings ------------------------------------------------------------------ */
 
 typedef struct {
@@ -353,6 +396,8 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, attention_matches_reference, 0,
                         (int)(sizeof attn_cases / sizeof attn_cases[0]));
+    tcase_add_loop_test(tc, attention_tiles_give_the_same_bits, 0,
+                        sizeof attn_cases / sizeof attn_cases[0]);
     tcase_add_loop_test(tc, embeddings_match_reference, 0,
                         (int)(sizeof embed_cases / sizeof embed_cases[0]));
     tcase_add_test(tc, embedding_of_a_bad_id_is_nan);

@@ -35,11 +35,29 @@ static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes
     return KILN_OK;
 }
 
+/* Query rows per work-item of the forward (RQ, a register tile sharing
+ * each key and value load): measured by bench/attention_tiles.sh. Where
+ * work-groups run as loops (PoCL) ATTN_CPU_ROWS; elsewhere 1. */
+#define ATTN_CPU_ROWS 4
+static size_t rows_override; /* attention_set_rows: 0 for the device's choice */
+
+void attention_set_rows(size_t rows)
+{
+    rows_override = rows;
+}
+
+static size_t attn_rows(const kiln_ctx *ctx)
+{
+    if (rows_override)
+        return rows_override;
+    return kiln_device_loops_work_groups(&ctx->info) ? ATTN_CPU_ROWS : 1;
+}
+
 static kiln_status attn_kernel(const op_args *c, const char *name, cl_kernel *k)
 {
-    char opts[32];
+    char opts[48];
     size_t D = c->out->shape[2] / c->attrs->heads;
-    snprintf(opts, sizeof opts, "-DHD=%zu", D);
+    snprintf(opts, sizeof opts, "-DHD=%zu -DRQ=%zu", D, attn_rows(c->ctx));
     return kiln_kernel_get(c->ctx, "attention.cl", opts, name, k);
 }
 
@@ -83,10 +101,11 @@ static kiln_status attn_forward(const op_args *c)
     cl_kernel k;
     kiln_status st = attn_kernel(c, "attn_forward", &k);
     cl_uint T = c->out->shape[1], H = c->attrs->heads;
+    size_t R = attn_rows(c->ctx);
     float scale = attn_scale(c);
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(c->ctx, k, "attn_forward", T, H, c->out->shape[0],
+    return kiln_launch_3d(c->ctx, k, "attn_forward", (T + R - 1) / R, H, c->out->shape[0],
                           KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->saved[0]->buf),
                           KARG(T), KARG(H), KARG(scale));
 }

@@ -344,6 +344,11 @@ const char *loss_name(loss_kind kind);
  * statistics as they do. */
 kiln_status op_batchnorm_sync_idle(const op_args *c, int backward);
 
+/* Attention's forward takes `rows` query rows per work-item (a register
+ * tile; 0: the device's choice). For tests and benchmarks: every choice
+ * gives the same bits. */
+void attention_set_rows(size_t rows);
+
 /* ---- reductions --------------------------------------------------------- */
 
 /* out (1 element) = sum over all tensors of the sum of their squares, in a
