@@ -6,9 +6,9 @@
  * scale = 1/sqrt(HD). Query row i sees keys 0..i: the loops stop at the
  * diagonal, so nothing above it is computed.
  *
- * attn_forward: one item per (query i, head, batch), an online softmax over
+ * attn_forward: one item per (RQ query rows, head, batch), an online softmax over
  * the keys in order (running max m, sum l, output acc rescaled when m grows).
- * attn_backward_q: one item per query row; delta_i = dy_i . y_i, then
+ * attn_backward_q: one item per RQ query rows; delta_i = dy_i . y_i, then
  *   p_ij = exp(s_ij - lse_i), ds_ij = p_ij (dy_i . v_j - delta_i),
  *   dq_i = scale sum_j ds_ij k_j over j = 0..i in order.
  * attn_backward_kv: one item per key row j, over queries i = j..T-1 in order:
@@ -118,31 +118,52 @@ __kernel void attn_backward_q(__global const float *qkv, __global const float *y
                               __global float *delta, __global float *dqkv, const uint T,
                               const uint H, const float scale)
 {
-    uint i0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
-    uint i = min(i0, T - 1), C = H * HD, row = 3 * C;
-    __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
-    __global const float *yi = y + (size_t)(b * T + i) * C + h * HD;
-    __global const float *gi = dy + (size_t)(b * T + i) * C + h * HD;
-    vec qs[NV], g[NV], dq[NV];
-    for (uint u = 0; u < NV; u++) {
-        qs[u] = LOADV(u, q) * scale;
-        g[u] = LOADV(u, gi);
-        dq[u] = 0.0f;
+    uint g0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint base = g0 * RQ, C = H * HD, row = 3 * C, last = min(base + RQ - 1, T - 1);
+    vec qs[RQ][NV], g[RQ][NV], dq[RQ][NV];
+    float dl[RQ], stat[RQ];
+    for (uint r = 0; r < RQ; r++) {
+        uint i = min(base + r, T - 1);
+        __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
+        __global const float *yi = y + (size_t)(b * T + i) * C + h * HD;
+        __global const float *gi = dy + (size_t)(b * T + i) * C + h * HD;
+        for (uint u = 0; u < NV; u++) {
+            qs[r][u] = LOADV(u, q) * scale;
+            g[r][u] = LOADV(u, gi);
+            dq[r][u] = 0.0f;
+        }
+        dl[r] = dot_row(g[r], yi);
+        stat[r] = lse[(b * H + h) * T + i];
     }
-    float dl = dot_row(g, yi), stat = lse[(b * H + h) * T + i];
-    for (uint j = 0; j <= i; j++) {
+    for (uint j = 0; j <= last; j++) {
         __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
         __global const float *v = k + C;
-        float ds = exp(dot_row(qs, k) - stat) * (dot_row(g, v) - dl);
-        for (uint u = 0; u < NV; u++)
-            dq[u] += ds * LOADV(u, k);
+        vec kr[NV], vr[NV];
+        for (uint u = 0; u < NV; u++) {
+            kr[u] = LOADV(u, k);
+            vr[u] = LOADV(u, v);
+        }
+        for (uint r = 0; r < RQ; r++) { /* past the diagonal ds = 0: dq unchanged */
+            vec s = 0.0f, t = 0.0f;
+            for (uint u = 0; u < NV; u++) {
+                s += qs[r][u] * kr[u];
+                t += g[r][u] * vr[u];
+            }
+            float e = exp(HSUM(s) - stat[r]);
+            float ds = j <= base + r ? e * (HSUM(t) - dl[r]) : 0.0f;
+            for (uint u = 0; u < NV; u++)
+                dq[r][u] += ds * kr[u];
+        }
     }
-    if (i0 >= T)
-        return;
-    __global float *out = dqkv + (size_t)(b * T + i) * row + h * HD;
-    for (uint u = 0; u < NV; u++)
-        STOREV(dq[u] * scale, u, out);
-    delta[(b * H + h) * T + i] = dl;
+    for (uint r = 0; r < RQ; r++) {
+        uint i = base + r;
+        if (i >= T)
+            continue;
+        __global float *out = dqkv + (size_t)(b * T + i) * row + h * HD;
+        for (uint u = 0; u < NV; u++)
+            STOREV(dq[r][u] * scale, u, out);
+        delta[(b * H + h) * T + i] = dl[r];
+    }
 }
 
 __kernel void attn_backward_kv(__global const float *qkv, __global const float *dy,

@@ -191,46 +191,53 @@ START_TEST(attention_matches_reference)
 }
 END_TEST
 
-/* Every register tile of the forward (query rows per work-item) gives the
- * bits of one row per item, at every case's size. */
+/* Every register tile (query rows per work-item) gives the bits of one
+ * row per item, forward and backward, at every case's size. */
 START_TEST(attention_tiles_give_the_same_bits)
 {
     const attn_case *c = &attn_cases[_i];
-    size_t C = c->H * c->D, nin = c->B * c->T * 3 * C;
+    size_t C = c->H * c->D, nin = c->B * c->T * 3 * C, nout = c->B * c->T * C;
     op_attrs a = attn_attrs(c);
     kiln_shape in = shape_make(3, c->B, c->T, 3 * C, 0);
     op_shapes s;
     check_ok(op_infer(OP_ATTENTION, &a, &in, &s));
-    host x = host_random(nin, -3, 3);
+    host x = host_random(nin, -3, 3), dy = host_random(nout, -1, 1);
     op_args args = {.ctx = test_ctx(), .attrs = &a, .training = 1};
     args.in[0] = device(&in, &x);
     args.out = device(&s.out, NULL);
     args.saved[0] = device(&s.saved[0], NULL);
-    float *one[2] = {NULL, NULL};
+    args.dout = device(&s.out, &dy);
+    args.din[0] = device(&in, NULL);
+    const kiln_tensor *results[3] = {args.out, args.saved[0], args.din[0]};
+    static const char *names[3] = {"output", "log-sum-exp", "input gradient"};
+    float *one[3] = {NULL, NULL, NULL};
     static const size_t rows[] = {1, 2, 3, 4, 8};
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         attention_set_rows(rows[r]);
         check_ok(op_forward(OP_ATTENTION, &args));
-        float *got[2] = {download(args.out), download(args.saved[0])};
-        for (int k = 0; k < 2; k++) {
+        check_ok(op_backward(OP_ATTENTION, &args));
+        for (int k = 0; k < 3; k++) {
+            float *got = download(results[k]);
             if (r == 0) {
-                one[k] = got[k];
+                one[k] = got;
                 continue;
             }
-            size_t n = k ? args.saved[0]->numel : args.out->numel;
-            ck_assert_msg(memcmp(one[k], got[k], n * sizeof *got[k]) == 0,
+            ck_assert_msg(memcmp(one[k], got, results[k]->numel * sizeof *got) == 0,
                           "B%zu T%zu H%zu D%zu: %zu rows per item change the %s", c->B, c->T,
-                          c->H, c->D, rows[r], k ? "log-sum-exp" : "output");
-            free(got[k]);
+                          c->H, c->D, rows[r], names[k]);
+            free(got);
         }
     }
     attention_set_rows(0);
-    free(one[0]);
-    free(one[1]);
+    for (int k = 0; k < 3; k++)
+        free(one[k]);
     host_free(&x);
+    host_free(&dy);
     kiln_tensor_free((kiln_tensor *)args.in[0]);
     kiln_tensor_free(args.out);
     kiln_tensor_free(args.saved[0]);
+    kiln_tensor_free((kiln_tensor *)args.dout);
+    kiln_tensor_free(args.din[0]);
 }
 END_TEST
 

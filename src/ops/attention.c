@@ -38,7 +38,7 @@ static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes
 /* Query rows per work-item of the forward (RQ, a register tile sharing
  * each key and value load): measured by bench/attention_tiles.sh. Where
  * work-groups run as loops (PoCL) ATTN_CPU_ROWS; elsewhere 1. */
-#define ATTN_CPU_ROWS 4
+#define ATTN_CPU_ROWS 8
 static size_t rows_override; /* attention_set_rows: 0 for the device's choice */
 
 void attention_set_rows(size_t rows)
@@ -123,10 +123,11 @@ static kiln_status attn_backward(const op_args *c)
     if (st == KILN_OK)
         st = tensor_of(c->ctx, &ds, &delta);
     cl_uint T = c->out->shape[1], H = c->attrs->heads;
-    size_t B = c->out->shape[0];
+    size_t B = c->out->shape[0], R = attn_rows(c->ctx);
     float scale = attn_scale(c);
     if (st == KILN_OK)
-        st = kiln_launch_3d(c->ctx, kq, "attn_backward_q", T, H, B, KARG(c->in[0]->buf),
+        st = kiln_launch_3d(c->ctx, kq, "attn_backward_q", (T + R - 1) / R, H, B,
+                            KARG(c->in[0]->buf),
                             KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
                             KARG(delta->buf), KARG(c->din[0]->buf), KARG(T), KARG(H),
                             KARG(scale));

@@ -344,9 +344,9 @@ const char *loss_name(loss_kind kind);
  * statistics as they do. */
 kiln_status op_batchnorm_sync_idle(const op_args *c, int backward);
 
-/* Attention's forward takes `rows` query rows per work-item (a register
- * tile; 0: the device's choice). For tests and benchmarks: every choice
- * gives the same bits. */
+/* Attention's forward and query-gradient kernels take `rows` query rows
+ * per work-item (a register tile; 0: the device's choice). For tests and
+ * benchmarks: every choice gives the same bits. */
 void attention_set_rows(size_t rows);
 
 /* ---- reductions --------------------------------------------------------- */
