@@ -285,8 +285,9 @@ class Model:
         """Text from a token model with a vocabulary (as `kiln generate`):
         `tokens` characters after the prompt, temperature 0 greedy, top_k
         the k likeliest only; stream(text) gets each character as it comes.
-        Returns the characters written (without the prompt). Each character
-        runs the whole window again (no KV cache yet)."""
+        Returns the characters written (without the prompt). A KV cache
+        makes each character one position's work until the window fills
+        the block."""
         if top_k is not None and (int(top_k) != top_k or top_k < 1):
             raise ValueError(f"top_k {top_k}: expected a whole number from 1 (None: all)")
         pieces = []
