@@ -8,6 +8,7 @@
  * file is the interface; the kernels can change beneath it. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "ops/ops.h"
 
@@ -36,8 +37,9 @@ static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes
 }
 
 /* Query rows per work-item of the forward (RQ, a register tile sharing
- * each key and value load): measured by bench/attention_tiles.sh. Where
- * work-groups run as loops (PoCL) ATTN_CPU_ROWS; elsewhere 1. */
+ * each key and value load): measured by bench/bench_attention. Where
+ * work-groups run as loops (PoCL) ATTN_CPU_ROWS; elsewhere 1;
+ * $KILN_ATTN_ROWS (1 to 16) overrides it for benchmarks. */
 #define ATTN_CPU_ROWS 8
 static size_t rows_override; /* attention_set_rows: 0 for the device's choice */
 
@@ -50,6 +52,10 @@ static size_t attn_rows(const kiln_ctx *ctx)
 {
     if (rows_override)
         return rows_override;
+    const char *env = getenv("KILN_ATTN_ROWS"); /* benchmarks: 1 to 16 */
+    long rows = env ? strtol(env, NULL, 10) : 0;
+    if (rows >= 1 && rows <= 16)
+        return (size_t)rows;
     return kiln_device_loops_work_groups(&ctx->info) ? ATTN_CPU_ROWS : 1;
 }
 
