@@ -121,6 +121,8 @@ def main():
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--seed', type=int, default=1337)
     p.add_argument('--json', help='write the figures here')
+    p.add_argument('--rate-only', action='store_true',
+                   help='skip the whole-split validation loss (for timing runs)')
     a = p.parse_args()
     a.lr, a.min_lr, a.warmup, a.batch = 1e-3, 1e-4, 100, 12
     torch.set_num_threads(a.threads)
@@ -193,7 +195,7 @@ def main():
             print(f'step {done}/{a.steps}  lr {lr_at(it, a):.3g}  train loss {e["train"]:.4f}  '
                   f'val loss {e["val"]:.4f}  {done * a.batch * C.block_size / train_time:.0f} '
                   f'tokens/s', flush=True)
-    v = whole_val()
+    v = float('nan') if a.rate_only else whole_val()
     tps = a.steps * a.batch * C.block_size / train_time
     print(f'validation loss over the whole split: {v:.4f}; {tps:.0f} training tokens/s '
           f'(PyTorch {torch.__version__}, {a.threads} threads)')

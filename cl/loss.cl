@@ -75,3 +75,44 @@ __kernel void ce_rows(__global const float *x, __global const float *t,
         grad[r * C + j] = (exp(xr[j] - lse) - q) * grad_scale;
     }
 }
+
+/* Cross-entropy with class weights w (C), as PyTorch's weight= with
+ * reduction='mean': L = sum_i w[t_i] l_i / sum_i w[t_i]. Each item also
+ * sums w over every row's target (batches are small next to the rows'
+ * exps), so the terms come out as w[t] l N / sum w, whose plain mean is L,
+ * and grad = w[t] (softmax(x) - onehot(t)) / sum w. */
+__kernel void ce_rows_weighted(__global const float *x, __global const float *t,
+                               __global const float *w, __global float *terms,
+                               __global float *grad, const uint N, const uint C,
+                               const int has_grad)
+{
+    uint r = (uint)get_global_id(0), row = min(r, N - 1);
+    __global const float *xr = x + row * C;
+    float total = 0.0f;
+    for (uint i = 0; i < N; i++) {
+        int k = (int)t[i];
+        total += k >= 0 && k < (int)C ? w[k] : 0.0f;
+    }
+    float target = t[row];
+    int cls = (int)target;
+    int valid = target >= 0.0f && (float)cls == target && cls < (int)C && total > 0.0f;
+    float m = -INFINITY;
+    for (uint j = 0; j < C; j++)
+        m = fmax(m, xr[j]);
+    float sum_e = 0.0f;
+    for (uint j = 0; j < C; j++)
+        sum_e += exp(xr[j] - m);
+    float lse = m + log(sum_e);
+    if (r >= N)
+        return;
+    if (!valid) {
+        terms[r] = NAN;
+        for (uint j = 0; has_grad && j < C; j++)
+            grad[r * C + j] = NAN;
+        return;
+    }
+    float wt = w[cls];
+    terms[r] = wt * (lse - xr[cls]) * (float)N / total;
+    for (uint j = 0; has_grad && j < C; j++)
+        grad[r * C + j] = wt * (exp(xr[j] - lse) - (j == (uint)cls ? 1.0f : 0.0f)) / total;
+}

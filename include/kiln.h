@@ -312,6 +312,19 @@ KILN_API kiln_status kiln_model_create(kiln_model **out);
  * The layer's shape is checked at once; errors name "layer N [kind]". */
 KILN_API kiln_status kiln_model_add(kiln_model *m, const char *layer, const char *const *kv);
 
+/* Writes the model as model-file text: every section as it was added
+ * (from a file or by kiln_model_add), then [train] with the settings as
+ * they are now (kiln_model_set_train's and kiln_net_configure's
+ * included). kiln_model_parse of the text gives the same model. Values
+ * are one line each: kiln_model_add refuses line breaks. */
+KILN_API kiln_status kiln_model_text(const kiln_model *m, kiln_write_fn fn, void *user);
+
+/* The model a checkpoint carries: kiln_net_save and kiln train write the
+ * model's text into the safetensors metadata (key "model"), so the file
+ * alone gives back the model, to load the weights into. A checkpoint
+ * without it (an older kiln's, PyTorch's) is KILN_ERR_MODEL saying so. */
+KILN_API kiln_status kiln_model_from_checkpoint(const char *path, kiln_model **out);
+
 KILN_API void kiln_model_free(kiln_model *m);
 
 KILN_API size_t kiln_model_layer_count(const kiln_model *m);
@@ -333,6 +346,12 @@ KILN_API const char *kiln_model_train_setting(const kiln_model *m, const char *k
 /* Checks every key and value of the [train] section as training would
  * read them; an error names the file, the line and what was expected. */
 KILN_API kiln_status kiln_model_check_train(const kiln_model *m);
+
+/* Every [train] key with the value training uses: the model's, else the
+ * default; one "key = value\n" per key. Keys that do not apply (momentum
+ * of adam) are written too. An error in the section is its error. */
+KILN_API kiln_status kiln_model_train_settings(const kiln_model *m, kiln_write_fn fn,
+                                               void *user);
 
 /* Prints a table of the layers (name, kind, input, output shape,
  * parameters) and the totals, like PyTorch's and Keras's summaries. */
@@ -431,6 +450,21 @@ KILN_API kiln_status kiln_net_train_step(kiln_net *net, const float *x, const fl
  * alone again. KILN_ERR_UNSUPPORTED from a kiln built without MPI. */
 KILN_API kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm);
 
+/* Where this process stands in a job started by a launcher: Open MPI's
+ * mpirun (OMPI_COMM_WORLD_RANK, _LOCAL_RANK, _SIZE), else Slurm's srun
+ * (SLURM_PROCID, SLURM_LOCALID, SLURM_STEP_NUM_TASKS, else SLURM_NTASKS
+ * where SLURM_STEP_ID is set: a batch script itself is one process),
+ * else PMI (PMI_RANK, PMI_SIZE). lookup is getenv's signature (NULL:
+ * the process's environment), so a program or test can hand it another. */
+typedef struct {
+    int rank;             /* 0 to size - 1 */
+    int local_rank;       /* among the job's processes on this node: picks the device */
+    int size;             /* 1 when not started by a launcher */
+    const char *launcher; /* "mpirun", "slurm", "pmi" or "none" */
+} kiln_job;
+
+KILN_API void kiln_job_place(const char *(*lookup)(const char *name), kiln_job *out);
+
 /* Loss and accuracy of n samples in eval mode, without training (y as in
  * kiln_net_train_step). accuracy is NaN for mse. Either output may be NULL. */
 KILN_API kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, size_t n,
@@ -518,6 +552,30 @@ KILN_API kiln_status kiln_net_get(kiln_net *net, const char *name, float *dst, s
 KILN_API kiln_status kiln_net_set(kiln_net *net, const char *name, const float *src,
                                   size_t count);
 
+/* The gradient of a parameter from the last training step (count: its
+ * element count); after a frozen parameter's step, zeros. Buffers have
+ * none (KILN_ERR_INVALID_ARGUMENT). */
+KILN_API kiln_status kiln_net_grad(kiln_net *net, const char *name, float *dst, size_t count);
+
+/* Freezes (1) or unfreezes (0) a parameter, as requires_grad_(False) does
+ * in PyTorch: training steps leave it as it is (no update, no weight
+ * decay) and gradient clipping leaves it out. The optimizer's moments of
+ * a frozen parameter decay while it is frozen. kiln_net_frozen: 1, 0, or
+ * -1 for a name the network does not have. */
+KILN_API kiln_status kiln_net_set_frozen(kiln_net *net, const char *name, int frozen);
+KILN_API int kiln_net_frozen(const kiln_net *net, const char *name);
+
+/* The optimizer's state, to carry a network to another device or
+ * process: how many slots it keeps (sgd with momentum 1, adam and adamw
+ * 2, plain sgd 0), each of *count floats in the order of the parameters;
+ * a slot read, and written back with the step count (Adam's bias
+ * correction follows it). */
+KILN_API size_t kiln_net_optimizer_slots(const kiln_net *net, size_t *count);
+KILN_API kiln_status kiln_net_get_optimizer_state(kiln_net *net, int slot, float *dst,
+                                                  size_t count);
+KILN_API kiln_status kiln_net_set_optimizer_state(kiln_net *net, int slot, const float *src,
+                                                  size_t count, uint64_t steps);
+
 /* ---- training settings ---- */
 
 /* Sets a [train] key of the network as the model file would ("lr",
@@ -537,6 +595,10 @@ KILN_API uint64_t kiln_net_steps(const kiln_net *net);
  * training data when [train] normalize says so; none is mean 0, std 1. */
 KILN_API kiln_status kiln_net_set_normalization(kiln_net *net, const float *mean,
                                                 const float *std, size_t count);
+/* The normalization in use: *count values each (1 for none: mean 0, std
+ * 1) into mean and std, which hold cap values; both NULL: the count only. */
+KILN_API kiln_status kiln_net_normalization(const kiln_net *net, float *mean, float *std,
+                                            size_t cap, size_t *count);
 
 /* Inputs of forward, train_step and evaluate are always checked for NaN
  * and Inf (KILN_ERR_NUMERIC naming the sample and value). With on, every
@@ -626,6 +688,8 @@ typedef struct {
     double lr;
     double seconds;         /* on_epoch: the epoch's time */
     int best;               /* on_epoch: 1 when its validation loss is the best so far */
+    double val_mae, val_r2; /* on_epoch, mse: the validation data's mean absolute error and
+                               R² (per output, averaged); NaN otherwise */
 } kiln_progress;
 
 /* Returns 0 to go on; anything else stops training after this batch, as a
@@ -665,6 +729,8 @@ typedef struct {
     const char *npz_keys;  /* .npz: the arrays, as kiln_data_load_npz's keys; NULL: x and y
                               (else x_train and y_train), with x_test and y_test as the
                               test split when the file has them */
+    int keep_last;         /* 0 (the default): end on the weights of the epoch with the best
+                              validation loss; 1: keep the last epoch's */
     int steps;             /* > 0: overrides [train] steps (token models train by steps) */
 } kiln_train_options;
 
@@ -688,10 +754,11 @@ typedef struct {
 
 /* Trains the network in place as its [train] settings say (loss,
  * optimizer, schedule, clipping, early stopping, seed) on the chosen data,
- * keeps the weights of the best validation loss, and evaluates them on
- * the test data. Every batch trains, the last short one included. The
- * batch is the options', else [train]'s, but at most the network's
- * max_batch. */
+ * keeps the weights of the best validation loss (unless keep_last is
+ * set), and evaluates them on the test data. Every batch trains, the last
+ * short one included. The batch is the options', else [train]'s; a
+ * [train] batch above the network's max_batch trains at max_batch and the
+ * log says so, an options' batch above it is an error. */
 KILN_API kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *o,
                                   kiln_train_report *report);
 

@@ -134,7 +134,7 @@ with tempfile.TemporaryDirectory() as tmp:
                        env=dict(os.environ, POCL_MAX_PTHREAD_COUNT="1"))
     lines = [line.strip() for line in r.stdout.splitlines() if line.strip()]
     ok = (r.returncode == 0 and lines.count("data parallelism over MPI, 2 ranks") == 1 and
-          sum(line.startswith("allreduce ") for line in lines) == 5 and
+          sum(line.startswith("allreduce ") for line in lines) == 7 and
           sum("of gradients alone" in line for line in lines) == 1 and "SGEMM" not in r.stdout)
     failed |= not ok
     print(f"{'ok  ' if ok else 'FAIL'} kiln bench under mpirun: {len(lines)} lines from rank 0, "

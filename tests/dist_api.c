@@ -7,7 +7,8 @@
  * the lone network's within 1e-5 relative, and so do the step losses; a
  * rank that refuses its part (a NaN input) makes every rank fail the step
  * without training; rank 1 starts from other weights and is given rank
- * 0's. */
+ * 0's; a rank with another model makes kiln_net_set_comm fail on every
+ * rank, naming the tensor. */
 #include <kiln.h>
 #include <math.h>
 #include <mpi.h>
@@ -153,6 +154,28 @@ int main(int argc, char **argv)
           "a NaN on the last rank fails the step on every rank, untrained", (double)st);
     if (st == KILN_OK || !strstr(kiln_last_error(), expect))
         printf("rank %d: %s\n", rank, st ? kiln_last_error() : "the step was taken");
+
+    /* the last rank holds another model: kiln_net_set_comm fails on every
+     * rank, naming the tensor, and leaves each network alone */
+    static const char *const narrow =
+        "[input]\nshape = 6\n[linear]\nout = 12\n[batchnorm]\n[relu]\n[linear]\nout = 3\n"
+        "[train]\noptimizer = sgd\nlr = 0.1\n";
+    kiln_model *other;
+    kiln_net *odd;
+    need(kiln_model_parse(rank == size - 1 ? narrow : model, "dist_api", &other),
+         "kiln_model_parse");
+    need(kiln_net_create(ctx, other, BATCH, &odd), "kiln_net_create");
+    st = kiln_net_set_comm(odd, &world);
+    check(st != KILN_OK && strstr(kiln_last_error(), "has tensor 0.weight = 12x6 where rank 0 "
+                                                     "has 16x6"),
+          "another model on the last rank: kiln_net_set_comm fails on every rank, naming it",
+          (double)st);
+    if (st == KILN_OK || !strstr(kiln_last_error(), "12x6"))
+        printf("rank %d: %s\n", rank, st ? kiln_last_error() : "the models were accepted");
+    check(kiln_net_train_step(odd, x, y, BATCH, NULL) == KILN_OK,
+          "and the network trains alone afterwards", 0);
+    kiln_net_free(odd);
+    kiln_model_free(other);
 
     kiln_net_free(shared);
     kiln_net_free(alone);

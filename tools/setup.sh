@@ -15,10 +15,11 @@ packages=(
   dataset-fashion-mnist                                 # the demo data
   valgrind clang libclang-rt-14-dev                     # leak checks and fuzzing (tools/test.sh)
   libopenblas0                                          # the host baseline of kiln bench
-  python3-numpy python3-pytest                          # the Python package's tests
+  python3-numpy python3-pytest python3-mesonpy          # the Python package: its tests, its wheel (meson-python)
   openmpi-bin libopenmpi-dev                            # data-parallel training (mpirun)
   libprotobuf-c-dev protobuf-c-compiler                 # ONNX export (onnx.proto)
   python3-venv                                          # the ONNX tests' venv (tools/test.sh)
+  iproute2                                              # the two-host test's namespaces (ip netns)
 )
 
 missing=()

@@ -1,9 +1,10 @@
 """ctypes declarations of libkiln's C API (include/kiln.h), in one place.
 
 The library is looked for in this order: $KILN_LIBRARY, the copy that
-`pip install` bundled into the package, build/ and build-python/ of the
-kiln source tree when the package is imported from one (python/kiln),
-then the system's libkiln (ctypes.util.find_library).
+`pip install` bundled into the package (kiln/_lib/libkiln.so, built by
+meson-python), build/ of the kiln source tree when the package is
+imported from one (python/kiln), then the system's libkiln
+(ctypes.util.find_library).
 """
 import ctypes
 import ctypes.util
@@ -32,7 +33,8 @@ class Progress(ctypes.Structure):
                 ("batches", c_size), ("step", ctypes.c_uint64), ("loss", ctypes.c_double),
                 ("accuracy", ctypes.c_double), ("val_loss", ctypes.c_double),
                 ("val_accuracy", ctypes.c_double), ("lr", ctypes.c_double),
-                ("seconds", ctypes.c_double), ("best", ctypes.c_int)]
+                ("seconds", ctypes.c_double), ("best", ctypes.c_int),
+                ("val_mae", ctypes.c_double), ("val_r2", ctypes.c_double)]
 
 
 WRITE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
@@ -49,7 +51,7 @@ class TrainOptions(ctypes.Structure):
                 ("progress", ctypes.c_int), ("log", WRITE_FN), ("log_user", ctypes.c_void_p),
                 ("on_step", PROGRESS_FN), ("on_epoch", PROGRESS_FN), ("user", ctypes.c_void_p),
                 ("stop", ctypes.POINTER(ctypes.c_int)), ("npz_keys", ctypes.c_char_p),
-                ("steps", ctypes.c_int)]
+                ("keep_last", ctypes.c_int), ("steps", ctypes.c_int)]
 
 
 class TrainReport(ctypes.Structure):
@@ -83,6 +85,12 @@ SIGNATURES = {
     "kiln_model_load": (c_status, [ctypes.c_char_p, ctypes.POINTER(P)]),
     "kiln_model_parse": (c_status, [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(P)]),
     "kiln_model_free": (None, [P]),
+    "kiln_model_create": (c_status, [ctypes.POINTER(P)]),
+    "kiln_model_add": (c_status, [P, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)]),
+    "kiln_model_text": (c_status, [P, WRITE_FN, P]),
+    "kiln_model_from_checkpoint": (c_status, [ctypes.c_char_p, ctypes.POINTER(P)]),
+    "kiln_model_train_settings": (c_status, [P, WRITE_FN, P]),
+    "kiln_model_check_train": (c_status, [P]),
     "kiln_model_train_setting": (ctypes.c_char_p, [P, ctypes.c_char_p]),
     "kiln_model_set_train": (c_status, [P, ctypes.c_char_p, ctypes.c_char_p]),
     "kiln_model_summary": (c_status, [P, WRITE_FN, P]),
@@ -115,6 +123,14 @@ SIGNATURES = {
     "kiln_net_lr": (ctypes.c_double, [P]),
     "kiln_net_set_lr": (c_status, [P, ctypes.c_double]),
     "kiln_net_steps": (ctypes.c_uint64, [P]),
+    "kiln_net_grad": (c_status, [P, ctypes.c_char_p, F, c_size]),
+    "kiln_net_set_frozen": (c_status, [P, ctypes.c_char_p, ctypes.c_int]),
+    "kiln_net_frozen": (ctypes.c_int, [P, ctypes.c_char_p]),
+    "kiln_net_set_normalization": (c_status, [P, F, F, c_size]),
+    "kiln_net_normalization": (c_status, [P, F, F, c_size, ctypes.POINTER(c_size)]),
+    "kiln_net_optimizer_slots": (c_size, [P, ctypes.POINTER(c_size)]),
+    "kiln_net_get_optimizer_state": (c_status, [P, ctypes.c_int, F, c_size]),
+    "kiln_net_set_optimizer_state": (c_status, [P, ctypes.c_int, F, c_size, ctypes.c_uint64]),
     "kiln_net_fit": (c_status, [P, ctypes.POINTER(TrainOptions), ctypes.POINTER(TrainReport)]),
     "kiln_data_from_arrays": (c_status, [F, F, c_size, c_size, c_size, ctypes.POINTER(P)]),
     "kiln_data_free": (None, [P]),
@@ -123,6 +139,7 @@ SIGNATURES = {
     "kiln_data_load_npz": (c_status, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                                       ctypes.POINTER(P)]),
     "kiln_data_count": (c_size, [P]),
+    "kiln_data_classes": (c_size, [P]),
     "kiln_data_features": (c_size, [P]),
     "kiln_data_targets": (c_size, [P]),
     "kiln_data_labelled": (ctypes.c_int, [P]),
@@ -144,7 +161,7 @@ def _candidates():
     tree = os.path.dirname(os.path.dirname(here))  # python/kiln -> a kiln source tree?
     if os.path.exists(os.path.join(tree, "meson.build")) and os.path.exists(
             os.path.join(tree, "include", "kiln.h")):
-        for build in ("build", "build-python"):  # tools/setup.sh's, setup.py's
+        for build in ("build",):  # tools/setup.sh's
             path = os.path.join(tree, build, "libkiln.so")
             yield (path if os.path.exists(path) else None), path
     yield ctypes.util.find_library("kiln"), 'ctypes.util.find_library("kiln")'

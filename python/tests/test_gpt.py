@@ -129,3 +129,13 @@ def test_fit_on_arrays_says_what_a_token_model_trains_on(corpus):
         x, y = windows(ids, 8, 16, np.random.default_rng(3))
         with pytest.raises(kiln.KilnError, match="a token model trains on a corpus"):
             m.fit(x, y, epochs=1)
+
+
+def test_a_larger_batch_keeps_the_vocabulary(corpus):
+    chars, ids = corpus
+    with kiln.Model.from_file(MODEL) as m:
+        m.vocab = "".join(chars)
+        x, y = windows(ids, 40, 16, np.random.default_rng(5))  # above [train] batch 8
+        m.train_step(x, y)
+        assert m.vocab == "".join(chars)
+        assert m.predict(x[:2]).shape == (2, 16, 56)

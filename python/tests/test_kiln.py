@@ -119,9 +119,9 @@ def test_arrays_are_converted_or_refused_clearly():
     for wrong in ({"epochs": 0}, {"batch": -3}, {"batch": 2.5}):
         with pytest.raises(ValueError, match="expected a whole number from 1"):
             m.fit(x, y, verbose=False, **wrong)
-    with pytest.raises(kiln.KilnError, match="training data: .*at least one sample"):
+    with pytest.raises(ValueError, match="training data has no samples"):
         m.fit(x[:0], y[:0], epochs=1, verbose=False)
-    with pytest.raises(kiln.KilnError, match="lr = -1"):
+    with pytest.raises(ValueError, match="lr = -1"):
         m.fit(x, y, epochs=1, lr=-1, verbose=False)
     with pytest.raises(kiln.KilnError, match="unknown section"):
         kiln.Model.from_string(MLP.replace("[relu]", "[rleu]"))
@@ -133,9 +133,9 @@ def test_arrays_are_converted_or_refused_clearly():
         m.load(os.path.join(SOURCE, "no-such-file.safetensors"))
     assert m.predict(x[:0]).shape == (0, 3)
     assert np.all(np.isfinite(m.state_dict()["0.weight"]))  # nothing above reached the weights
-    with pytest.raises(kiln.KilnError, match="unknown key"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_setting'"):
         m.fit(x, y, epochs=1, no_such_setting=3, verbose=False)
-    with pytest.raises(kiln.KilnError, match="expected"):
+    with pytest.raises(ValueError, match="optimizer = lbfgs: expected sgd"):
         m.fit(x, y, epochs=1, optimizer="lbfgs", verbose=False)
     m.close()
     with pytest.raises(kiln.KilnError, match="closed"):
@@ -190,7 +190,7 @@ def test_a_larger_batch_keeps_weights_normalization_and_settings():
     m = kiln.Model.from_string(MLP.replace("batch = 32", "batch = 16"))
     m.fit(x, y, epochs=3, lr=0.02, verbose=False)
     before = m.predict(x)
-    m._grow(100)  # what train_step and fit do for a batch above the network's
+    m._rebuild(max_batch=100)  # what train_step and fit do for a batch above the network's
     assert np.allclose(m.predict(x), before, atol=1e-6)
     assert m.lr == pytest.approx(0.02)
     assert np.isfinite(m.train_step(x[:100], y[:100]))

@@ -79,9 +79,13 @@ static inline void cli_write(void *file, const char *text)
 int cli_number_arg(const char *flag, const char *v, double lo, double hi, double *out);
 int cli_whole_arg(const char *flag, const char *v, double lo, double hi, double *out);
 
-/* Loads the model (checking its [train] section) and opens the device
- * (this rank's under mpirun), and prints the device to out; 0 or the exit
- * code after reporting the error. */
+/* Whether a file is a safetensors checkpoint (a length, then JSON). */
+int cli_is_checkpoint(const char *path);
+
+/* Loads the model (a model file, or the model a checkpoint carries),
+ * checking its [train] section, and opens the device (this rank's under
+ * mpirun), and prints the device to out; 0 or the exit code after
+ * reporting the error. */
 int cli_open(const char *model, const char *device, const char *cmd, FILE *out,
              kiln_ctx **ctx, kiln_model **m);
 

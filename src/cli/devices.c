@@ -7,7 +7,13 @@
 
 int cli_fail(const char *cmd)
 {
-    fprintf(stderr, "kiln %s: %s\n", cmd, kiln_last_error());
+    kiln_job job;
+    kiln_job_place(NULL, &job);
+    if (job.size > 1) /* main then ends the job */
+        fprintf(stderr, "kiln %s: rank %d of %d: %s\n", cmd, job.rank, job.size,
+                kiln_last_error());
+    else
+        fprintf(stderr, "kiln %s: %s\n", cmd, kiln_last_error());
     return 1;
 }
 

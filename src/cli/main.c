@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kiln.h"
 #include "cli/cli.h"
@@ -28,8 +29,8 @@ static const cli_command version_cmd = {"version", cmd_version, NULL, "print kil
 
 static const cli_command *const commands[] = {
     &cli_devices_cmd, &cli_check_cmd, &cli_summary_cmd, &cli_train_cmd, &cli_eval_cmd,
-    &cli_predict_cmd, &cli_export_cmd, &cli_bench_cmd, &cli_tune_cmd, &cli_plot_cmd,
-    &cli_generate_cmd, &version_cmd, &help_cmd,
+    &cli_predict_cmd, &cli_export_cmd, &cli_generate_cmd, &cli_bench_cmd, &cli_tune_cmd,
+    &cli_plot_cmd, &version_cmd, &help_cmd,
 };
 
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])
@@ -37,9 +38,13 @@ static const cli_command *const commands[] = {
 static const cli_env environment[] = {
     {"KILN_DEVICE", "The device, as --device takes it: an index (0), a platform:device pair "
                     "(1:0), or part of a platform, vendor, ICD suffix, device name or type "
-                    "(pocl, rusticl, nvidia, gpu, cpu); under mpirun a comma-separated list "
-                    "from which each local rank takes its entry. By default the first GPU, "
-                    "else the first CPU device."},
+                    "(pocl, rusticl, nvidia, gpu, cpu); under mpirun or srun a "
+                    "comma-separated list from which each local rank takes its entry. By "
+                    "default the first GPU (under mpirun or srun, local rank r takes GPU r "
+                    "of a node's GPUs), else the first CPU device."},
+    {"KILN_DIST_TIMEOUT", "Under mpirun or srun: the seconds one collective may wait for the "
+                          "other ranks before the job ends, naming the ranks that did not "
+                          "answer (overrides [train] dist_timeout; default 300)."},
     {"KILN_CACHE_DIR", "Where compiled kernels and tuning records are kept (default: "
                        "$XDG_CACHE_HOME/kiln, else ~/.cache/kiln)."},
     {"KILN_DATA_DIR", "Where the named datasets (fashion-mnist, mnist) are looked for first."},
@@ -124,6 +129,23 @@ static int finish_output(const char *cmd, int rc)
     return rc;
 }
 
+/* A rank of an MPI job that failed ends the whole job: it exits at once,
+ * without MPI_Finalize (which would wait for the other ranks), and mpirun
+ * or srun end the others, which would otherwise wait for it. The library
+ * only returns errors; ending the job is the command's decision. (An
+ * interrupted run, 130, stops on every rank together and finalizes.) */
+static int end_job_on_failure(int rc)
+{
+    kiln_job job;
+    kiln_job_place(NULL, &job);
+    if (rc == 0 || rc == 130 || job.size == 1)
+        return rc;
+    fprintf(stderr, "kiln: rank %d of %d failed; ending the job\n", job.rank, job.size);
+    fflush(stdout);
+    fflush(stderr);
+    _exit(rc);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -132,7 +154,7 @@ int main(int argc, char **argv)
     }
     const cli_command *c = find_command(argv[1]);
     if (c)
-        return finish_output(c->name, c->run(argc - 1, argv + 1));
+        return end_job_on_failure(finish_output(c->name, c->run(argc - 1, argv + 1)));
     fprintf(stderr, "kiln: unknown command \"%s\"; run \"kiln help\" for the list\n", argv[1]);
     return 2;
 }

@@ -30,8 +30,9 @@ static const cli_flag flags[] = {
     {NULL, 0, NULL, NULL, NULL}};
 
 const cli_command cli_predict_cmd = {
-    "predict", cli_predict, "MODEL.ini CHECKPOINT INPUT", "predict the outputs of every sample",
-    "Runs the network with a checkpoint's weights (and its stored normalization) on every "
+    "predict", cli_predict, "[MODEL.ini] CHECKPOINT INPUT", "predict the outputs of every sample",
+    "Runs the network with a checkpoint's weights (and its stored normalization; without "
+    "MODEL.ini, the model the checkpoint carries) on every "
     "sample of INPUT, an IDX images file (gzipped or not), a CSV file with a header row "
     "(with or without a label column), a NumPy .npy file, an .npz archive, a PNG or JPEG "
     "image, or a folder of them (or an image folder: its val/ images), in batches, and "
@@ -423,11 +424,12 @@ static int parse(int argc, char **argv, predict_args *a)
         else if (opt == 'd')
             a->device = optarg;
     }
-    if (argc - optind != 3)
+    int given = argc - optind; /* the model may be left to the checkpoint */
+    if (given != 3 && given != 2)
         return cli_usage_error(&cli_predict_cmd);
     a->model = argv[optind];
-    a->checkpoint = argv[optind + 1];
-    a->input = argv[optind + 2];
+    a->checkpoint = argv[optind + given - 2];
+    a->input = argv[optind + given - 1];
     if (!a->fmt_given)
         a->fmt = default_format(a->out);
     return 0;

@@ -16,11 +16,11 @@
      "the data: fashion-mnist or mnist (Debian's dataset packages, or $KILN_DATA_DIR), a " \
      "directory of IDX files, a CSV file with a header row, a NumPy .npy file of "        \
      "features (its labels in --label FILE.npy), an .npz archive (x and y, else "        \
-     "x_train and y_train, with x_test and y_test as the test split), an image "         \
-     "folder of PNG and JPEG files (one folder per class, or train/ and val/ holding "    \
-     "them: val/ is the test split); for token models, a UTF-8 text (characters are "     \
-     "the tokens), nanoGPT's train.bin and val.bin (their directory, or train.bin), a "   \
-     ".npy of token ids, or shakespeare (the corpus tools/shakespeare.sh downloads)"}
+     "x_train and y_train, with x_test and y_test as the test split), or an image "       \
+     "folder of PNG and JPEG files: one folder per class, or train/ and val/ holding "    \
+     "them (val/ is the test split); for token models, a UTF-8 text (characters are the " \
+     "tokens), nanoGPT's train.bin and val.bin (their directory, or train.bin), a .npy "  \
+     "of token ids, or shakespeare (the corpus tools/shakespeare.sh downloads)"}
 #define LABEL_FLAG                                                                        \
     {"label", 'L', "COLUMN", "label",                                                     \
      "the CSV column holding the labels or targets, by name or index from 0; for a .npy " \
@@ -45,6 +45,9 @@ static const cli_flag train_flags[] = {
      "optimizer steps (token models train by steps, evaluating every [train] eval_every)"},
     {"lr", 'l', "X", "the model's [train] lr", "the learning rate"},
     {"limit", 'n', "N", "all", "use at most N samples of each split (for quick runs)"},
+    {"accumulate", 'k', "K", "the model's [train] accumulate, else 1",
+     "sum the gradients of K batches into each optimizer step: a step of batch times K samples "
+     "with the memory of one batch"},
     {"out", 'o', "DIR", "runs/latest",
      "where checkpoints (best, last and final .safetensors), log.csv and curves.svg go"},
     {"resume", 'r', "DIR", NULL,
@@ -80,16 +83,18 @@ const cli_command cli_train_cmd = {
     train_flags};
 
 const cli_command cli_eval_cmd = {
-    "eval", cli_eval, "MODEL.ini CHECKPOINT", "evaluate a checkpoint",
+    "eval", cli_eval, "[MODEL.ini] CHECKPOINT", "evaluate a checkpoint",
     "Loss and accuracy (or mean absolute error and R² for mse) of a checkpoint on the test "
     "split of a dataset, or on every row of a CSV file, with the normalization stored in the "
-    "checkpoint, and the confusion matrix of a classifier.",
+    "checkpoint, and the confusion matrix of a classifier. Without MODEL.ini, the model is "
+    "the one the checkpoint carries (kiln writes it into every checkpoint).",
     eval_flags};
 
 typedef struct {
     kiln_train_options o;
     const char *device;
     const char *model, *checkpoint;
+    const char *accumulate; /* --accumulate, set into the model's [train] */
     int json;
 } cli_options;
 
@@ -164,12 +169,18 @@ static int parse(int argc, char **argv, int positional, const cli_command *cmd, 
                 return 2;
             c->o.limit = (size_t)v;
             break;
+        case 'k':
+            if (!cli_whole_arg("--accumulate", optarg, 1, 1e6, &v))
+                return 2;
+            c->accumulate = optarg;
+            break;
         }
     }
-    if (argc - optind != positional)
+    int given = argc - optind; /* eval: the model may be left to the checkpoint */
+    if (given != positional && !(positional == 2 && given == 1))
         return cli_usage_error(cmd);
     c->model = argv[optind];
-    c->checkpoint = positional > 1 ? argv[optind + 1] : NULL;
+    c->checkpoint = positional > 1 ? argv[optind + given - 1] : NULL;
     return 0;
 }
 
@@ -216,67 +227,79 @@ static void write_stdout(void *user, const char *text)
     }
 }
 
-/* Under mpirun: this process's rank and local rank, and the job's size
- * (0, 0, 1 otherwise). */
-static void mpi_place(int *rank, int *local, int *size)
+/* With no selector, under a launcher, on a node with several GPUs: local
+ * rank r takes GPU r (mod their number), by its index; else NULL (the
+ * default device). */
+static const char *local_gpu(const kiln_job *job, char *buf, size_t size)
 {
-    const char *r = getenv("OMPI_COMM_WORLD_RANK"), *l = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-    const char *n = getenv("OMPI_COMM_WORLD_SIZE");
-    *rank = r ? atoi(r) : 0;
-    *local = l ? atoi(l) : *rank;
-    *size = n ? atoi(n) : 1;
+    kiln_device_info *list;
+    size_t n, gpus = 0;
+    if (job->size == 1 || kiln_devices(&list, &n) != KILN_OK)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        gpus += list[i].type == KILN_DEVICE_GPU;
+    for (size_t i = 0, k = 0; gpus > 1 && i < n; i++)
+        if (list[i].type == KILN_DEVICE_GPU && k++ == (size_t)job->local_rank % gpus)
+            snprintf(buf, size, "%u", list[i].global_index);
+    kiln_free(list);
+    return gpus > 1 ? buf : NULL;
 }
 
 /* A device selector for this rank: one selector for every rank, or a
  * comma-separated list from which local rank r takes entry r (mod its
- * length). */
-static const char *rank_selector(const char *selector, int local, char *buf, size_t size)
+ * length); with none, one GPU per local rank where a node has several. */
+static const char *rank_selector(const char *selector, const kiln_job *job, char *buf,
+                                 size_t size)
 {
     if (!selector || !*selector)
         selector = getenv("KILN_DEVICE");
-    if (!selector || !strchr(selector, ','))
+    if (!selector || !*selector)
+        return local_gpu(job, buf, size);
+    if (!strchr(selector, ','))
         return selector;
     int entries = 1;
     for (const char *p = selector; *p; p++)
         entries += *p == ',';
     const char *p = selector;
-    for (int k = local % entries; k > 0; k--)
+    for (int k = job->local_rank % entries; k > 0; k--)
         p = strchr(p, ',') + 1;
     snprintf(buf, size, "%.*s", (int)strcspn(p, ","), p);
     return buf;
 }
 
-/* cli_fail, naming the rank under mpirun (mpirun then ends the others). */
-static int rank_fail(const char *cmd, int rank, int size)
+int cli_is_checkpoint(const char *path)
 {
-    if (size == 1)
-        return cli_fail(cmd);
-    fprintf(stderr, "kiln %s: rank %d of %d failed: %s\n", cmd, rank, size, kiln_last_error());
-    return 1;
+    unsigned char head[9];
+    FILE *f = fopen(path, "rb");
+    int yes = f && fread(head, 1, 9, f) == 9 && head[8] == '{'; /* length, then JSON */
+    if (f)
+        fclose(f);
+    return yes;
 }
 
 int cli_open(const char *model, const char *device, const char *cmd, FILE *out,
              kiln_ctx **ctx, kiln_model **m)
 {
-    int rank, local, size;
-    mpi_place(&rank, &local, &size);
+    kiln_job job; /* under mpirun or srun: this rank's device and output */
+    kiln_job_place(NULL, &job);
     char chosen[256];
-    const char *selector = rank_selector(device, local, chosen, sizeof chosen);
-    if (kiln_model_load(model, m) != KILN_OK)
-        return rank_fail(cmd, rank, size);
+    const char *selector = rank_selector(device, &job, chosen, sizeof chosen);
+    if ((cli_is_checkpoint(model) ? kiln_model_from_checkpoint(model, m)
+                                  : kiln_model_load(model, m)) != KILN_OK)
+        return cli_fail(cmd);
     if (kiln_model_check_train(*m) != KILN_OK) { /* before the device, which takes seconds */
         kiln_model_free(*m);
-        return rank_fail(cmd, rank, size);
+        return cli_fail(cmd);
     }
     if (kiln_ctx_create(selector, ctx) != KILN_OK) {
         kiln_model_free(*m);
-        return rank_fail(cmd, rank, size);
+        return cli_fail(cmd);
     }
     const kiln_device_info *d = kiln_ctx_device(*ctx);
     /* rank 0 alone prints; it lists every rank's device when training starts */
-    if (size > 1 && rank > 0 && !freopen("/dev/null", "w", stdout))
-        return rank_fail(cmd, rank, size);
-    if (rank == 0)
+    if (job.size > 1 && job.rank > 0 && !freopen("/dev/null", "w", stdout))
+        return cli_fail(cmd);
+    if (job.rank == 0)
         fprintf(out, "device: %s / %s\n", d->platform, d->name);
     return 0;
 }
@@ -378,9 +401,16 @@ int cli_train(int argc, char **argv)
     FILE *text = c.json ? stderr : stdout;
     if ((rc = cli_open(c.model, c.device, "train", text, &ctx, &m)) != 0)
         return rc;
+    if (c.accumulate && kiln_model_set_train(m, "accumulate", c.accumulate) != KILN_OK) {
+        kiln_model_free(m);
+        kiln_ctx_free(ctx);
+        return cli_fail("train");
+    }
     c.o.log = c.json ? write_stderr : write_stdout;
     /* mpirun hands every rank a pseudo-terminal, whatever its own output is */
-    c.o.progress = isatty(fileno(text)) && !getenv("OMPI_COMM_WORLD_SIZE");
+    kiln_job job;
+    kiln_job_place(NULL, &job);
+    c.o.progress = isatty(fileno(text)) && job.size == 1;
     if (c.json)
         c.o.on_epoch = json_epoch;
     c.o.stop = &stop_requested;

@@ -140,8 +140,10 @@ kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
     if (p->ctx->trace.fn)
         kiln_writef(&p->ctx->trace, "  loss     %s%s\n", loss_name(kind),
                 at != (int)p->count - 1 ? " (on the logits before the prediction head)" : "");
-    kiln_status st = op_loss(p->ctx, kind, label_smoothing, logits, target, loss,
-                             at < 0 ? NULL : p->steps[at].grad);
+    kiln_tensor *grad = at < 0 ? NULL : p->steps[at].grad;
+    kiln_status st = kind == LOSS_CROSS_ENTROPY && p->class_weight
+                         ? op_loss_weighted(p->ctx, logits, target, p->class_weight, loss, grad)
+                         : op_loss(p->ctx, kind, label_smoothing, logits, target, loss, grad);
     if (st == KILN_OK && p->options.poison)
         st = plan_poison(p, (int)p->count);
     return st;

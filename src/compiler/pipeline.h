@@ -90,6 +90,7 @@ typedef struct pipeline {
     kiln_tensor *params, *grads;
     const struct pipeline *owner;   /* pipeline_create_shared: whose parameters these are */
     const op_sync *sync;            /* sync_batchnorm across processes, or NULL */
+    const kiln_tensor *class_weight; /* cross_entropy's class weights, or NULL */
     const pipe_backward_hook *on_backward; /* or NULL */
     int decode;                     /* pipeline_create_decode: one new token a forward */
     size_t at;                      /* decoding: the position of the input token */

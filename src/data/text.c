@@ -314,6 +314,11 @@ static kiln_status load_any(const char *source, corpus *c)
                                           "tools/shakespeare.sh downloads it there", path);
         return load_text(path, c);
     }
+    if (access(source, F_OK) != 0)
+        return kiln_fail(KILN_ERR_IO, "data \"%s\": no such file; a token model trains on a "
+                                      "UTF-8 text, nanoGPT's train.bin and val.bin (or their "
+                                      "directory), a .npy of token ids, or shakespeare "
+                                      "(tools/shakespeare.sh)", source);
     if (data_has_ext(source, ".npy"))
         return load_npy(source, c);
     int dir = is_dir(source), bin = data_has_ext(source, ".bin");

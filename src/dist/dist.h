@@ -6,19 +6,30 @@
 #ifndef KILN_DIST_H
 #define KILN_DIST_H
 
+#include <signal.h>
+
 #include "runtime/runtime.h"
 
-/* Joins the MPI job when started by mpirun (once per process; finalized
- * at exit). A build without MPI run under mpirun with more than one rank
- * is an error saying so. */
+/* Joins the MPI job when started by mpirun or srun (once per process;
+ * finalized at exit). A build without MPI run under a launcher with more
+ * than one rank is an error saying so. */
 kiln_status dist_start(void);
 
-/* st, or under mpirun with more than one rank, when st is an error: prints
- * it with this rank's number and ends this rank (_exit), which mpirun turns
- * into the end of the whole job, as the other ranks would wait for this one
- * in the next collective forever. */
-kiln_status dist_check(kiln_status st);
+/* Where this process stands in the job a launcher started, from a
+ * getenv-like lookup: Open MPI's OMPI_COMM_WORLD_{RANK,LOCAL_RANK,SIZE},
+ * else a Slurm step's SLURM_PROCID, SLURM_LOCALID and SLURM_STEP_NUM_TASKS
+ * (SLURM_NTASKS where srun set SLURM_STEP_ID), else PMI_RANK and
+ * PMI_SIZE; alone: 0, 0, 1. (kiln_job_place is the public form.) */
+void dist_place(const char *(*lookup)(const char *name), kiln_job *out);
 
+/* How long one collective may wait for the other ranks before it fails,
+ * naming itself and the ranks that did not join it, when no timeout is
+ * given (KILN_DIST_TIMEOUT and [train] dist_timeout set one). */
+#define DIST_TIMEOUT_DEFAULT 300.0
+/* After a stop request (SIGTERM, Ctrl-C), a collective waits this much
+ * longer at most before it gives up, so a job whose rank hangs still ends
+ * within seconds. */
+#define DIST_STOP_GRACE 10.0
 /* Under mpirun, every rank's device and host in one text, gathered on
  * rank 0 (*text, free() it; NULL on the other ranks and with one rank). */
 kiln_status dist_devices(const kiln_device_info *mine, char **text);
@@ -40,6 +51,24 @@ void dist_comm_free(dist_comm *c);
 
 int dist_comm_rank(const dist_comm *c);
 int dist_comm_size(const dist_comm *c);
+
+/* The longest a collective of c may wait: KILN_DIST_TIMEOUT when set, else
+ * seconds when above 0, else DIST_TIMEOUT_DEFAULT. On expiry the call
+ * fails naming the collective and each rank that did not answer (a rank
+ * waiting in a collective answers with which one); c is then unusable and
+ * the program should end the job (MPI_Abort; `kiln train` exits). */
+void dist_comm_set_timeout(dist_comm *c, double seconds);
+double dist_comm_timeout(const dist_comm *c);
+/* A flag that, once nonzero, makes a collective that still waits give up
+ * after DIST_STOP_GRACE seconds (NULL: none). */
+void dist_comm_watch(dist_comm *c, volatile sig_atomic_t *stop);
+
+/* Every rank of c checks its facts (lines of "key = value") against rank
+ * 0's; mine is this rank's status so far (a rank that failed takes part
+ * too, with its error). If a rank failed or a line differs, every rank
+ * returns the same error, naming the ranks, their values and rank 0's
+ * (what: what is being compared, for the message). Collective. */
+kiln_status dist_agree(dist_comm *c, const char *what, const char *facts, kiln_status mine);
 
 /* Sums n values across the ranks of c, in place (every rank gets the same
  * sums); what names them in an error. */

@@ -124,6 +124,20 @@ static void report_step(run *r, int epoch, size_t i, size_t batches, double loss
         r->stop = 1;
 }
 
+/* With accumulate = K, batches are micro-batches and K of them make a step:
+ * whether batch i ends its step, and its share of the step's samples. */
+static int ends_step(const run *r, size_t i, size_t batches)
+{
+    return (i + 1) % (size_t)r->c.accumulate == 0 || i + 1 == batches;
+}
+
+static double step_part(const run *r, size_t i)
+{
+    size_t per = r->c.batch * (size_t)r->c.accumulate, first = i / (size_t)r->c.accumulate * per;
+    size_t end = first + per < r->train.count ? first + per : r->train.count;
+    return (double)batch_size(r, i) / (double)(end - first);
+}
+
 /* This rank's samples of batch i: the whole batch, or under mpirun its
  * share of it (*count may be 0 for a short batch and many ranks). */
 static void batch_slice(const run *r, size_t i, size_t *first, size_t *count)
@@ -181,7 +195,10 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
             st = read_logits(r, q, 1); /* before backward, which reuses the arena */
         if (st == KILN_OK && q)
             st = pipeline_backward(q->p, 1);
-        if (st == KILN_OK)
+        int last = ends_step(r, i, batches); /* of the micro-batches of one step */
+        if (st == KILN_OK && r->c.accumulate > 1)
+            st = net_accumulate(r->net, mine, step_part(r, i));
+        if (st == KILN_OK && last)
             st = net_reduce_gradients(r->net, mine);
         if (q && q->p != r->p) /* a short batch ran on its own pipeline */
             r->p->counter = q->p->counter;
@@ -207,15 +224,15 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
         if (st == KILN_OK)
             st = dist_sum_doubles(r->net->comm, shared, 3, "the step's loss");
         double batch_loss = shared[0] / (double)n;
-        stop = shared[2] > 0;
+        stop = shared[2] > 0 && last; /* a step's micro-batches are never split */
         if (st == KILN_OK && !isfinite(batch_loss))
             st = kiln_fail(KILN_ERR_NUMERIC, "epoch %d, batch %zu: the loss is %g; lower the "
                                              "learning rate or clip gradients (clip_norm); "
                                              "--detect-anomaly finds the first layer that "
                                              "made a NaN or Inf",
                            epoch, i + 1, batch_loss);
-        if (st == KILN_OK) /* after the loss is known: a failed step changes no weight */
-            st = optim_step(r->opt, lr);
+        if (st == KILN_OK && last) /* after the loss is known: a failed step changes no weight */
+            st = net_optim_step(r->net, lr);
         correct += (size_t)shared[1];
         total += shared[0]; /* the epoch's loss is a mean over samples */
         samples += n;
@@ -250,8 +267,11 @@ kiln_status configure(run *r)
     r->c.sched.base_lr = r->c.optim.lr;
     if (r->c.sched.t_max == 0)
         r->c.sched.t_max = r->c.epochs;
-    if (r->o->batch <= 0 && r->c.batch > r->net->max_batch)
-        r->c.batch = r->net->max_batch; /* the network was made for smaller batches */
+    if (r->o->batch <= 0 && r->c.batch > r->net->max_batch) { /* made for smaller batches */
+        say(r, "note: the [train] batch %zu is above the network's max_batch; training with "
+               "batches of %zu\n", r->c.batch, r->net->max_batch);
+        r->c.batch = r->net->max_batch;
+    }
     if (r->c.batch > r->net->max_batch)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "training: batch %zu is larger than the "
                                                     "network's max_batch %zu",
@@ -311,6 +331,7 @@ static kiln_status setup(run *r)
         if (!r->x[0] || !r->x[1] || !r->y[0] || !r->y[1] || !r->out || !r->order)
             st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
     }
+    r->net->accumulating = r->c.accumulate > 1;
     if (st == KILN_OK)
         st = alloc_snapshot(r);
     if (st == KILN_OK)
@@ -365,7 +386,9 @@ static void report_epoch(run *r, int e, float lr, const epoch_result *m, int bes
                        .loss = m->loss, .accuracy = m->acc,
                        .val_loss = r->val.count ? m->val_loss : NAN,
                        .val_accuracy = r->val.count ? m->val_acc : NAN, .lr = lr,
-                       .seconds = m->seconds, .best = best};
+                       .seconds = m->seconds, .best = best,
+                       .val_mae = r->val.count ? m->val_mae : NAN,
+                       .val_r2 = r->val.count ? m->val_r2 : NAN};
     if (r->o->on_epoch && r->o->on_epoch(r->o->user, &p))
         r->stop = 1;
 }
@@ -471,7 +494,8 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     run r = {.net = net, .o = &o, .lock = -1};
     double started = kiln_seconds();
     char *ranks = NULL; /* MPI: rank 0 lists every rank's device */
-    st = dist_check(dist_devices(kiln_ctx_device(net->ctx), &ranks));
+    st = dist_devices(kiln_ctx_device(net->ctx), &ranks);
+    int talking = st == KILN_OK; /* the ranks reach each other: they can agree */
     if (ranks)
         say(&r, "%s", ranks);
     free(ranks);
@@ -480,13 +504,15 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
         rep->seconds = kiln_seconds() - started;
         if (borrowed)
             net->comm = NULL;
-        return dist_check(st);
+        return st;
     }
     if (st == KILN_OK)
         st = setup(&r);
     if (st == KILN_OK)
-        say(&r, "training on %zu samples (%zu held out for validation), batch %zu, %d epochs, "
-                "%s, %s\n", r.train.count, r.val.count, r.c.batch, r.c.epochs,
+        say(&r, "training on %zu samples (%zu %s), batch %zu, %d epochs, %s, %s\n",
+            r.train.count, r.val.count, o.val_data ? "in the validation data"
+                                                   : "held out for validation",
+            r.c.batch, r.c.epochs,
             optim_name(r.c.optim.kind),
             sched_name(r.c.sched.kind));
     if (st == KILN_OK && r.train.skipped + r.test.skipped)
@@ -496,6 +522,8 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     early_stop_init(&t.es, r.c.patience, r.c.min_delta);
     if (st == KILN_OK && o.resume)
         st = resume(&r, o.resume, &t, rep);
+    if (talking) /* MPI: the same model, settings and data everywhere, or no rank starts */
+        st = agree_on_run(&r, &t, st);
     if (st == KILN_OK)
         st = epochs(&r, &t, rep);
     if (st == KILN_OK && r.ctx->profile) /* fewer steps than a profile's */
@@ -508,7 +536,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
         say(&r, "stopped on request; resume with --resume %s\n",
             o.out_dir ? o.out_dir : "(no output directory: nothing was saved)");
     }
-    if (st == KILN_OK && rep->best_epoch > 0)
+    if (st == KILN_OK && rep->best_epoch > 0 && !o.keep_last)
         st = snapshot(&r, 1); /* the best weights are the final ones */
     if (st == KILN_OK && rep->best_epoch > 0) /* never untrained weights over a run's */
         st = save(&r, "final.safetensors", rep->best_epoch, rep->best_val_loss);
@@ -521,9 +549,11 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (r.ctx)
         kiln_profile_discard(r.ctx);
     teardown(&r);
+    dist_comm_watch(net->comm, NULL);
+    net->accumulating = net->acc_filled = 0;
     if (borrowed)
         net->comm = NULL;
-    return dist_check(st); /* MPI: a rank that fails stops every rank, never a hang */
+    return st; /* MPI: `kiln train` ends the job when a rank fails */
 }
 
 /* The batch a run of the model trains with: the options', else [train]'s. */

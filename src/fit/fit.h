@@ -31,10 +31,10 @@ typedef struct {
     FILE *csv;
     int plot_failed;         /* curves.svg could not be drawn: warned once, not retried */
     int lock;                /* the output directory's lock file, held for the run (or -1) */
+    int by_steps;            /* a token model's run (steps.c): log rows and files by step */
     size_t samples_trained;  /* in this call, for samples/s */
     uint32_t train_crc;      /* the training split's fingerprint, once has_crc */
     int has_crc;
-    int by_steps;            /* a token model's run (steps.c): log rows and files by step */
 } run;
 
 
@@ -69,6 +69,10 @@ kiln_status snapshot(run *r, int restore);
 kiln_status alloc_snapshot(run *r);
 void free_snapshot(run *r);
 kiln_status save(run *r, const char *file, int epoch, double val_loss);
+
+/* agree.c: under MPI, the same model, settings and data on every rank
+ * (collective; mine is this rank's status so far) */
+kiln_status agree_on_run(run *r, const train_state *t, kiln_status mine);
 
 /* files.c: the run's directory */
 void remove_stale_temporaries(const char *dir);

@@ -370,7 +370,7 @@ kiln_status fit_steps(run *r, kiln_train_report *rep)
     rep->best_step = t.best_step;
     rep->best_epoch = (int)t.best_step;
     rep->best_val_loss = t.best_val_loss;
-    if (st == KILN_OK && t.best_step > 0)
+    if (st == KILN_OK && t.best_step > 0 && !r->o->keep_last)
         st = snapshot(r, 1); /* the best weights are the final ones */
     if (st == KILN_OK && t.best_step > 0)
         st = save(r, "final.safetensors", (int)t.best_step, t.best_val_loss);

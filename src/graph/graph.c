@@ -22,6 +22,7 @@ void kiln_model_free(kiln_model *m)
         return;
     free(m->nodes);
     free(m->train);
+    free(m->text);
     free(m);
 }
 
@@ -349,6 +350,10 @@ kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_
 {
     if (m->finished)
         return kiln_fail(KILN_ERR_MODEL, "model: layers cannot be added once it is in use");
+    for (size_t i = 0; i < n; i++)
+        if (!graph_text_fits(kv[i].value))
+            return fail_at(m, kv[i].line ? kv[i].line : line, kind, "%s: a value is one line",
+                           kv[i].key);
     if (strcmp(kind, "train") == 0)
         return add_train(m, kv, n, line);
     const layer_kind *k = layer_find(kind);
@@ -357,14 +362,21 @@ kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_
         return fail_at(m, line, kind, "unknown section; expected one of: %s, train",
                        layer_names(names, sizeof names));
     }
-    if (k->op == OP_COUNT && strcmp(kind, "input") == 0)
-        return add_input(m, kv, n, line);
+    kiln_status st;
+    if (k->op == OP_COUNT && strcmp(kind, "input") == 0) {
+        st = add_input(m, kv, n, line);
+        return st == KILN_OK ? graph_record(m, kind, kv, n) : st;
+    }
     if (!m->input.ndim)
         return fail_at(m, line, kind, "the model needs an [input] section (shape = ...) "
                                       "before its first layer");
-    if (k->op == OP_COUNT)
-        return graph_add_blocks(m, kv, n, line);
-    kiln_status st = grow(m);
+    if (k->op == OP_COUNT) { /* the text keeps the section, not the layers it makes */
+        m->quiet_text++;
+        st = graph_add_blocks(m, kv, n, line);
+        m->quiet_text--;
+        return st == KILN_OK ? graph_record(m, kind, kv, n) : st;
+    }
+    st = grow(m);
     if (st != KILN_OK)
         return st;
     graph_node *node = &m->nodes[m->count];
@@ -390,6 +402,8 @@ kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_
         st = check_required(m, node, kv, n);
     if (st == KILN_OK)
         st = infer(m, node);
+    if (st == KILN_OK && !m->quiet_text)
+        st = graph_record(m, kind, kv, n);
     if (st == KILN_OK)
         m->count++;
     return st;

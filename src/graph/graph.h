@@ -66,6 +66,9 @@ struct kiln_model {
     graph_setting *train;      /* the [train] section, handed over as is */
     size_t train_count;
     int finished;
+    char *text;                /* the sections added, as model-file text (text.c) */
+    size_t text_len, text_cap;
+    int quiet_text;            /* inside a section that adds layers of its own */
 };
 
 /* A key = value of one layer, with its line (0 from the C API). */
@@ -81,6 +84,12 @@ typedef struct {
  * so that `from` naming a later layer says so. */
 kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_t n, int line,
                       const char *const *later_names, size_t n_later);
+
+/* Appends a section that graph_add accepted to the model's text
+ * (text.c); graph_text_fits says whether a value can be written there
+ * (no line breaks). */
+kiln_status graph_record(kiln_model *m, const char *kind, const graph_kv *kv, size_t n);
+int graph_text_fits(const char *value);
 
 /* Resolves what depends on the whole graph (default initialisers); the
  * model is then complete. */

@@ -51,6 +51,8 @@ kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoin
 /* Reads path into the pipeline after checking every tensor; meta may be NULL. */
 kiln_status checkpoint_load(pipeline *p, const char *path, checkpoint_meta *meta);
 
+/* The __metadata__ of a safetensors file alone, without its tensors. */
+kiln_status checkpoint_read_meta(const char *path, checkpoint_meta *meta);
 /* A check of the metadata that runs after the file is checked and before
  * any tensor is replaced: a file it refuses changes nothing. */
 typedef struct {
@@ -59,8 +61,6 @@ typedef struct {
 } checkpoint_check;
 kiln_status checkpoint_load_checked(pipeline *p, const char *path, checkpoint_meta *meta,
                                     const checkpoint_check *check);
-/* The __metadata__ of a safetensors file alone, without its tensors. */
-kiln_status checkpoint_read_meta(const char *path, checkpoint_meta *meta);
 
 /* The whole training state in one file: the pipeline's tensors under
  * "model." names and the named extras (optimizer state), so that weights

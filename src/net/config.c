@@ -176,6 +176,26 @@ static kiln_status key_image(const key_ctx *k)
                                                                               : KILN_OK;
 }
 
+static kiln_status key_class_weight(const key_ctx *k)
+{
+    train_config *c = k->c;
+    c->n_class_weight = 0;
+    if (strcmp(k->s->value, "none") == 0)
+        return KILN_OK;
+    char copy[128];
+    snprintf(copy, sizeof copy, "%s", k->s->value);
+    double v, total = 0;
+    for (char *save = NULL, *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (c->n_class_weight == TRAIN_MAX_CLASS_WEIGHTS || !number(t, 0, 1e6, &v))
+            return bad(k, "a weight from 0 per class, separated by commas (at most 64), or "
+                          "none");
+        c->class_weight[c->n_class_weight++] = (float)v;
+        total += v;
+    }
+    return c->n_class_weight && total > 0 ? KILN_OK
+                                          : bad(k, "a weight per class, not all 0, or none");
+}
+
 /* Keys that are one number into a field. */
 typedef enum { F_FLOAT, F_DOUBLE, F_INT, F_SIZE, F_U64, F_BOOL } field_type;
 
@@ -198,6 +218,7 @@ static const key_def keys[] = {
     {"normalize", key_normalize, 0, 0, 0, 0, NULL},
     {"betas", key_betas, 0, 0, 0, 0, NULL},
     {"milestones", key_milestones, 0, 0, 0, 0, NULL},
+    {"class_weight", key_class_weight, 0, 0, 0, 0, NULL},
     {"decay", key_decay, 0, 0, 0, 0, NULL},
     {"resize", key_image, 0, 0, 0, 0, NULL},
     {"random_crop", key_image, 0, 0, 0, 0, NULL},
@@ -235,6 +256,10 @@ static const key_def keys[] = {
     FIELD("steps", F_INT, steps, 1, 100000000, "a whole number of optimizer steps from 1"),
     FIELD("eval_every", F_INT, eval_every, 1, 100000000, "a whole number of steps from 1"),
     FIELD("eval_batches", F_INT, eval_batches, 1, 1000000, "a whole number of batches from 1"),
+    FIELD("dist_timeout", F_DOUBLE, dist_timeout, 0.1, 1e7,
+          "seconds a collective may wait for the other ranks, above 0"),
+    FIELD("accumulate", F_INT, accumulate, 1, 1000000,
+          "a whole number of micro-batches from 1 (the step's batch is batch times it)"),
 };
 
 static kiln_status read_field(const key_ctx *k, const key_def *d)
@@ -280,6 +305,9 @@ static kiln_status unknown_key(const key_ctx *k)
         used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
                                  keys[i].key);
     const char *file = k->m->file[0] ? k->m->file : "model";
+    if (k->s->line <= 0) /* set through the API: no line to name */
+        return kiln_fail(KILN_ERR_MODEL, "%s [train]: unknown key %s; [train] takes: %s", file,
+                         k->s->key, names);
     return kiln_fail(KILN_ERR_MODEL, "%s:%d [train]: unknown key %s; [train] takes: %s", file,
                      k->s->line, k->s->key, names);
 }
@@ -321,13 +349,18 @@ kiln_status train_config_read(const kiln_model *m, train_config *c)
     c->batch = 64;
     c->seed = 42;
     c->val = 0.1;
-    image_config_defaults(&c->images);
     c->steps = 1000;
     c->eval_every = 250; /* nanoGPT's shakespeare_char, with its CPU run's eval_iters */
     c->eval_batches = 20;
+    image_config_defaults(&c->images);
+    c->accumulate = 1;
     kiln_status st = read_pass(m, c, 1);
     if (st == KILN_OK)
         st = read_pass(m, c, 0);
+    if (st == KILN_OK && c->n_class_weight && c->label_smoothing > 0)
+        st = kiln_fail(KILN_ERR_MODEL, "%s [train]: class_weight and label_smoothing together "
+                                       "are not supported; use one of them",
+                       m->file[0] ? m->file : "model");
     c->sched.base_lr = c->optim.lr; /* t_max 0: the number of epochs, once known */
     return st;
 }
@@ -364,7 +397,9 @@ kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *val
     size_t i = 0;
     while (i < m->train_count && strcmp(m->train[i].key, key) != 0)
         i++;
-    if (i == m->train_count) {
+    int added = i == m->train_count;
+    graph_setting was = added ? s : m->train[i];
+    if (added) {
         graph_setting *grown = realloc(m->train, (m->train_count + 1) * sizeof *grown);
         if (!grown)
             return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_model_set_train: out of memory");
@@ -372,5 +407,67 @@ kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *val
         m->train_count++;
     }
     m->train[i] = s;
-    return KILN_OK;
+    st = train_config_read(m, &c); /* keys that exclude each other: the model stays whole */
+    if (st != KILN_OK && added)
+        m->train_count--;
+    else if (st != KILN_OK)
+        m->train[i] = was;
+    return st;
+}
+
+/* One key's value as training reads it, into text. */
+static void setting_text(const train_config *c, const key_def *d, char *text, size_t size)
+{
+    static const char *const normalizers[] = {"standard", "scale", "none", "global"};
+    const char *at = (const char *)c + d->offset;
+    if (d->read == key_loss)
+        snprintf(text, size, "%s", loss_name(c->loss));
+    else if (d->read == key_optimizer)
+        snprintf(text, size, "%s", optim_name(c->optim.kind));
+    else if (d->read == key_schedule)
+        snprintf(text, size, "%s", sched_name(c->sched.kind));
+    else if (d->read == key_normalize)
+        snprintf(text, size, "%s", normalizers[c->normalize]);
+    else if (d->read == key_decay)
+        snprintf(text, size, "%s", c->optim.decay_matrices ? "matrices" : "all");
+    else if (d->read == key_betas)
+        snprintf(text, size, "%g, %g", (double)c->optim.beta1, (double)c->optim.beta2);
+    else if (d->read == key_milestones) {
+        size_t used = (size_t)snprintf(text, size, "%s", c->sched.n_milestones ? "" : "none");
+        for (int i = 0; i < c->sched.n_milestones && used < size; i++)
+            used += (size_t)snprintf(text + used, size - used, "%s%d", i ? ", " : "",
+                                     c->sched.milestones[i]);
+    } else if (d->read == key_class_weight) {
+        size_t used = (size_t)snprintf(text, size, "%s", c->n_class_weight ? "" : "none");
+        for (int i = 0; i < c->n_class_weight && used < size; i++)
+            used += (size_t)snprintf(text + used, size - used, "%s%g", i ? ", " : "",
+                                     (double)c->class_weight[i]);
+    } else if (d->type == F_BOOL)
+        snprintf(text, size, "%s", *(const int *)at ? "true" : "false");
+    else if (d->type == F_FLOAT)
+        snprintf(text, size, "%g", (double)*(const float *)at);
+    else if (d->type == F_DOUBLE)
+        snprintf(text, size, "%g", *(const double *)at);
+    else if (d->type == F_INT)
+        snprintf(text, size, "%d", *(const int *)at);
+    else if (d->type == F_SIZE)
+        snprintf(text, size, "%zu", *(const size_t *)at);
+    else
+        snprintf(text, size, "%llu", (unsigned long long)*(const uint64_t *)at);
+}
+
+kiln_status kiln_model_train_settings(const kiln_model *m, kiln_write_fn fn, void *user)
+{
+    if (!m || !fn)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_train_settings: a model and a "
+                                                    "write function are required");
+    train_config c;
+    kiln_status st = train_config_read(m, &c);
+    for (size_t i = 0; st == KILN_OK && i < sizeof keys / sizeof keys[0]; i++) {
+        char line[256], value[160];
+        setting_text(&c, &keys[i], value, sizeof value);
+        snprintf(line, sizeof line, "%s = %s\n", keys[i].key, value);
+        fn(user, line);
+    }
+    return st;
 }

@@ -17,6 +17,8 @@ typedef enum {
     NORMALIZE_GLOBAL
 } normalize_kind;
 
+#define TRAIN_MAX_CLASS_WEIGHTS 64
+
 typedef struct {
     loss_kind loss;
     float label_smoothing;
@@ -30,10 +32,14 @@ typedef struct {
     double val;         /* fraction of the training data held out */
     normalize_kind normalize;
     int sync_batchnorm; /* batchnorm statistics of the global batch across ranks */
-    image_config images; /* image folders: resize, augmentation, threads, skip_bad */
     int steps;          /* token models train by steps (src/fit/steps.c), not epochs: */
     int eval_every;     /* an evaluation, a log row and checkpoints every eval_every steps, */
     int eval_batches;   /* each on eval_batches random batches of either split */
+    image_config images; /* image folders: resize, augmentation, threads, skip_bad */
+    int n_class_weight; /* cross_entropy's weight per class (0: none) */
+    float class_weight[TRAIN_MAX_CLASS_WEIGHTS];
+    double dist_timeout; /* seconds a collective may wait under MPI (0: the default) */
+    int accumulate;     /* micro-batches whose gradients are summed into one step */
 } train_config;
 
 /* Reads the model's [train] section over PyTorch-like defaults; every bad

@@ -65,8 +65,36 @@ void net_dist_step(kiln_net *net, size_t mine, size_t n)
     net->share = n ? (double)mine / (double)n : 0;
 }
 
+kiln_status net_accumulate(kiln_net *net, size_t mine, double part)
+{
+    kiln_tensor *g = net->main.p->grads;
+    if (!net->acc && !(net->acc = calloc(g->numel, sizeof *net->acc)))
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "gradient accumulation: out of host memory");
+    if (!net->acc_read && !(net->acc_read = malloc(g->numel * sizeof *net->acc_read)))
+        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "gradient accumulation: out of host memory");
+    if (!net->acc_filled)
+        memset(net->acc, 0, g->numel * sizeof *net->acc);
+    net->acc_filled = 1;
+    float w = (float)(part * (dist_comm_size(net->comm) > 1 ? net->share : 1.0));
+    kiln_status st = mine ? kiln_tensor_download(g, net->acc_read, g->numel) : KILN_OK;
+    for (size_t k = 0; mine && st == KILN_OK && k < g->numel; k++)
+        net->acc[k] += w * net->acc_read[k];
+    return st;
+}
+
+/* The accumulated step's gradients, summed across the ranks, on the device. */
+static kiln_status apply_accumulated(kiln_net *net)
+{
+    kiln_tensor *g = net->main.p->grads;
+    net->acc_filled = 0;
+    kiln_status st = dist_sum_floats(net->comm, net->acc, g->numel, "the accumulated gradients");
+    return st == KILN_OK ? kiln_tensor_upload(g, net->acc, g->numel) : st;
+}
+
 kiln_status net_reduce_gradients(kiln_net *net, size_t mine)
 {
+    if (net->acc_filled)
+        return apply_accumulated(net);
     if (dist_comm_size(net->comm) == 1)
         return KILN_OK;
     kiln_status st = net->buckets ? KILN_OK : buckets_create(net->main.p, &net->buckets);
@@ -122,7 +150,8 @@ kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out)
     if (st != KILN_OK)
         return st;
     (*out)->p->sync = net_sync(net);
-    (*out)->p->on_backward = shared ? buckets_hook(net->buckets) : NULL;
+    (*out)->p->class_weight = net->class_weight;
+    (*out)->p->on_backward = shared && !net->accumulating ? buckets_hook(net->buckets) : NULL;
     return KILN_OK;
 }
 
@@ -316,6 +345,8 @@ kiln_status kiln_net_create(kiln_ctx *ctx, kiln_model *m, size_t max_batch, kiln
         st = alloc_targets(net, &net->main);
     if (st == KILN_OK)
         st = net_reset_optimizer(net);
+    if (st == KILN_OK)
+        st = net_class_weights(net);
     size_t in = shape_numel(&m->input), outs = net->main.p ? kiln_net_output_size(net) : 0;
     net->norm_count = 1;
     net->mean = calloc(1, sizeof *net->mean);
@@ -350,10 +381,13 @@ void kiln_net_free(kiln_net *net)
     free(net->std);
     free(net->x);
     free(net->y);
+    net_free_frozen(net);
     free(net->entries);
-    net_free_classes(net);
     free(net->vocab);
+    net_free_classes(net);
     buckets_free(net->buckets);
+    free(net->acc);
+    free(net->acc_read);
     dist_comm_free(net->comm);
     if (net->ctx)
         kiln_programs_release(net->ctx);
@@ -564,7 +598,7 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
                                          "gradients (clip_norm)",
                        (double)l);
     if (st == KILN_OK)
-        st = optim_step(net->opt, net->lr);
+        st = net_optim_step(net, net->lr);
     if (st != KILN_OK) { /* the target upload may still read the caller's array */
         kiln_ctx_finish(net->ctx);
         net->main.p->counter = counter;
@@ -620,13 +654,22 @@ kiln_status net_take_rank0_buffers(kiln_net *net)
 kiln_status kiln_net_set_comm(kiln_net *net, const void *mpi_comm)
 {
     kiln_status st = net_check(net, "kiln_net_set_comm");
-    dist_comm *c = NULL;
+    dist_comm *c = NULL, *old = st == KILN_OK ? net->comm : NULL;
     if (st == KILN_OK && mpi_comm)
         st = dist_comm_open(mpi_comm, &c);
     if (st != KILN_OK)
         return st;
-    dist_comm_free(net->comm);
     net->comm = c;
+    if (c) { /* every rank must hold the same model before weights are shared */
+        dist_comm_set_timeout(c, net->c.dist_timeout);
+        st = net_agree_on_layout(net, KILN_OK);
+    }
+    if (st != KILN_OK) {
+        net->comm = old;
+        dist_comm_free(c);
+        return st;
+    }
+    dist_comm_free(old);
     return c ? take_rank0_weights(net) : KILN_OK;
 }
 
@@ -671,13 +714,28 @@ kiln_status kiln_net_configure(kiln_net *net, const char *key, const char *value
     if (st != KILN_OK)
         return st;
     train_config before = net->c;
+    const char *old = kiln_model_train_setting(net->m, key);
+    char was[128];
+    snprintf(was, sizeof was, "%s", old ? old : "");
     st = kiln_model_set_train(net->m, key, value);
     if (st == KILN_OK)
         st = train_config_read(net->m, &net->c);
+    if (st == KILN_OK && strcmp(key, "class_weight") == 0)
+        st = net_class_weights(net);
     if (st != KILN_OK) {
+        if (strcmp(key, "class_weight") == 0 && net->c.n_class_weight) { /* as it was */
+            char why[512];
+            snprintf(why, sizeof why, "%s", kiln_last_error());
+            kiln_model_set_train(net->m, key, old ? was : "none");
+            net->c = before;
+            net_class_weights(net);
+            kiln_fail(st, "%s", why);
+        }
         net->c = before;
         return st;
     }
+    if (net->c.loss != before.loss && st == KILN_OK)
+        st = net_class_weights(net);
     if (net->c.loss != before.loss) {
         st = alloc_targets(net, &net->main);
         for (int i = 0; i < NET_EXTRA_PIPES && st == KILN_OK; i++)

@@ -4,6 +4,8 @@
 #ifndef KILN_NET_H
 #define KILN_NET_H
 
+#include <stdio.h>
+
 #include "net/checkpoint.h"
 #include "dist/dist.h"
 #include "net/config.h"
@@ -54,10 +56,15 @@ struct kiln_net {
     double share;            /* this rank's part of the global batch of the step running */
     grad_buckets *buckets;   /* the flat gradients' way across the ranks, with a comm */
     op_sync sync;            /* sync_batchnorm through comm */
+    char *vocab;             /* a text's characters (kiln_net_vocab), or NULL */
     char *classes;           /* class names as a JSON array (image folders), or NULL */
     char **class_names;      /* the same, parsed: class_count names */
     size_t class_count;
-    char *vocab;             /* a text's characters (kiln_net_vocab), or NULL */
+    kiln_tensor **frozen;    /* per entry: a frozen parameter's copy (params.c); NULL: none */
+    kiln_tensor *class_weight; /* [train] class_weight on the device, or NULL (params.c) */
+    int accumulating;        /* kiln_net_fit with accumulate > 1: steps of several batches */
+    float *acc, *acc_read;   /* the step's gradients so far, and one batch's, on the host */
+    int acc_filled;          /* acc holds a batch's gradients not yet applied */
 };
 
 #define NET_MAGIC 0x6b6e6574u /* "knet" */
@@ -77,9 +84,22 @@ void net_dist_step(kiln_net *net, size_t mine, size_t n);
  * global batch on every rank, from this rank's mean over its own samples
  * (mine of them; 0: none, and its gradients are not read). */
 kiln_status net_reduce_gradients(kiln_net *net, size_t mine);
+/* Gradient accumulation: adds part times this rank's share (net_dist_step)
+ * of the gradients of its last backward (none when mine is 0) to the
+ * step's sum on the host; net_reduce_gradients then sums that across the
+ * ranks and hands it to the optimizer. part is the batch's samples over
+ * the step's. */
+kiln_status net_accumulate(kiln_net *net, size_t mine, double part);
 /* Under mpirun: rank 0's buffers (batchnorm's running statistics) on every
  * rank, as DistributedDataParallel's broadcast of buffers; collective. */
 kiln_status net_take_rank0_buffers(kiln_net *net);
+
+/* The parameter layout (every tensor's name and shape) as lines of
+ * "key = value", for dist_agree. */
+void net_write_layout(const kiln_net *net, FILE *f);
+/* With a communicator: every rank checks its layout against rank 0's
+ * (dist_agree); mine is this rank's status so far. Collective. */
+kiln_status net_agree_on_layout(kiln_net *net, kiln_status mine);
 
 /* A training step in which this rank has no samples: the sync_batchnorm
  * sums that the other ranks' forward and backward wait for. */
@@ -119,6 +139,15 @@ void net_score(const kiln_net *net, const float *z, const float *y, size_t n, do
  * for cross_entropy, sigmoid for bce), else the output. */
 kiln_tensor *net_logits(const kiln_net *net, const pipeline *p);
 
+/* The optimizer's step at lr, frozen parameters left as they are
+ * (params.c); net_free_frozen releases what freezing holds. */
+kiln_status net_optim_step(kiln_net *net, float lr);
+void net_free_frozen(kiln_net *net);
+
+/* The class weights of the settings on the device (or none), checked
+ * against the model's outputs. */
+kiln_status net_class_weights(kiln_net *net);
+
 /* Rebuilds the optimizer for the current settings (state reset). */
 kiln_status net_reset_optimizer(kiln_net *net);
 
@@ -131,6 +160,10 @@ kiln_status net_check_normalization(const kiln_net *net, const float *mean, cons
 
 void meta_number(checkpoint_meta *m, const char *key, double v);
 
+/* A checkpoint's vocabulary against the network's: another one is an
+ * error naming path (what the network's came from: what). */
+kiln_status net_check_vocab(const kiln_net *net, const checkpoint_meta *meta, const char *path,
+                            const char *what);
 /* Class names (images.c): json is a JSON array of strings (NULL: none);
  * they go into checkpoints as the metadata "classes". */
 kiln_status net_set_classes(kiln_net *net, const char *json);
@@ -147,10 +180,6 @@ kiln_status net_load_folder(const kiln_net *net, const train_config *c, const ch
  * or one image file (unlabelled), shaped for its input. */
 kiln_status net_load_images(const kiln_net *net, const char *path, const char *split,
                             dataset *out);
-/* A checkpoint's vocabulary against the network's: another one is an
- * error naming path (what the network's came from: what). */
-kiln_status net_check_vocab(const kiln_net *net, const checkpoint_meta *meta, const char *path,
-                            const char *what);
 
 /* kiln_net_generate, with its KV cache (cache = 1) or with every token
  * running the whole window (0: the reference the cache is tested against). */

@@ -102,29 +102,66 @@ void meta_number(checkpoint_meta *m, const char *key, double v)
     checkpoint_meta_set(m, key, text);
 }
 
-/* A list of floats as "a,b,c" (%.9g: float32 exactly); NULL when out of
- * memory. */
+/* A list of floats as a JSON array "[a, b, c]" (%.9g: float32 exactly);
+ * NULL when out of memory. */
 static char *float_list(const float *v, size_t n)
 {
-    char *text = malloc(n * 18 + 1), *at = text;
+    char *text = malloc(n * 18 + 3), *at = text;
+    if (text)
+        at += sprintf(at, "[");
     for (size_t i = 0; text && i < n; i++)
-        at += sprintf(at, "%s%.9g", i ? "," : "", (double)v[i]);
+        at += sprintf(at, "%s%.9g", i ? ", " : "", (double)v[i]);
+    if (text)
+        sprintf(at, "]");
     return text;
 }
 
-/* Parses "a,b,c" into at most cap floats; the count, or 0 if malformed. */
+/* Parses a JSON array of numbers "[a, b]", or "a,b,c" as older
+ * checkpoints wrote it, into at most cap floats; the count, or 0 if
+ * malformed. */
 static size_t parse_floats(const char *text, float *out, size_t cap)
 {
     size_t n = 0;
-    for (const char *p = text; *p;) {
+    while (*text == ' ')
+        text++;
+    int bracketed = *text == '[';
+    const char *p = text + bracketed;
+    for (;;) {
         char *end;
         double v = strtod(p, &end);
-        if (end == p || n == cap || (*end && *end != ','))
+        if (end == p || n == cap)
             return 0;
         out[n++] = (float)v;
-        p = *end ? end + 1 : end;
+        while (*end == ' ')
+            end++;
+        if (*end == ',') {
+            p = end + 1;
+            continue;
+        }
+        if (bracketed && *end == ']')
+            end++;
+        else if (bracketed)
+            return 0;
+        while (*end == ' ')
+            end++;
+        return *end ? 0 : n;
     }
-    return n;
+}
+
+static void write_text(void *user, const char *text)
+{
+    char **buf = user;
+    if (!*buf)
+        return;
+    size_t have = strlen(*buf), add = strlen(text);
+    char *grown = realloc(*buf, have + add + 1);
+    if (!grown) {
+        free(*buf);
+        *buf = NULL;
+        return;
+    }
+    memcpy(grown + have, text, add + 1);
+    *buf = grown;
 }
 
 void net_meta(const kiln_net *net, checkpoint_meta *meta)
@@ -135,12 +172,17 @@ void net_meta(const kiln_net *net, checkpoint_meta *meta)
     checkpoint_meta_set(meta, "normalize_std", std ? std : "1");
     free(mean);
     free(std);
-    if (net->classes)
-        checkpoint_meta_set(meta, "classes", net->classes);
     if (net->vocab)
         checkpoint_meta_set(meta, "vocab", net->vocab);
+    if (net->classes)
+        checkpoint_meta_set(meta, "classes", net->classes);
     checkpoint_meta_set(meta, "format", "pt");
     checkpoint_meta_set(meta, "kiln", KILN_VERSION);
+    char *model = calloc(1, 1); /* the model itself: the file alone gives it back */
+    kiln_model_text(net->m, write_text, &model);
+    if (model)
+        checkpoint_meta_set(meta, "model", model);
+    free(model);
 }
 
 /* A checkpoint's stored normalization, read and checked before any of its
@@ -150,7 +192,6 @@ typedef struct {
     float *mean, *std;
     size_t count;        /* 0: the file stores none */
     const char *classes; /* image folders' class names (a JSON array), or NULL */
-    const char *vocab;   /* a text's characters, or NULL */
 } stored_norm;
 
 /* Whether text is a JSON array of strings. */
@@ -167,12 +208,6 @@ static int names_array(const char *text)
 static kiln_status read_norm(void *user, const char *path, const checkpoint_meta *meta)
 {
     stored_norm *n = user;
-    n->vocab = checkpoint_meta_get(meta, "vocab");
-    if (n->net->vocab) {
-        kiln_status st = net_check_vocab(n->net, meta, path, "this network");
-        if (st != KILN_OK)
-            return st;
-    }
     n->classes = checkpoint_meta_get(meta, "classes");
     if (n->classes && !names_array(n->classes))
         return kiln_fail(KILN_ERR_IO, "%s: the stored classes are not a JSON array of names",
@@ -207,8 +242,6 @@ static kiln_status apply_norm(stored_norm *n, kiln_status st)
         st = kiln_net_set_normalization(n->net, n->mean, n->std, n->count);
     if (st == KILN_OK)
         st = net_set_classes(n->net, n->classes);
-    if (st == KILN_OK && n->vocab && !n->net->vocab) /* a network without one takes the file's */
-        st = kiln_net_set_vocab(n->net, n->vocab);
     free(n->mean);
     free(n->std);
     return st;
@@ -235,15 +268,50 @@ kiln_status kiln_net_load(kiln_net *net, const char *path)
     if (st == KILN_OK && !path)
         st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_load: the path is NULL");
     checkpoint_meta meta = {0};
-    stored_norm n = {net, NULL, NULL, 0, NULL, NULL};
+    if (st == KILN_OK && net->vocab) /* another vocabulary: refused before any load */
+        st = checkpoint_read_meta(path, &meta);
+    if (st == KILN_OK && net->vocab)
+        st = net_check_vocab(net, &meta, path, "this network");
+    checkpoint_meta_free(&meta);
+    stored_norm n = {net, NULL, NULL, 0, NULL};
     checkpoint_check check = {read_norm, &n};
     if (st == KILN_OK) /* all or nothing: the metadata is checked before any tensor loads */
         st = checkpoint_load_checked(net->main.p, path, &meta, &check);
     st = apply_norm(&n, st);
+    const char *vocab = st == KILN_OK ? checkpoint_meta_get(&meta, "vocab") : NULL;
+    if (st == KILN_OK && vocab && !net->vocab) /* a network without one takes the file's */
+        st = kiln_net_set_vocab(net, vocab);
     checkpoint_meta_free(&meta);
     return st;
 }
 
+
+void net_write_layout(const kiln_net *net, FILE *f)
+{
+    fprintf(f, "tensors = %zu\n", net->n_entries);
+    for (size_t i = 0; i < net->n_entries; i++) {
+        char shape[64];
+        fprintf(f, "tensor %s = %s\n", net->entries[i].name,
+                shape_str(&net->entries[i].shape, shape, sizeof shape));
+    }
+}
+
+kiln_status net_agree_on_layout(kiln_net *net, kiln_status mine)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f) {
+        net_write_layout(net, f);
+        fclose(f);
+    }
+    if (!text && mine == KILN_OK)
+        mine = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
+    kiln_status st = dist_agree(net->comm, "the ranks' models differ (checked against rank 0)",
+                                text, mine);
+    free(text);
+    return st;
+}
 
 /* ---- the vocabulary of a text ---------------------------------------------------- */
 

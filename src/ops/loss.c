@@ -89,3 +89,36 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
     kiln_tensor_free(terms);
     return st;
 }
+
+kiln_status op_loss_weighted(kiln_ctx *ctx, const kiln_tensor *input, const kiln_tensor *target,
+                             const kiln_tensor *weight, kiln_tensor *loss, kiln_tensor *dinput)
+{
+    if (!ctx || !input || !weight)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "cross_entropy: missing input or weights");
+    kiln_status st = check_loss_shapes(LOSS_CROSS_ENTROPY, input, target, loss, dinput);
+    kiln_shape classes = shape_make(1, input->shape[input->ndim - 1], 0, 0, 0);
+    if (st == KILN_OK)
+        st = expect_shape("cross_entropy", "class weights", weight, &classes);
+    if (st == KILN_OK)
+        st = op_check_count("cross_entropy", "the input", input->numel);
+    if (st != KILN_OK)
+        return st;
+    size_t count = input->numel / classes.d[0]; /* rows: (N, C) or (B, T, C) */
+    kiln_shape ts = shape_make(1, count, 0, 0, 0);
+    kiln_tensor *terms;
+    if ((st = tensor_of(ctx, &ts, &terms)) != KILN_OK)
+        return st;
+    cl_kernel k;
+    st = kiln_kernel_get(ctx, "loss.cl", "", "ce_rows_weighted", &k);
+    cl_int has_grad = dinput != NULL;
+    cl_mem grad = dinput ? dinput->buf : terms->buf;
+    cl_uint n = (cl_uint)count, c = (cl_uint)classes.d[0];
+    if (st == KILN_OK)
+        st = kiln_launch_1d(ctx, k, "ce_rows_weighted", count, 64, KARG(input->buf),
+                            KARG(target->buf), KARG(weight->buf), KARG(terms->buf), KARG(grad),
+                            KARG(n), KARG(c), KARG(has_grad));
+    if (st == KILN_OK)
+        st = op_sum_all(ctx, &terms->buf, &count, 1, 0, 1.0f / (float)count, loss->buf);
+    kiln_tensor_free(terms);
+    return st;
+}

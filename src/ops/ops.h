@@ -335,6 +335,12 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
                     const kiln_tensor *input, const kiln_tensor *target, kiln_tensor *loss,
                     kiln_tensor *dinput);
 
+/* cross_entropy with class weights (C values, weight (C)), as PyTorch's
+ * CrossEntropyLoss(weight=): the weighted mean sum w[t_i] l_i / sum w[t_i]
+ * and its gradient; a batch whose weights sum to 0 gives NaN. */
+kiln_status op_loss_weighted(kiln_ctx *ctx, const kiln_tensor *input, const kiln_tensor *target,
+                             const kiln_tensor *weight, kiln_tensor *loss, kiln_tensor *dinput);
+
 const char *loss_name(loss_kind kind);
 
 /* sync_batchnorm on a process with no samples in a training step: the
