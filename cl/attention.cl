@@ -11,7 +11,7 @@
  * attn_backward_q: one item per RQ query rows; delta_i = dy_i . y_i, then
  *   p_ij = exp(s_ij - lse_i), ds_ij = p_ij (dy_i . v_j - delta_i),
  *   dq_i = scale sum_j ds_ij k_j over j = 0..i in order.
- * attn_backward_kv: one item per key row j, over queries i = j..T-1 in order:
+ * attn_backward_kv: one item per RQ key rows j, over queries i = j..T-1 in order:
  *   dv_j = sum_i p_ij dy_i, dk_j = scale sum_i ds_ij q_i.
  * Every sum runs in a fixed order (no atomics), so results are the same
  * bits on every run. HD is the head dimension (-DHD=...); rows move in
@@ -171,33 +171,52 @@ __kernel void attn_backward_kv(__global const float *qkv, __global const float *
                                __global float *dqkv, const uint T, const uint H,
                                const float scale)
 {
-    uint j0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
-    uint j = min(j0, T - 1), C = H * HD, row = 3 * C;
-    __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
-    __global const float *v = k + C;
-    vec ks[NV], vr[NV], dk[NV], dv[NV];
-    for (uint u = 0; u < NV; u++) {
-        ks[u] = LOADV(u, k) * scale; /* q . (k scale) = (q scale) . k up to rounding */
-        vr[u] = LOADV(u, v);
-        dk[u] = 0.0f;
-        dv[u] = 0.0f;
-    }
-    for (uint i = j; i < T; i++) {
-        __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
-        __global const float *g = dy + (size_t)(b * T + i) * C + h * HD;
-        float p = exp(dot_row(ks, q) - lse[(b * H + h) * T + i]);
-        float ds = p * (dot_row(vr, g) - delta[(b * H + h) * T + i]);
+    uint g0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint base = min(g0 * RQ, T - 1), C = H * HD, row = 3 * C;
+    vec ks[RQ][NV], vr[RQ][NV], dk[RQ][NV], dv[RQ][NV];
+    for (uint r = 0; r < RQ; r++) {
+        __global const float *k = qkv + (size_t)(b * T + min(base + r, T - 1)) * row + C + h * HD;
+        __global const float *v = k + C;
         for (uint u = 0; u < NV; u++) {
-            dv[u] += p * LOADV(u, g);
-            dk[u] += ds * LOADV(u, q);
+            ks[r][u] = LOADV(u, k) * scale; /* q . (k scale) = (q scale) . k up to rounding */
+            vr[r][u] = LOADV(u, v);
+            dk[r][u] = 0.0f;
+            dv[r][u] = 0.0f;
         }
     }
-    if (j0 >= T)
-        return;
-    __global float *out = dqkv + (size_t)(b * T + j) * row + C + h * HD;
-    for (uint u = 0; u < NV; u++) {
-        STOREV(dk[u] * scale, u, out);
-        STOREV(dv[u], u, out + C);
+    for (uint i = base; i < T; i++) {
+        __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
+        __global const float *g = dy + (size_t)(b * T + i) * C + h * HD;
+        vec qr[NV], gr[NV];
+        for (uint u = 0; u < NV; u++) {
+            qr[u] = LOADV(u, q);
+            gr[u] = LOADV(u, g);
+        }
+        float stat = lse[(b * H + h) * T + i], dl = delta[(b * H + h) * T + i];
+        for (uint r = 0; r < RQ; r++) { /* before its diagonal, p = ds = 0: unchanged */
+            vec s = 0.0f, t = 0.0f;
+            for (uint u = 0; u < NV; u++) {
+                s += ks[r][u] * qr[u];
+                t += vr[r][u] * gr[u];
+            }
+            float e = exp(HSUM(s) - stat);
+            int keep = i >= base + r;
+            float p = keep ? e : 0.0f, ds = keep ? e * (HSUM(t) - dl) : 0.0f;
+            for (uint u = 0; u < NV; u++) {
+                dv[r][u] += p * gr[u];
+                dk[r][u] += ds * qr[u];
+            }
+        }
+    }
+    for (uint r = 0; r < RQ; r++) {
+        uint j = g0 * RQ + r;
+        if (j >= T)
+            continue;
+        __global float *out = dqkv + (size_t)(b * T + j) * row + C + h * HD;
+        for (uint u = 0; u < NV; u++) {
+            STOREV(dk[r][u] * scale, u, out);
+            STOREV(dv[r][u], u, out + C);
+        }
     }
 }
 

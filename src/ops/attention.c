@@ -40,7 +40,7 @@ static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes
  * each key and value load): measured by bench/bench_attention. Where
  * work-groups run as loops (PoCL) ATTN_CPU_ROWS; elsewhere 1;
  * $KILN_ATTN_ROWS (1 to 16) overrides it for benchmarks. */
-#define ATTN_CPU_ROWS 8
+#define ATTN_CPU_ROWS 2
 static size_t rows_override; /* attention_set_rows: 0 for the device's choice */
 
 void attention_set_rows(size_t rows)
@@ -138,7 +138,8 @@ static kiln_status attn_backward(const op_args *c)
                             KARG(delta->buf), KARG(c->din[0]->buf), KARG(T), KARG(H),
                             KARG(scale));
     if (st == KILN_OK)
-        st = kiln_launch_3d(c->ctx, kkv, "attn_backward_kv", T, H, B, KARG(c->in[0]->buf),
+        st = kiln_launch_3d(c->ctx, kkv, "attn_backward_kv", (T + R - 1) / R, H, B,
+                            KARG(c->in[0]->buf),
                             KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(delta->buf),
                             KARG(c->din[0]->buf), KARG(T), KARG(H), KARG(scale));
     kiln_tensor_free(delta);
