@@ -6,12 +6,12 @@
  * scale = 1/sqrt(HD). Query row i sees keys 0..i: the loops stop at the
  * diagonal, so nothing above it is computed.
  *
- * attn_forward: one item per (query i, head, batch), an online softmax over
+ * attn_forward: one item per (RQ query rows, head, batch), an online softmax over
  * the keys in order (running max m, sum l, output acc rescaled when m grows).
- * attn_backward_q: one item per query row; delta_i = dy_i . y_i, then
+ * attn_backward_q: one item per RQ query rows; delta_i = dy_i . y_i, then
  *   p_ij = exp(s_ij - lse_i), ds_ij = p_ij (dy_i . v_j - delta_i),
  *   dq_i = scale sum_j ds_ij k_j over j = 0..i in order.
- * attn_backward_kv: one item per key row j, over queries i = j..T-1 in order:
+ * attn_backward_kv: one item per RQ key rows j, over queries i = j..T-1 in order:
  *   dv_j = sum_i p_ij dy_i, dk_j = scale sum_i ds_ij q_i.
  * Every sum runs in a fixed order (no atomics), so results are the same
  * bits on every run. HD is the head dimension (-DHD=...); rows move in
@@ -55,20 +55,197 @@ static float dot_row(const vec *a, __global const float *p)
     return HSUM(s);
 }
 
+/* RQ query rows per item (-DRQ=..., a register tile): rows base .. base +
+ * RQ - 1 share each load of a key and value row; row r takes key j only
+ * where j <= base + r (past it, its update is by exp(0) = 1 and p = 0:
+ * the same bits), so each row's results are those of RQ = 1. */
+#ifndef RQ
+#define RQ 1
+#endif
+
 __kernel void attn_forward(__global const float *qkv, __global float *y, __global float *lse,
                            const uint T, const uint H, const float scale)
 {
-    uint i0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
-    uint i = min(i0, T - 1), C = H * HD, row = 3 * C;
-    __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
+    uint g = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint base = g * RQ, C = H * HD, row = 3 * C, last = min(base + RQ - 1, T - 1);
+    vec qs[RQ][NV], acc[RQ][NV];
+    float m[RQ], l[RQ];
+    for (uint r = 0; r < RQ; r++) {
+        __global const float *q = qkv + (size_t)(b * T + min(base + r, T - 1)) * row + h * HD;
+        for (uint u = 0; u < NV; u++) {
+            qs[r][u] = LOADV(u, q) * scale;
+            acc[r][u] = 0.0f;
+        }
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+    }
+    for (uint j = 0; j <= last; j++) {
+        __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
+        __global const float *v = k + C;
+        vec kr[NV], vr[NV];
+        for (uint u = 0; u < NV; u++) {
+            kr[u] = LOADV(u, k);
+            vr[u] = LOADV(u, v);
+        }
+        for (uint r = 0; r < RQ; r++) {
+            int keep = j <= base + r; /* else corr = 1, p = 0: the row is unchanged */
+            vec d = 0.0f;
+            for (uint u = 0; u < NV; u++)
+                d += qs[r][u] * kr[u];
+            float s = HSUM(d);
+            float mn = keep ? fmax(m[r], s) : m[r], corr = exp(m[r] - mn);
+            float e = exp(s - mn), p = keep ? e : 0.0f;
+            l[r] = l[r] * corr + p;
+            for (uint u = 0; u < NV; u++)
+                acc[r][u] = acc[r][u] * corr + p * vr[u];
+            m[r] = mn;
+        }
+    }
+    for (uint r = 0; r < RQ; r++) {
+        float inv = 1.0f / l[r], stat = m[r] + log(l[r]);
+        uint i = base + r;
+        if (i >= T)
+            continue;
+        __global float *out = y + (size_t)(b * T + i) * C + h * HD;
+        for (uint u = 0; u < NV; u++)
+            STOREV(acc[r][u] * inv, u, out);
+        lse[(b * H + h) * T + i] = stat;
+    }
+}
+
+__kernel void attn_backward_q(__global const float *qkv, __global const float *y,
+                              __global const float *dy, __global const float *lse,
+                              __global float *delta, __global float *dqkv, const uint T,
+                              const uint H, const float scale)
+{
+    uint g0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint base = g0 * RQ, C = H * HD, row = 3 * C, last = min(base + RQ - 1, T - 1);
+    vec qs[RQ][NV], g[RQ][NV], dq[RQ][NV];
+    float dl[RQ], stat[RQ];
+    for (uint r = 0; r < RQ; r++) {
+        uint i = min(base + r, T - 1);
+        __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
+        __global const float *yi = y + (size_t)(b * T + i) * C + h * HD;
+        __global const float *gi = dy + (size_t)(b * T + i) * C + h * HD;
+        for (uint u = 0; u < NV; u++) {
+            qs[r][u] = LOADV(u, q) * scale;
+            g[r][u] = LOADV(u, gi);
+            dq[r][u] = 0.0f;
+        }
+        dl[r] = dot_row(g[r], yi);
+        stat[r] = lse[(b * H + h) * T + i];
+    }
+    for (uint j = 0; j <= last; j++) {
+        __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
+        __global const float *v = k + C;
+        vec kr[NV], vr[NV];
+        for (uint u = 0; u < NV; u++) {
+            kr[u] = LOADV(u, k);
+            vr[u] = LOADV(u, v);
+        }
+        for (uint r = 0; r < RQ; r++) { /* past the diagonal ds = 0: dq unchanged */
+            vec s = 0.0f, t = 0.0f;
+            for (uint u = 0; u < NV; u++) {
+                s += qs[r][u] * kr[u];
+                t += g[r][u] * vr[u];
+            }
+            float e = exp(HSUM(s) - stat[r]);
+            float ds = j <= base + r ? e * (HSUM(t) - dl[r]) : 0.0f;
+            for (uint u = 0; u < NV; u++)
+                dq[r][u] += ds * kr[u];
+        }
+    }
+    for (uint r = 0; r < RQ; r++) {
+        uint i = base + r;
+        if (i >= T)
+            continue;
+        __global float *out = dqkv + (size_t)(b * T + i) * row + h * HD;
+        for (uint u = 0; u < NV; u++)
+            STOREV(dq[r][u] * scale, u, out);
+        delta[(b * H + h) * T + i] = dl[r];
+    }
+}
+
+__kernel void attn_backward_kv(__global const float *qkv, __global const float *dy,
+                               __global const float *lse, __global const float *delta,
+                               __global float *dqkv, const uint T, const uint H,
+                               const float scale)
+{
+    uint g0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint base = min(g0 * RQ, T - 1), C = H * HD, row = 3 * C;
+    vec ks[RQ][NV], vr[RQ][NV], dk[RQ][NV], dv[RQ][NV];
+    for (uint r = 0; r < RQ; r++) {
+        __global const float *k = qkv + (size_t)(b * T + min(base + r, T - 1)) * row + C + h * HD;
+        __global const float *v = k + C;
+        for (uint u = 0; u < NV; u++) {
+            ks[r][u] = LOADV(u, k) * scale; /* q . (k scale) = (q scale) . k up to rounding */
+            vr[r][u] = LOADV(u, v);
+            dk[r][u] = 0.0f;
+            dv[r][u] = 0.0f;
+        }
+    }
+    for (uint i = base; i < T; i++) {
+        __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
+        __global const float *g = dy + (size_t)(b * T + i) * C + h * HD;
+        vec qr[NV], gr[NV];
+        for (uint u = 0; u < NV; u++) {
+            qr[u] = LOADV(u, q);
+            gr[u] = LOADV(u, g);
+        }
+        float stat = lse[(b * H + h) * T + i], dl = delta[(b * H + h) * T + i];
+        for (uint r = 0; r < RQ; r++) { /* before its diagonal, p = ds = 0: unchanged */
+            vec s = 0.0f, t = 0.0f;
+            for (uint u = 0; u < NV; u++) {
+                s += ks[r][u] * qr[u];
+                t += vr[r][u] * gr[u];
+            }
+            float e = exp(HSUM(s) - stat);
+            int keep = i >= base + r;
+            float p = keep ? e : 0.0f, ds = keep ? e * (HSUM(t) - dl) : 0.0f;
+            for (uint u = 0; u < NV; u++) {
+                dv[r][u] += p * gr[u];
+                dk[r][u] += ds * qr[u];
+            }
+        }
+    }
+    for (uint r = 0; r < RQ; r++) {
+        uint j = g0 * RQ + r;
+        if (j >= T)
+            continue;
+        __global float *out = dqkv + (size_t)(b * T + j) * row + C + h * HD;
+        for (uint u = 0; u < NV; u++) {
+            STOREV(dk[r][u] * scale, u, out);
+            STOREV(dv[r][u], u, out + C);
+        }
+    }
+}
+
+/* Decoding (batch 1) with a cache of keys and values, (positions, 2C): row
+ * p holds position p's k (channels h*HD of the first C) and v (of the
+ * second C). attn_cache_store writes the T new rows' k and v at rows
+ * at .. at+T-1; attn_decode then runs the forward's online softmax for new
+ * row r (position at + r) over cache rows 0 .. at + r, in the same order
+ * and with the same operations as attn_forward. */
+__kernel void attn_cache_store(__global const float *qkv, __global float *cache, const uint at,
+                               const uint C)
+{
+    uint c = (uint)get_global_id(0), r = (uint)get_global_id(1);
+    cache[(size_t)(at + r) * 2 * C + c] = qkv[(size_t)r * 3 * C + C + c];
+}
+
+__kernel void attn_decode(__global const float *qkv, __global const float *cache,
+                          __global float *y, const uint at, const uint H, const float scale)
+{
+    uint r = (uint)get_global_id(0), h = (uint)get_global_id(1), C = H * HD;
+    __global const float *q = qkv + (size_t)r * 3 * C + h * HD;
     vec qs[NV], acc[NV];
     for (uint u = 0; u < NV; u++) {
         qs[u] = LOADV(u, q) * scale;
         acc[u] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    for (uint j = 0; j <= i; j++) {
-        __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
+    for (uint j = 0; j <= at + r; j++) {
+        __global const float *k = cache + (size_t)j * 2 * C + h * HD;
         __global const float *v = k + C;
         float s = dot_row(qs, k);
         float mn = fmax(m, s), corr = exp(m - mn), p = exp(s - mn);
@@ -77,78 +254,8 @@ __kernel void attn_forward(__global const float *qkv, __global float *y, __globa
             acc[u] = acc[u] * corr + p * LOADV(u, v);
         m = mn;
     }
-    float inv = 1.0f / l, stat = m + log(l);
-    if (i0 >= T)
-        return;
-    __global float *out = y + (size_t)(b * T + i) * C + h * HD;
+    float inv = 1.0f / l;
+    __global float *out = y + (size_t)r * C + h * HD;
     for (uint u = 0; u < NV; u++)
         STOREV(acc[u] * inv, u, out);
-    lse[(b * H + h) * T + i] = stat;
-}
-
-__kernel void attn_backward_q(__global const float *qkv, __global const float *y,
-                              __global const float *dy, __global const float *lse,
-                              __global float *delta, __global float *dqkv, const uint T,
-                              const uint H, const float scale)
-{
-    uint i0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
-    uint i = min(i0, T - 1), C = H * HD, row = 3 * C;
-    __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
-    __global const float *yi = y + (size_t)(b * T + i) * C + h * HD;
-    __global const float *gi = dy + (size_t)(b * T + i) * C + h * HD;
-    vec qs[NV], g[NV], dq[NV];
-    for (uint u = 0; u < NV; u++) {
-        qs[u] = LOADV(u, q) * scale;
-        g[u] = LOADV(u, gi);
-        dq[u] = 0.0f;
-    }
-    float dl = dot_row(g, yi), stat = lse[(b * H + h) * T + i];
-    for (uint j = 0; j <= i; j++) {
-        __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
-        __global const float *v = k + C;
-        float ds = exp(dot_row(qs, k) - stat) * (dot_row(g, v) - dl);
-        for (uint u = 0; u < NV; u++)
-            dq[u] += ds * LOADV(u, k);
-    }
-    if (i0 >= T)
-        return;
-    __global float *out = dqkv + (size_t)(b * T + i) * row + h * HD;
-    for (uint u = 0; u < NV; u++)
-        STOREV(dq[u] * scale, u, out);
-    delta[(b * H + h) * T + i] = dl;
-}
-
-__kernel void attn_backward_kv(__global const float *qkv, __global const float *dy,
-                               __global const float *lse, __global const float *delta,
-                               __global float *dqkv, const uint T, const uint H,
-                               const float scale)
-{
-    uint j0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
-    uint j = min(j0, T - 1), C = H * HD, row = 3 * C;
-    __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
-    __global const float *v = k + C;
-    vec ks[NV], vr[NV], dk[NV], dv[NV];
-    for (uint u = 0; u < NV; u++) {
-        ks[u] = LOADV(u, k) * scale; /* q . (k scale) = (q scale) . k up to rounding */
-        vr[u] = LOADV(u, v);
-        dk[u] = 0.0f;
-        dv[u] = 0.0f;
-    }
-    for (uint i = j; i < T; i++) {
-        __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
-        __global const float *g = dy + (size_t)(b * T + i) * C + h * HD;
-        float p = exp(dot_row(ks, q) - lse[(b * H + h) * T + i]);
-        float ds = p * (dot_row(vr, g) - delta[(b * H + h) * T + i]);
-        for (uint u = 0; u < NV; u++) {
-            dv[u] += p * LOADV(u, g);
-            dk[u] += ds * LOADV(u, q);
-        }
-    }
-    if (j0 >= T)
-        return;
-    __global float *out = dqkv + (size_t)(b * T + j) * row + C + h * HD;
-    for (uint u = 0; u < NV; u++) {
-        STOREV(dk[u] * scale, u, out);
-        STOREV(dv[u], u, out + C);
-    }
 }

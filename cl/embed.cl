@@ -6,7 +6,8 @@
  *                   ids[n] = v: one item per row v and run of EMBED_RUN
  *                   channels, which it owns (a fixed order, no atomics); the
  *                   ids are read once per run, not once per weight.
- *   pos_forward:    x (B, T, C), P (P_rows, C), T <= P_rows: out = x + P[t].
+ *   pos_forward:    x (B, T, C), P (P_rows, C), first + T <= P_rows:
+ *                   out = x + P[first + t] (first > 0 when decoding).
  *   pos_backward:   dP[t, c] = sum over b in order of dy[b, t, c] for t < T,
  *                   0 for the rows past T. */
 
@@ -45,11 +46,11 @@ __kernel void embed_backward(__global const float *ids, __global const float *dy
 }
 
 __kernel void pos_forward(__global const float *x, __global const float *P,
-                          __global float *out, const uint T, const uint C)
+                          __global float *out, const uint T, const uint C, const uint first)
 {
     uint c = (uint)get_global_id(0), t = (uint)get_global_id(1), b = (uint)get_global_id(2);
     size_t at = ((size_t)b * T + t) * C + c;
-    out[at] = x[at] + P[(size_t)t * C + c];
+    out[at] = x[at] + P[(size_t)(first + t) * C + c];
 }
 
 __kernel void pos_backward(__global const float *dy, __global float *dP, const uint B,

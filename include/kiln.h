@@ -485,8 +485,10 @@ KILN_API kiln_status kiln_net_set_vocab(kiln_net *net, const char *vocab);
  * sampled from the last position's distribution: temperature 0 is greedy,
  * above 0 divides the logits; top_k keeps the k likeliest (0: all, at
  * most the vocabulary). The same seed gives the same text on the same
- * device. Beyond the block the window slides. Each token runs the whole
- * window again (no KV cache yet). An empty prompt starts from a newline. */
+ * device. Beyond the block the window slides. It runs in eval mode with a
+ * KV cache: until the context fills the block, each token costs one
+ * position's work; once the window slides, each token runs the whole
+ * window (every position moves). An empty prompt starts from a newline. */
 KILN_API kiln_status kiln_net_generate(kiln_net *net, const char *prompt, size_t tokens,
                                        double temperature, size_t top_k, uint64_t seed,
                                        kiln_write_fn out, void *user);
@@ -844,6 +846,21 @@ KILN_API kiln_status kiln_bench_training(kiln_ctx *ctx, kiln_model *m, size_t ba
  * (to compare with kiln_bench_training, which runs the pipeline alone). */
 KILN_API kiln_status kiln_bench_net(kiln_ctx *ctx, kiln_model *m, size_t batch,
                                     double *forward_ms, double *step_samples_per_s);
+
+/* A token model (GPT) at a batch size (0: [train]'s), random weights and
+ * tokens: training tokens per second through kiln_net_train_step (the
+ * best of three steps), the share of a step the attention kernels take
+ * (each attention layer's forward and backward timed alone at the step's
+ * shapes), and kiln_net_generate's tokens per second for block - 1 tokens
+ * from an empty prompt, with its KV cache and with every token running
+ * the whole window. */
+typedef struct {
+    size_t batch, block, generated;
+    double step_ms, train_tokens_per_s, attention_share;
+    double generate_tokens_per_s, window_tokens_per_s;
+} kiln_bench_gpt_result;
+KILN_API kiln_status kiln_bench_gpt(kiln_ctx *ctx, kiln_model *m, size_t batch,
+                                    kiln_bench_gpt_result *r);
 
 /* Images per second that an image folder's training split decodes on
  * *workers threads (the model's [train] workers), each converted and

@@ -191,6 +191,56 @@ START_TEST(attention_matches_reference)
 }
 END_TEST
 
+/* Every register tile (query rows per work-item) gives the bits of one
+ * row per item, forward and backward, at every case's size. */
+START_TEST(attention_tiles_give_the_same_bits)
+{
+    const attn_case *c = &attn_cases[_i];
+    size_t C = c->H * c->D, nin = c->B * c->T * 3 * C, nout = c->B * c->T * C;
+    op_attrs a = attn_attrs(c);
+    kiln_shape in = shape_make(3, c->B, c->T, 3 * C, 0);
+    op_shapes s;
+    check_ok(op_infer(OP_ATTENTION, &a, &in, &s));
+    host x = host_random(nin, -3, 3), dy = host_random(nout, -1, 1);
+    op_args args = {.ctx = test_ctx(), .attrs = &a, .training = 1};
+    args.in[0] = device(&in, &x);
+    args.out = device(&s.out, NULL);
+    args.saved[0] = device(&s.saved[0], NULL);
+    args.dout = device(&s.out, &dy);
+    args.din[0] = device(&in, NULL);
+    const kiln_tensor *results[3] = {args.out, args.saved[0], args.din[0]};
+    static const char *names[3] = {"output", "log-sum-exp", "input gradient"};
+    float *one[3] = {NULL, NULL, NULL};
+    static const size_t rows[] = {1, 2, 3, 4, 8};
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        attention_set_rows(rows[r]);
+        check_ok(op_forward(OP_ATTENTION, &args));
+        check_ok(op_backward(OP_ATTENTION, &args));
+        for (int k = 0; k < 3; k++) {
+            float *got = download(results[k]);
+            if (r == 0) {
+                one[k] = got;
+                continue;
+            }
+            ck_assert_msg(memcmp(one[k], got, results[k]->numel * sizeof *got) == 0,
+                          "B%zu T%zu H%zu D%zu: %zu rows per item change the %s", c->B, c->T,
+                          c->H, c->D, rows[r], names[k]);
+            free(got);
+        }
+    }
+    attention_set_rows(0);
+    for (int k = 0; k < 3; k++)
+        free(one[k]);
+    host_free(&x);
+    host_free(&dy);
+    kiln_tensor_free((kiln_tensor *)args.in[0]);
+    kiln_tensor_free(args.out);
+    kiln_tensor_free(args.saved[0]);
+    kiln_tensor_free((kiln_tensor *)args.dout);
+    kiln_tensor_free(args.din[0]);
+}
+END_TEST
+
 /* ---- embeddings ------------------------------------------------------------------ */
 
 typedef struct {
@@ -353,6 +403,8 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, attention_matches_reference, 0,
                         (int)(sizeof attn_cases / sizeof attn_cases[0]));
+    tcase_add_loop_test(tc, attention_tiles_give_the_same_bits, 0,
+                        sizeof attn_cases / sizeof attn_cases[0]);
     tcase_add_loop_test(tc, embeddings_match_reference, 0,
                         (int)(sizeof embed_cases / sizeof embed_cases[0]));
     tcase_add_test(tc, embedding_of_a_bad_id_is_nan);

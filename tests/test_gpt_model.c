@@ -391,6 +391,76 @@ START_TEST(memory_grows_linearly_with_the_block)
 }
 END_TEST
 
+/* The KV cache: one position at a time through the decoding pipeline gives
+ * the logits of the whole window at every position. */
+START_TEST(decoding_gives_the_window_logits)
+{
+    kiln_net *net = tiny_net(1);
+    size_t T = kiln_model_block(net->m), V = kiln_model_vocab(net->m);
+    float *x = test_alloc(T * sizeof *x), *full = test_alloc(T * V * sizeof *full);
+    float *one = test_alloc(V * sizeof *one);
+    for (size_t t = 0; t < T; t++)
+        x[t] = (float)(kiln_rng_next(test_rng()) % V);
+    check_ok(kiln_net_set_training(net, 0));
+    check_ok(kiln_net_forward(net, x, 1, full));
+    pipeline *dec;
+    check_ok(pipeline_create_decode(net->main.p, &dec));
+    double worst = 0;
+    for (size_t t = 0; t < T; t++) {
+        dec->at = t;
+        check_ok(kiln_tensor_upload(dec->input, &x[t], 1));
+        check_ok(pipeline_forward(dec, 0));
+        check_ok(kiln_tensor_download(pipeline_output(dec), one, V));
+        worst = fmax(worst, rel_error(one, full + t * V, V));
+    }
+    printf("decoding against the window: worst relative error %.2e over %zu positions\n",
+           worst, T);
+    ck_assert_msg(worst < 1e-5, "decoded logits differ from the window's by %g", worst);
+    /* past the block, training and backward are refused */
+    dec->at = T;
+    ck_assert_int_eq(pipeline_forward(dec, 0), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "past the table"), "%s", kiln_last_error());
+    dec->at = 0;
+    ck_assert_int_eq(pipeline_forward(dec, 1), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(pipeline_backward(dec, 0), KILN_ERR_INVALID_ARGUMENT);
+    pipeline_free(dec);
+    free(x);
+    free(full);
+    free(one);
+    tiny_free(net);
+}
+END_TEST
+
+static void append(void *user, const char *text)
+{
+    strcat(user, text);
+}
+
+/* Generation with the cache writes the text the whole window writes,
+ * greedy and sampled, within the block and after the window slides. */
+START_TEST(generation_with_the_cache_writes_the_same_text)
+{
+    kiln_net *net = tiny_net(1);
+    check_ok(kiln_net_set_vocab(net, "\nabcdefghijkl"));
+    static const struct {
+        const char *prompt;
+        double temperature;
+        size_t top_k;
+    } runs[] = {{"", 0, 0}, {"abcab", 0, 0}, {"lkj", 1.0, 0}, {"abc", 0.8, 5}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char with[64] = "", without[64] = "";
+        check_ok(net_generate(net, runs[i].prompt, 40, runs[i].temperature, runs[i].top_k, 7,
+                              1, append, with));
+        check_ok(net_generate(net, runs[i].prompt, 40, runs[i].temperature, runs[i].top_k, 7,
+                              0, append, without));
+        ck_assert_uint_eq(strlen(with), 40);
+        ck_assert_msg(strcmp(with, without) == 0, "run %zu: with the cache \"%s\", without "
+                      "\"%s\"", i, with, without);
+    }
+    tiny_free(net);
+}
+END_TEST
+
 /* Mistakes in a GPT's model file name the file, the line and the layer. */
 START_TEST(model_file_mistakes_are_named)
 {
@@ -439,6 +509,8 @@ int main(void)
     tcase_add_test(tc, bad_token_ids_are_refused);
     tcase_add_test(tc, model_file_mistakes_are_named);
     tcase_add_test(tc, memory_grows_linearly_with_the_block);
+    tcase_add_test(tc, decoding_gives_the_window_logits);
+    tcase_add_test(tc, generation_with_the_cache_writes_the_same_text);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -459,7 +459,8 @@ class Model:
         `tokens` characters after the prompt, temperature 0 greedy, top_k
         the k likeliest only; stream(text) gets each character as it comes.
         Returns the characters written (without the prompt). Each character
-        runs the whole window again (no KV cache yet)."""
+        is one position's work (a KV cache) until the window fills the
+        block."""
         if top_k is not None and (int(top_k) != top_k or top_k < 1):
             raise ValueError(f"top_k {top_k}: expected a whole number from 1 (None: all)")
         pieces = []

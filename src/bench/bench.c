@@ -129,8 +129,11 @@ static kiln_status run_copy(void *u)
                           KARG(n));
 }
 
+/* kind with s->attrs (act stays only on the activation op, which reads it). */
 static kiln_status run_op(kernel_state *s, op_kind kind, int two_inputs)
 {
+    if (kind != OP_ACTIVATION)
+        s->attrs.act = KILN_ACT_NONE;
     op_args c = {.ctx = s->ctx, .attrs = &s->attrs, .training = 1, .in = {s->a, two_inputs ? s->c : NULL},
                  .out = s->b};
     return op_forward(kind, &c);

@@ -236,6 +236,26 @@ static void print_json(const measured *m, size_t n, const bench_args *a, const c
 
 /* ---- measuring --------------------------------------------------------------------- */
 
+/* A token model: training and generation tokens per second and
+ * attention's share of a step, printed as measured (to stderr with --json). */
+static int gpt(kiln_ctx *ctx, kiln_model *m, const bench_args *a, int i, size_t batch,
+               measured *out)
+{
+    kiln_bench_gpt_result r;
+    if (kiln_bench_gpt(ctx, m, batch, &r) != KILN_OK)
+        return cli_fail("bench");
+    FILE *f = a->json ? stderr : stdout;
+    fprintf(f, "%s: training %.0f tokens/s (batch %zu x block %zu, %.1f ms a step), "
+               "attention %.0f %% of a step; generation %.1f tokens/s with the KV cache, "
+               "%.1f re-running the window (%zu tokens from an empty prompt)\n",
+            a->models[i], r.train_tokens_per_s, r.batch, r.block, r.step_ms,
+            100 * r.attention_share, r.generate_tokens_per_s, r.window_tokens_per_s,
+            r.generated);
+    out->train[i] = out->api_step[i] = r.train_tokens_per_s / (double)r.block;
+    out->api_forward[i] = 1e3 / r.window_tokens_per_s;
+    return 0;
+}
+
 /* Training throughput of each model (profile 0), or its per-layer device
  * time (profile 1), on the device as kiln_ctx_create opens it (tuned). */
 static int models(const char *selector, const bench_args *a, int profile, measured *out)
@@ -253,6 +273,11 @@ static int models(const char *selector, const bench_args *a, int profile, measur
             break;
         }
         size_t batch = a->quick ? 16 : 0;
+        if (!profile && kiln_model_vocab(m) > 0) {
+            rc = gpt(ctx, m, a, i, batch, out);
+            kiln_model_free(m);
+            continue;
+        }
         if (!profile && (kiln_bench_training(ctx, m, batch, &out->train[i]) != KILN_OK ||
                          kiln_bench_net(ctx, m, batch, &out->api_forward[i],
                                         &out->api_step[i]) != KILN_OK))

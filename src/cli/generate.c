@@ -21,8 +21,9 @@ const cli_command cli_generate_cmd = {
     "Loads a checkpoint of kiln train --data TEXT (it holds the text's characters) and writes "
     "text one character at a time as nanoGPT's sample.py does: from the prompt's last block "
     "of characters, each sampled from the model's distribution with the temperature and "
-    "top-k, the window sliding beyond the block. Each character runs the whole window again "
-    "(no KV cache yet). The text goes to standard output, everything else to standard error.",
+    "top-k, the window sliding beyond the block. A KV cache makes each character one "
+    "position's work until the window fills the block; after that each character runs the "
+    "whole window. The text goes to standard output, everything else to standard error.",
     flags};
 
 /* The prompt goes out with the first character, once the prompt is known

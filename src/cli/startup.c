@@ -41,8 +41,9 @@ int cli_first_batch_worker(const char *model, const char *device)
         x = malloc(b * in * sizeof *x);
         y = calloc(b * kiln_net_output_size(net), sizeof *y); /* class 0, or targets 0 */
     }
+    size_t V = kiln_model_vocab(m); /* a token model takes whole ids below V */
     for (size_t i = 0; x && i < b * in; i++)
-        x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f;
+        x[i] = V ? (float)((i * 2654435761u) % V) : (float)((i * 2654435761u) % 1000) / 1000.0f;
     if (st == KILN_OK && (!x || !y))
         st = KILN_ERR_OUT_OF_MEMORY;
     if (st == KILN_OK)

@@ -43,7 +43,7 @@ static const kiln_tensor *value(const pipeline *p, int step)
 static op_args step_args(pipeline *p, pipe_step *s, int training)
 {
     op_args c = {.ctx = p->ctx, .attrs = &s->attrs, .training = training, .out = s->out,
-                 .sync = training ? p->sync : NULL};
+                 .sync = training ? p->sync : NULL, .at = p->at, .cache = s->cache};
     for (int k = 0; k < s->n_inputs; k++)
         c.in[k] = value(p, s->inputs[k]);
     for (int k = 0; k < OP_MAX_PARAMS; k++)
@@ -99,6 +99,9 @@ static kiln_status forward_folded(pipeline *p, pipe_step *s)
 
 kiln_status pipeline_forward(pipeline *p, int training)
 {
+    if (training && p->decode)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: a decoding pipeline does not "
+                                                    "train");
     if (training) {
         p->counter++;
         pipeline_params_changed(p); /* batchnorm's running statistics */
@@ -212,6 +215,9 @@ static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
 
 kiln_status pipeline_backward(pipeline *p, int training)
 {
+    if (p->decode)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: a decoding pipeline has no "
+                                                    "backward");
     for (size_t i = 0; i < p->count; i++)
         p->steps[i].grad_ready = 0;
     if (p->loss_step >= 0)

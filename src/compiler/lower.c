@@ -75,12 +75,23 @@ static kiln_status lower_steps(pipeline *p)
     return st;
 }
 
+/* The steps of m for an input of shape `input` (batch included). */
+static kiln_status lower_shaped(const kiln_model *m, kiln_shape input, pipe_options options,
+                                pipeline **out);
+
 kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options options,
                            pipeline **out)
 {
     if (!m || !out || batch == 0)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: model, batch >= 1 and out are "
                                                     "required");
+    return lower_shaped(m, shape_with_batch(&m->input, batch), options, out);
+}
+
+static kiln_status lower_shaped(const kiln_model *m, kiln_shape input, pipe_options options,
+                                pipeline **out)
+{
+    size_t batch = input.d[0];
     if (!m->finished)
         return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: the model is not finished");
     pipeline *p = calloc(1, sizeof *p);
@@ -89,7 +100,7 @@ kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options optio
     p->model = m;
     p->batch = batch;
     p->options = options;
-    p->input_shape = shape_with_batch(&m->input, batch);
+    p->input_shape = input;
     p->loss_step = (int)m->count - 1; /* set by each loss; the last step until then */
     p->steps = calloc(m->count, sizeof *p->steps);
     p->value_of = calloc(m->count, sizeof *p->value_of);
@@ -291,10 +302,52 @@ kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch,
     return KILN_OK;
 }
 
+/* The caches of a decoding pipeline: (block, 2 x channels) per attention. */
+static kiln_status alloc_caches(pipeline *p)
+{
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
+        pipe_step *s = &p->steps[i];
+        kiln_shape kv = shape_make(2, p->model->input.d[0], 2 * s->shapes.out.d[2], 0, 0);
+        if (s->op == OP_ATTENTION)
+            st = tensor_of(p->ctx, &kv, &s->cache);
+    }
+    return st;
+}
+
+static kiln_status create_shared(const pipeline *owner, kiln_shape input, pipeline **out);
+
 kiln_status pipeline_create_shared(const pipeline *owner, size_t batch, pipeline **out)
 {
+    if (batch == 0)
+        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: batch >= 1 is required");
+    return create_shared(owner, shape_with_batch(&owner->model->input, batch), out);
+}
+
+kiln_status pipeline_create_decode(const pipeline *owner, pipeline **out)
+{
+    const kiln_model *m = owner->model;
+    if (!m->vocab || m->input.ndim != 1)
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "decoding: the model does not take tokens");
+    kiln_shape one = shape_make(2, 1, 1, 0, 0);
     pipeline *p;
-    kiln_status st = pipeline_lower(owner->model, batch, owner->options, &p);
+    kiln_status st = create_shared(owner, one, &p);
+    if (st == KILN_OK) {
+        p->decode = 1;
+        st = alloc_caches(p);
+        if (st != KILN_OK)
+            pipeline_free(p);
+    }
+    if (st == KILN_OK)
+        *out = p;
+    return st;
+}
+
+static kiln_status create_shared(const pipeline *owner, kiln_shape input, pipeline **out)
+{
+    pipeline *p;
+    size_t batch = input.d[0];
+    kiln_status st = lower_shaped(owner->model, input, owner->options, &p);
     if (st != KILN_OK)
         return st;
     if (p->count != owner->count) { /* lowering does not depend on the batch */
@@ -345,6 +398,7 @@ void pipeline_free(pipeline *p)
             kiln_tensor_free(s->buffer[k]);
         for (int k = 0; k < OP_MAX_SAVED; k++)
             kiln_tensor_free(s->saved[k]);
+        kiln_tensor_free(s->cache);
     }
     if (p->arena)
         clReleaseMemObject(p->arena);

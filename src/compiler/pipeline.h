@@ -35,6 +35,7 @@ typedef struct {
     int tie_from;                     /* the step tied to this one's weight, or -1: its
                                          weight gradient is added to this one's */
     size_t flat_at[OP_MAX_PARAMS];    /* where each parameter sits in the flat buffers */
+    kiln_tensor *cache;               /* decoding: attention's keys and values by position */
 } pipe_step;
 
 /* How a pipeline is built. */
@@ -96,6 +97,8 @@ typedef struct pipeline {
     const op_sync *sync;            /* sync_batchnorm across processes, or NULL */
     const kiln_tensor *class_weight; /* cross_entropy's class weights, or NULL */
     const pipe_backward_hook *on_backward; /* or NULL */
+    int decode;                     /* pipeline_create_decode: one new token a forward */
+    size_t at;                      /* decoding: the position of the input token */
 } pipeline;
 
 /* Lowers a finished model for a batch size and allocates it on ctx;
@@ -121,6 +124,15 @@ static inline void pipeline_params_changed(pipeline *p)
     if (p->param_version)
         ++*p->param_version;
 }
+
+/* A token model decoding one token a forward (batch 1, one position),
+ * sharing owner's parameters: each attention layer keeps the keys and
+ * values of the positions before p->at in a cache of its own (block x 2
+ * channels), adds the input token's at p->at, and attends to them; the
+ * position layer adds row p->at of its table. Forward from p->at = 0 up,
+ * one token at a time, gives the logits a whole window would give at those
+ * positions, for one position's work each. Inference only. */
+kiln_status pipeline_create_decode(const pipeline *owner, pipeline **out);
 
 /* Whether the model ends in a softmax over the classes of a (batch,
  * classes) output, or the vocabulary of a (batch, time, vocabulary) one:

@@ -1,10 +1,18 @@
 /* Text from a token model trained on a text: the prompt encoded with the
  * network's vocabulary, then one token at a time, sampled from the
  * distribution at the last position (temperature, top-k) and written out
- * as it comes, as nanoGPT's sample.py does. The context is the last block
- * of tokens; a shorter one sits at positions 0 .. L-1 and the rest of the
- * window is padding that causal attention never lets it see. There is no
- * KV cache yet: every new token runs the whole window again. */
+ * as it comes, as nanoGPT's sample.py does, in eval mode. The context is
+ * the last block of tokens; a shorter one sits at positions 0 .. L-1.
+ *
+ * A KV cache (pipeline_create_decode): until the context fills the block,
+ * each token runs one position through a decoding pipeline whose attention
+ * layers keep the keys and values of the positions before it, so a token
+ * costs one position's work. Once the window slides, every token sits at
+ * another position than before and the learned positions change every
+ * cached key: from then on each token runs the whole window (nanoGPT's
+ * crop), and the logits are those of the window either way. Without the
+ * cache (net_generate's cache = 0) every token runs the window, padded
+ * after position L-1 where causal attention never lets it see. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,9 +108,59 @@ static kiln_status check_generate(const kiln_net *net, const char *prompt, doubl
     return KILN_OK;
 }
 
+/* The window x[0..len) and how it runs. */
+typedef struct {
+    kiln_net *net;
+    pipeline *dec;  /* the cache; NULL: every token runs the window */
+    size_t cached;  /* positions of x held in dec's caches */
+    int slid;       /* the window has slid: positions no longer match the cache */
+    float *x, *y;   /* the window (T) and one output (T x V) */
+    size_t T, V, len;
+} window;
+
+/* The output at the window's last position: through the cache, one
+ * position at a time from the first not cached, or the whole window. */
+static kiln_status window_last(window *w, const float **last)
+{
+    if (!w->dec || w->slid) {
+        kiln_status st = kiln_net_forward(w->net, w->x, 1, w->y);
+        *last = w->y + (w->len - 1) * w->V;
+        return st;
+    }
+    kiln_status st = KILN_OK;
+    for (; st == KILN_OK && w->cached < w->len; w->cached++) {
+        w->dec->at = w->cached;
+        st = kiln_tensor_write(w->dec->input, &w->x[w->cached], 1, 0);
+        if (st == KILN_OK)
+            st = pipeline_forward(w->dec, 0);
+    }
+    if (st == KILN_OK)
+        st = kiln_tensor_read(pipeline_output(w->dec), w->y, w->V, 1);
+    *last = w->y;
+    return st;
+}
+
+/* Appends a token, sliding the window once it is full. */
+static void window_push(window *w, size_t next)
+{
+    if (w->len == w->T) {
+        memmove(w->x, w->x + 1, (w->T - 1) * sizeof *w->x);
+        w->slid = 1;
+    } else {
+        w->len++;
+    }
+    w->x[w->len - 1] = (float)next;
+}
+
 kiln_status kiln_net_generate(kiln_net *net, const char *prompt, size_t tokens,
                               double temperature, size_t top_k, uint64_t seed,
                               kiln_write_fn out, void *user)
+{
+    return net_generate(net, prompt, tokens, temperature, top_k, seed, 1, out, user);
+}
+
+kiln_status net_generate(kiln_net *net, const char *prompt, size_t tokens, double temperature,
+                         size_t top_k, uint64_t seed, int cache, kiln_write_fn out, void *user)
 {
     kiln_status st = net_check(net, "kiln_net_generate");
     size_t V = st == KILN_OK ? kiln_model_vocab(net->m) : 0;
@@ -131,13 +189,18 @@ kiln_status kiln_net_generate(kiln_net *net, const char *prompt, size_t tokens,
             x[0] = (float)i;
     if (st == KILN_OK && len == 0)
         len = 1;
+    window w = {net, NULL, 0, 0, x, y, T, V, len};
+    if (st == KILN_OK && cache)
+        st = pipeline_create_decode(net->main.p, &w.dec);
+    int training = net->training;
+    net->training = 0; /* as sample.py's model.eval() */
     kiln_rng rng;
     kiln_rng_seed(&rng, seed);
     for (size_t k = 0; k < tokens && st == KILN_OK; k++) {
-        st = kiln_net_forward(net, x, 1, y);
+        const float *last = NULL;
+        st = window_last(&w, &last);
         if (st != KILN_OK)
             break;
-        const float *last = y + (len - 1) * V;
         size_t next;
         if (temperature == 0) {
             next = argmax(last, V);
@@ -150,12 +213,10 @@ kiln_status kiln_net_generate(kiln_net *net, const char *prompt, size_t tokens,
             text[utf8_encode(chars[next], text)] = '\0';
         if (out)
             out(user, text);
-        if (len == T) /* slide the window */
-            memmove(x, x + 1, (T - 1) * sizeof *x);
-        else
-            len++;
-        x[len - 1] = (float)next;
+        window_push(&w, next);
     }
+    net->training = training;
+    pipeline_free(w.dec);
     free(chars);
     free(ids);
     free(x);

@@ -181,4 +181,9 @@ kiln_status net_load_folder(const kiln_net *net, const train_config *c, const ch
 kiln_status net_load_images(const kiln_net *net, const char *path, const char *split,
                             dataset *out);
 
+/* kiln_net_generate, with its KV cache (cache = 1) or with every token
+ * running the whole window (0: the reference the cache is tested against). */
+kiln_status net_generate(kiln_net *net, const char *prompt, size_t tokens, double temperature,
+                         size_t top_k, uint64_t seed, int cache, kiln_write_fn out, void *user);
+
 #endif /* KILN_NET_H */

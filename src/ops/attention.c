@@ -8,6 +8,7 @@
  * file is the interface; the kernels can change beneath it. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "ops/ops.h"
 
@@ -35,11 +36,34 @@ static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes
     return KILN_OK;
 }
 
+/* Query rows per work-item of the forward (RQ, a register tile sharing
+ * each key and value load): measured by bench/bench_attention. Where
+ * work-groups run as loops (PoCL) ATTN_CPU_ROWS; elsewhere 1;
+ * $KILN_ATTN_ROWS (1 to 16) overrides it for benchmarks. */
+#define ATTN_CPU_ROWS 2
+static size_t rows_override; /* attention_set_rows: 0 for the device's choice */
+
+void attention_set_rows(size_t rows)
+{
+    rows_override = rows;
+}
+
+static size_t attn_rows(const kiln_ctx *ctx)
+{
+    if (rows_override)
+        return rows_override;
+    const char *env = getenv("KILN_ATTN_ROWS"); /* benchmarks: 1 to 16 */
+    long rows = env ? strtol(env, NULL, 10) : 0;
+    if (rows >= 1 && rows <= 16)
+        return (size_t)rows;
+    return kiln_device_loops_work_groups(&ctx->info) ? ATTN_CPU_ROWS : 1;
+}
+
 static kiln_status attn_kernel(const op_args *c, const char *name, cl_kernel *k)
 {
-    char opts[32];
+    char opts[48];
     size_t D = c->out->shape[2] / c->attrs->heads;
-    snprintf(opts, sizeof opts, "-DHD=%zu", D);
+    snprintf(opts, sizeof opts, "-DHD=%zu -DRQ=%zu", D, attn_rows(c->ctx));
     return kiln_kernel_get(c->ctx, "attention.cl", opts, name, k);
 }
 
@@ -48,15 +72,46 @@ static float attn_scale(const op_args *c)
     return (float)(1.0 / sqrt((double)(c->out->shape[2] / c->attrs->heads)));
 }
 
+/* Decoding: the new rows' keys and values into the cache, then each new
+ * row attends to every cached position up to its own. */
+static kiln_status attn_decode(const op_args *c)
+{
+    cl_uint T = c->out->shape[1], H = c->attrs->heads, C = c->out->shape[2];
+    cl_uint at = (cl_uint)c->at;
+    const kiln_tensor *kv = c->cache;
+    if (c->out->shape[0] != 1 || kv->ndim != 2 || kv->shape[1] != 2 * (size_t)C ||
+        c->at + T > kv->shape[0])
+        return kiln_fail(KILN_ERR_SHAPE, "attention: decoding %u rows of batch %zu at position "
+                                         "%zu with a cache of %zu x %zu; expected batch 1, %u "
+                                         "channels and room for them",
+                         T, c->out->shape[0], c->at, kv->shape[0],
+                         kv->ndim == 2 ? kv->shape[1] : 0, 2 * C);
+    cl_kernel store, k;
+    kiln_status st = attn_kernel(c, "attn_cache_store", &store);
+    if (st == KILN_OK)
+        st = attn_kernel(c, "attn_decode", &k);
+    float scale = attn_scale(c);
+    if (st == KILN_OK)
+        st = kiln_launch_3d(c->ctx, store, "attn_cache_store", 2 * C, T, 1,
+                            KARG(c->in[0]->buf), KARG(kv->buf), KARG(at), KARG(C));
+    if (st == KILN_OK)
+        st = kiln_launch_3d(c->ctx, k, "attn_decode", T, H, 1, KARG(c->in[0]->buf),
+                            KARG(kv->buf), KARG(c->out->buf), KARG(at), KARG(H), KARG(scale));
+    return st;
+}
+
 static kiln_status attn_forward(const op_args *c)
 {
+    if (c->cache)
+        return attn_decode(c);
     cl_kernel k;
     kiln_status st = attn_kernel(c, "attn_forward", &k);
     cl_uint T = c->out->shape[1], H = c->attrs->heads;
+    size_t R = attn_rows(c->ctx);
     float scale = attn_scale(c);
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(c->ctx, k, "attn_forward", T, H, c->out->shape[0],
+    return kiln_launch_3d(c->ctx, k, "attn_forward", (T + R - 1) / R, H, c->out->shape[0],
                           KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->saved[0]->buf),
                           KARG(T), KARG(H), KARG(scale));
 }
@@ -74,15 +129,17 @@ static kiln_status attn_backward(const op_args *c)
     if (st == KILN_OK)
         st = tensor_of(c->ctx, &ds, &delta);
     cl_uint T = c->out->shape[1], H = c->attrs->heads;
-    size_t B = c->out->shape[0];
+    size_t B = c->out->shape[0], R = attn_rows(c->ctx);
     float scale = attn_scale(c);
     if (st == KILN_OK)
-        st = kiln_launch_3d(c->ctx, kq, "attn_backward_q", T, H, B, KARG(c->in[0]->buf),
+        st = kiln_launch_3d(c->ctx, kq, "attn_backward_q", (T + R - 1) / R, H, B,
+                            KARG(c->in[0]->buf),
                             KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
                             KARG(delta->buf), KARG(c->din[0]->buf), KARG(T), KARG(H),
                             KARG(scale));
     if (st == KILN_OK)
-        st = kiln_launch_3d(c->ctx, kkv, "attn_backward_kv", T, H, B, KARG(c->in[0]->buf),
+        st = kiln_launch_3d(c->ctx, kkv, "attn_backward_kv", (T + R - 1) / R, H, B,
+                            KARG(c->in[0]->buf),
                             KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(delta->buf),
                             KARG(c->din[0]->buf), KARG(T), KARG(H), KARG(scale));
     kiln_tensor_free(delta);

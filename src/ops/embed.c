@@ -70,11 +70,16 @@ static kiln_status pos_forward(const op_args *c)
     cl_kernel k;
     kiln_status st = kiln_kernel_get(c->ctx, "embed.cl", "", "pos_forward", &k);
     const kiln_tensor *x = c->in[0];
-    cl_uint T = x->shape[1], C = x->shape[2];
+    cl_uint T = x->shape[1], C = x->shape[2], first = (cl_uint)c->at;
+    if (st == KILN_OK && c->at + T > c->attrs->rows)
+        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "position: positions %zu to %zu are past the "
+                                                  "table's %zu", c->at, c->at + T - 1,
+                       c->attrs->rows);
     if (st != KILN_OK)
         return st;
     return kiln_launch_3d(c->ctx, k, "pos_forward", C, T, x->shape[0], KARG(x->buf),
-                          KARG(c->param[0]->buf), KARG(c->out->buf), KARG(T), KARG(C));
+                          KARG(c->param[0]->buf), KARG(c->out->buf), KARG(T), KARG(C),
+                          KARG(first));
 }
 
 static kiln_status pos_backward(const op_args *c)

@@ -238,6 +238,13 @@ typedef struct {
     const kiln_tensor *dout;
     kiln_tensor *din[OP_MAX_INPUTS];
     kiln_tensor *dparam[OP_MAX_PARAMS];
+    /* Decoding (forward only): the input's first row is position `at` of
+     * the sequence (position adds that row of its table), and attention
+     * keeps the keys and values of every position in cache, (positions,
+     * 2 x channels): it writes the new rows' there and reads the earlier
+     * ones. cache NULL: a whole window from position 0. */
+    size_t at;
+    kiln_tensor *cache;
 } op_args;
 
 /* What an initialiser gets: the tensors of one op, the layer's init =
@@ -342,6 +349,11 @@ const char *loss_name(loss_kind kind);
  * of its own, as the other processes wait for it, and updates its running
  * statistics as they do. */
 kiln_status op_batchnorm_sync_idle(const op_args *c, int backward);
+
+/* Attention's forward and query-gradient kernels take `rows` query rows
+ * per work-item (a register tile; 0: the device's choice). For tests and
+ * benchmarks: every choice gives the same bits. */
+void attention_set_rows(size_t rows);
 
 /* ---- reductions --------------------------------------------------------- */
 
