@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "kiln.h"
+#include "kiln_tools.h"
 
 /* Runs a kiln call; on failure prints it with kiln's message and exits. */
 #define REQUIRE(call)                                                              \

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "bench.h"
-#include "kiln.h"
+#include "kiln_tools.h"
 #include "ref/ref.h"
 
 static kiln_tensor *square(kiln_ctx *ctx, size_t n)

@@ -65,12 +65,12 @@ static double host_gflops(sgemm_fn sgemm, const kiln_gemm_shape *g)
     for (size_t i = 0; i < nb; i++)
         b[i] = 0.5f;
     for (int t = -1; t < 5; t++) {
-        double t0 = kiln_seconds();
+        double t0 = now_seconds();
         for (int r = 0; r < (t < 0 ? 1 : reps); r++)
             sgemm(101, ta ? 112 : 111, tb ? 112 : 111, (int)g->m, (int)g->n, (int)g->k, 1.0f, a,
                   ta ? (int)g->m : (int)g->k, b, tb ? (int)g->k : (int)g->n, 0.0f, c, (int)g->n);
         if (t >= 0)
-            best = fmin(best, (kiln_seconds() - t0) / reps);
+            best = fmin(best, (now_seconds() - t0) / reps);
     }
     free(a);
     free(b);
@@ -86,11 +86,11 @@ static gemm_tile parse_config(const char *text)
     char *slash = strchr(tile, '/');
     if (slash)
         *slash = '\0';
-    REQUIRE(kiln_gemm_tile_parse(tile, "tile", &t));
+    REQUIRE(gemm_tile_parse(tile, "tile", &t));
     if (slash && strcmp(slash + 1, "max") == 0)
         t.kc = GEMM_KC_MAX;
     else if (slash)
-        REQUIRE(kiln_gemm_kc_parse(slash + 1, "k block", &t.kc));
+        REQUIRE(gemm_kc_parse(slash + 1, "k block", &t.kc));
     return t;
 }
 
@@ -134,7 +134,7 @@ int main(int argc, char **argv)
     REQUIRE(kiln_ctx_create(device, &ctx));
     kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
     if (n_configs == 0) {
-        REQUIRE(kiln_gemm_tile_get(ctx, &configs[0]));
+        REQUIRE(gemm_tile_get(ctx, &configs[0]));
         snprintf(names[0], sizeof names[0], "%dx%d/%zu", configs[0].mr, 2 * configs[0].v,
                  configs[0].kc);
         n_configs = 1;
@@ -159,7 +159,7 @@ int main(int argc, char **argv)
             for (int j = 0; j < n_configs; j++) {
                 int c = (j + r) % n_configs;
                 double k;
-                REQUIRE(kiln_gemm_tile_set(ctx, configs[c]));
+                REQUIRE(gemm_tile_set(ctx, configs[c]));
                 REQUIRE(kiln_bench_gemm(ctx, g, &k));
                 best[c] = fmax(best[c], k);
                 ratio[c][r] = k / h;

@@ -28,7 +28,7 @@ static kiln_tensor *random_tensor(const kiln_shape *s)
     REQUIRE(tensor_of(ctx, s, &t));
     size_t n = shape_numel(s);
     float *h = malloc(n * sizeof *h);
-    kiln_rng_fill(&rng, h, n, -1, 1);
+    rng_fill(&rng, h, n, -1, 1);
     REQUIRE(kiln_tensor_upload(t, h, n));
     free(h);
     return t;
@@ -134,7 +134,7 @@ int main(int argc, char **argv)
             only = argv[i + 1];
     }
     REQUIRE(kiln_ctx_create(device, &ctx));
-    kiln_rng_seed(&rng, 1);
+    rng_seed(&rng, 1);
     printf("device: %s / %s, batch %zu\n", kiln_ctx_device(ctx)->platform,
            kiln_ctx_device(ctx)->name, batch);
     kiln_shape feat = shape_make(2, batch, 256, 0, 0);

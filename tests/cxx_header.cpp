@@ -1,7 +1,8 @@
-// kiln.h compiles as C++ (g++ -std=c++17 -Wall -Wextra -Werror) and its
+// kiln.h and kiln_tools.h compile as C++ (g++ -std=c++17 -Wall -Wextra -Werror) and its
 // calls link from C++: the header has an extern "C" guard and no construct
 // that C++ rejects.
 #include <kiln.h>
+#include <kiln_tools.h>
 
 #include <cstdio>
 #include <string>

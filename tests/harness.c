@@ -36,7 +36,7 @@ uint64_t test_seed(void)
     if (!seeded) {
         const char *env = getenv("KILN_TEST_SEED");
         seed = env && *env ? strtoull(env, NULL, 0) : 20261126u;
-        kiln_rng_seed(&rng, seed);
+        rng_seed(&rng, seed);
         seeded = 1;
     }
     return seed;

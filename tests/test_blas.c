@@ -46,9 +46,9 @@ static void gemm_case(gemm_size s, int ta, int tb, float alpha, float beta)
     float *a = test_alloc(na * sizeof *a), *b = test_alloc(nb * sizeof *b);
     float *c = test_alloc(nc * sizeof *c), *got = test_alloc(nc * sizeof *got);
     double *want = test_alloc(nc * sizeof *want);
-    kiln_rng_fill(test_rng(), a, na, -1.0f, 1.0f);
-    kiln_rng_fill(test_rng(), b, nb, -1.0f, 1.0f);
-    kiln_rng_fill(test_rng(), c, nc, -1.0f, 1.0f);
+    rng_fill(test_rng(), a, na, -1.0f, 1.0f);
+    rng_fill(test_rng(), b, nb, -1.0f, 1.0f);
+    rng_fill(test_rng(), c, nc, -1.0f, 1.0f);
     kiln_tensor *da = ta ? matrix(s.k, s.m, a) : matrix(s.m, s.k, a);
     kiln_tensor *db = tb ? matrix(s.n, s.k, b) : matrix(s.k, s.n, b);
     kiln_tensor *dc = matrix(s.m, s.n, c);
@@ -100,13 +100,13 @@ static void offset_case(kiln_ctx *ctx, int ta, int tb, size_t m)
     size_t na = off + (ta ? k : m) * lda, nb = off + (tb ? n : k) * ldb, nc = off + m * ldc;
     float *a = test_alloc(na * sizeof *a), *b = test_alloc(nb * sizeof *b);
     float *c = test_alloc(nc * sizeof *c), *got = test_alloc(nc * sizeof *got);
-    kiln_rng_fill(test_rng(), a, na, -1.0f, 1.0f);
-    kiln_rng_fill(test_rng(), b, nb, -1.0f, 1.0f);
-    kiln_rng_fill(test_rng(), c, nc, -1.0f, 1.0f);
+    rng_fill(test_rng(), a, na, -1.0f, 1.0f);
+    rng_fill(test_rng(), b, nb, -1.0f, 1.0f);
+    rng_fill(test_rng(), c, nc, -1.0f, 1.0f);
     kiln_tensor *da = matrix(1, na, a), *db = matrix(1, nb, b), *dc = matrix(1, nc, c);
-    check_ok(kiln_blas_sgemm(ctx, ta ? KILN_TRANS : KILN_NO_TRANS, tb ? KILN_TRANS : KILN_NO_TRANS,
-                             m, n, k, 0.75f, da->buf, off, lda, db->buf, off, ldb, 0.25f, dc->buf,
-                             off, ldc));
+    check_ok(blas_sgemm(ctx, ta ? KILN_TRANS : KILN_NO_TRANS, tb ? KILN_TRANS : KILN_NO_TRANS,
+                        m, n, k, 0.75f, da->buf, off, lda, db->buf, off, ldb, 0.25f, dc->buf,
+                        off, ldc));
     check_ok(kiln_tensor_download(dc, got, nc));
     double worst = 0;
     for (size_t i = 0; i < nc; i++) {
@@ -146,16 +146,16 @@ START_TEST(gemm_engine_names_round_trip)
 {
     kiln_gemm_engine e;
     for (int i = KILN_GEMM_AUTO; i <= KILN_GEMM_KILN; i++) {
-        check_ok(kiln_gemm_engine_parse(kiln_gemm_engine_str((kiln_gemm_engine)i), "test", &e));
+        check_ok(gemm_engine_parse(kiln_gemm_engine_str((kiln_gemm_engine)i), "test", &e));
         ck_assert_int_eq(e, i);
     }
-    ck_assert_int_eq(kiln_gemm_engine_parse("openblas", "KILN_GEMM", &e),
+    ck_assert_int_eq(gemm_engine_parse("openblas", "KILN_GEMM", &e),
                      KILN_ERR_INVALID_ARGUMENT);
     ck_assert_msg(strstr(kiln_last_error(), "KILN_GEMM") && strstr(kiln_last_error(), "openblas"),
                   "message: %s", kiln_last_error());
     kiln_ctx_set_gemm(test_ctx(), KILN_GEMM_AUTO);
     ck_assert_int_eq(kiln_ctx_gemm(test_ctx()),
-                     kiln_device_loops_work_groups(kiln_ctx_device(test_ctx())) ? KILN_GEMM_KILN
+                     device_loops_work_groups(kiln_ctx_device(test_ctx())) ? KILN_GEMM_KILN
                                                                                 : KILN_GEMM_CLBLAST);
 }
 END_TEST
@@ -282,8 +282,8 @@ START_TEST(tuning_record_sets_kiln_tile)
     if (!(env && *env) && !(env_kc && *env_kc)) {
         kiln_ctx *ctx;
         gemm_tile got;
-        check_ok(kiln_ctx_open(NULL, 1, &ctx));
-        check_ok(kiln_gemm_tile_get(ctx, &got));
+        check_ok(ctx_open(NULL, 1, &ctx));
+        check_ok(gemm_tile_get(ctx, &got));
         ck_assert_msg(got.mr == 3 && got.v == 8 && got.kc == 77, "tile %dx%d/%zu", got.mr,
                       2 * got.v, got.kc);
         kiln_ctx_free(ctx);
@@ -323,7 +323,7 @@ START_TEST(tuned_clblast_parameters_give_correct_products)
 END_TEST
 
 /* The tiles of kiln's GEMM forced in turn, each that `kiln tune` may pick
- * on AVX-512, AVX2, NEON or SSE (tune.c: kiln_tiles): a few sizes at edges
+ * on AVX-512, AVX2, NEON or SSE (tune.c: tile_shapes): a few sizes at edges
  * of each. Where kiln's GEMM is not the device's engine (rusticl, whose
  * llvmpipe takes a minute to compile a tile) only the default tile runs. */
 static const gemm_tile forced[] = {{8, 16, 0}, {6, 16, 0}, {8, 8, 0}, {6, 8, 0},
@@ -332,8 +332,8 @@ static const gemm_tile forced[] = {{8, 16, 0}, {6, 16, 0}, {8, 8, 0}, {6, 8, 0},
 
 static int tile_skipped(int i)
 {
-    gemm_tile d = kiln_gemm_tile_default(test_ctx());
-    return !kiln_device_loops_work_groups(kiln_ctx_device(test_ctx())) &&
+    gemm_tile d = gemm_tile_default(test_ctx());
+    return !device_loops_work_groups(kiln_ctx_device(test_ctx())) &&
            (d.mr != forced[i].mr || d.v != forced[i].v);
 }
 
@@ -344,15 +344,15 @@ START_TEST(sgemm_with_each_tile)
     gemm_tile t;
     if (tile_skipped(_i))
         return;
-    check_ok(kiln_gemm_tile_set(ctx, forced[_i]));
-    check_ok(kiln_gemm_tile_get(ctx, &t));
+    check_ok(gemm_tile_set(ctx, forced[_i]));
+    check_ok(gemm_tile_get(ctx, &t));
     ck_assert(t.mr == forced[_i].mr && t.v == forced[_i].v);
     kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
     for (size_t i = 0; i < sizeof few / sizeof few[0]; i++)
         for (int tr = 0; tr < 4; tr++)
             gemm_case(few[i], tr & 1, tr >> 1, tr == 0 ? 1.0f : 1.5f, tr == 0 ? 0.0f : -0.5f);
     kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
-    check_ok(kiln_gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+    check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
 }
 END_TEST
 
@@ -365,16 +365,16 @@ START_TEST(sgemm_in_blocks_of_k)
                                     {25, 40, 5},  {6, 16, 1},  {17, 70, 300}};
     static const size_t blocks[] = {16, 1, 7};
     kiln_ctx *ctx = test_ctx();
-    gemm_tile t = kiln_gemm_tile_default(ctx);
+    gemm_tile t = gemm_tile_default(ctx);
     t.kc = blocks[_i];
-    check_ok(kiln_gemm_tile_set(ctx, t));
+    check_ok(gemm_tile_set(ctx, t));
     kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
     for (size_t i = 0; i < sizeof few / sizeof few[0]; i++)
         if (t.kc > 1 || few[i].k < 64) /* a block of 1: one launch per k */
             for (int tr = 0; tr < 4; tr++)
                 gemm_case(few[i], tr & 1, tr >> 1, tr == 0 ? 1.0f : 1.5f, tr == 0 ? 0.0f : -0.5f);
     kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
-    check_ok(kiln_gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+    check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
 }
 END_TEST
 
@@ -389,11 +389,11 @@ START_TEST(im2col_panels_follow_the_tile)
         return;
     gemm_tile tile = forced[which];
     tile.kc = _i < FORCED ? 0 : 16; /* the device's k block (one here), or blocks of 16 */
-    check_ok(kiln_gemm_tile_set(ctx, tile));
+    check_ok(gemm_tile_set(ctx, tile));
     enum { N = 2, C = 3, H = 7, W = 6, K = 3, S = 1, P = 1, D = 1, OH = 7, OW = 6, M = 5 };
     size_t rows = C * K * K, cols = N * OH * OW, nx = N * C * H * W;
     float *x = test_alloc(nx * sizeof *x), *col = test_alloc(rows * cols * sizeof *col);
-    kiln_rng_fill(test_rng(), x, nx, -1.0f, 1.0f);
+    rng_fill(test_rng(), x, nx, -1.0f, 1.0f);
     for (size_t r = 0; r < rows; r++)
         for (size_t q = 0; q < cols; q++) {
             size_t c = r / (K * K), kh = r / K % K, kw = r % K;
@@ -409,10 +409,10 @@ START_TEST(im2col_panels_follow_the_tile)
         size_t n = transposed ? rows : cols, k = transposed ? cols : rows;
         float *a = test_alloc(M * k * sizeof *a), *got = test_alloc(M * n * sizeof *got);
         double *want = test_alloc(M * n * sizeof *want);
-        kiln_rng_fill(test_rng(), a, M * k, -1.0f, 1.0f);
-        kiln_rng_fill(test_rng(), got, M * n, -1.0f, 1.0f); /* beta 0: never read */
+        rng_fill(test_rng(), a, M * k, -1.0f, 1.0f);
+        rng_fill(test_rng(), got, M * n, -1.0f, 1.0f); /* beta 0: never read */
         kiln_tensor *da = matrix(M, k, a), *dc = matrix(M, n, got);
-        check_ok(kiln_cpu_sgemm_im2col(ctx, M, 1.0f, da->buf, k, &im, transposed, 0.0f,
+        check_ok(gemm_cpu_sgemm_im2col(ctx, M, 1.0f, da->buf, k, &im, transposed, 0.0f,
                                        dc->buf, n));
         check_ok(kiln_tensor_download(dc, got, M * n));
         ref_gemm(0, transposed, M, n, k, 1.0, a, col, 0.0, got, want);
@@ -425,7 +425,7 @@ START_TEST(im2col_panels_follow_the_tile)
         free(got);
         free(want);
     }
-    check_ok(kiln_gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+    check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
     kiln_tensor_free(dx);
     free(x);
     free(col);
@@ -436,38 +436,38 @@ END_TEST
 START_TEST(gemm_tiles_parse_and_default)
 {
     gemm_tile t;
-    check_ok(kiln_gemm_tile_parse("6x16", "test", &t));
+    check_ok(gemm_tile_parse("6x16", "test", &t));
     ck_assert(t.mr == 6 && t.v == 8);
-    check_ok(kiln_gemm_tile_parse("8x32", "test", &t));
+    check_ok(gemm_tile_parse("8x32", "test", &t));
     ck_assert(t.mr == 8 && t.v == 16);
-    check_ok(kiln_gemm_tile_parse("1x8", "test", &t));
+    check_ok(gemm_tile_parse("1x8", "test", &t));
     ck_assert(t.mr == 1 && t.v == 4);
     static const char *const bad[] = {"9x32", "0x8", "6x12", "6x64", "6x16x", "6", "", "ax16"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        ck_assert_int_eq(kiln_gemm_tile_parse(bad[i], "KILN_GEMM_TILE", &t),
+        ck_assert_int_eq(gemm_tile_parse(bad[i], "KILN_GEMM_TILE", &t),
                          KILN_ERR_INVALID_ARGUMENT);
     ck_assert_msg(strstr(kiln_last_error(), "KILN_GEMM_TILE"), "message: %s", kiln_last_error());
-    ck_assert_int_eq(kiln_gemm_tile_set(test_ctx(), (gemm_tile){3, 5, 0}),
+    ck_assert_int_eq(gemm_tile_set(test_ctx(), (gemm_tile){3, 5, 0}),
                      KILN_ERR_INVALID_ARGUMENT);
-    ck_assert_int_eq(kiln_gemm_tile_set(test_ctx(), (gemm_tile){4, 4, GEMM_KC_MAX + 1}),
+    ck_assert_int_eq(gemm_tile_set(test_ctx(), (gemm_tile){4, 4, GEMM_KC_MAX + 1}),
                      KILN_ERR_INVALID_ARGUMENT);
     size_t kc;
-    check_ok(kiln_gemm_kc_parse("192", "test", &kc));
+    check_ok(gemm_kc_parse("192", "test", &kc));
     ck_assert_uint_eq(kc, 192);
     static const char *const bad_kc[] = {"0", "-5", "65537", "12x", "", "k"};
     for (size_t i = 0; i < sizeof bad_kc / sizeof bad_kc[0]; i++)
-        ck_assert_int_eq(kiln_gemm_kc_parse(bad_kc[i], "KILN_GEMM_KC", &kc),
+        ck_assert_int_eq(gemm_kc_parse(bad_kc[i], "KILN_GEMM_KC", &kc),
                          KILN_ERR_INVALID_ARGUMENT);
     ck_assert_msg(strstr(kiln_last_error(), "KILN_GEMM_KC"), "message: %s", kiln_last_error());
-    t = kiln_gemm_tile_default(test_ctx());
+    t = gemm_tile_default(test_ctx());
     ck_assert(t.mr >= 1 && t.mr <= 8 && (t.v == 4 || t.v == 8 || t.v == 16));
     ck_assert(t.kc >= 1 && t.kc <= GEMM_KC_MAX);
     /* without the override, the context's tile is the device's default */
     const char *env = getenv("KILN_GEMM_TILE");
     if (!(env && *env)) {
         gemm_tile now;
-        check_ok(kiln_gemm_tile_set(test_ctx(), (gemm_tile){0, 0, 0}));
-        check_ok(kiln_gemm_tile_get(test_ctx(), &now));
+        check_ok(gemm_tile_set(test_ctx(), (gemm_tile){0, 0, 0}));
+        check_ok(gemm_tile_get(test_ctx(), &now));
         ck_assert(now.mr == t.mr && now.v == t.v);
         if (!getenv("KILN_GEMM_KC"))
             ck_assert(now.kc == t.kc);

@@ -164,11 +164,11 @@ START_TEST(status_codes_and_opencl_errors_have_names)
             ck_assert_str_ne(kiln_status_str((kiln_status)s), kiln_status_str((kiln_status)t));
     }
     ck_assert_str_eq(kiln_status_str((kiln_status)999), "unknown status");
-    ck_assert_str_eq(kiln_cl_error_name(-5), "CL_OUT_OF_RESOURCES");
-    ck_assert_str_eq(kiln_cl_error_name(-11), "CL_BUILD_PROGRAM_FAILURE");
-    ck_assert_str_eq(kiln_cl_error_name(-63), "CL_INVALID_GLOBAL_WORK_SIZE");
-    ck_assert_ptr_nonnull(strstr(kiln_cl_error_name(-9999), "-9999"));
-    ck_assert_int_eq(kiln_fail_cl(-4, "clCreateBuffer"), KILN_ERR_OUT_OF_MEMORY);
+    ck_assert_str_eq(cl_error_name(-5), "CL_OUT_OF_RESOURCES");
+    ck_assert_str_eq(cl_error_name(-11), "CL_BUILD_PROGRAM_FAILURE");
+    ck_assert_str_eq(cl_error_name(-63), "CL_INVALID_GLOBAL_WORK_SIZE");
+    ck_assert_ptr_nonnull(strstr(cl_error_name(-9999), "-9999"));
+    ck_assert_int_eq(error_cl(-4, "clCreateBuffer"), KILN_ERR_OUT_OF_MEMORY);
     ck_assert_str_eq(kiln_last_error(), "clCreateBuffer: CL_MEM_OBJECT_ALLOCATION_FAILURE");
 }
 END_TEST

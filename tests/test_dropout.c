@@ -65,14 +65,14 @@ START_TEST(philox_known_answers)
     };
     kiln_ctx *ctx = test_ctx();
     cl_kernel k;
-    check_ok(kiln_kernel_get(ctx, "dropout.cl", "", "philox_words", &k));
+    check_ok(kernel_get(ctx, "dropout.cl", "", "philox_words", &k));
     kiln_tensor *out = make(4, NULL);
     for (int v = 0; v < 3; v++) {
         cl_uint a[6];
         for (int i = 0; i < 6; i++)
             a[i] = kat[v][i];
-        check_ok(kiln_launch_1d(ctx, k, "philox_words", 1, 1, KARG(out->buf), KARG(a[0]),
-                                KARG(a[1]), KARG(a[2]), KARG(a[3]), KARG(a[4]), KARG(a[5])));
+        check_ok(launch_1d(ctx, k, "philox_words", 1, 1, KARG(out->buf), KARG(a[0]),
+                           KARG(a[1]), KARG(a[2]), KARG(a[3]), KARG(a[4]), KARG(a[5])));
         uint32_t got[4], host[4];
         check_ok(kiln_tensor_download(out, (float *)got, 4));
         philox_host(kat[v], (uint64_t)kat[v][5] << 32 | kat[v][4], host);
@@ -99,7 +99,7 @@ static void drop_setup(drop *d, float p, uint64_t seed, uint64_t counter, int tr
     memset(d, 0, sizeof *d);
     d->host_x = test_alloc(N_BIG * sizeof(float));
     d->host_y = test_alloc(N_BIG * sizeof(float));
-    kiln_rng_fill(test_rng(), d->host_x, N_BIG, 0.5f, 2.0f); /* never zero */
+    rng_fill(test_rng(), d->host_x, N_BIG, 0.5f, 2.0f); /* never zero */
     d->x = make(N_BIG, d->host_x);
     d->y = make(N_BIG, NULL);
     d->a = op_attrs_default();
@@ -213,8 +213,8 @@ START_TEST(masks_match_the_host_stream)
     const uint64_t seed = 0x0123456789ABCDEFull, counter = 0x500000007ull;
     float *x = test_alloc(n * sizeof *x), *dy = test_alloc(n * sizeof *dy);
     float *y = test_alloc(n * sizeof *y), *dx = test_alloc(n * sizeof *dx);
-    kiln_rng_fill(test_rng(), x, n, 0.5f, 2.0f);
-    kiln_rng_fill(test_rng(), dy, n, -2.0f, -0.5f);
+    rng_fill(test_rng(), x, n, 0.5f, 2.0f);
+    rng_fill(test_rng(), dy, n, -2.0f, -0.5f);
     kiln_tensor *xt = make(n, x), *yt = make(n, NULL), *dyt = make(n, dy), *dxt = make(n, NULL);
     op_attrs a = op_attrs_default();
     a.p = p;

@@ -52,7 +52,7 @@ static float *weights(kiln_net *net, size_t *count)
 
 static void data(float *x, float *y, size_t n)
 {
-    kiln_rng_fill(test_rng(), x, n * 7, -1.0f, 1.0f);
+    rng_fill(test_rng(), x, n * 7, -1.0f, 1.0f);
     for (size_t i = 0; i < n; i++)
         y[i] = (float)(i % 3);
 }
@@ -130,8 +130,8 @@ START_TEST(a_failed_fit_step_changes_no_weight)
                           "batch = 8\nval = 0\n");
     kiln_net *net = net_of(m, 8);
     float x[N * 7], y[N];
-    kiln_rng_fill(test_rng(), x, N * 7, -1.0f, 1.0f);
-    kiln_rng_fill(test_rng(), y, N, -1e15f, 1e15f);
+    rng_fill(test_rng(), x, N * 7, -1.0f, 1.0f);
+    rng_fill(test_rng(), y, N, -1e15f, 1e15f);
     kiln_data *d;
     check_ok(kiln_data_from_arrays(x, y, N, 7, 1, &d));
     kiln_train_options o;
@@ -164,7 +164,7 @@ static kiln_status half_then_fail(void *user, FILE *f)
 {
     (void)user;
     fputs("half a fi", f);
-    return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "given up");
+    return error_set(KILN_ERR_INVALID_ARGUMENT, "given up");
 }
 
 static kiln_status write_text(void *user, FILE *f)
@@ -425,8 +425,8 @@ static kiln_data *resume_data(int seed)
 {
     float x[RN * 7], y[RN];
     kiln_rng rng;
-    kiln_rng_seed(&rng, (uint64_t)seed);
-    kiln_rng_fill(&rng, x, RN * 7, -1.0f, 1.0f);
+    rng_seed(&rng, (uint64_t)seed);
+    rng_fill(&rng, x, RN * 7, -1.0f, 1.0f);
     for (int i = 0; i < RN; i++)
         y[i] = (float)(i % 3);
     kiln_data *d;

@@ -121,10 +121,10 @@ START_TEST(seed_loop_stops_early_and_keeps_the_best)
     ck_assert_ptr_nonnull(f);
     fprintf(f, "x0,x1,x2,x3,x4,x5,x6,x7,x8,x9,y\n");
     kiln_rng rng;
-    kiln_rng_seed(&rng, SEED_LOOP_DATA_SEED);
+    rng_seed(&rng, SEED_LOOP_DATA_SEED);
     for (int r = 0; r < 250; r++)
         for (int c = 0; c < 11; c++)
-            fprintf(f, "%.6f%c", kiln_rng_normal(&rng), c == 10 ? '\n' : ',');
+            fprintf(f, "%.6f%c", rng_normal(&rng), c == 10 ? '\n' : ',');
     fclose(f);
     kiln_model *m;
     check_ok(kiln_model_load(KILN_SOURCE_DIR "/examples/seed_loop.ini", &m));
@@ -401,7 +401,7 @@ START_TEST(killed_training_resumes_to_the_same_weights)
     for (int attempt = 0; attempt < 60 && !finished; attempt++) {
         pid = start_training(out, access(state, R_OK) == 0);
         /* the last attempts run to the end */
-        long ms = kills < planned ? (long)kiln_rng_uniform(test_rng(), 50.0, 1000.0 * span) : 0;
+        long ms = kills < planned ? (long)rng_uniform(test_rng(), 50.0, 1000.0 * span) : 0;
         struct timespec pause = {ms / 1000, (ms % 1000) * 1000000};
         if (ms > 0) {
             nanosleep(&pause, NULL);

@@ -22,7 +22,7 @@ typedef struct {
 static host host_random(size_t n, double lo, double hi)
 {
     host h = {n, test_alloc(n * sizeof(float)), test_alloc(n * sizeof(double))};
-    kiln_rng_fill(test_rng(), h.f, n, (float)lo, (float)hi);
+    rng_fill(test_rng(), h.f, n, (float)lo, (float)hi);
     for (size_t i = 0; i < n; i++)
         h.d[i] = h.f[i];
     return h;
@@ -33,7 +33,7 @@ static host host_ids(size_t n, size_t V)
 {
     host h = host_random(n, 0, 1);
     for (size_t i = 0; i < n; i++)
-        h.d[i] = h.f[i] = (float)(kiln_rng_next(test_rng()) % V);
+        h.d[i] = h.f[i] = (float)(rng_next(test_rng()) % V);
     return h;
 }
 
@@ -138,7 +138,7 @@ static void attention_case(const attn_case *c)
 
     /* the reference's backward against its finite differences */
     for (int k = 0; k < 6; k++) {
-        size_t i = (size_t)(kiln_rng_next(test_rng()) % nin);
+        size_t i = (size_t)(rng_next(test_rng()) % nin);
         double keep = x.d[i], h = 1e-6;
         x.d[i] = keep + h;
         double up = ref_objective(c, x.d, dy.d);
@@ -153,7 +153,7 @@ static void attention_case(const attn_case *c)
 
     /* the device's backward against the device's forward */
     for (int k = 0; k < 3; k++) {
-        size_t i = (size_t)(kiln_rng_next(test_rng()) % nin);
+        size_t i = (size_t)(rng_next(test_rng()) % nin);
         float keep = x.f[i], h = 1e-2f;
         double l[2];
         for (int side = 0; side < 2; side++) {

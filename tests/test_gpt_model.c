@@ -400,7 +400,7 @@ START_TEST(decoding_gives_the_window_logits)
     float *x = test_alloc(T * sizeof *x), *full = test_alloc(T * V * sizeof *full);
     float *one = test_alloc(V * sizeof *one);
     for (size_t t = 0; t < T; t++)
-        x[t] = (float)(kiln_rng_next(test_rng()) % V);
+        x[t] = (float)(rng_next(test_rng()) % V);
     check_ok(kiln_net_set_training(net, 0));
     check_ok(kiln_net_forward(net, x, 1, full));
     pipeline *dec;

@@ -296,8 +296,8 @@ START_TEST(augmentations_are_seeded_and_stay_in_range)
     int differed = 0, zero_border = 0;
     for (uint64_t seed = 0; seed < 40; seed++) {
         kiln_rng r1, r2;
-        kiln_rng_seed(&r1, seed);
-        kiln_rng_seed(&r2, seed);
+        rng_seed(&r1, seed);
+        rng_seed(&r2, seed);
         check_ok(image_render(&im, &t, 1, &r1, 8, 8, a));
         check_ok(image_render(&im, &t, 1, &r2, 8, 8, b));
         ck_assert_mem_eq(a, b, sizeof a);
@@ -314,7 +314,7 @@ START_TEST(augmentations_are_seeded_and_stay_in_range)
     int mirrored = 0;
     for (uint64_t seed = 0; seed < 32; seed++) {
         kiln_rng r;
-        kiln_rng_seed(&r, seed);
+        rng_seed(&r, seed);
         check_ok(image_render(&im, &f, 1, &r, 8, 8, a));
         int same = memcmp(a, plain, sizeof a) == 0;
         for (int y = 0; !same && y < 8; y++)
@@ -327,7 +327,7 @@ START_TEST(augmentations_are_seeded_and_stay_in_range)
     /* random_resized_crop: any box resized to the output, different per draw */
     image_transform rrc = {.rrc_scale = {0.2, 1.0}, .rrc_ratio = {0.75, 4.0 / 3}};
     kiln_rng r;
-    kiln_rng_seed(&r, 7);
+    rng_seed(&r, 7);
     check_ok(image_render(&im, &rrc, 1, &r, 5, 5, a));
     check_ok(image_render(&im, &rrc, 1, &r, 5, 5, b));
     ck_assert(memcmp(a, b, 25 * sizeof *a) != 0);
@@ -599,7 +599,7 @@ START_TEST(training_batches_are_augmented_reproducibly_and_validation_is_not)
     check_ok(data_load_images(tmp_path("f4"), "train", &s, &plain));
     size_t order[15], other[15];
     kiln_rng rng;
-    kiln_rng_seed(&rng, 1);
+    rng_seed(&rng, 1);
     data_shuffle(order, 15, &rng);
     data_shuffle(other, 15, &rng);
     float a[15 * 64], b[15 * 64], c[15 * 64], y[15];

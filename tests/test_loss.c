@@ -43,8 +43,8 @@ static void make_targets(const loss_case *c, float *t, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         t[i] = c->kind == LOSS_CROSS_ENTROPY
-                   ? (float)(kiln_rng_next(test_rng()) % c->cols)
-                   : (float)kiln_rng_uniform(test_rng(), 0, 1);
+                   ? (float)(rng_next(test_rng()) % c->cols)
+                   : (float)rng_uniform(test_rng(), 0, 1);
 }
 
 static void to_double(const float *f, double *d, size_t n)
@@ -64,7 +64,7 @@ START_TEST(loss_matches_reference_and_finite_differences)
     float *grad = test_alloc(n * sizeof *grad);
     double *xd = test_alloc(n * sizeof *xd), *td = test_alloc(nt * sizeof *td);
     double *want = test_alloc(n * sizeof *want);
-    kiln_rng_fill(test_rng(), x, n, -3, 3);
+    rng_fill(test_rng(), x, n, -3, 3);
     make_targets(c, t, nt);
     to_double(x, xd, n);
     to_double(t, td, nt);
@@ -82,7 +82,7 @@ START_TEST(loss_matches_reference_and_finite_differences)
 
     /* the reference gradient against central differences of the reference */
     for (int k = 0; k < 8; k++) {
-        size_t i = (size_t)(kiln_rng_next(test_rng()) % n);
+        size_t i = (size_t)(rng_next(test_rng()) % n);
         double keep = xd[i], h = 1e-6;
         xd[i] = keep + h;
         double up = ref_loss(c->kind, c->smoothing, &in, xd, td, NULL);

@@ -22,7 +22,7 @@ START_TEST(robust_mlp_counts_like_pytorch)
     char *text = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&text, &size);
-    check_ok(kiln_model_summary(m, kiln_write_to_file, f));
+    check_ok(kiln_model_summary(m, write_to_file, f));
     fclose(f);
     ck_assert_msg(strstr(text, "trainable parameters: 5,315"), "summary:\n%s", text);
     ck_assert_msg(strstr(text, "4,160"), "summary:\n%s", text);
@@ -107,7 +107,7 @@ START_TEST(file_and_api_compile_to_identical_pipelines)
     ck_assert_uint_eq(pa->arena_bytes, pb->arena_bytes);
     size_t n = kiln_tensor_numel(pa->input);
     float *x = test_alloc(n * sizeof *x);
-    kiln_rng_fill(test_rng(), x, n, -1, 1);
+    rng_fill(test_rng(), x, n, -1, 1);
     check_ok(kiln_tensor_upload(pa->input, x, n));
     check_ok(kiln_tensor_upload(pb->input, x, n));
     for (size_t i = 0; i < pa->count; i++) {

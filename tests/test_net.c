@@ -22,7 +22,7 @@ static kiln_model *model(const char *text)
 /* n samples of 7 features and labels 0..2. */
 static void data(float *x, float *y, size_t n)
 {
-    kiln_rng_fill(test_rng(), x, n * 7, -1.0f, 1.0f);
+    rng_fill(test_rng(), x, n * 7, -1.0f, 1.0f);
     for (size_t i = 0; i < n; i++)
         y[i] = (float)(i % 3);
 }
@@ -98,7 +98,7 @@ START_TEST(weights_by_name_round_trip)
     ck_assert_str_eq(p.name, "1.num_batches_tracked");
     ck_assert(p.is_int64 && !p.trainable);
     float w[39], back[39];
-    kiln_rng_fill(test_rng(), w, 39, -1.0f, 1.0f);
+    rng_fill(test_rng(), w, 39, -1.0f, 1.0f);
     check_ok(kiln_net_set(net, "3.weight", w, 39));
     check_ok(kiln_net_get(net, "3.weight", back, 39));
     ck_assert(memcmp(w, back, sizeof w) == 0);
@@ -296,8 +296,8 @@ static void *train_alone(void *arg)
     kiln_net *net = NULL;
     float x[32 * 7], y[32], loss;
     kiln_rng rng;
-    kiln_rng_seed(&rng, 99);
-    kiln_rng_fill(&rng, x, 32 * 7, -1.0f, 1.0f);
+    rng_seed(&rng, 99);
+    rng_fill(&rng, x, 32 * 7, -1.0f, 1.0f);
     for (int i = 0; i < 32; i++)
         y[i] = (float)(i % 3);
     j->st = kiln_ctx_create(NULL, &ctx);
@@ -361,7 +361,7 @@ START_TEST(fit_on_arrays_with_callbacks)
     check_ok(kiln_net_create(test_ctx(), m, 32, &net));
     enum { N = 300 };
     float *x = test_alloc(N * 7 * sizeof *x), y[N];
-    kiln_rng_fill(test_rng(), x, N * 7, -1.0f, 1.0f);
+    rng_fill(test_rng(), x, N * 7, -1.0f, 1.0f);
     for (int i = 0; i < N; i++)
         y[i] = x[i * 7] > 0.3f ? 2.0f : x[i * 7] > -0.3f ? 1.0f : 0.0f;
     kiln_data *train;
@@ -409,7 +409,7 @@ START_TEST(sigmoid_head_trains_as_bce_with_logits)
     ck_assert_int_eq(kiln_net_head(net), KILN_HEAD_SIGMOID);
     enum { N = 400 };
     float *x = test_alloc(N * 2 * sizeof *x), y[N], w[2], b, w2[2], b2;
-    kiln_rng_fill(test_rng(), x, N * 2, -1.0f, 1.0f);
+    rng_fill(test_rng(), x, N * 2, -1.0f, 1.0f);
     for (int i = 0; i < N; i++)
         y[i] = x[2 * i] + 2 * x[2 * i + 1] > 0.1f;
     /* the gradient of one step on 11 samples, against float64 */
@@ -474,7 +474,7 @@ START_TEST(multi_label_sigmoid_outputs_train_on_three_targets)
     ck_assert_int_eq(kiln_net_head(net), KILN_HEAD_SIGMOID);
     enum { N = 300 };
     float *x = test_alloc(N * 4 * sizeof *x), *y = test_alloc(N * 3 * sizeof *y);
-    kiln_rng_fill(test_rng(), x, N * 4, -1.0f, 1.0f);
+    rng_fill(test_rng(), x, N * 4, -1.0f, 1.0f);
     for (int i = 0; i < N; i++)
         for (int j = 0; j < 3; j++)
             y[i * 3 + j] = x[i * 4 + j] > x[i * 4 + j + 1];
@@ -515,7 +515,7 @@ START_TEST(regression_metrics_match_a_float64_reference)
     snprintf(final, sizeof final, "%s/final.safetensors", out);
     enum { N = 211 };
     float x[N * 3], y[N];
-    kiln_rng_fill(test_rng(), x, N * 3, -2.0f, 2.0f);
+    rng_fill(test_rng(), x, N * 3, -2.0f, 2.0f);
     FILE *f = fopen(csv, "w");
     ck_assert_ptr_nonnull(f);
     fprintf(f, "a,b,c,y\n");
@@ -569,7 +569,7 @@ START_TEST(per_feature_normalization_is_learnt_stored_and_applied)
     enum { N = 400 };
     static const float scale[4] = {1000.0f, 0.001f, 1.0f, 50.0f};
     float *x = test_alloc(N * 4 * sizeof *x), y[N];
-    kiln_rng_fill(test_rng(), x, N * 4, -1.0f, 1.0f);
+    rng_fill(test_rng(), x, N * 4, -1.0f, 1.0f);
     for (int i = 0; i < N; i++) {
         y[i] = x[i * 4] + x[i * 4 + 1] > 0 ? 1.0f : 0.0f;
         for (int j = 0; j < 4; j++)

@@ -102,7 +102,7 @@ START_TEST(a_checkpoint_carries_its_model)
     kiln_net *again = net_of(back, 4);
     check_ok(kiln_net_load(again, path));
     float x[10], y1[6], y2[6];
-    kiln_rng_fill(test_rng(), x, 10, -3.0f, 3.0f);
+    rng_fill(test_rng(), x, 10, -3.0f, 3.0f);
     check_ok(kiln_net_forward(net, x, 2, y1));
     check_ok(kiln_net_forward(again, x, 2, y2));
     for (int i = 0; i < 6; i++)
@@ -145,7 +145,7 @@ START_TEST(frozen_parameters_stay_and_gradients_read_back)
     check_ok(kiln_model_parse(mlp, "m.ini", &m));
     kiln_net *net = net_of(m, 8);
     float x[40], y[8], before[30], after[30], head_before[18], head_after[18], g[18];
-    kiln_rng_fill(test_rng(), x, 40, -1.0f, 1.0f);
+    rng_fill(test_rng(), x, 40, -1.0f, 1.0f);
     for (int i = 0; i < 8; i++)
         y[i] = (float)(i % 3);
     check_ok(kiln_net_set_frozen(net, "fc1.weight", 1));
@@ -200,7 +200,7 @@ START_TEST(optimizer_state_moves_with_the_weights)
     check_ok(kiln_model_parse(mlp, "m.ini", &m));
     kiln_net *a = net_of(m, 8), *b = net_of(m, 8);
     float x[40], y[8], wa[18], wb[18];
-    kiln_rng_fill(test_rng(), x, 40, -1.0f, 1.0f);
+    rng_fill(test_rng(), x, 40, -1.0f, 1.0f);
     for (int i = 0; i < 8; i++)
         y[i] = (float)(i % 3);
     for (int s = 0; s < 3; s++)
@@ -246,7 +246,7 @@ START_TEST(fit_says_what_it_changed)
     kiln_net *net = net_of(m, 8);
     enum { N = 40 };
     float x[N * 5], y[N];
-    kiln_rng_fill(test_rng(), x, N * 5, -1.0f, 1.0f);
+    rng_fill(test_rng(), x, N * 5, -1.0f, 1.0f);
     for (int i = 0; i < N; i++)
         y[i] = (float)(i % 3);
     kiln_data *d;
@@ -306,7 +306,7 @@ START_TEST(class_weighted_cross_entropy_matches_the_reference)
         float *x = test_alloc(n * c * sizeof *x), *t = test_alloc(n * sizeof *t);
         float *w = test_alloc(c * sizeof *w), *g = test_alloc(n * c * sizeof *g), loss;
         double *xd = test_alloc(n * c * sizeof *xd), *gd = test_alloc(n * c * sizeof *gd);
-        kiln_rng_fill(test_rng(), x, n * c, -4.0f, 4.0f);
+        rng_fill(test_rng(), x, n * c, -4.0f, 4.0f);
         for (size_t j = 0; j < c; j++)
             w[j] = j == 1 ? 0.0f : 0.5f + (float)j;
         for (size_t i = 0; i < n; i++)
@@ -360,7 +360,7 @@ START_TEST(class_weight_setting_reaches_the_step)
     check_ok(kiln_model_parse(mlp, "m.ini", &m));
     kiln_net *net = net_of(m, 8);
     float x[40], y[8], z[24], loss;
-    kiln_rng_fill(test_rng(), x, 40, -1.0f, 1.0f);
+    rng_fill(test_rng(), x, 40, -1.0f, 1.0f);
     for (int i = 0; i < 8; i++)
         y[i] = (float)(i % 3);
     ck_assert_int_eq(kiln_net_configure(net, "class_weight", "1, 2"), KILN_ERR_INVALID_ARGUMENT);

@@ -177,7 +177,7 @@ static host host_make(const kiln_shape *s)
 static host host_random(const kiln_shape *s, double lo, double hi)
 {
     host h = host_make(s);
-    kiln_rng_fill(test_rng(), h.f, h.n, (float)lo, (float)hi);
+    rng_fill(test_rng(), h.f, h.n, (float)lo, (float)hi);
     for (size_t i = 0; i < h.n; i++)
         h.d[i] = h.f[i];
     return h;
@@ -253,7 +253,7 @@ static void fixture_setup(fixture *f, const op_case *tc)
         double range = tc->range > 0 ? tc->range : 1;
         f->in[i] = host_random(&tc->in[i], -range, range);
         for (size_t j = 0; tc->tokens && i == 0 && j < f->in[i].n; j++)
-            f->in[i].d[j] = f->in[i].f[j] = (float)(kiln_rng_next(test_rng()) % tc->rows);
+            f->in[i].d[j] = f->in[i].f[j] = (float)(rng_next(test_rng()) % tc->rows);
         f->args.in[i] = device_of(&tc->in[i], &f->in[i]);
     }
     random_params(f);
@@ -330,7 +330,7 @@ static double ref_objective(const fixture *f)
 static void check_fd_reference(fixture *f, host *x, const double *grad, const char *what)
 {
     for (int k = 0; k < 6; k++) {
-        size_t i = (size_t)(kiln_rng_next(test_rng()) % x->n);
+        size_t i = (size_t)(rng_next(test_rng()) % x->n);
         double keep = x->d[i], h = 1e-6 * fmax(1.0, fabs(keep));
         x->d[i] = keep + h;
         double up = ref_objective(f);
@@ -367,7 +367,7 @@ static void check_fd_device(fixture *f)
     float *grad = test_alloc(x->n * sizeof *grad);
     check_ok(kiln_tensor_download(f->din_t[0], grad, x->n));
     for (int k = 0; k < 3; k++) {
-        size_t i = (size_t)(kiln_rng_next(test_rng()) % x->n);
+        size_t i = (size_t)(rng_next(test_rng()) % x->n);
         float keep = x->f[i], h = 1e-2f;
         x->f[i] = keep + h;
         check_ok(kiln_tensor_upload((kiln_tensor *)f->args.in[0], x->f, x->n));
@@ -511,7 +511,7 @@ static void list_act_cases(void)
             if (op_check_fusable(fusing_samples[i].kind, (kiln_act)a) == KILN_OK)
                 add_act_case(&fusing_samples[i], (kiln_act)a);
             else
-                kiln_error_clear();
+                error_clear();
     }
 }
 
@@ -602,7 +602,7 @@ START_TEST(every_initialiser_has_a_formula)
     float *v = test_alloc(n * sizeof *v);
     for (int kind = 1; kind < INIT_COUNT; kind++) {
         kiln_rng rng;
-        kiln_rng_seed(&rng, 5);
+        rng_seed(&rng, 5);
         op_init c = {.init = (init_kind)kind, .rng = &rng, .shapes = &shapes, .param = {w, b},
                      .std = 0.02f};
         check_ok(op_init_weight_bias(&c));
@@ -638,10 +638,10 @@ START_TEST(convolution_at_other_tiles)
         return;
     const gemm_tile tiles[] = {{6, 8, 0}, {4, 4, 0}};
     for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
-        check_ok(kiln_gemm_tile_set(ctx, tiles[i]));
+        check_ok(gemm_tile_set(ctx, tiles[i]));
         check_case(tc);
     }
-    check_ok(kiln_gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+    check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
 }
 END_TEST
 
@@ -665,7 +665,7 @@ START_TEST(batchnorm_running_statistics_after_three_steps)
     op_args c = {.ctx = test_ctx(), .attrs = &a, .training = 1, .in = {tx}, .out = ty,
                  .param = {g, b}, .buffer = {rm, rv}, .saved = {mean, rstd}};
     for (int step = 0; step < 4; step++) {
-        kiln_rng_fill(test_rng(), x.f, n, (float)step - 2, (float)step * 2 + 1);
+        rng_fill(test_rng(), x.f, n, (float)step - 2, (float)step * 2 + 1);
         check_ok(kiln_tensor_upload(tx, x.f, n));
         c.training = step < 3;
         check_ok(op_forward(OP_BATCHNORM, &c));

@@ -47,7 +47,7 @@ static double *download_d(kiln_tensor *t)
 static double *random_grads(small_net *s)
 {
     float *g = test_alloc(s->n * sizeof *g);
-    kiln_rng_fill(test_rng(), g, s->n, -1, 1);
+    rng_fill(test_rng(), g, s->n, -1, 1);
     check_ok(kiln_tensor_upload(s->p->grads, g, s->n));
     free(g);
     return download_d(s->p->grads);

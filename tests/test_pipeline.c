@@ -57,15 +57,15 @@ static void net_open(net *n, const net_case *c, pipe_options options)
     size_t in = kiln_tensor_numel(n->p->input);
     float *x = test_alloc(in * sizeof *x);
     kiln_rng rng;
-    kiln_rng_seed(&rng, 99);
-    kiln_rng_fill(&rng, x, in, -1, 1);
+    rng_seed(&rng, 99);
+    rng_fill(&rng, x, in, -1, 1);
     check_ok(kiln_tensor_upload(n->p->input, x, in));
     free(x);
     int ce = c->loss == LOSS_CROSS_ENTROPY;
     size_t shape[2] = {BATCH, c->classes}, nt = ce ? BATCH : BATCH * c->classes;
     float t[BATCH * 8];
     for (size_t i = 0; i < nt; i++)
-        t[i] = ce ? (float)(kiln_rng_next(&rng) % c->classes) : (float)kiln_rng_uniform(&rng, -1, 1);
+        t[i] = ce ? (float)(rng_next(&rng) % c->classes) : (float)rng_uniform(&rng, -1, 1);
     check_ok(kiln_tensor_create(test_ctx(), ce ? 1 : 2, shape, &n->target));
     check_ok(kiln_tensor_upload(n->target, t, nt));
     size_t one = 1;
@@ -113,7 +113,7 @@ static void check_gradients(const net_case *c)
             kiln_tensor *w = step->param[k];
             float *values = download_all(w), *grads = download_all(step->dparam[k]);
             for (int probe = 0; probe < 3; probe++) {
-                size_t i = (size_t)(kiln_rng_next(test_rng()) % w->numel);
+                size_t i = (size_t)(rng_next(test_rng()) % w->numel);
                 float keep = values[i], h = 1e-2f;
                 values[i] = keep + h;
                 check_ok(kiln_tensor_upload(w, values, w->numel));
@@ -348,12 +348,12 @@ START_TEST(same_training_on_every_device)
             optimizer *o;
             check_ok(optim_create(p, &oc, &o));
             kiln_rng rng;
-            kiln_rng_seed(&rng, 11);
+            rng_seed(&rng, 11);
             size_t in = kiln_tensor_numel(p->input);
             float *x = test_alloc(in * sizeof *x), t[BATCH];
-            kiln_rng_fill(&rng, x, in, -1, 1);
+            rng_fill(&rng, x, in, -1, 1);
             for (int i = 0; i < BATCH; i++)
-                t[i] = (float)(kiln_rng_next(&rng) % c->classes);
+                t[i] = (float)(rng_next(&rng) % c->classes);
             size_t tshape = BATCH, one = 1;
             kiln_tensor *target, *loss;
             check_ok(kiln_tensor_create(ctx, 1, &tshape, &target));

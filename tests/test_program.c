@@ -157,7 +157,7 @@ START_TEST(build_errors_name_the_call_file_and_log)
     ck_assert_int_eq(kiln_program_prepare(ctx, "missing.cl", ""), KILN_ERR_INVALID_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(kiln_last_error(), "missing.cl"));
     cl_kernel k;
-    ck_assert_int_eq(kiln_kernel_get(ctx, "tensor.cl", "", "no_such_kernel", &k),
+    ck_assert_int_eq(kernel_get(ctx, "tensor.cl", "", "no_such_kernel", &k),
                      KILN_ERR_OPENCL);
     ck_assert_ptr_nonnull(strstr(kiln_last_error(), "CL_INVALID_KERNEL_NAME"));
 }
@@ -230,9 +230,9 @@ START_TEST(kernels_are_programs_of_their_own)
     kiln_ctx *ctx;
     check_ok(kiln_ctx_create(NULL, &ctx));
     cl_kernel fill, copy, again;
-    check_ok(kiln_kernel_get(ctx, "tensor.cl", opts, "fill", &fill));
-    check_ok(kiln_kernel_get(ctx, "tensor.cl", opts, "copy", &copy));
-    check_ok(kiln_kernel_get(ctx, "tensor.cl", opts, "fill", &again));
+    check_ok(kernel_get(ctx, "tensor.cl", opts, "fill", &fill));
+    check_ok(kernel_get(ctx, "tensor.cl", opts, "copy", &copy));
+    check_ok(kernel_get(ctx, "tensor.cl", opts, "fill", &again));
     ck_assert_ptr_eq(fill, again);
     kiln_cache_stats s = kiln_ctx_cache_stats(ctx);
     ck_assert_uint_eq(s.builds, 2);
@@ -242,7 +242,7 @@ START_TEST(kernels_are_programs_of_their_own)
     check_ok(kiln_tensor_create(ctx, 1, shape, &t));
     check_ok(kiln_tensor_fill(t, 2.5f));
     float *host = test_alloc(shape[0] * sizeof *host);
-    check_ok(kiln_tensor_read(t, host, shape[0], 1));
+    check_ok(tensor_read(t, host, shape[0], 1));
     for (size_t i = 0; i < shape[0]; i++)
         ck_assert_float_eq(host[i], 2.5f);
     free(host);
@@ -252,11 +252,11 @@ START_TEST(kernels_are_programs_of_their_own)
     ck_assert_int_eq(cache_files(NULL, 0), 2);
 
     check_ok(kiln_ctx_create(NULL, &ctx));
-    check_ok(kiln_kernel_get(ctx, "tensor.cl", opts, "copy", &copy));
+    check_ok(kernel_get(ctx, "tensor.cl", opts, "copy", &copy));
     s = kiln_ctx_cache_stats(ctx);
     ck_assert_uint_eq(s.disk_hits, 1);
     ck_assert_uint_eq(s.builds, 0);
-    ck_assert_int_eq(kiln_kernel_get(ctx, "tensor.cl", "-Dfloat=no_such_type", "fill", &fill),
+    ck_assert_int_eq(kernel_get(ctx, "tensor.cl", "-Dfloat=no_such_type", "fill", &fill),
                      KILN_ERR_BUILD);
     ck_assert_msg(strstr(kiln_last_error(), "tensor.cl, kernel fill") != NULL, "message: %s",
                   kiln_last_error());
@@ -273,14 +273,14 @@ START_TEST(held_binaries_wait_for_the_release)
     check_ok(kiln_ctx_create(NULL, &ctx));
     check_ok(kiln_program_prepare(ctx, "tensor.cl", "-DKILN_TEST_VARIANT=6"));
     ck_assert_int_eq(cache_files(NULL, 0), 1);
-    kiln_programs_hold(ctx);
-    kiln_programs_hold(ctx);
+    programs_hold(ctx);
+    programs_hold(ctx);
     check_ok(kiln_program_prepare(ctx, "tensor.cl", "-DKILN_TEST_VARIANT=7"));
-    kiln_programs_release(ctx);
+    programs_release(ctx);
     ck_assert_int_eq(cache_files(NULL, 0), 1);
-    kiln_programs_release(ctx);
+    programs_release(ctx);
     ck_assert_int_eq(cache_files(NULL, 0), 2);
-    kiln_programs_release(ctx); /* one too many: ignored */
+    programs_release(ctx); /* one too many: ignored */
     check_ok(kiln_program_prepare(ctx, "tensor.cl", "-DKILN_TEST_VARIANT=8"));
     ck_assert_int_eq(cache_files(NULL, 0), 3);
     kiln_ctx_free(ctx);

@@ -18,7 +18,7 @@ START_TEST(upload_download_round_trip)
 {
     size_t n = round_trip_sizes[_i];
     float *host = test_alloc(n * sizeof *host), *back = test_alloc(n * sizeof *back);
-    kiln_rng_fill(test_rng(), host, n, -1e3f, 1e3f);
+    rng_fill(test_rng(), host, n, -1e3f, 1e3f);
     memset(back, 0xff, n * sizeof *back);
     kiln_tensor *t = tensor_1d(n);
     check_ok(kiln_tensor_upload(t, host, n));

@@ -259,8 +259,8 @@ START_TEST(windows_are_seeded_slices_with_shifted_targets)
     float *x = test_alloc(n * block * sizeof *x), *y = test_alloc(n * block * sizeof *y);
     float *x2 = test_alloc(n * block * sizeof *x2), *y2 = test_alloc(n * block * sizeof *y2);
     kiln_rng a, b;
-    kiln_rng_seed(&a, 7);
-    kiln_rng_seed(&b, 7);
+    rng_seed(&a, 7);
+    rng_seed(&b, 7);
     token_windows(&s, block, n, &a, x, y);
     token_windows(&s, block, n, &b, x2, y2);
     ck_assert_int_eq(memcmp(x, x2, n * block * sizeof *x), 0);

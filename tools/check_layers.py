@@ -34,7 +34,7 @@ ALLOWED["export"] = CHAIN[:CHAIN.index("net") + 1] + SIDE
 ALLOWED["ref"] = ["runtime/rng.h"]
 ALLOWED["cli"] = ["ref", "runtime/rng.h"]
 
-PUBLIC = {"kiln.h"}
+PUBLIC = {"kiln.h", "kiln_tools.h"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 
 

@@ -27,12 +27,12 @@ static kiln_status best_time(kiln_ctx *ctx, bench_fn fn, void *user, int reps, d
         st = kiln_ctx_finish(ctx);
     *out = INFINITY;
     for (int t = 0; t < 5 && st == KILN_OK; t++) {
-        double t0 = kiln_seconds();
+        double t0 = now_seconds();
         for (int i = 0; i < reps && st == KILN_OK; i++)
             st = fn(user);
         if (st == KILN_OK)
             st = kiln_ctx_finish(ctx);
-        *out = fmin(*out, (kiln_seconds() - t0) / reps);
+        *out = fmin(*out, (now_seconds() - t0) / reps);
     }
     return st;
 }
@@ -125,8 +125,8 @@ static kiln_status run_copy(void *u)
 {
     kernel_state *s = u;
     cl_ulong n = s->a->numel;
-    return kiln_launch_1d(s->ctx, s->copy, "copy", n, 0, KARG(s->a->buf), KARG(s->b->buf),
-                          KARG(n));
+    return launch_1d(s->ctx, s->copy, "copy", n, 0, KARG(s->a->buf), KARG(s->b->buf),
+                     KARG(n));
 }
 
 /* kind with s->attrs (act stays only on the activation op, which reads it). */
@@ -218,7 +218,7 @@ static kiln_status bench_kernels(kiln_ctx *ctx, int quick, kiln_bench_result *r)
     size_t n = quick ? (1u << 16) : (1u << 26), channels = 256;
     kernel_state s = {.ctx = ctx, .attrs = op_attrs_default()};
     kiln_shape planes = shape_make(4, 128, channels, n / 128 / channels, 1);
-    kiln_status st = kiln_kernel_get(ctx, "tensor.cl", "", "copy", &s.copy);
+    kiln_status st = kernel_get(ctx, "tensor.cl", "", "copy", &s.copy);
     if (st == KILN_OK)
         st = tensor_of(ctx, &planes, &s.a);
     if (st == KILN_OK)
@@ -286,7 +286,7 @@ static kiln_status bench_transfers(kiln_ctx *ctx, int quick, kiln_bench_result *
     double t;
     kiln_status st = kiln_tensor_create(ctx, 1, &n, &s.t);
     if (st == KILN_OK && !(s.host = calloc(n, sizeof(float))))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "bench: out of memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "bench: out of memory");
     if (st == KILN_OK && (st = best_time(ctx, run_upload, &s, 2, &t)) == KILN_OK)
         r->upload_gbs = 4.0 * (double)n / t * 1e-9;
     if (st == KILN_OK && (st = best_time(ctx, run_download, &s, 2, &t)) == KILN_OK)
@@ -307,10 +307,10 @@ static kiln_status bench_transfers(kiln_ctx *ctx, int quick, kiln_bench_result *
 kiln_status kiln_bench(const char *selector, int quick, kiln_bench_result *out)
 {
     if (!out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_bench: result is required");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_bench: result is required");
     memset(out, 0, sizeof *out);
     kiln_ctx *ctx;
-    kiln_status st = kiln_ctx_open(selector, 0, &ctx);
+    kiln_status st = ctx_open(selector, 0, &ctx);
     if (st != KILN_OK)
         return st;
     gemm_shapes(quick, out);
@@ -357,7 +357,7 @@ kiln_status kiln_bench_training(kiln_ctx *ctx, kiln_model *m, size_t batch,
                                 double *samples_per_s)
 {
     if (!ctx || !m || !samples_per_s)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_bench_training: context, model and "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_bench_training: context, model and "
                                                     "result are required");
     train_config c;
     step_state s = {0};
@@ -402,10 +402,10 @@ static kiln_status time_net(kiln_net *net, net_timed fn, const float *x, const f
     kiln_status st = fn(net, x, y, n, out); /* builds what the caches lack */
     *best = INFINITY;
     for (int r = 0; r < reps && st == KILN_OK; r++) {
-        double t0 = kiln_seconds();
+        double t0 = now_seconds();
         for (int c = 0; c < calls && st == KILN_OK; c++)
             st = fn(net, x, y, n, out);
-        double t = (kiln_seconds() - t0) / calls;
+        double t = (now_seconds() - t0) / calls;
         *best = t < *best ? t : *best;
     }
     return st;
@@ -428,7 +428,7 @@ kiln_status kiln_bench_net(kiln_ctx *ctx, kiln_model *m, size_t batch, double *f
                            double *step_samples_per_s)
 {
     if (!ctx || !m || !forward_ms || !step_samples_per_s)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_bench_net: context, model and "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_bench_net: context, model and "
                                                     "results are required");
     kiln_net *net = NULL;
     kiln_status st = kiln_net_create(ctx, m, batch, &net);
@@ -438,7 +438,7 @@ kiln_status kiln_bench_net(kiln_ctx *ctx, kiln_model *m, size_t batch, double *f
     float *y = st == KILN_OK ? calloc(b * outs, sizeof *y) : NULL; /* class 0, or targets 0 */
     float *out = st == KILN_OK ? malloc(b * outs * sizeof *out) : NULL;
     if (st == KILN_OK && (!x || !y || !out))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_net: out of host memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_net: out of host memory");
     for (size_t i = 0; st == KILN_OK && i < b * in; i++)
         x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f;
     double t = 0;

@@ -36,7 +36,7 @@ static kiln_status slowest(dist_comm *c, double *t)
     size_t n = (size_t)dist_comm_size(c);
     double *all = calloc(n, sizeof *all);
     if (!all)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_dist: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_dist: out of host memory");
     all[dist_comm_rank(c)] = *t;
     kiln_status st = dist_sum_doubles(c, all, n, "the ranks' times");
     for (size_t k = 0; k < n; k++)
@@ -52,15 +52,15 @@ static kiln_status bench_allreduce(dist_comm *c, kiln_write_fn fn, void *user)
     size_t most = kib[count - 1] * 1024 / sizeof(float), ranks = (size_t)dist_comm_size(c);
     float *v = calloc(most, sizeof *v);
     kiln_status st = v ? KILN_OK
-                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_dist: out of host memory");
+                       : error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_dist: out of host memory");
     for (size_t i = 0; i < count && st == KILN_OK; i++) {
         size_t n = kib[i] * 1024 / sizeof(float);
         double best = INFINITY;
         for (int r = -2; r < REPS && st == KILN_OK; r++) { /* two warm-ups */
-            double t0 = kiln_seconds();
+            double t0 = now_seconds();
             st = dist_sum_floats(c, v, n, "the benchmark's buffer");
             if (r >= 0)
-                best = fmin(best, kiln_seconds() - t0);
+                best = fmin(best, now_seconds() - t0);
         }
         if (st == KILN_OK)
             st = slowest(c, &best);
@@ -80,14 +80,14 @@ static kiln_status time_step(kiln_net *net, const float *x, const float *y, size
     kiln_status st = KILN_OK;
     *step = *exchange = INFINITY;
     for (int r = -2; r < REPS && st == KILN_OK; r++) {
-        double t0 = kiln_seconds();
+        double t0 = now_seconds();
         st = kiln_net_train_step(net, x, y, mine, NULL);
-        double t1 = kiln_seconds();
+        double t1 = now_seconds();
         if (st == KILN_OK)
             st = net_reduce_gradients(net, mine);
         if (r >= 0) {
             *step = fmin(*step, t1 - t0);
-            *exchange = fmin(*exchange, kiln_seconds() - t1);
+            *exchange = fmin(*exchange, now_seconds() - t1);
         }
     }
     kiln_status a = st == KILN_OK ? slowest(net->comm, step) : st;
@@ -107,7 +107,7 @@ static kiln_status bench_model(kiln_ctx *ctx, dist_comm *c, const char *path, ki
     float *x = calloc(b * in + 1, sizeof *x), *y = calloc(b * kiln_net_output_size(net) + 1,
                                                           sizeof *y);
     if (st == KILN_OK && (!x || !y))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_dist: out of host memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_dist: out of host memory");
     for (size_t i = 0; st == KILN_OK && i < b * in; i++)
         x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f;
     if (st == KILN_OK)
@@ -133,7 +133,7 @@ kiln_status kiln_bench_dist(const char *selector, const char *const *models, siz
                             kiln_write_fn fn, void *user, int *ranks)
 {
     if (!ranks)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_bench_dist: ranks is required");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_bench_dist: ranks is required");
     kiln_status st = dist_start();
     dist_comm *c = dist_world();
     *ranks = dist_comm_size(c);

@@ -42,13 +42,13 @@ static kiln_status time_attention(kiln_ctx *ctx, const pipe_step *step, double *
         st = tensor_of(ctx, shapes[i], &t[i]);
     float *h = st == KILN_OK ? malloc(t[0]->numel * sizeof *h) : NULL;
     if (st == KILN_OK && !h)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_gpt: out of host memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_gpt: out of host memory");
     for (size_t i = 0; st == KILN_OK && i < t[0]->numel; i++)
         h[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
     if (st == KILN_OK)
-        st = kiln_tensor_write(t[0], h, t[0]->numel, 1);
+        st = tensor_write(t[0], h, t[0]->numel, 1);
     if (st == KILN_OK)
-        st = kiln_tensor_write(t[3], h, t[3]->numel, 1);
+        st = tensor_write(t[3], h, t[3]->numel, 1);
     s.args.in[0] = t[0];
     s.args.out = t[1];
     s.args.saved[0] = t[2];
@@ -56,12 +56,12 @@ static kiln_status time_attention(kiln_ctx *ctx, const pipe_step *step, double *
     s.args.din[0] = t[4];
     *seconds = INFINITY;
     for (int r = 0; r < 4 && st == KILN_OK; r++) {
-        double t0 = kiln_seconds();
+        double t0 = now_seconds();
         st = attn_pass(&s);
         if (st == KILN_OK)
             st = kiln_ctx_finish(ctx);
         if (r > 0)
-            *seconds = fmin(*seconds, kiln_seconds() - t0);
+            *seconds = fmin(*seconds, now_seconds() - t0);
     }
     free(h);
     for (int i = 0; i < 5; i++)
@@ -74,7 +74,7 @@ static kiln_status bench_vocab(kiln_net *net, size_t V)
 {
     char *v = malloc(4 * V + 1);
     if (!v)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_gpt: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_gpt: out of host memory");
     size_t n = 0;
     for (size_t i = 0; i < V; i++)
         n += utf8_encode((uint32_t)(0x21 + i + (0x21 + i >= 0xd800 ? 0x800 : 0)), v + n);
@@ -88,10 +88,10 @@ static kiln_status bench_vocab(kiln_net *net, size_t V)
 static kiln_status time_generation(kiln_net *net, size_t tokens, int cache, double *per_s)
 {
     kiln_status st = net_generate(net, "", 2, 1.0, 0, 1, cache, NULL, NULL); /* warm-up */
-    double t0 = kiln_seconds();
+    double t0 = now_seconds();
     if (st == KILN_OK)
         st = net_generate(net, "", tokens, 1.0, 0, 1, cache, NULL, NULL);
-    *per_s = st == KILN_OK ? (double)tokens / (kiln_seconds() - t0) : 0;
+    *per_s = st == KILN_OK ? (double)tokens / (now_seconds() - t0) : 0;
     return st;
 }
 
@@ -100,7 +100,7 @@ static kiln_status train_tokens(kiln_net *net, size_t batch, size_t T, size_t V,
 {
     float *x = malloc(batch * T * sizeof *x), *y = malloc(batch * T * sizeof *y);
     kiln_status st = x && y ? KILN_OK
-                            : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_gpt: out of "
+                            : error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_bench_gpt: out of "
                                                                 "host memory");
     for (size_t i = 0; st == KILN_OK && i < batch * T; i++) {
         x[i] = (float)((i * 2654435761u) % V);
@@ -111,9 +111,9 @@ static kiln_status train_tokens(kiln_net *net, size_t batch, size_t T, size_t V,
         st = kiln_net_train_step(net, x, y, batch, &loss); /* builds the kernels */
     double best = INFINITY;
     for (int rep = 0; rep < 3 && st == KILN_OK; rep++) {
-        double t0 = kiln_seconds();
+        double t0 = now_seconds();
         st = kiln_net_train_step(net, x, y, batch, &loss);
-        best = fmin(best, kiln_seconds() - t0);
+        best = fmin(best, now_seconds() - t0);
     }
     r->step_ms = st == KILN_OK ? 1e3 * best : 0;
     r->train_tokens_per_s = st == KILN_OK ? (double)(batch * T) / best : 0;
@@ -126,12 +126,12 @@ kiln_status kiln_bench_gpt(kiln_ctx *ctx, kiln_model *m, size_t batch,
                            kiln_bench_gpt_result *r)
 {
     if (!ctx || !m || !r)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_bench_gpt: context, model and result "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_bench_gpt: context, model and result "
                                                     "are required");
     memset(r, 0, sizeof *r);
     size_t V = kiln_model_vocab(m), T = kiln_model_block(m);
     if (V == 0)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_bench_gpt: the model takes no tokens");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_bench_gpt: the model takes no tokens");
     kiln_net *net = NULL;
     kiln_status st = kiln_net_create(ctx, m, batch, &net);
     batch = st == KILN_OK ? kiln_net_max_batch(net) : 0;

@@ -5,13 +5,13 @@ kiln_status kiln_bench_images(kiln_model *m, const char *dir, double *images_per
                               size_t *images, int *workers)
 {
     if (!m || !dir || !images_per_s || !images || !workers)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_bench_images: a model, a folder and "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_bench_images: a model, a folder and "
                                                     "three outputs are required");
     train_config c;
     kiln_status st = train_config_read(m, &c);
     const kiln_shape *in = &m->input;
     if (st == KILN_OK && (in->ndim != 3 || (in->d[0] != 1 && in->d[0] != 3)))
-        st = kiln_fail(KILN_ERR_SHAPE, "kiln_bench_images: the model's input is not CxHxW with "
+        st = error_set(KILN_ERR_SHAPE, "kiln_bench_images: the model's input is not CxHxW with "
                                        "1 or 3 channels");
     if (st != KILN_OK)
         return st;

@@ -1,5 +1,5 @@
 /* The one place that calls CLBlast. Every matrix product in kiln goes
- * through kiln_blas_sgemm, on the context's queue: to kiln's own GEMM
+ * through blas_sgemm, on the context's queue: to kiln's own GEMM
  * (gemm.c) when the context's engine says so, else to CLBlast, with its
  * status codes turned into named errors. The engine and the rest of the
  * layer's per-context state are created here on first use. */
@@ -42,29 +42,29 @@ const char *kiln_gemm_engine_str(kiln_gemm_engine engine)
     }
 }
 
-kiln_status kiln_gemm_engine_parse(const char *text, const char *what, kiln_gemm_engine *out)
+kiln_status gemm_engine_parse(const char *text, const char *what, kiln_gemm_engine *out)
 {
     for (int e = KILN_GEMM_AUTO; e <= KILN_GEMM_KILN; e++)
         if (strcmp(text, kiln_gemm_engine_str((kiln_gemm_engine)e)) == 0) {
             *out = (kiln_gemm_engine)e;
             return KILN_OK;
         }
-    return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+    return error_set(KILN_ERR_INVALID_ARGUMENT,
                      "%s is \"%s\"; expected auto, clblast or kiln", what, text);
 }
 
-kiln_gemm_engine kiln_gemm_engine_resolve(const kiln_ctx *ctx, kiln_gemm_engine engine)
+kiln_gemm_engine gemm_engine_resolve(const kiln_ctx *ctx, kiln_gemm_engine engine)
 {
     if (engine == KILN_GEMM_AUTO)
-        engine = kiln_device_loops_work_groups(&ctx->info) ? KILN_GEMM_KILN : KILN_GEMM_CLBLAST;
+        engine = device_loops_work_groups(&ctx->info) ? KILN_GEMM_KILN : KILN_GEMM_CLBLAST;
     return engine;
 }
 
-/* The context's free function for its state (kiln_ctx_attach). */
+/* The context's free function for its state (ctx_attach). */
 static void state_free(void *state)
 {
     blas_state *s = state;
-    kiln_gemm_scratch_free(s);
+    gemm_scratch_free(s);
     free(s);
     /* CLBlast caches programs per context and never lets go of them; drop
      * its caches when no kiln context is left that could reuse them. */
@@ -79,31 +79,31 @@ static kiln_status state_create(kiln_ctx *ctx, int tuned, blas_state **out)
 {
     blas_state *s = calloc(1, sizeof *s);
     if (!s)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_blas: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_blas: out of host memory");
     atomic_fetch_add(&open_contexts, 1);
     const char *env = getenv("KILN_GEMM");
     kiln_gemm_engine engine = KILN_GEMM_AUTO;
-    kiln_status st = env && *env ? kiln_gemm_engine_parse(env, "KILN_GEMM", &engine) : KILN_OK;
-    s->engine = kiln_gemm_engine_resolve(ctx, engine);
+    kiln_status st = env && *env ? gemm_engine_parse(env, "KILN_GEMM", &engine) : KILN_OK;
+    s->engine = gemm_engine_resolve(ctx, engine);
     kiln_tuning record;
     if (st == KILN_OK && tuned && kiln_tuning_load(&ctx->info, &record)) {
-        st = kiln_tuning_apply_state(ctx, s, &record);
+        st = tuning_apply_state(ctx, s, &record);
         if (st == KILN_OK && record.has_xgemm &&
             kiln_tuning_path(&ctx->info, s->record, sizeof s->record) != KILN_OK)
-            kiln_error_clear();
+            error_clear();
     }
     if (st != KILN_OK) {
         state_free(s);
         return st;
     }
-    kiln_ctx_attach(ctx, KILN_SLOT_BLAS, s, state_free);
+    ctx_attach(ctx, KILN_SLOT_BLAS, s, state_free);
     *out = s;
     return KILN_OK;
 }
 
 kiln_status blas_state_get(kiln_ctx *ctx, blas_state **out)
 {
-    *out = kiln_ctx_attached(ctx, KILN_SLOT_BLAS);
+    *out = ctx_attached(ctx, KILN_SLOT_BLAS);
     if (*out)
         return KILN_OK;
     const char *env = getenv("KILN_TUNE");
@@ -115,12 +115,12 @@ kiln_status blas_state_get(kiln_ctx *ctx, blas_state **out)
 kiln_status kiln_ctx_create(const char *selector, kiln_ctx **out)
 {
     const char *env = getenv("KILN_TUNE");
-    return kiln_ctx_open(selector, !(env && strcmp(env, "off") == 0), out);
+    return ctx_open(selector, !(env && strcmp(env, "off") == 0), out);
 }
 
-kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out)
+kiln_status ctx_open(const char *selector, int tuned, kiln_ctx **out)
 {
-    kiln_status st = kiln_ctx_open_device(selector, out);
+    kiln_status st = ctx_open_device(selector, out);
     blas_state *s;
     if (st == KILN_OK && (st = state_create(*out, tuned, &s)) != KILN_OK) {
         kiln_ctx_free(*out);
@@ -133,7 +133,7 @@ void kiln_ctx_set_gemm(kiln_ctx *ctx, kiln_gemm_engine engine)
 {
     blas_state *s;
     if (blas_state_get(ctx, &s) == KILN_OK)
-        s->engine = kiln_gemm_engine_resolve(ctx, engine);
+        s->engine = gemm_engine_resolve(ctx, engine);
 }
 
 kiln_gemm_engine kiln_ctx_gemm(const kiln_ctx *ctx)
@@ -143,10 +143,10 @@ kiln_gemm_engine kiln_ctx_gemm(const kiln_ctx *ctx)
     blas_state *s;
     return blas_state_get((kiln_ctx *)ctx, &s) == KILN_OK
                ? s->engine
-               : kiln_gemm_engine_resolve(ctx, KILN_GEMM_AUTO);
+               : gemm_engine_resolve(ctx, KILN_GEMM_AUTO);
 }
 
-void kiln_blas_set_log(kiln_ctx *ctx, gemm_log *log)
+void blas_set_log(kiln_ctx *ctx, gemm_log *log)
 {
     blas_state *s;
     if (blas_state_get(ctx, &s) == KILN_OK)
@@ -163,7 +163,7 @@ static const char *clblast_error_name(CLBlastStatusCode code)
         CLBLAST_ERRORS(CLBLAST_ERROR_CASE)
 #undef CLBLAST_ERROR_CASE
     default:
-        return kiln_cl_error_name((cl_int)code);
+        return cl_error_name((cl_int)code);
     }
 }
 
@@ -175,7 +175,7 @@ static kiln_status fail_blas(CLBlastStatusCode code, const char *call, size_t m,
         st = KILN_ERR_OUT_OF_MEMORY;
     else if (code == CLBlastOpenCLBuildProgramFailure)
         st = KILN_ERR_BUILD;
-    return kiln_fail(st, "%s: %s (m=%zu n=%zu k=%zu)", call, clblast_error_name(code), m, n, k);
+    return error_set(st, "%s: %s (m=%zu n=%zu k=%zu)", call, clblast_error_name(code), m, n, k);
 }
 
 /* C[m,n] = alpha * C, for the k == 0 and alpha == 0 cases CLBlast rejects. */
@@ -183,12 +183,12 @@ static kiln_status scale_matrix(kiln_ctx *ctx, float alpha, cl_mem c, size_t c_o
                                 size_t m, size_t n)
 {
     cl_kernel kernel;
-    kiln_status st = kiln_kernel_get(ctx, "tensor.cl", "", "scale_matrix", &kernel);
+    kiln_status st = kernel_get(ctx, "tensor.cl", "", "scale_matrix", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong off = c_off, ld = ldc, rows = m, cols = n;
-    return kiln_launch_1d(ctx, kernel, "scale_matrix", m * n, 64, KARG(c), KARG(alpha),
-                          KARG(off), KARG(ld), KARG(rows), KARG(cols));
+    return launch_1d(ctx, kernel, "scale_matrix", m * n, 64, KARG(c), KARG(alpha),
+                     KARG(off), KARG(ld), KARG(rows), KARG(cols));
 }
 
 static void log_shape(gemm_log *log, kiln_transpose ta, kiln_transpose tb, size_t m, size_t n,
@@ -202,10 +202,10 @@ static void log_shape(gemm_log *log, kiln_transpose ta, kiln_transpose tb, size_
         log->shapes[log->count++] = s;
 }
 
-kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
-                            size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
-                            size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
-                            cl_mem c, size_t c_off, size_t ldc)
+kiln_status blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
+                       size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
+                       size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
+                       cl_mem c, size_t c_off, size_t ldc)
 {
     if (m == 0 || n == 0)
         return KILN_OK;
@@ -218,7 +218,7 @@ kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb,
     if (s->log)
         log_shape(s->log, ta, tb, m, n, k);
     if (s->engine == KILN_GEMM_KILN)
-        return kiln_cpu_sgemm(ctx, ta, tb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c,
+        return gemm_cpu_sgemm(ctx, ta, tb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c,
                               c_off, ldc);
     cl_event event = NULL;
     CLBlastStatusCode code = CLBlastSgemm(
@@ -226,20 +226,20 @@ kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb,
         tb == KILN_TRANS ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, alpha, a, a_off,
         lda, b, b_off, ldb, beta, c, c_off, ldc, &ctx->queue, &event);
     if (ctx->profile)
-        kiln_profile_add(ctx, event, "CLBlastSgemm");
+        profile_add(ctx, event, "CLBlastSgemm");
     else if (event)
         clReleaseEvent(event);
     ctx->launches++;
     if (ctx->trace.fn)
-        kiln_writef(&ctx->trace, "    gemm   CLBlastSgemm%-6s m=%zu n=%zu k=%zu\n",
+        writef(&ctx->trace, "    gemm   CLBlastSgemm%-6s m=%zu n=%zu k=%zu\n",
                 ta == KILN_TRANS ? (tb == KILN_TRANS ? " TT" : " TN") : (tb == KILN_TRANS ? " NT" : " NN"),
                 m, n, k);
     if (code == CLBlastSuccess)
         return KILN_OK;
     st = fail_blas(code, "CLBlastSgemm", m, n, k);
     if (s->record[0])
-        kiln_error_append("; CLBlast ran with the parameters of the tuning record %s "
-                          "(KILN_TUNE=off ignores it; kiln tune writes a new one)", s->record);
+        error_append("; CLBlast ran with the parameters of the tuning record %s "
+                     "(KILN_TUNE=off ignores it; kiln tune writes a new one)", s->record);
     return st;
 }
 
@@ -248,7 +248,7 @@ static kiln_status gemm_shapes_differ(const kiln_tensor *a, const kiln_tensor *b
                                       kiln_transpose tb)
 {
     char sa[64], sb[64], sc[64];
-    return kiln_fail(KILN_ERR_SHAPE,
+    return error_set(KILN_ERR_SHAPE,
                      "kiln_gemm: A%s of shape %s times B%s of shape %s does not give C of "
                      "shape %s",
                      ta == KILN_TRANS ? "ᵀ" : "", kiln_tensor_shape_str(a, sa, sizeof sa),
@@ -260,10 +260,10 @@ kiln_status kiln_gemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, float
                       const kiln_tensor *a, const kiln_tensor *b, float beta, kiln_tensor *c)
 {
     if (!ctx || !a || !b || !c)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_gemm: ctx and all three tensors are "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_gemm: ctx and all three tensors are "
                                                     "required");
     if (a->ctx != ctx || b->ctx != ctx || c->ctx != ctx)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_gemm: tensors belong to another "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_gemm: tensors belong to another "
                                                     "context");
     if (a->ndim != 2 || b->ndim != 2 || c->ndim != 2)
         return gemm_shapes_differ(a, b, c, ta, tb);
@@ -273,6 +273,6 @@ kiln_status kiln_gemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, float
     size_t n = tb == KILN_TRANS ? b->shape[0] : b->shape[1];
     if (k != kb || c->shape[0] != m || c->shape[1] != n)
         return gemm_shapes_differ(a, b, c, ta, tb);
-    return kiln_blas_sgemm(ctx, ta, tb, m, n, k, alpha, a->buf, 0, a->shape[1], b->buf, 0,
-                           b->shape[1], beta, c->buf, 0, c->shape[1]);
+    return blas_sgemm(ctx, ta, tb, m, n, k, alpha, a->buf, 0, a->shape[1], b->buf, 0,
+                      b->shape[1], beta, c->buf, 0, c->shape[1]);
 }

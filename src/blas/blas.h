@@ -1,5 +1,5 @@
 /* Matrix products (src/blas/): every product kiln runs goes through
- * kiln_blas_sgemm, to CLBlast (blas.c) or to kiln's own GEMM for CPU
+ * blas_sgemm, to CLBlast (blas.c) or to kiln's own GEMM for CPU
  * devices (gemm.c); the GEMM engine of a context, the log of the shapes it
  * ran, and the per-device tuning records of `kiln tune` (tune.c).
  *
@@ -14,7 +14,7 @@
 
 #include "runtime/runtime.h"
 
-/* The context slot (runtime.h: kiln_ctx_attach) that holds blas_state. */
+/* The context slot (runtime.h: ctx_attach) that holds blas_state. */
 #define KILN_SLOT_BLAS 0
 
 /* The distinct matrix products a context ran while a log was attached. */
@@ -40,10 +40,10 @@ typedef struct {
 
 /* What the blas layer keeps per context. */
 typedef struct {
-    kiln_gemm_engine engine; /* which GEMM kiln_blas_sgemm runs (never AUTO) */
+    kiln_gemm_engine engine; /* which GEMM blas_sgemm runs (never AUTO) */
     cl_mem scratch[2];       /* packing buffers of kiln's GEMM (gemm.c) */
     size_t scratch_bytes[2];
-    gemm_log *log;           /* when set, kiln_blas_sgemm records its shapes */
+    gemm_log *log;           /* when set, blas_sgemm records its shapes */
     gemm_tile tile;          /* kiln's GEMM tile; mr 0 until the first product chooses */
     char tile_options[2][48]; /* gemm.cl's options for that tile: A in place, A packed */
     char record[512];        /* the tuning record applied when the context opened, or "" */
@@ -51,9 +51,9 @@ typedef struct {
 
 /* The context's blas state: the engine from $KILN_GEMM (else the device's
  * default), then the device's tuning record unless the context was opened
- * untuned. kiln_ctx_create and kiln_ctx_open attach it as they open the
+ * untuned. kiln_ctx_create and ctx_open attach it as they open the
  * context, so that a bad $KILN_GEMM or tuning record fails there; for a
- * context the runtime opened alone (kiln_ctx_open_device) the first call
+ * context the runtime opened alone (ctx_open_device) the first call
  * creates it, tuned unless $KILN_TUNE is "off". On failure nothing is
  * attached. */
 kiln_status blas_state_get(kiln_ctx *ctx, blas_state **out);
@@ -61,54 +61,54 @@ kiln_status blas_state_get(kiln_ctx *ctx, blas_state **out);
 /* kiln_ctx_create (here, in blas.c: the runtime opens the context, and this
  * layer attaches its state), with the device's tuning record applied or not
  * (kiln_ctx_create applies it unless $KILN_TUNE is "off"). */
-kiln_status kiln_ctx_open(const char *selector, int tuned, kiln_ctx **out);
+kiln_status ctx_open(const char *selector, int tuned, kiln_ctx **out);
 
 /* Row-major C[m,n] = alpha op(A) op(B) + beta C on raw buffers with offsets
  * and leading dimensions, in elements. Sizes of zero are handled. */
-kiln_status kiln_blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
-                            size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
-                            size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
-                            cl_mem c, size_t c_off, size_t ldc);
+kiln_status blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
+                       size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
+                       size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
+                       cl_mem c, size_t c_off, size_t ldc);
 
-/* Starts (log) or stops (NULL) recording the shapes kiln_blas_sgemm runs. */
-void kiln_blas_set_log(kiln_ctx *ctx, gemm_log *log);
+/* Starts (log) or stops (NULL) recording the shapes blas_sgemm runs. */
+void blas_set_log(kiln_ctx *ctx, gemm_log *log);
 
-/* kiln's GEMM (gemm.c), with kiln_blas_sgemm's arguments; sizes are > 0. */
-kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
+/* kiln's GEMM (gemm.c), with blas_sgemm's arguments; sizes are > 0. */
+kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
                            size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
                            cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
                            size_t c_off, size_t ldc);
 /* Releases the packing buffers of a context's state. */
-void kiln_gemm_scratch_free(blas_state *s);
+void gemm_scratch_free(blas_state *s);
 
 /* The tile kiln's GEMM uses by default on ctx's device: from PoCL's device
  * name, which names LLVM's CPU ("skylake-avx512", "znver4", "avx512":
  * 8 x 32; "haswell", "znver", "avx2": 6 x 16), else from the native (else
  * preferred) float vector width (16 lanes: 8 x 32, 8 lanes: 6 x 16), else
  * 4 x 8 (128-bit vectors, or a driver that reports 1, as rusticl does). */
-gemm_tile kiln_gemm_tile_default(const kiln_ctx *ctx);
+gemm_tile gemm_tile_default(const kiln_ctx *ctx);
 /* The k block for tile t on ctx's device: one packed panel of B within
  * 256 KiB and an eighth of the device's cache per compute unit, k 256 to
  * 4096 (2048 for 8 x 32 on PoCL here). */
-size_t kiln_gemm_kc_default(const kiln_ctx *ctx, gemm_tile t);
+size_t gemm_kc_default(const kiln_ctx *ctx, gemm_tile t);
 /* "MRxNR" (6x16) into *out, kc 0; what names the source in errors. */
-kiln_status kiln_gemm_tile_parse(const char *text, const char *what, gemm_tile *out);
+kiln_status gemm_tile_parse(const char *text, const char *what, gemm_tile *out);
 /* A k block, "1" to GEMM_KC_MAX, into *out; what names the source. */
-kiln_status kiln_gemm_kc_parse(const char *text, const char *what, size_t *out);
+kiln_status gemm_kc_parse(const char *text, const char *what, size_t *out);
 /* The tile of ctx's kiln GEMM: $KILN_GEMM_TILE and $KILN_GEMM_KC (a bad
  * value is an error naming it), else the tuning record's, else the
  * device's default, unless set. */
-kiln_status kiln_gemm_tile_get(kiln_ctx *ctx, gemm_tile *out);
+kiln_status gemm_tile_get(kiln_ctx *ctx, gemm_tile *out);
 /* Sets ctx's tile (tests, benchmarks); mr 0 goes back to the
  * environment's or the device's, kc 0 to $KILN_GEMM_KC or the device's k
  * block for the tile. A tile out of range is KILN_ERR_INVALID_ARGUMENT. */
-kiln_status kiln_gemm_tile_set(kiln_ctx *ctx, gemm_tile tile);
+kiln_status gemm_tile_set(kiln_ctx *ctx, gemm_tile tile);
 /* Makes t (valid, kc > 0) the tile of state s. */
-void kiln_gemm_tile_put(blas_state *s, gemm_tile t);
+void gemm_tile_put(blas_state *s, gemm_tile t);
 /* A tuning record's tile, MR x NR with k block kc, onto state s, unless
  * $KILN_GEMM_TILE chooses another (then $KILN_GEMM_KC or the device's k
  * block); a tile out of range is KILN_ERR_INVALID_ARGUMENT. */
-kiln_status kiln_gemm_tile_tuned(kiln_ctx *ctx, blas_state *s, int mr, int nr, size_t kc);
+kiln_status gemm_tile_tuned(kiln_ctx *ctx, blas_state *s, int mr, int nr, size_t kc);
 
 /* The image of a convolution whose im2col matrix (rows (c, kh, kw),
  * columns (n, oh, ow)) is a GEMM operand. */
@@ -120,24 +120,24 @@ typedef struct {
 /* kiln's GEMM with op(B) the im2col matrix of x (transposed = 0) or its
  * transpose (1), packed straight from the image: C (m x n) = alpha A
  * op(B) + beta C, A row-major with leading dimension lda. */
-kiln_status kiln_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a, size_t lda,
+kiln_status gemm_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a, size_t lda,
                                   const gemm_im2col *x, int transposed, float beta, cl_mem c,
                                   size_t ldc);
 
 /* A whole convolution with kiln's GEMM where a panel of its columns (C K K
  * of them) fits the k block: y (N, m, OH, OW) = a (m x C K K) times the
  * im2col matrix of x, packed and multiplied panel by panel in one launch
- * (gemm.cl's conv_tiles). kiln_cpu_conv_fits says whether it applies. */
-int kiln_cpu_conv_fits(kiln_ctx *ctx, size_t k);
-kiln_status kiln_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y);
+ * (gemm.cl's conv_tiles). gemm_cpu_conv_fits says whether it applies. */
+int gemm_cpu_conv_fits(kiln_ctx *ctx, size_t k);
+kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y);
 
 /* "auto", "clblast" or "kiln" into *out; what names the source in errors. */
-kiln_status kiln_gemm_engine_parse(const char *text, const char *what, kiln_gemm_engine *out);
+kiln_status gemm_engine_parse(const char *text, const char *what, kiln_gemm_engine *out);
 /* AUTO made concrete for the context's device: kiln's GEMM where the
  * driver runs a work-group as a loop on one core, else CLBlast. */
-kiln_gemm_engine kiln_gemm_engine_resolve(const kiln_ctx *ctx, kiln_gemm_engine engine);
+kiln_gemm_engine gemm_engine_resolve(const kiln_ctx *ctx, kiln_gemm_engine engine);
 
 /* kiln_tuning_apply onto a state not yet attached (tune.c). */
-kiln_status kiln_tuning_apply_state(kiln_ctx *ctx, blas_state *s, const kiln_tuning *t);
+kiln_status tuning_apply_state(kiln_ctx *ctx, blas_state *s, const kiln_tuning *t);
 
 #endif /* KILN_BLAS_H */

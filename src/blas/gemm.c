@@ -3,7 +3,7 @@
  * context's blas state keeps, then one launch computes C tile by tile. The scratch buffers grow
  * to the largest product seen; the in-order queue makes reuse safe. The
  * register tile (MR x NR, NR = 2 V) is a build option of gemm.cl, chosen
- * once per context (kiln_gemm_tile_get); packing widths and grids here use
+ * once per context (gemm_tile_get); packing widths and grids here use
  * the same values. A product whose k exceeds the tile's k block runs as
  * blocks of k, packed and launched in turn, each after the first adding to
  * C (beta = 1), so that a panel of B stays in the cache. */
@@ -43,7 +43,7 @@ static int tile_valid(gemm_tile t)
            t.kc <= GEMM_KC_MAX;
 }
 
-gemm_tile kiln_gemm_tile_default(const kiln_ctx *ctx)
+gemm_tile gemm_tile_default(const kiln_ctx *ctx)
 {
     /* PoCL names its CPU device after LLVM's CPU ("pthread-znver3-...") */
     const char *name = ctx->info.name;
@@ -64,7 +64,7 @@ gemm_tile kiln_gemm_tile_default(const kiln_ctx *ctx)
         else if (lanes == 8)
             t = (gemm_tile){6, 8, 0};
     }
-    t.kc = kiln_gemm_kc_default(ctx, t);
+    t.kc = gemm_kc_default(ctx, t);
     return t;
 }
 
@@ -72,7 +72,7 @@ gemm_tile kiln_gemm_tile_default(const kiln_ctx *ctx)
  * driver that runs work-groups as loops) and the C library knows it; else 0. */
 static size_t host_l2_bytes(const kiln_ctx *ctx)
 {
-    if (!kiln_device_loops_work_groups(&ctx->info))
+    if (!device_loops_work_groups(&ctx->info))
         return 0;
 #ifdef _SC_LEVEL2_CACHE_SIZE
     long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
@@ -82,20 +82,20 @@ static size_t host_l2_bytes(const kiln_ctx *ctx)
 #endif
 }
 
-size_t kiln_gemm_kc_default(const kiln_ctx *ctx, gemm_tile t)
+size_t gemm_kc_default(const kiln_ctx *ctx, gemm_tile t)
 {
     cl_ulong cache = 0;
     if (clGetDeviceInfo(ctx->device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof cache, &cache,
                         NULL) != CL_SUCCESS || cache == 0)
         cache = GEMM_CACHE_GUESS;
-    size_t panel = (size_t)cache / kiln_device_units(&ctx->info) / 8, l2 = host_l2_bytes(ctx);
+    size_t panel = (size_t)cache / device_units(&ctx->info) / 8, l2 = host_l2_bytes(ctx);
     size_t limit = l2 ? l2 / 4 : GEMM_PANEL_BYTES;
     panel = panel < limit ? panel : limit;
     size_t kc = panel / (2 * (size_t)t.v * sizeof(float)) / 64 * 64;
     return kc < 256 ? 256 : kc > 4096 ? 4096 : kc;
 }
 
-kiln_status kiln_gemm_tile_parse(const char *text, const char *what, gemm_tile *out)
+kiln_status gemm_tile_parse(const char *text, const char *what, gemm_tile *out)
 {
     int mr, nr, used = 0;
     if (sscanf(text, "%dx%d%n", &mr, &nr, &used) == 2 && text[used] == '\0' && nr % 2 == 0) {
@@ -105,12 +105,12 @@ kiln_status kiln_gemm_tile_parse(const char *text, const char *what, gemm_tile *
             return KILN_OK;
         }
     }
-    return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+    return error_set(KILN_ERR_INVALID_ARGUMENT,
                      "%s is \"%s\"; expected MRxNR with MR 1 to 8 and NR 8, 16 or 32 (6x16)",
                      what, text);
 }
 
-kiln_status kiln_gemm_kc_parse(const char *text, const char *what, size_t *out)
+kiln_status gemm_kc_parse(const char *text, const char *what, size_t *out)
 {
     char *end;
     unsigned long long kc = strtoull(text, &end, 10);
@@ -118,12 +118,12 @@ kiln_status kiln_gemm_kc_parse(const char *text, const char *what, size_t *out)
         *out = (size_t)kc;
         return KILN_OK;
     }
-    return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+    return error_set(KILN_ERR_INVALID_ARGUMENT,
                      "%s is \"%s\"; expected a k block of 1 to %d (2048)", what, text,
                      GEMM_KC_MAX);
 }
 
-void kiln_gemm_tile_put(blas_state *s, gemm_tile t)
+void gemm_tile_put(blas_state *s, gemm_tile t)
 {
     s->tile = t;
     for (int packed = 0; packed < 2; packed++)
@@ -136,8 +136,8 @@ static kiln_status chosen_kc(const kiln_ctx *ctx, size_t kc, gemm_tile *t)
 {
     const char *env = getenv("KILN_GEMM_KC");
     if (env && *env)
-        return kiln_gemm_kc_parse(env, "KILN_GEMM_KC", &t->kc);
-    t->kc = kc ? kc : kiln_gemm_kc_default(ctx, *t);
+        return gemm_kc_parse(env, "KILN_GEMM_KC", &t->kc);
+    t->kc = kc ? kc : gemm_kc_default(ctx, *t);
     return KILN_OK;
 }
 
@@ -145,10 +145,10 @@ static kiln_status chosen_kc(const kiln_ctx *ctx, size_t kc, gemm_tile *t)
 static kiln_status chosen_tile(kiln_ctx *ctx, size_t kc, gemm_tile *out)
 {
     const char *env = getenv("KILN_GEMM_TILE");
-    gemm_tile t = kiln_gemm_tile_default(ctx);
+    gemm_tile t = gemm_tile_default(ctx);
     kiln_status st = KILN_OK;
     if (env && *env)
-        st = kiln_gemm_tile_parse(env, "KILN_GEMM_TILE", &t);
+        st = gemm_tile_parse(env, "KILN_GEMM_TILE", &t);
     if (st == KILN_OK)
         st = chosen_kc(ctx, kc, &t);
     if (st == KILN_OK)
@@ -156,17 +156,17 @@ static kiln_status chosen_tile(kiln_ctx *ctx, size_t kc, gemm_tile *out)
     return st;
 }
 
-kiln_status kiln_gemm_tile_tuned(kiln_ctx *ctx, blas_state *s, int mr, int nr, size_t kc)
+kiln_status gemm_tile_tuned(kiln_ctx *ctx, blas_state *s, int mr, int nr, size_t kc)
 {
     gemm_tile t = {mr, nr / 2, kc};
     if (nr % 2 != 0 || kc == 0 || !tile_valid(t))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+        return error_set(KILN_ERR_INVALID_ARGUMENT,
                          "kiln_tuning: kiln's GEMM tile %d x %d, k block %zu: expected MR 1 to "
                          "8, NR 8, 16 or 32, k block 1 to %d", mr, nr, kc, GEMM_KC_MAX);
     const char *env = getenv("KILN_GEMM_TILE");
     kiln_status st = env && *env ? chosen_tile(ctx, 0, &t) : chosen_kc(ctx, kc, &t);
     if (st == KILN_OK)
-        kiln_gemm_tile_put(s, t);
+        gemm_tile_put(s, t);
     return st;
 }
 
@@ -179,11 +179,11 @@ static kiln_status tiled_state(kiln_ctx *ctx, blas_state **out)
         return st;
     st = chosen_tile(ctx, 0, &t);
     if (st == KILN_OK)
-        kiln_gemm_tile_put(*out, t);
+        gemm_tile_put(*out, t);
     return st;
 }
 
-kiln_status kiln_gemm_tile_get(kiln_ctx *ctx, gemm_tile *out)
+kiln_status gemm_tile_get(kiln_ctx *ctx, gemm_tile *out)
 {
     blas_state *s;
     kiln_status st = tiled_state(ctx, &s);
@@ -192,11 +192,11 @@ kiln_status kiln_gemm_tile_get(kiln_ctx *ctx, gemm_tile *out)
     return st;
 }
 
-kiln_status kiln_gemm_tile_set(kiln_ctx *ctx, gemm_tile tile)
+kiln_status gemm_tile_set(kiln_ctx *ctx, gemm_tile tile)
 {
     if (tile.mr != 0 && !tile_valid(tile))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
-                         "kiln_gemm_tile_set: %d x %d, k block %zu is not a tile (MR 1 to 8, "
+        return error_set(KILN_ERR_INVALID_ARGUMENT,
+                         "gemm_tile_set: %d x %d, k block %zu is not a tile (MR 1 to 8, "
                          "NR 8, 16 or 32, k block up to %d)",
                          tile.mr, 2 * tile.v, tile.kc, GEMM_KC_MAX);
     blas_state *s;
@@ -209,7 +209,7 @@ kiln_status kiln_gemm_tile_set(kiln_ctx *ctx, gemm_tile tile)
     }
     if (tile.kc == 0 && (st = chosen_kc(ctx, 0, &tile)) != KILN_OK)
         return st;
-    kiln_gemm_tile_put(s, tile);
+    gemm_tile_put(s, tile);
     return KILN_OK;
 }
 
@@ -227,8 +227,8 @@ static kiln_status scratch(kiln_ctx *ctx, int which, size_t bytes, cl_mem *out)
         s->scratch[which] = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
         if (err != CL_SUCCESS) {
             s->scratch[which] = NULL;
-            return kiln_fail_cl_in(err, "clCreateBuffer", "GEMM packing buffer of %zu bytes",
-                                   bytes);
+            return error_cl_in(err, "clCreateBuffer", "GEMM packing buffer of %zu bytes",
+                               bytes);
         }
         s->scratch_bytes[which] = bytes;
     }
@@ -236,7 +236,7 @@ static kiln_status scratch(kiln_ctx *ctx, int which, size_t bytes, cl_mem *out)
     return KILN_OK;
 }
 
-void kiln_gemm_scratch_free(blas_state *s)
+void gemm_scratch_free(blas_state *s)
 {
     for (int i = 0; i < 2; i++)
         if (s->scratch[i])
@@ -252,14 +252,14 @@ static kiln_status pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem sr
     kiln_status st = scratch(ctx, which, panels * w * k * sizeof(float), out);
     cl_kernel kernel;
     if (st == KILN_OK)
-        st = kiln_kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "pack_panels", &kernel);
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "pack_panels", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong o = off, l = ld, e = extent, kk = k;
     cl_uint along = (cl_uint)along_k;
-    return kiln_launch_tiles(ctx, kernel, "pack_panels", (k + GEMM_PACK_K - 1) / GEMM_PACK_K,
-                             panels, KARG(*out), KARG(src), KARG(o), KARG(l), KARG(along),
-                             KARG(e), KARG(kk), KARG(w));
+    return launch_tiles(ctx, kernel, "pack_panels", (k + GEMM_PACK_K - 1) / GEMM_PACK_K,
+                        panels, KARG(*out), KARG(src), KARG(o), KARG(l), KARG(along),
+                        KARG(e), KARG(kk), KARG(w));
 }
 
 /* C = alpha op(A) B + beta C with B in panels bp (op(A) packed when ta). */
@@ -275,15 +275,15 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
     }
     cl_kernel kernel;
     if (st == KILN_OK)
-        st = kiln_kernel_get(ctx, "gemm.cl", s->tile_options[ta == KILN_TRANS ? PACKED_A : PLAIN_A],
-                             "gemm_tile", &kernel);
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[ta == KILN_TRANS ? PACKED_A : PLAIN_A],
+                        "gemm_tile", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, co = c_off, lc = ldc, mm = m, nn = n, kk = k;
     size_t mr = (size_t)s->tile.mr, nr = 2 * (size_t)s->tile.v;
-    return kiln_launch_tiles(ctx, kernel, "gemm_tile", (m + mr - 1) / mr, (n + nr - 1) / nr,
-                             KARG(ap), KARG(ao), KARG(la), KARG(bp), KARG(c), KARG(co),
-                             KARG(lc), KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta));
+    return launch_tiles(ctx, kernel, "gemm_tile", (m + mr - 1) / mr, (n + nr - 1) / nr,
+                        KARG(ap), KARG(ao), KARG(la), KARG(bp), KARG(c), KARG(co),
+                        KARG(lc), KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta));
 }
 
 /* k split into blocks of at most the tile's kc, of equal length but for
@@ -299,7 +299,7 @@ static size_t block_length(const blas_state *s, size_t k)
  * (gemm_slots, conv_tiles): at most SLOT_ITEMS_PER_UNIT per compute unit. */
 static size_t slot_items(const kiln_ctx *ctx, size_t panels)
 {
-    size_t most = SLOT_ITEMS_PER_UNIT * kiln_device_units(&ctx->info);
+    size_t most = SLOT_ITEMS_PER_UNIT * device_units(&ctx->info);
     return panels < most ? panels : most;
 }
 
@@ -312,7 +312,7 @@ static int slots_pay(const kiln_ctx *ctx, const blas_state *s, kiln_transpose ta
 {
     size_t nr = 2 * (size_t)s->tile.v;
     return ta == KILN_NO_TRANS && k <= s->tile.kc && m <= SLOT_MAX_ROWS &&
-           (n + nr - 1) / nr >= 4 * kiln_device_units(&ctx->info);
+           (n + nr - 1) / nr >= 4 * device_units(&ctx->info);
 }
 
 static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, size_t m,
@@ -325,16 +325,16 @@ static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, 
     cl_kernel kernel;
     kiln_status st = scratch(ctx, 1, items * k * nr * sizeof(float), &scratch_slots);
     if (st == KILN_OK)
-        st = kiln_kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "gemm_slots", &kernel);
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "gemm_slots", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
              kk = k;
     cl_uint along = tb == KILN_TRANS;
-    return kiln_launch_1d(ctx, kernel, "gemm_slots", items, 1, KARG(a), KARG(ao), KARG(la),
-                          KARG(b), KARG(bo), KARG(lb), KARG(along), KARG(c), KARG(co), KARG(lc),
-                          KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta),
-                          KARG(scratch_slots));
+    return launch_1d(ctx, kernel, "gemm_slots", items, 1, KARG(a), KARG(ao), KARG(la),
+                     KARG(b), KARG(bo), KARG(lb), KARG(along), KARG(c), KARG(co), KARG(lc),
+                     KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta),
+                     KARG(scratch_slots));
 }
 
 /* One row of A times Bᵀ (a linear layer on one sample): gemv_rows reads
@@ -344,18 +344,18 @@ static kiln_status gemv(kiln_ctx *ctx, const blas_state *s, size_t n, size_t k, 
                         cl_mem c, size_t c_off)
 {
     cl_kernel kernel;
-    kiln_status st = kiln_kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "gemv_rows",
-                                     &kernel);
+    kiln_status st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "gemv_rows",
+                                &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, bo = b_off, lb = ldb, co = c_off;
     cl_uint nn = (cl_uint)n, kk = (cl_uint)k;
-    return kiln_launch_1d(ctx, kernel, "gemv_rows", n, n < 64 ? n : 64, KARG(a), KARG(ao),
-                          KARG(b), KARG(bo), KARG(lb), KARG(c), KARG(co), KARG(nn), KARG(kk),
-                          KARG(alpha), KARG(beta));
+    return launch_1d(ctx, kernel, "gemv_rows", n, n < 64 ? n : 64, KARG(a), KARG(ao),
+                     KARG(b), KARG(bo), KARG(lb), KARG(c), KARG(co), KARG(nn), KARG(kk),
+                     KARG(alpha), KARG(beta));
 }
 
-kiln_status kiln_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
+kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
                            size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
                            cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
                            size_t c_off, size_t ldc)
@@ -392,20 +392,20 @@ static kiln_status im2col_block(kiln_ctx *ctx, const blas_state *s, const gemm_i
     cl_kernel kernel;
     kiln_status st = scratch(ctx, 1, panels * nr * len * sizeof(float), bp);
     if (st == KILN_OK)
-        st = kiln_kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "im2col_panels", &kernel);
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "im2col_panels", &kernel);
     if (st != KILN_OK)
         return st;
     cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,
             S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
             OW = (cl_uint)x->ow, by_rows = (cl_uint)transposed;
     cl_ulong kbase = k0, kk = len, extent = n;
-    return kiln_launch_tiles(ctx, kernel, "im2col_panels", (len + GEMM_PACK_K - 1) / GEMM_PACK_K,
-                             panels, KARG(*bp), KARG(x->x), KARG(C), KARG(H), KARG(W),
-                             KARG(K), KARG(S), KARG(P), KARG(D), KARG(OH), KARG(OW),
-                             KARG(by_rows), KARG(kbase), KARG(kk), KARG(extent));
+    return launch_tiles(ctx, kernel, "im2col_panels", (len + GEMM_PACK_K - 1) / GEMM_PACK_K,
+                        panels, KARG(*bp), KARG(x->x), KARG(C), KARG(H), KARG(W),
+                        KARG(K), KARG(S), KARG(P), KARG(D), KARG(OH), KARG(OW),
+                        KARG(by_rows), KARG(kbase), KARG(kk), KARG(extent));
 }
 
-kiln_status kiln_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a, size_t lda,
+kiln_status gemm_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a, size_t lda,
                                   const gemm_im2col *x, int transposed, float beta, cl_mem c,
                                   size_t ldc)
 {
@@ -425,13 +425,13 @@ kiln_status kiln_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a
     return st;
 }
 
-int kiln_cpu_conv_fits(kiln_ctx *ctx, size_t k)
+int gemm_cpu_conv_fits(kiln_ctx *ctx, size_t k)
 {
     blas_state *s;
     return tiled_state(ctx, &s) == KILN_OK && k <= s->tile.kc;
 }
 
-kiln_status kiln_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y)
+kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y)
 {
     size_t k = x->c * x->k * x->k, n = x->n * x->oh * x->ow;
     blas_state *s;
@@ -443,14 +443,14 @@ kiln_status kiln_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
     if (st == KILN_OK)
         st = scratch(ctx, 1, items * k * nr * sizeof(float), &slots);
     if (st == KILN_OK)
-        st = kiln_kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_tiles", &kernel);
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_tiles", &kernel);
     if (st != KILN_OK)
         return st;
     cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,
             S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
             OW = (cl_uint)x->ow;
     cl_ulong mm = m, nn = n, kk = k;
-    return kiln_launch_1d(ctx, kernel, "conv_tiles", items, 1, KARG(a), KARG(x->x), KARG(y),
-                          KARG(slots), KARG(C), KARG(H), KARG(W), KARG(K), KARG(S), KARG(P),
-                          KARG(D), KARG(OH), KARG(OW), KARG(mm), KARG(nn), KARG(kk));
+    return launch_1d(ctx, kernel, "conv_tiles", items, 1, KARG(a), KARG(x->x), KARG(y),
+                     KARG(slots), KARG(C), KARG(H), KARG(W), KARG(K), KARG(S), KARG(P),
+                     KARG(D), KARG(OH), KARG(OW), KARG(mm), KARG(nn), KARG(kk));
 }

@@ -47,9 +47,9 @@ kiln_status kiln_tuning_path(const kiln_device_info *d, char *buf, size_t size)
         return st;
     identity(d, id, sizeof id);
     int n = snprintf(buf, size, "%s/tune-%016llx.json", dir,
-                     (unsigned long long)kiln_fnv1a64(id, strlen(id)));
+                     (unsigned long long)fnv1a64(id, strlen(id)));
     return n > 0 && (size_t)n < size ? KILN_OK
-                                     : kiln_fail(KILN_ERR_IO, "tune: cache path too long");
+                                     : error_set(KILN_ERR_IO, "tune: cache path too long");
 }
 
 static char *read_text(const char *path)
@@ -87,7 +87,7 @@ static int whole_number(const cJSON *o, const char *key, double lo, double hi, s
 /* The record's "kiln_gemm": {"tile": "8x32", "kc": 2048} into t, when
  * there; 0 with *why set when it is there and not a tile kiln's GEMM can
  * compile (records written before it was measured have none). */
-static int kiln_tile_from_json(const cJSON *root, kiln_tuning *t, const char **why)
+static int tile_from_json(const cJSON *root, kiln_tuning *t, const char **why)
 {
     const cJSON *kiln = cJSON_GetObjectItemCaseSensitive(root, "kiln_gemm");
     if (!kiln)
@@ -97,9 +97,9 @@ static int kiln_tile_from_json(const cJSON *root, kiln_tuning *t, const char **w
     *why = "its kiln_gemm is not {\"tile\": \"MRxNR\" (MR 1 to 8, NR 8, 16 or 32), "
            "\"kc\": 1 to 65536}";
     if (!cJSON_IsString(tile) ||
-        kiln_gemm_tile_parse(tile->valuestring, "kiln_gemm.tile", &g) != KILN_OK ||
+        gemm_tile_parse(tile->valuestring, "kiln_gemm.tile", &g) != KILN_OK ||
         !whole_number(kiln, "kc", 1, GEMM_KC_MAX, &g.kc)) {
-        kiln_error_clear();
+        error_clear();
         return 0;
     }
     t->has_kiln_tile = 1;
@@ -127,8 +127,8 @@ static int from_json(const cJSON *root, const kiln_device_info *d, kiln_tuning *
         return 0;
     }
     kiln_gemm_engine e;
-    if (kiln_gemm_engine_parse(engine->valuestring, "gemm_engine", &e) != KILN_OK) {
-        kiln_error_clear();
+    if (gemm_engine_parse(engine->valuestring, "gemm_engine", &e) != KILN_OK) {
+        error_clear();
         return 0;
     }
     t->engine = (int)e;
@@ -139,14 +139,14 @@ static int from_json(const cJSON *root, const kiln_device_info *d, kiln_tuning *
         t->has_xgemm = 1;
     }
     t->has_min_indirect = whole_number(root, "xgemm_min_indirect_size", 0, 1e9, &t->min_indirect);
-    return kiln_tile_from_json(root, t, why);
+    return tile_from_json(root, t, why);
 }
 
 int kiln_tuning_load(const kiln_device_info *d, kiln_tuning *t)
 {
     char path[4096];
     if (kiln_tuning_path(d, path, sizeof path) != KILN_OK) {
-        kiln_error_clear();
+        error_clear();
         return 0;
     }
     char *text = read_text(path);
@@ -171,8 +171,8 @@ kiln_status kiln_tuning_save(const kiln_device_info *d, const kiln_tuning *t,
     kiln_status st = kiln_tuning_path(d, path, size);
     if (st == KILN_OK)
         st = kiln_cache_dir(dir, sizeof dir);
-    if (st == KILN_OK && kiln_make_dirs(dir) != 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: cannot create the directory (%s)", dir,
+    if (st == KILN_OK && make_dirs(dir) != 0)
+        st = error_set(KILN_ERR_IO, "%s: cannot create the directory (%s)", dir,
                        strerror(errno));
     if (st != KILN_OK)
         return st;
@@ -200,7 +200,7 @@ kiln_status kiln_tuning_save(const kiln_device_info *d, const kiln_tuning *t,
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     st = text ? write_bytes_atomic(path, text, strlen(text))
-               : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
+               : error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
     free(text);
     return st;
 }
@@ -213,13 +213,13 @@ static kiln_status override(kiln_ctx *ctx, const char *kernel, size_t n, const c
     CLBlastStatusCode code = CLBlastOverrideParameters(ctx->device, kernel,
                                                        CLBlastPrecisionSingle, n, names, values);
     if (code != CLBlastSuccess)
-        return kiln_fail(KILN_ERR_BLAS, "CLBlastOverrideParameters(%s): CLBlast status %d",
+        return error_set(KILN_ERR_BLAS, "CLBlastOverrideParameters(%s): CLBlast status %d",
                          kernel, (int)code);
     CLBlastClearCache();
     return KILN_OK;
 }
 
-kiln_status kiln_tuning_apply_state(kiln_ctx *ctx, blas_state *s, const kiln_tuning *t)
+kiln_status tuning_apply_state(kiln_ctx *ctx, blas_state *s, const kiln_tuning *t)
 {
     kiln_status st = KILN_OK;
     if (t->has_xgemm)
@@ -231,9 +231,9 @@ kiln_status kiln_tuning_apply_state(kiln_ctx *ctx, blas_state *s, const kiln_tun
     }
     const char *env = getenv("KILN_GEMM");
     if (st == KILN_OK && !(env && *env) && t->engine != KILN_GEMM_AUTO)
-        s->engine = kiln_gemm_engine_resolve(ctx, (kiln_gemm_engine)t->engine);
+        s->engine = gemm_engine_resolve(ctx, (kiln_gemm_engine)t->engine);
     if (st == KILN_OK && t->has_kiln_tile)
-        st = kiln_gemm_tile_tuned(ctx, s, t->kiln_mr, t->kiln_nr, t->kiln_kc);
+        st = gemm_tile_tuned(ctx, s, t->kiln_mr, t->kiln_nr, t->kiln_kc);
     return st;
 }
 
@@ -243,5 +243,5 @@ kiln_status kiln_tuning_apply(kiln_ctx *ctx, const kiln_tuning *t)
      * state is created) cannot come after this one */
     blas_state *s;
     kiln_status st = blas_state_get(ctx, &s);
-    return st == KILN_OK ? kiln_tuning_apply_state(ctx, s, t) : st;
+    return st == KILN_OK ? tuning_apply_state(ctx, s, t) : st;
 }

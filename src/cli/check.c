@@ -21,9 +21,9 @@ static int gemm_check(kiln_ctx *ctx, size_t n)
         goto done;
     }
     kiln_rng rng;
-    kiln_rng_seed(&rng, 42);
-    kiln_rng_fill(&rng, a, count, -1.0f, 1.0f);
-    kiln_rng_fill(&rng, b, count, -1.0f, 1.0f);
+    rng_seed(&rng, 42);
+    rng_fill(&rng, a, count, -1.0f, 1.0f);
+    rng_fill(&rng, b, count, -1.0f, 1.0f);
     if (kiln_tensor_create(ctx, 2, shape, &ta) || kiln_tensor_create(ctx, 2, shape, &tb) ||
         kiln_tensor_create(ctx, 2, shape, &tc) || kiln_tensor_upload(ta, a, count) ||
         kiln_tensor_upload(tb, b, count)) {

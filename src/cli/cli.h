@@ -4,7 +4,7 @@
 
 #include <stdio.h>
 
-#include "kiln.h"
+#include "kiln_tools.h"
 
 /* One flag of a command. */
 typedef struct {

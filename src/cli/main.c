@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kiln.h"
+#include "kiln_tools.h"
 #include "cli/cli.h"
 
 /* The man page's date: that of the version, not of the build. */

@@ -71,7 +71,7 @@ static int valid(const size_t *x, const kiln_device_info *d)
 
 static size_t pick(kiln_rng *rng, const size_t *values, size_t n)
 {
-    return values[kiln_rng_next(rng) % n];
+    return values[rng_next(rng) % n];
 }
 
 /* A random valid candidate; CPUs like wide vectors, big tiles and no
@@ -159,7 +159,7 @@ static double allowance(const search *s)
 static void candidates(search *s)
 {
     kiln_rng rng;
-    kiln_rng_seed(&rng, 2024);
+    rng_seed(&rng, 2024);
     size_t x[KILN_XGEMM_PARAMS];
     for (int i = 0; left(s) > 0; i++) {
         if (i < 2)
@@ -197,7 +197,7 @@ static void candidates(search *s)
  * it, and the 2 MR accumulators, two vectors of B and a broadcast within
  * its vector registers (32 of 16 floats with AVX-512, 16 of 8 with AVX2,
  * 16 of 4 otherwise); the largest MR that fits and two fewer. */
-static int kiln_tiles(int *mr, int *v)
+static int tile_shapes(int *mr, int *v)
 {
     int lanes = 4, registers = 16, n = 0;
 #if defined(__x86_64__) || defined(__i386__)
@@ -228,7 +228,7 @@ typedef struct {
 
 /* Times kiln's GEMM with c's tile and k block once more; each shape keeps
  * its best time of the runs, as a busy machine only ever slows one down. */
-static void kiln_time(search *s, kiln_config *c, double until)
+static void tile_time(search *s, kiln_config *c, double until)
 {
     outcome o;
     run_worker(s->device, "kiln", &c->t, s->shapes, s->set.count,
@@ -250,7 +250,7 @@ static void kiln_time(search *s, kiln_config *c, double until)
     fflush(stdout);
 }
 
-static kiln_config *kiln_fastest(kiln_config *c, int n, const kiln_config *but)
+static kiln_config *tile_fastest(kiln_config *c, int n, const kiln_config *but)
 {
     kiln_config *best = NULL;
     for (int i = 0; i < n; i++)
@@ -259,7 +259,7 @@ static kiln_config *kiln_fastest(kiln_config *c, int n, const kiln_config *but)
     return best;
 }
 
-static void kiln_add(kiln_config *c, int *n, int mr, int nr, size_t kc)
+static void tile_add(kiln_config *c, int *n, int mr, int nr, size_t kc)
 {
     c[(*n)++] = (kiln_config){{.engine = KILN_GEMM_KILN, .has_kiln_tile = 1, .kiln_mr = mr,
                                .kiln_nr = nr, .kiln_kc = kc}, {0}};
@@ -269,31 +269,31 @@ static void kiln_add(kiln_config *c, int *n, int mr, int nr, size_t kc)
  * tile, then the two fastest once more, within a minute (a third of the
  * budget when that is less): each candidate compiles kiln's GEMM (about a
  * second) and runs the shapes. */
-static void kiln_search(search *s)
+static void tile_search(search *s)
 {
     static const size_t blocks[] = {512, 2048, 4096};
     kiln_config c[16];
-    int mr[8], v[8], tiles = kiln_tiles(mr, v), n = 0, runs = 0;
+    int mr[8], v[8], tiles = tile_shapes(mr, v), n = 0, runs = 0;
     double started = ref_seconds(), until = started + fmin(KILN_SEARCH_S, s->budget / 3);
     for (int i = 0; i < tiles && ref_seconds() < until; i++) {
-        kiln_add(c, &n, mr[i], 2 * v[i], KILN_FIRST_KC);
-        kiln_time(s, &c[n - 1], until);
+        tile_add(c, &n, mr[i], 2 * v[i], KILN_FIRST_KC);
+        tile_time(s, &c[n - 1], until);
         runs++;
     }
-    kiln_config *best = kiln_fastest(c, n, NULL);
+    kiln_config *best = tile_fastest(c, n, NULL);
     for (int i = 0; i < 3 && best && ref_seconds() < until; i++) {
-        kiln_add(c, &n, best->t.kiln_mr, best->t.kiln_nr, blocks[i]);
-        kiln_time(s, &c[n - 1], until);
+        tile_add(c, &n, best->t.kiln_mr, best->t.kiln_nr, blocks[i]);
+        tile_time(s, &c[n - 1], until);
         runs++;
     }
-    best = kiln_fastest(c, n, NULL);
-    kiln_config *second = kiln_fastest(c, n, best);
+    best = tile_fastest(c, n, NULL);
+    kiln_config *second = tile_fastest(c, n, best);
     for (int i = 0; i < 2; i++)
         if ((i ? second : best) && ref_seconds() < until) {
-            kiln_time(s, i ? second : best, until);
+            tile_time(s, i ? second : best, until);
             runs++;
         }
-    best = kiln_fastest(c, n, NULL);
+    best = tile_fastest(c, n, NULL);
     if (!best)
         return;
     s->kiln = best->o;
@@ -476,7 +476,7 @@ static int tune(const tune_args *a, char **models, int n_models)
     printf("  CLBlast default: %s%.1f GFLOPS over the shapes\n",
            s.clblast_default.ok ? "" : "failed; ", s.clblast_default.ok ? total_gflops(&s.set, &s.clblast_default) : 0.0);
     if (info.type == KILN_DEVICE_CPU)
-        kiln_search(&s);
+        tile_search(&s);
     candidates(&s);
     if (s.best.ok && left(&s) > 0)
         direct_threshold(&s);

@@ -63,7 +63,7 @@ static kiln_tensor *random_matrix(kiln_ctx *ctx, size_t rows, size_t cols, kiln_
 {
     size_t shape[2] = {rows, cols};
     kiln_tensor *t = NULL;
-    kiln_rng_fill(rng, host, rows * cols, -1.0f, 1.0f);
+    rng_fill(rng, host, rows * cols, -1.0f, 1.0f);
     if (kiln_tensor_create(ctx, 2, shape, &t) != KILN_OK ||
         kiln_tensor_upload(t, host, rows * cols) != KILN_OK) {
         kiln_tensor_free(t);
@@ -77,7 +77,7 @@ static kiln_tensor *random_matrix(kiln_ctx *ctx, size_t rows, size_t cols, kiln_
 static kiln_status check_product(kiln_ctx *ctx, const kiln_gemm_shape *g, double *err)
 {
     kiln_rng rng;
-    kiln_rng_seed(&rng, 7);
+    rng_seed(&rng, 7);
     size_t na = g->m * g->k, nb = g->k * g->n, nc = g->m * g->n;
     float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = calloc(nc, sizeof *c);
     double *want = malloc(nc * sizeof *want);

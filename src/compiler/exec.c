@@ -15,7 +15,7 @@ static kiln_status check_finite(pipeline *p, const pipe_step *s, const kiln_tens
         return KILN_OK;
     float *h = malloc(t->numel * sizeof *h);
     if (!h)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "anomaly check: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "anomaly check: out of host memory");
     kiln_status st = kiln_tensor_download(t, h, t->numel);
     size_t bad = 0;
     float lo = INFINITY, hi = -INFINITY;
@@ -29,7 +29,7 @@ static kiln_status check_finite(pipeline *p, const pipe_step *s, const kiln_tens
     }
     free(h);
     if (st == KILN_OK && bad)
-        st = kiln_fail(KILN_ERR_NUMERIC, "layer %s: the %s has %zu NaN or Inf values of %zu "
+        st = error_set(KILN_ERR_NUMERIC, "layer %s: the %s has %zu NaN or Inf values of %zu "
                                          "(finite ones from %g to %g)",
                        pipeline_step_name(p, s), what, bad, t->numel, (double)lo, (double)hi);
     return st;
@@ -62,17 +62,17 @@ kiln_status pipeline_fold(pipeline *p, pipe_step *s)
     char opts[ACT_OPTIONS_MAX + 64], reduce[48], acts[ACT_OPTIONS_MAX];
     snprintf(opts, sizeof opts, "%s %s", reduce_options(p->ctx, reduce, sizeof reduce),
              act_options(KILN_ACT_NONE, acts, sizeof acts));
-    kiln_status st = kiln_kernel_get(p->ctx, "group.cl+act.cl+norm.cl", opts, "bn_fold", &k);
+    kiln_status st = kernel_get(p->ctx, "group.cl+act.cl+norm.cl", opts, "bn_fold", &k);
     if (st != KILN_OK)
         return st;
     size_t out = s->param[0]->shape[0], row = s->param[0]->numel / out;
     cl_int has_bias = s->attrs.bias;
     cl_mem bias = has_bias ? s->param[1]->buf : s->param[0]->buf;
-    return kiln_launch_3d(p->ctx, k, "bn_fold", row, out, 1, KARG(s->param[0]->buf),
-                          KARG(bias), KARG(has_bias), KARG(bn->param[0]->buf),
-                          KARG(bn->param[1]->buf), KARG(bn->buffer[0]->buf),
-                          KARG(bn->buffer[1]->buf), KARG(bn->attrs.eps), KARG(s->folded[0]->buf),
-                          KARG(s->folded[1]->buf));
+    return launch_3d(p->ctx, k, "bn_fold", row, out, 1, KARG(s->param[0]->buf),
+                     KARG(bias), KARG(has_bias), KARG(bn->param[0]->buf),
+                     KARG(bn->param[1]->buf), KARG(bn->buffer[0]->buf),
+                     KARG(bn->buffer[1]->buf), KARG(bn->attrs.eps), KARG(s->folded[0]->buf),
+                     KARG(s->folded[1]->buf));
 }
 
 /* Eval mode: the layer with its batchnorm folded in, writing the
@@ -100,7 +100,7 @@ static kiln_status forward_folded(pipeline *p, pipe_step *s)
 kiln_status pipeline_forward(pipeline *p, int training)
 {
     if (training && p->decode)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: a decoding pipeline does not "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "pipeline: a decoding pipeline does not "
                                                     "train");
     if (training) {
         p->counter++;
@@ -113,9 +113,9 @@ kiln_status pipeline_forward(pipeline *p, int training)
         if (!training && s->folded_into >= 0)
             continue; /* computed inside the layer it folds into */
         op_args c = step_args(p, s, training);
-        kiln_ctx_set_label(p->ctx, "forward %s", pipeline_step_name(p, s));
+        ctx_set_label(p->ctx, "forward %s", pipeline_step_name(p, s));
         if (p->ctx->trace.fn)
-            kiln_writef(&p->ctx->trace, "  forward  %s%s\n", pipeline_step_name(p, s),
+            writef(&p->ctx->trace, "  forward  %s%s\n", pipeline_step_name(p, s),
                     !training && s->bn_step >= 0 ? " (batchnorm folded in)" : "");
         if (!training && s->bn_step >= 0)
             st = forward_folded(p, s);
@@ -142,9 +142,9 @@ kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
     int at = pipeline_loss_step(p, kind);
     p->loss_step = at;
     const kiln_tensor *logits = at < 0 ? p->input : p->steps[at].out;
-    kiln_ctx_set_label(p->ctx, "loss %s", loss_name(kind));
+    ctx_set_label(p->ctx, "loss %s", loss_name(kind));
     if (p->ctx->trace.fn)
-        kiln_writef(&p->ctx->trace, "  loss     %s%s\n", loss_name(kind),
+        writef(&p->ctx->trace, "  loss     %s%s\n", loss_name(kind),
                 at != (int)p->count - 1 ? " (on the logits before the prediction head)" : "");
     kiln_tensor *grad = at < 0 ? NULL : p->steps[at].grad;
     kiln_status st = kind == LOSS_CROSS_ENTROPY && p->class_weight
@@ -216,7 +216,7 @@ static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
 kiln_status pipeline_backward(pipeline *p, int training)
 {
     if (p->decode)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: a decoding pipeline has no "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "pipeline: a decoding pipeline has no "
                                                     "backward");
     for (size_t i = 0; i < p->count; i++)
         p->steps[i].grad_ready = 0;
@@ -225,10 +225,10 @@ kiln_status pipeline_backward(pipeline *p, int training)
     kiln_status st = KILN_OK;
     for (size_t i = p->count; i-- > 0 && st == KILN_OK;) {
         if (p->steps[i].grad_ready && p->ctx->trace.fn)
-            kiln_writef(&p->ctx->trace, "  backward %s\n", pipeline_step_name(p, &p->steps[i]));
+            writef(&p->ctx->trace, "  backward %s\n", pipeline_step_name(p, &p->steps[i]));
         if (p->steps[i].grad_ready)
             st = check_finite(p, &p->steps[i], p->steps[i].grad, "gradient of its output");
-        kiln_ctx_set_label(p->ctx, "backward %s", pipeline_step_name(p, &p->steps[i]));
+        ctx_set_label(p->ctx, "backward %s", pipeline_step_name(p, &p->steps[i]));
         if (st == KILN_OK && p->steps[i].grad_ready)
             st = backward_step(p, &p->steps[i], training);
         for (int k = 0; st == KILN_OK && p->steps[i].grad_ready && k < OP_MAX_PARAMS; k++)
@@ -245,8 +245,8 @@ kiln_status pipeline_backward(pipeline *p, int training)
 static kiln_status idle_batchnorm(pipeline *p, pipe_step *s, int backward)
 {
     op_args c = step_args(p, s, 1);
-    kiln_ctx_set_label(p->ctx, "%s %s (no samples here)", backward ? "backward" : "forward",
-                       pipeline_step_name(p, s));
+    ctx_set_label(p->ctx, "%s %s (no samples here)", backward ? "backward" : "forward",
+                  pipeline_step_name(p, s));
     return op_batchnorm_sync_idle(&c, backward);
 }
 
@@ -261,7 +261,7 @@ kiln_status pipeline_sync_idle(pipeline *p, loss_kind kind)
             st = idle_batchnorm(p, &p->steps[i], 0);
     char *ready = calloc(p->count, 1);
     if (st == KILN_OK && !ready)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
     int at = pipeline_loss_step(p, kind);
     if (ready && at >= 0)
         ready[at] = 1;

@@ -20,7 +20,7 @@ int fuse_activation_into(const kiln_model *m, size_t node, const int *readers)
     if (readers[n->inputs[0]] != 1)
         return 0;
     if (op_check_fusable(before->kind->op, n->attrs.act) != KILN_OK) {
-        kiln_error_clear();
+        error_clear();
         return 0;
     }
     return 1;

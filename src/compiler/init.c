@@ -20,7 +20,7 @@ kiln_status pipeline_init_params(pipeline *p, uint64_t seed)
 {
     pipeline_params_changed(p);
     kiln_rng rng;
-    kiln_rng_seed(&rng, seed);
+    rng_seed(&rng, seed);
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
         pipe_step *s = &p->steps[i];
@@ -28,7 +28,7 @@ kiln_status pipeline_init_params(pipeline *p, uint64_t seed)
         const graph_node *n = &p->model->nodes[s->node];
         if (!d->init) {
             if (s->shapes.n_params || s->shapes.n_buffers)
-                st = kiln_fail(KILN_ERR_UNSUPPORTED, "initialisation: %s has parameters but "
+                st = error_set(KILN_ERR_UNSUPPORTED, "initialisation: %s has parameters but "
                                                      "its row names no initialiser", d->name);
             continue;
         }

@@ -53,7 +53,7 @@ static kiln_status lower_steps(pipeline *p)
     const kiln_model *m = p->model;
     int *readers = count_readers(m);
     if (!readers)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "lowering: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "lowering: out of memory");
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < m->count && st == KILN_OK; i++) {
         if (p->options.fuse && fuse_activation_into(m, i, readers)) {
@@ -83,7 +83,7 @@ kiln_status pipeline_lower(const kiln_model *m, size_t batch, pipe_options optio
                            pipeline **out)
 {
     if (!m || !out || batch == 0)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: model, batch >= 1 and out are "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "pipeline: model, batch >= 1 and out are "
                                                     "required");
     return lower_shaped(m, shape_with_batch(&m->input, batch), options, out);
 }
@@ -93,10 +93,10 @@ static kiln_status lower_shaped(const kiln_model *m, kiln_shape input, pipe_opti
 {
     size_t batch = input.d[0];
     if (!m->finished)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: the model is not finished");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "pipeline: the model is not finished");
     pipeline *p = calloc(1, sizeof *p);
     if (!p)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "pipeline: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "pipeline: out of memory");
     p->model = m;
     p->batch = batch;
     p->options = options;
@@ -106,7 +106,7 @@ static kiln_status lower_shaped(const kiln_model *m, kiln_shape input, pipe_opti
     p->value_of = calloc(m->count, sizeof *p->value_of);
     kiln_status st = p->steps && p->value_of
                          ? lower_steps(p)
-                         : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "pipeline: out of memory");
+                         : error_set(KILN_ERR_OUT_OF_MEMORY, "pipeline: out of memory");
     if (st == KILN_OK && options.plan)
         st = plan_pipeline(p, KILN_ARENA_ALIGN);
     if (st != KILN_OK) {
@@ -139,7 +139,7 @@ static kiln_status check_alignment(const pipeline *p)
     size_t align = p->ctx->info.mem_base_align_bits / 8;
     if (align <= KILN_ARENA_ALIGN && KILN_ARENA_ALIGN % (align ? align : 1) == 0)
         return KILN_OK;
-    return kiln_fail(KILN_ERR_UNSUPPORTED, "%s aligns sub-buffers to %zu bytes; kiln places "
+    return error_set(KILN_ERR_UNSUPPORTED, "%s aligns sub-buffers to %zu bytes; kiln places "
                                            "them at multiples of %d", p->ctx->info.name, align,
                      KILN_ARENA_ALIGN);
 }
@@ -152,7 +152,7 @@ static kiln_status alloc_arena(pipeline *p)
         uint64_t limit = d->max_alloc_bytes < d->global_mem_bytes / 2 ? d->max_alloc_bytes
                                                                        : d->global_mem_bytes / 2;
         size_t fits = (size_t)((double)p->batch * (double)limit / (double)p->arena_bytes);
-        return kiln_fail(KILN_ERR_TOO_LARGE, "batch %zu needs %.1f MiB of activations, "
+        return error_set(KILN_ERR_TOO_LARGE, "batch %zu needs %.1f MiB of activations, "
                                              "gradients and saved tensors in one buffer; %s "
                                              "allows %.1f MiB per buffer and has %.1f MiB in "
                                              "all; try --batch %zu or less",
@@ -163,12 +163,12 @@ static kiln_status alloc_arena(pipeline *p)
     cl_int err;
     p->arena = clCreateBuffer(p->ctx->context, CL_MEM_READ_WRITE, p->arena_bytes, NULL, &err);
     if (err != CL_SUCCESS)
-        return kiln_fail_cl_in(err, "clCreateBuffer", "arena of %zu bytes", p->arena_bytes);
+        return error_cl_in(err, "clCreateBuffer", "arena of %zu bytes", p->arena_bytes);
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < p->n_blocks && st == KILN_OK; i++) {
         plan_block *b = &p->blocks[i];
-        st = kiln_tensor_view(p->ctx, p->arena, b->offset, b->shape.ndim, b->shape.d,
-                              b->tensor);
+        st = tensor_view(p->ctx, p->arena, b->offset, b->shape.ndim, b->shape.d,
+                         b->tensor);
     }
     return st;
 }
@@ -181,8 +181,8 @@ static kiln_status alloc_tied(pipeline *p, pipe_step *s)
     const kiln_shape *ps = &s->shapes.param[0];
     size_t at = p->steps[s->tied_to].flat_at[0];
     s->flat_at[0] = at;
-    kiln_status st = kiln_tensor_view(p->ctx, p->params->buf, at * sizeof(float), ps->ndim,
-                                      ps->d, &s->param[0]);
+    kiln_status st = tensor_view(p->ctx, p->params->buf, at * sizeof(float), ps->ndim,
+                                 ps->d, &s->param[0]);
     return st == KILN_OK ? tensor_of(p->ctx, ps, &s->dparam[0]) : st;
 }
 
@@ -217,11 +217,11 @@ static kiln_status alloc_flat(pipeline *p)
                 continue;
             }
             s->flat_at[k] = at;
-            st = kiln_tensor_view(p->ctx, p->params->buf, at * sizeof(float), ps->ndim, ps->d,
-                                  &s->param[k]);
+            st = tensor_view(p->ctx, p->params->buf, at * sizeof(float), ps->ndim, ps->d,
+                             &s->param[k]);
             if (st == KILN_OK)
-                st = kiln_tensor_view(p->ctx, p->grads->buf, at * sizeof(float), ps->ndim,
-                                      ps->d, &s->dparam[k]);
+                st = tensor_view(p->ctx, p->grads->buf, at * sizeof(float), ps->ndim,
+                                 ps->d, &s->dparam[k]);
             at += (shape_numel(ps) + align - 1) / align * align;
         }
     }
@@ -280,7 +280,7 @@ kiln_status pipeline_create(kiln_ctx *ctx, const kiln_model *m, size_t batch,
                             pipe_options options, uint64_t seed, pipeline **out)
 {
     if (!ctx)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: a context is required");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "pipeline: a context is required");
     pipeline *p;
     kiln_status st = pipeline_lower(m, batch, options, &p);
     if (st != KILN_OK)
@@ -320,7 +320,7 @@ static kiln_status create_shared(const pipeline *owner, kiln_shape input, pipeli
 kiln_status pipeline_create_shared(const pipeline *owner, size_t batch, pipeline **out)
 {
     if (batch == 0)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "pipeline: batch >= 1 is required");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "pipeline: batch >= 1 is required");
     return create_shared(owner, shape_with_batch(&owner->model->input, batch), out);
 }
 
@@ -328,7 +328,7 @@ kiln_status pipeline_create_decode(const pipeline *owner, pipeline **out)
 {
     const kiln_model *m = owner->model;
     if (!m->vocab || m->input.ndim != 1)
-        return kiln_fail(KILN_ERR_UNSUPPORTED, "decoding: the model does not take tokens");
+        return error_set(KILN_ERR_UNSUPPORTED, "decoding: the model does not take tokens");
     kiln_shape one = shape_make(2, 1, 1, 0, 0);
     pipeline *p;
     kiln_status st = create_shared(owner, one, &p);
@@ -352,7 +352,7 @@ static kiln_status create_shared(const pipeline *owner, kiln_shape input, pipeli
         return st;
     if (p->count != owner->count) { /* lowering does not depend on the batch */
         pipeline_free(p);
-        return kiln_fail(KILN_ERR_MODEL, "pipeline at batch %zu has %zu steps, at batch %zu "
+        return error_set(KILN_ERR_MODEL, "pipeline at batch %zu has %zu steps, at batch %zu "
                                          "%zu", batch, p->count, owner->batch, owner->count);
     }
     p->ctx = owner->ctx;

@@ -66,7 +66,7 @@ static kiln_status place(pipeline *p, size_t align)
 {
     plan_block **order = malloc(p->n_blocks * sizeof *order);
     if (!order)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "memory planning: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "memory planning: out of memory");
     for (size_t i = 0; i < p->n_blocks; i++)
         order[i] = &p->blocks[i];
     qsort(order, p->n_blocks, sizeof *order, by_size_desc);
@@ -89,7 +89,7 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
     if (!p->blocks || !first_writer || !last_reader_bwd) {
         free(first_writer);
         free(last_reader_bwd);
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "memory planning: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "memory planning: out of memory");
     }
     /* readers run backward from the last: the largest reader writes first */
     for (int s = 0; s < n; s++)

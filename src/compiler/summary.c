@@ -29,7 +29,7 @@ kiln_status kiln_model_summary(kiln_model *m, kiln_write_fn fn, void *user)
 {
     const kiln_writer w = {fn, user}, *out = &w;
     if (!m)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_summary: model and stream are "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_summary: model and stream are "
                                                     "required");
     kiln_status st = graph_finish(m);
     if (st != KILN_OK)
@@ -44,9 +44,9 @@ kiln_status kiln_model_summary(kiln_model *m, kiln_write_fn fn, void *user)
         wname = len > wname ? len : wname;
         wfrom = from > wfrom ? from : wfrom;
     }
-    kiln_writef(out, "%-4s %-12s %-*s %-*s %-14s %12s\n", "#", "layer", wname, "name", wfrom,
+    writef(out, "%-4s %-12s %-*s %-*s %-14s %12s\n", "#", "layer", wname, "name", wfrom,
             "from", "output", "parameters");
-    kiln_writef(out, "%-4s %-12s %-*s %-*s %-14s %12s\n", "", "input", wname, "", wfrom, "",
+    writef(out, "%-4s %-12s %-*s %-*s %-14s %12s\n", "", "input", wname, "", wfrom, "",
             shape_str(&m->input, shape, sizeof shape), "");
     for (size_t i = 0; i < m->count; i++) {
         const graph_node *n = &m->nodes[i];
@@ -54,24 +54,24 @@ kiln_status kiln_model_summary(kiln_model *m, kiln_write_fn fn, void *user)
         snprintf(from, sizeof from, "%s%s%s", input_name(m, n->inputs[0]),
                  n->kind->n_inputs > 1 ? ", " : "",
                  n->kind->n_inputs > 1 ? input_name(m, n->inputs[1]) : "");
-        kiln_writef(out, "%-4zu %-12s %-*s %-*s %-14s %12s%s\n", i, n->kind->name, wname,
+        writef(out, "%-4zu %-12s %-*s %-*s %-14s %12s%s\n", i, n->kind->name, wname,
                 n->has_name ? n->name : "", wfrom, from, shape_str(&n->out, shape, sizeof shape),
                 grouped(graph_node_params(n), count, sizeof count),
                 n->tie >= 0 ? " (weight tied)" : "");
     }
-    kiln_writef(out, "trainable parameters: %s\n",
+    writef(out, "trainable parameters: %s\n",
             grouped(kiln_model_param_count(m), count, sizeof count));
-    kiln_writef(out, "buffer values: %s (batchnorm running statistics and batch counts)\n",
+    writef(out, "buffer values: %s (batchnorm running statistics and batch counts)\n",
             grouped(kiln_model_buffer_count(m), count, sizeof count));
     const char *loss = kiln_model_train_setting(m, "loss");
     const graph_node *last = m->count ? &m->nodes[m->count - 1] : NULL;
     loss = loss ? loss : "cross_entropy";
     if (last && strcmp(last->kind->name, "softmax") == 0 && last->out.ndim == 1 &&
         strcmp(loss, "cross_entropy") == 0)
-        kiln_writef(out, "prediction head: layer %zu softmax; cross_entropy trains on the "
+        writef(out, "prediction head: layer %zu softmax; cross_entropy trains on the "
                          "logits before it, predictions are probabilities\n", m->count - 1);
     else if (last && strcmp(last->kind->name, "sigmoid") == 0 && strcmp(loss, "bce") == 0)
-        kiln_writef(out, "prediction head: layer %zu sigmoid; bce trains on the logits before "
+        writef(out, "prediction head: layer %zu sigmoid; bce trains on the logits before "
                          "it (as BCEWithLogitsLoss), predictions are probabilities\n",
                     m->count - 1);
     return KILN_OK;
@@ -86,7 +86,7 @@ kiln_status kiln_model_memory(kiln_model *m, size_t batch, kiln_write_fn fn, voi
 {
     const kiln_writer w = {fn, user}, *out = &w;
     if (!m || batch == 0)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_memory: model, batch >= 1 and "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_memory: model, batch >= 1 and "
                                                     "stream are required");
     kiln_status st = graph_finish(m);
     for (int fuse = 1; fuse >= 0 && st == KILN_OK; fuse--) {
@@ -96,7 +96,7 @@ kiln_status kiln_model_memory(kiln_model *m, size_t batch, kiln_write_fn fn, voi
             break;
         size_t planned, unplanned, params;
         plan_memory(p, &planned, &unplanned, &params);
-        kiln_writef(out, "%s, batch %zu: %zu steps; activations, gradients and saved tensors "
+        writef(out, "%s, batch %zu: %zu steps; activations, gradients and saved tensors "
                      "%.2f MiB planned (%.2f MiB one buffer each); parameters, gradients and "
                      "buffers %.2f MiB\n",
                 fuse ? "fused" : "unfused", batch, p->count, mib(planned), mib(unplanned),
@@ -110,7 +110,7 @@ kiln_status kiln_model_dot(kiln_model *m, kiln_write_fn fn, void *user)
 {
     const kiln_writer w = {fn, user}, *out = &w;
     if (!m)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_dot: model and stream are "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_dot: model and stream are "
                                                     "required");
     kiln_status st = graph_finish(m);
     pipeline *p = NULL;
@@ -119,22 +119,22 @@ kiln_status kiln_model_dot(kiln_model *m, kiln_write_fn fn, void *user)
     if (st != KILN_OK)
         return st;
     char shape[64];
-    kiln_writef(out, "digraph model {\n  rankdir=TB;\n  node [shape=box, fontname=\"sans\"];\n");
-    kiln_writef(out, "  input [label=\"input\\n%s\", shape=ellipse];\n",
+    writef(out, "digraph model {\n  rankdir=TB;\n  node [shape=box, fontname=\"sans\"];\n");
+    writef(out, "  input [label=\"input\\n%s\", shape=ellipse];\n",
                  shape_str(&m->input, shape, sizeof shape));
     for (size_t i = 0; i < p->count; i++) {
         const pipe_step *s = &p->steps[i];
         kiln_shape sample = shape_without_batch(&s->shapes.out);
-        kiln_writef(out, "  s%zu [label=\"%s\\n%s\"];\n", i, pipeline_step_name(p, s),
+        writef(out, "  s%zu [label=\"%s\\n%s\"];\n", i, pipeline_step_name(p, s),
                 shape_str(&sample, shape, sizeof shape));
         for (int k = 0; k < s->n_inputs; k++) {
             if (s->inputs[k] < 0)
-                kiln_writef(out, "  input -> s%zu;\n", i);
+                writef(out, "  input -> s%zu;\n", i);
             else
-                kiln_writef(out, "  s%d -> s%zu;\n", s->inputs[k], i);
+                writef(out, "  s%d -> s%zu;\n", s->inputs[k], i);
         }
     }
-    kiln_writef(out, "}\n");
+    writef(out, "}\n");
     pipeline_free(p);
     return KILN_OK;
 }
@@ -143,18 +143,18 @@ kiln_status kiln_model_dot(kiln_model *m, kiln_write_fn fn, void *user)
 static kiln_status random_batch(pipeline *p, loss_kind loss, kiln_tensor **target)
 {
     kiln_rng rng;
-    kiln_rng_seed(&rng, 1);
+    rng_seed(&rng, 1);
     kiln_shape out = p->steps[p->count - 1].shapes.out;
     int ce = loss == LOSS_CROSS_ENTROPY;
     kiln_shape ts = ce ? shape_make(1, out.d[0], 0, 0, 0) : out;
     size_t n = kiln_tensor_numel(p->input), nt = shape_numel(&ts);
     float *x = malloc((n > nt ? n : nt) * sizeof *x);
     if (!x)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "trace: out of host memory");
-    kiln_rng_fill(&rng, x, n, -1, 1);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "trace: out of host memory");
+    rng_fill(&rng, x, n, -1, 1);
     kiln_status st = kiln_tensor_upload(p->input, x, n);
     for (size_t i = 0; i < nt; i++)
-        x[i] = ce ? (float)(kiln_rng_next(&rng) % out.d[1]) : (float)kiln_rng_uniform(&rng, 0, 1);
+        x[i] = ce ? (float)(rng_next(&rng) % out.d[1]) : (float)rng_uniform(&rng, 0, 1);
     if (st == KILN_OK)
         st = tensor_of(p->ctx, &ts, target);
     if (st == KILN_OK)
@@ -204,7 +204,7 @@ static kiln_status watched_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int
         uint64_t before = kiln_ctx_launches(ctx);
         if (st == KILN_OK && i == 0) {
             kiln_ctx_set_trace(ctx, w->trace.fn, w->trace.user);
-            kiln_blas_set_log(ctx, w->gemms);
+            blas_set_log(ctx, w->gemms);
             if (w->totals.fn)
                 st = kiln_ctx_profile_begin(ctx);
         }
@@ -218,12 +218,12 @@ static kiln_status watched_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int
             w->launches = kiln_ctx_launches(ctx) - before;
     }
     kiln_ctx_set_trace(ctx, NULL, NULL);
-    kiln_blas_set_log(ctx, NULL);
+    blas_set_log(ctx, NULL);
     if (st == KILN_OK && w->totals.fn)
         st = kiln_ctx_profile_end(ctx, NULL, (size_t)steps, w->totals.fn, w->totals.user);
     if (st == KILN_OK)
         st = kiln_ctx_finish(ctx);
-    kiln_profile_discard(ctx);
+    profile_discard(ctx);
     kiln_tensor_free(target);
     kiln_tensor_free(loss);
     pipeline_free(p);
@@ -235,13 +235,13 @@ kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t batch, in
 {
     const kiln_writer out = {fn, user};
     if (!m || !ctx)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_trace_step: model, context "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_trace_step: model, context "
                                                     "and stream are required");
-    kiln_writef(&out, "one training step, batch %zu, %s:\n", batch, fused ? "fused" : "unfused");
+    writef(&out, "one training step, batch %zu, %s:\n", batch, fused ? "fused" : "unfused");
     step_watch w = {.trace = out};
     kiln_status st = watched_steps(m, ctx, batch, fused, &w);
     if (st == KILN_OK)
-        kiln_writef(&out, "%llu launches\n", (unsigned long long)w.launches);
+        writef(&out, "%llu launches\n", (unsigned long long)w.launches);
     return st;
 }
 
@@ -250,7 +250,7 @@ kiln_status kiln_model_profile_steps(kiln_model *m, kiln_ctx *ctx, size_t batch,
 {
     const kiln_writer out = {fn, user};
     if (!m || !ctx || !fn || steps < 1)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_profile_steps: model, "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_profile_steps: model, "
                                                     "context, stream and steps >= 1 are "
                                                     "required");
     step_watch w = {.totals = out, .steps = steps};
@@ -261,7 +261,7 @@ kiln_status kiln_model_gemm_shapes(kiln_model *m, kiln_ctx *ctx, size_t batch,
                                    kiln_gemm_shape *out, size_t cap, size_t *count)
 {
     if (!m || !ctx || !out || !count)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_gemm_shapes: model, context "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_gemm_shapes: model, context "
                                                     "and outputs are required");
     gemm_log log = {.count = 0};
     step_watch w = {.gemms = &log};

@@ -17,7 +17,7 @@ kiln_status kiln_data_from_arrays(const float *x, const float *y, size_t n, size
     if (required != KILN_OK)
         return required;
     if (n == 0 || features == 0 || (y && targets == 0))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_data_from_arrays: n %zu, features "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_data_from_arrays: n %zu, features "
                                                     "%zu, targets %zu; expected at least one "
                                                     "sample of at least one feature, and "
                                                     "targets per sample with y",
@@ -25,19 +25,19 @@ kiln_status kiln_data_from_arrays(const float *x, const float *y, size_t n, size
     *out = NULL;
     for (size_t i = 0; i < n * features; i++)
         if (!isfinite(x[i]))
-            return kiln_fail(KILN_ERR_NUMERIC, "kiln_data_from_arrays: feature %zu of sample "
+            return error_set(KILN_ERR_NUMERIC, "kiln_data_from_arrays: feature %zu of sample "
                                                "%zu is %g", i % features, i / features,
                              (double)x[i]);
     size_t t = y ? targets : 1;
     for (size_t i = 0; y && i < n * t; i++)
         if (!isfinite(y[i]))
-            return kiln_fail(KILN_ERR_NUMERIC, "kiln_data_from_arrays: target %zu of sample "
+            return error_set(KILN_ERR_NUMERIC, "kiln_data_from_arrays: target %zu of sample "
                                                "%zu is %g", i % t, i / t, (double)y[i]);
     kiln_data *d = calloc(1, sizeof *d);
     float *dx = malloc(n * features * sizeof *dx), *dy = calloc(n * t, sizeof *dy);
     if (!d || !dx || !dy) {
         free(d), free(dx), free(dy);
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_data_from_arrays: out of host memory "
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_data_from_arrays: out of host memory "
                                                  "for %zu samples", n);
     }
     memcpy(dx, x, n * features * sizeof *dx);
@@ -67,7 +67,7 @@ static kiln_status npz_split(const char *path, const char *keys, const char *spl
     split = split ? split : "train";
     kiln_status st = data_load_npz(path, keys, split, d);
     if (st == KILN_OK && d->count == 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: no %s split (the arrays x_test and y_test, or the "
+        st = error_set(KILN_ERR_IO, "%s: no %s split (the arrays x_test and y_test, or the "
                                     "third and fourth of the keys)", path, split);
     return st;
 }
@@ -81,7 +81,7 @@ kiln_status kiln_data_load_npz(const char *path, const char *keys, const char *s
     *out = NULL;
     kiln_data *d = calloc(1, sizeof *d);
     if (!d)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_data_load_npz: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_data_load_npz: out of host memory");
     kiln_status st = npz_split(path, keys, split, &d->d);
     if (st != KILN_OK) {
         data_free(&d->d);
@@ -101,7 +101,7 @@ kiln_status kiln_data_load(const char *source, const char *split, const char *la
     *out = NULL;
     kiln_data *d = calloc(1, sizeof *d);
     if (!d)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_data_load: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_data_load: out of host memory");
     kiln_status st;
     struct stat info;
     if (data_has_ext(source, ".csv"))
@@ -165,7 +165,7 @@ static kiln_status copy_rows(const kiln_data *d, size_t first, size_t count, flo
     if (required != KILN_OK)
         return required;
     if (first > d->d.count || count > d->d.count - first)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: samples %zu to %zu of %zu", call,
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: samples %zu to %zu of %zu", call,
                          first, first + count, d ? d->d.count : 0);
     size_t per = targets ? d->d.targets : d->d.features;
     memcpy(dst, (targets ? d->d.y : d->d.x) + first * per, count * per * sizeof *dst);

@@ -56,7 +56,7 @@ static kiln_status start(image_source *s)
 {
     struct batches *b = calloc(1, sizeof *b);
     if (!b)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "image loading: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "image loading: out of memory");
     kiln_status st = pool_start(s->cfg.workers ? s->cfg.workers : pool_cores(), &b->p);
     if (st != KILN_OK) {
         free(b);
@@ -88,7 +88,7 @@ static kiln_status queue(struct batches *bs, slot *b, const image_source *s, con
         b->x = malloc(n * features * sizeof *b->x);
         b->cap = b->samples && b->x ? n : 0;
         if (!b->cap)
-            return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "image loading: out of memory for a batch "
+            return error_set(KILN_ERR_OUT_OF_MEMORY, "image loading: out of memory for a batch "
                                                      "of %zu", n);
     }
     for (size_t i = 0; i < n; i++)
@@ -166,7 +166,7 @@ kiln_status folder_gather(const dataset *d, const size_t *order, size_t first, s
     pool_wait(bs->p, &b->j);
     b->used = 0;
     if (b->j.failures)
-        return kiln_fail(b->j.st, "%s", b->j.error);
+        return error_set(b->j.st, "%s", b->j.error);
     size_t features = (size_t)s->channels * (size_t)s->height * (size_t)s->width;
     memcpy(x, b->x, n * features * sizeof *x);
     return look_ahead(bs, d, order, epoch, first, n);

@@ -44,16 +44,16 @@ struct cache_writer {
 
 uint64_t cache_key(const image_source *s)
 {
-    uint64_t h = kiln_fnv1a64("kiln image cache", 16);
+    uint64_t h = fnv1a64("kiln image cache", 16);
     int shape[4] = {s->channels, s->height, s->width, s->cfg.t.resize};
-    h ^= kiln_fnv1a64(shape, sizeof shape);
+    h ^= fnv1a64(shape, sizeof shape);
     for (size_t i = 0; i < s->count; i++) {
         struct stat info;
         int64_t facts[3] = {-1, -1, s->files[i].label};
         if (stat(s->files[i].path, &info) == 0)
             facts[0] = (int64_t)info.st_size, facts[1] = (int64_t)info.st_mtime;
-        h = h * 1099511628211ull ^ kiln_fnv1a64(s->files[i].path, strlen(s->files[i].path));
-        h = h * 1099511628211ull ^ kiln_fnv1a64(facts, sizeof facts);
+        h = h * 1099511628211ull ^ fnv1a64(s->files[i].path, strlen(s->files[i].path));
+        h = h * 1099511628211ull ^ fnv1a64(facts, sizeof facts);
     }
     return h;
 }
@@ -144,14 +144,14 @@ kiln_status cache_begin(const char *path, size_t count, cache_writer **out)
     cache_writer *w = calloc(1, sizeof *w);
     *out = NULL;
     if (!w)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     char dir[4096];
-    kiln_dir_of(path, dir, sizeof dir);
+    dir_of(path, dir, sizeof dir);
     snprintf(w->path, sizeof w->path, "%s", path);
     snprintf(w->tmp, sizeof w->tmp, "%s.tmp.XXXXXX", path);
-    if (kiln_make_dirs(dir) != 0 || (w->fd = mkstemp(w->tmp)) < 0) {
+    if (make_dirs(dir) != 0 || (w->fd = mkstemp(w->tmp)) < 0) {
         free(w);
-        return kiln_fail(KILN_ERR_IO, "%s: cannot write the image cache (%s)", path,
+        return error_set(KILN_ERR_IO, "%s: cannot write the image cache (%s)", path,
                          strerror(errno));
     }
     pthread_mutex_init(&w->lock, NULL);
@@ -176,7 +176,7 @@ kiln_status cache_put(cache_writer *w, folder_file *f, const image *im)
                 snprintf(w->error, sizeof w->error, "%s", strerror(errno));
             w->failed = 1;
             pthread_mutex_unlock(&w->lock);
-            return kiln_fail(KILN_ERR_IO, "%s: cannot write the image cache", w->path);
+            return error_set(KILN_ERR_IO, "%s: cannot write the image cache", w->path);
         }
         done += (size_t)k;
     }
@@ -199,9 +199,9 @@ kiln_status cache_finish(cache_writer *w, image_source *s, uint64_t key)
     size_t size = HEADER + s->count * ENTRY;
     unsigned char *index = calloc(1, size);
     kiln_status st = index ? KILN_OK
-                           : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "image cache: out of memory");
+                           : error_set(KILN_ERR_OUT_OF_MEMORY, "image cache: out of memory");
     if (w->failed)
-        st = kiln_fail(KILN_ERR_IO, "%s: cannot write the image cache (%s)", w->path, w->error);
+        st = error_set(KILN_ERR_IO, "%s: cannot write the image cache (%s)", w->path, w->error);
     uint64_t head[2] = {key, s->count};
     uint32_t channels = (uint32_t)s->channels;
     if (index) {
@@ -218,13 +218,13 @@ kiln_status cache_finish(cache_writer *w, image_source *s, uint64_t key)
         memcpy(e + 24, f->sum, 24);
         memcpy(e + 48, f->squares, 24);
     }
-    if (st == KILN_OK && (kiln_write_all(w->fd, index, size) != 0 || fsync(w->fd) != 0 ||
+    if (st == KILN_OK && (write_all(w->fd, index, size) != 0 || fsync(w->fd) != 0 ||
                           rename(w->tmp, w->path) != 0))
-        st = kiln_fail(KILN_ERR_IO, "%s: cannot write the image cache (%s)", w->path,
+        st = error_set(KILN_ERR_IO, "%s: cannot write the image cache (%s)", w->path,
                        strerror(errno));
     free(index);
     if (st == KILN_OK && !(s->cache = map_file(w->path)))
-        st = kiln_fail(KILN_ERR_IO, "%s: cannot read the image cache back", w->path);
+        st = error_set(KILN_ERR_IO, "%s: cannot read the image cache back", w->path);
     if (st != KILN_OK)
         for (size_t i = 0; i < s->count; i++)
             s->files[i].w = 0;

@@ -69,7 +69,7 @@ static kiln_status read_exact(gzFile f, void *buf, size_t n, const char *path, c
         if (got <= 0) {
             int zerr = Z_OK;
             const char *msg = gzerror(f, &zerr);
-            return kiln_fail(KILN_ERR_IO, "%s: the file ends inside the %s (%s)", path, what,
+            return error_set(KILN_ERR_IO, "%s: the file ends inside the %s (%s)", path, what,
                              got < 0 || zerr != Z_OK ? msg : "truncated");
         }
         p += got;
@@ -87,11 +87,11 @@ static kiln_status read_idx_header(gzFile f, const char *path, idx_header *h)
     h->type = magic[2];
     h->rank = magic[3];
     if (magic[0] || magic[1] || !idx_type_size(h->type))
-        return kiln_fail(KILN_ERR_IO, "%s: not an IDX file (magic bytes %02x %02x %02x %02x; "
+        return error_set(KILN_ERR_IO, "%s: not an IDX file (magic bytes %02x %02x %02x %02x; "
                                       "expected 00 00, a type from 08 to 0E, and the rank)",
                          path, magic[0], magic[1], magic[2], magic[3]);
     if (h->rank < 1 || h->rank > 4)
-        return kiln_fail(KILN_ERR_IO, "%s: IDX rank %d; expected 1 to 4", path, h->rank);
+        return error_set(KILN_ERR_IO, "%s: IDX rank %d; expected 1 to 4", path, h->rank);
     h->count = 1;
     for (int i = 0; i < h->rank; i++) {
         unsigned char b[4];
@@ -100,11 +100,11 @@ static kiln_status read_idx_header(gzFile f, const char *path, idx_header *h)
             return st;
         h->dims[i] = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
         if (h->dims[i] == 0 || h->count > (SIZE_MAX >> 4) / h->dims[i])
-            return kiln_fail(KILN_ERR_IO, "%s: IDX dimension %d is %u", path, i, h->dims[i]);
+            return error_set(KILN_ERR_IO, "%s: IDX dimension %d is %u", path, i, h->dims[i]);
         h->count *= h->dims[i];
     }
     if (h->count > (1ull << 32))
-        return kiln_fail(KILN_ERR_IO, "%s: %zu values is more than kiln reads from one IDX file",
+        return error_set(KILN_ERR_IO, "%s: %zu values is more than kiln reads from one IDX file",
                          path, h->count);
     return KILN_OK;
 }
@@ -165,7 +165,7 @@ static kiln_status read_rest(gzFile f, size_t limit, const char *path, unsigned 
         int n = gzread(f, buf + *got, want > (1u << 30) ? (1u << 30) : (unsigned)want);
         if (n < 0) {
             int zerr = Z_OK;
-            kiln_status st = kiln_fail(KILN_ERR_IO, "%s: %s", path, gzerror(f, &zerr));
+            kiln_status st = error_set(KILN_ERR_IO, "%s: %s", path, gzerror(f, &zerr));
             free(buf);
             return st;
         }
@@ -174,7 +174,7 @@ static kiln_status read_rest(gzFile f, size_t limit, const char *path, unsigned 
         *got += (size_t)n;
     }
     if (!buf)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory after %zu bytes", path, *got);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory after %zu bytes", path, *got);
     *out = buf;
     return KILN_OK;
 }
@@ -184,7 +184,7 @@ static kiln_status read_idx(const char *path, idx_header *h, float **out)
 {
     gzFile f = gzopen(path, "rb");
     if (!f)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+        return error_set(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
     *out = NULL;
     kiln_status st = read_idx_header(f, path, h);
     size_t size = st == KILN_OK ? idx_type_size(h->type) : 0, got = 0;
@@ -193,19 +193,19 @@ static kiln_status read_idx(const char *path, idx_header *h, float **out)
     if (st == KILN_OK)
         st = read_rest(f, h->count * size + 1, path, &raw, &got);
     if (st == KILN_OK && got < h->count * size)
-        st = kiln_fail(KILN_ERR_IO, "%s: the file ends inside the data the header announces "
+        st = error_set(KILN_ERR_IO, "%s: the file ends inside the data the header announces "
                                     "(%zu values of %zu bytes, but %zu bytes follow the "
                                     "header)", path, h->count, size, got);
     else if (st == KILN_OK && got > h->count * size)
-        st = kiln_fail(KILN_ERR_IO, "%s: the file is longer than its IDX header says (%zu "
+        st = error_set(KILN_ERR_IO, "%s: the file is longer than its IDX header says (%zu "
                                     "values)", path, h->count);
     if (st == KILN_OK && !(*out = malloc(h->count * sizeof **out)))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu values", path,
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu values", path,
                        h->count);
     for (size_t i = 0; st == KILN_OK && i < h->count; i++) {
         (*out)[i] = idx_value(raw + i * size, h->type);
         if (!isfinite((*out)[i]))
-            st = kiln_fail(KILN_ERR_IO, "%s: value %zu is not a finite number", path, i);
+            st = error_set(KILN_ERR_IO, "%s: value %zu is not a finite number", path, i);
     }
     free(raw);
     gzclose(f);
@@ -236,7 +236,7 @@ kiln_status data_load_idx_images(const char *images, dataset *out)
     out->y = calloc(h.dims[0], sizeof *out->y);
     if (!out->y) {
         free(x);
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", images);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", images);
     }
     snprintf(out->name, sizeof out->name, "%s", images);
     out->count = h.dims[0];
@@ -256,15 +256,15 @@ kiln_status data_load_idx(const char *images, const char *labels, dataset *out)
     if (st == KILN_OK)
         st = read_idx(labels, &hy, &y);
     if (st == KILN_OK && hy.rank != 1)
-        st = kiln_fail(KILN_ERR_IO, "%s: labels must be an IDX file of rank 1, not %d", labels,
+        st = error_set(KILN_ERR_IO, "%s: labels must be an IDX file of rank 1, not %d", labels,
                        hy.rank);
     if (st == KILN_OK && hy.dims[0] != hx.dims[0])
-        st = kiln_fail(KILN_ERR_IO, "%s has %u samples but %s has %u labels", images,
+        st = error_set(KILN_ERR_IO, "%s has %u samples but %s has %u labels", images,
                        hx.dims[0], labels, hy.dims[0]);
     size_t classes = 0;
     for (size_t i = 0; st == KILN_OK && i < hy.count; i++) {
         if (y[i] < 0 || y[i] != floorf(y[i]) || y[i] > 65535)
-            st = kiln_fail(KILN_ERR_IO, "%s: label %zu is %g; expected a class index", labels,
+            st = error_set(KILN_ERR_IO, "%s: label %zu is %g; expected a class index", labels,
                            i, (double)y[i]);
         else if ((size_t)y[i] + 1 > classes)
             classes = (size_t)y[i] + 1;
@@ -315,10 +315,10 @@ kiln_status data_load_named(const char *name, const char *split, dataset *out)
     else if (strcmp(name, "fashion-mnist") == 0 || strcmp(name, "mnist") == 0)
         snprintf(dir, sizeof dir, "%s/%s", root && *root ? root : "/usr/share/datasets", name);
     else
-        return kiln_fail(KILN_ERR_IO, "data \"%s\": expected fashion-mnist, mnist, a directory "
+        return error_set(KILN_ERR_IO, "data \"%s\": expected fashion-mnist, mnist, a directory "
                                       "of IDX files, or a CSV file", name);
     if (!is_dir(dir))
-        return kiln_fail(KILN_ERR_IO, "data \"%s\": %s does not exist (on Debian: apt-get "
+        return error_set(KILN_ERR_IO, "data \"%s\": %s does not exist (on Debian: apt-get "
                                       "install dataset-fashion-mnist, or set KILN_DATA_DIR)",
                          name, dir);
     const char *prefix = strcmp(split, "test") == 0 ? "t10k" : "train";
@@ -386,7 +386,7 @@ static kiln_status grow_floats(float **v, size_t *capacity, size_t need, const c
         cap *= 2;
     float *grown = realloc(*v, cap * sizeof *grown);
     if (!grown)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     *v = grown;
     *capacity = cap;
     return KILN_OK;
@@ -399,7 +399,7 @@ static kiln_status grow_lines(size_t **v, size_t *capacity, size_t need, const c
     size_t cap = *capacity ? *capacity * 2 : 1024;
     size_t *grown = realloc(*v, cap * sizeof *grown);
     if (!grown)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     *v = grown;
     *capacity = cap;
     return KILN_OK;
@@ -442,7 +442,7 @@ static kiln_status label_column(const char *path, const char *label, char **name
     unsigned long idx = strtoul(label, &end, 10);
     if (*label >= '0' && *label <= '9' && !*end && !errno) {
         if (idx >= n)
-            return kiln_fail(KILN_ERR_IO, "%s: label column %lu does not exist (the file has "
+            return error_set(KILN_ERR_IO, "%s: label column %lu does not exist (the file has "
                                           "%zu columns)", path, idx, n);
         *out = idx;
         return KILN_OK;
@@ -452,7 +452,7 @@ static kiln_status label_column(const char *path, const char *label, char **name
             *out = i;
             return KILN_OK;
         }
-    return kiln_fail(KILN_ERR_IO, "%s: no column named \"%s\"%s", path, label,
+    return error_set(KILN_ERR_IO, "%s: no column named \"%s\"%s", path, label,
                      header ? "" : " (the file has no header row; give the column's index)");
 }
 
@@ -471,15 +471,15 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "r");
     if (!f)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+        return error_set(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
     struct stat info;
     int regular = fstat(fileno(f), &info) == 0 && S_ISREG(info.st_mode);
     if (!regular || (unsigned long long)info.st_size > CSV_MAX_BYTES) {
         fclose(f);
         if (!regular)
-            return kiln_fail(KILN_ERR_IO, "%s: not a regular file (kiln reads a CSV file to its "
+            return error_set(KILN_ERR_IO, "%s: not a regular file (kiln reads a CSV file to its "
                                           "end; copy a stream to a file first)", path);
-        return kiln_fail(KILN_ERR_IO, "%s: %llu bytes; kiln reads CSV files of at most 8 GiB",
+        return error_set(KILN_ERR_IO, "%s: %llu bytes; kiln reads CSV files of at most 8 GiB",
                          path, (unsigned long long)info.st_size);
     }
     char **cells = malloc(CSV_MAX_COLUMNS * sizeof *cells);
@@ -490,14 +490,14 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
     long lineno = 0;
     int integral = 1;
     float *x = NULL, *y = NULL;
-    kiln_status st = cells ? KILN_OK : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    kiln_status st = cells ? KILN_OK : error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     ssize_t len;
     size_t *lines = NULL, lines_cap = 0;
     long first_line = 1; /* of the record */
     while (st == KILN_OK &&
            (first_line = lineno + 1, len = read_record(f, &line, &line_cap, &lineno)) != -1) {
         if (strlen(line) != (size_t)len) {
-            st = kiln_fail(KILN_ERR_IO, "%s:%ld: binary data (a zero byte)", path, lineno);
+            st = error_set(KILN_ERR_IO, "%s:%ld: binary data (a zero byte)", path, lineno);
             break;
         }
         if (first_line == 1 && strncmp(line, "\xEF\xBB\xBF", 3) == 0) /* a UTF-8 byte order mark */
@@ -506,7 +506,7 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
             continue;
         size_t n = split_row(line, cells, CSV_MAX_COLUMNS);
         if (n > CSV_MAX_COLUMNS || n < least) {
-            st = kiln_fail(KILN_ERR_IO, "%s:%ld: %zu columns; expected %zu to %d", path,
+            st = error_set(KILN_ERR_IO, "%s:%ld: %zu columns; expected %zu to %d", path,
                            first_line, n, least, CSV_MAX_COLUMNS);
             break;
         }
@@ -519,7 +519,7 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
                 continue;
         }
         if (n != columns) {
-            st = kiln_fail(KILN_ERR_IO, "%s:%ld: %zu columns; the first row has %zu", path,
+            st = error_set(KILN_ERR_IO, "%s:%ld: %zu columns; the first row has %zu", path,
                            first_line, n, columns);
             break;
         }
@@ -534,10 +534,10 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
             char *end;
             double v = strtod(cells[c], &end); /* an underflow reads as 0 or a denormal */
             if (!*cells[c] || *end || !isfinite(v))
-                st = kiln_fail(KILN_ERR_IO, "%s:%ld: column %zu is \"%s\"; expected a finite "
+                st = error_set(KILN_ERR_IO, "%s:%ld: column %zu is \"%s\"; expected a finite "
                                             "number", path, first_line, c + 1, cells[c]);
             else if (fabs(v) > FLT_MAX)
-                st = kiln_fail(KILN_ERR_IO, "%s:%ld: column %zu is %s, beyond the range of "
+                st = error_set(KILN_ERR_IO, "%s:%ld: column %zu is %s, beyond the range of "
                                             "float32 (about 3.4e38); rescale the column",
                                path, first_line, c + 1, cells[c]);
             else if (c == label_at) {
@@ -551,7 +551,7 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
         rows++;
     }
     if (st == KILN_OK && rows == 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: no data rows", path);
+        st = error_set(KILN_ERR_IO, "%s: no data rows", path);
     free(line);
     free(cells);
     fclose(f);
@@ -582,7 +582,7 @@ void data_shuffle(size_t *order, size_t count, kiln_rng *rng)
     for (size_t i = 0; i < count; i++)
         order[i] = i;
     for (size_t i = count; i > 1; i--) { /* Fisher-Yates */
-        size_t j = (size_t)(kiln_rng_next(rng) % i), t = order[i - 1];
+        size_t j = (size_t)(rng_next(rng) % i), t = order[i - 1];
         order[i - 1] = order[j];
         order[j] = t;
     }
@@ -620,12 +620,12 @@ kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
     memset(val, 0, sizeof *val);
     size_t nv = (size_t)((double)d->count * fraction), nt = d->count - nv;
     if (!(fraction > 0 && fraction < 1) || nv == 0 || nt == 0)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: a validation split of %g leaves no "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: a validation split of %g leaves no "
                                                     "samples on one side", d->name, fraction);
     size_t *order = malloc(d->count * sizeof *order);
     if (order && d->images) {
         kiln_rng rng;
-        kiln_rng_seed(&rng, seed ^ 0x5eedull);
+        rng_seed(&rng, seed ^ 0x5eedull);
         data_shuffle(order, d->count, &rng);
         kiln_status st = folder_split(d, order, nt, val);
         free(order);
@@ -637,10 +637,10 @@ kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
         free(order);
         free(x);
         free(y);
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", d->name);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", d->name);
     }
     kiln_rng rng;
-    kiln_rng_seed(&rng, seed ^ 0x5eedull);
+    rng_seed(&rng, seed ^ 0x5eedull);
     data_shuffle(order, d->count, &rng);
     data_gather(d, order, 0, d->count, x, y);
     free(d->lines); /* the samples leave the file's order */
@@ -658,7 +658,7 @@ kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
         free(x);
         free(y);
         data_free(val);
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", d->name);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", d->name);
     }
     memcpy(val->x, x + nt * d->features, nv * d->features * sizeof *x);
     memcpy(val->y, y + nt * d->targets, nv * d->targets * sizeof *y);

@@ -157,7 +157,7 @@ static kiln_status list_dir(const char *dir, names *out)
     *out = (names){0};
     DIR *d = opendir(dir);
     if (!d)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot open the folder (%s)", dir, strerror(errno));
+        return error_set(KILN_ERR_IO, "%s: cannot open the folder (%s)", dir, strerror(errno));
     size_t cap = 0;
     kiln_status st = KILN_OK;
     for (struct dirent *e; st == KILN_OK && (e = readdir(d)) != NULL;) {
@@ -167,13 +167,13 @@ static kiln_status list_dir(const char *dir, names *out)
             cap = cap ? 2 * cap : 64;
             char **grown = realloc(out->names, cap * sizeof *grown);
             if (!grown) {
-                st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
+                st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
                 break;
             }
             out->names = grown;
         }
         if (!(out->names[out->count] = strdup(e->d_name)))
-            st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
+            st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
         else
             out->count++;
     }
@@ -201,7 +201,7 @@ static kiln_status list_classes(const char *dir, names *out)
     if (st == KILN_OK)
         out->count = kept;
     if (st == KILN_OK && kept == 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: no class folders%s; expected one folder per class "
+        st = error_set(KILN_ERR_IO, "%s: no class folders%s; expected one folder per class "
                                     "holding its images (or train/ and val/ folders holding "
                                     "them)", dir, files ? " (only files)" : "");
     return st;
@@ -218,14 +218,14 @@ static kiln_status add_file(file_list *l, const char *path, int label)
         size_t cap = l->cap ? 2 * l->cap : 256;
         folder_file *grown = realloc(l->files, cap * sizeof *grown);
         if (!grown)
-            return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+            return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
         l->files = grown;
         l->cap = cap;
     }
     folder_file *f = &l->files[l->count];
     memset(f, 0, sizeof *f);
     if (!(f->path = strdup(path)))
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     f->label = label;
     l->count++;
     return KILN_OK;
@@ -242,7 +242,7 @@ static kiln_status walk(const char *dir, int label, int depth, file_list *l)
         int len = snprintf(path, sizeof path, "%s/%s", dir, n.names[i]);
         struct stat info;
         if (len >= (int)sizeof path)
-            st = kiln_fail(KILN_ERR_IO, "%s/%s: the path is too long", dir, n.names[i]);
+            st = error_set(KILN_ERR_IO, "%s/%s: the path is too long", dir, n.names[i]);
         else if (stat(path, &info) != 0)
             continue; /* a dangling link */
         else if (S_ISDIR(info.st_mode) && depth < 8)
@@ -268,7 +268,7 @@ static kiln_status list_files(const char *dir, const names *classes, int trainin
     kiln_status st = training ? KILN_OK : list_classes(dir, &found);
     for (size_t i = 0; st == KILN_OK && !training && i < found.count; i++)
         if (!bsearch(&found.names[i], classes->names, classes->count, sizeof(char *), by_name))
-            st = kiln_fail(KILN_ERR_IO, "%s/%s: a class the training folder does not have",
+            st = error_set(KILN_ERR_IO, "%s/%s: a class the training folder does not have",
                            dir, found.names[i]);
     if (!training)
         names_free(&found);
@@ -280,7 +280,7 @@ static kiln_status list_files(const char *dir, const names *classes, int trainin
             continue; /* a validation folder may lack classes */
         st = walk(path, (int)c, 0, l);
         if (st == KILN_OK && l->count == before)
-            st = kiln_fail(KILN_ERR_IO, "%s: an empty class folder (no files)", path);
+            st = error_set(KILN_ERR_IO, "%s: an empty class folder (no files)", path);
     }
     return st;
 }
@@ -306,12 +306,12 @@ static kiln_status render(const image_source *s, size_t i, const image *im, int 
 {
     kiln_rng rng;
     /* the draw depends on the sample and its place in the epoch, not on threads */
-    kiln_rng_seed(&rng, s->seed ^ (epoch * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)pos << 32) ^ i);
+    rng_seed(&rng, s->seed ^ (epoch * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)pos << 32) ^ i);
     kiln_status st = image_render(im, &s->cfg.t, augment, &rng, s->height, s->width, x);
     if (st != KILN_OK) { /* name the file */
         char why[512];
         snprintf(why, sizeof why, "%s", kiln_last_error());
-        st = kiln_fail(st, "%s: %s", s->files[i].path, why);
+        st = error_set(st, "%s: %s", s->files[i].path, why);
     }
     return st;
 }
@@ -343,7 +343,7 @@ static kiln_status scan_one(void *user, job *j, size_t i)
     size_t plane = (size_t)s->height * (size_t)s->width, features = plane * (size_t)s->channels;
     float *x = sc->keep ? sc->keep + i * features : malloc(features * sizeof *x);
     if (!x)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", s->files[i].path);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", s->files[i].path);
     folder_file *f = &s->files[i];
     image im;
     int owned;
@@ -410,7 +410,7 @@ static kiln_status scan_all(image_source *s, float *keep, const char *cache, siz
         pool_wait(p, &j);
     pool_stop(p);
     if (st == KILN_OK && j.failures && !s->cfg.skip_bad)
-        st = kiln_fail(j.st, "%s%s", j.error,
+        st = error_set(j.st, "%s%s", j.error,
                        j.failures > 1 ? " (and more bad files; skip_bad = true skips them)"
                                       : " (skip_bad = true skips bad files)");
     if (st == KILN_OK && sc.w)
@@ -468,18 +468,18 @@ static kiln_status first_shape(image_source *s)
         image_free(&im);
     }
     if (s->channels == 0 && st == KILN_OK)
-        st = kiln_fail(KILN_ERR_IO, "no file decodes as an image");
+        st = error_set(KILN_ERR_IO, "no file decodes as an image");
     return st;
 }
 
 static kiln_status check_spec(const char *path, const folder_spec *sp)
 {
     if (sp->channels != 0 && sp->channels != 1 && sp->channels != 3)
-        return kiln_fail(KILN_ERR_SHAPE, "%s: the model's input has %d channels; image folders "
+        return error_set(KILN_ERR_SHAPE, "%s: the model's input has %d channels; image folders "
                                          "give 1 (gray) or 3 (RGB)", path, sp->channels);
     int size = sp->cfg.t.crop_size;
     if (size && sp->height && (size != sp->height || size != sp->width))
-        return kiln_fail(KILN_ERR_SHAPE, "%s: random_crop = %d makes %d x %d samples, but the "
+        return error_set(KILN_ERR_SHAPE, "%s: random_crop = %d makes %d x %d samples, but the "
                                          "model's input is %d x %d", path, size, size, size,
                          sp->height, sp->width);
     return KILN_OK;
@@ -498,7 +498,7 @@ static kiln_status make_dataset(const char *dir, const names *classes, image_sou
     out->y = calloc(s->count ? s->count : 1, sizeof *out->y);
     out->class_names = classes ? classes_json(classes) : NULL;
     if (!out->y || (classes && !out->class_names))
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
     for (size_t i = 0; i < s->count; i++)
         out->y[i] = (float)s->files[i].label;
     return KILN_OK;
@@ -511,14 +511,14 @@ static kiln_status load_files(const char *dir, const names *classes, int in_memo
     kiln_status st = first_shape(s);
     size_t features = (size_t)s->channels * (size_t)s->height * (size_t)s->width;
     if (st == KILN_OK && in_memory && !(out->x = malloc(s->count * features * sizeof *out->x)))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu images of %zu values",
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu images of %zu values",
                        dir, s->count, features);
     if (st == KILN_OK)
         st = scan_all(s, out->x, in_memory ? NULL : cache, &out->skipped);
     if (st == KILN_OK)
         st = make_dataset(dir, classes, s, out);
     if (st == KILN_OK && s->count == 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: every file is bad (%zu skipped)", dir, out->skipped);
+        st = error_set(KILN_ERR_IO, "%s: every file is bad (%zu skipped)", dir, out->skipped);
     return st;
 }
 
@@ -538,7 +538,7 @@ static kiln_status finish_source(kiln_status st, image_source *s, int in_memory,
 {
     if (st == KILN_OK && in_memory && s->count) {
         if (!(out->files = malloc(s->count * sizeof *out->files)))
-            st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", out->name);
+            st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", out->name);
         for (size_t i = 0; out->files && i < s->count; i++) { /* the names move */
             out->files[i] = s->files[i].path;
             s->files[i].path = NULL;
@@ -567,7 +567,7 @@ kiln_status data_load_folder(const char *path, const char *split, const folder_s
         return st; /* no test split: an empty dataset */
     image_source *s = new_source(sp, split);
     if (!s)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     names classes;
     file_list l = {0};
     st = list_classes(train, &classes);
@@ -613,7 +613,7 @@ kiln_status data_load_images(const char *path, const char *split, const folder_s
     memset(out, 0, sizeof *out);
     image_source *s = new_source(sp, "test");
     file_list l = {0};
-    kiln_status st = s ? KILN_OK : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    kiln_status st = s ? KILN_OK : error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (st == KILN_OK)
         st = is_dir(path) ? walk(path, 0, 0, &l) : add_file(&l, path, 0);
     if (s) {
@@ -621,7 +621,7 @@ kiln_status data_load_images(const char *path, const char *split, const folder_s
         s->count = l.count;
     }
     if (st == KILN_OK && l.count == 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: an empty folder (no class folders, no images)", path);
+        st = error_set(KILN_ERR_IO, "%s: an empty folder (no class folders, no images)", path);
     if (st == KILN_OK)
         st = load_files(path, NULL, 1, NULL, s, out);
     return finish_source(st, s, 1, out);
@@ -637,7 +637,7 @@ kiln_status folder_split(dataset *d, const size_t *order, size_t nt, dataset *va
     float *y = malloc(n * sizeof *y);
     if (!v || !files || !y) {
         free(v), free(files), free(y);
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", d->name);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", d->name);
     }
     for (size_t i = 0; i < n; i++) { /* every file moves: none is freed or kept twice */
         files[i] = s->files[order[i]];
@@ -659,7 +659,7 @@ kiln_status folder_split(dataset *d, const size_t *order, size_t nt, dataset *va
     if (!v->files || !val->y) {
         free(v->files), free(v), free(val->y), free(files), free(y);
         memset(val, 0, sizeof *val);
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", d->name);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", d->name);
     }
     memcpy(v->files, files + nt, nv * sizeof *files);
     memcpy(val->y, y + nt, nv * sizeof *y);
@@ -700,9 +700,9 @@ kiln_status folder_decode_rate(const char *path, const folder_spec *s, size_t *i
                                double *per_second)
 {
     dataset d;
-    double started = kiln_seconds();
+    double started = now_seconds();
     kiln_status st = data_load_folder(path, "train", s, 0, &d);
-    double t = kiln_seconds() - started;
+    double t = now_seconds() - started;
     *images = st == KILN_OK ? d.count + d.skipped : 0;
     *per_second = t > 0 ? (double)*images / t : 0;
     data_free(&d);

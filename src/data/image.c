@@ -28,10 +28,10 @@ void image_free(image *im)
 static kiln_status check_size(const char *name, uint64_t w, uint64_t h)
 {
     if (w == 0 || h == 0)
-        return kiln_fail(KILN_ERR_IO, "%s: the image has 0 pixels (%llu x %llu)", name,
+        return error_set(KILN_ERR_IO, "%s: the image has 0 pixels (%llu x %llu)", name,
                          (unsigned long long)w, (unsigned long long)h);
     if (w * h > IMAGE_MAX_PIXELS)
-        return kiln_fail(KILN_ERR_IO, "%s: the image declares %llu x %llu pixels, more than "
+        return error_set(KILN_ERR_IO, "%s: the image declares %llu x %llu pixels, more than "
                                       "kiln decodes (%llu pixels)",
                          name, (unsigned long long)w, (unsigned long long)h,
                          (unsigned long long)IMAGE_MAX_PIXELS);
@@ -102,7 +102,7 @@ static void png_body(png_structp p, png_infop info, png_state *s, const char *na
     s->pixels = malloc(row * h);
     s->rows = malloc(h * sizeof *s->rows);
     if (!s->pixels || !s->rows) {
-        s->st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %u x %u pixels", name,
+        s->st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %u x %u pixels", name,
                           (unsigned)w, (unsigned)h);
         return;
     }
@@ -118,7 +118,7 @@ static kiln_status png_decode(const unsigned char *data, size_t size, const char
 {
     png_state *s = calloc(1, sizeof *s);
     if (!s)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
     s->data = data;
     s->size = size;
     png_structp p = png_create_read_struct(PNG_LIBPNG_VER_STRING, s, png_on_error,
@@ -126,11 +126,11 @@ static kiln_status png_decode(const unsigned char *data, size_t size, const char
     png_infop info = p ? png_create_info_struct(p) : NULL;
     kiln_status st = KILN_OK;
     if (!info)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for the PNG decoder", name);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for the PNG decoder", name);
     else if (setjmp(s->jump) == 0)
         png_body(p, info, s, name, out);
     else
-        st = kiln_fail(KILN_ERR_IO, "%s: not a valid PNG: %s", name, s->message);
+        st = error_set(KILN_ERR_IO, "%s: not a valid PNG: %s", name, s->message);
     if (st == KILN_OK)
         st = s->st;
     png_destroy_read_struct(&p, info ? &info : NULL, NULL);
@@ -187,7 +187,7 @@ static void jpeg_body(j_decompress_ptr c, jpeg_state *s, const unsigned char *da
     if ((s->st = check_size(name, c->image_width, c->image_height)) != KILN_OK)
         return;
     if (c->num_components != 1 && c->num_components != 3) {
-        s->st = kiln_fail(KILN_ERR_IO, "%s: a JPEG of %d components (CMYK?); kiln reads gray "
+        s->st = error_set(KILN_ERR_IO, "%s: a JPEG of %d components (CMYK?); kiln reads gray "
                                        "and colour (YCbCr or RGB) JPEGs", name,
                           c->num_components);
         return;
@@ -196,7 +196,7 @@ static void jpeg_body(j_decompress_ptr c, jpeg_state *s, const unsigned char *da
     jpeg_start_decompress(c);
     size_t row = (size_t)c->output_width * (size_t)c->output_components;
     if (!(s->pixels = malloc(row * c->output_height))) {
-        s->st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %u x %u pixels", name,
+        s->st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %u x %u pixels", name,
                           (unsigned)c->output_width, (unsigned)c->output_height);
         return;
     }
@@ -218,7 +218,7 @@ static kiln_status jpeg_decode(const unsigned char *data, size_t size, const cha
     if (!s || !c) {
         free(s);
         free(c);
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
     }
     c->err = jpeg_std_error(&s->err);
     s->err.error_exit = jpeg_on_error;
@@ -231,7 +231,7 @@ static kiln_status jpeg_decode(const unsigned char *data, size_t size, const cha
         jpeg_body(c, s, data, size, name, out);
         st = s->st;
     } else {
-        st = kiln_fail(KILN_ERR_IO, "%s: not a valid JPEG: %s", name, s->message);
+        st = error_set(KILN_ERR_IO, "%s: not a valid JPEG: %s", name, s->message);
     }
     jpeg_destroy_decompress(c);
     free(s->pixels);
@@ -250,7 +250,7 @@ kiln_status image_decode(const unsigned char *data, size_t size, const char *nam
         return png_decode(data, size, name, out);
     if (size >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff)
         return jpeg_decode(data, size, name, out);
-    return kiln_fail(KILN_ERR_IO, "%s: not a PNG or JPEG image (%s)", name,
+    return error_set(KILN_ERR_IO, "%s: not a PNG or JPEG image (%s)", name,
                      size == 0 ? "the file is empty" : "its first bytes are neither's");
 }
 
@@ -259,20 +259,20 @@ kiln_status image_read(const char *path, image *out)
     *out = (image){0};
     FILE *f = fopen(path, "rb");
     if (!f)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+        return error_set(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
     struct stat info;
     kiln_status st = KILN_OK;
     unsigned char *data = NULL;
     size_t size = 0;
     if (fstat(fileno(f), &info) != 0 || !S_ISREG(info.st_mode))
-        st = kiln_fail(KILN_ERR_IO, "%s: not a regular file", path);
+        st = error_set(KILN_ERR_IO, "%s: not a regular file", path);
     else if ((uint64_t)info.st_size > IMAGE_MAX_BYTES)
-        st = kiln_fail(KILN_ERR_IO, "%s: %lld bytes, more than kiln reads as one image (%zu)",
+        st = error_set(KILN_ERR_IO, "%s: %lld bytes, more than kiln reads as one image (%zu)",
                        path, (long long)info.st_size, IMAGE_MAX_BYTES);
     else if (!(data = malloc((size_t)info.st_size + 1)))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     else if ((size = fread(data, 1, (size_t)info.st_size + 1, f)) != (size_t)info.st_size)
-        st = kiln_fail(KILN_ERR_IO, "%s: cannot read (%s)", path,
+        st = error_set(KILN_ERR_IO, "%s: cannot read (%s)", path,
                        ferror(f) ? strerror(errno) : "its size changed");
     fclose(f);
     if (st == KILN_OK)
@@ -288,7 +288,7 @@ kiln_status image_to_channels(image *im, int channels)
     size_t n = (size_t)im->width * (size_t)im->height;
     unsigned char *to = malloc(n * (size_t)channels), *from = im->pixels;
     if (!to)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "converting an image: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "converting an image: out of memory");
     for (size_t i = 0; i < n; i++) {
         if (channels == 3) {
             to[3 * i] = to[3 * i + 1] = to[3 * i + 2] = from[i];
@@ -392,7 +392,7 @@ kiln_status image_resample(const image *im, double x0, double y0, double x1, dou
     coeffs_free(&v);
     free(rows);
     return ok ? KILN_OK
-              : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "resizing an image of %d x %d to %d x %d: out "
+              : error_set(KILN_ERR_OUT_OF_MEMORY, "resizing an image of %d x %d to %d x %d: out "
                                                   "of memory",
                           im->width, im->height, ow, oh);
 }
@@ -410,7 +410,7 @@ int image_round_even(double x)
 /* An integer from lo to hi, both included (torch.randint(lo, hi + 1)). */
 static int draw_int(kiln_rng *rng, int lo, int hi)
 {
-    return hi <= lo ? lo : lo + (int)(kiln_rng_next(rng) % (uint64_t)(hi - lo + 1));
+    return hi <= lo ? lo : lo + (int)(rng_next(rng) % (uint64_t)(hi - lo + 1));
 }
 
 /* torchvision's RandomResizedCrop.get_params: ten tries at a box of a
@@ -419,8 +419,8 @@ static void resized_crop_box(const image_transform *t, kiln_rng *rng, int W, int
 {
     double area = (double)W * H, lr0 = log(t->rrc_ratio[0]), lr1 = log(t->rrc_ratio[1]);
     for (int attempt = 0; attempt < 10; attempt++) {
-        double target = area * kiln_rng_uniform(rng, t->rrc_scale[0], t->rrc_scale[1]);
-        double ratio = exp(kiln_rng_uniform(rng, lr0, lr1));
+        double target = area * rng_uniform(rng, t->rrc_scale[0], t->rrc_scale[1]);
+        double ratio = exp(rng_uniform(rng, lr0, lr1));
         int w = image_round_even(sqrt(target * ratio)), h = image_round_even(sqrt(target / ratio));
         if (0 < w && w <= W && 0 < h && h <= H) {
             box[1] = draw_int(rng, 0, H - h), box[0] = draw_int(rng, 0, W - w);
@@ -475,11 +475,11 @@ static float clamp01(float v)
  * (0.2989 R + 0.587 G + 0.114 B), both clamped to [0, 1]. */
 static void jitter(const image_transform *t, kiln_rng *rng, float *x, int ch, size_t plane)
 {
-    double b = t->brightness ? kiln_rng_uniform(rng, fmax(0, 1 - t->brightness),
-                                                1 + t->brightness) : 1;
-    double c = t->contrast ? kiln_rng_uniform(rng, fmax(0, 1 - t->contrast), 1 + t->contrast)
+    double b = t->brightness ? rng_uniform(rng, fmax(0, 1 - t->brightness),
+                                           1 + t->brightness) : 1;
+    double c = t->contrast ? rng_uniform(rng, fmax(0, 1 - t->contrast), 1 + t->contrast)
                            : 1;
-    int contrast_first = kiln_rng_next(rng) & 1;
+    int contrast_first = rng_next(rng) & 1;
     for (int pass = 0; pass < 2; pass++) {
         if ((pass == 0) == !contrast_first) {
             for (size_t i = 0; i < plane * (size_t)ch; i++)
@@ -508,7 +508,7 @@ kiln_status image_render(const image *im, const image_transform *t, int augment,
         int s = t->resize ? t->resize : (oh > ow ? oh : ow);
         double lw = W <= H ? s : (double)s * W / H, lh = W <= H ? (double)s * H / W : s;
         if (lw * lh > (double)IMAGE_MAX_PIXELS)
-            return kiln_fail(KILN_ERR_SHAPE, "resizing an image of %d x %d to a shorter side of "
+            return error_set(KILN_ERR_SHAPE, "resizing an image of %d x %d to a shorter side of "
                                              "%d makes more than %llu pixels",
                              W, H, s, (unsigned long long)IMAGE_MAX_PIXELS);
         sw = (int)lw, sh = (int)lh;
@@ -516,7 +516,7 @@ kiln_status image_render(const image *im, const image_transform *t, int augment,
     }
     float *resized = malloc((size_t)sw * (size_t)sh * (size_t)ch * sizeof *resized);
     if (!resized)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "rendering an image: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "rendering an image: out of memory");
     kiln_status st = KILN_OK;
     if (box[2] == sw && box[3] == sh && box[0] == 0 && box[1] == 0)
         for (size_t i = 0; i < (size_t)sw * (size_t)sh * (size_t)ch; i++)
@@ -537,7 +537,7 @@ kiln_status image_render(const image *im, const image_transform *t, int augment,
     if (st == KILN_OK)
         place(resized, sh, sw, ch, top, left, oh, ow, dst);
     free(resized);
-    if (st == KILN_OK && augment && t->flip && kiln_rng_uniform(rng, 0, 1) < 0.5)
+    if (st == KILN_OK && augment && t->flip && rng_uniform(rng, 0, 1) < 0.5)
         flip(dst, ch, oh, ow);
     if (st == KILN_OK && augment && (t->brightness > 0 || t->contrast > 0))
         jitter(t, rng, dst, ch, (size_t)oh * (size_t)ow);

@@ -92,7 +92,7 @@ static const char *parse_shape(const char *p, npy_array *a)
 
 static kiln_status header_error(const char *name, const char *what, const char *at)
 {
-    return kiln_fail(KILN_ERR_IO, "%s: the .npy header %s (at \"%.24s\"); expected a dict such "
+    return error_set(KILN_ERR_IO, "%s: the .npy header %s (at \"%.24s\"); expected a dict such "
                                   "as {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)}",
                      name, what, at);
 }
@@ -119,10 +119,10 @@ static kiln_status parse_header(const char *text, const char *name, char *descr,
         while (k < 3 && strcmp(key, keys[k]) != 0)
             k++;
         if (k == 3)
-            return kiln_fail(KILN_ERR_IO, "%s: the .npy header has the key '%s'; expected "
+            return error_set(KILN_ERR_IO, "%s: the .npy header has the key '%s'; expected "
                                           "descr, fortran_order and shape", name, key);
         if (seen & 1 << k)
-            return kiln_fail(KILN_ERR_IO, "%s: the .npy header has '%s' twice", name, key);
+            return error_set(KILN_ERR_IO, "%s: the .npy header has '%s' twice", name, key);
         seen |= 1 << k;
         p = skip_space(q);
         if (*p != ':')
@@ -142,7 +142,7 @@ static kiln_status parse_header(const char *text, const char *name, char *descr,
         return header_error(name, "goes on after its dict", p + 1);
     for (int k = 0; k < 3; k++)
         if (!(seen & 1 << k))
-            return kiln_fail(KILN_ERR_IO, "%s: the .npy header lacks '%s'; expected the keys "
+            return error_set(KILN_ERR_IO, "%s: the .npy header lacks '%s'; expected the keys "
                                           "descr, fortran_order and shape", name, keys[k]);
     return KILN_OK;
 }
@@ -164,10 +164,10 @@ static kiln_status parse_dtype(const char *descr, const char *name, npy_array *a
             return KILN_OK;
         }
     if (descr[0] == '>')
-        return kiln_fail(KILN_ERR_IO, "%s: dtype '%s' is big-endian; kiln reads little-endian "
+        return error_set(KILN_ERR_IO, "%s: dtype '%s' is big-endian; kiln reads little-endian "
                                       "arrays (in NumPy: a.astype(a.dtype.newbyteorder('<')))",
                          name, descr);
-    return kiln_fail(KILN_ERR_IO, "%s: dtype '%s' is not supported; expected float32 ('<f4'), "
+    return error_set(KILN_ERR_IO, "%s: dtype '%s' is not supported; expected float32 ('<f4'), "
                                   "float64 ('<f8'), uint8 ('|u1'), uint16 ('<u2', token "
                                   "ids), int64 ('<i8') or int32 ('<i4')", name, descr);
 }
@@ -187,17 +187,17 @@ static kiln_status check_shape(const char *name, npy_array *a)
 {
     char shape[128];
     if (a->rank == 0)
-        return kiln_fail(KILN_ERR_IO, "%s: a scalar (shape ()); expected an array with one row "
+        return error_set(KILN_ERR_IO, "%s: a scalar (shape ()); expected an array with one row "
                                       "per sample", name);
     a->count = 1;
     for (int i = 0; i < a->rank; i++) {
         if (a->dims[i] && a->count > NPY_MAX_BYTES / a->size / a->dims[i])
-            return kiln_fail(KILN_ERR_IO, "%s: shape %s is more than kiln reads from one array "
+            return error_set(KILN_ERR_IO, "%s: shape %s is more than kiln reads from one array "
                                           "(8 GiB)", name, shape_text(a, shape, sizeof shape));
         a->count *= a->dims[i];
     }
     if (a->count == 0)
-        return kiln_fail(KILN_ERR_IO, "%s: shape %s holds no values; expected one sample or "
+        return error_set(KILN_ERR_IO, "%s: shape %s holds no values; expected one sample or "
                                       "more", name, shape_text(a, shape, sizeof shape));
     return KILN_OK;
 }
@@ -213,32 +213,32 @@ static kiln_status npy_parse(const unsigned char *buf, size_t size, const char *
 {
     memset(a, 0, sizeof *a);
     if (size < 10 || memcmp(buf, "\x93NUMPY", 6) != 0)
-        return kiln_fail(KILN_ERR_IO, "%s: not a .npy file (expected the magic bytes \\x93NUMPY "
+        return error_set(KILN_ERR_IO, "%s: not a .npy file (expected the magic bytes \\x93NUMPY "
                                       "at the start)", name);
     int major = buf[6], minor = buf[7];
     if (major < 1 || major > 3 || minor != 0)
-        return kiln_fail(KILN_ERR_IO, "%s: .npy format version %d.%d; kiln reads versions 1.0, "
+        return error_set(KILN_ERR_IO, "%s: .npy format version %d.%d; kiln reads versions 1.0, "
                                       "2.0 and 3.0", name, major, minor);
     size_t start = major == 1 ? 10 : 12;
     size_t len = size < start ? 0 : major == 1 ? (size_t)(buf[8] | buf[9] << 8) : le32(buf + 8);
     if (size < start || len > size - start)
-        return kiln_fail(KILN_ERR_IO, "%s: the file ends inside the .npy header (%zu bytes "
+        return error_set(KILN_ERR_IO, "%s: the file ends inside the .npy header (%zu bytes "
                                       "announced, %zu there)", name, len,
                          size < start ? 0 : size - start);
     char *text = malloc(len + 1), descr[64] = "";
     if (!text)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", name);
     memcpy(text, buf + start, len);
     text[len] = '\0';
     int fortran = 0;
     kiln_status st = strlen(text) != len
-                         ? kiln_fail(KILN_ERR_IO, "%s: the .npy header holds a zero byte", name)
+                         ? error_set(KILN_ERR_IO, "%s: the .npy header holds a zero byte", name)
                          : parse_header(text, name, descr, sizeof descr, &fortran, a);
     free(text);
     if (st == KILN_OK)
         st = parse_dtype(descr, name, a);
     if (st == KILN_OK && fortran)
-        st = kiln_fail(KILN_ERR_IO, "%s: fortran_order is True; kiln reads C-order arrays (in "
+        st = error_set(KILN_ERR_IO, "%s: fortran_order is True; kiln reads C-order arrays (in "
                                     "NumPy: np.save(path, np.ascontiguousarray(a)))", name);
     if (st == KILN_OK)
         st = check_shape(name, a);
@@ -247,7 +247,7 @@ static kiln_status npy_parse(const unsigned char *buf, size_t size, const char *
     size_t want = a->count * a->size, have = size - start - len;
     char shape[128];
     if (have != want)
-        return kiln_fail(KILN_ERR_IO, "%s: shape %s of '%s' needs %zu bytes of data, but %zu "
+        return error_set(KILN_ERR_IO, "%s: shape %s of '%s' needs %zu bytes of data, but %zu "
                                       "follow the header (%s)", name,
                          shape_text(a, shape, sizeof shape), descr, want, have,
                          have < want ? "the file is truncated" : "the file is too long");
@@ -284,7 +284,7 @@ static kiln_status npy_floats(const npy_array *a, const char *name, float **out)
 {
     float *v = malloc(a->count * sizeof *v);
     if (!v)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu values", name,
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu values", name,
                          a->count);
     int bytes = a->kind == 'u' && a->size == 1, floats = 0;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -298,7 +298,7 @@ static kiln_status npy_floats(const npy_array *a, const char *name, float **out)
         double d = bytes || floats ? v[i] : npy_value(a, i);
         if (!isfinite(d) || fabs(d) > FLT_MAX) {
             free(v);
-            return kiln_fail(KILN_ERR_IO, "%s: value %zu is %g; expected a finite number "
+            return error_set(KILN_ERR_IO, "%s: value %zu is %g; expected a finite number "
                                           "within float32's range", name, i, d);
         }
         v[i] = (float)d;
@@ -314,10 +314,10 @@ static kiln_status npy_labels(const npy_array *y, const char *name, size_t count
 {
     char shape[128];
     if (y->rank > 2)
-        return kiln_fail(KILN_ERR_IO, "%s: labels of shape %s; expected (n,) class indices or "
+        return error_set(KILN_ERR_IO, "%s: labels of shape %s; expected (n,) class indices or "
                                       "(n, k) targets", name, shape_text(y, shape, sizeof shape));
     if (y->dims[0] != count)
-        return kiln_fail(KILN_ERR_IO, "%s has %zu samples but %s has %zu labels", features,
+        return error_set(KILN_ERR_IO, "%s has %zu samples but %s has %zu labels", features,
                          count, name, y->dims[0]);
     kiln_status st = npy_floats(y, name, &d->y);
     if (st != KILN_OK)
@@ -350,7 +350,7 @@ static kiln_status npy_dataset(const npy_array *x, const char *xname, const npy_
         d->unlabelled = 1;
         d->y = calloc(d->count, sizeof *d->y);
         if (!d->y)
-            st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", xname);
+            st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", xname);
     }
     if (st != KILN_OK)
         data_free(d);
@@ -365,20 +365,20 @@ static kiln_status read_file(const char *path, unsigned char **buf, size_t *size
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+        return error_set(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
     struct stat info;
     kiln_status st = KILN_OK;
     if (fstat(fileno(f), &info) != 0 || !S_ISREG(info.st_mode))
-        st = kiln_fail(KILN_ERR_IO, "%s: not a regular file", path);
+        st = error_set(KILN_ERR_IO, "%s: not a regular file", path);
     else if ((unsigned long long)info.st_size > NPY_MAX_BYTES + 4096)
-        st = kiln_fail(KILN_ERR_IO, "%s: %lld bytes; kiln reads .npy files of at most 8 GiB",
+        st = error_set(KILN_ERR_IO, "%s: %lld bytes; kiln reads .npy files of at most 8 GiB",
                        path, (long long)info.st_size);
     *size = st == KILN_OK ? (size_t)info.st_size : 0;
     *buf = st == KILN_OK ? malloc(*size ? *size : 1) : NULL;
     if (st == KILN_OK && !*buf)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", path, *size);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", path, *size);
     if (st == KILN_OK && fread(*buf, 1, *size, f) != *size)
-        st = kiln_fail(KILN_ERR_IO, "%s: read error (%s)", path, strerror(errno));
+        st = error_set(KILN_ERR_IO, "%s: read error (%s)", path, strerror(errno));
     fclose(f);
     if (st != KILN_OK) {
         free(*buf);
@@ -417,16 +417,16 @@ kiln_status data_load_npy_tokens(const char *path, uint32_t **ids, size_t *count
     if (st == KILN_OK)
         st = npy_parse(b, n, path, &a);
     if (st == KILN_OK && (a.rank != 1 || a.kind == 'f'))
-        st = kiln_fail(KILN_ERR_IO, "%s: %s of shape %s; token ids are a 1-d integer array "
+        st = error_set(KILN_ERR_IO, "%s: %s of shape %s; token ids are a 1-d integer array "
                                     "(uint16, int32 or int64)", path,
                        a.kind == 'f' ? "floats" : "integers", shape_text(&a, shape, sizeof shape));
     uint32_t *v = st == KILN_OK ? malloc(a.count * sizeof *v) : NULL;
     if (st == KILN_OK && !v)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     for (size_t i = 0; st == KILN_OK && i < a.count; i++) {
         double d = npy_value(&a, i);
         if (d < 0 || d > 4294967295.0)
-            st = kiln_fail(KILN_ERR_IO, "%s: token %zu is %.0f; token ids are from 0", path, i,
+            st = error_set(KILN_ERR_IO, "%s: token %zu is %.0f; token ids are from 0", path, i,
                            d);
         else
             v[i] = (uint32_t)d;
@@ -474,7 +474,7 @@ static kiln_status read_stream(zip_file_t *f, zip_uint64_t want, const char *lab
             next = next < want ? next : (size_t)want;
             unsigned char *grown = realloc(*buf, next);
             if (!grown)
-                return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes",
+                return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes",
                                  label, next);
             *buf = grown;
             cap = next;
@@ -484,14 +484,14 @@ static kiln_status read_stream(zip_file_t *f, zip_uint64_t want, const char *lab
     }
     *size = used;
     if (got < 0)
-        return kiln_fail(KILN_ERR_IO, "%s: the member is damaged (%s)", label,
+        return error_set(KILN_ERR_IO, "%s: the member is damaged (%s)", label,
                          zip_file_strerror(f));
     if (used != want)
-        return kiln_fail(KILN_ERR_IO, "%s: the member is damaged (shorter than its entry says)",
+        return error_set(KILN_ERR_IO, "%s: the member is damaged (shorter than its entry says)",
                          label);
     if (!*buf)
         *buf = malloc(1);
-    return *buf ? KILN_OK : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
+    return *buf ? KILN_OK : error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
 }
 
 /* Reads member key.npy whole; label names it in messages. */
@@ -506,19 +506,19 @@ static kiln_status read_member(zip_t *z, const char *path, const char *key, cons
     *buf = NULL;
     if (i < 0) {
         npz_members(z, names, sizeof names);
-        return kiln_fail(KILN_ERR_IO, "%s: no array '%s'; the file has: %s", path, key, names);
+        return error_set(KILN_ERR_IO, "%s: no array '%s'; the file has: %s", path, key, names);
     }
     if (zip_stat_index(z, (zip_uint64_t)i, 0, &s) != 0)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot read the member's entry (%s)", label,
+        return error_set(KILN_ERR_IO, "%s: cannot read the member's entry (%s)", label,
                          zip_strerror(z));
     /* deflate packs at most about 1032 bytes into one */
     if (s.size > NPY_MAX_BYTES + 4096 || s.size / 1032 > s.comp_size + 1)
-        return kiln_fail(KILN_ERR_IO, "%s: %llu bytes from %llu compressed; expected an array "
+        return error_set(KILN_ERR_IO, "%s: %llu bytes from %llu compressed; expected an array "
                                       "of at most 8 GiB that deflate could have made",
                          label, (unsigned long long)s.size, (unsigned long long)s.comp_size);
     zip_file_t *f = zip_fopen_index(z, (zip_uint64_t)i, 0);
     if (!f)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot open the member (%s)", label, zip_strerror(z));
+        return error_set(KILN_ERR_IO, "%s: cannot open the member (%s)", label, zip_strerror(z));
     kiln_status st = read_stream(f, s.size, label, buf, size);
     zip_fclose(f);
     if (st != KILN_OK) {
@@ -569,7 +569,7 @@ static kiln_status npz_split(zip_t *z, const char *path, const char *keys, int t
     if (keys && *keys) {
         int n = split_keys(keys, names);
         if (n == 0)
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: npz keys \"%s\"; expected "
+            return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: npz keys \"%s\"; expected "
                                                         "FEATURES, FEATURES,LABELS or "
                                                         "FEATURES,LABELS,TEST_FEATURES,"
                                                         "TEST_LABELS", path, keys);
@@ -585,7 +585,7 @@ static kiln_status npz_split(zip_t *z, const char *path, const char *keys, int t
         snprintf(y, NPY_NAME, "%s", has_member(z, fy) ? fy : "");
     } else if (!test) {
         npz_members(z, members, sizeof members);
-        return kiln_fail(KILN_ERR_IO, "%s: no array 'x' or 'x_train'; the file has: %s (name "
+        return error_set(KILN_ERR_IO, "%s: no array 'x' or 'x_train'; the file has: %s (name "
                                       "the arrays with npz keys \"FEATURES,LABELS\")",
                          path, members);
     }
@@ -628,7 +628,7 @@ kiln_status data_load_npz(const char *path, const char *keys, const char *split,
     if (!z) {
         zip_error_t e;
         zip_error_init_with_code(&e, err);
-        kiln_status st = kiln_fail(KILN_ERR_IO, "%s: cannot read as an .npz (zip) archive (%s)",
+        kiln_status st = error_set(KILN_ERR_IO, "%s: cannot read as an .npz (zip) archive (%s)",
                                    path, zip_error_strerror(&e));
         zip_error_fini(&e);
         return st;

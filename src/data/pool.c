@@ -76,7 +76,7 @@ kiln_status pool_start(int workers, pool **out)
     workers = workers < 1 ? 1 : workers;
     if (!p || !(p->threads = calloc((size_t)workers, sizeof *p->threads))) {
         free(p);
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "image loading: out of memory for threads");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "image loading: out of memory for threads");
     }
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->work, NULL);
@@ -86,7 +86,7 @@ kiln_status pool_start(int workers, pool **out)
             break;
     if (p->workers == 0) {
         pool_stop(p);
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "image loading: cannot start a thread");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "image loading: cannot start a thread");
     }
     *out = p;
     return KILN_OK;
@@ -114,7 +114,7 @@ kiln_status pool_submit(pool *p, job *j)
     pthread_mutex_lock(&p->lock);
     kiln_status st = KILN_OK;
     if (p->count == POOL_MAX_JOBS) {
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "image loading: more than %d jobs queued",
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "image loading: more than %d jobs queued",
                        POOL_MAX_JOBS);
     } else {
         j->next = j->active = j->failures = 0;

@@ -89,7 +89,7 @@ static kiln_status not_utf8(const char *name, const unsigned char *s, size_t n, 
     for (size_t i = 0, used = 0; i < 4 && at + i < n; i++)
         used += (size_t)snprintf(bytes + used, sizeof bytes - used, "%s0x%02X", i ? " " : "",
                                  s[at + i]);
-    return kiln_fail(KILN_ERR_IO, "%s: byte offset %zu is not UTF-8 (bytes %s); kiln reads "
+    return error_set(KILN_ERR_IO, "%s: byte offset %zu is not UTF-8 (bytes %s); kiln reads "
                                   "text as UTF-8 (convert it, e.g. iconv -f latin1 -t utf-8)",
                      name, at, bytes);
 }
@@ -105,20 +105,20 @@ kiln_status vocab_chars(const char *vocab, const char *what, uint32_t **chars, s
     size_t len = strlen(vocab), count = 0;
     uint32_t *c = malloc((len ? len : 1) * sizeof *c);
     if (!c)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", what);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", what);
     for (size_t at = 0, step; at < len; at += step) {
         uint32_t cp = 0;
         step = utf8_decode((const unsigned char *)vocab + at, len - at, &cp);
         if (step == 0 || (count && cp <= c[count - 1])) {
             free(c);
-            return kiln_fail(KILN_ERR_IO, "%s: the vocabulary is not distinct characters in "
+            return error_set(KILN_ERR_IO, "%s: the vocabulary is not distinct characters in "
                                           "order (at byte %zu)", what, at);
         }
         c[count++] = cp;
     }
     if (count == 0) {
         free(c);
-        return kiln_fail(KILN_ERR_IO, "%s: the vocabulary is empty", what);
+        return error_set(KILN_ERR_IO, "%s: the vocabulary is empty", what);
     }
     *chars = c;
     *n = count;
@@ -132,7 +132,7 @@ kiln_status vocab_encode(const uint32_t *chars, size_t n, const char *text, size
     uint32_t *out = malloc((len ? len : 1) * sizeof *out);
     size_t k = 0;
     if (!out)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "text: out of memory for %zu bytes", len);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "text: out of memory for %zu bytes", len);
     for (size_t at = 0, step; at < len; at += step) {
         uint32_t cp = 0;
         step = utf8_decode(s + at, len - at, &cp);
@@ -142,7 +142,7 @@ kiln_status vocab_encode(const uint32_t *chars, size_t n, const char *text, size
             free(out);
             if (!step)
                 return not_utf8(what, s, len, at);
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: the character %s at byte offset "
+            return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: the character %s at byte offset "
                                                         "%zu is not in the vocabulary of %zu "
                                                         "characters", what,
                              char_name(cp, name, sizeof name), at, n);
@@ -160,20 +160,20 @@ static kiln_status read_all(const char *path, unsigned char **buf, size_t *size)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+        return error_set(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
     struct stat info;
     kiln_status st = KILN_OK;
     if (fstat(fileno(f), &info) != 0 || !S_ISREG(info.st_mode))
-        st = kiln_fail(KILN_ERR_IO, "%s: not a regular file", path);
+        st = error_set(KILN_ERR_IO, "%s: not a regular file", path);
     else if ((unsigned long long)info.st_size > TEXT_MAX_BYTES)
-        st = kiln_fail(KILN_ERR_IO, "%s: %lld bytes; kiln reads corpora of at most 4 GiB",
+        st = error_set(KILN_ERR_IO, "%s: %lld bytes; kiln reads corpora of at most 4 GiB",
                        path, (long long)info.st_size);
     *size = st == KILN_OK ? (size_t)info.st_size : 0;
     *buf = st == KILN_OK ? malloc(*size ? *size : 1) : NULL;
     if (st == KILN_OK && !*buf)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", path, *size);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", path, *size);
     if (st == KILN_OK && fread(*buf, 1, *size, f) != *size)
-        st = kiln_fail(KILN_ERR_IO, "%s: read error (%s)", path, strerror(errno));
+        st = error_set(KILN_ERR_IO, "%s: read error (%s)", path, strerror(errno));
     fclose(f);
     if (st != KILN_OK) {
         free(*buf);
@@ -189,7 +189,7 @@ static kiln_status stream_take(token_stream *s, const char *source, const char *
     s->count = count;
     s->ids = malloc((count ? count : 1) * sizeof *s->ids);
     if (!s->ids)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", source);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", source);
     memcpy(s->ids, ids, count * sizeof *ids);
     return KILN_OK;
 }
@@ -211,9 +211,9 @@ static kiln_status load_text(const char *path, corpus *c)
     uint32_t *ids = NULL, *chars = NULL;
     kiln_status st = read_all(path, &s, &n);
     if (st == KILN_OK && n == 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: the corpus is empty", path);
+        st = error_set(KILN_ERR_IO, "%s: the corpus is empty", path);
     if (st == KILN_OK && !(seen = calloc(CODE_POINTS / 8, 1)))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     for (size_t at = 0, step; st == KILN_OK && at < n; at += step) {
         uint32_t cp = 0;
         if ((step = utf8_decode(s + at, n - at, &cp)) == 0)
@@ -223,7 +223,7 @@ static kiln_status load_text(const char *path, corpus *c)
     }
     char *vocab = st == KILN_OK ? malloc(4 * distinct + 1) : NULL;
     if (st == KILN_OK && !vocab)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     size_t used = 0;
     for (uint32_t cp = 0; st == KILN_OK && cp < CODE_POINTS; cp++)
         if (seen[cp / 8] & 1u << cp % 8)
@@ -254,13 +254,13 @@ static kiln_status load_bin(const char *path, const char *split, token_stream *o
     size_t n = 0;
     kiln_status st = read_all(path, &b, &n);
     if (st == KILN_OK && n % 2)
-        st = kiln_fail(KILN_ERR_IO, "%s: %zu bytes is not a whole number of uint16 token ids",
+        st = error_set(KILN_ERR_IO, "%s: %zu bytes is not a whole number of uint16 token ids",
                        path, n);
     if (st == KILN_OK && n == 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: the corpus is empty", path);
+        st = error_set(KILN_ERR_IO, "%s: the corpus is empty", path);
     out->count = n / 2;
     if (st == KILN_OK && !(out->ids = malloc(out->count * sizeof *out->ids)))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     for (size_t i = 0; st == KILN_OK && i < out->count; i++)
         out->ids[i] = (uint32_t)b[2 * i] | (uint32_t)b[2 * i + 1] << 8;
     snprintf(out->name, sizeof out->name, "%s (%s split)", path, split);
@@ -310,12 +310,12 @@ static kiln_status load_any(const char *source, corpus *c)
     if (strcmp(source, "shakespeare") == 0) {
         shakespeare_path(path, sizeof path);
         if (access(path, R_OK) != 0)
-            return kiln_fail(KILN_ERR_IO, "data \"shakespeare\": %s does not exist; "
+            return error_set(KILN_ERR_IO, "data \"shakespeare\": %s does not exist; "
                                           "tools/shakespeare.sh downloads it there", path);
         return load_text(path, c);
     }
     if (access(source, F_OK) != 0)
-        return kiln_fail(KILN_ERR_IO, "data \"%s\": no such file; a token model trains on a "
+        return error_set(KILN_ERR_IO, "data \"%s\": no such file; a token model trains on a "
                                       "UTF-8 text, nanoGPT's train.bin and val.bin (or their "
                                       "directory), a .npy of token ids, or shakespeare "
                                       "(tools/shakespeare.sh)", source);
@@ -328,14 +328,14 @@ static kiln_status load_any(const char *source, corpus *c)
         snprintf(path, sizeof path, "%s/train.bin", source);
     else
         snprintf(path, sizeof path, "%s", source);
-    kiln_dir_of(path, val, sizeof val);
+    dir_of(path, val, sizeof val);
     snprintf(val + strlen(val), sizeof val - strlen(val), "/val.bin");
     if (dir && access(path, R_OK) != 0)
-        return kiln_fail(KILN_ERR_IO, "%s: a directory without train.bin; expected nanoGPT's "
+        return error_set(KILN_ERR_IO, "%s: a directory without train.bin; expected nanoGPT's "
                                       "train.bin and val.bin", source);
     kiln_status st = load_bin(path, "training", &c->train);
     if (st == KILN_OK && access(val, R_OK) != 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: no val.bin beside it (nanoGPT's prepare.py writes "
+        st = error_set(KILN_ERR_IO, "%s: no val.bin beside it (nanoGPT's prepare.py writes "
                                     "both)", path);
     return st == KILN_OK ? load_bin(val, "validation", &c->val) : st;
 }
@@ -352,7 +352,7 @@ kiln_status corpus_load(const char *source, corpus *out)
 {
     memset(out, 0, sizeof *out);
     if (!source || !*source)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "no corpus named");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "no corpus named");
     snprintf(out->name, sizeof out->name, "%s", source);
     kiln_status st = load_any(source, out);
     if (st == KILN_OK && !out->vocab) {
@@ -378,12 +378,12 @@ static kiln_status check_split(const token_stream *s, size_t vocab, size_t block
 {
     for (size_t i = 0; i < s->count; i++)
         if (s->ids[i] >= vocab)
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: token %zu is %u, at or beyond the "
+            return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: token %zu is %u, at or beyond the "
                                                         "model's vocabulary of %zu ([input] "
                                                         "tokens)", s->name, i,
                              (unsigned)s->ids[i], vocab);
     if (s->count < block + 1)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %zu tokens, shorter than one window "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: %zu tokens, shorter than one window "
                                                     "of block + 1 = %zu tokens (a text's last "
                                                     "10%% validates: it needs at least %zu "
                                                     "characters)", s->name, s->count,
@@ -394,7 +394,7 @@ static kiln_status check_split(const token_stream *s, size_t vocab, size_t block
 kiln_status corpus_check(const corpus *c, size_t vocab, size_t block)
 {
     if (c->vocab && c->vocab_size > vocab)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %zu distinct characters, more than the "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: %zu distinct characters, more than the "
                                                     "model's vocabulary of %zu ([input] tokens "
                                                     "= %zu would fit them)", c->name,
                          c->vocab_size, vocab, c->vocab_size);
@@ -407,7 +407,7 @@ void token_windows(const token_stream *s, size_t block, size_t n, kiln_rng *rng,
 {
     size_t starts = s->count - block; /* nanoGPT: randint(len(data) - block_size) */
     for (size_t i = 0; i < n; i++) {
-        size_t at = (size_t)(kiln_rng_next(rng) % starts);
+        size_t at = (size_t)(rng_next(rng) % starts);
         for (size_t t = 0; t < block; t++) {
             x[i * block + t] = (float)s->ids[at + t];
             y[i * block + t] = (float)s->ids[at + t + 1];

@@ -130,7 +130,7 @@ static kiln_status comm_check(const dist_comm *c, int err, const char *call)
     char text[MPI_MAX_ERROR_STRING];
     int len = 0;
     MPI_Error_string(err, text, &len);
-    return kiln_fail(KILN_ERR_IO, "%s on rank %d of %d: %s (a rank stopped or failed)", call,
+    return error_set(KILN_ERR_IO, "%s on rank %d of %d: %s (a rank stopped or failed)", call,
                      c->rank, c->size, text);
 }
 
@@ -196,11 +196,11 @@ static void ask_the_others(dist_comm *c)
         const char *host = c->hosts ? c->hosts + p * HOST_MAX : "?";
         if (done) {
             heard[p * ANSWER_MAX + ANSWER_MAX - 1] = 0;
-            kiln_error_append("; rank %zu (on %s) %s", p, host, heard + p * ANSWER_MAX);
+            error_append("; rank %zu (on %s) %s", p, host, heard + p * ANSWER_MAX);
         } else {
-            kiln_error_append("; rank %zu (on %s) did not answer: it is not in a collective "
-                              "(still computing, stopped or hung) or cannot be reached",
-                              p, host);
+            error_append("; rank %zu (on %s) did not answer: it is not in a collective "
+                         "(still computing, stopped or hung) or cannot be reached",
+                         p, host);
             MPI_Cancel(&got[p]);
             MPI_Wait(&got[p], MPI_STATUS_IGNORE);
         }
@@ -244,11 +244,11 @@ static kiln_status wait_for(dist_comm *c, int n, MPI_Request *req, const char *c
             nanosleep(&(struct timespec){0, 50000}, NULL);
     }
     if (stopped >= 0 && waited <= c->timeout)
-        kiln_fail(KILN_ERR_IO, "stopped on request: %s (collective %ld) on rank %d of %d "
+        error_set(KILN_ERR_IO, "stopped on request: %s (collective %ld) on rank %d of %d "
                                "waited %.1f s for the other ranks",
                   call, c->seq, c->rank, c->size, waited);
     else
-        kiln_fail(KILN_ERR_IO, "%s (collective %ld) on rank %d of %d timed out after %.1f s "
+        error_set(KILN_ERR_IO, "%s (collective %ld) on rank %d of %d timed out after %.1f s "
                                "(dist_timeout)",
                   call, c->seq, c->rank, c->size, waited);
     ask_the_others(c);
@@ -268,7 +268,7 @@ static kiln_status prepare(dist_comm *c)
     c->answers = calloc(n, ANSWER_MAX);
     c->answering = malloc(n * sizeof *c->answering);
     if (!c->hosts || !c->answers || !c->answering)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "MPI: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "MPI: out of host memory");
     for (size_t p = 0; p < n; p++)
         c->answering[p] = MPI_REQUEST_NULL;
     c->ping = MPI_COMM_NULL;
@@ -318,13 +318,13 @@ kiln_status dist_start(void)
          * with 2 ranks over shared memory), which the blocking sum used */
         setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
         if (MPI_Init(NULL, NULL) != MPI_SUCCESS)
-            return kiln_fail(KILN_ERR_IO, "MPI_Init failed");
+            return error_set(KILN_ERR_IO, "MPI_Init failed");
         atexit(finish);
         started = 1;
     }
     static int broken; /* the world could not be prepared: no rank may train alone */
     if (broken)
-        return kiln_fail(KILN_ERR_IO, "MPI: the job's ranks could not reach each other "
+        return error_set(KILN_ERR_IO, "MPI: the job's ranks could not reach each other "
                                       "earlier in this process");
     if (!started || world.size > 1)
         return KILN_OK;
@@ -340,7 +340,7 @@ kiln_status dist_start(void)
     return st;
 #else
     if (job.size > 1)
-        return kiln_fail(KILN_ERR_UNSUPPORTED, "started by %s with %d ranks, but this kiln "
+        return error_set(KILN_ERR_UNSUPPORTED, "started by %s with %d ranks, but this kiln "
                                                "was built without MPI (install libopenmpi-dev "
                                                "and rebuild with -Dmpi=enabled)",
                          job.launcher, job.size);
@@ -360,7 +360,7 @@ kiln_status dist_devices(const kiln_device_info *mine, char **text)
              mine->platform, mine->name, world.hosts + (size_t)world.rank * HOST_MAX);
     char *all = world.rank == 0 ? calloc((size_t)size, LINE) : NULL;
     if (world.rank == 0 && !all)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
     MPI_Request r;
     kiln_status st = comm_check(&world, MPI_Igather(line, LINE, MPI_CHAR, all, LINE, MPI_CHAR,
                                                     0, MPI_COMM_WORLD, &r),
@@ -398,12 +398,12 @@ kiln_status dist_comm_open(const void *mpi_comm, dist_comm **out)
     MPI_Initialized(&started);
     MPI_Finalized(&finished);
     if (!started || finished)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_comm: MPI is %s; call "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_comm: MPI is %s; call "
                                                     "MPI_Init first",
                          finished ? "finalized" : "not initialized");
     dist_comm *c = calloc(1, sizeof *c);
     if (!c)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_comm: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_comm: out of host memory");
     c->owned = 1;
     c->ping = MPI_COMM_NULL;
     MPI_Comm given = *(const MPI_Comm *)mpi_comm;
@@ -428,7 +428,7 @@ kiln_status dist_comm_open(const void *mpi_comm, dist_comm **out)
     return KILN_OK;
 #else
     (void)mpi_comm;
-    return kiln_fail(KILN_ERR_UNSUPPORTED, "kiln_net_set_comm: this kiln was built without MPI "
+    return error_set(KILN_ERR_UNSUPPORTED, "kiln_net_set_comm: this kiln was built without MPI "
                                            "(install libopenmpi-dev and rebuild with "
                                            "-Dmpi=enabled)");
 #endif
@@ -514,7 +514,7 @@ kiln_status dist_batch_open(size_t cap, dist_batch **out)
     }
 #endif
     if (!b)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory for the gradient buckets");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "out of host memory for the gradient buckets");
     b->cap = cap;
     *out = b;
     return KILN_OK;
@@ -535,7 +535,7 @@ kiln_status dist_batch_start(dist_batch *b, dist_comm *c, float *v, size_t n)
     if (dist_comm_size(c) == 1)
         return KILN_OK;
     if (b->count == b->cap)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "more than %zu gradient buckets in flight",
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "more than %zu gradient buckets in flight",
                          b->cap);
 #ifdef KILN_MPI
     kiln_status st = comm_check(c, MPI_Iallreduce(MPI_IN_PLACE, v, (int)n, MPI_FLOAT, MPI_SUM,
@@ -644,7 +644,7 @@ static kiln_status rank0_facts(dist_comm *c, const char *facts, char **out)
         st = wait_for(c, 1, &r, "MPI_Ibcast of the length of rank 0's settings");
     char *all = st == KILN_OK ? calloc((size_t)len + 1, 1) : NULL;
     if (st == KILN_OK && !all)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory for rank 0's settings");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "out of host memory for rank 0's settings");
     if (st == KILN_OK && c->rank == 0)
         memcpy(all, facts, (size_t)len);
     if (st == KILN_OK)
@@ -670,11 +670,11 @@ static kiln_status agreed_error(const dist_comm *c, const char *what, const char
         if (!n[0] || (failures && strncmp(n, "failed: ", 8) != 0))
             continue;
         if (shown++ == 0)
-            kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s", failures ? "" : what);
+            error_set(KILN_ERR_INVALID_ARGUMENT, "%s", failures ? "" : what);
         if (failures)
-            kiln_error_append("%srank %d of %d %s", shown > 1 ? "; " : "", p, c->size, n);
+            error_append("%srank %d of %d %s", shown > 1 ? "; " : "", p, c->size, n);
         else
-            kiln_error_append("%s rank %d has %s", shown > 1 ? ";" : ":", p, n);
+            error_append("%s rank %d has %s", shown > 1 ? ";" : ":", p, n);
     }
     if (!shown)
         return KILN_OK;
@@ -689,7 +689,7 @@ kiln_status dist_agree(dist_comm *c, const char *what, const char *facts, kiln_s
 #ifdef KILN_MPI
     char *notes = calloc((size_t)c->size, NOTE_MAX), *theirs = NULL;
     if (!notes)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
     char *note = notes + (size_t)c->rank * NOTE_MAX;
     if (mine != KILN_OK)
         snprintf(note, NOTE_MAX, "failed: %s", kiln_last_error());

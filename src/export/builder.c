@@ -30,7 +30,7 @@ struct export_model {
 static kiln_status out_of_memory(export_model *x)
 {
     if (x->st == KILN_OK)
-        x->st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_export_onnx: out of host memory");
+        x->st = error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_export_onnx: out of host memory");
     return x->st;
 }
 
@@ -53,7 +53,7 @@ kiln_status export_begin(kiln_net *net, export_model **out)
 {
     *out = calloc(1, sizeof **out);
     if (!*out)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_export_onnx: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_export_onnx: out of host memory");
     (*out)->net = net;
     return KILN_OK;
 }
@@ -276,7 +276,7 @@ static const char *state_tensor(export_model *x, const graph_node *n, const char
     const checkpoint_entry *e = name ? find_entry(x->net, name) : NULL;
     if (!e) {
         if (name && required)
-            x->st = kiln_fail(KILN_ERR_MODEL, "kiln_net_export_onnx: the network has no "
+            x->st = error_set(KILN_ERR_MODEL, "kiln_net_export_onnx: the network has no "
                                               "tensor %s", name);
         return NULL;
     }
@@ -386,7 +386,7 @@ kiln_status export_write(export_model *x, const char *path, const char *graph_na
     model.graph = &graph;
     size_t n = onnx__model_proto__get_packed_size(&model);
     if (n > PROTOBUF_MAX_BYTES)
-        return kiln_fail(KILN_ERR_TOO_LARGE, "kiln_net_export_onnx: the model takes %zu bytes; "
+        return error_set(KILN_ERR_TOO_LARGE, "kiln_net_export_onnx: the model takes %zu bytes; "
                                              "an ONNX file without external data holds at "
                                              "most 2 GiB", n);
     uint8_t *bytes = malloc(n ? n : 1);

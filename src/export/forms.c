@@ -20,7 +20,7 @@ kiln_status export_refuse(const export_layer *l, const char *fmt, ...)
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
     graph_where(l->m, l->node->line, l->index, l->node->kind->name, where, sizeof where);
-    return kiln_fail(KILN_ERR_UNSUPPORTED, "kiln_net_export_onnx: %s%s%s%s: %s; it has no "
+    return error_set(KILN_ERR_UNSUPPORTED, "kiln_net_export_onnx: %s%s%s%s: %s; it has no "
                                            "ONNX form, so nothing was written",
                      where, l->node->has_name ? " (" : "",
                      l->node->has_name ? l->node->name : "", l->node->has_name ? ")" : "", why);
@@ -275,7 +275,7 @@ static const char *causal_mask(export_model *x, const export_layer *l, size_t t)
 {
     float *mask = t <= SIZE_MAX / sizeof *mask / t ? malloc(t * t * sizeof *mask) : NULL;
     if (!mask) {
-        kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_export_onnx: out of host memory");
+        error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_export_onnx: out of host memory");
         return NULL;
     }
     for (size_t i = 0; i < t; i++)

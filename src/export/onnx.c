@@ -105,7 +105,7 @@ static kiln_status build_and_write(export_model *x, const kiln_net *net, const c
     const kiln_model *m = net->m;
     const char **values = calloc(m->count, sizeof *values);
     if (!values)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_export_onnx: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_export_onnx: out of host memory");
     int head = logits_classifier(net);
     const char *input = add_normalization(x, net);
     kiln_status st = add_layers(x, net, input, head, values);
@@ -124,7 +124,7 @@ kiln_status kiln_net_export_onnx(kiln_net *net, const char *path)
 {
     kiln_status st = net_check(net, "kiln_net_export_onnx");
     if (st == KILN_OK && (!path || !*path))
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_export_onnx: the path is %s",
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_export_onnx: the path is %s",
                        path ? "empty" : "NULL");
     export_model *x = NULL;
     if (st == KILN_OK)

@@ -61,7 +61,7 @@ kiln_status agree_on_run(run *r, const train_state *t, kiln_status mine)
         fclose(f);
     }
     if (mine == KILN_OK && !text)
-        mine = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
+        mine = error_set(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
     kiln_status st = dist_agree(c, "the ranks disagree on the run (each checked against "
                                    "rank 0 before training)",
                                 text, mine);

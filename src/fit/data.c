@@ -60,7 +60,7 @@ static kiln_status copy_data(const kiln_data *from, dataset *d, const char *role
         memcpy(d->lines, from->d.lines, d->count * sizeof *d->lines);
     if (!d->x || !d->y || (from->d.lines && !d->lines)) {
         data_free(d);
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory for %s",
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory for %s",
                          from->d.name);
     }
     memcpy(d->x, from->d.x, d->count * d->features * sizeof *d->x);
@@ -79,21 +79,21 @@ static kiln_status check_fit(const run *r, const dataset *d, int labelled)
     if (d->count == 0)
         return KILN_OK;
     if (labelled && d->unlabelled)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s has no labels; training needs a label "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s has no labels; training needs a label "
                                                     "column (CSV: the label column's name; "
                                                     ".npy: a labels .npy file as label; .npz: "
                                                     "a labels array)", d->name);
     if (d->features != in)
-        return kiln_fail(KILN_ERR_SHAPE, "%s has %zu values per sample, but the model's input "
+        return error_set(KILN_ERR_SHAPE, "%s has %zu values per sample, but the model's input "
                                          "is %s (%zu values)",
                          d->name, d->features, shape_str(&r->m->input, shape, sizeof shape), in);
     if (!labelled)
         return KILN_OK;
     if (r->c.loss == LOSS_CROSS_ENTROPY && d->targets != 1)
-        return kiln_fail(KILN_ERR_SHAPE, "%s: cross_entropy needs one class index per sample, "
+        return error_set(KILN_ERR_SHAPE, "%s: cross_entropy needs one class index per sample, "
                                          "not %zu targets", d->name, d->targets);
     if (r->c.loss != LOSS_CROSS_ENTROPY && d->targets != outputs)
-        return kiln_fail(KILN_ERR_SHAPE, "%s has %zu target%s per sample, but %s compares "
+        return error_set(KILN_ERR_SHAPE, "%s has %zu target%s per sample, but %s compares "
                                          "them with the model's %zu outputs",
                          d->name, d->targets, d->targets == 1 ? "" : "s",
                          loss_name(r->c.loss), outputs);
@@ -113,7 +113,7 @@ static kiln_status fit_normalization(run *r)
     double *sum = calloc(2 * groups, sizeof *sum);
     float *mean = calloc(groups, sizeof *mean), *std = malloc(groups * sizeof *std);
     kiln_status st = sum && mean && std ? KILN_OK
-                                        : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "normalization: "
+                                        : error_set(KILN_ERR_OUT_OF_MEMORY, "normalization: "
                                                                             "out of memory");
     int fit = st == KILN_OK && (standard || r->c.normalize == NORMALIZE_GLOBAL);
     if (fit)
@@ -154,7 +154,7 @@ kiln_status prepare_eval_data(run *r)
     if (st == KILN_OK && o->limit && r->test.count > o->limit)
         r->test.count = o->limit;
     if (st == KILN_OK && r->test.count == 0)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: no samples to evaluate", r->test.name);
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "%s: no samples to evaluate", r->test.name);
     if (st == KILN_OK)
         st = check_fit(r, &r->test, 1);
     if (st == KILN_OK)
@@ -188,7 +188,7 @@ kiln_status prepare_data(run *r)
         r->test.count = r->test.count < o->limit ? r->test.count : o->limit;
     }
     if (st == KILN_OK && r->train.count == 0)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: no training samples", r->train.name);
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "%s: no training samples", r->train.name);
     if (st == KILN_OK)
         st = check_fit(r, &r->train, 1);
     if (st == KILN_OK)
@@ -221,9 +221,9 @@ kiln_status stage_batch(run *r, net_pipe *q, const dataset *d, const size_t *ord
     if (st == KILN_OK && d->images) /* decoded now: normalized now */
         net_normalize(r->net, x, n, x);
     if (st == KILN_OK)
-        st = kiln_tensor_write(q->p->input, x, n * d->features, !async);
+        st = tensor_write(q->p->input, x, n * d->features, !async);
     if (st == KILN_OK)
-        st = kiln_tensor_write(q->target, y, kiln_tensor_numel(q->target), !async);
+        st = tensor_write(q->target, y, kiln_tensor_numel(q->target), !async);
     return st;
 }
 
@@ -232,7 +232,7 @@ kiln_status stage_batch(run *r, net_pipe *q, const dataset *d, const size_t *ord
 kiln_status read_logits(run *r, const net_pipe *q, int async)
 {
     const kiln_tensor *z = net_logits(r->net, q->p);
-    return kiln_tensor_read(z, r->out, kiln_tensor_numel(z), !async);
+    return tensor_read(z, r->out, kiln_tensor_numel(z), !async);
 }
 
 /* The pipe for a batch of n samples. */
@@ -280,7 +280,7 @@ static kiln_status evaluate_sum(run *r, double *total, size_t *correct, regressi
     size_t outs = regressing ? g->outputs : 0, n = 4 + 3 * outs;
     double *v = calloc(n, sizeof *v);
     if (!v)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of host memory");
     v[0] = *total, v[1] = (double)*correct, v[2] = g->abs_sum, v[3] = (double)g->count;
     for (size_t j = 0; j < outs; j++)
         v[4 + j] = g->sum[j], v[4 + outs + j] = g->sum2[j], v[4 + 2 * outs + j] = g->sse[j];
@@ -304,7 +304,7 @@ kiln_status evaluate(run *r, const dataset *d, double *loss, double *accuracy,
     regression g = {.outputs = outs};
     double *stats = r->c.loss == LOSS_MSE ? calloc(3 * outs, sizeof *stats) : NULL;
     kiln_status st = r->c.loss == LOSS_MSE && !stats
-                         ? kiln_fail(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of host memory")
+                         ? error_set(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of host memory")
                          : KILN_OK;
     if (stats)
         g.sum = stats, g.sum2 = stats + outs, g.sse = stats + 2 * outs;
@@ -374,12 +374,12 @@ kiln_status alloc_snapshot(run *r)
     r->best_params = malloc(p->params->numel * sizeof(float));
     r->best_buffers = calloc(nb + 1, sizeof *r->best_buffers);
     if (!r->best_params || !r->best_buffers)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
     size_t k = 0;
     for (size_t i = 0; i < p->count; i++)
         for (int j = 0; j < p->steps[i].shapes.n_buffers; j++, k++)
             if (!(r->best_buffers[k] = malloc(p->steps[i].buffer[j]->numel * sizeof(float))))
-                return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
+                return error_set(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
     return KILN_OK;
 }
 

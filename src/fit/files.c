@@ -48,7 +48,7 @@ kiln_status lock_out_dir(run *r)
     snprintf(path, sizeof path, "%s/.lock", r->o->out_dir);
     r->lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (r->lock < 0)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot create (%s)", path, strerror(errno));
+        return error_set(KILN_ERR_IO, "%s: cannot create (%s)", path, strerror(errno));
     if (flock(r->lock, LOCK_EX | LOCK_NB) != 0) {
         char pid[32] = "";
         ssize_t n = pread(r->lock, pid, sizeof pid - 1, 0);
@@ -56,7 +56,7 @@ kiln_status lock_out_dir(run *r)
         pid[strcspn(pid, "\n")] = '\0';
         close(r->lock);
         r->lock = -1;
-        return kiln_fail(KILN_ERR_IO, "%s is in use by another training run (process %s); "
+        return error_set(KILN_ERR_IO, "%s is in use by another training run (process %s); "
                                       "give this one another --out", r->o->out_dir,
                          pid[0] ? pid : "unknown");
     }
@@ -64,7 +64,7 @@ kiln_status lock_out_dir(run *r)
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
     if (ftruncate(r->lock, 0) != 0 || pwrite(r->lock, pid, (size_t)n, 0) != n)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
+        return error_set(KILN_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
     return KILN_OK;
 }
 
@@ -72,8 +72,8 @@ kiln_status open_log(run *r)
 {
     if (!r->o->out_dir)
         return KILN_OK;
-    if (kiln_make_dirs(r->o->out_dir) != 0)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot create the output directory (%s)",
+    if (make_dirs(r->o->out_dir) != 0)
+        return error_set(KILN_ERR_IO, "%s: cannot create the output directory (%s)",
                          r->o->out_dir, strerror(errno));
     kiln_status st = lock_out_dir(r);
     if (st != KILN_OK)
@@ -82,7 +82,7 @@ kiln_status open_log(run *r)
     snprintf(path, sizeof path, "%s/log.csv", r->o->out_dir);
     int append = r->o->resume && access(path, F_OK) == 0;
     if (!(r->csv = fopen(path, append ? "a" : "w")))
-        return kiln_fail(KILN_ERR_IO, "%s: cannot write", path);
+        return error_set(KILN_ERR_IO, "%s: cannot write", path);
     if (!append)
         fprintf(r->csv, "%s,lr,", r->by_steps ? "step" : "epoch");
     if (!append)
@@ -96,12 +96,12 @@ kiln_status open_log(run *r)
 kiln_status check_writable(const char *path)
 {
     char dir[4096];
-    kiln_dir_of(path, dir, sizeof dir);
+    dir_of(path, dir, sizeof dir);
     struct stat info;
     if (stat(path, &info) == 0 && S_ISDIR(info.st_mode))
-        return kiln_fail(KILN_ERR_IO, "%s: is a directory; give a file name", path);
+        return error_set(KILN_ERR_IO, "%s: is a directory; give a file name", path);
     if (access(dir, W_OK) != 0)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot be written (%s: %s)", path, dir,
+        return error_set(KILN_ERR_IO, "%s: cannot be written (%s: %s)", path, dir,
                          strerror(errno));
     return KILN_OK;
 }
@@ -192,7 +192,7 @@ kiln_status trim_log(run *r, int epoch)
         fclose(in);
     ok = out && fclose(out) == 0 && ok;
     kiln_status st = ok ? write_bytes_atomic(path, kept, size)
-                        : kiln_fail(KILN_ERR_IO, "%s: cannot read (%s)", path, strerror(err));
+                        : error_set(KILN_ERR_IO, "%s: cannot read (%s)", path, strerror(err));
     free(kept);
     if (st == KILN_OK && !(r->csv = fopen(path, "a")))
         st = fail_write(path, errno);
@@ -212,7 +212,7 @@ static kiln_status state_number(const char *path, const checkpoint_meta *m, cons
              ((x >= lo && x <= hi && (!(kind & WHOLE) || x == floor(x))) ||
               ((kind & LOSS) && isnan(x)));
     if (!ok)
-        return kiln_fail(KILN_ERR_IO, "%s: %s is %s%s%s; expected %s from %.17g to %.17g (is it "
+        return error_set(KILN_ERR_IO, "%s: %s is %s%s%s; expected %s from %.17g to %.17g (is it "
                                       "a kiln training state, and whole?)",
                          path, key, v ? "\"" : "", v ? v : "missing", v ? "\"" : "",
                          kind & WHOLE ? "a whole number" : "a number", lo, hi);
@@ -244,7 +244,7 @@ static kiln_status read_numbers(const char *path, const checkpoint_meta *m, doub
     for (size_t i = 0; i < sizeof keys / sizeof keys[0] && st == KILN_OK; i++)
         st = state_number(path, m, keys[i].key, keys[i].lo, keys[i].hi, keys[i].kind, &v[i]);
     if (st == KILN_OK && v[11] > v[0])
-        st = kiln_fail(KILN_ERR_IO, "%s: best_epoch %.0f is after epoch %.0f", path, v[11], v[0]);
+        st = error_set(KILN_ERR_IO, "%s: best_epoch %.0f is after epoch %.0f", path, v[11], v[0]);
     return st;
 }
 
@@ -296,7 +296,7 @@ kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_report *r
     int restart = st == KILN_OK && v[1] > 0 && !same_epoch(r, &m, why, sizeof why);
     size_t batches = (r->train.count + r->c.batch - 1) / r->c.batch;
     if (st == KILN_OK && !restart && v[1] >= (double)batches)
-        st = kiln_fail(KILN_ERR_IO, "%s: batch %.0f is past the epoch's %zu batches", path, v[1],
+        st = error_set(KILN_ERR_IO, "%s: batch %.0f is past the epoch's %zu batches", path, v[1],
                        batches);
     if (st != KILN_OK) {
         checkpoint_meta_free(&m);

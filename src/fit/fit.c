@@ -71,7 +71,7 @@ static void progress(const run *r, int epoch, size_t done, size_t total, double 
 {
     if (!r->o->log || !r->o->progress)
         return;
-    double t = kiln_seconds() - started, rate = t > 0 ? (double)samples / t : 0;
+    double t = now_seconds() - started, rate = t > 0 ? (double)samples / t : 0;
     int width = 24, filled = (int)(width * done / total);
     say(r, "\r  epoch %d [%.*s%*s] %zu/%zu  loss %.4f  %.0f samples/s  ETA %.0fs ", epoch,
         filled, "########################", width - filled, "", done, total, loss, rate,
@@ -170,9 +170,9 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
     size_t b = r->c.batch, batches = (r->train.count + b - 1) / b, correct = 0, seen = 0;
     size_t samples = 0, i = *next;
     kiln_rng rng;
-    kiln_rng_seed(&rng, r->c.seed * 1000003u + (uint64_t)epoch);
+    rng_seed(&rng, r->c.seed * 1000003u + (uint64_t)epoch);
     data_shuffle(r->order, r->train.count, &rng);
-    double total = 0, started = kiln_seconds();
+    double total = 0, started = now_seconds();
     net_pipe *q = NULL, *after = NULL;
     kiln_status st = i < batches ? stage_step(r, i, (int)(i % 2), &q) : KILN_OK;
     int stop = 0;
@@ -208,7 +208,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
         if (st == KILN_ERR_NUMERIC) {
             char what[1024];
             snprintf(what, sizeof what, "%s", kiln_last_error());
-            st = kiln_fail(KILN_ERR_NUMERIC, "epoch %d, batch %zu: %s", epoch, i + 1, what);
+            st = error_set(KILN_ERR_NUMERIC, "epoch %d, batch %zu: %s", epoch, i + 1, what);
         }
         float l = 0;
         if (st == KILN_OK && q)
@@ -226,7 +226,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
         double batch_loss = shared[0] / (double)n;
         stop = shared[2] > 0 && last; /* a step's micro-batches are never split */
         if (st == KILN_OK && !isfinite(batch_loss))
-            st = kiln_fail(KILN_ERR_NUMERIC, "epoch %d, batch %zu: the loss is %g; lower the "
+            st = error_set(KILN_ERR_NUMERIC, "epoch %d, batch %zu: the loss is %g; lower the "
                                              "learning rate or clip gradients (clip_norm); "
                                              "--detect-anomaly finds the first layer that "
                                              "made a NaN or Inf",
@@ -250,7 +250,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
     *next = i;
     *loss = samples ? total / (double)samples : NAN;
     *acc = samples && r->c.loss != LOSS_MSE ? (double)correct / (double)samples : NAN;
-    *seconds = kiln_seconds() - started;
+    *seconds = now_seconds() - started;
     return st;
 }
 
@@ -273,7 +273,7 @@ kiln_status configure(run *r)
         r->c.batch = r->net->max_batch;
     }
     if (r->c.batch > r->net->max_batch)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "training: batch %zu is larger than the "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "training: batch %zu is larger than the "
                                                     "network's max_batch %zu",
                          r->c.batch, r->net->max_batch);
     return KILN_OK;
@@ -294,7 +294,7 @@ static kiln_status check_last_batch(const run *r)
         size_t other = r->c.batch - 1;
         while (other > 2 && r->train.count % other == 1)
             other--;
-        return kiln_fail(KILN_ERR_SHAPE, "training: the last batch of each epoch holds %zu "
+        return error_set(KILN_ERR_SHAPE, "training: the last batch of each epoch holds %zu "
                                          "sample (%zu samples in batches of %zu), but batchnorm "
                                          "(layer %s) needs more than 1 value per channel in "
                                          "training; use another batch size (batch %zu) or one "
@@ -329,7 +329,7 @@ static kiln_status setup(run *r)
         r->out = malloc(b * outs * sizeof *r->out);
         r->order = malloc(r->train.count * sizeof *r->order);
         if (!r->x[0] || !r->x[1] || !r->y[0] || !r->y[1] || !r->out || !r->order)
-            st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
+            st = error_set(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
     }
     r->net->accumulating = r->c.accumulate > 1;
     if (st == KILN_OK)
@@ -424,7 +424,7 @@ static kiln_status epochs(run *r, train_state *t, kiln_train_report *rep)
         es_verdict v = early_stop_update(&t->es, val_loss);
         report_epoch(r, e + 1, t->lr, &m, v == ES_IMPROVED);
         if (r->csv && ferror(r->csv)) {
-            st = kiln_fail(KILN_ERR_IO, "%s/log.csv: cannot write (%s)", r->o->out_dir,
+            st = error_set(KILN_ERR_IO, "%s/log.csv: cannot write (%s)", r->o->out_dir,
                            strerror(errno));
             break;
         }
@@ -459,12 +459,12 @@ static kiln_status read_options(const kiln_train_options *o, kiln_train_options 
 {
     kiln_train_options_init(out);
     if (!o || o->size < offsetof(kiln_train_options, train_data))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: options are required, initialised "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: options are required, initialised "
                                                     "with kiln_train_options_init", call);
     memcpy(out, o, o->size < sizeof *out ? o->size : sizeof *out);
     out->size = sizeof *out;
     if (!out->data && !out->train_data)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: options name no data (data or "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: options name no data (data or "
                                                     "train_data)", call);
     return KILN_OK;
 }
@@ -477,7 +477,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     if (st == KILN_OK)
         st = read_options(options, &o, "kiln_net_fit");
     if (st == KILN_OK && !rep)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_fit: report is NULL");
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_fit: report is NULL");
     if (st == KILN_OK)
         st = dist_start();
     if (st != KILN_OK)
@@ -492,7 +492,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     }
     memset(rep, 0, sizeof *rep);
     run r = {.net = net, .o = &o, .lock = -1};
-    double started = kiln_seconds();
+    double started = now_seconds();
     char *ranks = NULL; /* MPI: rank 0 lists every rank's device */
     st = dist_devices(kiln_ctx_device(net->ctx), &ranks);
     int talking = st == KILN_OK; /* the ranks reach each other: they can agree */
@@ -501,7 +501,7 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     free(ranks);
     if (st == KILN_OK && kiln_model_vocab(net->m) > 0) { /* token models: steps.c */
         st = fit_steps(&r, rep);
-        rep->seconds = kiln_seconds() - started;
+        rep->seconds = now_seconds() - started;
         if (borrowed)
             net->comm = NULL;
         return st;
@@ -545,9 +545,9 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
         st = evaluate(&r, &r.test, &rep->test_loss, &rep->test_accuracy, NULL, NULL, NULL);
     if (t.lr > 0)
         net->lr = t.lr;
-    rep->seconds = kiln_seconds() - started;
+    rep->seconds = now_seconds() - started;
     if (r.ctx)
-        kiln_profile_discard(r.ctx);
+        profile_discard(r.ctx);
     teardown(&r);
     dist_comm_watch(net->comm, NULL);
     net->accumulating = net->acc_filled = 0;
@@ -616,7 +616,7 @@ kiln_status kiln_evaluate(kiln_ctx *ctx, kiln_model *m, const char *checkpoint,
     size_t classes = net ? kiln_net_output_size(net) : 0;
     if (st == KILN_OK && r.c.loss == LOSS_CROSS_ENTROPY &&
         !(rep->confusion = calloc(classes * classes, sizeof *rep->confusion)))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of memory");
     if (st == KILN_OK)
         st = evaluate(&r, d, &rep->loss, &rep->accuracy, rep->confusion, &rep->mae, &rep->r2);
     rep->samples = d->count;

@@ -74,15 +74,15 @@ static kiln_status prepare_tokens(run *r, tokens *k)
         k->eval_x[s] = malloc(all * sizeof *k->eval_x[s]);
         k->eval_y[s] = malloc(all * sizeof *k->eval_y[s]);
         if (!k->eval_x[s] || !k->eval_y[s])
-            return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory for %d "
+            return error_set(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory for %d "
                                                      "evaluation batches", r->c.eval_batches);
         kiln_rng rng;
-        kiln_rng_seed(&rng, r->c.seed * 2654435761u + 17u + (uint64_t)s);
+        rng_seed(&rng, r->c.seed * 2654435761u + 17u + (uint64_t)s);
         token_windows(s ? &k->text.val : &k->text.train, k->block,
                       (size_t)r->c.eval_batches * k->batch, &rng, k->eval_x[s], k->eval_y[s]);
     }
     if (!k->x || !k->y)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
     return KILN_OK;
 }
 
@@ -96,11 +96,11 @@ static kiln_status configure_steps(run *r)
     if (r->net->c.sched.t_max == 0)
         r->c.sched.t_max = r->c.steps;
     if (st == KILN_OK && r->c.sched.kind == SCHED_PLATEAU)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "schedule = plateau steps once per epoch; "
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "schedule = plateau steps once per epoch; "
                                                   "token models train by steps (use "
                                                   "warmup_cosine, cosine, step or constant)");
     if (st == KILN_OK && r->o->epochs > 0)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "token models train by steps: give --steps "
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "token models train by steps: give --steps "
                                                   "(or [train] steps), not epochs");
     return st;
 }
@@ -164,7 +164,7 @@ static kiln_status resume_steps(run *r, const char *dir, step_state *t)
     snprintf(path, sizeof path, "%s/last.state.safetensors", dir);
     kiln_status st = checkpoint_read_meta(path, &m); /* checked before any weight changes */
     if (st == KILN_OK && isnan(meta_read(&m, "steps_done")))
-        st = kiln_fail(KILN_ERR_IO, "%s: not the state of a run by steps (a token model's)",
+        st = error_set(KILN_ERR_IO, "%s: not the state of a run by steps (a token model's)",
                        path);
     if (st == KILN_OK)
         st = net_check_vocab(r->net, &m, path, r->o->data);
@@ -215,22 +215,22 @@ static void progress_line(const run *r, const tokens *k, uint64_t done, double l
 static kiln_status train_step(run *r, tokens *k, uint64_t t, double *loss)
 {
     kiln_rng rng;
-    kiln_rng_seed(&rng, r->c.seed * 1000003u + t + 1);
+    rng_seed(&rng, r->c.seed * 1000003u + t + 1);
     token_windows(&k->text.train, k->block, k->batch, &rng, k->x, k->y);
     size_t first, mine;
     dist_slice(r->net->comm, 0, k->batch, &first, &mine);
     kiln_status st = kiln_net_set_lr(r->net, sched_lr_at(&r->c.sched, (int)t));
     float l = NAN;
-    double started = kiln_seconds();
+    double started = now_seconds();
     if (st == KILN_OK)
         st = kiln_net_train_step(r->net, k->x + first * k->block, k->y + first * k->block,
                                  mine, &l);
-    k->train_seconds += kiln_seconds() - started;
+    k->train_seconds += now_seconds() - started;
     k->trained++;
     if (st != KILN_OK) {
         char what[1024];
         snprintf(what, sizeof what, "%s", kiln_last_error());
-        return kiln_fail(st, "step %llu: %s", (unsigned long long)t + 1, what);
+        return error_set(st, "step %llu: %s", (unsigned long long)t + 1, what);
     }
     *loss = l;
     return KILN_OK;
@@ -256,7 +256,7 @@ static kiln_status evaluate_step(run *r, tokens *k, step_state *t, double second
                 lr, tl, ta, vl, va, seconds),
             fflush(r->csv);
     if (r->csv && ferror(r->csv))
-        return kiln_fail(KILN_ERR_IO, "%s/log.csv: cannot write (%s)", r->o->out_dir,
+        return error_set(KILN_ERR_IO, "%s/log.csv: cannot write (%s)", r->o->out_dir,
                          strerror(errno));
     int evals = (r->c.steps + r->c.eval_every - 1) / r->c.eval_every;
     kiln_progress p = {.epoch = (int)((t->done + (uint64_t)r->c.eval_every - 1) /
@@ -292,7 +292,7 @@ static kiln_status evaluate_step(run *r, tokens *k, step_state *t, double second
 static kiln_status run_steps(run *r, tokens *k, step_state *t, kiln_train_report *rep)
 {
     kiln_status st = KILN_OK;
-    double since = kiln_seconds();
+    double since = now_seconds();
     while (st == KILN_OK && t->done < (uint64_t)r->c.steps && !stopping(r)) {
         double loss = NAN;
         st = train_step(r, k, t->done, &loss);
@@ -314,8 +314,8 @@ static kiln_status run_steps(run *r, tokens *k, step_state *t, kiln_train_report
         if (t->done % (uint64_t)r->c.eval_every == 0 || t->done == (uint64_t)r->c.steps) {
             if (r->o->log && r->o->progress)
                 say(r, "\r%*s\r", 100, "");
-            st = evaluate_step(r, k, t, kiln_seconds() - since);
-            since = kiln_seconds();
+            st = evaluate_step(r, k, t, now_seconds() - since);
+            since = now_seconds();
             rep->epochs_run++;
         }
     }
@@ -336,7 +336,7 @@ kiln_status fit_steps(run *r, kiln_train_report *rep)
     r->p = r->net->main.p;
     r->opt = r->net->opt;
     kiln_status st = r->o->data ? configure_steps(r)
-                                : kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+                                : error_set(KILN_ERR_INVALID_ARGUMENT,
                                             "a token model trains on a corpus named by data (a "
                                             "UTF-8 text, nanoGPT's train.bin and val.bin, or a "
                                             ".npy of token ids); on arrays in memory, call "
@@ -406,7 +406,7 @@ kiln_status evaluate_tokens(kiln_net *net, const kiln_train_options *o, const ch
     float *x = st == KILN_OK ? malloc(b * block * sizeof *x) : NULL;
     float *y = st == KILN_OK ? malloc(b * block * sizeof *y) : NULL;
     if (st == KILN_OK && (!x || !y))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of host memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "evaluation: out of host memory");
     double loss = 0, right = 0;
     for (size_t first = 0; first < windows && st == KILN_OK; first += b) {
         size_t n = windows - first < b ? windows - first : b;

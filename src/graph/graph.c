@@ -11,9 +11,9 @@
 kiln_status kiln_model_create(kiln_model **out)
 {
     if (!out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_create: out is required");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_create: out is required");
     *out = calloc(1, sizeof **out);
-    return *out ? KILN_OK : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_model_create: out of memory");
+    return *out ? KILN_OK : error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_model_create: out of memory");
 }
 
 void kiln_model_free(kiln_model *m)
@@ -45,7 +45,7 @@ kiln_status graph_fail_at(const kiln_model *m, int line, const char *kind, const
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    return kiln_fail(KILN_ERR_MODEL, "%s: %s",
+    return error_set(KILN_ERR_MODEL, "%s: %s",
                      graph_where(m, line, m->count, kind, where, sizeof where), text);
 }
 
@@ -316,7 +316,7 @@ static kiln_status add_train(kiln_model *m, const graph_kv *kv, size_t n, int li
         return fail_at(m, line, "train", "the model has a [train] section already");
     m->train = calloc(n ? n : 1, sizeof *m->train);
     if (!m->train)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "model: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "model: out of memory");
     for (size_t i = 0; i < n; i++) {
         if (strlen(kv[i].key) >= sizeof m->train[i].key ||
             strlen(kv[i].value) >= sizeof m->train[i].value)
@@ -336,10 +336,10 @@ static kiln_status grow(kiln_model *m)
         return KILN_OK;
     size_t cap = m->capacity ? 2 * m->capacity : 16;
     if (cap > 100000)
-        return kiln_fail(KILN_ERR_MODEL, "model: more than 100000 layers");
+        return error_set(KILN_ERR_MODEL, "model: more than 100000 layers");
     graph_node *nodes = realloc(m->nodes, cap * sizeof *nodes);
     if (!nodes)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "model: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "model: out of memory");
     m->nodes = nodes;
     m->capacity = cap;
     return KILN_OK;
@@ -349,7 +349,7 @@ kiln_status graph_add(kiln_model *m, const char *kind, const graph_kv *kv, size_
                       const char *const *later, size_t n_later)
 {
     if (m->finished)
-        return kiln_fail(KILN_ERR_MODEL, "model: layers cannot be added once it is in use");
+        return error_set(KILN_ERR_MODEL, "model: layers cannot be added once it is in use");
     for (size_t i = 0; i < n; i++)
         if (!graph_text_fits(kv[i].value))
             return fail_at(m, kv[i].line ? kv[i].line : line, kind, "%s: a value is one line",
@@ -434,10 +434,10 @@ kiln_status graph_finish(kiln_model *m)
     if (m->finished)
         return KILN_OK;
     if (!m->input.ndim)
-        return kiln_fail(KILN_ERR_MODEL, "%s: the model has no [input] section",
+        return error_set(KILN_ERR_MODEL, "%s: the model has no [input] section",
                          m->file[0] ? m->file : "model");
     if (m->count == 0)
-        return kiln_fail(KILN_ERR_MODEL, "%s: the model has no layers",
+        return error_set(KILN_ERR_MODEL, "%s: the model has no layers",
                          m->file[0] ? m->file : "model");
     for (size_t i = 0; i < m->count; i++) {
         graph_node *n = &m->nodes[i];
@@ -453,13 +453,13 @@ kiln_status graph_finish(kiln_model *m)
 kiln_status kiln_model_add(kiln_model *m, const char *layer, const char *const *kv)
 {
     if (!m || !layer)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_add: model and layer are "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_add: model and layer are "
                                                     "required");
     graph_kv pairs[32];
     size_t n = 0;
     for (; kv && kv[2 * n]; n++) {
         if (n == 32)
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_add: more than 32 keys");
+            return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_add: more than 32 keys");
         pairs[n] = (graph_kv){kv[2 * n], kv[2 * n + 1] ? kv[2 * n + 1] : "", 0};
     }
     return graph_add(m, layer, pairs, n, 0, NULL, 0);

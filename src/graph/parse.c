@@ -145,7 +145,7 @@ static kiln_status build(parse_state *ps, kiln_model *m)
     char (*names)[GRAPH_NAME_MAX + 16] = calloc(ps->count + 1, sizeof *names);
     const char **later = calloc(ps->count + 1, sizeof *later);
     if (!names || !later)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", ps->path);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", ps->path);
     size_t named = 0;
     for (size_t i = 0; st == KILN_OK && i < ps->count; i++)
         for (size_t j = 0; j < ps->sections[i].n; j++)
@@ -171,11 +171,11 @@ static kiln_status parse_file(FILE *f, const char *path, kiln_model **out)
     int bad = ini_parse_stream(read_line, &ps, on_key, &ps);
     kiln_status st = KILN_OK;
     if (ps.why)
-        st = kiln_fail(KILN_ERR_MODEL, "%s:%d: %s", path, ps.bad_line, ps.why);
+        st = error_set(KILN_ERR_MODEL, "%s:%d: %s", path, ps.bad_line, ps.why);
     else if (bad == -2)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     else if (bad > 0)
-        st = kiln_fail(KILN_ERR_MODEL, "%s:%d: cannot read this line; expected [layer], "
+        st = error_set(KILN_ERR_MODEL, "%s:%d: cannot read this line; expected [layer], "
                                        "key = value, or a comment starting with ; or #",
                        path, bad);
     kiln_model *m = NULL;
@@ -203,7 +203,7 @@ kiln_status kiln_model_load(const char *path, kiln_model **out)
         return required;
     FILE *f = fopen(path, "rb");
     if (!f)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot open the model file", path);
+        return error_set(KILN_ERR_IO, "%s: cannot open the model file", path);
     kiln_status st = parse_file(f, path, out);
     fclose(f);
     return st;
@@ -216,7 +216,7 @@ kiln_status kiln_model_parse(const char *text, const char *name, kiln_model **ou
         return required;
     FILE *f = fmemopen((void *)text, strlen(text), "r");
     if (!f)
-        return kiln_fail(KILN_ERR_IO, "kiln_model_parse: cannot read the text");
+        return error_set(KILN_ERR_IO, "kiln_model_parse: cannot read the text");
     kiln_status st = parse_file(f, name ? name : "<model>", out);
     fclose(f);
     return st;

@@ -38,7 +38,7 @@ kiln_status graph_record(kiln_model *m, const char *kind, const graph_kv *kv, si
     m->text_len = before;
     if (m->text)
         m->text[before] = '\0';
-    return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "model: out of memory");
+    return error_set(KILN_ERR_OUT_OF_MEMORY, "model: out of memory");
 }
 
 int graph_text_fits(const char *value)
@@ -49,7 +49,7 @@ int graph_text_fits(const char *value)
 kiln_status kiln_model_text(const kiln_model *m, kiln_write_fn fn, void *user)
 {
     if (!m || !fn)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_text: a model and a write "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_text: a model and a write "
                                                     "function are required");
     if (m->text)
         fn(user, m->text);

@@ -46,7 +46,7 @@ static kiln_status step_offset(const pipe_step *s, size_t *at)
     size_t bytes = 0;
     cl_int err = clGetMemObjectInfo(s->dparam[0]->buf, CL_MEM_OFFSET, sizeof bytes, &bytes, NULL);
     *at = bytes / sizeof(float);
-    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clGetMemObjectInfo");
+    return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clGetMemObjectInfo");
 }
 
 /* Buckets of whole steps from the last one back, each ending where the
@@ -87,9 +87,9 @@ static kiln_status enqueued(void *user, size_t step)
                                          b->lo * sizeof(float), (b->hi - b->lo) * sizeof(float),
                                          g->host + b->lo, 0, NULL, &b->ready);
         if (err != CL_SUCCESS)
-            return kiln_fail_cl(err, "clEnqueueReadBuffer of a gradient bucket");
+            return error_cl(err, "clEnqueueReadBuffer of a gradient bucket");
         if ((err = clFlush(ctx->queue)) != CL_SUCCESS)
-            return kiln_fail_cl(err, "clFlush");
+            return error_cl(err, "clFlush");
     }
     return KILN_OK;
 }
@@ -123,7 +123,7 @@ kiln_status buckets_create(const pipeline *p, grad_buckets **out)
     kiln_status st = KILN_OK;
     if (!g || !(g->b = calloc(steps, sizeof *g->b)) ||
         !(g->host = malloc(p->grads->numel * sizeof *g->host)))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory for the gradients");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "out of host memory for the gradients");
     if (st == KILN_OK) {
         g->grads = p->grads;
         g->hook = (pipe_backward_hook){enqueued, g};
@@ -178,13 +178,13 @@ static kiln_status arrived(grad_buckets *g, bucket *b, float share, dist_comm *c
         clReleaseEvent(b->ready);
         b->ready = NULL;
         if (err != CL_SUCCESS)
-            st = kiln_fail_cl(err, "clWaitForEvents of a gradient bucket");
+            st = error_cl(err, "clWaitForEvents of a gradient bucket");
     } else {
         cl_int err = clEnqueueReadBuffer(g->grads->ctx->queue, g->grads->buf, CL_TRUE,
                                          b->lo * sizeof(float), (b->hi - b->lo) * sizeof(float),
                                          g->host + b->lo, 0, NULL, NULL);
         if (err != CL_SUCCESS)
-            st = kiln_fail_cl(err, "clEnqueueReadBuffer of a gradient bucket");
+            st = error_cl(err, "clEnqueueReadBuffer of a gradient bucket");
     }
     for (size_t k = b->lo; k < b->hi; k++)
         g->host[k] *= share;

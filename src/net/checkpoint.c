@@ -113,8 +113,8 @@ static kiln_status write_body(int fd, const char *path, void *user)
     unsigned char size_le[8];
     for (int i = 0; i < 8; i++)
         size_le[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    if (kiln_write_all(fd, size_le, 8) || kiln_write_all(fd, b->json, len) ||
-        kiln_write_all(fd, "        ", padded - len))
+    if (write_all(fd, size_le, 8) || write_all(fd, b->json, len) ||
+        write_all(fd, "        ", padded - len))
         return fail_write(path, errno);
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < b->n && st == KILN_OK; i++) {
@@ -122,15 +122,15 @@ static kiln_status write_body(int fd, const char *path, void *user)
             unsigned char v[8];
             for (int k = 0; k < 8; k++)
                 v[k] = (unsigned char)((uint64_t)b->batches >> (8 * k));
-            if (kiln_write_all(fd, v, 8))
+            if (write_all(fd, v, 8))
                 st = fail_write(path, errno);
             continue;
         }
         float *host = malloc(e[i].bytes);
         if (!host)
-            return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
+            return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
         st = kiln_tensor_download(e[i].tensor, host, e[i].tensor->numel);
-        if (st == KILN_OK && kiln_write_all(fd, host, e[i].bytes)) /* little-endian hosts */
+        if (st == KILN_OK && write_all(fd, host, e[i].bytes)) /* little-endian hosts */
             st = fail_write(path, errno);
         free(host);
     }
@@ -144,7 +144,7 @@ static kiln_status save_entries(const char *path, const entry *e, size_t n,
     char *json = root ? cJSON_PrintUnformatted(root) : NULL;
     body b = {e, n, json, batches};
     kiln_status st = json ? write_output(path, write_body, &b)
-                          : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
+                          : error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
     free(json);
     cJSON_Delete(root);
     return st;
@@ -156,7 +156,7 @@ kiln_status checkpoint_save(const pipeline *p, const char *path, const checkpoin
     size_t n;
     entry *e = entries_of(p, &n);
     kiln_status st = e ? save_entries(path, e, n, meta, batches)
-                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+                       : error_set(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;
 }
@@ -187,7 +187,7 @@ kiln_status checkpoint_save_state(const pipeline *p, const char *path, const cha
     size_t count;
     entry *e = state_entries(p, names, tensors, n, &count);
     kiln_status st = e ? save_entries(path, e, count, meta, batches)
-                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+                       : error_set(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;
 }
@@ -198,18 +198,18 @@ static unsigned char *read_whole(const char *path, size_t *size, kiln_status *st
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        *st = kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+        *st = error_set(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
         return NULL;
     }
     struct stat sb;
     unsigned char *data = NULL;
     if (fstat(fileno(f), &sb) != 0 || sb.st_size < 8 || (uint64_t)sb.st_size > MAX_CHECKPOINT)
-        *st = kiln_fail(KILN_ERR_IO, "%s: %lld bytes is not a safetensors file", path,
+        *st = error_set(KILN_ERR_IO, "%s: %lld bytes is not a safetensors file", path,
                         (long long)sb.st_size);
     else if (!(data = malloc((size_t)sb.st_size)))
-        *st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        *st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     else if (fread(data, 1, (size_t)sb.st_size, f) != (size_t)sb.st_size) {
-        *st = kiln_fail(KILN_ERR_IO, "%s: read failed", path);
+        *st = error_set(KILN_ERR_IO, "%s: read failed", path);
         free(data);
         data = NULL;
     }
@@ -227,7 +227,7 @@ static kiln_status check_entry(const char *path, const cJSON *t, const entry *wa
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
     const char *want_dtype = want->is_int64 ? "I64" : "F32";
     if (!cJSON_IsString(dtype) || strcmp(dtype->valuestring, want_dtype) != 0)
-        return kiln_fail(KILN_ERR_IO, "%s: tensor %s has dtype %s; expected %s", path,
+        return error_set(KILN_ERR_IO, "%s: tensor %s has dtype %s; expected %s", path,
                          want->name, cJSON_IsString(dtype) ? dtype->valuestring : "(none)",
                          want_dtype);
     int ndim = cJSON_IsArray(shape) ? cJSON_GetArraySize(shape) : -1;
@@ -245,7 +245,7 @@ static kiln_status check_entry(const char *path, const cJSON *t, const entry *wa
             shape_str(&want->shape, expected, sizeof expected);
         else
             snprintf(expected, sizeof expected, "a scalar");
-        return kiln_fail(KILN_ERR_IO, "%s: tensor %s has shape %s; the model expects %s", path,
+        return error_set(KILN_ERR_IO, "%s: tensor %s has shape %s; the model expects %s", path,
                          want->name, got, expected);
     }
     const cJSON *b = cJSON_IsArray(offs) ? cJSON_GetArrayItem(offs, 0) : NULL;
@@ -253,7 +253,7 @@ static kiln_status check_entry(const char *path, const cJSON *t, const entry *wa
     if (!cJSON_IsNumber(b) || !cJSON_IsNumber(e) || cJSON_GetArraySize(offs) != 2 ||
         b->valuedouble < 0 || e->valuedouble > (double)data_size ||
         e->valuedouble - b->valuedouble != (double)want->bytes)
-        return kiln_fail(KILN_ERR_IO, "%s: tensor %s has data_offsets outside the file or of "
+        return error_set(KILN_ERR_IO, "%s: tensor %s has data_offsets outside the file or of "
                                       "the wrong length (%zu bytes expected)",
                          path, want->name, want->bytes);
     *begin = (size_t)b->valuedouble;
@@ -312,13 +312,13 @@ static kiln_status check_header(const char *path, const cJSON *root, const entry
     }
 #undef PROBLEM
     if (count)
-        return kiln_fail(KILN_ERR_IO, "%s: %zu problem%s%s: %s", path, count,
+        return error_set(KILN_ERR_IO, "%s: %zu problem%s%s: %s", path, count,
                          count == 1 ? "" : "s",
                          count > 1 ? " (is it the checkpoint of another model?)" : "", problems);
     qsort(spans, n, sizeof *spans, by_begin);
     for (size_t i = 1; i < n && st == KILN_OK; i++)
         if (spans[i][0] < spans[i - 1][1])
-            st = kiln_fail(KILN_ERR_IO, "%s: tensors overlap in the data section", path);
+            st = error_set(KILN_ERR_IO, "%s: tensors overlap in the data section", path);
     return st;
 }
 
@@ -340,18 +340,18 @@ static kiln_status check_layout(const char *path, const cJSON *root, size_t data
 {
     const char *twice = repeated_name(root);
     if (twice)
-        return kiln_fail(KILN_ERR_IO, "%s: the header names %s twice", path, twice);
+        return error_set(KILN_ERR_IO, "%s: the header names %s twice", path, twice);
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "__metadata__"), *item;
     if (m && !cJSON_IsObject(m))
-        return kiln_fail(KILN_ERR_IO, "%s: the header's __metadata__ is not an object of "
+        return error_set(KILN_ERR_IO, "%s: the header's __metadata__ is not an object of "
                                       "strings", path);
     if ((twice = repeated_name(m)) != NULL)
-        return kiln_fail(KILN_ERR_IO, "%s: the header's __metadata__ names %s twice", path,
+        return error_set(KILN_ERR_IO, "%s: the header's __metadata__ names %s twice", path,
                          twice);
     cJSON_ArrayForEach(item, m)
     {
         if (!cJSON_IsString(item))
-            return kiln_fail(KILN_ERR_IO, "%s: the header's __metadata__ value %s is not a "
+            return error_set(KILN_ERR_IO, "%s: the header's __metadata__ value %s is not a "
                                           "string",
                              path, item->string);
     }
@@ -364,7 +364,7 @@ static kiln_status check_layout(const char *path, const cJSON *root, size_t data
             end = e->valuedouble;
     }
     if (end > (double)data_size)
-        return kiln_fail(KILN_ERR_IO, "%s: the file is cut short: its header describes %.0f "
+        return error_set(KILN_ERR_IO, "%s: the file is cut short: its header describes %.0f "
                                       "bytes of tensors, it holds %zu (an interrupted copy?)",
                          path, end, data_size);
     return KILN_OK;
@@ -377,21 +377,21 @@ kiln_status checkpoint_parse(const char *path, const unsigned char *data, size_t
     if (meta)
         memset(meta, 0, sizeof *meta);
     if (size < 8)
-        return kiln_fail(KILN_ERR_IO, "%s: %zu bytes is not a safetensors file", path, size);
+        return error_set(KILN_ERR_IO, "%s: %zu bytes is not a safetensors file", path, size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | data[i];
     cJSON *root = NULL;
     kiln_status st = KILN_OK;
     if (hlen > size - 8)
-        st = kiln_fail(KILN_ERR_IO, "%s: the header length %llu runs past the end of the file "
+        st = error_set(KILN_ERR_IO, "%s: the header length %llu runs past the end of the file "
                                     "(%zu bytes)", path, (unsigned long long)hlen, size);
     else if (!(root = cJSON_ParseWithLength((const char *)data + 8, (size_t)hlen)) ||
              !cJSON_IsObject(root))
-        st = kiln_fail(KILN_ERR_IO, "%s: the header is not a JSON object", path);
+        st = error_set(KILN_ERR_IO, "%s: the header is not a JSON object", path);
     size_t(*spans)[2] = calloc(n + 1, sizeof *spans);
     if (st == KILN_OK && !spans)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (st == KILN_OK)
         st = check_layout(path, root, size - 8 - (size_t)hlen);
     if (st == KILN_OK)
@@ -425,7 +425,7 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
     unsigned char *data = read_whole(path, &size, &st);
     size_t *begins = data ? calloc(n + 1, sizeof *begins) : NULL;
     if (data && !begins)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (begins)
         st = checkpoint_parse(path, data, size, e, n, begins, meta);
     if (st == KILN_OK && check) /* before any tensor is replaced */
@@ -435,7 +435,7 @@ static kiln_status load_entries(const char *path, entry *e, size_t n, checkpoint
             continue;
         float *host = malloc(e[i].bytes); /* the body need not be aligned for floats */
         if (!host) {
-            st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+            st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
             break;
         }
         memcpy(host, data + begins[i], e[i].bytes);
@@ -459,7 +459,7 @@ kiln_status checkpoint_load_checked(pipeline *p, const char *path, checkpoint_me
     pipeline_params_changed(p);
     entry *e = entries_of(p, &n);
     kiln_status st = e ? load_entries(path, e, n, meta, check)
-                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+                       : error_set(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;
 }
@@ -471,7 +471,7 @@ kiln_status checkpoint_load_state(pipeline *p, const char *path, const char *con
     pipeline_params_changed(p);
     entry *e = state_entries(p, names, tensors, n, &count);
     kiln_status st = e ? load_entries(path, e, count, meta, NULL)
-                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+                       : error_set(KILN_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
     free(e);
     return st;
 }
@@ -524,23 +524,23 @@ kiln_status checkpoint_read_meta(const char *path, checkpoint_meta *meta)
     memset(meta, 0, sizeof *meta);
     FILE *f = fopen(path, "rb");
     if (!f)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+        return error_set(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
     unsigned char len[8];
     uint64_t hlen = 0;
     kiln_status st = fread(len, 1, 8, f) == 8 ? KILN_OK
-                                               : kiln_fail(KILN_ERR_IO, "%s: not a safetensors "
+                                               : error_set(KILN_ERR_IO, "%s: not a safetensors "
                                                                         "file", path);
     for (int i = 7; i >= 0 && st == KILN_OK; i--)
         hlen = hlen << 8 | len[i];
     if (st == KILN_OK && hlen > 100u << 20)
-        st = kiln_fail(KILN_ERR_IO, "%s: a header of %llu bytes", path, (unsigned long long)hlen);
+        st = error_set(KILN_ERR_IO, "%s: a header of %llu bytes", path, (unsigned long long)hlen);
     char *text = st == KILN_OK ? malloc((size_t)hlen + 1) : NULL;
     if (st == KILN_OK && (!text || fread(text, 1, (size_t)hlen, f) != hlen))
-        st = kiln_fail(KILN_ERR_IO, "%s: the header is cut short", path);
+        st = error_set(KILN_ERR_IO, "%s: the header is cut short", path);
     fclose(f);
     cJSON *root = st == KILN_OK ? cJSON_ParseWithLength(text, (size_t)hlen) : NULL;
     if (st == KILN_OK && !cJSON_IsObject(root))
-        st = kiln_fail(KILN_ERR_IO, "%s: the header is not a JSON object", path);
+        st = error_set(KILN_ERR_IO, "%s: the header is not a JSON object", path);
     const cJSON *m = root ? cJSON_GetObjectItemCaseSensitive(root, "__metadata__") : NULL, *item;
     cJSON_ArrayForEach(item, m)
     {

@@ -18,9 +18,9 @@ static kiln_status bad(const key_ctx *k, const char *expected)
 {
     const char *file = k->m->file[0] ? k->m->file : "model";
     if (k->s->line > 0)
-        return kiln_fail(KILN_ERR_MODEL, "%s:%d [train]: %s = %s: expected %s", file,
+        return error_set(KILN_ERR_MODEL, "%s:%d [train]: %s = %s: expected %s", file,
                          k->s->line, k->s->key, k->s->value, expected);
-    return kiln_fail(KILN_ERR_MODEL, "%s [train]: %s = %s: expected %s", file, k->s->key,
+    return error_set(KILN_ERR_MODEL, "%s [train]: %s = %s: expected %s", file, k->s->key,
                      k->s->value, expected);
 }
 
@@ -306,9 +306,9 @@ static kiln_status unknown_key(const key_ctx *k)
                                  keys[i].key);
     const char *file = k->m->file[0] ? k->m->file : "model";
     if (k->s->line <= 0) /* set through the API: no line to name */
-        return kiln_fail(KILN_ERR_MODEL, "%s [train]: unknown key %s; [train] takes: %s", file,
+        return error_set(KILN_ERR_MODEL, "%s [train]: unknown key %s; [train] takes: %s", file,
                          k->s->key, names);
-    return kiln_fail(KILN_ERR_MODEL, "%s:%d [train]: unknown key %s; [train] takes: %s", file,
+    return error_set(KILN_ERR_MODEL, "%s:%d [train]: unknown key %s; [train] takes: %s", file,
                      k->s->line, k->s->key, names);
 }
 
@@ -358,7 +358,7 @@ kiln_status train_config_read(const kiln_model *m, train_config *c)
     if (st == KILN_OK)
         st = read_pass(m, c, 0);
     if (st == KILN_OK && c->n_class_weight && c->label_smoothing > 0)
-        st = kiln_fail(KILN_ERR_MODEL, "%s [train]: class_weight and label_smoothing together "
+        st = error_set(KILN_ERR_MODEL, "%s [train]: class_weight and label_smoothing together "
                                        "are not supported; use one of them",
                        m->file[0] ? m->file : "model");
     c->sched.base_lr = c->optim.lr; /* t_max 0: the number of epochs, once known */
@@ -368,7 +368,7 @@ kiln_status train_config_read(const kiln_model *m, train_config *c)
 kiln_status kiln_model_check_train(const kiln_model *m)
 {
     if (!m)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_check_train: no model");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_check_train: no model");
     train_config c;
     return train_config_read(m, &c);
 }
@@ -376,11 +376,11 @@ kiln_status kiln_model_check_train(const kiln_model *m)
 kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *value)
 {
     if (!m || !key || !value)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_set_train: a model, a key and a "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_set_train: a model, a key and a "
                                                     "value are required");
     graph_setting s = {0};
     if (strlen(key) >= sizeof s.key || strlen(value) >= sizeof s.value)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_set_train: %s: key or value "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_set_train: %s: key or value "
                                                     "too long", key);
     snprintf(s.key, sizeof s.key, "%s", key);
     snprintf(s.value, sizeof s.value, "%s", value);
@@ -402,7 +402,7 @@ kiln_status kiln_model_set_train(kiln_model *m, const char *key, const char *val
     if (added) {
         graph_setting *grown = realloc(m->train, (m->train_count + 1) * sizeof *grown);
         if (!grown)
-            return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_model_set_train: out of memory");
+            return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_model_set_train: out of memory");
         m->train = grown;
         m->train_count++;
     }
@@ -459,7 +459,7 @@ static void setting_text(const train_config *c, const key_def *d, char *text, si
 kiln_status kiln_model_train_settings(const kiln_model *m, kiln_write_fn fn, void *user)
 {
     if (!m || !fn)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_train_settings: a model and a "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_train_settings: a model and a "
                                                     "write function are required");
     train_config c;
     kiln_status st = train_config_read(m, &c);

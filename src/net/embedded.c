@@ -16,7 +16,7 @@ static cJSON *read_header(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        kiln_fail(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+        error_set(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
         return NULL;
     }
     unsigned char size_le[8];
@@ -31,7 +31,7 @@ static cJSON *read_header(const char *path)
     free(text);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        kiln_fail(KILN_ERR_IO, "%s: not a safetensors file (no JSON header)", path);
+        error_set(KILN_ERR_IO, "%s: not a safetensors file (no JSON header)", path);
         return NULL;
     }
     return root;
@@ -40,7 +40,7 @@ static cJSON *read_header(const char *path)
 kiln_status kiln_model_from_checkpoint(const char *path, kiln_model **out)
 {
     if (!path || !out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_from_checkpoint: %s is NULL",
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_model_from_checkpoint: %s is NULL",
                          path ? "out" : "the path");
     *out = NULL;
     cJSON *root = read_header(path);
@@ -50,7 +50,7 @@ kiln_status kiln_model_from_checkpoint(const char *path, kiln_model **out)
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(meta, "model");
     kiln_status st = KILN_OK;
     if (!cJSON_IsString(text))
-        st = kiln_fail(KILN_ERR_MODEL, "%s: the checkpoint carries no model (written by an "
+        st = error_set(KILN_ERR_MODEL, "%s: the checkpoint carries no model (written by an "
                                        "older kiln, or by another program); give the model "
                                        "file too", path);
     char name[300];

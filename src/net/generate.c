@@ -75,7 +75,7 @@ static size_t sample(double *p, size_t V, size_t top_k, kiln_rng *rng)
             free(sorted);
         }
     }
-    double u = kiln_rng_uniform(rng, 0, 1), run = 0;
+    double u = rng_uniform(rng, 0, 1), run = 0;
     for (size_t v = 0; v < V; v++) {
         run += p[v];
         if (u < run && p[v] > 0)
@@ -91,19 +91,19 @@ static kiln_status check_generate(const kiln_net *net, const char *prompt, doubl
                                   size_t top_k, size_t V)
 {
     if (V == 0)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_generate: the model takes no "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_generate: the model takes no "
                                                     "tokens ([input] tokens and block)");
     if (!net->vocab)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_generate: the network has no "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_generate: the network has no "
                                                     "vocabulary (load a checkpoint of kiln "
                                                     "train --data TEXT, or set one)");
     if (!prompt)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_generate: the prompt is NULL");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_generate: the prompt is NULL");
     if (!(temperature >= 0) || !isfinite(temperature))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_generate: temperature %g; "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_generate: temperature %g; "
                                                     "expected 0 (greedy) or more", temperature);
     if (top_k > V)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_generate: top_k %zu is larger "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_generate: top_k %zu is larger "
                                                     "than the vocabulary of %zu", top_k, V);
     return KILN_OK;
 }
@@ -130,12 +130,12 @@ static kiln_status window_last(window *w, const float **last)
     kiln_status st = KILN_OK;
     for (; st == KILN_OK && w->cached < w->len; w->cached++) {
         w->dec->at = w->cached;
-        st = kiln_tensor_write(w->dec->input, &w->x[w->cached], 1, 0);
+        st = tensor_write(w->dec->input, &w->x[w->cached], 1, 0);
         if (st == KILN_OK)
             st = pipeline_forward(w->dec, 0);
     }
     if (st == KILN_OK)
-        st = kiln_tensor_read(pipeline_output(w->dec), w->y, w->V, 1);
+        st = tensor_read(pipeline_output(w->dec), w->y, w->V, 1);
     *last = w->y;
     return st;
 }
@@ -178,7 +178,7 @@ kiln_status net_generate(kiln_net *net, const char *prompt, size_t tokens, doubl
     if (st == KILN_OK)
         y = malloc(T * V * sizeof *y);
     if (st == KILN_OK && (!x || !y || !p))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_generate: out of memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_generate: out of memory");
     /* the context: the prompt's last block of tokens (an empty prompt starts
      * from a newline where the vocabulary has one, as nanoGPT's sample.py) */
     size_t len = n < T ? n : T;
@@ -195,7 +195,7 @@ kiln_status net_generate(kiln_net *net, const char *prompt, size_t tokens, doubl
     int training = net->training;
     net->training = 0; /* as sample.py's model.eval() */
     kiln_rng rng;
-    kiln_rng_seed(&rng, seed);
+    rng_seed(&rng, seed);
     for (size_t k = 0; k < tokens && st == KILN_OK; k++) {
         const float *last = NULL;
         st = window_last(&w, &last);

@@ -26,16 +26,16 @@ kiln_status net_set_classes(kiln_net *net, const char *json)
     size_t n = cJSON_IsArray(a) ? (size_t)cJSON_GetArraySize(a) : 0;
     char **names = calloc(n ? n : 1, sizeof *names), *copy = strdup(json);
     kiln_status st = cJSON_IsArray(a) ? KILN_OK
-                                      : kiln_fail(KILN_ERR_IO, "the checkpoint's classes are not "
+                                      : error_set(KILN_ERR_IO, "the checkpoint's classes are not "
                                                                "a JSON array of names");
     if (st == KILN_OK && (!names || !copy))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "class names: out of memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "class names: out of memory");
     for (size_t i = 0; st == KILN_OK && i < n; i++) {
         const cJSON *e = cJSON_GetArrayItem(a, (int)i);
         if (!cJSON_IsString(e))
-            st = kiln_fail(KILN_ERR_IO, "the checkpoint's class %zu is not a name", i);
+            st = error_set(KILN_ERR_IO, "the checkpoint's class %zu is not a name", i);
         else if (!(names[i] = strdup(e->valuestring)))
-            st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "class names: out of memory");
+            st = error_set(KILN_ERR_OUT_OF_MEMORY, "class names: out of memory");
     }
     cJSON_Delete(a);
     if (st != KILN_OK) {
@@ -67,7 +67,7 @@ static kiln_status image_spec(const kiln_net *net, const train_config *c, const 
     char shape[64];
     if (in->ndim != 3 || (in->d[0] != 1 && in->d[0] != 3) || in->d[1] > 65536 ||
         in->d[2] > 65536)
-        return kiln_fail(KILN_ERR_SHAPE, "%s: images need a model input of shape CxHxW with 1 "
+        return error_set(KILN_ERR_SHAPE, "%s: images need a model input of shape CxHxW with 1 "
                                          "(gray) or 3 (RGB) channels; the model's is %s",
                          path, shape_str(in, shape, sizeof shape));
     *s = (folder_spec){.channels = (int)in->d[0], .height = (int)in->d[1],
@@ -103,14 +103,14 @@ kiln_status kiln_net_load_images(const kiln_net *net, const char *path, kiln_dat
 {
     kiln_status st = net_check(net, "kiln_net_load_images");
     if (st == KILN_OK && (!path || !out))
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_load_images: a path and an output "
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_load_images: a path and an output "
                                                   "pointer are required");
     if (st != KILN_OK)
         return st;
     *out = NULL;
     kiln_data *d = calloc(1, sizeof *d);
     if (!d)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_load_images: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_load_images: out of host memory");
     st = net_load_images(net, path, "test", &d->d);
     if (st != KILN_OK) {
         data_free(&d->d);

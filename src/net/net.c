@@ -12,9 +12,9 @@
 kiln_status net_check(const kiln_net *net, const char *call)
 {
     if (!net)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: the network is NULL", call);
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: the network is NULL", call);
     if (net->magic != NET_MAGIC)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: not a live network (freed, or never "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: not a live network (freed, or never "
                                                     "made by kiln_net_create)", call);
     return KILN_OK;
 }
@@ -69,9 +69,9 @@ kiln_status net_accumulate(kiln_net *net, size_t mine, double part)
 {
     kiln_tensor *g = net->main.p->grads;
     if (!net->acc && !(net->acc = calloc(g->numel, sizeof *net->acc)))
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "gradient accumulation: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "gradient accumulation: out of host memory");
     if (!net->acc_read && !(net->acc_read = malloc(g->numel * sizeof *net->acc_read)))
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "gradient accumulation: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "gradient accumulation: out of host memory");
     if (!net->acc_filled)
         memset(net->acc, 0, g->numel * sizeof *net->acc);
     net->acc_filled = 1;
@@ -210,7 +210,7 @@ static kiln_status check_tokens(const kiln_net *net, const float *y, size_t n, c
     size_t T = net_positions(net), V = net->m->vocab ? net->m->vocab : net_classes(net);
     for (size_t i = 0; i < n * T; i++)
         if (!(y[i] >= 0 && y[i] < (float)V) || y[i] != floorf(y[i]))
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %s %zu of sample %zu is %g; token "
+            return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: %s %zu of sample %zu is %g; token "
                                                         "ids are whole numbers from 0 to %zu "
                                                         "(a vocabulary of %zu)",
                              what, role, i % T, i / T, (double)y[i], V - 1, V);
@@ -245,12 +245,12 @@ kiln_status net_check_targets(const kiln_net *net, const float *y, size_t n, con
     else
         snprintf(at, sizeof at, "%s", what), snprintf(of, sizeof of, " of sample %zu", sample);
     if (net->c.loss == LOSS_BCE)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: target %zu%s is %g; bce needs targets "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: target %zu%s is %g; bce needs targets "
                                                     "from 0 to 1",
                          at, j, of, (double)y[i]);
     if (net->c.loss != LOSS_CROSS_ENTROPY)
-        return kiln_fail(KILN_ERR_NUMERIC, "%s: target %zu%s is %g", at, j, of, (double)y[i]);
-    return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: label%s is %g; cross_entropy needs class "
+        return error_set(KILN_ERR_NUMERIC, "%s: target %zu%s is %g", at, j, of, (double)y[i]);
+    return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: label%s is %g; cross_entropy needs class "
                                                 "indices 0 to %zu (the model's outputs)",
                      at, of, (double)y[i], outputs - 1);
 }
@@ -327,20 +327,20 @@ kiln_status kiln_net_create(kiln_ctx *ctx, kiln_model *m, size_t max_batch, kiln
     *out = NULL;
     kiln_net *net = calloc(1, sizeof *net);
     if (!net)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_create: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_create: out of host memory");
     net->magic = NET_MAGIC;
     net->ctx = ctx;
-    kiln_programs_hold(ctx); /* released by kiln_net_free */
+    programs_hold(ctx); /* released by kiln_net_free */
     net->m = m;
     net->sync = (op_sync){sync_sum, net};
     kiln_status st = train_config_read(m, &net->c);
     if (st == KILN_OK)
         st = graph_finish(m);
     if (st == KILN_OK && m->count == 0)
-        st = kiln_fail(KILN_ERR_MODEL, "kiln_net_create: the model has no layers");
+        st = error_set(KILN_ERR_MODEL, "kiln_net_create: the model has no layers");
     net->max_batch = max_batch ? max_batch : net->c.batch;
     if (st == KILN_OK && net->max_batch > 65536)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_create: max_batch %zu is above "
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_create: max_batch %zu is above "
                                                   "65536", net->max_batch);
     net->lr = net->c.optim.lr;
     if (st == KILN_OK)
@@ -359,11 +359,11 @@ kiln_status kiln_net_create(kiln_ctx *ctx, kiln_model *m, size_t max_batch, kiln
     net->x = malloc(net->max_batch * in * sizeof *net->x);
     net->y = malloc(net->max_batch * (outs ? outs : 1) * sizeof *net->y);
     if (st == KILN_OK && (!net->mean || !net->std || !net->x || !net->y))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_create: out of host memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_create: out of host memory");
     if (net->std)
         net->std[0] = 1.0f;
     if (st == KILN_OK && !(net->entries = checkpoint_entries(net->main.p, &net->n_entries)))
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_create: out of host memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_create: out of host memory");
     if (st != KILN_OK) {
         kiln_net_free(net);
         return st;
@@ -395,7 +395,7 @@ void kiln_net_free(kiln_net *net)
     free(net->acc_read);
     dist_comm_free(net->comm);
     if (net->ctx)
-        kiln_programs_release(net->ctx);
+        programs_release(net->ctx);
     net->magic = 0;
     free(net);
 }
@@ -444,14 +444,14 @@ static kiln_status check_inputs(const kiln_net *net, const float *x, size_t n, c
 {
     size_t in = kiln_net_input_size(net);
     if (!x)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: x is NULL", call);
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: x is NULL", call);
     if (net->m->vocab)
         return check_tokens(net, x, n, call, "input token");
     /* always: one NaN in a training step turns every weight into NaN while
      * ReLU hides it from the loss (a pass over the host array is cheap) */
     for (size_t i = 0; i < n * in; i++)
         if (!isfinite(x[i]))
-            return kiln_fail(KILN_ERR_NUMERIC, "%s: input %zu of sample %zu is %g", call,
+            return error_set(KILN_ERR_NUMERIC, "%s: input %zu of sample %zu is %g", call,
                              i % in, i / in, (double)x[i]);
     return KILN_OK;
 }
@@ -468,7 +468,7 @@ static kiln_status stage_inputs(kiln_net *net, net_pipe *q, const float *x, size
         net_normalize(net, x, n, net->x);
         src = net->x;
     }
-    return kiln_tensor_write(q->p->input, src, n * kiln_net_input_size(net), 0);
+    return tensor_write(q->p->input, src, n * kiln_net_input_size(net), 0);
 }
 
 /* One chunk of at most max_batch samples forward; what: "outputs" reads
@@ -488,7 +488,7 @@ static kiln_status forward_chunk(kiln_net *net, const float *x, size_t n, int tr
     }
     if (st == KILN_OK) {
         const kiln_tensor *t = logits ? net_logits(net, q->p) : pipeline_output(q->p);
-        st = kiln_tensor_read(t, y, kiln_tensor_numel(t), 1);
+        st = tensor_read(t, y, kiln_tensor_numel(t), 1);
     }
     if (st != KILN_OK && q)
         kiln_ctx_finish(q->p->ctx); /* the upload may read x yet: not past this call */
@@ -501,7 +501,7 @@ kiln_status kiln_net_forward(kiln_net *net, const float *x, size_t n, float *y)
 {
     kiln_status st = net_check(net, "kiln_net_forward");
     if (st == KILN_OK && (!y || n == 0))
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_forward: %s",
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_forward: %s",
                        y ? "n is 0; at least one sample is needed" : "y is NULL");
     if (st == KILN_OK)
         st = check_inputs(net, x, n, "kiln_net_forward");
@@ -526,12 +526,12 @@ static kiln_status agree_on_step(kiln_net *net, kiln_status st, size_t n, size_t
     if (st != KILN_OK || summed != KILN_OK)
         return st != KILN_OK ? st : summed;
     if (v[1] > 0)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: %.0f other rank%s "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: %.0f other rank%s "
                                                     "refused %s part of the batch; no rank "
                                                     "trained",
                          v[1], v[1] > 1 ? "s" : "", v[1] > 1 ? "their" : "its");
     if (v[0] == 0)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: no rank has samples "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: no rank has samples "
                                                     "in this step");
     *total = (size_t)v[0];
     net_dist_step(net, n, *total);
@@ -544,13 +544,13 @@ static kiln_status check_step(const kiln_net *net, const float *x, const float *
 {
     int shared = dist_comm_size(net->comm) > 1;
     if ((n == 0 && !shared) || n > net->max_batch)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: %zu samples; a step "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: %zu samples; a step "
                                                     "takes %d to %zu (the network's max_batch)",
                          n, shared ? 0 : 1, net->max_batch);
     if (n == 0)
         return KILN_OK;
     if (!y)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: the target array is "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_train_step: the target array is "
                                                     "NULL");
     kiln_status st = check_inputs(net, x, n, "kiln_net_train_step");
     return st == KILN_OK ? net_check_targets(net, y, n, "kiln_net_train_step", NULL) : st;
@@ -565,7 +565,7 @@ static kiln_status run_step(kiln_net *net, const float *x, const float *y, size_
     if (st == KILN_OK)
         st = stage_inputs(net, q, x, n);
     if (st == KILN_OK)
-        st = kiln_tensor_write(q->target, y, kiln_tensor_numel(q->target), 0);
+        st = tensor_write(q->target, y, kiln_tensor_numel(q->target), 0);
     if (st == KILN_OK) {
         q->p->counter = net->main.p->counter;
         st = pipeline_forward(q->p, 1);
@@ -605,7 +605,7 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
         st = dist_sum_doubles(net->comm, &sum, 1, "the step's loss");
     l = st == KILN_OK ? (float)(sum / (double)total) : NAN;
     if (st == KILN_OK && !isfinite(l))
-        st = kiln_fail(KILN_ERR_NUMERIC, "kiln_net_train_step: the loss is %g; the weights "
+        st = error_set(KILN_ERR_NUMERIC, "kiln_net_train_step: the loss is %g; the weights "
                                          "were not updated; lower the learning rate or clip "
                                          "gradients (clip_norm)",
                        (double)l);
@@ -635,7 +635,7 @@ static kiln_status take_rank0(kiln_net *net, int params)
     pipeline *p = net->main.p;
     pipeline_params_changed(p);
     float *h = malloc(p->params->numel * sizeof *h);
-    kiln_status st = !h ? kiln_fail(KILN_ERR_OUT_OF_MEMORY, "rank 0's weights: out of host "
+    kiln_status st = !h ? error_set(KILN_ERR_OUT_OF_MEMORY, "rank 0's weights: out of host "
                                                             "memory")
                      : params ? broadcast_tensor(net, p->params, h)
                               : KILN_OK;
@@ -644,7 +644,7 @@ static kiln_status take_rank0(kiln_net *net, int params)
             kiln_tensor *b = p->steps[i].buffer[j];
             float *grown = b->numel > p->params->numel ? realloc(h, b->numel * sizeof *h) : h;
             if (!grown)
-                st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "rank 0's weights: out of host memory");
+                st = error_set(KILN_ERR_OUT_OF_MEMORY, "rank 0's weights: out of host memory");
             else
                 st = broadcast_tensor(net, b, h = grown);
         }
@@ -691,7 +691,7 @@ kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, siz
 {
     kiln_status st = net_check(net, "kiln_net_evaluate");
     if (st == KILN_OK && (n == 0 || !y))
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_evaluate: %s",
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_evaluate: %s",
                        y ? "n is 0; at least one sample is needed" : "y is NULL");
     if (st == KILN_OK)
         st = check_inputs(net, x, n, "kiln_net_evaluate");
@@ -701,7 +701,7 @@ kiln_status kiln_net_evaluate(kiln_net *net, const float *x, const float *y, siz
     size_t per_target = net->c.loss == LOSS_CROSS_ENTROPY ? net_positions(net) : outs;
     float *z = st == KILN_OK ? malloc(net->max_batch * outs * sizeof *z) : NULL;
     if (st == KILN_OK && !z)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_evaluate: out of host memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_evaluate: out of host memory");
     double total = 0;
     for (size_t first = 0; st == KILN_OK && first < n; first += net->max_batch) {
         size_t k = n - first < net->max_batch ? n - first : net->max_batch;
@@ -742,7 +742,7 @@ kiln_status kiln_net_configure(kiln_net *net, const char *key, const char *value
             kiln_model_set_train(net->m, key, old ? was : "none");
             net->c = before;
             net_class_weights(net);
-            kiln_fail(st, "%s", why);
+            error_set(st, "%s", why);
         }
         net->c = before;
         return st;
@@ -776,7 +776,7 @@ kiln_status kiln_net_set_lr(kiln_net *net, double lr)
 {
     kiln_status st = net_check(net, "kiln_net_set_lr");
     if (st == KILN_OK && !(lr > 0 && lr <= 100))
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_lr: %g; a learning rate is "
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_lr: %g; a learning rate is "
                                                   "above 0 and at most 100", lr);
     if (st == KILN_OK)
         net->lr = (float)lr;
@@ -793,18 +793,18 @@ kiln_status net_check_normalization(const kiln_net *net, const float *mean, cons
 {
     size_t in = kiln_net_input_size(net), channels = net_norm_groups(net, 1);
     if (!mean || !std || (count != 1 && count != in && count != channels))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: mean and std of %zu values; expected "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: mean and std of %zu values; expected "
                                                     "1, %zu (one per input value)%s",
                          what, count, in, channels != in ? " or one per channel" : "");
     for (size_t i = 0; net->m->vocab && i < count; i++)
         if (mean[i] != 0.0f || std[i] != 1.0f)
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: the inputs are token ids, which "
+            return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: the inputs are token ids, which "
                                                         "are not normalized (mean 0 and std 1 "
                                                         "only)",
                              what);
     for (size_t i = 0; i < count; i++)
         if (!isfinite(mean[i]) || !(std[i] > 0) || !isfinite(std[i]))
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: value %zu: mean %g, std %g; the "
+            return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: value %zu: mean %g, std %g; the "
                                                         "mean must be finite and the deviation "
                                                         "above 0",
                              what, i, (double)mean[i], (double)std[i]);
@@ -822,7 +822,7 @@ kiln_status kiln_net_set_normalization(kiln_net *net, const float *mean, const f
     float *m = malloc(count * sizeof *m), *s = malloc(count * sizeof *s);
     if (!m || !s) {
         free(m), free(s);
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_normalization: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_normalization: out of memory");
     }
     memcpy(m, mean, count * sizeof *m);
     memcpy(s, std, count * sizeof *s);

@@ -12,7 +12,7 @@ static long entry_index(const kiln_net *net, const char *call, const char *name)
     for (size_t i = 0; name && i < net->n_entries; i++)
         if (strcmp(net->entries[i].name, name) == 0)
             return (long)i;
-    kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: the network has no tensor %s", call,
+    error_set(KILN_ERR_INVALID_ARGUMENT, "%s: the network has no tensor %s", call,
               name ? name : "(NULL)");
     return -1;
 }
@@ -36,10 +36,10 @@ kiln_status kiln_net_grad(kiln_net *net, const char *name, float *dst, size_t co
         return st == KILN_OK ? KILN_ERR_INVALID_ARGUMENT : st;
     kiln_tensor *g = grad_of(net, net->entries[i].tensor);
     if (!g)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_grad: %s is a buffer, which "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_grad: %s is a buffer, which "
                                                     "has no gradient", name);
     if (!dst || count != g->numel)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_grad: %s has %zu values; %s",
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_grad: %s has %zu values; %s",
                          name, g->numel, dst ? "another count was given"
                                              : "the array is NULL");
     return kiln_tensor_download(g, dst, count);
@@ -53,10 +53,10 @@ kiln_status kiln_net_set_frozen(kiln_net *net, const char *name, int frozen)
         return st == KILN_OK ? KILN_ERR_INVALID_ARGUMENT : st;
     kiln_tensor *param = net->entries[i].tensor;
     if (!grad_of(net, param))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_frozen: %s is a buffer; "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_frozen: %s is a buffer; "
                                                     "only parameters train", name);
     if (!net->frozen && !(net->frozen = calloc(net->n_entries, sizeof *net->frozen)))
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_frozen: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_frozen: out of memory");
     if (frozen && !net->frozen[i]) /* the copy the optimizer's step is undone from */
         st = kiln_tensor_create(net->ctx, param->ndim, param->shape, &net->frozen[i]);
     else if (!frozen) {
@@ -83,7 +83,7 @@ kiln_status net_class_weights(kiln_net *net)
     if (!c->n_class_weight || c->loss != LOSS_CROSS_ENTROPY)
         return KILN_OK;
     if ((size_t)c->n_class_weight != classes)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "[train] class_weight has %d values; the "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "[train] class_weight has %d values; the "
                                                     "model has %zu classes",
                          c->n_class_weight, classes);
     size_t shape[1] = {classes};
@@ -129,14 +129,14 @@ kiln_status kiln_net_normalization(const kiln_net *net, float *mean, float *std,
 {
     kiln_status st = net_check(net, "kiln_net_normalization");
     if (st == KILN_OK && !count)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_normalization: count is NULL");
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_normalization: count is NULL");
     if (st != KILN_OK)
         return st;
     *count = net->norm_count;
     if (!mean && !std)
         return KILN_OK; /* the count alone */
     if (!mean || !std || cap < net->norm_count)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_normalization: room for %zu "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_normalization: room for %zu "
                                                     "values; it has %zu", cap, net->norm_count);
     memcpy(mean, net->mean, net->norm_count * sizeof *mean);
     memcpy(std, net->std, net->norm_count * sizeof *std);
@@ -164,10 +164,10 @@ static kiln_tensor *slot_of(kiln_net *net, const char *call, int slot, const voi
     size_t slots = kiln_net_optimizer_slots(net, NULL);
     kiln_tensor *t = slot >= 0 && (size_t)slot < slots ? optim_state(net->opt, slot) : NULL;
     if (!t)
-        kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: slot %d; the optimizer keeps %zu", call, slot,
+        error_set(KILN_ERR_INVALID_ARGUMENT, "%s: slot %d; the optimizer keeps %zu", call, slot,
                   slots);
     else if (!array || count != t->numel)
-        kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: slot %d has %zu values; %s", call, slot,
+        error_set(KILN_ERR_INVALID_ARGUMENT, "%s: slot %d has %zu values; %s", call, slot,
                   t->numel, array ? "another count was given" : "the array is NULL");
     return t && array && count == t->numel ? t : NULL;
 }

@@ -23,7 +23,7 @@ kiln_status kiln_net_param_info(const kiln_net *net, size_t i, kiln_param_info *
     if (st == KILN_OK)
         st = require_args("kiln_net_param_info", ARG(out), NULL);
     if (st == KILN_OK && i >= net->n_entries)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_param_info: index %zu of %zu "
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_param_info: index %zu of %zu "
                                                   "tensors", i, net->n_entries);
     if (st != KILN_OK)
         return st;
@@ -51,7 +51,7 @@ static kiln_status find_entry(kiln_net *net, const char *call, const char *name,
             continue;
         size_t numel = e->is_int64 ? 1 : shape_numel(&e->shape);
         if (count != numel)
-            return kiln_fail(KILN_ERR_SHAPE, "%s: %s has %zu values; %zu given", call, name,
+            return error_set(KILN_ERR_SHAPE, "%s: %s has %zu values; %zu given", call, name,
                              numel, count);
         *out = e;
         return KILN_OK;
@@ -61,7 +61,7 @@ static kiln_status find_entry(kiln_net *net, const char *call, const char *name,
     for (size_t i = 0; i < net->n_entries && used < sizeof names; i++)
         used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
                                  net->entries[i].name);
-    return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: the network has no tensor %s; it has %s",
+    return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: the network has no tensor %s; it has %s",
                      call, name ? name : "(NULL)", names);
 }
 
@@ -88,7 +88,7 @@ kiln_status kiln_net_set(kiln_net *net, const char *name, const float *src, size
         st = require_args("kiln_net_set", ARG(src), NULL);
     for (size_t i = 0; st == KILN_OK && i < count; i++)
         if (!isfinite(src[i]))
-            st = kiln_fail(KILN_ERR_NUMERIC, "kiln_net_set: %s[%zu] is %g", name, i,
+            st = error_set(KILN_ERR_NUMERIC, "kiln_net_set: %s[%zu] is %g", name, i,
                            (double)src[i]);
     if (st != KILN_OK || e->is_int64) /* num_batches_tracked follows the step count */
         return st;
@@ -211,7 +211,7 @@ static kiln_status read_norm(void *user, const char *path, const checkpoint_meta
     stored_norm *n = user;
     n->classes = checkpoint_meta_get(meta, "classes");
     if (n->classes && !names_array(n->classes))
-        return kiln_fail(KILN_ERR_IO, "%s: the stored classes are not a JSON array of names",
+        return error_set(KILN_ERR_IO, "%s: the stored classes are not a JSON array of names",
                          path);
     const char *mean = checkpoint_meta_get(meta, "normalize_mean");
     const char *std = checkpoint_meta_get(meta, "normalize_std");
@@ -221,16 +221,16 @@ static kiln_status read_norm(void *user, const char *path, const checkpoint_meta
     n->mean = malloc(in * sizeof *n->mean);
     n->std = malloc(in * sizeof *n->std);
     if (!n->mean || !n->std)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
     size_t nm = mean ? parse_floats(mean, n->mean, in) : 0;
     size_t ns = std ? parse_floats(std, n->std, in) : 0;
     if (nm == 0 || nm != ns)
-        return kiln_fail(KILN_ERR_IO, "%s: the stored normalize_mean and normalize_std are not "
+        return error_set(KILN_ERR_IO, "%s: the stored normalize_mean and normalize_std are not "
                                       "two lists of the same length of numbers", path);
     if (net_check_normalization(n->net, n->mean, n->std, nm, "normalization") != KILN_OK) {
         char why[512];
         snprintf(why, sizeof why, "%s", kiln_last_error());
-        return kiln_fail(KILN_ERR_IO, "%s: the stored %s", path, why);
+        return error_set(KILN_ERR_IO, "%s: the stored %s", path, why);
     }
     n->count = nm;
     return KILN_OK;
@@ -252,7 +252,7 @@ kiln_status kiln_net_save(kiln_net *net, const char *path)
 {
     kiln_status st = net_check(net, "kiln_net_save");
     if (st == KILN_OK && !path)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_save: the path is NULL");
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_save: the path is NULL");
     if (st != KILN_OK)
         return st;
     checkpoint_meta meta = {0};
@@ -267,7 +267,7 @@ kiln_status kiln_net_load(kiln_net *net, const char *path)
 {
     kiln_status st = net_check(net, "kiln_net_load");
     if (st == KILN_OK && !path)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_load: the path is NULL");
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_load: the path is NULL");
     checkpoint_meta meta = {0};
     if (st == KILN_OK && net->vocab) /* another vocabulary: refused before any load */
         st = checkpoint_read_meta(path, &meta);
@@ -307,7 +307,7 @@ kiln_status net_agree_on_layout(kiln_net *net, kiln_status mine)
         fclose(f);
     }
     if (!text && mine == KILN_OK)
-        mine = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
+        mine = error_set(KILN_ERR_OUT_OF_MEMORY, "out of host memory");
     kiln_status st = dist_agree(net->comm, "the ranks' models differ (checked against rank 0)",
                                 text, mine);
     free(text);
@@ -330,12 +330,12 @@ kiln_status kiln_net_set_vocab(kiln_net *net, const char *vocab)
         st = vocab_chars(vocab, "kiln_net_set_vocab", &chars, &n);
     free(chars);
     if (st == KILN_OK && vocab && n > v)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_vocab: %zu characters, more "
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_net_set_vocab: %zu characters, more "
                                                   "than the model's vocabulary of %zu ([input] "
                                                   "tokens)", n, v);
     char *copy = st == KILN_OK && vocab ? strdup(vocab) : NULL;
     if (st == KILN_OK && vocab && !copy)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_vocab: out of memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_net_set_vocab: out of memory");
     if (st != KILN_OK)
         return st;
     free(net->vocab);
@@ -369,7 +369,7 @@ kiln_status net_check_vocab(const kiln_net *net, const checkpoint_meta *meta, co
     vocab_chars(net->vocab, what, &b, &nb);
     free(a);
     free(b);
-    return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: another vocabulary: %zu characters "
+    return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: another vocabulary: %zu characters "
                                                 "(\"%s\") where %s has %zu (\"%s\"); "
                                                 "token ids would mean other characters", path,
                      na,

@@ -18,17 +18,17 @@ static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes
 {
     char buf[64];
     if (in[0].ndim != 3)
-        return kiln_fail(KILN_ERR_SHAPE, "attention: input is %s; expected (batch, time, "
+        return error_set(KILN_ERR_SHAPE, "attention: input is %s; expected (batch, time, "
                                          "3 x channels) from a fused q, k, v projection",
                          shape_str(&in[0], buf, sizeof buf));
     size_t heads = a->heads, width = in[0].d[2];
     if (heads == 0 || width % (3 * heads) != 0)
-        return kiln_fail(KILN_ERR_SHAPE, "attention: %zu input channels do not split into "
+        return error_set(KILN_ERR_SHAPE, "attention: %zu input channels do not split into "
                                          "q, k and v of %zu heads each",
                          width, heads);
     size_t C = width / 3, D = C / heads;
     if (D > ATTN_MAX_HEAD_DIM)
-        return kiln_fail(KILN_ERR_UNSUPPORTED, "attention: a head of %zu channels; at most %d",
+        return error_set(KILN_ERR_UNSUPPORTED, "attention: a head of %zu channels; at most %d",
                          D, ATTN_MAX_HEAD_DIM);
     s->out = shape_make(3, in[0].d[0], in[0].d[1], C, 0);
     s->n_saved = 1;
@@ -56,7 +56,7 @@ static size_t attn_rows(const kiln_ctx *ctx)
     long rows = env ? strtol(env, NULL, 10) : 0;
     if (rows >= 1 && rows <= 16)
         return (size_t)rows;
-    return kiln_device_loops_work_groups(&ctx->info) ? ATTN_CPU_ROWS : 1;
+    return device_loops_work_groups(&ctx->info) ? ATTN_CPU_ROWS : 1;
 }
 
 static kiln_status attn_kernel(const op_args *c, const char *name, cl_kernel *k)
@@ -64,7 +64,7 @@ static kiln_status attn_kernel(const op_args *c, const char *name, cl_kernel *k)
     char opts[48];
     size_t D = c->out->shape[2] / c->attrs->heads;
     snprintf(opts, sizeof opts, "-DHD=%zu -DRQ=%zu", D, attn_rows(c->ctx));
-    return kiln_kernel_get(c->ctx, "attention.cl", opts, name, k);
+    return kernel_get(c->ctx, "attention.cl", opts, name, k);
 }
 
 static float attn_scale(const op_args *c)
@@ -81,7 +81,7 @@ static kiln_status attn_decode(const op_args *c)
     const kiln_tensor *kv = c->cache;
     if (c->out->shape[0] != 1 || kv->ndim != 2 || kv->shape[1] != 2 * (size_t)C ||
         c->at + T > kv->shape[0])
-        return kiln_fail(KILN_ERR_SHAPE, "attention: decoding %u rows of batch %zu at position "
+        return error_set(KILN_ERR_SHAPE, "attention: decoding %u rows of batch %zu at position "
                                          "%zu with a cache of %zu x %zu; expected batch 1, %u "
                                          "channels and room for them",
                          T, c->out->shape[0], c->at, kv->shape[0],
@@ -92,11 +92,11 @@ static kiln_status attn_decode(const op_args *c)
         st = attn_kernel(c, "attn_decode", &k);
     float scale = attn_scale(c);
     if (st == KILN_OK)
-        st = kiln_launch_3d(c->ctx, store, "attn_cache_store", 2 * C, T, 1,
-                            KARG(c->in[0]->buf), KARG(kv->buf), KARG(at), KARG(C));
+        st = launch_3d(c->ctx, store, "attn_cache_store", 2 * C, T, 1,
+                       KARG(c->in[0]->buf), KARG(kv->buf), KARG(at), KARG(C));
     if (st == KILN_OK)
-        st = kiln_launch_3d(c->ctx, k, "attn_decode", T, H, 1, KARG(c->in[0]->buf),
-                            KARG(kv->buf), KARG(c->out->buf), KARG(at), KARG(H), KARG(scale));
+        st = launch_3d(c->ctx, k, "attn_decode", T, H, 1, KARG(c->in[0]->buf),
+                       KARG(kv->buf), KARG(c->out->buf), KARG(at), KARG(H), KARG(scale));
     return st;
 }
 
@@ -111,9 +111,9 @@ static kiln_status attn_forward(const op_args *c)
     float scale = attn_scale(c);
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(c->ctx, k, "attn_forward", (T + R - 1) / R, H, c->out->shape[0],
-                          KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->saved[0]->buf),
-                          KARG(T), KARG(H), KARG(scale));
+    return launch_3d(c->ctx, k, "attn_forward", (T + R - 1) / R, H, c->out->shape[0],
+                     KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->saved[0]->buf),
+                     KARG(T), KARG(H), KARG(scale));
 }
 
 static kiln_status attn_backward(const op_args *c)
@@ -132,16 +132,16 @@ static kiln_status attn_backward(const op_args *c)
     size_t B = c->out->shape[0], R = attn_rows(c->ctx);
     float scale = attn_scale(c);
     if (st == KILN_OK)
-        st = kiln_launch_3d(c->ctx, kq, "attn_backward_q", (T + R - 1) / R, H, B,
-                            KARG(c->in[0]->buf),
-                            KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
-                            KARG(delta->buf), KARG(c->din[0]->buf), KARG(T), KARG(H),
-                            KARG(scale));
+        st = launch_3d(c->ctx, kq, "attn_backward_q", (T + R - 1) / R, H, B,
+                       KARG(c->in[0]->buf),
+                       KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
+                       KARG(delta->buf), KARG(c->din[0]->buf), KARG(T), KARG(H),
+                       KARG(scale));
     if (st == KILN_OK)
-        st = kiln_launch_3d(c->ctx, kkv, "attn_backward_kv", (T + R - 1) / R, H, B,
-                            KARG(c->in[0]->buf),
-                            KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(delta->buf),
-                            KARG(c->din[0]->buf), KARG(T), KARG(H), KARG(scale));
+        st = launch_3d(c->ctx, kkv, "attn_backward_kv", (T + R - 1) / R, H, B,
+                       KARG(c->in[0]->buf),
+                       KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(delta->buf),
+                       KARG(c->din[0]->buf), KARG(T), KARG(H), KARG(scale));
     kiln_tensor_free(delta);
     return st;
 }

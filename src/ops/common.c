@@ -11,12 +11,12 @@ kiln_status expect_shape(const char *op, const char *what, const kiln_tensor *t,
 {
     char a[64], b[64];
     if (!t)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %s is missing; expected shape %s", op,
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: %s is missing; expected shape %s", op,
                          what, shape_str(want, b, sizeof b));
     kiln_shape got = shape_of(t);
     if (shape_eq(&got, want))
         return KILN_OK;
-    return kiln_fail(KILN_ERR_SHAPE, "%s: %s is %s; expected %s", op, what,
+    return error_set(KILN_ERR_SHAPE, "%s: %s is %s; expected %s", op, what,
                      shape_str(&got, a, sizeof a), shape_str(want, b, sizeof b));
 }
 
@@ -24,7 +24,7 @@ kiln_status op_check_count(const char *op, const char *what, size_t n)
 {
     if (n <= UINT32_MAX)
         return KILN_OK;
-    return kiln_fail(KILN_ERR_TOO_LARGE, "%s: %s has %zu elements; the operators handle at "
+    return error_set(KILN_ERR_TOO_LARGE, "%s: %s has %zu elements; the operators handle at "
                                          "most %u", op, what, n, UINT32_MAX);
 }
 
@@ -45,7 +45,7 @@ size_t reduce_group_size(const kiln_ctx *ctx)
 
 size_t pointwise_group_size(const kiln_ctx *ctx)
 {
-    size_t wg = kiln_device_loops_work_groups(&ctx->info) ? 1024 : 64;
+    size_t wg = device_loops_work_groups(&ctx->info) ? 1024 : 64;
     while (wg > 1 && wg > ctx->info.max_work_group_size)
         wg /= 2;
     return wg;
@@ -56,18 +56,18 @@ size_t pointwise_group_size(const kiln_ctx *ctx)
 const char *reduce_options(const kiln_ctx *ctx, char *buf, size_t size)
 {
     snprintf(buf, size, "-DWG=%zu%s", reduce_group_size(ctx),
-             kiln_device_loops_work_groups(&ctx->info) ? " -DCHUNKED" : "");
+             device_loops_work_groups(&ctx->info) ? " -DCHUNKED" : "");
     return buf;
 }
 
 int op_sums_by_plane(const kiln_ctx *ctx, size_t s)
 {
-    return kiln_device_loops_work_groups(&ctx->info) && s >= 16;
+    return device_loops_work_groups(&ctx->info) && s >= 16;
 }
 
 int op_sums_by_column(const kiln_ctx *ctx, size_t s)
 {
-    return kiln_device_loops_work_groups(&ctx->info) && s == 1;
+    return device_loops_work_groups(&ctx->info) && s == 1;
 }
 
 size_t op_column_items(size_t columns)
@@ -77,7 +77,7 @@ size_t op_column_items(size_t columns)
 
 size_t op_plane_items(const kiln_ctx *ctx, size_t planes)
 {
-    size_t items = 32 * kiln_device_units(&ctx->info);
+    size_t items = 32 * device_units(&ctx->info);
     return planes < items ? planes : items;
 }
 
@@ -92,17 +92,17 @@ static kiln_status channel_sums_by_plane(kiln_ctx *ctx, cl_mem x, cl_uint rows, 
     kiln_shape s = shape_make(1, (size_t)rows * cols, 0, 0, 0);
     cl_uint planes = rows * cols;
     const char *src = "group.cl+reduce.cl", *o = reduce_options(ctx, opts, sizeof opts);
-    kiln_status st = kiln_kernel_get(ctx, src, o, "plane_sums", &k);
+    kiln_status st = kernel_get(ctx, src, o, "plane_sums", &k);
     if (st == KILN_OK)
-        st = kiln_kernel_get(ctx, src, o, "channel_totals", &total);
+        st = kernel_get(ctx, src, o, "channel_totals", &total);
     if (st == KILN_OK)
         st = tensor_of(ctx, &s, &part);
     if (st == KILN_OK)
-        st = kiln_launch_1d(ctx, k, "plane_sums", op_plane_items(ctx, planes), 1, KARG(x),
-                            KARG(part->buf), KARG(planes), KARG(inner));
+        st = launch_1d(ctx, k, "plane_sums", op_plane_items(ctx, planes), 1, KARG(x),
+                       KARG(part->buf), KARG(planes), KARG(inner));
     if (st == KILN_OK)
-        st = kiln_launch_1d(ctx, total, "channel_totals", cols, 64, KARG(part->buf),
-                            KARG(out), KARG(rows), KARG(cols));
+        st = launch_1d(ctx, total, "channel_totals", cols, 64, KARG(part->buf),
+                       KARG(out), KARG(rows), KARG(cols));
     kiln_tensor_free(part);
     return st;
 }
@@ -116,21 +116,21 @@ kiln_status op_channel_sums(kiln_ctx *ctx, cl_mem x, size_t rows, size_t cols, s
     cl_kernel k;
     if (op_sums_by_column(ctx, inner)) {
         cl_uint r = rows, c = cols;
-        kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl",
-                                         reduce_options(ctx, opts, sizeof opts),
-                                         "column_totals", &k);
+        kiln_status st = kernel_get(ctx, "group.cl+reduce.cl",
+                                    reduce_options(ctx, opts, sizeof opts),
+                                    "column_totals", &k);
         return st != KILN_OK ? st
-                             : kiln_launch_1d(ctx, k, "column_totals", op_column_items(cols),
-                                              1, KARG(x), KARG(out), KARG(r), KARG(c));
+                             : launch_1d(ctx, k, "column_totals", op_column_items(cols),
+                                         1, KARG(x), KARG(out), KARG(r), KARG(c));
     }
-    kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl", reduce_options(ctx, opts, sizeof opts),
-                                     "channel_sums", &k);
+    kiln_status st = kernel_get(ctx, "group.cl+reduce.cl", reduce_options(ctx, opts, sizeof opts),
+                                "channel_sums", &k);
     if (st != KILN_OK)
         return st;
     size_t wg = reduce_group_size(ctx);
     cl_uint r = rows, c = cols, s = inner;
-    return kiln_launch_1d(ctx, k, "channel_sums", cols * wg, wg, KARG(x), KARG(out),
-                          KARG(r), KARG(c), KARG(s));
+    return launch_1d(ctx, k, "channel_sums", cols * wg, wg, KARG(x), KARG(out),
+                     KARG(r), KARG(c), KARG(s));
 }
 
 /* Sums n values (or their squares) of x into partial[first .. first+groups). */
@@ -139,10 +139,10 @@ static kiln_status partial_sums(kiln_ctx *ctx, cl_mem x, size_t n, int square, c
 {
     char opts[32];
     cl_kernel k;
-    int chunked = kiln_device_loops_work_groups(&ctx->info);
+    int chunked = device_loops_work_groups(&ctx->info);
     const char *name = chunked ? "chunk_sums" : "partial_sums";
-    kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl",
-                                     reduce_options(ctx, opts, sizeof opts), name, &k);
+    kiln_status st = kernel_get(ctx, "group.cl+reduce.cl",
+                                reduce_options(ctx, opts, sizeof opts), name, &k);
     if (st != KILN_OK)
         return st;
     cl_buffer_region region = {first * sizeof(float), groups * sizeof(float)};
@@ -150,12 +150,12 @@ static kiln_status partial_sums(kiln_ctx *ctx, cl_mem x, size_t n, int square, c
     cl_mem view = clCreateSubBuffer(partial, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION,
                                     &region, &err);
     if (err != CL_SUCCESS)
-        return kiln_fail_cl(err, "clCreateSubBuffer");
+        return error_cl(err, "clCreateSubBuffer");
     size_t wg = chunked ? 1 : reduce_group_size(ctx);
     cl_uint count = n, chunk = (n + groups - 1) / groups;
     cl_int sq = square;
-    st = kiln_launch_1d(ctx, k, name, groups * wg, wg, KARG(x), KARG(count),
-                        KARG(chunk), KARG(view), KARG(sq));
+    st = launch_1d(ctx, k, name, groups * wg, wg, KARG(x), KARG(count),
+                   KARG(chunk), KARG(view), KARG(sq));
     clReleaseMemObject(view);
     return st;
 }
@@ -165,14 +165,14 @@ static kiln_status sum_partials(kiln_ctx *ctx, cl_mem partial, size_t count, cl_
 {
     char opts[32];
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(ctx, "group.cl+reduce.cl", reduce_options(ctx, opts, sizeof opts),
-                                     "sum_partials", &k);
+    kiln_status st = kernel_get(ctx, "group.cl+reduce.cl", reduce_options(ctx, opts, sizeof opts),
+                                "sum_partials", &k);
     if (st != KILN_OK)
         return st;
     size_t wg = reduce_group_size(ctx);
     cl_uint c = count;
-    return kiln_launch_1d(ctx, k, "sum_partials", wg, wg, KARG(partial), KARG(c), KARG(out),
-                          KARG(scale));
+    return launch_1d(ctx, k, "sum_partials", wg, wg, KARG(partial), KARG(c), KARG(out),
+                     KARG(scale));
 }
 
 /* Groups per tensor: enough to fill a device, few enough for one final pass. */
@@ -217,9 +217,9 @@ kiln_status op_sum_squares(kiln_ctx *ctx, kiln_tensor *const *tensors, size_t co
                            kiln_tensor *out)
 {
     if (!ctx || !out || (count && !tensors))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "sum_squares: missing tensors");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "sum_squares: missing tensors");
     if (out->numel != 1)
-        return kiln_fail(KILN_ERR_SHAPE, "sum_squares: the result tensor has %zu values; "
+        return error_set(KILN_ERR_SHAPE, "sum_squares: the result tensor has %zu values; "
                                          "expected 1", out->numel);
     for (size_t i = 0; i < count; i++) {
         kiln_status st = op_check_count("sum_squares", "a tensor", tensors[i]->numel);
@@ -230,7 +230,7 @@ kiln_status op_sum_squares(kiln_ctx *ctx, kiln_tensor *const *tensors, size_t co
     size_t *ns = malloc((count + 1) * sizeof *ns);
     kiln_status st = KILN_OK;
     if (!xs || !ns)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "sum_squares: out of host memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "sum_squares: out of host memory");
     for (size_t i = 0; st == KILN_OK && i < count; i++) {
         xs[i] = tensors[i]->buf;
         ns[i] = tensors[i]->numel;

@@ -32,15 +32,15 @@ static kiln_status conv_infer(const op_attrs *a, const kiln_shape *in, op_shapes
 {
     char buf[64];
     if (in[0].ndim != 4)
-        return kiln_fail(KILN_ERR_SHAPE, "conv2d: input is %s; expected (N, C, H, W)",
+        return error_set(KILN_ERR_SHAPE, "conv2d: input is %s; expected (N, C, H, W)",
                          shape_str(&in[0], buf, sizeof buf));
     if (a->out == 0 || a->kernel == 0)
-        return kiln_fail(KILN_ERR_SHAPE, "conv2d: out and size must be at least 1");
+        return error_set(KILN_ERR_SHAPE, "conv2d: out and size must be at least 1");
     size_t stride = one_if_zero(a->stride), dilation = one_if_zero(a->dilation);
     size_t oh = op_window_count(in[0].d[2], a->kernel, stride, a->pad, dilation);
     size_t ow = op_window_count(in[0].d[3], a->kernel, stride, a->pad, dilation);
     if (oh == 0 || ow == 0)
-        return kiln_fail(KILN_ERR_SHAPE, "conv2d: a %zux%zu kernel (dilation %zu, padding %zu) "
+        return error_set(KILN_ERR_SHAPE, "conv2d: a %zux%zu kernel (dilation %zu, padding %zu) "
                                          "does not fit the input %s",
                          a->kernel, a->kernel, dilation, a->pad,
                          shape_str(&in[0], buf, sizeof buf));
@@ -65,13 +65,13 @@ static conv_dims dims_of(const op_args *c)
 static kiln_status im2col(kiln_ctx *ctx, const conv_dims *d, cl_mem x, cl_mem col)
 {
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(ctx, "conv.cl", "", "im2col", &k);
+    kiln_status st = kernel_get(ctx, "conv.cl", "", "im2col", &k);
     if (st != KILN_OK)
         return st;
     cl_uint v[7] = {d->c, d->h, d->w, d->k, d->s, d->p, d->d};
-    return kiln_launch_3d(ctx, k, "im2col", d->ow, d->oh, d->n, KARG(x), KARG(col),
-                          KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]),
-                          KARG(v[5]), KARG(v[6]));
+    return launch_3d(ctx, k, "im2col", d->ow, d->oh, d->n, KARG(x), KARG(col),
+                     KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]),
+                     KARG(v[5]), KARG(v[6]));
 }
 
 /* dcol (C*K*K, N*OH*OW) -> dx (N, C, H, W): over (W, H, N*C), or with
@@ -81,21 +81,21 @@ static kiln_status col2im(kiln_ctx *ctx, const conv_dims *d, cl_mem dcol, cl_mem
     cl_kernel k;
     if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN) {
         cl_uint v[10] = {d->n, d->c, d->h, d->w, d->oh, d->ow, d->k, d->s, d->p, d->d};
-        kiln_status st = kiln_kernel_get(ctx, "conv.cl", "", "col2im_planes", &k);
+        kiln_status st = kernel_get(ctx, "conv.cl", "", "col2im_planes", &k);
         return st == KILN_OK
-                   ? kiln_launch_1d(ctx, k, "col2im_planes", d->n * d->c, 1, KARG(dcol),
-                                    KARG(dx), KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]),
-                                    KARG(v[4]), KARG(v[5]), KARG(v[6]), KARG(v[7]), KARG(v[8]),
-                                    KARG(v[9]))
+                   ? launch_1d(ctx, k, "col2im_planes", d->n * d->c, 1, KARG(dcol),
+                               KARG(dx), KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]),
+                               KARG(v[4]), KARG(v[5]), KARG(v[6]), KARG(v[7]), KARG(v[8]),
+                               KARG(v[9]))
                    : st;
     }
-    kiln_status st = kiln_kernel_get(ctx, "conv.cl", "", "col2im", &k);
+    kiln_status st = kernel_get(ctx, "conv.cl", "", "col2im", &k);
     if (st != KILN_OK)
         return st;
     cl_uint v[8] = {d->n, d->c, d->oh, d->ow, d->k, d->s, d->p, d->d};
-    return kiln_launch_3d(ctx, k, "col2im", d->w, d->h, d->n * d->c, KARG(dcol), KARG(dx),
-                          KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]),
-                          KARG(v[5]), KARG(v[6]), KARG(v[7]));
+    return launch_3d(ctx, k, "col2im", d->w, d->h, d->n * d->c, KARG(dcol), KARG(dx),
+                     KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]),
+                     KARG(v[5]), KARG(v[6]), KARG(v[7]));
 }
 
 static kiln_status make_columns(kiln_ctx *ctx, const conv_dims *d, cl_mem x, kiln_tensor **col)
@@ -126,13 +126,13 @@ static kiln_status times_columns(const op_args *c, const conv_dims *d, cl_mem a,
     if (kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN) {
         gemm_im2col x = {c->in[0]->buf, d->n, d->c, d->h, d->w, d->k, d->s, d->p, d->d,
                          d->oh, d->ow};
-        return kiln_cpu_sgemm_im2col(c->ctx, d->o, 1.0f, a, k, &x, transposed, 0.0f, out, n);
+        return gemm_cpu_sgemm_im2col(c->ctx, d->o, 1.0f, a, k, &x, transposed, 0.0f, out, n);
     }
     kiln_tensor *col = NULL;
     kiln_status st = make_columns(c->ctx, d, c->in[0]->buf, &col);
     if (st == KILN_OK)
-        st = kiln_blas_sgemm(c->ctx, KILN_NO_TRANS, transposed ? KILN_TRANS : KILN_NO_TRANS, d->o,
-                             n, k, 1.0f, a, 0, k, col->buf, 0, np, 0.0f, out, 0, n);
+        st = blas_sgemm(c->ctx, KILN_NO_TRANS, transposed ? KILN_TRANS : KILN_NO_TRANS, d->o,
+                        n, k, 1.0f, a, 0, k, col->buf, 0, np, 0.0f, out, 0, n);
     kiln_tensor_free(col);
     return st;
 }
@@ -142,7 +142,7 @@ static kiln_status times_columns(const op_args *c, const conv_dims *d, cl_mem a,
 static int cpu_shaped(const op_args *c)
 {
     return kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
-           kiln_device_loops_work_groups(&c->ctx->info);
+           device_loops_work_groups(&c->ctx->info);
 }
 
 /* Whether the weight gradient runs as weight_grads_direct (conv.cl): on
@@ -156,22 +156,22 @@ static int weight_grads_direct(const op_args *c, const conv_dims *d)
 static kiln_status direct_weight_grads(const op_args *c, const conv_dims *d, cl_mem g)
 {
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "conv.cl", "", "weight_grads_direct", &k);
+    kiln_status st = kernel_get(c->ctx, "conv.cl", "", "weight_grads_direct", &k);
     cl_uint v[10] = {d->n, d->c, d->h, d->w, d->o, d->oh, d->ow, d->k, d->p, d->d};
     return st != KILN_OK ? st
-                         : kiln_launch_1d(c->ctx, k, "weight_grads_direct",
-                                          d->o * d->c * d->k * d->k, 1, KARG(g),
-                                          KARG(c->in[0]->buf), KARG(c->dparam[0]->buf),
-                                          KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]),
-                                          KARG(v[4]), KARG(v[5]), KARG(v[6]), KARG(v[7]),
-                                          KARG(v[8]), KARG(v[9]));
+                         : launch_1d(c->ctx, k, "weight_grads_direct",
+                                     d->o * d->c * d->k * d->k, 1, KARG(g),
+                                     KARG(c->in[0]->buf), KARG(c->dparam[0]->buf),
+                                     KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]),
+                                     KARG(v[4]), KARG(v[5]), KARG(v[6]), KARG(v[7]),
+                                     KARG(v[8]), KARG(v[9]));
 }
 
-/* Whether a convolution over C channels runs as kiln_cpu_conv: on CPUs
+/* Whether a convolution over C channels runs as gemm_cpu_conv: on CPUs
  * with kiln's GEMM, where a panel of its C K K rows fits the k block. */
 static int fused_fits(const op_args *c, const conv_dims *d, size_t channels)
 {
-    return cpu_shaped(c) && kiln_cpu_conv_fits(c->ctx, channels * d->k * d->k);
+    return cpu_shaped(c) && gemm_cpu_conv_fits(c->ctx, channels * d->k * d->k);
 }
 
 /* The input gradient as a convolution of g (N, O, OH, OW) with the
@@ -187,16 +187,16 @@ static kiln_status fused_input_grads(const op_args *c, const conv_dims *d, cl_me
     kiln_tensor *wf = NULL;
     cl_kernel k;
     cl_uint O = d->o, C = d->c, K = d->k;
-    kiln_status st = kiln_kernel_get(c->ctx, "conv.cl", "", "flip_weights", &k);
+    kiln_status st = kernel_get(c->ctx, "conv.cl", "", "flip_weights", &k);
     if (st == KILN_OK)
         st = tensor_of(c->ctx, &s, &wf);
     if (st == KILN_OK)
-        st = kiln_launch_1d(c->ctx, k, "flip_weights", wf->numel, 64,
-                            KARG(c->param[0]->buf), KARG(wf->buf), KARG(O), KARG(C), KARG(K));
+        st = launch_1d(c->ctx, k, "flip_weights", wf->numel, 64,
+                       KARG(c->param[0]->buf), KARG(wf->buf), KARG(O), KARG(C), KARG(K));
     gemm_im2col x = {g, d->n, d->o, d->oh, d->ow, d->k, 1, d->d * (d->k - 1) - d->p, d->d,
                      d->h, d->w};
     if (st == KILN_OK)
-        st = kiln_cpu_conv(c->ctx, d->c, wf->buf, &x, c->din[0]->buf);
+        st = gemm_cpu_conv(c->ctx, d->c, wf->buf, &x, c->din[0]->buf);
     kiln_tensor_free(wf);
     return st;
 }
@@ -209,7 +209,7 @@ static kiln_status conv_forward(const op_args *c)
     kiln_status st = KILN_OK;
     if (fused_fits(c, &d, d.c)) {
         gemm_im2col x = {c->in[0]->buf, d.n, d.c, d.h, d.w, d.k, d.s, d.p, d.d, d.oh, d.ow};
-        st = kiln_cpu_conv(c->ctx, d.o, c->param[0]->buf, &x, c->out->buf);
+        st = gemm_cpu_conv(c->ctx, d.o, c->param[0]->buf, &x, c->out->buf);
         return st != KILN_OK ? st
                              : op_bias_act(c->ctx, c->attrs->act, c->attrs->slope, c->out,
                                            c->attrs->bias ? c->param[1] : NULL, d.o,
@@ -261,8 +261,8 @@ static kiln_status conv_backward(const op_args *c)
         kiln_shape s = shape_make(2, ckk, np, 0, 0);
         st = tensor_of(c->ctx, &s, &dcol);
         if (st == KILN_OK)
-            st = kiln_blas_sgemm(c->ctx, KILN_TRANS, KILN_NO_TRANS, ckk, np, d.o, 1.0f,
-                                 c->param[0]->buf, 0, ckk, gt, 0, np, 0.0f, dcol->buf, 0, np);
+            st = blas_sgemm(c->ctx, KILN_TRANS, KILN_NO_TRANS, ckk, np, d.o, 1.0f,
+                            c->param[0]->buf, 0, ckk, gt, 0, np, 0.0f, dcol->buf, 0, np);
         if (st == KILN_OK)
             st = col2im(c->ctx, &d, dcol->buf, c->din[0]->buf);
     }

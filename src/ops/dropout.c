@@ -9,7 +9,7 @@
 static kiln_status dropout_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
 {
     if (!(a->p >= 0.0f && a->p < 1.0f))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "dropout: p = %g; expected 0 <= p < 1",
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "dropout: p = %g; expected 0 <= p < 1",
                          (double)a->p);
     s->out = in[0];
     return KILN_OK;
@@ -21,20 +21,20 @@ static kiln_status apply_mask(const op_args *c, const kiln_tensor *from, kiln_te
     if (!c->training || c->attrs->p == 0.0f)
         return kiln_tensor_copy(to, from);
     cl_kernel full, tail;
-    kiln_status st = kiln_kernel_get(c->ctx, "dropout.cl", "", "dropout", &full);
+    kiln_status st = kernel_get(c->ctx, "dropout.cl", "", "dropout", &full);
     if (st == KILN_OK)
-        st = kiln_kernel_get(c->ctx, "dropout.cl", "", "dropout_tail", &tail);
+        st = kernel_get(c->ctx, "dropout.cl", "", "dropout_tail", &tail);
     if (st != KILN_OK)
         return st;
     cl_ulong seed = c->attrs->seed, counter = c->attrs->counter;
     cl_uint n = from->numel;
     float p = c->attrs->p, scale = 1.0f / (1.0f - p);
-    st = kiln_launch_3d(c->ctx, full, "dropout", n / DROPOUT_CHUNK, 1, 1, KARG(from->buf),
-                        KARG(to->buf), KARG(p), KARG(scale), KARG(seed), KARG(counter));
+    st = launch_3d(c->ctx, full, "dropout", n / DROPOUT_CHUNK, 1, 1, KARG(from->buf),
+                   KARG(to->buf), KARG(p), KARG(scale), KARG(seed), KARG(counter));
     if (st == KILN_OK && n % DROPOUT_CHUNK)
-        st = kiln_launch_3d(c->ctx, tail, "dropout_tail", 1, 1, 1, KARG(from->buf),
-                            KARG(to->buf), KARG(n), KARG(p), KARG(scale), KARG(seed),
-                            KARG(counter));
+        st = launch_3d(c->ctx, tail, "dropout_tail", 1, 1, 1, KARG(from->buf),
+                       KARG(to->buf), KARG(n), KARG(p), KARG(scale), KARG(seed),
+                       KARG(counter));
     return st;
 }
 

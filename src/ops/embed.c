@@ -9,10 +9,10 @@ static kiln_status embed_infer(const op_attrs *a, const kiln_shape *in, op_shape
 {
     char buf[64];
     if (in[0].ndim < 1 || in[0].ndim >= KILN_MAX_DIMS)
-        return kiln_fail(KILN_ERR_SHAPE, "embedding: input is %s; expected (batch, time) "
+        return error_set(KILN_ERR_SHAPE, "embedding: input is %s; expected (batch, time) "
                                          "token ids", shape_str(&in[0], buf, sizeof buf));
     if (a->rows == 0 || a->out == 0)
-        return kiln_fail(KILN_ERR_SHAPE, "embedding: the vocabulary (tokens) and the width "
+        return error_set(KILN_ERR_SHAPE, "embedding: the vocabulary (tokens) and the width "
                                          "(out) must be at least 1");
     s->out = in[0];
     s->out.d[s->out.ndim++] = a->out;
@@ -24,13 +24,13 @@ static kiln_status embed_infer(const op_attrs *a, const kiln_shape *in, op_shape
 static kiln_status embed_forward(const op_args *c)
 {
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "embed.cl", "", "embed_forward", &k);
+    kiln_status st = kernel_get(c->ctx, "embed.cl", "", "embed_forward", &k);
     cl_uint V = c->attrs->rows, C = c->attrs->out;
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(c->ctx, k, "embed_forward", C, c->in[0]->numel, 1,
-                          KARG(c->in[0]->buf), KARG(c->param[0]->buf), KARG(c->out->buf),
-                          KARG(V), KARG(C));
+    return launch_3d(c->ctx, k, "embed_forward", C, c->in[0]->numel, 1,
+                     KARG(c->in[0]->buf), KARG(c->param[0]->buf), KARG(c->out->buf),
+                     KARG(V), KARG(C));
 }
 
 static kiln_status embed_backward(const op_args *c)
@@ -39,24 +39,24 @@ static kiln_status embed_backward(const op_args *c)
     if (st != KILN_OK || !c->dparam[0])
         return st;
     cl_kernel k;
-    st = kiln_kernel_get(c->ctx, "embed.cl", "", "embed_backward", &k);
+    st = kernel_get(c->ctx, "embed.cl", "", "embed_backward", &k);
     cl_uint N = c->in[0]->numel, V = c->attrs->rows, C = c->attrs->out;
     if (st != KILN_OK)
         return st;
     size_t runs = (C + 15) / 16; /* EMBED_RUN channels an item */
-    return kiln_launch_3d(c->ctx, k, "embed_backward", runs, V, 1, KARG(c->in[0]->buf),
-                          KARG(c->dout->buf), KARG(c->dparam[0]->buf), KARG(N), KARG(V),
-                          KARG(C));
+    return launch_3d(c->ctx, k, "embed_backward", runs, V, 1, KARG(c->in[0]->buf),
+                     KARG(c->dout->buf), KARG(c->dparam[0]->buf), KARG(N), KARG(V),
+                     KARG(C));
 }
 
 static kiln_status pos_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
 {
     char buf[64];
     if (in[0].ndim != 3)
-        return kiln_fail(KILN_ERR_SHAPE, "position: input is %s; expected (batch, time, "
+        return error_set(KILN_ERR_SHAPE, "position: input is %s; expected (batch, time, "
                                          "channels)", shape_str(&in[0], buf, sizeof buf));
     if (in[0].d[1] > a->rows)
-        return kiln_fail(KILN_ERR_SHAPE, "position: a block of %zu tokens is longer than the "
+        return error_set(KILN_ERR_SHAPE, "position: a block of %zu tokens is longer than the "
                                          "position table (%zu positions)",
                          in[0].d[1], a->rows);
     s->out = in[0];
@@ -68,18 +68,18 @@ static kiln_status pos_infer(const op_attrs *a, const kiln_shape *in, op_shapes 
 static kiln_status pos_forward(const op_args *c)
 {
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "embed.cl", "", "pos_forward", &k);
+    kiln_status st = kernel_get(c->ctx, "embed.cl", "", "pos_forward", &k);
     const kiln_tensor *x = c->in[0];
     cl_uint T = x->shape[1], C = x->shape[2], first = (cl_uint)c->at;
     if (st == KILN_OK && c->at + T > c->attrs->rows)
-        st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "position: positions %zu to %zu are past the "
+        st = error_set(KILN_ERR_INVALID_ARGUMENT, "position: positions %zu to %zu are past the "
                                                   "table's %zu", c->at, c->at + T - 1,
                        c->attrs->rows);
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(c->ctx, k, "pos_forward", C, T, x->shape[0], KARG(x->buf),
-                          KARG(c->param[0]->buf), KARG(c->out->buf), KARG(T), KARG(C),
-                          KARG(first));
+    return launch_3d(c->ctx, k, "pos_forward", C, T, x->shape[0], KARG(x->buf),
+                     KARG(c->param[0]->buf), KARG(c->out->buf), KARG(T), KARG(C),
+                     KARG(first));
 }
 
 static kiln_status pos_backward(const op_args *c)
@@ -88,14 +88,14 @@ static kiln_status pos_backward(const op_args *c)
     if (st != KILN_OK || !c->dparam[0])
         return st;
     cl_kernel k;
-    st = kiln_kernel_get(c->ctx, "embed.cl", "", "pos_backward", &k);
+    st = kernel_get(c->ctx, "embed.cl", "", "pos_backward", &k);
     const kiln_tensor *x = c->in[0];
     cl_uint B = x->shape[0], T = x->shape[1], C = x->shape[2];
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(c->ctx, k, "pos_backward", C, c->attrs->rows, 1,
-                          KARG(c->dout->buf), KARG(c->dparam[0]->buf), KARG(B), KARG(T),
-                          KARG(C));
+    return launch_3d(c->ctx, k, "pos_backward", C, c->attrs->rows, 1,
+                     KARG(c->dout->buf), KARG(c->dparam[0]->buf), KARG(B), KARG(T),
+                     KARG(C));
 }
 
 /* Weights N(0, 0.02²) as nanoGPT's (nn.Embedding's own default is N(0, 1)). */

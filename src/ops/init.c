@@ -20,19 +20,19 @@ static double weight_value(const op_init *c, double fan_in, double fan_out)
     double gain = sqrt(2.0 / (1.0 + c->slope * c->slope));
     switch (c->init) {
     case INIT_KAIMING_UNIFORM:
-        return kiln_rng_uniform(c->rng, -1, 1) * gain * sqrt(3.0 / fan_in);
+        return rng_uniform(c->rng, -1, 1) * gain * sqrt(3.0 / fan_in);
     case INIT_XAVIER_NORMAL:
-        return kiln_rng_normal(c->rng) * sqrt(2.0 / (fan_in + fan_out));
+        return rng_normal(c->rng) * sqrt(2.0 / (fan_in + fan_out));
     case INIT_XAVIER_UNIFORM:
-        return kiln_rng_uniform(c->rng, -1, 1) * sqrt(6.0 / (fan_in + fan_out));
+        return rng_uniform(c->rng, -1, 1) * sqrt(6.0 / (fan_in + fan_out));
     case INIT_ZEROS:
         return 0;
     case INIT_PYTORCH:
-        return kiln_rng_uniform(c->rng, -1, 1) / sqrt(fan_in);
+        return rng_uniform(c->rng, -1, 1) / sqrt(fan_in);
     case INIT_KAIMING_NORMAL:
-        return kiln_rng_normal(c->rng) * gain / sqrt(fan_in);
+        return rng_normal(c->rng) * gain / sqrt(fan_in);
     case INIT_NORMAL:
-        return kiln_rng_normal(c->rng) * c->std;
+        return rng_normal(c->rng) * c->std;
     default:
         return NAN; /* caught below: every initialiser must be named here */
     }
@@ -45,12 +45,12 @@ static kiln_status init_weight(const op_init *c)
     double fan_in = (double)(w->d[1] * receptive), fan_out = (double)(w->d[0] * receptive);
     float *v = malloc(count * sizeof *v);
     if (!v)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "initialisation: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "initialisation: out of memory");
     for (size_t i = 0; i < count; i++) {
         double x = weight_value(c, fan_in, fan_out);
         if (isnan(x)) {
             free(v);
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "initialisation: init = %s has no "
+            return error_set(KILN_ERR_INVALID_ARGUMENT, "initialisation: init = %s has no "
                                                         "formula", init_name(c->init));
         }
         v[i] = (float)x;
@@ -70,9 +70,9 @@ static kiln_status init_bias(const op_init *c)
     size_t n = c->param[1]->numel;
     float *v = malloc(n * sizeof *v);
     if (!v)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "initialisation: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "initialisation: out of memory");
     for (size_t i = 0; i < n; i++)
-        v[i] = (float)(kiln_rng_uniform(c->rng, -1, 1) / sqrt(fan_in));
+        v[i] = (float)(rng_uniform(c->rng, -1, 1) / sqrt(fan_in));
     kiln_status st = kiln_tensor_upload(c->param[1], v, n);
     free(v);
     return st;

@@ -5,15 +5,15 @@ kiln_status op_swap01(kiln_ctx *ctx, cl_mem x, cl_mem y, size_t a, size_t b, siz
 {
     cl_kernel k;
     int planes = op_sums_by_plane(ctx, p); /* long planes, work-groups as loops */
-    kiln_status st = kiln_kernel_get(ctx, "layout.cl", "", planes ? "swap01_planes" : "swap01",
-                                     &k);
+    kiln_status st = kernel_get(ctx, "layout.cl", "", planes ? "swap01_planes" : "swap01",
+                                &k);
     if (st != KILN_OK)
         return st;
     cl_uint A = a, B = b, P = p;
     if (planes)
-        return kiln_launch_1d(ctx, k, "swap01_planes", op_plane_items(ctx, a * b), 1,
-                              KARG(x), KARG(y), KARG(A), KARG(B), KARG(P));
-    return kiln_launch_3d(ctx, k, "swap01", p, a, b, KARG(x), KARG(y));
+        return launch_1d(ctx, k, "swap01_planes", op_plane_items(ctx, a * b), 1,
+                         KARG(x), KARG(y), KARG(A), KARG(B), KARG(P));
+    return launch_3d(ctx, k, "swap01", p, a, b, KARG(x), KARG(y));
 }
 
 /* ---- flatten: (N, ...) -> (N, product of the rest) ------------------------- */
@@ -54,7 +54,7 @@ static kiln_status concat_infer(const op_attrs *a, const kiln_shape *in, op_shap
         fits = in[0].d[i] == in[1].d[i];
     if (!fits) {
         char x[64], y[64];
-        return kiln_fail(KILN_ERR_SHAPE, "concat: inputs of shapes %s and %s differ in more "
+        return error_set(KILN_ERR_SHAPE, "concat: inputs of shapes %s and %s differ in more "
                                          "than their channel dimension (dim 1)",
                          shape_str(&in[0], x, sizeof x), shape_str(&in[1], y, sizeof y));
     }
@@ -66,7 +66,7 @@ static kiln_status concat_infer(const op_attrs *a, const kiln_shape *in, op_shap
 static kiln_status concat_forward(const op_args *c)
 {
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "layout.cl", "", "concat", &k);
+    kiln_status st = kernel_get(c->ctx, "layout.cl", "", "concat", &k);
     if (st != KILN_OK)
         return st;
     kiln_shape s0 = shape_of(c->in[0]), s1 = shape_of(c->in[1]);
@@ -74,14 +74,14 @@ static kiln_status concat_forward(const op_args *c)
     ncs(&s0, &n, &c0, &rest);
     ncs(&s1, &n, &c1, &rest);
     cl_uint C0 = c0;
-    return kiln_launch_3d(c->ctx, k, "concat", rest, c0 + c1, n, KARG(c->in[0]->buf),
-                          KARG(c->in[1]->buf), KARG(c->out->buf), KARG(C0));
+    return launch_3d(c->ctx, k, "concat", rest, c0 + c1, n, KARG(c->in[0]->buf),
+                     KARG(c->in[1]->buf), KARG(c->out->buf), KARG(C0));
 }
 
 static kiln_status concat_backward(const op_args *c)
 {
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "layout.cl", "", "split", &k);
+    kiln_status st = kernel_get(c->ctx, "layout.cl", "", "split", &k);
     kiln_shape so = shape_of(c->out);
     size_t n, ch, rest, first = 0;
     ncs(&so, &n, &ch, &rest);
@@ -89,8 +89,8 @@ static kiln_status concat_backward(const op_args *c)
         size_t part = c->in[i]->shape[1];
         cl_uint C = ch, F = first;
         if (c->din[i])
-            st = kiln_launch_3d(c->ctx, k, "split", rest, part, n, KARG(c->dout->buf),
-                                KARG(c->din[i]->buf), KARG(C), KARG(F));
+            st = launch_3d(c->ctx, k, "split", rest, part, n, KARG(c->dout->buf),
+                           KARG(c->din[i]->buf), KARG(C), KARG(F));
         first += part;
     }
     return st;

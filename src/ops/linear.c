@@ -1,19 +1,19 @@
 /* linear: y = act(x Wᵀ + b); x (N, in), W (out, in), b (out), y (N, out).
  * On a sequence x (B, T, in) it acts on the last dimension, as PyTorch's:
  * y (B, T, out), computed as N = B T rows. The GEMMs go through
- * kiln_blas_sgemm; bias and activation are one fused pass. */
+ * blas_sgemm; bias and activation are one fused pass. */
 #include "ops/ops.h"
 
 static kiln_status linear_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
 {
     char buf[64];
     if (in[0].ndim != 2 && in[0].ndim != 3)
-        return kiln_fail(KILN_ERR_SHAPE, "linear: input is %s; expected (batch, features) or "
+        return error_set(KILN_ERR_SHAPE, "linear: input is %s; expected (batch, features) or "
                                          "(batch, time, features) — add a flatten before it",
                          shape_str(&in[0], buf, sizeof buf));
     size_t features = in[0].d[in[0].ndim - 1];
     if (a->out == 0)
-        return kiln_fail(KILN_ERR_SHAPE, "linear: out must be at least 1");
+        return error_set(KILN_ERR_SHAPE, "linear: out must be at least 1");
     s->out = in[0];
     s->out.d[in[0].ndim - 1] = a->out;
     s->n_params = a->bias ? 2 : 1;
@@ -31,17 +31,17 @@ kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y
     char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
     const char *name = inner == 1 ? "bias_act_rows" : "bias_act";
-    kiln_status st = kiln_kernel_get(ctx, "act.cl", act_options(act, opts, sizeof opts), name,
-                                     &k);
+    kiln_status st = kernel_get(ctx, "act.cl", act_options(act, opts, sizeof opts), name,
+                                &k);
     if (st != KILN_OK)
         return st;
     cl_int has_bias = b != NULL;
     cl_mem bias = b ? b->buf : y->buf;
     size_t rows = y->numel / (cols * inner);
-    return inner == 1 ? kiln_launch_3d(ctx, k, name, cols, rows, 1, KARG(y->buf), KARG(bias),
-                                       KARG(has_bias), KARG(slope))
-                      : kiln_launch_3d(ctx, k, name, inner, cols, rows, KARG(y->buf),
-                                       KARG(bias), KARG(has_bias), KARG(slope));
+    return inner == 1 ? launch_3d(ctx, k, name, cols, rows, 1, KARG(y->buf), KARG(bias),
+                                  KARG(has_bias), KARG(slope))
+                      : launch_3d(ctx, k, name, inner, cols, rows, KARG(y->buf),
+                                  KARG(bias), KARG(has_bias), KARG(slope));
 }
 
 /* Rows and features of x viewed as (N, in). */
@@ -54,9 +54,9 @@ static size_t linear_rows(const op_args *c, size_t *in)
 static kiln_status linear_forward(const op_args *c)
 {
     size_t in, n = linear_rows(c, &in), out = c->attrs->out;
-    kiln_status st = kiln_blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
-                                     c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
-                                     c->out->buf, 0, out);
+    kiln_status st = blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
+                                c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
+                                c->out->buf, 0, out);
     if (st != KILN_OK)
         return st;
     return op_bias_act(c->ctx, c->attrs->act, c->attrs->slope, c->out,
@@ -92,11 +92,11 @@ static kiln_status linear_backward(const op_args *c)
         return st;
     cl_mem g = dz ? dz->buf : c->dout->buf;
     if (c->din[0]) /* dx = dy W: (N, out)(out, in) */
-        st = kiln_blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_NO_TRANS, n, in, out, 1.0f, g, 0, out,
-                             c->param[0]->buf, 0, in, 0.0f, c->din[0]->buf, 0, in);
+        st = blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_NO_TRANS, n, in, out, 1.0f, g, 0, out,
+                        c->param[0]->buf, 0, in, 0.0f, c->din[0]->buf, 0, in);
     if (st == KILN_OK && c->dparam[0]) /* dW = dyᵀ x: (out, N)(N, in) */
-        st = kiln_blas_sgemm(c->ctx, KILN_TRANS, KILN_NO_TRANS, out, in, n, 1.0f, g, 0, out,
-                             c->in[0]->buf, 0, in, 0.0f, c->dparam[0]->buf, 0, in);
+        st = blas_sgemm(c->ctx, KILN_TRANS, KILN_NO_TRANS, out, in, n, 1.0f, g, 0, out,
+                        c->in[0]->buf, 0, in, 0.0f, c->dparam[0]->buf, 0, in);
     if (st == KILN_OK && c->attrs->bias && c->dparam[1])
         st = op_channel_sums(c->ctx, g, n, out, 1, c->dparam[1]->buf);
     kiln_tensor_free(dz);

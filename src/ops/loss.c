@@ -30,7 +30,7 @@ static kiln_status check_loss_shapes(loss_kind kind, const kiln_tensor *input,
     if (kind == LOSS_CROSS_ENTROPY) {
         char buf[64];
         if (in.ndim != 2 && in.ndim != 3)
-            return kiln_fail(KILN_ERR_SHAPE, "cross_entropy: logits are %s; expected (batch, "
+            return error_set(KILN_ERR_SHAPE, "cross_entropy: logits are %s; expected (batch, "
                                              "classes) or (batch, time, vocabulary)",
                              shape_str(&in, buf, sizeof buf));
         want = in; /* a class per row: (batch), or a token per position: (batch, time) */
@@ -52,9 +52,9 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
                     kiln_tensor *dinput)
 {
     if (!ctx || !input || (unsigned)kind >= LOSS_COUNT)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "loss: missing input or unknown loss");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "loss: missing input or unknown loss");
     if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "cross_entropy: label_smoothing = %g; "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "cross_entropy: label_smoothing = %g; "
                                                     "expected 0 to 1", (double)label_smoothing);
     kiln_status st = check_loss_shapes(kind, input, target, loss, dinput);
     if (st == KILN_OK)
@@ -69,20 +69,20 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
     if ((st = tensor_of(ctx, &ts, &terms)) != KILN_OK)
         return st;
     cl_kernel k;
-    st = kiln_kernel_get(ctx, "loss.cl", "", loss_kernels[kind], &k);
+    st = kernel_get(ctx, "loss.cl", "", loss_kernels[kind], &k);
     float scale = 1.0f / (float)count;
     cl_int has_grad = dinput != NULL;
     cl_mem grad = dinput ? dinput->buf : terms->buf;
     if (st == KILN_OK && ce) {
         cl_uint n = count, c = classes;
-        st = kiln_launch_1d(ctx, k, loss_kernels[kind], count, 64, KARG(input->buf),
-                            KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n), KARG(c),
-                            KARG(label_smoothing), KARG(scale), KARG(has_grad));
+        st = launch_1d(ctx, k, loss_kernels[kind], count, 64, KARG(input->buf),
+                       KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n), KARG(c),
+                       KARG(label_smoothing), KARG(scale), KARG(has_grad));
     } else if (st == KILN_OK) {
         cl_uint n = count;
-        st = kiln_launch_1d(ctx, k, loss_kernels[kind], count, 64, KARG(input->buf),
-                            KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n),
-                            KARG(scale), KARG(has_grad));
+        st = launch_1d(ctx, k, loss_kernels[kind], count, 64, KARG(input->buf),
+                       KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n),
+                       KARG(scale), KARG(has_grad));
     }
     if (st == KILN_OK)
         st = op_sum_all(ctx, &terms->buf, &count, 1, 0, scale, loss->buf);
@@ -94,7 +94,7 @@ kiln_status op_loss_weighted(kiln_ctx *ctx, const kiln_tensor *input, const kiln
                              const kiln_tensor *weight, kiln_tensor *loss, kiln_tensor *dinput)
 {
     if (!ctx || !input || !weight)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "cross_entropy: missing input or weights");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "cross_entropy: missing input or weights");
     kiln_status st = check_loss_shapes(LOSS_CROSS_ENTROPY, input, target, loss, dinput);
     kiln_shape classes = shape_make(1, input->shape[input->ndim - 1], 0, 0, 0);
     if (st == KILN_OK)
@@ -109,14 +109,14 @@ kiln_status op_loss_weighted(kiln_ctx *ctx, const kiln_tensor *input, const kiln
     if ((st = tensor_of(ctx, &ts, &terms)) != KILN_OK)
         return st;
     cl_kernel k;
-    st = kiln_kernel_get(ctx, "loss.cl", "", "ce_rows_weighted", &k);
+    st = kernel_get(ctx, "loss.cl", "", "ce_rows_weighted", &k);
     cl_int has_grad = dinput != NULL;
     cl_mem grad = dinput ? dinput->buf : terms->buf;
     cl_uint n = (cl_uint)count, c = (cl_uint)classes.d[0];
     if (st == KILN_OK)
-        st = kiln_launch_1d(ctx, k, "ce_rows_weighted", count, 64, KARG(input->buf),
-                            KARG(target->buf), KARG(weight->buf), KARG(terms->buf), KARG(grad),
-                            KARG(n), KARG(c), KARG(has_grad));
+        st = launch_1d(ctx, k, "ce_rows_weighted", count, 64, KARG(input->buf),
+                       KARG(target->buf), KARG(weight->buf), KARG(terms->buf), KARG(grad),
+                       KARG(n), KARG(c), KARG(has_grad));
     if (st == KILN_OK)
         st = op_sum_all(ctx, &terms->buf, &count, 1, 0, 1.0f / (float)count, loss->buf);
     kiln_tensor_free(terms);

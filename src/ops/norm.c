@@ -14,7 +14,7 @@ static kiln_status norm_kernel_for(kiln_ctx *ctx, kiln_act act, int rows, const 
     char opts[ACT_OPTIONS_MAX + 64], reduce[48], acts[ACT_OPTIONS_MAX];
     snprintf(opts, sizeof opts, "%s %s%s", reduce_options(ctx, reduce, sizeof reduce),
              act_options(act, acts, sizeof acts), rows ? " -DROWS" : "");
-    return kiln_kernel_get(ctx, "group.cl+act.cl+norm.cl", opts, name, k);
+    return kernel_get(ctx, "group.cl+act.cl+norm.cl", opts, name, k);
 }
 
 static kiln_status norm_kernel(kiln_ctx *ctx, const char *name, cl_kernel *k)
@@ -29,7 +29,7 @@ static kiln_status bn_infer(const op_attrs *a, const kiln_shape *in, op_shapes *
     char buf[64];
     (void)a;
     if (in[0].ndim < 2)
-        return kiln_fail(KILN_ERR_SHAPE, "batchnorm: input is %s; expected (N, C) or "
+        return error_set(KILN_ERR_SHAPE, "batchnorm: input is %s; expected (N, C) or "
                                          "(N, C, H, W)", shape_str(&in[0], buf, sizeof buf));
     kiln_shape c = shape_make(1, in[0].d[1], 0, 0, 0);
     s->out = in[0];
@@ -56,7 +56,7 @@ static kiln_status bn_check_count(double m)
 {
     if (m >= 2)
         return KILN_OK;
-    return kiln_fail(KILN_ERR_SHAPE, "batchnorm: expected more than 1 value per channel when "
+    return error_set(KILN_ERR_SHAPE, "batchnorm: expected more than 1 value per channel when "
                                      "training, got %.0f across the processes (sync_batchnorm)",
                      m);
 }
@@ -84,15 +84,15 @@ static kiln_status bn_sync_statistics(const op_args *c, bn_dims d, int idle)
     double *v = calloc(n, sizeof *v);
     float *h = malloc(2 * (size_t)d.c * sizeof *h);
     kiln_status st = v && h ? KILN_OK
-                            : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "batchnorm: out of host memory");
+                            : error_set(KILN_ERR_OUT_OF_MEMORY, "batchnorm: out of host memory");
     size_t wg = reduce_group_size(c->ctx);
     cl_kernel k;
     if (st == KILN_OK && !idle)
         st = norm_kernel(c->ctx, "bn_moments", &k);
     if (st == KILN_OK && !idle)
-        st = kiln_launch_1d(c->ctx, k, "bn_moments", d.c * wg, wg, KARG(c->in[0]->buf),
-                            KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(d.n),
-                            KARG(d.c), KARG(d.s));
+        st = launch_1d(c->ctx, k, "bn_moments", d.c * wg, wg, KARG(c->in[0]->buf),
+                       KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(d.n),
+                       KARG(d.c), KARG(d.s));
     if (st == KILN_OK && !idle)
         st = kiln_tensor_download(c->saved[0], h, d.c);
     if (st == KILN_OK && !idle)
@@ -119,10 +119,10 @@ static kiln_status bn_sync_statistics(const op_args *c, bn_dims d, int idle)
         st = norm_kernel(c->ctx, "bn_finish", &k);
     cl_uint total = st == KILN_OK ? (cl_uint)v[0] : 0;
     if (st == KILN_OK)
-        st = kiln_launch_1d(c->ctx, k, "bn_finish", d.c, 64, KARG(c->saved[0]->buf),
-                            KARG(c->saved[1]->buf), KARG(c->buffer[0]->buf),
-                            KARG(c->buffer[1]->buf), KARG(d.c), KARG(total),
-                            KARG(c->attrs->eps), KARG(c->attrs->momentum));
+        st = launch_1d(c->ctx, k, "bn_finish", d.c, 64, KARG(c->saved[0]->buf),
+                       KARG(c->saved[1]->buf), KARG(c->buffer[0]->buf),
+                       KARG(c->buffer[1]->buf), KARG(d.c), KARG(total),
+                       KARG(c->attrs->eps), KARG(c->attrs->momentum));
     free(v);
     free(h);
     return st;
@@ -142,7 +142,7 @@ static kiln_status bn_sync_sums(const op_args *c, const kiln_tensor *dg, const k
     double *v = malloc(2 * n * sizeof *v);
     float *h = malloc(2 * n * sizeof *h);
     kiln_status st = v && h ? KILN_OK
-                            : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "batchnorm: out of host memory");
+                            : error_set(KILN_ERR_OUT_OF_MEMORY, "batchnorm: out of host memory");
     if (st == KILN_OK)
         st = kiln_tensor_download(dg, h, n);
     if (st == KILN_OK)
@@ -168,7 +168,7 @@ kiln_status op_batchnorm_sync_idle(const op_args *c, int backward)
     size_t n = 2 * c->param[0]->numel;
     double *v = calloc(n, sizeof *v);
     kiln_status st = v ? c->sync->sum(c->sync->user, v, n, 1)
-                       : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "batchnorm: out of host memory");
+                       : error_set(KILN_ERR_OUT_OF_MEMORY, "batchnorm: out of host memory");
     free(v);
     return st;
 }
@@ -193,14 +193,14 @@ static kiln_status bn_stats_by_plane(const op_args *c, bn_dims d)
     if (st == KILN_OK)
         st = plane_parts(c, d, &part);
     if (st == KILN_OK)
-        st = kiln_launch_1d(c->ctx, moments, "bn_plane_moments", op_plane_items(c->ctx, planes),
-                            1, KARG(c->in[0]->buf), KARG(part->buf), KARG(planes), KARG(d.s));
+        st = launch_1d(c->ctx, moments, "bn_plane_moments", op_plane_items(c->ctx, planes),
+                       1, KARG(c->in[0]->buf), KARG(part->buf), KARG(planes), KARG(d.s));
     if (st == KILN_OK)
-        st = kiln_launch_1d(c->ctx, stats, "bn_stats_planes", d.c, 64, KARG(part->buf),
-                            KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
-                            KARG(c->buffer[0]->buf), KARG(c->buffer[1]->buf), KARG(d.n),
-                            KARG(d.c), KARG(d.s), KARG(c->attrs->eps),
-                            KARG(c->attrs->momentum), KARG(update));
+        st = launch_1d(c->ctx, stats, "bn_stats_planes", d.c, 64, KARG(part->buf),
+                       KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
+                       KARG(c->buffer[0]->buf), KARG(c->buffer[1]->buf), KARG(d.n),
+                       KARG(d.c), KARG(d.s), KARG(c->attrs->eps),
+                       KARG(c->attrs->momentum), KARG(update));
     kiln_tensor_free(part);
     return st;
 }
@@ -214,15 +214,15 @@ static kiln_status bn_statistics(const op_args *c, bn_dims d)
     if (!c->training) {
         st = norm_kernel(c->ctx, "bn_running", &k);
         return st != KILN_OK ? st
-                             : kiln_launch_1d(c->ctx, k, "bn_running", d.c, 64,
-                                              KARG(c->buffer[0]->buf), KARG(c->buffer[1]->buf),
-                                              KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
-                                              KARG(d.c), KARG(c->attrs->eps));
+                             : launch_1d(c->ctx, k, "bn_running", d.c, 64,
+                                         KARG(c->buffer[0]->buf), KARG(c->buffer[1]->buf),
+                                         KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
+                                         KARG(d.c), KARG(c->attrs->eps));
     }
     if (d.n * d.s < 2) {
         char buf[64];
         kiln_shape s = shape_of(c->in[0]);
-        return kiln_fail(KILN_ERR_SHAPE, "batchnorm: expected more than 1 value per channel "
+        return error_set(KILN_ERR_SHAPE, "batchnorm: expected more than 1 value per channel "
                                          "when training, got input of shape %s",
                          shape_str(&s, buf, sizeof buf));
     }
@@ -232,23 +232,23 @@ static kiln_status bn_statistics(const op_args *c, bn_dims d)
     if (op_sums_by_column(c->ctx, d.s)) {
         st = norm_kernel(c->ctx, "bn_stats_columns", &k);
         return st != KILN_OK ? st
-                             : kiln_launch_1d(c->ctx, k, "bn_stats_columns",
-                                              op_column_items(d.c), 1,
-                                              KARG(c->in[0]->buf), KARG(c->saved[0]->buf),
-                                              KARG(c->saved[1]->buf), KARG(c->buffer[0]->buf),
-                                              KARG(c->buffer[1]->buf), KARG(d.n), KARG(d.c),
-                                              KARG(c->attrs->eps), KARG(c->attrs->momentum),
-                                              KARG(update));
+                             : launch_1d(c->ctx, k, "bn_stats_columns",
+                                         op_column_items(d.c), 1,
+                                         KARG(c->in[0]->buf), KARG(c->saved[0]->buf),
+                                         KARG(c->saved[1]->buf), KARG(c->buffer[0]->buf),
+                                         KARG(c->buffer[1]->buf), KARG(d.n), KARG(d.c),
+                                         KARG(c->attrs->eps), KARG(c->attrs->momentum),
+                                         KARG(update));
     }
     st = norm_kernel(c->ctx, "bn_stats", &k);
     if (st != KILN_OK)
         return st;
     size_t wg = reduce_group_size(c->ctx);
-    return kiln_launch_1d(c->ctx, k, "bn_stats", d.c * wg, wg, KARG(c->in[0]->buf),
-                          KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
-                          KARG(c->buffer[0]->buf), KARG(c->buffer[1]->buf), KARG(d.n),
-                          KARG(d.c), KARG(d.s), KARG(c->attrs->eps), KARG(c->attrs->momentum),
-                          KARG(update));
+    return launch_1d(c->ctx, k, "bn_stats", d.c * wg, wg, KARG(c->in[0]->buf),
+                     KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
+                     KARG(c->buffer[0]->buf), KARG(c->buffer[1]->buf), KARG(d.n),
+                     KARG(d.c), KARG(d.s), KARG(c->attrs->eps), KARG(c->attrs->momentum),
+                     KARG(update));
 }
 
 /* The range of an elementwise batchnorm kernel: (S, C, N), or (C, N, 1)
@@ -271,10 +271,10 @@ static kiln_status bn_forward(const op_args *c)
         return st;
     size_t r[3];
     bn_range(d, r);
-    return kiln_launch_3d(c->ctx, k, "bn_apply", r[0], r[1], r[2], KARG(c->in[0]->buf),
-                          KARG(c->out->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
-                          KARG(c->param[0]->buf), KARG(c->param[1]->buf),
-                          KARG(c->attrs->slope));
+    return launch_3d(c->ctx, k, "bn_apply", r[0], r[1], r[2], KARG(c->in[0]->buf),
+                     KARG(c->out->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
+                     KARG(c->param[0]->buf), KARG(c->param[1]->buf),
+                     KARG(c->attrs->slope));
 }
 
 /* bn_grad_sums as sums over planes: bn_plane_grads, then bn_grads_planes. */
@@ -290,14 +290,14 @@ static kiln_status bn_grad_sums_by_plane(const op_args *c, bn_dims d, kiln_tenso
     if (st == KILN_OK)
         st = plane_parts(c, d, &part);
     if (st == KILN_OK)
-        st = kiln_launch_1d(c->ctx, grads, "bn_plane_grads", op_plane_items(c->ctx, planes), 1,
-                            KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->dout->buf),
-                            KARG(c->saved[0]->buf), KARG(part->buf), KARG(d.c), KARG(planes),
-                            KARG(d.s), KARG(c->attrs->slope));
+        st = launch_1d(c->ctx, grads, "bn_plane_grads", op_plane_items(c->ctx, planes), 1,
+                       KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->dout->buf),
+                       KARG(c->saved[0]->buf), KARG(part->buf), KARG(d.c), KARG(planes),
+                       KARG(d.s), KARG(c->attrs->slope));
     if (st == KILN_OK)
-        st = kiln_launch_1d(c->ctx, sums, "bn_grads_planes", d.c, 64, KARG(part->buf),
-                            KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf), KARG(d.n),
-                            KARG(d.c));
+        st = launch_1d(c->ctx, sums, "bn_grads_planes", d.c, 64, KARG(part->buf),
+                       KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf), KARG(d.n),
+                       KARG(d.c));
     kiln_tensor_free(part);
     return st;
 }
@@ -309,12 +309,12 @@ static kiln_status bn_grad_sums_by_column(const op_args *c, bn_dims d, kiln_tens
     cl_kernel k;
     kiln_status st = norm_kernel_for(c->ctx, c->attrs->act, 1, "bn_grads_columns", &k);
     return st != KILN_OK ? st
-                         : kiln_launch_1d(c->ctx, k, "bn_grads_columns",
-                                          op_column_items(d.c), 1,
-                                          KARG(c->in[0]->buf), KARG(c->out->buf),
-                                          KARG(c->dout->buf), KARG(c->saved[0]->buf),
-                                          KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf),
-                                          KARG(d.n), KARG(d.c), KARG(c->attrs->slope));
+                         : launch_1d(c->ctx, k, "bn_grads_columns",
+                                     op_column_items(d.c), 1,
+                                     KARG(c->in[0]->buf), KARG(c->out->buf),
+                                     KARG(c->dout->buf), KARG(c->saved[0]->buf),
+                                     KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf),
+                                     KARG(d.n), KARG(d.c), KARG(c->attrs->slope));
 }
 
 /* Per channel: dgamma and dbeta, in the shape that suits the device. */
@@ -329,10 +329,10 @@ static kiln_status bn_grad_sums(const op_args *c, bn_dims d, kiln_tensor *dg, ki
     if (st != KILN_OK)
         return st;
     size_t wg = reduce_group_size(c->ctx);
-    return kiln_launch_1d(c->ctx, k, "bn_grad_sums", d.c * wg, wg, KARG(c->in[0]->buf),
-                          KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
-                          KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf), KARG(d.n),
-                          KARG(d.c), KARG(d.s), KARG(c->attrs->slope));
+    return launch_1d(c->ctx, k, "bn_grad_sums", d.c * wg, wg, KARG(c->in[0]->buf),
+                     KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
+                     KARG(c->saved[1]->buf), KARG(dg->buf), KARG(db->buf), KARG(d.n),
+                     KARG(d.c), KARG(d.s), KARG(c->attrs->slope));
 }
 
 static kiln_status bn_backward(const op_args *c)
@@ -361,11 +361,11 @@ static kiln_status bn_backward(const op_args *c)
         cl_int training = c->training;
         size_t r[3];
         bn_range(d, r);
-        st = kiln_launch_3d(c->ctx, k, "bn_dx", r[0], r[1], r[2], KARG(c->in[0]->buf),
-                            KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
-                            KARG(c->saved[1]->buf), KARG(c->param[0]->buf),
-                            KARG(sums[0]->buf), KARG(sums[1]->buf), KARG(c->din[0]->buf),
-                            KARG(training), KARG(c->attrs->slope));
+        st = launch_3d(c->ctx, k, "bn_dx", r[0], r[1], r[2], KARG(c->in[0]->buf),
+                       KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
+                       KARG(c->saved[1]->buf), KARG(c->param[0]->buf),
+                       KARG(sums[0]->buf), KARG(sums[1]->buf), KARG(c->din[0]->buf),
+                       KARG(training), KARG(c->attrs->slope));
     }
     for (int t = 0; t < 2; t++) {
         kiln_tensor_free(tmp[t]);
@@ -380,7 +380,7 @@ static kiln_status ln_infer(const op_attrs *a, const kiln_shape *in, op_shapes *
 {
     char buf[64];
     if (a->norm_dims < 1 || a->norm_dims > in[0].ndim)
-        return kiln_fail(KILN_ERR_SHAPE, "layernorm: cannot normalize over the last %d "
+        return error_set(KILN_ERR_SHAPE, "layernorm: cannot normalize over the last %d "
                                          "dimensions of an input of shape %s",
                          a->norm_dims, shape_str(&in[0], buf, sizeof buf));
     int lead = in[0].ndim - a->norm_dims;
@@ -406,10 +406,10 @@ static kiln_status ln_forward(const op_args *c)
     cl_uint dim = c->in[0]->numel / rows;
     cl_int has_beta = c->attrs->bias;
     cl_mem beta = has_beta ? c->param[1]->buf : c->param[0]->buf;
-    return kiln_launch_1d(c->ctx, k, "ln_forward", rows * wg, wg, KARG(c->in[0]->buf),
-                          KARG(c->out->buf), KARG(c->param[0]->buf), KARG(beta),
-                          KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(dim),
-                          KARG(c->attrs->eps), KARG(has_beta));
+    return launch_1d(c->ctx, k, "ln_forward", rows * wg, wg, KARG(c->in[0]->buf),
+                     KARG(c->out->buf), KARG(c->param[0]->buf), KARG(beta),
+                     KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(dim),
+                     KARG(c->attrs->eps), KARG(has_beta));
 }
 
 static kiln_status ln_backward(const op_args *c)
@@ -419,9 +419,9 @@ static kiln_status ln_backward(const op_args *c)
     cl_kernel k;
     kiln_status st = KILN_OK;
     if (c->din[0] && (st = norm_kernel(c->ctx, "ln_dx", &k)) == KILN_OK)
-        st = kiln_launch_1d(c->ctx, k, "ln_dx", rows * wg, wg, KARG(c->in[0]->buf),
-                            KARG(c->dout->buf), KARG(c->param[0]->buf), KARG(c->saved[0]->buf),
-                            KARG(c->saved[1]->buf), KARG(c->din[0]->buf), KARG(dim));
+        st = launch_1d(c->ctx, k, "ln_dx", rows * wg, wg, KARG(c->in[0]->buf),
+                       KARG(c->dout->buf), KARG(c->param[0]->buf), KARG(c->saved[0]->buf),
+                       KARG(c->saved[1]->buf), KARG(c->din[0]->buf), KARG(dim));
     cl_int has_beta = c->attrs->bias;
     if (st != KILN_OK || !c->dparam[0] || (has_beta && !c->dparam[1]))
         return st;
@@ -429,10 +429,10 @@ static kiln_status ln_backward(const op_args *c)
     if (st != KILN_OK)
         return st;
     cl_mem dbeta = has_beta ? c->dparam[1]->buf : c->dparam[0]->buf;
-    return kiln_launch_1d(c->ctx, k, "ln_param_grads", dim * wg, wg, KARG(c->in[0]->buf),
-                          KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
-                          KARG(c->dparam[0]->buf), KARG(dbeta), KARG(r), KARG(dim),
-                          KARG(has_beta));
+    return launch_1d(c->ctx, k, "ln_param_grads", dim * wg, wg, KARG(c->in[0]->buf),
+                     KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
+                     KARG(c->dparam[0]->buf), KARG(dbeta), KARG(r), KARG(dim),
+                     KARG(has_beta));
 }
 
 /* nn.BatchNorm1d/2d(num_features, eps, momentum), by the input's rank */

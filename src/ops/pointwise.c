@@ -58,15 +58,15 @@ static kiln_status act_forward(const op_args *c)
 {
     char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "act.cl",
-                                     act_options(c->attrs->act, opts, sizeof opts),
-                                     "act_forward", &k);
+    kiln_status st = kernel_get(c->ctx, "act.cl",
+                                act_options(c->attrs->act, opts, sizeof opts),
+                                "act_forward", &k);
     if (st != KILN_OK)
         return st;
     cl_uint n = c->out->numel;
-    return kiln_launch_1d(c->ctx, k, "act_forward", n, pointwise_group_size(c->ctx),
-                          KARG(c->in[0]->buf), KARG(c->out->buf), KARG(n),
-                          KARG(c->attrs->slope));
+    return launch_1d(c->ctx, k, "act_forward", n, pointwise_group_size(c->ctx),
+                     KARG(c->in[0]->buf), KARG(c->out->buf), KARG(n),
+                     KARG(c->attrs->slope));
 }
 
 kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
@@ -74,13 +74,13 @@ kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, 
 {
     char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(ctx, "act.cl", act_options(act, opts, sizeof opts),
-                                     "act_backward", &k);
+    kiln_status st = kernel_get(ctx, "act.cl", act_options(act, opts, sizeof opts),
+                                "act_backward", &k);
     if (st != KILN_OK)
         return st;
     cl_uint count = n;
-    return kiln_launch_1d(ctx, k, "act_backward", n, pointwise_group_size(ctx), KARG(x),
-                          KARG(y), KARG(dy), KARG(dx), KARG(count), KARG(slope));
+    return launch_1d(ctx, k, "act_backward", n, pointwise_group_size(ctx), KARG(x),
+                     KARG(y), KARG(dy), KARG(dx), KARG(count), KARG(slope));
 }
 
 static kiln_status act_backward(const op_args *c)
@@ -114,7 +114,7 @@ static kiln_status softmax_infer(const op_attrs *a, const kiln_shape *in, op_sha
 {
     int dim = softmax_dim(a, in[0].ndim);
     if (dim < 0 || dim >= in[0].ndim)
-        return kiln_fail(KILN_ERR_SHAPE, "softmax: dim %d is outside the %d dimensions of its "
+        return error_set(KILN_ERR_SHAPE, "softmax: dim %d is outside the %d dimensions of its "
                                          "input", a->dim, in[0].ndim);
     s->out = in[0];
     return KILN_OK;
@@ -123,18 +123,18 @@ static kiln_status softmax_infer(const op_attrs *a, const kiln_shape *in, op_sha
 static kiln_status softmax_launch(const op_args *c, const char *name, int backward)
 {
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "softmax.cl", "", name, &k);
+    kiln_status st = kernel_get(c->ctx, "softmax.cl", "", name, &k);
     if (st != KILN_OK)
         return st;
     kiln_shape s = shape_of(c->out);
     cl_uint outer, n, inner;
     split_at(&s, softmax_dim(c->attrs, s.ndim), &outer, &n, &inner);
     if (backward)
-        return kiln_launch_1d(c->ctx, k, name, outer * inner, 64, KARG(c->out->buf),
-                              KARG(c->dout->buf), KARG(c->din[0]->buf), KARG(outer), KARG(n),
-                              KARG(inner));
-    return kiln_launch_1d(c->ctx, k, name, outer * inner, 64, KARG(c->in[0]->buf),
-                          KARG(c->out->buf), KARG(outer), KARG(n), KARG(inner));
+        return launch_1d(c->ctx, k, name, outer * inner, 64, KARG(c->out->buf),
+                         KARG(c->dout->buf), KARG(c->din[0]->buf), KARG(outer), KARG(n),
+                         KARG(inner));
+    return launch_1d(c->ctx, k, name, outer * inner, 64, KARG(c->in[0]->buf),
+                     KARG(c->out->buf), KARG(outer), KARG(n), KARG(inner));
 }
 
 static kiln_status softmax_forward(const op_args *c)
@@ -154,7 +154,7 @@ static kiln_status add_infer(const op_attrs *a, const kiln_shape *in, op_shapes 
     (void)a;
     if (!shape_eq(&in[0], &in[1])) {
         char x[64], y[64];
-        return kiln_fail(KILN_ERR_SHAPE, "add: inputs of shapes %s and %s differ",
+        return error_set(KILN_ERR_SHAPE, "add: inputs of shapes %s and %s differ",
                          shape_str(&in[0], x, sizeof x), shape_str(&in[1], y, sizeof y));
     }
     s->out = in[0];
@@ -165,13 +165,13 @@ static kiln_status add_forward(const op_args *c)
 {
     char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, "act.cl",
-                                     act_options(c->attrs->act, opts, sizeof opts), "add", &k);
+    kiln_status st = kernel_get(c->ctx, "act.cl",
+                                act_options(c->attrs->act, opts, sizeof opts), "add", &k);
     if (st != KILN_OK)
         return st;
     cl_uint n = c->out->numel;
-    return kiln_launch_1d(c->ctx, k, "add", n, 64, KARG(c->in[0]->buf), KARG(c->in[1]->buf),
-                          KARG(c->out->buf), KARG(n), KARG(c->attrs->slope));
+    return launch_1d(c->ctx, k, "add", n, 64, KARG(c->in[0]->buf), KARG(c->in[1]->buf),
+                     KARG(c->out->buf), KARG(n), KARG(c->attrs->slope));
 }
 
 /* The gradient flows to both inputs: dout, or act'(z) dout (from the

@@ -14,17 +14,17 @@ static kiln_status pool_infer(const char *name, const op_attrs *a, const kiln_sh
 {
     char buf[64];
     if (in[0].ndim != 4)
-        return kiln_fail(KILN_ERR_SHAPE, "%s: input is %s; expected (N, C, H, W)", name,
+        return error_set(KILN_ERR_SHAPE, "%s: input is %s; expected (N, C, H, W)", name,
                          shape_str(&in[0], buf, sizeof buf));
     if (a->kernel == 0)
-        return kiln_fail(KILN_ERR_SHAPE, "%s: size must be at least 1", name);
+        return error_set(KILN_ERR_SHAPE, "%s: size must be at least 1", name);
     if (2 * a->pad > a->kernel)
-        return kiln_fail(KILN_ERR_SHAPE, "%s: padding %zu is more than half the window %zu",
+        return error_set(KILN_ERR_SHAPE, "%s: padding %zu is more than half the window %zu",
                          name, a->pad, a->kernel);
     size_t oh = op_window_count(in[0].d[2], a->kernel, pool_stride(a), a->pad, 1);
     size_t ow = op_window_count(in[0].d[3], a->kernel, pool_stride(a), a->pad, 1);
     if (oh == 0 || ow == 0)
-        return kiln_fail(KILN_ERR_SHAPE, "%s: a %zux%zu window does not fit the input %s", name,
+        return error_set(KILN_ERR_SHAPE, "%s: a %zux%zu window does not fit the input %s", name,
                          a->kernel, a->kernel, shape_str(&in[0], buf, sizeof buf));
     s->out = shape_make(4, in[0].d[0], in[0].d[1], oh, ow);
     return KILN_OK;
@@ -34,7 +34,7 @@ static kiln_status maxpool_infer(const op_attrs *a, const kiln_shape *in, op_sha
 {
     kiln_status st = pool_infer("maxpool", a, in, s);
     if (st == KILN_OK && in[0].d[2] * in[0].d[3] > (1u << 24))
-        return kiln_fail(KILN_ERR_TOO_LARGE, "maxpool: planes of more than 2^24 pixels");
+        return error_set(KILN_ERR_TOO_LARGE, "maxpool: planes of more than 2^24 pixels");
     s->n_saved = 1;
     s->saved[0] = s->out;
     return st;
@@ -53,7 +53,7 @@ static kiln_status avgpool_infer(const op_attrs *a, const kiln_shape *in, op_sha
 static int pool_by_plane(const op_args *c)
 {
     const op_attrs *a = c->attrs;
-    return kiln_device_loops_work_groups(&c->ctx->info) && a->kernel == 2 &&
+    return device_loops_work_groups(&c->ctx->info) && a->kernel == 2 &&
            pool_stride(a) == 2 && a->pad == 0;
 }
 
@@ -63,17 +63,17 @@ static kiln_status pool_launch_planes(const op_args *c, const char *name, int nb
                                       cl_mem b1, cl_mem b2)
 {
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, POOL_SOURCES, "", name, &k);
+    kiln_status st = kernel_get(c->ctx, POOL_SOURCES, "", name, &k);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0];
     cl_uint planes = x->shape[0] * x->shape[1], h = x->shape[2], w = x->shape[3];
     size_t items = op_plane_items(c->ctx, planes);
     if (nbuf == 3)
-        return kiln_launch_1d(c->ctx, k, name, items, 1, KARG(b0), KARG(b1), KARG(b2),
-                              KARG(planes), KARG(h), KARG(w));
-    return kiln_launch_1d(c->ctx, k, name, items, 1, KARG(b0), KARG(b1), KARG(planes),
-                          KARG(h), KARG(w));
+        return launch_1d(c->ctx, k, name, items, 1, KARG(b0), KARG(b1), KARG(b2),
+                         KARG(planes), KARG(h), KARG(w));
+    return launch_1d(c->ctx, k, name, items, 1, KARG(b0), KARG(b1), KARG(planes),
+                     KARG(h), KARG(w));
 }
 
 /* Launches a pool kernel: forward over (OW, OH, planes) with the input's
@@ -83,7 +83,7 @@ static kiln_status pool_launch(const op_args *c, const char *name, int backward,
                                cl_mem b0, cl_mem b1, cl_mem b2)
 {
     cl_kernel k;
-    kiln_status st = kiln_kernel_get(c->ctx, POOL_SOURCES, "", name, &k);
+    kiln_status st = kernel_get(c->ctx, POOL_SOURCES, "", name, &k);
     if (st != KILN_OK)
         return st;
     const kiln_tensor *x = c->in[0], *y = c->out;
@@ -92,10 +92,10 @@ static kiln_status pool_launch(const op_args *c, const char *name, int backward,
                     c->attrs->pad};
     size_t w = range->shape[3], h = range->shape[2], planes = range->shape[0] * range->shape[1];
     if (nbuf == 3)
-        return kiln_launch_3d(c->ctx, k, name, w, h, planes, KARG(b0), KARG(b1), KARG(b2),
-                              KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]));
-    return kiln_launch_3d(c->ctx, k, name, w, h, planes, KARG(b0), KARG(b1), KARG(v[0]),
-                          KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]));
+        return launch_3d(c->ctx, k, name, w, h, planes, KARG(b0), KARG(b1), KARG(b2),
+                         KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]));
+    return launch_3d(c->ctx, k, name, w, h, planes, KARG(b0), KARG(b1), KARG(v[0]),
+                     KARG(v[1]), KARG(v[2]), KARG(v[3]), KARG(v[4]));
 }
 
 static kiln_status maxpool_forward(const op_args *c)

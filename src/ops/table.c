@@ -72,13 +72,13 @@ kiln_status op_check_fusable(op_kind kind, kiln_act act)
     const op_desc *d = op_get(kind);
     const act_info *ai = act_get(act);
     if (!d || !ai)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "unknown op or activation");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "unknown op or activation");
     if (act == KILN_ACT_NONE || (d->fuses_act && ai->from_output))
         return KILN_OK;
     if (!d->fuses_act)
-        return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: cannot absorb an activation (%s)", d->name,
+        return error_set(KILN_ERR_UNSUPPORTED, "%s: cannot absorb an activation (%s)", d->name,
                          ai->name);
-    return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: %s cannot be fused into the epilogue (its "
+    return error_set(KILN_ERR_UNSUPPORTED, "%s: %s cannot be fused into the epilogue (its "
                                            "gradient needs its input); apply it as its own "
                                            "layer", d->name, ai->name);
 }
@@ -87,7 +87,7 @@ kiln_status op_infer(op_kind kind, const op_attrs *a, const kiln_shape *in, op_s
 {
     const op_desc *d = op_get(kind);
     if (!d || !a || !in || !s)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "op_infer: unknown op or missing argument");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "op_infer: unknown op or missing argument");
     *s = (op_shapes){0};
     if (kind != OP_ACTIVATION && op_check_fusable(kind, a->act) != KILN_OK)
         return KILN_ERR_UNSUPPORTED;
@@ -99,11 +99,11 @@ static kiln_status call_shapes(op_kind kind, const op_args *c, op_shapes *s)
 {
     const op_desc *d = op_get(kind);
     if (!d || !c || !c->ctx || !c->attrs)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "op call: unknown op or missing argument");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "op call: unknown op or missing argument");
     kiln_shape in[OP_MAX_INPUTS];
     for (int i = 0; i < d->n_inputs; i++) {
         if (!c->in[i])
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: input %d is missing", d->name, i);
+            return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: input %d is missing", d->name, i);
         in[i] = shape_of(c->in[i]);
     }
     kiln_status st = op_infer(kind, c->attrs, in, s);

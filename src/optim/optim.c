@@ -23,7 +23,7 @@ static kiln_status make_decay_mask(optimizer *o)
     size_t n = p->params->numel;
     float *mask = calloc(n, sizeof *mask);
     if (!mask)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "optimizer: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "optimizer: out of memory");
     for (size_t i = 0; i < p->count; i++) {
         const pipe_step *s = &p->steps[i];
         for (int k = 0; k < s->shapes.n_params; k++)
@@ -64,7 +64,7 @@ kiln_status optim_create(pipeline *p, const optim_config *cfg, optimizer **out)
 {
     optimizer *o = calloc(1, sizeof *o);
     if (!o)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "optimizer: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "optimizer: out of memory");
     o->p = p;
     o->cfg = *cfg;
     kiln_shape flat = shape_of(p->params), one = shape_make(1, 1, 0, 0, 0);
@@ -143,11 +143,11 @@ static kiln_status clip_norm_scale(optimizer *o)
     kiln_status st = op_sum_squares(ctx, &grads, 1, o->sumsq);
     cl_kernel k;
     if (st == KILN_OK)
-        st = kiln_kernel_get(ctx, "optim.cl", "", "clip_scale", &k);
+        st = kernel_get(ctx, "optim.cl", "", "clip_scale", &k);
     if (st != KILN_OK)
         return st;
-    return kiln_launch_3d(ctx, k, "clip_scale", 1, 1, 1, KARG(o->sumsq->buf),
-                          KARG(o->scale->buf), KARG(o->norm->buf), KARG(o->cfg.clip_norm));
+    return launch_3d(ctx, k, "clip_scale", 1, 1, 1, KARG(o->sumsq->buf),
+                     KARG(o->scale->buf), KARG(o->norm->buf), KARG(o->cfg.clip_norm));
 }
 
 kiln_status optim_step(optimizer *o, float lr)
@@ -156,12 +156,12 @@ kiln_status optim_step(optimizer *o, float lr)
     const optim_config *c = &o->cfg;
     o->t++;
     pipeline_params_changed(o->p);
-    kiln_ctx_set_label(ctx, "optimizer");
+    ctx_set_label(ctx, "optimizer");
     kiln_status st = c->clip_norm > 0 ? clip_norm_scale(o) : KILN_OK;
     cl_kernel k;
     const char *name = c->kind == OPTIM_SGD ? "sgd_step" : "adam_step";
     if (st == KILN_OK)
-        st = kiln_kernel_get(ctx, "optim.cl", "", name, &k);
+        st = kernel_get(ctx, "optim.cl", "", name, &k);
     if (st != KILN_OK)
         return st;
     size_t n = o->p->params->numel;
@@ -169,18 +169,18 @@ kiln_status optim_step(optimizer *o, float lr)
     cl_mem s0 = o->state[0] ? o->state[0]->buf : p, s1 = o->state[1] ? o->state[1]->buf : p;
     if (c->kind == OPTIM_SGD) {
         cl_int nesterov = c->nesterov, first = o->t == 1;
-        return kiln_launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0),
-                              KARG(o->scale->buf), KARG(lr), KARG(c->momentum),
-                              KARG(c->dampening), KARG(c->weight_decay), KARG(nesterov),
-                              KARG(first), KARG(c->clip_value));
+        return launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0),
+                         KARG(o->scale->buf), KARG(lr), KARG(c->momentum),
+                         KARG(c->dampening), KARG(c->weight_decay), KARG(nesterov),
+                         KARG(first), KARG(c->clip_value));
     }
     cl_int decoupled = c->kind == OPTIM_ADAMW;
     float bc1 = (float)(1.0 - pow(c->beta1, (double)o->t));
     float bc2 = (float)(1.0 - pow(c->beta2, (double)o->t));
     cl_int has_decay = c->decay_matrices && o->decay;
     cl_mem decay = has_decay ? o->decay->buf : p;
-    return kiln_launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0), KARG(s1),
-                          KARG(o->scale->buf), KARG(lr), KARG(c->beta1), KARG(c->beta2),
-                          KARG(c->eps), KARG(c->weight_decay), KARG(decoupled), KARG(bc1),
-                          KARG(bc2), KARG(c->clip_value), KARG(decay), KARG(has_decay));
+    return launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0), KARG(s1),
+                     KARG(o->scale->buf), KARG(lr), KARG(c->beta1), KARG(c->beta2),
+                     KARG(c->eps), KARG(c->weight_decay), KARG(decoupled), KARG(bc1),
+                     KARG(bc2), KARG(c->clip_value), KARG(decay), KARG(has_decay));
 }

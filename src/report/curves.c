@@ -50,7 +50,7 @@ static kiln_status table_grow(log_table *t, const char *path)
     for (int c = 0; c < C_COUNT; c++) {
         double *v = realloc(t->v[c], cap * sizeof *v);
         if (!v)
-            return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+            return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
         t->v[c] = v;
     }
     t->cap = cap;
@@ -87,7 +87,7 @@ static kiln_status read_header(char *line, const char *path, long lineno, int **
     for (const char *p = line; *p; p++)
         n += *p == ',';
     if (!(*map = malloc(n * sizeof **map)))
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     int seen[C_COUNT] = {0};
     char *cursor = line;
     for (size_t i = 0; i < n; i++) {
@@ -99,14 +99,14 @@ static kiln_status read_header(char *line, const char *path, long lineno, int **
         for (int c = 0; c < C_COUNT; c++)
             if (strcmp(name, column_names[c]) == 0 || (step && c == C_EPOCH)) {
                 if (seen[c]++)
-                    return kiln_fail(KILN_ERR_IO, "%s:%ld: column %s appears twice", path,
+                    return error_set(KILN_ERR_IO, "%s:%ld: column %s appears twice", path,
                                      lineno, name);
                 (*map)[i] = c;
             }
     }
     *fields = n;
     if (!seen[C_EPOCH])
-        return kiln_fail(KILN_ERR_IO, "%s:%ld: the header has no epoch (or step) column "
+        return error_set(KILN_ERR_IO, "%s:%ld: the header has no epoch (or step) column "
                                       "(expected epoch,lr,train_loss,... as kiln train writes)",
                          path, lineno);
     return KILN_OK;
@@ -138,14 +138,14 @@ static kiln_status read_row(char *line, const char *path, long lineno, const int
         if (found >= fields || map[found] < 0)
             continue;
         if (!parse_cell(cell, &t->v[map[found]][r]))
-            return kiln_fail(KILN_ERR_IO, "%s:%ld: %s is \"%.40s\"; expected a number", path,
+            return error_set(KILN_ERR_IO, "%s:%ld: %s is \"%.40s\"; expected a number", path,
                              lineno, column_names[map[found]], cell);
     }
     if (found != fields)
-        return kiln_fail(KILN_ERR_IO, "%s:%ld: %zu fields; the header has %zu", path, lineno,
+        return error_set(KILN_ERR_IO, "%s:%ld: %zu fields; the header has %zu", path, lineno,
                          found, fields);
     if (!(fabs(t->v[C_EPOCH][r]) <= 1e9))
-        return kiln_fail(KILN_ERR_IO, "%s:%ld: the epoch is missing or beyond 1e9", path,
+        return error_set(KILN_ERR_IO, "%s:%ld: the epoch is missing or beyond 1e9", path,
                          lineno);
     t->rows++;
     return KILN_OK;
@@ -155,7 +155,7 @@ static kiln_status read_log(const char *path, log_table *t)
 {
     FILE *f = fopen(path, "r");
     if (!f)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot read (%s)", path, strerror(errno));
+        return error_set(KILN_ERR_IO, "%s: cannot read (%s)", path, strerror(errno));
     char *line = NULL;
     size_t cap = 0, fields = 0;
     int *map = NULL;
@@ -169,12 +169,12 @@ static kiln_status read_log(const char *path, log_table *t)
                  : read_header(line, path, lineno, &map, &fields, t);
     }
     if (st == KILN_OK && ferror(f))
-        st = kiln_fail(KILN_ERR_IO, "%s: cannot read (%s)", path, strerror(errno));
+        st = error_set(KILN_ERR_IO, "%s: cannot read (%s)", path, strerror(errno));
     if (st == KILN_OK && !map)
-        st = kiln_fail(KILN_ERR_IO, "%s: the file is empty; expected a header line and a line "
+        st = error_set(KILN_ERR_IO, "%s: the file is empty; expected a header line and a line "
                                     "per epoch", path);
     if (st == KILN_OK && t->rows == 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: no epoch is logged yet", path);
+        st = error_set(KILN_ERR_IO, "%s: no epoch is logged yet", path);
     free(map);
     free(line);
     fclose(f);
@@ -560,18 +560,18 @@ static void draw(svg_text *b, const log_table *t, const char *log_path)
 kiln_status kiln_plot(const char *run, const char *svg_path)
 {
     if (!run)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_plot: run is NULL; expected a run "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_plot: run is NULL; expected a run "
                                                     "directory or a log.csv path");
     char log_path[4096], dir[4096], default_svg[4200];
     struct stat info;
     if (stat(run, &info) != 0)
-        return kiln_fail(KILN_ERR_IO, "%s: no such run directory or log.csv (%s)", run,
+        return error_set(KILN_ERR_IO, "%s: no such run directory or log.csv (%s)", run,
                          strerror(errno));
     int is_dir = S_ISDIR(info.st_mode);
     if (snprintf(log_path, sizeof log_path, is_dir ? "%s/log.csv" : "%s", run) >=
         (int)sizeof log_path)
-        return kiln_fail(KILN_ERR_IO, "%s: path too long", run);
-    kiln_dir_of(log_path, dir, sizeof dir);
+        return error_set(KILN_ERR_IO, "%s: path too long", run);
+    dir_of(log_path, dir, sizeof dir);
     snprintf(default_svg, sizeof default_svg, "%s/curves.svg", dir);
     log_table t = {0};
     kiln_status st = read_log(log_path, &t);
@@ -579,7 +579,7 @@ kiln_status kiln_plot(const char *run, const char *svg_path)
     if (st == KILN_OK)
         draw(&b, &t, log_path);
     if (st == KILN_OK && b.failed)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for the SVG", log_path);
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for the SVG", log_path);
     if (st == KILN_OK)
         st = write_bytes_output(svg_path ? svg_path : default_svg, b.s, b.len);
     free(b.s);

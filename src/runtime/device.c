@@ -69,14 +69,14 @@ static kiln_status list_platforms(cl_platform_id *ids, cl_uint *count)
     char drivers[512];
     if ((err == -1001 /* CL_PLATFORM_NOT_FOUND_KHR */ || (err == CL_SUCCESS && *count == 0)) &&
         installed_drivers(drivers, sizeof drivers) > 0)
-        return kiln_fail(KILN_ERR_NO_PLATFORM, "OpenCL drivers are installed (%s) but none of "
+        return error_set(KILN_ERR_NO_PLATFORM, "OpenCL drivers are installed (%s) but none of "
                                                "them started: the ICD loader found no "
                                                "platform. Out of memory (ulimit -v)? "
                                                "`clinfo` shows what the drivers say", drivers);
     if (err == -1001 /* CL_PLATFORM_NOT_FOUND_KHR */ || (err == CL_SUCCESS && *count == 0))
-        return kiln_fail(KILN_ERR_NO_PLATFORM, "%s", no_driver_help);
+        return error_set(KILN_ERR_NO_PLATFORM, "%s", no_driver_help);
     if (err != CL_SUCCESS)
-        return kiln_fail_cl(err, "clGetPlatformIDs");
+        return error_cl(err, "clGetPlatformIDs");
     if (*count > MAX_PLATFORMS)
         *count = MAX_PLATFORMS;
     return KILN_OK;
@@ -189,7 +189,7 @@ static kiln_status each_device(device_visitor visit, void *user, int *stopped)
         if (err == CL_DEVICE_NOT_FOUND)
             continue; /* e.g. rusticl without RUSTICL_ENABLE */
         if (err != CL_SUCCESS)
-            return kiln_fail_cl(err, "clGetDeviceIDs");
+            return error_cl(err, "clGetDeviceIDs");
         if (nd > MAX_DEVICES_PER_PLATFORM)
             nd = MAX_DEVICES_PER_PLATFORM;
         for (cl_uint di = 0; di < nd && !*stopped; di++) {
@@ -239,9 +239,9 @@ kiln_status kiln_devices(kiln_device_info **out, size_t *count)
     int stopped;
     kiln_status st = each_device(collect, &list, &stopped);
     if (st == KILN_OK && list.failed)
-        st = kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_devices: out of host memory");
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_devices: out of host memory");
     if (st == KILN_OK && list.count == 0)
-        st = kiln_fail(KILN_ERR_NO_PLATFORM, "%s", no_driver_help);
+        st = error_set(KILN_ERR_NO_PLATFORM, "%s", no_driver_help);
     if (st != KILN_OK) {
         free(list.items);
         return st;
@@ -327,15 +327,15 @@ static const kiln_device_info *default_device(const kiln_device_info *list, size
 static kiln_status no_match(const char *selector, const char *origin,
                             const kiln_device_info *list, size_t n)
 {
-    kiln_fail(KILN_ERR_NO_DEVICE,
+    error_set(KILN_ERR_NO_DEVICE,
               "no OpenCL device matches %s \"%s\" (an index such as 0, a platform:device "
               "pair such as 1:0, or part of a platform, device or vendor name, or gpu/cpu). "
               "Devices found:",
               origin, selector);
     for (size_t i = 0; i < n; i++) {
-        kiln_error_append("\n  %u (%u:%u)  %s / %s  [%s]", list[i].global_index,
-                          list[i].platform_index, list[i].device_index, list[i].platform,
-                          list[i].name, kiln_device_type_str(list[i].type));
+        error_append("\n  %u (%u:%u)  %s / %s  [%s]", list[i].global_index,
+                     list[i].platform_index, list[i].device_index, list[i].platform,
+                     list[i].name, kiln_device_type_str(list[i].type));
     }
     return KILN_ERR_NO_DEVICE;
 }
@@ -343,7 +343,7 @@ static kiln_status no_match(const char *selector, const char *origin,
 kiln_status kiln_device_select(const char *selector, kiln_device_info *out)
 {
     if (!out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_device_select: out is required");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_device_select: out is required");
     const char *origin = "--device";
     if (!selector || !*selector) {
         selector = getenv("KILN_DEVICE");
@@ -400,14 +400,14 @@ static kiln_status lookup(const kiln_device_info *info, cl_platform_id *platform
     if (st != KILN_OK)
         return st;
     if (!q.found)
-        return kiln_fail(KILN_ERR_NO_DEVICE, "device %u:%u (%s) is no longer listed",
+        return error_set(KILN_ERR_NO_DEVICE, "device %u:%u (%s) is no longer listed",
                          info->platform_index, info->device_index, info->name);
     *platform = q.platform;
     *device = q.device;
     return KILN_OK;
 }
 
-kiln_status kiln_device_id(const kiln_device_info *info, cl_device_id *out)
+kiln_status device_id(const kiln_device_info *info, cl_device_id *out)
 {
     cl_platform_id p;
     return lookup(info, &p, out);
@@ -422,38 +422,38 @@ static kiln_status open_queue(kiln_ctx *ctx)
     cl_int err;
     ctx->context = clCreateContext(props, 1, &ctx->device, NULL, NULL, &err);
     if (err != CL_SUCCESS)
-        return kiln_fail_cl(err, "clCreateContext");
+        return error_cl(err, "clCreateContext");
     ctx->queue = clCreateCommandQueue(ctx->context, ctx->device, CL_QUEUE_PROFILING_ENABLE, &err);
     if (err != CL_SUCCESS)
-        return kiln_fail_cl(err, "clCreateCommandQueue");
+        return error_cl(err, "clCreateCommandQueue");
     return KILN_OK;
 }
 
-int kiln_device_loops_work_groups(const kiln_device_info *d)
+int device_loops_work_groups(const kiln_device_info *d)
 {
     return d->type == KILN_DEVICE_CPU && !strstr(d->platform, "rusticl");
 }
 
-size_t kiln_device_units(const kiln_device_info *d)
+size_t device_units(const kiln_device_info *d)
 {
     return d->compute_units ? d->compute_units : 1;
 }
 
-kiln_status kiln_ctx_open_device(const char *selector, kiln_ctx **out)
+kiln_status ctx_open_device(const char *selector, kiln_ctx **out)
 {
     if (!out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_create: out is required");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_create: out is required");
     *out = NULL;
     kiln_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_ctx_create: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_ctx_create: out of host memory");
     kiln_status st = kiln_device_select(selector, &ctx->info);
     if (st == KILN_OK)
         st = lookup(&ctx->info, &ctx->platform, &ctx->device);
     if (st == KILN_OK)
         st = open_queue(ctx);
     if (st == KILN_OK)
-        st = kiln_program_cache_create(ctx, &ctx->programs);
+        st = program_cache_create(ctx, &ctx->programs);
     if (st != KILN_OK) {
         kiln_ctx_free(ctx);
         return st;
@@ -462,7 +462,7 @@ kiln_status kiln_ctx_open_device(const char *selector, kiln_ctx **out)
     return KILN_OK;
 }
 
-void kiln_ctx_attach(kiln_ctx *ctx, int slot, void *state, void (*free_fn)(void *state))
+void ctx_attach(kiln_ctx *ctx, int slot, void *state, void (*free_fn)(void *state))
 {
     kiln_ctx_slot *s = &ctx->slots[slot];
     if (s->state && s->free_fn)
@@ -471,7 +471,7 @@ void kiln_ctx_attach(kiln_ctx *ctx, int slot, void *state, void (*free_fn)(void 
     s->free_fn = free_fn;
 }
 
-void *kiln_ctx_attached(const kiln_ctx *ctx, int slot)
+void *ctx_attached(const kiln_ctx *ctx, int slot)
 {
     return ctx->slots[slot].state;
 }
@@ -482,11 +482,11 @@ void kiln_ctx_free(kiln_ctx *ctx)
         return;
     if (ctx->queue)
         clFinish(ctx->queue);
-    kiln_program_cache_free(ctx->programs);
+    program_cache_free(ctx->programs);
     for (int i = KILN_CTX_SLOTS - 1; i >= 0; i--)
-        kiln_ctx_attach(ctx, i, NULL, NULL);
-    kiln_profile_discard(ctx);
-    kiln_spares_free(ctx);
+        ctx_attach(ctx, i, NULL, NULL);
+    profile_discard(ctx);
+    spares_free(ctx);
     if (ctx->queue)
         clReleaseCommandQueue(ctx->queue);
     if (ctx->context)
@@ -502,9 +502,9 @@ const kiln_device_info *kiln_ctx_device(const kiln_ctx *ctx)
 kiln_status kiln_ctx_finish(kiln_ctx *ctx)
 {
     if (!ctx)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_finish: ctx is NULL");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_finish: ctx is NULL");
     cl_int err = clFinish(ctx->queue);
-    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clFinish");
+    return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clFinish");
 }
 
 void kiln_ctx_set_trace(kiln_ctx *ctx, kiln_write_fn fn, void *user)

@@ -30,12 +30,12 @@ const char *kiln_last_error(void)
     return last_error;
 }
 
-void kiln_error_clear(void)
+void error_clear(void)
 {
     last_error[0] = '\0';
 }
 
-kiln_status kiln_fail(kiln_status status, const char *fmt, ...)
+kiln_status error_set(kiln_status status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -50,7 +50,7 @@ static void append_v(const char *fmt, va_list ap)
     vsnprintf(last_error + used, sizeof last_error - used, fmt, ap);
 }
 
-void kiln_error_append(const char *fmt, ...)
+void error_append(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -65,29 +65,29 @@ kiln_status require_args(const char *call, ...)
     kiln_status st = KILN_OK;
     for (const char *name; st == KILN_OK && (name = va_arg(ap, const char *)) != NULL;)
         if (!va_arg(ap, const void *))
-            st = kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call, name);
+            st = error_set(KILN_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call, name);
     va_end(ap);
     return st;
 }
 
-kiln_status kiln_fail_cl(cl_int err, const char *call)
+kiln_status error_cl(cl_int err, const char *call)
 {
     kiln_status status = KILN_ERR_OPENCL;
     if (err == CL_OUT_OF_HOST_MEMORY || err == CL_MEM_OBJECT_ALLOCATION_FAILURE)
         status = KILN_ERR_OUT_OF_MEMORY;
     else if (err == CL_BUILD_PROGRAM_FAILURE)
         status = KILN_ERR_BUILD;
-    return kiln_fail(status, "%s: %s", call, kiln_cl_error_name(err));
+    return error_set(status, "%s: %s", call, cl_error_name(err));
 }
 
-kiln_status kiln_fail_cl_in(cl_int err, const char *call, const char *fmt, ...)
+kiln_status error_cl_in(cl_int err, const char *call, const char *fmt, ...)
 {
-    kiln_status status = kiln_fail_cl(err, call);
+    kiln_status status = error_cl(err, call);
     va_list ap;
     va_start(ap, fmt);
-    kiln_error_append(" (");
+    error_append(" (");
     append_v(fmt, ap);
-    kiln_error_append(")");
+    error_append(")");
     va_end(ap);
     return status;
 }
@@ -117,7 +117,7 @@ kiln_status kiln_fail_cl_in(cl_int err, const char *call, const char *fmt, ...)
     X(CL_INVALID_IMAGE_DESCRIPTOR) X(CL_INVALID_COMPILER_OPTIONS)                      \
     X(CL_INVALID_LINKER_OPTIONS) X(CL_INVALID_DEVICE_PARTITION_COUNT)
 
-const char *kiln_cl_error_name(cl_int err)
+const char *cl_error_name(cl_int err)
 {
     static _Thread_local char unknown[48];
     switch (err) {
@@ -134,7 +134,7 @@ const char *kiln_cl_error_name(cl_int err)
     }
 }
 
-void kiln_writef(const kiln_writer *w, const char *fmt, ...)
+void writef(const kiln_writer *w, const char *fmt, ...)
 {
     if (!w || !w->fn)
         return;
@@ -155,7 +155,7 @@ void kiln_writef(const kiln_writer *w, const char *fmt, ...)
         free(text);
 }
 
-void kiln_write_to_file(void *file, const char *text)
+void write_to_file(void *file, const char *text)
 {
     fputs(text, (FILE *)file);
 }

@@ -12,7 +12,7 @@
 
 #include "runtime/runtime.h"
 
-void kiln_dir_of(const char *path, char *dir, size_t size)
+void dir_of(const char *path, char *dir, size_t size)
 {
     snprintf(dir, size, "%s", path);
     char *slash = strrchr(dir, '/');
@@ -22,7 +22,7 @@ void kiln_dir_of(const char *path, char *dir, size_t size)
         snprintf(dir, size, ".");
 }
 
-int kiln_make_dirs(const char *dir)
+int make_dirs(const char *dir)
 {
     char path[4096];
     if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
@@ -38,7 +38,7 @@ int kiln_make_dirs(const char *dir)
     return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -1;
 }
 
-int kiln_write_all(int fd, const void *data, size_t n)
+int write_all(int fd, const void *data, size_t n)
 {
     const char *p = data;
     while (n > 0) {
@@ -55,7 +55,7 @@ int kiln_write_all(int fd, const void *data, size_t n)
 
 kiln_status fail_write(const char *path, int err)
 {
-    return kiln_fail(KILN_ERR_IO, "%s: cannot write (%s)", path, strerror(err));
+    return error_set(KILN_ERR_IO, "%s: cannot write (%s)", path, strerror(err));
 }
 
 /* Makes a rename durable: fsync of the directory that holds path (best
@@ -63,7 +63,7 @@ kiln_status fail_write(const char *path, int err)
 static void sync_directory_of(const char *path)
 {
     char dir[4096];
-    kiln_dir_of(path, dir, sizeof dir);
+    dir_of(path, dir, sizeof dir);
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
         fsync(fd);
@@ -86,10 +86,10 @@ kiln_status write_file_atomic(const char *path, file_fill fill, void *user)
 {
     char tmp[4200];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
-        return kiln_fail(KILN_ERR_IO, "%s: path too long", path);
+        return error_set(KILN_ERR_IO, "%s: path too long", path);
     int fd = mkstemp(tmp);
     if (fd < 0)
-        return kiln_fail(KILN_ERR_IO, "%s: cannot write there (no temporary file could be made "
+        return error_set(KILN_ERR_IO, "%s: cannot write there (no temporary file could be made "
                                       "beside it: %s)", path, strerror(errno));
     kiln_status st = fchmod(fd, 0644) == 0 ? KILN_OK : fail_write(path, errno);
     if (st == KILN_OK)
@@ -99,7 +99,7 @@ kiln_status write_file_atomic(const char *path, file_fill fill, void *user)
     if (close(fd) != 0 && st == KILN_OK)
         st = fail_write(path, errno);
     if (st == KILN_OK && rename(tmp, path) != 0)
-        st = kiln_fail(KILN_ERR_IO, "%s: cannot replace it with %s (%s)", path, tmp,
+        st = error_set(KILN_ERR_IO, "%s: cannot replace it with %s (%s)", path, tmp,
                        strerror(errno));
     if (st == KILN_OK)
         sync_directory_of(path);
@@ -113,7 +113,7 @@ kiln_status write_output(const char *path, file_fill fill, void *user)
     struct stat info;
     int exists = stat(path, &info) == 0;
     if (exists && S_ISDIR(info.st_mode))
-        return kiln_fail(KILN_ERR_IO, "%s: is a directory; expected a file name", path);
+        return error_set(KILN_ERR_IO, "%s: is a directory; expected a file name", path);
     if (exists && !S_ISREG(info.st_mode))
         return write_in_place(path, fill, user);
     return write_file_atomic(path, fill, user);
@@ -127,7 +127,7 @@ typedef struct {
 static kiln_status fill_bytes(int fd, const char *path, void *user)
 {
     const bytes *b = user;
-    return kiln_write_all(fd, b->data, b->n) == 0 ? KILN_OK : fail_write(path, errno);
+    return write_all(fd, b->data, b->n) == 0 ? KILN_OK : fail_write(path, errno);
 }
 
 kiln_status write_bytes_atomic(const char *path, const void *data, size_t n)
@@ -151,7 +151,7 @@ typedef struct {
 static ssize_t sink_write(void *cookie, const char *data, size_t n)
 {
     sink *s = cookie;
-    if (s->err || kiln_write_all(s->fd, data, n) != 0) {
+    if (s->err || write_all(s->fd, data, n) != 0) {
         s->err = s->err ? s->err : errno ? errno : EIO;
         return -1;
     }
@@ -169,7 +169,7 @@ static kiln_status fill_stream(int fd, const char *path, void *user)
     sink s = {fd, 0};
     FILE *f = fopencookie(&s, "w", (cookie_io_functions_t){.write = sink_write});
     if (!f)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
     kiln_status st = w->fill(w->user, f);
     fclose(f); /* flushes; a failure lands in s.err */
     return s.err ? fail_write(path, s.err) : st;
@@ -178,13 +178,13 @@ static kiln_status fill_stream(int fd, const char *path, void *user)
 kiln_status kiln_write_file_atomic(const char *path, kiln_fill_fn fill, void *user)
 {
     if (!path || !fill)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_write_file_atomic: %s is NULL",
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_write_file_atomic: %s is NULL",
                          !path ? "path" : "fill");
     stream_fill w = {fill, user};
     return write_output(path, fill_stream, &w);
 }
 
-double kiln_seconds(void)
+double now_seconds(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -22,7 +22,7 @@ struct kiln_profile {
     size_t count, cap;
 };
 
-void kiln_ctx_set_label(kiln_ctx *ctx, const char *fmt, ...)
+void ctx_set_label(kiln_ctx *ctx, const char *fmt, ...)
 {
     if (!ctx->profile && !ctx->trace.fn)
         return;
@@ -32,7 +32,7 @@ void kiln_ctx_set_label(kiln_ctx *ctx, const char *fmt, ...)
     va_end(ap);
 }
 
-cl_event *kiln_profile_slot(kiln_ctx *ctx, cl_event *slot)
+cl_event *profile_slot(kiln_ctx *ctx, cl_event *slot)
 {
     *slot = NULL;
     return ctx->profile ? slot : NULL;
@@ -40,7 +40,7 @@ cl_event *kiln_profile_slot(kiln_ctx *ctx, cl_event *slot)
 
 /* Keeps event (or releases it when there is no room: a profile with a
  * missing launch is still a profile). */
-void kiln_profile_add(kiln_ctx *ctx, cl_event event, const char *kernel)
+void profile_add(kiln_ctx *ctx, cl_event event, const char *kernel)
 {
     kiln_profile *p = ctx->profile;
     if (!event)
@@ -66,9 +66,9 @@ void kiln_profile_add(kiln_ctx *ctx, cl_event event, const char *kernel)
 kiln_status kiln_ctx_profile_begin(kiln_ctx *ctx)
 {
     if (!ctx)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_profile_begin: ctx is NULL");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_profile_begin: ctx is NULL");
     if (!ctx->profile && !(ctx->profile = calloc(1, sizeof *ctx->profile)))
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "profile: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "profile: out of host memory");
     return KILN_OK;
 }
 
@@ -81,7 +81,7 @@ static void profile_free(kiln_profile *p)
     free(p);
 }
 
-void kiln_profile_discard(kiln_ctx *ctx)
+void profile_discard(kiln_ctx *ctx)
 {
     profile_free(ctx->profile);
     ctx->profile = NULL;
@@ -96,7 +96,7 @@ static kiln_status times(const profile_entry *e, cl_ulong *start, cl_ulong *end)
         err = clGetEventProfilingInfo(e->event, CL_PROFILING_COMMAND_END, sizeof *end, end,
                                       NULL);
     return err == CL_SUCCESS ? KILN_OK
-                             : kiln_fail_cl_in(err, "clGetEventProfilingInfo", "%s", e->kernel);
+                             : error_cl_in(err, "clGetEventProfilingInfo", "%s", e->kernel);
 }
 
 static cJSON *trace_event(const profile_entry *e, double ts, double dur)
@@ -150,7 +150,7 @@ static kiln_status write_trace(const kiln_ctx *ctx, const char *path)
     if (st != KILN_OK)
         return st;
     st = text ? write_bytes_output(path, text, strlen(text))
-              : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
+              : error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of host memory", path);
     free(text);
     return st;
 }
@@ -173,7 +173,7 @@ static kiln_status write_totals(const kiln_ctx *ctx, size_t steps, const kiln_wr
     const kiln_profile *p = ctx->profile;
     layer_total *t = calloc(p->count + 1, sizeof *t);
     if (!t)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "profile: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "profile: out of host memory");
     size_t n = 0;
     double all = 0;
     kiln_status st = KILN_OK;
@@ -191,12 +191,12 @@ static kiln_status write_totals(const kiln_ctx *ctx, size_t steps, const kiln_wr
     }
     qsort(t, n, sizeof *t, by_time);
     steps = steps ? steps : 1;
-    kiln_writef(out, "%-36s %10s %9s %7s\n", "layer", "ms/step", "launches", "share");
+    writef(out, "%-36s %10s %9s %7s\n", "layer", "ms/step", "launches", "share");
     for (size_t j = 0; j < n && st == KILN_OK; j++)
-        kiln_writef(out, "%-36s %10.3f %9zu %6.1f%%\n", t[j].layer[0] ? t[j].layer : "(other)",
+        writef(out, "%-36s %10.3f %9zu %6.1f%%\n", t[j].layer[0] ? t[j].layer : "(other)",
                 t[j].ms / (double)steps, t[j].launches / steps, 100.0 * t[j].ms / all);
     if (st == KILN_OK)
-        kiln_writef(out, "%-36s %10.3f %9zu\n", "total (device time)", all / (double)steps,
+        writef(out, "%-36s %10.3f %9zu\n", "total (device time)", all / (double)steps,
                 p->count / steps);
     free(t);
     return st;
@@ -206,7 +206,7 @@ kiln_status kiln_ctx_profile_end(kiln_ctx *ctx, const char *trace_path, size_t s
                                  kiln_write_fn totals, void *user)
 {
     if (!ctx || !ctx->profile)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+        return error_set(KILN_ERR_INVALID_ARGUMENT,
                          "kiln_ctx_profile_end: the context is not recording a profile");
     kiln_status st = kiln_ctx_finish(ctx);
     if (st == KILN_OK && trace_path)
@@ -214,6 +214,6 @@ kiln_status kiln_ctx_profile_end(kiln_ctx *ctx, const char *trace_path, size_t s
     kiln_writer out = {totals, user};
     if (st == KILN_OK && totals)
         st = write_totals(ctx, steps, &out);
-    kiln_profile_discard(ctx);
+    profile_discard(ctx);
     return st;
 }

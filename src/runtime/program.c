@@ -43,21 +43,21 @@ typedef struct program_entry {
 struct kiln_program_cache {
     kiln_ctx *ctx;
     program_entry *programs;
-    int holds; /* kiln_programs_hold calls not yet released */
+    int holds; /* programs_hold calls not yet released */
 };
 
-kiln_status kiln_program_cache_create(kiln_ctx *ctx, kiln_program_cache **out)
+kiln_status program_cache_create(kiln_ctx *ctx, kiln_program_cache **out)
 {
     *out = calloc(1, sizeof **out);
     if (!*out)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
     (*out)->ctx = ctx;
     return KILN_OK;
 }
 
 static void save_unsaved(kiln_ctx *ctx, program_entry *p);
 
-void kiln_program_cache_free(kiln_program_cache *cache)
+void program_cache_free(kiln_program_cache *cache)
 {
     if (!cache)
         return;
@@ -116,10 +116,10 @@ static kiln_status resolve(const char *name, const char *only, program_text *out
         size_t len = end ? (size_t)(end - p) : strlen(p);
         const kiln_cl_source *src = find_source(p, len);
         if (!src)
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "no embedded kernel source \"%.*s\"",
+            return error_set(KILN_ERR_INVALID_ARGUMENT, "no embedded kernel source \"%.*s\"",
                              (int)len, p);
         if (out->count == MAX_PARTS)
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "program \"%s\" joins more than %d "
+            return error_set(KILN_ERR_INVALID_ARGUMENT, "program \"%s\" joins more than %d "
                                                         "sources", name, MAX_PARTS);
         out->part[out->count++] = src;
         if (!end)
@@ -209,7 +209,7 @@ static char *keep_one_kernel(const char *text, const char *keep)
 
 /* ---- the on-disk cache ------------------------------------------------------ */
 
-uint64_t kiln_fnv1a64(const void *data, size_t n)
+uint64_t fnv1a64(const void *data, size_t n)
 {
     const unsigned char *p = data;
     uint64_t h = 14695981039346656037ull;
@@ -246,10 +246,10 @@ kiln_status kiln_cache_dir(char *buf, size_t size)
     else if (home && *home)
         n = snprintf(buf, size, "%s/.cache/kiln", home);
     else
-        return kiln_fail(KILN_ERR_IO, "kernel cache: neither KILN_CACHE_DIR, XDG_CACHE_HOME "
+        return error_set(KILN_ERR_IO, "kernel cache: neither KILN_CACHE_DIR, XDG_CACHE_HOME "
                                       "nor HOME is set");
     if (n < 0 || (size_t)n >= size)
-        return kiln_fail(KILN_ERR_IO, "kernel cache: directory name too long");
+        return error_set(KILN_ERR_IO, "kernel cache: directory name too long");
     return KILN_OK;
 }
 
@@ -269,7 +269,7 @@ static void cache_key(const kiln_ctx *ctx, const program_text *src, const char *
         const char *text = src->part[i]->text;
         size_t len = strlen(text);
         used += snprintf(key + used, size - (size_t)used, "source %s %zu %016llx %08x\n",
-                         src->part[i]->name, len, (unsigned long long)kiln_fnv1a64(text, len),
+                         src->part[i]->name, len, (unsigned long long)fnv1a64(text, len),
                          (unsigned)crc(text, len));
     }
 }
@@ -278,11 +278,11 @@ static int cache_path(const char *key, char *path, size_t size)
 {
     char dir[PATH_CAP];
     if (kiln_cache_dir(dir, sizeof dir) != KILN_OK) {
-        kiln_error_clear();
+        error_clear();
         return -1;
     }
     int n = snprintf(path, size, "%s/%016llx.bin", dir,
-                     (unsigned long long)kiln_fnv1a64(key, strlen(key)));
+                     (unsigned long long)fnv1a64(key, strlen(key)));
     return n > 0 && (size_t)n < size ? 0 : -1;
 }
 
@@ -355,10 +355,10 @@ static kiln_status fill_cache(int fd, const char *path, void *user)
     uint32_t format = CACHE_FORMAT, key_len = (uint32_t)strlen(c->key);
     uint32_t sum = crc(c->bin, c->bin_len);
     uint64_t len64 = c->bin_len;
-    int bad = kiln_write_all(fd, CACHE_MAGIC, 8) || kiln_write_all(fd, &format, 4) ||
-              kiln_write_all(fd, &key_len, 4) || kiln_write_all(fd, c->key, key_len) ||
-              kiln_write_all(fd, &len64, 8) || kiln_write_all(fd, &sum, 4) ||
-              kiln_write_all(fd, c->bin, c->bin_len);
+    int bad = write_all(fd, CACHE_MAGIC, 8) || write_all(fd, &format, 4) ||
+              write_all(fd, &key_len, 4) || write_all(fd, c->key, key_len) ||
+              write_all(fd, &len64, 8) || write_all(fd, &sum, 4) ||
+              write_all(fd, c->bin, c->bin_len);
     return bad ? fail_write(path, errno) : KILN_OK;
 }
 
@@ -367,8 +367,8 @@ static void store_cache_file(const char *path, const char *key, const unsigned c
                              size_t bin_len)
 {
     char dir[PATH_CAP];
-    kiln_dir_of(path, dir, sizeof dir);
-    if (kiln_make_dirs(dir) != 0)
+    dir_of(path, dir, sizeof dir);
+    if (make_dirs(dir) != 0)
         return;
     cache_entry c = {key, bin, bin_len};
     write_file_atomic(path, fill_cache, &c);
@@ -401,14 +401,14 @@ static kiln_status build_failed(kiln_ctx *ctx, cl_program program, cl_int err,
                                 const program_text *src, const char *options,
                                 const char *printed)
 {
-    kiln_status st = kiln_fail_cl_in(err, "clBuildProgram", "%s%s%s, options \"%s\", on %s",
-                                     src->name, src->only ? ", kernel " : "",
-                                     src->only ? src->only : "", options, ctx->info.name);
+    kiln_status st = error_cl_in(err, "clBuildProgram", "%s%s%s, options \"%s\", on %s",
+                                 src->name, src->only ? ", kernel " : "",
+                                 src->only ? src->only : "", options, ctx->info.name);
     char *log = build_log(ctx, program);
     if (log)
-        kiln_error_append("\n%s", log);
+        error_append("\n%s", log);
     if (printed)
-        kiln_error_append("\n%s", printed);
+        error_append("\n%s", printed);
     free(log);
     return st;
 }
@@ -418,7 +418,7 @@ static kiln_status build_failed(kiln_ctx *ctx, cl_program program, cl_int err,
 static void build_succeeded(kiln_ctx *ctx, cl_program program, const program_text *src,
                             const char *printed)
 {
-    char *log = kiln_verbose() ? build_log(ctx, program) : NULL;
+    char *log = verbose_builds() ? build_log(ctx, program) : NULL;
     if (log) { /* every line marked as kiln's, so that nothing reads as driver chatter */
         fprintf(stderr, "kiln: build log of %s%s%s:\n", src->name, src->only ? ":" : "",
                 src->only ? src->only : "");
@@ -497,11 +497,11 @@ static kiln_status compile_source(kiln_ctx *ctx, const program_text *src,
     for (int i = 0; i < src->count; i++)
         free(own[i]);
     if (err != CL_SUCCESS)
-        return kiln_fail_cl_in(err, "clCreateProgramWithSource", "%s", src->name);
+        return error_cl_in(err, "clCreateProgramWithSource", "%s", src->name);
     kiln_quiet quiet;
-    kiln_quiet_begin(&quiet);
+    quiet_begin(&quiet);
     err = clBuildProgram(program, 1, &ctx->device, full, NULL, NULL);
-    char *printed = kiln_quiet_end(&quiet);
+    char *printed = quiet_end(&quiet);
     if (err != CL_SUCCESS) {
         kiln_status st = build_failed(ctx, program, err, src, options, printed);
         free(printed);
@@ -517,7 +517,7 @@ static kiln_status compile_source(kiln_ctx *ctx, const program_text *src,
 
 /* KILN_VERBOSE=1 (any value but "" and "0"): one line per program on
  * stderr, with where it came from and how long it took. */
-int kiln_verbose(void)
+int verbose_builds(void)
 {
     const char *v = getenv("KILN_VERBOSE");
     return v && *v && strcmp(v, "0") != 0;
@@ -526,7 +526,7 @@ int kiln_verbose(void)
 static void report_build(const program_text *src, const char *options, const char *how,
                          double seconds)
 {
-    if (kiln_verbose())
+    if (verbose_builds())
         fprintf(stderr, "kiln: %s %s%s%s%s%s in %.3f s\n", how, src->name,
                 src->only ? ":" : "", src->only ? src->only : "", *options ? " " : "", options,
                 seconds);
@@ -554,11 +554,11 @@ static void save_unsaved(kiln_ctx *ctx, program_entry *p)
     if (!p->unsaved)
         return;
     const char *path = p->unsaved, *key = path + strlen(path) + 1;
-    double start = kiln_seconds();
+    double start = now_seconds();
     save_binary(ctx, p->program, path, key);
-    if (kiln_verbose())
+    if (verbose_builds())
         fprintf(stderr, "kiln: cached %s%s%s%s%s in %.3f s\n", p->source, *p->kernel ? ":" : "",
-                p->kernel, *p->options ? " " : "", p->options, kiln_seconds() - start);
+                p->kernel, *p->options ? " " : "", p->options, now_seconds() - start);
     free(p->unsaved);
     p->unsaved = NULL;
 }
@@ -567,18 +567,18 @@ static kiln_status build_program(kiln_ctx *ctx, const program_text *src, const c
                                  cl_program *out, char **unsaved)
 {
     char key[4096], path[PATH_CAP], full[1024];
-    double start = kiln_seconds();
+    double start = now_seconds();
     full_options(options, full, sizeof full);
     cache_key(ctx, src, options, key, sizeof key);
     int cacheable = cache_path(key, path, sizeof path) == 0;
     if (cacheable && (*out = load_binary(ctx, path, key, full)) != NULL) {
         ctx->stats.disk_hits++;
-        report_build(src, options, "loaded", kiln_seconds() - start);
+        report_build(src, options, "loaded", now_seconds() - start);
         return KILN_OK;
     }
     kiln_status st = compile_source(ctx, src, options, full, out);
     if (st == KILN_OK)
-        report_build(src, options, "compiled", kiln_seconds() - start);
+        report_build(src, options, "compiled", now_seconds() - start);
     if (st == KILN_OK && cacheable)
         *unsaved = path_and_key(path, key);
     return st;
@@ -609,17 +609,17 @@ static kiln_status get_program(kiln_ctx *ctx, const char *source, const char *op
     if (st != KILN_OK)
         return st;
     if (strlen(options) > 800)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "build options for %s longer than 800 "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "build options for %s longer than 800 "
                                                     "characters", source);
     program_entry *entry = calloc(1, sizeof *entry);
     if (!entry)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
     entry->source = dup_string(source);
     entry->options = dup_string(options);
     entry->kernel = dup_string(kernel);
     st = entry->source && entry->options && entry->kernel
              ? build_program(ctx, &src, options, &entry->program, &entry->unsaved)
-             : kiln_fail(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
+             : error_set(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
     if (st != KILN_OK) {
         free(entry->source);
         free(entry->options);
@@ -635,12 +635,12 @@ static kiln_status get_program(kiln_ctx *ctx, const char *source, const char *op
     return KILN_OK;
 }
 
-void kiln_programs_hold(kiln_ctx *ctx)
+void programs_hold(kiln_ctx *ctx)
 {
     ctx->programs->holds++;
 }
 
-void kiln_programs_release(kiln_ctx *ctx)
+void programs_release(kiln_ctx *ctx)
 {
     if (ctx->programs->holds > 0 && --ctx->programs->holds == 0)
         for (program_entry *p = ctx->programs->programs; p; p = p->next)
@@ -650,17 +650,17 @@ void kiln_programs_release(kiln_ctx *ctx)
 kiln_status kiln_program_prepare(kiln_ctx *ctx, const char *source, const char *options)
 {
     if (!ctx || !source)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_program_prepare: ctx and source "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_program_prepare: ctx and source "
                                                     "are required");
     program_entry *entry;
     return get_program(ctx, source, options ? options : "", "", &entry);
 }
 
-kiln_status kiln_kernel_get(kiln_ctx *ctx, const char *source, const char *options,
-                            const char *kernel, cl_kernel *out)
+kiln_status kernel_get(kiln_ctx *ctx, const char *source, const char *options,
+                       const char *kernel, cl_kernel *out)
 {
     if (!ctx || !source || !kernel)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_kernel_get: ctx, source and kernel "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kernel_get: ctx, source and kernel "
                                                     "are required");
     program_entry *p;
     kiln_status st = get_program(ctx, source, options ? options : "", kernel, &p);
@@ -680,7 +680,7 @@ kiln_status kiln_kernel_get(kiln_ctx *ctx, const char *source, const char *optio
         if (k)
             free(k->name);
         free(k);
-        return kiln_fail_cl_in(err, "clCreateKernel", "kernel \"%s\" of %s", kernel, source);
+        return error_cl_in(err, "clCreateKernel", "kernel \"%s\" of %s", kernel, source);
     }
     k->next = p->kernels;
     p->kernels = k;
@@ -696,7 +696,7 @@ static kiln_status set_args(cl_kernel kernel, const char *name, const kiln_karg 
     for (int i = 0; i < nargs; i++) {
         cl_int err = clSetKernelArg(kernel, (cl_uint)i, args[i].size, args[i].value);
         if (err != CL_SUCCESS)
-            return kiln_fail_cl_in(err, "clSetKernelArg", "%s, argument %d", name, i);
+            return error_cl_in(err, "clSetKernelArg", "%s, argument %d", name, i);
     }
     return KILN_OK;
 }
@@ -711,14 +711,14 @@ static kiln_status enqueue(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl
     cl_int err = ctx->fail_launch && ctx->launches + 1 >= ctx->fail_launch
                      ? CL_OUT_OF_RESOURCES
                      : clEnqueueNDRangeKernel(ctx->queue, kernel, dims, NULL, global, local, 0,
-                                              NULL, kiln_profile_slot(ctx, &event));
+                                              NULL, profile_slot(ctx, &event));
     if (err != CL_SUCCESS)
-        return kiln_fail_cl_in(err, "clEnqueueNDRangeKernel", "%s, %zux%zux%zu items", name,
-                               global[0], dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
+        return error_cl_in(err, "clEnqueueNDRangeKernel", "%s, %zux%zux%zu items", name,
+                           global[0], dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
     ctx->launches++;
-    kiln_profile_add(ctx, event, name);
+    profile_add(ctx, event, name);
     if (ctx->trace.fn)
-        kiln_writef(&ctx->trace, "    kernel %-18s %zu x %zu x %zu\n", name, global[0],
+        writef(&ctx->trace, "    kernel %-18s %zu x %zu x %zu\n", name, global[0],
                 dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
     return KILN_OK;
 }
@@ -731,8 +731,8 @@ static kiln_status launch(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl_
     return st == KILN_OK ? enqueue(ctx, kernel, name, dims, global, local) : st;
 }
 
-kiln_status kiln_launch_1d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name,
-                                size_t global, size_t local, const kiln_karg *args, int nargs)
+kiln_status launch_1d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name,
+                           size_t global, size_t local, const kiln_karg *args, int nargs)
 {
     if (local > 0)
         global = (global + local - 1) / local * local;
@@ -748,15 +748,15 @@ static size_t divisor_upto(size_t n, size_t cap)
     return 1;
 }
 
-kiln_status kiln_launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
-                                size_t y, size_t z, const kiln_karg *args, int nargs)
+kiln_status launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                           size_t y, size_t z, const kiln_karg *args, int nargs)
 {
     size_t global[3] = {x, y, z}, local[3] = {1, 1, 1};
     /* Where a work-group runs as a loop (PoCL), the driver's own choice of
      * work-group for an odd range such as (14, 14, 8192) is small, and each
      * group costs a dispatch: up to 1024 items a group, as many as will
      * divide the range, fastest axis first (the one the loop vectorizes). */
-    int loops = kiln_device_loops_work_groups(&ctx->info);
+    int loops = device_loops_work_groups(&ctx->info);
     if (loops) {
         size_t cap = ctx->info.max_work_group_size < 1024 ? ctx->info.max_work_group_size : 1024;
         local[0] = divisor_upto(x, cap);
@@ -766,8 +766,8 @@ kiln_status kiln_launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *nam
     return launch(ctx, kernel, name, 3, global, loops ? local : NULL, args, nargs);
 }
 
-kiln_status kiln_launch_tiles_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
-                                   size_t y, const kiln_karg *args, int nargs)
+kiln_status launch_tiles_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                              size_t y, const kiln_karg *args, int nargs)
 {
     size_t global[2] = {x, y}, local[2] = {1, 1};
     return launch(ctx, kernel, name, 2, global, local, args, nargs);

@@ -19,11 +19,11 @@
 
 static pthread_mutex_t quiet_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void kiln_quiet_begin(kiln_quiet *q)
+void quiet_begin(kiln_quiet *q)
 {
     q->saved = -1;
     q->file = NULL;
-    if (kiln_verbose())
+    if (verbose_builds())
         return;
     pthread_mutex_lock(&quiet_lock);
     fflush(stderr);
@@ -74,7 +74,7 @@ static size_t drop_count_lines(char *text, size_t n)
     return kept;
 }
 
-char *kiln_quiet_end(kiln_quiet *q)
+char *quiet_end(kiln_quiet *q)
 {
     if (q->saved < 0)
         return NULL;

@@ -12,7 +12,7 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-void kiln_rng_seed(kiln_rng *rng, uint64_t seed)
+void rng_seed(kiln_rng *rng, uint64_t seed)
 {
     for (int i = 0; i < 4; i++)
         rng->s[i] = splitmix64(&seed);
@@ -23,7 +23,7 @@ static uint64_t rotl(uint64_t x, int k)
     return (x << k) | (x >> (64 - k));
 }
 
-uint64_t kiln_rng_next(kiln_rng *rng)
+uint64_t rng_next(kiln_rng *rng)
 {
     uint64_t *s = rng->s;
     uint64_t result = rotl(s[1] * 5, 7) * 9;
@@ -37,21 +37,21 @@ uint64_t kiln_rng_next(kiln_rng *rng)
     return result;
 }
 
-double kiln_rng_uniform(kiln_rng *rng, double lo, double hi)
+double rng_uniform(kiln_rng *rng, double lo, double hi)
 {
-    double unit = (double)(kiln_rng_next(rng) >> 11) * 0x1.0p-53;
+    double unit = (double)(rng_next(rng) >> 11) * 0x1.0p-53;
     return lo + (hi - lo) * unit;
 }
 
-void kiln_rng_fill(kiln_rng *rng, float *x, size_t n, float lo, float hi)
+void rng_fill(kiln_rng *rng, float *x, size_t n, float lo, float hi)
 {
     for (size_t i = 0; i < n; i++)
-        x[i] = (float)kiln_rng_uniform(rng, lo, hi);
+        x[i] = (float)rng_uniform(rng, lo, hi);
 }
 
-double kiln_rng_normal(kiln_rng *rng)
+double rng_normal(kiln_rng *rng)
 {
     /* Box-Muller; 1 - u keeps the logarithm's argument in (0, 1]. */
-    double u = kiln_rng_uniform(rng, 0, 1), v = kiln_rng_uniform(rng, 0, 1);
+    double u = rng_uniform(rng, 0, 1), v = rng_uniform(rng, 0, 1);
     return sqrt(-2.0 * log(1.0 - u)) * cos(6.283185307179586 * v);
 }

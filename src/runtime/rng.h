@@ -9,13 +9,13 @@ typedef struct {
     uint64_t s[4];
 } kiln_rng;
 
-void kiln_rng_seed(kiln_rng *rng, uint64_t seed);
-uint64_t kiln_rng_next(kiln_rng *rng);
+void rng_seed(kiln_rng *rng, uint64_t seed);
+uint64_t rng_next(kiln_rng *rng);
 /* Uniform in [lo, hi). */
-double kiln_rng_uniform(kiln_rng *rng, double lo, double hi);
+double rng_uniform(kiln_rng *rng, double lo, double hi);
 /* Fills n floats uniformly in [lo, hi). */
-void kiln_rng_fill(kiln_rng *rng, float *x, size_t n, float lo, float hi);
+void rng_fill(kiln_rng *rng, float *x, size_t n, float lo, float hi);
 /* Standard normal. */
-double kiln_rng_normal(kiln_rng *rng);
+double rng_normal(kiln_rng *rng);
 
 #endif

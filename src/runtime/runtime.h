@@ -5,7 +5,7 @@
  * It is kiln's bottom layer: it may call OpenCL and the C library, and
  * nothing else of kiln. It knows nothing of GEMM engines, tuning, layers or
  * training; the layers above keep their per-context state in the context's
- * attachment slots (kiln_ctx_attach). Not installed. */
+ * attachment slots (ctx_attach). Not installed. */
 #ifndef KILN_RUNTIME_H
 #define KILN_RUNTIME_H
 
@@ -14,48 +14,49 @@
 #include <stdio.h>
 
 #include "kiln.h"
+#include "kiln_tools.h"
 
 /* ---- errors (error.c) --------------------------------------------------- */
 
 /* Sets the thread's last-error message (printf-style) and returns status. */
-kiln_status kiln_fail(kiln_status status, const char *fmt, ...)
+kiln_status error_set(kiln_status status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Fails with KILN_ERR_OPENCL (or KILN_ERR_OUT_OF_MEMORY for allocation
  * errors) naming the call and the error: "clCreateBuffer: CL_INVALID_VALUE". */
-kiln_status kiln_fail_cl(cl_int err, const char *call);
+kiln_status error_cl(cl_int err, const char *call);
 
-/* kiln_fail_cl followed by " (context)", the context printf-style:
+/* error_cl followed by " (context)", the context printf-style:
  * "clCreateKernel: CL_INVALID_KERNEL_NAME (kernel \"fill\" of tensor.cl)". */
-kiln_status kiln_fail_cl_in(cl_int err, const char *call, const char *fmt, ...)
+kiln_status error_cl_in(cl_int err, const char *call, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Appends printf-style text to the last-error message (e.g. a build log). */
-void kiln_error_append(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void error_append(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Clears the last-error message. */
-void kiln_error_clear(void);
+void error_clear(void);
 
 /* "CL_OUT_OF_RESOURCES" for -5; "unknown OpenCL error -9999" otherwise. */
-const char *kiln_cl_error_name(cl_int err);
+const char *cl_error_name(cl_int err);
 
 /* ---- devices (device.c) ------------------------------------------------ */
 
 /* Finds the cl_device_id of a listed device. */
-kiln_status kiln_device_id(const kiln_device_info *info, cl_device_id *out);
+kiln_status device_id(const kiln_device_info *info, cl_device_id *out);
 
 /* ---- kernel programs (program.c) --------------------------------------- */
 
 /* Creates a directory and its parents, like mkdir -p; 0 on success
  * (files.c). */
-int kiln_make_dirs(const char *dir);
+int make_dirs(const char *dir);
 
 /* The directory part of path into dir ("." for a bare name, "/" for a
  * file at the root). */
-void kiln_dir_of(const char *path, char *dir, size_t size);
+void dir_of(const char *path, char *dir, size_t size);
 
 /* Writes all n bytes to fd, retrying short writes; 0 on success. */
-int kiln_write_all(int fd, const void *data, size_t n);
+int write_all(int fd, const void *data, size_t n);
 
 /* What a file written whole holds: fill writes it to fd and returns
  * KILN_OK, or a status with its own message (fail_write for a write that
@@ -88,43 +89,43 @@ kiln_status require_args(const char *call, ...);
 kiln_status fail_write(const char *path, int err);
 
 /* FNV-1a, 64 bits, for cache file names (program.c). */
-uint64_t kiln_fnv1a64(const void *data, size_t n);
+uint64_t fnv1a64(const void *data, size_t n);
 
 /* Whether KILN_VERBOSE asks for a line per program build (program.c). */
-int kiln_verbose(void);
+int verbose_builds(void);
 
 /* Keeps what an OpenCL driver prints to stderr during a build (quiet.c):
- * kiln_quiet_begin points stderr at a temporary file (not when verbose),
- * kiln_quiet_end restores it and returns what was written there, less
+ * quiet_begin points stderr at a temporary file (not when verbose),
+ * quiet_end restores it and returns what was written there, less
  * clang's "N warnings generated." lines (malloc'd; NULL: nothing). */
 typedef struct {
     int saved;  /* the original stderr, or -1 when not capturing */
     FILE *file;
 } kiln_quiet;
 
-void kiln_quiet_begin(kiln_quiet *q);
-char *kiln_quiet_end(kiln_quiet *q);
+void quiet_begin(kiln_quiet *q);
+char *quiet_end(kiln_quiet *q);
 
 /* Monotonic wall-clock seconds. */
-double kiln_seconds(void);
+double now_seconds(void);
 
 typedef struct kiln_program_cache kiln_program_cache;
 
-kiln_status kiln_program_cache_create(kiln_ctx *ctx, kiln_program_cache **out);
-void kiln_program_cache_free(kiln_program_cache *cache);
+kiln_status program_cache_create(kiln_ctx *ctx, kiln_program_cache **out);
+void program_cache_free(kiln_program_cache *cache);
 
 /* Returns a kernel of an embedded source built with options, in a program
  * that holds that kernel alone; the kernel is owned by the context's cache
  * (do not release it). */
-kiln_status kiln_kernel_get(kiln_ctx *ctx, const char *source, const char *options,
+kiln_status kernel_get(kiln_ctx *ctx, const char *source, const char *options,
                             const char *kernel, cl_kernel *out);
 
 /* While held, binaries of newly compiled programs wait for the last
  * release (or the context's end) to be written to the disk cache, so that
  * a network's first batch does not wait for them (see save_unsaved in
  * program.c). Holds nest. */
-void kiln_programs_hold(kiln_ctx *ctx);
-void kiln_programs_release(kiln_ctx *ctx);
+void programs_hold(kiln_ctx *ctx);
+void programs_release(kiln_ctx *ctx);
 
 /* The embedded kernel sources (generated from cl/ at build time). */
 typedef struct {
@@ -155,10 +156,10 @@ typedef struct {
 } kiln_writer;
 
 /* printf-style text to w; nothing when w or its fn is NULL (error.c). */
-void kiln_writef(const kiln_writer *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void writef(const kiln_writer *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* A kiln_write_fn that writes to the FILE * given as user. */
-void kiln_write_to_file(void *file, const char *text);
+void write_to_file(void *file, const char *text);
 
 /* Buffers of freed tensors, kept for the next tensor of the same size
  * (tensor.c): a training step creates and frees the same temporaries every
@@ -186,35 +187,35 @@ struct kiln_ctx {
     uint64_t fail_launch;    /* tests: the launch (counted from 1) that fails as a lost
                                 device would, with CL_OUT_OF_RESOURCES; 0: none */
     char label[64];          /* the layer being enqueued, for profiles and traces */
-    kiln_ctx_slot slots[KILN_CTX_SLOTS]; /* upper layers' state (kiln_ctx_attach) */
+    kiln_ctx_slot slots[KILN_CTX_SLOTS]; /* upper layers' state (ctx_attach) */
     kiln_spares spares;
 };
 
 /* Releases the spare buffers (kiln_ctx_free, after the queue finished). */
-void kiln_spares_free(kiln_ctx *ctx);
+void spares_free(kiln_ctx *ctx);
 
 /* The runtime's part of kiln_ctx_create (which blas/ completes): the
  * device, its OpenCL context, in-order queue and kernel cache, with every
  * slot empty. Errors name kiln_ctx_create, the call users make. */
-kiln_status kiln_ctx_open_device(const char *selector, kiln_ctx **out);
+kiln_status ctx_open_device(const char *selector, kiln_ctx **out);
 
 /* Attaches state to slot of ctx (freeing what was there); kiln_ctx_free
  * calls free_fn(state) after the queue has finished and before the OpenCL
  * context is released. */
-void kiln_ctx_attach(kiln_ctx *ctx, int slot, void *state, void (*free_fn)(void *state));
+void ctx_attach(kiln_ctx *ctx, int slot, void *state, void (*free_fn)(void *state));
 /* What slot holds, or NULL. */
-void *kiln_ctx_attached(const kiln_ctx *ctx, int slot);
+void *ctx_attached(const kiln_ctx *ctx, int slot);
 
 /* ---- profiles (profile.c) ----------------------------------------------- */
 
 /* Names the layer whose launches follow (only kept while profiling or
  * tracing). */
-void kiln_ctx_set_label(kiln_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ctx_set_label(kiln_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The event pointer to pass to an enqueue: slot while profiling, else NULL. */
-cl_event *kiln_profile_slot(kiln_ctx *ctx, cl_event *slot);
+cl_event *profile_slot(kiln_ctx *ctx, cl_event *slot);
 /* Records the event of a launch named kernel under the current label. */
-void kiln_profile_add(kiln_ctx *ctx, cl_event event, const char *kernel);
-void kiln_profile_discard(kiln_ctx *ctx);
+void profile_add(kiln_ctx *ctx, cl_event event, const char *kernel);
+void profile_discard(kiln_ctx *ctx);
 
 /* A kernel argument: KARG(x) is sizeof x and &x. The launches below take
  * their arguments as a list of KARG(...) and count it themselves. */
@@ -231,16 +232,16 @@ typedef struct {
 /* Sets the kernel's arguments, KARG(a), KARG(b), ..., and launches a 1-d
  * range of global items rounded up to a multiple of local (0: driver's
  * choice). Kernels check their own bounds. */
-#define kiln_launch_1d(ctx, kernel, name, global, local, ...)                             \
-    kiln_launch_1d_args(ctx, kernel, name, global, local, KARGS(__VA_ARGS__))
-kiln_status kiln_launch_1d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name,
+#define launch_1d(ctx, kernel, name, global, local, ...)                             \
+    launch_1d_args(ctx, kernel, name, global, local, KARGS(__VA_ARGS__))
+kiln_status launch_1d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name,
                                 size_t global, size_t local, const kiln_karg *args, int nargs);
 
 /* The same over an exact x * y * z range, work-group sizes left to the
  * driver: kernels then read their indices without dividing. */
-#define kiln_launch_3d(ctx, kernel, name, x, y, z, ...)                                   \
-    kiln_launch_3d_args(ctx, kernel, name, x, y, z, KARGS(__VA_ARGS__))
-kiln_status kiln_launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+#define launch_3d(ctx, kernel, name, x, y, z, ...)                                   \
+    launch_3d_args(ctx, kernel, name, x, y, z, KARGS(__VA_ARGS__))
+kiln_status launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
                                 size_t y, size_t z, const kiln_karg *args, int nargs);
 
 /* Whether a device runs each work-group as a loop on one core, as PoCL's
@@ -249,15 +250,15 @@ kiln_status kiln_launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *nam
  * lanes like a GPU and launches every work-group separately, so it gets
  * the GPU-shaped path (measured: kiln's GEMM 10x slower than CLBlast
  * there). */
-int kiln_device_loops_work_groups(const kiln_device_info *d);
+int device_loops_work_groups(const kiln_device_info *d);
 /* The device's compute units, 1 where the driver does not say. */
-size_t kiln_device_units(const kiln_device_info *d);
+size_t device_units(const kiln_device_info *d);
 
 /* An x * y range of work-groups of one item each, for kernels written for
  * CPUs (one item runs a whole tile in vector registers). */
-#define kiln_launch_tiles(ctx, kernel, name, x, y, ...)                                   \
-    kiln_launch_tiles_args(ctx, kernel, name, x, y, KARGS(__VA_ARGS__))
-kiln_status kiln_launch_tiles_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+#define launch_tiles(ctx, kernel, name, x, y, ...)                                   \
+    launch_tiles_args(ctx, kernel, name, x, y, KARGS(__VA_ARGS__))
+kiln_status launch_tiles_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
                                    size_t y, const kiln_karg *args, int nargs);
 
 /* ---- tensors and shapes (tensor.c) ------------------------------------ */
@@ -290,13 +291,13 @@ kiln_shape shape_of(const kiln_tensor *t);
 /* Upload and download that may return at once (blocking = 0): the host
  * memory must then stay untouched until the queue has passed the copy,
  * which any later blocking call on the queue guarantees. */
-kiln_status kiln_tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking);
-kiln_status kiln_tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking);
+kiln_status tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking);
+kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking);
 
 /* A tensor over bytes [offset, offset + size) of a parent buffer (a view;
  * freeing it leaves the parent). offset must satisfy the device's
  * CL_DEVICE_MEM_BASE_ADDR_ALIGN. */
-kiln_status kiln_tensor_view(kiln_ctx *ctx, cl_mem parent, size_t offset, int ndim,
+kiln_status tensor_view(kiln_ctx *ctx, cl_mem parent, size_t offset, int ndim,
                              const size_t *shape, kiln_tensor **out);
 
 #endif /* KILN_RUNTIME_H */

@@ -88,7 +88,7 @@ static kiln_status check_shape(const kiln_ctx *ctx, int ndim, const size_t *shap
                                size_t *numel)
 {
     if (ndim < 1 || ndim > KILN_MAX_DIMS || !shape)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+        return error_set(KILN_ERR_INVALID_ARGUMENT,
                          "kiln_tensor_create: %d dimensions; expected 1 to %d", ndim,
                          KILN_MAX_DIMS);
     char text[128];
@@ -96,18 +96,18 @@ static kiln_status check_shape(const kiln_ctx *ctx, int ndim, const size_t *shap
     size_t n = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] == 0)
-            return kiln_fail(KILN_ERR_INVALID_ARGUMENT,
+            return error_set(KILN_ERR_INVALID_ARGUMENT,
                              "kiln_tensor_create: shape %s has a zero dimension (axis %d); "
                              "every dimension must be at least 1",
                              text, i);
         if (n > SIZE_MAX / sizeof(float) / shape[i])
-            return kiln_fail(KILN_ERR_TOO_LARGE,
+            return error_set(KILN_ERR_TOO_LARGE,
                              "kiln_tensor_create: shape %s overflows the address space", text);
         n *= shape[i];
     }
     uint64_t bytes = (uint64_t)n * sizeof(float);
     if (bytes > ctx->info.max_alloc_bytes)
-        return kiln_fail(KILN_ERR_TOO_LARGE,
+        return error_set(KILN_ERR_TOO_LARGE,
                          "kiln_tensor_create: shape %s needs %llu bytes, but %s allows at most "
                          "%llu bytes in one buffer (CL_DEVICE_MAX_MEM_ALLOC_SIZE)",
                          text, (unsigned long long)bytes, ctx->info.name,
@@ -120,7 +120,7 @@ static kiln_status check_shape(const kiln_ctx *ctx, int ndim, const size_t *shap
 static kiln_status tensor_new(kiln_ctx *ctx, int ndim, const size_t *shape, kiln_tensor **out)
 {
     if (!ctx || !out)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_create: ctx and out are "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_create: ctx and out are "
                                                     "required");
     *out = NULL;
     size_t numel = 0;
@@ -129,7 +129,7 @@ static kiln_status tensor_new(kiln_ctx *ctx, int ndim, const size_t *shape, kiln
         return st;
     kiln_tensor *t = calloc(1, sizeof *t);
     if (!t)
-        return kiln_fail(KILN_ERR_OUT_OF_MEMORY, "kiln_tensor_create: out of host memory");
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "kiln_tensor_create: out of host memory");
     t->ctx = ctx;
     t->ndim = ndim;
     t->numel = numel;
@@ -189,7 +189,7 @@ static void spare_put(kiln_ctx *ctx, cl_mem buf, size_t bytes)
     s->total += bytes;
 }
 
-void kiln_spares_free(kiln_ctx *ctx)
+void spares_free(kiln_ctx *ctx)
 {
     while (ctx->spares.count > 0) {
         clReleaseMemObject(ctx->spares.buf[0]);
@@ -214,14 +214,14 @@ kiln_status kiln_tensor_create(kiln_ctx *ctx, int ndim, const size_t *shape, kil
         char text[128];
         kiln_tensor_shape_str(t, text, sizeof text);
         free(t);
-        return kiln_fail_cl_in(err, "clCreateBuffer", "tensor of shape %s", text);
+        return error_cl_in(err, "clCreateBuffer", "tensor of shape %s", text);
     }
     *out = t;
     return KILN_OK;
 }
 
-kiln_status kiln_tensor_view(kiln_ctx *ctx, cl_mem parent, size_t offset, int ndim,
-                             const size_t *shape, kiln_tensor **out)
+kiln_status tensor_view(kiln_ctx *ctx, cl_mem parent, size_t offset, int ndim,
+                        const size_t *shape, kiln_tensor **out)
 {
     kiln_tensor *t;
     kiln_status st = tensor_new(ctx, ndim, shape, &t);
@@ -234,8 +234,8 @@ kiln_status kiln_tensor_view(kiln_ctx *ctx, cl_mem parent, size_t offset, int nd
                                &err);
     if (err != CL_SUCCESS) {
         free(t);
-        return kiln_fail_cl_in(err, "clCreateSubBuffer", "view of %zu bytes at offset %zu",
-                               region.size, offset);
+        return error_cl_in(err, "clCreateSubBuffer", "view of %zu bytes at offset %zu",
+                           region.size, offset);
     }
     *out = t;
     return KILN_OK;
@@ -273,50 +273,50 @@ static kiln_status check_count(const kiln_tensor *t, const void *host, size_t co
                                const char *call, const char *host_name)
 {
     if (!t || !host)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call, !t ? "t" : host_name);
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: %s is NULL", call, !t ? "t" : host_name);
     if (count != t->numel) {
         char text[128];
-        return kiln_fail(KILN_ERR_SHAPE, "%s: %zu values given for a tensor of shape %s (%zu "
+        return error_set(KILN_ERR_SHAPE, "%s: %zu values given for a tensor of shape %s (%zu "
                                          "values)",
                          call, count, kiln_tensor_shape_str(t, text, sizeof text), t->numel);
     }
     return KILN_OK;
 }
 
-kiln_status kiln_tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking)
+kiln_status tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking)
 {
     kiln_status st = check_count(t, src, count, "kiln_tensor_upload", "src");
     if (st != KILN_OK)
         return st;
     cl_int err = clEnqueueWriteBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,
                                       count * sizeof(float), src, 0, NULL, NULL);
-    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueWriteBuffer");
+    return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clEnqueueWriteBuffer");
 }
 
-kiln_status kiln_tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking)
+kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking)
 {
     kiln_status st = check_count(t, dst, count, "kiln_tensor_download", "dst");
     if (st != KILN_OK)
         return st;
     cl_int err = clEnqueueReadBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,
                                      count * sizeof(float), dst, 0, NULL, NULL);
-    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueReadBuffer");
+    return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clEnqueueReadBuffer");
 }
 
 kiln_status kiln_tensor_upload(kiln_tensor *t, const float *src, size_t count)
 {
-    return kiln_tensor_write(t, src, count, 1);
+    return tensor_write(t, src, count, 1);
 }
 
 kiln_status kiln_tensor_download(const kiln_tensor *t, float *dst, size_t count)
 {
-    return kiln_tensor_read(t, dst, count, 1);
+    return tensor_read(t, dst, count, 1);
 }
 
 kiln_status kiln_tensor_fill(kiln_tensor *t, float value)
 {
     if (!t)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_fill: tensor is NULL");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_fill: tensor is NULL");
     if (t->numel == 0)
         return KILN_OK;
     /* the driver's fill, not a kernel: nothing to compile before a
@@ -325,20 +325,20 @@ kiln_status kiln_tensor_fill(kiln_tensor *t, float value)
                                      t->numel * sizeof(float), 0, NULL, NULL);
     t->ctx->launches++;
     if (t->ctx->trace.fn)
-        kiln_writef(&t->ctx->trace, "    fill   %zu values\n", t->numel);
-    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueFillBuffer");
+        writef(&t->ctx->trace, "    fill   %zu values\n", t->numel);
+    return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clEnqueueFillBuffer");
 }
 
 kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src)
 {
     if (!dst || !src)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_copy: tensors are required");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_copy: tensors are required");
     if (dst->ctx != src->ctx)
-        return kiln_fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_copy: tensors belong to "
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_copy: tensors belong to "
                                                     "different contexts");
     if (dst->numel != src->numel) {
         char a[128], b[128];
-        return kiln_fail(KILN_ERR_SHAPE, "kiln_tensor_copy: source of shape %s (%zu values) "
+        return error_set(KILN_ERR_SHAPE, "kiln_tensor_copy: source of shape %s (%zu values) "
                                          "does not fit destination of shape %s (%zu values)",
                          kiln_tensor_shape_str(src, a, sizeof a), src->numel,
                          kiln_tensor_shape_str(dst, b, sizeof b), dst->numel);
@@ -349,6 +349,6 @@ kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src)
                                      src->numel * sizeof(float), 0, NULL, NULL);
     dst->ctx->launches++;
     if (dst->ctx->trace.fn)
-        kiln_writef(&dst->ctx->trace, "    copy   %zu bytes\n", src->numel * sizeof(float));
-    return err == CL_SUCCESS ? KILN_OK : kiln_fail_cl(err, "clEnqueueCopyBuffer");
+        writef(&dst->ctx->trace, "    copy   %zu bytes\n", src->numel * sizeof(float));
+    return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clEnqueueCopyBuffer");
 }

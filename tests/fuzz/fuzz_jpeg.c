@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     image_transform rrc = {.rrc_scale = {0.08, 1}, .rrc_ratio = {0.75, 4.0 / 3}};
     float out[3 * 7 * 5];
     kiln_rng rng;
-    kiln_rng_seed(&rng, size);
+    rng_seed(&rng, size);
     int small = (uint64_t)im.width * (uint64_t)im.height <= (1u << 20);
     for (int channels = 1; small && channels <= 3; channels += 2)
         if (image_to_channels(&im, channels) == KILN_OK) {
