@@ -79,6 +79,11 @@ kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out);
  * batch has n samples, mine of them on this rank: this rank's share of
  * its gradients (what sync_batchnorm and net_reduce_gradients weight by). */
 void net_dist_step(kiln_net *net, size_t mine, size_t n);
+/* The batchnorm sums a training step shares (ranks.c): sync_batchnorm's, or
+ * NULL. */
+const op_sync *net_sync(const kiln_net *net);
+/* sync_batchnorm's sum across the ranks (an op_sync's function). */
+kiln_status net_sync_sum(void *user, double *v, size_t n, int weighted);
 
 /* With a communicator of several ranks: the mean gradient of the step's
  * global batch on every rank, from this rank's mean over its own samples
