@@ -689,3 +689,32 @@ void data_normalize(dataset *d, double mean, double std)
     for (size_t i = 0; i < d->count * d->features; i++)
         d->x[i] = (float)((d->x[i] - mean) / std);
 }
+
+/* ---- whole files ---------------------------------------------------------- */
+
+kiln_status data_read_file(const char *path, unsigned long long limit, const char *what,
+                           unsigned char **buf, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return error_set(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    struct stat info;
+    kiln_status st = KILN_OK;
+    if (fstat(fileno(f), &info) != 0 || !S_ISREG(info.st_mode))
+        st = error_set(KILN_ERR_IO, "%s: not a regular file", path);
+    else if ((unsigned long long)info.st_size > limit)
+        st = error_set(KILN_ERR_IO, "%s: %lld bytes; kiln reads %s of at most %llu GiB", path,
+                       (long long)info.st_size, what, limit >> 30);
+    *size = st == KILN_OK ? (size_t)info.st_size : 0;
+    *buf = st == KILN_OK ? malloc(*size ? *size : 1) : NULL;
+    if (st == KILN_OK && !*buf)
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", path, *size);
+    if (st == KILN_OK && fread(*buf, 1, *size, f) != *size)
+        st = error_set(KILN_ERR_IO, "%s: read error (%s)", path, strerror(errno));
+    fclose(f);
+    if (st != KILN_OK) {
+        free(*buf);
+        *buf = NULL;
+    }
+    return st;
+}

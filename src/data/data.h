@@ -98,4 +98,9 @@ struct kiln_data {
     dataset d;
 };
 
+/* A whole regular file of at most limit bytes, read into *buf (malloc'd;
+ * what names such files in the message about the limit). */
+kiln_status data_read_file(const char *path, unsigned long long limit, const char *what,
+                           unsigned char **buf, size_t *size);
+
 #endif /* KILN_DATA_H */

@@ -361,31 +361,6 @@ static kiln_status npy_dataset(const npy_array *x, const char *xname, const npy_
 
 /* ---- .npy files ------------------------------------------------------------- */
 
-static kiln_status read_file(const char *path, unsigned char **buf, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return error_set(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
-    struct stat info;
-    kiln_status st = KILN_OK;
-    if (fstat(fileno(f), &info) != 0 || !S_ISREG(info.st_mode))
-        st = error_set(KILN_ERR_IO, "%s: not a regular file", path);
-    else if ((unsigned long long)info.st_size > NPY_MAX_BYTES + 4096)
-        st = error_set(KILN_ERR_IO, "%s: %lld bytes; kiln reads .npy files of at most 8 GiB",
-                       path, (long long)info.st_size);
-    *size = st == KILN_OK ? (size_t)info.st_size : 0;
-    *buf = st == KILN_OK ? malloc(*size ? *size : 1) : NULL;
-    if (st == KILN_OK && !*buf)
-        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", path, *size);
-    if (st == KILN_OK && fread(*buf, 1, *size, f) != *size)
-        st = error_set(KILN_ERR_IO, "%s: read error (%s)", path, strerror(errno));
-    fclose(f);
-    if (st != KILN_OK) {
-        free(*buf);
-        *buf = NULL;
-    }
-    return st;
-}
 
 kiln_status data_load_npy(const char *features, const char *labels, dataset *out)
 {
@@ -393,11 +368,11 @@ kiln_status data_load_npy(const char *features, const char *labels, dataset *out
     unsigned char *bx = NULL, *by = NULL;
     size_t nx = 0, ny = 0;
     npy_array x, y;
-    kiln_status st = read_file(features, &bx, &nx);
+    kiln_status st = data_read_file(features, NPY_MAX_BYTES + 4096, ".npy files", &bx, &nx);
     if (st == KILN_OK)
         st = npy_parse(bx, nx, features, &x);
     if (st == KILN_OK && labels)
-        st = read_file(labels, &by, &ny);
+        st = data_read_file(labels, NPY_MAX_BYTES + 4096, ".npy files", &by, &ny);
     if (st == KILN_OK && labels)
         st = npy_parse(by, ny, labels, &y);
     if (st == KILN_OK)
@@ -413,7 +388,7 @@ kiln_status data_load_npy_tokens(const char *path, uint32_t **ids, size_t *count
     size_t n = 0;
     npy_array a;
     char shape[128];
-    kiln_status st = read_file(path, &b, &n);
+    kiln_status st = data_read_file(path, NPY_MAX_BYTES + 4096, ".npy files", &b, &n);
     if (st == KILN_OK)
         st = npy_parse(b, n, path, &a);
     if (st == KILN_OK && (a.rank != 1 || a.kind == 'f'))

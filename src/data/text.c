@@ -156,31 +156,6 @@ kiln_status vocab_encode(const uint32_t *chars, size_t n, const char *text, size
 
 /* ---- files ----------------------------------------------------------------------- */
 
-static kiln_status read_all(const char *path, unsigned char **buf, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return error_set(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
-    struct stat info;
-    kiln_status st = KILN_OK;
-    if (fstat(fileno(f), &info) != 0 || !S_ISREG(info.st_mode))
-        st = error_set(KILN_ERR_IO, "%s: not a regular file", path);
-    else if ((unsigned long long)info.st_size > TEXT_MAX_BYTES)
-        st = error_set(KILN_ERR_IO, "%s: %lld bytes; kiln reads corpora of at most 4 GiB",
-                       path, (long long)info.st_size);
-    *size = st == KILN_OK ? (size_t)info.st_size : 0;
-    *buf = st == KILN_OK ? malloc(*size ? *size : 1) : NULL;
-    if (st == KILN_OK && !*buf)
-        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", path, *size);
-    if (st == KILN_OK && fread(*buf, 1, *size, f) != *size)
-        st = error_set(KILN_ERR_IO, "%s: read error (%s)", path, strerror(errno));
-    fclose(f);
-    if (st != KILN_OK) {
-        free(*buf);
-        *buf = NULL;
-    }
-    return st;
-}
 
 static kiln_status stream_take(token_stream *s, const char *source, const char *split,
                                const uint32_t *ids, size_t count)
@@ -209,7 +184,7 @@ static kiln_status load_text(const char *path, corpus *c)
     unsigned char *s = NULL, *seen = NULL;
     size_t n = 0, distinct = 0, count = 0;
     uint32_t *ids = NULL, *chars = NULL;
-    kiln_status st = read_all(path, &s, &n);
+    kiln_status st = data_read_file(path, TEXT_MAX_BYTES, "corpora", &s, &n);
     if (st == KILN_OK && n == 0)
         st = error_set(KILN_ERR_IO, "%s: the corpus is empty", path);
     if (st == KILN_OK && !(seen = calloc(CODE_POINTS / 8, 1)))
@@ -252,7 +227,7 @@ static kiln_status load_bin(const char *path, const char *split, token_stream *o
 {
     unsigned char *b = NULL;
     size_t n = 0;
-    kiln_status st = read_all(path, &b, &n);
+    kiln_status st = data_read_file(path, TEXT_MAX_BYTES, "corpora", &b, &n);
     if (st == KILN_OK && n % 2)
         st = error_set(KILN_ERR_IO, "%s: %zu bytes is not a whole number of uint16 token ids",
                        path, n);
