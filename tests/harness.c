@@ -122,9 +122,11 @@ int test_run(Suite *suite)
 
 const char *test_tmp_path(const char *name)
 {
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s", test_tmpdir(), name);
-    return path;
+    static char path[4][512];
+    static int next;
+    next = (next + 1) % 4;
+    snprintf(path[next], sizeof path[next], "%s/%s", test_tmpdir(), name);
+    return path[next];
 }
 
 void test_write_file(const char *path, const void *data, size_t n, int gz)

@@ -36,7 +36,8 @@ void check_close_at(const char *file, int line, const float *got, const double *
 /* A fresh directory for this test program, removed with its contents at
  * exit. */
 const char *test_tmpdir(void);
-/* test_tmpdir()/name, in a static buffer (the next call reuses it). */
+/* test_tmpdir()/name, in one of four static buffers (the fifth call reuses
+ * the first). */
 const char *test_tmp_path(const char *name);
 /* Writes n bytes to path, gzip-compressed with gz; fails the test on error. */
 void test_write_file(const char *path, const void *data, size_t n, int gz);

@@ -12,22 +12,6 @@
 #include "harness.h"
 #include "data/data.h"
 
-static const char *tmp_path(const char *name)
-{
-    static char path[4][512];
-    static int next;
-    next = (next + 1) % 4;
-    snprintf(path[next], sizeof path[next], "%s/%s", test_tmpdir(), name);
-    return path[next];
-}
-
-static void write_file(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
 
 /* n values as dtype descr ("<f4", "|u1", ...), little-endian. */
 static size_t npy_values(unsigned char *out, const char *descr, const double *v, size_t n)
@@ -86,8 +70,8 @@ static const char *write_npy(const char *name, int version, const char *descr,
                              const char *shape, const double *v, size_t n)
 {
     static unsigned char buf[65536];
-    const char *path = tmp_path(name);
-    write_file(path, buf, npy_array_image(buf, version, descr, shape, v, n));
+    const char *path = test_tmp_path(name);
+    test_write_file(path, buf, npy_array_image(buf, version, descr, shape, v, n), 0);
     return path;
 }
 
@@ -233,10 +217,11 @@ START_TEST(malformed_npy_files_are_refused)
     };
     static unsigned char buf[4096];
     unsigned char zeros[64] = {0};
-    const char *path = tmp_path("bad.npy");
+    const char *path = test_tmp_path("bad.npy");
     dataset d;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        write_file(path, buf, npy_image(buf, bad[i].version, bad[i].dict, zeros, bad[i].bytes));
+        test_write_file(path, buf,
+                        npy_image(buf, bad[i].version, bad[i].dict, zeros, bad[i].bytes), 0);
         ck_assert_int_eq(data_load_npy(path, NULL, &d), KILN_ERR_IO);
         ck_assert_msg(strstr(kiln_last_error(), path) &&
                           strstr(kiln_last_error(), bad[i].message),
@@ -261,7 +246,7 @@ START_TEST(malformed_npy_files_are_refused)
         memcpy(copy, buf, n);
         if (!cut[i].len)
             copy[cut[i].at] = cut[i].byte;
-        write_file(path, copy, cut[i].len ? cut[i].len : n);
+        test_write_file(path, copy, cut[i].len ? cut[i].len : n, 0);
         ck_assert_int_eq(data_load_npy(path, NULL, &d), KILN_ERR_IO);
         ck_assert_msg(strstr(kiln_last_error(), path) &&
                           strstr(kiln_last_error(), cut[i].message),
@@ -276,7 +261,7 @@ START_TEST(malformed_npy_files_are_refused)
     ck_assert_msg(strstr(kiln_last_error(), "big.npy: value 0 is 1e+300; expected a finite "
                                             "number within float32's range"),
                   "%s", kiln_last_error());
-    ck_assert_int_eq(data_load_npy(tmp_path("none.npy"), NULL, &d), KILN_ERR_IO);
+    ck_assert_int_eq(data_load_npy(test_tmp_path("none.npy"), NULL, &d), KILN_ERR_IO);
     ck_assert_msg(strstr(kiln_last_error(), "none.npy: cannot open"), "%s", kiln_last_error());
 }
 END_TEST
@@ -312,7 +297,7 @@ START_TEST(npz_stored_and_deflated_load)
     static const char *const plain[4] = {"x", "y", "x_test", "y_test"};
     for (int deflate = 0; deflate < 2; deflate++)
         for (int keras = 0; keras < 2; keras++) {
-            const char *path = tmp_path("train.npz");
+            const char *path = test_tmp_path("train.npz");
             write_train_npz(path, deflate, keras ? keras_names : plain);
             dataset d, t;
             check_ok(data_load_npz(path, NULL, "train", &d));
@@ -341,7 +326,7 @@ END_TEST
 START_TEST(npz_keys_choose_arrays_and_missing_ones_are_listed)
 {
     static const char *const named[4] = {"images", "labels", "timages", "tlabels"};
-    const char *path = tmp_path("named.npz");
+    const char *path = test_tmp_path("named.npz");
     write_train_npz(path, 1, named);
     dataset d;
     check_ok(data_load_npz(path, "images,labels", "train", &d));
@@ -391,13 +376,13 @@ END_TEST
 /* Files that are not archives, and archives whose data is damaged. */
 START_TEST(damaged_npz_files_are_refused)
 {
-    const char *path = tmp_path("damaged.npz");
-    write_file(path, "PK\3\4 not really", 16);
+    const char *path = test_tmp_path("damaged.npz");
+    test_write_file(path, "PK\3\4 not really", 16, 0);
     dataset d;
     ck_assert_int_eq(data_load_npz(path, NULL, "train", &d), KILN_ERR_IO);
     ck_assert_msg(strstr(kiln_last_error(), "damaged.npz: cannot read as an .npz (zip) archive"),
                   "%s", kiln_last_error());
-    ck_assert_int_eq(data_load_npz(tmp_path("absent.npz"), NULL, "train", &d), KILN_ERR_IO);
+    ck_assert_int_eq(data_load_npz(test_tmp_path("absent.npz"), NULL, "train", &d), KILN_ERR_IO);
     ck_assert_msg(strstr(kiln_last_error(), "absent.npz: cannot read"), "%s",
                   kiln_last_error());
     for (int deflate = 0; deflate < 2; deflate++) {
@@ -421,8 +406,8 @@ END_TEST
 
 static kiln_status csv(const char *text, const char *label, int header, dataset *d)
 {
-    write_file(tmp_path("u.csv"), text, strlen(text));
-    return data_load_csv(tmp_path("u.csv"), label, header, d);
+    test_write_file(test_tmp_path("u.csv"), text, strlen(text), 0);
+    return data_load_csv(test_tmp_path("u.csv"), label, header, d);
 }
 
 /* A label of "" or "none": every column is a feature, and the data is
@@ -472,7 +457,7 @@ START_TEST(data_load_recognises_numpy_files)
     check_ok(kiln_data_load(xp, NULL, NULL, &d));
     ck_assert_uint_eq(kiln_data_classes(d), 0);
     kiln_data_free(d);
-    const char *path = tmp_path("api.npz");
+    const char *path = test_tmp_path("api.npz");
     write_train_npz(path, 1, keras_names);
     check_ok(kiln_data_load(path, "test", NULL, &d));
     ck_assert_uint_eq(kiln_data_count(d), 2);
@@ -516,11 +501,11 @@ static float *fit(const kiln_train_options *o, kiln_train_report *r, size_t *n)
  * validation loss; unlabelled data is refused by name. */
 START_TEST(npz_trains_as_csv_does)
 {
-    const char *npz = tmp_path("same.npz");
+    const char *npz = test_tmp_path("same.npz");
     static const char *const names[4] = {"x", "y", "unused_x", "unused_y"};
     write_train_npz(npz, 0, names);
     char csvp[512];
-    snprintf(csvp, sizeof csvp, "%s", tmp_path("same.csv"));
+    snprintf(csvp, sizeof csvp, "%s", test_tmp_path("same.csv"));
     FILE *f = fopen(csvp, "w");
     ck_assert_ptr_nonnull(f);
     fprintf(f, "a,b,c,label\n");
@@ -562,7 +547,7 @@ START_TEST(npz_trains_as_csv_does)
         check_ok(kiln_net_create(test_ctx(), m, 4, &net));
         kiln_train_options_init(&o);
         char path[512];
-        snprintf(path, sizeof path, "%s", tmp_path(unlabelled[i][0]));
+        snprintf(path, sizeof path, "%s", test_tmp_path(unlabelled[i][0]));
         o.data = path;
         o.label = unlabelled[i][1];
         ck_assert_int_eq(kiln_net_fit(net, &o, &a), KILN_ERR_INVALID_ARGUMENT);
@@ -581,12 +566,12 @@ END_TEST
 START_TEST(evaluate_scores_test_arrays_else_every_sample)
 {
     static const char *const no_test[4] = {"x", "y", "other_x", "other_y"};
-    const char *with = tmp_path("eval.npz");
+    const char *with = test_tmp_path("eval.npz");
     write_train_npz(with, 1, keras_names);
     char without[512], out[512], final[600];
-    snprintf(without, sizeof without, "%s", tmp_path("eval_all.npz"));
+    snprintf(without, sizeof without, "%s", test_tmp_path("eval_all.npz"));
     write_train_npz(without, 0, no_test);
-    snprintf(out, sizeof out, "%s", tmp_path("eval_run"));
+    snprintf(out, sizeof out, "%s", test_tmp_path("eval_run"));
     snprintf(final, sizeof final, "%s/final.safetensors", out);
     kiln_model *m;
     check_ok(kiln_model_parse(model_text, "npy.ini", &m));

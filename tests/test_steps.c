@@ -19,22 +19,6 @@
 #define TEXT KILN_SOURCE_DIR "/tests/data/sonnets.txt"
 #define SONNET_CHARS "\n !',-.:;?ABCDFHILMNOPRSTUVWXYabcdefghijklmnopqrstuvwxyz"
 
-static const char *tmp_path(const char *name)
-{
-    static char path[4][512];
-    static int next;
-    next = (next + 1) % 4;
-    snprintf(path[next], sizeof path[next], "%s/%s", test_tmpdir(), name);
-    return path[next];
-}
-
-static void write_file(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
 
 static kiln_model *model(void)
 {
@@ -78,21 +62,21 @@ START_TEST(stopped_and_resumed_equals_straight_through)
     kiln_train_options_init(&o);
     o.data = TEXT;
     o.steps = 30;
-    o.out_dir = tmp_path("straight");
+    o.out_dir = test_tmp_path("straight");
     check_ok(fit(m, &o, &rep, &a));
     ck_assert_uint_eq(rep.steps_run, 30);
     ck_assert_int_eq(rep.epochs_run, 2); /* evaluations at steps 20 and 30 */
     ck_assert(rep.tokens_per_second > 0);
     ck_assert(rep.best_val_loss < log(56.0)); /* it learned something */
 
-    o.out_dir = tmp_path("stopped");
+    o.out_dir = test_tmp_path("stopped");
     o.stop_after = 13; /* between two evaluations */
     check_ok(fit(m, &o, &rep, &b));
     ck_assert(rep.interrupted);
     ck_assert_uint_eq(rep.steps_run, 13);
     kiln_net_free(b);
     o.stop_after = 0;
-    o.resume = tmp_path("stopped");
+    o.resume = test_tmp_path("stopped");
     check_ok(fit(m, &o, &rep, &b));
     ck_assert(!rep.interrupted);
     ck_assert_uint_eq(rep.steps_run, 30);
@@ -106,7 +90,7 @@ START_TEST(stopped_and_resumed_equals_straight_through)
 
     /* a row per evaluation, by step; the same rows as the straight run */
     char path[600], line[256];
-    snprintf(path, sizeof path, "%s/log.csv", tmp_path("stopped"));
+    snprintf(path, sizeof path, "%s/log.csv", test_tmp_path("stopped"));
     FILE *f = fopen(path, "r");
     ck_assert_ptr_nonnull(f);
     ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
@@ -121,7 +105,7 @@ START_TEST(stopped_and_resumed_equals_straight_through)
 
     /* the checkpoints keep the text's characters */
     checkpoint_meta meta;
-    snprintf(path, sizeof path, "%s/final.safetensors", tmp_path("stopped"));
+    snprintf(path, sizeof path, "%s/final.safetensors", test_tmp_path("stopped"));
     check_ok(checkpoint_read_meta(path, &meta));
     ck_assert_str_eq(checkpoint_meta_get(&meta, "vocab"), SONNET_CHARS);
     checkpoint_meta_free(&meta);
@@ -180,23 +164,23 @@ START_TEST(bad_corpora_are_refused)
     kiln_train_options_init(&o);
     o.steps = 2;
 
-    o.data = tmp_path("empty.txt");
-    write_file(o.data, "", 0);
+    o.data = test_tmp_path("empty.txt");
+    test_write_file(o.data, "", 0, 0);
     expect_error(fit(m, &o, &rep, &net), KILN_ERR_IO, "the corpus is empty");
     kiln_net_free(net);
 
     char text[120];
     for (int i = 0; i < 120; i++)
         text[i] = "abcdefg "[i % 8];
-    o.data = tmp_path("short.txt");
-    write_file(o.data, text, 120); /* 12 characters validate: fewer than block + 1 = 17 */
+    o.data = test_tmp_path("short.txt");
+    test_write_file(o.data, text, 120, 0); /* 12 characters validate: fewer than block + 1 = 17 */
     expect_error(fit(m, &o, &rep, &net), KILN_ERR_INVALID_ARGUMENT,
                  "(validation split): 12 tokens, shorter than one window of block + 1 = 17");
     kiln_net_free(net);
 
     text[50] = (char)0xE9; /* Latin-1 'é' */
-    o.data = tmp_path("latin1.txt");
-    write_file(o.data, text, 120);
+    o.data = test_tmp_path("latin1.txt");
+    test_write_file(o.data, text, 120, 0);
     expect_error(fit(m, &o, &rep, &net), KILN_ERR_IO, "byte offset 50 is not UTF-8");
     kiln_net_free(net);
 
@@ -204,9 +188,9 @@ START_TEST(bad_corpora_are_refused)
     for (int i = 0; i < 400; i++)
         ids[2 * i] = (unsigned char)(i % 50), ids[2 * i + 1] = 0;
     ids[2 * 123] = 56; /* one id at the vocabulary's end */
-    write_file(tmp_path("train.bin"), ids, sizeof ids);
-    write_file(tmp_path("val.bin"), ids, sizeof ids);
-    o.data = tmp_path("train.bin");
+    test_write_file(test_tmp_path("train.bin"), ids, sizeof ids, 0);
+    test_write_file(test_tmp_path("val.bin"), ids, sizeof ids, 0);
+    o.data = test_tmp_path("train.bin");
     expect_error(fit(m, &o, &rep, &net), KILN_ERR_INVALID_ARGUMENT,
                  "train.bin (training split): token 123 is 56, at or beyond the model's "
                  "vocabulary of 56");
@@ -230,7 +214,7 @@ START_TEST(another_vocabulary_is_refused)
     kiln_train_options_init(&o);
     o.data = TEXT;
     o.steps = 20;
-    o.out_dir = tmp_path("vocab-run");
+    o.out_dir = test_tmp_path("vocab-run");
     check_ok(fit(m, &o, &rep, &net));
     kiln_net_free(net);
 
@@ -239,16 +223,16 @@ START_TEST(another_vocabulary_is_refused)
     const char *chars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst";
     for (int i = 0; i < 2000; i++)
         text[i] = chars[(i * 7) % 56];
-    o.data = tmp_path("other.txt");
-    write_file(o.data, text, sizeof text);
-    o.resume = tmp_path("vocab-run");
-    o.out_dir = tmp_path("vocab-run-2");
+    o.data = test_tmp_path("other.txt");
+    test_write_file(o.data, text, sizeof text, 0);
+    o.resume = test_tmp_path("vocab-run");
+    o.out_dir = test_tmp_path("vocab-run-2");
     expect_error(fit(m, &o, &rep, &net), KILN_ERR_INVALID_ARGUMENT, "another vocabulary");
     kiln_net_free(net);
 
     /* kiln_net_load: a network of another vocabulary refuses the file and keeps its weights */
     char path[600];
-    snprintf(path, sizeof path, "%s/final.safetensors", tmp_path("vocab-run"));
+    snprintf(path, sizeof path, "%s/final.safetensors", test_tmp_path("vocab-run"));
     check_ok(kiln_net_create(test_ctx(), m, 0, &other));
     check_ok(kiln_net_set_vocab(other, chars));
     size_t n0, n1;
@@ -273,7 +257,7 @@ START_TEST(another_vocabulary_is_refused)
     check_ok(kiln_evaluate(test_ctx(), m, path, &o, &ev));
     ck_assert_uint_eq(ev.samples, (5604 - (size_t)(5604 * 0.9) - 1) / 16);
     ck_assert(ev.loss > 0 && ev.loss < log(56.0));
-    o.data = tmp_path("other.txt");
+    o.data = test_tmp_path("other.txt");
     expect_error(kiln_evaluate(test_ctx(), m, path, &o, &ev), KILN_ERR_INVALID_ARGUMENT,
                  "another vocabulary");
     kiln_model_free(m);

@@ -12,29 +12,13 @@
 #include "data/data.h"
 #include "data/text.h"
 
-static const char *tmp_path(const char *name)
-{
-    static char path[4][512];
-    static int next;
-    next = (next + 1) % 4;
-    snprintf(path[next], sizeof path[next], "%s/%s", test_tmpdir(), name);
-    return path[next];
-}
-
-static void write_file(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
 
 static void write_u16(const char *path, const unsigned *ids, size_t n)
 {
     unsigned char *b = test_alloc(2 * n + 1);
     for (size_t i = 0; i < n; i++)
         b[2 * i] = (unsigned char)(ids[i] & 0xFF), b[2 * i + 1] = (unsigned char)(ids[i] >> 8);
-    write_file(path, b, 2 * n);
+    test_write_file(path, b, 2 * n, 0);
     free(b);
 }
 
@@ -85,8 +69,8 @@ START_TEST(text_becomes_sorted_characters_split_as_nanogpt)
 {
     /* multi-byte characters of every length, in no order */
     const char *text = "h\xC3\xA9llo w\xC3\xB6rld \xE2\x82\xAC\xF0\x9D\x84\x9E\nzebra \xC3\xA9t\xC3\xA9";
-    const char *path = tmp_path("mixed.txt");
-    write_file(path, text, strlen(text));
+    const char *path = test_tmp_path("mixed.txt");
+    test_write_file(path, text, strlen(text), 0);
     corpus c;
     check_ok(corpus_load(path, &c));
     /* the reference: code points of the text, sorted and made distinct */
@@ -144,21 +128,21 @@ END_TEST
 START_TEST(bad_text_is_refused_with_what_and_where)
 {
     corpus c;
-    const char *path = tmp_path("latin1.txt");
-    write_file(path, "caf\xC3\xA9 and na\xEFve", 15);
+    const char *path = test_tmp_path("latin1.txt");
+    test_write_file(path, "caf\xC3\xA9 and na\xEFve", 15, 0);
     expect_error(corpus_load(path, &c), KILN_ERR_IO, "byte offset 12 is not UTF-8 (bytes 0xEF 0x76");
     ck_assert_ptr_null(c.vocab); /* nothing is left behind */
-    path = tmp_path("empty.txt");
-    write_file(path, "", 0);
+    path = test_tmp_path("empty.txt");
+    test_write_file(path, "", 0, 0);
     expect_error(corpus_load(path, &c), KILN_ERR_IO, "the corpus is empty");
-    expect_error(corpus_load(tmp_path("missing.txt"), &c), KILN_ERR_IO,
+    expect_error(corpus_load(test_tmp_path("missing.txt"), &c), KILN_ERR_IO,
                  "missing.txt\": no such file; a token model trains on a UTF-8 text");
     /* 100 characters: the validation split (10) is shorter than a window */
     char text[101];
     for (int i = 0; i < 100; i++)
         text[i] = (char)('a' + i % 7);
-    path = tmp_path("short.txt");
-    write_file(path, text, 100);
+    path = test_tmp_path("short.txt");
+    test_write_file(path, text, 100, 0);
     check_ok(corpus_load(path, &c));
     check_ok(corpus_check(&c, 7, 8));
     expect_error(corpus_check(&c, 7, 16), KILN_ERR_INVALID_ARGUMENT,
@@ -177,11 +161,11 @@ START_TEST(nanogpt_bin_files_load)
     char dir[600];
     snprintf(dir, sizeof dir, "%s/nano", test_tmpdir());
     mkdir(dir, 0755);
-    write_u16(tmp_path("nano/train.bin"), train, 300);
-    write_u16(tmp_path("nano/val.bin"), val, 40);
+    write_u16(test_tmp_path("nano/train.bin"), train, 300);
+    write_u16(test_tmp_path("nano/val.bin"), val, 40);
     corpus c;
     for (int by_file = 0; by_file < 2; by_file++) { /* the directory, or train.bin itself */
-        check_ok(corpus_load(by_file ? tmp_path("nano/train.bin") : dir, &c));
+        check_ok(corpus_load(by_file ? test_tmp_path("nano/train.bin") : dir, &c));
         ck_assert_ptr_null(c.vocab);
         ck_assert_uint_eq(c.vocab_size, 65);
         ck_assert_uint_eq(c.train.count, 300);
@@ -195,9 +179,9 @@ START_TEST(nanogpt_bin_files_load)
                      "token 37 is 64, at or beyond the model's vocabulary of 64");
         corpus_free(&c);
     }
-    write_file(tmp_path("nano/val.bin"), "abc", 3);
+    test_write_file(test_tmp_path("nano/val.bin"), "abc", 3, 0);
     expect_error(corpus_load(dir, &c), KILN_ERR_IO, "3 bytes is not a whole number of uint16");
-    remove(tmp_path("nano/val.bin"));
+    remove(test_tmp_path("nano/val.bin"));
     expect_error(corpus_load(dir, &c), KILN_ERR_IO, "no val.bin beside it");
 }
 END_TEST
@@ -220,7 +204,7 @@ static void write_npy_ids(const char *path, const char *descr, const unsigned *i
     for (size_t i = 0; i < n; i++)
         for (size_t k = 0; k < size; k++)
             b[header + pad + i * size + k] = (unsigned char)((uint64_t)ids[i] >> (8 * k));
-    write_file(path, b, total);
+    test_write_file(path, b, total, 0);
     free(b);
 }
 
@@ -231,7 +215,7 @@ START_TEST(npy_token_arrays_load_and_split)
         ids[i] = (unsigned)(i * 11 % 300);
     static const char *const types[] = {"<u2", "<i4", "<i8"};
     for (int k = 0; k < 3; k++) {
-        const char *path = tmp_path("ids.npy");
+        const char *path = test_tmp_path("ids.npy");
         write_npy_ids(path, types[k], ids, 200);
         corpus c;
         check_ok(corpus_load(path, &c));
@@ -243,8 +227,8 @@ START_TEST(npy_token_arrays_load_and_split)
         corpus_free(&c);
     }
     corpus c;
-    write_npy_ids(tmp_path("floats.npy"), "<f4", ids, 200);
-    expect_error(corpus_load(tmp_path("floats.npy"), &c), KILN_ERR_IO,
+    write_npy_ids(test_tmp_path("floats.npy"), "<f4", ids, 200);
+    expect_error(corpus_load(test_tmp_path("floats.npy"), &c), KILN_ERR_IO,
                  "token ids are a 1-d integer array");
 }
 END_TEST
