@@ -89,6 +89,8 @@ def test_example_models_match_kiln_predict(example, tmp_path):
     rng = np.random.default_rng(7)
     checkpoint, onnx_path = str(tmp_path / "w.safetensors"), str(tmp_path / "m.onnx")
     with kiln.Model.from_file(example) as m:
+        if m.block:  # a token model: a step on token windows, compared per token below
+            return check_token_example(m, example, checkpoint, onnx_path, rng)
         train_briefly(m, rng)
         m.save(checkpoint)
         x = rng.normal(3, 2, (23, m.input_size)).astype(np.float32)
@@ -102,6 +104,26 @@ def test_example_models_match_kiln_predict(example, tmp_path):
     assert done.returncode == 0, done.stderr
     got, ops = run_onnx(onnx_path, x)
     want = read_predictions(tmp_path / "p.csv")
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=TOLERANCE, atol=TOLERANCE)
+    assert "Dropout" not in ops
+
+
+def check_token_example(m, example, checkpoint, onnx_path, rng):
+    """A token model's example: one step on random windows, then `kiln
+    export` of its checkpoint against the model's own per-token
+    probabilities (kiln predict prints one row per sample, not per token)."""
+    ids = rng.integers(0, m.vocab_size, (4, m.block + 1))
+    m.train_step(ids[:, :-1], ids[:, 1:])
+    m.save(checkpoint)
+    done = subprocess.run([kiln_command(), "export", example, checkpoint, "-o", onnx_path],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    x = rng.integers(0, m.vocab_size, (3, m.block)).astype(np.float32)
+    want = m.predict(x).reshape(3, m.block, m.vocab_size).astype(np.float64)
+    if not np.allclose(want.sum(-1), 1, atol=1e-4):  # logits: the softmax the file ends with
+        want = np.exp(want - want.max(-1, keepdims=True))
+        want /= want.sum(-1, keepdims=True)
+    got, ops = run_onnx(onnx_path, x)
     np.testing.assert_allclose(got.reshape(want.shape), want, rtol=TOLERANCE, atol=TOLERANCE)
     assert "Dropout" not in ops
 
