@@ -12,4 +12,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * (valid until the next call with the same tag), or NULL. */
 const char *fuzz_file(const char *tag, const uint8_t *data, size_t size);
 
+/* Decodes an image file's bytes (name: for messages) and renders what
+ * decodes as training would; always 0, as libFuzzer wants. */
+int fuzz_image(const uint8_t *data, size_t size, const char *name);
+
 #endif /* KILN_FUZZ_H */
