@@ -144,3 +144,23 @@ void test_write_file(const char *path, const void *data, size_t n, int gz)
     fclose(f);
 }
 
+/* Every weight and buffer of a network, concatenated. */
+float *test_net_weights(kiln_net *net, size_t *count)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
+        kiln_param_info p;
+        check_ok(kiln_net_param_info(net, i, &p));
+        total += p.numel;
+    }
+    float *w = test_alloc(total * sizeof *w);
+    size_t at = 0;
+    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
+        kiln_param_info p;
+        check_ok(kiln_net_param_info(net, i, &p));
+        check_ok(kiln_net_get(net, p.name, w + at, p.numel));
+        at += p.numel;
+    }
+    *count = total;
+    return w;
+}

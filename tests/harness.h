@@ -44,6 +44,9 @@ void test_write_file(const char *path, const void *data, size_t n, int gz);
 
 /* malloc that fails the test when memory runs out. */
 void *test_alloc(size_t bytes);
+/* Every weight and buffer of a network, concatenated in state_dict order
+ * (test_alloc'd); *count gets their number. */
+float *test_net_weights(kiln_net *net, size_t *count);
 
 /* Runs a suite; returns the process exit status. Tests run in-process
  * (CK_NOFORK) unless $CK_FORK says otherwise, so they share the context. */

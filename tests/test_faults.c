@@ -29,26 +29,6 @@ static kiln_net *net_of(kiln_model *m, size_t max_batch)
     return net;
 }
 
-/* Every weight and buffer of a network, concatenated (malloc'd). */
-static float *weights(kiln_net *net, size_t *count)
-{
-    size_t total = 0;
-    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
-        kiln_param_info p;
-        check_ok(kiln_net_param_info(net, i, &p));
-        total += p.numel;
-    }
-    float *w = test_alloc(total * sizeof *w);
-    size_t at = 0;
-    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
-        kiln_param_info p;
-        check_ok(kiln_net_param_info(net, i, &p));
-        check_ok(kiln_net_get(net, p.name, w + at, p.numel));
-        at += p.numel;
-    }
-    *count = total;
-    return w;
-}
 
 static void data(float *x, float *y, size_t n)
 {
@@ -60,7 +40,7 @@ static void data(float *x, float *y, size_t n)
 static int same_weights(kiln_net *a, kiln_net *b)
 {
     size_t na, nb;
-    float *wa = weights(a, &na), *wb = weights(b, &nb);
+    float *wa = test_net_weights(a, &na), *wb = test_net_weights(b, &nb);
     int same = na == nb && memcmp(wa, wb, na * sizeof *wa) == 0;
     free(wa);
     free(wb);
@@ -114,7 +94,7 @@ static int keep_weights(void *user, const kiln_progress *p)
     step_watch *w = user;
     (void)p;
     free(w->last);
-    w->last = weights(w->net, &w->n);
+    w->last = test_net_weights(w->net, &w->n);
     w->steps++;
     return 0;
 }
@@ -146,7 +126,7 @@ START_TEST(a_failed_fit_step_changes_no_weight)
     ck_assert_msg(w.steps > 0 && w.last, "no step succeeded before the loss overflowed");
     ck_assert_uint_eq(kiln_net_steps(net), w.steps);
     size_t n;
-    float *now = weights(net, &n);
+    float *now = test_net_weights(net, &n);
     ck_assert_uint_eq(n, w.n);
     ck_assert_msg(memcmp(now, w.last, n * sizeof *now) == 0,
                   "the failed step changed the weights");

@@ -27,26 +27,6 @@ static void data(float *x, float *y, size_t n)
         y[i] = (float)(i % 3);
 }
 
-/* Every weight and buffer of a network, concatenated. */
-static float *weights(kiln_net *net, size_t *count)
-{
-    size_t total = 0;
-    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
-        kiln_param_info p;
-        check_ok(kiln_net_param_info(net, i, &p));
-        total += p.numel;
-    }
-    float *w = test_alloc(total * sizeof *w);
-    size_t at = 0;
-    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
-        kiln_param_info p;
-        check_ok(kiln_net_param_info(net, i, &p));
-        check_ok(kiln_net_get(net, p.name, w + at, p.numel));
-        at += p.numel;
-    }
-    *count = total;
-    return w;
-}
 
 /* A step on 5 samples through a network made for 16 (a short batch on a
  * pipeline that shares its weights) gives exactly the weights of a
@@ -66,7 +46,7 @@ START_TEST(short_batches_train_as_their_own_batch)
         ck_assert_msg(lb == ls, "step %d: loss %g against %g", step, lb, ls);
     }
     size_t nb, ns;
-    float *wb = weights(big, &nb), *ws = weights(small, &ns);
+    float *wb = test_net_weights(big, &nb), *ws = test_net_weights(small, &ns);
     ck_assert_uint_eq(nb, ns);
     ck_assert_msg(memcmp(wb, ws, nb * sizeof *wb) == 0, "short batches changed other weights");
     check_ok(kiln_net_train_step(big, x, y, 16, &lb)); /* and the full batch still works */
@@ -238,7 +218,7 @@ START_TEST(a_communicator_needs_mpi_and_alone_is_the_default)
     check_ok(kiln_net_train_step(a, x, y, 6, NULL));
     check_ok(kiln_net_train_step(b, x, y, 6, NULL));
     size_t na, nb;
-    float *wa = weights(a, &na), *wb = weights(b, &nb);
+    float *wa = test_net_weights(a, &na), *wb = test_net_weights(b, &nb);
     ck_assert(na == nb && memcmp(wa, wb, na * sizeof *wa) == 0);
 #ifndef KILN_MPI
     int comm = 0; /* stands for an MPI_Comm */
