@@ -230,7 +230,9 @@ class Kiln:
         """The package's Model of a file, made for batch samples."""
         m = ctypes.c_void_p()
         self.check(self.lib.kiln_model_load(os.path.join(ROOT, path).encode(), ctypes.byref(m)))
-        return self.package.Model(m, max_batch=batch)
+        model = self.package.Model.__new__(self.package.Model)
+        model._setup(m, None, "bench", max_batch=batch)  # pipelines sized for the batch
+        return model
 
     def samples_per_second(self, path, batch, case):
         if case.tokens:  # kiln_bench_training draws class targets: kiln_net_train_step

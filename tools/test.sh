@@ -12,7 +12,7 @@
 #       in build/venv-onnx; skipped where pip cannot install them);
 #   4. the host-only suite (model files, shape inference, IDX, CSV and
 #      safetensors readers over the fuzz corpora) under valgrind memcheck;
-#   5. each libFuzzer harness for KILN_FUZZ_SECONDS (default 60) from its
+#   5. each libFuzzer harness for KILN_FUZZ_SECONDS (default 20) from its
 #      corpus (build-fuzz/, clang); a crash fails the run and leaves its
 #      input in build-fuzz/findings/.
 # Extra arguments go to every `meson test` (a suite name, --verbose, ...).
@@ -147,7 +147,7 @@ else
 fi
 
 fuzz=${build}-fuzz
-seconds=${KILN_FUZZ_SECONDS:-60}
+seconds=${KILN_FUZZ_SECONDS:-20}
 if [[ ! -f $fuzz/build.ninja ]]; then
   CC=clang meson setup "$fuzz" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
     >"$fuzz.setup.log" 2>&1 || { cat "$fuzz.setup.log"; exit 1; }
