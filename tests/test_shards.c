@@ -211,7 +211,7 @@ START_TEST(bad_shards_are_refused_naming_the_file)
     fclose(in);
     ck_assert_uint_eq(fwrite(buf, 1, n - 5, f), n - 5);
     fclose(f);
-    refused("%s/x_0.npy,%s/cut.npy", NULL, "cut.npy: shape (7, 2, 3) needs 168 bytes",
+    refused("%s/x_0.npy,%s/cut.npy", NULL, "cut.npy: shape (7, 2, 3) of '<f4' needs 168 bytes",
             "the file is truncated");
 }
 END_TEST

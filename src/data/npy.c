@@ -24,6 +24,7 @@ typedef struct {
     int rank;
     size_t dims[NPY_MAX_RANK];
     size_t count; /* product of dims */
+    char descr[16];
     const unsigned char *data;
 } npy_array;
 
@@ -244,6 +245,7 @@ static kiln_status npy_header(const unsigned char *buf, size_t size, const char 
                                     "NumPy: np.save(path, np.ascontiguousarray(a)))", name);
     if (st == KILN_OK)
         st = check_shape(name, a);
+    snprintf(a->descr, sizeof a->descr, "%s", descr);
     *data_at = start + len;
     return st;
 }
@@ -254,9 +256,9 @@ static kiln_status check_length(const npy_array *a, const char *name, size_t hav
     size_t want = a->count * a->size;
     char shape[128];
     if (have != want)
-        return error_set(KILN_ERR_IO, "%s: shape %s needs %zu bytes of data, but %zu follow "
-                                      "the header (%s)", name, shape_text(a, shape, sizeof shape),
-                         want, have, have < want ? "the file is truncated"
+        return error_set(KILN_ERR_IO, "%s: shape %s of '%s' needs %zu bytes of data, but %zu "
+                                      "follow the header (%s)", name,
+                         shape_text(a, shape, sizeof shape), a->descr, want, have, have < want ? "the file is truncated"
                                                  : "the file is too long");
     return KILN_OK;
 }
