@@ -6,12 +6,14 @@ them all (2 epochs of SGD with momentum, a seeded validation split, batch
 and 3 ranks, each reading only its slices of every batch, end within
 1e-5 relative of one process, and so does `kiln eval --shard`'s score.
 Shards that disagree (sample counts of features and labels, sample shape,
-dtype) are refused at start naming the file, also under mpirun; a
-pattern given without --shard says to set it.
+dtype) are refused at start naming the file, also under mpirun; ranks
+given other files refuse to start; a pattern given without --shard says
+to set it.
 usage: check_shard.py KILN [MPIRUN]"""
 import json
 import os
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -151,6 +153,18 @@ with tempfile.TemporaryDirectory() as tmpdir:
     if MPIRUN:
         refused(tmpdir, "x_0.npy,x_1.npy", "y_0.npy,short_y.npy",
                 ["short_y.npy has 76 labels", "rank 1 of 2"], ranks=2)
+    if MPIRUN:  # rank 1 names other files, of as many samples and the same labels
+        shutil.copy(os.path.join(tmpdir, "x_1.npy"), os.path.join(tmpdir, "copy_x.npy"))
+        rank = [KILN, "train", "m.ini", "--shard", "--label", "y_0.npy,y_1.npy", "--out", "bad",
+                "--data"]
+        cmd = [MPIRUN, "--oversubscribe", "-np", "1"] + rank + ["x_0.npy,x_1.npy", ":", "-np",
+                                                                "1"] + rank + ["x_0.npy,copy_x.npy"]
+        if os.geteuid() == 0:
+            cmd.insert(1, "--allow-run-as-root")
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV,
+                           cwd=tmpdir)
+        report(r.returncode != 0 and "rank 1 has training values digest" in r.stderr,
+               "ranks given other shard files disagree before training", r.stdout + r.stderr)
     r = kiln(tmpdir, ["train", "m.ini", "--data", "x_*.npy", "--label", "y_*.npy", "--out",
                       "bad"])
     report(r.returncode != 0 and "set shard = true in [train] (or --shard)" in r.stderr,

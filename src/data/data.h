@@ -77,6 +77,9 @@ kiln_status shards_gather(const dataset *d, const size_t *order, size_t first, s
                           float *x);
 kiln_status shards_split(dataset *d, const size_t *order, size_t nt, dataset *val);
 void data_free_shards(dataset *d);
+/* A digest of a dataset of shards: the files' names and sample counts,
+ * and which rows it holds in which order (0 for other datasets). */
+uint32_t data_shards_digest(const dataset *d);
 
 /* A .npy file's header, checked, with the file's length: values of kind
  * ('f', 'u', 'i') and size bytes, start at offset. */

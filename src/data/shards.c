@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "data/data.h"
 
@@ -346,4 +347,20 @@ kiln_status shards_split(dataset *d, const size_t *order, size_t nt, dataset *va
     val->shards->refs++;
     snprintf(val->name, sizeof val->name, "%.200s (validation)", d->name);
     return KILN_OK;
+}
+
+uint32_t data_shards_digest(const dataset *d)
+{
+    const shard_set *s = d->shards;
+    uLong c = crc32(0L, Z_NULL, 0);
+    for (size_t i = 0; s && i < s->count; i++) {
+        uint64_t rows = s->files[i].rows;
+        c = crc32(c, (const Bytef *)s->files[i].path, (uInt)strlen(s->files[i].path) + 1);
+        c = crc32(c, (const Bytef *)&rows, sizeof rows);
+    }
+    for (size_t i = 0; s && i < d->count; i++) { /* which rows, in which order */
+        uint64_t row = d->rows[i];
+        c = crc32(c, (const Bytef *)&row, sizeof row);
+    }
+    return (uint32_t)c;
 }

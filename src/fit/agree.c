@@ -14,8 +14,8 @@ static void digest(const dataset *d, double *x, double *y)
     double sx = 0, sy = 0;
     for (size_t i = 0; d->x && i < d->count * d->features; i++)
         sx += (double)d->x[i] * (double)(1 + i % 7);
-    for (size_t i = 0; d->rows && i < d->count; i++) /* shards: which rows, in which order */
-        sx += (double)d->rows[i] * (double)(1 + i % 7);
+    if (d->shards) /* its features are on disk: the files and rows it reads */
+        sx = (double)data_shards_digest(d);
     for (size_t i = 0; i < d->count * d->targets; i++)
         sy += (double)d->y[i] * (double)(1 + i % 5);
     *x = sx, *y = sy;

@@ -126,8 +126,7 @@ static uint32_t train_crc(run *r)
     const dataset *d = &r->train;
     if (!r->has_crc) {
         uLong c = d->x ? crc_of(crc32(0L, Z_NULL, 0), d->x, d->count * d->features * sizeof *d->x)
-                       : crc_of(crc32(0L, Z_NULL, 0), d->rows, d->rows ? d->count * sizeof *d->rows
-                                                                       : 0);
+                       : data_shards_digest(d); /* shards: their files and rows */
         r->train_crc = (uint32_t)crc_of(c, d->y, d->count * d->targets * sizeof *d->y);
         r->has_crc = 1;
     }
