@@ -89,12 +89,13 @@ static void write_shards(void)
     write_npy(test_tmp_path("all_y.npy"), "<i8", "(21,)", y, SAMPLES);
 }
 
+/* x and y (NULL: unlabelled) hold up to three %s for the directory. */
 static void load_shards(const char *x, const char *y, dataset *d)
 {
     char xs[1024], ys[1024];
     snprintf(xs, sizeof xs, x, test_tmpdir(), test_tmpdir(), test_tmpdir());
-    snprintf(ys, sizeof ys, y, test_tmpdir(), test_tmpdir(), test_tmpdir());
-    check_ok(data_load_npy_shards(xs, ys, d));
+    snprintf(ys, sizeof ys, y ? y : "", test_tmpdir(), test_tmpdir(), test_tmpdir());
+    check_ok(data_load_npy_shards(xs, y ? ys : NULL, d));
 }
 
 /* Every sample of a, in the order `order`, equals b's. */
@@ -135,6 +136,28 @@ START_TEST(shards_read_as_one_dataset)
     ck_assert_float_eq(x[1], (float)value(8, 1));
     check_ok(data_gather(&d, NULL, 13, 1, x, &y));
     ck_assert_float_eq(x[1], (float)value(0, 1));
+    data_free(&d);
+    data_free(&all);
+}
+END_TEST
+
+/* uint8 shards are scaled to [0, 1] as one uint8 file is, bit for bit. */
+START_TEST(uint8_shards_scale_as_one_file)
+{
+    double v[SAMPLES * FEATURES], y[SAMPLES] = {0};
+    for (size_t i = 0; i < SAMPLES * FEATURES; i++)
+        v[i] = (double)((i * 37) % 256);
+    write_npy(test_tmp_path("p_0.npy"), "|u1", "(8, 6)", v, 8 * FEATURES);
+    write_npy(test_tmp_path("p_1.npy"), "|u1", "(13, 6)", v + 8 * FEATURES, 13 * FEATURES);
+    write_npy(test_tmp_path("p_all.npy"), "|u1", "(21, 6)", v, SAMPLES * FEATURES);
+    write_npy(test_tmp_path("p_y.npy"), "<i8", "(21,)", y, SAMPLES);
+    dataset all, d;
+    check_ok(data_load_npy(test_tmp_path("p_all.npy"), test_tmp_path("p_y.npy"), &all));
+    load_shards("%s/p_[01].npy", NULL, &d);
+    ck_assert_int_eq(d.unlabelled, 1);
+    float x[SAMPLES * FEATURES], yy[SAMPLES];
+    check_ok(data_gather(&d, NULL, 0, SAMPLES, x, yy));
+    ck_assert(memcmp(x, all.x, sizeof x) == 0);
     data_free(&d);
     data_free(&all);
 }
@@ -238,6 +261,7 @@ int main(void)
     Suite *s = suite_create("shards");
     TCase *tc = tcase_create("shards");
     tcase_add_test(tc, shards_read_as_one_dataset);
+    tcase_add_test(tc, uint8_shards_scale_as_one_file);
     tcase_add_test(tc, shards_split_and_sum_as_one_file);
     tcase_add_test(tc, bad_shards_are_refused_naming_the_file);
     tcase_add_test(tc, a_shard_cut_after_loading_fails_its_batch);

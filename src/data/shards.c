@@ -293,12 +293,17 @@ static kiln_status read_row(shard_set *s, size_t row, unsigned char *buf, float 
         return error_set(KILN_ERR_IO, "%s: cannot read sample %zu (%s)", f->path, at,
                          got < 0 ? strerror(errno) : "the file is shorter than its header "
                                                      "said when training started");
+    if (s->kind == 'u' && s->size == 1) { /* pixels: scaled as one .npy file's are */
+        for (size_t i = 0; i < s->features; i++)
+            x[i] = (float)buf[i] / 255.0f;
+        return KILN_OK;
+    }
     for (size_t i = 0; i < s->features; i++) {
         double v = data_npy_value(s->kind, s->size, buf + i * s->size);
         if (!isfinite(v) || fabs(v) > FLT_MAX)
             return error_set(KILN_ERR_IO, "%s: sample %zu holds %g; expected finite numbers "
                                           "within float32's range", f->path, at, v);
-        x[i] = s->kind == 'u' && s->size == 1 ? (float)(v / 255.0) : (float)v;
+        x[i] = (float)v;
     }
     return KILN_OK;
 }
