@@ -100,25 +100,30 @@ static kiln_status expand_entry(path_list *l, const char *entry, const char *lis
     glob_t g;
     int rc = glob(entry, GLOB_ERR, NULL, &g);
     kiln_status st = rc == 0 ? KILN_OK
-                             : error_set(KILN_ERR_IO, "shards: no file matches %s", entry);
+                     : rc == GLOB_NOMATCH
+                         ? error_set(KILN_ERR_IO, "shards: no file matches %s", entry)
+                         : error_set(KILN_ERR_IO, "shards: cannot list the files of %s (%s)",
+                                     entry, strerror(errno));
     for (size_t i = 0; st == KILN_OK && i < g.gl_pathc; i++)
         st = list_add(l, g.gl_pathv[i]);
-    if (rc == 0 || rc == GLOB_NOMATCH)
-        globfree(&g);
+    globfree(&g);
     return st;
 }
 
 static kiln_status expand_list(const char *list, path_list *l)
 {
-    char *copy = strdup(list), *save = NULL;
+    if (!list)
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "shard = true needs data: .npy files or "
+                                                    "patterns, comma-separated");
+    char *copy = strdup(list);
     if (!copy)
         return error_set(KILN_ERR_OUT_OF_MEMORY, "shards: out of memory");
     kiln_status st = KILN_OK;
     const char *end = copy + strlen(copy);
     for (char *p = copy; st == KILN_OK && p <= end; p += strlen(p) + 1) {
-        save = strchr(p, ',');
-        if (save)
-            *save = '\0';
+        char *comma = strchr(p, ',');
+        if (comma)
+            *comma = '\0';
         st = expand_entry(l, p, list);
     }
     free(copy);
