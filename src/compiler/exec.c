@@ -236,6 +236,8 @@ kiln_status pipeline_backward(pipeline *p, int training)
                               k ? "bias gradient" : "weight gradient");
         if (st == KILN_OK && p->options.poison)
             st = plan_poison(p, (int)(2 * p->count - i));
+        if (st == KILN_OK && p->on_backward) /* it reads gradients from the queue */
+            st = programs_flush(p->ctx);
         if (st == KILN_OK && p->on_backward)
             st = p->on_backward->enqueued(p->on_backward->user, i);
     }
