@@ -241,6 +241,8 @@ kiln_status pipeline_backward(pipeline *p, int training)
         if (st == KILN_OK && p->on_backward)
             st = p->on_backward->enqueued(p->on_backward->user, i);
     }
+    if (st == KILN_OK && p->on_backward) /* read from the queue after it, too */
+        st = programs_flush(p->ctx);
     return st;
 }
 
@@ -278,5 +280,7 @@ kiln_status pipeline_sync_idle(pipeline *p, loss_kind kind)
             st = idle_batchnorm(p, &p->steps[i], 1);
     }
     free(ready);
+    if (st == KILN_OK) /* the gradient buckets read the queue next */
+        st = programs_flush(p->ctx);
     return st;
 }

@@ -4,9 +4,10 @@
  * While a network holds the program cache (programs_hold), a kernel whose
  * program is not in the context's memory cache is not built at once:
  * kernel_get hands back a placeholder, and every launch from then on is
- * recorded. At the first thing that reaches the queue otherwise (a
- * transfer, a fill or copy, a wait, a freed buffer's reuse by the driver,
- * CLBlast), the launches are enqueued in order; before the first launch of
+ * recorded (buffers freed meanwhile are released after them). At the
+ * first thing that reaches the queue otherwise (a transfer, a fill or
+ * copy, a wait, CLBlast), the launches are enqueued in order; before the
+ * first launch of
  * a kernel still waiting, every waiting kernel of its source and options
  * is built as one program. PoCL pays about 0.2 s a program before a
  * kernel's own cost, so a network's cold start builds one program per
@@ -33,7 +34,7 @@ typedef struct recorded_launch {
     cl_uint dims;
     size_t global[3], local[3];
     int has_local, nargs;
-    kiln_karg *args; /* values copied after the array */
+    kiln_karg *args; /* their values copied after the array, each aligned */
     struct recorded_launch *next;
 } recorded_launch;
 
@@ -104,13 +105,21 @@ kiln_status defer_kernel(kiln_ctx *ctx, const char *source, const char *options,
     return KILN_OK;
 }
 
+#define ARG_ALIGN 16 /* as malloc's, for any argument type (float4, cl_mem) */
+
+static size_t aligned(size_t n)
+{
+    return (n + ARG_ALIGN - 1) / ARG_ALIGN * ARG_ALIGN;
+}
+
 static kiln_status record(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl_uint dims,
                           const size_t *global, const size_t *local, const kiln_karg *args,
                           int nargs)
 {
-    size_t bytes = sizeof(recorded_launch) + (size_t)nargs * sizeof(kiln_karg);
+    size_t head = aligned(sizeof(recorded_launch) + (size_t)nargs * sizeof(kiln_karg));
+    size_t bytes = head;
     for (int i = 0; i < nargs; i++)
-        bytes += args[i].value ? args[i].size : 0;
+        bytes += args[i].value ? aligned(args[i].size) : 0;
     recorded_launch *r = calloc(1, bytes);
     if (r)
         r->name = dup_text(name);
@@ -127,12 +136,13 @@ static kiln_status record(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl_
     }
     r->nargs = nargs;
     r->args = (kiln_karg *)(r + 1);
-    unsigned char *value = (unsigned char *)(r->args + nargs);
+    unsigned char *value = (unsigned char *)r + head;
     for (int i = 0; i < nargs; i++) {
         r->args[i] = (kiln_karg){args[i].size, args[i].value ? value : NULL};
-        if (args[i].value)
+        if (args[i].value) {
             memcpy(value, args[i].value, args[i].size);
-        value += args[i].value ? args[i].size : 0;
+            value += aligned(args[i].size);
+        }
     }
     *ctx->deferred->last = r;
     ctx->deferred->last = &r->next;
@@ -155,9 +165,9 @@ static kiln_status build_group(kiln_ctx *ctx, pending_kernel *first)
             n++, len += strlen(k->kernel) + 1;
     pending_kernel **group = malloc(n * sizeof *group);
     char *list = malloc(len + 1);
-    kiln_status st = group && list ? KILN_OK
-                                   : error_set(KILN_ERR_OUT_OF_MEMORY, "building %s: out of "
-                                                                       "host memory", first->source);
+    kiln_status st = KILN_OK;
+    if (!group || !list)
+        st = error_set(KILN_ERR_OUT_OF_MEMORY, "building %s: out of host memory", first->source);
     n = 0;
     for (pending_kernel *k = ctx->deferred->kernels; k && st == KILN_OK; k = k->next)
         if (!k->real && !strcmp(k->source, first->source) && !strcmp(k->options, first->options))
@@ -196,7 +206,7 @@ static kiln_status real_kernel(kiln_ctx *ctx, cl_kernel kernel, const char *name
                                cl_kernel *out)
 {
     pending_kernel *k = placeholder(ctx, kernel);
-    kiln_status st = k && !k->real && !ctx->deferred->failed ? build_group(ctx, k) : KILN_OK;
+    kiln_status st = k && !k->real ? build_group(ctx, k) : KILN_OK;
     if (st == KILN_OK && k && !k->real)
         st = error_set(KILN_ERR_INVALID_ARGUMENT, "launch of %s: kernel %s of %s was not built",
                        name, k->kernel, k->source);
