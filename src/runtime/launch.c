@@ -266,6 +266,11 @@ kiln_status programs_flush(kiln_ctx *ctx)
         if (st == KILN_OK)
             st = enqueue_now(ctx, k, r->name, r->dims, r->global, r->has_local ? r->local : NULL);
     }
+    /* kernels asked for ahead of their launches build while the queue runs;
+     * one that fails is built again, and reported, at its launch */
+    for (pending_kernel *k = d->kernels; k && st == KILN_OK; k = k->next)
+        if (!k->real && build_group(ctx, k) != KILN_OK)
+            error_clear();
     d->busy = 0;
     forget_launches(d);
     return st;
