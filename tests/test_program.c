@@ -311,11 +311,12 @@ static void expect_values(const kiln_tensor *t, float value)
 /* While a network holds the cache, kernels not built yet wait with the
  * launches after them until something reads the queue; then the kernels of
  * one source and options are built as one program, the launches run in
- * order, and a second context finds that program's binary on disk. */
+ * order, a kernel asked for without a launch is built too, and a second
+ * context finds both programs' binaries on disk. */
 START_TEST(waiting_kernels_build_as_one_program)
 {
     fresh_cache_dir();
-    const char *opts = "-DKILN_TEST_VARIANT=9";
+    const char *opts = "-DKILN_TEST_VARIANT=9", *other = "-DKILN_TEST_VARIANT=11";
     size_t shape[1] = {1031}; /* a prime, more than a work-group */
     for (int run = 0; run < 2; run++) {
         kiln_ctx *ctx;
@@ -324,10 +325,11 @@ START_TEST(waiting_kernels_build_as_one_program)
         kiln_tensor *t, *out;
         check_ok(kiln_tensor_create(ctx, 1, shape, &t));
         check_ok(kiln_tensor_create(ctx, 1, shape, &out));
-        cl_kernel fill, copy, again;
+        cl_kernel fill, copy, again, ahead;
         check_ok(kernel_get(ctx, "tensor.cl", opts, "fill", &fill));
         check_ok(kernel_get(ctx, "tensor.cl", opts, "copy", &copy));
         check_ok(kernel_get(ctx, "tensor.cl", opts, "fill", &again));
+        check_ok(kernel_get(ctx, "tensor.cl", other, "fill", &ahead));
         ck_assert_ptr_eq(fill, again);
         fill_and_copy(ctx, fill, copy, t, out, 2.5f);
         ck_assert_uint_eq(kiln_ctx_launches(ctx), 2);
@@ -335,14 +337,18 @@ START_TEST(waiting_kernels_build_as_one_program)
         ck_assert_uint_eq(s.builds + s.disk_hits, 0); /* nothing built before a read */
         expect_values(out, 2.5f);
         s = kiln_ctx_cache_stats(ctx);
-        ck_assert_uint_eq(s.builds, run == 0 ? 1 : 0);
-        ck_assert_uint_eq(s.disk_hits, run == 0 ? 0 : 1);
+        ck_assert_uint_eq(s.builds, run == 0 ? 2 : 0);
+        ck_assert_uint_eq(s.disk_hits, run == 0 ? 0 : 2);
         fill_and_copy(ctx, fill, copy, t, out, -1.0f); /* the same handles, built now */
         expect_values(out, -1.0f);
+        fill_and_copy(ctx, ahead, copy, t, out, 0.5f);
+        expect_values(out, 0.5f);
+        s = kiln_ctx_cache_stats(ctx);
+        ck_assert_uint_eq(s.builds + s.disk_hits, 2);
         kiln_tensor_free(t);
         kiln_tensor_free(out);
         programs_release(ctx);
-        ck_assert_int_eq(cache_files(NULL, 0), 1);
+        ck_assert_int_eq(cache_files(NULL, 0), 2);
         kiln_ctx_free(ctx);
     }
 }
