@@ -14,9 +14,9 @@
  * source and options where it built one per kernel, and the launches of
  * the first programs run (and PoCL compiles their work-group functions)
  * while the later ones build. Kernels asked for ahead of their launches
- * (the optimizer's) are built after the launches are enqueued. The grouping is the same in every run of
- * the same network, so the disk cache finds each group's binary under its
- * key, which names the kernels. */
+ * (the optimizer's) are built after the launches are enqueued. The
+ * grouping is the same in every run of the same network, so the disk cache
+ * finds each group's binary under its key, which names the kernels. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
