@@ -7,41 +7,20 @@ each epoch is short: 16 + 12 samples), also under mpirun with 2 ranks;
 batch 16 alone differs. accumulate = 0 or 2.5 and --accumulate 0 are
 refused, naming the value.
 usage: check_accumulate.py KILN [MPIRUN]"""
-import json
 import os
 import random
-import struct
 import subprocess
 import sys
 import tempfile
+
+import checks
+from checks import report, weights
 
 KILN = sys.argv[1]
 MPIRUN = sys.argv[2] if len(sys.argv) > 2 else None
 MODEL = ("[input]\nshape = 8\n[linear]\nout = 32\n[relu]\n[linear]\nout = 3\n[train]\n"
          "optimizer = sgd\nlr = 0.1\nmomentum = 0.9\nbatch = 64\nepochs = 3\nval = 0.1\n{}")
 ENV = dict(os.environ, POCL_MAX_PTHREAD_COUNT="1")
-failed = False
-
-
-def report(ok, what, text=""):
-    global failed
-    failed |= not ok
-    print(f"{'ok  ' if ok else 'FAIL'} {what}")
-    if not ok and text:
-        print(text[-3000:])
-
-
-def weights(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, t in header.items():
-        if name != "__metadata__" and t["dtype"] == "F32":
-            a, b = t["data_offsets"]
-            out[name] = struct.unpack(f"<{(b - a) // 4}f", data[a:b])
-    return out
 
 
 def train(tmp, name, model, extra, ranks=1):
@@ -100,4 +79,4 @@ with tempfile.TemporaryDirectory() as tmpdir:
     refused(tmpdir, "zero.ini", [], "accumulate = 0: expected a whole number")
     refused(tmpdir, "half.ini", [], "accumulate = 2.5: expected a whole number")
     refused(tmpdir, "m.ini", ["--accumulate", "0"], "--accumulate 0: expected")
-sys.exit(1 if failed else 0)
+sys.exit(1 if checks.failed else 0)

@@ -14,13 +14,13 @@ device that does not exist) ends the job quickly, naming the rank.
 
 usage: check_dist.py KILN MPIRUN"""
 import csv
-import json
 import os
 import random
-import struct
 import subprocess
 import sys
 import tempfile
+
+from checks import weights
 
 KILN, MPIRUN = sys.argv[1], sys.argv[2]
 MODEL = ("[input]\nshape = 8\n[linear]\nout = 32\n[relu]\n[linear]\nout = 3\n[train]\n"
@@ -29,18 +29,6 @@ BN_MODEL = ("[input]\nshape = 8\n[linear]\nout = 32\n[batchnorm]\n[relu]\n[linea
             "[train]\noptimizer = sgd\nlr = 0.1\nmomentum = 0.9\nbatch = 128\nepochs = 1\n"
             "val = 0\nsync_batchnorm = {}\n")
 BN_SAMPLES = 19 * 128 + 2  # 20 steps, the last of 2 samples
-
-
-def weights(path):
-    data = open(path, "rb").read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, t in header.items():
-        if name != "__metadata__" and t["dtype"] == "F32":
-            begin, end = t["data_offsets"]
-            out[name] = struct.unpack(f"<{(end - begin) // 4}f", data[8 + n + begin:8 + n + end])
-    return out
 
 
 def train(tmp, ranks, model="m.ini", data="d.csv", extra=()):

@@ -19,19 +19,13 @@ import sys
 import tempfile
 import time
 
+import checks
+from checks import report
+
 KILN, MPIRUN = sys.argv[1], sys.argv[2]
 MODEL = ("[input]\nshape = 8\n[linear]\nout = {}\n[relu]\n[linear]\nout = 3\n[train]\n"
          "optimizer = sgd\nlr = 0.1\nbatch = 32\nepochs = 2\n{}")
 ENV = dict(os.environ, POCL_MAX_PTHREAD_COUNT="1")
-failed = False
-
-
-def report(ok, what, text=""):
-    global failed
-    failed |= not ok
-    print(f"{'ok  ' if ok else 'FAIL'} {what}")
-    if not ok and text:
-        print(text[-3000:])
 
 
 def command(tmp, a, b):
@@ -135,4 +129,4 @@ with tempfile.TemporaryDirectory() as tmpdir:
           ["timed out after 3.", "rank 1 (on ", "did not answer", "rank 0 of 2 failed"])
     stall(tmpdir, "rank 1 stopped, KILN_DIST_TIMEOUT=600, SIGTERM", "m64.ini",
           {"KILN_DIST_TIMEOUT": "600"}, True, 20, [])
-sys.exit(1 if failed else 0)
+sys.exit(1 if checks.failed else 0)

@@ -16,6 +16,9 @@ import sys
 import tempfile
 import time
 
+import checks
+from checks import report, weights
+
 KILN, MPIRUN = sys.argv[1], sys.argv[2]
 if "rusticl" in os.environ.get("KILN_DEVICE", "").lower():
     # the faults are MPI's; rusticl launches each kernel separately and makes
@@ -26,26 +29,6 @@ MODEL = ("[input]\nshape = 8\n[linear]\nout = 64\n[relu]\n[linear]\nout = 3\n[tr
          "optimizer = sgd\nlr = 0.05\nmomentum = 0.9\nbatch = 8\nepochs = 30\nval = 0.1\n"
          "schedule = constant\n")
 ENV = dict(os.environ, POCL_MAX_PTHREAD_COUNT="1")
-failed = False
-
-
-def report(ok, what):
-    global failed
-    failed |= not ok
-    print(f"{'ok  ' if ok else 'FAIL'} {what}")
-
-
-def weights(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, t in header.items():
-        if name != "__metadata__":
-            a, b = t["data_offsets"]
-            out[name] = struct.unpack(f"<{(b - a) // 4}f", data[a:b])
-    return out
 
 
 def mpirun(ranks, tmp, *args):
@@ -183,4 +166,4 @@ with tempfile.TemporaryDirectory() as tmpdir:
         fm.write(MODEL)
     interrupt_and_resume(tmpdir)
     kill_a_rank(tmpdir)
-sys.exit(1 if failed else 0)
+sys.exit(1 if checks.failed else 0)

@@ -17,16 +17,17 @@ that the host is gone instead of retrying for a quarter of an hour.
 Skips where namespaces cannot be made (not root, no `ip`). Every
 namespace, link and process it made is removed, also on failure.
 usage: check_dist_netns.py KILN MPIRUN"""
-import json
 import os
 import random
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import time
+
+import checks
+from checks import report, weights
 
 KILN, MPIRUN = sys.argv[1], sys.argv[2]
 TAG = os.getpid()
@@ -39,7 +40,6 @@ MODEL = ("[input]\nshape = 8\n[linear]\nout = 32\n[relu]\n[linear]\nout = 3\n[tr
          "optimizer = sgd\nlr = 0.1\nmomentum = 0.9\nbatch = 64\nepochs = 3\nval = 0.1\n")
 ENV = dict(os.environ, POCL_MAX_PTHREAD_COUNT="1", OMPI_ALLOW_RUN_AS_ROOT="1",
            OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-failed = False
 
 
 def skip(why):
@@ -110,27 +110,6 @@ def mpirun(tmp, agent, *args, ranks=2):
              "-x", "POCL_MAX_PTHREAD_COUNT", "-x", "KILN_DIST_TIMEOUT", KILN, "train", *args]
     return ["ip", "netns", "exec", NS[0], "unshare", "--uts", "sh", "-c",
             f'hostname {NAMES[0]}; exec "$@"', "sh"] + inner
-
-
-def weights(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, t in header.items():
-        if name != "__metadata__" and t["dtype"] == "F32":
-            a, b = t["data_offsets"]
-            out[name] = struct.unpack(f"<{(b - a) // 4}f", data[a:b])
-    return out
-
-
-def report(ok, what, text=""):
-    global failed
-    failed |= not ok
-    print(f"{'ok  ' if ok else 'FAIL'} {what}")
-    if not ok and text:
-        print(text[-3000:])
 
 
 def same_weights(tmp, agent, train):
@@ -237,7 +216,7 @@ def main():
             cleanup()
     left = sh("ip", "netns", "list").stdout
     report(not any(ns in left for ns in NS), "every namespace removed")
-    sys.exit(1 if failed else 0)
+    sys.exit(1 if checks.failed else 0)
 
 
 main()

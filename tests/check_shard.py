@@ -10,7 +10,6 @@ dtype) are refused at start naming the file, also under mpirun; ranks
 given other files refuse to start; a pattern given without --shard says
 to set it.
 usage: check_shard.py KILN [MPIRUN]"""
-import json
 import os
 import random
 import shutil
@@ -19,21 +18,15 @@ import subprocess
 import sys
 import tempfile
 
+import checks
+from checks import report, weights
+
 KILN = os.path.abspath(sys.argv[1])
 MPIRUN = sys.argv[2] if len(sys.argv) > 2 else None
 MODEL = ("[input]\nshape = 8\n[linear]\nout = 16\n[relu]\n[linear]\nout = 3\n[train]\n"
          "optimizer = sgd\nlr = 0.1\nmomentum = 0.9\nbatch = 32\nepochs = 2\nval = 0.1\n{}")
 SIZES = (100, 77, 150, 13)
 ENV = dict(os.environ, POCL_MAX_PTHREAD_COUNT="1")
-failed = False
-
-
-def report(ok, what, text=""):
-    global failed
-    failed |= not ok
-    print(f"{'ok  ' if ok else 'FAIL'} {what}")
-    if not ok and text:
-        print(text[-3000:])
 
 
 def write_npy(path, shape, values, descr="<f4"):
@@ -68,19 +61,6 @@ def write_shards(tmp):
     for name, extra in (("m.ini", ""), ("shard.ini", "shard = true\n")):
         with open(os.path.join(tmp, name), "w", encoding="ascii") as f:
             f.write(MODEL.format(extra))
-
-
-def weights(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, t in header.items():
-        if name != "__metadata__" and t["dtype"] == "F32":
-            a, b = t["data_offsets"]
-            out[name] = struct.unpack(f"<{(b - a) // 4}f", data[a:b])
-    return out
 
 
 def kiln(tmp, args, ranks=1, timeout=300):
@@ -169,4 +149,4 @@ with tempfile.TemporaryDirectory() as tmpdir:
                       "bad"])
     report(r.returncode != 0 and "set shard = true in [train] (or --shard)" in r.stderr,
            "a pattern without --shard: refused, saying to set it", r.stdout + r.stderr)
-sys.exit(1 if failed else 0)
+sys.exit(1 if checks.failed else 0)
