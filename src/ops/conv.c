@@ -181,12 +181,14 @@ static int input_grads_fused(const op_args *c, const conv_dims *d)
     return d->s == 1 && d->d * (d->k - 1) >= d->p && fused_fits(c, d, d->o);
 }
 
-/* The input gradient of a strided convolution, phase by phase of its
- * inputs, each phase a convolution of g by the taps that reach it. */
+/* Whether the input gradient runs phase by phase of its inputs, each
+ * phase a convolution of g by the taps that reach it (strided
+ * convolutions, and those conv_tiles does not take): on CPUs, where the
+ * taps of a phase fit the k block. (rusticl's llvmpipe crashes compiling
+ * conv_phase_tiles for some shapes, so it stays on the col2im path.) */
 static int input_grads_phased(const op_args *c, const conv_dims *d, const gemm_im2col *dx)
 {
-    return kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
-           gemm_cpu_conv_phases_fit(c->ctx, d->o, dx);
+    return cpu_shaped(c) && gemm_cpu_conv_phases_fit(c->ctx, d->o, dx);
 }
 
 static kiln_status fused_input_grads(const op_args *c, const conv_dims *d, cl_mem g)
