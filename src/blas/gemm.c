@@ -459,6 +459,18 @@ kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
  * m x n partial sums that sum_slots reads back), none with an empty
  * range. */
 #define WEIGHT_ITEMS_PER_UNIT 4
+/* The largest weight gradient taken from per-item slots: an item's slot
+ * of partial sums is passed over once per k run and should stay near its
+ * core's cache. Above it (128 x 128 x 3 x 3 weights at 8 x 8) the blocked
+ * GEMM measured faster on a 2-core AMD EPYC (docs/gemm.md). */
+#define WEIGHT_SLOT_BYTES (512u << 10)
+/* The bytes of the output gradient one item multiplies per k run. */
+#define WEIGHT_ROWS_BYTES (128u << 10)
+
+int gemm_cpu_conv_weights_pay(size_t m, size_t n)
+{
+    return m * n * sizeof(float) <= WEIGHT_SLOT_BYTES;
+}
 
 kiln_status gemm_cpu_conv_weights(kiln_ctx *ctx, cl_mem g, const gemm_im2col *x, size_t m,
                                   cl_mem dw)
@@ -473,7 +485,13 @@ kiln_status gemm_cpu_conv_weights(kiln_ctx *ctx, cl_mem g, const gemm_im2col *x,
     size_t items = WEIGHT_ITEMS_PER_UNIT * device_units(&ctx->info);
     items = items < total ? items : total;
     size_t nr = 2 * (size_t)s->tile.v, most = (total + items - 1) / items;
-    size_t kc = s->tile.kc < most ? s->tile.kc : most; /* the longest run an item packs */
+    /* the longest run an item packs: within the k block, and short enough
+     * that the gradient's rows for it (m of them) stay in the cache while
+     * every panel of dw's columns passes */
+    size_t kc = WEIGHT_ROWS_BYTES / sizeof(float) / m;
+    kc = kc < 64 ? 64 : kc;
+    kc = kc < s->tile.kc ? kc : s->tile.kc;
+    kc = kc < most ? kc : most;
     size_t part_off = items * kc * nr;
     st = scratch(ctx, 1, (part_off + items * m * n) * sizeof(float), &buf);
     if (st == KILN_OK)

@@ -188,7 +188,7 @@ static int input_grads_fused(const op_args *c, const conv_dims *d)
  * conv_phase_tiles for some shapes, so it stays on the col2im path.) */
 static int input_grads_phased(const op_args *c, const conv_dims *d, const gemm_im2col *dx)
 {
-    return cpu_shaped(c) && gemm_cpu_conv_phases_fit(c->ctx, d->o, dx);
+    return cpu_shaped(c) && d->o <= d->c && gemm_cpu_conv_phases_fit(c->ctx, d->o, dx);
 }
 
 static kiln_status fused_input_grads(const op_args *c, const conv_dims *d, cl_mem g)
@@ -252,7 +252,8 @@ static kiln_status conv_backward(const op_args *c)
     if (st == KILN_OK && c->attrs->bias && c->dparam[1])
         st = op_channel_sums(c->ctx, g, d.n, d.o, d.oh * d.ow, c->dparam[1]->buf);
     int direct = c->dparam[0] && weight_grads_direct(c, &d);
-    int slotted = c->dparam[0] && !direct && kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN;
+    int slotted = c->dparam[0] && !direct && kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
+                  gemm_cpu_conv_weights_pay(d.o, d.c * d.k * d.k);
     int fused = c->din[0] && input_grads_fused(c, &d);
     gemm_im2col x = {c->in[0]->buf, d.n, d.c, d.h, d.w, d.k, d.s, d.p, d.d, d.oh, d.ow};
     gemm_im2col dx = {c->din[0] ? c->din[0]->buf : NULL, d.n, d.c, d.h, d.w, d.k, d.s, d.p,
