@@ -10,7 +10,8 @@ typedef struct {
     size_t n, c, h, w, o, oh, ow, k, s, p, d;
 } conv_dims;
 
-/* Weight rows (C K K) below this take weight_grads_direct on CPUs. */
+/* Weight rows (C K K) below this take weight_grads_direct on CPUs where
+ * conv_weight_slots does not apply. */
 #define CONV_DIRECT_ROWS 32
 
 /* Stride and dilation, where 0 means the default 1. */
@@ -251,9 +252,9 @@ static kiln_status conv_backward(const op_args *c)
     cl_mem g = dz ? dz->buf : c->dout->buf; /* (N, O, P) */
     if (st == KILN_OK && c->attrs->bias && c->dparam[1])
         st = op_channel_sums(c->ctx, g, d.n, d.o, d.oh * d.ow, c->dparam[1]->buf);
-    int direct = c->dparam[0] && weight_grads_direct(c, &d);
-    int slotted = c->dparam[0] && !direct && kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
+    int slotted = c->dparam[0] && kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
                   gemm_cpu_conv_weights_pay(d.o, d.c * d.k * d.k);
+    int direct = c->dparam[0] && !slotted && weight_grads_direct(c, &d);
     int fused = c->din[0] && input_grads_fused(c, &d);
     gemm_im2col x = {c->in[0]->buf, d.n, d.c, d.h, d.w, d.k, d.s, d.p, d.d, d.oh, d.ow};
     gemm_im2col dx = {c->din[0] ? c->din[0]->buf : NULL, d.n, d.c, d.h, d.w, d.k, d.s, d.p,
