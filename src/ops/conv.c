@@ -185,8 +185,10 @@ static int input_grads_fused(const op_args *c, const conv_dims *d)
 /* Whether the input gradient runs phase by phase of its inputs, each
  * phase a convolution of g by the taps that reach it (strided
  * convolutions, and those conv_tiles does not take): on CPUs, where the
- * taps of a phase fit the k block. (rusticl's llvmpipe crashes compiling
- * conv_phase_tiles for some shapes, so it stays on the col2im path.) */
+ * taps of a phase fit the k block and the layer does not widen (with O >
+ * C it packs more than the column-gradient GEMM and measured slower,
+ * docs/gemm.md). rusticl's llvmpipe crashed compiling conv_phase_tiles
+ * for some shapes, so it stays on the col2im path. */
 static int input_grads_phased(const op_args *c, const conv_dims *d, const gemm_im2col *dx)
 {
     return cpu_shaped(c) && d->o <= d->c && gemm_cpu_conv_phases_fit(c->ctx, d->o, dx);
