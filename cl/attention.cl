@@ -4,10 +4,12 @@
  *   y   (B, T, C):  head h at channels h*HD (nanoGPT's transpose + view)
  *   lse (B, H, T):  log-sum-exp of each query row's scaled scores
  * scale = 1/sqrt(HD). Query row i sees keys 0..i: the loops stop at the
- * diagonal, so nothing above it is computed.
+ * chunk of KB keys that holds the diagonal, so nothing above it is
+ * computed but the masked rest of that chunk.
  *
  * attn_forward: one item per (RQ query rows, head, batch), an online softmax over
- * the keys in order (running max m, sum l, output acc rescaled when m grows).
+ * the keys in order, KB at a time (running max m, sum l, output acc
+ * rescaled once a chunk).
  * attn_backward_q: one item per RQ query rows; delta_i = dy_i . y_i, then
  *   p_ij = exp(s_ij - lse_i), ds_ij = p_ij (dy_i . v_j - delta_i),
  *   dq_i = scale sum_j ds_ij k_j over j = 0..i in order.
@@ -55,10 +57,143 @@ static float dot_row(const vec *a, __global const float *p)
     return HSUM(s);
 }
 
+/* Keys (or queries) go KB at a time (-DKB=8 where work-groups run as
+ * loops; 1 elsewhere: per-lane SIMD compilers such as llvmpipe's build
+ * the unrolled chunks very slowly, and GPUs gain nothing from them): the
+ * chunk's KB scores as one kvec, one vector exp for them, and one
+ * rescaling of the running sums per chunk. Chunks start at key 0 (the
+ * backward's at the item's first row) and every sum still runs over the
+ * rows in order, so the results do not depend on RQ. Rows of a chunk
+ * past the row's causal limit are masked: score -inf, p = 0. */
+#ifndef KB
+#define KB 1
+#endif
+#if KB == 8
+typedef float8 kvec;
+typedef int8 kint;
+#define KSTEPS ((int8)(0, 1, 2, 3, 4, 5, 6, 7))
+#define KLOAD(p) vload8(0, (p))
+#define KSTORE(v, p) vstore8((v), 0, (p))
+#elif KB == 1
+typedef float kvec;
+typedef int kint;
+#define KSTEPS 0
+#define KLOAD(p) ((p)[0])
+#define KSTORE(v, p) ((p)[0] = (v))
+#else
+#error "KB is 1 or 8"
+#endif
+
+#if KB == 8 && VW == 8
+/* (a's neighbours summed, b's): 8 + 8 lanes to 8 */
+static float8 pair_sums(float8 a, float8 b)
+{
+    return (float8)(a.even, b.even) + (float8)(a.odd, b.odd);
+}
+#endif
+
+/* The dot products of a with rows p + min(j0 + t, jmax) * stride, t < KB. */
+static kvec dotk(const vec *a, __global const float *p, uint stride, uint j0, uint jmax)
+{
+#if KB == 8 && VW == 8
+    float8 s[KB];
+    for (uint t = 0; t < KB; t++) {
+        __global const float *r = p + (size_t)min(j0 + t, jmax) * stride;
+        float8 acc = 0.0f;
+        for (uint u = 0; u < NV; u++)
+            acc += a[u] * vload8(u, r);
+        s[t] = acc;
+    }
+    float8 c0 = pair_sums(s[0], s[1]), c1 = pair_sums(s[2], s[3]);
+    float8 c2 = pair_sums(s[4], s[5]), c3 = pair_sums(s[6], s[7]);
+    return pair_sums(pair_sums(c0, c1), pair_sums(c2, c3));
+#else
+    float s[KB];
+    for (uint t = 0; t < KB; t++)
+        s[t] = dot_row(a, p + (size_t)min(j0 + t, jmax) * stride);
+    return KLOAD(s);
+#endif
+}
+
+/* x where rows j0 + t are at most lim (row lim's causal limit), else -inf. */
+static kvec causal(kvec x, uint j0, uint lim)
+{
+    kint j = KSTEPS + (int)j0;
+    return select((kvec)(-INFINITY), x, j <= (kint)(int)lim);
+}
+
+/* The same for rows at least lo (the backward over queries), and below n. */
+static kvec from_row(kvec x, uint i0, uint lo, uint n)
+{
+    kint i = KSTEPS + (int)i0;
+    return select((kvec)(-INFINITY), x, i >= (kint)(int)lo && i < (kint)(int)n);
+}
+
+static float kmax(kvec x)
+{
+#if KB == 8
+    float4 a = fmax(x.lo, x.hi);
+    float2 b = fmax(a.lo, a.hi);
+    return fmax(b.x, b.y);
+#else
+    return x;
+#endif
+}
+
+static float ksum(kvec x)
+{
+#if KB == 8
+    float4 a = x.lo + x.hi;
+    float2 b = a.lo + a.hi;
+    return b.x + b.y;
+#else
+    return x;
+#endif
+}
+
+/* acc += sum_t w[t] row(t), rows p + min(j0 + t, jmax) * stride, in order. */
+static void add_rows(vec *acc, kvec w, __global const float *p, uint stride, uint j0,
+                     uint jmax)
+{
+    float wt[KB];
+    KSTORE(w, wt);
+    for (uint t = 0; t < KB; t++) {
+        __global const float *r = p + (size_t)min(j0 + t, jmax) * stride;
+        for (uint u = 0; u < NV; u++)
+            acc[u] += wt[t] * LOADV(u, r);
+    }
+}
+
+/* KB values of s at rows min(i0 + t, n - 1). */
+static kvec loadk(__global const float *s, uint i0, uint n)
+{
+    float x[KB];
+    for (uint t = 0; t < KB; t++)
+        x[t] = s[min(i0 + t, n - 1)];
+    return KLOAD(x);
+}
+
+/* One query row's online softmax over a chunk of keys j0 .. j0 + 7 (those
+ * past lim masked): keys and values are rows of k and v, stride apart
+ * (jmax: the last row there is). m, l and acc as the forward keeps them. */
+static void softmax_chunk(const vec *q, __global const float *k, __global const float *v,
+                          uint stride, uint j0, uint lim, uint jmax, float *m, float *l,
+                          vec *acc)
+{
+    kvec s = causal(dotk(q, k, stride, j0, jmax), j0, lim);
+    float mn = fmax(*m, kmax(s)), corr = exp(*m - mn);
+    kvec p = exp(s - mn);
+    *l = *l * corr + ksum(p);
+    for (uint u = 0; u < NV; u++)
+        acc[u] *= corr;
+    add_rows(acc, p, v, stride, j0, jmax);
+    *m = mn;
+}
+
 /* RQ query rows per item (-DRQ=..., a register tile): rows base .. base +
- * RQ - 1 share each load of a key and value row; row r takes key j only
- * where j <= base + r (past it, its update is by exp(0) = 1 and p = 0:
- * the same bits), so each row's results are those of RQ = 1. */
+ * RQ - 1 walk the same chunks; a row's chunks past its diagonal are fully
+ * masked (corr = 1, p = 0: the same bits), so each row's results are
+ * those of RQ = 1. */
 #ifndef RQ
 #define RQ 1
 #endif
@@ -68,6 +203,7 @@ __kernel void attn_forward(__global const float *qkv, __global float *y, __globa
 {
     uint g = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
     uint base = g * RQ, C = H * HD, row = 3 * C, last = min(base + RQ - 1, T - 1);
+    __global const float *k = qkv + (size_t)b * T * row + C + h * HD, *v = k + C;
     vec qs[RQ][NV], acc[RQ][NV];
     float m[RQ], l[RQ];
     for (uint r = 0; r < RQ; r++) {
@@ -79,28 +215,10 @@ __kernel void attn_forward(__global const float *qkv, __global float *y, __globa
         m[r] = -INFINITY;
         l[r] = 0.0f;
     }
-    for (uint j = 0; j <= last; j++) {
-        __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
-        __global const float *v = k + C;
-        vec kr[NV], vr[NV];
-        for (uint u = 0; u < NV; u++) {
-            kr[u] = LOADV(u, k);
-            vr[u] = LOADV(u, v);
-        }
-        for (uint r = 0; r < RQ; r++) {
-            int keep = j <= base + r; /* else corr = 1, p = 0: the row is unchanged */
-            vec d = 0.0f;
-            for (uint u = 0; u < NV; u++)
-                d += qs[r][u] * kr[u];
-            float s = HSUM(d);
-            float mn = keep ? fmax(m[r], s) : m[r], corr = exp(m[r] - mn);
-            float e = exp(s - mn), p = keep ? e : 0.0f;
-            l[r] = l[r] * corr + p;
-            for (uint u = 0; u < NV; u++)
-                acc[r][u] = acc[r][u] * corr + p * vr[u];
-            m[r] = mn;
-        }
-    }
+    for (uint j0 = 0; j0 <= last; j0 += KB)
+        for (uint r = 0; r < RQ; r++)
+            softmax_chunk(qs[r], k, v, row, j0, min(base + r, T - 1), last, &m[r], &l[r],
+                          acc[r]);
     for (uint r = 0; r < RQ; r++) {
         float inv = 1.0f / l[r], stat = m[r] + log(l[r]);
         uint i = base + r;
@@ -120,6 +238,7 @@ __kernel void attn_backward_q(__global const float *qkv, __global const float *y
 {
     uint g0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
     uint base = g0 * RQ, C = H * HD, row = 3 * C, last = min(base + RQ - 1, T - 1);
+    __global const float *k = qkv + (size_t)b * T * row + C + h * HD, *v = k + C;
     vec qs[RQ][NV], g[RQ][NV], dq[RQ][NV];
     float dl[RQ], stat[RQ];
     for (uint r = 0; r < RQ; r++) {
@@ -135,26 +254,13 @@ __kernel void attn_backward_q(__global const float *qkv, __global const float *y
         dl[r] = dot_row(g[r], yi);
         stat[r] = lse[(b * H + h) * T + i];
     }
-    for (uint j = 0; j <= last; j++) {
-        __global const float *k = qkv + (size_t)(b * T + j) * row + C + h * HD;
-        __global const float *v = k + C;
-        vec kr[NV], vr[NV];
-        for (uint u = 0; u < NV; u++) {
-            kr[u] = LOADV(u, k);
-            vr[u] = LOADV(u, v);
+    for (uint j0 = 0; j0 <= last; j0 += KB)
+        for (uint r = 0; r < RQ; r++) { /* past the diagonal p = ds = 0: dq unchanged */
+            kvec p = exp(causal(dotk(qs[r], k, row, j0, last), j0, min(base + r, T - 1)) -
+                           stat[r]);
+            kvec ds = p * (dotk(g[r], v, row, j0, last) - dl[r]);
+            add_rows(dq[r], ds, k, row, j0, last);
         }
-        for (uint r = 0; r < RQ; r++) { /* past the diagonal ds = 0: dq unchanged */
-            vec s = 0.0f, t = 0.0f;
-            for (uint u = 0; u < NV; u++) {
-                s += qs[r][u] * kr[u];
-                t += g[r][u] * vr[u];
-            }
-            float e = exp(HSUM(s) - stat[r]);
-            float ds = j <= base + r ? e * (HSUM(t) - dl[r]) : 0.0f;
-            for (uint u = 0; u < NV; u++)
-                dq[r][u] += ds * kr[u];
-        }
-    }
     for (uint r = 0; r < RQ; r++) {
         uint i = base + r;
         if (i >= T)
@@ -173,39 +279,27 @@ __kernel void attn_backward_kv(__global const float *qkv, __global const float *
 {
     uint g0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
     uint base = min(g0 * RQ, T - 1), C = H * HD, row = 3 * C;
+    __global const float *q = qkv + (size_t)b * T * row + h * HD;
+    __global const float *g = dy + (size_t)b * T * C + h * HD;
+    __global const float *st = lse + (b * H + h) * T, *dl = delta + (b * H + h) * T;
     vec ks[RQ][NV], vr[RQ][NV], dk[RQ][NV], dv[RQ][NV];
     for (uint r = 0; r < RQ; r++) {
-        __global const float *k = qkv + (size_t)(b * T + min(base + r, T - 1)) * row + C + h * HD;
-        __global const float *v = k + C;
+        __global const float *kr = qkv + (size_t)(b * T + min(base + r, T - 1)) * row + C + h * HD;
         for (uint u = 0; u < NV; u++) {
-            ks[r][u] = LOADV(u, k) * scale; /* q . (k scale) = (q scale) . k up to rounding */
-            vr[r][u] = LOADV(u, v);
+            ks[r][u] = LOADV(u, kr) * scale; /* q . (k scale) = (q scale) . k up to rounding */
+            vr[r][u] = LOADV(u, kr + C);
             dk[r][u] = 0.0f;
             dv[r][u] = 0.0f;
         }
     }
-    for (uint i = base; i < T; i++) {
-        __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
-        __global const float *g = dy + (size_t)(b * T + i) * C + h * HD;
-        vec qr[NV], gr[NV];
-        for (uint u = 0; u < NV; u++) {
-            qr[u] = LOADV(u, q);
-            gr[u] = LOADV(u, g);
-        }
-        float stat = lse[(b * H + h) * T + i], dl = delta[(b * H + h) * T + i];
+    for (uint i0 = base; i0 < T; i0 += KB) {
+        kvec stat = loadk(st, i0, T), d = loadk(dl, i0, T);
         for (uint r = 0; r < RQ; r++) { /* before its diagonal, p = ds = 0: unchanged */
-            vec s = 0.0f, t = 0.0f;
-            for (uint u = 0; u < NV; u++) {
-                s += ks[r][u] * qr[u];
-                t += vr[r][u] * gr[u];
-            }
-            float e = exp(HSUM(s) - stat);
-            int keep = i >= base + r;
-            float p = keep ? e : 0.0f, ds = keep ? e * (HSUM(t) - dl) : 0.0f;
-            for (uint u = 0; u < NV; u++) {
-                dv[r][u] += p * gr[u];
-                dk[r][u] += ds * qr[u];
-            }
+            kvec s = from_row(dotk(ks[r], q, row, i0, T - 1), i0, min(base + r, T - 1), T);
+            kvec p = exp(s - stat);
+            kvec ds = p * (dotk(vr[r], g, C, i0, T - 1) - d);
+            add_rows(dv[r], p, g, C, i0, T - 1);
+            add_rows(dk[r], ds, q, row, i0, T - 1);
         }
     }
     for (uint r = 0; r < RQ; r++) {
@@ -224,7 +318,7 @@ __kernel void attn_backward_kv(__global const float *qkv, __global const float *
  * p holds position p's k (channels h*HD of the first C) and v (of the
  * second C). attn_cache_store writes the T new rows' k and v at rows
  * at .. at+T-1; attn_decode then runs the forward's online softmax for new
- * row r (position at + r) over cache rows 0 .. at + r, in the same order
+ * row r (position at + r) over cache rows 0 .. at + r, in the same chunks
  * and with the same operations as attn_forward. */
 __kernel void attn_cache_store(__global const float *qkv, __global float *cache, const uint at,
                                const uint C)
@@ -237,23 +331,17 @@ __kernel void attn_decode(__global const float *qkv, __global const float *cache
                           __global float *y, const uint at, const uint H, const float scale)
 {
     uint r = (uint)get_global_id(0), h = (uint)get_global_id(1), C = H * HD;
+    uint lim = at + r;
     __global const float *q = qkv + (size_t)r * 3 * C + h * HD;
+    __global const float *k = cache + h * HD, *v = k + C;
     vec qs[NV], acc[NV];
     for (uint u = 0; u < NV; u++) {
         qs[u] = LOADV(u, q) * scale;
         acc[u] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    for (uint j = 0; j <= at + r; j++) {
-        __global const float *k = cache + (size_t)j * 2 * C + h * HD;
-        __global const float *v = k + C;
-        float s = dot_row(qs, k);
-        float mn = fmax(m, s), corr = exp(m - mn), p = exp(s - mn);
-        l = l * corr + p;
-        for (uint u = 0; u < NV; u++)
-            acc[u] = acc[u] * corr + p * LOADV(u, v);
-        m = mn;
-    }
+    for (uint j0 = 0; j0 <= lim; j0 += KB)
+        softmax_chunk(qs, k, v, 2 * C, j0, lim, lim, &m, &l, acc);
     float inv = 1.0f / l;
     __global float *out = y + (size_t)r * C + h * HD;
     for (uint u = 0; u < NV; u++)

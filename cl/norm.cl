@@ -392,6 +392,101 @@ void ln_param_grads(__global const float *x, __global const float *dy,
     }
 }
 
+/* ---- layernorm where work-groups run as loops (CPUs) ----
+ * One work-item per row (FOR_EACH_PLANE), its sums in order sixteen lanes
+ * at a time (plane_sum); the parameter gradients run down columns
+ * (COLUMNS_OF_ITEM), each column's sum over r = 0, 1, ... in order. */
+__kernel void ln_forward_rows(__global const float *x, __global float *y,
+                              __global const float *gamma, __global const float *beta,
+                              __global float *mean, __global float *rstd, const uint R,
+                              const uint D, const float eps, const int has_beta)
+{
+    FOR_EACH_PLANE(r, R) {
+        __global const float *xr = x + (size_t)r * D;
+        __global float *yr = y + (size_t)r * D;
+        float mu = plane_sum(xr, D, 0.0f, 0) / (float)D;
+        float rs = rsqrt(plane_sum(xr, D, mu, 1) / (float)D + eps);
+        uint j = 0;
+        for (; j + 16 <= D; j += 16) {
+            float16 b = has_beta ? vload16(0, beta + j) : 0.0f;
+            vstore16((vload16(0, xr + j) - mu) * rs * vload16(0, gamma + j) + b, 0, yr + j);
+        }
+        for (; j < D; j++)
+            yr[j] = (xr[j] - mu) * rs * gamma[j] + (has_beta ? beta[j] : 0.0f);
+        mean[r] = mu;
+        rstd[r] = rs;
+    }
+}
+
+/* ln_dx by rows: g = dy gamma; dx = rstd (g - mean(g) - xhat mean(g xhat)). */
+__kernel void ln_dx_rows(__global const float *x, __global const float *dy,
+                         __global const float *gamma, __global const float *mean,
+                         __global const float *rstd, __global float *dx, const uint R,
+                         const uint D)
+{
+    FOR_EACH_PLANE(r, R) {
+        __global const float *xr = x + (size_t)r * D, *dyr = dy + (size_t)r * D;
+        float mu = mean[r], rs = rstd[r];
+        float16 g16 = 0.0f, gx16 = 0.0f;
+        uint j = 0;
+        for (; j + 16 <= D; j += 16) {
+            float16 g = vload16(0, dyr + j) * vload16(0, gamma + j);
+            g16 += g;
+            gx16 += g * ((vload16(0, xr + j) - mu) * rs);
+        }
+        float sum_g = lanes_total(g16), sum_gx = lanes_total(gx16);
+        for (uint t = j; t < D; t++) {
+            float g = dyr[t] * gamma[t];
+            sum_g += g;
+            sum_gx += g * ((xr[t] - mu) * rs);
+        }
+        float mean_g = sum_g / (float)D, mean_gx = sum_gx / (float)D;
+        __global float *dxr = dx + (size_t)r * D;
+        for (j = 0; j + 16 <= D; j += 16) {
+            float16 xhat = (vload16(0, xr + j) - mu) * rs;
+            float16 g = vload16(0, dyr + j) * vload16(0, gamma + j);
+            vstore16(rs * (g - mean_g - xhat * mean_gx), 0, dxr + j);
+        }
+        for (; j < D; j++) {
+            float xhat = (xr[j] - mu) * rs;
+            dxr[j] = rs * (dyr[j] * gamma[j] - mean_g - xhat * mean_gx);
+        }
+    }
+}
+
+/* ln_param_grads down columns: dgamma = sum_r dy xhat, dbeta = sum_r dy. */
+__kernel void ln_param_grads_columns(__global const float *x, __global const float *dy,
+                                     __global const float *mean, __global const float *rstd,
+                                     __global float *dgamma, __global float *dbeta,
+                                     const uint R, const uint D, const int has_beta)
+{
+    COLUMNS_OF_ITEM(c0);
+    if (c0 + 16 <= D) {
+        float16 db = 0.0f, dg = 0.0f;
+        for (uint r = 0; r < R; r++) {
+            size_t at = (size_t)r * D + c0;
+            float16 d = vload16(0, dy + at);
+            db += d;
+            dg += d * ((vload16(0, x + at) - mean[r]) * rstd[r]);
+        }
+        if (has_beta)
+            vstore16(db, 0, dbeta + c0);
+        vstore16(dg, 0, dgamma + c0);
+        return;
+    }
+    COLUMN_TAIL(c, c0, D) {
+        float db = 0.0f, dg = 0.0f;
+        for (uint r = 0; r < R; r++) {
+            size_t at = (size_t)r * D + c;
+            db += dy[at];
+            dg += dy[at] * ((x[at] - mean[r]) * rstd[r]);
+        }
+        if (has_beta)
+            dbeta[c] = db;
+        dgamma[c] = dg;
+    }
+}
+
 /* Eval-mode batchnorm folded into the linear or conv2d before it, over
  * (row, out) where a weight row holds row = in (* k * k) values:
  *   s = gamma / sqrt(running_var + eps)

@@ -211,7 +211,7 @@ START_TEST(attention_tiles_give_the_same_bits)
     const kiln_tensor *results[3] = {args.out, args.saved[0], args.din[0]};
     static const char *names[3] = {"output", "log-sum-exp", "input gradient"};
     float *one[3] = {NULL, NULL, NULL};
-    static const size_t rows[] = {1, 2, 3, 4, 8};
+    static const size_t rows[] = {1, 2, 5}; /* PoCL's choice, and a tile past T */
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         attention_set_rows(rows[r]);
         check_ok(op_forward(OP_ATTENTION, &args));

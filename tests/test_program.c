@@ -1,7 +1,8 @@
 /* The kernel program cache: memory hits, disk hits, corrupt and foreign
  * files rebuilt, build errors with their log, cache directory choice,
  * programs of one kernel, and builds that keep the driver's chatter off
- * stderr unless KILN_VERBOSE is set. */
+ * stderr unless KILN_VERBOSE is set, and kernels that wait while a network
+ * holds the cache to be built together. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -287,6 +288,105 @@ START_TEST(held_binaries_wait_for_the_release)
 }
 END_TEST
 
+/* Fills a tensor of n values with value through tensor.cl's fill kernel k,
+ * then copies it to out with copy (the launches tensor.cl's kernels take). */
+static void fill_and_copy(kiln_ctx *ctx, cl_kernel fill, cl_kernel copy, kiln_tensor *t,
+                          kiln_tensor *out, float value)
+{
+    cl_ulong n = kiln_tensor_numel(t);
+    check_ok(launch_1d(ctx, fill, "fill", n, 0, KARG(t->buf), KARG(value), KARG(n)));
+    check_ok(launch_1d(ctx, copy, "copy", n, 0, KARG(t->buf), KARG(out->buf), KARG(n)));
+}
+
+static void expect_values(const kiln_tensor *t, float value)
+{
+    size_t n = kiln_tensor_numel(t);
+    float *host = test_alloc(n * sizeof *host);
+    check_ok(tensor_read(t, host, n, 1));
+    for (size_t i = 0; i < n; i++)
+        ck_assert_float_eq(host[i], value);
+    free(host);
+}
+
+/* While a network holds the cache, kernels not built yet wait with the
+ * launches after them until something reads the queue; then the kernels of
+ * one source and options are built as one program, the launches run in
+ * order, a kernel asked for without a launch is built too, and a second
+ * context finds both programs' binaries on disk. */
+START_TEST(waiting_kernels_build_as_one_program)
+{
+    fresh_cache_dir();
+    const char *opts = "-DKILN_TEST_VARIANT=9", *other = "-DKILN_TEST_VARIANT=11";
+    size_t shape[1] = {1031}; /* a prime, more than a work-group */
+    for (int run = 0; run < 2; run++) {
+        kiln_ctx *ctx;
+        check_ok(kiln_ctx_create(NULL, &ctx));
+        programs_hold(ctx);
+        kiln_tensor *t, *out;
+        check_ok(kiln_tensor_create(ctx, 1, shape, &t));
+        check_ok(kiln_tensor_create(ctx, 1, shape, &out));
+        cl_kernel fill, copy, again, ahead;
+        check_ok(kernel_get(ctx, "tensor.cl", opts, "fill", &fill));
+        check_ok(kernel_get(ctx, "tensor.cl", opts, "copy", &copy));
+        check_ok(kernel_get(ctx, "tensor.cl", opts, "fill", &again));
+        check_ok(kernel_get(ctx, "tensor.cl", other, "fill", &ahead));
+        ck_assert_ptr_eq(fill, again);
+        fill_and_copy(ctx, fill, copy, t, out, 2.5f);
+        ck_assert_uint_eq(kiln_ctx_launches(ctx), 2);
+        kiln_cache_stats s = kiln_ctx_cache_stats(ctx);
+        ck_assert_uint_eq(s.builds + s.disk_hits, 0); /* nothing built before a read */
+        expect_values(out, 2.5f);
+        s = kiln_ctx_cache_stats(ctx);
+        ck_assert_uint_eq(s.builds, run == 0 ? 2 : 0);
+        ck_assert_uint_eq(s.disk_hits, run == 0 ? 0 : 2);
+        fill_and_copy(ctx, fill, copy, t, out, -1.0f); /* the same handles, built now */
+        expect_values(out, -1.0f);
+        fill_and_copy(ctx, ahead, copy, t, out, 0.5f);
+        expect_values(out, 0.5f);
+        s = kiln_ctx_cache_stats(ctx);
+        ck_assert_uint_eq(s.builds + s.disk_hits, 2);
+        kiln_tensor_free(t);
+        kiln_tensor_free(out);
+        programs_release(ctx);
+        ck_assert_int_eq(cache_files(NULL, 0), 2);
+        kiln_ctx_free(ctx);
+    }
+}
+END_TEST
+
+/* A waiting kernel that does not build fails the read that would have run
+ * it, naming the program and kernel; the context goes on working. */
+START_TEST(a_waiting_kernel_that_fails_to_build_fails_the_read)
+{
+    fresh_cache_dir();
+    kiln_ctx *ctx;
+    check_ok(kiln_ctx_create(NULL, &ctx));
+    programs_hold(ctx);
+    size_t shape[1] = {37};
+    kiln_tensor *t, *out;
+    check_ok(kiln_tensor_create(ctx, 1, shape, &t));
+    check_ok(kiln_tensor_create(ctx, 1, shape, &out));
+    check_ok(kiln_tensor_fill(out, 7.0f));
+    cl_kernel fill, copy;
+    check_ok(kernel_get(ctx, "tensor.cl", "-Dfloat=no_such_type", "fill", &fill));
+    check_ok(kernel_get(ctx, "tensor.cl", "-Dfloat=no_such_type", "copy", &copy));
+    fill_and_copy(ctx, fill, copy, t, out, 1.0f);
+    float host[37];
+    ck_assert_int_eq(tensor_read(out, host, 37, 1), KILN_ERR_BUILD);
+    ck_assert_msg(strstr(kiln_last_error(), "tensor.cl, kernel copy fill") != NULL,
+                  "message: %s", kiln_last_error());
+    expect_values(out, 7.0f); /* the launches were dropped */
+    check_ok(kernel_get(ctx, "tensor.cl", "-DKILN_TEST_VARIANT=10", "fill", &fill));
+    check_ok(kernel_get(ctx, "tensor.cl", "-DKILN_TEST_VARIANT=10", "copy", &copy));
+    fill_and_copy(ctx, fill, copy, t, out, 4.0f);
+    expect_values(out, 4.0f);
+    kiln_tensor_free(t);
+    kiln_tensor_free(out);
+    programs_release(ctx);
+    kiln_ctx_free(ctx);
+}
+END_TEST
+
 /* Runs kiln_program_prepare of tensor.cl with options in a new context
  * while the test's stderr goes to a file; returns what reached it. */
 static char *stderr_of_prepare(const char *options)
@@ -349,6 +449,8 @@ int main(void)
     tcase_add_test(tc, kernels_are_programs_of_their_own);
     tcase_add_test(tc, builds_are_quiet_unless_verbose);
     tcase_add_test(tc, held_binaries_wait_for_the_release);
+    tcase_add_test(tc, waiting_kernels_build_as_one_program);
+    tcase_add_test(tc, a_waiting_kernel_that_fails_to_build_fails_the_read);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -220,6 +220,9 @@ kiln_status blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size
     if (s->engine == KILN_GEMM_KILN)
         return gemm_cpu_sgemm(ctx, ta, tb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c,
                               c_off, ldc);
+    st = programs_flush(ctx); /* CLBlast enqueues on the queue itself */
+    if (st != KILN_OK)
+        return st;
     cl_event event = NULL;
     CLBlastStatusCode code = CLBlastSgemm(
         CLBlastLayoutRowMajor, ta == KILN_TRANS ? CLBlastTransposeYes : CLBlastTransposeNo,

@@ -220,8 +220,8 @@ static kiln_status scratch(kiln_ctx *ctx, int which, size_t bytes, cl_mem *out)
     if (st != KILN_OK)
         return st;
     if (s->scratch_bytes[which] < bytes) {
-        if (s->scratch[which])
-            clReleaseMemObject(s->scratch[which]);
+        if (s->scratch[which]) /* after the launches still waiting for it */
+            programs_release_buffer(ctx, s->scratch[which]);
         s->scratch_bytes[which] = 0;
         cl_int err;
         s->scratch[which] = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);

@@ -287,7 +287,8 @@ static int models(const char *selector, const bench_args *a, int profile, measur
                               &out->image_workers) != KILN_OK)
             rc = cli_fail("bench");
         if (profile) {
-            batch = batch ? batch : 128;
+            const char *own = kiln_model_train_setting(m, "batch");
+            batch = batch ? batch : own ? (size_t)strtoul(own, NULL, 10) : 128;
             printf("\n%s: device time of one training step by layer, batch %zu\n",
                    a->models[i], batch);
             if (kiln_model_profile_steps(m, ctx, batch, 5, cli_write, stdout) != KILN_OK)

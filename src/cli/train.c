@@ -28,6 +28,11 @@
 #define NPZ_FLAG                                                                          \
     {"npz-keys", 'K', "X,Y[,XTEST,YTEST]", "x,y (else x_train,y_train)",                  \
      "the .npz arrays of features and labels, and of the test split"}
+#define SHARD_FLAG                                                                        \
+    {"shard", 'S', NULL, "the model's [train] shard, else off",                          \
+     "--data (and --label) list .npy shards: files or glob patterns, comma-separated, "   \
+     "paired in sorted order; samples are read from disk as batches need them, and "      \
+     "under mpirun each rank reads only its own"}
 #define DEVICE_FLAG                                                                       \
     {"device", 'd', "SEL", "$KILN_DEVICE, else the first GPU, else the first CPU",         \
      "the OpenCL device: an index, platform:device, or part of a platform, vendor or "    \
@@ -39,6 +44,7 @@ static const cli_flag train_flags[] = {
     DATA_FLAG,
     LABEL_FLAG,
     NPZ_FLAG,
+    SHARD_FLAG,
     {"epochs", 'e', "N", "the model's [train] epochs, else 10", "epochs to train"},
     {"batch", 'b', "N", "the model's [train] batch, else 64", "samples per optimizer step"},
     {"steps", 's', "N", "the model's [train] steps, else 1000",
@@ -67,6 +73,7 @@ static const cli_flag eval_flags[] = {
     DATA_FLAG,
     LABEL_FLAG,
     NPZ_FLAG,
+    SHARD_FLAG,
     {"batch", 'b', "N", "the model's [train] batch, else 64", "samples per forward pass"},
     {"limit", 'n', "N", "all", "use at most N samples"},
     DEVICE_FLAG,
@@ -95,6 +102,7 @@ typedef struct {
     const char *device;
     const char *model, *checkpoint;
     const char *accumulate; /* --accumulate, set into the model's [train] */
+    int shard;              /* --shard, set into the model's [train] */
     int json;
 } cli_options;
 
@@ -136,6 +144,7 @@ static int parse(int argc, char **argv, int positional, const cli_command *cmd, 
         case CLI_HELP: return -1;
         case CLI_BAD: return 2;
         case 'j': c->json = 1; break;
+        case 'S': c->shard = 1; break;
         case 'D': c->o.data = optarg; break;
         case 'L': c->o.label = optarg; break;
         case 'K': c->o.npz_keys = optarg; break;
@@ -401,7 +410,8 @@ int cli_train(int argc, char **argv)
     FILE *text = c.json ? stderr : stdout;
     if ((rc = cli_open(c.model, c.device, "train", text, &ctx, &m)) != 0)
         return rc;
-    if (c.accumulate && kiln_model_set_train(m, "accumulate", c.accumulate) != KILN_OK) {
+    if ((c.accumulate && kiln_model_set_train(m, "accumulate", c.accumulate) != KILN_OK) ||
+        (c.shard && kiln_model_set_train(m, "shard", "true") != KILN_OK)) {
         kiln_model_free(m);
         kiln_ctx_free(ctx);
         return cli_fail("train");
@@ -459,6 +469,11 @@ int cli_eval(int argc, char **argv)
     kiln_model *m;
     if ((rc = cli_open(c.model, c.device, "eval", stdout, &ctx, &m)) != 0)
         return rc;
+    if (c.shard && kiln_model_set_train(m, "shard", "true") != KILN_OK) {
+        kiln_model_free(m);
+        kiln_ctx_free(ctx);
+        return cli_fail("eval");
+    }
     kiln_eval_report r;
     if (kiln_evaluate(ctx, m, c.checkpoint, &c.o, &r) != KILN_OK) {
         rc = cli_fail("eval");

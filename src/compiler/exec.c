@@ -236,9 +236,13 @@ kiln_status pipeline_backward(pipeline *p, int training)
                               k ? "bias gradient" : "weight gradient");
         if (st == KILN_OK && p->options.poison)
             st = plan_poison(p, (int)(2 * p->count - i));
+        if (st == KILN_OK && p->on_backward) /* it reads gradients from the queue */
+            st = programs_flush(p->ctx);
         if (st == KILN_OK && p->on_backward)
             st = p->on_backward->enqueued(p->on_backward->user, i);
     }
+    if (st == KILN_OK && p->on_backward) /* read from the queue after it, too */
+        st = programs_flush(p->ctx);
     return st;
 }
 
@@ -276,5 +280,7 @@ kiln_status pipeline_sync_idle(pipeline *p, loss_kind kind)
             st = idle_batchnorm(p, &p->steps[i], 1);
     }
     free(ready);
+    if (st == KILN_OK) /* the gradient buckets read the queue next */
+        st = programs_flush(p->ctx);
     return st;
 }

@@ -140,21 +140,29 @@ kiln_status kiln_model_dot(kiln_model *m, kiln_write_fn fn, void *user)
 }
 
 /* A random batch for the pipeline's input and a target for its loss. */
-static kiln_status random_batch(pipeline *p, loss_kind loss, kiln_tensor **target)
+/* Random inputs (token ids below vocab for a sequence model, else uniform
+ * in [-1, 1]) and targets: class ids of the last dimension for
+ * cross-entropy, (batch) or (batch, time), else uniform in [0, 1]. */
+static kiln_status random_batch(pipeline *p, loss_kind loss, size_t vocab, kiln_tensor **target)
 {
     kiln_rng rng;
     rng_seed(&rng, 1);
     kiln_shape out = p->steps[p->count - 1].shapes.out;
     int ce = loss == LOSS_CROSS_ENTROPY;
-    kiln_shape ts = ce ? shape_make(1, out.d[0], 0, 0, 0) : out;
+    size_t classes = out.d[out.ndim - 1];
+    kiln_shape ts = !ce ? out
+                    : out.ndim == 3 ? shape_make(2, out.d[0], out.d[1], 0, 0)
+                                    : shape_make(1, out.d[0], 0, 0, 0);
     size_t n = kiln_tensor_numel(p->input), nt = shape_numel(&ts);
     float *x = malloc((n > nt ? n : nt) * sizeof *x);
     if (!x)
         return error_set(KILN_ERR_OUT_OF_MEMORY, "trace: out of host memory");
     rng_fill(&rng, x, n, -1, 1);
+    for (size_t i = 0; vocab && i < n; i++)
+        x[i] = (float)(rng_next(&rng) % vocab);
     kiln_status st = kiln_tensor_upload(p->input, x, n);
     for (size_t i = 0; i < nt; i++)
-        x[i] = ce ? (float)(rng_next(&rng) % out.d[1]) : (float)rng_uniform(&rng, 0, 1);
+        x[i] = ce ? (float)(rng_next(&rng) % classes) : (float)rng_uniform(&rng, 0, 1);
     if (st == KILN_OK)
         st = tensor_of(p->ctx, &ts, target);
     if (st == KILN_OK)
@@ -169,7 +177,7 @@ static loss_kind model_loss(const kiln_model *m, const kiln_shape *out)
     for (int k = 0; name && k < LOSS_COUNT; k++)
         if (strcmp(name, loss_name((loss_kind)k)) == 0)
             return (loss_kind)k;
-    return out->ndim == 2 ? LOSS_CROSS_ENTROPY : LOSS_MSE;
+    return out->ndim == 2 || kiln_model_vocab(m) > 0 ? LOSS_CROSS_ENTROPY : LOSS_MSE;
 }
 
 /* What one_step records: launches printed to trace, GEMM shapes into
@@ -195,7 +203,7 @@ static kiln_status watched_steps(kiln_model *m, kiln_ctx *ctx, size_t batch, int
         st = pipeline_create(ctx, m, batch, (pipe_options){.fuse = fused, .plan = 1}, 1, &p);
     loss_kind kind = p ? model_loss(m, &p->steps[p->count - 1].shapes.out) : LOSS_MSE;
     if (st == KILN_OK)
-        st = random_batch(p, kind, &target);
+        st = random_batch(p, kind, (size_t)kiln_model_vocab(m), &target);
     if (st == KILN_OK)
         st = tensor_of(ctx, &one, &loss);
     int steps = w->steps > 0 ? w->steps : 1;

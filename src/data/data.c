@@ -21,6 +21,7 @@ void data_free(dataset *d)
     free(d->lines);
     d->lines = NULL;
     folder_free(d->images);
+    data_free_shards(d);
     free(d->class_names);
     for (size_t i = 0; d->files && i < d->file_count; i++)
         free(d->files[i]);
@@ -593,26 +594,53 @@ kiln_status data_gather(const dataset *d, const size_t *order, size_t first, siz
 {
     for (size_t i = 0; i < n; i++) {
         size_t s = order ? order[first + i] : first + i;
-        if (!d->images)
+        if (d->x)
             memcpy(x + i * d->features, d->x + s * d->features, d->features * sizeof *x);
         memcpy(y + i * d->targets, d->y + s * d->targets, d->targets * sizeof *y);
     }
+    if (d->shards)
+        return shards_gather(d, order, first, n, x);
     return d->images ? folder_gather(d, order, first, n, x) : KILN_OK;
+}
+
+static void add_sums(const float *x, size_t n, size_t in, size_t groups, double *sum)
+{
+    size_t per = in / groups;
+    for (size_t s = 0; s < n; s++)
+        for (size_t i = 0; i < in; i++) {
+            double v = x[s * in + i];
+            sum[i / per] += v;
+            sum[groups + i / per] += v * v;
+        }
 }
 
 void data_sums(const dataset *d, size_t groups, double *sum)
 {
-    size_t in = d->features, per = in / groups;
-    if (d->images) {
+    if (d->images)
         folder_sums(d, groups, sum);
-        return;
+    else
+        data_sums_of(d, 0, d->count, groups, sum);
+}
+
+kiln_status data_sums_of(const dataset *d, size_t first, size_t n, size_t groups, double *sum)
+{
+    if (!d->shards) {
+        add_sums(d->x + first * d->features, n, d->features, groups, sum);
+        return KILN_OK;
     }
-    for (size_t s = 0; s < d->count; s++)
-        for (size_t i = 0; i < in; i++) {
-            double v = d->x[s * in + i];
-            sum[i / per] += v;
-            sum[groups + i / per] += v * v;
-        }
+    size_t chunk = 256, y_size = chunk * d->targets;
+    float *x = malloc(chunk * d->features * sizeof *x), *y = malloc(y_size * sizeof *y);
+    kiln_status st = x && y ? KILN_OK
+                            : error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", d->name);
+    for (size_t at = first; st == KILN_OK && at < first + n; at += chunk) {
+        size_t m = first + n - at < chunk ? first + n - at : chunk;
+        st = data_gather(d, NULL, at, m, x, y);
+        if (st == KILN_OK)
+            add_sums(x, m, d->features, groups, sum);
+    }
+    free(x);
+    free(y);
+    return st;
 }
 
 kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
@@ -623,11 +651,12 @@ kiln_status data_split(dataset *d, double fraction, uint64_t seed, dataset *val)
         return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: a validation split of %g leaves no "
                                                     "samples on one side", d->name, fraction);
     size_t *order = malloc(d->count * sizeof *order);
-    if (order && d->images) {
+    if (order && (d->images || d->shards)) {
         kiln_rng rng;
         rng_seed(&rng, seed ^ 0x5eedull);
         data_shuffle(order, d->count, &rng);
-        kiln_status st = folder_split(d, order, nt, val);
+        kiln_status st = d->images ? folder_split(d, order, nt, val)
+                                   : shards_split(d, order, nt, val);
         free(order);
         return st;
     }

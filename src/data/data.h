@@ -8,6 +8,7 @@
 #include "runtime/rng.h"
 
 typedef struct image_source image_source; /* image folders (folder.h) */
+typedef struct shard_set shard_set;       /* .npy shards read as batches ask (shards.c) */
 
 typedef struct {
     char name[256];   /* where it came from, for messages */
@@ -24,6 +25,8 @@ typedef struct {
     size_t skipped;   /* image folders: bad files skipped (skip_bad) */
     char **files;     /* images in memory: each sample's file (file_count of them), or NULL */
     size_t file_count;
+    shard_set *shards; /* shards: x is NULL and batches read their samples from the files */
+    size_t *rows;      /* shards: sample i is the shard set's row rows[i] */
 } dataset;
 
 void data_free(dataset *d);
@@ -56,6 +59,51 @@ kiln_status data_load_csv(const char *path, const char *label, int header, datas
  * that are all whole numbers from 0 are class indices (as CSV labels);
  * other labels, and (n, k), are targets. labels NULL: unlabelled. */
 kiln_status data_load_npy(const char *features, const char *labels, dataset *out);
+
+/* Shards (shards.c): features is a comma-separated list of .npy files or
+ * glob patterns (each pattern's matches in sorted order), labels NULL or
+ * a list of as many label files, paired in order. Every header is read
+ * and checked (the same sample shape and dtype in every features file,
+ * as many labels as samples, the same label shape), the labels are read
+ * whole, and features stay on disk: batches read them (data_gather). */
+kiln_status data_load_npy_shards(const char *features, const char *labels, dataset *out);
+
+/* data_sums over samples first .. first + n of d only (not for image
+ * folders); reading shards may fail. */
+kiln_status data_sums_of(const dataset *d, size_t first, size_t n, size_t groups, double *sum);
+
+/* What data.c calls for datasets of shards (shards.c). */
+kiln_status shards_gather(const dataset *d, const size_t *order, size_t first, size_t n,
+                          float *x);
+kiln_status shards_split(dataset *d, const size_t *order, size_t nt, dataset *val);
+void data_free_shards(dataset *d);
+/* A digest of a dataset of shards: the files' names and sample counts,
+ * and which rows it holds in which order (0 for other datasets). */
+uint32_t data_shards_digest(const dataset *d);
+
+/* A .npy file's header, checked, with the file's length: values of kind
+ * ('f', 'u', 'i') and size bytes, start at offset. */
+typedef struct {
+    char kind;
+    size_t size;
+    int rank;
+    size_t dims[8];
+    size_t count;
+    size_t offset;
+} npy_info;
+kiln_status data_npy_info(const char *path, npy_info *info);
+
+/* One little-endian .npy value at p as a double. */
+double data_npy_value(char kind, size_t size, const unsigned char *p);
+
+/* The labels .npy of count samples (of the file features, for messages)
+ * into d->y, d->targets and d->classes (data_label_classes). */
+kiln_status data_load_npy_labels(const char *path, size_t count, const char *features,
+                                 dataset *d);
+
+/* classes of d's labels: 1 + the largest when all are whole numbers from
+ * 0 (below 65536) and one a sample, else 0 (regression targets). */
+void data_label_classes(dataset *d);
 
 /* A 1-d .npy array of token ids (any integer type above, or uint16) into
  * ids (to free). */

@@ -24,6 +24,7 @@ typedef struct {
     int rank;
     size_t dims[NPY_MAX_RANK];
     size_t count; /* product of dims */
+    char descr[16];
     const unsigned char *data;
 } npy_array;
 
@@ -207,9 +208,11 @@ static uint32_t le32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* Checks a whole .npy image in memory and points a at its values. */
-static kiln_status npy_parse(const unsigned char *buf, size_t size, const char *name,
-                             npy_array *a)
+/* Checks the magic, version and header of a .npy image whose first size
+ * bytes are in buf (the header at least) and sets *data_at to where its
+ * values start. */
+static kiln_status npy_header(const unsigned char *buf, size_t size, const char *name,
+                              npy_array *a, size_t *data_at)
 {
     memset(a, 0, sizeof *a);
     if (size < 10 || memcmp(buf, "\x93NUMPY", 6) != 0)
@@ -242,32 +245,91 @@ static kiln_status npy_parse(const unsigned char *buf, size_t size, const char *
                                     "NumPy: np.save(path, np.ascontiguousarray(a)))", name);
     if (st == KILN_OK)
         st = check_shape(name, a);
-    if (st != KILN_OK)
-        return st;
-    size_t want = a->count * a->size, have = size - start - len;
+    snprintf(a->descr, sizeof a->descr, "%s", descr);
+    *data_at = start + len;
+    return st;
+}
+
+/* The values after the header are exactly what its shape needs. */
+static kiln_status check_length(const npy_array *a, const char *name, size_t have)
+{
+    size_t want = a->count * a->size;
     char shape[128];
     if (have != want)
         return error_set(KILN_ERR_IO, "%s: shape %s of '%s' needs %zu bytes of data, but %zu "
                                       "follow the header (%s)", name,
-                         shape_text(a, shape, sizeof shape), descr, want, have,
-                         have < want ? "the file is truncated" : "the file is too long");
-    a->data = buf + start + len;
+                         shape_text(a, shape, sizeof shape), a->descr, want, have, have < want ? "the file is truncated"
+                                                 : "the file is too long");
+    return KILN_OK;
+}
+
+/* Checks a whole .npy image in memory and points a at its values. */
+static kiln_status npy_parse(const unsigned char *buf, size_t size, const char *name,
+                             npy_array *a)
+{
+    size_t at = 0;
+    kiln_status st = npy_header(buf, size, name, a, &at);
+    if (st == KILN_OK)
+        st = check_length(a, name, size - at);
+    if (st == KILN_OK)
+        a->data = buf + at;
+    return st;
+}
+
+kiln_status data_npy_info(const char *path, npy_info *info)
+{
+    memset(info, 0, sizeof *info);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return error_set(KILN_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    unsigned char head[12] = {0}, *buf = NULL;
+    size_t got = fread(head, 1, sizeof head, f), want = got;
+    if (got >= 10 && head[6] == 1)
+        want = 10 + (size_t)(head[8] | head[9] << 8);
+    else if (got == 12)
+        want = 12 + (size_t)le32(head + 8);
+    kiln_status st = want <= (1u << 24) && (buf = malloc(want ? want : 1)) != NULL
+                         ? KILN_OK
+                         : error_set(KILN_ERR_IO, "%s: a .npy header of %zu bytes is more "
+                                                  "than kiln reads (16 MiB)", path, want);
+    if (st == KILN_OK) {
+        memcpy(buf, head, got < want ? got : want);
+        got = got < want ? got + fread(buf + got, 1, want - got, f) : want;
+    }
+    struct stat s;
+    npy_array a;
+    size_t at = 0;
+    if (st == KILN_OK)
+        st = npy_header(buf, got, path, &a, &at);
+    if (st == KILN_OK && fstat(fileno(f), &s) != 0)
+        st = error_set(KILN_ERR_IO, "%s: cannot stat (%s)", path, strerror(errno));
+    if (st == KILN_OK)
+        st = check_length(&a, path, (size_t)s.st_size - at);
+    free(buf);
+    fclose(f);
+    if (st != KILN_OK)
+        return st;
+    info->kind = a.kind;
+    info->size = a.size;
+    info->rank = a.rank;
+    memcpy(info->dims, a.dims, sizeof a.dims);
+    info->count = a.count;
+    info->offset = at;
     return KILN_OK;
 }
 
 /* ---- values ------------------------------------------------------------------ */
 
-static double npy_value(const npy_array *a, size_t i)
+double data_npy_value(char kind, size_t size, const unsigned char *p)
 {
-    const unsigned char *p = a->data + i * a->size;
     uint64_t u = 0;
-    for (size_t b = a->size; b-- > 0;)
+    for (size_t b = size; b-- > 0;)
         u = u << 8 | p[b];
-    if (a->kind == 'u')
+    if (kind == 'u')
         return (double)u;
-    if (a->kind == 'i')
-        return a->size == 4 ? (double)(int32_t)(uint32_t)u : (double)(int64_t)u;
-    if (a->size == 4) {
+    if (kind == 'i')
+        return size == 4 ? (double)(int32_t)(uint32_t)u : (double)(int64_t)u;
+    if (size == 4) {
         uint32_t bits = (uint32_t)u;
         float f;
         memcpy(&f, &bits, 4);
@@ -276,6 +338,11 @@ static double npy_value(const npy_array *a, size_t i)
     double d;
     memcpy(&d, &u, 8);
     return d;
+}
+
+static double npy_value(const npy_array *a, size_t i)
+{
+    return data_npy_value(a->kind, a->size, a->data + i * a->size);
 }
 
 /* Every value as a float: finite and within float32's range. uint8 and
@@ -323,13 +390,36 @@ static kiln_status npy_labels(const npy_array *y, const char *name, size_t count
     if (st != KILN_OK)
         return st;
     d->targets = y->count / count;
+    d->count = count;
+    data_label_classes(d);
+    return KILN_OK;
+}
+
+void data_label_classes(dataset *d)
+{
     int integral = d->targets == 1;
-    for (size_t i = 0; integral && i < count; i++)
+    d->classes = 0;
+    for (size_t i = 0; integral && i < d->count; i++)
         integral = d->y[i] >= 0 && d->y[i] == floorf(d->y[i]) && d->y[i] < 65536;
-    for (size_t i = 0; integral && i < count; i++)
+    for (size_t i = 0; integral && i < d->count; i++)
         if ((size_t)d->y[i] + 1 > d->classes)
             d->classes = (size_t)d->y[i] + 1;
-    return KILN_OK;
+}
+
+kiln_status data_load_npy_labels(const char *path, size_t count, const char *features,
+                                 dataset *d)
+{
+    memset(d, 0, sizeof *d);
+    unsigned char *b = NULL;
+    size_t n = 0;
+    npy_array y;
+    kiln_status st = data_read_file(path, NPY_MAX_BYTES + 4096, ".npy files", &b, &n);
+    if (st == KILN_OK)
+        st = npy_parse(b, n, path, &y);
+    if (st == KILN_OK)
+        st = npy_labels(&y, path, count, features, d);
+    free(b);
+    return st;
 }
 
 /* A dataset from a features array (one sample per first index, uint8

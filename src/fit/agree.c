@@ -12,8 +12,10 @@
 static void digest(const dataset *d, double *x, double *y)
 {
     double sx = 0, sy = 0;
-    for (size_t i = 0; i < d->count * d->features; i++)
+    for (size_t i = 0; d->x && i < d->count * d->features; i++)
         sx += (double)d->x[i] * (double)(1 + i % 7);
+    if (d->shards) /* its features are on disk: the files and rows it reads */
+        sx = (double)data_shards_digest(d);
     for (size_t i = 0; i < d->count * d->targets; i++)
         sy += (double)d->y[i] * (double)(1 + i % 5);
     *x = sx, *y = sy;
@@ -34,10 +36,10 @@ static void write_facts(const run *r, const train_state *t, FILE *f)
     const train_config *c = &r->c;
     fprintf(f, "batch = %zu\naccumulate = %d\nepochs = %d\nseed = %llu\nval = %.17g\n"
                "limit = %zu\nloss = %s\nlr = %.9g\nschedule = %s\nsync_batchnorm = %d\n"
-               "normalize = %d\n",
+               "normalize = %d\nshard = %d\n",
             c->batch, c->accumulate, c->epochs, (unsigned long long)c->seed, c->val,
             r->o->limit, loss_name(c->loss), (double)c->optim.lr, sched_name(c->sched.kind),
-            c->sync_batchnorm, (int)c->normalize);
+            c->sync_batchnorm, (int)c->normalize, c->shard);
     fprintf(f, "resume from epoch = %d\nresume from batch = %zu\nresume from step = %llu\n",
             t->epoch, t->batch, (unsigned long long)optim_steps(r->opt));
     write_split(f, "training", &r->train);
@@ -66,5 +68,7 @@ kiln_status agree_on_run(run *r, const train_state *t, kiln_status mine)
                                    "rank 0 before training)",
                                 text, mine);
     free(text);
+    if (st == KILN_OK) /* every rank is here and well: the collectives can start */
+        st = finish_normalization(r);
     return st;
 }

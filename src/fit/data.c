@@ -26,6 +26,12 @@
 static kiln_status load(const run *r, const char *split, dataset *d)
 {
     const kiln_train_options *o = r->o;
+    if (r->c.shard)
+        return data_load_npy_shards(o->data, o->label, d);
+    if (data_has_ext(o->data, ".npy") && strpbrk(o->data, ",*?[") && access(o->data, F_OK) != 0)
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: a list or pattern of .npy files is "
+                                                    "read as shards: set shard = true in "
+                                                    "[train] (or --shard)", o->data);
     if (data_is_folder(o->data))
         return net_load_folder(r->net, &r->c, o->data, split, o->out_dir, d);
     if (data_has_ext(o->data, ".csv"))
@@ -39,9 +45,11 @@ static kiln_status load(const run *r, const char *split, dataset *d)
 
 /* CSV and .npy files hold one split: training holds out its validation
  * share and has no test split; evaluation scores every sample. */
-static int one_split(const kiln_train_options *o)
+static int one_split(const run *r)
 {
-    return o->data && (data_has_ext(o->data, ".csv") || data_has_ext(o->data, ".npy"));
+    const kiln_train_options *o = r->o;
+    return r->c.shard ||
+           (o->data && (data_has_ext(o->data, ".csv") || data_has_ext(o->data, ".npy")));
 }
 
 /* A copy of an in-memory dataset (training normalizes and splits its own);
@@ -100,42 +108,77 @@ static kiln_status check_fit(const run *r, const dataset *d, int labelled)
     return net_check_targets(r->net, d->y, d->count, d->name, d->lines);
 }
 
-/* The training split's mean and deviation per normalization group (every
- * feature, every channel of an image, or all values together), in double,
- * with a deviation of 0 taken as 1; set as the network's normalization. */
-static kiln_status fit_normalization(run *r)
+/* The mean and deviation per group from the sums of count samples (a
+ * deviation of 0 taken as 1; fit 0: mean 0, deviation 1), set as the
+ * network's normalization. */
+static kiln_status set_normalization(run *r, const double *sum, size_t groups, size_t count,
+                                     int fit)
 {
-    int standard = r->c.normalize == NORMALIZE_STANDARD;
-    size_t groups = standard || r->c.normalize == NORMALIZE_GLOBAL
-                        ? net_norm_groups(r->net, standard)
-                        : 1;
-    size_t in = r->train.features, per = in / groups;
-    double *sum = calloc(2 * groups, sizeof *sum);
+    size_t per = r->train.features / groups;
     float *mean = calloc(groups, sizeof *mean), *std = malloc(groups * sizeof *std);
-    kiln_status st = sum && mean && std ? KILN_OK
-                                        : error_set(KILN_ERR_OUT_OF_MEMORY, "normalization: "
-                                                                            "out of memory");
-    int fit = st == KILN_OK && (standard || r->c.normalize == NORMALIZE_GLOBAL);
-    if (fit)
-        data_sums(&r->train, groups, sum);
+    kiln_status st = mean && std ? KILN_OK
+                                 : error_set(KILN_ERR_OUT_OF_MEMORY, "normalization: out of "
+                                                                     "memory");
     for (size_t g = 0; st == KILN_OK && g < groups; g++) {
-        double n = (double)r->train.count * (double)per, m = fit ? sum[g] / n : 0;
+        double n = (double)count * (double)per, m = fit ? sum[g] / n : 0;
         double var = fit ? sum[groups + g] / n - m * m : 1;
         mean[g] = (float)m;
         std[g] = var > 1e-12 ? (float)sqrt(var) : 1.0f;
     }
     if (st == KILN_OK)
         st = kiln_net_set_normalization(r->net, mean, std, groups);
-    free(sum);
     free(mean);
     free(std);
+    return st;
+}
+
+/* The training split's mean and deviation per normalization group (every
+ * feature, every channel of an image, or all values together), in double.
+ * Shards under MPI: each rank sums its slice (dist_slice) of the split,
+ * and finish_normalization adds the slices up once the ranks agree. */
+static kiln_status fit_normalization(run *r)
+{
+    int standard = r->c.normalize == NORMALIZE_STANDARD;
+    int fit = standard || r->c.normalize == NORMALIZE_GLOBAL;
+    size_t groups = fit ? net_norm_groups(r->net, standard) : 1;
+    size_t first = 0, n = r->train.count;
+    double *sum = calloc(2 * groups, sizeof *sum);
+    if (!sum)
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "normalization: out of memory");
+    if (r->train.shards)
+        dist_slice(r->net->comm, 0, r->train.count, &first, &n);
+    kiln_status st = KILN_OK;
+    if (fit && r->train.shards)
+        st = data_sums_of(&r->train, first, n, groups, sum);
+    else if (fit)
+        data_sums(&r->train, groups, sum);
+    if (st == KILN_OK && fit && r->train.shards && dist_comm_size(r->net->comm) > 1) {
+        r->norm_sums = sum, r->norm_groups = groups; /* finish_normalization */
+        return KILN_OK;
+    }
+    if (st == KILN_OK)
+        st = set_normalization(r, sum, groups, r->train.count, fit);
+    free(sum);
+    return st;
+}
+
+kiln_status finish_normalization(run *r)
+{
+    if (!r->norm_sums)
+        return KILN_OK;
+    kiln_status st = dist_sum_doubles(r->net->comm, r->norm_sums, 2 * r->norm_groups,
+                                      "the normalization's sums");
+    if (st == KILN_OK)
+        st = set_normalization(r, r->norm_sums, r->norm_groups, r->train.count, 1);
+    free(r->norm_sums);
+    r->norm_sums = NULL;
     return st;
 }
 
 /* Applies the network's normalization to a split in place. */
 static void normalize_split(const run *r, dataset *d)
 {
-    if (d->count && !d->images) /* images: batch by batch, in stage_batch */
+    if (d->count && d->x) /* images and shards: batch by batch, in stage_batch */
         net_normalize(r->net, d->x, d->count, d->x);
 }
 
@@ -147,7 +190,7 @@ kiln_status prepare_eval_data(run *r)
     const kiln_train_options *o = r->o;
     const kiln_data *given = o->test_data ? o->test_data : o->train_data;
     kiln_status st = given ? copy_data(given, &r->test, NULL)
-                           : load(r, one_split(o) ? "train" : "test", &r->test);
+                           : load(r, one_split(r) ? "train" : "test", &r->test);
     if (st == KILN_OK && !given && r->test.count == 0 &&
         (data_has_ext(o->data, ".npz") || data_is_folder(o->data)))
         st = load(r, "train", &r->test); /* no test arrays or val/ folder: all of it */
@@ -180,7 +223,7 @@ kiln_status prepare_data(run *r)
         st = data_split(&r->train, r->c.val, r->c.seed, &r->val);
     if (st == KILN_OK && memory)
         st = copy_data(o->test_data, &r->test, "test");
-    else if (st == KILN_OK && !one_split(o))
+    else if (st == KILN_OK && !one_split(r))
         st = load(r, "test", &r->test);
     if (o->limit) {
         r->train.count = r->train.count < o->limit ? r->train.count : o->limit;
@@ -218,7 +261,7 @@ kiln_status stage_batch(run *r, net_pipe *q, const dataset *d, const size_t *ord
 {
     float *x = r->x[s], *y = r->y[s];
     kiln_status st = data_gather(d, order, first, n, x, y);
-    if (st == KILN_OK && d->images) /* decoded now: normalized now */
+    if (st == KILN_OK && !d->x) /* decoded or read now: normalized now */
         net_normalize(r->net, x, n, x);
     if (st == KILN_OK)
         st = tensor_write(q->p->input, x, n * d->features, !async);

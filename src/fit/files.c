@@ -125,7 +125,8 @@ static uint32_t train_crc(run *r)
 {
     const dataset *d = &r->train;
     if (!r->has_crc) {
-        uLong c = crc_of(crc32(0L, Z_NULL, 0), d->x, d->count * d->features * sizeof *d->x);
+        uLong c = d->x ? crc_of(crc32(0L, Z_NULL, 0), d->x, d->count * d->features * sizeof *d->x)
+                       : data_shards_digest(d); /* shards: their files and rows */
         r->train_crc = (uint32_t)crc_of(c, d->y, d->count * d->targets * sizeof *d->y);
         r->has_crc = 1;
     }

@@ -355,6 +355,7 @@ void teardown(run *r)
     }
     free(r->out);
     free(r->order);
+    free(r->norm_sums);
     if (r->csv)
         fclose(r->csv);
     if (r->lock >= 0)

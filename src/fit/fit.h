@@ -35,6 +35,8 @@ typedef struct {
     size_t samples_trained;  /* in this call, for samples/s */
     uint32_t train_crc;      /* the training split's fingerprint, once has_crc */
     int has_crc;
+    double *norm_sums;       /* shards under MPI: this rank's normalization sums, until */
+    size_t norm_groups;      /* finish_normalization adds them up (2 x norm_groups) */
 } run;
 
 
@@ -59,6 +61,7 @@ void say(const run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 /* data.c: the splits, evaluation, the best weights */
 kiln_status prepare_data(run *r);
 kiln_status prepare_eval_data(run *r);
+kiln_status finish_normalization(run *r); /* collective: from agree_on_run */
 kiln_status stage_batch(run *r, net_pipe *q, const dataset *d, const size_t *order,
                         size_t first, size_t n, int s, int async);
 kiln_status read_logits(run *r, const net_pipe *q, int async);

@@ -54,6 +54,10 @@ static kiln_status prepare_tokens(run *r, tokens *k)
 {
     k->block = kiln_model_block(r->m);
     k->batch = r->c.batch;
+    if (r->c.shard)
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "shard = true reads .npy shards of samples; "
+                                                    "a token model reads its corpus whole (every "
+                                                    "rank all of it): leave shard out");
     kiln_status st = corpus_load(r->o->data, &k->text);
     if (st == KILN_OK)
         st = corpus_check(&k->text, kiln_model_vocab(r->m), k->block);

@@ -260,6 +260,7 @@ static const key_def keys[] = {
           "seconds a collective may wait for the other ranks, above 0"),
     FIELD("accumulate", F_INT, accumulate, 1, 1000000,
           "a whole number of micro-batches from 1 (the step's batch is batch times it)"),
+    FIELD("shard", F_BOOL, shard, 0, 1, "true or false"),
 };
 
 static kiln_status read_field(const key_ctx *k, const key_def *d)

@@ -40,6 +40,7 @@ typedef struct {
     float class_weight[TRAIN_MAX_CLASS_WEIGHTS];
     double dist_timeout; /* seconds a collective may wait under MPI (0: the default) */
     int accumulate;     /* micro-batches whose gradients are summed into one step */
+    int shard;          /* --data lists .npy shards, read as batches ask (data/shards.c) */
 } train_config;
 
 /* Reads the model's [train] section over PyTorch-like defaults; every bad

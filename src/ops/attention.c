@@ -59,11 +59,19 @@ static size_t attn_rows(const kiln_ctx *ctx)
     return device_loops_work_groups(&ctx->info) ? ATTN_CPU_ROWS : 1;
 }
 
+/* Keys a chunk (KB in cl/attention.cl): 8 where work-groups run as loops
+ * (a vector exp and one rescaling per chunk), else 1. */
+static int attn_chunk(const kiln_ctx *ctx)
+{
+    return device_loops_work_groups(&ctx->info) ? 8 : 1;
+}
+
 static kiln_status attn_kernel(const op_args *c, const char *name, cl_kernel *k)
 {
-    char opts[48];
+    char opts[64];
     size_t D = c->out->shape[2] / c->attrs->heads;
-    snprintf(opts, sizeof opts, "-DHD=%zu -DRQ=%zu", D, attn_rows(c->ctx));
+    snprintf(opts, sizeof opts, "-DHD=%zu -DRQ=%zu -DKB=%d", D, attn_rows(c->ctx),
+             attn_chunk(c->ctx));
     return kernel_get(c->ctx, "attention.cl", opts, name, k);
 }
 

@@ -156,7 +156,7 @@ static kiln_status partial_sums(kiln_ctx *ctx, cl_mem x, size_t n, int square, c
     cl_int sq = square;
     st = launch_1d(ctx, k, name, groups * wg, wg, KARG(x), KARG(count),
                    KARG(chunk), KARG(view), KARG(sq));
-    clReleaseMemObject(view);
+    programs_release_buffer(ctx, view); /* after the launch, if it waits */
     return st;
 }
 

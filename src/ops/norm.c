@@ -396,40 +396,68 @@ static kiln_status ln_infer(const op_attrs *a, const kiln_shape *in, op_shapes *
     return KILN_OK;
 }
 
+/* Where work-groups run as loops (CPUs), layernorm takes a row per
+ * work-item and its parameter gradients down columns (the _rows and
+ * _columns kernels); elsewhere a work-group per row and per column. */
 static kiln_status ln_forward(const op_args *c)
 {
+    int rows_each = device_loops_work_groups(&c->ctx->info);
+    const char *name = rows_each ? "ln_forward_rows" : "ln_forward";
     cl_kernel k;
-    kiln_status st = norm_kernel(c->ctx, "ln_forward", &k);
+    kiln_status st = norm_kernel(c->ctx, name, &k);
     if (st != KILN_OK)
         return st;
     size_t rows = c->saved[0]->numel, wg = reduce_group_size(c->ctx);
-    cl_uint dim = c->in[0]->numel / rows;
+    cl_uint dim = c->in[0]->numel / rows, r = rows;
     cl_int has_beta = c->attrs->bias;
     cl_mem beta = has_beta ? c->param[1]->buf : c->param[0]->buf;
-    return launch_1d(c->ctx, k, "ln_forward", rows * wg, wg, KARG(c->in[0]->buf),
+    if (rows_each)
+        return launch_1d(c->ctx, k, name, op_plane_items(c->ctx, rows), 1, KARG(c->in[0]->buf),
+                         KARG(c->out->buf), KARG(c->param[0]->buf), KARG(beta),
+                         KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(r), KARG(dim),
+                         KARG(c->attrs->eps), KARG(has_beta));
+    return launch_1d(c->ctx, k, name, rows * wg, wg, KARG(c->in[0]->buf),
                      KARG(c->out->buf), KARG(c->param[0]->buf), KARG(beta),
                      KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(dim),
                      KARG(c->attrs->eps), KARG(has_beta));
+}
+
+static kiln_status ln_dx(const op_args *c, size_t rows, cl_uint dim)
+{
+    int rows_each = device_loops_work_groups(&c->ctx->info);
+    const char *name = rows_each ? "ln_dx_rows" : "ln_dx";
+    size_t wg = reduce_group_size(c->ctx);
+    cl_uint r = rows;
+    cl_kernel k;
+    kiln_status st = norm_kernel(c->ctx, name, &k);
+    if (st != KILN_OK)
+        return st;
+    if (rows_each)
+        return launch_1d(c->ctx, k, name, op_plane_items(c->ctx, rows), 1, KARG(c->in[0]->buf),
+                         KARG(c->dout->buf), KARG(c->param[0]->buf), KARG(c->saved[0]->buf),
+                         KARG(c->saved[1]->buf), KARG(c->din[0]->buf), KARG(r), KARG(dim));
+    return launch_1d(c->ctx, k, name, rows * wg, wg, KARG(c->in[0]->buf),
+                     KARG(c->dout->buf), KARG(c->param[0]->buf), KARG(c->saved[0]->buf),
+                     KARG(c->saved[1]->buf), KARG(c->din[0]->buf), KARG(dim));
 }
 
 static kiln_status ln_backward(const op_args *c)
 {
     size_t rows = c->saved[0]->numel, wg = reduce_group_size(c->ctx);
     cl_uint dim = c->in[0]->numel / rows, r = rows;
-    cl_kernel k;
-    kiln_status st = KILN_OK;
-    if (c->din[0] && (st = norm_kernel(c->ctx, "ln_dx", &k)) == KILN_OK)
-        st = launch_1d(c->ctx, k, "ln_dx", rows * wg, wg, KARG(c->in[0]->buf),
-                       KARG(c->dout->buf), KARG(c->param[0]->buf), KARG(c->saved[0]->buf),
-                       KARG(c->saved[1]->buf), KARG(c->din[0]->buf), KARG(dim));
+    kiln_status st = c->din[0] ? ln_dx(c, rows, dim) : KILN_OK;
     cl_int has_beta = c->attrs->bias;
     if (st != KILN_OK || !c->dparam[0] || (has_beta && !c->dparam[1]))
         return st;
-    st = norm_kernel(c->ctx, "ln_param_grads", &k);
+    int columns = device_loops_work_groups(&c->ctx->info);
+    const char *name = columns ? "ln_param_grads_columns" : "ln_param_grads";
+    cl_kernel k;
+    st = norm_kernel(c->ctx, name, &k);
     if (st != KILN_OK)
         return st;
     cl_mem dbeta = has_beta ? c->dparam[1]->buf : c->dparam[0]->buf;
-    return launch_1d(c->ctx, k, "ln_param_grads", dim * wg, wg, KARG(c->in[0]->buf),
+    size_t items = columns ? op_column_items(dim) : dim * wg, local = columns ? 1 : wg;
+    return launch_1d(c->ctx, k, name, items, local, KARG(c->in[0]->buf),
                      KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
                      KARG(c->dparam[0]->buf), KARG(dbeta), KARG(r), KARG(dim),
                      KARG(has_beta));

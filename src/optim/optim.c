@@ -60,6 +60,23 @@ optim_config optim_defaults(optim_kind kind)
     return c;
 }
 
+static const char *step_kernel(const optim_config *c)
+{
+    return c->kind == OPTIM_SGD ? "sgd_step" : "adam_step";
+}
+
+/* Asks for the step's kernels before the first step: while a network holds
+ * the program cache, they are built while its first batch runs
+ * (runtime/launch.c) instead of after the batch's loss is read. */
+static kiln_status ask_for_kernels(optimizer *o)
+{
+    cl_kernel k;
+    kiln_status st = kernel_get(o->p->ctx, "optim.cl", "", step_kernel(&o->cfg), &k);
+    if (st == KILN_OK && o->cfg.clip_norm > 0)
+        st = kernel_get(o->p->ctx, "optim.cl", "", "clip_scale", &k);
+    return st;
+}
+
 kiln_status optim_create(pipeline *p, const optim_config *cfg, optimizer **out)
 {
     optimizer *o = calloc(1, sizeof *o);
@@ -87,6 +104,8 @@ kiln_status optim_create(pipeline *p, const optim_config *cfg, optimizer **out)
         st = tensor_of(p->ctx, &one, &o->sumsq);
     if (st == KILN_OK && cfg->decay_matrices)
         st = make_decay_mask(o);
+    if (st == KILN_OK)
+        st = ask_for_kernels(o);
     if (st != KILN_OK) {
         optim_free(o);
         return st;
@@ -159,7 +178,7 @@ kiln_status optim_step(optimizer *o, float lr)
     ctx_set_label(ctx, "optimizer");
     kiln_status st = c->clip_norm > 0 ? clip_norm_scale(o) : KILN_OK;
     cl_kernel k;
-    const char *name = c->kind == OPTIM_SGD ? "sgd_step" : "adam_step";
+    const char *name = step_kernel(c);
     if (st == KILN_OK)
         st = kernel_get(ctx, "optim.cl", "", name, &k);
     if (st != KILN_OK)

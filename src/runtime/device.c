@@ -480,6 +480,7 @@ void kiln_ctx_free(kiln_ctx *ctx)
 {
     if (!ctx)
         return;
+    deferred_free(ctx); /* launches of a batch that never ended */
     if (ctx->queue)
         clFinish(ctx->queue);
     program_cache_free(ctx->programs);
@@ -503,6 +504,9 @@ kiln_status kiln_ctx_finish(kiln_ctx *ctx)
 {
     if (!ctx)
         return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_finish: ctx is NULL");
+    kiln_status st = programs_flush(ctx);
+    if (st != KILN_OK)
+        return st;
     cl_int err = clFinish(ctx->queue);
     return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clFinish");
 }

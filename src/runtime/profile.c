@@ -67,6 +67,9 @@ kiln_status kiln_ctx_profile_begin(kiln_ctx *ctx)
 {
     if (!ctx)
         return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_profile_begin: ctx is NULL");
+    kiln_status st = programs_flush(ctx); /* launches waiting for programs go unprofiled */
+    if (st != KILN_OK)
+        return st;
     if (!ctx->profile && !(ctx->profile = calloc(1, sizeof *ctx->profile)))
         return error_set(KILN_ERR_OUT_OF_MEMORY, "profile: out of host memory");
     return KILN_OK;

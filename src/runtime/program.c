@@ -33,7 +33,7 @@ typedef struct kernel_entry {
 typedef struct program_entry {
     char *source;
     char *options;
-    char *kernel;  /* the one kernel it holds; "" for all of the source's */
+    char *kernel;  /* the kernels it holds, separated by spaces; "" for all */
     char *unsaved; /* "path\0key" of a binary to write when the cache is freed */
     cl_program program;
     kernel_entry *kernels;
@@ -96,12 +96,13 @@ static const kiln_cl_source *find_source(const char *name, size_t len)
 
 /* A program's text: one embedded source, or several joined by '+'
  * ("group.cl+norm.cl"), compiled together in that order; with `only`, the
- * program holds that kernel alone (keep_one_kernel). */
+ * program holds those kernels alone (keep_kernels): one name, or several
+ * separated by spaces. */
 #define MAX_PARTS 4
 
 typedef struct {
     const char *name;
-    const char *only; /* NULL: every kernel */
+    const char *only; /* NULL: every kernel; else names separated by spaces */
     const kiln_cl_source *part[MAX_PARTS];
     int count;
 } program_text;
@@ -166,13 +167,27 @@ static const char *body_end(const char *s)
     return NULL;
 }
 
-/* text without the kernels other than `keep` (NULL when out of memory). A
- * program of one kernel pays for that kernel only: PoCL compiles every
- * kernel of a program to machine code when its binary is asked for.
+/* Whether the space-separated list names the kernel name[0..len). */
+static int list_has(const char *list, const char *name, size_t len)
+{
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, " ");
+        if (n == len && strncmp(p, name, len) == 0)
+            return 1;
+        p += n;
+        p += strspn(p, " ");
+    }
+    return 0;
+}
+
+/* text without the kernels that `keep` (names separated by spaces) does not
+ * name (NULL when out of memory). A program pays for its own kernels only:
+ * PoCL compiles every kernel of a program to machine code when its binary
+ * is asked for.
  * Kernels are declared at the start of a line, "__kernel [attributes]
  * void name(...) {...}"; a dropped kernel leaves its line breaks, so #line
  * markers and build logs still name the right lines of cl/. */
-static char *keep_one_kernel(const char *text, const char *keep)
+static char *keep_kernels(const char *text, const char *keep)
 {
     char *out = malloc(strlen(text) + 1);
     if (!out)
@@ -186,7 +201,7 @@ static char *keep_one_kernel(const char *text, const char *keep)
             name++;
         size_t len = name ? ident_len(name) : 0;
         const char *end = name ? body_end(name) : NULL;
-        int drop = end && !(strlen(keep) == len && strncmp(name, keep, len) == 0);
+        int drop = end && !list_has(keep, name, len);
         found |= end && !drop;
         const char *next = drop ? end : mark + 1;
         memcpy(o, p, (size_t)(mark + 1 - p));
@@ -200,7 +215,7 @@ static char *keep_one_kernel(const char *text, const char *keep)
         }
         p = next;
     }
-    /* a kernel the source lacks: the whole source, so that clCreateKernel
+    /* no kernel the source has: the whole source, so that clCreateKernel
      * says CL_INVALID_KERNEL_NAME (a program without kernels fails on
      * rusticl as CL_INVALID_PROGRAM_EXECUTABLE instead) */
     strcpy(found ? o : out, found ? p : text);
@@ -488,7 +503,7 @@ static kiln_status compile_source(kiln_ctx *ctx, const program_text *src,
     char *own[MAX_PARTS] = {NULL};
     for (int i = 0; i < src->count; i++) {
         texts[i] = src->part[i]->text;
-        if (src->only && (texts[i] = own[i] = keep_one_kernel(texts[i], src->only)) == NULL)
+        if (src->only && (texts[i] = own[i] = keep_kernels(texts[i], src->only)) == NULL)
             err = CL_OUT_OF_HOST_MEMORY;
     }
     cl_program program = err == CL_SUCCESS ? clCreateProgramWithSource(
@@ -591,18 +606,34 @@ static char *dup_string(const char *s)
     return d ? memcpy(d, s, n) : NULL;
 }
 
-/* The program of source and options holding kernel alone, or every kernel
- * of the source when kernel is "". */
+/* The program of source and options holding the kernels of the list
+ * (names separated by spaces), or every kernel of the source when it is
+ * "". A program built for several kernels also serves each of them. */
+static program_entry *find_program(const kiln_ctx *ctx, const char *source,
+                                   const char *options, const char *kernel)
+{
+    for (program_entry *p = ctx->programs->programs; p; p = p->next)
+        if (strcmp(p->source, source) == 0 && strcmp(p->options, options) == 0 &&
+            (strcmp(p->kernel, kernel) == 0 ||
+             (*kernel && !strchr(kernel, ' ') && list_has(p->kernel, kernel, strlen(kernel)))))
+            return p;
+    return NULL;
+}
+
+int program_built(const kiln_ctx *ctx, const char *source, const char *options,
+                  const char *kernel)
+{
+    return find_program(ctx, source, options ? options : "", kernel) != NULL;
+}
+
 static kiln_status get_program(kiln_ctx *ctx, const char *source, const char *options,
                                const char *kernel, program_entry **out)
 {
-    for (program_entry *p = ctx->programs->programs; p; p = p->next) {
-        if (strcmp(p->source, source) == 0 && strcmp(p->options, options) == 0 &&
-            strcmp(p->kernel, kernel) == 0) {
-            ctx->stats.memory_hits++;
-            *out = p;
-            return KILN_OK;
-        }
+    program_entry *found = find_program(ctx, source, options, kernel);
+    if (found) {
+        ctx->stats.memory_hits++;
+        *out = found;
+        return KILN_OK;
     }
     program_text src;
     kiln_status st = resolve(source, *kernel ? kernel : NULL, &src);
@@ -640,8 +671,15 @@ void programs_hold(kiln_ctx *ctx)
     ctx->programs->holds++;
 }
 
+int programs_held(const kiln_ctx *ctx)
+{
+    return ctx->programs->holds > 0;
+}
+
 void programs_release(kiln_ctx *ctx)
 {
+    if (ctx->programs->holds == 1)
+        programs_flush_quietly(ctx);
     if (ctx->programs->holds > 0 && --ctx->programs->holds == 0)
         for (program_entry *p = ctx->programs->programs; p; p = p->next)
             save_unsaved(ctx, p);
@@ -656,12 +694,21 @@ kiln_status kiln_program_prepare(kiln_ctx *ctx, const char *source, const char *
     return get_program(ctx, source, options ? options : "", "", &entry);
 }
 
+kiln_status program_group(kiln_ctx *ctx, const char *source, const char *options,
+                          const char *kernels)
+{
+    program_entry *entry;
+    return get_program(ctx, source, options ? options : "", kernels, &entry);
+}
+
 kiln_status kernel_get(kiln_ctx *ctx, const char *source, const char *options,
                        const char *kernel, cl_kernel *out)
 {
     if (!ctx || !source || !kernel)
         return error_set(KILN_ERR_INVALID_ARGUMENT, "kernel_get: ctx, source and kernel "
                                                     "are required");
+    if (defer_wanted(ctx) && !program_built(ctx, source, options ? options : "", kernel))
+        return defer_kernel(ctx, source, options ? options : "", kernel, out);
     program_entry *p;
     kiln_status st = get_program(ctx, source, options ? options : "", kernel, &p);
     if (st != KILN_OK)
@@ -686,89 +733,4 @@ kiln_status kernel_get(kiln_ctx *ctx, const char *source, const char *options,
     p->kernels = k;
     *out = k->kernel;
     return KILN_OK;
-}
-
-/* ---- launching ---------------------------------------------------------------- */
-
-static kiln_status set_args(cl_kernel kernel, const char *name, const kiln_karg *args,
-                            int nargs)
-{
-    for (int i = 0; i < nargs; i++) {
-        cl_int err = clSetKernelArg(kernel, (cl_uint)i, args[i].size, args[i].value);
-        if (err != CL_SUCCESS)
-            return error_cl_in(err, "clSetKernelArg", "%s, argument %d", name, i);
-    }
-    return KILN_OK;
-}
-
-static kiln_status enqueue(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl_uint dims,
-                           const size_t *global, const size_t *local)
-{
-    for (cl_uint i = 0; i < dims; i++)
-        if (global[i] == 0)
-            return KILN_OK;
-    cl_event event = NULL;
-    cl_int err = ctx->fail_launch && ctx->launches + 1 >= ctx->fail_launch
-                     ? CL_OUT_OF_RESOURCES
-                     : clEnqueueNDRangeKernel(ctx->queue, kernel, dims, NULL, global, local, 0,
-                                              NULL, profile_slot(ctx, &event));
-    if (err != CL_SUCCESS)
-        return error_cl_in(err, "clEnqueueNDRangeKernel", "%s, %zux%zux%zu items", name,
-                           global[0], dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
-    ctx->launches++;
-    profile_add(ctx, event, name);
-    if (ctx->trace.fn)
-        writef(&ctx->trace, "    kernel %-18s %zu x %zu x %zu\n", name, global[0],
-                dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
-    return KILN_OK;
-}
-
-static kiln_status launch(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl_uint dims,
-                          const size_t *global, const size_t *local, const kiln_karg *args,
-                          int nargs)
-{
-    kiln_status st = set_args(kernel, name, args, nargs);
-    return st == KILN_OK ? enqueue(ctx, kernel, name, dims, global, local) : st;
-}
-
-kiln_status launch_1d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name,
-                           size_t global, size_t local, const kiln_karg *args, int nargs)
-{
-    if (local > 0)
-        global = (global + local - 1) / local * local;
-    return launch(ctx, kernel, name, 1, &global, local > 0 ? &local : NULL, args, nargs);
-}
-
-/* The largest divisor of n that is at most cap. */
-static size_t divisor_upto(size_t n, size_t cap)
-{
-    for (size_t d = n < cap ? n : cap; d > 1; d--)
-        if (n % d == 0)
-            return d;
-    return 1;
-}
-
-kiln_status launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
-                           size_t y, size_t z, const kiln_karg *args, int nargs)
-{
-    size_t global[3] = {x, y, z}, local[3] = {1, 1, 1};
-    /* Where a work-group runs as a loop (PoCL), the driver's own choice of
-     * work-group for an odd range such as (14, 14, 8192) is small, and each
-     * group costs a dispatch: up to 1024 items a group, as many as will
-     * divide the range, fastest axis first (the one the loop vectorizes). */
-    int loops = device_loops_work_groups(&ctx->info);
-    if (loops) {
-        size_t cap = ctx->info.max_work_group_size < 1024 ? ctx->info.max_work_group_size : 1024;
-        local[0] = divisor_upto(x, cap);
-        local[1] = divisor_upto(y, cap / local[0]);
-        local[2] = divisor_upto(z, cap / (local[0] * local[1]));
-    }
-    return launch(ctx, kernel, name, 3, global, loops ? local : NULL, args, nargs);
-}
-
-kiln_status launch_tiles_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
-                              size_t y, const kiln_karg *args, int nargs)
-{
-    size_t global[2] = {x, y}, local[2] = {1, 1};
-    return launch(ctx, kernel, name, 2, global, local, args, nargs);
 }

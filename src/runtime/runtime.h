@@ -110,13 +110,16 @@ char *quiet_end(kiln_quiet *q);
 double now_seconds(void);
 
 typedef struct kiln_program_cache kiln_program_cache;
+typedef struct kiln_deferred kiln_deferred;
 
 kiln_status program_cache_create(kiln_ctx *ctx, kiln_program_cache **out);
 void program_cache_free(kiln_program_cache *cache);
 
 /* Returns a kernel of an embedded source built with options, in a program
- * that holds that kernel alone; the kernel is owned by the context's cache
- * (do not release it). */
+ * that holds that kernel alone (or the kernels a batch asked for together,
+ * see launch.c); the kernel is owned by the context's cache (do not release
+ * it). Within a batch, a kernel not built yet is a placeholder that only
+ * the launches below take. */
 kiln_status kernel_get(kiln_ctx *ctx, const char *source, const char *options,
                             const char *kernel, cl_kernel *out);
 
@@ -126,6 +129,33 @@ kiln_status kernel_get(kiln_ctx *ctx, const char *source, const char *options,
  * program.c). Holds nest. */
 void programs_hold(kiln_ctx *ctx);
 void programs_release(kiln_ctx *ctx);
+
+/* Builds (or finds) the program of source and options holding the kernels
+ * named in a space-separated list. */
+kiln_status program_group(kiln_ctx *ctx, const char *source, const char *options,
+                          const char *kernels);
+/* Whether kernel's program is in the memory cache. */
+int program_built(const kiln_ctx *ctx, const char *source, const char *options,
+                  const char *kernel);
+
+/* Whether a network holds the cache (programs_hold). */
+int programs_held(const kiln_ctx *ctx);
+
+/* While the cache is held, kernels whose programs are not built wait, with
+ * every launch after the first of them, until programs_flush builds them
+ * (one program per source and options) and enqueues the launches in order
+ * (launch.c). Anything that enqueues on the queue, waits for it or reads
+ * from it outside launch.c flushes first. */
+kiln_status programs_flush(kiln_ctx *ctx);
+/* programs_flush where no caller can be told of a failure: the next
+ * programs_flush returns it. */
+void programs_flush_quietly(kiln_ctx *ctx);
+/* Releases buf, after the waiting launches when there are some. */
+void programs_release_buffer(kiln_ctx *ctx, cl_mem buf);
+int defer_wanted(kiln_ctx *ctx);
+kiln_status defer_kernel(kiln_ctx *ctx, const char *source, const char *options,
+                         const char *kernel, cl_kernel *out);
+void deferred_free(kiln_ctx *ctx);
 
 /* The embedded kernel sources (generated from cl/ at build time). */
 typedef struct {
@@ -180,6 +210,7 @@ struct kiln_ctx {
     cl_context context;
     cl_command_queue queue;
     kiln_program_cache *programs;
+    kiln_deferred *deferred; /* launches waiting for their programs (launch.c) */
     kiln_cache_stats stats;
     uint64_t launches; /* kernels, CLBlast calls and copies enqueued */
     kiln_writer trace; /* when its fn is set, every launch is written there */

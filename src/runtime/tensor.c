@@ -177,11 +177,11 @@ static void spare_put(kiln_ctx *ctx, cl_mem buf, size_t bytes)
     kiln_spares *s = &ctx->spares;
     size_t limit = spare_limit(ctx);
     if (bytes < SPARE_MIN_BYTES || bytes > limit) {
-        clReleaseMemObject(buf);
+        programs_release_buffer(ctx, buf);
         return;
     }
     while (s->count == KILN_SPARE_BUFFERS || s->total + bytes > limit) {
-        clReleaseMemObject(s->buf[0]);
+        programs_release_buffer(ctx, s->buf[0]);
         spare_remove(s, 0);
     }
     s->buf[s->count] = buf;
@@ -246,7 +246,7 @@ void kiln_tensor_free(kiln_tensor *t)
     if (!t)
         return;
     if (t->view)
-        clReleaseMemObject(t->buf);
+        programs_release_buffer(t->ctx, t->buf);
     else
         spare_put(t->ctx, t->buf, t->numel * sizeof(float));
     free(t);
@@ -286,6 +286,8 @@ static kiln_status check_count(const kiln_tensor *t, const void *host, size_t co
 kiln_status tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking)
 {
     kiln_status st = check_count(t, src, count, "kiln_tensor_upload", "src");
+    if (st == KILN_OK)
+        st = programs_flush(t->ctx);
     if (st != KILN_OK)
         return st;
     cl_int err = clEnqueueWriteBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,
@@ -296,6 +298,8 @@ kiln_status tensor_write(kiln_tensor *t, const float *src, size_t count, int blo
 kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking)
 {
     kiln_status st = check_count(t, dst, count, "kiln_tensor_download", "dst");
+    if (st == KILN_OK)
+        st = programs_flush(t->ctx);
     if (st != KILN_OK)
         return st;
     cl_int err = clEnqueueReadBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,
@@ -319,6 +323,9 @@ kiln_status kiln_tensor_fill(kiln_tensor *t, float value)
         return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_tensor_fill: tensor is NULL");
     if (t->numel == 0)
         return KILN_OK;
+    kiln_status st = programs_flush(t->ctx);
+    if (st != KILN_OK)
+        return st;
     /* the driver's fill, not a kernel: nothing to compile before a
      * network's first batch (a cold start built tensor.cl for it) */
     cl_int err = clEnqueueFillBuffer(t->ctx->queue, t->buf, &value, sizeof value, 0,
@@ -345,6 +352,9 @@ kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src)
     }
     if (dst == src)
         return KILN_OK;
+    kiln_status st = programs_flush(dst->ctx);
+    if (st != KILN_OK)
+        return st;
     cl_int err = clEnqueueCopyBuffer(dst->ctx->queue, src->buf, dst->buf, 0, 0,
                                      src->numel * sizeof(float), 0, NULL, NULL);
     dst->ctx->launches++;
