@@ -26,6 +26,10 @@
  *   gemm_tile:   tile (p, q) of C, rows p*MR.., columns q*NR..
  *   im2col_panels: op(B) packed straight from a convolution's input
  *   conv_tiles:  a whole convolution, packing and tiles in one launch
+ *   phase_weights, conv_phase_tiles: a strided convolution's input
+ *                gradient, phase by phase
+ *   conv_weight_slots, sum_slots: a convolution's weight gradient, the
+ *                reduction split across items and their sums added
  *   gemm_slots:  a product with few rows of A, packing and tiles in one
  *                launch
  *   gemv_rows:   one row of A times Bᵀ (a linear layer on one sample),
@@ -326,6 +330,32 @@ static void pack_columns(__global float *dst, __global const float *x, uint C, u
         pack_columns_runs(dst, x, C, H, W, K, S, P, D, OH, OW, j0, kbase, k0, k1, extent);
 }
 
+/* Columns k0 .. k1 - 1 (positions (n, oh, ow)) of the NR rows of the im2col
+ * matrix from r0 (of extent; past it the last row repeats), transposed:
+ * dst[(kk - kbase) * NR + j] = col[r0 + j][kk]. Along a row of the matrix,
+ * runs of columns share (n, oh) and read one row of x. */
+static void pack_rows(__global float *dst, __global const float *x, uint C, uint H, uint W,
+                      uint K, uint S, uint P, uint D, uint OH, uint OW, size_t r0,
+                      size_t kbase, size_t k0, size_t k1, size_t extent)
+{
+    uint KK = K * K;
+    for (uint j = 0; j < NR; j++) {
+        uint r = (uint)min(r0 + j, extent - 1);
+        uint c = r / KK, kh = r / K % K, kw = r % K;
+        im2col_at at = im2col_start(k0, OH, OW);
+        for (size_t kk = k0; kk < k1;) {
+            uint run = (uint)min((size_t)(OW - at.ow), k1 - kk);
+            int ih = (int)(at.oh * S + kh * D) - (int)P;
+            int live = ih >= 0 && ih < (int)H;
+            __global const float *row = x + ((at.n * C + c) * H + (uint)max(ih, 0)) * W;
+            window_run(dst + (kk - kbase) * NR + j, NR, row, live, run, S,
+                       (int)(at.ow * S + kw * D) - (int)P, W);
+            kk += run;
+            im2col_advance(&at, run, OH, OW);
+        }
+    }
+}
+
 /* Panels of NR of the im2col matrix of x (N, C, H, W) for a convolution,
  * for the k block kbase.. kbase + k - 1:
  * row r = (c, kh, kw), column q = (n, oh, ow), the value
@@ -344,27 +374,11 @@ im2col_panels(__global float *dst, __global const float *x, const uint C, const 
 {
     size_t k0 = kbase + get_global_id(0) * PACK_K, j0 = get_global_id(1) * NR;
     size_t k1 = min(k0 + PACK_K, (size_t)(kbase + k));
-    uint KK = K * K;
     dst += j0 * k;
-    if (!by_rows) {
+    if (by_rows)
+        pack_rows(dst, x, C, H, W, K, S, P, D, OH, OW, j0, kbase, k0, k1, extent);
+    else
         pack_columns(dst, x, C, H, W, K, S, P, D, OH, OW, j0, kbase, k0, k1, extent);
-        return;
-    }
-    for (uint j = 0; j < NR; j++) {
-        uint r = (uint)min(j0 + j, (size_t)extent - 1);
-        uint c = r / KK, kh = r / K % K, kw = r % K;
-        im2col_at at = im2col_start(k0, OH, OW);
-        for (size_t kk = k0; kk < k1;) {
-            uint run = (uint)min((size_t)(OW - at.ow), k1 - kk);
-            int ih = (int)(at.oh * S + kh * D) - (int)P;
-            int live = ih >= 0 && ih < (int)H;
-            __global const float *row = x + ((at.n * C + c) * H + (uint)max(ih, 0)) * W;
-            window_run(dst + (kk - kbase) * NR + j, NR, row, live, run, S,
-                       (int)(at.ow * S + kw * D) - (int)P, W);
-            kk += run;
-            im2col_advance(&at, run, OH, OW);
-        }
-    }
 }
 
 #if !A_PACKED
@@ -431,6 +445,239 @@ conv_tiles(__global const float *a, __global const float *x, __global float *y,
         uint p0 = (uint)(col0 % (OH * OW));
         pack_columns(panel, x, C, H, W, K, S, P, D, OH, OW, col0, 0, 0, k, n);
         FOR_EACH_ROW_TILE(STORE_PLANES)
+    }
+}
+#endif
+
+#if !A_PACKED
+#define G_ROW(r) \
+    __global const float *a##r = g + (sample * m + min(row0 + r, (size_t)m - 1)) * P2 + p;
+#define STORE_PART(r) \
+    if (row0 + r < m) \
+        store_row(part + (row0 + r) * n + col0, c##r##0, c##r##1, width, 1.0f, beta);
+
+/* The weight gradient of a convolution, for CPUs: dw (m x n, m = O, n =
+ * C K K) = g (N, O, OH, OW), as (O, N OH OW), times the transpose of the
+ * im2col matrix of x (N, C, H, W). The reduction over (n, oh, ow) is cut
+ * into as many equal ranges as there are items; item i sums its range
+ * into its own slot of partial results, part + i m n, kc values of the
+ * range at a time: it packs the NR rows of the im2col matrix of each
+ * panel of dw's columns into its panel slot (kc x NR floats, which stays
+ * in its core's cache), then computes every MR-row tile of dw from it,
+ * reading g in place, and stores the first kc values' sums or adds the
+ * later ones'. sum_slots adds the items' slots in a fixed order: no
+ * atomics, the same bits on every run. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+conv_weight_slots(__global const float *g, __global const float *x, __global float *scratch,
+                  const ulong part_off, const uint C, const uint H, const uint W,
+                  const uint K, const uint S, const uint P, const uint D, const uint OH,
+                  const uint OW, const ulong m, const ulong n, const ulong total,
+                  const ulong kc)
+{
+    size_t items = get_global_size(0), i = get_global_id(0), P2 = (size_t)OH * OW;
+    size_t q_lo = i * total / items, q_hi = (i + 1) * total / items;
+    __global float *panel = scratch + i * kc * NR;
+    __global float *part = scratch + part_off + i * m * n;
+    for (size_t q0 = q_lo; q0 < q_hi; q0 += kc) {
+        size_t q1 = min(q0 + (size_t)kc, q_hi);
+        float beta = q0 == q_lo ? 0.0f : 1.0f;
+        for (size_t col0 = 0; col0 < n; col0 += NR) {
+            size_t width = min((size_t)NR, (size_t)n - col0);
+            pack_rows(panel, x, C, H, W, K, S, P, D, OH, OW, col0, q0, q0, q1, n);
+            for (size_t row0 = 0; row0 < m; row0 += MR) {
+                __global const float *b = panel;
+                ROWS(ACC)
+                for (size_t q = q0; q < q1;) {
+                    size_t sample = q / P2, p = q % P2, run = min(P2 - p, q1 - q);
+                    ROWS(G_ROW)
+                    for (size_t t = 0; t < run; t++) {
+                        floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
+                        ROWS(FMA)
+                        b += NR;
+                    }
+                    q += run;
+                }
+                ROWS(STORE_PART)
+            }
+        }
+    }
+}
+#endif
+
+/* out[j] = slots[j] + slots[count + j] + ... over `items` slots of count
+ * values, added in that order. */
+__kernel void sum_slots(__global const float *slots, const ulong part_off, __global float *out,
+                        const ulong count, const uint items)
+{
+    size_t j = get_global_id(0);
+    if (j >= count)
+        return;
+    slots += part_off;
+    float sum = slots[j];
+    for (uint t = 1; t < items; t++)
+        sum += slots[t * count + j];
+    out[j] = sum;
+}
+
+/* Along one axis of a strided convolution's input gradient, the phase a
+ * (the inputs a, a + S, a + 2 S, ...) is reached by the taps k with
+ * a + P - k D a multiple of S: `count` of them, first, first + step, ...;
+ * tap k reads the gradient at i + (a + P - k D) / S for the phase's
+ * input i. */
+typedef struct {
+    int first, step, count;
+} phase_taps;
+
+static phase_taps taps_of(int a, int K, int S, int P, int D)
+{
+    phase_taps t = {0, 1, 0};
+    for (int k = 0; k < K; k++)
+        if ((a + P - k * D) % S == 0) {
+            if (t.count == 0)
+                t.first = k;
+            else if (t.count == 1)
+                t.step = k - t.first;
+            t.count++;
+        }
+    return t;
+}
+
+/* The inputs of phase a along an axis of n: a, a + S, ... below n. */
+static uint phase_size(uint a, uint n, uint S)
+{
+    return a < n ? (n - a + S - 1) / S : 0;
+}
+
+/* Where phase (a, b)'s weights start in the buffer of phase_weights: the
+ * phases before it, each C rows of O th tw taps, in the order (a, b). */
+static size_t phase_offset(int a, int b, uint O, uint C, uint K, uint S, uint P, uint D)
+{
+    size_t off = 0;
+    for (int i = 0; i < (int)S; i++)
+        for (int j = 0; j < (int)S && (i < a || (i == a && j < b)); j++)
+            off += (size_t)taps_of(i, K, S, P, D).count * taps_of(j, K, S, P, D).count;
+    return off * O * C;
+}
+
+/* The weights of a strided convolution's input gradient, phase by phase:
+ * for phase (a, b), a matrix of C rows and O th tw columns (o, t, u), its
+ * column (o, t, u) of row c the weight w[o, c, kh, kw] of the t-th tap kh
+ * of phase a and the u-th tap kw of phase b. One item per weight; each
+ * lands in exactly one phase. */
+__kernel void phase_weights(__global const float *w, __global float *wp, const uint O,
+                            const uint C, const uint K, const uint S, const uint P,
+                            const uint D)
+{
+    uint i = get_global_id(0);
+    if (i >= O * C * K * K)
+        return;
+    uint kw = i % K, kh = i / K % K, c = i / (K * K) % C, o = i / (K * K * C);
+    int a = (((int)(kh * D) - (int)P) % (int)S + (int)S) % (int)S;
+    int b = (((int)(kw * D) - (int)P) % (int)S + (int)S) % (int)S;
+    phase_taps th = taps_of(a, K, S, P, D), tw = taps_of(b, K, S, P, D);
+    int t = ((int)kh - th.first) / th.step, u = ((int)kw - tw.first) / tw.step;
+    size_t cols = (size_t)O * th.count * tw.count;
+    wp[phase_offset(a, b, O, C, K, S, P, D) + c * cols + (o * th.count + t) * tw.count + u] =
+        w[i];
+}
+
+/* Rows 0 .. k - 1, (o, t, u), of the panel of NR columns from j0 (of
+ * extent), (n, i, j) over N x HA x WB, of phase (a, b)'s gradient matrix:
+ * g[n, o, i + sh, j + sw] for the taps t, u, or 0 outside g; columns past
+ * the extent are zero. Runs along j read one row of g. */
+static void pack_phase_columns(__global float *dst, __global const float *g, uint O, uint OH,
+                               uint OW, phase_taps th, phase_taps tw, int a, int b, int S,
+                               int P, int D, uint HA, uint WB, size_t j0, size_t k,
+                               size_t extent)
+{
+    uint per_o = (uint)(th.count * tw.count);
+    for (size_t kk = 0; kk < k; kk++) {
+        uint o = (uint)kk / per_o, t = (uint)kk % per_o / tw.count, u = (uint)kk % tw.count;
+        int sh = (a + P - (th.first + (int)t * th.step) * D) / S;
+        int sw = (b + P - (tw.first + (int)u * tw.step) * D) / S;
+        im2col_at at = im2col_start(j0, HA, WB);
+        __global float *out = dst + kk * NR;
+        for (uint j = 0; j < NR;) {
+            uint run = min(min(WB - at.ow, NR - j),
+                           (uint)max((long)extent - (long)(j0 + j), 1L));
+            int gh = (int)at.oh + sh;
+            int live = j0 + j < extent && gh >= 0 && gh < (int)OH;
+            __global const float *row = g + ((at.n * O + o) * OH + (uint)max(gh, 0)) * OW;
+            window_run(out + j, 1, row, live, run, 1, (int)at.ow + sw, OW);
+            j += run;
+            im2col_advance(&at, run, HA, WB);
+        }
+    }
+}
+
+/* Row `row` (a channel c of C) of a tile's NR results, the columns from
+ * (n, i, j) of phase (a, b), into dx (N, C, H, W) at (a + S i, b + S j). */
+static void store_phase(__global float *dx, floatV x0, floatV x1, im2col_at at, size_t width,
+                        size_t row, uint C, uint H, uint W, uint HA, uint WB, uint a, uint b,
+                        uint S)
+{
+    float t[NR];
+    vstoreV(x0, 0, t);
+    vstoreV(x1, 1, t);
+    for (size_t j = 0; j < width;) {
+        uint run = min(WB - at.ow, (uint)(width - j));
+        __global float *o = dx + ((at.n * C + row) * H + a + S * at.oh) * W + b + S * at.ow;
+        for (uint r = 0; r < run; r++)
+            o[r * S] = t[j + r];
+        j += run;
+        im2col_advance(&at, run, HA, WB);
+    }
+}
+
+#if !A_PACKED
+#define STORE_PHASE(r) \
+    if (row0 + r < m) \
+        store_phase(dx, c##r##0, c##r##1, at, width, row0 + r, C, H, W, HA, WB, pa, pb, S);
+
+/* The input gradient of a strided convolution, dx (N, C, H, W), from its
+ * output gradient g (N, O, OH, OW), for CPUs. The inputs fall into S x S
+ * phases (a + S i, b + S j); each phase is a stride-1 convolution of g by
+ * the taps that reach it (phase_weights' matrix of that phase, read in
+ * place), so no product is spent on the zeros of a dilated g. Item q takes
+ * the panels q, q + items, ... of the phases' panels in turn, packs each
+ * into its own slot of scratch (O K K x NR floats at most, which stays in
+ * its core's cache) and computes every MR-row tile of C from it, storing
+ * straight into dx: one launch, every value of dx written once. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+conv_phase_tiles(__global const float *wp, __global const float *g, __global float *dx,
+                 __global float *scratch, const uint N, const uint C, const uint H,
+                 const uint W, const uint O, const uint OH, const uint OW, const uint K,
+                 const uint S, const uint P, const uint D, const ulong slot)
+{
+    __global float *panel = scratch + get_global_id(0) * slot;
+    __global const float *a = wp;
+    const ulong m = C;
+    size_t all = 0;
+    for (uint ph = 0; ph < S * S; ph++) {
+        size_t cols = (size_t)N * phase_size(ph / S, H, S) * phase_size(ph % S, W, S);
+        all += (cols + NR - 1) / NR;
+    }
+    for (size_t q = get_global_id(0); q < all; q += get_global_size(0)) {
+        uint ph = 0, HA = 0, WB = 0;
+        size_t rest = q, extent = 0;
+        for (;; ph++) {
+            HA = phase_size(ph / S, H, S);
+            WB = phase_size(ph % S, W, S);
+            extent = (size_t)N * HA * WB;
+            if (rest < (extent + NR - 1) / NR)
+                break;
+            rest -= (extent + NR - 1) / NR;
+        }
+        uint pa = ph / S, pb = ph % S;
+        phase_taps th = taps_of((int)pa, (int)K, (int)S, (int)P, (int)D);
+        phase_taps tw = taps_of((int)pb, (int)K, (int)S, (int)P, (int)D);
+        const ulong k = (ulong)O * th.count * tw.count, lda = k;
+        const ulong a_off = phase_offset((int)pa, (int)pb, O, C, K, S, P, D);
+        size_t col0 = rest * NR, width = min((size_t)NR, extent - col0);
+        im2col_at at = im2col_start(col0, HA, WB);
+        pack_phase_columns(panel, g, O, OH, OW, th, tw, (int)pa, (int)pb, (int)S, (int)P,
+                           (int)D, HA, WB, col0, k, extent);
+        FOR_EACH_ROW_TILE(STORE_PHASE)
     }
 }
 #endif

@@ -64,6 +64,24 @@ static const op_case cases[] = {
      .pad = 2},
     {"conv 2x3x11x12 k3 p2 d2 ->4 relu", OP_CONV2D, 1, 1, {S4(2, 3, 11, 12)}, .out = 4,
      .kernel = 3, .pad = 2, .dilation = 2, .act = KILN_ACT_RELU},
+    {"conv 3x7x9x8 k3 s2 p1 ->11", OP_CONV2D, 1, 1, {S4(3, 7, 9, 8)}, .out = 11, .kernel = 3,
+     .stride = 2, .pad = 1},
+    {"conv 2x5x10x9 k1 s2 ->6 no bias", OP_CONV2D, 1, 1, {S4(2, 5, 10, 9)}, .out = 6,
+     .kernel = 1, .stride = 2, .no_bias = 1},
+    {"conv 3x4x9x10 k3 s2 ->6", OP_CONV2D, 1, 1, {S4(3, 4, 9, 10)}, .out = 6, .kernel = 3,
+     .stride = 2},
+    {"conv 5x37x13x11 k3 s2 p1 ->67", OP_CONV2D, 1, 1, {S4(5, 37, 13, 11)}, .out = 67,
+     .kernel = 3, .stride = 2, .pad = 1},
+    {"conv 17x35x6x6 k3 p1 ->33", OP_CONV2D, 1, 1, {S4(17, 35, 6, 6)}, .out = 33, .kernel = 3,
+     .pad = 1},
+    {"conv 3x13x9x8 k3 s2 p1 ->5", OP_CONV2D, 1, 1, {S4(3, 13, 9, 8)}, .out = 5, .kernel = 3,
+     .stride = 2, .pad = 1},
+    {"conv 2x9x7x10 k1 s2 ->4", OP_CONV2D, 1, 1, {S4(2, 9, 7, 10)}, .out = 4, .kernel = 1,
+     .stride = 2},
+    {"conv 2x5x11x13 k3 s3 p2 d2 ->3", OP_CONV2D, 1, 1, {S4(2, 5, 11, 13)}, .out = 3,
+     .kernel = 3, .stride = 3, .pad = 2, .dilation = 2},
+    {"conv 2x130x3x3 k3 p1 ->120 no bias", OP_CONV2D, 1, 1, {S4(2, 130, 3, 3)}, .out = 120,
+     .kernel = 3, .pad = 1, .no_bias = 1},
     {"maxpool 3x3x5x7 k2", OP_MAXPOOL, 1, 1, {S4(3, 3, 5, 7)}, .kernel = 2},
     {"maxpool 1x1x28x28 k3 s2 p1", OP_MAXPOOL, 1, 1, {S4(1, 1, 28, 28)}, .kernel = 3,
      .stride = 2, .pad = 1},
@@ -627,6 +645,40 @@ START_TEST(every_initialiser_has_a_formula)
 }
 END_TEST
 
+/* The gradients of a convolution, downloaded after one backward. */
+static void conv_grads(fixture *f, float *dx, float *dw)
+{
+    check_ok(op_backward(OP_CONV2D, &f->args));
+    check_ok(kiln_tensor_download(f->din_t[0], dx, f->in[0].n));
+    check_ok(kiln_tensor_download(f->dparam_t[0], dw, f->param[0].n));
+}
+
+/* A convolution's backward gives the same bits on a second run: the
+ * weight gradient's partial sums are added in a fixed order. */
+START_TEST(convolution_backward_gives_the_same_bits)
+{
+    const op_case *tc = &cases[_i];
+    if (tc->kind != OP_CONV2D)
+        return;
+    fixture f;
+    fixture_setup(&f, tc);
+    check_ok(op_forward(OP_CONV2D, &f.args));
+    f.din_t[0] = f.args.din[0] = device_of(&tc->in[0], NULL);
+    f.dparam_t[0] = f.args.dparam[0] = device_of(&f.s.param[0], NULL);
+    size_t nx = f.in[0].n, nw = f.param[0].n;
+    float *dx = test_alloc(2 * nx * sizeof *dx), *dw = test_alloc(2 * nw * sizeof *dw);
+    conv_grads(&f, dx, dw);
+    conv_grads(&f, dx + nx, dw + nw);
+    ck_assert_msg(memcmp(dx, dx + nx, nx * sizeof *dx) == 0, "%s: input gradients differ",
+                  tc->label);
+    ck_assert_msg(memcmp(dw, dw + nw, nw * sizeof *dw) == 0, "%s: weight gradients differ",
+                  tc->label);
+    free(dx);
+    free(dw);
+    fixture_teardown(&f);
+}
+END_TEST
+
 /* Where kiln's GEMM runs the convolutions (PoCL), they also at the tiles
  * of AVX2 (6 x 16) and of 128-bit vectors (4 x 8), whose panels of 16 and
  * 8 columns take other paths through the packing. */
@@ -636,7 +688,9 @@ START_TEST(convolution_at_other_tiles)
     kiln_ctx *ctx = test_ctx();
     if (tc->kind != OP_CONV2D || kiln_ctx_gemm(ctx) != KILN_GEMM_KILN)
         return;
-    const gemm_tile tiles[] = {{6, 8, 0}, {4, 4, 0}};
+    /* 3 x 16 with a k block of 37: the weight gradient's reduction in
+     * several blocks per item, and products past the block */
+    const gemm_tile tiles[] = {{6, 8, 0}, {4, 4, 0}, {3, 8, 37}};
     for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
         check_ok(gemm_tile_set(ctx, tiles[i]));
         check_case(tc);
@@ -791,6 +845,7 @@ int main(void)
     TCase *tc = tcase_create("ops");
     tcase_add_loop_test(tc, operator_matches_reference, 0, CASE_COUNT);
     tcase_add_loop_test(tc, convolution_at_other_tiles, 0, CASE_COUNT);
+    tcase_add_loop_test(tc, convolution_backward_gives_the_same_bits, 0, CASE_COUNT);
     list_act_cases();
     tcase_add_loop_test(tc, activation_matches_reference, 0, act_case_count);
     tcase_add_test(tc, fusing_ops_have_samples);

@@ -131,6 +131,29 @@ kiln_status gemm_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a
 int gemm_cpu_conv_fits(kiln_ctx *ctx, size_t k);
 kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y);
 
+/* A convolution's weight gradient with kiln's GEMM: dw (m x C K K) = g
+ * (N, m, OH, OW), read as (m, N OH OW), times the transpose of the im2col
+ * matrix of x; the reduction split across items, each summing its part in
+ * a slot of its own, then the slots added in a fixed order (gemm.cl's
+ * conv_weight_slots and sum_slots: two launches, the same bits on every
+ * run). */
+kiln_status gemm_cpu_conv_weights(kiln_ctx *ctx, cl_mem g, const gemm_im2col *x, size_t m,
+                                  cl_mem dw);
+/* Whether a weight gradient of m x n takes gemm_cpu_conv_weights: where
+ * an item's slot of partial sums stays small enough to be cached. */
+int gemm_cpu_conv_weights_pay(size_t m, size_t n);
+
+/* The input gradient of a strided convolution with kiln's GEMM: dx (x's
+ * dims, into the buffer x->x) from g (N, o, OH, OW) and the weights w (o,
+ * C, K, K), phase by phase of the inputs (a + S i, b + S j), each a
+ * stride-1 convolution of g by the taps that reach it (gemm.cl's
+ * phase_weights and conv_phase_tiles: two launches).
+ * gemm_cpu_conv_phases_fit says whether the taps of a phase fit the k
+ * block. */
+int gemm_cpu_conv_phases_fit(kiln_ctx *ctx, size_t o, const gemm_im2col *x);
+kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
+                                 const gemm_im2col *x);
+
 /* "auto", "clblast" or "kiln" into *out; what names the source in errors. */
 kiln_status gemm_engine_parse(const char *text, const char *what, kiln_gemm_engine *out);
 /* AUTO made concrete for the context's device: kiln's GEMM where the

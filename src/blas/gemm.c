@@ -454,3 +454,130 @@ kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
                      KARG(slots), KARG(C), KARG(H), KARG(W), KARG(K), KARG(S), KARG(P),
                      KARG(D), KARG(OH), KARG(OW), KARG(mm), KARG(nn), KARG(kk));
 }
+
+/* Items of conv_weight_slots: a few per compute unit (each adds a slot of
+ * m x n partial sums that sum_slots reads back), none with an empty
+ * range. */
+#define WEIGHT_ITEMS_PER_UNIT 4
+/* The largest weight gradient taken from per-item slots: an item's slot
+ * of partial sums is passed over once per k run and should stay near its
+ * core's cache. Above it (128 x 128 x 3 x 3 weights at 8 x 8) the blocked
+ * GEMM measured faster on a 2-core AMD EPYC (docs/gemm.md). */
+#define WEIGHT_SLOT_BYTES (512u << 10)
+/* The bytes of the output gradient one item multiplies per k run. */
+#define WEIGHT_ROWS_BYTES (128u << 10)
+
+int gemm_cpu_conv_weights_pay(size_t m, size_t n)
+{
+    return m * n * sizeof(float) <= WEIGHT_SLOT_BYTES;
+}
+
+kiln_status gemm_cpu_conv_weights(kiln_ctx *ctx, cl_mem g, const gemm_im2col *x, size_t m,
+                                  cl_mem dw)
+{
+    size_t n = x->c * x->k * x->k, total = x->n * x->oh * x->ow;
+    blas_state *s;
+    cl_mem buf;
+    cl_kernel slots_kernel, sum_kernel;
+    kiln_status st = tiled_state(ctx, &s);
+    if (st != KILN_OK)
+        return st;
+    size_t items = WEIGHT_ITEMS_PER_UNIT * device_units(&ctx->info);
+    items = items < total ? items : total;
+    size_t nr = 2 * (size_t)s->tile.v, most = (total + items - 1) / items;
+    /* the longest run an item packs: within the k block, and short enough
+     * that the gradient's rows for it (m of them) stay in the cache while
+     * every panel of dw's columns passes */
+    size_t kc = WEIGHT_ROWS_BYTES / sizeof(float) / m;
+    kc = kc < 64 ? 64 : kc;
+    kc = kc < s->tile.kc ? kc : s->tile.kc;
+    kc = kc < most ? kc : most;
+    size_t part_off = items * kc * nr;
+    st = scratch(ctx, 1, (part_off + items * m * n) * sizeof(float), &buf);
+    if (st == KILN_OK)
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_weight_slots",
+                        &slots_kernel);
+    if (st == KILN_OK)
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "sum_slots", &sum_kernel);
+    if (st != KILN_OK)
+        return st;
+    cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,
+            S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
+            OW = (cl_uint)x->ow, count = (cl_uint)items;
+    cl_ulong po = part_off, mm = m, nn = n, tt = total, kk = kc, mn = m * n;
+    st = launch_1d(ctx, slots_kernel, "conv_weight_slots", items, 1, KARG(g), KARG(x->x),
+                   KARG(buf), KARG(po), KARG(C), KARG(H), KARG(W), KARG(K), KARG(S), KARG(P),
+                   KARG(D), KARG(OH), KARG(OW), KARG(mm), KARG(nn), KARG(tt), KARG(kk));
+    return st != KILN_OK ? st
+                         : launch_1d(ctx, sum_kernel, "sum_slots", mn, mn < 64 ? mn : 64,
+                                     KARG(buf), KARG(po), KARG(dw), KARG(mn), KARG(count));
+}
+
+/* The taps of phase a along one axis of a stride-S convolution (gemm.cl's
+ * taps_of): the k < K with a + P - k D a multiple of S. */
+static size_t phase_tap_count(size_t a, const gemm_im2col *x)
+{
+    size_t count = 0;
+    for (size_t k = 0; k < x->k; k++)
+        count += (a + x->p + x->s * x->k * x->d - k * x->d) % x->s == 0;
+    return count;
+}
+
+/* The most taps any phase has along one axis. */
+static size_t phase_most_taps(const gemm_im2col *x)
+{
+    size_t most = 0;
+    for (size_t a = 0; a < x->s; a++) {
+        size_t t = phase_tap_count(a, x);
+        most = t > most ? t : most;
+    }
+    return most;
+}
+
+int gemm_cpu_conv_phases_fit(kiln_ctx *ctx, size_t o, const gemm_im2col *x)
+{
+    size_t most = phase_most_taps(x);
+    return gemm_cpu_conv_fits(ctx, o * most * most);
+}
+
+kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
+                                 const gemm_im2col *x)
+{
+    size_t most = phase_most_taps(x), panels = 0;
+    blas_state *s;
+    cl_mem wp, slots;
+    cl_kernel weights, tiles_kernel;
+    kiln_status st = tiled_state(ctx, &s);
+    if (st != KILN_OK)
+        return st;
+    size_t nr = 2 * (size_t)s->tile.v, slot = o * most * most * nr;
+    for (size_t ph = 0; ph < x->s * x->s; ph++) {
+        size_t a = ph / x->s, b = ph % x->s;
+        size_t ha = a < x->h ? (x->h - a + x->s - 1) / x->s : 0;
+        size_t wb = b < x->w ? (x->w - b + x->s - 1) / x->s : 0;
+        panels += (x->n * ha * wb + nr - 1) / nr;
+    }
+    size_t items = slot_items(ctx, panels), count = o * x->c * x->k * x->k;
+    st = scratch(ctx, 0, count * sizeof(float), &wp);
+    if (st == KILN_OK)
+        st = scratch(ctx, 1, (items ? items : 1) * (slot ? slot : 1) * sizeof(float), &slots);
+    if (st == KILN_OK)
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "phase_weights", &weights);
+    if (st == KILN_OK)
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_phase_tiles",
+                        &tiles_kernel);
+    if (st != KILN_OK)
+        return st;
+    cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w,
+            O = (cl_uint)o, OH = (cl_uint)x->oh, OW = (cl_uint)x->ow, K = (cl_uint)x->k,
+            S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d;
+    cl_ulong sl = slot;
+    st = launch_1d(ctx, weights, "phase_weights", count, 64, KARG(w), KARG(wp), KARG(O),
+                   KARG(C), KARG(K), KARG(S), KARG(P), KARG(D));
+    return st != KILN_OK || items == 0
+               ? st
+               : launch_1d(ctx, tiles_kernel, "conv_phase_tiles", items, 1, KARG(wp),
+                           KARG(g), KARG(x->x), KARG(slots), KARG(N), KARG(C), KARG(H),
+                           KARG(W), KARG(O), KARG(OH), KARG(OW), KARG(K), KARG(S), KARG(P),
+                           KARG(D), KARG(sl));
+}

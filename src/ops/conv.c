@@ -10,7 +10,8 @@ typedef struct {
     size_t n, c, h, w, o, oh, ow, k, s, p, d;
 } conv_dims;
 
-/* Weight rows (C K K) below this take weight_grads_direct on CPUs. */
+/* Weight rows (C K K) below this take weight_grads_direct on CPUs where
+ * conv_weight_slots does not apply. */
 #define CONV_DIRECT_ROWS 32
 
 /* Stride and dilation, where 0 means the default 1. */
@@ -181,6 +182,18 @@ static int input_grads_fused(const op_args *c, const conv_dims *d)
     return d->s == 1 && d->d * (d->k - 1) >= d->p && fused_fits(c, d, d->o);
 }
 
+/* Whether the input gradient runs phase by phase of its inputs, each
+ * phase a convolution of g by the taps that reach it (strided
+ * convolutions, and those conv_tiles does not take): on CPUs, where the
+ * taps of a phase fit the k block and the layer does not widen (with O >
+ * C it packs more than the column-gradient GEMM and measured slower,
+ * docs/gemm.md). rusticl's llvmpipe crashed compiling conv_phase_tiles
+ * for some shapes, so it stays on the col2im path. */
+static int input_grads_phased(const op_args *c, const conv_dims *d, const gemm_im2col *dx)
+{
+    return cpu_shaped(c) && d->o <= d->c && gemm_cpu_conv_phases_fit(c->ctx, d->o, dx);
+}
+
 static kiln_status fused_input_grads(const op_args *c, const conv_dims *d, cl_mem g)
 {
     kiln_shape s = shape_make(2, d->c, d->o * d->k * d->k, 0, 0);
@@ -241,10 +254,17 @@ static kiln_status conv_backward(const op_args *c)
     cl_mem g = dz ? dz->buf : c->dout->buf; /* (N, O, P) */
     if (st == KILN_OK && c->attrs->bias && c->dparam[1])
         st = op_channel_sums(c->ctx, g, d.n, d.o, d.oh * d.ow, c->dparam[1]->buf);
-    int direct = c->dparam[0] && weight_grads_direct(c, &d);
+    int slotted = c->dparam[0] && kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
+                  gemm_cpu_conv_weights_pay(d.o, d.c * d.k * d.k);
+    int direct = c->dparam[0] && !slotted && weight_grads_direct(c, &d);
     int fused = c->din[0] && input_grads_fused(c, &d);
+    gemm_im2col x = {c->in[0]->buf, d.n, d.c, d.h, d.w, d.k, d.s, d.p, d.d, d.oh, d.ow};
+    gemm_im2col dx = {c->din[0] ? c->din[0]->buf : NULL, d.n, d.c, d.h, d.w, d.k, d.s, d.p,
+                      d.d, d.oh, d.ow};
+    int phased = c->din[0] && !fused && input_grads_phased(c, &d, &dx);
     /* gt: the gradient as (O, N*P), the GEMM's layout */
-    if (st == KILN_OK && d.n > 1 && ((c->dparam[0] && !direct) || (c->din[0] && !fused))) {
+    if (st == KILN_OK && d.n > 1 &&
+        ((c->dparam[0] && !direct && !slotted) || (c->din[0] && !fused && !phased))) {
         kiln_shape s = shape_make(2, d.o, np, 0, 0);
         st = tensor_of(c->ctx, &s, &dzt);
         if (st == KILN_OK)
@@ -253,10 +273,14 @@ static kiln_status conv_backward(const op_args *c)
     cl_mem gt = dzt ? dzt->buf : g;
     if (st == KILN_OK && direct)
         st = direct_weight_grads(c, &d, g);
+    else if (st == KILN_OK && slotted)
+        st = gemm_cpu_conv_weights(c->ctx, g, &x, d.o, c->dparam[0]->buf);
     else if (st == KILN_OK && c->dparam[0]) /* dW (O, CKK) = gt colᵀ */
         st = times_columns(c, &d, gt, c->dparam[0]->buf, 1);
     if (st == KILN_OK && fused)
         st = fused_input_grads(c, &d, g);
+    else if (st == KILN_OK && phased)
+        st = gemm_cpu_conv_phases(c->ctx, d.o, c->param[0]->buf, g, &dx);
     else if (st == KILN_OK && c->din[0]) { /* dcol (CKK, N*P) = Wᵀ gt, then col2im */
         kiln_shape s = shape_make(2, ckk, np, 0, 0);
         st = tensor_of(c->ctx, &s, &dcol);
