@@ -6,8 +6,6 @@
  *   col2im, over (W, H, N*C): dx[n, c, ih, iw] = sum over the taps (kh, kw)
  *           whose window covers (ih, iw) of dcol; a gather, so no atomics
  *           and a fixed order.
- *   weight_grads_direct: the weight gradient of a convolution with few
- *           weights per output channel, straight from x and the gradient.
  *   flip_weights: the weights of the convolution that gives a stride-1
  *           convolution's input gradient. */
 
@@ -104,56 +102,6 @@ __kernel void col2im_planes(__global const float *dcol, __global float *dx, cons
                         plane[at + (int)(ow * S)] += from[ow];
             }
         }
-}
-
-/* The weight gradient of a stride-1 convolution where C K K is small (an
- * input layer of one or three channels), for CPUs: one item per weight
- * (o, c, kh, kw), in dw's order,
- *   dw[o, c, kh, kw] = sum over n, oh, ow of g[n, o, oh, ow] x[n, c, ih, iw]
- * with ih = oh - P + kh D, iw = ow - P + kw D, over the (oh, ow) whose
- * (ih, iw) fall inside x; n and oh in order, sixteen, eight and four ow at
- * a time along a row, then one by one. g is (N, O, OH, OW) as the layer
- * gives it: no column matrix and no change of layout. */
-__kernel void weight_grads_direct(__global const float *g, __global const float *x,
-                                  __global float *dw, const uint N, const uint C, const uint H,
-                                  const uint W, const uint O, const uint OH, const uint OW,
-                                  const uint K, const uint P, const uint D)
-{
-    uint id = get_global_id(0);
-    if (id >= O * C * K * K)
-        return;
-    uint kw = id % K, kh = id / K % K, c = id / (K * K) % C, o = id / (K * K * C);
-    int sh = (int)(kh * D) - (int)P, sw = (int)(kw * D) - (int)P;
-    uint oh_lo = first_inside(sh, 1), oh_hi = min(OH, first_inside(sh - (int)H, 1));
-    uint ow_lo = first_inside(sw, 1), ow_hi = min(OW, first_inside(sw - (int)W, 1));
-    float16 acc16 = 0.0f;
-    float8 acc8 = 0.0f;
-    float4 acc4 = 0.0f;
-    float acc = 0.0f;
-    for (uint n = 0; n < N; n++) {
-        __global const float *gp = g + ((size_t)n * O + o) * OH * OW;
-        __global const float *xp = x + ((size_t)n * C + c) * H * W;
-        for (uint oh = oh_lo; oh < oh_hi; oh++) {
-            __global const float *grow = gp + oh * OW;
-            int at = ((int)oh + sh) * (int)W + sw; /* xp[at + ow] */
-            uint ow = ow_lo;
-            for (; ow + 16 <= ow_hi; ow += 16)
-                acc16 = fma(vload16(0, grow + ow), vload16(0, xp + at + (int)ow), acc16);
-            if (ow + 8 <= ow_hi) {
-                acc8 = fma(vload8(0, grow + ow), vload8(0, xp + at + (int)ow), acc8);
-                ow += 8;
-            }
-            if (ow + 4 <= ow_hi) {
-                acc4 = fma(vload4(0, grow + ow), vload4(0, xp + at + (int)ow), acc4);
-                ow += 4;
-            }
-            for (; ow < ow_hi; ow++)
-                acc = fma(grow[ow], xp[at + (int)ow], acc);
-        }
-    }
-    float8 a8 = acc16.lo + acc16.hi + acc8;
-    float4 a4 = a8.lo + a8.hi + acc4;
-    dw[id] = (a4.s0 + a4.s1) + (a4.s2 + a4.s3) + acc;
 }
 
 /* wf (C, O, K, K) from w (O, C, K, K), every kernel turned by half a turn:

@@ -10,10 +10,6 @@ typedef struct {
     size_t n, c, h, w, o, oh, ow, k, s, p, d;
 } conv_dims;
 
-/* Weight rows (C K K) below this take weight_grads_direct on CPUs where
- * conv_weight_slots does not apply. */
-#define CONV_DIRECT_ROWS 32
-
 /* Stride and dilation, where 0 means the default 1. */
 static size_t one_if_zero(size_t v)
 {
@@ -146,28 +142,6 @@ static int cpu_shaped(const op_args *c)
            device_loops_work_groups(&c->ctx->info);
 }
 
-/* Whether the weight gradient runs as weight_grads_direct (conv.cl): on
- * CPUs, with stride 1, where a weight row (C K K) is narrower than a panel
- * of kiln's GEMM, which would mostly multiply padding. */
-static int weight_grads_direct(const op_args *c, const conv_dims *d)
-{
-    return cpu_shaped(c) && d->s == 1 && d->c * d->k * d->k < CONV_DIRECT_ROWS;
-}
-
-static kiln_status direct_weight_grads(const op_args *c, const conv_dims *d, cl_mem g)
-{
-    cl_kernel k;
-    kiln_status st = kernel_get(c->ctx, "conv.cl", "", "weight_grads_direct", &k);
-    cl_uint v[10] = {d->n, d->c, d->h, d->w, d->o, d->oh, d->ow, d->k, d->p, d->d};
-    return st != KILN_OK ? st
-                         : launch_1d(c->ctx, k, "weight_grads_direct",
-                                     d->o * d->c * d->k * d->k, 1, KARG(g),
-                                     KARG(c->in[0]->buf), KARG(c->dparam[0]->buf),
-                                     KARG(v[0]), KARG(v[1]), KARG(v[2]), KARG(v[3]),
-                                     KARG(v[4]), KARG(v[5]), KARG(v[6]), KARG(v[7]),
-                                     KARG(v[8]), KARG(v[9]));
-}
-
 /* Whether a convolution over C channels runs as gemm_cpu_conv: on CPUs
  * with kiln's GEMM, where a panel of its C K K rows fits the k block. */
 static int fused_fits(const op_args *c, const conv_dims *d, size_t channels)
@@ -256,7 +230,6 @@ static kiln_status conv_backward(const op_args *c)
         st = op_channel_sums(c->ctx, g, d.n, d.o, d.oh * d.ow, c->dparam[1]->buf);
     int slotted = c->dparam[0] && kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
                   gemm_cpu_conv_weights_pay(d.o, d.c * d.k * d.k);
-    int direct = c->dparam[0] && !slotted && weight_grads_direct(c, &d);
     int fused = c->din[0] && input_grads_fused(c, &d);
     gemm_im2col x = {c->in[0]->buf, d.n, d.c, d.h, d.w, d.k, d.s, d.p, d.d, d.oh, d.ow};
     gemm_im2col dx = {c->din[0] ? c->din[0]->buf : NULL, d.n, d.c, d.h, d.w, d.k, d.s, d.p,
@@ -264,16 +237,14 @@ static kiln_status conv_backward(const op_args *c)
     int phased = c->din[0] && !fused && input_grads_phased(c, &d, &dx);
     /* gt: the gradient as (O, N*P), the GEMM's layout */
     if (st == KILN_OK && d.n > 1 &&
-        ((c->dparam[0] && !direct && !slotted) || (c->din[0] && !fused && !phased))) {
+        ((c->dparam[0] && !slotted) || (c->din[0] && !fused && !phased))) {
         kiln_shape s = shape_make(2, d.o, np, 0, 0);
         st = tensor_of(c->ctx, &s, &dzt);
         if (st == KILN_OK)
             st = op_swap01(c->ctx, g, dzt->buf, d.n, d.o, d.oh * d.ow);
     }
     cl_mem gt = dzt ? dzt->buf : g;
-    if (st == KILN_OK && direct)
-        st = direct_weight_grads(c, &d, g);
-    else if (st == KILN_OK && slotted)
+    if (st == KILN_OK && slotted)
         st = gemm_cpu_conv_weights(c->ctx, g, &x, d.o, c->dparam[0]->buf);
     else if (st == KILN_OK && c->dparam[0]) /* dW (O, CKK) = gt colᵀ */
         st = times_columns(c, &d, gt, c->dparam[0]->buf, 1);
