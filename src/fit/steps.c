@@ -402,7 +402,7 @@ kiln_status evaluate_tokens(kiln_net *net, const kiln_train_options *o, const ch
 {
     corpus c;
     size_t block = kiln_model_block(net->m), b = kiln_net_max_batch(net);
-    kiln_status st = corpus_load(o->data, &c);
+    kiln_status st = net->c.shard ? corpus_load_shards(o->data, &c) : corpus_load(o->data, &c);
     if (st == KILN_OK)
         st = corpus_check(&c, kiln_model_vocab(net->m), block);
     if (st == KILN_OK && c.vocab) /* a checkpoint of another vocabulary is refused */
