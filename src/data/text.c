@@ -373,6 +373,10 @@ static kiln_status load_any(const char *source, corpus *c)
                                           "tools/shakespeare.sh downloads it there", path);
         return load_text(path, c);
     }
+    if (data_has_ext(source, ".bin") && strpbrk(source, ",*?[") && access(source, F_OK) != 0)
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: a list or pattern of .bin files is "
+                                                    "read as shards: set shard = true in "
+                                                    "[train] (or --shard)", source);
     if (access(source, F_OK) != 0)
         return error_set(KILN_ERR_IO, "data \"%s\": no such file; a token model trains on a "
                                       "UTF-8 text, nanoGPT's train.bin and val.bin (or their "

@@ -355,13 +355,15 @@ kiln_status fit_steps(run *r, kiln_train_report *rep)
         st = open_log(r);
     step_state t = {.val_loss = NAN, .best_val_loss = NAN};
     early_stop_init(&t.es, r->c.patience, r->c.min_delta);
-    char used[32] = "ids of mapped files"; /* checked as read: a scan would read them all */
+    char used[64]; /* mapped files: ids checked as read (a scan would read them all) */
     if (k.text.vocab_size)
-        snprintf(used, sizeof used, "%zu", k.text.vocab_size);
+        snprintf(used, sizeof used, "%zu of %zu", k.text.vocab_size, kiln_model_vocab(r->m));
+    else
+        snprintf(used, sizeof used, "%zu, ids checked as read", kiln_model_vocab(r->m));
     if (st == KILN_OK)
-        say(r, "training on %s: %zu tokens (%zu held out for validation), vocabulary %s of "
-               "%zu, batch %zu x block %zu, %d steps, %s, %s\n", r->o->data, k.text.train.count,
-            k.text.val.count, used, kiln_model_vocab(r->m), k.batch, k.block,
+        say(r, "training on %s: %zu tokens (%zu held out for validation), vocabulary %s, "
+               "batch %zu x block %zu, %d steps, %s, %s\n", r->o->data, k.text.train.count,
+            k.text.val.count, used, k.batch, k.block,
             r->c.steps,
             r->c.optim.kind == OPTIM_SGD ? "sgd" : r->c.optim.kind == OPTIM_ADAM ? "adam" : "adamw",
             sched_name(r->c.sched.kind));
