@@ -1,6 +1,7 @@
 /* Corpora for language models: UTF-8 decoding against every code point,
  * character vocabularies and nanoGPT's 90/10 split, nanoGPT's uint16
- * .bin files and .npy token arrays, random windows, and every bad input
+ * .bin files (mapped) and .bin shards read as one corpus, .npy token
+ * arrays, random windows, and every bad input
  * (non-UTF-8 bytes with their offset, empty and short corpora, ids beyond
  * the vocabulary) refused with a message that says so. */
 #include <stdio.h>
@@ -313,7 +314,8 @@ START_TEST(bin_shards_read_as_one_corpus)
     windows_of(&mem, BLOCK, WINDOWS, x, y);
     corpus c;
     for (int shards = 0; shards < 2; shards++) {
-        check_ok(shards ? corpus_load_shards(list, &c) : corpus_load(test_tmp_path("tok/train.bin"), &c));
+        check_ok(shards ? corpus_load_shards(list, &c)
+                        : corpus_load(test_tmp_path("tok/train.bin"), &c));
         ck_assert_uint_eq(c.file_count, shards ? 7 : 2);
         ck_assert_uint_eq(c.train.count, 900); /* shards: 90% of 1000 */
         ck_assert_uint_eq(c.val.count, 100);
