@@ -6,7 +6,9 @@ kiln generate streaming text that the same seed repeats, and every bad input
 refused with exit status 1 or 2 and a message that names it: non-UTF-8 bytes
 (with the offset), an empty or too short corpus, ids beyond the vocabulary,
 a checkpoint of another vocabulary, a prompt character outside it, a
-negative temperature and a top-k of 0.
+negative temperature and a top-k of 0. Token files: the same ids as a .npy
+array, as nanoGPT's train.bin and val.bin (memory-mapped) and as a list of
+.bin shards (--shard) train and evaluate alike.
 
 usage: check_text.py KILN SOURCE_DIR"""
 import json
@@ -100,6 +102,50 @@ with tempfile.TemporaryDirectory() as tmp:
             f.write(data)
         return path
 
+    # the same ids as a .npy array, train.bin and val.bin, and .bin shards
+    n = 2000
+    ids = [(i * 7 + i // 13) % 56 for i in range(n)]
+    u16 = lambda part: b"".join(bytes((v, 0)) for v in part)
+    head = "{'descr': '<u2', 'fortran_order': False, 'shape': (%d,), }" % n
+    head += " " * (-(10 + len(head) + 1) % 64) + "\n"
+    npy = corpus("ids.npy", b"\x93NUMPY\x01\x00" + bytes((len(head) % 256, len(head) // 256)) +
+                 head.encode() + u16(ids))
+    os.makedirs(os.path.join(tmp, "nano"))
+    corpus("nano/val.bin", u16(ids[1800:]))
+    nano = corpus("nano/train.bin", u16(ids[:1800]))
+    os.makedirs(os.path.join(tmp, "parts"))
+    for k, (a, b) in enumerate([(0, 5), (5, 700), (700, 701), (701, 1811), (1811, n)]):
+        corpus(f"parts/p-{k:02d}.bin", u16(ids[a:b]))
+    pattern = os.path.join(tmp, "parts", "p-*.bin")
+    runs = {}
+    for name, args in [("npy", [npy]), ("bin", [nano]), ("shards", [pattern, "--shard"])]:
+        out = os.path.join(tmp, "tok-" + name)
+        r = kiln("train", MODEL, "--data", *args, "--steps", "6", "--out", out, "--json")
+        result = json.loads(r.stdout.splitlines()[-1]) if r.returncode == 0 else {}
+        with open(os.path.join(out, "final.safetensors"), "rb") if r.returncode == 0 \
+                else open(os.devnull, "rb") as f:
+            raw = f.read()  # the tensors, past the header (whose metadata names the data)
+            runs[name] = (result.get("best_val_loss"),
+                          raw[8 + int.from_bytes(raw[:8], "little"):] if raw else b"")
+        check(f"token ids as {name}: trains", r.returncode == 0, r.stderr)
+    check("train.bin (mapped) and .bin shards train as the .npy of the same ids",
+          runs["npy"][0] is not None and runs["npy"] == runs["bin"] == runs["shards"],
+          {k: v[0] for k, v in runs.items()})
+    ckpt_tok = os.path.join(tmp, "tok-npy", "final.safetensors")
+    scores = [kiln("eval", MODEL, ckpt_tok, "--data", *args).stdout
+              for args in ([npy], [nano], [pattern, "--shard"])]
+    check("eval: the .npy, train.bin's val.bin and the shards' last 10% score alike",
+          scores[0] and "samples: loss" in scores[0] and scores[0] == scores[1] == scores[2],
+          scores)
+    refused("--shard: a pattern matching nothing",
+            kiln("train", MODEL, "--shard", "--data", os.path.join(tmp, "parts", "q-*.bin"),
+                 "--out", os.path.join(tmp, "x")), "no file matches")
+    corpus("parts/odd.bin", b"abc")
+    refused("--shard: a shard of an odd number of bytes, named",
+            kiln("train", MODEL, "--shard", "--data", pattern + "," +
+                 os.path.join(tmp, "parts", "odd.bin"), "--out", os.path.join(tmp, "x")),
+            "odd.bin: 3 bytes is not a whole number of uint16 token ids")
+
     refused("non-UTF-8 bytes, with the offset",
             kiln("train", MODEL, "--data", corpus("latin1.txt", b"a" * 300 + b"caf\xe9" * 50),
                  "--out", os.path.join(tmp, "x")), "byte offset 303 is not UTF-8")
@@ -108,11 +154,12 @@ with tempfile.TemporaryDirectory() as tmp:
     refused("a corpus shorter than a block",
             kiln("train", MODEL, "--data", corpus("short.txt", b"abc " * 30), "--out",
                  os.path.join(tmp, "x")), "shorter than one window of block + 1 = 17")
-    ids = bytes(b for i in range(400) for b in ((i % 40, 0) if i != 7 else (90, 0)))
+    ids = bytes(b for i in range(400) for b in ((i % 40, 0) if i % 50 != 7 else (90, 0)))
     corpus("val.bin", ids)
-    refused("ids beyond the vocabulary",
+    refused("ids beyond the vocabulary, with the file and offset",
             kiln("train", MODEL, "--data", corpus("train.bin", ids), "--out",
-                 os.path.join(tmp, "x")), "token 7 is 90, at or beyond the model's vocabulary")
+                 os.path.join(tmp, "x")), "train.bin: the token id at byte offset 514 is 90, "
+                                          "at or beyond the model's vocabulary")  # 514 = 2 x 257
     other = corpus("other.txt", ("".join(chr(c) for c in range(0x30, 0x68)) * 40).encode())
     refused("a checkpoint of another vocabulary",
             kiln("eval", MODEL, ckpt, "--data", other), "another vocabulary")

@@ -1,6 +1,7 @@
 /* Corpora for language models: UTF-8 decoding against every code point,
  * character vocabularies and nanoGPT's 90/10 split, nanoGPT's uint16
- * .bin files and .npy token arrays, random windows, and every bad input
+ * .bin files (mapped) and .bin shards read as one corpus, .npy token
+ * arrays, random windows, and every bad input
  * (non-UTF-8 bytes with their offset, empty and short corpora, ids beyond
  * the vocabulary) refused with a message that says so. */
 #include <stdio.h>
@@ -167,16 +168,24 @@ START_TEST(nanogpt_bin_files_load)
     for (int by_file = 0; by_file < 2; by_file++) { /* the directory, or train.bin itself */
         check_ok(corpus_load(by_file ? test_tmp_path("nano/train.bin") : dir, &c));
         ck_assert_ptr_null(c.vocab);
-        ck_assert_uint_eq(c.vocab_size, 65);
+        ck_assert_ptr_null(c.train.ids); /* mapped, not read */
+        ck_assert_uint_eq(c.vocab_size, 0);
         ck_assert_uint_eq(c.train.count, 300);
         ck_assert_uint_eq(c.val.count, 40);
-        for (size_t i = 0; i < 300; i++)
-            ck_assert_uint_eq(c.train.ids[i], train[i]);
-        for (size_t i = 0; i < 40; i++)
-            ck_assert_uint_eq(c.val.ids[i], val[i]);
+        uint32_t id;
+        for (size_t i = 0; i < 300; i++) {
+            check_ok(token_get(&c.train, i, 65, &id));
+            ck_assert_uint_eq(id, train[i]);
+        }
+        for (size_t i = 0; i < 40; i++) {
+            check_ok(token_get(&c.val, i, 65, &id));
+            ck_assert_uint_eq(id, val[i]);
+        }
         check_ok(corpus_check(&c, 65, 32));
-        expect_error(corpus_check(&c, 64, 32), KILN_ERR_INVALID_ARGUMENT,
-                     "token 37 is 64, at or beyond the model's vocabulary of 64");
+        check_ok(corpus_check(&c, 64, 32)); /* mapped ids are checked as they are read */
+        expect_error(token_get(&c.train, 37, 64, &id), KILN_ERR_INVALID_ARGUMENT,
+                     "train.bin: the token id at byte offset 74 is 64, at or beyond the "
+                     "model's vocabulary of 64");
         corpus_free(&c);
     }
     test_write_file(test_tmp_path("nano/val.bin"), "abc", 3, 0);
@@ -245,8 +254,8 @@ START_TEST(windows_are_seeded_slices_with_shifted_targets)
     kiln_rng a, b;
     rng_seed(&a, 7);
     rng_seed(&b, 7);
-    token_windows(&s, block, n, &a, x, y);
-    token_windows(&s, block, n, &b, x2, y2);
+    check_ok(token_windows(&s, 2000, block, n, &a, x, y));
+    check_ok(token_windows(&s, 2000, block, n, &b, x2, y2));
     ck_assert_int_eq(memcmp(x, x2, n * block * sizeof *x), 0);
     ck_assert_int_eq(memcmp(y, y2, n * block * sizeof *y), 0);
     int seen[50] = {0};
@@ -262,6 +271,102 @@ START_TEST(windows_are_seeded_slices_with_shifted_targets)
     for (size_t k = 0; k < 50 - block; k++) /* every start is drawn */
         ck_assert_msg(seen[k], "start %zu never drawn in %zu windows", k, n);
     free(s.ids), free(x), free(y), free(x2), free(y2);
+}
+END_TEST
+
+/* The windows of seed 11 from a stream, n of block tokens. */
+static void windows_of(const token_stream *s, size_t block, size_t n, float *x, float *y)
+{
+    kiln_rng rng;
+    rng_seed(&rng, 11);
+    check_ok(token_windows(s, 700, block, n, &rng, x, y));
+}
+
+/* Mapped train.bin and .bin shards give the windows of the same ids in
+ * memory (the reading before files were mapped), shards as one file. */
+START_TEST(bin_shards_read_as_one_corpus)
+{
+    enum { N = 1000, BLOCK = 9, WINDOWS = 300 };
+    static unsigned ids[N];
+    for (size_t i = 0; i < N; i++)
+        ids[i] = (unsigned)(i * 37 % 691);
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/tok", test_tmpdir());
+    mkdir(dir, 0755);
+    static const size_t cuts[] = {0, 1, 8, 10, 507, 899, 900, N}; /* shards of 1, 7, 2, ... */
+    char list[8192] = "";
+    for (size_t k = 0; k + 1 < sizeof cuts / sizeof *cuts; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "tok/part-%02zu.bin", k);
+        write_u16(test_tmp_path(name), ids + cuts[k], cuts[k + 1] - cuts[k]);
+    }
+    snprintf(list, sizeof list, "%s/tok/part-0[0-2].bin,%s/tok/part-03.bin,%s/tok/part-0[4-6].bin",
+             test_tmpdir(), test_tmpdir(), test_tmpdir());
+    write_u16(test_tmp_path("tok/train.bin"), ids, 900);
+    write_u16(test_tmp_path("tok/val.bin"), ids + 900, 100);
+    token_stream mem = {.count = 900};
+    mem.ids = test_alloc(N * sizeof *mem.ids);
+    for (size_t i = 0; i < N; i++)
+        mem.ids[i] = ids[i];
+    size_t size = WINDOWS * BLOCK * sizeof(float);
+    float *x = test_alloc(size), *y = test_alloc(size), *x2 = test_alloc(size),
+          *y2 = test_alloc(size);
+    windows_of(&mem, BLOCK, WINDOWS, x, y);
+    corpus c;
+    for (int shards = 0; shards < 2; shards++) {
+        check_ok(shards ? corpus_load_shards(list, &c)
+                        : corpus_load(test_tmp_path("tok/train.bin"), &c));
+        ck_assert_uint_eq(c.file_count, shards ? 7 : 2);
+        ck_assert_uint_eq(c.train.count, 900); /* shards: 90% of 1000 */
+        ck_assert_uint_eq(c.val.count, 100);
+        windows_of(&c.train, BLOCK, WINDOWS, x2, y2);
+        ck_assert_int_eq(memcmp(x, x2, size), 0);
+        ck_assert_int_eq(memcmp(y, y2, size), 0);
+        for (size_t i = 0; i < 100; i++) {
+            uint32_t id;
+            check_ok(token_get(&c.val, i, 700, &id));
+            ck_assert_uint_eq(id, ids[900 + i]);
+        }
+        corpus_free(&c);
+    }
+    free(mem.ids), free(x), free(y), free(x2), free(y2);
+}
+END_TEST
+
+START_TEST(bad_bin_shards_are_refused_naming_the_file)
+{
+    char dir[600], list[2048];
+    snprintf(dir, sizeof dir, "%s/bad", test_tmpdir());
+    mkdir(dir, 0755);
+    unsigned ids[40];
+    for (size_t i = 0; i < 40; i++)
+        ids[i] = i == 33 ? 500 : (unsigned)i;
+    write_u16(test_tmp_path("bad/a.bin"), ids, 40);
+    test_write_file(test_tmp_path("bad/odd.bin"), "abc", 3, 0);
+    test_write_file(test_tmp_path("bad/empty.bin"), "", 0, 0);
+    corpus c;
+    snprintf(list, sizeof list, "%s/a.bin,%s/odd.bin", dir, dir);
+    expect_error(corpus_load_shards(list, &c), KILN_ERR_IO,
+                 "bad/odd.bin: 3 bytes is not a whole number of uint16 token ids");
+    snprintf(list, sizeof list, "%s/a.bin,%s/empty.bin", dir, dir);
+    expect_error(corpus_load_shards(list, &c), KILN_ERR_IO, "bad/empty.bin: the corpus is empty");
+    snprintf(list, sizeof list, "%s/a.bin,%s/none-*.bin", dir, dir);
+    expect_error(corpus_load_shards(list, &c), KILN_ERR_IO, "no file matches");
+    snprintf(list, sizeof list, "%s/a.bin,%s/missing.bin", dir, dir);
+    expect_error(corpus_load_shards(list, &c), KILN_ERR_IO, "bad/missing.bin: cannot open it");
+    snprintf(list, sizeof list, "%s/a.bin,%s/a.npy", dir, dir);
+    expect_error(corpus_load_shards(list, &c), KILN_ERR_INVALID_ARGUMENT,
+                 "a.npy is not a .bin file or pattern");
+    snprintf(list, sizeof list, "%s/a.bin,%s/a.bin", dir, dir); /* ids 33 and 73 are 500 */
+    check_ok(corpus_load_shards(list, &c));
+    ck_assert_uint_eq(c.train.count, 72);
+    float x[8 * 20], y[8 * 20];
+    kiln_rng rng;
+    rng_seed(&rng, 1);
+    expect_error(token_windows(&c.train, 100, 8, 20, &rng, x, y), KILN_ERR_INVALID_ARGUMENT,
+                 "bad/a.bin: the token id at byte offset 66 is 500, at or beyond the model's "
+                 "vocabulary of 100");
+    corpus_free(&c);
 }
 END_TEST
 
@@ -296,6 +401,8 @@ int main(void)
     tcase_add_test(tc, nanogpt_bin_files_load);
     tcase_add_test(tc, npy_token_arrays_load_and_split);
     tcase_add_test(tc, windows_are_seeded_slices_with_shifted_targets);
+    tcase_add_test(tc, bin_shards_read_as_one_corpus);
+    tcase_add_test(tc, bad_bin_shards_are_refused_naming_the_file);
     tcase_add_test(tc, prompts_encode_with_a_vocabulary);
     suite_add_tcase(s, tc);
     return test_run(s);

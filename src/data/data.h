@@ -68,6 +68,12 @@ kiln_status data_load_npy(const char *features, const char *labels, dataset *out
  * whole, and features stay on disk: batches read them (data_gather). */
 kiln_status data_load_npy_shards(const char *features, const char *labels, dataset *out);
 
+/* The files of a list as shards name them: comma-separated files or glob
+ * patterns (each pattern's matches sorted), every entry ending in ext; a
+ * pattern matching nothing is an error. Free with data_free_paths. */
+kiln_status data_expand_paths(const char *list, const char *ext, char ***paths, size_t *count);
+void data_free_paths(char **paths, size_t count);
+
 /* data_sums over samples first .. first + n of d only (not for image
  * folders); reading shards may fail. */
 kiln_status data_sums_of(const dataset *d, size_t first, size_t n, size_t groups, double *sum);

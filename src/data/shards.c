@@ -86,15 +86,17 @@ static kiln_status list_add(path_list *l, const char *path)
 }
 
 /* One entry of the list: a file, or a pattern and its matches, sorted. */
-static kiln_status expand_entry(path_list *l, const char *entry, const char *list)
+static kiln_status expand_entry(path_list *l, const char *entry, const char *list,
+                                const char *ext)
 {
     if (!entry[0])
         return error_set(KILN_ERR_INVALID_ARGUMENT, "shards \"%s\": an empty entry; expected "
-                                                    ".npy files or patterns, comma-separated",
-                         list);
-    if (!data_has_ext(entry, ".npy"))
-        return error_set(KILN_ERR_INVALID_ARGUMENT, "shards: %s is not a .npy file or pattern; "
-                                                    "shard = true reads .npy shards", entry);
+                                                    "%s files or patterns, comma-separated",
+                         list, ext);
+    if (!data_has_ext(entry, ext))
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "shards: %s is not a %s file or pattern; "
+                                                    "shard = true reads %s shards here",
+                         entry, ext, ext);
     if (!strpbrk(entry, "*?["))
         return list_add(l, entry);
     glob_t g;
@@ -110,11 +112,11 @@ static kiln_status expand_entry(path_list *l, const char *entry, const char *lis
     return st;
 }
 
-static kiln_status expand_list(const char *list, path_list *l)
+static kiln_status expand_list(const char *list, const char *ext, path_list *l)
 {
     if (!list)
-        return error_set(KILN_ERR_INVALID_ARGUMENT, "shard = true needs data: .npy files or "
-                                                    "patterns, comma-separated");
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "shard = true needs data: %s files or "
+                                                    "patterns, comma-separated", ext);
     char *copy = strdup(list);
     if (!copy)
         return error_set(KILN_ERR_OUT_OF_MEMORY, "shards: out of memory");
@@ -124,10 +126,29 @@ static kiln_status expand_list(const char *list, path_list *l)
         char *comma = strchr(p, ',');
         if (comma)
             *comma = '\0';
-        st = expand_entry(l, p, list);
+        st = expand_entry(l, p, list, ext);
     }
     free(copy);
     return st;
+}
+
+kiln_status data_expand_paths(const char *list, const char *ext, char ***paths, size_t *count)
+{
+    path_list l = {0};
+    kiln_status st = expand_list(list, ext, &l);
+    if (st != KILN_OK) {
+        list_free(&l);
+        return st;
+    }
+    *paths = l.path;
+    *count = l.count;
+    return KILN_OK;
+}
+
+void data_free_paths(char **paths, size_t count)
+{
+    path_list l = {.path = paths, .count = count};
+    list_free(&l);
 }
 
 /* ---- headers -------------------------------------------------------------------- */
@@ -258,9 +279,9 @@ kiln_status data_load_npy_shards(const char *features, const char *labels, datas
 {
     memset(out, 0, sizeof *out);
     path_list x = {0}, y = {0};
-    kiln_status st = expand_list(features, &x);
+    kiln_status st = expand_list(features, ".npy", &x);
     if (st == KILN_OK && labels)
-        st = expand_list(labels, &y);
+        st = expand_list(labels, ".npy", &y);
     if (st == KILN_OK)
         st = load_shards(&x, labels ? &y : NULL, features, out);
     list_free(&x);

@@ -1,9 +1,11 @@
 /* Corpora for language models (see text.h): UTF-8 texts as characters,
  * nanoGPT's uint16 .bin files and .npy arrays of token ids. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -222,24 +224,106 @@ static kiln_status load_text(const char *path, corpus *c)
     return st;
 }
 
-/* nanoGPT's .bin: uint16 token ids, little-endian, nothing else. */
-static kiln_status load_bin(const char *path, const char *split, token_stream *out)
+/* ---- mapped token files ---------------------------------------------------------- */
+
+/* The checks of a token file before it is mapped: a regular, non-empty
+ * file of whole uint16 ids. */
+static kiln_status check_bin(const char *path, int fd, size_t *size)
 {
-    unsigned char *b = NULL;
-    size_t n = 0;
-    kiln_status st = data_read_file(path, TEXT_MAX_BYTES, "corpora", &b, &n);
-    if (st == KILN_OK && n % 2)
-        st = error_set(KILN_ERR_IO, "%s: %zu bytes is not a whole number of uint16 token ids",
-                       path, n);
-    if (st == KILN_OK && n == 0)
-        st = error_set(KILN_ERR_IO, "%s: the corpus is empty", path);
-    out->count = n / 2;
-    if (st == KILN_OK && !(out->ids = malloc(out->count * sizeof *out->ids)))
-        st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    for (size_t i = 0; st == KILN_OK && i < out->count; i++)
-        out->ids[i] = (uint32_t)b[2 * i] | (uint32_t)b[2 * i + 1] << 8;
-    snprintf(out->name, sizeof out->name, "%s (%s split)", path, split);
-    free(b);
+    struct stat info;
+    if (fstat(fd, &info) != 0)
+        return error_set(KILN_ERR_IO, "%s: cannot read its size (%s)", path, strerror(errno));
+    if (!S_ISREG(info.st_mode))
+        return error_set(KILN_ERR_IO, "%s: not a file of uint16 token ids", path);
+    *size = (size_t)info.st_size;
+    if (*size == 0)
+        return error_set(KILN_ERR_IO, "%s: the corpus is empty", path);
+    if (*size % 2)
+        return error_set(KILN_ERR_IO, "%s: %zu bytes is not a whole number of uint16 token ids",
+                         path, *size);
+    return KILN_OK;
+}
+
+/* nanoGPT's .bin: uint16 token ids, little-endian, nothing else; mapped
+ * (as nanoGPT's np.memmap), its ids first .. first + count of the corpus. */
+static kiln_status map_bin(const char *path, size_t first, token_file *f)
+{
+    size_t size = 0;
+    void *m = MAP_FAILED;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return error_set(KILN_ERR_IO, "%s: cannot open it (%s)", path, strerror(errno));
+    kiln_status st = check_bin(path, fd, &size);
+    if (st == KILN_OK && (m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
+        st = error_set(KILN_ERR_IO, "%s: cannot map it (%s)", path, strerror(errno));
+    close(fd);
+    if (st != KILN_OK)
+        return st;
+    posix_madvise(m, size, POSIX_MADV_RANDOM); /* windows are read at random starts */
+    if (!(f->path = strdup(path))) {
+        munmap(m, size);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    f->bytes = m, f->count = size / 2, f->first = first;
+    return KILN_OK;
+}
+
+/* Maps paths in order into c->files, one sequence; *total: its ids. */
+static kiln_status map_all(char *const *paths, size_t n, corpus *c, size_t *total)
+{
+    if (!(c->files = calloc(n, sizeof *c->files)))
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", c->name);
+    *total = 0;
+    for (size_t i = 0; i < n; i++) {
+        kiln_status st = map_bin(paths[i], *total, &c->files[i]);
+        if (st != KILN_OK)
+            return st;
+        c->file_count = i + 1;
+        *total += c->files[i].count;
+    }
+    return KILN_OK;
+}
+
+/* Split s: ids start .. start + count of c's mapped files. */
+static void stream_map(token_stream *s, const corpus *c, const char *source, const char *split,
+                       size_t start, size_t count)
+{
+    snprintf(s->name, sizeof s->name, "%.250s (%s split)", source, split);
+    s->files = c->files, s->file_count = c->file_count;
+    s->start = start, s->count = count;
+}
+
+/* train.bin and val.bin (or their directory). */
+static kiln_status load_bins(const char *train, const char *val, corpus *c)
+{
+    char *paths[] = {(char *)train, (char *)val};
+    size_t total = 0;
+    kiln_status st = map_all(paths, 2, c, &total);
+    if (st != KILN_OK)
+        return st;
+    stream_map(&c->train, c, train, "training", 0, c->files[0].count);
+    stream_map(&c->val, c, val, "validation", c->files[1].first, c->files[1].count);
+    return KILN_OK;
+}
+
+kiln_status corpus_load_shards(const char *list, corpus *out)
+{
+    memset(out, 0, sizeof *out);
+    char **paths = NULL;
+    size_t n = 0, total = 0;
+    snprintf(out->name, sizeof out->name, "%s", list ? list : "");
+    kiln_status st = data_expand_paths(list, ".bin", &paths, &n);
+    if (st == KILN_OK)
+        st = map_all(paths, n, out, &total);
+    if (st == KILN_OK) {
+        size_t cut = (size_t)((double)total * TRAIN_SHARE);
+        stream_map(&out->train, out, list, "training", 0, cut);
+        stream_map(&out->val, out, list, "validation", cut, total - cut);
+    }
+    if (paths)
+        data_free_paths(paths, n);
+    if (st != KILN_OK)
+        corpus_free(out);
     return st;
 }
 
@@ -289,6 +373,10 @@ static kiln_status load_any(const char *source, corpus *c)
                                           "tools/shakespeare.sh downloads it there", path);
         return load_text(path, c);
     }
+    if (data_has_ext(source, ".bin") && strpbrk(source, ",*?[") && access(source, F_OK) != 0)
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: a list or pattern of .bin files is "
+                                                    "read as shards: set shard = true in "
+                                                    "[train] (or --shard)", source);
     if (access(source, F_OK) != 0)
         return error_set(KILN_ERR_IO, "data \"%s\": no such file; a token model trains on a "
                                       "UTF-8 text, nanoGPT's train.bin and val.bin (or their "
@@ -308,11 +396,10 @@ static kiln_status load_any(const char *source, corpus *c)
     if (dir && access(path, R_OK) != 0)
         return error_set(KILN_ERR_IO, "%s: a directory without train.bin; expected nanoGPT's "
                                       "train.bin and val.bin", source);
-    kiln_status st = load_bin(path, "training", &c->train);
-    if (st == KILN_OK && access(val, R_OK) != 0)
-        st = error_set(KILN_ERR_IO, "%s: no val.bin beside it (nanoGPT's prepare.py writes "
-                                    "both)", path);
-    return st == KILN_OK ? load_bin(val, "validation", &c->val) : st;
+    if (access(val, R_OK) != 0)
+        return error_set(KILN_ERR_IO, "%s: no val.bin beside it (nanoGPT's prepare.py writes "
+                                      "both)", path);
+    return load_bins(path, val, c);
 }
 
 static size_t largest(const token_stream *s)
@@ -330,7 +417,7 @@ kiln_status corpus_load(const char *source, corpus *out)
         return error_set(KILN_ERR_INVALID_ARGUMENT, "no corpus named");
     snprintf(out->name, sizeof out->name, "%s", source);
     kiln_status st = load_any(source, out);
-    if (st == KILN_OK && !out->vocab) {
+    if (st == KILN_OK && !out->vocab && !out->files) {
         size_t t = largest(&out->train), v = largest(&out->val);
         out->vocab_size = t > v ? t : v;
     }
@@ -346,12 +433,17 @@ void corpus_free(corpus *c)
     free(c->train.ids);
     free(c->val.ids);
     free(c->vocab);
+    for (size_t i = 0; i < c->file_count; i++) {
+        munmap((void *)c->files[i].bytes, 2 * c->files[i].count);
+        free(c->files[i].path);
+    }
+    free(c->files);
     memset(c, 0, sizeof *c);
 }
 
 static kiln_status check_split(const token_stream *s, size_t vocab, size_t block)
 {
-    for (size_t i = 0; i < s->count; i++)
+    for (size_t i = 0; s->ids && i < s->count; i++) /* mapped ids: as windows read them */
         if (s->ids[i] >= vocab)
             return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: token %zu is %u, at or beyond the "
                                                         "model's vocabulary of %zu ([input] "
@@ -377,15 +469,57 @@ kiln_status corpus_check(const corpus *c, size_t vocab, size_t block)
     return st == KILN_OK ? check_split(&c->val, vocab, block) : st;
 }
 
-void token_windows(const token_stream *s, size_t block, size_t n, kiln_rng *rng, float *x,
-                   float *y)
+/* The mapped file holding id g of the sequence (the last whose first <= g). */
+static const token_file *file_at(const token_stream *s, size_t g)
+{
+    size_t lo = 0, hi = s->file_count;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->files[mid].first <= g)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return &s->files[lo];
+}
+
+kiln_status token_get(const token_stream *s, size_t i, size_t vocab, uint32_t *id)
+{
+    if (s->ids) {
+        if (s->ids[i] >= vocab)
+            return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: token %zu is %u, at or beyond the "
+                                                        "model's vocabulary of %zu", s->name, i,
+                             (unsigned)s->ids[i], vocab);
+        *id = s->ids[i];
+        return KILN_OK;
+    }
+    const token_file *f = file_at(s, s->start + i);
+    size_t k = s->start + i - f->first;
+    uint32_t v = (uint32_t)f->bytes[2 * k] | (uint32_t)f->bytes[2 * k + 1] << 8;
+    if (v >= vocab)
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "%s: the token id at byte offset %zu is %u, "
+                                                    "at or beyond the model's vocabulary of %zu "
+                                                    "([input] tokens)", f->path, 2 * k,
+                         (unsigned)v, vocab);
+    *id = v;
+    return KILN_OK;
+}
+
+kiln_status token_windows(const token_stream *s, size_t vocab, size_t block, size_t n,
+                          kiln_rng *rng, float *x, float *y)
 {
     size_t starts = s->count - block; /* nanoGPT: randint(len(data) - block_size) */
     for (size_t i = 0; i < n; i++) {
         size_t at = (size_t)(rng_next(rng) % starts);
-        for (size_t t = 0; t < block; t++) {
-            x[i * block + t] = (float)s->ids[at + t];
-            y[i * block + t] = (float)s->ids[at + t + 1];
+        uint32_t prev = 0, next = 0;
+        kiln_status st = token_get(s, at, vocab, &prev);
+        for (size_t t = 0; t < block && st == KILN_OK; t++, prev = next) {
+            st = token_get(s, at + t + 1, vocab, &next);
+            x[i * block + t] = (float)prev;
+            y[i * block + t] = (float)next;
         }
+        if (st != KILN_OK)
+            return st;
     }
+    return KILN_OK;
 }

@@ -54,11 +54,8 @@ static kiln_status prepare_tokens(run *r, tokens *k)
 {
     k->block = kiln_model_block(r->m);
     k->batch = r->c.batch;
-    if (r->c.shard)
-        return error_set(KILN_ERR_INVALID_ARGUMENT, "shard = true reads .npy shards of samples; "
-                                                    "a token model reads its corpus whole (every "
-                                                    "rank all of it): leave shard out");
-    kiln_status st = corpus_load(r->o->data, &k->text);
+    kiln_status st = r->c.shard ? corpus_load_shards(r->o->data, &k->text)
+                                : corpus_load(r->o->data, &k->text);
     if (st == KILN_OK)
         st = corpus_check(&k->text, kiln_model_vocab(r->m), k->block);
     if (st == KILN_OK && k->text.vocab && r->net->vocab) { /* e.g. weights loaded before */
@@ -82,8 +79,11 @@ static kiln_status prepare_tokens(run *r, tokens *k)
                                                      "evaluation batches", r->c.eval_batches);
         kiln_rng rng;
         rng_seed(&rng, r->c.seed * 2654435761u + 17u + (uint64_t)s);
-        token_windows(s ? &k->text.val : &k->text.train, k->block,
-                      (size_t)r->c.eval_batches * k->batch, &rng, k->eval_x[s], k->eval_y[s]);
+        st = token_windows(s ? &k->text.val : &k->text.train, kiln_model_vocab(r->m), k->block,
+                           (size_t)r->c.eval_batches * k->batch, &rng, k->eval_x[s],
+                           k->eval_y[s]);
+        if (st != KILN_OK)
+            return st;
     }
     if (!k->x || !k->y)
         return error_set(KILN_ERR_OUT_OF_MEMORY, "training: out of host memory");
@@ -220,10 +220,12 @@ static kiln_status train_step(run *r, tokens *k, uint64_t t, double *loss)
 {
     kiln_rng rng;
     rng_seed(&rng, r->c.seed * 1000003u + t + 1);
-    token_windows(&k->text.train, k->block, k->batch, &rng, k->x, k->y);
+    kiln_status st = token_windows(&k->text.train, kiln_model_vocab(r->m), k->block, k->batch,
+                                   &rng, k->x, k->y);
     size_t first, mine;
     dist_slice(r->net->comm, 0, k->batch, &first, &mine);
-    kiln_status st = kiln_net_set_lr(r->net, sched_lr_at(&r->c.sched, (int)t));
+    if (st == KILN_OK)
+        st = kiln_net_set_lr(r->net, sched_lr_at(&r->c.sched, (int)t));
     float l = NAN;
     double started = now_seconds();
     if (st == KILN_OK)
@@ -353,10 +355,15 @@ kiln_status fit_steps(run *r, kiln_train_report *rep)
         st = open_log(r);
     step_state t = {.val_loss = NAN, .best_val_loss = NAN};
     early_stop_init(&t.es, r->c.patience, r->c.min_delta);
+    char used[64]; /* mapped files: ids checked as read (a scan would read them all) */
+    if (k.text.vocab_size)
+        snprintf(used, sizeof used, "%zu of %zu", k.text.vocab_size, kiln_model_vocab(r->m));
+    else
+        snprintf(used, sizeof used, "%zu, ids checked as read", kiln_model_vocab(r->m));
     if (st == KILN_OK)
-        say(r, "training on %s: %zu tokens (%zu held out for validation), vocabulary %zu of "
-               "%zu, batch %zu x block %zu, %d steps, %s, %s\n", r->o->data, k.text.train.count,
-            k.text.val.count, k.text.vocab_size, kiln_model_vocab(r->m), k.batch, k.block,
+        say(r, "training on %s: %zu tokens (%zu held out for validation), vocabulary %s, "
+               "batch %zu x block %zu, %d steps, %s, %s\n", r->o->data, k.text.train.count,
+            k.text.val.count, used, k.batch, k.block,
             r->c.steps,
             r->c.optim.kind == OPTIM_SGD ? "sgd" : r->c.optim.kind == OPTIM_ADAM ? "adam" : "adamw",
             sched_name(r->c.sched.kind));
@@ -397,7 +404,7 @@ kiln_status evaluate_tokens(kiln_net *net, const kiln_train_options *o, const ch
 {
     corpus c;
     size_t block = kiln_model_block(net->m), b = kiln_net_max_batch(net);
-    kiln_status st = corpus_load(o->data, &c);
+    kiln_status st = net->c.shard ? corpus_load_shards(o->data, &c) : corpus_load(o->data, &c);
     if (st == KILN_OK)
         st = corpus_check(&c, kiln_model_vocab(net->m), block);
     if (st == KILN_OK && c.vocab) /* a checkpoint of another vocabulary is refused */
@@ -414,13 +421,18 @@ kiln_status evaluate_tokens(kiln_net *net, const kiln_train_options *o, const ch
     double loss = 0, right = 0;
     for (size_t first = 0; first < windows && st == KILN_OK; first += b) {
         size_t n = windows - first < b ? windows - first : b;
-        for (size_t i = 0; i < n * block; i++) {
+        size_t vocab = kiln_model_vocab(net->m);
+        for (size_t i = 0; i < n * block && st == KILN_OK; i++) {
             size_t at = (first + i / block) * block + i % block;
-            x[i] = (float)c.val.ids[at];
-            y[i] = (float)c.val.ids[at + 1];
+            uint32_t a = 0, b = 0;
+            st = token_get(&c.val, at, vocab, &a);
+            if (st == KILN_OK)
+                st = token_get(&c.val, at + 1, vocab, &b);
+            x[i] = (float)a, y[i] = (float)b;
         }
         double l = 0, a = 0;
-        st = kiln_net_evaluate(net, x, y, n, &l, &a);
+        if (st == KILN_OK)
+            st = kiln_net_evaluate(net, x, y, n, &l, &a);
         loss += l * (double)n;
         right += a * (double)n;
     }
