@@ -35,7 +35,8 @@ typedef struct {
 #define ATTN_CANDIDATES 4
 typedef struct {
     size_t rows[ATTN_CANDIDATES]; /* 0: not tried (out of time) */
-    double ms[ATTN_CANDIDATES];   /* forward + backward over the shapes; 0: failed */
+    double ms[ATTN_CANDIDATES];   /* forward + backward over the shapes, each shape's
+                                     best of the rounds; 0: failed */
     size_t best;                  /* the fastest rows; 0: none measured */
     double best_ms;
 } attn_result;

@@ -16,11 +16,11 @@ typedef struct {
 static const attn_shape attn_shapes[] = {{12, 64, 4, 32}, {2, 256, 4, 32}};
 #define ATTN_SHAPES (sizeof attn_shapes / sizeof attn_shapes[0])
 
-/* ms of forward + backward over the shapes with `rows` rows; 0 on failure
- * (printed). */
-static double rows_time(kiln_ctx *ctx, size_t rows)
+/* Times forward + backward of each shape with `rows` rows once more,
+ * each shape keeping its best of the rounds (a busy machine only ever
+ * slows one down); 0 on failure (printed). */
+static int rows_time(kiln_ctx *ctx, size_t rows, double *best)
 {
-    double total = 0;
     printf("  attention, RQ %zu:", rows);
     for (size_t i = 0; i < ATTN_SHAPES; i++) {
         const attn_shape *a = &attn_shapes[i];
@@ -32,32 +32,41 @@ static double rows_time(kiln_ctx *ctx, size_t rows)
         }
         printf("%s forward %.2f ms, forward + backward %.2f ms at B %zu T %zu", i ? ";" : "",
                forward, step, a->B, a->T);
-        total += step;
+        best[i] = best[i] > 0 ? fmin(best[i], step) : step;
     }
     printf("\n");
     fflush(stdout);
-    return total;
+    return 1;
 }
 
+/* Two rounds through RQ 1, 2, 4, 8 (the second only while there is time),
+ * so that a moment of load does not decide. */
 void tune_attention(const char *device, double seconds, attn_result *r)
 {
     static const size_t rows[ATTN_CANDIDATES] = {1, 2, 4, 8};
-    double until = ref_seconds() + seconds;
+    double until = ref_seconds() + seconds, best[ATTN_CANDIDATES][ATTN_SHAPES] = {{0}};
+    int failed[ATTN_CANDIDATES] = {0};
     *r = (attn_result){0};
     kiln_ctx *ctx;
     if (kiln_ctx_create(device, &ctx) != KILN_OK) {
         printf("  attention: not measured (%s)\n", kiln_last_error());
         return;
     }
-    for (int i = 0; i < ATTN_CANDIDATES && (i == 0 || ref_seconds() < until); i++) {
-        r->rows[i] = rows[i];
-        r->ms[i] = rows_time(ctx, rows[i]);
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < ATTN_CANDIDATES && (i + round == 0 || ref_seconds() < until); i++)
+            if (!failed[i]) {
+                r->rows[i] = rows[i];
+                failed[i] = !rows_time(ctx, rows[i], best[i]);
+            }
+    kiln_ctx_free(ctx);
+    for (int i = 0; i < ATTN_CANDIDATES; i++) {
+        for (size_t k = 0; r->rows[i] && !failed[i] && k < ATTN_SHAPES; k++)
+            r->ms[i] += best[i][k];
         if (r->ms[i] > 0 && (!r->best || r->ms[i] < r->best_ms)) {
             r->best = rows[i];
             r->best_ms = r->ms[i];
         }
     }
-    kiln_ctx_free(ctx);
     if (r->best)
         printf("  attention: %zu query rows per work-item, %.2f ms over the shapes\n", r->best,
                r->best_ms);
