@@ -1,8 +1,9 @@
 /* Tuning records: what `kiln tune` measured best for one device (CLBlast's
  * Xgemm parameters, the size from which CLBlast's indirect GEMM beats its
- * direct one, which GEMM engine to use, and the tile and k block of kiln's
- * own GEMM, and the query rows per work-item of attention), one JSON file per device in
- * kiln's cache directory, applied whenever a context opens that device.
+ * direct one, which GEMM engine to use, the tile and k block of kiln's own
+ * GEMM, and attention's query rows per work-item), one JSON file per
+ * device in kiln's cache directory, applied whenever a context opens that
+ * device.
  * A record names the device, driver, platform and CLBlast version it was
  * measured with; a record for anything else, or one that does not parse,
  * is ignored with a warning. A context's record is applied when its blas
