@@ -74,12 +74,14 @@ typedef struct {
     int has_kiln_tile;               /* kiln's own GEMM (CPU devices): */
     int kiln_mr, kiln_nr;            /* its register tile, MR rows x NR columns */
     size_t kiln_kc;                  /* and its k block */
+    size_t attn_rows;                /* attention's query rows per work-item, 1 to 16;
+                                        0: not measured (the device's default) */
 } kiln_tuning;
 
 /* "GEMMK", "KREG", "KWG", ...: the names of kiln_tuning.xgemm, in order. */
 KILN_API const char *kiln_xgemm_param_name(int i);
 /* Hands a tuning to CLBlast for ctx's device, picks its engine and sets the
- * tile of kiln's GEMM. */
+ * tile of kiln's GEMM and attention's query rows. */
 KILN_API kiln_status kiln_tuning_apply(kiln_ctx *ctx, const kiln_tuning *t);
 /* 1 and *t if device d has a valid record, else 0. */
 KILN_API int kiln_tuning_load(const kiln_device_info *d, kiln_tuning *t);
@@ -154,6 +156,14 @@ KILN_API kiln_status kiln_bench(const char *selector, int quick, kiln_bench_resu
 /* GFLOPS of one product on ctx's engine: the best of five timed runs after
  * a warm-up that builds the kernels. */
 KILN_API kiln_status kiln_bench_gemm(kiln_ctx *ctx, const kiln_gemm_shape *g, double *gflops);
+
+/* Fused attention (forward, and forward + backward) on random data of
+ * batch B, block T and H heads of D channels, with `rows` query rows per
+ * work-item (1 to 16): the best of five timed runs in ms, after a warm-up
+ * that builds the kernels. */
+KILN_API kiln_status kiln_bench_attention(kiln_ctx *ctx, size_t B, size_t T, size_t H,
+                                          size_t D, size_t rows, double *forward_ms,
+                                          double *step_ms);
 
 /* Training throughput of model m (random data, batch from its [train]
  * section unless batch > 0): samples per second over a few steps. */

@@ -4,7 +4,8 @@
  * and on sub-matrices at offsets with padded leading dimensions; kiln's
  * GEMM with each tile `kiln tune` may pick and in blocks of k (k past a
  * block, not a multiple of it, 1), the convolution's packing from the
- * image included; tuning records, kiln's tile in them included. */
+ * image included; tuning records, kiln's tile and attention's rows in them
+ * included. */
 #include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "blas/blas.h"
+#include "ops/ops.h"
 #include "harness.h"
 
 typedef struct {
@@ -189,7 +191,7 @@ static int same_tuning(const kiln_tuning *a, const kiln_tuning *b)
            a->min_indirect == b->min_indirect && a->engine == b->engine &&
            memcmp(a->xgemm, b->xgemm, sizeof a->xgemm) == 0 &&
            a->has_kiln_tile == b->has_kiln_tile && a->kiln_mr == b->kiln_mr &&
-           a->kiln_nr == b->kiln_nr && a->kiln_kc == b->kiln_kc;
+           a->kiln_nr == b->kiln_nr && a->kiln_kc == b->kiln_kc && a->attn_rows == b->attn_rows;
 }
 
 static void write_text(const char *path, const char *text)
@@ -302,6 +304,85 @@ START_TEST(tuning_record_sets_kiln_tile)
     ck_assert_int_eq(kiln_tuning_apply(test_ctx(), &t), KILN_ERR_INVALID_ARGUMENT);
     ck_assert_msg(strstr(kiln_last_error(), "12"), "message: %s", kiln_last_error());
     unsetenv("KILN_CACHE_DIR");
+}
+END_TEST
+
+/* The record at path with its attention rows' value (after "rows") made
+ * `value`. */
+static void set_attention_rows(const char *path, const char *value)
+{
+    char text[8192], out[8400];
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *key = strstr(text, "\"rows\"");
+    ck_assert_ptr_nonnull(key);
+    char *v = key + strlen("\"rows\"");
+    v += strspn(v, ": \t\n");
+    size_t old = strcspn(v, " \t\n,}");
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(v - text), text, value, v + old);
+    write_text(path, out);
+}
+
+/* A record's attention rows survive a save and load and are what a new
+ * context's attention runs with, below attention_set_rows; a record whose
+ * rows are not 1 to 16 is refused with a warning naming it, and so is a
+ * kiln_tuning of 17 rows handed to kiln_tuning_apply. */
+START_TEST(tuning_record_sets_attention_rows)
+{
+    char dir[600], path[4096], said[2048];
+    snprintf(dir, sizeof dir, "%s/tuning-attention", test_tmpdir());
+    setenv("KILN_CACHE_DIR", dir, 1);
+    const kiln_device_info *d = kiln_ctx_device(test_ctx());
+    kiln_tuning t = {.engine = KILN_GEMM_AUTO, .attn_rows = 5}, back;
+    check_ok(kiln_tuning_save(d, &t, NULL, path, sizeof path));
+    ck_assert_int_eq(kiln_tuning_load(d, &back), 1);
+    ck_assert(same_tuning(&t, &back));
+    const char *env = getenv("KILN_ATTN_ROWS");
+    if (!(env && *env)) {
+        kiln_ctx *ctx;
+        check_ok(ctx_open(NULL, 1, &ctx));
+        ck_assert_uint_eq(attention_rows(ctx), 5);
+        ck_assert_uint_eq(attention_set_rows(3), 0);
+        ck_assert_uint_eq(attention_rows(ctx), 3);
+        ck_assert_uint_eq(attention_set_rows(0), 3);
+        kiln_ctx_free(ctx);
+        check_ok(ctx_open(NULL, 0, &ctx)); /* KILN_TUNE=off: the device's default */
+        ck_assert_uint_ne(attention_rows(ctx), 5);
+        kiln_ctx_free(ctx);
+    }
+    static const char *const bad[] = {"0", "17", "\"four\"", "2.5", "-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        set_attention_rows(path, bad[i]);
+        ck_assert_int_eq(load_quoting_stderr(d, &back, said, sizeof said), 0);
+        ck_assert_msg(strstr(said, path) && strstr(said, "attention"), "rows %s: %s", bad[i],
+                      said);
+    }
+    set_attention_rows(path, "16");
+    ck_assert_int_eq(kiln_tuning_load(d, &back), 1);
+    ck_assert_uint_eq(back.attn_rows, 16);
+    size_t before = attention_rows(test_ctx());
+    t.attn_rows = 17;
+    ck_assert_int_eq(kiln_tuning_apply(test_ctx(), &t), KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "17"), "message: %s", kiln_last_error());
+    ck_assert_uint_eq(attention_rows(test_ctx()), before);
+    unsetenv("KILN_CACHE_DIR");
+}
+END_TEST
+
+/* kiln_bench_attention times a small attention with the rows asked for,
+ * leaves attention_set_rows as it was, and refuses rows out of 1 to 16. */
+START_TEST(bench_attention_times_one_tile)
+{
+    double forward = 0, step = 0;
+    check_ok(kiln_bench_attention(test_ctx(), 2, 17, 1, 3, 2, &forward, &step));
+    ck_assert(forward > 0 && step > 0 && isfinite(step));
+    ck_assert_uint_eq(attention_set_rows(0), 0);
+    ck_assert_int_eq(kiln_bench_attention(test_ctx(), 2, 17, 1, 3, 17, &forward, &step),
+                     KILN_ERR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(kiln_last_error(), "17 rows"), "message: %s", kiln_last_error());
 }
 END_TEST
 
@@ -487,6 +568,8 @@ int main(void)
     tcase_add_test(tc, tuned_clblast_parameters_give_correct_products);
     tcase_add_test(tc, sgemm_shape_mismatch_names_all_shapes);
     tcase_add_test(tc, tuning_record_sets_kiln_tile);
+    tcase_add_test(tc, tuning_record_sets_attention_rows);
+    tcase_add_test(tc, bench_attention_times_one_tile);
     tcase_add_loop_test(tc, sgemm_with_each_tile, 0, FORCED);
     tcase_add_loop_test(tc, sgemm_in_blocks_of_k, 0, 3);
     tcase_add_loop_test(tc, im2col_panels_follow_the_tile, 0, 2 * FORCED);

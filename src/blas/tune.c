@@ -1,8 +1,9 @@
 /* Tuning records: what `kiln tune` measured best for one device (CLBlast's
  * Xgemm parameters, the size from which CLBlast's indirect GEMM beats its
- * direct one, which GEMM engine to use, and the tile and k block of kiln's
- * own GEMM), one JSON file per device in
- * kiln's cache directory, applied whenever a context opens that device.
+ * direct one, which GEMM engine to use, the tile and k block of kiln's own
+ * GEMM, and attention's query rows per work-item), one JSON file per
+ * device in kiln's cache directory, applied whenever a context opens that
+ * device.
  * A record names the device, driver, platform and CLBlast version it was
  * measured with; a record for anything else, or one that does not parse,
  * is ignored with a warning. A context's record is applied when its blas
@@ -109,6 +110,17 @@ static int tile_from_json(const cJSON *root, kiln_tuning *t, const char **why)
     return 1;
 }
 
+/* The record's "attention": {"rows": N} into t, when there; 0 with *why
+ * set when it is there and not 1 to 16 rows. */
+static int attention_from_json(const cJSON *root, kiln_tuning *t, const char **why)
+{
+    const cJSON *attn = cJSON_GetObjectItemCaseSensitive(root, "attention");
+    if (!attn)
+        return 1;
+    *why = "its attention is not {\"rows\": 1 to 16}";
+    return whole_number(attn, "rows", 1, ATTN_ROWS_MAX, &t->attn_rows);
+}
+
 /* Fills t from a parsed record; 0 with *why set if it is not one. */
 static int from_json(const cJSON *root, const kiln_device_info *d, kiln_tuning *t,
                      const char **why)
@@ -139,7 +151,7 @@ static int from_json(const cJSON *root, const kiln_device_info *d, kiln_tuning *
         t->has_xgemm = 1;
     }
     t->has_min_indirect = whole_number(root, "xgemm_min_indirect_size", 0, 1e9, &t->min_indirect);
-    return tile_from_json(root, t, why);
+    return tile_from_json(root, t, why) && attention_from_json(root, t, why);
 }
 
 int kiln_tuning_load(const kiln_device_info *d, kiln_tuning *t)
@@ -194,6 +206,9 @@ kiln_status kiln_tuning_save(const kiln_device_info *d, const kiln_tuning *t,
         cJSON_AddStringToObject(k, "tile", tile);
         cJSON_AddNumberToObject(k, "kc", (double)t->kiln_kc);
     }
+    if (t->attn_rows)
+        cJSON_AddNumberToObject(cJSON_AddObjectToObject(root, "attention"), "rows",
+                                (double)t->attn_rows);
     cJSON *m = measured ? cJSON_Parse(measured) : NULL;
     if (m)
         cJSON_AddItemToObject(root, "measured", m);
@@ -221,6 +236,10 @@ static kiln_status override(kiln_ctx *ctx, const char *kernel, size_t n, const c
 
 kiln_status tuning_apply_state(kiln_ctx *ctx, blas_state *s, const kiln_tuning *t)
 {
+    if (t->attn_rows > ATTN_ROWS_MAX)
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_tuning: attention's %zu query rows "
+                                                    "per work-item; expected 1 to %d",
+                         t->attn_rows, ATTN_ROWS_MAX);
     kiln_status st = KILN_OK;
     if (t->has_xgemm)
         st = override(ctx, "Xgemm", KILN_XGEMM_PARAMS, (const char **)xgemm_names,
@@ -234,6 +253,8 @@ kiln_status tuning_apply_state(kiln_ctx *ctx, blas_state *s, const kiln_tuning *
         s->engine = gemm_engine_resolve(ctx, (kiln_gemm_engine)t->engine);
     if (st == KILN_OK && t->has_kiln_tile)
         st = gemm_tile_tuned(ctx, s, t->kiln_mr, t->kiln_nr, t->kiln_kc);
+    if (st == KILN_OK && t->attn_rows)
+        ctx->attn_rows = t->attn_rows;
     return st;
 }
 

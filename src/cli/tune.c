@@ -1,8 +1,9 @@
 /* kiln tune: searches CLBlast's Xgemm parameters for one device, finds the
  * size from which CLBlast's indirect GEMM beats its direct one, on CPU
  * devices searches the tile and k block of kiln's own GEMM and picks the
- * faster engine, and stores the result as the device's tuning record,
- * applied whenever kiln opens it.
+ * faster engine, times attention's query rows per work-item (RQ), and
+ * stores the result as the device's tuning record, applied whenever kiln
+ * opens it.
  *
  * Every candidate runs in a worker process (this program, re-executed with
  * --worker): a kernel that takes too long to compile, crashes the driver
@@ -44,11 +45,12 @@ static const cli_flag flags[] = {
     {NULL, 0, NULL, NULL, NULL}};
 
 const cli_command cli_tune_cmd = {
-    "tune", cli_tune, "[MODEL.ini ...]", "tune the GEMM for the device and keep the result",
+    "tune", cli_tune, "[MODEL.ini ...]", "tune the GEMM and attention for the device",
     "Searches the GEMM parameters for the device on the models' GEMM shapes (the examples' "
     "when none are given) and on squares, checks every candidate against a float64 "
-    "reference before timing it, and keeps the best in the device's tuning record, which "
-    "every later run on the device applies (KILN_TUNE=off ignores it).",
+    "reference before timing it, times attention's query rows per work-item (1, 2, 4, 8) "
+    "forward + backward at nanoGPT's shape, and keeps the best in the device's tuning "
+    "record, which every later run on the device applies (KILN_TUNE=off ignores it).",
     flags};
 
 /* ---- the search space ------------------------------------------------------ */
@@ -143,6 +145,7 @@ typedef struct {
     outcome clblast_default, kiln, best;
     kiln_tuning tuning;
     int tried;
+    attn_result attn;
 } search;
 
 static double left(const search *s)
@@ -358,7 +361,12 @@ static char *measured_json(const search *s)
                                  names[k], gflops(&s->set, os[k]->times, i));
         used += snprintf(j + used, size - (size_t)used, "}");
     }
-    snprintf(j + used, size - (size_t)used, "]}");
+    used += snprintf(j + used, size - (size_t)used, "], \"attention_ms\": {");
+    for (int i = 0, n = 0; i < ATTN_CANDIDATES; i++)
+        if (s->attn.ms[i] > 0)
+            used += snprintf(j + used, size - (size_t)used, "%s\"%zu\": %.3f", n++ ? ", " : "",
+                             s->attn.rows[i], s->attn.ms[i]);
+    snprintf(j + used, size - (size_t)used, "}}");
     return j;
 }
 
@@ -477,6 +485,8 @@ static int tune(const tune_args *a, char **models, int n_models)
            s.clblast_default.ok ? "" : "failed; ", s.clblast_default.ok ? total_gflops(&s.set, &s.clblast_default) : 0.0);
     if (info.type == KILN_DEVICE_CPU)
         tile_search(&s);
+    tune_attention(device, fmin(KILN_SEARCH_S, s.budget / 6), &s.attn);
+    s.tuning.attn_rows = s.attn.best;
     candidates(&s);
     if (s.best.ok && left(&s) > 0)
         direct_threshold(&s);
@@ -490,9 +500,9 @@ static int tune(const tune_args *a, char **models, int n_models)
     free(measured);
     if (st != KILN_OK)
         return cli_fail("tune");
-    printf("\n%d candidates in %.0f s; GEMM engine: %s; record written to %s\n", s.tried,
-           ref_seconds() - s.started, kiln_gemm_engine_str((kiln_gemm_engine)s.tuning.engine),
-           path);
+    printf("\n%d candidates in %.0f s; GEMM engine: %s; attention rows: %zu; record written "
+           "to %s\n", s.tried, ref_seconds() - s.started,
+           kiln_gemm_engine_str((kiln_gemm_engine)s.tuning.engine), s.tuning.attn_rows, path);
     return 0;
 }
 

@@ -1,6 +1,6 @@
-/* kiln tune's parts: the shapes it times, and its worker processes (each
- * candidate runs in one, tune_worker.c); the search and the command are
- * tune.c. */
+/* kiln tune's parts: the shapes it times, its worker processes (each
+ * candidate runs in one, tune_worker.c) and attention's query rows
+ * (tune_attention.c); the search and the command are tune.c. */
 #ifndef KILN_CLI_TUNE_H
 #define KILN_CLI_TUNE_H
 
@@ -30,6 +30,19 @@ typedef struct {
     double total;
     char why[256];
 } outcome;
+
+/* Attention's query rows per work-item timed (tune_attention.c). */
+#define ATTN_CANDIDATES 4
+typedef struct {
+    size_t rows[ATTN_CANDIDATES]; /* 0: not tried (out of time) */
+    double ms[ATTN_CANDIDATES];   /* forward + backward over the shapes, each shape's
+                                     best of the rounds; 0: failed */
+    size_t best;                  /* the fastest rows; 0: none measured */
+    double best_ms;
+} attn_result;
+
+/* Times each RQ on device, starting no new one after `seconds`. */
+void tune_attention(const char *device, double seconds, attn_result *r);
 
 void shape_text(const kiln_gemm_shape *g, char *buf, size_t size);
 int parse_shapes(const char *text, shape_set *set);

@@ -36,26 +36,32 @@ static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes
     return KILN_OK;
 }
 
-/* Query rows per work-item of the forward (RQ, a register tile sharing
- * each key and value load): measured by bench/bench_attention. Where
- * work-groups run as loops (PoCL) ATTN_CPU_ROWS; elsewhere 1;
- * $KILN_ATTN_ROWS (1 to 16) overrides it for benchmarks. */
+/* Query rows per work-item of the forward and the backward (RQ, a
+ * register tile sharing each key and value load), first found of:
+ * attention_set_rows (tests, kiln_bench_attention), $KILN_ATTN_ROWS (1 to
+ * 16), the device's tuning record (`kiln tune` times each RQ), and the
+ * device's default: ATTN_CPU_ROWS where work-groups run as loops (PoCL),
+ * else 1. Every choice gives the same bits. */
 #define ATTN_CPU_ROWS 2
 static size_t rows_override; /* attention_set_rows: 0 for the device's choice */
 
-void attention_set_rows(size_t rows)
+size_t attention_set_rows(size_t rows)
 {
+    size_t was = rows_override;
     rows_override = rows;
+    return was;
 }
 
-static size_t attn_rows(const kiln_ctx *ctx)
+size_t attention_rows(const kiln_ctx *ctx)
 {
     if (rows_override)
         return rows_override;
-    const char *env = getenv("KILN_ATTN_ROWS"); /* benchmarks: 1 to 16 */
+    const char *env = getenv("KILN_ATTN_ROWS");
     long rows = env ? strtol(env, NULL, 10) : 0;
-    if (rows >= 1 && rows <= 16)
+    if (rows >= 1 && rows <= ATTN_ROWS_MAX)
         return (size_t)rows;
+    if (ctx->attn_rows)
+        return ctx->attn_rows;
     return device_loops_work_groups(&ctx->info) ? ATTN_CPU_ROWS : 1;
 }
 
@@ -70,7 +76,7 @@ static kiln_status attn_kernel(const op_args *c, const char *name, cl_kernel *k)
 {
     char opts[64];
     size_t D = c->out->shape[2] / c->attrs->heads;
-    snprintf(opts, sizeof opts, "-DHD=%zu -DRQ=%zu -DKB=%d", D, attn_rows(c->ctx),
+    snprintf(opts, sizeof opts, "-DHD=%zu -DRQ=%zu -DKB=%d", D, attention_rows(c->ctx),
              attn_chunk(c->ctx));
     return kernel_get(c->ctx, "attention.cl", opts, name, k);
 }
@@ -115,7 +121,7 @@ static kiln_status attn_forward(const op_args *c)
     cl_kernel k;
     kiln_status st = attn_kernel(c, "attn_forward", &k);
     cl_uint T = c->out->shape[1], H = c->attrs->heads;
-    size_t R = attn_rows(c->ctx);
+    size_t R = attention_rows(c->ctx);
     float scale = attn_scale(c);
     if (st != KILN_OK)
         return st;
@@ -137,7 +143,7 @@ static kiln_status attn_backward(const op_args *c)
     if (st == KILN_OK)
         st = tensor_of(c->ctx, &ds, &delta);
     cl_uint T = c->out->shape[1], H = c->attrs->heads;
-    size_t B = c->out->shape[0], R = attn_rows(c->ctx);
+    size_t B = c->out->shape[0], R = attention_rows(c->ctx);
     float scale = attn_scale(c);
     if (st == KILN_OK)
         st = launch_3d(c->ctx, kq, "attn_backward_q", (T + R - 1) / R, H, B,

@@ -203,6 +203,8 @@ typedef struct {
     size_t total;
 } kiln_spares;
 
+#define ATTN_ROWS_MAX 16 /* attention's query rows per work-item: 1 to this */
+
 struct kiln_ctx {
     kiln_device_info info;
     cl_platform_id platform;
@@ -219,6 +221,8 @@ struct kiln_ctx {
                                 device would, with CL_OUT_OF_RESOURCES; 0: none */
     char label[64];          /* the layer being enqueued, for profiles and traces */
     kiln_ctx_slot slots[KILN_CTX_SLOTS]; /* upper layers' state (ctx_attach) */
+    size_t attn_rows;        /* attention's query rows per work-item from the device's
+                                tuning record (blas/tune.c); 0: the device's default */
     kiln_spares spares;
 };
 
