@@ -5,7 +5,10 @@
  *   embed_backward: dW[v, c] = sum over n = 0..N-1 in order of dy[n, c] where
  *                   ids[n] = v: one item per row v and run of EMBED_RUN
  *                   channels, which it owns (a fixed order, no atomics); the
- *                   ids are read once per run, not once per weight.
+ *                   ids are read once per run, not once per weight. Runs
+ *                   are 16 channels where items are many and cheap (GPUs)
+ *                   and up to 512 where work-groups run as loops (CPUs),
+ *                   whose items then read the ids once a row.
  *   pos_forward:    x (B, T, C), P (P_rows, C), first + T <= P_rows:
  *                   out = x + P[first + t] (first > 0 when decoding).
  *   pos_backward:   dP[t, c] = sum over b in order of dy[b, t, c] for t < T,
@@ -24,7 +27,9 @@ __kernel void embed_forward(__global const float *ids, __global const float *W,
     out[(size_t)n * C + c] = id >= 0 ? W[(size_t)id * C + c] : NAN;
 }
 
+#ifndef EMBED_RUN
 #define EMBED_RUN 16
+#endif
 
 __kernel void embed_backward(__global const float *ids, __global const float *dy,
                              __global float *dW, const uint N, const uint V, const uint C)

@@ -249,6 +249,7 @@ typedef struct {
 
 static const embed_case embed_cases[] = {
     {1, 1, 1, 1, 1}, {3, 17, 13, 33, 19}, {2, 5, 131, 7, 5}, {4, 64, 65, 128, 64},
+    {2, 3, 5, 517, 3}, /* channels past one run of 512 */
 };
 
 static void embedding_case(const embed_case *c)

@@ -326,18 +326,23 @@ class Model:
 
     # ---- arrays in ----
 
-    def _inputs(self, x, what="X"):
+    def _inputs(self, x, what="X", check_finite=True):
+        """x as the library reads it: (n, input size) float32 in C order.
+        check_finite=False leaves NaN and Inf to libkiln, which refuses
+        them too (the caller then names them with finite())."""
         n_in = _lib.kiln_net_input_size(self._net)
         if (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2
                 and x.shape[1] == n_in and x.flags.c_contiguous):
-            return finite(x, what)  # already what the library reads: no copy
+            # already what the library reads: no copy
+            return finite(x, what) if check_finite else x
         x = as_float32(x, what)
         if x.size == n_in and not (x.ndim >= 2 and int(np.prod(x.shape[1:])) == n_in):
             x = x.reshape(1, n_in)  # one sample, flat or in its input shape
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_in:
             raise ValueError(f"{what} has shape {x.shape}; the model takes {n_in} values per "
                              f"sample: (n, {n_in}) or (n, *input shape)")
-        return finite(np.ascontiguousarray(x.reshape(x.shape[0], n_in)), what)
+        x = np.ascontiguousarray(x.reshape(x.shape[0], n_in))
+        return finite(x, what) if check_finite else x
 
     def _targets(self, y, n, what="y"):
         if hasattr(y, "detach"):
@@ -382,13 +387,17 @@ class Model:
             Probabilities for a softmax or sigmoid head, else the last
             layer's values. Eval mode unless m.train() was called.
         """
-        x = self._inputs(x)
-        out = np.empty((x.shape[0], self.output_size), dtype=np.float32)
+        x = self._inputs(x, check_finite=False)
+        outs = _lib.kiln_net_output_size(self._net)
+        out = np.empty((x.shape[0], outs), dtype=np.float32)
         if x.shape[0]:
-            check(_lib.kiln_net_forward(self._net, floats(x), x.shape[0], floats(out)),
-                  "predict")
-        if self.block:  # a token model: (n, T) ids give (n, T, V)
-            return out.reshape(x.shape[0], self.block, self.output_size // self.block)
+            status = _lib.kiln_net_forward(self._net, floats(x), x.shape[0], floats(out))
+            if status:
+                finite(x, "X")  # a NaN or Inf, which libkiln refused, by sample and feature
+                check(status, "predict")
+        block = _lib.kiln_model_block(self._model)
+        if block:  # a token model: (n, T) ids give (n, T, V)
+            return out.reshape(x.shape[0], block, outs // block)
         return out
 
     @_locked

@@ -3,6 +3,8 @@
  *   embedding: ids (B, T) token ids stored as floats, W (V, C) -> (B, T, C)
  *   position:  x (B, T, C), P (P_rows, C), T <= P_rows -> x + P[t]
  * Backward sums in a fixed order (cl/embed.cl): no atomics. */
+#include <stdio.h>
+
 #include "ops/ops.h"
 
 static kiln_status embed_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
@@ -21,10 +23,27 @@ static kiln_status embed_infer(const op_attrs *a, const kiln_shape *in, op_shape
     return KILN_OK;
 }
 
+/* Channels an item of embed_backward (EMBED_RUN in cl/embed.cl): 16
+ * where items are many and cheap (GPUs), up to 512 where work-groups run
+ * as loops (CPUs). The sums are the same either way. */
+static size_t embed_run(const op_args *c)
+{
+    size_t C = c->attrs->out;
+    return device_loops_work_groups(&c->ctx->info) ? (C < 512 ? C : 512) : 16;
+}
+
+/* A kernel of the token embedding (embed.cl with its EMBED_RUN). */
+static kiln_status embed_kernel(const op_args *c, const char *name, cl_kernel *k)
+{
+    char opts[32];
+    snprintf(opts, sizeof opts, "-DEMBED_RUN=%zu", embed_run(c));
+    return kernel_get(c->ctx, "embed.cl", opts, name, k);
+}
+
 static kiln_status embed_forward(const op_args *c)
 {
     cl_kernel k;
-    kiln_status st = kernel_get(c->ctx, "embed.cl", "", "embed_forward", &k);
+    kiln_status st = embed_kernel(c, "embed_forward", &k);
     cl_uint V = c->attrs->rows, C = c->attrs->out;
     if (st != KILN_OK)
         return st;
@@ -38,12 +57,13 @@ static kiln_status embed_backward(const op_args *c)
     kiln_status st = c->din[0] ? kiln_tensor_fill(c->din[0], 0.0f) : KILN_OK; /* ids: none */
     if (st != KILN_OK || !c->dparam[0])
         return st;
-    cl_kernel k;
-    st = kernel_get(c->ctx, "embed.cl", "", "embed_backward", &k);
     cl_uint N = c->in[0]->numel, V = c->attrs->rows, C = c->attrs->out;
+    size_t run = embed_run(c);
+    cl_kernel k;
+    st = embed_kernel(c, "embed_backward", &k);
     if (st != KILN_OK)
         return st;
-    size_t runs = (C + 15) / 16; /* EMBED_RUN channels an item */
+    size_t runs = (C + run - 1) / run;
     return launch_3d(c->ctx, k, "embed_backward", runs, V, 1, KARG(c->in[0]->buf),
                      KARG(c->dout->buf), KARG(c->dparam[0]->buf), KARG(N), KARG(V),
                      KARG(C));
