@@ -191,8 +191,9 @@ START_TEST(bad_corpora_are_refused)
     test_write_file(test_tmp_path("train.bin"), ids, sizeof ids, 0);
     test_write_file(test_tmp_path("val.bin"), ids, sizeof ids, 0);
     o.data = test_tmp_path("train.bin");
+    /* mapped, not scanned: the first window that reads it names the file and offset */
     expect_error(fit(m, &o, &rep, &net), KILN_ERR_INVALID_ARGUMENT,
-                 "train.bin (training split): token 123 is 56, at or beyond the model's "
+                 ".bin: the token id at byte offset 246 is 56, at or beyond the model's "
                  "vocabulary of 56");
     kiln_net_free(net);
 
