@@ -322,8 +322,8 @@ __kernel void bn_dx(__global const float *x, __global const float *y, __global c
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void ln_forward(__global const float *x, __global float *y, __global const float *gamma,
                 __global const float *beta, __global float *mean, __global float *rstd,
-                const uint D, const float eps, const int has_beta)
-{
+                const uint R, const uint D, const float eps, const int has_beta)
+{ /* R: the rows, one a work-group (the signature of ln_forward_rows) */
     __local float scratch[WG];
     uint r = (uint)get_group_id(0), lid = (uint)get_local_id(0);
     lane_span l = span_of(lid, D);
@@ -348,8 +348,8 @@ void ln_forward(__global const float *x, __global float *y, __global const float
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void ln_dx(__global const float *x, __global const float *dy, __global const float *gamma,
            __global const float *mean, __global const float *rstd, __global float *dx,
-           const uint D)
-{
+           const uint R, const uint D)
+{ /* R: the rows, one a work-group (the signature of ln_dx_rows) */
     __local float scratch[WG];
     uint r = (uint)get_group_id(0), lid = (uint)get_local_id(0);
     lane_span l = span_of(lid, D);

@@ -399,46 +399,48 @@ static kiln_status ln_infer(const op_attrs *a, const kiln_shape *in, op_shapes *
 /* Where work-groups run as loops (CPUs), layernorm takes a row per
  * work-item and its parameter gradients down columns (the _rows and
  * _columns kernels); elsewhere a work-group per row and per column. */
+/* The grid of a layernorm kernel over rows: a row per work-item where
+ * work-groups run as loops (the _rows kernels), else a work-group a row. */
+static void ln_row_grid(const op_args *c, size_t rows, size_t *items, size_t *local)
+{
+    size_t wg = reduce_group_size(c->ctx);
+    int rows_each = device_loops_work_groups(&c->ctx->info);
+    *items = rows_each ? op_plane_items(c->ctx, rows) : rows * wg;
+    *local = rows_each ? 1 : wg;
+}
+
 static kiln_status ln_forward(const op_args *c)
 {
-    int rows_each = device_loops_work_groups(&c->ctx->info);
-    const char *name = rows_each ? "ln_forward_rows" : "ln_forward";
+    const char *name = device_loops_work_groups(&c->ctx->info) ? "ln_forward_rows"
+                                                                : "ln_forward";
     cl_kernel k;
     kiln_status st = norm_kernel(c->ctx, name, &k);
     if (st != KILN_OK)
         return st;
-    size_t rows = c->saved[0]->numel, wg = reduce_group_size(c->ctx);
+    size_t rows = c->saved[0]->numel, items, local;
     cl_uint dim = c->in[0]->numel / rows, r = rows;
     cl_int has_beta = c->attrs->bias;
     cl_mem beta = has_beta ? c->param[1]->buf : c->param[0]->buf;
-    if (rows_each)
-        return launch_1d(c->ctx, k, name, op_plane_items(c->ctx, rows), 1, KARG(c->in[0]->buf),
-                         KARG(c->out->buf), KARG(c->param[0]->buf), KARG(beta),
-                         KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(r), KARG(dim),
-                         KARG(c->attrs->eps), KARG(has_beta));
-    return launch_1d(c->ctx, k, name, rows * wg, wg, KARG(c->in[0]->buf),
-                     KARG(c->out->buf), KARG(c->param[0]->buf), KARG(beta),
-                     KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(dim),
-                     KARG(c->attrs->eps), KARG(has_beta));
+    ln_row_grid(c, rows, &items, &local);
+    return launch_1d(c->ctx, k, name, items, local, KARG(c->in[0]->buf), KARG(c->out->buf),
+                     KARG(c->param[0]->buf), KARG(beta), KARG(c->saved[0]->buf),
+                     KARG(c->saved[1]->buf), KARG(r), KARG(dim), KARG(c->attrs->eps),
+                     KARG(has_beta));
 }
 
 static kiln_status ln_dx(const op_args *c, size_t rows, cl_uint dim)
 {
-    int rows_each = device_loops_work_groups(&c->ctx->info);
-    const char *name = rows_each ? "ln_dx_rows" : "ln_dx";
-    size_t wg = reduce_group_size(c->ctx);
+    const char *name = device_loops_work_groups(&c->ctx->info) ? "ln_dx_rows" : "ln_dx";
+    size_t items, local;
     cl_uint r = rows;
     cl_kernel k;
     kiln_status st = norm_kernel(c->ctx, name, &k);
     if (st != KILN_OK)
         return st;
-    if (rows_each)
-        return launch_1d(c->ctx, k, name, op_plane_items(c->ctx, rows), 1, KARG(c->in[0]->buf),
-                         KARG(c->dout->buf), KARG(c->param[0]->buf), KARG(c->saved[0]->buf),
-                         KARG(c->saved[1]->buf), KARG(c->din[0]->buf), KARG(r), KARG(dim));
-    return launch_1d(c->ctx, k, name, rows * wg, wg, KARG(c->in[0]->buf),
-                     KARG(c->dout->buf), KARG(c->param[0]->buf), KARG(c->saved[0]->buf),
-                     KARG(c->saved[1]->buf), KARG(c->din[0]->buf), KARG(dim));
+    ln_row_grid(c, rows, &items, &local);
+    return launch_1d(c->ctx, k, name, items, local, KARG(c->in[0]->buf), KARG(c->dout->buf),
+                     KARG(c->param[0]->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
+                     KARG(c->din[0]->buf), KARG(r), KARG(dim));
 }
 
 static kiln_status ln_backward(const op_args *c)
