@@ -21,6 +21,9 @@
  * compute on row T-1 and store nothing (libclc's exp and log read a table
  * that rusticl passes as a hidden argument; they stay outside branches). */
 
+/* Helpers inline into the kernels: their loops unroll with the callers' sizes. */
+#define INLINE static inline __attribute__((always_inline))
+
 #ifndef HD
 #define HD 16
 #endif
@@ -49,10 +52,10 @@ typedef float vec;
 #define NV (HD / VW)
 
 /* a . p[0..HD) for a held in NV vectors. */
-static float dot_row(const vec *a, __global const float *p)
+INLINE float dot_row(const vec *a, __global const float *p)
 {
     vec s = 0.0f;
-    for (uint u = 0; u < NV; u++)
+    _Pragma("unroll") for (uint u = 0; u < NV; u++)
         s += a[u] * LOADV(u, p);
     return HSUM(s);
 }
@@ -86,21 +89,21 @@ typedef int kint;
 
 #if KB == 8 && VW == 8
 /* (a's neighbours summed, b's): 8 + 8 lanes to 8 */
-static float8 pair_sums(float8 a, float8 b)
+INLINE float8 pair_sums(float8 a, float8 b)
 {
     return (float8)(a.even, b.even) + (float8)(a.odd, b.odd);
 }
 #endif
 
 /* The dot products of a with rows p + min(j0 + t, jmax) * stride, t < KB. */
-static kvec dotk(const vec *a, __global const float *p, uint stride, uint j0, uint jmax)
+INLINE kvec dotk(const vec *a, __global const float *p, uint stride, uint j0, uint jmax)
 {
 #if KB == 8 && VW == 8
     float8 s[KB];
-    for (uint t = 0; t < KB; t++) {
+    _Pragma("unroll") for (uint t = 0; t < KB; t++) {
         __global const float *r = p + (size_t)min(j0 + t, jmax) * stride;
         float8 acc = 0.0f;
-        for (uint u = 0; u < NV; u++)
+        _Pragma("unroll") for (uint u = 0; u < NV; u++)
             acc += a[u] * vload8(u, r);
         s[t] = acc;
     }
@@ -109,27 +112,27 @@ static kvec dotk(const vec *a, __global const float *p, uint stride, uint j0, ui
     return pair_sums(pair_sums(c0, c1), pair_sums(c2, c3));
 #else
     float s[KB];
-    for (uint t = 0; t < KB; t++)
+    _Pragma("unroll") for (uint t = 0; t < KB; t++)
         s[t] = dot_row(a, p + (size_t)min(j0 + t, jmax) * stride);
     return KLOAD(s);
 #endif
 }
 
 /* x where rows j0 + t are at most lim (row lim's causal limit), else -inf. */
-static kvec causal(kvec x, uint j0, uint lim)
+INLINE kvec causal(kvec x, uint j0, uint lim)
 {
     kint j = KSTEPS + (int)j0;
     return select((kvec)(-INFINITY), x, j <= (kint)(int)lim);
 }
 
 /* The same for rows at least lo (the backward over queries), and below n. */
-static kvec from_row(kvec x, uint i0, uint lo, uint n)
+INLINE kvec from_row(kvec x, uint i0, uint lo, uint n)
 {
     kint i = KSTEPS + (int)i0;
     return select((kvec)(-INFINITY), x, i >= (kint)(int)lo && i < (kint)(int)n);
 }
 
-static float kmax(kvec x)
+INLINE float kmax(kvec x)
 {
 #if KB == 8
     float4 a = fmax(x.lo, x.hi);
@@ -140,7 +143,7 @@ static float kmax(kvec x)
 #endif
 }
 
-static float ksum(kvec x)
+INLINE float ksum(kvec x)
 {
 #if KB == 8
     float4 a = x.lo + x.hi;
@@ -152,23 +155,23 @@ static float ksum(kvec x)
 }
 
 /* acc += sum_t w[t] row(t), rows p + min(j0 + t, jmax) * stride, in order. */
-static void add_rows(vec *acc, kvec w, __global const float *p, uint stride, uint j0,
+INLINE void add_rows(vec *acc, kvec w, __global const float *p, uint stride, uint j0,
                      uint jmax)
 {
     float wt[KB];
     KSTORE(w, wt);
-    for (uint t = 0; t < KB; t++) {
+    _Pragma("unroll") for (uint t = 0; t < KB; t++) {
         __global const float *r = p + (size_t)min(j0 + t, jmax) * stride;
-        for (uint u = 0; u < NV; u++)
+        _Pragma("unroll") for (uint u = 0; u < NV; u++)
             acc[u] += wt[t] * LOADV(u, r);
     }
 }
 
 /* KB values of s at rows min(i0 + t, n - 1). */
-static kvec loadk(__global const float *s, uint i0, uint n)
+INLINE kvec loadk(__global const float *s, uint i0, uint n)
 {
     float x[KB];
-    for (uint t = 0; t < KB; t++)
+    _Pragma("unroll") for (uint t = 0; t < KB; t++)
         x[t] = s[min(i0 + t, n - 1)];
     return KLOAD(x);
 }
@@ -176,7 +179,7 @@ static kvec loadk(__global const float *s, uint i0, uint n)
 /* One query row's online softmax over a chunk of keys j0 .. j0 + 7 (those
  * past lim masked): keys and values are rows of k and v, stride apart
  * (jmax: the last row there is). m, l and acc as the forward keeps them. */
-static void softmax_chunk(const vec *q, __global const float *k, __global const float *v,
+INLINE void softmax_chunk(const vec *q, __global const float *k, __global const float *v,
                           uint stride, uint j0, uint lim, uint jmax, float *m, float *l,
                           vec *acc)
 {
@@ -184,7 +187,7 @@ static void softmax_chunk(const vec *q, __global const float *k, __global const 
     float mn = fmax(*m, kmax(s)), corr = exp(*m - mn);
     kvec p = exp(s - mn);
     *l = *l * corr + ksum(p);
-    for (uint u = 0; u < NV; u++)
+    _Pragma("unroll") for (uint u = 0; u < NV; u++)
         acc[u] *= corr;
     add_rows(acc, p, v, stride, j0, jmax);
     *m = mn;
@@ -208,7 +211,7 @@ __kernel void attn_forward(__global const float *qkv, __global float *y, __globa
     float m[RQ], l[RQ];
     for (uint r = 0; r < RQ; r++) {
         __global const float *q = qkv + (size_t)(b * T + min(base + r, T - 1)) * row + h * HD;
-        for (uint u = 0; u < NV; u++) {
+        _Pragma("unroll") for (uint u = 0; u < NV; u++) {
             qs[r][u] = LOADV(u, q) * scale;
             acc[r][u] = 0.0f;
         }
@@ -216,7 +219,7 @@ __kernel void attn_forward(__global const float *qkv, __global float *y, __globa
         l[r] = 0.0f;
     }
     for (uint j0 = 0; j0 <= last; j0 += KB)
-        for (uint r = 0; r < RQ; r++)
+        _Pragma("unroll") for (uint r = 0; r < RQ; r++)
             softmax_chunk(qs[r], k, v, row, j0, min(base + r, T - 1), last, &m[r], &l[r],
                           acc[r]);
     for (uint r = 0; r < RQ; r++) {
@@ -225,7 +228,7 @@ __kernel void attn_forward(__global const float *qkv, __global float *y, __globa
         if (i >= T)
             continue;
         __global float *out = y + (size_t)(b * T + i) * C + h * HD;
-        for (uint u = 0; u < NV; u++)
+        _Pragma("unroll") for (uint u = 0; u < NV; u++)
             STOREV(acc[r][u] * inv, u, out);
         lse[(b * H + h) * T + i] = stat;
     }
@@ -246,7 +249,7 @@ __kernel void attn_backward_q(__global const float *qkv, __global const float *y
         __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
         __global const float *yi = y + (size_t)(b * T + i) * C + h * HD;
         __global const float *gi = dy + (size_t)(b * T + i) * C + h * HD;
-        for (uint u = 0; u < NV; u++) {
+        _Pragma("unroll") for (uint u = 0; u < NV; u++) {
             qs[r][u] = LOADV(u, q) * scale;
             g[r][u] = LOADV(u, gi);
             dq[r][u] = 0.0f;
@@ -255,7 +258,7 @@ __kernel void attn_backward_q(__global const float *qkv, __global const float *y
         stat[r] = lse[(b * H + h) * T + i];
     }
     for (uint j0 = 0; j0 <= last; j0 += KB)
-        for (uint r = 0; r < RQ; r++) { /* past the diagonal p = ds = 0: dq unchanged */
+        _Pragma("unroll") for (uint r = 0; r < RQ; r++) { /* past the diagonal p = ds = 0: dq unchanged */
             kvec p = exp(causal(dotk(qs[r], k, row, j0, last), j0, min(base + r, T - 1)) -
                            stat[r]);
             kvec ds = p * (dotk(g[r], v, row, j0, last) - dl[r]);
@@ -266,7 +269,7 @@ __kernel void attn_backward_q(__global const float *qkv, __global const float *y
         if (i >= T)
             continue;
         __global float *out = dqkv + (size_t)(b * T + i) * row + h * HD;
-        for (uint u = 0; u < NV; u++)
+        _Pragma("unroll") for (uint u = 0; u < NV; u++)
             STOREV(dq[r][u] * scale, u, out);
         delta[(b * H + h) * T + i] = dl[r];
     }
@@ -285,7 +288,7 @@ __kernel void attn_backward_kv(__global const float *qkv, __global const float *
     vec ks[RQ][NV], vr[RQ][NV], dk[RQ][NV], dv[RQ][NV];
     for (uint r = 0; r < RQ; r++) {
         __global const float *kr = qkv + (size_t)(b * T + min(base + r, T - 1)) * row + C + h * HD;
-        for (uint u = 0; u < NV; u++) {
+        _Pragma("unroll") for (uint u = 0; u < NV; u++) {
             ks[r][u] = LOADV(u, kr) * scale; /* q . (k scale) = (q scale) . k up to rounding */
             vr[r][u] = LOADV(u, kr + C);
             dk[r][u] = 0.0f;
@@ -294,7 +297,7 @@ __kernel void attn_backward_kv(__global const float *qkv, __global const float *
     }
     for (uint i0 = base; i0 < T; i0 += KB) {
         kvec stat = loadk(st, i0, T), d = loadk(dl, i0, T);
-        for (uint r = 0; r < RQ; r++) { /* before its diagonal, p = ds = 0: unchanged */
+        _Pragma("unroll") for (uint r = 0; r < RQ; r++) { /* before its diagonal, p = ds = 0: unchanged */
             kvec s = from_row(dotk(ks[r], q, row, i0, T - 1), i0, min(base + r, T - 1), T);
             kvec p = exp(s - stat);
             kvec ds = p * (dotk(vr[r], g, C, i0, T - 1) - d);
@@ -307,7 +310,7 @@ __kernel void attn_backward_kv(__global const float *qkv, __global const float *
         if (j >= T)
             continue;
         __global float *out = dqkv + (size_t)(b * T + j) * row + C + h * HD;
-        for (uint u = 0; u < NV; u++) {
+        _Pragma("unroll") for (uint u = 0; u < NV; u++) {
             STOREV(dk[r][u] * scale, u, out);
             STOREV(dv[r][u], u, out + C);
         }
@@ -335,7 +338,7 @@ __kernel void attn_decode(__global const float *qkv, __global const float *cache
     __global const float *q = qkv + (size_t)r * 3 * C + h * HD;
     __global const float *k = cache + h * HD, *v = k + C;
     vec qs[NV], acc[NV];
-    for (uint u = 0; u < NV; u++) {
+    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
         qs[u] = LOADV(u, q) * scale;
         acc[u] = 0.0f;
     }
@@ -344,6 +347,6 @@ __kernel void attn_decode(__global const float *qkv, __global const float *cache
         softmax_chunk(qs, k, v, 2 * C, j0, lim, lim, &m, &l, acc);
     float inv = 1.0f / l;
     __global float *out = y + (size_t)r * C + h * HD;
-    for (uint u = 0; u < NV; u++)
+    _Pragma("unroll") for (uint u = 0; u < NV; u++)
         STOREV(acc[u] * inv, u, out);
 }
