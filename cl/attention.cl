@@ -51,14 +51,29 @@ typedef float vec;
 #endif
 #define NV (HD / VW)
 
-/* a . p[0..HD) for a held in NV vectors. */
-INLINE float dot_row(const vec *a, __global const float *p)
-{
-    vec s = 0.0f;
-    _Pragma("unroll") for (uint u = 0; u < NV; u++)
-        s += a[u] * LOADV(u, p);
-    return HSUM(s);
-}
+/* Where the helpers below read their rows of keys, values, queries or
+ * output gradients: global memory, or with -DTILE=N (GPUs) a work-group's
+ * tile of N rows in local memory. */
+#ifdef TILE
+#define ROWS __local
+#else
+#define ROWS __global
+#endif
+
+/* a . p[0..HD) for a held in NV vectors: NAME reads p from SPACE. */
+#define DOT_ROW(NAME, SPACE)                                                    \
+    INLINE float NAME(const vec *a, SPACE const float *p)                      \
+    {                                                                           \
+        vec s = 0.0f;                                                           \
+        _Pragma("unroll") for (uint u = 0; u < NV; u++) s += a[u] * LOADV(u, p); \
+        return HSUM(s);                                                         \
+    }
+DOT_ROW(dot_row, ROWS)
+#ifdef TILE
+DOT_ROW(dot_global, __global)
+#else
+#define dot_global dot_row
+#endif
 
 /* Keys (or queries) go KB at a time (-DKB=8 where work-groups run as
  * loops; 1 elsewhere: per-lane SIMD compilers such as llvmpipe's build
@@ -96,12 +111,12 @@ INLINE float8 pair_sums(float8 a, float8 b)
 #endif
 
 /* The dot products of a with rows p + min(j0 + t, jmax) * stride, t < KB. */
-INLINE kvec dotk(const vec *a, __global const float *p, uint stride, uint j0, uint jmax)
+INLINE kvec dotk(const vec *a, ROWS const float *p, uint stride, uint j0, uint jmax)
 {
 #if KB == 8 && VW == 8
     float8 s[KB];
     _Pragma("unroll") for (uint t = 0; t < KB; t++) {
-        __global const float *r = p + (size_t)min(j0 + t, jmax) * stride;
+        ROWS const float *r = p + (size_t)min(j0 + t, jmax) * stride;
         float8 acc = 0.0f;
         _Pragma("unroll") for (uint u = 0; u < NV; u++)
             acc += a[u] * vload8(u, r);
@@ -155,20 +170,20 @@ INLINE float ksum(kvec x)
 }
 
 /* acc += sum_t w[t] row(t), rows p + min(j0 + t, jmax) * stride, in order. */
-INLINE void add_rows(vec *acc, kvec w, __global const float *p, uint stride, uint j0,
+INLINE void add_rows(vec *acc, kvec w, ROWS const float *p, uint stride, uint j0,
                      uint jmax)
 {
     float wt[KB];
     KSTORE(w, wt);
     _Pragma("unroll") for (uint t = 0; t < KB; t++) {
-        __global const float *r = p + (size_t)min(j0 + t, jmax) * stride;
+        ROWS const float *r = p + (size_t)min(j0 + t, jmax) * stride;
         _Pragma("unroll") for (uint u = 0; u < NV; u++)
             acc[u] += wt[t] * LOADV(u, r);
     }
 }
 
 /* KB values of s at rows min(i0 + t, n - 1). */
-INLINE kvec loadk(__global const float *s, uint i0, uint n)
+INLINE kvec loadk(ROWS const float *s, uint i0, uint n)
 {
     float x[KB];
     _Pragma("unroll") for (uint t = 0; t < KB; t++)
@@ -179,7 +194,7 @@ INLINE kvec loadk(__global const float *s, uint i0, uint n)
 /* One query row's online softmax over a chunk of keys j0 .. j0 + 7 (those
  * past lim masked): keys and values are rows of k and v, stride apart
  * (jmax: the last row there is). m, l and acc as the forward keeps them. */
-INLINE void softmax_chunk(const vec *q, __global const float *k, __global const float *v,
+INLINE void softmax_chunk(const vec *q, ROWS const float *k, ROWS const float *v,
                           uint stride, uint j0, uint lim, uint jmax, float *m, float *l,
                           vec *acc)
 {
@@ -201,6 +216,7 @@ INLINE void softmax_chunk(const vec *q, __global const float *k, __global const 
 #define RQ 1
 #endif
 
+#ifndef TILE
 __kernel void attn_forward(__global const float *qkv, __global float *y, __global float *lse,
                            const uint T, const uint H, const float scale)
 {
@@ -254,7 +270,7 @@ __kernel void attn_backward_q(__global const float *qkv, __global const float *y
             g[r][u] = LOADV(u, gi);
             dq[r][u] = 0.0f;
         }
-        dl[r] = dot_row(g[r], yi);
+        dl[r] = dot_global(g[r], yi);
         stat[r] = lse[(b * H + h) * T + i];
     }
     for (uint j0 = 0; j0 <= last; j0 += KB)
@@ -350,3 +366,142 @@ __kernel void attn_decode(__global const float *qkv, __global const float *cache
     _Pragma("unroll") for (uint u = 0; u < NV; u++)
         STOREV(acc[u] * inv, u, out);
 }
+#else /* TILE */
+
+/* The same three kernels for GPUs: a work-group of TILE items, one query
+ * (or key) row each, shares each tile of TILE rows of keys and values (or
+ * queries and output gradients) through local memory, loaded a row an
+ * item. Each row's sums run over the same rows in the same order, with the
+ * same operations, as the kernels above with RQ = 1 and KB = 1, so a tile
+ * of any size gives the bits of no tile. Launched over T rounded up to a
+ * multiple of TILE; items past T compute on row T - 1, load their share of
+ * each tile, and store nothing. */
+#if KB != 1 || RQ != 1
+#error "attention.cl: tiles (-DTILE) take RQ = 1 and KB = 1"
+#endif
+
+/* Row lid of tile, from row min(t0 + lid, n - 1) of src (stride apart). */
+INLINE void tile_row(__local float *tile, __global const float *src, uint stride, uint t0,
+                     uint n, uint lid)
+{
+    __global const float *r = src + (size_t)min(t0 + lid, n - 1) * stride;
+    _Pragma("unroll") for (uint u = 0; u < NV; u++)
+        STOREV(LOADV(u, r), u, tile + lid * HD);
+}
+
+__kernel __attribute__((reqd_work_group_size(TILE, 1, 1))) void
+attn_forward(__global const float *qkv, __global float *y, __global float *lse, const uint T,
+             const uint H, const float scale)
+{
+    uint i = (uint)get_global_id(0), lid = (uint)get_local_id(0);
+    uint h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint C = H * HD, row = 3 * C, lim = min(i, T - 1), last = min(i - lid + TILE - 1, T - 1);
+    __global const float *k = qkv + (size_t)b * T * row + C + h * HD, *v = k + C;
+    __global const float *q = qkv + (size_t)(b * T + lim) * row + h * HD;
+    __local float kt[TILE * HD], vt[TILE * HD];
+    vec qs[NV], acc[NV];
+    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
+        qs[u] = LOADV(u, q) * scale;
+        acc[u] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (uint t0 = 0; t0 <= last; t0 += TILE) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        tile_row(kt, k, row, t0, T, lid);
+        tile_row(vt, v, row, t0, T, lid);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint j = t0; j <= lim && j < t0 + TILE; j++)
+            softmax_chunk(qs, kt, vt, HD, j - t0, lim - t0, TILE - 1, &m, &l, acc);
+    }
+    float inv = 1.0f / l, stat = m + log(l);
+    if (i >= T)
+        return;
+    __global float *out = y + (size_t)(b * T + i) * C + h * HD;
+    _Pragma("unroll") for (uint u = 0; u < NV; u++)
+        STOREV(acc[u] * inv, u, out);
+    lse[(b * H + h) * T + i] = stat;
+}
+
+__kernel __attribute__((reqd_work_group_size(TILE, 1, 1))) void
+attn_backward_q(__global const float *qkv, __global const float *y, __global const float *dy,
+                __global const float *lse, __global float *delta, __global float *dqkv,
+                const uint T, const uint H, const float scale)
+{
+    uint i = (uint)get_global_id(0), lid = (uint)get_local_id(0);
+    uint h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint C = H * HD, row = 3 * C, lim = min(i, T - 1), last = min(i - lid + TILE - 1, T - 1);
+    __global const float *k = qkv + (size_t)b * T * row + C + h * HD, *v = k + C;
+    __global const float *q = qkv + (size_t)(b * T + lim) * row + h * HD;
+    __global const float *yi = y + (size_t)(b * T + lim) * C + h * HD;
+    __global const float *gi = dy + (size_t)(b * T + lim) * C + h * HD;
+    __local float kt[TILE * HD], vt[TILE * HD];
+    vec qs[NV], g[NV], dq[NV];
+    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
+        qs[u] = LOADV(u, q) * scale;
+        g[u] = LOADV(u, gi);
+        dq[u] = 0.0f;
+    }
+    float dl = dot_global(g, yi), stat = lse[(b * H + h) * T + lim];
+    for (uint t0 = 0; t0 <= last; t0 += TILE) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        tile_row(kt, k, row, t0, T, lid);
+        tile_row(vt, v, row, t0, T, lid);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint j = t0; j <= lim && j < t0 + TILE; j++) {
+            kvec p = exp(causal(dotk(qs, kt, HD, j - t0, TILE - 1), j - t0, lim - t0) - stat);
+            kvec ds = p * (dotk(g, vt, HD, j - t0, TILE - 1) - dl);
+            add_rows(dq, ds, kt, HD, j - t0, TILE - 1);
+        }
+    }
+    if (i >= T)
+        return;
+    __global float *out = dqkv + (size_t)(b * T + i) * row + h * HD;
+    _Pragma("unroll") for (uint u = 0; u < NV; u++)
+        STOREV(dq[u] * scale, u, out);
+    delta[(b * H + h) * T + i] = dl;
+}
+
+__kernel __attribute__((reqd_work_group_size(TILE, 1, 1))) void
+attn_backward_kv(__global const float *qkv, __global const float *dy, __global const float *lse,
+                 __global const float *delta, __global float *dqkv, const uint T, const uint H,
+                 const float scale)
+{
+    uint j = (uint)get_global_id(0), lid = (uint)get_local_id(0);
+    uint h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint C = H * HD, row = 3 * C, own = min(j, T - 1);
+    __global const float *q = qkv + (size_t)b * T * row + h * HD;
+    __global const float *g = dy + (size_t)b * T * C + h * HD;
+    __global const float *kr = qkv + (size_t)(b * T + own) * row + C + h * HD;
+    __global const float *st = lse + (b * H + h) * T, *dl = delta + (b * H + h) * T;
+    __local float qt[TILE * HD], gt[TILE * HD], stt[TILE], dlt[TILE];
+    vec ks[NV], vr[NV], dk[NV], dv[NV];
+    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
+        ks[u] = LOADV(u, kr) * scale;
+        vr[u] = LOADV(u, kr + C);
+        dk[u] = 0.0f;
+        dv[u] = 0.0f;
+    }
+    for (uint t0 = j - lid; t0 < T; t0 += TILE) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        tile_row(qt, q, row, t0, T, lid);
+        tile_row(gt, g, C, t0, T, lid);
+        stt[lid] = st[min(t0 + lid, T - 1)];
+        dlt[lid] = dl[min(t0 + lid, T - 1)];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint i = max(t0, own); i < T && i < t0 + TILE; i++) {
+            uint r = i - t0;
+            kvec p = exp(dotk(ks, qt, HD, r, TILE - 1) - loadk(stt, r, TILE));
+            kvec ds = p * (dotk(vr, gt, HD, r, TILE - 1) - loadk(dlt, r, TILE));
+            add_rows(dv, p, gt, HD, r, TILE - 1);
+            add_rows(dk, ds, qt, HD, r, TILE - 1);
+        }
+    }
+    if (j >= T)
+        return;
+    __global float *out = dqkv + (size_t)(b * T + j) * row + C + h * HD;
+    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
+        STOREV(dk[u] * scale, u, out);
+        STOREV(dv[u], u, out + C);
+    }
+}
+#endif /* TILE */

@@ -74,8 +74,9 @@ typedef struct {
     int has_kiln_tile;               /* kiln's own GEMM (CPU devices): */
     int kiln_mr, kiln_nr;            /* its register tile, MR rows x NR columns */
     size_t kiln_kc;                  /* and its k block */
-    size_t attn_rows;                /* attention's query rows per work-item, 1 to 16;
-                                        0: not measured (the device's default) */
+    size_t attn_rows;                /* attention's rows per work-item (CPUs) or
+                                        work-group sharing a local tile (GPUs),
+                                        1 to 64; 0: not measured (the default) */
 } kiln_tuning;
 
 /* "GEMMK", "KREG", "KWG", ...: the names of kiln_tuning.xgemm, in order. */
@@ -159,11 +160,17 @@ KILN_API kiln_status kiln_bench_gemm(kiln_ctx *ctx, const kiln_gemm_shape *g, do
 
 /* Fused attention (forward, and forward + backward) on random data of
  * batch B, block T and H heads of D channels, with `rows` query rows per
- * work-item (1 to 16): the best of five timed runs in ms, after a warm-up
+ * work-item on CPUs, or per work-group sharing a tile of keys in local
+ * memory on GPUs (1 to 64): the best of five timed runs in ms, after a warm-up
  * that builds the kernels. */
 KILN_API kiln_status kiln_bench_attention(kiln_ctx *ctx, size_t B, size_t T, size_t H,
                                           size_t D, size_t rows, double *forward_ms,
                                           double *step_ms);
+/* The KILN_ATTN_CHOICES rows `kiln tune` times on ctx's device: query rows
+ * per work-item where work-groups run as loops (CPUs: 1, 2, 4, 8), else
+ * rows of a work-group's local tile (GPUs: 1, that is none, 16, 32, 64). */
+#define KILN_ATTN_CHOICES 4
+KILN_API const size_t *kiln_attention_choices(const kiln_ctx *ctx);
 
 /* Training throughput of model m (random data, batch from its [train]
  * section unless batch > 0): samples per second over a few steps. */

@@ -328,8 +328,8 @@ static void set_attention_rows(const char *path, const char *value)
 
 /* A record's attention rows survive a save and load and are what a new
  * context's attention runs with, below attention_set_rows; a record whose
- * rows are not 1 to 16 is refused with a warning naming it, and so is a
- * kiln_tuning of 17 rows handed to kiln_tuning_apply. */
+ * rows are not 1 to 64 is refused with a warning naming it, and so is a
+ * kiln_tuning of 65 rows handed to kiln_tuning_apply. */
 START_TEST(tuning_record_sets_attention_rows)
 {
     char dir[600], path[4096], said[2048];
@@ -353,36 +353,36 @@ START_TEST(tuning_record_sets_attention_rows)
         ck_assert_uint_ne(attention_rows(ctx), 5);
         kiln_ctx_free(ctx);
     }
-    static const char *const bad[] = {"0", "17", "\"four\"", "2.5", "-1"};
+    static const char *const bad[] = {"0", "65", "\"four\"", "2.5", "-1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         set_attention_rows(path, bad[i]);
         ck_assert_int_eq(load_quoting_stderr(d, &back, said, sizeof said), 0);
         ck_assert_msg(strstr(said, path) && strstr(said, "attention"), "rows %s: %s", bad[i],
                       said);
     }
-    set_attention_rows(path, "16");
+    set_attention_rows(path, "64");
     ck_assert_int_eq(kiln_tuning_load(d, &back), 1);
-    ck_assert_uint_eq(back.attn_rows, 16);
+    ck_assert_uint_eq(back.attn_rows, 64);
     size_t before = attention_rows(test_ctx());
-    t.attn_rows = 17;
+    t.attn_rows = 65;
     ck_assert_int_eq(kiln_tuning_apply(test_ctx(), &t), KILN_ERR_INVALID_ARGUMENT);
-    ck_assert_msg(strstr(kiln_last_error(), "17"), "message: %s", kiln_last_error());
+    ck_assert_msg(strstr(kiln_last_error(), "65"), "message: %s", kiln_last_error());
     ck_assert_uint_eq(attention_rows(test_ctx()), before);
     unsetenv("KILN_CACHE_DIR");
 }
 END_TEST
 
 /* kiln_bench_attention times a small attention with the rows asked for,
- * leaves attention_set_rows as it was, and refuses rows out of 1 to 16. */
+ * leaves attention_set_rows as it was, and refuses rows out of 1 to 64. */
 START_TEST(bench_attention_times_one_tile)
 {
     double forward = 0, step = 0;
     check_ok(kiln_bench_attention(test_ctx(), 2, 17, 1, 3, 2, &forward, &step));
     ck_assert(forward > 0 && step > 0 && isfinite(step));
     ck_assert_uint_eq(attention_set_rows(0), 0);
-    ck_assert_int_eq(kiln_bench_attention(test_ctx(), 2, 17, 1, 3, 17, &forward, &step),
+    ck_assert_int_eq(kiln_bench_attention(test_ctx(), 2, 17, 1, 3, 65, &forward, &step),
                      KILN_ERR_INVALID_ARGUMENT);
-    ck_assert_msg(strstr(kiln_last_error(), "17 rows"), "message: %s", kiln_last_error());
+    ck_assert_msg(strstr(kiln_last_error(), "65 rows"), "message: %s", kiln_last_error());
 }
 END_TEST
 

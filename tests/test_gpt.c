@@ -191,8 +191,9 @@ START_TEST(attention_matches_reference)
 }
 END_TEST
 
-/* Every register tile (query rows per work-item) gives the bits of one
- * row per item, forward and backward, at every case's size. */
+/* Every register tile (query rows per work-item, CPUs) and every local
+ * tile (rows of a work-group, GPUs) gives the bits of one row per item and
+ * no tile, forward and backward, at every case's size. */
 START_TEST(attention_tiles_give_the_same_bits)
 {
     const attn_case *c = &attn_cases[_i];
@@ -211,8 +212,11 @@ START_TEST(attention_tiles_give_the_same_bits)
     const kiln_tensor *results[3] = {args.out, args.saved[0], args.din[0]};
     static const char *names[3] = {"output", "log-sum-exp", "input gradient"};
     float *one[3] = {NULL, NULL, NULL};
-    static const size_t rows[] = {1, 2, 5}; /* PoCL's choice, and a tile past T */
-    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+    /* 1: no register or local tile; PoCL's register tile; a tile past T;
+     * the local tile GPUs (and rusticl) take by default */
+    static const size_t rows[] = {1, 2, 5, 32};
+    int tiles = !device_loops_work_groups(&args.ctx->info);
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0] - !tiles; r++) {
         attention_set_rows(rows[r]);
         check_ok(op_forward(OP_ATTENTION, &args));
         check_ok(op_backward(OP_ATTENTION, &args));

@@ -70,6 +70,13 @@ static kiln_status attn_time(attn_bench *b, int backward, int reps, double *ms)
     return st;
 }
 
+const size_t *kiln_attention_choices(const kiln_ctx *ctx)
+{
+    static const size_t registers[KILN_ATTN_CHOICES] = {1, 2, 4, 8};
+    static const size_t tiles[KILN_ATTN_CHOICES] = {1, 16, 32, 64};
+    return ctx && device_loops_work_groups(&ctx->info) ? registers : tiles;
+}
+
 kiln_status kiln_bench_attention(kiln_ctx *ctx, size_t B, size_t T, size_t H, size_t D,
                                  size_t rows, double *forward_ms, double *step_ms)
 {

@@ -111,13 +111,13 @@ static int tile_from_json(const cJSON *root, kiln_tuning *t, const char **why)
 }
 
 /* The record's "attention": {"rows": N} into t, when there; 0 with *why
- * set when it is there and not 1 to 16 rows. */
+ * set when it is there and not 1 to ATTN_ROWS_MAX rows. */
 static int attention_from_json(const cJSON *root, kiln_tuning *t, const char **why)
 {
     const cJSON *attn = cJSON_GetObjectItemCaseSensitive(root, "attention");
     if (!attn)
         return 1;
-    *why = "its attention is not {\"rows\": 1 to 16}";
+    *why = "its attention is not {\"rows\": 1 to 64}";
     return whole_number(attn, "rows", 1, ATTN_ROWS_MAX, &t->attn_rows);
 }
 

@@ -31,8 +31,8 @@ typedef struct {
     char why[256];
 } outcome;
 
-/* Attention's query rows per work-item timed (tune_attention.c). */
-#define ATTN_CANDIDATES 4
+/* Attention's rows per work-item or work-group timed (tune_attention.c). */
+#define ATTN_CANDIDATES KILN_ATTN_CHOICES
 typedef struct {
     size_t rows[ATTN_CANDIDATES]; /* 0: not tried (out of time) */
     double ms[ATTN_CANDIDATES];   /* forward + backward over the shapes, each shape's

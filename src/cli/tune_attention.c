@@ -1,8 +1,10 @@
-/* kiln tune's attention part: the fused attention kernels' query rows per
- * work-item (RQ, a register tile) timed at nanoGPT's CPU shape (batch 12,
- * block 64, 4 heads of 32) and a longer block, forward + backward, for
- * each RQ in turn; the fastest goes into the device's tuning record. Every
- * RQ gives the same bits, so nothing needs checking here. */
+/* kiln tune's attention part: the fused attention kernels' rows (query
+ * rows per work-item on CPUs, a register tile; rows of a work-group's tile
+ * in local memory on GPUs; kiln_attention_choices) timed at nanoGPT's CPU
+ * shape (batch 12, block 64, 4 heads of 32) and a longer block, forward +
+ * backward, for each in turn; the fastest goes into the device's tuning
+ * record. Every choice gives the same bits, so nothing needs checking
+ * here. */
 #include <math.h>
 #include <stdio.h>
 
@@ -21,7 +23,7 @@ static const attn_shape attn_shapes[] = {{12, 64, 4, 32}, {2, 256, 4, 32}};
  * slows one down); 0 on failure (printed). */
 static int rows_time(kiln_ctx *ctx, size_t rows, double *best)
 {
-    printf("  attention, RQ %zu:", rows);
+    printf("  attention, %zu rows:", rows);
     for (size_t i = 0; i < ATTN_SHAPES; i++) {
         const attn_shape *a = &attn_shapes[i];
         double forward, step;
@@ -39,11 +41,10 @@ static int rows_time(kiln_ctx *ctx, size_t rows, double *best)
     return 1;
 }
 
-/* Two rounds through RQ 1, 2, 4, 8 (the second only while there is time),
+/* Two rounds through the device's choices (the second only while there is time),
  * so that a moment of load does not decide. */
 void tune_attention(const char *device, double seconds, attn_result *r)
 {
-    static const size_t rows[ATTN_CANDIDATES] = {1, 2, 4, 8};
     double until = ref_seconds() + seconds, best[ATTN_CANDIDATES][ATTN_SHAPES] = {{0}};
     int failed[ATTN_CANDIDATES] = {0};
     *r = (attn_result){0};
@@ -52,6 +53,7 @@ void tune_attention(const char *device, double seconds, attn_result *r)
         printf("  attention: not measured (%s)\n", kiln_last_error());
         return;
     }
+    const size_t *rows = kiln_attention_choices(ctx);
     for (int round = 0; round < 2; round++)
         for (int i = 0; i < ATTN_CANDIDATES && (i + round == 0 || ref_seconds() < until); i++)
             if (!failed[i]) {

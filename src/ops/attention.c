@@ -36,13 +36,20 @@ static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes
     return KILN_OK;
 }
 
-/* Query rows per work-item of the forward and the backward (RQ, a
- * register tile sharing each key and value load), first found of:
- * attention_set_rows (tests, kiln_bench_attention), $KILN_ATTN_ROWS (1 to
- * 16), the device's tuning record (`kiln tune` times each RQ), and the
- * device's default: ATTN_CPU_ROWS where work-groups run as loops (PoCL),
- * else 1. Every choice gives the same bits. */
+/* Rows per work-item or work-group: where work-groups run as loops
+ * (PoCL's CPUs), the query rows each item keeps in registers (RQ, a
+ * register tile sharing each key and value load); elsewhere (GPUs), the
+ * rows of a work-group sharing each tile of keys and values in local
+ * memory (TILE; 1: no tile, every item reads global memory). First found
+ * of: attention_set_rows (tests, kiln_bench_attention), $KILN_ATTN_ROWS
+ * (1 to ATTN_ROWS_MAX), the device's tuning record (`kiln tune` times
+ * each), and the device's default: ATTN_CPU_ROWS on PoCL's CPUs,
+ * ATTN_GPU_TILE on GPUs (fewer where local memory does not hold it), and 1
+ * elsewhere: on rusticl's llvmpipe, whose local memory and barriers cost
+ * more than they save, a tile of 32 took 1.25-1.6x the time of none.
+ * Every choice gives the same bits. */
 #define ATTN_CPU_ROWS 2
+#define ATTN_GPU_TILE 32
 static size_t rows_override; /* attention_set_rows: 0 for the device's choice */
 
 size_t attention_set_rows(size_t rows)
@@ -62,7 +69,25 @@ size_t attention_rows(const kiln_ctx *ctx)
         return (size_t)rows;
     if (ctx->attn_rows)
         return ctx->attn_rows;
-    return device_loops_work_groups(&ctx->info) ? ATTN_CPU_ROWS : 1;
+    if (device_loops_work_groups(&ctx->info))
+        return ATTN_CPU_ROWS;
+    return ctx->info.type == KILN_DEVICE_GPU ? ATTN_GPU_TILE : 1;
+}
+
+/* The tile of a work-group for heads of D channels: the chosen rows, fewer
+ * where the device's work-groups or local memory (keys and values, or
+ * queries, gradients and two statistics, a row of each per item) do not
+ * hold them; 0 where work-groups run as loops (register tiles instead) or
+ * for a tile of 1. */
+static size_t attn_tile(const kiln_ctx *ctx, size_t D)
+{
+    if (device_loops_work_groups(&ctx->info))
+        return 0;
+    size_t rows = attention_rows(ctx), local = ctx->info.local_mem_bytes;
+    while (rows > 1 && (rows > ctx->info.max_work_group_size ||
+                        rows * (2 * D + 2) * sizeof(float) > local))
+        rows /= 2;
+    return rows > 1 ? rows : 0;
 }
 
 /* Keys a chunk (KB in cl/attention.cl): 8 where work-groups run as loops
@@ -72,18 +97,42 @@ static int attn_chunk(const kiln_ctx *ctx)
     return device_loops_work_groups(&ctx->info) ? 8 : 1;
 }
 
-static kiln_status attn_kernel(const op_args *c, const char *name, cl_kernel *k)
+static size_t head_dim(const op_args *c)
 {
-    char opts[64];
-    size_t D = c->out->shape[2] / c->attrs->heads;
-    snprintf(opts, sizeof opts, "-DHD=%zu -DRQ=%zu -DKB=%d", D, attention_rows(c->ctx),
-             attn_chunk(c->ctx));
+    return c->out->shape[2] / c->attrs->heads;
+}
+
+/* The kernel `name` for heads of D channels: register tiles and chunks
+ * of keys (CPUs), a local tile of `tile` rows, or neither (tile 0). */
+static kiln_status attn_kernel(const op_args *c, size_t tile, const char *name, cl_kernel *k)
+{
+    char opts[80];
+    size_t D = head_dim(c);
+    if (tile)
+        snprintf(opts, sizeof opts, "-DHD=%zu -DTILE=%zu", D, tile);
+    else
+        snprintf(opts, sizeof opts, "-DHD=%zu -DRQ=%zu -DKB=%d", D,
+                 device_loops_work_groups(&c->ctx->info) ? attention_rows(c->ctx) : 1,
+                 attn_chunk(c->ctx));
     return kernel_get(c->ctx, "attention.cl", opts, name, k);
 }
 
+/* Launches a kernel over query (or key) rows, heads and the batch: groups
+ * of `tile` rows, or items of RQ rows (tile 0). */
+static kiln_status attn_launch(const op_args *c, size_t tile, cl_kernel k, const char *name,
+                               const kiln_karg *args, int nargs)
+{
+    size_t T = c->out->shape[1], H = c->attrs->heads, B = c->out->shape[0];
+    if (tile)
+        return launch_groups_args(c->ctx, k, name, T, H, B, tile, args, nargs);
+    size_t R = device_loops_work_groups(&c->ctx->info) ? attention_rows(c->ctx) : 1;
+    return launch_3d_args(c->ctx, k, name, (T + R - 1) / R, H, B, args, nargs);
+}
+#define ATTN_LAUNCH(c, tile, k, name, ...) attn_launch(c, tile, k, name, KARGS(__VA_ARGS__))
+
 static float attn_scale(const op_args *c)
 {
-    return (float)(1.0 / sqrt((double)(c->out->shape[2] / c->attrs->heads)));
+    return (float)(1.0 / sqrt((double)head_dim(c)));
 }
 
 /* Decoding: the new rows' keys and values into the cache, then each new
@@ -101,9 +150,9 @@ static kiln_status attn_decode(const op_args *c)
                          T, c->out->shape[0], c->at, kv->shape[0],
                          kv->ndim == 2 ? kv->shape[1] : 0, 2 * C);
     cl_kernel store, k;
-    kiln_status st = attn_kernel(c, "attn_cache_store", &store);
+    kiln_status st = attn_kernel(c, 0, "attn_cache_store", &store);
     if (st == KILN_OK)
-        st = attn_kernel(c, "attn_decode", &k);
+        st = attn_kernel(c, 0, "attn_decode", &k);
     float scale = attn_scale(c);
     if (st == KILN_OK)
         st = launch_3d(c->ctx, store, "attn_cache_store", 2 * C, T, 1,
@@ -119,15 +168,14 @@ static kiln_status attn_forward(const op_args *c)
     if (c->cache)
         return attn_decode(c);
     cl_kernel k;
-    kiln_status st = attn_kernel(c, "attn_forward", &k);
+    size_t tile = attn_tile(c->ctx, head_dim(c));
+    kiln_status st = attn_kernel(c, tile, "attn_forward", &k);
     cl_uint T = c->out->shape[1], H = c->attrs->heads;
-    size_t R = attention_rows(c->ctx);
     float scale = attn_scale(c);
     if (st != KILN_OK)
         return st;
-    return launch_3d(c->ctx, k, "attn_forward", (T + R - 1) / R, H, c->out->shape[0],
-                     KARG(c->in[0]->buf), KARG(c->out->buf), KARG(c->saved[0]->buf),
-                     KARG(T), KARG(H), KARG(scale));
+    return ATTN_LAUNCH(c, tile, k, "attn_forward", KARG(c->in[0]->buf), KARG(c->out->buf),
+                       KARG(c->saved[0]->buf), KARG(T), KARG(H), KARG(scale));
 }
 
 static kiln_status attn_backward(const op_args *c)
@@ -135,27 +183,25 @@ static kiln_status attn_backward(const op_args *c)
     if (!c->din[0])
         return KILN_OK;
     cl_kernel kq, kkv;
-    kiln_status st = attn_kernel(c, "attn_backward_q", &kq);
+    size_t tile = attn_tile(c->ctx, head_dim(c));
+    kiln_status st = attn_kernel(c, tile, "attn_backward_q", &kq);
     if (st == KILN_OK)
-        st = attn_kernel(c, "attn_backward_kv", &kkv);
+        st = attn_kernel(c, tile, "attn_backward_kv", &kkv);
     kiln_shape ds = shape_of(c->saved[0]);
     kiln_tensor *delta = NULL;
     if (st == KILN_OK)
         st = tensor_of(c->ctx, &ds, &delta);
     cl_uint T = c->out->shape[1], H = c->attrs->heads;
-    size_t B = c->out->shape[0], R = attention_rows(c->ctx);
     float scale = attn_scale(c);
     if (st == KILN_OK)
-        st = launch_3d(c->ctx, kq, "attn_backward_q", (T + R - 1) / R, H, B,
-                       KARG(c->in[0]->buf),
-                       KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
-                       KARG(delta->buf), KARG(c->din[0]->buf), KARG(T), KARG(H),
-                       KARG(scale));
+        st = ATTN_LAUNCH(c, tile, kq, "attn_backward_q", KARG(c->in[0]->buf),
+                         KARG(c->out->buf), KARG(c->dout->buf), KARG(c->saved[0]->buf),
+                         KARG(delta->buf), KARG(c->din[0]->buf), KARG(T), KARG(H),
+                         KARG(scale));
     if (st == KILN_OK)
-        st = launch_3d(c->ctx, kkv, "attn_backward_kv", (T + R - 1) / R, H, B,
-                       KARG(c->in[0]->buf),
-                       KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(delta->buf),
-                       KARG(c->din[0]->buf), KARG(T), KARG(H), KARG(scale));
+        st = ATTN_LAUNCH(c, tile, kkv, "attn_backward_kv", KARG(c->in[0]->buf),
+                         KARG(c->dout->buf), KARG(c->saved[0]->buf), KARG(delta->buf),
+                         KARG(c->din[0]->buf), KARG(T), KARG(H), KARG(scale));
     kiln_tensor_free(delta);
     return st;
 }

@@ -401,6 +401,13 @@ kiln_status launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, si
     return launch(ctx, kernel, name, 3, global, loops ? local : NULL, args, nargs);
 }
 
+kiln_status launch_groups_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                               size_t y, size_t z, size_t lx, const kiln_karg *args, int nargs)
+{
+    size_t global[3] = {(x + lx - 1) / lx * lx, y, z}, local[3] = {lx, 1, 1};
+    return launch(ctx, kernel, name, 3, global, local, args, nargs);
+}
+
 kiln_status launch_tiles_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
                               size_t y, const kiln_karg *args, int nargs)
 {

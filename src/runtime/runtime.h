@@ -203,7 +203,7 @@ typedef struct {
     size_t total;
 } kiln_spares;
 
-#define ATTN_ROWS_MAX 16 /* attention's query rows per work-item: 1 to this */
+#define ATTN_ROWS_MAX 64 /* attention's rows per work-item (CPUs) or work-group (GPUs): 1 to this */
 
 struct kiln_ctx {
     kiln_device_info info;
@@ -278,6 +278,12 @@ kiln_status launch_1d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name,
     launch_3d_args(ctx, kernel, name, x, y, z, KARGS(__VA_ARGS__))
 kiln_status launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
                                 size_t y, size_t z, const kiln_karg *args, int nargs);
+
+/* An x * y * z range in work-groups of (lx, 1, 1) items, x rounded up to
+ * a multiple of lx: kernels that share local memory across a group. */
+kiln_status launch_groups_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, size_t x,
+                               size_t y, size_t z, size_t lx, const kiln_karg *args,
+                               int nargs);
 
 /* Whether a device runs each work-group as a loop on one core, as PoCL's
  * CPU driver does: kiln's GEMM and the CPU-shaped kernels are written for
