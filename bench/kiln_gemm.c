@@ -31,6 +31,12 @@ static const kiln_gemm_shape shapes[] = {
     {KILN_NO_TRANS, KILN_NO_TRANS, 64, 25088, 288},
     {KILN_NO_TRANS, KILN_TRANS, 64, 288, 25088},
     {KILN_TRANS, KILN_NO_TRANS, 288, 25088, 64},
+    /* the GPT's (gpt_char.ini, 768 tokens a step): c_fc and c_attn forward,
+     * c_proj's input gradient, c_fc's weight gradient */
+    {KILN_NO_TRANS, KILN_TRANS, 768, 512, 128},
+    {KILN_NO_TRANS, KILN_TRANS, 768, 384, 128},
+    {KILN_NO_TRANS, KILN_NO_TRANS, 768, 128, 512},
+    {KILN_TRANS, KILN_NO_TRANS, 512, 128, 768},
 };
 #define SHAPES (sizeof shapes / sizeof shapes[0])
 

@@ -26,6 +26,10 @@
  *   gemm_tile:   tile (p, q) of C, rows p*MR.., columns q*NR..
  *   im2col_panels: op(B) packed straight from a convolution's input
  *   conv_tiles:  a whole convolution, packing and tiles in one launch
+ *   pad_planes, conv_pixels: a convolution with few output channels, its
+ *                tiles MR output pixels by NR channels, the input read in
+ *                place from a zero-padded copy (nothing packed but the
+ *                weights)
  *   phase_weights, conv_phase_tiles: a strided convolution's input
  *                gradient, phase by phase
  *   conv_weight_slots, sum_slots: a convolution's weight gradient, the
@@ -69,10 +73,14 @@
 #define LOAD_ROW8(i) float8 r##i = vload8(0, s + (i) * ld);
 #define STORE_COLUMN8(t) vstore8(COLUMN8(t), 0, d + (t) * w);
 
+/* Helpers that always inline: a constant argument (a panel's width) then
+ * unrolls and vectorizes their loops. */
+#define INLINE static inline __attribute__((always_inline))
+
 /* dst[kk][j] = src[j * ld + kk] for kk in [k0, k1) and j < w (a multiple
  * of 8): 8 x 8 blocks, loaded as rows and stored as columns, then the
  * last k one value at a time. */
-static void pack_transposed(__global float *dst, __global const float *src, ulong ld,
+INLINE void pack_transposed(__global float *dst, __global const float *src, ulong ld,
                             size_t k0, size_t k1, uint w)
 {
     size_t kk = k0;
@@ -92,7 +100,7 @@ static void pack_transposed(__global float *dst, __global const float *src, ulon
 
 /* Rows k0 .. k1 - 1 of panel j0 .. j0 + w - 1 of src (extent columns),
  * padded by repeating the last column, into dst (the panel's start). */
-static void pack_panel(__global float *dst, __global const float *src, ulong ld, uint along_k,
+INLINE void pack_panel(__global float *dst, __global const float *src, ulong ld, uint along_k,
                        size_t extent, size_t j0, size_t k0, size_t k1, uint w)
 {
     size_t last = extent - 1;
@@ -117,11 +125,15 @@ static void pack_panel(__global float *dst, __global const float *src, ulong ld,
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 pack_panels(__global float *dst, __global const float *src, const ulong off, const ulong ld,
-            const uint along_k, const ulong extent, const ulong k, const uint w)
+            const uint along_k, const ulong extent, const ulong k, const uint w,
+            const ulong span)
 {
-    size_t k0 = get_global_id(0) * PACK_K, p = get_global_id(1);
-    pack_panel(dst + p * k * w, src + off, ld, along_k, extent, p * w, k0,
-               min(k0 + PACK_K, (size_t)k), w);
+    size_t k0 = get_global_id(0) * span, p = get_global_id(1);
+    size_t k1 = min(k0 + (size_t)span, (size_t)k);
+    if (w == NR) /* op(B)'s panels; w is a constant in each call */
+        pack_panel(dst + p * k * NR, src + off, ld, along_k, extent, p * NR, k0, k1, NR);
+    else /* op(A)'s, of MR */
+        pack_panel(dst + p * k * MR, src + off, ld, along_k, extent, p * MR, k0, k1, MR);
 }
 
 #if A_PACKED
@@ -445,6 +457,86 @@ conv_tiles(__global const float *a, __global const float *x, __global float *y,
         uint p0 = (uint)(col0 % (OH * OW));
         pack_columns(panel, x, C, H, W, K, S, P, D, OH, OW, col0, 0, 0, k, n);
         FOR_EACH_ROW_TILE(STORE_PLANES)
+    }
+}
+#endif
+
+#if !A_PACKED
+/* xp (N C planes of Hp x Wp) = x (N C planes of H x W) with P zeros on
+ * every side. */
+__kernel void pad_planes(__global const float *x, __global float *xp, const uint H,
+                         const uint W, const uint P)
+{
+    uint j = (uint)get_global_id(0), i = (uint)get_global_id(1);
+    size_t plane = get_global_id(2);
+    uint Wp = (uint)get_global_size(0), Hp = (uint)get_global_size(1);
+    int ih = (int)i - (int)P, iw = (int)j - (int)P;
+    int inside = ih >= 0 && ih < (int)H && iw >= 0 && iw < (int)W;
+    xp[(plane * Hp + i) * Wp + j] = inside ? x[(plane * H + (uint)ih) * W + (uint)iw] : 0.0f;
+}
+
+#define PIX_ROW(r)                                                                \
+    __global const float *x##r;                                                   \
+    {                                                                             \
+        size_t q = min(q0 + r, npix - 1), n = q / P2;                             \
+        uint p = (uint)(q % P2);                                                  \
+        x##r = xp + n * C * plane + (size_t)(p / OW * S) * Wp + p % OW * S;       \
+    }
+#define PIX_FMA(r)                                   \
+    {                                                \
+        floatV s = x##r[off];                        \
+        c##r##0 = fma(s, b0, c##r##0);               \
+        c##r##1 = fma(s, b1, c##r##1);               \
+    }
+#define PIX_STORE(r)                                                              \
+    if (q0 + r < npix) {                                                          \
+        size_t q = q0 + r;                                                        \
+        store_channels(y + (q / P2 * m + col0) * P2 + q % P2, P2, c##r##0, c##r##1, \
+                       min((size_t)NR, (size_t)m - col0));                       \
+    }
+
+/* o[j P2] = the j-th of the NR values x0, x1, for j < width. */
+INLINE void store_channels(__global float *o, size_t P2, floatV x0, floatV x1, size_t width)
+{
+    float t[NR];
+    vstoreV(x0, 0, t);
+    vstoreV(x1, 1, t);
+    for (size_t j = 0; j < width; j++)
+        o[j * P2] = t[j];
+}
+
+/* A convolution with few output channels, for CPUs: y (N, m, OH, OW) =
+ * w (m x C K K) times the im2col matrix of x, as tiles of MR output pixels
+ * (consecutive in N OH OW) by NR channels. wp is w packed in panels of NR
+ * rows (pack_panels along k); xp is x zero-padded (pad_planes; planes of
+ * Hp x Wp), so that every tap of every pixel reads memory in place. Item g
+ * takes a run of consecutive pixel tiles (which read the same rows of xp,
+ * then in its core's cache) and every channel panel of each.
+ * Each result sums over k = (c, kh, kw) in order, as conv_tiles does: the
+ * same bits. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+conv_pixels(__global const float *wp, __global const float *xp, __global float *y,
+            const uint C, const uint Hp, const uint Wp, const uint K, const uint S,
+            const uint D, const uint OH, const uint OW, const ulong m, const ulong npix)
+{
+    size_t tiles = (npix + MR - 1) / MR, P2 = (size_t)OH * OW, plane = (size_t)Hp * Wp;
+    size_t k = (size_t)C * K * K, items = get_global_size(0), g = get_global_id(0);
+    for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
+        size_t q0 = t * MR;
+        ROWS(PIX_ROW)
+        for (size_t col0 = 0; col0 < m; col0 += NR) {
+            __global const float *b = wp + col0 * k;
+            ROWS(ACC)
+            for (uint c = 0; c < C; c++)
+                for (uint kh = 0; kh < K; kh++)
+                    for (uint kw = 0; kw < K; kw++) {
+                        size_t off = c * plane + (size_t)(kh * D) * Wp + kw * D;
+                        floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
+                        ROWS(PIX_FMA)
+                        b += NR;
+                    }
+            ROWS(PIX_STORE)
+        }
     }
 }
 #endif

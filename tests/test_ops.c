@@ -72,6 +72,11 @@ static const op_case cases[] = {
      .stride = 2},
     {"conv 5x37x13x11 k3 s2 p1 ->67", OP_CONV2D, 1, 1, {S4(5, 37, 13, 11)}, .out = 67,
      .kernel = 3, .stride = 2, .pad = 1},
+    /* conv_pixels on CPUs (few outputs, 64 taps or more): strided, dilated
+     * and padded; and unpadded, read in place */
+    {"conv 2x9x13x11 k3 s2 p2 d2 ->5", OP_CONV2D, 1, 1, {S4(2, 9, 13, 11)}, .out = 5,
+     .kernel = 3, .stride = 2, .pad = 2, .dilation = 2},
+    {"conv 2x8x9x7 k3 ->6", OP_CONV2D, 1, 1, {S4(2, 8, 9, 7)}, .out = 6, .kernel = 3},
     {"conv 17x35x6x6 k3 p1 ->33", OP_CONV2D, 1, 1, {S4(17, 35, 6, 6)}, .out = 33, .kernel = 3,
      .pad = 1},
     {"conv 3x13x9x8 k3 s2 p1 ->5", OP_CONV2D, 1, 1, {S4(3, 13, 9, 8)}, .out = 5, .kernel = 3,
