@@ -449,24 +449,42 @@ int gemm_cpu_conv_fits(kiln_ctx *ctx, size_t k)
 #define PIXELS_MAX_CHANNELS 64
 #define PIXELS_MIN_K 64
 
+/* Whether a convolution of m output channels over k taps a pixel takes
+ * conv_pixels and conv_weight_pixels. */
+static int pixels_pay(size_t m, size_t k)
+{
+    return m <= PIXELS_MAX_CHANNELS && k >= PIXELS_MIN_K;
+}
+
+/* x zero-padded by P on every side (pad_planes) into scratch 0, or x
+ * itself where P is 0. */
+static kiln_status padded_input(kiln_ctx *ctx, const blas_state *s, const gemm_im2col *x,
+                                cl_mem *out)
+{
+    size_t hp = x->h + 2 * x->p, wp = x->w + 2 * x->p;
+    cl_kernel pad;
+    *out = x->x;
+    if (!x->p)
+        return KILN_OK;
+    kiln_status st = scratch(ctx, 0, x->n * x->c * hp * wp * sizeof(float), out);
+    if (st == KILN_OK)
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "pad_planes", &pad);
+    cl_uint H = (cl_uint)x->h, W = (cl_uint)x->w, P = (cl_uint)x->p;
+    if (st == KILN_OK)
+        st = launch_3d(ctx, pad, "pad_planes", wp, hp, x->n * x->c, KARG(x->x), KARG(*out),
+                       KARG(H), KARG(W), KARG(P));
+    return st;
+}
+
 /* The convolution as conv_pixels: x zero-padded into scratch 0 (unless P
  * is 0), the weights packed into panels of NR in scratch 1. */
 static kiln_status conv_pixels(kiln_ctx *ctx, const blas_state *s, size_t m, cl_mem a,
                                const gemm_im2col *x, cl_mem y)
 {
     size_t k = x->c * x->k * x->k, hp = x->h + 2 * x->p, wp = x->w + 2 * x->p;
-    cl_mem padded = x->x, panels;
-    cl_kernel pad, kernel;
-    kiln_status st = KILN_OK;
-    if (x->p) {
-        st = scratch(ctx, 0, x->n * x->c * hp * wp * sizeof(float), &padded);
-        if (st == KILN_OK)
-            st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "pad_planes", &pad);
-        cl_uint H = (cl_uint)x->h, W = (cl_uint)x->w, P = (cl_uint)x->p;
-        if (st == KILN_OK)
-            st = launch_3d(ctx, pad, "pad_planes", wp, hp, x->n * x->c, KARG(x->x),
-                           KARG(padded), KARG(H), KARG(W), KARG(P));
-    }
+    cl_mem padded, panels;
+    cl_kernel kernel;
+    kiln_status st = padded_input(ctx, s, x, &padded);
     if (st == KILN_OK)
         st = pack(ctx, s, 1, a, 0, k, 1, m, k, 2 * (cl_uint)s->tile.v, &panels);
     if (st == KILN_OK)
@@ -490,7 +508,7 @@ kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
     cl_mem slots;
     cl_kernel kernel;
     kiln_status st = tiled_state(ctx, &s);
-    if (st == KILN_OK && m <= PIXELS_MAX_CHANNELS && k >= PIXELS_MIN_K)
+    if (st == KILN_OK && pixels_pay(m, k))
         return conv_pixels(ctx, s, m, a, x, y);
     size_t nr = st == KILN_OK ? 2 * (size_t)s->tile.v : 1;
     size_t items = slot_items(ctx, (n + nr - 1) / nr);
@@ -526,6 +544,39 @@ int gemm_cpu_conv_weights_pay(size_t m, size_t n)
     return m * n * sizeof(float) <= WEIGHT_SLOT_BYTES;
 }
 
+/* The weight gradient as conv_weight_pixels (a slot per item of output
+ * rows, the taps read from x zero-padded) and sum_columns. */
+static kiln_status weight_pixels(kiln_ctx *ctx, const blas_state *s, cl_mem g,
+                                 const gemm_im2col *x, size_t m, cl_mem dw)
+{
+    size_t n = x->c * x->k * x->k, rows = x->n * x->oh, nr = 2 * (size_t)s->tile.v;
+    size_t op = (m + nr - 1) / nr * nr, items = WEIGHT_ITEMS_PER_UNIT * device_units(&ctx->info);
+    items = items < rows ? items : rows;
+    cl_mem padded, buf;
+    cl_kernel kernel, sum;
+    kiln_status st = padded_input(ctx, s, x, &padded);
+    if (st == KILN_OK)
+        st = scratch(ctx, 1, items * (n + x->ow) * op * sizeof(float), &buf);
+    if (st == KILN_OK)
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_weight_pixels",
+                        &kernel);
+    if (st == KILN_OK)
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "sum_columns", &sum);
+    if (st != KILN_OK)
+        return st;
+    cl_uint C = (cl_uint)x->c, Hp = (cl_uint)(x->h + 2 * x->p), Wp = (cl_uint)(x->w + 2 * x->p),
+            K = (cl_uint)x->k, S = (cl_uint)x->s, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
+            OW = (cl_uint)x->ow, mm = (cl_uint)m, OP = (cl_uint)op, nn = (cl_uint)n,
+            count = (cl_uint)items;
+    cl_ulong rr = rows;
+    st = launch_1d(ctx, kernel, "conv_weight_pixels", items, 1, KARG(g), KARG(padded),
+                   KARG(buf), KARG(C), KARG(Hp), KARG(Wp), KARG(K), KARG(S), KARG(D),
+                   KARG(OH), KARG(OW), KARG(mm), KARG(OP), KARG(rr));
+    return st != KILN_OK ? st
+                         : launch_3d(ctx, sum, "sum_columns", n, m, 1, KARG(buf), KARG(dw),
+                                     KARG(mm), KARG(nn), KARG(OP), KARG(count));
+}
+
 kiln_status gemm_cpu_conv_weights(kiln_ctx *ctx, cl_mem g, const gemm_im2col *x, size_t m,
                                   cl_mem dw)
 {
@@ -536,6 +587,8 @@ kiln_status gemm_cpu_conv_weights(kiln_ctx *ctx, cl_mem g, const gemm_im2col *x,
     kiln_status st = tiled_state(ctx, &s);
     if (st != KILN_OK)
         return st;
+    if (pixels_pay(m, n))
+        return weight_pixels(ctx, s, g, x, m, dw);
     size_t items = WEIGHT_ITEMS_PER_UNIT * device_units(&ctx->info);
     items = items < total ? items : total;
     size_t nr = 2 * (size_t)s->tile.v, most = (total + items - 1) / items;
