@@ -540,17 +540,17 @@ conv_pixels(__global const float *wp, __global const float *xp, __global float *
     }
 }
 
-/* Row r of a weight-gradient tile: tap kk = (c, kh, kw) of the padded
- * input's output row (nn, oh), read at ow S. */
+/* Row r of a weight-gradient tile: the offset of tap kk = (c, kh, kw) in
+ * the padded input from an output row's start, read at ow S. */
 #define TAP_ROW(r)                                                                 \
-    __global const float *x##r;                                                    \
+    size_t t##r;                                                                   \
     {                                                                              \
         uint kk = (uint)min(kk0 + r, n - 1), c = kk / (K * K), kh = kk / K % K;    \
-        x##r = row_x + c * plane + (size_t)(kh * D) * Wp + kk % K * D;             \
+        t##r = c * plane + (size_t)(kh * D) * Wp + kk % K * D;                     \
     }
 #define TAP_FMA(r)                                   \
     {                                                \
-        floatV s = x##r[ow * S];                     \
+        floatV s = row_x[t##r + ow * S];             \
         c##r##0 = fma(s, b0, c##r##0);               \
         c##r##1 = fma(s, b1, c##r##1);               \
     }
@@ -563,32 +563,34 @@ conv_pixels(__global const float *wp, __global const float *xp, __global float *
  * dwᵀ (n x m, n = C K K taps, m channels) = the im2col matrix of x times
  * gᵀ, as tiles of MR taps by NR channels. The output rows (n, oh) are
  * split into equal runs, one an item; an item sums its run into its own
- * slot (n x OP floats, OP = m rounded up to NR) a row at a time: it copies
- * the row's gradient as OW x OP (gt, zeros past m), then passes every tile
- * over the row, the taps read in place from xp (x zero-padded, as
- * conv_pixels) and the sums kept in the slot between rows. sum_columns then
+ * slot (n x OP floats, OP = m rounded up to NR) CH rows of a sample at a
+ * time: it copies their gradient as CH OW x OP (gt, zeros past m), then
+ * passes every tile over them, the taps read in place from xp (x
+ * zero-padded, as conv_pixels) and the sums kept in the slot between
+ * chunks. sum_columns then
  * adds the slots in a fixed order into dw (m x n): no atomics, the same bits
  * on every run. scratch: the slots, then each item's gt. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_weight_pixels(__global const float *g, __global const float *xp, __global float *scratch,
                    const uint C, const uint Hp, const uint Wp, const uint K, const uint S,
                    const uint D, const uint OH, const uint OW, const uint m, const uint OP,
-                   const ulong rows)
+                   const ulong rows, const uint CH)
 {
     size_t items = get_global_size(0), i = get_global_id(0), n = (size_t)C * K * K;
     size_t plane = (size_t)Hp * Wp, P2 = (size_t)OH * OW;
     __global float *slot = scratch + i * n * OP;
-    __global float *gt = scratch + items * n * OP + i * (size_t)OW * OP;
+    __global float *gt = scratch + items * n * OP + i * (size_t)CH * OW * OP;
     size_t lo = i * rows / items, hi = (i + 1) * rows / items;
-    for (size_t row = lo; row < hi; row++) {
-        size_t nn = row / OH, oh = row % OH;
+    for (size_t row = lo; row < hi;) {
+        size_t nn = row / OH, oh0 = row % OH;
+        uint ch = (uint)min(min((size_t)CH, OH - oh0), hi - row);
         int first = row == lo;
         for (uint o = 0; o < OP; o++) {
-            __global const float *gr = g + (nn * m + min(o, m - 1)) * P2 + oh * OW;
-            for (uint ow = 0; ow < OW; ow++)
-                gt[ow * OP + o] = o < m ? gr[ow] : 0.0f;
+            __global const float *gr = g + (nn * m + min(o, m - 1)) * P2 + oh0 * OW;
+            for (uint q = 0; q < ch * OW; q++)
+                gt[q * OP + o] = o < m ? gr[q] : 0.0f;
         }
-        __global const float *row_x = xp + nn * C * plane + (size_t)(oh * S) * Wp;
+        __global const float *sample_x = xp + nn * C * plane;
         for (size_t kk0 = 0; kk0 < n; kk0 += MR) {
             ROWS(TAP_ROW)
             for (uint o0 = 0; o0 < OP; o0 += NR) {
@@ -596,14 +598,18 @@ conv_weight_pixels(__global const float *g, __global const float *xp, __global f
                 ROWS(ACC)
                 ROWS(TAP_LOAD)
                 __global const float *b = gt + o0;
-                for (uint ow = 0; ow < OW; ow++) {
-                    floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
-                    ROWS(TAP_FMA)
-                    b += OP;
+                for (uint r = 0; r < ch; r++) {
+                    __global const float *row_x = sample_x + (size_t)((oh0 + r) * S) * Wp;
+                    for (uint ow = 0; ow < OW; ow++) {
+                        floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
+                        ROWS(TAP_FMA)
+                        b += OP;
+                    }
                 }
                 ROWS(TAP_STORE)
             }
         }
+        row += ch;
     }
 }
 
