@@ -463,16 +463,27 @@ conv_tiles(__global const float *a, __global const float *x, __global float *y,
 
 #if !A_PACKED
 /* xp (N C planes of Hp x Wp) = x (N C planes of H x W) with P zeros on
- * every side. */
+ * every side: an item a row of xp (row i of plane `plane`). */
 __kernel void pad_planes(__global const float *x, __global float *xp, const uint H,
                          const uint W, const uint P)
 {
-    uint j = (uint)get_global_id(0), i = (uint)get_global_id(1);
-    size_t plane = get_global_id(2);
-    uint Wp = (uint)get_global_size(0), Hp = (uint)get_global_size(1);
-    int ih = (int)i - (int)P, iw = (int)j - (int)P;
-    int inside = ih >= 0 && ih < (int)H && iw >= 0 && iw < (int)W;
-    xp[(plane * Hp + i) * Wp + j] = inside ? x[(plane * H + (uint)ih) * W + (uint)iw] : 0.0f;
+    uint i = (uint)get_global_id(0);
+    size_t plane = get_global_id(1);
+    uint Hp = (uint)get_global_size(0), Wp = W + 2 * P;
+    __global float *o = xp + (plane * Hp + i) * Wp;
+    if (i < P || i >= H + P) {
+        for (uint j = 0; j < Wp; j++)
+            o[j] = 0.0f;
+        return;
+    }
+    __global const float *r = x + (plane * H + i - P) * W;
+    for (uint j = 0; j < P; j++)
+        o[j] = o[P + W + j] = 0.0f;
+    uint j = 0;
+    for (; j + 8 <= W; j += 8)
+        vstore8(vload8(0, r + j), 0, o + P + j);
+    for (; j < W; j++)
+        o[P + j] = r[j];
 }
 
 #define PIX_ROW(r)                                                                \

@@ -471,7 +471,7 @@ static kiln_status padded_input(kiln_ctx *ctx, const blas_state *s, const gemm_i
         st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "pad_planes", &pad);
     cl_uint H = (cl_uint)x->h, W = (cl_uint)x->w, P = (cl_uint)x->p;
     if (st == KILN_OK)
-        st = launch_3d(ctx, pad, "pad_planes", wp, hp, x->n * x->c, KARG(x->x), KARG(*out),
+        st = launch_3d(ctx, pad, "pad_planes", hp, x->n * x->c, 1, KARG(x->x), KARG(*out),
                        KARG(H), KARG(W), KARG(P));
     return st;
 }
