@@ -499,22 +499,10 @@ __kernel void pad_planes(__global const float *x, __global float *xp, const uint
         c##r##0 = fma(s, b0, c##r##0);               \
         c##r##1 = fma(s, b1, c##r##1);               \
     }
-#define PIX_STORE(r)                                                              \
-    if (q0 + r < npix) {                                                          \
-        size_t q = q0 + r;                                                        \
-        store_channels(y + (q / P2 * m + col0) * P2 + q % P2, P2, c##r##0, c##r##1, \
-                       min((size_t)NR, (size_t)m - col0));                       \
-    }
-
-/* o[j P2] = the j-th of the NR values x0, x1, for j < width. */
-INLINE void store_channels(__global float *o, size_t P2, floatV x0, floatV x1, size_t width)
-{
-    float t[NR];
-    vstoreV(x0, 0, t);
-    vstoreV(x1, 1, t);
-    for (size_t j = 0; j < width; j++)
-        o[j * P2] = t[j];
-}
+#define PIX_OUT(r) out[r] = (q0 + r) / P2 * m * P2 + (q0 + r) % P2;
+#define PIX_SAVE(r)                 \
+    vstoreV(c##r##0, 0, t[r]);      \
+    vstoreV(c##r##1, 1, t[r]);
 
 /* A convolution with few output channels, for CPUs: y (N, m, OH, OW) =
  * w (m x C K K) times the im2col matrix of x, as tiles of MR output pixels
@@ -533,8 +521,9 @@ conv_pixels(__global const float *wp, __global const float *xp, __global float *
     size_t tiles = (npix + MR - 1) / MR, P2 = (size_t)OH * OW, plane = (size_t)Hp * Wp;
     size_t k = (size_t)C * K * K, items = get_global_size(0), g = get_global_id(0);
     for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
-        size_t q0 = t * MR;
+        size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
         ROWS(PIX_ROW)
+        ROWS(PIX_OUT)
         for (size_t col0 = 0; col0 < m; col0 += NR) {
             __global const float *b = wp + col0 * k;
             ROWS(ACC)
@@ -546,7 +535,14 @@ conv_pixels(__global const float *wp, __global const float *xp, __global float *
                         ROWS(PIX_FMA)
                         b += NR;
                     }
-            ROWS(PIX_STORE)
+            /* a channel's pixels together: its plane's rows lie P2 floats
+             * apart, often a multiple of 4 KiB, and pixel by pixel the
+             * tile's stores would evict each other from the cache's sets */
+            float t[MR][NR];
+            ROWS(PIX_SAVE)
+            for (size_t j = 0; j < min((size_t)NR, (size_t)m - col0); j++)
+                for (size_t r = 0; r < rows; r++)
+                    y[out[r] + (col0 + j) * P2] = t[r][j];
         }
     }
 }
