@@ -620,11 +620,13 @@ conv_weight_pixels(__global const float *g, __global const float *xp, __global f
     }
 }
 
-/* dw[o n + kk] = the items' slots[kk OP + o] added in order (count items). */
+/* dw[o n + kk] = the items' slots[kk OP + o] added in order (count items);
+ * neighbouring items take neighbouring channels, whose slots are
+ * contiguous. */
 __kernel void sum_columns(__global const float *slots, __global float *dw, const uint m,
                           const uint n, const uint OP, const uint items)
 {
-    uint kk = (uint)get_global_id(0), o = (uint)get_global_id(1);
+    uint o = (uint)get_global_id(0), kk = (uint)get_global_id(1);
     size_t at = (size_t)kk * OP + o, size = (size_t)n * OP;
     float sum = slots[at];
     for (uint t = 1; t < items; t++)

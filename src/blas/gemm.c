@@ -591,7 +591,7 @@ static kiln_status weight_pixels(kiln_ctx *ctx, const blas_state *s, cl_mem g,
                    KARG(buf), KARG(C), KARG(Hp), KARG(Wp), KARG(K), KARG(S), KARG(D),
                    KARG(OH), KARG(OW), KARG(mm), KARG(OP), KARG(rr), KARG(CH));
     return st != KILN_OK ? st
-                         : launch_3d(ctx, sum, "sum_columns", n, m, 1, KARG(buf), KARG(dw),
+                         : launch_3d(ctx, sum, "sum_columns", m, n, 1, KARG(buf), KARG(dw),
                                      KARG(mm), KARG(nn), KARG(OP), KARG(count));
 }
 
