@@ -163,6 +163,68 @@ START_TEST(eval_forward_follows_every_change_of_the_weights)
 }
 END_TEST
 
+/* In eval mode a dropout passes its input on without a launch, whether it
+ * sits between layers, before a softmax head (whose logits a loss reads)
+ * or last: the outputs are those of the model without it, bit for bit,
+ * and the middle one costs no launch. */
+START_TEST(eval_skips_dropout_without_a_launch)
+{
+    static const char *const with[] = {
+        "[input]\nshape = 7\n[linear]\nout = 13\n[relu]\n[dropout]\np = 0.5\n"
+        "[linear]\nout = 3\n[softmax]\n",
+        "[input]\nshape = 7\n[linear]\nout = 13\n[relu]\n[linear]\nout = 3\n"
+        "[dropout]\np = 0.5\n[softmax]\n",
+        "[input]\nshape = 7\n[linear]\nout = 13\n[relu]\n[linear]\nout = 3\n"
+        "[dropout]\np = 0.5\n",
+    };
+    static const char *const without[] = {
+        "[input]\nshape = 7\n[linear]\nout = 13\n[relu]\n[linear]\nout = 3\n[softmax]\n",
+        "[input]\nshape = 7\n[linear]\nout = 13\n[relu]\n[linear]\nout = 3\n[softmax]\n",
+        "[input]\nshape = 7\n[linear]\nout = 13\n[relu]\n[linear]\nout = 3\n",
+    };
+    float x[5 * 7], y[5], got[5 * 3], want[5 * 3];
+    data(x, y, 5);
+    for (int i = 0; i < 3; i++) {
+        kiln_model *a = model(with[i]), *b = model(without[i]);
+        kiln_net *na, *nb;
+        check_ok(kiln_net_create(test_ctx(), a, 5, &na));
+        check_ok(kiln_net_create(test_ctx(), b, 5, &nb));
+        float w0[13 * 7], b0[13], w1[3 * 13], b1[3];
+        rng_fill(test_rng(), w0, 13 * 7, -0.5f, 0.5f);
+        rng_fill(test_rng(), b0, 13, -0.5f, 0.5f);
+        rng_fill(test_rng(), w1, 3 * 13, -0.5f, 0.5f);
+        rng_fill(test_rng(), b1, 3, -0.5f, 0.5f);
+        const char *second = i == 0 ? "3" : "2";
+        char wname[32], bname[32];
+        snprintf(wname, sizeof wname, "%s.weight", second);
+        snprintf(bname, sizeof bname, "%s.bias", second);
+        kiln_net *nets[2] = {na, nb};
+        for (int k = 0; k < 2; k++) {
+            check_ok(kiln_net_set(nets[k], "0.weight", w0, 13 * 7));
+            check_ok(kiln_net_set(nets[k], "0.bias", b0, 13));
+            check_ok(kiln_net_set(nets[k], k == 0 ? wname : "2.weight", w1, 3 * 13));
+            check_ok(kiln_net_set(nets[k], k == 0 ? bname : "2.bias", b1, 3));
+        }
+        check_ok(kiln_net_forward(nb, x, 5, want));
+        uint64_t before = kiln_ctx_launches(test_ctx());
+        check_ok(kiln_net_forward(na, x, 5, got));
+        uint64_t with_dropout = kiln_ctx_launches(test_ctx()) - before;
+        before = kiln_ctx_launches(test_ctx());
+        check_ok(kiln_net_forward(nb, x, 5, want));
+        uint64_t plain = kiln_ctx_launches(test_ctx()) - before;
+        ck_assert_msg(memcmp(got, want, sizeof got) == 0, "model %d: eval with dropout differs",
+                      i);
+        if (i == 0)
+            ck_assert_msg(with_dropout == plain, "a dropout in eval launched %llu times more",
+                          (unsigned long long)(with_dropout - plain));
+        kiln_net_free(na);
+        kiln_net_free(nb);
+        kiln_model_free(a);
+        kiln_model_free(b);
+    }
+}
+END_TEST
+
 /* Bad input is refused with a message, never a crash. */
 START_TEST(bad_input_is_refused_with_a_message)
 {
@@ -604,6 +666,7 @@ int main(void)
     tcase_add_test(tc, short_batches_train_as_their_own_batch);
     tcase_add_test(tc, weights_by_name_round_trip);
     tcase_add_test(tc, eval_forward_follows_every_change_of_the_weights);
+    tcase_add_test(tc, eval_skips_dropout_without_a_launch);
     tcase_add_test(tc, bad_input_is_refused_with_a_message);
     tcase_add_test(tc, another_models_checkpoint_names_every_difference);
     tcase_add_test(tc, a_communicator_needs_mpi_and_alone_is_the_default);

@@ -35,8 +35,24 @@ static kiln_status check_finite(pipeline *p, const pipe_step *s, const kiln_tens
     return st;
 }
 
-static const kiln_tensor *value(const pipeline *p, int step)
+/* Whether eval mode skips step i: it passes its input on unchanged, and
+ * its output is neither the pipeline's nor the logits a loss or a caller
+ * reads before a head (pipeline_loss_step). Forward outputs live until
+ * their backward (plan.c), so its input outlives every reader of it. */
+static int skipped_in_eval(const pipeline *p, size_t i)
 {
+    const pipe_step *last = &p->steps[p->count - 1];
+    for (int k = 0; k < last->n_inputs; k++)
+        if (last->inputs[k] == (int)i)
+            return 0;
+    return i + 1 < p->count && op_get(p->steps[i].op)->identity_in_eval;
+}
+
+/* The tensor a reader of step's output reads (step -1: the input). */
+static const kiln_tensor *value(const pipeline *p, int step, int training)
+{
+    while (!training && step >= 0 && skipped_in_eval(p, (size_t)step))
+        step = p->steps[step].inputs[0];
     return step < 0 ? p->input : p->steps[step].out;
 }
 
@@ -45,7 +61,7 @@ static op_args step_args(pipeline *p, pipe_step *s, int training)
     op_args c = {.ctx = p->ctx, .attrs = &s->attrs, .training = training, .out = s->out,
                  .sync = training ? p->sync : NULL, .at = p->at, .cache = s->cache};
     for (int k = 0; k < s->n_inputs; k++)
-        c.in[k] = value(p, s->inputs[k]);
+        c.in[k] = value(p, s->inputs[k], training);
     for (int k = 0; k < OP_MAX_PARAMS; k++)
         c.param[k] = s->param[k];
     for (int k = 0; k < OP_MAX_BUFFERS; k++)
@@ -110,8 +126,8 @@ kiln_status pipeline_forward(pipeline *p, int training)
     for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
         pipe_step *s = &p->steps[i];
         s->attrs.counter = p->counter;
-        if (!training && s->folded_into >= 0)
-            continue; /* computed inside the layer it folds into */
+        if (!training && (s->folded_into >= 0 || skipped_in_eval(p, i)))
+            continue; /* computed inside the layer it folds into, or passed on */
         op_args c = step_args(p, s, training);
         ctx_set_label(p->ctx, "forward %s", pipeline_step_name(p, s));
         if (p->ctx->trace.fn)

@@ -57,6 +57,7 @@ const op_desc op_dropout_desc = {
     .name = "dropout",
     .n_inputs = 1,
     .see_through = 1,
+    .identity_in_eval = 1,
     .keys = dropout_keys,
     .n_keys = 1,
     .infer = dropout_infer,

@@ -277,6 +277,9 @@ typedef struct {
     /* the default initialiser of a layer before it looks past it to the
      * activation after (normalization, dropout) */
     int see_through;
+    /* eval mode passes its input on unchanged (dropout): the pipeline then
+     * skips it, and its readers read its input */
+    int identity_in_eval;
     /* its weight (param[0]) may be another layer's, as lm_head's is wte's
      * (tie = in model files): the gradients add */
     int tieable;
