@@ -205,6 +205,32 @@ __kernel void bias_act_rows(__global float *y, __global const float *b, const in
     y[at] = act(v, slope);
 }
 
+/* y[j] = act(x . w[j] + b[j]) for j < n: a linear layer on one sample,
+ * in one launch (CPUs), the rows of w (n, k) read in place, an item per
+ * output. The product runs in sixteen lanes summed in a fixed order, then
+ * the tail of k, as gemm.cl's gemv_rows computes it: the bits of the
+ * product and bias_act_rows. */
+__kernel void linear_one(__global const float *x, __global const float *w,
+                         __global const float *b, const int has_bias, __global float *y,
+                         const uint n, const uint k, const float slope)
+{
+    uint j = (uint)get_global_id(0);
+    if (j >= n)
+        return;
+    __global const float *row = w + (size_t)j * k;
+    float16 acc = 0.0f;
+    uint i = 0;
+    for (; i + 16 <= k; i += 16)
+        acc = fma(vload16(0, row + i), vload16(0, x + i), acc);
+    float8 h8 = acc.lo + acc.hi;
+    float4 h4 = h8.lo + h8.hi;
+    float2 h2 = h4.lo + h4.hi;
+    float sum = h2.x + h2.y;
+    for (; i < k; i++)
+        sum = fma(row[i], x[i], sum);
+    y[j] = act(has_bias ? sum + b[j] : sum, slope);
+}
+
 /* y = act(a + b); all (n): a residual sum with the activation after it */
 __kernel void add(__global const float *a, __global const float *b, __global float *y,
                   const uint n, const float slope)

@@ -41,6 +41,10 @@ static const op_case cases[] = {
      .act = KILN_ACT_LEAKY_RELU},
     {"linear 2x17x33->7 (batch, time, features)", OP_LINEAR, 1, 1, {S3(2, 17, 33)}, .out = 7},
     {"linear 3x1x5->131 no bias", OP_LINEAR, 1, 1, {S3(3, 1, 5)}, .out = 131, .no_bias = 1},
+    /* one sample: linear_one on CPUs (product, bias and activation in one
+     * launch), past a work-group of outputs and with a tail of k */
+    {"linear 1x37->67 relu", OP_LINEAR, 1, 1, {S2(1, 37)}, .out = 67, .act = KILN_ACT_RELU},
+    {"linear 1x16->3 no bias", OP_LINEAR, 1, 1, {S2(1, 16)}, .out = 3, .no_bias = 1},
     {"conv 1x1x5x7 k1", OP_CONV2D, 1, 1, {S4(1, 1, 5, 7)}, .out = 1, .kernel = 1, .tol = 1e-4},
     {"conv 3x3x5x7 k3 p1 ->4", OP_CONV2D, 1, 1, {S4(3, 3, 5, 7)}, .out = 4, .kernel = 3,
      .pad = 1},

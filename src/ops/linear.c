@@ -51,9 +51,32 @@ static size_t linear_rows(const op_args *c, size_t *in)
     return c->in[0]->numel / *in;
 }
 
+/* One sample on kiln's GEMM (CPUs): product, bias and activation in one
+ * launch (act.cl's linear_one), where the launches, not the arithmetic,
+ * are a forward's cost. */
+static kiln_status linear_one(const op_args *c, size_t in, size_t out)
+{
+    char opts[ACT_OPTIONS_MAX];
+    cl_kernel k;
+    kiln_status st = kernel_get(c->ctx, "act.cl", act_options(c->attrs->act, opts, sizeof opts),
+                                "linear_one", &k);
+    if (st != KILN_OK)
+        return st;
+    cl_int has_bias = c->attrs->bias;
+    cl_mem bias = has_bias ? c->param[1]->buf : c->param[0]->buf;
+    cl_uint n = (cl_uint)out, kk = (cl_uint)in;
+    float slope = c->attrs->slope;
+    return launch_1d(c->ctx, k, "linear_one", out, out < 64 ? out : 64, KARG(c->in[0]->buf),
+                     KARG(c->param[0]->buf), KARG(bias), KARG(has_bias), KARG(c->out->buf),
+                     KARG(n), KARG(kk), KARG(slope));
+}
+
 static kiln_status linear_forward(const op_args *c)
 {
     size_t in, n = linear_rows(c, &in), out = c->attrs->out;
+    if (n == 1 && kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN && in <= UINT32_MAX &&
+        out <= UINT32_MAX)
+        return linear_one(c, in, out);
     kiln_status st = blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
                                 c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
                                 c->out->buf, 0, out);
