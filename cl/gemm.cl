@@ -869,6 +869,91 @@ conv_phase_tiles(__global const float *wp, __global const float *g, __global flo
 #endif
 
 #if !A_PACKED
+/* The weights of each phase in panels for conv_phase_pixels: for phase
+ * (a, b), its th tw taps by O channels, k = (t, u, o) (the taps outer, so
+ * that the product's inner loop runs over the O channels), by C input
+ * channels in panels of NR (CP: C rounded up to NR, zeros past C), each
+ * panel k x NR. One item per weight of (O, CP, K, K). */
+__kernel void phase_panels(__global const float *w, __global float *wq, const uint O,
+                           const uint C, const uint CP, const uint K, const uint S,
+                           const uint P, const uint D)
+{
+    uint i = get_global_id(0);
+    if (i >= O * CP * K * K)
+        return;
+    uint kw = i % K, kh = i / K % K, c = i / (K * K) % CP, o = i / (K * K * CP);
+    int a = (((int)(kh * D) - (int)P) % (int)S + (int)S) % (int)S;
+    int b = (((int)(kw * D) - (int)P) % (int)S + (int)S) % (int)S;
+    phase_taps th = taps_of(a, K, S, P, D), tw = taps_of(b, K, S, P, D);
+    int t = ((int)kh - th.first) / th.step, u = ((int)kw - tw.first) / tw.step;
+    size_t k = (size_t)O * th.count * tw.count, kk = ((size_t)t * tw.count + u) * O + o;
+    wq[phase_offset(a, b, O, CP, K, S, P, D) + c / NR * k * NR + kk * NR + c % NR] =
+        c < C ? w[((o * C + c) * K + kh) * K + kw] : 0.0f;
+}
+
+/* Row r of a phase tile: pixel (n, i, j) of the phase, its first tap in
+ * gp (g zero-padded by PG) and its place in dx. */
+#define PHASE_ROW(r)                                                                \
+    __global const float *x##r;                                                     \
+    {                                                                               \
+        size_t q = min(q0 + r, npix - 1), n = q / (HA * WB);                        \
+        uint p = (uint)(q % (HA * WB)), i = p / WB, j = p % WB;                     \
+        x##r = gp + n * O * plane + (size_t)(i + PG) * Wp + j + PG;                 \
+        out[r] = (n * C * H + pa + S * i) * W + pb + S * j;                         \
+    }
+
+/* The input gradient of a strided convolution with few input channels,
+ * for CPUs: phase by phase (a + S i, b + S j) of dx (N, C, H, W), tiles of
+ * MR of the phase's inputs by NR channels, each a stride-1 convolution of
+ * the output gradient by the taps that reach the phase (as
+ * conv_phase_tiles), the gradient read in place from gp (g zero-padded by
+ * PG on every side, planes of Hp x Wp) and the weights from phase_panels:
+ * nothing else packed, as conv_pixels. Item g takes a run of each phase's
+ * tiles; a phase no tap reaches gets zeros. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+conv_phase_pixels(__global const float *wq, __global const float *gp, __global float *dx,
+                  const uint N, const uint C, const uint H, const uint W, const uint O,
+                  const uint Hp, const uint Wp, const uint K, const uint S, const uint P,
+                  const uint D, const uint PG)
+{
+    size_t items = get_global_size(0), g = get_global_id(0), plane = (size_t)Hp * Wp;
+    size_t CP = (C + NR - 1) / NR * NR, HW = (size_t)H * W;
+    __global const float *wph = wq;
+    for (uint ph = 0; ph < S * S; ph++) {
+        uint pa = ph / S, pb = ph % S, HA = phase_size(pa, H, S), WB = phase_size(pb, W, S);
+        phase_taps th = taps_of((int)pa, (int)K, (int)S, (int)P, (int)D);
+        phase_taps tw = taps_of((int)pb, (int)K, (int)S, (int)P, (int)D);
+        size_t k = (size_t)O * th.count * tw.count, npix = (size_t)N * HA * WB;
+        size_t tiles = (npix + MR - 1) / MR;
+        for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
+            size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
+            ROWS(PHASE_ROW)
+            for (size_t col0 = 0; col0 < C; col0 += NR) {
+                __global const float *b = wph + col0 * k;
+                ROWS(ACC)
+                for (int tt = 0; tt < th.count; tt++) {
+                    int sh = ((int)pa + (int)P - (th.first + tt * th.step) * (int)D) / (int)S;
+                    for (int uu = 0; uu < tw.count; uu++) {
+                        int sw = ((int)pb + (int)P - (tw.first + uu * tw.step) * (int)D) / (int)S;
+                        long off = (long)sh * (long)Wp + sw;
+                        for (uint o = 0; o < O; o++, off += (long)plane) {
+                            floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
+                            ROWS(PIX_FMA)
+                            b += NR;
+                        }
+                    }
+                }
+                float t[MR][NR];
+                ROWS(PIX_SAVE)
+                for (size_t j = 0; j < min((size_t)NR, (size_t)C - col0); j++)
+                    for (size_t r = 0; r < rows; r++)
+                        dx[out[r] + (col0 + j) * HW] = t[r][j];
+            }
+        }
+        wph += k * CP;
+    }
+}
+
 /* C = alpha A op(B) + beta C for few rows of A (m) and long rows of C:
  * item g takes the panels of NR columns g, g + items, ..., packs each into
  * its own slot of scratch (k x NR floats, which stays in its core's cache)

@@ -456,24 +456,31 @@ static int pixels_pay(size_t m, size_t k)
     return m <= PIXELS_MAX_CHANNELS && k >= PIXELS_MIN_K;
 }
 
-/* x zero-padded by P on every side (pad_planes) into scratch 0, or x
- * itself where P is 0. */
+/* planes of h x w in buf zero-padded by p on every side (pad_planes)
+ * into scratch 0, or buf itself where p is 0. */
+static kiln_status padded(kiln_ctx *ctx, const blas_state *s, cl_mem buf, size_t planes,
+                          size_t h, size_t w, size_t p, cl_mem *out)
+{
+    size_t hp = h + 2 * p, wp = w + 2 * p;
+    cl_kernel pad;
+    *out = buf;
+    if (!p)
+        return KILN_OK;
+    kiln_status st = scratch(ctx, 0, planes * hp * wp * sizeof(float), out);
+    if (st == KILN_OK)
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "pad_planes", &pad);
+    cl_uint H = (cl_uint)h, W = (cl_uint)w, P = (cl_uint)p;
+    if (st == KILN_OK)
+        st = launch_3d(ctx, pad, "pad_planes", hp, planes, 1, KARG(buf), KARG(*out), KARG(H),
+                       KARG(W), KARG(P));
+    return st;
+}
+
+/* x zero-padded by its padding (padded). */
 static kiln_status padded_input(kiln_ctx *ctx, const blas_state *s, const gemm_im2col *x,
                                 cl_mem *out)
 {
-    size_t hp = x->h + 2 * x->p, wp = x->w + 2 * x->p;
-    cl_kernel pad;
-    *out = x->x;
-    if (!x->p)
-        return KILN_OK;
-    kiln_status st = scratch(ctx, 0, x->n * x->c * hp * wp * sizeof(float), out);
-    if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "pad_planes", &pad);
-    cl_uint H = (cl_uint)x->h, W = (cl_uint)x->w, P = (cl_uint)x->p;
-    if (st == KILN_OK)
-        st = launch_3d(ctx, pad, "pad_planes", hp, x->n * x->c, 1, KARG(x->x), KARG(*out),
-                       KARG(H), KARG(W), KARG(P));
-    return st;
+    return padded(ctx, s, x->x, x->n * x->c, x->h, x->w, x->p, out);
 }
 
 /* The convolution as conv_pixels: x zero-padded into scratch 0 (unless P
@@ -665,6 +672,54 @@ int gemm_cpu_conv_phases_fit(kiln_ctx *ctx, size_t o, const gemm_im2col *x)
     return gemm_cpu_conv_fits(ctx, o * most * most);
 }
 
+/* Up to 64 input channels, for kernels wider than 1 x 1: a strided 1 x 1
+ * convolution reaches one phase of S x S, and zeroing the others tile by
+ * tile measured slower than its column-gradient GEMM (the ResNet's
+ * shortcuts, 3.8 -> 5.3 ms and 8.0 -> 9.4 ms). */
+int gemm_cpu_phase_pixels_pay(size_t c, size_t k)
+{
+    return c <= PIXELS_MAX_CHANNELS && k > 1;
+}
+
+/* The strided input gradient as conv_phase_pixels: g zero-padded into
+ * scratch 0 by enough for every phase's taps, the weights in each phase's
+ * panels (phase_panels) in scratch 1. */
+static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem w,
+                                cl_mem g, const gemm_im2col *x)
+{
+    size_t nr = 2 * (size_t)s->tile.v, cp = (x->c + nr - 1) / nr * nr;
+    size_t pg = (2 * x->p + x->d * (x->k - 1)) / x->s + 2, npix = 0;
+    for (size_t a = 0; a < x->s * x->s; a++) {
+        size_t ha = a / x->s < x->h ? (x->h - a / x->s + x->s - 1) / x->s : 0;
+        size_t wb = a % x->s < x->w ? (x->w - a % x->s + x->s - 1) / x->s : 0;
+        npix += x->n * ha * wb;
+    }
+    size_t count = o * cp * x->k * x->k, mr = (size_t)s->tile.mr;
+    size_t items = slot_items(ctx, (npix + mr - 1) / mr);
+    cl_mem gp, wq;
+    cl_kernel panels, kernel;
+    kiln_status st = padded(ctx, s, g, x->n * o, x->oh, x->ow, pg, &gp);
+    if (st == KILN_OK)
+        st = scratch(ctx, 1, count * sizeof(float), &wq);
+    if (st == KILN_OK)
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "phase_panels", &panels);
+    if (st == KILN_OK)
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_phase_pixels", &kernel);
+    if (st != KILN_OK)
+        return st;
+    cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, CP = (cl_uint)cp, H = (cl_uint)x->h,
+            W = (cl_uint)x->w, O = (cl_uint)o, Hp = (cl_uint)(x->oh + 2 * pg),
+            Wp = (cl_uint)(x->ow + 2 * pg), K = (cl_uint)x->k, S = (cl_uint)x->s,
+            P = (cl_uint)x->p, D = (cl_uint)x->d, PG = (cl_uint)pg;
+    st = launch_1d(ctx, panels, "phase_panels", count, 64, KARG(w), KARG(wq), KARG(O), KARG(C),
+                   KARG(CP), KARG(K), KARG(S), KARG(P), KARG(D));
+    return st != KILN_OK || items == 0
+               ? st
+               : launch_1d(ctx, kernel, "conv_phase_pixels", items, 1, KARG(wq), KARG(gp),
+                           KARG(x->x), KARG(N), KARG(C), KARG(H), KARG(W), KARG(O), KARG(Hp),
+                           KARG(Wp), KARG(K), KARG(S), KARG(P), KARG(D), KARG(PG));
+}
+
 kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
                                  const gemm_im2col *x)
 {
@@ -675,6 +730,8 @@ kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
     kiln_status st = tiled_state(ctx, &s);
     if (st != KILN_OK)
         return st;
+    if (gemm_cpu_phase_pixels_pay(x->c, x->k))
+        return phase_pixels(ctx, s, o, w, g, x);
     size_t nr = 2 * (size_t)s->tile.v, slot = o * most * most * nr;
     for (size_t ph = 0; ph < x->s * x->s; ph++) {
         size_t a = ph / x->s, b = ph % x->s;

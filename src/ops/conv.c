@@ -158,14 +158,17 @@ static int input_grads_fused(const op_args *c, const conv_dims *d)
 
 /* Whether the input gradient runs phase by phase of its inputs, each
  * phase a convolution of g by the taps that reach it (strided
- * convolutions, and those conv_tiles does not take): on CPUs, where the
- * taps of a phase fit the k block and the layer does not widen (with O >
- * C it packs more than the column-gradient GEMM and measured slower,
- * docs/gemm.md). rusticl's llvmpipe crashed compiling conv_phase_tiles
- * for some shapes, so it stays on the col2im path. */
+ * convolutions, and those conv_tiles does not take): on CPUs, with up to
+ * 64 input channels as conv_phase_pixels (g read in place), else where the
+ * taps of a phase fit the k block and the layer does not widen (packing
+ * g's panels, with O > C conv_phase_tiles packs more than the
+ * column-gradient GEMM and measured slower, docs/gemm.md). rusticl's
+ * llvmpipe crashed compiling conv_phase_tiles for some shapes, so it stays
+ * on the col2im path. */
 static int input_grads_phased(const op_args *c, const conv_dims *d, const gemm_im2col *dx)
 {
-    return cpu_shaped(c) && d->o <= d->c && gemm_cpu_conv_phases_fit(c->ctx, d->o, dx);
+    return cpu_shaped(c) && (gemm_cpu_phase_pixels_pay(d->c, d->k) ||
+                             (d->o <= d->c && gemm_cpu_conv_phases_fit(c->ctx, d->o, dx)));
 }
 
 static kiln_status fused_input_grads(const op_args *c, const conv_dims *d, cl_mem g)
