@@ -206,10 +206,10 @@ __kernel void bias_act_rows(__global float *y, __global const float *b, const in
 }
 
 /* y[j] = act(x . w[j] + b[j]) for j < n: a linear layer on one sample,
- * in one launch (CPUs), the rows of w (n, k) read in place, an item per
- * output. The product runs in sixteen lanes summed in a fixed order, then
- * the tail of k, as gemm.cl's gemv_rows computes it: the bits of the
- * product and bias_act_rows. */
+ * in one launch (CPUs, kiln's GEMM), the rows of w (n, k) read in place
+ * (packing them at every call would move w twice for one pass of
+ * arithmetic), an item per output. The product runs in sixteen lanes
+ * summed in a fixed order, then the tail of k. */
 __kernel void linear_one(__global const float *x, __global const float *w,
                          __global const float *b, const int has_bias, __global float *y,
                          const uint n, const uint k, const float slope)

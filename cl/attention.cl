@@ -389,6 +389,17 @@ INLINE void tile_row(__local float *tile, __global const float *src, uint stride
         STOREV(LOADV(u, r), u, tile + lid * HD);
 }
 
+/* The work-group's tiles of keys and values from row t0 (rows stride
+ * apart), once every item is done with the previous ones. */
+INLINE void key_tiles(__local float *kt, __local float *vt, __global const float *k,
+                      __global const float *v, uint stride, uint t0, uint n, uint lid)
+{
+    barrier(CLK_LOCAL_MEM_FENCE);
+    tile_row(kt, k, stride, t0, n, lid);
+    tile_row(vt, v, stride, t0, n, lid);
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
 __kernel __attribute__((reqd_work_group_size(TILE, 1, 1))) void
 attn_forward(__global const float *qkv, __global float *y, __global float *lse, const uint T,
              const uint H, const float scale)
@@ -406,10 +417,7 @@ attn_forward(__global const float *qkv, __global float *y, __global float *lse, 
     }
     float m = -INFINITY, l = 0.0f;
     for (uint t0 = 0; t0 <= last; t0 += TILE) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        tile_row(kt, k, row, t0, T, lid);
-        tile_row(vt, v, row, t0, T, lid);
-        barrier(CLK_LOCAL_MEM_FENCE);
+        key_tiles(kt, vt, k, v, row, t0, T, lid);
         for (uint j = t0; j <= lim && j < t0 + TILE; j++)
             softmax_chunk(qs, kt, vt, HD, j - t0, lim - t0, TILE - 1, &m, &l, acc);
     }
@@ -443,10 +451,7 @@ attn_backward_q(__global const float *qkv, __global const float *y, __global con
     }
     float dl = dot_global(g, yi), stat = lse[(b * H + h) * T + lim];
     for (uint t0 = 0; t0 <= last; t0 += TILE) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        tile_row(kt, k, row, t0, T, lid);
-        tile_row(vt, v, row, t0, T, lid);
-        barrier(CLK_LOCAL_MEM_FENCE);
+        key_tiles(kt, vt, k, v, row, t0, T, lid);
         for (uint j = t0; j <= lim && j < t0 + TILE; j++) {
             kvec p = exp(causal(dotk(qs, kt, HD, j - t0, TILE - 1), j - t0, lim - t0) - stat);
             kvec ds = p * (dotk(g, vt, HD, j - t0, TILE - 1) - dl);

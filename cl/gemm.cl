@@ -36,8 +36,6 @@
  *                reduction split across items and their sums added
  *   gemm_slots:  a product with few rows of A, packing and tiles in one
  *                launch
- *   gemv_rows:   one row of A times Bᵀ (a linear layer on one sample),
- *                B read in place
  */
 #ifndef MR
 #define MR 8
@@ -503,6 +501,19 @@ __kernel void pad_planes(__global const float *x, __global float *xp, const uint
 #define PIX_SAVE(r)                 \
     vstoreV(c##r##0, 0, t[r]);      \
     vstoreV(c##r##1, 1, t[r]);
+/* A tile's `rows` rows into dst channel by channel: row r's result for
+ * channel col0 + j at out[r] + (col0 + j) stride, j < count. A channel's
+ * pixels go together: the planes lie `stride` floats apart, often a
+ * multiple of 4 KiB, and pixel by pixel the tile's stores evicted each
+ * other from the cache's sets. */
+#define STORE_CHANNELS(dst, stride, count)                        \
+    {                                                             \
+        float t[MR][NR];                                          \
+        ROWS(PIX_SAVE)                                            \
+        for (size_t j = 0; j < (count); j++)                      \
+            for (size_t r = 0; r < rows; r++)                     \
+                (dst)[out[r] + (col0 + j) * (stride)] = t[r][j];  \
+    }
 
 /* A convolution with few output channels, for CPUs: y (N, m, OH, OW) =
  * w (m x C K K) times the im2col matrix of x, as tiles of MR output pixels
@@ -535,14 +546,7 @@ conv_pixels(__global const float *wp, __global const float *xp, __global float *
                         ROWS(PIX_FMA)
                         b += NR;
                     }
-            /* a channel's pixels together: its plane's rows lie P2 floats
-             * apart, often a multiple of 4 KiB, and pixel by pixel the
-             * tile's stores would evict each other from the cache's sets */
-            float t[MR][NR];
-            ROWS(PIX_SAVE)
-            for (size_t j = 0; j < min((size_t)NR, (size_t)m - col0); j++)
-                for (size_t r = 0; r < rows; r++)
-                    y[out[r] + (col0 + j) * P2] = t[r][j];
+            STORE_CHANNELS(y, P2, min((size_t)NR, (size_t)m - col0))
         }
     }
 }
@@ -943,11 +947,7 @@ conv_phase_pixels(__global const float *wq, __global const float *gp, __global f
                         }
                     }
                 }
-                float t[MR][NR];
-                ROWS(PIX_SAVE)
-                for (size_t j = 0; j < min((size_t)NR, (size_t)C - col0); j++)
-                    for (size_t r = 0; r < rows; r++)
-                        dx[out[r] + (col0 + j) * HW] = t[r][j];
+                STORE_CHANNELS(dx, HW, min((size_t)NR, (size_t)C - col0))
             }
         }
         wph += k * CP;
@@ -974,29 +974,3 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
     }
 }
 #endif
-
-/* c[j] = alpha sum_i a[i] b[j ldb + i] + beta c[j], j < n: a (1, k) times
- * Bᵀ, B (n, k) row-major, one work-item per j. B's rows are contiguous, so
- * they are read once and in place, with no packing: a linear layer on one
- * sample. Sixteen lanes, summed in a fixed order, then the tail of k. */
-__kernel void gemv_rows(__global const float *a, const ulong a_off, __global const float *b,
-                        const ulong b_off, const ulong ldb, __global float *c, const ulong c_off,
-                        const uint n, const uint k, const float alpha, const float beta)
-{
-    uint j = get_global_id(0);
-    if (j >= n)
-        return;
-    __global const float *x = a + a_off, *row = b + b_off + j * ldb;
-    float16 acc = 0.0f;
-    uint i = 0;
-    for (; i + 16 <= k; i += 16)
-        acc = fma(vload16(0, row + i), vload16(0, x + i), acc);
-    float8 h8 = acc.lo + acc.hi;
-    float4 h4 = h8.lo + h8.hi;
-    float2 h2 = h4.lo + h4.hi;
-    float sum = h2.x + h2.y;
-    for (; i < k; i++)
-        sum = fma(row[i], x[i], sum);
-    float v = alpha * sum;
-    c[c_off + j] = beta == 0.0f ? v : v + beta * c[c_off + j];
-}

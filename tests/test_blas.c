@@ -25,7 +25,7 @@ static const gemm_size sizes[] = {
     {1000, 1000, 1}, {1000, 1, 1000}, {1, 1000, 1000}, {7, 129, 33}, {8, 32, 64},
     {16, 31, 2}, {9, 33, 65}, {256, 256, 256}, {3, 100, 513},
     {37, 301, 67}, {128, 263, 5}, /* few rows, many panels: gemm_slots on CPUs */
-    {1, 67, 13}, {1, 131, 47},     /* one row: gemv_rows on CPUs where B is transposed */
+    {1, 67, 13}, {1, 131, 47},     /* one row (a linear layer's is linear_one on CPUs) */
 };
 
 static const kiln_gemm_engine engines[] = {KILN_GEMM_CLBLAST, KILN_GEMM_KILN};
@@ -139,7 +139,7 @@ START_TEST(sgemm_on_submatrices_at_offsets)
     kiln_ctx *ctx = test_ctx();
     kiln_ctx_set_gemm(ctx, engines[_i / 4]);
     offset_case(ctx, _i & 1, (_i >> 1) & 1, 19);
-    offset_case(ctx, _i & 1, (_i >> 1) & 1, 1); /* one row: gemv_rows on CPUs */
+    offset_case(ctx, _i & 1, (_i >> 1) & 1, 1); /* one row */
     kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
 }
 END_TEST

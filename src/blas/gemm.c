@@ -343,24 +343,6 @@ static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, 
                      KARG(scratch_slots));
 }
 
-/* One row of A times Bᵀ (a linear layer on one sample): gemv_rows reads
- * B's rows in place, where packing them would move B twice. */
-static kiln_status gemv(kiln_ctx *ctx, const blas_state *s, size_t n, size_t k, float alpha,
-                        cl_mem a, size_t a_off, cl_mem b, size_t b_off, size_t ldb, float beta,
-                        cl_mem c, size_t c_off)
-{
-    cl_kernel kernel;
-    kiln_status st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "gemv_rows",
-                                &kernel);
-    if (st != KILN_OK)
-        return st;
-    cl_ulong ao = a_off, bo = b_off, lb = ldb, co = c_off;
-    cl_uint nn = (cl_uint)n, kk = (cl_uint)k;
-    return launch_1d(ctx, kernel, "gemv_rows", n, n < 64 ? n : 64, KARG(a), KARG(ao),
-                     KARG(b), KARG(bo), KARG(lb), KARG(c), KARG(co), KARG(nn), KARG(kk),
-                     KARG(alpha), KARG(beta));
-}
-
 kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
                            size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
                            cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
@@ -369,8 +351,6 @@ kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
     cl_mem bp;
     blas_state *s;
     kiln_status st = tiled_state(ctx, &s);
-    if (st == KILN_OK && m == 1 && ta == KILN_NO_TRANS && tb == KILN_TRANS && n <= UINT32_MAX && k <= UINT32_MAX)
-        return gemv(ctx, s, n, k, alpha, a, a_off, b, b_off, ldb, beta, c, c_off);
     if (st == KILN_OK && slots_pay(ctx, s, ta, m, n, k))
         return slots(ctx, s, tb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off,
                      ldc);
