@@ -754,6 +754,25 @@ static size_t phase_offset(int a, int b, uint O, uint C, uint K, uint S, uint P,
  * column (o, t, u) of row c the weight w[o, c, kh, kw] of the t-th tap kh
  * of phase a and the u-th tap kw of phase b. One item per weight; each
  * lands in exactly one phase. */
+/* Where tap (kh, kw) lands: phase (a, b), whose taps are th and tw, as
+ * its t-th tap along the rows and u-th along the columns. */
+typedef struct {
+    int a, b, t, u;
+    phase_taps th, tw;
+} tap_place;
+
+static tap_place place_of(uint kh, uint kw, uint K, uint S, uint P, uint D)
+{
+    tap_place q;
+    q.a = (((int)(kh * D) - (int)P) % (int)S + (int)S) % (int)S;
+    q.b = (((int)(kw * D) - (int)P) % (int)S + (int)S) % (int)S;
+    q.th = taps_of(q.a, K, S, P, D);
+    q.tw = taps_of(q.b, K, S, P, D);
+    q.t = ((int)kh - q.th.first) / q.th.step;
+    q.u = ((int)kw - q.tw.first) / q.tw.step;
+    return q;
+}
+
 __kernel void phase_weights(__global const float *w, __global float *wp, const uint O,
                             const uint C, const uint K, const uint S, const uint P,
                             const uint D)
@@ -762,13 +781,10 @@ __kernel void phase_weights(__global const float *w, __global float *wp, const u
     if (i >= O * C * K * K)
         return;
     uint kw = i % K, kh = i / K % K, c = i / (K * K) % C, o = i / (K * K * C);
-    int a = (((int)(kh * D) - (int)P) % (int)S + (int)S) % (int)S;
-    int b = (((int)(kw * D) - (int)P) % (int)S + (int)S) % (int)S;
-    phase_taps th = taps_of(a, K, S, P, D), tw = taps_of(b, K, S, P, D);
-    int t = ((int)kh - th.first) / th.step, u = ((int)kw - tw.first) / tw.step;
-    size_t cols = (size_t)O * th.count * tw.count;
-    wp[phase_offset(a, b, O, C, K, S, P, D) + c * cols + (o * th.count + t) * tw.count + u] =
-        w[i];
+    tap_place q = place_of(kh, kw, K, S, P, D);
+    size_t cols = (size_t)O * q.th.count * q.tw.count;
+    wp[phase_offset(q.a, q.b, O, C, K, S, P, D) + c * cols +
+       (o * q.th.count + q.t) * q.tw.count + q.u] = w[i];
 }
 
 /* Rows 0 .. k - 1, (o, t, u), of the panel of NR columns from j0 (of
@@ -886,12 +902,10 @@ __kernel void phase_panels(__global const float *w, __global float *wq, const ui
     if (i >= O * CP * K * K)
         return;
     uint kw = i % K, kh = i / K % K, c = i / (K * K) % CP, o = i / (K * K * CP);
-    int a = (((int)(kh * D) - (int)P) % (int)S + (int)S) % (int)S;
-    int b = (((int)(kw * D) - (int)P) % (int)S + (int)S) % (int)S;
-    phase_taps th = taps_of(a, K, S, P, D), tw = taps_of(b, K, S, P, D);
-    int t = ((int)kh - th.first) / th.step, u = ((int)kw - tw.first) / tw.step;
-    size_t k = (size_t)O * th.count * tw.count, kk = ((size_t)t * tw.count + u) * O + o;
-    wq[phase_offset(a, b, O, CP, K, S, P, D) + c / NR * k * NR + kk * NR + c % NR] =
+    tap_place q = place_of(kh, kw, K, S, P, D);
+    size_t k = (size_t)O * q.th.count * q.tw.count;
+    size_t kk = ((size_t)q.t * q.tw.count + q.u) * O + o;
+    wq[phase_offset(q.a, q.b, O, CP, K, S, P, D) + c / NR * k * NR + kk * NR + c % NR] =
         c < C ? w[((o * C + c) * K + kh) * K + kw] : 0.0f;
 }
 

@@ -691,6 +691,18 @@ END_TEST
 /* Where kiln's GEMM runs the convolutions (PoCL), they also at the tiles
  * of AVX2 (6 x 16) and of 128-bit vectors (4 x 8), whose panels of 16 and
  * 8 columns take other paths through the packing. */
+/* Past 64 input channels a strided input gradient keeps conv_phase_tiles
+ * and phase_weights on CPUs (O <= C). A test of its own, run last: a case
+ * in the list would move the random inputs of every test after it. */
+START_TEST(strided_input_gradient_past_64_channels)
+{
+    static const op_case tc = {"conv 2x67x9x8 k3 s2 p1 ->5", OP_CONV2D, 1, 1,
+                               {S4(2, 67, 9, 8)}, .out = 5, .kernel = 3, .stride = 2,
+                               .pad = 1};
+    check_case(&tc);
+}
+END_TEST
+
 START_TEST(convolution_at_other_tiles)
 {
     const op_case *tc = &cases[_i];
@@ -864,6 +876,7 @@ int main(void)
     tcase_add_test(tc, batchnorm_running_statistics_after_three_steps);
     tcase_add_test(tc, bad_shapes_name_both_shapes);
     tcase_add_test(tc, sum_of_squares_is_accurate_and_deterministic);
+    tcase_add_test(tc, strided_input_gradient_past_64_channels);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

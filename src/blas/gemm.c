@@ -652,6 +652,16 @@ int gemm_cpu_conv_phases_fit(kiln_ctx *ctx, size_t o, const gemm_im2col *x)
     return gemm_cpu_conv_fits(ctx, o * most * most);
 }
 
+/* The inputs of phase ph (a + S i, b + S j; a = ph / S, b = ph % S) over
+ * the batch: N HA WB. */
+static size_t phase_inputs(const gemm_im2col *x, size_t ph)
+{
+    size_t a = ph / x->s, b = ph % x->s;
+    size_t ha = a < x->h ? (x->h - a + x->s - 1) / x->s : 0;
+    size_t wb = b < x->w ? (x->w - b + x->s - 1) / x->s : 0;
+    return x->n * ha * wb;
+}
+
 /* Up to 64 input channels, for kernels wider than 1 x 1: a strided 1 x 1
  * convolution reaches one phase of S x S, and zeroing the others tile by
  * tile measured slower than its column-gradient GEMM (the ResNet's
@@ -668,14 +678,10 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
                                 cl_mem g, const gemm_im2col *x)
 {
     size_t nr = 2 * (size_t)s->tile.v, cp = (x->c + nr - 1) / nr * nr;
-    size_t pg = (2 * x->p + x->d * (x->k - 1)) / x->s + 2, npix = 0;
-    for (size_t a = 0; a < x->s * x->s; a++) {
-        size_t ha = a / x->s < x->h ? (x->h - a / x->s + x->s - 1) / x->s : 0;
-        size_t wb = a % x->s < x->w ? (x->w - a % x->s + x->s - 1) / x->s : 0;
-        npix += x->n * ha * wb;
-    }
-    size_t count = o * cp * x->k * x->k, mr = (size_t)s->tile.mr;
-    size_t items = slot_items(ctx, (npix + mr - 1) / mr);
+    size_t pg = (2 * x->p + x->d * (x->k - 1)) / x->s + 2, mr = (size_t)s->tile.mr, tiles = 0;
+    for (size_t ph = 0; ph < x->s * x->s; ph++)
+        tiles += (phase_inputs(x, ph) + mr - 1) / mr;
+    size_t count = o * cp * x->k * x->k, items = slot_items(ctx, tiles);
     cl_mem gp, wq;
     cl_kernel panels, kernel;
     kiln_status st = padded(ctx, s, g, x->n * o, x->oh, x->ow, pg, &gp);
@@ -713,12 +719,8 @@ kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
     if (gemm_cpu_phase_pixels_pay(x->c, x->k))
         return phase_pixels(ctx, s, o, w, g, x);
     size_t nr = 2 * (size_t)s->tile.v, slot = o * most * most * nr;
-    for (size_t ph = 0; ph < x->s * x->s; ph++) {
-        size_t a = ph / x->s, b = ph % x->s;
-        size_t ha = a < x->h ? (x->h - a + x->s - 1) / x->s : 0;
-        size_t wb = b < x->w ? (x->w - b + x->s - 1) / x->s : 0;
-        panels += (x->n * ha * wb + nr - 1) / nr;
-    }
+    for (size_t ph = 0; ph < x->s * x->s; ph++)
+        panels += (phase_inputs(x, ph) + nr - 1) / nr;
     size_t items = slot_items(ctx, panels), count = o * x->c * x->k * x->k;
     st = scratch(ctx, 0, count * sizeof(float), &wp);
     if (st == KILN_OK)

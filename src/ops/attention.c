@@ -97,6 +97,13 @@ static int attn_chunk(const kiln_ctx *ctx)
     return device_loops_work_groups(&ctx->info) ? 8 : 1;
 }
 
+/* The query rows an item keeps in registers (RQ): the chosen rows where
+ * work-groups run as loops, else 1 (tile 0: no local tile either). */
+static size_t register_rows(const kiln_ctx *ctx)
+{
+    return device_loops_work_groups(&ctx->info) ? attention_rows(ctx) : 1;
+}
+
 static size_t head_dim(const op_args *c)
 {
     return c->out->shape[2] / c->attrs->heads;
@@ -111,8 +118,7 @@ static kiln_status attn_kernel(const op_args *c, size_t tile, const char *name, 
     if (tile)
         snprintf(opts, sizeof opts, "-DHD=%zu -DTILE=%zu", D, tile);
     else
-        snprintf(opts, sizeof opts, "-DHD=%zu -DRQ=%zu -DKB=%d", D,
-                 device_loops_work_groups(&c->ctx->info) ? attention_rows(c->ctx) : 1,
+        snprintf(opts, sizeof opts, "-DHD=%zu -DRQ=%zu -DKB=%d", D, register_rows(c->ctx),
                  attn_chunk(c->ctx));
     return kernel_get(c->ctx, "attention.cl", opts, name, k);
 }
@@ -125,7 +131,7 @@ static kiln_status attn_launch(const op_args *c, size_t tile, cl_kernel k, const
     size_t T = c->out->shape[1], H = c->attrs->heads, B = c->out->shape[0];
     if (tile)
         return launch_groups_args(c->ctx, k, name, T, H, B, tile, args, nargs);
-    size_t R = device_loops_work_groups(&c->ctx->info) ? attention_rows(c->ctx) : 1;
+    size_t R = register_rows(c->ctx);
     return launch_3d_args(c->ctx, k, name, (T + R - 1) / R, H, B, args, nargs);
 }
 #define ATTN_LAUNCH(c, tile, k, name, ...) attn_launch(c, tile, k, name, KARGS(__VA_ARGS__))
