@@ -27,6 +27,8 @@ typedef struct {
     unsigned disk_hits;   /* program loaded from a cached binary */
     unsigned builds;      /* program compiled from source */
     unsigned disk_rejects; /* cache files found unusable and rebuilt */
+    unsigned bundles_split; /* programs of several sources that did not build as one,
+                               and were built apart */
 } kiln_cache_stats;
 
 KILN_API kiln_cache_stats kiln_ctx_cache_stats(const kiln_ctx *ctx);

@@ -354,6 +354,45 @@ START_TEST(waiting_kernels_build_as_one_program)
 }
 END_TEST
 
+/* Waiting kernels of sources and options that fit together build as one
+ * program (tensor.cl's with optim.cl's), one whose macro value differs
+ * builds apart, and a second context loads both from disk. */
+START_TEST(sources_that_fit_build_as_one_program)
+{
+    fresh_cache_dir();
+    const char *opts = "-DKILN_TEST_VARIANT=14", *other = "-DKILN_TEST_VARIANT=15";
+    size_t shape[1] = {1031};
+    for (int run = 0; run < 2; run++) {
+        kiln_ctx *ctx;
+        check_ok(kiln_ctx_create(NULL, &ctx));
+        programs_hold(ctx);
+        kiln_tensor *t, *out;
+        check_ok(kiln_tensor_create(ctx, 1, shape, &t));
+        check_ok(kiln_tensor_create(ctx, 1, shape, &out));
+        cl_kernel fill, copy, adam, apart;
+        check_ok(kernel_get(ctx, "tensor.cl", opts, "fill", &fill));
+        check_ok(kernel_get(ctx, "tensor.cl", opts, "copy", &copy));
+        check_ok(kernel_get(ctx, "optim.cl", "", "adam_step", &adam));
+        check_ok(kernel_get(ctx, "tensor.cl", other, "copy", &apart));
+        fill_and_copy(ctx, fill, copy, t, out, 3.5f);
+        expect_values(out, 3.5f);
+        kiln_cache_stats s = kiln_ctx_cache_stats(ctx);
+        ck_assert_uint_eq(s.builds, run == 0 ? 2 : 0);
+        ck_assert_uint_eq(s.disk_hits, run == 0 ? 0 : 2);
+        ck_assert_uint_eq(s.bundles_split, 0);
+        ck_assert(program_built(ctx, "optim.cl", "", "adam_step"));
+        ck_assert(program_built(ctx, "tensor.cl", other, "copy"));
+        fill_and_copy(ctx, fill, apart, t, out, -2.0f);
+        expect_values(out, -2.0f);
+        kiln_tensor_free(t);
+        kiln_tensor_free(out);
+        programs_release(ctx);
+        ck_assert_int_eq(cache_files(NULL, 0), 2);
+        kiln_ctx_free(ctx);
+    }
+}
+END_TEST
+
 /* A waiting kernel that does not build fails the read that would have run
  * it, naming the program and kernel; the context goes on working. */
 START_TEST(a_waiting_kernel_that_fails_to_build_fails_the_read)
@@ -450,6 +489,7 @@ int main(void)
     tcase_add_test(tc, builds_are_quiet_unless_verbose);
     tcase_add_test(tc, held_binaries_wait_for_the_release);
     tcase_add_test(tc, waiting_kernels_build_as_one_program);
+    tcase_add_test(tc, sources_that_fit_build_as_one_program);
     tcase_add_test(tc, a_waiting_kernel_that_fails_to_build_fails_the_read);
     suite_add_tcase(s, tc);
     return test_run(s);

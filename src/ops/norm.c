@@ -22,6 +22,14 @@ static kiln_status norm_kernel(kiln_ctx *ctx, const char *name, cl_kernel *k)
     return norm_kernel_for(ctx, KILN_ACT_NONE, 0, name, k);
 }
 
+/* The statistics kernels ahead of ROWS and the activation in norm.cl,
+ * built with the options of the layer's other kernels: one program for a
+ * batchnorm's kernels, which a cold start builds together. */
+static kiln_status bn_stats_kernel(const op_args *c, size_t s, const char *name, cl_kernel *k)
+{
+    return norm_kernel_for(c->ctx, c->attrs->act, s == 1, name, k);
+}
+
 /* ---- batchnorm: x (N, C) or (N, C, S...) --------------------------------- */
 
 static kiln_status bn_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
@@ -88,7 +96,7 @@ static kiln_status bn_sync_statistics(const op_args *c, bn_dims d, int idle)
     size_t wg = reduce_group_size(c->ctx);
     cl_kernel k;
     if (st == KILN_OK && !idle)
-        st = norm_kernel(c->ctx, "bn_moments", &k);
+        st = bn_stats_kernel(c, d.s, "bn_moments", &k);
     if (st == KILN_OK && !idle)
         st = launch_1d(c->ctx, k, "bn_moments", d.c * wg, wg, KARG(c->in[0]->buf),
                        KARG(c->saved[0]->buf), KARG(c->saved[1]->buf), KARG(d.n),
@@ -116,7 +124,7 @@ static kiln_status bn_sync_statistics(const op_args *c, bn_dims d, int idle)
     if (st == KILN_OK)
         st = kiln_tensor_upload(c->saved[1], h + d.c, d.c);
     if (st == KILN_OK)
-        st = norm_kernel(c->ctx, "bn_finish", &k);
+        st = bn_stats_kernel(c, d.s, "bn_finish", &k);
     cl_uint total = st == KILN_OK ? (cl_uint)v[0] : 0;
     if (st == KILN_OK)
         st = launch_1d(c->ctx, k, "bn_finish", d.c, 64, KARG(c->saved[0]->buf),
@@ -187,9 +195,9 @@ static kiln_status bn_stats_by_plane(const op_args *c, bn_dims d)
     kiln_tensor *part = NULL;
     cl_uint planes = d.n * d.c;
     cl_int update = 1;
-    kiln_status st = norm_kernel(c->ctx, "bn_plane_moments", &moments);
+    kiln_status st = bn_stats_kernel(c, d.s, "bn_plane_moments", &moments);
     if (st == KILN_OK)
-        st = norm_kernel(c->ctx, "bn_stats_planes", &stats);
+        st = bn_stats_kernel(c, d.s, "bn_stats_planes", &stats);
     if (st == KILN_OK)
         st = plane_parts(c, d, &part);
     if (st == KILN_OK)
@@ -212,7 +220,7 @@ static kiln_status bn_statistics(const op_args *c, bn_dims d)
     if (c->training && c->sync)
         return bn_sync_statistics(c, d, 0);
     if (!c->training) {
-        st = norm_kernel(c->ctx, "bn_running", &k);
+        st = bn_stats_kernel(c, d.s, "bn_running", &k);
         return st != KILN_OK ? st
                              : launch_1d(c->ctx, k, "bn_running", d.c, 64,
                                          KARG(c->buffer[0]->buf), KARG(c->buffer[1]->buf),
@@ -230,7 +238,7 @@ static kiln_status bn_statistics(const op_args *c, bn_dims d)
     if (op_sums_by_plane(c->ctx, d.s))
         return bn_stats_by_plane(c, d);
     if (op_sums_by_column(c->ctx, d.s)) {
-        st = norm_kernel(c->ctx, "bn_stats_columns", &k);
+        st = bn_stats_kernel(c, d.s, "bn_stats_columns", &k);
         return st != KILN_OK ? st
                              : launch_1d(c->ctx, k, "bn_stats_columns",
                                          op_column_items(d.c), 1,
@@ -240,7 +248,7 @@ static kiln_status bn_statistics(const op_args *c, bn_dims d)
                                          KARG(c->attrs->eps), KARG(c->attrs->momentum),
                                          KARG(update));
     }
-    st = norm_kernel(c->ctx, "bn_stats", &k);
+    st = bn_stats_kernel(c, d.s, "bn_stats", &k);
     if (st != KILN_OK)
         return st;
     size_t wg = reduce_group_size(c->ctx);

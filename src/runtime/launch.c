@@ -7,15 +7,13 @@
  * recorded (buffers freed meanwhile are released after them). At the
  * first thing that reaches the queue otherwise (a transfer, a fill or
  * copy, a wait, CLBlast), the launches are enqueued in order; before the
- * first launch of
- * a kernel still waiting, every waiting kernel of its source and options
- * is built as one program. PoCL pays about 0.2 s a program before a
- * kernel's own cost, so a network's cold start builds one program per
- * source and options where it built one per kernel, and the launches of
- * the first programs run (and PoCL compiles their work-group functions)
- * while the later ones build. Kernels asked for ahead of their launches
- * (the optimizer's) are built after the launches are enqueued. The
- * grouping is the same in every run of the same network, so the disk cache
+ * first launch of a kernel still waiting, every waiting kernel is built:
+ * those of one source and options as one request, and the requests whose
+ * sources and options fit together as one program (program_bundle_build).
+ * PoCL pays about 0.13 s a program before its kernels' own cost and builds
+ * one program at a time, so a network's cold start builds a few programs
+ * where it built one per kernel. The grouping is the same in every run of
+ * the same network, so the disk cache
  * finds each group's binary under its key, which names the kernels. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,15 +148,15 @@ static kiln_status record(kiln_ctx *ctx, cl_kernel kernel, const char *name, cl_
     return KILN_OK;
 }
 
-/* Builds the waiting kernels, one program per source and options holding
- * all of them (names sorted, so that the disk cache key does not depend on
- * the order they were asked for). */
 static int by_name(const void *a, const void *b)
 {
     return strcmp((*(pending_kernel *const *)a)->kernel, (*(pending_kernel *const *)b)->kernel);
 }
 
-static kiln_status build_group(kiln_ctx *ctx, pending_kernel *first)
+/* The names of the waiting kernels of first's source and options, sorted
+ * and separated by spaces (so that the disk cache key does not depend on
+ * the order they were asked for); NULL when out of memory. */
+static char *group_list(kiln_ctx *ctx, const pending_kernel *first)
 {
     size_t n = 0, len = 0;
     for (pending_kernel *k = ctx->deferred->kernels; k; k = k->next)
@@ -166,25 +164,79 @@ static kiln_status build_group(kiln_ctx *ctx, pending_kernel *first)
             n++, len += strlen(k->kernel) + 1;
     pending_kernel **group = malloc(n * sizeof *group);
     char *list = malloc(len + 1);
-    kiln_status st = KILN_OK;
-    if (!group || !list)
-        st = error_set(KILN_ERR_OUT_OF_MEMORY, "building %s: out of host memory", first->source);
-    n = 0;
-    for (pending_kernel *k = ctx->deferred->kernels; k && st == KILN_OK; k = k->next)
-        if (!k->real && !strcmp(k->source, first->source) && !strcmp(k->options, first->options))
-            group[n++] = k;
-    if (st == KILN_OK) {
+    if (group && list) {
+        n = 0;
+        for (pending_kernel *k = ctx->deferred->kernels; k; k = k->next)
+            if (!k->real && !strcmp(k->source, first->source) &&
+                !strcmp(k->options, first->options))
+                group[n++] = k;
         qsort(group, n, sizeof *group, by_name);
         list[0] = '\0';
         for (size_t i = 0; i < n; i++)
             strcat(strcat(list, i ? " " : ""), group[i]->kernel);
-        st = program_group(ctx, first->source, first->options, n > 1 ? list : group[0]->kernel);
     }
-    for (size_t i = 0; i < n && st == KILN_OK; i++)
-        st = kernel_get(ctx, group[i]->source, group[i]->options, group[i]->kernel,
-                        &group[i]->real);
     free(group);
-    free(list);
+    if (!group)
+        free(list);
+    return group ? list : NULL;
+}
+
+/* The waiting kernel that leads its source and options' group: the one
+ * asked for first (the list runs from the newest). */
+static int leads_group(const pending_kernel *k)
+{
+    for (pending_kernel *o = k->next; o; o = o->next)
+        if (!o->real && !strcmp(o->source, k->source) && !strcmp(o->options, k->options))
+            return 0;
+    return 1;
+}
+
+/* Builds every waiting kernel: those of one source and options as one
+ * request, and the requests as few programs as program_bundle_build
+ * makes. A group that does not build fails with its error when it holds
+ * need, and waits for its own launch otherwise. */
+static kiln_status build_pending(kiln_ctx *ctx, const pending_kernel *need)
+{
+    size_t n = 0;
+    for (pending_kernel *k = ctx->deferred->kernels; k; k = k->next)
+        n += !k->real && leads_group(k);
+    pending_kernel **lead = calloc(n ? n : 1, sizeof *lead);
+    const char **sources = calloc(n ? n : 1, sizeof *sources);
+    const char **options = calloc(n ? n : 1, sizeof *options);
+    char **lists = calloc(n ? n : 1, sizeof *lists);
+    kiln_status st = lead && sources && options && lists ? KILN_OK : KILN_ERR_OUT_OF_MEMORY;
+    size_t i = n; /* from the oldest group, as the launches asked for them */
+    for (pending_kernel *k = ctx->deferred->kernels; k && st == KILN_OK; k = k->next)
+        if (!k->real && leads_group(k)) {
+            lead[--i] = k;
+            sources[i] = k->source;
+            options[i] = k->options;
+            if ((lists[i] = group_list(ctx, k)) == NULL)
+                st = KILN_ERR_OUT_OF_MEMORY;
+        }
+    if (st == KILN_OK)
+        st = program_bundle_build(ctx, n, sources, (const char *const *)options,
+                                  (const char *const *)lists);
+    else
+        st = error_set(st, "building the waiting kernels: out of host memory");
+    for (i = 0; i < n && st == KILN_OK; i++) {
+        int needed = !strcmp(lead[i]->source, need->source) &&
+                     !strcmp(lead[i]->options, need->options);
+        kiln_status built = program_group(ctx, sources[i], options[i], lists[i]);
+        for (pending_kernel *k = ctx->deferred->kernels; k && built == KILN_OK; k = k->next)
+            if (!k->real && !strcmp(k->source, sources[i]) && !strcmp(k->options, options[i]))
+                built = kernel_get(ctx, k->source, k->options, k->kernel, &k->real);
+        if (built != KILN_OK && needed)
+            st = built;
+        else if (built != KILN_OK)
+            error_clear(); /* built again, and reported, at its own launch */
+    }
+    for (i = 0; lists && i < n; i++)
+        free(lists[i]);
+    free(lead);
+    free(sources);
+    free(options);
+    free(lists);
     return st;
 }
 
@@ -207,7 +259,7 @@ static kiln_status real_kernel(kiln_ctx *ctx, cl_kernel kernel, const char *name
                                cl_kernel *out)
 {
     pending_kernel *k = placeholder(ctx, kernel);
-    kiln_status st = k && !k->real ? build_group(ctx, k) : KILN_OK;
+    kiln_status st = k && !k->real ? build_pending(ctx, k) : KILN_OK;
     if (st == KILN_OK && k && !k->real)
         st = error_set(KILN_ERR_INVALID_ARGUMENT, "launch of %s: kernel %s of %s was not built",
                        name, k->kernel, k->source);
@@ -270,7 +322,7 @@ kiln_status programs_flush(kiln_ctx *ctx)
     /* kernels asked for ahead of their launches build while the queue runs;
      * one that fails is built again, and reported, at its launch */
     for (pending_kernel *k = d->kernels; k && st == KILN_OK; k = k->next)
-        if (!k->real && build_group(ctx, k) != KILN_OK)
+        if (!k->real && build_pending(ctx, k) != KILN_OK)
             error_clear();
     d->busy = 0;
     forget_launches(d);

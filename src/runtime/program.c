@@ -98,7 +98,7 @@ static const kiln_cl_source *find_source(const char *name, size_t len)
  * ("group.cl+norm.cl"), compiled together in that order; with `only`, the
  * program holds those kernels alone (keep_kernels): one name, or several
  * separated by spaces. */
-#define MAX_PARTS 4
+#define MAX_PARTS 16
 
 typedef struct {
     const char *name;
@@ -181,13 +181,13 @@ static int list_has(const char *list, const char *name, size_t len)
 }
 
 /* text without the kernels that `keep` (names separated by spaces) does not
- * name (NULL when out of memory). A program pays for its own kernels only:
- * PoCL compiles every kernel of a program to machine code when its binary
- * is asked for.
+ * name (NULL when out of memory); *kept is set when it keeps one. A program
+ * pays for its own kernels only: PoCL compiles every kernel of a program to
+ * machine code when its binary is asked for.
  * Kernels are declared at the start of a line, "__kernel [attributes]
  * void name(...) {...}"; a dropped kernel leaves its line breaks, so #line
  * markers and build logs still name the right lines of cl/. */
-static char *keep_kernels(const char *text, const char *keep)
+static char *keep_kernels(const char *text, const char *keep, int *kept)
 {
     char *out = malloc(strlen(text) + 1);
     if (!out)
@@ -215,10 +215,8 @@ static char *keep_kernels(const char *text, const char *keep)
         }
         p = next;
     }
-    /* no kernel the source has: the whole source, so that clCreateKernel
-     * says CL_INVALID_KERNEL_NAME (a program without kernels fails on
-     * rusticl as CL_INVALID_PROGRAM_EXECUTABLE instead) */
-    strcpy(found ? o : out, found ? p : text);
+    strcpy(o, p);
+    *kept |= found;
     return out;
 }
 
@@ -501,11 +499,17 @@ static kiln_status compile_source(kiln_ctx *ctx, const program_text *src,
     cl_int err = CL_SUCCESS;
     const char *texts[MAX_PARTS];
     char *own[MAX_PARTS] = {NULL};
+    int kept = 0;
     for (int i = 0; i < src->count; i++) {
         texts[i] = src->part[i]->text;
-        if (src->only && (texts[i] = own[i] = keep_kernels(texts[i], src->only)) == NULL)
+        if (src->only && (texts[i] = own[i] = keep_kernels(texts[i], src->only, &kept)) == NULL)
             err = CL_OUT_OF_HOST_MEMORY;
     }
+    /* no kernel of the list in any part: the whole sources, so that
+     * clCreateKernel says CL_INVALID_KERNEL_NAME (a program without kernels
+     * fails on rusticl as CL_INVALID_PROGRAM_EXECUTABLE instead) */
+    for (int i = 0; i < src->count && src->only && !kept; i++)
+        texts[i] = src->part[i]->text;
     cl_program program = err == CL_SUCCESS ? clCreateProgramWithSource(
                                                  ctx->context, (cl_uint)src->count, texts, NULL, &err)
                                            : NULL;
@@ -626,6 +630,40 @@ int program_built(const kiln_ctx *ctx, const char *source, const char *options,
     return find_program(ctx, source, options ? options : "", kernel) != NULL;
 }
 
+/* Enters program, built for the kernels of source and options, into the
+ * memory cache (taking program and unsaved, even on failure). */
+static kiln_status add_entry(kiln_ctx *ctx, const char *source, const char *options,
+                             const char *kernel, cl_program program, char *unsaved,
+                             program_entry **out)
+{
+    program_entry *entry = calloc(1, sizeof *entry);
+    if (entry) {
+        entry->source = dup_string(source);
+        entry->options = dup_string(options);
+        entry->kernel = dup_string(kernel);
+    }
+    if (!entry || !entry->source || !entry->options || !entry->kernel) {
+        if (entry) {
+            free(entry->source);
+            free(entry->options);
+            free(entry->kernel);
+        }
+        free(entry);
+        free(unsaved);
+        clReleaseProgram(program);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
+    }
+    entry->program = program;
+    entry->unsaved = unsaved;
+    entry->next = ctx->programs->programs;
+    ctx->programs->programs = entry;
+    if (ctx->programs->holds == 0)
+        save_unsaved(ctx, entry);
+    if (out)
+        *out = entry;
+    return KILN_OK;
+}
+
 static kiln_status get_program(kiln_ctx *ctx, const char *source, const char *options,
                                const char *kernel, program_entry **out)
 {
@@ -642,28 +680,294 @@ static kiln_status get_program(kiln_ctx *ctx, const char *source, const char *op
     if (strlen(options) > 800)
         return error_set(KILN_ERR_INVALID_ARGUMENT, "build options for %s longer than 800 "
                                                     "characters", source);
-    program_entry *entry = calloc(1, sizeof *entry);
-    if (!entry)
-        return error_set(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
-    entry->source = dup_string(source);
-    entry->options = dup_string(options);
-    entry->kernel = dup_string(kernel);
-    st = entry->source && entry->options && entry->kernel
-             ? build_program(ctx, &src, options, &entry->program, &entry->unsaved)
-             : error_set(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
-    if (st != KILN_OK) {
-        free(entry->source);
-        free(entry->options);
-        free(entry->kernel);
-        free(entry);
-        return st;
+    cl_program program;
+    char *unsaved = NULL;
+    st = build_program(ctx, &src, options, &program, &unsaved);
+    return st == KILN_OK ? add_entry(ctx, source, options, kernel, program, unsaved, out) : st;
+}
+
+/* ---- bundles: the programs of several sources and options as one ----------
+ *
+ * PoCL spends about 0.13 s on any program before its kernels (clang reads
+ * the OpenCL headers, LLVM links the builtin library), and builds one
+ * program at a time. Requests whose sources and options cannot change each
+ * other's meaning are therefore built as one program: a -D macro that only
+ * one request passes is named nowhere in the other's sources, the ones both
+ * pass agree, any other flag is passed by both, and no macro or function
+ * that a source of only one defines is named in the other's. What this
+ * textual check misses fails the build, and those requests build apart. */
+
+#define BUNDLE_OPTIONS_MAX 800
+#define BUNDLE_KERNELS_MAX 2048
+#define BUNDLE_NAME_MAX 512
+
+static int ident_char(char c)
+{
+    return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* Whether text names the identifier name[0..len) (in a comment too: a
+ * false mention only keeps two programs apart). */
+static int mentions(const char *text, const char *name, size_t len)
+{
+    for (const char *p = text; (p = strstr(p, name)) != NULL; p++)
+        if ((p == text || !ident_char(p[-1])) && !ident_char(p[len]))
+            return 1;
+    return 0;
+}
+
+/* Whether a part of t names name[0..len). */
+static int text_mentions(const program_text *t, const char *name, size_t len)
+{
+    char copy[128];
+    if (len >= sizeof copy)
+        return 1;
+    memcpy(copy, name, len);
+    copy[len] = '\0';
+    for (int i = 0; i < t->count; i++)
+        if (mentions(t->part[i]->text, copy, len))
+            return 1;
+    return 0;
+}
+
+static int has_part(const program_text *t, const kiln_cl_source *part)
+{
+    for (int i = 0; i < t->count; i++)
+        if (t->part[i] == part)
+            return 1;
+    return 0;
+}
+
+/* The token of options (separated by spaces) that is -Dname[=...], or
+ * NULL; its length in *len. */
+static const char *find_define(const char *options, const char *name, size_t name_len,
+                               size_t *len)
+{
+    for (const char *p = options + strspn(options, " "); *p; p += strspn(p, " ")) {
+        size_t n = strcspn(p, " ");
+        if (n > 2 && p[0] == '-' && p[1] == 'D' && strncmp(p + 2, name, name_len) == 0 &&
+            (p[2 + name_len] == '=' || n == 2 + name_len)) {
+            *len = n;
+            return p;
+        }
+        p += n;
     }
-    entry->next = ctx->programs->programs;
-    ctx->programs->programs = entry;
-    if (ctx->programs->holds == 0)
-        save_unsaved(ctx, entry);
-    *out = entry;
-    return KILN_OK;
+    return NULL;
+}
+
+/* Whether options (t's) sit with other (u's): each -D macro of options
+ * either has the same value in other or is named by no part of u, and
+ * each other flag is in other too. */
+static int options_fit(const char *options, const char *other, const program_text *u)
+{
+    for (const char *p = options + strspn(options, " "); *p; p += strspn(p, " ")) {
+        size_t n = strcspn(p, " "), len;
+        if (n > 2 && p[0] == '-' && p[1] == 'D') {
+            size_t name_len = strcspn(p + 2, "= ");
+            const char *there = find_define(other, p + 2, name_len, &len);
+            if (there ? len != n || strncmp(there, p, n) != 0
+                      : text_mentions(u, p + 2, name_len))
+                return 0;
+        } else {
+            int found = 0;
+            for (const char *q = other + strspn(other, " "); *q && !found; q += strspn(q, " ")) {
+                size_t m = strcspn(q, " ");
+                found = m == n && strncmp(q, p, n) == 0;
+                q += m;
+            }
+            if (!found)
+                return 0;
+        }
+        p += n;
+    }
+    return 1;
+}
+
+/* Whether no macro that a part of t outside u defines or undefines is
+ * named by a part of u. */
+static int defines_fit(const program_text *t, const program_text *u)
+{
+    for (int i = 0; i < t->count; i++) {
+        if (has_part(u, t->part[i]))
+            continue;
+        for (const char *line = t->part[i]->text; *line;) {
+            const char *c = line + strspn(line, " \t");
+            if (*c == '#') {
+                c += 1 + strspn(c + 1, " \t");
+                size_t word = ident_len(c);
+                if ((word == 6 && strncmp(c, "define", 6) == 0) ||
+                    (word == 5 && strncmp(c, "undef", 5) == 0)) {
+                    c += word + strspn(c + word, " \t");
+                    if (text_mentions(u, c, ident_len(c)))
+                        return 0;
+                }
+            }
+            line += strcspn(line, "\n");
+            line += *line == '\n';
+        }
+    }
+    return 1;
+}
+
+/* Past the comment or preprocessor line at c (a line's first non-blank
+ * '#', its continuations included), or c itself when none starts there. */
+static const char *skip_aside(const char *c, int line_start)
+{
+    if (c[0] == '/' && c[1] == '*') {
+        const char *close = strstr(c + 2, "*/");
+        return close ? close + 2 : c + strlen(c);
+    }
+    if ((c[0] == '/' && c[1] == '/') || (c[0] == '#' && line_start)) {
+        while (*c && !(*c == '\n' && c[-1] != '\\'))
+            c++;
+        return c;
+    }
+    return c;
+}
+
+/* Whether no function that a part of t outside u defines at file scope
+ * (a name followed by '(' outside any braces and parentheses) is named by
+ * a part of u: two sources defining the same helper do not build as one
+ * program. */
+static int functions_fit(const program_text *t, const program_text *u)
+{
+    for (int i = 0; i < t->count; i++) {
+        if (has_part(u, t->part[i]))
+            continue;
+        int depth = 0, line_start = 1;
+        for (const char *c = t->part[i]->text; *c;) {
+            const char *past = skip_aside(c, line_start);
+            if (past != c) {
+                c = past;
+                continue;
+            }
+            if (ident_char(*c)) {
+                size_t n = ident_len(c);
+                const char *after = c + n;
+                after += strspn(after, " \t\n");
+                if (depth == 0 && *after == '(' && !(*c >= '0' && *c <= '9') &&
+                    strncmp(c, "__", 2) != 0 && text_mentions(u, c, n))
+                    return 0;
+                c += n;
+                line_start = 0;
+                continue;
+            }
+            depth += (*c == '{' || *c == '(') - (*c == '}' || *c == ')');
+            line_start = *c == '\n' || (line_start && (*c == ' ' || *c == '\t'));
+            c++;
+        }
+    }
+    return 1;
+}
+
+typedef struct {
+    program_text text;
+    char name[BUNDLE_NAME_MAX];
+    char options[BUNDLE_OPTIONS_MAX + 1];
+    char kernels[BUNDLE_KERNELS_MAX];
+    int requests;
+} program_bundle;
+
+/* Appends the words of list (separated by spaces) that buf does not hold;
+ * 0 when buf has no room. */
+static int append_words(char *buf, size_t size, const char *list)
+{
+    size_t used = strlen(buf);
+    for (const char *p = list + strspn(list, " "); *p; p += strspn(p, " ")) {
+        size_t n = strcspn(p, " ");
+        if (!list_has(buf, p, n)) {
+            if (used + n + 2 > size)
+                return 0;
+            if (used)
+                buf[used++] = ' ';
+            memcpy(buf + used, p, n);
+            buf[used += n] = '\0';
+        }
+        p += n;
+    }
+    return 1;
+}
+
+/* Adds request r (its text, options and kernels) to b when they fit. */
+static int bundle_take(program_bundle *b, const program_text *r, const char *options,
+                       const char *kernels)
+{
+    if (b->requests > 0 && !(options_fit(options, b->options, &b->text) &&
+                             options_fit(b->options, options, r) &&
+                             defines_fit(&b->text, r) && defines_fit(r, &b->text) &&
+                             functions_fit(&b->text, r) && functions_fit(r, &b->text)))
+        return 0;
+    program_bundle next = *b;
+    next.text.only = next.kernels;
+    for (int i = 0; i < r->count; i++) {
+        if (has_part(&next.text, r->part[i]))
+            continue;
+        size_t used = strlen(next.name), n = strlen(r->part[i]->name);
+        if (next.text.count == MAX_PARTS || used + n + 2 > sizeof next.name)
+            return 0;
+        next.text.part[next.text.count++] = r->part[i];
+        snprintf(next.name + used, sizeof next.name - used, "%s%s", used ? "+" : "",
+                 r->part[i]->name);
+    }
+    if (!append_words(next.options, sizeof next.options, options) ||
+        !append_words(next.kernels, sizeof next.kernels, kernels))
+        return 0;
+    next.requests++;
+    *b = next;
+    b->text.name = b->name;
+    b->text.only = b->kernels;
+    return 1;
+}
+
+kiln_status program_bundle_build(kiln_ctx *ctx, size_t n, const char *const *sources,
+                                 const char *const *options, const char *const *kernels)
+{
+    program_bundle *b = calloc(n ? n : 1, sizeof *b);
+    int *home = calloc(n ? n : 1, sizeof *home);
+    kiln_status first = b && home ? KILN_OK : error_set(KILN_ERR_OUT_OF_MEMORY,
+                                                         "program cache: out of memory");
+    size_t bundles = 0;
+    for (size_t i = 0; i < n && first == KILN_OK; i++) {
+        program_text r;
+        home[i] = -1;
+        if (!*kernels[i] || find_program(ctx, sources[i], options[i], kernels[i]) ||
+            resolve(sources[i], kernels[i], &r) != KILN_OK) {
+            error_clear(); /* every kernel, built already, or an error its own build reports */
+            continue;
+        }
+        for (size_t j = 0; j <= bundles && home[i] < 0; j++)
+            if (bundle_take(&b[j], &r, options[i], kernels[i]))
+                home[i] = (int)j;
+        bundles += home[i] == (int)bundles;
+    }
+    for (size_t j = 0; j < bundles && first == KILN_OK; j++) {
+        cl_program program;
+        char *unsaved = NULL;
+        if (b[j].requests < 2 || build_program(ctx, &b[j].text, b[j].options, &program,
+                                               &unsaved) != KILN_OK) {
+            if (b[j].requests >= 2) {
+                ctx->stats.bundles_split++;
+                if (verbose_builds())
+                    fprintf(stderr, "kiln: %s did not build as one program, built apart: "
+                                    "%.600s\n", b[j].name, kiln_last_error());
+                error_clear(); /* each request builds alone, where its error is reported */
+            }
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (home[i] != (int)j)
+                continue;
+            clRetainProgram(program);
+            kiln_status st = add_entry(ctx, sources[i], options[i], kernels[i], program,
+                                       unsaved, NULL);
+            unsaved = NULL; /* the first request's entry writes the binary */
+            first = first == KILN_OK ? st : first;
+        }
+        clReleaseProgram(program);
+    }
+    free(b);
+    free(home);
+    return first;
 }
 
 void programs_hold(kiln_ctx *ctx)

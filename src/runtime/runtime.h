@@ -134,6 +134,13 @@ void programs_release(kiln_ctx *ctx);
  * named in a space-separated list. */
 kiln_status program_group(kiln_ctx *ctx, const char *source, const char *options,
                           const char *kernels);
+/* Of n requests, each a source, options and a space-separated list of
+ * its kernels, builds those whose sources and options fit together as one
+ * program each (program.c); a request that fits with no other, or whose
+ * bundle does not build, is left to program_group. Fails only when out of
+ * memory. */
+kiln_status program_bundle_build(kiln_ctx *ctx, size_t n, const char *const *sources,
+                                 const char *const *options, const char *const *kernels);
 /* Whether kernel's program is in the memory cache. */
 int program_built(const kiln_ctx *ctx, const char *source, const char *options,
                   const char *kernel);
@@ -334,6 +341,12 @@ kiln_shape shape_of(const kiln_tensor *t);
  * which any later blocking call on the queue guarantees. */
 kiln_status tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking);
 kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking);
+/* Waits for event, a command on ctx's queue, and releases it. It
+ * polls the event a short while before it blocks: a CPU device's worker
+ * threads take tens of microseconds to wake a host thread asleep on it,
+ * longer than a small forward computes. call names the command in an
+ * error. */
+kiln_status event_wait(kiln_ctx *ctx, cl_event event, const char *call);
 
 /* A tensor over bytes [offset, offset + size) of a parent buffer (a view;
  * freeing it leaves the parent). offset must satisfy the device's
