@@ -74,6 +74,9 @@
 /* Helpers that always inline: a constant argument (a panel's width) then
  * unrolls and vectorizes their loops. */
 #define INLINE static inline __attribute__((always_inline))
+/* v, or v plus o where the kernel's result adds to what its output holds
+ * (add: a gradient that another reader's gradient already wrote). */
+#define ADDED(v, o) (add ? (v) + (o) : (v))
 
 /* dst[kk][j] = src[j * ld + kk] for kk in [k0, k1) and j < w (a multiple
  * of 8): 8 x 8 blocks, loaded as rows and stored as columns, then the
@@ -395,10 +398,14 @@ im2col_panels(__global float *dst, __global const float *x, const uint C, const 
 /* Row `row` of m of a tile's NR results, columns q0 .. q0 + width - 1 of
  * (N * P2) that start at plane position p of sample n, into y (N, m, P2). */
 static void store_planes(__global float *y, floatV x0, floatV x1, size_t n, uint p,
-                         size_t width, size_t row, size_t m, uint P2)
+                         size_t width, size_t row, size_t m, uint P2, uint add)
 {
     __global float *o = y + (n * m + row) * P2;
     if (width == NR && p + NR <= P2) {
+        if (add) {
+            x0 += vloadV(0, o + p);
+            x1 += vloadV(1, o + p);
+        }
         vstoreV(x0, 0, o + p);
         vstoreV(x1, 1, o + p);
         return;
@@ -407,7 +414,7 @@ static void store_planes(__global float *y, floatV x0, floatV x1, size_t n, uint
     vstoreV(x0, 0, t);
     vstoreV(x1, 1, t);
     for (size_t j = 0; j < width; j++) {
-        o[p] = t[j];
+        o[p] = ADDED(t[j], o[p]);
         if (++p == P2) {
             p = 0;
             o += m * P2; /* the next sample's row */
@@ -432,7 +439,7 @@ static void store_planes(__global float *y, floatV x0, floatV x1, size_t n, uint
 
 #define STORE_PLANES(r) \
     if (row0 + r < m) \
-        store_planes(y, c##r##0, c##r##1, n0, p0, width, row0 + r, m, OH * OW);
+        store_planes(y, c##r##0, c##r##1, n0, p0, width, row0 + r, m, OH * OW, add);
 
 /* A whole convolution, y (N, m, OH, OW) = a (m x k, k = C K K) times the
  * im2col matrix of x (N, C, H, W), for CPUs: item g takes the panels of NR
@@ -444,7 +451,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_tiles(__global const float *a, __global const float *x, __global float *y,
            __global float *scratch, const uint C, const uint H, const uint W, const uint K,
            const uint S, const uint P, const uint D, const uint OH, const uint OW,
-           const ulong m, const ulong n, const ulong k)
+           const ulong m, const ulong n, const ulong k, const uint add)
 {
     const ulong a_off = 0, lda = k;
     __global float *panel = scratch + get_global_id(0) * k * NR;
@@ -512,7 +519,8 @@ __kernel void pad_planes(__global const float *x, __global float *xp, const uint
         ROWS(PIX_SAVE)                                            \
         for (size_t j = 0; j < (count); j++)                      \
             for (size_t r = 0; r < rows; r++)                     \
-                (dst)[out[r] + (col0 + j) * (stride)] = t[r][j];  \
+                (dst)[out[r] + (col0 + j) * (stride)] =           \
+                    ADDED(t[r][j], (dst)[out[r] + (col0 + j) * (stride)]); \
     }
 
 /* A convolution with few output channels, for CPUs: y (N, m, OH, OW) =
@@ -527,7 +535,8 @@ __kernel void pad_planes(__global const float *x, __global float *xp, const uint
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_pixels(__global const float *wp, __global const float *xp, __global float *y,
             const uint C, const uint Hp, const uint Wp, const uint K, const uint S,
-            const uint D, const uint OH, const uint OW, const ulong m, const ulong npix)
+            const uint D, const uint OH, const uint OW, const ulong m, const ulong npix,
+            const uint add)
 {
     size_t tiles = (npix + MR - 1) / MR, P2 = (size_t)OH * OW, plane = (size_t)Hp * Wp;
     size_t k = (size_t)C * K * K, items = get_global_size(0), g = get_global_id(0);
@@ -820,7 +829,7 @@ static void pack_phase_columns(__global float *dst, __global const float *g, uin
  * (n, i, j) of phase (a, b), into dx (N, C, H, W) at (a + S i, b + S j). */
 static void store_phase(__global float *dx, floatV x0, floatV x1, im2col_at at, size_t width,
                         size_t row, uint C, uint H, uint W, uint HA, uint WB, uint a, uint b,
-                        uint S)
+                        uint S, uint add)
 {
     float t[NR];
     vstoreV(x0, 0, t);
@@ -829,7 +838,7 @@ static void store_phase(__global float *dx, floatV x0, floatV x1, im2col_at at, 
         uint run = min(WB - at.ow, (uint)(width - j));
         __global float *o = dx + ((at.n * C + row) * H + a + S * at.oh) * W + b + S * at.ow;
         for (uint r = 0; r < run; r++)
-            o[r * S] = t[j + r];
+            o[r * S] = ADDED(t[j + r], o[r * S]);
         j += run;
         im2col_advance(&at, run, HA, WB);
     }
@@ -838,7 +847,7 @@ static void store_phase(__global float *dx, floatV x0, floatV x1, im2col_at at, 
 #if !A_PACKED
 #define STORE_PHASE(r) \
     if (row0 + r < m) \
-        store_phase(dx, c##r##0, c##r##1, at, width, row0 + r, C, H, W, HA, WB, pa, pb, S);
+        store_phase(dx, c##r##0, c##r##1, at, width, row0 + r, C, H, W, HA, WB, pa, pb, S, add);
 
 /* The input gradient of a strided convolution, dx (N, C, H, W), from its
  * output gradient g (N, O, OH, OW), for CPUs. The inputs fall into S x S
@@ -853,7 +862,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_phase_tiles(__global const float *wp, __global const float *g, __global float *dx,
                  __global float *scratch, const uint N, const uint C, const uint H,
                  const uint W, const uint O, const uint OH, const uint OW, const uint K,
-                 const uint S, const uint P, const uint D, const ulong slot)
+                 const uint S, const uint P, const uint D, const ulong slot, const uint add)
 {
     __global float *panel = scratch + get_global_id(0) * slot;
     __global const float *a = wp;
@@ -932,7 +941,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_phase_pixels(__global const float *wq, __global const float *gp, __global float *dx,
                   const uint N, const uint C, const uint H, const uint W, const uint O,
                   const uint Hp, const uint Wp, const uint K, const uint S, const uint P,
-                  const uint D, const uint PG)
+                  const uint D, const uint PG, const uint add)
 {
     size_t items = get_global_size(0), g = get_global_id(0), plane = (size_t)Hp * Wp;
     size_t CP = (C + NR - 1) / NR * NR, HW = (size_t)H * W;

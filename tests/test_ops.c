@@ -663,12 +663,11 @@ static void conv_grads(fixture *f, float *dx, float *dw)
 }
 
 /* A convolution's backward gives the same bits on a second run: the
- * weight gradient's partial sums are added in a fixed order. */
-START_TEST(convolution_backward_gives_the_same_bits)
+ * weight gradient's partial sums are added in a fixed order. A third run
+ * that adds its input gradient to the one din holds (din_add, as for a
+ * value two layers read) gives exactly twice it, on every path. */
+static void check_conv_bits(const op_case *tc)
 {
-    const op_case *tc = &cases[_i];
-    if (tc->kind != OP_CONV2D)
-        return;
     fixture f;
     fixture_setup(&f, tc);
     check_ok(op_forward(OP_CONV2D, &f.args));
@@ -682,9 +681,20 @@ START_TEST(convolution_backward_gives_the_same_bits)
                   tc->label);
     ck_assert_msg(memcmp(dw, dw + nw, nw * sizeof *dw) == 0, "%s: weight gradients differ",
                   tc->label);
+    f.args.din_add[0] = 1;
+    conv_grads(&f, dx + nx, dw + nw);
+    for (size_t i = 0; i < nx; i++)
+        ck_assert_msg(dx[nx + i] == 2 * dx[i], "%s: added input gradient %zu is %g, not %g",
+                      tc->label, i, (double)dx[nx + i], 2.0 * dx[i]);
     free(dx);
     free(dw);
     fixture_teardown(&f);
+}
+
+START_TEST(convolution_backward_gives_the_same_bits)
+{
+    if (cases[_i].kind == OP_CONV2D)
+        check_conv_bits(&cases[_i]);
 }
 END_TEST
 
@@ -700,6 +710,7 @@ START_TEST(strided_input_gradient_past_64_channels)
                                {S4(2, 67, 9, 8)}, .out = 5, .kernel = 3, .stride = 2,
                                .pad = 1};
     check_case(&tc);
+    check_conv_bits(&tc);
 }
 END_TEST
 

@@ -127,9 +127,12 @@ kiln_status gemm_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a
 /* A whole convolution with kiln's GEMM where a panel of its columns (C K K
  * of them) fits the k block: y (N, m, OH, OW) = a (m x C K K) times the
  * im2col matrix of x, packed and multiplied panel by panel in one launch
- * (gemm.cl's conv_tiles). gemm_cpu_conv_fits says whether it applies. */
+ * (gemm.cl's conv_tiles). gemm_cpu_conv_fits says whether it applies.
+ * With add, y += the product (an input gradient that adds to another,
+ * each value rounded as y + product would be). */
 int gemm_cpu_conv_fits(kiln_ctx *ctx, size_t k);
-kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y);
+kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y,
+                          int add);
 
 /* A convolution's weight gradient with kiln's GEMM: dw (m x C K K) = g
  * (N, m, OH, OW), read as (m, N OH OW), times the transpose of the im2col
@@ -155,8 +158,9 @@ int gemm_cpu_conv_phases_fit(kiln_ctx *ctx, size_t o, const gemm_im2col *x);
  * phases as conv_phase_pixels (the gradient read in place, nothing packed
  * but the weights), which takes any number of output channels. */
 int gemm_cpu_phase_pixels_pay(size_t c, size_t k);
+/* With add, dx += the gradient, as gemm_cpu_conv's add. */
 kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
-                                 const gemm_im2col *x);
+                                 const gemm_im2col *x, int add);
 
 /* "auto", "clblast" or "kiln" into *out; what names the source in errors. */
 kiln_status gemm_engine_parse(const char *text, const char *what, kiln_gemm_engine *out);

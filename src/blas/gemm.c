@@ -466,7 +466,7 @@ static kiln_status padded_input(kiln_ctx *ctx, const blas_state *s, const gemm_i
 /* The convolution as conv_pixels: x zero-padded into scratch 0 (unless P
  * is 0), the weights packed into panels of NR in scratch 1. */
 static kiln_status conv_pixels(kiln_ctx *ctx, const blas_state *s, size_t m, cl_mem a,
-                               const gemm_im2col *x, cl_mem y)
+                               const gemm_im2col *x, cl_mem y, cl_uint add)
 {
     size_t k = x->c * x->k * x->k, hp = x->h + 2 * x->p, wp = x->w + 2 * x->p;
     cl_mem padded, panels;
@@ -485,10 +485,11 @@ static kiln_status conv_pixels(kiln_ctx *ctx, const blas_state *s, size_t m, cl_
     cl_ulong mm = m, np = npix;
     return launch_1d(ctx, kernel, "conv_pixels", items, 1, KARG(panels), KARG(padded), KARG(y),
                      KARG(C), KARG(Hp), KARG(Wp), KARG(K), KARG(S), KARG(D), KARG(OH),
-                     KARG(OW), KARG(mm), KARG(np));
+                     KARG(OW), KARG(mm), KARG(np), KARG(add));
 }
 
-kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y)
+kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y,
+                          int add)
 {
     size_t k = x->c * x->k * x->k, n = x->n * x->oh * x->ow;
     blas_state *s;
@@ -496,7 +497,7 @@ kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
     cl_kernel kernel;
     kiln_status st = tiled_state(ctx, &s);
     if (st == KILN_OK && pixels_pay(m, k))
-        return conv_pixels(ctx, s, m, a, x, y);
+        return conv_pixels(ctx, s, m, a, x, y, (cl_uint)add);
     size_t nr = st == KILN_OK ? 2 * (size_t)s->tile.v : 1;
     size_t items = slot_items(ctx, (n + nr - 1) / nr);
     if (st == KILN_OK)
@@ -509,9 +510,10 @@ kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
             S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
             OW = (cl_uint)x->ow;
     cl_ulong mm = m, nn = n, kk = k;
+    cl_uint adds = (cl_uint)add;
     return launch_1d(ctx, kernel, "conv_tiles", items, 1, KARG(a), KARG(x->x), KARG(y),
                      KARG(slots), KARG(C), KARG(H), KARG(W), KARG(K), KARG(S), KARG(P),
-                     KARG(D), KARG(OH), KARG(OW), KARG(mm), KARG(nn), KARG(kk));
+                     KARG(D), KARG(OH), KARG(OW), KARG(mm), KARG(nn), KARG(kk), KARG(adds));
 }
 
 /* Items of conv_weight_slots: a few per compute unit (each adds a slot of
@@ -675,7 +677,7 @@ int gemm_cpu_phase_pixels_pay(size_t c, size_t k)
  * scratch 0 by enough for every phase's taps, the weights in each phase's
  * panels (phase_panels) in scratch 1. */
 static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem w,
-                                cl_mem g, const gemm_im2col *x)
+                                cl_mem g, const gemm_im2col *x, cl_uint add)
 {
     size_t nr = 2 * (size_t)s->tile.v, cp = (x->c + nr - 1) / nr * nr;
     size_t pg = (2 * x->p + x->d * (x->k - 1)) / x->s + 2, mr = (size_t)s->tile.mr, tiles = 0;
@@ -703,11 +705,11 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
                ? st
                : launch_1d(ctx, kernel, "conv_phase_pixels", items, 1, KARG(wq), KARG(gp),
                            KARG(x->x), KARG(N), KARG(C), KARG(H), KARG(W), KARG(O), KARG(Hp),
-                           KARG(Wp), KARG(K), KARG(S), KARG(P), KARG(D), KARG(PG));
+                           KARG(Wp), KARG(K), KARG(S), KARG(P), KARG(D), KARG(PG), KARG(add));
 }
 
 kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
-                                 const gemm_im2col *x)
+                                 const gemm_im2col *x, int add)
 {
     size_t most = phase_most_taps(x), panels = 0;
     blas_state *s;
@@ -717,7 +719,7 @@ kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
     if (st != KILN_OK)
         return st;
     if (gemm_cpu_phase_pixels_pay(x->c, x->k))
-        return phase_pixels(ctx, s, o, w, g, x);
+        return phase_pixels(ctx, s, o, w, g, x, (cl_uint)add);
     size_t nr = 2 * (size_t)s->tile.v, slot = o * most * most * nr;
     for (size_t ph = 0; ph < x->s * x->s; ph++)
         panels += (phase_inputs(x, ph) + nr - 1) / nr;
@@ -736,6 +738,7 @@ kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
             O = (cl_uint)o, OH = (cl_uint)x->oh, OW = (cl_uint)x->ow, K = (cl_uint)x->k,
             S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d;
     cl_ulong sl = slot;
+    cl_uint adds = (cl_uint)add;
     st = launch_1d(ctx, weights, "phase_weights", count, 64, KARG(w), KARG(wp), KARG(O),
                    KARG(C), KARG(K), KARG(S), KARG(P), KARG(D));
     return st != KILN_OK || items == 0
@@ -743,5 +746,5 @@ kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
                : launch_1d(ctx, tiles_kernel, "conv_phase_tiles", items, 1, KARG(wp),
                            KARG(g), KARG(x->x), KARG(slots), KARG(N), KARG(C), KARG(H),
                            KARG(W), KARG(O), KARG(OH), KARG(OW), KARG(K), KARG(S), KARG(P),
-                           KARG(D), KARG(sl));
+                           KARG(D), KARG(sl), KARG(adds));
 }

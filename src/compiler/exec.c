@@ -172,20 +172,22 @@ kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
 }
 
 /* Where input k of step s sends its gradient: straight into the grad of
- * the value it read if nothing has written it yet in this pass, else into
- * a partial that is added afterwards. */
+ * the value it read if nothing has written it yet in this pass, else added
+ * to it by the op itself (adds_input_grads: *add) or into a partial that
+ * is added afterwards (*accumulate). */
 static kiln_status gradient_target(pipeline *p, pipe_step *s, int k, kiln_tensor **out,
-                                   int *accumulate)
+                                   int *add, int *accumulate)
 {
     *out = NULL;
-    *accumulate = 0;
+    *add = *accumulate = 0;
     int from = s->inputs[k];
     if (from < 0)
         return KILN_OK;
     pipe_step *v = &p->steps[from];
     int taken = v->grad_ready || (k == 1 && s->inputs[0] == from);
-    if (!taken) {
+    if (!taken || op_get(s->op)->adds_input_grads) {
         *out = v->grad;
+        *add = taken;
         return KILN_OK;
     }
     *accumulate = 1;
@@ -207,7 +209,7 @@ static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
     int accumulate[OP_MAX_INPUTS] = {0};
     kiln_status st = KILN_OK;
     for (int k = 0; k < s->n_inputs && st == KILN_OK; k++)
-        st = gradient_target(p, s, k, &c.din[k], &accumulate[k]);
+        st = gradient_target(p, s, k, &c.din[k], &c.din_add[k], &accumulate[k]);
     for (int k = 0; k < OP_MAX_PARAMS; k++)
         c.dparam[k] = s->dparam[k];
     if (st == KILN_OK)

@@ -95,6 +95,24 @@ static kiln_status col2im(kiln_ctx *ctx, const conv_dims *d, cl_mem dcol, cl_mem
                      KARG(v[5]), KARG(v[6]), KARG(v[7]));
 }
 
+/* col2im into din, or (din_add) into a temporary then added to din. */
+static kiln_status col2im_into(const op_args *c, const conv_dims *d, cl_mem dcol)
+{
+    if (!c->din_add[0])
+        return col2im(c->ctx, d, dcol, c->din[0]->buf);
+    kiln_shape s = shape_of(c->din[0]);
+    kiln_tensor *part;
+    kiln_status st = tensor_of(c->ctx, &s, &part);
+    if (st == KILN_OK)
+        st = col2im(c->ctx, d, dcol, part->buf);
+    op_attrs a = op_attrs_default();
+    op_args sum = {.ctx = c->ctx, .attrs = &a, .in = {c->din[0], part}, .out = c->din[0]};
+    if (st == KILN_OK)
+        st = op_forward(OP_ADD, &sum);
+    kiln_tensor_free(part);
+    return st;
+}
+
 static kiln_status make_columns(kiln_ctx *ctx, const conv_dims *d, cl_mem x, kiln_tensor **col)
 {
     kiln_shape s = shape_make(2, d->c * d->k * d->k, d->n * d->oh * d->ow, 0, 0);
@@ -186,7 +204,7 @@ static kiln_status fused_input_grads(const op_args *c, const conv_dims *d, cl_me
     gemm_im2col x = {g, d->n, d->o, d->oh, d->ow, d->k, 1, d->d * (d->k - 1) - d->p, d->d,
                      d->h, d->w};
     if (st == KILN_OK)
-        st = gemm_cpu_conv(c->ctx, d->c, wf->buf, &x, c->din[0]->buf);
+        st = gemm_cpu_conv(c->ctx, d->c, wf->buf, &x, c->din[0]->buf, c->din_add[0]);
     kiln_tensor_free(wf);
     return st;
 }
@@ -199,7 +217,7 @@ static kiln_status conv_forward(const op_args *c)
     kiln_status st = KILN_OK;
     if (fused_fits(c, &d, d.c)) {
         gemm_im2col x = {c->in[0]->buf, d.n, d.c, d.h, d.w, d.k, d.s, d.p, d.d, d.oh, d.ow};
-        st = gemm_cpu_conv(c->ctx, d.o, c->param[0]->buf, &x, c->out->buf);
+        st = gemm_cpu_conv(c->ctx, d.o, c->param[0]->buf, &x, c->out->buf, 0);
         return st != KILN_OK ? st
                              : op_bias_act(c->ctx, c->attrs->act, c->attrs->slope, c->out,
                                            c->attrs->bias ? c->param[1] : NULL, d.o,
@@ -254,7 +272,7 @@ static kiln_status conv_backward(const op_args *c)
     if (st == KILN_OK && fused)
         st = fused_input_grads(c, &d, g);
     else if (st == KILN_OK && phased)
-        st = gemm_cpu_conv_phases(c->ctx, d.o, c->param[0]->buf, g, &dx);
+        st = gemm_cpu_conv_phases(c->ctx, d.o, c->param[0]->buf, g, &dx, c->din_add[0]);
     else if (st == KILN_OK && c->din[0]) { /* dcol (CKK, N*P) = Wᵀ gt, then col2im */
         kiln_shape s = shape_make(2, ckk, np, 0, 0);
         st = tensor_of(c->ctx, &s, &dcol);
@@ -262,7 +280,7 @@ static kiln_status conv_backward(const op_args *c)
             st = blas_sgemm(c->ctx, KILN_TRANS, KILN_NO_TRANS, ckk, np, d.o, 1.0f,
                             c->param[0]->buf, 0, ckk, gt, 0, np, 0.0f, dcol->buf, 0, np);
         if (st == KILN_OK)
-            st = col2im(c->ctx, &d, dcol->buf, c->din[0]->buf);
+            st = col2im_into(c, &d, dcol->buf);
     }
     kiln_tensor_free(dz);
     kiln_tensor_free(dzt);
@@ -287,6 +305,7 @@ const op_desc op_conv2d_desc = {
     .n_inputs = 1,
     .fuses_act = 1,
     .folds_batchnorm = 1,
+    .adds_input_grads = 1,
     .in_ranks = 1u << 4,
     .in_hint = "expected channels x height x width (e.g. [input] shape = 1x28x28)",
     .keys = conv_keys,

@@ -238,6 +238,10 @@ typedef struct {
     const kiln_tensor *dout;
     kiln_tensor *din[OP_MAX_INPUTS];
     kiln_tensor *dparam[OP_MAX_PARAMS];
+    /* Backward: din[k] holds another reader's gradient already, and this
+     * op's is added to it (set only for ops whose row says
+     * adds_input_grads). */
+    int din_add[OP_MAX_INPUTS];
     /* Decoding (forward only): the input's first row is position `at` of
      * the sequence (position adds that row of its table), and attention
      * keeps the keys and values of every position in cache, (positions,
@@ -283,6 +287,10 @@ typedef struct {
     /* its weight (param[0]) may be another layer's, as lm_head's is wte's
      * (tie = in model files): the gradients add */
     int tieable;
+    /* its backward adds its input gradient into din where din_add says so,
+     * each value rounded as an add op would (the pipeline then needs no
+     * partial gradient and no add pass for a value read twice) */
+    int adds_input_grads;
     /* the input ranks (batch included) it takes, bit n for rank n (0: any),
      * and what a model file should do otherwise */
     unsigned in_ranks;
