@@ -298,6 +298,27 @@ static void fill_and_copy(kiln_ctx *ctx, cl_kernel fill, cl_kernel copy, kiln_te
     check_ok(launch_1d(ctx, copy, "copy", n, 0, KARG(t->buf), KARG(out->buf), KARG(n)));
 }
 
+/* A new context holding its program cache (as a network does), with two
+ * tensors of n values. */
+static kiln_ctx *held_ctx(size_t n, kiln_tensor **t, kiln_tensor **out)
+{
+    kiln_ctx *ctx;
+    size_t shape[1] = {n};
+    check_ok(kiln_ctx_create(NULL, &ctx));
+    programs_hold(ctx);
+    check_ok(kiln_tensor_create(ctx, 1, shape, t));
+    check_ok(kiln_tensor_create(ctx, 1, shape, out));
+    return ctx;
+}
+
+/* The tensors freed and the cache released (its binaries written). */
+static void free_held(kiln_ctx *ctx, kiln_tensor *t, kiln_tensor *out)
+{
+    kiln_tensor_free(t);
+    kiln_tensor_free(out);
+    programs_release(ctx);
+}
+
 static void expect_values(const kiln_tensor *t, float value)
 {
     size_t n = kiln_tensor_numel(t);
@@ -317,14 +338,9 @@ START_TEST(waiting_kernels_build_as_one_program)
 {
     fresh_cache_dir();
     const char *opts = "-DKILN_TEST_VARIANT=9", *other = "-DKILN_TEST_VARIANT=11";
-    size_t shape[1] = {1031}; /* a prime, more than a work-group */
     for (int run = 0; run < 2; run++) {
-        kiln_ctx *ctx;
-        check_ok(kiln_ctx_create(NULL, &ctx));
-        programs_hold(ctx);
         kiln_tensor *t, *out;
-        check_ok(kiln_tensor_create(ctx, 1, shape, &t));
-        check_ok(kiln_tensor_create(ctx, 1, shape, &out));
+        kiln_ctx *ctx = held_ctx(1031, &t, &out); /* a prime, more than a work-group */
         cl_kernel fill, copy, again, ahead;
         check_ok(kernel_get(ctx, "tensor.cl", opts, "fill", &fill));
         check_ok(kernel_get(ctx, "tensor.cl", opts, "copy", &copy));
@@ -345,9 +361,7 @@ START_TEST(waiting_kernels_build_as_one_program)
         expect_values(out, 0.5f);
         s = kiln_ctx_cache_stats(ctx);
         ck_assert_uint_eq(s.builds + s.disk_hits, 2);
-        kiln_tensor_free(t);
-        kiln_tensor_free(out);
-        programs_release(ctx);
+        free_held(ctx, t, out);
         ck_assert_int_eq(cache_files(NULL, 0), 2);
         kiln_ctx_free(ctx);
     }
@@ -361,14 +375,9 @@ START_TEST(sources_that_fit_build_as_one_program)
 {
     fresh_cache_dir();
     const char *opts = "-DKILN_TEST_VARIANT=14", *other = "-DKILN_TEST_VARIANT=15";
-    size_t shape[1] = {1031};
     for (int run = 0; run < 2; run++) {
-        kiln_ctx *ctx;
-        check_ok(kiln_ctx_create(NULL, &ctx));
-        programs_hold(ctx);
         kiln_tensor *t, *out;
-        check_ok(kiln_tensor_create(ctx, 1, shape, &t));
-        check_ok(kiln_tensor_create(ctx, 1, shape, &out));
+        kiln_ctx *ctx = held_ctx(1031, &t, &out);
         cl_kernel fill, copy, adam, apart;
         check_ok(kernel_get(ctx, "tensor.cl", opts, "fill", &fill));
         check_ok(kernel_get(ctx, "tensor.cl", opts, "copy", &copy));
@@ -384,9 +393,7 @@ START_TEST(sources_that_fit_build_as_one_program)
         ck_assert(program_built(ctx, "tensor.cl", other, "copy"));
         fill_and_copy(ctx, fill, apart, t, out, -2.0f);
         expect_values(out, -2.0f);
-        kiln_tensor_free(t);
-        kiln_tensor_free(out);
-        programs_release(ctx);
+        free_held(ctx, t, out);
         ck_assert_int_eq(cache_files(NULL, 0), 2);
         kiln_ctx_free(ctx);
     }
@@ -398,13 +405,8 @@ END_TEST
 START_TEST(a_waiting_kernel_that_fails_to_build_fails_the_read)
 {
     fresh_cache_dir();
-    kiln_ctx *ctx;
-    check_ok(kiln_ctx_create(NULL, &ctx));
-    programs_hold(ctx);
-    size_t shape[1] = {37};
     kiln_tensor *t, *out;
-    check_ok(kiln_tensor_create(ctx, 1, shape, &t));
-    check_ok(kiln_tensor_create(ctx, 1, shape, &out));
+    kiln_ctx *ctx = held_ctx(37, &t, &out);
     check_ok(kiln_tensor_fill(out, 7.0f));
     cl_kernel fill, copy;
     check_ok(kernel_get(ctx, "tensor.cl", "-Dfloat=no_such_type", "fill", &fill));
