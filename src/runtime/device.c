@@ -2,11 +2,9 @@
  * context (OpenCL context + in-order queue + kernel cache) on one device. */
 #include <ctype.h>
 #include <dirent.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "runtime/runtime.h"
 
@@ -502,6 +500,19 @@ const kiln_device_info *kiln_ctx_device(const kiln_ctx *ctx)
     return ctx ? &ctx->info : NULL;
 }
 
+/* Waits for event and releases it; call names the command in an error. */
+static kiln_status event_wait(cl_event event, const char *call)
+{
+    cl_int state = CL_QUEUED, err = clWaitForEvents(1, &event);
+    if (err == CL_SUCCESS)
+        err = clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof state, &state,
+                             NULL);
+    if (err == CL_SUCCESS && state < 0)
+        err = state; /* the command's own error */
+    clReleaseEvent(event);
+    return err == CL_SUCCESS ? KILN_OK : error_cl(err, call);
+}
+
 kiln_status kiln_ctx_finish(kiln_ctx *ctx)
 {
     if (!ctx)
@@ -509,46 +520,13 @@ kiln_status kiln_ctx_finish(kiln_ctx *ctx)
     kiln_status st = programs_flush(ctx);
     if (st != KILN_OK)
         return st;
-    /* a marker's event, not clFinish (see event_wait) */
+    /* a marker's event, not clFinish: Mesa 22.3's rusticl returns from
+     * clFinish while a non-blocking read's event is still CL_SUBMITTED
+     * and its data has not reached the host */
     cl_event done;
     cl_int err = clEnqueueMarkerWithWaitList(ctx->queue, 0, NULL, &done);
-    return err == CL_SUCCESS ? event_wait(ctx, done, "clEnqueueMarkerWithWaitList")
+    return err == CL_SUCCESS ? event_wait(done, "clEnqueueMarkerWithWaitList")
                              : error_cl(err, "clEnqueueMarkerWithWaitList");
-}
-
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* How long event_wait polls before it sleeps: about what waking a
- * sleeping host thread costs on PoCL (20 to 40 us), so a longer wait
- * loses at most that much of one core. */
-#define EVENT_SPIN_SECONDS 50e-6
-
-static cl_int event_state(cl_event event, cl_int *state)
-{
-    return clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof *state, state, NULL);
-}
-
-kiln_status event_wait(kiln_ctx *ctx, cl_event event, const char *call)
-{
-    cl_int state = CL_QUEUED, err = clFlush(ctx->queue);
-    double end = seconds_now() + EVENT_SPIN_SECONDS;
-    while (err == CL_SUCCESS && (err = event_state(event, &state)) == CL_SUCCESS && state > 0 &&
-           seconds_now() < end)
-        sched_yield(); /* to the device's threads, where they share the core */
-    /* the event itself: Mesa 22.3's rusticl returns from clFinish while a
-     * non-blocking read's event is still CL_SUBMITTED and its data has not
-     * reached the host */
-    if (err == CL_SUCCESS && state > 0 && (err = clWaitForEvents(1, &event)) == CL_SUCCESS)
-        err = event_state(event, &state);
-    if (err == CL_SUCCESS && state < 0)
-        err = state; /* the command's own error */
-    clReleaseEvent(event);
-    return err == CL_SUCCESS ? KILN_OK : error_cl(err, call);
 }
 
 void kiln_ctx_set_trace(kiln_ctx *ctx, kiln_write_fn fn, void *user)

@@ -341,12 +341,6 @@ kiln_shape shape_of(const kiln_tensor *t);
  * which any later blocking call on the queue guarantees. */
 kiln_status tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking);
 kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking);
-/* Waits for event, a command on ctx's queue, and releases it. It
- * polls the event a short while before it blocks: a CPU device's worker
- * threads take tens of microseconds to wake a host thread asleep on it,
- * longer than a small forward computes. call names the command in an
- * error. */
-kiln_status event_wait(kiln_ctx *ctx, cl_event event, const char *call);
 
 /* A tensor over bytes [offset, offset + size) of a parent buffer (a view;
  * freeing it leaves the parent). offset must satisfy the device's

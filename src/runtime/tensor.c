@@ -290,12 +290,9 @@ kiln_status tensor_write(kiln_tensor *t, const float *src, size_t count, int blo
         st = programs_flush(t->ctx);
     if (st != KILN_OK)
         return st;
-    cl_event done = NULL;
-    cl_int err = clEnqueueWriteBuffer(t->ctx->queue, t->buf, CL_FALSE, 0, count * sizeof(float),
-                                      src, 0, NULL, blocking ? &done : NULL);
-    if (err != CL_SUCCESS)
-        return error_cl(err, "clEnqueueWriteBuffer");
-    return blocking ? event_wait(t->ctx, done, "clEnqueueWriteBuffer") : KILN_OK;
+    cl_int err = clEnqueueWriteBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,
+                                      count * sizeof(float), src, 0, NULL, NULL);
+    return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clEnqueueWriteBuffer");
 }
 
 kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking)
@@ -305,12 +302,9 @@ kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int bloc
         st = programs_flush(t->ctx);
     if (st != KILN_OK)
         return st;
-    cl_event done = NULL;
-    cl_int err = clEnqueueReadBuffer(t->ctx->queue, t->buf, CL_FALSE, 0, count * sizeof(float),
-                                     dst, 0, NULL, blocking ? &done : NULL);
-    if (err != CL_SUCCESS)
-        return error_cl(err, "clEnqueueReadBuffer");
-    return blocking ? event_wait(t->ctx, done, "clEnqueueReadBuffer") : KILN_OK;
+    cl_int err = clEnqueueReadBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,
+                                     count * sizeof(float), dst, 0, NULL, NULL);
+    return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clEnqueueReadBuffer");
 }
 
 kiln_status kiln_tensor_upload(kiln_tensor *t, const float *src, size_t count)
