@@ -75,8 +75,8 @@
  * unrolls and vectorizes their loops. */
 #define INLINE static inline __attribute__((always_inline))
 /* v, or v plus o where the kernel's result adds to what its output holds
- * (add: a gradient that another reader's gradient already wrote). */
-#define ADDED(v, o) (add ? (v) + (o) : (v))
+ * (adding: a gradient that another reader's gradient already wrote). */
+#define ADDED(v, o) (adding ? (v) + (o) : (v))
 
 /* dst[kk][j] = src[j * ld + kk] for kk in [k0, k1) and j < w (a multiple
  * of 8): 8 x 8 blocks, loaded as rows and stored as columns, then the
@@ -398,11 +398,11 @@ im2col_panels(__global float *dst, __global const float *x, const uint C, const 
 /* Row `row` of m of a tile's NR results, columns q0 .. q0 + width - 1 of
  * (N * P2) that start at plane position p of sample n, into y (N, m, P2). */
 static void store_planes(__global float *y, floatV x0, floatV x1, size_t n, uint p,
-                         size_t width, size_t row, size_t m, uint P2, uint add)
+                         size_t width, size_t row, size_t m, uint P2, uint adding)
 {
     __global float *o = y + (n * m + row) * P2;
     if (width == NR && p + NR <= P2) {
-        if (add) {
+        if (adding) {
             x0 += vloadV(0, o + p);
             x1 += vloadV(1, o + p);
         }
@@ -439,7 +439,7 @@ static void store_planes(__global float *y, floatV x0, floatV x1, size_t n, uint
 
 #define STORE_PLANES(r) \
     if (row0 + r < m) \
-        store_planes(y, c##r##0, c##r##1, n0, p0, width, row0 + r, m, OH * OW, add);
+        store_planes(y, c##r##0, c##r##1, n0, p0, width, row0 + r, m, OH * OW, adding);
 
 /* A whole convolution, y (N, m, OH, OW) = a (m x k, k = C K K) times the
  * im2col matrix of x (N, C, H, W), for CPUs: item g takes the panels of NR
@@ -451,7 +451,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_tiles(__global const float *a, __global const float *x, __global float *y,
            __global float *scratch, const uint C, const uint H, const uint W, const uint K,
            const uint S, const uint P, const uint D, const uint OH, const uint OW,
-           const ulong m, const ulong n, const ulong k, const uint add)
+           const ulong m, const ulong n, const ulong k, const uint adding)
 {
     const ulong a_off = 0, lda = k;
     __global float *panel = scratch + get_global_id(0) * k * NR;
@@ -536,7 +536,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_pixels(__global const float *wp, __global const float *xp, __global float *y,
             const uint C, const uint Hp, const uint Wp, const uint K, const uint S,
             const uint D, const uint OH, const uint OW, const ulong m, const ulong npix,
-            const uint add)
+            const uint adding)
 {
     size_t tiles = (npix + MR - 1) / MR, P2 = (size_t)OH * OW, plane = (size_t)Hp * Wp;
     size_t k = (size_t)C * K * K, items = get_global_size(0), g = get_global_id(0);
@@ -829,7 +829,7 @@ static void pack_phase_columns(__global float *dst, __global const float *g, uin
  * (n, i, j) of phase (a, b), into dx (N, C, H, W) at (a + S i, b + S j). */
 static void store_phase(__global float *dx, floatV x0, floatV x1, im2col_at at, size_t width,
                         size_t row, uint C, uint H, uint W, uint HA, uint WB, uint a, uint b,
-                        uint S, uint add)
+                        uint S, uint adding)
 {
     float t[NR];
     vstoreV(x0, 0, t);
@@ -845,9 +845,10 @@ static void store_phase(__global float *dx, floatV x0, floatV x1, im2col_at at, 
 }
 
 #if !A_PACKED
-#define STORE_PHASE(r) \
-    if (row0 + r < m) \
-        store_phase(dx, c##r##0, c##r##1, at, width, row0 + r, C, H, W, HA, WB, pa, pb, S, add);
+#define STORE_PHASE(r)                                                                     \
+    if (row0 + r < m)                                                                      \
+        store_phase(dx, c##r##0, c##r##1, at, width, row0 + r, C, H, W, HA, WB, pa, pb, S, \
+                    adding);
 
 /* The input gradient of a strided convolution, dx (N, C, H, W), from its
  * output gradient g (N, O, OH, OW), for CPUs. The inputs fall into S x S
@@ -862,7 +863,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_phase_tiles(__global const float *wp, __global const float *g, __global float *dx,
                  __global float *scratch, const uint N, const uint C, const uint H,
                  const uint W, const uint O, const uint OH, const uint OW, const uint K,
-                 const uint S, const uint P, const uint D, const ulong slot, const uint add)
+                 const uint S, const uint P, const uint D, const ulong slot, const uint adding)
 {
     __global float *panel = scratch + get_global_id(0) * slot;
     __global const float *a = wp;
@@ -941,7 +942,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_phase_pixels(__global const float *wq, __global const float *gp, __global float *dx,
                   const uint N, const uint C, const uint H, const uint W, const uint O,
                   const uint Hp, const uint Wp, const uint K, const uint S, const uint P,
-                  const uint D, const uint PG, const uint add)
+                  const uint D, const uint PG, const uint adding)
 {
     size_t items = get_global_size(0), g = get_global_id(0), plane = (size_t)Hp * Wp;
     size_t CP = (C + NR - 1) / NR * NR, HW = (size_t)H * W;

@@ -716,8 +716,52 @@ static int mentions(const char *text, const char *name, size_t len)
     return 0;
 }
 
+/* Each embedded source with its comments blanked (spaces, so that
+ * offsets hold), indexed as kiln_cl_sources, for the checks below: a name
+ * in a comment changes nothing. NULL when out of memory (the checks then
+ * read the sources as they are). */
+static char **plain_sources(void)
+{
+    char **plain = calloc(kiln_cl_source_count, sizeof *plain);
+    for (size_t i = 0; plain && i < kiln_cl_source_count; i++) {
+        const char *t = kiln_cl_sources[i].text;
+        char *p = plain[i] = malloc(strlen(t) + 1);
+        if (!p) {
+            for (size_t j = 0; j < i; j++)
+                free(plain[j]);
+            free(plain);
+            return NULL;
+        }
+        for (const char *c = t; *c;) {
+            const char *end = c[0] == '/' && c[1] == '*'   ? strstr(c + 2, "*/")
+                              : c[0] == '/' && c[1] == '/' ? c + strcspn(c, "\n")
+                                                           : NULL;
+            if (end && c[1] == '*')
+                end += 2;
+            for (const char *stop = end ? end : c + 1; c < stop && *c; c++)
+                *p++ = end && *c != '\n' ? ' ' : *c;
+        }
+        *p = '\0';
+    }
+    return plain;
+}
+
+static void plain_free(char **plain)
+{
+    for (size_t i = 0; plain && i < kiln_cl_source_count; i++)
+        free(plain[i]);
+    free(plain);
+}
+
+/* A part's text for the checks: without its comments where plain has it. */
+static const char *part_text(const kiln_cl_source *part, char *const *plain)
+{
+    return plain ? plain[part - kiln_cl_sources] : part->text;
+}
+
 /* Whether a part of t names name[0..len). */
-static int text_mentions(const program_text *t, const char *name, size_t len)
+static int text_mentions(const program_text *t, const char *name, size_t len,
+                         char *const *plain)
 {
     char copy[128];
     if (len >= sizeof copy)
@@ -725,7 +769,7 @@ static int text_mentions(const program_text *t, const char *name, size_t len)
     memcpy(copy, name, len);
     copy[len] = '\0';
     for (int i = 0; i < t->count; i++)
-        if (mentions(t->part[i]->text, copy, len))
+        if (mentions(part_text(t->part[i], plain), copy, len))
             return 1;
     return 0;
 }
@@ -758,7 +802,8 @@ static const char *find_define(const char *options, const char *name, size_t nam
 /* Whether options (t's) sit with other (u's): each -D macro of options
  * either has the same value in other or is named by no part of u, and
  * each other flag is in other too. */
-static int options_fit(const char *options, const char *other, const program_text *u)
+static int options_fit(const char *options, const char *other, const program_text *u,
+                       char *const *plain)
 {
     for (const char *p = options + strspn(options, " "); *p; p += strspn(p, " ")) {
         size_t n = strcspn(p, " "), len;
@@ -766,7 +811,7 @@ static int options_fit(const char *options, const char *other, const program_tex
             size_t name_len = strcspn(p + 2, "= ");
             const char *there = find_define(other, p + 2, name_len, &len);
             if (there ? len != n || strncmp(there, p, n) != 0
-                      : text_mentions(u, p + 2, name_len))
+                      : text_mentions(u, p + 2, name_len, plain))
                 return 0;
         } else {
             int found = 0;
@@ -785,12 +830,12 @@ static int options_fit(const char *options, const char *other, const program_tex
 
 /* Whether no macro that a part of t outside u defines or undefines is
  * named by a part of u. */
-static int defines_fit(const program_text *t, const program_text *u)
+static int defines_fit(const program_text *t, const program_text *u, char *const *plain)
 {
     for (int i = 0; i < t->count; i++) {
         if (has_part(u, t->part[i]))
             continue;
-        for (const char *line = t->part[i]->text; *line;) {
+        for (const char *line = part_text(t->part[i], plain); *line;) {
             const char *c = line + strspn(line, " \t");
             if (*c == '#') {
                 c += 1 + strspn(c + 1, " \t");
@@ -798,7 +843,7 @@ static int defines_fit(const program_text *t, const program_text *u)
                 if ((word == 6 && strncmp(c, "define", 6) == 0) ||
                     (word == 5 && strncmp(c, "undef", 5) == 0)) {
                     c += word + strspn(c + word, " \t");
-                    if (text_mentions(u, c, ident_len(c)))
+                    if (text_mentions(u, c, ident_len(c), plain))
                         return 0;
                 }
             }
@@ -829,13 +874,13 @@ static const char *skip_aside(const char *c, int line_start)
  * (a name followed by '(' outside any braces and parentheses) is named by
  * a part of u: two sources defining the same helper do not build as one
  * program. */
-static int functions_fit(const program_text *t, const program_text *u)
+static int functions_fit(const program_text *t, const program_text *u, char *const *plain)
 {
     for (int i = 0; i < t->count; i++) {
         if (has_part(u, t->part[i]))
             continue;
         int depth = 0, line_start = 1;
-        for (const char *c = t->part[i]->text; *c;) {
+        for (const char *c = part_text(t->part[i], plain); *c;) {
             const char *past = skip_aside(c, line_start);
             if (past != c) {
                 c = past;
@@ -846,7 +891,7 @@ static int functions_fit(const program_text *t, const program_text *u)
                 const char *after = c + n;
                 after += strspn(after, " \t\n");
                 if (depth == 0 && *after == '(' && !(*c >= '0' && *c <= '9') &&
-                    strncmp(c, "__", 2) != 0 && text_mentions(u, c, n))
+                    strncmp(c, "__", 2) != 0 && text_mentions(u, c, n, plain))
                     return 0;
                 c += n;
                 line_start = 0;
@@ -890,12 +935,13 @@ static int append_words(char *buf, size_t size, const char *list)
 
 /* Adds request r (its text, options and kernels) to b when they fit. */
 static int bundle_take(program_bundle *b, const program_text *r, const char *options,
-                       const char *kernels)
+                       const char *kernels, char *const *plain)
 {
-    if (b->requests > 0 && !(options_fit(options, b->options, &b->text) &&
-                             options_fit(b->options, options, r) &&
-                             defines_fit(&b->text, r) && defines_fit(r, &b->text) &&
-                             functions_fit(&b->text, r) && functions_fit(r, &b->text)))
+    if (b->requests > 0 &&
+        !(options_fit(options, b->options, &b->text, plain) &&
+          options_fit(b->options, options, r, plain) && defines_fit(&b->text, r, plain) &&
+          defines_fit(r, &b->text, plain) && functions_fit(&b->text, r, plain) &&
+          functions_fit(r, &b->text, plain)))
         return 0;
     program_bundle next = *b;
     next.text.only = next.kernels;
@@ -927,6 +973,7 @@ kiln_status program_bundle_build(kiln_ctx *ctx, size_t n, const char *const *sou
     kiln_status first = b && home ? KILN_OK : error_set(KILN_ERR_OUT_OF_MEMORY,
                                                          "program cache: out of memory");
     size_t bundles = 0;
+    char **plain = plain_sources();
     for (size_t i = 0; i < n && first == KILN_OK; i++) {
         program_text r;
         home[i] = -1;
@@ -936,7 +983,7 @@ kiln_status program_bundle_build(kiln_ctx *ctx, size_t n, const char *const *sou
             continue;
         }
         for (size_t j = 0; j <= bundles && home[i] < 0; j++)
-            if (bundle_take(&b[j], &r, options[i], kernels[i]))
+            if (bundle_take(&b[j], &r, options[i], kernels[i], plain))
                 home[i] = (int)j;
         bundles += home[i] == (int)bundles;
     }
@@ -965,6 +1012,7 @@ kiln_status program_bundle_build(kiln_ctx *ctx, size_t n, const char *const *sou
         }
         clReleaseProgram(program);
     }
+    plain_free(plain);
     free(b);
     free(home);
     return first;
