@@ -153,6 +153,13 @@ static int by_name(const void *a, const void *b)
     return strcmp((*(pending_kernel *const *)a)->kernel, (*(pending_kernel *const *)b)->kernel);
 }
 
+/* Whether a and b wait with the same source and options: one request. */
+static int same_group(const pending_kernel *a, const pending_kernel *b)
+{
+    return !a->real && !b->real && !strcmp(a->source, b->source) &&
+           !strcmp(a->options, b->options);
+}
+
 /* The names of the waiting kernels of first's source and options, sorted
  * and separated by spaces (so that the disk cache key does not depend on
  * the order they were asked for); NULL when out of memory. */
@@ -160,15 +167,14 @@ static char *group_list(kiln_ctx *ctx, const pending_kernel *first)
 {
     size_t n = 0, len = 0;
     for (pending_kernel *k = ctx->deferred->kernels; k; k = k->next)
-        if (!k->real && !strcmp(k->source, first->source) && !strcmp(k->options, first->options))
+        if (same_group(k, first))
             n++, len += strlen(k->kernel) + 1;
     pending_kernel **group = malloc(n * sizeof *group);
     char *list = malloc(len + 1);
     if (group && list) {
         n = 0;
         for (pending_kernel *k = ctx->deferred->kernels; k; k = k->next)
-            if (!k->real && !strcmp(k->source, first->source) &&
-                !strcmp(k->options, first->options))
+            if (same_group(k, first))
                 group[n++] = k;
         qsort(group, n, sizeof *group, by_name);
         list[0] = '\0';
@@ -186,7 +192,7 @@ static char *group_list(kiln_ctx *ctx, const pending_kernel *first)
 static int leads_group(const pending_kernel *k)
 {
     for (pending_kernel *o = k->next; o; o = o->next)
-        if (!o->real && !strcmp(o->source, k->source) && !strcmp(o->options, k->options))
+        if (same_group(o, k))
             return 0;
     return 1;
 }
@@ -200,16 +206,14 @@ static kiln_status build_pending(kiln_ctx *ctx, const pending_kernel *need)
     size_t n = 0;
     for (pending_kernel *k = ctx->deferred->kernels; k; k = k->next)
         n += !k->real && leads_group(k);
-    pending_kernel **lead = calloc(n ? n : 1, sizeof *lead);
     const char **sources = calloc(n ? n : 1, sizeof *sources);
     const char **options = calloc(n ? n : 1, sizeof *options);
     char **lists = calloc(n ? n : 1, sizeof *lists);
-    kiln_status st = lead && sources && options && lists ? KILN_OK : KILN_ERR_OUT_OF_MEMORY;
+    kiln_status st = sources && options && lists ? KILN_OK : KILN_ERR_OUT_OF_MEMORY;
     size_t i = n; /* from the oldest group, as the launches asked for them */
     for (pending_kernel *k = ctx->deferred->kernels; k && st == KILN_OK; k = k->next)
         if (!k->real && leads_group(k)) {
-            lead[--i] = k;
-            sources[i] = k->source;
+            sources[--i] = k->source;
             options[i] = k->options;
             if ((lists[i] = group_list(ctx, k)) == NULL)
                 st = KILN_ERR_OUT_OF_MEMORY;
@@ -220,8 +224,7 @@ static kiln_status build_pending(kiln_ctx *ctx, const pending_kernel *need)
     else
         st = error_set(st, "building the waiting kernels: out of host memory");
     for (i = 0; i < n && st == KILN_OK; i++) {
-        int needed = !strcmp(lead[i]->source, need->source) &&
-                     !strcmp(lead[i]->options, need->options);
+        int needed = !strcmp(sources[i], need->source) && !strcmp(options[i], need->options);
         kiln_status built = program_group(ctx, sources[i], options[i], lists[i]);
         for (pending_kernel *k = ctx->deferred->kernels; k && built == KILN_OK; k = k->next)
             if (!k->real && !strcmp(k->source, sources[i]) && !strcmp(k->options, options[i]))
@@ -233,7 +236,6 @@ static kiln_status build_pending(kiln_ctx *ctx, const pending_kernel *need)
     }
     for (i = 0; lists && i < n; i++)
         free(lists[i]);
-    free(lead);
     free(sources);
     free(options);
     free(lists);
@@ -322,8 +324,11 @@ kiln_status programs_flush(kiln_ctx *ctx)
     /* kernels asked for ahead of their launches build while the queue runs;
      * one that fails is built again, and reported, at its launch */
     for (pending_kernel *k = d->kernels; k && st == KILN_OK; k = k->next)
-        if (!k->real && build_pending(ctx, k) != KILN_OK)
-            error_clear();
+        if (!k->real) {
+            if (build_pending(ctx, k) != KILN_OK) /* builds every one still waiting */
+                error_clear();
+            break;
+        }
     d->busy = 0;
     forget_launches(d);
     return st;
