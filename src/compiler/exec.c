@@ -195,13 +195,6 @@ static kiln_status gradient_target(pipeline *p, pipe_step *s, int k, kiln_tensor
     return KILN_OK;
 }
 
-static kiln_status accumulate_into(pipeline *p, pipe_step *v)
-{
-    op_attrs a = op_attrs_default();
-    op_args c = {.ctx = p->ctx, .attrs = &a, .in = {v->grad, v->partial}, .out = v->grad};
-    return op_forward(OP_ADD, &c);
-}
-
 static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
 {
     op_args c = step_args(p, s, training);
@@ -214,18 +207,14 @@ static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
         c.dparam[k] = s->dparam[k];
     if (st == KILN_OK)
         st = op_backward(s->op, &c);
-    if (st == KILN_OK && s->tie_from >= 0 && s->dparam[0]) { /* a tied weight's gradients add */
-        op_attrs a = op_attrs_default();
-        op_args sum = {.ctx = p->ctx, .attrs = &a, .out = s->dparam[0],
-                       .in = {s->dparam[0], p->steps[s->tie_from].dparam[0]}};
-        st = op_forward(OP_ADD, &sum);
-    }
+    if (st == KILN_OK && s->tie_from >= 0 && s->dparam[0]) /* a tied weight's gradients add */
+        st = op_add_into(p->ctx, s->dparam[0], p->steps[s->tie_from].dparam[0]);
     for (int k = 0; k < s->n_inputs && st == KILN_OK; k++) {
         if (s->inputs[k] < 0)
             continue;
         pipe_step *v = &p->steps[s->inputs[k]];
         if (accumulate[k])
-            st = accumulate_into(p, v);
+            st = op_add_into(p->ctx, v->grad, v->partial);
         v->grad_ready = 1;
     }
     return st;

@@ -105,10 +105,8 @@ static kiln_status col2im_into(const op_args *c, const conv_dims *d, cl_mem dcol
     kiln_status st = tensor_of(c->ctx, &s, &part);
     if (st == KILN_OK)
         st = col2im(c->ctx, d, dcol, part->buf);
-    op_attrs a = op_attrs_default();
-    op_args sum = {.ctx = c->ctx, .attrs = &a, .in = {c->din[0], part}, .out = c->din[0]};
     if (st == KILN_OK)
-        st = op_forward(OP_ADD, &sum);
+        st = op_add_into(c->ctx, c->din[0], part);
     kiln_tensor_free(part);
     return st;
 }

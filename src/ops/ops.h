@@ -422,6 +422,10 @@ size_t op_column_items(size_t columns);
  * balance. */
 size_t op_plane_items(const kiln_ctx *ctx, size_t planes);
 
+/* y += x, in place, as the add op (each value y + x): a second gradient
+ * added into the first, or a tied weight's. */
+kiln_status op_add_into(kiln_ctx *ctx, kiln_tensor *y, const kiln_tensor *x);
+
 /* y = act(y + b[c]) in place over y viewed as (rows, cols, inner); b may be
  * NULL. The fused epilogue of linear and conv2d. */
 kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y,

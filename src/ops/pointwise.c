@@ -69,6 +69,13 @@ static kiln_status act_forward(const op_args *c)
                      KARG(c->attrs->slope));
 }
 
+kiln_status op_add_into(kiln_ctx *ctx, kiln_tensor *y, const kiln_tensor *x)
+{
+    op_attrs a = op_attrs_default();
+    op_args c = {.ctx = ctx, .attrs = &a, .in = {y, x}, .out = y};
+    return op_forward(OP_ADD, &c);
+}
+
 kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
                             cl_mem dy, cl_mem dx, size_t n)
 {
