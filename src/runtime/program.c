@@ -564,7 +564,7 @@ kiln_status program_bundle_build(kiln_ctx *ctx, size_t n, const char *const *sou
     kiln_status first = b && home ? KILN_OK : error_set(KILN_ERR_OUT_OF_MEMORY,
                                                          "program cache: out of memory");
     size_t bundles = 0;
-    char **plain = plain_sources();
+    char **plain = n > 1 ? plain_sources() : NULL; /* one request fits alone: no checks */
     for (size_t i = 0; i < n && first == KILN_OK; i++) {
         program_text r;
         home[i] = -1;
