@@ -123,7 +123,8 @@ def summary(rows, key):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--rounds', type=int, default=3)
-    ap.add_argument('--steps', type=int, default=3, help='timed training steps a round')
+    ap.add_argument('--steps', type=int, default=10,
+                    help='timed training steps a round (kiln_bench_gpt times 10)')
     ap.add_argument('--build', default=os.path.join(ROOT, 'build'))
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -147,6 +148,9 @@ def main():
     for key, label in (('train', 'training tokens/s'), ('cache', 'generation tokens/s, KV cache'),
                        ('window', 'generation tokens/s, no cache')):
         print(f'{label:32} {summary(kiln_rows, key):>30} {summary(torch_rows, key):>30}')
+    ratios = [k['train'] / t['train'] for k, t in zip(kiln_rows, torch_rows)]
+    print(f'{"training, kiln/PyTorch":32} {statistics.median(ratios):>14.2f} '
+          f'({min(ratios):.2f} to {max(ratios):.2f}, the ratio within each round)')
     share = statistics.median(r['attention'] for r in kiln_rows)
     print(f'kiln: attention {100 * share:.0f} % of a training step')
 

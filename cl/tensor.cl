@@ -6,13 +6,10 @@
  *                 alpha == 0 writes exact zeros (BLAS's beta == 0 rule)
  */
 
-/* i < n, tested per work-group where it can be (act.cl's IN_RANGE says why) */
-#define IN_RANGE(i, n) (get_group_id(0) + 1 < get_num_groups(0) || (i) < (n))
-
 __kernel void fill(__global float *x, const float value, const ulong n)
 {
     size_t i = get_global_id(0);
-    if (IN_RANGE(i, n))
+    if (get_group_id(0) + 1 < get_num_groups(0) || i < n) /* math.cl's IN_RANGE */
         x[i] = value;
 }
 
@@ -31,6 +28,6 @@ __kernel void scale_matrix(__global float *x, const float alpha, const ulong off
 __kernel void copy(__global const float *x, __global float *y, const ulong n)
 {
     size_t i = get_global_id(0);
-    if (IN_RANGE(i, n))
+    if (get_group_id(0) + 1 < get_num_groups(0) || i < n) /* math.cl's IN_RANGE */
         y[i] = x[i];
 }

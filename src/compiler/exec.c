@@ -78,7 +78,7 @@ kiln_status pipeline_fold(pipeline *p, pipe_step *s)
     char opts[ACT_OPTIONS_MAX + 64], reduce[48], acts[ACT_OPTIONS_MAX];
     snprintf(opts, sizeof opts, "%s %s", reduce_options(p->ctx, reduce, sizeof reduce),
              act_options(KILN_ACT_NONE, acts, sizeof acts));
-    kiln_status st = kernel_get(p->ctx, "group.cl+act.cl+norm.cl", opts, "bn_fold", &k);
+    kiln_status st = kernel_get(p->ctx, "group.cl+" ACT_SOURCES "+norm.cl", opts, "bn_fold", &k);
     if (st != KILN_OK)
         return st;
     size_t out = s->param[0]->shape[0], row = s->param[0]->numel / out;

@@ -14,7 +14,7 @@ static kiln_status norm_kernel_for(kiln_ctx *ctx, kiln_act act, int rows, const 
     char opts[ACT_OPTIONS_MAX + 64], reduce[48], acts[ACT_OPTIONS_MAX];
     snprintf(opts, sizeof opts, "%s %s%s", reduce_options(ctx, reduce, sizeof reduce),
              act_options(act, acts, sizeof acts), rows ? " -DROWS" : "");
-    return kernel_get(ctx, "group.cl+act.cl+norm.cl", opts, name, k);
+    return kernel_get(ctx, "group.cl+" ACT_SOURCES "+norm.cl", opts, name, k);
 }
 
 static kiln_status norm_kernel(kiln_ctx *ctx, const char *name, cl_kernel *k)

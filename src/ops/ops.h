@@ -443,6 +443,9 @@ kiln_status op_act_grad(const op_args *c, kiln_tensor **dz);
  * derivative follows from its output (act_info.from_output). */
 kiln_status op_check_fusable(op_kind kind, kiln_act act);
 
+/* act.cl's program: the math it calls (math.cl) joined before it. */
+#define ACT_SOURCES "math.cl+act.cl"
+
 /* Build options naming an activation: "-DACT=1 -DACT_NONE=0 -DACT_RELU=1
  * ... -DACT_FROM_OUTPUT=1", from KILN_ACT_LIST. */
 #define ACT_OPTIONS_MAX 512

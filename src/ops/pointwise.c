@@ -58,7 +58,7 @@ static kiln_status act_forward(const op_args *c)
 {
     char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
-    kiln_status st = kernel_get(c->ctx, "act.cl",
+    kiln_status st = kernel_get(c->ctx, ACT_SOURCES,
                                 act_options(c->attrs->act, opts, sizeof opts),
                                 "act_forward", &k);
     if (st != KILN_OK)
@@ -81,7 +81,7 @@ kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, 
 {
     char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
-    kiln_status st = kernel_get(ctx, "act.cl", act_options(act, opts, sizeof opts),
+    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act, opts, sizeof opts),
                                 "act_backward", &k);
     if (st != KILN_OK)
         return st;
@@ -172,7 +172,7 @@ static kiln_status add_forward(const op_args *c)
 {
     char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
-    kiln_status st = kernel_get(c->ctx, "act.cl",
+    kiln_status st = kernel_get(c->ctx, ACT_SOURCES,
                                 act_options(c->attrs->act, opts, sizeof opts), "add", &k);
     if (st != KILN_OK)
         return st;
