@@ -155,11 +155,20 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
     }
 #define STORE(r) \
     if (row0 + r < m) \
-        store_row(c + c_off + (row0 + r) * ldc + col0, c##r##0, c##r##1, width, alpha, beta);
+        store_row(c + c_off + (row0 + r) * ldc + col0, c##r##0, c##r##1, width, alpha, beta, \
+                  bias + col0, epilogue);
 
-/* Writes the first `width` of NR results; beta == 0 never reads C. */
+/* The epilogue of a product that is a linear layer's whole output (gemm.c's
+ * gemm_epilogue), after alpha and beta: the bias of each column added
+ * (EPI_BIAS), then max(v, 0) (EPI_RELU); the same operations, and so the
+ * same bits, as act.cl's bias_act_rows after the product. */
+#define EPI_BIAS 1u
+#define EPI_RELU 2u
+
+/* Writes the first `width` of NR results; beta == 0 never reads C. bias
+ * holds the width columns' biases where epi has EPI_BIAS. */
 static void store_row(__global float *o, floatV x0, floatV x1, size_t width, float alpha,
-                      float beta)
+                      float beta, __global const float *bias, uint epi)
 {
     if (width == NR) {
         x0 *= alpha;
@@ -168,6 +177,14 @@ static void store_row(__global float *o, floatV x0, floatV x1, size_t width, flo
             x0 += beta * vloadV(0, o);
             x1 += beta * vloadV(1, o);
         }
+        if (epi & EPI_BIAS) {
+            x0 += vloadV(0, bias);
+            x1 += vloadV(1, bias);
+        }
+        if (epi & EPI_RELU) {
+            x0 = fmax(x0, 0.0f);
+            x1 = fmax(x1, 0.0f);
+        }
         vstoreV(x0, 0, o);
         vstoreV(x1, 1, o);
         return;
@@ -175,14 +192,19 @@ static void store_row(__global float *o, floatV x0, floatV x1, size_t width, flo
     float t[NR];
     vstoreV(x0, 0, t);
     vstoreV(x1, 1, t);
-    for (size_t j = 0; j < width; j++)
-        o[j] = alpha * t[j] + (beta != 0.0f ? beta * o[j] : 0.0f);
+    for (size_t j = 0; j < width; j++) {
+        float v = alpha * t[j] + (beta != 0.0f ? beta * o[j] : 0.0f);
+        if (epi & EPI_BIAS)
+            v += bias[j];
+        o[j] = epi & EPI_RELU ? fmax(v, 0.0f) : v;
+    }
 }
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global const float *b,
           __global float *c, const ulong c_off, const ulong ldc, const ulong m, const ulong n,
-          const ulong k, const float alpha, const float beta)
+          const ulong k, const float alpha, const float beta, __global const float *bias,
+          const uint epilogue)
 {
     size_t row0 = get_global_id(0) * MR, col0 = get_global_id(1) * NR;
     size_t width = min((size_t)NR, (size_t)n - col0);
@@ -653,7 +675,7 @@ __kernel void sum_columns(__global const float *slots, __global float *dw, const
     __global const float *a##r = g + (sample * m + min(row0 + r, (size_t)m - 1)) * P2 + p;
 #define STORE_PART(r) \
     if (row0 + r < m) \
-        store_row(part + (row0 + r) * n + col0, c##r##0, c##r##1, width, 1.0f, beta);
+        store_row(part + (row0 + r) * n + col0, c##r##0, c##r##1, width, 1.0f, beta, part, 0);
 
 /* The weight gradient of a convolution, for CPUs: dw (m x n, m = O, n =
  * C K K) = g (N, O, OH, OW), as (O, N OH OW), times the transpose of the
@@ -987,7 +1009,8 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global const float *bsrc,
            const ulong b_off, const ulong ldb, const uint along_k, __global float *c,
            const ulong c_off, const ulong ldc, const ulong m, const ulong n, const ulong k,
-           const float alpha, const float beta, __global float *scratch)
+           const float alpha, const float beta, __global float *scratch,
+           __global const float *bias, const uint epilogue)
 {
     __global float *panel = scratch + get_global_id(0) * k * NR;
     size_t panels = (n + NR - 1) / NR;

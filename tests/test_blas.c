@@ -459,6 +459,69 @@ START_TEST(sgemm_in_blocks_of_k)
 }
 END_TEST
 
+/* kiln's GEMM with a linear layer's epilogue (the bias of each column,
+ * then max(v, 0)), in one block of k and in blocks of 7: the float64
+ * reference, and the same bits as the product followed by act.cl's
+ * bias_act; CLBlast, which has no epilogue, refuses one. */
+START_TEST(sgemm_epilogue_adds_bias_and_relu)
+{
+    static const gemm_size few[] = {{5, 17, 3}, {128, 263, 5}, {13, 45, 37}, {1, 67, 13}};
+    kiln_ctx *ctx = test_ctx();
+    gemm_tile t = gemm_tile_default(ctx);
+    t.kc = _i ? 7 : 0;
+    check_ok(gemm_tile_set(ctx, t));
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
+    for (size_t i = 0; i < sizeof few / sizeof few[0]; i++) {
+        gemm_size z = few[i];
+        float *a = test_alloc(z.m * z.k * sizeof *a), *w = test_alloc(z.n * z.k * sizeof *w);
+        float *bias = test_alloc(z.n * sizeof *bias), *zero = test_alloc(z.m * z.n * 4);
+        float *got = test_alloc(z.m * z.n * 4), *plain = test_alloc(z.m * z.n * 4);
+        double *want = test_alloc(z.m * z.n * sizeof *want);
+        rng_fill(test_rng(), a, z.m * z.k, -1.0f, 1.0f);
+        rng_fill(test_rng(), w, z.n * z.k, -1.0f, 1.0f);
+        rng_fill(test_rng(), bias, z.n, -1.0f, 1.0f);
+        memset(zero, 0, z.m * z.n * 4);
+        kiln_tensor *da = matrix(z.m, z.k, a), *dw = matrix(z.n, z.k, w);
+        kiln_tensor *db = matrix(1, z.n, bias), *dc = matrix(z.m, z.n, zero);
+        gemm_epilogue epi = {db->buf, 1};
+        check_ok(blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf,
+                                     0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n, &epi));
+        check_ok(kiln_tensor_download(dc, got, z.m * z.n));
+        check_ok(blas_sgemm(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf, 0, z.k,
+                            dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n));
+        check_ok(op_bias_act(ctx, KILN_ACT_RELU, 0.0f, dc, db, z.n, 1));
+        check_ok(kiln_tensor_download(dc, plain, z.m * z.n));
+        ck_assert_msg(memcmp(got, plain, z.m * z.n * 4) == 0,
+                      "m=%zu n=%zu k=%zu kc=%zu: not the bits of the product then bias_act",
+                      z.m, z.n, z.k, t.kc);
+        ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, want);
+        for (size_t e = 0; e < z.m * z.n; e++)
+            want[e] = fmax(want[e] + bias[e % z.n], 0.0);
+        check_close(got, want, z.m * z.n, 1e-6 * (double)(z.k + 2), 1e-5,
+                    "epilogue m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, t.kc);
+        kiln_ctx_set_gemm(ctx, KILN_GEMM_CLBLAST);
+        ck_assert_int_eq(blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f,
+                                             da->buf, 0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0,
+                                             z.n, &epi),
+                         KILN_ERR_INVALID_ARGUMENT);
+        kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
+        kiln_tensor_free(da);
+        kiln_tensor_free(dw);
+        kiln_tensor_free(db);
+        kiln_tensor_free(dc);
+        free(a);
+        free(w);
+        free(bias);
+        free(zero);
+        free(got);
+        free(plain);
+        free(want);
+    }
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
+    check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+}
+END_TEST
+
 /* The convolution's operand packed straight from the image into panels as
  * wide as the tile's NR, both ways (the forward product and the weight
  * gradient's), against a host im2col. */
@@ -572,6 +635,7 @@ int main(void)
     tcase_add_test(tc, bench_attention_times_one_tile);
     tcase_add_loop_test(tc, sgemm_with_each_tile, 0, FORCED);
     tcase_add_loop_test(tc, sgemm_in_blocks_of_k, 0, 3);
+    tcase_add_loop_test(tc, sgemm_epilogue_adds_bias_and_relu, 0, 2);
     tcase_add_loop_test(tc, im2col_panels_follow_the_tile, 0, 2 * FORCED);
     tcase_add_test(tc, gemm_tiles_parse_and_default);
     suite_add_tcase(s, tc);

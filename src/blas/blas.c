@@ -202,13 +202,31 @@ static void log_shape(gemm_log *log, kiln_transpose ta, kiln_transpose tb, size_
         log->shapes[log->count++] = s;
 }
 
+int blas_has_epilogue(kiln_ctx *ctx)
+{
+    blas_state *s;
+    return blas_state_get(ctx, &s) == KILN_OK && s->engine == KILN_GEMM_KILN;
+}
+
 kiln_status blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
                        size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
                        size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
                        cl_mem c, size_t c_off, size_t ldc)
 {
+    return blas_sgemm_epilogue(ctx, ta, tb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta,
+                               c, c_off, ldc, NULL);
+}
+
+kiln_status blas_sgemm_epilogue(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
+                                size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
+                                size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
+                                cl_mem c, size_t c_off, size_t ldc, const gemm_epilogue *epi)
+{
     if (m == 0 || n == 0)
         return KILN_OK;
+    if (epi && (k == 0 || alpha == 0.0f || !blas_has_epilogue(ctx)))
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "blas_sgemm_epilogue: an epilogue needs "
+                                                    "kiln's GEMM, k > 0 and alpha != 0");
     if (k == 0 || alpha == 0.0f)
         return beta == 1.0f ? KILN_OK : scale_matrix(ctx, beta, c, c_off, ldc, m, n);
     blas_state *s;
@@ -219,7 +237,7 @@ kiln_status blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size
         log_shape(s->log, ta, tb, m, n, k);
     if (s->engine == KILN_GEMM_KILN)
         return gemm_cpu_sgemm(ctx, ta, tb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c,
-                              c_off, ldc);
+                              c_off, ldc, epi);
     st = programs_flush(ctx); /* CLBlast enqueues on the queue itself */
     if (st != KILN_OK)
         return st;

@@ -73,11 +73,29 @@ kiln_status blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size
 /* Starts (log) or stops (NULL) recording the shapes blas_sgemm runs. */
 void blas_set_log(kiln_ctx *ctx, gemm_log *log);
 
-/* kiln's GEMM (gemm.c), with blas_sgemm's arguments; sizes are > 0. */
+/* What kiln's GEMM can do to a product that is a linear layer's whole
+ * output as it stores it, in the product's own launch: add each column's
+ * bias (bias, or NULL), then take max(v, 0) (relu). */
+typedef struct {
+    cl_mem bias;
+    int relu;
+} gemm_epilogue;
+
+/* Whether blas_sgemm_epilogue runs on ctx: kiln's GEMM has epilogues,
+ * CLBlast has none. */
+int blas_has_epilogue(kiln_ctx *ctx);
+/* blas_sgemm followed by epi on C, where blas_has_epilogue. */
+kiln_status blas_sgemm_epilogue(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
+                                size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
+                                size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
+                                cl_mem c, size_t c_off, size_t ldc, const gemm_epilogue *epi);
+
+/* kiln's GEMM (gemm.c), with blas_sgemm's arguments and an epilogue (NULL:
+ * none); sizes are > 0. */
 kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
                            size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
                            cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
-                           size_t c_off, size_t ldc);
+                           size_t c_off, size_t ldc, const gemm_epilogue *epi);
 /* Releases the packing buffers of a context's state. */
 void gemm_scratch_free(blas_state *s);
 

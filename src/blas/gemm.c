@@ -268,10 +268,23 @@ static kiln_status pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem sr
                         KARG(span));
 }
 
-/* C = alpha op(A) B + beta C with B in panels bp (op(A) packed when ta). */
+/* gemm.cl's EPI_* bits of an epilogue (NULL: none), and the buffer its
+ * kernels read the biases from (any buffer where there are none). */
+static cl_uint epilogue_flags(const gemm_epilogue *epi)
+{
+    return epi ? (epi->bias ? 1u : 0u) | (epi->relu ? 2u : 0u) : 0u;
+}
+
+static cl_mem epilogue_bias(const gemm_epilogue *epi, cl_mem other)
+{
+    return epi && epi->bias ? epi->bias : other;
+}
+
+/* C = alpha op(A) B + beta C with B in panels bp (op(A) packed when ta),
+ * then the epilogue epi. */
 static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, size_t m, size_t n, size_t k,
                          float alpha, cl_mem a, size_t a_off, size_t lda, cl_mem bp, float beta,
-                         cl_mem c, size_t c_off, size_t ldc)
+                         cl_mem c, size_t c_off, size_t ldc, const gemm_epilogue *epi)
 {
     cl_mem ap = a;
     kiln_status st = KILN_OK;
@@ -287,9 +300,12 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
         return st;
     cl_ulong ao = a_off, la = lda, co = c_off, lc = ldc, mm = m, nn = n, kk = k;
     size_t mr = (size_t)s->tile.mr, nr = 2 * (size_t)s->tile.v;
+    cl_mem bias = epilogue_bias(epi, c);
+    cl_uint flags = epilogue_flags(epi);
     return launch_tiles(ctx, kernel, "gemm_tile", (m + mr - 1) / mr, (n + nr - 1) / nr,
                         KARG(ap), KARG(ao), KARG(la), KARG(bp), KARG(c), KARG(co),
-                        KARG(lc), KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta));
+                        KARG(lc), KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta),
+                        KARG(bias), KARG(flags));
 }
 
 /* k split into blocks of at most the tile's kc, of equal length but for
@@ -324,7 +340,7 @@ static int slots_pay(const kiln_ctx *ctx, const blas_state *s, kiln_transpose ta
 static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, size_t m,
                          size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
                          cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
-                         size_t c_off, size_t ldc)
+                         size_t c_off, size_t ldc, const gemm_epilogue *epi)
 {
     size_t nr = 2 * (size_t)s->tile.v, items = slot_items(ctx, (n + nr - 1) / nr);
     cl_mem scratch_slots;
@@ -336,24 +352,25 @@ static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, 
         return st;
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
              kk = k;
-    cl_uint along = tb == KILN_TRANS;
+    cl_uint along = tb == KILN_TRANS, flags = epilogue_flags(epi);
+    cl_mem bias = epilogue_bias(epi, c);
     return launch_1d(ctx, kernel, "gemm_slots", items, 1, KARG(a), KARG(ao), KARG(la),
                      KARG(b), KARG(bo), KARG(lb), KARG(along), KARG(c), KARG(co), KARG(lc),
                      KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta),
-                     KARG(scratch_slots));
+                     KARG(scratch_slots), KARG(bias), KARG(flags));
 }
 
 kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
                            size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
                            cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
-                           size_t c_off, size_t ldc)
+                           size_t c_off, size_t ldc, const gemm_epilogue *epi)
 {
     cl_mem bp;
     blas_state *s;
     kiln_status st = tiled_state(ctx, &s);
     if (st == KILN_OK && slots_pay(ctx, s, ta, m, n, k))
         return slots(ctx, s, tb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off,
-                     ldc);
+                     ldc, epi);
     size_t kb = st == KILN_OK ? block_length(s, k) : 0;
     for (size_t k0 = 0; st == KILN_OK && k0 < k; k0 += kb) {
         size_t len = k - k0 < kb ? k - k0 : kb;
@@ -364,7 +381,7 @@ kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
                   &bp);
         if (st == KILN_OK)
             st = tiles(ctx, s, ta, m, n, len, alpha, a, a_at, lda, bp, k0 ? 1.0f : beta, c,
-                       c_off, ldc);
+                       c_off, ldc, k0 + len == k ? epi : NULL); /* on the last block */
     }
     return st;
 }
@@ -406,7 +423,7 @@ kiln_status gemm_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a
         st = im2col_block(ctx, s, x, transposed, n, k0, len, &bp);
         if (st == KILN_OK)
             st = tiles(ctx, s, KILN_NO_TRANS, m, n, len, alpha, a, k0, lda, bp,
-                       k0 ? 1.0f : beta, c, 0, ldc);
+                       k0 ? 1.0f : beta, c, 0, ldc, NULL);
     }
     return st;
 }

@@ -77,13 +77,16 @@ static kiln_status linear_forward(const op_args *c)
     if (n == 1 && kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN && in <= UINT32_MAX &&
         out <= UINT32_MAX)
         return linear_one(c, in, out);
-    kiln_status st = blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
-                                c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
-                                c->out->buf, 0, out);
-    if (st != KILN_OK)
+    kiln_act act = c->attrs->act;
+    const kiln_tensor *bias = c->attrs->bias ? c->param[1] : NULL;
+    int fused = blas_has_epilogue(c->ctx) && (act == KILN_ACT_NONE || act == KILN_ACT_RELU);
+    gemm_epilogue epi = {bias ? bias->buf : NULL, act == KILN_ACT_RELU};
+    kiln_status st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
+                                         c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
+                                         c->out->buf, 0, out, fused ? &epi : NULL);
+    if (st != KILN_OK || fused)
         return st;
-    return op_bias_act(c->ctx, c->attrs->act, c->attrs->slope, c->out,
-                       c->attrs->bias ? c->param[1] : NULL, out, 1);
+    return op_bias_act(c->ctx, act, c->attrs->slope, c->out, bias, out, 1);
 }
 
 kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
