@@ -40,9 +40,11 @@ static const kiln_gemm_shape shapes[] = {
 };
 #define SHAPES (sizeof shapes / sizeof shapes[0])
 
-/* OpenBLAS at its best on this CPU, as kiln bench loads it. */
+/* OpenBLAS at its best on this CPU, and with threads that do not spin past
+ * a call into kiln's timing, as kiln bench loads it (src/cli/bench.c). */
 static sgemm_fn load_openblas(void)
 {
+    setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0);
     if (!getenv("OPENBLAS_CORETYPE")) {
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx512f"))

@@ -49,9 +49,14 @@ enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
  * detection predates some CPUs and then falls back to generic kernels;
  * unless OPENBLAS_CORETYPE says otherwise, the core is named from the
  * CPU's vector extensions so that kiln is measured against OpenBLAS at its
- * best. */
+ * best. Its threads spin for some 2^28 cycles (0.1 s) after each call
+ * unless OPENBLAS_THREAD_TIMEOUT says less, and kiln's GEMM, timed right
+ * after, then ran on one core of two: 85-95 GFLOPS instead of 145-177 at
+ * the GPT's shapes on the 2-core EPYC, and OpenBLAS's own figures the same
+ * either way. */
 static sgemm_fn load_openblas(char *core, size_t size)
 {
+    setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0); /* 2^4 cycles, its least */
     if (!getenv("OPENBLAS_CORETYPE")) {
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx512f"))
