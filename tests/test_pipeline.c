@@ -1,6 +1,6 @@
 /* Whole networks on the device: gradients of four small networks against
  * central differences of the loss, the fused pipeline against the unfused
- * one (same numbers, fewer launches), and seeded initialisation. */
+ * one (same numbers, fewer steps, no more launches), and seeded initialisation. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,7 +177,7 @@ static void expect_same_step(net *fused, net *plain, const char *label)
     }
 }
 
-START_TEST(fused_pipeline_matches_unfused_with_fewer_launches)
+START_TEST(fused_pipeline_matches_unfused_in_no_more_launches)
 {
     const net_case *c = &nets[_i];
     net fused, plain;
@@ -449,7 +449,7 @@ int main(void)
     Suite *s = suite_create("pipeline");
     TCase *tc = tcase_create("pipeline");
     tcase_add_loop_test(tc, network_gradients_match_finite_differences, 0, NET_COUNT);
-    tcase_add_loop_test(tc, fused_pipeline_matches_unfused_with_fewer_launches, 0, NET_COUNT);
+    tcase_add_loop_test(tc, fused_pipeline_matches_unfused_in_no_more_launches, 0, NET_COUNT);
     tcase_add_loop_test(tc, poisoned_planned_pipeline_matches_unplanned, 0, NET_COUNT);
     tcase_add_test(tc, softmax_head_trains_on_logits);
     tcase_add_test(tc, initialisation_follows_the_formula_and_the_seed);
