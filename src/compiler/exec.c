@@ -1,7 +1,6 @@
 /* Running a pipeline: forward, loss and backward are enqueued on the
  * context's in-order queue; nothing waits until a result is read. */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,10 +74,7 @@ kiln_status pipeline_fold(pipeline *p, pipe_step *s)
 {
     pipe_step *bn = &p->steps[s->bn_step];
     cl_kernel k;
-    char opts[ACT_OPTIONS_MAX + 64], reduce[48], acts[ACT_OPTIONS_MAX];
-    snprintf(opts, sizeof opts, "%s %s", reduce_options(p->ctx, reduce, sizeof reduce),
-             act_options(KILN_ACT_NONE, acts, sizeof acts));
-    kiln_status st = kernel_get(p->ctx, "group.cl+" ACT_SOURCES "+norm.cl", opts, "bn_fold", &k);
+    kiln_status st = op_norm_kernel(p->ctx, "bn_fold", &k);
     if (st != KILN_OK)
         return st;
     size_t out = s->param[0]->shape[0], row = s->param[0]->numel / out;

@@ -17,7 +17,7 @@ static kiln_status norm_kernel_for(kiln_ctx *ctx, kiln_act act, int rows, const 
     return kernel_get(ctx, "group.cl+" ACT_SOURCES "+norm.cl", opts, name, k);
 }
 
-static kiln_status norm_kernel(kiln_ctx *ctx, const char *name, cl_kernel *k)
+kiln_status op_norm_kernel(kiln_ctx *ctx, const char *name, cl_kernel *k)
 {
     return norm_kernel_for(ctx, KILN_ACT_NONE, 0, name, k);
 }
@@ -422,7 +422,7 @@ static kiln_status ln_forward(const op_args *c)
     const char *name = device_loops_work_groups(&c->ctx->info) ? "ln_forward_rows"
                                                                 : "ln_forward";
     cl_kernel k;
-    kiln_status st = norm_kernel(c->ctx, name, &k);
+    kiln_status st = op_norm_kernel(c->ctx, name, &k);
     if (st != KILN_OK)
         return st;
     size_t rows = c->saved[0]->numel, items, local;
@@ -442,7 +442,7 @@ static kiln_status ln_dx(const op_args *c, size_t rows, cl_uint dim)
     size_t items, local;
     cl_uint r = rows;
     cl_kernel k;
-    kiln_status st = norm_kernel(c->ctx, name, &k);
+    kiln_status st = op_norm_kernel(c->ctx, name, &k);
     if (st != KILN_OK)
         return st;
     ln_row_grid(c, rows, &items, &local);
@@ -462,7 +462,7 @@ static kiln_status ln_backward(const op_args *c)
     int columns = device_loops_work_groups(&c->ctx->info);
     const char *name = columns ? "ln_param_grads_columns" : "ln_param_grads";
     cl_kernel k;
-    st = norm_kernel(c->ctx, name, &k);
+    st = op_norm_kernel(c->ctx, name, &k);
     if (st != KILN_OK)
         return st;
     cl_mem dbeta = has_beta ? c->dparam[1]->buf : c->dparam[0]->buf;

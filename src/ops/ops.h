@@ -422,6 +422,10 @@ size_t op_column_items(size_t columns);
  * balance. */
 size_t op_plane_items(const kiln_ctx *ctx, size_t planes);
 
+/* The kernel `name` of norm.cl's program without an activation epilogue (as
+ * the batchnorm fold in compiler/exec.c asks for it). */
+kiln_status op_norm_kernel(kiln_ctx *ctx, const char *name, cl_kernel *k);
+
 /* y += x, in place, as the add op (each value y + x): a second gradient
  * added into the first, or a tied weight's. */
 kiln_status op_add_into(kiln_ctx *ctx, kiln_tensor *y, const kiln_tensor *x);
