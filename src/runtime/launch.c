@@ -153,11 +153,16 @@ static int by_name(const void *a, const void *b)
     return strcmp((*(pending_kernel *const *)a)->kernel, (*(pending_kernel *const *)b)->kernel);
 }
 
+/* Whether k waits to be built from source with options. */
+static int waits_with(const pending_kernel *k, const char *source, const char *options)
+{
+    return !k->real && !strcmp(k->source, source) && !strcmp(k->options, options);
+}
+
 /* Whether a and b wait with the same source and options: one request. */
 static int same_group(const pending_kernel *a, const pending_kernel *b)
 {
-    return !a->real && !b->real && !strcmp(a->source, b->source) &&
-           !strcmp(a->options, b->options);
+    return !a->real && waits_with(b, a->source, a->options);
 }
 
 /* The names of the waiting kernels of first's source and options, sorted
@@ -227,7 +232,7 @@ static kiln_status build_pending(kiln_ctx *ctx, const pending_kernel *need)
         int needed = !strcmp(sources[i], need->source) && !strcmp(options[i], need->options);
         kiln_status built = program_group(ctx, sources[i], options[i], lists[i]);
         for (pending_kernel *k = ctx->deferred->kernels; k && built == KILN_OK; k = k->next)
-            if (!k->real && !strcmp(k->source, sources[i]) && !strcmp(k->options, options[i]))
+            if (waits_with(k, sources[i], options[i]))
                 built = kernel_get(ctx, k->source, k->options, k->kernel, &k->real);
         if (built != KILN_OK && needed)
             st = built;
