@@ -268,11 +268,14 @@ static kiln_status pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem sr
                         KARG(span));
 }
 
-/* gemm.cl's EPI_* bits of an epilogue (NULL: none), and the buffer its
+/* The bits of gemm.cl's epilogue argument, as it defines them. */
+enum { EPI_BIAS = 1, EPI_RELU = 2 };
+
+/* The EPI_* bits of an epilogue (NULL: none), and the buffer gemm.cl's
  * kernels read the biases from (any buffer where there are none). */
 static cl_uint epilogue_flags(const gemm_epilogue *epi)
 {
-    return epi ? (epi->bias ? 1u : 0u) | (epi->relu ? 2u : 0u) : 0u;
+    return epi ? (epi->bias ? EPI_BIAS : 0u) | (epi->relu ? EPI_RELU : 0u) : 0u;
 }
 
 static cl_mem epilogue_bias(const gemm_epilogue *epi, cl_mem other)
