@@ -41,14 +41,39 @@ kiln_status program_text_resolve(const char *name, const char *only, program_tex
 
 #define KERNEL_MARK "\n__kernel"
 
+static int ident_char(char c)
+{
+    return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
 /* The length of the identifier at s. */
 static size_t ident_len(const char *s)
 {
     size_t n = 0;
-    while (s[n] == '_' || (s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
-           (s[n] >= '0' && s[n] <= '9'))
+    while (ident_char(s[n]))
         n++;
     return n;
+}
+
+/* The end of the line at c, a line that a backslash before its break
+ * continues included. */
+static const char *line_end(const char *c)
+{
+    while (*c && !(*c == '\n' && c[-1] != '\\'))
+        c++;
+    return c;
+}
+
+/* Just past the comment that starts at c, or c itself where none does: a
+ * block comment through its close (an unclosed one to the end of the
+ * text), a line comment to its line break. */
+static const char *past_comment(const char *c)
+{
+    if (c[0] == '/' && c[1] == '*') {
+        const char *close = strstr(c + 2, "*/");
+        return close ? close + 2 : c + strlen(c);
+    }
+    return c[0] == '/' && c[1] == '/' ? line_end(c) : c;
 }
 
 /* Just past the brace that closes the first '{' at or after s, skipping
@@ -56,23 +81,19 @@ static size_t ident_len(const char *s)
 static const char *body_end(const char *s)
 {
     int depth = 0;
-    for (const char *c = s; *c; c++) {
-        if (c[0] == '/' && c[1] == '*') {
-            const char *close = strstr(c + 2, "*/");
-            if (!close)
-                return NULL;
-            c = close + 1;
-        } else if (c[0] == '/' && c[1] == '/') {
-            c += strcspn(c, "\n");
-            if (!*c)
-                return NULL;
-        } else if (*c == '{') {
-            depth++;
-        } else if (*c == '}' && --depth == 0) {
-            return c + 1;
-        } else if (*c == '}' && depth < 0) {
-            return NULL;
+    for (const char *c = s; *c;) {
+        const char *past = past_comment(c);
+        if (past != c) {
+            c = past;
+            continue;
         }
+        if (*c == '{')
+            depth++;
+        else if (*c == '}' && --depth == 0)
+            return c + 1;
+        else if (*c == '}' && depth < 0)
+            return NULL;
+        c++;
     }
     return NULL;
 }
@@ -142,11 +163,6 @@ char *keep_kernels(const char *text, const char *keep, int *kept)
  * textual check misses fails the build, and those requests build apart. */
 
 
-static int ident_char(char c)
-{
-    return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
 /* Whether text names the identifier name[0..len) (in a comment too: a
  * false mention only keeps two programs apart). */
 static int mentions(const char *text, const char *name, size_t len)
@@ -174,13 +190,12 @@ char **plain_sources(void)
             return NULL;
         }
         for (const char *c = t; *c;) {
-            const char *end = c[0] == '/' && c[1] == '*'   ? strstr(c + 2, "*/")
-                              : c[0] == '/' && c[1] == '/' ? c + strcspn(c, "\n")
-                                                           : NULL;
-            if (end && c[1] == '*')
-                end += 2;
-            for (const char *stop = end ? end : c + 1; c < stop && *c; c++)
-                *p++ = end && *c != '\n' ? ' ' : *c;
+            const char *end = past_comment(c);
+            if (end == c)
+                *p++ = *c++;
+            else
+                for (; c < end; c++)
+                    *p++ = *c == '\n' ? '\n' : ' ';
         }
         *p = '\0';
     }
@@ -299,16 +314,8 @@ static int defines_fit(const program_text *t, const program_text *u, char *const
  * '#', its continuations included), or c itself when none starts there. */
 static const char *skip_aside(const char *c, int line_start)
 {
-    if (c[0] == '/' && c[1] == '*') {
-        const char *close = strstr(c + 2, "*/");
-        return close ? close + 2 : c + strlen(c);
-    }
-    if ((c[0] == '/' && c[1] == '/') || (c[0] == '#' && line_start)) {
-        while (*c && !(*c == '\n' && c[-1] != '\\'))
-            c++;
-        return c;
-    }
-    return c;
+    const char *past = past_comment(c);
+    return past == c && c[0] == '#' && line_start ? line_end(c) : past;
 }
 
 /* Whether no function that a part of t outside u defines at file scope
