@@ -354,14 +354,13 @@ static kiln_status run_step(void *u)
 }
 
 /* Steps per timing: as many as last a tenth of a second, from 5 to 20
- * (bench/pytorch_steps.py times PyTorch's in 20s), after three warm-up
- * steps, the last of them timed: a shared machine's slow spells last some
- * tenths of a second, longer than five fast steps. */
+ * (bench/pytorch_steps.py times PyTorch's in 20s), from the second of two
+ * warm-up steps (best_time runs a third, as PyTorch's side warms up with
+ * three): a shared machine's slow spells last some tenths of a second,
+ * longer than five fast steps. */
 static kiln_status training_reps(kiln_ctx *ctx, step_state *s, int *reps)
 {
-    kiln_status st = KILN_OK;
-    for (int i = 0; i < 2 && st == KILN_OK; i++)
-        st = run_step(s);
+    kiln_status st = run_step(s);
     if (st == KILN_OK)
         st = kiln_ctx_finish(ctx);
     double t0 = now_seconds();
