@@ -37,6 +37,11 @@ static const kiln_gemm_shape shapes[] = {
     {KILN_NO_TRANS, KILN_TRANS, 768, 384, 128},
     {KILN_NO_TRANS, KILN_NO_TRANS, 768, 128, 512},
     {KILN_TRANS, KILN_NO_TRANS, 512, 128, 768},
+    /* the Fashion MLP's inference: its first layer at batch 4 and 12
+     * (gemv_rows on CPUs), its second at batch 128 */
+    {KILN_NO_TRANS, KILN_TRANS, 4, 256, 784},
+    {KILN_NO_TRANS, KILN_TRANS, 12, 256, 784},
+    {KILN_NO_TRANS, KILN_TRANS, 128, 128, 256},
 };
 #define SHAPES (sizeof shapes / sizeof shapes[0])
 

@@ -36,6 +36,8 @@
  *                reduction split across items and their sums added
  *   gemm_slots:  a product with few rows of A, packing and tiles in one
  *                launch
+ *   gemv_rows:   a product with a row or a few of A and op(B) = B^T (a
+ *                linear layer's forward at batch 1), B read in place
  */
 #ifndef MR
 #define MR 8
@@ -1018,6 +1020,63 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
         size_t col0 = q * NR, width = min((size_t)NR, (size_t)n - col0);
         pack_panel(panel, bsrc + b_off, ldb, along_k, n, col0, 0, k, NR);
         FOR_EACH_ROW_TILE(STORE)
+    }
+}
+
+/* The 8 columns of an item of gemv_rows. */
+#define GEMV8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define GV_ROW(t) __global const float *b##t = b + b_off + min(j0 + t, (size_t)n - 1) * ldb;
+#define GV_ACC(t) float8 s##t = 0.0f;
+#define GV_FMA(t) s##t = fma(xv, vload8(0, b##t + kk), s##t);
+#define GV_SUM(t) float h##t = lanes_sum(s##t);
+#define GV_TAIL(t) h##t = fma(x[kk], b##t[kk], h##t);
+#define GV_STORE(t) \
+    if (j0 + t < n) \
+        store_one(o + t, h##t, alpha, beta, bias, j0 + t, epilogue);
+
+/* The sum of a vector's lanes, in a fixed order. */
+INLINE float lanes_sum(float8 s)
+{
+    float4 h = s.lo + s.hi;
+    return (h.s0 + h.s2) + (h.s1 + h.s3);
+}
+
+/* store_row's arithmetic for one value, column j. */
+INLINE void store_one(__global float *o, float v, float alpha, float beta,
+                      __global const float *bias, size_t j, uint epi)
+{
+    v = alpha * v + (beta != 0.0f ? beta * *o : 0.0f);
+    if (epi & EPI_BIAS)
+        v += bias[j];
+    *o = epi & EPI_RELU ? fmax(v, 0.0f) : v;
+}
+
+/* C (m x n) = alpha A B^T + beta C for a row of A or a few (m small), B
+ * (n x k) read in place along k: item g takes columns 8g .. 8g + 7, each a
+ * dot product over 8-float lanes, then the lanes summed in a fixed order.
+ * With so few rows, packing B would cost more than the product. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+gemv_rows(__global const float *a, const ulong a_off, const ulong lda, __global const float *b,
+          const ulong b_off, const ulong ldb, __global float *c, const ulong c_off,
+          const ulong ldc, const ulong m, const ulong n, const ulong k, const float alpha,
+          const float beta, __global const float *bias, const uint epilogue)
+{
+    size_t j0 = get_global_id(0) * 8;
+    GEMV8(GV_ROW)
+    for (size_t r = 0; r < m; r++) {
+        __global const float *x = a + a_off + r * lda;
+        __global float *o = c + c_off + r * ldc + j0;
+        GEMV8(GV_ACC)
+        size_t kk = 0;
+        for (; kk + 8 <= k; kk += 8) {
+            float8 xv = vload8(0, x + kk);
+            GEMV8(GV_FMA)
+        }
+        GEMV8(GV_SUM)
+        for (; kk < k; kk++) {
+            GEMV8(GV_TAIL)
+        }
+        GEMV8(GV_STORE)
     }
 }
 #endif

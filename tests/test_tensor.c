@@ -1,4 +1,6 @@
 /* Device tensors: round trips, fill, copy, shape checks and limits. */
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +113,41 @@ START_TEST(mismatched_counts_are_shape_errors)
 }
 END_TEST
 
+/* first_nonfinite (the check of every input a network reads) against a
+ * plain isfinite scan: a NaN or an infinity first, last, in a block of 64
+ * and in the tail, among finite extremes (FLT_MAX, denormals, -0). */
+START_TEST(first_nonfinite_finds_the_first_bad_value)
+{
+    static const size_t lengths[] = {1, 63, 64, 65, 200, 1000};
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    float *x = test_alloc(1000 * sizeof *x);
+    for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
+        size_t n = lengths[l];
+        rng_fill(test_rng(), x, n, -1.0f, 1.0f);
+        x[0] = FLT_MAX;
+        x[n / 2] = -FLT_MAX;
+        x[n - 1] = FLT_MIN / 8; /* a denormal */
+        if (n > 2)
+            x[1] = -0.0f;
+        ck_assert_uint_eq(first_nonfinite(x, n), n);
+        size_t at[] = {0, n / 3, n / 2 + (n > 1), n - 1};
+        for (size_t a = 0; a < 4; a++)
+            for (size_t b = 0; b < 3; b++) {
+                if (at[a] >= n)
+                    continue;
+                float keep = x[at[a]];
+                x[at[a]] = bad[b];
+                size_t want = 0;
+                while (isfinite(x[want]))
+                    want++;
+                ck_assert_uint_eq(first_nonfinite(x, n), want);
+                x[at[a]] = keep;
+            }
+    }
+    free(x);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tensor");
@@ -121,6 +158,7 @@ int main(void)
     tcase_add_test(tc, shapes_are_kept_and_printed);
     tcase_add_test(tc, bad_shapes_are_clear_errors);
     tcase_add_test(tc, mismatched_counts_are_shape_errors);
+    tcase_add_test(tc, first_nonfinite_finds_the_first_bad_value);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -23,16 +23,15 @@ kiln_status kiln_data_from_arrays(const float *x, const float *y, size_t n, size
                                                     "targets per sample with y",
                          n, features, targets);
     *out = NULL;
-    for (size_t i = 0; i < n * features; i++)
-        if (!isfinite(x[i]))
-            return error_set(KILN_ERR_NUMERIC, "kiln_data_from_arrays: feature %zu of sample "
-                                               "%zu is %g", i % features, i / features,
-                             (double)x[i]);
-    size_t t = y ? targets : 1;
-    for (size_t i = 0; y && i < n * t; i++)
-        if (!isfinite(y[i]))
-            return error_set(KILN_ERR_NUMERIC, "kiln_data_from_arrays: target %zu of sample "
-                                               "%zu is %g", i % t, i / t, (double)y[i]);
+    size_t i = first_nonfinite(x, n * features), t = y ? targets : 1;
+    if (i < n * features)
+        return error_set(KILN_ERR_NUMERIC, "kiln_data_from_arrays: feature %zu of sample "
+                                           "%zu is %g", i % features, i / features,
+                         (double)x[i]);
+    i = y ? first_nonfinite(y, n * t) : n * t;
+    if (i < n * t)
+        return error_set(KILN_ERR_NUMERIC, "kiln_data_from_arrays: target %zu of sample "
+                                           "%zu is %g", i % t, i / t, (double)y[i]);
     kiln_data *d = calloc(1, sizeof *d);
     float *dx = malloc(n * features * sizeof *dx), *dy = calloc(n * t, sizeof *dy);
     if (!d || !dx || !dy) {

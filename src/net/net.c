@@ -385,10 +385,10 @@ static kiln_status check_inputs(const kiln_net *net, const float *x, size_t n, c
         return check_tokens(net, x, n, call, "input token");
     /* always: one NaN in a training step turns every weight into NaN while
      * ReLU hides it from the loss (a pass over the host array is cheap) */
-    for (size_t i = 0; i < n * in; i++)
-        if (!isfinite(x[i]))
-            return error_set(KILN_ERR_NUMERIC, "%s: input %zu of sample %zu is %g", call,
-                             i % in, i / in, (double)x[i]);
+    size_t i = first_nonfinite(x, n * in);
+    if (i < n * in)
+        return error_set(KILN_ERR_NUMERIC, "%s: input %zu of sample %zu is %g", call, i % in,
+                         i / in, (double)x[i]);
     return KILN_OK;
 }
 
@@ -407,6 +407,10 @@ static kiln_status stage_inputs(kiln_net *net, net_pipe *q, const float *x, size
     return tensor_write(q->p->input, src, n * kiln_net_input_size(net), 0);
 }
 
+/* A forward of at most this many samples polls for its outputs
+ * (TENSOR_READ_POLL): it ends within tens of microseconds on a CPU. */
+#define POLLED_SAMPLES 8
+
 /* One chunk of at most max_batch samples forward; what: "outputs" reads
  * the prediction, "logits" what the loss reads. */
 static kiln_status forward_chunk(kiln_net *net, const float *x, size_t n, int training,
@@ -424,7 +428,7 @@ static kiln_status forward_chunk(kiln_net *net, const float *x, size_t n, int tr
     }
     if (st == KILN_OK) {
         const kiln_tensor *t = logits ? net_logits(net, q->p) : pipeline_output(q->p);
-        st = tensor_read(t, y, kiln_tensor_numel(t), 1);
+        st = tensor_read(t, y, kiln_tensor_numel(t), n <= POLLED_SAMPLES ? TENSOR_READ_POLL : 1);
     }
     if (st != KILN_OK && q)
         kiln_ctx_finish(q->p->ctx); /* the upload may read x yet: not past this call */

@@ -1,6 +1,5 @@
 /* A network's state by name: parameters and buffers as the state_dict
  * names them, the metadata kept beside them, and safetensors files. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -86,10 +85,10 @@ kiln_status kiln_net_set(kiln_net *net, const char *name, const float *src, size
     kiln_status st = find_entry(net, "kiln_net_set", name, count, &e);
     if (st == KILN_OK)
         st = require_args("kiln_net_set", ARG(src), NULL);
-    for (size_t i = 0; st == KILN_OK && i < count; i++)
-        if (!isfinite(src[i]))
-            st = error_set(KILN_ERR_NUMERIC, "kiln_net_set: %s[%zu] is %g", name, i,
-                           (double)src[i]);
+    size_t i = st == KILN_OK ? first_nonfinite(src, count) : count;
+    if (i < count)
+        st = error_set(KILN_ERR_NUMERIC, "kiln_net_set: %s[%zu] is %g", name, i,
+                       (double)src[i]);
     if (st != KILN_OK || e->is_int64) /* num_batches_tracked follows the step count */
         return st;
     pipeline_params_changed(net->main.p);

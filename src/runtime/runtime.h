@@ -88,6 +88,9 @@ kiln_status require_args(const char *call, ...);
 /* KILN_ERR_IO: "PATH: cannot write (REASON)", the reason from errno err. */
 kiln_status fail_write(const char *path, int err);
 
+/* The index of the first NaN or infinity of x[0 .. n), or n if none. */
+size_t first_nonfinite(const float *x, size_t n);
+
 /* FNV-1a, 64 bits, for cache file names (program.c). */
 uint64_t fnv1a64(const void *data, size_t n);
 
@@ -338,7 +341,11 @@ kiln_shape shape_of(const kiln_tensor *t);
 
 /* Upload and download that may return at once (blocking = 0): the host
  * memory must then stay untouched until the queue has passed the copy,
- * which any later blocking call on the queue guarantees. */
+ * which any later blocking call on the queue guarantees. A read with
+ * blocking = TENSOR_READ_POLL waits by polling at first (tensor.c): for a
+ * read that the queue reaches within tens of microseconds, such as the
+ * output of a forward of a few samples. */
+#define TENSOR_READ_POLL 2
 kiln_status tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking);
 kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking);
 
