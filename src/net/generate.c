@@ -135,7 +135,7 @@ static kiln_status window_last(window *w, const float **last)
             st = pipeline_forward(w->dec, 0);
     }
     if (st == KILN_OK)
-        st = tensor_read(pipeline_output(w->dec), w->y, w->V, TENSOR_READ_POLL);
+        st = tensor_read(pipeline_output(w->dec), w->y, w->V, 1);
     *last = w->y;
     return st;
 }

@@ -407,10 +407,6 @@ static kiln_status stage_inputs(kiln_net *net, net_pipe *q, const float *x, size
     return tensor_write(q->p->input, src, n * kiln_net_input_size(net), 0);
 }
 
-/* A forward of at most this many samples polls for its outputs
- * (TENSOR_READ_POLL): it ends within tens of microseconds on a CPU. */
-#define POLLED_SAMPLES 8
-
 /* One chunk of at most max_batch samples forward; what: "outputs" reads
  * the prediction, "logits" what the loss reads. */
 static kiln_status forward_chunk(kiln_net *net, const float *x, size_t n, int training,
@@ -428,7 +424,7 @@ static kiln_status forward_chunk(kiln_net *net, const float *x, size_t n, int tr
     }
     if (st == KILN_OK) {
         const kiln_tensor *t = logits ? net_logits(net, q->p) : pipeline_output(q->p);
-        st = tensor_read(t, y, kiln_tensor_numel(t), n <= POLLED_SAMPLES ? TENSOR_READ_POLL : 1);
+        st = tensor_read(t, y, kiln_tensor_numel(t), 1);
     }
     if (st != KILN_OK && q)
         kiln_ctx_finish(q->p->ctx); /* the upload may read x yet: not past this call */

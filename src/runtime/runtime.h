@@ -341,11 +341,7 @@ kiln_shape shape_of(const kiln_tensor *t);
 
 /* Upload and download that may return at once (blocking = 0): the host
  * memory must then stay untouched until the queue has passed the copy,
- * which any later blocking call on the queue guarantees. A read with
- * blocking = TENSOR_READ_POLL waits by polling at first (tensor.c): for a
- * read that the queue reaches within tens of microseconds, such as the
- * output of a forward of a few samples. */
-#define TENSOR_READ_POLL 2
+ * which any later blocking call on the queue guarantees. */
 kiln_status tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking);
 kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking);
 

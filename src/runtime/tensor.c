@@ -1,6 +1,5 @@
 /* float32 device tensors: shape, buffer, upload/download, fill, copy. */
 #include <math.h>
-#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -321,41 +320,6 @@ kiln_status tensor_write(kiln_tensor *t, const float *src, size_t count, int blo
     return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clEnqueueWriteBuffer");
 }
 
-/* How long a TENSOR_READ_POLL read polls before it sleeps. */
-#define POLL_SECONDS 2e-4
-
-/* A blocking read that polls for its end, yielding the core between looks,
- * for up to POLL_SECONDS before it sleeps. A sleeping host thread is woken
- * by the driver's thread when the read ends, and on a virtual machine with
- * idle cores that wake-up alone took 20-50 us: polling took a Fashion MLP
- * forward of one sample from 0.107 to 0.087 ms (PoCL, AMD EPYC, 2 cores,
- * medians of 12 processes). A long wait is left to sleep: the polling
- * thread takes turns on a core that the device's threads need. */
-static kiln_status read_polled(const kiln_tensor *t, float *dst, size_t count)
-{
-    cl_event done;
-    cl_int err = clEnqueueReadBuffer(t->ctx->queue, t->buf, CL_FALSE, 0, count * sizeof(float),
-                                     dst, 0, NULL, &done);
-    if (err != CL_SUCCESS)
-        return error_cl(err, "clEnqueueReadBuffer");
-    err = clFlush(t->ctx->queue);
-    const char *call = "clFlush";
-    cl_int state = CL_QUEUED;
-    double start = now_seconds();
-    while (err == CL_SUCCESS && state > CL_COMPLETE && now_seconds() - start < POLL_SECONDS) {
-        call = "clGetEventInfo";
-        err = clGetEventInfo(done, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof state, &state, NULL);
-        if (state > CL_COMPLETE)
-            sched_yield();
-    }
-    if (err == CL_SUCCESS) { /* also after a failed command's status (< 0) */
-        call = "clWaitForEvents";
-        err = clWaitForEvents(1, &done);
-    }
-    clReleaseEvent(done);
-    return err == CL_SUCCESS ? KILN_OK : error_cl(err, call);
-}
-
 kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking)
 {
     kiln_status st = check_count(t, dst, count, "kiln_tensor_download", "dst");
@@ -363,8 +327,6 @@ kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int bloc
         st = programs_flush(t->ctx);
     if (st != KILN_OK)
         return st;
-    if (blocking == TENSOR_READ_POLL)
-        return read_polled(t, dst, count);
     cl_int err = clEnqueueReadBuffer(t->ctx->queue, t->buf, blocking ? CL_TRUE : CL_FALSE, 0,
                                      count * sizeof(float), dst, 0, NULL, NULL);
     return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clEnqueueReadBuffer");
