@@ -101,29 +101,34 @@ INLINE void pack_transposed(__global float *dst, __global const float *src, ulon
             dst[kk * w + j] = src[j * ld + kk];
 }
 
+/* pack_panel's last panel, which extent ends within: one value at a time,
+ * and out of line, since unrolling it for a constant w only cost
+ * compilation (PoCL compiles each kernel at its first launch). */
+__attribute__((noinline)) static void pack_edge(__global float *dst, __global const float *src,
+                                                ulong ld, uint along_k, size_t extent,
+                                                size_t j0, size_t k0, size_t k1, uint w)
+{
+    size_t last = extent - 1;
+    for (size_t kk = k0; kk < k1; kk++)
+        for (uint j = 0; j < w; j++) {
+            size_t col = min(j0 + j, last);
+            dst[kk * w + j] = along_k ? src[col * ld + kk] : src[kk * ld + col];
+        }
+}
+
 /* Rows k0 .. k1 - 1 of panel j0 .. j0 + w - 1 of src (extent columns),
  * padded by repeating the last column, into dst (the panel's start). */
 INLINE void pack_panel(__global float *dst, __global const float *src, ulong ld, uint along_k,
                        size_t extent, size_t j0, size_t k0, size_t k1, uint w)
 {
-    size_t last = extent - 1;
-    if (along_k && j0 + w <= extent) {
+    if (j0 + w > extent)
+        pack_edge(dst, src, ld, along_k, extent, j0, k0, k1, w);
+    else if (along_k)
         pack_transposed(dst, src + j0 * ld, ld, k0, k1, w);
-    } else if (along_k) {
-        for (uint j = 0; j < w; j++) {
-            __global const float *s = src + min(j0 + j, last) * ld;
-            for (size_t kk = k0; kk < k1; kk++)
-                dst[kk * w + j] = s[kk];
-        }
-    } else if (j0 + w <= extent) {
+    else
         for (size_t kk = k0; kk < k1; kk++)
             for (uint j = 0; j < w; j++)
                 dst[kk * w + j] = src[kk * ld + j0 + j];
-    } else {
-        for (size_t kk = k0; kk < k1; kk++)
-            for (uint j = 0; j < w; j++)
-                dst[kk * w + j] = src[kk * ld + min(j0 + j, last)];
-    }
 }
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
@@ -135,8 +140,8 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
     size_t k1 = min(k0 + (size_t)span, (size_t)k);
     if (w == NR) /* op(B)'s panels; w is a constant in each call */
         pack_panel(dst + p * k * NR, src + off, ld, along_k, extent, p * NR, k0, k1, NR);
-    else /* op(A)'s, of MR */
-        pack_panel(dst + p * k * MR, src + off, ld, along_k, extent, p * MR, k0, k1, MR);
+    else /* op(A)'s, of MR, only ever packed across k (A^T, gemm.c) */
+        pack_panel(dst + p * k * MR, src + off, ld, 0, extent, p * MR, k0, k1, MR);
 }
 
 #if A_PACKED
@@ -169,8 +174,9 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
 
 /* Writes the first `width` of NR results; beta == 0 never reads C. bias
  * holds the width columns' biases where epi has EPI_BIAS. */
-static void store_row(__global float *o, floatV x0, floatV x1, size_t width, float alpha,
-                      float beta, __global const float *bias, uint epi)
+__attribute__((noinline)) static void store_row(__global float *o, floatV x0, floatV x1,
+                                                size_t width, float alpha, float beta,
+                                                __global const float *bias, uint epi)
 {
     if (width == NR) {
         x0 *= alpha;
