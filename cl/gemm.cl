@@ -82,9 +82,11 @@
 
 /* dst[kk][j] = src[j * ld + kk] for kk in [k0, k1) and j < w (a multiple
  * of 8): 8 x 8 blocks, loaded as rows and stored as columns, then the
- * last k one value at a time. */
-INLINE void pack_transposed(__global float *dst, __global const float *src, ulong ld,
-                            size_t k0, size_t k1, uint w)
+ * last k one value at a time. Out of line: unrolled for a constant w, it
+ * was most of the compile time of pack_panels and gemm_slots. */
+__attribute__((noinline)) static void pack_transposed(__global float *dst,
+                                                      __global const float *src, ulong ld,
+                                                      size_t k0, size_t k1, uint w)
 {
     size_t kk = k0;
     for (; kk + 8 <= k1; kk += 8)
