@@ -76,6 +76,12 @@
 /* Helpers that always inline: a constant argument (a panel's width) then
  * unrolls and vectorizes their loops. */
 #define INLINE static inline __attribute__((always_inline))
+/* Helpers called once per row of a tile or once per panel: out of line,
+ * since PoCL compiles each kernel at its first launch, under one lock
+ * for the process, and inlining them (once per row, or unrolled for a
+ * constant width) tripled the compile time of the kernels that call them,
+ * the larger part of a cold start (docs/architecture.md). */
+#define OUT_OF_LINE static __attribute__((noinline))
 /* v, or v plus o where the kernel's result adds to what its output holds
  * (adding: a gradient that another reader's gradient already wrote). */
 #define ADDED(v, o) (adding ? (v) + (o) : (v))
@@ -84,9 +90,8 @@
  * of 8): 8 x 8 blocks, loaded as rows and stored as columns, then the
  * last k one value at a time. Out of line: unrolled for a constant w, it
  * was most of the compile time of pack_panels and gemm_slots. */
-__attribute__((noinline)) static void pack_transposed(__global float *dst,
-                                                      __global const float *src, ulong ld,
-                                                      size_t k0, size_t k1, uint w)
+OUT_OF_LINE void pack_transposed(__global float *dst, __global const float *src, ulong ld,
+                                 size_t k0, size_t k1, uint w)
 {
     size_t kk = k0;
     for (; kk + 8 <= k1; kk += 8)
@@ -106,9 +111,8 @@ __attribute__((noinline)) static void pack_transposed(__global float *dst,
 /* pack_panel's last panel, which extent ends within: one value at a time,
  * and out of line, since unrolling it for a constant w only cost
  * compilation (PoCL compiles each kernel at its first launch). */
-__attribute__((noinline)) static void pack_edge(__global float *dst, __global const float *src,
-                                                ulong ld, uint along_k, size_t extent,
-                                                size_t j0, size_t k0, size_t k1, uint w)
+OUT_OF_LINE void pack_edge(__global float *dst, __global const float *src, ulong ld, uint along_k,
+                           size_t extent, size_t j0, size_t k0, size_t k1, uint w)
 {
     size_t last = extent - 1;
     for (size_t kk = k0; kk < k1; kk++)
@@ -176,9 +180,8 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
 
 /* Writes the first `width` of NR results; beta == 0 never reads C. bias
  * holds the width columns' biases where epi has EPI_BIAS. */
-__attribute__((noinline)) static void store_row(__global float *o, floatV x0, floatV x1,
-                                                size_t width, float alpha, float beta,
-                                                __global const float *bias, uint epi)
+OUT_OF_LINE void store_row(__global float *o, floatV x0, floatV x1, size_t width, float alpha,
+                           float beta, __global const float *bias, uint epi)
 {
     if (width == NR) {
         x0 *= alpha;
@@ -283,9 +286,9 @@ static void im2col_advance(im2col_at *at, uint run, uint OH, uint OW)
 
 /* Rows k0 .. k1 - 1 of the panel of NR im2col columns from j0 (of extent),
  * into dst[(kk - kbase) * NR + j]; columns past the extent are zero. */
-static void pack_columns_runs(__global float *dst, __global const float *x, uint C, uint H,
-                              uint W, uint K, uint S, uint P, uint D, uint OH, uint OW,
-                              size_t j0, size_t kbase, size_t k0, size_t k1, size_t extent)
+OUT_OF_LINE void pack_columns_runs(__global float *dst, __global const float *x, uint C, uint H,
+                                   uint W, uint K, uint S, uint P, uint D, uint OH, uint OW,
+                                   size_t j0, size_t kbase, size_t k0, size_t k1, size_t extent)
 {
     uint KK = K * K;
     for (size_t kk = k0; kk < k1; kk++) {
@@ -328,9 +331,9 @@ static intV inside_lanes(intV oh, intV ow, int sh, int sw, int H, int W)
  * outside the plane set to 0. Two vector loads a row, where the loads stay
  * inside x (at its first and last values they might not: pack_columns_runs
  * takes those panels). */
-static void pack_columns_shifted(__global float *dst, __global const float *x, uint C, uint H,
-                                 uint W, uint K, uint P, uint D, size_t n, uint q,
-                                 size_t kbase, size_t k0, size_t k1)
+OUT_OF_LINE void pack_columns_shifted(__global float *dst, __global const float *x, uint C, uint H,
+                                      uint W, uint K, uint P, uint D, size_t n, uint q,
+                                      size_t kbase, size_t k0, size_t k1)
 {
     intV at0 = (int)q + LANES_V, at1 = at0 + V;
     intV oh0 = at0 / (int)W, ow0 = at0 - oh0 * (int)W, oh1 = at1 / (int)W,
@@ -379,9 +382,9 @@ static void pack_columns(__global float *dst, __global const float *x, uint C, u
  * matrix from r0 (of extent; past it the last row repeats), transposed:
  * dst[(kk - kbase) * NR + j] = col[r0 + j][kk]. Along a row of the matrix,
  * runs of columns share (n, oh) and read one row of x. */
-static void pack_rows(__global float *dst, __global const float *x, uint C, uint H, uint W,
-                      uint K, uint S, uint P, uint D, uint OH, uint OW, size_t r0,
-                      size_t kbase, size_t k0, size_t k1, size_t extent)
+OUT_OF_LINE void pack_rows(__global float *dst, __global const float *x, uint C, uint H, uint W,
+                           uint K, uint S, uint P, uint D, uint OH, uint OW, size_t r0,
+                           size_t kbase, size_t k0, size_t k1, size_t extent)
 {
     uint KK = K * K;
     for (uint j = 0; j < NR; j++) {
@@ -429,8 +432,8 @@ im2col_panels(__global float *dst, __global const float *x, const uint C, const 
 #if !A_PACKED
 /* Row `row` of m of a tile's NR results, columns q0 .. q0 + width - 1 of
  * (N * P2) that start at plane position p of sample n, into y (N, m, P2). */
-static void store_planes(__global float *y, floatV x0, floatV x1, size_t n, uint p,
-                         size_t width, size_t row, size_t m, uint P2, uint adding)
+OUT_OF_LINE void store_planes(__global float *y, floatV x0, floatV x1, size_t n, uint p,
+                              size_t width, size_t row, size_t m, uint P2, uint adding)
 {
     __global float *o = y + (n * m + row) * P2;
     if (width == NR && p + NR <= P2) {
@@ -832,10 +835,10 @@ __kernel void phase_weights(__global const float *w, __global float *wp, const u
  * extent), (n, i, j) over N x HA x WB, of phase (a, b)'s gradient matrix:
  * g[n, o, i + sh, j + sw] for the taps t, u, or 0 outside g; columns past
  * the extent are zero. Runs along j read one row of g. */
-static void pack_phase_columns(__global float *dst, __global const float *g, uint O, uint OH,
-                               uint OW, phase_taps th, phase_taps tw, int a, int b, int S,
-                               int P, int D, uint HA, uint WB, size_t j0, size_t k,
-                               size_t extent)
+OUT_OF_LINE void pack_phase_columns(__global float *dst, __global const float *g, uint O, uint OH,
+                                    uint OW, phase_taps th, phase_taps tw, int a, int b, int S,
+                                    int P, int D, uint HA, uint WB, size_t j0, size_t k,
+                                    size_t extent)
 {
     uint per_o = (uint)(th.count * tw.count);
     for (size_t kk = 0; kk < k; kk++) {
@@ -859,9 +862,9 @@ static void pack_phase_columns(__global float *dst, __global const float *g, uin
 
 /* Row `row` (a channel c of C) of a tile's NR results, the columns from
  * (n, i, j) of phase (a, b), into dx (N, C, H, W) at (a + S i, b + S j). */
-static void store_phase(__global float *dx, floatV x0, floatV x1, im2col_at at, size_t width,
-                        size_t row, uint C, uint H, uint W, uint HA, uint WB, uint a, uint b,
-                        uint S, uint adding)
+OUT_OF_LINE void store_phase(__global float *dx, floatV x0, floatV x1, im2col_at at, size_t width,
+                             size_t row, uint C, uint H, uint W, uint HA, uint WB, uint a, uint b,
+                             uint S, uint adding)
 {
     float t[NR];
     vstoreV(x0, 0, t);
