@@ -146,7 +146,9 @@ def path_arg(p, what, caller):
 
 
 def floats(a):
-    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    """The address of a float32 array in C order, for an argument declared
+    _capi.F; the caller keeps a reference to it for the call."""
+    return a.__array_interface__["data"][0]
 
 
 def as_float32(a, what):

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from . import _capi
-from ._core import _lib, check, path_arg, whole
+from ._core import _lib, check, floats, path_arg, whole
 
 FIT_ARGS = ("x", "y", "epochs", "batch", "validation_data", "lr", "callback", "on_step",
             "verbose", "progress", "restore_best_weights", "class_weight")
@@ -31,9 +31,8 @@ def _dataset(model, x, y, what):
     if x.shape[0] == 0:
         raise ValueError(f"fit: {what} has no samples")
     d = ctypes.c_void_p()
-    check(_lib.kiln_data_from_arrays(x.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-                                     y.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-                                     x.shape[0], x.shape[1], targets, ctypes.byref(d)), what)
+    check(_lib.kiln_data_from_arrays(floats(x), floats(y), x.shape[0], x.shape[1], targets,
+                                     ctypes.byref(d)), what)
     return d
 
 
