@@ -109,6 +109,15 @@ static kiln_status forward_folded(pipeline *p, pipe_step *s)
     return st == KILN_OK ? op_forward(s->op, &c) : st;
 }
 
+/* The profile's and the trace's label for a step's launches; the name is
+ * written only when something reads it (a forward of one sample wrote it
+ * at every step). */
+static void label_step(pipeline *p, const char *pass, const pipe_step *s)
+{
+    if (p->ctx->profile || p->ctx->trace.fn)
+        ctx_set_label(p->ctx, "%s %s", pass, pipeline_step_name(p, s));
+}
+
 kiln_status pipeline_forward(pipeline *p, int training)
 {
     if (training && p->decode)
@@ -125,7 +134,7 @@ kiln_status pipeline_forward(pipeline *p, int training)
         if (!training && (s->folded_into >= 0 || skipped_in_eval(p, i)))
             continue; /* computed inside the layer it folds into, or passed on */
         op_args c = step_args(p, s, training);
-        ctx_set_label(p->ctx, "forward %s", pipeline_step_name(p, s));
+        label_step(p, "forward", s);
         if (p->ctx->trace.fn)
             writef(&p->ctx->trace, "  forward  %s%s\n", pipeline_step_name(p, s),
                     !training && s->bn_step >= 0 ? " (batchnorm folded in)" : "");
@@ -231,7 +240,7 @@ kiln_status pipeline_backward(pipeline *p, int training)
             writef(&p->ctx->trace, "  backward %s\n", pipeline_step_name(p, &p->steps[i]));
         if (p->steps[i].grad_ready)
             st = check_finite(p, &p->steps[i], p->steps[i].grad, "gradient of its output");
-        ctx_set_label(p->ctx, "backward %s", pipeline_step_name(p, &p->steps[i]));
+        label_step(p, "backward", &p->steps[i]);
         if (st == KILN_OK && p->steps[i].grad_ready)
             st = backward_step(p, &p->steps[i], training);
         for (int k = 0; st == KILN_OK && p->steps[i].grad_ready && k < OP_MAX_PARAMS; k++)

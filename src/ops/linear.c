@@ -28,10 +28,9 @@ kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y
 {
     if (!b && act == KILN_ACT_NONE)
         return KILN_OK;
-    char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
     const char *name = inner == 1 ? "bias_act_rows" : "bias_act";
-    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act, opts, sizeof opts), name,
+    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act), name,
                                 &k);
     if (st != KILN_OK)
         return st;
@@ -56,9 +55,8 @@ static size_t linear_rows(const op_args *c, size_t *in)
  * are a forward's cost. */
 static kiln_status linear_one(const op_args *c, size_t in, size_t out)
 {
-    char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
-    kiln_status st = kernel_get(c->ctx, ACT_SOURCES, act_options(c->attrs->act, opts, sizeof opts),
+    kiln_status st = kernel_get(c->ctx, ACT_SOURCES, act_options(c->attrs->act),
                                 "linear_one", &k);
     if (st != KILN_OK)
         return st;

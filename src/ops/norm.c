@@ -11,9 +11,9 @@
 static kiln_status norm_kernel_for(kiln_ctx *ctx, kiln_act act, int rows, const char *name,
                                    cl_kernel *k)
 {
-    char opts[ACT_OPTIONS_MAX + 64], reduce[48], acts[ACT_OPTIONS_MAX];
+    char opts[ACT_OPTIONS_MAX + 64], reduce[48];
     snprintf(opts, sizeof opts, "%s %s%s", reduce_options(ctx, reduce, sizeof reduce),
-             act_options(act, acts, sizeof acts), rows ? " -DROWS" : "");
+             act_options(act), rows ? " -DROWS" : "");
     return kernel_get(ctx, "group.cl+" ACT_SOURCES "+norm.cl", opts, name, k);
 }
 

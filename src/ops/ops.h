@@ -451,8 +451,8 @@ kiln_status op_check_fusable(op_kind kind, kiln_act act);
 #define ACT_SOURCES "math.cl+act.cl"
 
 /* Build options naming an activation: "-DACT=1 -DACT_NONE=0 -DACT_RELU=1
- * ... -DACT_FROM_OUTPUT=1", from KILN_ACT_LIST. */
+ * ... -DACT_FROM_OUTPUT=1", from KILN_ACT_LIST; "" for a value outside kiln_act. */
 #define ACT_OPTIONS_MAX 512
-const char *act_options(kiln_act act, char *buf, size_t size);
+const char *act_options(kiln_act act);
 
 #endif /* KILN_OPS_H */

@@ -1,4 +1,5 @@
 /* Activations, softmax and residual add. */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,18 +32,32 @@ int act_takes_key(kiln_act act, const char *key)
     return 0;
 }
 
-const char *act_options(kiln_act act, char *buf, size_t size)
+/* act_options' texts, one an activation, written once: a forward of one
+ * sample asked for them at every launch, nine snprintf calls each. */
+static char act_texts[KILN_ACT_COUNT][ACT_OPTIONS_MAX];
+static pthread_once_t act_texts_once = PTHREAD_ONCE_INIT;
+
+static void act_texts_write(void)
 {
-    int used = snprintf(buf, size, "-DACT=%d", (int)act);
+    for (int act = 0; act < KILN_ACT_COUNT; act++) {
+        char *buf = act_texts[act];
+        size_t size = sizeof act_texts[act];
+        int used = snprintf(buf, size, "-DACT=%d", act);
 #define ACT_DEFINE(id, ...)                                                                 \
     if (used > 0 && (size_t)used < size)                                                    \
         used += snprintf(buf + used, size - used, " -DACT_" #id "=%d", (int)KILN_ACT_##id);
-    KILN_ACT_LIST(ACT_DEFINE)
+        KILN_ACT_LIST(ACT_DEFINE)
 #undef ACT_DEFINE
-    const act_info *a = act_get(act);
-    if (a && a->from_output && used > 0 && (size_t)used < size)
-        snprintf(buf + used, size - used, " -DACT_FROM_OUTPUT=1");
-    return buf;
+        const act_info *a = act_get((kiln_act)act);
+        if (a && a->from_output && used > 0 && (size_t)used < size)
+            snprintf(buf + used, size - used, " -DACT_FROM_OUTPUT=1");
+    }
+}
+
+const char *act_options(kiln_act act)
+{
+    pthread_once(&act_texts_once, act_texts_write);
+    return (unsigned)act < KILN_ACT_COUNT ? act_texts[act] : "";
 }
 
 /* ---- activation: y = act(x) -------------------------------------------- */
@@ -56,10 +71,9 @@ static kiln_status same_shape(const op_attrs *a, const kiln_shape *in, op_shapes
 
 static kiln_status act_forward(const op_args *c)
 {
-    char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
     kiln_status st = kernel_get(c->ctx, ACT_SOURCES,
-                                act_options(c->attrs->act, opts, sizeof opts),
+                                act_options(c->attrs->act),
                                 "act_forward", &k);
     if (st != KILN_OK)
         return st;
@@ -79,9 +93,8 @@ kiln_status op_add_into(kiln_ctx *ctx, kiln_tensor *y, const kiln_tensor *x)
 kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
                             cl_mem dy, cl_mem dx, size_t n)
 {
-    char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
-    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act, opts, sizeof opts),
+    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act),
                                 "act_backward", &k);
     if (st != KILN_OK)
         return st;
@@ -170,10 +183,9 @@ static kiln_status add_infer(const op_attrs *a, const kiln_shape *in, op_shapes 
 
 static kiln_status add_forward(const op_args *c)
 {
-    char opts[ACT_OPTIONS_MAX];
     cl_kernel k;
     kiln_status st = kernel_get(c->ctx, ACT_SOURCES,
-                                act_options(c->attrs->act, opts, sizeof opts), "add", &k);
+                                act_options(c->attrs->act), "add", &k);
     if (st != KILN_OK)
         return st;
     cl_uint n = c->out->numel;
