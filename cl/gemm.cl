@@ -166,10 +166,20 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
         c##r##0 = fma(s, b0, c##r##0);          \
         c##r##1 = fma(s, b1, c##r##1);          \
     }
-#define STORE(r) \
-    if (row0 + r < m) \
-        store_row(c + c_off + (row0 + r) * ldc + col0, c##r##0, c##r##1, width, alpha, beta, \
-                  bias + col0, epilogue);
+/* A tile's row r of results into t[r], for a store that takes the tile. */
+#define SAVE_ROW(r)                 \
+    vstoreV(c##r##0, 0, t[r]);      \
+    vstoreV(c##r##1, 1, t[r]);
+/* A tile of m rows from row0 stored at o (rows ld apart) through one call
+ * of store_tile; STORE_TILE: the tile at row0, col0 of C. */
+#define STORE_TILE_AT(o, ld, al, be, bi, ep)                                                 \
+    {                                                                                        \
+        float t[MR][NR];                                                                     \
+        ROWS(SAVE_ROW)                                                                       \
+        store_tile(o, ld, t, min((size_t)MR, (size_t)m - row0), width, al, be, bi, ep);       \
+    }
+#define STORE_TILE \
+    STORE_TILE_AT(c + c_off + row0 * ldc + col0, ldc, alpha, beta, bias + col0, epilogue)
 
 /* The epilogue of a product that is a linear layer's whole output (gemm.c's
  * gemm_epilogue), after alpha and beta: the bias of each column added
@@ -178,14 +188,26 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
 #define EPI_BIAS 1u
 #define EPI_RELU 2u
 
-/* Writes the first `width` of NR results; beta == 0 never reads C. bias
- * holds the width columns' biases where epi has EPI_BIAS. */
-OUT_OF_LINE void store_row(__global float *o, floatV x0, floatV x1, size_t width, float alpha,
-                           float beta, __global const float *bias, uint epi)
+/* Writes the first `rows` rows and `width` columns of a tile's results t
+ * to o (rows ldc apart); beta == 0 never reads C. bias holds the width
+ * columns' biases where epi has EPI_BIAS. One call a tile: six calls (one
+ * a row) cost the GPT's k = 128 products 3-4 %, and inlining it six times
+ * doubled the tile kernels' compile time. */
+OUT_OF_LINE void store_tile(__global float *o, ulong ldc, float t[MR][NR], size_t rows,
+                            size_t width, float alpha, float beta, __global const float *bias,
+                            uint epi)
 {
-    if (width == NR) {
-        x0 *= alpha;
-        x1 *= alpha;
+    for (size_t r = 0; r < rows; r++, o += ldc) {
+        if (width < NR) {
+            for (size_t j = 0; j < width; j++) {
+                float v = alpha * t[r][j] + (beta != 0.0f ? beta * o[j] : 0.0f);
+                if (epi & EPI_BIAS)
+                    v += bias[j];
+                o[j] = epi & EPI_RELU ? fmax(v, 0.0f) : v;
+            }
+            continue;
+        }
+        floatV x0 = alpha * vloadV(0, t[r]), x1 = alpha * vloadV(1, t[r]);
         if (beta != 0.0f) {
             x0 += beta * vloadV(0, o);
             x1 += beta * vloadV(1, o);
@@ -200,16 +222,6 @@ OUT_OF_LINE void store_row(__global float *o, floatV x0, floatV x1, size_t width
         }
         vstoreV(x0, 0, o);
         vstoreV(x1, 1, o);
-        return;
-    }
-    float t[NR];
-    vstoreV(x0, 0, t);
-    vstoreV(x1, 1, t);
-    for (size_t j = 0; j < width; j++) {
-        float v = alpha * t[j] + (beta != 0.0f ? beta * o[j] : 0.0f);
-        if (epi & EPI_BIAS)
-            v += bias[j];
-        o[j] = epi & EPI_RELU ? fmax(v, 0.0f) : v;
     }
 }
 
@@ -229,7 +241,7 @@ gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global 
         ROWS(FMA)
         b += NR;
     }
-    ROWS(STORE)
+    STORE_TILE
 }
 
 /* The first t >= 0 with t S + base >= 0. */
@@ -458,8 +470,8 @@ OUT_OF_LINE void store_planes(__global float *y, floatV x0, floatV x1, size_t n,
 }
 
 /* Every MR-row tile of the columns col0 .. col0 + NR - 1 of C from
- * `panel`, their k x NR values of op(B), each row stored by STORE_ONE. */
-#define FOR_EACH_ROW_TILE(STORE_ONE)                         \
+ * `panel`, their k x NR values of op(B), each tile stored by STORE_ALL. */
+#define FOR_EACH_ROW_TILE(STORE_ALL)                         \
     for (size_t row0 = 0; row0 < m; row0 += MR) {           \
         __global const float *b = panel;                    \
         ROWS(A_ROW)                                         \
@@ -469,7 +481,7 @@ OUT_OF_LINE void store_planes(__global float *y, floatV x0, floatV x1, size_t n,
             ROWS(FMA)                                       \
             b += NR;                                        \
         }                                                   \
-        ROWS(STORE_ONE)                                     \
+        STORE_ALL                                           \
     }
 
 #define STORE_PLANES(r) \
@@ -496,7 +508,7 @@ conv_tiles(__global const float *a, __global const float *x, __global float *y,
         size_t n0 = col0 / (OH * OW);
         uint p0 = (uint)(col0 % (OH * OW));
         pack_columns(panel, x, C, H, W, K, S, P, D, OH, OW, col0, 0, 0, k, n);
-        FOR_EACH_ROW_TILE(STORE_PLANES)
+        FOR_EACH_ROW_TILE(ROWS(STORE_PLANES))
     }
 }
 #endif
@@ -540,9 +552,6 @@ __kernel void pad_planes(__global const float *x, __global float *xp, const uint
         c##r##1 = fma(s, b1, c##r##1);               \
     }
 #define PIX_OUT(r) out[r] = (q0 + r) / P2 * m * P2 + (q0 + r) % P2;
-#define PIX_SAVE(r)                 \
-    vstoreV(c##r##0, 0, t[r]);      \
-    vstoreV(c##r##1, 1, t[r]);
 /* A tile's `rows` rows into dst channel by channel: row r's result for
  * channel col0 + j at out[r] + (col0 + j) stride, j < count. A channel's
  * pixels go together: the planes lie `stride` floats apart, often a
@@ -551,7 +560,7 @@ __kernel void pad_planes(__global const float *x, __global float *xp, const uint
 #define STORE_CHANNELS(dst, stride, count)                        \
     {                                                             \
         float t[MR][NR];                                          \
-        ROWS(PIX_SAVE)                                            \
+        ROWS(SAVE_ROW)                                            \
         for (size_t j = 0; j < (count); j++)                      \
             for (size_t r = 0; r < rows; r++)                     \
                 (dst)[out[r] + (col0 + j) * (stride)] =           \
@@ -686,9 +695,7 @@ __kernel void sum_columns(__global const float *slots, __global float *dw, const
 #if !A_PACKED
 #define G_ROW(r) \
     __global const float *a##r = g + (sample * m + min(row0 + r, (size_t)m - 1)) * P2 + p;
-#define STORE_PART(r) \
-    if (row0 + r < m) \
-        store_row(part + (row0 + r) * n + col0, c##r##0, c##r##1, width, 1.0f, beta, part, 0);
+#define STORE_PART STORE_TILE_AT(part + row0 * n + col0, n, 1.0f, beta, part, 0)
 
 /* The weight gradient of a convolution, for CPUs: dw (m x n, m = O, n =
  * C K K) = g (N, O, OH, OW), as (O, N OH OW), times the transpose of the
@@ -731,7 +738,7 @@ conv_weight_slots(__global const float *g, __global const float *x, __global flo
                     }
                     q += run;
                 }
-                ROWS(STORE_PART)
+                STORE_PART
             }
         }
     }
@@ -928,7 +935,7 @@ conv_phase_tiles(__global const float *wp, __global const float *g, __global flo
         im2col_at at = im2col_start(col0, HA, WB);
         pack_phase_columns(panel, g, O, OH, OW, th, tw, (int)pa, (int)pb, (int)S, (int)P,
                            (int)D, HA, WB, col0, k, extent);
-        FOR_EACH_ROW_TILE(STORE_PHASE)
+        FOR_EACH_ROW_TILE(ROWS(STORE_PHASE))
     }
 }
 #endif
@@ -1030,7 +1037,7 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
     for (size_t q = get_global_id(0); q < panels; q += get_global_size(0)) {
         size_t col0 = q * NR, width = min((size_t)NR, (size_t)n - col0);
         pack_panel(panel, bsrc + b_off, ldb, along_k, n, col0, 0, k, NR);
-        FOR_EACH_ROW_TILE(STORE)
+        FOR_EACH_ROW_TILE(STORE_TILE)
     }
 }
 
@@ -1052,7 +1059,7 @@ INLINE float lanes_sum(float8 s)
     return (h.s0 + h.s2) + (h.s1 + h.s3);
 }
 
-/* store_row's arithmetic for one value, column j. */
+/* store_tile's arithmetic for one value, column j. */
 INLINE void store_one(__global float *o, float v, float alpha, float beta,
                       __global const float *bias, size_t j, uint epi)
 {

@@ -436,6 +436,10 @@ kiln_status launch_1d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name,
     return launch(ctx, kernel, name, 1, &global, local > 0 ? &local : NULL, args, nargs);
 }
 
+/* launch_3d's work-group extent along an x of at most a work-group that
+ * it divides. */
+#define LAUNCH_ROW 64
+
 /* The largest divisor of n that is at most cap. */
 static size_t divisor_upto(size_t n, size_t cap)
 {
@@ -456,7 +460,11 @@ kiln_status launch_3d_args(kiln_ctx *ctx, cl_kernel kernel, const char *name, si
     int loops = device_loops_work_groups(&ctx->info);
     if (loops) {
         size_t cap = ctx->info.max_work_group_size < 1024 ? ctx->info.max_work_group_size : 1024;
-        local[0] = divisor_upto(x, cap);
+        /* 64 along a plane that it divides: PoCL compiles a kernel anew
+         * for each work-group size, and planes of 32x32, 16x16 and 8x8
+         * would otherwise each get their own (docs/architecture.md); a
+         * long x (an optimizer's parameters) keeps its large groups */
+        local[0] = x <= cap && x % LAUNCH_ROW == 0 ? LAUNCH_ROW : divisor_upto(x, cap);
         local[1] = divisor_upto(y, cap / local[0]);
         local[2] = divisor_upto(z, cap / (local[0] * local[1]));
     }
