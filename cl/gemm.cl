@@ -37,7 +37,7 @@
  *   gemm_slots:  a product with few rows of A, packing and tiles in one
  *                launch
  *   gemv_rows:   a product with a row or a few of A and op(B) = B^T (a
- *                linear layer's forward at batch 1), B read in place
+ *                linear layer's forward at a small batch), B read in place
  */
 #ifndef MR
 #define MR 8
@@ -76,11 +76,12 @@
 /* Helpers that always inline: a constant argument (a panel's width) then
  * unrolls and vectorizes their loops. */
 #define INLINE static inline __attribute__((always_inline))
-/* Helpers called once per row of a tile or once per panel: out of line,
- * since PoCL compiles each kernel at its first launch, under one lock
- * for the process, and inlining them (once per row, or unrolled for a
- * constant width) tripled the compile time of the kernels that call them,
- * the larger part of a cold start (docs/architecture.md). */
+/* Helpers called once per tile (or per row of a convolution's tile) or
+ * once per panel: out of line, since PoCL compiles each kernel at its
+ * first launch, under one lock for the process, and inlining them (once
+ * per row, or unrolled for a constant width) tripled the compile time of
+ * the kernels that call them, the larger part of a cold start
+ * (docs/architecture.md). */
 #define OUT_OF_LINE static __attribute__((noinline))
 /* v, or v plus o where the kernel's result adds to what its output holds
  * (adding: a gradient that another reader's gradient already wrote). */
@@ -188,23 +189,31 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
 #define EPI_BIAS 1u
 #define EPI_RELU 2u
 
+/* The epilogue's arithmetic for one value v of column j, stored at o:
+ * alpha, beta (0 never reads C), the bias, ReLU. */
+INLINE void store_one(__global float *o, float v, float alpha, float beta,
+                      __global const float *bias, size_t j, uint epi)
+{
+    v = alpha * v + (beta != 0.0f ? beta * *o : 0.0f);
+    if (epi & EPI_BIAS)
+        v += bias[j];
+    *o = epi & EPI_RELU ? fmax(v, 0.0f) : v;
+}
+
 /* Writes the first `rows` rows and `width` columns of a tile's results t
- * to o (rows ldc apart); beta == 0 never reads C. bias holds the width
- * columns' biases where epi has EPI_BIAS. One call a tile: six calls (one
- * a row) cost the GPT's k = 128 products 3-4 %, and inlining it six times
- * doubled the tile kernels' compile time. */
+ * to o (rows ldc apart), as store_one does, a whole row of NR in vectors.
+ * bias holds the width columns' biases where epi has EPI_BIAS. One call a
+ * tile: six calls (one a row) cost the GPT's k = 128 products 4-6 %
+ * against OpenBLAS, and inlining it six times doubled the tile kernels'
+ * compile time. */
 OUT_OF_LINE void store_tile(__global float *o, ulong ldc, float t[MR][NR], size_t rows,
                             size_t width, float alpha, float beta, __global const float *bias,
                             uint epi)
 {
     for (size_t r = 0; r < rows; r++, o += ldc) {
         if (width < NR) {
-            for (size_t j = 0; j < width; j++) {
-                float v = alpha * t[r][j] + (beta != 0.0f ? beta * o[j] : 0.0f);
-                if (epi & EPI_BIAS)
-                    v += bias[j];
-                o[j] = epi & EPI_RELU ? fmax(v, 0.0f) : v;
-            }
+            for (size_t j = 0; j < width; j++)
+                store_one(o + j, t[r][j], alpha, beta, bias, j, epi);
             continue;
         }
         floatV x0 = alpha * vloadV(0, t[r]), x1 = alpha * vloadV(1, t[r]);
@@ -1057,16 +1066,6 @@ INLINE float lanes_sum(float8 s)
 {
     float4 h = s.lo + s.hi;
     return (h.s0 + h.s2) + (h.s1 + h.s3);
-}
-
-/* store_tile's arithmetic for one value, column j. */
-INLINE void store_one(__global float *o, float v, float alpha, float beta,
-                      __global const float *bias, size_t j, uint epi)
-{
-    v = alpha * v + (beta != 0.0f ? beta * *o : 0.0f);
-    if (epi & EPI_BIAS)
-        v += bias[j];
-    *o = epi & EPI_RELU ? fmax(v, 0.0f) : v;
 }
 
 /* C (m x n) = alpha A B^T + beta C for a row of A or a few (m small), B

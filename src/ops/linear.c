@@ -30,8 +30,7 @@ kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y
         return KILN_OK;
     cl_kernel k;
     const char *name = inner == 1 ? "bias_act_rows" : "bias_act";
-    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act), name,
-                                &k);
+    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act), name, &k);
     if (st != KILN_OK)
         return st;
     cl_int has_bias = b != NULL;

@@ -72,9 +72,8 @@ static kiln_status same_shape(const op_attrs *a, const kiln_shape *in, op_shapes
 static kiln_status act_forward(const op_args *c)
 {
     cl_kernel k;
-    kiln_status st = kernel_get(c->ctx, ACT_SOURCES,
-                                act_options(c->attrs->act),
-                                "act_forward", &k);
+    kiln_status st = kernel_get(c->ctx, ACT_SOURCES, act_options(c->attrs->act), "act_forward",
+                                &k);
     if (st != KILN_OK)
         return st;
     cl_uint n = c->out->numel;
@@ -94,8 +93,7 @@ kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, 
                             cl_mem dy, cl_mem dx, size_t n)
 {
     cl_kernel k;
-    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act),
-                                "act_backward", &k);
+    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act), "act_backward", &k);
     if (st != KILN_OK)
         return st;
     cl_uint count = n;
@@ -184,8 +182,7 @@ static kiln_status add_infer(const op_attrs *a, const kiln_shape *in, op_shapes 
 static kiln_status add_forward(const op_args *c)
 {
     cl_kernel k;
-    kiln_status st = kernel_get(c->ctx, ACT_SOURCES,
-                                act_options(c->attrs->act), "add", &k);
+    kiln_status st = kernel_get(c->ctx, ACT_SOURCES, act_options(c->attrs->act), "add", &k);
     if (st != KILN_OK)
         return st;
     cl_uint n = c->out->numel;

@@ -120,9 +120,11 @@ static kiln_status check_list(const char *op, const char *what, kiln_tensor *con
     for (int i = 0; i < n; i++) {
         if (optional && !ts[i])
             continue;
-        kiln_shape got = ts[i] ? shape_of(ts[i]) : (kiln_shape){0};
-        if (ts[i] && shape_eq(&got, &shapes[i]))
-            continue; /* the name is written only for the error */
+        if (ts[i]) {
+            kiln_shape got = shape_of(ts[i]);
+            if (shape_eq(&got, &shapes[i]))
+                continue; /* the name is written only for the error */
+        }
         char name[32];
         snprintf(name, sizeof name, "%s %d", what, i);
         return expect_shape(op, name, ts[i], &shapes[i]);
