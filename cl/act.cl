@@ -110,6 +110,33 @@ __kernel void act_forward(__global const float *x, __global float *y, const uint
         y[i] = act(x[i], slope);
 }
 
+#if ACT == ACT_GELU
+/* GELU's gradient, as act_grad computes it, sixteen values at a time. */
+static float16 gelu_grad16(float16 x, float16 dy)
+{
+    float16 cdf = fma(0.5f, erf_fast16(x * INV_SQRT_2), 0.5f);
+    float16 pdf = INV_SQRT_2PI * exp_nonpositive16(-0.5f * x * x);
+    return dy * (cdf + x * pdf);
+}
+
+/* act_backward for GELU, sixteen values an item (ceil(n / 16) items):
+ * PoCL vectorized act_backward's loop over items poorly for GELU's
+ * gradient, with its exp and erf together (5.7 ms against the forward's
+ * 1.1 ms for 6.4 M values on an AVX-512 Xeon; 1.4 ms this way). The
+ * lanes compute what act_grad does, so the tail gives the same bits. */
+__kernel void gelu_backward16(__global const float *x, __global const float *dy,
+                              __global float *dx, const uint n)
+{
+    uint i = (uint)get_global_id(0) * 16u;
+    if (i + 16u <= n) {
+        vstore16(gelu_grad16(vload16(0, x + i), vload16(0, dy + i)), 0, dx + i);
+        return;
+    }
+    for (; i < n; i++)
+        dx[i] = act_grad(x[i], 0.0f, dy[i], 0.0f);
+}
+#endif
+
 /* dx = act'(x) dy; x, y, dy, dx are (n) */
 __kernel void act_backward(__global const float *x, __global const float *y,
                            __global const float *dy, __global float *dx, const uint n,

@@ -88,7 +88,7 @@ static void write_to_log(void *run_, const char *text)
  * writes the trace and prints the per-layer table. */
 #define PROFILE_FIRST 1
 #define PROFILE_STEPS 5
-static kiln_status profile_steps(run *r)
+kiln_status profile_step(run *r)
 {
     size_t step = r->steps_run++;
     if (!r->o->profile)
@@ -100,6 +100,15 @@ static kiln_status profile_steps(run *r)
     say(r, "%sprofile of %d training steps written to %s\n", r->o->progress ? "\r" : "",
         PROFILE_STEPS, r->o->profile);
     return kiln_ctx_profile_end(r->ctx, r->o->profile, PROFILE_STEPS, write_to_log, r);
+}
+
+kiln_status profile_finish(run *r)
+{
+    if (!r->ctx->profile) /* fewer steps than a profile's, or none */
+        return KILN_OK;
+    return kiln_ctx_profile_end(r->ctx, r->o->profile,
+                                r->steps_run > PROFILE_FIRST ? r->steps_run - PROFILE_FIRST : 1,
+                                r->o->log ? write_to_log : NULL, r);
 }
 
 /* Samples in batch i of an epoch: the last one may be short. */
@@ -183,7 +192,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
     for (; i < batches && st == KILN_OK && !stop; i++, q = after) {
         size_t n = batch_size(r, i), first, mine;
         batch_slice(r, i, &first, &mine);
-        st = profile_steps(r);
+        st = profile_step(r);
         net_dist_step(r->net, mine, n);
         if (st == KILN_OK && !q) /* no samples here: the others' sync_batchnorm waits */
             st = net_idle_step(r->net);
@@ -502,6 +511,8 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
     free(ranks);
     if (st == KILN_OK && kiln_model_vocab(net->m) > 0) { /* token models: steps.c */
         st = fit_steps(&r, rep);
+        if (st == KILN_OK)
+            st = profile_finish(&r);
         rep->seconds = now_seconds() - started;
         if (borrowed)
             net->comm = NULL;
@@ -527,10 +538,8 @@ kiln_status kiln_net_fit(kiln_net *net, const kiln_train_options *options,
         st = agree_on_run(&r, &t, st);
     if (st == KILN_OK)
         st = epochs(&r, &t, rep);
-    if (st == KILN_OK && r.ctx->profile) /* fewer steps than a profile's */
-        st = kiln_ctx_profile_end(r.ctx, o.profile,
-                                  r.steps_run > PROFILE_FIRST ? r.steps_run - PROFILE_FIRST : 1,
-                                  o.log ? write_to_log : NULL, &r);
+    if (st == KILN_OK)
+        st = profile_finish(&r);
     if (st == KILN_OK && stopping(&r)) {
         rep->interrupted = 1;
         st = save_state(&r, &t, rep);

@@ -88,6 +88,10 @@ kiln_status resume(run *r, const char *dir, train_state *t, kiln_train_report *r
 
 /* steps.c: token models train by steps on a corpus */
 kiln_status fit_steps(run *r, kiln_train_report *rep);
+/* --profile: called before every training step, it records steps 2 to 6
+ * and then writes the trace; profile_finish writes it after fewer. */
+kiln_status profile_step(run *r);
+kiln_status profile_finish(run *r);
 kiln_status evaluate_tokens(kiln_net *net, const kiln_train_options *o, const char *checkpoint,
                             kiln_eval_report *rep);
 

@@ -227,6 +227,8 @@ static kiln_status train_step(run *r, tokens *k, uint64_t t, double *loss)
     if (st == KILN_OK)
         st = kiln_net_set_lr(r->net, sched_lr_at(&r->c.sched, (int)t));
     float l = NAN;
+    if (st == KILN_OK)
+        st = profile_step(r);
     double started = now_seconds();
     if (st == KILN_OK)
         st = kiln_net_train_step(r->net, k->x + first * k->block, k->y + first * k->block,
@@ -347,6 +349,8 @@ kiln_status fit_steps(run *r, kiln_train_report *rep)
                                             "UTF-8 text, nanoGPT's train.bin and val.bin, or a "
                                             ".npy of token ids); on arrays in memory, call "
                                             "train_step on windows of them");
+    if (st == KILN_OK && r->o->profile)
+        st = check_writable(r->o->profile);
     if (st == KILN_OK)
         st = prepare_tokens(r, &k);
     if (st == KILN_OK)

@@ -93,10 +93,17 @@ kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, 
                             cl_mem dy, cl_mem dx, size_t n)
 {
     cl_kernel k;
+    cl_uint count = n;
+    if (act == KILN_ACT_GELU && device_loops_work_groups(&ctx->info)) { /* act.cl */
+        kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act), "gelu_backward16", &k);
+        return st != KILN_OK ? st
+                             : launch_1d(ctx, k, "gelu_backward16", (n + 15) / 16,
+                                         pointwise_group_size(ctx), KARG(x), KARG(dy),
+                                         KARG(dx), KARG(count));
+    }
     kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act), "act_backward", &k);
     if (st != KILN_OK)
         return st;
-    cl_uint count = n;
     return launch_1d(ctx, k, "act_backward", n, pointwise_group_size(ctx), KARG(x),
                      KARG(y), KARG(dy), KARG(dx), KARG(count), KARG(slope));
 }
