@@ -57,6 +57,17 @@ with tempfile.TemporaryDirectory() as tmp:
         svg = f.read()
     check("curves.svg is drawn against the step", ">step<" in svg and "best step" in svg)
 
+    trace = os.path.join(tmp, "trace.json")
+    r = kiln("train", MODEL, "--data", TEXT, "--steps", "8", "--profile", trace)
+    names = set()
+    if os.path.exists(trace):
+        with open(trace, encoding="utf-8") as f:
+            names = {e.get("name") for e in json.load(f)["traceEvents"]}
+    check("--profile traces a token model's steps 2 to 6 and prints the layers",
+          r.returncode == 0 and "profile of 5 training steps" in r.stdout and
+          "attn_forward" in names and "forward" in r.stdout and "attention" in r.stdout,
+          r.stdout + r.stderr)
+
     r = kiln("eval", MODEL, os.path.join(run, "final.safetensors"), "--data", TEXT)
     check("eval scores the validation split's windows",
           r.returncode == 0 and "\n35 samples: loss " in r.stdout, r.stdout + r.stderr)
