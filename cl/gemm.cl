@@ -524,27 +524,31 @@ conv_tiles(__global const float *a, __global const float *x, __global float *y,
 
 #if !A_PACKED
 /* xp (N C planes of Hp x Wp) = x (N C planes of H x W) with P zeros on
- * every side: an item a row of xp (row i of plane `plane`). */
-__kernel void pad_planes(__global const float *x, __global float *xp, const uint H,
-                         const uint W, const uint P)
+ * every side: an item a plane, written front to back. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+pad_planes(__global const float *x, __global float *xp, const uint H, const uint W,
+           const uint P)
 {
-    uint i = (uint)get_global_id(0);
-    size_t plane = get_global_id(1);
-    uint Hp = (uint)get_global_size(0), Wp = W + 2 * P;
-    __global float *o = xp + (plane * Hp + i) * Wp;
-    if (i < P || i >= H + P) {
-        for (uint j = 0; j < Wp; j++)
-            o[j] = 0.0f;
-        return;
+    size_t plane = get_global_id(0);
+    uint Wp = W + 2 * P, Hp = H + 2 * P;
+    __global float *o = xp + plane * Hp * Wp;
+    __global const float *r = x + plane * H * W;
+    for (uint j = 0; j < P * Wp; j++)
+        *o++ = 0.0f;
+    for (uint i = 0; i < H; i++, r += W) {
+        for (uint j = 0; j < P; j++)
+            *o++ = 0.0f;
+        uint j = 0;
+        for (; j + 8 <= W; j += 8)
+            vstore8(vload8(0, r + j), 0, o + j);
+        for (; j < W; j++)
+            o[j] = r[j];
+        o += W;
+        for (uint j = 0; j < P; j++)
+            *o++ = 0.0f;
     }
-    __global const float *r = x + (plane * H + i - P) * W;
-    for (uint j = 0; j < P; j++)
-        o[j] = o[P + W + j] = 0.0f;
-    uint j = 0;
-    for (; j + 8 <= W; j += 8)
-        vstore8(vload8(0, r + j), 0, o + P + j);
-    for (; j < W; j++)
-        o[P + j] = r[j];
+    for (uint j = 0; j < P * Wp; j++)
+        *o++ = 0.0f;
 }
 
 #define PIX_ROW(r)                                                                \

@@ -498,7 +498,7 @@ static kiln_status padded(kiln_ctx *ctx, const blas_state *s, cl_mem buf, size_t
         st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "pad_planes", &pad);
     cl_uint H = (cl_uint)h, W = (cl_uint)w, P = (cl_uint)p;
     if (st == KILN_OK)
-        st = launch_3d(ctx, pad, "pad_planes", hp, planes, 1, KARG(buf), KARG(*out), KARG(H),
+        st = launch_1d(ctx, pad, "pad_planes", planes, 1, KARG(buf), KARG(*out), KARG(H),
                        KARG(W), KARG(P));
     return st;
 }
