@@ -284,22 +284,41 @@ static kiln_status check_count(const kiln_tensor *t, const void *host, size_t co
     return KILN_OK;
 }
 
+/* Four floats and their bits: GCC's and Clang's vector extensions, which
+ * every x86-64 and ARM64 target holds in one register. */
+typedef float floats4 __attribute__((vector_size(16)));
+typedef uint32_t bits4 __attribute__((vector_size(16)));
+
+/* The bits of x - x for x[0..3]: 0 where finite, NaN's where not. */
+static bits4 nonfinite_bits4(const float *x)
+{
+    floats4 v, d;
+    bits4 b;
+    memcpy(&v, x, sizeof v);
+    d = v - v;
+    memcpy(&b, &d, sizeof b);
+    return b;
+}
+
 size_t first_nonfinite(const float *x, size_t n)
 {
     size_t i = 0;
     /* x - x is +0 for a finite x (bits 0) and NaN for an infinity or a NaN:
-     * an OR of the bits over a block is a loop compilers vectorize, 4-5x
-     * faster than isfinite one value at a time (an AMD EPYC, -O2, a batch
-     * of 128 Fashion-MNIST images: 10 us against 40-46) */
-    for (; i + 64 <= n; i += 64) {
-        uint32_t bits = 0;
-        for (size_t j = i; j < i + 64; j++) {
-            float d = x[j] - x[j];
-            uint32_t b;
-            memcpy(&b, &d, sizeof b);
-            bits |= b;
+     * the bits ORed over blocks of 1024 in four vectors of four, and a
+     * block that has one scanned again value by value below. Written as
+     * vectors because -O2 left the plain loop scalar: 35 us for a batch of
+     * 128 Fashion-MNIST images on an AVX-512 Xeon (a tenth of a
+     * 128-sample forward); this way 6 us. */
+    for (; i + 1024 <= n; i += 1024) {
+        bits4 a = {0}, b = {0}, c = {0}, d = {0};
+        for (size_t j = i; j < i + 1024; j += 16) {
+            a |= nonfinite_bits4(x + j);
+            b |= nonfinite_bits4(x + j + 4);
+            c |= nonfinite_bits4(x + j + 8);
+            d |= nonfinite_bits4(x + j + 12);
         }
-        if (bits)
+        bits4 any = (a | b) | (c | d);
+        if (any[0] | any[1] | any[2] | any[3])
             break;
     }
     for (; i < n; i++)
