@@ -76,8 +76,10 @@ int main(int argc, char **argv)
     float *x = malloc(batch * in * sizeof *x), *y = malloc(batch * outs * sizeof *y);
     if (!x || !y)
         return 1;
+    size_t vocab = kiln_model_vocab(m); /* a token model reads token ids */
     for (size_t i = 0; i < batch * in; i++)
-        x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f;
+        x[i] = vocab ? (float)((i * 2654435761u) % vocab)
+                     : (float)((i * 2654435761u) % 1000) / 1000.0f;
     size_t sizes[2] = {1, batch};
     for (int s = 0; s < 2; s++)
         printf("%s: kiln_net_forward of %4zu samples %9.4f ms\n", model, sizes[s],

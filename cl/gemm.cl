@@ -23,7 +23,8 @@
  *
  *   pack_panels: dst[p][kk][j] = along_k ? src[(p*w + j) * ld + kk]
  *                                        : src[kk * ld + p*w + j]
- *   gemm_tile:   tile (p, q) of C, rows p*MR.., columns q*NR..
+ *   gemm_tile:   tile (p, q) of C, rows p*MR.., columns q*NR.. (across: the
+ *                launch's first dimension runs along q)
  *   im2col_panels: op(B) packed straight from a convolution's input
  *   conv_tiles:  a whole convolution, packing and tiles in one launch
  *   pad_planes, conv_pixels: a convolution with few output channels, its
@@ -238,9 +239,10 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global const float *b,
           __global float *c, const ulong c_off, const ulong ldc, const ulong m, const ulong n,
           const ulong k, const float alpha, const float beta, __global const float *bias,
-          const uint epilogue)
+          const uint epilogue, const uint across)
 {
-    size_t row0 = get_global_id(0) * MR, col0 = get_global_id(1) * NR;
+    size_t t0 = get_global_id(0), t1 = get_global_id(1);
+    size_t row0 = (across ? t1 : t0) * MR, col0 = (across ? t0 : t1) * NR;
     size_t width = min((size_t)NR, (size_t)n - col0);
     ROWS(A_ROW)
     b += col0 * k;

@@ -1,12 +1,11 @@
 /* kiln's own GEMM for CPU-class devices (cl/gemm.cl): op(B) and, when
- * transposed, op(A) are packed into panels in scratch buffers the
- * context's blas state keeps, then one launch computes C tile by tile. The scratch buffers grow
- * to the largest product seen; the in-order queue makes reuse safe. The
- * register tile (MR x NR, NR = 2 V) is a build option of gemm.cl, chosen
- * once per context (gemm_tile_get); packing widths and grids here use
- * the same values. A product whose k exceeds the tile's k block runs as
- * blocks of k, packed and launched in turn, each after the first adding to
- * C (beta = 1), so that a panel of B stays in the cache. */
+ * transposed, op(A) are packed into panels in scratch buffers the context's
+ * blas state keeps (grown to the largest product; the in-order queue makes
+ * reuse safe), then one launch computes C tile by tile. The register tile
+ * (MR x NR, NR = 2 V) is a build option of gemm.cl, chosen once per context
+ * (gemm_tile_get). A product whose k exceeds the tile's k block runs as
+ * blocks of k, each after the first adding to C (beta = 1), so that a
+ * panel of B stays in the cache. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,12 +16,10 @@
 #define GEMM_PACK_K 64
 /* The k block: one packed panel of B (k x NR floats) is kept to a quarter
  * of the core's L2 where the device is the host's CPU (PoCL) and the C
- * library knows the L2 (1 MiB per core on a Zen 4 EPYC: 256 KiB, k 2048
- * for 8 x 32; 2 MiB on an Emerald Rapids Xeon: k 4096, which took the
- * long weight gradient from 0.69 to 0.78 of OpenBLAS there), else to
- * 256 KiB; and to an eighth of the device's cache per compute unit where
- * that is less (1 MiB where the driver does not say; PoCL reports the
- * last-level cache). docs/gemm.md has the measurements; kiln tune
+ * library knows the L2 (1 MiB on a Zen 4 EPYC: k 2048 for 8 x 32; 2 MiB on
+ * an Emerald Rapids Xeon: k 4096), else to 256 KiB; and to an eighth of
+ * the device's cache per compute unit where that is less (1 MiB where the
+ * driver does not say). docs/gemm.md has the measurements; kiln tune
  * measures the k block. */
 #define GEMM_PANEL_BYTES (256u << 10)
 /* Items per compute unit of gemm_slots and conv_tiles, each with a panel
@@ -30,15 +27,12 @@
 #define SLOT_ITEMS_PER_UNIT 16
 /* gemm_slots takes products with at most this many rows of A. */
 #define SLOT_MAX_ROWS 128
-/* gemv_rows takes products A B^T with at most this many rows of A: on an
- * AMD EPYC (AVX2) it beat gemm_slots from 1 row (2.8x) to 24 (1.07x) at
- * n 256, k 784. */
+/* gemv_rows takes products A B^T with at most this many rows of A (on an
+ * AVX2 EPYC it beat gemm_slots from 1 row, 2.8x, to 24, 1.07x). */
 #define GEMV_MAX_ROWS 16
 #define GEMM_CACHE_GUESS (1u << 20)
-/* gemm.cl compiles twice per tile (A in place, A packed): the packing
- * kernels are taken from the program for an op(A) read in place, not from
- * a third one; its tile kernel is the slowest source of kiln to compile,
- * 40-70 s on rusticl's llvmpipe. */
+/* gemm.cl compiles twice per tile (A in place, A packed; the packing
+ * kernels come from the first): the slowest source of kiln to compile. */
 enum { PLAIN_A = 0, PACKED_A = 1 };
 
 static int tile_valid(gemm_tile t)
@@ -179,6 +173,8 @@ static kiln_status tiled_state(kiln_ctx *ctx, blas_state **out)
 {
     kiln_status st = blas_state_get(ctx, out);
     gemm_tile t;
+    if (st == KILN_OK && !(*out)->b_fits)
+        (*out)->b_fits = host_l2_bytes(ctx) ? host_l2_bytes(ctx) / 2 : 2 * GEMM_PANEL_BYTES;
     if (st != KILN_OK || (*out)->tile.mr)
         return st;
     st = chosen_tile(ctx, 0, &t);
@@ -309,10 +305,15 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
     size_t mr = (size_t)s->tile.mr, nr = 2 * (size_t)s->tile.v;
     cl_mem bias = epilogue_bias(epi, c);
     cl_uint flags = epilogue_flags(epi);
-    return launch_tiles(ctx, kernel, "gemm_tile", (m + mr - 1) / mr, (n + nr - 1) / nr,
+    /* where B's block stays in the cache, tiles in a row run together so
+     * that their rows of A are read once (the GPT's forward at batch 128:
+     * 43 ms instead of 55); else tiles down a panel of B share it */
+    cl_uint across = k * n * sizeof(float) <= s->b_fits;
+    size_t rows = (m + mr - 1) / mr, cols = (n + nr - 1) / nr;
+    return launch_tiles(ctx, kernel, "gemm_tile", across ? cols : rows, across ? rows : cols,
                         KARG(ap), KARG(ao), KARG(la), KARG(bp), KARG(c), KARG(co),
                         KARG(lc), KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta),
-                        KARG(bias), KARG(flags));
+                        KARG(bias), KARG(flags), KARG(across));
 }
 
 /* k split into blocks of at most the tile's kc, of equal length but for
