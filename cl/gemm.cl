@@ -11,8 +11,9 @@
  * op(B) is always packed into panels of NR columns, so that every step
  * reads NR contiguous floats whatever the transpose and the leading
  * dimension (a power-of-two stride would otherwise alias in the caches).
- * op(A) is read in place when it is not transposed (MR rows streamed side
- * by side) and packed into panels of MR rows when it is (A_PACKED).
+ * op(A) is read in place: MR rows streamed side by side, or with A_TRANS
+ * (op(A) = A^T) MR adjacent columns of A, a row of A a step; where k is
+ * long, A^T is packed into panels of MR rows first.
  * Panels are padded by repeating the last row or column: padded results
  * are computed and never stored.
  *
@@ -148,13 +149,18 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
     size_t k1 = min(k0 + (size_t)span, (size_t)k);
     if (w == NR) /* op(B)'s panels; w is a constant in each call */
         pack_panel(dst + p * k * NR, src + off, ld, along_k, extent, p * NR, k0, k1, NR);
-    else /* op(A)'s, of MR, only ever packed across k (A^T, gemm.c) */
+    else /* op(A)'s, of MR, only ever packed across k (A^T with a long k, gemm.c) */
         pack_panel(dst + p * k * MR, src + off, ld, 0, extent, p * MR, k0, k1, MR);
 }
 
-#if A_PACKED
-#define A_ROW(r) __global const float *a##r = a + row0 * k + r;
-#define A_STEP MR
+#if A_TRANS
+/* row q of op(A) = A^T at a + a_off + q / MR * panel + q % MR, its k
+ * values lda apart: in place (panel = MR: column q of A), or packed into
+ * panels of MR rows (panel = k MR, lda = MR) */
+#define A_ROW(r)                                                  \
+    size_t q##r = min(row0 + r, (size_t)m - 1);                   \
+    __global const float *a##r = a + a_off + q##r / MR * panel + q##r % MR;
+#define A_STEP lda
 #else
 #define A_ROW(r) __global const float *a##r = a + a_off + min(row0 + r, (size_t)m - 1) * lda;
 #define A_STEP 1
@@ -239,7 +245,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global const float *b,
           __global float *c, const ulong c_off, const ulong ldc, const ulong m, const ulong n,
           const ulong k, const float alpha, const float beta, __global const float *bias,
-          const uint epilogue, const uint across)
+          const uint epilogue, const uint across, const ulong panel)
 {
     size_t t0 = get_global_id(0), t1 = get_global_id(1);
     size_t row0 = (across ? t1 : t0) * MR, col0 = (across ? t0 : t1) * NR;
@@ -452,7 +458,7 @@ im2col_panels(__global float *dst, __global const float *x, const uint C, const 
         pack_columns(dst, x, C, H, W, K, S, P, D, OH, OW, j0, kbase, k0, k1, extent);
 }
 
-#if !A_PACKED
+#if !A_TRANS
 /* Row `row` of m of a tile's NR results, columns q0 .. q0 + width - 1 of
  * (N * P2) that start at plane position p of sample n, into y (N, m, P2). */
 OUT_OF_LINE void store_planes(__global float *y, floatV x0, floatV x1, size_t n, uint p,
@@ -524,7 +530,7 @@ conv_tiles(__global const float *a, __global const float *x, __global float *y,
 }
 #endif
 
-#if !A_PACKED
+#if !A_TRANS
 /* xp (N C planes of Hp x Wp) = x (N C planes of H x W) with P zeros on
  * every side: an item a plane, written front to back. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
@@ -707,7 +713,7 @@ __kernel void sum_columns(__global const float *slots, __global float *dw, const
 }
 #endif
 
-#if !A_PACKED
+#if !A_TRANS
 #define G_ROW(r) \
     __global const float *a##r = g + (sample * m + min(row0 + r, (size_t)m - 1)) * P2 + p;
 #define STORE_PART STORE_TILE_AT(part + row0 * n + col0, n, 1.0f, beta, part, 0)
@@ -901,7 +907,7 @@ OUT_OF_LINE void store_phase(__global float *dx, floatV x0, floatV x1, im2col_at
     }
 }
 
-#if !A_PACKED
+#if !A_TRANS
 #define STORE_PHASE(r)                                                                     \
     if (row0 + r < m)                                                                      \
         store_phase(dx, c##r##0, c##r##1, at, width, row0 + r, C, H, W, HA, WB, pa, pb, S, \
@@ -955,7 +961,7 @@ conv_phase_tiles(__global const float *wp, __global const float *g, __global flo
 }
 #endif
 
-#if !A_PACKED
+#if !A_TRANS
 /* The weights of each phase in panels for conv_phase_pixels: for phase
  * (a, b), its th tw taps by O channels, k = (t, u, o) (the taps outer, so
  * that the product's inner loop runs over the O channels), by C input

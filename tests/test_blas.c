@@ -96,10 +96,11 @@ END_TEST
 /* A product of sub-matrices: each operand starts at an offset inside a
  * larger buffer and has a leading dimension wider than its columns, as the
  * convolution's per-sample products and views use them. */
-static void offset_case(kiln_ctx *ctx, int ta, int tb, size_t m)
+static void offset_case(kiln_ctx *ctx, int ta, int tb, size_t m, size_t wide_lda)
 {
     size_t n = 301, k = 37, pad = 3, off = 11; /* n: gemm_slots on CPUs */
-    size_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+    size_t lda = wide_lda ? wide_lda : (ta ? m : k) + pad, ldb = (tb ? k : n) + pad;
+    size_t ldc = n + pad;
     size_t na = off + (ta ? k : m) * lda, nb = off + (tb ? n : k) * ldb, nc = off + m * ldc;
     float *a = test_alloc(na * sizeof *a), *b = test_alloc(nb * sizeof *b);
     float *c = test_alloc(nc * sizeof *c), *got = test_alloc(nc * sizeof *got);
@@ -124,8 +125,9 @@ static void offset_case(kiln_ctx *ctx, int ta, int tb, size_t m)
         }
         worst = fmax(worst, fabs(got[i] - want));
     }
-    ck_assert_msg(worst < 1e-4, "%s m=%zu trans_a=%d trans_b=%d: worst error %g (padding must "
-                  "stay untouched)", kiln_gemm_engine_str(kiln_ctx_gemm(ctx)), m, ta, tb, worst);
+    ck_assert_msg(worst < 1e-4, "%s m=%zu lda=%zu trans_a=%d trans_b=%d: worst error %g "
+                  "(padding must stay untouched)", kiln_gemm_engine_str(kiln_ctx_gemm(ctx)), m,
+                  lda, ta, tb, worst);
     kiln_tensor_free(da);
     kiln_tensor_free(db);
     kiln_tensor_free(dc);
@@ -139,8 +141,10 @@ START_TEST(sgemm_on_submatrices_at_offsets)
 {
     kiln_ctx *ctx = test_ctx();
     kiln_ctx_set_gemm(ctx, engines[_i / 4]);
-    offset_case(ctx, _i & 1, (_i >> 1) & 1, 19);
-    offset_case(ctx, _i & 1, (_i >> 1) & 1, 1); /* one row */
+    offset_case(ctx, _i & 1, (_i >> 1) & 1, 19, 0);
+    offset_case(ctx, _i & 1, (_i >> 1) & 1, 1, 0); /* one row */
+    /* rows of A 2 KiB apart: kiln's GEMM copies A^T to another stride first */
+    offset_case(ctx, _i & 1, (_i >> 1) & 1, 19, 512);
     kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
 }
 END_TEST

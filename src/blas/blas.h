@@ -45,7 +45,7 @@ typedef struct {
     size_t scratch_bytes[2];
     gemm_log *log;           /* when set, blas_sgemm records its shapes */
     gemm_tile tile;          /* kiln's GEMM tile; mr 0 until the first product chooses */
-    char tile_options[2][48]; /* gemm.cl's options for that tile: A in place, A packed */
+    char tile_options[2][48]; /* gemm.cl's options for that tile: A, A^T */
     size_t b_fits;           /* gemm_tile walks B's panels inside a row of tiles where
                                 B's k block is at most this many bytes (0: not known yet) */
     char record[512];        /* the tuning record applied when the context opened, or "" */

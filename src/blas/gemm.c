@@ -1,7 +1,7 @@
-/* kiln's own GEMM for CPU-class devices (cl/gemm.cl): op(B) and, when
- * transposed, op(A) are packed into panels in scratch buffers the context's
- * blas state keeps (grown to the largest product; the in-order queue makes
- * reuse safe), then one launch computes C tile by tile. The register tile
+/* kiln's own GEMM for CPU-class devices (cl/gemm.cl): op(B) is packed into
+ * panels in scratch buffers the context's blas state keeps (grown to the
+ * largest product; the in-order queue makes reuse safe), op(A) is read in
+ * place, and one launch computes C tile by tile. The register tile
  * (MR x NR, NR = 2 V) is a build option of gemm.cl, chosen once per context
  * (gemm_tile_get). A product whose k exceeds the tile's k block runs as
  * blocks of k, each after the first adding to C (beta = 1), so that a
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "blas/blas.h"
+#include "blas/gemm_internal.h"
 
 #define GEMM_PACK_K 64
 /* The k block: one packed panel of B (k x NR floats) is kept to a quarter
@@ -31,9 +31,9 @@
  * AVX2 EPYC it beat gemm_slots from 1 row, 2.8x, to 24, 1.07x). */
 #define GEMV_MAX_ROWS 16
 #define GEMM_CACHE_GUESS (1u << 20)
-/* gemm.cl compiles twice per tile (A in place, A packed; the packing
+#define A_IN_PLACE_K 256
+/* gemm.cl compiles twice per tile (A, A^T read in place; the packing
  * kernels come from the first): the slowest source of kiln to compile. */
-enum { PLAIN_A = 0, PACKED_A = 1 };
 
 static int tile_valid(gemm_tile t)
 {
@@ -124,9 +124,9 @@ kiln_status gemm_kc_parse(const char *text, const char *what, size_t *out)
 void gemm_tile_put(blas_state *s, gemm_tile t)
 {
     s->tile = t;
-    for (int packed = 0; packed < 2; packed++)
-        snprintf(s->tile_options[packed], sizeof s->tile_options[packed],
-                 "-DA_PACKED=%d -DMR=%d -DV=%d", packed, t.mr, t.v);
+    for (int trans = 0; trans < 2; trans++)
+        snprintf(s->tile_options[trans], sizeof s->tile_options[trans],
+                 "-DA_TRANS=%d -DMR=%d -DV=%d", trans, t.mr, t.v);
 }
 
 /* t's k block: $KILN_GEMM_KC, else kc when set, else the device's. */
@@ -169,7 +169,7 @@ kiln_status gemm_tile_tuned(kiln_ctx *ctx, blas_state *s, int mr, int nr, size_t
 }
 
 /* The context's state with its tile chosen. */
-static kiln_status tiled_state(kiln_ctx *ctx, blas_state **out)
+kiln_status gemm_tiled_state(kiln_ctx *ctx, blas_state **out)
 {
     kiln_status st = blas_state_get(ctx, out);
     gemm_tile t;
@@ -186,7 +186,7 @@ static kiln_status tiled_state(kiln_ctx *ctx, blas_state **out)
 kiln_status gemm_tile_get(kiln_ctx *ctx, gemm_tile *out)
 {
     blas_state *s;
-    kiln_status st = tiled_state(ctx, &s);
+    kiln_status st = gemm_tiled_state(ctx, &s);
     if (st == KILN_OK)
         *out = s->tile;
     return st;
@@ -205,7 +205,7 @@ kiln_status gemm_tile_set(kiln_ctx *ctx, gemm_tile tile)
         return st;
     if (tile.mr == 0) {
         s->tile.mr = 0;
-        return tiled_state(ctx, &s);
+        return gemm_tiled_state(ctx, &s);
     }
     if (tile.kc == 0 && (st = chosen_kc(ctx, 0, &tile)) != KILN_OK)
         return st;
@@ -213,7 +213,7 @@ kiln_status gemm_tile_set(kiln_ctx *ctx, gemm_tile tile)
     return KILN_OK;
 }
 
-static kiln_status scratch(kiln_ctx *ctx, int which, size_t bytes, cl_mem *out)
+kiln_status gemm_scratch(kiln_ctx *ctx, int which, size_t bytes, cl_mem *out)
 {
     blas_state *s;
     kiln_status st = blas_state_get(ctx, &s);
@@ -245,11 +245,11 @@ void gemm_scratch_free(blas_state *s)
 
 /* Packs a k-long operand with `extent` rows (along_k: rows run along k in
  * memory) into panels of w, padded to a multiple of w. */
-static kiln_status pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem src, size_t off,
+kiln_status gemm_pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem src, size_t off,
                         size_t ld, int along_k, size_t extent, size_t k, cl_uint w, cl_mem *out)
 {
     size_t panels = (extent + w - 1) / w;
-    kiln_status st = scratch(ctx, which, panels * w * k * sizeof(float), out);
+    kiln_status st = gemm_scratch(ctx, which, panels * w * k * sizeof(float), out);
     cl_kernel kernel;
     if (st == KILN_OK)
         st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "pack_panels", &kernel);
@@ -283,26 +283,32 @@ static cl_mem epilogue_bias(const gemm_epilogue *epi, cl_mem other)
     return epi && epi->bias ? epi->bias : other;
 }
 
-/* C = alpha op(A) B + beta C with B in panels bp (op(A) packed when ta),
- * then the epilogue epi. */
+/* C = alpha op(A) B + beta C with B in panels bp, then the epilogue epi.
+ * op(A) is read in place, A^T too up to a k of A_IN_PLACE_K (a tile's
+ * cache lines of A^T, twice as many as a packed panel's, then fit L1:
+ * TN 288 x 25088 x 64 at 1.05 of OpenBLAS in place, 0.92 packed; TN 512 x
+ * 128 x 768 at 0.78 in place, 1.11 packed). */
 static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, size_t m, size_t n, size_t k,
                          float alpha, cl_mem a, size_t a_off, size_t lda, cl_mem bp, float beta,
                          cl_mem c, size_t c_off, size_t ldc, const gemm_epilogue *epi)
 {
     cl_mem ap = a;
     kiln_status st = KILN_OK;
-    if (ta == KILN_TRANS) {
-        st = pack(ctx, s, 0, a, a_off, lda, 0, m, k, (cl_uint)s->tile.mr, &ap);
+    size_t mr = (size_t)s->tile.mr, nr = 2 * (size_t)s->tile.v;
+    cl_ulong panel = mr;
+    if (ta == KILN_TRANS && k > A_IN_PLACE_K) {
+        st = gemm_pack(ctx, s, 0, a, a_off, lda, 0, m, k, (cl_uint)mr, &ap);
         a_off = 0;
+        lda = mr;
+        panel = k * mr;
     }
     cl_kernel kernel;
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[ta == KILN_TRANS ? PACKED_A : PLAIN_A],
+        st = kernel_get(ctx, "gemm.cl", s->tile_options[ta == KILN_TRANS ? TRANS_A : PLAIN_A],
                         "gemm_tile", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, co = c_off, lc = ldc, mm = m, nn = n, kk = k;
-    size_t mr = (size_t)s->tile.mr, nr = 2 * (size_t)s->tile.v;
     cl_mem bias = epilogue_bias(epi, c);
     cl_uint flags = epilogue_flags(epi);
     /* where B's block stays in the cache, tiles in a row run together so
@@ -313,7 +319,7 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
     return launch_tiles(ctx, kernel, "gemm_tile", across ? cols : rows, across ? rows : cols,
                         KARG(ap), KARG(ao), KARG(la), KARG(bp), KARG(c), KARG(co),
                         KARG(lc), KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta),
-                        KARG(bias), KARG(flags), KARG(across));
+                        KARG(bias), KARG(flags), KARG(across), KARG(panel));
 }
 
 /* k split into blocks of at most the tile's kc, of equal length but for
@@ -327,7 +333,7 @@ static size_t block_length(const blas_state *s, size_t k)
 
 /* Items of a launch whose items each keep a panel slot of their own
  * (gemm_slots, conv_tiles): at most SLOT_ITEMS_PER_UNIT per compute unit. */
-static size_t slot_items(const kiln_ctx *ctx, size_t panels)
+size_t gemm_slot_items(const kiln_ctx *ctx, size_t panels)
 {
     size_t most = SLOT_ITEMS_PER_UNIT * device_units(&ctx->info);
     return panels < most ? panels : most;
@@ -352,10 +358,10 @@ static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, 
                          cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
                          size_t c_off, size_t ldc, const gemm_epilogue *epi)
 {
-    size_t nr = 2 * (size_t)s->tile.v, items = slot_items(ctx, (n + nr - 1) / nr);
+    size_t nr = 2 * (size_t)s->tile.v, items = gemm_slot_items(ctx, (n + nr - 1) / nr);
     cl_mem scratch_slots;
     cl_kernel kernel;
-    kiln_status st = scratch(ctx, 1, items * k * nr * sizeof(float), &scratch_slots);
+    kiln_status st = gemm_scratch(ctx, 1, items * k * nr * sizeof(float), &scratch_slots);
     if (st == KILN_OK)
         st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "gemm_slots", &kernel);
     if (st != KILN_OK)
@@ -397,7 +403,7 @@ kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
 {
     cl_mem bp;
     blas_state *s;
-    kiln_status st = tiled_state(ctx, &s);
+    kiln_status st = gemm_tiled_state(ctx, &s);
     if (st == KILN_OK && ta == KILN_NO_TRANS && tb == KILN_TRANS && m <= GEMV_MAX_ROWS)
         return gemv(ctx, s, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc,
                     epi);
@@ -410,7 +416,7 @@ kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
         /* op(B) rows k0.. and op(A) columns k0..; later blocks add to C */
         size_t b_at = b_off + (tb == KILN_TRANS ? k0 : k0 * ldb);
         size_t a_at = a_off + (ta == KILN_TRANS ? k0 * lda : k0);
-        st = pack(ctx, s, 1, b, b_at, ldb, tb == KILN_TRANS, n, len, 2 * (cl_uint)s->tile.v,
+        st = gemm_pack(ctx, s, 1, b, b_at, ldb, tb == KILN_TRANS, n, len, 2 * (cl_uint)s->tile.v,
                   &bp);
         if (st == KILN_OK)
             st = tiles(ctx, s, ta, m, n, len, alpha, a, a_at, lda, bp, k0 ? 1.0f : beta, c,
@@ -426,7 +432,7 @@ static kiln_status im2col_block(kiln_ctx *ctx, const blas_state *s, const gemm_i
     /* the panels are as wide as the tile kernel's NR, the same -DV */
     size_t nr = 2 * (size_t)s->tile.v, panels = (n + nr - 1) / nr;
     cl_kernel kernel;
-    kiln_status st = scratch(ctx, 1, panels * nr * len * sizeof(float), bp);
+    kiln_status st = gemm_scratch(ctx, 1, panels * nr * len * sizeof(float), bp);
     if (st == KILN_OK)
         st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "im2col_panels", &kernel);
     if (st != KILN_OK)
@@ -449,7 +455,7 @@ kiln_status gemm_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a
     size_t n = transposed ? rows : cols, k = transposed ? cols : rows;
     blas_state *s;
     cl_mem bp;
-    kiln_status st = tiled_state(ctx, &s);
+    kiln_status st = gemm_tiled_state(ctx, &s);
     size_t kb = st == KILN_OK ? block_length(s, k) : 0;
     for (size_t k0 = 0; st == KILN_OK && k0 < k; k0 += kb) {
         size_t len = k - k0 < kb ? k - k0 : kb;
@@ -464,337 +470,5 @@ kiln_status gemm_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a
 int gemm_cpu_conv_fits(kiln_ctx *ctx, size_t k)
 {
     blas_state *s;
-    return tiled_state(ctx, &s) == KILN_OK && k <= s->tile.kc;
-}
-
-/* Where gemm_cpu_conv takes conv_pixels: up to 64 output channels (each
- * panel of conv_tiles' packed columns then serves few row tiles, and its
- * packing costs nearly as much as the products), and from 64 taps a pixel
- * (below, as in a stem over 3 channels, packing is cheap and a tile's own
- * setup and stores weigh more). Measured over the ResNet of
- * examples/resnet_cifar.ini at batch 128 (device time, AMD EPYC, 2
- * threads): 32 -> 32 channels at 32 x 32, forward 34-41 ms -> 22 ms and
- * backward (its input gradient) 67 -> 57 ms; 32 -> 64 at stride 2, 15 ->
- * 11 ms; 64 -> 64 at 16 x 16, 17.4 -> 16.8 ms; the stem, 5.7 -> 6.8 ms. */
-#define PIXELS_MAX_CHANNELS 64
-#define PIXELS_MIN_K 64
-
-/* Whether a convolution of m output channels over k taps a pixel takes
- * conv_pixels and conv_weight_pixels. */
-static int pixels_pay(size_t m, size_t k)
-{
-    return m <= PIXELS_MAX_CHANNELS && k >= PIXELS_MIN_K;
-}
-
-/* planes of h x w in buf zero-padded by p on every side (pad_planes)
- * into scratch 0, or buf itself where p is 0. */
-static kiln_status padded(kiln_ctx *ctx, const blas_state *s, cl_mem buf, size_t planes,
-                          size_t h, size_t w, size_t p, cl_mem *out)
-{
-    size_t hp = h + 2 * p, wp = w + 2 * p;
-    cl_kernel pad;
-    *out = buf;
-    if (!p)
-        return KILN_OK;
-    kiln_status st = scratch(ctx, 0, planes * hp * wp * sizeof(float), out);
-    if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "pad_planes", &pad);
-    cl_uint H = (cl_uint)h, W = (cl_uint)w, P = (cl_uint)p;
-    if (st == KILN_OK)
-        st = launch_1d(ctx, pad, "pad_planes", planes, 1, KARG(buf), KARG(*out), KARG(H),
-                       KARG(W), KARG(P));
-    return st;
-}
-
-/* x zero-padded by its padding (padded). */
-static kiln_status padded_input(kiln_ctx *ctx, const blas_state *s, const gemm_im2col *x,
-                                cl_mem *out)
-{
-    return padded(ctx, s, x->x, x->n * x->c, x->h, x->w, x->p, out);
-}
-
-/* The convolution as conv_pixels: x zero-padded into scratch 0 (unless P
- * is 0), the weights packed into panels of NR in scratch 1. */
-static kiln_status conv_pixels(kiln_ctx *ctx, const blas_state *s, size_t m, cl_mem a,
-                               const gemm_im2col *x, cl_mem y, cl_uint add)
-{
-    size_t k = x->c * x->k * x->k, hp = x->h + 2 * x->p, wp = x->w + 2 * x->p;
-    cl_mem padded, panels;
-    cl_kernel kernel;
-    kiln_status st = padded_input(ctx, s, x, &padded);
-    if (st == KILN_OK)
-        st = pack(ctx, s, 1, a, 0, k, 1, m, k, 2 * (cl_uint)s->tile.v, &panels);
-    if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_pixels", &kernel);
-    if (st != KILN_OK)
-        return st;
-    size_t npix = x->n * x->oh * x->ow, mr = (size_t)s->tile.mr;
-    size_t items = slot_items(ctx, (npix + mr - 1) / mr);
-    cl_uint C = (cl_uint)x->c, Hp = (cl_uint)hp, Wp = (cl_uint)wp, K = (cl_uint)x->k,
-            S = (cl_uint)x->s, D = (cl_uint)x->d, OH = (cl_uint)x->oh, OW = (cl_uint)x->ow;
-    cl_ulong mm = m, np = npix;
-    return launch_1d(ctx, kernel, "conv_pixels", items, 1, KARG(panels), KARG(padded), KARG(y),
-                     KARG(C), KARG(Hp), KARG(Wp), KARG(K), KARG(S), KARG(D), KARG(OH),
-                     KARG(OW), KARG(mm), KARG(np), KARG(add));
-}
-
-kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y,
-                          int add)
-{
-    size_t k = x->c * x->k * x->k, n = x->n * x->oh * x->ow;
-    blas_state *s;
-    cl_mem slots;
-    cl_kernel kernel;
-    kiln_status st = tiled_state(ctx, &s);
-    if (st == KILN_OK && pixels_pay(m, k))
-        return conv_pixels(ctx, s, m, a, x, y, (cl_uint)add);
-    size_t nr = st == KILN_OK ? 2 * (size_t)s->tile.v : 1;
-    size_t items = slot_items(ctx, (n + nr - 1) / nr);
-    if (st == KILN_OK)
-        st = scratch(ctx, 1, items * k * nr * sizeof(float), &slots);
-    if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_tiles", &kernel);
-    if (st != KILN_OK)
-        return st;
-    cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,
-            S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
-            OW = (cl_uint)x->ow;
-    cl_ulong mm = m, nn = n, kk = k;
-    cl_uint adds = (cl_uint)add;
-    return launch_1d(ctx, kernel, "conv_tiles", items, 1, KARG(a), KARG(x->x), KARG(y),
-                     KARG(slots), KARG(C), KARG(H), KARG(W), KARG(K), KARG(S), KARG(P),
-                     KARG(D), KARG(OH), KARG(OW), KARG(mm), KARG(nn), KARG(kk), KARG(adds));
-}
-
-/* Items of conv_weight_slots: a few per compute unit (each adds a slot of
- * m x n partial sums that sum_slots reads back), none with an empty
- * range. */
-#define WEIGHT_ITEMS_PER_UNIT 4
-/* The largest weight gradient taken from per-item slots: an item's slot
- * of partial sums is passed over once per k run and should stay near its
- * core's cache. Above it (128 x 128 x 3 x 3 weights at 8 x 8) the blocked
- * GEMM measured faster on a 2-core AMD EPYC (docs/gemm.md). */
-#define WEIGHT_SLOT_BYTES (512u << 10)
-/* The bytes of the output gradient one item multiplies per k run. */
-#define WEIGHT_ROWS_BYTES (128u << 10)
-
-/* Where a weight gradient takes conv_weight_pixels: up to 128 output
- * channels and from 64 taps. Measured over the ResNet as above, backward
- * (weight and input gradients): 32 -> 32 at 32 x 32, 60 -> 43 ms; 64 -> 64
- * at 16 x 16, 39 -> 34 ms; 128 -> 128 at 8 x 8, 36 -> 32 ms; device time
- * 407 -> 371 ms a step. */
-#define WEIGHT_PIXELS_MAX_CHANNELS 128
-
-static int weight_pixels_pay(size_t m, size_t n)
-{
-    return m <= WEIGHT_PIXELS_MAX_CHANNELS && n >= PIXELS_MIN_K;
-}
-
-int gemm_cpu_conv_weights_pay(size_t m, size_t n)
-{
-    return weight_pixels_pay(m, n) || m * n * sizeof(float) <= WEIGHT_SLOT_BYTES;
-}
-
-#define WEIGHT_PIXELS_RUN 64
-
-/* The weight gradient as conv_weight_pixels (a slot per item of output
- * rows, the taps read from x zero-padded) and sum_columns. */
-static kiln_status weight_pixels(kiln_ctx *ctx, const blas_state *s, cl_mem g,
-                                 const gemm_im2col *x, size_t m, cl_mem dw)
-{
-    size_t n = x->c * x->k * x->k, rows = x->n * x->oh, nr = 2 * (size_t)s->tile.v;
-    size_t op = (m + nr - 1) / nr * nr, items = WEIGHT_ITEMS_PER_UNIT * device_units(&ctx->info);
-    items = items < rows ? items : rows;
-    /* output rows a pass of the tiles takes: at least WEIGHT_PIXELS_RUN
-     * pixels, so that loading and storing a tile's sums weighs little */
-    size_t ch = (WEIGHT_PIXELS_RUN + x->ow - 1) / x->ow;
-    ch = ch < x->oh ? ch : x->oh;
-    cl_mem padded, buf;
-    cl_kernel kernel, sum;
-    kiln_status st = padded_input(ctx, s, x, &padded);
-    if (st == KILN_OK)
-        st = scratch(ctx, 1, items * (n + ch * x->ow) * op * sizeof(float), &buf);
-    if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_weight_pixels",
-                        &kernel);
-    if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "sum_columns", &sum);
-    if (st != KILN_OK)
-        return st;
-    cl_uint C = (cl_uint)x->c, Hp = (cl_uint)(x->h + 2 * x->p), Wp = (cl_uint)(x->w + 2 * x->p),
-            K = (cl_uint)x->k, S = (cl_uint)x->s, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
-            OW = (cl_uint)x->ow, mm = (cl_uint)m, OP = (cl_uint)op, nn = (cl_uint)n,
-            count = (cl_uint)items, CH = (cl_uint)ch;
-    cl_ulong rr = rows;
-    st = launch_1d(ctx, kernel, "conv_weight_pixels", items, 1, KARG(g), KARG(padded),
-                   KARG(buf), KARG(C), KARG(Hp), KARG(Wp), KARG(K), KARG(S), KARG(D),
-                   KARG(OH), KARG(OW), KARG(mm), KARG(OP), KARG(rr), KARG(CH));
-    return st != KILN_OK ? st
-                         : launch_3d(ctx, sum, "sum_columns", m, n, 1, KARG(buf), KARG(dw),
-                                     KARG(mm), KARG(nn), KARG(OP), KARG(count));
-}
-
-kiln_status gemm_cpu_conv_weights(kiln_ctx *ctx, cl_mem g, const gemm_im2col *x, size_t m,
-                                  cl_mem dw)
-{
-    size_t n = x->c * x->k * x->k, total = x->n * x->oh * x->ow;
-    blas_state *s;
-    cl_mem buf;
-    cl_kernel slots_kernel, sum_kernel;
-    kiln_status st = tiled_state(ctx, &s);
-    if (st != KILN_OK)
-        return st;
-    if (weight_pixels_pay(m, n))
-        return weight_pixels(ctx, s, g, x, m, dw);
-    size_t items = WEIGHT_ITEMS_PER_UNIT * device_units(&ctx->info);
-    items = items < total ? items : total;
-    size_t nr = 2 * (size_t)s->tile.v, most = (total + items - 1) / items;
-    /* the longest run an item packs: within the k block, and short enough
-     * that the gradient's rows for it (m of them) stay in the cache while
-     * every panel of dw's columns passes */
-    size_t kc = WEIGHT_ROWS_BYTES / sizeof(float) / m;
-    kc = kc < 64 ? 64 : kc;
-    kc = kc < s->tile.kc ? kc : s->tile.kc;
-    kc = kc < most ? kc : most;
-    size_t part_off = items * kc * nr;
-    st = scratch(ctx, 1, (part_off + items * m * n) * sizeof(float), &buf);
-    if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_weight_slots",
-                        &slots_kernel);
-    if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "sum_slots", &sum_kernel);
-    if (st != KILN_OK)
-        return st;
-    cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,
-            S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
-            OW = (cl_uint)x->ow, count = (cl_uint)items;
-    cl_ulong po = part_off, mm = m, nn = n, tt = total, kk = kc, mn = m * n;
-    st = launch_1d(ctx, slots_kernel, "conv_weight_slots", items, 1, KARG(g), KARG(x->x),
-                   KARG(buf), KARG(po), KARG(C), KARG(H), KARG(W), KARG(K), KARG(S), KARG(P),
-                   KARG(D), KARG(OH), KARG(OW), KARG(mm), KARG(nn), KARG(tt), KARG(kk));
-    return st != KILN_OK ? st
-                         : launch_1d(ctx, sum_kernel, "sum_slots", mn, mn < 64 ? mn : 64,
-                                     KARG(buf), KARG(po), KARG(dw), KARG(mn), KARG(count));
-}
-
-/* The taps of phase a along one axis of a stride-S convolution (gemm.cl's
- * taps_of): the k < K with a + P - k D a multiple of S. */
-static size_t phase_tap_count(size_t a, const gemm_im2col *x)
-{
-    size_t count = 0;
-    for (size_t k = 0; k < x->k; k++)
-        count += (a + x->p + x->s * x->k * x->d - k * x->d) % x->s == 0;
-    return count;
-}
-
-/* The most taps any phase has along one axis. */
-static size_t phase_most_taps(const gemm_im2col *x)
-{
-    size_t most = 0;
-    for (size_t a = 0; a < x->s; a++) {
-        size_t t = phase_tap_count(a, x);
-        most = t > most ? t : most;
-    }
-    return most;
-}
-
-int gemm_cpu_conv_phases_fit(kiln_ctx *ctx, size_t o, const gemm_im2col *x)
-{
-    size_t most = phase_most_taps(x);
-    return gemm_cpu_conv_fits(ctx, o * most * most);
-}
-
-/* The inputs of phase ph (a + S i, b + S j; a = ph / S, b = ph % S) over
- * the batch: N HA WB. */
-static size_t phase_inputs(const gemm_im2col *x, size_t ph)
-{
-    size_t a = ph / x->s, b = ph % x->s;
-    size_t ha = a < x->h ? (x->h - a + x->s - 1) / x->s : 0;
-    size_t wb = b < x->w ? (x->w - b + x->s - 1) / x->s : 0;
-    return x->n * ha * wb;
-}
-
-/* Up to 64 input channels, for kernels wider than 1 x 1: a strided 1 x 1
- * convolution reaches one phase of S x S, and zeroing the others tile by
- * tile measured slower than its column-gradient GEMM (the ResNet's
- * shortcuts, 3.8 -> 5.3 ms and 8.0 -> 9.4 ms). */
-int gemm_cpu_phase_pixels_pay(size_t c, size_t k)
-{
-    return c <= PIXELS_MAX_CHANNELS && k > 1;
-}
-
-/* The strided input gradient as conv_phase_pixels: g zero-padded into
- * scratch 0 by enough for every phase's taps, the weights in each phase's
- * panels (phase_panels) in scratch 1. */
-static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem w,
-                                cl_mem g, const gemm_im2col *x, cl_uint add)
-{
-    size_t nr = 2 * (size_t)s->tile.v, cp = (x->c + nr - 1) / nr * nr;
-    size_t pg = (2 * x->p + x->d * (x->k - 1)) / x->s + 2, mr = (size_t)s->tile.mr, tiles = 0;
-    for (size_t ph = 0; ph < x->s * x->s; ph++)
-        tiles += (phase_inputs(x, ph) + mr - 1) / mr;
-    size_t count = o * cp * x->k * x->k, items = slot_items(ctx, tiles);
-    cl_mem gp, wq;
-    cl_kernel panels, kernel;
-    kiln_status st = padded(ctx, s, g, x->n * o, x->oh, x->ow, pg, &gp);
-    if (st == KILN_OK)
-        st = scratch(ctx, 1, count * sizeof(float), &wq);
-    if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "phase_panels", &panels);
-    if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_phase_pixels", &kernel);
-    if (st != KILN_OK)
-        return st;
-    cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, CP = (cl_uint)cp, H = (cl_uint)x->h,
-            W = (cl_uint)x->w, O = (cl_uint)o, Hp = (cl_uint)(x->oh + 2 * pg),
-            Wp = (cl_uint)(x->ow + 2 * pg), K = (cl_uint)x->k, S = (cl_uint)x->s,
-            P = (cl_uint)x->p, D = (cl_uint)x->d, PG = (cl_uint)pg;
-    st = launch_1d(ctx, panels, "phase_panels", count, 64, KARG(w), KARG(wq), KARG(O), KARG(C),
-                   KARG(CP), KARG(K), KARG(S), KARG(P), KARG(D));
-    return st != KILN_OK || items == 0
-               ? st
-               : launch_1d(ctx, kernel, "conv_phase_pixels", items, 1, KARG(wq), KARG(gp),
-                           KARG(x->x), KARG(N), KARG(C), KARG(H), KARG(W), KARG(O), KARG(Hp),
-                           KARG(Wp), KARG(K), KARG(S), KARG(P), KARG(D), KARG(PG), KARG(add));
-}
-
-kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
-                                 const gemm_im2col *x, int add)
-{
-    size_t most = phase_most_taps(x), panels = 0;
-    blas_state *s;
-    cl_mem wp, slots;
-    cl_kernel weights, tiles_kernel;
-    kiln_status st = tiled_state(ctx, &s);
-    if (st != KILN_OK)
-        return st;
-    if (gemm_cpu_phase_pixels_pay(x->c, x->k))
-        return phase_pixels(ctx, s, o, w, g, x, (cl_uint)add);
-    size_t nr = 2 * (size_t)s->tile.v, slot = o * most * most * nr;
-    for (size_t ph = 0; ph < x->s * x->s; ph++)
-        panels += (phase_inputs(x, ph) + nr - 1) / nr;
-    size_t items = slot_items(ctx, panels), count = o * x->c * x->k * x->k;
-    st = scratch(ctx, 0, count * sizeof(float), &wp);
-    if (st == KILN_OK)
-        st = scratch(ctx, 1, (items ? items : 1) * (slot ? slot : 1) * sizeof(float), &slots);
-    if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "phase_weights", &weights);
-    if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_phase_tiles",
-                        &tiles_kernel);
-    if (st != KILN_OK)
-        return st;
-    cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w,
-            O = (cl_uint)o, OH = (cl_uint)x->oh, OW = (cl_uint)x->ow, K = (cl_uint)x->k,
-            S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d;
-    cl_ulong sl = slot;
-    cl_uint adds = (cl_uint)add;
-    st = launch_1d(ctx, weights, "phase_weights", count, 64, KARG(w), KARG(wp), KARG(O),
-                   KARG(C), KARG(K), KARG(S), KARG(P), KARG(D));
-    return st != KILN_OK || items == 0
-               ? st
-               : launch_1d(ctx, tiles_kernel, "conv_phase_tiles", items, 1, KARG(wp),
-                           KARG(g), KARG(x->x), KARG(slots), KARG(N), KARG(C), KARG(H),
-                           KARG(W), KARG(O), KARG(OH), KARG(OW), KARG(K), KARG(S), KARG(P),
-                           KARG(D), KARG(sl), KARG(adds));
+    return gemm_tiled_state(ctx, &s) == KILN_OK && k <= s->tile.kc;
 }
