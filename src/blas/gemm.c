@@ -285,9 +285,8 @@ static cl_mem epilogue_bias(const gemm_epilogue *epi, cl_mem other)
 
 /* C = alpha op(A) B + beta C with B in panels bp, then the epilogue epi.
  * op(A) is read in place, A^T too up to a k of A_IN_PLACE_K (a tile's
- * cache lines of A^T, twice as many as a packed panel's, then fit L1:
- * TN 288 x 25088 x 64 at 1.05 of OpenBLAS in place, 0.92 packed; TN 512 x
- * 128 x 768 at 0.78 in place, 1.11 packed). */
+ * cache lines of A^T, twice as many as a packed panel's, then fit L1;
+ * docs/gemm.md has the measurements). */
 static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, size_t m, size_t n, size_t k,
                          float alpha, cl_mem a, size_t a_off, size_t lda, cl_mem bp, float beta,
                          cl_mem c, size_t c_off, size_t ldc, const gemm_epilogue *epi)
