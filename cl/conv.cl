@@ -106,13 +106,12 @@ __kernel void col2im_planes(__global const float *dcol, __global float *dx, cons
 
 /* wf (C, O, K, K) from w (O, C, K, K), every kernel turned by half a turn:
  * the input gradient of a stride-1 convolution is the convolution of its
- * output gradient with wf (padding D (K - 1) - P). One item per weight. */
-__kernel void flip_weights(__global const float *w, __global float *wf, const uint O,
-                           const uint C, const uint K)
+ * output gradient with wf (padding D (K - 1) - P). Over (K K, O, C): tap t
+ * = kh K + kw of kernel (o, c) goes to tap K K - 1 - t, no division (four
+ * divisions an item took 0.7 ms for 128 x 128 3 x 3 weights). */
+__kernel void flip_weights(__global const float *w, __global float *wf)
 {
-    uint i = get_global_id(0);
-    if (i >= O * C * K * K)
-        return;
-    uint kw = i % K, kh = i / K % K, c = i / (K * K) % C, o = i / (K * K * C);
-    wf[((c * O + o) * K + (K - 1 - kh)) * K + (K - 1 - kw)] = w[i];
+    uint t = get_global_id(0), o = get_global_id(1), c = get_global_id(2);
+    uint KK = get_global_size(0), O = get_global_size(1), C = get_global_size(2);
+    wf[(c * O + o) * KK + (KK - 1 - t)] = w[(o * C + c) * KK + t];
 }

@@ -192,13 +192,12 @@ static kiln_status fused_input_grads(const op_args *c, const conv_dims *d, cl_me
     kiln_shape s = shape_make(2, d->c, d->o * d->k * d->k, 0, 0);
     kiln_tensor *wf = NULL;
     cl_kernel k;
-    cl_uint O = d->o, C = d->c, K = d->k;
     kiln_status st = kernel_get(c->ctx, "conv.cl", "", "flip_weights", &k);
     if (st == KILN_OK)
         st = tensor_of(c->ctx, &s, &wf);
     if (st == KILN_OK)
-        st = launch_1d(c->ctx, k, "flip_weights", wf->numel, 64,
-                       KARG(c->param[0]->buf), KARG(wf->buf), KARG(O), KARG(C), KARG(K));
+        st = launch_3d(c->ctx, k, "flip_weights", d->k * d->k, d->o, d->c,
+                       KARG(c->param[0]->buf), KARG(wf->buf));
     gemm_im2col x = {g, d->n, d->o, d->oh, d->ow, d->k, 1, d->d * (d->k - 1) - d->p, d->d,
                      d->h, d->w};
     if (st == KILN_OK)
