@@ -13,7 +13,7 @@
  * reduction by k ln 2, Cephes' polynomial, and 2^k built in the exponent
  * bits. Arguments below -87 give e^-87 (1.6e-38), never a denormal.
  * MATH_EXP(name, T, IT) defines it for float type T and int type IT:
- * exp_nonpositive on float, exp_nonpositive16 on float8 (the same
+ * exp_nonpositive on float, exp_nonpositive16 on float16 (the same
  * operations lane by lane, so the same bits). */
 #define MATH_EXP(name, T, IT)                                                       \
     static T name(T x)                                                              \
@@ -37,7 +37,7 @@ MATH_EXP(exp_nonpositive16, float16, int16)
 /* erf(x) to 4.5e-7, relatively to 4e-7 for |x| < 3: Eigen's (and XLA's)
  * rational form in x^2 on [-4, 4], beyond which erf is +-1 in floats. PoCL's
  * erf is some thirty times slower, and Abramowitz and Stegun's 7.1.26 needs
- * an exp besides its division. erf_fast on float, erf_fast16 on float8. */
+ * an exp besides its division. erf_fast on float, erf_fast16 on float16. */
 #define MATH_ERF(name, T)                                                           \
     static T name(T x)                                                              \
     {                                                                               \
