@@ -173,8 +173,10 @@ kiln_status gemm_tiled_state(kiln_ctx *ctx, blas_state **out)
 {
     kiln_status st = blas_state_get(ctx, out);
     gemm_tile t;
-    if (st == KILN_OK && !(*out)->b_fits)
-        (*out)->b_fits = host_l2_bytes(ctx) ? host_l2_bytes(ctx) / 2 : 2 * GEMM_PANEL_BYTES;
+    if (st == KILN_OK && !(*out)->b_fits) {
+        size_t l2 = host_l2_bytes(ctx);
+        (*out)->b_fits = l2 ? l2 / 2 : 2 * GEMM_PANEL_BYTES;
+    }
     if (st != KILN_OK || (*out)->tile.mr)
         return st;
     st = chosen_tile(ctx, 0, &t);
@@ -252,7 +254,7 @@ kiln_status gemm_pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem src,
     kiln_status st = gemm_scratch(ctx, which, panels * w * k * sizeof(float), out);
     cl_kernel kernel;
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "pack_panels", &kernel);
+        st = gemm_kernel(ctx, s, "pack_panels", &kernel);
     if (st != KILN_OK)
         return st;
     /* k in spans of at least GEMM_PACK_K, as few as give every compute
@@ -362,7 +364,7 @@ static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, 
     cl_kernel kernel;
     kiln_status st = gemm_scratch(ctx, 1, items * k * nr * sizeof(float), &scratch_slots);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "gemm_slots", &kernel);
+        st = gemm_kernel(ctx, s, "gemm_slots", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
@@ -383,7 +385,7 @@ static kiln_status gemv(kiln_ctx *ctx, const blas_state *s, size_t m, size_t n, 
                         const gemm_epilogue *epi)
 {
     cl_kernel kernel;
-    kiln_status st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "gemv_rows", &kernel);
+    kiln_status st = gemm_kernel(ctx, s, "gemv_rows", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
@@ -433,7 +435,7 @@ static kiln_status im2col_block(kiln_ctx *ctx, const blas_state *s, const gemm_i
     cl_kernel kernel;
     kiln_status st = gemm_scratch(ctx, 1, panels * nr * len * sizeof(float), bp);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "im2col_panels", &kernel);
+        st = gemm_kernel(ctx, s, "im2col_panels", &kernel);
     if (st != KILN_OK)
         return st;
     cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,

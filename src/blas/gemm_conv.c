@@ -37,7 +37,7 @@ static kiln_status padded(kiln_ctx *ctx, const blas_state *s, cl_mem buf, size_t
         return KILN_OK;
     kiln_status st = gemm_scratch(ctx, 0, planes * hp * wp * sizeof(float), out);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "pad_planes", &pad);
+        st = gemm_kernel(ctx, s, "pad_planes", &pad);
     cl_uint H = (cl_uint)h, W = (cl_uint)w, P = (cl_uint)p;
     if (st == KILN_OK)
         st = launch_1d(ctx, pad, "pad_planes", planes, 1, KARG(buf), KARG(*out), KARG(H),
@@ -64,7 +64,7 @@ static kiln_status conv_pixels(kiln_ctx *ctx, const blas_state *s, size_t m, cl_
     if (st == KILN_OK)
         st = gemm_pack(ctx, s, 1, a, 0, k, 1, m, k, 2 * (cl_uint)s->tile.v, &panels);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_pixels", &kernel);
+        st = gemm_kernel(ctx, s, "conv_pixels", &kernel);
     if (st != KILN_OK)
         return st;
     size_t npix = x->n * x->oh * x->ow, mr = (size_t)s->tile.mr;
@@ -92,7 +92,7 @@ kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
     if (st == KILN_OK)
         st = gemm_scratch(ctx, 1, items * k * nr * sizeof(float), &slots);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_tiles", &kernel);
+        st = gemm_kernel(ctx, s, "conv_tiles", &kernel);
     if (st != KILN_OK)
         return st;
     cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,
@@ -154,10 +154,9 @@ static kiln_status weight_pixels(kiln_ctx *ctx, const blas_state *s, cl_mem g,
     if (st == KILN_OK)
         st = gemm_scratch(ctx, 1, items * (n + ch * x->ow) * op * sizeof(float), &buf);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_weight_pixels",
-                        &kernel);
+        st = gemm_kernel(ctx, s, "conv_weight_pixels", &kernel);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "sum_columns", &sum);
+        st = gemm_kernel(ctx, s, "sum_columns", &sum);
     if (st != KILN_OK)
         return st;
     cl_uint C = (cl_uint)x->c, Hp = (cl_uint)(x->h + 2 * x->p), Wp = (cl_uint)(x->w + 2 * x->p),
@@ -198,10 +197,9 @@ kiln_status gemm_cpu_conv_weights(kiln_ctx *ctx, cl_mem g, const gemm_im2col *x,
     size_t part_off = items * kc * nr;
     st = gemm_scratch(ctx, 1, (part_off + items * m * n) * sizeof(float), &buf);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_weight_slots",
-                        &slots_kernel);
+        st = gemm_kernel(ctx, s, "conv_weight_slots", &slots_kernel);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "sum_slots", &sum_kernel);
+        st = gemm_kernel(ctx, s, "sum_slots", &sum_kernel);
     if (st != KILN_OK)
         return st;
     cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, K = (cl_uint)x->k,
@@ -279,9 +277,9 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
     if (st == KILN_OK)
         st = gemm_scratch(ctx, 1, count * sizeof(float), &wq);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "phase_panels", &panels);
+        st = gemm_kernel(ctx, s, "phase_panels", &panels);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_phase_pixels", &kernel);
+        st = gemm_kernel(ctx, s, "conv_phase_pixels", &kernel);
     if (st != KILN_OK)
         return st;
     cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, CP = (cl_uint)cp, H = (cl_uint)x->h,
@@ -317,10 +315,9 @@ kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
     if (st == KILN_OK)
         st = gemm_scratch(ctx, 1, (items ? items : 1) * (slot ? slot : 1) * sizeof(float), &slots);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "phase_weights", &weights);
+        st = gemm_kernel(ctx, s, "phase_weights", &weights);
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], "conv_phase_tiles",
-                        &tiles_kernel);
+        st = gemm_kernel(ctx, s, "conv_phase_tiles", &tiles_kernel);
     if (st != KILN_OK)
         return st;
     cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w,

@@ -10,6 +10,14 @@
  * packing and convolution kernels come from the first). */
 enum { PLAIN_A = 0, TRANS_A = 1 };
 
+/* Kernel `name` of gemm.cl's first program for s's tile (op(A) = A), where
+ * the packing and convolution kernels live. */
+static inline kiln_status gemm_kernel(kiln_ctx *ctx, const blas_state *s, const char *name,
+                                      cl_kernel *out)
+{
+    return kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], name, out);
+}
+
 /* The context's blas state with its tile chosen. */
 kiln_status gemm_tiled_state(kiln_ctx *ctx, blas_state **out);
 
