@@ -191,9 +191,9 @@ START_TEST(attention_matches_reference)
 }
 END_TEST
 
-/* Every register tile (query rows per work-item, CPUs) and every local
- * tile (rows of a work-group, GPUs) gives the bits of one row per item and
- * no tile, forward and backward, at every case's size. */
+/* Every vector width (rows an item takes, one a lane, CPUs) and every
+ * local tile (rows of a work-group, GPUs) gives the bits of one row per
+ * item and no tile, forward and backward, at every case's size. */
 START_TEST(attention_tiles_give_the_same_bits)
 {
     const attn_case *c = &attn_cases[_i];
@@ -212,9 +212,10 @@ START_TEST(attention_tiles_give_the_same_bits)
     const kiln_tensor *results[3] = {args.out, args.saved[0], args.din[0]};
     static const char *names[3] = {"output", "log-sum-exp", "input gradient"};
     float *one[3] = {NULL, NULL, NULL};
-    /* 1: no register or local tile; PoCL's register tile; a tile past T;
-     * the local tile GPUs (and rusticl) take by default */
-    static const size_t rows[] = {1, 2, 5, 32};
+    /* 1: one row an item and no local tile; 5: 4 lanes, or a tile past
+     * some T; 16: PoCL's lanes; 32: the local tile GPUs (and rusticl)
+     * take by default */
+    static const size_t rows[] = {1, 2, 5, 16, 32};
     int tiles = !device_loops_work_groups(&args.ctx->info);
     for (size_t r = 0; r < sizeof rows / sizeof rows[0] - !tiles; r++) {
         attention_set_rows(rows[r]);

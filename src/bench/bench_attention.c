@@ -72,7 +72,7 @@ static kiln_status attn_time(attn_bench *b, int backward, int reps, double *ms)
 
 const size_t *kiln_attention_choices(const kiln_ctx *ctx)
 {
-    static const size_t registers[KILN_ATTN_CHOICES] = {1, 2, 4, 8};
+    static const size_t registers[KILN_ATTN_CHOICES] = {2, 4, 8, 16};
     static const size_t tiles[KILN_ATTN_CHOICES] = {1, 16, 32, 64};
     return ctx && device_loops_work_groups(&ctx->info) ? registers : tiles;
 }

@@ -48,7 +48,7 @@ static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes
  * elsewhere: on rusticl's llvmpipe, whose local memory and barriers cost
  * more than they save, a tile of 32 took 1.25-1.6x the time of none.
  * Every choice gives the same bits. */
-#define ATTN_CPU_ROWS 2
+#define ATTN_CPU_ROWS 16
 #define ATTN_GPU_TILE 32
 static size_t rows_override; /* attention_set_rows: 0 for the device's choice */
 
@@ -90,18 +90,11 @@ static size_t attn_tile(const kiln_ctx *ctx, size_t D)
     return rows > 1 ? rows : 0;
 }
 
-/* Keys a chunk (KB in cl/attention.cl): 8 where work-groups run as loops
- * (a vector exp and one rescaling per chunk), else 1. */
+/* Keys a chunk (KB in cl/attention.cl) when decoding: 8 where work-groups
+ * run as loops (a vector exp and one rescaling per chunk), else 1. */
 static int attn_chunk(const kiln_ctx *ctx)
 {
     return device_loops_work_groups(&ctx->info) ? 8 : 1;
-}
-
-/* The query rows an item keeps in registers (RQ): the chosen rows where
- * work-groups run as loops, else 1 (tile 0: no local tile either). */
-static size_t register_rows(const kiln_ctx *ctx)
-{
-    return device_loops_work_groups(&ctx->info) ? attention_rows(ctx) : 1;
 }
 
 static size_t head_dim(const op_args *c)
@@ -109,30 +102,49 @@ static size_t head_dim(const op_args *c)
     return c->out->shape[2] / c->attrs->heads;
 }
 
-/* The kernel `name` for heads of D channels: register tiles and chunks
- * of keys (CPUs), a local tile of `tile` rows, or neither (tile 0). */
+/* The rows an item of cl/attention_lanes.cl takes, one a lane: the chosen
+ * rows rounded down to a vector width (1, 2, 4, 8 or 16). */
+static size_t attn_lanes(const kiln_ctx *ctx)
+{
+    size_t lanes = 16;
+    while (lanes > attention_rows(ctx))
+        lanes /= 2;
+    return lanes;
+}
+
+/* The kernel `name` for heads of D channels: rows in vector lanes where
+ * work-groups run as loops (CPUs), else a local tile of `tile` rows, or
+ * neither (tile 0). */
 static kiln_status attn_kernel(const op_args *c, size_t tile, const char *name, cl_kernel *k)
 {
     char opts[80];
     size_t D = head_dim(c);
+    if (device_loops_work_groups(&c->ctx->info)) {
+        snprintf(opts, sizeof opts, "-DHD=%zu -DLANES=%zu", D, attn_lanes(c->ctx));
+        return kernel_get(c->ctx, "math.cl+attention_lanes.cl", opts, name, k);
+    }
     if (tile)
         snprintf(opts, sizeof opts, "-DHD=%zu -DTILE=%zu", D, tile);
     else
-        snprintf(opts, sizeof opts, "-DHD=%zu -DRQ=%zu -DKB=%d", D, register_rows(c->ctx),
-                 attn_chunk(c->ctx));
+        snprintf(opts, sizeof opts, "-DHD=%zu", D);
     return kernel_get(c->ctx, "attention.cl", opts, name, k);
 }
 
-/* Launches a kernel over query (or key) rows, heads and the batch: groups
- * of `tile` rows, or items of RQ rows (tile 0). */
+/* Launches a kernel over query (or key) rows, heads and the batch: an
+ * item of attn_lanes rows a work-group (CPUs), groups of `tile` rows, or
+ * an item a row (tile 0). */
 static kiln_status attn_launch(const op_args *c, size_t tile, cl_kernel k, const char *name,
                                const kiln_karg *args, int nargs)
 {
     size_t T = c->out->shape[1], H = c->attrs->heads, B = c->out->shape[0];
+    if (device_loops_work_groups(&c->ctx->info)) {
+        size_t lanes = attn_lanes(c->ctx);
+        return launch_groups_args(c->ctx, k, name, (T + lanes - 1) / lanes, H, B, 1, args,
+                                  nargs);
+    }
     if (tile)
         return launch_groups_args(c->ctx, k, name, T, H, B, tile, args, nargs);
-    size_t R = register_rows(c->ctx);
-    return launch_3d_args(c->ctx, k, name, (T + R - 1) / R, H, B, args, nargs);
+    return launch_3d_args(c->ctx, k, name, T, H, B, args, nargs);
 }
 #define ATTN_LAUNCH(c, tile, k, name, ...) attn_launch(c, tile, k, name, KARGS(__VA_ARGS__))
 
@@ -155,10 +167,12 @@ static kiln_status attn_decode(const op_args *c)
                                          "channels and room for them",
                          T, c->out->shape[0], c->at, kv->shape[0],
                          kv->ndim == 2 ? kv->shape[1] : 0, 2 * C);
+    char opts[48];
+    snprintf(opts, sizeof opts, "-DHD=%zu -DKB=%d", head_dim(c), attn_chunk(c->ctx));
     cl_kernel store, k;
-    kiln_status st = attn_kernel(c, 0, "attn_cache_store", &store);
+    kiln_status st = kernel_get(c->ctx, "attention.cl", opts, "attn_cache_store", &store);
     if (st == KILN_OK)
-        st = attn_kernel(c, 0, "attn_decode", &k);
+        st = kernel_get(c->ctx, "attention.cl", opts, "attn_decode", &k);
     float scale = attn_scale(c);
     if (st == KILN_OK)
         st = launch_3d(c->ctx, store, "attn_cache_store", 2 * C, T, 1,
