@@ -163,6 +163,46 @@ START_TEST(eval_forward_follows_every_change_of_the_weights)
 }
 END_TEST
 
+/* A large input (256 x 97 floats, 97 KB) is read where it lies on CPUs
+ * (net.c, borrow_input) and copied elsewhere: either way the outputs are
+ * those of one sample at a time (small inputs, always copied), a change of
+ * the caller's array between calls is seen, and the network's own input
+ * buffer is back in place for the copies and training steps after. */
+START_TEST(large_inputs_give_the_outputs_of_one_sample_at_a_time)
+{
+    enum { N = 256, IN = 97 };
+    kiln_model *m = model("[input]\nshape = 97\n[linear]\nout = 5\n[relu]\n[linear]\nout = 3\n"
+                          "[train]\noptimizer = sgd\nlr = 0.1\n");
+    kiln_net *net;
+    check_ok(kiln_net_create(test_ctx(), m, N, &net));
+    float *x = test_alloc(N * IN * sizeof *x), *y = test_alloc(N * 3 * sizeof *y);
+    float one[3], t[N];
+    for (int round = 0; round < 2; round++) {
+        rng_fill(test_rng(), x, N * IN, -1.0f, 1.0f);
+        check_ok(kiln_net_forward(net, x, N, y));
+        for (size_t i = 0; i < N; i += 51) {
+            check_ok(kiln_net_forward(net, x + i * IN, 1, one));
+            for (int k = 0; k < 3; k++)
+                ck_assert_msg(fabsf(one[k] - y[i * 3 + k]) <= 1e-5f * (1.0f + fabsf(one[k])),
+                              "round %d, sample %zu output %d: %g alone, %g in the batch",
+                              round, i, k, (double)one[k], (double)y[i * 3 + k]);
+        }
+    }
+    for (size_t i = 0; i < N; i++)
+        t[i] = (float)(i % 3);
+    check_ok(kiln_net_set_training(net, 1));
+    float before, after;
+    check_ok(kiln_net_train_step(net, x, t, N, &before));
+    for (int s = 0; s < 20; s++)
+        check_ok(kiln_net_train_step(net, x, t, N, &after));
+    ck_assert_msg(after < before, "the loss went from %g to %g", (double)before, (double)after);
+    free(x);
+    free(y);
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
 /* In eval mode a dropout passes its input on without a launch, whether it
  * sits between layers, before a softmax head (whose logits a loss reads)
  * or last: the outputs are those of the model without it, bit for bit,
@@ -667,6 +707,7 @@ int main(void)
     tcase_add_test(tc, weights_by_name_round_trip);
     tcase_add_test(tc, eval_forward_follows_every_change_of_the_weights);
     tcase_add_test(tc, eval_skips_dropout_without_a_launch);
+    tcase_add_test(tc, large_inputs_give_the_outputs_of_one_sample_at_a_time);
     tcase_add_test(tc, bad_input_is_refused_with_a_message);
     tcase_add_test(tc, another_models_checkpoint_names_every_difference);
     tcase_add_test(tc, a_communicator_needs_mpi_and_alone_is_the_default);
