@@ -126,6 +126,9 @@ class Model:
             sel = selector(device, caller)
             check(_lib.kiln_ctx_create(sel, ctypes.byref(self._ctx)), "device")
             self._net = self._make_net(self._ctx, max_batch)
+            # what every predict asks, fixed by the model: no calls a sample
+            self._sizes = (_lib.kiln_net_input_size(self._net),
+                           _lib.kiln_net_output_size(self._net), _lib.kiln_model_block(model_ptr))
         except BaseException:
             self.close()
             raise
@@ -330,7 +333,7 @@ class Model:
         """x as the library reads it: (n, input size) float32 in C order.
         check_finite=False leaves NaN and Inf to libkiln, which refuses
         them too (the caller then names them with finite())."""
-        n_in = _lib.kiln_net_input_size(self._net)
+        n_in = self._sizes[0]
         if (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2
                 and x.shape[1] == n_in and x.flags.c_contiguous):
             # already what the library reads: no copy
@@ -388,14 +391,13 @@ class Model:
             layer's values. Eval mode unless m.train() was called.
         """
         x = self._inputs(x, check_finite=False)
-        outs = _lib.kiln_net_output_size(self._net)
+        _, outs, block = self._sizes
         out = np.empty((x.shape[0], outs), dtype=np.float32)
         if x.shape[0]:
-            status = _lib.kiln_net_forward(self._net, floats(x), x.shape[0], floats(out))
+            status = _lib.kiln_net_forward(self._net, x.ctypes.data, x.shape[0], out.ctypes.data)
             if status:
                 finite(x, "X")  # a NaN or Inf, which libkiln refused, by sample and feature
                 check(status, "predict")
-        block = _lib.kiln_model_block(self._model)
         if block:  # a token model: (n, T) ids give (n, T, V)
             return out.reshape(x.shape[0], block, outs // block)
         return out
