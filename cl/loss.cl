@@ -58,7 +58,7 @@ __kernel void ce_rows(__global const float *x, __global const float *t,
     }
     float sum_e = 0.0f;
     for (uint j = 0; j < C; j++)
-        sum_e += exp(xr[j] - m);
+        sum_e += exp_nonpositive(xr[j] - m);
     float lse = m + log(sum_e);
     if (r >= N)
         return;
@@ -72,7 +72,7 @@ __kernel void ce_rows(__global const float *x, __global const float *t,
     terms[r] = lse - on * xr[cls] - off * sum_x;
     for (uint j = 0; has_grad && j < C; j++) {
         float q = off + (j == (uint)cls ? on : 0.0f);
-        grad[r * C + j] = (exp(xr[j] - lse) - q) * grad_scale;
+        grad[r * C + j] = (exp_nonpositive(xr[j] - lse) - q) * grad_scale;
     }
 }
 
@@ -101,7 +101,7 @@ __kernel void ce_rows_weighted(__global const float *x, __global const float *t,
         m = fmax(m, xr[j]);
     float sum_e = 0.0f;
     for (uint j = 0; j < C; j++)
-        sum_e += exp(xr[j] - m);
+        sum_e += exp_nonpositive(xr[j] - m);
     float lse = m + log(sum_e);
     if (r >= N)
         return;

@@ -69,7 +69,7 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
     if ((st = tensor_of(ctx, &ts, &terms)) != KILN_OK)
         return st;
     cl_kernel k;
-    st = kernel_get(ctx, "loss.cl", "", loss_kernels[kind], &k);
+    st = kernel_get(ctx, "math.cl+loss.cl", "", loss_kernels[kind], &k);
     float scale = 1.0f / (float)count;
     cl_int has_grad = dinput != NULL;
     cl_mem grad = dinput ? dinput->buf : terms->buf;
