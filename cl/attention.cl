@@ -7,13 +7,17 @@
  * chunk of KB keys that holds the diagonal, so nothing above it is
  * computed but the masked rest of that chunk.
  *
- * attn_forward: one item per (RQ query rows, head, batch), an online softmax over
- * the keys in order, KB at a time (running max m, sum l, output acc
+ * Where work-groups run as loops (PoCL's CPUs) the three training kernels
+ * are cl/attention_lanes.cl's, with rows in vector lanes; these serve
+ * GPUs, rusticl, and decoding everywhere.
+ *
+ * attn_forward: one item per (query row, head, batch), an online softmax
+ * over the keys in order, KB at a time (running max m, sum l, output acc
  * rescaled once a chunk).
- * attn_backward_q: one item per RQ query rows; delta_i = dy_i . y_i, then
+ * attn_backward_q: one item per query row; delta_i = dy_i . y_i, then
  *   p_ij = exp(s_ij - lse_i), ds_ij = p_ij (dy_i . v_j - delta_i),
  *   dq_i = scale sum_j ds_ij k_j over j = 0..i in order.
- * attn_backward_kv: one item per RQ key rows j, over queries i = j..T-1 in order:
+ * attn_backward_kv: one item per key row j, over queries i = j..T-1 in order:
  *   dv_j = sum_i p_ij dy_i, dk_j = scale sum_i ds_ij q_i.
  * Every sum runs in a fixed order (no atomics), so results are the same
  * bits on every run. HD is the head dimension (-DHD=...); rows move in
@@ -75,14 +79,14 @@ DOT_ROW(dot_global, __global)
 #define dot_global dot_row
 #endif
 
-/* Keys (or queries) go KB at a time (-DKB=8 where work-groups run as
- * loops; 1 elsewhere: per-lane SIMD compilers such as llvmpipe's build
- * the unrolled chunks very slowly, and GPUs gain nothing from them): the
- * chunk's KB scores as one kvec, one vector exp for them, and one
- * rescaling of the running sums per chunk. Chunks start at key 0 (the
- * backward's at the item's first row) and every sum still runs over the
- * rows in order, so the results do not depend on RQ. Rows of a chunk
- * past the row's causal limit are masked: score -inf, p = 0. */
+/* Keys (or queries) go KB at a time (-DKB=8 for decoding where
+ * work-groups run as loops; 1 elsewhere: per-lane SIMD compilers such as
+ * llvmpipe's build the unrolled chunks very slowly, and GPUs gain nothing
+ * from them): the chunk's KB scores as one kvec, one vector exp for them,
+ * and one rescaling of the running sums per chunk. Chunks start at key 0
+ * (the backward's at the item's row) and every sum runs over the rows in
+ * order. Rows of a chunk past the row's causal limit are masked: score
+ * -inf, p = 0. */
 #ifndef KB
 #define KB 1
 #endif
@@ -208,46 +212,29 @@ INLINE void softmax_chunk(const vec *q, ROWS const float *k, ROWS const float *v
     *m = mn;
 }
 
-/* RQ query rows per item (-DRQ=..., a register tile): rows base .. base +
- * RQ - 1 walk the same chunks; a row's chunks past its diagonal are fully
- * masked (corr = 1, p = 0: the same bits), so each row's results are
- * those of RQ = 1. */
-#ifndef RQ
-#define RQ 1
-#endif
-
 #ifndef TILE
 __kernel void attn_forward(__global const float *qkv, __global float *y, __global float *lse,
                            const uint T, const uint H, const float scale)
 {
-    uint g = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
-    uint base = g * RQ, C = H * HD, row = 3 * C, last = min(base + RQ - 1, T - 1);
+    uint i = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint C = H * HD, row = 3 * C, lim = min(i, T - 1);
     __global const float *k = qkv + (size_t)b * T * row + C + h * HD, *v = k + C;
-    vec qs[RQ][NV], acc[RQ][NV];
-    float m[RQ], l[RQ];
-    for (uint r = 0; r < RQ; r++) {
-        __global const float *q = qkv + (size_t)(b * T + min(base + r, T - 1)) * row + h * HD;
-        _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-            qs[r][u] = LOADV(u, q) * scale;
-            acc[r][u] = 0.0f;
-        }
-        m[r] = -INFINITY;
-        l[r] = 0.0f;
+    __global const float *q = qkv + (size_t)(b * T + lim) * row + h * HD;
+    vec qs[NV], acc[NV];
+    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
+        qs[u] = LOADV(u, q) * scale;
+        acc[u] = 0.0f;
     }
-    for (uint j0 = 0; j0 <= last; j0 += KB)
-        _Pragma("unroll") for (uint r = 0; r < RQ; r++)
-            softmax_chunk(qs[r], k, v, row, j0, min(base + r, T - 1), last, &m[r], &l[r],
-                          acc[r]);
-    for (uint r = 0; r < RQ; r++) {
-        float inv = 1.0f / l[r], stat = m[r] + log(l[r]);
-        uint i = base + r;
-        if (i >= T)
-            continue;
-        __global float *out = y + (size_t)(b * T + i) * C + h * HD;
-        _Pragma("unroll") for (uint u = 0; u < NV; u++)
-            STOREV(acc[r][u] * inv, u, out);
-        lse[(b * H + h) * T + i] = stat;
-    }
+    float m = -INFINITY, l = 0.0f;
+    for (uint j0 = 0; j0 <= lim; j0 += KB)
+        softmax_chunk(qs, k, v, row, j0, lim, lim, &m, &l, acc);
+    float inv = 1.0f / l, stat = m + log(l);
+    if (i >= T)
+        return;
+    __global float *out = y + (size_t)(b * T + i) * C + h * HD;
+    _Pragma("unroll") for (uint u = 0; u < NV; u++)
+        STOREV(acc[u] * inv, u, out);
+    lse[(b * H + h) * T + i] = stat;
 }
 
 __kernel void attn_backward_q(__global const float *qkv, __global const float *y,
@@ -255,40 +242,30 @@ __kernel void attn_backward_q(__global const float *qkv, __global const float *y
                               __global float *delta, __global float *dqkv, const uint T,
                               const uint H, const float scale)
 {
-    uint g0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
-    uint base = g0 * RQ, C = H * HD, row = 3 * C, last = min(base + RQ - 1, T - 1);
+    uint i = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint C = H * HD, row = 3 * C, lim = min(i, T - 1);
     __global const float *k = qkv + (size_t)b * T * row + C + h * HD, *v = k + C;
-    vec qs[RQ][NV], g[RQ][NV], dq[RQ][NV];
-    float dl[RQ], stat[RQ];
-    for (uint r = 0; r < RQ; r++) {
-        uint i = min(base + r, T - 1);
-        __global const float *q = qkv + (size_t)(b * T + i) * row + h * HD;
-        __global const float *yi = y + (size_t)(b * T + i) * C + h * HD;
-        __global const float *gi = dy + (size_t)(b * T + i) * C + h * HD;
-        _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-            qs[r][u] = LOADV(u, q) * scale;
-            g[r][u] = LOADV(u, gi);
-            dq[r][u] = 0.0f;
-        }
-        dl[r] = dot_global(g[r], yi);
-        stat[r] = lse[(b * H + h) * T + i];
+    __global const float *q = qkv + (size_t)(b * T + lim) * row + h * HD;
+    __global const float *yi = y + (size_t)(b * T + lim) * C + h * HD;
+    __global const float *gi = dy + (size_t)(b * T + lim) * C + h * HD;
+    vec qs[NV], g[NV], dq[NV];
+    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
+        qs[u] = LOADV(u, q) * scale;
+        g[u] = LOADV(u, gi);
+        dq[u] = 0.0f;
     }
-    for (uint j0 = 0; j0 <= last; j0 += KB)
-        _Pragma("unroll") for (uint r = 0; r < RQ; r++) { /* past the diagonal p = ds = 0: dq unchanged */
-            kvec p = exp(causal(dotk(qs[r], k, row, j0, last), j0, min(base + r, T - 1)) -
-                           stat[r]);
-            kvec ds = p * (dotk(g[r], v, row, j0, last) - dl[r]);
-            add_rows(dq[r], ds, k, row, j0, last);
-        }
-    for (uint r = 0; r < RQ; r++) {
-        uint i = base + r;
-        if (i >= T)
-            continue;
-        __global float *out = dqkv + (size_t)(b * T + i) * row + h * HD;
-        _Pragma("unroll") for (uint u = 0; u < NV; u++)
-            STOREV(dq[r][u] * scale, u, out);
-        delta[(b * H + h) * T + i] = dl[r];
+    float dl = dot_global(g, yi), stat = lse[(b * H + h) * T + lim];
+    for (uint j0 = 0; j0 <= lim; j0 += KB) {
+        kvec p = exp(causal(dotk(qs, k, row, j0, lim), j0, lim) - stat);
+        kvec ds = p * (dotk(g, v, row, j0, lim) - dl);
+        add_rows(dq, ds, k, row, j0, lim);
     }
+    if (i >= T)
+        return;
+    __global float *out = dqkv + (size_t)(b * T + i) * row + h * HD;
+    _Pragma("unroll") for (uint u = 0; u < NV; u++)
+        STOREV(dq[u] * scale, u, out);
+    delta[(b * H + h) * T + i] = dl;
 }
 
 __kernel void attn_backward_kv(__global const float *qkv, __global const float *dy,
@@ -296,40 +273,33 @@ __kernel void attn_backward_kv(__global const float *qkv, __global const float *
                                __global float *dqkv, const uint T, const uint H,
                                const float scale)
 {
-    uint g0 = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
-    uint base = min(g0 * RQ, T - 1), C = H * HD, row = 3 * C;
+    uint j = (uint)get_global_id(0), h = (uint)get_global_id(1), b = (uint)get_global_id(2);
+    uint C = H * HD, row = 3 * C, own = min(j, T - 1);
     __global const float *q = qkv + (size_t)b * T * row + h * HD;
     __global const float *g = dy + (size_t)b * T * C + h * HD;
+    __global const float *kr = qkv + (size_t)(b * T + own) * row + C + h * HD;
     __global const float *st = lse + (b * H + h) * T, *dl = delta + (b * H + h) * T;
-    vec ks[RQ][NV], vr[RQ][NV], dk[RQ][NV], dv[RQ][NV];
-    for (uint r = 0; r < RQ; r++) {
-        __global const float *kr = qkv + (size_t)(b * T + min(base + r, T - 1)) * row + C + h * HD;
-        _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-            ks[r][u] = LOADV(u, kr) * scale; /* q . (k scale) = (q scale) . k up to rounding */
-            vr[r][u] = LOADV(u, kr + C);
-            dk[r][u] = 0.0f;
-            dv[r][u] = 0.0f;
-        }
+    vec ks[NV], vr[NV], dk[NV], dv[NV];
+    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
+        ks[u] = LOADV(u, kr) * scale; /* q . (k scale) = (q scale) . k up to rounding */
+        vr[u] = LOADV(u, kr + C);
+        dk[u] = 0.0f;
+        dv[u] = 0.0f;
     }
-    for (uint i0 = base; i0 < T; i0 += KB) {
+    for (uint i0 = own; i0 < T; i0 += KB) {
         kvec stat = loadk(st, i0, T), d = loadk(dl, i0, T);
-        _Pragma("unroll") for (uint r = 0; r < RQ; r++) { /* before its diagonal, p = ds = 0: unchanged */
-            kvec s = from_row(dotk(ks[r], q, row, i0, T - 1), i0, min(base + r, T - 1), T);
-            kvec p = exp(s - stat);
-            kvec ds = p * (dotk(vr[r], g, C, i0, T - 1) - d);
-            add_rows(dv[r], p, g, C, i0, T - 1);
-            add_rows(dk[r], ds, q, row, i0, T - 1);
-        }
+        kvec s = from_row(dotk(ks, q, row, i0, T - 1), i0, own, T);
+        kvec p = exp(s - stat);
+        kvec ds = p * (dotk(vr, g, C, i0, T - 1) - d);
+        add_rows(dv, p, g, C, i0, T - 1);
+        add_rows(dk, ds, q, row, i0, T - 1);
     }
-    for (uint r = 0; r < RQ; r++) {
-        uint j = g0 * RQ + r;
-        if (j >= T)
-            continue;
-        __global float *out = dqkv + (size_t)(b * T + j) * row + C + h * HD;
-        _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-            STOREV(dk[r][u] * scale, u, out);
-            STOREV(dv[r][u], u, out + C);
-        }
+    if (j >= T)
+        return;
+    __global float *out = dqkv + (size_t)(b * T + j) * row + C + h * HD;
+    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
+        STOREV(dk[u] * scale, u, out);
+        STOREV(dv[u], u, out + C);
     }
 }
 
@@ -372,12 +342,12 @@ __kernel void attn_decode(__global const float *qkv, __global const float *cache
  * (or key) row each, shares each tile of TILE rows of keys and values (or
  * queries and output gradients) through local memory, loaded a row an
  * item. Each row's sums run over the same rows in the same order, with the
- * same operations, as the kernels above with RQ = 1 and KB = 1, so a tile
+ * same operations, as the kernels above with KB = 1, so a tile
  * of any size gives the bits of no tile. Launched over T rounded up to a
  * multiple of TILE; items past T compute on row T - 1, load their share of
  * each tile, and store nothing. */
-#if KB != 1 || RQ != 1
-#error "attention.cl: tiles (-DTILE) take RQ = 1 and KB = 1"
+#if KB != 1
+#error "attention.cl: tiles (-DTILE) take KB = 1"
 #endif
 
 /* Row lid of tile, from row min(t0 + lid, n - 1) of src (stride apart). */

@@ -1,7 +1,8 @@
-/* Attention's register tiles timed: the fused attention kernels with a
- * given number of query rows per work-item (RQ) on random data, forward
- * alone and forward + backward. bench/bench_attention prints them for
- * every RQ and `kiln tune` keeps the fastest in the device's record. */
+/* Attention's rows timed: the fused attention kernels with a given number
+ * of rows per work-item (CPUs, one a vector lane) or per work-group's
+ * local tile (GPUs) on random data, forward alone and forward + backward.
+ * bench/bench_attention prints them for every choice and `kiln tune` keeps
+ * the fastest in the device's record. */
 #include <math.h>
 #include <stdlib.h>
 

@@ -1,7 +1,7 @@
 /* kiln tune: searches CLBlast's Xgemm parameters for one device, finds the
  * size from which CLBlast's indirect GEMM beats its direct one, on CPU
  * devices searches the tile and k block of kiln's own GEMM and picks the
- * faster engine, times attention's query rows per work-item (RQ), and
+ * faster engine, times attention's rows per work-item or work-group, and
  * stores the result as the device's tuning record, applied whenever kiln
  * opens it.
  *
@@ -48,7 +48,7 @@ const cli_command cli_tune_cmd = {
     "tune", cli_tune, "[MODEL.ini ...]", "tune the GEMM and attention for the device",
     "Searches the GEMM parameters for the device on the models' GEMM shapes (the examples' "
     "when none are given) and on squares, checks every candidate against a float64 "
-    "reference before timing it, times attention's rows per work-item (1, 2, 4, 8 on CPUs) or per "
+    "reference before timing it, times attention's rows per work-item, one a vector lane (2, 4, 8, 16 on CPUs), or per "
     "work-group sharing a tile of keys in local memory (1, 16, 32, 64 on GPUs) "
     "forward + backward at nanoGPT's shape, and keeps the best in the device's tuning "
     "record, which every later run on the device applies (KILN_TUNE=off ignores it).",

@@ -37,8 +37,8 @@ static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes
 }
 
 /* Rows per work-item or work-group: where work-groups run as loops
- * (PoCL's CPUs), the query rows each item keeps in registers (RQ, a
- * register tile sharing each key and value load); elsewhere (GPUs), the
+ * (PoCL's CPUs), the rows an item of cl/attention_lanes.cl takes, one a
+ * vector lane (attn_lanes); elsewhere (GPUs), the
  * rows of a work-group sharing each tile of keys and values in local
  * memory (TILE; 1: no tile, every item reads global memory). First found
  * of: attention_set_rows (tests, kiln_bench_attention), $KILN_ATTN_ROWS
@@ -48,7 +48,7 @@ static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes
  * elsewhere: on rusticl's llvmpipe, whose local memory and barriers cost
  * more than they save, a tile of 32 took 1.25-1.6x the time of none.
  * Every choice gives the same bits. */
-#define ATTN_CPU_ROWS 16
+#define ATTN_CPU_ROWS 16 /* nanoGPT's shape on an AVX-512 Xeon, forward + backward: 0.65 ms; 8: 0.69, 4: 1.08, 2: 2.6 */
 #define ATTN_GPU_TILE 32
 static size_t rows_override; /* attention_set_rows: 0 for the device's choice */
 

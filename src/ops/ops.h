@@ -361,12 +361,13 @@ const char *loss_name(loss_kind kind);
  * statistics as they do. */
 kiln_status op_batchnorm_sync_idle(const op_args *c, int backward);
 
-/* Attention's kernels take `rows` query rows per work-item (a register
- * tile; 0: the context's choice) in every context, before $KILN_ATTN_ROWS
- * and the tuning record; returns the override it replaces. For tests and
- * benchmarks: every choice gives the same bits. */
+/* Attention's kernels take `rows` rows per work-item (CPUs: one a vector
+ * lane, rounded down to 1, 2, 4, 8 or 16) or per work-group's local tile
+ * (GPUs) in every context (0: the context's choice), before
+ * $KILN_ATTN_ROWS and the tuning record; returns the override it
+ * replaces. For tests and benchmarks: every choice gives the same bits. */
 size_t attention_set_rows(size_t rows);
-/* The query rows per work-item attention runs with on ctx (attention.c). */
+/* The rows attention runs with on ctx (attention.c). */
 size_t attention_rows(const kiln_ctx *ctx);
 
 /* ---- reductions --------------------------------------------------------- */
