@@ -128,7 +128,8 @@ INLINE void add_rows(lvec *acc, lvec f, __global const float *const *r, const lv
 INLINE void chunk_rows(__global const float **r, __global const float *base, uint stride,
                        uint j0, uint last)
 {
-    _Pragma("unroll") for (uint c = 0; c < KC; c++) r[c] = base + (size_t)min(j0 + c, last) * stride;
+    _Pragma("unroll") for (uint c = 0; c < KC; c++)
+        r[c] = base + (size_t)min(j0 + c, last) * stride;
 }
 
 __kernel void attn_forward(__global const float *qkv, __global float *y, __global float *lse,
