@@ -110,6 +110,12 @@ static const op_case cases[] = {
      .stride = 2, .pad = 1},
     {"avgpool 3x17x5x7 k5 s1 p2", OP_AVGPOOL, 1, 1, {S4(3, 17, 5, 7)}, .kernel = 5,
      .stride = 1, .pad = 2},
+    /* one window a plane (avgpool_global): ResNet's, planes past a
+     * work-group, and 1 x 1 planes */
+    {"avgpool 3x7x8x8 k8", OP_AVGPOOL, 1, 1, {S4(3, 7, 8, 8)}, .kernel = 8},
+    {"avgpool 2x131x13x13 k13 s2", OP_AVGPOOL, 1, 1, {S4(2, 131, 13, 13)}, .kernel = 13,
+     .stride = 2},
+    {"avgpool 5x3x1x1 k1", OP_AVGPOOL, 1, 1, {S4(5, 3, 1, 1)}, .kernel = 1},
     {"batchnorm1d 3x17", OP_BATCHNORM, 1, 1, {S2(3, 17)}, .tol = 0},
     {"batchnorm1d 129x5", OP_BATCHNORM, 1, 1, {S2(129, 5)}, .tol = 0},
     {"batchnorm2d 3x3x5x7", OP_BATCHNORM, 1, 1, {S4(3, 3, 5, 7)}, .tol = 0},

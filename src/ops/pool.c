@@ -129,8 +129,36 @@ static kiln_status maxpool_backward(const op_args *c)
                          : st;
 }
 
+/* One window over each whole plane (ResNet's global average pool). */
+static int pool_global(const op_args *c)
+{
+    const kiln_tensor *x = c->in[0];
+    return c->attrs->pad == 0 && c->attrs->kernel == x->shape[2] &&
+           c->attrs->kernel == x->shape[3];
+}
+
+/* avgpool_global (backward 0) or avgpool_global_backward (1). */
+static kiln_status pool_launch_global(const op_args *c, int backward)
+{
+    const char *name = backward ? "avgpool_global_backward" : "avgpool_global";
+    cl_kernel k;
+    kiln_status st = kernel_get(c->ctx, POOL_SOURCES, "", name, &k);
+    const kiln_tensor *x = c->in[0];
+    size_t planes = x->shape[0] * x->shape[1];
+    cl_uint hw = (cl_uint)(x->shape[2] * x->shape[3]), kk = hw;
+    if (st != KILN_OK)
+        return st;
+    if (backward)
+        return launch_3d(c->ctx, k, name, hw, planes, 1, KARG(c->dout->buf),
+                         KARG(c->din[0]->buf), KARG(kk));
+    return launch_1d(c->ctx, k, name, planes, 0, KARG(x->buf), KARG(c->out->buf), KARG(hw),
+                     KARG(kk));
+}
+
 static kiln_status avgpool_forward(const op_args *c)
 {
+    if (pool_global(c))
+        return pool_launch_global(c, 0);
     if (pool_by_plane(c))
         return pool_launch_planes(c, "avgpool2_planes", 2, c->in[0]->buf, c->out->buf, NULL);
     return pool_launch(c, "avgpool_forward", 0, 2, c->in[0]->buf, c->out->buf, NULL);
@@ -140,6 +168,8 @@ static kiln_status avgpool_backward(const op_args *c)
 {
     if (!c->din[0])
         return KILN_OK;
+    if (pool_global(c))
+        return pool_launch_global(c, 1);
     if (pool_by_plane(c)) {
         const kiln_tensor *x = c->in[0], *y = c->out;
         int covered = y->shape[2] * 2 == x->shape[2] && y->shape[3] * 2 == x->shape[3];
