@@ -344,11 +344,13 @@ void ln_forward(__global const float *x, __global float *y, __global const float
     }
 }
 
-/* Per row: g = dy gamma; dx = rstd (g - mean(g) - xhat mean(g xhat)). */
+/* Per row: g = dy gamma; dx = rstd (g - mean(g) - xhat mean(g xhat)),
+ * added to what dx holds where add is set (another reader's gradient:
+ * each value rounded as the add op would). */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void ln_dx(__global const float *x, __global const float *dy, __global const float *gamma,
            __global const float *mean, __global const float *rstd, __global float *dx,
-           const uint R, const uint D)
+           const uint R, const uint D, const int add)
 { /* R: the rows, one a work-group (the signature of ln_dx_rows) */
     __local float scratch[WG];
     uint r = (uint)get_group_id(0), lid = (uint)get_local_id(0);
@@ -363,7 +365,8 @@ void ln_dx(__global const float *x, __global const float *dy, __global const flo
     float mean_gx = group_sum(scratch, sum_gx) / (float)D;
     for (uint j = l.begin; j < l.end; j += l.step) {
         float xhat = (x[r * D + j] - mu) * rs;
-        dx[r * D + j] = rs * (dy[r * D + j] * gamma[j] - mean_g - xhat * mean_gx);
+        float v = rs * (dy[r * D + j] * gamma[j] - mean_g - xhat * mean_gx);
+        dx[r * D + j] = add ? dx[r * D + j] + v : v;
     }
 }
 
@@ -418,11 +421,12 @@ __kernel void ln_forward_rows(__global const float *x, __global float *y,
     }
 }
 
-/* ln_dx by rows: g = dy gamma; dx = rstd (g - mean(g) - xhat mean(g xhat)). */
+/* ln_dx by rows: g = dy gamma; dx = rstd (g - mean(g) - xhat mean(g xhat)),
+ * added to what dx holds where add is set. */
 __kernel void ln_dx_rows(__global const float *x, __global const float *dy,
                          __global const float *gamma, __global const float *mean,
                          __global const float *rstd, __global float *dx, const uint R,
-                         const uint D)
+                         const uint D, const int add)
 {
     FOR_EACH_PLANE(r, R) {
         __global const float *xr = x + (size_t)r * D, *dyr = dy + (size_t)r * D;
@@ -445,11 +449,13 @@ __kernel void ln_dx_rows(__global const float *x, __global const float *dy,
         for (j = 0; j + 16 <= D; j += 16) {
             float16 xhat = (vload16(0, xr + j) - mu) * rs;
             float16 g = vload16(0, dyr + j) * vload16(0, gamma + j);
-            vstore16(rs * (g - mean_g - xhat * mean_gx), 0, dxr + j);
+            float16 v = rs * (g - mean_g - xhat * mean_gx);
+            vstore16(add ? vload16(0, dxr + j) + v : v, 0, dxr + j);
         }
         for (; j < D; j++) {
             float xhat = (xr[j] - mu) * rs;
-            dxr[j] = rs * (dyr[j] * gamma[j] - mean_g - xhat * mean_gx);
+            float v = rs * (dyr[j] * gamma[j] - mean_g - xhat * mean_gx);
+            dxr[j] = add ? dxr[j] + v : v;
         }
     }
 }

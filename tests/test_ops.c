@@ -704,6 +704,33 @@ START_TEST(convolution_backward_gives_the_same_bits)
 }
 END_TEST
 
+/* The other ops whose backward adds its input gradient to the one din
+ * holds (adds_input_grads: layernorm, in a transformer's residual stream)
+ * give exactly twice their own gradient when din holds it already. */
+START_TEST(input_gradients_add_to_another_readers)
+{
+    const op_case *tc = &cases[_i];
+    if (tc->kind == OP_CONV2D || !op_get(tc->kind)->adds_input_grads)
+        return;
+    fixture f;
+    fixture_setup(&f, tc);
+    check_ok(op_forward(tc->kind, &f.args));
+    f.din_t[0] = f.args.din[0] = device_of(&tc->in[0], NULL);
+    size_t nx = f.in[0].n;
+    float *dx = test_alloc(2 * nx * sizeof *dx);
+    check_ok(op_backward(tc->kind, &f.args));
+    check_ok(kiln_tensor_download(f.din_t[0], dx, nx));
+    f.args.din_add[0] = 1;
+    check_ok(op_backward(tc->kind, &f.args));
+    check_ok(kiln_tensor_download(f.din_t[0], dx + nx, nx));
+    for (size_t i = 0; i < nx; i++)
+        ck_assert_msg(dx[nx + i] == 2 * dx[i], "%s: added input gradient %zu is %g, not %g",
+                      tc->label, i, (double)dx[nx + i], 2.0 * dx[i]);
+    free(dx);
+    fixture_teardown(&f);
+}
+END_TEST
+
 /* Where kiln's GEMM runs the convolutions (PoCL), they also at the tiles
  * of AVX2 (6 x 16) and of 128-bit vectors (4 x 8), whose panels of 16 and
  * 8 columns take other paths through the packing. */
@@ -884,6 +911,7 @@ int main(void)
     tcase_add_loop_test(tc, operator_matches_reference, 0, CASE_COUNT);
     tcase_add_loop_test(tc, convolution_at_other_tiles, 0, CASE_COUNT);
     tcase_add_loop_test(tc, convolution_backward_gives_the_same_bits, 0, CASE_COUNT);
+    tcase_add_loop_test(tc, input_gradients_add_to_another_readers, 0, CASE_COUNT);
     list_act_cases();
     tcase_add_loop_test(tc, activation_matches_reference, 0, act_case_count);
     tcase_add_test(tc, fusing_ops_have_samples);

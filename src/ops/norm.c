@@ -441,6 +441,7 @@ static kiln_status ln_dx(const op_args *c, size_t rows, cl_uint dim)
     const char *name = device_loops_work_groups(&c->ctx->info) ? "ln_dx_rows" : "ln_dx";
     size_t items, local;
     cl_uint r = rows;
+    cl_int add = c->din_add[0];
     cl_kernel k;
     kiln_status st = op_norm_kernel(c->ctx, name, &k);
     if (st != KILN_OK)
@@ -448,7 +449,7 @@ static kiln_status ln_dx(const op_args *c, size_t rows, cl_uint dim)
     ln_row_grid(c, rows, &items, &local);
     return launch_1d(c->ctx, k, name, items, local, KARG(c->in[0]->buf), KARG(c->dout->buf),
                      KARG(c->param[0]->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
-                     KARG(c->din[0]->buf), KARG(r), KARG(dim));
+                     KARG(c->din[0]->buf), KARG(r), KARG(dim), KARG(add));
 }
 
 static kiln_status ln_backward(const op_args *c)
@@ -509,6 +510,7 @@ const op_desc op_layernorm_desc = {
     .name = "layernorm",
     .n_inputs = 1,
     .see_through = 1,
+    .adds_input_grads = 1, /* a transformer's residual stream: no add pass */
     .keys = ln_keys,
     .n_keys = sizeof ln_keys / sizeof ln_keys[0],
     .param_names = {"weight", "bias"},
