@@ -39,8 +39,9 @@ __kernel void embed_backward(__global const float *ids, __global const float *dy
     float sum[EMBED_RUN];
     for (uint k = 0; k < EMBED_RUN; k++)
         sum[k] = 0.0f;
+    float me = (float)v; /* ids[n] == me exactly when token_of(ids[n], V) == v */
     for (uint n = 0; n < N; n++) {
-        if (token_of(ids[n], V) != (int)v)
+        if (ids[n] != me)
             continue;
         __global const float *row = dy + (size_t)n * C + first;
         for (uint k = 0; k < run; k++)

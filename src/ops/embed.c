@@ -64,6 +64,10 @@ static kiln_status embed_backward(const op_args *c)
     if (st != KILN_OK)
         return st;
     size_t runs = (C + run - 1) / run;
+    if (device_loops_work_groups(&c->ctx->info)) /* an item a group: rows over every core */
+        return launch_tiles(c->ctx, k, "embed_backward", runs, V, KARG(c->in[0]->buf),
+                            KARG(c->dout->buf), KARG(c->dparam[0]->buf), KARG(N), KARG(V),
+                            KARG(C));
     return launch_3d(c->ctx, k, "embed_backward", runs, V, 1, KARG(c->in[0]->buf),
                      KARG(c->dout->buf), KARG(c->dparam[0]->buf), KARG(N), KARG(V),
                      KARG(C));
