@@ -55,6 +55,23 @@ typedef float vec;
 #endif
 #define NV (HD / VW)
 
+/* v = row p's HD values times f, in NV vectors (f = 1: the values). */
+INLINE void load_row(vec *v, __global const float *p, float f)
+{
+    _Pragma("unroll") for (uint u = 0; u < NV; u++) v[u] = LOADV(u, p) * f;
+}
+
+INLINE void zero_row(vec *v)
+{
+    _Pragma("unroll") for (uint u = 0; u < NV; u++) v[u] = 0.0f;
+}
+
+/* out = v times f. */
+INLINE void store_row(__global float *out, const vec *v, float f)
+{
+    _Pragma("unroll") for (uint u = 0; u < NV; u++) STOREV(v[u] * f, u, out);
+}
+
 /* Where the helpers below read their rows of keys, values, queries or
  * output gradients: global memory, or with -DTILE=N (GPUs) a work-group's
  * tile of N rows in local memory. */
@@ -221,10 +238,8 @@ __kernel void attn_forward(__global const float *qkv, __global float *y, __globa
     __global const float *k = qkv + (size_t)b * T * row + C + h * HD, *v = k + C;
     __global const float *q = qkv + (size_t)(b * T + lim) * row + h * HD;
     vec qs[NV], acc[NV];
-    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-        qs[u] = LOADV(u, q) * scale;
-        acc[u] = 0.0f;
-    }
+    load_row(qs, q, scale);
+    zero_row(acc);
     float m = -INFINITY, l = 0.0f;
     for (uint j0 = 0; j0 <= lim; j0 += KB)
         softmax_chunk(qs, k, v, row, j0, lim, lim, &m, &l, acc);
@@ -232,8 +247,7 @@ __kernel void attn_forward(__global const float *qkv, __global float *y, __globa
     if (i >= T)
         return;
     __global float *out = y + (size_t)(b * T + i) * C + h * HD;
-    _Pragma("unroll") for (uint u = 0; u < NV; u++)
-        STOREV(acc[u] * inv, u, out);
+    store_row(out, acc, inv);
     lse[(b * H + h) * T + i] = stat;
 }
 
@@ -249,11 +263,9 @@ __kernel void attn_backward_q(__global const float *qkv, __global const float *y
     __global const float *yi = y + (size_t)(b * T + lim) * C + h * HD;
     __global const float *gi = dy + (size_t)(b * T + lim) * C + h * HD;
     vec qs[NV], g[NV], dq[NV];
-    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-        qs[u] = LOADV(u, q) * scale;
-        g[u] = LOADV(u, gi);
-        dq[u] = 0.0f;
-    }
+    load_row(qs, q, scale);
+    load_row(g, gi, 1.0f);
+    zero_row(dq);
     float dl = dot_global(g, yi), stat = lse[(b * H + h) * T + lim];
     for (uint j0 = 0; j0 <= lim; j0 += KB) {
         kvec p = exp(causal(dotk(qs, k, row, j0, lim), j0, lim) - stat);
@@ -263,8 +275,7 @@ __kernel void attn_backward_q(__global const float *qkv, __global const float *y
     if (i >= T)
         return;
     __global float *out = dqkv + (size_t)(b * T + i) * row + h * HD;
-    _Pragma("unroll") for (uint u = 0; u < NV; u++)
-        STOREV(dq[u] * scale, u, out);
+    store_row(out, dq, scale);
     delta[(b * H + h) * T + i] = dl;
 }
 
@@ -280,12 +291,10 @@ __kernel void attn_backward_kv(__global const float *qkv, __global const float *
     __global const float *kr = qkv + (size_t)(b * T + own) * row + C + h * HD;
     __global const float *st = lse + (b * H + h) * T, *dl = delta + (b * H + h) * T;
     vec ks[NV], vr[NV], dk[NV], dv[NV];
-    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-        ks[u] = LOADV(u, kr) * scale; /* q . (k scale) = (q scale) . k up to rounding */
-        vr[u] = LOADV(u, kr + C);
-        dk[u] = 0.0f;
-        dv[u] = 0.0f;
-    }
+    load_row(ks, kr, scale); /* q . (k scale) = (q scale) . k up to rounding */
+    load_row(vr, kr + C, 1.0f);
+    zero_row(dk);
+    zero_row(dv);
     for (uint i0 = own; i0 < T; i0 += KB) {
         kvec stat = loadk(st, i0, T), d = loadk(dl, i0, T);
         kvec s = from_row(dotk(ks, q, row, i0, T - 1), i0, own, T);
@@ -297,10 +306,8 @@ __kernel void attn_backward_kv(__global const float *qkv, __global const float *
     if (j >= T)
         return;
     __global float *out = dqkv + (size_t)(b * T + j) * row + C + h * HD;
-    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-        STOREV(dk[u] * scale, u, out);
-        STOREV(dv[u], u, out + C);
-    }
+    store_row(out, dk, scale);
+    store_row(out + C, dv, 1.0f);
 }
 
 /* Decoding (batch 1) with a cache of keys and values, (positions, 2C): row
@@ -324,17 +331,14 @@ __kernel void attn_decode(__global const float *qkv, __global const float *cache
     __global const float *q = qkv + (size_t)r * 3 * C + h * HD;
     __global const float *k = cache + h * HD, *v = k + C;
     vec qs[NV], acc[NV];
-    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-        qs[u] = LOADV(u, q) * scale;
-        acc[u] = 0.0f;
-    }
+    load_row(qs, q, scale);
+    zero_row(acc);
     float m = -INFINITY, l = 0.0f;
     for (uint j0 = 0; j0 <= lim; j0 += KB)
         softmax_chunk(qs, k, v, 2 * C, j0, lim, lim, &m, &l, acc);
     float inv = 1.0f / l;
     __global float *out = y + (size_t)r * C + h * HD;
-    _Pragma("unroll") for (uint u = 0; u < NV; u++)
-        STOREV(acc[u] * inv, u, out);
+    store_row(out, acc, inv);
 }
 #else /* TILE */
 
@@ -381,10 +385,8 @@ attn_forward(__global const float *qkv, __global float *y, __global float *lse, 
     __global const float *q = qkv + (size_t)(b * T + lim) * row + h * HD;
     __local float kt[TILE * HD], vt[TILE * HD];
     vec qs[NV], acc[NV];
-    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-        qs[u] = LOADV(u, q) * scale;
-        acc[u] = 0.0f;
-    }
+    load_row(qs, q, scale);
+    zero_row(acc);
     float m = -INFINITY, l = 0.0f;
     for (uint t0 = 0; t0 <= last; t0 += TILE) {
         key_tiles(kt, vt, k, v, row, t0, T, lid);
@@ -395,8 +397,7 @@ attn_forward(__global const float *qkv, __global float *y, __global float *lse, 
     if (i >= T)
         return;
     __global float *out = y + (size_t)(b * T + i) * C + h * HD;
-    _Pragma("unroll") for (uint u = 0; u < NV; u++)
-        STOREV(acc[u] * inv, u, out);
+    store_row(out, acc, inv);
     lse[(b * H + h) * T + i] = stat;
 }
 
@@ -414,11 +415,9 @@ attn_backward_q(__global const float *qkv, __global const float *y, __global con
     __global const float *gi = dy + (size_t)(b * T + lim) * C + h * HD;
     __local float kt[TILE * HD], vt[TILE * HD];
     vec qs[NV], g[NV], dq[NV];
-    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-        qs[u] = LOADV(u, q) * scale;
-        g[u] = LOADV(u, gi);
-        dq[u] = 0.0f;
-    }
+    load_row(qs, q, scale);
+    load_row(g, gi, 1.0f);
+    zero_row(dq);
     float dl = dot_global(g, yi), stat = lse[(b * H + h) * T + lim];
     for (uint t0 = 0; t0 <= last; t0 += TILE) {
         key_tiles(kt, vt, k, v, row, t0, T, lid);
@@ -431,8 +430,7 @@ attn_backward_q(__global const float *qkv, __global const float *y, __global con
     if (i >= T)
         return;
     __global float *out = dqkv + (size_t)(b * T + i) * row + h * HD;
-    _Pragma("unroll") for (uint u = 0; u < NV; u++)
-        STOREV(dq[u] * scale, u, out);
+    store_row(out, dq, scale);
     delta[(b * H + h) * T + i] = dl;
 }
 
@@ -450,12 +448,10 @@ attn_backward_kv(__global const float *qkv, __global const float *dy, __global c
     __global const float *st = lse + (b * H + h) * T, *dl = delta + (b * H + h) * T;
     __local float qt[TILE * HD], gt[TILE * HD], stt[TILE], dlt[TILE];
     vec ks[NV], vr[NV], dk[NV], dv[NV];
-    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-        ks[u] = LOADV(u, kr) * scale;
-        vr[u] = LOADV(u, kr + C);
-        dk[u] = 0.0f;
-        dv[u] = 0.0f;
-    }
+    load_row(ks, kr, scale);
+    load_row(vr, kr + C, 1.0f);
+    zero_row(dk);
+    zero_row(dv);
     for (uint t0 = j - lid; t0 < T; t0 += TILE) {
         barrier(CLK_LOCAL_MEM_FENCE);
         tile_row(qt, q, row, t0, T, lid);
@@ -474,9 +470,7 @@ attn_backward_kv(__global const float *qkv, __global const float *dy, __global c
     if (j >= T)
         return;
     __global float *out = dqkv + (size_t)(b * T + j) * row + C + h * HD;
-    _Pragma("unroll") for (uint u = 0; u < NV; u++) {
-        STOREV(dk[u] * scale, u, out);
-        STOREV(dv[u], u, out + C);
-    }
+    store_row(out, dk, scale);
+    store_row(out + C, dv, 1.0f);
 }
 #endif /* TILE */
