@@ -41,7 +41,7 @@ typedef struct {
     double best_ms;
 } attn_result;
 
-/* Times each RQ on device, starting no new one after `seconds`. */
+/* Times each choice of rows on device, starting no new one after `seconds`. */
 void tune_attention(const char *device, double seconds, attn_result *r);
 
 void shape_text(const kiln_gemm_shape *g, char *buf, size_t size);

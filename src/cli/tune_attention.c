@@ -1,5 +1,5 @@
 /* kiln tune's attention part: the fused attention kernels' rows (query
- * rows per work-item on CPUs, a register tile; rows of a work-group's tile
+ * rows per work-item on CPUs, one a vector lane; rows of a work-group's tile
  * in local memory on GPUs; kiln_attention_choices) timed at nanoGPT's CPU
  * shape (batch 12, block 64, 4 heads of 32) and a longer block, forward +
  * backward, for each in turn; the fastest goes into the device's tuning
