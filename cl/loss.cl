@@ -8,7 +8,8 @@
  *              with label smoothing e, q = (1 - e) onehot(t) + e / C:
  *              term = logsumexp(x) - sum q x, grad = (softmax(x) - q) / N;
  *              an index outside [0, C) gives NaN
- * The logarithms are taken before any branch: libclc's log reads a table
+ * exp is math.cl's (its arguments are at most 0 here; the program is
+ * "math.cl+loss.cl"). The logarithms are taken before any branch: libclc's log reads a table
  * that rusticl passes as a hidden kernel argument, and llvmpipe warns on
  * stderr when a kernel argument is read inside control flow. Out-of-range
  * items compute on the last row and store nothing. */
@@ -113,6 +114,8 @@ __kernel void ce_rows_weighted(__global const float *x, __global const float *t,
     }
     float wt = w[cls];
     terms[r] = wt * (lse - xr[cls]) * (float)N / total;
-    for (uint j = 0; has_grad && j < C; j++)
-        grad[r * C + j] = wt * (exp(xr[j] - lse) - (j == (uint)cls ? 1.0f : 0.0f)) / total;
+    for (uint j = 0; has_grad && j < C; j++) {
+        float q = j == (uint)cls ? 1.0f : 0.0f;
+        grad[r * C + j] = wt * (exp_nonpositive(xr[j] - lse) - q) / total;
+    }
 }

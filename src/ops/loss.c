@@ -109,7 +109,7 @@ kiln_status op_loss_weighted(kiln_ctx *ctx, const kiln_tensor *input, const kiln
     if ((st = tensor_of(ctx, &ts, &terms)) != KILN_OK)
         return st;
     cl_kernel k;
-    st = kernel_get(ctx, "loss.cl", "", "ce_rows_weighted", &k);
+    st = kernel_get(ctx, "math.cl+loss.cl", "", "ce_rows_weighted", &k);
     cl_int has_grad = dinput != NULL;
     cl_mem grad = dinput ? dinput->buf : terms->buf;
     cl_uint n = (cl_uint)count, c = (cl_uint)classes.d[0];
