@@ -164,10 +164,12 @@ START_TEST(eval_forward_follows_every_change_of_the_weights)
 END_TEST
 
 /* A large input (256 x 97 floats, 97 KB) is read where it lies on CPUs
- * (net.c, borrow_input) and copied elsewhere: either way the outputs are
- * those of one sample at a time (small inputs, always copied), a change of
- * the caller's array between calls is seen, and the network's own input
- * buffer is back in place for the copies and training steps after. */
+ * where it starts at a multiple of 64 bytes (net.c, borrow_input), and
+ * copied elsewhere: either way the outputs are those of one sample at a
+ * time (small inputs, always copied), a change of the caller's array
+ * between calls is seen, and the network's own input buffer is back in
+ * place for the copies and training steps after. Round 1 takes the array
+ * one float past an aligned start. */
 START_TEST(large_inputs_give_the_outputs_of_one_sample_at_a_time)
 {
     enum { N = 256, IN = 97 };
@@ -175,9 +177,11 @@ START_TEST(large_inputs_give_the_outputs_of_one_sample_at_a_time)
                           "[train]\noptimizer = sgd\nlr = 0.1\n");
     kiln_net *net;
     check_ok(kiln_net_create(test_ctx(), m, N, &net));
-    float *x = test_alloc(N * IN * sizeof *x), *y = test_alloc(N * 3 * sizeof *y);
-    float one[3], t[N];
+    float *buf = aligned_alloc(64, (N * IN + 16) * sizeof *buf), *y = test_alloc(N * 3 * sizeof *y);
+    ck_assert_ptr_nonnull(buf);
+    float one[3], t[N], *x = buf;
     for (int round = 0; round < 2; round++) {
+        x = buf + round;
         rng_fill(test_rng(), x, N * IN, -1.0f, 1.0f);
         check_ok(kiln_net_forward(net, x, N, y));
         for (size_t i = 0; i < N; i += 51) {
@@ -196,7 +200,7 @@ START_TEST(large_inputs_give_the_outputs_of_one_sample_at_a_time)
     for (int s = 0; s < 20; s++)
         check_ok(kiln_net_train_step(net, x, t, N, &after));
     ck_assert_msg(after < before, "the loss went from %g to %g", (double)before, (double)after);
-    free(x);
+    free(buf);
     free(y);
     kiln_net_free(net);
     kiln_model_free(m);

@@ -411,6 +411,10 @@ static kiln_status stage_inputs(kiln_net *net, net_pipe *q, const float *x, size
  * that compute in host memory; smaller ones are copied, which costs less
  * than a buffer's creation. */
 #define BORROW_MIN_BYTES 65536
+/* ... if they start at a multiple of this many bytes: kernels that read
+ * their buffers through vector pointers (CLBlast's, float16 at most)
+ * assume a buffer's start aligned so (numpy's large arrays are). */
+#define BORROW_ALIGN 64
 
 /* Where work-groups run as loops (PoCL's CPUs, whose buffers are host
  * memory), a forward reads a large un-normalized input where the caller's
@@ -423,7 +427,7 @@ static cl_mem borrow_input(kiln_net *net, net_pipe *q, const float *x, size_t n)
 {
     size_t bytes = n * kiln_net_input_size(net) * sizeof(float);
     if (!device_loops_work_groups(&net->ctx->info) || !normalization_is_identity(net) ||
-        bytes < BORROW_MIN_BYTES)
+        bytes < BORROW_MIN_BYTES || (uintptr_t)x % BORROW_ALIGN)
         return NULL;
     cl_int err;
     cl_mem m = clCreateBuffer(net->ctx->context, CL_MEM_READ_ONLY | CL_MEM_USE_HOST_PTR, bytes,
