@@ -312,9 +312,9 @@ START_TEST(tuning_record_sets_kiln_tile)
 }
 END_TEST
 
-/* The record at path with its attention rows' value (after "rows") made
- * `value`. */
-static void set_attention_rows(const char *path, const char *value)
+/* The record at path with its attention rows' value (after "width") made
+ * `value`, or with `key` for "width" where key is not NULL. */
+static void set_attention_rows(const char *path, const char *value, const char *key_as)
 {
     char text[8192], out[8400];
     FILE *f = fopen(path, "r");
@@ -322,19 +322,21 @@ static void set_attention_rows(const char *path, const char *value)
     size_t n = fread(text, 1, sizeof text - 1, f);
     fclose(f);
     text[n] = '\0';
-    char *key = strstr(text, "\"rows\"");
+    char *key = strstr(text, "\"width\"");
     ck_assert_ptr_nonnull(key);
-    char *v = key + strlen("\"rows\"");
+    char *v = key + strlen("\"width\"");
     v += strspn(v, ": \t\n");
     size_t old = strcspn(v, " \t\n,}");
-    snprintf(out, sizeof out, "%.*s%s%s", (int)(v - text), text, value, v + old);
+    snprintf(out, sizeof out, "%.*s%s: %s%s", (int)(key - text), text,
+             key_as ? key_as : "\"width\"", value, v + old);
     write_text(path, out);
 }
 
 /* A record's attention rows survive a save and load and are what a new
  * context's attention runs with, below attention_set_rows; a record whose
- * rows are not 1 to 64 is refused with a warning naming it, and so is a
- * kiln_tuning of 65 rows handed to kiln_tuning_apply. */
+ * rows are not 1 to 64 is refused with a warning naming it, an older
+ * record's rows are left out, and a kiln_tuning of 65 rows handed to
+ * kiln_tuning_apply is refused. */
 START_TEST(tuning_record_sets_attention_rows)
 {
     char dir[600], path[4096], said[2048];
@@ -360,14 +362,19 @@ START_TEST(tuning_record_sets_attention_rows)
     }
     static const char *const bad[] = {"0", "65", "\"four\"", "2.5", "-1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        set_attention_rows(path, bad[i]);
+        set_attention_rows(path, bad[i], NULL);
         ck_assert_int_eq(load_quoting_stderr(d, &back, said, sizeof said), 0);
         ck_assert_msg(strstr(said, path) && strstr(said, "attention"), "rows %s: %s", bad[i],
                       said);
     }
-    set_attention_rows(path, "64");
+    set_attention_rows(path, "64", NULL);
     ck_assert_int_eq(kiln_tuning_load(d, &back), 1);
     ck_assert_uint_eq(back.attn_rows, 64);
+    /* a record of before the lanes ({"rows": N}, rows in registers on
+     * CPUs) loads with its attention left to the device */
+    set_attention_rows(path, "2", "\"rows\"");
+    ck_assert_int_eq(kiln_tuning_load(d, &back), 1);
+    ck_assert_uint_eq(back.attn_rows, 0);
     size_t before = attention_rows(test_ctx());
     t.attn_rows = 65;
     ck_assert_int_eq(kiln_tuning_apply(test_ctx(), &t), KILN_ERR_INVALID_ARGUMENT);

@@ -1,7 +1,7 @@
 /* Tuning records: what `kiln tune` measured best for one device (CLBlast's
  * Xgemm parameters, the size from which CLBlast's indirect GEMM beats its
  * direct one, which GEMM engine to use, the tile and k block of kiln's own
- * GEMM, and attention's query rows per work-item), one JSON file per
+ * GEMM, and attention's rows per work-item or work-group), one JSON file per
  * device in kiln's cache directory, applied whenever a context opens that
  * device.
  * A record names the device, driver, platform and CLBlast version it was
@@ -110,15 +110,18 @@ static int tile_from_json(const cJSON *root, kiln_tuning *t, const char **why)
     return 1;
 }
 
-/* The record's "attention": {"rows": N} into t, when there; 0 with *why
- * set when it is there and not 1 to ATTN_ROWS_MAX rows. */
+/* The record's "attention": {"width": N} into t, when there; 0 with *why
+ * set when it is there and not 1 to ATTN_ROWS_MAX rows. Records of
+ * before 2026-12-06 say {"rows": N}, which on CPUs counted rows kept in
+ * registers, not vector lanes: their attention is left to the device's
+ * default (kiln tune measures it again). */
 static int attention_from_json(const cJSON *root, kiln_tuning *t, const char **why)
 {
     const cJSON *attn = cJSON_GetObjectItemCaseSensitive(root, "attention");
-    if (!attn)
+    if (!attn || !cJSON_GetObjectItemCaseSensitive(attn, "width"))
         return 1;
-    *why = "its attention is not {\"rows\": 1 to 64}";
-    return whole_number(attn, "rows", 1, ATTN_ROWS_MAX, &t->attn_rows);
+    *why = "its attention is not {\"width\": 1 to 64}";
+    return whole_number(attn, "width", 1, ATTN_ROWS_MAX, &t->attn_rows);
 }
 
 /* Fills t from a parsed record; 0 with *why set if it is not one. */
@@ -207,7 +210,7 @@ kiln_status kiln_tuning_save(const kiln_device_info *d, const kiln_tuning *t,
         cJSON_AddNumberToObject(k, "kc", (double)t->kiln_kc);
     }
     if (t->attn_rows)
-        cJSON_AddNumberToObject(cJSON_AddObjectToObject(root, "attention"), "rows",
+        cJSON_AddNumberToObject(cJSON_AddObjectToObject(root, "attention"), "width",
                                 (double)t->attn_rows);
     cJSON *m = measured ? cJSON_Parse(measured) : NULL;
     if (m)
