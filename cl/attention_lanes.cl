@@ -14,7 +14,10 @@
  * Each lane's sums run over the other side's rows in order, as chains of
  * fmas, and the forward's chunks start at key 0, so a lane computes the
  * same operations whatever LANES is: every width gives the same bits
- * (tests/test_gpt.c). exp is math.cl's, the same operations on every
+ * (tests/test_gpt.c). A lane's masked rows (past its diagonal, up to the
+ * item's last) are read and weighed 0, which adds exactly 0 for finite
+ * values; an infinity or NaN there gives NaN, as PyTorch's unfused
+ * softmax(...) @ v does. exp is math.cl's, the same operations on every
  * width; log and the division run once a row, on scalars. Items past T
  * compute on row T - 1 and store nothing. Built with math.cl before it
  * ("math.cl+attention_lanes.cl"), -DHD=... and -DLANES=1, 2, 4, 8 or 16. */

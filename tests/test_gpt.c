@@ -82,7 +82,7 @@ typedef struct {
 
 static const attn_case attn_cases[] = {
     {1, 1, 1, 1},  {2, 17, 2, 5},  {1, 17, 1, 16},  {3, 13, 3, 7},
-    {2, 67, 2, 12}, {1, 257, 1, 3}, {2, 64, 4, 32},
+    {2, 67, 2, 12}, {1, 257, 1, 3}, {2, 64, 4, 32}, {1, 17, 1, 256}, /* the widest head */
 };
 
 static op_attrs attn_attrs(const attn_case *c)
@@ -215,7 +215,7 @@ START_TEST(attention_tiles_give_the_same_bits)
     /* 1: one row an item and no local tile; 5: 4 lanes, or a tile past
      * some T; 16: PoCL's lanes; 32: the local tile GPUs (and rusticl)
      * take by default */
-    static const size_t rows[] = {1, 2, 5, 16, 32};
+    static const size_t rows[] = {1, 2, 5, 8, 16, 32};
     int tiles = !device_loops_work_groups(&args.ctx->info);
     for (size_t r = 0; r < sizeof rows / sizeof rows[0] - !tiles; r++) {
         attention_set_rows(rows[r]);

@@ -79,8 +79,8 @@ size_t attention_rows(const kiln_ctx *ctx)
 /* The tile of a work-group for heads of D channels: the chosen rows, fewer
  * where the device's work-groups or local memory (keys and values, or
  * queries, gradients and two statistics, a row of each per item) do not
- * hold them; 0 where work-groups run as loops (register tiles instead) or
- * for a tile of 1. */
+ * hold them; 0 where work-groups run as loops (rows in vector lanes
+ * instead) or for a tile of 1. */
 static size_t attn_tile(const kiln_ctx *ctx, size_t D)
 {
     if (device_loops_work_groups(&ctx->info))
@@ -104,12 +104,18 @@ static size_t head_dim(const op_args *c)
     return c->out->shape[2] / c->attrs->heads;
 }
 
-/* The rows an item of cl/attention_lanes.cl takes, one a lane: the chosen
- * rows rounded down to a vector width (1, 2, 4, 8 or 16). */
-static size_t attn_lanes(const kiln_ctx *ctx)
+/* Private floats an item of cl/attention_lanes.cl may hold a row-vector
+ * array of (it holds four of LANES x HD: a wider head takes fewer lanes,
+ * 8 at HD 256, so that an item's arrays stay in L1). */
+#define ATTN_LANES_FLOATS 2048
+
+/* The rows an item of cl/attention_lanes.cl takes for heads of D
+ * channels, one a lane: the chosen rows rounded down to a vector width
+ * (1, 2, 4, 8 or 16), fewer where lanes x D would pass ATTN_LANES_FLOATS. */
+static size_t attn_lanes(const kiln_ctx *ctx, size_t D)
 {
     size_t lanes = 16;
-    while (lanes > attention_rows(ctx))
+    while (lanes > 1 && (lanes > attention_rows(ctx) || lanes * D > ATTN_LANES_FLOATS))
         lanes /= 2;
     return lanes;
 }
@@ -122,7 +128,7 @@ static kiln_status attn_kernel(const op_args *c, size_t tile, const char *name, 
     char opts[80];
     size_t D = head_dim(c);
     if (device_loops_work_groups(&c->ctx->info)) {
-        snprintf(opts, sizeof opts, "-DHD=%zu -DLANES=%zu", D, attn_lanes(c->ctx));
+        snprintf(opts, sizeof opts, "-DHD=%zu -DLANES=%zu", D, attn_lanes(c->ctx, D));
         return kernel_get(c->ctx, "math.cl+attention_lanes.cl", opts, name, k);
     }
     if (tile)
@@ -140,7 +146,7 @@ static kiln_status attn_launch(const op_args *c, size_t tile, cl_kernel k, const
 {
     size_t T = c->out->shape[1], H = c->attrs->heads, B = c->out->shape[0];
     if (device_loops_work_groups(&c->ctx->info)) {
-        size_t lanes = attn_lanes(c->ctx);
+        size_t lanes = attn_lanes(c->ctx, head_dim(c));
         return launch_groups_args(c->ctx, k, name, (T + lanes - 1) / lanes, H, B, 1, args,
                                   nargs);
     }
@@ -169,8 +175,9 @@ static kiln_status attn_decode(const op_args *c)
                                          "channels and room for them",
                          T, c->out->shape[0], c->at, kv->shape[0],
                          kv->ndim == 2 ? kv->shape[1] : 0, 2 * C);
-    char opts[48];
-    snprintf(opts, sizeof opts, "-DHD=%zu -DKB=%d", head_dim(c), attn_chunk(c->ctx));
+    char opts[48]; /* KB 1 is attention.cl's default: the forward's program on rusticl */
+    int kb = attn_chunk(c->ctx);
+    snprintf(opts, sizeof opts, kb > 1 ? "-DHD=%zu -DKB=%d" : "-DHD=%zu", head_dim(c), kb);
     cl_kernel store, k;
     kiln_status st = kernel_get(c->ctx, "attention.cl", opts, "attn_cache_store", &store);
     if (st == KILN_OK)

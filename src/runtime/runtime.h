@@ -231,8 +231,9 @@ struct kiln_ctx {
                                 device would, with CL_OUT_OF_RESOURCES; 0: none */
     char label[64];          /* the layer being enqueued, for profiles and traces */
     kiln_ctx_slot slots[KILN_CTX_SLOTS]; /* upper layers' state (ctx_attach) */
-    size_t attn_rows;        /* attention's query rows per work-item from the device's
-                                tuning record (blas/tune.c); 0: the device's default */
+    size_t attn_rows;        /* attention's rows per work-item (CPUs: lanes) or local tile
+                                (GPUs) from the device's tuning record (blas/tune.c);
+                                0: the device's default */
     kiln_spares spares;
 };
 
