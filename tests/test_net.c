@@ -164,12 +164,13 @@ START_TEST(eval_forward_follows_every_change_of_the_weights)
 END_TEST
 
 /* A large input (256 x 97 floats, 97 KB) is read where it lies on CPUs
- * where it starts at a multiple of 64 bytes (net.c, borrow_input), and
- * copied elsewhere: either way the outputs are those of one sample at a
- * time (small inputs, always copied), a change of the caller's array
- * between calls is seen, and the network's own input buffer is back in
- * place for the copies and training steps after. Round 1 takes the array
- * one float past an aligned start. */
+ * (net.c, borrow_input; where CLBlast runs the products, only from a
+ * start at a multiple of 64 bytes) and copied elsewhere: either way the
+ * outputs are those of one sample at a time (small inputs, always
+ * copied), a change of the caller's array between calls is seen, and the
+ * network's own input buffer is back in place for the copies and
+ * training steps after. Round 1 takes the array one float past an
+ * aligned start. */
 START_TEST(large_inputs_give_the_outputs_of_one_sample_at_a_time)
 {
     enum { N = 256, IN = 97 };

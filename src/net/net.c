@@ -411,10 +411,11 @@ static kiln_status stage_inputs(kiln_net *net, net_pipe *q, const float *x, size
  * that compute in host memory; smaller ones are copied, which costs less
  * than a buffer's creation. */
 #define BORROW_MIN_BYTES 65536
-/* ... if they start at a multiple of this many bytes: kernels that read
- * their buffers through vector pointers (CLBlast's, float16 at most)
- * assume a buffer's start aligned so (numpy's large arrays are). */
-#define BORROW_ALIGN 64
+/* ... if they start at a multiple of this many bytes where CLBlast runs
+ * the products: its kernels read their buffers through vector pointers
+ * (float16 at most) and assume a buffer's start aligned so. kiln's own
+ * kernels read vectors with vloadn, from any float. */
+#define BORROW_ALIGN_CLBLAST 64
 
 /* Where work-groups run as loops (PoCL's CPUs, whose buffers are host
  * memory), a forward reads a large un-normalized input where the caller's
@@ -426,8 +427,10 @@ static kiln_status stage_inputs(kiln_net *net, net_pipe *q, const float *x, size
 static cl_mem borrow_input(kiln_net *net, net_pipe *q, const float *x, size_t n)
 {
     size_t bytes = n * kiln_net_input_size(net) * sizeof(float);
+    size_t align = kiln_ctx_gemm(net->ctx) == KILN_GEMM_KILN ? sizeof(float)
+                                                             : BORROW_ALIGN_CLBLAST;
     if (!device_loops_work_groups(&net->ctx->info) || !normalization_is_identity(net) ||
-        bytes < BORROW_MIN_BYTES || (uintptr_t)x % BORROW_ALIGN)
+        bytes < BORROW_MIN_BYTES || (uintptr_t)x % align)
         return NULL;
     cl_int err;
     cl_mem m = clCreateBuffer(net->ctx->context, CL_MEM_READ_ONLY | CL_MEM_USE_HOST_PTR, bytes,
