@@ -49,7 +49,7 @@ static kiln_status attn_infer(const op_attrs *a, const kiln_shape *in, op_shapes
  * more than they save, a tile of 32 took 1.25-1.6x the time of none.
  * Every choice gives the same bits. */
 /* 16 lanes, forward + backward at nanoGPT's shape on an AVX-512 Xeon:
- * 0.65 ms; 8: 0.69, 4: 1.08, 2: 2.6 */
+ * 0.65 ms; 8: 0.65-0.87, 4: 1.0-1.1, 2: 2.5-2.7 */
 #define ATTN_CPU_ROWS 16
 #define ATTN_GPU_TILE 32
 static size_t rows_override; /* attention_set_rows: 0 for the device's choice */
