@@ -91,6 +91,9 @@ static const op_case cases[] = {
      .kernel = 3, .stride = 3, .pad = 2, .dilation = 2},
     {"conv 2x130x3x3 k3 p1 ->120 no bias", OP_CONV2D, 1, 1, {S4(2, 130, 3, 3)}, .out = 120,
      .kernel = 3, .pad = 1, .no_bias = 1},
+    /* the ResNet's 1 x 1 stride-2 shortcut, from 32 taps: conv_pixels */
+    {"conv 3x37x9x8 k1 s2 ->11", OP_CONV2D, 1, 1, {S4(3, 37, 9, 8)}, .out = 11, .kernel = 1,
+     .stride = 2},
     {"maxpool 3x3x5x7 k2", OP_MAXPOOL, 1, 1, {S4(3, 3, 5, 7)}, .kernel = 2},
     {"maxpool 1x1x28x28 k3 s2 p1", OP_MAXPOOL, 1, 1, {S4(1, 1, 28, 28)}, .kernel = 3,
      .stride = 2, .pad = 1},

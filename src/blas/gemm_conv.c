@@ -14,9 +14,12 @@
  * examples/resnet_cifar.ini at batch 128 (device time, AMD EPYC, 2
  * threads): 32 -> 32 channels at 32 x 32, forward 34-41 ms -> 22 ms and
  * backward (its input gradient) 67 -> 57 ms; 32 -> 64 at stride 2, 15 ->
- * 11 ms; 64 -> 64 at 16 x 16, 17.4 -> 16.8 ms; the stem, 5.7 -> 6.8 ms. */
+ * 11 ms; 64 -> 64 at 16 x 16, 17.4 -> 16.8 ms; the stem, 5.7 -> 6.8 ms.
+ * From 32 taps, not 64 (AVX-512 Xeon, 2026-12-06): the 1 x 1 stride-2
+ * shortcut over 32 channels, forward 3.2 -> 1.7 ms and its weight
+ * gradient's share of the backward 4.35 -> 3.8-3.95 ms. */
 #define PIXELS_MAX_CHANNELS 64
-#define PIXELS_MIN_K 64
+#define PIXELS_MIN_K 32
 
 /* Whether a convolution of m output channels over k taps a pixel takes
  * conv_pixels and conv_weight_pixels. */
@@ -118,7 +121,7 @@ kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
 #define WEIGHT_ROWS_BYTES (128u << 10)
 
 /* Where a weight gradient takes conv_weight_pixels: up to 128 output
- * channels and from 64 taps. Measured over the ResNet as above, backward
+ * channels and from PIXELS_MIN_K taps (64 when measured here). Measured over the ResNet as above, backward
  * (weight and input gradients): 32 -> 32 at 32 x 32, 60 -> 43 ms; 64 -> 64
  * at 16 x 16, 39 -> 34 ms; 128 -> 128 at 8 x 8, 36 -> 32 ms; device time
  * 407 -> 371 ms a step. */
