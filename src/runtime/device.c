@@ -518,13 +518,18 @@ kiln_status kiln_ctx_finish(kiln_ctx *ctx)
     if (!ctx)
         return error_set(KILN_ERR_INVALID_ARGUMENT, "kiln_ctx_finish: ctx is NULL");
     kiln_status st = programs_flush(ctx);
-    if (st != KILN_OK)
-        return st;
     /* a marker's event, not clFinish: Mesa 22.3's rusticl returns from
      * clFinish while a non-blocking read's event is still CL_SUBMITTED
      * and its data has not reached the host */
     cl_event done;
     cl_int err = clEnqueueMarkerWithWaitList(ctx->queue, 0, NULL, &done);
+    if (st != KILN_OK) { /* a deferred build failed: what was queued still ends first */
+        if (err == CL_SUCCESS) {
+            clWaitForEvents(1, &done);
+            clReleaseEvent(done);
+        }
+        return st;
+    }
     return err == CL_SUCCESS ? event_wait(done, "clEnqueueMarkerWithWaitList")
                              : error_cl(err, "clEnqueueMarkerWithWaitList");
 }
