@@ -263,6 +263,10 @@ int gemm_cpu_phase_pixels_pay(size_t c, size_t k)
     return c <= PIXELS_MAX_CHANNELS && k > 1;
 }
 
+/* Output channels an item of phase_panels takes, about (it finds where
+ * its tap lands once, then copies them). */
+#define PHASE_PANEL_O 16
+
 /* The strided input gradient as conv_phase_pixels: g zero-padded into
  * scratch 0 by enough for every phase's taps, the weights in each phase's
  * panels (phase_panels) in scratch 1. */
@@ -289,8 +293,9 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
             W = (cl_uint)x->w, O = (cl_uint)o, Hp = (cl_uint)(x->oh + 2 * pg),
             Wp = (cl_uint)(x->ow + 2 * pg), K = (cl_uint)x->k, S = (cl_uint)x->s,
             P = (cl_uint)x->p, D = (cl_uint)x->d, PG = (cl_uint)pg;
-    st = launch_1d(ctx, panels, "phase_panels", count, 64, KARG(w), KARG(wq), KARG(O), KARG(C),
-                   KARG(CP), KARG(K), KARG(S), KARG(P), KARG(D));
+    st = launch_tiles(ctx, panels, "phase_panels", x->k * x->k,
+                      (o + PHASE_PANEL_O - 1) / PHASE_PANEL_O, KARG(w), KARG(wq), KARG(O),
+                      KARG(C), KARG(CP), KARG(K), KARG(S), KARG(P), KARG(D));
     return st != KILN_OK || items == 0
                ? st
                : launch_1d(ctx, kernel, "conv_phase_pixels", items, 1, KARG(wq), KARG(gp),
