@@ -824,8 +824,8 @@ static size_t phase_offset(int a, int b, uint O, uint C, uint K, uint S, uint P,
 /* The weights of a strided convolution's input gradient, phase by phase:
  * for phase (a, b), a matrix of C rows and O th tw columns (o, t, u), its
  * column (o, t, u) of row c the weight w[o, c, kh, kw] of the t-th tap kh
- * of phase a and the u-th tap kw of phase b. One item per weight; each
- * lands in exactly one phase. */
+ * of phase a and the u-th tap kw of phase b. Each weight lands in exactly
+ * one phase. */
 /* Where tap (kh, kw) lands: phase (a, b), whose taps are th and tw, as
  * its t-th tap along the rows and u-th along the columns. */
 typedef struct {
@@ -845,18 +845,20 @@ static tap_place place_of(uint kh, uint kw, uint K, uint S, uint P, uint D)
     return q;
 }
 
-__kernel void phase_weights(__global const float *w, __global float *wp, const uint O,
-                            const uint C, const uint K, const uint S, const uint P,
-                            const uint D)
-{
-    uint i = get_global_id(0);
-    if (i >= O * C * K * K)
-        return;
-    uint kw = i % K, kh = i / K % K, c = i / (K * K) % C, o = i / (K * K * C);
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+phase_weights(__global const float *w, __global float *wp, const uint O, const uint C,
+              const uint K, const uint S, const uint P, const uint D)
+{ /* an item per tap and equal run of the output channels, as phase_panels */
+    uint kh = (uint)get_global_id(0) / K, kw = (uint)get_global_id(0) % K;
+    uint run = (O + (uint)get_global_size(1) - 1) / (uint)get_global_size(1);
+    uint o0 = (uint)get_global_id(1) * run, o1 = min(o0 + run, O);
     tap_place q = place_of(kh, kw, K, S, P, D);
     size_t cols = (size_t)O * q.th.count * q.tw.count;
-    wp[phase_offset(q.a, q.b, O, C, K, S, P, D) + c * cols +
-       (o * q.th.count + q.t) * q.tw.count + q.u] = w[i];
+    __global float *base = wp + phase_offset(q.a, q.b, O, C, K, S, P, D);
+    for (uint o = o0; o < o1; o++)
+        for (uint c = 0; c < C; c++)
+            base[c * cols + ((size_t)o * q.th.count + q.t) * q.tw.count + q.u] =
+                w[((o * C + c) * K + kh) * K + kw];
 }
 
 /* Rows 0 .. k - 1, (o, t, u), of the panel of NR columns from j0 (of

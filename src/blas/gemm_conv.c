@@ -263,8 +263,8 @@ int gemm_cpu_phase_pixels_pay(size_t c, size_t k)
     return c <= PIXELS_MAX_CHANNELS && k > 1;
 }
 
-/* Output channels an item of phase_panels takes, about (it finds where
- * its tap lands once, then copies them). */
+/* Output channels an item of phase_panels and phase_weights takes, about
+ * (it finds where its tap lands once, then copies them). */
 #define PHASE_PANEL_O 16
 
 /* The strided input gradient as conv_phase_pixels: g zero-padded into
@@ -333,8 +333,9 @@ kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
             S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d;
     cl_ulong sl = slot;
     cl_uint adds = (cl_uint)add;
-    st = launch_1d(ctx, weights, "phase_weights", count, 64, KARG(w), KARG(wp), KARG(O),
-                   KARG(C), KARG(K), KARG(S), KARG(P), KARG(D));
+    st = launch_tiles(ctx, weights, "phase_weights", x->k * x->k,
+                      (o + PHASE_PANEL_O - 1) / PHASE_PANEL_O, KARG(w), KARG(wp), KARG(O),
+                      KARG(C), KARG(K), KARG(S), KARG(P), KARG(D));
     return st != KILN_OK || items == 0
                ? st
                : launch_1d(ctx, tiles_kernel, "conv_phase_tiles", items, 1, KARG(wp),
