@@ -22,7 +22,7 @@
     {                                                                               \
         x = fmax(x, -87.0f);                                                        \
         T shifted = fma(x, 1.44269504f, 12582912.0f); /* 1.5 * 2^23: k in the low bits */ \
-        IT k = MATH_AS(IT, shifted) - 0x4B400000;                                       \
+        IT k = MATH_AS(IT, shifted) - 0x4B400000;                                   \
         T kf = shifted - 12582912.0f;                                               \
         T r = fma(kf, -0.693359375f, x);                                            \
         r = fma(kf, 2.12194440e-4f, r);                                             \
@@ -31,7 +31,7 @@
         p = fma(p, r, 4.1665795894e-2f);                                            \
         p = fma(p, r, 1.6666665459e-1f);                                            \
         p = fma(p, r, 5.0000001201e-1f);                                            \
-        return (fma(p, r * r, r) + 1.0f) * MATH_AS(T, (k + 127) << 23);                 \
+        return (fma(p, r * r, r) + 1.0f) * MATH_AS(T, (k + 127) << 23);             \
     }
 MATH_EXP(exp_nonpositive, float, int)
 MATH_EXP(exp_nonpositive16, float16, int16)

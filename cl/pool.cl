@@ -122,24 +122,22 @@ __kernel void avgpool_backward(__global const float *dy, __global float *dx, con
  * no padding): the operations of avgpool_forward and avgpool_backward,
  * so the same bits, without their window arithmetic an item. */
 
-/* y[plane] = the plane's HW values summed in order, over KK. */
-__kernel void avgpool_global(__global const float *x, __global float *y, const uint HW,
-                             const uint KK)
+/* y[plane] = the plane's HW values summed in order, over HW (= K K). */
+__kernel void avgpool_global(__global const float *x, __global float *y, const uint HW)
 {
     uint plane = get_global_id(0);
     __global const float *xp = x + (size_t)plane * HW;
     float acc = 0.0f;
     for (uint i = 0; i < HW; i++)
         acc += xp[i];
-    y[plane] = acc / (float)KK;
+    y[plane] = acc / (float)HW;
 }
 
 /* Over (HW, planes): every value of a plane gets its window's share. */
-__kernel void avgpool_global_backward(__global const float *dy, __global float *dx,
-                                      const uint KK)
+__kernel void avgpool_global_backward(__global const float *dy, __global float *dx)
 {
     uint i = get_global_id(0), plane = get_global_id(1), HW = get_global_size(0);
-    dx[(size_t)plane * HW + i] = (0.0f + dy[plane]) / (float)KK;
+    dx[(size_t)plane * HW + i] = (0.0f + dy[plane]) / (float)HW;
 }
 
 /* ---- 2x2 windows of stride 2 without padding, for drivers that run a

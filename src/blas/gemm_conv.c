@@ -121,10 +121,10 @@ kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
 #define WEIGHT_ROWS_BYTES (128u << 10)
 
 /* Where a weight gradient takes conv_weight_pixels: up to 128 output
- * channels and from PIXELS_MIN_K taps (64 when measured here). Measured over the ResNet as above, backward
- * (weight and input gradients): 32 -> 32 at 32 x 32, 60 -> 43 ms; 64 -> 64
- * at 16 x 16, 39 -> 34 ms; 128 -> 128 at 8 x 8, 36 -> 32 ms; device time
- * 407 -> 371 ms a step. */
+ * channels and from PIXELS_MIN_K taps (64 when measured here). Measured
+ * over the ResNet as above, backward (weight and input gradients): 32 ->
+ * 32 at 32 x 32, 60 -> 43 ms; 64 -> 64 at 16 x 16, 39 -> 34 ms; 128 -> 128
+ * at 8 x 8, 36 -> 32 ms; device time 407 -> 371 ms a step. */
 #define WEIGHT_PIXELS_MAX_CHANNELS 128
 
 static int weight_pixels_pay(size_t m, size_t n)

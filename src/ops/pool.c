@@ -145,14 +145,13 @@ static kiln_status pool_launch_global(const op_args *c, int backward)
     kiln_status st = kernel_get(c->ctx, POOL_SOURCES, "", name, &k);
     const kiln_tensor *x = c->in[0];
     size_t planes = x->shape[0] * x->shape[1];
-    cl_uint hw = (cl_uint)(x->shape[2] * x->shape[3]), kk = hw;
+    cl_uint hw = (cl_uint)(x->shape[2] * x->shape[3]);
     if (st != KILN_OK)
         return st;
     if (backward)
         return launch_3d(c->ctx, k, name, hw, planes, 1, KARG(c->dout->buf),
-                         KARG(c->din[0]->buf), KARG(kk));
-    return launch_1d(c->ctx, k, name, planes, 0, KARG(x->buf), KARG(c->out->buf), KARG(hw),
-                     KARG(kk));
+                         KARG(c->din[0]->buf));
+    return launch_1d(c->ctx, k, name, planes, 0, KARG(x->buf), KARG(c->out->buf), KARG(hw));
 }
 
 static kiln_status avgpool_forward(const op_args *c)
