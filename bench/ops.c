@@ -17,6 +17,7 @@ typedef struct {
     kiln_shape in;
     size_t out, kernel, stride, pad;
     kiln_act act;
+    int no_bias; /* as the ResNet's convolutions (batchnorm follows) */
 } bench_case;
 
 static kiln_ctx *ctx;
@@ -78,6 +79,7 @@ static void run_case(const bench_case *bc, double copy_gbs)
     a.stride = bc->stride;
     a.pad = bc->pad;
     a.act = bc->act;
+    a.bias = !bc->no_bias;
     a.p = 0.3f;
     kiln_shape in[2] = {bc->in, bc->in};
     op_shapes s;
@@ -140,22 +142,29 @@ int main(int argc, char **argv)
     kiln_shape feat = shape_make(2, batch, 256, 0, 0);
     kiln_shape img32 = shape_make(4, batch, 32, 28, 28), img64 = shape_make(4, batch, 64, 28, 28);
     kiln_shape img64s = shape_make(4, batch, 64, 14, 14), pixels = shape_make(2, batch, 784, 0, 0);
+    /* examples/resnet_cifar.ini's convolutions over 32 x 32 and 16 x 16 */
+    kiln_shape res32 = shape_make(4, batch, 32, 32, 32), res64 = shape_make(4, batch, 64, 16, 16);
     const bench_case cases[] = {
-        {"linear 256->256 relu", OP_LINEAR, feat, 256, 0, 0, 0, KILN_ACT_RELU},
-        {"linear 784->256", OP_LINEAR, pixels, 256, 0, 0, 0, KILN_ACT_NONE},
-        {"conv2d 32->64 3x3 pad 1 relu", OP_CONV2D, img32, 64, 3, 1, 1, KILN_ACT_RELU},
-        {"maxpool 2x2 (64 channels)", OP_MAXPOOL, img64, 0, 2, 0, 0, KILN_ACT_NONE},
-        {"maxpool 2x2 (64x14x14)", OP_MAXPOOL, img64s, 0, 2, 0, 0, KILN_ACT_NONE},
-        {"avgpool 2x2 (64 channels)", OP_AVGPOOL, img64, 0, 2, 0, 0, KILN_ACT_NONE},
-        {"batchnorm1d 256", OP_BATCHNORM, feat, 0, 0, 0, 0, KILN_ACT_NONE},
-        {"batchnorm2d 64x28x28", OP_BATCHNORM, img64, 0, 0, 0, 0, KILN_ACT_NONE},
-        {"layernorm 256", OP_LAYERNORM, feat, 0, 0, 0, 0, KILN_ACT_NONE},
-        {"dropout 64x28x28", OP_DROPOUT, img64, 0, 0, 0, 0, KILN_ACT_NONE},
-        {"relu 64x28x28", OP_ACTIVATION, img64, 0, 0, 0, 0, KILN_ACT_RELU},
-        {"gelu 64x28x28", OP_ACTIVATION, img64, 0, 0, 0, 0, KILN_ACT_GELU},
-        {"softmax 256", OP_SOFTMAX, feat, 0, 0, 0, 0, KILN_ACT_NONE},
-        {"add 64x28x28", OP_ADD, img64, 0, 0, 0, 0, KILN_ACT_NONE},
-        {"concat 64+64 x28x28", OP_CONCAT, img64, 0, 0, 0, 0, KILN_ACT_NONE},
+        {"linear 256->256 relu", OP_LINEAR, feat, 256, 0, 0, 0, KILN_ACT_RELU, 0},
+        {"linear 784->256", OP_LINEAR, pixels, 256, 0, 0, 0, KILN_ACT_NONE, 0},
+        {"conv2d 32->64 3x3 pad 1 relu", OP_CONV2D, img32, 64, 3, 1, 1, KILN_ACT_RELU, 0},
+        {"resnet conv 32->32 3x3 (32x32)", OP_CONV2D, res32, 32, 3, 1, 1, KILN_ACT_NONE, 1},
+        {"resnet conv 32->64 3x3 stride 2", OP_CONV2D, res32, 64, 3, 2, 1, KILN_ACT_NONE, 1},
+        {"resnet conv 32->64 1x1 stride 2", OP_CONV2D, res32, 64, 1, 2, 0, KILN_ACT_NONE, 1},
+        {"resnet conv 64->64 3x3 (16x16)", OP_CONV2D, res64, 64, 3, 1, 1, KILN_ACT_NONE, 1},
+        {"resnet conv 64->128 3x3 stride 2", OP_CONV2D, res64, 128, 3, 2, 1, KILN_ACT_NONE, 1},
+        {"maxpool 2x2 (64 channels)", OP_MAXPOOL, img64, 0, 2, 0, 0, KILN_ACT_NONE, 0},
+        {"maxpool 2x2 (64x14x14)", OP_MAXPOOL, img64s, 0, 2, 0, 0, KILN_ACT_NONE, 0},
+        {"avgpool 2x2 (64 channels)", OP_AVGPOOL, img64, 0, 2, 0, 0, KILN_ACT_NONE, 0},
+        {"batchnorm1d 256", OP_BATCHNORM, feat, 0, 0, 0, 0, KILN_ACT_NONE, 0},
+        {"batchnorm2d 64x28x28", OP_BATCHNORM, img64, 0, 0, 0, 0, KILN_ACT_NONE, 0},
+        {"layernorm 256", OP_LAYERNORM, feat, 0, 0, 0, 0, KILN_ACT_NONE, 0},
+        {"dropout 64x28x28", OP_DROPOUT, img64, 0, 0, 0, 0, KILN_ACT_NONE, 0},
+        {"relu 64x28x28", OP_ACTIVATION, img64, 0, 0, 0, 0, KILN_ACT_RELU, 0},
+        {"gelu 64x28x28", OP_ACTIVATION, img64, 0, 0, 0, 0, KILN_ACT_GELU, 0},
+        {"softmax 256", OP_SOFTMAX, feat, 0, 0, 0, 0, KILN_ACT_NONE, 0},
+        {"add 64x28x28", OP_ADD, img64, 0, 0, 0, 0, KILN_ACT_NONE, 0},
+        {"concat 64+64 x28x28", OP_CONCAT, img64, 0, 0, 0, 0, KILN_ACT_NONE, 0},
     };
     double copy_gbs = copy_bandwidth(shape_numel(&img64) * sizeof(float));
     printf("plain device copy of %zu MB: %.2f GB/s (read + write)\n",

@@ -559,34 +559,128 @@ pad_planes(__global const float *x, __global float *xp, const uint H, const uint
         *o++ = 0.0f;
 }
 
-#define PIX_ROW(r)                                                                \
-    __global const float *x##r;                                                   \
-    {                                                                             \
-        size_t q = min(q0 + r, npix - 1), n = q / P2;                             \
-        uint p = (uint)(q % P2);                                                  \
-        x##r = xp + n * C * plane + (size_t)(p / OW * S) * Wp + p % OW * S;       \
+/* A walk over the pixels (n, i, j) of planes of rows x cols in order: a
+ * tile's first pixel found by division, the next ones by counting (the
+ * divisions of every row took a tenth of a short tile's time). */
+typedef struct {
+    size_t n;
+    uint i, j;
+} pixel_at;
+
+INLINE pixel_at pixel_of(size_t q, uint rows, uint cols)
+{
+    size_t plane = (size_t)rows * cols;
+    uint p = (uint)(q % plane);
+    pixel_at a = {q / plane, p / cols, p % cols};
+    return a;
+}
+
+/* The pixel after a, or a itself past the last (q + 1 = end): rows past
+ * the end of a tile read its last pixel again. */
+INLINE pixel_at pixel_next(pixel_at a, size_t q, size_t end, uint rows, uint cols)
+{
+    if (q + 1 >= end)
+        return a;
+    if (++a.j == cols) {
+        a.j = 0;
+        if (++a.i == rows) {
+            a.i = 0;
+            a.n++;
+        }
     }
+    return a;
+}
+
+/* Row r of a conv_pixels tile: its first tap in xp and its place in y. */
+#define PIX_ROW(r)                                                                       \
+    __global const float *x##r = xp + at.n * C * plane + (size_t)(at.i * S) * Wp + at.j * S; \
+    out[r] = at.n * m * P2 + (size_t)at.i * OW + at.j;                                   \
+    at = pixel_next(at, q0 + r, npix, OH, OW);
 #define PIX_FMA(r)                                   \
     {                                                \
         floatV s = x##r[off];                        \
         c##r##0 = fma(s, b0, c##r##0);               \
         c##r##1 = fma(s, b1, c##r##1);               \
     }
-#define PIX_OUT(r) out[r] = (q0 + r) / P2 * m * P2 + (q0 + r) % P2;
+/* PIX_FMA for a tile of MR neighbouring pixels of a row at stride 1: one
+ * pointer and constant displacements, so that the row pointers need no
+ * registers. */
+#define LINE_FMA(r)                                  \
+    {                                                \
+        floatV s = x0[off + r];                      \
+        c##r##0 = fma(s, b0, c##r##0);               \
+        c##r##1 = fma(s, b1, c##r##1);               \
+    }
+/* The last of MR rows (x##LAST_ROW##MR: the last row's pointer). */
+#define LAST_ROW1 0
+#define LAST_ROW2 1
+#define LAST_ROW3 2
+#define LAST_ROW4 3
+#define LAST_ROW5 4
+#define LAST_ROW6 5
+#define LAST_ROW7 6
+#define LAST_ROW8 7
+/* A conv_pixels tile's products over k = (c, kh, kw), each row's by FMA. */
+#define PIX_TAPS(FMA)                                                        \
+    for (uint c = 0; c < C; c++)                                             \
+        for (uint kh = 0; kh < K; kh++)                                      \
+            for (uint kw = 0; kw < K; kw++) {                                \
+                size_t off = c * plane + (size_t)(kh * D) * Wp + kw * D;     \
+                floatV b0 = vloadV(0, b), b1 = vloadV(1, b);                 \
+                ROWS(FMA)                                                    \
+                b += NR;                                                     \
+            }
 /* A tile's `rows` rows into dst channel by channel: row r's result for
  * channel col0 + j at out[r] + (col0 + j) stride, j < count. A channel's
  * pixels go together: the planes lie `stride` floats apart, often a
  * multiple of 4 KiB, and pixel by pixel the tile's stores evicted each
  * other from the cache's sets. */
-#define STORE_CHANNELS(dst, stride, count)                        \
-    {                                                             \
-        float t[MR][NR];                                          \
-        ROWS(SAVE_ROW)                                            \
-        for (size_t j = 0; j < (count); j++)                      \
-            for (size_t r = 0; r < rows; r++)                     \
-                (dst)[out[r] + (col0 + j) * (stride)] =           \
-                    ADDED(t[r][j], (dst)[out[r] + (col0 + j) * (stride)]); \
+#define STORE_CHANNELS(dst, stride, count)                             \
+    {                                                                  \
+        float t[MR][NR];                                               \
+        ROWS(SAVE_ROW)                                                 \
+        store_channels(dst, stride, count, col0, out, rows, t, adding); \
     }
+
+/* The step between a whole tile's rows' places when it is one step
+ * (pixels in a row, or every S-th of one), else 0. */
+INLINE size_t even_step(const size_t *out, size_t rows)
+{
+    if (rows < MR || out[MR - 1] < out[0])
+        return 0;
+    size_t step = MR > 1 ? (out[MR - 1] - out[0]) / (MR > 1 ? MR - 1 : 1) : 1;
+    for (size_t r = 1; r < MR; r++)
+        if (out[r] != out[0] + r * step)
+            return 0;
+    return step;
+}
+
+/* STORE_CHANNELS' stores: a whole tile of pixels one step apart as runs
+ * of MR values a channel (contiguous ones as vectors), else value by
+ * value. */
+INLINE void store_channels(__global float *dst, size_t stride, size_t count, size_t col0,
+                           const size_t *out, size_t rows, float t[MR][NR], uint adding)
+{
+    size_t step = even_step(out, rows);
+    if (step == 1)
+        for (size_t j = 0; j < count; j++) {
+            __global float *d = dst + out[0] + (col0 + j) * stride;
+            for (size_t r = 0; r < MR; r++)
+                d[r] = ADDED(t[r][j], d[r]);
+        }
+    else if (step)
+        for (size_t j = 0; j < count; j++) {
+            __global float *d = dst + out[0] + (col0 + j) * stride;
+            for (size_t r = 0; r < MR; r++)
+                d[r * step] = ADDED(t[r][j], d[r * step]);
+        }
+    if (step)
+        return;
+    for (size_t j = 0; j < count; j++)
+        for (size_t r = 0; r < rows; r++)
+            dst[out[r] + (col0 + j) * stride] =
+                ADDED(t[r][j], dst[out[r] + (col0 + j) * stride]);
+}
 
 /* A convolution with few output channels, for CPUs: y (N, m, OH, OW) =
  * w (m x C K K) times the im2col matrix of x, as tiles of MR output pixels
@@ -597,32 +691,48 @@ pad_planes(__global const float *x, __global float *xp, const uint H, const uint
  * then in its core's cache) and every channel panel of each.
  * Each result sums over k = (c, kh, kw) in order, as conv_tiles does: the
  * same bits. */
+INLINE void conv_pixel_tiles(__global const float *wp, __global const float *xp,
+                             __global float *y, uint C, uint Hp, uint Wp, uint K, uint S,
+                             uint D, uint OH, uint OW, size_t m, size_t npix, uint adding,
+                             const int lines)
+{
+    size_t tiles = (npix + MR - 1) / MR, P2 = (size_t)OH * OW, plane = (size_t)Hp * Wp;
+    size_t k = (size_t)C * K * K, items = get_global_size(0), g = get_global_id(0);
+    for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
+        size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
+        pixel_at at = pixel_of(q0, OH, OW);
+        ROWS(PIX_ROW)
+        for (size_t col0 = 0; col0 < m; col0 += NR) {
+            __global const float *b = wp + col0 * k;
+            ROWS(ACC)
+            if (lines)
+                PIX_TAPS(LINE_FMA)
+            else
+                PIX_TAPS(PIX_FMA)
+            STORE_CHANNELS(y, P2, min((size_t)NR, (size_t)m - col0))
+        }
+    }
+}
+
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_pixels(__global const float *wp, __global const float *xp, __global float *y,
             const uint C, const uint Hp, const uint Wp, const uint K, const uint S,
             const uint D, const uint OH, const uint OW, const ulong m, const ulong npix,
             const uint adding)
 {
-    size_t tiles = (npix + MR - 1) / MR, P2 = (size_t)OH * OW, plane = (size_t)Hp * Wp;
-    size_t k = (size_t)C * K * K, items = get_global_size(0), g = get_global_id(0);
-    for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
-        size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
-        ROWS(PIX_ROW)
-        ROWS(PIX_OUT)
-        for (size_t col0 = 0; col0 < m; col0 += NR) {
-            __global const float *b = wp + col0 * k;
-            ROWS(ACC)
-            for (uint c = 0; c < C; c++)
-                for (uint kh = 0; kh < K; kh++)
-                    for (uint kw = 0; kw < K; kw++) {
-                        size_t off = c * plane + (size_t)(kh * D) * Wp + kw * D;
-                        floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
-                        ROWS(PIX_FMA)
-                        b += NR;
-                    }
-            STORE_CHANNELS(y, P2, min((size_t)NR, (size_t)m - col0))
-        }
-    }
+    conv_pixel_tiles(wp, xp, y, C, Hp, Wp, K, S, D, OH, OW, m, npix, adding, 0);
+}
+
+/* conv_pixels where every tile is MR neighbours in a row at stride 1 (OW
+ * a multiple of MR): the rows read at constant displacements from one
+ * pointer (LINE_FMA), so that their pointers take no registers. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+conv_pixels_lines(__global const float *wp, __global const float *xp, __global float *y,
+                  const uint C, const uint Hp, const uint Wp, const uint K, const uint S,
+                  const uint D, const uint OH, const uint OW, const ulong m, const ulong npix,
+                  const uint adding)
+{
+    conv_pixel_tiles(wp, xp, y, C, Hp, Wp, K, S, D, OH, OW, m, npix, adding, 1);
 }
 
 /* Row r of a weight-gradient tile: the offset of tap kk = (c, kh, kw) in
@@ -635,7 +745,7 @@ conv_pixels(__global const float *wp, __global const float *xp, __global float *
     }
 #define TAP_FMA(r)                                   \
     {                                                \
-        floatV s = row_x[t##r + ow * S];             \
+        floatV s = xo[t##r];                         \
         c##r##0 = fma(s, b0, c##r##0);               \
         c##r##1 = fma(s, b1, c##r##1);               \
     }
@@ -685,7 +795,8 @@ conv_weight_pixels(__global const float *g, __global const float *xp, __global f
                 __global const float *b = gt + o0;
                 for (uint r = 0; r < ch; r++) {
                     __global const float *row_x = sample_x + (size_t)((oh0 + r) * S) * Wp;
-                    for (uint ow = 0; ow < OW; ow++) {
+                    __global const float *xo = row_x;
+                    for (uint ow = 0; ow < OW; ow++, xo += S) {
                         floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
                         ROWS(TAP_FMA)
                         b += OP;
@@ -991,14 +1102,52 @@ phase_panels(__global const float *w, __global float *wq, const uint O, const ui
 
 /* Row r of a phase tile: pixel (n, i, j) of the phase, its first tap in
  * gp (g zero-padded by PG) and its place in dx. */
-#define PHASE_ROW(r)                                                                \
-    __global const float *x##r;                                                     \
-    {                                                                               \
-        size_t q = min(q0 + r, npix - 1), n = q / (HA * WB);                        \
-        uint p = (uint)(q % (HA * WB)), i = p / WB, j = p % WB;                     \
-        x##r = gp + n * O * plane + (size_t)(i + PG) * Wp + j + PG;                 \
-        out[r] = (n * C * H + pa + S * i) * W + pb + S * j;                         \
+#define PHASE_ROW(r)                                                                  \
+    __global const float *x##r = gp + at.n * O * plane + (size_t)(at.i + PG) * Wp + at.j + PG; \
+    out[r] = (at.n * C * H + pa + S * at.i) * W + pb + S * at.j;                           \
+    at = pixel_next(at, q0 + r, npix, HA, WB);
+
+/* The weights of phase (a, b) in wq (phase_panels' layout): the phases
+ * before it, each k x CP. */
+INLINE __global const float *phase_panel(__global const float *wq, uint a, uint b, uint O,
+                                         uint CP, uint K, uint S, uint P, uint D)
+{
+    return wq + phase_offset((int)a, (int)b, O, CP, K, S, P, D);
+}
+
+/* Tile t of phase (pa, pb) of conv_phase_pixels. */
+INLINE void phase_tile(__global const float *wq, __global const float *gp, __global float *dx,
+                       uint N, uint C, uint H, uint W, uint O, uint Wp, size_t plane, uint K,
+                       uint S, uint P, uint D, uint PG, uint adding, uint pa, uint pb,
+                       size_t t)
+{
+    uint HA = phase_size(pa, H, S), WB = phase_size(pb, W, S);
+    phase_taps th = taps_of((int)pa, (int)K, (int)S, (int)P, (int)D);
+    phase_taps tw = taps_of((int)pb, (int)K, (int)S, (int)P, (int)D);
+    size_t k = (size_t)O * th.count * tw.count, npix = (size_t)N * HA * WB, HW = (size_t)H * W;
+    size_t CP = (C + NR - 1) / NR * NR;
+    __global const float *wph = phase_panel(wq, pa, pb, O, (uint)CP, K, S, P, D);
+    size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
+    pixel_at at = pixel_of(q0, HA, WB);
+    ROWS(PHASE_ROW)
+    for (size_t col0 = 0; col0 < C; col0 += NR) {
+        __global const float *b = wph + col0 * k;
+        ROWS(ACC)
+        for (int tt = 0; tt < th.count; tt++) {
+            int sh = ((int)pa + (int)P - (th.first + tt * th.step) * (int)D) / (int)S;
+            for (int uu = 0; uu < tw.count; uu++) {
+                int sw = ((int)pb + (int)P - (tw.first + uu * tw.step) * (int)D) / (int)S;
+                long off = (long)sh * (long)Wp + sw;
+                for (uint o = 0; o < O; o++, off += (long)plane) {
+                    floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
+                    ROWS(PIX_FMA)
+                    b += NR;
+                }
+            }
+        }
+        STORE_CHANNELS(dx, HW, min((size_t)NR, (size_t)C - col0))
     }
+}
 
 /* The input gradient of a strided convolution with few input channels,
  * for CPUs: phase by phase (a + S i, b + S j) of dx (N, C, H, W), tiles of
@@ -1006,8 +1155,11 @@ phase_panels(__global const float *w, __global float *wq, const uint O, const ui
  * the output gradient by the taps that reach the phase (as
  * conv_phase_tiles), the gradient read in place from gp (g zero-padded by
  * PG on every side, planes of Hp x Wp) and the weights from phase_panels:
- * nothing else packed, as conv_pixels. Item g takes a run of each phase's
- * tiles; a phase no tap reaches gets zeros. */
+ * nothing else packed, as conv_pixels. Item g takes a run of the tiles of
+ * each row phase a, and tile t of every column phase b in turn: they fill
+ * the same rows of dx, whose cache lines are then written whole rather
+ * than half at a time, a phase apart. A phase no tap reaches gets
+ * zeros. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_phase_pixels(__global const float *wq, __global const float *gp, __global float *dx,
                   const uint N, const uint C, const uint H, const uint W, const uint O,
@@ -1015,36 +1167,15 @@ conv_phase_pixels(__global const float *wq, __global const float *gp, __global f
                   const uint D, const uint PG, const uint adding)
 {
     size_t items = get_global_size(0), g = get_global_id(0), plane = (size_t)Hp * Wp;
-    size_t CP = (C + NR - 1) / NR * NR, HW = (size_t)H * W;
-    __global const float *wph = wq;
-    for (uint ph = 0; ph < S * S; ph++) {
-        uint pa = ph / S, pb = ph % S, HA = phase_size(pa, H, S), WB = phase_size(pb, W, S);
-        phase_taps th = taps_of((int)pa, (int)K, (int)S, (int)P, (int)D);
-        phase_taps tw = taps_of((int)pb, (int)K, (int)S, (int)P, (int)D);
-        size_t k = (size_t)O * th.count * tw.count, npix = (size_t)N * HA * WB;
-        size_t tiles = (npix + MR - 1) / MR;
-        for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
-            size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
-            ROWS(PHASE_ROW)
-            for (size_t col0 = 0; col0 < C; col0 += NR) {
-                __global const float *b = wph + col0 * k;
-                ROWS(ACC)
-                for (int tt = 0; tt < th.count; tt++) {
-                    int sh = ((int)pa + (int)P - (th.first + tt * th.step) * (int)D) / (int)S;
-                    for (int uu = 0; uu < tw.count; uu++) {
-                        int sw = ((int)pb + (int)P - (tw.first + uu * tw.step) * (int)D) / (int)S;
-                        long off = (long)sh * (long)Wp + sw;
-                        for (uint o = 0; o < O; o++, off += (long)plane) {
-                            floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
-                            ROWS(PIX_FMA)
-                            b += NR;
-                        }
-                    }
-                }
-                STORE_CHANNELS(dx, HW, min((size_t)NR, (size_t)C - col0))
-            }
-        }
-        wph += k * CP;
+    for (uint pa = 0; pa < S; pa++) {
+        size_t tiles = 0, HA = phase_size(pa, H, S);
+        for (uint pb = 0; pb < S; pb++)
+            tiles = max(tiles, (N * HA * phase_size(pb, W, S) + MR - 1) / MR);
+        for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++)
+            for (uint pb = 0; pb < S; pb++)
+                if (t * MR < N * HA * phase_size(pb, W, S))
+                    phase_tile(wq, gp, dx, N, C, H, W, O, Wp, plane, K, S, P, D, PG, adding,
+                               pa, pb, t);
     }
 }
 

@@ -66,16 +66,17 @@ static kiln_status conv_pixels(kiln_ctx *ctx, const blas_state *s, size_t m, cl_
     kiln_status st = padded_input(ctx, s, x, &padded);
     if (st == KILN_OK)
         st = gemm_pack(ctx, s, 1, a, 0, k, 1, m, k, 2 * (cl_uint)s->tile.v, &panels);
+    size_t npix = x->n * x->oh * x->ow, mr = (size_t)s->tile.mr;
+    const char *name = x->s == 1 && x->ow % mr == 0 ? "conv_pixels_lines" : "conv_pixels";
     if (st == KILN_OK)
-        st = gemm_kernel(ctx, s, "conv_pixels", &kernel);
+        st = gemm_kernel(ctx, s, name, &kernel);
     if (st != KILN_OK)
         return st;
-    size_t npix = x->n * x->oh * x->ow, mr = (size_t)s->tile.mr;
     size_t items = gemm_slot_items(ctx, (npix + mr - 1) / mr);
     cl_uint C = (cl_uint)x->c, Hp = (cl_uint)hp, Wp = (cl_uint)wp, K = (cl_uint)x->k,
             S = (cl_uint)x->s, D = (cl_uint)x->d, OH = (cl_uint)x->oh, OW = (cl_uint)x->ow;
     cl_ulong mm = m, np = npix;
-    return launch_1d(ctx, kernel, "conv_pixels", items, 1, KARG(panels), KARG(padded), KARG(y),
+    return launch_1d(ctx, kernel, name, items, 1, KARG(panels), KARG(padded), KARG(y),
                      KARG(C), KARG(Hp), KARG(Wp), KARG(K), KARG(S), KARG(D), KARG(OH),
                      KARG(OW), KARG(mm), KARG(np), KARG(add));
 }
@@ -254,6 +255,33 @@ static size_t phase_inputs(const gemm_im2col *x, size_t ph)
     return x->n * ha * wb;
 }
 
+/* The zero padding of g that every phase's taps find in conv_phase_pixels
+ * along an axis of n inputs and m outputs: tap k of phase a reads g at
+ * i + (a + P - k D) / S for the phase's inputs i, so below 0 by the most
+ * negative of those shifts and past m - 1 by the largest reach. */
+static size_t phase_axis_padding(const gemm_im2col *x, size_t n, size_t m)
+{
+    long lo = 0, hi = 0;
+    for (size_t a = 0; a < x->s && a < n; a++)
+        for (size_t k = 0; k < x->k; k++) {
+            long shift = (long)(a + x->p) - (long)(k * x->d);
+            if (((shift % (long)x->s) + (long)x->s) % (long)x->s)
+                continue;
+            long sh = shift >= 0 ? shift / (long)x->s : -((-shift) / (long)x->s);
+            long last = (long)((n - a + x->s - 1) / x->s) - 1 + sh - ((long)m - 1);
+            lo = -sh > lo ? -sh : lo;
+            hi = last > hi ? last : hi;
+        }
+    return (size_t)(lo > hi ? lo : hi);
+}
+
+/* g's padding for conv_phase_pixels: the larger of its axes'. */
+static size_t phase_padding(const gemm_im2col *x)
+{
+    size_t ph = phase_axis_padding(x, x->h, x->oh), pw = phase_axis_padding(x, x->w, x->ow);
+    return ph > pw ? ph : pw;
+}
+
 /* Up to 64 input channels, for kernels wider than 1 x 1: a strided 1 x 1
  * convolution reaches one phase of S x S, and zeroing the others tile by
  * tile measured slower than its column-gradient GEMM (the ResNet's
@@ -268,13 +296,13 @@ int gemm_cpu_phase_pixels_pay(size_t c, size_t k)
 #define PHASE_PANEL_O 16
 
 /* The strided input gradient as conv_phase_pixels: g zero-padded into
- * scratch 0 by enough for every phase's taps, the weights in each phase's
+ * scratch 0 by what the phases' taps reach (phase_padding), the weights in each phase's
  * panels (phase_panels) in scratch 1. */
 static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem w,
                                 cl_mem g, const gemm_im2col *x, cl_uint add)
 {
     size_t nr = 2 * (size_t)s->tile.v, cp = (x->c + nr - 1) / nr * nr;
-    size_t pg = (2 * x->p + x->d * (x->k - 1)) / x->s + 2, mr = (size_t)s->tile.mr, tiles = 0;
+    size_t pg = phase_padding(x), mr = (size_t)s->tile.mr, tiles = 0;
     for (size_t ph = 0; ph < x->s * x->s; ph++)
         tiles += (phase_inputs(x, ph) + mr - 1) / mr;
     size_t count = o * cp * x->k * x->k, items = gemm_slot_items(ctx, tiles);
