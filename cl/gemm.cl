@@ -780,11 +780,14 @@ conv_weight_pixels(__global const float *g, __global const float *xp, __global f
         size_t nn = row / OH, oh0 = row % OH;
         uint ch = (uint)min(min((size_t)CH, OH - oh0), hi - row);
         int first = row == lo;
-        for (uint o = 0; o < OP; o++) {
-            __global const float *gr = g + (nn * m + min(o, m - 1)) * P2 + oh0 * OW;
-            for (uint q = 0; q < ch * OW; q++)
-                gt[q * OP + o] = o < m ? gr[q] : 0.0f;
-        }
+        if (m == OP) /* in 8 x 8 blocks */
+            pack_transposed(gt, g + nn * m * P2 + oh0 * OW, P2, 0, ch * OW, OP);
+        else
+            for (uint o = 0; o < OP; o++) {
+                __global const float *gr = g + (nn * m + min(o, m - 1)) * P2 + oh0 * OW;
+                for (uint q = 0; q < ch * OW; q++)
+                    gt[q * OP + o] = o < m ? gr[q] : 0.0f;
+            }
         __global const float *sample_x = xp + nn * C * plane;
         for (size_t kk0 = 0; kk0 < n; kk0 += MR) {
             ROWS(TAP_ROW)
@@ -1119,13 +1122,15 @@ INLINE __global const float *phase_panel(__global const float *wq, uint a, uint 
 INLINE void phase_tile(__global const float *wq, __global const float *gp, __global float *dx,
                        uint N, uint C, uint H, uint W, uint O, uint Wp, size_t plane, uint K,
                        uint S, uint P, uint D, uint PG, uint adding, uint pa, uint pb,
-                       size_t t)
+                       size_t t, const int lines)
 {
     uint HA = phase_size(pa, H, S), WB = phase_size(pb, W, S);
     phase_taps th = taps_of((int)pa, (int)K, (int)S, (int)P, (int)D);
     phase_taps tw = taps_of((int)pb, (int)K, (int)S, (int)P, (int)D);
     size_t k = (size_t)O * th.count * tw.count, npix = (size_t)N * HA * WB, HW = (size_t)H * W;
     size_t CP = (C + NR - 1) / NR * NR;
+    if (k == 0 && adding) /* no tap reaches the phase: nothing to add */
+        return;
     __global const float *wph = phase_panel(wq, pa, pb, O, (uint)CP, K, S, P, D);
     size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
     pixel_at at = pixel_of(q0, HA, WB);
@@ -1140,7 +1145,11 @@ INLINE void phase_tile(__global const float *wq, __global const float *gp, __glo
                 long off = (long)sh * (long)Wp + sw;
                 for (uint o = 0; o < O; o++, off += (long)plane) {
                     floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
-                    ROWS(PIX_FMA)
+                    if (lines) {
+                        ROWS(LINE_FMA)
+                    } else {
+                        ROWS(PIX_FMA)
+                    }
                     b += NR;
                 }
             }
@@ -1160,11 +1169,10 @@ INLINE void phase_tile(__global const float *wq, __global const float *gp, __glo
  * the same rows of dx, whose cache lines are then written whole rather
  * than half at a time, a phase apart. A phase no tap reaches gets
  * zeros. */
-__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-conv_phase_pixels(__global const float *wq, __global const float *gp, __global float *dx,
-                  const uint N, const uint C, const uint H, const uint W, const uint O,
-                  const uint Hp, const uint Wp, const uint K, const uint S, const uint P,
-                  const uint D, const uint PG, const uint adding)
+INLINE void phase_pixel_tiles(__global const float *wq, __global const float *gp,
+                              __global float *dx, uint N, uint C, uint H, uint W, uint O,
+                              uint Hp, uint Wp, uint K, uint S, uint P, uint D, uint PG,
+                              uint adding, const int lines)
 {
     size_t items = get_global_size(0), g = get_global_id(0), plane = (size_t)Hp * Wp;
     for (uint pa = 0; pa < S; pa++) {
@@ -1175,8 +1183,29 @@ conv_phase_pixels(__global const float *wq, __global const float *gp, __global f
             for (uint pb = 0; pb < S; pb++)
                 if (t * MR < N * HA * phase_size(pb, W, S))
                     phase_tile(wq, gp, dx, N, C, H, W, O, Wp, plane, K, S, P, D, PG, adding,
-                               pa, pb, t);
+                               pa, pb, t, lines);
     }
+}
+
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+conv_phase_pixels(__global const float *wq, __global const float *gp, __global float *dx,
+                  const uint N, const uint C, const uint H, const uint W, const uint O,
+                  const uint Hp, const uint Wp, const uint K, const uint S, const uint P,
+                  const uint D, const uint PG, const uint adding)
+{
+    phase_pixel_tiles(wq, gp, dx, N, C, H, W, O, Hp, Wp, K, S, P, D, PG, adding, 0);
+}
+
+/* conv_phase_pixels where each phase's rows are a multiple of MR long:
+ * its tiles are neighbours in a row of gp, read as conv_pixels_lines. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+conv_phase_pixels_lines(__global const float *wq, __global const float *gp,
+                        __global float *dx, const uint N, const uint C, const uint H,
+                        const uint W, const uint O, const uint Hp, const uint Wp,
+                        const uint K, const uint S, const uint P, const uint D, const uint PG,
+                        const uint adding)
+{
+    phase_pixel_tiles(wq, gp, dx, N, C, H, W, O, Hp, Wp, K, S, P, D, PG, adding, 1);
 }
 
 /* C = alpha A op(B) + beta C for few rows of A (m) and long rows of C:

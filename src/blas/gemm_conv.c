@@ -288,7 +288,8 @@ static size_t phase_padding(const gemm_im2col *x)
  * shortcuts, 3.8 -> 5.3 ms and 8.0 -> 9.4 ms). */
 int gemm_cpu_phase_pixels_pay(size_t c, size_t k)
 {
-    return c <= PIXELS_MAX_CHANNELS && k > 1;
+    (void)k;
+    return c <= PIXELS_MAX_CHANNELS;
 }
 
 /* Output channels an item of phase_panels and phase_weights takes, about
@@ -313,8 +314,12 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
         st = gemm_scratch(ctx, 1, count * sizeof(float), &wq);
     if (st == KILN_OK)
         st = gemm_kernel(ctx, s, "phase_panels", &panels);
+    int lines = 1;
+    for (size_t b = 0; b < x->s; b++)
+        lines = lines && (b >= x->w || (x->w - b + x->s - 1) / x->s % mr == 0);
+    const char *name = lines ? "conv_phase_pixels_lines" : "conv_phase_pixels";
     if (st == KILN_OK)
-        st = gemm_kernel(ctx, s, "conv_phase_pixels", &kernel);
+        st = gemm_kernel(ctx, s, name, &kernel);
     if (st != KILN_OK)
         return st;
     cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, CP = (cl_uint)cp, H = (cl_uint)x->h,
@@ -326,7 +331,7 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
                       KARG(C), KARG(CP), KARG(K), KARG(S), KARG(P), KARG(D));
     return st != KILN_OK || items == 0
                ? st
-               : launch_1d(ctx, kernel, "conv_phase_pixels", items, 1, KARG(wq), KARG(gp),
+               : launch_1d(ctx, kernel, name, items, 1, KARG(wq), KARG(gp),
                            KARG(x->x), KARG(N), KARG(C), KARG(H), KARG(W), KARG(O), KARG(Hp),
                            KARG(Wp), KARG(K), KARG(S), KARG(P), KARG(D), KARG(PG), KARG(add));
 }
