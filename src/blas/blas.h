@@ -174,10 +174,10 @@ int gemm_cpu_conv_weights_pay(size_t m, size_t n);
  * gemm_cpu_conv_phases_fit says whether the taps of a phase fit the k
  * block. */
 int gemm_cpu_conv_phases_fit(kiln_ctx *ctx, size_t o, const gemm_im2col *x);
-/* Whether an input gradient of c channels and a k x k kernel runs its
- * phases as conv_phase_pixels (the gradient read in place, nothing packed
- * but the weights), which takes any number of output channels. */
-int gemm_cpu_phase_pixels_pay(size_t c, size_t k);
+/* Whether an input gradient of c channels runs its phases as
+ * conv_phase_pixels (the gradient read in place, nothing packed but the
+ * weights), which takes any number of output channels. */
+int gemm_cpu_phase_pixels_pay(size_t c);
 /* With add, dx += the gradient, as gemm_cpu_conv's add. */
 kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
                                  const gemm_im2col *x, int add);

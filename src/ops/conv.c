@@ -183,7 +183,7 @@ static int input_grads_fused(const op_args *c, const conv_dims *d)
  * on the col2im path. */
 static int input_grads_phased(const op_args *c, const conv_dims *d, const gemm_im2col *dx)
 {
-    return cpu_shaped(c) && (gemm_cpu_phase_pixels_pay(d->c, d->k) ||
+    return cpu_shaped(c) && (gemm_cpu_phase_pixels_pay(d->c) ||
                              (d->o <= d->c && gemm_cpu_conv_phases_fit(c->ctx, d->o, dx)));
 }
 
