@@ -144,6 +144,7 @@ int main(int argc, char **argv)
     kiln_shape img64s = shape_make(4, batch, 64, 14, 14), pixels = shape_make(2, batch, 784, 0, 0);
     /* examples/resnet_cifar.ini's convolutions over 32 x 32 and 16 x 16 */
     kiln_shape res32 = shape_make(4, batch, 32, 32, 32), res64 = shape_make(4, batch, 64, 16, 16);
+    kiln_shape res128 = shape_make(4, batch, 128, 8, 8);
     const bench_case cases[] = {
         {"linear 256->256 relu", OP_LINEAR, feat, 256, 0, 0, 0, KILN_ACT_RELU, 0},
         {"linear 784->256", OP_LINEAR, pixels, 256, 0, 0, 0, KILN_ACT_NONE, 0},
@@ -153,6 +154,7 @@ int main(int argc, char **argv)
         {"resnet conv 32->64 1x1 stride 2", OP_CONV2D, res32, 64, 1, 2, 0, KILN_ACT_NONE, 1},
         {"resnet conv 64->64 3x3 (16x16)", OP_CONV2D, res64, 64, 3, 1, 1, KILN_ACT_NONE, 1},
         {"resnet conv 64->128 3x3 stride 2", OP_CONV2D, res64, 128, 3, 2, 1, KILN_ACT_NONE, 1},
+        {"resnet conv 128->128 3x3 (8x8)", OP_CONV2D, res128, 128, 3, 1, 1, KILN_ACT_NONE, 1},
         {"maxpool 2x2 (64 channels)", OP_MAXPOOL, img64, 0, 2, 0, 0, KILN_ACT_NONE, 0},
         {"maxpool 2x2 (64x14x14)", OP_MAXPOOL, img64s, 0, 2, 0, 0, KILN_ACT_NONE, 0},
         {"avgpool 2x2 (64 channels)", OP_AVGPOOL, img64, 0, 2, 0, 0, KILN_ACT_NONE, 0},

@@ -6,9 +6,9 @@
 
 #include "blas/gemm_internal.h"
 
-/* Where gemm_cpu_conv takes conv_pixels: up to 64 output channels (each
+/* Where gemm_cpu_conv takes conv_pixels: up to 128 output channels (each
  * panel of conv_tiles' packed columns then serves few row tiles, and its
- * packing costs nearly as much as the products), and from 64 taps a pixel
+ * packing costs nearly as much as the products), and from 32 taps a pixel
  * (below, as in a stem over 3 channels, packing is cheap and a tile's own
  * setup and stores weigh more). Measured over the ResNet of
  * examples/resnet_cifar.ini at batch 128 (device time, AMD EPYC, 2
@@ -17,8 +17,10 @@
  * 11 ms; 64 -> 64 at 16 x 16, 17.4 -> 16.8 ms; the stem, 5.7 -> 6.8 ms.
  * From 32 taps, not 64 (AVX-512 Xeon, 2026-12-06): the 1 x 1 stride-2
  * shortcut over 32 channels, forward 3.2 -> 1.7 ms and its weight
- * gradient's share of the backward 4.35 -> 3.8-3.95 ms. */
-#define PIXELS_MAX_CHANNELS 64
+ * gradient's share of the backward 4.35 -> 3.8-3.95 ms. Up to 128
+ * channels, not 64, once its rows read without divisions (the same day):
+ * 64 -> 128 at stride 2, forward 5.3-5.7 -> 3.3-3.5 ms (bench_ops). */
+#define PIXELS_MAX_CHANNELS 128
 #define PIXELS_MIN_K 32
 
 /* Whether a convolution of m output channels over k taps a pixel takes
@@ -282,15 +284,18 @@ static size_t phase_padding(const gemm_im2col *x)
     return ph > pw ? ph : pw;
 }
 
-/* Up to 64 input channels. A strided 1 x 1 convolution reaches one phase
+/* Up to 64 input channels (past them, conv_phase_tiles packs the
+ * gradient's panels once for more channels). A strided 1 x 1 convolution reaches one phase
  * of S x S, and the others get zeros tile by tile (or nothing, where the
  * gradient adds): against its column-gradient GEMM (swap01, pack, GEMM,
  * col2im), the ResNet's shortcuts' backward at batch 128 measured 3.3 ->
  * 2.5 ms (32 -> 64) and 2.3 -> 1.9 ms (64 -> 128) once the phase tiles
  * read as lines (AVX-512 Xeon, 2026-12-06); before, 3.8 -> 5.3 ms. */
+#define PHASE_PIXELS_MAX_CHANNELS 64
+
 int gemm_cpu_phase_pixels_pay(size_t c)
 {
-    return c <= PIXELS_MAX_CHANNELS;
+    return c <= PHASE_PIXELS_MAX_CHANNELS;
 }
 
 /* Output channels an item of phase_panels and phase_weights takes, about
