@@ -1110,38 +1110,48 @@ phase_panels(__global const float *w, __global float *wq, const uint O, const ui
     out[r] = (at.n * C * H + pa + S * at.i) * W + pb + S * at.j;                           \
     at = pixel_next(at, q0 + r, npix, HA, WB);
 
-/* The weights of phase (a, b) in wq (phase_panels' layout): the phases
- * before it, each k x CP. */
-INLINE __global const float *phase_panel(__global const float *wq, uint a, uint b, uint O,
-                                         uint CP, uint K, uint S, uint P, uint D)
+/* What conv_phase_pixels needs of phase (pa, pb): its inputs along each
+ * axis, its taps, its weights' k and panels. */
+typedef struct {
+    uint pa, pb, HA, WB;
+    phase_taps th, tw;
+    size_t k, npix;
+    __global const float *w;
+} phase_geom;
+
+INLINE phase_geom phase_geom_of(__global const float *wq, uint pa, uint pb, uint N, uint C,
+                                uint H, uint W, uint O, uint K, uint S, uint P, uint D)
 {
-    return wq + phase_offset((int)a, (int)b, O, CP, K, S, P, D);
+    phase_geom f;
+    f.pa = pa;
+    f.pb = pb;
+    f.HA = phase_size(pa, H, S);
+    f.WB = phase_size(pb, W, S);
+    f.th = taps_of((int)pa, (int)K, (int)S, (int)P, (int)D);
+    f.tw = taps_of((int)pb, (int)K, (int)S, (int)P, (int)D);
+    f.k = (size_t)O * f.th.count * f.tw.count;
+    f.npix = (size_t)N * f.HA * f.WB;
+    f.w = wq + phase_offset((int)pa, (int)pb, O, (C + NR - 1) / NR * NR, K, S, P, D);
+    return f;
 }
 
-/* Tile t of phase (pa, pb) of conv_phase_pixels. */
-INLINE void phase_tile(__global const float *wq, __global const float *gp, __global float *dx,
-                       uint N, uint C, uint H, uint W, uint O, uint Wp, size_t plane, uint K,
-                       uint S, uint P, uint D, uint PG, uint adding, uint pa, uint pb,
-                       size_t t, const int lines)
+/* Tile t of phase f of conv_phase_pixels. */
+INLINE void phase_tile(const phase_geom *f, __global const float *gp, __global float *dx,
+                       uint C, uint H, uint W, uint O, uint Wp, size_t plane, uint S, uint P,
+                       uint D, uint PG, uint adding, size_t t, const int lines)
 {
-    uint HA = phase_size(pa, H, S), WB = phase_size(pb, W, S);
-    phase_taps th = taps_of((int)pa, (int)K, (int)S, (int)P, (int)D);
-    phase_taps tw = taps_of((int)pb, (int)K, (int)S, (int)P, (int)D);
-    size_t k = (size_t)O * th.count * tw.count, npix = (size_t)N * HA * WB, HW = (size_t)H * W;
-    size_t CP = (C + NR - 1) / NR * NR;
-    if (k == 0 && adding) /* no tap reaches the phase: nothing to add */
-        return;
-    __global const float *wph = phase_panel(wq, pa, pb, O, (uint)CP, K, S, P, D);
+    uint pa = f->pa, pb = f->pb, HA = f->HA, WB = f->WB;
+    size_t k = f->k, npix = f->npix, HW = (size_t)H * W;
     size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
     pixel_at at = pixel_of(q0, HA, WB);
     ROWS(PHASE_ROW)
     for (size_t col0 = 0; col0 < C; col0 += NR) {
-        __global const float *b = wph + col0 * k;
+        __global const float *b = f->w + col0 * k;
         ROWS(ACC)
-        for (int tt = 0; tt < th.count; tt++) {
-            int sh = ((int)pa + (int)P - (th.first + tt * th.step) * (int)D) / (int)S;
-            for (int uu = 0; uu < tw.count; uu++) {
-                int sw = ((int)pb + (int)P - (tw.first + uu * tw.step) * (int)D) / (int)S;
+        for (int tt = 0; tt < f->th.count; tt++) {
+            int sh = ((int)pa + (int)P - (f->th.first + tt * f->th.step) * (int)D) / (int)S;
+            for (int uu = 0; uu < f->tw.count; uu++) {
+                int sw = ((int)pb + (int)P - (f->tw.first + uu * f->tw.step) * (int)D) / (int)S;
                 long off = (long)sh * (long)Wp + sw;
                 for (uint o = 0; o < O; o++, off += (long)plane) {
                     floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
@@ -1164,26 +1174,21 @@ INLINE void phase_tile(__global const float *wq, __global const float *gp, __glo
  * the output gradient by the taps that reach the phase (as
  * conv_phase_tiles), the gradient read in place from gp (g zero-padded by
  * PG on every side, planes of Hp x Wp) and the weights from phase_panels:
- * nothing else packed, as conv_pixels. Item g takes a run of the tiles of
- * each row phase a, and tile t of every column phase b in turn: they fill
- * the same rows of dx, whose cache lines are then written whole rather
- * than half at a time, a phase apart. A phase no tap reaches gets
- * zeros. */
+ * nothing else packed, as conv_pixels. Item g takes a run of each phase's
+ * tiles; a phase no tap reaches gets zeros (or nothing, where dx adds). */
 INLINE void phase_pixel_tiles(__global const float *wq, __global const float *gp,
                               __global float *dx, uint N, uint C, uint H, uint W, uint O,
                               uint Hp, uint Wp, uint K, uint S, uint P, uint D, uint PG,
                               uint adding, const int lines)
 {
     size_t items = get_global_size(0), g = get_global_id(0), plane = (size_t)Hp * Wp;
-    for (uint pa = 0; pa < S; pa++) {
-        size_t tiles = 0, HA = phase_size(pa, H, S);
-        for (uint pb = 0; pb < S; pb++)
-            tiles = max(tiles, (N * HA * phase_size(pb, W, S) + MR - 1) / MR);
+    for (uint ph = 0; ph < S * S; ph++) {
+        phase_geom f = phase_geom_of(wq, ph / S, ph % S, N, C, H, W, O, K, S, P, D);
+        size_t tiles = (f.npix + MR - 1) / MR;
+        if (f.k == 0 && adding)
+            continue;
         for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++)
-            for (uint pb = 0; pb < S; pb++)
-                if (t * MR < N * HA * phase_size(pb, W, S))
-                    phase_tile(wq, gp, dx, N, C, H, W, O, Wp, plane, K, S, P, D, PG, adding,
-                               pa, pb, t, lines);
+            phase_tile(&f, gp, dx, C, H, W, O, Wp, plane, S, P, D, PG, adding, t, lines);
     }
 }
 
