@@ -754,27 +754,55 @@ conv_pixels_lines(__global const float *wp, __global const float *xp, __global f
 #define TAP_STORE(r) \
     if (kk0 + r < n) { vstoreV(c##r##0, 0, sl + r * OP); vstoreV(c##r##1, 1, sl + r * OP); }
 
+/* Rows y0 .. y0 + R - 1 of each of the C planes of x (H x W) zero-padded
+ * by P on every side (rows outside the plane are zeros) into xs, planes
+ * of R x Wp (Wp = W + 2 P). */
+OUT_OF_LINE void stage_rows(__global float *xs, __global const float *x, uint C, uint H,
+                            uint W, uint P, long y0, uint R)
+{
+    uint Wp = W + 2 * P;
+    for (uint c = 0; c < C; c++)
+        for (uint rr = 0; rr < R; rr++) {
+            __global float *d = xs + ((size_t)c * R + rr) * Wp;
+            long y = y0 + (long)rr;
+            if (y < 0 || y >= (long)H) {
+                for (uint j = 0; j < Wp; j++)
+                    d[j] = 0.0f;
+                continue;
+            }
+            __global const float *src = x + ((size_t)c * H + (size_t)y) * W;
+            for (uint j = 0; j < P; j++)
+                d[j] = d[P + W + j] = 0.0f;
+            for (uint j = 0; j < W; j++)
+                d[P + j] = src[j];
+        }
+}
+
 /* A convolution's weight gradient with few output channels, for CPUs:
  * dwᵀ (n x m, n = C K K taps, m channels) = the im2col matrix of x times
  * gᵀ, as tiles of MR taps by NR channels. The output rows (n, oh) are
  * split into equal runs, one an item; an item sums its run into its own
  * slot (n x OP floats, OP = m rounded up to NR) CH rows of a sample at a
- * time: it copies their gradient as CH OW x OP (gt, zeros past m), then
- * passes every tile over them, the taps read in place from xp (x
- * zero-padded, as conv_pixels) and the sums kept in the slot between
- * chunks. sum_columns then
- * adds the slots in a fixed order into dw (m x n): no atomics, the same bits
- * on every run. scratch: the slots, then each item's gt. */
+ * time: it copies their gradient as CH OW x OP (gt, zeros past m) and,
+ * where x is padded, the rows of x they read, zero-padded, as xs
+ * (stage_rows: R rows a channel, which stay in its core's cache, where a
+ * padded copy of all of x went to memory and back), then passes every
+ * tile over them, the sums kept in
+ * the slot between chunks. sum_columns then adds the slots in a fixed
+ * order into dw (m x n): no atomics, the same bits on every run.
+ * scratch: the slots, then each item's gt, then each item's xs. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-conv_weight_pixels(__global const float *g, __global const float *xp, __global float *scratch,
-                   const uint C, const uint Hp, const uint Wp, const uint K, const uint S,
-                   const uint D, const uint OH, const uint OW, const uint m, const uint OP,
-                   const ulong rows, const uint CH)
+conv_weight_pixels(__global const float *g, __global const float *x, __global float *scratch,
+                   const uint C, const uint H, const uint W, const uint P, const uint K,
+                   const uint S, const uint D, const uint OH, const uint OW, const uint m,
+                   const uint OP, const ulong rows, const uint CH)
 {
     size_t items = get_global_size(0), i = get_global_id(0), n = (size_t)C * K * K;
-    size_t plane = (size_t)Hp * Wp, P2 = (size_t)OH * OW;
+    uint R = (CH - 1) * S + (K - 1) * D + 1, Wp = W + 2 * P;
+    size_t plane = P ? (size_t)R * Wp : (size_t)H * W, P2 = (size_t)OH * OW;
     __global float *slot = scratch + i * n * OP;
     __global float *gt = scratch + items * n * OP + i * (size_t)CH * OW * OP;
+    __global float *xs = scratch + items * (n + (size_t)CH * OW) * OP + i * C * plane;
     size_t lo = i * rows / items, hi = (i + 1) * rows / items;
     for (size_t row = lo; row < hi;) {
         size_t nn = row / OH, oh0 = row % OH;
@@ -788,7 +816,11 @@ conv_weight_pixels(__global const float *g, __global const float *xp, __global f
                 for (uint q = 0; q < ch * OW; q++)
                     gt[q * OP + o] = o < m ? gr[q] : 0.0f;
             }
-        __global const float *sample_x = xp + nn * C * plane;
+        __global const float *rows_x = x + nn * C * H * W + oh0 * S * W; /* unpadded */
+        if (P) {
+            stage_rows(xs, x + nn * C * H * W, C, H, W, P, (long)(oh0 * S) - (long)P, R);
+            rows_x = xs;
+        }
         for (size_t kk0 = 0; kk0 < n; kk0 += MR) {
             ROWS(TAP_ROW)
             for (uint o0 = 0; o0 < OP; o0 += NR) {
@@ -797,7 +829,7 @@ conv_weight_pixels(__global const float *g, __global const float *xp, __global f
                 ROWS(TAP_LOAD)
                 __global const float *b = gt + o0;
                 for (uint r = 0; r < ch; r++) {
-                    __global const float *row_x = sample_x + (size_t)((oh0 + r) * S) * Wp;
+                    __global const float *row_x = rows_x + (size_t)(r * S) * Wp;
                     __global const float *xo = row_x;
                     for (uint ow = 0; ow < OW; ow++, xo += S) {
                         floatV b0 = vloadV(0, b), b1 = vloadV(1, b);

@@ -140,10 +140,13 @@ int gemm_cpu_conv_weights_pay(size_t m, size_t n)
     return weight_pixels_pay(m, n) || m * n * sizeof(float) <= WEIGHT_SLOT_BYTES;
 }
 
-#define WEIGHT_PIXELS_RUN 64
+/* 128, not 64, once x's rows were staged in the kernel (AVX-512 Xeon,
+ * 2026-12-06, bench_ops): the ResNet's 32 -> 32 backward 14.0-14.4 ->
+ * 13.3-13.8 ms, 64 -> 64 12.5 -> 12.0-12.4 ms; 256 measured the same. */
+#define WEIGHT_PIXELS_RUN 128
 
 /* The weight gradient as conv_weight_pixels (a slot per item of output
- * rows, the taps read from x zero-padded) and sum_columns. */
+ * rows, each chunk's rows of x staged zero-padded) and sum_columns. */
 static kiln_status weight_pixels(kiln_ctx *ctx, const blas_state *s, cl_mem g,
                                  const gemm_im2col *x, size_t m, cl_mem dw)
 {
@@ -151,28 +154,30 @@ static kiln_status weight_pixels(kiln_ctx *ctx, const blas_state *s, cl_mem g,
     size_t op = (m + nr - 1) / nr * nr, items = WEIGHT_ITEMS_PER_UNIT * device_units(&ctx->info);
     items = items < rows ? items : rows;
     /* output rows a pass of the tiles takes: at least WEIGHT_PIXELS_RUN
-     * pixels, so that loading and storing a tile's sums weighs little */
+     * pixels, so that loading and storing a tile's sums, and the rows of
+     * x staged twice (those below the chunk's last row), weigh little */
     size_t ch = (WEIGHT_PIXELS_RUN + x->ow - 1) / x->ow;
     ch = ch < x->oh ? ch : x->oh;
-    cl_mem padded, buf;
+    size_t staged = x->p ? x->c * ((ch - 1) * x->s + (x->k - 1) * x->d + 1) * (x->w + 2 * x->p)
+                         : 0;
+    cl_mem buf;
     cl_kernel kernel, sum;
-    kiln_status st = padded_input(ctx, s, x, &padded);
-    if (st == KILN_OK)
-        st = gemm_scratch(ctx, 1, items * (n + ch * x->ow) * op * sizeof(float), &buf);
+    kiln_status st =
+        gemm_scratch(ctx, 1, items * ((n + ch * x->ow) * op + staged) * sizeof(float), &buf);
     if (st == KILN_OK)
         st = gemm_kernel(ctx, s, "conv_weight_pixels", &kernel);
     if (st == KILN_OK)
         st = gemm_kernel(ctx, s, "sum_columns", &sum);
     if (st != KILN_OK)
         return st;
-    cl_uint C = (cl_uint)x->c, Hp = (cl_uint)(x->h + 2 * x->p), Wp = (cl_uint)(x->w + 2 * x->p),
+    cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, P = (cl_uint)x->p,
             K = (cl_uint)x->k, S = (cl_uint)x->s, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
             OW = (cl_uint)x->ow, mm = (cl_uint)m, OP = (cl_uint)op, nn = (cl_uint)n,
             count = (cl_uint)items, CH = (cl_uint)ch;
     cl_ulong rr = rows;
-    st = launch_1d(ctx, kernel, "conv_weight_pixels", items, 1, KARG(g), KARG(padded),
-                   KARG(buf), KARG(C), KARG(Hp), KARG(Wp), KARG(K), KARG(S), KARG(D),
-                   KARG(OH), KARG(OW), KARG(mm), KARG(OP), KARG(rr), KARG(CH));
+    st = launch_1d(ctx, kernel, "conv_weight_pixels", items, 1, KARG(g), KARG(x->x), KARG(buf),
+                   KARG(C), KARG(H), KARG(W), KARG(P), KARG(K), KARG(S), KARG(D), KARG(OH),
+                   KARG(OW), KARG(mm), KARG(OP), KARG(rr), KARG(CH));
     return st != KILN_OK ? st
                          : launch_3d(ctx, sum, "sum_columns", m, n, 1, KARG(buf), KARG(dw),
                                      KARG(mm), KARG(nn), KARG(OP), KARG(count));
