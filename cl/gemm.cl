@@ -602,24 +602,6 @@ INLINE pixel_at pixel_next(pixel_at a, size_t q, size_t end, uint rows, uint col
         c##r##0 = fma(s, b0, c##r##0);               \
         c##r##1 = fma(s, b1, c##r##1);               \
     }
-/* PIX_FMA for a tile of MR neighbouring pixels of a row at stride 1: one
- * pointer and constant displacements, so that the row pointers need no
- * registers. */
-#define LINE_FMA(r)                                  \
-    {                                                \
-        floatV s = x0[off + r];                      \
-        c##r##0 = fma(s, b0, c##r##0);               \
-        c##r##1 = fma(s, b1, c##r##1);               \
-    }
-/* The last of MR rows (x##LAST_ROW##MR: the last row's pointer). */
-#define LAST_ROW1 0
-#define LAST_ROW2 1
-#define LAST_ROW3 2
-#define LAST_ROW4 3
-#define LAST_ROW5 4
-#define LAST_ROW6 5
-#define LAST_ROW7 6
-#define LAST_ROW8 7
 /* A conv_pixels tile's products over k = (c, kh, kw), each row's by FMA. */
 #define PIX_TAPS(FMA)                                                        \
     for (uint c = 0; c < C; c++)                                             \
@@ -682,78 +664,6 @@ INLINE void store_channels(__global float *dst, size_t stride, size_t count, siz
                 ADDED(t[r][j], dst[out[r] + (col0 + j) * stride]);
 }
 
-/* A convolution with few output channels, for CPUs: y (N, m, OH, OW) =
- * w (m x C K K) times the im2col matrix of x, as tiles of MR output pixels
- * (consecutive in N OH OW) by NR channels. wp is w packed in panels of NR
- * rows (pack_panels along k); xp is x zero-padded (pad_planes; planes of
- * Hp x Wp), so that every tap of every pixel reads memory in place. Item g
- * takes a run of consecutive pixel tiles (which read the same rows of xp,
- * then in its core's cache) and every channel panel of each.
- * Each result sums over k = (c, kh, kw) in order, as conv_tiles does: the
- * same bits. */
-INLINE void conv_pixel_tiles(__global const float *wp, __global const float *xp,
-                             __global float *y, uint C, uint Hp, uint Wp, uint K, uint S,
-                             uint D, uint OH, uint OW, size_t m, size_t npix, uint adding,
-                             const int lines)
-{
-    size_t tiles = (npix + MR - 1) / MR, P2 = (size_t)OH * OW, plane = (size_t)Hp * Wp;
-    size_t k = (size_t)C * K * K, items = get_global_size(0), g = get_global_id(0);
-    for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
-        size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
-        pixel_at at = pixel_of(q0, OH, OW);
-        ROWS(PIX_ROW)
-        for (size_t col0 = 0; col0 < m; col0 += NR) {
-            __global const float *b = wp + col0 * k;
-            ROWS(ACC)
-            if (lines)
-                PIX_TAPS(LINE_FMA)
-            else
-                PIX_TAPS(PIX_FMA)
-            STORE_CHANNELS(y, P2, min((size_t)NR, (size_t)m - col0))
-        }
-    }
-}
-
-__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-conv_pixels(__global const float *wp, __global const float *xp, __global float *y,
-            const uint C, const uint Hp, const uint Wp, const uint K, const uint S,
-            const uint D, const uint OH, const uint OW, const ulong m, const ulong npix,
-            const uint adding)
-{
-    conv_pixel_tiles(wp, xp, y, C, Hp, Wp, K, S, D, OH, OW, m, npix, adding, 0);
-}
-
-/* conv_pixels where every tile is MR neighbours in a row at stride 1 (OW
- * a multiple of MR): the rows read at constant displacements from one
- * pointer (LINE_FMA), so that their pointers take no registers. */
-__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-conv_pixels_lines(__global const float *wp, __global const float *xp, __global float *y,
-                  const uint C, const uint Hp, const uint Wp, const uint K, const uint S,
-                  const uint D, const uint OH, const uint OW, const ulong m, const ulong npix,
-                  const uint adding)
-{
-    conv_pixel_tiles(wp, xp, y, C, Hp, Wp, K, S, D, OH, OW, m, npix, adding, 1);
-}
-
-/* Row r of a weight-gradient tile: the offset of tap kk = (c, kh, kw) in
- * the padded input from an output row's start, read at ow S. */
-#define TAP_ROW(r)                                                                 \
-    size_t t##r;                                                                   \
-    {                                                                              \
-        uint kk = (uint)min(kk0 + r, n - 1), c = kk / (K * K), kh = kk / K % K;    \
-        t##r = c * plane + (size_t)(kh * D) * Wp + kk % K * D;                     \
-    }
-#define TAP_FMA(r)                                   \
-    {                                                \
-        floatV s = xo[t##r];                         \
-        c##r##0 = fma(s, b0, c##r##0);               \
-        c##r##1 = fma(s, b1, c##r##1);               \
-    }
-#define TAP_LOAD(r) \
-    if (!first) { c##r##0 = vloadV(0, sl + r * OP); c##r##1 = vloadV(1, sl + r * OP); }
-#define TAP_STORE(r) \
-    if (kk0 + r < n) { vstoreV(c##r##0, 0, sl + r * OP); vstoreV(c##r##1, 1, sl + r * OP); }
-
 /* Rows y0 .. y0 + R - 1 of each of the C planes of x (H x W) zero-padded
  * by P on every side (rows outside the plane are zeros) into xs, planes
  * of R x Wp (Wp = W + 2 P). */
@@ -777,6 +687,124 @@ OUT_OF_LINE void stage_rows(__global float *xs, __global const float *x, uint C,
                 d[P + j] = src[j];
         }
 }
+
+/* A convolution with few output channels, for CPUs: y (N, m, OH, OW) =
+ * w (m x C K K) times the im2col matrix of x, as tiles of MR output pixels
+ * (consecutive in N OH OW) by NR channels. wp is w packed in panels of NR
+ * rows (pack_panels along k); xp is x zero-padded (pad_planes; planes of
+ * Hp x Wp), so that every tap of every pixel reads memory in place. Item g
+ * takes a run of consecutive pixel tiles (which read the same rows of xp,
+ * then in its core's cache) and every channel panel of each.
+ * Each result sums over k = (c, kh, kw) in order, as conv_tiles does: the
+ * same bits. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+conv_pixels(__global const float *wp, __global const float *xp, __global float *y,
+            const uint C, const uint Hp, const uint Wp, const uint K, const uint S,
+            const uint D, const uint OH, const uint OW, const ulong m, const ulong npix,
+            const uint adding)
+{
+    size_t tiles = (npix + MR - 1) / MR, P2 = (size_t)OH * OW, plane = (size_t)Hp * Wp;
+    size_t k = (size_t)C * K * K, items = get_global_size(0), g = get_global_id(0);
+    for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
+        size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
+        pixel_at at = pixel_of(q0, OH, OW);
+        ROWS(PIX_ROW)
+        for (size_t col0 = 0; col0 < m; col0 += NR) {
+            __global const float *b = wp + col0 * k;
+            ROWS(ACC)
+            PIX_TAPS(PIX_FMA)
+            STORE_CHANNELS(y, P2, min((size_t)NR, (size_t)m - col0))
+        }
+    }
+}
+
+/* PIX_FMA for a tile of MR neighbours in a row of outputs at stride S
+ * (a constant): one pointer and constant displacements, so that the rows'
+ * pointers need no registers. */
+#define LINE_FMA(r)                                  \
+    {                                                \
+        floatV s = x0[off + r * S];                  \
+        c##r##0 = fma(s, b0, c##r##0);               \
+        c##r##1 = fma(s, b1, c##r##1);               \
+    }
+#define LINE_OUT(r) out[r] = o0 + r;
+/* LINE_FMA for neighbours at stride 1 */
+#define NEXT_FMA(r)                                  \
+    {                                                \
+        floatV s = x0[off + r];                      \
+        c##r##0 = fma(s, b0, c##r##0);               \
+        c##r##1 = fma(s, b1, c##r##1);               \
+    }
+
+/* conv_pixels where every tile is MR neighbours in a row (OW a multiple
+ * of MR) at stride S, a constant, x (N, C, H, W) read unpadded: an item
+ * stages the rows that its next CH output rows read, zero-padded by P
+ * (stage_rows: R rows a channel, in its core's cache, where a padded copy
+ * of all of x went to memory and back), and each tile reads them with
+ * LINE_FMA. scratch: each item's staged rows. */
+INLINE void conv_line_tiles(__global const float *wp, __global const float *x,
+                            __global float *y, __global float *scratch, uint C, uint H, uint W,
+                            uint P, uint K, uint D, uint OH, uint OW, size_t m, size_t npix,
+                            uint adding, uint CH, const uint S)
+{
+    uint Wp = W + 2 * P, R = (CH - 1) * S + (K - 1) * D + 1;
+    size_t tiles = npix / MR, P2 = (size_t)OH * OW, plane = (size_t)R * Wp;
+    size_t k = (size_t)C * K * K, items = get_global_size(0), g = get_global_id(0);
+    __global float *xs = scratch + g * C * plane;
+    size_t staged_n = npix;
+    uint staged_i = 0;
+    for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
+        size_t out[MR], rows = MR;
+        pixel_at at = pixel_of(t * MR, OH, OW);
+        if (at.n != staged_n || at.i >= staged_i + CH) {
+            staged_n = at.n;
+            staged_i = at.i;
+            stage_rows(xs, x + at.n * C * H * W, C, H, W, P, (long)(at.i * S) - (long)P, R);
+        }
+        __global const float *x0 = xs + (size_t)((at.i - staged_i) * S) * Wp + at.j * S;
+        size_t o0 = at.n * m * P2 + (size_t)at.i * OW + at.j;
+        ROWS(LINE_OUT)
+        for (size_t col0 = 0; col0 < m; col0 += NR) {
+            __global const float *b = wp + col0 * k;
+            ROWS(ACC)
+            PIX_TAPS(LINE_FMA)
+            STORE_CHANNELS(y, P2, min((size_t)NR, (size_t)m - col0))
+        }
+    }
+}
+
+#define CONV_LINES(name, stride)                                                               \
+    __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void name(                         \
+        __global const float *wp, __global const float *x, __global float *y,                  \
+        __global float *scratch, const uint C, const uint H, const uint W, const uint P,        \
+        const uint K, const uint D, const uint OH, const uint OW, const ulong m,               \
+        const ulong npix, const uint adding, const uint CH)                                    \
+    {                                                                                          \
+        conv_line_tiles(wp, x, y, scratch, C, H, W, P, K, D, OH, OW, m, npix, adding, CH,      \
+                        stride);                                                               \
+    }
+/* conv_line_tiles at stride 1 and 2 */
+CONV_LINES(conv_pixels_lines, 1)
+CONV_LINES(conv_pixels_lines2, 2)
+
+/* Row r of a weight-gradient tile: the offset of tap kk = (c, kh, kw) in
+ * the padded input from an output row's start, read at ow S. */
+#define TAP_ROW(r)                                                                 \
+    size_t t##r;                                                                   \
+    {                                                                              \
+        uint kk = (uint)min(kk0 + r, n - 1), c = kk / (K * K), kh = kk / K % K;    \
+        t##r = c * plane + (size_t)(kh * D) * Wp + kk % K * D;                     \
+    }
+#define TAP_FMA(r)                                   \
+    {                                                \
+        floatV s = xo[t##r];                         \
+        c##r##0 = fma(s, b0, c##r##0);               \
+        c##r##1 = fma(s, b1, c##r##1);               \
+    }
+#define TAP_LOAD(r) \
+    if (!first) { c##r##0 = vloadV(0, sl + r * OP); c##r##1 = vloadV(1, sl + r * OP); }
+#define TAP_STORE(r) \
+    if (kk0 + r < n) { vstoreV(c##r##0, 0, sl + r * OP); vstoreV(c##r##1, 1, sl + r * OP); }
 
 /* A convolution's weight gradient with few output channels, for CPUs:
  * dwᵀ (n x m, n = C K K taps, m channels) = the im2col matrix of x times
@@ -1188,7 +1216,7 @@ INLINE void phase_tile(const phase_geom *f, __global const float *gp, __global f
                 for (uint o = 0; o < O; o++, off += (long)plane) {
                     floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
                     if (lines) {
-                        ROWS(LINE_FMA)
+                        ROWS(NEXT_FMA)
                     } else {
                         ROWS(PIX_FMA)
                     }

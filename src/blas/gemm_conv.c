@@ -57,28 +57,63 @@ static kiln_status padded_input(kiln_ctx *ctx, const blas_state *s, const gemm_i
     return padded(ctx, s, x->x, x->n * x->c, x->h, x->w, x->p, out);
 }
 
-/* The convolution as conv_pixels: x zero-padded into scratch 0 (unless P
- * is 0), the weights packed into panels of NR in scratch 1. */
+/* Output rows conv_pixels_lines stages x's rows for at a time: at least
+ * LINE_STAGE_PIXELS pixels, so that the rows staged twice (those below
+ * the chunk's last row) weigh little. */
+#define LINE_STAGE_PIXELS 128
+
+/* conv_pixels_lines (stride 1) or conv_pixels_lines2 (stride 2): every
+ * tile a row's neighbours, x's rows staged zero-padded by each item in
+ * scratch 0. */
+static kiln_status conv_lines(kiln_ctx *ctx, const blas_state *s, size_t m, cl_mem panels,
+                              const gemm_im2col *x, cl_mem y, cl_uint add)
+{
+    size_t npix = x->n * x->oh * x->ow, mr = (size_t)s->tile.mr;
+    size_t items = gemm_slot_items(ctx, npix / mr);
+    size_t ch = (LINE_STAGE_PIXELS + x->ow - 1) / x->ow;
+    ch = ch < x->oh ? ch : x->oh;
+    size_t staged = x->c * ((ch - 1) * x->s + (x->k - 1) * x->d + 1) * (x->w + 2 * x->p);
+    cl_mem buf;
+    cl_kernel kernel;
+    const char *name = x->s == 1 ? "conv_pixels_lines" : "conv_pixels_lines2";
+    kiln_status st = gemm_scratch(ctx, 0, items * staged * sizeof(float), &buf);
+    if (st == KILN_OK)
+        st = gemm_kernel(ctx, s, name, &kernel);
+    if (st != KILN_OK)
+        return st;
+    cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, P = (cl_uint)x->p,
+            K = (cl_uint)x->k, D = (cl_uint)x->d, OH = (cl_uint)x->oh, OW = (cl_uint)x->ow,
+            CH = (cl_uint)ch;
+    cl_ulong mm = m, np = npix;
+    return launch_1d(ctx, kernel, name, items, 1, KARG(panels), KARG(x->x),
+                     KARG(y), KARG(buf), KARG(C), KARG(H), KARG(W), KARG(P), KARG(K), KARG(D),
+                     KARG(OH), KARG(OW), KARG(mm), KARG(np), KARG(add), KARG(CH));
+}
+
+/* The convolution as conv_pixels: the weights packed into panels of NR in
+ * scratch 1, and x zero-padded into scratch 0 (unless P is 0), or as
+ * conv_pixels_lines where every tile is a row's neighbours. */
 static kiln_status conv_pixels(kiln_ctx *ctx, const blas_state *s, size_t m, cl_mem a,
                                const gemm_im2col *x, cl_mem y, cl_uint add)
 {
     size_t k = x->c * x->k * x->k, hp = x->h + 2 * x->p, wp = x->w + 2 * x->p;
+    size_t npix = x->n * x->oh * x->ow, mr = (size_t)s->tile.mr;
     cl_mem padded, panels;
     cl_kernel kernel;
-    kiln_status st = padded_input(ctx, s, x, &padded);
+    kiln_status st = gemm_pack(ctx, s, 1, a, 0, k, 1, m, k, 2 * (cl_uint)s->tile.v, &panels);
+    if (st == KILN_OK && x->s <= 2 && x->ow % mr == 0)
+        return conv_lines(ctx, s, m, panels, x, y, add);
     if (st == KILN_OK)
-        st = gemm_pack(ctx, s, 1, a, 0, k, 1, m, k, 2 * (cl_uint)s->tile.v, &panels);
-    size_t npix = x->n * x->oh * x->ow, mr = (size_t)s->tile.mr;
-    const char *name = x->s == 1 && x->ow % mr == 0 ? "conv_pixels_lines" : "conv_pixels";
+        st = padded_input(ctx, s, x, &padded);
     if (st == KILN_OK)
-        st = gemm_kernel(ctx, s, name, &kernel);
+        st = gemm_kernel(ctx, s, "conv_pixels", &kernel);
     if (st != KILN_OK)
         return st;
     size_t items = gemm_slot_items(ctx, (npix + mr - 1) / mr);
     cl_uint C = (cl_uint)x->c, Hp = (cl_uint)hp, Wp = (cl_uint)wp, K = (cl_uint)x->k,
             S = (cl_uint)x->s, D = (cl_uint)x->d, OH = (cl_uint)x->oh, OW = (cl_uint)x->ow;
     cl_ulong mm = m, np = npix;
-    return launch_1d(ctx, kernel, name, items, 1, KARG(panels), KARG(padded), KARG(y),
+    return launch_1d(ctx, kernel, "conv_pixels", items, 1, KARG(panels), KARG(padded), KARG(y),
                      KARG(C), KARG(Hp), KARG(Wp), KARG(K), KARG(S), KARG(D), KARG(OH),
                      KARG(OW), KARG(mm), KARG(np), KARG(add));
 }
