@@ -288,7 +288,10 @@ static void window_run(__global float *out, uint step, __global const float *row
         out[t * step] = 0.0f;
 }
 
-/* The (n, oh, ow) of column q of the im2col matrix, stepped along it. */
+/* The (n, oh, ow) of column q of the im2col matrix, stepped along it: a
+ * walk over the pixels of planes of OH x OW in order, the first found by
+ * division and the next ones by counting (in conv_pixels, the divisions
+ * of every row of a tile took a tenth of a short tile's time). */
 typedef struct {
     size_t n;
     uint oh, ow;
@@ -559,43 +562,12 @@ pad_planes(__global const float *x, __global float *xp, const uint H, const uint
         *o++ = 0.0f;
 }
 
-/* A walk over the pixels (n, i, j) of planes of rows x cols in order: a
- * tile's first pixel found by division, the next ones by counting (the
- * divisions of every row took a tenth of a short tile's time). */
-typedef struct {
-    size_t n;
-    uint i, j;
-} pixel_at;
-
-INLINE pixel_at pixel_of(size_t q, uint rows, uint cols)
-{
-    size_t plane = (size_t)rows * cols;
-    uint p = (uint)(q % plane);
-    pixel_at a = {q / plane, p / cols, p % cols};
-    return a;
-}
-
-/* The pixel after a, or a itself past the last (q + 1 = end): rows past
- * the end of a tile read its last pixel again. */
-INLINE pixel_at pixel_next(pixel_at a, size_t q, size_t end, uint rows, uint cols)
-{
-    if (q + 1 >= end)
-        return a;
-    if (++a.j == cols) {
-        a.j = 0;
-        if (++a.i == rows) {
-            a.i = 0;
-            a.n++;
-        }
-    }
-    return a;
-}
-
 /* Row r of a conv_pixels tile: its first tap in xp and its place in y. */
-#define PIX_ROW(r)                                                                       \
-    __global const float *x##r = xp + at.n * C * plane + (size_t)(at.i * S) * Wp + at.j * S; \
-    out[r] = at.n * m * P2 + (size_t)at.i * OW + at.j;                                   \
-    at = pixel_next(at, q0 + r, npix, OH, OW);
+#define PIX_ROW(r)                                                                        \
+    __global const float *x##r = xp + at.n * C * plane + (size_t)(at.oh * S) * Wp + at.ow * S; \
+    out[r] = at.n * m * P2 + (size_t)at.oh * OW + at.ow;                                  \
+    if (q0 + r + 1 < npix) /* rows past the end read the last pixel again */              \
+        im2col_advance(&at, 1, OH, OW);
 #define PIX_FMA(r)                                   \
     {                                                \
         floatV s = x##r[off];                        \
@@ -622,6 +594,16 @@ INLINE pixel_at pixel_next(pixel_at a, size_t q, size_t end, uint rows, uint col
         float t[MR][NR];                                               \
         ROWS(SAVE_ROW)                                                 \
         store_channels(dst, stride, count, col0, out, rows, t, adding); \
+    }
+
+/* A conv_pixels tile's channel panels, each its products then its
+ * stores. */
+#define PIX_PANELS(FMA)                                                      \
+    for (size_t col0 = 0; col0 < m; col0 += NR) {                            \
+        __global const float *b = wp + col0 * k;                             \
+        ROWS(ACC)                                                            \
+        PIX_TAPS(FMA)                                                        \
+        STORE_CHANNELS(y, P2, min((size_t)NR, (size_t)m - col0))             \
     }
 
 /* The step between a whole tile's rows' places when it is one step
@@ -707,14 +689,9 @@ conv_pixels(__global const float *wp, __global const float *xp, __global float *
     size_t k = (size_t)C * K * K, items = get_global_size(0), g = get_global_id(0);
     for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
         size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
-        pixel_at at = pixel_of(q0, OH, OW);
+        im2col_at at = im2col_start(q0, OH, OW);
         ROWS(PIX_ROW)
-        for (size_t col0 = 0; col0 < m; col0 += NR) {
-            __global const float *b = wp + col0 * k;
-            ROWS(ACC)
-            PIX_TAPS(PIX_FMA)
-            STORE_CHANNELS(y, P2, min((size_t)NR, (size_t)m - col0))
-        }
+        PIX_PANELS(PIX_FMA)
     }
 }
 
@@ -755,21 +732,16 @@ INLINE void conv_line_tiles(__global const float *wp, __global const float *x,
     uint staged_i = 0;
     for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
         size_t out[MR], rows = MR;
-        pixel_at at = pixel_of(t * MR, OH, OW);
-        if (at.n != staged_n || at.i >= staged_i + CH) {
+        im2col_at at = im2col_start(t * MR, OH, OW);
+        if (at.n != staged_n || at.oh >= staged_i + CH) {
             staged_n = at.n;
-            staged_i = at.i;
-            stage_rows(xs, x + at.n * C * H * W, C, H, W, P, (long)(at.i * S) - (long)P, R);
+            staged_i = at.oh;
+            stage_rows(xs, x + at.n * C * H * W, C, H, W, P, (long)(at.oh * S) - (long)P, R);
         }
-        __global const float *x0 = xs + (size_t)((at.i - staged_i) * S) * Wp + at.j * S;
-        size_t o0 = at.n * m * P2 + (size_t)at.i * OW + at.j;
+        __global const float *x0 = xs + (size_t)((at.oh - staged_i) * S) * Wp + at.ow * S;
+        size_t o0 = at.n * m * P2 + (size_t)at.oh * OW + at.ow;
         ROWS(LINE_OUT)
-        for (size_t col0 = 0; col0 < m; col0 += NR) {
-            __global const float *b = wp + col0 * k;
-            ROWS(ACC)
-            PIX_TAPS(LINE_FMA)
-            STORE_CHANNELS(y, P2, min((size_t)NR, (size_t)m - col0))
-        }
+        PIX_PANELS(LINE_FMA)
     }
 }
 
@@ -1165,10 +1137,11 @@ phase_panels(__global const float *w, __global float *wq, const uint O, const ui
 
 /* Row r of a phase tile: pixel (n, i, j) of the phase, its first tap in
  * gp (g zero-padded by PG) and its place in dx. */
-#define PHASE_ROW(r)                                                                  \
-    __global const float *x##r = gp + at.n * O * plane + (size_t)(at.i + PG) * Wp + at.j + PG; \
-    out[r] = (at.n * C * H + pa + S * at.i) * W + pb + S * at.j;                           \
-    at = pixel_next(at, q0 + r, npix, HA, WB);
+#define PHASE_ROW(r)                                                                    \
+    __global const float *x##r = gp + at.n * O * plane + (size_t)(at.oh + PG) * Wp + at.ow + PG; \
+    out[r] = (at.n * C * H + pa + S * at.oh) * W + pb + S * at.ow;                          \
+    if (q0 + r + 1 < npix)                                                                  \
+        im2col_advance(&at, 1, HA, WB);
 
 /* What conv_phase_pixels needs of phase (pa, pb): its inputs along each
  * axis, its taps, its weights' k and panels. */
@@ -1203,7 +1176,7 @@ INLINE void phase_tile(const phase_geom *f, __global const float *gp, __global f
     uint pa = f->pa, pb = f->pb, HA = f->HA, WB = f->WB;
     size_t k = f->k, npix = f->npix, HW = (size_t)H * W;
     size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
-    pixel_at at = pixel_of(q0, HA, WB);
+    im2col_at at = im2col_start(q0, HA, WB);
     ROWS(PHASE_ROW)
     for (size_t col0 = 0; col0 < C; col0 += NR) {
         __global const float *b = f->w + col0 * k;
