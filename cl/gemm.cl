@@ -32,10 +32,17 @@
  *                tiles MR output pixels by NR channels, the input read in
  *                place from a zero-padded copy (nothing packed but the
  *                weights)
+ *   conv_pixels_lines, conv_pixels_lines2: the same where a tile is a
+ *                row's neighbours (stride 1, 2), each item staging the
+ *                input rows it reads zero-padded (stage_rows)
  *   phase_weights, conv_phase_tiles: a strided convolution's input
  *                gradient, phase by phase
+ *   phase_panels, conv_phase_pixels(_lines): the same with few input
+ *                channels, g read in place from a zero-padded copy
  *   conv_weight_slots, sum_slots: a convolution's weight gradient, the
  *                reduction split across items and their sums added
+ *   conv_weight_pixels, sum_columns: the same with few output channels,
+ *                tiles of taps by channels over staged input rows
  *   gemm_slots:  a product with few rows of A, packing and tiles in one
  *                launch
  *   gemv_rows:   a product with a row or a few of A and op(B) = B^T (a
@@ -620,8 +627,8 @@ INLINE size_t even_step(const size_t *out, size_t rows)
 }
 
 /* STORE_CHANNELS' stores: a whole tile of pixels one step apart as runs
- * of MR values a channel (contiguous ones as vectors), else value by
- * value. */
+ * of MR values a channel (a loop of constant length the compiler
+ * vectorizes where the step is 1), else value by value. */
 INLINE void store_channels(__global float *dst, size_t stride, size_t count, size_t col0,
                            const size_t *out, size_t rows, float t[MR][NR], uint adding)
 {
@@ -773,8 +780,11 @@ CONV_LINES(conv_pixels_lines2, 2)
         c##r##0 = fma(s, b0, c##r##0);               \
         c##r##1 = fma(s, b1, c##r##1);               \
     }
-#define TAP_LOAD(r) \
-    if (!first) { c##r##0 = vloadV(0, sl + r * OP); c##r##1 = vloadV(1, sl + r * OP); }
+#define TAP_LOAD(r)                                                                     \
+    if (!first && kk0 + r < n) {                                                        \
+        c##r##0 = vloadV(0, sl + r * OP);                                               \
+        c##r##1 = vloadV(1, sl + r * OP);                                               \
+    }
 #define TAP_STORE(r) \
     if (kk0 + r < n) { vstoreV(c##r##0, 0, sl + r * OP); vstoreV(c##r##1, 1, sl + r * OP); }
 
@@ -802,7 +812,8 @@ conv_weight_pixels(__global const float *g, __global const float *x, __global fl
     size_t plane = P ? (size_t)R * Wp : (size_t)H * W, P2 = (size_t)OH * OW;
     __global float *slot = scratch + i * n * OP;
     __global float *gt = scratch + items * n * OP + i * (size_t)CH * OW * OP;
-    __global float *xs = scratch + items * (n + (size_t)CH * OW) * OP + i * C * plane;
+    /* staged rows where P > 0 (none are allocated otherwise) */
+    __global float *xs = scratch + items * (n + (size_t)CH * OW) * OP + (P ? i * C * plane : 0);
     size_t lo = i * rows / items, hi = (i + 1) * rows / items;
     for (size_t row = lo; row < hi;) {
         size_t nn = row / OH, oh0 = row % OH;
@@ -1235,7 +1246,8 @@ conv_phase_pixels(__global const float *wq, __global const float *gp, __global f
 }
 
 /* conv_phase_pixels where each phase's rows are a multiple of MR long:
- * its tiles are neighbours in a row of gp, read as conv_pixels_lines. */
+ * its tiles are neighbours in a row of gp, read at constant
+ * displacements from one pointer (NEXT_FMA). */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_phase_pixels_lines(__global const float *wq, __global const float *gp,
                         __global float *dx, const uint N, const uint C, const uint H,

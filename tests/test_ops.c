@@ -76,7 +76,7 @@ static const op_case cases[] = {
      .stride = 2},
     {"conv 5x37x13x11 k3 s2 p1 ->67", OP_CONV2D, 1, 1, {S4(5, 37, 13, 11)}, .out = 67,
      .kernel = 3, .stride = 2, .pad = 1},
-    /* conv_pixels on CPUs (few outputs, 64 taps or more): strided, dilated
+    /* conv_pixels on CPUs (few outputs, 32 taps or more): strided, dilated
      * and padded; and unpadded, read in place */
     {"conv 2x9x13x11 k3 s2 p2 d2 ->5", OP_CONV2D, 1, 1, {S4(2, 9, 13, 11)}, .out = 5,
      .kernel = 3, .stride = 2, .pad = 2, .dilation = 2},

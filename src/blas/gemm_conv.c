@@ -58,8 +58,8 @@ static kiln_status padded_input(kiln_ctx *ctx, const blas_state *s, const gemm_i
 }
 
 /* Output rows conv_pixels_lines stages x's rows for at a time: at least
- * LINE_STAGE_PIXELS pixels, so that the rows staged twice (those below
- * the chunk's last row) weigh little. */
+ * LINE_STAGE_PIXELS pixels, so that the rows staged again by the next
+ * chunk (the kernel's reach below the chunk's last row) weigh little. */
 #define LINE_STAGE_PIXELS 128
 
 /* conv_pixels_lines (stride 1) or conv_pixels_lines2 (stride 2): every
@@ -190,7 +190,7 @@ static kiln_status weight_pixels(kiln_ctx *ctx, const blas_state *s, cl_mem g,
     items = items < rows ? items : rows;
     /* output rows a pass of the tiles takes: at least WEIGHT_PIXELS_RUN
      * pixels, so that loading and storing a tile's sums, and the rows of
-     * x staged twice (those below the chunk's last row), weigh little */
+     * x staged again by the next chunk, weigh little */
     size_t ch = (WEIGHT_PIXELS_RUN + x->ow - 1) / x->ow;
     ch = ch < x->oh ? ch : x->oh;
     size_t staged = x->p ? x->c * ((ch - 1) * x->s + (x->k - 1) * x->d + 1) * (x->w + 2 * x->p)
