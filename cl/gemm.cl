@@ -702,23 +702,16 @@ conv_pixels(__global const float *wp, __global const float *xp, __global float *
     }
 }
 
-/* PIX_FMA for a tile of MR neighbours in a row of outputs at stride S
- * (a constant): one pointer and constant displacements, so that the rows'
+/* PIX_FMA for a tile whose rows read x0 line_step floats apart (a
+ * constant): one pointer and constant displacements, so that the rows'
  * pointers need no registers. */
 #define LINE_FMA(r)                                  \
     {                                                \
-        floatV s = x0[off + r * S];                  \
+        floatV s = x0[off + r * line_step];          \
         c##r##0 = fma(s, b0, c##r##0);               \
         c##r##1 = fma(s, b1, c##r##1);               \
     }
 #define LINE_OUT(r) out[r] = o0 + r;
-/* LINE_FMA for neighbours at stride 1 */
-#define NEXT_FMA(r)                                  \
-    {                                                \
-        floatV s = x0[off + r];                      \
-        c##r##0 = fma(s, b0, c##r##0);               \
-        c##r##1 = fma(s, b1, c##r##1);               \
-    }
 
 /* conv_pixels where every tile is MR neighbours in a row (OW a multiple
  * of MR) at stride S, a constant, x (N, C, H, W) read unpadded: an item
@@ -731,7 +724,7 @@ INLINE void conv_line_tiles(__global const float *wp, __global const float *x,
                             uint P, uint K, uint D, uint OH, uint OW, size_t m, size_t npix,
                             uint adding, uint CH, const uint S)
 {
-    uint Wp = W + 2 * P, R = (CH - 1) * S + (K - 1) * D + 1;
+    uint Wp = W + 2 * P, R = (CH - 1) * S + (K - 1) * D + 1, line_step = S;
     size_t tiles = npix / MR, P2 = (size_t)OH * OW, plane = (size_t)R * Wp;
     size_t k = (size_t)C * K * K, items = get_global_size(0), g = get_global_id(0);
     __global float *xs = scratch + g * C * plane;
@@ -1002,17 +995,32 @@ static tap_place place_of(uint kh, uint kw, uint K, uint S, uint P, uint D)
     return q;
 }
 
+/* An item of phase_weights and phase_panels: tap (kh, kw) = item
+ * get_global_id(0) of K K, and output channels o0 .. o1 - 1, the
+ * get_global_id(1)-th equal run of O. */
+typedef struct {
+    uint kh, kw, o0, o1;
+} tap_run;
+
+INLINE tap_run tap_run_of(uint K, uint O)
+{
+    uint run = (O + (uint)get_global_size(1) - 1) / (uint)get_global_size(1);
+    tap_run r = {(uint)get_global_id(0) / K, (uint)get_global_id(0) % K, 0, 0};
+    r.o0 = (uint)get_global_id(1) * run;
+    r.o1 = min(r.o0 + run, O);
+    return r;
+}
+
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 phase_weights(__global const float *w, __global float *wp, const uint O, const uint C,
               const uint K, const uint S, const uint P, const uint D)
 { /* an item per tap and equal run of the output channels, as phase_panels */
-    uint kh = (uint)get_global_id(0) / K, kw = (uint)get_global_id(0) % K;
-    uint run = (O + (uint)get_global_size(1) - 1) / (uint)get_global_size(1);
-    uint o0 = (uint)get_global_id(1) * run, o1 = min(o0 + run, O);
+    tap_run it = tap_run_of(K, O);
+    uint kh = it.kh, kw = it.kw;
     tap_place q = place_of(kh, kw, K, S, P, D);
     size_t cols = (size_t)O * q.th.count * q.tw.count;
     __global float *base = wp + phase_offset(q.a, q.b, O, C, K, S, P, D);
-    for (uint o = o0; o < o1; o++)
+    for (uint o = it.o0; o < it.o1; o++)
         for (uint c = 0; c < C; c++)
             base[c * cols + ((size_t)o * q.th.count + q.t) * q.tw.count + q.u] =
                 w[((o * C + c) * K + kh) * K + kw];
@@ -1133,13 +1141,12 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 phase_panels(__global const float *w, __global float *wq, const uint O, const uint C,
              const uint CP, const uint K, const uint S, const uint P, const uint D)
 {
-    uint kh = (uint)get_global_id(0) / K, kw = (uint)get_global_id(0) % K;
-    uint run = (O + (uint)get_global_size(1) - 1) / (uint)get_global_size(1);
-    uint o0 = (uint)get_global_id(1) * run, o1 = min(o0 + run, O);
+    tap_run it = tap_run_of(K, O);
+    uint kh = it.kh, kw = it.kw;
     tap_place q = place_of(kh, kw, K, S, P, D);
     size_t k = (size_t)O * q.th.count * q.tw.count, t = (size_t)q.t * q.tw.count + q.u;
     __global float *base = wq + phase_offset(q.a, q.b, O, CP, K, S, P, D);
-    for (uint o = o0; o < o1; o++) {
+    for (uint o = it.o0; o < it.o1; o++) {
         __global float *row = base + (t * O + o) * NR;
         for (uint c = 0; c < CP; c++)
             row[c / NR * k * NR + c % NR] = c < C ? w[((o * C + c) * K + kh) * K + kw] : 0.0f;
@@ -1187,6 +1194,7 @@ INLINE void phase_tile(const phase_geom *f, __global const float *gp, __global f
     uint pa = f->pa, pb = f->pb, HA = f->HA, WB = f->WB;
     size_t k = f->k, npix = f->npix, HW = (size_t)H * W;
     size_t q0 = t * MR, out[MR], rows = min((size_t)MR, npix - q0);
+    const uint line_step = 1; /* a phase's neighbours, with lines */
     im2col_at at = im2col_start(q0, HA, WB);
     ROWS(PHASE_ROW)
     for (size_t col0 = 0; col0 < C; col0 += NR) {
@@ -1200,7 +1208,7 @@ INLINE void phase_tile(const phase_geom *f, __global const float *gp, __global f
                 for (uint o = 0; o < O; o++, off += (long)plane) {
                     floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
                     if (lines) {
-                        ROWS(NEXT_FMA)
+                        ROWS(LINE_FMA)
                     } else {
                         ROWS(PIX_FMA)
                     }
@@ -1247,7 +1255,7 @@ conv_phase_pixels(__global const float *wq, __global const float *gp, __global f
 
 /* conv_phase_pixels where each phase's rows are a multiple of MR long:
  * its tiles are neighbours in a row of gp, read at constant
- * displacements from one pointer (NEXT_FMA). */
+ * displacements from one pointer (LINE_FMA). */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_phase_pixels_lines(__global const float *wq, __global const float *gp,
                         __global float *dx, const uint N, const uint C, const uint H,

@@ -62,6 +62,23 @@ static kiln_status padded_input(kiln_ctx *ctx, const blas_state *s, const gemm_i
  * chunk (the kernel's reach below the chunk's last row) weigh little. */
 #define LINE_STAGE_PIXELS 128
 
+/* Whole output rows of x's convolution that hold at least `pixels`
+ * pixels, at most all of them: a chunk of conv_pixels_lines and
+ * conv_weight_pixels. */
+static size_t chunk_rows(const gemm_im2col *x, size_t pixels)
+{
+    size_t ch = (pixels + x->ow - 1) / x->ow;
+    return ch < x->oh ? ch : x->oh;
+}
+
+/* The floats of an item's staged rows (stage_rows in gemm.cl) for a chunk
+ * of ch output rows: R = (ch - 1) S + (K - 1) D + 1 rows a channel, each
+ * W + 2 P long. */
+static size_t staged_floats(const gemm_im2col *x, size_t ch)
+{
+    return x->c * ((ch - 1) * x->s + (x->k - 1) * x->d + 1) * (x->w + 2 * x->p);
+}
+
 /* conv_pixels_lines (stride 1) or conv_pixels_lines2 (stride 2): every
  * tile a row's neighbours, x's rows staged zero-padded by each item in
  * scratch 0. */
@@ -70,9 +87,7 @@ static kiln_status conv_lines(kiln_ctx *ctx, const blas_state *s, size_t m, cl_m
 {
     size_t npix = x->n * x->oh * x->ow, mr = (size_t)s->tile.mr;
     size_t items = gemm_slot_items(ctx, npix / mr);
-    size_t ch = (LINE_STAGE_PIXELS + x->ow - 1) / x->ow;
-    ch = ch < x->oh ? ch : x->oh;
-    size_t staged = x->c * ((ch - 1) * x->s + (x->k - 1) * x->d + 1) * (x->w + 2 * x->p);
+    size_t ch = chunk_rows(x, LINE_STAGE_PIXELS), staged = staged_floats(x, ch);
     cl_mem buf;
     cl_kernel kernel;
     const char *name = x->s == 1 ? "conv_pixels_lines" : "conv_pixels_lines2";
@@ -191,10 +206,7 @@ static kiln_status weight_pixels(kiln_ctx *ctx, const blas_state *s, cl_mem g,
     /* output rows a pass of the tiles takes: at least WEIGHT_PIXELS_RUN
      * pixels, so that loading and storing a tile's sums, and the rows of
      * x staged again by the next chunk, weigh little */
-    size_t ch = (WEIGHT_PIXELS_RUN + x->ow - 1) / x->ow;
-    ch = ch < x->oh ? ch : x->oh;
-    size_t staged = x->p ? x->c * ((ch - 1) * x->s + (x->k - 1) * x->d + 1) * (x->w + 2 * x->p)
-                         : 0;
+    size_t ch = chunk_rows(x, WEIGHT_PIXELS_RUN), staged = x->p ? staged_floats(x, ch) : 0;
     cl_mem buf;
     cl_kernel kernel, sum;
     kiln_status st =
@@ -260,13 +272,26 @@ kiln_status gemm_cpu_conv_weights(kiln_ctx *ctx, cl_mem g, const gemm_im2col *x,
                                      KARG(buf), KARG(po), KARG(dw), KARG(mn), KARG(count));
 }
 
+/* Whether tap k reaches phase a along an axis of a stride-S convolution:
+ * a + P - k D is a multiple of S. */
+static int tap_reaches(size_t a, size_t k, const gemm_im2col *x)
+{
+    return ((long)(a + x->p) - (long)(k * x->d)) % (long)x->s == 0;
+}
+
+/* The inputs a, a + S, ... below n: phase a's extent along an axis of n. */
+static size_t phase_extent(size_t a, size_t n, const gemm_im2col *x)
+{
+    return a < n ? (n - a + x->s - 1) / x->s : 0;
+}
+
 /* The taps of phase a along one axis of a stride-S convolution (gemm.cl's
  * taps_of): the k < K with a + P - k D a multiple of S. */
 static size_t phase_tap_count(size_t a, const gemm_im2col *x)
 {
     size_t count = 0;
     for (size_t k = 0; k < x->k; k++)
-        count += (a + x->p + x->s * x->k * x->d - k * x->d) % x->s == 0;
+        count += tap_reaches(a, k, x);
     return count;
 }
 
@@ -291,10 +316,7 @@ int gemm_cpu_conv_phases_fit(kiln_ctx *ctx, size_t o, const gemm_im2col *x)
  * the batch: N HA WB. */
 static size_t phase_inputs(const gemm_im2col *x, size_t ph)
 {
-    size_t a = ph / x->s, b = ph % x->s;
-    size_t ha = a < x->h ? (x->h - a + x->s - 1) / x->s : 0;
-    size_t wb = b < x->w ? (x->w - b + x->s - 1) / x->s : 0;
-    return x->n * ha * wb;
+    return x->n * phase_extent(ph / x->s, x->h, x) * phase_extent(ph % x->s, x->w, x);
 }
 
 /* The zero padding of g that every phase's taps find in conv_phase_pixels
@@ -306,11 +328,10 @@ static size_t phase_axis_padding(const gemm_im2col *x, size_t n, size_t m)
     long lo = 0, hi = 0;
     for (size_t a = 0; a < x->s && a < n; a++)
         for (size_t k = 0; k < x->k; k++) {
-            long shift = (long)(a + x->p) - (long)(k * x->d);
-            if (((shift % (long)x->s) + (long)x->s) % (long)x->s)
+            if (!tap_reaches(a, k, x))
                 continue;
-            long sh = shift >= 0 ? shift / (long)x->s : -((-shift) / (long)x->s);
-            long last = (long)((n - a + x->s - 1) / x->s) - 1 + sh - ((long)m - 1);
+            long sh = ((long)(a + x->p) - (long)(k * x->d)) / (long)x->s; /* exact */
+            long last = (long)phase_extent(a, n, x) - 1 + sh - ((long)m - 1);
             lo = -sh > lo ? -sh : lo;
             hi = last > hi ? last : hi;
         }
@@ -325,12 +346,13 @@ static size_t phase_padding(const gemm_im2col *x)
 }
 
 /* Up to 64 input channels (past them, conv_phase_tiles packs the
- * gradient's panels once for more channels). A strided 1 x 1 convolution reaches one phase
- * of S x S, and the others get zeros tile by tile (or nothing, where the
- * gradient adds): against its column-gradient GEMM (swap01, pack, GEMM,
- * col2im), the ResNet's shortcuts' backward at batch 128 measured 3.3 ->
- * 2.5 ms (32 -> 64) and 2.3 -> 1.9 ms (64 -> 128) once the phase tiles
- * read as lines (AVX-512 Xeon, 2026-12-06); before, 3.8 -> 5.3 ms. */
+ * gradient's panels once for more channels). A strided 1 x 1 convolution
+ * reaches one phase of S x S, and the others get zeros tile by tile (or
+ * nothing, where the gradient adds): against its column-gradient GEMM
+ * (swap01, pack, GEMM, col2im), the ResNet's shortcuts' backward at batch
+ * 128 measured 3.3 -> 2.5 ms (32 -> 64) and 2.3 -> 1.9 ms (64 -> 128)
+ * once the phase tiles read as lines (AVX-512 Xeon, 2026-12-06); before,
+ * 3.8 -> 5.3 ms. */
 #define PHASE_PIXELS_MAX_CHANNELS 64
 
 int gemm_cpu_phase_pixels_pay(size_t c)
@@ -343,8 +365,8 @@ int gemm_cpu_phase_pixels_pay(size_t c)
 #define PHASE_PANEL_O 16
 
 /* The strided input gradient as conv_phase_pixels: g zero-padded into
- * scratch 0 by what the phases' taps reach (phase_padding), the weights in each phase's
- * panels (phase_panels) in scratch 1. */
+ * scratch 0 by what the phases' taps reach (phase_padding), the weights
+ * in each phase's panels (phase_panels) in scratch 1. */
 static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem w,
                                 cl_mem g, const gemm_im2col *x, cl_uint add)
 {
@@ -362,7 +384,7 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
         st = gemm_kernel(ctx, s, "phase_panels", &panels);
     int lines = 1;
     for (size_t b = 0; b < x->s; b++)
-        lines = lines && (b >= x->w || (x->w - b + x->s - 1) / x->s % mr == 0);
+        lines = lines && phase_extent(b, x->w, x) % mr == 0;
     const char *name = lines ? "conv_phase_pixels_lines" : "conv_phase_pixels";
     if (st == KILN_OK)
         st = gemm_kernel(ctx, s, name, &kernel);
