@@ -96,9 +96,9 @@ END_TEST
 /* A product of sub-matrices: each operand starts at an offset inside a
  * larger buffer and has a leading dimension wider than its columns, as the
  * convolution's per-sample products and views use them. */
-static void offset_case(kiln_ctx *ctx, int ta, int tb, size_t m, size_t wide_lda)
+static void offset_case(kiln_ctx *ctx, int ta, int tb, size_t m, size_t n, size_t wide_lda)
 {
-    size_t n = 301, k = 37, pad = 3, off = 11; /* n: gemm_slots on CPUs */
+    size_t k = 37, pad = 3, off = 11;
     size_t lda = wide_lda ? wide_lda : (ta ? m : k) + pad, ldb = (tb ? k : n) + pad;
     size_t ldc = n + pad;
     size_t na = off + (ta ? k : m) * lda, nb = off + (tb ? n : k) * ldb, nc = off + m * ldc;
@@ -141,10 +141,12 @@ START_TEST(sgemm_on_submatrices_at_offsets)
 {
     kiln_ctx *ctx = test_ctx();
     kiln_ctx_set_gemm(ctx, engines[_i / 4]);
-    offset_case(ctx, _i & 1, (_i >> 1) & 1, 19, 0);
-    offset_case(ctx, _i & 1, (_i >> 1) & 1, 1, 0); /* one row */
+    offset_case(ctx, _i & 1, (_i >> 1) & 1, 19, 301, 0); /* n 301: gemm_slots on CPUs */
+    offset_case(ctx, _i & 1, (_i >> 1) & 1, 1, 301, 0); /* one row */
     /* rows of A 2 KiB apart, which kiln's GEMM reads in place for A^T (k 37) */
-    offset_case(ctx, _i & 1, (_i >> 1) & 1, 19, 512);
+    offset_case(ctx, _i & 1, (_i >> 1) & 1, 19, 301, 512);
+    /* whole panels of B, its rows 99 apart, which kiln's GEMM reads in place */
+    offset_case(ctx, _i & 1, (_i >> 1) & 1, 131, 96, 0);
     kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
 }
 END_TEST
@@ -454,8 +456,9 @@ END_TEST
  * C once, not once per block. */
 START_TEST(sgemm_in_blocks_of_k)
 {
-    static const gemm_size few[] = {{13, 45, 37}, {9, 33, 32}, {7, 17, 17},
-                                    {25, 40, 5},  {6, 16, 1},  {17, 70, 300}};
+    /* {11, 64, 45}: B read in place (whole panels), from each block's row */
+    static const gemm_size few[] = {{13, 45, 37}, {9, 33, 32}, {7, 17, 17}, {25, 40, 5},
+                                    {6, 16, 1},   {17, 70, 300}, {11, 64, 45}};
     static const size_t blocks[] = {16, 1, 7};
     kiln_ctx *ctx = test_ctx();
     gemm_tile t = gemm_tile_default(ctx);

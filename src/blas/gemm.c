@@ -14,6 +14,9 @@
 #include "blas/gemm_internal.h"
 
 #define GEMM_PACK_K 64
+/* Panels of w an item of pack_panels packs together where rows run across
+ * k: PACK_ROW (gemm.cl) values of each row. */
+#define PACK_PANELS(w) (64 / (w) ? 64 / (w) : 1)
 /* The k block: one packed panel of B (k x NR floats) is kept to a quarter
  * of the core's L2 where the device is the host's CPU (PoCL) and the C
  * library knows the L2 (1 MiB on a Zen 4 EPYC: k 2048 for 8 x 32; 2 MiB on
@@ -32,6 +35,14 @@
 #define GEMV_MAX_ROWS 16
 #define GEMM_CACHE_GUESS (1u << 20)
 #define A_IN_PLACE_K 256
+#define B_IN_PLACE_LD 128
+
+/* op(B) as gemm_tile reads it: packed panels (ld = 0) or B in place, its
+ * rows ld apart from off. */
+typedef struct {
+    cl_mem mem;
+    size_t off, ld;
+} gemm_b;
 /* gemm.cl compiles twice per tile (A, A^T read in place; the packing
  * kernels come from the first): the slowest source of kiln to compile. */
 
@@ -261,11 +272,12 @@ kiln_status gemm_pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem src,
      * unit SLOT_ITEMS_PER_UNIT items: each item (a work-group) costs a
      * dispatch */
     size_t spans = (k + GEMM_PACK_K - 1) / GEMM_PACK_K;
-    size_t wanted = (SLOT_ITEMS_PER_UNIT * device_units(&ctx->info) + panels - 1) / panels;
+    size_t groups = along_k ? panels : (panels + PACK_PANELS(w) - 1) / PACK_PANELS(w);
+    size_t wanted = (SLOT_ITEMS_PER_UNIT * device_units(&ctx->info) + groups - 1) / groups;
     spans = spans < wanted ? spans : wanted;
     cl_ulong o = off, l = ld, e = extent, kk = k, span = (k + spans - 1) / spans;
     cl_uint along = (cl_uint)along_k;
-    return launch_tiles(ctx, kernel, "pack_panels", (k + span - 1) / span, panels, KARG(*out),
+    return launch_tiles(ctx, kernel, "pack_panels", (k + span - 1) / span, groups, KARG(*out),
                         KARG(src), KARG(o), KARG(l), KARG(along), KARG(e), KARG(kk), KARG(w),
                         KARG(span));
 }
@@ -289,9 +301,10 @@ static cl_mem epilogue_bias(const gemm_epilogue *epi, cl_mem other)
  * op(A) is read in place, A^T too up to a k of A_IN_PLACE_K (a tile's
  * cache lines of A^T, twice as many as a packed panel's, then fit L1;
  * docs/gemm.md has the measurements). */
-static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, size_t m, size_t n, size_t k,
-                         float alpha, cl_mem a, size_t a_off, size_t lda, cl_mem bp, float beta,
-                         cl_mem c, size_t c_off, size_t ldc, const gemm_epilogue *epi)
+static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, size_t m,
+                         size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
+                         gemm_b b, float beta, cl_mem c, size_t c_off, size_t ldc,
+                         const gemm_epilogue *epi)
 {
     cl_mem ap = a;
     kiln_status st = KILN_OK;
@@ -309,7 +322,8 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
                         "gemm_tile", &kernel);
     if (st != KILN_OK)
         return st;
-    cl_ulong ao = a_off, la = lda, co = c_off, lc = ldc, mm = m, nn = n, kk = k;
+    cl_ulong ao = a_off, la = lda, bo = b.off, lb = b.ld, co = c_off, lc = ldc, mm = m, nn = n,
+             kk = k;
     cl_mem bias = epilogue_bias(epi, c);
     cl_uint flags = epilogue_flags(epi);
     /* where B's block stays in the cache, tiles in a row run together so
@@ -318,9 +332,20 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
     cl_uint across = k * n * sizeof(float) <= s->b_fits;
     size_t rows = (m + mr - 1) / mr, cols = (n + nr - 1) / nr;
     return launch_tiles(ctx, kernel, "gemm_tile", across ? cols : rows, across ? rows : cols,
-                        KARG(ap), KARG(ao), KARG(la), KARG(bp), KARG(c), KARG(co),
-                        KARG(lc), KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta),
-                        KARG(bias), KARG(flags), KARG(across), KARG(panel));
+                        KARG(ap), KARG(ao), KARG(la), KARG(b.mem), KARG(bo), KARG(lb),
+                        KARG(c), KARG(co), KARG(lc), KARG(mm), KARG(nn), KARG(kk),
+                        KARG(alpha), KARG(beta), KARG(bias), KARG(flags), KARG(across),
+                        KARG(panel));
+}
+
+/* Whether B (not transposed) is read in place rather than packed: where
+ * its rows run at most B_IN_PLACE_LD floats apart, so that the hardware's
+ * prefetchers see several rows a page (the GPT's weight gradients
+ * with 768 rows 512 bytes apart ran as fast in place, less the packing;
+ * 2 KiB apart took twice as long), and in whole panels. */
+static int b_in_place(const blas_state *s, kiln_transpose tb, size_t n, size_t ldb)
+{
+    return tb == KILN_NO_TRANS && ldb <= B_IN_PLACE_LD && n % (2 * (size_t)s->tile.v) == 0;
 }
 
 /* k split into blocks of at most the tile's kc, of equal length but for
@@ -417,10 +442,14 @@ kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
         /* op(B) rows k0.. and op(A) columns k0..; later blocks add to C */
         size_t b_at = b_off + (tb == KILN_TRANS ? k0 : k0 * ldb);
         size_t a_at = a_off + (ta == KILN_TRANS ? k0 * lda : k0);
-        st = gemm_pack(ctx, s, 1, b, b_at, ldb, tb == KILN_TRANS, n, len, 2 * (cl_uint)s->tile.v,
-                  &bp);
+        gemm_b op_b = {b, b_at, ldb};
+        if (!b_in_place(s, tb, n, ldb)) {
+            st = gemm_pack(ctx, s, 1, b, b_at, ldb, tb == KILN_TRANS, n, len,
+                           2 * (cl_uint)s->tile.v, &bp);
+            op_b = (gemm_b){bp, 0, 0};
+        }
         if (st == KILN_OK)
-            st = tiles(ctx, s, ta, m, n, len, alpha, a, a_at, lda, bp, k0 ? 1.0f : beta, c,
+            st = tiles(ctx, s, ta, m, n, len, alpha, a, a_at, lda, op_b, k0 ? 1.0f : beta, c,
                        c_off, ldc, k0 + len == k ? epi : NULL); /* on the last block */
     }
     return st;
@@ -462,8 +491,8 @@ kiln_status gemm_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a
         size_t len = k - k0 < kb ? k - k0 : kb;
         st = im2col_block(ctx, s, x, transposed, n, k0, len, &bp);
         if (st == KILN_OK)
-            st = tiles(ctx, s, KILN_NO_TRANS, m, n, len, alpha, a, k0, lda, bp,
-                       k0 ? 1.0f : beta, c, 0, ldc, NULL);
+            st = tiles(ctx, s, KILN_NO_TRANS, m, n, len, alpha, a, k0, lda,
+                       (gemm_b){bp, 0, 0}, k0 ? 1.0f : beta, c, 0, ldc, NULL);
     }
     return st;
 }
