@@ -4,7 +4,8 @@
  *
  * An item takes LANES rows of one head, one a lane: query rows
  * (attn_forward, attn_backward_q) or key rows (attn_backward_kv). It holds
- * their HD channels transposed, channel d of every lane in one vector, and
+ * their HD channels transposed, channel d of every lane in one vector
+ * (moved in and out as LANES x LANES blocks transposed in registers), and
  * walks the other side's rows KC at a time. A row of the other side is read
  * as scalars, each multiplying every lane, so a score is HD lane-wise fmas
  * and the softmax's max, exp and sum are lane-wise too: no horizontal sums
@@ -73,29 +74,84 @@ MATH_EXP(exp_lanes, LVEC, LINT)
  * 2 KC vectors in registers. */
 #define KC 8
 
+/* Items move their rows in and out of lanes as LANES x LANES blocks
+ * transposed in registers, where HD is a multiple of LANES (else value by
+ * value, through memory: at nanoGPT's shape that took half of attention's
+ * time). */
+#if LANES >= 4 && HD % LANES == 0
+#define BLOCKS 1
+#if LANES == 16
+#define LANES_LOG2 4
+#elif LANES == 8
+#define LANES_LOG2 3
+#else
+#define LANES_LOG2 2
+#endif
+
+/* m[r] (r < LANES, a row each) becomes its transpose: log2 LANES rounds of
+ * m'[j] = (m[2j].even, m[2j + 1].even), m'[j + LANES / 2] = (m[2j].odd,
+ * m[2j + 1].odd), each of which moves value (r, c) to (c_0 LANES / 2 +
+ * r / 2, r_0 LANES / 2 + c / 2) (r_0, c_0: the low bits); after log2 LANES
+ * rounds every bit of c is in the row, every bit of r in the column. */
+INLINE void transpose_lanes(lvec *m)
+{
+    _Pragma("unroll") for (uint round = 0; round < LANES_LOG2; round++) {
+        lvec t[LANES];
+        _Pragma("unroll") for (uint j = 0; j < LANES / 2; j++) {
+            t[j] = (lvec)(m[2 * j].even, m[2 * j + 1].even);
+            t[j + LANES / 2] = (lvec)(m[2 * j].odd, m[2 * j + 1].odd);
+        }
+        _Pragma("unroll") for (uint j = 0; j < LANES; j++) m[j] = t[j];
+    }
+}
+#else
+#define BLOCKS 0
+#endif
+
 /* Row i's first HD values (rows stride apart from p) times f, for the
  * rows r0 .. r0 + LANES - 1 (past n - 1: row n - 1): t[d] holds channel d
  * of every lane. */
 INLINE void gather(lvec *t, __global const float *p, uint stride, uint r0, uint n, float f)
 {
+#if BLOCKS
+    for (uint d0 = 0; d0 < HD; d0 += LANES) {
+        lvec m[LANES];
+        _Pragma("unroll") for (uint l = 0; l < LANES; l++)
+            m[l] = LLOAD(p + (size_t)min(r0 + l, n - 1) * stride + d0) * f;
+        transpose_lanes(m);
+        _Pragma("unroll") for (uint d = 0; d < LANES; d++) t[d0 + d] = m[d];
+    }
+#else
     float lane[LANES];
     for (uint d = 0; d < HD; d++) {
         for (uint l = 0; l < LANES; l++)
             lane[l] = p[(size_t)min(r0 + l, n - 1) * stride + d] * f;
         t[d] = LLOAD(lane);
     }
+#endif
 }
 
 /* The inverse: rows r0 + l below n of p get t[d]'s lane l times f[l]. */
 INLINE void scatter(const lvec *t, __global float *p, uint stride, uint r0, uint n,
                     const float *f)
 {
+#if BLOCKS
+    for (uint d0 = 0; d0 < HD; d0 += LANES) {
+        lvec m[LANES];
+        _Pragma("unroll") for (uint d = 0; d < LANES; d++) m[d] = t[d0 + d];
+        transpose_lanes(m);
+        _Pragma("unroll") for (uint l = 0; l < LANES; l++)
+            if (r0 + l < n)
+                LSTORE(m[l] * f[l], p + (size_t)(r0 + l) * stride + d0);
+    }
+#else
     float lane[LANES];
     for (uint d = 0; d < HD; d++) {
         LSTORE(t[d], lane);
         for (uint l = 0; l < LANES && r0 + l < n; l++)
             p[(size_t)(r0 + l) * stride + d] = lane[l] * f[l];
     }
+#endif
 }
 
 /* The values v[min(r0 + l, n - 1)] a lane. */
