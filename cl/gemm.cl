@@ -147,50 +147,17 @@ INLINE void pack_panel(__global float *dst, __global const float *src, ulong ld,
                 dst[kk * w + j] = src[kk * ld + j0 + j];
 }
 
-/* Panels p0 .. p0 + n - 1 (n w values of a row, PACK_ROW of them, all
- * within src's extent) across k, row by row: each row's values are read
- * as whole cache lines once, where a panel at a time read each line once
- * per panel in it, each row a miss of its own (a GPT's weight gradient
- * packs 768 rows 2 KiB apart). */
-INLINE void pack_across(__global float *dst, __global const float *src, ulong ld, size_t k,
-                      size_t p0, uint n, size_t k0, size_t k1, uint w)
-{
-    for (size_t kk = k0; kk < k1; kk++) {
-        __global const float *s = src + kk * ld + p0 * w;
-        __global float *d = dst + p0 * k * w + kk * w;
-        for (uint p = 0; p < n; p++)
-            for (uint j = 0; j < w; j++)
-                d[p * k * w + j] = s[p * w + j];
-    }
-}
-
-/* PACK_ROW values of a row each item where rows run across k */
-#define PACK_ROW 64
-
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 pack_panels(__global float *dst, __global const float *src, const ulong off, const ulong ld,
             const uint along_k, const ulong extent, const ulong k, const uint w,
             const ulong span)
 {
-    size_t k0 = get_global_id(0) * span, g = get_global_id(1);
+    size_t k0 = get_global_id(0) * span, p = get_global_id(1);
     size_t k1 = min(k0 + (size_t)span, (size_t)k);
-    /* along k, an item per panel; across, PACK_ROW / w panels an item */
-    uint group = along_k ? 1 : PACK_ROW / w;
-    size_t p0 = g * group, panels = (extent + w - 1) / w;
-    uint n = (uint)min((size_t)group, panels - p0);
-    src += off;
-    if (!along_k && (p0 + n) * w <= extent) { /* w is a constant in each call */
-        if (w == NR)
-            pack_across(dst, src, ld, k, p0, n, k0, k1, NR);
-        else
-            pack_across(dst, src, ld, k, p0, n, k0, k1, MR);
-        return;
-    }
-    for (size_t p = p0; p < p0 + n; p++)
-        if (w == NR) /* op(B)'s panels */
-            pack_panel(dst + p * k * NR, src, ld, along_k, extent, p * NR, k0, k1, NR);
-        else /* op(A)'s, of MR, only ever packed across k (A^T with a long k, gemm.c) */
-            pack_panel(dst + p * k * MR, src, ld, 0, extent, p * MR, k0, k1, MR);
+    if (w == NR) /* op(B)'s panels; w is a constant in each call */
+        pack_panel(dst + p * k * NR, src + off, ld, along_k, extent, p * NR, k0, k1, NR);
+    else /* op(A)'s, of MR, only ever packed across k (A^T with a long k, gemm.c) */
+        pack_panel(dst + p * k * MR, src + off, ld, 0, extent, p * MR, k0, k1, MR);
 }
 
 #if A_TRANS

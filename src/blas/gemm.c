@@ -14,9 +14,6 @@
 #include "blas/gemm_internal.h"
 
 #define GEMM_PACK_K 64
-/* Panels of w an item of pack_panels packs together where rows run across
- * k: PACK_ROW (gemm.cl) values of each row. */
-#define PACK_PANELS(w) (64 / (w) ? 64 / (w) : 1)
 /* The k block: one packed panel of B (k x NR floats) is kept to a quarter
  * of the core's L2 where the device is the host's CPU (PoCL) and the C
  * library knows the L2 (1 MiB on a Zen 4 EPYC: k 2048 for 8 x 32; 2 MiB on
@@ -272,12 +269,11 @@ kiln_status gemm_pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem src,
      * unit SLOT_ITEMS_PER_UNIT items: each item (a work-group) costs a
      * dispatch */
     size_t spans = (k + GEMM_PACK_K - 1) / GEMM_PACK_K;
-    size_t groups = along_k ? panels : (panels + PACK_PANELS(w) - 1) / PACK_PANELS(w);
-    size_t wanted = (SLOT_ITEMS_PER_UNIT * device_units(&ctx->info) + groups - 1) / groups;
+    size_t wanted = (SLOT_ITEMS_PER_UNIT * device_units(&ctx->info) + panels - 1) / panels;
     spans = spans < wanted ? spans : wanted;
     cl_ulong o = off, l = ld, e = extent, kk = k, span = (k + spans - 1) / spans;
     cl_uint along = (cl_uint)along_k;
-    return launch_tiles(ctx, kernel, "pack_panels", (k + span - 1) / span, groups, KARG(*out),
+    return launch_tiles(ctx, kernel, "pack_panels", (k + span - 1) / span, panels, KARG(*out),
                         KARG(src), KARG(o), KARG(l), KARG(along), KARG(e), KARG(kk), KARG(w),
                         KARG(span));
 }
