@@ -39,6 +39,8 @@
  *                gradient, phase by phase
  *   phase_panels, conv_phase_pixels(_lines): the same with few input
  *                channels, g read in place from a zero-padded copy
+ *   conv_phase_pairs: the same at stride 2, the two column phases' tiles
+ *                of a row stored together
  *   conv_weight_slots, sum_slots: a convolution's weight gradient, the
  *                reduction split across items and their sums added
  *   conv_weight_pixels, sum_columns: the same with few output channels,
@@ -1267,6 +1269,84 @@ conv_phase_pixels_lines(__global const float *wq, __global const float *gp,
                         const uint adding)
 {
     phase_pixel_tiles(wq, gp, dx, N, C, H, W, O, Hp, Wp, K, S, P, D, PG, adding, 1);
+}
+
+/* The sums of the tile of phase f from its pixel at (its first, MR
+ * neighbours in a row, read as lines) by the NR channels from col0, in
+ * phase_tile's order, into t. */
+INLINE void phase_line_sums(const phase_geom *f, __global const float *gp, im2col_at at,
+                            uint O, uint Wp, size_t plane, uint S, uint P, uint D, uint PG,
+                            size_t col0, float t[MR][NR])
+{
+    uint pa = f->pa, pb = f->pb;
+    size_t k = f->k;
+    const uint line_step = 1;
+    __global const float *x0 = gp + at.n * O * plane + (size_t)(at.oh + PG) * Wp + at.ow + PG;
+    __global const float *b = f->w + col0 * k;
+    ROWS(ACC)
+    for (int tt = 0; tt < f->th.count; tt++) {
+        int sh = ((int)pa + (int)P - (f->th.first + tt * f->th.step) * (int)D) / (int)S;
+        for (int uu = 0; uu < f->tw.count; uu++) {
+            int sw = ((int)pb + (int)P - (f->tw.first + uu * f->tw.step) * (int)D) / (int)S;
+            long off = (long)sh * (long)Wp + sw;
+            for (uint o = 0; o < O; o++, off += (long)plane) {
+                floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
+                ROWS(LINE_FMA)
+                b += NR;
+            }
+        }
+    }
+    ROWS(SAVE_ROW)
+}
+
+/* Channels of a pair of phase tiles (columns 2j and 2j + 1 of the same
+ * MR inputs j of a row of dx), each channel's 2 MR values one run from d
+ * (channels stride apart); keep0, keep1: that phase has no taps and dx
+ * adds, so its values stay as they are. */
+INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0[MR][NR],
+                        float t1[MR][NR], uint adding, int keep0, int keep1)
+{
+    for (size_t j = 0; j < count; j++, d += stride)
+        for (uint r = 0; r < MR; r++) {
+            d[2 * r] = keep0 ? d[2 * r] : ADDED(t0[r][j], d[2 * r]);
+            d[2 * r + 1] = keep1 ? d[2 * r + 1] : ADDED(t1[r][j], d[2 * r + 1]);
+        }
+}
+
+/* conv_phase_pixels_lines at stride 2 where W = 2 WB: the tile of phase
+ * (a, 0) and the one of phase (a, 1) beside it (the same MR inputs of a
+ * phase row) are computed one after the other and stored together, each
+ * channel's 2 MR values of dx one run, where a phase's tile stored every
+ * other value, one at a time. Item g takes a run of each row phase's tile
+ * pairs. The same sums, so the same bits, as conv_phase_pixels_lines; a
+ * phase no tap reaches gets zeros (or keeps its values, where dx adds). */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+conv_phase_pairs(__global const float *wq, __global const float *gp, __global float *dx,
+                 const uint N, const uint C, const uint H, const uint W, const uint O,
+                 const uint Hp, const uint Wp, const uint K, const uint P, const uint D,
+                 const uint PG, const uint adding)
+{
+    const uint S = 2;
+    size_t items = get_global_size(0), g = get_global_id(0), plane = (size_t)Hp * Wp;
+    size_t HW = (size_t)H * W;
+    for (uint pa = 0; pa < S; pa++) {
+        phase_geom f0 = phase_geom_of(wq, pa, 0, N, C, H, W, O, K, S, P, D);
+        phase_geom f1 = phase_geom_of(wq, pa, 1, N, C, H, W, O, K, S, P, D);
+        size_t tiles = f0.npix / MR;
+        if (f0.k == 0 && f1.k == 0 && adding)
+            continue;
+        for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
+            im2col_at at = im2col_start(t * MR, f0.HA, f0.WB);
+            __global float *row = dx + at.n * C * HW + (pa + S * at.oh) * W + S * at.ow;
+            for (size_t col0 = 0; col0 < C; col0 += NR) {
+                float t0[MR][NR], t1[MR][NR];
+                phase_line_sums(&f0, gp, at, O, Wp, plane, S, P, D, PG, col0, t0);
+                phase_line_sums(&f1, gp, at, O, Wp, plane, S, P, D, PG, col0, t1);
+                store_pairs(row + col0 * HW, HW, min((size_t)NR, (size_t)C - col0), t0, t1,
+                            adding, adding && f0.k == 0, adding && f1.k == 0);
+            }
+        }
+    }
 }
 
 /* C = alpha A op(B) + beta C for few rows of A (m) and long rows of C:

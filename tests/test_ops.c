@@ -95,11 +95,17 @@ static const op_case cases[] = {
     {"conv 3x37x9x8 k1 s2 ->11", OP_CONV2D, 1, 1, {S4(3, 37, 9, 8)}, .out = 11, .kernel = 1,
      .stride = 2},
     /* rows of 8 outputs at stride 2 (conv_pixels_lines2 with the 8-row
-     * tile), and a 1 x 1 one whose input gradient reaches one phase */
+     * tile; the input gradient's column phases stored together,
+     * conv_phase_pairs), and a 1 x 1 one whose input gradient reaches one
+     * phase */
     {"conv 2x5x9x16 k3 s2 p1 ->7", OP_CONV2D, 1, 1, {S4(2, 5, 9, 16)}, .out = 7, .kernel = 3,
      .stride = 2, .pad = 1},
     {"conv 3x33x5x16 k1 s2 ->9", OP_CONV2D, 1, 1, {S4(3, 33, 5, 16)}, .out = 9, .kernel = 1,
      .stride = 2},
+    /* both column phases' tiles stored together (conv_phase_pairs) with
+     * the 6-row tile of AVX2 (W a multiple of 12) */
+    {"conv 2x6x7x12 k3 s2 p1 ->5", OP_CONV2D, 1, 1, {S4(2, 6, 7, 12)}, .out = 5, .kernel = 3,
+     .stride = 2, .pad = 1},
     {"maxpool 3x3x5x7 k2", OP_MAXPOOL, 1, 1, {S4(3, 3, 5, 7)}, .kernel = 2},
     {"maxpool 1x1x28x28 k3 s2 p1", OP_MAXPOOL, 1, 1, {S4(1, 1, 28, 28)}, .kernel = 3,
      .stride = 2, .pad = 1},

@@ -360,6 +360,14 @@ int gemm_cpu_phase_pixels_pay(size_t c)
     return c <= PHASE_PIXELS_MAX_CHANNELS;
 }
 
+/* Whether conv_phase_pairs takes the strided input gradient: stride 2 and
+ * W a multiple of 2 MR (both column phases rows of MR-neighbour tiles,
+ * of the same length). */
+static int phase_pairs(const gemm_im2col *x, size_t mr)
+{
+    return x->s == 2 && x->w % (2 * mr) == 0;
+}
+
 /* Output channels an item of phase_panels and phase_weights takes, about
  * (it finds where its tap lands once, then copies them). */
 #define PHASE_PANEL_O 16
@@ -385,7 +393,9 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
     int lines = 1;
     for (size_t b = 0; b < x->s; b++)
         lines = lines && phase_extent(b, x->w, x) % mr == 0;
-    const char *name = lines ? "conv_phase_pixels_lines" : "conv_phase_pixels";
+    const char *name = phase_pairs(x, mr) ? "conv_phase_pairs"
+                       : lines            ? "conv_phase_pixels_lines"
+                                          : "conv_phase_pixels";
     if (st == KILN_OK)
         st = gemm_kernel(ctx, s, name, &kernel);
     if (st != KILN_OK)
@@ -399,6 +409,10 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
                       KARG(C), KARG(CP), KARG(K), KARG(S), KARG(P), KARG(D));
     return st != KILN_OK || items == 0
                ? st
+           : phase_pairs(x, mr)
+               ? launch_1d(ctx, kernel, name, items, 1, KARG(wq), KARG(gp), KARG(x->x),
+                           KARG(N), KARG(C), KARG(H), KARG(W), KARG(O), KARG(Hp), KARG(Wp),
+                           KARG(K), KARG(P), KARG(D), KARG(PG), KARG(add))
                : launch_1d(ctx, kernel, name, items, 1, KARG(wq), KARG(gp),
                            KARG(x->x), KARG(N), KARG(C), KARG(H), KARG(W), KARG(O), KARG(Hp),
                            KARG(Wp), KARG(K), KARG(S), KARG(P), KARG(D), KARG(PG), KARG(add));
