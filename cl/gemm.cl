@@ -1191,6 +1191,23 @@ INLINE phase_geom phase_geom_of(__global const float *wq, uint pa, uint pb, uint
     return f;
 }
 
+/* A phase tile's products over k = (its row taps, its column taps, the O
+ * channels of g), FMAS adding each step's to the tile's rows: g read at
+ * off from the rows' pointers, the weights of phase_panels at b. */
+#define PHASE_TAPS(FMAS)                                                                      \
+    for (int tt = 0; tt < f->th.count; tt++) {                                               \
+        int sh = ((int)f->pa + (int)P - (f->th.first + tt * f->th.step) * (int)D) / (int)S;  \
+        for (int uu = 0; uu < f->tw.count; uu++) {                                           \
+            int sw = ((int)f->pb + (int)P - (f->tw.first + uu * f->tw.step) * (int)D) / (int)S; \
+            long off = (long)sh * (long)Wp + sw;                                             \
+            for (uint o = 0; o < O; o++, off += (long)plane) {                               \
+                floatV b0 = vloadV(0, b), b1 = vloadV(1, b);                                 \
+                FMAS                                                                         \
+                b += NR;                                                                     \
+            }                                                                                \
+        }                                                                                    \
+    }
+
 /* Tile t of phase f of conv_phase_pixels. */
 INLINE void phase_tile(const phase_geom *f, __global const float *gp, __global float *dx,
                        uint C, uint H, uint W, uint O, uint Wp, size_t plane, uint S, uint P,
@@ -1205,22 +1222,7 @@ INLINE void phase_tile(const phase_geom *f, __global const float *gp, __global f
     for (size_t col0 = 0; col0 < C; col0 += NR) {
         __global const float *b = f->w + col0 * k;
         ROWS(ACC)
-        for (int tt = 0; tt < f->th.count; tt++) {
-            int sh = ((int)pa + (int)P - (f->th.first + tt * f->th.step) * (int)D) / (int)S;
-            for (int uu = 0; uu < f->tw.count; uu++) {
-                int sw = ((int)pb + (int)P - (f->tw.first + uu * f->tw.step) * (int)D) / (int)S;
-                long off = (long)sh * (long)Wp + sw;
-                for (uint o = 0; o < O; o++, off += (long)plane) {
-                    floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
-                    if (lines) {
-                        ROWS(LINE_FMA)
-                    } else {
-                        ROWS(PIX_FMA)
-                    }
-                    b += NR;
-                }
-            }
-        }
+        PHASE_TAPS(if (lines) { ROWS(LINE_FMA) } else { ROWS(PIX_FMA) })
         STORE_CHANNELS(dx, HW, min((size_t)NR, (size_t)C - col0))
     }
 }
@@ -1278,24 +1280,12 @@ INLINE void phase_line_sums(const phase_geom *f, __global const float *gp, im2co
                             uint O, uint Wp, size_t plane, uint S, uint P, uint D, uint PG,
                             size_t col0, float t[MR][NR])
 {
-    uint pa = f->pa, pb = f->pb;
     size_t k = f->k;
     const uint line_step = 1;
     __global const float *x0 = gp + at.n * O * plane + (size_t)(at.oh + PG) * Wp + at.ow + PG;
     __global const float *b = f->w + col0 * k;
     ROWS(ACC)
-    for (int tt = 0; tt < f->th.count; tt++) {
-        int sh = ((int)pa + (int)P - (f->th.first + tt * f->th.step) * (int)D) / (int)S;
-        for (int uu = 0; uu < f->tw.count; uu++) {
-            int sw = ((int)pb + (int)P - (f->tw.first + uu * f->tw.step) * (int)D) / (int)S;
-            long off = (long)sh * (long)Wp + sw;
-            for (uint o = 0; o < O; o++, off += (long)plane) {
-                floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
-                ROWS(LINE_FMA)
-                b += NR;
-            }
-        }
-    }
+    PHASE_TAPS(ROWS(LINE_FMA))
     ROWS(SAVE_ROW)
 }
 
