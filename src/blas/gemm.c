@@ -1,7 +1,8 @@
 /* kiln's own GEMM for CPU-class devices (cl/gemm.cl): op(B) is packed into
  * panels in scratch buffers the context's blas state keeps (grown to the
- * largest product; the in-order queue makes reuse safe), op(A) is read in
- * place, and one launch computes C tile by tile. The register tile
+ * largest product; the in-order queue makes reuse safe), or read in place
+ * where its rows are close (b_in_place), op(A) is read in place, and one
+ * launch computes C tile by tile. The register tile
  * (MR x NR, NR = 2 V) is a build option of gemm.cl, chosen once per context
  * (gemm_tile_get). A product whose k exceeds the tile's k block runs as
  * blocks of k, each after the first adding to C (beta = 1), so that a
