@@ -1309,12 +1309,14 @@ INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0
  * channel's 2 MR values of dx one run, where a phase's tile stored every
  * other value, one at a time. Item g takes a run of each row phase's tile
  * pairs. The same sums, so the same bits, as conv_phase_pixels_lines; a
- * phase no tap reaches gets zeros (or keeps its values, where dx adds). */
+ * phase no tap reaches gets zeros (or keeps its values, where dx adds).
+ * The arguments are conv_phase_pixels'; stride is 2 (the host takes this
+ * kernel only then), a constant here. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_phase_pairs(__global const float *wq, __global const float *gp, __global float *dx,
                  const uint N, const uint C, const uint H, const uint W, const uint O,
-                 const uint Hp, const uint Wp, const uint K, const uint P, const uint D,
-                 const uint PG, const uint adding)
+                 const uint Hp, const uint Wp, const uint K, const uint stride, const uint P,
+                 const uint D, const uint PG, const uint adding)
 {
     const uint S = 2;
     size_t items = get_global_size(0), g = get_global_id(0), plane = (size_t)Hp * Wp;

@@ -393,6 +393,7 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
     int lines = 1;
     for (size_t b = 0; b < x->s; b++)
         lines = lines && phase_extent(b, x->w, x) % mr == 0;
+    /* the three kernels take the same arguments */
     const char *name = phase_pairs(x, mr) ? "conv_phase_pairs"
                        : lines            ? "conv_phase_pixels_lines"
                                           : "conv_phase_pixels";
@@ -409,10 +410,6 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
                       KARG(C), KARG(CP), KARG(K), KARG(S), KARG(P), KARG(D));
     return st != KILN_OK || items == 0
                ? st
-           : phase_pairs(x, mr)
-               ? launch_1d(ctx, kernel, name, items, 1, KARG(wq), KARG(gp), KARG(x->x),
-                           KARG(N), KARG(C), KARG(H), KARG(W), KARG(O), KARG(Hp), KARG(Wp),
-                           KARG(K), KARG(P), KARG(D), KARG(PG), KARG(add))
                : launch_1d(ctx, kernel, name, items, 1, KARG(wq), KARG(gp),
                            KARG(x->x), KARG(N), KARG(C), KARG(H), KARG(W), KARG(O), KARG(Hp),
                            KARG(Wp), KARG(K), KARG(S), KARG(P), KARG(D), KARG(PG), KARG(add));
