@@ -15,30 +15,47 @@ typedef struct {
     const char *text;
     loss_kind loss;
     size_t classes; /* cross-entropy classes, or the output width for mse */
+    int shared;     /* gradients the plan should place in an add's memory */
 } net_case;
 
 static const net_case nets[] = {
     {"mlp with batchnorm and dropout",
      "[input]\nshape = 7\n[linear]\nout = 16\n[batchnorm]\n[tanh]\n[dropout]\np = 0.25\n"
      "[linear]\nout = 5\n[sigmoid]\n[linear]\nout = 3\n",
-     LOSS_CROSS_ENTROPY, 3},
+     LOSS_CROSS_ENTROPY, 3, 0},
     {"small cnn",
      "[input]\nshape = 2x7x6\n[conv2d]\nout = 3\nsize = 3\npad = 1\n[tanh]\n[avgpool]\nsize = 2\n"
      "[conv2d]\nout = 4\nsize = 2\nstride = 1\n[batchnorm]\n[gelu]\n[flatten]\n[linear]\n"
      "out = 4\n",
-     LOSS_CROSS_ENTROPY, 4},
+     LOSS_CROSS_ENTROPY, 4, 0},
     {"residual block",
      "[input]\nshape = 6\n[linear]\nout = 8\nname = stem\n[tanh]\nname = a\n[linear]\nout = 8\n"
      "[layernorm]\n[sigmoid]\n[add]\nfrom = a, 4\n[add]\nfrom = 5, a\n[linear]\nout = 8\n"
      "[tanh]\n[concat]\nfrom = 8, stem\n[linear]\nout = 2\n",
-     LOSS_MSE, 2},
+     LOSS_MSE, 2, 2},
     {"residual blocks with the activation after the sum",
      "[input]\nshape = 3x5x7\n[conv2d]\nout = 4\nsize = 3\npad = 1\nname = stem\n[conv2d]\n"
      "out = 4\nsize = 3\npad = 1\nbias = false\n[batchnorm]\n[tanh]\n[conv2d]\nout = 4\n"
      "size = 3\npad = 1\nbias = false\n[batchnorm]\nname = main\n[add]\nfrom = main, stem\n"
      "[tanh]\nname = block\n[conv2d]\nout = 4\nsize = 1\n[add]\nfrom = block, 8\n[sigmoid]\n"
      "[flatten]\n[linear]\nout = 3\n",
-     LOSS_CROSS_ENTROPY, 3},
+     LOSS_CROSS_ENTROPY, 3, 3},
+    /* a GPT's residual stream: each add's gradient is its branch's and the
+     * stream's, whose layernorm adds its own after the branch's backward */
+    {"pre-norm residual stream",
+     "[input]\nshape = 6\n[linear]\nout = 8\nname = x0\n[layernorm]\n[linear]\nout = 12\n"
+     "[gelu]\n[linear]\nout = 8\nname = f1\n[add]\nfrom = x0, f1\nname = x1\n[layernorm]\n"
+     "[linear]\nout = 8\nname = f2\n[add]\nfrom = x1, f2\n[tanh]\n[linear]\nout = 3\n",
+     LOSS_CROSS_ENTROPY, 3, 4},
+    /* x's gradient keeps its own memory: its other reader (s) runs its
+     * backward before the branch (t) reads the sum's gradient; and b's,
+     * whose tanh rewrites it in place before y reads the outer sum's */
+    {"readers the plan must not share with",
+     "[input]\nshape = 6\n[linear]\nout = 8\nname = x\n[linear]\nfrom = input\nout = 8\n"
+     "[tanh]\nname = t\n[sigmoid]\nfrom = x\nname = s\n[add]\nfrom = x, t\nname = a\n"
+     "[linear]\nfrom = input\nout = 8\nname = y\n[add]\nfrom = a, s\n[tanh]\nname = b\n"
+     "[add]\nfrom = b, y\n[linear]\nout = 3\n",
+     LOSS_CROSS_ENTROPY, 3, 4},
 };
 
 #define NET_COUNT (int)(sizeof nets / sizeof nets[0])
@@ -226,7 +243,12 @@ START_TEST(poisoned_planned_pipeline_matches_unplanned)
     net_open(&plain, c, (pipe_options){.fuse = 1});
     size_t arena = planned.p->arena_bytes, unplanned, planned_bytes, params;
     plan_memory(planned.p, &planned_bytes, &unplanned, &params);
-    printf("%s: arena %zu bytes, unplanned %zu\n", c->label, arena, unplanned);
+    int shared = 0;
+    for (size_t i = 0; i < planned.p->n_blocks; i++)
+        shared += planned.p->blocks[i].same_as >= 0;
+    printf("%s: arena %zu bytes, unplanned %zu, %d gradients in an add's memory\n", c->label,
+           arena, unplanned, shared);
+    ck_assert_int_eq(shared, c->shared);
     ck_assert_uint_le(arena, unplanned + KILN_ARENA_ALIGN * planned.p->n_blocks);
     for (int step = 0; step < 2; step++) {
         for (int eval = 0; eval < 2; eval++) {
@@ -257,8 +279,8 @@ START_TEST(softmax_head_trains_on_logits)
                                "out = 4\n";
     char with_head[256];
     snprintf(with_head, sizeof with_head, "%s[softmax]\n", base);
-    net_case plain_case = {"logits", base, LOSS_CROSS_ENTROPY, 4};
-    net_case head_case = {"softmax head", with_head, LOSS_CROSS_ENTROPY, 4};
+    net_case plain_case = {"logits", base, LOSS_CROSS_ENTROPY, 4, 0};
+    net_case head_case = {"softmax head", with_head, LOSS_CROSS_ENTROPY, 4, 0};
     net a, b;
     net_open(&a, &plain_case, (pipe_options){.fuse = 1, .plan = 1, .poison = 1});
     net_open(&b, &head_case, (pipe_options){.fuse = 1, .plan = 1, .poison = 1});
@@ -410,7 +432,7 @@ static void list_act_nets(void)
                  "[input]\nshape = 2x5x6\n[conv2d]\nout = 3\nsize = 3\npad = 1\n[%s]\n"
                  "[batchnorm]\n[%s]\n[flatten]\n[linear]\nout = 4\n[%s]\n[linear]\nout = 3\n",
                  info->name, info->name, info->name);
-        act_nets[i] = (net_case){info->name, act_texts[i], LOSS_CROSS_ENTROPY, 3};
+        act_nets[i] = (net_case){info->name, act_texts[i], LOSS_CROSS_ENTROPY, 3, 0};
     }
 }
 

@@ -176,19 +176,25 @@ kiln_status pipeline_loss(pipeline *p, loss_kind kind, float label_smoothing,
     return st;
 }
 
-/* Where input k of step s sends its gradient: straight into the grad of
- * the value it read if nothing has written it yet in this pass, else added
- * to it by the op itself (adds_input_grads: *add) or into a partial that
- * is added afterwards (*accumulate). */
+/* Where input k of step s sends its gradient: left in dout's memory where
+ * the plan gave it that (*in_place), straight into the grad of the value
+ * it read if nothing has written it yet in this pass, else added to it by
+ * the op itself (adds_input_grads: *add) or into a partial that is added
+ * afterwards (*accumulate). */
 static kiln_status gradient_target(pipeline *p, pipe_step *s, int k, kiln_tensor **out,
-                                   int *add, int *accumulate)
+                                   int *in_place, int *add, int *accumulate)
 {
     *out = NULL;
-    *add = *accumulate = 0;
+    *in_place = *add = *accumulate = 0;
     int from = s->inputs[k];
     if (from < 0)
         return KILN_OK;
     pipe_step *v = &p->steps[from];
+    if (v->grad_with == (int)(s - p->steps)) { /* its gradient is in dout's memory */
+        *out = v->grad;
+        *in_place = 1;
+        return KILN_OK;
+    }
     int taken = v->grad_ready || (k == 1 && s->inputs[0] == from);
     if (!taken || op_get(s->op)->adds_input_grads) {
         *out = v->grad;
@@ -207,7 +213,8 @@ static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
     int accumulate[OP_MAX_INPUTS] = {0};
     kiln_status st = KILN_OK;
     for (int k = 0; k < s->n_inputs && st == KILN_OK; k++)
-        st = gradient_target(p, s, k, &c.din[k], &c.din_add[k], &accumulate[k]);
+        st = gradient_target(p, s, k, &c.din[k], &c.din_in_place[k], &c.din_add[k],
+                             &accumulate[k]);
     for (int k = 0; k < OP_MAX_PARAMS; k++)
         c.dparam[k] = s->dparam[k];
     if (st == KILN_OK)

@@ -28,7 +28,7 @@ static kiln_status add_step(pipeline *p, size_t i)
     pipe_step *s = &p->steps[p->count];
     memset(s, 0, sizeof *s);
     s->node = i;
-    s->fused_node = s->bn_step = s->folded_into = s->tied_to = s->tie_from = -1;
+    s->fused_node = s->bn_step = s->folded_into = s->tied_to = s->tie_from = s->grad_with = -1;
     s->op = n->kind->op;
     s->attrs = n->attrs;
     s->n_inputs = n->kind->n_inputs;

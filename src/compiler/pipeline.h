@@ -31,6 +31,9 @@ typedef struct {
     kiln_tensor *folded[OP_MAX_PARAMS]; /* eval: weight and bias with the batchnorm in */
     uint64_t folded_at;               /* the *param_version folded[] was computed at */
     int grad_ready;                   /* grad written during this backward */
+    int grad_with;                    /* planned: the step whose grad memory this
+                                         step's grad shares (its reader, an op
+                                         with grads_in_place), or -1 */
     int tied_to;                      /* step whose weight param[0] is (tie =), or -1 */
     int tie_from;                     /* the step tied to this one's weight, or -1: its
                                          weight gradient is added to this one's */
@@ -58,6 +61,8 @@ typedef struct {
     size_t bytes;
     int start, end;
     size_t offset;
+    int same_as; /* the block whose memory this one shares (it outlives this
+                    one), or -1 */
 } plan_block;
 
 /* Told by pipeline_backward after each step's launches are enqueued (in

@@ -9,13 +9,19 @@
  *   saved of s      [s, 2n - s]
  *   gradient of s   [first writer, 2n - s]: its last reader's backward
  *                   (or the loss, for the last step)
- *   partial of s    [last reader's backward, first reader's backward] */
+ *   partial of s    [last reader's backward, first reader's backward]
+ *
+ * An add passes its output's gradient on to its inputs unchanged (or
+ * act'(z) times it, in place), so an input's gradient may take the
+ * memory of the add's instead of a copy (share_gradients): one block
+ * then holds both, alive as long as the longest of them. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "compiler/pipeline.h"
 
-static void add_block(pipeline *p, kiln_tensor **t, const kiln_shape *s, int start, int end)
+static plan_block *add_block(pipeline *p, kiln_tensor **t, const kiln_shape *s, int start,
+                             int end)
 {
     plan_block *b = &p->blocks[p->n_blocks++];
     b->tensor = t;
@@ -24,6 +30,8 @@ static void add_block(pipeline *p, kiln_tensor **t, const kiln_shape *s, int sta
     b->start = start;
     b->end = end;
     b->offset = 0;
+    b->same_as = -1;
+    return b;
 }
 
 static int overlaps_in_time(const plan_block *a, const plan_block *b)
@@ -67,17 +75,69 @@ static kiln_status place(pipeline *p, size_t align)
     plan_block **order = malloc(p->n_blocks * sizeof *order);
     if (!order)
         return error_set(KILN_ERR_OUT_OF_MEMORY, "memory planning: out of memory");
+    size_t n = 0;
     for (size_t i = 0; i < p->n_blocks; i++)
-        order[i] = &p->blocks[i];
-    qsort(order, p->n_blocks, sizeof *order, by_size_desc);
+        if (p->blocks[i].same_as < 0)
+            order[n++] = &p->blocks[i];
+    qsort(order, n, sizeof *order, by_size_desc);
     p->arena_bytes = align;
-    for (size_t i = 0; i < p->n_blocks; i++) {
+    for (size_t i = 0; i < n; i++) {
         order[i]->offset = first_fit(order, i, order[i], align);
         if (order[i]->offset + order[i]->bytes > p->arena_bytes)
             p->arena_bytes = round_up(order[i]->offset + order[i]->bytes, align);
     }
+    for (size_t i = 0; i < p->n_blocks; i++)
+        if (p->blocks[i].same_as >= 0)
+            p->blocks[i].offset = p->blocks[p->blocks[i].same_as].offset;
     free(order);
     return KILN_OK;
+}
+
+/* The highest step other than a that reads v, or -1. */
+static int other_reader(const pipeline *p, int v, int a)
+{
+    int last = -1;
+    for (int r = 0; r < (int)p->count; r++)
+        for (int k = 0; k < p->steps[r].n_inputs; k++)
+            if (r != a && p->steps[r].inputs[k] == v)
+                last = r;
+    return last;
+}
+
+/* Whether step a (an op with grads_in_place) may leave the gradient of its
+ * input k in its own gradient's memory. Its backward reads that memory,
+ * then its inputs' backwards do: no write may come between.
+ *   - An input only a reads: its gradient is a's, read by its backward.
+ *   - An input others read too, when a's backward writes its gradient
+ *     first: the others add theirs into that memory later, so only after
+ *     the backward of each input read by a alone (reader < that input).
+ *   - One that rewrites its own gradient in place (an add with an
+ *     activation) keeps its own memory, and a's activation, computed in
+ *     place, must not reach a memory that another add shares. */
+static int shares_gradient(const pipeline *p, int a, int k, const int *first_writer)
+{
+    const pipe_step *s = &p->steps[a];
+    int n = (int)p->count, v = s->inputs[k], w = s->inputs[1 - k];
+    if (s->n_inputs != 2 || v < 0 || v == w || !op_get(s->op)->grads_in_place)
+        return 0;
+    const pipe_step *in = &p->steps[v];
+    if (op_get(in->op)->grads_in_place && in->attrs.act != KILN_ACT_NONE)
+        return 0;
+    if (in->uses == 1)
+        return 1;
+    if (first_writer[v] != 2 * n - a || (w >= 0 && p->steps[w].uses > 1))
+        return 0; /* a first writer; at most one such input */
+    return w < 0 || other_reader(p, v, a) < w;
+}
+
+/* Decides grad_with for every step, from the last step down, so that an
+ * add knows whether its own gradient is shared before it shares it. */
+static void share_gradients(pipeline *p, const int *first_writer)
+{
+    for (int a = (int)p->count; a-- > 0;)
+        for (int k = 0; k < p->steps[a].n_inputs; k++)
+            if (shares_gradient(p, a, k, first_writer))
+                p->steps[p->steps[a].inputs[k]].grad_with = a;
 }
 
 kiln_status plan_pipeline(pipeline *p, size_t align)
@@ -86,9 +146,11 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
     p->blocks = calloc(4 * p->count + 1, sizeof *p->blocks);
     int *first_writer = malloc(p->count * sizeof *first_writer);
     int *last_reader_bwd = malloc(p->count * sizeof *last_reader_bwd);
-    if (!p->blocks || !first_writer || !last_reader_bwd) {
+    int *grad_block = malloc(p->count * sizeof *grad_block); /* step -> its gradient's */
+    if (!p->blocks || !first_writer || !last_reader_bwd || !grad_block) {
         free(first_writer);
         free(last_reader_bwd);
+        free(grad_block);
         return error_set(KILN_ERR_OUT_OF_MEMORY, "memory planning: out of memory");
     }
     /* readers run backward from the last: the largest reader writes first */
@@ -107,12 +169,20 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
             if (last_reader_bwd[s] == 2 * n - s || 2 * n - r > last_reader_bwd[s])
                 last_reader_bwd[s] = 2 * n - r;
         }
-    for (int s = 0; s < n; s++) {
+    share_gradients(p, first_writer);
+    for (int s = n; s-- > 0;) { /* an add's block exists before its inputs' */
         pipe_step *st = &p->steps[s];
         /* a batchnorm folded into an earlier step is written there in eval */
         add_block(p, &st->out, &st->shapes.out, st->folded_into >= 0 ? st->folded_into : s,
                   2 * n - s);
-        add_block(p, &st->grad, &st->shapes.out, first_writer[s], 2 * n - s);
+        grad_block[s] = (int)p->n_blocks;
+        plan_block *g = add_block(p, &st->grad, &st->shapes.out, first_writer[s], 2 * n - s);
+        if (st->grad_with >= 0) { /* the shared block outlives every sharer */
+            const plan_block *with = &p->blocks[grad_block[st->grad_with]];
+            g->same_as = with->same_as >= 0 ? with->same_as : grad_block[st->grad_with];
+            plan_block *root = &p->blocks[g->same_as];
+            root->end = root->end > g->end ? root->end : g->end;
+        }
         if (st->uses > 1)
             add_block(p, &st->partial, &st->shapes.out, first_writer[s], last_reader_bwd[s]);
         for (int k = 0; k < st->shapes.n_saved; k++)
@@ -120,6 +190,7 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
     }
     free(first_writer);
     free(last_reader_bwd);
+    free(grad_block);
     return place(p, align);
 }
 
@@ -144,7 +215,7 @@ kiln_status plan_poison(pipeline *p, int t)
 {
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < p->n_blocks && st == KILN_OK; i++)
-        if (p->blocks[i].end == t)
+        if (p->blocks[i].end == t && p->blocks[i].same_as < 0)
             st = kiln_tensor_fill(*p->blocks[i].tensor, NAN);
     return st;
 }

@@ -198,17 +198,27 @@ static kiln_status add_forward(const op_args *c)
 }
 
 /* The gradient flows to both inputs: dout, or act'(z) dout (from the
- * output) with a fused activation, written into the first and copied. */
+ * output) with a fused activation. An input whose gradient the plan left in
+ * dout's memory (din_in_place) needs no copy; with an activation, act'(z)
+ * dout is computed there in place first. */
 static kiln_status add_backward(const op_args *c)
 {
-    kiln_tensor *first = c->din[0] ? c->din[0] : c->din[1], *second = c->din[0] ? c->din[1] : NULL;
-    if (!first)
-        return KILN_OK;
-    kiln_status st = c->attrs->act == KILN_ACT_NONE
-                         ? kiln_tensor_copy(first, c->dout)
-                         : op_act_backward(c->ctx, c->attrs->act, c->attrs->slope, c->out->buf,
-                                           c->out->buf, c->dout->buf, first->buf, first->numel);
-    return st == KILN_OK && second ? kiln_tensor_copy(second, first) : st;
+    int in_place = c->din_in_place[0] || c->din_in_place[1];
+    cl_mem dout = c->dout->buf;
+    kiln_status st = KILN_OK;
+    const kiln_tensor *from = c->dout;
+    if (c->attrs->act != KILN_ACT_NONE) {
+        kiln_tensor *dz = in_place ? (kiln_tensor *)c->dout : c->din[0] ? c->din[0] : c->din[1];
+        if (!dz)
+            return KILN_OK;
+        st = op_act_backward(c->ctx, c->attrs->act, c->attrs->slope, c->out->buf, c->out->buf,
+                             dout, dz->buf, dz->numel);
+        from = dz;
+    }
+    for (int k = 0; k < 2 && st == KILN_OK; k++)
+        if (c->din[k] && !c->din_in_place[k] && c->din[k] != from)
+            st = kiln_tensor_copy(c->din[k], from);
+    return st;
 }
 
 /* The activations' keys; each activation takes those its row names
@@ -250,6 +260,7 @@ const op_desc op_add_desc = {
     .name = "add",
     .n_inputs = 2,
     .fuses_act = 1, /* a residual sum and the ReLU after it: one kernel */
+    .grads_in_place = 1,
     .infer = add_infer,
     .forward = add_forward,
     .backward = add_backward,
