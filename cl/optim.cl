@@ -19,8 +19,11 @@ static float clipped(__global const float *g, uint i, __global const float *scal
 __kernel void sgd_step(__global float *p, __global const float *g, __global float *buf,
                        __global const float *scale, const float lr, const float momentum,
                        const float dampening, const float wd, const int nesterov,
-                       const int first, const float clip_value)
+                       const int first, const float clip_value, __global const float *guard,
+                       const int guarded)
 {
+    if (guarded && !isfinite(guard[0]))
+        return;
     uint i = get_global_id(0);
     float grad = clipped(g, i, scale, clip_value) + wd * p[i];
     if (momentum != 0.0f) {
@@ -36,8 +39,10 @@ __kernel void adam_step(__global float *p, __global const float *g, __global flo
                         const float b1, const float b2, const float eps, float wd,
                         const int decoupled, const float bc1, const float bc2,
                         const float clip_value, __global const float *decay,
-                        const int has_decay)
+                        const int has_decay, __global const float *guard, const int guarded)
 {
+    if (guarded && !isfinite(guard[0]))
+        return;
     uint i = get_global_id(0);
     float grad = clipped(g, i, scale, clip_value), w = p[i];
     if (has_decay) /* 1 where weight decay applies (matrices), 0 elsewhere */

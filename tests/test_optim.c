@@ -120,7 +120,7 @@ START_TEST(optimizer_steps_match_pytorch_formulas)
     double *s0 = calloc(s.n, sizeof *s0), *s1 = calloc(s.n, sizeof *s1);
     for (int t = 1; t <= 3; t++) {
         double *g = random_grads(&s);
-        check_ok(optim_step(o, oc->c.lr));
+        check_ok(optim_step(o, oc->c.lr, NULL));
         ref_step(&oc->c, t, p, g, s0, s1, s.n);
         float *got = test_alloc(s.n * sizeof *got);
         check_ok(kiln_tensor_download(s.p->params, got, s.n));
@@ -155,7 +155,7 @@ START_TEST(gradient_clipping_is_exact)
             norm += g[i] * g[i];
         norm = sqrt(norm);
         double scale = c.clip_norm > 0 ? fmin(1.0, c.clip_norm / (norm + 1e-6)) : 1.0;
-        check_ok(optim_step(o, c.lr));
+        check_ok(optim_step(o, c.lr, NULL));
         for (size_t i = 0; i < s.n; i++) {
             double step = g[i] * scale;
             if (c.clip_value > 0)

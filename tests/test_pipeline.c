@@ -389,7 +389,7 @@ START_TEST(same_training_on_every_device)
                 check_ok(pipeline_forward(p, 1));
                 check_ok(pipeline_loss(p, c->loss, 0, target, loss));
                 check_ok(pipeline_backward(p, 1));
-                check_ok(optim_step(o, 1e-2f));
+                check_ok(optim_step(o, 1e-2f, NULL));
                 check_ok(kiln_tensor_download(loss, &l, 1));
                 losses[d][step] = l;
                 double diff = fabs(l - losses[0][step]) / fmax(fabs(losses[0][step]), 1e-6);

@@ -180,7 +180,7 @@ static kiln_status run_bias_relu(void *u)
 static kiln_status run_adam(void *u)
 {
     kernel_state *s = u;
-    return optim_step(s->opt, 1e-3f);
+    return optim_step(s->opt, 1e-3f, NULL);
 }
 
 /* A linear layer with n parameters (n a multiple of 1024), for the
@@ -350,7 +350,7 @@ static kiln_status run_step(void *u)
         st = pipeline_loss(s->p, s->loss, 0, s->target, s->value);
     if (st == KILN_OK)
         st = pipeline_backward(s->p, 1);
-    return st == KILN_OK ? optim_step(s->opt, 1e-3f) : st;
+    return st == KILN_OK ? optim_step(s->opt, 1e-3f, NULL) : st;
 }
 
 /* Steps per timing: as many as last a tenth of a second, from 5 to 20

@@ -104,21 +104,23 @@ static int other_reader(const pipeline *p, int v, int a)
     return last;
 }
 
-/* Whether step a (an op with grads_in_place) may leave the gradient of its
- * input k in its own gradient's memory. Its backward reads that memory,
- * then its inputs' backwards do: no write may come between.
+/* Whether step a may leave the gradient of its input k in its own
+ * gradient's memory (its op's row says grads_in_place for k: the
+ * gradient is dout, or act'(z) dout computed in place). Its backward reads
+ * that memory, then its inputs' backwards do: no write may come between.
  *   - An input only a reads: its gradient is a's, read by its backward.
  *   - An input others read too, when a's backward writes its gradient
  *     first: the others add theirs into that memory later, so only after
- *     the backward of each input read by a alone (reader < that input).
+ *     the backward of a's other input, if a alone reads that one
+ *     (reader < that input).
  *   - One that rewrites its own gradient in place (an add with an
  *     activation) keeps its own memory, and a's activation, computed in
  *     place, must not reach a memory that another add shares. */
 static int shares_gradient(const pipeline *p, int a, int k, const int *first_writer)
 {
     const pipe_step *s = &p->steps[a];
-    int n = (int)p->count, v = s->inputs[k], w = s->inputs[1 - k];
-    if (s->n_inputs != 2 || v < 0 || v == w || !op_get(s->op)->grads_in_place)
+    int n = (int)p->count, v = s->inputs[k], w = s->n_inputs == 2 ? s->inputs[1 - k] : -1;
+    if (v < 0 || v == w || !(op_get(s->op)->grads_in_place >> k & 1u))
         return 0;
     const pipe_step *in = &p->steps[v];
     if (op_get(in->op)->grads_in_place && in->attrs.act != KILN_ACT_NONE)

@@ -241,7 +241,7 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
                                              "made a NaN or Inf",
                            epoch, i + 1, batch_loss);
         if (st == KILN_OK && last) /* after the loss is known: a failed step changes no weight */
-            st = net_optim_step(r->net, lr);
+            st = net_optim_step(r->net, lr, NULL);
         correct += (size_t)shared[1];
         total += shared[0]; /* the epoch's loss is a mean over samples */
         samples += n;

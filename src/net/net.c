@@ -571,13 +571,23 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
         st = net_idle_step(net);
     if (st == KILN_OK)
         st = net_reduce_gradients(net, n);
-    /* The loss is read before the update is enqueued, so a step that fails
-     * leaves the weights as they were; the host waited for it anyway. */
+    /* On one process the update is enqueued behind the loss's read and
+     * skipped on the device where the loss is not finite, so the device
+     * runs on while the host waits for the loss; ranks agree on the mean
+     * loss first, so there the update waits for it. Either way a step
+     * that fails leaves the weights as they were. */
+    int local = dist_comm_size(net->comm) <= 1 && n > 0;
     float l = 0;
+    cl_event read = NULL;
+    uint64_t t = optim_steps(net->opt);
     if (st == KILN_OK && n)
-        st = kiln_tensor_download(q->loss, &l, 1);
+        st = local ? tensor_read_begin(q->loss, &l, 1, &read) : kiln_tensor_download(q->loss, &l, 1);
+    if (st == KILN_OK && local)
+        st = net_optim_step(net, net->lr, q->loss);
+    kiln_status waited = tensor_read_end(read);
+    st = st == KILN_OK ? waited : st;
     double sum = (double)l * (double)n; /* the whole batch's mean loss */
-    if (st == KILN_OK && dist_comm_size(net->comm) > 1)
+    if (st == KILN_OK && !local)
         st = dist_sum_doubles(net->comm, &sum, 1, "the step's loss");
     l = st == KILN_OK ? (float)(sum / (double)total) : NAN;
     if (st == KILN_OK && !isfinite(l))
@@ -585,8 +595,10 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
                                          "were not updated; lower the learning rate or clip "
                                          "gradients (clip_norm)",
                        (double)l);
-    if (st == KILN_OK)
-        st = net_optim_step(net, net->lr);
+    if (st == KILN_OK && !local)
+        st = net_optim_step(net, net->lr, NULL);
+    if (st != KILN_OK)
+        optim_set_steps(net->opt, t);
     if (st != KILN_OK) { /* the target upload may still read the caller's array */
         kiln_ctx_finish(net->ctx);
         net->main.p->counter = counter;

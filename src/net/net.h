@@ -145,8 +145,9 @@ void net_score(const kiln_net *net, const float *z, const float *y, size_t n, do
 kiln_tensor *net_logits(const kiln_net *net, const pipeline *p);
 
 /* The optimizer's step at lr, frozen parameters left as they are
- * (params.c); net_free_frozen releases what freezing holds. */
-kiln_status net_optim_step(kiln_net *net, float lr);
+ * (params.c); net_free_frozen releases what freezing holds. guard: as
+ * optim_step's. */
+kiln_status net_optim_step(kiln_net *net, float lr, const kiln_tensor *guard);
 void net_free_frozen(kiln_net *net);
 
 /* The class weights of the settings on the device (or none), checked

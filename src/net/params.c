@@ -107,7 +107,7 @@ void net_free_frozen(kiln_net *net)
  * where it was: its gradient is zeroed before (so clipping and the
  * moments see none), and its values are copied back after (so neither the
  * update nor weight decay moves it). */
-kiln_status net_optim_step(kiln_net *net, float lr)
+kiln_status net_optim_step(kiln_net *net, float lr, const kiln_tensor *guard)
 {
     kiln_status st = KILN_OK;
     for (size_t i = 0; net->frozen && i < net->n_entries && st == KILN_OK; i++)
@@ -117,7 +117,7 @@ kiln_status net_optim_step(kiln_net *net, float lr)
                 st = kiln_tensor_copy(net->frozen[i], net->entries[i].tensor);
         }
     if (st == KILN_OK)
-        st = optim_step(net->opt, lr);
+        st = optim_step(net->opt, lr, guard);
     for (size_t i = 0; net->frozen && i < net->n_entries && st == KILN_OK; i++)
         if (net->frozen[i])
             st = kiln_tensor_copy(net->entries[i].tensor, net->frozen[i]);

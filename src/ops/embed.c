@@ -108,7 +108,8 @@ static kiln_status pos_forward(const op_args *c)
 
 static kiln_status pos_backward(const op_args *c)
 {
-    kiln_status st = c->din[0] ? kiln_tensor_copy(c->din[0], c->dout) : KILN_OK;
+    kiln_status st = c->din[0] && !c->din_in_place[0] ? kiln_tensor_copy(c->din[0], c->dout)
+                                                      : KILN_OK;
     if (st != KILN_OK || !c->dparam[0])
         return st;
     cl_kernel k;
@@ -171,4 +172,5 @@ const op_desc op_position_desc = {
     .infer = pos_infer,
     .forward = pos_forward,
     .backward = pos_backward,
+    .grads_in_place = 1u,
 };

@@ -242,9 +242,9 @@ typedef struct {
      * op's is added to it (set only for ops whose row says
      * adds_input_grads). */
     int din_add[OP_MAX_INPUTS];
-    /* Backward: din[k] is dout's memory (set only for ops whose row says
-     * grads_in_place): the op leaves that input's gradient there, in
-     * place over dout, and writes the other inputs' gradients after. */
+    /* Backward: din[k] is dout's memory (set only where the op's row says
+     * grads_in_place for input k): the op leaves that input's gradient
+     * there, in place over dout, and writes the other inputs' after. */
     int din_in_place[OP_MAX_INPUTS];
     /* Decoding (forward only): the input's first row is position `at` of
      * the sequence (position adds that row of its table), and attention
@@ -295,10 +295,11 @@ typedef struct {
      * each value rounded as an add op would (the pipeline then needs no
      * partial gradient and no add pass for a value read twice) */
     int adds_input_grads;
-    /* its backward can leave an input's gradient in dout's own memory,
-     * where din_in_place says so (an add passes dout on: the planner then
-     * gives that input's gradient dout's memory, plan.c) */
-    int grads_in_place;
+    /* the inputs (bit k for input k) whose gradient its backward can leave
+     * in dout's own memory, where din_in_place says so (an add passes dout
+     * on, a position embedding too: the planner then gives that input's
+     * gradient dout's memory, plan.c) */
+    unsigned grads_in_place;
     /* the input ranks (batch included) it takes, bit n for rank n (0: any),
      * and what a model file should do otherwise */
     unsigned in_ranks;

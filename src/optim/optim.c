@@ -169,7 +169,7 @@ static kiln_status clip_norm_scale(optimizer *o)
                      KARG(o->scale->buf), KARG(o->norm->buf), KARG(o->cfg.clip_norm));
 }
 
-kiln_status optim_step(optimizer *o, float lr)
+kiln_status optim_step(optimizer *o, float lr, const kiln_tensor *guard)
 {
     kiln_ctx *ctx = o->p->ctx;
     const optim_config *c = &o->cfg;
@@ -186,12 +186,14 @@ kiln_status optim_step(optimizer *o, float lr)
     size_t n = o->p->params->numel;
     cl_mem p = o->p->params->buf, g = o->p->grads->buf;
     cl_mem s0 = o->state[0] ? o->state[0]->buf : p, s1 = o->state[1] ? o->state[1]->buf : p;
+    cl_mem guard_buf = guard ? guard->buf : p;
+    cl_int guarded = guard != NULL;
     if (c->kind == OPTIM_SGD) {
         cl_int nesterov = c->nesterov, first = o->t == 1;
         return launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0),
                          KARG(o->scale->buf), KARG(lr), KARG(c->momentum),
                          KARG(c->dampening), KARG(c->weight_decay), KARG(nesterov),
-                         KARG(first), KARG(c->clip_value));
+                         KARG(first), KARG(c->clip_value), KARG(guard_buf), KARG(guarded));
     }
     cl_int decoupled = c->kind == OPTIM_ADAMW;
     float bc1 = (float)(1.0 - pow(c->beta1, (double)o->t));
@@ -201,5 +203,6 @@ kiln_status optim_step(optimizer *o, float lr)
     return launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0), KARG(s1),
                      KARG(o->scale->buf), KARG(lr), KARG(c->beta1), KARG(c->beta2),
                      KARG(c->eps), KARG(c->weight_decay), KARG(decoupled), KARG(bc1),
-                     KARG(bc2), KARG(c->clip_value), KARG(decay), KARG(has_decay));
+                     KARG(bc2), KARG(c->clip_value), KARG(decay), KARG(has_decay),
+                     KARG(guard_buf), KARG(guarded));
 }

@@ -46,8 +46,10 @@ void optim_free(optimizer *o);
 kiln_status optim_set_config(optimizer *o, const optim_config *cfg);
 
 /* One update of every parameter from the gradients of the last backward,
- * at learning rate lr; one launch (three more with clip_norm). */
-kiln_status optim_step(optimizer *o, float lr);
+ * at learning rate lr; one launch (three more with clip_norm). With a
+ * guard (a device scalar, NULL: none), the device skips the update where
+ * the guard is not finite: the step is enqueued before the loss is read. */
+kiln_status optim_step(optimizer *o, float lr, const kiln_tensor *guard);
 
 /* The step count, and the device tensors of the state for checkpoints:
  * sgd's momentum buffer, or adam's first and second moments (NULL where

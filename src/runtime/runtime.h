@@ -345,6 +345,12 @@ kiln_shape shape_of(const kiln_tensor *t);
  * which any later blocking call on the queue guarantees. */
 kiln_status tensor_write(kiln_tensor *t, const float *src, size_t count, int blocking);
 kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int blocking);
+/* A read that the host waits for on its own, while the queue goes on with
+ * what is enqueued after it: tensor_read_begin enqueues it (and flushes),
+ * tensor_read_end waits for it (done NULL: nothing to wait for). Every
+ * begin that succeeded needs its end before dst is read or goes away. */
+kiln_status tensor_read_begin(const kiln_tensor *t, float *dst, size_t count, cl_event *done);
+kiln_status tensor_read_end(cl_event done);
 
 /* A tensor over bytes [offset, offset + size) of a parent buffer (a view;
  * freeing it leaves the parent). offset must satisfy the device's

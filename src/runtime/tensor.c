@@ -351,6 +351,30 @@ kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int bloc
     return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clEnqueueReadBuffer");
 }
 
+kiln_status tensor_read_begin(const kiln_tensor *t, float *dst, size_t count, cl_event *done)
+{
+    *done = NULL;
+    kiln_status st = check_count(t, dst, count, "kiln_tensor_download", "dst");
+    if (st == KILN_OK)
+        st = programs_flush(t->ctx);
+    if (st != KILN_OK)
+        return st;
+    cl_int err = clEnqueueReadBuffer(t->ctx->queue, t->buf, CL_FALSE, 0, count * sizeof(float),
+                                     dst, 0, NULL, done);
+    if (err == CL_SUCCESS)
+        err = clFlush(t->ctx->queue);
+    return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clEnqueueReadBuffer");
+}
+
+kiln_status tensor_read_end(cl_event done)
+{
+    if (!done)
+        return KILN_OK;
+    cl_int err = clWaitForEvents(1, &done);
+    clReleaseEvent(done);
+    return err == CL_SUCCESS ? KILN_OK : error_cl(err, "clWaitForEvents");
+}
+
 kiln_status kiln_tensor_upload(kiln_tensor *t, const float *src, size_t count)
 {
     return tensor_write(t, src, count, 1);
