@@ -189,47 +189,54 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
     vstoreV(c##r##1, 1, t[r]);
 /* A tile of m rows from row0 stored at o (rows ld apart) through one call
  * of store_tile; STORE_TILE: the tile at row0, col0 of C. */
-#define STORE_TILE_AT(o, ld, al, be, bi, ep)                                                 \
+#define STORE_TILE_AT(o, ld, al, be, bi, ep, re)                                             \
     {                                                                                        \
         float t[MR][NR];                                                                     \
         ROWS(SAVE_ROW)                                                                       \
-        store_tile(o, ld, t, min((size_t)MR, (size_t)m - row0), width, al, be, bi, ep);       \
+        store_tile(o, ld, t, min((size_t)MR, (size_t)m - row0), width, al, be, bi, ep, re);   \
     }
-#define STORE_TILE \
-    STORE_TILE_AT(c + c_off + row0 * ldc + col0, ldc, alpha, beta, bias + col0, epilogue)
+#define STORE_TILE                                                                          \
+    STORE_TILE_AT(c + c_off + row0 * ldc + col0, ldc, alpha, beta, bias + col0, epilogue,   \
+                  res + c_off + row0 * ldc + col0)
 
 /* The epilogue of a product that is a linear layer's whole output (gemm.c's
  * gemm_epilogue), after alpha and beta: the bias of each column added
- * (EPI_BIAS), then max(v, 0) (EPI_RELU); the same operations, and so the
- * same bits, as act.cl's bias_act_rows after the product. */
+ * (EPI_BIAS), then a residual's value at the same place (EPI_RESIDUAL: r,
+ * laid out as C), then max(v, 0) (EPI_RELU); the same operations, and so
+ * the same bits, as act.cl's bias_act_rows and add after the product. */
 #define EPI_BIAS 1u
 #define EPI_RELU 2u
+#define EPI_RESIDUAL 4u
 
-/* The epilogue's arithmetic for one value v of column j, stored at o:
- * alpha, beta (0 never reads C), the bias, ReLU. */
+/* The epilogue's arithmetic for one value v of column j, stored at o (the
+ * residual's at r): alpha, beta (0 never reads C), the bias, the residual,
+ * ReLU. */
 INLINE void store_one(__global float *o, float v, float alpha, float beta,
-                      __global const float *bias, size_t j, uint epi)
+                      __global const float *bias, size_t j, uint epi, __global const float *r)
 {
     v = alpha * v + (beta != 0.0f ? beta * *o : 0.0f);
     if (epi & EPI_BIAS)
         v += bias[j];
+    if (epi & EPI_RESIDUAL)
+        v += *r;
     *o = epi & EPI_RELU ? fmax(v, 0.0f) : v;
 }
 
 /* Writes the first `rows` rows and `width` columns of a tile's results t
  * to o (rows ldc apart), as store_one does, a whole row of NR in vectors.
- * bias holds the width columns' biases where epi has EPI_BIAS. One call a
+ * bias holds the width columns' biases where epi has EPI_BIAS, r the
+ * residual's rows (ldc apart) where it has EPI_RESIDUAL. One call a
  * tile: six calls (one a row) cost the GPT's k = 128 products 4-6 %
  * against OpenBLAS, and inlining it six times doubled the tile kernels'
  * compile time. */
 OUT_OF_LINE void store_tile(__global float *o, ulong ldc, float t[MR][NR], size_t rows,
                             size_t width, float alpha, float beta, __global const float *bias,
-                            uint epi)
+                            uint epi, __global const float *res)
 {
-    for (size_t r = 0; r < rows; r++, o += ldc) {
+    for (size_t r = 0; r < rows; r++, o += ldc, res += ldc) {
         if (width < NR) {
             for (size_t j = 0; j < width; j++)
-                store_one(o + j, t[r][j], alpha, beta, bias, j, epi);
+                store_one(o + j, t[r][j], alpha, beta, bias, j, epi, res + j);
             continue;
         }
         floatV x0 = alpha * vloadV(0, t[r]), x1 = alpha * vloadV(1, t[r]);
@@ -240,6 +247,10 @@ OUT_OF_LINE void store_tile(__global float *o, ulong ldc, float t[MR][NR], size_
         if (epi & EPI_BIAS) {
             x0 += vloadV(0, bias);
             x1 += vloadV(1, bias);
+        }
+        if (epi & EPI_RESIDUAL) {
+            x0 += vloadV(0, res);
+            x1 += vloadV(1, res);
         }
         if (epi & EPI_RELU) {
             x0 = fmax(x0, 0.0f);
@@ -255,7 +266,7 @@ gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global 
           const ulong b_off, const ulong ldb, __global float *c, const ulong c_off,
           const ulong ldc, const ulong m, const ulong n, const ulong k, const float alpha,
           const float beta, __global const float *bias, const uint epilogue, const uint across,
-          const ulong panel)
+          const ulong panel, __global const float *res)
 {
     size_t t0 = get_global_id(0), t1 = get_global_id(1);
     size_t row0 = (across ? t1 : t0) * MR, col0 = (across ? t0 : t1) * NR;
@@ -871,7 +882,7 @@ __kernel void sum_columns(__global const float *slots, __global float *dw, const
 #if !A_TRANS
 #define G_ROW(r) \
     __global const float *a##r = g + (sample * m + min(row0 + r, (size_t)m - 1)) * P2 + p;
-#define STORE_PART STORE_TILE_AT(part + row0 * n + col0, n, 1.0f, beta, part, 0)
+#define STORE_PART STORE_TILE_AT(part + row0 * n + col0, n, 1.0f, beta, part, 0, part)
 
 /* The weight gradient of a convolution, for CPUs: dw (m x n, m = O, n =
  * C K K) = g (N, O, OH, OW), as (O, N OH OW), times the transpose of the
@@ -1351,7 +1362,7 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
            const ulong b_off, const ulong ldb, const uint along_k, __global float *c,
            const ulong c_off, const ulong ldc, const ulong m, const ulong n, const ulong k,
            const float alpha, const float beta, __global float *scratch,
-           __global const float *bias, const uint epilogue)
+           __global const float *bias, const uint epilogue, __global const float *res)
 {
     __global float *panel = scratch + get_global_id(0) * k * NR;
     size_t panels = (n + NR - 1) / NR;
@@ -1371,7 +1382,7 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
 #define GV_TAIL(t) h##t = fma(x[kk], b##t[kk], h##t);
 #define GV_STORE(t) \
     if (j0 + t < n) \
-        store_one(o + t, h##t, alpha, beta, bias, j0 + t, epilogue);
+        store_one(o + t, h##t, alpha, beta, bias, j0 + t, epilogue, ro + t);
 
 /* The sum of a vector's lanes, in a fixed order. */
 INLINE float lanes_sum(float8 s)
@@ -1388,13 +1399,15 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 gemv_rows(__global const float *a, const ulong a_off, const ulong lda, __global const float *b,
           const ulong b_off, const ulong ldb, __global float *c, const ulong c_off,
           const ulong ldc, const ulong m, const ulong n, const ulong k, const float alpha,
-          const float beta, __global const float *bias, const uint epilogue)
+          const float beta, __global const float *bias, const uint epilogue,
+          __global const float *res)
 {
     size_t j0 = get_global_id(0) * 8;
     GEMV8(GV_ROW)
     for (size_t r = 0; r < m; r++) {
         __global const float *x = a + a_off + r * lda;
         __global float *o = c + c_off + r * ldc + j0;
+        __global const float *ro = res + c_off + r * ldc + j0;
         GEMV8(GV_ACC)
         size_t kk = 0;
         for (; kk + 8 <= k; kk += 8) {

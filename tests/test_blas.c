@@ -475,12 +475,13 @@ START_TEST(sgemm_in_blocks_of_k)
 END_TEST
 
 /* kiln's GEMM with a linear layer's epilogue (the bias of each column,
- * then max(v, 0)), in one block of k and in blocks of 7: the float64
- * reference, and the same bits as the product followed by act.cl's
- * bias_act; CLBlast, which has no epilogue, refuses one. */
+ * from the second size on a residual, then max(v, 0)), in one block of k
+ * and in blocks of 7: the float64 reference, and the same bits as the
+ * product followed by act.cl's bias_act (and add); CLBlast, which has no
+ * epilogue, refuses one. */
 START_TEST(sgemm_epilogue_adds_bias_and_relu)
 {
-    static const gemm_size few[] = {{5, 17, 3}, {128, 263, 5}, {13, 45, 37}, {1, 67, 13}};
+    static const gemm_size few[] = {{5, 17, 3}, {128, 263, 5}, {1, 67, 13}, {131, 70, 29}};
     kiln_ctx *ctx = test_ctx();
     gemm_tile t = gemm_tile_default(ctx);
     t.kc = _i ? 7 : 0;
@@ -491,27 +492,38 @@ START_TEST(sgemm_epilogue_adds_bias_and_relu)
         float *a = test_alloc(z.m * z.k * sizeof *a), *w = test_alloc(z.n * z.k * sizeof *w);
         float *bias = test_alloc(z.n * sizeof *bias), *zero = test_alloc(z.m * z.n * 4);
         float *got = test_alloc(z.m * z.n * 4), *plain = test_alloc(z.m * z.n * 4);
+        float *r = test_alloc(z.m * z.n * 4);
         double *want = test_alloc(z.m * z.n * sizeof *want);
         rng_fill(test_rng(), a, z.m * z.k, -1.0f, 1.0f);
         rng_fill(test_rng(), w, z.n * z.k, -1.0f, 1.0f);
         rng_fill(test_rng(), bias, z.n, -1.0f, 1.0f);
+        int residual = i > 0; /* through gemm_slots, gemv_rows and gemm_tile */
+        if (residual)
+            rng_fill(test_rng(), r, z.m * z.n, -1.0f, 1.0f);
+        else
+            memset(r, 0, z.m * z.n * 4);
         memset(zero, 0, z.m * z.n * 4);
         kiln_tensor *da = matrix(z.m, z.k, a), *dw = matrix(z.n, z.k, w);
         kiln_tensor *db = matrix(1, z.n, bias), *dc = matrix(z.m, z.n, zero);
-        gemm_epilogue epi = {db->buf, 1};
+        kiln_tensor *dr = matrix(z.m, z.n, r);
+        gemm_epilogue epi = {db->buf, 1, residual ? dr->buf : NULL};
         check_ok(blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf,
                                      0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n, &epi));
         check_ok(kiln_tensor_download(dc, got, z.m * z.n));
         check_ok(blas_sgemm(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf, 0, z.k,
                             dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n));
-        check_ok(op_bias_act(ctx, KILN_ACT_RELU, 0.0f, dc, db, z.n, 1));
+        check_ok(op_bias_act(ctx, residual ? KILN_ACT_NONE : KILN_ACT_RELU, 0.0f, dc, db, z.n, 1));
+        if (residual) {
+            check_ok(op_add_into(ctx, dc, dr));
+            check_ok(op_bias_act(ctx, KILN_ACT_RELU, 0.0f, dc, NULL, z.n, 1));
+        }
         check_ok(kiln_tensor_download(dc, plain, z.m * z.n));
         ck_assert_msg(memcmp(got, plain, z.m * z.n * 4) == 0,
                       "m=%zu n=%zu k=%zu kc=%zu: not the bits of the product then bias_act",
                       z.m, z.n, z.k, t.kc);
         ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, want);
         for (size_t e = 0; e < z.m * z.n; e++)
-            want[e] = fmax(want[e] + bias[e % z.n], 0.0);
+            want[e] = fmax(want[e] + bias[e % z.n] + r[e], 0.0);
         check_close(got, want, z.m * z.n, 1e-6 * (double)(z.k + 2), 1e-5,
                     "epilogue m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, t.kc);
         kiln_ctx_set_gemm(ctx, KILN_GEMM_CLBLAST);
@@ -524,12 +536,14 @@ START_TEST(sgemm_epilogue_adds_bias_and_relu)
         kiln_tensor_free(dw);
         kiln_tensor_free(db);
         kiln_tensor_free(dc);
+        kiln_tensor_free(dr);
         free(a);
         free(w);
         free(bias);
         free(zero);
         free(got);
         free(plain);
+        free(r);
         free(want);
     }
     kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);

@@ -77,10 +77,12 @@ void blas_set_log(kiln_ctx *ctx, gemm_log *log);
 
 /* What kiln's GEMM can do to a product that is a linear layer's whole
  * output as it stores it, in the product's own launch: add each column's
- * bias (bias, or NULL), then take max(v, 0) (relu). */
+ * bias (bias, or NULL), then the value at the same place of residual (laid
+ * out as C, or NULL), then take max(v, 0) (relu). */
 typedef struct {
     cl_mem bias;
     int relu;
+    cl_mem residual;
 } gemm_epilogue;
 
 /* Whether blas_sgemm_epilogue runs on ctx: kiln's GEMM has epilogues,

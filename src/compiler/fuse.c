@@ -6,7 +6,11 @@
  * and nothing else reads that op's output (the value before the activation
  * is then never needed). A trailing sigmoid stays a step of its own: it is
  * the prediction head that bce trains through (the loss reads the logits
- * before it). */
+ * before it). An add moves into the epilogue of the linear that computes
+ * one of its inputs when that linear's row says fuses_residual, nothing
+ * else reads it and no activation would rather fuse into the add (a
+ * ResNet's add + ReLU stays one kernel): the linear then adds the other
+ * input as it stores (a GPT's residual stream). */
 #include "compiler/pipeline.h"
 
 int fuse_activation_into(const kiln_model *m, size_t node, const int *readers)
@@ -33,4 +37,38 @@ int fold_batchnorm_into(const kiln_model *m, size_t node, const int *readers)
         return 0;
     const graph_node *before = &m->nodes[n->inputs[0]];
     return op_get(before->kind->op)->folds_batchnorm && readers[n->inputs[0]] == 1;
+}
+
+/* The shape of the value of node `node` (-1: the input) in p. */
+static const kiln_shape *value_shape(const pipeline *p, int node)
+{
+    return node < 0 ? &p->input_shape : &p->steps[p->value_of[node]].shapes.out;
+}
+
+int fuse_residual_into(const pipeline *p, size_t node, const int *readers, int *from)
+{
+    const kiln_model *m = p->model;
+    const graph_node *n = &m->nodes[node];
+    if (n->kind->op != OP_ADD || n->attrs.act != KILN_ACT_NONE)
+        return 0;
+    for (size_t j = node + 1; j < m->count; j++)
+        if (m->nodes[j].inputs[0] == (int)node && fuse_activation_into(m, j, readers))
+            return 0;
+    for (int k = 1; k >= 0; k--) {
+        int l = n->inputs[k], r = n->inputs[1 - k];
+        if (l < 0 || l == r || readers[l] != 1)
+            continue;
+        const pipe_step *s = &p->steps[p->value_of[l]];
+        if (!op_get(s->op)->fuses_residual || s->attrs.act != KILN_ACT_NONE ||
+            s->n_inputs != 1 || s->fused_node >= 0)
+            continue;
+        /* the other input is ready when the linear runs, and the add's shape */
+        if (r >= 0 && p->value_of[r] >= p->value_of[l])
+            continue;
+        if (!shape_eq(value_shape(p, r), &s->shapes.out))
+            continue;
+        *from = k;
+        return 1;
+    }
+    return 0;
 }

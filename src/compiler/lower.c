@@ -56,6 +56,19 @@ static kiln_status lower_steps(pipeline *p)
         return error_set(KILN_ERR_OUT_OF_MEMORY, "lowering: out of memory");
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < m->count && st == KILN_OK; i++) {
+        int from;
+        if (p->options.fuse && fuse_residual_into(p, i, readers, &from)) {
+            const graph_node *n = &m->nodes[i];
+            pipe_step *s = &p->steps[p->value_of[n->inputs[from]]];
+            int r = n->inputs[1 - from];
+            s->inputs[1] = r < 0 ? -1 : p->value_of[r];
+            s->n_inputs = 2;
+            if (r >= 0)
+                p->steps[s->inputs[1]].uses++;
+            s->fused_node = (int)i;
+            p->value_of[i] = p->value_of[n->inputs[from]];
+            continue;
+        }
         if (p->options.fuse && fuse_activation_into(m, i, readers)) {
             int step = p->value_of[m->nodes[i].inputs[0]];
             p->steps[step].attrs.act = m->nodes[i].attrs.act;

@@ -194,6 +194,11 @@ kiln_status plan_poison(pipeline *p, int t);
  * before it, given how many layers read each node (fuse.c). */
 int fuse_activation_into(const kiln_model *m, size_t node, const int *readers);
 
+/* Whether add node `node` can move into the epilogue of the linear step
+ * computing its input *from, the other input becoming that step's second
+ * (fuse.c). */
+int fuse_residual_into(const pipeline *p, size_t node, const int *readers, int *from);
+
 /* Whether batchnorm node `node` can fold into the linear or conv2d before
  * it in eval mode (fuse.c). */
 int fold_batchnorm_into(const kiln_model *m, size_t node, const int *readers);

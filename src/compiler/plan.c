@@ -111,19 +111,22 @@ static int other_reader(const pipeline *p, int v, int a)
  *   - An input only a reads: its gradient is a's, read by its backward.
  *   - An input others read too, when a's backward writes its gradient
  *     first: the others add theirs into that memory later, so only after
- *     the backward of a's other input, if a alone reads that one
- *     (reader < that input).
+ *     the backward of a's other input where that one reads the memory too
+ *     (an add's, if a alone reads it: reader < that input).
  *   - One that rewrites its own gradient in place (an add with an
  *     activation) keeps its own memory, and a's activation, computed in
  *     place, must not reach a memory that another add shares. */
 static int shares_gradient(const pipeline *p, int a, int k, const int *first_writer)
 {
     const pipe_step *s = &p->steps[a];
-    int n = (int)p->count, v = s->inputs[k], w = s->n_inputs == 2 ? s->inputs[1 - k] : -1;
-    if (v < 0 || v == w || !(op_get(s->op)->grads_in_place >> k & 1u))
+    unsigned passes = op_get(s->op)->grads_in_place;
+    int n = (int)p->count, v = s->inputs[k], other = s->n_inputs == 2 ? s->inputs[1 - k] : -1;
+    if (v < 0 || v == other || !(passes >> k & 1u))
         return 0;
+    int w = other >= 0 && (passes >> (1 - k) & 1u) ? other : -1; /* reads dout's memory too */
     const pipe_step *in = &p->steps[v];
-    if (op_get(in->op)->grads_in_place && in->attrs.act != KILN_ACT_NONE)
+    unsigned its_own = op_get(in->op)->grads_in_place & ((1u << in->n_inputs) - 1u);
+    if (its_own && in->attrs.act != KILN_ACT_NONE)
         return 0;
     if (in->uses == 1)
         return 1;

@@ -1,7 +1,9 @@
 /* linear: y = act(x Wᵀ + b); x (N, in), W (out, in), b (out), y (N, out).
  * On a sequence x (B, T, in) it acts on the last dimension, as PyTorch's:
  * y (B, T, out), computed as N = B T rows. The GEMMs go through
- * blas_sgemm; bias and activation are one fused pass. */
+ * blas_sgemm; bias and activation are one fused pass. With a second input
+ * r (the residual of an add after it, fused in: fuses_residual), y = x Wᵀ
+ * + b + r, and r's gradient is y's. */
 #include "ops/ops.h"
 
 static kiln_status linear_infer(const op_attrs *a, const kiln_shape *in, op_shapes *s)
@@ -68,22 +70,40 @@ static kiln_status linear_one(const op_args *c, size_t in, size_t out)
                      KARG(n), KARG(kk), KARG(slope));
 }
 
+/* The residual input fused in (NULL: none), checked against the output. */
+static kiln_status residual_of(const op_args *c, const kiln_tensor **r)
+{
+    *r = c->in[1];
+    if (*r && c->attrs->act != KILN_ACT_NONE)
+        return error_set(KILN_ERR_UNSUPPORTED, "linear: a residual with an activation");
+    kiln_shape s = shape_of(c->out);
+    return *r ? expect_shape("linear", "residual", *r, &s) : KILN_OK;
+}
+
 static kiln_status linear_forward(const op_args *c)
 {
     size_t in, n = linear_rows(c, &in), out = c->attrs->out;
-    if (n == 1 && kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN && in <= UINT32_MAX &&
-        out <= UINT32_MAX)
-        return linear_one(c, in, out);
+    const kiln_tensor *r;
+    kiln_status st = residual_of(c, &r);
+    if (st != KILN_OK)
+        return st;
     kiln_act act = c->attrs->act;
     const kiln_tensor *bias = c->attrs->bias ? c->param[1] : NULL;
     int fused = blas_has_epilogue(c->ctx) && (act == KILN_ACT_NONE || act == KILN_ACT_RELU);
-    gemm_epilogue epi = {bias ? bias->buf : NULL, act == KILN_ACT_RELU};
-    kiln_status st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
-                                         c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
-                                         c->out->buf, 0, out, fused ? &epi : NULL);
-    if (st != KILN_OK || fused)
-        return st;
-    return op_bias_act(c->ctx, act, c->attrs->slope, c->out, bias, out, 1);
+    gemm_epilogue epi = {bias ? bias->buf : NULL, act == KILN_ACT_RELU, r ? r->buf : NULL};
+    if (n == 1 && kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN && in <= UINT32_MAX &&
+        out <= UINT32_MAX) {
+        st = linear_one(c, in, out);
+        fused = 0;
+    } else {
+        st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
+                                 c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
+                                 c->out->buf, 0, out, fused ? &epi : NULL);
+        if (st == KILN_OK && !fused)
+            st = op_bias_act(c->ctx, act, c->attrs->slope, c->out, bias, out, 1);
+    }
+    /* the add's own kernel where the product's epilogue did not add r */
+    return st == KILN_OK && r && !fused ? op_add_into(c->ctx, c->out, r) : st;
 }
 
 kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
@@ -114,7 +134,9 @@ static kiln_status linear_backward(const op_args *c)
     if (st != KILN_OK)
         return st;
     cl_mem g = dz ? dz->buf : c->dout->buf;
-    if (c->din[0]) /* dx = dy W: (N, out)(out, in) */
+    if (c->din[1] && !c->din_in_place[1]) /* the residual's: dy */
+        st = kiln_tensor_copy(c->din[1], c->dout);
+    if (st == KILN_OK && c->din[0]) /* dx = dy W: (N, out)(out, in) */
         st = blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_NO_TRANS, n, in, out, 1.0f, g, 0, out,
                         c->param[0]->buf, 0, in, 0.0f, c->din[0]->buf, 0, in);
     if (st == KILN_OK && c->dparam[0]) /* dW = dyᵀ x: (out, N)(N, in) */
@@ -139,6 +161,8 @@ const op_desc op_linear_desc = {
     .name = "linear",
     .n_inputs = 1,
     .fuses_act = 1,
+    .fuses_residual = 1,
+    .grads_in_place = 2u, /* the residual's, where it is fused in */
     .folds_batchnorm = 1,
     .tieable = 1,
     .in_ranks = 1u << 2 | 1u << 3,

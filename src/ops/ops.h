@@ -280,6 +280,10 @@ typedef struct {
     int n_inputs;       /* 2 for add and concat */
     /* absorbs an activation epilogue (one with act_info.from_output) */
     int fuses_act;
+    /* absorbs an add after it that alone reads its output: the add's other
+     * input becomes its second input, added to its output as it is stored
+     * (compiler/fuse.c) */
+    int fuses_residual;
     /* in eval mode, a batchnorm that only it feeds folds into its weights */
     int folds_batchnorm;
     /* the default initialiser of a layer before it looks past it to the
