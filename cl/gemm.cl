@@ -15,7 +15,8 @@
  * (op(A) = A^T) MR adjacent columns of A, a row of A a step; where k is
  * long, A^T is packed into panels of MR rows first.
  * Panels are padded by repeating the last row or column: padded results
- * are computed and never stored.
+ * are computed and never stored. Built with math.cl before it (the GELU
+ * epilogue's erf): "math.cl+gemm.cl".
  *
  * Long products run as blocks of k (gemm.c launches one product per
  * block, the first with the caller's beta and the rest accumulating with
@@ -197,46 +198,70 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
     }
 #define STORE_TILE                                                                          \
     STORE_TILE_AT(c + c_off + row0 * ldc + col0, ldc, alpha, beta, bias + col0, epilogue,   \
-                  res + c_off + row0 * ldc + col0)
+                  aux + c_off + row0 * ldc + col0)
 
 /* The epilogue of a product that is a linear layer's whole output (gemm.c's
  * gemm_epilogue), after alpha and beta: the bias of each column added
- * (EPI_BIAS), then a residual's value at the same place (EPI_RESIDUAL: r,
- * laid out as C), then max(v, 0) (EPI_RELU); the same operations, and so
- * the same bits, as act.cl's bias_act_rows and add after the product. */
+ * (EPI_BIAS), then the value at the same place of a tensor aux laid out as
+ * C (EPI_RESIDUAL), then max(v, 0) (EPI_RELU) or GELU (EPI_GELU, the value
+ * before it kept in aux where EPI_KEEP); the same operations, and so the
+ * same bits, as act.cl's bias_act_rows, add and act_forward after the
+ * product. aux is read or written, never both. */
 #define EPI_BIAS 1u
 #define EPI_RELU 2u
 #define EPI_RESIDUAL 4u
+#define EPI_GELU 8u
+#define EPI_KEEP 16u
 
-/* The epilogue's arithmetic for one value v of column j, stored at o (the
- * residual's at r): alpha, beta (0 never reads C), the bias, the residual,
- * ReLU. */
+#define INV_SQRT_2 0.7071067811865476f
+MATH_ERF(erf_V, floatV)
+
+/* act.cl's GELU: x Φ(x), Φ through math.cl's erf. */
+INLINE float gelu_one(float x)
+{
+    float x_half = 0.5f * x;
+    return fma(x_half, erf_fast(x * INV_SQRT_2), x_half);
+}
+
+INLINE floatV gelu_V(floatV x)
+{
+    floatV x_half = 0.5f * x;
+    return fma(x_half, erf_V(x * INV_SQRT_2), x_half);
+}
+
+/* The epilogue's arithmetic for one value v of column j, stored at o (aux's
+ * value at a): alpha, beta (0 never reads C), the bias, the residual,
+ * ReLU or GELU. */
 INLINE void store_one(__global float *o, float v, float alpha, float beta,
-                      __global const float *bias, size_t j, uint epi, __global const float *r)
+                      __global const float *bias, size_t j, uint epi, __global float *a)
 {
     v = alpha * v + (beta != 0.0f ? beta * *o : 0.0f);
     if (epi & EPI_BIAS)
         v += bias[j];
     if (epi & EPI_RESIDUAL)
-        v += *r;
+        v += *a;
+    if (epi & EPI_KEEP)
+        *a = v;
+    if (epi & EPI_GELU)
+        v = gelu_one(v);
     *o = epi & EPI_RELU ? fmax(v, 0.0f) : v;
 }
 
 /* Writes the first `rows` rows and `width` columns of a tile's results t
  * to o (rows ldc apart), as store_one does, a whole row of NR in vectors.
- * bias holds the width columns' biases where epi has EPI_BIAS, r the
- * residual's rows (ldc apart) where it has EPI_RESIDUAL. One call a
+ * bias holds the width columns' biases where epi has EPI_BIAS, aux the
+ * rows (ldc apart) that EPI_RESIDUAL and EPI_KEEP read or write. One call a
  * tile: six calls (one a row) cost the GPT's k = 128 products 4-6 %
  * against OpenBLAS, and inlining it six times doubled the tile kernels'
  * compile time. */
 OUT_OF_LINE void store_tile(__global float *o, ulong ldc, float t[MR][NR], size_t rows,
                             size_t width, float alpha, float beta, __global const float *bias,
-                            uint epi, __global const float *res)
+                            uint epi, __global float *aux)
 {
-    for (size_t r = 0; r < rows; r++, o += ldc, res += ldc) {
+    for (size_t r = 0; r < rows; r++, o += ldc, aux += ldc) {
         if (width < NR) {
             for (size_t j = 0; j < width; j++)
-                store_one(o + j, t[r][j], alpha, beta, bias, j, epi, res + j);
+                store_one(o + j, t[r][j], alpha, beta, bias, j, epi, aux + j);
             continue;
         }
         floatV x0 = alpha * vloadV(0, t[r]), x1 = alpha * vloadV(1, t[r]);
@@ -249,8 +274,16 @@ OUT_OF_LINE void store_tile(__global float *o, ulong ldc, float t[MR][NR], size_
             x1 += vloadV(1, bias);
         }
         if (epi & EPI_RESIDUAL) {
-            x0 += vloadV(0, res);
-            x1 += vloadV(1, res);
+            x0 += vloadV(0, aux);
+            x1 += vloadV(1, aux);
+        }
+        if (epi & EPI_KEEP) {
+            vstoreV(x0, 0, aux);
+            vstoreV(x1, 1, aux);
+        }
+        if (epi & EPI_GELU) {
+            x0 = gelu_V(x0);
+            x1 = gelu_V(x1);
         }
         if (epi & EPI_RELU) {
             x0 = fmax(x0, 0.0f);
@@ -266,7 +299,7 @@ gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global 
           const ulong b_off, const ulong ldb, __global float *c, const ulong c_off,
           const ulong ldc, const ulong m, const ulong n, const ulong k, const float alpha,
           const float beta, __global const float *bias, const uint epilogue, const uint across,
-          const ulong panel, __global const float *res)
+          const ulong panel, __global float *aux)
 {
     size_t t0 = get_global_id(0), t1 = get_global_id(1);
     size_t row0 = (across ? t1 : t0) * MR, col0 = (across ? t0 : t1) * NR;
@@ -1362,7 +1395,7 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
            const ulong b_off, const ulong ldb, const uint along_k, __global float *c,
            const ulong c_off, const ulong ldc, const ulong m, const ulong n, const ulong k,
            const float alpha, const float beta, __global float *scratch,
-           __global const float *bias, const uint epilogue, __global const float *res)
+           __global const float *bias, const uint epilogue, __global float *aux)
 {
     __global float *panel = scratch + get_global_id(0) * k * NR;
     size_t panels = (n + NR - 1) / NR;
@@ -1382,7 +1415,7 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
 #define GV_TAIL(t) h##t = fma(x[kk], b##t[kk], h##t);
 #define GV_STORE(t) \
     if (j0 + t < n) \
-        store_one(o + t, h##t, alpha, beta, bias, j0 + t, epilogue, ro + t);
+        store_one(o + t, h##t, alpha, beta, bias, j0 + t, epilogue, ao + t);
 
 /* The sum of a vector's lanes, in a fixed order. */
 INLINE float lanes_sum(float8 s)
@@ -1400,14 +1433,14 @@ gemv_rows(__global const float *a, const ulong a_off, const ulong lda, __global 
           const ulong b_off, const ulong ldb, __global float *c, const ulong c_off,
           const ulong ldc, const ulong m, const ulong n, const ulong k, const float alpha,
           const float beta, __global const float *bias, const uint epilogue,
-          __global const float *res)
+          __global float *aux)
 {
     size_t j0 = get_global_id(0) * 8;
     GEMV8(GV_ROW)
     for (size_t r = 0; r < m; r++) {
         __global const float *x = a + a_off + r * lda;
         __global float *o = c + c_off + r * ldc + j0;
-        __global const float *ro = res + c_off + r * ldc + j0;
+        __global float *ao = aux + c_off + r * ldc + j0;
         GEMV8(GV_ACC)
         size_t kk = 0;
         for (; kk + 8 <= k; kk += 8) {

@@ -506,7 +506,7 @@ START_TEST(sgemm_epilogue_adds_bias_and_relu)
         kiln_tensor *da = matrix(z.m, z.k, a), *dw = matrix(z.n, z.k, w);
         kiln_tensor *db = matrix(1, z.n, bias), *dc = matrix(z.m, z.n, zero);
         kiln_tensor *dr = matrix(z.m, z.n, r);
-        gemm_epilogue epi = {db->buf, 1, residual ? dr->buf : NULL};
+        gemm_epilogue epi = {db->buf, 1, residual ? dr->buf : NULL, 0, NULL};
         check_ok(blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf,
                                      0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n, &epi));
         check_ok(kiln_tensor_download(dc, got, z.m * z.n));
@@ -544,6 +544,74 @@ START_TEST(sgemm_epilogue_adds_bias_and_relu)
         free(got);
         free(plain);
         free(r);
+        free(want);
+    }
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
+    check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+}
+END_TEST
+
+/* The GELU epilogue of a linear layer whose activation needs its input: the
+ * product and bias kept in one tensor, GELU of them stored in C, through
+ * gemv_rows, gemm_slots and gemm_tile (tails too), in one block of k and in
+ * blocks of 7: the float64 reference, and the same bits as the product,
+ * bias_act and act.cl's act_forward. */
+START_TEST(sgemm_epilogue_keeps_the_input_of_gelu)
+{
+    static const gemm_size few[] = {{1, 67, 13}, {128, 263, 5}, {131, 70, 29}};
+    kiln_ctx *ctx = test_ctx();
+    gemm_tile t = gemm_tile_default(ctx);
+    t.kc = _i ? 7 : 0;
+    check_ok(gemm_tile_set(ctx, t));
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
+    for (size_t i = 0; i < sizeof few / sizeof few[0]; i++) {
+        gemm_size z = few[i];
+        size_t mn = z.m * z.n;
+        float *a = test_alloc(z.m * z.k * sizeof *a), *w = test_alloc(z.n * z.k * sizeof *w);
+        float *bias = test_alloc(z.n * sizeof *bias), *zero = test_alloc(mn * 4);
+        float *got = test_alloc(mn * 4), *kept = test_alloc(mn * 4), *plain = test_alloc(mn * 4);
+        double *want = test_alloc(mn * sizeof *want);
+        rng_fill(test_rng(), a, z.m * z.k, -1.0f, 1.0f);
+        rng_fill(test_rng(), w, z.n * z.k, -1.0f, 1.0f);
+        rng_fill(test_rng(), bias, z.n, -1.0f, 1.0f);
+        memset(zero, 0, mn * 4);
+        kiln_tensor *da = matrix(z.m, z.k, a), *dw = matrix(z.n, z.k, w);
+        kiln_tensor *db = matrix(1, z.n, bias), *dc = matrix(z.m, z.n, zero);
+        kiln_tensor *dk = matrix(z.m, z.n, zero);
+        gemm_epilogue epi = {db->buf, 0, NULL, 1, dk->buf};
+        check_ok(blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf,
+                                     0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n, &epi));
+        check_ok(kiln_tensor_download(dc, got, mn));
+        check_ok(kiln_tensor_download(dk, kept, mn));
+        check_ok(blas_sgemm(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf, 0, z.k,
+                            dw->buf, 0, z.k, 0.0f, dk->buf, 0, z.n));
+        check_ok(op_bias_act(ctx, KILN_ACT_NONE, 0.0f, dk, db, z.n, 1));
+        check_ok(op_act_forward(ctx, KILN_ACT_GELU, 0.0f, dk->buf, dc->buf, mn));
+        check_ok(kiln_tensor_download(dc, plain, mn));
+        ck_assert_msg(memcmp(got, plain, mn * 4) == 0,
+                      "m=%zu n=%zu k=%zu kc=%zu: not the bits of the product, bias and GELU",
+                      z.m, z.n, z.k, t.kc);
+        ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, want);
+        for (size_t e = 0; e < mn; e++)
+            want[e] += bias[e % z.n];
+        check_close(kept, want, mn, 1e-6 * (double)(z.k + 2), 1e-5,
+                    "kept m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, t.kc);
+        for (size_t e = 0; e < mn; e++)
+            want[e] = 0.5 * want[e] * (1.0 + erf(want[e] / sqrt(2.0)));
+        check_close(got, want, mn, 1e-6 * (double)(z.k + 2), 1e-5,
+                    "gelu m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, t.kc);
+        kiln_tensor_free(da);
+        kiln_tensor_free(dw);
+        kiln_tensor_free(db);
+        kiln_tensor_free(dc);
+        kiln_tensor_free(dk);
+        free(a);
+        free(w);
+        free(bias);
+        free(zero);
+        free(got);
+        free(kept);
+        free(plain);
         free(want);
     }
     kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
@@ -665,6 +733,7 @@ int main(void)
     tcase_add_loop_test(tc, sgemm_with_each_tile, 0, FORCED);
     tcase_add_loop_test(tc, sgemm_in_blocks_of_k, 0, 3);
     tcase_add_loop_test(tc, sgemm_epilogue_adds_bias_and_relu, 0, 2);
+    tcase_add_loop_test(tc, sgemm_epilogue_keeps_the_input_of_gelu, 0, 2);
     tcase_add_loop_test(tc, im2col_panels_follow_the_tile, 0, 2 * FORCED);
     tcase_add_test(tc, gemm_tiles_parse_and_default);
     suite_add_tcase(s, tc);

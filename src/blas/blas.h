@@ -78,11 +78,16 @@ void blas_set_log(kiln_ctx *ctx, gemm_log *log);
 /* What kiln's GEMM can do to a product that is a linear layer's whole
  * output as it stores it, in the product's own launch: add each column's
  * bias (bias, or NULL), then the value at the same place of residual (laid
- * out as C, or NULL), then take max(v, 0) (relu). */
+ * out as C, or NULL), then keep the value so far in keep (laid out as C,
+ * or NULL: the input of the activation, for its gradient), then take
+ * max(v, 0) (relu) or GELU (gelu, with erf: act.cl's own arithmetic).
+ * residual and keep are never both given. */
 typedef struct {
     cl_mem bias;
     int relu;
     cl_mem residual;
+    int gelu;
+    cl_mem keep;
 } gemm_epilogue;
 
 /* Whether blas_sgemm_epilogue runs on ctx: kiln's GEMM has epilogues,

@@ -280,21 +280,23 @@ kiln_status gemm_pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem src,
 }
 
 /* The bits of gemm.cl's epilogue argument, as it defines them. */
-enum { EPI_BIAS = 1, EPI_RELU = 2, EPI_RESIDUAL = 4 };
+enum { EPI_BIAS = 1, EPI_RELU = 2, EPI_RESIDUAL = 4, EPI_GELU = 8, EPI_KEEP = 16 };
 
 /* The EPI_* bits of an epilogue (NULL: none), and the buffer gemm.cl's
  * kernels read the biases from (any buffer where there are none). */
 static cl_uint epilogue_flags(const gemm_epilogue *epi)
 {
     return epi ? (epi->bias ? EPI_BIAS : 0u) | (epi->relu ? EPI_RELU : 0u) |
-                     (epi->residual ? EPI_RESIDUAL : 0u)
+                     (epi->residual ? EPI_RESIDUAL : 0u) | (epi->gelu ? EPI_GELU : 0u) |
+                     (epi->keep ? EPI_KEEP : 0u)
                : 0u;
 }
 
-/* The buffer gemm.cl's kernels read the residual from (C where none). */
-static cl_mem epilogue_residual(const gemm_epilogue *epi, cl_mem c)
+/* gemm.cl's aux: the residual read, or where the value before GELU is
+ * kept (C where neither). */
+static cl_mem epilogue_aux(const gemm_epilogue *epi, cl_mem c)
 {
-    return epi && epi->residual ? epi->residual : c;
+    return epi && epi->residual ? epi->residual : epi && epi->keep ? epi->keep : c;
 }
 
 static cl_mem epilogue_bias(const gemm_epilogue *epi, cl_mem other)
@@ -323,13 +325,13 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
     }
     cl_kernel kernel;
     if (st == KILN_OK)
-        st = kernel_get(ctx, "gemm.cl", s->tile_options[ta == KILN_TRANS ? TRANS_A : PLAIN_A],
+        st = kernel_get(ctx, GEMM_SOURCES, s->tile_options[ta == KILN_TRANS ? TRANS_A : PLAIN_A],
                         "gemm_tile", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, bo = b.off, lb = b.ld, co = c_off, lc = ldc, mm = m, nn = n,
              kk = k;
-    cl_mem bias = epilogue_bias(epi, c), res = epilogue_residual(epi, c);
+    cl_mem bias = epilogue_bias(epi, c), aux = epilogue_aux(epi, c);
     cl_uint flags = epilogue_flags(epi);
     /* where B's block stays in the cache, tiles in a row run together so
      * that their rows of A are read once (the GPT's forward at batch 128:
@@ -340,7 +342,7 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
                         KARG(ap), KARG(ao), KARG(la), KARG(b.mem), KARG(bo), KARG(lb),
                         KARG(c), KARG(co), KARG(lc), KARG(mm), KARG(nn), KARG(kk),
                         KARG(alpha), KARG(beta), KARG(bias), KARG(flags), KARG(across),
-                        KARG(panel), KARG(res));
+                        KARG(panel), KARG(aux));
 }
 
 /* Whether B (not transposed) is read in place rather than packed: where
@@ -400,11 +402,11 @@ static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, 
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
              kk = k;
     cl_uint along = tb == KILN_TRANS, flags = epilogue_flags(epi);
-    cl_mem bias = epilogue_bias(epi, c), res = epilogue_residual(epi, c);
+    cl_mem bias = epilogue_bias(epi, c), aux = epilogue_aux(epi, c);
     return launch_1d(ctx, kernel, "gemm_slots", items, 1, KARG(a), KARG(ao), KARG(la),
                      KARG(b), KARG(bo), KARG(lb), KARG(along), KARG(c), KARG(co), KARG(lc),
                      KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta),
-                     KARG(scratch_slots), KARG(bias), KARG(flags), KARG(res));
+                     KARG(scratch_slots), KARG(bias), KARG(flags), KARG(aux));
 }
 
 /* C = alpha A B^T + beta C for a few rows of A (gemv_rows): B read in
@@ -421,11 +423,11 @@ static kiln_status gemv(kiln_ctx *ctx, const blas_state *s, size_t m, size_t n, 
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
              kk = k;
     cl_uint flags = epilogue_flags(epi);
-    cl_mem bias = epilogue_bias(epi, c), res = epilogue_residual(epi, c);
+    cl_mem bias = epilogue_bias(epi, c), aux = epilogue_aux(epi, c);
     return launch_1d(ctx, kernel, "gemv_rows", (n + 7) / 8, 1, KARG(a), KARG(ao), KARG(la),
                      KARG(b), KARG(bo), KARG(lb), KARG(c), KARG(co), KARG(lc), KARG(mm),
                      KARG(nn), KARG(kk), KARG(alpha), KARG(beta), KARG(bias), KARG(flags),
-                     KARG(res));
+                     KARG(aux));
 }
 
 kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,

@@ -10,12 +10,15 @@
  * packing and convolution kernels come from the first). */
 enum { PLAIN_A = 0, TRANS_A = 1 };
 
+/* gemm.cl's program text: math.cl joins it for the GELU epilogue. */
+#define GEMM_SOURCES "math.cl+gemm.cl"
+
 /* Kernel `name` of gemm.cl's first program for s's tile (op(A) = A), where
  * the packing and convolution kernels live. */
 static inline kiln_status gemm_kernel(kiln_ctx *ctx, const blas_state *s, const char *name,
                                       cl_kernel *out)
 {
-    return kernel_get(ctx, "gemm.cl", s->tile_options[PLAIN_A], name, out);
+    return kernel_get(ctx, GEMM_SOURCES, s->tile_options[PLAIN_A], name, out);
 }
 
 /* The context's blas state with its tile chosen. */

@@ -21,6 +21,15 @@ static int *count_readers(const kiln_model *m)
     return readers;
 }
 
+/* The shapes of step s from its attrs and its inputs' shapes. */
+static kiln_status infer_step(pipeline *p, pipe_step *s)
+{
+    kiln_shape in[OP_MAX_INPUTS];
+    for (int k = 0; k < s->n_inputs; k++)
+        in[k] = s->inputs[k] < 0 ? p->input_shape : p->steps[s->inputs[k]].shapes.out;
+    return op_infer(s->op, &s->attrs, in, &s->shapes);
+}
+
 /* A new step for graph node i, shapes only. */
 static kiln_status add_step(pipeline *p, size_t i)
 {
@@ -32,11 +41,9 @@ static kiln_status add_step(pipeline *p, size_t i)
     s->op = n->kind->op;
     s->attrs = n->attrs;
     s->n_inputs = n->kind->n_inputs;
-    kiln_shape in[OP_MAX_INPUTS];
     for (int k = 0; k < s->n_inputs; k++) {
         int from = n->inputs[k];
         s->inputs[k] = from < 0 ? -1 : p->value_of[from];
-        in[k] = from < 0 ? p->input_shape : p->steps[s->inputs[k]].shapes.out;
         if (from >= 0)
             p->steps[s->inputs[k]].uses++;
     }
@@ -45,7 +52,7 @@ static kiln_status add_step(pipeline *p, size_t i)
         p->steps[s->tied_to].tie_from = (int)p->count;
     }
     p->value_of[i] = (int)p->count++;
-    return op_infer(s->op, &s->attrs, in, &s->shapes);
+    return infer_step(p, s);
 }
 
 static kiln_status lower_steps(pipeline *p)
@@ -75,6 +82,7 @@ static kiln_status lower_steps(pipeline *p)
             p->steps[step].attrs.slope = m->nodes[i].attrs.slope;
             p->steps[step].fused_node = (int)i;
             p->value_of[i] = step;
+            st = infer_step(p, &p->steps[step]); /* the activation's input may be kept */
             continue;
         }
         st = add_step(p, i);

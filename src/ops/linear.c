@@ -21,6 +21,10 @@ static kiln_status linear_infer(const op_attrs *a, const kiln_shape *in, op_shap
     s->n_params = a->bias ? 2 : 1;
     s->param[0] = shape_make(2, a->out, features, 0, 0);
     s->param[1] = shape_make(1, a->out, 0, 0, 0);
+    if (a->act != KILN_ACT_NONE && !act_get(a->act)->from_output) {
+        s->n_saved = 1; /* the activation's input, for its gradient */
+        s->saved[0] = s->out;
+    }
     return KILN_OK;
 }
 
@@ -80,6 +84,28 @@ static kiln_status residual_of(const op_args *c, const kiln_tensor **r)
     return *r ? expect_shape("linear", "residual", *r, &s) : KILN_OK;
 }
 
+/* The product, its bias and an activation whose gradient needs its input
+ * (act_info.from_output 0): the product and bias kept in z (saved tensor
+ * 0) for the backward, as the epilogue stores them where kiln's GEMM runs
+ * the activation there (GELU), else by the activation's own pass. */
+static kiln_status product_keeping_input(const op_args *c, size_t n, size_t in, size_t out,
+                                         const kiln_tensor *bias)
+{
+    kiln_act act = c->attrs->act;
+    kiln_tensor *z = c->saved[0];
+    int fused = blas_has_epilogue(c->ctx) && act == KILN_ACT_GELU;
+    gemm_epilogue epi = {bias ? bias->buf : NULL, 0, NULL, 1, c->training ? z->buf : NULL};
+    kiln_status st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
+                                         c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
+                                         fused ? c->out->buf : z->buf, 0, out,
+                                         fused ? &epi : NULL);
+    if (st == KILN_OK && !fused)
+        st = op_bias_act(c->ctx, KILN_ACT_NONE, 0.0f, z, bias, out, 1);
+    return st == KILN_OK && !fused
+               ? op_act_forward(c->ctx, act, c->attrs->slope, z->buf, c->out->buf, z->numel)
+               : st;
+}
+
 static kiln_status linear_forward(const op_args *c)
 {
     size_t in, n = linear_rows(c, &in), out = c->attrs->out;
@@ -89,21 +115,26 @@ static kiln_status linear_forward(const op_args *c)
         return st;
     kiln_act act = c->attrs->act;
     const kiln_tensor *bias = c->attrs->bias ? c->param[1] : NULL;
-    int fused = blas_has_epilogue(c->ctx) && (act == KILN_ACT_NONE || act == KILN_ACT_RELU);
-    gemm_epilogue epi = {bias ? bias->buf : NULL, act == KILN_ACT_RELU, r ? r->buf : NULL};
+    int keeps = act != KILN_ACT_NONE && !act_get(act)->from_output;
     if (n == 1 && kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN && in <= UINT32_MAX &&
-        out <= UINT32_MAX) {
+        out <= UINT32_MAX && !(keeps && c->training))
         st = linear_one(c, in, out);
-        fused = 0;
-    } else {
+    else if (keeps)
+        return product_keeping_input(c, n, in, out, bias);
+    else {
+        int fused = blas_has_epilogue(c->ctx) && (act == KILN_ACT_NONE || act == KILN_ACT_RELU);
+        gemm_epilogue epi = {bias ? bias->buf : NULL, act == KILN_ACT_RELU, r ? r->buf : NULL,
+                             0, NULL};
         st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
                                  c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
                                  c->out->buf, 0, out, fused ? &epi : NULL);
         if (st == KILN_OK && !fused)
             st = op_bias_act(c->ctx, act, c->attrs->slope, c->out, bias, out, 1);
+        if (fused || st != KILN_OK)
+            return st;
     }
     /* the add's own kernel where the product's epilogue did not add r */
-    return st == KILN_OK && r && !fused ? op_add_into(c->ctx, c->out, r) : st;
+    return st == KILN_OK && r ? op_add_into(c->ctx, c->out, r) : st;
 }
 
 kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
@@ -115,10 +146,12 @@ kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
     kiln_status st = tensor_of(c->ctx, &s, dz);
     if (st != KILN_OK)
         return st;
-    /* y stands in for z: only activations whose gradient follows from
-     * their output are fused (act_info.from_output, op_check_fusable) */
-    st = op_act_backward(c->ctx, c->attrs->act, c->attrs->slope, c->out->buf, c->out->buf,
-                         c->dout->buf, (*dz)->buf, c->out->numel);
+    /* y stands in for z where the gradient follows from the output
+     * (act_info.from_output); else the op kept z as its saved tensor 0
+     * (keeps_act_input) */
+    cl_mem x = act_get(c->attrs->act)->from_output ? c->out->buf : c->saved[0]->buf;
+    st = op_act_backward(c->ctx, c->attrs->act, c->attrs->slope, x, c->out->buf, c->dout->buf,
+                         (*dz)->buf, c->out->numel);
     if (st != KILN_OK) {
         kiln_tensor_free(*dz);
         *dz = NULL;
@@ -161,6 +194,7 @@ const op_desc op_linear_desc = {
     .name = "linear",
     .n_inputs = 1,
     .fuses_act = 1,
+    .keeps_act_input = 1,
     .fuses_residual = 1,
     .grads_in_place = 2u, /* the residual's, where it is fused in */
     .folds_batchnorm = 1,

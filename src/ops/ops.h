@@ -280,6 +280,9 @@ typedef struct {
     int n_inputs;       /* 2 for add and concat */
     /* absorbs an activation epilogue (one with act_info.from_output) */
     int fuses_act;
+    /* absorbs the others too, keeping the activation's input (its
+     * gradient's) as saved tensor 0 */
+    int keeps_act_input;
     /* absorbs an add after it that alone reads its output: the add's other
      * input becomes its second input, added to its output as it is stored
      * (compiler/fuse.c) */
@@ -449,6 +452,9 @@ kiln_status op_add_into(kiln_ctx *ctx, kiln_tensor *y, const kiln_tensor *x);
 kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y,
                         const kiln_tensor *b, size_t cols, size_t inner);
 
+/* y = act(x) over n values (pointwise.c). */
+kiln_status op_act_forward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
+                           size_t n);
 /* dx = act'(x) dy over n values, y = act(x) (pointwise.c). */
 kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
                             cl_mem dy, cl_mem dx, size_t n);

@@ -69,17 +69,22 @@ static kiln_status same_shape(const op_attrs *a, const kiln_shape *in, op_shapes
     return KILN_OK;
 }
 
-static kiln_status act_forward(const op_args *c)
+kiln_status op_act_forward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
+                           size_t n)
 {
     cl_kernel k;
-    kiln_status st = kernel_get(c->ctx, ACT_SOURCES, act_options(c->attrs->act), "act_forward",
-                                &k);
+    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act), "act_forward", &k);
     if (st != KILN_OK)
         return st;
-    cl_uint n = c->out->numel;
-    return launch_1d(c->ctx, k, "act_forward", n, pointwise_group_size(c->ctx),
-                     KARG(c->in[0]->buf), KARG(c->out->buf), KARG(n),
-                     KARG(c->attrs->slope));
+    cl_uint count = n;
+    return launch_1d(ctx, k, "act_forward", n, pointwise_group_size(ctx), KARG(x), KARG(y),
+                     KARG(count), KARG(slope));
+}
+
+static kiln_status act_forward(const op_args *c)
+{
+    return op_act_forward(c->ctx, c->attrs->act, c->attrs->slope, c->in[0]->buf, c->out->buf,
+                          c->out->numel);
 }
 
 kiln_status op_add_into(kiln_ctx *ctx, kiln_tensor *y, const kiln_tensor *x)
