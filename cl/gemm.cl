@@ -204,17 +204,23 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
  * gemm_epilogue), after alpha and beta: the bias of each column added
  * (EPI_BIAS), then the value at the same place of a tensor aux laid out as
  * C (EPI_RESIDUAL), then max(v, 0) (EPI_RELU) or GELU (EPI_GELU, the value
- * before it kept in aux where EPI_KEEP); the same operations, and so the
- * same bits, as act.cl's bias_act_rows, add and act_forward after the
- * product. aux is read or written, never both. */
+ * before it kept in aux where EPI_KEEP); or, for a product that is the
+ * gradient of a GELU's output, that times GELU's derivative at aux
+ * (EPI_GELU_GRAD). The same operations, and so the same bits, as act.cl's
+ * bias_act_rows, add, act_forward and gelu_backward16 after the product.
+ * aux is read or written, never both. */
 #define EPI_BIAS 1u
 #define EPI_RELU 2u
 #define EPI_RESIDUAL 4u
 #define EPI_GELU 8u
 #define EPI_KEEP 16u
+#define EPI_GELU_GRAD 32u
 
 #define INV_SQRT_2 0.7071067811865476f
+#define INV_SQRT_2PI 0.3989422804014327f
+#define intV CAT(int, V)
 MATH_ERF(erf_V, floatV)
+MATH_EXP(exp_V, floatV, intV)
 
 /* act.cl's GELU: x Φ(x), Φ through math.cl's erf. */
 INLINE float gelu_one(float x)
@@ -227,6 +233,21 @@ INLINE floatV gelu_V(floatV x)
 {
     floatV x_half = 0.5f * x;
     return fma(x_half, erf_V(x * INV_SQRT_2), x_half);
+}
+
+/* dy times GELU's derivative at x, as act.cl's act_grad and gelu_grad16. */
+INLINE float gelu_grad_one(float x, float dy)
+{
+    float cdf = fma(0.5f, erf_fast(x * INV_SQRT_2), 0.5f);
+    float pdf = INV_SQRT_2PI * exp_nonpositive(-0.5f * x * x);
+    return dy * (cdf + x * pdf);
+}
+
+INLINE floatV gelu_grad_V(floatV x, floatV dy)
+{
+    floatV cdf = fma(0.5f, erf_V(x * INV_SQRT_2), 0.5f);
+    floatV pdf = INV_SQRT_2PI * exp_V(-0.5f * x * x);
+    return dy * (cdf + x * pdf);
 }
 
 /* The epilogue's arithmetic for one value v of column j, stored at o (aux's
@@ -244,13 +265,16 @@ INLINE void store_one(__global float *o, float v, float alpha, float beta,
         *a = v;
     if (epi & EPI_GELU)
         v = gelu_one(v);
+    if (epi & EPI_GELU_GRAD)
+        v = gelu_grad_one(*a, v);
     *o = epi & EPI_RELU ? fmax(v, 0.0f) : v;
 }
 
 /* Writes the first `rows` rows and `width` columns of a tile's results t
  * to o (rows ldc apart), as store_one does, a whole row of NR in vectors.
  * bias holds the width columns' biases where epi has EPI_BIAS, aux the
- * rows (ldc apart) that EPI_RESIDUAL and EPI_KEEP read or write. One call a
+ * rows (ldc apart) that EPI_RESIDUAL, EPI_KEEP and EPI_GELU_GRAD read or
+ * write. One call a
  * tile: six calls (one a row) cost the GPT's k = 128 products 4-6 %
  * against OpenBLAS, and inlining it six times doubled the tile kernels'
  * compile time. */
@@ -284,6 +308,10 @@ OUT_OF_LINE void store_tile(__global float *o, ulong ldc, float t[MR][NR], size_
         if (epi & EPI_GELU) {
             x0 = gelu_V(x0);
             x1 = gelu_V(x1);
+        }
+        if (epi & EPI_GELU_GRAD) {
+            x0 = gelu_grad_V(vloadV(0, aux), x0);
+            x1 = gelu_grad_V(vloadV(1, aux), x1);
         }
         if (epi & EPI_RELU) {
             x0 = fmax(x0, 0.0f);

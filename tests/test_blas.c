@@ -506,7 +506,7 @@ START_TEST(sgemm_epilogue_adds_bias_and_relu)
         kiln_tensor *da = matrix(z.m, z.k, a), *dw = matrix(z.n, z.k, w);
         kiln_tensor *db = matrix(1, z.n, bias), *dc = matrix(z.m, z.n, zero);
         kiln_tensor *dr = matrix(z.m, z.n, r);
-        gemm_epilogue epi = {db->buf, 1, residual ? dr->buf : NULL, 0, NULL};
+        gemm_epilogue epi = {db->buf, 1, residual ? dr->buf : NULL, 0, NULL, NULL};
         check_ok(blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf,
                                      0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n, &epi));
         check_ok(kiln_tensor_download(dc, got, z.m * z.n));
@@ -578,7 +578,7 @@ START_TEST(sgemm_epilogue_keeps_the_input_of_gelu)
         kiln_tensor *da = matrix(z.m, z.k, a), *dw = matrix(z.n, z.k, w);
         kiln_tensor *db = matrix(1, z.n, bias), *dc = matrix(z.m, z.n, zero);
         kiln_tensor *dk = matrix(z.m, z.n, zero);
-        gemm_epilogue epi = {db->buf, 0, NULL, 1, dk->buf};
+        gemm_epilogue epi = {db->buf, 0, NULL, 1, dk->buf, NULL};
         check_ok(blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf,
                                      0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n, &epi));
         check_ok(kiln_tensor_download(dc, got, mn));

@@ -56,6 +56,56 @@ static const net_case nets[] = {
      "[linear]\nfrom = input\nout = 8\nname = y\n[add]\nfrom = a, s\n[tanh]\nname = b\n"
      "[add]\nfrom = b, y\n[linear]\nout = 3\n",
      LOSS_CROSS_ENTROPY, 3, 4},
+    /* groups nest: a (fused into wa's epilogue) shares b's memory, v a's;
+     * v's other reader y adds into it before wb reads b's gradient there */
+    {"nested sums, one input read elsewhere",
+     "[input]\nshape = 6\n[linear]\nout = 8\nname = v\n[linear]\nfrom = input\nout = 8\n"
+     "name = wb\n[tanh]\nfrom = v\nname = y\n[linear]\nout = 8\nname = wa\n[add]\n"
+     "from = v, wa\nname = a\n[add]\nfrom = a, wb\nname = b\n[linear]\nout = 3\n",
+     LOSS_CROSS_ENTROPY, 3, 2},
+    /* the same with plain adds (wa ends in a sigmoid) */
+    {"nested plain sums, one input read elsewhere",
+     "[input]\nshape = 6\n[linear]\nout = 8\nname = v\n[linear]\nfrom = input\nout = 8\n"
+     "name = wb\n[tanh]\nfrom = v\nname = y\n[linear]\nout = 8\n[sigmoid]\nname = wa\n"
+     "[add]\nfrom = v, wa\nname = a\n[add]\nfrom = a, wb\nname = b\n[linear]\nout = 3\n",
+     LOSS_CROSS_ENTROPY, 3, 3},
+    /* v shares a's memory, and so does p, inside a's other input w = p + q;
+     * p reads it after v's other reader y has added into it */
+    {"a sum's input below the other input's sum",
+     "[input]\nshape = 6\n[linear]\nout = 8\nname = v\n[linear]\nfrom = input\nout = 8\n"
+     "name = p\n[tanh]\nfrom = v\nname = y\n[linear]\nout = 8\n[sigmoid]\nname = q\n"
+     "[add]\nfrom = p, q\nname = w\n[add]\nfrom = v, w\nname = a\n[linear]\nout = 3\n",
+     LOSS_CROSS_ENTROPY, 3, 3},
+    /* the same with w fused into q's epilogue (q = linear(y) + p) */
+    {"a sum's input below the other input's fused sum",
+     "[input]\nshape = 6\n[linear]\nout = 8\nname = v\n[linear]\nfrom = input\nout = 8\n"
+     "name = p\n[tanh]\nfrom = v\nname = y\n[linear]\nout = 8\nname = q\n"
+     "[add]\nfrom = p, q\nname = w\n[add]\nfrom = v, w\nname = a\n[linear]\nout = 3\n",
+     LOSS_CROSS_ENTROPY, 3, 2},
+    /* y = layernorm(v) shares b's memory and adds its input gradient into
+     * v's, which would be that same memory */
+    {"a reader adding into its own gradient's memory",
+     "[input]\nshape = 6\n[linear]\nout = 8\nname = v\n[layernorm]\nname = y\n"
+     "[linear]\nfrom = input\nout = 8\n[sigmoid]\nname = x\n[add]\nfrom = v, x\nname = a\n"
+     "[add]\nfrom = a, y\nname = b\n[linear]\nout = 3\n",
+     LOSS_CROSS_ENTROPY, 3, 3},
+    /* linear(x) + x stays an add: x would get two gradients of one step */
+    {"a linear of x plus x",
+     "[input]\nshape = 6\n[linear]\nout = 8\nname = x\n[linear]\nout = 8\nname = l\n"
+     "[add]\nfrom = l, x\nname = a\n[tanh]\nfrom = x\nname = t\n[add]\nfrom = a, t\n"
+     "[tanh]\n[linear]\nout = 3\n",
+     LOSS_CROSS_ENTROPY, 3, 3},
+    /* the model's last layer merges only into the last step (its output):
+     * not past a layer that nothing reads, neither a sum into a linear nor
+     * an activation */
+    {"a last sum past a layer nothing reads",
+     "[input]\nshape = 6\n[linear]\nout = 8\n[tanh]\nname = r\n[linear]\nfrom = input\n"
+     "out = 8\nname = l\n[linear]\nfrom = input\nout = 3\n[sigmoid]\n[add]\nfrom = l, r\n",
+     LOSS_MSE, 8, 2},
+    {"a last activation past a layer nothing reads",
+     "[input]\nshape = 6\n[linear]\nout = 8\nname = l\n[linear]\nfrom = input\nout = 3\n"
+     "[sigmoid]\n[tanh]\nfrom = l\n",
+     LOSS_MSE, 8, 0},
 };
 
 #define NET_COUNT (int)(sizeof nets / sizeof nets[0])

@@ -80,14 +80,17 @@ void blas_set_log(kiln_ctx *ctx, gemm_log *log);
  * bias (bias, or NULL), then the value at the same place of residual (laid
  * out as C, or NULL), then keep the value so far in keep (laid out as C,
  * or NULL: the input of the activation, for its gradient), then take
- * max(v, 0) (relu) or GELU (gelu, with erf: act.cl's own arithmetic).
- * residual and keep are never both given. */
+ * max(v, 0) (relu) or GELU (gelu, with erf: act.cl's own arithmetic). Or,
+ * where the product is the gradient of a GELU's output, times GELU's
+ * derivative at the values of gelu_grad_at (laid out as C): the gradient
+ * of its input. At most one of residual, keep and gelu_grad_at is given. */
 typedef struct {
     cl_mem bias;
     int relu;
     cl_mem residual;
     int gelu;
     cl_mem keep;
+    cl_mem gelu_grad_at;
 } gemm_epilogue;
 
 /* Whether blas_sgemm_epilogue runs on ctx: kiln's GEMM has epilogues,

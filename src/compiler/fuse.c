@@ -10,7 +10,11 @@
  * one of its inputs when that linear's row says fuses_residual, nothing
  * else reads it and no activation would rather fuse into the add (a
  * ResNet's add + ReLU stays one kernel): the linear then adds the other
- * input as it stores (a GPT's residual stream). */
+ * input as it stores (a GPT's residual stream). And where a step keeps its
+ * activation's input (keeps_act_input) and its one reader's row says
+ * grads_through_act, the reader's backward applies that activation's
+ * gradient as it computes its input gradient (a GPT's GELU, in the
+ * epilogue of the product after it). */
 #include "compiler/pipeline.h"
 
 int fuse_activation_into(const kiln_model *m, size_t node, const int *readers)
@@ -62,8 +66,9 @@ int fuse_residual_into(const pipeline *p, size_t node, const int *readers, int *
         if (!op_get(s->op)->fuses_residual || s->attrs.act != KILN_ACT_NONE ||
             s->n_inputs != 1 || s->fused_node >= 0)
             continue;
-        /* the other input is ready when the linear runs, and the add's shape */
-        if (r >= 0 && p->value_of[r] >= p->value_of[l])
+        /* the other input is ready when the linear runs, and the add's shape;
+         * not linear(x) + x, whose x would get two gradients of one step */
+        if (r >= 0 && (p->value_of[r] >= p->value_of[l] || p->value_of[r] == s->inputs[0]))
             continue;
         if (!shape_eq(value_shape(p, r), &s->shapes.out))
             continue;
@@ -71,4 +76,20 @@ int fuse_residual_into(const pipeline *p, size_t node, const int *readers, int *
         return 1;
     }
     return 0;
+}
+
+void fuse_act_grads(pipeline *p)
+{
+    for (size_t r = 0; r < p->count; r++) {
+        const pipe_step *reader = &p->steps[r];
+        int from = reader->inputs[0];
+        if (from < 0 || !op_get(reader->op)->grads_through_act ||
+            (reader->n_inputs > 1 && reader->inputs[1] == from))
+            continue;
+        pipe_step *s = &p->steps[from];
+        kiln_act act = s->attrs.act;
+        if (s->uses == 1 && op_get(s->op)->keeps_act_input && act != KILN_ACT_NONE &&
+            !act_get(act)->from_output)
+            s->act_grad_by = (int)r;
+    }
 }

@@ -38,6 +38,7 @@ static kiln_status add_step(pipeline *p, size_t i)
     memset(s, 0, sizeof *s);
     s->node = i;
     s->fused_node = s->bn_step = s->folded_into = s->tied_to = s->tie_from = s->grad_with = -1;
+    s->act_grad_by = -1;
     s->op = n->kind->op;
     s->attrs = n->attrs;
     s->n_inputs = n->kind->n_inputs;
@@ -55,6 +56,14 @@ static kiln_status add_step(pipeline *p, size_t i)
     return infer_step(p, s);
 }
 
+/* Whether node i may merge into step `step`: the model's last node only
+ * into the last step so far, which the pipeline's output is (a layer that
+ * nothing reads may come between). */
+static int merges_into(const pipeline *p, size_t i, int step)
+{
+    return i + 1 < p->model->count || step == (int)p->count - 1;
+}
+
 static kiln_status lower_steps(pipeline *p)
 {
     const kiln_model *m = p->model;
@@ -64,7 +73,8 @@ static kiln_status lower_steps(pipeline *p)
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < m->count && st == KILN_OK; i++) {
         int from;
-        if (p->options.fuse && fuse_residual_into(p, i, readers, &from)) {
+        if (p->options.fuse && fuse_residual_into(p, i, readers, &from) &&
+            merges_into(p, i, p->value_of[m->nodes[i].inputs[from]])) {
             const graph_node *n = &m->nodes[i];
             pipe_step *s = &p->steps[p->value_of[n->inputs[from]]];
             int r = n->inputs[1 - from];
@@ -76,7 +86,8 @@ static kiln_status lower_steps(pipeline *p)
             p->value_of[i] = p->value_of[n->inputs[from]];
             continue;
         }
-        if (p->options.fuse && fuse_activation_into(m, i, readers)) {
+        if (p->options.fuse && fuse_activation_into(m, i, readers) &&
+            merges_into(p, i, p->value_of[m->nodes[i].inputs[0]])) {
             int step = p->value_of[m->nodes[i].inputs[0]];
             p->steps[step].attrs.act = m->nodes[i].attrs.act;
             p->steps[step].attrs.slope = m->nodes[i].attrs.slope;
@@ -93,6 +104,8 @@ static kiln_status lower_steps(pipeline *p)
         }
     }
     free(readers);
+    if (st == KILN_OK && p->options.fuse)
+        fuse_act_grads(p);
     return st;
 }
 

@@ -25,12 +25,15 @@ typedef struct {
     kiln_tensor *buffer[OP_MAX_BUFFERS], *saved[OP_MAX_SAVED];
     kiln_tensor *partial;             /* a second contribution to grad, then added */
     int uses;                         /* how many step inputs read this value */
-    int fused_node;                   /* graph node of a fused activation, or -1 */
+    int fused_node;                   /* graph node of a fused activation or add, or -1 */
     int bn_step;                      /* eval: the batchnorm step folded into this one */
     int folded_into;                  /* eval: this batchnorm runs inside that step */
     kiln_tensor *folded[OP_MAX_PARAMS]; /* eval: weight and bias with the batchnorm in */
     uint64_t folded_at;               /* the *param_version folded[] was computed at */
     int grad_ready;                   /* grad written during this backward */
+    int act_grad_by;                  /* the step whose backward applies this step's
+                                         activation's gradient (its one reader,
+                                         grads_through_act), or -1 */
     int grad_with;                    /* planned: the step whose grad memory this
                                          step's grad shares (its reader, an op
                                          with grads_in_place), or -1 */
@@ -198,6 +201,10 @@ int fuse_activation_into(const kiln_model *m, size_t node, const int *readers);
  * computing its input *from, the other input becoming that step's second
  * (fuse.c). */
 int fuse_residual_into(const pipeline *p, size_t node, const int *readers, int *from);
+
+/* Sets act_grad_by where a step's one reader applies the gradient of the
+ * activation the step absorbed (fuse.c). */
+void fuse_act_grads(pipeline *p);
 
 /* Whether batchnorm node `node` can fold into the linear or conv2d before
  * it in eval mode (fuse.c). */

@@ -135,14 +135,64 @@ static int shares_gradient(const pipeline *p, int a, int k, const int *first_wri
     return w < 0 || other_reader(p, v, a) < w;
 }
 
-/* Decides grad_with for every step, from the last step down, so that an
- * add knows whether its own gradient is shared before it shares it. */
-static void share_gradients(pipeline *p, const int *first_writer)
+/* Whether step m's gradient reaches step v's memory through grad_with (m
+ * is v or below it). */
+static int below(const pipeline *p, int m, int v)
 {
-    for (int a = (int)p->count; a-- > 0;)
+    for (; m >= 0; m = p->steps[m].grad_with)
+        if (m == v)
+            return 1;
+    return 0;
+}
+
+static int root_of(const pipeline *p, int s)
+{
+    while (p->steps[s].grad_with >= 0)
+        s = p->steps[s].grad_with;
+    return s;
+}
+
+/* Whether shared input v, read by others too, breaks its memory's group:
+ * those others add their gradients into the memory at their backwards
+ * (readers up to `last`), so every other step whose gradient is that
+ * memory, neither above v nor below it, must have read it before (m >
+ * last). Groups nest (an add's own gradient shared with a later add's), so
+ * a single add's inputs do not tell. */
+static int breaks_group(const pipeline *p, const int *root, int v)
+{
+    int last = other_reader(p, v, p->steps[v].grad_with);
+    for (int m = 0; m <= last; m++)
+        if (m != v && root[m] == root[v] && !below(p, m, v) && !below(p, v, m))
+            return 1;
+    return 0;
+}
+
+/* Decides grad_with for every step, from the last step down, so that an
+ * add knows whether its own gradient is shared before it shares it; then
+ * takes back the sharing of inputs read by others that would break their
+ * groups, until none does (taking one back only splits a group). */
+static kiln_status share_gradients(pipeline *p, const int *first_writer)
+{
+    int n = (int)p->count;
+    for (int a = n; a-- > 0;)
         for (int k = 0; k < p->steps[a].n_inputs; k++)
             if (shares_gradient(p, a, k, first_writer))
                 p->steps[p->steps[a].inputs[k]].grad_with = a;
+    int *root = malloc(p->count * sizeof *root);
+    if (!root)
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "memory planning: out of memory");
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int s = 0; s < n; s++)
+            root[s] = root_of(p, s);
+        for (int v = 0; v < n && !changed; v++)
+            if (p->steps[v].grad_with >= 0 && p->steps[v].uses > 1 && breaks_group(p, root, v)) {
+                p->steps[v].grad_with = -1;
+                changed = 1;
+            }
+    }
+    free(root);
+    return KILN_OK;
 }
 
 kiln_status plan_pipeline(pipeline *p, size_t align)
@@ -174,8 +224,8 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
             if (last_reader_bwd[s] == 2 * n - s || 2 * n - r > last_reader_bwd[s])
                 last_reader_bwd[s] = 2 * n - r;
         }
-    share_gradients(p, first_writer);
-    for (int s = n; s-- > 0;) { /* an add's block exists before its inputs' */
+    kiln_status st = share_gradients(p, first_writer);
+    for (int s = n; st == KILN_OK && s-- > 0;) { /* an add's block exists before its inputs' */
         pipe_step *st = &p->steps[s];
         /* a batchnorm folded into an earlier step is written there in eval */
         add_block(p, &st->out, &st->shapes.out, st->folded_into >= 0 ? st->folded_into : s,
@@ -196,7 +246,7 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
     free(first_writer);
     free(last_reader_bwd);
     free(grad_block);
-    return place(p, align);
+    return st == KILN_OK ? place(p, align) : st;
 }
 
 void plan_memory(const pipeline *p, size_t *planned, size_t *unplanned, size_t *params)

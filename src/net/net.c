@@ -575,7 +575,7 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
      * skipped on the device where the loss is not finite, so the device
      * runs on while the host waits for the loss; ranks agree on the mean
      * loss first, so there the update waits for it. Either way a step
-     * that fails leaves the weights as they were. */
+     * whose loss is not finite leaves the weights as they were. */
     int local = dist_comm_size(net->comm) <= 1 && n > 0;
     float l = 0;
     cl_event read = NULL;

@@ -94,7 +94,8 @@ static kiln_status product_keeping_input(const op_args *c, size_t n, size_t in, 
     kiln_act act = c->attrs->act;
     kiln_tensor *z = c->saved[0];
     int fused = blas_has_epilogue(c->ctx) && act == KILN_ACT_GELU;
-    gemm_epilogue epi = {bias ? bias->buf : NULL, 0, NULL, 1, c->training ? z->buf : NULL};
+    gemm_epilogue epi = {bias ? bias->buf : NULL, 0, NULL, 1, c->training ? z->buf : NULL,
+                         NULL};
     kiln_status st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
                                          c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
                                          fused ? c->out->buf : z->buf, 0, out,
@@ -124,7 +125,7 @@ static kiln_status linear_forward(const op_args *c)
     else {
         int fused = blas_has_epilogue(c->ctx) && (act == KILN_ACT_NONE || act == KILN_ACT_RELU);
         gemm_epilogue epi = {bias ? bias->buf : NULL, act == KILN_ACT_RELU, r ? r->buf : NULL,
-                             0, NULL};
+                             0, NULL, NULL};
         st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
                                  c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
                                  c->out->buf, 0, out, fused ? &epi : NULL);
@@ -159,19 +160,36 @@ kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
     return st;
 }
 
+/* dx = g W: (N, out)(out, in), or act'(x) times it for the activation that
+ * x's producer absorbed (din_act), in the product's epilogue where kiln's
+ * GEMM has it (GELU), else by the activation's own pass, in place. */
+static kiln_status input_grad(const op_args *c, cl_mem g, size_t n, size_t in, size_t out)
+{
+    kiln_act act = c->din_act;
+    int fused = act == KILN_ACT_GELU && blas_has_epilogue(c->ctx);
+    gemm_epilogue epi = {NULL, 0, NULL, 0, NULL, fused ? c->din_act_x->buf : NULL};
+    cl_mem dx = c->din[0]->buf;
+    kiln_status st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_NO_TRANS, n, in, out, 1.0f,
+                                         g, 0, out, c->param[0]->buf, 0, in, 0.0f, dx, 0, in,
+                                         fused ? &epi : NULL);
+    if (st != KILN_OK || fused || act == KILN_ACT_NONE)
+        return st;
+    cl_mem x = c->din_act_x->buf;
+    return op_act_backward(c->ctx, act, c->din_act_slope, x, x, dx, dx, c->din[0]->numel);
+}
+
 static kiln_status linear_backward(const op_args *c)
 {
     size_t in, n = linear_rows(c, &in), out = c->attrs->out;
-    kiln_tensor *dz;
-    kiln_status st = op_act_grad(c, &dz);
+    kiln_tensor *dz = NULL;
+    kiln_status st = c->dout_past_act ? KILN_OK : op_act_grad(c, &dz);
     if (st != KILN_OK)
         return st;
     cl_mem g = dz ? dz->buf : c->dout->buf;
     if (c->din[1] && !c->din_in_place[1]) /* the residual's: dy */
         st = kiln_tensor_copy(c->din[1], c->dout);
-    if (st == KILN_OK && c->din[0]) /* dx = dy W: (N, out)(out, in) */
-        st = blas_sgemm(c->ctx, KILN_NO_TRANS, KILN_NO_TRANS, n, in, out, 1.0f, g, 0, out,
-                        c->param[0]->buf, 0, in, 0.0f, c->din[0]->buf, 0, in);
+    if (st == KILN_OK && c->din[0])
+        st = input_grad(c, g, n, in, out);
     if (st == KILN_OK && c->dparam[0]) /* dW = dyᵀ x: (out, N)(N, in) */
         st = blas_sgemm(c->ctx, KILN_TRANS, KILN_NO_TRANS, out, in, n, 1.0f, g, 0, out,
                         c->in[0]->buf, 0, in, 0.0f, c->dparam[0]->buf, 0, in);
@@ -195,6 +213,7 @@ const op_desc op_linear_desc = {
     .n_inputs = 1,
     .fuses_act = 1,
     .keeps_act_input = 1,
+    .grads_through_act = 1,
     .fuses_residual = 1,
     .grads_in_place = 2u, /* the residual's, where it is fused in */
     .folds_batchnorm = 1,

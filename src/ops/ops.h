@@ -246,6 +246,16 @@ typedef struct {
      * grads_in_place for input k): the op leaves that input's gradient
      * there, in place over dout, and writes the other inputs' after. */
     int din_in_place[OP_MAX_INPUTS];
+    /* Backward, where the op's row says grads_through_act: din[0] is to
+     * hold act'(x) times its input's gradient, din_act (and its slope) and
+     * x (din_act_x) being the activation its input's producer absorbed and
+     * kept the input of (KILN_ACT_NONE: the plain gradient). The producer
+     * then gets dout_past_act: its dout is its activation's input's
+     * gradient already, and it skips that pass. */
+    kiln_act din_act;
+    float din_act_slope;
+    const kiln_tensor *din_act_x;
+    int dout_past_act;
     /* Decoding (forward only): the input's first row is position `at` of
      * the sequence (position adds that row of its table), and attention
      * keeps the keys and values of every position in cache, (positions,
@@ -283,6 +293,9 @@ typedef struct {
     /* absorbs the others too, keeping the activation's input (its
      * gradient's) as saved tensor 0 */
     int keeps_act_input;
+    /* its input gradient can take the gradient of the activation that its
+     * input's producer absorbed (din_act), as kiln's GEMM stores it (GELU) */
+    int grads_through_act;
     /* absorbs an add after it that alone reads its output: the add's other
      * input becomes its second input, added to its output as it is stored
      * (compiler/fuse.c) */

@@ -348,7 +348,8 @@ kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int bloc
 /* A read that the host waits for on its own, while the queue goes on with
  * what is enqueued after it: tensor_read_begin enqueues it (and flushes),
  * tensor_read_end waits for it (done NULL: nothing to wait for). Every
- * begin that succeeded needs its end before dst is read or goes away. */
+ * begin, whatever it returned, needs its end before dst is read or goes
+ * away. */
 kiln_status tensor_read_begin(const kiln_tensor *t, float *dst, size_t count, cl_event *done);
 kiln_status tensor_read_end(cl_event done);
 

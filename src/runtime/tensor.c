@@ -354,7 +354,7 @@ kiln_status tensor_read(const kiln_tensor *t, float *dst, size_t count, int bloc
 kiln_status tensor_read_begin(const kiln_tensor *t, float *dst, size_t count, cl_event *done)
 {
     *done = NULL;
-    kiln_status st = check_count(t, dst, count, "kiln_tensor_download", "dst");
+    kiln_status st = check_count(t, dst, count, "tensor_read_begin", "dst");
     if (st == KILN_OK)
         st = programs_flush(t->ctx);
     if (st != KILN_OK)
