@@ -8,6 +8,8 @@
  *              with label smoothing e, q = (1 - e) onehot(t) + e / C:
  *              term = logsumexp(x) - sum q x, grad = (softmax(x) - q) / N;
  *              an index outside [0, C) gives NaN
+ *   ce_rows16: ce_rows where work-groups run as loops (CPUs): an item a
+ *              row (work-groups of one), its classes sixteen at a time
  * exp is math.cl's (its arguments are at most 0 here; the program is
  * "math.cl+loss.cl"). The logarithms are taken before any branch: libclc's log reads a table
  * that rusticl passes as a hidden kernel argument, and llvmpipe warns on
@@ -75,6 +77,69 @@ __kernel void ce_rows(__global const float *x, __global const float *t,
         float q = off + (j == (uint)cls ? on : 0.0f);
         grad[r * C + j] = (exp_nonpositive(xr[j] - lse) - q) * grad_scale;
     }
+}
+
+/* Sixteen values' max and sum, in a fixed order. */
+static float max16(float16 v)
+{
+    float8 a = fmax(v.lo, v.hi);
+    float4 b = fmax(a.lo, a.hi);
+    float2 c = fmax(b.lo, b.hi);
+    return fmax(c.x, c.y);
+}
+
+static float sum16(float16 v)
+{
+    float8 a = v.lo + v.hi;
+    float4 b = a.lo + a.hi;
+    float2 c = b.lo + b.hi;
+    return c.x + c.y;
+}
+
+/* The row's classes from j in sixteens, the last sixteen ending at C
+ * (C >= 16): lanes below j of it (counted by the one before) are masked. */
+#define CE_CHUNKS(j, xr, C, BODY)                                                       \
+    for (uint j = 0; j < (C); j += 16) {                                               \
+        uint at_ = min(j, (C) - 16u);                                                  \
+        float16 v = vload16(0, (xr) + at_);                                            \
+        int16 fresh = (int16)(at_) + (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,  \
+                                             13, 14, 15) >= (int16)(j);                 \
+        BODY                                                                           \
+    }
+
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+ce_rows16(__global const float *x, __global const float *t, __global float *terms,
+          __global float *grad, const uint N, const uint C, const float smoothing,
+          const float grad_scale, const int has_grad)
+{
+    uint r = (uint)get_global_id(0);
+    __global const float *xr = x + (size_t)r * C;
+    float target = t[r];
+    int cls = (int)target;
+    int valid = target >= 0.0f && (float)cls == target && cls < (int)C;
+    float16 m16 = -INFINITY, s16 = 0.0f, e16 = 0.0f;
+    CE_CHUNKS(j, xr, C, {
+        m16 = fmax(m16, v);
+        s16 += select((float16)0.0f, v, fresh);
+    })
+    float m = max16(m16), sum_x = sum16(s16);
+    CE_CHUNKS(j, xr, C, { e16 += select((float16)0.0f, exp_nonpositive16(v - m), fresh); })
+    float lse = m + log(sum16(e16));
+    __global float *gr = grad + (size_t)r * C;
+    if (!valid) {
+        terms[r] = NAN;
+        for (uint j = 0; has_grad && j < C; j++)
+            gr[j] = NAN;
+        return;
+    }
+    float on = 1.0f - smoothing, off = smoothing / (float)C;
+    terms[r] = lse - on * xr[cls] - off * sum_x;
+    if (has_grad)
+        CE_CHUNKS(j, xr, C, {
+            int16 at = (int16)(at_) + (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            float16 q = off + select((float16)0.0f, (float16)on, at == (int16)cls);
+            vstore16((exp_nonpositive16(v - lse) - q) * grad_scale, 0, gr + at_);
+        })
 }
 
 /* Cross-entropy with class weights w (C), as PyTorch's weight= with

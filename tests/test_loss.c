@@ -18,6 +18,9 @@ static const loss_case cases[] = {
     {LOSS_BCE, 3, 17, 0},         {LOSS_CROSS_ENTROPY, 1, 1, 0},
     {LOSS_CROSS_ENTROPY, 3, 10, 0}, {LOSS_CROSS_ENTROPY, 129, 17, 0.1f},
     {LOSS_CROSS_ENTROPY, 7, 3, 1.0f},
+    /* rows of sixteen classes or more (ce_rows16 on CPUs): one sixteen,
+     * a GPT's 84 (five and a tail), smoothing */
+    {LOSS_CROSS_ENTROPY, 5, 16, 0},  {LOSS_CROSS_ENTROPY, 13, 84, 0.05f},
 };
 
 #define CASE_COUNT (int)(sizeof cases / sizeof cases[0])
@@ -166,6 +169,16 @@ START_TEST(bad_targets_and_shapes_are_reported)
     kiln_tensor *bad = upload(&wrong, NULL);
     check_ok(op_loss(ctx, LOSS_CROSS_ENTROPY, 0, dx, dt, dl, NULL));
     ck_assert_msg(isnan(download_one(dl)), "class index 3 of 3 classes must give NaN");
+    float wide[2 * 20] = {0}, wide_t[2] = {19, 20}, g[2 * 20];
+    kiln_shape ws = shape_make(2, 2, 20, 0, 0);
+    kiln_tensor *wx = upload(&ws, wide), *wt = upload(&ts, wide_t), *wg = upload(&ws, NULL);
+    check_ok(op_loss(ctx, LOSS_CROSS_ENTROPY, 0, wx, wt, dl, wg));
+    ck_assert_msg(isnan(download_one(dl)), "class index 20 of 20 classes must give NaN");
+    check_ok(kiln_tensor_download(wg, g, 2 * 20));
+    ck_assert_msg(!isnan(g[19]) && isnan(g[20]) && isnan(g[39]), "NaN rows of the gradient");
+    kiln_tensor_free(wx);
+    kiln_tensor_free(wt);
+    kiln_tensor_free(wg);
     ck_assert_int_eq(op_loss(ctx, LOSS_CROSS_ENTROPY, 0, dx, bad, dl, NULL), KILN_ERR_SHAPE);
     ck_assert_msg(strstr(kiln_last_error(), "target is 3; expected 2") != NULL, "message: %s",
                   kiln_last_error());

@@ -68,14 +68,17 @@ kiln_status op_loss(kiln_ctx *ctx, loss_kind kind, float label_smoothing,
     kiln_tensor *terms;
     if ((st = tensor_of(ctx, &ts, &terms)) != KILN_OK)
         return st;
+    /* CPUs: a row an item, in vectors, where a row holds sixteen classes */
+    int rows16 = ce && classes >= 16 && device_loops_work_groups(&ctx->info);
+    const char *name = rows16 ? "ce_rows16" : loss_kernels[kind];
     cl_kernel k;
-    st = kernel_get(ctx, "math.cl+loss.cl", "", loss_kernels[kind], &k);
+    st = kernel_get(ctx, "math.cl+loss.cl", "", name, &k);
     float scale = 1.0f / (float)count;
     cl_int has_grad = dinput != NULL;
     cl_mem grad = dinput ? dinput->buf : terms->buf;
     if (st == KILN_OK && ce) {
         cl_uint n = count, c = classes;
-        st = launch_1d(ctx, k, loss_kernels[kind], count, 64, KARG(input->buf),
+        st = launch_1d(ctx, k, name, count, rows16 ? 1 : 64, KARG(input->buf),
                        KARG(target->buf), KARG(terms->buf), KARG(grad), KARG(n), KARG(c),
                        KARG(label_smoothing), KARG(scale), KARG(has_grad));
     } else if (st == KILN_OK) {
