@@ -421,14 +421,26 @@ __kernel void ln_forward_rows(__global const float *x, __global float *y,
     }
 }
 
+/* v into an item's partial sums at p (its first row stores). */
+#define PARTIAL16(p, v, first) vstore16((first) ? (v) : vload16(0, (p)) + (v), 0, (p))
+#define PARTIAL1(p, v, first) (*(p) = (first) ? (v) : *(p) + (v))
+
 /* ln_dx by rows: g = dy gamma; dx = rstd (g - mean(g) - xhat mean(g xhat)),
- * added to what dx holds where add is set. */
+ * added to what dx holds where add is set. With params, item it also sums
+ * its rows' dy xhat (and dy, with has_beta) into row it of pg (and pb), in
+ * row order: the parameter gradients' partial sums, which column_totals
+ * adds up. */
 __kernel void ln_dx_rows(__global const float *x, __global const float *dy,
                          __global const float *gamma, __global const float *mean,
                          __global const float *rstd, __global float *dx, const uint R,
-                         const uint D, const int add)
+                         const uint D, const int add, __global float *pg, __global float *pb,
+                         const int params, const int has_beta)
 {
+    size_t it = get_global_id(0);
+    pg += it * D;
+    pb += it * D;
     FOR_EACH_PLANE(r, R) {
+        int first = r == it;
         __global const float *xr = x + (size_t)r * D, *dyr = dy + (size_t)r * D;
         float mu = mean[r], rs = rstd[r];
         float16 g16 = 0.0f, gx16 = 0.0f;
@@ -447,15 +459,23 @@ __kernel void ln_dx_rows(__global const float *x, __global const float *dy,
         float mean_g = sum_g / (float)D, mean_gx = sum_gx / (float)D;
         __global float *dxr = dx + (size_t)r * D;
         for (j = 0; j + 16 <= D; j += 16) {
-            float16 xhat = (vload16(0, xr + j) - mu) * rs;
-            float16 g = vload16(0, dyr + j) * vload16(0, gamma + j);
+            float16 xhat = (vload16(0, xr + j) - mu) * rs, d = vload16(0, dyr + j);
+            float16 g = d * vload16(0, gamma + j);
             float16 v = rs * (g - mean_g - xhat * mean_gx);
             vstore16(add ? vload16(0, dxr + j) + v : v, 0, dxr + j);
+            if (params)
+                PARTIAL16(pg + j, d * xhat, first);
+            if (params && has_beta)
+                PARTIAL16(pb + j, d, first);
         }
         for (; j < D; j++) {
             float xhat = (xr[j] - mu) * rs;
             float v = rs * (dyr[j] * gamma[j] - mean_g - xhat * mean_gx);
             dxr[j] = add ? dxr[j] + v : v;
+            if (params)
+                PARTIAL1(pg + j, dyr[j] * xhat, first);
+            if (params && has_beta)
+                PARTIAL1(pb + j, dyr[j], first);
         }
     }
 }

@@ -438,7 +438,7 @@ static kiln_status ln_forward(const op_args *c)
 
 static kiln_status ln_dx(const op_args *c, size_t rows, cl_uint dim)
 {
-    const char *name = device_loops_work_groups(&c->ctx->info) ? "ln_dx_rows" : "ln_dx";
+    const char *name = "ln_dx";
     size_t items, local;
     cl_uint r = rows;
     cl_int add = c->din_add[0];
@@ -452,13 +452,48 @@ static kiln_status ln_dx(const op_args *c, size_t rows, cl_uint dim)
                      KARG(c->din[0]->buf), KARG(r), KARG(dim), KARG(add));
 }
 
+/* Where work-groups run as loops: dx by rows, each item also summing its
+ * rows' parameter gradients where params is set (ln_dx_rows), then those
+ * partial sums added down their columns (column_totals): the rows are read
+ * once. */
+static kiln_status ln_dx_rows(const op_args *c, size_t rows, cl_uint dim, int params)
+{
+    size_t items, local;
+    ln_row_grid(c, rows, &items, &local);
+    cl_int sums = params, has_beta = params && c->attrs->bias;
+    kiln_shape ps = shape_make(2, items, dim, 0, 0);
+    kiln_tensor *part[2] = {NULL, NULL};
+    cl_kernel k;
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < 1 + has_beta && st == KILN_OK; i++)
+        st = tensor_of(c->ctx, &ps, &part[i]);
+    if (st == KILN_OK)
+        st = op_norm_kernel(c->ctx, "ln_dx_rows", &k);
+    cl_uint r = rows;
+    cl_int add = c->din_add[0];
+    cl_mem pg = part[0] ? part[0]->buf : c->din[0]->buf, pb = part[1] ? part[1]->buf : pg;
+    if (st == KILN_OK)
+        st = launch_1d(c->ctx, k, "ln_dx_rows", items, local, KARG(c->in[0]->buf),
+                       KARG(c->dout->buf), KARG(c->param[0]->buf), KARG(c->saved[0]->buf),
+                       KARG(c->saved[1]->buf), KARG(c->din[0]->buf), KARG(r), KARG(dim),
+                       KARG(add), KARG(pg), KARG(pb), KARG(sums), KARG(has_beta));
+    for (int i = 0; i < 1 + has_beta && st == KILN_OK && params; i++)
+        st = op_channel_sums(c->ctx, part[i]->buf, items, dim, 1, c->dparam[i]->buf);
+    kiln_tensor_free(part[0]);
+    kiln_tensor_free(part[1]);
+    return st;
+}
+
 static kiln_status ln_backward(const op_args *c)
 {
     size_t rows = c->saved[0]->numel, wg = reduce_group_size(c->ctx);
     cl_uint dim = c->in[0]->numel / rows, r = rows;
-    kiln_status st = c->din[0] ? ln_dx(c, rows, dim) : KILN_OK;
     cl_int has_beta = c->attrs->bias;
-    if (st != KILN_OK || !c->dparam[0] || (has_beta && !c->dparam[1]))
+    int params = c->dparam[0] && (!has_beta || c->dparam[1]);
+    if (c->din[0] && device_loops_work_groups(&c->ctx->info))
+        return ln_dx_rows(c, rows, dim, params); /* the parameter gradients too */
+    kiln_status st = c->din[0] ? ln_dx(c, rows, dim) : KILN_OK;
+    if (st != KILN_OK || !params)
         return st;
     int columns = device_loops_work_groups(&c->ctx->info);
     const char *name = columns ? "ln_param_grads_columns" : "ln_param_grads";
