@@ -7,7 +7,10 @@
  *          g = nesterov ? g + momentum b : b (momentum > 0); p -= lr g
  *   adam:  g += wd p (adam) or p *= 1 - lr wd (adamw);
  *          m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
- *          p -= lr (m / bc1) / (sqrt(v / bc2) + eps), bc = 1 - beta^t */
+ *          p -= lr (m / bc1) / (sqrt(v / bc2) + eps), bc = 1 - beta^t
+ * With guarded, every value is kept where guard[0] is not finite (a loss:
+ * the update is enqueued before the host reads it); kept by selection, as
+ * llvmpipe warns of a kernel argument read after an early return. */
 
 static float clipped(__global const float *g, uint i, __global const float *scale,
                      float clip_value)
@@ -22,16 +25,15 @@ __kernel void sgd_step(__global float *p, __global const float *g, __global floa
                        const int first, const float clip_value, __global const float *guard,
                        const int guarded)
 {
-    if (guarded && !isfinite(guard[0]))
-        return;
     uint i = get_global_id(0);
+    int keep = guarded && !isfinite(guard[0]);
     float grad = clipped(g, i, scale, clip_value) + wd * p[i];
     if (momentum != 0.0f) {
         float b = first ? grad : momentum * buf[i] + (1.0f - dampening) * grad;
-        buf[i] = b;
+        buf[i] = keep ? buf[i] : b;
         grad = nesterov ? grad + momentum * b : b;
     }
-    p[i] -= lr * grad;
+    p[i] = keep ? p[i] : p[i] - lr * grad;
 }
 
 __kernel void adam_step(__global float *p, __global const float *g, __global float *m,
@@ -41,9 +43,8 @@ __kernel void adam_step(__global float *p, __global const float *g, __global flo
                         const float clip_value, __global const float *decay,
                         const int has_decay, __global const float *guard, const int guarded)
 {
-    if (guarded && !isfinite(guard[0]))
-        return;
     uint i = get_global_id(0);
+    int keep = guarded && !isfinite(guard[0]);
     float grad = clipped(g, i, scale, clip_value), w = p[i];
     if (has_decay) /* 1 where weight decay applies (matrices), 0 elsewhere */
         wd *= decay[i];
@@ -53,9 +54,9 @@ __kernel void adam_step(__global float *p, __global const float *g, __global flo
         grad += wd * w;
     float mi = b1 * m[i] + (1.0f - b1) * grad;
     float vi = b2 * v[i] + (1.0f - b2) * grad * grad;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = w - lr * (mi / bc1) / (sqrt(vi / bc2) + eps);
+    m[i] = keep ? m[i] : mi;
+    v[i] = keep ? v[i] : vi;
+    p[i] = keep ? p[i] : w - lr * (mi / bc1) / (sqrt(vi / bc2) + eps);
 }
 
 /* scale[0] = min(1, max_norm / (sqrt(sumsq[0]) + 1e-6)), as clip_grad_norm_;
