@@ -216,14 +216,21 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
 #define EPI_KEEP 16u
 #define EPI_GELU_GRAD 32u
 
+/* GELU's epilogues exist in the programs built with -DGELU_EPILOGUES
+ * only (gemm.c asks for them where a product has one): drivers that
+ * inline every call (llvmpipe) compiled every tile program 10x slower
+ * with their erf and exp at each store. */
+#ifdef GELU_EPILOGUES
 #define INV_SQRT_2 0.7071067811865476f
 #define INV_SQRT_2PI 0.3989422804014327f
 #define intV CAT(int, V)
 MATH_ERF(erf_V, floatV)
 MATH_EXP(exp_V, floatV, intV)
 
-/* act.cl's GELU: x Φ(x), Φ through math.cl's erf. */
-INLINE float gelu_one(float x)
+/* act.cl's GELU: x Φ(x), Φ through math.cl's erf. The scalar forms are out
+ * of line, not inlined at every scalar store (gemv_rows' eight, the tiles'
+ * tails). */
+OUT_OF_LINE float gelu_one(float x)
 {
     float x_half = 0.5f * x;
     return fma(x_half, erf_fast(x * INV_SQRT_2), x_half);
@@ -236,7 +243,7 @@ INLINE floatV gelu_V(floatV x)
 }
 
 /* dy times GELU's derivative at x, as act.cl's act_grad and gelu_grad16. */
-INLINE float gelu_grad_one(float x, float dy)
+OUT_OF_LINE float gelu_grad_one(float x, float dy)
 {
     float cdf = fma(0.5f, erf_fast(x * INV_SQRT_2), 0.5f);
     float pdf = INV_SQRT_2PI * exp_nonpositive(-0.5f * x * x);
@@ -249,6 +256,7 @@ INLINE floatV gelu_grad_V(floatV x, floatV dy)
     floatV pdf = INV_SQRT_2PI * exp_V(-0.5f * x * x);
     return dy * (cdf + x * pdf);
 }
+#endif
 
 /* The epilogue's arithmetic for one value v of column j, stored at o (aux's
  * value at a): alpha, beta (0 never reads C), the bias, the residual,
@@ -263,10 +271,12 @@ INLINE void store_one(__global float *o, float v, float alpha, float beta,
         v += *a;
     if (epi & EPI_KEEP)
         *a = v;
+#ifdef GELU_EPILOGUES
     if (epi & EPI_GELU)
         v = gelu_one(v);
     if (epi & EPI_GELU_GRAD)
         v = gelu_grad_one(*a, v);
+#endif
     *o = epi & EPI_RELU ? fmax(v, 0.0f) : v;
 }
 
@@ -305,6 +315,7 @@ OUT_OF_LINE void store_tile(__global float *o, ulong ldc, float t[MR][NR], size_
             vstoreV(x0, 0, aux);
             vstoreV(x1, 1, aux);
         }
+#ifdef GELU_EPILOGUES
         if (epi & EPI_GELU) {
             x0 = gelu_V(x0);
             x1 = gelu_V(x1);
@@ -313,6 +324,7 @@ OUT_OF_LINE void store_tile(__global float *o, ulong ldc, float t[MR][NR], size_
             x0 = gelu_grad_V(vloadV(0, aux), x0);
             x1 = gelu_grad_V(vloadV(1, aux), x1);
         }
+#endif
         if (epi & EPI_RELU) {
             x0 = fmax(x0, 0.0f);
             x1 = fmax(x1, 0.0f);
@@ -344,6 +356,25 @@ gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global 
     }
     STORE_TILE
 }
+
+/* Every MR-row tile of the columns col0 .. col0 + NR - 1 of C from
+ * `panel`, their k x NR values of op(B), each tile stored by STORE_ALL. */
+#define FOR_EACH_ROW_TILE(STORE_ALL)                         \
+    for (size_t row0 = 0; row0 < m; row0 += MR) {           \
+        __global const float *b = panel;                    \
+        ROWS(A_ROW)                                         \
+        ROWS(ACC)                                           \
+        for (size_t kk = 0; kk < k; kk++) {                 \
+            floatV b0 = vloadV(0, b), b1 = vloadV(1, b);    \
+            ROWS(FMA)                                       \
+            b += NR;                                        \
+        }                                                   \
+        STORE_ALL                                           \
+    }
+
+/* The convolutions' kernels: not in the GELU programs, which hold the
+ * products' only. */
+#ifndef GELU_EPILOGUES
 
 /* The first t >= 0 with t S + base >= 0. */
 static uint first_inside(int base, uint S)
@@ -572,21 +603,6 @@ OUT_OF_LINE void store_planes(__global float *y, floatV x0, floatV x1, size_t n,
         }
     }
 }
-
-/* Every MR-row tile of the columns col0 .. col0 + NR - 1 of C from
- * `panel`, their k x NR values of op(B), each tile stored by STORE_ALL. */
-#define FOR_EACH_ROW_TILE(STORE_ALL)                         \
-    for (size_t row0 = 0; row0 < m; row0 += MR) {           \
-        __global const float *b = panel;                    \
-        ROWS(A_ROW)                                         \
-        ROWS(ACC)                                           \
-        for (size_t kk = 0; kk < k; kk++) {                 \
-            floatV b0 = vloadV(0, b), b1 = vloadV(1, b);    \
-            ROWS(FMA)                                       \
-            b += NR;                                        \
-        }                                                   \
-        STORE_ALL                                           \
-    }
 
 #define STORE_PLANES(r) \
     if (row0 + r < m) \
@@ -1204,8 +1220,10 @@ conv_phase_tiles(__global const float *wp, __global const float *g, __global flo
     }
 }
 #endif
+#endif /* GELU_EPILOGUES */
 
 #if !A_TRANS
+#ifndef GELU_EPILOGUES
 /* The weights of each phase in panels for conv_phase_pixels: for phase
  * (a, b), its th tw taps by O channels, k = (t, u, o) (the taps outer, so
  * that the product's inner loop runs over the O channels), by C input
@@ -1412,6 +1430,8 @@ conv_phase_pairs(__global const float *wq, __global const float *gp, __global fl
         }
     }
 }
+
+#endif /* GELU_EPILOGUES */
 
 /* C = alpha A op(B) + beta C for few rows of A (m) and long rows of C:
  * item g takes the panels of NR columns g, g + items, ..., packs each into

@@ -208,6 +208,11 @@ int blas_has_epilogue(kiln_ctx *ctx)
     return blas_state_get(ctx, &s) == KILN_OK && s->engine == KILN_GEMM_KILN;
 }
 
+int blas_has_gelu_epilogue(kiln_ctx *ctx)
+{
+    return blas_has_epilogue(ctx) && device_loops_work_groups(&ctx->info);
+}
+
 kiln_status blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
                        size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
                        size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
@@ -224,7 +229,9 @@ kiln_status blas_sgemm_epilogue(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose
 {
     if (m == 0 || n == 0)
         return KILN_OK;
-    if (epi && (k == 0 || alpha == 0.0f || !blas_has_epilogue(ctx)))
+    int gelu = epi && (epi->gelu || epi->gelu_grad_at);
+    if (epi && (k == 0 || alpha == 0.0f || !blas_has_epilogue(ctx) ||
+                (gelu && !blas_has_gelu_epilogue(ctx))))
         return error_set(KILN_ERR_INVALID_ARGUMENT, "blas_sgemm_epilogue: an epilogue needs "
                                                     "kiln's GEMM, k > 0 and alpha != 0");
     if (k == 0 || alpha == 0.0f)

@@ -45,7 +45,8 @@ typedef struct {
     size_t scratch_bytes[2];
     gemm_log *log;           /* when set, blas_sgemm records its shapes */
     gemm_tile tile;          /* kiln's GEMM tile; mr 0 until the first product chooses */
-    char tile_options[2][48]; /* gemm.cl's options for that tile: A, A^T */
+    char tile_options[4][64]; /* gemm.cl's options for that tile: A, A^T; the
+                                 same with the GELU epilogues */
     size_t b_fits;           /* gemm_tile walks B's panels inside a row of tiles where
                                 B's k block is at most this many bytes (0: not known yet) */
     char record[512];        /* the tuning record applied when the context opened, or "" */
@@ -96,6 +97,11 @@ typedef struct {
 /* Whether blas_sgemm_epilogue runs on ctx: kiln's GEMM has epilogues,
  * CLBlast has none. */
 int blas_has_epilogue(kiln_ctx *ctx);
+/* Whether it has GELU's (gelu, gelu_grad_at) too: where work-groups run as
+ * loops (PoCL). llvmpipe, which inlines every call, took about 15 s to
+ * compile each product kernel with them, more than any of its products
+ * repays. */
+int blas_has_gelu_epilogue(kiln_ctx *ctx);
 /* blas_sgemm followed by epi on C, where blas_has_epilogue. */
 kiln_status blas_sgemm_epilogue(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
                                 size_t n, size_t k, float alpha, cl_mem a, size_t a_off,

@@ -133,9 +133,9 @@ kiln_status gemm_kc_parse(const char *text, const char *what, size_t *out)
 void gemm_tile_put(blas_state *s, gemm_tile t)
 {
     s->tile = t;
-    for (int trans = 0; trans < 2; trans++)
-        snprintf(s->tile_options[trans], sizeof s->tile_options[trans],
-                 "-DA_TRANS=%d -DMR=%d -DV=%d", trans, t.mr, t.v);
+    for (int i = 0; i < 4; i++)
+        snprintf(s->tile_options[i], sizeof s->tile_options[i], "-DA_TRANS=%d -DMR=%d -DV=%d%s",
+                 i & TRANS_A, t.mr, t.v, i & WITH_GELU ? " -DGELU_EPILOGUES" : "");
 }
 
 /* t's k block: $KILN_GEMM_KC, else kc when set, else the device's. */
@@ -293,6 +293,12 @@ static cl_uint epilogue_flags(const gemm_epilogue *epi)
                : 0u;
 }
 
+/* WITH_GELU where epi has one of GELU's epilogues, else 0. */
+static int gelu_programs(const gemm_epilogue *epi)
+{
+    return epi && (epi->gelu || epi->gelu_grad_at) ? WITH_GELU : 0;
+}
+
 /* gemm.cl's aux: the residual read, where the value before GELU is kept,
  * or GELU's input for its derivative (C where none). */
 static cl_mem epilogue_aux(const gemm_epilogue *epi, cl_mem c)
@@ -329,7 +335,9 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
     }
     cl_kernel kernel;
     if (st == KILN_OK)
-        st = kernel_get(ctx, GEMM_SOURCES, s->tile_options[ta == KILN_TRANS ? TRANS_A : PLAIN_A],
+        st = kernel_get(ctx, GEMM_SOURCES,
+                        s->tile_options[(ta == KILN_TRANS ? TRANS_A : PLAIN_A) |
+                                        gelu_programs(epi)],
                         "gemm_tile", &kernel);
     if (st != KILN_OK)
         return st;
@@ -400,7 +408,8 @@ static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, 
     cl_kernel kernel;
     kiln_status st = gemm_scratch(ctx, 1, items * k * nr * sizeof(float), &scratch_slots);
     if (st == KILN_OK)
-        st = gemm_kernel(ctx, s, "gemm_slots", &kernel);
+        st = kernel_get(ctx, GEMM_SOURCES, s->tile_options[PLAIN_A | gelu_programs(epi)],
+                        "gemm_slots", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
@@ -421,7 +430,8 @@ static kiln_status gemv(kiln_ctx *ctx, const blas_state *s, size_t m, size_t n, 
                         const gemm_epilogue *epi)
 {
     cl_kernel kernel;
-    kiln_status st = gemm_kernel(ctx, s, "gemv_rows", &kernel);
+    kiln_status st = kernel_get(ctx, GEMM_SOURCES, s->tile_options[PLAIN_A | gelu_programs(epi)],
+                                "gemv_rows", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,

@@ -6,9 +6,10 @@
 
 #include "blas/blas.h"
 
-/* gemm.cl's two programs per tile: op(A) = A, or A^T, read in place (the
- * packing and convolution kernels come from the first). */
-enum { PLAIN_A = 0, TRANS_A = 1 };
+/* gemm.cl's programs per tile: op(A) = A, or A^T, read in place (the
+ * packing and convolution kernels come from the first); WITH_GELU added:
+ * the same with GELU's epilogues, built only where a product has one. */
+enum { PLAIN_A = 0, TRANS_A = 1, WITH_GELU = 2 };
 
 /* gemm.cl's program text: math.cl joins it for the GELU epilogue. */
 #define GEMM_SOURCES "math.cl+gemm.cl"

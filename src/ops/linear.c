@@ -93,7 +93,7 @@ static kiln_status product_keeping_input(const op_args *c, size_t n, size_t in, 
 {
     kiln_act act = c->attrs->act;
     kiln_tensor *z = c->saved[0];
-    int fused = blas_has_epilogue(c->ctx) && act == KILN_ACT_GELU;
+    int fused = blas_has_gelu_epilogue(c->ctx) && act == KILN_ACT_GELU;
     gemm_epilogue epi = {bias ? bias->buf : NULL, 0, NULL, 1, c->training ? z->buf : NULL,
                          NULL};
     kiln_status st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
@@ -166,7 +166,7 @@ kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
 static kiln_status input_grad(const op_args *c, cl_mem g, size_t n, size_t in, size_t out)
 {
     kiln_act act = c->din_act;
-    int fused = act == KILN_ACT_GELU && blas_has_epilogue(c->ctx);
+    int fused = act == KILN_ACT_GELU && blas_has_gelu_epilogue(c->ctx);
     gemm_epilogue epi = {NULL, 0, NULL, 0, NULL, fused ? c->din_act_x->buf : NULL};
     cl_mem dx = c->din[0]->buf;
     kiln_status st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_NO_TRANS, n, in, out, 1.0f,
