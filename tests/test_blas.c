@@ -451,6 +451,15 @@ START_TEST(sgemm_with_each_tile)
 }
 END_TEST
 
+/* kiln's GEMM on ctx, its default tile in k blocks of kc (0: the tile's). */
+static void use_kiln_gemm(kiln_ctx *ctx, size_t kc)
+{
+    gemm_tile t = gemm_tile_default(ctx);
+    t.kc = kc;
+    check_ok(gemm_tile_set(ctx, t));
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
+}
+
 /* Products in blocks of k: k past the block and not a multiple of it, k a
  * multiple, one more than the block, shorter than it, 1; beta must scale
  * C once, not once per block. */
@@ -461,12 +470,9 @@ START_TEST(sgemm_in_blocks_of_k)
                                     {6, 16, 1},   {17, 70, 300}, {11, 64, 45}};
     static const size_t blocks[] = {16, 1, 7};
     kiln_ctx *ctx = test_ctx();
-    gemm_tile t = gemm_tile_default(ctx);
-    t.kc = blocks[_i];
-    check_ok(gemm_tile_set(ctx, t));
-    kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
+    use_kiln_gemm(ctx, blocks[_i]);
     for (size_t i = 0; i < sizeof few / sizeof few[0]; i++)
-        if (t.kc > 1 || few[i].k < 64) /* a block of 1: one launch per k */
+        if (blocks[_i] > 1 || few[i].k < 64) /* a block of 1: one launch per k */
             for (int tr = 0; tr < 4; tr++)
                 gemm_case(few[i], tr & 1, tr >> 1, tr == 0 ? 1.0f : 1.5f, tr == 0 ? 0.0f : -0.5f);
     kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
@@ -483,10 +489,8 @@ START_TEST(sgemm_epilogue_adds_bias_and_relu)
 {
     static const gemm_size few[] = {{5, 17, 3}, {128, 263, 5}, {1, 67, 13}, {131, 70, 29}};
     kiln_ctx *ctx = test_ctx();
-    gemm_tile t = gemm_tile_default(ctx);
-    t.kc = _i ? 7 : 0;
-    check_ok(gemm_tile_set(ctx, t));
-    kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
+    size_t kc = _i ? 7 : 0;
+    use_kiln_gemm(ctx, kc);
     for (size_t i = 0; i < sizeof few / sizeof few[0]; i++) {
         gemm_size z = few[i];
         float *a = test_alloc(z.m * z.k * sizeof *a), *w = test_alloc(z.n * z.k * sizeof *w);
@@ -520,12 +524,12 @@ START_TEST(sgemm_epilogue_adds_bias_and_relu)
         check_ok(kiln_tensor_download(dc, plain, z.m * z.n));
         ck_assert_msg(memcmp(got, plain, z.m * z.n * 4) == 0,
                       "m=%zu n=%zu k=%zu kc=%zu: not the bits of the product then bias_act",
-                      z.m, z.n, z.k, t.kc);
+                      z.m, z.n, z.k, kc);
         ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, want);
         for (size_t e = 0; e < z.m * z.n; e++)
             want[e] = fmax(want[e] + bias[e % z.n] + r[e], 0.0);
         check_close(got, want, z.m * z.n, 1e-6 * (double)(z.k + 2), 1e-5,
-                    "epilogue m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, t.kc);
+                    "epilogue m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, kc);
         kiln_ctx_set_gemm(ctx, KILN_GEMM_CLBLAST);
         ck_assert_int_eq(blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f,
                                              da->buf, 0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0,
@@ -566,10 +570,8 @@ START_TEST(sgemm_epilogue_keeps_the_input_of_gelu)
         kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
         return;
     }
-    gemm_tile t = gemm_tile_default(ctx);
-    t.kc = _i ? 7 : 0;
-    check_ok(gemm_tile_set(ctx, t));
-    kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
+    size_t kc = _i ? 7 : 0;
+    use_kiln_gemm(ctx, kc);
     for (size_t i = 0; i < sizeof few / sizeof few[0]; i++) {
         gemm_size z = few[i];
         size_t mn = z.m * z.n;
@@ -596,16 +598,16 @@ START_TEST(sgemm_epilogue_keeps_the_input_of_gelu)
         check_ok(kiln_tensor_download(dc, plain, mn));
         ck_assert_msg(memcmp(got, plain, mn * 4) == 0,
                       "m=%zu n=%zu k=%zu kc=%zu: not the bits of the product, bias and GELU",
-                      z.m, z.n, z.k, t.kc);
+                      z.m, z.n, z.k, kc);
         ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, want);
         for (size_t e = 0; e < mn; e++)
             want[e] += bias[e % z.n];
         check_close(kept, want, mn, 1e-6 * (double)(z.k + 2), 1e-5,
-                    "kept m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, t.kc);
+                    "kept m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, kc);
         for (size_t e = 0; e < mn; e++)
             want[e] = 0.5 * want[e] * (1.0 + erf(want[e] / sqrt(2.0)));
         check_close(got, want, mn, 1e-6 * (double)(z.k + 2), 1e-5,
-                    "gelu m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, t.kc);
+                    "gelu m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, kc);
         kiln_tensor_free(da);
         kiln_tensor_free(dw);
         kiln_tensor_free(db);
