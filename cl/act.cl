@@ -110,6 +110,28 @@ __kernel void act_forward(__global const float *x, __global float *y, const uint
         y[i] = act(x[i], slope);
 }
 
+/* y = act(x) and d = act'(x) (act_grad with dy = 1: the derivative a
+ * linear that absorbed the activation keeps for its backward); y may be x */
+__kernel void act_forward_grad(__global const float *x, __global float *y, __global float *d,
+                               const uint n, const float slope)
+{
+    uint i = (uint)get_global_id(0);
+    if (IN_RANGE(i, n)) {
+        float v = x[i], out = act(v, slope);
+        d[i] = act_grad(v, out, 1.0f, slope);
+        y[i] = out;
+    }
+}
+
+/* y = a b, elementwise (n); y may be a or b */
+__kernel void times(__global const float *a, __global const float *b, __global float *y,
+                    const uint n)
+{
+    uint i = (uint)get_global_id(0);
+    if (IN_RANGE(i, n))
+        y[i] = a[i] * b[i];
+}
+
 #if ACT == ACT_GELU
 /* GELU's gradient, as act_grad computes it, sixteen values at a time. */
 static float16 gelu_grad16(float16 x, float16 dy)

@@ -203,18 +203,18 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
 /* The epilogue of a product that is a linear layer's whole output (gemm.c's
  * gemm_epilogue), after alpha and beta: the bias of each column added
  * (EPI_BIAS), then the value at the same place of a tensor aux laid out as
- * C (EPI_RESIDUAL), then max(v, 0) (EPI_RELU) or GELU (EPI_GELU, the value
- * before it kept in aux where EPI_KEEP); or, for a product that is the
- * gradient of a GELU's output, that times GELU's derivative at aux
- * (EPI_GELU_GRAD). The same operations, and so the same bits, as act.cl's
- * bias_act_rows, add, act_forward and gelu_backward16 after the product.
- * aux is read or written, never both. */
+ * C (EPI_RESIDUAL), or the product times that value (EPI_TIMES: a GELU's
+ * derivative, for the gradient of its input), then max(v, 0) (EPI_RELU)
+ * or GELU (EPI_GELU, its derivative kept in aux where EPI_KEEP). The same
+ * operations, and so the same bits, as act.cl's bias_act_rows, add,
+ * times and act_forward(_grad) after the product. aux is read or written,
+ * never both. */
 #define EPI_BIAS 1u
 #define EPI_RELU 2u
 #define EPI_RESIDUAL 4u
 #define EPI_GELU 8u
 #define EPI_KEEP 16u
-#define EPI_GELU_GRAD 32u
+#define EPI_TIMES 32u
 
 /* GELU's epilogues exist in the programs built with -DGELU_EPILOGUES
  * only (gemm.c asks for them where a product has one): drivers that
@@ -227,40 +227,36 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
 MATH_ERF(erf_V, floatV)
 MATH_EXP(exp_V, floatV, intV)
 
-/* act.cl's GELU: x Φ(x), Φ through math.cl's erf. The scalar forms are out
- * of line, not inlined at every scalar store (gemv_rows' eight, the tiles'
+/* act.cl's GELU, x Φ(x), and with keep its derivative Φ(x) + x φ(x) into
+ * *d (act_grad's with dy = 1), both from one erf. The scalar form is out of
+ * line, not inlined at every scalar store (gemv_rows' eight, the tiles'
  * tails). */
-OUT_OF_LINE float gelu_one(float x)
+OUT_OF_LINE float gelu_one(float x, int keep, __global float *d)
 {
-    float x_half = 0.5f * x;
-    return fma(x_half, erf_fast(x * INV_SQRT_2), x_half);
+    float e = erf_fast(x * INV_SQRT_2), x_half = 0.5f * x;
+    if (keep) {
+        float cdf = fma(0.5f, e, 0.5f);
+        float pdf = INV_SQRT_2PI * exp_nonpositive(-0.5f * x * x);
+        *d = 1.0f * (cdf + x * pdf);
+    }
+    return fma(x_half, e, x_half);
 }
 
-INLINE floatV gelu_V(floatV x)
+INLINE floatV gelu_V(floatV x, int keep, floatV *d)
 {
-    floatV x_half = 0.5f * x;
-    return fma(x_half, erf_V(x * INV_SQRT_2), x_half);
-}
-
-/* dy times GELU's derivative at x, as act.cl's act_grad and gelu_grad16. */
-OUT_OF_LINE float gelu_grad_one(float x, float dy)
-{
-    float cdf = fma(0.5f, erf_fast(x * INV_SQRT_2), 0.5f);
-    float pdf = INV_SQRT_2PI * exp_nonpositive(-0.5f * x * x);
-    return dy * (cdf + x * pdf);
-}
-
-INLINE floatV gelu_grad_V(floatV x, floatV dy)
-{
-    floatV cdf = fma(0.5f, erf_V(x * INV_SQRT_2), 0.5f);
-    floatV pdf = INV_SQRT_2PI * exp_V(-0.5f * x * x);
-    return dy * (cdf + x * pdf);
+    floatV e = erf_V(x * INV_SQRT_2), x_half = 0.5f * x;
+    if (keep) {
+        floatV cdf = fma(0.5f, e, 0.5f);
+        floatV pdf = INV_SQRT_2PI * exp_V(-0.5f * x * x);
+        *d = 1.0f * (cdf + x * pdf);
+    }
+    return fma(x_half, e, x_half);
 }
 #endif
 
 /* The epilogue's arithmetic for one value v of column j, stored at o (aux's
- * value at a): alpha, beta (0 never reads C), the bias, the residual,
- * ReLU or GELU. */
+ * value at a): alpha, beta (0 never reads C), the bias, the residual or
+ * the factor, ReLU or GELU. */
 INLINE void store_one(__global float *o, float v, float alpha, float beta,
                       __global const float *bias, size_t j, uint epi, __global float *a)
 {
@@ -269,13 +265,11 @@ INLINE void store_one(__global float *o, float v, float alpha, float beta,
         v += bias[j];
     if (epi & EPI_RESIDUAL)
         v += *a;
-    if (epi & EPI_KEEP)
-        *a = v;
+    if (epi & EPI_TIMES)
+        v *= *a;
 #ifdef GELU_EPILOGUES
     if (epi & EPI_GELU)
-        v = gelu_one(v);
-    if (epi & EPI_GELU_GRAD)
-        v = gelu_grad_one(*a, v);
+        v = gelu_one(v, epi & EPI_KEEP, a);
 #endif
     *o = epi & EPI_RELU ? fmax(v, 0.0f) : v;
 }
@@ -283,7 +277,7 @@ INLINE void store_one(__global float *o, float v, float alpha, float beta,
 /* Writes the first `rows` rows and `width` columns of a tile's results t
  * to o (rows ldc apart), as store_one does, a whole row of NR in vectors.
  * bias holds the width columns' biases where epi has EPI_BIAS, aux the
- * rows (ldc apart) that EPI_RESIDUAL, EPI_KEEP and EPI_GELU_GRAD read or
+ * rows (ldc apart) that EPI_RESIDUAL, EPI_TIMES and EPI_KEEP read or
  * write. One call a
  * tile: six calls (one a row) cost the GPT's k = 128 products 4-6 %
  * against OpenBLAS, and inlining it six times doubled the tile kernels'
@@ -311,18 +305,19 @@ OUT_OF_LINE void store_tile(__global float *o, ulong ldc, float t[MR][NR], size_
             x0 += vloadV(0, aux);
             x1 += vloadV(1, aux);
         }
-        if (epi & EPI_KEEP) {
-            vstoreV(x0, 0, aux);
-            vstoreV(x1, 1, aux);
+        if (epi & EPI_TIMES) {
+            x0 *= vloadV(0, aux);
+            x1 *= vloadV(1, aux);
         }
 #ifdef GELU_EPILOGUES
         if (epi & EPI_GELU) {
-            x0 = gelu_V(x0);
-            x1 = gelu_V(x1);
-        }
-        if (epi & EPI_GELU_GRAD) {
-            x0 = gelu_grad_V(vloadV(0, aux), x0);
-            x1 = gelu_grad_V(vloadV(1, aux), x1);
+            floatV d0, d1;
+            x0 = gelu_V(x0, epi & EPI_KEEP, &d0);
+            x1 = gelu_V(x1, epi & EPI_KEEP, &d1);
+            if (epi & EPI_KEEP) {
+                vstoreV(d0, 0, aux);
+                vstoreV(d1, 1, aux);
+            }
         }
 #endif
         if (epi & EPI_RELU) {

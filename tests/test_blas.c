@@ -555,12 +555,14 @@ START_TEST(sgemm_epilogue_adds_bias_and_relu)
 }
 END_TEST
 
-/* The GELU epilogue of a linear layer whose activation needs its input: the
- * product and bias kept in one tensor, GELU of them stored in C, through
- * gemv_rows, gemm_slots and gemm_tile (tails too), in one block of k and in
- * blocks of 7: the float64 reference, and the same bits as the product,
- * bias_act and act.cl's act_forward. */
-START_TEST(sgemm_epilogue_keeps_the_input_of_gelu)
+/* The GELU epilogue of a linear layer whose activation needs its input:
+ * GELU of the product and bias stored in C, its derivative there kept in a
+ * second tensor; then a product times that tensor (an input gradient
+ * through the GELU). Through gemv_rows, gemm_slots and gemm_tile (tails
+ * too), in one block of k and in blocks of 7: the float64 reference, and
+ * the same bits as the product followed by bias_act and act.cl's
+ * act_forward_grad, or by times. */
+START_TEST(sgemm_epilogue_keeps_the_derivative_of_gelu)
 {
     static const gemm_size few[] = {{1, 67, 13}, {128, 263, 5}, {131, 70, 29}};
     kiln_ctx *ctx = test_ctx();
@@ -591,23 +593,51 @@ START_TEST(sgemm_epilogue_keeps_the_input_of_gelu)
                                      0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n, &epi));
         check_ok(kiln_tensor_download(dc, got, mn));
         check_ok(kiln_tensor_download(dk, kept, mn));
+        kiln_tensor *dd = matrix(z.m, z.n, zero);
         check_ok(blas_sgemm(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf, 0, z.k,
-                            dw->buf, 0, z.k, 0.0f, dk->buf, 0, z.n));
-        check_ok(op_bias_act(ctx, KILN_ACT_NONE, 0.0f, dk, db, z.n, 1));
-        check_ok(op_act_forward(ctx, KILN_ACT_GELU, 0.0f, dk->buf, dc->buf, mn));
+                            dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n));
+        check_ok(op_bias_act(ctx, KILN_ACT_NONE, 0.0f, dc, db, z.n, 1));
+        check_ok(op_act_forward_grad(ctx, KILN_ACT_GELU, 0.0f, dc->buf, dc->buf, dd->buf, mn));
         check_ok(kiln_tensor_download(dc, plain, mn));
         ck_assert_msg(memcmp(got, plain, mn * 4) == 0,
                       "m=%zu n=%zu k=%zu kc=%zu: not the bits of the product, bias and GELU",
                       z.m, z.n, z.k, kc);
-        ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, want);
-        for (size_t e = 0; e < mn; e++)
-            want[e] += bias[e % z.n];
-        check_close(kept, want, mn, 1e-6 * (double)(z.k + 2), 1e-5,
-                    "kept m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, kc);
-        for (size_t e = 0; e < mn; e++)
-            want[e] = 0.5 * want[e] * (1.0 + erf(want[e] / sqrt(2.0)));
+        check_ok(kiln_tensor_download(dd, plain, mn));
+        ck_assert_msg(memcmp(kept, plain, mn * 4) == 0,
+                      "m=%zu n=%zu k=%zu kc=%zu: not the bits of act_forward_grad's derivative",
+                      z.m, z.n, z.k, kc);
+        double *x = test_alloc(mn * sizeof *x);
+        ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, x);
+        for (size_t e = 0; e < mn; e++) {
+            x[e] += bias[e % z.n];
+            want[e] = 0.5 * x[e] * (1.0 + erf(x[e] / sqrt(2.0)));
+        }
         check_close(got, want, mn, 1e-6 * (double)(z.k + 2), 1e-5,
                     "gelu m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, kc);
+        for (size_t e = 0; e < mn; e++)
+            want[e] = 0.5 * (1.0 + erf(x[e] / sqrt(2.0))) +
+                      x[e] * exp(-0.5 * x[e] * x[e]) / sqrt(2.0 * 3.14159265358979323846);
+        check_close(kept, want, mn, 1e-6 * (double)(z.k + 2), 1e-5,
+                    "derivative m=%zu n=%zu k=%zu kc=%zu", z.m, z.n, z.k, kc);
+        /* the same product times the derivative kept */
+        gemm_epilogue by = {NULL, 0, NULL, 0, NULL, dk->buf};
+        check_ok(blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf,
+                                     0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n, &by));
+        check_ok(kiln_tensor_download(dc, got, mn));
+        check_ok(blas_sgemm(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf, 0, z.k,
+                            dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n));
+        check_ok(op_times(ctx, dc->buf, dk->buf, dc->buf, mn));
+        check_ok(kiln_tensor_download(dc, plain, mn));
+        ck_assert_msg(memcmp(got, plain, mn * 4) == 0,
+                      "m=%zu n=%zu k=%zu kc=%zu: not the bits of the product, then times",
+                      z.m, z.n, z.k, kc);
+        ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, x);
+        for (size_t e = 0; e < mn; e++)
+            x[e] *= kept[e];
+        check_close(got, x, mn, 1e-6 * (double)(z.k + 2), 1e-5, "times m=%zu n=%zu k=%zu kc=%zu",
+                    z.m, z.n, z.k, kc);
+        kiln_tensor_free(dd);
+        free(x);
         kiln_tensor_free(da);
         kiln_tensor_free(dw);
         kiln_tensor_free(db);
@@ -741,7 +771,7 @@ int main(void)
     tcase_add_loop_test(tc, sgemm_with_each_tile, 0, FORCED);
     tcase_add_loop_test(tc, sgemm_in_blocks_of_k, 0, 3);
     tcase_add_loop_test(tc, sgemm_epilogue_adds_bias_and_relu, 0, 2);
-    tcase_add_loop_test(tc, sgemm_epilogue_keeps_the_input_of_gelu, 0, 2);
+    tcase_add_loop_test(tc, sgemm_epilogue_keeps_the_derivative_of_gelu, 0, 2);
     tcase_add_loop_test(tc, im2col_panels_follow_the_tile, 0, 2 * FORCED);
     tcase_add_test(tc, gemm_tiles_parse_and_default);
     suite_add_tcase(s, tc);

@@ -583,7 +583,7 @@ START_TEST(fusing_ops_have_samples)
 END_TEST
 
 /* An activation whose gradient needs its input is refused by every op's
- * epilogue but those that keep that input (keeps_act_input: linear),
+ * epilogue but those that keep that input (keeps_act_grad: linear),
  * naming both; ops without fuses_act refuse every activation. */
 START_TEST(epilogues_refuse_what_they_cannot_absorb)
 {
@@ -595,7 +595,7 @@ START_TEST(epilogues_refuse_what_they_cannot_absorb)
             attrs.act = (kiln_act)a;
             op_shapes s;
             kiln_status st = op_infer(tc->kind, &attrs, tc->in, &s);
-            if (act_get((kiln_act)a)->from_output || op_get(tc->kind)->keeps_act_input) {
+            if (act_get((kiln_act)a)->from_output || op_get(tc->kind)->keeps_act_grad) {
                 ck_assert_int_eq(st, KILN_OK);
                 continue;
             }

@@ -229,7 +229,7 @@ kiln_status blas_sgemm_epilogue(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose
 {
     if (m == 0 || n == 0)
         return KILN_OK;
-    int gelu = epi && (epi->gelu || epi->gelu_grad_at);
+    int gelu = epi && epi->gelu;
     if (epi && (k == 0 || alpha == 0.0f || !blas_has_epilogue(ctx) ||
                 (gelu && !blas_has_gelu_epilogue(ctx))))
         return error_set(KILN_ERR_INVALID_ARGUMENT, "blas_sgemm_epilogue: an epilogue needs "

@@ -81,23 +81,24 @@ void blas_set_log(kiln_ctx *ctx, gemm_log *log);
  * bias (bias, or NULL), then the value at the same place of residual (laid
  * out as C, or NULL), then keep the value so far in keep (laid out as C,
  * or NULL: the input of the activation, for its gradient), then take
- * max(v, 0) (relu) or GELU (gelu, with erf: act.cl's own arithmetic). Or,
- * where the product is the gradient of a GELU's output, times GELU's
- * derivative at the values of gelu_grad_at (laid out as C): the gradient
- * of its input. At most one of residual, keep and gelu_grad_at is given. */
+ * max(v, 0) (relu) or GELU (gelu, with erf: act.cl's own arithmetic, its
+ * derivative there kept in keep, laid out as C, or NULL). Or the product
+ * times the values of `times` (laid out as C): where it is the gradient of
+ * an activation's output and times that activation's derivative, the
+ * gradient of its input. At most one of residual, keep and times. */
 typedef struct {
     cl_mem bias;
     int relu;
     cl_mem residual;
     int gelu;
     cl_mem keep;
-    cl_mem gelu_grad_at;
+    cl_mem times;
 } gemm_epilogue;
 
 /* Whether blas_sgemm_epilogue runs on ctx: kiln's GEMM has epilogues,
  * CLBlast has none. */
 int blas_has_epilogue(kiln_ctx *ctx);
-/* Whether it has GELU's (gelu, gelu_grad_at) too: where work-groups run as
+/* Whether it has GELU's (gelu, keep) too: where work-groups run as
  * loops (PoCL). llvmpipe, which inlines every call, took about 15 s to
  * compile each product kernel with them, more than any of its products
  * repays. */

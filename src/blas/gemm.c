@@ -280,8 +280,7 @@ kiln_status gemm_pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem src,
 }
 
 /* The bits of gemm.cl's epilogue argument, as it defines them. */
-enum { EPI_BIAS = 1, EPI_RELU = 2, EPI_RESIDUAL = 4, EPI_GELU = 8, EPI_KEEP = 16,
-       EPI_GELU_GRAD = 32 };
+enum { EPI_BIAS = 1, EPI_RELU = 2, EPI_RESIDUAL = 4, EPI_GELU = 8, EPI_KEEP = 16, EPI_TIMES = 32 };
 
 /* The EPI_* bits of an epilogue (NULL: none), and the buffer gemm.cl's
  * kernels read the biases from (any buffer where there are none). */
@@ -289,24 +288,24 @@ static cl_uint epilogue_flags(const gemm_epilogue *epi)
 {
     return epi ? (epi->bias ? EPI_BIAS : 0u) | (epi->relu ? EPI_RELU : 0u) |
                      (epi->residual ? EPI_RESIDUAL : 0u) | (epi->gelu ? EPI_GELU : 0u) |
-                     (epi->keep ? EPI_KEEP : 0u) | (epi->gelu_grad_at ? EPI_GELU_GRAD : 0u)
+                     (epi->keep ? EPI_KEEP : 0u) | (epi->times ? EPI_TIMES : 0u)
                : 0u;
 }
 
 /* WITH_GELU where epi has one of GELU's epilogues, else 0. */
 static int gelu_programs(const gemm_epilogue *epi)
 {
-    return epi && (epi->gelu || epi->gelu_grad_at) ? WITH_GELU : 0;
+    return epi && epi->gelu ? WITH_GELU : 0;
 }
 
-/* gemm.cl's aux: the residual read, where the value before GELU is kept,
- * or GELU's input for its derivative (C where none). */
+/* gemm.cl's aux: the residual or the factors read, or where GELU's
+ * derivative is kept (C where none). */
 static cl_mem epilogue_aux(const gemm_epilogue *epi, cl_mem c)
 {
     if (!epi)
         return c;
     return epi->residual ? epi->residual
-                         : epi->keep ? epi->keep : epi->gelu_grad_at ? epi->gelu_grad_at : c;
+                         : epi->keep ? epi->keep : epi->times ? epi->times : c;
 }
 
 static cl_mem epilogue_bias(const gemm_epilogue *epi, cl_mem other)

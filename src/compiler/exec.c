@@ -213,9 +213,7 @@ static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
     c.dout_past_act = s->act_grad_by >= 0; /* its reader applied act' */
     const pipe_step *from = s->inputs[0] >= 0 ? &p->steps[s->inputs[0]] : NULL;
     if (from && from->act_grad_by == (int)(s - p->steps)) {
-        c.din_act = from->attrs.act;
-        c.din_act_slope = from->attrs.slope;
-        c.din_act_x = from->saved[0];
+        c.din_times = from->saved[0];
     }
     int accumulate[OP_MAX_INPUTS] = {0};
     kiln_status st = KILN_OK;

@@ -11,7 +11,7 @@
  * else reads it and no activation would rather fuse into the add (a
  * ResNet's add + ReLU stays one kernel): the linear then adds the other
  * input as it stores (a GPT's residual stream). And where a step keeps its
- * activation's input (keeps_act_input) and its one reader's row says
+ * activation's derivative (keeps_act_grad) and its one reader's row says
  * grads_through_act, the reader's backward applies that activation's
  * gradient as it computes its input gradient (a GPT's GELU, in the
  * epilogue of the product after it). */
@@ -88,7 +88,7 @@ void fuse_act_grads(pipeline *p)
             continue;
         pipe_step *s = &p->steps[from];
         kiln_act act = s->attrs.act;
-        if (s->uses == 1 && op_get(s->op)->keeps_act_input && act != KILN_ACT_NONE &&
+        if (s->uses == 1 && op_get(s->op)->keeps_act_grad && act != KILN_ACT_NONE &&
             !act_get(act)->from_output)
             s->act_grad_by = (int)r;
     }

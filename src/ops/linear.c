@@ -22,7 +22,7 @@ static kiln_status linear_infer(const op_attrs *a, const kiln_shape *in, op_shap
     s->param[0] = shape_make(2, a->out, features, 0, 0);
     s->param[1] = shape_make(1, a->out, 0, 0, 0);
     if (a->act != KILN_ACT_NONE && !act_get(a->act)->from_output) {
-        s->n_saved = 1; /* the activation's input, for its gradient */
+        s->n_saved = 1; /* the activation's derivative, for its gradient */
         s->saved[0] = s->out;
     }
     return KILN_OK;
@@ -85,26 +85,27 @@ static kiln_status residual_of(const op_args *c, const kiln_tensor **r)
 }
 
 /* The product, its bias and an activation whose gradient needs its input
- * (act_info.from_output 0): the product and bias kept in z (saved tensor
- * 0) for the backward, as the epilogue stores them where kiln's GEMM runs
- * the activation there (GELU), else by the activation's own pass. */
-static kiln_status product_keeping_input(const op_args *c, size_t n, size_t in, size_t out,
-                                         const kiln_tensor *bias)
+ * (act_info.from_output 0), its derivative there kept in d (saved tensor 0)
+ * for the backward in training: in the epilogue where kiln's GEMM runs the
+ * activation there (GELU), else by act.cl's pass after the product. */
+static kiln_status product_keeping_grad(const op_args *c, size_t n, size_t in, size_t out,
+                                        const kiln_tensor *bias)
 {
     kiln_act act = c->attrs->act;
-    kiln_tensor *z = c->saved[0];
+    cl_mem y = c->out->buf, d = c->training ? c->saved[0]->buf : NULL;
     int fused = blas_has_gelu_epilogue(c->ctx) && act == KILN_ACT_GELU;
-    gemm_epilogue epi = {bias ? bias->buf : NULL, 0, NULL, 1, c->training ? z->buf : NULL,
-                         NULL};
+    gemm_epilogue epi = {bias ? bias->buf : NULL, 0, NULL, 1, d, NULL};
     kiln_status st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
                                          c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
-                                         fused ? c->out->buf : z->buf, 0, out,
-                                         fused ? &epi : NULL);
-    if (st == KILN_OK && !fused)
-        st = op_bias_act(c->ctx, KILN_ACT_NONE, 0.0f, z, bias, out, 1);
-    return st == KILN_OK && !fused
-               ? op_act_forward(c->ctx, act, c->attrs->slope, z->buf, c->out->buf, z->numel)
-               : st;
+                                         y, 0, out, fused ? &epi : NULL);
+    if (st != KILN_OK || fused)
+        return st;
+    st = op_bias_act(c->ctx, KILN_ACT_NONE, 0.0f, c->out, bias, out, 1);
+    if (st != KILN_OK)
+        return st;
+    size_t count = c->out->numel;
+    return d ? op_act_forward_grad(c->ctx, act, c->attrs->slope, y, y, d, count)
+             : op_act_forward(c->ctx, act, c->attrs->slope, y, y, count);
 }
 
 static kiln_status linear_forward(const op_args *c)
@@ -121,7 +122,7 @@ static kiln_status linear_forward(const op_args *c)
         out <= UINT32_MAX && !(keeps && c->training))
         st = linear_one(c, in, out);
     else if (keeps)
-        return product_keeping_input(c, n, in, out, bias);
+        return product_keeping_grad(c, n, in, out, bias);
     else {
         int fused = blas_has_epilogue(c->ctx) && (act == KILN_ACT_NONE || act == KILN_ACT_RELU);
         gemm_epilogue epi = {bias ? bias->buf : NULL, act == KILN_ACT_RELU, r ? r->buf : NULL,
@@ -147,12 +148,14 @@ kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
     kiln_status st = tensor_of(c->ctx, &s, dz);
     if (st != KILN_OK)
         return st;
-    /* y stands in for z where the gradient follows from the output
-     * (act_info.from_output); else the op kept z as its saved tensor 0
-     * (keeps_act_input) */
-    cl_mem x = act_get(c->attrs->act)->from_output ? c->out->buf : c->saved[0]->buf;
-    st = op_act_backward(c->ctx, c->attrs->act, c->attrs->slope, x, c->out->buf, c->dout->buf,
-                         (*dz)->buf, c->out->numel);
+    /* the derivative kept (keeps_act_grad) where the gradient needs the
+     * input; else from the output (act_info.from_output), y standing in for
+     * the input */
+    if (!act_get(c->attrs->act)->from_output)
+        st = op_times(c->ctx, c->dout->buf, c->saved[0]->buf, (*dz)->buf, c->out->numel);
+    else
+        st = op_act_backward(c->ctx, c->attrs->act, c->attrs->slope, c->out->buf, c->out->buf,
+                             c->dout->buf, (*dz)->buf, c->out->numel);
     if (st != KILN_OK) {
         kiln_tensor_free(*dz);
         *dz = NULL;
@@ -160,22 +163,21 @@ kiln_status op_act_grad(const op_args *c, kiln_tensor **dz)
     return st;
 }
 
-/* dx = g W: (N, out)(out, in), or act'(x) times it for the activation that
- * x's producer absorbed (din_act), in the product's epilogue where kiln's
- * GEMM has it (GELU), else by the activation's own pass, in place. */
+/* dx = g W: (N, out)(out, in), times din_times (the derivative of the
+ * activation that x's producer absorbed) where given: in the product's
+ * epilogue on kiln's GEMM, else by a pass after it, in place. */
 static kiln_status input_grad(const op_args *c, cl_mem g, size_t n, size_t in, size_t out)
 {
-    kiln_act act = c->din_act;
-    int fused = act == KILN_ACT_GELU && blas_has_gelu_epilogue(c->ctx);
-    gemm_epilogue epi = {NULL, 0, NULL, 0, NULL, fused ? c->din_act_x->buf : NULL};
+    const kiln_tensor *times = c->din_times;
+    int fused = times && blas_has_epilogue(c->ctx);
+    gemm_epilogue epi = {NULL, 0, NULL, 0, NULL, fused ? times->buf : NULL};
     cl_mem dx = c->din[0]->buf;
     kiln_status st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_NO_TRANS, n, in, out, 1.0f,
                                          g, 0, out, c->param[0]->buf, 0, in, 0.0f, dx, 0, in,
                                          fused ? &epi : NULL);
-    if (st != KILN_OK || fused || act == KILN_ACT_NONE)
+    if (st != KILN_OK || fused || !times)
         return st;
-    cl_mem x = c->din_act_x->buf;
-    return op_act_backward(c->ctx, act, c->din_act_slope, x, x, dx, dx, c->din[0]->numel);
+    return op_times(c->ctx, dx, times->buf, dx, c->din[0]->numel);
 }
 
 static kiln_status linear_backward(const op_args *c)
@@ -212,7 +214,7 @@ const op_desc op_linear_desc = {
     .name = "linear",
     .n_inputs = 1,
     .fuses_act = 1,
-    .keeps_act_input = 1,
+    .keeps_act_grad = 1,
     .grads_through_act = 1,
     .fuses_residual = 1,
     .grads_in_place = 2u, /* the residual's, where it is fused in */

@@ -247,14 +247,11 @@ typedef struct {
      * there, in place over dout, and writes the other inputs' after. */
     int din_in_place[OP_MAX_INPUTS];
     /* Backward, where the op's row says grads_through_act: din[0] is to
-     * hold act'(x) times its input's gradient, din_act (and its slope) and
-     * x (din_act_x) being the activation its input's producer absorbed and
-     * kept the input of (KILN_ACT_NONE: the plain gradient). The producer
-     * then gets dout_past_act: its dout is its activation's input's
-     * gradient already, and it skips that pass. */
-    kiln_act din_act;
-    float din_act_slope;
-    const kiln_tensor *din_act_x;
+     * hold its gradient times din_times elementwise (NULL: the plain
+     * gradient), the derivative of the activation its input's producer
+     * absorbed and kept. The producer then gets dout_past_act: its dout is
+     * its activation's input's gradient already, and it skips that pass. */
+    const kiln_tensor *din_times;
     int dout_past_act;
     /* Decoding (forward only): the input's first row is position `at` of
      * the sequence (position adds that row of its table), and attention
@@ -290,11 +287,11 @@ typedef struct {
     int n_inputs;       /* 2 for add and concat */
     /* absorbs an activation epilogue (one with act_info.from_output) */
     int fuses_act;
-    /* absorbs the others too, keeping the activation's input (its
-     * gradient's) as saved tensor 0 */
-    int keeps_act_input;
+    /* absorbs the others too, keeping the activation's derivative at its
+     * input (what its gradient needs) as saved tensor 0 */
+    int keeps_act_grad;
     /* its input gradient can take the gradient of the activation that its
-     * input's producer absorbed (din_act), as kiln's GEMM stores it (GELU) */
+     * input's producer absorbed (din_times), as kiln's GEMM stores it */
     int grads_through_act;
     /* absorbs an add after it that alone reads its output: the add's other
      * input becomes its second input, added to its output as it is stored
@@ -465,9 +462,13 @@ kiln_status op_add_into(kiln_ctx *ctx, kiln_tensor *y, const kiln_tensor *x);
 kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y,
                         const kiln_tensor *b, size_t cols, size_t inner);
 
-/* y = act(x) over n values (pointwise.c). */
+/* y = act(x) over n values (pointwise.c); with d, also d = act'(x) (y may
+ * be x); y = a b elementwise. */
 kiln_status op_act_forward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
                            size_t n);
+kiln_status op_act_forward_grad(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
+                                cl_mem d, size_t n);
+kiln_status op_times(kiln_ctx *ctx, cl_mem a, cl_mem b, cl_mem y, size_t n);
 /* dx = act'(x) dy over n values, y = act(x) (pointwise.c). */
 kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
                             cl_mem dy, cl_mem dx, size_t n);

@@ -81,6 +81,29 @@ kiln_status op_act_forward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, c
                      KARG(count), KARG(slope));
 }
 
+kiln_status op_act_forward_grad(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
+                                cl_mem d, size_t n)
+{
+    cl_kernel k;
+    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act), "act_forward_grad", &k);
+    if (st != KILN_OK)
+        return st;
+    cl_uint count = n;
+    return launch_1d(ctx, k, "act_forward_grad", n, pointwise_group_size(ctx), KARG(x), KARG(y),
+                     KARG(d), KARG(count), KARG(slope));
+}
+
+kiln_status op_times(kiln_ctx *ctx, cl_mem a, cl_mem b, cl_mem y, size_t n)
+{
+    cl_kernel k;
+    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(KILN_ACT_NONE), "times", &k);
+    if (st != KILN_OK)
+        return st;
+    cl_uint count = n;
+    return launch_1d(ctx, k, "times", n, pointwise_group_size(ctx), KARG(a), KARG(b), KARG(y),
+                     KARG(count));
+}
+
 static kiln_status act_forward(const op_args *c)
 {
     return op_act_forward(c->ctx, c->attrs->act, c->attrs->slope, c->in[0]->buf, c->out->buf,

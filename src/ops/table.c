@@ -73,7 +73,7 @@ kiln_status op_check_fusable(op_kind kind, kiln_act act)
     const act_info *ai = act_get(act);
     if (!d || !ai)
         return error_set(KILN_ERR_INVALID_ARGUMENT, "unknown op or activation");
-    if (act == KILN_ACT_NONE || (d->fuses_act && (ai->from_output || d->keeps_act_input)))
+    if (act == KILN_ACT_NONE || (d->fuses_act && (ai->from_output || d->keeps_act_grad)))
         return KILN_OK;
     if (!d->fuses_act)
         return error_set(KILN_ERR_UNSUPPORTED, "%s: cannot absorb an activation (%s)", d->name,
