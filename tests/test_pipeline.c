@@ -95,6 +95,12 @@ static const net_case nets[] = {
      "[add]\nfrom = l, x\nname = a\n[tanh]\nfrom = x\nname = t\n[add]\nfrom = a, t\n"
      "[tanh]\n[linear]\nout = 3\n",
      LOSS_CROSS_ENTROPY, 3, 3},
+    /* x's two gradients from the concat, after t's: each its own partial */
+    {"a concat of x and x, x read after it too",
+     "[input]\nshape = 6\n[linear]\nout = 8\nname = x\n[concat]\nfrom = x, x\n"
+     "[linear]\nout = 8\nname = lc\n[tanh]\nfrom = x\nname = t\n[add]\nfrom = lc, t\n"
+     "[tanh]\n[linear]\nout = 3\n",
+     LOSS_CROSS_ENTROPY, 3, 2},
     /* the model's last layer merges only into the last step (its output):
      * not past a layer that nothing reads, neither a sum into a linear nor
      * an activation */

@@ -222,6 +222,16 @@ static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
                              &accumulate[k]);
     for (int k = 0; k < OP_MAX_PARAMS; k++)
         c.dparam[k] = s->dparam[k];
+    /* a value read twice (concat(x, x)) whose gradient another reader
+     * wrote first: its second gradient goes to a tensor of its own, not to
+     * the partial the first fills */
+    kiln_tensor *second = NULL;
+    if (st == KILN_OK && s->n_inputs == 2 && s->inputs[0] == s->inputs[1] && accumulate[0] &&
+        accumulate[1]) {
+        kiln_shape shape = shape_of(c.din[1]);
+        st = tensor_of(p->ctx, &shape, &second);
+        c.din[1] = second;
+    }
     if (st == KILN_OK)
         st = op_backward(s->op, &c);
     if (st == KILN_OK && s->tie_from >= 0 && s->dparam[0]) /* a tied weight's gradients add */
@@ -231,9 +241,10 @@ static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
             continue;
         pipe_step *v = &p->steps[s->inputs[k]];
         if (accumulate[k])
-            st = op_add_into(p->ctx, v->grad, v->partial);
+            st = op_add_into(p->ctx, v->grad, k == 1 && second ? second : v->partial);
         v->grad_ready = 1;
     }
+    kiln_tensor_free(second);
     return st;
 }
 
