@@ -292,10 +292,14 @@ static cl_uint epilogue_flags(const gemm_epilogue *epi)
                : 0u;
 }
 
-/* WITH_GELU where epi has one of GELU's epilogues, else 0. */
-static int gelu_programs(const gemm_epilogue *epi)
+/* Kernel `name` of a product with epilogue epi: of the program for op(A)
+ * (which: PLAIN_A or TRANS_A), the one with GELU's epilogues where epi has
+ * one. */
+static kiln_status product_kernel(kiln_ctx *ctx, const blas_state *s, int which,
+                                  const gemm_epilogue *epi, const char *name, cl_kernel *out)
 {
-    return epi && epi->gelu ? WITH_GELU : 0;
+    int gelu = epi && epi->gelu ? WITH_GELU : 0;
+    return kernel_get(ctx, GEMM_SOURCES, s->tile_options[which | gelu], name, out);
 }
 
 /* gemm.cl's aux: the residual or the factors read, or where GELU's
@@ -334,10 +338,8 @@ static kiln_status tiles(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
     }
     cl_kernel kernel;
     if (st == KILN_OK)
-        st = kernel_get(ctx, GEMM_SOURCES,
-                        s->tile_options[(ta == KILN_TRANS ? TRANS_A : PLAIN_A) |
-                                        gelu_programs(epi)],
-                        "gemm_tile", &kernel);
+        st = product_kernel(ctx, s, ta == KILN_TRANS ? TRANS_A : PLAIN_A, epi, "gemm_tile",
+                            &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, bo = b.off, lb = b.ld, co = c_off, lc = ldc, mm = m, nn = n,
@@ -407,8 +409,7 @@ static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, 
     cl_kernel kernel;
     kiln_status st = gemm_scratch(ctx, 1, items * k * nr * sizeof(float), &scratch_slots);
     if (st == KILN_OK)
-        st = kernel_get(ctx, GEMM_SOURCES, s->tile_options[PLAIN_A | gelu_programs(epi)],
-                        "gemm_slots", &kernel);
+        st = product_kernel(ctx, s, PLAIN_A, epi, "gemm_slots", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
@@ -429,8 +430,7 @@ static kiln_status gemv(kiln_ctx *ctx, const blas_state *s, size_t m, size_t n, 
                         const gemm_epilogue *epi)
 {
     cl_kernel kernel;
-    kiln_status st = kernel_get(ctx, GEMM_SOURCES, s->tile_options[PLAIN_A | gelu_programs(epi)],
-                                "gemv_rows", &kernel);
+    kiln_status st = product_kernel(ctx, s, PLAIN_A, epi, "gemv_rows", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,

@@ -212,9 +212,8 @@ static kiln_status backward_step(pipeline *p, pipe_step *s, int training)
     c.dout = s->grad;
     c.dout_past_act = s->act_grad_by >= 0; /* its reader applied act' */
     const pipe_step *from = s->inputs[0] >= 0 ? &p->steps[s->inputs[0]] : NULL;
-    if (from && from->act_grad_by == (int)(s - p->steps)) {
+    if (from && from->act_grad_by == (int)(s - p->steps))
         c.din_times = from->saved[0];
-    }
     int accumulate[OP_MAX_INPUTS] = {0};
     kiln_status st = KILN_OK;
     for (int k = 0; k < s->n_inputs && st == KILN_OK; k++)

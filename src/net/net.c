@@ -597,11 +597,10 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
                        (double)l);
     if (st == KILN_OK && !local)
         st = net_optim_step(net, net->lr, NULL);
-    if (st != KILN_OK)
-        optim_set_steps(net->opt, t);
     if (st != KILN_OK) { /* the target upload may still read the caller's array */
         kiln_ctx_finish(net->ctx);
         net->main.p->counter = counter;
+        optim_set_steps(net->opt, t);
     }
     if (loss)
         *loss = l;

@@ -103,9 +103,7 @@ static kiln_status product_keeping_grad(const op_args *c, size_t n, size_t in, s
     st = op_bias_act(c->ctx, KILN_ACT_NONE, 0.0f, c->out, bias, out, 1);
     if (st != KILN_OK)
         return st;
-    size_t count = c->out->numel;
-    return d ? op_act_forward_grad(c->ctx, act, c->attrs->slope, y, y, d, count)
-             : op_act_forward(c->ctx, act, c->attrs->slope, y, y, count);
+    return op_act_forward(c->ctx, act, c->attrs->slope, y, y, d, c->out->numel);
 }
 
 static kiln_status linear_forward(const op_args *c)

@@ -438,16 +438,15 @@ static kiln_status ln_forward(const op_args *c)
 
 static kiln_status ln_dx(const op_args *c, size_t rows, cl_uint dim)
 {
-    const char *name = "ln_dx";
     size_t items, local;
     cl_uint r = rows;
     cl_int add = c->din_add[0];
     cl_kernel k;
-    kiln_status st = op_norm_kernel(c->ctx, name, &k);
+    kiln_status st = op_norm_kernel(c->ctx, "ln_dx", &k);
     if (st != KILN_OK)
         return st;
     ln_row_grid(c, rows, &items, &local);
-    return launch_1d(c->ctx, k, name, items, local, KARG(c->in[0]->buf), KARG(c->dout->buf),
+    return launch_1d(c->ctx, k, "ln_dx", items, local, KARG(c->in[0]->buf), KARG(c->dout->buf),
                      KARG(c->param[0]->buf), KARG(c->saved[0]->buf), KARG(c->saved[1]->buf),
                      KARG(c->din[0]->buf), KARG(r), KARG(dim), KARG(add));
 }

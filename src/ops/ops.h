@@ -462,12 +462,10 @@ kiln_status op_add_into(kiln_ctx *ctx, kiln_tensor *y, const kiln_tensor *x);
 kiln_status op_bias_act(kiln_ctx *ctx, kiln_act act, float slope, kiln_tensor *y,
                         const kiln_tensor *b, size_t cols, size_t inner);
 
-/* y = act(x) over n values (pointwise.c); with d, also d = act'(x) (y may
- * be x); y = a b elementwise. */
+/* y = act(x) over n values (pointwise.c), and where d is given (not NULL)
+ * d = act'(x) too (y may be x); y = a b elementwise. */
 kiln_status op_act_forward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
-                           size_t n);
-kiln_status op_act_forward_grad(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
-                                cl_mem d, size_t n);
+                           cl_mem d, size_t n);
 kiln_status op_times(kiln_ctx *ctx, cl_mem a, cl_mem b, cl_mem y, size_t n);
 /* dx = act'(x) dy over n values, y = act(x) (pointwise.c). */
 kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,

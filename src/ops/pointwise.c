@@ -70,27 +70,18 @@ static kiln_status same_shape(const op_attrs *a, const kiln_shape *in, op_shapes
 }
 
 kiln_status op_act_forward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
-                           size_t n)
+                           cl_mem d, size_t n)
 {
+    const char *name = d ? "act_forward_grad" : "act_forward";
     cl_kernel k;
-    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act), "act_forward", &k);
+    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act), name, &k);
     if (st != KILN_OK)
         return st;
     cl_uint count = n;
-    return launch_1d(ctx, k, "act_forward", n, pointwise_group_size(ctx), KARG(x), KARG(y),
-                     KARG(count), KARG(slope));
-}
-
-kiln_status op_act_forward_grad(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, cl_mem y,
-                                cl_mem d, size_t n)
-{
-    cl_kernel k;
-    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(act), "act_forward_grad", &k);
-    if (st != KILN_OK)
-        return st;
-    cl_uint count = n;
-    return launch_1d(ctx, k, "act_forward_grad", n, pointwise_group_size(ctx), KARG(x), KARG(y),
-                     KARG(d), KARG(count), KARG(slope));
+    size_t wg = pointwise_group_size(ctx);
+    return d ? launch_1d(ctx, k, name, n, wg, KARG(x), KARG(y), KARG(d), KARG(count),
+                         KARG(slope))
+             : launch_1d(ctx, k, name, n, wg, KARG(x), KARG(y), KARG(count), KARG(slope));
 }
 
 kiln_status op_times(kiln_ctx *ctx, cl_mem a, cl_mem b, cl_mem y, size_t n)
@@ -107,7 +98,7 @@ kiln_status op_times(kiln_ctx *ctx, cl_mem a, cl_mem b, cl_mem y, size_t n)
 static kiln_status act_forward(const op_args *c)
 {
     return op_act_forward(c->ctx, c->attrs->act, c->attrs->slope, c->in[0]->buf, c->out->buf,
-                          c->out->numel);
+                          NULL, c->out->numel);
 }
 
 kiln_status op_add_into(kiln_ctx *ctx, kiln_tensor *y, const kiln_tensor *x)
