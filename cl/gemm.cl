@@ -1358,16 +1358,15 @@ conv_phase_pixels_lines(__global const float *wq, __global const float *gp,
     phase_pixel_tiles(wq, gp, dx, N, C, H, W, O, Hp, Wp, K, S, P, D, PG, adding, 1);
 }
 
-/* The sums of the tile of phase f from its pixel at (its first, MR
- * neighbours in a row, read as lines) by the NR channels from col0, in
- * phase_tile's order, into t. */
-INLINE void phase_line_sums(const phase_geom *f, __global const float *gp, im2col_at at,
-                            uint O, uint Wp, size_t plane, uint S, uint P, uint D, uint PG,
-                            size_t col0, float t[MR][NR])
+/* The sums of the tile of phase f whose pixel is at x0 in g's rows
+ * (its first, MR neighbours in a row, read as lines; planes `plane`
+ * floats apart, rows Wp) by the NR channels from col0, in phase_tile's
+ * order, into t. */
+INLINE void phase_line_sums(const phase_geom *f, __global const float *x0, uint O, uint Wp,
+                            size_t plane, uint S, uint P, uint D, size_t col0, float t[MR][NR])
 {
     size_t k = f->k;
     const uint line_step = 1;
-    __global const float *x0 = gp + at.n * O * plane + (size_t)(at.oh + PG) * Wp + at.ow + PG;
     __global const float *b = f->w + col0 * k;
     ROWS(ACC)
     PHASE_TAPS(ROWS(LINE_FMA))
@@ -1377,14 +1376,22 @@ INLINE void phase_line_sums(const phase_geom *f, __global const float *gp, im2co
 /* Channels of a pair of phase tiles (columns 2j and 2j + 1 of the same
  * MR inputs j of a row of dx), each channel's 2 MR values one run from d
  * (channels stride apart); keep0, keep1: that phase has no taps and dx
- * adds, so its values stay as they are. */
+ * adds, so its values stay as they are. Without adding, dx is not read. */
 INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0[MR][NR],
                         float t1[MR][NR], uint adding, int keep0, int keep1)
 {
+    if (!adding) {
+        for (size_t j = 0; j < count; j++, d += stride)
+            for (uint r = 0; r < MR; r++) {
+                d[2 * r] = t0[r][j];
+                d[2 * r + 1] = t1[r][j];
+            }
+        return;
+    }
     for (size_t j = 0; j < count; j++, d += stride)
         for (uint r = 0; r < MR; r++) {
-            d[2 * r] = keep0 ? d[2 * r] : ADDED(t0[r][j], d[2 * r]);
-            d[2 * r + 1] = keep1 ? d[2 * r + 1] : ADDED(t1[r][j], d[2 * r + 1]);
+            d[2 * r] = keep0 ? d[2 * r] : t0[r][j] + d[2 * r];
+            d[2 * r + 1] = keep1 ? d[2 * r + 1] : t1[r][j] + d[2 * r + 1];
         }
 }
 
@@ -1392,35 +1399,53 @@ INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0
  * (a, 0) and the one of phase (a, 1) beside it (the same MR inputs of a
  * phase row) are computed one after the other and stored together, each
  * channel's 2 MR values of dx one run, where a phase's tile stored every
- * other value, one at a time. Item g takes a run of each row phase's tile
- * pairs. The same sums, so the same bits, as conv_phase_pixels_lines; a
- * phase no tap reaches gets zeros (or keeps its values, where dx adds).
- * The arguments are conv_phase_pixels'; stride is 2 (the host takes this
- * kernel only then), a constant here. */
+ * other value, one at a time; then the same for row phase 1 below them
+ * (if that phase has the row: H may be odd). Item g takes a run of these
+ * tiles (along the rows of row phase 0). The same sums, so the same bits,
+ * as conv_phase_pixels_lines; a phase no tap reaches gets zeros (or keeps
+ * its values, where dx adds). g (N, O, OH, OW) is read in place where PG
+ * is 0; else an item stages the rows of g that its next CH phase rows
+ * read, zero-padded by PG (stage_rows: CH + 2 PG rows a channel, in its
+ * core's cache, where a padded copy of all of g went to memory and back).
+ * scratch: each item's staged rows. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-conv_phase_pairs(__global const float *wq, __global const float *gp, __global float *dx,
-                 const uint N, const uint C, const uint H, const uint W, const uint O,
-                 const uint Hp, const uint Wp, const uint K, const uint stride, const uint P,
-                 const uint D, const uint PG, const uint adding)
+conv_phase_pairs(__global const float *wq, __global const float *g, __global float *dx,
+                 __global float *scratch, const uint N, const uint C, const uint H,
+                 const uint W, const uint O, const uint OH, const uint OW, const uint K,
+                 const uint P, const uint D, const uint PG, const uint adding, const uint CH)
 {
-    const uint S = 2;
-    size_t items = get_global_size(0), g = get_global_id(0), plane = (size_t)Hp * Wp;
-    size_t HW = (size_t)H * W;
-    for (uint pa = 0; pa < S; pa++) {
-        phase_geom f0 = phase_geom_of(wq, pa, 0, N, C, H, W, O, K, S, P, D);
-        phase_geom f1 = phase_geom_of(wq, pa, 1, N, C, H, W, O, K, S, P, D);
-        size_t tiles = f0.npix / MR;
-        if (f0.k == 0 && f1.k == 0 && adding)
-            continue;
-        for (size_t t = g * tiles / items; t < (g + 1) * tiles / items; t++) {
-            im2col_at at = im2col_start(t * MR, f0.HA, f0.WB);
+    const uint S = 2, Wp = OW + 2 * PG, R = PG ? CH + 2 * PG : OH;
+    size_t items = get_global_size(0), item = get_global_id(0), plane = (size_t)R * Wp;
+    size_t HW = (size_t)H * W, gimage = (size_t)O * OH * OW;
+    __global float *gs = scratch + item * O * plane;
+    phase_geom f[2][2];
+    for (uint pa = 0; pa < S; pa++)
+        for (uint pb = 0; pb < S; pb++)
+            f[pa][pb] = phase_geom_of(wq, pa, pb, N, C, H, W, O, K, S, P, D);
+    size_t tiles = f[0][0].npix / MR, staged_n = N;
+    uint staged_i = 0;
+    for (size_t t = item * tiles / items; t < (item + 1) * tiles / items; t++) {
+        im2col_at at = im2col_start(t * MR, f[0][0].HA, f[0][0].WB);
+        __global const float *x0 = g + at.n * gimage + (size_t)at.oh * Wp + at.ow;
+        if (PG) {
+            if (at.n != staged_n || at.oh >= staged_i + CH) {
+                staged_n = at.n;
+                staged_i = at.oh;
+                stage_rows(gs, g + at.n * gimage, O, OH, OW, PG, (long)at.oh - (long)PG, R);
+            }
+            x0 = gs + (size_t)(at.oh - staged_i + PG) * Wp + at.ow + PG;
+        }
+        for (uint pa = 0; pa < S; pa++) {
+            const phase_geom *f0 = &f[pa][0], *f1 = &f[pa][1];
+            if ((f0->k == 0 && f1->k == 0 && adding) || at.oh >= f0->HA)
+                continue;
             __global float *row = dx + at.n * C * HW + (pa + S * at.oh) * W + S * at.ow;
             for (size_t col0 = 0; col0 < C; col0 += NR) {
                 float t0[MR][NR], t1[MR][NR];
-                phase_line_sums(&f0, gp, at, O, Wp, plane, S, P, D, PG, col0, t0);
-                phase_line_sums(&f1, gp, at, O, Wp, plane, S, P, D, PG, col0, t1);
+                phase_line_sums(f0, x0, O, Wp, plane, S, P, D, col0, t0);
+                phase_line_sums(f1, x0, O, Wp, plane, S, P, D, col0, t1);
                 store_pairs(row + col0 * HW, HW, min((size_t)NR, (size_t)C - col0), t0, t1,
-                            adding, adding && f0.k == 0, adding && f1.k == 0);
+                            adding, adding && f0->k == 0, adding && f1->k == 0);
             }
         }
     }

@@ -763,6 +763,35 @@ START_TEST(strided_input_gradient_past_64_channels)
 }
 END_TEST
 
+/* conv_phase_pairs stages the rows of g its next phase rows read, at
+ * least 128 inputs: a phase of 38 rows of 48 inputs is staged 3 rows at
+ * a time, several times an item on 2 cores, at the 8-, 6- and 4-row
+ * tiles (pairs of 96 = 2 x 48 columns), with and without padding. A test
+ * of its own, for the reason above. */
+START_TEST(strided_input_gradient_staged_in_chunks)
+{
+    static const op_case padded = {"conv 4x3x75x96 k3 s2 p1 ->4", OP_CONV2D, 1, 1,
+                                   {S4(4, 3, 75, 96)}, .out = 4, .kernel = 3, .stride = 2,
+                                   .pad = 1};
+    static const op_case unpadded = {"conv 4x3x75x96 k1 s2 ->5", OP_CONV2D, 1, 1,
+                                     {S4(4, 3, 75, 96)}, .out = 5, .kernel = 1, .stride = 2};
+    kiln_ctx *ctx = test_ctx();
+    const gemm_tile tiles[] = {{0, 0, 0}, {6, 8, 0}, {4, 4, 0}};
+    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+        if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN)
+            check_ok(gemm_tile_set(ctx, tiles[i]));
+        check_case(&padded);
+        check_conv_bits(&padded);
+        check_case(&unpadded);
+        check_conv_bits(&unpadded);
+        if (kiln_ctx_gemm(ctx) != KILN_GEMM_KILN)
+            break;
+    }
+    if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN)
+        check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+}
+END_TEST
+
 START_TEST(convolution_at_other_tiles)
 {
     const op_case *tc = &cases[_i];
@@ -937,6 +966,7 @@ int main(void)
     tcase_add_test(tc, bad_shapes_name_both_shapes);
     tcase_add_test(tc, sum_of_squares_is_accurate_and_deterministic);
     tcase_add_test(tc, strided_input_gradient_past_64_channels);
+    tcase_add_test(tc, strided_input_gradient_staged_in_chunks);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

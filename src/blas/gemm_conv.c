@@ -372,9 +372,37 @@ static int phase_pairs(const gemm_im2col *x, size_t mr)
  * (it finds where its tap lands once, then copies them). */
 #define PHASE_PANEL_O 16
 
+/* The stride-2 input gradient as conv_phase_pairs: the weights in each
+ * phase's panels (wq, from phase_panels), g's rows staged by each item
+ * in scratch 0 (where PG > 0) CH phase rows at a time, CH the rows of at
+ * least LINE_STAGE_PIXELS inputs, at most a phase's. */
+static kiln_status phase_pairs_run(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem wq,
+                                   cl_mem g, const gemm_im2col *x, size_t pg, size_t items,
+                                   cl_uint add)
+{
+    size_t wb = phase_extent(0, x->w, x), ha = phase_extent(0, x->h, x);
+    size_t ch = (LINE_STAGE_PIXELS + wb - 1) / wb;
+    ch = ch < ha ? ch : ha;
+    size_t staged = pg ? o * (ch + 2 * pg) * (x->ow + 2 * pg) : 1;
+    cl_mem buf;
+    cl_kernel kernel;
+    kiln_status st = gemm_scratch(ctx, 0, items * staged * sizeof(float), &buf);
+    if (st == KILN_OK)
+        st = gemm_kernel(ctx, s, "conv_phase_pairs", &kernel);
+    if (st != KILN_OK)
+        return st;
+    cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w,
+            O = (cl_uint)o, OH = (cl_uint)x->oh, OW = (cl_uint)x->ow, K = (cl_uint)x->k,
+            P = (cl_uint)x->p, D = (cl_uint)x->d, PG = (cl_uint)pg, CH = (cl_uint)ch;
+    return launch_1d(ctx, kernel, "conv_phase_pairs", items, 1, KARG(wq), KARG(g), KARG(x->x),
+                     KARG(buf), KARG(N), KARG(C), KARG(H), KARG(W), KARG(O), KARG(OH),
+                     KARG(OW), KARG(K), KARG(P), KARG(D), KARG(PG), KARG(add), KARG(CH));
+}
+
 /* The strided input gradient as conv_phase_pixels: g zero-padded into
  * scratch 0 by what the phases' taps reach (phase_padding), the weights
- * in each phase's panels (phase_panels) in scratch 1. */
+ * in each phase's panels (phase_panels) in scratch 1; or at stride 2 with
+ * rows of pairs, conv_phase_pairs. */
 static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem w,
                                 cl_mem g, const gemm_im2col *x, cl_uint add)
 {
@@ -383,36 +411,37 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
     for (size_t ph = 0; ph < x->s * x->s; ph++)
         tiles += (phase_inputs(x, ph) + mr - 1) / mr;
     size_t count = o * cp * x->k * x->k, items = gemm_slot_items(ctx, tiles);
-    cl_mem gp, wq;
-    cl_kernel panels, kernel;
-    kiln_status st = padded(ctx, s, g, x->n * o, x->oh, x->ow, pg, &gp);
-    if (st == KILN_OK)
-        st = gemm_scratch(ctx, 1, count * sizeof(float), &wq);
-    if (st == KILN_OK)
-        st = gemm_kernel(ctx, s, "phase_panels", &panels);
-    int lines = 1;
-    for (size_t b = 0; b < x->s; b++)
-        lines = lines && phase_extent(b, x->w, x) % mr == 0;
-    /* the three kernels take the same arguments */
-    const char *name = phase_pairs(x, mr) ? "conv_phase_pairs"
-                       : lines            ? "conv_phase_pixels_lines"
-                                          : "conv_phase_pixels";
-    if (st == KILN_OK)
-        st = gemm_kernel(ctx, s, name, &kernel);
-    if (st != KILN_OK)
-        return st;
+    int pairs = phase_pairs(x, mr);
     cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, CP = (cl_uint)cp, H = (cl_uint)x->h,
             W = (cl_uint)x->w, O = (cl_uint)o, Hp = (cl_uint)(x->oh + 2 * pg),
             Wp = (cl_uint)(x->ow + 2 * pg), K = (cl_uint)x->k, S = (cl_uint)x->s,
             P = (cl_uint)x->p, D = (cl_uint)x->d, PG = (cl_uint)pg;
-    st = launch_tiles(ctx, panels, "phase_panels", x->k * x->k,
-                      (o + PHASE_PANEL_O - 1) / PHASE_PANEL_O, KARG(w), KARG(wq), KARG(O),
-                      KARG(C), KARG(CP), KARG(K), KARG(S), KARG(P), KARG(D));
-    return st != KILN_OK || items == 0
+    cl_mem gp = g, wq;
+    cl_kernel panels, kernel;
+    kiln_status st = pairs ? KILN_OK : padded(ctx, s, g, x->n * o, x->oh, x->ow, pg, &gp);
+    if (st == KILN_OK)
+        st = gemm_scratch(ctx, 1, count * sizeof(float), &wq);
+    if (st == KILN_OK)
+        st = gemm_kernel(ctx, s, "phase_panels", &panels);
+    if (st == KILN_OK)
+        st = launch_tiles(ctx, panels, "phase_panels", x->k * x->k,
+                          (o + PHASE_PANEL_O - 1) / PHASE_PANEL_O, KARG(w), KARG(wq), KARG(O),
+                          KARG(C), KARG(CP), KARG(K), KARG(S), KARG(P), KARG(D));
+    if (st != KILN_OK || items == 0)
+        return st;
+    if (pairs)
+        return phase_pairs_run(ctx, s, o, wq, g, x, pg, items, add);
+    int lines = 1;
+    for (size_t b = 0; b < x->s; b++)
+        lines = lines && phase_extent(b, x->w, x) % mr == 0;
+    /* the two kernels take the same arguments */
+    const char *name = lines ? "conv_phase_pixels_lines" : "conv_phase_pixels";
+    st = gemm_kernel(ctx, s, name, &kernel);
+    return st != KILN_OK
                ? st
-               : launch_1d(ctx, kernel, name, items, 1, KARG(wq), KARG(gp),
-                           KARG(x->x), KARG(N), KARG(C), KARG(H), KARG(W), KARG(O), KARG(Hp),
-                           KARG(Wp), KARG(K), KARG(S), KARG(P), KARG(D), KARG(PG), KARG(add));
+               : launch_1d(ctx, kernel, name, items, 1, KARG(wq), KARG(gp), KARG(x->x),
+                           KARG(N), KARG(C), KARG(H), KARG(W), KARG(O), KARG(Hp), KARG(Wp),
+                           KARG(K), KARG(S), KARG(P), KARG(D), KARG(PG), KARG(add));
 }
 
 kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
