@@ -874,44 +874,52 @@ CONV_LINES(conv_pixels_lines2, 2)
  * gᵀ, as tiles of MR taps by NR channels. The output rows (n, oh) are
  * split into equal runs, one an item; an item sums its run into its own
  * slot (n x OP floats, OP = m rounded up to NR) CH rows of a sample at a
- * time: it copies their gradient as CH OW x OP (gt, zeros past m) and,
+ * time, or up to IM whole samples where CH is all of a sample's rows: it
+ * copies their gradient as CH OW x OP a sample (gt, zeros past m) and,
  * where x is padded, the rows of x they read, zero-padded, as xs
  * (stage_rows: R rows a channel, which stay in its core's cache, where a
  * padded copy of all of x went to memory and back), then passes every
- * tile over them, the sums kept in
- * the slot between chunks. sum_columns then adds the slots in a fixed
- * order into dw (m x n): no atomics, the same bits on every run.
+ * tile over them, the sums kept in the slot between chunks (so a chunk
+ * of few pixels, as 8 x 8, loads and stores each tile's sums for more
+ * products). sum_columns then adds the slots in a fixed order into dw (m
+ * x n): no atomics, the same bits on every run.
  * scratch: the slots, then each item's gt, then each item's xs. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_weight_pixels(__global const float *g, __global const float *x, __global float *scratch,
                    const uint C, const uint H, const uint W, const uint P, const uint K,
                    const uint S, const uint D, const uint OH, const uint OW, const uint m,
-                   const uint OP, const ulong rows, const uint CH)
+                   const uint OP, const ulong rows, const uint CH, const uint IM)
 {
     size_t items = get_global_size(0), i = get_global_id(0), n = (size_t)C * K * K;
     uint R = (CH - 1) * S + (K - 1) * D + 1, Wp = W + 2 * P;
     size_t plane = P ? (size_t)R * Wp : (size_t)H * W, P2 = (size_t)OH * OW;
+    size_t gt_floats = (size_t)CH * OW * OP, image = (size_t)C * H * W;
     __global float *slot = scratch + i * n * OP;
-    __global float *gt = scratch + items * n * OP + i * (size_t)CH * OW * OP;
+    __global float *gt = scratch + items * n * OP + i * gt_floats * IM;
     /* staged rows where P > 0 (none are allocated otherwise) */
-    __global float *xs = scratch + items * (n + (size_t)CH * OW) * OP + (P ? i * C * plane : 0);
+    __global float *xs =
+        scratch + items * (n * OP + gt_floats * IM) + (P ? i * C * plane * IM : 0);
     size_t lo = i * rows / items, hi = (i + 1) * rows / items;
     for (size_t row = lo; row < hi;) {
         size_t nn = row / OH, oh0 = row % OH;
-        uint ch = (uint)min(min((size_t)CH, OH - oh0), hi - row);
+        uint ch = (uint)min(min((size_t)CH, OH - oh0), hi - row), imgs = 1;
+        if (oh0 == 0 && ch == OH) /* whole images, up to IM of them */
+            imgs = (uint)min((size_t)IM, (hi - row) / OH);
         int first = row == lo;
-        if (m == OP) /* in 8 x 8 blocks */
-            pack_transposed(gt, g + nn * m * P2 + oh0 * OW, P2, 0, ch * OW, OP);
-        else
-            for (uint o = 0; o < OP; o++) {
-                __global const float *gr = g + (nn * m + min(o, m - 1)) * P2 + oh0 * OW;
-                for (uint q = 0; q < ch * OW; q++)
-                    gt[q * OP + o] = o < m ? gr[q] : 0.0f;
-            }
-        __global const float *rows_x = x + nn * C * H * W + oh0 * S * W; /* unpadded */
-        if (P) {
-            stage_rows(xs, x + nn * C * H * W, C, H, W, P, (long)(oh0 * S) - (long)P, R);
-            rows_x = xs;
+        for (uint q = 0; q < imgs; q++) {
+            __global float *gq = gt + q * gt_floats;
+            if (m == OP) /* in 8 x 8 blocks */
+                pack_transposed(gq, g + (nn + q) * m * P2 + oh0 * OW, P2, 0, ch * OW, OP);
+            else
+                for (uint o = 0; o < OP; o++) {
+                    __global const float *gr =
+                        g + ((nn + q) * m + min(o, m - 1)) * P2 + oh0 * OW;
+                    for (uint u = 0; u < ch * OW; u++)
+                        gq[u * OP + o] = o < m ? gr[u] : 0.0f;
+                }
+            if (P)
+                stage_rows(xs + q * C * plane, x + (nn + q) * image, C, H, W, P,
+                           (long)(oh0 * S) - (long)P, R);
         }
         for (size_t kk0 = 0; kk0 < n; kk0 += MR) {
             ROWS(TAP_ROW)
@@ -920,19 +928,23 @@ conv_weight_pixels(__global const float *g, __global const float *x, __global fl
                 ROWS(ACC)
                 ROWS(TAP_LOAD)
                 __global const float *b = gt + o0;
-                for (uint r = 0; r < ch; r++) {
-                    __global const float *row_x = rows_x + (size_t)(r * S) * Wp;
-                    __global const float *xo = row_x;
-                    for (uint ow = 0; ow < OW; ow++, xo += S) {
-                        floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
-                        ROWS(TAP_FMA)
-                        b += OP;
+                for (uint q = 0; q < imgs; q++) {
+                    /* x's rows staged, or unpadded in place */
+                    __global const float *rows_x =
+                        P ? xs + q * C * plane : x + (nn + q) * image + oh0 * S * W;
+                    for (uint r = 0; r < ch; r++) {
+                        __global const float *xo = rows_x + (size_t)(r * S) * Wp;
+                        for (uint ow = 0; ow < OW; ow++, xo += S) {
+                            floatV b0 = vloadV(0, b), b1 = vloadV(1, b);
+                            ROWS(TAP_FMA)
+                            b += OP;
+                        }
                     }
                 }
                 ROWS(TAP_STORE)
             }
         }
-        row += ch;
+        row += (size_t)ch * imgs;
     }
 }
 

@@ -207,10 +207,13 @@ static kiln_status weight_pixels(kiln_ctx *ctx, const blas_state *s, cl_mem g,
      * pixels, so that loading and storing a tile's sums, and the rows of
      * x staged again by the next chunk, weigh little */
     size_t ch = chunk_rows(x, WEIGHT_PIXELS_RUN), staged = x->p ? staged_floats(x, ch) : 0;
+    /* where a chunk is whole samples, as many as make WEIGHT_PIXELS_RUN */
+    size_t pixels = x->oh * x->ow, im = ch == x->oh ? WEIGHT_PIXELS_RUN / pixels : 1;
+    im = im ? im : 1;
     cl_mem buf;
     cl_kernel kernel, sum;
-    kiln_status st =
-        gemm_scratch(ctx, 1, items * ((n + ch * x->ow) * op + staged) * sizeof(float), &buf);
+    kiln_status st = gemm_scratch(
+        ctx, 1, items * (n * op + (ch * x->ow * op + staged) * im) * sizeof(float), &buf);
     if (st == KILN_OK)
         st = gemm_kernel(ctx, s, "conv_weight_pixels", &kernel);
     if (st == KILN_OK)
@@ -220,11 +223,11 @@ static kiln_status weight_pixels(kiln_ctx *ctx, const blas_state *s, cl_mem g,
     cl_uint C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w, P = (cl_uint)x->p,
             K = (cl_uint)x->k, S = (cl_uint)x->s, D = (cl_uint)x->d, OH = (cl_uint)x->oh,
             OW = (cl_uint)x->ow, mm = (cl_uint)m, OP = (cl_uint)op, nn = (cl_uint)n,
-            count = (cl_uint)items, CH = (cl_uint)ch;
+            count = (cl_uint)items, CH = (cl_uint)ch, IM = (cl_uint)im;
     cl_ulong rr = rows;
     st = launch_1d(ctx, kernel, "conv_weight_pixels", items, 1, KARG(g), KARG(x->x), KARG(buf),
                    KARG(C), KARG(H), KARG(W), KARG(P), KARG(K), KARG(S), KARG(D), KARG(OH),
-                   KARG(OW), KARG(mm), KARG(OP), KARG(rr), KARG(CH));
+                   KARG(OW), KARG(mm), KARG(OP), KARG(rr), KARG(CH), KARG(IM));
     return st != KILN_OK ? st
                          : launch_3d(ctx, sum, "sum_columns", m, n, 1, KARG(buf), KARG(dw),
                                      KARG(mm), KARG(nn), KARG(OP), KARG(count));
