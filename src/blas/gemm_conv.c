@@ -378,14 +378,17 @@ static int phase_pairs(const gemm_im2col *x, size_t mr)
 /* The stride-2 input gradient as conv_phase_pairs: the weights in each
  * phase's panels (wq, from phase_panels), g's rows staged by each item
  * in scratch 0 (where PG > 0) CH phase rows at a time, CH the rows of at
- * least LINE_STAGE_PIXELS inputs, at most a phase's. */
+ * least LINE_STAGE_PIXELS inputs, at most a phase's; an item a run of
+ * the tile positions of row phase 0. */
 static kiln_status phase_pairs_run(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem wq,
-                                   cl_mem g, const gemm_im2col *x, size_t pg, size_t items,
-                                   cl_uint add)
+                                   cl_mem g, const gemm_im2col *x, size_t pg, cl_uint add)
 {
     size_t wb = phase_extent(0, x->w, x), ha = phase_extent(0, x->h, x);
     size_t ch = (LINE_STAGE_PIXELS + wb - 1) / wb;
+    size_t items = gemm_slot_items(ctx, x->n * ha * wb / (size_t)s->tile.mr);
     ch = ch < ha ? ch : ha;
+    if (items == 0)
+        return KILN_OK;
     size_t staged = pg ? o * (ch + 2 * pg) * (x->ow + 2 * pg) : 1;
     cl_mem buf;
     cl_kernel kernel;
@@ -430,10 +433,10 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
         st = launch_tiles(ctx, panels, "phase_panels", x->k * x->k,
                           (o + PHASE_PANEL_O - 1) / PHASE_PANEL_O, KARG(w), KARG(wq), KARG(O),
                           KARG(C), KARG(CP), KARG(K), KARG(S), KARG(P), KARG(D));
+    if (st == KILN_OK && pairs)
+        return phase_pairs_run(ctx, s, o, wq, g, x, pg, add);
     if (st != KILN_OK || items == 0)
         return st;
-    if (pairs)
-        return phase_pairs_run(ctx, s, o, wq, g, x, pg, items, add);
     int lines = 1;
     for (size_t b = 0; b < x->s; b++)
         lines = lines && phase_extent(b, x->w, x) % mr == 0;
