@@ -41,7 +41,8 @@
  *   phase_panels, conv_phase_pixels(_lines): the same with few input
  *                channels, g read in place from a zero-padded copy
  *   conv_phase_pairs: the same at stride 2, the two column phases' tiles
- *                of a row stored together
+ *                of a row stored together, each item staging the rows
+ *                of g it reads zero-padded
  *   conv_weight_slots, sum_slots: a convolution's weight gradient, the
  *                reduction split across items and their sums added
  *   conv_weight_pixels, sum_columns: the same with few output channels,
@@ -874,8 +875,9 @@ CONV_LINES(conv_pixels_lines2, 2)
  * gᵀ, as tiles of MR taps by NR channels. The output rows (n, oh) are
  * split into equal runs, one an item; an item sums its run into its own
  * slot (n x OP floats, OP = m rounded up to NR) CH rows of a sample at a
- * time, or up to IM whole samples where CH is all of a sample's rows: it
- * copies their gradient as CH OW x OP a sample (gt, zeros past m) and,
+ * time, or up to IM whole samples where CH is all of a sample's rows (as
+ * many as the host finds fit an item's share of the cache): it copies
+ * their gradient as CH OW x OP a sample (gt, zeros past m) and,
  * where x is padded, the rows of x they read, zero-padded, as xs
  * (stage_rows: R rows a channel, which stay in its core's cache, where a
  * padded copy of all of x went to memory and back), then passes every
@@ -1412,21 +1414,24 @@ INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0
  * phase row) are computed one after the other and stored together, each
  * channel's 2 MR values of dx one run, where a phase's tile stored every
  * other value, one at a time; then the same for row phase 1 below them
- * (if that phase has the row: H may be odd). Item g takes a run of these
- * tiles (along the rows of row phase 0). The same sums, so the same bits,
- * as conv_phase_pixels_lines; a phase no tap reaches gets zeros (or keeps
- * its values, where dx adds). g (N, O, OH, OW) is read in place where PG
- * is 0; else an item stages the rows of g that its next CH phase rows
- * read, zero-padded by PG (stage_rows: CH + 2 PG rows a channel, in its
- * core's cache, where a padded copy of all of g went to memory and back).
- * scratch: each item's staged rows. */
+ * (if that phase has the row: H may be odd). Each item takes a run of
+ * these tile positions (along the rows of row phase 0). The same sums,
+ * so the same bits, as conv_phase_pixels_lines; a phase no tap reaches
+ * gets zeros (or keeps its values, where dx adds). g (N, O, OH, OW) is
+ * read in place where PG is 0; else an item stages the rows of g that
+ * its next CH phase rows read, zero-padded (stage_rows: from UP rows
+ * above the first to DOWN below the last, the taps' reach along the
+ * rows, each PG zeros wide on either side; in its core's cache, where a
+ * padded copy of all of g went to memory and back). scratch: each item's
+ * staged rows. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_phase_pairs(__global const float *wq, __global const float *g, __global float *dx,
                  __global float *scratch, const uint N, const uint C, const uint H,
                  const uint W, const uint O, const uint OH, const uint OW, const uint K,
-                 const uint P, const uint D, const uint PG, const uint adding, const uint CH)
+                 const uint P, const uint D, const uint PG, const uint adding, const uint CH,
+                 const uint UP, const uint DOWN)
 {
-    const uint S = 2, Wp = OW + 2 * PG, R = PG ? CH + 2 * PG : OH;
+    const uint S = 2, Wp = OW + 2 * PG, R = PG ? UP + CH + DOWN : OH;
     size_t items = get_global_size(0), item = get_global_id(0), plane = (size_t)R * Wp;
     size_t HW = (size_t)H * W, gimage = (size_t)O * OH * OW;
     __global float *gs = scratch + item * O * plane;
@@ -1443,9 +1448,9 @@ conv_phase_pairs(__global const float *wq, __global const float *g, __global flo
             if (at.n != staged_n || at.oh >= staged_i + CH) {
                 staged_n = at.n;
                 staged_i = at.oh;
-                stage_rows(gs, g + at.n * gimage, O, OH, OW, PG, (long)at.oh - (long)PG, R);
+                stage_rows(gs, g + at.n * gimage, O, OH, OW, PG, (long)at.oh - (long)UP, R);
             }
-            x0 = gs + (size_t)(at.oh - staged_i + PG) * Wp + at.ow + PG;
+            x0 = gs + (size_t)(at.oh - staged_i + UP) * Wp + at.ow + PG;
         }
         for (uint pa = 0; pa < S; pa++) {
             const phase_geom *f0 = &f[pa][0], *f1 = &f[pa][1];

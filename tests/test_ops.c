@@ -248,6 +248,21 @@ static kiln_tensor *device_of(const kiln_shape *s, const host *h)
     return t;
 }
 
+/* A device tensor of NaNs for a gradient that the op must write whole:
+ * a value it leaves unwritten shows, where a reused buffer could hold
+ * the right value from an earlier run. */
+static kiln_tensor *poisoned(const kiln_shape *s)
+{
+    kiln_tensor *t = device_of(s, NULL);
+    size_t n = shape_numel(s);
+    float *nan = test_alloc(n * sizeof *nan);
+    for (size_t i = 0; i < n; i++)
+        nan[i] = NAN;
+    check_ok(kiln_tensor_upload(t, nan, n));
+    free(nan);
+    return t;
+}
+
 /* Compares a device tensor with a reference array; returns the error
  * relative to the array's largest magnitude. */
 static double compare(const char *label, const char *what, kiln_tensor *t, const double *want,
@@ -467,13 +482,13 @@ static void check_case(const op_case *tc)
     for (int i = 0; i < tc->n_in; i++) {
         din[i] = test_alloc(f.in[i].n * sizeof(double));
         r.din[i] = din[i];
-        f.din_t[i] = device_of(&tc->in[i], NULL);
+        f.din_t[i] = poisoned(&tc->in[i]);
         f.args.din[i] = f.din_t[i];
     }
     for (int i = 0; i < f.s.n_params; i++) {
         dparam[i] = test_alloc(f.param[i].n * sizeof(double));
         r.dparam[i] = dparam[i];
-        f.dparam_t[i] = device_of(&f.s.param[i], NULL);
+        f.dparam_t[i] = poisoned(&f.s.param[i]);
         f.args.dparam[i] = f.dparam_t[i];
     }
     ref_backward(tc->kind, &r);
@@ -751,8 +766,9 @@ END_TEST
  * of AVX2 (6 x 16) and of 128-bit vectors (4 x 8), whose panels of 16 and
  * 8 columns take other paths through the packing. */
 /* Past 64 input channels a strided input gradient keeps conv_phase_tiles
- * and phase_weights on CPUs (O <= C). A test of its own, run last: a case
- * in the list would move the random inputs of every test after it. */
+ * and phase_weights on CPUs (O <= C). A test of its own, after the
+ * list's: a case in the list would move the random inputs of every test
+ * after it. */
 START_TEST(strided_input_gradient_past_64_channels)
 {
     static const op_case tc = {"conv 2x67x9x8 k3 s2 p1 ->5", OP_CONV2D, 1, 1,
@@ -763,27 +779,35 @@ START_TEST(strided_input_gradient_past_64_channels)
 }
 END_TEST
 
-/* conv_phase_pairs stages the rows of g its next phase rows read, at
- * least 128 inputs: a phase of 38 rows of 48 inputs is staged 3 rows at
- * a time, several times an item on 2 cores, at the 8-, 6- and 4-row
- * tiles (pairs of 96 = 2 x 48 columns), with and without padding. A test
- * of its own, for the reason above. */
+/* conv_phase_pairs stages the rows of g its next phase rows read, from
+ * the rows of at least 128 inputs: a phase of 38 rows of 48 inputs is
+ * staged 3 rows at a time, several times an item on 2 cores; with and
+ * without padding; with taps that reach 2 rows below a phase row but
+ * pad g by 1 (5 x 5, padding 3) and taps that reach the zero row above
+ * (3 x 3, padding 0); at the machine's tile and the 6- and 4-row ones
+ * (pairs of 2 x 48 columns; 4 channels: the weight gradient from rows
+ * of pixels). A test of its own, after the list's (see above). */
 START_TEST(strided_input_gradient_staged_in_chunks)
 {
-    static const op_case padded = {"conv 4x3x75x96 k3 s2 p1 ->4", OP_CONV2D, 1, 1,
-                                   {S4(4, 3, 75, 96)}, .out = 4, .kernel = 3, .stride = 2,
-                                   .pad = 1};
-    static const op_case unpadded = {"conv 4x3x75x96 k1 s2 ->5", OP_CONV2D, 1, 1,
-                                     {S4(4, 3, 75, 96)}, .out = 5, .kernel = 1, .stride = 2};
+    static const op_case tcs[] = {
+        {"conv 4x4x75x96 k3 s2 p1 ->4", OP_CONV2D, 1, 1, {S4(4, 4, 75, 96)}, .out = 4,
+         .kernel = 3, .stride = 2, .pad = 1},
+        {"conv 4x4x75x96 k1 s2 ->5", OP_CONV2D, 1, 1, {S4(4, 4, 75, 96)}, .out = 5,
+         .kernel = 1, .stride = 2},
+        {"conv 2x4x37x96 k5 s2 p3 ->3", OP_CONV2D, 1, 1, {S4(2, 4, 37, 96)}, .out = 3,
+         .kernel = 5, .stride = 2, .pad = 3},
+        {"conv 2x4x37x96 k3 s2 ->3", OP_CONV2D, 1, 1, {S4(2, 4, 37, 96)}, .out = 3,
+         .kernel = 3, .stride = 2},
+    };
     kiln_ctx *ctx = test_ctx();
     const gemm_tile tiles[] = {{0, 0, 0}, {6, 8, 0}, {4, 4, 0}};
     for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
         if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN)
             check_ok(gemm_tile_set(ctx, tiles[i]));
-        check_case(&padded);
-        check_conv_bits(&padded);
-        check_case(&unpadded);
-        check_conv_bits(&unpadded);
+        for (size_t j = 0; j < sizeof tcs / sizeof tcs[0]; j++) {
+            check_case(&tcs[j]);
+            check_conv_bits(&tcs[j]);
+        }
         if (kiln_ctx_gemm(ctx) != KILN_GEMM_KILN)
             break;
     }

@@ -207,8 +207,12 @@ static kiln_status weight_pixels(kiln_ctx *ctx, const blas_state *s, cl_mem g,
      * pixels, so that loading and storing a tile's sums, and the rows of
      * x staged again by the next chunk, weigh little */
     size_t ch = chunk_rows(x, WEIGHT_PIXELS_RUN), staged = x->p ? staged_floats(x, ch) : 0;
-    /* where a chunk is whole samples, as many as make WEIGHT_PIXELS_RUN */
+    /* where a chunk is whole samples, at most as many as make
+     * WEIGHT_PIXELS_RUN pixels, and as many as keep an item's copies of
+     * them within WEIGHT_SLOT_BYTES */
     size_t pixels = x->oh * x->ow, im = ch == x->oh ? WEIGHT_PIXELS_RUN / pixels : 1;
+    size_t fit = WEIGHT_SLOT_BYTES / sizeof(float) / (ch * x->ow * op + staged);
+    im = im < fit ? im : fit;
     im = im ? im : 1;
     cl_mem buf;
     cl_kernel kernel, sum;
@@ -375,21 +379,40 @@ static int phase_pairs(const gemm_im2col *x, size_t mr)
  * (it finds where its tap lands once, then copies them). */
 #define PHASE_PANEL_O 16
 
+/* The rows of g above (up) and below (down) a phase row i that its taps
+ * read: row i + (a + P - k D) / S for the taps k that reach row phase a. */
+static void phase_row_reach(const gemm_im2col *x, size_t *up, size_t *down)
+{
+    long lo = 0, hi = 0;
+    for (size_t a = 0; a < x->s && a < x->h; a++)
+        for (size_t k = 0; k < x->k; k++) {
+            if (!tap_reaches(a, k, x))
+                continue;
+            long sh = ((long)(a + x->p) - (long)(k * x->d)) / (long)x->s; /* exact */
+            lo = sh < lo ? sh : lo;
+            hi = sh > hi ? sh : hi;
+        }
+    *up = (size_t)-lo;
+    *down = (size_t)hi;
+}
+
 /* The stride-2 input gradient as conv_phase_pairs: the weights in each
  * phase's panels (wq, from phase_panels), g's rows staged by each item
- * in scratch 0 (where PG > 0) CH phase rows at a time, CH the rows of at
- * least LINE_STAGE_PIXELS inputs, at most a phase's; an item a run of
- * the tile positions of row phase 0. */
+ * in scratch 0 (where PG > 0) CH phase rows at a time and as far as the
+ * taps reach above and below them, CH the rows of at least
+ * LINE_STAGE_PIXELS inputs, at most a phase's; an item a run of the tile
+ * positions of row phase 0. */
 static kiln_status phase_pairs_run(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem wq,
                                    cl_mem g, const gemm_im2col *x, size_t pg, cl_uint add)
 {
-    size_t wb = phase_extent(0, x->w, x), ha = phase_extent(0, x->h, x);
+    size_t wb = phase_extent(0, x->w, x), ha = phase_extent(0, x->h, x), up, down;
     size_t ch = (LINE_STAGE_PIXELS + wb - 1) / wb;
     size_t items = gemm_slot_items(ctx, x->n * ha * wb / (size_t)s->tile.mr);
     ch = ch < ha ? ch : ha;
     if (items == 0)
         return KILN_OK;
-    size_t staged = pg ? o * (ch + 2 * pg) * (x->ow + 2 * pg) : 1;
+    phase_row_reach(x, &up, &down);
+    size_t staged = pg ? o * (up + ch + down) * (x->ow + 2 * pg) : 1;
     cl_mem buf;
     cl_kernel kernel;
     kiln_status st = gemm_scratch(ctx, 0, items * staged * sizeof(float), &buf);
@@ -399,50 +422,64 @@ static kiln_status phase_pairs_run(kiln_ctx *ctx, const blas_state *s, size_t o,
         return st;
     cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w,
             O = (cl_uint)o, OH = (cl_uint)x->oh, OW = (cl_uint)x->ow, K = (cl_uint)x->k,
-            P = (cl_uint)x->p, D = (cl_uint)x->d, PG = (cl_uint)pg, CH = (cl_uint)ch;
+            P = (cl_uint)x->p, D = (cl_uint)x->d, PG = (cl_uint)pg, CH = (cl_uint)ch,
+            UP = (cl_uint)up, DOWN = (cl_uint)down;
     return launch_1d(ctx, kernel, "conv_phase_pairs", items, 1, KARG(wq), KARG(g), KARG(x->x),
                      KARG(buf), KARG(N), KARG(C), KARG(H), KARG(W), KARG(O), KARG(OH),
-                     KARG(OW), KARG(K), KARG(P), KARG(D), KARG(PG), KARG(add), KARG(CH));
+                     KARG(OW), KARG(K), KARG(P), KARG(D), KARG(PG), KARG(add), KARG(CH),
+                     KARG(UP), KARG(DOWN));
+}
+
+/* Each phase's weights in panels of NR input channels (phase_panels)
+ * in scratch 1. */
+static kiln_status phase_weight_panels(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem w,
+                                       const gemm_im2col *x, cl_mem *wq)
+{
+    size_t nr = 2 * (size_t)s->tile.v, cp = (x->c + nr - 1) / nr * nr;
+    cl_kernel panels;
+    kiln_status st = gemm_scratch(ctx, 1, o * cp * x->k * x->k * sizeof(float), wq);
+    if (st == KILN_OK)
+        st = gemm_kernel(ctx, s, "phase_panels", &panels);
+    cl_uint C = (cl_uint)x->c, CP = (cl_uint)cp, O = (cl_uint)o, K = (cl_uint)x->k,
+            S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d;
+    return st != KILN_OK ? st
+                         : launch_tiles(ctx, panels, "phase_panels", x->k * x->k,
+                                        (o + PHASE_PANEL_O - 1) / PHASE_PANEL_O, KARG(w),
+                                        KARG(*wq), KARG(O), KARG(C), KARG(CP), KARG(K),
+                                        KARG(S), KARG(P), KARG(D));
 }
 
 /* The strided input gradient as conv_phase_pixels: g zero-padded into
  * scratch 0 by what the phases' taps reach (phase_padding), the weights
- * in each phase's panels (phase_panels) in scratch 1; or at stride 2 with
- * rows of pairs, conv_phase_pairs. */
+ * in each phase's panels (phase_weight_panels); or at stride 2 with rows
+ * of pairs, conv_phase_pairs. */
 static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem w,
                                 cl_mem g, const gemm_im2col *x, cl_uint add)
 {
-    size_t nr = 2 * (size_t)s->tile.v, cp = (x->c + nr - 1) / nr * nr;
     size_t pg = phase_padding(x), mr = (size_t)s->tile.mr, tiles = 0;
-    for (size_t ph = 0; ph < x->s * x->s; ph++)
-        tiles += (phase_inputs(x, ph) + mr - 1) / mr;
-    size_t count = o * cp * x->k * x->k, items = gemm_slot_items(ctx, tiles);
     int pairs = phase_pairs(x, mr);
-    cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, CP = (cl_uint)cp, H = (cl_uint)x->h,
-            W = (cl_uint)x->w, O = (cl_uint)o, Hp = (cl_uint)(x->oh + 2 * pg),
-            Wp = (cl_uint)(x->ow + 2 * pg), K = (cl_uint)x->k, S = (cl_uint)x->s,
-            P = (cl_uint)x->p, D = (cl_uint)x->d, PG = (cl_uint)pg;
     cl_mem gp = g, wq;
-    cl_kernel panels, kernel;
+    cl_kernel kernel;
     kiln_status st = pairs ? KILN_OK : padded(ctx, s, g, x->n * o, x->oh, x->ow, pg, &gp);
     if (st == KILN_OK)
-        st = gemm_scratch(ctx, 1, count * sizeof(float), &wq);
-    if (st == KILN_OK)
-        st = gemm_kernel(ctx, s, "phase_panels", &panels);
-    if (st == KILN_OK)
-        st = launch_tiles(ctx, panels, "phase_panels", x->k * x->k,
-                          (o + PHASE_PANEL_O - 1) / PHASE_PANEL_O, KARG(w), KARG(wq), KARG(O),
-                          KARG(C), KARG(CP), KARG(K), KARG(S), KARG(P), KARG(D));
-    if (st == KILN_OK && pairs)
-        return phase_pairs_run(ctx, s, o, wq, g, x, pg, add);
-    if (st != KILN_OK || items == 0)
-        return st;
+        st = phase_weight_panels(ctx, s, o, w, x, &wq);
+    if (st != KILN_OK || pairs)
+        return st != KILN_OK ? st : phase_pairs_run(ctx, s, o, wq, g, x, pg, add);
+    for (size_t ph = 0; ph < x->s * x->s; ph++)
+        tiles += (phase_inputs(x, ph) + mr - 1) / mr;
+    size_t items = gemm_slot_items(ctx, tiles);
     int lines = 1;
     for (size_t b = 0; b < x->s; b++)
         lines = lines && phase_extent(b, x->w, x) % mr == 0;
     /* the two kernels take the same arguments */
     const char *name = lines ? "conv_phase_pixels_lines" : "conv_phase_pixels";
+    if (items == 0)
+        return KILN_OK;
     st = gemm_kernel(ctx, s, name, &kernel);
+    cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w,
+            O = (cl_uint)o, Hp = (cl_uint)(x->oh + 2 * pg), Wp = (cl_uint)(x->ow + 2 * pg),
+            K = (cl_uint)x->k, S = (cl_uint)x->s, P = (cl_uint)x->p, D = (cl_uint)x->d,
+            PG = (cl_uint)pg;
     return st != KILN_OK
                ? st
                : launch_1d(ctx, kernel, name, items, 1, KARG(wq), KARG(gp), KARG(x->x),
