@@ -97,13 +97,15 @@ static float sum16(float16 v)
 }
 
 /* The row's classes from j in sixteens, the last sixteen ending at C
- * (C >= 16): lanes below j of it (counted by the one before) are masked. */
+ * (C >= 16): v the values, at their classes, fresh the lanes not below j
+ * (those below were counted by the sixteen before). */
 #define CE_CHUNKS(j, xr, C, BODY)                                                       \
     for (uint j = 0; j < (C); j += 16) {                                               \
         uint at_ = min(j, (C) - 16u);                                                  \
         float16 v = vload16(0, (xr) + at_);                                            \
-        int16 fresh = (int16)(at_) + (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,  \
-                                             13, 14, 15) >= (int16)(j);                 \
+        int16 at = (int16)(at_) + (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,  \
+                                          14, 15);                                     \
+        int16 fresh = at >= (int16)(j);                                                \
         BODY                                                                           \
     }
 
@@ -136,7 +138,6 @@ ce_rows16(__global const float *x, __global const float *t, __global float *term
     terms[r] = lse - on * xr[cls] - off * sum_x;
     if (has_grad)
         CE_CHUNKS(j, xr, C, {
-            int16 at = (int16)(at_) + (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
             float16 q = off + select((float16)0.0f, (float16)on, at == (int16)cls);
             vstore16((exp_nonpositive16(v - lse) - q) * grad_scale, 0, gr + at_);
         })

@@ -232,8 +232,9 @@ kiln_status blas_sgemm_epilogue(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose
     int gelu = epi && epi->gelu;
     if (epi && (k == 0 || alpha == 0.0f || !blas_has_epilogue(ctx) ||
                 (gelu && !blas_has_gelu_epilogue(ctx))))
-        return error_set(KILN_ERR_INVALID_ARGUMENT, "blas_sgemm_epilogue: an epilogue needs "
-                                                    "kiln's GEMM, k > 0 and alpha != 0");
+        return error_set(KILN_ERR_INVALID_ARGUMENT,
+                         "blas_sgemm_epilogue: an epilogue needs kiln's GEMM, k > 0 and alpha "
+                         "!= 0 (GELU's also a device that runs work-groups as loops)");
     if (k == 0 || alpha == 0.0f)
         return beta == 1.0f ? KILN_OK : scale_matrix(ctx, beta, c, c_off, ldc, m, n);
     blas_state *s;

@@ -286,6 +286,14 @@ static int tap_reaches(size_t a, size_t k, const gemm_im2col *x)
     return ((long)(a + x->p) - (long)(k * x->d)) % (long)x->s == 0;
 }
 
+/* Where tap k of phase a reads g along an axis, from a phase input i:
+ * at i + (a + P - k D) / S, for a tap that reaches the phase (the
+ * division is exact). */
+static long tap_shift(size_t a, size_t k, const gemm_im2col *x)
+{
+    return ((long)(a + x->p) - (long)(k * x->d)) / (long)x->s;
+}
+
 /* The inputs a, a + S, ... below n: phase a's extent along an axis of n. */
 static size_t phase_extent(size_t a, size_t n, const gemm_im2col *x)
 {
@@ -337,7 +345,7 @@ static size_t phase_axis_padding(const gemm_im2col *x, size_t n, size_t m)
         for (size_t k = 0; k < x->k; k++) {
             if (!tap_reaches(a, k, x))
                 continue;
-            long sh = ((long)(a + x->p) - (long)(k * x->d)) / (long)x->s; /* exact */
+            long sh = tap_shift(a, k, x);
             long last = (long)phase_extent(a, n, x) - 1 + sh - ((long)m - 1);
             lo = -sh > lo ? -sh : lo;
             hi = last > hi ? last : hi;
@@ -379,8 +387,8 @@ static int phase_pairs(const gemm_im2col *x, size_t mr)
  * (it finds where its tap lands once, then copies them). */
 #define PHASE_PANEL_O 16
 
-/* The rows of g above (up) and below (down) a phase row i that its taps
- * read: row i + (a + P - k D) / S for the taps k that reach row phase a. */
+/* The rows of g above (up) and below (down) a phase row that its taps
+ * read (tap_shift, over the taps of both row phases). */
 static void phase_row_reach(const gemm_im2col *x, size_t *up, size_t *down)
 {
     long lo = 0, hi = 0;
@@ -388,7 +396,7 @@ static void phase_row_reach(const gemm_im2col *x, size_t *up, size_t *down)
         for (size_t k = 0; k < x->k; k++) {
             if (!tap_reaches(a, k, x))
                 continue;
-            long sh = ((long)(a + x->p) - (long)(k * x->d)) / (long)x->s; /* exact */
+            long sh = tap_shift(a, k, x);
             lo = sh < lo ? sh : lo;
             hi = sh > hi ? sh : hi;
         }
@@ -463,8 +471,10 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
     kiln_status st = pairs ? KILN_OK : padded(ctx, s, g, x->n * o, x->oh, x->ow, pg, &gp);
     if (st == KILN_OK)
         st = phase_weight_panels(ctx, s, o, w, x, &wq);
-    if (st != KILN_OK || pairs)
-        return st != KILN_OK ? st : phase_pairs_run(ctx, s, o, wq, g, x, pg, add);
+    if (st == KILN_OK && pairs)
+        return phase_pairs_run(ctx, s, o, wq, g, x, pg, add);
+    if (st != KILN_OK)
+        return st;
     for (size_t ph = 0; ph < x->s * x->s; ph++)
         tiles += (phase_inputs(x, ph) + mr - 1) / mr;
     size_t items = gemm_slot_items(ctx, tiles);

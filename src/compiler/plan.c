@@ -224,8 +224,8 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
             if (last_reader_bwd[s] == 2 * n - s || 2 * n - r > last_reader_bwd[s])
                 last_reader_bwd[s] = 2 * n - r;
         }
-    kiln_status st = share_gradients(p, first_writer);
-    for (int s = n; st == KILN_OK && s-- > 0;) { /* an add's block exists before its inputs' */
+    kiln_status shared = share_gradients(p, first_writer);
+    for (int s = n; shared == KILN_OK && s-- > 0;) { /* an add's block exists before its inputs' */
         pipe_step *st = &p->steps[s];
         /* a batchnorm folded into an earlier step is written there in eval */
         add_block(p, &st->out, &st->shapes.out, st->folded_into >= 0 ? st->folded_into : s,
@@ -246,7 +246,7 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
     free(first_writer);
     free(last_reader_bwd);
     free(grad_block);
-    return st == KILN_OK ? place(p, align) : st;
+    return shared == KILN_OK ? place(p, align) : shared;
 }
 
 void plan_memory(const pipeline *p, size_t *planned, size_t *unplanned, size_t *params)
