@@ -12,10 +12,40 @@
  * the update is enqueued before the host reads it); kept by selection, as
  * llvmpipe warns of a kernel argument read after an early return. */
 
-static float clipped(__global const float *g, uint i, __global const float *scale,
-                     float clip_value)
+/* The updates run sixteen values an item (ceil(n / 16) items), the last
+ * item's missing lanes read as 0 and not stored: PoCL left the one-value
+ * kernels' loops over items scalar at AVX2 (the uniform branches on
+ * has_decay and momentum kept them from its vectorizer; Adam over the
+ * Fashion MLP's 236 k values took 0.74 ms a step there). A lane computes
+ * what one value's kernel did, so every length gives the same bits. */
+#define LANES 16
+
+static float16 lanes_load(__global const float *a, uint i, uint n)
 {
-    float v = g[i] * scale[0];
+    if (i + LANES <= n)
+        return vload16(0, a + i);
+    float t[LANES];
+    for (uint j = 0; j < LANES; j++)
+        t[j] = i + j < n ? a[i + j] : 0.0f;
+    return vload16(0, t);
+}
+
+static void lanes_store(float16 v, __global float *a, uint i, uint n)
+{
+    if (i + LANES <= n) {
+        vstore16(v, 0, a + i);
+        return;
+    }
+    float t[LANES];
+    vstore16(v, 0, t);
+    for (uint j = 0; j < LANES && i + j < n; j++)
+        a[i + j] = t[j];
+}
+
+static float16 clipped(__global const float *g, uint i, uint n, __global const float *scale,
+                       float clip_value)
+{
+    float16 v = lanes_load(g, i, n) * scale[0];
     return clip_value > 0.0f ? clamp(v, -clip_value, clip_value) : v;
 }
 
@@ -23,40 +53,43 @@ __kernel void sgd_step(__global float *p, __global const float *g, __global floa
                        __global const float *scale, const float lr, const float momentum,
                        const float dampening, const float wd, const int nesterov,
                        const int first, const float clip_value, __global const float *guard,
-                       const int guarded)
+                       const int guarded, const uint n)
 {
-    uint i = get_global_id(0);
+    uint i = (uint)get_global_id(0) * LANES;
     int keep = guarded && !isfinite(guard[0]);
-    float grad = clipped(g, i, scale, clip_value) + wd * p[i];
+    float16 w = lanes_load(p, i, n), grad = clipped(g, i, n, scale, clip_value) + wd * w;
     if (momentum != 0.0f) {
-        float b = first ? grad : momentum * buf[i] + (1.0f - dampening) * grad;
-        buf[i] = keep ? buf[i] : b;
+        float16 before = lanes_load(buf, i, n);
+        float16 b = first ? grad : momentum * before + (1.0f - dampening) * grad;
+        lanes_store(keep ? before : b, buf, i, n);
         grad = nesterov ? grad + momentum * b : b;
     }
-    p[i] = keep ? p[i] : p[i] - lr * grad;
+    lanes_store(keep ? w : w - lr * grad, p, i, n);
 }
 
 __kernel void adam_step(__global float *p, __global const float *g, __global float *m,
                         __global float *v, __global const float *scale, const float lr,
-                        const float b1, const float b2, const float eps, float wd,
+                        const float b1, const float b2, const float eps, const float wd,
                         const int decoupled, const float bc1, const float bc2,
                         const float clip_value, __global const float *decay,
-                        const int has_decay, __global const float *guard, const int guarded)
+                        const int has_decay, __global const float *guard, const int guarded,
+                        const uint n)
 {
-    uint i = get_global_id(0);
+    uint i = (uint)get_global_id(0) * LANES;
     int keep = guarded && !isfinite(guard[0]);
-    float grad = clipped(g, i, scale, clip_value), w = p[i];
-    if (has_decay) /* 1 where weight decay applies (matrices), 0 elsewhere */
-        wd *= decay[i];
+    float16 grad = clipped(g, i, n, scale, clip_value), p0 = lanes_load(p, i, n), w = p0;
+    /* decay: 1 where weight decay applies (matrices), 0 elsewhere */
+    float16 wdi = has_decay ? wd * lanes_load(decay, i, n) : (float16)wd;
     if (decoupled)
-        w *= 1.0f - lr * wd;
+        w *= 1.0f - lr * wdi;
     else
-        grad += wd * w;
-    float mi = b1 * m[i] + (1.0f - b1) * grad;
-    float vi = b2 * v[i] + (1.0f - b2) * grad * grad;
-    m[i] = keep ? m[i] : mi;
-    v[i] = keep ? v[i] : vi;
-    p[i] = keep ? p[i] : w - lr * (mi / bc1) / (sqrt(vi / bc2) + eps);
+        grad += wdi * w;
+    float16 m0 = lanes_load(m, i, n), v0 = lanes_load(v, i, n);
+    float16 mi = b1 * m0 + (1.0f - b1) * grad;
+    float16 vi = b2 * v0 + (1.0f - b2) * grad * grad;
+    lanes_store(keep ? m0 : mi, m, i, n);
+    lanes_store(keep ? v0 : vi, v, i, n);
+    lanes_store(keep ? p0 : w - lr * (mi / bc1) / (sqrt(vi / bc2) + eps), p, i, n);
 }
 
 /* scale[0] = min(1, max_norm / (sqrt(sumsq[0]) + 1e-6)), as clip_grad_norm_;

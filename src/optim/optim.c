@@ -60,6 +60,9 @@ optim_config optim_defaults(optim_kind kind)
     return c;
 }
 
+/* Values an item of sgd_step and adam_step updates (cl/optim.cl's LANES). */
+#define OPTIM_LANES 16
+
 static const char *step_kernel(const optim_config *c)
 {
     return c->kind == OPTIM_SGD ? "sgd_step" : "adam_step";
@@ -183,26 +186,28 @@ kiln_status optim_step(optimizer *o, float lr, const kiln_tensor *guard)
         st = kernel_get(ctx, "optim.cl", "", name, &k);
     if (st != KILN_OK)
         return st;
-    size_t n = o->p->params->numel;
+    size_t n = o->p->params->numel, items = (n + OPTIM_LANES - 1) / OPTIM_LANES;
+    cl_uint count = (cl_uint)n;
     cl_mem p = o->p->params->buf, g = o->p->grads->buf;
     cl_mem s0 = o->state[0] ? o->state[0]->buf : p, s1 = o->state[1] ? o->state[1]->buf : p;
     cl_mem guard_buf = guard ? guard->buf : p;
     cl_int guarded = guard != NULL;
     if (c->kind == OPTIM_SGD) {
         cl_int nesterov = c->nesterov, first = o->t == 1;
-        return launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0),
+        return launch_3d(ctx, k, name, items, 1, 1, KARG(p), KARG(g), KARG(s0),
                          KARG(o->scale->buf), KARG(lr), KARG(c->momentum),
                          KARG(c->dampening), KARG(c->weight_decay), KARG(nesterov),
-                         KARG(first), KARG(c->clip_value), KARG(guard_buf), KARG(guarded));
+                         KARG(first), KARG(c->clip_value), KARG(guard_buf), KARG(guarded),
+                         KARG(count));
     }
     cl_int decoupled = c->kind == OPTIM_ADAMW;
     float bc1 = (float)(1.0 - pow(c->beta1, (double)o->t));
     float bc2 = (float)(1.0 - pow(c->beta2, (double)o->t));
     cl_int has_decay = c->decay_matrices && o->decay;
     cl_mem decay = has_decay ? o->decay->buf : p;
-    return launch_3d(ctx, k, name, n, 1, 1, KARG(p), KARG(g), KARG(s0), KARG(s1),
+    return launch_3d(ctx, k, name, items, 1, 1, KARG(p), KARG(g), KARG(s0), KARG(s1),
                      KARG(o->scale->buf), KARG(lr), KARG(c->beta1), KARG(c->beta2),
                      KARG(c->eps), KARG(c->weight_decay), KARG(decoupled), KARG(bc1),
                      KARG(bc2), KARG(c->clip_value), KARG(decay), KARG(has_decay),
-                     KARG(guard_buf), KARG(guarded));
+                     KARG(guard_buf), KARG(guarded), KARG(count));
 }
