@@ -15,14 +15,26 @@ typedef struct {
     size_t n;
 } small_net;
 
-static void net_open(small_net *s)
+/* Networks whose flat parameters fill the update's sixteen-value items
+ * exactly, fall short of one, and end in a partial one. */
+static const char *const nets[] = {
+    "[input]\nshape = 5\n[linear]\nout = 7\n[batchnorm]\n[tanh]\n[linear]\nout = 3\n",
+    "[input]\nshape = 3\n[linear]\nout = 2\n",
+    "[input]\nshape = 5\n[linear]\nout = 7\n[linear]\nout = 3\n",
+};
+#define NETS (int)(sizeof nets / sizeof nets[0])
+
+static void net_open_as(small_net *s, const char *text)
 {
-    check_ok(kiln_model_parse("[input]\nshape = 5\n[linear]\nout = 7\n[batchnorm]\n[tanh]\n"
-                              "[linear]\nout = 3\n",
-                              "opt.ini", &s->m));
+    check_ok(kiln_model_parse(text, "opt.ini", &s->m));
     check_ok(pipeline_create(test_ctx(), s->m, 4, (pipe_options){.fuse = 1, .plan = 1}, 3,
                              &s->p));
     s->n = s->p->params->numel;
+}
+
+static void net_open(small_net *s)
+{
+    net_open_as(s, nets[0]);
 }
 
 static void net_close(small_net *s)
@@ -58,7 +70,8 @@ typedef struct {
     optim_config c;
 } optim_case;
 
-static optim_case optim_cases[6];
+static optim_case optim_cases[7];
+#define OPTIM_CASES (int)(sizeof optim_cases / sizeof optim_cases[0])
 
 static void make_cases(void)
 {
@@ -80,16 +93,18 @@ static void make_cases(void)
     optim_config adamw = optim_defaults(OPTIM_ADAMW);
     adamw.lr = 0.01f;
     optim_cases[5] = (optim_case){"adamw", adamw};
+    adamw.decay_matrices = 1;
+    optim_cases[6] = (optim_case){"adamw, matrices only", adamw};
 }
 
 /* One step of the reference over n values. */
 static void ref_step(const optim_config *c, int t, double *p, const double *g, double *s0,
-                     double *s1, size_t n)
+                     double *s1, const double *decay, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        double grad = g[i];
+        double grad = g[i], wd = c->weight_decay * (decay ? decay[i] : 1);
         if (c->kind == OPTIM_SGD) {
-            grad += c->weight_decay * p[i];
+            grad += wd * p[i];
             if (c->momentum != 0) {
                 s0[i] = t == 1 ? grad : c->momentum * s0[i] + (1 - c->dampening) * grad;
                 grad = c->nesterov ? grad + c->momentum * s0[i] : s0[i];
@@ -98,9 +113,9 @@ static void ref_step(const optim_config *c, int t, double *p, const double *g, d
             continue;
         }
         if (c->kind == OPTIM_ADAMW)
-            p[i] *= 1 - c->lr * c->weight_decay;
+            p[i] *= 1 - c->lr * wd;
         else
-            grad += c->weight_decay * p[i];
+            grad += wd * p[i];
         s0[i] = c->beta1 * s0[i] + (1 - c->beta1) * grad;
         s1[i] = c->beta2 * s1[i] + (1 - c->beta2) * grad * grad;
         double mhat = s0[i] / (1 - pow(c->beta1, t)), vhat = s1[i] / (1 - pow(c->beta2, t));
@@ -108,32 +123,109 @@ static void ref_step(const optim_config *c, int t, double *p, const double *g, d
     }
 }
 
+/* The decay mask of a matrices-only optimizer: 1 at every value of the
+ * linear layers' weights, 0 elsewhere (biases, batchnorm); NULL without. */
+static double *decay_mask(const small_net *s, const optim_config *c)
+{
+    if (!c->decay_matrices)
+        return NULL;
+    double *mask = calloc(s->n, sizeof *mask);
+    for (size_t i = 0; i < s->p->count; i++) {
+        const pipe_step *st = &s->p->steps[i];
+        if (st->shapes.n_params > 0 && st->shapes.param[0].ndim == 2)
+            for (size_t j = 0; j < shape_numel(&st->shapes.param[0]); j++)
+                mask[st->flat_at[0] + j] = 1;
+    }
+    return mask;
+}
+
+/* Three steps of each optimizer on each network against float64. */
 START_TEST(optimizer_steps_match_pytorch_formulas)
 {
     make_cases();
-    const optim_case *oc = &optim_cases[_i];
+    const optim_case *oc = &optim_cases[_i % OPTIM_CASES];
     small_net s;
-    net_open(&s);
+    net_open_as(&s, nets[_i / OPTIM_CASES]);
     optimizer *o;
     check_ok(optim_create(s.p, &oc->c, &o));
-    double *p = download_d(s.p->params);
+    double *p = download_d(s.p->params), *decay = decay_mask(&s, &oc->c);
     double *s0 = calloc(s.n, sizeof *s0), *s1 = calloc(s.n, sizeof *s1);
     for (int t = 1; t <= 3; t++) {
         double *g = random_grads(&s);
         check_ok(optim_step(o, oc->c.lr, NULL));
-        ref_step(&oc->c, t, p, g, s0, s1, s.n);
+        ref_step(&oc->c, t, p, g, s0, s1, decay, s.n);
         float *got = test_alloc(s.n * sizeof *got);
         check_ok(kiln_tensor_download(s.p->params, got, s.n));
-        check_close(got, p, s.n, 1e-6, 1e-5, "%s, step %d", oc->label, t);
+        check_close(got, p, s.n, 1e-6, 1e-5, "%s, %zu values, step %d", oc->label, s.n, t);
         free(got);
         free(g);
     }
     ck_assert_uint_eq(optim_steps(o), 3);
     free(p);
+    free(decay);
     free(s0);
     free(s1);
     optim_free(o);
     net_close(&s);
+}
+END_TEST
+
+/* Every value of every buffer as bits, to compare whole states. */
+static float *snapshot(small_net *s, optimizer *o)
+{
+    float *all = test_alloc(3 * s->n * sizeof *all);
+    memset(all, 0, 3 * s->n * sizeof *all); /* the states an optimizer lacks */
+    check_ok(kiln_tensor_download(s->p->params, all, s->n));
+    for (int k = 0; k < 2; k++)
+        if (optim_state(o, k))
+            check_ok(kiln_tensor_download(optim_state(o, k), all + (k + 1) * s->n, s->n));
+    return all;
+}
+
+/* A guard (the step's loss) that is not finite keeps every parameter and
+ * state as it was; a finite one updates as without a guard, to the bit. */
+START_TEST(a_guard_that_is_not_finite_keeps_everything)
+{
+    make_cases();
+    const optim_case *oc = &optim_cases[_i % OPTIM_CASES];
+    small_net s, plain;
+    net_open_as(&s, nets[_i / OPTIM_CASES]);
+    net_open_as(&plain, nets[_i / OPTIM_CASES]);
+    optimizer *o, *po;
+    check_ok(optim_create(s.p, &oc->c, &o));
+    check_ok(optim_create(plain.p, &oc->c, &po));
+    size_t one = 1;
+    kiln_tensor *guard;
+    check_ok(kiln_tensor_create(test_ctx(), 1, &one, &guard));
+    float *g = test_alloc(s.n * sizeof *g);
+    for (int t = 1; t <= 3; t++) {
+        rng_fill(test_rng(), g, s.n, -1, 1);
+        check_ok(kiln_tensor_upload(s.p->grads, g, s.n));
+        check_ok(kiln_tensor_upload(plain.p->grads, g, s.n));
+        float *before = snapshot(&s, o);
+        check_ok(kiln_tensor_fill(guard, t == 2 ? NAN : 0.5f));
+        check_ok(optim_step(o, oc->c.lr, guard));
+        float *after = snapshot(&s, o);
+        if (t == 2) {
+            ck_assert_msg(!memcmp(before, after, 3 * s.n * sizeof *after),
+                          "%s: a NaN guard changed a value", oc->label);
+            optim_set_steps(o, optim_steps(o) - 1); /* as kiln_net_train_step does */
+        } else {
+            check_ok(optim_step(po, oc->c.lr, NULL));
+            float *want = snapshot(&plain, po);
+            ck_assert_msg(!memcmp(want, after, 3 * s.n * sizeof *after),
+                          "%s, step %d: a finite guard changed the update", oc->label, t);
+            free(want);
+        }
+        free(before);
+        free(after);
+    }
+    free(g);
+    kiln_tensor_free(guard);
+    optim_free(o);
+    optim_free(po);
+    net_close(&s);
+    net_close(&plain);
 }
 END_TEST
 
@@ -263,7 +355,9 @@ int main(void)
 {
     Suite *s = suite_create("optim");
     TCase *tc = tcase_create("optim");
-    tcase_add_loop_test(tc, optimizer_steps_match_pytorch_formulas, 0, 6);
+    tcase_add_loop_test(tc, optimizer_steps_match_pytorch_formulas, 0, OPTIM_CASES * NETS);
+    tcase_add_loop_test(tc, a_guard_that_is_not_finite_keeps_everything, 0,
+                        OPTIM_CASES * NETS);
     tcase_add_test(tc, gradient_clipping_is_exact);
     tcase_add_test(tc, schedules_follow_their_formulas);
     tcase_add_test(tc, plateau_reduces_after_patience);
