@@ -12,40 +12,18 @@
  * the update is enqueued before the host reads it); kept by selection, as
  * llvmpipe warns of a kernel argument read after an early return. */
 
-/* The updates run sixteen values an item (ceil(n / 16) items), the last
- * item's missing lanes read as 0 and not stored: PoCL left the one-value
- * kernels' loops over items scalar at AVX2 (the uniform branches on
- * has_decay and momentum kept them from its vectorizer; Adam over the
- * Fashion MLP's 236 k values took 0.74 ms a step there). A lane computes
- * what one value's kernel did, so every length gives the same bits. */
+/* The updates run sixteen values an item (n / 16 items; the flat
+ * parameters are whole multiples of the pipeline's alignment): PoCL left
+ * the one-value kernels' loops over items scalar at AVX2 (the uniform
+ * branches on has_decay and momentum kept them from its vectorizer; Adam
+ * over the Fashion MLP's 236 k values took 0.77 ms a step there, 0.20 this
+ * way). A lane computes what one value's kernel did, to the bit. */
 #define LANES 16
 
-static float16 lanes_load(__global const float *a, uint i, uint n)
-{
-    if (i + LANES <= n)
-        return vload16(0, a + i);
-    float t[LANES];
-    for (uint j = 0; j < LANES; j++)
-        t[j] = i + j < n ? a[i + j] : 0.0f;
-    return vload16(0, t);
-}
-
-static void lanes_store(float16 v, __global float *a, uint i, uint n)
-{
-    if (i + LANES <= n) {
-        vstore16(v, 0, a + i);
-        return;
-    }
-    float t[LANES];
-    vstore16(v, 0, t);
-    for (uint j = 0; j < LANES && i + j < n; j++)
-        a[i + j] = t[j];
-}
-
-static float16 clipped(__global const float *g, uint i, uint n, __global const float *scale,
+static float16 clipped(__global const float *g, uint i, __global const float *scale,
                        float clip_value)
 {
-    float16 v = lanes_load(g, i, n) * scale[0];
+    float16 v = vload16(0, g + i) * scale[0];
     return clip_value > 0.0f ? clamp(v, -clip_value, clip_value) : v;
 }
 
@@ -53,18 +31,18 @@ __kernel void sgd_step(__global float *p, __global const float *g, __global floa
                        __global const float *scale, const float lr, const float momentum,
                        const float dampening, const float wd, const int nesterov,
                        const int first, const float clip_value, __global const float *guard,
-                       const int guarded, const uint n)
+                       const int guarded)
 {
     uint i = (uint)get_global_id(0) * LANES;
     int keep = guarded && !isfinite(guard[0]);
-    float16 w = lanes_load(p, i, n), grad = clipped(g, i, n, scale, clip_value) + wd * w;
+    float16 w = vload16(0, p + i), grad = clipped(g, i, scale, clip_value) + wd * w;
     if (momentum != 0.0f) {
-        float16 before = lanes_load(buf, i, n);
+        float16 before = vload16(0, buf + i);
         float16 b = first ? grad : momentum * before + (1.0f - dampening) * grad;
-        lanes_store(keep ? before : b, buf, i, n);
+        vstore16(keep ? before : b, 0, buf + i);
         grad = nesterov ? grad + momentum * b : b;
     }
-    lanes_store(keep ? w : w - lr * grad, p, i, n);
+    vstore16(keep ? w : w - lr * grad, 0, p + i);
 }
 
 __kernel void adam_step(__global float *p, __global const float *g, __global float *m,
@@ -72,24 +50,23 @@ __kernel void adam_step(__global float *p, __global const float *g, __global flo
                         const float b1, const float b2, const float eps, const float wd,
                         const int decoupled, const float bc1, const float bc2,
                         const float clip_value, __global const float *decay,
-                        const int has_decay, __global const float *guard, const int guarded,
-                        const uint n)
+                        const int has_decay, __global const float *guard, const int guarded)
 {
     uint i = (uint)get_global_id(0) * LANES;
     int keep = guarded && !isfinite(guard[0]);
-    float16 grad = clipped(g, i, n, scale, clip_value), p0 = lanes_load(p, i, n), w = p0;
+    float16 grad = clipped(g, i, scale, clip_value), p0 = vload16(0, p + i), w = p0;
     /* decay: 1 where weight decay applies (matrices), 0 elsewhere */
-    float16 wdi = has_decay ? wd * lanes_load(decay, i, n) : (float16)wd;
+    float16 wdi = has_decay ? wd * vload16(0, decay + i) : (float16)wd;
     if (decoupled)
         w *= 1.0f - lr * wdi;
     else
         grad += wdi * w;
-    float16 m0 = lanes_load(m, i, n), v0 = lanes_load(v, i, n);
+    float16 m0 = vload16(0, m + i), v0 = vload16(0, v + i);
     float16 mi = b1 * m0 + (1.0f - b1) * grad;
     float16 vi = b2 * v0 + (1.0f - b2) * grad * grad;
-    lanes_store(keep ? m0 : mi, m, i, n);
-    lanes_store(keep ? v0 : vi, v, i, n);
-    lanes_store(keep ? p0 : w - lr * (mi / bc1) / (sqrt(vi / bc2) + eps), p, i, n);
+    vstore16(keep ? m0 : mi, 0, m + i);
+    vstore16(keep ? v0 : vi, 0, v + i);
+    vstore16(keep ? p0 : w - lr * (mi / bc1) / (sqrt(vi / bc2) + eps), 0, p + i);
 }
 
 /* scale[0] = min(1, max_norm / (sqrt(sumsq[0]) + 1e-6)), as clip_grad_norm_;

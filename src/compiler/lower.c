@@ -233,7 +233,7 @@ static kiln_status alloc_flat(pipeline *p)
         for (int k = 0; k < p->steps[i].shapes.n_params; k++)
             if (!is_tied(&p->steps[i], k))
                 total += (shape_numel(&p->steps[i].shapes.param[k]) + align - 1) / align * align;
-    kiln_shape flat = shape_make(1, total ? total : 1, 0, 0, 0);
+    kiln_shape flat = shape_make(1, total ? total : align, 0, 0, 0);
     kiln_status st = tensor_of(p->ctx, &flat, &p->params);
     if (st == KILN_OK)
         st = tensor_of(p->ctx, &flat, &p->grads);

@@ -60,8 +60,11 @@ optim_config optim_defaults(optim_kind kind)
     return c;
 }
 
-/* Values an item of sgd_step and adam_step updates (cl/optim.cl's LANES). */
+/* Values an item of sgd_step and adam_step updates (cl/optim.cl's LANES):
+ * the flat parameters fill whole items. */
 #define OPTIM_LANES 16
+_Static_assert(KILN_ARENA_ALIGN / sizeof(float) % OPTIM_LANES == 0,
+               "the flat parameters are whole items of the update");
 
 static const char *step_kernel(const optim_config *c)
 {
@@ -186,8 +189,7 @@ kiln_status optim_step(optimizer *o, float lr, const kiln_tensor *guard)
         st = kernel_get(ctx, "optim.cl", "", name, &k);
     if (st != KILN_OK)
         return st;
-    size_t n = o->p->params->numel, items = (n + OPTIM_LANES - 1) / OPTIM_LANES;
-    cl_uint count = (cl_uint)n;
+    size_t items = o->p->params->numel / OPTIM_LANES;
     cl_mem p = o->p->params->buf, g = o->p->grads->buf;
     cl_mem s0 = o->state[0] ? o->state[0]->buf : p, s1 = o->state[1] ? o->state[1]->buf : p;
     cl_mem guard_buf = guard ? guard->buf : p;
@@ -197,8 +199,7 @@ kiln_status optim_step(optimizer *o, float lr, const kiln_tensor *guard)
         return launch_3d(ctx, k, name, items, 1, 1, KARG(p), KARG(g), KARG(s0),
                          KARG(o->scale->buf), KARG(lr), KARG(c->momentum),
                          KARG(c->dampening), KARG(c->weight_decay), KARG(nesterov),
-                         KARG(first), KARG(c->clip_value), KARG(guard_buf), KARG(guarded),
-                         KARG(count));
+                         KARG(first), KARG(c->clip_value), KARG(guard_buf), KARG(guarded));
     }
     cl_int decoupled = c->kind == OPTIM_ADAMW;
     float bc1 = (float)(1.0 - pow(c->beta1, (double)o->t));
@@ -209,5 +210,5 @@ kiln_status optim_step(optimizer *o, float lr, const kiln_tensor *guard)
                      KARG(o->scale->buf), KARG(lr), KARG(c->beta1), KARG(c->beta2),
                      KARG(c->eps), KARG(c->weight_decay), KARG(decoupled), KARG(bc1),
                      KARG(bc2), KARG(c->clip_value), KARG(decay), KARG(has_decay),
-                     KARG(guard_buf), KARG(guarded), KARG(count));
+                     KARG(guard_buf), KARG(guarded));
 }
