@@ -147,7 +147,12 @@ def path_arg(p, what, caller):
 
 def floats(a):
     """The address of a float32 array in C order, for an argument declared
-    _capi.F; the caller keeps a reference to it for the call."""
+    _capi.F; the caller keeps a reference to it for the call. Through the
+    buffer protocol where the array is writable: 0.3 us, against 0.8-0.9
+    for a.ctypes.data or a.__array_interface__ (a forward of one sample
+    from Python takes two)."""
+    if a.flags.writeable and a.size:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))
     return a.__array_interface__["data"][0]
 
 

@@ -394,7 +394,7 @@ class Model:
         _, outs, block = self._sizes
         out = np.empty((x.shape[0], outs), dtype=np.float32)
         if x.shape[0]:
-            status = _lib.kiln_net_forward(self._net, x.ctypes.data, x.shape[0], out.ctypes.data)
+            status = _lib.kiln_net_forward(self._net, floats(x), x.shape[0], floats(out))
             if status:
                 finite(x, "X")  # a NaN or Inf, which libkiln refused, by sample and feature
                 check(status, "predict")
