@@ -170,8 +170,9 @@ static float *snapshot(small_net *s, optimizer *o)
     return all;
 }
 
-/* A guard (the step's loss) that is not finite keeps every parameter and
- * state as it was; a finite one updates as without a guard, to the bit. */
+/* A guard (the step's loss) that is not finite, NaN or infinite, keeps
+ * every parameter and state as it was; a finite one updates as without a
+ * guard, to the bit. */
 START_TEST(a_guard_that_is_not_finite_keeps_everything)
 {
     make_cases();
@@ -186,17 +187,19 @@ START_TEST(a_guard_that_is_not_finite_keeps_everything)
     kiln_tensor *guard;
     check_ok(kiln_tensor_create(test_ctx(), 1, &one, &guard));
     float *g = test_alloc(s.n * sizeof *g);
-    for (int t = 1; t <= 3; t++) {
+    for (int t = 1; t <= 4; t++) {
         rng_fill(test_rng(), g, s.n, -1, 1);
         check_ok(kiln_tensor_upload(s.p->grads, g, s.n));
         check_ok(kiln_tensor_upload(plain.p->grads, g, s.n));
         float *before = snapshot(&s, o);
-        check_ok(kiln_tensor_fill(guard, t == 2 ? NAN : 0.5f));
+        int kept = t == 2 || t == 3; /* a NaN loss, then an infinite one */
+        check_ok(kiln_tensor_fill(guard, t == 2 ? NAN : t == 3 ? INFINITY : 0.5f));
         check_ok(optim_step(o, oc->c.lr, guard));
         float *after = snapshot(&s, o);
-        if (t == 2) {
+        if (kept) {
             ck_assert_msg(!memcmp(before, after, 3 * s.n * sizeof *after),
-                          "%s: a NaN guard changed a value", oc->label);
+                          "%s, step %d: a guard of %g changed a value", oc->label, t,
+                          t == 2 ? NAN : INFINITY);
             optim_set_steps(o, optim_steps(o) - 1); /* as kiln_net_train_step does */
         } else {
             check_ok(optim_step(po, oc->c.lr, NULL));
@@ -214,6 +217,25 @@ START_TEST(a_guard_that_is_not_finite_keeps_everything)
     optim_free(po);
     net_close(&s);
     net_close(&plain);
+}
+END_TEST
+
+/* A network without parameters still has whole items of the update. */
+START_TEST(an_optimizer_without_parameters_steps)
+{
+    kiln_model *m;
+    pipeline *p;
+    check_ok(kiln_model_parse("[input]\nshape = 4\n[relu]\n", "none.ini", &m));
+    check_ok(pipeline_create(test_ctx(), m, 2, (pipe_options){.fuse = 1, .plan = 1}, 3, &p));
+    for (int k = 0; k < 2; k++) {
+        optim_config c = optim_defaults(k ? OPTIM_ADAM : OPTIM_SGD);
+        optimizer *o;
+        check_ok(optim_create(p, &c, &o));
+        check_ok(optim_step(o, c.lr, NULL));
+        optim_free(o);
+    }
+    pipeline_free(p);
+    kiln_model_free(m);
 }
 END_TEST
 
@@ -345,6 +367,7 @@ int main(void)
     TCase *tc = tcase_create("optim");
     tcase_add_loop_test(tc, optimizer_steps_match_pytorch_formulas, 0, OPTIM_CASES);
     tcase_add_loop_test(tc, a_guard_that_is_not_finite_keeps_everything, 0, OPTIM_CASES);
+    tcase_add_test(tc, an_optimizer_without_parameters_steps);
     tcase_add_test(tc, gradient_clipping_is_exact);
     tcase_add_test(tc, schedules_follow_their_formulas);
     tcase_add_test(tc, plateau_reduces_after_patience);
