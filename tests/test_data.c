@@ -52,6 +52,54 @@ START_TEST(idx_files_load_plain_or_gzipped)
 }
 END_TEST
 
+/* Values wider than a byte (int16, big-endian) load as they are, unscaled. */
+START_TEST(idx_files_of_wider_values_load_unscaled)
+{
+    static const unsigned char img[] = {0, 0, 0x0B, 2, 0, 0, 0, 2, 0, 0, 0, 2,
+                                        0, 1, 0xFF, 0xFE, 0x01, 0x2C, 0, 7};
+    char path[512];
+    snprintf(path, sizeof path, "%s", test_tmp_path("wide.idx"));
+    test_write_file(path, img, sizeof img, 0);
+    dataset d;
+    check_ok(data_load_idx_images(path, &d));
+    static const float want[4] = {1, -2, 300, 7};
+    for (int i = 0; i < 4; i++)
+        ck_assert_float_eq(d.x[i], want[i]);
+    data_free(&d);
+}
+END_TEST
+
+/* The normalization's sums over a range of samples, globally, a channel
+ * at a time (10 values each) and a value at a time, against float64 sums
+ * taken in the same order: the same bits. */
+START_TEST(normalization_sums_by_group)
+{
+    enum { N = 9, IN = 30 };
+    float x[N * IN];
+    rng_fill(test_rng(), x, N * IN, -3, 3);
+    dataset d;
+    memset(&d, 0, sizeof d);
+    d.x = x;
+    d.count = N;
+    d.features = IN;
+    static const size_t groups[] = {1, 3, IN};
+    for (int c = 0; c < 3; c++) {
+        size_t gs = groups[c], per = IN / gs;
+        double got[2 * IN] = {0}, want[2 * IN] = {0};
+        check_ok(data_sums_of(&d, 2, N - 3, gs, got));
+        for (size_t s = 2; s < N - 1; s++)
+            for (size_t i = 0; i < IN; i++) {
+                double v = x[s * IN + i];
+                want[i / per] += v;
+                want[gs + i / per] += v * v;
+            }
+        for (size_t g = 0; g < 2 * gs; g++)
+            ck_assert_msg(got[g] == want[g], "%zu groups: sum %zu is %.17g, expected %.17g", gs,
+                          g, got[g], want[g]);
+    }
+}
+END_TEST
+
 /* Broken IDX files: each a clear error naming the file. */
 START_TEST(broken_idx_files_are_refused)
 {
@@ -156,6 +204,8 @@ int main(void)
     Suite *s = suite_create("data");
     TCase *tc = tcase_create("data");
     tcase_add_test(tc, idx_files_load_plain_or_gzipped);
+    tcase_add_test(tc, idx_files_of_wider_values_load_unscaled);
+    tcase_add_test(tc, normalization_sums_by_group);
     tcase_add_test(tc, broken_idx_files_are_refused);
     tcase_add_test(tc, csv_files_load_and_refuse_bad_cells);
     suite_add_tcase(s, tc);

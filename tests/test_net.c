@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "net/net.h"
 
 static const char mlp[] = "[input]\nshape = 7\n[linear]\nout = 13\n[batchnorm]\n[relu]\n"
                           "[linear]\nout = 3\n[train]\noptimizer = sgd\nlr = 0.1\n"
@@ -647,6 +648,41 @@ START_TEST(regression_metrics_match_a_float64_reference)
 }
 END_TEST
 
+/* net_normalize against (x - mean) / std value by value, to the bit: one
+ * pair for every value, one a channel (10 values each) and one a value;
+ * into another array and in place. */
+START_TEST(normalization_is_applied_value_by_value)
+{
+    enum { N = 7, IN = 30 };
+    kiln_model *m = model("[input]\nshape = 3x2x5\n[flatten]\n[linear]\nout = 2\n");
+    kiln_net *net;
+    check_ok(kiln_net_create(test_ctx(), m, 4, &net));
+    static const size_t counts[] = {1, 3, IN};
+    float x[N * IN], got[N * IN], mean[IN], std[IN];
+    rng_fill(test_rng(), x, N * IN, -3, 3);
+    for (int c = 0; c < 3; c++) {
+        size_t count = counts[c], group = IN / count;
+        rng_fill(test_rng(), mean, count, -1, 1);
+        rng_fill(test_rng(), std, count, 0.5f, 2);
+        check_ok(kiln_net_set_normalization(net, mean, std, count));
+        for (int in_place = 0; in_place < 2; in_place++) {
+            if (in_place)
+                memcpy(got, x, sizeof got);
+            net_normalize(net, in_place ? got : x, N, got);
+            for (size_t i = 0; i < N * IN; i++) {
+                size_t g = i % IN / group;
+                float want = (x[i] - mean[g]) / std[g];
+                ck_assert_msg(got[i] == want, "%zu pairs%s: value %zu is %.9g, expected %.9g",
+                              count, in_place ? ", in place" : "", i, (double)got[i],
+                              (double)want);
+            }
+        }
+    }
+    kiln_net_free(net);
+    kiln_model_free(m);
+}
+END_TEST
+
 /* Tabular features of very different scales: normalize = standard scales
  * each feature (as StandardScaler), stores the vectors in the checkpoint,
  * and a network loaded from it predicts exactly as the trained one; an
@@ -721,6 +757,7 @@ int main(void)
     tcase_add_test(tc, sigmoid_head_trains_as_bce_with_logits);
     tcase_add_test(tc, multi_label_sigmoid_outputs_train_on_three_targets);
     tcase_add_test(tc, regression_metrics_match_a_float64_reference);
+    tcase_add_test(tc, normalization_is_applied_value_by_value);
     tcase_add_test(tc, per_feature_normalization_is_learnt_stored_and_applied);
     suite_add_tcase(s, tc);
     return test_run(s);

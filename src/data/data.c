@@ -203,7 +203,10 @@ static kiln_status read_idx(const char *path, idx_header *h, float **out)
     if (st == KILN_OK && !(*out = malloc(h->count * sizeof **out)))
         st = error_set(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu values", path,
                        h->count);
-    for (size_t i = 0; st == KILN_OK && i < h->count; i++) {
+    if (st == KILN_OK && h->type == 0x08) /* bytes (the MNIST files): always finite */
+        for (size_t i = 0; i < h->count; i++)
+            (*out)[i] = raw[i];
+    for (size_t i = 0; st == KILN_OK && h->type != 0x08 && i < h->count; i++) {
         (*out)[i] = idx_value(raw + i * size, h->type);
         if (!isfinite((*out)[i]))
             st = error_set(KILN_ERR_IO, "%s: value %zu is not a finite number", path, i);
@@ -603,15 +606,28 @@ kiln_status data_gather(const dataset *d, const size_t *order, size_t first, siz
     return d->images ? folder_gather(d, order, first, n, x) : KILN_OK;
 }
 
+/* sum[g] += every value of group g, sum[groups + g] += its square, sample
+ * by sample in order; a group's values lie together (per of them), so no
+ * value needs a division to find its group. */
 static void add_sums(const float *x, size_t n, size_t in, size_t groups, double *sum)
 {
     size_t per = in / groups;
-    for (size_t s = 0; s < n; s++)
-        for (size_t i = 0; i < in; i++) {
-            double v = x[s * in + i];
-            sum[i / per] += v;
-            sum[groups + i / per] += v * v;
-        }
+    double *sq = sum + groups;
+    for (size_t s = 0; s < n; s++, x += in) {
+        if (per == 1)
+            for (size_t i = 0; i < in; i++) {
+                double v = x[i];
+                sum[i] += v;
+                sq[i] += v * v;
+            }
+        else
+            for (size_t g = 0; g < groups; g++)
+                for (size_t i = g * per; i < (g + 1) * per; i++) {
+                    double v = x[i];
+                    sum[g] += v;
+                    sq[g] += v * v;
+                }
+    }
 }
 
 void data_sums(const dataset *d, size_t groups, double *sum)
