@@ -187,8 +187,10 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
     int stop = 0;
     /* Forward, loss and backward are enqueued, the next batch is gathered
      * and its upload enqueued behind them while the device works, and the
-     * host waits once, for the loss; the update is enqueued only when the
-     * loss is finite, ahead of the next batch's forward. */
+     * host waits once, for the loss. On one process the update is enqueued
+     * behind the loss's read and skipped on the device where the loss is
+     * not finite; with several ranks it is enqueued once they agree on a
+     * finite loss. Either way it runs ahead of the next batch's forward. */
     for (; i < batches && st == KILN_OK && !stop; i++, q = after) {
         size_t n = batch_size(r, i), first, mine;
         batch_slice(r, i, &first, &mine);
@@ -219,9 +221,21 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
             snprintf(what, sizeof what, "%s", kiln_last_error());
             st = error_set(KILN_ERR_NUMERIC, "epoch %d, batch %zu: %s", epoch, i + 1, what);
         }
+        /* one process: the update is enqueued behind the loss's read and
+         * skipped on the device where the loss is not finite, as
+         * kiln_net_train_step does, so that the device runs on while the
+         * host waits (ranks agree on the loss first) */
+        int ahead = st == KILN_OK && q && last && dist_comm_size(r->net->comm) <= 1;
+        uint64_t steps = optim_steps(r->opt);
         float l = 0;
+        cl_event read = NULL;
         if (st == KILN_OK && q)
-            st = kiln_tensor_download(q->loss, &l, 1);
+            st = ahead ? tensor_read_begin(q->loss, &l, 1, &read)
+                       : kiln_tensor_download(q->loss, &l, 1);
+        if (st == KILN_OK && ahead)
+            st = net_optim_step(r->net, lr, q->loss);
+        kiln_status waited = tensor_read_end(read);
+        st = st == KILN_OK ? waited : st;
         double ignored = 0;
         size_t right = 0;
         if (st == KILN_OK && q)
@@ -240,8 +254,13 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
                                              "--detect-anomaly finds the first layer that "
                                              "made a NaN or Inf",
                            epoch, i + 1, batch_loss);
-        if (st == KILN_OK && last) /* after the loss is known: a failed step changes no weight */
+        /* with several ranks, after the loss is known: a failed step changes no weight */
+        if (st == KILN_OK && last && !ahead)
             st = net_optim_step(r->net, lr, NULL);
+        if (st != KILN_OK && ahead) { /* the update kept every value; nor does it count */
+            kiln_ctx_finish(r->net->ctx);
+            optim_set_steps(r->opt, steps);
+        }
         correct += (size_t)shared[1];
         total += shared[0]; /* the epoch's loss is a mean over samples */
         samples += n;
