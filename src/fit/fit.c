@@ -221,21 +221,13 @@ static kiln_status train_epoch(run *r, int epoch, float lr, size_t *next, double
             snprintf(what, sizeof what, "%s", kiln_last_error());
             st = error_set(KILN_ERR_NUMERIC, "epoch %d, batch %zu: %s", epoch, i + 1, what);
         }
-        /* one process: the update is enqueued behind the loss's read and
-         * skipped on the device where the loss is not finite, as
-         * kiln_net_train_step does, so that the device runs on while the
-         * host waits (ranks agree on the loss first) */
+        /* one process: the update ahead, behind the loss's read, as
+         * kiln_net_train_step does (ranks agree on the loss first) */
         int ahead = st == KILN_OK && q && last && dist_comm_size(r->net->comm) <= 1;
         uint64_t steps = optim_steps(r->opt);
         float l = 0;
-        cl_event read = NULL;
         if (st == KILN_OK && q)
-            st = ahead ? tensor_read_begin(q->loss, &l, 1, &read)
-                       : kiln_tensor_download(q->loss, &l, 1);
-        if (st == KILN_OK && ahead)
-            st = net_optim_step(r->net, lr, q->loss);
-        kiln_status waited = tensor_read_end(read);
-        st = st == KILN_OK ? waited : st;
+            st = net_read_loss(r->net, q->loss, lr, ahead, &l);
         double ignored = 0;
         size_t right = 0;
         if (st == KILN_OK && q)

@@ -586,14 +586,9 @@ kiln_status kiln_net_train_step(kiln_net *net, const float *x, const float *y, s
      * whose loss is not finite leaves the weights as they were. */
     int local = dist_comm_size(net->comm) <= 1 && n > 0;
     float l = 0;
-    cl_event read = NULL;
     uint64_t t = optim_steps(net->opt);
     if (st == KILN_OK && n)
-        st = local ? tensor_read_begin(q->loss, &l, 1, &read) : kiln_tensor_download(q->loss, &l, 1);
-    if (st == KILN_OK && local)
-        st = net_optim_step(net, net->lr, q->loss);
-    kiln_status waited = tensor_read_end(read);
-    st = st == KILN_OK ? waited : st;
+        st = net_read_loss(net, q->loss, net->lr, local, &l);
     double sum = (double)l * (double)n; /* the whole batch's mean loss */
     if (st == KILN_OK && !local)
         st = dist_sum_doubles(net->comm, &sum, 1, "the step's loss");

@@ -148,6 +148,12 @@ kiln_tensor *net_logits(const kiln_net *net, const pipeline *p);
  * (params.c); net_free_frozen releases what freezing holds. guard: as
  * optim_step's. */
 kiln_status net_optim_step(kiln_net *net, float lr, const kiln_tensor *guard);
+
+/* The step's loss (one value) into *l; with ahead (one process), the
+ * update at lr enqueued behind its read and skipped on the device where
+ * the loss is not finite, so that the device runs on while the host
+ * waits. A caller whose step then fails restores the optimizer's count. */
+kiln_status net_read_loss(kiln_net *net, const kiln_tensor *loss, float lr, int ahead, float *l);
 void net_free_frozen(kiln_net *net);
 
 /* The class weights of the settings on the device (or none), checked

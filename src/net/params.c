@@ -124,6 +124,17 @@ kiln_status net_optim_step(kiln_net *net, float lr, const kiln_tensor *guard)
     return st;
 }
 
+kiln_status net_read_loss(kiln_net *net, const kiln_tensor *loss, float lr, int ahead, float *l)
+{
+    cl_event read = NULL;
+    kiln_status st = ahead ? tensor_read_begin(loss, l, 1, &read)
+                           : kiln_tensor_download(loss, l, 1);
+    if (st == KILN_OK && ahead)
+        st = net_optim_step(net, lr, loss);
+    kiln_status waited = tensor_read_end(read);
+    return st == KILN_OK ? waited : st;
+}
+
 kiln_status kiln_net_normalization(const kiln_net *net, float *mean, float *std, size_t cap,
                                    size_t *count)
 {
