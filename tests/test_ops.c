@@ -816,6 +816,17 @@ START_TEST(strided_input_gradient_staged_in_chunks)
 }
 END_TEST
 
+/* Past 4608 taps a pixel (C K K), conv_pixels' table of their offsets
+ * would not hold them: the convolution keeps conv_tiles on CPUs. A test
+ * of its own, after the list's (see above). */
+START_TEST(convolution_past_the_pixel_taps_table)
+{
+    static const op_case tc = {"conv 1x513x3x4 k3 p1 ->3", OP_CONV2D, 1, 1,
+                               {S4(1, 513, 3, 4)}, .out = 3, .kernel = 3, .pad = 1};
+    check_case(&tc);
+}
+END_TEST
+
 START_TEST(convolution_at_other_tiles)
 {
     const op_case *tc = &cases[_i];
@@ -990,6 +1001,7 @@ int main(void)
     tcase_add_test(tc, bad_shapes_name_both_shapes);
     tcase_add_test(tc, sum_of_squares_is_accurate_and_deterministic);
     tcase_add_test(tc, strided_input_gradient_past_64_channels);
+    tcase_add_test(tc, convolution_past_the_pixel_taps_table);
     tcase_add_test(tc, strided_input_gradient_staged_in_chunks);
     suite_add_tcase(s, tc);
     return test_run(s);

@@ -45,7 +45,7 @@ typedef struct {
     size_t scratch_bytes[2];
     gemm_log *log;           /* when set, blas_sgemm records its shapes */
     gemm_tile tile;          /* kiln's GEMM tile; mr 0 until the first product chooses */
-    char tile_options[4][64]; /* gemm.cl's options for that tile: A, A^T; the
+    char tile_options[4][96]; /* gemm.cl's options for that tile: A, A^T; the
                                  same with the GELU epilogues */
     size_t b_fits;           /* gemm_tile walks B's panels inside a row of tiles where
                                 B's k block is at most this many bytes (0: not known yet) */

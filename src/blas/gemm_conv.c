@@ -24,10 +24,11 @@
 #define PIXELS_MIN_K 32
 
 /* Whether a convolution of m output channels over k taps a pixel takes
- * conv_pixels and conv_weight_pixels. */
+ * conv_pixels and conv_weight_pixels (at most GEMM_PIXEL_TAPS_MAX taps,
+ * conv_pixels' table of their offsets). */
 static int pixels_pay(size_t m, size_t k)
 {
-    return m <= PIXELS_MAX_CHANNELS && k >= PIXELS_MIN_K;
+    return m <= PIXELS_MAX_CHANNELS && k >= PIXELS_MIN_K && k <= GEMM_PIXEL_TAPS_MAX;
 }
 
 /* planes of h x w in buf zero-padded by p on every side (pad_planes)

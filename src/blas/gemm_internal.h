@@ -14,6 +14,11 @@ enum { PLAIN_A = 0, TRANS_A = 1, WITH_GELU = 2 };
 /* gemm.cl's program text: math.cl joins it for the GELU epilogue. */
 #define GEMM_SOURCES "math.cl+gemm.cl"
 
+/* The most taps a pixel (C K K) conv_pixels and conv_pixels_lines take:
+ * they hold the taps' offsets in a table in local memory of this many
+ * (gemm.cl's PIXEL_TAPS_MAX, set from here). */
+#define GEMM_PIXEL_TAPS_MAX 4608
+
 /* Kernel `name` of gemm.cl's first program for s's tile (op(A) = A), where
  * the packing and convolution kernels live. */
 static inline kiln_status gemm_kernel(kiln_ctx *ctx, const blas_state *s, const char *name,
