@@ -827,6 +827,23 @@ START_TEST(convolution_past_the_pixel_taps_table)
 }
 END_TEST
 
+/* conv_weight_pixels sums several whole images a pass where they are
+ * small (up to 128 pixels), x read in place where it is not padded, else
+ * each image's rows staged: 20 images of 4 x 3 outputs, 2 or 3 of them a
+ * pass of an item (80 rows over 8 items). A test of its own, after the
+ * list's (see above). */
+START_TEST(weight_gradient_of_small_images_together)
+{
+    static const op_case tcs[] = {
+        {"conv 20x4x6x5 k3 ->3", OP_CONV2D, 1, 1, {S4(20, 4, 6, 5)}, .out = 3, .kernel = 3},
+        {"conv 20x4x4x3 k3 p1 ->3", OP_CONV2D, 1, 1, {S4(20, 4, 4, 3)}, .out = 3, .kernel = 3,
+         .pad = 1},
+    };
+    for (size_t i = 0; i < sizeof tcs / sizeof tcs[0]; i++)
+        check_case(&tcs[i]);
+}
+END_TEST
+
 START_TEST(convolution_at_other_tiles)
 {
     const op_case *tc = &cases[_i];
@@ -1002,6 +1019,7 @@ int main(void)
     tcase_add_test(tc, sum_of_squares_is_accurate_and_deterministic);
     tcase_add_test(tc, strided_input_gradient_past_64_channels);
     tcase_add_test(tc, convolution_past_the_pixel_taps_table);
+    tcase_add_test(tc, weight_gradient_of_small_images_together);
     tcase_add_test(tc, strided_input_gradient_staged_in_chunks);
     suite_add_tcase(s, tc);
     return test_run(s);

@@ -135,8 +135,8 @@ void gemm_tile_put(blas_state *s, gemm_tile t)
     s->tile = t;
     for (int i = 0; i < 4; i++)
         snprintf(s->tile_options[i], sizeof s->tile_options[i],
-                 "-DA_TRANS=%d -DMR=%d -DV=%d -DPIXEL_TAPS_MAX=%d%s", i & TRANS_A, t.mr, t.v,
-                 GEMM_PIXEL_TAPS_MAX, i & WITH_GELU ? " -DGELU_EPILOGUES" : "");
+                 "-DA_TRANS=%d -DMR=%d -DV=%d -DOFFSETS_MAX=%d%s", i & TRANS_A, t.mr, t.v,
+                 GEMM_OFFSETS_MAX, i & WITH_GELU ? " -DGELU_EPILOGUES" : "");
 }
 
 /* t's k block: $KILN_GEMM_KC, else kc when set, else the device's. */

@@ -24,11 +24,11 @@
 #define PIXELS_MIN_K 32
 
 /* Whether a convolution of m output channels over k taps a pixel takes
- * conv_pixels and conv_weight_pixels (at most GEMM_PIXEL_TAPS_MAX taps,
+ * conv_pixels and conv_weight_pixels (at most GEMM_OFFSETS_MAX taps,
  * conv_pixels' table of their offsets). */
 static int pixels_pay(size_t m, size_t k)
 {
-    return m <= PIXELS_MAX_CHANNELS && k >= PIXELS_MIN_K && k <= GEMM_PIXEL_TAPS_MAX;
+    return m <= PIXELS_MAX_CHANNELS && k >= PIXELS_MIN_K && k <= GEMM_OFFSETS_MAX;
 }
 
 /* planes of h x w in buf zero-padded by p on every side (pad_planes)
@@ -207,13 +207,16 @@ static kiln_status weight_pixels(kiln_ctx *ctx, const blas_state *s, cl_mem g,
     /* output rows a pass of the tiles takes: at least WEIGHT_PIXELS_RUN
      * pixels, so that loading and storing a tile's sums, and the rows of
      * x staged again by the next chunk, weigh little */
-    size_t ch = chunk_rows(x, WEIGHT_PIXELS_RUN), staged = x->p ? staged_floats(x, ch) : 0;
+    size_t ch = chunk_rows(x, WEIGHT_PIXELS_RUN), table_rows = GEMM_OFFSETS_MAX / x->ow;
+    ch = ch < table_rows ? ch : table_rows; /* the chunk's pixels' offsets in its table */
+    size_t staged = x->p ? staged_floats(x, ch) : 0;
     /* where a chunk is whole samples, at most as many as make
      * WEIGHT_PIXELS_RUN pixels, and as many as keep an item's copies of
      * them within WEIGHT_SLOT_BYTES */
     size_t pixels = x->oh * x->ow, im = ch == x->oh ? WEIGHT_PIXELS_RUN / pixels : 1;
     size_t fit = WEIGHT_SLOT_BYTES / sizeof(float) / (ch * x->ow * op + staged);
     im = im < fit ? im : fit;
+    im = im < table_rows / ch ? im : table_rows / ch;
     im = im ? im : 1;
     cl_mem buf;
     cl_kernel kernel, sum;
@@ -248,7 +251,7 @@ kiln_status gemm_cpu_conv_weights(kiln_ctx *ctx, cl_mem g, const gemm_im2col *x,
     kiln_status st = gemm_tiled_state(ctx, &s);
     if (st != KILN_OK)
         return st;
-    if (weight_pixels_pay(m, n))
+    if (weight_pixels_pay(m, n) && x->ow <= GEMM_OFFSETS_MAX)
         return weight_pixels(ctx, s, g, x, m, dw);
     size_t items = WEIGHT_ITEMS_PER_UNIT * device_units(&ctx->info);
     items = items < total ? items : total;

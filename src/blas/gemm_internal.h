@@ -14,10 +14,11 @@ enum { PLAIN_A = 0, TRANS_A = 1, WITH_GELU = 2 };
 /* gemm.cl's program text: math.cl joins it for the GELU epilogue. */
 #define GEMM_SOURCES "math.cl+gemm.cl"
 
-/* The most taps a pixel (C K K) conv_pixels and conv_pixels_lines take:
- * they hold the taps' offsets in a table in local memory of this many
- * (gemm.cl's PIXEL_TAPS_MAX, set from here). */
-#define GEMM_PIXEL_TAPS_MAX 4608
+/* The entries of the tables of offsets in local memory (gemm.cl's
+ * OFFSETS_MAX, set from here): conv_pixels' and conv_pixels_lines' of a
+ * pixel's taps (so at most this many, C K K), conv_weight_pixels' of a
+ * chunk's pixels. */
+#define GEMM_OFFSETS_MAX 4608
 
 /* Kernel `name` of gemm.cl's first program for s's tile (op(A) = A), where
  * the packing and convolution kernels live. */
