@@ -1427,22 +1427,23 @@ INLINE void phase_line_sums(const phase_geom *f, __global const float *x0, uint 
 }
 
 /* Channels of a pair of phase tiles (columns 2j and 2j + 1 of the same
- * MR inputs j of a row of dx), each channel's 2 MR values one run from d
- * (channels stride apart); keep0, keep1: that phase has no taps and dx
- * adds, so its values stay as they are. Without adding, dx is not read. */
+ * MR inputs j of a row of dx), each channel's 2 (MR - from) values from
+ * its input `from` one run from d (channels stride apart); keep0, keep1:
+ * that phase has no taps and dx adds, so its values stay as they are.
+ * Without adding, dx is not read. */
 INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0[MR][NR],
-                        float t1[MR][NR], uint adding, int keep0, int keep1)
+                        float t1[MR][NR], uint adding, int keep0, int keep1, uint from)
 {
     if (!adding) {
         for (size_t j = 0; j < count; j++, d += stride)
-            for (uint r = 0; r < MR; r++) {
+            for (uint r = from; r < MR; r++) {
                 d[2 * r] = t0[r][j];
                 d[2 * r + 1] = t1[r][j];
             }
         return;
     }
     for (size_t j = 0; j < count; j++, d += stride)
-        for (uint r = 0; r < MR; r++) {
+        for (uint r = from; r < MR; r++) {
             d[2 * r] = keep0 ? d[2 * r] : t0[r][j] + d[2 * r];
             d[2 * r + 1] = keep1 ? d[2 * r + 1] : t1[r][j] + d[2 * r + 1];
         }
@@ -1454,7 +1455,9 @@ INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0
  * channel's 2 MR values of dx one run, where a phase's tile stored every
  * other value, one at a time; then the same for row phase 1 below them
  * (if that phase has the row: H may be odd). Each item takes a run of
- * these tile positions (along the rows of row phase 0). The same sums,
+ * these tile positions (along the rows of row phase 0); where MR does not
+ * divide WB, a row's last tile moves back to end at the row's end and
+ * stores only the inputs the one before it did not. The same sums,
  * so the same bits, as conv_phase_pixels_lines; a phase no tap reaches
  * gets zeros (or keeps its values, where dx adds). g (N, O, OH, OW) is
  * read in place where PG is 0; else an item stages the rows of g that
@@ -1478,10 +1481,16 @@ conv_phase_pairs(__global const float *wq, __global const float *g, __global flo
     for (uint pa = 0; pa < S; pa++)
         for (uint pb = 0; pb < S; pb++)
             f[pa][pb] = phase_geom_of(wq, pa, pb, N, C, H, W, O, K, S, P, D);
-    size_t tiles = f[0][0].npix / MR, staged_n = N;
+    uint HA = f[0][0].HA, WB = f[0][0].WB, across = (WB + MR - 1) / MR;
+    size_t tiles = (size_t)N * HA * across, staged_n = N;
     uint staged_i = 0;
     for (size_t t = item * tiles / items; t < (item + 1) * tiles / items; t++) {
-        im2col_at at = im2col_start(t * MR, f[0][0].HA, f[0][0].WB);
+        /* the tile position's row and its first input, the last one of a
+         * row moved back to end at the row's end (WB >= MR), from that
+         * row's input `from` on the ones the one before left */
+        size_t row = t / across;
+        uint j = (uint)(t % across) * MR, ow = min(j, WB - MR), from = j - ow;
+        im2col_at at = {row / HA, (uint)(row % HA), ow};
         __global const float *x0 = g + at.n * gimage + (size_t)at.oh * Wp + at.ow;
         if (PG) {
             if (at.n != staged_n || at.oh >= staged_i + CH) {
@@ -1495,13 +1504,13 @@ conv_phase_pairs(__global const float *wq, __global const float *g, __global flo
             const phase_geom *f0 = &f[pa][0], *f1 = &f[pa][1];
             if ((f0->k == 0 && f1->k == 0 && adding) || at.oh >= f0->HA)
                 continue;
-            __global float *row = dx + at.n * C * HW + (pa + S * at.oh) * W + S * at.ow;
+            __global float *out = dx + at.n * C * HW + (pa + S * at.oh) * W + S * at.ow;
             for (size_t col0 = 0; col0 < C; col0 += NR) {
                 float t0[MR][NR], t1[MR][NR];
                 phase_line_sums(f0, x0, O, Wp, plane, S, P, D, col0, t0);
                 phase_line_sums(f1, x0, O, Wp, plane, S, P, D, col0, t1);
-                store_pairs(row + col0 * HW, HW, min((size_t)NR, (size_t)C - col0), t0, t1,
-                            adding, adding && f0->k == 0, adding && f1->k == 0);
+                store_pairs(out + col0 * HW, HW, min((size_t)NR, (size_t)C - col0), t0, t1,
+                            adding, adding && f0->k == 0, adding && f1->k == 0, from);
             }
         }
     }

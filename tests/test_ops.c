@@ -779,6 +779,27 @@ START_TEST(strided_input_gradient_past_64_channels)
 }
 END_TEST
 
+/* Convolution cases checked (check_case, check_conv_bits) at the
+ * machine's tile and, where kiln's GEMM runs them, at the 6- and 4-row
+ * ones. */
+static void check_conv_cases_at_tiles(const op_case *tcs, size_t count)
+{
+    kiln_ctx *ctx = test_ctx();
+    const gemm_tile tiles[] = {{0, 0, 0}, {6, 8, 0}, {4, 4, 0}};
+    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+        if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN)
+            check_ok(gemm_tile_set(ctx, tiles[i]));
+        for (size_t j = 0; j < count; j++) {
+            check_case(&tcs[j]);
+            check_conv_bits(&tcs[j]);
+        }
+        if (kiln_ctx_gemm(ctx) != KILN_GEMM_KILN)
+            break;
+    }
+    if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN)
+        check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+}
+
 /* conv_phase_pairs stages the rows of g its next phase rows read, from
  * the rows of at least 128 inputs: a phase of 38 rows of 48 inputs is
  * staged 3 rows at a time, several times an item on 2 cores; with and
@@ -799,20 +820,7 @@ START_TEST(strided_input_gradient_staged_in_chunks)
         {"conv 2x4x37x96 k3 s2 ->3", OP_CONV2D, 1, 1, {S4(2, 4, 37, 96)}, .out = 3,
          .kernel = 3, .stride = 2},
     };
-    kiln_ctx *ctx = test_ctx();
-    const gemm_tile tiles[] = {{0, 0, 0}, {6, 8, 0}, {4, 4, 0}};
-    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
-        if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN)
-            check_ok(gemm_tile_set(ctx, tiles[i]));
-        for (size_t j = 0; j < sizeof tcs / sizeof tcs[0]; j++) {
-            check_case(&tcs[j]);
-            check_conv_bits(&tcs[j]);
-        }
-        if (kiln_ctx_gemm(ctx) != KILN_GEMM_KILN)
-            break;
-    }
-    if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN)
-        check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+    check_conv_cases_at_tiles(tcs, sizeof tcs / sizeof tcs[0]);
 }
 END_TEST
 
@@ -841,6 +849,28 @@ START_TEST(weight_gradient_of_small_images_together)
     };
     for (size_t i = 0; i < sizeof tcs / sizeof tcs[0]; i++)
         check_case(&tcs[i]);
+}
+END_TEST
+
+/* conv_phase_pairs where the tile's rows do not divide a phase row's WB
+ * inputs: the row's last tile moves back to end at the row's end and
+ * stores only what the one before it did not (at most an eighth more
+ * inputs computed: WB 16 and 17 at the 6-row tile, 25 at the 4-row one),
+ * with and without adding to dx (check_conv_bits). A test of its own,
+ * after the list's (see above). */
+START_TEST(strided_input_gradient_pairs_past_whole_tiles)
+{
+    static const op_case tcs[] = {
+        {"conv 2x5x9x32 k3 s2 p1 ->7", OP_CONV2D, 1, 1, {S4(2, 5, 9, 32)}, .out = 7,
+         .kernel = 3, .stride = 2, .pad = 1},
+        {"conv 2x5x9x34 k3 s2 p1 ->7", OP_CONV2D, 1, 1, {S4(2, 5, 9, 34)}, .out = 7,
+         .kernel = 3, .stride = 2, .pad = 1},
+        {"conv 3x9x8x32 k1 s2 ->6", OP_CONV2D, 1, 1, {S4(3, 9, 8, 32)}, .out = 6, .kernel = 1,
+         .stride = 2},
+        {"conv 2x6x11x50 k3 s2 p1 ->4", OP_CONV2D, 1, 1, {S4(2, 6, 11, 50)}, .out = 4,
+         .kernel = 3, .stride = 2, .pad = 1},
+    };
+    check_conv_cases_at_tiles(tcs, sizeof tcs / sizeof tcs[0]);
 }
 END_TEST
 
@@ -1021,6 +1051,7 @@ int main(void)
     tcase_add_test(tc, convolution_past_the_pixel_taps_table);
     tcase_add_test(tc, weight_gradient_of_small_images_together);
     tcase_add_test(tc, strided_input_gradient_staged_in_chunks);
+    tcase_add_test(tc, strided_input_gradient_pairs_past_whole_tiles);
     suite_add_tcase(s, tc);
     return test_run(s);
 }
