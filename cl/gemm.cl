@@ -924,8 +924,8 @@ static void pixel_offsets(__local uint *at, uint count, uint CH, uint OW, uint S
  * place in x from a table (pixel_offsets), where loops over the images,
  * rows and columns cost 7 % of its time at AVX2's 6 x 16 tile (the
  * ResNet's weight gradients, 65.5 -> 60.6 ms a step on an Emerald Rapids
- * Xeon at AVX2; unchanged at AVX-512). sum_columns then adds the slots in a fixed order into dw (m
- * x n): no atomics, the same bits on every run.
+ * Xeon at AVX2; unchanged at AVX-512). sum_columns then adds the slots in
+ * a fixed order into dw (m x n): no atomics, the same bits on every run.
  * scratch: the slots, then each item's gt, then each item's xs. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_weight_pixels(__global const float *g, __global const float *x, __global float *scratch,
