@@ -824,27 +824,45 @@ START_TEST(strided_input_gradient_staged_in_chunks)
 }
 END_TEST
 
-/* Past 4608 taps a pixel (C K K), conv_pixels' table of their offsets
- * would not hold them: the convolution keeps conv_tiles on CPUs. A test
- * of its own, after the list's (see above). */
+/* conv_pixels holds a pixel's tap offsets (C K K) in a table of 4608:
+ * at 4608 taps it fills it, past them the convolution keeps conv_tiles
+ * on CPUs. Both reach kiln's convolution kernels only with a k block of
+ * at least their taps (the default is at most 4096; past it the forward
+ * is an im2col product), so at 6- and 4-row tiles with a k block of
+ * 8192. A test of its own, after the list's (see above). */
 START_TEST(convolution_past_the_pixel_taps_table)
 {
-    static const op_case tc = {"conv 1x513x3x4 k3 p1 ->3", OP_CONV2D, 1, 1,
-                               {S4(1, 513, 3, 4)}, .out = 3, .kernel = 3, .pad = 1};
-    check_case(&tc);
+    static const op_case tcs[] = {
+        {"conv 1x512x3x4 k3 p1 ->3", OP_CONV2D, 1, 1, {S4(1, 512, 3, 4)}, .out = 3,
+         .kernel = 3, .pad = 1},
+        {"conv 1x513x3x4 k3 p1 ->3", OP_CONV2D, 1, 1, {S4(1, 513, 3, 4)}, .out = 3,
+         .kernel = 3, .pad = 1},
+    };
+    kiln_ctx *ctx = test_ctx();
+    const gemm_tile tiles[] = {{6, 8, 8192}, {4, 4, 8192}};
+    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+        if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN)
+            check_ok(gemm_tile_set(ctx, tiles[i]));
+        for (size_t j = 0; j < sizeof tcs / sizeof tcs[0]; j++)
+            check_case(&tcs[j]);
+        if (kiln_ctx_gemm(ctx) != KILN_GEMM_KILN)
+            break;
+    }
+    if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN)
+        check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
 }
 END_TEST
 
 /* conv_weight_pixels sums several whole images a pass where they are
  * small (up to 128 pixels), x read in place where it is not padded, else
- * each image's rows staged: 20 images of 4 x 3 outputs, 2 or 3 of them a
- * pass of an item (80 rows over 8 items). A test of its own, after the
- * list's (see above). */
+ * each image's rows staged: 64 images of 4 x 3 outputs, 2 or more of them
+ * a pass of an item (256 rows over 4 items a compute unit, up to 8
+ * units). A test of its own, after the list's (see above). */
 START_TEST(weight_gradient_of_small_images_together)
 {
     static const op_case tcs[] = {
-        {"conv 20x4x6x5 k3 ->3", OP_CONV2D, 1, 1, {S4(20, 4, 6, 5)}, .out = 3, .kernel = 3},
-        {"conv 20x4x4x3 k3 p1 ->3", OP_CONV2D, 1, 1, {S4(20, 4, 4, 3)}, .out = 3, .kernel = 3,
+        {"conv 64x4x6x5 k3 ->3", OP_CONV2D, 1, 1, {S4(64, 4, 6, 5)}, .out = 3, .kernel = 3},
+        {"conv 64x4x4x3 k3 p1 ->3", OP_CONV2D, 1, 1, {S4(64, 4, 4, 3)}, .out = 3, .kernel = 3,
          .pad = 1},
     };
     for (size_t i = 0; i < sizeof tcs / sizeof tcs[0]; i++)
@@ -855,9 +873,10 @@ END_TEST
 /* conv_phase_pairs where the tile's rows do not divide a phase row's WB
  * inputs: the row's last tile moves back to end at the row's end and
  * stores only what the one before it did not (at most an eighth more
- * inputs computed: WB 16 and 17 at the 6-row tile, 25 at the 4-row one),
- * with and without adding to dx (check_conv_bits). A test of its own,
- * after the list's (see above). */
+ * inputs computed: WB 16 and 17 at the 6-row tile, 25 at the 4-row one,
+ * 60 at the 8-row one, there with taps that reach a row above a phase
+ * row: 5 x 5, padding 2), with and without adding to dx
+ * (check_conv_bits). A test of its own, after the list's (see above). */
 START_TEST(strided_input_gradient_pairs_past_whole_tiles)
 {
     static const op_case tcs[] = {
@@ -869,6 +888,8 @@ START_TEST(strided_input_gradient_pairs_past_whole_tiles)
          .stride = 2},
         {"conv 2x6x11x50 k3 s2 p1 ->4", OP_CONV2D, 1, 1, {S4(2, 6, 11, 50)}, .out = 4,
          .kernel = 3, .stride = 2, .pad = 1},
+        {"conv 2x3x9x120 k5 s2 p2 ->3", OP_CONV2D, 1, 1, {S4(2, 3, 9, 120)}, .out = 3,
+         .kernel = 5, .stride = 2, .pad = 2},
     };
     check_conv_cases_at_tiles(tcs, sizeof tcs / sizeof tcs[0]);
 }
