@@ -779,14 +779,16 @@ START_TEST(strided_input_gradient_past_64_channels)
 }
 END_TEST
 
-/* Convolution cases checked (check_case, check_conv_bits) at the
- * machine's tile and, where kiln's GEMM runs them, at the 6- and 4-row
- * ones. */
-static void check_conv_cases_at_tiles(const op_case *tcs, size_t count)
+/* The machine's tile, AVX2's 6 x 16 and 128-bit vectors' 4 x 8. */
+static const gemm_tile three_tiles[] = {{0, 0, 0}, {6, 8, 0}, {4, 4, 0}};
+
+/* Convolution cases checked (check_case, check_conv_bits) at each of
+ * tiles where kiln's GEMM runs them, else once. */
+static void check_conv_cases_at_tiles(const op_case *tcs, size_t count, const gemm_tile *tiles,
+                                      size_t ntiles)
 {
     kiln_ctx *ctx = test_ctx();
-    const gemm_tile tiles[] = {{0, 0, 0}, {6, 8, 0}, {4, 4, 0}};
-    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+    for (size_t i = 0; i < ntiles; i++) {
         if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN)
             check_ok(gemm_tile_set(ctx, tiles[i]));
         for (size_t j = 0; j < count; j++) {
@@ -820,7 +822,8 @@ START_TEST(strided_input_gradient_staged_in_chunks)
         {"conv 2x4x37x96 k3 s2 ->3", OP_CONV2D, 1, 1, {S4(2, 4, 37, 96)}, .out = 3,
          .kernel = 3, .stride = 2},
     };
-    check_conv_cases_at_tiles(tcs, sizeof tcs / sizeof tcs[0]);
+    check_conv_cases_at_tiles(tcs, sizeof tcs / sizeof tcs[0], three_tiles,
+                              sizeof three_tiles / sizeof three_tiles[0]);
 }
 END_TEST
 
@@ -838,18 +841,9 @@ START_TEST(convolution_past_the_pixel_taps_table)
         {"conv 1x513x3x4 k3 p1 ->3", OP_CONV2D, 1, 1, {S4(1, 513, 3, 4)}, .out = 3,
          .kernel = 3, .pad = 1},
     };
-    kiln_ctx *ctx = test_ctx();
-    const gemm_tile tiles[] = {{6, 8, 8192}, {4, 4, 8192}};
-    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
-        if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN)
-            check_ok(gemm_tile_set(ctx, tiles[i]));
-        for (size_t j = 0; j < sizeof tcs / sizeof tcs[0]; j++)
-            check_case(&tcs[j]);
-        if (kiln_ctx_gemm(ctx) != KILN_GEMM_KILN)
-            break;
-    }
-    if (kiln_ctx_gemm(ctx) == KILN_GEMM_KILN)
-        check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+    static const gemm_tile tiles[] = {{6, 8, 8192}, {4, 4, 8192}};
+    check_conv_cases_at_tiles(tcs, sizeof tcs / sizeof tcs[0], tiles,
+                              sizeof tiles / sizeof tiles[0]);
 }
 END_TEST
 
@@ -891,7 +885,8 @@ START_TEST(strided_input_gradient_pairs_past_whole_tiles)
         {"conv 2x3x9x120 k5 s2 p2 ->3", OP_CONV2D, 1, 1, {S4(2, 3, 9, 120)}, .out = 3,
          .kernel = 5, .stride = 2, .pad = 2},
     };
-    check_conv_cases_at_tiles(tcs, sizeof tcs / sizeof tcs[0]);
+    check_conv_cases_at_tiles(tcs, sizeof tcs / sizeof tcs[0], three_tiles,
+                              sizeof three_tiles / sizeof three_tiles[0]);
 }
 END_TEST
 

@@ -206,11 +206,12 @@ static kiln_status read_idx(const char *path, idx_header *h, float **out)
     if (st == KILN_OK && h->type == 0x08) /* bytes (the MNIST files): always finite */
         for (size_t i = 0; i < h->count; i++)
             (*out)[i] = raw[i];
-    for (size_t i = 0; st == KILN_OK && h->type != 0x08 && i < h->count; i++) {
-        (*out)[i] = idx_value(raw + i * size, h->type);
-        if (!isfinite((*out)[i]))
-            st = error_set(KILN_ERR_IO, "%s: value %zu is not a finite number", path, i);
-    }
+    else
+        for (size_t i = 0; st == KILN_OK && i < h->count; i++) {
+            (*out)[i] = idx_value(raw + i * size, h->type);
+            if (!isfinite((*out)[i]))
+                st = error_set(KILN_ERR_IO, "%s: value %zu is not a finite number", path, i);
+        }
     free(raw);
     gzclose(f);
     if (st != KILN_OK) {

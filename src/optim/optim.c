@@ -85,17 +85,15 @@ static kiln_status ask_for_kernels(optimizer *o)
 
 kiln_status optim_create(pipeline *p, const optim_config *cfg, optimizer **out)
 {
+    if (p->params->numel % OPTIM_LANES)
+        return error_set(KILN_ERR_UNSUPPORTED, "optimizer: %zu parameter values; the update "
+                                               "takes them %d at a time",
+                         p->params->numel, OPTIM_LANES);
     optimizer *o = calloc(1, sizeof *o);
     if (!o)
         return error_set(KILN_ERR_OUT_OF_MEMORY, "optimizer: out of memory");
     o->p = p;
     o->cfg = *cfg;
-    if (p->params->numel % OPTIM_LANES) {
-        free(o);
-        return error_set(KILN_ERR_UNSUPPORTED, "optimizer: %zu parameter values; the update "
-                                               "takes them %d at a time",
-                         p->params->numel, OPTIM_LANES);
-    }
     kiln_shape flat = shape_of(p->params), one = shape_make(1, 1, 0, 0, 0);
     int states = cfg->kind == OPTIM_SGD ? (cfg->momentum != 0.0f) : 2;
     kiln_status st = KILN_OK;
