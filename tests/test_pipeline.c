@@ -101,6 +101,18 @@ static const net_case nets[] = {
      "[linear]\nout = 8\nname = lc\n[tanh]\nfrom = x\nname = t\n[add]\nfrom = lc, t\n"
      "[tanh]\n[linear]\nout = 3\n",
      LOSS_CROSS_ENTROPY, 3, 2},
+    /* downsampling blocks: each 1 x 1 stride-2 shortcut reaches a quarter
+     * of its input, so its backward runs after the main path's, adding
+     * into the gradient that one wrote (order_backward) */
+    {"downsampling blocks with 1 x 1 shortcuts",
+     "[input]\nshape = 2x9x8\n[conv2d]\nout = 3\nsize = 3\npad = 1\nname = stem\n[conv2d]\n"
+     "out = 4\nsize = 3\nstride = 2\npad = 1\nbias = false\n[batchnorm]\n[tanh]\n[conv2d]\n"
+     "out = 4\nsize = 3\npad = 1\nname = main\n[conv2d]\nfrom = stem\nout = 4\nsize = 1\n"
+     "stride = 2\nbias = false\n[batchnorm]\nname = short\n[add]\nfrom = main, short\n"
+     "[tanh]\nname = block\n[conv2d]\nout = 5\nsize = 3\nstride = 2\npad = 1\nname = m2\n"
+     "[conv2d]\nfrom = block\nout = 5\nsize = 1\nstride = 2\nname = s2\n[add]\n"
+     "from = m2, s2\n[flatten]\n[linear]\nout = 3\n",
+     LOSS_CROSS_ENTROPY, 3, 4},
     /* the model's last layer merges only into the last step (its output):
      * not past a layer that nothing reads, neither a sum into a linear nor
      * an activation */
@@ -249,6 +261,35 @@ static void expect_same_step(net *fused, net *plain, const char *label)
             j++;
     }
 }
+
+/* Backward runs the steps in reverse, except that a 1 x 1 stride-2
+ * convolution runs after the other readers of its input, whose gradient
+ * it then adds into: the last net's two shortcuts, and no step of the
+ * others. */
+START_TEST(sparse_input_gradients_run_backward_after_the_other_readers)
+{
+    const net_case *c = &nets[_i];
+    kiln_model *m;
+    pipeline *p;
+    check_ok(kiln_model_parse(c->text, c->label, &m));
+    check_ok(pipeline_lower(m, BATCH, (pipe_options){.fuse = 1, .plan = 1}, &p));
+    int moved = 0, n = (int)p->count;
+    for (int s = 0; s < n; s++) {
+        const pipe_step *st = &p->steps[s];
+        int sparse = st->op == OP_CONV2D && st->attrs.kernel == 1 && st->attrs.stride == 2;
+        for (int r = 0; sparse && r < n; r++)
+            if (r != s && p->steps[r].inputs[0] == st->inputs[0])
+                ck_assert_int_gt(p->back_at[s], p->back_at[r]);
+        moved += sparse;
+        ck_assert_int_eq(p->back_at[p->back_order[s]], n + 1 + s);
+    }
+    for (int s = 0; s < n && !moved; s++)
+        ck_assert_int_eq(p->back_order[s], n - 1 - s);
+    ck_assert_int_eq(moved, strstr(c->label, "1 x 1 shortcuts") ? 2 : 0);
+    pipeline_free(p);
+    kiln_model_free(m);
+}
+END_TEST
 
 START_TEST(fused_pipeline_matches_unfused_in_no_more_launches)
 {
@@ -537,6 +578,8 @@ int main(void)
     tcase_add_loop_test(tc, network_gradients_match_finite_differences, 0, NET_COUNT);
     tcase_add_loop_test(tc, fused_pipeline_matches_unfused_in_no_more_launches, 0, NET_COUNT);
     tcase_add_loop_test(tc, poisoned_planned_pipeline_matches_unplanned, 0, NET_COUNT);
+    tcase_add_loop_test(tc, sparse_input_gradients_run_backward_after_the_other_readers, 0,
+                        NET_COUNT);
     tcase_add_test(tc, softmax_head_trains_on_logits);
     tcase_add_test(tc, initialisation_follows_the_formula_and_the_seed);
     tcase_add_test(tc, same_training_on_every_device);

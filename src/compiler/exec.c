@@ -257,7 +257,9 @@ kiln_status pipeline_backward(pipeline *p, int training)
     if (p->loss_step >= 0)
         p->steps[p->loss_step].grad_ready = 1;
     kiln_status st = KILN_OK;
-    for (size_t i = p->count; i-- > 0 && st == KILN_OK;) {
+    size_t done_from = p->count; /* every step from here up has run */
+    for (size_t at = 0; at < p->count && st == KILN_OK; at++) {
+        size_t i = (size_t)p->back_order[at];
         if (p->steps[i].grad_ready && p->ctx->trace.fn)
             writef(&p->ctx->trace, "  backward %s\n", pipeline_step_name(p, &p->steps[i]));
         if (p->steps[i].grad_ready)
@@ -269,11 +271,13 @@ kiln_status pipeline_backward(pipeline *p, int training)
             st = check_finite(p, &p->steps[i], p->steps[i].dparam[k],
                               k ? "bias gradient" : "weight gradient");
         if (st == KILN_OK && p->options.poison)
-            st = plan_poison(p, (int)(2 * p->count - i));
+            st = plan_poison(p, p->back_at[i]);
+        while (done_from > 0 && p->back_at[done_from - 1] <= p->back_at[i])
+            done_from--;
         if (st == KILN_OK && p->on_backward) /* it reads gradients from the queue */
             st = programs_flush(p->ctx);
         if (st == KILN_OK && p->on_backward)
-            st = p->on_backward->enqueued(p->on_backward->user, i);
+            st = p->on_backward->enqueued(p->on_backward->user, done_from);
     }
     if (st == KILN_OK && p->on_backward) /* read from the queue after it, too */
         st = programs_flush(p->ctx);
@@ -290,7 +294,7 @@ static kiln_status idle_batchnorm(pipeline *p, pipe_step *s, int backward)
 
 /* The batchnorm steps of a training step, forward in order, then those
  * whose backward computes an input gradient (the ones that reach the
- * loss's gradient and read another step), in reverse order. */
+ * loss's gradient and read another step), in backward's order. */
 kiln_status pipeline_sync_idle(pipeline *p, loss_kind kind)
 {
     kiln_status st = KILN_OK;
@@ -303,7 +307,8 @@ kiln_status pipeline_sync_idle(pipeline *p, loss_kind kind)
     int at = pipeline_loss_step(p, kind);
     if (ready && at >= 0)
         ready[at] = 1;
-    for (size_t i = p->count; i-- > 0 && st == KILN_OK;) {
+    for (size_t at = 0; at < p->count && st == KILN_OK; at++) {
+        size_t i = (size_t)p->back_order[at];
         const pipe_step *s = &p->steps[i];
         if (!ready[i])
             continue;

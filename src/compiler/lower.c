@@ -109,6 +109,65 @@ static kiln_status lower_steps(pipeline *p)
     return st;
 }
 
+/* Whether step s waits in order_backward: its input gradient is sparse
+ * and another step reads its input too. */
+static int waits_for_others(const pipeline *p, const pipe_step *s)
+{
+    int (*sparse)(const op_attrs *) = op_get(s->op)->sparse_input_grads;
+    return s->n_inputs == 1 && s->inputs[0] >= 0 && p->steps[s->inputs[0]].uses > 1 &&
+           sparse && sparse(&s->attrs);
+}
+
+/* Whether step s may run backward: every reader of it has (left[s]) and
+ * the step whose weight it lends (tie_from), which adds its gradient
+ * to s's in s's backward. */
+static int backward_ready(const pipeline *p, const int *left, const char *done, int s)
+{
+    int tie = p->steps[s].tie_from;
+    return !done[s] && left[s] == 0 && (tie < 0 || done[tie]);
+}
+
+/* back_order: from the last step down, each step once its readers have
+ * run, the highest ready one first, but one that waits_for_others only
+ * when no other step is ready, so that it adds its gradient into what its
+ * input's other readers wrote (touching only the inputs it reaches)
+ * instead of writing zeros to the rest. Where none waits, the reverse of
+ * the steps. */
+static kiln_status order_backward(pipeline *p)
+{
+    int n = (int)p->count, *left = calloc(p->count + 1, sizeof *left);
+    char *done = calloc(p->count + 1, 1);
+    p->back_order = calloc(p->count + 1, sizeof *p->back_order);
+    p->back_at = calloc(p->count + 1, sizeof *p->back_at);
+    if (!left || !done || !p->back_order || !p->back_at) {
+        free(left);
+        free(done);
+        return error_set(KILN_ERR_OUT_OF_MEMORY, "lowering: out of memory");
+    }
+    for (int s = 0; s < n; s++)
+        left[s] = p->steps[s].uses;
+    for (int at = 0; at < n; at++) {
+        int pick = -1;
+        for (int s = n; s-- > 0 && pick < 0;)
+            if (backward_ready(p, left, done, s) && !waits_for_others(p, &p->steps[s]))
+                pick = s;
+        for (int s = n; s-- > 0 && pick < 0;)
+            if (backward_ready(p, left, done, s))
+                pick = s;
+        if (pick < 0) /* cannot happen: the highest step not done is ready */
+            pick = n - 1 - at;
+        done[pick] = 1;
+        p->back_order[at] = pick;
+        p->back_at[pick] = n + 1 + at;
+        for (int k = 0; k < p->steps[pick].n_inputs; k++)
+            if (p->steps[pick].inputs[k] >= 0)
+                left[p->steps[pick].inputs[k]]--;
+    }
+    free(left);
+    free(done);
+    return KILN_OK;
+}
+
 /* The steps of m for an input of shape `input` (batch included). */
 static kiln_status lower_shaped(const kiln_model *m, kiln_shape input, pipe_options options,
                                 pipeline **out);
@@ -141,6 +200,8 @@ static kiln_status lower_shaped(const kiln_model *m, kiln_shape input, pipe_opti
     kiln_status st = p->steps && p->value_of
                          ? lower_steps(p)
                          : error_set(KILN_ERR_OUT_OF_MEMORY, "pipeline: out of memory");
+    if (st == KILN_OK)
+        st = order_backward(p);
     if (st == KILN_OK && options.plan)
         st = plan_pipeline(p, KILN_ARENA_ALIGN);
     if (st != KILN_OK) {
@@ -441,6 +502,8 @@ void pipeline_free(pipeline *p)
     kiln_tensor_free(p->input);
     free(p->steps);
     free(p->value_of);
+    free(p->back_order);
+    free(p->back_at);
     free(p->blocks);
     free(p);
 }

@@ -57,7 +57,9 @@ typedef struct {
 #define KILN_ARENA_ALIGN 4096
 
 /* Where one arena block lives on the step timeline: forward of step s is
- * at s, the loss at count, backward of step s at 2 * count - s. */
+ * at s, the loss at count, backward of step s at back_at[s] (count + 1 +
+ * its place in back_order; 2 * count - s where backward is the reverse of
+ * the steps). */
 typedef struct {
     kiln_tensor **tensor; /* the tensor placed there */
     kiln_shape shape;
@@ -68,11 +70,12 @@ typedef struct {
                     one), or -1 */
 } plan_block;
 
-/* Told by pipeline_backward after each step's launches are enqueued (in
- * reverse step order), so that gradients can leave the device while the
- * rest of backward runs. */
+/* Told by pipeline_backward after each step's launches are enqueued,
+ * with the lowest step whose backward and every later step's are
+ * enqueued, so that gradients can leave the device while the rest of
+ * backward runs. */
 typedef struct {
-    kiln_status (*enqueued)(void *user, size_t step);
+    kiln_status (*enqueued)(void *user, size_t done_from);
     void *user;
 } pipe_backward_hook;
 
@@ -89,6 +92,11 @@ typedef struct pipeline {
     kiln_shape input_shape;           /* (batch, input shape) */
     kiln_tensor *input;
     int loss_step;                    /* the step whose gradient the loss wrote */
+    /* The steps in the order backward runs them: the reverse of the steps,
+     * except that a step with sparse input gradients runs after its
+     * input's other readers (order_backward in lower.c); back_at: each
+     * step's backward on the plan's timeline. */
+    int *back_order, *back_at;
     plan_block *blocks;               /* with options.plan */
     size_t n_blocks;
     size_t arena_bytes;               /* with options.plan: the arena's size */

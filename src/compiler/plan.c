@@ -1,15 +1,17 @@
 /* Memory planning. Every value, gradient, gradient partial and saved
  * tensor of a training step gets a lifetime on the step timeline (forward
- * of step s at s, the loss at n, backward of step s at 2n - s) and a place
+ * of step s at s, the loss at n, backward of step s at B(s) = back_at[s],
+ * after n in the order of back_order: 2n - s where that is the reverse of
+ * the steps) and a place
  * in one arena, such that blocks alive at the same time never overlap:
  * greedy, largest first, each at the lowest offset that fits between the
  * blocks it must not touch.
  *
- *   value of s      [s, 2n - s]      read by s's readers and by its backward
- *   saved of s      [s, 2n - s]
- *   gradient of s   [first writer, 2n - s]: its last reader's backward
- *                   (or the loss, for the last step)
- *   partial of s    [last reader's backward, first reader's backward]
+ *   value of s      [s, B(s)]        read by s's readers and by its backward
+ *   saved of s      [s, B(s)]
+ *   gradient of s   [first writer, B(s)]: the backward of its reader that
+ *                   runs first (or the loss, for the last step)
+ *   partial of s    [that backward, its last reader's backward]
  *
  * An add passes its output's gradient on to its inputs unchanged (or
  * act'(z) times it, in place), so an input's gradient may take the
@@ -93,15 +95,16 @@ static kiln_status place(pipeline *p, size_t align)
     return KILN_OK;
 }
 
-/* The highest step other than a that reads v, or -1. */
+/* The step other than a that reads v and runs backward first, or -1. */
 static int other_reader(const pipeline *p, int v, int a)
 {
-    int last = -1;
+    int first = -1;
     for (int r = 0; r < (int)p->count; r++)
         for (int k = 0; k < p->steps[r].n_inputs; k++)
-            if (r != a && p->steps[r].inputs[k] == v)
-                last = r;
-    return last;
+            if (r != a && p->steps[r].inputs[k] == v &&
+                (first < 0 || p->back_at[r] < p->back_at[first]))
+                first = r;
+    return first;
 }
 
 /* Whether step a may leave the gradient of its input k in its own
@@ -112,7 +115,7 @@ static int other_reader(const pipeline *p, int v, int a)
  *   - An input others read too, when a's backward writes its gradient
  *     first: the others add theirs into that memory later, so only after
  *     the backward of a's other input where that one reads the memory too
- *     (an add's, if a alone reads it: reader < that input).
+ *     (an add's, if a alone reads it: their backwards after that input's).
  *   - One that rewrites its own gradient in place (an add with an
  *     activation) keeps its own memory, and a's activation, computed in
  *     place, must not reach a memory that another add shares. */
@@ -120,7 +123,7 @@ static int shares_gradient(const pipeline *p, int a, int k, const int *first_wri
 {
     const pipe_step *s = &p->steps[a];
     unsigned passes = op_get(s->op)->grads_in_place;
-    int n = (int)p->count, v = s->inputs[k], other = s->n_inputs == 2 ? s->inputs[1 - k] : -1;
+    int v = s->inputs[k], other = s->n_inputs == 2 ? s->inputs[1 - k] : -1;
     if (v < 0 || v == other || !(passes >> k & 1u))
         return 0;
     int w = other >= 0 && (passes >> (1 - k) & 1u) ? other : -1; /* reads dout's memory too */
@@ -130,9 +133,10 @@ static int shares_gradient(const pipeline *p, int a, int k, const int *first_wri
         return 0;
     if (in->uses == 1)
         return 1;
-    if (first_writer[v] != 2 * n - a || (w >= 0 && p->steps[w].uses > 1))
+    if (first_writer[v] != p->back_at[a] || (w >= 0 && p->steps[w].uses > 1))
         return 0; /* a first writer; at most one such input */
-    return w < 0 || other_reader(p, v, a) < w;
+    int o = other_reader(p, v, a);
+    return w < 0 || o < 0 || p->back_at[o] > p->back_at[w];
 }
 
 /* Whether step m's gradient reaches step v's memory through grad_with (m
@@ -154,15 +158,16 @@ static int root_of(const pipeline *p, int s)
 
 /* Whether shared input v, read by others too, breaks its memory's group:
  * those others add their gradients into the memory at their backwards
- * (readers up to `last`), so every other step whose gradient is that
- * memory, neither above v nor below it, must have read it before (m >
- * last). Groups nest (an add's own gradient shared with a later add's), so
- * a single add's inputs do not tell. */
+ * (from the first of them on), so every other step whose gradient is that
+ * memory, neither above v nor below it, must have read it before (its
+ * backward earlier). Groups nest (an add's own gradient shared with a
+ * later add's), so a single add's inputs do not tell. */
 static int breaks_group(const pipeline *p, const int *root, int v)
 {
-    int last = other_reader(p, v, p->steps[v].grad_with);
-    for (int m = 0; m <= last; m++)
-        if (m != v && root[m] == root[v] && !below(p, m, v) && !below(p, v, m))
+    int o = other_reader(p, v, p->steps[v].grad_with);
+    for (int m = 0; o >= 0 && m < (int)p->count; m++)
+        if (m != v && p->back_at[m] >= p->back_at[o] && root[m] == root[v] && !below(p, m, v) &&
+            !below(p, v, m))
             return 1;
     return 0;
 }
@@ -208,9 +213,9 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
         free(grad_block);
         return error_set(KILN_ERR_OUT_OF_MEMORY, "memory planning: out of memory");
     }
-    /* readers run backward from the last: the largest reader writes first */
+    /* the reader whose backward runs first writes first */
     for (int s = 0; s < n; s++)
-        first_writer[s] = last_reader_bwd[s] = 2 * n - s;
+        first_writer[s] = last_reader_bwd[s] = p->back_at[s];
     first_writer[n - 1] = n;
     if ((pipeline_softmax_head(p) || pipeline_sigmoid_head(p)) && p->steps[n - 1].inputs[0] >= 0)
         first_writer[p->steps[n - 1].inputs[0]] = n; /* a loss on the logits */
@@ -219,19 +224,20 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
             int s = p->steps[r].inputs[k];
             if (s < 0)
                 continue;
-            if (2 * n - r < first_writer[s])
-                first_writer[s] = 2 * n - r;
-            if (last_reader_bwd[s] == 2 * n - s || 2 * n - r > last_reader_bwd[s])
-                last_reader_bwd[s] = 2 * n - r;
+            int b = p->back_at[r];
+            if (b < first_writer[s])
+                first_writer[s] = b;
+            if (last_reader_bwd[s] == p->back_at[s] || b > last_reader_bwd[s])
+                last_reader_bwd[s] = b;
         }
     kiln_status shared = share_gradients(p, first_writer);
     for (int s = n; shared == KILN_OK && s-- > 0;) { /* an add's block exists before its inputs' */
         pipe_step *st = &p->steps[s];
         /* a batchnorm folded into an earlier step is written there in eval */
-        add_block(p, &st->out, &st->shapes.out, st->folded_into >= 0 ? st->folded_into : s,
-                  2 * n - s);
+        int b = p->back_at[s];
+        add_block(p, &st->out, &st->shapes.out, st->folded_into >= 0 ? st->folded_into : s, b);
         grad_block[s] = (int)p->n_blocks;
-        plan_block *g = add_block(p, &st->grad, &st->shapes.out, first_writer[s], 2 * n - s);
+        plan_block *g = add_block(p, &st->grad, &st->shapes.out, first_writer[s], b);
         if (st->grad_with >= 0) { /* the shared block outlives every sharer */
             const plan_block *with = &p->blocks[grad_block[st->grad_with]];
             g->same_as = with->same_as >= 0 ? with->same_as : grad_block[st->grad_with];
@@ -241,7 +247,7 @@ kiln_status plan_pipeline(pipeline *p, size_t align)
         if (st->uses > 1)
             add_block(p, &st->partial, &st->shapes.out, first_writer[s], last_reader_bwd[s]);
         for (int k = 0; k < st->shapes.n_saved; k++)
-            add_block(p, &st->saved[k], &st->shapes.saved[k], s, 2 * n - s);
+            add_block(p, &st->saved[k], &st->shapes.saved[k], s, b);
     }
     free(first_writer);
     free(last_reader_bwd);

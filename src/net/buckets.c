@@ -76,12 +76,13 @@ static kiln_status plan(grad_buckets *g, const pipeline *p)
     return st;
 }
 
-/* Enqueues the read of every bucket whose layers are all enqueued. */
-static kiln_status enqueued(void *user, size_t step)
+/* Enqueues the read of every bucket whose layers are all enqueued (those
+ * from step done_from up). */
+static kiln_status enqueued(void *user, size_t done_from)
 {
     grad_buckets *g = user;
     kiln_ctx *ctx = g->grads->ctx;
-    while (g->next < g->count && step <= g->b[g->next].first_step) {
+    while (g->next < g->count && done_from <= g->b[g->next].first_step) {
         bucket *b = &g->b[g->next++];
         cl_int err = clEnqueueReadBuffer(ctx->queue, g->grads->buf, CL_FALSE,
                                          b->lo * sizeof(float), (b->hi - b->lo) * sizeof(float),

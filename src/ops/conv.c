@@ -285,6 +285,22 @@ static kiln_status conv_backward(const op_args *c)
     return st;
 }
 
+/* Some inputs get no gradient where a residue of the stride has no tap
+ * landing on it: a 1 x 1 convolution of stride 2 reaches one input in
+ * four, and adding its gradient touches only those (conv_phase_pixels). */
+static int conv_sparse_input_grads(const op_attrs *a)
+{
+    size_t s = one_if_zero(a->stride), d = one_if_zero(a->dilation);
+    for (size_t r = 0; r < s; r++) {
+        size_t k = 0;
+        while (k < a->kernel && (r + a->pad + s * a->kernel * d - k * d) % s != 0)
+            k++;
+        if (k == a->kernel)
+            return 1;
+    }
+    return 0;
+}
+
 /* nn.Conv2d(in, out, kernel_size, stride, padding, dilation, bias), with
  * a square kernel of side size. */
 static const op_key conv_keys[] = {
@@ -303,6 +319,7 @@ const op_desc op_conv2d_desc = {
     .fuses_act = 1,
     .folds_batchnorm = 1,
     .adds_input_grads = 1,
+    .sparse_input_grads = conv_sparse_input_grads,
     .in_ranks = 1u << 4,
     .in_hint = "expected channels x height x width (e.g. [input] shape = 1x28x28)",
     .keys = conv_keys,

@@ -317,6 +317,11 @@ typedef struct {
      * on, a position embedding too: the planner then gives that input's
      * gradient dout's memory, plan.c) */
     unsigned grads_in_place;
+    /* whether some of its inputs get no gradient with these attrs (a
+     * stride past its taps): its backward then costs least adding into a
+     * gradient another reader wrote first, so backward runs it after its
+     * input's other readers (compiler/lower.c); NULL: never */
+    int (*sparse_input_grads)(const op_attrs *a);
     /* the input ranks (batch included) it takes, bit n for rank n (0: any),
      * and what a model file should do otherwise */
     unsigned in_ranks;
