@@ -4,7 +4,7 @@
 and a short last batch of 4 samples) against 1 rank on the same data, after
 3 epochs of SGD with momentum (24 steps); within 1e-5 relative, and so
 are the validation loss and accuracy, of which each rank scores its share. With
-sync_batchnorm, an MLP with batchnorm trained by 2 ranks (an even split)
+sync_batchnorm, a downsampling block with batchnorms trained by 2 ranks (an even split)
 and 3 ranks (42, 43 and 43 samples, and a last batch of 2 samples in
 which one rank has none) gives one process's weights and running
 statistics after 20 steps; without it, 2 ranks differ from 1 (each rank
