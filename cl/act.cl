@@ -23,29 +23,36 @@ static float sigmoid(float x)
     return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
 }
 
-static float act(float x, float slope)
-{
-#if ACT == ACT_NONE
-    return x;
-#elif ACT == ACT_RELU
-    return fmax(x, 0.0f);
-#elif ACT == ACT_LEAKY_RELU
-    return x > 0.0f ? x : slope * x;
-#elif ACT == ACT_SIGMOID
-    return sigmoid(x);
-#elif ACT == ACT_TANH
-    return tanh_fast(x);
-#elif ACT == ACT_GELU
-    float x_half = 0.5f * x;
-    return fma(x_half, erf_fast(x * INV_SQRT_2), x_half);
-#elif ACT == ACT_GELU_TANH
-    float x_half = 0.5f * x;
-    return fma(x_half, tanh_fast(SQRT_2_OVER_PI * fma(0.044715f * x, x * x, x)), x_half);
-#elif ACT == ACT_SILU
-    return x * sigmoid(x);
-#else
+#if ACT != ACT_NONE && ACT != ACT_RELU && ACT != ACT_LEAKY_RELU && ACT != ACT_SIGMOID &&        \
+    ACT != ACT_TANH && ACT != ACT_GELU && ACT != ACT_GELU_TANH && ACT != ACT_SILU
 #error "act.cl: no forward for this activation"
 #endif
+
+/* The activation `id` (an ACT_<ID> value) of x: ACT's at compile time
+ * (act), or each layer's own in linear_chain. */
+static float act_of(int id, float x, float slope)
+{
+    if (id == ACT_RELU)
+        return fmax(x, 0.0f);
+    if (id == ACT_LEAKY_RELU)
+        return x > 0.0f ? x : slope * x;
+    if (id == ACT_SIGMOID)
+        return sigmoid(x);
+    if (id == ACT_TANH)
+        return tanh_fast(x);
+    float x_half = 0.5f * x;
+    if (id == ACT_GELU)
+        return fma(x_half, erf_fast(x * INV_SQRT_2), x_half);
+    if (id == ACT_GELU_TANH)
+        return fma(x_half, tanh_fast(SQRT_2_OVER_PI * fma(0.044715f * x, x * x, x)), x_half);
+    if (id == ACT_SILU)
+        return x * sigmoid(x);
+    return x;
+}
+
+static float act(float x, float slope)
+{
+    return act_of(ACT, x, slope);
 }
 
 /* dL/dx from dL/dy, the input x and the output y = act(x). Where the
@@ -194,11 +201,27 @@ __kernel void bias_act_rows(__global float *y, __global const float *b, const in
     y[at] = act(v, slope);
 }
 
+/* The sum of row (k long) times x as a one-sample layer takes it: in
+ * sixteen lanes summed in a fixed order, then the tail of k (x and row in
+ * any address space). */
+#define ROW_DOT(ROW, X, K, SUM)                                                              \
+    do {                                                                                     \
+        float16 acc_ = 0.0f;                                                                 \
+        uint i_ = 0;                                                                         \
+        for (; i_ + 16 <= (K); i_ += 16)                                                     \
+            acc_ = fma(vload16(0, (ROW) + i_), vload16(0, (X) + i_), acc_);                  \
+        float8 h8_ = acc_.lo + acc_.hi;                                                      \
+        float4 h4_ = h8_.lo + h8_.hi;                                                        \
+        float2 h2_ = h4_.lo + h4_.hi;                                                        \
+        SUM = h2_.x + h2_.y;                                                                 \
+        for (; i_ < (K); i_++)                                                               \
+            SUM = fma((ROW)[i_], (X)[i_], SUM);                                              \
+    } while (0)
+
 /* y[j] = act(x . w[j] + b[j]) for j < n: a linear layer on one sample,
  * in one launch (CPUs, kiln's GEMM), the rows of w (n, k) read in place
  * (packing them at every call would move w twice for one pass of
- * arithmetic), an item per output. The product runs in sixteen lanes
- * summed in a fixed order, then the tail of k. */
+ * arithmetic), an item per output. */
 __kernel void linear_one(__global const float *x, __global const float *w,
                          __global const float *b, const int has_bias, __global float *y,
                          const uint n, const uint k, const float slope)
@@ -206,18 +229,56 @@ __kernel void linear_one(__global const float *x, __global const float *w,
     uint j = (uint)get_global_id(0);
     if (j >= n)
         return;
-    __global const float *row = w + (size_t)j * k;
-    float16 acc = 0.0f;
-    uint i = 0;
-    for (; i + 16 <= k; i += 16)
-        acc = fma(vload16(0, row + i), vload16(0, x + i), acc);
-    float8 h8 = acc.lo + acc.hi;
-    float4 h4 = h8.lo + h8.hi;
-    float2 h2 = h4.lo + h4.hi;
-    float sum = h2.x + h2.y;
-    for (; i < k; i++)
-        sum = fma(row[i], x[i], sum);
+    float sum;
+    ROW_DOT(w + (size_t)j * k, x, k, sum);
     y[j] = act(has_bias ? sum + b[j] : sum, slope);
+}
+
+/* A layer of linear_chain: its weights W (D.x rows of D.y) and bias B,
+ * its own activation (D.z) and whether it has the bias (D.w), from FROM
+ * (global or local memory) into TO, the items taking rows in turn. */
+#define CHAIN_LAYER(W, B, D, SLOPE, FROM, TO)                                                \
+    for (uint j = get_local_id(0); j < (D).x; j += get_local_size(0)) {                      \
+        float sum;                                                                           \
+        ROW_DOT((W) + (size_t)j * (D).y, FROM, (D).y, sum);                                  \
+        TO[j] = act_of((int)(D).z, (D).w ? sum + (B)[j] : sum, SLOPE);                       \
+    }
+
+/* Up to four consecutive linear layers of one sample in one
+ * work-group (CPUs, kiln's GEMM), where each is too small for its own
+ * launch to pay: x through `layers` of them into y, each layer's outputs
+ * in local memory for the next (at most CHAIN_WIDTH), each row summed as
+ * linear_one sums it, so the same bits. Layer l: weights wl (n, k), bias
+ * bl, dl = (n, k, activation, has bias), slope sl. */
+#define CHAIN_WIDTH 1024
+__kernel void linear_chain(__global const float *x, __global float *y, const uint layers,
+                           __global const float *w0, __global const float *b0, const uint4 d0,
+                           const float s0, __global const float *w1, __global const float *b1,
+                           const uint4 d1, const float s1, __global const float *w2,
+                           __global const float *b2, const uint4 d2, const float s2,
+                           __global const float *w3, __global const float *b3, const uint4 d3,
+                           const float s3)
+{
+    __local float h[2][CHAIN_WIDTH];
+    if (layers == 1) {
+        CHAIN_LAYER(w0, b0, d0, s0, x, y)
+        return;
+    }
+    CHAIN_LAYER(w0, b0, d0, s0, x, h[0])
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (layers == 2) {
+        CHAIN_LAYER(w1, b1, d1, s1, h[0], y)
+        return;
+    }
+    CHAIN_LAYER(w1, b1, d1, s1, h[0], h[1])
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (layers == 3) {
+        CHAIN_LAYER(w2, b2, d2, s2, h[1], y)
+        return;
+    }
+    CHAIN_LAYER(w2, b2, d2, s2, h[1], h[0])
+    barrier(CLK_LOCAL_MEM_FENCE);
+    CHAIN_LAYER(w3, b3, d3, s3, h[0], y)
 }
 
 /* y = act(a + b); all (n): a residual sum with the activation after it */

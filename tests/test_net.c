@@ -164,11 +164,11 @@ START_TEST(eval_forward_follows_every_change_of_the_weights)
 }
 END_TEST
 
-/* A large input (256 x 97 floats, 97 KB) is read where it lies on CPUs
+/* An input (256 x 97 floats, 97 KB) is read where it lies on CPUs
  * (net.c, borrow_input; where CLBlast runs the products, only from a
  * start at a multiple of 64 bytes) and copied elsewhere: either way the
- * outputs are those of one sample at a time (small inputs, always
- * copied), a change of the caller's array between calls is seen, and the
+ * outputs are those of one sample at a time (through linear_one and
+ * linear_chain), a change of the caller's array between calls is seen, and the
  * network's own input buffer is back in place for the copies and
  * training steps after. Round 1 takes the array one float past an
  * aligned start. */

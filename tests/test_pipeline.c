@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "ref_ops.h"
 #include "optim/optim.h"
 #include "compiler/pipeline.h"
 
@@ -287,6 +288,124 @@ START_TEST(sparse_input_gradients_run_backward_after_the_other_readers)
         ck_assert_int_eq(p->back_order[s], n - 1 - s);
     ck_assert_int_eq(moved, strstr(c->label, "1 x 1 shortcuts") ? 2 : 0);
     pipeline_free(p);
+    kiln_model_free(m);
+}
+END_TEST
+
+/* y = act(W x + b) of a linear step, or a batchnorm step's eval mode
+ * (running statistics), in float64 from the step's own tensors. */
+static void reference_step(const pipe_step *s, const double *x, double *y)
+{
+    float *p0 = download_all(s->param[0]), *p1 = download_all(s->param[1]);
+    size_t out = shape_numel(&s->shapes.out), in = s->param[0]->numel / out;
+    float *mean = s->op == OP_BATCHNORM ? download_all(s->buffer[0]) : NULL;
+    float *var = s->op == OP_BATCHNORM ? download_all(s->buffer[1]) : NULL;
+    for (size_t j = 0; j < out; j++) {
+        double z = s->op == OP_BATCHNORM ? (x[j] - mean[j]) / sqrt(var[j] + s->attrs.eps) *
+                                               p0[j] + p1[j]
+                                         : p1[j];
+        for (size_t i = 0; s->op == OP_LINEAR && i < in; i++)
+            z += (double)p0[j * in + i] * x[i];
+        y[j] = ref_act(s->attrs.act, z, s->attrs.slope);
+    }
+    free(p0);
+    free(p1);
+    free(mean);
+    free(var);
+}
+
+/* The same random weights and biases in p[0] and p[1]. */
+static void same_random_parameters(pipeline *const *p)
+{
+    for (int k = 0; k < 2; k++) {
+        kiln_rng rng;
+        rng_seed(&rng, 5);
+        for (size_t i = 0; i < p[k]->count; i++)
+            for (int j = 0; j < p[k]->steps[i].shapes.n_params; j++) {
+                kiln_tensor *t = p[k]->steps[i].param[j];
+                float *v = test_alloc(t->numel * sizeof *v);
+                rng_fill(&rng, v, t->numel, -0.5f, 0.5f);
+                check_ok(kiln_tensor_upload(t, v, t->numel));
+                free(v);
+            }
+    }
+}
+
+/* The model's eval forward of one input of `in` random values, with chains
+ * (p[0]) and a launch a layer (p[1], the debug mode `check`): the same
+ * bits, p[0] in `launches` launches where chains run; outputs returned. */
+static float *forward_chained(const char *text, size_t in, uint64_t launches, float *x,
+                              pipeline **p, kiln_model **m)
+{
+    check_ok(kiln_model_parse(text, "chain", m));
+    for (int k = 0; k < 2; k++)
+        check_ok(pipeline_create(test_ctx(), *m, 1, (pipe_options){.fuse = 1, .check = k}, 7,
+                                 &p[k]));
+    rng_fill(test_rng(), x, in, -2.0f, 2.0f);
+    same_random_parameters(p);
+    for (int k = 0; k < 2; k++) {
+        check_ok(kiln_tensor_upload(p[k]->input, x, in));
+        check_ok(pipeline_forward(p[k], 0)); /* folds a batchnorm */
+    }
+    uint64_t before = kiln_ctx_launches(test_ctx());
+    check_ok(pipeline_forward(p[0], 0));
+    uint64_t used = kiln_ctx_launches(test_ctx()) - before;
+    check_ok(pipeline_forward(p[1], 0));
+    if (op_linear_chains(test_ctx(), 1, 1))
+        ck_assert_uint_eq(used, launches);
+    kiln_tensor *out = pipeline_output(p[0]);
+    float *got = download_all(out), *one = download_all(pipeline_output(p[1]));
+    ck_assert_mem_eq(got, one, out->numel * sizeof *got);
+    free(one);
+    return got;
+}
+
+/* In eval mode a forward of one sample runs consecutive small linear
+ * layers in one launch (linear_chain): their outputs are those of a
+ * launch each, bit for bit, and a float64 reference's; over every
+ * activation, widths of 1, 17 and 1024, four layers in one launch and a
+ * fifth in the next, a layer too wide to join (1025 outputs) and one too
+ * wide to read (1025 inputs), a dropout passed on between chained layers
+ * and a batchnorm folded into the layer before the first chain. A layer
+ * whose output another step reads too ends its chain. */
+START_TEST(small_layers_of_one_sample_run_in_one_launch)
+{
+    static const char text[] =
+        "[input]\nshape = 61\n[linear]\nout = 9\n[batchnorm]\n[relu]\n[linear]\nout = 17\n"
+        "[tanh]\n[linear]\nout = 1\n[sigmoid]\n[linear]\nout = 1024\n[gelu]\n[linear]\n"
+        "out = 37\n[leaky_relu]\nslope = 0.2\n[linear]\nout = 5\n[linear]\nout = 1025\n"
+        "[silu]\n[linear]\nout = 6\n[gelu]\napprox = tanh\n[linear]\nout = 7\n[relu]\n"
+        "[dropout]\n[linear]\nout = 3\n[linear]\nout = 2\n";
+    static const char shared[] =
+        "[input]\nshape = 5\n[linear]\nout = 4\n[relu]\nname = a\n[linear]\nout = 4\n"
+        "[tanh]\n[concat]\nfrom = a, 3\n[linear]\nout = 3\n[linear]\nout = 2\n";
+    kiln_model *m;
+    pipeline *p[2];
+    float x[61];
+    /* the folded layer, 17 to 37 chained, 5 alone (its fifth), 1025, 6,
+     * then 7, 3 and 2 chained past the dropout */
+    float *got = forward_chained(text, 61, 6, x, p, &m);
+    double v[16][1025], want[2];
+    for (int i = 0; i < 61; i++)
+        v[0][i] = x[i];
+    int at = 0;
+    for (size_t i = 0; i < p[0]->count; i++)
+        if (p[0]->steps[i].op != OP_DROPOUT) {
+            reference_step(&p[0]->steps[i], v[at], v[at + 1]);
+            at++;
+        }
+    for (int j = 0; j < 2; j++)
+        want[j] = v[at][j];
+    check_close(got, want, 2, 1e-5, 1e-4, "one sample through chained layers");
+    free(got);
+    for (int k = 0; k < 2; k++)
+        pipeline_free(p[k]);
+    kiln_model_free(m);
+    /* a, its reader 4 (a is read by the concat too), the concat, then 3
+     * and 2 chained */
+    free(forward_chained(shared, 5, 4, x, p, &m));
+    for (int k = 0; k < 2; k++)
+        pipeline_free(p[k]);
     kiln_model_free(m);
 }
 END_TEST
@@ -581,6 +700,7 @@ int main(void)
     tcase_add_loop_test(tc, sparse_input_gradients_run_backward_after_the_other_readers, 0,
                         NET_COUNT);
     tcase_add_test(tc, softmax_head_trains_on_logits);
+    tcase_add_test(tc, small_layers_of_one_sample_run_in_one_launch);
     tcase_add_test(tc, initialisation_follows_the_formula_and_the_seed);
     tcase_add_test(tc, same_training_on_every_device);
     list_act_nets();

@@ -118,6 +118,71 @@ static void label_step(pipeline *p, const char *pass, const pipe_step *s)
         ctx_set_label(p->ctx, "%s %s", pass, pipeline_step_name(p, s));
 }
 
+/* Whether eval mode runs step i (not folded into another, not passed
+ * on). */
+static int runs_in_eval(const pipeline *p, size_t i)
+{
+    return p->steps[i].folded_into < 0 && !skipped_in_eval(p, i);
+}
+
+/* Step i as a layer of linear_chain: a linear layer on one sample with no
+ * second input and no batchnorm folded in, small enough to share a
+ * launch (op_linear_chains). */
+static int chain_layer(const pipeline *p, size_t i, op_chain_layer *l)
+{
+    const pipe_step *s = &p->steps[i];
+    if (s->op != OP_LINEAR || s->n_inputs != 1 || s->bn_step >= 0 ||
+        shape_numel(&s->shapes.out) != s->attrs.out)
+        return 0;
+    size_t in = s->param[0]->shape[1];
+    *l = (op_chain_layer){s->param[0]->buf, s->attrs.bias ? s->param[1]->buf : NULL, in,
+                          s->attrs.out, s->attrs.act, s->attrs.slope};
+    return op_linear_chains(p->ctx, in, s->attrs.out);
+}
+
+/* Whether step j reads step i's output and nothing else does: its input
+ * is i, or steps that eval mode passes on from i, each read once. */
+static int reads_alone(const pipeline *p, size_t i, size_t j)
+{
+    int v = p->steps[j].inputs[0];
+    while (v >= 0 && v != (int)i && p->steps[v].uses == 1 && !runs_in_eval(p, (size_t)v))
+        v = p->steps[v].inputs[0];
+    return v == (int)i && p->steps[i].uses == 1;
+}
+
+/* Eval mode, one sample: the run of layers from step i that linear_chain
+ * takes in one launch (their outputs but the last never leave it), the
+ * steps between them passed on; 0 or 1 where no chain starts at i. */
+static int chain_from(const pipeline *p, size_t i, op_chain_layer *layers, size_t *last)
+{
+    if (p->options.check || p->options.poison || !chain_layer(p, i, &layers[0]))
+        return 0;
+    int count = 1;
+    *last = i;
+    for (size_t j = i + 1; j < p->count && count < OP_CHAIN_LAYERS; j++) {
+        if (!runs_in_eval(p, j))
+            continue;
+        if (!reads_alone(p, *last, j) || !chain_layer(p, j, &layers[count]))
+            break;
+        *last = j;
+        count++;
+    }
+    return count;
+}
+
+/* Steps from..last as one launch of linear_chain. */
+static kiln_status forward_chain(pipeline *p, size_t from, size_t last,
+                                 const op_chain_layer *layers, int count)
+{
+    label_step(p, "forward", &p->steps[from]);
+    for (size_t i = from; i <= last && p->ctx->trace.fn; i++)
+        if (runs_in_eval(p, i))
+            writef(&p->ctx->trace, "  forward  %s (one launch with the layers beside it)\n",
+                   pipeline_step_name(p, &p->steps[i]));
+    return op_linear_chain(p->ctx, value(p, p->steps[from].inputs[0], 0)->buf, layers, count,
+                           p->steps[last].out->buf);
+}
+
 kiln_status pipeline_forward(pipeline *p, int training)
 {
     if (training && p->decode)
@@ -131,8 +196,16 @@ kiln_status pipeline_forward(pipeline *p, int training)
     for (size_t i = 0; i < p->count && st == KILN_OK; i++) {
         pipe_step *s = &p->steps[i];
         s->attrs.counter = p->counter;
-        if (!training && (s->folded_into >= 0 || skipped_in_eval(p, i)))
+        if (!training && !runs_in_eval(p, i))
             continue; /* computed inside the layer it folds into, or passed on */
+        op_chain_layer layers[OP_CHAIN_LAYERS];
+        size_t last;
+        int chained = training ? 0 : chain_from(p, i, layers, &last);
+        if (chained > 1) {
+            st = forward_chain(p, i, last, layers, chained);
+            i = last;
+            continue;
+        }
         op_args c = step_args(p, s, training);
         label_step(p, "forward", s);
         if (p->ctx->trace.fn)

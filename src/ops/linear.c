@@ -74,6 +74,51 @@ static kiln_status linear_one(const op_args *c, size_t in, size_t out)
                      KARG(n), KARG(kk), KARG(slope));
 }
 
+/* The products a layer in linear_chain may have: one core's share of a
+ * launch. At AVX2 on an Emerald Rapids Xeon, one core takes about 5 us for
+ * 64K products in linear_one's order (a chain of sixteen-lane FMAs per
+ * row), what a launch of its own costs in PoCL (two threads: 4-5 us). */
+#define CHAIN_MAX_PRODUCTS 65536
+
+int op_linear_chains(kiln_ctx *ctx, size_t in, size_t out)
+{
+    return kiln_ctx_gemm(ctx) == KILN_GEMM_KILN && device_loops_work_groups(&ctx->info) &&
+           in <= OP_CHAIN_WIDTH && out <= OP_CHAIN_WIDTH && in * out <= CHAIN_MAX_PRODUCTS;
+}
+
+/* Items of linear_chain's one work-group: a vector of rows for PoCL's
+ * loop over them. */
+#define CHAIN_ITEMS 64
+
+kiln_status op_linear_chain(kiln_ctx *ctx, cl_mem x, const op_chain_layer *layers, int count,
+                            cl_mem y)
+{
+    if (count < 1 || count > OP_CHAIN_LAYERS)
+        return error_set(KILN_ERR_INVALID_ARGUMENT, "linear_chain: %d layers; it takes 1 to %d",
+                         count, OP_CHAIN_LAYERS);
+    cl_kernel k;
+    kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(KILN_ACT_NONE), "linear_chain",
+                                &k);
+    if (st != KILN_OK)
+        return st;
+    cl_mem w[OP_CHAIN_LAYERS], b[OP_CHAIN_LAYERS];
+    cl_uint4 d[OP_CHAIN_LAYERS];
+    float slope[OP_CHAIN_LAYERS];
+    for (int l = 0; l < OP_CHAIN_LAYERS; l++) {
+        const op_chain_layer *a = &layers[l < count ? l : 0];
+        w[l] = a->w;
+        b[l] = a->b ? a->b : a->w;
+        d[l] = (cl_uint4){{(cl_uint)a->out, (cl_uint)a->in, (cl_uint)a->act, a->b != NULL}};
+        slope[l] = a->slope;
+    }
+    cl_uint n = (cl_uint)count;
+    return launch_1d(ctx, k, "linear_chain", CHAIN_ITEMS, CHAIN_ITEMS, KARG(x), KARG(y),
+                     KARG(n), KARG(w[0]), KARG(b[0]), KARG(d[0]), KARG(slope[0]), KARG(w[1]),
+                     KARG(b[1]), KARG(d[1]), KARG(slope[1]), KARG(w[2]), KARG(b[2]),
+                     KARG(d[2]), KARG(slope[2]), KARG(w[3]), KARG(b[3]), KARG(d[3]),
+                     KARG(slope[3]));
+}
+
 /* The residual input fused in (NULL: none), checked against the output. */
 static kiln_status residual_of(const op_args *c, const kiln_tensor **r)
 {

@@ -480,6 +480,31 @@ kiln_status op_act_backward(kiln_ctx *ctx, kiln_act act, float slope, cl_mem x, 
  * output (a new tensor, to be freed), or NULL when there is no activation. */
 kiln_status op_act_grad(const op_args *c, kiln_tensor **dz);
 
+/* A linear layer of a one-sample forward, as linear_chain runs it: its
+ * weights (out, in) and bias (or NULL), its activation. */
+typedef struct {
+    cl_mem w, b;
+    size_t in, out;
+    kiln_act act;
+    float slope;
+} op_chain_layer;
+
+/* Layers linear_chain runs in one launch, and the most outputs one of
+ * them may have (act.cl's linear_chain: four, CHAIN_WIDTH). */
+#define OP_CHAIN_LAYERS 4
+#define OP_CHAIN_WIDTH 1024
+
+/* Whether a linear layer of one sample may run in linear_chain with the
+ * layers beside it: on kiln's GEMM on a CPU, where one core computes it
+ * in less time than a launch of its own costs (in x out products). */
+int op_linear_chains(kiln_ctx *ctx, size_t in, size_t out);
+
+/* x (one sample) through `count` layers (1 to OP_CHAIN_LAYERS) into y, in
+ * one launch of one work-group, each layer's outputs kept in local memory
+ * for the next: the sums of linear_one, so the same bits. */
+kiln_status op_linear_chain(kiln_ctx *ctx, cl_mem x, const op_chain_layer *layers, int count,
+                            cl_mem y);
+
 /* Fails unless op kind absorbs activation epilogues and act is one whose
  * derivative follows from its output (act_info.from_output). */
 kiln_status op_check_fusable(op_kind kind, kiln_act act);
