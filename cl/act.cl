@@ -2,9 +2,11 @@
  * linear and conv2d. ACT selects the function at compile time; the host's
  * act_options() defines it with ACT_<ID> for every row of KILN_ACT_LIST
  * (src/ops/ops.h) and ACT_FROM_OUTPUT where the row says from_output.
- * An activation is its three cases below: act, act_grad and, if its
- * gradient follows from its output, act_grad_from_output16. A row without
- * its case fails to build.
+ * An activation is its three cases below: act_of (which act is at
+ * compile time, with the list of the activations it knows), act_grad
+ * and, if its gradient follows from its output, act_grad_from_output16.
+ * A row without its case fails to build, and act_of gives NaN for one it
+ * does not know (linear_chain's layers choose theirs at run time).
  * Every kernel is one work-item per element and bounds-checked, and the
  * math is plain arithmetic (math.cl, which programs join before this
  * source), so that drivers running a work-group as a loop vectorize it. */
@@ -47,7 +49,7 @@ static float act_of(int id, float x, float slope)
         return fma(x_half, tanh_fast(SQRT_2_OVER_PI * fma(0.044715f * x, x * x, x)), x_half);
     if (id == ACT_SILU)
         return x * sigmoid(x);
-    return x;
+    return id == ACT_NONE ? x : NAN;
 }
 
 static float act(float x, float slope)

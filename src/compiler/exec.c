@@ -380,8 +380,8 @@ kiln_status pipeline_sync_idle(pipeline *p, loss_kind kind)
     int at = pipeline_loss_step(p, kind);
     if (ready && at >= 0)
         ready[at] = 1;
-    for (size_t at = 0; at < p->count && st == KILN_OK; at++) {
-        size_t i = (size_t)p->back_order[at];
+    for (size_t j = 0; j < p->count && st == KILN_OK; j++) {
+        size_t i = (size_t)p->back_order[j];
         const pipe_step *s = &p->steps[i];
         if (!ready[i])
             continue;

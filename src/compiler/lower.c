@@ -154,8 +154,11 @@ static kiln_status order_backward(pipeline *p)
         for (int s = n; s-- > 0 && pick < 0;)
             if (backward_ready(p, left, done, s))
                 pick = s;
-        if (pick < 0) /* cannot happen: the highest step not done is ready */
-            pick = n - 1 - at;
+        if (pick < 0) { /* cannot happen: the highest step not done is ready */
+            free(left);
+            free(done);
+            return error_set(KILN_ERR_MODEL, "lowering: no step is ready to run backward");
+        }
         done[pick] = 1;
         p->back_order[at] = pick;
         p->back_at[pick] = n + 1 + at;

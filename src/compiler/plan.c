@@ -2,8 +2,8 @@
  * tensor of a training step gets a lifetime on the step timeline (forward
  * of step s at s, the loss at n, backward of step s at B(s) = back_at[s],
  * after n in the order of back_order: 2n - s where that is the reverse of
- * the steps) and a place
- * in one arena, such that blocks alive at the same time never overlap:
+ * the steps) and a place in one arena, such that blocks alive at the same
+ * time never overlap:
  * greedy, largest first, each at the lowest offset that fits between the
  * blocks it must not touch.
  *

@@ -25,7 +25,7 @@ static size_t bucket_bytes(void)
 }
 
 typedef struct {
-    size_t first_step; /* its lowest step: enqueued last */
+    size_t first_step; /* its lowest step: read once every step from it up has run */
     size_t lo, hi;     /* floats [lo, hi) of the flat buffer */
     cl_event ready;    /* its read back, while in flight (or NULL) */
 } bucket;

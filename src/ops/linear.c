@@ -96,6 +96,11 @@ kiln_status op_linear_chain(kiln_ctx *ctx, cl_mem x, const op_chain_layer *layer
     if (count < 1 || count > OP_CHAIN_LAYERS)
         return error_set(KILN_ERR_INVALID_ARGUMENT, "linear_chain: %d layers; it takes 1 to %d",
                          count, OP_CHAIN_LAYERS);
+    for (int l = 1; l < count; l++)
+        if (layers[l].in != layers[l - 1].out || layers[l].in > OP_CHAIN_WIDTH)
+            return error_set(KILN_ERR_SHAPE, "linear_chain: layer %d takes %zu inputs after %zu "
+                                             "outputs (at most %d)",
+                             l, layers[l].in, layers[l - 1].out, OP_CHAIN_WIDTH);
     cl_kernel k;
     kiln_status st = kernel_get(ctx, ACT_SOURCES, act_options(KILN_ACT_NONE), "linear_chain",
                                 &k);
