@@ -847,6 +847,22 @@ START_TEST(convolution_past_the_pixel_taps_table)
 }
 END_TEST
 
+/* conv_weight_pixels holds a chunk's pixels' offsets in a table of
+ * 4608: output rows of 4608 pixels take it, one of 4609 the weight
+ * gradient's other path (gemm_cpu_conv_weights_pay, asked by conv2d's
+ * backward, and gemm_cpu_conv_weights agree on it). A test of its own,
+ * after the list's (see above). */
+START_TEST(weight_gradient_of_rows_past_the_pixel_table)
+{
+    static const op_case tcs[] = {
+        {"conv 1x4x3x4610 k3 ->2", OP_CONV2D, 1, 1, {S4(1, 4, 3, 4610)}, .out = 2, .kernel = 3},
+        {"conv 1x4x3x4611 k3 ->2", OP_CONV2D, 1, 1, {S4(1, 4, 3, 4611)}, .out = 2, .kernel = 3},
+    };
+    for (size_t i = 0; i < sizeof tcs / sizeof tcs[0]; i++)
+        check_case(&tcs[i]);
+}
+END_TEST
+
 /* conv_weight_pixels sums several whole images a pass where they are
  * small (up to 128 pixels), x read in place where it is not padded, else
  * each image's rows staged: 64 images of 4 x 3 outputs, 2 or more of them
@@ -1066,6 +1082,7 @@ int main(void)
     tcase_add_test(tc, strided_input_gradient_past_64_channels);
     tcase_add_test(tc, convolution_past_the_pixel_taps_table);
     tcase_add_test(tc, weight_gradient_of_small_images_together);
+    tcase_add_test(tc, weight_gradient_of_rows_past_the_pixel_table);
     tcase_add_test(tc, strided_input_gradient_staged_in_chunks);
     tcase_add_test(tc, strided_input_gradient_pairs_past_whole_tiles);
     suite_add_tcase(s, tc);

@@ -179,9 +179,10 @@ kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
  * run). */
 kiln_status gemm_cpu_conv_weights(kiln_ctx *ctx, cl_mem g, const gemm_im2col *x, size_t m,
                                   cl_mem dw);
-/* Whether a weight gradient of m x n takes gemm_cpu_conv_weights: where
- * an item's slot of partial sums stays small enough to be cached. */
-int gemm_cpu_conv_weights_pay(size_t m, size_t n);
+/* Whether a weight gradient of m x n, of output rows ow pixels long,
+ * takes gemm_cpu_conv_weights: as conv_weight_pixels, or where an item's
+ * slot of partial sums stays small enough to be cached. */
+int gemm_cpu_conv_weights_pay(size_t m, size_t n, size_t ow);
 
 /* The input gradient of a strided convolution with kiln's GEMM: dx (x's
  * dims, into the buffer x->x) from g (N, o, OH, OW) and the weights w (o,

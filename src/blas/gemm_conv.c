@@ -175,20 +175,22 @@ kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *
 #define WEIGHT_ROWS_BYTES (128u << 10)
 
 /* Where a weight gradient takes conv_weight_pixels: up to 128 output
- * channels and from PIXELS_MIN_K taps (64 when measured here). Measured
- * over the ResNet as above, backward (weight and input gradients): 32 ->
- * 32 at 32 x 32, 60 -> 43 ms; 64 -> 64 at 16 x 16, 39 -> 34 ms; 128 -> 128
- * at 8 x 8, 36 -> 32 ms; device time 407 -> 371 ms a step. */
+ * channels, from PIXELS_MIN_K taps (64 when measured here) and output
+ * rows of at most GEMM_OFFSETS_MAX pixels (its table of a chunk's
+ * pixels' offsets). Measured over the ResNet as above, backward (weight
+ * and input gradients): 32 -> 32 at 32 x 32, 60 -> 43 ms; 64 -> 64 at
+ * 16 x 16, 39 -> 34 ms; 128 -> 128 at 8 x 8, 36 -> 32 ms; device time
+ * 407 -> 371 ms a step. */
 #define WEIGHT_PIXELS_MAX_CHANNELS 128
 
-static int weight_pixels_pay(size_t m, size_t n)
+static int weight_pixels_pay(size_t m, size_t n, size_t ow)
 {
-    return m <= WEIGHT_PIXELS_MAX_CHANNELS && n >= PIXELS_MIN_K;
+    return m <= WEIGHT_PIXELS_MAX_CHANNELS && n >= PIXELS_MIN_K && ow <= GEMM_OFFSETS_MAX;
 }
 
-int gemm_cpu_conv_weights_pay(size_t m, size_t n)
+int gemm_cpu_conv_weights_pay(size_t m, size_t n, size_t ow)
 {
-    return weight_pixels_pay(m, n) || m * n * sizeof(float) <= WEIGHT_SLOT_BYTES;
+    return weight_pixels_pay(m, n, ow) || m * n * sizeof(float) <= WEIGHT_SLOT_BYTES;
 }
 
 /* 128, not 64, once x's rows were staged in the kernel (AVX-512 Xeon,
@@ -251,7 +253,7 @@ kiln_status gemm_cpu_conv_weights(kiln_ctx *ctx, cl_mem g, const gemm_im2col *x,
     kiln_status st = gemm_tiled_state(ctx, &s);
     if (st != KILN_OK)
         return st;
-    if (weight_pixels_pay(m, n) && x->ow <= GEMM_OFFSETS_MAX)
+    if (weight_pixels_pay(m, n, x->ow))
         return weight_pixels(ctx, s, g, x, m, dw);
     size_t items = WEIGHT_ITEMS_PER_UNIT * device_units(&ctx->info);
     items = items < total ? items : total;

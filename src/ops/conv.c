@@ -247,7 +247,7 @@ static kiln_status conv_backward(const op_args *c)
     if (st == KILN_OK && c->attrs->bias && c->dparam[1])
         st = op_channel_sums(c->ctx, g, d.n, d.o, d.oh * d.ow, c->dparam[1]->buf);
     int slotted = c->dparam[0] && kiln_ctx_gemm(c->ctx) == KILN_GEMM_KILN &&
-                  gemm_cpu_conv_weights_pay(d.o, d.c * d.k * d.k);
+                  gemm_cpu_conv_weights_pay(d.o, d.c * d.k * d.k, d.ow);
     int fused = c->din[0] && input_grads_fused(c, &d);
     gemm_im2col x = {c->in[0]->buf, d.n, d.c, d.h, d.w, d.k, d.s, d.p, d.d, d.oh, d.ow};
     gemm_im2col dx = {c->din[0] ? c->din[0]->buf : NULL, d.n, d.c, d.h, d.w, d.k, d.s, d.p,
