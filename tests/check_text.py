@@ -12,6 +12,7 @@ array, as nanoGPT's train.bin and val.bin (memory-mapped) and as a list of
 
 usage: check_text.py KILN SOURCE_DIR"""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -59,13 +60,17 @@ with tempfile.TemporaryDirectory() as tmp:
 
     trace = os.path.join(tmp, "trace.json")
     r = kiln("train", MODEL, "--data", TEXT, "--steps", "8", "--profile", trace)
+    # the attention layer's forward, backward and ratio under the table's header
+    RATIO_ROW = r"^backward against forward .*\n(.*\n)*\d+ attention( +[\d.]+){3}$"
     names = set()
     if os.path.exists(trace):
         with open(trace, encoding="utf-8") as f:
             names = {e.get("name") for e in json.load(f)["traceEvents"]}
-    check("--profile traces a token model's steps 2 to 6 and prints the layers",
+    check("--profile traces a token model's steps 2 to 6 and prints the layers, and each "
+          "layer's backward against its forward",
           r.returncode == 0 and "profile of 5 training steps" in r.stdout and
-          "attn_forward" in names and "forward" in r.stdout and "attention" in r.stdout,
+          "attn_forward" in names and "forward" in r.stdout and "attention" in r.stdout and
+          re.search(RATIO_ROW, r.stdout, re.M) is not None,
           r.stdout + r.stderr)
 
     r = kiln("eval", MODEL, os.path.join(run, "final.safetensors"), "--data", TEXT)

@@ -344,8 +344,9 @@ const cli_command cli_bench_cmd = {
     "the host's OpenBLAS in the same run, the bandwidth of kiln's kernels against a plain "
     "copy, launch latency, transfers, and the training throughput of models (the examples' "
     "Fashion-MNIST models when run from kiln's source tree, or the given model files, with "
-    "device time per layer) and the time a new process takes to its first trained batch, with "
-    "empty kernel caches and with warm ones. Every ratio is taken within one run.",
+    "device time per layer, and each layer's backward against its forward) and the time a "
+    "new process takes to its first trained batch, with empty kernel caches and with warm "
+    "ones. Every ratio is taken within one run.",
     flags};
 
 static int parse(int argc, char **argv, bench_args *a)

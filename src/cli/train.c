@@ -65,7 +65,8 @@ static const cli_flag train_flags[] = {
      "check every value and gradient for NaN and Inf as it is made and name the first "
      "layer that makes one (slow)"},
     {"profile", 'P', "TRACE.json", NULL,
-     "write a Chrome trace of training steps 2 to 6 and print device time per layer"},
+     "write a Chrome trace of training steps 2 to 6 and print device time per layer "
+     "and each layer's backward against its forward"},
     DEVICE_FLAG,
     END_FLAGS};
 

@@ -196,8 +196,8 @@ static void candidates(search *s)
             continue;
         }
         int better = faster(&s->set, &o, &s->best);
-        printf("  candidate %d: %s\n    %.1f GFLOPS (the shapes' geometric mean)%s\n", s->tried, text,
-               mean_gflops(&s->set, &o), better ? " (best so far)" : "");
+        printf("  candidate %d: %s\n    %.1f GFLOPS (the shapes' geometric mean)%s\n",
+               s->tried, text, mean_gflops(&s->set, &o), better ? " (best so far)" : "");
         fflush(stdout);
         if (better) {
             s->best = o;
@@ -318,7 +318,8 @@ static void tile_search(search *s)
     s->tuning.kiln_mr = best->t.kiln_mr;
     s->tuning.kiln_nr = best->t.kiln_nr;
     s->tuning.kiln_kc = best->t.kiln_kc;
-    printf("  kiln's GEMM: %dx%d, k block %zu, %.1f GFLOPS (the shapes' geometric mean) (%d runs in %.0f s)\n",
+    printf("  kiln's GEMM: %dx%d, k block %zu, %.1f GFLOPS (the shapes' geometric mean; %d "
+           "runs in %.0f s)\n",
            best->t.kiln_mr, best->t.kiln_nr, best->t.kiln_kc, mean_gflops(&s->set, &best->o),
            runs, ref_seconds() - started);
 }

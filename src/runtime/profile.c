@@ -170,7 +170,36 @@ static int by_time(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
-/* Device time per layer label, largest first, with its share. */
+/* The layer a label names after its pass ("forward 3 conv2d": "3
+ * conv2d"), where it begins with pass and a space; else NULL. */
+static const char *layer_of(const char *label, const char *pass)
+{
+    size_t n = strlen(pass);
+    return strncmp(label, pass, n) == 0 && label[n] == ' ' ? label + n + 1 : NULL;
+}
+
+/* Each layer's backward against its forward, where a step ran both (t
+ * sorted as the totals: the longest backward first). */
+static void write_ratios(const layer_total *t, size_t n, double steps, const kiln_writer *out)
+{
+    int header = 0;
+    for (size_t j = 0; j < n; j++) {
+        const char *layer = layer_of(t[j].layer, "backward"), *f;
+        for (size_t i = 0; layer && i < n; i++) {
+            if (!(f = layer_of(t[i].layer, "forward")) || strcmp(f, layer) != 0 || !(t[i].ms > 0))
+                continue;
+            if (!header)
+                writef(out, "\n%-36s %10s %10s %9s\n", "backward against forward", "forward",
+                       "backward", "ratio");
+            header = 1;
+            writef(out, "%-36s %10.3f %10.3f %9.2f\n", layer, t[i].ms / steps, t[j].ms / steps,
+                   t[j].ms / t[i].ms);
+        }
+    }
+}
+
+/* Device time per layer label, largest first, with its share; then each
+ * layer's backward against its forward. */
 static kiln_status write_totals(const kiln_ctx *ctx, size_t steps, const kiln_writer *out)
 {
     const kiln_profile *p = ctx->profile;
@@ -198,9 +227,11 @@ static kiln_status write_totals(const kiln_ctx *ctx, size_t steps, const kiln_wr
     for (size_t j = 0; j < n && st == KILN_OK; j++)
         writef(out, "%-36s %10.3f %9zu %6.1f%%\n", t[j].layer[0] ? t[j].layer : "(other)",
                 t[j].ms / (double)steps, t[j].launches / steps, 100.0 * t[j].ms / all);
-    if (st == KILN_OK)
+    if (st == KILN_OK) {
         writef(out, "%-36s %10.3f %9zu\n", "total (device time)", all / (double)steps,
                 p->count / steps);
+        write_ratios(t, n, (double)steps, out);
+    }
     free(t);
     return st;
 }
