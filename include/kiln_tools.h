@@ -47,7 +47,8 @@ KILN_API kiln_status kiln_cache_dir(char *buf, size_t size);
 /* Profiles: between begin and end every launch on ctx is recorded with the
  * layer that made it; end waits for the queue, then writes a Chrome trace
  * (chrome://tracing, Perfetto) to trace_path when given, and device time
- * per layer, divided by steps, to totals when given. */
+ * per layer, divided by steps, to totals when given, then each layer's
+ * backward time against its forward. */
 KILN_API kiln_status kiln_ctx_profile_begin(kiln_ctx *ctx);
 KILN_API kiln_status kiln_ctx_profile_end(kiln_ctx *ctx, const char *trace_path, size_t steps,
                                           kiln_write_fn totals, void *user);
@@ -115,7 +116,8 @@ KILN_API kiln_status kiln_model_trace_step(kiln_model *m, kiln_ctx *ctx, size_t 
                                            int fused, kiln_write_fn fn, void *user);
 
 /* Runs `steps` training steps of random data (after a warm-up step) and
- * prints the device time of each layer per step, largest first. */
+ * prints the device time of each layer per step, largest first, then each
+ * layer's backward time against its forward. */
 KILN_API kiln_status kiln_model_profile_steps(kiln_model *m, kiln_ctx *ctx, size_t batch,
                                               int steps, kiln_write_fn fn, void *user);
 

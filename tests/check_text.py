@@ -12,8 +12,8 @@ array, as nanoGPT's train.bin and val.bin (memory-mapped) and as a list of
 
 usage: check_text.py KILN SOURCE_DIR"""
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,7 +61,7 @@ with tempfile.TemporaryDirectory() as tmp:
     trace = os.path.join(tmp, "trace.json")
     r = kiln("train", MODEL, "--data", TEXT, "--steps", "8", "--profile", trace)
     # the attention layer's forward, backward and ratio under the table's header
-    RATIO_ROW = r"^backward against forward .*\n(.*\n)*\d+ attention( +[\d.]+){3}$"
+    RATIO_ROW = r"^backward against forward .*\n(\d+ .*\n)*\d+ attention( +[\d.]+){3}$"
     names = set()
     if os.path.exists(trace):
         with open(trace, encoding="utf-8") as f:

@@ -48,10 +48,11 @@ const cli_command cli_tune_cmd = {
     "tune", cli_tune, "[MODEL.ini ...]", "tune the GEMM and attention for the device",
     "Searches the GEMM parameters for the device on the models' GEMM shapes (the examples' "
     "when none are given) and on squares, checks every candidate against a float64 "
-    "reference before timing it, times attention's rows per work-item, one a vector lane (2, 4, 8, 16 on CPUs), or per "
-    "work-group sharing a tile of keys in local memory (1, 16, 32, 64 on GPUs) "
-    "forward + backward at nanoGPT's shape, and keeps the best in the device's tuning "
-    "record, which every later run on the device applies (KILN_TUNE=off ignores it).",
+    "reference before timing it, times attention's rows per work-item, one a vector lane "
+    "(2, 4, 8, 16 on CPUs), or per work-group sharing a tile of keys in local memory (1, 16, "
+    "32, 64 on GPUs) forward + backward at nanoGPT's shape, and keeps the best in the "
+    "device's tuning record, which every later run on the device applies (KILN_TUNE=off "
+    "ignores it).",
     flags};
 
 /* ---- the search space ------------------------------------------------------ */
@@ -256,11 +257,8 @@ static void tile_time(search *s, kiln_config *c, double until)
             c->o = o;
         return;
     }
-    if (c->o.ok) {
-        o.total = 0;
-        for (size_t i = 0; i < s->set.count; i++)
-            o.total += o.times[i] = fmin(o.times[i], c->o.times[i]);
-    }
+    for (size_t i = 0; c->o.ok && i < s->set.count; i++)
+        o.times[i] = fmin(o.times[i], c->o.times[i]);
     c->o = o;
     printf("%.1f GFLOPS (the shapes' geometric mean)\n", mean_gflops(&s->set, &o));
     fflush(stdout);
@@ -480,6 +478,19 @@ static int collect_shapes(const tune_args *a, char **models, int n_models, searc
     }
     return 1;
 }
+/* The engine the record names: the faster of the two by mean_gflops. On
+ * a CPU, where kiln's GEMM is searched, a search that gave it no figure
+ * (a budget shorter than its first compile, on a busy machine) leaves
+ * the engine to the device's default: the comparison read it as slower,
+ * and a 20 s search recorded CLBlast for PoCL, 10-20 times slower there. */
+static kiln_gemm_engine chosen_engine(const search *s, const kiln_device_info *info)
+{
+    const outcome *clblast = s->best.ok ? &s->best : &s->clblast_default;
+    if (info->type == KILN_DEVICE_CPU && !s->kiln.ok)
+        return KILN_GEMM_AUTO;
+    return faster(&s->set, &s->kiln, clblast) ? KILN_GEMM_KILN : KILN_GEMM_CLBLAST;
+}
+
 
 static int tune(const tune_args *a, char **models, int n_models)
 {
@@ -497,7 +508,8 @@ static int tune(const tune_args *a, char **models, int n_models)
     setenv("KILN_TUNE", "off", 1); /* workers measure from CLBlast's defaults */
     run_worker(device, "clblast", NULL, s.shapes, s.set.count, allowance(&s), &s.clblast_default);
     printf("  CLBlast default: %s%.1f GFLOPS (the shapes' geometric mean)\n",
-           s.clblast_default.ok ? "" : "failed; ", s.clblast_default.ok ? mean_gflops(&s.set, &s.clblast_default) : 0.0);
+           s.clblast_default.ok ? "" : "failed; ",
+           s.clblast_default.ok ? mean_gflops(&s.set, &s.clblast_default) : 0.0);
     if (info.type == KILN_DEVICE_CPU)
         tile_search(&s);
     tune_attention(device, fmin(KILN_SEARCH_S, s.budget / 6), &s.attn);
@@ -505,10 +517,10 @@ static int tune(const tune_args *a, char **models, int n_models)
     candidates(&s);
     if (s.best.ok && left(&s) > 0)
         direct_threshold(&s);
-    const outcome *clblast = s.best.ok ? &s.best : &s.clblast_default;
-    s.tuning.engine = faster(&s.set, &s.kiln, clblast)
-                          ? KILN_GEMM_KILN
-                          : KILN_GEMM_CLBLAST;
+    s.tuning.engine = chosen_engine(&s, &info);
+    if (s.tuning.engine == KILN_GEMM_AUTO)
+        printf("  kiln's GEMM gave no figure (above): the record leaves the GEMM engine to "
+               "the device's default\n");
     report(&s);
     char *measured = measured_json(&s), path[4096];
     kiln_status st = kiln_tuning_save(&info, &s.tuning, measured, path, sizeof path);

@@ -26,8 +26,7 @@ typedef struct {
 
 typedef struct {
     int ok;
-    double times[MAX_SHAPES];
-    double total;
+    double times[MAX_SHAPES]; /* seconds a product, per shape */
     char why[256];
 } outcome;
 

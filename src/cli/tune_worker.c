@@ -143,7 +143,8 @@ int tune_worker(const tune_args *a)
     kiln_ctx *ctx = NULL;
     if (!parse_shapes(a->shapes, &set) ||
         (a->xgemm && !(t.has_xgemm = parse_list(a->xgemm, t.xgemm, KILN_XGEMM_PARAMS))) ||
-        (a->min_indirect && !(t.has_min_indirect = parse_list(a->min_indirect, &t.min_indirect, 1)))) {
+        (a->min_indirect &&
+         !(t.has_min_indirect = parse_list(a->min_indirect, &t.min_indirect, 1)))) {
         printf("fail bad worker arguments\n");
         return 2;
     }
@@ -307,7 +308,6 @@ void run_worker(const char *device, const char *engine, const kiln_tuning *t,
             snprintf(o->why, sizeof o->why, "unreadable worker output");
             return;
         }
-        o->total += o->times[i];
         p = end;
     }
     o->ok = 1;
