@@ -482,7 +482,7 @@ static int collect_shapes(const tune_args *a, char **models, int n_models, searc
  * a CPU, where kiln's GEMM is searched, a search that gave it no figure
  * (a budget shorter than its first compile, on a busy machine) leaves
  * the engine to the device's default: the comparison read it as slower,
- * and a 20 s search recorded CLBlast for PoCL, 10-20 times slower there. */
+ * and a 20 s search recorded CLBlast for PoCL, 9-18 times slower there. */
 static kiln_gemm_engine chosen_engine(const search *s, const kiln_device_info *info)
 {
     const outcome *clblast = s->best.ok ? &s->best : &s->clblast_default;
