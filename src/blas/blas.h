@@ -192,6 +192,9 @@ int gemm_cpu_conv_weights_pay(size_t m, size_t n, size_t ow);
  * gemm_cpu_conv_phases_fit says whether the taps of a phase fit the k
  * block. */
 int gemm_cpu_conv_phases_fit(kiln_ctx *ctx, size_t o, const gemm_im2col *x);
+/* Whether some phase a < S of x's stride has no tap reaching it along an
+ * axis (its k, s, p and d are read): those inputs get no gradient. */
+int gemm_conv_tapless_phase(const gemm_im2col *x);
 /* Whether an input gradient of c channels runs its phases as
  * conv_phase_pixels (the gradient read in place, nothing packed but the
  * weights), which takes any number of output channels. */

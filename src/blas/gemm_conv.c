@@ -333,6 +333,14 @@ int gemm_cpu_conv_phases_fit(kiln_ctx *ctx, size_t o, const gemm_im2col *x)
     return gemm_cpu_conv_fits(ctx, o * most * most);
 }
 
+int gemm_conv_tapless_phase(const gemm_im2col *x)
+{
+    for (size_t a = 0; a < x->s; a++)
+        if (phase_tap_count(a, x) == 0)
+            return 1;
+    return 0;
+}
+
 /* The inputs of phase ph (a + S i, b + S j; a = ph / S, b = ph % S) over
  * the batch: N HA WB. */
 static size_t phase_inputs(const gemm_im2col *x, size_t ph)

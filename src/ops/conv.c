@@ -290,15 +290,9 @@ static kiln_status conv_backward(const op_args *c)
  * four, and adding its gradient touches only those (conv_phase_pixels). */
 static int conv_sparse_input_grads(const op_attrs *a)
 {
-    size_t s = one_if_zero(a->stride), d = one_if_zero(a->dilation);
-    for (size_t r = 0; r < s; r++) {
-        size_t k = 0;
-        while (k < a->kernel && (r + a->pad + s * a->kernel * d - k * d) % s != 0)
-            k++;
-        if (k == a->kernel)
-            return 1;
-    }
-    return 0;
+    gemm_im2col x = {.k = a->kernel, .s = one_if_zero(a->stride), .p = a->pad,
+                     .d = one_if_zero(a->dilation)};
+    return gemm_conv_tapless_phase(&x);
 }
 
 /* nn.Conv2d(in, out, kernel_size, stride, padding, dilation, bias), with
