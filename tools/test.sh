@@ -3,7 +3,8 @@
 #   1. on the device KILN_DEVICE selects (default: the first GPU, else PoCL);
 #   2. when KILN_DEVICE is unset and Mesa's rusticl is installed, again on
 #      rusticl's CPU device, a second, independent OpenCL implementation
-#      (all but the training-loop suite, `training`);
+#      (all but the training-loop suite, `training`, and the tests that
+#      pick their drivers themselves, `every-driver`);
 #   2a. tools/device-check.sh --dry-run on rusticl (the GPU day's script);
 #   2b. the operator and pipeline suites with KILN_GEMM=clblast: CLBlast and
 #      the GPU-shaped kernels, which kiln does not pick on a CPU by itself;
@@ -61,9 +62,11 @@ if [[ -z ${KILN_DEVICE:-} ]]; then
   if RUSTICL_ENABLE=llvmpipe "$build/kiln" devices 2>/dev/null | grep -q rusticl; then
     # without the training-loop suite (suite training: early stopping,
     # resume, interrupts over thousands of samples), which tests host
-    # logic the first pass covers and took 510 s of the pass on llvmpipe
+    # logic the first pass covers and took 510 s of the pass on llvmpipe,
+    # and without the tests that choose their devices themselves (suite
+    # every-driver: the first pass ran them on rusticl too)
     extra_saved=("${extra[@]}")
-    extra+=(--no-suite training)
+    extra+=(--no-suite training --no-suite every-driver)
     run_pass "$build" "rusticl (llvmpipe)" RUSTICL_ENABLE=llvmpipe KILN_DEVICE=rusticl
     extra=("${extra_saved[@]}")
   else
