@@ -130,13 +130,29 @@ kiln_status gemm_kc_parse(const char *text, const char *what, size_t *out)
                      GEMM_KC_MAX);
 }
 
+/* gemm.cl's build options for tile t, program i (PLAIN_A, TRANS_A,
+ * WITH_GELU). */
+static void tile_options(char *buf, size_t size, int i, gemm_tile t)
+{
+    snprintf(buf, size, "-DA_TRANS=%d -DMR=%d -DV=%d -DOFFSETS_MAX=%d%s", i & TRANS_A, t.mr,
+             t.v, GEMM_OFFSETS_MAX, i & WITH_GELU ? " -DGELU_EPILOGUES" : "");
+}
+
 void gemm_tile_put(blas_state *s, gemm_tile t)
 {
     s->tile = t;
     for (int i = 0; i < 4; i++)
-        snprintf(s->tile_options[i], sizeof s->tile_options[i],
-                 "-DA_TRANS=%d -DMR=%d -DV=%d -DOFFSETS_MAX=%d%s", i & TRANS_A, t.mr, t.v,
-                 GEMM_OFFSETS_MAX, i & WITH_GELU ? " -DGELU_EPILOGUES" : "");
+        tile_options(s->tile_options[i], sizeof s->tile_options[i], i, t);
+}
+
+kiln_status gemm_kernel_rows(kiln_ctx *ctx, const blas_state *s, int mr, const char *name,
+                             cl_kernel *out)
+{
+    char options[sizeof s->tile_options[0]];
+    gemm_tile t = s->tile;
+    t.mr = mr;
+    tile_options(options, sizeof options, PLAIN_A, t);
+    return kernel_get(ctx, GEMM_SOURCES, options, name, out);
 }
 
 /* t's k block: $KILN_GEMM_KC, else kc when set, else the device's. */

@@ -108,7 +108,11 @@ static kiln_status conv_lines(kiln_ctx *ctx, const blas_state *s, size_t m, cl_m
 
 /* The convolution as conv_pixels: the weights packed into panels of NR in
  * scratch 1, and x zero-padded into scratch 0 (unless P is 0), or as
- * conv_pixels_lines where every tile is a row's neighbours. */
+ * conv_pixels_lines where every tile is a row's neighbours. Not in tiles
+ * of fewer rows where those divide OW and MR does not (as
+ * conv_phase_pairs takes them, phase_pair_rows): on the ResNet's layers
+ * at 8 x 8 (AMD EPYC at AVX2, batch 128), 4-row lines took 1.1-1.35 times
+ * as long as 6-row tiles that cross the rows. */
 static kiln_status conv_pixels(kiln_ctx *ctx, const blas_state *s, size_t m, cl_mem a,
                                const gemm_im2col *x, cl_mem y, cl_uint add)
 {
@@ -403,6 +407,23 @@ static int phase_pairs(const gemm_im2col *x, size_t mr)
     return x->s == 2 && x->w % 2 == 0 && wb >= mr && computed * 8 <= wb * 9;
 }
 
+/* The rows of conv_phase_pairs' tiles: the tile's MR where phase_pairs
+ * takes it, else the largest smaller one, down to 4, that divides WB
+ * (a second build of the kernel); 0: conv_phase_pixels. At WB 8 (the
+ * ResNet's 64 -> 128 layers at batch 128, AMD EPYC at AVX2, medians of 5
+ * alternated runs), 4-row pairs took the 3 x 3's input gradient from
+ * 10.9 to 8.7 ms a step and the 1 x 1's from 2.3 to 1.9 ms, against
+ * conv_phase_pixels' 6-row tiles, which cross the phase's rows. */
+static size_t phase_pair_rows(const gemm_im2col *x, size_t mr)
+{
+    if (phase_pairs(x, mr))
+        return mr;
+    for (size_t m = mr - 1; m >= 4 && x->s == 2 && x->w % 2 == 0; m--)
+        if (x->w / 2 % m == 0)
+            return m;
+    return 0;
+}
+
 /* Output channels an item of phase_panels and phase_weights takes, about
  * (it finds where its tap lands once, then copies them). */
 #define PHASE_PANEL_O 16
@@ -430,12 +451,12 @@ static void phase_row_reach(const gemm_im2col *x, size_t *up, size_t *down)
  * taps reach above and below them, CH the rows of at least
  * LINE_STAGE_PIXELS inputs, at most a phase's; an item a run of the tile
  * positions of row phase 0. */
-static kiln_status phase_pairs_run(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem wq,
-                                   cl_mem g, const gemm_im2col *x, size_t pg, cl_uint add)
+static kiln_status phase_pairs_run(kiln_ctx *ctx, const blas_state *s, size_t mr, size_t o,
+                                   cl_mem wq, cl_mem g, const gemm_im2col *x, size_t pg,
+                                   cl_uint add)
 {
     size_t wb = phase_extent(0, x->w, x), ha = phase_extent(0, x->h, x), up, down;
     size_t ch = (LINE_STAGE_PIXELS + wb - 1) / wb;
-    size_t mr = (size_t)s->tile.mr;
     size_t items = gemm_slot_items(ctx, x->n * ha * ((wb + mr - 1) / mr));
     ch = ch < ha ? ch : ha;
     if (items == 0)
@@ -446,7 +467,7 @@ static kiln_status phase_pairs_run(kiln_ctx *ctx, const blas_state *s, size_t o,
     cl_kernel kernel;
     kiln_status st = gemm_scratch(ctx, 0, items * staged * sizeof(float), &buf);
     if (st == KILN_OK)
-        st = gemm_kernel(ctx, s, "conv_phase_pairs", &kernel);
+        st = gemm_kernel_rows(ctx, s, (int)mr, "conv_phase_pairs", &kernel);
     if (st != KILN_OK)
         return st;
     cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, H = (cl_uint)x->h, W = (cl_uint)x->w,
@@ -486,14 +507,14 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
                                 cl_mem g, const gemm_im2col *x, cl_uint add)
 {
     size_t pg = phase_padding(x), mr = (size_t)s->tile.mr, tiles = 0;
-    int pairs = phase_pairs(x, mr);
+    size_t pairs = phase_pair_rows(x, mr);
     cl_mem gp = g, wq;
     cl_kernel kernel;
     kiln_status st = pairs ? KILN_OK : padded(ctx, s, g, x->n * o, x->oh, x->ow, pg, &gp);
     if (st == KILN_OK)
         st = phase_weight_panels(ctx, s, o, w, x, &wq);
     if (st == KILN_OK && pairs)
-        return phase_pairs_run(ctx, s, o, wq, g, x, pg, add);
+        return phase_pairs_run(ctx, s, pairs, o, wq, g, x, pg, add);
     if (st != KILN_OK)
         return st;
     for (size_t ph = 0; ph < x->s * x->s; ph++)

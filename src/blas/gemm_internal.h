@@ -28,6 +28,11 @@ static inline kiln_status gemm_kernel(kiln_ctx *ctx, const blas_state *s, const 
     return kernel_get(ctx, GEMM_SOURCES, s->tile_options[PLAIN_A], name, out);
 }
 
+/* The same with tiles of mr rows (the tile's NR): for the convolutions
+ * whose rows a smaller MR divides. */
+kiln_status gemm_kernel_rows(kiln_ctx *ctx, const blas_state *s, int mr, const char *name,
+                             cl_kernel *out);
+
 /* The context's blas state with its tile chosen. */
 kiln_status gemm_tiled_state(kiln_ctx *ctx, blas_state **out);
 
