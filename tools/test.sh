@@ -10,13 +10,13 @@
 #      the GPU-shaped kernels, which kiln does not pick on a CPU by itself;
 #   3. under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/);
 #   3b. the Python package's pytest suite against build/libkiln.so, and
-#       the ONNX export against ONNX Runtime (onnx and onnxruntime from PyPI
-#       in build/venv-onnx; skipped where pip cannot install them);
+#       beside it the ONNX export against ONNX Runtime (onnx and onnxruntime
+#       from PyPI in build/venv-onnx; skipped where pip cannot install them);
 #   4. the host-only suite (model files, shape inference, IDX, CSV and
 #      safetensors readers over the fuzz corpora) under valgrind memcheck;
 #   5. each libFuzzer harness for KILN_FUZZ_SECONDS (default 20) from its
-#      corpus (build-fuzz/, clang); a crash fails the run and leaves its
-#      input in build-fuzz/findings/.
+#      corpus (build-fuzz/, clang), two at a time; a crash fails the run
+#      and leaves its input in build-fuzz/findings/.
 # Extra arguments go to every `meson test` (a suite name, --verbose, ...).
 # Ends with one line: "kiln: N passed, N failed, N skipped".
 set -uo pipefail
@@ -102,16 +102,24 @@ meson compile -C "$asan" >"$asan/compile.log" 2>&1 || { cat "$asan/compile.log";
 run_pass "$asan" "${KILN_DEVICE:-the default device}, address and undefined-behaviour sanitizers"
 
 # Runs pytest under python $2 with the remaining arguments, against this
-# build's libkiln, its output in $3, and adds its results to the totals.
-run_pytest() {
-  local label=$1 py=$2 log=$3 py_status=0
-  shift 3
-  echo "== $label"
-  local started=$SECONDS
+# build's libkiln, its output in $3 and its exit status in $3.status.
+pytest_run() {
+  local py=$1 log=$2 py_status=0
+  shift 2
+  rm -f "$log.status"
   KILN_LIBRARY=$(realpath "$build")/libkiln.so "$py" -m pytest -q -p no:cacheprovider "$@" \
     >"$log" 2>&1 || py_status=1
-  ((py_status)) && status=1
+  echo "$py_status" >"$log.status"
+}
+
+# Prints the end of pytest's output in $2 under label $1 and adds its
+# results to the totals.
+pytest_count() {
+  local label=$1 log=$2 py_status
+  py_status=$(cat "$log.status" 2>/dev/null || echo 1)
+  echo "== $label"
   tail -15 "$log"
+  ((py_status)) && status=1
   read -r p f s < <(python3 - "$log" <<'PY'
 import re, sys
 last = open(sys.argv[1]).read().strip().splitlines()[-1:] or [""]
@@ -121,13 +129,7 @@ PY
   )
   ((py_status && f == 0)) && f=1
   passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
-  timings+=("$(printf '%5d s  %s' $((SECONDS - started)) "$label")")
 }
-
-# The Python package (python/) with Debian's numpy and pytest
-# (/usr/bin/python3: not a virtual environment's).
-run_pytest "the Python package (pytest)" /usr/bin/python3 "$build/pytest.log" python/tests \
-  --ignore=python/tests/test_onnx.py
 
 # ONNX export against ONNX Runtime: onnx and onnxruntime from PyPI in a
 # virtual environment of its own over Debian's Python (whose numpy and
@@ -144,8 +146,21 @@ if [[ -x $venv/bin/python ]] ||
     echo "== pip could not install onnx and onnxruntime (see $build/venv-onnx.log)"
   fi
 fi
-run_pytest "ONNX export against ONNX Runtime (pytest)" "$onnx_python" "$build/pytest-onnx.log" \
-  python/tests/test_onnx.py
+
+# The Python package (python/) with Debian's numpy and pytest
+# (/usr/bin/python3: not a virtual environment's), and the ONNX export,
+# side by side: each waits mostly on one compiler thread (kernels built
+# for models the suites before did not build).
+echo "== the Python package and the ONNX export (pytest, side by side)"
+py_started=$SECONDS
+pytest_run /usr/bin/python3 "$build/pytest.log" python/tests \
+  --ignore=python/tests/test_onnx.py &
+pytest_run "$onnx_python" "$build/pytest-onnx.log" python/tests/test_onnx.py &
+wait
+pytest_count "the Python package (pytest)" "$build/pytest.log"
+pytest_count "ONNX export against ONNX Runtime (pytest)" "$build/pytest-onnx.log"
+timings+=("$(printf '%5d s  %s' $((SECONDS - py_started)) \
+  "the Python package and ONNX export (pytest, side by side)")")
 
 if command -v valgrind >/dev/null; then
   extra_saved=("${extra[@]}")
@@ -166,22 +181,37 @@ fi
 meson compile -C "$fuzz" >"$fuzz/compile.log" 2>&1 || { cat "$fuzz/compile.log"; exit 1; }
 mkdir -p "$fuzz/findings"
 fuzz_started=$SECONDS
-for target in model idx csv safetensors npy png jpeg; do
-  echo "== fuzzing $target for ${seconds} s"
-  mkdir -p "$fuzz/corpus/$target"
-  if LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0 \
-     "$fuzz/tests/fuzz/fuzz_$target" -max_total_time="$seconds" -print_final_stats=1 \
-       -artifact_prefix="$fuzz/findings/$target-" "$fuzz/corpus/$target" \
-       "tests/fuzz/corpus/$target" >"$fuzz/$target.log" 2>&1; then
-    passed=$((passed + 1))
-    grep -E '^stat::number_of_executed_units' "$fuzz/$target.log" | sed 's/^/   /'
-  else
-    failed=$((failed + 1)) status=1
-    tail -40 "$fuzz/$target.log"
-  fi
+# Runs harness $1 for $seconds from its corpus; its output in its log.
+fuzz_one() {
+  mkdir -p "$fuzz/corpus/$1"
+  LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0 \
+    "$fuzz/tests/fuzz/fuzz_$1" -max_total_time="$seconds" -print_final_stats=1 \
+    -artifact_prefix="$fuzz/findings/$1-" "$fuzz/corpus/$1" "tests/fuzz/corpus/$1" \
+    >"$fuzz/$1.log" 2>&1
+}
+# two harnesses at a time (each is one thread)
+targets=(model idx csv safetensors npy png jpeg)
+for ((i = 0; i < ${#targets[@]}; i += 2)); do
+  pair=("${targets[@]:i:2}") pids=()
+  for target in "${pair[@]}"; do
+    echo "== fuzzing $target for ${seconds} s"
+    fuzz_one "$target" &
+    pids+=($!)
+  done
+  for j in "${!pair[@]}"; do
+    target=${pair[j]}
+    if wait "${pids[j]}"; then
+      passed=$((passed + 1))
+      echo "   $target: $(grep -E '^stat::number_of_executed_units' "$fuzz/$target.log")"
+    else
+      failed=$((failed + 1)) status=1
+      echo "== fuzzing $target failed"
+      tail -40 "$fuzz/$target.log"
+    fi
+  done
 done
 
-timings+=("$(printf '%5d s  %s' $((SECONDS - fuzz_started)) "fuzzing (7 harnesses)")")
+timings+=("$(printf '%5d s  %s' $((SECONDS - fuzz_started)) "fuzzing (7 harnesses, two at a time)")")
 
 echo "== time per pass"
 printf '%s\n' "${timings[@]}"
