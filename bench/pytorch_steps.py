@@ -18,9 +18,9 @@ that a shared machine's drift falls on both.
 
 PyTorch is a measuring stick only, never a dependency of kiln. From a kiln
 tree built with tools/setup.sh (libkiln in build/), with a virtual
-environment that has PyTorch 2.x and numpy:
+environment that has PyTorch 2.x, numpy and safetensors (the GPT's reference):
     python3 -m venv ~/venv-torch
-    ~/venv-torch/bin/pip install torch numpy
+    ~/venv-torch/bin/pip install torch numpy safetensors
     ~/venv-torch/bin/python bench/pytorch_steps.py --threads 2
 (--no-kiln measures PyTorch alone.)
 """
@@ -347,7 +347,11 @@ def main():
         if not os.path.exists(os.path.join(ROOT, path)):
             print(f"{path}: not in this tree, skipped")
             continue
-        case = Case(path)
+        try:
+            case = Case(path)
+        except ImportError as e:  # the GPT's reference needs safetensors
+            print(f"{path}: skipped: {e} (see this script's usage)")
+            continue
         rows = {}  # metric -> ([kiln], [torch], [ratio])
         for _ in range(max(args.rounds, 1)):
             ours = {}
