@@ -211,7 +211,8 @@ for ((i = 0; i < ${#targets[@]}; i += 2)); do
   done
 done
 
-timings+=("$(printf '%5d s  %s' $((SECONDS - fuzz_started)) "fuzzing (7 harnesses, two at a time)")")
+timings+=("$(printf '%5d s  %s' $((SECONDS - fuzz_started)) \
+  "fuzzing (7 harnesses, two at a time)")")
 
 echo "== time per pass"
 printf '%s\n' "${timings[@]}"

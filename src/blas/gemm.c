@@ -148,6 +148,8 @@ void gemm_tile_put(blas_state *s, gemm_tile t)
 kiln_status gemm_kernel_rows(kiln_ctx *ctx, const blas_state *s, int mr, const char *name,
                              cl_kernel *out)
 {
+    if (mr == s->tile.mr)
+        return gemm_kernel(ctx, s, name, out);
     char options[sizeof s->tile_options[0]];
     gemm_tile t = s->tile;
     t.mr = mr;

@@ -393,33 +393,37 @@ int gemm_cpu_phase_pixels_pay(size_t c)
     return c <= PHASE_PIXELS_MAX_CHANNELS;
 }
 
-/* Whether conv_phase_pairs takes the strided input gradient: stride 2, W
- * even (both column phases' rows of the same length, WB) and WB at least
- * MR (rows of MR-neighbour tiles, the last moved back to end at the row's
- * end where MR does not divide WB), computing at most an eighth more
- * inputs than a row has. At AVX2's 6-row tile (Emerald Rapids Xeon,
- * `kiln bench` of the ResNet, backward): WB 16, 2 more, the 32 -> 64
- * layers' 14.1 -> 13.8 ms (3 x 3) and 3.84 -> 3.02 ms (1 x 1); WB 8, 4
- * more, the 64 -> 128 3 x 3's 12.3 -> 14.8 ms, left to conv_phase_pixels. */
-static int phase_pairs(const gemm_im2col *x, size_t mr)
+/* Whether conv_phase_pairs' tiles of MR rows take phase rows of WB
+ * inputs: WB at least MR (rows of MR-neighbour tiles, the last moved back
+ * to end at the row's end where MR does not divide WB), computing at most
+ * an eighth more inputs than a row has. At AVX2's 6-row tile (Emerald
+ * Rapids Xeon, `kiln bench` of the ResNet, backward): WB 16, 2 more, the
+ * 32 -> 64 layers' 14.1 -> 13.8 ms (3 x 3) and 3.84 -> 3.02 ms (1 x 1);
+ * WB 8, 4 more, the 64 -> 128 3 x 3's 12.3 -> 14.8 ms. */
+static int phase_pairs(size_t wb, size_t mr)
 {
-    size_t wb = x->w / 2, computed = (wb + mr - 1) / mr * mr;
-    return x->s == 2 && x->w % 2 == 0 && wb >= mr && computed * 8 <= wb * 9;
+    size_t computed = (wb + mr - 1) / mr * mr;
+    return wb >= mr && computed * 8 <= wb * 9;
 }
 
-/* The rows of conv_phase_pairs' tiles: the tile's MR where phase_pairs
- * takes it, else the largest smaller one, down to 4, that divides WB
- * (a second build of the kernel); 0: conv_phase_pixels. At WB 8 (the
- * ResNet's 64 -> 128 layers at batch 128, AMD EPYC at AVX2, medians of 5
- * alternated runs), 4-row pairs took the 3 x 3's input gradient from
- * 10.9 to 8.7 ms a step and the 1 x 1's from 2.3 to 1.9 ms, against
- * conv_phase_pixels' 6-row tiles, which cross the phase's rows. */
+/* The rows of conv_phase_pairs' tiles, which takes stride 2 with W even
+ * (both column phases' rows of the same length, WB): the tile's MR where
+ * phase_pairs takes it, else the largest smaller one, down to 4, that
+ * divides WB (a second build of the kernel); 0: conv_phase_pixels. At WB
+ * 8 (the ResNet's 64 -> 128 layers at batch 128, AMD EPYC at AVX2,
+ * medians of 5 alternated runs), 4-row pairs took the 3 x 3's input
+ * gradient from 10.9 to 8.7 ms a step and the 1 x 1's from 2.3 to 1.9
+ * ms, against conv_phase_pixels' 6-row tiles, which cross the phase's
+ * rows. */
 static size_t phase_pair_rows(const gemm_im2col *x, size_t mr)
 {
-    if (phase_pairs(x, mr))
+    size_t wb = x->w / 2;
+    if (x->s != 2 || x->w % 2 != 0)
+        return 0;
+    if (phase_pairs(wb, mr))
         return mr;
-    for (size_t m = mr - 1; m >= 4 && x->s == 2 && x->w % 2 == 0; m--)
-        if (x->w / 2 % m == 0)
+    for (size_t m = mr - 1; m >= 4; m--)
+        if (wb % m == 0)
             return m;
     return 0;
 }
