@@ -1518,11 +1518,16 @@ conv_phase_pairs(__global const float *wq, __global const float *g, __global flo
 
 #endif /* GELU_EPILOGUES */
 
+/* gemm_slots' along_k where op(B) comes packed already, in panels of NR
+ * (a linear layer's weight packed once for many forwards). */
+#define B_IN_PANELS 2
+
 /* C = alpha A op(B) + beta C for few rows of A (m) and long rows of C:
  * item g takes the panels of NR columns g, g + items, ..., packs each into
  * its own slot of scratch (k x NR floats, which stays in its core's cache)
  * and computes every MR-row tile of those columns from it, so that the
- * packed B never goes to memory and back. */
+ * packed B never goes to memory and back. Where B comes in panels
+ * (along_k B_IN_PANELS), each tile reads its panel there. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global const float *bsrc,
            const ulong b_off, const ulong ldb, const uint along_k, __global float *c,
@@ -1530,11 +1535,15 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
            const float alpha, const float beta, __global float *scratch,
            __global const float *bias, const uint epilogue, __global float *aux)
 {
-    __global float *panel = scratch + get_global_id(0) * k * NR;
+    __global float *slot = scratch + get_global_id(0) * k * NR;
     size_t panels = (n + NR - 1) / NR;
     for (size_t q = get_global_id(0); q < panels; q += get_global_size(0)) {
         size_t col0 = q * NR, width = min((size_t)NR, (size_t)n - col0);
-        pack_panel(panel, bsrc + b_off, ldb, along_k, n, col0, 0, k, NR);
+        __global const float *panel = bsrc + b_off + q * k * NR;
+        if (along_k != B_IN_PANELS) {
+            pack_panel(slot, bsrc + b_off, ldb, along_k, n, col0, 0, k, NR);
+            panel = slot;
+        }
         FOR_EACH_ROW_TILE(STORE_TILE)
     }
 }

@@ -555,6 +555,147 @@ START_TEST(sgemm_epilogue_adds_bias_and_relu)
 }
 END_TEST
 
+/* C = A W^T + bias, ReLU, on A and W uploaded from host arrays, W read from
+ * p's panels (version v) where blas_sgemm_packed takes them. */
+static void packed_case(kiln_ctx *ctx, gemm_size z, const float *a, const float *w,
+                        const float *bias, blas_packed *p, uint64_t v, float *got)
+{
+    kiln_tensor *da = matrix(z.m, z.k, a), *dw = matrix(z.n, z.k, w);
+    kiln_tensor *db = matrix(1, z.n, bias), *dc = matrix(z.m, z.n, got);
+    gemm_epilogue epi = {db->buf, 1, NULL, 0, NULL, NULL};
+    check_ok(blas_pack_weight(ctx, dw->buf, z.n, z.k, v, p));
+    check_ok(blas_sgemm_packed(ctx, z.m, z.n, z.k, da->buf, z.k, dw->buf, p, dc->buf, z.n,
+                               &epi));
+    check_ok(kiln_tensor_download(dc, got, z.m * z.n));
+    kiln_tensor_free(da);
+    kiln_tensor_free(dw);
+    kiln_tensor_free(db);
+    kiln_tensor_free(dc);
+}
+
+/* A linear layer's weight packed once for many products (eval forwards):
+ * through gemm_slots and gemm_tile, columns past the last whole panel, k
+ * prime; the same bits as the product that packs W itself, and the
+ * float64 reference. A new version of W repacks; the same version does
+ * not (the caller's promise that W did not change); a tile of another
+ * width since the packing, or too few rows, reads W itself. */
+START_TEST(sgemm_from_packed_weights)
+{
+    static const gemm_size few[] = {{17, 23, 29}, {128, 263, 5}, {131, 70, 29}, {37, 10, 97}};
+    kiln_ctx *ctx = test_ctx();
+    use_kiln_gemm(ctx, 0);
+    for (size_t i = 0; i < sizeof few / sizeof few[0]; i++) {
+        gemm_size z = few[i];
+        size_t nc = z.m * z.n;
+        float *a = test_alloc(z.m * z.k * 4), *w = test_alloc(z.n * z.k * 4);
+        float *w2 = test_alloc(z.n * z.k * 4), *bias = test_alloc(z.n * 4);
+        float *got = test_alloc(nc * 4), *plain = test_alloc(nc * 4);
+        double *want = test_alloc(nc * sizeof *want);
+        float *zero = calloc(nc, 4);
+        rng_fill(test_rng(), a, z.m * z.k, -1.0f, 1.0f);
+        rng_fill(test_rng(), w, z.n * z.k, -1.0f, 1.0f);
+        rng_fill(test_rng(), w2, z.n * z.k, -1.0f, 1.0f);
+        rng_fill(test_rng(), bias, z.n, -1.0f, 1.0f);
+        ck_assert_msg(blas_packs(ctx, z.m, z.n, z.k), "m=%zu: not packed", z.m);
+        blas_packed p = {0};
+        packed_case(ctx, z, a, w, bias, &p, 1, got);
+        ck_assert(p.panels && p.version == 1);
+        kiln_tensor *da = matrix(z.m, z.k, a), *dw = matrix(z.n, z.k, w);
+        kiln_tensor *db = matrix(1, z.n, bias), *dc = matrix(z.m, z.n, zero);
+        gemm_epilogue epi = {db->buf, 1, NULL, 0, NULL, NULL};
+        check_ok(blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf,
+                                     0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n, &epi));
+        check_ok(kiln_tensor_download(dc, plain, nc));
+        ck_assert_msg(memcmp(got, plain, nc * 4) == 0,
+                      "m=%zu n=%zu k=%zu: packed once, not the bits of packing per product",
+                      z.m, z.n, z.k);
+        ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, want);
+        for (size_t e = 0; e < nc; e++)
+            want[e] = fmax(want[e] + bias[e % z.n], 0.0);
+        check_close(got, want, nc, 1e-6 * (double)(z.k + 2), 1e-5, "packed m=%zu n=%zu k=%zu",
+                    z.m, z.n, z.k);
+        /* the same version: the old panels (W unchanged, as promised) */
+        packed_case(ctx, z, a, w2, bias, &p, 1, got);
+        ck_assert_msg(memcmp(got, plain, nc * 4) == 0, "the same version packed again");
+        /* a new version: W2's */
+        packed_case(ctx, z, a, w2, bias, &p, 2, got);
+        ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w2, 0.0f, zero, want);
+        for (size_t e = 0; e < nc; e++)
+            want[e] = fmax(want[e] + bias[e % z.n], 0.0);
+        check_close(got, want, nc, 1e-6 * (double)(z.k + 2), 1e-5, "repacked m=%zu", z.m);
+        blas_packed_free(&p);
+        ck_assert(!p.panels);
+        kiln_tensor_free(da);
+        kiln_tensor_free(dw);
+        kiln_tensor_free(db);
+        kiln_tensor_free(dc);
+        free(a);
+        free(w);
+        free(w2);
+        free(bias);
+        free(got);
+        free(plain);
+        free(want);
+        free(zero);
+    }
+    ck_assert(!blas_packs(ctx, 16, 64, 64)); /* gemv_rows reads W in place */
+    use_kiln_gemm(ctx, 16);
+    ck_assert(!blas_packs(ctx, 64, 64, 17)); /* past one block of k */
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_CLBLAST);
+    ck_assert(!blas_packs(ctx, 64, 64, 64));
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
+    check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+}
+END_TEST
+
+/* A tile of another width chosen after the packing: the product reads W
+ * itself (PoCL: a second tile's programs cost llvmpipe minutes). */
+START_TEST(sgemm_packed_for_another_tile_reads_w)
+{
+    kiln_ctx *ctx = test_ctx();
+    if (!device_loops_work_groups(kiln_ctx_device(ctx)))
+        return;
+    gemm_size z = {19, 40, 11};
+    size_t nc = z.m * z.n;
+    float *a = test_alloc(z.m * z.k * 4), *w = test_alloc(z.n * z.k * 4);
+    float *bias = test_alloc(z.n * 4), *got = test_alloc(nc * 4);
+    double *want = test_alloc(nc * sizeof *want);
+    float *zero = calloc(nc, 4);
+    rng_fill(test_rng(), a, z.m * z.k, -1.0f, 1.0f);
+    rng_fill(test_rng(), w, z.n * z.k, -1.0f, 1.0f);
+    rng_fill(test_rng(), bias, z.n, -1.0f, 1.0f);
+    blas_packed p = {0};
+    use_kiln_gemm(ctx, 0);
+    packed_case(ctx, z, a, w, bias, &p, 1, got);
+    gemm_tile t = gemm_tile_default(ctx);
+    check_ok(gemm_tile_set(ctx, (gemm_tile){4, t.v == 4 ? 8 : 4, 0}));
+    ck_assert(!gemm_packed_fits(ctx, &p, z.m, z.n, z.k));
+    kiln_tensor *da = matrix(z.m, z.k, a), *dw = matrix(z.n, z.k, w);
+    kiln_tensor *db = matrix(1, z.n, bias), *dc = matrix(z.m, z.n, zero);
+    gemm_epilogue epi = {db->buf, 1, NULL, 0, NULL, NULL};
+    check_ok(blas_sgemm_packed(ctx, z.m, z.n, z.k, da->buf, z.k, dw->buf, &p, dc->buf, z.n,
+                               &epi));
+    check_ok(kiln_tensor_download(dc, got, nc));
+    ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, want);
+    for (size_t e = 0; e < nc; e++)
+        want[e] = fmax(want[e] + bias[e % z.n], 0.0);
+    check_close(got, want, nc, 1e-6 * (double)(z.k + 2), 1e-5, "another tile");
+    blas_packed_free(&p);
+    kiln_tensor_free(da);
+    kiln_tensor_free(dw);
+    kiln_tensor_free(db);
+    kiln_tensor_free(dc);
+    free(a);
+    free(w);
+    free(bias);
+    free(got);
+    free(want);
+    free(zero);
+    kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
+    check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
+}
+END_TEST
+
 /* The GELU epilogue of a linear layer whose activation needs its input:
  * GELU of the product and bias stored in C, its derivative there kept in a
  * second tensor; then a product times that tensor (an input gradient
@@ -772,6 +913,8 @@ int main(void)
     tcase_add_loop_test(tc, sgemm_in_blocks_of_k, 0, 3);
     tcase_add_loop_test(tc, sgemm_epilogue_adds_bias_and_relu, 0, 2);
     tcase_add_loop_test(tc, sgemm_epilogue_keeps_the_derivative_of_gelu, 0, 2);
+    tcase_add_test(tc, sgemm_from_packed_weights);
+    tcase_add_test(tc, sgemm_packed_for_another_tile_reads_w);
     tcase_add_loop_test(tc, im2col_panels_follow_the_tile, 0, 2 * FORCED);
     tcase_add_test(tc, gemm_tiles_parse_and_default);
     suite_add_tcase(s, tc);

@@ -116,16 +116,22 @@ static kiln_net *copy_of(kiln_net *net, kiln_model *m, size_t batch)
     return copy;
 }
 
+/* Samples of eval_forward_follows_every_change_of_the_weights: more rows
+ * than gemv_rows takes, so that kiln's GEMM reads the linear layers'
+ * weights from panels packed once per change (blas_packed). */
+#define EVAL_BATCH 24
+
 /* net's eval-mode outputs at n = batch and n = 3 (a second pipeline) are
  * those of a fresh copy that never ran: the batchnorm folded into the
- * linear layer before it is recomputed after every change of the weights. */
+ * linear layer before it, and the weights' packed panels, are recomputed
+ * after every change of the weights. */
 static void expect_eval_as_fresh(kiln_net *net, kiln_model *m, const float *x, const char *after)
 {
-    kiln_net *copy = copy_of(net, m, 16);
+    kiln_net *copy = copy_of(net, m, EVAL_BATCH);
     check_ok(kiln_net_set_training(net, 0));
     check_ok(kiln_net_set_training(copy, 0));
-    float y[16 * 3], want[16 * 3];
-    for (size_t n = 16; n > 0; n = n == 16 ? 3 : 0) {
+    float y[EVAL_BATCH * 3], want[EVAL_BATCH * 3];
+    for (size_t n = EVAL_BATCH; n > 0; n = n == EVAL_BATCH ? 3 : 0) {
         check_ok(kiln_net_forward(net, x, n, y));
         check_ok(kiln_net_forward(copy, x, n, want));
         ck_assert_msg(memcmp(y, want, n * 3 * sizeof *y) == 0,
@@ -139,12 +145,12 @@ START_TEST(eval_forward_follows_every_change_of_the_weights)
 {
     kiln_model *m = model(mlp);
     kiln_net *net;
-    check_ok(kiln_net_create(test_ctx(), m, 16, &net));
-    float x[16 * 7], y[16];
-    data(x, y, 16);
+    check_ok(kiln_net_create(test_ctx(), m, EVAL_BATCH, &net));
+    float x[EVAL_BATCH * 7], y[EVAL_BATCH];
+    data(x, y, EVAL_BATCH);
     expect_eval_as_fresh(net, m, x, "creation");
     check_ok(kiln_net_set_training(net, 1));
-    check_ok(kiln_net_train_step(net, x, y, 16, NULL));
+    check_ok(kiln_net_train_step(net, x, y, EVAL_BATCH, NULL));
     expect_eval_as_fresh(net, m, x, "a training step");
     check_ok(kiln_net_set_training(net, 1));
     check_ok(kiln_net_train_step(net, x, y, 3, NULL));

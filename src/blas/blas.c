@@ -222,6 +222,20 @@ kiln_status blas_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size
                                c, c_off, ldc, NULL);
 }
 
+kiln_status blas_sgemm_packed(kiln_ctx *ctx, size_t m, size_t n, size_t k, cl_mem a,
+                              size_t lda, cl_mem w, const blas_packed *p, cl_mem c, size_t ldc,
+                              const gemm_epilogue *epi)
+{
+    if (!gemm_packed_fits(ctx, p, m, n, k)) /* the tile changed since, or few rows */
+        return blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, m, n, k, 1.0f, a, 0, lda, w,
+                                   0, k, 0.0f, c, 0, ldc, epi);
+    blas_state *s;
+    kiln_status st = blas_state_get(ctx, &s);
+    if (st == KILN_OK && s->log)
+        log_shape(s->log, KILN_NO_TRANS, KILN_TRANS, m, n, k);
+    return st == KILN_OK ? gemm_cpu_packed(ctx, m, n, k, a, lda, p, c, ldc, epi) : st;
+}
+
 kiln_status blas_sgemm_epilogue(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, size_t m,
                                 size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
                                 size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,

@@ -14,6 +14,8 @@
 
 #include "runtime/runtime.h"
 
+#include <stdint.h>
+
 /* The context slot (runtime.h: ctx_attach) that holds blas_state. */
 #define KILN_SLOT_BLAS 0
 
@@ -108,6 +110,39 @@ kiln_status blas_sgemm_epilogue(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose
                                 size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
                                 size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
                                 cl_mem c, size_t c_off, size_t ldc, const gemm_epilogue *epi);
+
+/* A linear layer's weight W (n x k, row-major; its products read W^T) in
+ * kiln's GEMM panels of nr columns, for products that read it unchanged
+ * many times (eval-mode forwards): the packing each product would do
+ * (gemm_pack), done once per version of W. The caller keeps the version:
+ * a number it changes whenever W does (never 0). */
+typedef struct {
+    cl_mem panels; /* NULL: none yet */
+    size_t bytes;
+    uint64_t version; /* of W, as packed; 0: not packed */
+    size_t n, k, nr;
+} blas_packed;
+
+/* Whether C = A W^T of m rows (W n x k) reads W from a blas_packed on
+ * ctx: kiln's GEMM, more rows than gemv_rows takes (it reads W in place)
+ * and k within one block. */
+int blas_packs(kiln_ctx *ctx, size_t m, size_t n, size_t k);
+/* Packs W into p unless p holds it at `version` already for the tile in
+ * use. On failure p holds nothing usable (products read W itself). */
+kiln_status blas_pack_weight(kiln_ctx *ctx, cl_mem w, size_t n, size_t k, uint64_t version,
+                             blas_packed *p);
+void blas_packed_free(blas_packed *p);
+/* C (m x n, rows ldc apart) = A W^T with epilogue epi (NULL: none), A's
+ * rows lda apart: from p's panels where they fit (gemm_packed_fits),
+ * else as blas_sgemm_epilogue would from W. */
+kiln_status blas_sgemm_packed(kiln_ctx *ctx, size_t m, size_t n, size_t k, cl_mem a,
+                              size_t lda, cl_mem w, const blas_packed *p, cl_mem c, size_t ldc,
+                              const gemm_epilogue *epi);
+/* Whether p holds W's panels for the tile in use and blas_packs(m, n, k). */
+int gemm_packed_fits(kiln_ctx *ctx, const blas_packed *p, size_t m, size_t n, size_t k);
+/* blas_sgemm_packed on kiln's GEMM, where gemm_packed_fits. */
+kiln_status gemm_cpu_packed(kiln_ctx *ctx, size_t m, size_t n, size_t k, cl_mem a, size_t lda,
+                            const blas_packed *p, cl_mem c, size_t ldc, const gemm_epilogue *epi);
 
 /* kiln's GEMM (gemm.c), with blas_sgemm's arguments and an epilogue (NULL:
  * none); sizes are > 0. */

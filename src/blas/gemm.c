@@ -274,15 +274,14 @@ void gemm_scratch_free(blas_state *s)
 }
 
 /* Packs a k-long operand with `extent` rows (along_k: rows run along k in
- * memory) into panels of w, padded to a multiple of w. */
-kiln_status gemm_pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem src, size_t off,
-                        size_t ld, int along_k, size_t extent, size_t k, cl_uint w, cl_mem *out)
+ * memory) into panels of w in dst, padded to a multiple of w. */
+static kiln_status pack_into(kiln_ctx *ctx, const blas_state *s, cl_mem dst, cl_mem src,
+                             size_t off, size_t ld, int along_k, size_t extent, size_t k,
+                             cl_uint w)
 {
     size_t panels = (extent + w - 1) / w;
-    kiln_status st = gemm_scratch(ctx, which, panels * w * k * sizeof(float), out);
     cl_kernel kernel;
-    if (st == KILN_OK)
-        st = gemm_kernel(ctx, s, "pack_panels", &kernel);
+    kiln_status st = gemm_kernel(ctx, s, "pack_panels", &kernel);
     if (st != KILN_OK)
         return st;
     /* k in spans of at least GEMM_PACK_K, as few as give every compute
@@ -293,9 +292,18 @@ kiln_status gemm_pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem src,
     spans = spans < wanted ? spans : wanted;
     cl_ulong o = off, l = ld, e = extent, kk = k, span = (k + spans - 1) / spans;
     cl_uint along = (cl_uint)along_k;
-    return launch_tiles(ctx, kernel, "pack_panels", (k + span - 1) / span, panels, KARG(*out),
+    return launch_tiles(ctx, kernel, "pack_panels", (k + span - 1) / span, panels, KARG(dst),
                         KARG(src), KARG(o), KARG(l), KARG(along), KARG(e), KARG(kk), KARG(w),
                         KARG(span));
+}
+
+/* pack_into a scratch buffer (which: 0 or 1), its panels in *out. */
+kiln_status gemm_pack(kiln_ctx *ctx, const blas_state *s, int which, cl_mem src, size_t off,
+                        size_t ld, int along_k, size_t extent, size_t k, cl_uint w, cl_mem *out)
+{
+    size_t panels = (extent + w - 1) / w;
+    kiln_status st = gemm_scratch(ctx, which, panels * w * k * sizeof(float), out);
+    return st == KILN_OK ? pack_into(ctx, s, *out, src, off, ld, along_k, extent, k, w) : st;
 }
 
 /* The bits of gemm.cl's epilogue argument, as it defines them. */
@@ -418,22 +426,29 @@ static int slots_pay(const kiln_ctx *ctx, const blas_state *s, kiln_transpose ta
            (panels >= 4 * units || panels % units == 0 || (double)m * n * k < 1e6);
 }
 
-static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose tb, size_t m,
+/* gemm_slots' along_k where B comes in panels already (gemm.cl). */
+#define B_IN_PANELS 2u
+
+/* gemm_slots over B laid out as `along` says: rows along n (0), along k (1:
+ * op(B) = B^T) or B_IN_PANELS. */
+static kiln_status slots(kiln_ctx *ctx, const blas_state *s, cl_uint along, size_t m,
                          size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
                          cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
                          size_t c_off, size_t ldc, const gemm_epilogue *epi)
 {
     size_t nr = 2 * (size_t)s->tile.v, items = gemm_slot_items(ctx, (n + nr - 1) / nr);
-    cl_mem scratch_slots;
+    cl_mem scratch_slots = b; /* not read where B is in panels */
     cl_kernel kernel;
-    kiln_status st = gemm_scratch(ctx, 1, items * k * nr * sizeof(float), &scratch_slots);
+    kiln_status st = along == B_IN_PANELS
+                         ? KILN_OK
+                         : gemm_scratch(ctx, 1, items * k * nr * sizeof(float), &scratch_slots);
     if (st == KILN_OK)
         st = product_kernel(ctx, s, PLAIN_A, epi, "gemm_slots", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
              kk = k;
-    cl_uint along = tb == KILN_TRANS, flags = epilogue_flags(epi);
+    cl_uint flags = epilogue_flags(epi);
     cl_mem bias = epilogue_bias(epi, c), aux = epilogue_aux(epi, c);
     return launch_1d(ctx, kernel, "gemm_slots", items, 1, KARG(a), KARG(ao), KARG(la),
                      KARG(b), KARG(bo), KARG(lb), KARG(along), KARG(c), KARG(co), KARG(lc),
@@ -474,7 +489,7 @@ kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
         return gemv(ctx, s, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc,
                     epi);
     if (st == KILN_OK && slots_pay(ctx, s, ta, m, n, k))
-        return slots(ctx, s, tb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off,
+        return slots(ctx, s, tb == KILN_TRANS, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off,
                      ldc, epi);
     size_t kb = st == KILN_OK ? block_length(s, k) : 0;
     for (size_t k0 = 0; st == KILN_OK && k0 < k; k0 += kb) {
@@ -493,6 +508,68 @@ kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
                        c_off, ldc, k0 + len == k ? epi : NULL); /* on the last block */
     }
     return st;
+}
+
+int blas_packs(kiln_ctx *ctx, size_t m, size_t n, size_t k)
+{
+    blas_state *s;
+    return m > GEMV_MAX_ROWS && n > 0 && k > 0 && blas_state_get(ctx, &s) == KILN_OK &&
+           s->engine == KILN_GEMM_KILN && gemm_tiled_state(ctx, &s) == KILN_OK &&
+           block_length(s, k) == k;
+}
+
+void blas_packed_free(blas_packed *p)
+{
+    if (p->panels)
+        clReleaseMemObject(p->panels);
+    *p = (blas_packed){0};
+}
+
+kiln_status blas_pack_weight(kiln_ctx *ctx, cl_mem w, size_t n, size_t k, uint64_t version,
+                             blas_packed *p)
+{
+    blas_state *s;
+    kiln_status st = gemm_tiled_state(ctx, &s);
+    if (st != KILN_OK)
+        return st;
+    size_t nr = 2 * (size_t)s->tile.v, bytes = (n + nr - 1) / nr * nr * k * sizeof(float);
+    if (p->panels && p->version == version && p->nr == nr && p->n == n && p->k == k)
+        return KILN_OK;
+    p->version = 0; /* until packed */
+    if (p->bytes < bytes) {
+        blas_packed_free(p);
+        cl_int err;
+        p->panels = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+        if (err != CL_SUCCESS)
+            return error_cl_in(err, "clCreateBuffer", "a weight's GEMM panels, %zu bytes",
+                               bytes);
+        p->bytes = bytes;
+    }
+    st = pack_into(ctx, s, p->panels, w, 0, k, 1, n, k, (cl_uint)nr);
+    if (st == KILN_OK)
+        *p = (blas_packed){p->panels, p->bytes, version, n, k, nr};
+    return st;
+}
+
+int gemm_packed_fits(kiln_ctx *ctx, const blas_packed *p, size_t m, size_t n, size_t k)
+{
+    blas_state *s;
+    return p && p->panels && p->version && p->n == n && p->k == k && blas_packs(ctx, m, n, k) &&
+           gemm_tiled_state(ctx, &s) == KILN_OK && p->nr == 2 * (size_t)s->tile.v;
+}
+
+kiln_status gemm_cpu_packed(kiln_ctx *ctx, size_t m, size_t n, size_t k, cl_mem a, size_t lda,
+                            const blas_packed *p, cl_mem c, size_t ldc, const gemm_epilogue *epi)
+{
+    blas_state *s;
+    kiln_status st = gemm_tiled_state(ctx, &s);
+    if (st != KILN_OK)
+        return st;
+    if (slots_pay(ctx, s, KILN_NO_TRANS, m, n, k))
+        return slots(ctx, s, B_IN_PANELS, m, n, k, 1.0f, a, 0, lda, p->panels, 0, 0, 0.0f, c,
+                     0, ldc, epi);
+    return tiles(ctx, s, KILN_NO_TRANS, m, n, k, 1.0f, a, 0, lda, (gemm_b){p->panels, 0, 0},
+                 0.0f, c, 0, ldc, epi);
 }
 
 /* The panels of one k block of the im2col operand, k0.. k0 + len - 1. */

@@ -87,6 +87,23 @@ kiln_status pipeline_fold(pipeline *p, pipe_step *s)
                      KARG(s->folded[1]->buf));
 }
 
+/* Eval mode: a linear layer's weight (c->param[0], folded or its own)
+ * packed into the GEMM's panels once per version of the parameters,
+ * where the products would pack it at every forward; c->packed then
+ * points there. */
+static kiln_status pack_weight(pipeline *p, pipe_step *s, op_args *c)
+{
+    const kiln_tensor *w = c->param[0];
+    if (s->op != OP_LINEAR || c->training)
+        return KILN_OK;
+    size_t n = w->shape[0], k = w->numel / n, m = c->in[0]->numel / k;
+    if (!blas_packs(p->ctx, m, n, k))
+        return KILN_OK;
+    kiln_status st = blas_pack_weight(p->ctx, w->buf, n, k, *p->param_version, &s->packed);
+    c->packed = st == KILN_OK ? &s->packed : NULL;
+    return st;
+}
+
 /* Eval mode: the layer with its batchnorm folded in, writing the
  * batchnorm's output with the batchnorm's activation. */
 static kiln_status forward_folded(pipeline *p, pipe_step *s)
@@ -106,6 +123,8 @@ static kiln_status forward_folded(pipeline *p, pipe_step *s)
     c.out = bn->out;
     c.param[0] = s->folded[0];
     c.param[1] = s->folded[1];
+    if (st == KILN_OK)
+        st = pack_weight(p, s, &c);
     return st == KILN_OK ? op_forward(s->op, &c) : st;
 }
 
@@ -213,7 +232,7 @@ kiln_status pipeline_forward(pipeline *p, int training)
                     !training && s->bn_step >= 0 ? " (batchnorm folded in)" : "");
         if (!training && s->bn_step >= 0)
             st = forward_folded(p, s);
-        else
+        else if ((st = pack_weight(p, s, &c)) == KILN_OK)
             st = op_forward(s->op, &c);
         if (st == KILN_OK)
             st = check_finite(p, s, !training && s->bn_step >= 0 ? p->steps[s->bn_step].out

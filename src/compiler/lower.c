@@ -497,6 +497,7 @@ void pipeline_free(pipeline *p)
         for (int k = 0; k < OP_MAX_SAVED; k++)
             kiln_tensor_free(s->saved[k]);
         kiln_tensor_free(s->cache);
+        blas_packed_free(&s->packed);
     }
     if (p->arena)
         clReleaseMemObject(p->arena);

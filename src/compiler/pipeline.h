@@ -30,6 +30,8 @@ typedef struct {
     int folded_into;                  /* eval: this batchnorm runs inside that step */
     kiln_tensor *folded[OP_MAX_PARAMS]; /* eval: weight and bias with the batchnorm in */
     uint64_t folded_at;               /* the *param_version folded[] was computed at */
+    blas_packed packed;               /* eval: a linear's weight (folded or not) in the
+                                         GEMM's panels, at a *param_version */
     int grad_ready;                   /* grad written during this backward */
     int act_grad_by;                  /* the step whose backward applies this step's
                                          activation's gradient (its one reader,

@@ -124,6 +124,19 @@ kiln_status op_linear_chain(kiln_ctx *ctx, cl_mem x, const op_chain_layer *layer
                      KARG(slope[3]));
 }
 
+/* y = x W^T, then the epilogue epi (NULL: none): W from its panels where
+ * the forward has them (eval). */
+static kiln_status product(const op_args *c, size_t n, size_t in, size_t out, cl_mem y,
+                           const gemm_epilogue *epi)
+{
+    if (c->packed)
+        return blas_sgemm_packed(c->ctx, n, out, in, c->in[0]->buf, in, c->param[0]->buf,
+                                 c->packed, y, out, epi);
+    return blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
+                               c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f, y, 0, out,
+                               epi);
+}
+
 /* The residual input fused in (NULL: none), checked against the output. */
 static kiln_status residual_of(const op_args *c, const kiln_tensor **r)
 {
@@ -145,9 +158,7 @@ static kiln_status product_keeping_grad(const op_args *c, size_t n, size_t in, s
     cl_mem y = c->out->buf, d = c->training ? c->saved[0]->buf : NULL;
     int fused = blas_has_gelu_epilogue(c->ctx) && act == KILN_ACT_GELU;
     gemm_epilogue epi = {bias ? bias->buf : NULL, 0, NULL, 1, d, NULL};
-    kiln_status st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
-                                         c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
-                                         y, 0, out, fused ? &epi : NULL);
+    kiln_status st = product(c, n, in, out, y, fused ? &epi : NULL);
     if (st != KILN_OK || fused)
         return st;
     st = op_bias_act(c->ctx, KILN_ACT_NONE, 0.0f, c->out, bias, out, 1);
@@ -175,9 +186,7 @@ static kiln_status linear_forward(const op_args *c)
         int fused = blas_has_epilogue(c->ctx) && (act == KILN_ACT_NONE || act == KILN_ACT_RELU);
         gemm_epilogue epi = {bias ? bias->buf : NULL, act == KILN_ACT_RELU, r ? r->buf : NULL,
                              0, NULL, NULL};
-        st = blas_sgemm_epilogue(c->ctx, KILN_NO_TRANS, KILN_TRANS, n, out, in, 1.0f,
-                                 c->in[0]->buf, 0, in, c->param[0]->buf, 0, in, 0.0f,
-                                 c->out->buf, 0, out, fused ? &epi : NULL);
+        st = product(c, n, in, out, c->out->buf, fused ? &epi : NULL);
         if (st == KILN_OK && !fused)
             st = op_bias_act(c->ctx, act, c->attrs->slope, c->out, bias, out, 1);
         if (fused || st != KILN_OK)

@@ -260,6 +260,9 @@ typedef struct {
      * ones. cache NULL: a whole window from position 0. */
     size_t at;
     kiln_tensor *cache;
+    /* Eval-mode forward of a linear layer: param[0] in kiln's GEMM panels
+     * (blas_packed), or NULL where the product packs it itself. */
+    const blas_packed *packed;
 } op_args;
 
 /* What an initialiser gets: the tensors of one op, the layer's init =
