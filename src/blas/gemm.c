@@ -489,8 +489,8 @@ kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
         return gemv(ctx, s, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc,
                     epi);
     if (st == KILN_OK && slots_pay(ctx, s, ta, m, n, k))
-        return slots(ctx, s, tb == KILN_TRANS, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off,
-                     ldc, epi);
+        return slots(ctx, s, tb == KILN_TRANS, m, n, k, alpha, a, a_off, lda, b, b_off, ldb,
+                     beta, c, c_off, ldc, epi);
     size_t kb = st == KILN_OK ? block_length(s, k) : 0;
     for (size_t k0 = 0; st == KILN_OK && k0 < k; k0 += kb) {
         size_t len = k - k0 < kb ? k - k0 : kb;
