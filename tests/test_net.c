@@ -121,10 +121,23 @@ static kiln_net *copy_of(kiln_net *net, kiln_model *m, size_t batch)
  * weights from panels packed once per change (blas_packed). */
 #define EVAL_BATCH 24
 
+/* The models of that test: the MLP, and a convolution over 4 channels
+ * (36 taps a pixel: conv_pixels, whose weights are packed once too) with
+ * a batchnorm, both folded in eval mode. */
+static const struct {
+    const char *text;
+    size_t in, bn; /* inputs a sample; the batchnorm's channels (node 1) */
+} evaluated[] = {
+    {mlp, 7, 13},
+    {"[input]\nshape = 4x5x5\n[conv2d]\nout = 6\nsize = 3\npad = 1\n[batchnorm]\n[relu]\n"
+     "[flatten]\n[linear]\nout = 3\n[train]\noptimizer = sgd\nlr = 0.1\nmomentum = 0.9\n",
+     100, 6},
+};
+
 /* net's eval-mode outputs at n = batch and n = 3 (a second pipeline) are
  * those of a fresh copy that never ran: the batchnorm folded into the
- * linear layer before it, and the weights' packed panels, are recomputed
- * after every change of the weights. */
+ * layer before it, and the weights' packed panels, are recomputed after
+ * every change of the weights. */
 static void expect_eval_as_fresh(kiln_net *net, kiln_model *m, const float *x, const char *after)
 {
     kiln_net *copy = copy_of(net, m, EVAL_BATCH);
@@ -143,11 +156,14 @@ static void expect_eval_as_fresh(kiln_net *net, kiln_model *m, const float *x, c
 
 START_TEST(eval_forward_follows_every_change_of_the_weights)
 {
-    kiln_model *m = model(mlp);
+    kiln_model *m = model(evaluated[_i].text);
     kiln_net *net;
+    size_t in = evaluated[_i].in, bn = evaluated[_i].bn;
     check_ok(kiln_net_create(test_ctx(), m, EVAL_BATCH, &net));
-    float x[EVAL_BATCH * 7], y[EVAL_BATCH];
-    data(x, y, EVAL_BATCH);
+    float *x = test_alloc(EVAL_BATCH * in * sizeof *x), y[EVAL_BATCH];
+    rng_fill(test_rng(), x, EVAL_BATCH * in, -1.0f, 1.0f);
+    for (size_t i = 0; i < EVAL_BATCH; i++)
+        y[i] = (float)(i % 3);
     expect_eval_as_fresh(net, m, x, "creation");
     check_ok(kiln_net_set_training(net, 1));
     check_ok(kiln_net_train_step(net, x, y, EVAL_BATCH, NULL));
@@ -159,12 +175,13 @@ START_TEST(eval_forward_follows_every_change_of_the_weights)
     snprintf(path, sizeof path, "%s/eval_fold.safetensors", test_tmpdir());
     check_ok(kiln_net_save(net, path));
     float var[13];
-    for (int i = 0; i < 13; i++)
+    for (size_t i = 0; i < bn; i++)
         var[i] = 0.25f + (float)i;
-    check_ok(kiln_net_set(net, "1.running_var", var, 13));
+    check_ok(kiln_net_set(net, "1.running_var", var, bn));
     expect_eval_as_fresh(net, m, x, "kiln_net_set");
     check_ok(kiln_net_load(net, path));
     expect_eval_as_fresh(net, m, x, "kiln_net_load");
+    free(x);
     kiln_net_free(net);
     kiln_model_free(m);
 }
@@ -752,7 +769,8 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, short_batches_train_as_their_own_batch);
     tcase_add_test(tc, weights_by_name_round_trip);
-    tcase_add_test(tc, eval_forward_follows_every_change_of_the_weights);
+    tcase_add_loop_test(tc, eval_forward_follows_every_change_of_the_weights, 0,
+                        (int)(sizeof evaluated / sizeof evaluated[0]));
     tcase_add_test(tc, eval_skips_dropout_without_a_launch);
     tcase_add_test(tc, large_inputs_give_the_outputs_of_one_sample_at_a_time);
     tcase_add_test(tc, bad_input_is_refused_with_a_message);

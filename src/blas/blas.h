@@ -138,7 +138,9 @@ void blas_packed_free(blas_packed *p);
 kiln_status blas_sgemm_packed(kiln_ctx *ctx, size_t m, size_t n, size_t k, cl_mem a,
                               size_t lda, cl_mem w, const blas_packed *p, cl_mem c, size_t ldc,
                               const gemm_epilogue *epi);
-/* Whether p holds W's panels for the tile in use and blas_packs(m, n, k). */
+/* Whether p holds the panels of a weight of n x k for the tile in use. */
+int gemm_packed_weight_fits(kiln_ctx *ctx, const blas_packed *p, size_t n, size_t k);
+/* ... and blas_packs(m, n, k). */
 int gemm_packed_fits(kiln_ctx *ctx, const blas_packed *p, size_t m, size_t n, size_t k);
 /* blas_sgemm_packed on kiln's GEMM, where gemm_packed_fits. */
 kiln_status gemm_cpu_packed(kiln_ctx *ctx, size_t m, size_t n, size_t k, cl_mem a, size_t lda,
@@ -203,8 +205,15 @@ kiln_status gemm_cpu_sgemm_im2col(kiln_ctx *ctx, size_t m, float alpha, cl_mem a
  * With add, y += the product (an input gradient that adds to another,
  * each value rounded as y + product would be). */
 int gemm_cpu_conv_fits(kiln_ctx *ctx, size_t k);
-kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y,
-                          int add);
+/* wp (NULL: none): a's panels (blas_pack_weight of a, m x C K K), read
+ * instead of packing a where they fit the tile in use; which happens
+ * where gemm_cpu_conv_packs(m, C K K). */
+kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const blas_packed *wp,
+                          const gemm_im2col *x, cl_mem y, int add);
+/* Whether gemm_cpu_conv of m output channels over k taps a pixel packs
+ * its weights into panels (conv_pixels), so that an eval forward may
+ * pass them packed once (blas_pack_weight). */
+int gemm_cpu_conv_packs(kiln_ctx *ctx, size_t m, size_t k);
 
 /* A convolution's weight gradient with kiln's GEMM: dw (m x C K K) = g
  * (N, m, OH, OW), read as (m, N OH OW), times the transpose of the im2col

@@ -551,11 +551,16 @@ kiln_status blas_pack_weight(kiln_ctx *ctx, cl_mem w, size_t n, size_t k, uint64
     return st;
 }
 
-int gemm_packed_fits(kiln_ctx *ctx, const blas_packed *p, size_t m, size_t n, size_t k)
+int gemm_packed_weight_fits(kiln_ctx *ctx, const blas_packed *p, size_t n, size_t k)
 {
     blas_state *s;
-    return p && p->panels && p->version && p->n == n && p->k == k && blas_packs(ctx, m, n, k) &&
+    return p && p->panels && p->version && p->n == n && p->k == k &&
            gemm_tiled_state(ctx, &s) == KILN_OK && p->nr == 2 * (size_t)s->tile.v;
+}
+
+int gemm_packed_fits(kiln_ctx *ctx, const blas_packed *p, size_t m, size_t n, size_t k)
+{
+    return gemm_packed_weight_fits(ctx, p, n, k) && blas_packs(ctx, m, n, k);
 }
 
 kiln_status gemm_cpu_packed(kiln_ctx *ctx, size_t m, size_t n, size_t k, cl_mem a, size_t lda,

@@ -114,13 +114,16 @@ static kiln_status conv_lines(kiln_ctx *ctx, const blas_state *s, size_t m, cl_m
  * at 8 x 8 (AMD EPYC at AVX2, batch 128), 4-row lines took 1.1-1.35 times
  * as long as 6-row tiles that cross the rows. */
 static kiln_status conv_pixels(kiln_ctx *ctx, const blas_state *s, size_t m, cl_mem a,
-                               const gemm_im2col *x, cl_mem y, cl_uint add)
+                               const blas_packed *wp, const gemm_im2col *x, cl_mem y,
+                               cl_uint add)
 {
-    size_t k = x->c * x->k * x->k, hp = x->h + 2 * x->p, wp = x->w + 2 * x->p;
+    size_t k = x->c * x->k * x->k, hp = x->h + 2 * x->p, wpad = x->w + 2 * x->p;
     size_t npix = x->n * x->oh * x->ow, mr = (size_t)s->tile.mr;
-    cl_mem padded, panels;
+    cl_mem padded, panels = wp ? wp->panels : NULL;
     cl_kernel kernel;
-    kiln_status st = gemm_pack(ctx, s, 1, a, 0, k, 1, m, k, 2 * (cl_uint)s->tile.v, &panels);
+    kiln_status st = KILN_OK;
+    if (!panels)
+        st = gemm_pack(ctx, s, 1, a, 0, k, 1, m, k, 2 * (cl_uint)s->tile.v, &panels);
     if (st == KILN_OK && x->s <= 2 && x->ow % mr == 0)
         return conv_lines(ctx, s, m, panels, x, y, add);
     if (st == KILN_OK)
@@ -130,7 +133,7 @@ static kiln_status conv_pixels(kiln_ctx *ctx, const blas_state *s, size_t m, cl_
     if (st != KILN_OK)
         return st;
     size_t items = gemm_slot_items(ctx, (npix + mr - 1) / mr);
-    cl_uint C = (cl_uint)x->c, Hp = (cl_uint)hp, Wp = (cl_uint)wp, K = (cl_uint)x->k,
+    cl_uint C = (cl_uint)x->c, Hp = (cl_uint)hp, Wp = (cl_uint)wpad, K = (cl_uint)x->k,
             S = (cl_uint)x->s, D = (cl_uint)x->d, OH = (cl_uint)x->oh, OW = (cl_uint)x->ow;
     cl_ulong mm = m, np = npix;
     return launch_1d(ctx, kernel, "conv_pixels", items, 1, KARG(panels), KARG(padded), KARG(y),
@@ -138,16 +141,24 @@ static kiln_status conv_pixels(kiln_ctx *ctx, const blas_state *s, size_t m, cl_
                      KARG(OW), KARG(mm), KARG(np), KARG(add));
 }
 
-kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const gemm_im2col *x, cl_mem y,
-                          int add)
+int gemm_cpu_conv_packs(kiln_ctx *ctx, size_t m, size_t k)
+{
+    return kiln_ctx_gemm(ctx) == KILN_GEMM_KILN && device_loops_work_groups(&ctx->info) &&
+           pixels_pay(m, k) && gemm_cpu_conv_fits(ctx, k);
+}
+
+kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const blas_packed *wp,
+                          const gemm_im2col *x, cl_mem y, int add)
 {
     size_t k = x->c * x->k * x->k, n = x->n * x->oh * x->ow;
     blas_state *s;
     cl_mem slots;
     cl_kernel kernel;
     kiln_status st = gemm_tiled_state(ctx, &s);
+    if (wp && !gemm_packed_weight_fits(ctx, wp, m, k))
+        wp = NULL; /* another tile since: packed again below */
     if (st == KILN_OK && pixels_pay(m, k))
-        return conv_pixels(ctx, s, m, a, x, y, (cl_uint)add);
+        return conv_pixels(ctx, s, m, a, wp, x, y, (cl_uint)add);
     size_t nr = st == KILN_OK ? 2 * (size_t)s->tile.v : 1;
     size_t items = gemm_slot_items(ctx, (n + nr - 1) / nr);
     if (st == KILN_OK)

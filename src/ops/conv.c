@@ -201,7 +201,7 @@ static kiln_status fused_input_grads(const op_args *c, const conv_dims *d, cl_me
     gemm_im2col x = {g, d->n, d->o, d->oh, d->ow, d->k, 1, d->d * (d->k - 1) - d->p, d->d,
                      d->h, d->w};
     if (st == KILN_OK)
-        st = gemm_cpu_conv(c->ctx, d->c, wf->buf, &x, c->din[0]->buf, c->din_add[0]);
+        st = gemm_cpu_conv(c->ctx, d->c, wf->buf, NULL, &x, c->din[0]->buf, c->din_add[0]);
     kiln_tensor_free(wf);
     return st;
 }
@@ -214,7 +214,7 @@ static kiln_status conv_forward(const op_args *c)
     kiln_status st = KILN_OK;
     if (fused_fits(c, &d, d.c)) {
         gemm_im2col x = {c->in[0]->buf, d.n, d.c, d.h, d.w, d.k, d.s, d.p, d.d, d.oh, d.ow};
-        st = gemm_cpu_conv(c->ctx, d.o, c->param[0]->buf, &x, c->out->buf, 0);
+        st = gemm_cpu_conv(c->ctx, d.o, c->param[0]->buf, c->packed, &x, c->out->buf, 0);
         return st != KILN_OK ? st
                              : op_bias_act(c->ctx, c->attrs->act, c->attrs->slope, c->out,
                                            c->attrs->bias ? c->param[1] : NULL, d.o,
