@@ -555,17 +555,21 @@ START_TEST(sgemm_epilogue_adds_bias_and_relu)
 }
 END_TEST
 
-/* C = A W^T + bias, ReLU, on A and W uploaded from host arrays, W read from
- * p's panels (version v) where blas_sgemm_packed takes them. */
-static void packed_case(kiln_ctx *ctx, gemm_size z, const float *a, const float *w,
-                        const float *bias, blas_packed *p, uint64_t v, float *got)
+/* max(A W^T + bias, 0) on A and W uploaded from host arrays into got: W
+ * from p's panels where blas_sgemm_packed takes them, or (p NULL) as
+ * blas_sgemm_epilogue packs it itself. */
+static void linear_relu(kiln_ctx *ctx, gemm_size z, const float *a, const float *w,
+                        const float *bias, const blas_packed *p, float *got)
 {
     kiln_tensor *da = matrix(z.m, z.k, a), *dw = matrix(z.n, z.k, w);
     kiln_tensor *db = matrix(1, z.n, bias), *dc = matrix(z.m, z.n, got);
     gemm_epilogue epi = {db->buf, 1, NULL, 0, NULL, NULL};
-    check_ok(blas_pack_weight(ctx, dw->buf, z.n, z.k, v, p));
-    check_ok(blas_sgemm_packed(ctx, z.m, z.n, z.k, da->buf, z.k, dw->buf, p, dc->buf, z.n,
-                               &epi));
+    if (p)
+        check_ok(blas_sgemm_packed(ctx, z.m, z.n, z.k, da->buf, z.k, dw->buf, p, dc->buf, z.n,
+                                   &epi));
+    else
+        check_ok(blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf,
+                                     0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n, &epi));
     check_ok(kiln_tensor_download(dc, got, z.m * z.n));
     kiln_tensor_free(da);
     kiln_tensor_free(dw);
@@ -573,12 +577,38 @@ static void packed_case(kiln_ctx *ctx, gemm_size z, const float *a, const float 
     kiln_tensor_free(dc);
 }
 
+/* linear_relu with W packed into p first at version v. */
+static void packed_case(kiln_ctx *ctx, gemm_size z, const float *a, const float *w,
+                        const float *bias, blas_packed *p, uint64_t v, float *got)
+{
+    kiln_tensor *dw = matrix(z.n, z.k, w);
+    check_ok(blas_pack_weight(ctx, dw->buf, z.n, z.k, v, p));
+    kiln_tensor_free(dw);
+    linear_relu(ctx, z, a, w, bias, p, got);
+}
+
+/* got against max(A W^T + bias, 0) in float64. */
+static void check_linear_relu(gemm_size z, const float *a, const float *w, const float *bias,
+                              const float *got, const char *what)
+{
+    size_t nc = z.m * z.n;
+    float *zero = calloc(nc, sizeof *zero);
+    double *want = test_alloc(nc * sizeof *want);
+    ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, want);
+    for (size_t e = 0; e < nc; e++)
+        want[e] = fmax(want[e] + bias[e % z.n], 0.0);
+    check_close(got, want, nc, 1e-6 * (double)(z.k + 2), 1e-5, "%s m=%zu n=%zu k=%zu", what,
+                z.m, z.n, z.k);
+    free(zero);
+    free(want);
+}
+
 /* A linear layer's weight packed once for many products (eval forwards):
  * through gemm_slots and gemm_tile, columns past the last whole panel, k
  * prime; the same bits as the product that packs W itself, and the
  * float64 reference. A new version of W repacks; the same version does
- * not (the caller's promise that W did not change); a tile of another
- * width since the packing, or too few rows, reads W itself. */
+ * not (the caller's promise that W did not change); too few rows, k past
+ * a block or CLBlast: not packed. */
 START_TEST(sgemm_from_packed_weights)
 {
     static const gemm_size few[] = {{17, 23, 29}, {128, 263, 5}, {131, 70, 29}, {37, 10, 97}};
@@ -589,9 +619,7 @@ START_TEST(sgemm_from_packed_weights)
         size_t nc = z.m * z.n;
         float *a = test_alloc(z.m * z.k * 4), *w = test_alloc(z.n * z.k * 4);
         float *w2 = test_alloc(z.n * z.k * 4), *bias = test_alloc(z.n * 4);
-        float *got = test_alloc(nc * 4), *plain = test_alloc(nc * 4);
-        double *want = test_alloc(nc * sizeof *want);
-        float *zero = calloc(nc, 4);
+        float *got = calloc(nc, 4), *plain = calloc(nc, 4);
         rng_fill(test_rng(), a, z.m * z.k, -1.0f, 1.0f);
         rng_fill(test_rng(), w, z.n * z.k, -1.0f, 1.0f);
         rng_fill(test_rng(), w2, z.n * z.k, -1.0f, 1.0f);
@@ -600,43 +628,25 @@ START_TEST(sgemm_from_packed_weights)
         blas_packed p = {0};
         packed_case(ctx, z, a, w, bias, &p, 1, got);
         ck_assert(p.panels && p.version == 1);
-        kiln_tensor *da = matrix(z.m, z.k, a), *dw = matrix(z.n, z.k, w);
-        kiln_tensor *db = matrix(1, z.n, bias), *dc = matrix(z.m, z.n, zero);
-        gemm_epilogue epi = {db->buf, 1, NULL, 0, NULL, NULL};
-        check_ok(blas_sgemm_epilogue(ctx, KILN_NO_TRANS, KILN_TRANS, z.m, z.n, z.k, 1.0f, da->buf,
-                                     0, z.k, dw->buf, 0, z.k, 0.0f, dc->buf, 0, z.n, &epi));
-        check_ok(kiln_tensor_download(dc, plain, nc));
+        linear_relu(ctx, z, a, w, bias, NULL, plain);
         ck_assert_msg(memcmp(got, plain, nc * 4) == 0,
                       "m=%zu n=%zu k=%zu: packed once, not the bits of packing per product",
                       z.m, z.n, z.k);
-        ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, want);
-        for (size_t e = 0; e < nc; e++)
-            want[e] = fmax(want[e] + bias[e % z.n], 0.0);
-        check_close(got, want, nc, 1e-6 * (double)(z.k + 2), 1e-5, "packed m=%zu n=%zu k=%zu",
-                    z.m, z.n, z.k);
+        check_linear_relu(z, a, w, bias, got, "packed");
         /* the same version: the old panels (W unchanged, as promised) */
         packed_case(ctx, z, a, w2, bias, &p, 1, got);
         ck_assert_msg(memcmp(got, plain, nc * 4) == 0, "the same version packed again");
         /* a new version: W2's */
         packed_case(ctx, z, a, w2, bias, &p, 2, got);
-        ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w2, 0.0f, zero, want);
-        for (size_t e = 0; e < nc; e++)
-            want[e] = fmax(want[e] + bias[e % z.n], 0.0);
-        check_close(got, want, nc, 1e-6 * (double)(z.k + 2), 1e-5, "repacked m=%zu", z.m);
+        check_linear_relu(z, a, w2, bias, got, "repacked");
         blas_packed_free(&p);
         ck_assert(!p.panels);
-        kiln_tensor_free(da);
-        kiln_tensor_free(dw);
-        kiln_tensor_free(db);
-        kiln_tensor_free(dc);
         free(a);
         free(w);
         free(w2);
         free(bias);
         free(got);
         free(plain);
-        free(want);
-        free(zero);
     }
     ck_assert(!blas_packs(ctx, 16, 64, 64)); /* gemv_rows reads W in place */
     use_kiln_gemm(ctx, 16);
@@ -656,11 +666,8 @@ START_TEST(sgemm_packed_for_another_tile_reads_w)
     if (!device_loops_work_groups(kiln_ctx_device(ctx)))
         return;
     gemm_size z = {19, 40, 11};
-    size_t nc = z.m * z.n;
     float *a = test_alloc(z.m * z.k * 4), *w = test_alloc(z.n * z.k * 4);
-    float *bias = test_alloc(z.n * 4), *got = test_alloc(nc * 4);
-    double *want = test_alloc(nc * sizeof *want);
-    float *zero = calloc(nc, 4);
+    float *bias = test_alloc(z.n * 4), *got = calloc(z.m * z.n, 4);
     rng_fill(test_rng(), a, z.m * z.k, -1.0f, 1.0f);
     rng_fill(test_rng(), w, z.n * z.k, -1.0f, 1.0f);
     rng_fill(test_rng(), bias, z.n, -1.0f, 1.0f);
@@ -670,27 +677,13 @@ START_TEST(sgemm_packed_for_another_tile_reads_w)
     gemm_tile t = gemm_tile_default(ctx);
     check_ok(gemm_tile_set(ctx, (gemm_tile){4, t.v == 4 ? 8 : 4, 0}));
     ck_assert(!gemm_packed_fits(ctx, &p, z.m, z.n, z.k));
-    kiln_tensor *da = matrix(z.m, z.k, a), *dw = matrix(z.n, z.k, w);
-    kiln_tensor *db = matrix(1, z.n, bias), *dc = matrix(z.m, z.n, zero);
-    gemm_epilogue epi = {db->buf, 1, NULL, 0, NULL, NULL};
-    check_ok(blas_sgemm_packed(ctx, z.m, z.n, z.k, da->buf, z.k, dw->buf, &p, dc->buf, z.n,
-                               &epi));
-    check_ok(kiln_tensor_download(dc, got, nc));
-    ref_gemm(0, 1, z.m, z.n, z.k, 1.0f, a, w, 0.0f, zero, want);
-    for (size_t e = 0; e < nc; e++)
-        want[e] = fmax(want[e] + bias[e % z.n], 0.0);
-    check_close(got, want, nc, 1e-6 * (double)(z.k + 2), 1e-5, "another tile");
+    linear_relu(ctx, z, a, w, bias, &p, got);
+    check_linear_relu(z, a, w, bias, got, "another tile");
     blas_packed_free(&p);
-    kiln_tensor_free(da);
-    kiln_tensor_free(dw);
-    kiln_tensor_free(db);
-    kiln_tensor_free(dc);
     free(a);
     free(w);
     free(bias);
     free(got);
-    free(want);
-    free(zero);
     kiln_ctx_set_gemm(ctx, KILN_GEMM_AUTO);
     check_ok(gemm_tile_set(ctx, (gemm_tile){0, 0, 0}));
 }
