@@ -1429,8 +1429,10 @@ INLINE void phase_line_sums(const phase_geom *f, __global const float *x0, uint 
 /* Channels of a pair of phase tiles (columns 2j and 2j + 1 of the same
  * MR inputs j of a row of dx), each channel's 2 (MR - from) values from
  * its input `from` one run from d (channels stride apart); keep0, keep1:
- * that phase has no taps and dx adds, so its values stay as they are.
- * Without adding, dx is not read. */
+ * that phase has no taps and dx adds, so its values stay as they are,
+ * neither read nor written (and its sums are not computed: a 1 x 1 of
+ * stride 2 reaches column phase 0 alone). Without adding, dx is not
+ * read. */
 INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0[MR][NR],
                         float t1[MR][NR], uint adding, int keep0, int keep1, uint from)
 {
@@ -1442,11 +1444,56 @@ INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0
             }
         return;
     }
-    for (size_t j = 0; j < count; j++, d += stride)
-        for (uint r = from; r < MR; r++) {
-            d[2 * r] = keep0 ? d[2 * r] : t0[r][j] + d[2 * r];
-            d[2 * r + 1] = keep1 ? d[2 * r + 1] : t1[r][j] + d[2 * r + 1];
-        }
+    if (keep1) /* only column phase 0's inputs (a 1 x 1 of stride 2) */
+        for (size_t j = 0; j < count; j++, d += stride)
+            for (uint r = from; r < MR; r++)
+                d[2 * r] = t0[r][j] + d[2 * r];
+    else if (keep0)
+        for (size_t j = 0; j < count; j++, d += stride)
+            for (uint r = from; r < MR; r++)
+                d[2 * r + 1] = t1[r][j] + d[2 * r + 1];
+    else
+        for (size_t j = 0; j < count; j++, d += stride)
+            for (uint r = from; r < MR; r++) {
+                d[2 * r] = t0[r][j] + d[2 * r];
+                d[2 * r + 1] = t1[r][j] + d[2 * r + 1];
+            }
+}
+
+/* Phase rows whose tiles conv_phase_pairs takes channel panel by channel
+ * panel: each panel's weights (k x NR, up to 24 KB for the 3 x 3's
+ * phases) then serve every tile of the group from the core's first-level
+ * cache, where tile by tile every panel passed through it. */
+#ifndef PAIR_GROUP_ROWS
+#define PAIR_GROUP_ROWS 4
+#endif
+
+/* The pair tiles t of a group (a run of tile positions in row phase 0)
+ * for the NR channels from col0, for row phase pa: each tile's MR inputs
+ * from its row's `from`, read from g at x0 of the group's first row,
+ * rows Wp apart (its staged rows where PG > 0). */
+INLINE void pair_group(const phase_geom *f0, const phase_geom *f1, __global const float *x0,
+                       __global float *dx, size_t t, size_t end, uint across, uint HA,
+                       uint WB, size_t row0, uint C, size_t HW, uint W, uint O, uint Wp,
+                       size_t plane, uint P, uint D, uint adding, uint pa, size_t col0)
+{
+    const uint S = 2;
+    for (; t < end; t++) {
+        size_t row = t / across;
+        uint j = (uint)(t % across) * MR, ow = min(j, WB - MR), from = j - ow;
+        im2col_at at = {row / HA, (uint)(row % HA), ow};
+        if (at.oh >= f0->HA)
+            continue;
+        __global const float *xt = x0 + (row - row0) * Wp + ow;
+        __global float *out = dx + at.n * C * HW + (pa + S * at.oh) * W + S * at.ow;
+        float t0[MR][NR], t1[MR][NR];
+        if (!adding || f0->k)
+            phase_line_sums(f0, xt, O, Wp, plane, S, P, D, col0, t0);
+        if (!adding || f1->k)
+            phase_line_sums(f1, xt, O, Wp, plane, S, P, D, col0, t1);
+        store_pairs(out + col0 * HW, HW, min((size_t)NR, (size_t)C - col0), t0, t1, adding,
+                    adding && f0->k == 0, adding && f1->k == 0, from);
+    }
 }
 
 /* conv_phase_pixels_lines at stride 2 where W = 2 WB: the tile of phase
@@ -1455,17 +1502,18 @@ INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0
  * channel's 2 MR values of dx one run, where a phase's tile stored every
  * other value, one at a time; then the same for row phase 1 below them
  * (if that phase has the row: H may be odd). Each item takes a run of
- * these tile positions (along the rows of row phase 0); where MR does not
- * divide WB, a row's last tile moves back to end at the row's end and
- * stores only the inputs the one before it did not. The same sums,
- * so the same bits, as conv_phase_pixels_lines; a phase no tap reaches
- * gets zeros (or keeps its values, where dx adds). g (N, O, OH, OW) is
- * read in place where PG is 0; else an item stages the rows of g that
- * its next CH phase rows read, zero-padded (stage_rows: from UP rows
- * above the first to DOWN below the last, the taps' reach along the
- * rows, each PG zeros wide on either side; in its core's cache, where a
- * padded copy of all of g went to memory and back). scratch: each item's
- * staged rows. */
+ * these tile positions (along the rows of row phase 0), in groups of up
+ * to PAIR_GROUP_ROWS rows of one image, each group channel panel by
+ * channel panel; where MR does not divide WB, a row's last tile moves
+ * back to end at the row's end and stores only the inputs the one before
+ * it did not. The same sums, so the same bits, as
+ * conv_phase_pixels_lines; a phase no tap reaches gets zeros (or keeps
+ * its values, where dx adds). g (N, O, OH, OW) is read in place where PG
+ * is 0; else an item stages the rows of g that its next CH phase rows
+ * read, zero-padded (stage_rows: from UP rows above the first to DOWN
+ * below the last, the taps' reach along the rows, each PG zeros wide on
+ * either side; in its core's cache, where a padded copy of all of g went
+ * to memory and back). scratch: each item's staged rows. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_phase_pairs(__global const float *wq, __global const float *g, __global float *dx,
                  __global float *scratch, const uint N, const uint C, const uint H,
@@ -1482,37 +1530,33 @@ conv_phase_pairs(__global const float *wq, __global const float *g, __global flo
         for (uint pb = 0; pb < S; pb++)
             f[pa][pb] = phase_geom_of(wq, pa, pb, N, C, H, W, O, K, S, P, D);
     uint HA = f[0][0].HA, WB = f[0][0].WB, across = (WB + MR - 1) / MR;
-    size_t tiles = (size_t)N * HA * across, staged_n = N;
+    size_t tiles = (size_t)N * HA * across, staged_n = N, hi = (item + 1) * tiles / items;
     uint staged_i = 0;
-    for (size_t t = item * tiles / items; t < (item + 1) * tiles / items; t++) {
-        /* the tile position's row and its first input, the last one of a
-         * row moved back to end at the row's end (WB >= MR), from that
-         * row's input `from` on the ones the one before left */
+    for (size_t t = item * tiles / items; t < hi;) {
+        /* the group: from tile t on, its row and the rows below it in
+         * the same image (and the staged rows), up to PAIR_GROUP_ROWS */
         size_t row = t / across;
-        uint j = (uint)(t % across) * MR, ow = min(j, WB - MR), from = j - ow;
-        im2col_at at = {row / HA, (uint)(row % HA), ow};
-        __global const float *x0 = g + at.n * gimage + (size_t)at.oh * Wp + at.ow;
-        if (PG) {
-            if (at.n != staged_n || at.oh >= staged_i + CH) {
-                staged_n = at.n;
-                staged_i = at.oh;
-                stage_rows(gs, g + at.n * gimage, O, OH, OW, PG, (long)at.oh - (long)UP, R);
-            }
-            x0 = gs + (size_t)(at.oh - staged_i + UP) * Wp + at.ow + PG;
+        im2col_at at = {row / HA, (uint)(row % HA), 0};
+        if (PG && (at.n != staged_n || at.oh >= staged_i + CH)) {
+            staged_n = at.n;
+            staged_i = at.oh;
+            stage_rows(gs, g + at.n * gimage, O, OH, OW, PG, (long)at.oh - (long)UP, R);
         }
+        uint rows = min((uint)PAIR_GROUP_ROWS, HA - at.oh);
+        if (PG)
+            rows = min(rows, staged_i + CH - at.oh);
+        size_t end = min(hi, (row + rows) * across);
+        __global const float *x0 = PG ? gs + (size_t)(at.oh - staged_i + UP) * Wp + PG
+                                      : g + at.n * gimage + (size_t)at.oh * Wp;
         for (uint pa = 0; pa < S; pa++) {
             const phase_geom *f0 = &f[pa][0], *f1 = &f[pa][1];
-            if ((f0->k == 0 && f1->k == 0 && adding) || at.oh >= f0->HA)
+            if (f0->k == 0 && f1->k == 0 && adding)
                 continue;
-            __global float *out = dx + at.n * C * HW + (pa + S * at.oh) * W + S * at.ow;
-            for (size_t col0 = 0; col0 < C; col0 += NR) {
-                float t0[MR][NR], t1[MR][NR];
-                phase_line_sums(f0, x0, O, Wp, plane, S, P, D, col0, t0);
-                phase_line_sums(f1, x0, O, Wp, plane, S, P, D, col0, t1);
-                store_pairs(out + col0 * HW, HW, min((size_t)NR, (size_t)C - col0), t0, t1,
-                            adding, adding && f0->k == 0, adding && f1->k == 0, from);
-            }
+            for (size_t col0 = 0; col0 < C; col0 += NR)
+                pair_group(f0, f1, x0, dx, t, end, across, HA, WB, row, C, HW, W, O, Wp,
+                           plane, P, D, adding, pa, col0);
         }
+        t = end;
     }
 }
 
