@@ -210,10 +210,10 @@ int gemm_cpu_conv_fits(kiln_ctx *ctx, size_t k);
  * where gemm_cpu_conv_packs(m, C K K). */
 kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const blas_packed *wp,
                           const gemm_im2col *x, cl_mem y, int add);
-/* Whether gemm_cpu_conv of m output channels over k taps a pixel packs
- * its weights into panels (conv_pixels), so that an eval forward may
- * pass them packed once (blas_pack_weight). */
-int gemm_cpu_conv_packs(kiln_ctx *ctx, size_t m, size_t k);
+/* Whether gemm_cpu_conv (where gemm_cpu_conv_fits) of m output channels
+ * over k taps a pixel packs its weights into panels (conv_pixels), so
+ * that an eval forward may pass them packed once (blas_pack_weight). */
+int gemm_cpu_conv_packs(size_t m, size_t k);
 
 /* A convolution's weight gradient with kiln's GEMM: dw (m x C K K) = g
  * (N, m, OH, OW), read as (m, N OH OW), times the transpose of the im2col

@@ -141,10 +141,9 @@ static kiln_status conv_pixels(kiln_ctx *ctx, const blas_state *s, size_t m, cl_
                      KARG(OW), KARG(mm), KARG(np), KARG(add));
 }
 
-int gemm_cpu_conv_packs(kiln_ctx *ctx, size_t m, size_t k)
+int gemm_cpu_conv_packs(size_t m, size_t k)
 {
-    return kiln_ctx_gemm(ctx) == KILN_GEMM_KILN && device_loops_work_groups(&ctx->info) &&
-           pixels_pay(m, k) && gemm_cpu_conv_fits(ctx, k);
+    return pixels_pay(m, k);
 }
 
 kiln_status gemm_cpu_conv(kiln_ctx *ctx, size_t m, cl_mem a, const blas_packed *wp,

@@ -87,19 +87,17 @@ kiln_status pipeline_fold(pipeline *p, pipe_step *s)
                      KARG(s->folded[1]->buf));
 }
 
-/* Eval mode: a linear layer's or a convolution's weight (c->param[0],
- * folded or its own) packed into the GEMM's panels once per version of
- * the parameters, where its products would pack it at every forward;
+/* Eval mode: a layer's weight (c->param[0], folded or its own) packed
+ * into the GEMM's panels once per version of the parameters, where its
+ * op says its forward would pack it at every call (packs_weight);
  * c->packed then points there. */
 static kiln_status pack_weight(pipeline *p, pipe_step *s, op_args *c)
 {
+    int (*packs)(const op_args *) = op_get(s->op)->packs_weight;
+    if (c->training || !packs || !packs(c))
+        return KILN_OK;
     const kiln_tensor *w = c->param[0];
-    if ((s->op != OP_LINEAR && s->op != OP_CONV2D) || c->training)
-        return KILN_OK;
     size_t n = w->shape[0], k = w->numel / n;
-    if (s->op == OP_LINEAR ? !blas_packs(p->ctx, c->in[0]->numel / k, n, k)
-                           : !gemm_cpu_conv_packs(p->ctx, n, k))
-        return KILN_OK;
     kiln_status st = blas_pack_weight(p->ctx, w->buf, n, k, *p->param_version, &s->packed);
     c->packed = st == KILN_OK ? &s->packed : NULL;
     return st;

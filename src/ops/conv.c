@@ -295,6 +295,14 @@ static int conv_sparse_input_grads(const op_attrs *a)
     return gemm_conv_tapless_phase(&x);
 }
 
+/* Whether the forward runs as gemm_cpu_conv and that packs the weights
+ * at every call. */
+static int conv_packs_weight(const op_args *c)
+{
+    conv_dims d = dims_of(c);
+    return fused_fits(c, &d, d.c) && gemm_cpu_conv_packs(d.o, d.c * d.k * d.k);
+}
+
 /* nn.Conv2d(in, out, kernel_size, stride, padding, dilation, bias), with
  * a square kernel of side size. */
 static const op_key conv_keys[] = {
@@ -314,6 +322,7 @@ const op_desc op_conv2d_desc = {
     .folds_batchnorm = 1,
     .adds_input_grads = 1,
     .sparse_input_grads = conv_sparse_input_grads,
+    .packs_weight = conv_packs_weight,
     .in_ranks = 1u << 4,
     .in_hint = "expected channels x height x width (e.g. [input] shape = 1x28x28)",
     .keys = conv_keys,

@@ -267,6 +267,13 @@ static const op_key linear_keys[] = {
     OP_KEY_FLOAT("std", std, 0, 1e6, 0, 0.02, "a number >= 0 (with init = normal)"),
 };
 
+/* Whether the product with W packs it at every call (blas_packs). */
+static int linear_packs_weight(const op_args *c)
+{
+    size_t n = c->param[0]->shape[0], k = c->param[0]->numel / n;
+    return blas_packs(c->ctx, c->in[0]->numel / k, n, k);
+}
+
 const op_desc op_linear_desc = {
     .name = "linear",
     .n_inputs = 1,
@@ -277,6 +284,7 @@ const op_desc op_linear_desc = {
     .grads_in_place = 2u, /* the residual's, where it is fused in */
     .folds_batchnorm = 1,
     .tieable = 1,
+    .packs_weight = linear_packs_weight,
     .in_ranks = 1u << 2 | 1u << 3,
     .in_hint = "add [flatten] before it",
     .keys = linear_keys,

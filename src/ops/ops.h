@@ -325,6 +325,11 @@ typedef struct {
      * gradient another reader wrote first, so backward runs it after its
      * input's other readers (compiler/lower.c); NULL: never */
     int (*sparse_input_grads)(const op_attrs *a);
+    /* in eval mode, whether its forward would pack its weight (param[0])
+     * into the GEMM's panels at every call: the pipeline then packs it once
+     * per version of the parameters and passes it as c->packed
+     * (compiler/exec.c); NULL: never */
+    int (*packs_weight)(const op_args *c);
     /* the input ranks (batch included) it takes, bit n for rank n (0: any),
      * and what a model file should do otherwise */
     unsigned in_ranks;
