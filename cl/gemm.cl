@@ -1430,9 +1430,9 @@ INLINE void phase_line_sums(const phase_geom *f, __global const float *x0, uint 
  * MR inputs j of a row of dx), each channel's 2 (MR - from) values from
  * its input `from` one run from d (channels stride apart); keep0, keep1:
  * that phase has no taps and dx adds, so its values stay as they are,
- * neither read nor written (and its sums are not computed: a 1 x 1 of
- * stride 2 reaches column phase 0 alone). Without adding, dx is not
- * read. */
+ * neither read nor written, and its sums are not computed (a 1 x 1 of
+ * stride 2 reaches one column phase alone); never both, as the caller
+ * skips a row phase that has no taps. Without adding, dx is not read. */
 INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0[MR][NR],
                         float t1[MR][NR], uint adding, int keep0, int keep1, uint from)
 {
@@ -1444,7 +1444,7 @@ INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0
             }
         return;
     }
-    if (keep1) /* only column phase 0's inputs (a 1 x 1 of stride 2) */
+    if (keep1) /* only column phase 0's inputs (t1 not computed) */
         for (size_t j = 0; j < count; j++, d += stride)
             for (uint r = from; r < MR; r++)
                 d[2 * r] = t0[r][j] + d[2 * r];
@@ -1461,9 +1461,11 @@ INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0
 }
 
 /* Phase rows whose tiles conv_phase_pairs takes channel panel by channel
- * panel: each panel's weights (k x NR, up to 24 KB for the 3 x 3's
- * phases) then serve every tile of the group from the core's first-level
- * cache, where tile by tile every panel passed through it. */
+ * panel: each panel's weights (k x NR a column phase; for the ResNet's
+ * 64 -> 128 layers at AVX2's NR 16, 8 KB for the 1 x 1's phase, 24 and 48
+ * KB for the 3 x 3's two row phases' pairs) then serve every tile of the
+ * group from the core's first-level cache where they fit, where tile by
+ * tile every panel passed through it. */
 #ifndef PAIR_GROUP_ROWS
 #define PAIR_GROUP_ROWS 4
 #endif
@@ -1474,10 +1476,10 @@ INLINE void store_pairs(__global float *d, size_t stride, size_t count, float t0
  * rows Wp apart (its staged rows where PG > 0). */
 INLINE void pair_group(const phase_geom *f0, const phase_geom *f1, __global const float *x0,
                        __global float *dx, size_t t, size_t end, uint across, uint HA,
-                       uint WB, size_t row0, uint C, size_t HW, uint W, uint O, uint Wp,
+                       uint WB, size_t row0, uint C, size_t HW, uint O, uint Wp,
                        size_t plane, uint P, uint D, uint adding, uint pa, size_t col0)
 {
-    const uint S = 2;
+    const uint S = 2, W = S * WB;
     for (; t < end; t++) {
         size_t row = t / across;
         uint j = (uint)(t % across) * MR, ow = min(j, WB - MR), from = j - ow;
@@ -1503,8 +1505,9 @@ INLINE void pair_group(const phase_geom *f0, const phase_geom *f1, __global cons
  * other value, one at a time; then the same for row phase 1 below them
  * (if that phase has the row: H may be odd). Each item takes a run of
  * these tile positions (along the rows of row phase 0), in groups of up
- * to PAIR_GROUP_ROWS rows of one image, each group channel panel by
- * channel panel; where MR does not divide WB, a row's last tile moves
+ * to PAIR_GROUP_ROWS rows of one image (and of its staged rows), each
+ * group row phase 0's tiles then row phase 1's, channel panel by channel
+ * panel; where MR does not divide WB, a row's last tile moves
  * back to end at the row's end and stores only the inputs the one before
  * it did not. The same sums, so the same bits, as
  * conv_phase_pixels_lines; a phase no tap reaches gets zeros (or keeps
@@ -1553,8 +1556,8 @@ conv_phase_pairs(__global const float *wq, __global const float *g, __global flo
             if (f0->k == 0 && f1->k == 0 && adding)
                 continue;
             for (size_t col0 = 0; col0 < C; col0 += NR)
-                pair_group(f0, f1, x0, dx, t, end, across, HA, WB, row, C, HW, W, O, Wp,
-                           plane, P, D, adding, pa, col0);
+                pair_group(f0, f1, x0, dx, t, end, across, HA, WB, row, C, HW, O, Wp, plane,
+                           P, D, adding, pa, col0);
         }
         t = end;
     }
