@@ -1480,6 +1480,7 @@ INLINE void pair_group(const phase_geom *f0, const phase_geom *f1, __global cons
                        size_t plane, uint P, uint D, uint adding, uint pa, size_t col0)
 {
     const uint S = 2, W = S * WB;
+    const int keep0 = adding && f0->k == 0, keep1 = adding && f1->k == 0; /* store_pairs' */
     for (; t < end; t++) {
         size_t row = t / across;
         uint j = (uint)(t % across) * MR, ow = min(j, WB - MR), from = j - ow;
@@ -1489,12 +1490,12 @@ INLINE void pair_group(const phase_geom *f0, const phase_geom *f1, __global cons
         __global const float *xt = x0 + (row - row0) * Wp + ow;
         __global float *out = dx + at.n * C * HW + (pa + S * at.oh) * W + S * at.ow;
         float t0[MR][NR], t1[MR][NR];
-        if (!adding || f0->k)
+        if (!keep0)
             phase_line_sums(f0, xt, O, Wp, plane, S, P, D, col0, t0);
-        if (!adding || f1->k)
+        if (!keep1)
             phase_line_sums(f1, xt, O, Wp, plane, S, P, D, col0, t1);
         store_pairs(out + col0 * HW, HW, min((size_t)NR, (size_t)C - col0), t0, t1, adding,
-                    adding && f0->k == 0, adding && f1->k == 0, from);
+                    keep0, keep1, from);
     }
 }
 
@@ -1507,16 +1508,16 @@ INLINE void pair_group(const phase_geom *f0, const phase_geom *f1, __global cons
  * these tile positions (along the rows of row phase 0), in groups of up
  * to PAIR_GROUP_ROWS rows of one image (and of its staged rows), each
  * group row phase 0's tiles then row phase 1's, channel panel by channel
- * panel; where MR does not divide WB, a row's last tile moves
- * back to end at the row's end and stores only the inputs the one before
- * it did not. The same sums, so the same bits, as
- * conv_phase_pixels_lines; a phase no tap reaches gets zeros (or keeps
- * its values, where dx adds). g (N, O, OH, OW) is read in place where PG
- * is 0; else an item stages the rows of g that its next CH phase rows
- * read, zero-padded (stage_rows: from UP rows above the first to DOWN
- * below the last, the taps' reach along the rows, each PG zeros wide on
- * either side; in its core's cache, where a padded copy of all of g went
- * to memory and back). scratch: each item's staged rows. */
+ * panel; where MR does not divide WB, a row's last tile moves back to
+ * end at the row's end and stores only the inputs the one before it did
+ * not. The same sums, so the same bits, as conv_phase_pixels_lines; a
+ * phase no tap reaches gets zeros (or keeps its values, where dx adds).
+ * g (N, O, OH, OW) is read in place where PG is 0; else an item stages
+ * the rows of g that its next CH phase rows read, zero-padded
+ * (stage_rows: from UP rows above the first to DOWN below the last, the
+ * taps' reach along the rows, each PG zeros wide on either side; in its
+ * core's cache, where a padded copy of all of g went to memory and
+ * back). scratch: each item's staged rows. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 conv_phase_pairs(__global const float *wq, __global const float *g, __global float *dx,
                  __global float *scratch, const uint N, const uint C, const uint H,
