@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runtime/program_text.h"
 #include "runtime/runtime.h"
 
 static char cache_dir[256];
@@ -173,6 +174,28 @@ START_TEST(sources_are_embedded_with_line_markers)
         ck_assert_msg(strncmp(kiln_cl_sources[i].text, marker, strlen(marker)) == 0,
                       "%s does not start with %s", kiln_cl_sources[i].name, marker);
     }
+}
+END_TEST
+
+/* A program keeps only the kernels it was asked for (keep_kernels), and
+ * it can drop only kernels declared at a line's start: a kernel made by a
+ * macro would be compiled into every program of its source. Kept to no
+ * kernel, each embedded source (comments blanked) holds no kernel. */
+START_TEST(every_kernel_can_be_left_out_of_a_program)
+{
+    char **plain = plain_sources();
+    ck_assert_ptr_nonnull(plain);
+    for (size_t i = 0; i < kiln_cl_source_count; i++) {
+        int kept = 0;
+        char *text = keep_kernels(plain[i], "", &kept);
+        ck_assert_ptr_nonnull(text);
+        const char *left = strstr(text, "__kernel");
+        ck_assert_msg(!left, "cl/%s: a kernel that keep_kernels cannot leave out: %.60s",
+                      kiln_cl_sources[i].name, left ? left : "");
+        ck_assert_int_eq(kept, 0);
+        free(text);
+    }
+    plain_free(plain);
 }
 END_TEST
 
@@ -485,6 +508,7 @@ int main(void)
     tcase_add_test(tc, corrupt_or_foreign_cache_files_are_rebuilt);
     tcase_add_test(tc, build_errors_name_the_call_file_and_log);
     tcase_add_test(tc, sources_are_embedded_with_line_markers);
+    tcase_add_test(tc, every_kernel_can_be_left_out_of_a_program);
     tcase_add_test(tc, cache_directory_follows_the_environment);
     tcase_add_test(tc, unwritable_cache_still_builds);
     tcase_add_test(tc, kernels_are_programs_of_their_own);
