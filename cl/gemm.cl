@@ -858,28 +858,30 @@ INLINE void conv_line_tiles(__global const float *wp, __global const float *x,
     }
 }
 
-/* conv_line_tiles at stride 1 and 2: each kernel written out at a line's
+/* conv_line_tiles at stride 1 and 2: each kernel declared at a line's
  * start, where the program text's pruning (keep_kernels) finds it; a
- * kernel made by a macro would be compiled into every program of this
- * file. */
+ * kernel made whole by a macro would be compiled into every program of
+ * this file. */
+#define LINES_PARAMS                                                                         \
+    __global const float *wp, __global const float *x, __global float *y,                    \
+        __global float *scratch, const uint C, const uint H, const uint W, const uint P,      \
+        const uint K, const uint D, const uint OH, const uint OW, const ulong m,             \
+        const ulong npix, const uint adding, const uint CH
+#define LINES_BODY(stride)                                                                   \
+    __local uint taps[OFFSETS_MAX];                                                          \
+    conv_line_tiles(wp, x, y, scratch, C, H, W, P, K, D, OH, OW, m, npix, adding, CH, stride, \
+                    taps);
+
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-conv_pixels_lines(__global const float *wp, __global const float *x, __global float *y,
-                  __global float *scratch, const uint C, const uint H, const uint W,
-                  const uint P, const uint K, const uint D, const uint OH, const uint OW,
-                  const ulong m, const ulong npix, const uint adding, const uint CH)
+conv_pixels_lines(LINES_PARAMS)
 {
-    __local uint taps[OFFSETS_MAX];
-    conv_line_tiles(wp, x, y, scratch, C, H, W, P, K, D, OH, OW, m, npix, adding, CH, 1, taps);
+    LINES_BODY(1)
 }
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-conv_pixels_lines2(__global const float *wp, __global const float *x, __global float *y,
-                   __global float *scratch, const uint C, const uint H, const uint W,
-                   const uint P, const uint K, const uint D, const uint OH, const uint OW,
-                   const ulong m, const ulong npix, const uint adding, const uint CH)
+conv_pixels_lines2(LINES_PARAMS)
 {
-    __local uint taps[OFFSETS_MAX];
-    conv_line_tiles(wp, x, y, scratch, C, H, W, P, K, D, OH, OW, m, npix, adding, CH, 2, taps);
+    LINES_BODY(2)
 }
 
 /* at[u] for the u-th pixel (q, r, ow) of a chunk of conv_weight_pixels
