@@ -779,8 +779,25 @@ START_TEST(strided_input_gradient_past_64_channels)
 }
 END_TEST
 
-/* The machine's tile, AVX2's 6 x 16 and 128-bit vectors' 4 x 8. */
-static const gemm_tile three_tiles[] = {{0, 0, 0}, {6, 8, 0}, {4, 4, 0}};
+/* The tiles kiln's GEMM takes by default on AVX-512 (8 x 32), AVX2 (6 x
+ * 16) and 128-bit vectors (4 x 8). */
+static const gemm_tile isa_tiles[] = {{8, 16, 0}, {6, 8, 0}, {4, 4, 0}};
+#define ISA_TILES (sizeof isa_tiles / sizeof isa_tiles[0])
+
+/* Into out: isa_tiles but the machine's own, then `extra`; how many. A
+ * machine runs every instruction set's tile, the wider ones with their
+ * vectors split by the compiler, so that a machine without AVX-512
+ * checks its tile too. */
+static size_t other_tiles(gemm_tile *out, gemm_tile extra)
+{
+    gemm_tile d = gemm_tile_default(test_ctx());
+    size_t n = 0;
+    for (size_t i = 0; i < ISA_TILES; i++)
+        if (isa_tiles[i].mr != d.mr || isa_tiles[i].v != d.v)
+            out[n++] = isa_tiles[i];
+    out[n++] = extra;
+    return n;
+}
 
 /* Convolution cases checked (check_case, check_conv_bits) at each of
  * tiles where kiln's GEMM runs them, else once. */
@@ -807,7 +824,7 @@ static void check_conv_cases_at_tiles(const op_case *tcs, size_t count, const ge
  * staged 3 rows at a time, several times an item on 2 cores; with and
  * without padding; with taps that reach 2 rows below a phase row but
  * pad g by 1 (5 x 5, padding 3) and taps that reach the zero row above
- * (3 x 3, padding 0); at the machine's tile and the 6- and 4-row ones
+ * (3 x 3, padding 0); at each instruction set's tile (other_tiles)
  * (pairs of 2 x 48 columns; 4 channels: the weight gradient from rows
  * of pixels). A test of its own, after the list's (see above). */
 START_TEST(strided_input_gradient_staged_in_chunks)
@@ -822,8 +839,9 @@ START_TEST(strided_input_gradient_staged_in_chunks)
         {"conv 2x4x37x96 k3 s2 ->3", OP_CONV2D, 1, 1, {S4(2, 4, 37, 96)}, .out = 3,
          .kernel = 3, .stride = 2},
     };
-    check_conv_cases_at_tiles(tcs, sizeof tcs / sizeof tcs[0], three_tiles,
-                              sizeof three_tiles / sizeof three_tiles[0]);
+    gemm_tile tiles[ISA_TILES + 1];
+    check_conv_cases_at_tiles(tcs, sizeof tcs / sizeof tcs[0], tiles,
+                              other_tiles(tiles, (gemm_tile){0, 0, 0}));
 }
 END_TEST
 
@@ -901,8 +919,9 @@ START_TEST(strided_input_gradient_pairs_past_whole_tiles)
         {"conv 2x3x9x120 k5 s2 p2 ->3", OP_CONV2D, 1, 1, {S4(2, 3, 9, 120)}, .out = 3,
          .kernel = 5, .stride = 2, .pad = 2},
     };
-    check_conv_cases_at_tiles(tcs, sizeof tcs / sizeof tcs[0], three_tiles,
-                              sizeof three_tiles / sizeof three_tiles[0]);
+    gemm_tile tiles[ISA_TILES + 1];
+    check_conv_cases_at_tiles(tcs, sizeof tcs / sizeof tcs[0], tiles,
+                              other_tiles(tiles, (gemm_tile){0, 0, 0}));
 }
 END_TEST
 
@@ -912,10 +931,11 @@ START_TEST(convolution_at_other_tiles)
     kiln_ctx *ctx = test_ctx();
     if (tc->kind != OP_CONV2D || kiln_ctx_gemm(ctx) != KILN_GEMM_KILN)
         return;
-    /* 3 x 16 with a k block of 37: the weight gradient's reduction in
+    /* and 3 x 16 with a k block of 37: the weight gradient's reduction in
      * several blocks per item, and products past the block */
-    const gemm_tile tiles[] = {{6, 8, 0}, {4, 4, 0}, {3, 8, 37}};
-    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+    gemm_tile tiles[ISA_TILES + 1];
+    size_t n = other_tiles(tiles, (gemm_tile){3, 8, 37});
+    for (size_t i = 0; i < n; i++) {
         check_ok(gemm_tile_set(ctx, tiles[i]));
         check_case(tc);
     }
