@@ -1582,11 +1582,14 @@ conv_phase_pairs(__global const float *wq, __global const float *g, __global flo
 #define B_IN_PANELS 2
 
 /* C = alpha A op(B) + beta C for few rows of A (m) and long rows of C:
- * item g takes the panels of NR columns g, g + items, ..., packs each into
- * its own slot of scratch (k x NR floats, which stays in its core's cache)
- * and computes every MR-row tile of those columns from it, so that the
- * packed B never goes to memory and back. Where B comes in panels
- * (along_k B_IN_PANELS), each tile reads its panel there. */
+ * item g takes a run of neighbouring panels of NR columns (the g-th of
+ * `items` equal shares, give or take one), packs each into its own slot of
+ * scratch (k x NR floats, which stays in its core's cache) and computes
+ * every MR-row tile of those columns from it, so that the packed B never
+ * goes to memory and back. Neighbours, not every items-th panel: the next
+ * panel's rows of B lie beside the lines just read, which the cache's
+ * prefetch has brought (docs/gemm.md). Where B comes in panels (along_k
+ * B_IN_PANELS), each tile reads its panel there. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global const float *bsrc,
            const ulong b_off, const ulong ldb, const uint along_k, __global float *c,
@@ -1595,8 +1598,8 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
            __global const float *bias, const uint epilogue, __global float *aux)
 {
     __global float *slot = scratch + get_global_id(0) * k * NR;
-    size_t panels = (n + NR - 1) / NR;
-    for (size_t q = get_global_id(0); q < panels; q += get_global_size(0)) {
+    size_t panels = (n + NR - 1) / NR, items = get_global_size(0), item = get_global_id(0);
+    for (size_t q = item * panels / items; q < (item + 1) * panels / items; q++) {
         size_t col0 = q * NR, width = min((size_t)NR, (size_t)n - col0);
         __global const float *panel = bsrc + b_off + q * k * NR;
         if (along_k != B_IN_PANELS) {

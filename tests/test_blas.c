@@ -25,6 +25,7 @@ static const gemm_size sizes[] = {
     {1000, 1000, 1}, {1000, 1, 1000}, {1, 1000, 1000}, {7, 129, 33}, {8, 32, 64},
     {16, 31, 2}, {9, 33, 65}, {256, 256, 256}, {3, 100, 513},
     {37, 301, 67}, {128, 263, 5}, /* few rows, many panels: gemm_slots on CPUs */
+    {37, 1153, 67},               /* more panels than items: unequal runs of them an item */
     {1, 67, 13}, {1, 131, 47},     /* one row (a linear layer's is linear_one on CPUs); up to
                                     * 16 rows with B transposed: gemv_rows */
 };
