@@ -165,12 +165,12 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
 }
 
 #if A_TRANS
-/* row q of op(A) = A^T at a + a_off + q / MR * panel + q % MR, its k
- * values lda apart: in place (panel = MR: column q of A), or packed into
- * panels of MR rows (panel = k MR, lda = MR) */
+/* row q of op(A) = A^T at a + a_off + q / MR * a_panel + q % MR, its k
+ * values lda apart: in place (a_panel = MR: column q of A), or packed
+ * into panels of MR rows (a_panel = k MR, lda = MR) */
 #define A_ROW(r)                                                  \
     size_t q##r = min(row0 + r, (size_t)m - 1);                   \
-    __global const float *a##r = a + a_off + q##r / MR * panel + q##r % MR;
+    __global const float *a##r = a + a_off + q##r / MR * a_panel + q##r % MR;
 #define A_STEP lda
 #else
 #define A_ROW(r) __global const float *a##r = a + a_off + min(row0 + r, (size_t)m - 1) * lda;
@@ -335,7 +335,7 @@ gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global 
           const ulong b_off, const ulong ldb, __global float *c, const ulong c_off,
           const ulong ldc, const ulong m, const ulong n, const ulong k, const float alpha,
           const float beta, __global const float *bias, const uint epilogue, const uint across,
-          const ulong panel, __global float *aux)
+          const ulong a_panel, __global float *aux)
 {
     size_t t0 = get_global_id(0), t1 = get_global_id(1);
     size_t row0 = (across ? t1 : t0) * MR, col0 = (across ? t0 : t1) * NR;
@@ -1576,6 +1576,7 @@ conv_phase_pairs(__global const float *wq, __global const float *g, __global flo
 }
 
 #endif /* GELU_EPILOGUES */
+#endif /* !A_TRANS */
 
 /* gemm_slots' along_k where op(B) comes packed already, in panels of NR
  * (a linear layer's weight packed once for many forwards). */
@@ -1597,6 +1598,9 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
            const float alpha, const float beta, __global float *scratch,
            __global const float *bias, const uint epilogue, __global float *aux)
 {
+#if A_TRANS
+    const ulong a_panel = MR; /* A^T read in place */
+#endif
     __global float *slot = scratch + get_global_id(0) * k * NR;
     size_t panels = (n + NR - 1) / NR, items = get_global_size(0), item = get_global_id(0);
     for (size_t q = item * panels / items; q < (item + 1) * panels / items; q++) {
@@ -1610,6 +1614,7 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
     }
 }
 
+#if !A_TRANS
 /* The 8 columns of an item of gemv_rows. */
 #define GEMV8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #define GV_ROW(t) __global const float *b##t = b + b_off + min(j0 + t, (size_t)n - 1) * ldb;

@@ -26,8 +26,13 @@
 /* Items per compute unit of gemm_slots and conv_tiles, each with a panel
  * slot of its own: enough for the cores to share the panels out evenly. */
 #define SLOT_ITEMS_PER_UNIT 16
-/* gemm_slots takes products with at most this many rows of A. */
+/* gemm_slots takes products with at most this many rows of A, and of A^T
+ * where k is at most A_IN_PLACE_K (its rows are read in place, MR floats
+ * side by side at each k: on the AVX2 EPYC, TN 256 x 784 x 128 went from
+ * 0.86 of OpenBLAS to 0.98 and 384 x 2048 x 64 from 0.87-0.95 to 1.04;
+ * with k 768, where A^T's columns lie 2 KB apart, it lost: docs/gemm.md). */
 #define SLOT_MAX_ROWS 128
+#define SLOT_MAX_ROWS_TRANS 512
 /* gemv_rows takes products A B^T with at most this many rows of A (on an
  * AVX2 EPYC it beat gemm_slots from 1 row, 2.8x, to 24, 1.07x). */
 #define GEMV_MAX_ROWS 16
@@ -412,9 +417,10 @@ size_t gemm_slot_items(const kiln_ctx *ctx, size_t panels)
     return panels < most ? panels : most;
 }
 
-/* Whether C = op(A) op(B) runs as gemm_slots: A read in place, k within
- * one block, few rows of A (packing B whole would send it to memory and
- * back) and panels that share out evenly over the compute units, or a
+/* Whether C = op(A) op(B) runs as gemm_slots: A (or A^T) read in place, k
+ * within one block (A^T's: within A_IN_PLACE_K), few rows of A (packing B
+ * whole would send it to memory and back) and panels that share out
+ * evenly over the compute units, or a
  * product so small that a second launch, to pack, costs more than an idle
  * unit (the Fashion MLP's forward of 128: 0.296 ms instead of 0.317). */
 static int slots_pay(const kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, size_t m,
@@ -422,8 +428,9 @@ static int slots_pay(const kiln_ctx *ctx, const blas_state *s, kiln_transpose ta
 {
     size_t nr = 2 * (size_t)s->tile.v;
     size_t panels = (n + nr - 1) / nr, units = device_units(&ctx->info);
-    return ta == KILN_NO_TRANS && k <= s->tile.kc && m <= SLOT_MAX_ROWS &&
-           (panels >= 4 * units || panels % units == 0 || (double)m * n * k < 1e6);
+    int fits = ta == KILN_NO_TRANS ? k <= s->tile.kc && m <= SLOT_MAX_ROWS
+                                   : k <= A_IN_PLACE_K && m <= SLOT_MAX_ROWS_TRANS;
+    return fits && (panels >= 4 * units || panels % units == 0 || (double)m * n * k < 1e6);
 }
 
 /* gemm_slots' along_k where B comes in panels already (gemm.cl). */
@@ -431,9 +438,9 @@ static int slots_pay(const kiln_ctx *ctx, const blas_state *s, kiln_transpose ta
 
 /* gemm_slots over B laid out as `along` says: rows along n (0), along k (1:
  * op(B) = B^T) or B_IN_PANELS. */
-static kiln_status slots(kiln_ctx *ctx, const blas_state *s, cl_uint along, size_t m,
-                         size_t n, size_t k, float alpha, cl_mem a, size_t a_off, size_t lda,
-                         cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
+static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, cl_uint along,
+                         size_t m, size_t n, size_t k, float alpha, cl_mem a, size_t a_off,
+                         size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta, cl_mem c,
                          size_t c_off, size_t ldc, const gemm_epilogue *epi)
 {
     size_t nr = 2 * (size_t)s->tile.v, items = gemm_slot_items(ctx, (n + nr - 1) / nr);
@@ -443,7 +450,8 @@ static kiln_status slots(kiln_ctx *ctx, const blas_state *s, cl_uint along, size
                          ? KILN_OK
                          : gemm_scratch(ctx, 1, items * k * nr * sizeof(float), &scratch_slots);
     if (st == KILN_OK)
-        st = product_kernel(ctx, s, PLAIN_A, epi, "gemm_slots", &kernel);
+        st = product_kernel(ctx, s, ta == KILN_TRANS ? TRANS_A : PLAIN_A, epi, "gemm_slots",
+                            &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
@@ -489,8 +497,8 @@ kiln_status gemm_cpu_sgemm(kiln_ctx *ctx, kiln_transpose ta, kiln_transpose tb, 
         return gemv(ctx, s, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc,
                     epi);
     if (st == KILN_OK && slots_pay(ctx, s, ta, m, n, k))
-        return slots(ctx, s, tb == KILN_TRANS, m, n, k, alpha, a, a_off, lda, b, b_off, ldb,
-                     beta, c, c_off, ldc, epi);
+        return slots(ctx, s, ta, tb == KILN_TRANS, m, n, k, alpha, a, a_off, lda, b, b_off,
+                     ldb, beta, c, c_off, ldc, epi);
     size_t kb = st == KILN_OK ? block_length(s, k) : 0;
     for (size_t k0 = 0; st == KILN_OK && k0 < k; k0 += kb) {
         size_t len = k - k0 < kb ? k - k0 : kb;
@@ -571,8 +579,8 @@ kiln_status gemm_cpu_packed(kiln_ctx *ctx, size_t m, size_t n, size_t k, cl_mem 
     if (st != KILN_OK)
         return st;
     if (slots_pay(ctx, s, KILN_NO_TRANS, m, n, k))
-        return slots(ctx, s, B_IN_PANELS, m, n, k, 1.0f, a, 0, lda, p->panels, 0, 0, 0.0f, c,
-                     0, ldc, epi);
+        return slots(ctx, s, KILN_NO_TRANS, B_IN_PANELS, m, n, k, 1.0f, a, 0, lda, p->panels, 0,
+                     0, 0.0f, c, 0, ldc, epi);
     return tiles(ctx, s, KILN_NO_TRANS, m, n, k, 1.0f, a, 0, lda, (gemm_b){p->panels, 0, 0},
                  0.0f, c, 0, ldc, epi);
 }
