@@ -47,8 +47,9 @@
  *                reduction split across items and their sums added
  *   conv_weight_pixels, sum_columns: the same with few output channels,
  *                tiles of taps by channels over staged input rows
- *   gemm_slots:  a product with few rows of A, packing and tiles in one
- *                launch
+ *   gemm_slots:  a product with few rows of op(A), packing and tiles in
+ *                one launch (A^T too, read in place: a_trans, in the
+ *                plain program only)
  *   gemv_rows:   a product with a row or a few of A and op(B) = B^T (a
  *                linear layer's forward at a small batch), B read in place
  */
@@ -354,15 +355,17 @@ gemm_tile(__global const float *a, const ulong a_off, const ulong lda, __global 
 }
 
 /* Every MR-row tile of the columns col0 .. col0 + NR - 1 of C from
- * `panel`, their k x NR values of op(B), each tile stored by STORE_ALL. */
-#define FOR_EACH_ROW_TILE(STORE_ALL)                         \
+ * `panel`, their k x NR values of op(B), each tile stored by STORE_ALL;
+ * START finds the tile's rows of op(A) and STEP multiplies their values at
+ * one k and moves on (ROWS(A_ROW) and ROWS(FMA), or gemm_slots' own). */
+#define FOR_EACH_ROW_TILE(START, STEP, STORE_ALL)            \
     for (size_t row0 = 0; row0 < m; row0 += MR) {           \
         __global const float *b = panel;                    \
-        ROWS(A_ROW)                                         \
+        START                                               \
         ROWS(ACC)                                           \
         for (size_t kk = 0; kk < k; kk++) {                 \
             floatV b0 = vloadV(0, b), b1 = vloadV(1, b);    \
-            ROWS(FMA)                                       \
+            STEP                                            \
             b += NR;                                        \
         }                                                   \
         STORE_ALL                                           \
@@ -624,7 +627,7 @@ conv_tiles(__global const float *a, __global const float *x, __global float *y,
         size_t n0 = col0 / (OH * OW);
         uint p0 = (uint)(col0 % (OH * OW));
         pack_columns(panel, x, C, H, W, K, S, P, D, OH, OW, col0, 0, 0, k, n);
-        FOR_EACH_ROW_TILE(ROWS(STORE_PLANES))
+        FOR_EACH_ROW_TILE(ROWS(A_ROW), ROWS(FMA), ROWS(STORE_PLANES))
     }
 }
 #endif
@@ -1275,7 +1278,7 @@ conv_phase_tiles(__global const float *wp, __global const float *g, __global flo
         im2col_at at = im2col_start(col0, HA, WB);
         pack_phase_columns(panel, g, O, OH, OW, th, tw, (int)pa, (int)pb, (int)S, (int)P,
                            (int)D, HA, WB, col0, k, extent);
-        FOR_EACH_ROW_TILE(ROWS(STORE_PHASE))
+        FOR_EACH_ROW_TILE(ROWS(A_ROW), ROWS(FMA), ROWS(STORE_PHASE))
     }
 }
 #endif
@@ -1578,29 +1581,39 @@ conv_phase_pairs(__global const float *wq, __global const float *g, __global flo
 #endif /* GELU_EPILOGUES */
 #endif /* !A_TRANS */
 
+#if !A_TRANS
 /* gemm_slots' along_k where op(B) comes packed already, in panels of NR
  * (a linear layer's weight packed once for many forwards). */
 #define B_IN_PANELS 2
 
-/* C = alpha A op(B) + beta C for few rows of A (m) and long rows of C:
- * item g takes a run of neighbouring panels of NR columns (the g-th of
- * `items` equal shares, give or take one), packs each into its own slot of
- * scratch (k x NR floats, which stays in its core's cache) and computes
+/* gemm_slots' rows of op(A) = A^T, read in place: row q is column q of A,
+ * its k values lda apart. (A's rows are A_ROW's, lda apart, each k the
+ * next float.) */
+#define COLUMN_ROW(r) __global const float *a##r = a + a_off + min(row0 + r, (size_t)m - 1);
+#define COLUMN_FMA(r)                           \
+    {                                           \
+        floatV s = *a##r;                       \
+        a##r += lda;                            \
+        c##r##0 = fma(s, b0, c##r##0);          \
+        c##r##1 = fma(s, b1, c##r##1);          \
+    }
+
+/* C = alpha op(A) op(B) + beta C for few rows of op(A) (m) and long rows
+ * of C: item g takes a run of neighbouring panels of NR columns (the g-th
+ * of `items` equal shares, give or take one), packs each into its own slot
+ * of scratch (k x NR floats, which stays in its core's cache) and computes
  * every MR-row tile of those columns from it, so that the packed B never
  * goes to memory and back. Neighbours, not every items-th panel: the next
  * panel's rows of B lie beside the lines just read, which the cache's
  * prefetch has brought (docs/gemm.md). Where B comes in panels (along_k
  * B_IN_PANELS), each tile reads its panel there. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global const float *bsrc,
-           const ulong b_off, const ulong ldb, const uint along_k, __global float *c,
-           const ulong c_off, const ulong ldc, const ulong m, const ulong n, const ulong k,
-           const float alpha, const float beta, __global float *scratch,
+gemm_slots(__global const float *a, const ulong a_off, const ulong lda, const uint a_trans,
+           __global const float *bsrc, const ulong b_off, const ulong ldb, const uint along_k,
+           __global float *c, const ulong c_off, const ulong ldc, const ulong m, const ulong n,
+           const ulong k, const float alpha, const float beta, __global float *scratch,
            __global const float *bias, const uint epilogue, __global float *aux)
 {
-#if A_TRANS
-    const ulong a_panel = MR; /* A^T read in place */
-#endif
     __global float *slot = scratch + get_global_id(0) * k * NR;
     size_t panels = (n + NR - 1) / NR, items = get_global_size(0), item = get_global_id(0);
     for (size_t q = item * panels / items; q < (item + 1) * panels / items; q++) {
@@ -1610,11 +1623,13 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, __global
             pack_panel(slot, bsrc + b_off, ldb, along_k, n, col0, 0, k, NR);
             panel = slot;
         }
-        FOR_EACH_ROW_TILE(STORE_TILE)
+        if (a_trans) /* A^T's tiles in a loop of their own, each loop as fast as alone */
+            FOR_EACH_ROW_TILE(ROWS(COLUMN_ROW), ROWS(COLUMN_FMA), STORE_TILE)
+        else
+            FOR_EACH_ROW_TILE(ROWS(A_ROW), ROWS(FMA), STORE_TILE)
     }
 }
 
-#if !A_TRANS
 /* The 8 columns of an item of gemv_rows. */
 #define GEMV8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #define GV_ROW(t) __global const float *b##t = b + b_off + min(j0 + t, (size_t)n - 1) * ldb;

@@ -449,19 +449,18 @@ static kiln_status slots(kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, 
     kiln_status st = along == B_IN_PANELS
                          ? KILN_OK
                          : gemm_scratch(ctx, 1, items * k * nr * sizeof(float), &scratch_slots);
-    if (st == KILN_OK)
-        st = product_kernel(ctx, s, ta == KILN_TRANS ? TRANS_A : PLAIN_A, epi, "gemm_slots",
-                            &kernel);
+    if (st == KILN_OK) /* one kernel for A and A^T, so a cold start compiles it once */
+        st = product_kernel(ctx, s, PLAIN_A, epi, "gemm_slots", &kernel);
     if (st != KILN_OK)
         return st;
     cl_ulong ao = a_off, la = lda, bo = b_off, lb = ldb, co = c_off, lc = ldc, mm = m, nn = n,
              kk = k;
-    cl_uint flags = epilogue_flags(epi);
+    cl_uint a_trans = ta == KILN_TRANS, flags = epilogue_flags(epi);
     cl_mem bias = epilogue_bias(epi, c), aux = epilogue_aux(epi, c);
     return launch_1d(ctx, kernel, "gemm_slots", items, 1, KARG(a), KARG(ao), KARG(la),
-                     KARG(b), KARG(bo), KARG(lb), KARG(along), KARG(c), KARG(co), KARG(lc),
-                     KARG(mm), KARG(nn), KARG(kk), KARG(alpha), KARG(beta),
-                     KARG(scratch_slots), KARG(bias), KARG(flags), KARG(aux));
+                     KARG(a_trans), KARG(b), KARG(bo), KARG(lb), KARG(along), KARG(c),
+                     KARG(co), KARG(lc), KARG(mm), KARG(nn), KARG(kk), KARG(alpha),
+                     KARG(beta), KARG(scratch_slots), KARG(bias), KARG(flags), KARG(aux));
 }
 
 /* C = alpha A B^T + beta C for a few rows of A (gemv_rows): B read in
