@@ -15,8 +15,6 @@
 #endif
 
 #define SQRT_2_OVER_PI 0.7978845608028654f
-#define INV_SQRT_2 0.7071067811865476f
-#define INV_SQRT_2PI 0.3989422804014327f
 
 static float sigmoid(float x)
 {

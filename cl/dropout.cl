@@ -13,8 +13,8 @@
  * device's vector width; the mapping is fixed, so masks are the same on
  * every device. */
 
-#define LANES 16
-#define CHUNK (4 * LANES)
+#define MASK_LANES 16
+#define CHUNK (4 * MASK_LANES)
 
 /* Sixteen blocks: w0..w3 hold words 0..3 of each, in the low half of a
  * 64-bit lane; the high halves carry junk that the masks before each
@@ -51,7 +51,7 @@ static blocks philox4x32_10(blocks c, ulong key)
 static blocks chunk_words(uint chunk, ulong seed, ulong counter)
 {
     uint16 lane = (uint16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    blocks c = {convert_ulong16(chunk * LANES + lane), (ulong16)0, (ulong16)(uint)counter,
+    blocks c = {convert_ulong16(chunk * MASK_LANES + lane), (ulong16)0, (ulong16)(uint)counter,
                 (ulong16)(counter >> 32)};
     return philox4x32_10(c, seed);
 }

@@ -223,8 +223,6 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
  * inline every call (llvmpipe) compiled every tile program 10x slower
  * with their erf and exp at each store. */
 #ifdef GELU_EPILOGUES
-#define INV_SQRT_2 0.7071067811865476f
-#define INV_SQRT_2PI 0.3989422804014327f
 #define intV CAT(int, V)
 MATH_ERF(erf_V, floatV)
 MATH_EXP(exp_V, floatV, intV)

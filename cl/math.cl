@@ -9,6 +9,10 @@
  * plain i < n ran the elementwise kernels at half their speed. */
 #define IN_RANGE(i, n) (get_group_id(0) + 1 < get_num_groups(0) || (i) < (n))
 
+/* GELU's constants (act.cl, gemm.cl's epilogues). */
+#define INV_SQRT_2 0.7071067811865476f
+#define INV_SQRT_2PI 0.3989422804014327f
+
 /* e^x for x <= 0 (larger x are not asked for), to 2 ulp: Cody and Waite's
  * reduction by k ln 2, Cephes' polynomial, and 2^k built in the exponent
  * bits. Arguments below -87 give e^-87 (1.6e-38), never a denormal.

@@ -4,7 +4,7 @@
  * batchnorm can end in an activation (ACT, from act.cl; only those with
  * ACT_FROM_OUTPUT): its backward then starts from dz = act'(y) dy,
  * computed on the fly from the output y. With
- * ROWS (batchnorm1d, S = 1) elementwise kernels run over (C, N).
+ * BN_ROWS (batchnorm1d, S = 1) elementwise kernels run over (C, N).
  *
  * batchnorm: x is (N, C, S) with S = H*W (1 for batchnorm1d); per channel
  *   c over M = N*S values: mean, biased var -> rstd = 1/sqrt(var + eps).
@@ -152,9 +152,9 @@ __kernel void bn_running(__global const float *run_mean, __global const float *r
     }
 }
 
-/* Element i = (n, c, s) of the range (S, C, N), or (C, N) with ROWS;
+/* Element i = (n, c, s) of the range (S, C, N), or (C, N) with BN_ROWS;
  * M = N * S, the values per channel. */
-#ifdef ROWS
+#ifdef BN_ROWS
 #define BN_ELEMENT                                                             \
     uint c = get_global_id(0), i = get_global_id(1) * get_global_size(0) + c;  \
     uint M = get_global_size(1)

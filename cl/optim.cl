@@ -18,7 +18,7 @@
  * branches on has_decay and momentum kept them from its vectorizer; Adam
  * over the Fashion MLP's 236 k values took 0.77 ms a step there, 0.20 this
  * way). A lane computes what one value's kernel did, to the bit. */
-#define LANES 16
+#define STEP_LANES 16
 
 static float16 clipped(__global const float *g, uint i, __global const float *scale,
                        float clip_value)
@@ -33,7 +33,7 @@ __kernel void sgd_step(__global float *p, __global const float *g, __global floa
                        const int first, const float clip_value, __global const float *guard,
                        const int guarded)
 {
-    uint i = (uint)get_global_id(0) * LANES;
+    uint i = (uint)get_global_id(0) * STEP_LANES;
     int keep = guarded && !isfinite(guard[0]);
     float16 w = vload16(0, p + i), grad = clipped(g, i, scale, clip_value) + wd * w;
     if (momentum != 0.0f) {
@@ -52,7 +52,7 @@ __kernel void adam_step(__global float *p, __global const float *g, __global flo
                         const float clip_value, __global const float *decay,
                         const int has_decay, __global const float *guard, const int guarded)
 {
-    uint i = (uint)get_global_id(0) * LANES;
+    uint i = (uint)get_global_id(0) * STEP_LANES;
     int keep = guarded && !isfinite(guard[0]);
     float16 grad = clipped(g, i, scale, clip_value), p0 = vload16(0, p + i), w = p0;
     /* decay: 1 where weight decay applies (matrices), 0 elsewhere */

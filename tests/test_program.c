@@ -2,7 +2,7 @@
  * files rebuilt, build errors with their log, cache directory choice,
  * programs of one kernel, and builds that keep the driver's chatter off
  * stderr unless KILN_VERBOSE is set, and kernels that wait while a network
- * holds the cache to be built together. */
+ * holds the cache to be built together, a training step's in one program. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "blas/blas.h"
 #include "harness.h"
 #include "runtime/program_text.h"
 #include "runtime/runtime.h"
@@ -423,6 +424,38 @@ START_TEST(sources_that_fit_build_as_one_program)
 }
 END_TEST
 
+/* A training step of a model like the Fashion MLP (batchnorm and ReLU,
+ * dropout, cross-entropy, Adam with clipping) builds one program where
+ * kiln's GEMM runs: its sources keep their macros' names apart, so that a
+ * cold start pays for one build (docs/architecture.md). A clash (two
+ * sources defining the same macro) splits it. */
+START_TEST(a_training_step_builds_one_program)
+{
+    fresh_cache_dir();
+    const char *text = "[input]\nshape = 37\n[linear]\nout = 19\n[batchnorm]\n[relu]\n"
+                       "[dropout]\np = 0.3\n[linear]\nout = 5\n[train]\n"
+                       "loss = cross_entropy\noptimizer = adam\nclip_norm = 1.0\n";
+    kiln_model *m;
+    kiln_ctx *ctx;
+    kiln_net *net;
+    check_ok(kiln_model_parse(text, "mlp.ini", &m));
+    check_ok(kiln_ctx_create(NULL, &ctx));
+    check_ok(kiln_net_create(ctx, m, 0, &net));
+    float x[13 * 37], y[13] = {0};
+    for (size_t i = 0; i < 13 * 37; i++)
+        x[i] = (float)(i % 11) / 11.0f;
+    check_ok(kiln_net_train_step(net, x, y, 13, NULL));
+    check_ok(kiln_ctx_finish(ctx));
+    kiln_cache_stats s = kiln_ctx_cache_stats(ctx);
+    if (blas_packs(ctx, 64, 64, 64)) /* else CLBlast's programs count too */
+        ck_assert_uint_eq(s.builds, 1);
+    ck_assert_uint_eq(s.bundles_split, 0);
+    kiln_net_free(net);
+    kiln_ctx_free(ctx);
+    kiln_model_free(m);
+}
+END_TEST
+
 /* A waiting kernel that does not build fails the read that would have run
  * it, naming the program and kernel; the context goes on working. */
 START_TEST(a_waiting_kernel_that_fails_to_build_fails_the_read)
@@ -516,6 +549,7 @@ int main(void)
     tcase_add_test(tc, held_binaries_wait_for_the_release);
     tcase_add_test(tc, waiting_kernels_build_as_one_program);
     tcase_add_test(tc, sources_that_fit_build_as_one_program);
+    tcase_add_test(tc, a_training_step_builds_one_program);
     tcase_add_test(tc, a_waiting_kernel_that_fails_to_build_fails_the_read);
     suite_add_tcase(s, tc);
     return test_run(s);

@@ -7,13 +7,13 @@
 
 #include "ops/ops.h"
 
-/* The norm program for an activation epilogue, and ROWS for batchnorm1d. */
+/* The norm program for an activation epilogue, and BN_ROWS for batchnorm1d. */
 static kiln_status norm_kernel_for(kiln_ctx *ctx, kiln_act act, int rows, const char *name,
                                    cl_kernel *k)
 {
     char opts[ACT_OPTIONS_MAX + 64], reduce[48];
     snprintf(opts, sizeof opts, "%s %s%s", reduce_options(ctx, reduce, sizeof reduce),
-             act_options(act), rows ? " -DROWS" : "");
+             act_options(act), rows ? " -DBN_ROWS" : "");
     return kernel_get(ctx, "group.cl+" ACT_SOURCES "+norm.cl", opts, name, k);
 }
 
@@ -22,7 +22,7 @@ kiln_status op_norm_kernel(kiln_ctx *ctx, const char *name, cl_kernel *k)
     return norm_kernel_for(ctx, KILN_ACT_NONE, 0, name, k);
 }
 
-/* The statistics kernels ahead of ROWS and the activation in norm.cl,
+/* The statistics kernels ahead of BN_ROWS and the activation in norm.cl,
  * built with the options of the layer's other kernels: one program for a
  * batchnorm's kernels, which a cold start builds together. */
 static kiln_status bn_stats_kernel(const op_args *c, size_t s, const char *name, cl_kernel *k)
@@ -260,7 +260,7 @@ static kiln_status bn_statistics(const op_args *c, bn_dims d)
 }
 
 /* The range of an elementwise batchnorm kernel: (S, C, N), or (C, N, 1)
- * for batchnorm1d, compiled with ROWS. */
+ * for batchnorm1d, compiled with BN_ROWS. */
 static void bn_range(bn_dims d, size_t r[3])
 {
     r[0] = d.s == 1 ? d.c : d.s;

@@ -318,10 +318,20 @@ static const char *skip_aside(const char *c, int line_start)
     return past == c && c[0] == '#' && line_start ? line_end(c) : past;
 }
 
+/* Whether the name c (n characters) has no lower-case letter. */
+static int capitals(const char *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (c[i] >= 'a' && c[i] <= 'z')
+            return 0;
+    return 1;
+}
+
 /* Whether no function that a part of t outside u defines at file scope
  * (a name followed by '(' outside any braces and parentheses) is named by
  * a part of u: two sources defining the same helper do not build as one
- * program. */
+ * program. A name in capitals there is a macro's use (math.cl's MATH_ERF,
+ * which defines the function its first argument names): not a function. */
 static int functions_fit(const program_text *t, const program_text *u, char *const *plain)
 {
     for (int i = 0; i < t->count; i++) {
@@ -339,7 +349,7 @@ static int functions_fit(const program_text *t, const program_text *u, char *con
                 const char *after = c + n;
                 after += strspn(after, " \t\n");
                 if (depth == 0 && *after == '(' && !(*c >= '0' && *c <= '9') &&
-                    strncmp(c, "__", 2) != 0 && text_mentions(u, c, n, plain))
+                    strncmp(c, "__", 2) != 0 && !capitals(c, n) && text_mentions(u, c, n, plain))
                     return 0;
                 c += n;
                 line_start = 0;
