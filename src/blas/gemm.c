@@ -417,12 +417,12 @@ size_t gemm_slot_items(const kiln_ctx *ctx, size_t panels)
     return panels < most ? panels : most;
 }
 
-/* Whether C = op(A) op(B) runs as gemm_slots: A (or A^T) read in place, k
- * within one block (A^T's: within A_IN_PLACE_K), few rows of A (packing B
- * whole would send it to memory and back) and panels that share out
- * evenly over the compute units, or a
- * product so small that a second launch, to pack, costs more than an idle
- * unit (the Fashion MLP's forward of 128: 0.296 ms instead of 0.317). */
+/* Whether C = op(A) op(B) runs as gemm_slots: A (or A^T) read in place,
+ * k within one block (A^T's: within A_IN_PLACE_K), few rows of A (packing
+ * B whole would send it to memory and back), and panels that share out
+ * evenly over the compute units or a product so small that a second
+ * launch, to pack, costs more than an idle unit (the Fashion MLP's forward
+ * of 128: 0.296 ms instead of 0.317). */
 static int slots_pay(const kiln_ctx *ctx, const blas_state *s, kiln_transpose ta, size_t m,
                      size_t n, size_t k)
 {
