@@ -179,13 +179,15 @@ pack_panels(__global float *dst, __global const float *src, const ulong off, con
 #endif
 
 #define ACC(r) floatV c##r##0 = 0.0f, c##r##1 = 0.0f;
-#define FMA(r)                                  \
+/* Row r's value of op(A) at this k times op(B)'s, then a<r> `step` on. */
+#define FMA_STEP(r, step)                       \
     {                                           \
         floatV s = *a##r;                       \
-        a##r += A_STEP;                         \
+        a##r += step;                           \
         c##r##0 = fma(s, b0, c##r##0);          \
         c##r##1 = fma(s, b1, c##r##1);          \
     }
+#define FMA(r) FMA_STEP(r, A_STEP)
 /* A tile's row r of results into t[r], for a store that takes the tile. */
 #define SAVE_ROW(r)                 \
     vstoreV(c##r##0, 0, t[r]);      \
@@ -1588,13 +1590,7 @@ conv_phase_pairs(__global const float *wq, __global const float *g, __global flo
  * its k values lda apart. (A's rows are A_ROW's, lda apart, each k the
  * next float.) */
 #define COLUMN_ROW(r) __global const float *a##r = a + a_off + min(row0 + r, (size_t)m - 1);
-#define COLUMN_FMA(r)                           \
-    {                                           \
-        floatV s = *a##r;                       \
-        a##r += lda;                            \
-        c##r##0 = fma(s, b0, c##r##0);          \
-        c##r##1 = fma(s, b1, c##r##1);          \
-    }
+#define COLUMN_FMA(r) FMA_STEP(r, lda)
 
 /* C = alpha op(A) op(B) + beta C for few rows of op(A) (m) and long rows
  * of C: item g takes a run of neighbouring panels of NR columns (the g-th
