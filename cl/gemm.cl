@@ -1579,9 +1579,7 @@ conv_phase_pairs(__global const float *wq, __global const float *g, __global flo
 }
 
 #endif /* GELU_EPILOGUES */
-#endif /* !A_TRANS */
 
-#if !A_TRANS
 /* gemm_slots' along_k where op(B) comes packed already, in panels of NR
  * (a linear layer's weight packed once for many forwards). */
 #define B_IN_PANELS 2
@@ -1672,4 +1670,4 @@ gemv_rows(__global const float *a, const ulong a_off, const ulong lda, __global 
         GEMV8(GV_STORE)
     }
 }
-#endif
+#endif /* !A_TRANS */
