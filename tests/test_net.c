@@ -188,6 +188,65 @@ START_TEST(eval_forward_follows_every_change_of_the_weights)
 }
 END_TEST
 
+/* On PoCL, small forwards run on its basic device, on the calling thread
+ * (net.c, INLINE_MACS): each output bit for bit what the pthread device
+ * computes, before and after training steps there, in eval and in
+ * training mode (dropout's draws and batch statistics). The other network
+ * is on a context that KILN_INLINE=0 leaves without the inline lane; both
+ * start from the same weights. Elsewhere (rusticl, GPUs) there is no lane
+ * and nothing to compare. */
+START_TEST(small_forwards_run_inline_with_the_same_bits)
+{
+    kiln_ctx *ctx = test_ctx(), *plain;
+    if (!ctx_has_inline(ctx))
+        return;
+    setenv("KILN_INLINE", "0", 1);
+    kiln_status opened = kiln_ctx_create(NULL, &plain);
+    unsetenv("KILN_INLINE");
+    check_ok(opened);
+    ck_assert_msg(!ctx_has_inline(plain), "KILN_INLINE=0 still opened the inline lane");
+    kiln_model *m = model("[input]\nshape = 7\n[linear]\nout = 13\n[batchnorm]\n[relu]\n"
+                          "[dropout]\np = 0.3\n[linear]\nout = 3\n[train]\noptimizer = sgd\n"
+                          "lr = 0.1\nmomentum = 0.9\nseed = 5\n");
+    kiln_net *net, *other;
+    check_ok(kiln_net_create(ctx, m, 8, &net));
+    check_ok(kiln_net_create(plain, m, 8, &other));
+    float x[8 * 7], y[8], a[8 * 3], b[8 * 3];
+    data(x, y, 8);
+    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
+        kiln_param_info p;
+        check_ok(kiln_net_param_info(net, i, &p));
+        float *w = test_alloc(p.numel * sizeof *w);
+        check_ok(kiln_net_get(net, p.name, w, p.numel));
+        check_ok(kiln_net_set(other, p.name, w, p.numel));
+        free(w);
+    }
+    for (int round = 0; round < 3; round++) {
+        check_ok(kiln_net_train_step(net, x, y, 8, NULL));
+        check_ok(kiln_net_train_step(other, x, y, 8, NULL));
+        for (int training = 0; training < 2; training++) {
+            check_ok(kiln_net_set_training(net, training));
+            check_ok(kiln_net_set_training(other, training));
+            uint64_t before = ctx->inline_runs;
+            for (size_t n = 2; n <= 8; n += 3) { /* batchnorm trains on 2 or more */
+                check_ok(kiln_net_forward(net, x, n, a));
+                check_ok(kiln_net_forward(other, x, n, b));
+                ck_assert_msg(memcmp(a, b, n * 3 * sizeof *a) == 0, "round %d, %s mode: %zu "
+                              "samples inline differ from the pthread device's", round,
+                              training ? "training" : "eval", n);
+                ck_assert_msg(!ctx->inlined, "the forward left the inline lane in place");
+            }
+            ck_assert_uint_eq(ctx->inline_runs - before, 3);
+        }
+    }
+    ck_assert_uint_eq(plain->inline_runs, 0);
+    kiln_net_free(net);
+    kiln_net_free(other);
+    kiln_ctx_free(plain);
+    kiln_model_free(m);
+}
+END_TEST
+
 /* An input (256 x 97 floats, 97 KB) is read where it lies on CPUs
  * (net.c, borrow_input; where CLBlast runs the products, only from a
  * start at a multiple of 64 bytes) and copied elsewhere: either way the
@@ -773,6 +832,7 @@ int main(void)
     tcase_add_loop_test(tc, eval_forward_follows_every_change_of_the_weights, 0,
                         (int)(sizeof evaluated / sizeof evaluated[0]));
     tcase_add_test(tc, eval_skips_dropout_without_a_launch);
+    tcase_add_test(tc, small_forwards_run_inline_with_the_same_bits);
     tcase_add_test(tc, large_inputs_give_the_outputs_of_one_sample_at_a_time);
     tcase_add_test(tc, bad_input_is_refused_with_a_message);
     tcase_add_test(tc, another_models_checkpoint_names_every_difference);

@@ -243,6 +243,17 @@ kiln_status pipeline_forward(pipeline *p, int training)
     return st;
 }
 
+double pipeline_forward_macs(const pipeline *p)
+{
+    double macs = 0;
+    for (size_t i = 0; i < p->count; i++) {
+        const kiln_tensor *w = p->steps[i].param[0], *out = p->steps[i].out;
+        if (w && out && w->ndim >= 1 && w->shape[0])
+            macs += (double)out->numel * (double)(w->numel / w->shape[0]);
+    }
+    return macs;
+}
+
 kiln_tensor *pipeline_output(pipeline *p)
 {
     return p->steps[p->count - 1].out;

@@ -230,6 +230,10 @@ kiln_status pipeline_init_params(pipeline *p, uint64_t seed);
  * dropout, and advances the dropout counter first. */
 kiln_status pipeline_forward(pipeline *p, int training);
 
+/* About the multiply-adds of a forward: each step with a weight computes
+ * every output from one row of it (a linear layer's or a convolution's). */
+double pipeline_forward_macs(const pipeline *p);
+
 /* The last step's output: the model's prediction. With a planned arena it
  * is valid until the next backward pass reuses its memory. */
 kiln_tensor *pipeline_output(pipeline *p);

@@ -127,7 +127,7 @@ static kiln_status window_last(window *w, const float **last)
         *last = w->y + (w->len - 1) * w->V;
         return st;
     }
-    kiln_status st = KILN_OK;
+    kiln_status st = net_runs_inline(w->net, w->dec) ? ctx_enter_inline(w->net->ctx) : KILN_OK;
     for (; st == KILN_OK && w->cached < w->len; w->cached++) {
         w->dec->at = w->cached;
         st = tensor_write(w->dec->input, &w->x[w->cached], 1, 0);
@@ -136,6 +136,9 @@ static kiln_status window_last(window *w, const float **last)
     }
     if (st == KILN_OK)
         st = tensor_read(pipeline_output(w->dec), w->y, w->V, 1);
+    if (st != KILN_OK)
+        kiln_ctx_finish(w->net->ctx); /* nothing of this call still queued */
+    ctx_leave_inline(w->net->ctx);
     *last = w->y;
     return st;
 }

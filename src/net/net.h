@@ -74,6 +74,9 @@ kiln_status net_check(const kiln_net *net, const char *call);
 
 /* The pipeline for a batch of n (1 <= n <= max_batch), made on first use. */
 kiln_status net_pipe_for(kiln_net *net, size_t n, net_pipe **out);
+/* Whether a forward of p runs on the context's inline lane (ctx_enter_inline):
+ * where there is one, for forwards of a few million multiply-adds. */
+int net_runs_inline(const kiln_net *net, const pipeline *p);
 
 /* With a communicator of several ranks, for a training step whose global
  * batch has n samples, mine of them on this rank: this rank's share of

@@ -2,6 +2,7 @@
  * context (OpenCL context + in-order queue + kernel cache) on one device. */
 #include <ctype.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,8 +64,64 @@ static int installed_drivers(char *buf, size_t size)
     return n;
 }
 
+/* ---- PoCL's basic device, the inline lane ----------------------------------- */
+
+static int inline_wanted(void)
+{
+    const char *v = getenv("KILN_INLINE");
+    return !v || strcmp(v, "0") != 0;
+}
+
+/* Whether kiln asked PoCL for its basic device itself (then kiln hides it). */
+static int basic_added;
+
+/* PoCL lists its pthread device alone unless POCL_DEVICES says otherwise,
+ * and reads it once, when the ICD loader first asks for platforms. Where
+ * it is unset, kiln asks for the basic device beside pthread for its first
+ * OpenCL calls, and unsets it again: processes this one starts (ranks, a
+ * child kiln) see the environment they were given. */
+static void add_basic_device(void)
+{
+    if (!inline_wanted() || getenv("POCL_DEVICES") ||
+        setenv("POCL_DEVICES", "pthread basic", 0) != 0)
+        return;
+    basic_added = 1;
+    cl_platform_id ids[MAX_PLATFORMS];
+    cl_uint n = 0, devices;
+    if (clGetPlatformIDs(MAX_PLATFORMS, ids, &n) == CL_SUCCESS)
+        for (cl_uint i = 0; i < n && i < MAX_PLATFORMS; i++)
+            clGetDeviceIDs(ids[i], CL_DEVICE_TYPE_ALL, 0, NULL, &devices);
+    unsetenv("POCL_DEVICES");
+}
+
+static int name_starts(cl_device_id d, const char *prefix)
+{
+    char name[256];
+    if (clGetDeviceInfo(d, CL_DEVICE_NAME, sizeof name, name, NULL) != CL_SUCCESS)
+        return 0;
+    name[sizeof name - 1] = '\0';
+    return strncmp(name, prefix, strlen(prefix)) == 0;
+}
+
+static int is_pocl(cl_platform_id p)
+{
+    char name[256];
+    if (clGetPlatformInfo(p, CL_PLATFORM_NAME, sizeof name, name, NULL) != CL_SUCCESS)
+        return 0;
+    name[sizeof name - 1] = '\0';
+    return strstr(name, "Portable Computing Language") != NULL;
+}
+
+/* The basic device kiln added: not listed, not selectable. */
+static int hidden(cl_platform_id p, cl_device_id d)
+{
+    return basic_added && is_pocl(p) && name_starts(d, "basic-");
+}
+
 static kiln_status list_platforms(cl_platform_id *ids, cl_uint *count)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, add_basic_device);
     cl_int err = clGetPlatformIDs(MAX_PLATFORMS, ids, count);
     char drivers[512];
     if ((err == -1001 /* CL_PLATFORM_NOT_FOUND_KHR */ || (err == CL_SUCCESS && *count == 0)) &&
@@ -192,12 +249,14 @@ static kiln_status each_device(device_visitor visit, void *user, int *stopped)
             return error_cl(err, "clGetDeviceIDs");
         if (nd > MAX_DEVICES_PER_PLATFORM)
             nd = MAX_DEVICES_PER_PLATFORM;
-        for (cl_uint di = 0; di < nd && !*stopped; di++) {
+        for (cl_uint di = 0, shown = 0; di < nd && !*stopped; di++) {
+            if (hidden(platforms[pi], devices[di]))
+                continue;
             kiln_device_info info;
             memset(&info, 0, sizeof info);
             describe(platforms[pi], devices[di], &info);
             info.platform_index = pi;
-            info.device_index = di;
+            info.device_index = shown++;
             info.global_index = global++;
             *stopped = visit(platforms[pi], devices[di], &info, user);
         }
@@ -415,18 +474,87 @@ kiln_status device_id(const kiln_device_info *info, cl_device_id *out)
 
 /* ---- context ---------------------------------------------------------------- */
 
-static kiln_status open_queue(kiln_ctx *ctx)
+/* PoCL's basic device on the platform of the pthread device ctx runs on,
+ * or NULL. */
+static cl_device_id inline_device(const kiln_ctx *ctx)
+{
+    cl_device_id devices[MAX_DEVICES_PER_PLATFORM];
+    cl_uint n = 0;
+    if (!inline_wanted() || !is_pocl(ctx->platform) || !name_starts(ctx->device, "pthread-") ||
+        clGetDeviceIDs(ctx->platform, CL_DEVICE_TYPE_CPU, MAX_DEVICES_PER_PLATFORM, devices,
+                       &n) != CL_SUCCESS)
+        return NULL;
+    for (cl_uint i = 0; i < n && i < MAX_DEVICES_PER_PLATFORM; i++)
+        if (name_starts(devices[i], "basic-"))
+            return devices[i];
+    return NULL;
+}
+
+static kiln_status open_lane(kiln_ctx *ctx, kiln_lane *lane)
+{
+    cl_int err;
+    lane->queue = clCreateCommandQueue(ctx->context, lane->device, CL_QUEUE_PROFILING_ENABLE,
+                                       &err);
+    if (err != CL_SUCCESS)
+        return error_cl(err, "clCreateCommandQueue");
+    return program_cache_create(ctx, lane->device, &lane->programs);
+}
+
+/* The OpenCL context on ctx's device (and its inline device), with a queue
+ * and a kernel cache for each. */
+static kiln_status open_context(kiln_ctx *ctx)
 {
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)ctx->platform,
                                      0};
+    cl_device_id both[2] = {ctx->device, inline_device(ctx)};
     cl_int err;
-    ctx->context = clCreateContext(props, 1, &ctx->device, NULL, NULL, &err);
+    ctx->context = clCreateContext(props, both[1] ? 2 : 1, both, NULL, NULL, &err);
     if (err != CL_SUCCESS)
         return error_cl(err, "clCreateContext");
-    ctx->queue = clCreateCommandQueue(ctx->context, ctx->device, CL_QUEUE_PROFILING_ENABLE, &err);
-    if (err != CL_SUCCESS)
-        return error_cl(err, "clCreateCommandQueue");
-    return KILN_OK;
+    kiln_lane own = {.device = ctx->device};
+    kiln_status st = open_lane(ctx, &own);
+    ctx->queue = own.queue;
+    ctx->programs = own.programs;
+    ctx->inline_lane.device = both[1];
+    if (st == KILN_OK && both[1])
+        st = open_lane(ctx, &ctx->inline_lane);
+    return st;
+}
+
+int ctx_has_inline(const kiln_ctx *ctx)
+{
+    return ctx->inline_lane.device && ctx->inline_lane.queue && ctx->inline_lane.programs;
+}
+
+static void swap_lanes(kiln_ctx *ctx)
+{
+    kiln_lane *o = &ctx->inline_lane, own = {ctx->device, ctx->queue, ctx->programs,
+                                             ctx->deferred};
+    ctx->device = o->device;
+    ctx->queue = o->queue;
+    ctx->programs = o->programs;
+    ctx->deferred = o->deferred;
+    *o = own;
+    ctx->inlined = !ctx->inlined;
+}
+
+kiln_status ctx_enter_inline(kiln_ctx *ctx)
+{
+    kiln_status st = programs_flush(ctx);
+    cl_int err = st == KILN_OK ? clFinish(ctx->queue) : CL_SUCCESS;
+    if (st == KILN_OK && err != CL_SUCCESS)
+        st = error_cl(err, "clFinish");
+    if (st == KILN_OK) {
+        swap_lanes(ctx);
+        ctx->inline_runs++;
+    }
+    return st;
+}
+
+void ctx_leave_inline(kiln_ctx *ctx)
+{
+    if (ctx->inlined)
+        swap_lanes(ctx);
 }
 
 int device_loops_work_groups(const kiln_device_info *d)
@@ -451,9 +579,7 @@ kiln_status ctx_open_device(const char *selector, kiln_ctx **out)
     if (st == KILN_OK)
         st = lookup(&ctx->info, &ctx->platform, &ctx->device);
     if (st == KILN_OK)
-        st = open_queue(ctx);
-    if (st == KILN_OK)
-        st = program_cache_create(ctx, &ctx->programs);
+        st = open_context(ctx);
     if (st != KILN_OK) {
         kiln_ctx_free(ctx);
         return st;
@@ -476,20 +602,33 @@ void *ctx_attached(const kiln_ctx *ctx, int slot)
     return ctx->slots[slot].state;
 }
 
-void kiln_ctx_free(kiln_ctx *ctx)
+/* The launches, programs and queue of ctx's current lane. */
+static void lane_free(kiln_ctx *ctx)
 {
-    if (!ctx)
-        return;
     deferred_free(ctx); /* launches of a batch that never ended */
     if (ctx->queue)
         clFinish(ctx->queue);
     program_cache_free(ctx->programs);
+    ctx->programs = NULL;
+}
+
+void kiln_ctx_free(kiln_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    ctx_leave_inline(ctx);
+    lane_free(ctx);
+    swap_lanes(ctx);
+    lane_free(ctx);
+    swap_lanes(ctx);
     for (int i = KILN_CTX_SLOTS - 1; i >= 0; i--)
         ctx_attach(ctx, i, NULL, NULL);
     profile_discard(ctx);
     spares_free(ctx);
     if (ctx->queue)
         clReleaseCommandQueue(ctx->queue);
+    if (ctx->inline_lane.queue)
+        clReleaseCommandQueue(ctx->inline_lane.queue);
     if (ctx->context)
         clReleaseContext(ctx->context);
     free(ctx);

@@ -43,27 +43,33 @@ typedef struct program_entry {
 
 struct kiln_program_cache {
     kiln_ctx *ctx;
+    cl_device_id device; /* the programs' device in ctx's context */
+    char device_name[256]; /* in the disk cache's keys */
     program_entry *programs;
-    int holds; /* programs_hold calls not yet released */
 };
 
-kiln_status program_cache_create(kiln_ctx *ctx, kiln_program_cache **out)
+kiln_status program_cache_create(kiln_ctx *ctx, cl_device_id device, kiln_program_cache **out)
 {
     *out = calloc(1, sizeof **out);
     if (!*out)
         return error_set(KILN_ERR_OUT_OF_MEMORY, "program cache: out of memory");
     (*out)->ctx = ctx;
+    (*out)->device = device;
+    if (clGetDeviceInfo(device, CL_DEVICE_NAME, sizeof (*out)->device_name,
+                        (*out)->device_name, NULL) != CL_SUCCESS)
+        snprintf((*out)->device_name, sizeof (*out)->device_name, "%s", ctx->info.name);
+    (*out)->device_name[sizeof (*out)->device_name - 1] = '\0';
     return KILN_OK;
 }
 
-static void save_unsaved(kiln_ctx *ctx, program_entry *p);
+static void save_unsaved(kiln_program_cache *cache, program_entry *p);
 
 void program_cache_free(kiln_program_cache *cache)
 {
     if (!cache)
         return;
     for (program_entry *p = cache->programs; p; p = p->next)
-        save_unsaved(cache->ctx, p);
+        save_unsaved(cache, p);
     program_entry *p = cache->programs;
     while (p) {
         kernel_entry *k = p->kernels;
@@ -140,7 +146,8 @@ static void cache_key(const kiln_ctx *ctx, const program_text *src, const char *
                         "kiln %s\nplatform %s %s\ndevice %s\ndevice-version %s\ndriver %s\n"
                         "options %s %s\n",
                         KILN_VERSION, ctx->info.platform, ctx->info.platform_version,
-                        ctx->info.name, ctx->info.device_version, ctx->info.driver_version,
+                        ctx->programs->device_name, ctx->info.device_version,
+                        ctx->info.driver_version,
                         BASE_OPTIONS, options);
     if (src->only && used > 0 && (size_t)used < size)
         used += snprintf(key + used, size - (size_t)used, "kernel %s\n", src->only);
@@ -344,19 +351,39 @@ static cl_program load_binary(kiln_ctx *ctx, const char *path, const char *key,
     return program;
 }
 
-static void save_binary(kiln_ctx *ctx, cl_program program, const char *path, const char *key)
+/* Writes device's binary of program to the disk cache. A program built
+ * from source belongs to every device of the context: OpenCL gives a
+ * binary for each, in the order of CL_PROGRAM_DEVICES; PoCL 3.1 gives the
+ * built ones alone, and writes each to its pointer, NULL or not. */
+static void save_binary(cl_device_id device, cl_program program, const char *path,
+                        const char *key)
 {
-    size_t bin_len = 0;
-    if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof bin_len, &bin_len, NULL) !=
+    enum { MAX_PROGRAM_DEVICES = 4 };
+    cl_device_id devices[MAX_PROGRAM_DEVICES];
+    size_t lens[MAX_PROGRAM_DEVICES] = {0}, n_devices = 0, n_lens = 0;
+    if (clGetProgramInfo(program, CL_PROGRAM_DEVICES, sizeof devices, devices, &n_devices) !=
             CL_SUCCESS ||
-        bin_len == 0 || bin_len > CACHE_MAX_FILE)
+        clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof lens, lens, &n_lens) !=
+            CL_SUCCESS)
         return;
-    unsigned char *bin = malloc(bin_len);
-    if (bin && clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) ==
-                   CL_SUCCESS)
-        store_cache_file(path, key, bin, bin_len);
-    free(bin);
-    (void)ctx;
+    n_devices /= sizeof devices[0];
+    n_lens /= sizeof lens[0];
+    size_t at = 0; /* the device's binary among those given */
+    while (at < n_devices && devices[at] != device)
+        at++;
+    if (n_lens == 1)
+        at = 0;
+    else if (n_lens != n_devices)
+        return;
+    unsigned char *bins[MAX_PROGRAM_DEVICES] = {NULL};
+    int complete = at < n_lens && lens[at] > 0;
+    for (size_t i = 0; i < n_lens && complete; i++)
+        complete = lens[i] <= CACHE_MAX_FILE && (!lens[i] || (bins[i] = malloc(lens[i])));
+    if (complete && clGetProgramInfo(program, CL_PROGRAM_BINARIES, n_lens * sizeof bins[0], bins,
+                                     NULL) == CL_SUCCESS)
+        store_cache_file(path, key, bins[at], lens[at]);
+    for (size_t i = 0; i < n_lens; i++)
+        free(bins[i]);
 }
 
 static kiln_status compile_source(kiln_ctx *ctx, const program_text *src,
@@ -434,13 +461,13 @@ static char *path_and_key(const char *path, const char *key)
  * a binary compiles the program's kernel for any work-group size, which at
  * once would cost a network's cold start seconds before its first batch;
  * saved later, the binary also holds the work-group sizes that ran. */
-static void save_unsaved(kiln_ctx *ctx, program_entry *p)
+static void save_unsaved(kiln_program_cache *cache, program_entry *p)
 {
     if (!p->unsaved)
         return;
     const char *path = p->unsaved, *key = path + strlen(path) + 1;
     double start = now_seconds();
-    save_binary(ctx, p->program, path, key);
+    save_binary(cache->device, p->program, path, key);
     if (verbose_builds())
         fprintf(stderr, "kiln: cached %s%s%s%s%s in %.3f s\n", p->source, *p->kernel ? ":" : "",
                 p->kernel, *p->options ? " " : "", p->options, now_seconds() - start);
@@ -523,8 +550,8 @@ static kiln_status add_entry(kiln_ctx *ctx, const char *source, const char *opti
     entry->unsaved = unsaved;
     entry->next = ctx->programs->programs;
     ctx->programs->programs = entry;
-    if (ctx->programs->holds == 0)
-        save_unsaved(ctx, entry);
+    if (ctx->program_holds == 0)
+        save_unsaved(ctx->programs, entry);
     if (out)
         *out = entry;
     return KILN_OK;
@@ -611,21 +638,24 @@ kiln_status program_bundle_build(kiln_ctx *ctx, size_t n, const char *const *sou
 
 void programs_hold(kiln_ctx *ctx)
 {
-    ctx->programs->holds++;
+    ctx->program_holds++;
 }
 
 int programs_held(const kiln_ctx *ctx)
 {
-    return ctx->programs->holds > 0;
+    return ctx->program_holds > 0;
 }
 
 void programs_release(kiln_ctx *ctx)
 {
-    if (ctx->programs->holds == 1)
+    if (ctx->program_holds == 1)
         programs_flush_quietly(ctx);
-    if (ctx->programs->holds > 0 && --ctx->programs->holds == 0)
-        for (program_entry *p = ctx->programs->programs; p; p = p->next)
-            save_unsaved(ctx, p);
+    if (ctx->program_holds == 0 || --ctx->program_holds > 0)
+        return;
+    kiln_program_cache *caches[] = {ctx->programs, ctx->inline_lane.programs};
+    for (size_t i = 0; i < sizeof caches / sizeof caches[0]; i++)
+        for (program_entry *p = caches[i] ? caches[i]->programs : NULL; p; p = p->next)
+            save_unsaved(caches[i], p);
 }
 
 kiln_status kiln_program_prepare(kiln_ctx *ctx, const char *source, const char *options)

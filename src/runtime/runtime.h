@@ -115,7 +115,8 @@ double now_seconds(void);
 typedef struct kiln_program_cache kiln_program_cache;
 typedef struct kiln_deferred kiln_deferred;
 
-kiln_status program_cache_create(kiln_ctx *ctx, kiln_program_cache **out);
+/* The kernel cache of one device of ctx's OpenCL context. */
+kiln_status program_cache_create(kiln_ctx *ctx, cl_device_id device, kiln_program_cache **out);
 void program_cache_free(kiln_program_cache *cache);
 
 /* Returns a kernel of an embedded source built with options, in a program
@@ -215,6 +216,15 @@ typedef struct {
 
 #define ATTN_ROWS_MAX 64 /* attention's rows per work-item (CPUs) or work-group (GPUs): 1 to this */
 
+/* One device's part of a context: its in-order queue, its kernel cache and
+ * the launches waiting for their programs. */
+typedef struct {
+    cl_device_id device;
+    cl_command_queue queue;
+    kiln_program_cache *programs;
+    kiln_deferred *deferred;
+} kiln_lane;
+
 struct kiln_ctx {
     kiln_device_info info;
     cl_platform_id platform;
@@ -235,7 +245,26 @@ struct kiln_ctx {
                                 (GPUs) from the device's tuning record (blas/tune.c);
                                 0: the device's default */
     kiln_spares spares;
+    /* PoCL's basic device beside the pthread device kiln runs on: it runs
+     * commands on the thread that waits for them, which a small forward
+     * wants (ctx_enter_inline). Its device is NULL where there is none. */
+    kiln_lane inline_lane;
+    int inlined;             /* device, queue, programs and deferred are
+                                inline_lane's until ctx_leave_inline */
+    int program_holds;       /* programs_hold calls not yet released */
+    uint64_t inline_runs;    /* ctx_enter_inline calls that switched lanes */
 };
+
+/* Whether ctx has an inline lane (KILN_INLINE=0 turns it off). */
+int ctx_has_inline(const kiln_ctx *ctx);
+/* Runs what follows on the inline lane: enqueues the launches waiting on
+ * the device's own queue and waits for that queue, then swaps the lanes.
+ * Kernels, decompositions and so bits are those of the device's own
+ * queue (ctx->info stays its). */
+kiln_status ctx_enter_inline(kiln_ctx *ctx);
+/* Back to the device's own queue, after whatever ran inline is read back
+ * or finished. */
+void ctx_leave_inline(kiln_ctx *ctx);
 
 /* Releases the spare buffers (kiln_ctx_free, after the queue finished). */
 void spares_free(kiln_ctx *ctx);
