@@ -1,5 +1,6 @@
 /* Platforms and devices through the ICD loader, device selection, and the
- * context (OpenCL context + in-order queue + kernel cache) on one device. */
+ * context (OpenCL context + in-order queue + kernel cache) on one device,
+ * with, on PoCL, its basic device beside it as the inline lane. */
 #include <ctype.h>
 #include <dirent.h>
 #include <pthread.h>
@@ -501,14 +502,20 @@ static kiln_status open_lane(kiln_ctx *ctx, kiln_lane *lane)
 }
 
 /* The OpenCL context on ctx's device (and its inline device), with a queue
- * and a kernel cache for each. */
+ * and a kernel cache for each. Where the inline device cannot join, the
+ * context opens without it. */
 static kiln_status open_context(kiln_ctx *ctx)
 {
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)ctx->platform,
                                      0};
     cl_device_id both[2] = {ctx->device, inline_device(ctx)};
-    cl_int err;
-    ctx->context = clCreateContext(props, both[1] ? 2 : 1, both, NULL, NULL, &err);
+    cl_int err = CL_INVALID_DEVICE;
+    if (both[1])
+        ctx->context = clCreateContext(props, 2, both, NULL, NULL, &err);
+    if (err != CL_SUCCESS) {
+        both[1] = NULL;
+        ctx->context = clCreateContext(props, 1, both, NULL, NULL, &err);
+    }
     if (err != CL_SUCCESS)
         return error_cl(err, "clCreateContext");
     kiln_lane own = {.device = ctx->device};
@@ -516,8 +523,12 @@ static kiln_status open_context(kiln_ctx *ctx)
     ctx->queue = own.queue;
     ctx->programs = own.programs;
     ctx->inline_lane.device = both[1];
-    if (st == KILN_OK && both[1])
-        st = open_lane(ctx, &ctx->inline_lane);
+    if (st == KILN_OK && both[1] && open_lane(ctx, &ctx->inline_lane) != KILN_OK) {
+        error_clear(); /* the device's own queue works without it */
+        if (ctx->inline_lane.queue)
+            clReleaseCommandQueue(ctx->inline_lane.queue);
+        ctx->inline_lane = (kiln_lane){NULL, NULL, NULL, NULL};
+    }
     return st;
 }
 
