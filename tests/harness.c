@@ -164,3 +164,15 @@ float *test_net_weights(kiln_net *net, size_t *count)
     *count = total;
     return w;
 }
+
+void test_copy_weights(kiln_net *from, kiln_net *to)
+{
+    for (size_t i = 0; i < kiln_net_param_count(from); i++) {
+        kiln_param_info p;
+        check_ok(kiln_net_param_info(from, i, &p));
+        float *w = test_alloc(p.numel * sizeof *w);
+        check_ok(kiln_net_get(from, p.name, w, p.numel));
+        check_ok(kiln_net_set(to, p.name, w, p.numel));
+        free(w);
+    }
+}

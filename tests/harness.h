@@ -61,6 +61,8 @@ void *test_alloc(size_t bytes);
 /* Every weight and buffer of a network, concatenated in state_dict order
  * (test_alloc'd); *count gets their number. */
 float *test_net_weights(kiln_net *net, size_t *count);
+/* Sets every weight and buffer of to to from's, by name. */
+void test_copy_weights(kiln_net *from, kiln_net *to);
 
 /* Runs a suite; returns the process exit status. Tests run in-process
  * (CK_NOFORK) unless $CK_FORK says otherwise, so they share the context. */

@@ -100,19 +100,12 @@ START_TEST(weights_by_name_round_trip)
 }
 END_TEST
 
-/* A fresh network with every weight and buffer of net, set by name. */
+/* A fresh network with every weight and buffer of net. */
 static kiln_net *copy_of(kiln_net *net, kiln_model *m, size_t batch)
 {
     kiln_net *copy;
     check_ok(kiln_net_create(test_ctx(), m, batch, &copy));
-    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
-        kiln_param_info p;
-        check_ok(kiln_net_param_info(net, i, &p));
-        float *w = test_alloc(p.numel * sizeof *w);
-        check_ok(kiln_net_get(net, p.name, w, p.numel));
-        check_ok(kiln_net_set(copy, p.name, w, p.numel));
-        free(w);
-    }
+    test_copy_weights(net, copy);
     return copy;
 }
 
@@ -213,14 +206,7 @@ START_TEST(small_forwards_run_inline_with_the_same_bits)
     check_ok(kiln_net_create(plain, m, 8, &other));
     float x[8 * 7], y[8], a[8 * 3], b[8 * 3];
     data(x, y, 8);
-    for (size_t i = 0; i < kiln_net_param_count(net); i++) {
-        kiln_param_info p;
-        check_ok(kiln_net_param_info(net, i, &p));
-        float *w = test_alloc(p.numel * sizeof *w);
-        check_ok(kiln_net_get(net, p.name, w, p.numel));
-        check_ok(kiln_net_set(other, p.name, w, p.numel));
-        free(w);
-    }
+    test_copy_weights(net, other);
     for (int round = 0; round < 3; round++) {
         check_ok(kiln_net_train_step(net, x, y, 8, NULL));
         check_ok(kiln_net_train_step(other, x, y, 8, NULL));

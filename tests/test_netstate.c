@@ -208,14 +208,7 @@ START_TEST(optimizer_state_moves_with_the_weights)
     size_t count, slots = kiln_net_optimizer_slots(a, &count);
     ck_assert_uint_eq(slots, 2); /* adamw */
     float *state = test_alloc(count * sizeof *state);
-    for (size_t i = 0; i < kiln_net_param_count(a); i++) {
-        kiln_param_info p;
-        check_ok(kiln_net_param_info(a, i, &p));
-        float *w = test_alloc(p.numel * sizeof *w);
-        check_ok(kiln_net_get(a, p.name, w, p.numel));
-        check_ok(kiln_net_set(b, p.name, w, p.numel));
-        free(w);
-    }
+    test_copy_weights(a, b);
     for (int k = 0; k < 2; k++) {
         check_ok(kiln_net_get_optimizer_state(a, k, state, count));
         check_ok(kiln_net_set_optimizer_state(b, k, state, count, kiln_net_steps(a)));
