@@ -448,8 +448,6 @@ static cl_mem borrow_input(kiln_net *net, net_pipe *q, const float *x, size_t n)
     return own;
 }
 
-/* One chunk of at most max_batch samples forward; what: "outputs" reads
- * the prediction, "logits" what the loss reads. */
 /* Multiply-adds up to which a forward runs on the inline lane, where
  * there is one: on the calling thread, without handing each launch to
  * PoCL's workers and the read back (tens of microseconds each way on a
@@ -465,14 +463,15 @@ int net_runs_inline(const kiln_net *net, const pipeline *p)
            pipeline_forward_macs(p) <= INLINE_MACS;
 }
 
+/* One chunk of at most max_batch samples forward; what: "outputs" reads
+ * the prediction, "logits" what the loss reads. */
 static kiln_status forward_chunk(kiln_net *net, const float *x, size_t n, int training,
                                  int logits, float *y, net_pipe **used)
 {
     net_pipe *q;
     cl_mem own = NULL;
     kiln_status st = net_pipe_for(net, n, &q);
-    int here = st == KILN_OK && net_runs_inline(net, q->p);
-    if (here)
+    if (st == KILN_OK && net_runs_inline(net, q->p))
         st = ctx_enter_inline(net->ctx);
     if (st == KILN_OK && !(own = borrow_input(net, q, x, n)))
         st = stage_inputs(net, q, x, n);
