@@ -95,30 +95,6 @@ static void add_basic_device(void)
     unsetenv("POCL_DEVICES");
 }
 
-static int name_starts(cl_device_id d, const char *prefix)
-{
-    char name[256];
-    if (clGetDeviceInfo(d, CL_DEVICE_NAME, sizeof name, name, NULL) != CL_SUCCESS)
-        return 0;
-    name[sizeof name - 1] = '\0';
-    return strncmp(name, prefix, strlen(prefix)) == 0;
-}
-
-static int is_pocl(cl_platform_id p)
-{
-    char name[256];
-    if (clGetPlatformInfo(p, CL_PLATFORM_NAME, sizeof name, name, NULL) != CL_SUCCESS)
-        return 0;
-    name[sizeof name - 1] = '\0';
-    return strstr(name, "Portable Computing Language") != NULL;
-}
-
-/* The basic device kiln added: not listed, not selectable. */
-static int hidden(cl_platform_id p, cl_device_id d)
-{
-    return basic_added && is_pocl(p) && name_starts(d, "basic-");
-}
-
 static kiln_status list_platforms(cl_platform_id *ids, cl_uint *count)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -152,6 +128,26 @@ static void device_string(cl_device_id d, cl_device_info what, char *buf, size_t
     if (clGetDeviceInfo(d, what, size, buf, NULL) != CL_SUCCESS)
         snprintf(buf, size, "?");
     buf[size - 1] = '\0';
+}
+
+static int name_starts(cl_device_id d, const char *prefix)
+{
+    char name[256];
+    device_string(d, CL_DEVICE_NAME, name, sizeof name);
+    return strncmp(name, prefix, strlen(prefix)) == 0;
+}
+
+static int is_pocl(cl_platform_id p)
+{
+    char name[256];
+    platform_string(p, CL_PLATFORM_NAME, name, sizeof name);
+    return strstr(name, "Portable Computing Language") != NULL;
+}
+
+/* The basic device kiln added: not listed, not selectable. */
+static int hidden(cl_platform_id p, cl_device_id d)
+{
+    return basic_added && is_pocl(p) && name_starts(d, "basic-");
 }
 
 static uint64_t device_u64(cl_device_id d, cl_device_info what)
