@@ -1622,16 +1622,47 @@ gemm_slots(__global const float *a, const ulong a_off, const ulong lda, const ui
     }
 }
 
-/* The 8 columns of an item of gemv_rows. */
+/* The 8 columns of an item of gemv_rows, and its rows of A taken at once:
+ * GV_ROWS rows hold 8 GV_ROWS sums in vector registers, which AVX-512's 32
+ * hold at 3 with B's vector and A's (AVX2's 16 at 1). */
+#if V == 16
+#define GV_ROWS 3
+#define GV_EACH_ROW(X, t) X(0, t) X(1, t) X(2, t)
+#define GV_W 16
+#define gv_vec float16
+#define gv_load vload16
+#define gv_sum(s) lanes_sum((s).lo + (s).hi)
+#else
+#define GV_ROWS 1
+#define GV_EACH_ROW(X, t) X(0, t)
+#define GV_W 8
+#define gv_vec float8
+#define gv_load vload8
+#define gv_sum lanes_sum
+#endif
 #define GEMV8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-#define GV_ROW(t) __global const float *b##t = b + b_off + min(j0 + t, (size_t)n - 1) * ldb;
-#define GV_ACC(t) float8 s##t = 0.0f;
-#define GV_FMA(t) s##t = fma(xv, vload8(0, b##t + kk), s##t);
-#define GV_SUM(t) float h##t = lanes_sum(s##t);
-#define GV_TAIL(t) h##t = fma(x[kk], b##t[kk], h##t);
-#define GV_STORE(t) \
-    if (j0 + t < n) \
-        store_one(o + t, h##t, alpha, beta, bias, j0 + t, epilogue, ao + t);
+#define GV_COL(t) __global const float *b##t = b + b_off + min(j0 + t, (size_t)n - 1) * ldb;
+#define GV_X(r, t) __global const float *x##r = a + a_off + (r0 + r) * lda;
+#define GV_ACC(r, t) gv_vec s##r##t = 0.0f;
+#define GV_LOAD_X(r, t) gv_vec xv##r = gv_load(0, x##r + kk);
+#define GV_FMA(r, t) s##r##t = fma(xv##r, bv, s##r##t);
+#define GV_SUM(r, t) float h##r##t = gv_sum(s##r##t);
+#define GV_TAIL(r, t) h##r##t = fma(x##r[kk], b##t[kk], h##r##t);
+#define GV_STORE(r, t) \
+    if (j0 + t < n) { \
+        size_t at = c_off + (r0 + r) * ldc + j0 + t; \
+        store_one(c + at, h##r##t, alpha, beta, bias, j0 + t, epilogue, aux + at); \
+    }
+#define GV_FMA_COL(t) \
+    { \
+        gv_vec bv = gv_load(0, b##t + kk); \
+        GV_EACH_ROW(GV_FMA, t) \
+    }
+#define GV_ALL(X) GEMV8(GV_ALL_##X)
+#define GV_ALL_ACC(t) GV_EACH_ROW(GV_ACC, t)
+#define GV_ALL_SUM(t) GV_EACH_ROW(GV_SUM, t)
+#define GV_ALL_TAIL(t) GV_EACH_ROW(GV_TAIL, t)
+#define GV_ALL_STORE(t) GV_EACH_ROW(GV_STORE, t)
 
 /* The sum of a vector's lanes, in a fixed order. */
 INLINE float lanes_sum(float8 s)
@@ -1640,10 +1671,41 @@ INLINE float lanes_sum(float8 s)
     return (h.s0 + h.s2) + (h.s1 + h.s3);
 }
 
+/* A function for C rows r0 .. r0 + GV_ROWS - 1 (as many rows as
+ * GV_EACH_ROW names) of gemv_rows' columns j0 .. j0 + 7: B's vector at
+ * each k read once for all the rows. */
+#define GV_FUNCTION(name) \
+    INLINE void name(__global const float *a, const ulong a_off, const ulong lda, \
+                     __global const float *b, const ulong b_off, const ulong ldb, \
+                     __global float *c, const ulong c_off, const ulong ldc, size_t r0, \
+                     size_t j0, const ulong n, const ulong k, const float alpha, \
+                     const float beta, __global const float *bias, const uint epilogue, \
+                     __global float *aux) \
+    { \
+        GEMV8(GV_COL) \
+        GV_EACH_ROW(GV_X, 0) \
+        GV_ALL(ACC) \
+        size_t kk = 0; \
+        for (; kk + GV_W <= k; kk += GV_W) { \
+            GV_EACH_ROW(GV_LOAD_X, 0) \
+            GEMV8(GV_FMA_COL) \
+        } \
+        GV_ALL(SUM) \
+        for (; kk < k; kk++) { \
+            GV_ALL(TAIL) \
+        } \
+        GV_ALL(STORE) \
+    }
+GV_FUNCTION(gemv_block)
+#undef GV_EACH_ROW
+#define GV_EACH_ROW(X, t) X(0, t)
+GV_FUNCTION(gemv_one)
+
 /* C (m x n) = alpha A B^T + beta C for a row of A or a few (m small), B
  * (n x k) read in place along k: item g takes columns 8g .. 8g + 7, each a
- * dot product over 8-float lanes, then the lanes summed in a fixed order.
- * With so few rows, packing B would cost more than the product. */
+ * dot product over 8-float lanes, then the lanes summed in a fixed order,
+ * GV_ROWS rows at a time and the rest one by one (the same sums either
+ * way). With so few rows, packing B would cost more than the product. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 gemv_rows(__global const float *a, const ulong a_off, const ulong lda, __global const float *b,
           const ulong b_off, const ulong ldb, __global float *c, const ulong c_off,
@@ -1651,23 +1713,12 @@ gemv_rows(__global const float *a, const ulong a_off, const ulong lda, __global 
           const float beta, __global const float *bias, const uint epilogue,
           __global float *aux)
 {
-    size_t j0 = get_global_id(0) * 8;
-    GEMV8(GV_ROW)
-    for (size_t r = 0; r < m; r++) {
-        __global const float *x = a + a_off + r * lda;
-        __global float *o = c + c_off + r * ldc + j0;
-        __global float *ao = aux + c_off + r * ldc + j0;
-        GEMV8(GV_ACC)
-        size_t kk = 0;
-        for (; kk + 8 <= k; kk += 8) {
-            float8 xv = vload8(0, x + kk);
-            GEMV8(GV_FMA)
-        }
-        GEMV8(GV_SUM)
-        for (; kk < k; kk++) {
-            GEMV8(GV_TAIL)
-        }
-        GEMV8(GV_STORE)
-    }
+    size_t j0 = get_global_id(0) * 8, r = 0;
+    for (; r + GV_ROWS <= m; r += GV_ROWS)
+        gemv_block(a, a_off, lda, b, b_off, ldb, c, c_off, ldc, r, j0, n, k, alpha, beta, bias,
+                   epilogue, aux);
+    for (; r < m; r++)
+        gemv_one(a, a_off, lda, b, b_off, ldb, c, c_off, ldc, r, j0, n, k, alpha, beta, bias,
+                 epilogue, aux);
 }
 #endif /* !A_TRANS */
