@@ -7,7 +7,6 @@
  * Usage: bench_kiln_gemm [--device SEL] [--rounds N] [--only I,J...] [MRxNR[/KC] ...]
  * (--only: the shapes at those positions of the list below, from 0)
  * (KC "max": no blocking; no configuration: the device's default) */
-#include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,12 +15,10 @@
 
 #include "bench.h"
 #include "blas/blas.h"
+#include "cli/host_blas.h"
 
 #define MAX_CONFIGS 12
 #define MAX_ROUNDS 32
-
-typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *,
-                         int, float, float *, int);
 
 static const kiln_gemm_shape shapes[] = {
     {KILN_NO_TRANS, KILN_NO_TRANS, 1024, 1024, 1024},
@@ -44,52 +41,6 @@ static const kiln_gemm_shape shapes[] = {
     {KILN_NO_TRANS, KILN_TRANS, 128, 128, 256},
 };
 #define SHAPES (sizeof shapes / sizeof shapes[0])
-
-/* OpenBLAS at its best on this CPU, and with threads that do not spin past
- * a call into kiln's timing, as kiln bench loads it (src/cli/bench.c). */
-static sgemm_fn load_openblas(void)
-{
-    setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0);
-    if (!getenv("OPENBLAS_CORETYPE")) {
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f"))
-            setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-        else if (__builtin_cpu_supports("avx2"))
-            setenv("OPENBLAS_CORETYPE", "Haswell", 1);
-    }
-    void *lib = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
-    sgemm_fn f = lib ? (sgemm_fn)(uintptr_t)dlsym(lib, "cblas_sgemm") : NULL;
-    if (!f) {
-        fprintf(stderr, "bench_kiln_gemm: libopenblas.so.0 not found\n");
-        exit(1);
-    }
-    return f;
-}
-
-static double host_gflops(sgemm_fn sgemm, const kiln_gemm_shape *g)
-{
-    int ta = g->ta == KILN_TRANS, tb = g->tb == KILN_TRANS;
-    size_t na = g->m * g->k, nb = g->k * g->n, nc = g->m * g->n;
-    float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = calloc(nc, sizeof *c);
-    double best = INFINITY, flops = 2.0 * (double)g->m * (double)g->n * (double)g->k;
-    int reps = (int)fmax(1.0, fmin(20.0, 1e9 / flops));
-    for (size_t i = 0; i < na; i++)
-        a[i] = 0.5f;
-    for (size_t i = 0; i < nb; i++)
-        b[i] = 0.5f;
-    for (int t = -1; t < 5; t++) {
-        double t0 = now_seconds();
-        for (int r = 0; r < (t < 0 ? 1 : reps); r++)
-            sgemm(101, ta ? 112 : 111, tb ? 112 : 111, (int)g->m, (int)g->n, (int)g->k, 1.0f, a,
-                  ta ? (int)g->m : (int)g->k, b, tb ? (int)g->k : (int)g->n, 0.0f, c, (int)g->n);
-        if (t >= 0)
-            best = fmin(best, (now_seconds() - t0) / reps);
-    }
-    free(a);
-    free(b);
-    free(c);
-    return flops / best * 1e-9;
-}
 
 static gemm_tile parse_config(const char *text)
 {
@@ -142,7 +93,12 @@ int main(int argc, char **argv)
         }
     }
     rounds = rounds < 1 ? 1 : rounds > MAX_ROUNDS ? MAX_ROUNDS : rounds;
-    sgemm_fn host = load_openblas();
+    char core[128] = "";
+    host_sgemm_fn host = host_blas_load(core, sizeof core);
+    if (!host) {
+        fprintf(stderr, "bench_kiln_gemm: libopenblas.so.0 not found\n");
+        return 1;
+    }
     kiln_ctx *ctx;
     REQUIRE(kiln_ctx_create(device, &ctx));
     kiln_ctx_set_gemm(ctx, KILN_GEMM_KILN);
@@ -152,9 +108,9 @@ int main(int argc, char **argv)
                  configs[0].kc);
         n_configs = 1;
     }
-    printf("%s / %s, %d rounds; GFLOPS best of the rounds, ratio of bests to OpenBLAS's, "
-           "[median ratio within a round]\n",
-           kiln_ctx_device(ctx)->platform, kiln_ctx_device(ctx)->name, rounds);
+    printf("%s / %s against %s, %d rounds; GFLOPS best of the rounds, ratio of bests to "
+           "OpenBLAS's, [median ratio within a round]\n",
+           kiln_ctx_device(ctx)->platform, kiln_ctx_device(ctx)->name, core, rounds);
     printf("%-20s %8s", "shape", "OpenBLAS");
     for (int c = 0; c < n_configs; c++)
         printf(" %20s", names[c]);
@@ -167,7 +123,7 @@ int main(int argc, char **argv)
             continue;
         double host_best = 0, best[MAX_CONFIGS] = {0}, ratio[MAX_CONFIGS][MAX_ROUNDS];
         for (int r = 0; r < rounds; r++) {
-            double h = host_gflops(host, g);
+            double h = host_blas_gflops(host, g);
             host_best = fmax(host_best, h);
             for (int j = 0; j < n_configs; j++) {
                 int c = (j + r) % n_configs;

@@ -3,7 +3,6 @@
  * OpenBLAS, fused kernels against a copy kernel, latency, transfers,
  * training throughput of models and, for models named on the command
  * line, the device time of each layer. */
-#include <dlfcn.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/host_blas.h"
 #include "ref/ref.h"
 
 #define MAX_MODELS 8
@@ -36,67 +36,6 @@ typedef struct {
     size_t image_count;
     int image_workers;
 } measured;
-
-/* ---- the host's BLAS, loaded at run time ----------------------------------------- */
-
-typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *,
-                         int, float, float *, int);
-typedef char *(*corename_fn)(void);
-
-enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
-
-/* OpenBLAS from Debian's libopenblas0 when installed. Its run-time CPU
- * detection predates some CPUs and then falls back to generic kernels;
- * unless OPENBLAS_CORETYPE says otherwise, the core is named from the
- * CPU's vector extensions so that kiln is measured against OpenBLAS at its
- * best. Its threads spin for some 2^28 cycles (0.1 s) after each call
- * unless OPENBLAS_THREAD_TIMEOUT says less, and kiln's GEMM, timed right
- * after, then ran on one core of two: 85-95 GFLOPS instead of 145-177 at
- * the GPT's shapes on the 2-core EPYC, and OpenBLAS's own figures the same
- * either way. */
-static sgemm_fn load_openblas(char *core, size_t size)
-{
-    setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0); /* 2^4 cycles, its least */
-    if (!getenv("OPENBLAS_CORETYPE")) {
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f"))
-            setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-        else if (__builtin_cpu_supports("avx2"))
-            setenv("OPENBLAS_CORETYPE", "Haswell", 1);
-    }
-    void *lib = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
-    if (!lib)
-        return NULL;
-    corename_fn corename = (corename_fn)(uintptr_t)dlsym(lib, "openblas_get_corename");
-    snprintf(core, size, "OpenBLAS %s", corename ? corename() : "");
-    return (sgemm_fn)(uintptr_t)dlsym(lib, "cblas_sgemm");
-}
-
-static double host_gflops(sgemm_fn sgemm, const kiln_gemm_shape *g)
-{
-    int ta = g->ta == KILN_TRANS, tb = g->tb == KILN_TRANS;
-    size_t na = g->m * g->k, nb = g->k * g->n, nc = g->m * g->n;
-    float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = calloc(nc, sizeof *c);
-    double best = INFINITY, flops = 2.0 * (double)g->m * (double)g->n * (double)g->k;
-    int reps = (int)fmax(1.0, fmin(20.0, 1e9 / flops));
-    for (size_t i = 0; a && b && i < na; i++)
-        a[i] = 0.5f;
-    for (size_t i = 0; a && b && i < nb; i++)
-        b[i] = 0.5f;
-    for (int t = -1; a && b && c && t < 5; t++) {
-        double t0 = ref_seconds();
-        for (int r = 0; r < (t < 0 ? 1 : reps); r++)
-            sgemm(CBLAS_ROW_MAJOR, ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
-                  tb ? CBLAS_TRANS : CBLAS_NO_TRANS, (int)g->m, (int)g->n, (int)g->k, 1.0f, a,
-                  ta ? (int)g->m : (int)g->k, b, tb ? (int)g->k : (int)g->n, 0.0f, c, (int)g->n);
-        if (t >= 0)
-            best = fmin(best, (ref_seconds() - t0) / reps);
-    }
-    free(a);
-    free(b);
-    free(c);
-    return isfinite(best) ? flops / best * 1e-9 : 0;
-}
 
 /* ---- printing ---------------------------------------------------------------------- */
 
@@ -305,7 +244,7 @@ static int models(const char *selector, const bench_args *a, int profile, measur
     return rc;
 }
 
-static int measure(const char *selector, const bench_args *a, sgemm_fn host, measured *out)
+static int measure(const char *selector, const bench_args *a, host_sgemm_fn host, measured *out)
 {
     kiln_device_info info;
     if (kiln_device_select(selector, &info) != KILN_OK)
@@ -317,7 +256,7 @@ static int measure(const char *selector, const bench_args *a, sgemm_fn host, mea
     if (kiln_bench(sel, a->quick, &out->r) != KILN_OK)
         return cli_fail("bench");
     for (size_t i = 0; host && i < out->r.gemm_count; i++)
-        out->r.gemm_host[i] = host_gflops(host, &out->r.gemm[i]);
+        out->r.gemm_host[i] = host_blas_gflops(host, &out->r.gemm[i]);
     int rc = models(sel, a, 0, out);
     for (int i = 0; i < a->n_models && rc == 0; i++)
         rc = cli_first_batch(a->models[i], sel, &out->first_cold[i], &out->first_warm[i]);
@@ -395,7 +334,7 @@ int cli_bench(int argc, char **argv)
     if (ranks > 1)
         return 0;
     char core[128] = "";
-    sgemm_fn host = load_openblas(core, sizeof core);
+    host_sgemm_fn host = host_blas_load(core, sizeof core);
     static measured m[16];
     size_t n = 0;
     if (a.all) {
