@@ -43,6 +43,10 @@
  *   conv_phase_pairs: the same at stride 2, the two column phases' tiles
  *                of a row stored together, each item staging the rows
  *                of g it reads zero-padded
+ *   conv_stride2_points: the same for a 1 x 1 of stride 2 (a residual
+ *                block's shortcut), tiles of channels by an image's
+ *                pixels, each 8 pixels' sums stored in the even values
+ *                of a vector of a row of dx
  *   conv_weight_slots, sum_slots: a convolution's weight gradient, the
  *                reduction split across items and their sums added
  *   conv_weight_pixels, sum_columns: the same with few output channels,
@@ -1575,6 +1579,81 @@ conv_phase_pairs(__global const float *wq, __global const float *g, __global flo
                            P, D, adding, pa, col0);
         }
         t = end;
+    }
+}
+
+/* 8 sums v of neighbouring pixels into the even values of the 16 floats of
+ * a row of dx at d, the odd ones kept (adding) or zeroed. */
+INLINE void store_even8(__global float *d, float8 v, uint adding)
+{
+    float16 x = adding ? vload16(0, d) : (float16)0.0f;
+    x.even = adding ? v + x.even : v;
+    vstore16(x, 0, d);
+}
+
+#if V == 16
+#define EVEN_STORES(r, d, at)                                                   \
+    store_even8(d + at(0), (c##r##0).lo, adding);                               \
+    store_even8(d + at(8), (c##r##0).hi, adding);                               \
+    store_even8(d + at(16), (c##r##1).lo, adding);                              \
+    store_even8(d + at(24), (c##r##1).hi, adding);
+#elif V == 8
+#define EVEN_STORES(r, d, at)                                                   \
+    store_even8(d + at(0), c##r##0, adding);                                    \
+    store_even8(d + at(8), c##r##1, adding);
+#else
+#define EVEN_STORES(r, d, at)                                                   \
+    store_even8(d + at(0), (float8)(c##r##0, c##r##1), adding);
+#endif
+/* Where pixel p0 + q of g (rows OW long) lands in its plane of dx. */
+#define EVEN_AT(q) ((p0 + q) / OW * 2 * W + (p0 + q) % OW * 2)
+#define W_FMA(r)                                                                \
+    {                                                                           \
+        floatV s = wo[min(c0 + r, (size_t)C - 1)];                              \
+        c##r##0 = fma(s, b0, c##r##0);                                          \
+        c##r##1 = fma(s, b1, c##r##1);                                          \
+    }
+#define EVEN_STORE(r)                                                           \
+    if (c0 + r < C) {                                                           \
+        __global float *d = dx + (n * C + c0 + r) * HW;                         \
+        EVEN_STORES(r, d, EVEN_AT)                                              \
+        if (!adding) /* row phase 1: zeros */                                   \
+            for (uint q = 0; q < NR; q += 8)                                    \
+                vstore16((float16)0.0f, 0, d + EVEN_AT(q) + W);                 \
+    }
+
+/* The input gradient of a 1 x 1 convolution of stride 2 without padding
+ * (a residual block's shortcut), for CPUs, where H = 2 OH, W = 2 OW, OW a
+ * multiple of 8 and an image's OH OW pixels of NR: dx(c, 2i, 2j) =
+ * sum over o of w(o, c) g(o, i, j), plus dx's value where it adds; dx's
+ * other three phases keep their values (adding) or get zeros. A tile is
+ * MR channels by NR neighbouring pixels of g, which a row of vectors of g
+ * gives at each o (w's MR values of o broadcast, read in place); each 8
+ * pixels' sums go to the even values of 16 floats of a row of dx, one
+ * vector load and store where conv_phase_pairs stored value by value
+ * from a tile of channels by pixels. Item g takes a run of the tiles,
+ * image by image, pixel tile by pixel tile, channels innermost (the
+ * pixels' O x NR floats of g stay in the core's cache). */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+conv_stride2_points(__global const float *w, __global const float *g, __global float *dx,
+                    const uint N, const uint C, const uint O, const uint OH, const uint OW,
+                    const uint adding)
+{
+    const uint W = 2 * OW;
+    size_t P2 = (size_t)OH * OW, HW = 4 * P2, ptiles = P2 / NR, ctiles = (C + MR - 1) / MR;
+    size_t tiles = (size_t)N * ptiles * ctiles, items = get_global_size(0);
+    size_t item = get_global_id(0);
+    for (size_t t = item * tiles / items; t < (item + 1) * tiles / items; t++) {
+        size_t n = t / (ptiles * ctiles), p0 = t / ctiles % ptiles * NR;
+        size_t c0 = t % ctiles * MR;
+        __global const float *gp = g + n * O * P2 + p0;
+        ROWS(ACC)
+        for (uint o = 0; o < O; o++, gp += P2) {
+            floatV b0 = vloadV(0, gp), b1 = vloadV(1, gp);
+            __global const float *wo = w + (size_t)o * C;
+            ROWS(W_FMA)
+        }
+        ROWS(EVEN_STORE)
     }
 }
 

@@ -185,6 +185,13 @@ static const op_case cases[] = {
      .tokens = 1},
     {"position 2x17x33 of 19", OP_POSITION, 1, 1, {S3(2, 17, 33)}, .rows = 19},
     {"attention 2x17x30, 2 heads of 5", OP_ATTENTION, 1, 1, {S3(2, 17, 30)}, .heads = 2},
+    /* a 1 x 1 stride-2 shortcut over even rows of 16 and 32 (the input
+     * gradient as conv_stride2_points on CPUs: tiles of an image's
+     * pixels, across output rows of 8 and of 16) */
+    {"conv 3x13x16x16 k1 s2 ->7 no bias", OP_CONV2D, 1, 1, {S4(3, 13, 16, 16)}, .out = 7,
+     .kernel = 1, .stride = 2, .no_bias = 1},
+    {"conv 2x9x8x32 k1 s2 ->5", OP_CONV2D, 1, 1, {S4(2, 9, 8, 32)}, .out = 5, .kernel = 1,
+     .stride = 2},
 };
 
 #define CASE_COUNT (int)(sizeof cases / sizeof cases[0])

@@ -553,6 +553,36 @@ static kiln_status phase_pixels(kiln_ctx *ctx, const blas_state *s, size_t o, cl
                            KARG(K), KARG(S), KARG(P), KARG(D), KARG(PG), KARG(add));
 }
 
+/* Whether a strided input gradient takes conv_stride2_points: a 1 x 1 of
+ * stride 2 without padding (a residual block's shortcut) over even H and
+ * W, its output rows a multiple of 8 long and its images of a multiple of
+ * NR pixels. */
+static int stride2_points(const gemm_im2col *x, size_t nr)
+{
+    return x->k == 1 && x->s == 2 && x->p == 0 && x->h == 2 * x->oh && x->w == 2 * x->ow &&
+           x->ow % 8 == 0 && x->oh * x->ow % nr == 0;
+}
+
+/* The input gradient as conv_stride2_points: w and g read in place,
+ * nothing packed, one launch. */
+static kiln_status stride2_points_run(kiln_ctx *ctx, const blas_state *s, size_t o, cl_mem w,
+                                      cl_mem g, const gemm_im2col *x, cl_uint add)
+{
+    size_t nr = 2 * (size_t)s->tile.v, mr = (size_t)s->tile.mr;
+    size_t tiles = x->n * (x->oh * x->ow / nr) * ((x->c + mr - 1) / mr);
+    size_t items = gemm_slot_items(ctx, tiles);
+    cl_kernel kernel;
+    if (items == 0)
+        return KILN_OK;
+    kiln_status st = gemm_kernel(ctx, s, "conv_stride2_points", &kernel);
+    cl_uint N = (cl_uint)x->n, C = (cl_uint)x->c, O = (cl_uint)o, OH = (cl_uint)x->oh,
+            OW = (cl_uint)x->ow;
+    return st != KILN_OK ? st
+                         : launch_1d(ctx, kernel, "conv_stride2_points", items, 1, KARG(w),
+                                     KARG(g), KARG(x->x), KARG(N), KARG(C), KARG(O), KARG(OH),
+                                     KARG(OW), KARG(add));
+}
+
 kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
                                  const gemm_im2col *x, int add)
 {
@@ -563,6 +593,8 @@ kiln_status gemm_cpu_conv_phases(kiln_ctx *ctx, size_t o, cl_mem w, cl_mem g,
     kiln_status st = gemm_tiled_state(ctx, &s);
     if (st != KILN_OK)
         return st;
+    if (stride2_points(x, 2 * (size_t)s->tile.v))
+        return stride2_points_run(ctx, s, o, w, g, x, (cl_uint)add);
     if (gemm_cpu_phase_pixels_pay(x->c))
         return phase_pixels(ctx, s, o, w, g, x, (cl_uint)add);
     size_t nr = 2 * (size_t)s->tile.v, slot = o * most * most * nr;
