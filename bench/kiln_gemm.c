@@ -8,7 +8,6 @@
  * (--only: the shapes at those positions of the list below, from 0)
  * (KC "max": no blocking; no configuration: the device's default) */
 #include <math.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1776,9 +1776,11 @@ INLINE float lanes_sum(float8 s)
         GV_ALL(STORE) \
     }
 GV_FUNCTION(gemv_block)
+#if GV_ROWS > 1 /* and one row at a time for the rows after the last block */
 #undef GV_EACH_ROW
 #define GV_EACH_ROW(X, t) X(0, t)
 GV_FUNCTION(gemv_one)
+#endif
 
 /* C (m x n) = alpha A B^T + beta C for a row of A or a few (m small), B
  * (n x k) read in place along k: item g takes columns 8g .. 8g + 7, each a
@@ -1796,8 +1798,10 @@ gemv_rows(__global const float *a, const ulong a_off, const ulong lda, __global 
     for (; r + GV_ROWS <= m; r += GV_ROWS)
         gemv_block(a, a_off, lda, b, b_off, ldb, c, c_off, ldc, r, j0, n, k, alpha, beta, bias,
                    epilogue, aux);
+#if GV_ROWS > 1
     for (; r < m; r++)
         gemv_one(a, a_off, lda, b, b_off, ldb, c, c_off, ldc, r, j0, n, k, alpha, beta, bias,
                  epilogue, aux);
+#endif
 }
 #endif /* !A_TRANS */

@@ -12,7 +12,6 @@
 
 #include "cli/cli.h"
 #include "cli/host_blas.h"
-#include "ref/ref.h"
 
 #define MAX_MODELS 8
 
